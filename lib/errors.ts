@@ -1,0 +1,64 @@
+/**
+ * The one table of errors (contract section 10). Every layer throws `ApprError` built from a code in this table;
+ * the HTTP layer turns it into `{code, message, details}` with the table's status. Nothing else decides a status.
+ */
+export const ERRORS = {
+  'invalid-usage': { status: 400, message: 'Invalid usage' },
+  'unauthorized-access': { status: 401, message: 'Authentication required' },
+  forbidden: { status: 403, message: 'Forbidden' },
+  'package-not-found': { status: 404, message: 'Package not found' },
+  'package-release-not-found': { status: 404, message: 'Release not found' },
+  'channel-not-found': { status: 404, message: 'Channel not found' },
+  'not-found': { status: 404, message: 'Not found' },
+  'method-not-allowed': { status: 405, message: 'Method not allowed' },
+  'package-exists': { status: 409, message: 'Package already exists' },
+  'payload-too-large': { status: 413, message: 'Payload too large' },
+  'invalid-release': { status: 422, message: 'Invalid release' },
+  'invalid-parameters': { status: 422, message: 'Invalid parameters' },
+  unsupported: { status: 501, message: 'Unsupported' },
+  'storage-unavailable': { status: 503, message: 'Storage unavailable' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class ApprError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown>;
+  /** Extra response headers that must survive Koa's error handling (Allow, WWW-Authenticate). */
+  readonly headers: Record<string, string>;
+
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    details: Record<string, unknown> = {},
+    headers: Record<string, string> = {},
+  ) {
+    super(message ?? ERRORS[code].message);
+    this.name = 'ApprError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.details = details;
+    this.headers = headers;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details: Record<string, unknown> } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isApprError(err: unknown): err is ApprError {
+  return err instanceof ApprError;
+}
+
+/**
+ * Raised by storage adapters when the backend fails or times out. The registry never turns it into anything but
+ * 503 `storage-unavailable`; `cause` keeps the backend's own error for logs.
+ */
+export class StorageUnavailableError extends ApprError {
+  constructor(message: string, cause?: unknown) {
+    super('storage-unavailable', message);
+    this.name = 'StorageUnavailableError';
+    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
+  }
+}

@@ -1,0 +1,77 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The storage adapter interface: an object store's primitives and nothing more, so that S3 implements it with
+ * its own requests (GET, PUT with `If-None-Match: *` / `If-Match`, DELETE, ListObjectsV2) and the filesystem
+ * adapter gives the same guarantees with atomic renames and locks.
+ *
+ * Keys are built by `lib/core/keys.ts` only; adapters treat them as opaque `/`-separated strings made of
+ * characters from `[A-Za-z0-9._+/-]`.
+ *
+ * Failure model: an adapter throws `StorageUnavailableError` (lib/errors.ts) when the backend fails or times out.
+ * A failed precondition is not an error: it is reported in the return value.
+ */
+export interface StorageAdapter {
+  /** A short name for logs and the contract suite ("memory", "fs", "s3"). */
+  readonly name: string;
+
+  /**
+   * Read a whole (small) document. `null` when the key does not exist. With `ifNoneMatch` equal to the current
+   * ETag, returns `{ notModified: true, etag }` without the body (a 304 on S3).
+   */
+  get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null>;
+
+  /**
+   * Write a whole (small) document atomically: readers see the old or the new bytes, never a mix.
+   * - `ifNoneMatch: '*'`: create only if the key does not exist.
+   * - `ifMatch: etag`: replace only if the current ETag is `etag` (compare-and-swap); a missing key fails.
+   * Returns the new ETag, or `null` when the precondition failed (nothing was written).
+   */
+  put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null>;
+
+  /**
+   * Stream a (possibly large) object in. `size` is the exact byte length. Same conditions and result as `put`;
+   * on failure or a failed precondition nothing is visible at `key`.
+   */
+  putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null>;
+
+  /**
+   * Stream an object out. `null` when absent. The caller must consume or destroy `body`.
+   * Blobs are immutable, so no conditional read is needed here.
+   */
+  getStream(key: string): Promise<StreamResult | null>;
+
+  /** Size and ETag without the body; `null` when absent. */
+  head(key: string): Promise<{ size: number; etag: string } | null>;
+
+  /**
+   * Delete a key. With `ifMatch`, only if the current ETag matches. Returns false when the key was absent or the
+   * precondition failed, true when something was deleted.
+   */
+  delete(key: string, options?: { ifMatch?: string }): Promise<boolean>;
+
+  /**
+   * One page of the keys under `prefix`, in lexicographic (byte) order, at most `limit` of them (an adapter may
+   * return fewer, as S3 caps pages at 1000). `cursor` is the opaque `next` of the previous page; `next` is absent
+   * on the last page.
+   */
+  list(prefix: string, options?: { cursor?: string; limit?: number }): Promise<ListPage>;
+
+  /** Release sockets, timers, file handles. Optional. */
+  close?(): Promise<void>;
+}
+
+export type WriteCondition = { ifNoneMatch: '*'; ifMatch?: undefined } | { ifMatch: string; ifNoneMatch?: undefined };
+
+export type GetResult = { notModified: false; body: Buffer; etag: string } | { notModified: true; etag: string };
+
+export interface StreamResult {
+  body: Readable;
+  size: number;
+  etag: string;
+}
+
+export interface ListPage {
+  keys: string[];
+  next?: string;
+}
