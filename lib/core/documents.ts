@@ -1,0 +1,113 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LRUCache } from 'lru-cache';
+import { StorageUnavailableError } from '../errors.js';
+import type { StorageAdapter } from '../storage/types.js';
+
+export interface DocumentCacheOptions {
+  /** How many parsed documents to keep (default 1000). */
+  max?: number;
+  /**
+   * How long a cached mutable document may be served without asking storage whether it changed (default 0:
+   * every read is a conditional GET, answered by a cheap "not modified" when nothing changed). Raise it only if
+   * readers may see another instance's writes that much later.
+   */
+  ttlMs?: number;
+}
+
+export interface CasOptions {
+  /** Attempts before giving up with 503 (default 100). */
+  maxAttempts?: number;
+  /** First back-off ceiling in ms; doubles per attempt up to `maxDelayMs` (full jitter). Default 5. */
+  baseDelayMs?: number;
+  /** Default 250. */
+  maxDelayMs?: number;
+}
+
+export type Update<T, R> = { next: T; result: R } | { result: R };
+
+interface Cached {
+  etag: string;
+  value: unknown;
+  checkedAt: number;
+}
+
+/**
+ * JSON documents over a storage adapter: reads through an LRU cache revalidated by ETag, writes only by
+ * compare-and-swap. This is the only code that reads or writes mutable documents, so the no-lost-update rule
+ * lives in one place.
+ */
+export class DocumentStore {
+  readonly #storage: StorageAdapter;
+  readonly #cache: LRUCache<string, Cached>;
+  readonly #ttlMs: number;
+  readonly #cas: Required<CasOptions>;
+
+  constructor(storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}) {
+    this.#storage = storage;
+    this.#cache = new LRUCache({ max: cache.max ?? 1000 });
+    this.#ttlMs = cache.ttlMs ?? 0;
+    this.#cas = { maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250, ...cas };
+  }
+
+  /**
+   * The current document, or null. The value may be shared with other readers: treat it as read-only.
+   */
+  async read<T>(key: string): Promise<T | null> {
+    return (await this.#readVersioned<T>(key))?.value ?? null;
+  }
+
+  async #readVersioned<T>(key: string): Promise<{ value: T; etag: string } | null> {
+    const cached = this.#cache.get(key);
+    if (cached && Date.now() - cached.checkedAt < this.#ttlMs) return cached as { value: T; etag: string };
+    const got = await this.#storage.get(key, cached ? { ifNoneMatch: cached.etag } : undefined);
+    if (got === null) {
+      this.#cache.delete(key);
+      return null;
+    }
+    if (got.notModified && cached) {
+      cached.checkedAt = Date.now();
+      return cached as { value: T; etag: string };
+    }
+    if (got.notModified) return this.#readVersioned(key); // evicted meanwhile: read in full
+    const entry = { etag: got.etag, value: parse(key, got.body), checkedAt: Date.now() };
+    this.#cache.set(key, entry);
+    return entry as { value: T; etag: string };
+  }
+
+  /**
+   * Read-modify-write with compare-and-swap. `fn` gets a private copy of the current document (or null) and
+   * either returns `{next, result}` to write `next`, or `{result}` to write nothing; it may throw to abort.
+   * It can run several times when other writers win the race, so it must not have side effects.
+   */
+  async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>): Promise<R> {
+    for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
+      const current = await this.#readVersioned<T>(key);
+      const outcome = fn(current ? structuredClone(current.value) : null);
+      if (!('next' in outcome)) return outcome.result;
+      const body = Buffer.from(JSON.stringify(outcome.next));
+      const etag = await this.#storage.put(key, body, current ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
+      if (etag !== null) {
+        this.#cache.set(key, { etag, value: outcome.next, checkedAt: Date.now() });
+        return outcome.result;
+      }
+      this.#cache.delete(key);
+      const ceiling = Math.min(this.#cas.maxDelayMs, this.#cas.baseDelayMs * 2 ** attempt);
+      await sleep(Math.random() * ceiling);
+    }
+    throw new StorageUnavailableError(`too much contention on ${key}; try again`);
+  }
+
+  /** Forget a cached document (for hosts that broadcast invalidations between instances). */
+  invalidate(key?: string): void {
+    if (key === undefined) this.#cache.clear();
+    else this.#cache.delete(key);
+  }
+}
+
+function parse(key: string, body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new StorageUnavailableError(`stored document ${key} is not valid JSON`, err);
+  }
+}

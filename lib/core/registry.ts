@@ -1,0 +1,489 @@
+import { ApprError, StorageUnavailableError } from '../errors.js';
+import type { StorageAdapter, StreamResult } from '../storage/types.js';
+import { inspectBlob, parseDigest } from './blob.js';
+import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
+import { keys } from './keys.js';
+import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
+import { compareReleases, parseRelease, selectRelease, sortReleasesDesc } from './release.js';
+
+export type Visibility = 'public' | 'private';
+
+/** One release x media type as stored in the package document. */
+export interface ManifestRecord {
+  digest: string;
+  size: number;
+  created_at: string;
+  metadata: unknown;
+}
+
+export interface ChannelRecord {
+  current: string;
+  releases: string[];
+}
+
+/**
+ * Everything mutable about a package lives in one document, so a push, a delete and a channel change are each
+ * one compare-and-swap: channels can never point at a release that a concurrent delete removed. A document with
+ * no release is a tombstone: the package does not exist (see `deleteRelease`).
+ */
+export interface PackageDoc {
+  namespace: string;
+  name: string;
+  created_at: string;
+  visibility: Visibility;
+  releases: Record<string, Record<string, ManifestRecord>>;
+  channels: Record<string, ChannelRecord>;
+}
+
+export interface Manifest {
+  package: string;
+  release: string;
+  created_at: string;
+  metadata: unknown;
+  mediaType: string;
+  content: { mediaType: string; size: number; digest: string; urls: string[] };
+}
+
+export interface PackageSummary {
+  name: string;
+  namespace: string;
+  releases: string[];
+  default: string;
+  manifests: string[];
+  visibility: Visibility;
+  created_at: string;
+}
+
+export interface Channel {
+  name: string;
+  current: string;
+  releases: string[];
+}
+
+export interface PushInput {
+  namespace: string;
+  name: string;
+  release: string;
+  /** The gzip bytes (already decoded from base64). */
+  blob: Buffer;
+  mediaType?: string;
+  metadata?: unknown;
+  force?: boolean;
+  /** Used only when the push creates the package. */
+  visibility?: Visibility;
+}
+
+export interface PackageRef {
+  namespace: string;
+  name: string;
+  visibility: Visibility;
+}
+
+/** Decides whether a package may appear in a list or search result (the caller's read permission). */
+export type VisibleFilter = (pkg: PackageRef) => boolean | Promise<boolean>;
+
+export interface RegistryOptions {
+  storage: StorageAdapter;
+  /** A pushed tarball may not inflate to more than this many bytes (default 1 GiB). */
+  maxUnpackedSize?: number;
+  /** Visibility of new packages when the push does not say (default 'public', as the reference). */
+  defaultVisibility?: Visibility;
+  cache?: DocumentCacheOptions;
+  cas?: CasOptions;
+  /** Clock, for tests. */
+  now?: () => Date;
+}
+
+const LIST_CONCURRENCY = 16;
+
+/**
+ * The registry's domain core: no Koa, no HTTP. Every method validates its own inputs (names, releases, media
+ * types) before building a storage key, and throws `ApprError`s from the one error table.
+ */
+export class Registry {
+  readonly storage: StorageAdapter;
+  readonly #docs: DocumentStore;
+  readonly #maxUnpackedSize: number;
+  readonly #defaultVisibility: Visibility;
+  readonly #now: () => Date;
+
+  constructor(options: RegistryOptions) {
+    this.storage = options.storage;
+    this.#docs = new DocumentStore(options.storage, options.cache, options.cas);
+    this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
+    this.#defaultVisibility = options.defaultVisibility ?? 'public';
+    this.#now = options.now ?? (() => new Date());
+  }
+
+  // ---- push -------------------------------------------------------------------------------------------------
+
+  /**
+   * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
+   * blob (harmless, reused by the next push), never a release whose blob is missing.
+   */
+  async push(input: PushInput): Promise<void> {
+    const { namespace, name } = this.#names(input.namespace, input.name);
+    const release = parseRelease(input.release);
+    const mediaType = normalizeMediaType(input.mediaType ?? 'kpm');
+    const force = input.force === true;
+    const docKey = keys.packageDoc(namespace, name);
+    const exists = (doc: PackageDoc | null): boolean =>
+      doc !== null && own(own(doc.releases, release) ?? {}, mediaType) !== undefined;
+    const conflict = new ApprError('package-exists', 'Package exists already', {
+      package: `${namespace}/${name}`, release, media_type: mediaType,
+    });
+
+    // Cheap early answer for the common re-push; the compare-and-swap below is what decides.
+    if (!force && exists(await this.#docs.read<PackageDoc>(docKey))) throw conflict;
+
+    const blob = await inspectBlob(input.blob, this.#maxUnpackedSize);
+    const blobKey = keys.blob(namespace, name, blob.digest);
+    let { size } = blob;
+    if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
+      // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve.
+      size = (await this.storage.head(blobKey))?.size ?? size;
+    }
+
+    const createdAt = this.#now().toISOString();
+    await this.#docs.update<PackageDoc, void>(docKey, (current) => {
+      if (!force && exists(current)) throw conflict;
+      const doc = current && isLive(current)
+        ? current
+        : newPackage(namespace, name, createdAt, input.visibility ?? this.#defaultVisibility);
+      const media = own(doc.releases, release) ?? {};
+      media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
+      doc.releases[release] = media;
+      return { next: doc, result: undefined };
+    });
+  }
+
+  // ---- list and search ----------------------------------------------------------------------------------------
+
+  async listPackages(
+    filter: { namespace?: string; query?: string; mediaType?: string } = {},
+    visible: VisibleFilter = () => true,
+  ): Promise<PackageSummary[]> {
+    const mediaType = filter.mediaType ? normalizeMediaType(filter.mediaType) : undefined;
+    const docs = await this.#findPackages(filter.namespace, filter.query, visible);
+    const summaries: PackageSummary[] = [];
+    for (const doc of docs) {
+      const summary = summarize(doc, mediaType);
+      if (summary) summaries.push(summary);
+    }
+    return summaries;
+  }
+
+  async search(query: string, visible: VisibleFilter = () => true): Promise<string[]> {
+    const docs = await this.#findPackages(undefined, query, visible);
+    return docs.map((doc) => `${doc.namespace}/${doc.name}`);
+  }
+
+  /**
+   * Live package documents whose `ns/name` contains `query` (case-insensitive substring, contract section 13.3)
+   * and that `visible` admits. Costs one listing request per 1000 packages, plus one (conditional) read per
+   * package whose name matched.
+   */
+  async #findPackages(namespace: string | undefined, query: string | undefined, visible: VisibleFilter) {
+    const prefix = keys.packages(namespace === undefined ? undefined : checkName('namespace', namespace));
+    const needle = (query ?? '').toLowerCase();
+    const refs: { namespace: string; name: string }[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.storage.list(prefix, { cursor, limit: 1000 });
+      for (const key of page.keys) {
+        const ref = keys.parsePackageDoc(key);
+        if (ref && `${ref.namespace}/${ref.name}`.toLowerCase().includes(needle)) refs.push(ref);
+      }
+      cursor = page.next;
+    } while (cursor !== undefined);
+
+    const docs = await mapLimit(refs, LIST_CONCURRENCY, async (ref) => {
+      const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(ref.namespace, ref.name));
+      if (!doc || !isLive(doc)) return null;
+      return (await visible({ namespace: doc.namespace, name: doc.name, visibility: doc.visibility })) ? doc : null;
+    });
+    return docs.filter((doc): doc is PackageDoc => doc !== null);
+  }
+
+  // ---- read one package ---------------------------------------------------------------------------------------
+
+  /** Visibility of a live package, or null when it does not exist. For authorization. */
+  async packageVisibility(namespace: string, name: string): Promise<Visibility | null> {
+    const names = this.#names(namespace, name);
+    const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name));
+    return doc && isLive(doc) ? doc.visibility : null;
+  }
+
+  /** Route 6: every release x media type, oldest release first. */
+  async packageManifests(namespace: string, name: string, mediaType?: string): Promise<Manifest[]> {
+    const doc = await this.#package(namespace, name);
+    const wanted = mediaType ? normalizeMediaType(mediaType) : undefined;
+    const releases = Object.keys(doc.releases).sort(compareReleases);
+    return releases.flatMap((release) => manifestsOf(doc, release).filter((m) => !wanted || m.mt === wanted))
+      .map((m) => m.manifest);
+  }
+
+  /** Route 7: the manifests of one exact release. */
+  async releaseManifests(namespace: string, name: string, release: string): Promise<Manifest[]> {
+    const doc = await this.#package(namespace, name);
+    if (own(doc.releases, release) === undefined) throw packageNotFound(doc, release);
+    return manifestsOf(doc, release).map((m) => m.manifest);
+  }
+
+  /** Route 8: one manifest, with the channels whose current release it is. */
+  async showManifest(namespace: string, name: string, selector: string | undefined, mediaType: string) {
+    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType);
+    const channels = Object.keys(doc.channels).filter((c) => own(doc.channels, c)?.current === release).sort();
+    return { ...manifest(doc, release, mt), channels };
+  }
+
+  /** Routes 10 and 11: the resolved manifest and the blob's bytes as a stream (the caller must consume it). */
+  async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
+    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType);
+    const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
+    const blob = await this.storage.getStream(keys.blob(doc.namespace, doc.name, record.digest));
+    if (!blob) throw new StorageUnavailableError(`blob ${record.digest} of ${doc.namespace}/${doc.name} is missing`);
+    return { release, mediaType: mt, digest: record.digest, blob };
+  }
+
+  /** Routes 12 and 13: a blob this package had, even if its release was deleted since. */
+  async blob(namespace: string, name: string, digest: string): Promise<StreamResult & { digest: string }> {
+    const names = this.#names(namespace, name);
+    const hex = parseDigest(digest);
+    const blob = hex === null ? null : await this.storage.getStream(keys.blob(names.namespace, names.name, hex));
+    if (!blob || hex === null) {
+      throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
+        package: `${names.namespace}/${names.name}`, release: digest, media_type: null,
+      });
+    }
+    return { ...blob, digest: hex };
+  }
+
+  // ---- delete -------------------------------------------------------------------------------------------------
+
+  /**
+   * Route 9. Exact release and media type. A release left with no media type leaves its channels (their
+   * `current` moves to the highest remaining member; empty channels go); a package left with no release becomes
+   * a tombstone, which reads as absent. Blobs stay.
+   */
+  async deleteRelease(namespace: string, name: string, release: string, mediaType: string) {
+    const names = this.#names(namespace, name);
+    const mt = normalizeMediaType(mediaType);
+    const pkg = `${names.namespace}/${names.name}`;
+    const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${release} (${mt})`, {
+      package: pkg, release, media_type: mt,
+    });
+    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+      const media = doc && isLive(doc) ? own(doc.releases, release) : undefined;
+      if (!doc || !media || own(media, mt) === undefined) throw notFound;
+      delete media[mt];
+      if (Object.keys(media).length === 0) {
+        delete doc.releases[release];
+        for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release);
+      }
+      if (!isLive(doc)) doc.channels = {};
+      return { next: doc, result: undefined };
+    });
+    return { status: 'deleted', package: pkg, release };
+  }
+
+  // ---- channels -----------------------------------------------------------------------------------------------
+
+  async listChannels(namespace: string, name: string): Promise<Channel[]> {
+    const doc = await this.#package(namespace, name);
+    return Object.keys(doc.channels).sort().map((channel) => channelOf(doc, channel));
+  }
+
+  async showChannel(namespace: string, name: string, channel: string): Promise<Channel> {
+    checkName('channel', channel);
+    const doc = await this.#package(namespace, name);
+    if (own(doc.channels, channel) === undefined) throw channelNotFound(doc, channel);
+    return channelOf(doc, channel);
+  }
+
+  /** Route 16: add an exact, existing release; it becomes the channel's current release. */
+  async addChannelRelease(namespace: string, name: string, channel: string, release: string): Promise<Channel> {
+    const names = this.#names(namespace, name);
+    checkName('channel', channel);
+    if (release !== 'default') parseRelease(release, 'release');
+    return this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
+      const live = requireLive(doc, names);
+      if (own(live.releases, release) === undefined) {
+        throw new ApprError('package-release-not-found', `Release ${release} doesn't exist for package ${pkgName(live)}`, {
+          package: pkgName(live), release,
+        });
+      }
+      const record = own(live.channels, channel) ?? { current: release, releases: [] };
+      record.releases = sortReleasesDesc(new Set([...record.releases, release]));
+      record.current = release;
+      live.channels[channel] = record;
+      return { next: live, result: channelOf(live, channel) };
+    });
+  }
+
+  /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
+  async removeChannelRelease(namespace: string, name: string, channel: string, release: string) {
+    const names = this.#names(namespace, name);
+    checkName('channel', channel);
+    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+      const live = requireLive(doc, names);
+      if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
+      if (own(live.releases, release) === undefined) throw packageNotFound(live, release);
+      removeFromChannel(live, channel, release);
+      return { next: live, result: undefined };
+    });
+    return { status: 'deleted', package: `${names.namespace}/${names.name}`, name: channel, release };
+  }
+
+  /** Route 18. */
+  async deleteChannel(namespace: string, name: string, channel: string) {
+    const names = this.#names(namespace, name);
+    checkName('channel', channel);
+    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+      const live = requireLive(doc, names);
+      if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
+      delete live.channels[channel];
+      return { next: live, result: undefined };
+    });
+    return { channel, package: `${names.namespace}/${names.name}`, action: 'delete' };
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------------------------
+
+  #names(namespace: string, name: string) {
+    return { namespace: checkName('namespace', namespace), name: checkName('package', name) };
+  }
+
+  async #package(namespace: string, name: string): Promise<PackageDoc> {
+    const names = this.#names(namespace, name);
+    return requireLive(await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name)), names);
+  }
+
+  /** Selector and media type resolution for routes 8, 10 and 11 (contract section 5). */
+  async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string) {
+    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
+    const doc = await this.#package(namespace, name);
+    const release = selectRelease(selector, Object.keys(doc.releases));
+    if (release === null) {
+      throw new ApprError('package-release-not-found', `No release of ${pkgName(doc)} matches ${selector}`, {
+        package: pkgName(doc), release: selector ?? 'default',
+      });
+    }
+    const available = Object.keys(own(doc.releases, release) ?? {}).sort();
+    let mt = wanted;
+    if (wanted === '-') {
+      if (available.length !== 1) {
+        throw new ApprError('invalid-usage', `media-type non specified: [${available.join(',')}]`, {
+          media_types: available,
+        });
+      }
+      mt = available[0] as string;
+    } else if (!available.includes(wanted)) {
+      throw new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release} (${wanted})`, {
+        package: pkgName(doc), release, media_type: wanted,
+      });
+    }
+    return { doc, release, mt };
+  }
+}
+
+// ---- pure functions over package documents ------------------------------------------------------------------
+
+/** Own-property lookup: names such as `constructor` must never resolve to something inherited. */
+function own<T>(record: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(record, key) ? record[key] : undefined;
+}
+
+function isLive(doc: PackageDoc): boolean {
+  return Object.keys(doc.releases).length > 0;
+}
+
+function newPackage(namespace: string, name: string, createdAt: string, visibility: Visibility): PackageDoc {
+  return { namespace, name, created_at: createdAt, visibility, releases: {}, channels: {} };
+}
+
+function pkgName(doc: { namespace: string; name: string }): string {
+  return `${doc.namespace}/${doc.name}`;
+}
+
+function requireLive(doc: PackageDoc | null, names: { namespace: string; name: string }): PackageDoc {
+  if (doc && isLive(doc)) return doc;
+  throw new ApprError('package-not-found', `package ${pkgName(names)} doesn't exist`, {
+    package: pkgName(names), release: null, media_type: null,
+  });
+}
+
+function packageNotFound(doc: PackageDoc, release: string): ApprError {
+  return new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release}`, {
+    package: pkgName(doc), release, media_type: null,
+  });
+}
+
+function channelNotFound(doc: PackageDoc, channel: string): ApprError {
+  return new ApprError('channel-not-found', `No channel ${channel} for package ${pkgName(doc)}`, {
+    package: pkgName(doc), channel,
+  });
+}
+
+function removeFromChannel(doc: PackageDoc, channel: string, release: string): void {
+  const record = own(doc.channels, channel);
+  if (!record) return;
+  const releases = record.releases.filter((r) => r !== release && own(doc.releases, r) !== undefined);
+  if (releases.length === 0) {
+    delete doc.channels[channel];
+    return;
+  }
+  record.releases = sortReleasesDesc(releases);
+  record.current = record.releases[0] as string;
+}
+
+function channelOf(doc: PackageDoc, channel: string): Channel {
+  const record = own(doc.channels, channel) as ChannelRecord;
+  return { name: channel, current: record.current, releases: [...record.releases] };
+}
+
+function manifest(doc: PackageDoc, release: string, mt: string): Manifest {
+  const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
+  return {
+    package: pkgName(doc),
+    release,
+    created_at: record.created_at,
+    metadata: record.metadata,
+    mediaType: manifestMediaType(mt),
+    content: { mediaType: contentMediaType(mt), size: record.size, digest: record.digest, urls: [] },
+  };
+}
+
+function manifestsOf(doc: PackageDoc, release: string): { mt: string; manifest: Manifest }[] {
+  return Object.keys(own(doc.releases, release) ?? {}).sort().map((mt) => ({ mt, manifest: manifest(doc, release, mt) }));
+}
+
+function summarize(doc: PackageDoc, mediaType: string | undefined): PackageSummary | null {
+  const releases = sortReleasesDesc(
+    Object.keys(doc.releases).filter((r) => !mediaType || own(own(doc.releases, r) ?? {}, mediaType) !== undefined),
+  );
+  const latest = releases[0];
+  if (latest === undefined) return null;
+  return {
+    name: pkgName(doc),
+    namespace: doc.namespace,
+    releases,
+    default: latest,
+    manifests: mediaType ? [mediaType] : Object.keys(own(doc.releases, latest) ?? {}).sort(),
+    visibility: doc.visibility,
+    created_at: doc.created_at,
+  };
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

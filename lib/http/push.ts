@@ -1,0 +1,103 @@
+import type { Context, Next } from 'koa';
+import { koaBody } from 'koa-body';
+import { ApprError } from '../errors.js';
+import { decodeBase64 } from '../core/blob.js';
+import type { PushInput, Visibility } from '../core/registry.js';
+
+/** Room for the JSON around the base64 blob (field names, metadata). */
+const ENVELOPE_ALLOWANCE = 256 * 1024;
+const MAX_METADATA_BYTES = 64 * 1024;
+
+/** The byte limit of a push body that carries a tarball of at most `maxPushSize` bytes as base64. */
+export function pushBodyLimit(maxPushSize: number): number {
+  return 4 * Math.ceil(maxPushSize / 3) + ENVELOPE_ALLOWANCE;
+}
+
+/**
+ * Reads a push body of any Content-Type (the CLI sends JSON, some scripts send forms, some send nothing
+ * useful): forms are parsed as forms, everything else is kept as text and parsed as JSON in `pushInput`.
+ * A declared `Content-Length` over the limit is answered 413 before a byte is read.
+ */
+export function pushBodyReader(limit: number) {
+  const parse = koaBody({
+    json: false,
+    urlencoded: true,
+    text: true,
+    multipart: false,
+    textTypes: ['*/*'],
+    formLimit: limit,
+    textLimit: limit,
+    includeUnparsed: true,
+  });
+  return async (ctx: Context, next: Next): Promise<void> => {
+    await parse(ctx, async () => undefined);
+    await next();
+  };
+}
+
+/**
+ * Request values (contract section 6): the query string, merged with form fields, merged with the body parsed
+ * as JSON whatever the Content-Type; JSON wins. Namespace and name come from the URL only.
+ */
+export function pushInput(ctx: Context, namespace: string, name: string): PushInput {
+  const request = ctx.request as typeof ctx.request & { body?: unknown; rawBody?: string };
+  const values: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(ctx.query)) values[key] = Array.isArray(value) ? value[0] : value;
+  if (ctx.is('urlencoded') && isPlainObject(request.body)) Object.assign(values, request.body);
+  const raw = typeof request.rawBody === 'string' ? request.rawBody : undefined;
+  if (raw !== undefined && raw.trim() !== '') {
+    const json = parseJson(raw);
+    if (isPlainObject(json)) Object.assign(values, json);
+    else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Push body must be a JSON object');
+  }
+
+  const release = requiredString(values, 'release');
+  const blob = decodeBase64(requiredString(values, 'blob'));
+  const mediaType = optionalString(values, 'media_type');
+  const metadata = values.metadata ?? null;
+  if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
+    throw new ApprError('invalid-parameters', `metadata is larger than ${MAX_METADATA_BYTES} bytes`, { field: 'metadata' });
+  }
+  const visibility = optionalString(values, 'visibility');
+  if (visibility !== undefined && visibility !== 'public' && visibility !== 'private') {
+    throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
+  }
+  return {
+    namespace,
+    name,
+    release,
+    blob,
+    metadata,
+    force: values.force === true || values.force === 'true',
+    ...(mediaType === undefined ? {} : { mediaType }),
+    ...(visibility === undefined ? {} : { visibility: visibility as Visibility }),
+  };
+}
+
+function parseJson(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function requiredString(values: Record<string, unknown>, field: string): string {
+  const value = values[field];
+  if (value === undefined || value === null || value === '') {
+    throw new ApprError('invalid-parameters', `${field} is required`, { field });
+  }
+  if (typeof value !== 'string') throw new ApprError('invalid-parameters', `${field} must be a string`, { field });
+  return value;
+}
+
+function optionalString(values: Record<string, unknown>, field: string): string | undefined {
+  const value = values[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw new ApprError('invalid-parameters', `${field} must be a string`, { field });
+  return value;
+}

@@ -1,0 +1,14 @@
+export { createApprRouter, API_VERSION } from './http/router.js';
+export type { ApprRouterOptions } from './options.js';
+export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
+export { Registry } from './core/registry.js';
+export type {
+  RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,
+} from './core/registry.js';
+export type { AuthHooks, Permission, Credentials, AccessTarget } from './http/access.js';
+export { parseAuthorization } from './http/access.js';
+export { ApprError, StorageUnavailableError, ERRORS, isApprError } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage } from './storage/types.js';
+export { MemoryStorage } from './storage/memory.js';
+export { FsStorage } from './storage/fs.js';
