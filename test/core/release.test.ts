@@ -1,0 +1,584 @@
+import assert from 'node:assert/strict';
+
+import { ApprError } from '../../lib/errors.js';
+import {
+  compareReleases,
+  isExactRelease,
+  parseRelease,
+  selectRelease,
+  sortReleasesDesc,
+} from '../../lib/core/release.js';
+
+/** The releases of contract section 5's test vectors. */
+const SECTION5 = ['0.1.0', '0.3.0', '0.3.2-rc', '0.5.0', '0.5.2-rc', '0.7.0', '0.8.0-rc'];
+
+/** A wider pool for operator tests. */
+const POOL = [
+  '0.9.0',
+  '1.0.0-rc.1',
+  '1.0.0',
+  '1.0.1',
+  '1.1.0',
+  '1.2.0-beta',
+  '1.2.0',
+  '1.2.3',
+  '1.2.4',
+  '1.3.0',
+  '2.0.0-rc.1',
+  '2.0.0',
+  '2.1.0',
+];
+const STABLE_POOL = POOL.filter((r) => !r.includes('-'));
+
+/** Every release of `pool` that the selector would pick if it were the only release (pool order kept). */
+function matching(selector: string, pool: string[] = POOL): string[] {
+  return pool.filter((r) => selectRelease(selector, [r]) === r);
+}
+
+function expectInvalidRelease(fn: () => unknown, version: unknown): ApprError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof ApprError, `expected ${JSON.stringify(version)} to be rejected`);
+  const err = caught as ApprError;
+  assert.equal(err.code, 'invalid-release');
+  assert.equal(err.status, 422);
+  assert.deepEqual(err.details, { version });
+  return err;
+}
+
+describe('core/release', () => {
+  describe('parseRelease', () => {
+    const valid = [
+      '0.0.0',
+      '1.0.0',
+      '1.0.0-rc.1',
+      '1.0.1+build.5',
+      '1.0.0-rc.1+build.5',
+      '1.0.0-alpha-1',
+      '1.0.0--',
+      '1.0.0-0a',
+      '1.0.0-0',
+      '1.0.0+001',
+      '1.0.0+build-7',
+      '10.20.30',
+      '99999999999999999999999.0.0',
+    ];
+    for (const v of valid) {
+      it(`accepts ${JSON.stringify(v)} and returns it unchanged`, () => {
+        assert.equal(parseRelease(v), v);
+        assert.equal(isExactRelease(v), true);
+      });
+    }
+
+    const invalid = [
+      'v1.0.0',
+      'V1.0.0',
+      '=1.0.0',
+      '1.0',
+      '1',
+      '1.0.0.0',
+      '01.0.0',
+      '1.01.0',
+      '1.0.00',
+      '1.0.0-01',
+      '1.0.0-rc.01',
+      '1.0.0-',
+      '1.0.0+',
+      '1.0.0-rc..1',
+      '1.0.0-.rc',
+      '1.0.0-rc.',
+      '1.0.0+a..b',
+      '1.0.0-rc_1',
+      '1.0.0+build!',
+      ' 1.0.0',
+      '1.0.0 ',
+      '1.0.0\n',
+      '1. 0.0',
+      '',
+      'latest',
+      'default',
+      '>=1.0.0',
+      '1.x.0',
+      '1.*.0',
+      '-1.0.0',
+    ];
+    for (const v of invalid) {
+      it(`rejects ${JSON.stringify(v)} with invalid-release and details {version}`, () => {
+        const err = expectInvalidRelease(() => parseRelease(v), v);
+        assert.ok(err.message.includes(JSON.stringify(v)));
+        assert.equal(isExactRelease(v), false);
+      });
+    }
+
+    it('explains why a release is invalid', () => {
+      assert.match(expectInvalidRelease(() => parseRelease('v1.0.0'), 'v1.0.0').message, /leading "v"/);
+      assert.match(expectInvalidRelease(() => parseRelease('1.0.0-01'), '1.0.0-01').message, /leading zero/);
+      assert.match(expectInvalidRelease(() => parseRelease('1.0'), '1.0').message, /three numbers/);
+    });
+
+    it('rejects a non-string at runtime', () => {
+      expectInvalidRelease(() => parseRelease(100 as unknown as string), 100);
+    });
+  });
+
+  describe('compareReleases', () => {
+    it('orders by SemVer 2.0 precedence (the semver.org example chain)', () => {
+      const chain = [
+        '1.0.0-alpha',
+        '1.0.0-alpha.1',
+        '1.0.0-alpha.beta',
+        '1.0.0-beta',
+        '1.0.0-beta.2',
+        '1.0.0-beta.11',
+        '1.0.0-rc.1',
+        '1.0.0',
+        '1.9.0',
+        '1.10.0',
+        '1.11.0',
+        '2.0.0',
+        '2.1.0',
+        '2.1.1',
+      ];
+      for (let i = 0; i < chain.length - 1; i++) {
+        const [lo, hi] = [chain[i]!, chain[i + 1]!];
+        assert.ok(compareReleases(lo, hi) < 0, `${lo} < ${hi}`);
+        assert.ok(compareReleases(hi, lo) > 0, `${hi} > ${lo}`);
+      }
+    });
+
+    it('compares numbers numerically, beyond 2^53 too', () => {
+      assert.ok(compareReleases('9007199254740993.0.0', '9007199254740992.0.0') > 0);
+      assert.ok(compareReleases('1.0.0-rc.9007199254740993', '1.0.0-rc.9007199254740992') > 0);
+    });
+
+    it('ranks numeric pre-release identifiers below alphanumeric ones', () => {
+      assert.ok(compareReleases('1.0.0-999', '1.0.0-a') < 0);
+      assert.ok(compareReleases('1.0.0-0a', '1.0.0-1') > 0);
+    });
+
+    it('ignores build metadata for precedence', () => {
+      assert.ok(compareReleases('1.0.0+zzz', '1.0.1+aaa') < 0);
+      assert.ok(compareReleases('1.0.0-rc.1+zzz', '1.0.0+aaa') < 0);
+    });
+
+    it('breaks build-only ties by plain string order (no build first), and is 0 only for identical releases', () => {
+      assert.ok(compareReleases('1.0.0', '1.0.0+b') < 0);
+      assert.ok(compareReleases('1.0.0+a', '1.0.0+b') < 0);
+      assert.ok(compareReleases('1.0.0+b', '1.0.0+a') > 0);
+      assert.equal(compareReleases('1.0.0+b', '1.0.0+b'), 0);
+    });
+
+    it('throws invalid-release for a non-SemVer argument', () => {
+      expectInvalidRelease(() => compareReleases('1.0', '1.0.0'), '1.0');
+      expectInvalidRelease(() => compareReleases('1.0.0', 'v2.0.0'), 'v2.0.0');
+    });
+  });
+
+  describe('sortReleasesDesc', () => {
+    it('sorts highest first, pre-releases below their release', () => {
+      const input = ['0.5.0', '0.8.0-rc', '0.1.0', '0.3.2-rc', '0.7.0', '0.3.0', '0.5.2-rc', '0.10.0'];
+      assert.deepEqual(sortReleasesDesc(input), [
+        '0.10.0',
+        '0.8.0-rc',
+        '0.7.0',
+        '0.5.2-rc',
+        '0.5.0',
+        '0.3.2-rc',
+        '0.3.0',
+        '0.1.0',
+      ]);
+    });
+
+    it('accepts any iterable and does not mutate an array input', () => {
+      const input = ['1.0.0', '2.0.0'];
+      assert.deepEqual(sortReleasesDesc(new Set(input)), ['2.0.0', '1.0.0']);
+      assert.deepEqual(input, ['1.0.0', '2.0.0']);
+      assert.deepEqual(sortReleasesDesc([]), []);
+    });
+
+    it('orders build-only ties deterministically whatever the input order', () => {
+      assert.deepEqual(sortReleasesDesc(['1.0.0+a', '1.0.0', '1.0.0+b']), ['1.0.0+b', '1.0.0+a', '1.0.0']);
+      assert.deepEqual(sortReleasesDesc(['1.0.0+b', '1.0.0+a', '1.0.0']), ['1.0.0+b', '1.0.0+a', '1.0.0']);
+    });
+  });
+
+  describe('selectRelease', () => {
+    describe('contract test vectors', () => {
+      const vectors: [string, string | null][] = [
+        ['==0.5.0', '0.5.0'],
+        ['>=0.1.0', '0.7.0'],
+        ['<0.4.0', '0.3.0'],
+        ['>=0.3.0,<0.6.0', '0.5.0'],
+        ['>=0.1.0-', '0.8.0-rc'],
+        ['<0.4.0-', '0.3.2-rc'],
+        ['>=0.3.0-,<0.6.0', '0.5.2-rc'],
+        ['>=0.3.0,<0.6.0-', '0.5.2-rc'],
+        ['==10.0.0', null],
+        ['default', '0.8.0-rc'],
+      ];
+      for (const [selector, expected] of vectors) {
+        it(`section 5: ${selector} resolves to ${String(expected)}`, () => {
+          assert.equal(selectRelease(selector, SECTION5), expected);
+        });
+      }
+
+      it('section 14: >1.2 over 0.0.1, 1.0.1, 2.0.1 resolves to 2.0.1', () => {
+        assert.equal(selectRelease('>1.2', ['0.0.1', '1.0.1', '2.0.1']), '2.0.1');
+      });
+    });
+
+    describe('default', () => {
+      it('an absent, empty or "default" selector picks the highest release, pre-releases included', () => {
+        assert.equal(selectRelease(undefined, SECTION5), '0.8.0-rc');
+        assert.equal(selectRelease('', SECTION5), '0.8.0-rc');
+        assert.equal(selectRelease('default', SECTION5), '0.8.0-rc');
+        assert.equal(selectRelease('default', ['1.0.0', '0.9.0']), '1.0.0');
+      });
+
+      it('returns null when there is no release', () => {
+        assert.equal(selectRelease('default', []), null);
+        assert.equal(selectRelease(undefined, new Set<string>()), null);
+        assert.equal(selectRelease('>=0.0.0', []), null);
+      });
+
+      it('only the exact word "default" is the keyword', () => {
+        for (const s of ['DEFAULT', ' default', 'default,>=1.0.0']) {
+          expectInvalidRelease(() => selectRelease(s, SECTION5), s);
+        }
+      });
+    });
+
+    describe('exact and comparison operators', () => {
+      it('1.2.3, =1.2.3 and ==1.2.3 select exactly that release', () => {
+        for (const s of ['1.2.3', '=1.2.3', '==1.2.3']) assert.deepEqual(matching(s), ['1.2.3']);
+      });
+
+      it('!=1.2.3 selects every stable release but 1.2.3', () => {
+        assert.deepEqual(matching('!=1.2.3'), STABLE_POOL.filter((r) => r !== '1.2.3'));
+        assert.equal(selectRelease('!=2.1.0', POOL), '2.0.0');
+      });
+
+      it('<, <=, >, >= compare by precedence', () => {
+        assert.deepEqual(matching('<1.2.0'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0']);
+        assert.deepEqual(matching('<=1.2.0'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.2.0']);
+        assert.deepEqual(matching('>1.2.0'), ['1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
+        assert.deepEqual(matching('>=1.2.0'), ['1.2.0', '1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
+      });
+
+      it('comma-separated clauses are ANDed', () => {
+        assert.deepEqual(matching('>=1.0.1,<1.2.4,!=1.1.0'), ['1.0.1', '1.2.0', '1.2.3']);
+        assert.equal(selectRelease('>=1.0.1,<1.2.4', POOL), '1.2.3');
+        assert.equal(selectRelease('>2.0.0,<2.1.0', POOL), null);
+      });
+
+      it('partial bounds: >1 means >=2.0.0, >1.2 means >=1.3.0, <=1 means <2.0.0, <=1.2 means <1.3.0, <1.2 means <1.2.0', () => {
+        assert.deepEqual(matching('>1'), ['2.0.0', '2.1.0']);
+        assert.deepEqual(matching('>1.2'), ['1.3.0', '2.0.0', '2.1.0']);
+        assert.deepEqual(matching('<=1'), STABLE_POOL.filter((r) => r < '2'));
+        assert.deepEqual(matching('<=1.2'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4']);
+        assert.deepEqual(matching('<1.2'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0']);
+        assert.deepEqual(matching('>=1.2'), ['1.2.0', '1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
+      });
+    });
+
+    describe('caret, tilde and compatible release', () => {
+      it('^1.2.3 allows the same major: >=1.2.3,<2.0.0', () => {
+        assert.deepEqual(matching('^1.2.3'), ['1.2.3', '1.2.4', '1.3.0']);
+        assert.deepEqual(matching('^1.2'), ['1.2.0', '1.2.3', '1.2.4', '1.3.0']);
+        assert.deepEqual(matching('^1'), ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0']);
+      });
+
+      it('^0.2.3 allows the same minor: >=0.2.3,<0.3.0', () => {
+        assert.deepEqual(matching('^0.2.3', ['0.2.2', '0.2.3', '0.2.9', '0.3.0', '1.0.0']), ['0.2.3', '0.2.9']);
+        assert.deepEqual(matching('^0.2', ['0.1.9', '0.2.0', '0.2.9', '0.3.0']), ['0.2.0', '0.2.9']);
+      });
+
+      it('^0.0.3 allows only the same patch: >=0.0.3,<0.0.4', () => {
+        assert.deepEqual(matching('^0.0.3', ['0.0.2', '0.0.3', '0.0.4', '0.1.0']), ['0.0.3']);
+      });
+
+      it('^0 and ^0.0 only match 0.0.0', () => {
+        // semantic_version fills the partial with zeros first, so ^0 is >=0.0.0,<0.0.1 (npm would say <1.0.0)
+        assert.deepEqual(matching('^0', ['0.0.0', '0.0.1', '0.5.0', '1.0.0']), ['0.0.0']);
+        assert.deepEqual(matching('^0.0', ['0.0.0', '0.0.1', '0.5.0']), ['0.0.0']);
+      });
+
+      it('~1.2.3 and ~1.2 allow patch updates only; ~1 allows minor updates', () => {
+        assert.deepEqual(matching('~1.2.3'), ['1.2.3', '1.2.4']);
+        assert.deepEqual(matching('~1.2'), ['1.2.0', '1.2.3', '1.2.4']);
+        assert.deepEqual(matching('~1'), ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0']);
+      });
+
+      it('~=1.4.5 is >=1.4.5,<1.5.0', () => {
+        assert.deepEqual(matching('~=1.4.5', ['1.4.4', '1.4.5', '1.4.9', '1.5.0', '2.0.0']), ['1.4.5', '1.4.9']);
+      });
+
+      it('~=1.4 is >=1.4.0,<2.0.0, wider than ~1.4', () => {
+        const pool = ['1.3.9', '1.4.0', '1.4.9', '1.5.0', '1.9.0', '2.0.0'];
+        assert.deepEqual(matching('~=1.4', pool), ['1.4.0', '1.4.9', '1.5.0', '1.9.0']);
+        assert.deepEqual(matching('~1.4', pool), ['1.4.0', '1.4.9']);
+        assert.deepEqual(matching('~=1', pool), ['1.3.9', '1.4.0', '1.4.9', '1.5.0', '1.9.0']);
+      });
+
+      it('the upper bound of ^, ~ and ~= excludes the pre-releases of that bound', () => {
+        assert.deepEqual(matching('^1.2.3-', ['1.9.0', '2.0.0-rc.1', '2.0.0']), ['1.9.0']);
+        assert.deepEqual(matching('~1.2.3-', ['1.2.9', '1.3.0-rc.1', '1.3.0']), ['1.2.9']);
+      });
+
+      it('^1.2.3-rc runs from the pre-release to <2.0.0', () => {
+        assert.deepEqual(matching('^1.2.3-rc', ['1.2.2', '1.2.3-alpha', '1.2.3-rc', '1.2.3', '1.9.0', '2.0.0-rc']), [
+          '1.2.3-rc',
+          '1.2.3',
+          '1.9.0',
+        ]);
+      });
+
+      it('^1.0.0-rc matches nothing at all', () => {
+        // semantic_version: next_major of a x.0.0 pre-release is x.0.0, and <1.0.0 excludes 1.0.0's pre-releases
+        assert.equal(selectRelease('^1.0.0-rc', ['1.0.0-rc', '1.0.0-rc.2', '1.0.0', '1.5.0']), null);
+        // same for ~ of an x.y.0 pre-release
+        assert.equal(selectRelease('~1.2.0-rc', ['1.2.0-rc', '1.2.0-rc.2', '1.2.0', '1.2.5']), null);
+      });
+
+      it('~1.2.3-rc.1 runs from the pre-release to <1.3.0', () => {
+        assert.deepEqual(matching('~1.2.3-rc.1', ['1.2.3-rc.0', '1.2.3-rc.1', '1.2.3-rc.2', '1.2.3', '1.2.9', '1.3.0']), [
+          '1.2.3-rc.1',
+          '1.2.3-rc.2',
+          '1.2.3',
+          '1.2.9',
+        ]);
+      });
+    });
+
+    describe('partial versions and wildcards', () => {
+      it('1.* and 1 mean >=1.0.0,<2.0.0', () => {
+        const expected = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0'];
+        assert.deepEqual(matching('1.*'), expected);
+        assert.deepEqual(matching('1'), expected);
+        assert.deepEqual(matching('==1.*'), expected);
+        assert.equal(selectRelease('1.*', POOL), '1.3.0');
+      });
+
+      it('1.2.* and 1.2 mean >=1.2.0,<1.3.0', () => {
+        assert.deepEqual(matching('1.2.*'), ['1.2.0', '1.2.3', '1.2.4']);
+        assert.deepEqual(matching('1.2'), ['1.2.0', '1.2.3', '1.2.4']);
+        assert.equal(selectRelease('=1.2', POOL), '1.2.4');
+      });
+
+      it('* matches every stable release; *- every release', () => {
+        assert.deepEqual(matching('*'), STABLE_POOL);
+        assert.deepEqual(matching('>=*'), STABLE_POOL);
+        assert.equal(selectRelease('*', SECTION5), '0.7.0');
+        assert.equal(selectRelease('*-', SECTION5), '0.8.0-rc');
+      });
+
+      it('numbers after a * are ignored', () => {
+        // semantic_version: a * ends the version, 1.*.3 is 1 and *.2 is *
+        assert.deepEqual(matching('1.*.3'), matching('1'));
+        assert.deepEqual(matching('*.2'), STABLE_POOL);
+      });
+
+      it('x and X are not wildcards', () => {
+        // semantic_version lists x/X as wildcards, but the SimpleSpec grammar never lets them through
+        for (const s of ['1.x', '1.2.x', '1.X', 'x']) expectInvalidRelease(() => selectRelease(s, POOL), s);
+      });
+
+      it('* only combines with no operator, =, == or >=', () => {
+        for (const s of ['<*', '<=*', '>*', '!=*', '^*', '~*', '~=*']) {
+          expectInvalidRelease(() => selectRelease(s, POOL), s);
+        }
+        assert.equal(selectRelease('=*', POOL), '2.1.0');
+        assert.equal(selectRelease('==*', POOL), '2.1.0');
+      });
+
+      it('!=1.2 and !=1 exclude a whole minor or major series', () => {
+        assert.deepEqual(matching('!=1.2'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.3.0', '2.0.0', '2.1.0']);
+        assert.deepEqual(matching('!=1'), ['0.9.0', '2.0.0', '2.1.0']);
+        assert.deepEqual(matching('!=1.*'), ['0.9.0', '2.0.0', '2.1.0']);
+      });
+
+      it('a partial version may end in an empty - or + but carry no pre-release or build', () => {
+        assert.equal(selectRelease('>=0.3-', SECTION5), '0.8.0-rc');
+        assert.equal(selectRelease('0.5-', SECTION5), '0.5.2-rc');
+        assert.equal(selectRelease('1.2+', POOL), '1.2.4');
+        for (const s of ['1.2-rc', '1-rc', '*-rc', '1.2+b5', '>=1.2-rc']) expectInvalidRelease(() => selectRelease(s, POOL), s);
+      });
+    });
+
+    describe('pre-releases', () => {
+      it('are candidates only if the selector contains a -', () => {
+        assert.equal(selectRelease('>=1.0.0', ['1.0.0', '1.1.0-rc']), '1.0.0');
+        assert.equal(selectRelease('>=1.0.0-', ['1.0.0', '1.1.0-rc']), '1.1.0-rc');
+        assert.equal(selectRelease('==1.1.0-rc', ['1.0.0', '1.1.0-rc']), '1.1.0-rc');
+        assert.equal(selectRelease('>=1.0.0', ['1.1.0-rc']), null);
+      });
+
+      it('a - in any clause opens every clause to pre-releases', () => {
+        assert.equal(selectRelease('>=1.0.0,<3.0.0-', POOL), '2.1.0');
+        assert.equal(selectRelease('<2.0.0,>=0.0.0-', POOL), '1.3.0');
+        assert.equal(selectRelease('!=2.0.0-rc.1,<2.0.0-', POOL), '1.3.0');
+      });
+
+      it('<1.0.0 excludes 1.0.0 pre-releases; <1.0.0- includes them', () => {
+        // semantic_version's "natural" policy: 1.0.0-rc precedes 1.0.0 but <1.0.0 still rejects it
+        assert.equal(selectRelease('<1.0.0,>=0-', ['0.9.0', '1.0.0-rc.1']), '0.9.0');
+        assert.equal(selectRelease('<1.0.0-', ['0.9.0', '1.0.0-rc.1']), '1.0.0-rc.1');
+        assert.equal(selectRelease('<1-', ['0.9.0', '1.0.0-rc.1']), '1.0.0-rc.1');
+      });
+
+      it('<=1.0.0 includes 1.0.0 pre-releases once a - opens them', () => {
+        // semantic_version: unlike <, <= has no "natural" exception
+        assert.equal(selectRelease('<=1.0.0', ['1.0.0-rc.1']), null);
+        assert.equal(selectRelease('<=1.0.0-', ['1.0.0-rc.1']), '1.0.0-rc.1');
+        assert.equal(selectRelease('<=1.0.0,>=0-', ['1.0.0-rc.1']), '1.0.0-rc.1');
+      });
+
+      it('<=1 excludes 2.0.0 pre-releases even with a trailing -', () => {
+        // semantic_version: <=1 becomes <2.0.0 and the trailing - does not change its policy
+        assert.equal(selectRelease('<=1-', ['1.5.0-rc', '2.0.0-rc.1']), '1.5.0-rc');
+      });
+
+      it('!=1.0.0 also excludes 1.0.0 pre-releases; !=1.0.0- does not', () => {
+        // semantic_version's "natural" policy applies to != as to <
+        assert.deepEqual(matching('!=1.0.0,>=0-'), POOL.filter((r) => !r.startsWith('1.0.0')));
+        assert.deepEqual(matching('!=1.0.0-'), POOL.filter((r) => r !== '1.0.0'));
+      });
+
+      it('>=1.0.0- does not reach down to 1.0.0 pre-releases', () => {
+        // semantic_version: the trailing - only opens the candidate pool, the bound stays 1.0.0
+        assert.equal(selectRelease('>=1.0.0-', ['0.9.0', '1.0.0-rc.1']), null);
+        assert.equal(selectRelease('>=1.0.0-rc', ['0.9.0', '1.0.0-rc.1']), '1.0.0-rc.1');
+        assert.equal(selectRelease('>1.0.0-rc.1', ['1.0.0-rc.1', '1.0.0-rc.2']), '1.0.0-rc.2');
+      });
+
+      it('pre-release precedence decides the winner', () => {
+        assert.equal(selectRelease('>=1.0.0-', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2']), '2.0.0-rc.1');
+        assert.equal(selectRelease('<2.0.0-rc', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2']), '2.0.0-beta.11',);
+      });
+    });
+
+    describe('build metadata', () => {
+      it('is ignored by a selector without +', () => {
+        assert.equal(selectRelease('1.0.0', ['1.0.0+b5']), '1.0.0+b5');
+        assert.equal(selectRelease('>=1.0.0', ['1.0.0+b5']), '1.0.0+b5');
+        assert.equal(selectRelease('>1.0.0', ['1.0.0+b5']), null);
+        assert.equal(selectRelease('!=1.0.0', ['1.0.0+b5']), null);
+      });
+
+      it('==1.0.0+b5 matches that build only', () => {
+        assert.deepEqual(matching('==1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6']), ['1.0.0+b5']);
+        assert.deepEqual(matching('1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6']), ['1.0.0+b5']);
+      });
+
+      it('==1.0.0+ matches only 1.0.0 without build', () => {
+        assert.deepEqual(matching('==1.0.0+', ['1.0.0', '1.0.0+b5']), ['1.0.0']);
+      });
+
+      it('!=1.0.0+b5 excludes that build only; !=1.0.0+ excludes only the build-less release', () => {
+        assert.deepEqual(matching('!=1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6']), ['1.0.0', '1.0.0+b6']);
+        assert.deepEqual(matching('!=1.0.0+', ['1.0.0', '1.0.0+b5']), ['1.0.0+b5']);
+      });
+
+      it('cannot be used with an ordering operator', () => {
+        for (const s of ['>=1.0.0+b5', '>1.0.0+', '<1.0.0+b5', '^1.0.0+b5', '~1.0.0+b5', '~=1.0.0+b5', '<=1.0.0+']) {
+          expectInvalidRelease(() => selectRelease(s, POOL), s);
+        }
+      });
+
+      it('breaks ties between equal-precedence releases by the compareReleases order', () => {
+        // deliberate: the reference kept whichever came first in storage order
+        assert.equal(selectRelease('1.0.0', ['1.0.0+a', '1.0.0+b', '1.0.0']), '1.0.0+b');
+        assert.equal(selectRelease('default', ['1.0.0+b', '1.0.0', '1.0.0+a']), '1.0.0+b');
+      });
+
+      it('a - inside build metadata does not make a release a pre-release', () => {
+        // contract: only pre-releases need a - (the reference's split("-") test wrongly skipped such builds)
+        assert.equal(selectRelease('>=1.0.0', ['1.0.0+build-1']), '1.0.0+build-1');
+      });
+    });
+
+    describe('spaces', () => {
+      it('spaces anywhere in the selector are removed first', () => {
+        assert.equal(selectRelease('>= 0.1.0', SECTION5), '0.7.0');
+        assert.equal(selectRelease(' >=0.3.0 , <0.6.0 ', SECTION5), '0.5.0');
+        // the reference strips every space, even inside an operator or a number
+        assert.equal(selectRelease('> = 0.1 .0', SECTION5), '0.7.0');
+      });
+
+      it('other whitespace is not removed', () => {
+        // deliberate: Python's `$` let the reference accept one trailing "\n" per clause; we reject it
+        for (const s of ['>=\t0.1.0', '>=0.1.0\n', '\n>=0.1.0']) expectInvalidRelease(() => selectRelease(s, SECTION5), s);
+      });
+
+      it('an npm hyphen range "1.0.0 - 2.0.0" is the exact pre-release 1.0.0-2.0.0', () => {
+        // the reference strips the spaces first, leaving a valid exact selector with pre-release "2.0.0"
+        assert.equal(selectRelease('1.0.0 - 2.0.0', ['1.0.0', '1.0.0-2.0.0', '1.5.0', '2.0.0']), '1.0.0-2.0.0');
+        assert.equal(selectRelease('1.0.0 - 2.0.0', ['1.0.0', '1.5.0', '2.0.0']), null);
+      });
+
+      it('a selector of spaces only is invalid, not default', () => {
+        expectInvalidRelease(() => selectRelease('   ', SECTION5), '   ');
+      });
+    });
+
+    describe('invalid selectors', () => {
+      const invalid = [
+        'latest',
+        'abc',
+        '>=',
+        '==',
+        '1.2.3.4',
+        '*-rc',
+        'v1.0.0',
+        '01.0.0',
+        '1.02',
+        '=>1.0.0',
+        '~>1.0',
+        '===1.0.0',
+        '>>1.0.0',
+        '>=1.0,',
+        ',>=1.0',
+        '>=1.0,,<2.0',
+        ',',
+        '1.0.0-01',
+        '1.0.0-rc..1',
+        '1.0.0-.1',
+        '1.0.0-rc_1',
+        '1.0.0+a..b',
+        '1.0.0 || 2.0.0',
+        '>=1.0.0 <2.0.0x',
+        '-1.0.0',
+        '>=1.0.0-+',
+      ];
+      for (const s of invalid) {
+        it(`rejects ${JSON.stringify(s)} with invalid-release and details {version: selector}`, () => {
+          const err = expectInvalidRelease(() => selectRelease(s, SECTION5), s);
+          assert.ok(err.message.includes(JSON.stringify(s)));
+        });
+      }
+
+      it('rejects an invalid selector even when there is no release', () => {
+        expectInvalidRelease(() => selectRelease('latest', []), 'latest');
+      });
+
+      it('keeps the selector as given (spaces included) in details', () => {
+        expectInvalidRelease(() => selectRelease('>= abc', SECTION5), '>= abc');
+      });
+
+      it('accepts leading zeros in build metadata and a hyphen pre-release', () => {
+        assert.equal(selectRelease('==1.0.0+007', ['1.0.0+007']), '1.0.0+007');
+        assert.equal(selectRelease('==1.0.0--', ['1.0.0--']), '1.0.0--');
+      });
+    });
+
+    it('never selects an entry that is not valid SemVer', () => {
+        // deliberate: the reference raised ValueError on any invalid stored release
+      assert.equal(selectRelease('default', ['v9.0.0', '1.0.0', '2.0']), '1.0.0');
+      assert.equal(selectRelease('>=0.0.0', ['v9.0.0']), null);
+    });
+  });
+});

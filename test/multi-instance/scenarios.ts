@@ -1,0 +1,114 @@
+import { expect } from 'chai';
+import type { Instance } from '../helpers/instances.js';
+import { makeTarGz } from '../helpers/blobs.js';
+
+/**
+ * Concurrency scenarios run against several registry processes that share one storage (a data directory, or a
+ * bucket): the only shared state is the storage, as in production.
+ */
+export interface Cluster {
+  instances: Instance[];
+  prefix: string;
+}
+
+async function call(base: string, method: string, path: string, body?: unknown) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: unknown;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, json, text };
+}
+
+const api = (instance: Instance) => instance.url;
+let counter = 0;
+export const uniqueName = (label: string): string => `${label}${Date.now().toString(36)}${(counter++).toString(36)}`;
+
+export async function pushDistinctReleases(cluster: Cluster, count: number): Promise<void> {
+  const name = uniqueName('many');
+  const blobs = await Promise.all(Array.from({ length: count }, (_, i) => makeTarGz({ 'Chart.yaml': `version: 1.0.${i}\n` })));
+  const results = await Promise.all(blobs.map((blob, i) => {
+    const instance = cluster.instances[i % cluster.instances.length] as Instance;
+    return call(api(instance), 'POST', `/api/v1/packages/concurrent/${name}`, {
+      release: `1.0.${i}`, media_type: 'helm', blob: blob.toString('base64'),
+    });
+  }));
+  expect(results.map((r) => r.status), JSON.stringify(results.filter((r) => r.status !== 200).slice(0, 3)))
+    .to.deep.equal(new Array(count).fill(200));
+  const expected = Array.from({ length: count }, (_, i) => `1.0.${i}`).sort();
+  for (const instance of cluster.instances) {
+    const list = await call(api(instance), 'GET', `/api/v1/packages?namespace=concurrent&query=${name}`);
+    const summary = (list.json as { name: string; releases: string[] }[]).find((p) => p.name === `concurrent/${name}`);
+    expect(summary?.releases.slice().sort()).to.deep.equal(expected);
+    const manifests = await call(api(instance), 'GET', `/api/v1/packages/concurrent/${name}`);
+    expect((manifests.json as unknown[]).length).to.equal(count);
+  }
+}
+
+export async function pushSameRelease(cluster: Cluster, count: number): Promise<void> {
+  const name = uniqueName('same');
+  const blobs = await Promise.all(Array.from({ length: count }, (_, i) => makeTarGz({ 'Chart.yaml': `writer: ${i}\n` })));
+  const results = await Promise.all(blobs.map((blob, i) => {
+    const instance = cluster.instances[i % cluster.instances.length] as Instance;
+    return call(api(instance), 'POST', `/api/v1/packages/concurrent/${name}`, {
+      release: '1.0.0', media_type: 'helm', blob: blob.toString('base64'),
+    });
+  }));
+  const statuses = results.map((r) => r.status).sort();
+  expect(statuses).to.deep.equal([200, ...new Array(count - 1).fill(409)]);
+  for (const r of results.filter((x) => x.status === 409)) expect((r.json as { code: string }).code).to.equal('package-exists');
+  // The winner's blob is the one served, by every instance.
+  const winner = results.findIndex((r) => r.status === 200);
+  for (const instance of cluster.instances) {
+    const pulled = await call(api(instance), 'GET', `/api/v1/packages/concurrent/${name}/1.0.0/helm/pull/json`);
+    expect((pulled.json as { blob: string }).blob).to.equal((blobs[winner] as Buffer).toString('base64'));
+  }
+}
+
+/**
+ * Concurrent channel additions, removals and release deletions: afterwards every instance sees the same state,
+ * and it is consistent (a channel's current is one of its members, members are existing releases, every
+ * manifest's blob can be pulled).
+ */
+export async function channelAndDeleteRace(cluster: Cluster): Promise<void> {
+  const name = uniqueName('chan');
+  const base = `/api/v1/packages/concurrent/${name}`;
+  const first = cluster.instances[0] as Instance;
+  for (let i = 0; i < 6; i += 1) {
+    const blob = await makeTarGz({ 'Chart.yaml': `version: 2.0.${i}\n` });
+    const res = await call(api(first), 'POST', base, { release: `2.0.${i}`, media_type: 'helm', blob: blob.toString('base64') });
+    expect(res.status).to.equal(200);
+  }
+  const ops: Promise<{ status: number }>[] = [];
+  for (let i = 0; i < 24; i += 1) {
+    const instance = cluster.instances[i % cluster.instances.length] as Instance;
+    const release = `2.0.${i % 6}`;
+    if (i % 4 === 0) ops.push(call(api(instance), 'DELETE', `${base}/channels/stable/${release}`));
+    else if (i % 4 === 3 && i % 6 !== 0) ops.push(call(api(instance), 'DELETE', `${base}/${release}/helm`));
+    else ops.push(call(api(instance), 'POST', `${base}/channels/stable/${release}`));
+  }
+  const results = await Promise.all(ops);
+  for (const r of results) expect([200, 404]).to.include(r.status);
+
+  const views = await Promise.all(cluster.instances.map(async (instance) => ({
+    manifests: await call(api(instance), 'GET', base),
+    channels: await call(api(instance), 'GET', `${base}/channels`),
+  })));
+  const releases = (views[0]!.manifests.json as { release: string }[]).map((m) => m.release);
+  for (const view of views) {
+    expect(view.manifests.json).to.deep.equal(views[0]!.manifests.json);
+    expect(view.channels.json).to.deep.equal(views[0]!.channels.json);
+    for (const channel of view.channels.json as { current: string; releases: string[] }[]) {
+      expect(channel.releases).to.include(channel.current);
+      for (const member of channel.releases) expect(releases).to.include(member);
+    }
+  }
+  for (const release of releases) {
+    const pulled = await fetch(`${api(first)}${base}/${release}/helm/pull`);
+    expect(pulled.status).to.equal(200);
+    expect((await pulled.arrayBuffer()).byteLength).to.be.greaterThan(0);
+  }
+}
