@@ -29,9 +29,9 @@ async function bigTarGz(bytes: number): Promise<Buffer> {
   archive.pipe(gzip);
   const entry = archive.entry({ name: 'payload.bin', size: bytes });
   for (let written = 0; written < bytes; written += MB) {
-    if (!entry.write(randomBytes(Math.min(MB, bytes - written)))) await new Promise((r) => entry.once('drain', r));
+    if (!entry.write(randomBytes(Math.min(MB, bytes - written)))) await new Promise<void>((r) => entry.once('drain', () => r()));
   }
-  entry.end();
+  (entry as unknown as { end(): void }).end();
   archive.finalize();
   await done;
   return Buffer.concat(chunks);

@@ -90,6 +90,8 @@ export interface RegistryOptions {
   defaultVisibility?: Visibility;
   cache?: DocumentCacheOptions;
   cas?: CasOptions;
+  /** Keys asked for per listing request (default 1000, S3's maximum). */
+  listPageSize?: number;
   /** Clock, for tests. */
   now?: () => Date;
 }
@@ -106,6 +108,7 @@ export class Registry {
   readonly #maxUnpackedSize: number;
   readonly #defaultVisibility: Visibility;
   readonly #now: () => Date;
+  readonly #listPageSize: number;
 
   constructor(options: RegistryOptions) {
     this.storage = options.storage;
@@ -113,13 +116,16 @@ export class Registry {
     this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
     this.#defaultVisibility = options.defaultVisibility ?? 'public';
     this.#now = options.now ?? (() => new Date());
+    this.#listPageSize = options.listPageSize ?? 1000;
   }
 
   // ---- push -------------------------------------------------------------------------------------------------
 
   /**
    * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
-   * blob (harmless, reused by the next push), never a release whose blob is missing.
+   * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
+   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
+   * there), and the package document's conditional GET and compare-and-swap PUT.
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -132,9 +138,6 @@ export class Registry {
     const conflict = new ApprError('package-exists', 'Package exists already', {
       package: `${namespace}/${name}`, release, media_type: mediaType,
     });
-
-    // Cheap early answer for the common re-push; the compare-and-swap below is what decides.
-    if (!force && exists(await this.#docs.read<PackageDoc>(docKey))) throw conflict;
 
     const blob = await inspectBlob(input.blob, this.#maxUnpackedSize);
     const blobKey = keys.blob(namespace, name, blob.digest);
@@ -181,7 +184,7 @@ export class Registry {
   /**
    * Live package documents whose `ns/name` contains `query` (case-insensitive substring, contract section 13.3)
    * and that `visible` admits. Costs one listing request per 1000 packages, plus one (conditional) read per
-   * package whose name matched.
+   * package whose name matched (a conditional GET, "not modified" when cached).
    */
   async #findPackages(namespace: string | undefined, query: string | undefined, visible: VisibleFilter) {
     const prefix = keys.packages(namespace === undefined ? undefined : checkName('namespace', namespace));
@@ -189,7 +192,7 @@ export class Registry {
     const refs: { namespace: string; name: string }[] = [];
     let cursor: string | undefined;
     do {
-      const page = await this.storage.list(prefix, { cursor, limit: 1000 });
+      const page = await this.storage.list(prefix, { cursor, limit: this.#listPageSize });
       for (const key of page.keys) {
         const ref = keys.parsePackageDoc(key);
         if (ref && `${ref.namespace}/${ref.name}`.toLowerCase().includes(needle)) refs.push(ref);
@@ -212,6 +215,21 @@ export class Registry {
     const names = this.#names(namespace, name);
     const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name));
     return doc && isLive(doc) ? doc.visibility : null;
+  }
+
+  /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
+  async setVisibility(namespace: string, name: string, visibility: Visibility) {
+    const names = this.#names(namespace, name);
+    if (visibility !== 'public' && visibility !== 'private') {
+      throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
+    }
+    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+      const live = requireLive(doc, names);
+      if (live.visibility === visibility) return { result: undefined };
+      live.visibility = visibility;
+      return { next: live, result: undefined };
+    });
+    return { package: `${names.namespace}/${names.name}`, visibility };
   }
 
   /** Route 6: every release x media type, oldest release first. */

@@ -1,0 +1,700 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
+
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
+
+import { StorageUnavailableError } from '../../lib/errors.js';
+import { S3Storage, s3ClientFromEnv, s3StorageFromUrl } from '../../lib/s3.js';
+import type { StorageAdapter } from '../../lib/storage/types.js';
+import { countS3Requests } from '../helpers/s3-count.js';
+import { describeStorageContract } from './contract.js';
+
+/*
+ * The S3 adapter against a real S3 (CI: Ceph RGW from `.ci/s3/start.sh`), plus offline tests (configuration,
+ * error classification against a fake HTTP server, unreachable endpoints) that run everywhere.
+ *
+ *   bash .ci/s3/start.sh && source /tmp/appr-s3/env && npx mocha test/storage/s3.test.ts
+ *
+ * Env: AWS_ENDPOINT_URL_S3 (or S3_ENDPOINT) selects the server: unset, the live suites are skipped, unless
+ * APPR_REQUIRE_S3=1 (CI), which makes that a failure. APPR_TEST_S3_BUCKET (default appr-test; created when
+ * missing). S3_IFMATCH_UNQUOTED=1 marks the server as RGW (unquoted If-Match). Every run writes under its own
+ * random prefix and deletes it afterwards.
+ */
+
+const ENDPOINT = process.env.AWS_ENDPOINT_URL_S3 || process.env.S3_ENDPOINT || '';
+const REQUIRED = process.env.APPR_REQUIRE_S3 === '1';
+const BUCKET = process.env.APPR_TEST_S3_BUCKET || 'appr-test';
+const RGW = ['1', 'true'].includes((process.env.S3_IFMATCH_UNQUOTED ?? '').toLowerCase());
+const RUN_PREFIX = `appr-test-runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}/`;
+const SKIP_MESSAGE =
+  'no S3 endpoint: set AWS_ENDPOINT_URL_S3 (e.g. `bash .ci/s3/start.sh && source /tmp/appr-s3/env`), ' +
+  'or APPR_REQUIRE_S3=1 to make this a failure';
+
+// ---- helpers ----------------------------------------------------------------------------------------------------
+
+function liveClient(overrides: Partial<ConstructorParameters<typeof S3Client>[0]> = {}): S3Client {
+  const base = s3ClientFromEnv({ ...process.env, AWS_ENDPOINT_URL_S3: ENDPOINT });
+  if (Object.keys(overrides).length === 0) return base;
+  base.destroy();
+  return new S3Client({
+    endpoint: ENDPOINT,
+    region: process.env.AWS_REGION || 'us-east-1',
+    forcePathStyle: true,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    ...overrides,
+  });
+}
+
+let bucketReady: Promise<void> | undefined;
+function ensureBucket(): Promise<void> {
+  bucketReady ??= (async () => {
+    const client = liveClient();
+    try {
+      await client.send(new HeadBucketCommand({ Bucket: BUCKET }));
+    } catch (err) {
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) throw err;
+      await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
+    } finally {
+      client.destroy();
+    }
+  })();
+  return bucketReady;
+}
+
+/** Delete every object under `prefix` (raw SDK, so it does not depend on the adapter under test). */
+async function emptyPrefix(client: S3Client, prefix: string): Promise<void> {
+  let token: string | undefined;
+  do {
+    const page = await client.send(
+      new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix, ContinuationToken: token }),
+    );
+    const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [o.Key] : []));
+    for (let i = 0; i < keys.length; i += 16) {
+      await Promise.all(keys.slice(i, i + 16).map((Key) => client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key }))));
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+}
+
+let prefixSerial = 0;
+function freshPrefix(label: string): string {
+  return `${RUN_PREFIX}${label}-${++prefixSerial}/`;
+}
+
+async function rejectsUnavailable(promise: Promise<unknown>, what: string): Promise<StorageUnavailableError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof StorageUnavailableError, `${what}: expected StorageUnavailableError, got ${String(err)}`);
+    assert.equal(err.status, 503);
+    return err;
+  }
+  assert.fail(`${what}: expected StorageUnavailableError, but it resolved`);
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A stream of `size` pseudo-random bytes in 64 KiB chunks, and the same bytes as one buffer to compare. */
+function randomStream(size: number): { stream: Readable; bytes: Buffer } {
+  const bytes = randomBytes(size);
+  let offset = 0;
+  const stream = new Readable({
+    read() {
+      if (offset >= size) return void this.push(null);
+      const end = Math.min(size, offset + 65536);
+      this.push(bytes.subarray(offset, end));
+      offset = end;
+    },
+  });
+  return { stream, bytes };
+}
+
+/** Captures the If-Match header of every request the client sends. */
+function captureIfMatch(client: S3Client): string[] {
+  const seen: string[] = [];
+  const mw = (next: (args: { request: { headers: Record<string, string> } }) => Promise<unknown>) =>
+    async (args: { request: { headers: Record<string, string> } }) => {
+      const value = args.request.headers['if-match'];
+      if (value !== undefined) seen.push(value);
+      return next(args);
+    };
+  client.middlewareStack.add(mw as never, { step: 'finalizeRequest', name: `captureIfMatch${++prefixSerial}` });
+  return seen;
+}
+
+/** A TCP port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+function fakeClient(port: number, extra: Partial<ConstructorParameters<typeof S3Client>[0]> = {}): S3Client {
+  return new S3Client({
+    endpoint: `http://127.0.0.1:${port}`,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: 1,
+    ...extra,
+  });
+}
+
+/** An HTTP server that answers every request with an S3-style error (or whatever `reply` decides). */
+async function fakeS3(reply: (req: IncomingMessage, res: ServerResponse) => void) {
+  const server = createHttpServer((req, res) => {
+    req.resume();
+    req.on('end', () => reply(req, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function s3Error(res: ServerResponse, status: number, code: string, method?: string): void {
+  const body =
+    method === 'HEAD' ? '' : `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${code}</Message></Error>`;
+  res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+// ---- offline: configuration -------------------------------------------------------------------------------------
+
+describe('S3Storage configuration (offline)', () => {
+  it('s3ClientFromEnv uses the endpoint with path-style addressing, us-east-1 and WHEN_REQUIRED checksums', async () => {
+    const client = s3ClientFromEnv({
+      AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:7999',
+      AWS_ACCESS_KEY_ID: 'ak',
+      AWS_SECRET_ACCESS_KEY: 'sk',
+    });
+    try {
+      const config = client.config;
+      assert.equal(config.forcePathStyle, true);
+      assert.equal(await config.region(), 'us-east-1');
+      assert.equal(await config.requestChecksumCalculation(), 'WHEN_REQUIRED');
+      assert.equal(await config.responseChecksumValidation(), 'WHEN_REQUIRED');
+      const endpoint = await config.endpoint?.();
+      assert.equal(endpoint?.hostname, '127.0.0.1');
+      assert.equal(endpoint?.port, 7999);
+      const credentials = await config.credentials();
+      assert.equal(credentials.accessKeyId, 'ak');
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('s3ClientFromEnv falls back to AWS_ENDPOINT_URL and honours AWS_REGION', async () => {
+    const client = s3ClientFromEnv({ AWS_ENDPOINT_URL: 'http://localhost:9000', AWS_REGION: 'eu-west-3' });
+    try {
+      assert.equal(client.config.forcePathStyle, true);
+      assert.equal(await client.config.region(), 'eu-west-3');
+      assert.equal((await client.config.endpoint?.())?.port, 9000);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('s3ClientFromEnv without an endpoint uses virtual-host addressing unless S3_FORCE_PATH_STYLE=true', () => {
+    const aws = s3ClientFromEnv({ AWS_REGION: 'us-east-1' });
+    const forced = s3ClientFromEnv({ AWS_REGION: 'us-east-1', S3_FORCE_PATH_STYLE: 'true' });
+    try {
+      assert.equal(aws.config.forcePathStyle, false);
+      assert.equal(forced.config.forcePathStyle, true);
+    } finally {
+      aws.destroy();
+      forced.destroy();
+    }
+  });
+
+  it('s3StorageFromUrl parses s3://bucket/prefix and reads S3_IFMATCH_UNQUOTED', async () => {
+    const rgw = s3StorageFromUrl('s3://my-bucket/some/prefix', { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', S3_IFMATCH_UNQUOTED: '1' });
+    const aws = s3StorageFromUrl('s3://other.bucket', { AWS_REGION: 'us-east-1' });
+    try {
+      assert.equal(rgw.name, 's3');
+      assert.equal(rgw.bucket, 'my-bucket');
+      assert.equal(rgw.prefix, 'some/prefix/');
+      assert.equal(rgw.ifMatchUnquoted, true);
+      assert.equal(aws.bucket, 'other.bucket');
+      assert.equal(aws.prefix, '');
+      assert.equal(aws.ifMatchUnquoted, false);
+      assert.throws(() => s3StorageFromUrl('https://bucket/x'), TypeError);
+      assert.throws(() => s3StorageFromUrl('s3:///x'), TypeError);
+    } finally {
+      await rgw.close();
+      await aws.close();
+    }
+  });
+
+  it('normalizes the prefix and validates its options', () => {
+    const client = fakeClient(1);
+    try {
+      assert.equal(new S3Storage({ client, bucket: 'b', prefix: '/a/b' }).prefix, 'a/b/');
+      assert.equal(new S3Storage({ client, bucket: 'b', prefix: 'a/' }).prefix, 'a/');
+      assert.equal(new S3Storage({ client, bucket: 'b' }).casRetry, 'none');
+      assert.throws(() => new S3Storage({ client, bucket: '' }), TypeError);
+      assert.throws(() => new S3Storage({ client, bucket: 'b', casRetry: 'always' as never }), TypeError);
+    } finally {
+      client.destroy();
+    }
+  });
+});
+
+// ---- offline: failures ------------------------------------------------------------------------------------------
+
+describe('S3Storage failures (offline)', () => {
+  it('answers StorageUnavailableError from every operation when the endpoint refuses connections', async () => {
+    const client = fakeClient(await closedPort());
+    const storage = new S3Storage({ client, bucket: 'b', prefix: 'p' });
+    try {
+      const err = await rejectsUnavailable(storage.get('k'), 'get');
+      assert.match(String((err.cause as { code?: string } | undefined)?.code), /ECONNREFUSED/);
+      await rejectsUnavailable(storage.put('k', Buffer.from('x')), 'put');
+      await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifNoneMatch: '*' }), 'put if-none-match');
+      await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifMatch: '"abc"' }), 'put if-match');
+      await rejectsUnavailable(storage.putStream('k', Readable.from([Buffer.from('xy')]), 2), 'putStream');
+      await rejectsUnavailable(storage.getStream('k'), 'getStream');
+      await rejectsUnavailable(storage.head('k'), 'head');
+      await rejectsUnavailable(storage.delete('k'), 'delete');
+      await rejectsUnavailable(storage.list(''), 'list');
+    } finally {
+      client.destroy();
+    }
+  });
+
+  describe('when the endpoint accepts connections but never answers', () => {
+    const sockets = new Set<Socket>();
+    const server: Server = createNetServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+    });
+    let port = 0;
+
+    before(async () => {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      port = (server.address() as AddressInfo).port;
+    });
+
+    after(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+
+    it('answers StorageUnavailableError after the socket timeout of s3ClientFromEnv (S3_SOCKET_TIMEOUT_MS)', async () => {
+      const client = s3ClientFromEnv({
+        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
+        AWS_ACCESS_KEY_ID: 'test',
+        AWS_SECRET_ACCESS_KEY: 'test',
+        AWS_MAX_ATTEMPTS: '1',
+        S3_SOCKET_TIMEOUT_MS: '200',
+      });
+      const storage = new S3Storage({ client, bucket: 'b' });
+      try {
+        const started = Date.now();
+        const err = await rejectsUnavailable(storage.get('k'), 'get');
+        assert.equal((err.cause as { name?: string }).name, 'TimeoutError');
+        await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifNoneMatch: '*' }), 'put');
+        await rejectsUnavailable(storage.putStream('k', Readable.from([Buffer.from('xy')]), 2), 'putStream');
+        await rejectsUnavailable(storage.list(''), 'list');
+        assert.ok(Date.now() - started < 5000, `timeouts took ${Date.now() - started} ms`);
+      } finally {
+        client.destroy();
+      }
+    });
+
+    it('answers StorageUnavailableError after the request timeout of s3ClientFromEnv (S3_REQUEST_TIMEOUT_MS)', async () => {
+      const client = s3ClientFromEnv({
+        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
+        AWS_ACCESS_KEY_ID: 'test',
+        AWS_SECRET_ACCESS_KEY: 'test',
+        AWS_MAX_ATTEMPTS: '1',
+        S3_SOCKET_TIMEOUT_MS: '0',
+        S3_REQUEST_TIMEOUT_MS: '200',
+      });
+      try {
+        const err = await rejectsUnavailable(new S3Storage({ client, bucket: 'b' }).head('k'), 'head');
+        assert.equal((err.cause as { name?: string }).name, 'TimeoutError');
+      } finally {
+        client.destroy();
+      }
+    });
+  });
+
+  it('classifies S3 answers by name and status: absent, lost precondition, or unavailable', async () => {
+    let next: { status: number; code: string } = { status: 404, code: 'NoSuchKey' };
+    const server = await fakeS3((req, res) => s3Error(res, next.status, next.code, req.method));
+    const client = fakeClient(server.port);
+    const storage = new S3Storage({ client, bucket: 'b' });
+    const body = Buffer.from('x');
+    try {
+      next = { status: 404, code: 'NoSuchKey' };
+      assert.equal(await storage.get('k'), null);
+      assert.equal(await storage.getStream('k'), null);
+      assert.equal(await storage.head('k'), null);
+      assert.equal(await storage.delete('k'), false);
+      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null, 'If-Match on a missing key (AWS: 404)');
+
+      next = { status: 404, code: 'NoSuchBucket' };
+      await rejectsUnavailable(storage.get('k'), 'get, no bucket');
+      await rejectsUnavailable(storage.put('k', body, { ifMatch: '"e"' }), 'put, no bucket');
+      await rejectsUnavailable(storage.list(''), 'list, no bucket');
+
+      next = { status: 412, code: 'PreconditionFailed' };
+      assert.equal(await storage.put('k', body, { ifNoneMatch: '*' }), null);
+      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null);
+      assert.equal(await storage.putStream('k', Readable.from([body]), 1, { ifNoneMatch: '*' }), null);
+      await rejectsUnavailable(storage.put('k', body), 'unconditional put answered 412');
+
+      next = { status: 409, code: 'ConditionalRequestConflict' };
+      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null);
+
+      next = { status: 500, code: 'InternalError' };
+      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null, 'conditional PUT 500 = lost race (RGW)');
+      await rejectsUnavailable(storage.put('k', body), 'unconditional put 500');
+      await rejectsUnavailable(storage.get('k'), 'get 500');
+
+      next = { status: 503, code: 'SlowDown' };
+      await rejectsUnavailable(storage.put('k', body, { ifMatch: '"e"' }), 'conditional put 503');
+
+      next = { status: 403, code: 'InvalidAccessKeyId' };
+      await rejectsUnavailable(storage.get('k'), 'get 403');
+      await rejectsUnavailable(storage.head('k'), 'head 403');
+    } finally {
+      client.destroy();
+      await server.close();
+    }
+  });
+
+  it('does not let the SDK retry a conditional PUT that answered 500, unless casRetry is "sdk"', async () => {
+    const server = await fakeS3((req, res) => s3Error(res, 500, 'UnknownError', req.method));
+    const client = fakeClient(server.port, { maxAttempts: 3, retryMode: 'standard' });
+    const counter = countS3Requests(client);
+    const body = Buffer.from('x');
+    try {
+      assert.equal(await new S3Storage({ client, bucket: 'b' }).put('k', body, { ifMatch: 'e' }), null);
+      assert.equal(counter.count, 1);
+      counter.reset();
+      assert.equal(await new S3Storage({ client, bucket: 'b', casRetry: 'sdk' }).put('k', body, { ifMatch: 'e' }), null);
+      assert.equal(counter.count, 3);
+    } finally {
+      counter.remove();
+      client.destroy();
+      await server.close();
+    }
+  });
+});
+
+// ---- live: against a real S3 (RGW in CI) -------------------------------------------------------------------------
+
+if (!ENDPOINT) {
+  if (REQUIRED) {
+    describe('S3Storage against a real S3', () => {
+      it('has an S3 endpoint (APPR_REQUIRE_S3=1)', () => {
+        assert.fail(`APPR_REQUIRE_S3=1 but ${SKIP_MESSAGE.replace(/, or APPR.*$/, '')}`);
+      });
+    });
+  } else {
+    describe(`S3Storage against a real S3: SKIPPED (${SKIP_MESSAGE})`, function () {
+      it('the contract suite and the S3-specific tests', function () {
+        this.skip();
+      });
+    });
+  }
+} else {
+  let contractSerial = 0;
+  describeStorageContract(`S3Storage (${RGW ? 'Ceph RGW' : 'S3'} at ${ENDPOINT})`, async () => {
+    await ensureBucket();
+    const client = liveClient();
+    const prefix = `${RUN_PREFIX}contract-${++contractSerial}/`;
+    const storage: StorageAdapter = new S3Storage({ client, bucket: BUCKET, prefix, ifMatchUnquoted: RGW });
+    return {
+      storage,
+      cleanup: async () => {
+        try {
+          await emptyPrefix(client, prefix);
+        } finally {
+          client.destroy();
+        }
+      },
+    };
+  });
+
+  describe(`S3Storage specifics (${RGW ? 'Ceph RGW' : 'S3'} at ${ENDPOINT})`, function () {
+    let client: S3Client;
+    const cleanups: string[] = [];
+
+    function adapter(label: string, options: Partial<ConstructorParameters<typeof S3Storage>[0]> = {}): S3Storage {
+      const prefix = freshPrefix(label);
+      cleanups.push(prefix);
+      return new S3Storage({ client, bucket: BUCKET, prefix, ifMatchUnquoted: RGW, ...options });
+    }
+
+    before(async () => {
+      await ensureBucket();
+      client = liveClient();
+    });
+
+    after(async () => {
+      try {
+        for (const prefix of cleanups) await emptyPrefix(client, prefix);
+      } finally {
+        client.destroy();
+      }
+    });
+
+    it('works with a client from s3ClientFromEnv() and with s3StorageFromUrl()', async () => {
+      const prefix = freshPrefix('from-url');
+      cleanups.push(prefix);
+      const storage = s3StorageFromUrl(`s3://${BUCKET}/${prefix}`);
+      try {
+        assert.equal(storage.ifMatchUnquoted, RGW);
+        const etag = await storage.put('doc', Buffer.from('{"a":1}'), { ifNoneMatch: '*' });
+        assert.ok(etag);
+        const got = await storage.get('doc');
+        assert.ok(got && !got.notModified);
+        assert.equal(got.body.toString(), '{"a":1}');
+        assert.equal(got.etag, etag);
+        const replaced = await storage.put('doc', Buffer.from('{"a":2}'), { ifMatch: etag });
+        assert.ok(replaced, 'If-Match with the current ETag must succeed (S3_IFMATCH_UNQUOTED must match the server)');
+        assert.deepEqual((await storage.list('')).keys, ['doc']);
+        assert.equal(await storage.delete('doc', { ifMatch: replaced }), true);
+        assert.equal(await storage.head('doc'), null);
+      } finally {
+        await storage.close();
+      }
+    });
+
+    it('sends If-Match unquoted when ifMatchUnquoted is set and quoted otherwise, whatever form it is given', async () => {
+      const seen = captureIfMatch(client);
+      const unquoted = adapter('ifmatch-unquoted', { ifMatchUnquoted: true });
+      const quoted = adapter('ifmatch-quoted', { ifMatchUnquoted: false });
+      await unquoted.put('k', Buffer.from('a'), { ifMatch: '"0123abcd"' });
+      await unquoted.put('k', Buffer.from('a'), { ifMatch: '0123abcd' });
+      await quoted.put('k', Buffer.from('a'), { ifMatch: '"0123abcd"' });
+      await quoted.put('k', Buffer.from('a'), { ifMatch: '0123abcd' });
+      assert.deepEqual(seen, ['0123abcd', '0123abcd', '"0123abcd"', '"0123abcd"']);
+    });
+
+    (RGW ? it : it.skip)('RGW: a quoted If-Match never matches (why ifMatchUnquoted exists), an unquoted one does', async () => {
+      const quoted = adapter('rgw-quoted', { ifMatchUnquoted: false });
+      const etag = await quoted.put('k', Buffer.from('v1'));
+      assert.ok(etag);
+      assert.equal(await quoted.put('k', Buffer.from('v2'), { ifMatch: etag }), null);
+      const unquoted = new S3Storage({ client, bucket: BUCKET, prefix: quoted.prefix, ifMatchUnquoted: true });
+      assert.ok(await unquoted.put('k', Buffer.from('v2'), { ifMatch: etag }));
+      // If-None-Match on GET takes either form on RGW.
+      const current = await unquoted.head('k');
+      assert.ok(current);
+      assert.deepEqual(await quoted.get('k', { ifNoneMatch: current.etag }), { notModified: true, etag: current.etag });
+      assert.equal((await quoted.get('k', { ifNoneMatch: current.etag.replace(/"/g, '') }))?.notModified, true);
+    });
+
+    it('sends exactly one request for put, get, head, list, getStream and putStream, two for a delete', async () => {
+      const storage = adapter('counts');
+      const counter = countS3Requests(client);
+      const measured: Record<string, number> = {};
+      const measure = async <T>(label: string, fn: () => Promise<T>): Promise<T> => {
+        counter.reset();
+        const result = await fn();
+        measured[label] = counter.count;
+        return result;
+      };
+      try {
+        const etag = await measure('put (create)', () => storage.put('doc', Buffer.from('one'), { ifNoneMatch: '*' }));
+        assert.ok(etag);
+        assert.equal(await measure('put (create, exists)', () => storage.put('doc', Buffer.from('x'), { ifNoneMatch: '*' })), null);
+        const etag2 = await measure('put (if-match)', () => storage.put('doc', Buffer.from('two'), { ifMatch: etag }));
+        assert.ok(etag2);
+        assert.equal(await measure('put (if-match, stale)', () => storage.put('doc', Buffer.from('x'), { ifMatch: etag })), null);
+        await measure('put', () => storage.put('other', Buffer.from('x')));
+        await measure('get', () => storage.get('doc'));
+        await measure('get (not modified)', () => storage.get('doc', { ifNoneMatch: etag2 }));
+        await measure('get (absent)', () => storage.get('absent'));
+        await measure('head', () => storage.head('doc'));
+        await measure('list', () => storage.list(''));
+        const { stream } = randomStream(100_000);
+        await measure('putStream', () => storage.putStream('blob', stream, 100_000, { ifNoneMatch: '*' }));
+        const out = await measure('getStream', () => storage.getStream('blob'));
+        assert.ok(out);
+        await readAll(out.body);
+        await measure('delete (if-match, stale)', () => storage.delete('doc', { ifMatch: etag }));
+        await measure('delete (absent)', () => storage.delete('absent'));
+        await measure('delete', () => storage.delete('other'));
+        await measure('delete (if-match)', () => storage.delete('doc', { ifMatch: etag2 }));
+      } finally {
+        counter.remove();
+      }
+      console.log(`      requests per operation: ${JSON.stringify(measured)}`);
+      assert.deepEqual(measured, {
+        'put (create)': 1,
+        'put (create, exists)': 1,
+        'put (if-match)': 1,
+        'put (if-match, stale)': 1,
+        put: 1,
+        get: 1,
+        'get (not modified)': 1,
+        'get (absent)': 1,
+        head: 1,
+        list: 1,
+        putStream: 1,
+        getStream: 1,
+        'delete (if-match, stale)': 1,
+        'delete (absent)': 1,
+        delete: 2,
+        'delete (if-match)': 2,
+      });
+    });
+
+    for (const casRetry of ['none', 'sdk'] as const) {
+      it(`has exactly one winner among 8 concurrent compare-and-swap writers, 10 rounds (casRetry ${casRetry})`, async function () {
+        this.timeout(60_000);
+        const storage = adapter(`cas-${casRetry}`, { casRetry });
+        const counter = countS3Requests(client);
+        try {
+          for (let round = 0; round < 10; round++) {
+            const key = `doc-${round}`;
+            const etag = await storage.put(key, Buffer.from('base'));
+            assert.ok(etag);
+            counter.reset();
+            const results = await Promise.all(
+              Array.from({ length: 8 }, (_, i) => storage.put(key, Buffer.from(`writer ${i}`), { ifMatch: etag })),
+            );
+            const winners = results.flatMap((r, i) => (r === null ? [] : [i]));
+            assert.equal(winners.length, 1, `round ${round}: ${JSON.stringify(results)}`);
+            if (casRetry === 'none') assert.equal(counter.count, 8, 'a lost race must cost one request');
+            const got = await storage.get(key);
+            assert.ok(got && !got.notModified);
+            assert.equal(got.body.toString(), `writer ${winners[0]}`);
+            assert.equal(got.etag, results[winners[0]!]);
+          }
+        } finally {
+          counter.remove();
+        }
+      });
+    }
+
+    it('has exactly one winner among 8 concurrent create-if-absent writers, 10 rounds', async function () {
+      this.timeout(60_000);
+      const storage = adapter('create-race');
+      for (let round = 0; round < 10; round++) {
+        const results = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => storage.put(`doc-${round}`, Buffer.from(`w${i}`), { ifNoneMatch: '*' })),
+        );
+        assert.equal(results.filter((r) => r !== null).length, 1, `round ${round}`);
+      }
+    });
+
+    it('throws StorageUnavailableError (not "absent") when the bucket does not exist', async () => {
+      const storage = new S3Storage({ client, bucket: `appr-missing-${randomBytes(6).toString('hex')}`, ifMatchUnquoted: RGW });
+      await rejectsUnavailable(storage.get('k'), 'get');
+      await rejectsUnavailable(storage.put('k', Buffer.from('x')), 'put');
+      await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifMatch: '"e"' }), 'put if-match');
+      await rejectsUnavailable(storage.list(''), 'list');
+    });
+
+    it('throws StorageUnavailableError on wrong credentials', async () => {
+      const bad = liveClient({ credentials: { accessKeyId: 'wrong', secretAccessKey: 'wrong' }, maxAttempts: 1 });
+      try {
+        const storage = new S3Storage({ client: bad, bucket: BUCKET, prefix: freshPrefix('bad-creds') });
+        await rejectsUnavailable(storage.get('k'), 'get');
+        await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifNoneMatch: '*' }), 'put');
+        await rejectsUnavailable(storage.list(''), 'list');
+      } finally {
+        bad.destroy();
+      }
+    });
+
+    it('streams an 8 MiB blob in and out with its size and ETag', async function () {
+      this.timeout(30_000);
+      const storage = adapter('stream');
+      const size = 8 * 1024 * 1024;
+      const { stream, bytes } = randomStream(size);
+      const etag = await storage.putStream('blob', stream, size, { ifNoneMatch: '*' });
+      assert.ok(etag);
+      const out = await storage.getStream('blob');
+      assert.ok(out);
+      assert.equal(out.size, size);
+      assert.equal(out.etag, etag);
+      assert.ok((await readAll(out.body)).equals(bytes));
+      assert.deepEqual(await storage.head('blob'), { size, etag });
+      assert.equal(await storage.putStream('blob', randomStream(10).stream, 10, { ifNoneMatch: '*' }), null);
+    });
+
+    it('rejects a stream that is shorter or longer than its size, or fails, and stores nothing', async function () {
+      this.timeout(20_000);
+      const storage = adapter('stream-size');
+      await assert.rejects(storage.putStream('short', Readable.from([Buffer.alloc(10)]), 20), /ended after 10 of 20/);
+      await assert.rejects(storage.putStream('long', Readable.from([Buffer.alloc(30)]), 20), /longer than size 20/);
+      const failing = new Readable({
+        read() {
+          this.push(Buffer.alloc(1000));
+          this.destroy(new Error('client went away'));
+        },
+      });
+      await assert.rejects(storage.putStream('failed', failing, 100_000), /client went away/);
+      assert.deepEqual((await storage.list('')).keys, []);
+    });
+
+    it('keeps prefixes apart, strips its prefix from listed keys and pages with a cursor', async () => {
+      const a = adapter('list-a');
+      const b = adapter('list-b');
+      await Promise.all(['x/1', 'x/2', 'x/3', 'y/1'].map((k) => a.put(k, Buffer.from(k))));
+      await b.put('x/9', Buffer.from('b'));
+      const first = await a.list('x/', { limit: 2 });
+      assert.deepEqual(first.keys, ['x/1', 'x/2']);
+      assert.ok(first.next);
+      const second = await a.list('x/', { limit: 2, cursor: first.next });
+      assert.deepEqual(second, { keys: ['x/3'] });
+      assert.deepEqual((await a.list('')).keys, ['x/1', 'x/2', 'x/3', 'y/1']);
+      assert.deepEqual((await b.list('')).keys, ['x/9']);
+      assert.equal(await b.get('x/1'), null);
+    });
+
+    it('releases sockets: 3 x 30 conditional, missing and HEAD reads through a 1-socket client do not hang', async function () {
+      this.timeout(20_000);
+      const tight = liveClient({ requestHandler: { httpAgent: { maxSockets: 1, keepAlive: true }, requestTimeout: 5000 } });
+      try {
+        const prefix = freshPrefix('sockets');
+        cleanups.push(prefix);
+        const storage = new S3Storage({ client: tight, bucket: BUCKET, prefix, ifMatchUnquoted: RGW });
+        const etag = await storage.put('doc', Buffer.from('x'.repeat(100_000)));
+        assert.ok(etag);
+        for (let i = 0; i < 30; i++) {
+          assert.equal((await storage.get('doc', { ifNoneMatch: etag }))?.notModified, true);
+          assert.equal(await storage.get('absent'), null);
+          assert.equal(await storage.head('absent'), null);
+        }
+        const out = await storage.getStream('doc');
+        assert.ok(out);
+        out.body.destroy();
+        const got = await storage.get('doc');
+        assert.equal(got?.notModified, false);
+      } finally {
+        tight.destroy();
+      }
+    });
+  });
+}
