@@ -1,0 +1,521 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { StorageUnavailableError } from '../errors.js';
+import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
+import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+
+export interface FsStorageOptions {
+  /** The storage directory; created at first use. Several processes may share it (same host or a shared volume). */
+  root: string;
+  /** How long a conditional write or a delete waits for another writer's lock on the same key. Default 10 s. */
+  lockTimeoutMs?: number;
+  /** A lock older than this is taken to be abandoned, whoever holds it. Default 30 s. */
+  staleLockMs?: number;
+}
+
+/**
+ * The embedded default: objects are files under `<root>/objects/<key>`, safe for several processes on one
+ * directory.
+ *
+ * - Every write goes to a unique temp file in `<root>/tmp/` (same filesystem), is fsynced, then published with one
+ *   atomic link or rename: readers see the old or the new bytes, never a mix, and a crash leaves at most a temp file.
+ * - Create-if-absent is `link(temp, final)`, which the kernel refuses atomically when `final` exists.
+ * - Compare-and-swap, unconditional replace and delete run under a per-key lock file (`<root>/locks/<sha256>`,
+ *   created with O_EXCL), so that checking the current ETag and renaming is one step for every process.
+ * - An ETag is derived from the fstat of the very descriptor the body is read from, so it always belongs to the
+ *   bytes returned with it.
+ *
+ * Limits: a key cannot be both an object and a "directory" of other keys (`a/b` and `a/b/c`): lib/core/keys.ts never
+ * builds such pairs. The parent directory is not fsynced after a publish: a power loss right after a write may lose
+ * that write (never tear it).
+ */
+export class FsStorage implements StorageAdapter {
+  readonly name = 'fs';
+  readonly #objectsDir: string;
+  readonly #tmpDir: string;
+  readonly #locksDir: string;
+  readonly #lockTimeoutMs: number;
+  readonly #staleLockMs: number;
+  #ready: Promise<void> | undefined;
+
+  constructor(options: FsStorageOptions) {
+    this.#objectsDir = join(options.root, 'objects');
+    this.#tmpDir = join(options.root, 'tmp');
+    this.#locksDir = join(options.root, 'locks');
+    this.#lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
+    this.#staleLockMs = options.staleLockMs ?? 30_000;
+  }
+
+  async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
+    const path = this.#objectPath(key);
+    return this.#run(async () => {
+      const fh = await openIfExists(path);
+      if (fh === null) return null;
+      try {
+        const stats = await fh.stat({ bigint: true });
+        if (!stats.isFile()) return null;
+        const etag = etagOf(stats);
+        if (options.ifNoneMatch === etag) return { notModified: true, etag };
+        // Objects are never modified in place, so this reads exactly the bytes that were fstat'ed.
+        return { notModified: false, body: await fh.readFile(), etag };
+      } finally {
+        await fh.close();
+      }
+    });
+  }
+
+  async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
+    const path = this.#objectPath(key);
+    return this.#run(() => this.#write(key, path, [body], options));
+  }
+
+  async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
+    const path = this.#objectPath(key);
+    return this.#run(() => this.#write(key, path, sourceChunks(body, size), options));
+  }
+
+  async getStream(key: string): Promise<StreamResult | null> {
+    const path = this.#objectPath(key);
+    return this.#run(async () => {
+      const fh = await openIfExists(path);
+      if (fh === null) return null;
+      try {
+        const stats = await fh.stat({ bigint: true });
+        if (stats.isFile()) {
+          // Streaming from the descriptor (not the path) keeps serving this inode if the key is replaced meanwhile.
+          // The stream closes the descriptor when it ends or is destroyed.
+          return { body: fh.createReadStream(), size: Number(stats.size), etag: etagOf(stats) };
+        }
+      } catch (err) {
+        await fh.close();
+        throw err;
+      }
+      await fh.close();
+      return null;
+    });
+  }
+
+  async head(key: string): Promise<{ size: number; etag: string } | null> {
+    const path = this.#objectPath(key);
+    return this.#run(async () => {
+      const stats = await statIfExists(path);
+      return stats === null || !stats.isFile() ? null : { size: Number(stats.size), etag: etagOf(stats) };
+    });
+  }
+
+  async delete(key: string, options: { ifMatch?: string } = {}): Promise<boolean> {
+    const path = this.#objectPath(key);
+    return this.#run(async () => {
+      const deleted = await this.withLock(key, async () => {
+        const current = await currentEtag(path);
+        if (current === null || (options.ifMatch !== undefined && options.ifMatch !== current)) return false;
+        await unlink(path);
+        return true;
+      });
+      if (deleted) await this.#removeEmptyParents(path);
+      return deleted;
+    });
+  }
+
+  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+    assertListPrefix(prefix);
+    const limit = pageLimit(options.limit);
+    return this.#run(async () => {
+      // Walk only the deepest directory that can hold the prefix; its last, partial segment filters that directory.
+      const cut = prefix.lastIndexOf('/') + 1;
+      const keys: string[] = [];
+      for await (const key of this.#walk(prefix.slice(0, cut), prefix.slice(cut), options.cursor)) {
+        // One key beyond the page tells us there is a next page; the cursor is the last key returned.
+        if (keys.length === limit) return { keys, next: keys[limit - 1] };
+        keys.push(key);
+      }
+      return { keys };
+    });
+  }
+
+  /**
+   * The keys under directory `dirKey` (`''` or ending in `/`) whose first segment starts with `namePrefix`, in byte
+   * order, skipping those not after `after`.
+   */
+  async *#walk(dirKey: string, namePrefix: string, after: string | undefined): AsyncGenerator<string> {
+    let entries;
+    try {
+      entries = await readdir(join(this.#objectsDir, dirKey), { withFileTypes: true });
+    } catch (err) {
+      if (isAbsence(err)) return;
+      throw err;
+    }
+    // A directory sorts as its name plus '/': every key below it starts with that, and '/' falls between other
+    // key characters ('-' and '.' sort before it, digits and letters after), so sorting names alone would be wrong.
+    const children = entries
+      .filter((entry) => entry.name.startsWith(namePrefix) && SEGMENT.test(entry.name))
+      .filter((entry) => entry.isFile() || entry.isDirectory())
+      .map((entry) => dirKey + entry.name + (entry.isDirectory() ? '/' : ''))
+      .sort();
+    for (const child of children) {
+      if (child.endsWith('/')) {
+        // Skip a subtree whose keys all sort before the cursor: it is before the cursor and not an ancestor of it.
+        if (after !== undefined && after > child && !after.startsWith(child)) continue;
+        yield* this.#walk(child, '', after);
+      } else if (after === undefined || child > after) {
+        yield child;
+      }
+    }
+  }
+
+  /** Temp file, then an atomic publish according to the condition. */
+  async #write(key: string, path: string, chunks: Chunks, condition?: WriteCondition): Promise<string | null> {
+    const temp = await this.#writeTemp(chunks);
+    try {
+      if (condition?.ifNoneMatch === '*') {
+        try {
+          await inParentDir(path, () => link(temp.path, path));
+        } catch (err) {
+          if (errorCode(err) === 'EEXIST') return null;
+          throw err;
+        }
+        // Unlink before the fstat: dropping a link changes the ctime, which is part of the ETag.
+        await unlink(temp.path).catch(ignore);
+        return etagOf(await temp.fh.stat({ bigint: true }));
+      }
+      return await this.withLock(key, async () => {
+        if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
+        await inParentDir(path, () => rename(temp.path, path));
+        return etagOf(await temp.fh.stat({ bigint: true }));
+      });
+    } finally {
+      await temp.fh.close().catch(ignore);
+      await unlink(temp.path).catch(ignore); // Already gone once published.
+    }
+  }
+
+  async #writeTemp(chunks: Chunks): Promise<{ path: string; fh: FileHandle }> {
+    const path = join(this.#tmpDir, `${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
+    const fh = await open(path, 'wx');
+    try {
+      for await (const chunk of chunks) {
+        for (let offset = 0; offset < chunk.byteLength; ) offset += (await fh.write(chunk, offset)).bytesWritten;
+      }
+      // The ETag includes the mtime, but the kernel stamps it with a coarse clock (a tick of 1-10 ms), and ext4 or
+      // xfs reuse a freed inode at once: two writes of the same size in one tick could then get the ETag of an
+      // object two versions back, and a compare-and-swap holding that old ETag would wrongly succeed. A random
+      // sub-millisecond mtime makes that coincidence negligible.
+      const now = (Date.now() + Math.random()) / 1000;
+      await fh.utimes(now, now);
+      await fh.sync();
+      return { path, fh };
+    } catch (err) {
+      await fh.close().catch(ignore);
+      await unlink(path).catch(ignore);
+      throw err;
+    }
+  }
+
+  /** Remove the directories a delete emptied, up to `objects/`. A writer that needs one again re-creates it. */
+  async #removeEmptyParents(path: string): Promise<void> {
+    for (let dir = dirname(path); dir.length > this.#objectsDir.length; dir = dirname(dir)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        return; // ENOTEMPTY (a concurrent writer, or other keys), ENOENT (a concurrent delete), anything: best-effort.
+      }
+    }
+  }
+
+  /**
+   * Run `fn` holding the key's lock: a file created with O_EXCL that names its owner. Waiters poll with short
+   * randomized sleeps and break a lock whose owner is dead (same host) or that is older than `staleLockMs`.
+   *
+   * TypeScript-private rather than `#private` so that a test can make a real process die holding a lock.
+   */
+  private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const lockPath = join(this.#locksDir, createHash('sha256').update(key).digest('hex'));
+    const deadline = Date.now() + this.#lockTimeoutMs;
+    let token: string | null;
+    for (let attempt = 0; (token = await tryCreateLock(lockPath)) === null; attempt++) {
+      if (Date.now() > deadline) {
+        throw new StorageUnavailableError(`fs storage: timed out waiting for the lock on ${key}`);
+      }
+      if (!(await this.#breakIfStale(lockPath))) await sleep(Math.random() * Math.min(20, 2 + 2 ** attempt));
+    }
+    try {
+      return await fn();
+    } finally {
+      await releaseLock(lockPath, token);
+    }
+  }
+
+  /**
+   * Remove the lock at `lockPath` if it is abandoned. True when the caller should retry at once (the lock is gone).
+   *
+   * Breakers serialise on a second lock file, and re-read the lock under it: otherwise two waiters could both judge
+   * the same dead lock, one remove it and take a fresh one, and the other then remove that fresh lock.
+   */
+  async #breakIfStale(lockPath: string): Promise<boolean> {
+    const seen = await readLock(lockPath);
+    if (seen === null) return true;
+    if (!this.#isStale(seen)) return false;
+    const guardPath = `${lockPath}.break`;
+    const guardToken = await tryCreateLock(guardPath);
+    if (guardToken === null) {
+      // Another process is breaking it, or crashed doing so.
+      const guard = await readLock(guardPath);
+      if (guard !== null && this.#isStale(guard)) await unlink(guardPath).catch(ignore);
+      return false;
+    }
+    try {
+      const now = await readLock(lockPath);
+      if (now !== null && now.raw === seen.raw && now.ino === seen.ino) await unlink(lockPath).catch(ignore);
+    } finally {
+      await releaseLock(guardPath, guardToken);
+    }
+    return true;
+  }
+
+  #isStale(lock: LockFile): boolean {
+    // A lock file caught between its creation and its first write has no owner yet: only its age counts.
+    const age = Date.now() - (lock.owner?.time ?? lock.mtimeMs);
+    if (age > this.#staleLockMs) return true;
+    return lock.owner !== undefined && lock.owner.host === thisHost() && !isAlive(lock.owner.pid);
+  }
+
+  #objectPath(key: string): string {
+    assertStorageKey(key);
+    return join(this.#objectsDir, ...key.split('/'));
+  }
+
+  /** Initialise on first use, and map filesystem failures to StorageUnavailableError. */
+  async #run<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      await this.#init();
+      return await fn();
+    } catch (err) {
+      if (err instanceof SourceError) throw err.cause;
+      throw isSystemError(err) ? new StorageUnavailableError(`fs storage: ${err.message}`, err) : err;
+    }
+  }
+
+  #init(): Promise<void> {
+    this.#ready ??= (async () => {
+      for (const dir of [this.#objectsDir, this.#tmpDir, this.#locksDir]) await mkdir(dir, { recursive: true });
+      await this.#removeLeftovers();
+    })().catch((err: unknown) => {
+      this.#ready = undefined; // Try again on the next call: the disk may be back.
+      throw err;
+    });
+    return this.#ready;
+  }
+
+  /**
+   * Best-effort clean-up of what crashed processes left: temp files (an hour is far longer than any write, so nobody
+   * is still using them) and abandoned locks of keys that may never be written again.
+   */
+  async #removeLeftovers(): Promise<void> {
+    const cutoff = Date.now() - 60 * 60 * 1000;
+    const temps = await readdir(this.#tmpDir).catch(() => []);
+    const locks = await readdir(this.#locksDir).catch(() => []);
+    await Promise.all([
+      ...temps.map(async (name) => {
+        const path = join(this.#tmpDir, name);
+        const stats = await stat(path).catch(() => null);
+        if (stats !== null && stats.mtimeMs < cutoff) await unlink(path).catch(ignore);
+      }),
+      ...locks
+        .filter((name) => !name.endsWith('.break'))
+        .map((name) => this.#breakIfStale(join(this.#locksDir, name)).catch(ignore)),
+    ]);
+  }
+}
+
+const SEGMENT = /^[A-Za-z0-9._+-]+$/;
+
+type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+
+/** Inode, mtime, ctime and size: any replace gives a new inode, and any change to an inode a new ctime. */
+function etagOf(stats: BigIntStats): string {
+  return [stats.ino, stats.mtimeNs, stats.ctimeNs, stats.size].map((n) => n.toString(16)).join('-');
+}
+
+async function currentEtag(path: string): Promise<string | null> {
+  const stats = await statIfExists(path);
+  return stats !== null && stats.isFile() ? etagOf(stats) : null;
+}
+
+async function openIfExists(path: string): Promise<FileHandle | null> {
+  try {
+    return await open(path, 'r');
+  } catch (err) {
+    if (isAbsence(err)) return null;
+    throw err;
+  }
+}
+
+async function statIfExists(path: string): Promise<BigIntStats | null> {
+  try {
+    return await stat(path, { bigint: true });
+  } catch (err) {
+    if (isAbsence(err)) return null;
+    throw err;
+  }
+}
+
+/**
+ * Run a link or rename into `path`, creating its directory when missing. Retried because a concurrent delete may
+ * remove the (then empty) directory between our mkdir and our link.
+ */
+async function inParentDir<T>(path: string, op: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT' || attempt === 5) throw err;
+    }
+    await mkdir(dirname(path), { recursive: true }).catch((err: unknown) => {
+      if (errorCode(err) !== 'ENOENT') throw err;
+    });
+  }
+}
+
+/** Errors of the caller's stream (and its size check) pass through #run unmapped: they are not storage failures. */
+class SourceError extends Error {
+  constructor(override readonly cause: unknown) {
+    super('source stream failed');
+  }
+}
+
+async function* sourceChunks(body: Readable, size: number): AsyncGenerator<Buffer> {
+  try {
+    yield* sizedChunks(body, size);
+  } catch (err) {
+    throw new SourceError(err);
+  }
+}
+
+// ---- Lock files ------------------------------------------------------------------------------------------------
+
+interface LockOwner {
+  pid: number;
+  host: string;
+  time: number;
+}
+
+interface LockFile {
+  raw: string;
+  ino: number;
+  mtimeMs: number;
+  owner: LockOwner | undefined;
+}
+
+/** Create the lock file if absent. Returns its content (our token), or null when somebody holds it. */
+async function tryCreateLock(path: string): Promise<string | null> {
+  const token = JSON.stringify({
+    pid: process.pid,
+    host: thisHost(),
+    time: Date.now(),
+    nonce: randomBytes(8).toString('hex'),
+  });
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'wx');
+  } catch (err) {
+    if (errorCode(err) === 'EEXIST') return null;
+    throw err;
+  }
+  try {
+    await fh.writeFile(token);
+    await fh.close();
+  } catch (err) {
+    await fh.close().catch(ignore);
+    await unlink(path).catch(ignore);
+    throw err;
+  }
+  return token;
+}
+
+/** Remove the lock only if it is still ours: had it been broken as stale, it may now belong to someone else. */
+async function releaseLock(path: string, token: string): Promise<void> {
+  const raw = await readFile(path, 'utf8').catch(() => null);
+  // A lock we fail to remove is broken as stale later; failing the finished operation for it would be worse.
+  if (raw === token) await unlink(path).catch(ignore);
+}
+
+async function readLock(path: string): Promise<LockFile | null> {
+  const fh = await openIfExists(path);
+  if (fh === null) return null;
+  try {
+    const stats = await fh.stat();
+    const raw = await fh.readFile('utf8');
+    return { raw, ino: stats.ino, mtimeMs: stats.mtimeMs, owner: parseOwner(raw) };
+  } finally {
+    await fh.close();
+  }
+}
+
+function parseOwner(raw: string): LockOwner | undefined {
+  try {
+    const { pid, host, time } = JSON.parse(raw) as Record<string, unknown>;
+    if (typeof pid === 'number' && Number.isSafeInteger(pid) && pid > 0 && typeof host === 'string') {
+      if (typeof time === 'number' && Number.isFinite(time)) return { pid, host, time };
+    }
+  } catch {
+    // Empty (being written) or foreign: judged by its mtime.
+  }
+  return undefined;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errorCode(err) !== 'ESRCH'; // EPERM: alive, owned by another user.
+  }
+}
+
+let hostId: string | undefined;
+
+/**
+ * Where a pid means something: the hostname alone is not enough (containers with `--network host` share it, and so
+ * may two machines on a shared volume), so add the boot id and the pid namespace when Linux tells us.
+ */
+function thisHost(): string {
+  hostId ??= [
+    hostname(),
+    tryOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), ''),
+    tryOr(() => readlinkSync('/proc/self/ns/pid'), ''),
+  ].join('|');
+  return hostId;
+}
+
+// ---- Small helpers ---------------------------------------------------------------------------------------------
+
+function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** The key is not there: missing, or a path component is a file. */
+function isAbsence(err: unknown): boolean {
+  const code = errorCode(err);
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** An OS error (ENOSPC, EACCES, EIO, ENOTDIR...), as opposed to Node's own ERR_* codes for programming errors. */
+function isSystemError(err: unknown): err is Error {
+  return err instanceof Error && /^E[A-Z0-9]+$/.test(errorCode(err) ?? '');
+}
+
+function tryOr<T>(fn: () => T, fallback: T): T {
+  try {
+    return fn();
+  } catch {
+    return fallback;
+  }
+}
+
+function ignore(): void {}

@@ -1,0 +1,85 @@
+import { Readable } from 'node:stream';
+import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
+
+/**
+ * An in-process store: tests, demos, and single-process hosts that do not need persistence. It keeps the exact
+ * semantics of the durable adapters (conditional writes, byte-order listing, size-checked streams) so that code
+ * tested against it behaves the same on the filesystem or S3.
+ */
+export class MemoryStorage implements StorageAdapter {
+  readonly name = 'memory';
+  readonly #objects = new Map<string, { body: Buffer; etag: string }>();
+
+  async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
+    assertStorageKey(key);
+    const object = this.#objects.get(key);
+    if (object === undefined) return null;
+    if (options.ifNoneMatch === object.etag) return { notModified: true, etag: object.etag };
+    // A copy: the caller may mutate what it gets without changing the stored object.
+    return { notModified: false, body: Buffer.from(object.body), etag: object.etag };
+  }
+
+  async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
+    assertStorageKey(key);
+    return this.#write(key, Buffer.from(body), options);
+  }
+
+  async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
+    assertStorageKey(key);
+    const chunks: Buffer[] = [];
+    for await (const chunk of sizedChunks(body, size)) chunks.push(chunk);
+    // The condition is checked after the upload, as S3 does: the caller's stream is always consumed.
+    return this.#write(key, Buffer.concat(chunks), options);
+  }
+
+  async getStream(key: string): Promise<StreamResult | null> {
+    assertStorageKey(key);
+    const object = this.#objects.get(key);
+    if (object === undefined) return null;
+    return { body: Readable.from([Buffer.from(object.body)]), size: object.body.length, etag: object.etag };
+  }
+
+  async head(key: string): Promise<{ size: number; etag: string } | null> {
+    assertStorageKey(key);
+    const object = this.#objects.get(key);
+    return object === undefined ? null : { size: object.body.length, etag: object.etag };
+  }
+
+  async delete(key: string, options: { ifMatch?: string } = {}): Promise<boolean> {
+    assertStorageKey(key);
+    const object = this.#objects.get(key);
+    if (object === undefined || (options.ifMatch !== undefined && options.ifMatch !== object.etag)) return false;
+    return this.#objects.delete(key);
+  }
+
+  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+    assertListPrefix(prefix);
+    const limit = pageLimit(options.limit);
+    const { cursor } = options;
+    // Keys are ASCII (assertStorageKey), so the default UTF-16 sort is byte order.
+    const keys = [...this.#objects.keys()]
+      .filter((key) => key.startsWith(prefix) && (cursor === undefined || key > cursor))
+      .sort();
+    const page = keys.slice(0, limit);
+    return keys.length > limit ? { keys: page, next: page[page.length - 1] } : { keys: page };
+  }
+
+  /** Check and write in one synchronous step: nothing can interleave, so the condition holds when we write. */
+  #write(key: string, body: Buffer, options?: WriteCondition): string | null {
+    const current = this.#objects.get(key);
+    if (options?.ifNoneMatch === '*' && current !== undefined) return null;
+    if (options?.ifMatch !== undefined && options.ifMatch !== current?.etag) return null;
+    const etag = `m${(++etagCounter).toString(36)}`;
+    this.#objects.set(key, { body, etag });
+    return etag;
+  }
+}
+
+/** Module-wide, so ETags never repeat, not even across instances or after a delete and re-create. */
+let etagCounter = 0;
+
+/*
+ * Helpers shared with the filesystem adapter (fs.ts imports them). They live here because this is the adapter
+ * with no dependencies: importing it costs nothing.
+ */

@@ -1,0 +1,244 @@
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { StorageUnavailableError } from '../../lib/errors.js';
+import { FsStorage } from '../../lib/storage/fs.js';
+import { describeStorageContract } from './contract.js';
+import type { WorkerTask } from './fs-worker.js';
+
+describeStorageContract('FsStorage', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'appr-fs-'));
+  return { storage: new FsStorage({ root }), cleanup: () => rm(root, { recursive: true, force: true }) };
+});
+
+describe('FsStorage', function () {
+  let root: string;
+  let storage: FsStorage;
+
+  beforeEach(async function () {
+    root = await mkdtemp(join(tmpdir(), 'appr-fs-'));
+    storage = new FsStorage({ root });
+  });
+
+  afterEach(async function () {
+    for (const child of workers) child.kill('SIGKILL');
+    workers.clear();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  describe('with several processes on one directory', function () {
+    it('loses no compare-and-swap increment across 4 processes', async function () {
+      const key = 'packages/ns/counter.json';
+      await storage.put(key, Buffer.from(JSON.stringify({ n: 0 })), { ifNoneMatch: '*' });
+      const workers = Array.from({ length: 4 }, () => startWorker({ mode: 'increment', root, key, times: 25 }));
+      const results = (await race(workers)) as { conflicts: number }[];
+      const got = await storage.get(key);
+      if (got === null || got.notModified) throw new Error('expected the counter');
+      expect(JSON.parse(got.body.toString())).to.deep.equal({ n: 100 });
+      // The workers did contend: otherwise this test would prove nothing.
+      expect(results.reduce((sum, r) => sum + r.conflicts, 0)).to.be.above(0);
+    });
+
+    it('lets exactly one process win each create-if-absent race', async function () {
+      const keys = Array.from({ length: 30 }, (_, i) => `blobs/ns/app/sha256/${i}`);
+      const workers = ['w0', 'w1', 'w2', 'w3'].map((id) => startWorker({ mode: 'create', root, keys, id }));
+      const results = (await race(workers)) as { won: string[] }[];
+      const winners = results.flatMap((r, i) => r.won.map((key) => ({ key, id: `w${i}` })));
+      expect(winners.map((w) => w.key).sort()).to.deep.equal([...keys].sort());
+      for (const { key, id } of winners) {
+        expect(await storage.get(key)).to.have.property('body').that.deep.equals(Buffer.from(id));
+      }
+    });
+  });
+
+  it('breaks the lock of a process killed while holding it', async function () {
+    const key = 'packages/ns/app.json';
+    await storage.put(key, Buffer.from('v1'));
+    const holder = startWorker({ mode: 'hold-lock', root, key });
+    await holder.ready;
+    // The lock does hold while its owner lives.
+    const impatient = new FsStorage({ root, lockTimeoutMs: 200 });
+    await expectUnavailable(impatient.put(key, Buffer.from('v2')));
+
+    holder.child.kill('SIGKILL');
+    await holder.exited; // Reaped: its pid no longer exists.
+    const started = Date.now();
+    expect(await storage.put(key, Buffer.from('v2'))).to.be.a('string');
+    expect(Date.now() - started).to.be.below(5000); // Far less than the 10 s it would wait for a live owner.
+    expect(await storage.get(key)).to.have.property('body').that.deep.equals(Buffer.from('v2'));
+  });
+
+  it('breaks a lock older than staleLockMs, whoever holds it', async function () {
+    const key = 'packages/ns/app.json';
+    const etag = await storage.put(key, Buffer.from('v1'));
+    // Mirrors the lock file of lib/storage/fs.ts: held by a live pid on another host, so only its age can tell.
+    const lockPath = join(root, 'locks', createHash('sha256').update(key).digest('hex'));
+    const lock = (time: number) => JSON.stringify({ pid: process.pid, host: 'another-host', time, nonce: 'x' });
+    await writeFile(lockPath, lock(Date.now()));
+    const impatient = new FsStorage({ root, lockTimeoutMs: 200 });
+    await expectUnavailable(impatient.put(key, Buffer.from('v2'), { ifMatch: etag! }));
+
+    await writeFile(lockPath, lock(Date.now() - 60_000));
+    expect(await impatient.put(key, Buffer.from('v2'), { ifMatch: etag! })).to.be.a('string');
+  });
+
+  it('never shows temp files, and removes old temp files and abandoned locks when opened', async function () {
+    await storage.put('packages/ns/app.json', Buffer.from('v1'));
+    const old = join(root, 'tmp', '12345-0123456789abcdef.tmp');
+    const recent = join(root, 'tmp', '12345-fedcba9876543210.tmp');
+    await writeFile(old, 'half a write');
+    await writeFile(recent, 'a write in progress');
+    const twoHoursAgo = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await utimes(old, twoHoursAgo, twoHoursAgo);
+    const owner = (time: number) => JSON.stringify({ pid: process.pid, host: 'another-host', time, nonce: 'x' });
+    await writeFile(join(root, 'locks', 'abandoned'), owner(Date.now() - 60_000));
+    await writeFile(join(root, 'locks', 'held'), owner(Date.now()));
+
+    expect(await storage.list('')).to.deep.equal({ keys: ['packages/ns/app.json'] });
+    expect(await storage.get('tmp/12345-0123456789abcdef.tmp')).to.equal(null);
+    const reopened = new FsStorage({ root });
+    expect(await reopened.list('')).to.deep.equal({ keys: ['packages/ns/app.json'] });
+    expect(await readdir(join(root, 'tmp'))).to.deep.equal(['12345-fedcba9876543210.tmp']);
+    expect(await readdir(join(root, 'locks'))).to.deep.equal(['held']);
+  });
+
+  it('never serves a torn document while another writer rewrites it', async function () {
+    const key = 'packages/ns/big.json';
+    const size = 1024 * 1024;
+    await storage.put(key, Buffer.alloc(size, 0));
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 1; i <= 40; i++) await storage.put(key, Buffer.alloc(size, i));
+      writing = false;
+    })();
+    const fillOfEtag = new Map<string, number>();
+    const reader = async () => {
+      let reads = 0;
+      while (writing) {
+        const got = await storage.get(key);
+        if (got === null || got.notModified) throw new Error('expected the document');
+        const fill = got.body[0]!;
+        expect(got.body.equals(Buffer.alloc(size, fill)), `uniform document of ${fill}`).to.equal(true);
+        // An ETag always comes with the same bytes.
+        expect(fillOfEtag.get(got.etag) ?? fill).to.equal(fill);
+        fillOfEtag.set(got.etag, fill);
+        reads++;
+      }
+      return reads;
+    };
+    const reads = await Promise.all([reader(), reader(), writer]);
+    expect(reads[0]! + reads[1]!).to.be.above(10);
+  });
+
+  it('reports a filesystem failure as StorageUnavailableError', async function () {
+    await writeFile(join(root, 'a-file'), 'not a directory');
+    const broken = new FsStorage({ root: join(root, 'a-file', 'store') });
+    const error = await expectUnavailable(broken.put('packages/ns/app.json', Buffer.from('v1')));
+    expect(error.status).to.equal(503);
+    expect(error.cause).to.have.property('code', 'ENOTDIR');
+    await expectUnavailable(broken.get('packages/ns/app.json'));
+    await expectUnavailable(broken.list('packages/'));
+  });
+
+  it('rejects malformed keys with a plain Error', async function () {
+    for (const key of ['', '/a', 'a/', 'a//b', 'a/./b', 'a/../b', '..', 'a\0b', 'a b', 'a\\b', 'é']) {
+      for (const attempt of [storage.put(key, Buffer.from('x')), storage.get(key), storage.delete(key)]) {
+        const error = await attempt.then(
+          () => null,
+          (err: unknown) => err,
+        );
+        expect(error, JSON.stringify(key)).to.be.instanceOf(Error).and.not.instanceOf(StorageUnavailableError);
+      }
+    }
+    for (const prefix of ['/', 'a//', '../', 'a b']) {
+      const error = await storage.list(prefix).catch((err: unknown) => err);
+      expect(error, JSON.stringify(prefix)).to.be.instanceOf(Error).and.not.instanceOf(StorageUnavailableError);
+    }
+  });
+
+  it('removes the directories a delete empties, while concurrent writers in them still succeed', async function () {
+    await storage.put('blobs/ns/app/sha256/abc', Buffer.from('x'));
+    expect(await storage.delete('blobs/ns/app/sha256/abc')).to.equal(true);
+    expect(await readdir(join(root, 'objects'))).to.deep.equal([]);
+
+    // Two keys sharing a directory, each written and deleted in a loop: deletes keep removing the directory the
+    // other writer is about to use.
+    const churn = async (key: string) => {
+      for (let i = 0; i < 100; i++) {
+        expect(await storage.put(key, Buffer.from(key), i % 2 ? { ifNoneMatch: '*' } : undefined)).to.be.a('string');
+        expect(await storage.delete(key)).to.equal(true);
+      }
+    };
+    await Promise.all([churn('a/b/c/one'), churn('a/b/c/two')]);
+    expect(await storage.list('')).to.deep.equal({ keys: [] });
+  });
+
+  it('lays objects out as files under objects/<key>', async function () {
+    await storage.put('packages/ns/app.json', Buffer.from('v1'));
+    expect(await readdir(join(root, 'objects', 'packages', 'ns'))).to.deep.equal(['app.json']);
+    // A stray directory entry that is no valid key segment is not listed.
+    await mkdir(join(root, 'objects', 'packages', 'not a key'));
+    await writeFile(join(root, 'objects', 'packages', 'not a key', 'x'), '');
+    expect(await storage.list('packages/')).to.deep.equal({ keys: ['packages/ns/app.json'] });
+  });
+});
+
+const WORKER = fileURLToPath(new URL('./fs-worker.ts', import.meta.url));
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+interface Worker {
+  child: ChildProcess;
+  /** Resolves when the worker prints `ready`. */
+  ready: Promise<void>;
+  /** The worker's JSON result line. */
+  result: Promise<unknown>;
+  exited: Promise<number | null>;
+}
+
+/** Every worker started: killed after each test, so that a failed test cannot leave one running. */
+const workers = new Set<ChildProcess>();
+
+function startWorker(task: WorkerTask): Worker {
+  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, JSON.stringify(task)], {
+    cwd: REPO,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  workers.add(child);
+  child.stdin!.on('error', () => {}); // EPIPE if it died: reported through its exit code.
+  const lines = createInterface({ input: child.stdout! });
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.once('error', () => resolve(null));
+  });
+  let onReady: () => void;
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  const result = new Promise<unknown>((resolve, reject) => {
+    let last: unknown;
+    lines.on('line', (line) => (line === 'ready' ? onReady() : (last = JSON.parse(line))));
+    void exited.then((code) => (code === 0 ? resolve(last) : reject(new Error(`worker exited with ${code}`))));
+  });
+  // A worker that dies before `ready` must fail the test, not hang it.
+  void exited.then(() => onReady());
+  return { child, ready, result, exited };
+}
+
+/** Wait until every worker is ready, start them at once, and collect their results. */
+async function race(workers: Worker[]): Promise<unknown[]> {
+  await Promise.all(workers.map((w) => w.ready));
+  for (const w of workers) w.child.stdin!.write('go\n');
+  return Promise.all(workers.map((w) => w.result));
+}
+
+async function expectUnavailable(promise: Promise<unknown>): Promise<StorageUnavailableError> {
+  const error = await promise.then(
+    () => null,
+    (err: unknown) => err,
+  );
+  expect(error).to.be.instanceOf(StorageUnavailableError);
+  return error as StorageUnavailableError;
+}
