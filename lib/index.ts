@@ -5,8 +5,12 @@ export { Registry } from './core/registry.js';
 export type {
   RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,
 } from './core/registry.js';
-export type { AuthHooks, Permission, Credentials, AccessTarget } from './http/access.js';
+export type { AuthHooks, Permission, Credentials, AccessTarget, Access } from './http/access.js';
 export { parseAuthorization } from './http/access.js';
+export { UserStore, checkUserFile, readUserFile, writeUserFile, newSecret } from './auth/user-store.js';
+export type { UserFile, UserRecord, Role, StoreUser, UserStoreOptions } from './auth/user-store.js';
+export { hashPassword, verifyPassword, isPasswordHash } from './auth/password.js';
+export type { HashOptions } from './auth/password.js';
 export { ApprError, StorageUnavailableError, ERRORS, isApprError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage } from './storage/types.js';

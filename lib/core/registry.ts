@@ -71,6 +71,11 @@ export interface PushInput {
   force?: boolean;
   /** Used only when the push creates the package. */
   visibility?: Visibility;
+  /**
+   * The caller may create this package but not write to it once it exists: refuse (403) if another push created
+   * it since the caller was authorized.
+   */
+  createOnly?: boolean;
 }
 
 export interface PackageRef {
@@ -149,6 +154,11 @@ export class Registry {
 
     const createdAt = this.#now().toISOString();
     await this.#docs.update<PackageDoc, void>(docKey, (current) => {
+      if (input.createOnly && current && isLive(current)) {
+        throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
+          package: `${namespace}/${name}`,
+        });
+      }
       if (!force && exists(current)) throw conflict;
       const doc = current && isLive(current)
         ? current

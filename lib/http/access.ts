@@ -3,7 +3,14 @@ import { ApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import type { Registry, Visibility, VisibleFilter } from '../core/registry.js';
 
-/** What a caller may do on a namespace or package (contract section 11). */
+/**
+ * What a caller may do on a namespace or package (contract section 11):
+ *  - read: show, pull, blobs, channels (a public package needs none)
+ *  - write: push to an existing package, delete a release, add/remove channel releases, delete a channel
+ *  - create: the first push of a new package in a namespace (asked about the namespace, `name` absent)
+ *  - admin: change a package's visibility
+ * Hosts that want finer rules (say, robots may push but not delete) look at `target.action`.
+ */
 export type Permission = 'read' | 'write' | 'create' | 'admin';
 
 /** Credentials as they arrived in the `Authorization` header. */
@@ -16,8 +23,17 @@ export interface AccessTarget {
   namespace: string;
   /** Absent for namespace-level questions (creating a new package in it). */
   name?: string;
-  /** Known for an existing package when the question is about reading it. */
+  /**
+   * Known only where it was read anyway: a push to an existing package, and the list/search filter. Never
+   * looked up just to answer the hook, so the check stays ahead of any storage read.
+   */
   visibility?: Visibility;
+  /**
+   * The route asking: `push`, `delete-release`, `add-channel-release`, `delete-channel-release`,
+   * `delete-channel`, `set-visibility`, `pull`, `show-manifest`, ..., or `list-packages` / `search-packages`
+   * for the list filter. For finer rules than the four permissions.
+   */
+  action?: string;
 }
 
 /**
@@ -28,7 +44,9 @@ export interface AuthHooks<P = unknown> {
   /**
    * Who is calling. Return null (or undefined) for an anonymous caller. Gets the parsed `Authorization` header
    * (null when absent); may also read what the host's own middleware left in `ctx.state`. Throwing an ApprError
-   * (e.g. 'unauthorized-access' for a bad token) answers with it.
+   * (e.g. 'unauthorized-access' for a bad token) answers with it, except on open routes (version, discovery,
+   * login, signup), where a failure to identify makes the caller anonymous: a stale token must not stop
+   * `appr login` from replacing it.
    */
   identify?: (ctx: Context, credentials: Credentials | null) => P | null | undefined | Promise<P | null | undefined>;
   /** May `caller` (null = anonymous) have `permission` on `target`? Default: yes. */
@@ -48,25 +66,33 @@ export interface AuthHooks<P = unknown> {
  * reached, and a test walks the router to check that.
  *  - open: no package involved (version, discovery, login, unknown routes)
  *  - list: list and search; the result is filtered by read permission
- *  - read: read a package (or its blobs, channels)
- *  - write: change an existing package (delete, channels)
- *  - push: write to an existing package, or create a package in the namespace
+ *  - read: read a package (or its blobs, channels); `read` permission or a public package
+ *  - write: change an existing package (delete, channels); `write` permission
+ *  - push: `write` on an existing package, `create` on the namespace for a new one
+ *  - admin: manage a package (visibility); `admin` permission
  */
-export type Access = 'open' | 'list' | 'read' | 'write' | 'push';
+export type Access = 'open' | 'list' | 'read' | 'write' | 'push' | 'admin';
 
 export interface CallerState<P = unknown> {
   caller: P | null;
   /** List/search filter for this caller. */
   visible: VisibleFilter;
+  /**
+   * Set on a push that was allowed only because the package did not exist (create permission without write
+   * permission): the push must then create the package, not add to one that someone created meanwhile.
+   */
+  createOnly: boolean;
 }
 
+/** Tags the guard middleware (its value is the route's `Access`), so tests can check every route starts with it. */
 export const GUARD = Symbol('koa-appr.guard');
 
 export function parseAuthorization(header: string | undefined): Credentials | null {
-  if (!header) return null;
-  const space = header.indexOf(' ');
-  const scheme = (space < 0 ? header : header.slice(0, space)).toLowerCase();
-  const value = space < 0 ? '' : header.slice(space + 1).trim();
+  if (!header || !header.trim()) return null;
+  const trimmed = header.trim();
+  const space = trimmed.search(/\s/);
+  const scheme = (space < 0 ? trimmed : trimmed.slice(0, space)).toLowerCase();
+  const value = space < 0 ? '' : trimmed.slice(space + 1).trim();
   if (scheme === 'bearer' && value) return { scheme: 'bearer', token: value };
   if (scheme === 'basic' && value) {
     const decoded = Buffer.from(value, 'base64').toString('utf8');
@@ -75,8 +101,15 @@ export function parseAuthorization(header: string | undefined): Credentials | nu
       return { scheme: 'basic', username: decoded.slice(0, colon), password: decoded.slice(colon + 1), token: value };
     }
   }
-  return { scheme: 'other', token: header.trim() };
+  return { scheme: 'other', token: trimmed };
 }
+
+const DENIED: Record<Exclude<Access, 'open' | 'list'>, string> = {
+  read: 'You are not allowed to read',
+  write: 'You are not allowed to change',
+  push: 'You are not allowed to push to',
+  admin: 'You are not allowed to manage',
+};
 
 export class AccessControl<P = unknown> {
   readonly #hooks: AuthHooks<P>;
@@ -91,17 +124,25 @@ export class AccessControl<P = unknown> {
     return this.#hooks;
   }
 
-  /** The middleware every route starts with. It runs before any storage lookup but a visibility check. */
-  guard(access: Access) {
+  /**
+   * The middleware every route starts with. It decides from the caller and the URL alone; the only storage read
+   * it may do is a package's visibility (read of a package the caller has no read permission on; push, to tell
+   * a new package from an existing one). `action` is the route's name, passed to the hooks.
+   */
+  guard(access: Access, action?: string) {
     const middleware = async (ctx: Context, next: Next): Promise<void> => {
-      const caller = await this.#identify(ctx);
+      const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
+      const caller = access === 'open'
+        ? await this.#identify(ctx, credentials).catch(() => null)
+        : await this.#identify(ctx, credentials);
       if (access !== 'open') {
-        if (caller === null && this.#hooks.anonymous === false) throw this.#unauthorized();
-        await this.#check(ctx, caller, access);
+        if (caller === null && this.#hooks.anonymous === false) throw this.#unauthorized(credentials);
       }
+      const createOnly = access === 'open' ? false : await this.#check(ctx, caller, credentials, access, action);
       const state: CallerState<P> = {
         caller,
-        visible: (pkg) => pkg.visibility === 'public' || this.#can(ctx, caller, 'read', pkg),
+        createOnly,
+        visible: (pkg) => pkg.visibility === 'public' || this.#can(ctx, caller, 'read', { ...pkg, action }),
       };
       ctx.state.appr = state;
       await next();
@@ -110,43 +151,51 @@ export class AccessControl<P = unknown> {
     return middleware;
   }
 
-  async #identify(ctx: Context): Promise<P | null> {
+  async #identify(ctx: Context, credentials: Credentials | null): Promise<P | null> {
     if (!this.#hooks.identify) return null;
-    const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
     return (await this.#hooks.identify(ctx, credentials)) ?? null;
   }
 
-  async #check(ctx: Context, caller: P | null, access: Access): Promise<void> {
-    if (access === 'list') return;
+  /** Throws when the caller may not; for a push, returns whether it may only create the package. */
+  async #check(
+    ctx: Context, caller: P | null, credentials: Credentials | null, access: Access, action: string | undefined,
+  ): Promise<boolean> {
+    if (access === 'open' || access === 'list') return false;
     const { namespace, package: name } = ctx.params as { namespace: string; package: string };
     checkName('namespace', namespace);
     checkName('package', name);
-    const target = { namespace, name };
+    const target: AccessTarget = { namespace, name, ...(action === undefined ? {} : { action }) };
     if (access === 'read') {
-      if (await this.#can(ctx, caller, 'read', target)) return;
-      if ((await this.#registry.packageVisibility(namespace, name)) === 'public') return;
-    } else if (access === 'write') {
-      if (await this.#can(ctx, caller, 'write', target)) return;
-    } else if (access === 'push') {
+      if (await this.#can(ctx, caller, 'read', target)) return false;
+      // Absent and private answer alike: the caller cannot tell them apart.
+      if ((await this.#registry.packageVisibility(namespace, name)) === 'public') return false;
+    } else if (access === 'write' || access === 'admin') {
+      if (await this.#can(ctx, caller, access, target)) return false;
+    } else {
+      // Which permission depends on whether the package exists; the answer to a refusal does not.
       const visibility = await this.#registry.packageVisibility(namespace, name);
-      const allowed = visibility === null
-        ? await this.#can(ctx, caller, 'create', { namespace })
-        : await this.#can(ctx, caller, 'write', { ...target, visibility });
-      if (allowed) return;
+      if (visibility !== null) {
+        if (await this.#can(ctx, caller, 'write', { ...target, visibility })) return false;
+      } else if (await this.#can(ctx, caller, 'create', { namespace, ...(action === undefined ? {} : { action }) })) {
+        return !(await this.#can(ctx, caller, 'write', target));
+      }
     }
-    throw caller === null ? this.#unauthorized() : new ApprError('forbidden', 'You are not allowed to do that', {
-      package: `${namespace}/${name}`,
-    });
+    // Anonymous callers are asked to log in (401 + WWW-Authenticate); known callers are refused (403).
+    if (caller === null) throw this.#unauthorized(credentials);
+    throw new ApprError('forbidden', `${DENIED[access]} ${namespace}/${name}`, { package: `${namespace}/${name}` });
   }
 
   async #can(ctx: Context, caller: P | null, permission: Permission, target: AccessTarget): Promise<boolean> {
     if (!this.#hooks.authorize) return true;
-    return this.#hooks.authorize(caller, permission, target, ctx);
+    return (await this.#hooks.authorize(caller, permission, target, ctx)) === true;
   }
 
-  #unauthorized(): ApprError {
-    const realm = this.#hooks.realm ?? 'appr';
-    return new ApprError('unauthorized-access', 'Authentication required', {}, {
+  #unauthorized(credentials: Credentials | null): ApprError {
+    const realm = (this.#hooks.realm ?? 'appr').replace(/["\\]/g, '');
+    const message = credentials === null
+      ? 'Authentication required: log in first (appr login)'
+      : 'Invalid or expired credentials: log in again (appr login)';
+    return new ApprError('unauthorized-access', message, {}, {
       'WWW-Authenticate': `Basic realm="${realm}", Bearer realm="${realm}"`,
     });
   }

@@ -37,9 +37,9 @@ export function pushBodyReader(limit: number) {
 
 /**
  * Request values (contract section 6): the query string, merged with form fields, merged with the body parsed
- * as JSON whatever the Content-Type; JSON wins. Namespace and name come from the URL only.
+ * as JSON whatever the Content-Type; JSON wins. Used by every route that takes fields (push, login, visibility).
  */
-export function pushInput(ctx: Context, namespace: string, name: string): PushInput {
+export function requestValues(ctx: Context): Record<string, unknown> {
   const request = ctx.request as typeof ctx.request & { body?: unknown; rawBody?: string };
   const values: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(ctx.query)) values[key] = Array.isArray(value) ? value[0] : value;
@@ -48,9 +48,14 @@ export function pushInput(ctx: Context, namespace: string, name: string): PushIn
   if (raw !== undefined && raw.trim() !== '') {
     const json = parseJson(raw);
     if (isPlainObject(json)) Object.assign(values, json);
-    else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Push body must be a JSON object');
+    else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
   }
+  return values;
+}
 
+/** The fields of a push (namespace and name come from the URL only). */
+export function pushInput(ctx: Context, namespace: string, name: string): PushInput {
+  const values = requestValues(ctx);
   const release = requiredString(values, 'release');
   const blob = decodeBase64(requiredString(values, 'blob'));
   const mediaType = optionalString(values, 'media_type');
@@ -86,7 +91,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function requiredString(values: Record<string, unknown>, field: string): string {
+export function requiredString(values: Record<string, unknown>, field: string): string {
   const value = values[field];
   if (value === undefined || value === null || value === '') {
     throw new ApprError('invalid-parameters', `${field} is required`, { field });

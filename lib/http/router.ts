@@ -3,7 +3,7 @@ import type { Context, Middleware } from 'koa';
 import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
 import { AccessControl, GUARD, type Access, type CallerState } from './access.js';
-import { pushBodyLimit, pushBodyReader, pushInput } from './push.js';
+import { pushBodyLimit, pushBodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
 
 export const API_VERSION = '0.7.4';
@@ -72,6 +72,9 @@ const ROUTES: RouteDef[] = [
   } },
   { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
+  // Not in the wire contract: the owner's way to change what section 11 calls a package's visibility.
+  { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
+    before: (o) => pushBodyReader(o.loginBodyLimit) },
   { name: 'push', method: 'post', path: pkg, access: 'push', handler: push,
     before: (o) => pushBodyReader(pushBodyLimit(o.maxPushSize)) },
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
@@ -113,21 +116,20 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
 
   for (const route of ROUTES) {
     if (route.path === '' && prefix === '') continue;
-    const chain: Middleware[] = [access.guard(route.access)];
+    const chain: Middleware[] = [access.guard(route.access, route.name)];
     if (route.before) chain.push(route.before(opts));
     chain.push(async (ctx) => route.handler(ctx, opts));
     router[route.method](route.name, `${prefix}${route.path}`, ...(chain as [Middleware]));
   }
 
   if (opts.discovery) {
-    router.get('well-known', '/.well-known/app-registry-uri.json', access.guard('open'), (ctx) => {
+    router.get('well-known', '/.well-known/app-registry-uri.json', access.guard('open', 'well-known'), (ctx) => {
       ctx.body = { version: API_VERSION, uri_prefix: `${origin(ctx)}${prefix}` };
     });
   }
 
   // Everything else under the prefix: preflight, 405 or 404, never the host's HTML.
-  const fallback = access.guard('open');
-  const unmatched: Middleware = (ctx) => fallback(ctx, async () => {
+  const unmatched: Middleware = (ctx) => {
     const allowed = allowedMethods(router, requestPath(ctx));
     if (ctx.method === 'OPTIONS') return preflight(ctx, [...allowed, 'OPTIONS']);
     if (allowed.length) {
@@ -136,8 +138,10 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
       });
     }
     throw new ApprError('not-found', `No route ${ctx.path}`);
-  });
-  for (const path of prefix ? [prefix, `${prefix}/{*rest}`] : ['/api/{*rest}']) router.all('fallback', path, unmatched);
+  };
+  for (const path of prefix ? [prefix, `${prefix}/{*rest}`] : ['/api/{*rest}']) {
+    router.all('fallback', path, access.guard('open', 'fallback'), unmatched);
+  }
   return router;
 }
 
@@ -167,8 +171,19 @@ function discoveryPage(ctx: Context, opts: ResolvedOptions): void {
 
 async function push(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const p = params(ctx);
-  await opts.registry.push(pushInput(ctx, p.namespace!, p.package!));
+  const { createOnly } = ctx.state.appr as CallerState;
+  await opts.registry.push({ ...pushInput(ctx, p.namespace!, p.package!), createOnly });
   ctx.body = { status: 'ok' };
+}
+
+/** `{"visibility": "public" | "private"}` as JSON, a form field or the query string. */
+async function setVisibility(ctx: Context, opts: ResolvedOptions): Promise<void> {
+  const p = params(ctx);
+  const value = requestValues(ctx).visibility;
+  if (value !== 'public' && value !== 'private') {
+    throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
+  }
+  ctx.body = await opts.registry.setVisibility(p.namespace!, p.package!, value);
 }
 
 async function pull(ctx: Context, opts: ResolvedOptions): Promise<void> {
@@ -208,15 +223,8 @@ async function signup(ctx: Context, opts: ResolvedOptions): Promise<void> {
 
 /** `{"user": {"username", "password", "email"?}}`, as the CLI sends it. */
 function userFields(ctx: Context): { username: string; password: string; email?: string } {
-  const raw = (ctx.request as { rawBody?: string }).rawBody ?? '';
-  let body: unknown;
-  try {
-    body = JSON.parse(raw);
-  } catch {
-    throw new ApprError('invalid-usage', 'Body must be JSON: {"user": {"username", "password"}}');
-  }
-  const user = (body as { user?: Record<string, unknown> } | null)?.user;
-  const { username, password, email } = user ?? {};
+  const user = requestValues(ctx).user;
+  const { username, password, email } = (typeof user === 'object' && user !== null ? user : {}) as Record<string, unknown>;
   if (typeof username !== 'string' || typeof password !== 'string' || !username) {
     throw new ApprError('invalid-parameters', 'user.username and user.password are required', { field: 'user' });
   }

@@ -1,0 +1,342 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { LRUCache } from 'lru-cache';
+import type { Visibility } from '../core/registry.js';
+import type { AccessTarget, AuthHooks, Credentials, Permission } from '../http/access.js';
+import { hashPassword, isPasswordHash, verifyPassword } from './password.js';
+
+/**
+ * The built-in user store of the standalone server: one JSON file.
+ *
+ *     {
+ *       "anonymousRead": true,
+ *       "defaultVisibility": "private",
+ *       "secret": "<random, signs login tokens>",
+ *       "tokenTtlDays": 30,
+ *       "users": {
+ *         "alice": { "password": "$scrypt$ln=15,r=8,p=1$...$...", "roles": { "alice": "admin", "*": "read" } },
+ *         "ci":    { "password": "$scrypt$...", "roles": { "acme": "write" } }
+ *       }
+ *     }
+ *
+ * Roles are per namespace (`*` = every namespace); a user's role on a namespace is the higher of its own entry
+ * and `*`. `read` reads private packages; `write` also pushes (creating packages), deletes and moves channels;
+ * `admin` also changes visibility. Public packages are readable by every logged-in user, and by anonymous
+ * callers when `anonymousRead` is true; when it is false, anonymous callers get 401 on every package route.
+ */
+export type Role = 'read' | 'write' | 'admin';
+
+export interface UserRecord {
+  /** A hash from `hashPassword` (`$scrypt$...`). */
+  password: string;
+  roles?: Record<string, Role>;
+}
+
+export interface UserFile {
+  /** Anonymous callers may read (and list) public packages (default false). */
+  anonymousRead?: boolean;
+  /** Visibility of a package whose first push does not say (default: the registry's, `public`). */
+  defaultVisibility?: Visibility;
+  /** Signs the tokens `login` hands out. Without one (and no `secret` option) a random per-process secret is used. */
+  secret?: string;
+  /** Lifetime of login tokens in days (default 30). */
+  tokenTtlDays?: number;
+  users: Record<string, UserRecord>;
+}
+
+/** The caller, as the store's hooks identify it. */
+export interface StoreUser {
+  username: string;
+  roles: Readonly<Record<string, Role>>;
+}
+
+export interface UserStoreOptions {
+  /** Overrides the file's `secret` (e.g. from an environment variable). */
+  secret?: string;
+  /** How often at most a file-backed store checks whether the file changed (default 2000 ms; 0 = never). */
+  reloadIntervalMs?: number;
+  /** Where reload failures go (default console.error). */
+  log?: (message: string) => void;
+  /** Clock in ms, for tests. */
+  now?: () => number;
+}
+
+const ROLE_RANK: Record<Role, number> = { read: 1, write: 2, admin: 3 };
+const NEEDS: Record<Permission, number> = { read: 1, write: 2, create: 2, admin: 3 };
+const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
+const NAMESPACE = /^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,127})$/;
+const TOKEN_PREFIX = 'appr1';
+
+/** Validate a parsed user file; throws a TypeError naming the first problem. */
+export function checkUserFile(data: unknown, source = 'user file'): UserFile {
+  const fail = (why: string): never => {
+    throw new TypeError(`koa-appr: ${source}: ${why}`);
+  };
+  if (!data || typeof data !== 'object' || Array.isArray(data)) fail('must be a JSON object');
+  const file = data as Record<string, unknown>;
+  if (file.anonymousRead !== undefined && typeof file.anonymousRead !== 'boolean') fail('anonymousRead must be true or false');
+  if (file.defaultVisibility !== undefined && file.defaultVisibility !== 'public' && file.defaultVisibility !== 'private') {
+    fail('defaultVisibility must be "public" or "private"');
+  }
+  if (file.secret !== undefined && (typeof file.secret !== 'string' || file.secret.length < 16)) {
+    fail('secret must be a string of at least 16 characters');
+  }
+  if (file.tokenTtlDays !== undefined && !(typeof file.tokenTtlDays === 'number' && file.tokenTtlDays > 0)) {
+    fail('tokenTtlDays must be a positive number');
+  }
+  const users = file.users;
+  if (!users || typeof users !== 'object' || Array.isArray(users)) fail('users must be an object');
+  for (const [name, record] of Object.entries(users as Record<string, unknown>)) {
+    if (!USERNAME.test(name)) fail(`invalid user name ${JSON.stringify(name)}`);
+    const user = record as Record<string, unknown> | null;
+    if (!user || typeof user !== 'object') fail(`user ${name} must be an object`);
+    if (typeof user!.password !== 'string' || !isPasswordHash(user!.password)) {
+      fail(`user ${name}: password must be a hash made by hashPassword ("$scrypt$...")`);
+    }
+    const roles = user!.roles ?? {};
+    if (typeof roles !== 'object' || Array.isArray(roles)) fail(`user ${name}: roles must be an object`);
+    for (const [namespace, role] of Object.entries(roles as Record<string, unknown>)) {
+      if (!NAMESPACE.test(namespace)) fail(`user ${name}: invalid namespace ${JSON.stringify(namespace)}`);
+      if (role !== 'read' && role !== 'write' && role !== 'admin') {
+        fail(`user ${name}: role on ${namespace} must be read, write or admin`);
+      }
+    }
+  }
+  return data as UserFile;
+}
+
+export async function readUserFile(path: string): Promise<UserFile> {
+  const text = await readFile(path, 'utf8');
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new TypeError(`koa-appr: ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return checkUserFile(data, path);
+}
+
+/** Write atomically (temporary file, then rename), readable by its owner only: it holds hashes and the secret. */
+export async function writeUserFile(path: string, data: UserFile): Promise<void> {
+  checkUserFile(data, path);
+  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(temp, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+  await rename(temp, path);
+}
+
+export function newSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+interface Loaded {
+  file: UserFile;
+  secret: Buffer;
+}
+
+/**
+ * Users, roles and tokens from a `UserFile`, and the `AuthHooks` that put them in front of the registry:
+ *
+ *     const users = await UserStore.fromFile('users.json');
+ *     createApprRouter({ storage, auth: users.hooks(), defaultVisibility: users.defaultVisibility });
+ *
+ * Credentials accepted: `Basic base64(user:password)` (any case, as Quay's login token and curl send it),
+ * checked against the scrypt hash, successes cached for five minutes; and the `Bearer appr1.<payload>.<hmac>`
+ * tokens that `login` returns (HMAC-SHA256 with the secret; they carry the user, an expiry and a fingerprint of
+ * the user's password hash, so changing a password or removing a user revokes them).
+ */
+export class UserStore {
+  #loaded: Loaded;
+  readonly #ephemeralSecret: boolean;
+  readonly #options: UserStoreOptions;
+  readonly #now: () => number;
+  readonly #basicCache = new LRUCache<string, { username: string; fingerprint: string }>({ max: 1000, ttl: 5 * 60_000 });
+  #dummyHash: Promise<string> | undefined;
+  #path: string | undefined;
+  #stamp = '';
+  #checkedAt = 0;
+  #reloading: Promise<void> | undefined;
+
+  constructor(file: UserFile, options: UserStoreOptions = {}) {
+    checkUserFile(file);
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+    this.#ephemeralSecret = !options.secret && !file.secret;
+    this.#loaded = this.#load(file, this.#ephemeralSecret ? randomBytes(32) : undefined);
+  }
+
+  /** Load a user file; the store notices later edits of it (see `reloadIntervalMs`). */
+  static async fromFile(path: string, options: UserStoreOptions = {}): Promise<UserStore> {
+    const store = new UserStore(await readUserFile(path), options);
+    store.#path = path;
+    store.#stamp = await fileStamp(path);
+    store.#checkedAt = store.#now();
+    return store;
+  }
+
+  get anonymousRead(): boolean {
+    return this.#loaded.file.anonymousRead === true;
+  }
+
+  get defaultVisibility(): Visibility | undefined {
+    return this.#loaded.file.defaultVisibility;
+  }
+
+  /** True when tokens are signed with a random per-process secret: they stop working at restart. */
+  get ephemeralSecret(): boolean {
+    return this.#ephemeralSecret;
+  }
+
+  get usernames(): string[] {
+    return Object.keys(this.#loaded.file.users);
+  }
+
+  /** The user if `password` is theirs, else null. Unknown users cost a hash too, so timing does not tell them apart. */
+  async checkPassword(username: string, password: string): Promise<StoreUser | null> {
+    await this.#maybeReload();
+    const record = this.#record(username);
+    if (!record) {
+      this.#dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
+      await verifyPassword(password, await this.#dummyHash);
+      return null;
+    }
+    return (await verifyPassword(password, record.password)) ? this.#user(username, record) : null;
+  }
+
+  /** A signed token for `username` (no password check: for `login` after one, and for minting robot tokens). */
+  issueToken(username: string, ttlSeconds?: number): string {
+    const record = this.#record(username);
+    if (!record) throw new TypeError(`koa-appr: no user ${username}`);
+    const ttl = ttlSeconds ?? (this.#loaded.file.tokenTtlDays ?? 30) * 86_400;
+    const payload = Buffer.from(JSON.stringify({
+      u: username, f: fingerprint(record), exp: Math.floor(this.#now() / 1000) + Math.round(ttl),
+    })).toString('base64url');
+    const body = `${TOKEN_PREFIX}.${payload}`;
+    return `${body}.${this.#sign(body)}`;
+  }
+
+  /** The user a token from `issueToken` names, if its signature, expiry and password fingerprint still hold. */
+  async checkToken(token: string): Promise<StoreUser | null> {
+    await this.#maybeReload();
+    const parts = token.split('.');
+    if (parts.length !== 3 || parts[0] !== TOKEN_PREFIX) return null;
+    const expected = Buffer.from(this.#sign(`${parts[0]}.${parts[1]}`));
+    const given = Buffer.from(parts[2] ?? '');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+    let claims: { u?: unknown; f?: unknown; exp?: unknown };
+    try {
+      claims = JSON.parse(Buffer.from(parts[1] ?? '', 'base64url').toString('utf8'));
+    } catch {
+      return null;
+    }
+    if (typeof claims.u !== 'string' || typeof claims.exp !== 'number' || claims.exp * 1000 <= this.#now()) return null;
+    const record = this.#record(claims.u);
+    if (!record || claims.f !== fingerprint(record)) return null;
+    return this.#user(claims.u, record);
+  }
+
+  /** Who the credentials name, or null (absent, wrong, expired: the caller is then anonymous). */
+  async identify(credentials: Credentials | null): Promise<StoreUser | null> {
+    // Also for anonymous callers: the anonymous-read switch is read right after this, and may have changed.
+    await this.#maybeReload();
+    if (!credentials) return null;
+    if (credentials.scheme === 'basic') return this.#checkBasic(credentials.username, credentials.password);
+    return this.checkToken(credentials.token);
+  }
+
+  /** A user's role on a namespace: the higher of its own entry and `*`. */
+  roleOf(user: StoreUser, namespace: string): Role | null {
+    const own = Object.hasOwn(user.roles, namespace) ? user.roles[namespace] : undefined;
+    const any = Object.hasOwn(user.roles, '*') ? user.roles['*'] : undefined;
+    const best = [own, any].filter((r): r is Role => r !== undefined).sort((a, b) => ROLE_RANK[b] - ROLE_RANK[a])[0];
+    return best ?? null;
+  }
+
+  can(user: StoreUser | null, permission: Permission, target: AccessTarget): boolean {
+    if (!user) return false;
+    const role = this.roleOf(user, target.namespace);
+    return role !== null && ROLE_RANK[role] >= NEEDS[permission];
+  }
+
+  /** The registry hooks: identify, authorize, anonymous, login (which returns `Bearer <token>`). No signup. */
+  hooks(): AuthHooks<StoreUser> {
+    const store = this;
+    return {
+      identify: (_ctx, credentials) => store.identify(credentials),
+      authorize: (user, permission, target) => store.can(user, permission, target),
+      get anonymous() {
+        return store.anonymousRead;
+      },
+      login: async (username, password) => {
+        const user = await store.checkPassword(username, password);
+        return user ? `Bearer ${store.issueToken(user.username)}` : null;
+      },
+      realm: 'koa-appr',
+    };
+  }
+
+  async #checkBasic(username: string, password: string): Promise<StoreUser | null> {
+    await this.#maybeReload();
+    const key = createHash('sha256').update(`${username}\0${password}`).digest('base64url');
+    const cached = this.#basicCache.get(key);
+    const record = this.#record(username);
+    if (cached && record && cached.username === username && cached.fingerprint === fingerprint(record)) {
+      return this.#user(username, record);
+    }
+    const user = await this.checkPassword(username, password);
+    const now = this.#record(username);
+    if (user && now) this.#basicCache.set(key, { username, fingerprint: fingerprint(now) });
+    return user;
+  }
+
+  #record(username: string): UserRecord | undefined {
+    const users = this.#loaded.file.users;
+    return Object.hasOwn(users, username) ? users[username] : undefined;
+  }
+
+  #user(username: string, record: UserRecord): StoreUser {
+    return { username, roles: { ...(record.roles ?? {}) } };
+  }
+
+  #sign(body: string): string {
+    return createHmac('sha256', this.#loaded.secret).update(body).digest('base64url');
+  }
+
+  #load(file: UserFile, fallbackSecret?: Buffer): Loaded {
+    const secret = this.#options.secret ?? file.secret;
+    return { file, secret: secret ? Buffer.from(secret) : (fallbackSecret ?? this.#loaded.secret) };
+  }
+
+  /** Re-read the file when its size or mtime changed; a broken edit keeps the previous version (and says so). */
+  async #maybeReload(): Promise<void> {
+    const interval = this.#options.reloadIntervalMs ?? 2000;
+    if (!this.#path || interval <= 0 || this.#now() - this.#checkedAt < interval) return;
+    this.#reloading ??= (async () => {
+      const path = this.#path as string;
+      try {
+        const stamp = await fileStamp(path);
+        if (stamp !== this.#stamp) {
+          const file = await readUserFile(path);
+          this.#loaded = this.#load(file);
+          this.#stamp = stamp;
+          this.#basicCache.clear();
+        }
+      } catch (err) {
+        (this.#options.log ?? console.error)(`koa-appr: keeping the previous users: ${(err as Error).message}`);
+      } finally {
+        this.#checkedAt = this.#now();
+        this.#reloading = undefined;
+      }
+    })();
+    await this.#reloading;
+  }
+}
+
+/** Changes when a password hash changes: tokens carry it, so a new password revokes the old tokens. */
+function fingerprint(record: UserRecord): string {
+  return createHash('sha256').update(record.password).digest('base64url').slice(0, 16);
+}
+
+async function fileStamp(path: string): Promise<string> {
+  const info = await stat(path);
+  return `${info.size}:${info.mtimeMs}`;
+}
