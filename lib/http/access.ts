@@ -161,6 +161,7 @@ export class AccessControl<P = unknown> {
     ctx: Context, caller: P | null, credentials: Credentials | null, access: Access, action: string | undefined,
   ): Promise<boolean> {
     if (access === 'open' || access === 'list') return false;
+    if (!this.#hooks.authorize) return false; // everybody may do everything: no visibility read needed
     const { namespace, package: name } = ctx.params as { namespace: string; package: string };
     checkName('namespace', namespace);
     checkName('package', name);
