@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract } from 'tar-stream';
@@ -37,28 +37,34 @@ export interface BlobInfo {
  */
 export async function inspectBlob(gzip: Buffer, maxUnpackedSize: number): Promise<BlobInfo> {
   const hash = createHash('sha256');
-  const tar = extract();
   let unpacked = 0;
+  const measure = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      unpacked += chunk.length;
+      if (unpacked > maxUnpackedSize) {
+        done(new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
+          field: 'blob', max_unpacked_size: maxUnpackedSize,
+        }));
+        return;
+      }
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  const tar = extract();
   tar.on('entry', (_header, stream, next) => {
+    // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the
+    // parser, and an entry stream without a listener would turn it into an uncaught exception (a dead process).
+    stream.on('error', () => undefined);
     stream.on('end', next);
     stream.resume();
   });
   const gunzip = createGunzip();
-  gunzip.on('data', (chunk: Buffer) => {
-    unpacked += chunk.length;
-    if (unpacked > maxUnpackedSize) {
-      gunzip.destroy(new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
-        field: 'blob', max_unpacked_size: maxUnpackedSize,
-      }));
-      return;
-    }
-    hash.update(chunk);
-  });
   try {
-    await pipeline(Readable.from([gzip]), gunzip, tar);
+    await pipeline(Readable.from([gzip]), gunzip, measure, tar);
   } catch (err) {
     if (err instanceof ApprError) throw err;
-    const reason = gunzip.bytesWritten === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
+    const reason = unpacked === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
     throw new ApprError('invalid-parameters', `blob is not ${reason}`, { field: 'blob' });
   }
   if (unpacked === 0) throw new ApprError('invalid-parameters', 'blob is not a tar archive', { field: 'blob' });

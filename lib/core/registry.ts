@@ -333,7 +333,7 @@ export class Registry {
   async addChannelRelease(namespace: string, name: string, channel: string, release: string): Promise<Channel> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    if (release !== 'default') parseRelease(release, 'release');
+    if (release !== 'default') withReleaseDetail(() => parseRelease(release), release);
     return this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
       if (own(live.releases, release) === undefined) {
@@ -391,10 +391,10 @@ export class Registry {
   async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
     const doc = await this.#package(namespace, name);
-    const release = selectRelease(selector, Object.keys(doc.releases));
+    const release = withReleaseDetail(() => selectRelease(selector, Object.keys(doc.releases)), selector ?? 'default');
     if (release === null) {
-      throw new ApprError('package-release-not-found', `No release of ${pkgName(doc)} matches ${selector}`, {
-        package: pkgName(doc), release: selector ?? 'default',
+      throw new ApprError('package-release-not-found', `No release match '${selector}' for package '${pkgName(doc)}'`, {
+        package: pkgName(doc), release_query: selector ?? 'default',
       });
     }
     const available = Object.keys(own(doc.releases, release) ?? {}).sort();
@@ -420,6 +420,18 @@ export class Registry {
 /** Own-property lookup: names such as `constructor` must never resolve to something inherited. */
 function own<T>(record: Record<string, T>, key: string): T | undefined {
   return Object.hasOwn(record, key) ? record[key] : undefined;
+}
+
+/** Selector and channel errors name the value `release` in their details, as the reference did (a push: `version`). */
+function withReleaseDetail<T>(fn: () => T, release: string): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof ApprError && err.code === 'invalid-release') {
+      throw new ApprError('invalid-release', err.message, { release });
+    }
+    throw err;
+  }
 }
 
 function isLive(doc: PackageDoc): boolean {

@@ -30,6 +30,14 @@ export function pushBodyReader(limit: number) {
     includeUnparsed: true,
   });
   return async (ctx: Context, next: Next): Promise<void> => {
+    // co-body truncates Content-Length to 32 bits (2^32 reads as 0), so the announced size is checked here:
+    // a client announcing 4 GB is answered at once instead of being waited for.
+    const announced = Number(ctx.get('Content-Length') || 0);
+    if (announced > limit) throw new ApprError('payload-too-large', `Request body is larger than ${limit} bytes`, { limit });
+    // A body without a Content-Type (Python's requests.post(data=...) sends none) is still read, as text.
+    if (!ctx.get('Content-Type') && (announced > 0 || ctx.get('Transfer-Encoding'))) {
+      ctx.req.headers['content-type'] = 'application/octet-stream';
+    }
     await parse(ctx, async () => undefined);
     await next();
   };
@@ -54,10 +62,13 @@ export function requestValues(ctx: Context): Record<string, unknown> {
 }
 
 /** The fields of a push (namespace and name come from the URL only). */
-export function pushInput(ctx: Context, namespace: string, name: string): PushInput {
+export function pushInput(ctx: Context, namespace: string, name: string, maxPushSize: number): PushInput {
   const values = requestValues(ctx);
   const release = requiredString(values, 'release');
   const blob = decodeBase64(requiredString(values, 'blob'));
+  if (blob.length > maxPushSize) {
+    throw new ApprError('payload-too-large', `The package is larger than ${maxPushSize} bytes`, { limit: maxPushSize });
+  }
   const mediaType = optionalString(values, 'media_type');
   const metadata = values.metadata ?? null;
   if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {

@@ -75,8 +75,8 @@ export function sendBlob(
   filename: string,
   json: Record<string, string> | null,
 ): void {
+  ctx.status = 200;
   if (json === null) {
-    ctx.status = 200;
     ctx.etag = blob.digest;
     ctx.set('Content-Disposition', `attachment; filename="${filename}"`);
     ctx.type = 'application/x-gzip';

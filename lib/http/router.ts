@@ -172,7 +172,7 @@ function discoveryPage(ctx: Context, opts: ResolvedOptions): void {
 async function push(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const p = params(ctx);
   const { createOnly } = ctx.state.appr as CallerState;
-  await opts.registry.push({ ...pushInput(ctx, p.namespace!, p.package!), createOnly });
+  await opts.registry.push({ ...pushInput(ctx, p.namespace!, p.package!, opts.maxPushSize), createOnly });
   ctx.body = { status: 'ok' };
 }
 
