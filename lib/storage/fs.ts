@@ -54,17 +54,15 @@ export class FsStorage implements StorageAdapter {
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
     const path = this.#objectPath(key);
     return this.#run(async () => {
-      const fh = await openIfExists(path);
-      if (fh === null) return null;
+      const file = await openFile(path);
+      if (file === null) return null;
       try {
-        const stats = await fh.stat({ bigint: true });
-        if (!stats.isFile()) return null;
-        const etag = etagOf(stats);
+        const etag = etagOf(file.stats);
         if (options.ifNoneMatch === etag) return { notModified: true, etag };
         // Objects are never modified in place, so this reads exactly the bytes that were fstat'ed.
-        return { notModified: false, body: await fh.readFile(), etag };
+        return { notModified: false, body: await file.fh.readFile(), etag };
       } finally {
-        await fh.close();
+        await file.fh.close();
       }
     });
   }
@@ -82,21 +80,11 @@ export class FsStorage implements StorageAdapter {
   async getStream(key: string): Promise<StreamResult | null> {
     const path = this.#objectPath(key);
     return this.#run(async () => {
-      const fh = await openIfExists(path);
-      if (fh === null) return null;
-      try {
-        const stats = await fh.stat({ bigint: true });
-        if (stats.isFile()) {
-          // Streaming from the descriptor (not the path) keeps serving this inode if the key is replaced meanwhile.
-          // The stream closes the descriptor when it ends or is destroyed.
-          return { body: fh.createReadStream(), size: Number(stats.size), etag: etagOf(stats) };
-        }
-      } catch (err) {
-        await fh.close();
-        throw err;
-      }
-      await fh.close();
-      return null;
+      const file = await openFile(path);
+      if (file === null) return null;
+      // Streaming from the descriptor (not the path) keeps serving this inode if the key is replaced meanwhile.
+      // The stream closes the descriptor when it ends or is destroyed.
+      return { body: file.fh.createReadStream(), size: Number(file.stats.size), etag: etagOf(file.stats) };
     });
   }
 
@@ -353,6 +341,21 @@ async function openIfExists(path: string): Promise<FileHandle | null> {
     if (isAbsence(err)) return null;
     throw err;
   }
+}
+
+/** An open regular file and the fstat of that descriptor; null when there is none at `path`. */
+async function openFile(path: string): Promise<{ fh: FileHandle; stats: BigIntStats } | null> {
+  const fh = await openIfExists(path);
+  if (fh === null) return null;
+  try {
+    const stats = await fh.stat({ bigint: true });
+    if (stats.isFile()) return { fh, stats };
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  await fh.close();
+  return null;
 }
 
 async function statIfExists(path: string): Promise<BigIntStats | null> {

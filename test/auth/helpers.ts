@@ -1,12 +1,11 @@
 /** Helpers for the access-control tests: a real Koa app on an ephemeral port, fetch-based requests, tarballs. */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { gzipSync } from 'node:zlib';
 import Koa from 'koa';
-import { pack } from 'tar-stream';
 import { createApprRouter, type ApprRouterOptions } from '../../lib/index.js';
 import { Registry } from '../../lib/core/registry.js';
 import { MemoryStorage } from '../../lib/storage/memory.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 export interface Reply {
   status: number;
@@ -85,13 +84,8 @@ export async function startRegistry<P>(options: Omit<ApprRouterOptions<P>, 'stor
   return { ...running, registry, api: (method, path, options) => running.send(method, `/cnr${path}`, options) };
 }
 
-export async function tarGz(files: Record<string, string> = { 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }): Promise<Buffer> {
-  const archive = pack();
-  for (const [name, content] of Object.entries(files)) archive.entry({ name, mtime: new Date(0) }, content);
-  archive.finalize();
-  const chunks: Buffer[] = [];
-  for await (const chunk of archive) chunks.push(chunk as Buffer);
-  return gzipSync(Buffer.concat(chunks));
+export function tarGz(files: Record<string, string> = { 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }): Promise<Buffer> {
+  return makeTarGz(files);
 }
 
 export const basic = (user: string, password: string, scheme = 'Basic'): string =>

@@ -8,9 +8,10 @@ import {
   selectRelease,
   sortReleasesDesc,
 } from '../../lib/core/release.js';
+import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
 
 /** The releases of contract section 5's test vectors. */
-const SECTION5 = ['0.1.0', '0.3.0', '0.3.2-rc', '0.5.0', '0.5.2-rc', '0.7.0', '0.8.0-rc'];
+const SECTION5 = SECTION5_RELEASES;
 
 /** A wider pool for operator tests. */
 const POOL = [
@@ -208,18 +209,7 @@ describe('core/release', () => {
 
   describe('selectRelease', () => {
     describe('contract test vectors', () => {
-      const vectors: [string, string | null][] = [
-        ['==0.5.0', '0.5.0'],
-        ['>=0.1.0', '0.7.0'],
-        ['<0.4.0', '0.3.0'],
-        ['>=0.3.0,<0.6.0', '0.5.0'],
-        ['>=0.1.0-', '0.8.0-rc'],
-        ['<0.4.0-', '0.3.2-rc'],
-        ['>=0.3.0-,<0.6.0', '0.5.2-rc'],
-        ['>=0.3.0,<0.6.0-', '0.5.2-rc'],
-        ['==10.0.0', null],
-        ['default', '0.8.0-rc'],
-      ];
+      const vectors = SECTION5_VECTORS;
       for (const [selector, expected] of vectors) {
         it(`section 5: ${selector} resolves to ${String(expected)}`, () => {
           assert.equal(selectRelease(selector, SECTION5), expected);

@@ -6,10 +6,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import Koa from 'koa';
 import Koa2 from 'koa2';
-import { pack } from 'tar-stream';
+import { makeTarGz as tarGzBytes } from './blobs.js';
 import { expect } from 'chai';
 import { createApprRouter, type ApprRouterOptions, type StorageAdapter } from '../../lib/index.js';
 
@@ -252,25 +252,9 @@ export function loadKubeUi(): Buffer {
   return readFileSync(new URL('kube-ui.tar.gz', FIXTURES));
 }
 
-/**
- * A gzipped tar of `files` (path -> content), deterministic: the same files always give the same bytes, digest
- * and size (fixed mtime; Node's gzip header carries no timestamp).
- */
+/** A gzipped tar of `files` (path -> content), deterministic, with its digest and size. */
 export async function makeTarGz(files: Record<string, string | Uint8Array>): Promise<Blob> {
-  const tar = pack();
-  // Read while writing: a large entry does not fit in the pack stream's buffer.
-  const collected = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of tar) chunks.push(Buffer.from(chunk as Uint8Array));
-    return Buffer.concat(chunks);
-  })();
-  for (const [name, content] of Object.entries(files)) {
-    await new Promise<void>((resolve, reject) => {
-      tar.entry({ name, mtime: new Date(0), mode: 0o644 }, Buffer.from(content), (err) => (err ? reject(err) : resolve()));
-    });
-  }
-  tar.finalize();
-  return blobOf(gzipSync(await collected));
+  return blobOf(await tarGzBytes(files));
 }
 
 /** A tarball unique to `seed` (its digest differs from every other seed's). */

@@ -36,6 +36,7 @@ import {
   type TestResponse,
   type TestServer,
 } from '../helpers/http.js';
+import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
 
 export interface StorageUnderTest {
   storage: StorageAdapter;
@@ -58,20 +59,6 @@ function newPkg(ns = uniqueName('ns')): Pkg {
 
 const enc = encodeURIComponent;
 
-/** The releases and vectors of contract section 5. */
-const SECTION5_RELEASES = ['0.1.0', '0.3.0', '0.3.2-rc', '0.5.0', '0.5.2-rc', '0.7.0', '0.8.0-rc'];
-const SECTION5_VECTORS: [selector: string, expected: string | null][] = [
-  ['==0.5.0', '0.5.0'],
-  ['>=0.1.0', '0.7.0'],
-  ['<0.4.0', '0.3.0'],
-  ['>=0.3.0,<0.6.0', '0.5.0'],
-  ['>=0.1.0-', '0.8.0-rc'],
-  ['<0.4.0-', '0.3.2-rc'],
-  ['>=0.3.0-,<0.6.0', '0.5.2-rc'],
-  ['>=0.3.0,<0.6.0-', '0.5.2-rc'],
-  ['==10.0.0', null],
-  ['default', '0.8.0-rc'],
-];
 /**
  * The rest of the grammar section 5 names (SimpleSpec), over the same releases. Expected values follow Python
  * semantic_version 2.9 SimpleSpec, the reference's selector library.
