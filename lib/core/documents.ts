@@ -64,11 +64,12 @@ export class DocumentStore {
       this.#cache.delete(key);
       return null;
     }
-    if (got.notModified && cached) {
-      cached.checkedAt = Date.now();
-      return cached as { value: T; etag: string };
+    if (got.notModified) {
+      // Storage only answers "not modified" to the conditional GET, sent when there was a cached copy.
+      const current = cached as Cached;
+      current.checkedAt = Date.now();
+      return current as { value: T; etag: string };
     }
-    if (got.notModified) return this.#readVersioned(key); // evicted meanwhile: read in full
     const entry = { etag: got.etag, value: parse(key, got.body), checkedAt: Date.now() };
     this.#cache.set(key, entry);
     return entry as { value: T; etag: string };
