@@ -14,11 +14,11 @@ export function pushBodyLimit(maxPushSize: number): number {
 }
 
 /**
- * Reads a push body of any Content-Type (the CLI sends JSON, some scripts send forms, some send nothing
- * useful): forms are parsed as forms, everything else is kept as text and parsed as JSON in `pushInput`.
- * A declared `Content-Length` over the limit is answered 413 before a byte is read.
+ * Reads a request body (push, login, visibility) of any Content-Type (the CLI sends JSON, some scripts send
+ * forms, some send nothing useful): forms are parsed as forms, everything else is kept as text and parsed as JSON
+ * by `requestValues`. A declared `Content-Length` over the limit is answered 413 before a byte is read.
  */
-export function pushBodyReader(limit: number) {
+export function bodyReader(limit: number) {
   const parse = koaBody({
     json: false,
     urlencoded: true,

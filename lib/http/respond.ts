@@ -42,11 +42,12 @@ function corsHeaders(ctx: Context): Record<string, string> {
   };
 }
 
-/** `OPTIONS` on any path of ours: a CORS preflight answer. */
-export function preflight(ctx: Context, allowed: string[]): void {
+/** `OPTIONS` on any path of ours: the allowed methods, and a CORS preflight answer unless CORS is off. */
+export function preflight(ctx: Context, allowed: string[], cors: boolean): void {
   ctx.status = 204;
+  ctx.set('Allow', allowed.join(', '));
+  if (!cors) return;
   ctx.set({
-    Allow: allowed.join(', '),
     'Access-Control-Allow-Methods': CORS_METHODS,
     'Access-Control-Allow-Headers': ctx.get('Access-Control-Request-Headers') || 'Authorization, Content-Type',
     'Access-Control-Max-Age': '600',

@@ -3,7 +3,7 @@ import type { Context, Middleware } from 'koa';
 import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
 import { AccessControl, GUARD, type Access, type CallerState } from './access.js';
-import { pushBodyLimit, pushBodyReader, pushInput, requestValues } from './push.js';
+import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
 
 export const API_VERSION = '0.7.4';
@@ -37,9 +37,9 @@ const ROUTES: RouteDef[] = [
     ctx.body = { 'appr-api': API_VERSION, server: 'koa-appr' };
   } },
   { name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', handler: login,
-    before: (o) => pushBodyReader(o.loginBodyLimit) },
+    before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'signup', method: 'post', path: '/api/v1/users', access: 'open', handler: signup,
-    before: (o) => pushBodyReader(o.loginBodyLimit) },
+    before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'search-packages', method: 'get', path: '/api/v1/packages/search', access: 'list', handler: async (ctx, o) => {
     ctx.body = await o.registry.search(String(ctx.query.q ?? ''), visible(ctx));
   } },
@@ -74,9 +74,9 @@ const ROUTES: RouteDef[] = [
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
   // Not in the wire contract: the owner's way to change what section 11 calls a package's visibility.
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
-    before: (o) => pushBodyReader(o.loginBodyLimit) },
+    before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'push', method: 'post', path: pkg, access: 'push', handler: push,
-    before: (o) => pushBodyReader(pushBodyLimit(o.maxPushSize)) },
+    before: (o) => bodyReader(pushBodyLimit(o.maxPushSize)) },
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
@@ -131,7 +131,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   // Everything else under the prefix: preflight, 405 or 404, never the host's HTML.
   const unmatched: Middleware = (ctx) => {
     const allowed = allowedMethods(router, requestPath(ctx));
-    if (ctx.method === 'OPTIONS') return preflight(ctx, [...allowed, 'OPTIONS']);
+    if (ctx.method === 'OPTIONS') return preflight(ctx, [...allowed, 'OPTIONS'], opts.cors);
     if (allowed.length) {
       throw new ApprError('method-not-allowed', `${ctx.method} is not allowed here`, { allowed }, {
         Allow: [...allowed, 'OPTIONS'].join(', '),

@@ -434,6 +434,13 @@ export function describeHttpContract(
           const error = await closed.request('GET', '/api/v1/packages/a/b', { headers: { origin: 'http://example.com' } });
           expectError(error, 404, 'package-not-found');
           expect(error.headers.get('access-control-allow-origin')).to.equal(null);
+          const options = await closed.request('OPTIONS', '/api/v1/packages', {
+            headers: { origin: 'http://example.com', 'access-control-request-method': 'POST' },
+          });
+          expect(options.status).to.equal(204);
+          expect(options.headers.get('allow')).to.contain('GET');
+          expect(options.headers.get('access-control-allow-methods')).to.equal(null);
+          expect(options.headers.get('access-control-allow-origin')).to.equal(null);
         });
       });
 
