@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
+import type { Visibility } from '../core/registry.js';
 import { AccessControl, GUARD, type Access, type CallerState } from './access.js';
 import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
@@ -179,11 +180,8 @@ async function push(ctx: Context, opts: ResolvedOptions): Promise<void> {
 /** `{"visibility": "public" | "private"}` as JSON, a form field or the query string. */
 async function setVisibility(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const p = params(ctx);
-  const value = requestValues(ctx).visibility;
-  if (value !== 'public' && value !== 'private') {
-    throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
-  }
-  ctx.body = await opts.registry.setVisibility(p.namespace!, p.package!, value);
+  // The registry checks the value (422 unless "public" or "private").
+  ctx.body = await opts.registry.setVisibility(p.namespace!, p.package!, requestValues(ctx).visibility as Visibility);
 }
 
 async function pull(ctx: Context, opts: ResolvedOptions): Promise<void> {
