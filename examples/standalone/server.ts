@@ -11,9 +11,8 @@
  */
 import Koa from 'koa';
 import {
-  createApprRouter, UserStore, type ApprRouterOptions, type StorageAdapter, type StoreUser,
+  createApprRouter, FsStorage, UserStore, type ApprRouterOptions, type StorageAdapter, type StoreUser,
 } from '../../lib/index.js';
-import { FsStorage } from '../../lib/index.js';
 
 export async function storageFromEnv(spec: string): Promise<StorageAdapter> {
   if (spec.startsWith('s3://')) {
@@ -68,7 +67,7 @@ async function accessFromEnv(file: string | undefined): Promise<{ options: Parti
 function shutdown(signal: string): void {
   console.log(`koa-appr: ${signal}, stopping`);
   server.close(() => {
-    void storage.close?.().finally(() => process.exit(0));
+    void Promise.resolve(storage.close?.()).finally(() => process.exit(0));
   });
   server.closeIdleConnections();
   setTimeout(() => process.exit(0), 5000).unref();
