@@ -16,6 +16,7 @@ import { StorageUnavailableError } from '../../lib/errors.js';
 import { S3Storage, s3ClientFromEnv, s3StorageFromUrl } from '../../lib/s3.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
 import { countS3Requests } from '../helpers/s3-count.js';
+import { S3_BUCKET, S3_ENDPOINT, S3_REQUIRED } from '../helpers/s3-env.js';
 import { describeStorageContract } from './contract.js';
 
 /*
@@ -30,9 +31,9 @@ import { describeStorageContract } from './contract.js';
  * random prefix and deletes it afterwards.
  */
 
-const ENDPOINT = process.env.AWS_ENDPOINT_URL_S3 || process.env.S3_ENDPOINT || '';
-const REQUIRED = process.env.APPR_REQUIRE_S3 === '1';
-const BUCKET = process.env.APPR_TEST_S3_BUCKET || 'appr-test';
+const ENDPOINT = S3_ENDPOINT;
+const REQUIRED = S3_REQUIRED;
+const BUCKET = S3_BUCKET;
 const RGW = ['1', 'true'].includes((process.env.S3_IFMATCH_UNQUOTED ?? '').toLowerCase());
 const RUN_PREFIX = `appr-test-runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}/`;
 const SKIP_MESSAGE =
