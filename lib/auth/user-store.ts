@@ -111,7 +111,7 @@ export async function readUserFile(path: string): Promise<UserFile> {
   try {
     data = JSON.parse(text);
   } catch (err) {
-    throw new TypeError(`koa-appr: ${path} is not valid JSON: ${(err as Error).message}`);
+    throw new TypeError(`koa-appr: ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
   return checkUserFile(data, path);
 }
@@ -259,6 +259,8 @@ export class UserStore {
 
   /** The registry hooks: identify, authorize, anonymous, login (which returns `Bearer <token>`). No signup. */
   hooks(): AuthHooks<StoreUser> {
+    // `anonymous` is a getter (the file can change), where `this` is the hooks object: keep the store by name.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const store = this;
     return {
       identify: (_ctx, credentials) => store.identify(credentials),

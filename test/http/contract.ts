@@ -12,7 +12,6 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { setImmediate as nextTick } from 'node:timers/promises';
 import Router from '@koa/router';
 import { expect } from 'chai';
-import Koa from 'koa';
 import { StorageUnavailableError, createApprRouter, type StorageAdapter } from '../../lib/index.js';
 import {
   BLOBS,
