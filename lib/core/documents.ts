@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
-import { StorageUnavailableError } from '../errors.js';
+import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
 
 export interface DocumentCacheOptions {
@@ -12,6 +12,11 @@ export interface DocumentCacheOptions {
    * readers may see another instance's writes that much later.
    */
   ttlMs?: number;
+}
+
+export interface DocumentLimits {
+  /** The largest document a write may produce (default 8 MiB). */
+  maxBytes?: number;
 }
 
 export interface CasOptions {
@@ -41,9 +46,11 @@ export class DocumentStore {
   readonly #cache: LRUCache<string, Cached>;
   readonly #ttlMs: number;
   readonly #cas: Required<CasOptions>;
+  readonly #maxBytes: number;
 
-  constructor(storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}) {
+  constructor(storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}, limits: DocumentLimits = {}) {
     this.#storage = storage;
+    this.#maxBytes = limits.maxBytes ?? 8 * 1024 * 1024;
     this.#cache = new LRUCache({ max: cache.max ?? 1000 });
     this.#ttlMs = cache.ttlMs ?? 0;
     this.#cas = { maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250, ...cas };
@@ -56,12 +63,16 @@ export class DocumentStore {
     return (await this.#readVersioned<T>(key))?.value ?? null;
   }
 
-  async #readVersioned<T>(key: string): Promise<{ value: T; etag: string } | null> {
+  /** `fresh`: ask storage even within the TTL (writers decide on what is stored, not on what was cached). */
+  async #readVersioned<T>(key: string, fresh = false): Promise<{ value: T; etag: string } | null> {
     const cached = this.#cache.get(key);
-    if (cached && Date.now() - cached.checkedAt < this.#ttlMs) return cached as { value: T; etag: string };
+    if (cached && !fresh && Date.now() - cached.checkedAt < this.#ttlMs) return cached as { value: T; etag: string };
     const got = await this.#storage.get(key, cached ? { ifNoneMatch: cached.etag } : undefined);
+    // A write (or a newer read) that finished while this GET was under way has already put a newer copy in the
+    // cache: never replace it with what this older GET saw.
+    const untouched = this.#cache.get(key) === cached;
     if (got === null) {
-      this.#cache.delete(key);
+      if (untouched) this.#cache.delete(key);
       return null;
     }
     if (got.notModified) {
@@ -71,7 +82,7 @@ export class DocumentStore {
       return current as { value: T; etag: string };
     }
     const entry = { etag: got.etag, value: parse(key, got.body), checkedAt: Date.now() };
-    this.#cache.set(key, entry);
+    if (untouched) this.#cache.set(key, entry);
     return entry as { value: T; etag: string };
   }
 
@@ -82,10 +93,15 @@ export class DocumentStore {
    */
   async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>): Promise<R> {
     for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
-      const current = await this.#readVersioned<T>(key);
+      const current = await this.#readVersioned<T>(key, true);
       const outcome = fn(current ? structuredClone(current.value) : null);
       if (!('next' in outcome)) return outcome.result;
       const body = Buffer.from(JSON.stringify(outcome.next));
+      if (body.length > this.#maxBytes) {
+        throw new ApprError('invalid-parameters',
+          `The package would grow past ${this.#maxBytes} bytes: delete old releases, or push less metadata`,
+          { limit: this.#maxBytes });
+      }
       const etag = await this.#storage.put(key, body, current ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
       if (etag !== null) {
         this.#cache.set(key, { etag, value: outcome.next, checkedAt: Date.now() });

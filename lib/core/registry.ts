@@ -95,6 +95,11 @@ export interface RegistryOptions {
   defaultVisibility?: Visibility;
   cache?: DocumentCacheOptions;
   cas?: CasOptions;
+  /**
+   * The largest package document (all releases, their metadata and channels) in bytes (default 8 MiB): a push that
+   * would grow it further is refused with 422 (delete old releases, or push less metadata).
+   */
+  maxPackageBytes?: number;
   /** Keys asked for per listing request (default 1000, S3's maximum). */
   listPageSize?: number;
   /** Clock, for tests. */
@@ -117,7 +122,9 @@ export class Registry {
 
   constructor(options: RegistryOptions) {
     this.storage = options.storage;
-    this.#docs = new DocumentStore(options.storage, options.cache, options.cas);
+    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, {
+      ...(options.maxPackageBytes === undefined ? {} : { maxBytes: options.maxPackageBytes }),
+    });
     this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
     this.#defaultVisibility = options.defaultVisibility ?? 'public';
     this.#now = options.now ?? (() => new Date());
@@ -148,8 +155,11 @@ export class Registry {
     const blobKey = keys.blob(namespace, name, blob.digest);
     let { size } = blob;
     if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
-      // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve.
-      size = (await this.storage.head(blobKey))?.size ?? size;
+      // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve. A backend
+      // that reported a failed condition although nothing is there must not lead to a release without its blob.
+      const stored = await this.storage.head(blobKey);
+      if (stored === null) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+      size = stored.size;
     }
 
     const createdAt = this.#now().toISOString();
@@ -374,6 +384,15 @@ export class Registry {
       return { next: live, result: undefined };
     });
     return { channel, package: `${names.namespace}/${names.name}`, action: 'delete' };
+  }
+
+  /**
+   * Forget cached package documents (one package, or all): for hosts that raise `cache.ttlMs` and broadcast
+   * changes between instances. With the default `ttlMs: 0` it is never needed.
+   */
+  invalidate(namespace?: string, name?: string): void {
+    if (namespace === undefined || name === undefined) this.#docs.invalidate();
+    else this.#docs.invalidate(keys.packageDoc(checkName('namespace', namespace), checkName('package', name)));
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------

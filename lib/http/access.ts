@@ -131,6 +131,12 @@ export class AccessControl<P = unknown> {
    */
   guard(access: Access, action?: string) {
     const middleware = async (ctx: Context, next: Next): Promise<void> => {
+      // Malformed names are answered 400 first: they are no secret, and no hook or storage ever sees them.
+      if (access !== 'open' && access !== 'list') {
+        const { namespace, package: name } = ctx.params as { namespace: string; package: string };
+        checkName('namespace', namespace);
+        checkName('package', name);
+      }
       const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
       const caller = access === 'open'
         ? await this.#identify(ctx, credentials).catch(() => null)
@@ -163,8 +169,6 @@ export class AccessControl<P = unknown> {
     if (access === 'open' || access === 'list') return false;
     if (!this.#hooks.authorize) return false; // everybody may do everything: no visibility read needed
     const { namespace, package: name } = ctx.params as { namespace: string; package: string };
-    checkName('namespace', namespace);
-    checkName('package', name);
     const target: AccessTarget = { namespace, name, ...(action === undefined ? {} : { action }) };
     if (access === 'read') {
       if (await this.#can(ctx, caller, 'read', target)) return false;

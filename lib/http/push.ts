@@ -7,10 +7,15 @@ import type { PushInput, Visibility } from '../core/registry.js';
 /** Room for the JSON around the base64 blob (field names, metadata). */
 const ENVELOPE_ALLOWANCE = 256 * 1024;
 const MAX_METADATA_BYTES = 64 * 1024;
+const MAX_METADATA_DEPTH = 32;
 
-/** The byte limit of a push body that carries a tarball of at most `maxPushSize` bytes as base64. */
+/**
+ * The byte limit of a push body that carries a tarball of at most `maxPushSize` bytes as base64. The blob's own
+ * limit is checked once it is decoded; this one leaves 10% for other valid encodings of it (a form escapes `+`
+ * and `/`, about 6%; line-wrapped base64 in JSON adds `\n` escapes, about 3%).
+ */
 export function pushBodyLimit(maxPushSize: number): number {
-  return 4 * Math.ceil(maxPushSize / 3) + ENVELOPE_ALLOWANCE;
+  return Math.ceil(4 * Math.ceil(maxPushSize / 3) * 1.1) + ENVELOPE_ALLOWANCE;
 }
 
 /**
@@ -71,6 +76,10 @@ export function pushInput(ctx: Context, namespace: string, name: string, maxPush
   }
   const mediaType = optionalString(values, 'media_type');
   const metadata = values.metadata ?? null;
+  // Depth first: stringifying (here, and in every later write of the package document) recurses.
+  if (depth(metadata) > MAX_METADATA_DEPTH) {
+    throw new ApprError('invalid-parameters', `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels`, { field: 'metadata' });
+  }
   if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
     throw new ApprError('invalid-parameters', `metadata is larger than ${MAX_METADATA_BYTES} bytes`, { field: 'metadata' });
   }
@@ -88,6 +97,20 @@ export function pushInput(ctx: Context, namespace: string, name: string, maxPush
     ...(mediaType === undefined ? {} : { mediaType }),
     ...(visibility === undefined ? {} : { visibility: visibility as Visibility }),
   };
+}
+
+/** Nesting depth of a parsed JSON value, without recursion (a hostile value can be thousands of levels deep). */
+function depth(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [item, level] = stack.pop() as [unknown, number];
+    if (typeof item !== 'object' || item === null) continue;
+    max = Math.max(max, level + 1);
+    if (max > MAX_METADATA_DEPTH) return max;
+    for (const child of Object.values(item)) stack.push([child, level + 1]);
+  }
+  return max;
 }
 
 function parseJson(raw: string): unknown {

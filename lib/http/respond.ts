@@ -1,4 +1,4 @@
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Context, Next } from 'koa';
 import { ApprError, ERRORS, isApprError } from '../errors.js';
 
@@ -57,11 +57,14 @@ export function preflight(ctx: Context, allowed: string[], cors: boolean): void 
 /** Map anything thrown below us to an entry of the error table. */
 export function toApprError(err: unknown): ApprError {
   if (isApprError(err)) return err;
-  const status = (err as { status?: unknown; statusCode?: unknown }).status ?? (err as { statusCode?: unknown }).statusCode;
-  const expose = (err as { expose?: unknown }).expose === true;
-  if (status === 413) return new ApprError('payload-too-large', 'Request body is larger than the push limit');
-  if (typeof status === 'number' && status >= 400 && status < 500 && expose) {
-    return new ApprError('invalid-usage', (err as Error).message || ERRORS['invalid-usage'].message);
+  const { status, statusCode, expose, code } = err as { status?: unknown; statusCode?: unknown; expose?: unknown; code?: unknown };
+  const httpStatus = status ?? statusCode;
+  if (httpStatus === 413) return new ApprError('payload-too-large', 'Request body is larger than the push limit');
+  // The body parser's client errors (bad Content-Encoding, aborted upload, bad charset) and zlib's errors when a
+  // body announced as compressed is not.
+  if ((typeof httpStatus === 'number' && httpStatus >= 400 && httpStatus < 500) || (typeof code === 'string' && code.startsWith('Z_'))) {
+    const message = expose === true ? (err as Error).message : 'The request body could not be read';
+    return new ApprError('invalid-usage', message || ERRORS['invalid-usage'].message);
   }
   return new ApprError('internal-error');
 }
@@ -93,7 +96,7 @@ export function sendBlob(
     ctx.type = 'application/json';
     ctx.length = head.length + 4 * Math.ceil(blob.size / 3) + tail.length;
     if (ctx.method !== 'HEAD') {
-      ctx.body = Readable.from(concatStreams(head, blob.body.pipe(new Base64Encode()), tail));
+      ctx.body = Readable.from(base64Json(head, blob.body, tail));
       return;
     }
   }
@@ -105,24 +108,24 @@ export function sendBlob(
   ctx.body = blob.body;
 }
 
-async function* concatStreams(head: Buffer, middle: Readable, tail: Buffer): AsyncGenerator<Buffer> {
-  yield head;
-  for await (const chunk of middle) yield chunk as Buffer;
-  yield tail;
-}
-
-/** Base64 over a stream: carries the 0-2 bytes that do not fill a 3-byte group to the next chunk. */
-class Base64Encode extends Transform {
-  #rest: Buffer = Buffer.alloc(0);
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    const data = this.#rest.length ? Buffer.concat([this.#rest, chunk]) : chunk;
-    const whole = data.length - (data.length % 3);
-    this.#rest = data.subarray(whole);
-    done(null, whole ? Buffer.from(data.subarray(0, whole).toString('base64')) : undefined);
-  }
-
-  override _flush(done: TransformCallback): void {
-    done(null, this.#rest.length ? Buffer.from(this.#rest.toString('base64')) : undefined);
+/**
+ * The JSON object around the base64 of `body`, streamed: the 0-2 bytes that do not fill a 3-byte group are
+ * carried to the next chunk. A storage error ends the response; a client that goes away (Koa destroys this
+ * stream) releases the storage stream too, so no socket or file descriptor is left behind.
+ */
+async function* base64Json(head: Buffer, body: Readable, tail: Buffer): AsyncGenerator<Buffer> {
+  try {
+    yield head;
+    let rest: Buffer = Buffer.alloc(0);
+    for await (const chunk of body) {
+      const data = rest.length ? Buffer.concat([rest, chunk as Buffer]) : (chunk as Buffer);
+      const whole = data.length - (data.length % 3);
+      rest = data.subarray(whole);
+      if (whole) yield Buffer.from(data.subarray(0, whole).toString('base64'));
+    }
+    if (rest.length) yield Buffer.from(rest.toString('base64'));
+    yield tail;
+  } finally {
+    body.destroy();
   }
 }

@@ -291,12 +291,30 @@ export class FsStorage implements StorageAdapter {
   #init(): Promise<void> {
     this.#ready ??= (async () => {
       for (const dir of [this.#objectsDir, this.#tmpDir, this.#locksDir]) await mkdir(dir, { recursive: true });
+      await this.#refuseCaseInsensitive();
       await this.#removeLeftovers();
     })().catch((err: unknown) => {
       this.#ready = undefined; // Try again on the next call: the disk may be back.
       throw err;
     });
     return this.#ready;
+  }
+
+  /**
+   * Keys differ by case (`packages/NS/app.json` and `packages/ns/app.json` are two packages, with two owners): on a
+   * case-insensitive filesystem (macOS and Windows defaults) they would be one file, and one namespace could write
+   * into another. Such a directory is refused (every request answers 503, with this message in the host's log).
+   */
+  async #refuseCaseInsensitive(): Promise<void> {
+    const probe = join(this.#tmpDir, `case-probe-${process.pid}-${randomBytes(6).toString('hex')}-A`);
+    await (await open(probe, 'wx')).close();
+    try {
+      if ((await statIfExists(probe.replace(/-A$/, '-a'))) !== null) {
+        throw new StorageUnavailableError(`fs storage: ${dirname(this.#tmpDir)} is on a case-insensitive filesystem, which it cannot use`);
+      }
+    } finally {
+      await unlink(probe).catch(ignore);
+    }
   }
 
   /**

@@ -1,0 +1,180 @@
+/**
+ * Storage that fails in the middle of a response, backends that misreport a condition, and hostile push bodies:
+ * the registry answers with JSON errors, never crashes, never leaks a storage stream, and never shows a release
+ * whose blob is missing.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { MemoryStorage, type StorageAdapter, type StreamResult, type WriteCondition } from '../../lib/index.js';
+import { makeTarGz } from '../helpers/blobs.js';
+import { startServer, type TestServer } from '../helpers/http.js';
+
+/** MemoryStorage with hooks to misbehave. */
+class FaultyStorage extends MemoryStorage {
+  failStreamsAfterFirstChunk = false;
+  /** Report "already exists" for blob writes without storing anything (a backend that misreports a 500). */
+  misreportBlobWrites = false;
+  readonly handedOut: Readable[] = [];
+
+  override async getStream(key: string): Promise<StreamResult | null> {
+    const found = await super.getStream(key);
+    if (!found) return null;
+    if (this.failStreamsAfterFirstChunk) {
+      const chunks = [Buffer.alloc(Math.min(1000, found.size - 1), 1)]; // fewer bytes than announced
+      const failing = Readable.from((async function* () {
+        yield* chunks;
+        throw new Error('storage connection reset');
+      })());
+      found.body.destroy();
+      this.handedOut.push(failing);
+      return { ...found, body: failing };
+    }
+    this.handedOut.push(found.body);
+    return found;
+  }
+
+  override async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
+    if (this.misreportBlobWrites && key.startsWith('blobs/')) return null;
+    return super.put(key, body, options);
+  }
+}
+
+describe('robustness of the HTTP layer', function () {
+  let storage: FaultyStorage;
+  let server: TestServer;
+  const push = async (name: string, release: string, extra: Record<string, unknown> = {}) =>
+    server.request('POST', `/api/v1/packages/robust/${name}`, {
+      json: { release, media_type: 'helm', blob: (await makeTarGz({ 'Chart.yaml': `v: ${release}\n` })).toString('base64'), ...extra },
+    });
+
+  beforeEach(async () => {
+    storage = new FaultyStorage();
+    server = await startServer({ storage: storage as StorageAdapter, onError: () => undefined });
+  });
+  afterEach(() => server.close());
+
+  for (const route of ['pull/json', 'pull']) {
+    it(`ends a ${route} whose storage stream fails midway without crashing, and releases the stream`, async () => {
+      const blob = await makeTarGz({ 'data.bin': randomBytes(50_000) });
+      const pushed = await server.request('POST', '/api/v1/packages/robust/app', {
+        json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') },
+      });
+      expect(pushed.status).to.equal(200);
+      storage.failStreamsAfterFirstChunk = true;
+      const outcome = await fetch(`${server.base}/api/v1/packages/robust/app/1.0.0/helm/${route}`)
+        .then((res) => res.arrayBuffer())
+        .then(() => 'complete', () => 'aborted');
+      expect(outcome).to.equal('aborted');
+      expect(storage.handedOut).to.have.length(1);
+      expect(storage.handedOut[0]?.destroyed).to.equal(true);
+      // The process is alive and still serving.
+      expect((await server.request('GET', '/version')).status).to.equal(200);
+    });
+  }
+
+  it('releases the storage stream of a JSON pull whose client goes away', async () => {
+    const big = await makeTarGz({ 'data.bin': randomBytes(4 * 1024 * 1024) });
+    const res = await server.request('POST', '/api/v1/packages/robust/big', {
+      json: { release: '1.0.0', media_type: 'helm', blob: big.toString('base64') },
+    });
+    expect(res.status).to.equal(200);
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(`${server.base}/api/v1/packages/robust/big/1.0.0/helm/pull/json`, (response) => {
+        response.once('data', () => { req.destroy(); resolve(); });
+      });
+      req.on('error', () => undefined);
+      req.once('error', reject);
+      req.end();
+    });
+    const deadline = Date.now() + 5000;
+    while (!storage.handedOut.every((s) => s.destroyed) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(storage.handedOut).to.have.length(1);
+    expect(storage.handedOut[0]?.destroyed).to.equal(true);
+  });
+
+  it('answers 503 and records no release when the backend says a blob exists that it does not have', async () => {
+    storage.misreportBlobWrites = true;
+    const res = await push('ghost', '1.0.0');
+    expect(res.status).to.equal(503);
+    expect(res.json.code).to.equal('storage-unavailable');
+    expect((await server.request('GET', '/api/v1/packages/robust/ghost')).status).to.equal(404);
+  });
+
+  it('refuses metadata nested too deep (422) and the package stays writable', async () => {
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 3000; i += 1) deep = [deep];
+    const refused = await push('nested', '1.0.0', { metadata: deep });
+    expect(refused.status).to.equal(422);
+    expect(refused.json.code).to.equal('invalid-parameters');
+    const fine = await push('nested', '1.0.0', { metadata: { a: { b: { c: [1, 2, 3] } } } });
+    expect(fine.status).to.equal(200);
+    expect((await push('nested', '1.1.0')).status).to.equal(200);
+    expect((await server.request('DELETE', '/api/v1/packages/robust/nested/1.0.0/helm')).status).to.equal(200);
+  });
+
+  for (const [label, encoding, body] of [
+    ['gzip, but not compressed', 'gzip', '{"release": "1.0.0"}'],
+    ['an unknown encoding', 'zz', '{"release": "1.0.0"}'],
+    ['br, but not compressed', 'br', 'hello'],
+  ] as const) {
+    it(`answers a push body with Content-Encoding ${label} with a JSON 4xx, not a 500`, async () => {
+      const res = await server.request('POST', '/api/v1/packages/robust/enc', {
+        body, headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+      });
+      expect(res.status).to.be.within(400, 499);
+      expect(res.json.code).to.be.a('string');
+    });
+  }
+
+  it('accepts a gzip-encoded push body', async () => {
+    const blob = await makeTarGz({ 'Chart.yaml': 'v: 1\n' });
+    const res = await server.request('POST', '/api/v1/packages/robust/zipped', {
+      body: gzipSync(JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') })),
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    });
+    expect(res.status).to.equal(200);
+  });
+
+  it('accepts a form-encoded push of a tarball of exactly maxPushSize bytes', async () => {
+    const tarball = await makeTarGz({ 'data.bin': randomBytes(20_000) });
+    const small = await startServer({ storage: new MemoryStorage(), maxPushSize: tarball.length });
+    try {
+      const form = new URLSearchParams({ release: '1.0.0', media_type: 'helm', blob: tarball.toString('base64') });
+      const res = await small.request('POST', '/api/v1/packages/robust/form', {
+        body: form.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      expect(res.status).to.equal(200);
+      const over = await makeTarGz({ 'data.bin': randomBytes(21_000) });
+      const refused = await small.request('POST', '/api/v1/packages/robust/form', {
+        json: { release: '2.0.0', media_type: 'helm', blob: over.toString('base64') },
+      });
+      expect(refused.status).to.equal(413);
+      expect(refused.json.code).to.equal('payload-too-large');
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('refuses a push that would grow the package document past its limit (422), keeping what it has', async () => {
+    const limited = await startServer({ storage: new MemoryStorage(), maxPackageBytes: 4096 });
+    try {
+      const metadata = { notes: 'x'.repeat(1500) };
+      const blob = (await makeTarGz({ 'Chart.yaml': 'v: 1\n' })).toString('base64');
+      const send = (release: string) => limited.request('POST', '/api/v1/packages/robust/huge', {
+        json: { release, media_type: 'helm', blob, metadata },
+      });
+      expect((await send('1.0.0')).status).to.equal(200);
+      expect((await send('1.0.1')).status).to.equal(200);
+      const refused = await send('1.0.2');
+      expect(refused.status).to.equal(422);
+      expect(refused.json.code).to.equal('invalid-parameters');
+      const releases = (await limited.request('GET', '/api/v1/packages/robust/huge')).json.map((m: { release: string }) => m.release);
+      expect(releases).to.deep.equal(['1.0.0', '1.0.1']);
+    } finally {
+      await limited.close();
+    }
+  });
+});
