@@ -120,10 +120,6 @@ export class AccessControl<P = unknown> {
     this.#registry = registry;
   }
 
-  get hooks(): AuthHooks<P> {
-    return this.#hooks;
-  }
-
   /**
    * The middleware every route starts with. It decides from the caller and the URL alone; the only storage read
    * it may do is a package's visibility (read of a package the caller has no read permission on; push, to tell
@@ -138,13 +134,15 @@ export class AccessControl<P = unknown> {
         checkName('package', name);
       }
       const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
-      const caller = access === 'open'
-        ? await this.#identify(ctx, credentials).catch(() => null)
-        : await this.#identify(ctx, credentials);
-      if (access !== 'open') {
+      let caller: P | null;
+      let createOnly = false;
+      if (access === 'open') {
+        caller = await this.#identify(ctx, credentials).catch(() => null);
+      } else {
+        caller = await this.#identify(ctx, credentials);
         if (caller === null && this.#hooks.anonymous === false) throw this.#unauthorized(credentials);
+        createOnly = await this.#check(ctx, caller, credentials, access, action);
       }
-      const createOnly = access === 'open' ? false : await this.#check(ctx, caller, credentials, access, action);
       const state: CallerState<P> = {
         caller,
         createOnly,
@@ -164,12 +162,13 @@ export class AccessControl<P = unknown> {
 
   /** Throws when the caller may not; for a push, returns whether it may only create the package. */
   async #check(
-    ctx: Context, caller: P | null, credentials: Credentials | null, access: Access, action: string | undefined,
+    ctx: Context, caller: P | null, credentials: Credentials | null, access: Exclude<Access, 'open'>, action: string | undefined,
   ): Promise<boolean> {
-    if (access === 'open' || access === 'list') return false;
+    if (access === 'list') return false;
     if (!this.#hooks.authorize) return false; // everybody may do everything: no visibility read needed
     const { namespace, package: name } = ctx.params as { namespace: string; package: string };
-    const target: AccessTarget = { namespace, name, ...(action === undefined ? {} : { action }) };
+    const scope = { namespace, ...(action === undefined ? {} : { action }) };
+    const target: AccessTarget = { ...scope, name };
     if (access === 'read') {
       if (await this.#can(ctx, caller, 'read', target)) return false;
       // Absent and private answer alike: the caller cannot tell them apart.
@@ -181,7 +180,7 @@ export class AccessControl<P = unknown> {
       const visibility = await this.#registry.packageVisibility(namespace, name);
       if (visibility !== null) {
         if (await this.#can(ctx, caller, 'write', { ...target, visibility })) return false;
-      } else if (await this.#can(ctx, caller, 'create', { namespace, ...(action === undefined ? {} : { action }) })) {
+      } else if (await this.#can(ctx, caller, 'create', scope)) {
         return !(await this.#can(ctx, caller, 'write', target));
       }
     }
