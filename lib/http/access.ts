@@ -162,7 +162,8 @@ export class AccessControl<P = unknown> {
 
   /** Throws when the caller may not; for a push, returns whether it may only create the package. */
   async #check(
-    ctx: Context, caller: P | null, credentials: Credentials | null, access: Exclude<Access, 'open'>, action: string | undefined,
+    ctx: Context, caller: P | null, credentials: Credentials | null, access: Exclude<Access, 'open'>,
+    action: string | undefined,
   ): Promise<boolean> {
     if (access === 'list') return false;
     if (!this.#hooks.authorize) return false; // everybody may do everything: no visibility read needed

@@ -125,7 +125,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-export function requiredString(values: Record<string, unknown>, field: string): string {
+function requiredString(values: Record<string, unknown>, field: string): string {
   const value = values[field];
   if (value === undefined || value === null || value === '') {
     throw new ApprError('invalid-parameters', `${field} is required`, { field });

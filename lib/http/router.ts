@@ -3,7 +3,7 @@ import type { Context, Middleware } from 'koa';
 import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
 import type { Visibility } from '../core/registry.js';
-import { AccessControl, GUARD, type Access, type CallerState } from './access.js';
+import { AccessControl, type Access, type CallerState } from './access.js';
 import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
 
@@ -237,5 +237,3 @@ function origin(ctx: Context): string {
 function escapeHtml(value: string): string {
   return value.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
-
-export { GUARD };
