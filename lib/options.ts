@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import { Registry, type RegistryOptions } from './core/registry.js';
 import type { AuthHooks } from './http/access.js';
 import type { StorageAdapter } from './storage/types.js';
+import type { HelmOptions } from './helm/index.js';
 
 export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 'storage'> {
   /** Where packages live. Required unless `registry` is given. */
@@ -20,6 +21,11 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   discovery?: boolean;
   /** Authentication and authorization hooks (default: everyone may do everything). */
   auth?: AuthHooks<P>;
+  /**
+   * Serve Helm chart repositories and ChartMuseum's API under `{prefix}/helm` (default true), or their cache sizes.
+   * `false` turns them off.
+   */
+  helm?: boolean | HelmOptions;
   /** Called with storage failures and bugs (everything answered 5xx), for the host's logs. Default: console.error. */
   onError?: (err: unknown, ctx: Context) => void;
 }

@@ -6,6 +6,7 @@ import type { Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
 import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
+import { mountHelmRoutes } from '../helm/router.js';
 
 export const API_VERSION = '0.7.4';
 
@@ -122,6 +123,8 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     chain.push(async (ctx) => route.handler(ctx, opts));
     router[route.method](route.name, `${prefix}${route.path}`, ...(chain as [Middleware]));
   }
+
+  if (options.helm !== false) mountHelmRoutes(router, opts, access as AccessControl<unknown>, options.helm === true ? {} : options.helm);
 
   if (opts.discovery) {
     router.get('well-known', '/.well-known/app-registry-uri.json', access.guard('open', 'well-known'), (ctx) => {
