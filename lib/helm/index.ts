@@ -73,9 +73,18 @@ export class HelmRepository {
   readonly #now: () => Date;
   readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string }>;
   readonly #indexes: LRUCache<string, SerializedIndex, { namespace: string; contextPath: string; releases: HelmRelease[] }>;
+  readonly #state: (() => string | number | undefined) | undefined;
+  /** Indexes by (registry state, namespace, context path, visible packages): see `state` in the constructor. */
+  readonly #recent: LRUCache<string, SerializedIndex>;
 
-  constructor(registry: Registry, options: HelmOptions = {}) {
+  /**
+   * `state`, when given, returns a token that changes whenever any package document changes (a catalog's
+   * version). A repeated index then costs one `listPackages` (which packages this caller sees) and nothing per
+   * package. Without it, each index reads every chart package's manifests to fingerprint what it lists.
+   */
+  constructor(registry: Registry, options: HelmOptions = {}, state?: () => string | number | undefined) {
     this.#registry = registry;
+    this.#state = state;
     this.#now = options.now ?? (() => new Date());
     this.#charts = new LRUCache({
       maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
@@ -87,6 +96,10 @@ export class HelmRepository {
       sizeCalculation: (value) => value.body.length + 64,
       fetchMethod: async (key, _stale, { context }) => this.#serialize(key, context.namespace, context.contextPath, context.releases),
     });
+    this.#recent = new LRUCache({
+      maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
+      sizeCalculation: (value) => value.body.length + 64,
+    });
   }
 
   /**
@@ -96,7 +109,20 @@ export class HelmRepository {
    * (`400 invalid-usage` for a bad namespace name, `503 storage-unavailable`).
    */
   async index(namespace: string, visible: VisibleFilter, contextPath: string): Promise<SerializedIndex> {
-    const releases = await this.#releases(namespace, visible);
+    const state = this.#state?.();
+    if (state === undefined) return this.#index(namespace, contextPath, await this.#releases(namespace, visible));
+    const packages = await this.#visiblePackages(namespace, visible);
+    const key = createHash('sha256').update(`${state}\n${namespace}\n${contextPath}\n${packages.join('\n')}`).digest('hex');
+    const cached = this.#recent.get(key);
+    if (cached !== undefined) return cached;
+    const built = await this.#index(namespace, contextPath, await this.#releasesOf(namespace, packages));
+    // Built from a later state than `state` if a write landed meanwhile: then it is not what `state` names.
+    if (this.#state?.() === state) this.#recent.set(key, built);
+    return built;
+  }
+
+  /** The index of exactly these releases, from the cache of serialized indexes when it holds it. */
+  async #index(namespace: string, contextPath: string, releases: HelmRelease[]): Promise<SerializedIndex> {
     const fingerprint = createHash('sha256').update(`${namespace}\n${contextPath}\n`);
     for (const r of releases) fingerprint.update(`${r.name}\0${r.version}\0${r.blob}\0${r.created}\n`);
     const key = fingerprint.digest('hex');
@@ -127,9 +153,18 @@ export class HelmRepository {
   }
 
   async #releases(namespace: string, visible: VisibleFilter): Promise<HelmRelease[]> {
+    return this.#releasesOf(namespace, await this.#visiblePackages(namespace, visible));
+  }
+
+  /** Names of the packages of `namespace` with a `helm` release that the caller may read. */
+  async #visiblePackages(namespace: string, visible: VisibleFilter): Promise<string[]> {
     const packages = await this.#registry.listPackages({ namespace, mediaType: HELM_MEDIA_TYPE }, visible);
-    const lists = await mapLimit(packages, READ_CONCURRENCY, (pkg) =>
-      this.#packageReleases(namespace, pkg.name.slice(pkg.namespace.length + 1)).catch((err: unknown) => {
+    return packages.map((pkg) => pkg.name.slice(pkg.namespace.length + 1));
+  }
+
+  async #releasesOf(namespace: string, packages: string[]): Promise<HelmRelease[]> {
+    const lists = await mapLimit(packages, READ_CONCURRENCY, (name) =>
+      this.#packageReleases(namespace, name).catch((err: unknown) => {
         // Deleted between the listing and this read: it is simply not in this index.
         if (isApprError(err) && err.code === 'package-not-found') return [];
         throw err;

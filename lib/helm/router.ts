@@ -35,12 +35,14 @@ const MULTIPART_ALLOWANCE = 256 * 1024;
 
 /**
  * Add the Helm routes to the registry's router (before its catch-all). Returns the repository, whose caches the
- * routes share. Throws a TypeError for a bad option, at start-up.
+ * routes share. Throws a TypeError for a bad option, at start-up. `state`: see `HelmRepository` (the registry's
+ * catalog version, when it has one).
  */
 export function mountHelmRoutes(
   router: Router, opts: ResolvedOptions, access: AccessControl<unknown>, options: HelmOptions = {},
+  state?: () => string | number | undefined,
 ): HelmRepository {
-  const repo = new HelmRepository(opts.registry, options);
+  const repo = new HelmRepository(opts.registry, options, state);
   const base = `${opts.prefix}/helm`;
   const api = `${base}/api/:namespace/charts`;
   const deps: Deps = { opts, access, repo };

@@ -142,6 +142,30 @@ describe('what a Helm index costs', () => {
     expect(third.charts).to.equal(11);
   });
 
+  it('with a registry state token (a catalog version), a repeated index reads no package beyond the list', async () => {
+    const counted = counting(new MemoryStorage());
+    const registry = new Registry({ storage: counted.storage });
+    for (let i = 0; i < 3; i += 1) {
+      await registry.push({ namespace: 'ns', name: `c${i}`, release: '1.0.0', mediaType: 'helm', blob: await chartTgz({ name: `c${i}`, version: '1.0.0' }) });
+    }
+    let state = 1;
+    const repo = new HelmRepository(registry, {}, () => state);
+    const first = await repo.index('ns', () => true, '/cnr/helm');
+    counted.reset();
+    await registry.listPackages({ namespace: 'ns', mediaType: 'helm' });
+    const list = { ...counted.calls };
+    counted.reset();
+    expect((await repo.index('ns', () => true, '/cnr/helm')).body.equals(first.body)).to.equal(true);
+    expect(counted.calls).to.deep.equal(list);
+    // Another caller who sees less gets another index; a new state is looked at again.
+    const fewer = await repo.index('ns', (pkg) => pkg.name !== 'c0', '/cnr/helm');
+    expect(fewer.charts).to.equal(2);
+    await registry.push({ namespace: 'ns', name: 'c0', release: '1.0.1', mediaType: 'helm', blob: await chartTgz({ name: 'c0', version: '1.0.1' }) });
+    expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(3); // stale by design: same state
+    state += 1;
+    expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(4);
+  });
+
   it('is off with helm: false (the paths are the registry\'s 404)', async () => {
     const app = new Koa();
     const router = createApprRouter({ storage: new MemoryStorage(), helm: false });
