@@ -97,8 +97,8 @@ export async function readChartArchive(source: Readable | Buffer): Promise<Chart
     const parts = header.name.replace(/^\.\//, '').split('/');
     const base = parts[0] ?? '';
     // Helm skips a pax global header written as a file (`git archive`) and requires every other entry under one
-    // top-level directory.
-    if (base === 'pax_global_header') {
+    // top-level directory (a `./` entry of the archive's root is no file of the chart).
+    if (base === 'pax_global_header' || base === '') {
       stream.resume();
       return;
     }

@@ -66,6 +66,8 @@ describe('Chart.yaml as Helm reads it', () => {
     expect(read).to.deep.include({ digest: sha256(tgz), size: tgz.length, problem: null });
     expect(read.chart).to.deep.equal({ apiVersion: 'v1', name: 'app', version: '1.0.0' });
 
+    const dotted = await readChartArchive(await makeTarGz({ './app/Chart.yaml': 'name: app\nversion: 1.0.0\n', './app/values.yaml': '' }));
+    expect(dotted.chart?.name).to.equal('app');
     const flat = await readChartArchive(await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }));
     expect(flat.chart).to.equal(null);
     expect(flat.problem).to.match(/no Chart\.yaml/);
