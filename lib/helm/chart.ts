@@ -171,12 +171,12 @@ function metadataFrom(doc: unknown): ChartMetadata {
   if (!name) throw new Error('Chart.yaml has no name');
   if (!version) throw new Error('Chart.yaml has no version');
   if (name.includes('/') || name.includes('\\') || name === '.' || name === '..') {
-    throw new Error(`chart name "${name}" is invalid`);
+    throw new Error(`chart name "${short(name)}" is invalid`);
   }
-  if (!isHelmVersion(version)) throw new Error(`chart version "${version}" is not a valid SemVer version`);
+  if (!isHelmVersion(version)) throw new Error(`chart version "${short(version)}" is not a valid SemVer version`);
   const type = str(doc.type, 'type');
   if (type && type !== 'application' && type !== 'library') {
-    throw new Error(`chart type must be "application" or "library", not "${type}"`);
+    throw new Error(`chart type must be "application" or "library", not "${short(type)}"`);
   }
   const chart: ChartMetadata = { apiVersion: str(doc.apiVersion, 'apiVersion') || 'v1', name, version };
   const optional: Partial<ChartMetadata> = {
@@ -288,6 +288,12 @@ function dependencies(value: unknown, field: string): ChartDependency[] | undefi
     }
     return dep;
   });
+}
+
+/** What of a client's value goes into a message: at most 80 printable characters. */
+function short(value: string): string {
+  const printable = value.replace(/[^\x20-\x7e]/g, '?');
+  return printable.length > 80 ? `${printable.slice(0, 80)}...` : printable;
 }
 
 function firstLine(err: unknown): string {

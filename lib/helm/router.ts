@@ -255,18 +255,19 @@ async function upload(ctx: Context, { opts, access }: Deps): Promise<void> {
   if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
   const chart = archive.chart;
   if (!isPackageName(chart.name)) {
-    throw new ApprError('invalid-usage', `chart name "${chart.name}" cannot be a package name: ` +
-      'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}', { chart: chart.name });
+    throw new ApprError('invalid-usage', `chart name "${preview(chart.name)}" cannot be a package name: ` +
+      'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}');
   }
+  // The permission first, as on an appr push: a caller who may not push learns nothing more about the chart.
+  Object.assign(ctx.params, { package: chart.name });
+  await access.guard('push', 'helm-api-upload')(ctx, async () => undefined);
+  const { createOnly } = callerState(ctx);
   const release = asRelease(chart);
   const metadata = chart as ChartMetadata;
   if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
     throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
   }
 
-  Object.assign(ctx.params, { package: chart.name });
-  await access.guard('push', 'helm-api-upload')(ctx, async () => undefined);
-  const { createOnly } = callerState(ctx);
   try {
     await opts.registry.push({
       namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: tgz, metadata, force, createOnly,
@@ -288,9 +289,9 @@ function asRelease(chart: ChartMetadata): string {
     return parseRelease(chart.version, 'chart version');
   } catch (err) {
     if (!isApprError(err)) throw err;
-    throw new ApprError('invalid-release', `${err.message}. Helm accepts "${chart.version}", but charts are stored ` +
+    throw new ApprError('invalid-release', `${err.message}. Helm accepts "${preview(chart.version)}", but charts are stored ` +
       'as appr releases, which must be strict SemVer: set version in Chart.yaml to MAJOR.MINOR.PATCH ' +
-      '(for example 1.2.3, without a leading "v")', { version: chart.version });
+      '(for example 1.2.3, without a leading "v")', { version: preview(chart.version) });
   }
 }
 
@@ -343,6 +344,12 @@ async function readMultipart(ctx: Context, limit: number): Promise<Buffer> {
   } finally {
     await Promise.all(paths.map((path) => unlink(path).catch(() => undefined)));
   }
+}
+
+/** At most 80 printable characters of a value from a client's Chart.yaml, for messages. */
+function preview(value: string): string {
+  const printable = value.replace(/[^\x20-\x7e]/g, '?');
+  return printable.length > 80 ? `${printable.slice(0, 80)}...` : printable;
 }
 
 /** The registry's 404 for an absent package, reworded the way ChartMuseum says it. */

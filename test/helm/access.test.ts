@@ -112,6 +112,11 @@ describe('Helm routes: authentication and private charts', function () {
     expect(((await readOnly.json()) as { error: string }).error).to.match(/not allowed to push to acme\/newchart/);
     expect(await registry.packageVisibility('acme', 'newchart')).to.equal(null);
 
+    // The permission is decided before the version rule: a caller who may not push learns nothing more.
+    const vVersion = await chartTgz({ name: 'newchart', version: 'v1.0.0' });
+    expect((await cmPush(repo('acme'), vVersion, { credentials: reader })).status).to.equal(403);
+    expect((await cmPush(repo('acme'), vVersion, { credentials: owner })).status).to.equal(422);
+
     // Through helm cm-push, which also reads the index with the same credentials.
     expect((await cmPush(repo('acme'), tgz, { credentials: owner })).status).to.equal(201);
     const next = await chartTgz({ name: 'secret', version: '1.1.0' });
