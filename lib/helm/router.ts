@@ -11,7 +11,11 @@
  * Every route starts with the AccessControl guard, as the appr routes do. Errors under `{prefix}/helm` are
  * ChartMuseum's `{"error": "..."}` with the status of the registry's error table.
  */
-import { readFile, unlink } from 'node:fs/promises';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { koaBody } from 'koa-body';
@@ -250,35 +254,37 @@ async function deleteVersion(ctx: Context, { opts }: Deps): Promise<void> {
 async function upload(ctx: Context, { opts, access }: Deps): Promise<void> {
   const namespace = checkName('namespace', params(ctx).namespace!);
   const force = Object.hasOwn(ctx.query, 'force');
-  const tgz = await readUpload(ctx, opts.maxPushSize);
-  const archive = await readChartArchive(tgz);
-  if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
-  const chart = archive.chart;
-  if (!isPackageName(chart.name)) {
-    throw new ApprError('invalid-usage', `chart name "${preview(chart.name)}" cannot be a package name: ` +
-      'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}');
-  }
-  // The permission first, as on an appr push: a caller who may not push learns nothing more about the chart.
-  Object.assign(ctx.params, { package: chart.name });
-  await access.guard('push', 'helm-api-upload')(ctx, async () => undefined);
-  const { createOnly } = callerState(ctx);
-  const release = asRelease(chart);
-  const metadata = chart as ChartMetadata;
-  if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
-    throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
-  }
-
-  try {
-    await opts.registry.push({
-      namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: tgz, metadata, force, createOnly,
-    });
-  } catch (err) {
-    if (isApprError(err) && err.code === 'package-exists') {
-      throw new ApprError('package-exists', `chart ${chart.name} version ${release} already exists ` +
-        '(upload with ?force to replace it)', err.details);
+  await withUpload(ctx, opts.maxPushSize, async (path) => {
+    const archive = await readChartArchive(createReadStream(path));
+    if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
+    const chart = archive.chart;
+    if (!isPackageName(chart.name)) {
+      throw new ApprError('invalid-usage', `chart name "${preview(chart.name)}" cannot be a package name: ` +
+        'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}');
     }
-    throw err;
-  }
+    // The permission first, as on an appr push: a caller who may not push learns nothing more about the chart.
+    Object.assign(ctx.params, { package: chart.name });
+    await access.guard('push', 'helm-api-upload')(ctx, async () => undefined);
+    const { createOnly } = callerState(ctx);
+    const release = asRelease(chart);
+    const metadata = chart as ChartMetadata;
+    if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
+      throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
+    }
+    try {
+      // Registry.push takes the bytes; once it takes a stream, this is createReadStream(path).
+      await opts.registry.push({
+        namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: await readFile(path), metadata, force,
+        createOnly,
+      });
+    } catch (err) {
+      if (isApprError(err) && err.code === 'package-exists') {
+        throw new ApprError('package-exists', `chart ${chart.name} version ${release} already exists ` +
+          '(upload with ?force to replace it)', err.details);
+      }
+      throw err;
+    }
+  });
   ctx.status = 201;
   ctx.body = { saved: true };
 }
@@ -295,35 +301,63 @@ function asRelease(chart: ChartMetadata): string {
   }
 }
 
-/** The upload's chart bytes, at most `limit` (413 beyond). */
-async function readUpload(ctx: Context, limit: number): Promise<Buffer> {
+/**
+ * Run `use` with the upload's chart spooled to a temporary file (at most `limit` bytes; 413 beyond), then remove
+ * every temporary file of the request: nothing of the body is held in memory while it arrives.
+ */
+async function withUpload<T>(ctx: Context, limit: number, use: (path: string, size: number) => Promise<T>): Promise<T> {
+  const multipart = Boolean(ctx.is('multipart'));
   const announced = Number(ctx.get('Content-Length') || 0);
-  const bodyLimit = ctx.is('multipart') ? limit + MULTIPART_ALLOWANCE : limit;
-  if (announced > bodyLimit) throw new ApprError('payload-too-large', `The chart is larger than ${limit} bytes`, { limit });
-  const bytes = ctx.is('multipart') ? await readMultipart(ctx, limit) : await readRaw(ctx, limit);
-  if (bytes.length === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
-  return bytes;
+  if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) throw tooLarge(limit);
+  const spooled = multipart ? await spoolMultipart(ctx, limit) : await spoolRaw(ctx, limit);
+  try {
+    if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
+    return await use(spooled.path, spooled.size);
+  } finally {
+    await spooled.remove();
+  }
 }
 
-async function readRaw(ctx: Context, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of ctx.req) {
-    length += (chunk as Buffer).length;
-    if (length > limit) {
-      ctx.req.resume(); // let the client finish sending, so it reads our answer
-      throw new ApprError('payload-too-large', `The chart is larger than ${limit} bytes`, { limit });
+interface Spooled {
+  path: string;
+  size: number;
+  remove: () => Promise<void>;
+}
+
+function tooLarge(limit: number): ApprError {
+  return new ApprError('payload-too-large', `The chart is larger than ${limit} bytes`, { limit });
+}
+
+/** A raw body (`curl --data-binary`), whatever its Content-Type, to a file of its own. */
+async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
+  const dir = await mkdtemp(join(tmpdir(), 'koa-appr-helm-'));
+  const remove = () => rm(dir, { recursive: true, force: true });
+  const path = join(dir, 'chart.tgz');
+  const file = createWriteStream(path);
+  let size = 0;
+  try {
+    for await (const chunk of ctx.req) {
+      size += (chunk as Buffer).length;
+      if (size > limit) {
+        ctx.req.resume(); // let the client finish sending, so that it reads the answer
+        throw tooLarge(limit);
+      }
+      if (!file.write(chunk)) await once(file, 'drain');
     }
-    chunks.push(chunk as Buffer);
+    await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    return { path, size, remove };
+  } catch (err) {
+    file.destroy();
+    await remove();
+    throw err;
   }
-  return Buffer.concat(chunks);
 }
 
 /**
- * The `chart` field of a multipart form. Files go to temporary files (formidable, through koa-body), never more
- * than `limit` bytes each, and are removed before this returns.
+ * The `chart` field of a multipart form (what `helm cm-push` sends). formidable (through koa-body) writes each
+ * file to a temporary file, never more than `limit` bytes; all of them are removed with the chart's.
  */
-async function readMultipart(ctx: Context, limit: number): Promise<Buffer> {
+async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
   const parse = koaBody({
     multipart: true, json: false, urlencoded: false, text: false,
     formidable: { maxFileSize: limit, maxTotalFileSize: limit + MULTIPART_ALLOWANCE, maxFiles: 4, maxFields: 16, maxFieldsSize: 64 * 1024 },
@@ -331,19 +365,20 @@ async function readMultipart(ctx: Context, limit: number): Promise<Buffer> {
   try {
     await parse(ctx, async () => undefined);
   } catch (err) {
-    const code = (err as { httpCode?: unknown }).httpCode;
-    if (code === 413) throw new ApprError('payload-too-large', `The chart is larger than ${limit} bytes`, { limit });
+    if ((err as { httpCode?: unknown }).httpCode === 413) throw tooLarge(limit);
     throw new ApprError('invalid-usage', 'The multipart body could not be read');
   }
   const files = (ctx.request as { files?: Record<string, unknown> }).files ?? {};
-  const paths = Object.values(files).flat().map((file) => (file as { filepath: string }).filepath);
-  try {
-    const chart = ([] as unknown[]).concat(files.chart ?? [])[0] as { filepath: string } | undefined;
-    if (!chart) throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
-    return await readFile(chart.filepath);
-  } finally {
-    await Promise.all(paths.map((path) => unlink(path).catch(() => undefined)));
+  const all = Object.values(files).flat() as { filepath: string; size: number }[];
+  const remove = async () => {
+    await Promise.all(all.map((file) => unlink(file.filepath).catch(() => undefined)));
+  };
+  const chart = ([] as unknown[]).concat(files.chart ?? [])[0] as { filepath: string; size: number } | undefined;
+  if (!chart) {
+    await remove();
+    throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
   }
+  return { path: chart.filepath, size: chart.size, remove };
 }
 
 /** At most 80 printable characters of a value from a client's Chart.yaml, for messages. */
