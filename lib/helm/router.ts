@@ -34,6 +34,8 @@ const callerState = (ctx: Context) => ctx.state.appr as CallerState;
 
 /** A push's metadata may be at most this large (as on the appr push route). */
 const MAX_METADATA_BYTES = 64 * 1024;
+/** How much of a body over the limit is read and dropped before the 413, in bytes. */
+const DRAIN_LIMIT = 16 * 1024 * 1024;
 /** Room for the multipart framing and a provenance file next to the chart. */
 const MULTIPART_ALLOWANCE = 256 * 1024;
 
@@ -338,12 +340,13 @@ async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
   try {
     for await (const chunk of ctx.req) {
       size += (chunk as Buffer).length;
-      if (size > limit) {
-        ctx.req.resume(); // let the client finish sending, so that it reads the answer
-        throw tooLarge(limit);
-      }
+      // Past the limit the rest is read and dropped (up to DRAIN_LIMIT more), so that the client, still
+      // sending, gets to read the 413 instead of a reset connection.
+      if (size > limit + DRAIN_LIMIT) throw tooLarge(limit);
+      if (size > limit) continue;
       if (!file.write(chunk)) await once(file, 'drain');
     }
+    if (size > limit) throw tooLarge(limit);
     await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
     return { path, size, remove };
   } catch (err) {
