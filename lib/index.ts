@@ -1,6 +1,7 @@
 export { createApprRouter, API_VERSION } from './http/router.js';
 export type { ApprRouterOptions } from './options.js';
 export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
+export { OptionError, APPR_ERR_OPTION } from './options/validate.js';
 export { Registry } from './core/registry.js';
 export type {
   RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,

@@ -1,4 +1,6 @@
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import { registryOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
@@ -120,15 +122,15 @@ export class Registry {
   readonly #now: () => Date;
   readonly #listPageSize: number;
 
-  constructor(options: RegistryOptions) {
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
+  constructor(input: RegistryOptions) {
+    const options = parseOptions(registryOptions, input, 'Registry');
     this.storage = options.storage;
-    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, {
-      ...(options.maxPackageBytes === undefined ? {} : { maxBytes: options.maxPackageBytes }),
-    });
-    this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
-    this.#defaultVisibility = options.defaultVisibility ?? 'public';
-    this.#now = options.now ?? (() => new Date());
-    this.#listPageSize = options.listPageSize ?? 1000;
+    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
+    this.#maxUnpackedSize = options.maxUnpackedSize;
+    this.#defaultVisibility = options.defaultVisibility;
+    this.#now = options.now;
+    this.#listPageSize = options.listPageSize;
   }
 
   // ---- push -------------------------------------------------------------------------------------------------
