@@ -15,6 +15,8 @@ import { fn, group, instance, integer, missingMethods, oneOf, text, type SameOpt
  */
 
 const MiB = 1024 * 1024;
+/** The longest delay `setTimeout` keeps (a longer one fires after 1 ms, with only a warning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The methods every `StorageAdapter` has (lib/storage/types.ts); `close` is optional. */
 export const STORAGE_METHODS = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list'] as const;
@@ -32,16 +34,16 @@ export const storageAdapter = instance<StorageAdapter>(
 );
 
 export const documentCacheOptions = group({
-  /** Parsed package documents kept (lru-cache refuses 0). */
-  max: integer('count', 1).default(1000),
+  /** Parsed package documents kept: lru-cache refuses 0 and allocates its index for `max` entries up front. */
+  max: integer('count', 1, 100_000).default(1000),
   ttlMs: integer('ms', 0).default(0),
 });
 
 export const casOptions = group({
   /** At least one attempt, else every change of a package would be a 503. */
   maxAttempts: integer('count', 1).default(100),
-  baseDelayMs: integer('ms', 0).default(5),
-  maxDelayMs: integer('ms', 0).default(250),
+  baseDelayMs: integer('ms', 0, MAX_TIMER_MS).default(5),
+  maxDelayMs: integer('ms', 0, MAX_TIMER_MS).default(250),
 });
 
 /** The registry's options without `storage`: the router takes them as they are. */

@@ -127,28 +127,28 @@ export function missingMethods(value: unknown, methods: readonly string[]): stri
   return methods.filter((method) => typeof record[method] !== 'function');
 }
 
-/** The schema under optional/default/transform wrappers. */
+/** The schema under one optional/default/transform wrapper, or the schema itself when it has none. */
+function unwrapOnce(schema: z.ZodType): z.ZodType {
+  const def = schema._zod.def as { type: string; innerType?: z.ZodType; in?: z.ZodType };
+  if ((def.type === 'optional' || def.type === 'default' || def.type === 'prefault') && def.innerType) return def.innerType;
+  return def.type === 'pipe' && def.in ? def.in : schema;
+}
+
+/** The schema under its optional/default/transform wrappers. */
 export function unwrap(schema: z.ZodType): z.ZodType {
-  let current = schema;
-  for (;;) {
-    const def = current._zod.def as { type: string; innerType?: z.ZodType; in?: z.ZodType };
-    if ((def.type === 'optional' || def.type === 'default' || def.type === 'prefault') && def.innerType) {
-      current = def.innerType;
-    } else if (def.type === 'pipe' && def.in) {
-      current = def.in;
-    } else {
-      return current;
-    }
+  for (let current = schema; ;) {
+    const inner = unwrapOnce(current);
+    if (inner === current) return current;
+    current = inner;
   }
 }
 
 /** The meta of an option's schema (looking through its wrappers). */
 export function metaOf(schema: z.ZodType): OptionMeta | undefined {
-  let current: z.ZodType = schema;
-  for (;;) {
+  for (let current = schema; ;) {
     const meta = optionMeta.get(current);
     if (meta) return meta;
-    const inner = unwrap(current);
+    const inner = unwrapOnce(current);
     if (inner === current) return undefined;
     current = inner;
   }
@@ -209,7 +209,8 @@ function shapeAt(schema: z.ZodType, path: readonly string[]): z.ZodRawShape | un
   return shape;
 }
 
-function shapeOf(schema: z.ZodType): z.ZodRawShape | undefined {
+/** The keys an object option (or a whole options schema) takes, each with its schema. */
+export function shapeOf(schema: z.ZodType): z.ZodRawShape | undefined {
   const meta = metaOf(schema);
   if (meta?.kind === 'object') return meta.shape;
   const inner = unwrap(schema);
