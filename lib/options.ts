@@ -120,8 +120,11 @@ export const routerOptions = group({
   errorEnvelope: flag().default(false),
   discovery: flag().default(true),
   publicUrl: text(
-    'an absolute http(s) URL without query or fragment', absoluteUrl, 'https://example.com/portal',
-    ['example.com', '/portal', 'ftp://example.com', 'https://example.com/?a=1', 'https://example.com/#top'],
+    'an absolute http(s) URL without query, fragment or credentials', absoluteUrl, 'https://example.com/portal',
+    [
+      'example.com', '/portal', 'ftp://example.com', 'https://example.com/?a=1', 'https://example.com/#top',
+      'https://user:secret@example.com',
+    ],
     (value) => {
       const url = new URL(value);
       return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;

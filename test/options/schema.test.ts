@@ -66,7 +66,8 @@ describe('options: the bad options of issue 7 fail at createApprRouter()', funct
     const client = new S3Client({ region: 'us-east-1', credentials: { accessKeyId: 'AKIDSECRET', secretAccessKey: 'x' } });
     const err = thrown(() => createApprRouter({ storage, publicUrl: client as never }));
     expect(err.message).to.equal(
-      'koa-appr: option "publicUrl" must be an absolute http(s) URL without query or fragment, got an instance of S3Client',
+      'koa-appr: option "publicUrl" must be an absolute http(s) URL without query, fragment or credentials, ' +
+        'got an instance of S3Client',
     );
     client.destroy();
   });
