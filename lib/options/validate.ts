@@ -243,9 +243,12 @@ function distance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
-/** A short, safe rendering of a bad value: never a whole object (it may hold credentials). */
+/** A short, safe rendering of a bad value: never a whole object, nor a URL's password (they may hold credentials). */
 export function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === 'string') {
+    const shown = value.replace(/\/\/[^/@\s]*@/, '//***@'); // credentials in a URL
+    return JSON.stringify(shown.length > 60 ? `${shown.slice(0, 57)}...` : shown);
+  }
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'function') return 'a function';
   if (Array.isArray(value)) return 'an array';

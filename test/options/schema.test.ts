@@ -70,6 +70,8 @@ describe('options: the bad options of issue 7 fail at createApprRouter()', funct
         'got an instance of S3Client',
     );
     client.destroy();
+    expect(thrown(() => createApprRouter({ storage, publicUrl: 'https://alice:hunter2@example.com' })).message)
+      .to.match(/got "https:\/\/\*\*\*@example\.com"$/);
   });
 });
 
