@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import type { z } from 'zod';
 import { Registry, type RegistryOptions } from './core/registry.js';
+import type { ApprError } from './errors.js';
 import type { AuthHooks } from './http/access.js';
 import { registryShape, storageAdapter } from './options/schema.js';
 import {
@@ -8,20 +9,6 @@ import {
 } from './options/validate.js';
 import { MemoryStorage } from './storage/memory.js';
 import type { StorageAdapter } from './storage/types.js';
-
-/** What `onResponseError` may answer instead of the registry's own error response. */
-export interface ErrorResponse {
-  status: number;
-  body: unknown;
-  headers?: Record<string, string>;
-}
-
-/** The host's logger (console, pino, winston...): only these three methods are used. */
-export interface ApprLogger {
-  info(...args: unknown[]): void;
-  warn(...args: unknown[]): void;
-  error(...args: unknown[]): void;
-}
 
 export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 'storage'> {
   /** Where packages live. Required unless `registry` is given. */
@@ -38,23 +25,32 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   errorEnvelope?: boolean;
   /** Serve `/.well-known/app-registry-uri.json` at the host root (default true). */
   discovery?: boolean;
-  /**
-   * The absolute URL clients reach the host at, when a proxy rewrites it (`https://example.com/portal`): an
-   * http(s) URL without query or fragment; a trailing `/` is dropped. Absolute URLs the registry emits start
-   * with it.
-   */
-  publicUrl?: string;
   /** Authentication and authorization hooks (default: everyone may do everything). */
   auth?: AuthHooks<P>;
-  /** Called with storage failures and bugs (everything answered 5xx), for the host's logs. Default: console.error. */
+  /**
+   * Called with storage failures and bugs (everything answered 5xx), with the full error for the host's logs (the
+   * client only gets the error table's message). Default: `ctx.app.emit('error', err, ctx)`, Koa's convention, so
+   * the host's `app.on('error')` sees it (and Koa prints it when the host has no listener).
+   */
   onError?: (err: unknown, ctx: Context) => void;
   /**
-   * Remap an error response (as tus-node-server's hook of the same name): return the response to send instead,
-   * or undefined to keep the registry's.
+   * The absolute URL at which clients reach the registry's prefix (e.g. `https://registry.example.com/portal/cnr`),
+   * for discovery and every absolute URL the registry emits. When set, request headers (Host, Forwarded,
+   * X-Forwarded-*) are never used to build them. Default: derived from the request (see README "Behind a proxy").
    */
-  onResponseError?: (err: unknown, ctx: Context) => ErrorResponse | undefined | Promise<ErrorResponse | undefined>;
-  /** The host's logger, for what the registry has to say outside a response. */
-  logger?: ApprLogger;
+  publicUrl?: string;
+  /**
+   * Remap an error response before it is sent (as tus-node-server's `onResponseError`): return a replacement
+   * `{status, body, headers?}`, or undefined to keep ours (`{code, message, details}`).
+   */
+  onResponseError?: (err: ApprError, ctx: Context) => ErrorResponse | undefined | Promise<ErrorResponse | undefined>;
+}
+
+/** An error response as `onResponseError` may replace it. `status` is an HTTP status (400-599). */
+export interface ErrorResponse {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
 }
 
 export interface ResolvedOptions {
@@ -65,11 +61,10 @@ export interface ResolvedOptions {
   cors: boolean;
   errorEnvelope: boolean;
   discovery: boolean;
-  publicUrl: string | undefined;
   auth: AuthHooks<unknown>;
   onError: (err: unknown, ctx: Context) => void;
+  publicUrl: string | undefined;
   onResponseError: ApprRouterOptions['onResponseError'];
-  logger: ApprLogger | undefined;
 }
 
 export const DEFAULT_PREFIX = '/cnr';
@@ -89,13 +84,7 @@ const authHooks = byReference({
     'a non-empty string without quotes, backslashes or control characters',
     (realm) => /^[\x20-\x7e]+$/.test(realm) && !/["\\]/.test(realm), 'appr', ['', 'a"b', 'a\\b', 'a\nb'],
   ).optional(),
-}, true);
-
-const logger = byReference({
-  info: fn<ApprLogger['info']>(),
-  warn: fn<ApprLogger['warn']>(),
-  error: fn<ApprLogger['error']>(),
-}, false);
+});
 
 function absoluteUrl(value: string): boolean {
   if (!URL.canParse(value)) return false;
@@ -132,10 +121,9 @@ export const routerOptions = group({
   ).optional(),
   auth: authHooks.optional(),
   onError: fn<NonNullable<ApprRouterOptions['onError']>>().default(
-    () => (err: unknown) => console.error('koa-appr:', err),
+    () => (err: unknown, ctx: Context) => ctx.app.emit('error', err, ctx),
   ),
   onResponseError: fn<NonNullable<ApprRouterOptions['onResponseError']>>().optional(),
-  logger: logger.optional(),
   ...registryShape,
 }).superRefine((options, ctx) => {
   if (options.storage === undefined && options.registry === undefined) {
@@ -148,7 +136,6 @@ export const routerOptions = group({
 
 true satisfies SameOptions<ApprRouterOptions, z.input<typeof routerOptions>>;
 true satisfies SameOptions<Hooks, z.input<typeof authHooks>>;
-true satisfies SameOptions<ApprLogger, z.input<typeof logger>>;
 
 /**
  * Validate options once, when the router is built: a bad option throws an `OptionError` at start-up, not on the
@@ -174,10 +161,9 @@ export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOption
     cors: parsed.cors,
     errorEnvelope: parsed.errorEnvelope,
     discovery: parsed.discovery,
-    publicUrl: parsed.publicUrl,
     auth: parsed.auth ?? {},
     onError: parsed.onError,
+    publicUrl: parsed.publicUrl,
     onResponseError: parsed.onResponseError,
-    logger: parsed.logger,
   };
 }

@@ -32,7 +32,7 @@ export type OptionMeta =
   | { kind: 'function' }
   | { kind: 'enum'; values: readonly string[] }
   | { kind: 'string'; valid: string; invalid: readonly string[] }
-  | { kind: 'object'; shape: z.ZodRawShape; strict: boolean }
+  | { kind: 'object'; shape: z.ZodRawShape }
   | { kind: 'instance'; valid: () => unknown; what: string };
 
 /** Each building block's meta (a WeakMap: zod's own registries reshape the meta's type). */
@@ -87,16 +87,15 @@ export function text(
 
 /** A plain-data object: unknown keys rejected, parsed into a copy with its defaults. */
 export function group<S extends z.ZodRawShape>(shape: S) {
-  return tagged(z.strictObject(shape, { error: 'must be an object' }), { kind: 'object', shape, strict: true });
+  return tagged(z.strictObject(shape, { error: 'must be an object' }), { kind: 'object', shape });
 }
 
 /**
- * An object with behaviour (hooks whose `anonymous` is a getter, a logger whose methods use `this`): checked
- * against `shape` (strictly, or with other keys allowed for host objects such as a pino logger), but passed on as
- * the very object the host gave, never a copy.
+ * An object with behaviour (hooks whose `anonymous` is a getter, methods that use `this`): checked against `shape`
+ * (unknown keys refused), but passed on as the very object the host gave, never a copy.
  */
-export function byReference<S extends z.ZodRawShape>(shape: S, strict: boolean) {
-  const check = strict ? z.strictObject(shape) : z.looseObject(shape);
+export function byReference<S extends z.ZodRawShape>(shape: S) {
+  const check = z.strictObject(shape);
   const schema = z.custom<z.input<z.ZodObject<S>>>().superRefine((value, ctx) => {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
       ctx.addIssue({ code: 'custom', message: 'must be an object', input: value });
@@ -105,7 +104,7 @@ export function byReference<S extends z.ZodRawShape>(shape: S, strict: boolean) 
     const result = check.safeParse(value);
     if (!result.success) for (const issue of result.error.issues) ctx.addIssue(issue as never);
   });
-  return tagged(schema, { kind: 'object', shape, strict });
+  return tagged(schema, { kind: 'object', shape });
 }
 
 /**

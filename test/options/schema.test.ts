@@ -80,10 +80,14 @@ describe('options: defaults and normalization come from the schema', function ()
     const { registry, auth, onError, ...plain } = resolveOptions({ storage: new MemoryStorage() });
     expect(registry).to.be.instanceOf(Registry);
     expect(auth).to.deep.equal({});
-    expect(onError).to.be.a('function');
+    const emitted: unknown[][] = [];
+    const ctx = { app: { emit: (...args: unknown[]) => emitted.push(args) } };
+    const err = new Error('storage down');
+    onError(err, ctx as never);
+    expect(emitted, "onError defaults to Koa's app.emit('error', err, ctx)").to.deep.equal([['error', err, ctx]]);
     expect(plain).to.deep.equal({
       prefix: '/cnr', maxPushSize: 32 * MiB, loginBodyLimit: 64 * 1024, cors: true, errorEnvelope: false,
-      discovery: true, publicUrl: undefined, onResponseError: undefined, logger: undefined,
+      discovery: true, publicUrl: undefined, onResponseError: undefined,
     });
   });
 
@@ -117,31 +121,17 @@ describe('options: defaults and normalization come from the schema', function ()
     expect(resolveOptions({ storage: new MemoryStorage(), prefix: '/' }).prefix).to.equal('');
   });
 
-  it("passes hooks and the logger on as the host's objects, not copies (getters and `this` keep working)", function () {
+  it("passes the auth hooks on as the host's object, not a copy (a getter stays live)", function () {
     let anonymous = false;
     const auth: AuthHooks = {
       get anonymous() {
         return anonymous;
       },
     };
-    class Logger {
-      readonly lines: string[] = [];
-      info(line: string): void {
-        this.lines.push(line);
-      }
-      warn(): void {}
-      error(): void {}
-      child(): Logger {
-        return this;
-      }
-    }
-    const logger = new Logger();
-    const opts = resolveOptions({ storage: new MemoryStorage(), auth, logger });
+    const opts = resolveOptions({ storage: new MemoryStorage(), auth });
     expect(opts.auth).to.equal(auth);
     anonymous = true;
     expect(opts.auth.anonymous).to.equal(true);
-    opts.logger!.info('hello');
-    expect(logger.lines).to.deep.equal(['hello']);
   });
 
   it("uses the host's registry as it is", function () {

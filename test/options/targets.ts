@@ -32,7 +32,7 @@ export const TARGETS: Target[] = [
     expected: [
       'storage', 'registry', 'prefix', 'maxPushSize', 'cors', 'errorEnvelope', 'discovery', 'publicUrl',
       'auth', 'auth.identify', 'auth.authorize', 'auth.anonymous', 'auth.login', 'auth.signup', 'auth.realm',
-      'onError', 'onResponseError', 'logger', 'logger.info', 'logger.warn', 'logger.error',
+      'onError', 'onResponseError',
       'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
       'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
     ],
