@@ -29,7 +29,7 @@ const isJson = (ctx: Context): boolean => ctx.query.format === 'json' || ctx.pat
 const visible = (ctx: Context) => (ctx.state.appr as CallerState).visible;
 
 /**
- * The route table (contract section 3). Order matters: @koa/router runs the first matching route, so static
+ * The route table (docs/api.md section 3). Order matters: @koa/router runs the first matching route, so static
  * segments (`channels`, `blobs`, `search`) are registered before the parameters they could be mistaken for.
  */
 const ROUTES: RouteDef[] = [
@@ -74,7 +74,7 @@ const ROUTES: RouteDef[] = [
   } },
   { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
-  // Not in the wire contract: the owner's way to change what section 11 calls a package's visibility.
+  // Not in the appr contract (docs/api.md section 15.1): the owner's way to change a package's visibility.
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
     before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'push', method: 'post', path: pkg, access: 'push', handler: push,
@@ -101,7 +101,7 @@ const ROUTES: RouteDef[] = [
   { name: 'pull-json', method: 'get', path: `${pkg}/:release/:media_type/pull/json`, access: 'read', handler: pull },
 ];
 
-/** Where the contract puts the discovery document: at the host root, whatever the prefix (section 12). */
+/** Where the discovery document lives: at the host root, whatever the prefix (docs/api.md section 12). */
 export const WELL_KNOWN_PATH = '/.well-known/app-registry-uri.json';
 
 interface Built {
@@ -119,7 +119,7 @@ const BUILT = new WeakMap<Router, Built>();
  * or nested in a host router (`parent.use('/portal', appr.routes())`, @koa/router 12 to 15), in which case the
  * host also mounts `apprDiscovery(appr)` at the app level so the discovery document stays at the host root.
  *
- * Which paths it claims (README "Which paths the registry answers"): the routes of the contract under the prefix,
+ * Which paths it claims (README "Which paths the registry answers"): the routes of docs/api.md under the prefix,
  * every method on them (405 `method-not-allowed` or the OPTIONS preflight answer), and the discovery document.
  * Any other path is the host's: when mounted at the top level, a path under the prefix (under `/api/v1/` with
  * `prefix: ''`) that nothing downstream answered gets a JSON 404 `not-found` instead of Koa's text one. Every
@@ -189,7 +189,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
 }
 
 /**
- * The discovery document (contract section 12) as app-level middleware, for hosts that nest the registry in a
+ * The discovery document (docs/api.md section 12) as app-level middleware, for hosts that nest the registry in a
  * router of their own: a parent router re-prefixes every route, so only the app can serve the host root.
  *
  *     portal.use('/portal', appr.routes());
