@@ -12,6 +12,10 @@ import { fn, group, instance, integer, missingMethods, oneOf, text, type SameOpt
  * types never need the optional S3 SDK) and `UserStore`: types checked against the interfaces their classes
  * document, defaults, and validation, in one place. The router's options (lib/options.ts) extend the registry's.
  * Each constructor parses its options once with `parseOptions` (lib/options/validate.ts).
+ *
+ * Adding an option: declare it (with its docstring: shape, unit, default) in the class's options interface, add it
+ * here with a building block of validate.ts and its default (the `satisfies` checks below fail to compile until
+ * both agree), list its path in test/options/targets.ts (the fuzz then tries it), and give it a README heading.
  */
 
 const MiB = 1024 * 1024;

@@ -33,7 +33,7 @@ export type OptionMeta =
   | { kind: 'enum'; values: readonly string[] }
   | { kind: 'string'; valid: string; invalid: readonly string[] }
   | { kind: 'object'; shape: z.ZodRawShape }
-  | { kind: 'instance'; valid: () => unknown; what: string };
+  | { kind: 'instance'; valid: () => unknown };
 
 /** Each building block's meta (a WeakMap: zod's own registries reshape the meta's type). */
 export const optionMeta = new WeakMap<z.ZodType, OptionMeta>();
@@ -116,7 +116,7 @@ export function instance<T>(what: string, test: (value: unknown) => string | nul
     const wrong = test(value);
     if (wrong !== null) ctx.addIssue({ code: 'custom', message: `must be ${what}${wrong ? ` (${wrong})` : ''}`, input: value });
   });
-  return tagged(schema, { kind: 'instance', valid, what });
+  return tagged(schema, { kind: 'instance', valid });
 }
 
 /** The methods missing from `value` (all of them when it is not an object). */
