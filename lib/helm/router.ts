@@ -19,11 +19,12 @@ import { join } from 'node:path';
 import type Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { koaBody } from 'koa-body';
-import { ApprError, isApprError } from '../errors.js';
+import { ApprError, ERRORS, isApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { isExactRelease, parseRelease } from '../core/release.js';
 import { GUARD, type AccessControl, type CallerState } from '../http/access.js';
-import { sendBlob, toApprError } from '../http/respond.js';
+import { responder, sendBlob } from '../http/respond.js';
+import { publicBase } from '../http/router.js';
 import type { ResolvedOptions } from '../options.js';
 import { readChartArchive, type ChartMetadata } from './chart.js';
 import { chartFileName, HELM_MEDIA_TYPE, HelmRepository, type ChartVersion, type HelmOptions } from './index.js';
@@ -40,32 +41,36 @@ const DRAIN_LIMIT = 16 * 1024 * 1024;
 const MULTIPART_ALLOWANCE = 256 * 1024;
 
 /**
- * Add the Helm routes to the registry's router (before its catch-all). Returns the repository, whose caches the
- * routes share. Throws a TypeError for a bad option, at start-up. `state`: see `HelmRepository` (the registry's
- * catalog version, when it has one).
+ * Add the Helm routes to the registry's router (before its fallbacks). Returns their paths, for the router's 405
+ * and preflight answers. `options` and `state`: see `HelmRepository` (`state` is the registry's catalog version,
+ * when it has one).
  */
 export function mountHelmRoutes(
   router: Router, opts: ResolvedOptions, access: AccessControl<unknown>, options: HelmOptions = {},
   state?: () => string | number | undefined,
-): HelmRepository {
+): string[] {
   const repo = new HelmRepository(opts.registry, options, state);
   const base = `${opts.prefix}/helm`;
   const api = `${base}/api/:namespace/charts`;
   const deps: Deps = { opts, access, repo };
-
-  router.use(base, helmResponder(opts));
+  const respond = responder({ ...opts, onResponseError: chartMuseumErrors(opts.onResponseError) });
+  const route = (method: 'get' | 'post' | 'delete', name: string, path: string, guard: Middleware, handler: Middleware) => {
+    router[method](name, path, respond, guard, handler);
+    return path;
+  };
   // ChartMuseum's API first: a namespace called `api` must not capture its paths.
-  router.get('helm-api-list', api, access.guard('list', 'helm-api-list'), (ctx) => listCharts(ctx, deps));
-  router.post('helm-api-upload', api, access.guard('list', 'helm-api-upload'), (ctx) => upload(ctx, deps));
-  router.get('helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), (ctx) => showChart(ctx, deps));
-  router.get('helm-api-version', `${api}/:package/:version`, access.guard('read', 'helm-api-version'),
-    (ctx) => showVersion(ctx, deps));
-  router.delete('helm-api-delete', `${api}/:package/:version`, access.guard('write', 'helm-api-delete'),
-    (ctx) => deleteVersion(ctx, deps));
-  router.get('helm-index', `${base}/:namespace/index.yaml`, access.guard('list', 'helm-index'), (ctx) => index(ctx, deps));
-  router.get('helm-chart', `${base}/:namespace/charts/:file`, chartFileGuard(access.guard('read', 'helm-chart')),
-    (ctx) => download(ctx, deps));
-  return repo;
+  return [...new Set([
+    route('get', 'helm-api-list', api, access.guard('list', 'helm-api-list'), (ctx) => listCharts(ctx, deps)),
+    route('post', 'helm-api-upload', api, access.guard('list', 'helm-api-upload'), (ctx) => upload(ctx, deps)),
+    route('get', 'helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), (ctx) => showChart(ctx, deps)),
+    route('get', 'helm-api-version', `${api}/:package/:version`, access.guard('read', 'helm-api-version'),
+      (ctx) => showVersion(ctx, deps)),
+    route('delete', 'helm-api-delete', `${api}/:package/:version`, access.guard('write', 'helm-api-delete'),
+      (ctx) => deleteVersion(ctx, deps)),
+    route('get', 'helm-index', `${base}/:namespace/index.yaml`, access.guard('list', 'helm-index'), (ctx) => index(ctx, deps)),
+    route('get', 'helm-chart', `${base}/:namespace/charts/:file`, chartFileGuard(access.guard('read', 'helm-chart')),
+      (ctx) => download(ctx, deps)),
+  ])];
 }
 
 interface Deps {
@@ -74,37 +79,33 @@ interface Deps {
   repo: HelmRepository;
 }
 
-// ---- error shape --------------------------------------------------------------------------------------------------
-
 /**
- * ChartMuseum's error body, `{"error": "<message>"}`, which `helm cm-push` prints; status, headers
- * (`WWW-Authenticate`, `Allow`) and logging as the registry's own responder does.
+ * ChartMuseum's error body, `{"error": "<message>"}` (which `helm cm-push` prints), unless the host's own
+ * `onResponseError` replaces it; status and headers (`WWW-Authenticate`, `Allow`) are the registry's. A 5xx says
+ * only the error table's message, as everywhere.
  */
-function helmResponder(opts: ResolvedOptions) {
-  return async function helmResponder(ctx: Context, next: Next): Promise<void> {
-    try {
-      await next();
-    } catch (err) {
-      const error = toApprError(err);
-      if (error.status >= 500) opts.onError(err, ctx);
-      ctx.status = error.status;
-      ctx.set(error.headers);
-      ctx.body = { error: error.message };
-    }
+function chartMuseumErrors(host: ResolvedOptions['onResponseError']): NonNullable<ResolvedOptions['onResponseError']> {
+  return async (error, ctx) => (host ? await host(error, ctx) : undefined) ?? {
+    status: error.status,
+    body: { error: error.status >= 500 ? ERRORS[error.code].message : error.message },
   };
 }
 
 // ---- repository ---------------------------------------------------------------------------------------------------
 
-/** `{prefix}/helm` as this request reached us (a parent router's prefix included): ChartMuseum's context path. */
-function contextPath(ctx: Context, namespace: string): string {
-  const suffix = `/${namespace}/index.yaml`;
-  return ctx.path.endsWith(suffix) ? ctx.path.slice(0, -suffix.length) : ctx.path;
+/**
+ * `{prefix}/helm` as clients reach it: ChartMuseum's context path. From `publicUrl` when the host set one, else
+ * the request's path (a parent router's mount included) and, behind a trusted proxy, `X-Forwarded-Prefix`.
+ */
+function contextPath(ctx: Context, opts: ResolvedOptions, namespace: string): string {
+  const own = `${opts.prefix}/helm/${namespace}/index.yaml`;
+  const mount = ctx.path.endsWith(own) ? ctx.path.slice(0, -own.length) : '';
+  return `${new URL(publicBase(ctx, opts, mount)).pathname.replace(/\/+$/, '')}/helm`;
 }
 
 async function index(ctx: Context, { repo, opts }: Deps): Promise<void> {
   const namespace = checkName('namespace', params(ctx).namespace!);
-  const built = await repo.index(namespace, callerState(ctx).visible, contextPath(ctx, namespace));
+  const built = await repo.index(namespace, callerState(ctx).visible, contextPath(ctx, opts, namespace));
   if (built.charts === 0) await requireNamespaceRead(ctx, opts, namespace, 'helm-index');
   ctx.status = 200;
   ctx.etag = built.etag;

@@ -183,7 +183,22 @@ describe('what a Helm index costs', () => {
     }
   });
 
-  it('refuses bad cache sizes when the router is built', () => {
-    expect(() => createApprRouter({ storage: new MemoryStorage(), helm: { chartCacheBytes: 0 } })).to.throw(TypeError, /chartCacheBytes/);
+  it('takes the context path from publicUrl when the host set one', async () => {
+    const app = new Koa();
+    const router = createApprRouter({ storage: new MemoryStorage(), publicUrl: 'https://charts.example.com/registry/cnr' });
+    app.use(router.routes()).use(router.allowedMethods());
+    const server = await listen(app, '/cnr');
+    try {
+      const res = await get(`${server.base}/helm/ns/index.yaml`);
+      expect(res.status).to.equal(200);
+      expect(res.text).to.match(/contextPath: \/registry\/cnr\/helm\n/);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses bad options when the router or the repository is built', () => {
+    expect(() => createApprRouter({ storage: new MemoryStorage(), helm: 'yes' as unknown as boolean })).to.throw(TypeError, /helm/);
+    expect(() => new HelmRepository(new Registry({ storage: new MemoryStorage() }), { chartCacheBytes: 0 })).to.throw(TypeError, /chartCacheBytes/);
   });
 });

@@ -265,16 +265,17 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
       expect(checkIndex(parseYaml(changed.text), repoOf(ns)).entries.etag).to.have.length(2);
     });
 
-    it('answers unknown paths and methods under /helm in ChartMuseum\'s error format', async () => {
+    it('answers unknown paths and other methods under /helm with the registry\'s 404 and 405', async () => {
       const ns = uniqueName('ns');
       const unknown = await server.request('GET', `/helm/${ns}/nothing`);
       expect(unknown.status).to.equal(404);
-      expect(unknown.json.error).to.be.a('string');
+      expect(unknown.json.code).to.equal('not-found');
       const method = await server.request('PUT', `/helm/api/${ns}/charts`);
       expect(method.status).to.equal(405);
       expect(method.headers.get('allow')).to.match(/POST/);
       const badNs = await server.request('GET', '/helm/..%2Fx/index.yaml');
       expect(badNs.status).to.equal(400);
+      expect(badNs.json.error).to.be.a('string');
     });
   });
 
