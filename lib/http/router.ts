@@ -73,6 +73,11 @@ const ROUTES: RouteDef[] = [
   } },
   { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
+  // Not in the wire contract: withdraw a blob now (a leaked secret), with every release that names it.
+  { name: 'purge-blob', method: 'delete', path: `${pkg}/blobs/sha256/:digest`, access: 'admin', handler: async (ctx, o) => {
+    const p = params(ctx);
+    ctx.body = await o.registry.purgeBlob(p.namespace!, p.package!, p.digest!);
+  } },
   // Not in the wire contract: the owner's way to change what section 11 calls a package's visibility.
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
     before: (o) => bodyReader(o.loginBodyLimit) },
