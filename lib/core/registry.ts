@@ -1,4 +1,5 @@
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
@@ -102,6 +103,12 @@ export interface RegistryOptions {
   maxPackageBytes?: number;
   /** Keys asked for per listing request (default 1000, S3's maximum). */
   listPageSize?: number;
+  /**
+   * Overall deadline of one storage operation in ms (default 5000; 0 = none): past it the request is answered
+   * 503 `storage-unavailable` whatever the adapter's own timeouts and retries. Writes get one more second per
+   * MiB. See lib/storage/deadline.ts.
+   */
+  storageTimeoutMs?: number;
   /** Clock, for tests. */
   now?: () => Date;
 }
@@ -121,8 +128,9 @@ export class Registry {
   readonly #listPageSize: number;
 
   constructor(options: RegistryOptions) {
-    this.storage = options.storage;
-    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, {
+    // Every storage call of the core, documents included, goes through the one deadline wrapper.
+    this.storage = withDeadline(options.storage, options.storageTimeoutMs);
+    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, {
       ...(options.maxPackageBytes === undefined ? {} : { maxBytes: options.maxPackageBytes }),
     });
     this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
