@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { Context, Next } from 'koa';
 import { ApprError, ERRORS, isApprError } from '../errors.js';
+import { boundedErrorBody, setAttachment } from './headers.js';
 
 export interface ResponseOptions {
   /** Answer CORS (default true): `Access-Control-Allow-Origin` echoes the request's Origin, or `*`. */
@@ -19,7 +20,8 @@ const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
  */
 export function responder(options: ResponseOptions) {
   return async function apprResponder(ctx: Context, next: Next): Promise<void> {
-    const cors = options.cors ? corsHeaders(ctx) : {};
+    // nosniff on every response: a browser must never run a pulled tarball or an echoed error as a page.
+    const cors = { ...(options.cors ? corsHeaders(ctx) : {}), 'X-Content-Type-Options': 'nosniff' };
     ctx.set(cors);
     try {
       await next();
@@ -28,7 +30,8 @@ export function responder(options: ResponseOptions) {
       if (error.code === 'storage-unavailable' || error.code === 'internal-error') options.onError(err, ctx);
       ctx.status = error.status;
       ctx.set({ ...cors, ...error.headers });
-      ctx.body = options.errorEnvelope ? { error: error.toJSON() } : error.toJSON();
+      const body = boundedErrorBody(error.toJSON());
+      ctx.body = options.errorEnvelope ? { error: body } : body;
     }
   };
 }
@@ -82,7 +85,7 @@ export function sendBlob(
   ctx.status = 200;
   if (json === null) {
     ctx.etag = blob.digest;
-    ctx.set('Content-Disposition', `attachment; filename="${filename}"`);
+    setAttachment(ctx, filename);
     ctx.type = 'application/x-gzip';
     if (ctx.fresh) {
       ctx.status = 304;

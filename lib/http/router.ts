@@ -35,7 +35,8 @@ const ROUTES: RouteDef[] = [
   { name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage },
   { name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage },
   { name: 'version', method: 'get', path: '/version', access: 'open', handler: (ctx) => {
-    ctx.body = { 'appr-api': API_VERSION, server: 'koa-appr' };
+    // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
+    ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
   } },
   { name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', handler: login,
     before: (o) => bodyReader(o.loginBodyLimit) },
