@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import { Registry, type RegistryOptions } from './core/registry.js';
+import type { ApprError } from './errors.js';
 import type { AuthHooks } from './http/access.js';
 import type { StorageAdapter } from './storage/types.js';
 
@@ -20,8 +21,30 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   discovery?: boolean;
   /** Authentication and authorization hooks (default: everyone may do everything). */
   auth?: AuthHooks<P>;
-  /** Called with storage failures and bugs (everything answered 5xx), for the host's logs. Default: console.error. */
+  /**
+   * Called with storage failures and bugs (everything answered 5xx), with the full error for the host's logs (the
+   * client only gets the error table's message). Default: `ctx.app.emit('error', err, ctx)`, Koa's convention, so
+   * the host's `app.on('error')` sees it (and Koa prints it when the host has no listener).
+   */
   onError?: (err: unknown, ctx: Context) => void;
+  /**
+   * The absolute URL at which clients reach the registry's prefix (e.g. `https://registry.example.com/portal/cnr`),
+   * for discovery and every absolute URL the registry emits. When set, request headers (Host, Forwarded,
+   * X-Forwarded-*) are never used to build them. Default: derived from the request (see README "Behind a proxy").
+   */
+  publicUrl?: string;
+  /**
+   * Remap an error response before it is sent (as tus-node-server's `onResponseError`): return a replacement
+   * `{status, body, headers?}`, or undefined to keep ours (`{code, message, details}`).
+   */
+  onResponseError?: (err: ApprError, ctx: Context) => ErrorResponse | undefined | Promise<ErrorResponse | undefined>;
+}
+
+/** An error response as `onResponseError` may replace it. `status` is an HTTP status (400-599). */
+export interface ErrorResponse {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
 }
 
 export interface ResolvedOptions {
@@ -34,6 +57,8 @@ export interface ResolvedOptions {
   discovery: boolean;
   auth: AuthHooks<unknown>;
   onError: (err: unknown, ctx: Context) => void;
+  publicUrl: string | undefined;
+  onResponseError: ApprRouterOptions['onResponseError'];
 }
 
 export const DEFAULT_PREFIX = '/cnr';
@@ -62,6 +87,23 @@ export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOption
     errorEnvelope: options.errorEnvelope ?? false,
     discovery: options.discovery ?? true,
     auth: (options.auth ?? {}) as AuthHooks<unknown>,
-    onError: options.onError ?? ((err) => console.error('koa-appr:', err)),
+    onError: options.onError ?? ((err, ctx) => ctx.app.emit('error', err, ctx)),
+    publicUrl: normalizePublicUrl(options.publicUrl),
+    onResponseError: options.onResponseError,
   };
+}
+
+/** An absolute http(s) URL without query or fragment, trailing slashes removed; undefined stays undefined. */
+function normalizePublicUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash || url.username) {
+    throw new TypeError(`koa-appr: publicUrl must be an absolute http(s) URL without query or fragment, got ${JSON.stringify(value)}`);
+  }
+  return `${url.origin}${url.pathname}`.replace(/\/+$/, '');
 }

@@ -212,7 +212,7 @@ export class Registry {
   }
 
   /**
-   * Live package documents whose `ns/name` contains `query` (case-insensitive substring, contract section 13.3)
+   * Live package documents whose `ns/name` contains `query` (case-insensitive substring, docs/api.md 13.3)
    * and that `visible` admits. Costs one listing request per 1000 packages, plus one (conditional) read per
    * package whose name matched (a conditional GET, "not modified" when cached).
    */
@@ -462,7 +462,7 @@ export class Registry {
     return requireLive(await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name)), names);
   }
 
-  /** Selector and media type resolution for routes 8, 10 and 11 (contract section 5). */
+  /** Selector and media type resolution for routes 8, 10 and 11 (docs/api.md section 5). */
   async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
     const doc = await this.#package(namespace, name);

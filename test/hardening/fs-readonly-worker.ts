@@ -10,7 +10,8 @@ import { listen, tarGz } from '../auth/helpers.js';
 
 const root = process.argv[2] ?? '';
 const app = new Koa();
-const router = createApprRouter({ storage: new FsStorage({ root }), onError: () => undefined });
+const logged: string[] = [];
+const router = createApprRouter({ storage: new FsStorage({ root }), onError: (err) => logged.push((err as Error).message) });
 app.use(router.routes()).use(router.allowedMethods());
 const server = await listen(app);
 const answers: Record<string, { status: number; json: unknown }> = {};
@@ -25,4 +26,4 @@ await ask('push', 'POST', '/ns/app', { release: '2.0.0', media_type: 'helm', blo
 await ask('delete', 'DELETE', '/ns/app/1.0.0/helm');
 await ask('show-after', 'GET', '/ns/app/1.0.0/helm');
 await server.close();
-process.stdout.write(`${JSON.stringify(answers)}\n`);
+process.stdout.write(`${JSON.stringify({ answers, logged })}\n`);
