@@ -33,6 +33,7 @@ const EXPECTED: Record<string, Access> = {
   'delete-release': 'write',
   push: 'push',
   'set-visibility': 'admin',
+  'purge-blob': 'admin',
 };
 
 /** Middleware that may run before a route's guard: only the responder (CORS headers, JSON errors). */
