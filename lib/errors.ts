@@ -15,6 +15,7 @@ export const ERRORS = {
   'payload-too-large': { status: 413, message: 'Payload too large' },
   'invalid-release': { status: 422, message: 'Invalid release' },
   'invalid-parameters': { status: 422, message: 'Invalid parameters' },
+  'too-many-requests': { status: 429, message: 'Too many requests' },
   'internal-error': { status: 500, message: 'Internal error' },
   unsupported: { status: 501, message: 'Unsupported' },
   'storage-unavailable': { status: 503, message: 'Storage unavailable' },

@@ -37,7 +37,8 @@ const ROUTES: RouteDef[] = [
   { name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage },
   { name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage },
   { name: 'version', method: 'get', path: '/version', access: 'open', handler: (ctx) => {
-    ctx.body = { 'appr-api': API_VERSION, server: 'koa-appr' };
+    // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
+    ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
   } },
   { name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', handler: login,
     before: (o) => bodyReader(o.loginBodyLimit) },
@@ -75,6 +76,11 @@ const ROUTES: RouteDef[] = [
   } },
   { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
+  // Not in the wire contract: withdraw a blob now (a leaked secret), with every release that names it.
+  { name: 'purge-blob', method: 'delete', path: `${pkg}/blobs/sha256/:digest`, access: 'admin', handler: async (ctx, o) => {
+    const p = params(ctx);
+    ctx.body = await o.registry.purgeBlob(p.namespace!, p.package!, p.digest!);
+  } },
   // Not in the appr contract (docs/api.md section 15.1): the owner's way to change a package's visibility.
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
     before: (o) => bodyReader(o.loginBodyLimit) },

@@ -42,6 +42,7 @@ const EXPECTED: Record<string, Access> = {
   'helm-api-chart': 'read',
   'helm-api-version': 'read',
   'helm-api-delete': 'write',
+  'purge-blob': 'admin',
 };
 
 /** Middleware that may run before a route's guard: only the responder (CORS headers, JSON errors). */

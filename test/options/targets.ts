@@ -35,6 +35,7 @@ export const TARGETS: Target[] = [
       'onError', 'onResponseError',
       'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
       'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
+      'storageTimeoutMs',
     ],
   },
   {
@@ -45,6 +46,7 @@ export const TARGETS: Target[] = [
     expected: [
       'storage', 'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
       'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
+      'storageTimeoutMs',
     ],
   },
   {
@@ -74,7 +76,7 @@ export const TARGETS: Target[] = [
     schema: userStoreOptions,
     minimal: () => ({}),
     build: (options) => new UserStore({ users: {} }, options as never),
-    expected: ['secret', 'reloadIntervalMs', 'log', 'now'],
+    expected: ['secret', 'reloadIntervalMs', 'log', 'now', 'failureLimits', 'failureLimits.perClient', 'failureLimits.perUser', 'maxConcurrentHashes', 'maxQueuedHashes', 'failureCacheMs'],
   },
 ];
 
