@@ -7,7 +7,8 @@ import { inspectBlob, parseDigest } from './blob.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
-import { compareReleases, parseRelease, selectRelease, sortReleasesDesc } from './release.js';
+import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
+import { selectRelease } from './selector.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -151,7 +152,7 @@ export class Registry {
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
-    const release = parseRelease(input.release);
+    const release = checkRelease(input.release);
     const mediaType = normalizeMediaType(input.mediaType ?? 'kpm');
     const force = input.force === true;
     const docKey = keys.packageDoc(namespace, name);
@@ -401,7 +402,7 @@ export class Registry {
   async addChannelRelease(namespace: string, name: string, channel: string, release: string): Promise<Channel> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    if (release !== 'default') withReleaseDetail(() => parseRelease(release), release);
+    if (release !== 'default') checkRelease(release, { detail: 'release' });
     return this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
       if (own(live.releases, release) === undefined) {
@@ -468,7 +469,7 @@ export class Registry {
   async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
     const doc = await this.#package(namespace, name);
-    const release = withReleaseDetail(() => selectRelease(selector, Object.keys(doc.releases)), selector ?? 'default');
+    const release = selectRelease(selector, Object.keys(doc.releases), { detail: 'release' });
     if (release === null) {
       throw new ApprError('package-release-not-found', `No release match '${selector}' for package '${pkgName(doc)}'`, {
         package: pkgName(doc), release_query: selector ?? 'default',
@@ -497,18 +498,6 @@ export class Registry {
 /** Own-property lookup: names such as `constructor` must never resolve to something inherited. */
 function own<T>(record: Record<string, T>, key: string): T | undefined {
   return Object.hasOwn(record, key) ? record[key] : undefined;
-}
-
-/** Selector and channel errors name the value `release` in their details, as the reference did (a push: `version`). */
-function withReleaseDetail<T>(fn: () => T, release: string): T {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof ApprError && err.code === 'invalid-release') {
-      throw new ApprError('invalid-release', err.message, { release });
-    }
-    throw err;
-  }
 }
 
 function isLive(doc: PackageDoc): boolean {

@@ -21,7 +21,7 @@ import type { Context, Middleware, Next } from 'koa';
 import { koaBody } from 'koa-body';
 import { ApprError, ERRORS, isApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
-import { isExactRelease, parseRelease } from '../core/release.js';
+import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type AccessControl, type CallerState } from '../http/access.js';
 import { responder, sendBlob } from '../http/respond.js';
 import { publicBase } from '../http/router.js';
@@ -295,7 +295,7 @@ async function upload(ctx: Context, { opts, access }: Deps): Promise<void> {
 /** A chart version that Helm accepts but appr's release rule (strict SemVer 2.0) does not is refused with 422. */
 function asRelease(chart: ChartMetadata): string {
   try {
-    return parseRelease(chart.version, 'chart version');
+    return checkRelease(chart.version, { label: 'chart version' });
   } catch (err) {
     if (!isApprError(err)) throw err;
     throw new ApprError('invalid-release', `${err.message}. Helm accepts "${preview(chart.version)}", but charts are stored ` +

@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { ApprError } from '../../lib/errors.js';
 import {
   MAX_RELEASE_LENGTH,
+  checkRelease as parseRelease,
   compareReleases,
   isExactRelease,
-  parseRelease,
-  selectRelease,
   sortReleasesDesc,
 } from '../../lib/core/release.js';
+import { selectRelease } from '../../lib/core/selector.js';
 import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
 
 /** The releases of docs/api.md section 5's test vectors. */
