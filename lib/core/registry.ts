@@ -1,6 +1,7 @@
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import { registryOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
+import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
@@ -133,8 +134,9 @@ export class Registry {
   /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
   constructor(input: RegistryOptions) {
     const options = parseOptions(registryOptions, input, 'Registry');
-    // Every storage call of the core, documents included, goes through the one deadline wrapper.
-    this.storage = withDeadline(options.storage, options.storageTimeoutMs);
+    // Every storage call of the core, documents included, goes through the contract's input checks (once, for
+    // every adapter) and the one deadline wrapper.
+    this.storage = checkedStorage(withDeadline(options.storage, options.storageTimeoutMs));
     this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
     this.#maxUnpackedSize = options.maxUnpackedSize;
     this.#defaultVisibility = options.defaultVisibility;

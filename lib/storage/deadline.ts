@@ -23,6 +23,7 @@ const WRAPPED = Symbol('koa-appr.deadline');
 
 export class DeadlineStorage implements StorageAdapter {
   readonly name: string;
+  readonly capabilities: StorageAdapter['capabilities'];
   readonly [WRAPPED] = true;
   readonly #inner: StorageAdapter;
   readonly #timeoutMs: number;
@@ -31,6 +32,7 @@ export class DeadlineStorage implements StorageAdapter {
     this.#inner = inner;
     this.#timeoutMs = timeoutMs;
     this.name = inner.name;
+    this.capabilities = inner.capabilities;
   }
 
   get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {

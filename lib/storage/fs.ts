@@ -38,6 +38,8 @@ export interface FsStorageOptions {
  */
 export class FsStorage implements StorageAdapter {
   readonly name = 'fs';
+  /** A conditional delete compares and unlinks under the key's lock. */
+  readonly capabilities = { conditionalDelete: true } as const;
   readonly #objectsDir: string;
   readonly #tmpDir: string;
   readonly #locksDir: string;

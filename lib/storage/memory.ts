@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { memoryStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
-import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
+import { MAX_LIST_LIMIT, sizedChunks } from './util.js';
 
 /** None yet: `new MemoryStorage()`. An object is accepted, and any key in it refused (a misspelt option of another adapter). */
 export type MemoryStorageOptions = Record<string, never>;
@@ -10,10 +10,13 @@ export type MemoryStorageOptions = Record<string, never>;
 /**
  * An in-process store: tests, demos, and single-process hosts that do not need persistence. It keeps the exact
  * semantics of the durable adapters (conditional writes, byte-order listing, size-checked streams) so that code
- * tested against it behaves the same on the filesystem or S3.
+ * tested against it behaves the same on the filesystem or S3. Like every adapter it relies on `checkedStorage`
+ * (applied by the `Registry`) for the key, prefix and list-limit rules.
  */
 export class MemoryStorage implements StorageAdapter {
   readonly name = 'memory';
+  /** Compare and delete happen in one synchronous step. */
+  readonly capabilities = { conditionalDelete: true } as const;
   readonly #objects = new Map<string, { body: Buffer; etag: string }>();
 
   constructor(options?: MemoryStorageOptions) {
@@ -21,7 +24,6 @@ export class MemoryStorage implements StorageAdapter {
   }
 
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
-    assertStorageKey(key);
     const object = this.#objects.get(key);
     if (object === undefined) return null;
     if (options.ifNoneMatch === object.etag) return { notModified: true, etag: object.etag };
@@ -30,12 +32,10 @@ export class MemoryStorage implements StorageAdapter {
   }
 
   async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
-    assertStorageKey(key);
     return this.#write(key, Buffer.from(body), options);
   }
 
   async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
-    assertStorageKey(key);
     const chunks: Buffer[] = [];
     for await (const chunk of sizedChunks(body, size)) chunks.push(chunk);
     // The condition is checked after the upload, as S3 does: the caller's stream is always consumed.
@@ -43,30 +43,26 @@ export class MemoryStorage implements StorageAdapter {
   }
 
   async getStream(key: string): Promise<StreamResult | null> {
-    assertStorageKey(key);
     const object = this.#objects.get(key);
     if (object === undefined) return null;
     return { body: Readable.from([Buffer.from(object.body)]), size: object.body.length, etag: object.etag };
   }
 
   async head(key: string): Promise<{ size: number; etag: string } | null> {
-    assertStorageKey(key);
     const object = this.#objects.get(key);
     return object === undefined ? null : { size: object.body.length, etag: object.etag };
   }
 
   async delete(key: string, options: { ifMatch?: string } = {}): Promise<boolean> {
-    assertStorageKey(key);
     const object = this.#objects.get(key);
     if (object === undefined || (options.ifMatch !== undefined && options.ifMatch !== object.etag)) return false;
     return this.#objects.delete(key);
   }
 
   async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
-    assertListPrefix(prefix);
-    const limit = pageLimit(options.limit);
+    const limit = options.limit ?? MAX_LIST_LIMIT;
     const { cursor } = options;
-    // Keys are ASCII (assertStorageKey), so the default UTF-16 sort is byte order.
+    // Keys are ASCII (checked by checkedStorage, lib/storage/checked.ts), so the default UTF-16 sort is byte order.
     const keys = [...this.#objects.keys()]
       .filter((key) => key.startsWith(prefix) && (cursor === undefined || key > cursor))
       .sort();

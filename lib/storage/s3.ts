@@ -67,6 +67,11 @@ const MAX_PAGE = 1000;
  */
 export class S3Storage implements StorageAdapter {
   readonly name = 's3';
+  /**
+   * No atomic conditional delete: see `delete`. `checkedStorage` (which the `Registry` applies) therefore refuses
+   * `delete(key, { ifMatch })`; only a direct caller of this class gets the best-effort check below.
+   */
+  readonly capabilities = { conditionalDelete: false } as const;
   readonly client: S3Client;
   readonly bucket: string;
   /** Normalized: empty, or ends with "/". */
@@ -182,12 +187,14 @@ export class S3Storage implements StorageAdapter {
    * HeadObject, then DeleteObject: S3 answers 204 whether or not the key existed, so the HEAD is what tells
    * `true` from `false` (2 requests; 1 when the key is absent or `ifMatch` does not match).
    *
-   * With `ifMatch`, the ETag is compared on the HEAD, and the DELETE carries `If-Match` too. Ceph RGW 16.2
+   * With `ifMatch` (best effort, hence `capabilities.conditionalDelete` false), the ETag is compared on the HEAD,
+   * and the DELETE carries `If-Match` too. Ceph RGW 16.2
    * ignores `If-Match` on DeleteObject (verified: a wrong ETag still deletes), so there a writer that replaces the
    * object between our HEAD and our DELETE (a few ms) loses its write. AWS S3 documents `If-Match` on DeleteObject
    * (412 on a mismatch; not tested here), which closes that window there. RGW's only delete condition,
-   * `x-amz-delete-if-unmodified-since`, compares whole seconds, too coarse for a compare-and-swap. The registry's documents are never deleted this way (a deleted package is a tombstone document
-   * written by compare-and-swap), so the window only concerns direct users of the adapter.
+   * `x-amz-delete-if-unmodified-since`, compares whole seconds, too coarse for a compare-and-swap. The registry's
+   * documents are never deleted this way (a deleted package is a tombstone document written by compare-and-swap),
+   * so the window only concerns direct users of the adapter.
    */
   async delete(key: string, options: { ifMatch?: string } = {}): Promise<boolean> {
     const current = await this.head(key);
@@ -211,8 +218,8 @@ export class S3Storage implements StorageAdapter {
 
   async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
     const Prefix = this.#key(prefix);
-    const limit = options.limit ?? MAX_PAGE;
-    const MaxKeys = Math.max(1, Math.min(MAX_PAGE, Math.floor(Number.isFinite(limit) ? limit : MAX_PAGE)));
+    // The limit is an integer >= 1 (checkedStorage); S3 serves at most 1000 keys a page.
+    const MaxKeys = Math.min(MAX_PAGE, options.limit ?? MAX_PAGE);
     let res;
     try {
       res = await this.client.send(

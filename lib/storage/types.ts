@@ -6,7 +6,9 @@ import type { Readable } from 'node:stream';
  * adapter gives the same guarantees with atomic renames and locks.
  *
  * Keys are built by `lib/core/keys.ts` only; adapters treat them as opaque `/`-separated strings made of
- * characters from `[A-Za-z0-9._+/-]`.
+ * characters from `[A-Za-z0-9._+/-]`. The input rules (key and prefix syntax and lengths, list limits) are checked
+ * once, for every adapter, by `checkedStorage` (lib/storage/checked.ts), which the `Registry` applies: an adapter
+ * may assume them.
  *
  * Failure model: an adapter throws `StorageUnavailableError` (lib/errors.ts) when the backend fails or times out.
  * A failed precondition is not an error: it is reported in the return value.
@@ -14,6 +16,12 @@ import type { Readable } from 'node:stream';
 export interface StorageAdapter {
   /** A short name for logs and the contract suite ("memory", "fs", "s3"). */
   readonly name: string;
+
+  /**
+   * What the adapter can guarantee beyond the required methods (as keyv adapters declare theirs). Absent means
+   * every capability is false.
+   */
+  readonly capabilities?: StorageCapabilities;
 
   /**
    * Read a whole (small) document. `null` when the key does not exist. With `ifNoneMatch` equal to the current
@@ -45,8 +53,9 @@ export interface StorageAdapter {
   head(key: string): Promise<{ size: number; etag: string } | null>;
 
   /**
-   * Delete a key. With `ifMatch`, only if the current ETag matches. Returns false when the key was absent or the
-   * precondition failed, true when something was deleted.
+   * Delete a key. With `ifMatch`, only if the current ETag matches, atomically: only adapters that declare
+   * `capabilities.conditionalDelete` accept it (`checkedStorage` refuses it for the others with a TypeError).
+   * Returns false when the key was absent or the precondition failed, true when something was deleted.
    */
   delete(key: string, options?: { ifMatch?: string }): Promise<boolean>;
 
@@ -59,6 +68,14 @@ export interface StorageAdapter {
 
   /** Release sockets, timers, file handles. Optional. */
   close?(): Promise<void>;
+}
+
+export interface StorageCapabilities {
+  /**
+   * `delete(key, { ifMatch })` compares and deletes atomically, so a concurrent replacement is never lost. False
+   * on S3 via Ceph RGW, which ignores `If-Match` on DeleteObject. The registry itself never deletes conditionally.
+   */
+  readonly conditionalDelete: boolean;
 }
 
 export type WriteCondition = { ifNoneMatch: '*'; ifMatch?: undefined } | { ifMatch: string; ifNoneMatch?: undefined };

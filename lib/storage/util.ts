@@ -5,29 +5,57 @@ import type { Readable } from 'node:stream';
 const SEGMENT = /^[A-Za-z0-9._+-]+$/;
 
 /**
+ * The longest key, in characters (= bytes: keys are ASCII): well above the longest key lib/core/keys.ts builds
+ * today (a blob's, 335). A backend may allow less with its own prefix: AWS S3 allows 1024 bytes, the Ceph RGW of
+ * our CI refused object names over about 416 bytes (a 500, hence a 503 from the adapter).
+ */
+export const MAX_STORAGE_KEY_LENGTH = 512;
+/** The longest segment between two `/`: a file or directory name of the filesystem adapter (NAME_MAX). */
+export const MAX_STORAGE_SEGMENT_LENGTH = 255;
+/** The default and the largest page of `list`, as S3's ListObjectsV2. */
+export const MAX_LIST_LIMIT = 1000;
+
+/** A key or prefix as an error may show it: bounded, so an over-long one never becomes a huge message. */
+function shown(key: string): string {
+  return JSON.stringify(key.length > 80 ? `${key.slice(0, 80)}... (${key.length} characters)` : key);
+}
+
+/**
  * Keys come from lib/core/keys.ts only, so a malformed one is a programming error (a plain Error, not a storage
- * failure). Checked by every adapter that maps keys to paths, and by the memory adapter so that tests run against
- * it catch what the filesystem would refuse.
+ * failure): `/`-separated segments of `[A-Za-z0-9._+-]`, none empty, `.` or `..` (no leading, trailing or double
+ * `/`), at most `MAX_STORAGE_KEY_LENGTH` characters and `MAX_STORAGE_SEGMENT_LENGTH` per segment. Applied to every
+ * adapter by `checkedStorage` (lib/storage/checked.ts); the filesystem adapter checks again where it maps a key to
+ * a path.
  */
 export function assertStorageKey(key: string): void {
-  const ok = key.split('/').every((segment) => SEGMENT.test(segment) && segment !== '.' && segment !== '..');
-  if (!ok) throw new Error(`invalid storage key ${JSON.stringify(key)}`);
+  const ok =
+    typeof key === 'string' &&
+    key.length <= MAX_STORAGE_KEY_LENGTH &&
+    key.split('/').every(
+      (segment) =>
+        SEGMENT.test(segment) && segment.length <= MAX_STORAGE_SEGMENT_LENGTH && segment !== '.' && segment !== '..',
+    );
+  if (!ok) throw new Error(`invalid storage key ${typeof key === 'string' ? shown(key) : typeof key}`);
 }
 
 /**
  * A list prefix is a string prefix: complete segments, then possibly the start of one (`packages/ns/` or
- * `packages/ns/na`). The complete part must be a valid key; the partial one only needs valid characters.
+ * `packages/ns/na`). The complete part must be a valid key; the partial one only needs valid characters. The empty
+ * prefix lists everything.
  */
 export function assertListPrefix(prefix: string): void {
+  if (typeof prefix !== 'string') throw new Error(`invalid storage list prefix ${typeof prefix}`);
   const cut = prefix.lastIndexOf('/');
   if (cut >= 0) assertStorageKey(prefix.slice(0, cut));
-  if (!/^[A-Za-z0-9._+-]*$/.test(prefix.slice(cut + 1))) {
-    throw new Error(`invalid storage list prefix ${JSON.stringify(prefix)}`);
+  const rest = prefix.slice(cut + 1);
+  if (!/^[A-Za-z0-9._+-]*$/.test(rest) || rest.length > MAX_STORAGE_SEGMENT_LENGTH || prefix.length > MAX_STORAGE_KEY_LENGTH) {
+    throw new Error(`invalid storage list prefix ${shown(prefix)}`);
   }
 }
 
+/** A list page size: `undefined` is `MAX_LIST_LIMIT`; otherwise an integer >= 1 (adapters may return fewer). */
 export function pageLimit(limit: number | undefined): number {
-  if (limit === undefined) return 1000;
+  if (limit === undefined) return MAX_LIST_LIMIT;
   if (!Number.isInteger(limit) || limit < 1) throw new Error(`invalid list limit ${limit}`);
   return limit;
 }

@@ -2,12 +2,16 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { checkedStorage } from '../../lib/storage/checked.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
+import { MAX_STORAGE_KEY_LENGTH, MAX_STORAGE_SEGMENT_LENGTH } from '../../lib/storage/util.js';
 
 /**
- * The one contract every storage adapter passes. Each test gets a fresh adapter from `make` and its own random key
- * prefix, and deletes what it wrote, so the suite can run against a shared (slow) S3 bucket: no test needs more
- * than about a hundred requests.
+ * The one contract every storage adapter passes. Each test gets a fresh adapter from `make`, wrapped by
+ * `checkedStorage` as the Registry wraps it (the key, prefix and limit rules are enforced there, once for every
+ * adapter), and its own random key prefix, and deletes what it wrote, so the suite can run against a shared (slow)
+ * S3 bucket: no test needs more than about a hundred requests. Conditional-delete cases run only for adapters that
+ * declare `capabilities.conditionalDelete`; for the others the suite checks that such a delete is refused.
  */
 export function describeStorageContract(
   label: string,
@@ -15,12 +19,15 @@ export function describeStorageContract(
 ): void {
   describe(`storage contract: ${label}`, function () {
     let storage: StorageAdapter;
+    /** What `make` returned, unwrapped. */
+    let raw: StorageAdapter;
     let cleanup: () => Promise<void>;
     /** This test's own key prefix. */
     let p: string;
 
     beforeEach(async function () {
-      ({ storage, cleanup } = await make());
+      ({ storage: raw, cleanup } = await make());
+      storage = checkedStorage(raw);
       p = `contract/${randomBytes(6).toString('hex')}/`;
     });
 
@@ -124,18 +131,114 @@ export function describeStorageContract(
       expect(JSON.parse(got.body.toString())).to.deep.equal({ n: 8 });
     });
 
-    it('deletes once (true, then false); a wrong ifMatch keeps the object, the right one deletes', async function () {
-      const etag = await storage.put(`${p}doc`, Buffer.from('v1'));
-      expect(await storage.delete(`${p}doc`, { ifMatch: 'no-such-etag' })).to.equal(false);
-      expect(await storage.get(`${p}doc`)).to.have.property('etag', etag);
-      expect(await storage.delete(`${p}doc`, { ifMatch: etag! })).to.equal(true);
-      expect(await storage.get(`${p}doc`)).to.equal(null);
-      expect(await storage.delete(`${p}doc`)).to.equal(false);
-
+    it('deletes once: true, then false', async function () {
       await storage.put(`${p}doc`, Buffer.from('v2'));
       expect(await storage.delete(`${p}doc`)).to.equal(true);
       expect(await storage.head(`${p}doc`)).to.equal(null);
       expect(await storage.delete(`${p}doc`)).to.equal(false);
+    });
+
+    it('declares its capabilities, and the wrapper passes them on', async function () {
+      expect(raw.capabilities).to.have.property('conditionalDelete').that.is.a('boolean');
+      expect(storage.capabilities).to.deep.equal({ conditionalDelete: raw.capabilities?.conditionalDelete });
+    });
+
+    describe('conditional delete', function () {
+      it('refuses ifMatch on delete when the adapter cannot honour it, keeping the object', async function () {
+        if (raw.capabilities?.conditionalDelete) this.skip();
+        const etag = await storage.put(`${p}doc`, Buffer.from('v1'));
+        for (const ifMatch of [etag!, 'no-such-etag']) {
+          const err = await rejection(storage.delete(`${p}doc`, { ifMatch }));
+          expect(err).to.be.instanceOf(TypeError);
+          expect(err.message).to.match(/cannot delete conditionally/);
+        }
+        expect(await storage.get(`${p}doc`)).to.have.property('etag', etag);
+      });
+
+      it('deletes with the current ETag only: a wrong one keeps the object, then false', async function () {
+        if (!raw.capabilities?.conditionalDelete) this.skip();
+        const etag = await storage.put(`${p}doc`, Buffer.from('v1'));
+        expect(await storage.delete(`${p}doc`, { ifMatch: 'no-such-etag' })).to.equal(false);
+        expect(await storage.get(`${p}doc`)).to.have.property('etag', etag);
+        expect(await storage.delete(`${p}doc`, { ifMatch: etag! })).to.equal(true);
+        expect(await storage.get(`${p}doc`)).to.equal(null);
+        expect(await storage.delete(`${p}doc`, { ifMatch: etag! })).to.equal(false);
+      });
+
+      it('lets exactly one of 4 replaces and 4 deletes conditioned on one ETag win', async function () {
+        if (!raw.capabilities?.conditionalDelete) this.skip();
+        const etag = (await storage.put(`${p}doc`, Buffer.from('v1')))!;
+        const results = await Promise.all(
+          Array.from({ length: 8 }, (_, i) =>
+            i % 2 === 0
+              ? storage.put(`${p}doc`, Buffer.from(`writer ${i}`), { ifMatch: etag })
+              : storage.delete(`${p}doc`, { ifMatch: etag }),
+          ),
+        );
+        const winners = results.flatMap((result, i) => (result === null || result === false ? [] : [i]));
+        expect(winners).to.have.length(1);
+        const winner = winners[0]!;
+        const got = await storage.get(`${p}doc`);
+        if (winner % 2 === 1) expect(got).to.equal(null);
+        else expect(got).to.deep.equal({ notModified: false, body: Buffer.from(`writer ${winner}`), etag: results[winner] });
+      });
+    });
+
+    describe('invalid keys, prefixes and limits (refused by the wrapper before the adapter sees them)', function () {
+      const badKeys: [string, (p: string) => string][] = [
+        ['a ".." segment', (p) => `${p}../escape`],
+        ['a "." segment', (p) => `${p}./x`],
+        ['an empty segment', (p) => `${p}a//b`],
+        ['a trailing "/"', (p) => `${p}a/`],
+        ['a leading "/"', (p) => `/${p}a`],
+        ['the empty key', () => ''],
+        ['a "%"', (p) => `${p}a%2Fb`],
+        ['a NUL', (p) => `${p}a\u0000b`],
+        ['a space', (p) => `${p}a b`],
+        ['a non-ASCII character', (p) => `${p}caf\u00e9`],
+        ['a backslash', (p) => `${p}a\\..\\b`],
+        ['a segment over the length limit', (p) => `${p}${'s'.repeat(MAX_STORAGE_SEGMENT_LENGTH + 1)}`],
+        ['a key over the length limit', (p) => `${p}${'k/'.repeat(MAX_STORAGE_KEY_LENGTH / 2)}k`],
+      ];
+      for (const [label, bad] of badKeys) {
+        it(`refuses ${label} in every operation, writing nothing`, async function () {
+          const key = bad(p);
+          const operations: [string, () => Promise<unknown>][] = [
+            ['get', () => storage.get(key)],
+            ['put', () => storage.put(key, Buffer.from('x'))],
+            ['put ifNoneMatch', () => storage.put(key, Buffer.from('x'), { ifNoneMatch: '*' })],
+            ['putStream', () => storage.putStream(key, Readable.from([Buffer.from('x')]), 1)],
+            ['getStream', () => storage.getStream(key)],
+            ['head', () => storage.head(key)],
+            ['delete', () => storage.delete(key)],
+          ];
+          for (const [name, run] of operations) {
+            const err = await rejection(run());
+            expect(err.message, name).to.match(/^invalid storage key /);
+            expect(err.message.length, name).to.be.below(200);
+          }
+          expect(await listAll(storage, p, 1000)).to.deep.equal([]);
+        });
+      }
+
+      it('accepts a segment of the longest length', async function () {
+        // Not a key of MAX_STORAGE_KEY_LENGTH: with its test prefix, that is more than Ceph RGW takes (about 416).
+        const key = `${p}${'s'.repeat(MAX_STORAGE_SEGMENT_LENGTH)}/k`;
+        const etag = await storage.put(key, Buffer.from('x'));
+        expect(await storage.head(key)).to.deep.equal({ size: 1, etag });
+      });
+
+      it('refuses invalid list prefixes and limits', async function () {
+        for (const prefix of ['/', `/${p}`, `${p}a//`, `${p}../`, `${p}a%`, `${p}a\u0000`, `${p}${'x'.repeat(MAX_STORAGE_KEY_LENGTH)}`]) {
+          const err = await rejection(storage.list(prefix));
+          expect(err.message, prefix.slice(0, 40)).to.match(/^invalid storage (key|list prefix) /);
+        }
+        for (const limit of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+          const err = await rejection(storage.list(p, { limit }));
+          expect(err.message, String(limit)).to.match(/^invalid list limit /);
+        }
+        expect(await storage.list(p, { limit: 5000 })).to.deep.equal({ keys: [] });
+      });
     });
 
     it('streams a 3 MB object in and out, reporting its size and ETag', async function () {
@@ -280,6 +383,17 @@ async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
+}
+
+/** The error `promise` rejects with; fails the test if it resolves. */
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).to.be.instanceOf(Error);
+    return err as Error;
+  }
+  return expect.fail('expected a rejection');
 }
 
 async function expectRejection(promise: Promise<unknown>): Promise<void> {

@@ -1,0 +1,90 @@
+import type { Readable } from 'node:stream';
+import type {
+  GetResult,
+  ListPage,
+  StorageAdapter,
+  StorageCapabilities,
+  StreamResult,
+  WriteCondition,
+} from './types.js';
+import { assertListPrefix, assertStorageKey, pageLimit } from './util.js';
+
+/**
+ * The storage contract's input rules, enforced once for every adapter: applied by the `Registry` to whatever
+ * adapter it is given (next to the deadline), and by the contract suite to every adapter it tests.
+ *
+ * - keys: `assertStorageKey` (lib/storage/util.ts): segments of `[A-Za-z0-9._+-]`, no empty, `.` or `..` segment,
+ *   bounded lengths. Keys are built by lib/core/keys.ts from validated names, so a bad key is a programming error:
+ *   a plain Error, before the adapter sees anything.
+ * - list prefixes (`assertListPrefix`) and page limits (`pageLimit`: an integer >= 1; a larger page than the
+ *   adapter serves is allowed, it returns fewer).
+ * - `delete` with `ifMatch` on an adapter whose `capabilities.conditionalDelete` is not `true` throws a TypeError
+ *   instead of running a check-then-delete that can lose a concurrent write (S3 on Ceph RGW: see `S3Storage`).
+ *
+ * So adapters need not repeat these checks (the filesystem adapter keeps its own key check where it maps a key
+ * to a path). The checks are the same with or without the wrapper; results and errors of valid calls are the
+ * adapter's, unchanged.
+ */
+const CHECKED = Symbol('koa-appr.checked');
+
+export class CheckedStorage implements StorageAdapter {
+  readonly name: string;
+  readonly capabilities: StorageCapabilities;
+  readonly [CHECKED] = true;
+  readonly #inner: StorageAdapter;
+
+  constructor(inner: StorageAdapter) {
+    this.#inner = inner;
+    this.name = inner.name;
+    // Undeclared means no: a conditional delete that cannot be honoured must not be approximated.
+    this.capabilities = { conditionalDelete: inner.capabilities?.conditionalDelete === true };
+  }
+
+  async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
+    assertStorageKey(key);
+    return this.#inner.get(key, options);
+  }
+
+  async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
+    assertStorageKey(key);
+    return this.#inner.put(key, body, options);
+  }
+
+  async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
+    assertStorageKey(key);
+    return this.#inner.putStream(key, body, size, options);
+  }
+
+  async getStream(key: string): Promise<StreamResult | null> {
+    assertStorageKey(key);
+    return this.#inner.getStream(key);
+  }
+
+  async head(key: string): Promise<{ size: number; etag: string } | null> {
+    assertStorageKey(key);
+    return this.#inner.head(key);
+  }
+
+  async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
+    assertStorageKey(key);
+    if (options?.ifMatch !== undefined && !this.capabilities.conditionalDelete) {
+      throw new TypeError(`${this.name} storage cannot delete conditionally (capabilities.conditionalDelete is false)`);
+    }
+    return this.#inner.delete(key, options);
+  }
+
+  async list(prefix: string, options?: { cursor?: string; limit?: number }): Promise<ListPage> {
+    assertListPrefix(prefix);
+    pageLimit(options?.limit);
+    return this.#inner.list(prefix, options);
+  }
+
+  async close(): Promise<void> {
+    await this.#inner.close?.();
+  }
+}
+
+/** `adapter` with the contract's input checks (see `CheckedStorage`); an already checked adapter is returned as is. */
+export function checkedStorage(adapter: StorageAdapter): StorageAdapter {
+  return (adapter as Partial<CheckedStorage>)[CHECKED] ? adapter : new CheckedStorage(adapter);
+}

@@ -1,0 +1,66 @@
+import { expect } from 'chai';
+import { MemoryStorage, Registry } from '../../lib/index.js';
+import { checkedStorage } from '../../lib/storage/checked.js';
+import type { StorageAdapter } from '../../lib/storage/types.js';
+
+/** A host's own adapter: the methods of the interface over a MemoryStorage, and no declared capabilities. */
+function hostAdapter(inner: MemoryStorage): StorageAdapter {
+  return {
+    name: 'host',
+    get: (key, options) => inner.get(key, options),
+    put: (key, body, options) => inner.put(key, body, options),
+    putStream: (key, body, size, options) => inner.putStream(key, body, size, options),
+    getStream: (key) => inner.getStream(key),
+    head: (key) => inner.head(key),
+    delete: (key, options) => inner.delete(key, options),
+    list: (prefix, options) => inner.list(prefix, options),
+  };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as Error;
+  }
+  return expect.fail('expected a rejection');
+}
+
+describe('checkedStorage: the storage contract enforced once, by the Registry', function () {
+  it('is applied by the Registry to an adapter that checks nothing itself', async function () {
+    const memory = new MemoryStorage();
+    // The adapter itself no longer repeats the rules: an invalid key is just absent there.
+    expect(await memory.get('../escape')).to.equal(null);
+    const registry = new Registry({ storage: memory });
+    for (const run of [
+      () => registry.storage.get('../escape'),
+      () => registry.storage.put('a//b', Buffer.from('x')),
+      () => registry.storage.delete('/a'),
+    ]) {
+      expect((await rejection(run())).message).to.match(/^invalid storage key /);
+    }
+    expect((await rejection(registry.storage.list('a/', { limit: 0 }))).message).to.match(/^invalid list limit /);
+    expect(await memory.list('')).to.deep.equal({ keys: [] });
+  });
+
+  it('passes the adapter capabilities through the deadline wrapper, and checks an adapter once', async function () {
+    const memory = new MemoryStorage();
+    const registry = new Registry({ storage: memory, storageTimeoutMs: 1000 });
+    expect(registry.storage.capabilities).to.deep.equal({ conditionalDelete: true });
+    expect(checkedStorage(registry.storage)).to.equal(registry.storage);
+    const etag = await registry.storage.put('doc', Buffer.from('v1'));
+    expect(await registry.storage.delete('doc', { ifMatch: etag! })).to.equal(true);
+  });
+
+  it('refuses a conditional delete on an adapter that does not declare it, and deletes nothing', async function () {
+    const memory = new MemoryStorage();
+    const registry = new Registry({ storage: hostAdapter(memory) });
+    expect(registry.storage.capabilities).to.deep.equal({ conditionalDelete: false });
+    const etag = await registry.storage.put('doc', Buffer.from('v1'));
+    const err = await rejection(registry.storage.delete('doc', { ifMatch: etag! }));
+    expect(err).to.be.instanceOf(TypeError);
+    expect(err.message).to.equal('host storage cannot delete conditionally (capabilities.conditionalDelete is false)');
+    expect(await memory.head('doc')).to.deep.equal({ size: 2, etag });
+    expect(await registry.storage.delete('doc')).to.equal(true);
+  });
+});
