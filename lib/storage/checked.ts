@@ -31,9 +31,12 @@ export class CheckedStorage implements StorageAdapter {
   readonly name: string;
   readonly capabilities: StorageCapabilities;
   readonly [CHECKED] = true;
+  /** The adapter it checks (the Registry's: the host's adapter, or its deadline wrapper). */
+  readonly adapter: StorageAdapter;
   readonly #inner: StorageAdapter;
 
   constructor(inner: StorageAdapter) {
+    this.adapter = inner;
     this.#inner = inner;
     this.name = inner.name;
     // Undeclared means no: a conditional delete that cannot be honoured must not be approximated.

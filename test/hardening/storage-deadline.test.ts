@@ -14,6 +14,7 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { createApprRouter, MemoryStorage, Registry, StorageUnavailableError } from '../../lib/index.js';
 import { S3Storage } from '../../lib/s3.js';
+import { CheckedStorage } from '../../lib/storage/checked.js';
 import { DEFAULT_STORAGE_TIMEOUT_MS, withDeadline } from '../../lib/storage/deadline.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
 import { listen, tarGz, type Running } from '../auth/helpers.js';
@@ -118,8 +119,11 @@ describe('storage deadline (wrapper, on a backend that stops answering)', () => 
     expect(withDeadline(storage, 10)).to.equal(storage);
     expect(() => withDeadline(inner, -1)).to.throw(TypeError, /storageTimeoutMs/);
     expect(DEFAULT_STORAGE_TIMEOUT_MS).to.equal(5000);
-    expect(new Registry({ storage: inner }).storage).not.to.equal(inner);
-    expect(new Registry({ storage: inner, storageTimeoutMs: 0 }).storage).to.equal(inner);
+    // The Registry's storage is checkedStorage (lib/storage/checked.ts) over the deadline wrapper.
+    const checked = new Registry({ storage: inner }).storage;
+    expect(checked).to.be.instanceOf(CheckedStorage);
+    expect((checked as CheckedStorage).adapter).not.to.equal(inner);
+    expect((new Registry({ storage: inner, storageTimeoutMs: 0 }).storage as CheckedStorage).adapter).to.equal(inner);
   });
 
   it('answers 503 JSON over HTTP when the backend hangs, and serves again once it is back', async () => {
