@@ -12,6 +12,12 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   prefix?: string;
   /** Largest tarball a push may carry, in bytes (default 32 MiB). The body limit is its base64 size plus room. */
   maxPushSize?: number;
+  /**
+   * Bytes of push bodies received and being committed at once, per router (default 1 GiB); a push beyond it is
+   * answered 503 `too-busy` with `Retry-After`. Push bodies are streamed, so this bounds disk spool and storage
+   * traffic more than memory.
+   */
+  maxPushBytesInFlight?: number;
   /** Send CORS headers and answer preflights (default true). */
   cors?: boolean;
   /** Wrap errors as `{"error": {...}}` like Quay (default false: the bare object, like the reference). */
@@ -28,6 +34,7 @@ export interface ResolvedOptions {
   registry: Registry;
   prefix: string;
   maxPushSize: number;
+  maxPushBytesInFlight: number;
   loginBodyLimit: number;
   cors: boolean;
   errorEnvelope: boolean;
@@ -38,6 +45,7 @@ export interface ResolvedOptions {
 
 export const DEFAULT_PREFIX = '/cnr';
 export const DEFAULT_MAX_PUSH_SIZE = 32 * 1024 * 1024;
+export const DEFAULT_MAX_PUSH_BYTES_IN_FLIGHT = 1024 * 1024 * 1024;
 
 /** Validate options once, when the router is built: a bad option fails at start-up, not on the first request. */
 export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOptions {
@@ -49,6 +57,10 @@ export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOption
   if (!Number.isSafeInteger(maxPushSize) || maxPushSize < 1) {
     throw new TypeError('koa-appr: maxPushSize must be a positive integer (bytes)');
   }
+  const maxPushBytesInFlight = options.maxPushBytesInFlight ?? DEFAULT_MAX_PUSH_BYTES_IN_FLIGHT;
+  if (!Number.isSafeInteger(maxPushBytesInFlight) || maxPushBytesInFlight < 1) {
+    throw new TypeError('koa-appr: maxPushBytesInFlight must be a positive integer (bytes)');
+  }
   if (!options.registry && !options.storage) {
     throw new TypeError('koa-appr: pass `storage` (e.g. new FsStorage({ root })) or a `registry`');
   }
@@ -57,6 +69,7 @@ export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOption
     registry,
     prefix,
     maxPushSize,
+    maxPushBytesInFlight,
     loginBodyLimit: 64 * 1024,
     cors: options.cors ?? true,
     errorEnvelope: options.errorEnvelope ?? false,
