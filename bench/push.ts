@@ -178,7 +178,14 @@ async function bigPushes(storage: string): Promise<{ idle: number; peak: number;
     const idle = await procStatus(server.pid, 'VmRSS');
     const statuses: number[] = await Promise.all(Array.from({ length: BIG_COUNT }, async (_, i) => {
       const body = Buffer.from(JSON.stringify({ blob: tarball.toString('base64'), release: `1.0.${i}`, media_type: 'helm' }));
-      return (await post(`${server.url}/cnr/api/v1/packages/big/p${i}`, body)).status;
+      try {
+        const res = await post(`${server.url}/cnr/api/v1/packages/big/p${i}`, body);
+        if (res.status !== 200 && i === 0) console.log(`  first answer: ${res.status} ${res.text.slice(0, 200)}`);
+        return res.status;
+      } catch (err) {
+        console.log(`  push ${i}: ${(err as Error).message}`);
+        return -1;
+      }
     }));
     const peak = await procStatus(server.pid, 'VmHWM');
     const counts = new Map<number, number>();
