@@ -70,10 +70,11 @@ async function cpuMs(pid: number): Promise<number> {
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 
-function post(url: string, body: Buffer): Promise<{ status: number; text: string }> {
+/** `fresh`: a new connection (a kept-alive one may have been closed by the server while the client was busy). */
+function post(url: string, body: Buffer, fresh = false): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const req = request(url, {
-      method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length },
+      method: 'POST', agent: fresh ? false : agent, headers: { 'content-type': 'application/json', 'content-length': body.length },
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -179,7 +180,7 @@ async function bigPushes(storage: string): Promise<{ idle: number; peak: number;
     const statuses: number[] = await Promise.all(Array.from({ length: BIG_COUNT }, async (_, i) => {
       const body = Buffer.from(JSON.stringify({ blob: tarball.toString('base64'), release: `1.0.${i}`, media_type: 'helm' }));
       try {
-        const res = await post(`${server.url}/cnr/api/v1/packages/big/p${i}`, body);
+        const res = await post(`${server.url}/cnr/api/v1/packages/big/p${i}`, body, true);
         if (res.status !== 200 && i === 0) console.log(`  first answer: ${res.status} ${res.text.slice(0, 200)}`);
         return res.status;
       } catch (err) {

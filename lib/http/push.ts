@@ -428,11 +428,21 @@ class JsonFields implements BodyParser {
   }
 
   async #consume(tokens: Token[]): Promise<void> {
+    // The tokenizer cuts long strings into pieces of at most 256 characters: the blob's pieces of one input
+    // chunk are joined and decoded together (one base64 decode, one write to the stager per chunk, not per piece).
+    let pending: string[] = [];
+    const flush = async (): Promise<void> => {
+      if (pending.length === 0) return;
+      const text = pending.join('');
+      pending = [];
+      await this.#blob?.write(text);
+    };
     for (const token of tokens) {
       if (this.#ended) throw invalidJson();
       if (this.#inBlob) {
-        if (token.name === 'stringChunk') await this.#blob?.write(token.value);
+        if (token.name === 'stringChunk') pending.push(token.value);
         else if (token.name === 'endString') {
+          await flush();
           this.#inBlob = false;
           await this.#blob?.end();
         }
@@ -481,6 +491,7 @@ class JsonFields implements BodyParser {
           break;
       }
     }
+    await flush();
   }
 
   #count(bytes: number): void {
