@@ -211,6 +211,7 @@ async function readValues(ctx: Context, limit: number, fieldBytes: number, blob:
     if (first !== undefined) values[key] = first;
   }
   if (consumed(ctx.req)) {
+    warnHostParser();
     hostParsedValues(ctx, values, limit);
     return values;
   }
@@ -227,6 +228,22 @@ async function readValues(ctx: Context, limit: number, fieldBytes: number, blob:
     throw err;
   }
   return values;
+}
+
+let warned = false;
+
+/**
+ * Once per process: the host's parser limits (1 MB by default for koa-bodyparser and koa-body) apply before ours
+ * and answer in their own format, which we cannot intercept; say so where the host's operators will see it.
+ */
+function warnHostParser(): void {
+  if (warned) return;
+  warned = true;
+  process.emitWarning(
+    'a body parser ran before the registry: its own size limit applies to pushes first. Mount the registry before ' +
+      'body parsers, or raise the parser\'s jsonLimit/formLimit to the push body limit (see the README, "Host body parsers").',
+    { code: 'KOA_APPR_HOST_BODY_PARSER' },
+  );
 }
 
 /** Whether something before us read the request stream (a host body parser). */
