@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { FsStorage, MemoryStorage, type StorageAdapter } from '../../lib/index.js';
+import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
 import { startServer, type TestServer } from '../helpers/http.js';
 import { ESCAPING_TARS, rawTarGz } from './tars.js';
 
@@ -60,8 +62,20 @@ async function waitFor(check: () => Promise<boolean>, what: string): Promise<voi
   throw new Error(`gave up waiting for ${what}`);
 }
 
-for (const kind of ['memory', 'fs'] as const) {
-  describe(`push: streamed bodies over HTTP (${kind} storage)`, function () {
+function newStorage(kind: 'memory' | 'fs' | 's3', dataDir: string): StorageAdapter {
+  if (kind === 'memory') return new MemoryStorage();
+  if (kind === 'fs') return new FsStorage({ root: join(dataDir, 'data') });
+  return new S3Storage({
+    client: s3ClientFromEnv(),
+    bucket: S3_BUCKET,
+    prefix: uniqueS3Prefix('push'),
+    ifMatchUnquoted: process.env.S3_IFMATCH_UNQUOTED === '1',
+    ownsClient: true,
+  });
+}
+
+for (const kind of ['memory', 'fs', 's3'] as const) {
+  (kind === 's3' ? describeWithS3 : describe)(`push: streamed bodies over HTTP (${kind} storage)`, function () {
     let server: TestServer;
     let storage: StorageAdapter;
     let dataDir: string;
@@ -72,12 +86,13 @@ for (const kind of ['memory', 'fs'] as const) {
       dataDir = await mkdtemp(join(tmpdir(), 'appr-push-http-'));
       spool = join(dataDir, 'spool');
       await import('node:fs/promises').then((fs) => fs.mkdir(spool));
-      storage = kind === 'memory' ? new MemoryStorage() : new FsStorage({ root: join(dataDir, 'data') });
+      storage = newStorage(kind, dataDir);
       server = await startServer({ storage, pushTmpDir: spool, pushMemoryBytes: 4096, maxPushBytesInFlight: 400_000 });
       blob = await makeTarGz({ 'Chart.yaml': 'name: streamed\n' });
     });
     after(async function () {
       await server.close();
+      await storage.close?.();
       await rm(dataDir, { recursive: true, force: true });
     });
 
