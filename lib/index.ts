@@ -2,6 +2,7 @@ export { createApprRouter, API_VERSION } from './http/router.js';
 export type { ApprRouterOptions } from './options.js';
 export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
 export { Registry } from './core/registry.js';
+export type { BlobStager, StagedBlob } from './core/blob.js';
 export type {
   RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,
 } from './core/registry.js';
