@@ -141,6 +141,14 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
         headers: { 'content-type': 'application/json' },
       });
       expect(smuggled.status).to.equal(409);
+      // The same over 64 KiB, where the body is tokenized as it arrives instead of parsed whole.
+      const large = (await makeTarGz({ 'noise.bin': randomBytes(70_000) })).toString('base64');
+      expect((await server.request('POST', '/api/v1/packages/proto/large', { json: { release: '1.0.0', media_type: 'helm', blob: large } })).status).to.equal(200);
+      const streamed = await server.request('POST', '/api/v1/packages/proto/large', {
+        body: `{"__proto__": {"force": true}, "release": "1.0.0", "media_type": "helm", "blob": "${b64}"${' '.repeat(70_000)}}`,
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(streamed.status).to.equal(409);
       const noRelease = await server.request('POST', '/api/v1/packages/proto/other', {
         body: `{"__proto__": {"release": "2.0.0"}, "blob": "${b64}"}`, headers: { 'content-type': 'application/json' },
       });
