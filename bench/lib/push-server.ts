@@ -19,7 +19,12 @@ if (target.startsWith('s3://')) {
 const options = JSON.parse(process.env.BENCH_OPTIONS ?? '{}') as Record<string, unknown>;
 const app = new Koa();
 app.silent = true;
-const router = createApprRouter({ storage, ...options, onError: (err) => console.error('bench server:', err) });
+let reported = 0;
+const onError = (err: unknown): void => {
+  // A few lines, not a stack per failed push: the bench's table counts the errors.
+  if (reported++ < 3) console.error(`bench server: ${String((err as Error).message ?? err).slice(0, 200)}`);
+};
+const router = createApprRouter({ storage, ...options, onError });
 app.use(router.routes()).use(router.allowedMethods());
 const server = app.listen(0, '127.0.0.1', () => {
   const address = server.address();
