@@ -7,7 +7,7 @@ import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
-import { ApprError } from '../errors.js';
+import { ApprError, StorageUnavailableError } from '../errors.js';
 
 const DIGEST = /^[0-9a-f]{64}$/;
 const NOT_BASE64 = /[^A-Za-z0-9+/=]/;
@@ -241,8 +241,20 @@ export class BlobStager {
     }
   }
 
-  /** Keep the gzip bytes for the commit: in memory up to `memoryBytes`, then in a private temp file. */
+  /**
+   * Keep the gzip bytes for the commit: in memory up to `memoryBytes`, then in a private temp file. A temp
+   * directory that is missing, full or read-only is the server's problem, not the client's: 503.
+   */
   async #keep(chunk: Buffer): Promise<void> {
+    try {
+      await this.#spool(chunk);
+    } catch (err) {
+      this.#failure = new StorageUnavailableError('push spool: cannot write the temp file of a push', err);
+      throw this.#failure;
+    }
+  }
+
+  async #spool(chunk: Buffer): Promise<void> {
     if (this.#file === undefined && this.#size <= this.#options.memoryBytes) {
       // A copy: the caller may reuse its buffer (Buffer.from(base64) slices of a pool).
       this.#memory.push(Buffer.from(chunk));

@@ -258,6 +258,20 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       expect((await server.request('POST', '/api/v1/packages/gone/pkg', { body, headers: { 'content-type': 'application/json' } })).status).to.equal(200);
     });
 
+    it('answers 503 (JSON) when the spool directory cannot be written, and stores nothing', async function () {
+      const broken = await startServer({ storage, pushTmpDir: join(dataDir, 'missing-dir'), pushMemoryBytes: 1024 });
+      try {
+        const big = await makeTarGz({ 'noise.bin': randomBytes(20_000) });
+        const res = await broken.request('POST', '/api/v1/packages/nospool/pkg', { json: { release: '1.0.0', blob: big.toString('base64') } });
+        expect(res.status).to.equal(503);
+        expect(res.json.code).to.equal('storage-unavailable');
+        expect(res.text).to.not.include(dataDir);
+        expect((await allKeys(storage)).filter((k) => k.includes('/nospool/'))).to.deep.equal([]);
+      } finally {
+        await broken.close();
+      }
+    });
+
     it('stores a blob that fails half-way (gzip cut short) nowhere', async function () {
       const big = await makeTarGz({ 'noise.bin': randomBytes(100_000) });
       const res = await server.request('POST', '/api/v1/packages/half/pkg', { json: { release: '1.0.0', blob: big.subarray(0, 70_000).toString('base64') } });
