@@ -216,9 +216,17 @@ export class Registry {
       const stored = await this.storage.head(blobKey);
       if (stored !== null) return stored.size;
     }
-    const written = blob.bytes !== undefined
-      ? await this.storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' })
-      : await this.storage.putStream(blobKey, blob.open(), blob.size, { ifNoneMatch: '*' });
+    let written: string | null;
+    if (blob.bytes !== undefined) {
+      written = await this.storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' });
+    } else {
+      const body = blob.open();
+      try {
+        written = await this.storage.putStream(blobKey, body, blob.size, { ifNoneMatch: '*' });
+      } finally {
+        body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
+      }
+    }
     if (written !== null) return blob.size;
     // A backend that reported a failed condition although nothing is there must not lead to a release without
     // its blob.
