@@ -4,6 +4,7 @@ export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
 export { OptionError, APPR_ERR_OPTION } from './options/validate.js';
 export type { ErrorResponse } from './options.js';
 export { Registry } from './core/registry.js';
+export type { BlobStager, StagedBlob } from './core/blob.js';
 export type {
   RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,
 } from './core/registry.js';

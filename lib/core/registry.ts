@@ -1,9 +1,10 @@
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import type { Readable } from 'node:stream';
 import { registryOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
-import { inspectBlob, parseDigest } from './blob.js';
+import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
@@ -67,8 +68,11 @@ export interface PushInput {
   namespace: string;
   name: string;
   release: string;
-  /** The gzip bytes (already decoded from base64). */
-  blob: Buffer;
+  /**
+   * The gzip bytes (already decoded from base64): whole, as a stream, or staged by `createBlobStager()` (then the
+   * caller disposes of it). Bytes and streams are checked and staged by `push` itself, after the fields.
+   */
+  blob: Buffer | Readable | StagedBlob;
   mediaType?: string;
   metadata?: unknown;
   force?: boolean;
@@ -94,6 +98,14 @@ export interface RegistryOptions {
   storage: StorageAdapter;
   /** A pushed tarball may not inflate to more than this many bytes (default 1 GiB). */
   maxUnpackedSize?: number;
+  /**
+   * Where pushed blobs larger than `pushMemoryBytes` wait, as temp files, between their arrival and their commit
+   * (default: the OS temp directory). Needs room for the pushes in flight (see the router's
+   * `maxPushBytesInFlight`).
+   */
+  pushTmpDir?: string;
+  /** Pushed blobs up to this many bytes wait in memory instead (default 1 MiB). */
+  pushMemoryBytes?: number;
   /** Visibility of new packages when the push does not say (default 'public', as the reference). */
   defaultVisibility?: Visibility;
   cache?: DocumentCacheOptions;
@@ -125,6 +137,8 @@ export class Registry {
   readonly storage: StorageAdapter;
   readonly #docs: DocumentStore;
   readonly #maxUnpackedSize: number;
+  readonly #pushTmpDir: string | undefined;
+  readonly #pushMemoryBytes: number | undefined;
   readonly #defaultVisibility: Visibility;
   readonly #now: () => Date;
   readonly #listPageSize: number;
@@ -136,6 +150,8 @@ export class Registry {
     this.storage = withDeadline(options.storage, options.storageTimeoutMs);
     this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
     this.#maxUnpackedSize = options.maxUnpackedSize;
+    this.#pushTmpDir = options.pushTmpDir;
+    this.#pushMemoryBytes = options.pushMemoryBytes;
     this.#defaultVisibility = options.defaultVisibility;
     this.#now = options.now;
     this.#listPageSize = options.listPageSize;
@@ -144,10 +160,23 @@ export class Registry {
   // ---- push -------------------------------------------------------------------------------------------------
 
   /**
+   * A stager for the gzip bytes of a blob that arrives piece by piece (an HTTP push body): it checks them as they
+   * come (gzip, tar, entry paths, `maxUnpackedSize`) and keeps them aside, outside storage, until `push` commits
+   * them. `maxSize` bounds the gzip bytes (413 past it).
+   */
+  createBlobStager(options: { maxSize?: number } = {}): BlobStager {
+    return new BlobStager(this.#stageOptions(options.maxSize));
+  }
+
+  /**
+   * Everything about the push is validated (names, release, media type) before its blob is checked, and the blob
+   * is checked in full before anything is stored, so a refused push leaves nothing in storage.
+   *
    * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
    * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
    * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
-   * there), and the package document's conditional GET and compare-and-swap PUT.
+   * there), and the package document's conditional GET and compare-and-swap PUT. A blob too large to wait in
+   * memory is HEADed first, so that pushing the same large tarball again does not upload it again.
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -161,15 +190,12 @@ export class Registry {
       package: `${namespace}/${name}`, release, media_type: mediaType,
     });
 
-    const blob = await inspectBlob(input.blob, this.#maxUnpackedSize);
-    const blobKey = keys.blob(namespace, name, blob.digest);
-    let { size } = blob;
-    if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
-      // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve. A backend
-      // that reported a failed condition although nothing is there must not lead to a release without its blob.
-      const stored = await this.storage.head(blobKey);
-      if (stored === null) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-      size = stored.size;
+    const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.#stageOptions());
+    let size: number;
+    try {
+      size = await this.#storeBlob(namespace, name, blob);
+    } finally {
+      if (blob !== input.blob) await blob.dispose();
     }
 
     const createdAt = this.#now().toISOString();
@@ -190,6 +216,44 @@ export class Registry {
       doc.releases[release] = media;
       return { next: doc, result: undefined };
     });
+  }
+
+  /**
+   * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
+   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those).
+   */
+  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<number> {
+    const blobKey = keys.blob(namespace, name, blob.digest);
+    if (blob.bytes === undefined) {
+      const stored = await this.storage.head(blobKey);
+      if (stored !== null) return stored.size;
+    }
+    let written: string | null;
+    if (blob.bytes !== undefined) {
+      written = await this.storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' });
+    } else {
+      const body = blob.open();
+      try {
+        written = await this.storage.putStream(blobKey, body, blob.size, { ifNoneMatch: '*' });
+      } finally {
+        body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
+      }
+    }
+    if (written !== null) return blob.size;
+    // A backend that reported a failed condition although nothing is there must not lead to a release without
+    // its blob.
+    const stored = await this.storage.head(blobKey);
+    if (stored === null) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+    return stored.size;
+  }
+
+  #stageOptions(maxSize?: number) {
+    return {
+      maxUnpackedSize: this.#maxUnpackedSize,
+      ...(maxSize === undefined ? {} : { maxSize }),
+      ...(this.#pushTmpDir === undefined ? {} : { tmpDir: this.#pushTmpDir }),
+      ...(this.#pushMemoryBytes === undefined ? {} : { memoryBytes: this.#pushMemoryBytes }),
+    };
   }
 
   // ---- list and search ----------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
 import type { Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
-import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
+import { bodyReader, pushBodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
 import { mountHelmRoutes } from '../helm/router.js';
 
@@ -85,7 +85,7 @@ const ROUTES: RouteDef[] = [
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
     before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'push', method: 'post', path: pkg, access: 'push', handler: push,
-    before: (o) => bodyReader(pushBodyLimit(o.maxPushSize)) },
+    before: (o) => pushBodyReader(o) },
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;

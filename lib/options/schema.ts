@@ -62,6 +62,10 @@ export const registryShape = {
   now: fn<() => Date>().default(() => () => new Date()),
   /** Overall deadline of each storage operation (lib/storage/deadline.ts); 0 turns it off. */
   storageTimeoutMs: integer('ms', 0, MAX_TIMER_MS).default(5000),
+  /** Where pushed blobs over `pushMemoryBytes` wait as temp files (default: the OS temp directory). */
+  pushTmpDir: text('a directory path (a non-empty string)', (dir) => dir.length > 0 && !dir.includes('\0'), '/tmp', ['']).optional(),
+  /** Pushed blobs up to this many bytes wait in memory (default 1 MiB). */
+  pushMemoryBytes: integer('bytes', 0).optional(),
 };
 
 export const registryOptions = group({ storage: storageAdapter, ...registryShape });

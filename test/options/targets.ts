@@ -34,8 +34,8 @@ export const TARGETS: Target[] = [
       'auth', 'auth.identify', 'auth.authorize', 'auth.anonymous', 'auth.login', 'auth.signup', 'auth.realm',
       'onError', 'onResponseError',
       'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
-      'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
-      'storageTimeoutMs',
+      'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now', 'maxPushBytesInFlight',
+      'storageTimeoutMs', 'pushTmpDir', 'pushMemoryBytes',
     ],
   },
   {
@@ -46,7 +46,7 @@ export const TARGETS: Target[] = [
     expected: [
       'storage', 'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
       'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
-      'storageTimeoutMs',
+      'storageTimeoutMs', 'pushTmpDir', 'pushMemoryBytes',
     ],
   },
   {
