@@ -17,3 +17,18 @@ export type { ErrorCode } from './errors.js';
 export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage } from './storage/types.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FsStorage } from './storage/fs.js';
+export { ApprMetrics, metricsEndpoint } from './ops/metrics.js';
+export type {
+  MetricsHooks, MetricsOptions, MetricsEndpointOptions, StorageOperation, StorageOutcome, CacheKind,
+} from './ops/metrics.js';
+export { InstrumentedStorage } from './ops/storage.js';
+export { defaultActorName, jsonLinesAudit } from './ops/audit.js';
+export type {
+  AuditEvent, AuditHook, Actor, ChangeContext, PushEvent, DeleteEvent, ChannelAddEvent, ChannelRemoveEvent,
+  ChannelDeleteEvent, VisibilityEvent, LoginEvent, GcEvent, JsonLinesAudit,
+} from './ops/audit.js';
+export type { Logger } from './ops/logger.js';
+export { requestLog } from './ops/request-log.js';
+export type { RequestLogOptions } from './ops/request-log.js';
+export { healthz, readyz } from './ops/health.js';
+export type { HealthReport, StorageHealth, HealthOptions, ProbeOptions } from './ops/health.js';

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
+import type { MetricsHooks } from '../ops/metrics.js';
 
 export interface DocumentCacheOptions {
   /** How many parsed documents to keep (default 1000). */
@@ -47,9 +48,14 @@ export class DocumentStore {
   readonly #ttlMs: number;
   readonly #cas: Required<CasOptions>;
   readonly #maxBytes: number;
+  readonly #metrics: MetricsHooks | undefined;
 
-  constructor(storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}, limits: DocumentLimits = {}) {
+  constructor(
+    storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}, limits: DocumentLimits = {},
+    hooks: { metrics?: MetricsHooks | undefined } = {},
+  ) {
     this.#storage = storage;
+    this.#metrics = hooks.metrics;
     this.#maxBytes = limits.maxBytes ?? 8 * 1024 * 1024;
     this.#cache = new LRUCache({ max: cache.max ?? 1000 });
     this.#ttlMs = cache.ttlMs ?? 0;
@@ -66,11 +72,16 @@ export class DocumentStore {
   /** `fresh`: ask storage even within the TTL (writers decide on what is stored, not on what was cached). */
   async #readVersioned<T>(key: string, fresh = false): Promise<{ value: T; etag: string } | null> {
     const cached = this.#cache.get(key);
-    if (cached && !fresh && Date.now() - cached.checkedAt < this.#ttlMs) return cached as { value: T; etag: string };
+    if (cached && !fresh && Date.now() - cached.checkedAt < this.#ttlMs) {
+      this.#metrics?.cache('documents', true);
+      return cached as { value: T; etag: string };
+    }
     const got = await this.#storage.get(key, cached ? { ifNoneMatch: cached.etag } : undefined);
     // A write (or a newer read) that finished while this GET was under way has already put a newer copy in the
     // cache: never replace it with what this older GET saw.
     const untouched = this.#cache.get(key) === cached;
+    // A hit: the cached parse was used (fresh, or revalidated by a "not modified").
+    this.#metrics?.cache('documents', got !== null && got.notModified);
     if (got === null) {
       if (untouched) this.#cache.delete(key);
       return null;
@@ -103,6 +114,7 @@ export class DocumentStore {
           { limit: this.#maxBytes });
       }
       const etag = await this.#storage.put(key, body, current ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
+      this.#metrics?.casAttempt(etag !== null);
       if (etag !== null) {
         this.#cache.set(key, { etag, value: outcome.next, checkedAt: Date.now() });
         return outcome.result;
@@ -111,6 +123,7 @@ export class DocumentStore {
       const ceiling = Math.min(this.#cas.maxDelayMs, this.#cas.baseDelayMs * 2 ** attempt);
       await sleep(Math.random() * ceiling);
     }
+    this.#metrics?.casGiveUp();
     throw new StorageUnavailableError(`too much contention on ${key}; try again`);
   }
 

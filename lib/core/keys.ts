@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+
 /**
  * The one place that builds storage keys. Every segment has been validated (names.ts, release.ts, digest check)
  * before it gets here, so keys only contain `[A-Za-z0-9._+-]` and `/`.
@@ -5,6 +7,7 @@
  *   packages/<ns>/<name>.json                          package document: releases, channels, visibility (mutable, CAS)
  *   manifests/<ns>/<name>/<release>/<mt>/<id>.json      manifest document: one push of one release x media type (immutable)
  *   blobs/<ns>/<name>/sha256/<digest>                   blob bytes, gzip as pushed (immutable, content-addressed)
+ *   health/<random>                                     one instance's health probe (written, read, deleted)
  *
  * Package documents live under their own prefix so that listing packages never walks blobs or manifests.
  */
@@ -34,5 +37,10 @@ export const keys = {
 
   blob(namespace: string, name: string, digest: string): string {
     return `blobs/${namespace}/${name}/sha256/${digest}`;
+  },
+
+  /** A key of this instance's own for `Registry.health()`, random so that instances never probe the same key. */
+  healthProbe(): string {
+    return `health/${randomBytes(8).toString('hex')}`;
   },
 };

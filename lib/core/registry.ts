@@ -5,6 +5,11 @@ import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './doc
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
 import { compareReleases, parseRelease, selectRelease, sortReleasesDesc } from './release.js';
+import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
+import { checkStorage, type HealthReport } from '../ops/health.js';
+import type { Logger } from '../ops/logger.js';
+import type { MetricsHooks } from '../ops/metrics.js';
+import { InstrumentedStorage } from '../ops/storage.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -76,6 +81,8 @@ export interface PushInput {
    * it since the caller was authorized.
    */
   createOnly?: boolean;
+  /** Who pushes, for the audit event (see `Actor`). */
+  actor?: string | null;
 }
 
 export interface PackageRef {
@@ -104,9 +111,17 @@ export interface RegistryOptions {
   listPageSize?: number;
   /** Clock, for tests. */
   now?: () => Date;
+  /** Metrics (an `ApprMetrics`, or any object of its shape): HTTP, storage, caches, compare-and-swap, bytes. */
+  metrics?: MetricsHooks;
+  /** Called after each stored change and each login attempt (README "Operating it"). */
+  audit?: AuditHook;
+  /** Where the library's own log lines go (pino's shape); without one it logs nothing. */
+  logger?: Logger;
 }
 
 const LIST_CONCURRENCY = 16;
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /**
  * The registry's domain core: no Koa, no HTTP. Every method validates its own inputs (names, releases, media
@@ -119,12 +134,20 @@ export class Registry {
   readonly #defaultVisibility: Visibility;
   readonly #now: () => Date;
   readonly #listPageSize: number;
+  readonly metrics: MetricsHooks | undefined;
+  readonly logger: Logger | undefined;
+  readonly #audit: AuditHook | undefined;
+  readonly #probeKey = keys.healthProbe();
 
   constructor(options: RegistryOptions) {
-    this.storage = options.storage;
-    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, {
+    // Measured once here, so every layer above (documents, blobs, health, gc) is counted.
+    this.storage = options.metrics ? new InstrumentedStorage(options.storage, options.metrics) : options.storage;
+    this.metrics = options.metrics;
+    this.logger = options.logger;
+    this.#audit = options.audit;
+    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, {
       ...(options.maxPackageBytes === undefined ? {} : { maxBytes: options.maxPackageBytes }),
-    });
+    }, { metrics: options.metrics });
     this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
     this.#defaultVisibility = options.defaultVisibility ?? 'public';
     this.#now = options.now ?? (() => new Date());
@@ -163,7 +186,7 @@ export class Registry {
     }
 
     const createdAt = this.#now().toISOString();
-    await this.#docs.update<PackageDoc, void>(docKey, (current) => {
+    const created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
       if (input.createOnly && current && isLive(current)) {
         throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
           package: `${namespace}/${name}`,
@@ -176,7 +199,12 @@ export class Registry {
       const media = own(doc.releases, release) ?? {};
       media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
       doc.releases[release] = media;
-      return { next: doc, result: undefined };
+      return { next: doc, result: doc !== current };
+    });
+    this.metrics?.pushed(size);
+    await this.audit({
+      type: 'push', time: createdAt, actor: input.actor ?? null, package: `${namespace}/${name}`, release, mediaType,
+      digest: blob.digest, size, forced: force, created,
     });
   }
 
@@ -238,17 +266,19 @@ export class Registry {
   }
 
   /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
-  async setVisibility(namespace: string, name: string, visibility: Visibility) {
+  async setVisibility(namespace: string, name: string, visibility: Visibility, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     if (visibility !== 'public' && visibility !== 'private') {
       throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
     }
-    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const previous = await this.#docs.update<PackageDoc, Visibility>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
-      if (live.visibility === visibility) return { result: undefined };
+      if (live.visibility === visibility) return { result: visibility };
+      const before = live.visibility;
       live.visibility = visibility;
-      return { next: live, result: undefined };
+      return { next: live, result: before };
     });
+    await this.#changed(context, { type: 'visibility', package: `${names.namespace}/${names.name}`, visibility, previous });
     return { package: `${names.namespace}/${names.name}`, visibility };
   }
 
@@ -304,14 +334,14 @@ export class Registry {
    * `current` moves to the highest remaining member; empty channels go); a package left with no release becomes
    * a tombstone, which reads as absent. Blobs stay.
    */
-  async deleteRelease(namespace: string, name: string, release: string, mediaType: string) {
+  async deleteRelease(namespace: string, name: string, release: string, mediaType: string, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     const mt = normalizeMediaType(mediaType);
     const pkg = `${names.namespace}/${names.name}`;
     const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${release} (${mt})`, {
       package: pkg, release, media_type: mt,
     });
-    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const packageDeleted = await this.#docs.update<PackageDoc, boolean>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const media = doc && isLive(doc) ? own(doc.releases, release) : undefined;
       if (!doc || !media || own(media, mt) === undefined) throw notFound;
       delete media[mt];
@@ -320,8 +350,9 @@ export class Registry {
         for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release);
       }
       if (!isLive(doc)) doc.channels = {};
-      return { next: doc, result: undefined };
+      return { next: doc, result: !isLive(doc) };
     });
+    await this.#changed(context, { type: 'delete', package: pkg, release, mediaType: mt, packageDeleted });
     return { status: 'deleted', package: pkg, release };
   }
 
@@ -340,11 +371,13 @@ export class Registry {
   }
 
   /** Route 16: add an exact, existing release; it becomes the channel's current release. */
-  async addChannelRelease(namespace: string, name: string, channel: string, release: string): Promise<Channel> {
+  async addChannelRelease(
+    namespace: string, name: string, channel: string, release: string, context: ChangeContext = {},
+  ): Promise<Channel> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     if (release !== 'default') withReleaseDetail(() => parseRelease(release), release);
-    return this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const added = await this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
       if (own(live.releases, release) === undefined) {
         throw new ApprError('package-release-not-found', `Release ${release} doesn't exist for package ${pkgName(live)}`, {
@@ -357,10 +390,12 @@ export class Registry {
       live.channels[channel] = record;
       return { next: live, result: channelOf(live, channel) };
     });
+    await this.#changed(context, { type: 'channel-add', package: `${names.namespace}/${names.name}`, channel, release });
+    return added;
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
-  async removeChannelRelease(namespace: string, name: string, channel: string, release: string) {
+  async removeChannelRelease(namespace: string, name: string, channel: string, release: string, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
@@ -370,11 +405,12 @@ export class Registry {
       removeFromChannel(live, channel, release);
       return { next: live, result: undefined };
     });
+    await this.#changed(context, { type: 'channel-remove', package: `${names.namespace}/${names.name}`, channel, release });
     return { status: 'deleted', package: `${names.namespace}/${names.name}`, name: channel, release };
   }
 
   /** Route 18. */
-  async deleteChannel(namespace: string, name: string, channel: string) {
+  async deleteChannel(namespace: string, name: string, channel: string, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
@@ -383,6 +419,7 @@ export class Registry {
       delete live.channels[channel];
       return { next: live, result: undefined };
     });
+    await this.#changed(context, { type: 'channel-delete', package: `${names.namespace}/${names.name}`, channel });
     return { channel, package: `${names.namespace}/${names.name}`, action: 'delete' };
   }
 
@@ -393,6 +430,30 @@ export class Registry {
   invalidate(namespace?: string, name?: string): void {
     if (namespace === undefined || name === undefined) this.#docs.invalidate();
     else this.#docs.invalidate(keys.packageDoc(checkName('namespace', namespace), checkName('package', name)));
+  }
+
+  // ---- operations: audit, health -------------------------------------------------------------------------------
+
+  /**
+   * Hand an event to the `audit` hook (the HTTP layer reports logins through it). Never throws: a failing hook is
+   * logged and the change it reports stands.
+   */
+  async audit(event: AuditEvent): Promise<void> {
+    await emitAudit(this.#audit, this.logger, event);
+  }
+
+  async #changed(context: ChangeContext, event: DistributiveOmit<AuditEvent, 'time' | 'actor'>): Promise<void> {
+    if (!this.#audit) return;
+    await this.audit({ ...event, time: this.#now().toISOString(), actor: context.actor ?? null } as AuditEvent);
+  }
+
+  /**
+   * Is storage reachable and writable? A read, write, read-back and delete of this instance's probe key, each
+   * bounded by `timeoutMs` (default 5000). Never throws; details of a failure go to the logger.
+   */
+  async health(options: { timeoutMs?: number } = {}): Promise<HealthReport> {
+    const storage = await checkStorage(this.storage, this.#probeKey, this.logger, options);
+    return { ok: storage.reachable && storage.writable, storage };
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------

@@ -1,0 +1,197 @@
+import type { Context, Middleware, Next } from 'koa';
+import { Counter, Histogram, Registry as PromRegistry, type Metric } from 'prom-client';
+
+/** What a storage request was, for `koa_appr_storage_*`: the adapter method. */
+export type StorageOperation = 'get' | 'put' | 'putStream' | 'getStream' | 'head' | 'delete' | 'list';
+
+/**
+ * How a storage request ended: `ok`; `absent` (null for a missing key, false from delete); `not_modified` (a
+ * conditional GET that matched); `condition_failed` (a conditional write or delete that lost); `error` (thrown:
+ * an outage, a timeout).
+ */
+export type StorageOutcome = 'ok' | 'absent' | 'not_modified' | 'condition_failed' | 'error';
+
+/** Which cache a hit or miss is about. `catalog` is for the in-memory package catalog. */
+export type CacheKind = 'documents' | 'blobs' | 'catalog';
+
+/**
+ * The calls the library makes to record what it does. `ApprMetrics` implements them with prom-client; a host may
+ * pass any object of this shape (to feed another metrics system). Each call is one counter increment and at most
+ * one histogram observation: they run on every request.
+ */
+export interface MetricsHooks {
+  /** One HTTP request answered by a route of the registry. `route` is the route's name (`pull`, `push`...). */
+  httpRequest(route: string, method: string, status: number, seconds: number): void;
+  storageRequest(operation: StorageOperation, outcome: StorageOutcome, seconds: number): void;
+  cache(kind: CacheKind, hit: boolean): void;
+  /** One compare-and-swap write of a package document: `won` false when another writer changed it first. */
+  casAttempt(won: boolean): void;
+  /** A change that still lost the race after every attempt (answered 503). */
+  casGiveUp(): void;
+  /** Tarball bytes of a successful push. */
+  pushed(bytes: number): void;
+  /** Response body bytes of a pull or blob download (its Content-Length). */
+  pulled(bytes: number): void;
+}
+
+export interface MetricsOptions {
+  /** The prom-client registry to register in (default: a new one, `metrics.register`). */
+  register?: PromRegistry;
+  /** Histogram buckets of the HTTP latency, seconds (default 5 ms to 10 s). */
+  httpBuckets?: number[];
+  /** Histogram buckets of the storage latency, seconds (default 1 ms to 10 s). */
+  storageBuckets?: number[];
+}
+
+const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const STORAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * The registry's metrics in Prometheus form (README "Operating it" lists them). Labels are all low-cardinality:
+ * route names, HTTP methods and statuses, adapter operations, outcomes; never a package name. Building two
+ * instances on one prom-client registry shares the metrics (a router and a host's own `Registry`, say).
+ *
+ *     const metrics = new ApprMetrics();                          // or new ApprMetrics({ register: myPromRegistry })
+ *     app.use(metricsEndpoint(metrics));                          // GET /metrics
+ *     app.use(createApprRouter({ storage, metrics }).routes());
+ */
+export class ApprMetrics implements MetricsHooks {
+  readonly register: PromRegistry;
+  readonly #httpRequests: Counter<'route' | 'method' | 'status'>;
+  readonly #httpDuration: Histogram<'route' | 'method'>;
+  readonly #storageRequests: Counter<'operation' | 'outcome'>;
+  readonly #storageDuration: Histogram<'operation' | 'outcome'>;
+  readonly #cache: Counter<'cache' | 'result'>;
+  readonly #cas: Counter<'outcome'>;
+  readonly #casGiveUps: Counter;
+  readonly #pushed: Counter;
+  readonly #pulled: Counter;
+  /** Label children, looked up by nested maps so a request allocates no label object or key string. */
+  readonly #httpChildren = new Map<string, Map<string, Map<number, HttpChildren>>>();
+  readonly #storageChildren = new Map<string, { count: Counter.Internal; duration: Histogram.Internal<string> }>();
+  readonly #cacheChildren: Record<CacheKind, { hit: Counter.Internal; miss: Counter.Internal }>;
+  readonly #casWon: Counter.Internal;
+  readonly #casLost: Counter.Internal;
+
+  constructor(options: MetricsOptions = {}) {
+    const register = options.register ?? new PromRegistry();
+    this.register = register;
+    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> =>
+      reuse<Counter<L>>(register, name) ?? new Counter<L>({ name, help, labelNames, registers: [register] });
+    const histogram = <L extends string>(name: string, help: string, labelNames: L[], buckets: number[]): Histogram<L> =>
+      reuse<Histogram<L>>(register, name) ?? new Histogram<L>({ name, help, labelNames, buckets, registers: [register] });
+
+    this.#httpRequests = counter('koa_appr_http_requests_total',
+      'HTTP requests answered by the registry, by route name, method and status.', ['route', 'method', 'status']);
+    this.#httpDuration = histogram('koa_appr_http_request_duration_seconds',
+      'Time from the request reaching the registry to its status and headers being decided (a streamed body excluded).',
+      ['route', 'method'], options.httpBuckets ?? HTTP_BUCKETS);
+    this.#storageRequests = counter('koa_appr_storage_requests_total',
+      'Storage adapter requests, by operation and outcome.', ['operation', 'outcome']);
+    this.#storageDuration = histogram('koa_appr_storage_request_duration_seconds',
+      'Latency of storage adapter requests (for streams: until the stream is open).', ['operation', 'outcome'],
+      options.storageBuckets ?? STORAGE_BUCKETS);
+    this.#cache = counter('koa_appr_cache_requests_total',
+      'Cache lookups, by cache (documents, blobs, catalog) and result (hit, miss).', ['cache', 'result']);
+    this.#cas = counter('koa_appr_cas_attempts_total',
+      'Compare-and-swap writes of package documents, by outcome (won, lost: another writer was first).', ['outcome']);
+    this.#casGiveUps = counter('koa_appr_cas_give_ups_total',
+      'Changes that lost the compare-and-swap race on every attempt (answered 503).');
+    this.#pushed = counter('koa_appr_push_bytes_total', 'Tarball bytes accepted by successful pushes.');
+    this.#pulled = counter('koa_appr_pull_bytes_total',
+      'Response bytes of pulls and blob downloads (their Content-Length; HEAD and 304 count nothing).');
+
+    const cacheChild = (kind: CacheKind) => ({ hit: this.#cache.labels(kind, 'hit'), miss: this.#cache.labels(kind, 'miss') });
+    this.#cacheChildren = { documents: cacheChild('documents'), blobs: cacheChild('blobs'), catalog: cacheChild('catalog') };
+    this.#casWon = this.#cas.labels('won');
+    this.#casLost = this.#cas.labels('lost');
+  }
+
+  httpRequest(route: string, method: string, status: number, seconds: number): void {
+    let byMethod = this.#httpChildren.get(route);
+    if (!byMethod) this.#httpChildren.set(route, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    let children = byStatus.get(status);
+    if (!children) {
+      children = {
+        count: this.#httpRequests.labels(route, method, String(status)),
+        duration: this.#httpDuration.labels(route, method),
+      };
+      byStatus.set(status, children);
+    }
+    children.count.inc();
+    children.duration.observe(seconds);
+  }
+
+  storageRequest(operation: StorageOperation, outcome: StorageOutcome, seconds: number): void {
+    const key = STORAGE_KEYS[operation][outcome];
+    let children = this.#storageChildren.get(key);
+    if (!children) {
+      children = {
+        count: this.#storageRequests.labels(operation, outcome),
+        duration: this.#storageDuration.labels(operation, outcome),
+      };
+      this.#storageChildren.set(key, children);
+    }
+    children.count.inc();
+    children.duration.observe(seconds);
+  }
+
+  cache(kind: CacheKind, hit: boolean): void {
+    const child = this.#cacheChildren[kind];
+    (hit ? child.hit : child.miss).inc();
+  }
+
+  casAttempt(won: boolean): void {
+    (won ? this.#casWon : this.#casLost).inc();
+  }
+
+  casGiveUp(): void {
+    this.#casGiveUps.inc();
+  }
+
+  pushed(bytes: number): void {
+    this.#pushed.inc(bytes);
+  }
+
+  pulled(bytes: number): void {
+    this.#pulled.inc(bytes);
+  }
+}
+
+interface HttpChildren {
+  count: Counter.Internal;
+  duration: Histogram.Internal<string>;
+}
+
+const OPERATIONS: StorageOperation[] = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list'];
+const OUTCOMES: StorageOutcome[] = ['ok', 'absent', 'not_modified', 'condition_failed', 'error'];
+/** `operation outcome` strings built once, so a storage request does not build its map key. */
+const STORAGE_KEYS = Object.fromEntries(OPERATIONS.map((operation) => [operation,
+  Object.fromEntries(OUTCOMES.map((outcome) => [outcome, `${operation} ${outcome}`]))])) as
+  Record<StorageOperation, Record<StorageOutcome, string>>;
+
+function reuse<M>(register: PromRegistry, name: string): M | undefined {
+  return register.getSingleMetric(name) as Metric | undefined as M | undefined;
+}
+
+export interface MetricsEndpointOptions {
+  /** Default `/metrics`. Requests to other paths go on down the middleware chain. */
+  path?: string;
+}
+
+/**
+ * Koa middleware serving the Prometheus text format of `metrics.register` (every metric in it, the host's too)
+ * at `path`, for GET and HEAD. Mount it at the app level, outside the registry's prefix; protect it as the host
+ * protects its other internal endpoints (it reveals request counts, nothing about packages).
+ */
+export function metricsEndpoint(metrics: { register: PromRegistry }, options: MetricsEndpointOptions = {}): Middleware {
+  const path = options.path ?? '/metrics';
+  return async function apprMetricsEndpoint(ctx: Context, next: Next): Promise<void> {
+    if (ctx.path !== path || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
+    ctx.set('Cache-Control', 'no-store');
+    ctx.type = metrics.register.contentType;
+    ctx.body = await metrics.register.metrics();
+  };
+}
