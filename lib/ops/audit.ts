@@ -24,7 +24,7 @@ export interface PushEvent extends PackageEvent {
   type: 'push';
   release: string;
   mediaType: string;
-  /** sha256 hex of the stored tarball. */
+  /** The release's digest: sha256 hex of the uncompressed tar (as manifests show it). */
   digest: string;
   /** Bytes of the stored tarball. */
   size: number;
