@@ -69,6 +69,11 @@ export class DocumentStore {
     return (await this.#readVersioned<T>(key))?.value ?? null;
   }
 
+  /** The current document as stored now (a conditional GET even within the TTL), or null. Read-only, as `read`. */
+  async readFresh<T>(key: string): Promise<T | null> {
+    return (await this.#readVersioned<T>(key, true))?.value ?? null;
+  }
+
   /** `fresh`: ask storage even within the TTL (writers decide on what is stored, not on what was cached). */
   async #readVersioned<T>(key: string, fresh = false): Promise<{ value: T; etag: string } | null> {
     const cached = this.#cache.get(key);

@@ -10,6 +10,7 @@ import { checkStorage, type HealthReport } from '../ops/health.js';
 import type { Logger } from '../ops/logger.js';
 import type { MetricsHooks } from '../ops/metrics.js';
 import { InstrumentedStorage } from '../ops/storage.js';
+import { checkFence, collect, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState } from '../ops/gc.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -38,6 +39,8 @@ export interface PackageDoc {
   visibility: Visibility;
   releases: Record<string, Record<string, ManifestRecord>>;
   channels: Record<string, ChannelRecord>;
+  /** The garbage collector's bookkeeping (lib/ops/gc.ts); every write of the document must keep it. */
+  gc?: GcState;
 }
 
 export interface Manifest {
@@ -120,6 +123,8 @@ export interface RegistryOptions {
 }
 
 const LIST_CONCURRENCY = 16;
+/** Times a push writes its blob when garbage collection keeps removing it (lib/ops/gc.ts). */
+const MAX_PUSH_ROUNDS = 10;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
@@ -177,30 +182,44 @@ export class Registry {
     const blob = await inspectBlob(input.blob, this.#maxUnpackedSize);
     const blobKey = keys.blob(namespace, name, blob.digest);
     let { size } = blob;
-    if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
-      // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve. A backend
-      // that reported a failed condition although nothing is there must not lead to a release without its blob.
-      const stored = await this.storage.head(blobKey);
-      if (stored === null) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-      size = stored.size;
-    }
-
     const createdAt = this.#now().toISOString();
-    const created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
-      if (input.createOnly && current && isLive(current)) {
-        throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
-          package: `${namespace}/${name}`,
-        });
+    let created = false;
+    // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/ops/gc.ts): the blob is
+    // written again after the claim is lifted, so a release never references a blob the collector deletes.
+    for (let round = 1; ; round += 1) {
+      const gcFence = await fence(this.#docs, docKey, blob.digest);
+      if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
+        // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve. A backend
+        // that reported a failed condition although nothing is there must not lead to a release without its blob.
+        const stored = await this.storage.head(blobKey);
+        if (stored === null && round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+        if (stored === null) continue; // deleted since (by a collector): write it again
+        size = stored.size;
       }
-      if (!force && exists(current)) throw conflict;
-      const doc = current && isLive(current)
-        ? current
-        : newPackage(namespace, name, createdAt, input.visibility ?? this.#defaultVisibility);
-      const media = own(doc.releases, release) ?? {};
-      media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
-      doc.releases[release] = media;
-      return { next: doc, result: doc !== current };
-    });
+      try {
+        created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
+          if (input.createOnly && current && isLive(current)) {
+            throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
+              package: `${namespace}/${name}`,
+            });
+          }
+          if (!force && exists(current)) throw conflict;
+          checkFence(gcFence, current, blob.digest);
+          const doc = current && isLive(current)
+            ? current
+            : newPackage(namespace, name, createdAt, input.visibility ?? this.#defaultVisibility);
+          const media = own(doc.releases, release) ?? {};
+          media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
+          doc.releases[release] = media;
+          keepGcState(current, doc, blob.digest);
+          return { next: doc, result: doc !== current };
+        });
+        break;
+      } catch (err) {
+        if (!(err instanceof FenceBroken)) throw err;
+        if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+      }
+    }
     this.metrics?.pushed(size);
     await this.audit({
       type: 'push', time: createdAt, actor: input.actor ?? null, package: `${namespace}/${name}`, release, mediaType,
@@ -454,6 +473,25 @@ export class Registry {
   async health(options: { timeoutMs?: number } = {}): Promise<HealthReport> {
     const storage = await checkStorage(this.storage, this.#probeKey, this.logger, options);
     return { ok: storage.reachable && storage.writable, storage };
+  }
+
+  /**
+   * Remove blobs no release references and tombstones of deleted packages, once seen so for `graceMs` (default
+   * one hour: a run marks, a later run removes; 0 removes at once). Safe while other instances push (README
+   * "Garbage collection"). Lists the whole store: run it from a job, not per request. With `dryRun`, writes
+   * nothing and reports what would go. Throws `StorageUnavailableError` on a storage failure (what was removed
+   * until then stays removed; a later run finishes).
+   */
+  async gc(options: GcOptions = {}): Promise<GcReport> {
+    const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize }, {
+      now: this.#now, ...options,
+    });
+    if (!report.dryRun && (report.blobs.length > 0 || report.tombstones.length > 0)) {
+      await this.audit({
+        type: 'gc', time: this.#now().toISOString(), actor: null, blobs: report.blobs.length, tombstones: report.tombstones.length,
+      });
+    }
+    return report;
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------
