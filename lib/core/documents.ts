@@ -69,9 +69,12 @@ export class DocumentStore {
     return (await this.#readVersioned<T>(key))?.value ?? null;
   }
 
-  /** The current document as stored now (a conditional GET even within the TTL), or null. Read-only, as `read`. */
-  async readFresh<T>(key: string): Promise<T | null> {
-    return (await this.#readVersioned<T>(key, true))?.value ?? null;
+  /**
+   * The current document as stored now (a conditional GET even within the TTL) with its ETag, or null. The value
+   * is read-only, as `read`'s; pass the result to `update` as `first` to start from it.
+   */
+  async readFresh<T>(key: string): Promise<{ value: T; etag: string } | null> {
+    return this.#readVersioned<T>(key, true);
   }
 
   /** `fresh`: ask storage even within the TTL (writers decide on what is stored, not on what was cached). */
@@ -105,11 +108,12 @@ export class DocumentStore {
   /**
    * Read-modify-write with compare-and-swap. `fn` gets a private copy of the current document (or null) and
    * either returns `{next, result}` to write `next`, or `{result}` to write nothing; it may throw to abort.
-   * It can run several times when other writers win the race, so it must not have side effects.
+   * It can run several times when other writers win the race, so it must not have side effects. `first`: a
+   * `readFresh` result to start from instead of reading again (its ETag still decides).
    */
-  async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>): Promise<R> {
+  async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>, first?: { value: T; etag: string } | null): Promise<R> {
     for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
-      const current = await this.#readVersioned<T>(key, true);
+      const current = attempt === 0 && first !== undefined ? first : await this.#readVersioned<T>(key, true);
       const outcome = fn(current ? structuredClone(current.value) : null);
       if (!('next' in outcome)) return outcome.result;
       const body = Buffer.from(JSON.stringify(outcome.next));

@@ -164,8 +164,9 @@ export class Registry {
   /**
    * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
    * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
-   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
-   * there), and the package document's conditional GET and compare-and-swap PUT.
+   * whatever the size of the registry: the package document's conditional GET (which also fences off garbage
+   * collection, lib/ops/gc.ts), the blob's create-if-absent PUT (plus a HEAD when that blob was already there),
+   * and the package document's compare-and-swap PUT.
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -183,11 +184,11 @@ export class Registry {
     const blobKey = keys.blob(namespace, name, blob.digest);
     let { size } = blob;
     const createdAt = this.#now().toISOString();
-    let created = false;
+    let created: boolean;
     // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/ops/gc.ts): the blob is
     // written again after the claim is lifted, so a release never references a blob the collector deletes.
     for (let round = 1; ; round += 1) {
-      const gcFence = await fence(this.#docs, docKey, blob.digest);
+      const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);
       if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
         // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve. A backend
         // that reported a failed condition although nothing is there must not lead to a release without its blob.
@@ -213,7 +214,7 @@ export class Registry {
           doc.releases[release] = media;
           keepGcState(current, doc, blob.digest);
           return { next: doc, result: doc !== current };
-        });
+        }, gcFence.doc);
         break;
       } catch (err) {
         if (!(err instanceof FenceBroken)) throw err;

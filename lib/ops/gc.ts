@@ -85,20 +85,23 @@ export interface GcReport {
 
 export class FenceBroken extends Error {}
 
-export interface Fence {
+export interface Fence<D> {
   nonce: string | undefined;
   started: number;
+  /** The document as read, for the push's compare-and-swap to start from (`DocumentStore.update`'s `first`). */
+  doc: { value: D; etag: string } | null;
 }
 
 /**
- * Before a push writes its blob: wait while `digest` is claimed by a collector, then remember the nonce. Costs one
- * conditional read of the package document (usually "not modified").
+ * Before a push writes its blob: wait while `digest` is claimed by a collector, then remember the nonce. The read
+ * is the one the push's compare-and-swap starts from, so the fence costs no extra request when no collector is
+ * busy with the package.
  */
-export async function fence(docs: DocumentStore, docKey: string, digest: string): Promise<Fence> {
+export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, digest: string): Promise<Fence<D>> {
   const deadline = performance.now() + CLAIM_WAIT_MS;
   for (let delay = 20; ; delay = Math.min(delay * 2, 1000)) {
-    const doc = await docs.readFresh<Doc>(docKey);
-    if (doc?.gc?.claims?.[digest] === undefined) return { nonce: doc?.gc?.nonce, started: performance.now() };
+    const doc = await docs.readFresh<D>(docKey);
+    if (doc?.value.gc?.claims?.[digest] === undefined) return { nonce: doc?.value.gc?.nonce, started: performance.now(), doc };
     if (performance.now() > deadline) {
       throw new StorageUnavailableError(`blob ${digest} is being garbage-collected; try again`);
     }
@@ -107,7 +110,7 @@ export async function fence(docs: DocumentStore, docKey: string, digest: string)
 }
 
 /** In a push's CAS: throws `FenceBroken` if a collector may have deleted the blob since `fence`. */
-export function checkFence(f: Fence, current: Doc | null, digest: string): void {
+export function checkFence(f: Fence<Doc>, current: Doc | null, digest: string): void {
   const state = current?.gc;
   if (state?.nonce !== f.nonce || state?.claims?.[digest] !== undefined || performance.now() - f.started > PUSH_WINDOW_MS) {
     throw new FenceBroken(`the collector claimed blobs since the push began`);
@@ -162,7 +165,7 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
     const docKey = keys.packageDoc(pkg.namespace, pkg.name);
     const now = clock();
     if (dryRun) {
-      const current = await docs.readFresh<Doc>(docKey);
+      const current = (await docs.readFresh<Doc>(docKey))?.value ?? null;
       const planned = plan(current === null ? null : structuredClone(current), pkg, now, graceMs);
       report.blobs.push(...planned.claim.map((digest) => ({ package: id, digest })));
       report.marked += planned.marked;
