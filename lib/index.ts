@@ -32,3 +32,5 @@ export { requestLog } from './ops/request-log.js';
 export type { RequestLogOptions } from './ops/request-log.js';
 export { healthz, readyz } from './ops/health.js';
 export type { HealthReport, StorageHealth, HealthOptions, ProbeOptions } from './ops/health.js';
+export type { GcOptions, GcReport } from './ops/gc.js';
+export { gcCommand, parseGcArgs, parseDuration, GC_USAGE } from './ops/gc-command.js';
