@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
 import { keys } from '../core/keys.js';
 import type { DocumentStore } from '../core/documents.js';
+import type { PackageDoc } from '../core/registry.js';
 import type { StorageAdapter } from '../storage/types.js';
 import type { Logger } from './logger.js';
 
@@ -42,15 +43,8 @@ export interface GcState {
   tombstoneSince?: string;
 }
 
-interface Doc {
-  namespace: string;
-  name: string;
-  created_at: string;
-  visibility: string;
-  releases: Record<string, Record<string, { digest: string }>>;
-  channels: Record<string, unknown>;
-  gc?: GcState;
-}
+/** A package document as the collector reads it (lib/core/registry.ts owns the full shape). */
+type Doc = Pick<PackageDoc, 'namespace' | 'name' | 'created_at' | 'visibility' | 'releases' | 'channels' | 'gc'>;
 
 /** The longest a push may take from reading the package document to its compare-and-swap before it starts over. */
 export const PUSH_WINDOW_MS = 5 * 60_000;

@@ -1,6 +1,8 @@
 /** Metrics: a scripted mix of pushes, pulls, 404s and a storage outage, scraped from `/metrics` over HTTP. */
 import { expect } from 'chai';
 import Koa from 'koa';
+import Router from '@koa/router';
+import Router12 from 'router12';
 import { Registry as PromRegistry } from 'prom-client';
 import {
   ApprMetrics, createApprRouter, MemoryStorage, metricsEndpoint, Registry, type WriteCondition,
@@ -148,4 +150,24 @@ describe('metrics', () => {
     expect((await server.requestRoot('POST', '/metrics')).status).to.equal(404);
     expect((await server.requestRoot('GET', '/metrics/x')).status).to.equal(404);
   });
+  for (const [version, ParentRouter] of [['15', Router], ['12', Router12]] as const) {
+    it(`names routes the same when nested in a parent router (@koa/router ${version})`, async () => {
+      const own = new ApprMetrics();
+      const appr = createApprRouter({ storage: new MemoryStorage(), metrics: own });
+      const parent = new (ParentRouter as typeof Router)();
+      parent.use('/portal', appr.routes() as Parameters<Router['use']>[1]);
+      const app = new Koa();
+      app.use(parent.routes());
+      const nested = await listen(app);
+      try {
+        expect((await nested.requestRoot('GET', '/portal/cnr/version')).status).to.equal(200);
+        expect((await nested.requestRoot('GET', '/portal/cnr/api/v1/packages/acme/app/1.0.0/helm')).status).to.equal(404);
+      } finally {
+        await nested.close();
+      }
+      const samples = parseMetrics(await own.register.metrics());
+      expect(sample(samples, 'koa_appr_http_requests_total', { route: 'version', method: 'GET', status: '200' })).to.equal(1);
+      expect(sample(samples, 'koa_appr_http_requests_total', { route: 'show-manifest', method: 'GET', status: '404' })).to.equal(1);
+    });
+  }
 });
