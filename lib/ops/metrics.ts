@@ -1,5 +1,6 @@
 import type { Context, Middleware, Next } from 'koa';
-import { Counter, Histogram, Registry as PromRegistry, type Metric } from 'prom-client';
+import { Registry as PromRegistry } from 'prom-client';
+import { FastCounter, FastHistogram, registered, type CounterChild, type HistogramChild } from './fast-metrics.js';
 
 /** What a storage request was, for `koa_appr_storage_*`: the adapter method. */
 export type StorageOperation = 'get' | 'put' | 'putStream' | 'getStream' | 'head' | 'delete' | 'list';
@@ -57,54 +58,54 @@ const STORAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
  */
 export class ApprMetrics implements MetricsHooks {
   readonly register: PromRegistry;
-  readonly #httpRequests: Counter<'route' | 'method' | 'status'>;
-  readonly #httpDuration: Histogram<'route' | 'method'>;
-  readonly #storageRequests: Counter<'operation' | 'outcome'>;
-  readonly #storageDuration: Histogram<'operation' | 'outcome'>;
-  readonly #cache: Counter<'cache' | 'result'>;
-  readonly #cas: Counter<'outcome'>;
-  readonly #casGiveUps: Counter;
-  readonly #pushed: Counter;
-  readonly #pulled: Counter;
-  /** Label children, looked up by nested maps so a request allocates no label object or key string. */
-  readonly #httpChildren = new Map<string, Map<string, Map<number, HttpChildren>>>();
-  readonly #storageChildren = new Map<string, { count: Counter.Internal; duration: Histogram.Internal<string> }>();
-  readonly #cacheChildren: Record<CacheKind, { hit: Counter.Internal; miss: Counter.Internal }>;
-  readonly #casWon: Counter.Internal;
-  readonly #casLost: Counter.Internal;
+  readonly #httpRequests: FastCounter;
+  readonly #httpDuration: FastHistogram;
+  readonly #storageRequests: FastCounter;
+  readonly #storageDuration: FastHistogram;
+  readonly #pushed: CounterChild;
+  readonly #pulled: CounterChild;
+  readonly #casGiveUps: CounterChild;
+  readonly #casWon: CounterChild;
+  readonly #casLost: CounterChild;
+  /** Children by route, method and status: nested maps, so a request builds no key string. */
+  readonly #httpChildren = new Map<string, Map<string, Map<number, { count: CounterChild; duration: HistogramChild }>>>();
+  readonly #storageChildren: Record<StorageOperation, Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>>;
+  readonly #cacheChildren: Record<CacheKind, { hit: CounterChild; miss: CounterChild }>;
 
   constructor(options: MetricsOptions = {}) {
     const register = options.register ?? new PromRegistry();
     this.register = register;
-    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> =>
-      reuse<Counter<L>>(register, name) ?? new Counter<L>({ name, help, labelNames, registers: [register] });
-    const histogram = <L extends string>(name: string, help: string, labelNames: L[], buckets: number[]): Histogram<L> =>
-      reuse<Histogram<L>>(register, name) ?? new Histogram<L>({ name, help, labelNames, buckets, registers: [register] });
+    const counter = (name: string, help: string) => registered(register, name, FastCounter, () => new FastCounter(name, help));
+    const histogram = (name: string, help: string, buckets: number[]) =>
+      registered(register, name, FastHistogram, () => new FastHistogram(name, help, buckets));
 
     this.#httpRequests = counter('koa_appr_http_requests_total',
-      'HTTP requests answered by the registry, by route name, method and status.', ['route', 'method', 'status']);
+      'HTTP requests answered by the registry, by route name, method and status.');
     this.#httpDuration = histogram('koa_appr_http_request_duration_seconds',
       'Time from the request reaching the registry to its status and headers being decided (a streamed body excluded).',
-      ['route', 'method'], options.httpBuckets ?? HTTP_BUCKETS);
-    this.#storageRequests = counter('koa_appr_storage_requests_total',
-      'Storage adapter requests, by operation and outcome.', ['operation', 'outcome']);
+      options.httpBuckets ?? HTTP_BUCKETS);
+    this.#storageRequests = counter('koa_appr_storage_requests_total', 'Storage adapter requests, by operation and outcome.');
     this.#storageDuration = histogram('koa_appr_storage_request_duration_seconds',
-      'Latency of storage adapter requests (for streams: until the stream is open).', ['operation', 'outcome'],
-      options.storageBuckets ?? STORAGE_BUCKETS);
-    this.#cache = counter('koa_appr_cache_requests_total',
-      'Cache lookups, by cache (documents, blobs, catalog) and result (hit, miss).', ['cache', 'result']);
-    this.#cas = counter('koa_appr_cas_attempts_total',
-      'Compare-and-swap writes of package documents, by outcome (won, lost: another writer was first).', ['outcome']);
+      'Latency of storage adapter requests (for streams: until the stream is open).', options.storageBuckets ?? STORAGE_BUCKETS);
+    const cache = counter('koa_appr_cache_requests_total',
+      'Cache lookups, by cache (documents, blobs, catalog) and result (hit, miss).');
+    const cas = counter('koa_appr_cas_attempts_total',
+      'Compare-and-swap writes of package documents, by outcome (won, lost: another writer was first).');
     this.#casGiveUps = counter('koa_appr_cas_give_ups_total',
-      'Changes that lost the compare-and-swap race on every attempt (answered 503).');
-    this.#pushed = counter('koa_appr_push_bytes_total', 'Tarball bytes accepted by successful pushes.');
+      'Changes that lost the compare-and-swap race on every attempt (answered 503).').child();
+    this.#pushed = counter('koa_appr_push_bytes_total', 'Tarball bytes accepted by successful pushes.').child();
     this.#pulled = counter('koa_appr_pull_bytes_total',
-      'Response bytes of pulls and blob downloads (their Content-Length; HEAD and 304 count nothing).');
+      'Response bytes of pulls and blob downloads (their Content-Length; HEAD and 304 count nothing).').child();
 
-    const cacheChild = (kind: CacheKind) => ({ hit: this.#cache.labels(kind, 'hit'), miss: this.#cache.labels(kind, 'miss') });
+    const cacheChild = (kind: CacheKind) => ({
+      hit: cache.child({ cache: kind, result: 'hit' }), miss: cache.child({ cache: kind, result: 'miss' }),
+    });
     this.#cacheChildren = { documents: cacheChild('documents'), blobs: cacheChild('blobs'), catalog: cacheChild('catalog') };
-    this.#casWon = this.#cas.labels('won');
-    this.#casLost = this.#cas.labels('lost');
+    this.#casWon = cas.child({ outcome: 'won' });
+    this.#casLost = cas.child({ outcome: 'lost' });
+    // Created on first use (only the pairs that happen are exposed), then found by two property reads.
+    this.#storageChildren = Object.fromEntries(OPERATIONS.map((operation) => [operation, {}])) as
+      Record<StorageOperation, Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>>;
   }
 
   httpRequest(route: string, method: string, status: number, seconds: number): void {
@@ -115,66 +116,52 @@ export class ApprMetrics implements MetricsHooks {
     let children = byStatus.get(status);
     if (!children) {
       children = {
-        count: this.#httpRequests.labels(route, method, String(status)),
-        duration: this.#httpDuration.labels(route, method),
+        count: this.#httpRequests.child({ route, method, status: String(status) }),
+        duration: this.#httpDuration.child({ route, method }),
       };
       byStatus.set(status, children);
     }
-    children.count.inc();
-    children.duration.observe(seconds);
+    children.count.value += 1;
+    this.#httpDuration.observe(children.duration, seconds);
   }
 
   storageRequest(operation: StorageOperation, outcome: StorageOutcome, seconds: number): void {
-    const key = STORAGE_KEYS[operation][outcome];
-    let children = this.#storageChildren.get(key);
+    const byOutcome = this.#storageChildren[operation];
+    let children = byOutcome[outcome];
     if (!children) {
       children = {
-        count: this.#storageRequests.labels(operation, outcome),
-        duration: this.#storageDuration.labels(operation, outcome),
+        count: this.#storageRequests.child({ operation, outcome }),
+        duration: this.#storageDuration.child({ operation, outcome }),
       };
-      this.#storageChildren.set(key, children);
+      byOutcome[outcome] = children;
     }
-    children.count.inc();
-    children.duration.observe(seconds);
+    children.count.value += 1;
+    this.#storageDuration.observe(children.duration, seconds);
   }
 
   cache(kind: CacheKind, hit: boolean): void {
     const child = this.#cacheChildren[kind];
-    (hit ? child.hit : child.miss).inc();
+    (hit ? child.hit : child.miss).value += 1;
   }
 
   casAttempt(won: boolean): void {
-    (won ? this.#casWon : this.#casLost).inc();
+    (won ? this.#casWon : this.#casLost).value += 1;
   }
 
   casGiveUp(): void {
-    this.#casGiveUps.inc();
+    this.#casGiveUps.value += 1;
   }
 
   pushed(bytes: number): void {
-    this.#pushed.inc(bytes);
+    this.#pushed.value += bytes;
   }
 
   pulled(bytes: number): void {
-    this.#pulled.inc(bytes);
+    this.#pulled.value += bytes;
   }
 }
 
-interface HttpChildren {
-  count: Counter.Internal;
-  duration: Histogram.Internal<string>;
-}
-
 const OPERATIONS: StorageOperation[] = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list'];
-const OUTCOMES: StorageOutcome[] = ['ok', 'absent', 'not_modified', 'condition_failed', 'error'];
-/** `operation outcome` strings built once, so a storage request does not build its map key. */
-const STORAGE_KEYS = Object.fromEntries(OPERATIONS.map((operation) => [operation,
-  Object.fromEntries(OUTCOMES.map((outcome) => [outcome, `${operation} ${outcome}`]))])) as
-  Record<StorageOperation, Record<StorageOutcome, string>>;
-
-function reuse<M>(register: PromRegistry, name: string): M | undefined {
-  return register.getSingleMetric(name) as Metric | undefined as M | undefined;
-}
 
 export interface MetricsEndpointOptions {
   /** Default `/metrics`. Requests to other paths go on down the middleware chain. */
