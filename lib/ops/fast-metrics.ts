@@ -18,7 +18,7 @@ interface MetricValue {
 interface Exposed {
   name: string;
   help: string;
-  type: 'counter' | 'histogram';
+  type: 'counter' | 'gauge' | 'histogram';
   values: MetricValue[];
   aggregator: 'sum';
 }
@@ -31,13 +31,15 @@ export interface CounterChild {
 export class FastCounter {
   name: string;
   readonly help: string;
-  readonly type = 'counter';
+  readonly type: 'counter' | 'gauge';
   readonly aggregator = 'sum';
   readonly #children = new Map<string, CounterChild>();
 
-  constructor(name: string, help: string) {
+  /** `gauge`: the same object for a value that goes up and down (set `child.value`). */
+  constructor(name: string, help: string, type: 'counter' | 'gauge' = 'counter') {
     this.name = name;
     this.help = help;
+    this.type = type;
   }
 
   /** The child for a label set (created at first use); keep it, it is what the hot path increments. */

@@ -33,6 +33,8 @@ export interface MetricsHooks {
   pushed(bytes: number): void;
   /** Response body bytes of a pull or blob download (its Content-Length). */
   pulled(bytes: number): void;
+  /** How far this instance's view of the change feed is behind storage, in seconds (set by the catalog). */
+  changeFeedLag(seconds: number): void;
 }
 
 export interface MetricsOptions {
@@ -67,6 +69,7 @@ export class ApprMetrics implements MetricsHooks {
   readonly #casGiveUps: CounterChild;
   readonly #casWon: CounterChild;
   readonly #casLost: CounterChild;
+  readonly #feedLag: CounterChild;
   /** Children by route, method and status: nested maps, so a request builds no key string. */
   readonly #httpChildren = new Map<string, Map<string, Map<number, { count: CounterChild; duration: HistogramChild }>>>();
   readonly #storageChildren: Record<StorageOperation, Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>>;
@@ -96,6 +99,10 @@ export class ApprMetrics implements MetricsHooks {
     this.#pushed = counter('koa_appr_push_bytes_total', 'Tarball bytes accepted by successful pushes.').child();
     this.#pulled = counter('koa_appr_pull_bytes_total',
       'Response bytes of pulls and blob downloads (their Content-Length; HEAD and 304 count nothing).').child();
+
+    this.#feedLag = registered(register, 'koa_appr_change_feed_lag_seconds', FastCounter, () => new FastCounter(
+      'koa_appr_change_feed_lag_seconds', 'How far this instance is behind the change feed, in seconds.', 'gauge',
+    )).child();
 
     const cacheChild = (kind: CacheKind) => ({
       hit: cache.child({ cache: kind, result: 'hit' }), miss: cache.child({ cache: kind, result: 'miss' }),
@@ -158,6 +165,10 @@ export class ApprMetrics implements MetricsHooks {
 
   pulled(bytes: number): void {
     this.#pulled.value += bytes;
+  }
+
+  changeFeedLag(seconds: number): void {
+    this.#feedLag.value = seconds;
   }
 }
 

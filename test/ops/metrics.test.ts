@@ -140,7 +140,10 @@ describe('metrics', () => {
     a.cache('blobs', true);
     b.cache('blobs', false);
     b.cache('catalog', true);
+    a.changeFeedLag(3);
+    b.changeFeedLag(1.5);
     const samples = parseMetrics(await register.metrics());
+    expect(sample(samples, 'koa_appr_change_feed_lag_seconds'), 'a gauge: the last value').to.equal(1.5);
     expect(sample(samples, 'koa_appr_cache_requests_total', { cache: 'blobs', result: 'hit' })).to.equal(1);
     expect(sample(samples, 'koa_appr_cache_requests_total', { cache: 'blobs', result: 'miss' })).to.equal(1);
     expect(sample(samples, 'koa_appr_cache_requests_total', { cache: 'catalog', result: 'hit' })).to.equal(1);
