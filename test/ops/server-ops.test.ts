@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { createApprRouter, gcCommand, MemoryStorage, parseDuration, parseGcArgs, Registry } from '../../lib/index.js';
 import { serverOps } from '../../lib/ops/server.js';
+import { serverLogger } from '../../lib/ops/pino.js';
 import { listen } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { parseMetrics, sample, SwitchableStorage } from './helpers.js';
@@ -71,6 +72,14 @@ describe('serverOps', () => {
     } finally {
       await server.close();
     }
+  });
+
+  it('builds a pino logger at the level asked for', () => {
+    const logger = serverLogger('warn');
+    expect(logger.level).to.equal('warn');
+    expect(logger.isLevelEnabled('info')).to.equal(false);
+    expect(logger.isLevelEnabled('error')).to.equal(true);
+    expect(serverOps({ logLevel: 'silent', metrics: false }).logger).to.have.property('level', 'silent');
   });
 
   it('refuses a log level pino does not have, naming the accepted ones', () => {
