@@ -93,6 +93,7 @@ const authHooks = byReference({
   anonymous: flag().optional(),
   login: fn<NonNullable<Hooks['login']>>().optional(),
   signup: fn<NonNullable<Hooks['signup']>>().optional(),
+  actorName: fn<NonNullable<Hooks['actorName']>>().optional(),
   // It is sent in `WWW-Authenticate: Bearer realm="..."`: a quoted-string without quotes or backslashes.
   realm: text(
     'a non-empty string without quotes, backslashes or control characters',
