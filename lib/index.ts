@@ -4,6 +4,7 @@ export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
 export { OptionError, APPR_ERR_OPTION } from './options/validate.js';
 export type { ErrorResponse } from './options.js';
 export { Registry } from './core/registry.js';
+export type { BlobStager, StagedBlob } from './core/blob.js';
 export type {
   RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,
 } from './core/registry.js';
@@ -22,3 +23,20 @@ export { HelmRepository, HELM_MEDIA_TYPE } from './helm/index.js';
 export type { HelmOptions, ChartVersion, SerializedIndex } from './helm/index.js';
 export { readChartArchive, parseChartYaml, isHelmVersion } from './helm/chart.js';
 export type { ChartMetadata, ChartDependency, ChartArchive } from './helm/chart.js';
+export { ApprMetrics, metricsEndpoint } from './ops/metrics.js';
+export type {
+  MetricsHooks, MetricsOptions, MetricsEndpointOptions, StorageOperation, StorageOutcome, CacheKind,
+} from './ops/metrics.js';
+export { InstrumentedStorage } from './ops/storage.js';
+export { defaultActorName, jsonLinesAudit } from './ops/audit.js';
+export type {
+  AuditEvent, AuditHook, Actor, ChangeContext, PushEvent, DeleteEvent, ChannelAddEvent, ChannelRemoveEvent,
+  ChannelDeleteEvent, VisibilityEvent, LoginEvent, GcEvent, JsonLinesAudit,
+} from './ops/audit.js';
+export type { Logger } from './ops/logger.js';
+export { requestLog } from './ops/request-log.js';
+export type { RequestLogOptions } from './ops/request-log.js';
+export { healthz, readyz } from './ops/health.js';
+export type { HealthReport, StorageHealth, HealthOptions, ProbeOptions } from './ops/health.js';
+export type { GcOptions, GcReport } from './ops/gc.js';
+export { gcCommand, parseGcArgs, parseDuration, GC_USAGE } from './ops/gc-command.js';

@@ -19,6 +19,12 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   prefix?: string;
   /** Largest tarball a push may carry, in bytes (default 32 MiB). The body limit is its base64 size plus room. */
   maxPushSize?: number;
+  /**
+   * Bytes of push bodies received and being committed at once, per router (default 1 GiB); a push beyond it is
+   * answered 503 `too-busy` with `Retry-After`. Push bodies are streamed, so this bounds disk spool and storage
+   * traffic more than memory.
+   */
+  maxPushBytesInFlight?: number;
   /** Send CORS headers and answer preflights (default true). */
   cors?: boolean;
   /** Wrap errors as `{"error": {...}}` like Quay (default false: the bare object, like the reference). */
@@ -62,6 +68,7 @@ export interface ResolvedOptions {
   registry: Registry;
   prefix: string;
   maxPushSize: number;
+  maxPushBytesInFlight: number;
   loginBodyLimit: number;
   cors: boolean;
   errorEnvelope: boolean;
@@ -75,6 +82,7 @@ export interface ResolvedOptions {
 
 export const DEFAULT_PREFIX = '/cnr';
 export const DEFAULT_MAX_PUSH_SIZE = 32 * 1024 * 1024;
+export const DEFAULT_MAX_PUSH_BYTES_IN_FLIGHT = 1024 * 1024 * 1024;
 
 type Hooks = AuthHooks<unknown>;
 
@@ -85,6 +93,7 @@ const authHooks = byReference({
   anonymous: flag().optional(),
   login: fn<NonNullable<Hooks['login']>>().optional(),
   signup: fn<NonNullable<Hooks['signup']>>().optional(),
+  actorName: fn<NonNullable<Hooks['actorName']>>().optional(),
   // It is sent in `WWW-Authenticate: Bearer realm="..."`: a quoted-string without quotes or backslashes.
   realm: text(
     'a non-empty string without quotes, backslashes or control characters',
@@ -111,6 +120,7 @@ export const routerOptions = group({
     ['cnr', '/a b', '/cnr?x', '/a//b'], (prefix) => prefix.replace(/\/+$/, ''),
   ).default(DEFAULT_PREFIX),
   maxPushSize: integer('bytes', 1).default(DEFAULT_MAX_PUSH_SIZE),
+  maxPushBytesInFlight: integer('bytes', 1).default(DEFAULT_MAX_PUSH_BYTES_IN_FLIGHT),
   cors: flag().default(true),
   errorEnvelope: flag().default(false),
   discovery: flag().default(true),
@@ -150,20 +160,13 @@ true satisfies SameOptions<Hooks, z.input<typeof authHooks>>;
  */
 export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOptions {
   const parsed = parseOptions(routerOptions, options);
-  const registry = parsed.registry ?? new Registry({
-    storage: parsed.storage!,
-    maxUnpackedSize: parsed.maxUnpackedSize,
-    defaultVisibility: parsed.defaultVisibility,
-    cache: parsed.cache,
-    cas: parsed.cas,
-    maxPackageBytes: parsed.maxPackageBytes,
-    listPageSize: parsed.listPageSize,
-    now: parsed.now,
-  });
+  const registryOptions = Object.fromEntries(Object.keys(registryShape).map((key) => [key, parsed[key as keyof typeof registryShape]]));
+  const registry = parsed.registry ?? new Registry({ ...registryOptions, storage: parsed.storage! } as RegistryOptions);
   return {
     registry,
     prefix: parsed.prefix,
     maxPushSize: parsed.maxPushSize,
+    maxPushBytesInFlight: parsed.maxPushBytesInFlight,
     loginBodyLimit: 64 * 1024,
     cors: parsed.cors,
     errorEnvelope: parsed.errorEnvelope,

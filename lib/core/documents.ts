@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
+import type { MetricsHooks } from '../ops/metrics.js';
 
 export interface DocumentCacheOptions {
   /** How many parsed documents to keep (default 1000). */
@@ -47,9 +48,14 @@ export class DocumentStore {
   readonly #ttlMs: number;
   readonly #cas: Required<CasOptions>;
   readonly #maxBytes: number;
+  readonly #metrics: MetricsHooks | undefined;
 
-  constructor(storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}, limits: DocumentLimits = {}) {
+  constructor(
+    storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}, limits: DocumentLimits = {},
+    hooks: { metrics?: MetricsHooks | undefined } = {},
+  ) {
     this.#storage = storage;
+    this.#metrics = hooks.metrics;
     this.#maxBytes = limits.maxBytes ?? 8 * 1024 * 1024;
     this.#cache = new LRUCache({ max: cache.max ?? 1000 });
     this.#ttlMs = cache.ttlMs ?? 0;
@@ -63,14 +69,27 @@ export class DocumentStore {
     return (await this.#readVersioned<T>(key))?.value ?? null;
   }
 
+  /**
+   * The current document as stored now (a conditional GET even within the TTL) with its ETag, or null. The value
+   * is read-only, as `read`'s; pass the result to `update` as `first` to start from it.
+   */
+  async readFresh<T>(key: string): Promise<{ value: T; etag: string } | null> {
+    return this.#readVersioned<T>(key, true);
+  }
+
   /** `fresh`: ask storage even within the TTL (writers decide on what is stored, not on what was cached). */
   async #readVersioned<T>(key: string, fresh = false): Promise<{ value: T; etag: string } | null> {
     const cached = this.#cache.get(key);
-    if (cached && !fresh && Date.now() - cached.checkedAt < this.#ttlMs) return cached as { value: T; etag: string };
+    if (cached && !fresh && Date.now() - cached.checkedAt < this.#ttlMs) {
+      this.#metrics?.cache('documents', true);
+      return cached as { value: T; etag: string };
+    }
     const got = await this.#storage.get(key, cached ? { ifNoneMatch: cached.etag } : undefined);
     // A write (or a newer read) that finished while this GET was under way has already put a newer copy in the
     // cache: never replace it with what this older GET saw.
     const untouched = this.#cache.get(key) === cached;
+    // A hit: the cached parse was used (fresh, or revalidated by a "not modified").
+    this.#metrics?.cache('documents', got !== null && got.notModified);
     if (got === null) {
       if (untouched) this.#cache.delete(key);
       return null;
@@ -89,11 +108,12 @@ export class DocumentStore {
   /**
    * Read-modify-write with compare-and-swap. `fn` gets a private copy of the current document (or null) and
    * either returns `{next, result}` to write `next`, or `{result}` to write nothing; it may throw to abort.
-   * It can run several times when other writers win the race, so it must not have side effects.
+   * It can run several times when other writers win the race, so it must not have side effects. `first`: a
+   * `readFresh` result to start from instead of reading again (its ETag still decides).
    */
-  async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>): Promise<R> {
+  async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>, first?: { value: T; etag: string } | null): Promise<R> {
     for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
-      const current = await this.#readVersioned<T>(key, true);
+      const current = attempt === 0 && first !== undefined ? first : await this.#readVersioned<T>(key, true);
       const outcome = fn(current ? structuredClone(current.value) : null);
       if (!('next' in outcome)) return outcome.result;
       const body = Buffer.from(JSON.stringify(outcome.next));
@@ -103,6 +123,7 @@ export class DocumentStore {
           { limit: this.#maxBytes });
       }
       const etag = await this.#storage.put(key, body, current ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
+      this.#metrics?.casAttempt(etag !== null);
       if (etag !== null) {
         this.#cache.set(key, { etag, value: outcome.next, checkedAt: Date.now() });
         return outcome.result;
@@ -111,6 +132,7 @@ export class DocumentStore {
       const ceiling = Math.min(this.#cas.maxDelayMs, this.#cas.baseDelayMs * 2 ** attempt);
       await sleep(Math.random() * ceiling);
     }
+    this.#metrics?.casGiveUp();
     throw new StorageUnavailableError(`too much contention on ${key}; try again`);
   }
 

@@ -1,15 +1,22 @@
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import type { Readable } from 'node:stream';
 import { registryOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
-import { inspectBlob, parseDigest } from './blob.js';
+import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
 import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
 import { selectRelease } from './selector.js';
+import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
+import { checkStorage, type HealthReport } from '../ops/health.js';
+import type { Logger } from '../ops/logger.js';
+import type { MetricsHooks } from '../ops/metrics.js';
+import { InstrumentedStorage } from '../ops/storage.js';
+import { checkFence, collect, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState } from '../ops/gc.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -38,6 +45,8 @@ export interface PackageDoc {
   visibility: Visibility;
   releases: Record<string, Record<string, ManifestRecord>>;
   channels: Record<string, ChannelRecord>;
+  /** The garbage collector's bookkeeping (lib/ops/gc.ts); every write of the document must keep it. */
+  gc?: GcState;
 }
 
 export interface Manifest {
@@ -69,8 +78,11 @@ export interface PushInput {
   namespace: string;
   name: string;
   release: string;
-  /** The gzip bytes (already decoded from base64). */
-  blob: Buffer;
+  /**
+   * The gzip bytes (already decoded from base64): whole, as a stream, or staged by `createBlobStager()` (then the
+   * caller disposes of it). Bytes and streams are checked and staged by `push` itself, after the fields.
+   */
+  blob: Buffer | Readable | StagedBlob;
   mediaType?: string;
   metadata?: unknown;
   force?: boolean;
@@ -81,6 +93,8 @@ export interface PushInput {
    * it since the caller was authorized.
    */
   createOnly?: boolean;
+  /** Who pushes, for the audit event (see `Actor`). */
+  actor?: string | null;
 }
 
 export interface PackageRef {
@@ -96,6 +110,14 @@ export interface RegistryOptions {
   storage: StorageAdapter;
   /** A pushed tarball may not inflate to more than this many bytes (default 1 GiB). */
   maxUnpackedSize?: number;
+  /**
+   * Where pushed blobs larger than `pushMemoryBytes` wait, as temp files, between their arrival and their commit
+   * (default: the OS temp directory). Needs room for the pushes in flight (see the router's
+   * `maxPushBytesInFlight`).
+   */
+  pushTmpDir?: string;
+  /** Pushed blobs up to this many bytes wait in memory instead (default 1 MiB). */
+  pushMemoryBytes?: number;
   /** Visibility of new packages when the push does not say (default 'public', as the reference). */
   defaultVisibility?: Visibility;
   cache?: DocumentCacheOptions;
@@ -115,9 +137,19 @@ export interface RegistryOptions {
   storageTimeoutMs?: number;
   /** Clock, for tests. */
   now?: () => Date;
+  /** Metrics (an `ApprMetrics`, or any object of its shape): HTTP, storage, caches, compare-and-swap, bytes. */
+  metrics?: MetricsHooks;
+  /** Called after each stored change and each login attempt (README "Operating it"). */
+  audit?: AuditHook;
+  /** Where the library's own log lines go (pino's shape); without one it logs nothing. */
+  logger?: Logger;
 }
 
 const LIST_CONCURRENCY = 16;
+/** Times a push writes its blob when garbage collection keeps removing it (lib/ops/gc.ts). */
+const MAX_PUSH_ROUNDS = 10;
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /**
  * The registry's domain core: no Koa, no HTTP. Every method validates its own inputs (names, releases, media
@@ -127,18 +159,32 @@ export class Registry {
   readonly storage: StorageAdapter;
   readonly #docs: DocumentStore;
   readonly #maxUnpackedSize: number;
+  readonly #pushTmpDir: string | undefined;
+  readonly #pushMemoryBytes: number | undefined;
   readonly #defaultVisibility: Visibility;
   readonly #now: () => Date;
   readonly #listPageSize: number;
+  readonly metrics: MetricsHooks | undefined;
+  readonly logger: Logger | undefined;
+  readonly #audit: AuditHook | undefined;
+  readonly #probeKey = keys.healthProbe();
 
   /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
   constructor(input: RegistryOptions) {
     const options = parseOptions(registryOptions, input, 'Registry');
-    // Every storage call of the core, documents included, goes through the contract's input checks (once, for
-    // every adapter) and the one deadline wrapper.
-    this.storage = checkedStorage(withDeadline(options.storage, options.storageTimeoutMs));
-    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
+    // Every storage call of the core, documents included, goes through the one deadline wrapper, measured once
+    // around it so that every layer above (documents, blobs, health, gc) is counted, timeouts included; outermost,
+    // the contract's input checks (lib/storage/checked.ts), once for every adapter.
+    const bounded = withDeadline(options.storage, options.storageTimeoutMs);
+    this.storage = checkedStorage(options.metrics ? new InstrumentedStorage(bounded, options.metrics) : bounded);
+    this.metrics = options.metrics;
+    this.logger = options.logger;
+    this.#audit = options.audit;
+    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes },
+      { metrics: options.metrics });
     this.#maxUnpackedSize = options.maxUnpackedSize;
+    this.#pushTmpDir = options.pushTmpDir;
+    this.#pushMemoryBytes = options.pushMemoryBytes;
     this.#defaultVisibility = options.defaultVisibility;
     this.#now = options.now;
     this.#listPageSize = options.listPageSize;
@@ -147,10 +193,24 @@ export class Registry {
   // ---- push -------------------------------------------------------------------------------------------------
 
   /**
+   * A stager for the gzip bytes of a blob that arrives piece by piece (an HTTP push body): it checks them as they
+   * come (gzip, tar, entry paths, `maxUnpackedSize`) and keeps them aside, outside storage, until `push` commits
+   * them. `maxSize` bounds the gzip bytes (413 past it).
+   */
+  createBlobStager(options: { maxSize?: number } = {}): BlobStager {
+    return new BlobStager(this.#stageOptions(options.maxSize));
+  }
+
+  /**
+   * Everything about the push is validated (names, release, media type) before its blob is checked, and the blob
+   * is checked in full before anything is stored, so a refused push leaves nothing in storage.
+   *
    * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
    * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
-   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
-   * there), and the package document's conditional GET and compare-and-swap PUT.
+   * whatever the size of the registry: the package document's conditional GET (which also fences off garbage
+   * collection, lib/ops/gc.ts), the blob's create-if-absent PUT (plus a HEAD when that blob was already there),
+   * and the package document's compare-and-swap PUT. A blob too large to wait in memory is HEADed first, so that
+   * pushing the same large tarball again does not upload it again.
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -164,35 +224,94 @@ export class Registry {
       package: `${namespace}/${name}`, release, media_type: mediaType,
     });
 
-    const blob = await inspectBlob(input.blob, this.#maxUnpackedSize);
-    const blobKey = keys.blob(namespace, name, blob.digest);
-    let { size } = blob;
-    if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
-      // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve. A backend
-      // that reported a failed condition although nothing is there must not lead to a release without its blob.
-      const stored = await this.storage.head(blobKey);
-      if (stored === null) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-      size = stored.size;
-    }
-
+    const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.#stageOptions());
+    let size = blob.size;
     const createdAt = this.#now().toISOString();
-    await this.#docs.update<PackageDoc, void>(docKey, (current) => {
-      // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
-      if (input.createOnly && current) {
-        throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
-          package: `${namespace}/${name}`,
-        });
+    let created: boolean;
+    try {
+      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/ops/gc.ts): the blob is
+      // written again after the claim is lifted, so a release never references a blob the collector deletes.
+      for (let round = 1; ; round += 1) {
+        const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);
+        const stored = await this.#storeBlob(namespace, name, blob);
+        if (stored === null) {
+          // Reported as present but gone (deleted by a collector since): write it again.
+          if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+          continue;
+        }
+        size = stored;
+        try {
+          created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
+            // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
+            if (input.createOnly && current) {
+              throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
+                package: `${namespace}/${name}`,
+              });
+            }
+            if (!force && exists(current)) throw conflict;
+            checkFence(gcFence, current, blob.digest);
+            // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
+            const doc = current && isLive(current)
+              ? current
+              : newPackage(namespace, name, createdAt, current?.visibility ?? input.visibility ?? this.#defaultVisibility);
+            const media = own(doc.releases, release) ?? {};
+            media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
+            doc.releases[release] = media;
+            keepGcState(current, doc, blob.digest);
+            return { next: doc, result: doc !== current };
+          }, gcFence.doc);
+          break;
+        } catch (err) {
+          if (!(err instanceof FenceBroken)) throw err;
+          if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+        }
       }
-      if (!force && exists(current)) throw conflict;
-      // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
-      const doc = current && isLive(current)
-        ? current
-        : newPackage(namespace, name, createdAt, current?.visibility ?? input.visibility ?? this.#defaultVisibility);
-      const media = own(doc.releases, release) ?? {};
-      media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
-      doc.releases[release] = media;
-      return { next: doc, result: undefined };
+    } finally {
+      if (blob !== input.blob) await blob.dispose();
+    }
+    this.metrics?.pushed(size);
+    await this.audit({
+      type: 'push', time: createdAt, actor: input.actor ?? null, package: `${namespace}/${name}`, release, mediaType,
+      digest: blob.digest, size, forced: force, created,
     });
+  }
+
+  /**
+   * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
+   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those).
+   */
+  /** Store a staged blob at its content-addressed key; its stored size, or null if storage lost it (see push). */
+  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<number | null> {
+    const blobKey = keys.blob(namespace, name, blob.digest);
+    if (blob.bytes === undefined) {
+      const stored = await this.storage.head(blobKey);
+      if (stored !== null) return stored.size;
+    }
+    let written: string | null;
+    if (blob.bytes !== undefined) {
+      written = await this.storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' });
+    } else {
+      const body = blob.open();
+      try {
+        written = await this.storage.putStream(blobKey, body, blob.size, { ifNoneMatch: '*' });
+      } finally {
+        body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
+      }
+    }
+    if (written !== null) return blob.size;
+    // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
+    // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
+    const stored = await this.storage.head(blobKey);
+    return stored === null ? null : stored.size;
+  }
+
+  #stageOptions(maxSize?: number) {
+    return {
+      maxUnpackedSize: this.#maxUnpackedSize,
+      ...(maxSize === undefined ? {} : { maxSize }),
+      ...(this.#pushTmpDir === undefined ? {} : { tmpDir: this.#pushTmpDir }),
+      ...(this.#pushMemoryBytes === undefined ? {} : { memoryBytes: this.#pushMemoryBytes }),
+    };
   }
 
   // ---- list and search ----------------------------------------------------------------------------------------
@@ -257,17 +376,19 @@ export class Registry {
   }
 
   /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
-  async setVisibility(namespace: string, name: string, visibility: Visibility) {
+  async setVisibility(namespace: string, name: string, visibility: Visibility, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     if (visibility !== 'public' && visibility !== 'private') {
       throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
     }
-    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const previous = await this.#docs.update<PackageDoc, Visibility>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
-      if (live.visibility === visibility) return { result: undefined };
+      if (live.visibility === visibility) return { result: visibility };
+      const before = live.visibility;
       live.visibility = visibility;
-      return { next: live, result: undefined };
+      return { next: live, result: before };
     });
+    await this.#changed(context, { type: 'visibility', package: `${names.namespace}/${names.name}`, visibility, previous });
     return { package: `${names.namespace}/${names.name}`, visibility };
   }
 
@@ -323,14 +444,14 @@ export class Registry {
    * `current` moves to the highest remaining member; empty channels go); a package left with no release becomes
    * a tombstone, which reads as absent. Blobs stay.
    */
-  async deleteRelease(namespace: string, name: string, release: string, mediaType: string) {
+  async deleteRelease(namespace: string, name: string, release: string, mediaType: string, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     const mt = normalizeMediaType(mediaType);
     const pkg = `${names.namespace}/${names.name}`;
     const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${release} (${mt})`, {
       package: pkg, release, media_type: mt,
     });
-    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const packageDeleted = await this.#docs.update<PackageDoc, boolean>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const media = doc && isLive(doc) ? own(doc.releases, release) : undefined;
       if (!doc || !media || own(media, mt) === undefined) throw notFound;
       delete media[mt];
@@ -339,8 +460,9 @@ export class Registry {
         for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release);
       }
       if (!isLive(doc)) doc.channels = {};
-      return { next: doc, result: undefined };
+      return { next: doc, result: !isLive(doc) };
     });
+    await this.#changed(context, { type: 'delete', package: pkg, release, mediaType: mt, packageDeleted });
     return { status: 'deleted', package: pkg, release };
   }
 
@@ -401,11 +523,13 @@ export class Registry {
   }
 
   /** Route 16: add an exact, existing release; it becomes the channel's current release. */
-  async addChannelRelease(namespace: string, name: string, channel: string, release: string): Promise<Channel> {
+  async addChannelRelease(
+    namespace: string, name: string, channel: string, release: string, context: ChangeContext = {},
+  ): Promise<Channel> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     if (release !== 'default') checkRelease(release, { detail: 'release' });
-    return this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const added = await this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
       if (own(live.releases, release) === undefined) {
         throw new ApprError('package-release-not-found', `Release ${release} doesn't exist for package ${pkgName(live)}`, {
@@ -418,10 +542,12 @@ export class Registry {
       live.channels[channel] = record;
       return { next: live, result: channelOf(live, channel) };
     });
+    await this.#changed(context, { type: 'channel-add', package: `${names.namespace}/${names.name}`, channel, release });
+    return added;
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
-  async removeChannelRelease(namespace: string, name: string, channel: string, release: string) {
+  async removeChannelRelease(namespace: string, name: string, channel: string, release: string, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
@@ -431,11 +557,12 @@ export class Registry {
       removeFromChannel(live, channel, release);
       return { next: live, result: undefined };
     });
+    await this.#changed(context, { type: 'channel-remove', package: `${names.namespace}/${names.name}`, channel, release });
     return { status: 'deleted', package: `${names.namespace}/${names.name}`, name: channel, release };
   }
 
   /** Route 18. */
-  async deleteChannel(namespace: string, name: string, channel: string) {
+  async deleteChannel(namespace: string, name: string, channel: string, context: ChangeContext = {}) {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
@@ -444,6 +571,7 @@ export class Registry {
       delete live.channels[channel];
       return { next: live, result: undefined };
     });
+    await this.#changed(context, { type: 'channel-delete', package: `${names.namespace}/${names.name}`, channel });
     return { channel, package: `${names.namespace}/${names.name}`, action: 'delete' };
   }
 
@@ -454,6 +582,49 @@ export class Registry {
   invalidate(namespace?: string, name?: string): void {
     if (namespace === undefined || name === undefined) this.#docs.invalidate();
     else this.#docs.invalidate(keys.packageDoc(checkName('namespace', namespace), checkName('package', name)));
+  }
+
+  // ---- operations: audit, health -------------------------------------------------------------------------------
+
+  /**
+   * Hand an event to the `audit` hook (the HTTP layer reports logins through it). Never throws: a failing hook is
+   * logged and the change it reports stands.
+   */
+  async audit(event: AuditEvent): Promise<void> {
+    await emitAudit(this.#audit, this.logger, event);
+  }
+
+  async #changed(context: ChangeContext, event: DistributiveOmit<AuditEvent, 'time' | 'actor'>): Promise<void> {
+    if (!this.#audit) return;
+    await this.audit({ ...event, time: this.#now().toISOString(), actor: context.actor ?? null } as AuditEvent);
+  }
+
+  /**
+   * Is storage reachable and writable? A read, write, read-back and delete of this instance's probe key, each
+   * bounded by `timeoutMs` (default 5000). Never throws; details of a failure go to the logger.
+   */
+  async health(options: { timeoutMs?: number } = {}): Promise<HealthReport> {
+    const storage = await checkStorage(this.storage, this.#probeKey, this.logger, options);
+    return { ok: storage.reachable && storage.writable, storage };
+  }
+
+  /**
+   * Remove blobs no release references and tombstones of deleted packages, once seen so for `graceMs` (default
+   * one hour: a run marks, a later run removes; 0 removes at once). Safe while other instances push (README
+   * "Garbage collection"). Lists the whole store: run it from a job, not per request. With `dryRun`, writes
+   * nothing and reports what would go. Throws `StorageUnavailableError` on a storage failure (what was removed
+   * until then stays removed; a later run finishes).
+   */
+  async gc(options: GcOptions = {}): Promise<GcReport> {
+    const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize }, {
+      now: this.#now, ...options,
+    });
+    if (!report.dryRun && (report.blobs.length > 0 || report.tombstones.length > 0)) {
+      await this.audit({
+        type: 'gc', time: this.#now().toISOString(), actor: null, blobs: report.blobs.length, tombstones: report.tombstones.length,
+      });
+    }
+    return report;
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------

@@ -59,6 +59,11 @@ export interface AuthHooks<P = unknown> {
   signup?: (input: { username: string; password: string; email?: string }, ctx: Context) => string | null | Promise<string | null>;
   /** Realm named in `WWW-Authenticate` (default 'appr'). */
   realm?: string;
+  /**
+   * The caller's name in audit events and request logs (default: its `name`, `username` or `id`, or the caller
+   * itself when it is a string; see `defaultActorName`). Not called for anonymous callers (their actor is null).
+   */
+  actorName?: (caller: P) => string | null;
 }
 
 /**

@@ -4,9 +4,11 @@ import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
 import type { Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
-import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
+import { bodyReader, pushBodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
 import { mountHelmRoutes } from '../helm/router.js';
+import { defaultActorName, type ChangeContext } from '../ops/audit.js';
+import { withHttpMetrics } from '../ops/http.js';
 
 export const API_VERSION = '0.7.4';
 
@@ -28,6 +30,11 @@ const params = (ctx: Context): Params => ctx.params as Params;
 const pkg = '/api/v1/packages/:namespace/:package';
 const isJson = (ctx: Context): boolean => ctx.query.format === 'json' || ctx.path.replace(/\/+$/, '').endsWith('/json');
 const visible = (ctx: Context) => (ctx.state.appr as CallerState).visible;
+/** Who is changing something, for the audit trail: `auth.actorName(caller)`, else `defaultActorName`. */
+const by = (ctx: Context, o: ResolvedOptions): ChangeContext => {
+  const { caller } = ctx.state.appr as CallerState;
+  return { actor: caller === null ? null : (o.auth.actorName ?? defaultActorName)(caller) };
+};
 
 /**
  * The route table (docs/api.md section 3). Order matters: @koa/router runs the first matching route, so static
@@ -63,16 +70,16 @@ const ROUTES: RouteDef[] = [
   { name: 'add-channel-release', method: 'post', path: `${pkg}/channels/:channel/:release`, access: 'write',
     handler: async (ctx, o) => {
       const p = params(ctx);
-      ctx.body = await o.registry.addChannelRelease(p.namespace!, p.package!, p.channel!, p.release!);
+      ctx.body = await o.registry.addChannelRelease(p.namespace!, p.package!, p.channel!, p.release!, by(ctx, o));
     } },
   { name: 'delete-channel-release', method: 'delete', path: `${pkg}/channels/:channel/:release`, access: 'write',
     handler: async (ctx, o) => {
       const p = params(ctx);
-      ctx.body = await o.registry.removeChannelRelease(p.namespace!, p.package!, p.channel!, p.release!);
+      ctx.body = await o.registry.removeChannelRelease(p.namespace!, p.package!, p.channel!, p.release!, by(ctx, o));
     } },
   { name: 'delete-channel', method: 'delete', path: `${pkg}/channels/:channel`, access: 'write', handler: async (ctx, o) => {
     const p = params(ctx);
-    ctx.body = await o.registry.deleteChannel(p.namespace!, p.package!, p.channel!);
+    ctx.body = await o.registry.deleteChannel(p.namespace!, p.package!, p.channel!, by(ctx, o));
   } },
   { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
@@ -85,7 +92,7 @@ const ROUTES: RouteDef[] = [
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
     before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'push', method: 'post', path: pkg, access: 'push', handler: push,
-    before: (o) => bodyReader(pushBodyLimit(o.maxPushSize)) },
+    before: (o) => pushBodyReader(o) },
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
@@ -102,7 +109,7 @@ const ROUTES: RouteDef[] = [
   { name: 'delete-release', method: 'delete', path: `${pkg}/:release/:media_type`, access: 'write',
     handler: async (ctx, o) => {
       const p = params(ctx);
-      ctx.body = await o.registry.deleteRelease(p.namespace!, p.package!, p.release!, p.media_type!);
+      ctx.body = await o.registry.deleteRelease(p.namespace!, p.package!, p.release!, p.media_type!, by(ctx, o));
     } },
   { name: 'pull', method: 'get', path: `${pkg}/:release/:media_type/pull`, access: 'read', handler: pull },
   { name: 'pull-json', method: 'get', path: `${pkg}/:release/:media_type/pull/json`, access: 'read', handler: pull },
@@ -140,7 +147,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   const access = new AccessControl<P>(opts.auth as ApprRouterOptions<P>['auth'] & object, opts.registry);
   const router = new Router();
   const prefix = opts.prefix;
-  const respond = responder(opts);
+  const respond = withHttpMetrics(responder(opts), opts.registry.metrics);
 
   const routes = ROUTES.filter((route) => !(route.path === '' && prefix === ''));
   for (const route of routes) {
@@ -289,7 +296,7 @@ function discoveryPage(ctx: Context, opts: ResolvedOptions, ownPath: string): vo
 async function push(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const p = params(ctx);
   const { createOnly } = ctx.state.appr as CallerState;
-  await opts.registry.push({ ...pushInput(ctx, p.namespace!, p.package!, opts.maxPushSize), createOnly });
+  await opts.registry.push({ ...pushInput(ctx, p.namespace!, p.package!, opts.maxPushSize), createOnly, ...by(ctx, opts) });
   ctx.body = { status: 'ok' };
 }
 
@@ -297,7 +304,7 @@ async function push(ctx: Context, opts: ResolvedOptions): Promise<void> {
 async function setVisibility(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const p = params(ctx);
   // The registry checks the value (422 unless "public" or "private").
-  ctx.body = await opts.registry.setVisibility(p.namespace!, p.package!, requestValues(ctx).visibility as Visibility);
+  ctx.body = await opts.registry.setVisibility(p.namespace!, p.package!, requestValues(ctx).visibility as Visibility, by(ctx, opts));
 }
 
 async function pull(ctx: Context, opts: ResolvedOptions): Promise<void> {
@@ -322,6 +329,8 @@ async function login(ctx: Context, opts: ResolvedOptions): Promise<void> {
   if (!hook) throw new ApprError('unsupported', 'This registry has no login');
   const user = userFields(ctx);
   const token = await hook(user.username, user.password, ctx);
+  const time = new Date().toISOString();
+  await opts.registry.audit({ type: 'login', time, actor: user.username, outcome: token ? 'success' : 'failure' });
   if (!token) throw new ApprError('unauthorized-access', 'Invalid username or password');
   ctx.body = { token };
 }

@@ -6,6 +6,9 @@ import type { RegistryOptions, Visibility } from '../core/registry.js';
 import type { FsStorageOptions } from '../storage/fs.js';
 import type { MemoryStorageOptions } from '../storage/memory.js';
 import type { StorageAdapter } from '../storage/types.js';
+import type { AuditHook } from '../ops/audit.js';
+import type { Logger } from '../ops/logger.js';
+import type { MetricsHooks } from '../ops/metrics.js';
 import { fn, group, instance, integer, missingMethods, oneOf, text, type SameOptions } from './validate.js';
 
 /**
@@ -62,7 +65,33 @@ export const registryShape = {
   now: fn<() => Date>().default(() => () => new Date()),
   /** Overall deadline of each storage operation (lib/storage/deadline.ts); 0 turns it off. */
   storageTimeoutMs: integer('ms', 0, MAX_TIMER_MS).default(5000),
+  /** Where pushed blobs over `pushMemoryBytes` wait as temp files (default: the OS temp directory). */
+  pushTmpDir: text('a directory path (a non-empty string)', (dir) => dir.length > 0 && !dir.includes('\0'), '/tmp', ['']).optional(),
+  /** Pushed blobs up to this many bytes wait in memory (default 1 MiB). */
+  pushMemoryBytes: integer('bytes', 0).optional(),
+  metrics: instance<MetricsHooks>(
+    'an ApprMetrics (or an object with its methods)',
+    (value) => {
+      const missing = missingMethods(value, METRICS_METHODS);
+      return missing.length === METRICS_METHODS.length ? '' : missing.length ? `no ${missing.join(', ')}` : null;
+    },
+    () => Object.fromEntries(METRICS_METHODS.map((m) => [m, () => undefined])) as unknown as MetricsHooks,
+  ).optional(),
+  audit: fn<AuditHook>().optional(),
+  logger: instance<Logger>(
+    "a logger with pino's info, warn and error methods",
+    (value) => {
+      const missing = missingMethods(value, LOGGER_METHODS);
+      return missing.length === LOGGER_METHODS.length ? '' : missing.length ? `no ${missing.join(', ')}` : null;
+    },
+    () => ({ info: () => undefined, warn: () => undefined, error: () => undefined }),
+  ).optional(),
 };
+
+const METRICS_METHODS = [
+  'httpRequest', 'storageRequest', 'cache', 'casAttempt', 'casGiveUp', 'pushed', 'pulled', 'changeFeedLag',
+] as const satisfies readonly (keyof MetricsHooks)[];
+const LOGGER_METHODS = ['info', 'warn', 'error'] as const;
 
 export const registryOptions = group({ storage: storageAdapter, ...registryShape });
 

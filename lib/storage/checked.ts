@@ -18,8 +18,9 @@ import { assertListPrefix, assertStorageKey, pageLimit } from './util.js';
  *   a plain Error, before the adapter sees anything.
  * - list prefixes (`assertListPrefix`) and page limits (`pageLimit`: an integer >= 1; a larger page than the
  *   adapter serves is allowed, it returns fewer).
- * - `delete` with `ifMatch` on an adapter whose `capabilities.conditionalDelete` is not `true` throws a TypeError
- *   instead of running a check-then-delete that can lose a concurrent write (S3 on Ceph RGW: see `S3Storage`).
+ * - `capabilities`: the adapter's, with every undeclared capability false. A caller that needs an atomic
+ *   conditional delete checks `capabilities.conditionalDelete` (S3 on Ceph RGW can only check, then delete: see
+ *   `S3Storage`); the wrapper passes such a delete on unchanged, as the adapter documents it.
  *
  * So adapters need not repeat these checks (the filesystem adapter keeps its own key check where it maps a key
  * to a path). The checks are the same with or without the wrapper; results and errors of valid calls are the
@@ -39,7 +40,7 @@ export class CheckedStorage implements StorageAdapter {
     this.adapter = inner;
     this.#inner = inner;
     this.name = inner.name;
-    // Undeclared means no: a conditional delete that cannot be honoured must not be approximated.
+    // Undeclared means no: a caller must not count on what an adapter does not promise.
     this.capabilities = { conditionalDelete: inner.capabilities?.conditionalDelete === true };
   }
 
@@ -70,9 +71,6 @@ export class CheckedStorage implements StorageAdapter {
 
   async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
     assertStorageKey(key);
-    if (options?.ifMatch !== undefined && !this.capabilities.conditionalDelete) {
-      throw new TypeError(`${this.name} storage cannot delete conditionally (capabilities.conditionalDelete is false)`);
-    }
     return this.#inner.delete(key, options);
   }
 

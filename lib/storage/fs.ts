@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -67,8 +67,9 @@ export class FsStorage implements StorageAdapter {
       try {
         const etag = etagOf(file.stats);
         if (options.ifNoneMatch === etag) return { notModified: true, etag };
-        // Objects are never modified in place, so this reads exactly the bytes that were fstat'ed.
-        return { notModified: false, body: await file.fh.readFile(), etag };
+        // Objects are never modified in place, so this reads exactly the bytes that were fstat'ed: one read of that
+        // size instead of readFile()'s second fstat and its read to end-of-file.
+        return { notModified: false, body: await readExactly(file.fh, Number(file.stats.size)), etag };
       } finally {
         await file.fh.close();
       }
@@ -167,6 +168,7 @@ export class FsStorage implements StorageAdapter {
   /** Temp file, then an atomic publish according to the condition. */
   async #write(key: string, path: string, chunks: Chunks, condition?: WriteCondition): Promise<string | null> {
     const temp = await this.#writeTemp(chunks);
+    let published = false;
     try {
       if (condition?.ifNoneMatch === '*') {
         try {
@@ -177,21 +179,24 @@ export class FsStorage implements StorageAdapter {
         }
         // Unlink before the fstat: dropping a link changes the ctime, which is part of the ETag.
         await unlink(temp.path).catch(ignore);
+        published = true;
         return etagOf(await temp.fh.stat({ bigint: true }));
       }
       return await this.withLock(key, async () => {
         if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
         await inParentDir(path, () => rename(temp.path, path));
+        published = true;
         return etagOf(await temp.fh.stat({ bigint: true }));
       });
     } finally {
       await temp.fh.close().catch(ignore);
-      await unlink(temp.path).catch(ignore); // Already gone once published.
+      // Once published the temp name is gone: unlinking it again would only build an ENOENT error.
+      if (!published) await unlink(temp.path).catch(ignore);
     }
   }
 
   async #writeTemp(chunks: Chunks): Promise<{ path: string; fh: FileHandle }> {
-    const path = join(this.#tmpDir, `${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
+    const path = join(this.#tmpDir, `${process.pid}-${uniqueSuffix()}.tmp`);
     const fh = await open(path, 'wx');
     try {
       for await (const chunk of chunks) {
@@ -468,7 +473,7 @@ async function tryCreateLock(path: string): Promise<string | null> {
     pid: process.pid,
     host: thisHost(),
     time: Date.now(),
-    nonce: randomBytes(8).toString('hex'),
+    nonce: uniqueSuffix(),
   });
   let fh: FileHandle;
   try {
@@ -490,7 +495,7 @@ async function tryCreateLock(path: string): Promise<string | null> {
 
 /** Remove the lock only if it is still ours: had it been broken as stale, it may now belong to someone else. */
 async function releaseLock(path: string, token: string): Promise<void> {
-  const raw = await readFile(path, 'utf8').catch(() => null);
+  const raw = await readSmall(path, token.length + 1).catch(() => null);
   // A lock we fail to remove is broken as stale later; failing the finished operation for it would be worse.
   if (raw === token) await unlink(path).catch(ignore);
 }
@@ -544,6 +549,36 @@ function thisHost(): string {
 }
 
 // ---- Small helpers ---------------------------------------------------------------------------------------------
+
+/** Random per process, then a counter: unique names without a random draw per write. */
+const PROCESS_NONCE = randomBytes(6).toString('hex');
+let counter = 0;
+function uniqueSuffix(): string {
+  counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${PROCESS_NONCE}-${counter.toString(36)}`;
+}
+
+/** `size` bytes from the start of an open file (fewer if it is shorter). */
+async function readExactly(fh: FileHandle, size: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(size);
+  let offset = 0;
+  while (offset < size) {
+    const { bytesRead } = await fh.read(buffer, offset, size - offset, offset);
+    if (bytesRead === 0) break;
+    offset += bytesRead;
+  }
+  return offset === size ? buffer : buffer.subarray(0, offset);
+}
+
+/** At most `max` bytes of a small file as text: open, one read, close (readFile also fstats and reads to EOF). */
+async function readSmall(path: string, max: number): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    return (await readExactly(fh, max)).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
 
 function errorCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;

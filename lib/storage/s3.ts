@@ -67,10 +67,7 @@ const MAX_PAGE = 1000;
  */
 export class S3Storage implements StorageAdapter {
   readonly name = 's3';
-  /**
-   * No atomic conditional delete: see `delete`. `checkedStorage` (which the `Registry` applies) therefore refuses
-   * `delete(key, { ifMatch })`; only a direct caller of this class gets the best-effort check below.
-   */
+  /** No atomic conditional delete: `delete(key, { ifMatch })` checks, then deletes (see `delete`). */
   readonly capabilities = { conditionalDelete: false } as const;
   readonly client: S3Client;
   readonly bucket: string;
@@ -193,8 +190,8 @@ export class S3Storage implements StorageAdapter {
    * object between our HEAD and our DELETE (a few ms) loses its write. AWS S3 documents `If-Match` on DeleteObject
    * (412 on a mismatch; not tested here), which closes that window there. RGW's only delete condition,
    * `x-amz-delete-if-unmodified-since`, compares whole seconds, too coarse for a compare-and-swap. The registry's
-   * documents are never deleted this way (a deleted package is a tombstone document written by compare-and-swap),
-   * so the window only concerns direct users of the adapter.
+   * package documents are deleted this way only by gc, for a tombstone past its grace period; callers that need the
+   * guarantee check `capabilities.conditionalDelete`.
    */
   async delete(key: string, options: { ifMatch?: string } = {}): Promise<boolean> {
     const current = await this.head(key);

@@ -53,9 +53,9 @@ export interface StorageAdapter {
   head(key: string): Promise<{ size: number; etag: string } | null>;
 
   /**
-   * Delete a key. With `ifMatch`, only if the current ETag matches, atomically: only adapters that declare
-   * `capabilities.conditionalDelete` accept it (`checkedStorage` refuses it for the others with a TypeError).
-   * Returns false when the key was absent or the precondition failed, true when something was deleted.
+   * Delete a key. With `ifMatch`, only if the current ETag matches: atomically on adapters that declare
+   * `capabilities.conditionalDelete`, as a check then a delete (a concurrent replacement may be lost) on the
+   * others. Returns false when the key was absent or the precondition failed, true when something was deleted.
    */
   delete(key: string, options?: { ifMatch?: string }): Promise<boolean>;
 
@@ -73,7 +73,7 @@ export interface StorageAdapter {
 export interface StorageCapabilities {
   /**
    * `delete(key, { ifMatch })` compares and deletes atomically, so a concurrent replacement is never lost. False
-   * on S3 via Ceph RGW, which ignores `If-Match` on DeleteObject. The registry itself never deletes conditionally.
+   * on S3 via Ceph RGW, which ignores `If-Match` on DeleteObject.
    */
   readonly conditionalDelete: boolean;
 }

@@ -54,12 +54,17 @@ describe('hardening: responses', () => {
     expect((await server.api('GET', '/api/v1/packages/ns/app/1.0.1+build.5/helm')).json.release).to.equal('1.0.1+build.5');
   });
 
-  it('refuses a release of a million digits quickly with a short 422, and stores nothing', async () => {
+  it('refuses a release of a million digits quickly with a short 413, a long or unsafe one with a short 422, and stores nothing', async () => {
     const huge = '1'.repeat(1_000_000);
-    for (const release of [`${huge}.0.0`, `999.0.0+${'a'.repeat(100_000)}`, `9007199254740992.0.0`]) {
+    for (const [release, status, code] of [
+      // Over the push body's bound for the fields other than the blob: refused while it arrives.
+      [`${huge}.0.0`, 413, 'payload-too-large'],
+      [`999.0.0+${'a'.repeat(100_000)}`, 422, 'invalid-release'],
+      ['9007199254740992.0.0', 422, 'invalid-release'],
+    ] as const) {
       const res = await server.api('POST', '/api/v1/packages/ns/big', { json: { release, media_type: 'helm', blob: await blob() } });
-      expect(res.status).to.equal(422);
-      expect(res.json.code).to.equal('invalid-release');
+      expect(res.status).to.equal(status);
+      expect(res.json.code).to.equal(code);
       expect(res.text.length, `${res.text.length} bytes of error`).to.be.below(1024);
     }
     expect((await server.api('GET', '/api/v1/packages/ns/big')).status).to.equal(404);

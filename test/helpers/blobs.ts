@@ -1,5 +1,6 @@
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
+import { stageBlob } from '../../lib/core/blob.js';
 
 /**
  * A real .tar.gz of `files` (path -> content), built in memory and deterministic: the same files always give the
@@ -20,4 +21,11 @@ export async function makeTarGz(files: Record<string, string | Uint8Array>): Pro
   }
   tar.finalize();
   return gzipSync(await collected);
+}
+
+/** The contract's digest of a .tar.gz (sha256 of the tar), computed by the registry's own blob checker. */
+export async function digestOf(gzip: Buffer): Promise<string> {
+  const staged = await stageBlob(gzip, { maxUnpackedSize: 1 << 30 });
+  await staged.dispose();
+  return staged.digest;
 }

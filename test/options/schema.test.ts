@@ -86,7 +86,7 @@ describe('options: defaults and normalization come from the schema', function ()
     onError(err, ctx as never);
     expect(emitted, "onError defaults to Koa's app.emit('error', err, ctx)").to.deep.equal([['error', err, ctx]]);
     expect(plain).to.deep.equal({
-      prefix: '/cnr', maxPushSize: 32 * MiB, loginBodyLimit: 64 * 1024, cors: true, errorEnvelope: false,
+      prefix: '/cnr', maxPushSize: 32 * MiB, maxPushBytesInFlight: 1024 * MiB, loginBodyLimit: 64 * 1024, cors: true, errorEnvelope: false,
       discovery: true, helm: true, publicUrl: undefined, onResponseError: undefined,
     });
   });

@@ -31,11 +31,11 @@ export const TARGETS: Target[] = [
     build: (options) => createApprRouter(options as never),
     expected: [
       'storage', 'registry', 'prefix', 'maxPushSize', 'cors', 'errorEnvelope', 'discovery', 'helm', 'publicUrl',
-      'auth', 'auth.identify', 'auth.authorize', 'auth.anonymous', 'auth.login', 'auth.signup', 'auth.realm',
+      'auth', 'auth.identify', 'auth.authorize', 'auth.anonymous', 'auth.login', 'auth.signup', 'auth.realm', 'auth.actorName',
       'onError', 'onResponseError',
       'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
-      'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
-      'storageTimeoutMs',
+      'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now', 'maxPushBytesInFlight',
+      'storageTimeoutMs', 'pushTmpDir', 'pushMemoryBytes', 'metrics', 'audit', 'logger',
     ],
   },
   {
@@ -46,7 +46,7 @@ export const TARGETS: Target[] = [
     expected: [
       'storage', 'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
       'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
-      'storageTimeoutMs',
+      'storageTimeoutMs', 'pushTmpDir', 'pushMemoryBytes', 'metrics', 'audit', 'logger',
     ],
   },
   {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { MemoryStorage, Registry } from '../../lib/index.js';
+import { ApprMetrics } from '../../lib/ops/metrics.js';
 import { checkedStorage } from '../../lib/storage/checked.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
 
@@ -52,15 +53,18 @@ describe('checkedStorage: the storage contract enforced once, by the Registry', 
     expect(await registry.storage.delete('doc', { ifMatch: etag! })).to.equal(true);
   });
 
-  it('refuses a conditional delete on an adapter that does not declare it, and deletes nothing', async function () {
+  it('declares no capability for an adapter that declares none, and passes its results on unchanged', async function () {
     const memory = new MemoryStorage();
     const registry = new Registry({ storage: hostAdapter(memory) });
     expect(registry.storage.capabilities).to.deep.equal({ conditionalDelete: false });
     const etag = await registry.storage.put('doc', Buffer.from('v1'));
-    const err = await rejection(registry.storage.delete('doc', { ifMatch: etag! }));
-    expect(err).to.be.instanceOf(TypeError);
-    expect(err.message).to.equal('host storage cannot delete conditionally (capabilities.conditionalDelete is false)');
+    expect(await registry.storage.delete('doc', { ifMatch: 'no-such-etag' })).to.equal(false);
     expect(await memory.head('doc')).to.deep.equal({ size: 2, etag });
-    expect(await registry.storage.delete('doc')).to.equal(true);
+    expect(await registry.storage.delete('doc', { ifMatch: etag! })).to.equal(true);
+  });
+
+  it('passes capabilities through the metrics wrapper too', async function () {
+    const registry = new Registry({ storage: new MemoryStorage(), metrics: new ApprMetrics() });
+    expect(registry.storage.capabilities).to.deep.equal({ conditionalDelete: true });
   });
 });

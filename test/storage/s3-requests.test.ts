@@ -35,7 +35,8 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
 
   it('costs a push three requests, the same into an empty registry as into one with many releases and packages', async () => {
     const first = await cost(async () => registry.push({ namespace: 'cost', name: 'app', release: '0.0.1', mediaType: 'helm', blob: await blob(0) }));
-    expect(first).to.deep.equal(['PutObjectCommand', 'GetObjectCommand', 'PutObjectCommand']);
+    // The document is read before the blob is written (the garbage-collection fence), then written.
+    expect(first).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'PutObjectCommand']);
     for (let i = 1; i <= 30; i += 1) {
       await registry.push({ namespace: 'cost', name: 'app', release: `1.0.${i}`, mediaType: 'helm', blob: await blob(i) });
     }
@@ -49,7 +50,7 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
   it('adds one HEAD when the same tarball is already stored', async () => {
     const same = await blob(999);
     const requests = await cost(() => registry.push({ namespace: 'cost', name: 'app', release: '2.0.1', mediaType: 'helm', blob: same }));
-    expect(requests).to.deep.equal(['PutObjectCommand', 'HeadObjectCommand', 'GetObjectCommand', 'PutObjectCommand']);
+    expect(requests).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'HeadObjectCommand', 'PutObjectCommand']);
   });
 
   it('shows one release of a package with 30 releases with one request, and pulls it with two', async () => {

@@ -1,0 +1,153 @@
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import type { Logger } from './logger.js';
+
+/**
+ * Who made a change, as the audit trail names them: the `auth.actorName(caller)` hook's answer, else the caller's
+ * `name`, `username` or `id` (first present), else the caller itself when it is a string; `null` for an anonymous
+ * caller and for changes made from code without an HTTP request.
+ */
+export type Actor = string | null;
+
+interface Base {
+  /** When the change was stored (RFC 3339 UTC). */
+  time: string;
+  actor: Actor;
+}
+
+/** Fields every package event carries: `package` is `ns/name`. */
+interface PackageEvent extends Base {
+  package: string;
+}
+
+export interface PushEvent extends PackageEvent {
+  type: 'push';
+  release: string;
+  mediaType: string;
+  /** The release's digest: sha256 hex of the uncompressed tar (as manifests show it). */
+  digest: string;
+  /** Bytes of the stored tarball. */
+  size: number;
+  /** The push replaced an existing release x media type (`force`). */
+  forced: boolean;
+  /** The push created the package (it did not exist, or had been deleted). */
+  created: boolean;
+}
+
+export interface DeleteEvent extends PackageEvent {
+  type: 'delete';
+  release: string;
+  mediaType: string;
+  /** The package's last release went: the package no longer exists. */
+  packageDeleted: boolean;
+}
+
+export interface ChannelAddEvent extends PackageEvent {
+  type: 'channel-add';
+  channel: string;
+  release: string;
+}
+
+export interface ChannelRemoveEvent extends PackageEvent {
+  type: 'channel-remove';
+  channel: string;
+  release: string;
+}
+
+export interface ChannelDeleteEvent extends PackageEvent {
+  type: 'channel-delete';
+  channel: string;
+}
+
+export interface VisibilityEvent extends PackageEvent {
+  type: 'visibility';
+  visibility: 'public' | 'private';
+  /** The value before; equal to `visibility` when nothing changed (the request was still a successful call). */
+  previous: 'public' | 'private';
+}
+
+/** `POST /api/v1/users/login`. `actor` is the user name sent (never the password), whether it exists or not. */
+export interface LoginEvent extends Base {
+  type: 'login';
+  outcome: 'success' | 'failure';
+}
+
+/** Garbage collection removed something (one event per gc run that removed anything; see `Registry.gc`). */
+export interface GcEvent extends Base {
+  type: 'gc';
+  blobs: number;
+  tombstones: number;
+}
+
+export type AuditEvent =
+  | PushEvent | DeleteEvent | ChannelAddEvent | ChannelRemoveEvent | ChannelDeleteEvent | VisibilityEvent
+  | LoginEvent | GcEvent;
+
+/**
+ * Called once after each change is stored (never for a refused or failed one), and for each login attempt. It may
+ * be async: the answer to the request waits for it. A hook that throws or rejects is logged (`logger.error`) and
+ * the change stands: it is already stored, so the audit trail may miss it but never invents one.
+ */
+export type AuditHook = (event: AuditEvent) => void | Promise<void>;
+
+/** Change context the HTTP layer hands to the core: who is asking. */
+export interface ChangeContext {
+  actor?: Actor;
+}
+
+/**
+ * Send an event to the hook without ever failing the change it reports (which is already stored): a throw or a
+ * rejection goes to the logger.
+ */
+export async function emitAudit(hook: AuditHook | undefined, logger: Logger | undefined, event: AuditEvent): Promise<void> {
+  if (!hook) return;
+  try {
+    await hook(event);
+  } catch (err) {
+    logger?.error({ err, event: event.type }, 'koa-appr: the audit hook failed');
+  }
+}
+
+/**
+ * The default actor name of a caller (see `Actor`): hosts whose callers look different pass `auth.actorName`.
+ */
+export function defaultActorName(caller: unknown): Actor {
+  if (caller === null || caller === undefined) return null;
+  if (typeof caller === 'string') return caller;
+  if (typeof caller === 'object') {
+    const { name, username, id } = caller as { name?: unknown; username?: unknown; id?: unknown };
+    const value = name ?? username ?? id;
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint') return String(value);
+  }
+  return null;
+}
+
+export interface JsonLinesAudit {
+  hook: AuditHook;
+  /** Flush and close the file (not stdout). */
+  close(): Promise<void>;
+}
+
+/**
+ * An `AuditHook` writing one JSON object per line to `destination`: `'-'` or `'stdout'` for standard output, any
+ * other string is a file opened for appending (created with mode 0640), or a writable stream. The write is queued
+ * on the stream (events of one process keep their order); a write error is reported on the stream's `error`
+ * event, which this writer hands to `logger.error`.
+ */
+export function jsonLinesAudit(destination: string | Writable, logger?: Logger): JsonLinesAudit {
+  const toStdout = destination === '-' || destination === 'stdout';
+  const stream: Writable = typeof destination !== 'string'
+    ? destination
+    : toStdout ? process.stdout : createWriteStream(destination, { flags: 'a', mode: 0o640 });
+  const owned = typeof destination === 'string' && !toStdout;
+  if (owned) stream.on('error', (err) => logger?.error({ err }, 'koa-appr: cannot write the audit log'));
+  return {
+    hook: (event) => {
+      stream.write(`${JSON.stringify(event)}\n`);
+    },
+    close: () => new Promise<void>((resolve) => {
+      if (!owned) return resolve();
+      stream.end(() => resolve());
+    }),
+  };
+}

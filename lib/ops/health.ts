@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto';
+import type { Context, Middleware, Next } from 'koa';
+import type { StorageAdapter } from '../storage/types.js';
+import type { Logger } from './logger.js';
+
+export interface StorageHealth {
+  /** A read of the probe key answered (found or not) within the timeout. */
+  reachable: boolean;
+  /** A write, read back and delete of the probe key all worked (false for a read-only store). */
+  writable: boolean;
+  /** Time of the read, in ms (of the attempt, when it failed). */
+  latencyMs: number;
+}
+
+export interface HealthReport {
+  /** Storage is reachable and writable: this instance can serve every route. */
+  ok: boolean;
+  storage: StorageHealth;
+}
+
+export interface HealthOptions {
+  /** Give up on a storage request after this many ms (default 5000): a hung store reads as unreachable. */
+  timeoutMs?: number;
+}
+
+/**
+ * Probe `storage` with `probeKey` (one key per instance, from `keys.healthProbe`): a read, then a write, a read
+ * back and a delete. Never throws: failures are reported in the result and their details go to `logger.warn`
+ * (never into the report, which load balancers and dashboards read: no bucket names or paths).
+ */
+export async function checkStorage(
+  storage: StorageAdapter, probeKey: string, logger?: Logger, options: HealthOptions = {},
+): Promise<StorageHealth> {
+  const timeoutMs = options.timeoutMs ?? 5000;
+  const started = performance.now();
+  try {
+    await within(storage.get(probeKey), timeoutMs);
+  } catch (err) {
+    logger?.warn({ err, step: 'read' }, 'koa-appr: health check: storage is not reachable');
+    return { reachable: false, writable: false, latencyMs: elapsed(started) };
+  }
+  const latencyMs = elapsed(started);
+  const body = Buffer.from(`probe ${Date.now()} ${randomBytes(4).toString('hex')}`);
+  try {
+    await within(storage.put(probeKey, body), timeoutMs);
+    const back = await within(storage.get(probeKey), timeoutMs);
+    await within(storage.delete(probeKey), timeoutMs);
+    const same = back !== null && !back.notModified && back.body.equals(body);
+    if (!same) logger?.warn({ step: 'read-back' }, 'koa-appr: health check: storage did not return what was written');
+    return { reachable: true, writable: same, latencyMs };
+  } catch (err) {
+    logger?.warn({ err, step: 'write' }, 'koa-appr: health check: storage is not writable');
+    return { reachable: true, writable: false, latencyMs };
+  }
+}
+
+function elapsed(started: number): number {
+  return Math.round((performance.now() - started) * 10) / 10;
+}
+
+async function within<T>(pending: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([pending, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export interface ProbeOptions {
+  /** The path answered (default `/healthz`, `/readyz`); other paths go on down the chain. */
+  path?: string;
+}
+
+/**
+ * Liveness (`GET /healthz`): 200 `{"ok": true}` whenever the process answers; no storage request, so a storage
+ * outage never gets healthy instances restarted. Mount at the app level, outside the prefix.
+ */
+export function healthz(options: ProbeOptions = {}): Middleware {
+  const path = options.path ?? '/healthz';
+  return async function apprHealthz(ctx: Context, next: Next): Promise<void> {
+    if (ctx.path !== path || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { ok: true };
+  };
+}
+
+/**
+ * Readiness (`GET /readyz`): `registry.health()`, answered 200 when storage is reachable (the instance can serve
+ * reads; the body says whether it is also writable) and 503 when it is not, with the report as JSON either way.
+ */
+export function readyz(registry: { health(): Promise<HealthReport> }, options: ProbeOptions = {}): Middleware {
+  const path = options.path ?? '/readyz';
+  return async function apprReadyz(ctx: Context, next: Next): Promise<void> {
+    if (ctx.path !== path || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
+    const report = await registry.health();
+    ctx.set('Cache-Control', 'no-store');
+    ctx.status = report.storage.reachable ? 200 : 503;
+    ctx.body = report;
+  };
+}

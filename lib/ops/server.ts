@@ -1,0 +1,68 @@
+import type { Context, Middleware } from 'koa';
+import { collectDefaultMetrics } from 'prom-client';
+import { jsonLinesAudit, type AuditHook } from './audit.js';
+import { healthz, readyz, type HealthReport } from './health.js';
+import type { Logger } from './logger.js';
+import { ApprMetrics, metricsEndpoint } from './metrics.js';
+import { serverLogger, type LogLevel } from './pino.js';
+import { requestLog } from './request-log.js';
+
+export interface ServerOpsOptions {
+  /** Serve `/metrics` and count (default true). */
+  metrics?: boolean;
+  /** Audit log destination: a file (appended), `-` for stdout, or unset for none. */
+  auditLog?: string;
+  /** pino level (default `info`). */
+  logLevel?: LogLevel;
+  /** A logger to use instead of building one (tests). */
+  logger?: Logger;
+}
+
+export interface ServerOps {
+  logger: Logger;
+  metrics: ApprMetrics | undefined;
+  /** For `new Registry({...})` / `createApprRouter({...})`: `metrics`, `audit`, `logger`. */
+  registryOptions: { metrics?: ApprMetrics; audit?: AuditHook; logger: Logger };
+  /** The router's `onError`: 5xx errors with their details, to the log (the client never sees them). */
+  onError: (err: unknown, ctx: Context) => void;
+  /**
+   * App-level middleware, to mount before the registry's router: the request log, then `/metrics` (when on),
+   * `/healthz` and `/readyz`, all outside the prefix.
+   */
+  middleware(registry: { health(): Promise<HealthReport> }): Middleware[];
+  /** Flush the audit log. */
+  close(): Promise<void>;
+}
+
+/**
+ * Everything operational the standalone server needs, from its configuration: a pino logger, the metrics (with
+ * prom-client's process metrics: CPU, memory, event loop lag), the JSON-lines audit log, and the app-level
+ * middleware. A Koa host assembling its own server can use it too.
+ */
+export function serverOps(options: ServerOpsOptions = {}): ServerOps {
+  const logger = options.logger ?? serverLogger(options.logLevel ?? 'info');
+  let metrics: ApprMetrics | undefined;
+  if (options.metrics !== false) {
+    metrics = new ApprMetrics();
+    collectDefaultMetrics({ register: metrics.register });
+  }
+  const audit = options.auditLog ? jsonLinesAudit(options.auditLog, logger) : undefined;
+  return {
+    logger,
+    metrics,
+    registryOptions: { logger, ...(metrics ? { metrics } : {}), ...(audit ? { audit: audit.hook } : {}) },
+    onError: (err, ctx) => {
+      const route = (ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? null;
+      logger.error({ err, method: ctx.method, route, path: ctx.path }, 'request failed');
+    },
+    middleware: (registry) => [
+      requestLog({ logger }),
+      ...(metrics ? [metricsEndpoint(metrics)] : []),
+      healthz(),
+      readyz(registry),
+    ],
+    close: async () => {
+      await audit?.close();
+    },
+  };
+}

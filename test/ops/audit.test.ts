@@ -1,0 +1,181 @@
+/** Audit events: one per stored change, with the actor the user store identified; none for refused changes. */
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { expect } from 'chai';
+import Koa from 'koa';
+import {
+  createApprRouter, hashPassword, jsonLinesAudit, MemoryStorage, Registry, UserStore, type AuditEvent, type StoreUser,
+} from '../../lib/index.js';
+import { basic, listen, tarGz, type Running } from '../auth/helpers.js';
+
+const FAST = { ln: 10 };
+const PKG = '/cnr/api/v1/packages/acme/app';
+
+describe('audit events', () => {
+  let events: AuditEvent[];
+  let server: Running;
+  let blob: Buffer;
+  let other: Buffer;
+  const alice = basic('alice', 'alice-pw');
+  const bob = basic('bob', 'bob-pw');
+  const reader = basic('reader', 'reader-pw');
+
+  before(async () => {
+    blob = await tarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' });
+    other = await tarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n', 'values.yaml': 'x: 1\n' });
+  });
+
+  beforeEach(async () => {
+    events = [];
+    const users = new UserStore({
+      anonymousRead: true,
+      secret: 'test-secret-0123456789abcdef',
+      users: {
+        alice: { password: await hashPassword('alice-pw', FAST), roles: { acme: 'admin' } },
+        bob: { password: await hashPassword('bob-pw', FAST), roles: { acme: 'write' } },
+        reader: { password: await hashPassword('reader-pw', FAST), roles: { acme: 'read' } },
+      },
+    });
+    const app = new Koa();
+    const router = createApprRouter<StoreUser>({
+      storage: new MemoryStorage(),
+      auth: users.hooks(),
+      audit: (event) => {
+        events.push(event);
+      },
+    });
+    app.use(router.routes()).use(router.allowedMethods());
+    server = await listen(app);
+  });
+
+  afterEach(() => server.close());
+
+  const push = (auth: string, release: string, body = blob, force = false) => server.send('POST', PKG, {
+    auth, json: { release, media_type: 'helm', blob: body.toString('base64'), force },
+  });
+
+  it('reports each change once, with the actor, and nothing for refused or failed requests', async () => {
+    const login = (password: string) => server.send('POST', '/cnr/api/v1/users/login', {
+      json: { user: { username: 'alice', password } },
+    });
+    expect((await login('wrong')).status).to.equal(401);
+    expect((await login('alice-pw')).status).to.equal(200);
+
+    expect((await push(alice, '1.0.0')).status).to.equal(200);
+    expect((await push(bob, '1.1.0')).status).to.equal(200);
+    expect((await push(bob, '1.1.0', other)).status, 'exists').to.equal(409);
+    expect((await push(bob, '1.1.0', other, true)).status).to.equal(200);
+    expect((await push(reader, '2.0.0')).status, 'no write role').to.equal(403);
+    expect((await server.send('POST', `${PKG}/channels/stable/1.0.0`, { auth: bob })).status).to.equal(200);
+    expect((await server.send('POST', `${PKG}/channels/stable/1.1.0`, { auth: bob })).status).to.equal(200);
+    expect((await server.send('DELETE', `${PKG}/channels/stable/1.1.0`, { auth: bob })).status).to.equal(200);
+    expect((await server.send('DELETE', `${PKG}/channels/stable`, { auth: alice })).status).to.equal(200);
+    expect((await server.send('DELETE', `${PKG}/channels/stable`, { auth: alice })).status, 'gone').to.equal(404);
+    expect((await server.send('POST', `${PKG}/visibility`, { auth: alice, json: { visibility: 'private' } })).status)
+      .to.equal(200);
+    expect((await server.send('POST', `${PKG}/visibility`, { auth: bob, json: { visibility: 'public' } })).status,
+      'bob is no admin').to.equal(403);
+    expect((await server.send('DELETE', `${PKG}/1.0.0/helm`, { auth: bob })).status).to.equal(200);
+    expect((await server.send('DELETE', `${PKG}/1.0.0/helm`, { auth: bob })).status, 'gone').to.equal(404);
+    expect((await server.send('DELETE', `${PKG}/1.1.0/helm`, { auth: alice })).status).to.equal(200);
+
+    for (const event of events) expect(event.time, event.type).to.match(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+    const shapes = events.map(({ time: _time, ...rest }) => rest as Record<string, unknown>);
+    // The release's digest, as the contract defines it: of the uncompressed tar.
+    const digest = (bytes: Buffer) => createHash('sha256').update(gunzipSync(bytes)).digest('hex');
+    expect(digest(blob)).to.match(/^[0-9a-f]{64}$/);
+    expect(digest(other)).to.match(/^[0-9a-f]{64}$/).and.not.equal(digest(blob));
+    expect(shapes).to.deep.equal([
+      { type: 'login', actor: 'alice', outcome: 'failure' },
+      { type: 'login', actor: 'alice', outcome: 'success' },
+      { type: 'push', actor: 'alice', package: 'acme/app', release: '1.0.0', mediaType: 'helm', digest: digest(blob),
+        size: blob.length, forced: false, created: true },
+      { type: 'push', actor: 'bob', package: 'acme/app', release: '1.1.0', mediaType: 'helm', digest: digest(blob),
+        size: blob.length, forced: false, created: false },
+      { type: 'push', actor: 'bob', package: 'acme/app', release: '1.1.0', mediaType: 'helm', digest: digest(other),
+        size: other.length, forced: true, created: false },
+      { type: 'channel-add', actor: 'bob', package: 'acme/app', channel: 'stable', release: '1.0.0' },
+      { type: 'channel-add', actor: 'bob', package: 'acme/app', channel: 'stable', release: '1.1.0' },
+      { type: 'channel-remove', actor: 'bob', package: 'acme/app', channel: 'stable', release: '1.1.0' },
+      { type: 'channel-delete', actor: 'alice', package: 'acme/app', channel: 'stable' },
+      { type: 'visibility', actor: 'alice', package: 'acme/app', visibility: 'private', previous: 'public' },
+      { type: 'delete', actor: 'bob', package: 'acme/app', release: '1.0.0', mediaType: 'helm', packageDeleted: false },
+      { type: 'delete', actor: 'alice', package: 'acme/app', release: '1.1.0', mediaType: 'helm', packageDeleted: true },
+    ]);
+    expect(JSON.stringify(events)).not.to.include('alice-pw').and.not.to.include('wrong');
+  });
+
+  it('a push that recreates a deleted package says so', async () => {
+    expect((await push(alice, '1.0.0')).status).to.equal(200);
+    expect((await server.send('DELETE', `${PKG}/1.0.0/helm`, { auth: alice })).status).to.equal(200);
+    expect((await push(bob, '1.0.0')).status).to.equal(200);
+    const pushes = events.filter((e) => e.type === 'push');
+    expect(pushes.map((e) => [e.actor, e.type === 'push' && e.created])).to.deep.equal([['alice', true], ['bob', true]]);
+  });
+});
+
+describe('audit hooks and writers', () => {
+  it('a failing hook is logged and the change stands', async () => {
+    const logged: { obj: object; msg?: string }[] = [];
+    const logger = {
+      info: () => undefined, warn: () => undefined,
+      error: (obj: object, msg?: string) => { logged.push({ obj, msg }); },
+    };
+    const registry = new Registry({
+      storage: new MemoryStorage(), logger, audit: async () => { throw new Error('audit store down'); },
+    });
+    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz(), actor: 'ci' });
+    expect(await registry.packageVisibility('acme', 'app')).to.equal('public');
+    expect(logged).to.have.length(1);
+    expect(logged[0]!.msg).to.match(/audit hook failed/);
+    expect((logged[0]!.obj as { err: Error }).err.message).to.equal('audit store down');
+  });
+
+  it('changes made from code carry the actor they are given, or null', async () => {
+    const events: AuditEvent[] = [];
+    const registry = new Registry({ storage: new MemoryStorage(), audit: (event) => { events.push(event); } });
+    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz() });
+    await registry.setVisibility('acme', 'app', 'private', { actor: 'cron' });
+    expect(events.map((e) => [e.type, e.actor])).to.deep.equal([['push', null], ['visibility', 'cron']]);
+  });
+
+  it('names callers with auth.actorName when the host gives it', async () => {
+    const events: AuditEvent[] = [];
+    const app = new Koa();
+    const router = createApprRouter<{ sub: string }>({
+      storage: new MemoryStorage(),
+      audit: (event) => { events.push(event); },
+      auth: { identify: () => ({ sub: 'user-42' }), actorName: (caller) => `oidc:${caller.sub}` },
+    });
+    app.use(router.routes());
+    const running = await listen(app);
+    try {
+      const res = await running.send('POST', PKG, { json: { release: '1.0.0', blob: (await tarGz()).toString('base64') } });
+      expect(res.status).to.equal(200);
+    } finally {
+      await running.close();
+    }
+    expect(events.map((e) => e.actor)).to.deep.equal(['oidc:user-42']);
+  });
+
+  it('jsonLinesAudit appends one JSON object per line to a file', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'appr-audit-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const writer = jsonLinesAudit(file);
+      const registry = new Registry({ storage: new MemoryStorage(), audit: writer.hook });
+      await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz(), actor: 'ci' });
+      await registry.deleteRelease('acme', 'app', '1.0.0', 'kpm', { actor: 'ops' });
+      await writer.close();
+      const lines = (await readFile(file, 'utf8')).split('\n');
+      expect(lines.pop()).to.equal('');
+      expect(lines.map((line) => JSON.parse(line)).map((e: AuditEvent) => [e.type, e.actor]))
+        .to.deep.equal([['push', 'ci'], ['delete', 'ops']]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
