@@ -64,6 +64,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     app.use(router.routes()).use(router.allowedMethods());
 
     const server = await listen(app, config);
+    const connections = trackConnections(server);
     handleParserErrors(server, config.errorEnvelope ?? false);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
@@ -71,7 +72,9 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     const url = `http://${hostForUrl}:${port}${config.prefix.replace(/\/+$/, '')}`;
     log(`koa-appr listening on ${url} (storage: ${storage.name} ${config.storage})`);
     for (const line of access.log) log(line);
-    return { server, url, storage, close: () => shutdown(server, storage, config.shutdownTimeoutMs) };
+    return {
+      server, url, storage, close: () => shutdown(server, connections, storage, config.shutdownTimeoutMs),
+    };
   } catch (err) {
     await storage.close?.();
     throw err;
@@ -152,9 +155,43 @@ function listen(app: Koa, config: ServerConfig): Promise<Server> {
   });
 }
 
-async function shutdown(server: Server, storage: StorageAdapter, graceMs: number): Promise<void> {
+/**
+ * Which connections have a request in flight, so that a shutdown can end the others at once (Node's
+ * `closeIdleConnections` leaves alone a connection that has not sent a request yet) and end each busy one as soon
+ * as its response is complete (`Connection: close` on that response).
+ */
+function trackConnections(server: Server): { drain(): void } {
+  const busy = new Map<Socket, Set<ServerResponse>>();
+  let draining = false;
+  server.on('connection', (socket: Socket) => {
+    busy.set(socket, new Set());
+    socket.once('close', () => busy.delete(socket));
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    const responses = busy.get(socket) ?? new Set<ServerResponse>();
+    busy.set(socket, responses);
+    responses.add(res);
+    if (draining) res.shouldKeepAlive = false;
+    res.once('close', () => {
+      responses.delete(res);
+      if (draining && responses.size === 0) socket.end();
+    });
+  });
+  return {
+    drain() {
+      draining = true;
+      for (const [socket, responses] of busy) {
+        if (responses.size === 0) socket.end();
+        for (const res of responses) if (!res.headersSent) res.shouldKeepAlive = false;
+      }
+    },
+  };
+}
+
+async function shutdown(server: Server, connections: { drain(): void }, storage: StorageAdapter, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
+  connections.drain();
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
   timer.unref();
   await closed;
