@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -123,6 +123,12 @@ describe('koa-appr serve: settings from flags and environment', () => {
     expect(new Set(SETTINGS.map((s) => s.env)).size).to.equal(SETTINGS.length);
     expect(new Set(SETTINGS.map((s) => s.flag)).size).to.equal(SETTINGS.length);
     for (const s of SETTINGS) expect(s.help, s.name).to.have.length.greaterThan(10);
+  });
+
+  it('is documented: the README table has a row per setting with its variable and flag', async () => {
+    const readme = await readFile(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+    const section = readme.slice(readme.indexOf('## The standalone server'), readme.indexOf('## Storage'));
+    for (const s of SETTINGS) expect(section, s.env).to.include(`| \`${s.env}\` | \`--${s.flag}\` |`);
   });
 
   it('prints every flag and variable with --help and exits 0; exits 2 naming a bad variable before listening', async () => {
