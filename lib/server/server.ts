@@ -65,7 +65,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
 
     const server = await listen(app, config);
     const connections = trackConnections(server);
-    handleParserErrors(server, config.errorEnvelope ?? false);
+    handleParserErrors(server, connections, config.errorEnvelope ?? false);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -155,22 +155,35 @@ function listen(app: Koa, config: ServerConfig): Promise<Server> {
   });
 }
 
+/** The server's connections and their responses in flight. */
+interface Connections {
+  /** Whether a response on this connection has started (its status line is on the wire). */
+  responding(socket: Socket): boolean;
+  /** Shutdown: end idle connections now, and every other one after its last response. */
+  drain(): void;
+}
+
 /**
  * Which connections have a request in flight, so that a shutdown can end the others at once (Node's
  * `closeIdleConnections` leaves alone a connection that has not sent a request yet) and end each busy one as soon
  * as its response is complete (`Connection: close` on that response).
  */
-function trackConnections(server: Server): { drain(): void } {
+function trackConnections(server: Server): Connections {
   const busy = new Map<Socket, Set<ServerResponse>>();
   let draining = false;
-  server.on('connection', (socket: Socket) => {
-    busy.set(socket, new Set());
-    socket.once('close', () => busy.delete(socket));
-  });
+  const responsesOf = (socket: Socket): Set<ServerResponse> => {
+    let responses = busy.get(socket);
+    if (!responses) {
+      responses = new Set();
+      busy.set(socket, responses);
+      socket.once('close', () => busy.delete(socket));
+    }
+    return responses;
+  };
+  server.on('connection', responsesOf);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
-    const responses = busy.get(socket) ?? new Set<ServerResponse>();
-    busy.set(socket, responses);
+    const responses = responsesOf(socket);
     responses.add(res);
     if (draining) res.shouldKeepAlive = false;
     res.once('close', () => {
@@ -179,6 +192,10 @@ function trackConnections(server: Server): { drain(): void } {
     });
   });
   return {
+    responding(socket) {
+      for (const res of busy.get(socket) ?? []) if (res.headersSent) return true;
+      return false;
+    },
     drain() {
       draining = true;
       for (const [socket, responses] of busy) {
@@ -189,7 +206,7 @@ function trackConnections(server: Server): { drain(): void } {
   };
 }
 
-async function shutdown(server: Server, connections: { drain(): void }, storage: StorageAdapter, graceMs: number): Promise<void> {
+async function shutdown(server: Server, connections: Connections, storage: StorageAdapter, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   connections.drain();
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
@@ -223,7 +240,7 @@ const PARSER_ERRORS: Record<string, { code: ErrorCode; message: string }> = {
 };
 
 /** One error response as raw bytes, for a socket that has no `ServerResponse`. */
-export function rawErrorResponse(code: ErrorCode, message: string, details: Record<string, unknown>, envelope: boolean): string {
+function rawErrorResponse(code: ErrorCode, message: string, details: Record<string, unknown>, envelope: boolean): string {
   const status = ERRORS[code].status;
   const error = new ApprError(code, message, details).toJSON();
   const body = JSON.stringify(envelope ? { error } : error);
@@ -239,17 +256,9 @@ export function rawErrorResponse(code: ErrorCode, message: string, details: Reco
  * JSON error format instead of Node's bare status lines (issue 12 item 8). A response is written only when no
  * response of this connection has started (as Node's default does), so a half-sent response is never corrupted.
  */
-export function handleParserErrors(server: Server, envelope: boolean): void {
-  const inFlight = new WeakMap<Socket, ServerResponse>();
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    inFlight.set(req.socket, res);
-    res.once('finish', () => {
-      if (inFlight.get(req.socket) === res) inFlight.delete(req.socket);
-    });
-  });
+function handleParserErrors(server: Server, connections: Connections, envelope: boolean): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const response = inFlight.get(socket);
-    if (err.code === 'ECONNRESET' || !socket.writable || response?.headersSent) {
+    if (err.code === 'ECONNRESET' || !socket.writable || connections.responding(socket)) {
       socket.destroy();
       return;
     }
