@@ -82,10 +82,10 @@ async function portFreedWithin(url: string, ms: number): Promise<boolean> {
   return false;
 }
 
-async function pushAndPull(api: string, name: string, blob: Buffer): Promise<void> {
+async function pushAndPull(api: string, name: string, blob: Buffer, headers: Record<string, string> = {}): Promise<void> {
   const push = await fetch(`${api}/api/v1/packages/${name}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
   });
   expect(push.status, await push.clone().text()).to.equal(200);
@@ -264,16 +264,26 @@ describe('the packed package, installed outside the repository', function () {
       expect((await run(bin, ['serve', '--help'])).stdout).to.include('APPR_STORAGE');
     });
 
-    it('serves: GET /cnr/version, a push and a pull; then stops on SIGTERM', async () => {
+    it('serves with a user file made by `koa-appr users`: GET /cnr/version, a refused anonymous push, a push and a pull; then stops on SIGTERM', async () => {
       const bin = join(installs.prod, 'node_modules', '.bin', 'koa-appr');
-      const server = await startLogged(bin, ['serve', '--port', '0', '--storage', join(installs.prod, 'data')], {
+      const users = join(installs.prod, 'users.json');
+      const added = await run(bin, ['users', '--file', users, 'add', 'alice', '--password', 'alice-secret-pw']);
+      expect(added.stdout).to.include('alice:admin');
+      const server = await startLogged(bin, ['serve', '--port', '0', '--storage', join(installs.prod, 'data'), '--users', users], {
         cwd: installs.prod, env: { ...process.env, HOST: '127.0.0.1' },
       });
       try {
         const version = await fetch(`${server.url}/version`);
         expect(version.status).to.equal(200);
         expect(((await version.json()) as Record<string, string>)['appr-api']).to.equal('0.7.4');
-        await pushAndPull(server.url, 'prod/app', blob);
+        const anonymous = await fetch(`${server.url}/api/v1/packages/alice/app`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
+        });
+        expect(anonymous.status).to.equal(401);
+        const basic = `Basic ${Buffer.from('alice:alice-secret-pw').toString('base64')}`;
+        await pushAndPull(server.url, 'alice/app', blob, { authorization: basic });
       } finally {
         const exited = once(server.child, 'exit');
         server.child.kill('SIGTERM');
