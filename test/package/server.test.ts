@@ -194,14 +194,14 @@ describe('koa-appr serve: what the settings do', function () {
 
   it('passes the default visibility and the unpacked-size limit to the registry', async () => {
     const server = await start(['--default-visibility', 'private', '--max-unpacked-size', '4096', '--prefix', '/vis']);
-    const push = (name: string, blob: Buffer): Promise<Response> => fetch(`${server.url}/api/v1/packages/ns/${name}`, {
+    const push = (name: string, blob: Buffer): Promise<Response> => fetch(`${server.url}/api/v1/packages/vis/${name}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
     });
     expect((await push('small', await makeTarGz({ 'small/Chart.yaml': 'name: small\n' }))).status).to.equal(200);
-    const list = await fetch(`${server.url}/api/v1/packages?namespace=ns`);
-    expect(((await list.json()) as any[]).map((p) => [p.name, p.visibility])).to.deep.equal([['ns/small', 'private']]);
+    const list = await fetch(`${server.url}/api/v1/packages?namespace=vis`);
+    expect(((await list.json()) as any[]).map((p) => [p.name, p.visibility])).to.deep.equal([['vis/small', 'private']]);
     const bomb = await push('bomb', await makeTarGz({ 'bomb/big.txt': 'x'.repeat(64 * 1024) }));
     expect(bomb.status).to.be.within(400, 499);
     expect(JSON.stringify(await bomb.json())).to.include('"max_unpacked_size":4096');
