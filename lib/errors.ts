@@ -1,5 +1,5 @@
 /**
- * The one table of errors (contract section 10). Every layer throws `ApprError` built from a code in this table;
+ * The one table of errors (docs/api.md section 10). Every layer throws `ApprError` built from a code in this table;
  * the HTTP layer turns it into `{code, message, details}` with the table's status. Nothing else decides a status.
  */
 export const ERRORS = {

@@ -1,6 +1,8 @@
-export { createApprRouter, API_VERSION } from './http/router.js';
+export { createApprRouter, apprDiscovery, API_VERSION, WELL_KNOWN_PATH } from './http/router.js';
 export type { ApprRouterOptions } from './options.js';
 export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
+export { OptionError, APPR_ERR_OPTION } from './options/validate.js';
+export type { ErrorResponse } from './options.js';
 export { Registry } from './core/registry.js';
 export type {
   RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,

@@ -3,6 +3,8 @@ import { readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import type { Visibility } from '../core/registry.js';
 import type { AccessTarget, AuthHooks, Credentials, Permission } from '../http/access.js';
+import { userStoreOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
 import { hashPassword, isPasswordHash, verifyPassword } from './password.js';
 
 /**
@@ -147,7 +149,7 @@ interface Loaded {
 export class UserStore {
   #loaded: Loaded;
   readonly #ephemeralSecret: boolean;
-  readonly #options: UserStoreOptions;
+  readonly #options: Required<Omit<UserStoreOptions, 'secret'>> & Pick<UserStoreOptions, 'secret'>;
   readonly #now: () => number;
   readonly #basicCache = new LRUCache<string, { username: string; fingerprint: string }>({ max: 1000, ttl: 5 * 60_000 });
   #dummyHash: Promise<string> | undefined;
@@ -156,10 +158,12 @@ export class UserStore {
   #checkedAt = 0;
   #reloading: Promise<void> | undefined;
 
-  constructor(file: UserFile, options: UserStoreOptions = {}) {
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
+  constructor(file: UserFile, input: UserStoreOptions = {}) {
     checkUserFile(file);
+    const options = parseOptions(userStoreOptions, input, 'UserStore');
     this.#options = options;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now;
     this.#ephemeralSecret = !options.secret && !file.secret;
     this.#loaded = this.#load(file, this.#ephemeralSecret ? randomBytes(32) : undefined);
   }
@@ -310,7 +314,7 @@ export class UserStore {
 
   /** Re-read the file when its size or mtime changed; a broken edit keeps the previous version (and says so). */
   async #maybeReload(): Promise<void> {
-    const interval = this.#options.reloadIntervalMs ?? 2000;
+    const interval = this.#options.reloadIntervalMs;
     if (!this.#path || interval <= 0 || this.#now() - this.#checkedAt < interval) return;
     this.#reloading ??= (async () => {
       const path = this.#path as string;
@@ -323,7 +327,7 @@ export class UserStore {
           this.#basicCache.clear();
         }
       } catch (err) {
-        (this.#options.log ?? console.error)(`koa-appr: keeping the previous users: ${(err as Error).message}`);
+        this.#options.log(`koa-appr: keeping the previous users: ${(err as Error).message}`);
       } finally {
         this.#checkedAt = this.#now();
         this.#reloading = undefined;

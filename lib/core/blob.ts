@@ -31,7 +31,7 @@ export interface BlobInfo {
 }
 
 /**
- * Check that `gzip` is a gzip stream holding a tar archive, and compute the digest the contract defines. Streams
+ * Check that `gzip` is a gzip stream holding a tar archive, and compute its digest (docs/api.md section 1). Streams
  * through gunzip, the hash and a tar parser, so an archive that inflates to far more than its size costs time, not
  * memory; `maxUnpackedSize` bounds that time.
  */

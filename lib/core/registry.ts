@@ -1,4 +1,6 @@
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import { registryOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
@@ -120,15 +122,15 @@ export class Registry {
   readonly #now: () => Date;
   readonly #listPageSize: number;
 
-  constructor(options: RegistryOptions) {
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
+  constructor(input: RegistryOptions) {
+    const options = parseOptions(registryOptions, input, 'Registry');
     this.storage = options.storage;
-    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, {
-      ...(options.maxPackageBytes === undefined ? {} : { maxBytes: options.maxPackageBytes }),
-    });
-    this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
-    this.#defaultVisibility = options.defaultVisibility ?? 'public';
-    this.#now = options.now ?? (() => new Date());
-    this.#listPageSize = options.listPageSize ?? 1000;
+    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
+    this.#maxUnpackedSize = options.maxUnpackedSize;
+    this.#defaultVisibility = options.defaultVisibility;
+    this.#now = options.now;
+    this.#listPageSize = options.listPageSize;
   }
 
   // ---- push -------------------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ export class Registry {
   }
 
   /**
-   * Live package documents whose `ns/name` contains `query` (case-insensitive substring, contract section 13.3)
+   * Live package documents whose `ns/name` contains `query` (case-insensitive substring, docs/api.md 13.3)
    * and that `visible` admits. Costs one listing request per 1000 packages, plus one (conditional) read per
    * package whose name matched (a conditional GET, "not modified" when cached).
    */
@@ -406,7 +408,7 @@ export class Registry {
     return requireLive(await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name)), names);
   }
 
-  /** Selector and media type resolution for routes 8, 10 and 11 (contract section 5). */
+  /** Selector and media type resolution for routes 8, 10 and 11 (docs/api.md section 5). */
   async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
     const doc = await this.#package(namespace, name);

@@ -1,5 +1,5 @@
 /**
- * Releases and selectors (contract section 5).
+ * Releases and selectors (docs/api.md section 5).
  *
  * - `parseRelease` / `isExactRelease`: a pushed release must be strict SemVer 2.0.0.
  * - `compareReleases` / `sortReleasesDesc`: SemVer precedence (build metadata ignored), with a deterministic

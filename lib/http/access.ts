@@ -4,7 +4,7 @@ import { checkName } from '../core/names.js';
 import type { Registry, Visibility, VisibleFilter } from '../core/registry.js';
 
 /**
- * What a caller may do on a namespace or package (contract section 11):
+ * What a caller may do on a namespace or package (docs/api.md section 11):
  *  - read: show, pull, blobs, channels (a public package needs none)
  *  - write: push to an existing package, delete a release, add/remove channel releases, delete a channel
  *  - create: the first push of a new package in a namespace (asked about the namespace, `name` absent)

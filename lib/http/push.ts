@@ -49,7 +49,7 @@ export function bodyReader(limit: number) {
 }
 
 /**
- * Request values (contract section 6): the query string, merged with form fields, merged with the body parsed
+ * Request values (docs/api.md section 6): the query string, merged with form fields, merged with the body parsed
  * as JSON whatever the Content-Type; JSON wins. Used by every route that takes fields (push, login, visibility).
  */
 export function requestValues(ctx: Context): Record<string, unknown> {

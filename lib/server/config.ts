@@ -69,7 +69,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'publicUrl', env: 'APPR_PUBLIC_URL', flag: 'public-url', kind: 'url', default: undefined,
-    help: 'the URL clients reach the server at (behind a proxy): discovery and absolute URLs use it instead of Host',
+    help: 'the URL of the API as clients reach it, prefix included (behind a proxy): discovery uses it instead of Host',
   },
   {
     name: 'maxPushSize', env: 'APPR_MAX_PUSH_SIZE', flag: 'max-push-size', kind: 'bytes', default: undefined,
@@ -119,7 +119,7 @@ export const ACCEPTS: Record<SettingKind, string> = {
   ms: 'a whole number of milliseconds, 0 or more',
   boolean: 'true or false (also 1/0, yes/no, on/off)',
   visibility: 'public or private',
-  url: 'an absolute http:// or https:// URL',
+  url: 'an absolute http:// or https:// URL without query, fragment or credentials',
 };
 
 /** A bad setting: the message names the variable or flag, the value and what is accepted. */
@@ -162,7 +162,8 @@ function convert(kind: SettingKind, text: string): string | number | boolean | u
     case 'url': {
       if (!URL.canParse(trimmed)) return undefined;
       const url = new URL(trimmed);
-      return (url.protocol === 'http:' || url.protocol === 'https:') && !url.search && !url.hash ? trimmed : undefined;
+      const plain = !url.search && !url.hash && !url.username && !url.password;
+      return (url.protocol === 'http:' || url.protocol === 'https:') && plain ? trimmed : undefined;
     }
   }
 }

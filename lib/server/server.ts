@@ -88,22 +88,20 @@ function routerOptions(
     ...(config.cacheTtlMs === undefined ? {} : { ttlMs: config.cacheTtlMs }),
     ...(config.cacheMax === undefined ? {} : { max: config.cacheMax }),
   };
-  const defined = <T>(key: string, value: T | undefined): Record<string, T> => (value === undefined ? {} : { [key]: value });
-  // Only the settings that were given are passed: the library's defaults stay the only defaults. `publicUrl` is
-  // built as a plain record so this file compiles whether or not the router's options declare it yet.
-  const given: Record<string, unknown> = {
-    ...defined('maxPushSize', config.maxPushSize),
-    ...defined('maxUnpackedSize', config.maxUnpackedSize),
-    ...defined('maxPackageBytes', config.maxPackageBytes),
-    ...defined('cors', config.cors),
-    ...defined('errorEnvelope', config.errorEnvelope),
-    ...defined('discovery', config.discovery),
-    ...defined('publicUrl', config.publicUrl),
+  // Only the settings that were given are passed: the library's defaults stay the only defaults.
+  const given: Partial<ApprRouterOptions<StoreUser>> = {
+    ...(config.maxPushSize === undefined ? {} : { maxPushSize: config.maxPushSize }),
+    ...(config.maxUnpackedSize === undefined ? {} : { maxUnpackedSize: config.maxUnpackedSize }),
+    ...(config.maxPackageBytes === undefined ? {} : { maxPackageBytes: config.maxPackageBytes }),
+    ...(config.cors === undefined ? {} : { cors: config.cors }),
+    ...(config.errorEnvelope === undefined ? {} : { errorEnvelope: config.errorEnvelope }),
+    ...(config.discovery === undefined ? {} : { discovery: config.discovery }),
+    ...(config.publicUrl === undefined ? {} : { publicUrl: config.publicUrl }),
     ...(Object.keys(cache).length ? { cache } : {}),
   };
   const defaultVisibility = config.defaultVisibility ?? access.defaultVisibility;
   return {
-    ...(given as Partial<ApprRouterOptions<StoreUser>>),
+    ...given,
     ...access,
     ...(defaultVisibility ? { defaultVisibility } : {}),
     storage,

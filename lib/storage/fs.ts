@@ -6,6 +6,8 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
+import { fsStorageOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
 import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
@@ -43,12 +45,14 @@ export class FsStorage implements StorageAdapter {
   readonly #staleLockMs: number;
   #ready: Promise<void> | undefined;
 
-  constructor(options: FsStorageOptions) {
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
+  constructor(input: FsStorageOptions) {
+    const options = parseOptions(fsStorageOptions, input, 'FsStorage');
     this.#objectsDir = join(options.root, 'objects');
     this.#tmpDir = join(options.root, 'tmp');
     this.#locksDir = join(options.root, 'locks');
-    this.#lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
-    this.#staleLockMs = options.staleLockMs ?? 30_000;
+    this.#lockTimeoutMs = options.lockTimeoutMs;
+    this.#staleLockMs = options.staleLockMs;
   }
 
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {

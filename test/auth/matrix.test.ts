@@ -1,5 +1,5 @@
 /**
- * Contract section 11, the permission matrix, one test per cell; plus, for every row, the proof that a stranger
+ * docs/api.md section 11, the permission matrix, one test per cell; plus, for every row, the proof that a stranger
  * cannot tell a private package from an absent one, and the same rows for an anonymous caller.
  */
 import { expect } from 'chai';

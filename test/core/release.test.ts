@@ -10,7 +10,7 @@ import {
 } from '../../lib/core/release.js';
 import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
 
-/** The releases of contract section 5's test vectors. */
+/** The releases of docs/api.md section 5's test vectors. */
 const SECTION5 = SECTION5_RELEASES;
 
 /** A wider pool for operator tests. */
@@ -486,7 +486,7 @@ describe('core/release', () => {
       });
 
       it('a - inside build metadata does not make a release a pre-release', () => {
-        // contract: only pre-releases need a - (the reference's split("-") test wrongly skipped such builds)
+        // docs/api.md section 5: only pre-releases need a - (the reference's split("-") wrongly skipped such builds)
         assert.equal(selectRelease('>=1.0.0', ['1.0.0+build-1']), '1.0.0+build-1');
       });
     });

@@ -75,7 +75,7 @@ const SAMPLES: Record<Exclude<SettingKind, 'string'>, { bad: string[]; good: [st
   ms: { bad: ['-1', '1s', '0.5', 'soon'], good: ['0', 0] },
   boolean: { bad: ['maybe', 'tru', '2'], good: ['off', false] },
   visibility: { bad: ['secret', 'Public'], good: ['private', 'private'] },
-  url: { bad: ['example.com', 'ftp://example.com', 'https://example.com/?a=1', '/relative'], good: ['https://example.com/registry', 'https://example.com/registry'] },
+  url: { bad: ['example.com', 'ftp://example.com', 'https://example.com/?a=1', '/relative', 'https://u:p@example.com'], good: ['https://example.com/registry', 'https://example.com/registry'] },
 };
 
 describe('koa-appr serve: settings from flags and environment', () => {
@@ -205,6 +205,12 @@ describe('koa-appr serve: what the settings do', function () {
     const bomb = await push('bomb', await makeTarGz({ 'bomb/big.txt': 'x'.repeat(64 * 1024) }));
     expect(bomb.status).to.be.within(400, 499);
     expect(JSON.stringify(await bomb.json())).to.include('"max_unpacked_size":4096');
+  });
+
+  it('gives discovery the public URL instead of the Host header', async () => {
+    const server = await start(['--public-url', 'https://registry.example.com/appr', '--prefix', '/pub']);
+    const res = await fetch(`${new URL(server.url).origin}/.well-known/app-registry-uri.json`);
+    expect(((await res.json()) as any).uri_prefix).to.equal('https://registry.example.com/appr');
   });
 
   it('fails at start-up naming APPR_USERS when the user file cannot be read', async () => {
