@@ -18,6 +18,7 @@ export const ERRORS = {
   'expectation-failed': { status: 417, message: 'Expectation failed' },
   'invalid-release': { status: 422, message: 'Invalid release' },
   'invalid-parameters': { status: 422, message: 'Invalid parameters' },
+  'too-many-requests': { status: 429, message: 'Too many requests' },
   'header-too-large': { status: 431, message: 'Request header fields too large' },
   'internal-error': { status: 500, message: 'Internal error' },
   unsupported: { status: 501, message: 'Unsupported' },

@@ -18,3 +18,7 @@ export type { ErrorCode } from './errors.js';
 export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage } from './storage/types.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FsStorage } from './storage/fs.js';
+export { HelmRepository, HELM_MEDIA_TYPE } from './helm/index.js';
+export type { HelmOptions, ChartVersion, SerializedIndex } from './helm/index.js';
+export { readChartArchive, parseChartYaml, isHelmVersion } from './helm/chart.js';
+export type { ChartMetadata, ChartDependency, ChartArchive } from './helm/chart.js';

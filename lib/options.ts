@@ -28,6 +28,11 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   /** Authentication and authorization hooks (default: everyone may do everything). */
   auth?: AuthHooks<P>;
   /**
+   * Serve a Helm chart repository per namespace and ChartMuseum's API under `{prefix}/helm` (default true; README
+   * "Helm"). `false` turns them off.
+   */
+  helm?: boolean;
+  /**
    * Called with storage failures and bugs (everything answered 5xx), with the full error for the host's logs (the
    * client only gets the error table's message). Default: `ctx.app.emit('error', err, ctx)`, Koa's convention, so
    * the host's `app.on('error')` sees it (and Koa prints it when the host has no listener).
@@ -61,6 +66,7 @@ export interface ResolvedOptions {
   cors: boolean;
   errorEnvelope: boolean;
   discovery: boolean;
+  helm: boolean;
   auth: AuthHooks<unknown>;
   onError: (err: unknown, ctx: Context) => void;
   publicUrl: string | undefined;
@@ -108,6 +114,7 @@ export const routerOptions = group({
   cors: flag().default(true),
   errorEnvelope: flag().default(false),
   discovery: flag().default(true),
+  helm: flag().default(true),
   publicUrl: text(
     'an absolute http(s) URL without query, fragment or credentials', absoluteUrl, 'https://example.com/portal',
     [
@@ -161,6 +168,7 @@ export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOption
     cors: parsed.cors,
     errorEnvelope: parsed.errorEnvelope,
     discovery: parsed.discovery,
+    helm: parsed.helm,
     auth: parsed.auth ?? {},
     onError: parsed.onError,
     publicUrl: parsed.publicUrl,

@@ -1,6 +1,7 @@
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import { registryOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
+import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
@@ -104,6 +105,12 @@ export interface RegistryOptions {
   maxPackageBytes?: number;
   /** Keys asked for per listing request (default 1000, S3's maximum). */
   listPageSize?: number;
+  /**
+   * Overall deadline of one storage operation in ms (default 5000; 0 = none): past it the request is answered
+   * 503 `storage-unavailable` whatever the adapter's own timeouts and retries. Writes get one more second per
+   * MiB. See lib/storage/deadline.ts.
+   */
+  storageTimeoutMs?: number;
   /** Clock, for tests. */
   now?: () => Date;
 }
@@ -125,8 +132,9 @@ export class Registry {
   /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
   constructor(input: RegistryOptions) {
     const options = parseOptions(registryOptions, input, 'Registry');
-    this.storage = options.storage;
-    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
+    // Every storage call of the core, documents included, goes through the one deadline wrapper.
+    this.storage = withDeadline(options.storage, options.storageTimeoutMs);
+    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
     this.#maxUnpackedSize = options.maxUnpackedSize;
     this.#defaultVisibility = options.defaultVisibility;
     this.#now = options.now;
@@ -166,15 +174,17 @@ export class Registry {
 
     const createdAt = this.#now().toISOString();
     await this.#docs.update<PackageDoc, void>(docKey, (current) => {
-      if (input.createOnly && current && isLive(current)) {
+      // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
+      if (input.createOnly && current) {
         throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
           package: `${namespace}/${name}`,
         });
       }
       if (!force && exists(current)) throw conflict;
+      // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
       const doc = current && isLive(current)
         ? current
-        : newPackage(namespace, name, createdAt, input.visibility ?? this.#defaultVisibility);
+        : newPackage(namespace, name, createdAt, current?.visibility ?? input.visibility ?? this.#defaultVisibility);
       const media = own(doc.releases, release) ?? {};
       media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
       doc.releases[release] = media;
@@ -232,11 +242,15 @@ export class Registry {
 
   // ---- read one package ---------------------------------------------------------------------------------------
 
-  /** Visibility of a live package, or null when it does not exist. For authorization. */
+  /**
+   * Visibility of a package, or null when it never existed. For authorization: a tombstone (every release
+   * deleted) keeps its visibility, so a private package stays private (its old blobs too) and pushing to it again
+   * needs `write`, not `create`.
+   */
   async packageVisibility(namespace: string, name: string): Promise<Visibility | null> {
     const names = this.#names(namespace, name);
     const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name));
-    return doc && isLive(doc) ? doc.visibility : null;
+    return doc ? doc.visibility : null;
   }
 
   /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
@@ -325,6 +339,48 @@ export class Registry {
       return { next: doc, result: undefined };
     });
     return { status: 'deleted', package: pkg, release };
+  }
+
+  /**
+   * Withdraw a blob now (a tarball that leaked a secret; `delete` alone keeps blobs, which stay downloadable by
+   * digest): every release x media type of the package whose manifest names `digest` is deleted (channels follow,
+   * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
+   * releases it removed. Throws 404 `package-not-found` when neither the blob nor a release naming it exists.
+   * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
+   * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
+   */
+  async purgeBlob(namespace: string, name: string, digest: string) {
+    const names = this.#names(namespace, name);
+    const pkg = `${names.namespace}/${names.name}`;
+    const hex = parseDigest(digest);
+    const notFound = (): ApprError => new ApprError('package-not-found', `package ${pkg} has no blob ${hex ?? '(invalid digest)'}`, {
+      package: pkg, release: hex, media_type: null,
+    });
+    if (hex === null) throw notFound();
+    const removed = await this.#docs.update<PackageDoc, { release: string; media_type: string }[]>(
+      keys.packageDoc(names.namespace, names.name),
+      (doc) => {
+        const gone: { release: string; media_type: string }[] = [];
+        if (!doc) return { result: gone };
+        for (const release of Object.keys(doc.releases)) {
+          const media = own(doc.releases, release) as Record<string, ManifestRecord>;
+          for (const mt of Object.keys(media)) {
+            if (own(media, mt)?.digest !== hex) continue;
+            delete media[mt];
+            gone.push({ release, media_type: mt });
+          }
+          if (Object.keys(media).length === 0) {
+            delete doc.releases[release];
+            for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release);
+          }
+        }
+        if (!isLive(doc)) doc.channels = {};
+        return gone.length ? { next: doc, result: gone } : { result: gone };
+      },
+    );
+    const deleted = await this.storage.delete(keys.blob(names.namespace, names.name, hex));
+    if (!deleted && removed.length === 0) throw notFound();
+    return { status: 'purged', package: pkg, digest: hex, releases: removed };
   }
 
   // ---- channels -----------------------------------------------------------------------------------------------

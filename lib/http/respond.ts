@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type { Context, Next } from 'koa';
 import { ApprError, ERRORS, isApprError, type ErrorCode } from '../errors.js';
 import type { ErrorResponse } from '../options.js';
+import { boundedErrorBody, setAttachment } from './headers.js';
 
 export interface ResponseOptions {
   /** Answer CORS (default true): `Access-Control-Allow-Origin` echoes the request's Origin, or `*`. */
@@ -25,7 +26,8 @@ const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
  */
 export function responder(options: ResponseOptions) {
   return async function apprResponder(ctx: Context, next: Next): Promise<void> {
-    const cors = options.cors ? corsHeaders(ctx) : {};
+    // nosniff on every response: a browser must never run a pulled tarball or an echoed error as a page.
+    const cors = { ...(options.cors ? corsHeaders(ctx) : {}), 'X-Content-Type-Options': 'nosniff' };
     ctx.set(cors);
     try {
       await next();
@@ -40,7 +42,10 @@ export function responder(options: ResponseOptions) {
         ctx.body = custom.body;
         return;
       }
-      const json = error.status >= 500 ? { code: error.code, message: ERRORS[error.code].message, details: {} } : error.toJSON();
+      // A client's value echoed in an error is bounded (issue 12 item 4).
+      const json = error.status >= 500
+        ? { code: error.code, message: ERRORS[error.code].message, details: {} }
+        : boundedErrorBody(error.toJSON());
       ctx.body = options.errorEnvelope ? { error: json } : json;
     }
   };
@@ -144,7 +149,7 @@ export function sendBlob(
   ctx.status = 200;
   if (json === null) {
     ctx.etag = blob.digest;
-    ctx.set('Content-Disposition', `attachment; filename="${filename}"`);
+    setAttachment(ctx, filename);
     ctx.type = 'application/x-gzip';
     if (ctx.fresh) {
       ctx.status = 304;

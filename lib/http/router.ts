@@ -6,6 +6,7 @@ import type { Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
 import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
+import { mountHelmRoutes } from '../helm/router.js';
 
 export const API_VERSION = '0.7.4';
 
@@ -36,7 +37,8 @@ const ROUTES: RouteDef[] = [
   { name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage },
   { name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage },
   { name: 'version', method: 'get', path: '/version', access: 'open', handler: (ctx) => {
-    ctx.body = { 'appr-api': API_VERSION, server: 'koa-appr' };
+    // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
+    ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
   } },
   { name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', handler: login,
     before: (o) => bodyReader(o.loginBodyLimit) },
@@ -74,6 +76,11 @@ const ROUTES: RouteDef[] = [
   } },
   { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
+  // Not in the wire contract: withdraw a blob now (a leaked secret), with every release that names it.
+  { name: 'purge-blob', method: 'delete', path: `${pkg}/blobs/sha256/:digest`, access: 'admin', handler: async (ctx, o) => {
+    const p = params(ctx);
+    ctx.body = await o.registry.purgeBlob(p.namespace!, p.package!, p.digest!);
+  } },
   // Not in the appr contract (docs/api.md section 15.1): the owner's way to change a package's visibility.
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
     before: (o) => bodyReader(o.loginBodyLimit) },
@@ -144,6 +151,8 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     router[route.method](route.name, ownPath, ...(chain as [Middleware]));
   }
 
+  const helmPaths = opts.helm ? mountHelmRoutes(router, opts, access as AccessControl<unknown>) : [];
+
   const wellKnown: Middleware = (ctx) => {
     // A parent router re-prefixes this route (`/portal/.well-known/...`): not the place clients look, and a
     // document there would mislead; `apprDiscovery()` serves it at the root instead.
@@ -163,7 +172,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
       Allow: [...allowed, 'OPTIONS'].join(', '),
     });
   };
-  const paths = new Set(routes.map((route) => `${prefix}${route.path}`));
+  const paths = new Set([...routes.map((route) => `${prefix}${route.path}`), ...helmPaths]);
   if (opts.discovery) paths.add(WELL_KNOWN_PATH);
   for (const path of paths) router.all('fallback', path, respond, access.guard('open', 'fallback'), unmatched);
 
@@ -343,7 +352,7 @@ function userFields(ctx: Context): { username: string; password: string; email?:
  * then the parent router's mount path and our prefix. Forwarded values that are not a plain host or path are
  * ignored, so a header cannot inject markup or another URL.
  */
-function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): string {
+export function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): string {
   if (opts.publicUrl !== undefined) return opts.publicUrl;
   let proto = ctx.protocol;
   let host = ctx.host;

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { FailureLimit, FailureLimitOptions } from '../auth/limits.js';
 import type { UserStoreOptions } from '../auth/user-store.js';
 import type { CasOptions, DocumentCacheOptions } from '../core/documents.js';
 import type { RegistryOptions, Visibility } from '../core/registry.js';
@@ -59,6 +60,8 @@ export const registryShape = {
   maxPackageBytes: integer('bytes', 1).default(8 * MiB),
   listPageSize: integer('count', 1).default(1000),
   now: fn<() => Date>().default(() => () => new Date()),
+  /** Overall deadline of each storage operation (lib/storage/deadline.ts); 0 turns it off. */
+  storageTimeoutMs: integer('ms', 0, MAX_TIMER_MS).default(5000),
 };
 
 export const registryOptions = group({ storage: storageAdapter, ...registryShape });
@@ -75,11 +78,36 @@ export const fsStorageOptions = group({
 
 export const memoryStorageOptions = group({});
 
+/** `{failures, windowSec, blockSec}` (positive integers), or false for no limit (lib/auth/limits.ts). */
+function isFailureLimit(value: unknown): boolean {
+  if (value === false) return true;
+  if (typeof value !== 'object' || value === null) return false;
+  const keys = Object.keys(value).sort().join();
+  const record = value as Record<string, unknown>;
+  return keys === 'blockSec,failures,windowSec'
+    && ['failures', 'windowSec', 'blockSec'].every((k) => Number.isSafeInteger(record[k]) && (record[k] as number) > 0);
+}
+
+const failureLimit = instance<FailureLimit | false>(
+  'false or {failures, windowSec, blockSec} (positive integers)',
+  (value) => (isFailureLimit(value) ? null : ''),
+  () => ({ failures: 5, windowSec: 60, blockSec: 60 }),
+);
+
+export const failureLimitOptions = group({ perClient: failureLimit.optional(), perUser: failureLimit.optional() });
+
 export const userStoreOptions = group({
   secret: text('a string of at least 16 characters', (secret) => secret.length >= 16, 'x'.repeat(16), ['short']).optional(),
   reloadIntervalMs: integer('ms', 0).default(2000),
   log: fn<(message: string) => void>().default(() => (message: string) => console.error(message)),
   now: fn<() => number>().default(() => Date.now),
+  failureLimits: failureLimitOptions.optional(),
+  /** Password hashes computed at once (scrypt shares libuv's thread pool with file I/O). */
+  maxConcurrentHashes: integer('count', 1).default(2),
+  /** Password checks waiting for a hash slot; beyond them a check is answered 429 at once. */
+  maxQueuedHashes: integer('count', 0).default(64),
+  /** How long a failed Basic check is remembered (0: not at all). */
+  failureCacheMs: integer('ms', 0, MAX_TIMER_MS).default(30_000),
 });
 
 // The hand-written interfaces (with their docstrings) and the schemas cannot drift apart:
@@ -89,3 +117,4 @@ true satisfies SameOptions<CasOptions, z.input<typeof casOptions>>;
 true satisfies SameOptions<FsStorageOptions, z.input<typeof fsStorageOptions>>;
 true satisfies SameOptions<MemoryStorageOptions, z.input<typeof memoryStorageOptions>>;
 true satisfies SameOptions<UserStoreOptions, z.input<typeof userStoreOptions>>;
+true satisfies SameOptions<FailureLimitOptions, z.input<typeof failureLimitOptions>>;

@@ -41,6 +41,8 @@ export interface ServerConfig {
   discovery?: boolean;
   cacheTtlMs?: number;
   cacheMax?: number;
+  storageTimeoutMs?: number;
+  helm?: boolean;
   shutdownTimeoutMs: number;
 }
 
@@ -103,6 +105,14 @@ export const SETTINGS: readonly Setting[] = [
   {
     name: 'cacheMax', env: 'APPR_CACHE_MAX', flag: 'cache-max', kind: 'count', default: undefined,
     help: 'how many parsed package documents to cache (library default 1000)',
+  },
+  {
+    name: 'storageTimeoutMs', env: 'APPR_STORAGE_TIMEOUT_MS', flag: 'storage-timeout-ms', kind: 'ms', default: undefined,
+    help: 'deadline of every storage operation, after which the client gets 503, in ms; 0: none (library default 5000)',
+  },
+  {
+    name: 'helm', env: 'APPR_HELM', flag: 'helm', kind: 'boolean', default: undefined,
+    help: 'serve Helm chart repositories and the ChartMuseum API under {prefix}/helm (library default true)',
   },
   {
     name: 'shutdownTimeoutMs', env: 'APPR_SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', kind: 'ms', default: '10000',

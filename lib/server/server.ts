@@ -97,6 +97,8 @@ function routerOptions(
     ...(config.errorEnvelope === undefined ? {} : { errorEnvelope: config.errorEnvelope }),
     ...(config.discovery === undefined ? {} : { discovery: config.discovery }),
     ...(config.publicUrl === undefined ? {} : { publicUrl: config.publicUrl }),
+    ...(config.storageTimeoutMs === undefined ? {} : { storageTimeoutMs: config.storageTimeoutMs }),
+    ...(config.helm === undefined ? {} : { helm: config.helm }),
     ...(Object.keys(cache).length ? { cache } : {}),
   };
   const defaultVisibility = config.defaultVisibility ?? access.defaultVisibility;

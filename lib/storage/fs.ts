@@ -44,6 +44,8 @@ export class FsStorage implements StorageAdapter {
   readonly #lockTimeoutMs: number;
   readonly #staleLockMs: number;
   #ready: Promise<void> | undefined;
+  /** Set at start-up when the directory cannot be written: reads are served, writes refused (issue 12 item 17). */
+  #readOnly = false;
 
   /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
   constructor(input: FsStorageOptions) {
@@ -73,12 +75,12 @@ export class FsStorage implements StorageAdapter {
 
   async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
     const path = this.#objectPath(key);
-    return this.#run(() => this.#write(key, path, [body], options));
+    return this.#run(() => this.#write(key, path, [body], options), true);
   }
 
   async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
     const path = this.#objectPath(key);
-    return this.#run(() => this.#write(key, path, sourceChunks(body, size), options));
+    return this.#run(() => this.#write(key, path, sourceChunks(body, size), options), true);
   }
 
   async getStream(key: string): Promise<StreamResult | null> {
@@ -111,7 +113,7 @@ export class FsStorage implements StorageAdapter {
       });
       if (deleted) await this.#removeEmptyParents(path);
       return deleted;
-    });
+    }, true);
   }
 
   async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
@@ -282,20 +284,30 @@ export class FsStorage implements StorageAdapter {
   }
 
   /** Initialise on first use, and map filesystem failures to StorageUnavailableError. */
-  async #run<T>(fn: () => Promise<T>): Promise<T> {
+  async #run<T>(fn: () => Promise<T>, write = false): Promise<T> {
     try {
       await this.#init();
+      if (write && this.#readOnly) throw new StorageUnavailableError(READ_ONLY);
       return await fn();
     } catch (err) {
       if (err instanceof SourceError) throw err.cause;
+      if (isSystemError(err) && errorCode(err) === 'EROFS') throw new StorageUnavailableError(READ_ONLY, err);
       throw isSystemError(err) ? new StorageUnavailableError(`fs storage: ${err.message}`, err) : err;
     }
   }
 
   #init(): Promise<void> {
     this.#ready ??= (async () => {
-      for (const dir of [this.#objectsDir, this.#tmpDir, this.#locksDir]) await mkdir(dir, { recursive: true });
-      await this.#refuseCaseInsensitive();
+      try {
+        for (const dir of [this.#objectsDir, this.#tmpDir, this.#locksDir]) await mkdir(dir, { recursive: true });
+        await this.#refuseCaseInsensitive();
+      } catch (err) {
+        if (!isSystemError(err) || !CANNOT_WRITE.has(errorCode(err) ?? '')) throw err;
+        // A read-only directory (a mounted snapshot, a replica) still serves reads; writes are refused with 503.
+        this.#readOnly = true;
+        await this.#refuseCaseInsensitiveReadOnly();
+        return;
+      }
       await this.#removeLeftovers();
     })().catch((err: unknown) => {
       this.#ready = undefined; // Try again on the next call: the disk may be back.
@@ -318,6 +330,18 @@ export class FsStorage implements StorageAdapter {
       }
     } finally {
       await unlink(probe).catch(ignore);
+    }
+  }
+
+  /**
+   * The same question without writing: is `OBJECTS` the same directory as `objects`? (Nothing stored yet: no
+   * directory, nothing to confuse.)
+   */
+  async #refuseCaseInsensitiveReadOnly(): Promise<void> {
+    const lower = await statIfExists(this.#objectsDir);
+    const upper = await statIfExists(join(dirname(this.#objectsDir), 'OBJECTS'));
+    if (lower && upper && lower.ino === upper.ino && lower.dev === upper.dev) {
+      throw new StorageUnavailableError(`fs storage: ${dirname(this.#tmpDir)} is on a case-insensitive filesystem, which it cannot use`);
     }
   }
 
@@ -529,6 +553,10 @@ function isAbsence(err: unknown): boolean {
   const code = errorCode(err);
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
+
+const READ_ONLY = 'fs storage: the data directory is read-only: reads are served, writes are refused';
+/** Errors that say the directory cannot be written (a read-only mount, or no write permission). */
+const CANNOT_WRITE = new Set(['EROFS', 'EACCES', 'EPERM']);
 
 /** An OS error (ENOSPC, EACCES, EIO, ENOTDIR...), as opposed to Node's own ERR_* codes for programming errors. */
 function isSystemError(err: unknown): err is Error {

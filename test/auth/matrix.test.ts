@@ -51,6 +51,8 @@ const MATRIX: Row[] = [
     expect: [F, [404, 'package-release-not-found'], F, [404, 'package-release-not-found']] },
   { route: 'DELETE channel release (absent)', method: 'DELETE', path: '/channels/stable/9.9.9',
     expect: [F, NF, F, NF] },
+  // Not in the contract (issue 12): purging a blob needs admin, like visibility.
+  { route: 'DELETE purge blob (absent digest)', method: 'DELETE', path: `/blobs/sha256/${ABSENT_DIGEST}`, expect: [F, NF, F, NF] },
 ];
 
 const COLUMNS: { visibility: 'private' | 'public'; who: Who }[] = [

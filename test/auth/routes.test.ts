@@ -33,6 +33,16 @@ const EXPECTED: Record<string, Access> = {
   'delete-release': 'write',
   push: 'push',
   'set-visibility': 'admin',
+  // Helm (lib/helm/router.ts). The upload's package is in its body: the guard checks the caller, then the same
+  // guard's push check runs once Chart.yaml names the chart (test/helm/access.test.ts).
+  'helm-index': 'list',
+  'helm-chart': 'read',
+  'helm-api-list': 'list',
+  'helm-api-upload': 'list',
+  'helm-api-chart': 'read',
+  'helm-api-version': 'read',
+  'helm-api-delete': 'write',
+  'purge-blob': 'admin',
 };
 
 /** Middleware that may run before a route's guard: only the responder (CORS headers, JSON errors). */

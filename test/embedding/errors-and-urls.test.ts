@@ -132,8 +132,10 @@ describe('errors as a host app sees them', () => {
       expect(banned.json).to.deep.include({ code: 'forbidden', message: 'You are banned' });
 
       const slow = await server.request('GET', '/api/v1/packages', { headers: { Authorization: 'Bearer slow' } });
-      expect(slow.status).to.equal(400);
-      expect(slow.json.code).to.equal('invalid-usage');
+      // 429 has its own entry in the error table (too-many-requests): status, message and Retry-After are kept.
+      expect(slow.status).to.equal(429);
+      expect(slow.json).to.deep.include({ code: 'too-many-requests', message: 'Slow down' });
+      expect(slow.headers.get('retry-after')).to.equal('7');
 
       const gone = await server.request('GET', '/api/v1/packages', { headers: { Authorization: 'Bearer gone' } });
       expect(gone.status).to.equal(404);

@@ -87,7 +87,7 @@ describe('options: defaults and normalization come from the schema', function ()
     expect(emitted, "onError defaults to Koa's app.emit('error', err, ctx)").to.deep.equal([['error', err, ctx]]);
     expect(plain).to.deep.equal({
       prefix: '/cnr', maxPushSize: 32 * MiB, loginBodyLimit: 64 * 1024, cors: true, errorEnvelope: false,
-      discovery: true, publicUrl: undefined, onResponseError: undefined,
+      discovery: true, helm: true, publicUrl: undefined, onResponseError: undefined,
     });
   });
 
@@ -98,6 +98,7 @@ describe('options: defaults and normalization come from the schema', function ()
     expect(registry).to.deep.equal({
       storage, maxUnpackedSize: 1024 ** 3, defaultVisibility: 'public', cache: { max: 1000, ttlMs: 0 },
       cas: { maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }, maxPackageBytes: 8 * MiB, listPageSize: 1000,
+      storageTimeoutMs: 5000,
     });
     expect(parseOptions(fsStorageOptions, { root: 'data' }))
       .to.deep.equal({ root: 'data', lockTimeoutMs: 10_000, staleLockMs: 30_000 });
@@ -106,7 +107,7 @@ describe('options: defaults and normalization come from the schema', function ()
       .to.deep.equal({ client, bucket: 'b', ifMatchUnquoted: false, casRetry: 'none', ownsClient: false });
     const { log, now: clock, ...store } = parseOptions(userStoreOptions, {});
     expect([typeof log, typeof clock]).to.deep.equal(['function', 'function']);
-    expect(store).to.deep.equal({ reloadIntervalMs: 2000 });
+    expect(store).to.deep.equal({ reloadIntervalMs: 2000, maxConcurrentHashes: 2, maxQueuedHashes: 64, failureCacheMs: 30_000 });
   });
 
   it('fills the defaults of a nested object given in part', function () {

@@ -30,11 +30,12 @@ export const TARGETS: Target[] = [
     minimal: () => ({ storage: new MemoryStorage() }),
     build: (options) => createApprRouter(options as never),
     expected: [
-      'storage', 'registry', 'prefix', 'maxPushSize', 'cors', 'errorEnvelope', 'discovery', 'publicUrl',
+      'storage', 'registry', 'prefix', 'maxPushSize', 'cors', 'errorEnvelope', 'discovery', 'helm', 'publicUrl',
       'auth', 'auth.identify', 'auth.authorize', 'auth.anonymous', 'auth.login', 'auth.signup', 'auth.realm',
       'onError', 'onResponseError',
       'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
       'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
+      'storageTimeoutMs',
     ],
   },
   {
@@ -45,6 +46,7 @@ export const TARGETS: Target[] = [
     expected: [
       'storage', 'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.max', 'cache.ttlMs',
       'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
+      'storageTimeoutMs',
     ],
   },
   {
@@ -74,7 +76,7 @@ export const TARGETS: Target[] = [
     schema: userStoreOptions,
     minimal: () => ({}),
     build: (options) => new UserStore({ users: {} }, options as never),
-    expected: ['secret', 'reloadIntervalMs', 'log', 'now'],
+    expected: ['secret', 'reloadIntervalMs', 'log', 'now', 'failureLimits', 'failureLimits.perClient', 'failureLimits.perUser', 'maxConcurrentHashes', 'maxQueuedHashes', 'failureCacheMs'],
   },
 ];
 

@@ -207,6 +207,15 @@ describe('koa-appr serve: what the settings do', function () {
     expect(JSON.stringify(await bomb.json())).to.include('"max_unpacked_size":4096');
   });
 
+  it('turns the Helm routes off when told (with a storage deadline given, which the schema accepts)', async () => {
+    const server = await start(['--helm', 'false', '--storage-timeout-ms', '2000', '--prefix', '/nohelm']);
+    const res = await fetch(`${server.url}/helm/ns/index.yaml`);
+    expect(res.status).to.equal(404);
+    expect(((await res.json()) as any).code).to.equal('not-found');
+    const on = await start(['--prefix', '/withhelm']);
+    expect((await fetch(`${on.url}/helm/ns/index.yaml`)).status).not.to.equal(404);
+  });
+
   it('gives discovery the public URL instead of the Host header', async () => {
     const server = await start(['--public-url', 'https://registry.example.com/appr', '--prefix', '/pub']);
     const res = await fetch(`${new URL(server.url).origin}/.well-known/app-registry-uri.json`);
