@@ -2,7 +2,7 @@ import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
-import type { Visibility } from '../core/registry.js';
+import type { Registry, Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
 import { bodyReader, pushBodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob } from './respond.js';
@@ -230,6 +230,13 @@ export function apprDiscovery(router: Router): Middleware {
       ctx.body = { version: API_VERSION, uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)) };
     });
   };
+}
+
+/** The registry core a router built by `createApprRouter()` serves (the host's, or the one it built). */
+export function registryOf(router: Router): Registry {
+  const built = BUILT.get(router);
+  if (!built) throw new TypeError('koa-appr: registryOf() takes a router made by createApprRouter()');
+  return built.opts.registry;
 }
 
 /** The pattern of the layer now running (a parent router's copy carries the parent's prefix). */

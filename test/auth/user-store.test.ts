@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import {
   checkUserFile, hashPassword, isPasswordHash, readUserFile, UserStore, verifyPassword, type UserFile,
 } from '../../lib/index.js';
-import { main as usersCli } from '../../examples/standalone/users.js';
+import { main as usersCli } from '../../lib/server/users.js';
 import { basic, startRegistry, tarGz } from './helpers.js';
 
 const FAST = { ln: 10 };

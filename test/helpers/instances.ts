@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 
-const SERVER = fileURLToPath(new URL('../../examples/standalone/server.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../lib/server/cli.ts', import.meta.url));
 
 export interface Instance {
   url: string;
@@ -12,12 +12,12 @@ export interface Instance {
 }
 
 /**
- * Start the standalone server as a separate OS process (so tests exercise what really happens with several
+ * Start the standalone server (`koa-appr serve`, from source) as a separate OS process (so tests exercise what really happens with several
  * registry instances: no shared memory, only the shared storage). Resolves with the URL it logged.
  */
 export async function startInstance(env: Record<string, string>): Promise<Instance> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', ...env },
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', APPR_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

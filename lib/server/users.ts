@@ -1,32 +1,39 @@
 /**
- * Manage the standalone server's user file (APPR_USERS).
+ * `koa-appr users`: manage the standalone server's user file (APPR_USERS).
  *
- *   npx tsx examples/standalone/users.ts [--file users.json] <command>
+ *   koa-appr users [--file users.json] <command>
  *
- *   add <user> [--role ns:read|write|admin]...   add a user (asks for the password; default role: <user>:admin)
- *   passwd <user>                                change a password (revokes the user's login tokens)
- *   role <user> ns:role... | --remove ns...     grant or take away namespace roles (`*` = every namespace)
- *   remove <user>                                delete a user (revokes their tokens)
- *   list                                         users and roles
- *   anonymous-read on|off                        may anonymous callers read public packages
- *   default-visibility public|private            visibility of new packages whose push does not say
- *   token <user> [--days N]                      print an Authorization value for a robot (CI)
- *   hash                                         print the hash of a password (to edit the file by hand)
+ * (commands: USERS_HELP below)
  *
  * The file defaults to $APPR_USERS, else ./users.json; commands that change it create it (with a fresh token
  * secret) when missing. Passwords are read from the terminal without echo, or from the first line of stdin when it
  * is not a terminal (`echo "$PW" | ... add ci`), or from --password (visible in `ps`: avoid).
  */
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import process from 'node:process';
+import { hashPassword } from '../auth/password.js';
 import {
-  UserStore, hashPassword, newSecret, readUserFile, writeUserFile, type Role, type UserFile,
-} from '../../lib/index.js';
+  UserStore, newSecret, readUserFile, writeUserFile, type Role, type UserFile,
+} from '../auth/user-store.js';
 
 const ROLES = new Set(['read', 'write', 'admin']);
 
+export const USERS_HELP = `Usage: koa-appr users [--file users.json] <command>
+
+  add <user> [--role ns:read|write|admin]...   add a user (asks for the password; default role: <user>:admin)
+  passwd <user>                                change a password (revokes the user's login tokens)
+  role <user> ns:role... | --remove ns...      grant or take away namespace roles (\`*\` = every namespace)
+  remove <user>                                delete a user (revokes their tokens)
+  list                                         users and roles
+  anonymous-read on|off                        may anonymous callers read public packages
+  default-visibility public|private            visibility of new packages whose push does not say
+  token <user> [--days N]                      print an Authorization value for a robot (CI)
+  hash                                         print the hash of a password (to edit the file by hand)
+
+The file defaults to $APPR_USERS, else ./users.json. Passwords are read from the terminal without echo, or from
+the first line of stdin when it is not a terminal, or from --password (visible in \`ps\`: avoid).`;
+
+/** Run one `koa-appr users` command; resolves with the exit code, throws with a message for the user. */
 export async function main(argv: string[]): Promise<number> {
   const args = [...argv];
   const file = take(args, '--file') ?? process.env.APPR_USERS ?? 'users.json';
@@ -120,9 +127,12 @@ export async function main(argv: string[]): Promise<number> {
     case 'hash':
       console.log(await hashPassword(await readPassword(password, 'Password: ')));
       return 0;
+    case '--help':
+    case '-h':
+      console.log(USERS_HELP);
+      return 0;
     default:
-      console.error('usage: users.ts [--file users.json] add|passwd|role|remove|list|anonymous-read|' +
-        'default-visibility|token|hash ... (see the header of examples/standalone/users.ts)');
+      console.error(command === undefined ? USERS_HELP : `unknown command ${JSON.stringify(command)}\n\n${USERS_HELP}`);
       return 2;
   }
 }
@@ -201,9 +211,3 @@ function promptHidden(prompt: string): Promise<string> {
   });
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  main(process.argv.slice(2)).then((code) => process.exit(code), (err: Error) => {
-    console.error(`users.ts: ${err.message}`);
-    process.exit(1);
-  });
-}

@@ -1,0 +1,273 @@
+/**
+ * The standalone server's configuration: one table gives every setting's name, environment variable, flag, type,
+ * default and help text. `--help`, the README table and the parser all read it, so they cannot drift apart.
+ *
+ * Values are turned from strings into typed values here and refused with a message that names the variable (or
+ * flag) and the accepted values; `createApprRouter` then validates the router options it is given once more.
+ */
+import { parseArgs } from 'node:util';
+import { LOG_LEVELS, type LogLevel } from '../ops/pino.js';
+import { DEFAULT_MAX_PUSH_SIZE, DEFAULT_PREFIX } from '../options.js';
+
+/** How a setting's text is read: each kind accepts exactly what its `accepts` text says. */
+export type SettingKind = 'string' | 'port' | 'bytes' | 'count' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';
+
+export interface Setting {
+  /** Key in `ServerConfig`. */
+  readonly name: keyof ServerConfig;
+  readonly env: string;
+  readonly flag: string;
+  readonly kind: SettingKind;
+  /** The default as text (what `--help` prints), or undefined for "unset". */
+  readonly default: string | undefined;
+  readonly help: string;
+  /** An empty value is a value (`APPR_PREFIX=` mounts at the root), not "unset". */
+  readonly emptyAllowed?: boolean;
+}
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  prefix: string;
+  storage: string;
+  users?: string;
+  secret?: string;
+  publicUrl?: string;
+  maxPushSize?: number;
+  maxUnpackedSize?: number;
+  maxPackageBytes?: number;
+  defaultVisibility?: 'public' | 'private';
+  cors?: boolean;
+  errorEnvelope?: boolean;
+  discovery?: boolean;
+  cacheTtlMs?: number;
+  cacheMax?: number;
+  storageTimeoutMs?: number;
+  helm?: boolean;
+  maxPushBytesInFlight?: number;
+  metrics: boolean;
+  auditLog?: string;
+  logLevel: LogLevel;
+  shutdownTimeoutMs: number;
+}
+
+/**
+ * Every setting of `koa-appr serve`. A setting without a default is left to the library's own default (given in
+ * the help text), so the server and an embedding host behave the same.
+ */
+export const SETTINGS: readonly Setting[] = [
+  { name: 'host', env: 'HOST', flag: 'host', kind: 'string', default: '127.0.0.1', help: 'listen address' },
+  { name: 'port', env: 'PORT', flag: 'port', kind: 'port', default: '5000', help: 'listen port (0 picks a free one)' },
+  {
+    name: 'prefix', env: 'APPR_PREFIX', flag: 'prefix', kind: 'string', default: DEFAULT_PREFIX, emptyAllowed: true,
+    help: 'mount point of the API (empty for none)',
+  },
+  {
+    name: 'storage', env: 'APPR_STORAGE', flag: 'storage', kind: 'string', default: './data',
+    help: 'a directory for the filesystem store, or s3://bucket/prefix (needs @aws-sdk/client-s3 and the AWS_* variables)',
+  },
+  {
+    name: 'users', env: 'APPR_USERS', flag: 'users', kind: 'string', default: undefined,
+    help: 'a user file (`koa-appr users add <user>`): turns on the built-in user store; unset, the registry is open to everyone',
+  },
+  {
+    name: 'secret', env: 'APPR_SECRET', flag: 'secret', kind: 'string', default: undefined,
+    help: 'signs login tokens (overrides the user file\'s "secret"; prefer the variable: a flag shows in `ps`)',
+  },
+  {
+    name: 'publicUrl', env: 'APPR_PUBLIC_URL', flag: 'public-url', kind: 'url', default: undefined,
+    help: 'the URL of the API as clients reach it, prefix included (behind a proxy): discovery uses it instead of Host',
+  },
+  {
+    name: 'maxPushSize', env: 'APPR_MAX_PUSH_SIZE', flag: 'max-push-size', kind: 'bytes', default: undefined,
+    help: `largest tarball a push may carry, in bytes (library default ${DEFAULT_MAX_PUSH_SIZE})`,
+  },
+  {
+    name: 'maxUnpackedSize', env: 'APPR_MAX_UNPACKED_SIZE', flag: 'max-unpacked-size', kind: 'bytes', default: undefined,
+    help: `largest size a pushed tarball may inflate to, in bytes (library default ${1024 ** 3})`,
+  },
+  {
+    name: 'maxPackageBytes', env: 'APPR_MAX_PACKAGE_BYTES', flag: 'max-package-bytes', kind: 'bytes', default: undefined,
+    help: `largest package document (releases, metadata, channels), in bytes (library default ${8 * 1024 * 1024})`,
+  },
+  {
+    name: 'defaultVisibility', env: 'APPR_DEFAULT_VISIBILITY', flag: 'default-visibility', kind: 'visibility', default: undefined,
+    help: 'visibility of new packages whose push does not say (default: the user file\'s, else public)',
+  },
+  { name: 'cors', env: 'APPR_CORS', flag: 'cors', kind: 'boolean', default: undefined, help: 'send CORS headers and answer preflights (library default true)' },
+  {
+    name: 'errorEnvelope', env: 'APPR_ERROR_ENVELOPE', flag: 'error-envelope', kind: 'boolean', default: undefined,
+    help: 'wrap errors as {"error": {...}} like Quay (library default false)',
+  },
+  {
+    name: 'discovery', env: 'APPR_DISCOVERY', flag: 'discovery', kind: 'boolean', default: undefined,
+    help: 'serve /.well-known/app-registry-uri.json at the root (library default true)',
+  },
+  {
+    name: 'cacheTtlMs', env: 'APPR_CACHE_TTL_MS', flag: 'cache-ttl-ms', kind: 'ms', default: undefined,
+    help: 'how long a cached package document is served without revalidating, in ms (library default 0)',
+  },
+  {
+    name: 'cacheMax', env: 'APPR_CACHE_MAX', flag: 'cache-max', kind: 'count', default: undefined,
+    help: 'how many parsed package documents to cache (library default 1000)',
+  },
+  {
+    name: 'storageTimeoutMs', env: 'APPR_STORAGE_TIMEOUT_MS', flag: 'storage-timeout-ms', kind: 'ms', default: undefined,
+    help: 'deadline of every storage operation, after which the client gets 503, in ms; 0: none (library default 5000)',
+  },
+  {
+    name: 'helm', env: 'APPR_HELM', flag: 'helm', kind: 'boolean', default: undefined,
+    help: 'serve Helm chart repositories and the ChartMuseum API under {prefix}/helm (library default true)',
+  },
+  {
+    name: 'maxPushBytesInFlight', env: 'APPR_MAX_PUSH_BYTES_IN_FLIGHT', flag: 'max-push-bytes-in-flight', kind: 'bytes',
+    default: undefined,
+    help: `push body bytes in flight per process beyond which a push gets 503 too-busy (library default ${1024 ** 3})`,
+  },
+  {
+    name: 'metrics', env: 'APPR_METRICS', flag: 'metrics', kind: 'boolean', default: 'true',
+    help: 'count requests, storage calls, caches and bytes, and serve them at /metrics (Prometheus text format)',
+  },
+  {
+    name: 'auditLog', env: 'APPR_AUDIT_LOG', flag: 'audit-log', kind: 'string', default: undefined,
+    help: 'write one JSON line per change (push, delete, channels, visibility, login) to this file, or - for stdout; unset: none',
+  },
+  {
+    name: 'logLevel', env: 'APPR_LOG_LEVEL', flag: 'log-level', kind: 'level', default: 'info',
+    help: 'level of the JSON log on stdout (one line per request at info)',
+  },
+  {
+    name: 'shutdownTimeoutMs', env: 'APPR_SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', kind: 'ms', default: '10000',
+    help: 'on SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are closed, in ms',
+  },
+];
+
+/** What each kind accepts, for help and error messages. */
+export const ACCEPTS: Record<SettingKind, string> = {
+  string: 'any text',
+  port: 'an integer from 0 to 65535',
+  bytes: 'a positive whole number of bytes, digits only (e.g. 33554432)',
+  count: 'a positive whole number',
+  ms: 'a whole number of milliseconds, 0 or more',
+  boolean: 'true or false (also 1/0, yes/no, on/off)',
+  visibility: 'public or private',
+  url: 'an absolute http:// or https:// URL without query, fragment or credentials',
+  level: LOG_LEVELS.join(', '),
+};
+
+/** A bad setting: the message names the variable or flag, the value and what is accepted. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const TRUE = new Set(['true', '1', 'yes', 'on']);
+const FALSE = new Set(['false', '0', 'no', 'off']);
+
+function convert(kind: SettingKind, text: string): string | number | boolean | undefined {
+  const trimmed = text.trim();
+  switch (kind) {
+    case 'string':
+      return text;
+    case 'port': {
+      if (!/^\d{1,5}$/.test(trimmed)) return undefined;
+      const port = Number(trimmed);
+      return port <= 65535 ? port : undefined;
+    }
+    case 'bytes':
+    case 'count':
+    case 'ms': {
+      if (!/^\d{1,16}$/.test(trimmed)) return undefined;
+      const value = Number(trimmed);
+      if (!Number.isSafeInteger(value)) return undefined;
+      return kind === 'ms' || value > 0 ? value : undefined;
+    }
+    case 'boolean': {
+      const lower = trimmed.toLowerCase();
+      if (TRUE.has(lower)) return true;
+      if (FALSE.has(lower)) return false;
+      return undefined;
+    }
+    case 'visibility':
+      return trimmed === 'public' || trimmed === 'private' ? trimmed : undefined;
+    case 'level':
+      return (LOG_LEVELS as readonly string[]).includes(trimmed) ? trimmed : undefined;
+    case 'url': {
+      if (!URL.canParse(trimmed)) return undefined;
+      const url = new URL(trimmed);
+      const plain = !url.search && !url.hash && !url.username && !url.password;
+      return (url.protocol === 'http:' || url.protocol === 'https:') && plain ? trimmed : undefined;
+    }
+  }
+}
+
+export interface ParsedCommandLine {
+  config: ServerConfig;
+  help: boolean;
+}
+
+/**
+ * The configuration from flags (`--max-push-size 1000` or `--max-push-size=1000`) over environment variables
+ * over defaults. An empty environment variable counts as unset (except `APPR_PREFIX`). Throws `ConfigError` for an unknown flag, a
+ * flag without a value, or a value its kind does not accept.
+ */
+export function parseServerConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommandLine {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        ...Object.fromEntries(SETTINGS.map((s) => [s.flag, { type: 'string' as const }])),
+      },
+    }));
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (see koa-appr serve --help)`);
+  }
+  const config: Record<string, unknown> = {};
+  for (const setting of SETTINGS) {
+    const fromFlag = values[setting.flag];
+    const fromEnv = env[setting.env];
+    let text: string | undefined;
+    let source: string;
+    if (typeof fromFlag === 'string') {
+      text = fromFlag;
+      source = `--${setting.flag}`;
+    } else if (fromEnv !== undefined && (fromEnv !== '' || setting.emptyAllowed)) {
+      text = fromEnv;
+      source = setting.env;
+    } else {
+      text = setting.default;
+      source = `the default of ${setting.env}`;
+    }
+    if (text === undefined) continue;
+    const value = convert(setting.kind, text);
+    if (value === undefined) {
+      throw new ConfigError(`${source}=${JSON.stringify(text)} is not valid: ${setting.env} (--${setting.flag}) ` +
+        `must be ${ACCEPTS[setting.kind]}`);
+    }
+    config[setting.name] = value;
+  }
+  return { config: config as unknown as ServerConfig, help: values.help === true };
+}
+
+/** The `koa-appr serve --help` text, from the table. */
+export function serveHelp(): string {
+  const lines = [
+    'Usage: koa-appr serve [--flag value]...',
+    '',
+    'Runs the registry over HTTP. Every setting is a flag or an environment variable (the flag wins).',
+    '',
+  ];
+  for (const s of SETTINGS) {
+    lines.push(`${`  --${s.flag} <${s.kind}>`.padEnd(36)} ${s.env}${s.default === undefined ? '' : ` (default ${s.default})`}`);
+    lines.push(`      ${s.help}${s.kind === 'string' ? '' : `; ${ACCEPTS[s.kind]}`}`);
+  }
+  lines.push('', 'S3 storage reads the AWS variables (AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...,',
+    'S3_IFMATCH_UNQUOTED=1 for Ceph RGW): see the README.');
+  return lines.join('\n');
+}

@@ -1,0 +1,298 @@
+/**
+ * The standalone server (`koa-appr serve`, `npm start`): a Koa app with the registry router, over the filesystem
+ * or S3 storage, with the built-in user store when a user file is given.
+ */
+import type { Socket } from 'node:net';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import Koa from 'koa';
+import { UserStore, type StoreUser } from '../auth/user-store.js';
+import { ApprError, ERRORS, type ErrorCode } from '../errors.js';
+import type { Registry } from '../core/registry.js';
+import { createApprRouter, registryOf } from '../http/router.js';
+import type { Logger } from '../ops/logger.js';
+import { serverOps } from '../ops/server.js';
+import type { ApprRouterOptions } from '../options.js';
+import { FsStorage } from '../storage/fs.js';
+import type { StorageAdapter } from '../storage/types.js';
+import { ConfigError, type ServerConfig } from './config.js';
+
+export interface RunningServer {
+  readonly server: Server;
+  /** The URL of the API (listen address, actual port, prefix). */
+  readonly url: string;
+  readonly storage: StorageAdapter;
+  readonly registry: Registry;
+  /**
+   * Stop accepting connections at once (the port is free when this is called), let requests in flight finish for
+   * up to `shutdownTimeoutMs`, then close the remaining connections and the storage.
+   */
+  close(): Promise<void>;
+}
+
+/** `s3://bucket/prefix` or a directory. The S3 adapter (and its SDK) is loaded only for an s3:// URL. */
+export async function storageFromSpec(spec: string): Promise<StorageAdapter> {
+  if (!spec.startsWith('s3://')) return new FsStorage({ root: spec });
+  let s3: typeof import('../s3.js');
+  try {
+    s3 = await import('../s3.js');
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && String(err).includes('@aws-sdk/client-s3')) {
+      throw new ConfigError('APPR_STORAGE is an s3:// URL but @aws-sdk/client-s3 is not installed ' +
+        '(npm install @aws-sdk/client-s3: it is an optional peer dependency)');
+    }
+    throw err;
+  }
+  try {
+    return s3.s3StorageFromUrl(spec);
+  } catch (err) {
+    throw new ConfigError(`APPR_STORAGE: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Build, listen, and resolve once the port is bound. `log` gets the start-up lines (the URL first: tests and
+ * scripts read it). Throws `ConfigError` for settings that only turn out bad here (a user file, a router option).
+ */
+export async function startServer(config: ServerConfig, log: (line: string) => void = console.log): Promise<RunningServer> {
+  const storage = await storageFromSpec(config.storage);
+  try {
+    const ops = serverOps({ metrics: config.metrics, logLevel: config.logLevel, ...(config.auditLog ? { auditLog: config.auditLog } : {}) });
+    const access = await accessFromConfig(config, ops.logger);
+    const app = new Koa();
+    // Koa's own error events (a stream that failed after its headers went out, say) go to the log, not stderr.
+    app.on('error', (err: unknown) => ops.logger.error({ err }, 'koa error'));
+    let router;
+    try {
+      router = createApprRouter({ ...routerOptions(config, storage, access.options), ...ops.registryOptions, onError: ops.onError });
+    } catch (err) {
+      await ops.close();
+      throw new ConfigError((err as Error).message.replace(/^koa-appr: /, ''));
+    }
+    // Request log, /metrics, /healthz and /readyz: outside the prefix, before the registry.
+    for (const middleware of ops.middleware(registryOf(router))) app.use(middleware);
+    app.use(router.routes()).use(router.allowedMethods());
+
+    const server = await listen(app, config);
+    const connections = trackConnections(server);
+    handleParserErrors(server, connections, config.errorEnvelope ?? false);
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
+    const url = `http://${hostForUrl}:${port}${config.prefix.replace(/\/+$/, '')}`;
+    log(`koa-appr listening on ${url} (storage: ${storage.name} ${config.storage})`);
+    for (const line of access.log) log(line);
+    return {
+      server, url, storage, registry: registryOf(router),
+      close: async () => {
+        await shutdown(server, connections, storage, config.shutdownTimeoutMs);
+        await ops.close();
+      },
+    };
+  } catch (err) {
+    await storage.close?.();
+    throw err;
+  }
+}
+
+function routerOptions(
+  config: ServerConfig, storage: StorageAdapter, access: Partial<ApprRouterOptions<StoreUser>>,
+): ApprRouterOptions<StoreUser> {
+  const cache = {
+    ...(config.cacheTtlMs === undefined ? {} : { ttlMs: config.cacheTtlMs }),
+    ...(config.cacheMax === undefined ? {} : { max: config.cacheMax }),
+  };
+  // Only the settings that were given are passed: the library's defaults stay the only defaults.
+  const given: Partial<ApprRouterOptions<StoreUser>> = {
+    ...(config.maxPushSize === undefined ? {} : { maxPushSize: config.maxPushSize }),
+    ...(config.maxUnpackedSize === undefined ? {} : { maxUnpackedSize: config.maxUnpackedSize }),
+    ...(config.maxPackageBytes === undefined ? {} : { maxPackageBytes: config.maxPackageBytes }),
+    ...(config.cors === undefined ? {} : { cors: config.cors }),
+    ...(config.errorEnvelope === undefined ? {} : { errorEnvelope: config.errorEnvelope }),
+    ...(config.discovery === undefined ? {} : { discovery: config.discovery }),
+    ...(config.publicUrl === undefined ? {} : { publicUrl: config.publicUrl }),
+    ...(config.storageTimeoutMs === undefined ? {} : { storageTimeoutMs: config.storageTimeoutMs }),
+    ...(config.helm === undefined ? {} : { helm: config.helm }),
+    ...(config.maxPushBytesInFlight === undefined ? {} : { maxPushBytesInFlight: config.maxPushBytesInFlight }),
+    ...(Object.keys(cache).length ? { cache } : {}),
+  };
+  const defaultVisibility = config.defaultVisibility ?? access.defaultVisibility;
+  return {
+    ...given,
+    ...access,
+    ...(defaultVisibility ? { defaultVisibility } : {}),
+    storage,
+    prefix: config.prefix,
+  };
+}
+
+/** The built-in user store when a user file is given; otherwise no hooks at all (open, as the reference). */
+async function accessFromConfig(config: ServerConfig, logger: Logger): Promise<{ options: Partial<ApprRouterOptions<StoreUser>>; log: string[] }> {
+  if (!config.users) {
+    return {
+      options: {},
+      log: ['koa-appr: WARNING: no APPR_USERS file: the registry is OPEN, anyone can push, pull and delete. ' +
+        'Create one with `koa-appr users add <user>` and set APPR_USERS.'],
+    };
+  }
+  let users: UserStore;
+  try {
+    users = await UserStore.fromFile(config.users, {
+      ...(config.secret ? { secret: config.secret } : {}),
+      log: (message: string) => logger.warn({}, message),
+    });
+  } catch (err) {
+    throw new ConfigError(`APPR_USERS=${config.users}: ${(err as Error).message}`);
+  }
+  const log = [`koa-appr: users from ${config.users} (${users.usernames.length} users; anonymous read of public ` +
+    `packages ${users.anonymousRead ? 'on' : 'off'}; new packages ` +
+    `${config.defaultVisibility ?? users.defaultVisibility ?? 'public'} by default)`];
+  if (users.ephemeralSecret) {
+    log.push('koa-appr: WARNING: the user file has no "secret" and APPR_SECRET is unset: login tokens will stop ' +
+      'working when the server restarts');
+  }
+  return {
+    options: { auth: users.hooks(), ...(users.defaultVisibility ? { defaultVisibility: users.defaultVisibility } : {}) },
+    log,
+  };
+}
+
+function listen(app: Koa, config: ServerConfig): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = app.listen(config.port, config.host);
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+        ? new ConfigError(`cannot listen on ${config.host}:${config.port} (HOST/PORT): ${err.code}`)
+        : err);
+    };
+    server.once('error', onError);
+    server.once('listening', () => {
+      server.off('error', onError);
+      resolve(server);
+    });
+  });
+}
+
+/** The server's connections and their responses in flight. */
+interface Connections {
+  /** Whether a response on this connection has started (its status line is on the wire). */
+  responding(socket: Socket): boolean;
+  /** Shutdown: end idle connections now, and every other one after its last response. */
+  drain(): void;
+}
+
+/**
+ * Which connections have a request in flight, so that a shutdown can end the others at once (Node's
+ * `closeIdleConnections` leaves alone a connection that has not sent a request yet) and end each busy one as soon
+ * as its response is complete (`Connection: close` on that response).
+ */
+function trackConnections(server: Server): Connections {
+  const busy = new Map<Socket, Set<ServerResponse>>();
+  let draining = false;
+  const responsesOf = (socket: Socket): Set<ServerResponse> => {
+    let responses = busy.get(socket);
+    if (!responses) {
+      responses = new Set();
+      busy.set(socket, responses);
+      socket.once('close', () => busy.delete(socket));
+    }
+    return responses;
+  };
+  server.on('connection', responsesOf);
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    const responses = responsesOf(socket);
+    responses.add(res);
+    if (draining) res.shouldKeepAlive = false;
+    res.once('close', () => {
+      responses.delete(res);
+      if (draining && responses.size === 0) socket.end();
+    });
+  });
+  return {
+    responding(socket) {
+      for (const res of busy.get(socket) ?? []) if (res.headersSent) return true;
+      return false;
+    },
+    drain() {
+      draining = true;
+      for (const [socket, responses] of busy) {
+        if (responses.size === 0) socket.end();
+        for (const res of responses) if (!res.headersSent) res.shouldKeepAlive = false;
+      }
+    },
+  };
+}
+
+async function shutdown(server: Server, connections: Connections, storage: StorageAdapter, graceMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  connections.drain();
+  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+  timer.unref();
+  await closed;
+  clearTimeout(timer);
+  await storage.close?.();
+}
+
+/**
+ * How Node's HTTP parser errors are answered: the error table's code (and so its status), a message that says what
+ * was wrong in words we choose (never the client's bytes). Node's own `clientError` default would answer the same
+ * statuses with a bare status line; the codes it distinguishes are kept (431, 408, 413), the rest are 400.
+ */
+const PARSER_ERRORS: Record<string, { code: ErrorCode; message: string }> = {
+  HPE_HEADER_OVERFLOW: { code: 'header-too-large', message: 'Request header fields too large' },
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: { code: 'payload-too-large', message: 'Chunk extensions too large' },
+  ERR_HTTP_REQUEST_TIMEOUT: { code: 'request-timeout', message: 'The request was not received in time' },
+  HPE_UNEXPECTED_CONTENT_LENGTH: {
+    code: 'invalid-usage', message: 'Content-Length together with Transfer-Encoding, or more than one Content-Length',
+  },
+  HPE_INVALID_CONTENT_LENGTH: { code: 'invalid-usage', message: 'Invalid Content-Length' },
+  HPE_INVALID_TRANSFER_ENCODING: { code: 'invalid-usage', message: 'Invalid Transfer-Encoding' },
+  HPE_INVALID_CHUNK_SIZE: { code: 'invalid-usage', message: 'Invalid chunk size in a chunked body' },
+  HPE_INVALID_METHOD: { code: 'invalid-usage', message: 'Invalid method' },
+  HPE_INVALID_URL: { code: 'invalid-usage', message: 'Invalid request target' },
+  HPE_INVALID_VERSION: { code: 'invalid-usage', message: 'Invalid HTTP version' },
+  HPE_INVALID_HEADER_TOKEN: { code: 'invalid-usage', message: 'Invalid header' },
+  HPE_LF_EXPECTED: { code: 'invalid-usage', message: 'Malformed request line or header' },
+  HPE_CR_EXPECTED: { code: 'invalid-usage', message: 'Malformed request line or header' },
+};
+
+/** One error response as raw bytes, for a socket that has no `ServerResponse`. */
+function rawErrorResponse(code: ErrorCode, message: string, details: Record<string, unknown>, envelope: boolean): string {
+  const status = ERRORS[code].status;
+  const error = new ApprError(code, message, details).toJSON();
+  const body = JSON.stringify(envelope ? { error } : error);
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
+    'Content-Type: application/json\r\n' +
+    'X-Content-Type-Options: nosniff\r\n' +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    'Connection: close\r\n\r\n' + body;
+}
+
+/**
+ * Answer Node's HTTP parser errors (`clientError`) and unsupported `Expect` values (`checkExpectation`, 417) in the
+ * JSON error format instead of Node's bare status lines (issue 12 item 8). A response is written only when no
+ * response of this connection has started (as Node's default does), so a half-sent response is never corrupted.
+ */
+function handleParserErrors(server: Server, connections: Connections, envelope: boolean): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable || connections.responding(socket)) {
+      socket.destroy();
+      return;
+    }
+    const known = PARSER_ERRORS[err.code ?? ''] ?? { code: 'invalid-usage' as const, message: 'Malformed HTTP request' };
+    socket.end(rawErrorResponse(known.code, known.message, err.code ? { parserError: err.code } : {}, envelope));
+    socket.once('finish', () => socket.destroy());
+  });
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    const error = new ApprError('expectation-failed', 'Only "Expect: 100-continue" is supported').toJSON();
+    const body = JSON.stringify(envelope ? { error } : error);
+    res.writeHead(ERRORS['expectation-failed'].status, {
+      'Content-Type': 'application/json',
+      'X-Content-Type-Options': 'nosniff',
+      'Content-Length': Buffer.byteLength(body),
+      Connection: 'close',
+    });
+    res.end(body);
+  });
+}

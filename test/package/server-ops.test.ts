@@ -1,0 +1,84 @@
+/**
+ * The standalone server operated as the README's "Operating it" says: `/metrics`, `/healthz` and `/readyz` outside
+ * the prefix, the audit log from `APPR_AUDIT_LOG`, one JSON log line per request, and the `gc` sub-command over the
+ * same store, all configured from the environment alone.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { makeTarGz } from '../helpers/blobs.js';
+import { startInstance, type Instance } from '../helpers/instances.js';
+
+const CLI = fileURLToPath(new URL('../../lib/server/cli.ts', import.meta.url));
+
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+  child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, out })));
+}
+
+describe('koa-appr serve: metrics, health, audit log, request log and gc from the environment', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let instance: Instance;
+  let root: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'koa-appr-server-ops-'));
+    instance = await startInstance({ APPR_STORAGE: join(dir, 'data'), APPR_AUDIT_LOG: join(dir, 'audit.jsonl'), APPR_LOG_LEVEL: 'info' });
+    root = instance.url.replace(/\/cnr$/, '');
+  });
+  after(async () => {
+    await instance.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves /healthz, /readyz and /metrics outside the prefix, counting the requests it answered', async () => {
+    const blob = (await makeTarGz({ 'app/README': 'hello' })).toString('base64');
+    const push = await fetch(`${instance.url}/api/v1/packages/acme/app`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ release: '1.0.0', blob }),
+    });
+    expect(push.status).to.equal(200);
+    expect((await fetch(`${instance.url}/api/v1/packages/acme/none`)).status).to.equal(404);
+
+    expect((await fetch(`${root}/healthz`)).status).to.equal(200);
+    const ready = await fetch(`${root}/readyz`);
+    expect(ready.status).to.equal(200);
+    const metrics = await (await fetch(`${root}/metrics`)).text();
+    expect(metrics).to.match(/koa_appr_http_requests_total\{[^}]*route="push"[^}]*status="200"[^}]*\} 1/);
+    expect(metrics).to.match(/koa_appr_http_requests_total\{[^}]*status="404"[^}]*\} 1/);
+    expect(metrics).to.match(/process_cpu_seconds_total/);
+  });
+
+  it('writes one audit line per change and one JSON log line per request', async () => {
+    const del = await fetch(`${instance.url}/api/v1/packages/acme/app/1.0.0/kpm`, { method: 'DELETE' });
+    expect(del.status).to.equal(200);
+    await sleep(200);
+    const audit = (await readFile(join(dir, 'audit.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line));
+    expect(audit.map((e) => [e.type, e.package])).to.deep.equal([['push', 'acme/app'], ['delete', 'acme/app']]);
+    const requests = instance.output().split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line))
+      .filter((line) => line.route === 'delete-release');
+    expect(requests).to.have.length(1);
+    expect(requests[0]).to.include({ method: 'DELETE', status: 200 });
+  });
+
+  it('runs gc over the store named by APPR_STORAGE, reporting what it would remove in a dry run', async () => {
+    const help = await runCli(['gc', '--help'], {});
+    expect(help.code).to.equal(0);
+    expect(help.out).to.contain('--dry-run');
+    const bad = await runCli(['gc', '--grace', 'soon'], { APPR_STORAGE: join(dir, 'data') });
+    expect(bad.code).to.equal(2);
+    expect(bad.out).to.contain('--grace');
+    const dry = await runCli(['gc', '--dry-run', '--grace', '0'], { APPR_STORAGE: join(dir, 'data') });
+    expect(dry.code, dry.out).to.equal(0);
+    const report = JSON.parse(dry.out.trim().split('\n').pop() as string);
+    expect(report.dryRun).to.equal(true);
+    expect(JSON.stringify(report)).to.contain('acme');
+  });
+});

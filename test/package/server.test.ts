@@ -1,0 +1,352 @@
+/**
+ * The standalone server from source: settings from flags and environment, what each setting does over HTTP,
+ * Node's HTTP parser errors in the JSON error format (issue 12 item 8), and a clean stop on SIGTERM/SIGINT.
+ * The packed tarball and its `bin` are tested in tarball.test.ts.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ERRORS } from '../../lib/errors.js';
+import { ACCEPTS, ConfigError, parseServerConfig, SETTINGS, type SettingKind } from '../../lib/server/config.js';
+import { startServer, type RunningServer } from '../../lib/server/server.js';
+import { makeTarGz } from '../helpers/blobs.js';
+import { startInstance } from '../helpers/instances.js';
+
+const CLI = fileURLToPath(new URL('../../lib/server/cli.ts', import.meta.url));
+const quiet = (): void => undefined;
+
+/**
+ * Send raw bytes, read until the server closes the connection. `then` is sent once what was received so far
+ * includes `after` (a second request on the same connection, after the first response).
+ */
+function rawRequest(url: string, payload: string, then?: { after: string; payload: string }): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    let received = '';
+    let next = then;
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+      if (next && received.includes(next.after)) {
+        socket.write(next.payload);
+        next = undefined;
+      }
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(received));
+    socket.write(payload);
+  });
+}
+
+function parseRaw(response: string): { status: number; headers: Record<string, string>; body: any } {
+  const [head = '', body = ''] = response.split('\r\n\r\n');
+  const [statusLine = '', ...lines] = head.split('\r\n');
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers, body: JSON.parse(body) };
+}
+
+/** Run the CLI from source; resolves with its exit code and output. */
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+  child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, out })));
+}
+
+/** A value each kind refuses, and one it accepts (with the typed result). */
+const SAMPLES: Record<Exclude<SettingKind, 'string'>, { bad: string[]; good: [string, unknown] }> = {
+  port: { bad: ['abc', '-1', '65536', '80.5', '1e3'], good: ['8080', 8080] },
+  bytes: { bad: ['1GB', '0', '-5', '1.5', 'ten', '99999999999999999'], good: ['1048576', 1048576] },
+  count: { bad: ['0', '-1', '2.5', 'many'], good: ['500', 500] },
+  ms: { bad: ['-1', '1s', '0.5', 'soon'], good: ['0', 0] },
+  boolean: { bad: ['maybe', 'tru', '2'], good: ['off', false] },
+  visibility: { bad: ['secret', 'Public'], good: ['private', 'private'] },
+  level: { bad: ['verbose', 'INFO'], good: ['warn', 'warn'] },
+  url: { bad: ['example.com', 'ftp://example.com', 'https://example.com/?a=1', '/relative', 'https://u:p@example.com'], good: ['https://example.com/registry', 'https://example.com/registry'] },
+};
+
+describe('koa-appr serve: settings from flags and environment', () => {
+  it('uses the defaults of the table when nothing is given', () => {
+    const { config, help } = parseServerConfig([], {});
+    expect(help).to.equal(false);
+    expect(config).to.deep.equal({
+      host: '127.0.0.1', port: 5000, prefix: '/cnr', storage: './data', metrics: true, logLevel: 'info', shutdownTimeoutMs: 10000,
+    });
+  });
+
+  it('prefers a flag (either spelling) over the environment, and the environment over the default', () => {
+    const env = { PORT: '6000', APPR_PREFIX: '/env', APPR_CORS: 'false', APPR_CACHE_MAX: '7' };
+    const { config } = parseServerConfig(['--port', '7000', '--prefix=/flag', '--max-push-size', '1024'], env);
+    expect(config).to.include({ port: 7000, prefix: '/flag', cors: false, cacheMax: 7, maxPushSize: 1024 });
+  });
+
+  it('treats an empty variable as unset, except APPR_PREFIX where empty means "no prefix"', () => {
+    const { config } = parseServerConfig([], { PORT: '', APPR_PREFIX: '', APPR_MAX_PUSH_SIZE: '' });
+    expect(config.port).to.equal(5000);
+    expect(config.prefix).to.equal('');
+    expect(config).not.to.have.property('maxPushSize');
+  });
+
+  for (const setting of SETTINGS.filter((s) => s.kind !== 'string')) {
+    const samples = SAMPLES[setting.kind as Exclude<SettingKind, 'string'>];
+    it(`${setting.env} / --${setting.flag}: accepts ${samples.good[0]} and refuses ${samples.bad.join(', ')} naming itself`, () => {
+      expect(parseServerConfig([], { [setting.env]: samples.good[0] }).config[setting.name]).to.deep.equal(samples.good[1]);
+      for (const bad of samples.bad) {
+        for (const [argv, env] of [[[], { [setting.env]: bad }], [[`--${setting.flag}=${bad}`], {}]] as const) {
+          const attempt = (): unknown => parseServerConfig(argv, env);
+          expect(attempt).to.throw(ConfigError, setting.env);
+          expect(attempt).to.throw(ConfigError, ACCEPTS[setting.kind]);
+          expect(attempt).to.throw(ConfigError, JSON.stringify(bad));
+        }
+      }
+    });
+  }
+
+  it('refuses an unknown flag, a positional argument and a flag without a value', () => {
+    expect(() => parseServerConfig(['--max-push-szie', '10'], {})).to.throw(ConfigError, "'--max-push-szie'");
+    expect(() => parseServerConfig(['extra'], {})).to.throw(ConfigError, 'extra');
+    expect(() => parseServerConfig(['--port'], {})).to.throw(ConfigError, '--port');
+  });
+
+  it('has one flag and one variable per setting, all distinct, and help for each', () => {
+    expect(new Set(SETTINGS.map((s) => s.env)).size).to.equal(SETTINGS.length);
+    expect(new Set(SETTINGS.map((s) => s.flag)).size).to.equal(SETTINGS.length);
+    for (const s of SETTINGS) expect(s.help, s.name).to.have.length.greaterThan(10);
+  });
+
+  it('is documented: the README table has a row per setting with its variable and flag', async () => {
+    const readme = await readFile(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+    const section = readme.slice(readme.indexOf('## The standalone server'), readme.indexOf('## Storage'));
+    for (const s of SETTINGS) expect(section, s.env).to.include(`| \`${s.env}\` | \`--${s.flag}\` |`);
+  });
+
+  it('prints every flag and variable with --help and exits 0; exits 2 naming a bad variable before listening', async () => {
+    const help = await runCli(['serve', '--help']);
+    expect(help.code).to.equal(0);
+    for (const s of SETTINGS) expect(help.out).to.include(`--${s.flag}`).and.include(s.env);
+    const bad = await runCli(['serve'], { APPR_MAX_UNPACKED_SIZE: '1GB' });
+    expect(bad.code).to.equal(2);
+    expect(bad.out).to.include('APPR_MAX_UNPACKED_SIZE').and.include('"1GB"').and.not.include('listening');
+    const badPrefix = await runCli(['serve', '--prefix', 'no-slash'], { APPR_STORAGE: tmpdir() });
+    expect(badPrefix.code).to.equal(2);
+    expect(badPrefix.out).to.include('prefix').and.not.include('listening');
+    const unknown = await runCli(['frobnicate']);
+    expect(unknown.code).to.equal(2);
+    expect(unknown.out).to.include('Usage: koa-appr');
+  });
+});
+
+describe('koa-appr serve: what the settings do', function () {
+  this.timeout(30_000);
+  let dir: string;
+  const running: RunningServer[] = [];
+  const start = async (argv: string[]): Promise<RunningServer> => {
+    const { config } = parseServerConfig(['--port', '0', '--storage', dir, ...argv], {});
+    const server = await startServer(config, quiet);
+    running.push(server);
+    return server;
+  };
+  before(async () => { dir = await mkdtemp(join(tmpdir(), 'appr-serve-')); });
+  after(async () => {
+    await Promise.all(running.map((s) => s.close()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('passes the size limit and the error envelope to the router', async () => {
+    const server = await start(['--max-push-size', '64', '--error-envelope', 'true', '--prefix', '/reg']);
+    expect(server.url).to.match(/^http:\/\/127\.0\.0\.1:\d+\/reg$/);
+    const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\n'.repeat(50) });
+    const res = await fetch(`${server.url}/api/v1/packages/ns/app`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
+    });
+    expect(res.status).to.equal(413);
+    expect(((await res.json()) as any).error.code).to.equal('payload-too-large');
+  });
+
+  it('turns CORS and discovery off when told, and serves a push and a pull', async () => {
+    const server = await start(['--cors', 'false', '--discovery', 'no']);
+    const root = new URL(server.url).origin;
+    expect((await fetch(`${root}/.well-known/app-registry-uri.json`)).status).to.equal(404);
+    const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\n' });
+    const push = await fetch(`${server.url}/api/v1/packages/ns/app`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: 'https://elsewhere.example' },
+      body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
+    });
+    expect(push.status).to.equal(200);
+    expect(push.headers.get('access-control-allow-origin')).to.equal(null);
+    const pull = await fetch(`${server.url}/api/v1/packages/ns/app/1.0.0/helm/pull`);
+    expect(Buffer.from(await pull.arrayBuffer()).equals(blob)).to.equal(true);
+  });
+
+  it('passes the default visibility and the unpacked-size limit to the registry', async () => {
+    const server = await start(['--default-visibility', 'private', '--max-unpacked-size', '4096', '--prefix', '/vis']);
+    const push = (name: string, blob: Buffer): Promise<Response> => fetch(`${server.url}/api/v1/packages/vis/${name}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
+    });
+    expect((await push('small', await makeTarGz({ 'small/Chart.yaml': 'name: small\n' }))).status).to.equal(200);
+    const list = await fetch(`${server.url}/api/v1/packages?namespace=vis`);
+    expect(((await list.json()) as any[]).map((p) => [p.name, p.visibility])).to.deep.equal([['vis/small', 'private']]);
+    const bomb = await push('bomb', await makeTarGz({ 'bomb/big.txt': 'x'.repeat(64 * 1024) }));
+    expect(bomb.status).to.be.within(400, 499);
+    expect(JSON.stringify(await bomb.json())).to.include('"max_unpacked_size":4096');
+  });
+
+  it('turns the Helm routes off when told (with a storage deadline given, which the schema accepts)', async () => {
+    const server = await start(['--helm', 'false', '--storage-timeout-ms', '2000', '--prefix', '/nohelm']);
+    const res = await fetch(`${server.url}/helm/ns/index.yaml`);
+    expect(res.status).to.equal(404);
+    expect(((await res.json()) as any).code).to.equal('not-found');
+    const on = await start(['--prefix', '/withhelm']);
+    expect((await fetch(`${on.url}/helm/ns/index.yaml`)).status).not.to.equal(404);
+  });
+
+  it('gives discovery the public URL instead of the Host header', async () => {
+    const server = await start(['--public-url', 'https://registry.example.com/appr', '--prefix', '/pub']);
+    const res = await fetch(`${new URL(server.url).origin}/.well-known/app-registry-uri.json`);
+    expect(((await res.json()) as any).uri_prefix).to.equal('https://registry.example.com/appr');
+  });
+
+  it('fails at start-up naming APPR_USERS when the user file cannot be read', async () => {
+    const { config } = parseServerConfig(['--port', '0', '--storage', dir, '--users', join(dir, 'missing.json')], {});
+    let error: unknown;
+    try {
+      running.push(await startServer(config, quiet));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.be.instanceOf(ConfigError);
+    expect((error as Error).message).to.include('APPR_USERS');
+  });
+});
+
+describe('koa-appr serve: Node HTTP parser errors in the JSON error format', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let server: RunningServer;
+  let enveloped: RunningServer;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'appr-client-error-'));
+    server = await startServer(parseServerConfig(['--port', '0', '--storage', dir], {}).config, quiet);
+    enveloped = await startServer(parseServerConfig(['--port', '0', '--storage', dir, '--error-envelope', 'true'], {}).config, quiet);
+  });
+  after(async () => {
+    await server.close();
+    await enveloped.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const push = 'POST /cnr/api/v1/packages/ns/app HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n';
+  const cases: { title: string; payload: string; code: keyof typeof ERRORS }[] = [
+    { title: 'Content-Length with Transfer-Encoding: chunked', payload: `${push}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, code: 'invalid-usage' },
+    { title: 'two different Content-Lengths', payload: `${push}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`, code: 'invalid-usage' },
+    { title: 'a chunk size that is not hex', payload: `${push}Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`, code: 'invalid-usage' },
+    { title: 'a bad chunk size after the body started', payload: `${push}Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\nq!\r\n\r\n`, code: 'invalid-usage' },
+    { title: 'headers over Node\'s 16 KiB limit', payload: `GET /cnr/version HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, code: 'header-too-large' },
+    { title: 'an Expect other than 100-continue', payload: 'GET /cnr/version HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n', code: 'expectation-failed' },
+    { title: 'a request line that is not HTTP', payload: 'HELLO THERE\r\n\r\n', code: 'invalid-usage' },
+  ];
+  for (const { title, payload, code } of cases) {
+    it(`answers ${title} with ${ERRORS[code].status} ${code} JSON and closes the connection`, async () => {
+      const res = parseRaw(await rawRequest(server.url, payload));
+      expect(res.status).to.equal(ERRORS[code].status);
+      expect(res.headers['content-type']).to.equal('application/json');
+      expect(res.headers.connection).to.equal('close');
+      expect(res.body).to.have.keys('code', 'message', 'details');
+      expect(res.body.code).to.equal(code);
+      expect(res.body.message).not.to.include('aaaa');
+    });
+  }
+
+  it('wraps the error in {"error": ...} when the error envelope is on', async () => {
+    const res = parseRaw(await rawRequest(enveloped.url, cases[1]!.payload));
+    expect(res.status).to.equal(400);
+    expect(res.body.error.code).to.equal('invalid-usage');
+  });
+
+  it('answers a bad second request on a kept-alive connection after the first one\'s complete response', async () => {
+    const raw = await rawRequest(server.url, 'GET /cnr/version HTTP/1.1\r\nHost: x\r\n\r\n', {
+      after: '"appr-api"',
+      payload: 'GET /cnr/version HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab',
+    });
+    const second = raw.indexOf('HTTP/1.1 400');
+    expect(raw.startsWith('HTTP/1.1 200')).to.equal(true);
+    expect(second).to.be.greaterThan(0);
+    expect(parseRaw(raw.slice(second)).body.code).to.equal('invalid-usage');
+  });
+
+  it('still serves well-formed requests', async () => {
+    const res = await fetch(`${server.url}/version`);
+    expect(res.status).to.equal(200);
+  });
+});
+
+describe('koa-appr serve: stopping', function () {
+  this.timeout(60_000);
+  let dir: string;
+  before(async () => { dir = await mkdtemp(join(tmpdir(), 'appr-standalone-')); });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`logs the URL it serves, serves there, and on ${signal} frees the port and exits 0`, async () => {
+      const instance = await startInstance({ APPR_STORAGE: dir, APPR_PREFIX: '/registry' });
+      expect(instance.url).to.match(/^http:\/\/127\.0\.0\.1:\d+\/registry$/);
+      const version = await fetch(`${instance.url}/version`);
+      expect(((await version.json()) as Record<string, string>)['appr-api']).to.equal('0.7.4');
+      expect(instance.output()).to.include('OPEN');
+      // A kept-alive idle connection must not hold the shutdown up.
+      const idle = connect(Number(new URL(instance.url).port), '127.0.0.1');
+      await once(idle, 'connect');
+      const exited = once(instance.process, 'exit');
+      instance.process.kill(signal);
+      const [code] = await exited;
+      expect(code).to.equal(0);
+      expect(instance.output()).to.include(`${signal}, stopping`);
+      const refused = await fetch(`${instance.url}/version`).then(() => false, () => true);
+      expect(refused).to.equal(true);
+      idle.destroy();
+    });
+  }
+
+  it('lets a push that is in flight when SIGTERM arrives finish, then exits 0', async () => {
+    const instance = await startInstance({ APPR_STORAGE: dir });
+    const blob = await makeTarGz({ 'inflight/Chart.yaml': 'name: inflight\n' });
+    const body = JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' });
+    const socket = connect(Number(new URL(instance.url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => { received += chunk; });
+    const closed = once(socket, 'close');
+    socket.write(`POST /cnr/api/v1/packages/ns/inflight HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`);
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the request has reached the handler
+    const exited = once(instance.process, 'exit');
+    instance.process.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the signal has been handled
+    socket.write(body.slice(10));
+    await closed;
+    expect(received).to.match(/^HTTP\/1\.1 200 /);
+    expect(received.toLowerCase()).to.include('connection: close');
+    const [code] = await exited;
+    expect(code).to.equal(0);
+  });
+});
