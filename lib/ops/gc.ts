@@ -165,7 +165,7 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
       report.marked += planned.marked;
       const tombstone = planned.next ?? current;
       const blobsLeft = [...pkg.blobs].some((d) => !planned.claim.includes(d));
-      if (tombstone && !blobsLeft && tombstoneExpired(tombstone, now, graceMs)) report.tombstones.push(id);
+      if (tombstone && !blobsLeft && canRemoveTombstones(deps) && tombstoneExpired(tombstone, now, graceMs)) report.tombstones.push(id);
       continue;
     }
 
@@ -265,10 +265,20 @@ function tombstoneExpired(doc: Doc, now: Date, graceMs: number): boolean {
     || now.getTime() - Date.parse(state.claimedAt) >= Math.max(graceMs, TOMBSTONE_AFTER_CLAIM_MS);
 }
 
+/**
+ * Tombstones are removed only where storage honours a conditional delete: on S3 (RGW ignores `If-Match` on
+ * DeleteObject, `capabilities.conditionalDelete: false`) a push recreating the package between the check and the
+ * delete would lose its new document, so they stay (one small document per deleted package).
+ */
+function canRemoveTombstones(deps: Deps): boolean {
+  return deps.storage.capabilities?.conditionalDelete === true;
+}
+
 /** Delete an expired tombstone with no blob left, conditionally on the ETag read (a push recreating it wins). */
 async function removeTombstone(
   deps: Deps, docKey: string, pkg: { namespace: string; name: string }, now: Date, graceMs: number,
 ): Promise<boolean> {
+  if (!canRemoveTombstones(deps)) return false;
   const got = await deps.storage.get(docKey);
   if (got === null || got.notModified) return false;
   let doc: Doc;
