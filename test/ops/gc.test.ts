@@ -100,6 +100,18 @@ describe('garbage collection', () => {
     expect([idle.blobs, idle.tombstones, idle.marked]).to.deep.equal([[], [], 0]);
   });
 
+  it('leaves tombstones alone on a store without an atomic conditional delete (S3), blobs still go', async () => {
+    // The same store, declaring what S3Storage declares.
+    Object.defineProperty(storage, 'capabilities', { value: { conditionalDelete: false } });
+    const s3like = new Registry({ storage, now: () => new Date(clock) });
+    expect(sorted((await s3like.gc({ graceMs: 0 })).blobs)).to.deep.equal(sorted(orphans()));
+    clock += TOMBSTONE_AFTER_CLAIM_MS + MINUTE;
+    const later = await s3like.gc({ graceMs: 0 });
+    expect(later.tombstones).to.deep.equal([]);
+    expect((await s3like.gc({ graceMs: 0, dryRun: true })).tombstones).to.deep.equal([]);
+    expect(await allKeys(storage)).to.include.members([keys.packageDoc('acme', 'gone'), keys.packageDoc('ghost', 'nodoc')]);
+  });
+
   it('marks first and removes only what stayed unreferenced for graceMs; a push in between keeps its blob', async () => {
     const first = await registry.gc({ graceMs: 60 * MINUTE });
     expect([first.blobs, first.marked]).to.deep.equal([[], 4]);
