@@ -1,7 +1,11 @@
+import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
+import { Catalog, type CatalogEntry } from './catalog.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
+import { ChangeFeed, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
 import { compareReleases, parseRelease, selectRelease, sortReleasesDesc } from './release.js';
@@ -87,13 +91,24 @@ export interface PackageRef {
 /** Decides whether a package may appear in a list or search result (the caller's read permission). */
 export type VisibleFilter = (pkg: PackageRef) => boolean | Promise<boolean>;
 
+/**
+ * A blob's bytes: `body` streams them (create it once, and consume or destroy it); `bytes` holds them all when the
+ * blob came from the memory cache of small blobs, so a caller can send them without a stream.
+ */
+export interface BlobContent extends StreamResult {
+  bytes?: Buffer;
+}
+
 export interface RegistryOptions {
   storage: StorageAdapter;
   /** A pushed tarball may not inflate to more than this many bytes (default 1 GiB). */
   maxUnpackedSize?: number;
   /** Visibility of new packages when the push does not say (default 'public', as the reference). */
   defaultVisibility?: Visibility;
+  /** Memory caches: package documents and small blobs, bounded in bytes. */
   cache?: DocumentCacheOptions;
+  /** How instances on one store see each other's changes (README: "Running several instances"). */
+  coherence?: CoherenceOptions;
   cas?: CasOptions;
   /**
    * The largest package document (all releases, their metadata and channels) in bytes (default 8 MiB): a push that
@@ -106,8 +121,6 @@ export interface RegistryOptions {
   now?: () => Date;
 }
 
-const LIST_CONCURRENCY = 16;
-
 /**
  * The registry's domain core: no Koa, no HTTP. Every method validates its own inputs (names, releases, media
  * types) before building a storage key, and throws `ApprError`s from the one error table.
@@ -118,7 +131,12 @@ export class Registry {
   readonly #maxUnpackedSize: number;
   readonly #defaultVisibility: Visibility;
   readonly #now: () => Date;
-  readonly #listPageSize: number;
+  readonly #catalog = new Catalog();
+  readonly #feed: ChangeFeed;
+  readonly #blobs: LRUCache<string, Buffer> | undefined;
+  readonly #blobMaxSize: number;
+  /** Refreshes started by `invalidate(namespace, name)`: reads of that package wait for them. */
+  readonly #pending = new Map<string, Promise<unknown>>();
 
   constructor(options: RegistryOptions) {
     this.storage = options.storage;
@@ -128,7 +146,28 @@ export class Registry {
     this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
     this.#defaultVisibility = options.defaultVisibility ?? 'public';
     this.#now = options.now ?? (() => new Date());
-    this.#listPageSize = options.listPageSize ?? 1000;
+    this.#docs.onDocument((key, version) => {
+      if (keys.parsePackageDoc(key) !== null) this.#catalog.apply(key, version.value as PackageDoc | null, version.etag);
+    });
+    this.#feed = new ChangeFeed(options.storage, this.#docs, this.#catalog, options.coherence ?? {},
+      () => this.#now().getTime());
+    const blobMaxBytes = options.cache?.blobMaxBytes ?? 64 * 1024 * 1024;
+    this.#blobMaxSize = Math.min(options.cache?.blobMaxSize ?? 256 * 1024, blobMaxBytes);
+    this.#blobs = blobMaxBytes > 0
+      ? new LRUCache<string, Buffer>({
+        maxSize: blobMaxBytes,
+        sizeCalculation: (bytes) => Math.max(bytes.length, 1),
+        fetchMethod: async (key) => {
+          const got = await this.storage.get(key);
+          return got === null || got.notModified ? undefined : got.body;
+        },
+      })
+      : undefined;
+  }
+
+  /** Stop the background work (change feed polls, compaction, backstop checks). The storage stays open. */
+  close(): void {
+    this.#feed.close();
   }
 
   // ---- push -------------------------------------------------------------------------------------------------
@@ -178,54 +217,46 @@ export class Registry {
       doc.releases[release] = media;
       return { next: doc, result: undefined };
     });
+    await this.#feed.record(namespace, name);
   }
 
   // ---- list and search ----------------------------------------------------------------------------------------
 
+  /**
+   * Route 3, from the catalog: no storage request once it is loaded. `visible` is asked about private packages
+   * only. Package order is the storage order of their keys.
+   */
   async listPackages(
     filter: { namespace?: string; query?: string; mediaType?: string } = {},
     visible: VisibleFilter = () => true,
   ): Promise<PackageSummary[]> {
+    return JSON.parse(await this.listPackagesJson(filter, visible)) as PackageSummary[];
+  }
+
+  /** `listPackages` as the JSON text of the response body (cached per catalog version and filter). */
+  async listPackagesJson(
+    filter: { namespace?: string; query?: string; mediaType?: string } = {},
+    visible: VisibleFilter = () => true,
+  ): Promise<string> {
+    const namespace = filter.namespace === undefined ? undefined : checkName('namespace', filter.namespace);
     const mediaType = filter.mediaType ? normalizeMediaType(filter.mediaType) : undefined;
-    const docs = await this.#findPackages(filter.namespace, filter.query, visible);
-    const summaries: PackageSummary[] = [];
-    for (const doc of docs) {
-      const summary = summarize(doc, mediaType);
-      if (summary) summaries.push(summary);
-    }
-    return summaries;
+    await this.#ready();
+    return this.#catalog.listBody({
+      ...(namespace === undefined ? {} : { namespace }),
+      ...(filter.query ? { query: filter.query } : {}),
+      ...(mediaType === undefined ? {} : { mediaType }),
+    }, visible);
   }
 
+  /** Route 4: `ns/name` of the packages whose name contains `query` (case-insensitive, contract section 13.3). */
   async search(query: string, visible: VisibleFilter = () => true): Promise<string[]> {
-    const docs = await this.#findPackages(undefined, query, visible);
-    return docs.map((doc) => `${doc.namespace}/${doc.name}`);
+    return JSON.parse(await this.searchJson(query, visible)) as string[];
   }
 
-  /**
-   * Live package documents whose `ns/name` contains `query` (case-insensitive substring, contract section 13.3)
-   * and that `visible` admits. Costs one listing request per 1000 packages, plus one (conditional) read per
-   * package whose name matched (a conditional GET, "not modified" when cached).
-   */
-  async #findPackages(namespace: string | undefined, query: string | undefined, visible: VisibleFilter) {
-    const prefix = keys.packages(namespace === undefined ? undefined : checkName('namespace', namespace));
-    const needle = (query ?? '').toLowerCase();
-    const refs: { namespace: string; name: string }[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.storage.list(prefix, { cursor, limit: this.#listPageSize });
-      for (const key of page.keys) {
-        const ref = keys.parsePackageDoc(key);
-        if (ref && `${ref.namespace}/${ref.name}`.toLowerCase().includes(needle)) refs.push(ref);
-      }
-      cursor = page.next;
-    } while (cursor !== undefined);
-
-    const docs = await mapLimit(refs, LIST_CONCURRENCY, async (ref) => {
-      const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(ref.namespace, ref.name));
-      if (!doc || !isLive(doc)) return null;
-      return (await visible({ namespace: doc.namespace, name: doc.name, visibility: doc.visibility })) ? doc : null;
-    });
-    return docs.filter((doc): doc is PackageDoc => doc !== null);
+  /** `search` as the JSON text of the response body. */
+  async searchJson(query: string, visible: VisibleFilter = () => true): Promise<string> {
+    await this.#ready();
+    return this.#catalog.searchBody(query, visible);
   }
 
   // ---- read one package ---------------------------------------------------------------------------------------
@@ -233,8 +264,8 @@ export class Registry {
   /** Visibility of a live package, or null when it does not exist. For authorization. */
   async packageVisibility(namespace: string, name: string): Promise<Visibility | null> {
     const names = this.#names(namespace, name);
-    const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name));
-    return doc && isLive(doc) ? doc.visibility : null;
+    const entry = await this.#entry(names.namespace, names.name);
+    return entry === undefined ? null : entry.doc.visibility;
   }
 
   /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
@@ -243,12 +274,13 @@ export class Registry {
     if (visibility !== 'public' && visibility !== 'private') {
       throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
     }
-    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const changed = await this.#docs.update<PackageDoc, boolean>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
-      if (live.visibility === visibility) return { result: undefined };
+      if (live.visibility === visibility) return { result: false };
       live.visibility = visibility;
-      return { next: live, result: undefined };
+      return { next: live, result: true };
     });
+    if (changed) await this.#feed.record(names.namespace, names.name);
     return { package: `${names.namespace}/${names.name}`, visibility };
   }
 
@@ -263,38 +295,56 @@ export class Registry {
 
   /** Route 7: the manifests of one exact release. */
   async releaseManifests(namespace: string, name: string, release: string): Promise<Manifest[]> {
-    const doc = await this.#package(namespace, name);
+    const doc = await this.#package(namespace, name, release);
     if (own(doc.releases, release) === undefined) throw packageNotFound(doc, release);
     return manifestsOf(doc, release).map((m) => m.manifest);
   }
 
   /** Route 8: one manifest, with the channels whose current release it is. */
   async showManifest(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType);
+    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, true);
     const channels = Object.keys(doc.channels).filter((c) => own(doc.channels, c)?.current === release).sort();
     return { ...manifest(doc, release, mt), channels };
   }
 
-  /** Routes 10 and 11: the resolved manifest and the blob's bytes as a stream (the caller must consume it). */
+  /**
+   * Routes 10 and 11: the resolved release and the blob's bytes (the caller must consume or destroy `blob.body`
+   * if it asks for it). With caches warm a small blob costs no storage request; a large one is one streamed read.
+   */
   async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType);
+    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, false);
     const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
-    const blob = await this.storage.getStream(keys.blob(doc.namespace, doc.name, record.digest));
+    const blob = await this.#blob(keys.blob(doc.namespace, doc.name, record.digest), record.size);
     if (!blob) throw new StorageUnavailableError(`blob ${record.digest} of ${doc.namespace}/${doc.name} is missing`);
-    return { release, mediaType: mt, digest: record.digest, blob };
+    return { release, mediaType: mt, digest: record.digest, visibility: doc.visibility, blob };
   }
 
-  /** Routes 12 and 13: a blob this package had, even if its release was deleted since. */
-  async blob(namespace: string, name: string, digest: string): Promise<StreamResult & { digest: string }> {
+  /**
+   * Routes 12 and 13: a blob this package had, even if its release was deleted since. `visibility` is the
+   * package's (null when it has no live release), for the response's cache policy.
+   */
+  async blob(namespace: string, name: string, digest: string): Promise<BlobContent & { digest: string; visibility: Visibility | null }> {
     const names = this.#names(namespace, name);
     const hex = parseDigest(digest);
-    const blob = hex === null ? null : await this.storage.getStream(keys.blob(names.namespace, names.name, hex));
+    const blob = hex === null ? null : await this.#blob(keys.blob(names.namespace, names.name, hex));
     if (!blob || hex === null) {
       throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
         package: `${names.namespace}/${names.name}`, release: digest, media_type: null,
       });
     }
-    return { ...blob, digest: hex };
+    const entry = this.#catalog.get(keys.packageDoc(names.namespace, names.name));
+    return Object.assign(blob, { digest: hex, visibility: entry === undefined ? null : entry.doc.visibility });
+  }
+
+  /** A blob from the memory cache when it is small (`size` known and at most `cache.blobMaxSize`), else streamed. */
+  async #blob(key: string, size?: number): Promise<BlobContent | null> {
+    const cached = this.#blobs?.get(key);
+    if (cached !== undefined) return blobContent(cached);
+    if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
+      const bytes = await this.#blobs.fetch(key);
+      return bytes === undefined ? null : blobContent(bytes);
+    }
+    return this.storage.getStream(key);
   }
 
   // ---- delete -------------------------------------------------------------------------------------------------
@@ -322,6 +372,7 @@ export class Registry {
       if (!isLive(doc)) doc.channels = {};
       return { next: doc, result: undefined };
     });
+    await this.#feed.record(names.namespace, names.name);
     return { status: 'deleted', package: pkg, release };
   }
 
@@ -344,7 +395,7 @@ export class Registry {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     if (release !== 'default') withReleaseDetail(() => parseRelease(release), release);
-    return this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const channelRecord = await this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
       if (own(live.releases, release) === undefined) {
         throw new ApprError('package-release-not-found', `Release ${release} doesn't exist for package ${pkgName(live)}`, {
@@ -357,6 +408,8 @@ export class Registry {
       live.channels[channel] = record;
       return { next: live, result: channelOf(live, channel) };
     });
+    await this.#feed.record(names.namespace, names.name);
+    return channelRecord;
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
@@ -370,6 +423,7 @@ export class Registry {
       removeFromChannel(live, channel, release);
       return { next: live, result: undefined };
     });
+    await this.#feed.record(names.namespace, names.name);
     return { status: 'deleted', package: `${names.namespace}/${names.name}`, name: channel, release };
   }
 
@@ -383,55 +437,132 @@ export class Registry {
       delete live.channels[channel];
       return { next: live, result: undefined };
     });
+    await this.#feed.record(names.namespace, names.name);
     return { channel, package: `${names.namespace}/${names.name}`, action: 'delete' };
   }
 
   /**
-   * Forget cached package documents (one package, or all): for hosts that raise `cache.ttlMs` and broadcast
-   * changes between instances. With the default `ttlMs: 0` it is never needed.
+   * Tell this instance that a package (or, without arguments, anything) changed elsewhere: it re-reads it from
+   * storage, and reads of it wait for that. For hosts that propagate changes themselves (see
+   * `coherence.onChange`); the change feed makes it unnecessary otherwise.
    */
   invalidate(namespace?: string, name?: string): void {
-    if (namespace === undefined || name === undefined) this.#docs.invalidate();
-    else this.#docs.invalidate(keys.packageDoc(checkName('namespace', namespace), checkName('package', name)));
+    if (namespace === undefined || name === undefined) {
+      this.#rebuilding ??= this.#feed.rebuild().catch(() => undefined).finally(() => {
+        this.#rebuilding = undefined;
+      });
+      return;
+    }
+    const key = keys.packageDoc(checkName('namespace', namespace), checkName('package', name));
+    const refresh = this.#docs.refresh(key).catch(() => undefined).finally(() => {
+      if (this.#pending.get(key) === refresh) this.#pending.delete(key);
+    });
+    this.#pending.set(key, refresh);
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------
+
+  #rebuilding: Promise<void> | undefined;
 
   #names(namespace: string, name: string) {
     return { namespace: checkName('namespace', namespace), name: checkName('package', name) };
   }
 
-  async #package(namespace: string, name: string): Promise<PackageDoc> {
-    const names = this.#names(namespace, name);
-    return requireLive(await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name)), names);
+  /** Resolves when the catalog may answer (undefined, synchronously, when it already may). */
+  #ready(): Promise<unknown> | undefined {
+    const feed = this.#feed.ready();
+    if (this.#rebuilding === undefined) return feed;
+    return feed === undefined ? this.#rebuilding : Promise.all([feed, this.#rebuilding]);
   }
 
-  /** Selector and media type resolution for routes 8, 10 and 11 (contract section 5). */
-  async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
-    const doc = await this.#package(namespace, name);
-    const release = withReleaseDetail(() => selectRelease(selector, Object.keys(doc.releases)), selector ?? 'default');
-    if (release === null) {
-      throw new ApprError('package-release-not-found', `No release match '${selector}' for package '${pkgName(doc)}'`, {
-        package: pkgName(doc), release_query: selector ?? 'default',
-      });
+  /**
+   * The catalog's entry of a live package, or undefined. When the catalog does not know the package, or (given)
+   * the release, storage is asked first: a push through another instance is visible at once.
+   */
+  async #entry(namespace: string, name: string, release?: string): Promise<CatalogEntry | undefined> {
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    const key = keys.packageDoc(namespace, name);
+    const pending = this.#pending.get(key);
+    if (pending !== undefined) await pending;
+    let entry = this.#catalog.get(key);
+    if (entry === undefined || (release !== undefined && !Object.hasOwn(entry.doc.releases, release))) {
+      await this.#docs.refresh(key);
+      entry = this.#catalog.get(key);
     }
-    const available = Object.keys(own(doc.releases, release) ?? {}).sort();
-    let mt = wanted;
-    if (wanted === '-') {
-      if (available.length !== 1) {
-        throw new ApprError('invalid-usage', `media-type non specified: [${available.join(',')}]`, {
-          media_types: available,
-        });
-      }
-      mt = available[0] as string;
-    } else if (!available.includes(wanted)) {
-      throw new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release} (${wanted})`, {
-        package: pkgName(doc), release, media_type: wanted,
-      });
-    }
-    return { doc, release, mt };
+    return entry;
   }
+
+  /** The whole document of a live package (with metadata): from the document cache when it is current. */
+  async #package(namespace: string, name: string, release?: string): Promise<PackageDoc> {
+    const names = this.#names(namespace, name);
+    const entry = await this.#entry(names.namespace, names.name, release);
+    if (entry === undefined) return requireLive(null, names);
+    const cached = this.#docs.peek<PackageDoc>(entry.key);
+    if (cached?.etag === entry.etag && cached.value !== null) return cached.value;
+    return requireLive((await this.#docs.refresh<PackageDoc>(entry.key)).value, names);
+  }
+
+  /**
+   * Selector and media type resolution for routes 8, 10 and 11 (contract section 5), on the catalog's document
+   * (`full` false: no metadata) or the whole one. When nothing matches, storage is asked before answering 404.
+   */
+  async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string, full: boolean) {
+    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
+    const names = this.#names(namespace, name);
+    const load = async (): Promise<PackageDoc> => {
+      if (full) return this.#package(names.namespace, names.name);
+      const entry = await this.#entry(names.namespace, names.name);
+      return entry === undefined ? requireLive(null, names) : entry.doc;
+    };
+    let doc = await load();
+    let resolved = resolveIn(doc, selector, wanted);
+    if (resolved instanceof ApprError && resolved.code !== 'invalid-usage') {
+      await this.#docs.refresh(keys.packageDoc(names.namespace, names.name));
+      doc = await load();
+      resolved = resolveIn(doc, selector, wanted);
+    }
+    if (resolved instanceof ApprError) throw resolved;
+    return { doc, ...resolved };
+  }
+}
+
+/** The release and media type `selector` and `wanted` name in `doc`, or the error to answer. */
+function resolveIn(doc: PackageDoc, selector: string | undefined, wanted: string): { release: string; mt: string } | ApprError {
+  const release = withReleaseDetail(() => selectRelease(selector, Object.keys(doc.releases)), selector ?? 'default');
+  if (release === null) {
+    return new ApprError('package-release-not-found', `No release match '${selector}' for package '${pkgName(doc)}'`, {
+      package: pkgName(doc), release_query: selector ?? 'default',
+    });
+  }
+  const available = Object.keys(own(doc.releases, release) ?? {}).sort();
+  if (wanted === '-') {
+    if (available.length !== 1) {
+      return new ApprError('invalid-usage', `media-type non specified: [${available.join(',')}]`, {
+        media_types: available,
+      });
+    }
+    return { release, mt: available[0] as string };
+  }
+  if (!available.includes(wanted)) {
+    return new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release} (${wanted})`, {
+      package: pkgName(doc), release, media_type: wanted,
+    });
+  }
+  return { release, mt: wanted };
+}
+
+function blobContent(bytes: Buffer): BlobContent {
+  let body: Readable | undefined;
+  return {
+    bytes,
+    size: bytes.length,
+    etag: '',
+    get body(): Readable {
+      body ??= Readable.from([bytes]);
+      return body;
+    },
+  };
 }
 
 // ---- pure functions over package documents ------------------------------------------------------------------
@@ -515,34 +646,4 @@ function manifest(doc: PackageDoc, release: string, mt: string): Manifest {
 
 function manifestsOf(doc: PackageDoc, release: string): { mt: string; manifest: Manifest }[] {
   return Object.keys(own(doc.releases, release) ?? {}).sort().map((mt) => ({ mt, manifest: manifest(doc, release, mt) }));
-}
-
-function summarize(doc: PackageDoc, mediaType: string | undefined): PackageSummary | null {
-  const releases = sortReleasesDesc(
-    Object.keys(doc.releases).filter((r) => !mediaType || own(own(doc.releases, r) ?? {}, mediaType) !== undefined),
-  );
-  const latest = releases[0];
-  if (latest === undefined) return null;
-  return {
-    name: pkgName(doc),
-    namespace: doc.namespace,
-    releases,
-    default: latest,
-    manifests: mediaType ? [mediaType] : Object.keys(own(doc.releases, latest) ?? {}).sort(),
-    visibility: doc.visibility,
-    created_at: doc.created_at,
-  };
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Context, Next } from 'koa';
 import { ApprError, ERRORS, isApprError } from '../errors.js';
@@ -70,23 +71,79 @@ export function toApprError(err: unknown): ApprError {
 }
 
 /**
- * Send a blob's bytes: raw (`application/x-gzip`, with an ETag and `If-None-Match` support), or as the pull/blob
- * JSON object whose `blob` field is streamed base64, so neither form holds the blob in memory.
+ * Send a JSON value with an ETag (a hash of the body), answering `304` when the request's `If-None-Match` has it:
+ * show and the manifest lists, whose bodies are small.
+ */
+export function sendJson(ctx: Context, value: unknown): void {
+  const body = JSON.stringify(value);
+  ctx.status = 200;
+  ctx.type = 'application/json';
+  ctx.etag = createHash('sha1').update(body).digest('base64url');
+  if (ctx.fresh) {
+    ctx.status = 304;
+    return;
+  }
+  ctx.body = body;
+}
+
+/** Send JSON text produced (and cached) by the registry. */
+export function sendJsonText(ctx: Context, body: string): void {
+  ctx.status = 200;
+  ctx.type = 'application/json';
+  ctx.body = body;
+}
+
+/** How long clients and proxies may keep a blob fetched by digest: its bytes can never change. */
+const IMMUTABLE = 'max-age=31536000, immutable';
+
+/**
+ * Send a blob's bytes: raw (`application/x-gzip`, with an ETag, `If-None-Match` and single `Range` support), or as
+ * the pull/blob JSON object whose `blob` field is streamed base64, so neither form holds a large blob in memory.
+ * `bytes` (a small blob from the memory cache) is sent as it is. `cache`: blobs fetched by digest are immutable,
+ * so they may be kept forever, by shared caches too (`public`) only when the package is public.
  */
 export function sendBlob(
   ctx: Context,
-  blob: { body: Readable; size: number; digest: string },
+  blob: { body: Readable; size: number; digest: string; bytes?: Buffer },
   filename: string,
   json: Record<string, string> | null,
+  cache?: 'public' | 'private',
 ): void {
   ctx.status = 200;
+  if (cache !== undefined) ctx.set('Cache-Control', `${cache}, ${IMMUTABLE}`);
   if (json === null) {
     ctx.etag = blob.digest;
     ctx.set('Content-Disposition', `attachment; filename="${filename}"`);
+    ctx.set('Accept-Ranges', 'bytes');
     ctx.type = 'application/x-gzip';
     if (ctx.fresh) {
       ctx.status = 304;
-      blob.body.destroy();
+      if (blob.bytes === undefined) blob.body.destroy();
+      return;
+    }
+    const range = requestedRange(ctx, blob.size);
+    if (range === 'unsatisfiable') {
+      if (blob.bytes === undefined) blob.body.destroy();
+      ctx.status = 416;
+      ctx.set('Content-Range', `bytes */${blob.size}`);
+      ctx.body = Buffer.alloc(0);
+      return;
+    }
+    if (range !== undefined) {
+      ctx.status = 206;
+      ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${blob.size}`);
+      ctx.length = range.end - range.start + 1;
+      if (ctx.method === 'HEAD') {
+        if (blob.bytes === undefined) blob.body.destroy();
+        return;
+      }
+      ctx.body = blob.bytes !== undefined
+        ? blob.bytes.subarray(range.start, range.end + 1)
+        : Readable.from(slice(blob.body, range.start, range.end + 1));
+      return;
+    }
+    if (blob.bytes !== undefined) {
+      ctx.body = blob.bytes;
       return;
     }
     ctx.length = blob.size;
@@ -94,6 +151,10 @@ export function sendBlob(
     const head = Buffer.from(`${JSON.stringify({ ...json, filename }).slice(0, -1)},"blob":"`);
     const tail = Buffer.from('"}');
     ctx.type = 'application/json';
+    if (blob.bytes !== undefined) {
+      ctx.body = Buffer.concat([head, Buffer.from(blob.bytes.toString('base64')), tail]);
+      return;
+    }
     ctx.length = head.length + 4 * Math.ceil(blob.size / 3) + tail.length;
     if (ctx.method !== 'HEAD') {
       ctx.body = Readable.from(base64Json(head, blob.body, tail));
@@ -108,6 +169,47 @@ export function sendBlob(
   ctx.body = blob.body;
 }
 
+/**
+ * The one byte range a `Range: bytes=...` header asks for (RFC 9110 section 14), undefined to send the whole blob
+ * (no header, another unit, several ranges, or a malformed one: all may be ignored), or 'unsatisfiable' (416).
+ */
+function requestedRange(ctx: Context, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  const header = ctx.get('Range');
+  if (!header) return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === '' && match[2] === '')) return undefined;
+  let start: number;
+  let end: number;
+  if (match[1] === '') {
+    const suffix = Number(match[2]);
+    if (suffix === 0) return 'unsatisfiable';
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+    if (match[2] !== '' && Number(match[2]) < start) return undefined;
+  }
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
+}
+
+/** Bytes `[start, end)` of a stream; the rest is not read (the stream is destroyed when done). */
+async function* slice(body: Readable, start: number, end: number): AsyncGenerator<Buffer> {
+  let offset = 0;
+  try {
+    for await (const chunk of body) {
+      const data = chunk as Buffer;
+      const from = Math.max(start - offset, 0);
+      const to = Math.min(end - offset, data.length);
+      offset += data.length;
+      if (to > from) yield data.subarray(from, to);
+      if (offset >= end) break;
+    }
+  } finally {
+    body.destroy();
+  }
+}
 /**
  * The JSON object around the base64 of `body`, streamed: the 0-2 bytes that do not fill a 3-byte group are
  * carried to the next chunk. A storage error ends the response; a client that goes away (Koa destroys this

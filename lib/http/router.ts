@@ -5,7 +5,7 @@ import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '..
 import type { Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
 import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
-import { preflight, responder, sendBlob } from './respond.js';
+import { preflight, responder, sendBlob, sendJson, sendJsonText } from './respond.js';
 
 export const API_VERSION = '0.7.4';
 
@@ -42,12 +42,12 @@ const ROUTES: RouteDef[] = [
   { name: 'signup', method: 'post', path: '/api/v1/users', access: 'open', handler: signup,
     before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'search-packages', method: 'get', path: '/api/v1/packages/search', access: 'list', handler: async (ctx, o) => {
-    ctx.body = await o.registry.search(String(ctx.query.q ?? ''), visible(ctx));
+    sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
   } },
   { name: 'list-packages', method: 'get', path: '/api/v1/packages', access: 'list', handler: async (ctx, o) => {
     const q = (name: string): string | undefined => (typeof ctx.query[name] === 'string' ? ctx.query[name] as string : undefined);
     const filter = { namespace: q('namespace') || undefined, query: q('query'), mediaType: q('media_type') || undefined };
-    ctx.body = await o.registry.listPackages(filter, visible(ctx));
+    sendJsonText(ctx, await o.registry.listPackagesJson(filter, visible(ctx)));
   } },
   { name: 'list-channels', method: 'get', path: `${pkg}/channels`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
@@ -81,15 +81,15 @@ const ROUTES: RouteDef[] = [
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
-    ctx.body = await o.registry.packageManifests(p.namespace!, p.package!, mediaType);
+    sendJson(ctx, await o.registry.packageManifests(p.namespace!, p.package!, mediaType));
   } },
   { name: 'release-manifests', method: 'get', path: `${pkg}/:release`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
-    ctx.body = await o.registry.releaseManifests(p.namespace!, p.package!, p.release!);
+    sendJson(ctx, await o.registry.releaseManifests(p.namespace!, p.package!, p.release!));
   } },
   { name: 'show-manifest', method: 'get', path: `${pkg}/:release/:media_type`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
-    ctx.body = await o.registry.showManifest(p.namespace!, p.package!, p.release, p.media_type!);
+    sendJson(ctx, await o.registry.showManifest(p.namespace!, p.package!, p.release, p.media_type!));
   } },
   { name: 'delete-release', method: 'delete', path: `${pkg}/:release/:media_type`, access: 'write',
     handler: async (ctx, o) => {
@@ -189,7 +189,7 @@ async function pull(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const pulled = await opts.registry.pull(p.namespace!, p.package!, p.release, p.media_type!);
   const pkgName = `${p.namespace}/${p.package}`;
   const filename = `${p.namespace}_${p.package}_${pulled.release}.tar.gz`;
-  sendBlob(ctx, { ...pulled.blob, digest: pulled.digest }, filename, isJson(ctx)
+  sendBlob(ctx, Object.assign(pulled.blob, { digest: pulled.digest }), filename, isJson(ctx)
     ? { package: pkgName, release: pulled.release, media_type: pulled.mediaType }
     : null);
 }
@@ -198,7 +198,8 @@ async function blob(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const p = params(ctx);
   const found = await opts.registry.blob(p.namespace!, p.package!, p.digest!);
   const filename = `${p.namespace}_${p.package}_${found.digest.slice(0, 8)}.tar.gz`;
-  sendBlob(ctx, found, filename, isJson(ctx) ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null);
+  sendBlob(ctx, found, filename, isJson(ctx) ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null,
+    found.visibility === 'public' ? 'public' : 'private');
 }
 
 async function login(ctx: Context, opts: ResolvedOptions): Promise<void> {

@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
 export interface FsStorageOptions {
   /** The storage directory; created at first use. Several processes may share it (same host or a shared volume). */
@@ -110,14 +110,14 @@ export class FsStorage implements StorageAdapter {
     });
   }
 
-  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     assertListPrefix(prefix);
     const limit = pageLimit(options.limit);
     return this.#run(async () => {
       // Walk only the deepest directory that can hold the prefix; its last, partial segment filters that directory.
       const cut = prefix.lastIndexOf('/') + 1;
       const keys: string[] = [];
-      for await (const key of this.#walk(prefix.slice(0, cut), prefix.slice(cut), options.cursor)) {
+      for await (const key of this.#walk(prefix.slice(0, cut), prefix.slice(cut), options.cursor ?? options.startAfter)) {
         // One key beyond the page tells us there is a next page; the cursor is the last key returned.
         if (keys.length === limit) return { keys, next: keys[limit - 1] };
         keys.push(key);

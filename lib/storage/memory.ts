@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
 
 /**
@@ -53,10 +53,10 @@ export class MemoryStorage implements StorageAdapter {
     return this.#objects.delete(key);
   }
 
-  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     assertListPrefix(prefix);
     const limit = pageLimit(options.limit);
-    const { cursor } = options;
+    const cursor = options.cursor ?? options.startAfter;
     // Keys are ASCII (assertStorageKey), so the default UTF-16 sort is byte order.
     const keys = [...this.#objects.keys()]
       .filter((key) => key.startsWith(prefix) && (cursor === undefined || key > cursor))

@@ -10,7 +10,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { StorageUnavailableError } from '../errors.js';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
 /**
  * What to do when a conditional PUT (compare-and-swap or create-if-absent) answers 500.
@@ -211,7 +211,7 @@ export class S3Storage implements StorageAdapter {
     }
   }
 
-  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     const Prefix = this.#key(prefix);
     const limit = options.limit ?? MAX_PAGE;
     const MaxKeys = Math.max(1, Math.min(MAX_PAGE, Math.floor(Number.isFinite(limit) ? limit : MAX_PAGE)));
@@ -223,6 +223,7 @@ export class S3Storage implements StorageAdapter {
           Prefix,
           MaxKeys,
           ContinuationToken: options.cursor || undefined,
+          StartAfter: options.cursor || options.startAfter === undefined ? undefined : this.#key(options.startAfter),
         }),
       );
     } catch (err) {

@@ -52,7 +52,8 @@ describe('robustness of the HTTP layer', function () {
 
   beforeEach(async () => {
     storage = new FaultyStorage();
-    server = await startServer({ storage: storage as StorageAdapter, onError: () => undefined });
+    // Blobs always streamed from storage (no memory cache of small blobs), so that a storage stream can fail.
+    server = await startServer({ storage: storage as StorageAdapter, onError: () => undefined, cache: { blobMaxBytes: 0 } });
   });
   afterEach(() => server.close());
 
