@@ -111,7 +111,11 @@ export class ChangeFeed {
     const idle = now - this.#lastUse >= this.#opts.idleAfterMs;
     this.#lastUse = now;
     if (this.#started === undefined) {
-      this.#started = this.#start();
+      // A start that fails (storage down) is tried again by the next request, never remembered as failed.
+      this.#started = this.#start().catch((err: unknown) => {
+        this.#started = undefined;
+        throw err;
+      });
       return this.#started;
     }
     if (this.#lastPoll === undefined) return this.#started;
