@@ -111,7 +111,10 @@ async function start(name: string, args: string[], env: NodeJS.ProcessEnv = proc
     });
     child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
   });
-  return { name, url: `http://127.0.0.1:${port}`, child };
+  const url = `http://127.0.0.1:${port}`;
+  // The first request loads the catalog: warm-up, not measurement.
+  if (args[0] === 'library') await fetch(`${url}${PREFIX}`).then((res) => res.arrayBuffer());
+  return { name, url, child };
 }
 
 function peakRssMb(pid: number | undefined): number {

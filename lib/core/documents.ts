@@ -111,6 +111,9 @@ export class DocumentStore {
   }
 
   async #load(key: string, stale: Versioned<unknown> | undefined): Promise<Versioned<unknown>> {
+    // Start the request on the next turn of the event loop, so that every refresh asked for in this turn (a burst of
+    // concurrent misses) is satisfied by this one read.
+    await new Promise((resolve) => setImmediate(resolve));
     const gen = this.#gen;
     const writes = this.#writes.get(key) ?? 0;
     const got = await this.#storage.get(key, stale?.etag ? { ifNoneMatch: stale.etag } : undefined);

@@ -181,7 +181,7 @@ export class ChangeFeed {
     } else {
       await this.rebuild();
       this.#lastCompact = 0;
-      await this.#compact(true).catch(this.#onError);
+      await this.compact(true).catch(this.#onError);
     }
     this.#schedule();
   }
@@ -193,7 +193,7 @@ export class ChangeFeed {
       const busy = this.#now() - this.#lastUse < idleAfterMs;
       this.#after(busy ? pollMs : Math.max(pollMs, idlePollMs), async () => {
         await this.poll();
-        if (this.#now() - this.#lastCompact >= compactEveryMs * (0.75 + Math.random() / 2)) await this.#compact(false);
+        if (this.#now() - this.#lastCompact >= compactEveryMs * (0.75 + Math.random() / 2)) await this.compact(false);
       });
     }
     if (sweepPerSecond > 0 && !this.#sweeping) {
@@ -266,7 +266,7 @@ export class ChangeFeed {
    * snapshot is replaced by compare-and-swap only with a newer one, and entries are deleted only once a snapshot
    * that covers them is stored.
    */
-  async #compact(force: boolean): Promise<void> {
+  async compact(force: boolean): Promise<void> {
     this.#lastCompact = this.#now();
     const cutoff = Math.min(this.#from, this.#now() - this.#opts.retentionMs);
     const first = await this.#storage.list(keys.changes(), { limit: 1000 });

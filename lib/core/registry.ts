@@ -165,6 +165,26 @@ export class Registry {
       : undefined;
   }
 
+  /**
+   * Apply the changes other instances made, now (one poll of the change feed) rather than at the next poll: for
+   * tests, and hosts that run with `coherence.pollMs: 0`.
+   */
+  async sync(): Promise<void> {
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    await this.#feed.poll();
+  }
+
+  /**
+   * Fold change entries older than `coherence.retentionMs` into the catalog snapshot and delete them, now rather
+   * than at the next periodic check (any instance may; they never undo each other's work).
+   */
+  async compactChanges(): Promise<void> {
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    await this.#feed.compact(false);
+  }
+
   /** Stop the background work (change feed polls, compaction, backstop checks). The storage stays open. */
   close(): void {
     this.#feed.close();
