@@ -39,6 +39,8 @@ interface ListResult {
  */
 export class Catalog {
   readonly #packages = new Map<string, CatalogEntry>();
+  /** Keys of every document version applied (deleted ones too): a snapshot is older than what was seen here. */
+  readonly #seen = new Set<string>();
   #sorted: CatalogEntry[] | undefined;
   #version = 0;
   readonly #results = new LRUCache<string, ListResult>({ max: 256 });
@@ -63,6 +65,7 @@ export class Catalog {
 
   /** A version of a package document: `doc` null (absent) or without releases (a tombstone) removes it. */
   apply(key: string, doc: PackageDoc | null, etag: string | null): void {
+    this.#seen.add(key);
     const current = this.#packages.get(key);
     if (doc === null || etag === null || Object.keys(doc.releases).length === 0) {
       if (current === undefined) return;
@@ -77,16 +80,10 @@ export class Catalog {
   /** Add a snapshot's packages that this instance has not read itself meanwhile (its own reads are newer). */
   load(packages: Record<string, SnapshotPackage>): void {
     for (const [key, pkg] of Object.entries(packages)) {
-      if (!this.#packages.has(key) && keys.parsePackageDoc(key) && Object.keys(pkg.doc.releases).length > 0) {
+      if (!this.#seen.has(key) && keys.parsePackageDoc(key) && Object.keys(pkg.doc.releases).length > 0) {
         this.#packages.set(key, entryOf(key, pkg.doc, pkg.etag));
       }
     }
-    this.#changed();
-  }
-
-  /** Drop everything (before a rebuild). */
-  clear(): void {
-    this.#packages.clear();
     this.#changed();
   }
 
