@@ -47,7 +47,8 @@ const WORKLOADS: Workload[] = [
 function chart(ns: string, name: string, release: string): Buffer {
   // 1-3 KB of gzip: Chart.yaml and incompressible values, deterministic per release.
   const seed = createHash('sha256').update(`${ns}/${name}/${release}`).digest();
-  const random = createHash('sha512').update(seed).digest('base64').repeat(4 + (seed[0] as number) % 12);
+  const random = Buffer.concat(Array.from({ length: 16 + (seed[0] as number) % 16 },
+    (_, i) => createHash('sha512').update(seed).update(String(i)).digest())).toString('base64');
   const files = { 'Chart.yaml': `apiVersion: v1\nname: ${name}\nversion: ${release}\n`, 'values.yaml': `opaque: ${random}\n` };
   const blocks: Buffer[] = [];
   for (const [file, text] of Object.entries(files)) {
