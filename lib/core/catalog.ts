@@ -14,6 +14,20 @@ export interface CatalogEntry {
   readonly doc: PackageDoc;
   /** Releases, highest first. */
   readonly releasesDesc: readonly string[];
+  /**
+   * Answers computed from this version of the package (resolved selectors, response bodies), keyed by the
+   * question: they live exactly as long as the version, so they can never be stale. Capped in size.
+   */
+  readonly memo: Map<string, unknown>;
+}
+
+const MEMO_MAX = 64;
+
+/** Remember an answer computed from `entry`'s version of the package. */
+export function remember<T>(entry: CatalogEntry, question: string, value: T): T {
+  if (entry.memo.size >= MEMO_MAX) entry.memo.clear();
+  entry.memo.set(question, value);
+  return value;
 }
 
 /** One package in the snapshot that new instances load at start. */
@@ -158,7 +172,7 @@ function join(result: ListResult, admit: boolean[] | undefined): string {
 
 function entryOf(key: string, doc: PackageDoc, etag: string): CatalogEntry {
   const stripped = deepFreeze(stripMetadata(doc));
-  return { key, etag, doc: stripped, releasesDesc: Object.freeze(sortReleasesDesc(Object.keys(stripped.releases))) };
+  return { key, etag, doc: stripped, releasesDesc: Object.freeze(sortReleasesDesc(Object.keys(stripped.releases))), memo: new Map() };
 }
 
 /** The document without the releases' metadata: the catalog's memory grows with packages, not with metadata. */

@@ -1,9 +1,10 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
-import { Catalog, type CatalogEntry } from './catalog.js';
+import { Catalog, remember, type CatalogEntry } from './catalog.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { ChangeFeed, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
@@ -56,6 +57,12 @@ export interface PackageSummary {
   manifests: string[];
   visibility: Visibility;
   created_at: string;
+}
+
+/** A response body as JSON text, with an ETag for it (a hash of the text). */
+export interface JsonBody {
+  body: string;
+  etag: string;
 }
 
 export interface Channel {
@@ -320,6 +327,35 @@ export class Registry {
     return manifestsOf(doc, release).map((m) => m.manifest);
   }
 
+  /**
+   * Routes 6, 7 and 8 as JSON text with an ETag, computed once per version of the package and question (no
+   * serialization, no hashing, no selector resolution on a repeated request).
+   */
+  async packageManifestsJson(namespace: string, name: string, mediaType?: string): Promise<JsonBody> {
+    return this.#memoJson(namespace, name, undefined, `m\0${mediaType ?? ''}`, () => this.packageManifests(namespace, name, mediaType));
+  }
+
+  async releaseManifestsJson(namespace: string, name: string, release: string): Promise<JsonBody> {
+    return this.#memoJson(namespace, name, release, `r\0${release}`, () => this.releaseManifests(namespace, name, release));
+  }
+
+  async showManifestJson(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<JsonBody> {
+    return this.#memoJson(namespace, name, undefined, `s\0${selector ?? ''}\0${mediaType}`,
+      () => this.showManifest(namespace, name, selector, mediaType));
+  }
+
+  async #memoJson(namespace: string, name: string, release: string | undefined, question: string, compute: () => Promise<unknown>): Promise<JsonBody> {
+    const names = this.#names(namespace, name);
+    const entry = await this.#entry(names.namespace, names.name, release);
+    const known = entry?.memo.get(question) as JsonBody | undefined;
+    if (known !== undefined) return known;
+    const body = JSON.stringify(await compute());
+    const answer = { body, etag: createHash('sha1').update(body).digest('base64url') };
+    // Remembered only if it was computed from the version the catalog still holds.
+    if (entry !== undefined && this.#catalog.get(entry.key) === entry) remember(entry, question, answer);
+    return answer;
+  }
+
   /** Route 8: one manifest, with the channels whose current release it is. */
   async showManifest(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, true);
@@ -535,6 +571,18 @@ export class Registry {
       const entry = await this.#entry(names.namespace, names.name);
       return entry === undefined ? requireLive(null, names) : entry.doc;
     };
+    if (!full) {
+      // The common pull: resolved once per version of the package.
+      const entry = await this.#entry(names.namespace, names.name);
+      const known = entry?.memo.get(`p\0${selector ?? ''}\0${wanted}`) as { release: string; mt: string } | undefined;
+      if (entry !== undefined && known !== undefined) return { doc: entry.doc, ...known };
+      if (entry !== undefined) {
+        const resolved = resolveIn(entry.doc, selector, wanted);
+        if (!(resolved instanceof ApprError)) {
+          return { doc: entry.doc, ...remember(entry, `p\0${selector ?? ''}\0${wanted}`, resolved) };
+        }
+      }
+    }
     let doc = await load();
     let resolved = resolveIn(doc, selector, wanted);
     if (resolved instanceof ApprError && resolved.code !== 'invalid-usage') {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Context, Next } from 'koa';
 import { ApprError, ERRORS, isApprError } from '../errors.js';
@@ -71,19 +70,18 @@ export function toApprError(err: unknown): ApprError {
 }
 
 /**
- * Send a JSON value with an ETag (a hash of the body), answering `304` when the request's `If-None-Match` has it:
- * show and the manifest lists, whose bodies are small.
+ * Send JSON text with its ETag, answering `304` when the request's `If-None-Match` has it: show and the manifest
+ * lists (the registry computes both once per version of a package).
  */
-export function sendJson(ctx: Context, value: unknown): void {
-  const body = JSON.stringify(value);
+export function sendJson(ctx: Context, json: { body: string; etag: string }): void {
   ctx.status = 200;
   ctx.type = 'application/json';
-  ctx.etag = createHash('sha1').update(body).digest('base64url');
+  ctx.etag = json.etag;
   if (ctx.fresh) {
     ctx.status = 304;
     return;
   }
-  ctx.body = body;
+  ctx.body = json.body;
 }
 
 /** Send JSON text produced (and cached) by the registry. */

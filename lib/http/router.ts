@@ -81,15 +81,15 @@ const ROUTES: RouteDef[] = [
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
-    sendJson(ctx, await o.registry.packageManifests(p.namespace!, p.package!, mediaType));
+    sendJson(ctx, await o.registry.packageManifestsJson(p.namespace!, p.package!, mediaType));
   } },
   { name: 'release-manifests', method: 'get', path: `${pkg}/:release`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
-    sendJson(ctx, await o.registry.releaseManifests(p.namespace!, p.package!, p.release!));
+    sendJson(ctx, await o.registry.releaseManifestsJson(p.namespace!, p.package!, p.release!));
   } },
   { name: 'show-manifest', method: 'get', path: `${pkg}/:release/:media_type`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
-    sendJson(ctx, await o.registry.showManifest(p.namespace!, p.package!, p.release, p.media_type!));
+    sendJson(ctx, await o.registry.showManifestJson(p.namespace!, p.package!, p.release, p.media_type!));
   } },
   { name: 'delete-release', method: 'delete', path: `${pkg}/:release/:media_type`, access: 'write',
     handler: async (ctx, o) => {

@@ -1,0 +1,11 @@
+import Koa from 'koa';
+import { createApprRouter, MemoryStorage, Registry } from '../lib/index.js';
+import { makeTarGz } from '../test/helpers/blobs.js';
+const registry = new Registry({ storage: new MemoryStorage() });
+for (let i = 0; i < 50; i++) for (const r of ['1.0.0', '2.0.0']) await registry.push({ namespace: 'ns0', name: `chart${i}`, release: r, mediaType: 'helm', blob: await makeTarGz({ a: `${i}${r}` }), metadata: { description: 'x'.repeat(400) } });
+await registry.sync();
+const app = new Koa();
+const router = createApprRouter({ registry });
+app.use(router.routes()).use(router.allowedMethods());
+const server = app.listen(5399, '127.0.0.1', () => console.log('LISTENING'));
+setTimeout(() => { server.close(); server.closeAllConnections(); registry.close(); }, Number(process.env.PROF_MS ?? 9000));
