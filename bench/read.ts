@@ -9,7 +9,8 @@
  *
  * Load: wrk (apt-get install wrk), 2 threads, 32 connections (8 for big pulls), caches warm (a warm-up run first).
  * Prints requests per second, the ratio to bare Koa (and to the SDK alone for S3 big pulls) and each server's peak
- * RSS. BENCH_SECONDS (default 4) sets the duration of each run; BENCH_TARGETS (default koa,memory,fs,s3) a subset.
+ * RSS. BENCH_SECONDS (default 4) sets the duration of each run; BENCH_TARGETS (default koa,memory,fs,s3) and
+ * BENCH_WORKLOADS (e.g. show,list) subsets.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -25,6 +26,8 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = join(HERE, '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const TARGETS = (process.env.BENCH_TARGETS ?? 'koa,memory,fs,s3').split(',');
+/** A subset of the workloads, by the start of their names (e.g. `show,list`). */
+const ONLY = process.env.BENCH_WORKLOADS?.split(',');
 const MB = 1024 * 1024;
 const NAMESPACES = ['ns0', 'ns1', 'ns2', 'ns3'];
 const RELEASES = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '2.0.0'];
@@ -118,6 +121,16 @@ async function start(name: string, args: string[], env: NodeJS.ProcessEnv = proc
   return { name, url, child };
 }
 
+/** CPU seconds used by a process so far (user + system), from /proc. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
 function peakRssMb(pid: number | undefined): number {
   try {
     const kb = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
@@ -190,14 +203,24 @@ async function main(): Promise<void> {
     }
 
     const rows: Record<string, Record<string, number>> = {};
-    for (const w of WORKLOADS) {
+    const cpu: Record<string, Record<string, number>> = {};
+    // Warm every target's JIT on all the small requests before measuring anything.
+    const all: Workload = { id: 'warm-up', paths: WORKLOADS.filter((w) => !w.big).flatMap((w) => w.paths), conns: 32, seconds: 2 };
+    for (const server of servers) if (server.name !== 's3 SDK alone') await wrk(server.url, all, 2);
+    const workloads = WORKLOADS.filter((w) => !ONLY || ONLY.some((prefix) => w.id.startsWith(prefix)));
+    for (const w of workloads) {
       rows[w.id] = {};
+      cpu[w.id] = {};
       for (const server of servers) {
         if (server.name === 's3 SDK alone' && !w.big) continue;
         await wrk(server.url, { ...w }, 1); // warm the caches and the JIT
+        const before = cpuSeconds(server.child.pid);
         const { rps, errors } = await wrk(server.url, w, w.seconds);
+        const perRequest = (cpuSeconds(server.child.pid) - before) / (rps * w.seconds);
         rows[w.id]![server.name] = rps;
-        console.error(`bench: ${w.id.padEnd(14)} ${server.name.padEnd(13)} ${rps.toFixed(1).padStart(9)} req/s${errors ? ` (${errors} errors)` : ''}`);
+        cpu[w.id]![server.name] = perRequest;
+        console.error(`bench: ${w.id.padEnd(14)} ${server.name.padEnd(13)} ${rps.toFixed(1).padStart(9)} req/s ` +
+          `${(perRequest * 1e6).toFixed(0).padStart(7)} us CPU/req${errors ? ` (${errors} errors)` : ''}`);
       }
     }
 
@@ -207,15 +230,29 @@ async function main(): Promise<void> {
       `| workload | ${names.map((n) => `${n} req/s`).join(' | ')} | ${names.filter((n) => n !== koa && n !== 's3 SDK alone').map((n) => `${n} / koa`).join(' | ')} | s3 / SDK alone |`,
       `|---|${names.map(() => '---:').join('|')}|${names.filter((n) => n !== koa && n !== 's3 SDK alone').map(() => '---:').join('|')}|---:|`,
     ];
-    for (const w of WORKLOADS) {
+    for (const w of workloads) {
       const row = rows[w.id]!;
       const fmt = (x: number | undefined) => (x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1));
       const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2));
       lines.push(`| ${w.id} | ${names.map((n) => fmt(row[n])).join(' | ')} | ${names.filter((n) => n !== koa && n !== 's3 SDK alone').map((n) => ratio(row[n], row[koa])).join(' | ')} | ${ratio(row.s3, row['s3 SDK alone'])} |`);
     }
-    lines.push(`| peak RSS (MB) | ${servers.map((s) => String(peakRssMb(s.child.pid))).join(' | ')} | | |`);
+    const others = names.filter((n) => n !== koa && n !== 's3 SDK alone');
+    lines.push(`| peak RSS (MB) | ${servers.map((s) => String(peakRssMb(s.child.pid))).join(' | ')} | ${others.map(() => '').join(' | ')} | |`);
+    // Server CPU per request: what a loaded, shared machine measures more steadily than requests per second.
+    const cpuLines = [
+      `| workload | ${names.map((n) => `${n} us`).join(' | ')} | ${others.map((n) => `koa / ${n}`).join(' | ')} |`,
+      `|---|${names.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|`,
+    ];
+    for (const w of workloads) {
+      const row = cpu[w.id]!;
+      const us = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : (x * 1e6).toFixed(0));
+      cpuLines.push(`| ${w.id} | ${names.map((n) => us(row[n])).join(' | ')} | ${others.map((n) => (row[n] && row[koa] ? (row[koa]! / row[n]!).toFixed(2) : '-')).join(' | ')} |`);
+    }
     console.log(`\nread benchmark, ${new Date().toISOString()}, wrk -t2, ${SECONDS} s per run, caches warm\n`);
+    console.log('Requests per second, and ratios:\n');
     console.log(lines.join('\n'));
+    console.log('\nServer CPU per request (us), and bare Koa\'s CPU per request divided by the target\'s:\n');
+    console.log(cpuLines.join('\n'));
   } finally {
     for (const server of servers) server.child.kill('SIGTERM');
     await rm(work, { recursive: true, force: true });
