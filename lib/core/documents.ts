@@ -45,6 +45,14 @@ export interface Versioned<T> {
   readonly gen: number;
 }
 
+/** An update waiting for its key's next group commit. */
+interface Pending {
+  fn: (current: unknown) => Update<unknown, unknown>;
+  maxBytes: number;
+  resolve: (result: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
 /** Called with every version of a document this instance reads or writes (the catalog listens). */
 export type DocumentListener = (key: string, doc: Versioned<unknown>) => void;
 
@@ -131,35 +139,104 @@ export class DocumentStore {
    * Read-modify-write with compare-and-swap. `fn` gets a private, mutable copy of the current document (or null)
    * and either returns `{next, result}` to write `next`, or `{result}` to write nothing; it may throw to abort.
    * It can run several times when other writers win the race, so it must not have side effects.
+   *
+   * Group commit: the updates of one key that arrive while a write of it is under way on this instance are
+   * applied together, in arrival order, each to the document the previous ones left, and written with one
+   * compare-and-swap; each caller gets its own result or error, as if alone (an `fn` that throws changes nothing).
+   *
    * Throws `ApprError('invalid-parameters')` when `next` would be larger than the document limit (`limits`
-   * overrides the store's), and
-   * `StorageUnavailableError` after `maxAttempts` lost races.
+   * overrides the store's), and `StorageUnavailableError` after `maxAttempts` lost races.
    */
-  async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>, limits: DocumentLimits = {}): Promise<R> {
-    const maxBytes = limits.maxBytes ?? this.#maxBytes;
-    for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
-      // Writers decide on what is stored, never on a cached copy another instance may have made stale.
-      const current = await this.refresh<T>(key);
-      const outcome = fn(current.value === null ? null : structuredClone(current.value) as T);
-      if (!('next' in outcome)) return outcome.result;
-      const body = Buffer.from(JSON.stringify(outcome.next));
-      if (body.length > maxBytes) {
-        throw new ApprError('invalid-parameters',
-          `The package would grow past ${maxBytes} bytes: delete old releases, or push less metadata`,
-          { limit: maxBytes });
+  update<T, R>(key: string, fn: (current: T | null) => Update<T, R>, limits: DocumentLimits = {}): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const queue = this.#queues.get(key) ?? [];
+      queue.push({ fn: fn as Pending['fn'], maxBytes: limits.maxBytes ?? this.#maxBytes, resolve: resolve as Pending['resolve'], reject });
+      this.#queues.set(key, queue);
+      if (!this.#committing.has(key)) void this.#drain(key);
+    });
+  }
+
+  readonly #queues = new Map<string, Pending[]>();
+  readonly #committing = new Set<string>();
+
+  async #drain(key: string): Promise<void> {
+    this.#committing.add(key);
+    try {
+      for (let batch = this.#queues.get(key); batch !== undefined; batch = this.#queues.get(key)) {
+        this.#queues.delete(key);
+        await this.#commit(key, batch);
       }
-      const etag = await this.#storage.put(key, body, current.etag ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
+    } finally {
+      this.#committing.delete(key);
+    }
+  }
+
+  async #commit(key: string, batch: Pending[]): Promise<void> {
+    for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
+      let current: Versioned<unknown>;
+      try {
+        // Writers decide on what is stored, never on a cached copy another instance may have made stale.
+        current = await this.refresh(key);
+      } catch (err) {
+        for (const item of batch) item.reject(err);
+        return;
+      }
+      let doc = current.value;
+      let changed = false;
+      const outcomes = batch.map((item) => {
+        try {
+          const outcome = item.fn(doc === null ? null : structuredClone(doc));
+          if ('next' in outcome) {
+            doc = outcome.next;
+            changed = true;
+          }
+          return { ok: true as const, result: outcome.result };
+        } catch (err) {
+          return { ok: false as const, err };
+        }
+      });
+      const settle = () => batch.forEach((item, i) => {
+        const outcome = outcomes[i] as (typeof outcomes)[number];
+        if (outcome.ok) item.resolve(outcome.result);
+        else item.reject(outcome.err);
+      });
+      if (!changed) {
+        settle();
+        return;
+      }
+      const body = Buffer.from(JSON.stringify(doc));
+      const maxBytes = Math.min(...batch.map((item) => item.maxBytes));
+      if (body.length > maxBytes) {
+        if (batch.length > 1) {
+          // Whose change is too much? Apply them one at a time: each caller gets its own answer.
+          for (const item of batch) await this.#commit(key, [item]);
+          return;
+        }
+        (batch[0] as Pending).reject(new ApprError('invalid-parameters',
+          `The package would grow past ${maxBytes} bytes: delete old releases, or push less metadata`,
+          { limit: maxBytes }));
+        return;
+      }
+      let etag: string | null;
+      try {
+        etag = await this.#storage.put(key, body, current.etag ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
+      } catch (err) {
+        for (const item of batch) item.reject(err);
+        return;
+      }
       if (etag !== null) {
         this.#writes.set(key, (this.#writes.get(key) ?? 0) + 1);
-        const entry: Versioned<T> = { value: deepFreeze(outcome.next), etag, bytes: body.length, gen: ++this.#gen };
+        const entry: Versioned<unknown> = { value: deepFreeze(doc), etag, bytes: body.length, gen: ++this.#gen };
         this.#cache.set(key, entry);
         this.#emit(key, entry);
-        return outcome.result;
+        settle();
+        return;
       }
       const ceiling = Math.min(this.#cas.maxDelayMs, this.#cas.baseDelayMs * 2 ** attempt);
       await sleep(Math.random() * ceiling);
     }
-    throw new StorageUnavailableError(`too much contention on ${key}; try again`);
+    const exhausted = new StorageUnavailableError(`too much contention on ${key}; try again`);
+    for (const item of batch) item.reject(exhausted);
   }
 
   /** Forget a cached document, or all (the next read asks storage). */

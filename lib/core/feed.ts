@@ -123,21 +123,37 @@ export class ChangeFeed {
     return undefined;
   }
 
-  /** Record that a package changed: called after its document was written. */
-  async record(namespace: string, name: string): Promise<void> {
+  /**
+   * Record that a package changed: called after its document was written. The writers of one package that call
+   * in the same turn of the event loop (a group commit answers them together) share one change entry, written
+   * after all their writes.
+   */
+  record(namespace: string, name: string): Promise<void> {
     try {
       this.#onChange?.({ namespace, name });
     } catch (err) {
       this.#onError(err);
     }
-    const key = keys.change(this.#now(), this.#instance, this.#seq++, namespace, name);
-    try {
-      await this.#storage.put(key, Buffer.from('{}'), { ifNoneMatch: '*' });
-    } catch (err) {
-      // The change itself is stored; other instances learn of it from the background check instead.
-      this.#onError(err);
+    const pkg = `${namespace}/${name}`;
+    let recording = this.#recording.get(pkg);
+    if (recording === undefined) {
+      recording = (async () => {
+        await new Promise((resolve) => setImmediate(resolve));
+        this.#recording.delete(pkg);
+        const key = keys.change(this.#now(), this.#instance, this.#seq++, namespace, name);
+        try {
+          await this.#storage.put(key, Buffer.from('{}'), { ifNoneMatch: '*' });
+        } catch (err) {
+          // The change itself is stored; other instances learn of it from the background check instead.
+          this.#onError(err);
+        }
+      })();
+      this.#recording.set(pkg, recording);
     }
+    return recording;
   }
+
+  readonly #recording = new Map<string, Promise<void>>();
 
   /** One poll (concurrent callers share it): apply every change entry not seen yet. */
   poll(): Promise<void> {

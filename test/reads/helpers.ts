@@ -1,10 +1,10 @@
-import { MemoryStorage, type GetResult, type StreamResult, type WriteCondition } from '../../lib/index.js';
+import { MemoryStorage, StorageUnavailableError, type GetResult, type StreamResult, type WriteCondition } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 
 /** MemoryStorage that counts what it is asked ("get packages/ns/app.json", "list changes/"...) and can refuse writes. */
 export class CountingStorage extends MemoryStorage {
   readonly calls: string[] = [];
-  /** Keys whose PUT fails as if the process died before it (the write is never made). */
+  /** Keys whose PUT fails (503) before writing anything: a dead writer, or storage down. */
   failPuts: (key: string) => boolean = () => false;
 
   override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
@@ -14,7 +14,7 @@ export class CountingStorage extends MemoryStorage {
 
   override async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
     this.calls.push(`put ${key}`);
-    if (this.failPuts(key)) throw new Error('writer died');
+    if (this.failPuts(key)) throw new StorageUnavailableError(`PUT ${key} failed`);
     return super.put(key, body, options);
   }
 
