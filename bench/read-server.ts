@@ -37,10 +37,17 @@ async function library(): Promise<Koa> {
   await Promise.all(Array.from({ length: 8 }, async () => {
     while (next < fixture.packages.length) {
       const p = fixture.packages[next++]!;
-      await registry.push({
-        namespace: p.ns, name: p.name, release: p.release, mediaType: 'helm', blob: await readFile(join(dir, p.file)),
-        metadata: p.metadata, force: true,
-      });
+      const blob = await readFile(join(dir, p.file));
+      // The shared RGW may restart under us (other suites kill it on purpose): retry a push that met an outage.
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          await registry.push({ namespace: p.ns, name: p.name, release: p.release, mediaType: 'helm', blob, metadata: p.metadata, force: true });
+          break;
+        } catch (err) {
+          if (attempt >= 30) throw err;
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
     }
   }));
   const app = new Koa();
