@@ -239,6 +239,14 @@ export class DocumentStore {
     for (const item of batch) item.reject(exhausted);
   }
 
+  /**
+   * Cache an immutable object this instance just stored (a release's metadata), so that reading it back costs no
+   * request. Not for mutable documents: those are written by `update` only.
+   */
+  remember(key: string, value: unknown, etag: string, bytes: number): void {
+    this.#cache.set(key, { value: deepFreeze(value), etag, bytes, gen: this.#gen });
+  }
+
   /** Forget a cached document, or all (the next read asks storage). */
   invalidate(key?: string): void {
     if (key === undefined) this.#cache.clear();

@@ -4,6 +4,7 @@
  *
  *   packages/<ns>/<name>.json                          package document: releases, channels, visibility (mutable, CAS)
  *   blobs/<ns>/<name>/sha256/<digest>                   blob bytes, gzip as pushed (immutable, content-addressed)
+ *   metadata/<ns>/<name>/sha256/<hash>.json            a release's metadata, JSON (immutable, content-addressed)
  *   changes/<time>+<instance>+<seq>+<ns>+<name>         change entry: "this package changed" (immutable, create-only)
  *   catalog/snapshot.json                              catalog snapshot: every live package at a feed position (CAS)
  *
@@ -44,6 +45,10 @@ export const keys = {
 
   blob(namespace: string, name: string, digest: string): string {
     return `blobs/${namespace}/${name}/sha256/${digest}`;
+  },
+
+  metadata(namespace: string, name: string, hash: string): string {
+    return `metadata/${namespace}/${name}/sha256/${hash}.json`;
   },
 
   changes(): string {

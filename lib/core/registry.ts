@@ -6,7 +6,7 @@ import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { inspectBlob, parseDigest } from './blob.js';
 import { Catalog, remember, type CatalogEntry } from './catalog.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
-import { ChangeFeed, type CoherenceOptions } from './feed.js';
+import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
 import { compareReleases, parseRelease, selectRelease, sortReleasesDesc } from './release.js';
@@ -18,8 +18,17 @@ export interface ManifestRecord {
   digest: string;
   size: number;
   created_at: string;
-  metadata: unknown;
+  /**
+   * The push's metadata inline: `null` when it had none, or a record written before metadata objects existed
+   * (pushes move those to objects, `MIGRATE_PER_PUSH` at a time).
+   */
+  metadata?: unknown;
+  /** sha256 (hex) of the release's metadata object (`keys.metadata`): immutable, written before the document. */
+  metadata_ref?: string;
 }
+
+/** Legacy inline metadata moved to objects by one push: a big old package migrates over several pushes. */
+const MIGRATE_PER_PUSH = 100;
 
 export interface ChannelRecord {
   current: string;
@@ -200,10 +209,13 @@ export class Registry {
   // ---- push -------------------------------------------------------------------------------------------------
 
   /**
-   * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
-   * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
-   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
-   * there), and the package document's conditional GET and compare-and-swap PUT.
+   * Write order: blob, metadata object, then the package document, then the change entry. A crash or a storage
+   * failure in between leaves unreferenced immutable objects (harmless, reused by the next push of the same
+   * content), never a release whose blob or metadata is missing; a crash before the change entry leaves other
+   * instances to the background check. Costs four storage requests whatever the size of the registry (five with
+   * metadata): the blob's create-if-absent PUT (plus a HEAD when that blob was already there), the metadata's, the
+   * package document's conditional GET and compare-and-swap PUT, and the change entry's PUT; concurrent pushes of
+   * one package share the last three (group commit).
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -228,6 +240,12 @@ export class Registry {
       size = stored.size;
     }
 
+    // Metadata goes to an immutable object written before the document that references it (as the blob), so the
+    // package document, rewritten by every change, holds ~200 bytes per release whatever the metadata.
+    const metadata = input.metadata ?? null;
+    const metadataRef = metadata === null ? undefined : await this.#putMetadata(namespace, name, metadata);
+    const migrated = await this.#migrateMetadata(namespace, name);
+
     const createdAt = this.#now().toISOString();
     await this.#docs.update<PackageDoc, void>(docKey, (current) => {
       if (input.createOnly && current && isLive(current)) {
@@ -239,12 +257,61 @@ export class Registry {
       const doc = current && isLive(current)
         ? current
         : newPackage(namespace, name, createdAt, input.visibility ?? this.#defaultVisibility);
+      if (migrated.size > 0) referenceMetadata(doc, migrated);
       const media = own(doc.releases, release) ?? {};
-      media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
+      media[mediaType] = metadataRef === undefined
+        ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
+        : { digest: blob.digest, size, created_at: createdAt, metadata_ref: metadataRef };
       doc.releases[release] = media;
       return { next: doc, result: undefined };
     });
     await this.#feed.record(namespace, name);
+  }
+
+  /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
+  async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
+    const body = Buffer.from(JSON.stringify(metadata));
+    const hash = createHash('sha256').update(body).digest('hex');
+    const key = keys.metadata(namespace, name, hash);
+    const etag = (await this.storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.storage.head(key))?.etag;
+    // As for blobs: never reference an object a backend only claimed to have.
+    if (etag === undefined) throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
+    this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);
+    return hash;
+  }
+
+  /**
+   * Migrate on write: move up to `MIGRATE_PER_PUSH` inline metadata of the cached package document to objects.
+   * Returns their hashes; the push's compare-and-swap then references those whose metadata is still the same.
+   */
+  async #migrateMetadata(namespace: string, name: string): Promise<Set<string>> {
+    const doc = this.#docs.peek<PackageDoc>(keys.packageDoc(namespace, name))?.value;
+    const inline: unknown[] = [];
+    for (const media of Object.values(doc?.releases ?? {})) {
+      for (const record of Object.values(media)) {
+        if (record.metadata_ref === undefined && record.metadata !== undefined && record.metadata !== null) inline.push(record.metadata);
+      }
+    }
+    const hashes = await mapLimit(inline.slice(0, MIGRATE_PER_PUSH), 8, (m) => this.#putMetadata(namespace, name, m));
+    return new Set(hashes);
+  }
+
+  /** A release's metadata: inline, or its object (immutable: read once, then from the document cache). */
+  async #metadataOf(doc: PackageDoc, record: ManifestRecord): Promise<unknown> {
+    if (record.metadata_ref === undefined) return record.metadata ?? null;
+    const key = keys.metadata(doc.namespace, doc.name, record.metadata_ref);
+    let got = await this.#docs.read(key);
+    if (got.etag === null) got = await this.#docs.refresh(key);
+    if (got.etag === null) throw new StorageUnavailableError(`metadata ${record.metadata_ref} of ${pkgName(doc)} is missing`);
+    return got.value;
+  }
+
+  /** The manifests of `releases` x media types of `doc`, with their metadata. */
+  async #manifests(doc: PackageDoc, pairs: { release: string; mt: string }[]): Promise<Manifest[]> {
+    return Promise.all(pairs.map(async ({ release, mt }) => {
+      const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
+      return manifest(doc, release, mt, await this.#metadataOf(doc, record));
+    }));
   }
 
   // ---- list and search ----------------------------------------------------------------------------------------
@@ -316,15 +383,15 @@ export class Registry {
     const doc = await this.#package(namespace, name);
     const wanted = mediaType ? normalizeMediaType(mediaType) : undefined;
     const releases = Object.keys(doc.releases).sort(compareReleases);
-    return releases.flatMap((release) => manifestsOf(doc, release).filter((m) => !wanted || m.mt === wanted))
-      .map((m) => m.manifest);
+    return this.#manifests(doc, releases.flatMap((release) => mediaTypesOf(doc, release).filter((mt) => !wanted || mt === wanted)
+      .map((mt) => ({ release, mt }))));
   }
 
   /** Route 7: the manifests of one exact release. */
   async releaseManifests(namespace: string, name: string, release: string): Promise<Manifest[]> {
     const doc = await this.#package(namespace, name, release);
     if (own(doc.releases, release) === undefined) throw packageNotFound(doc, release);
-    return manifestsOf(doc, release).map((m) => m.manifest);
+    return this.#manifests(doc, mediaTypesOf(doc, release).map((mt) => ({ release, mt })));
   }
 
   /**
@@ -360,7 +427,8 @@ export class Registry {
   async showManifest(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, true);
     const channels = Object.keys(doc.channels).filter((c) => own(doc.channels, c)?.current === release).sort();
-    return { ...manifest(doc, release, mt), channels };
+    const [shown] = await this.#manifests(doc, [{ release, mt }]);
+    return { ...(shown as Manifest), channels };
   }
 
   /**
@@ -700,18 +768,31 @@ function channelOf(doc: PackageDoc, channel: string): Channel {
   return { name: channel, current: record.current, releases: [...record.releases] };
 }
 
-function manifest(doc: PackageDoc, release: string, mt: string): Manifest {
+function manifest(doc: PackageDoc, release: string, mt: string, metadata: unknown): Manifest {
   const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
   return {
     package: pkgName(doc),
     release,
     created_at: record.created_at,
-    metadata: record.metadata,
+    metadata,
     mediaType: manifestMediaType(mt),
     content: { mediaType: contentMediaType(mt), size: record.size, digest: record.digest, urls: [] },
   };
 }
 
-function manifestsOf(doc: PackageDoc, release: string): { mt: string; manifest: Manifest }[] {
-  return Object.keys(own(doc.releases, release) ?? {}).sort().map((mt) => ({ mt, manifest: manifest(doc, release, mt) }));
+function mediaTypesOf(doc: PackageDoc, release: string): string[] {
+  return Object.keys(own(doc.releases, release) ?? {}).sort();
+}
+
+/** Replace inline metadata whose object is stored (its hash in `stored`) by a reference to it. */
+function referenceMetadata(doc: PackageDoc, stored: Set<string>): void {
+  for (const media of Object.values(doc.releases)) {
+    for (const record of Object.values(media)) {
+      if (record.metadata_ref !== undefined || record.metadata === undefined || record.metadata === null) continue;
+      const hash = createHash('sha256').update(JSON.stringify(record.metadata)).digest('hex');
+      if (!stored.has(hash)) continue;
+      record.metadata_ref = hash;
+      delete record.metadata;
+    }
+  }
 }

@@ -83,8 +83,9 @@ export class FsStorage implements StorageAdapter {
       const file = await openFile(path);
       if (file === null) return null;
       // Streaming from the descriptor (not the path) keeps serving this inode if the key is replaced meanwhile.
-      // The stream closes the descriptor when it ends or is destroyed.
-      return { body: file.fh.createReadStream(), size: Number(file.stats.size), etag: etagOf(file.stats) };
+      // The stream closes the descriptor when it ends or is destroyed. 256 KiB reads: a stream on a FileHandle makes
+      // one promise-based read per chunk, and 64 KiB chunks cost a large pull twice the CPU of the file's bytes.
+      return { body: file.fh.createReadStream({ highWaterMark: 256 * 1024 }), size: Number(file.stats.size), etag: etagOf(file.stats) };
     });
   }
 
