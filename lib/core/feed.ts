@@ -84,7 +84,12 @@ export class ChangeFeed {
   #lastCompact = 0;
   #sweeping = false;
 
-  constructor(storage: StorageAdapter, docs: DocumentStore, catalog: Catalog, options: CoherenceOptions, now: () => number) {
+  readonly #pageSize: number;
+
+  constructor(
+    storage: StorageAdapter, docs: DocumentStore, catalog: Catalog, options: CoherenceOptions, now: () => number, pageSize = 1000,
+  ) {
+    this.#pageSize = pageSize;
     this.#storage = storage;
     this.#docs = docs;
     this.#catalog = catalog;
@@ -169,7 +174,7 @@ export class ChangeFeed {
     const found = new Set<string>();
     let cursor: string | undefined;
     do {
-      const page = await this.#storage.list(keys.packages(), cursor === undefined ? {} : { cursor });
+      const page = await this.#storage.list(keys.packages(), { limit: this.#pageSize, ...(cursor === undefined ? {} : { cursor }) });
       const docs = page.keys.filter((key) => keys.parsePackageDoc(key) !== null);
       for (const key of docs) found.add(key);
       await mapLimit(docs, REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
@@ -241,7 +246,8 @@ export class ChangeFeed {
 
   async #sweepOne(): Promise<void> {
     if (this.#sweepQueue.length === 0) {
-      const page = await this.#storage.list(keys.packages(), this.#sweepCursor === undefined ? {} : { cursor: this.#sweepCursor });
+      const page = await this.#storage.list(keys.packages(),
+        { limit: this.#pageSize, ...(this.#sweepCursor === undefined ? {} : { cursor: this.#sweepCursor }) });
       this.#sweepQueue = page.keys.filter((key) => keys.parsePackageDoc(key) !== null);
       this.#sweepCursor = page.next;
       return;
@@ -260,7 +266,7 @@ export class ChangeFeed {
     let cursor: string | undefined;
     do {
       const page = await this.#storage.list(keys.changes(),
-        cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor });
+        { limit: this.#pageSize, ...(cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor }) });
       for (const key of page.keys) {
         if (this.#seen.has(key)) continue;
         const ref = keys.parseChange(key);

@@ -131,7 +131,7 @@ export interface RegistryOptions {
    * would grow it further is refused with 422 (delete old releases, or push less metadata).
    */
   maxPackageBytes?: number;
-  /** Keys asked for per listing request (default 1000, S3's maximum). */
+  /** Keys asked for per listing request (default 1000, S3's maximum): the catalog's first load, polls, the backstop. */
   listPageSize?: number;
   /** Clock, for tests. */
   now?: () => Date;
@@ -166,7 +166,7 @@ export class Registry {
       if (keys.parsePackageDoc(key) !== null) this.#catalog.apply(key, version.value as PackageDoc | null, version.etag);
     });
     this.#feed = new ChangeFeed(options.storage, this.#docs, this.#catalog, options.coherence ?? {},
-      () => this.#now().getTime());
+      () => this.#now().getTime(), options.listPageSize);
     const blobMaxBytes = options.cache?.blobMaxBytes ?? 64 * 1024 * 1024;
     this.#blobMaxSize = Math.min(options.cache?.blobMaxSize ?? 256 * 1024, blobMaxBytes);
     this.#blobs = blobMaxBytes > 0
