@@ -1,5 +1,5 @@
 /**
- * The one table of errors (contract section 10). Every layer throws `ApprError` built from a code in this table;
+ * The one table of errors (docs/api.md section 10). Every layer throws `ApprError` built from a code in this table;
  * the HTTP layer turns it into `{code, message, details}` with the table's status. Nothing else decides a status.
  */
 export const ERRORS = {
@@ -13,11 +13,14 @@ export const ERRORS = {
   'method-not-allowed': { status: 405, message: 'Method not allowed' },
   'package-exists': { status: 409, message: 'Package already exists' },
   'payload-too-large': { status: 413, message: 'Payload too large' },
+  'unsupported-encoding': { status: 415, message: 'Unsupported Content-Encoding' },
   'invalid-release': { status: 422, message: 'Invalid release' },
   'invalid-parameters': { status: 422, message: 'Invalid parameters' },
+  'too-many-requests': { status: 429, message: 'Too many requests' },
   'internal-error': { status: 500, message: 'Internal error' },
   unsupported: { status: 501, message: 'Unsupported' },
   'storage-unavailable': { status: 503, message: 'Storage unavailable' },
+  'too-busy': { status: 503, message: 'Too busy, retry later' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

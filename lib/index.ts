@@ -1,7 +1,10 @@
-export { createApprRouter, API_VERSION } from './http/router.js';
+export { createApprRouter, apprDiscovery, API_VERSION, WELL_KNOWN_PATH } from './http/router.js';
 export type { ApprRouterOptions } from './options.js';
 export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
+export { OptionError, APPR_ERR_OPTION } from './options/validate.js';
+export type { ErrorResponse } from './options.js';
 export { Registry } from './core/registry.js';
+export type { BlobStager, StagedBlob } from './core/blob.js';
 export type {
   RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef, BlobContent, JsonBody,
 } from './core/registry.js';
@@ -18,3 +21,7 @@ export type { ErrorCode } from './errors.js';
 export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage, ListOptions } from './storage/types.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FsStorage } from './storage/fs.js';
+export { HelmRepository, HELM_MEDIA_TYPE } from './helm/index.js';
+export type { HelmOptions, ChartVersion, SerializedIndex } from './helm/index.js';
+export { readChartArchive, parseChartYaml, isHelmVersion } from './helm/chart.js';
+export type { ChartMetadata, ChartDependency, ChartArchive } from './helm/chart.js';

@@ -1,6 +1,13 @@
 import type { Context } from 'koa';
+import type { z } from 'zod';
 import { Registry, type RegistryOptions } from './core/registry.js';
+import type { ApprError } from './errors.js';
 import type { AuthHooks } from './http/access.js';
+import { registryShape, storageAdapter } from './options/schema.js';
+import {
+  byReference, flag, fn, group, instance, integer, parseOptions, text, type SameOptions,
+} from './options/validate.js';
+import { MemoryStorage } from './storage/memory.js';
 import type { StorageAdapter } from './storage/types.js';
 
 export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 'storage'> {
@@ -12,6 +19,12 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   prefix?: string;
   /** Largest tarball a push may carry, in bytes (default 32 MiB). The body limit is its base64 size plus room. */
   maxPushSize?: number;
+  /**
+   * Bytes of push bodies received and being committed at once, per router (default 1 GiB); a push beyond it is
+   * answered 503 `too-busy` with `Retry-After`. Push bodies are streamed, so this bounds disk spool and storage
+   * traffic more than memory.
+   */
+  maxPushBytesInFlight?: number;
   /** Send CORS headers and answer preflights (default true). */
   cors?: boolean;
   /** Wrap errors as `{"error": {...}}` like Quay (default false: the bare object, like the reference). */
@@ -20,48 +33,147 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   discovery?: boolean;
   /** Authentication and authorization hooks (default: everyone may do everything). */
   auth?: AuthHooks<P>;
-  /** Called with storage failures and bugs (everything answered 5xx), for the host's logs. Default: console.error. */
+  /**
+   * Serve a Helm chart repository per namespace and ChartMuseum's API under `{prefix}/helm` (default true; README
+   * "Helm"). `false` turns them off.
+   */
+  helm?: boolean;
+  /**
+   * Called with storage failures and bugs (everything answered 5xx), with the full error for the host's logs (the
+   * client only gets the error table's message). Default: `ctx.app.emit('error', err, ctx)`, Koa's convention, so
+   * the host's `app.on('error')` sees it (and Koa prints it when the host has no listener).
+   */
   onError?: (err: unknown, ctx: Context) => void;
+  /**
+   * The absolute URL at which clients reach the registry's prefix (e.g. `https://registry.example.com/portal/cnr`),
+   * for discovery and every absolute URL the registry emits. When set, request headers (Host, Forwarded,
+   * X-Forwarded-*) are never used to build them. Default: derived from the request (see README "Behind a proxy").
+   */
+  publicUrl?: string;
+  /**
+   * Remap an error response before it is sent (as tus-node-server's `onResponseError`): return a replacement
+   * `{status, body, headers?}`, or undefined to keep ours (`{code, message, details}`).
+   */
+  onResponseError?: (err: ApprError, ctx: Context) => ErrorResponse | undefined | Promise<ErrorResponse | undefined>;
+}
+
+/** An error response as `onResponseError` may replace it. `status` is an HTTP status (400-599). */
+export interface ErrorResponse {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
 }
 
 export interface ResolvedOptions {
   registry: Registry;
   prefix: string;
   maxPushSize: number;
+  maxPushBytesInFlight: number;
   loginBodyLimit: number;
   cors: boolean;
   errorEnvelope: boolean;
   discovery: boolean;
+  helm: boolean;
   auth: AuthHooks<unknown>;
   onError: (err: unknown, ctx: Context) => void;
+  publicUrl: string | undefined;
+  onResponseError: ApprRouterOptions['onResponseError'];
 }
 
 export const DEFAULT_PREFIX = '/cnr';
 export const DEFAULT_MAX_PUSH_SIZE = 32 * 1024 * 1024;
+export const DEFAULT_MAX_PUSH_BYTES_IN_FLIGHT = 1024 * 1024 * 1024;
 
-/** Validate options once, when the router is built: a bad option fails at start-up, not on the first request. */
+type Hooks = AuthHooks<unknown>;
+
+const authHooks = byReference({
+  // Each hook's signature is for TypeScript to check; here only that it is a function.
+  identify: fn<NonNullable<Hooks['identify']>>().optional(),
+  authorize: fn<NonNullable<Hooks['authorize']>>().optional(),
+  anonymous: flag().optional(),
+  login: fn<NonNullable<Hooks['login']>>().optional(),
+  signup: fn<NonNullable<Hooks['signup']>>().optional(),
+  // It is sent in `WWW-Authenticate: Bearer realm="..."`: a quoted-string without quotes or backslashes.
+  realm: text(
+    'a non-empty string without quotes, backslashes or control characters',
+    (realm) => /^[\x20-\x7e]+$/.test(realm) && !/["\\]/.test(realm), 'appr', ['', 'a"b', 'a\\b', 'a\nb'],
+  ).optional(),
+});
+
+function absoluteUrl(value: string): boolean {
+  if (!URL.canParse(value)) return false;
+  const url = new URL(value);
+  return (url.protocol === 'http:' || url.protocol === 'https:') && !value.includes('?') && !value.includes('#') &&
+    url.username === '' && url.password === '';
+}
+
+/** The router's options: the registry's (see lib/options/schema.ts) and its own, each with its default. */
+export const routerOptions = group({
+  storage: storageAdapter.optional(),
+  registry: instance<Registry>(
+    'a Registry (new Registry({ storage }))', (value) => (value instanceof Registry ? null : ''),
+    () => new Registry({ storage: new MemoryStorage() }),
+  ).optional(),
+  prefix: text(
+    'a path like "/cnr" ("" for none)', (prefix) => /^((\/[A-Za-z0-9._~-]+)+)?\/*$/.test(prefix), '/cnr',
+    ['cnr', '/a b', '/cnr?x', '/a//b'], (prefix) => prefix.replace(/\/+$/, ''),
+  ).default(DEFAULT_PREFIX),
+  maxPushSize: integer('bytes', 1).default(DEFAULT_MAX_PUSH_SIZE),
+  maxPushBytesInFlight: integer('bytes', 1).default(DEFAULT_MAX_PUSH_BYTES_IN_FLIGHT),
+  cors: flag().default(true),
+  errorEnvelope: flag().default(false),
+  discovery: flag().default(true),
+  helm: flag().default(true),
+  publicUrl: text(
+    'an absolute http(s) URL without query, fragment or credentials', absoluteUrl, 'https://example.com/portal',
+    [
+      'example.com', '/portal', 'ftp://example.com', 'https://example.com/?a=1', 'https://example.com/#top',
+      'https://user:secret@example.com',
+    ],
+    (value) => {
+      const url = new URL(value);
+      return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+    },
+  ).optional(),
+  auth: authHooks.optional(),
+  onError: fn<NonNullable<ApprRouterOptions['onError']>>().default(
+    () => (err: unknown, ctx: Context) => ctx.app.emit('error', err, ctx),
+  ),
+  onResponseError: fn<NonNullable<ApprRouterOptions['onResponseError']>>().optional(),
+  ...registryShape,
+}).superRefine((options, ctx) => {
+  if (options.storage === undefined && options.registry === undefined) {
+    ctx.addIssue({
+      code: 'custom', path: ['storage'], input: undefined,
+      message: 'is required unless "registry" is given (e.g. storage: new FsStorage({ root }))',
+    });
+  }
+});
+
+true satisfies SameOptions<ApprRouterOptions, z.input<typeof routerOptions>>;
+true satisfies SameOptions<Hooks, z.input<typeof authHooks>>;
+
+/**
+ * Validate options once, when the router is built: a bad option throws an `OptionError` at start-up, not on the
+ * first request. The registry is built here unless the host gave one (its options are then ignored).
+ */
 export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOptions {
-  const prefix = (options.prefix ?? DEFAULT_PREFIX).replace(/\/+$/, '');
-  if (prefix !== '' && !/^(\/[A-Za-z0-9._~-]+)+$/.test(prefix)) {
-    throw new TypeError(`koa-appr: prefix must look like "/cnr" or be empty, got ${JSON.stringify(options.prefix)}`);
-  }
-  const maxPushSize = options.maxPushSize ?? DEFAULT_MAX_PUSH_SIZE;
-  if (!Number.isSafeInteger(maxPushSize) || maxPushSize < 1) {
-    throw new TypeError('koa-appr: maxPushSize must be a positive integer (bytes)');
-  }
-  if (!options.registry && !options.storage) {
-    throw new TypeError('koa-appr: pass `storage` (e.g. new FsStorage({ root })) or a `registry`');
-  }
-  const registry = options.registry ?? new Registry({ ...options, storage: options.storage as StorageAdapter });
+  const parsed = parseOptions(routerOptions, options);
+  const registryOptions = Object.fromEntries(Object.keys(registryShape).map((key) => [key, parsed[key as keyof typeof registryShape]]));
+  const registry = parsed.registry ?? new Registry({ ...registryOptions, storage: parsed.storage! } as RegistryOptions);
   return {
     registry,
-    prefix,
-    maxPushSize,
+    prefix: parsed.prefix,
+    maxPushSize: parsed.maxPushSize,
+    maxPushBytesInFlight: parsed.maxPushBytesInFlight,
     loginBodyLimit: 64 * 1024,
-    cors: options.cors ?? true,
-    errorEnvelope: options.errorEnvelope ?? false,
-    discovery: options.discovery ?? true,
-    auth: (options.auth ?? {}) as AuthHooks<unknown>,
-    onError: options.onError ?? ((err) => console.error('koa-appr:', err)),
+    cors: parsed.cors,
+    errorEnvelope: parsed.errorEnvelope,
+    discovery: parsed.discovery,
+    helm: parsed.helm,
+    auth: parsed.auth ?? {},
+    onError: parsed.onError,
+    publicUrl: parsed.publicUrl,
+    onResponseError: parsed.onResponseError,
   };
 }

@@ -21,6 +21,9 @@
 #   S3_BLOCK_SIZE_GB=20           bluestore sparse file size
 #   S3_BUCKETS="appr-test"        buckets to create (the first one is exported as APPR_TEST_S3_BUCKET)
 #   S3_START_TIMEOUT=120
+#   S3_APT_LOCK_TIMEOUT=600       seconds to wait for another apt's lock before the install fails
+#
+# Several clusters can run side by side with their own S3_DIR, S3_PORT and S3_MON_PORT (any free ports).
 #
 # What the client must do against radosgw 16.2 (verified with @aws-sdk/client-s3; lib/storage/s3.ts does it):
 #   - forcePathStyle: true, region us-east-1;
@@ -66,8 +69,14 @@ if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! comm
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   log "installing radosgw ceph-mon ceph-osd curl from apt (~61 MB download, ~267 MB on disk)"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq >&2 || true
-  $SUDO apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd curl >&2
+  # Another apt (unattended upgrades, a parallel CI step) may hold the locks: wait for it instead of failing at
+  # once. DPkg::Lock::Timeout covers the dpkg lock of `install`; `update` takes the lists lock, so retry it.
+  APT=(-o DPkg::Lock::Timeout="${S3_APT_LOCK_TIMEOUT:-600}")
+  for attempt in $(seq 1 60); do
+    $SUDO apt-get "${APT[@]}" update -qq >&2 && break
+    log "apt-get update failed (attempt $attempt; another apt holding the lock?), retrying in 5 s"; sleep 5
+  done
+  $SUDO apt-get "${APT[@]}" install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd curl >&2
   log "installed after $(ms)ms"
 fi
 
@@ -155,7 +164,9 @@ record_pid() { # <pidfile>
 # ---- mon ----
 ceph-authtool --create-keyring "$DIR/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
 ceph-authtool "$DIR/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
-monmaptool --create --fsid "$FSID" --add a "127.0.0.1:$MON_PORT" "$DIR/monmap" >/dev/null
+# --addv with an explicit v1 address: `--add` records a v2 address for any port but 6789, which the v1-only
+# config above cannot reach (the mon then never forms a quorum)
+monmaptool --create --fsid "$FSID" --addv a "[v1:127.0.0.1:$MON_PORT]" "$DIR/monmap" >/dev/null
 ceph-mon "${C[@]}" --mkfs -i a --monmap "$DIR/monmap" --keyring "$DIR/keyring" || fail "mon mkfs"
 # daemons fork into the background: never let them inherit the caller's stdout/stderr pipes
 ceph-mon "${C[@]}" -i a >>"$DIR/log/daemon.out" 2>&1 </dev/null || fail "mon start"

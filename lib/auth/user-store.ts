@@ -3,6 +3,9 @@ import { readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import type { Visibility } from '../core/registry.js';
 import type { AccessTarget, AuthHooks, Credentials, Permission } from '../http/access.js';
+import { userStoreOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
+import { FailureLimiter, HashSlots, type FailureLimitOptions } from './limits.js';
 import { hashPassword, isPasswordHash, verifyPassword } from './password.js';
 
 /**
@@ -59,11 +62,26 @@ export interface UserStoreOptions {
   log?: (message: string) => void;
   /** Clock in ms, for tests. */
   now?: () => number;
+  /**
+   * Failed logins and failed Basic checks allowed per client address and per user name before further checks are
+   * answered 429 with `Retry-After` (defaults: 30 a minute per address, then blocked a minute; 20 in five minutes
+   * per user name, then blocked five minutes). `false` turns one off.
+   */
+  failureLimits?: FailureLimitOptions;
+  /** Password hashes computed at once (default 2; each takes a libuv thread for 50-150 ms). */
+  maxConcurrentHashes?: number;
+  /** Checks that may wait for a hash slot (default 64); beyond, 429 with `Retry-After: 1`. */
+  maxQueuedHashes?: number;
+  /** How long a failed user name + password pair is remembered without hashing again (default 30000 ms; 0 = never). */
+  failureCacheMs?: number;
 }
 
 const ROLE_RANK: Record<Role, number> = { read: 1, write: 2, admin: 3 };
 const NEEDS: Record<Permission, number> = { read: 1, write: 2, create: 2, admin: 3 };
-const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
+/** User names: also `+` for Quay-style robot accounts (`org+deployer`), and `@` for e-mail-like names. */
+const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$/;
+/** Longer passwords are refused without hashing (a hash of megabytes of password would be a cheap attack). */
+const MAX_PASSWORD_LENGTH = 1024;
 const NAMESPACE = /^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,127})$/;
 const TOKEN_PREFIX = 'appr1';
 
@@ -140,26 +158,37 @@ interface Loaded {
  *     createApprRouter({ storage, auth: users.hooks(), defaultVisibility: users.defaultVisibility });
  *
  * Credentials accepted: `Basic base64(user:password)` (any case, as Quay's login token and curl send it),
- * checked against the scrypt hash, successes cached for five minutes; and the `Bearer appr1.<payload>.<hmac>`
+ * checked against the scrypt hash (at most `maxConcurrentHashes` at once; successes cached for five minutes,
+ * failures for `failureCacheMs`; failures limited per client and per user name, see `failureLimits`); and the `Bearer appr1.<payload>.<hmac>`
  * tokens that `login` returns (HMAC-SHA256 with the secret; they carry the user, an expiry and a fingerprint of
  * the user's password hash, so changing a password or removing a user revokes them).
  */
 export class UserStore {
   #loaded: Loaded;
   readonly #ephemeralSecret: boolean;
-  readonly #options: UserStoreOptions;
+  readonly #options: Required<Omit<UserStoreOptions, 'secret' | 'failureLimits'>> & Pick<UserStoreOptions, 'secret' | 'failureLimits'>;
   readonly #now: () => number;
   readonly #basicCache = new LRUCache<string, { username: string; fingerprint: string }>({ max: 1000, ttl: 5 * 60_000 });
+  /** Failed pairs, keyed like the success cache; valid only while the user's hash (or absence) is unchanged. */
+  readonly #failureCache: LRUCache<string, { fingerprint: string }> | undefined;
+  readonly #limits: FailureLimiter;
+  readonly #slots: HashSlots;
   #dummyHash: Promise<string> | undefined;
   #path: string | undefined;
   #stamp = '';
   #checkedAt = 0;
   #reloading: Promise<void> | undefined;
 
-  constructor(file: UserFile, options: UserStoreOptions = {}) {
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
+  constructor(file: UserFile, input: UserStoreOptions = {}) {
     checkUserFile(file);
+    const options = parseOptions(userStoreOptions, input, 'UserStore');
     this.#options = options;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now;
+    this.#limits = new FailureLimiter(options.failureLimits);
+    this.#slots = new HashSlots(options.maxConcurrentHashes, options.maxQueuedHashes);
+    const failureTtl = options.failureCacheMs;
+    this.#failureCache = failureTtl > 0 ? new LRUCache({ max: 10_000, ttl: failureTtl }) : undefined;
     this.#ephemeralSecret = !options.secret && !file.secret;
     this.#loaded = this.#load(file, this.#ephemeralSecret ? randomBytes(32) : undefined);
   }
@@ -190,16 +219,48 @@ export class UserStore {
     return Object.keys(this.#loaded.file.users);
   }
 
-  /** The user if `password` is theirs, else null. Unknown users cost a hash too, so timing does not tell them apart. */
-  async checkPassword(username: string, password: string): Promise<StoreUser | null> {
+  /** Hashes computed, running and waiting for a slot (for metrics and tests). */
+  get hashStats(): { computed: number; active: number; queued: number } {
+    return { computed: this.#slots.computed, active: this.#slots.active, queued: this.#slots.queued };
+  }
+
+  /**
+   * The user if `password` is theirs, else null. Unknown users cost a hash too, so timing does not tell them apart.
+   * `client` (an address) counts failures per client too. Throws ApprError `too-many-requests` (429, with
+   * `Retry-After`) when the client or the user name has failed too often, or too many hashes are waiting.
+   * Successes are cached five minutes and failures `failureCacheMs`, both keyed by a SHA-256 of name and password
+   * and dropped when the user's hash changes.
+   */
+  async checkPassword(username: string, password: string, client?: string): Promise<StoreUser | null> {
     await this.#maybeReload();
+    const key = createHash('sha256').update(`${username}\0${password}`).digest('base64url');
     const record = this.#record(username);
-    if (!record) {
-      this.#dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
-      await verifyPassword(password, await this.#dummyHash);
-      return null;
+    const print = record ? fingerprint(record) : '-';
+    const cached = this.#basicCache.get(key);
+    if (record && cached && cached.username === username && cached.fingerprint === print) {
+      return this.#user(username, record);
     }
-    return (await verifyPassword(password, record.password)) ? this.#user(username, record) : null;
+    await this.#limits.check(client, username);
+    const failed = async (): Promise<null> => {
+      this.#failureCache?.set(key, { fingerprint: print });
+      await this.#limits.fail(client, username);
+      return null;
+    };
+    if (this.#failureCache?.get(key)?.fingerprint === print) return failed();
+    // Names and passwords no stored user can have are refused without a hash (nothing secret is revealed).
+    if (!USERNAME.test(username) || password.length > MAX_PASSWORD_LENGTH) return failed();
+    const ok = await this.#slots.run(async () => {
+      if (!record) {
+        this.#dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
+        await verifyPassword(password, await this.#dummyHash);
+        return false;
+      }
+      return verifyPassword(password, record.password);
+    });
+    // The file may have been reloaded while hashing: only the record that was checked counts.
+    if (!ok || !record || this.#record(username) !== record) return failed();
+    this.#basicCache.set(key, { username, fingerprint: print });
+    return this.#user(username, record);
   }
 
   /** A signed token for `username` (no password check: for `login` after one, and for minting robot tokens). */
@@ -235,11 +296,11 @@ export class UserStore {
   }
 
   /** Who the credentials name, or null (absent, wrong, expired: the caller is then anonymous). */
-  async identify(credentials: Credentials | null): Promise<StoreUser | null> {
+  async identify(credentials: Credentials | null, client?: string): Promise<StoreUser | null> {
     // Also for anonymous callers: the anonymous-read switch is read right after this, and may have changed.
     await this.#maybeReload();
     if (!credentials) return null;
-    if (credentials.scheme === 'basic') return this.#checkBasic(credentials.username, credentials.password);
+    if (credentials.scheme === 'basic') return this.checkPassword(credentials.username, credentials.password, client);
     return this.checkToken(credentials.token);
   }
 
@@ -263,31 +324,17 @@ export class UserStore {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const store = this;
     return {
-      identify: (_ctx, credentials) => store.identify(credentials),
+      identify: (ctx, credentials) => store.identify(credentials, ctx.ip),
       authorize: (user, permission, target) => store.can(user, permission, target),
       get anonymous() {
         return store.anonymousRead;
       },
-      login: async (username, password) => {
-        const user = await store.checkPassword(username, password);
+      login: async (username, password, ctx) => {
+        const user = await store.checkPassword(username, password, ctx.ip);
         return user ? `Bearer ${store.issueToken(user.username)}` : null;
       },
       realm: 'koa-appr',
     };
-  }
-
-  async #checkBasic(username: string, password: string): Promise<StoreUser | null> {
-    await this.#maybeReload();
-    const key = createHash('sha256').update(`${username}\0${password}`).digest('base64url');
-    const cached = this.#basicCache.get(key);
-    const record = this.#record(username);
-    if (cached && record && cached.username === username && cached.fingerprint === fingerprint(record)) {
-      return this.#user(username, record);
-    }
-    const user = await this.checkPassword(username, password);
-    const now = this.#record(username);
-    if (user && now) this.#basicCache.set(key, { username, fingerprint: fingerprint(now) });
-    return user;
   }
 
   #record(username: string): UserRecord | undefined {
@@ -310,7 +357,7 @@ export class UserStore {
 
   /** Re-read the file when its size or mtime changed; a broken edit keeps the previous version (and says so). */
   async #maybeReload(): Promise<void> {
-    const interval = this.#options.reloadIntervalMs ?? 2000;
+    const interval = this.#options.reloadIntervalMs;
     if (!this.#path || interval <= 0 || this.#now() - this.#checkedAt < interval) return;
     this.#reloading ??= (async () => {
       const path = this.#path as string;
@@ -321,9 +368,10 @@ export class UserStore {
           this.#loaded = this.#load(file);
           this.#stamp = stamp;
           this.#basicCache.clear();
+          this.#failureCache?.clear();
         }
       } catch (err) {
-        (this.#options.log ?? console.error)(`koa-appr: keeping the previous users: ${(err as Error).message}`);
+        this.#options.log(`koa-appr: keeping the previous users: ${(err as Error).message}`);
       } finally {
         this.#checkedAt = this.#now();
         this.#reloading = undefined;

@@ -1,26 +1,70 @@
-import { createHash } from 'node:crypto';
-import { Readable, Transform } from 'node:stream';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { extract } from 'tar-stream';
-import { ApprError } from '../errors.js';
+import { extract, type Header } from 'tar-stream';
+import { ApprError, StorageUnavailableError } from '../errors.js';
 
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const DIGEST = /^[0-9a-f]{64}$/;
-
-/** Strict base64 (standard alphabet, padding optional, line breaks tolerated as the `base64` tool writes them). */
-export function decodeBase64(value: string): Buffer {
-  const compact = /[\r\n]/.test(value) ? value.replace(/[\r\n]/g, '') : value; // no copy of the usual one-line base64
-  if (!BASE64.test(compact) || compact.length % 4 === 1) {
-    throw new ApprError('invalid-parameters', 'blob is not valid base64', { field: 'blob' });
-  }
-  return Buffer.from(compact, 'base64');
-}
+const NOT_BASE64 = /[^A-Za-z0-9+/=]/;
 
 /** A digest as clients send it: lowercase hex, `sha256:` prefix accepted and stripped. `null` if malformed. */
 export function parseDigest(value: string): string | null {
   const hex = value.startsWith('sha256:') ? value.slice('sha256:'.length) : value;
   return DIGEST.test(hex) ? hex : null;
+}
+
+const invalidBase64 = (): ApprError => new ApprError('invalid-parameters', 'blob is not valid base64', { field: 'blob' });
+
+/**
+ * Strict base64 decoded piece by piece, as the text arrives: standard alphabet, padding optional (at most two
+ * `=`, at the very end), line breaks tolerated as the `base64` tool writes them. Holds at most 3 characters
+ * between calls. Throws `invalid-parameters` (422) as soon as the text cannot be base64.
+ */
+export class Base64Decoder {
+  #carry = '';
+  #padding = 0;
+  #length = 0;
+
+  /** The bytes that `text` completes (possibly none). */
+  push(text: string): Buffer {
+    const clean = /[\r\n]/.test(text) ? text.replace(/[\r\n]/g, '') : text; // no copy of the usual one-line base64
+    if (clean === '') return Buffer.alloc(0);
+    if (NOT_BASE64.test(clean)) throw invalidBase64();
+    const pad = clean.indexOf('=');
+    if (this.#padding > 0 || pad >= 0) {
+      // Only `=` may follow the first `=`, and at most two of them.
+      const tail = this.#padding > 0 ? clean : clean.slice(pad);
+      if (/[^=]/.test(tail)) throw invalidBase64();
+      this.#padding += tail.length;
+      if (this.#padding > 2) throw invalidBase64();
+    }
+    this.#length += clean.length;
+    const data = this.#carry + (pad >= 0 ? clean.slice(0, pad) : this.#padding > 0 ? '' : clean);
+    const whole = data.length - (data.length % 4);
+    this.#carry = data.slice(whole);
+    return whole === 0 ? Buffer.alloc(0) : Buffer.from(data.slice(0, whole), 'base64');
+  }
+
+  /** The last bytes; throws when the text had a length no base64 can have (4n + 1). */
+  end(): Buffer {
+    if (this.#length % 4 === 1) throw invalidBase64();
+    const rest = this.#carry;
+    this.#carry = '';
+    return rest === '' ? Buffer.alloc(0) : Buffer.from(rest, 'base64');
+  }
+}
+
+/** Strict base64 of a whole string (see `Base64Decoder`). */
+export function decodeBase64(value: string): Buffer {
+  const decoder = new Base64Decoder();
+  const head = decoder.push(value);
+  const tail = decoder.end();
+  return tail.length === 0 ? head : Buffer.concat([head, tail]);
 }
 
 export interface BlobInfo {
@@ -31,44 +75,273 @@ export interface BlobInfo {
 }
 
 /**
- * Check that `gzip` is a gzip stream holding a tar archive, and compute the digest the contract defines. Streams
- * through gunzip, the hash and a tar parser, so an archive that inflates to far more than its size costs time, not
- * memory; `maxUnpackedSize` bounds that time.
+ * A pushed blob that passed every check (gzip, tar, entry names, sizes) and waits, outside storage, for the push
+ * to be validated and committed: in memory when small, in a temp file otherwise. Nothing of it is visible to
+ * readers. The owner must call `dispose()` once the push is over, whatever its outcome.
  */
-export async function inspectBlob(gzip: Buffer, maxUnpackedSize: number): Promise<BlobInfo> {
-  const hash = createHash('sha256');
-  let unpacked = 0;
-  const measure = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      unpacked += chunk.length;
-      if (unpacked > maxUnpackedSize) {
-        done(new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
-          field: 'blob', max_unpacked_size: maxUnpackedSize,
-        }));
+export interface StagedBlob extends BlobInfo {
+  readonly staged: true;
+  /** The gzip bytes when the blob was small enough to stay in memory. */
+  readonly bytes: Buffer | undefined;
+  /** The gzip bytes as a new stream (readable as many times as needed). */
+  open(): Readable;
+  /** Free the memory or remove the temp file. Idempotent. */
+  dispose(): Promise<void>;
+}
+
+export function isStagedBlob(value: unknown): value is StagedBlob {
+  return typeof value === 'object' && value !== null && (value as { staged?: unknown }).staged === true;
+}
+
+export interface StageOptions {
+  /** Largest inflated tar, in bytes: bounds the time a gzip bomb costs. */
+  maxUnpackedSize: number;
+  /** Largest gzip blob, in bytes; more is `payload-too-large` (413). Default: no limit. */
+  maxSize?: number;
+  /** Blobs up to this many bytes stay in memory (default 1 MiB); larger ones go to a temp file. */
+  memoryBytes?: number;
+  /** Where temp files go (default: the OS temp directory). */
+  tmpDir?: string;
+}
+
+export const DEFAULT_SPOOL_MEMORY_BYTES = 1024 * 1024;
+
+/**
+ * Receives the gzip bytes of a pushed blob chunk by chunk and checks them on the fly: gunzipped, hashed (the
+ * contract's digest is the sha256 of the tar), parsed as a tar whose every entry stays inside the extraction
+ * directory (`checkEntry`), while the bytes are kept aside (memory, then a temp file) for the commit. Memory does
+ * not grow with the blob: zlib's window, the tar parser's block and one chunk in flight.
+ *
+ * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar or whose entries
+ * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`.
+ */
+export class BlobStager {
+  readonly #options: Required<Omit<StageOptions, 'maxSize'>> & { maxSize: number };
+  readonly #hash = createHash('sha256');
+  readonly #input = new PassThrough();
+  readonly #gunzip = createGunzip();
+  readonly #checked: Promise<void>;
+  #failure: unknown;
+  #size = 0;
+  #unpacked = 0;
+  #memory: Buffer[] = [];
+  #file: { path: string; fh: FileHandle } | undefined;
+  #done = false;
+
+  constructor(options: StageOptions) {
+    this.#options = {
+      maxUnpackedSize: options.maxUnpackedSize,
+      maxSize: options.maxSize ?? Number.POSITIVE_INFINITY,
+      memoryBytes: options.memoryBytes ?? DEFAULT_SPOOL_MEMORY_BYTES,
+      tmpDir: options.tmpDir ?? tmpdir(),
+    };
+    const measure = new Transform({
+      transform: (chunk: Buffer, _encoding, done) => {
+        this.#unpacked += chunk.length;
+        if (this.#unpacked > this.#options.maxUnpackedSize) {
+          done(new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
+            field: 'blob', max_unpacked_size: this.#options.maxUnpackedSize,
+          }));
+          return;
+        }
+        this.#hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    const tar = extract();
+    tar.on('entry', (header, stream, next) => {
+      // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the
+      // parser, and an entry stream without a listener would turn it into an uncaught exception (a dead process).
+      stream.on('error', () => undefined);
+      const refused = checkEntry(header);
+      if (refused !== null) {
+        tar.destroy(new ApprError('invalid-parameters', `blob: ${refused}`, { field: 'blob', entry: header.name.slice(0, 256) }));
         return;
       }
-      hash.update(chunk);
-      done(null, chunk);
-    },
-  });
-  const tar = extract();
-  tar.on('entry', (_header, stream, next) => {
-    // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the
-    // parser, and an entry stream without a listener would turn it into an uncaught exception (a dead process).
-    stream.on('error', () => undefined);
-    stream.on('end', next);
-    stream.resume();
-  });
-  const gunzip = createGunzip();
-  try {
-    await pipeline(Readable.from([gzip]), gunzip, measure, tar);
-  } catch (err) {
-    if (err instanceof ApprError) throw err;
-    const reason = unpacked === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
-    throw new ApprError('invalid-parameters', `blob is not ${reason}`, { field: 'blob' });
+      stream.on('end', next);
+      stream.resume();
+    });
+    this.#checked = pipeline(this.#input, this.#gunzip, measure, tar).catch((err: unknown) => {
+      this.#failure ??= this.#classify(err);
+      throw this.#failure;
+    });
+    this.#checked.catch(() => undefined); // Reported by write() and end().
   }
-  if (unpacked === 0) throw new ApprError('invalid-parameters', 'blob is not a tar archive', { field: 'blob' });
-  return { digest: hash.digest('hex'), size: gzip.length };
+
+  /** Bytes received so far. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** One chunk of gzip bytes; resolves when it may be followed by the next (backpressure). */
+  async write(chunk: Buffer): Promise<void> {
+    if (this.#failure !== undefined) throw this.#failure;
+    if (chunk.length === 0) return;
+    this.#size += chunk.length;
+    if (this.#size > this.#options.maxSize) {
+      this.#failure = new ApprError('payload-too-large', `The package is larger than ${this.#options.maxSize} bytes`, {
+        limit: this.#options.maxSize,
+      });
+      throw this.#failure;
+    }
+    await this.#keep(chunk);
+    if (!this.#input.write(chunk)) {
+      await Promise.race([new Promise((resolve) => this.#input.once('drain', resolve)), this.#checked]);
+    }
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+
+  /** The blob is complete: finish the checks and hand over the staged blob (which the caller must dispose). */
+  async end(): Promise<StagedBlob> {
+    if (this.#failure !== undefined) throw this.#failure;
+    this.#input.end();
+    await this.#checked;
+    if (this.#unpacked === 0) {
+      this.#failure = new ApprError('invalid-parameters', 'blob is not a tar archive', { field: 'blob' });
+      throw this.#failure;
+    }
+    this.#done = true;
+    const digest = this.#hash.digest('hex');
+    const size = this.#size;
+    if (this.#file === undefined) {
+      const bytes = Buffer.concat(this.#memory);
+      this.#memory = [];
+      return { staged: true, digest, size, bytes, open: () => Readable.from([bytes]), dispose: async () => undefined };
+    }
+    const { path, fh } = this.#file;
+    this.#file = undefined;
+    await fh.close();
+    let disposed = false;
+    return {
+      staged: true,
+      digest,
+      size,
+      bytes: undefined,
+      open: () => createReadStream(path),
+      dispose: async () => {
+        if (disposed) return;
+        disposed = true;
+        await unlink(path).catch(() => undefined);
+      },
+    };
+  }
+
+  /** Stop and free everything (after a failure, or when the push is abandoned). Safe to call more than once. */
+  async abort(): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    this.#failure ??= new Error('aborted');
+    this.#input.destroy();
+    this.#memory = [];
+    const file = this.#file;
+    this.#file = undefined;
+    if (file !== undefined) {
+      await file.fh.close().catch(() => undefined);
+      await unlink(file.path).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Keep the gzip bytes for the commit: in memory up to `memoryBytes`, then in a private temp file. A temp
+   * directory that is missing, full or read-only is the server's problem, not the client's: 503.
+   */
+  async #keep(chunk: Buffer): Promise<void> {
+    try {
+      await this.#spool(chunk);
+    } catch (err) {
+      this.#failure = new StorageUnavailableError('push spool: cannot write the temp file of a push', err);
+      throw this.#failure;
+    }
+  }
+
+  async #spool(chunk: Buffer): Promise<void> {
+    if (this.#file === undefined && this.#size <= this.#options.memoryBytes) {
+      // A copy: the caller may reuse its buffer (Buffer.from(base64) slices of a pool).
+      this.#memory.push(Buffer.from(chunk));
+      return;
+    }
+    if (this.#file === undefined) {
+      const path = join(this.#options.tmpDir, `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`);
+      const fh = await open(path, 'wx', 0o600);
+      this.#file = { path, fh };
+      const held = this.#memory;
+      this.#memory = [];
+      for (const part of held) await writeAll(fh, part);
+    }
+    await writeAll(this.#file.fh, chunk);
+  }
+
+  #classify(err: unknown): unknown {
+    if (err instanceof ApprError) return err;
+    const reason = this.#unpacked === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
+    return new ApprError('invalid-parameters', `blob is not ${reason}`, { field: 'blob' });
+  }
+}
+
+/**
+ * Stage a whole blob given as bytes or a stream of bytes (see `BlobStager`): for callers of the core that hold
+ * the gzip bytes already (tests, imports, the host-parsed body).
+ */
+export async function stageBlob(source: Buffer | Readable | AsyncIterable<Uint8Array>, options: StageOptions): Promise<StagedBlob> {
+  const stager = new BlobStager(options);
+  try {
+    if (Buffer.isBuffer(source)) {
+      // Slices, so that a large Buffer is checked with the same bounded pieces as a stream.
+      for (let offset = 0; offset < source.length; offset += 64 * 1024) await stager.write(source.subarray(offset, offset + 64 * 1024));
+    } else {
+      for await (const chunk of source) await stager.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+    }
+    return await stager.end();
+  } catch (err) {
+    await stager.abort();
+    throw err;
+  }
+}
+
+/**
+ * Why a tar entry is refused, or null. The appr CLI (and `tar` without `--no-same-owner`-style care) extracts
+ * a pulled package without filtering, so an entry that escapes the extraction directory would write anywhere
+ * the user can: absolute paths, `..` segments, links whose target leaves the directory, and device files (which
+ * an extraction as root would create). Directories, regular files and links inside the tree are fine.
+ */
+export function checkEntry(header: Header): string | null {
+  const name = header.name;
+  if (escapes(name)) return `entry ${JSON.stringify(name.slice(0, 256))} is outside the package directory (absolute or with ..)`;
+  switch (header.type) {
+    case 'file':
+    case 'contiguous-file':
+    case 'directory':
+      return null; // tar-stream consumes pax and GNU long-name headers itself: they never reach here.
+    case 'symlink': {
+      const target = header.linkname ?? '';
+      // A symlink resolves from the directory that holds it.
+      if (posix.isAbsolute(target) || escapes(posix.join(posix.dirname(name), target))) {
+        return `symbolic link ${JSON.stringify(name.slice(0, 256))} points outside the package directory`;
+      }
+      return null;
+    }
+    case 'link': {
+      // A hard link names its target from the archive's root.
+      if (escapes(header.linkname ?? '')) return `hard link ${JSON.stringify(name.slice(0, 256))} points outside the package directory`;
+      return null;
+    }
+    default:
+      return `entry ${JSON.stringify(name.slice(0, 256))} is a ${header.type ?? 'special file'}, which a package may not contain`;
+  }
+}
+
+/** True when `path` (a tar entry name) is absolute or climbs above its root once normalised. */
+function escapes(path: string): boolean {
+  if (path.includes('\0')) return true;
+  // Backslashes are separators to Windows extractors; a drive letter makes a path absolute there.
+  const unified = path.replace(/\\/g, '/');
+  if (unified.startsWith('/') || /^[A-Za-z]:/.test(unified)) return true;
+  const normal = posix.normalize(unified);
+  return normal === '..' || normal.startsWith('../');
+}
+
+async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
+  for (let offset = 0; offset < chunk.length; ) offset += (await fh.write(chunk, offset)).bytesWritten;
 }
 
 function isTarError(err: unknown): boolean {

@@ -53,6 +53,8 @@ interface ListResult {
  */
 export class Catalog {
   readonly #packages = new Map<string, CatalogEntry>();
+  /** Packages whose every release was deleted: they read as absent, but keep their visibility (authorization). */
+  readonly #tombstones = new Map<string, Visibility>();
   /** Keys of every document version applied (deleted ones too): a snapshot is older than what was seen here. */
   readonly #seen = new Set<string>();
   #sorted: CatalogEntry[] | undefined;
@@ -71,6 +73,11 @@ export class Catalog {
     return this.#packages.get(key);
   }
 
+  /** The visibility of a package that exists only as a tombstone (no release left), as last seen here. */
+  tombstone(key: string): Visibility | undefined {
+    return this.#tombstones.get(key);
+  }
+
   /** Live packages in storage key order (the order list and search answer in). */
   entries(): readonly CatalogEntry[] {
     this.#sorted ??= [...this.#packages.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -81,6 +88,8 @@ export class Catalog {
   apply(key: string, doc: PackageDoc | null, etag: string | null): void {
     this.#seen.add(key);
     const current = this.#packages.get(key);
+    if (doc !== null && Object.keys(doc.releases).length === 0) this.#tombstones.set(key, doc.visibility);
+    else this.#tombstones.delete(key);
     if (doc === null || etag === null || Object.keys(doc.releases).length === 0) {
       if (current === undefined) return;
       this.#packages.delete(key);
@@ -109,8 +118,8 @@ export class Catalog {
 
   /**
    * The list body (contract route 3) for one caller, as JSON text. `namespace` and `query` must be validated.
-   * Costs O(matches) when the same filter was asked since the last change, plus one `visible` call per private
-   * match.
+   * Costs O(matches) when the same filter was asked since the last change (one `visible` call per match, then a
+   * concatenation of cached JSON).
    */
   async listBody(filter: { namespace?: string; query?: string; mediaType?: string }, visible: VisibleFilter): Promise<string> {
     const result = this.#list(`l\0${filter.namespace ?? ''}\0${filter.query ?? ''}\0${filter.mediaType ?? ''}`, filter, (entry) => {
@@ -158,15 +167,27 @@ export class Catalog {
   }
 }
 
-/** Which items of a result the caller may see; undefined when all (every match is public). */
+/**
+ * Which items of a result the caller may see: `visible` is asked about every package (a host's filter may hide
+ * public ones too), without a promise per package when it answers synchronously, as the router's does.
+ */
 async function admitted(result: ListResult, visible: VisibleFilter): Promise<boolean[] | undefined> {
-  if (result.publicBody !== undefined) return undefined;
-  return Promise.all(result.items.map(({ entry }) => entry.doc.visibility === 'public' ||
-    visible({ namespace: entry.doc.namespace, name: entry.doc.name, visibility: entry.doc.visibility as Visibility })));
+  if (visible === EVERYONE) return undefined;
+  let pending = false;
+  const answers = result.items.map(({ entry }) => {
+    const answer = visible({ namespace: entry.doc.namespace, name: entry.doc.name, visibility: entry.doc.visibility as Visibility });
+    if (typeof answer !== 'boolean') pending = true;
+    return answer;
+  });
+  const admit = pending ? await Promise.all(answers) : answers as boolean[];
+  return admit.every((ok) => ok) && result.publicBody !== undefined ? undefined : admit;
 }
 
+/** The filter that admits every package (the default of `Registry.listPackages` and `search`). */
+export const EVERYONE: VisibleFilter = () => true;
+
 function join(result: ListResult, admit: boolean[] | undefined): string {
-  if (admit === undefined) return result.publicBody as string;
+  if (admit === undefined) return result.publicBody ?? `[${result.items.map((i) => i.json).join(',')}]`;
   return `[${result.items.filter((_, i) => admit[i]).map((i) => i.json).join(',')}]`;
 }
 

@@ -102,6 +102,13 @@ export class ChangeFeed {
     this.#onError = options.onError ?? (() => undefined);
   }
 
+  #onRemote: (key: string) => void = () => undefined;
+
+  /** Called with the package document key of every change another instance made, once this one applied it. */
+  onRemoteChange(listener: (key: string) => void): void {
+    this.#onRemote = listener;
+  }
+
   /** This instance's id in its change entries. */
   get instance(): string {
     return this.#instance;
@@ -277,6 +284,7 @@ export class ChangeFeed {
     const changed = new Set<string>();
     for (const ref of fresh) if (ref.instance !== this.#instance) changed.add(keys.packageDoc(ref.namespace, ref.name));
     await mapLimit([...changed], REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
+    for (const key of changed) this.#onRemote(key);
     for (const ref of fresh) this.#seen.set(ref.key, ref.time);
     this.#from = Math.max(this.#from, started - this.#opts.maxClockSkewMs);
     for (const [key, time] of this.#seen) if (time < this.#from) this.#seen.delete(key);

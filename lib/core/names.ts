@@ -1,7 +1,7 @@
 import { ApprError } from '../errors.js';
 
 /**
- * Name rules (contract section 10). Every name that reaches a storage key passes through here first, so a name
+ * Name rules (docs/api.md section 10). Every name that reaches a storage key passes through here first, so a name
  * that could escape its key (`..`, `/`, `%2F` decoded by the router, NUL, over-long) never reaches storage.
  */
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

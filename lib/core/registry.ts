@@ -2,9 +2,12 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import { registryOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
+import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
-import { inspectBlob, parseDigest } from './blob.js';
-import { Catalog, remember, type CatalogEntry } from './catalog.js';
+import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
+import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
@@ -84,8 +87,11 @@ export interface PushInput {
   namespace: string;
   name: string;
   release: string;
-  /** The gzip bytes (already decoded from base64). */
-  blob: Buffer;
+  /**
+   * The gzip bytes (already decoded from base64): whole, as a stream, or staged by `createBlobStager()` (then the
+   * caller disposes of it). Bytes and streams are checked and staged by `push` itself, after the fields.
+   */
+  blob: Buffer | Readable | StagedBlob;
   mediaType?: string;
   metadata?: unknown;
   force?: boolean;
@@ -119,6 +125,14 @@ export interface RegistryOptions {
   storage: StorageAdapter;
   /** A pushed tarball may not inflate to more than this many bytes (default 1 GiB). */
   maxUnpackedSize?: number;
+  /**
+   * Where pushed blobs larger than `pushMemoryBytes` wait, as temp files, between their arrival and their commit
+   * (default: the OS temp directory). Needs room for the pushes in flight (see the router's
+   * `maxPushBytesInFlight`).
+   */
+  pushTmpDir?: string;
+  /** Pushed blobs up to this many bytes wait in memory instead (default 1 MiB). */
+  pushMemoryBytes?: number;
   /** Visibility of new packages when the push does not say (default 'public', as the reference). */
   defaultVisibility?: Visibility;
   /** Memory caches: package documents and small blobs, bounded in bytes. */
@@ -133,6 +147,12 @@ export interface RegistryOptions {
   maxPackageBytes?: number;
   /** Keys asked for per listing request (default 1000, S3's maximum): the catalog's first load, polls, the backstop. */
   listPageSize?: number;
+  /**
+   * Overall deadline of one storage operation in ms (default 5000; 0 = none): past it the request is answered
+   * 503 `storage-unavailable` whatever the adapter's own timeouts and retries. Writes get one more second per
+   * MiB. See lib/storage/deadline.ts.
+   */
+  storageTimeoutMs?: number;
   /** Clock, for tests. */
   now?: () => Date;
 }
@@ -145,42 +165,55 @@ export class Registry {
   readonly storage: StorageAdapter;
   readonly #docs: DocumentStore;
   readonly #maxUnpackedSize: number;
+  readonly #pushTmpDir: string | undefined;
+  readonly #pushMemoryBytes: number | undefined;
   readonly #defaultVisibility: Visibility;
   readonly #now: () => Date;
   readonly #catalog = new Catalog();
   readonly #feed: ChangeFeed;
-  readonly #blobs: LRUCache<string, Buffer> | undefined;
+  readonly #blobs: LRUCache<string, CachedBlob, string> | undefined;
+  /**
+   * Per package, bumped when another instance changed it: cached blobs of an older generation are not served (a
+   * blob purged elsewhere must not outlive the purge here).
+   */
+  readonly #blobGenerations = new Map<string, number>();
   readonly #blobMaxSize: number;
   /** Refreshes started by `invalidate(namespace, name)`: reads of that package wait for them. */
   readonly #pending = new Map<string, Promise<unknown>>();
 
-  constructor(options: RegistryOptions) {
-    this.storage = options.storage;
-    this.#docs = new DocumentStore(options.storage, options.cache, options.cas, {
-      ...(options.maxPackageBytes === undefined ? {} : { maxBytes: options.maxPackageBytes }),
-    });
-    this.#maxUnpackedSize = options.maxUnpackedSize ?? 1024 ** 3;
-    this.#defaultVisibility = options.defaultVisibility ?? 'public';
-    this.#now = options.now ?? (() => new Date());
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
+  constructor(input: RegistryOptions) {
+    const options = parseOptions(registryOptions, input, 'Registry');
+    // Every storage call of the core, documents included, goes through the one deadline wrapper.
+    this.storage = withDeadline(options.storage, options.storageTimeoutMs);
+    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes });
+    this.#maxUnpackedSize = options.maxUnpackedSize;
+    this.#pushTmpDir = options.pushTmpDir;
+    this.#pushMemoryBytes = options.pushMemoryBytes;
+    this.#defaultVisibility = options.defaultVisibility;
+    this.#now = options.now;
     this.#docs.onDocument((key, version) => {
       if (keys.parsePackageDoc(key) !== null) this.#catalog.apply(key, version.value as PackageDoc | null, version.etag);
     });
-    this.#feed = new ChangeFeed(options.storage, this.#docs, this.#catalog, options.coherence ?? {},
+    this.#feed = new ChangeFeed(this.storage, this.#docs, this.#catalog, options.coherence,
       () => this.#now().getTime(), options.listPageSize);
-    const blobMaxBytes = options.cache?.blobMaxBytes ?? 64 * 1024 * 1024;
-    this.#blobMaxSize = Math.min(options.cache?.blobMaxSize ?? 256 * 1024, blobMaxBytes);
+    const { blobMaxBytes } = options.cache;
+    this.#blobMaxSize = Math.min(options.cache.blobMaxSize, blobMaxBytes);
     this.#blobs = blobMaxBytes > 0
-      ? new LRUCache<string, Buffer>({
+      ? new LRUCache<string, CachedBlob, string>({
         maxSize: blobMaxBytes,
-        sizeCalculation: (bytes) => Math.max(bytes.length, 1),
-        fetchMethod: async (key) => {
+        sizeCalculation: (blob) => Math.max(blob.bytes.length, 1),
+        fetchMethod: async (key, _stale, { context: pkg }) => {
+          const generation = this.#blobGenerations.get(pkg) ?? 0;
           const got = await this.storage.get(key);
-          return got === null || got.notModified ? undefined : got.body;
+          return got === null || got.notModified ? undefined : { bytes: got.body, generation };
         },
       })
       : undefined;
+    this.#feed.onRemoteChange((key) => {
+      this.#blobGenerations.set(key, (this.#blobGenerations.get(key) ?? 0) + 1);
+    });
   }
-
   /**
    * Apply the changes other instances made, now (one poll of the change feed) rather than at the next poll: for
    * tests, and hosts that run with `coherence.pollMs: 0`.
@@ -201,6 +234,14 @@ export class Registry {
     await this.#feed.compact(false);
   }
 
+  /**
+   * A token that changes whenever this instance's view of any package changes (its catalog's version): for caches
+   * of derived views, such as the Helm index.
+   */
+  get catalogVersion(): number {
+    return this.#catalog.version;
+  }
+
   /** Stop the background work (change feed polls, compaction, backstop checks). The storage stays open. */
   close(): void {
     this.#feed.close();
@@ -209,13 +250,24 @@ export class Registry {
   // ---- push -------------------------------------------------------------------------------------------------
 
   /**
-   * Write order: blob, metadata object, then the package document, then the change entry. A crash or a storage
-   * failure in between leaves unreferenced immutable objects (harmless, reused by the next push of the same
-   * content), never a release whose blob or metadata is missing; a crash before the change entry leaves other
-   * instances to the background check. Costs four storage requests whatever the size of the registry (five with
-   * metadata): the blob's create-if-absent PUT (plus a HEAD when that blob was already there), the metadata's, the
-   * package document's conditional GET and compare-and-swap PUT, and the change entry's PUT; concurrent pushes of
-   * one package share the last three (group commit).
+   * A stager for the gzip bytes of a blob that arrives piece by piece (an HTTP push body): it checks them as they
+   * come (gzip, tar, entry paths, `maxUnpackedSize`) and keeps them aside, outside storage, until `push` commits
+   * them. `maxSize` bounds the gzip bytes (413 past it).
+   */
+  createBlobStager(options: { maxSize?: number } = {}): BlobStager {
+    return new BlobStager(this.#stageOptions(options.maxSize));
+  }
+
+  /**
+   * Everything about the push is validated (names, release, media type) before its blob is checked, and the blob
+   * is checked in full before anything is stored, so a refused push leaves nothing in storage.
+   *
+   * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
+   * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
+   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
+   * there), and the package document's conditional GET and compare-and-swap PUT. A blob too large to wait in
+   * memory is HEADed first, so that pushing the same large tarball again does not upload it again.
+import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -229,15 +281,12 @@ export class Registry {
       package: `${namespace}/${name}`, release, media_type: mediaType,
     });
 
-    const blob = await inspectBlob(input.blob, this.#maxUnpackedSize);
-    const blobKey = keys.blob(namespace, name, blob.digest);
-    let { size } = blob;
-    if ((await this.storage.put(blobKey, input.blob, { ifNoneMatch: '*' })) === null) {
-      // Same tar already stored (perhaps gzipped differently): its stored bytes are what pulls serve. A backend
-      // that reported a failed condition although nothing is there must not lead to a release without its blob.
-      const stored = await this.storage.head(blobKey);
-      if (stored === null) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-      size = stored.size;
+    const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.#stageOptions());
+    let size: number;
+    try {
+      size = await this.#storeBlob(namespace, name, blob);
+    } finally {
+      if (blob !== input.blob) await blob.dispose();
     }
 
     // Metadata goes to an immutable object written before the document that references it (as the blob), so the
@@ -248,15 +297,17 @@ export class Registry {
 
     const createdAt = this.#now().toISOString();
     await this.#docs.update<PackageDoc, void>(docKey, (current) => {
-      if (input.createOnly && current && isLive(current)) {
+      // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
+      if (input.createOnly && current) {
         throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
           package: `${namespace}/${name}`,
         });
       }
       if (!force && exists(current)) throw conflict;
+      // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
       const doc = current && isLive(current)
         ? current
-        : newPackage(namespace, name, createdAt, input.visibility ?? this.#defaultVisibility);
+        : newPackage(namespace, name, createdAt, current?.visibility ?? input.visibility ?? this.#defaultVisibility);
       if (migrated.size > 0) referenceMetadata(doc, migrated);
       const media = own(doc.releases, release) ?? {};
       media[mediaType] = metadataRef === undefined
@@ -314,15 +365,53 @@ export class Registry {
     }));
   }
 
+  /**
+   * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
+   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those).
+   */
+  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<number> {
+    const blobKey = keys.blob(namespace, name, blob.digest);
+    if (blob.bytes === undefined) {
+      const stored = await this.storage.head(blobKey);
+      if (stored !== null) return stored.size;
+    }
+    let written: string | null;
+    if (blob.bytes !== undefined) {
+      written = await this.storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' });
+    } else {
+      const body = blob.open();
+      try {
+        written = await this.storage.putStream(blobKey, body, blob.size, { ifNoneMatch: '*' });
+      } finally {
+        body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
+      }
+    }
+    if (written !== null) return blob.size;
+    // A backend that reported a failed condition although nothing is there must not lead to a release without
+    // its blob.
+    const stored = await this.storage.head(blobKey);
+    if (stored === null) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+    return stored.size;
+  }
+
+  #stageOptions(maxSize?: number) {
+    return {
+      maxUnpackedSize: this.#maxUnpackedSize,
+      ...(maxSize === undefined ? {} : { maxSize }),
+      ...(this.#pushTmpDir === undefined ? {} : { tmpDir: this.#pushTmpDir }),
+      ...(this.#pushMemoryBytes === undefined ? {} : { memoryBytes: this.#pushMemoryBytes }),
+    };
+  }
+
   // ---- list and search ----------------------------------------------------------------------------------------
 
   /**
-   * Route 3, from the catalog: no storage request once it is loaded. `visible` is asked about private packages
-   * only. Package order is the storage order of their keys.
+   * Route 3, from the catalog: no storage request once it is loaded. `visible` is asked about each package that
+   * matches. Package order is the storage order of their keys.
    */
   async listPackages(
     filter: { namespace?: string; query?: string; mediaType?: string } = {},
-    visible: VisibleFilter = () => true,
+    visible: VisibleFilter = EVERYONE,
   ): Promise<PackageSummary[]> {
     return JSON.parse(await this.listPackagesJson(filter, visible)) as PackageSummary[];
   }
@@ -330,7 +419,7 @@ export class Registry {
   /** `listPackages` as the JSON text of the response body (cached per catalog version and filter). */
   async listPackagesJson(
     filter: { namespace?: string; query?: string; mediaType?: string } = {},
-    visible: VisibleFilter = () => true,
+    visible: VisibleFilter = EVERYONE,
   ): Promise<string> {
     const namespace = filter.namespace === undefined ? undefined : checkName('namespace', filter.namespace);
     const mediaType = filter.mediaType ? normalizeMediaType(filter.mediaType) : undefined;
@@ -343,24 +432,37 @@ export class Registry {
   }
 
   /** Route 4: `ns/name` of the packages whose name contains `query` (case-insensitive, contract section 13.3). */
-  async search(query: string, visible: VisibleFilter = () => true): Promise<string[]> {
+  async search(query: string, visible: VisibleFilter = EVERYONE): Promise<string[]> {
     return JSON.parse(await this.searchJson(query, visible)) as string[];
   }
 
   /** `search` as the JSON text of the response body. */
-  async searchJson(query: string, visible: VisibleFilter = () => true): Promise<string> {
+  async searchJson(query: string, visible: VisibleFilter = EVERYONE): Promise<string> {
     await this.#ready();
     return this.#catalog.searchBody(query, visible);
   }
 
   // ---- read one package ---------------------------------------------------------------------------------------
 
-  /** Visibility of a live package, or null when it does not exist. For authorization. */
+  /**
+   * Visibility of a package, or null when it never existed. For authorization: a tombstone (every release
+   * deleted) keeps its visibility, so a private package stays private (its old blobs too) and pushing to it again
+   * needs `write`, not `create`.
+   */
   async packageVisibility(namespace: string, name: string): Promise<Visibility | null> {
     const names = this.#names(namespace, name);
-    const entry = await this.#entry(names.namespace, names.name);
-    return entry === undefined ? null : entry.doc.visibility;
+    const key = keys.packageDoc(names.namespace, names.name);
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    // Always one (conditional) read, known package or not: a caller refused by the hooks must not tell a private
+    // package from an absent one by the time the answer takes (hardening item 16). Reads the hooks allow, and
+    // public packages the caller may read, never come here.
+    await this.#docs.refresh(key);
+    const entry = this.#catalog.get(key);
+    if (entry !== undefined) return entry.doc.visibility;
+    return this.#catalog.tombstone(key) ?? null;
   }
+
 
   /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
   async setVisibility(namespace: string, name: string, visibility: Visibility) {
@@ -438,7 +540,7 @@ export class Registry {
   async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, false);
     const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
-    const blob = await this.#blob(keys.blob(doc.namespace, doc.name, record.digest), record.size);
+    const blob = await this.#blob(doc.namespace, doc.name, record.digest, record.size);
     if (!blob) throw new StorageUnavailableError(`blob ${record.digest} of ${doc.namespace}/${doc.name} is missing`);
     return { release, mediaType: mt, digest: record.digest, visibility: doc.visibility, blob };
   }
@@ -450,7 +552,7 @@ export class Registry {
   async blob(namespace: string, name: string, digest: string): Promise<BlobContent & { digest: string; visibility: Visibility | null }> {
     const names = this.#names(namespace, name);
     const hex = parseDigest(digest);
-    const blob = hex === null ? null : await this.#blob(keys.blob(names.namespace, names.name, hex));
+    const blob = hex === null ? null : await this.#blob(names.namespace, names.name, hex);
     if (!blob || hex === null) {
       throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
         package: `${names.namespace}/${names.name}`, release: digest, media_type: null,
@@ -461,12 +563,16 @@ export class Registry {
   }
 
   /** A blob from the memory cache when it is small (`size` known and at most `cache.blobMaxSize`), else streamed. */
-  async #blob(key: string, size?: number): Promise<BlobContent | null> {
+  async #blob(namespace: string, name: string, digest: string, size?: number): Promise<BlobContent | null> {
+    const key = keys.blob(namespace, name, digest);
+    const pkg = keys.packageDoc(namespace, name);
+    const generation = this.#blobGenerations.get(pkg) ?? 0;
     const cached = this.#blobs?.get(key);
-    if (cached !== undefined) return blobContent(cached);
+    if (cached !== undefined && cached.generation === generation) return blobContent(cached.bytes);
+    if (cached !== undefined) this.#blobs?.delete(key);
     if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
-      const bytes = await this.#blobs.fetch(key);
-      return bytes === undefined ? null : blobContent(bytes);
+      const blob = await this.#blobs.fetch(key, { context: pkg });
+      return blob === undefined ? null : blobContent(blob.bytes);
     }
     return this.storage.getStream(key);
   }
@@ -498,6 +604,53 @@ export class Registry {
     });
     await this.#feed.record(names.namespace, names.name);
     return { status: 'deleted', package: pkg, release };
+  }
+
+  /**
+   * Withdraw a blob now (a tarball that leaked a secret; `delete` alone keeps blobs, which stay downloadable by
+   * digest): every release x media type of the package whose manifest names `digest` is deleted (channels follow,
+   * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
+   * releases it removed. Throws 404 `package-not-found` when neither the blob nor a release naming it exists.
+   * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
+   * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
+   */
+  async purgeBlob(namespace: string, name: string, digest: string) {
+    const names = this.#names(namespace, name);
+    const pkg = `${names.namespace}/${names.name}`;
+    const hex = parseDigest(digest);
+    const notFound = (): ApprError => new ApprError('package-not-found', `package ${pkg} has no blob ${hex ?? '(invalid digest)'}`, {
+      package: pkg, release: hex, media_type: null,
+    });
+    if (hex === null) throw notFound();
+    const removed = await this.#docs.update<PackageDoc, { release: string; media_type: string }[]>(
+      keys.packageDoc(names.namespace, names.name),
+      (doc) => {
+        const gone: { release: string; media_type: string }[] = [];
+        if (!doc) return { result: gone };
+        for (const release of Object.keys(doc.releases)) {
+          const media = own(doc.releases, release) as Record<string, ManifestRecord>;
+          for (const mt of Object.keys(media)) {
+            if (own(media, mt)?.digest !== hex) continue;
+            delete media[mt];
+            gone.push({ release, media_type: mt });
+          }
+          if (Object.keys(media).length === 0) {
+            delete doc.releases[release];
+            for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release);
+          }
+        }
+        if (!isLive(doc)) doc.channels = {};
+        return gone.length ? { next: doc, result: gone } : { result: gone };
+      },
+    );
+    const blobKey = keys.blob(names.namespace, names.name, hex);
+    const deleted = await this.storage.delete(blobKey);
+    // Out of this instance's memory at once; other instances drop this package's cached blobs when the change
+    // entry reaches them (recorded even when no release named the blob).
+    this.#blobs?.delete(blobKey);
+    await this.#feed.record(names.namespace, names.name);
+    if (!deleted && removed.length === 0) throw notFound();
+    return { status: 'purged', package: pkg, digest: hex, releases: removed };
   }
 
   // ---- channels -----------------------------------------------------------------------------------------------
@@ -686,6 +839,12 @@ function resolveIn(doc: PackageDoc, selector: string | undefined, wanted: string
     });
   }
   return { release, mt: wanted };
+}
+
+interface CachedBlob {
+  bytes: Buffer;
+  /** The package's blob generation when it was read (see `Registry.#blobGenerations`). */
+  generation: number;
 }
 
 function blobContent(bytes: Buffer): BlobContent {

@@ -1,5 +1,5 @@
 /**
- * Releases and selectors (contract section 5).
+ * Releases and selectors (docs/api.md section 5).
  *
  * - `parseRelease` / `isExactRelease`: a pushed release must be strict SemVer 2.0.0.
  * - `compareReleases` / `sortReleasesDesc`: SemVer precedence (build metadata ignored), with a deterministic
@@ -15,7 +15,13 @@
  * precedence are tie-broken by `compareReleases` (the reference kept the first in storage order); a clause ending in
  * a newline is rejected (Python's `$` accepted one); an invalid stored release is skipped (the reference raised).
  *
- * Numbers are BigInts: SemVer puts no bound on them, and neither did the reference.
+ * Bounds (not in SemVer, nor in the reference): a release or selector is at most `MAX_RELEASE_LENGTH` characters,
+ * checked before any parsing, and a release's numbers (major, minor, patch, numeric pre-release identifiers) are at
+ * most `Number.MAX_SAFE_INTEGER`. Without them, a 20-million-digit release cost seconds of CPU before its 422, and
+ * a release with 100 KB of build metadata, once stored, went into the `Content-Disposition` of every later pull
+ * (clients refuse such headers). Errors never echo more than `MAX_RELEASE_LENGTH` characters of the input.
+ *
+ * Numbers are BigInts internally (selectors may still name larger ones; they then match no stored release).
  * Koa-free and dependency-free (only the project's error table).
  */
 import { ApprError } from '../errors.js';
@@ -38,6 +44,19 @@ interface SemVer {
 const DIGITS = /^[0-9]+$/;
 const IDENTIFIER = /^[0-9A-Za-z-]+$/;
 
+/** The longest release or selector accepted, in characters (UTF-16 code units), checked before parsing. */
+export const MAX_RELEASE_LENGTH = 256;
+
+/** Numbers beyond 2^53 - 1 lose precision in every JSON client (and in Helm's and npm's parsers). */
+function unsafeNumber(numeric: string): boolean {
+  return numeric.length > 16 || Number(numeric) > Number.MAX_SAFE_INTEGER;
+}
+
+/** What an error may echo of an input: bounded, so a huge input never becomes a huge error body. */
+function echo(input: string): string {
+  return input.length > MAX_RELEASE_LENGTH ? `${input.slice(0, 32)}... (${input.length} characters)` : input;
+}
+
 function hasLeadingZero(numeric: string): boolean {
   return numeric.length > 1 && numeric.startsWith('0');
 }
@@ -45,6 +64,7 @@ function hasLeadingZero(numeric: string): boolean {
 /** Returns the parsed version, or a human-readable reason why `input` is not strict SemVer 2.0. */
 function parseStrict(input: string): SemVer | string {
   if (input.length === 0) return 'it is empty';
+  if (input.length > MAX_RELEASE_LENGTH) return `it is longer than ${MAX_RELEASE_LENGTH} characters`;
   if (/\s/.test(input)) return 'whitespace is not allowed';
   if (/^[vV=]/.test(input)) return `a leading "${input[0]}" is not allowed (write "1.2.3", not "v1.2.3")`;
 
@@ -62,6 +82,7 @@ function parseStrict(input: string): SemVer | string {
   const names = ['major', 'minor', 'patch'] as const;
   for (const [i, n] of numbers.entries()) {
     if (hasLeadingZero(n)) return `the ${names[i] ?? 'version'} number "${n}" has a leading zero`;
+    if (unsafeNumber(n)) return `the ${names[i] ?? 'version'} number "${n}" is larger than ${Number.MAX_SAFE_INTEGER}`;
   }
 
   const prerelease: string[] = [];
@@ -72,6 +93,9 @@ function parseStrict(input: string): SemVer | string {
       if (!IDENTIFIER.test(id)) return `the pre-release identifier "${id}" may only contain [0-9A-Za-z-]`;
       if (DIGITS.test(id) && hasLeadingZero(id)) {
         return `the numeric pre-release identifier "${id}" has a leading zero`;
+      }
+      if (DIGITS.test(id) && unsafeNumber(id)) {
+        return `the numeric pre-release identifier "${id}" is larger than ${Number.MAX_SAFE_INTEGER}`;
       }
       prerelease.push(id);
     }
@@ -93,21 +117,24 @@ function parseStrict(input: string): SemVer | string {
 
 /**
  * Validates a release being pushed: strict SemVer 2.0.0 (`MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]`; no leading `v`
- * or `=`, no partials, no 4th number, no leading zeros in numeric identifiers, no empty identifiers, no whitespace).
- * Returns the input unchanged; throws ApprError `invalid-release` with details `{version: input}` otherwise.
+ * or `=`, no partials, no 4th number, no leading zeros in numeric identifiers, no empty identifiers, no whitespace),
+ * at most `MAX_RELEASE_LENGTH` characters, numbers at most `Number.MAX_SAFE_INTEGER`. Returns the input unchanged;
+ * throws ApprError `invalid-release` with details `{version: input}` otherwise (an over-long input is shortened).
  * `label` only names the value in the error message (default `release`).
  */
 export function parseRelease(input: string, label = 'release'): string {
   if (typeof input !== 'string') {
-    throw new ApprError('invalid-release', `Invalid ${label}: it must be a string`, { version: input });
+    // Scalars are short; an object or array (from a JSON body) is named, never echoed.
+    const shown = input === null || ['number', 'boolean'].includes(typeof input) ? input : `(${typeof input})`;
+    throw new ApprError('invalid-release', `Invalid ${label}: it must be a string`, { version: shown });
   }
   const parsed = parseStrict(input);
   if (typeof parsed === 'string') {
     throw new ApprError(
       'invalid-release',
-      `Invalid ${label} ${JSON.stringify(input)}: ${parsed}; a release must be strict SemVer 2.0 ` +
+      `Invalid ${label} ${JSON.stringify(echo(input))}: ${parsed}; a release must be strict SemVer 2.0 ` +
         '(MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD])',
-      { version: input },
+      { version: echo(input) },
     );
   }
   return input;
@@ -123,7 +150,7 @@ function mustParse(release: string): SemVer {
   const parsed = parseStrict(release);
   if (typeof parsed !== 'string') return parsed;
   parseRelease(release); // always throws here: same validation, with the message and details
-  throw new ApprError('invalid-release', undefined, { version: release });
+  throw new ApprError('invalid-release', undefined, { version: echo(release) });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -376,13 +403,14 @@ function parseSelector(selector: string): { matcher: Matcher; includePrereleases
   const compact = selector.replace(/ /g, '');
   let matcher: Matcher;
   try {
+    if (selector.length > MAX_RELEASE_LENGTH) throw new SelectorError(`it is longer than ${MAX_RELEASE_LENGTH} characters`);
     matcher = allOf(...compact.split(',').map(parseBlock));
   } catch (err) {
     if (!(err instanceof SelectorError)) throw err;
     throw new ApprError(
       'invalid-release',
-      `Invalid release selector ${JSON.stringify(selector)}: ${err.message}`,
-      { version: selector },
+      `Invalid release selector ${JSON.stringify(echo(selector))}: ${err.message}`,
+      { version: echo(selector) },
     );
   }
   // Pre-releases are candidates only when the selector contains a "-" anywhere.
@@ -398,7 +426,9 @@ function parseSelector(selector: string): { matcher: Matcher; includePrereleases
  *
  * Throws ApprError `invalid-release`, details `{version: selector}`, when the selector cannot be parsed (it is
  * parsed even when there are no releases). Entries of `releases` that are not valid SemVer are never selected.
- * Among releases of equal precedence (differing only in build metadata) the tie-break of `compareReleases` wins.
+ * A selector that is itself one of the releases selects that release (as Helm does): `1.0.1` picks `1.0.1`, not
+ * `1.0.1+build.5`, although both match `==1.0.1`. Otherwise, among releases of equal precedence (differing only in
+ * build metadata) the tie-break of `compareReleases` wins.
  */
 export function selectRelease(selector: string | undefined, releases: Iterable<string>): string | null {
   const isDefault = selector === undefined || selector === '' || selector === 'default';
@@ -408,6 +438,7 @@ export function selectRelease(selector: string | undefined, releases: Iterable<s
   for (const text of releases) {
     const v = parseStrict(text);
     if (typeof v === 'string') continue;
+    if (spec && text === selector) return text; // a valid release always matches itself as a selector
     if (spec) {
       if (v.prerelease.length > 0 && !spec.includePrereleases) continue;
       if (!spec.matcher(v)) continue;

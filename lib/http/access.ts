@@ -4,7 +4,7 @@ import { checkName } from '../core/names.js';
 import type { Registry, Visibility, VisibleFilter } from '../core/registry.js';
 
 /**
- * What a caller may do on a namespace or package (contract section 11):
+ * What a caller may do on a namespace or package (docs/api.md section 11):
  *  - read: show, pull, blobs, channels (a public package needs none)
  *  - write: push to an existing package, delete a release, add/remove channel releases, delete a channel
  *  - create: the first push of a new package in a namespace (asked about the namespace, `name` absent)
@@ -44,9 +44,9 @@ export interface AuthHooks<P = unknown> {
   /**
    * Who is calling. Return null (or undefined) for an anonymous caller. Gets the parsed `Authorization` header
    * (null when absent); may also read what the host's own middleware left in `ctx.state`. Throwing an ApprError
-   * (e.g. 'unauthorized-access' for a bad token) answers with it, except on open routes (version, discovery,
-   * login, signup), where a failure to identify makes the caller anonymous: a stale token must not stop
-   * `appr login` from replacing it.
+   * (e.g. 'unauthorized-access' for a bad token) answers with it. Not called on open routes (version, discovery,
+   * login, signup, unknown paths): their caller is always anonymous, so a stale token never stops `appr login`
+   * from replacing it and no credential is verified where none is needed.
    */
   identify?: (ctx: Context, credentials: Credentials | null) => P | null | undefined | Promise<P | null | undefined>;
   /** May `caller` (null = anonymous) have `permission` on `target`? Default: yes. */
@@ -137,7 +137,9 @@ export class AccessControl<P = unknown> {
       let caller: P | null;
       let createOnly = false;
       if (access === 'open') {
-        caller = await this.#identify(ctx, credentials).catch(() => null);
+        // No open route uses the caller: identifying it would only let anyone make the server verify credentials
+        // (an scrypt hash per wrong Basic password with the user store) for free.
+        caller = null;
       } else {
         caller = await this.#identify(ctx, credentials);
         if (caller === null && this.#hooks.anonymous === false) throw this.#unauthorized(credentials);

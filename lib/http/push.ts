@@ -1,77 +1,147 @@
 import type { Context, Next } from 'koa';
-import { koaBody } from 'koa-body';
 import { ApprError } from '../errors.js';
-import { decodeBase64 } from '../core/blob.js';
-import type { PushInput, Visibility } from '../core/registry.js';
+import type { BlobStager, StagedBlob } from '../core/blob.js';
+import type { PushInput, Registry, Visibility } from '../core/registry.js';
+import { announcedLength, BlobText, consumed, MAX_FIELD_DEPTH, readValues, tooLarge, type BlobSink } from './body.js';
 
-/** Room for the JSON around the base64 blob (field names, metadata). */
+/** Room for the fields around the base64 blob (field names, metadata, the CLI's extra fields), in bytes. */
 const ENVELOPE_ALLOWANCE = 256 * 1024;
 const MAX_METADATA_BYTES = 64 * 1024;
-const MAX_METADATA_DEPTH = 32;
+const MAX_METADATA_DEPTH = MAX_FIELD_DEPTH;
+const RETRY_AFTER_SECONDS = 5;
+const BODY = Symbol('koa-appr request values');
 
 /**
  * The byte limit of a push body that carries a tarball of at most `maxPushSize` bytes as base64. The blob's own
- * limit is checked once it is decoded; this one leaves 10% for other valid encodings of it (a form escapes `+`
+ * limit is checked as it is decoded; this one leaves 10% for other valid encodings of it (a form escapes `+`
  * and `/`, about 6%; line-wrapped base64 in JSON adds `\n` escapes, about 3%).
  */
 export function pushBodyLimit(maxPushSize: number): number {
   return Math.ceil(4 * Math.ceil(maxPushSize / 3) * 1.1) + ENVELOPE_ALLOWANCE;
 }
 
+interface ReadBody {
+  values: Record<string, unknown>;
+  blob?: StagedBlob;
+}
+
 /**
- * Reads a request body (push, login, visibility) of any Content-Type (the CLI sends JSON, some scripts send
- * forms, some send nothing useful): forms are parsed as forms, everything else is kept as text and parsed as JSON
- * by `requestValues`. A declared `Content-Length` over the limit is answered 413 before a byte is read.
+ * Reads a small request body (login, signup, visibility) into request values (`requestValues`): at most `limit`
+ * bytes, whatever the Content-Type, from the stream, or from what a host body parser left (see `readValues`).
  */
 export function bodyReader(limit: number) {
-  const parse = koaBody({
-    json: false,
-    urlencoded: true,
-    text: true,
-    multipart: false,
-    textTypes: ['*/*'],
-    formLimit: limit,
-    textLimit: limit,
-    includeUnparsed: true,
-  });
   return async (ctx: Context, next: Next): Promise<void> => {
-    // co-body truncates Content-Length to 32 bits (2^32 reads as 0), so the announced size is checked here:
-    // a client announcing 4 GB is answered at once instead of being waited for.
-    const announced = Number(ctx.get('Content-Length') || 0);
-    if (announced > limit) throw new ApprError('payload-too-large', `Request body is larger than ${limit} bytes`, { limit });
-    // A body without a Content-Type (Python's requests.post(data=...) sends none) is still read, as text.
-    if (!ctx.get('Content-Type') && (announced > 0 || ctx.get('Transfer-Encoding'))) {
-      ctx.req.headers['content-type'] = 'application/octet-stream';
-    }
-    await parse(ctx, async () => undefined);
+    const values = await readValues(ctx, limit, ENVELOPE_ALLOWANCE, undefined);
+    (ctx.state as Record<symbol, ReadBody>)[BODY] = { values };
     await next();
   };
 }
 
 /**
- * Request values (contract section 6): the query string, merged with form fields, merged with the body parsed
- * as JSON whatever the Content-Type; JSON wins. Used by every route that takes fields (push, login, visibility).
+ * The bytes of push bodies being received and committed, per router: beyond `max` a push is answered 503
+ * `too-busy` with `Retry-After` before a byte of it is read. A push reserves its announced Content-Length (or the
+ * body limit when it announces none) until its answer is sent.
  */
-export function requestValues(ctx: Context): Record<string, unknown> {
-  const request = ctx.request as typeof ctx.request & { body?: unknown; rawBody?: string };
-  const values: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(ctx.query)) values[key] = Array.isArray(value) ? value[0] : value;
-  if (ctx.is('urlencoded') && isPlainObject(request.body)) Object.assign(values, request.body);
-  const raw = typeof request.rawBody === 'string' ? request.rawBody : undefined;
-  if (raw !== undefined && raw.trim() !== '') {
-    const json = parseJson(raw);
-    if (isPlainObject(json)) Object.assign(values, json);
-    else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
+export class PushBudget {
+  #used = 0;
+  constructor(readonly max: number) {}
+
+  get used(): number {
+    return this.#used;
   }
-  return values;
+
+  /** Reserve `bytes`; false when that would pass `max` (a push alone is always let through). */
+  take(bytes: number): boolean {
+    if (this.#used > 0 && this.#used + bytes > this.max) return false;
+    this.#used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.#used = Math.max(0, this.#used - bytes);
+  }
 }
 
-/** The fields of a push (namespace and name come from the URL only). */
+export interface PushReaderOptions {
+  registry: Registry;
+  maxPushSize: number;
+  maxPushBytesInFlight: number;
+}
+
+/**
+ * Reads a push body as it arrives: the fields other than `blob` are kept (bounded), and the base64 of `blob` is
+ * decoded and handed to the registry's `BlobStager` chunk by chunk (gunzip, sha256, tar checks, then a temp
+ * spool), so memory does not grow with the push. Nothing reaches storage here: the handler validates the
+ * fields, then `Registry.push` commits the staged blob. The staged blob is disposed once the answer is decided.
+ */
+export function pushBodyReader(options: PushReaderOptions) {
+  const limit = pushBodyLimit(options.maxPushSize);
+  const budget = new PushBudget(options.maxPushBytesInFlight);
+  return async (ctx: Context, next: Next): Promise<void> => {
+    const announced = announcedLength(ctx);
+    if (announced > limit) throw tooLarge(limit);
+    const reserved = announced > 0 ? announced : consumed(ctx.req) ? 0 : limit;
+    if (!budget.take(reserved)) {
+      throw new ApprError('too-busy', 'Too many pushes in flight; retry later', { retry_after: RETRY_AFTER_SECONDS }, {
+        'Retry-After': String(RETRY_AFTER_SECONDS),
+        Connection: 'close',
+      });
+    }
+    let stager: BlobStager | undefined;
+    let blob: StagedBlob | undefined;
+    const sink: BlobSink = {
+      start: () => {
+        if (stager !== undefined) throw new ApprError('invalid-parameters', 'blob is given more than once', { field: 'blob' });
+        stager = options.registry.createBlobStager({ maxSize: options.maxPushSize });
+        return new BlobText(stager);
+      },
+    };
+    try {
+      const values = await readValues(ctx, limit, ENVELOPE_ALLOWANCE, sink);
+      if (stager === undefined && typeof values.blob === 'string') {
+        // The blob came from the query string or a host parser: the same checks, from the string.
+        const text = sink.start();
+        for (let offset = 0; offset < values.blob.length; offset += 256 * 1024) {
+          await text.write(values.blob.slice(offset, offset + 256 * 1024));
+        }
+        await text.end();
+      }
+      if (stager !== undefined) {
+        blob = await stager.end();
+        delete values.blob;
+      }
+      (ctx.state as Record<symbol, ReadBody>)[BODY] = { values, ...(blob ? { blob } : {}) };
+      await next();
+    } finally {
+      await stager?.abort();
+      await blob?.dispose();
+      budget.give(reserved);
+    }
+  };
+}
+
+/**
+ * Request values (docs/api.md section 6): the query string, merged with form fields, merged with the body parsed
+ * as JSON whatever the Content-Type; JSON wins. A null-prototype object: `__proto__` or `constructor` in a body
+ * are plain keys. Read by `bodyReader` or `pushBodyReader` before the handler runs.
+ */
+export function requestValues(ctx: Context): Record<string, unknown> {
+  const read = (ctx.state as Record<symbol, ReadBody | undefined>)[BODY];
+  if (read === undefined) throw new Error('koa-appr: request values read before the body reader ran');
+  return read.values;
+}
+
+/** The fields of a push (namespace and name come from the URL only), validated before anything is stored. */
 export function pushInput(ctx: Context, namespace: string, name: string, maxPushSize: number): PushInput {
+  const read = (ctx.state as Record<symbol, ReadBody | undefined>)[BODY];
   const values = requestValues(ctx);
   const release = requiredString(values, 'release');
-  const blob = decodeBase64(requiredString(values, 'blob'));
-  if (blob.length > maxPushSize) {
+  const blob = read?.blob;
+  if (blob === undefined) {
+    requiredString(values, 'blob'); // Says "required" or "must be a string".
+    throw new ApprError('invalid-parameters', 'blob is required', { field: 'blob' });
+  }
+  if (blob.size > maxPushSize) {
     throw new ApprError('payload-too-large', `The package is larger than ${maxPushSize} bytes`, { limit: maxPushSize });
   }
   const mediaType = optionalString(values, 'media_type');
@@ -99,6 +169,8 @@ export function pushInput(ctx: Context, namespace: string, name: string, maxPush
   };
 }
 
+// ---- small helpers ---------------------------------------------------------------------------------------------
+
 /** Nesting depth of a parsed JSON value, without recursion (a hostile value can be thousands of levels deep). */
 function depth(value: unknown): number {
   let max = 0;
@@ -111,18 +183,6 @@ function depth(value: unknown): number {
     for (const child of Object.values(item)) stack.push([child, level + 1]);
   }
   return max;
-}
-
-function parseJson(raw: string): unknown {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    return undefined;
-  }
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function requiredString(values: Record<string, unknown>, field: string): string {

@@ -1,6 +1,8 @@
 import { Readable } from 'node:stream';
 import type { Context, Next } from 'koa';
-import { ApprError, ERRORS, isApprError } from '../errors.js';
+import { ApprError, ERRORS, isApprError, type ErrorCode } from '../errors.js';
+import type { ErrorResponse } from '../options.js';
+import { boundedErrorBody, setAttachment } from './headers.js';
 
 export interface ResponseOptions {
   /** Answer CORS (default true): `Access-Control-Allow-Origin` echoes the request's Origin, or `*`. */
@@ -9,30 +11,71 @@ export interface ResponseOptions {
   errorEnvelope: boolean;
   /** Called with every error that is not the client's fault (storage failures, bugs), for the host's logs. */
   onError: (err: unknown, ctx: Context) => void;
+  /** The host's last word on an error response (see ApprRouterOptions.onResponseError). */
+  onResponseError?: ((err: ApprError, ctx: Context) => ErrorResponse | undefined | Promise<ErrorResponse | undefined>) | undefined;
 }
 
 const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
 /**
- * The router's first middleware: CORS headers, and every error, whatever threw it, turned into the JSON error
- * format. It wraps only this router's routes, so the host's own errors stay the host's business.
+ * The first middleware of every route: CORS headers, and every error, whatever threw it, turned into the JSON
+ * error format. It wraps only this router's routes, so the host's own errors stay the host's business.
+ *
+ * A 5xx answer carries only the error table's message (a client may not learn storage paths, bucket names or a
+ * stack); the error itself goes to `onError`. A client that went away is not an error and is not reported.
  */
 export function responder(options: ResponseOptions) {
   return async function apprResponder(ctx: Context, next: Next): Promise<void> {
     const origin = options.cors ? ctx.get('Origin') : '';
     // Set one by one on the Node response: this runs on every request, and a header object per request costs.
+    // nosniff on every response: a browser must never run a pulled tarball or an echoed error as a page.
+    ctx.res.setHeader('X-Content-Type-Options', 'nosniff');
     if (options.cors) setCors(ctx, origin);
     try {
       await next();
     } catch (err) {
+      if (isClientGone(ctx, err)) return;
       const error = toApprError(err);
-      if (error.code === 'storage-unavailable' || error.code === 'internal-error') options.onError(err, ctx);
-      ctx.status = error.status;
-      // The error answer carries the CORS headers too (set again: a handler may have changed them).
+      if (error.status >= 500) options.onError(err, ctx);
+      const custom = options.onResponseError ? await options.onResponseError(error, ctx) : undefined;
+      ctx.status = custom?.status ?? error.status;
+      // The error answer carries the CORS and nosniff headers too (set again: a handler may have changed them).
+      ctx.res.setHeader('X-Content-Type-Options', 'nosniff');
       if (options.cors) setCors(ctx, origin);
-      ctx.set(error.headers);
-      ctx.body = options.errorEnvelope ? { error: error.toJSON() } : error.toJSON();
+      ctx.set({ ...error.headers, ...custom?.headers });
+      if (custom) {
+        ctx.body = custom.body;
+        return;
+      }
+      // A client's value echoed in an error is bounded (issue 12 item 4).
+      const json = error.status >= 500
+        ? { code: error.code, message: ERRORS[error.code].message, details: {} }
+        : boundedErrorBody(error.toJSON());
+      ctx.body = options.errorEnvelope ? { error: json } : json;
     }
+  };
+}
+
+const ABORT_CODES = new Set(['ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNABORTED', 'EPIPE']);
+
+/** The request was aborted by the client (nobody to answer, nothing to report). */
+function isClientGone(ctx: Context, err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  const gone = ctx.req.destroyed || ctx.res.destroyed || ctx.req.socket?.destroyed === true;
+  return gone && typeof code === 'string' && ABORT_CODES.has(code);
+}
+
+/**
+ * Koa reports a streamed body that could not be written to `app.on('error')`, including when the client simply
+ * went away mid-download (every aborted pull would then be logged as a failure with a stack). Only this response's
+ * `onerror` is wrapped, and only the client-gone case is dropped: a storage stream failing while the client still
+ * listens is still reported.
+ */
+function ignoreClientAbort(ctx: Context): void {
+  const onerror = ctx.onerror.bind(ctx);
+  ctx.onerror = (err) => {
+    if (err != null && isClientGone(ctx, err)) return;
+    onerror(err);
   };
 }
 
@@ -54,19 +97,44 @@ export function preflight(ctx: Context, allowed: string[], cors: boolean): void 
   });
 }
 
-/** Map anything thrown below us to an entry of the error table. */
+/** A code of the error table for each status, for errors that carry only a status (http-errors): the generic one. */
+const CODE_BY_STATUS = new Map<number, ErrorCode>([[404, 'not-found'], [422, 'invalid-parameters']]);
+for (const [code, entry] of Object.entries(ERRORS) as [ErrorCode, { status: number }][]) {
+  if (!CODE_BY_STATUS.has(entry.status)) CODE_BY_STATUS.set(entry.status, code);
+}
+
+/**
+ * Map anything thrown below us to an entry of the error table. Errors with an HTTP status (`ctx.throw()` in a
+ * host hook, http-errors from the body parser) keep their status and, when they are meant for the client
+ * (`expose`), their message and headers (`WWW-Authenticate` on a 401, say); other 4xx become 400.
+ */
 export function toApprError(err: unknown): ApprError {
   if (isApprError(err)) return err;
-  const { status, statusCode, expose, code } = err as { status?: unknown; statusCode?: unknown; expose?: unknown; code?: unknown };
+  const { status, statusCode, expose, code, headers } = (err ?? {}) as {
+    status?: unknown; statusCode?: unknown; expose?: unknown; code?: unknown; headers?: unknown;
+  };
   const httpStatus = status ?? statusCode;
   if (httpStatus === 413) return new ApprError('payload-too-large', 'Request body is larger than the push limit');
-  // The body parser's client errors (bad Content-Encoding, aborted upload, bad charset) and zlib's errors when a
-  // body announced as compressed is not.
-  if ((typeof httpStatus === 'number' && httpStatus >= 400 && httpStatus < 500) || (typeof code === 'string' && code.startsWith('Z_'))) {
-    const message = expose === true ? (err as Error).message : 'The request body could not be read';
-    return new ApprError('invalid-usage', message || ERRORS['invalid-usage'].message);
+  // zlib's errors when a body announced as compressed is not.
+  if (typeof code === 'string' && code.startsWith('Z_')) return new ApprError('invalid-usage', 'The request body could not be read');
+  if (typeof httpStatus === 'number' && httpStatus >= 400 && httpStatus < 500) {
+    const tableCode = CODE_BY_STATUS.get(httpStatus) ?? 'invalid-usage';
+    const message = expose === true && (err as Error).message ? (err as Error).message : ERRORS[tableCode].message;
+    const extra = expose === true && typeof headers === 'object' && headers !== null ? stringHeaders(headers) : {};
+    if (tableCode === 'unauthorized-access' && !Object.keys(extra).some((h) => h.toLowerCase() === 'www-authenticate')) {
+      extra['WWW-Authenticate'] = 'Basic realm="appr", Bearer realm="appr"';
+    }
+    return new ApprError(tableCode, message, {}, extra);
   }
   return new ApprError('internal-error');
+}
+
+function stringHeaders(headers: object): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (typeof value === 'string' || typeof value === 'number') out[name] = String(value);
+  }
+  return out;
 }
 
 /**
@@ -107,11 +175,12 @@ export function sendBlob(
   json: Record<string, string> | null,
   cache?: 'public' | 'private',
 ): void {
+  ignoreClientAbort(ctx);
   ctx.status = 200;
   if (cache !== undefined) ctx.set('Cache-Control', `${cache}, ${IMMUTABLE}`);
   if (json === null) {
     ctx.etag = blob.digest;
-    ctx.set('Content-Disposition', `attachment; filename="${filename}"`);
+    setAttachment(ctx, filename);
     ctx.set('Accept-Ranges', 'bytes');
     ctx.type = 'application/x-gzip';
     if (ctx.fresh) {

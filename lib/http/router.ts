@@ -1,15 +1,17 @@
 import Router from '@koa/router';
-import type { Context, Middleware } from 'koa';
+import type { Context, Middleware, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
 import type { Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
-import { pushBodyLimit, bodyReader, pushInput, requestValues } from './push.js';
+import { bodyReader, pushBodyReader, pushInput, requestValues } from './push.js';
 import { preflight, responder, sendBlob, sendJson, sendJsonText } from './respond.js';
+import { mountHelmRoutes } from '../helm/router.js';
 
 export const API_VERSION = '0.7.4';
 
-type Handler = (ctx: Context, opts: ResolvedOptions) => Promise<void> | void;
+/** `ownPath`: the route's pattern as this router registered it (a parent router may have prefixed it since). */
+type Handler = (ctx: Context, opts: ResolvedOptions, ownPath: string) => Promise<void> | void;
 
 interface RouteDef {
   name: string;
@@ -28,14 +30,15 @@ const isJson = (ctx: Context): boolean => ctx.query.format === 'json' || ctx.pat
 const visible = (ctx: Context) => (ctx.state.appr as CallerState).visible;
 
 /**
- * The route table (contract section 3). Order matters: @koa/router runs the first matching route, so static
+ * The route table (docs/api.md section 3). Order matters: @koa/router runs the first matching route, so static
  * segments (`channels`, `blobs`, `search`) are registered before the parameters they could be mistaken for.
  */
 const ROUTES: RouteDef[] = [
   { name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage },
   { name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage },
   { name: 'version', method: 'get', path: '/version', access: 'open', handler: (ctx) => {
-    ctx.body = { 'appr-api': API_VERSION, server: 'koa-appr' };
+    // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
+    ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
   } },
   { name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', handler: login,
     before: (o) => bodyReader(o.loginBodyLimit) },
@@ -73,11 +76,16 @@ const ROUTES: RouteDef[] = [
   } },
   { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
   { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
-  // Not in the wire contract: the owner's way to change what section 11 calls a package's visibility.
+  // Not in the wire contract: withdraw a blob now (a leaked secret), with every release that names it.
+  { name: 'purge-blob', method: 'delete', path: `${pkg}/blobs/sha256/:digest`, access: 'admin', handler: async (ctx, o) => {
+    const p = params(ctx);
+    ctx.body = await o.registry.purgeBlob(p.namespace!, p.package!, p.digest!);
+  } },
+  // Not in the appr contract (docs/api.md section 15.1): the owner's way to change a package's visibility.
   { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
     before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'push', method: 'post', path: pkg, access: 'push', handler: push,
-    before: (o) => bodyReader(pushBodyLimit(o.maxPushSize)) },
+    before: (o) => pushBodyReader(o) },
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
@@ -100,71 +108,182 @@ const ROUTES: RouteDef[] = [
   { name: 'pull-json', method: 'get', path: `${pkg}/:release/:media_type/pull/json`, access: 'read', handler: pull },
 ];
 
+/** Where the discovery document lives: at the host root, whatever the prefix (docs/api.md section 12). */
+export const WELL_KNOWN_PATH = '/.well-known/app-registry-uri.json';
+
+interface Built {
+  opts: ResolvedOptions;
+  /** The responder instance: it is in the stack of every layer of this router, clones included (see mountPath). */
+  respond: Middleware;
+}
+const BUILT = new WeakMap<Router, Built>();
+
 /**
  * The whole appr API as a @koa/router instance, every route under `prefix` (default `/cnr`):
  *
- *     app.use(createApprRouter({ storage }).routes())
+ *     app.use(appr.routes()).use(appr.allowedMethods())
  *
- * Its error mapping, CORS and body parsing apply to its own routes only. Unknown paths under the prefix answer
- * 404 `not-found`, known paths with another method 405 `method-not-allowed`, in the JSON error format.
+ * or nested in a host router (`parent.use('/portal', appr.routes())`, @koa/router 12 to 15), in which case the
+ * host also mounts `apprDiscovery(appr)` at the app level so the discovery document stays at the host root.
+ *
+ * Which paths it claims (README "Which paths the registry answers"): the routes of docs/api.md under the prefix,
+ * every method on them (405 `method-not-allowed` or the OPTIONS preflight answer), and the discovery document.
+ * Any other path is the host's: when mounted at the top level, a path under the prefix (under `/api/v1/` with
+ * `prefix: ''`) that nothing downstream answered gets a JSON 404 `not-found` instead of Koa's text one. Every
+ * route only uses `:param` segments, which path-to-regexp 6 (router 12, 13) and 8 (router 14, 15) read alike,
+ * and no router-level middleware, which a parent router would have to re-compile.
+ *
+ * Its error mapping, CORS and body parsing apply to its own routes only.
  */
 export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Router {
   const opts = resolveOptions(options);
   const access = new AccessControl<P>(opts.auth as ApprRouterOptions<P>['auth'] & object, opts.registry);
   const router = new Router();
   const prefix = opts.prefix;
-  router.use(responder(opts));
+  const respond = responder(opts);
 
-  for (const route of ROUTES) {
-    if (route.path === '' && prefix === '') continue;
-    const chain: Middleware[] = [access.guard(route.access, route.name)];
+  const routes = ROUTES.filter((route) => !(route.path === '' && prefix === ''));
+  for (const route of routes) {
+    const chain: Middleware[] = [respond, access.guard(route.access, route.name)];
     if (route.before) chain.push(route.before(opts));
-    chain.push(async (ctx) => route.handler(ctx, opts));
-    router[route.method](route.name, `${prefix}${route.path}`, ...(chain as [Middleware]));
+    const ownPath = `${prefix}${route.path}`;
+    chain.push(async (ctx) => route.handler(ctx, opts, ownPath));
+    router[route.method](route.name, ownPath, ...(chain as [Middleware]));
   }
 
-  if (opts.discovery) {
-    router.get('well-known', '/.well-known/app-registry-uri.json', access.guard('open', 'well-known'), (ctx) => {
-      ctx.body = { version: API_VERSION, uri_prefix: `${origin(ctx)}${prefix}` };
-    });
-  }
+  // The Helm index is cached per catalog version (it changes with every package document this instance sees).
+  const helmPaths = opts.helm
+    ? mountHelmRoutes(router, opts, access as AccessControl<unknown>, {}, () => opts.registry.catalogVersion)
+    : [];
 
-  // Everything else under the prefix: preflight, 405 or 404, never the host's HTML.
+  const wellKnown: Middleware = (ctx) => {
+    // A parent router re-prefixes this route (`/portal/.well-known/...`): not the place clients look, and a
+    // document there would mislead; `apprDiscovery()` serves it at the root instead.
+    if (matchedLayerPath(ctx) !== undefined && matchedLayerPath(ctx) !== WELL_KNOWN_PATH) {
+      throw new ApprError('not-found', `The discovery document is served at ${WELL_KNOWN_PATH}`);
+    }
+    ctx.body = { version: API_VERSION, uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)) };
+  };
+  if (opts.discovery) router.get('well-known', WELL_KNOWN_PATH, respond, access.guard('open', 'well-known'), wellKnown);
+
+  // Every other method on a path of ours: the preflight answer or 405, in our format. One layer per path (not a
+  // wildcard) so that it compiles under any path-to-regexp a parent router brings.
   const unmatched: Middleware = (ctx) => {
-    const allowed = allowedMethods(router, requestPath(ctx));
+    const allowed = allowedMethods(ctx);
     if (ctx.method === 'OPTIONS') return preflight(ctx, [...allowed, 'OPTIONS'], opts.cors);
-    if (allowed.length) {
-      throw new ApprError('method-not-allowed', `${ctx.method} is not allowed here`, { allowed }, {
-        Allow: [...allowed, 'OPTIONS'].join(', '),
+    throw new ApprError('method-not-allowed', `${ctx.method} is not allowed here`, { allowed }, {
+      Allow: [...allowed, 'OPTIONS'].join(', '),
+    });
+  };
+  const paths = new Set([...routes.map((route) => `${prefix}${route.path}`), ...helmPaths]);
+  if (opts.discovery) paths.add(WELL_KNOWN_PATH);
+  for (const path of paths) router.all('fallback', path, respond, access.guard('open', 'fallback'), unmatched);
+
+  // Mounted at the top level: a path under the prefix that neither a route of ours nor anything downstream (the
+  // host's own routes) answered is answered as JSON. Nested, a parent router copies the layers and never calls
+  // this function: unknown paths are then the parent's to answer.
+  const dispatch = router.middleware() as unknown as Middleware;
+  const claims = (path: string): boolean => (prefix === ''
+    ? path.startsWith('/api/v1/') || path === '/api/v1'
+    : path === prefix || path.startsWith(`${prefix}/`));
+  const routesMiddleware = Object.assign(async function apprRoutes(ctx: Context, next: Next): Promise<void> {
+    await dispatch(ctx, next);
+    if (ctx.status === 404 && ctx.body == null && claims(ctx.path)) {
+      await respond(ctx, async () => {
+        throw new ApprError('not-found', 'No such route');
       });
     }
-    throw new ApprError('not-found', `No route ${ctx.path}`);
-  };
-  for (const path of prefix ? [prefix, `${prefix}/{*rest}`] : ['/api/{*rest}']) {
-    router.all('fallback', path, access.guard('open', 'fallback'), unmatched);
-  }
+  }, { router });
+  router.routes = router.middleware = () => routesMiddleware as unknown as ReturnType<Router['routes']>;
+
+  BUILT.set(router, { opts, respond });
   return router;
 }
 
-/** The path @koa/router matched against (a parent router may have rewritten it). */
-function requestPath(ctx: Context): string {
-  return (ctx as Context & { newRouterPath?: string }).newRouterPath ?? ctx.path;
+/**
+ * The discovery document (docs/api.md section 12) as app-level middleware, for hosts that nest the registry in a
+ * router of their own: a parent router re-prefixes every route, so only the app can serve the host root.
+ *
+ *     portal.use('/portal', appr.routes());
+ *     app.use(apprDiscovery(appr)).use(portal.routes()).use(portal.allowedMethods());
+ *
+ * `uri_prefix` includes the parent's mount path (found by looking for the registry's routes among the app's
+ * routers) unless `publicUrl` is set. Throws TypeError unless `router` came from `createApprRouter()`.
+ */
+export function apprDiscovery(router: Router): Middleware {
+  const built = BUILT.get(router);
+  if (!built) throw new TypeError('koa-appr: apprDiscovery() takes a router made by createApprRouter()');
+  const { opts, respond } = built;
+  return async function apprDiscoveryDocument(ctx, next) {
+    if (ctx.path !== WELL_KNOWN_PATH) return next();
+    await respond(ctx, async () => {
+      if (ctx.method === 'OPTIONS') return preflight(ctx, ['GET', 'HEAD', 'OPTIONS'], opts.cors);
+      if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+        throw new ApprError('method-not-allowed', `${ctx.method} is not allowed here`, { allowed: ['GET', 'HEAD'] }, {
+          Allow: 'GET, HEAD, OPTIONS',
+        });
+      }
+      ctx.body = { version: API_VERSION, uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)) };
+    });
+  };
 }
 
-function allowedMethods(router: Router, path: string): string[] {
+/** The pattern of the layer now running (a parent router's copy carries the parent's prefix). */
+function matchedLayerPath(ctx: Context): string | undefined {
+  const path = (ctx as Context & { _matchedRoute?: unknown })._matchedRoute;
+  return typeof path === 'string' ? path : undefined;
+}
+
+/** What a parent router put in front of our own paths, seen from inside one of our routes ('' at the top level). */
+function mountPath(ctx: Context, ownPath: string): string {
+  const layerPath = matchedLayerPath(ctx);
+  if (layerPath === undefined || layerPath === ownPath || !layerPath.endsWith(ownPath)) return '';
+  return layerPath.slice(0, layerPath.length - ownPath.length);
+}
+
+const MOUNTS = new WeakMap<object, Map<Middleware, string>>();
+
+
+/**
+ * The parent's mount path, seen from outside our routes (the discovery document): the app's routers are searched
+ * for their copy of our `version` route, recognised by our responder in its stack. Cached per app.
+ */
+function mountPathFromApp(ctx: Context, respond: Middleware, versionPath: string): string {
+  const app = ctx.app as unknown as { middleware?: unknown[] };
+  let perApp = MOUNTS.get(app);
+  if (!perApp) MOUNTS.set(app, (perApp = new Map()));
+  const known = perApp.get(respond);
+  if (known !== undefined) return known;
+  let found = '';
+  for (const fn of app.middleware ?? []) {
+    const stack = (fn as { router?: { stack?: { name?: string; path?: unknown; stack?: unknown[] }[] } }).router?.stack ?? [];
+    const copy = stack.find((layer) => layer.name === 'version' && layer.stack?.includes(respond));
+    if (copy && typeof copy.path === 'string' && copy.path.endsWith(versionPath)) {
+      found = copy.path.slice(0, copy.path.length - versionPath.length);
+      break;
+    }
+  }
+  perApp.set(respond, found);
+  return found;
+}
+
+/** Methods of the routes (ours or the host's) whose path matched this request, for 405 and OPTIONS. */
+function allowedMethods(ctx: Context): string[] {
+  const matched = (ctx as Context & { matched?: { name?: string | null; methods: string[] }[] }).matched ?? [];
   const methods = new Set<string>();
-  for (const layer of router.stack) {
-    if (layer.name === 'fallback' || !layer.methods.length || !layer.match(path)) continue;
+  for (const layer of matched) {
+    if (layer.name === 'fallback') continue;
     for (const method of layer.methods) methods.add(method);
   }
+  methods.delete('OPTIONS');
   return [...methods];
 }
 
 // ---- handlers that are more than one line ---------------------------------------------------------------------
 
-function discoveryPage(ctx: Context, opts: ResolvedOptions): void {
-  const base = `${origin(ctx)}${opts.prefix}`;
-  const content = `${ctx.host}/{name} ${base}/api/v1/packages/{name}/pull`;
+function discoveryPage(ctx: Context, opts: ResolvedOptions, ownPath: string): void {
+  const base = publicBase(ctx, opts, mountPath(ctx, ownPath));
+  const content = `${new URL(base).host}/{name} ${base}/api/v1/packages/{name}/pull`;
   ctx.type = 'text/html';
   ctx.body = `<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n` +
     `<meta name="appr-package" content="${escapeHtml(content)}">\n</head>\n<body></body>\n</html>\n`;
@@ -230,9 +349,47 @@ function userFields(ctx: Context): { username: string; password: string; email?:
   return { username, password, ...(typeof email === 'string' ? { email } : {}) };
 }
 
-/** Scheme and host as the client addressed us (honours X-Forwarded-* when the host's app sets `proxy`). */
-function origin(ctx: Context): string {
-  return `${ctx.protocol}://${ctx.host}`;
+/**
+ * The absolute URL of the registry's prefix as clients reach it: `publicUrl` when the host set one (then no request
+ * header is ever used); otherwise scheme and host of the request, and when the app trusts its proxy (`app.proxy`),
+ * RFC 7239 `Forwarded` (proto, host; it wins over Koa's `X-Forwarded-Proto`/`-Host`) and `X-Forwarded-Prefix`,
+ * then the parent router's mount path and our prefix. Forwarded values that are not a plain host or path are
+ * ignored, so a header cannot inject markup or another URL.
+ */
+export function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): string {
+  if (opts.publicUrl !== undefined) return opts.publicUrl;
+  let proto = ctx.protocol;
+  let host = ctx.host;
+  let pathPrefix = '';
+  if (ctx.app.proxy) {
+    const forwarded = parseForwarded(ctx.get('Forwarded'));
+    if (forwarded.proto === 'http' || forwarded.proto === 'https') proto = forwarded.proto;
+    if (forwarded.host !== undefined && HOST.test(forwarded.host)) host = forwarded.host;
+    const xPrefix = (ctx.get('X-Forwarded-Prefix').split(',')[0] ?? '').trim().replace(/\/+$/, '');
+    if (PATH_PREFIX.test(xPrefix) && !xPrefix.split('/').some((segment) => segment === '.' || segment === '..')) {
+      pathPrefix = xPrefix;
+    }
+  }
+  if (!HOST.test(host)) host = 'localhost';
+  return `${proto}://${host}${pathPrefix}${mount}${opts.prefix}`;
+}
+
+const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+const PATH_PREFIX = /^(?:\/[A-Za-z0-9._~-]+)+$/;
+
+/** The first element of an RFC 7239 `Forwarded` header (the one the nearest client-facing proxy wrote). */
+function parseForwarded(header: string): { proto?: string; host?: string } {
+  const first = header.split(',')[0] ?? '';
+  const result: { proto?: string; host?: string } = {};
+  for (const pair of first.split(';')) {
+    const eq = pair.indexOf('=');
+    if (eq < 0) continue;
+    const key = pair.slice(0, eq).trim().toLowerCase();
+    const value = pair.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+    if (key === 'proto') result.proto = value.toLowerCase();
+    if (key === 'host') result.host = value;
+  }
+  return result;
 }
 
 function escapeHtml(value: string): string {

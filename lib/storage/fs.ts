@@ -1,11 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
+import { fsStorageOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
 import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
@@ -42,13 +44,17 @@ export class FsStorage implements StorageAdapter {
   readonly #lockTimeoutMs: number;
   readonly #staleLockMs: number;
   #ready: Promise<void> | undefined;
+  /** Set at start-up when the directory cannot be written: reads are served, writes refused (issue 12 item 17). */
+  #readOnly = false;
 
-  constructor(options: FsStorageOptions) {
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
+  constructor(input: FsStorageOptions) {
+    const options = parseOptions(fsStorageOptions, input, 'FsStorage');
     this.#objectsDir = join(options.root, 'objects');
     this.#tmpDir = join(options.root, 'tmp');
     this.#locksDir = join(options.root, 'locks');
-    this.#lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
-    this.#staleLockMs = options.staleLockMs ?? 30_000;
+    this.#lockTimeoutMs = options.lockTimeoutMs;
+    this.#staleLockMs = options.staleLockMs;
   }
 
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
@@ -59,8 +65,9 @@ export class FsStorage implements StorageAdapter {
       try {
         const etag = etagOf(file.stats);
         if (options.ifNoneMatch === etag) return { notModified: true, etag };
-        // Objects are never modified in place, so this reads exactly the bytes that were fstat'ed.
-        return { notModified: false, body: await file.fh.readFile(), etag };
+        // Objects are never modified in place, so this reads exactly the bytes that were fstat'ed: one read of that
+        // size instead of readFile()'s second fstat and its read to end-of-file.
+        return { notModified: false, body: await readExactly(file.fh, Number(file.stats.size)), etag };
       } finally {
         await file.fh.close();
       }
@@ -69,12 +76,12 @@ export class FsStorage implements StorageAdapter {
 
   async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
     const path = this.#objectPath(key);
-    return this.#run(() => this.#write(key, path, [body], options));
+    return this.#run(() => this.#write(key, path, [body], options), true);
   }
 
   async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
     const path = this.#objectPath(key);
-    return this.#run(() => this.#write(key, path, sourceChunks(body, size), options));
+    return this.#run(() => this.#write(key, path, sourceChunks(body, size), options), true);
   }
 
   async getStream(key: string): Promise<StreamResult | null> {
@@ -108,7 +115,7 @@ export class FsStorage implements StorageAdapter {
       });
       if (deleted) await this.#removeEmptyParents(path);
       return deleted;
-    });
+    }, true);
   }
 
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
@@ -160,6 +167,7 @@ export class FsStorage implements StorageAdapter {
   /** Temp file, then an atomic publish according to the condition. */
   async #write(key: string, path: string, chunks: Chunks, condition?: WriteCondition): Promise<string | null> {
     const temp = await this.#writeTemp(chunks);
+    let published = false;
     try {
       if (condition?.ifNoneMatch === '*') {
         try {
@@ -170,21 +178,24 @@ export class FsStorage implements StorageAdapter {
         }
         // Unlink before the fstat: dropping a link changes the ctime, which is part of the ETag.
         await unlink(temp.path).catch(ignore);
+        published = true;
         return etagOf(await temp.fh.stat({ bigint: true }));
       }
       return await this.withLock(key, async () => {
         if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
         await inParentDir(path, () => rename(temp.path, path));
+        published = true;
         return etagOf(await temp.fh.stat({ bigint: true }));
       });
     } finally {
       await temp.fh.close().catch(ignore);
-      await unlink(temp.path).catch(ignore); // Already gone once published.
+      // Once published the temp name is gone: unlinking it again would only build an ENOENT error.
+      if (!published) await unlink(temp.path).catch(ignore);
     }
   }
 
   async #writeTemp(chunks: Chunks): Promise<{ path: string; fh: FileHandle }> {
-    const path = join(this.#tmpDir, `${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
+    const path = join(this.#tmpDir, `${process.pid}-${uniqueSuffix()}.tmp`);
     const fh = await open(path, 'wx');
     try {
       for await (const chunk of chunks) {
@@ -279,20 +290,30 @@ export class FsStorage implements StorageAdapter {
   }
 
   /** Initialise on first use, and map filesystem failures to StorageUnavailableError. */
-  async #run<T>(fn: () => Promise<T>): Promise<T> {
+  async #run<T>(fn: () => Promise<T>, write = false): Promise<T> {
     try {
       await this.#init();
+      if (write && this.#readOnly) throw new StorageUnavailableError(READ_ONLY);
       return await fn();
     } catch (err) {
       if (err instanceof SourceError) throw err.cause;
+      if (isSystemError(err) && errorCode(err) === 'EROFS') throw new StorageUnavailableError(READ_ONLY, err);
       throw isSystemError(err) ? new StorageUnavailableError(`fs storage: ${err.message}`, err) : err;
     }
   }
 
   #init(): Promise<void> {
     this.#ready ??= (async () => {
-      for (const dir of [this.#objectsDir, this.#tmpDir, this.#locksDir]) await mkdir(dir, { recursive: true });
-      await this.#refuseCaseInsensitive();
+      try {
+        for (const dir of [this.#objectsDir, this.#tmpDir, this.#locksDir]) await mkdir(dir, { recursive: true });
+        await this.#refuseCaseInsensitive();
+      } catch (err) {
+        if (!isSystemError(err) || !CANNOT_WRITE.has(errorCode(err) ?? '')) throw err;
+        // A read-only directory (a mounted snapshot, a replica) still serves reads; writes are refused with 503.
+        this.#readOnly = true;
+        await this.#refuseCaseInsensitiveReadOnly();
+        return;
+      }
       await this.#removeLeftovers();
     })().catch((err: unknown) => {
       this.#ready = undefined; // Try again on the next call: the disk may be back.
@@ -315,6 +336,18 @@ export class FsStorage implements StorageAdapter {
       }
     } finally {
       await unlink(probe).catch(ignore);
+    }
+  }
+
+  /**
+   * The same question without writing: is `OBJECTS` the same directory as `objects`? (Nothing stored yet: no
+   * directory, nothing to confuse.)
+   */
+  async #refuseCaseInsensitiveReadOnly(): Promise<void> {
+    const lower = await statIfExists(this.#objectsDir);
+    const upper = await statIfExists(join(dirname(this.#objectsDir), 'OBJECTS'));
+    if (lower && upper && lower.ino === upper.ino && lower.dev === upper.dev) {
+      throw new StorageUnavailableError(`fs storage: ${dirname(this.#tmpDir)} is on a case-insensitive filesystem, which it cannot use`);
     }
   }
 
@@ -439,7 +472,7 @@ async function tryCreateLock(path: string): Promise<string | null> {
     pid: process.pid,
     host: thisHost(),
     time: Date.now(),
-    nonce: randomBytes(8).toString('hex'),
+    nonce: uniqueSuffix(),
   });
   let fh: FileHandle;
   try {
@@ -461,7 +494,7 @@ async function tryCreateLock(path: string): Promise<string | null> {
 
 /** Remove the lock only if it is still ours: had it been broken as stale, it may now belong to someone else. */
 async function releaseLock(path: string, token: string): Promise<void> {
-  const raw = await readFile(path, 'utf8').catch(() => null);
+  const raw = await readSmall(path, token.length + 1).catch(() => null);
   // A lock we fail to remove is broken as stale later; failing the finished operation for it would be worse.
   if (raw === token) await unlink(path).catch(ignore);
 }
@@ -516,6 +549,36 @@ function thisHost(): string {
 
 // ---- Small helpers ---------------------------------------------------------------------------------------------
 
+/** Random per process, then a counter: unique names without a random draw per write. */
+const PROCESS_NONCE = randomBytes(6).toString('hex');
+let counter = 0;
+function uniqueSuffix(): string {
+  counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${PROCESS_NONCE}-${counter.toString(36)}`;
+}
+
+/** `size` bytes from the start of an open file (fewer if it is shorter). */
+async function readExactly(fh: FileHandle, size: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(size);
+  let offset = 0;
+  while (offset < size) {
+    const { bytesRead } = await fh.read(buffer, offset, size - offset, offset);
+    if (bytesRead === 0) break;
+    offset += bytesRead;
+  }
+  return offset === size ? buffer : buffer.subarray(0, offset);
+}
+
+/** At most `max` bytes of a small file as text: open, one read, close (readFile also fstats and reads to EOF). */
+async function readSmall(path: string, max: number): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    return (await readExactly(fh, max)).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
 function errorCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
@@ -526,6 +589,10 @@ function isAbsence(err: unknown): boolean {
   const code = errorCode(err);
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
+
+const READ_ONLY = 'fs storage: the data directory is read-only: reads are served, writes are refused';
+/** Errors that say the directory cannot be written (a read-only mount, or no write permission). */
+const CANNOT_WRITE = new Set(['EROFS', 'EACCES', 'EPERM']);
 
 /** An OS error (ENOSPC, EACCES, EIO, ENOTDIR...), as opposed to Node's own ERR_* codes for programming errors. */
 function isSystemError(err: unknown): err is Error {

@@ -1,6 +1,11 @@
 import { Readable } from 'node:stream';
+import { memoryStorageOptions } from '../options/schema.js';
+import { parseOptions } from '../options/validate.js';
 import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
+
+/** None yet: `new MemoryStorage()`. An object is accepted, and any key in it refused (a misspelt option of another adapter). */
+export type MemoryStorageOptions = Record<string, never>;
 
 /**
  * An in-process store: tests, demos, and single-process hosts that do not need persistence. It keeps the exact
@@ -10,6 +15,10 @@ import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './ut
 export class MemoryStorage implements StorageAdapter {
   readonly name = 'memory';
   readonly #objects = new Map<string, { body: Buffer; etag: string }>();
+
+  constructor(options?: MemoryStorageOptions) {
+    parseOptions(memoryStorageOptions, options, 'MemoryStorage');
+  }
 
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
     assertStorageKey(key);

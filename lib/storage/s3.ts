@@ -10,6 +10,8 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { StorageUnavailableError } from '../errors.js';
+import { s3StorageOptions } from '../options/s3.js';
+import { parseOptions } from '../options/validate.js';
 import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
 /**
@@ -74,19 +76,16 @@ export class S3Storage implements StorageAdapter {
   readonly casRetry: CasRetry;
   readonly #ownsClient: boolean;
 
-  constructor(options: S3StorageOptions) {
-    if (!options.client) throw new TypeError('S3Storage: `client` (an S3Client) is required');
-    if (!options.bucket) throw new TypeError('S3Storage: `bucket` is required');
-    if (options.casRetry !== undefined && options.casRetry !== 'none' && options.casRetry !== 'sdk') {
-      throw new TypeError(`S3Storage: casRetry must be 'none' or 'sdk', not ${String(options.casRetry)}`);
-    }
+  /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/s3.ts. */
+  constructor(input: S3StorageOptions) {
+    const options = parseOptions(s3StorageOptions, input, 'S3Storage');
     this.client = options.client;
     this.bucket = options.bucket;
     const prefix = (options.prefix ?? '').replace(/^\/+/, '');
     this.prefix = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
-    this.ifMatchUnquoted = options.ifMatchUnquoted ?? false;
-    this.casRetry = options.casRetry ?? 'none';
-    this.#ownsClient = options.ownsClient ?? false;
+    this.ifMatchUnquoted = options.ifMatchUnquoted;
+    this.casRetry = options.casRetry;
+    this.#ownsClient = options.ownsClient;
   }
 
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {

@@ -1,4 +1,4 @@
-/** Section 11 beyond the matrix: anonymous access, namespace-scoped tokens, list/search filtering, credentials. */
+/** docs/api.md section 11 beyond the matrix: anonymous access, namespace tokens, list/search filtering, credentials. */
 import { connect } from 'node:net';
 import { expect } from 'chai';
 import Koa from 'koa';

@@ -1,5 +1,5 @@
 /**
- * Contract section 11, the permission matrix, one test per cell; plus, for every row, the proof that a stranger
+ * docs/api.md section 11, the permission matrix, one test per cell; plus, for every row, the proof that a stranger
  * cannot tell a private package from an absent one, and the same rows for an anonymous caller.
  */
 import { expect } from 'chai';
@@ -51,6 +51,8 @@ const MATRIX: Row[] = [
     expect: [F, [404, 'package-release-not-found'], F, [404, 'package-release-not-found']] },
   { route: 'DELETE channel release (absent)', method: 'DELETE', path: '/channels/stable/9.9.9',
     expect: [F, NF, F, NF] },
+  // Not in the contract (issue 12): purging a blob needs admin, like visibility.
+  { route: 'DELETE purge blob (absent digest)', method: 'DELETE', path: `/blobs/sha256/${ABSENT_DIGEST}`, expect: [F, NF, F, NF] },
 ];
 
 const COLUMNS: { visibility: 'private' | 'public'; who: Who }[] = [

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 
 import { ApprError } from '../../lib/errors.js';
 import {
+  MAX_RELEASE_LENGTH,
   compareReleases,
   isExactRelease,
   parseRelease,
@@ -10,7 +11,7 @@ import {
 } from '../../lib/core/release.js';
 import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
 
-/** The releases of contract section 5's test vectors. */
+/** The releases of docs/api.md section 5's test vectors. */
 const SECTION5 = SECTION5_RELEASES;
 
 /** A wider pool for operator tests. */
@@ -66,7 +67,9 @@ describe('core/release', () => {
       '1.0.0+001',
       '1.0.0+build-7',
       '10.20.30',
-      '99999999999999999999999.0.0',
+      '9007199254740991.9007199254740991.9007199254740991',
+      '1.0.0-9007199254740991',
+      `1.0.0+${'b'.repeat(250)}`,
     ];
     for (const v of valid) {
       it(`accepts ${JSON.stringify(v)} and returns it unchanged`, () => {
@@ -151,9 +154,10 @@ describe('core/release', () => {
       }
     });
 
-    it('compares numbers numerically, beyond 2^53 too', () => {
-      assert.ok(compareReleases('9007199254740993.0.0', '9007199254740992.0.0') > 0);
-      assert.ok(compareReleases('1.0.0-rc.9007199254740993', '1.0.0-rc.9007199254740992') > 0);
+    it('compares numbers numerically, up to 2^53 - 1', () => {
+      assert.ok(compareReleases('9007199254740991.0.0', '9007199254740990.0.0') > 0);
+      assert.ok(compareReleases('1.0.0-rc.9007199254740991', '1.0.0-rc.900719925474099') > 0);
+      assert.ok(compareReleases('10.0.0', '9.0.0') > 0);
     });
 
     it('ranks numeric pre-release identifiers below alphanumeric ones', () => {
@@ -481,12 +485,13 @@ describe('core/release', () => {
 
       it('breaks ties between equal-precedence releases by the compareReleases order', () => {
         // deliberate: the reference kept whichever came first in storage order
-        assert.equal(selectRelease('1.0.0', ['1.0.0+a', '1.0.0+b', '1.0.0']), '1.0.0+b');
+        assert.equal(selectRelease('==1.0.0', ['1.0.0+a', '1.0.0+b', '1.0.0']), '1.0.0+b');
+        assert.equal(selectRelease('1.0', ['1.0.0+a', '1.0.0+b', '1.0.0']), '1.0.0+b');
         assert.equal(selectRelease('default', ['1.0.0+b', '1.0.0', '1.0.0+a']), '1.0.0+b');
       });
 
       it('a - inside build metadata does not make a release a pre-release', () => {
-        // contract: only pre-releases need a - (the reference's split("-") test wrongly skipped such builds)
+        // docs/api.md section 5: only pre-releases need a - (the reference's split("-") wrongly skipped such builds)
         assert.equal(selectRelease('>=1.0.0', ['1.0.0+build-1']), '1.0.0+build-1');
       });
     });
@@ -569,6 +574,77 @@ describe('core/release', () => {
         // deliberate: the reference raised ValueError on any invalid stored release
       assert.equal(selectRelease('default', ['v9.0.0', '1.0.0', '2.0']), '1.0.0');
       assert.equal(selectRelease('>=0.0.0', ['v9.0.0']), null);
+    });
+  });
+
+  describe('bounds (issue 12: unbounded releases blocked the event loop and broke clients\' headers)', () => {
+    it('accepts a release of exactly MAX_RELEASE_LENGTH characters and refuses one more', () => {
+      const longest = `1.0.0+${'a'.repeat(MAX_RELEASE_LENGTH - 6)}`;
+      assert.equal(longest.length, MAX_RELEASE_LENGTH);
+      assert.equal(parseRelease(longest), longest);
+      const err = expectInvalidRelease(() => parseRelease(`${longest}a`), `1.0.0+${'a'.repeat(26)}... (257 characters)`);
+      assert.match(err.message, /longer than 256 characters/);
+    });
+
+    it('refuses numbers above Number.MAX_SAFE_INTEGER in major, minor, patch and numeric pre-release identifiers', () => {
+      for (const v of ['9007199254740992.0.0', '0.9007199254740992.0', '0.0.99999999999999999999', '1.0.0-rc.9007199254740992']) {
+        assert.equal(isExactRelease(v), false, v);
+        assert.match(expectInvalidRelease(() => parseRelease(v), v).message, /larger than 9007199254740991/);
+      }
+      // Build metadata is never compared as a number: any digits pass.
+      assert.equal(isExactRelease('1.0.0+99999999999999999999999'), true);
+    });
+
+    it('never echoes more than a short prefix of an over-long input in the error', () => {
+      const huge = '1'.repeat(1_000_000);
+      let caught: unknown;
+      try {
+        parseRelease(huge);
+      } catch (err) {
+        caught = err;
+      }
+      assert.ok(caught instanceof ApprError);
+      const body = JSON.stringify(caught.toJSON());
+      assert.ok(body.length < 1000, `error body of ${body.length} bytes`);
+      assert.match(body, /1000000 characters/);
+    });
+
+    it('refuses an over-long selector before parsing it, with a short error', () => {
+      const selector = `>=1.0.0,${'<2.0.0,'.repeat(100_000)}<3.0.0`;
+      let caught: unknown;
+      try {
+        selectRelease(selector, ['1.0.0']);
+      } catch (err) {
+        caught = err;
+      }
+      assert.ok(caught instanceof ApprError && caught.code === 'invalid-release');
+      assert.ok(JSON.stringify(caught.toJSON()).length < 1000);
+    });
+
+    it('names a non-string release by its type instead of echoing it', () => {
+      expectInvalidRelease(() => parseRelease({ big: 'x'.repeat(1000) } as unknown as string), '(object)');
+    });
+  });
+
+  describe('an exact release wins over its build variants (issue 12, as Helm)', () => {
+    const releases = ['1.0.1+build.5', '1.0.1', '1.0.1+build.10', '1.0.0'];
+
+    it('the selector 1.0.1 picks 1.0.1, whatever the order of the releases', () => {
+      assert.equal(selectRelease('1.0.1', releases), '1.0.1');
+      assert.equal(selectRelease('1.0.1', [...releases].reverse()), '1.0.1');
+    });
+
+    it('a selector naming a build variant picks that variant', () => {
+      assert.equal(selectRelease('1.0.1+build.5', releases), '1.0.1+build.5');
+    });
+
+    it('==1.0.1 and ranges still follow SimpleSpec: equal precedence, then the deterministic tie-break', () => {
+      assert.equal(selectRelease('==1.0.1', releases), '1.0.1+build.5');
+      assert.equal(selectRelease('>=1.0.1', releases), '1.0.1+build.5');
+    });
+
+    it('without the exact release, 1.0.1 still resolves to a build variant', () => {
+      assert.equal(selectRelease('1.0.1', ['1.0.1+build.5', '1.0.0']), '1.0.1+build.5');
     });
   });
 });

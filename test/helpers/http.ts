@@ -150,7 +150,7 @@ function toResponse(status: number, headers: Headers, bytes: Buffer): TestRespon
 // ---- assertions ----------------------------------------------------------------------------------------------
 
 /**
- * The contract's error format (section 10): the status, `application/json`, `{code, message, details}` with the
+ * The error format of docs/api.md section 10: the status, `application/json`, `{code, message, details}` with the
  * given code, never HTML. Returns the details for further checks.
  */
 export function expectError(res: TestResponse, status: number, code: string): Record<string, unknown> {
@@ -177,7 +177,7 @@ export function expectOk(res: TestResponse, status = 200): void {
   expect(res.status, `${res.status} ${res.text.slice(0, 300)}`).to.equal(status);
 }
 
-/** RFC 3339 in UTC with a `Z` (contract section 13.7). */
+/** RFC 3339 in UTC with a `Z` (docs/api.md 13.7). */
 export const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
 // ---- fixtures ------------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ function transcriptBlob(b64: string, digest: string, size: number): Blob {
   return { b64, bytes: Buffer.from(b64, 'base64'), digest, size };
 }
 
-/** The four blobs at the top of fixtures/appr-reference-transcripts.md, with the digest and size recorded there. */
+/** The four blobs at the top of test/http/fixtures/appr-reference-transcripts.md, with their digest and size. */
 export const BLOBS = {
   HELM_1_0_0: transcriptBlob(
     'H4sIAAAAAAAC/+3Usa6CMBSAYWaeok8ALYIDq7Or+wnWayNFQpHEtxf13ph4BxclUf9v6CFlhP/4Y7WVrk8X5zM5iq+jp9OjeZ5f5uh+al3kt+fzvTGzcSgdTeAQeumUir6UtG5lu+D2TakGEzfiban89aeIh783JtGJjiN8nN9PnQ5SH2x4zQJ42L/5138xy+h/Cp1ta1dJGBun7y/uv7e+raW3Ia38s7fAw/4zfdd/Ns8K+p/CzjXrUi32zcb9LKVlBwAAAAAAAAAAAADAmzoBNsDr6AAoAAA=',
@@ -232,7 +232,7 @@ export const BLOBS = {
 
 const FIXTURES = new URL('../http/fixtures/', import.meta.url);
 
-/** One entry of fixtures/appr-backup1.json (contract section 14), as stored by the reference. */
+/** One entry of fixtures/appr-backup1.json (docs/api.md section 14), as stored by the reference. */
 export interface BackupManifest {
   package: string;
   release: string;
@@ -247,7 +247,7 @@ export function loadBackup(): { packages: BackupManifest[]; channels: { name: st
   return JSON.parse(readFileSync(new URL('appr-backup1.json', FIXTURES), 'utf8'));
 }
 
-/** fixtures/kube-ui.tar.gz (contract section 14). */
+/** fixtures/kube-ui.tar.gz (docs/api.md section 14). */
 export function loadKubeUi(): Buffer {
   return readFileSync(new URL('kube-ui.tar.gz', FIXTURES));
 }

@@ -1,4 +1,4 @@
-/** Contract section 5: the releases and selector test vectors, shared by the unit and the HTTP suites. */
+/** docs/api.md section 5: the releases and selector test vectors, shared by the unit and the HTTP suites. */
 export const SECTION5_RELEASES = ['0.1.0', '0.3.0', '0.3.2-rc', '0.5.0', '0.5.2-rc', '0.7.0', '0.8.0-rc'];
 export const SECTION5_VECTORS: [selector: string, expected: string | null][] = [
   ['==0.5.0', '0.5.0'],

@@ -1,5 +1,5 @@
 /**
- * The HTTP contract suite (the team's appr-api.md, "the contract"): every rule, through a real Koa app on a real
+ * The HTTP contract suite (docs/api.md, by section): every rule, through a real Koa app on a real
  * socket, parameterised by the storage adapter so that every adapter runs the same tests.
  *
  * Every test works on packages with random names (`uniqueName`), so the suite may share one storage (and one S3
@@ -1018,7 +1018,7 @@ export function describeHttpContract(
         expect(blob.digest).to.not.equal(sha256(blob.bytes));
       });
 
-      // The contract wants the pushed bytes back and blobs addressed by the digest of the *uncompressed* tar: when
+      // docs/api.md section 7 wants the pushed bytes back, blobs addressed by the digest of the *uncompressed* tar: when
       // two pushes gzip the same tar differently only one byte sequence can live at that digest. Whichever it is,
       // size, bytes and digest must agree.
       it('keeps size, served bytes and digest consistent when the same tar arrives gzipped differently', async function () {
@@ -1525,7 +1525,7 @@ export function describeHttpContract(
         expect((await req('GET', p.path)).json).to.have.length(4);
       });
 
-      // Ambiguous: section 9 says "no -" and "Missing: 404", section 10 makes "-" an invalid media type name (400).
+      // docs/api.md section 9: "-" is no media type on delete; the server answers 400 invalid-usage (section 10).
       it('does not interpret media type "-" on delete', async function () {
         const p = newPkg();
         await push(p, '1.0.0');

@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { MemoryStorage, type StorageAdapter, type StreamResult, type WriteCondition } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
-import { startServer, type TestServer } from '../helpers/http.js';
+import { startServer, type TestResponse, type TestServer } from '../helpers/http.js';
 
 /** MemoryStorage with hooks to misbehave. */
 class FaultyStorage extends MemoryStorage {
@@ -177,6 +177,110 @@ describe('robustness of the HTTP layer', function () {
       expect(releases).to.deep.equal(['1.0.0', '1.0.1']);
     } finally {
       await limited.close();
+    }
+  });
+});
+
+/**
+ * Issue 12's kinds, fuzzed over every route: over-long and hostile releases, names, selectors, digests and
+ * credentials. Whatever arrives, the answer is JSON below 500 (never a 5xx for client input), carries nosniff,
+ * echoes at most a bounded part of the input (body and headers), and the event loop stays responsive.
+ */
+describe('robustness: bounded input on every route (issue 12)', function () {
+  this.timeout(60_000);
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({ storage: new MemoryStorage(), onError: () => undefined });
+    const blob = (await makeTarGz({ 'Chart.yaml': 'v: 1\n' })).toString('base64');
+    expect((await server.request('POST', '/api/v1/packages/fz/app', { json: { release: '1.0.0', media_type: 'helm', blob } })).status)
+      .to.equal(200);
+  });
+  after(() => server.close());
+
+  const HOSTILE = [
+    '1'.repeat(8000), // URLs stay under Node's 16 KiB header limit (beyond it Node answers 431 itself)
+    `1.0.0+${'a'.repeat(10_000)}`,
+    `1.0.0-${'1.'.repeat(3000)}1`,
+    '9007199254740993.0.0',
+    `>=1.0.0,${'<2.0.0,'.repeat(1500)}<3`,
+    '%00%0d%0aSet-Cookie:%20x=1',
+    '%C3%A9%F0%9F%98%80',
+    `sha256:${'f'.repeat(9000)}`,
+    '..%2F..%2Fetc%2Fpasswd',
+    '__proto__',
+  ];
+  const ROUTES: [string, (v: string) => string][] = [
+    ['GET', (v) => `/api/v1/packages/fz/app/${v}`],
+    ['GET', (v) => `/api/v1/packages/fz/app/${v}/helm`],
+    ['GET', (v) => `/api/v1/packages/fz/app/${v}/helm/pull`],
+    ['GET', (v) => `/api/v1/packages/fz/app/${v}/helm/pull/json`],
+    ['GET', (v) => `/api/v1/packages/fz/app/1.0.0/${v}`],
+    ['DELETE', (v) => `/api/v1/packages/fz/app/${v}/helm`],
+    ['GET', (v) => `/api/v1/packages/fz/app/blobs/sha256/${v}`],
+    ['DELETE', (v) => `/api/v1/packages/fz/app/blobs/sha256/${v}`],
+    ['GET', (v) => `/api/v1/packages/fz/app/channels/${v}`],
+    ['POST', (v) => `/api/v1/packages/fz/app/channels/stable/${v}`],
+    ['DELETE', (v) => `/api/v1/packages/fz/app/channels/stable/${v}`],
+    ['GET', (v) => `/api/v1/packages/${v}/app`],
+    ['GET', (v) => `/api/v1/packages/fz/${v}`],
+    ['GET', (v) => `/api/v1/packages?namespace=${v}`],
+    ['GET', (v) => `/api/v1/packages?media_type=${v}`],
+    ['GET', (v) => `/api/v1/packages?query=${v}`],
+    ['GET', (v) => `/api/v1/packages/search?q=${v}`],
+    ['GET', (v) => `/${v}`],
+  ];
+
+  function expectBounded(res: TestResponse, label: string, allowed: number[] = []): void {
+    if (!allowed.includes(res.status)) expect(res.status, label).to.be.within(200, 499);
+    expect(res.headers.get('x-content-type-options'), label).to.equal('nosniff');
+    if (res.status >= 400) {
+      expect(res.json?.code, label).to.be.a('string');
+      expect(res.text.length, `${label}: ${res.text.length} bytes of error`).to.be.below(2048);
+    }
+    res.headers.forEach((value, name) => expect(value.length, `${label}: header ${name}`).to.be.below(1024));
+  }
+
+  it('answers every route x hostile value with bounded JSON, never a 5xx', async () => {
+    let checked = 0;
+    for (const value of HOSTILE) {
+      for (const [method, path] of ROUTES) {
+        const res = await server.request(method, path(value));
+        expectBounded(res, `${method} ${path(value).slice(0, 70)}`);
+        checked += 1;
+      }
+    }
+    expect(checked).to.equal(HOSTILE.length * ROUTES.length);
+  });
+
+  it('answers hostile push fields with bounded 4xx JSON and stores nothing', async () => {
+    const blob = (await makeTarGz({ 'Chart.yaml': 'v: 2\n' })).toString('base64');
+    const fields: Record<string, unknown>[] = [
+      { release: '1'.repeat(2_000_000) },
+      { release: `999.0.0+${'b'.repeat(100_000)}` },
+      { release: ['1.0.0'] },
+      { release: { toString: '1.0.0' } },
+      { release: '2.0.0', media_type: 'x'.repeat(100_000) },
+      { release: '2.0.0', visibility: 'v'.repeat(100_000) },
+    ];
+    for (const extra of fields) {
+      const res = await server.request('POST', '/api/v1/packages/fz/pushed', { json: { media_type: 'helm', blob, ...extra } });
+      expectBounded(res, JSON.stringify(extra).slice(0, 60));
+      expect(res.status).to.be.within(400, 499);
+    }
+    expect((await server.request('GET', '/api/v1/packages/fz/pushed')).status).to.equal(404);
+  });
+
+  it('answers hostile credentials with bounded JSON (no hook: everybody may, as documented)', async () => {
+    const authorizations = [`Basic ${Buffer.from(`${'u'.repeat(6000)}:${'p'.repeat(3000)}`).toString('base64')}`,
+      `Bearer ${'t'.repeat(12_000)}`, 'Basic %%%', 'Negotiate abc'];
+    for (const authorization of authorizations) {
+      for (const path of ['/version', '/api/v1/packages/fz/app', '/api/v1/users/login']) {
+        const res = await server.request(path.endsWith('login') ? 'POST' : 'GET', path, {
+          headers: { authorization }, ...(path.endsWith('login') ? { json: { user: { username: 'x'.repeat(50_000), password: 'y' } } } : {}),
+        });
+        // Login without a login hook is 501 unsupported, by design.
+        expectBounded(res, `${path} ${authorization.slice(0, 20)}`, path.endsWith('login') ? [501] : []);
+      }
     }
   });
 });

@@ -31,9 +31,11 @@ describe('reads from the catalog and the memory caches', () => {
       expect(await registry.listChannels('ns', 'app')).to.deep.equal([]);
       expect((await registry.listPackages()).map((p) => p.name)).to.deep.equal(['ns/app', 'ns/secret', 'other/tool']);
       expect(await registry.search('APP')).to.deep.equal(['ns/app']);
-      expect(await registry.packageVisibility('ns', 'secret')).to.equal('private');
     });
     expect(calls).to.deep.equal([]);
+    // The authorization lookup for a refused caller reads storage, known package or not (hardening item 16).
+    expect(await storage.during(async () => expect(await registry.packageVisibility('ns', 'secret')).to.equal('private')))
+      .to.deep.equal(['get packages/ns/secret.json']);
   });
 
   it('pulls a small blob twice with one storage read, and streams a blob larger than cache.blobMaxSize every time', async () => {
@@ -79,16 +81,18 @@ describe('reads from the catalog and the memory caches', () => {
     expect(calls).to.deep.equal(['get packages/ns/app.json', 'get packages/ns/nope.json']);
   });
 
-  it('filters private packages per caller while serving the public part of a list from its cache', async () => {
+  it('filters packages per caller (the caller\'s filter is asked about each match) over one cached result', async () => {
     const asked: string[] = [];
-    const visible = (allow: boolean) => (pkg: { namespace: string; name: string }) => {
+    const visible = (allow: boolean) => (pkg: { namespace: string; name: string; visibility: string }) => {
       asked.push(`${pkg.namespace}/${pkg.name}`);
-      return allow;
+      return pkg.visibility === 'public' || allow;
     };
     expect((await registry.listPackages({}, visible(false))).map((p) => p.name)).to.deep.equal(['ns/app', 'other/tool']);
     expect((await registry.listPackages({}, visible(true))).map((p) => p.name)).to.deep.equal(['ns/app', 'ns/secret', 'other/tool']);
     expect(await registry.search('secret', visible(false))).to.deep.equal([]);
-    expect(asked).to.deep.equal(['ns/secret', 'ns/secret', 'ns/secret']); // public packages need no question
+    expect(asked).to.deep.equal(['ns/app', 'ns/secret', 'other/tool', 'ns/app', 'ns/secret', 'other/tool', 'ns/secret']);
+    const async = (pkg: { name: string }) => Promise.resolve(pkg.name !== 'app');
+    expect((await registry.listPackages({}, async)).map((p) => p.name)).to.deep.equal(['ns/secret', 'other/tool']);
     expect((await registry.listPackages({ namespace: 'other' })).map((p) => p.name)).to.deep.equal(['other/tool']);
     expect((await registry.listPackages({ mediaType: 'kpm' })).map((p) => p.name)).to.deep.equal(['other/tool']);
   });

@@ -1,0 +1,122 @@
+/**
+ * How fast is a Helm index of 1,000 charts served? A server process holds two apps: the registry (memory storage,
+ * 1,000 chart versions: `BENCH_SHAPE=flat` 1,000 charts of one version, `deep` 100 charts of ten versions) and,
+ * as the baseline, a bare Koa app that sends the same index bytes from memory. This process loads both over
+ * keep-alive connections (`BENCH_CONNECTIONS`, default 8), alternating, `BENCH_ROUNDS` (default 6) rounds of
+ * `BENCH_SECONDS` (default 2) each, and reports the median requests per second of each and the median of the
+ * rounds' ratios (target: >= 0.3). Alternating short rounds keeps a shared machine's load changes out of the ratio.
+ *
+ *   npx tsx bench/helm-index.ts            (BENCH_SHAPE=flat|deep|both, default both)
+ */
+import { spawn } from 'node:child_process';
+import { Agent, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import Koa from 'koa';
+import { createApprRouter, MemoryStorage, Registry } from '../lib/index.js';
+import { makeTarGz } from '../test/helpers/blobs.js';
+
+const CHARTS = 1000;
+
+async function serve(shape: string): Promise<void> {
+  const registry = new Registry({ storage: new MemoryStorage() });
+  const packages = shape === 'deep' ? 100 : CHARTS;
+  const versions = CHARTS / packages;
+  for (let p = 0; p < packages; p += 1) {
+    const name = `chart-${String(p).padStart(4, '0')}`;
+    for (let v = 0; v < versions; v += 1) {
+      const version = `1.${v}.0`;
+      const chartYaml = `apiVersion: v2\nname: ${name}\nversion: ${version}\nappVersion: "${v}.0"\n` +
+        `description: Benchmark chart ${name}\nkeywords: [bench, helm]\nmaintainers:\n  - name: Bench\n    email: bench@example.com\n`;
+      const blob = await makeTarGz({ [`${name}/Chart.yaml`]: chartYaml, [`${name}/values.yaml`]: 'replicas: 1\n' });
+      await registry.push({ namespace: 'bench', name, release: version, mediaType: 'helm', blob });
+    }
+  }
+  const app = new Koa();
+  const router = createApprRouter({ registry });
+  app.use(router.routes()).use(router.allowedMethods());
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/cnr/helm/bench/index.yaml`;
+
+  const res = await fetch(url);
+  const bytes = Buffer.from(await res.arrayBuffer());
+  const type = res.headers.get('content-type') ?? 'application/x-yaml';
+  const bare = new Koa();
+  bare.use((ctx) => {
+    ctx.type = type;
+    ctx.body = bytes;
+  });
+  const baseline = bare.listen(0, '127.0.0.1');
+  await new Promise((resolve) => baseline.once('listening', resolve));
+  process.stdout.write(`${JSON.stringify({
+    helm: url, bare: `http://127.0.0.1:${(baseline.address() as AddressInfo).port}/index.yaml`, bytes: bytes.length,
+  })}\n`);
+}
+
+/** Requests per second against `url` over `connections` keep-alive connections for `seconds`. */
+async function load(url: string, connections: number, seconds: number): Promise<number> {
+  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+  const deadline = Date.now() + seconds * 1000;
+  let done = 0;
+  const one = (): Promise<void> => new Promise((resolve, reject) => {
+    const req = request(url, { agent }, (res) => {
+      if (res.statusCode !== 200) reject(new Error(`${url}: ${res.statusCode}`));
+      res.on('data', () => undefined);
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  await Promise.all(Array.from({ length: connections }, async () => {
+    while (Date.now() < deadline) {
+      await one();
+      done += 1;
+    }
+  }));
+  agent.destroy();
+  return done / seconds;
+}
+
+async function bench(shape: string): Promise<void> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve', shape], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const urls = await new Promise<{ helm: string; bare: string; bytes: number }>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0] as string));
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  const connections = Number(process.env.BENCH_CONNECTIONS ?? 8);
+  const seconds = Number(process.env.BENCH_SECONDS ?? 2);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 6);
+  try {
+    await load(urls.helm, 2, 1); // warm-up: JIT, chart metadata cache, serialized index
+    await load(urls.bare, 2, 1);
+    const helm: number[] = [];
+    const bare: number[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      bare.push(await load(urls.bare, connections, seconds));
+      helm.push(await load(urls.helm, connections, seconds));
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+    const ratios = helm.map((h, i) => h / (bare[i] as number));
+    const versions = shape === 'deep' ? '100 charts x 10 versions' : '1,000 charts x 1 version';
+    console.log(`${versions}, index ${(urls.bytes / 1024).toFixed(0)} KiB, ${connections} connections, ${rounds} x ${seconds} s`);
+    console.log(`  bare Koa, same bytes: ${median(bare).toFixed(0)} req/s (median; rounds ${bare.map((x) => x.toFixed(0)).join(', ')})`);
+    console.log(`  helm index.yaml:      ${median(helm).toFixed(0)} req/s (median; rounds ${helm.map((x) => x.toFixed(0)).join(', ')})`);
+    console.log(`  ratio: ${median(ratios).toFixed(2)} (median of the rounds' ratios; target >= 0.3)`);
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
+if (process.argv[2] === '--serve') {
+  await serve(process.argv[3] ?? 'flat');
+} else {
+  const shape = process.env.BENCH_SHAPE ?? 'both';
+  for (const s of shape === 'both' ? ['flat', 'deep'] : [shape]) await bench(s);
+}

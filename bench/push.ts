@@ -1,0 +1,244 @@
+/**
+ * Push throughput, latency and memory, on the filesystem store and on S3 (the RGW of /tmp/appr-s3/env when its
+ * variables are set). The server runs in its own process (bench/lib/push-server.ts); this process is the client.
+ *
+ * - sequential pushes over 16 packages; 8 concurrent over 16 packages; 8 concurrent into ONE package:
+ *   push/s, p50, p99, errors, server CPU per push;
+ * - push latency as one package grows from 10 to BENCH_GROW releases (default 1000): mean of the 20 pushes
+ *   around each size;
+ * - peak server RSS (VmHWM) over idle while 16 pushes of 30 MB tarballs run at once.
+ *
+ * Each release carries about 600 B of metadata, as in issue 9's measurements.
+ *
+ *   npm run bench:push                 (source /tmp/appr-s3/env first to include S3)
+ *   BENCH_ONLY=fs BENCH_N=400 BENCH_GROW=1000 BENCH_BIG_MB=30 npm run bench:push
+ *   BENCH_ONLY=fs BENCH_N=10 BENCH_GROW=10 BENCH_BIG_COUNT=48 BENCH_BIG_CAP=0 npm run bench:push   (issue 12's 48 x 30 MB)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { pack } from 'tar-stream';
+
+const N = Number(process.env.BENCH_N ?? 400);
+const GROW = Number(process.env.BENCH_GROW ?? 1000);
+const BIG_MB = Number(process.env.BENCH_BIG_MB ?? 30);
+const BIG_COUNT = Number(process.env.BENCH_BIG_COUNT ?? 16);
+const ONLY = process.env.BENCH_ONLY ?? '';
+const S3 = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.S3_ENDPOINT ?? '';
+const MB = 1024 * 1024;
+const SERVER = fileURLToPath(new URL('./lib/push-server.ts', import.meta.url));
+const METADATA = { description: 'x'.repeat(400), maintainers: [{ name: 'bench', email: 'bench@example.com' }], labels: { tier: 'backend', team: 'platform' } };
+
+interface Server { url: string; child: ChildProcess; pid: number }
+
+async function startServer(storage: string, options: Record<string, unknown> = {}): Promise<Server> {
+  const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
+    env: { ...process.env, BENCH_STORAGE: storage, BENCH_OPTIONS: JSON.stringify(options) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)));
+    child.stdout?.on('data', (c: Buffer) => {
+      const m = /listening on (\S+)/.exec(c.toString());
+      if (m?.[1]) resolve(m[1]);
+    });
+  });
+  return { url, child, pid: child.pid as number };
+}
+
+async function stopServer(server: Server): Promise<void> {
+  const exited = new Promise((resolve) => server.child.once('exit', resolve));
+  server.child.kill('SIGTERM');
+  await exited;
+}
+
+async function procStatus(pid: number, field: string): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** utime + stime of a process in ms. */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+/** `fresh`: a new connection (a kept-alive one may have been closed by the server while the client was busy). */
+function post(url: string, body: Buffer, fresh = false): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      method: 'POST', agent: fresh ? false : agent, headers: { 'content-type': 'application/json', 'content-length': body.length },
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function tarGz(release: string): Promise<Buffer> {
+  const chart = Buffer.from(`apiVersion: v1\nname: bench\nversion: ${release}\ndescription: a benchmark chart\n`);
+  const archive = pack();
+  const chunks: Buffer[] = [];
+  const collected = (async () => { for await (const c of archive) chunks.push(c as Buffer); })();
+  archive.entry({ name: 'bench/Chart.yaml', mtime: new Date(0), mode: 0o644 }, chart);
+  archive.finalize();
+  await collected;
+  return gzipSync(Buffer.concat(chunks));
+}
+
+async function pushBody(release: string): Promise<Buffer> {
+  return Buffer.from(JSON.stringify({
+    blob: (await tarGz(release)).toString('base64'), release, media_type: 'helm', metadata: METADATA,
+  }));
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+interface Result { label: string; rate: number; p50: number; p99: number; errors: number; cpuPerPush: number; firstError?: string }
+
+/** `count` pushes, `concurrency` at a time; `target(i)` gives the package path and release of push i. */
+async function run(server: Server, label: string, count: number, concurrency: number,
+  target: (i: number) => { pkg: string; release: string }): Promise<Result> {
+  const bodies = await Promise.all(Array.from({ length: count }, (_, i) => pushBody(target(i).release)));
+  const latencies: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  let next = 0;
+  const cpu0 = await cpuMs(server.pid);
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) {
+      const i = next++;
+      const t0 = performance.now();
+      const res = await post(`${server.url}/cnr/api/v1/packages/${target(i).pkg}`, bodies[i] as Buffer);
+      latencies.push(performance.now() - t0);
+      if (res.status !== 200) {
+        errors++;
+        firstError ??= `${res.status} ${res.text.slice(0, 160)}`;
+      }
+    }
+  }));
+  const seconds = (performance.now() - started) / 1000;
+  const cpu = (await cpuMs(server.pid)) - cpu0;
+  latencies.sort((a, b) => a - b);
+  return { label, rate: count / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors, cpuPerPush: cpu / count, ...(firstError ? { firstError } : {}) };
+}
+
+/** Sequential pushes into one package: mean latency of the 20 pushes that take it to each size. */
+async function grow(server: Server, ns: string): Promise<{ size: number; ms: number }[]> {
+  const marks = [10, 100, 1000, 10000].filter((m) => m <= GROW);
+  const out: { size: number; ms: number }[] = [];
+  const window: number[] = [];
+  for (let i = 1; i <= GROW; i++) {
+    const release = `1.0.${i}`;
+    const body = await pushBody(release);
+    const t0 = performance.now();
+    const res = await post(`${server.url}/cnr/api/v1/packages/${ns}/grow`, body);
+    const ms = performance.now() - t0;
+    if (res.status !== 200) throw new Error(`grow push ${i}: ${res.status} ${res.text.slice(0, 200)}`);
+    window.push(ms);
+    if (window.length > 20) window.shift();
+    if (marks.includes(i)) out.push({ size: i, ms: window.reduce((a, b) => a + b, 0) / window.length });
+  }
+  return out;
+}
+
+async function bigTarGz(bytes: number): Promise<Buffer> {
+  const archive = pack();
+  const chunks: Buffer[] = [];
+  const collected = (async () => { for await (const c of archive) chunks.push(c as Buffer); })();
+  const entry = archive.entry({ name: 'payload.bin', size: bytes });
+  for (let written = 0; written < bytes; written += MB) {
+    if (!entry.write(randomBytes(Math.min(MB, bytes - written)))) await new Promise<void>((r) => entry.once('drain', () => r()));
+  }
+  (entry as unknown as { end(): void }).end();
+  archive.finalize();
+  await collected;
+  return gzipSync(Buffer.concat(chunks), { level: 1 });
+}
+
+/** Peak RSS growth of a fresh server while BIG_COUNT pushes of BIG_MB MB tarballs run at once. */
+async function bigPushes(storage: string): Promise<{ idle: number; peak: number; ok: number; statuses: string }> {
+  const tarball = await bigTarGz(BIG_MB * MB);
+  // BENCH_BIG_CAP: maxPushBytesInFlight in bytes (default 4 GiB, so that all pushes run; 0 for the router's default).
+  const cap = Number(process.env.BENCH_BIG_CAP ?? 4 * 1024 * MB);
+  const server = await startServer(storage, { maxPushSize: tarball.length + MB, ...(cap > 0 ? { maxPushBytesInFlight: cap } : {}) });
+  try {
+    await post(`${server.url}/cnr/api/v1/packages/warm/up`, await pushBody('1.0.0'));
+    const idle = await procStatus(server.pid, 'VmRSS');
+    const statuses: number[] = await Promise.all(Array.from({ length: BIG_COUNT }, async (_, i) => {
+      const body = Buffer.from(JSON.stringify({ blob: tarball.toString('base64'), release: `1.0.${i}`, media_type: 'helm' }));
+      try {
+        const res = await post(`${server.url}/cnr/api/v1/packages/big/p${i}`, body, true);
+        if (res.status !== 200 && i === 0) console.log(`  first answer: ${res.status} ${res.text.slice(0, 200)}`);
+        return res.status;
+      } catch (err) {
+        console.log(`  push ${i}: ${(err as Error).message}`);
+        return -1;
+      }
+    }));
+    const peak = await procStatus(server.pid, 'VmHWM');
+    const counts = new Map<number, number>();
+    for (const s of statuses) counts.set(s, (counts.get(s) ?? 0) + 1);
+    return { idle, peak, ok: counts.get(200) ?? 0, statuses: [...counts].map(([s, c]) => `${c}x${s}`).join(' ') };
+  } finally {
+    await stopServer(server);
+  }
+}
+
+async function bench(kind: string, storage: string, bigStorage: string): Promise<void> {
+  console.log(`\n## ${kind}\n`);
+  const server = await startServer(storage);
+  const results: Result[] = [];
+  try {
+    await post(`${server.url}/cnr/api/v1/packages/warm/up`, await pushBody('1.0.0'));
+    results.push(await run(server, 'sequential, 16 packages', N, 1, (i) => ({ pkg: `seq/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
+    results.push(await run(server, '8 concurrent, 16 packages', N, 8, (i) => ({ pkg: `par/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
+    results.push(await run(server, '8 concurrent, one package', N, 8, (i) => ({ pkg: 'hot/one', release: `1.0.${i}` })));
+    console.log('| workload | push/s | p50 ms | p99 ms | errors | server CPU ms/push |\n|---|---|---|---|---|---|');
+    for (const r of results) {
+      console.log(`| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`);
+      if (r.firstError) console.log(`  first error: ${r.firstError}`);
+    }
+    const growth = await grow(server, 'grow');
+    console.log(`\npush latency as one package grows: ${growth.map((g) => `${g.size} releases ${g.ms.toFixed(1)} ms`).join(', ')}` +
+      ` (ratio ${((growth.at(-1)?.ms ?? 0) / (growth[0]?.ms ?? 1)).toFixed(2)})`);
+  } finally {
+    await stopServer(server);
+  }
+  if (BIG_COUNT > 0) {
+    const big = await bigPushes(bigStorage);
+    console.log(`\n${BIG_COUNT} concurrent ${BIG_MB} MB pushes: server RSS idle ${big.idle.toFixed(0)} MB, peak ${big.peak.toFixed(0)} MB, ` +
+      `growth ${(big.peak - big.idle).toFixed(0)} MB (${big.statuses})`);
+  }
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'appr-push-bench-'));
+try {
+  console.log(`# push benchmark: N=${N} pushes per workload, growth to ${GROW} releases, ${BIG_COUNT} x ${BIG_MB} MB`);
+  if (ONLY === '' || ONLY === 'fs') await bench('fs', join(dir, 'fs'), join(dir, 'fs-big'));
+  if ((ONLY === '' || ONLY === 's3') && S3) {
+    const run = `appr-bench-runs/push-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+    const bucket = process.env.APPR_TEST_S3_BUCKET ?? 'appr-test';
+    await bench('s3 (RGW)', `s3://${bucket}/${run}/a`, `s3://${bucket}/${run}/big`);
+  } else if (ONLY === 's3') {
+    console.log('no S3 endpoint: source /tmp/appr-s3/env first');
+  }
+} finally {
+  agent.destroy();
+  await rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,245 @@
+/**
+ * Helm chart repositories over the registry's packages: one repository per namespace, one index entry per release
+ * of media type `helm`. Built only from the Registry's public read methods, so it sees exactly what the appr API
+ * sees (visibility filtering included).
+ *
+ * What is cached, and why it is safe:
+ * - a chart's metadata and sha256, per blob: a blob is content-addressed and immutable (`ns/name/digest` always
+ *   names the same stored bytes), so this is never invalidated, only evicted (an LRU bounded in bytes);
+ * - the serialized index, keyed by a fingerprint of everything it is made of (namespace, context path, and each
+ *   visible release's name, version, blob digest and creation time): a push, a delete or a visibility change
+ *   gives another fingerprint, so a cached index can never be stale; two callers who see the same charts share
+ *   one copy. The fingerprint is also the ETag.
+ * In steady state an index therefore costs what listing the namespace's packages and reading their manifests
+ * costs (package documents, conditional reads; nothing once the registry serves them from memory), no blob read.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { stringify } from 'yaml';
+import { isApprError } from '../errors.js';
+import type { Registry, VisibleFilter } from '../core/registry.js';
+import { compareReleases } from '../core/release.js';
+import { readChartArchive, type ChartArchive, type ChartMetadata } from './chart.js';
+
+/** The media type whose releases are charts. */
+export const HELM_MEDIA_TYPE = 'helm';
+
+export interface HelmOptions {
+  /** Bytes of chart metadata kept in memory (default 16 MiB; about 1 KiB per chart version). */
+  chartCacheBytes?: number;
+  /** Bytes of serialized indexes kept in memory (default 32 MiB). */
+  indexCacheBytes?: number;
+  /** Clock for the index's `generated` field (tests). */
+  now?: () => Date;
+}
+
+/** One entry of a repository index (Helm's `repo.ChartVersion`): the chart's metadata plus where to get it. */
+export interface ChartVersion extends ChartMetadata {
+  /** When the release was pushed (RFC 3339). */
+  created: string;
+  /** sha256 (hex) of the `.tgz` bytes served at `urls[0]`: what Helm verifies after downloading. */
+  digest: string;
+  /** Relative to the repository URL: `charts/{name}-{version}.tgz`. */
+  urls: string[];
+}
+
+/** A release of media type `helm` as the registry lists it. */
+interface HelmRelease {
+  name: string;
+  version: string;
+  /** The appr digest (sha256 of the tar), which names the stored blob. */
+  blob: string;
+  created: string;
+}
+
+export interface SerializedIndex {
+  body: Buffer;
+  /** Weak ETag (`W/"..."`): the fingerprint of the index's content. */
+  etag: string;
+  /** Number of chart versions listed. */
+  charts: number;
+}
+
+const MB = 1024 * 1024;
+const READ_CONCURRENCY = 16;
+
+/** `charts/{name}-{version}.tgz`, relative to the repository URL. */
+export function chartFileName(name: string, version: string): string {
+  return `${name}-${version}.tgz`;
+}
+
+export class HelmRepository {
+  readonly #registry: Registry;
+  readonly #now: () => Date;
+  readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string }>;
+  readonly #indexes: LRUCache<string, SerializedIndex, { namespace: string; contextPath: string; releases: HelmRelease[] }>;
+  readonly #state: (() => string | number | undefined) | undefined;
+  /** Indexes by (registry state, namespace, context path, visible packages): see `state` in the constructor. */
+  readonly #recent: LRUCache<string, SerializedIndex>;
+
+  /**
+   * `state`, when given, returns a token that changes whenever any package document changes (a catalog's
+   * version). A repeated index then costs one `listPackages` (which packages this caller sees) and nothing per
+   * package. Without it, each index reads every chart package's manifests to fingerprint what it lists.
+   */
+  constructor(registry: Registry, options: HelmOptions = {}, state?: () => string | number | undefined) {
+    this.#registry = registry;
+    this.#state = state;
+    this.#now = options.now ?? (() => new Date());
+    this.#charts = new LRUCache({
+      maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
+      sizeCalculation: (value) => 256 + (value.chart ? JSON.stringify(value.chart).length : 0),
+      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.name, context.blob),
+    });
+    this.#indexes = new LRUCache({
+      maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
+      sizeCalculation: (value) => value.body.length + 64,
+      fetchMethod: async (key, _stale, { context }) => this.#serialize(key, context.namespace, context.contextPath, context.releases),
+    });
+    this.#recent = new LRUCache({
+      maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
+      sizeCalculation: (value) => value.body.length + 64,
+    });
+  }
+
+  /**
+   * The repository index of `namespace` for a caller whose read permission is `visible`: YAML bytes and their
+   * ETag. `contextPath` is the path of the repositories' root as the client sees it (`/cnr/helm`), written to
+   * `serverInfo.contextPath` so that `helm cm-push` finds the upload API. Throws what the registry throws
+   * (`400 invalid-usage` for a bad namespace name, `503 storage-unavailable`).
+   */
+  async index(namespace: string, visible: VisibleFilter, contextPath: string): Promise<SerializedIndex> {
+    const state = this.#state?.();
+    if (state === undefined) return this.#index(namespace, contextPath, await this.#releases(namespace, visible));
+    const packages = await this.#visiblePackages(namespace, visible);
+    const key = createHash('sha256').update(`${state}\n${namespace}\n${contextPath}\n${packages.join('\n')}`).digest('hex');
+    const cached = this.#recent.get(key);
+    if (cached !== undefined) return cached;
+    const built = await this.#index(namespace, contextPath, await this.#releasesOf(namespace, packages));
+    // Built from a later state than `state` if a write landed meanwhile: then it is not what `state` names.
+    if (this.#state?.() === state) this.#recent.set(key, built);
+    return built;
+  }
+
+  /** The index of exactly these releases, from the cache of serialized indexes when it holds it. */
+  async #index(namespace: string, contextPath: string, releases: HelmRelease[]): Promise<SerializedIndex> {
+    const fingerprint = createHash('sha256').update(`${namespace}\n${contextPath}\n`);
+    for (const r of releases) fingerprint.update(`${r.name}\0${r.version}\0${r.blob}\0${r.created}\n`);
+    const key = fingerprint.digest('hex');
+    return this.#indexes.fetch(key, { context: { namespace, contextPath, releases } }) as Promise<SerializedIndex>;
+  }
+
+  /** The index entries of `namespace` visible to the caller, by chart name, each list newest version first. */
+  async entries(namespace: string, visible: VisibleFilter): Promise<Record<string, ChartVersion[]>> {
+    return this.#entries(namespace, await this.#releases(namespace, visible));
+  }
+
+  /**
+   * The index entries of one package (the caller's read permission already checked), newest first; empty when
+   * the package has no release that is a chart of that name and version. Throws `404 package-not-found` when the
+   * package does not exist.
+   */
+  async chartVersions(namespace: string, name: string): Promise<ChartVersion[]> {
+    const releases = await this.#packageReleases(namespace, name);
+    return (await this.#entries(namespace, releases))[name] ?? [];
+  }
+
+  /**
+   * What the stored blob of a release holds (cached per blob): its sha256 and Chart.yaml, or why it is no chart.
+   * `undefined` when the blob is missing from storage.
+   */
+  async chart(namespace: string, name: string, blob: string): Promise<ChartArchive | undefined> {
+    return this.#charts.fetch(`${namespace}/${name}/${blob}`, { context: { namespace, name, blob } });
+  }
+
+  async #releases(namespace: string, visible: VisibleFilter): Promise<HelmRelease[]> {
+    return this.#releasesOf(namespace, await this.#visiblePackages(namespace, visible));
+  }
+
+  /** Names of the packages of `namespace` with a `helm` release that the caller may read. */
+  async #visiblePackages(namespace: string, visible: VisibleFilter): Promise<string[]> {
+    const packages = await this.#registry.listPackages({ namespace, mediaType: HELM_MEDIA_TYPE }, visible);
+    return packages.map((pkg) => pkg.name.slice(pkg.namespace.length + 1));
+  }
+
+  async #releasesOf(namespace: string, packages: string[]): Promise<HelmRelease[]> {
+    const lists = await mapLimit(packages, READ_CONCURRENCY, (name) =>
+      this.#packageReleases(namespace, name).catch((err: unknown) => {
+        // Deleted between the listing and this read: it is simply not in this index.
+        if (isApprError(err) && err.code === 'package-not-found') return [];
+        throw err;
+      }));
+    return lists.flat();
+  }
+
+  async #packageReleases(namespace: string, name: string): Promise<HelmRelease[]> {
+    const manifests = await this.#registry.packageManifests(namespace, name, HELM_MEDIA_TYPE);
+    return manifests.map((m) => ({ name, version: m.release, blob: m.content.digest, created: m.created_at }));
+  }
+
+  /**
+   * A release is an entry only when its blob is a chart whose Chart.yaml names this package and this release:
+   * Helm installs `name` at `version` from what the index says, and would refuse (or, worse, install another
+   * chart) if the archive said otherwise.
+   */
+  async #entries(namespace: string, releases: HelmRelease[]): Promise<Record<string, ChartVersion[]>> {
+    const read = await mapLimit(releases, READ_CONCURRENCY, async (release) => ({
+      release, archive: await this.chart(namespace, release.name, release.blob),
+    }));
+    const entries: Record<string, ChartVersion[]> = {};
+    const names = [...new Set(releases.map((r) => r.name))].sort();
+    for (const name of names) {
+      const versions = read
+        .filter(({ release, archive }) =>
+          release.name === name && archive?.chart?.name === name && archive.chart.version === release.version)
+        .sort((a, b) => compareReleases(b.release.version, a.release.version))
+        .map(({ release, archive }) => ({
+          ...(archive?.chart as ChartMetadata),
+          created: release.created,
+          digest: (archive as ChartArchive).digest,
+          urls: [`charts/${chartFileName(name, release.version)}`],
+        }));
+      if (versions.length) entries[name] = versions;
+    }
+    return entries;
+  }
+
+  async #serialize(fingerprint: string, namespace: string, contextPath: string, releases: HelmRelease[]): Promise<SerializedIndex> {
+    const entries = await this.#entries(namespace, releases);
+    const index = { apiVersion: 'v1', entries, generated: this.#now().toISOString(), serverInfo: { contextPath } };
+    const body = Buffer.from(stringify(index, { lineWidth: 0 }));
+    // Weak: an index rebuilt after eviction has another `generated` time, but the same charts.
+    const charts = Object.values(entries).reduce((sum, versions) => sum + versions.length, 0);
+    return { body, etag: `W/"${fingerprint.slice(0, 32)}"`, charts };
+  }
+
+  async #loadChart(namespace: string, name: string, blob: string): Promise<ChartArchive | undefined> {
+    let stream;
+    try {
+      stream = await this.#registry.blob(namespace, name, blob);
+    } catch (err) {
+      // A release whose blob is gone is a storage fault, not a fact about the chart: do not cache it.
+      if (isApprError(err) && err.code === 'package-not-found') return undefined;
+      throw err;
+    }
+    return readChartArchive(stream.body);
+  }
+}
+
+function positive(value: number, name: string): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`koa-appr: helm.${name} must be a positive integer (bytes)`);
+  return value;
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

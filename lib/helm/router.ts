@@ -1,0 +1,400 @@
+/**
+ * Helm's two HTTP faces over the registry's packages, mounted by `createApprRouter` (option `helm`):
+ *
+ *   GET  {prefix}/helm/{ns}/index.yaml                     chart repository index (`helm repo add`)
+ *   GET  {prefix}/helm/{ns}/charts/{name}-{version}.tgz    a chart (`helm install`, `helm pull`)
+ *   GET  {prefix}/helm/api/{ns}/charts                     ChartMuseum API: all charts
+ *   POST {prefix}/helm/api/{ns}/charts                     ChartMuseum API: upload (`helm cm-push`, curl)
+ *   GET  {prefix}/helm/api/{ns}/charts/{name}[/{version}]  ChartMuseum API: one chart, one version (and HEAD)
+ *   DELETE {prefix}/helm/api/{ns}/charts/{name}/{version}  ChartMuseum API: delete
+ *
+ * Every route starts with the AccessControl guard, as the appr routes do. Errors under `{prefix}/helm` are
+ * ChartMuseum's `{"error": "..."}` with the status of the registry's error table.
+ */
+import { once } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type Router from '@koa/router';
+import type { Context, Middleware, Next } from 'koa';
+import { koaBody } from 'koa-body';
+import { ApprError, ERRORS, isApprError } from '../errors.js';
+import { checkName } from '../core/names.js';
+import { isExactRelease, parseRelease } from '../core/release.js';
+import { GUARD, type AccessControl, type CallerState } from '../http/access.js';
+import { responder, sendBlob } from '../http/respond.js';
+import { publicBase } from '../http/router.js';
+import type { ResolvedOptions } from '../options.js';
+import { readChartArchive, type ChartMetadata } from './chart.js';
+import { chartFileName, HELM_MEDIA_TYPE, HelmRepository, type ChartVersion, type HelmOptions } from './index.js';
+
+type Params = Record<string, string>;
+const params = (ctx: Context): Params => ctx.params as Params;
+const callerState = (ctx: Context) => ctx.state.appr as CallerState;
+
+/** A push's metadata may be at most this large (as on the appr push route). */
+const MAX_METADATA_BYTES = 64 * 1024;
+/** How much of a body over the limit is read and dropped before the 413, in bytes. */
+const DRAIN_LIMIT = 16 * 1024 * 1024;
+/** Room for the multipart framing and a provenance file next to the chart. */
+const MULTIPART_ALLOWANCE = 256 * 1024;
+
+/**
+ * Add the Helm routes to the registry's router (before its fallbacks). Returns their paths, for the router's 405
+ * and preflight answers. `options` and `state`: see `HelmRepository` (`state` is the registry's catalog version,
+ * when it has one).
+ */
+export function mountHelmRoutes(
+  router: Router, opts: ResolvedOptions, access: AccessControl<unknown>, options: HelmOptions = {},
+  state?: () => string | number | undefined,
+): string[] {
+  const repo = new HelmRepository(opts.registry, options, state);
+  const base = `${opts.prefix}/helm`;
+  const api = `${base}/api/:namespace/charts`;
+  const deps: Deps = { opts, access, repo };
+  const respond = responder({ ...opts, onResponseError: chartMuseumErrors(opts.onResponseError) });
+  const route = (method: 'get' | 'post' | 'delete', name: string, path: string, guard: Middleware, handler: Middleware) => {
+    router[method](name, path, respond, guard, handler);
+    return path;
+  };
+  // ChartMuseum's API first: a namespace called `api` must not capture its paths.
+  return [...new Set([
+    route('get', 'helm-api-list', api, access.guard('list', 'helm-api-list'), (ctx) => listCharts(ctx, deps)),
+    route('post', 'helm-api-upload', api, access.guard('list', 'helm-api-upload'), (ctx) => upload(ctx, deps)),
+    route('get', 'helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), (ctx) => showChart(ctx, deps)),
+    route('get', 'helm-api-version', `${api}/:package/:version`, access.guard('read', 'helm-api-version'),
+      (ctx) => showVersion(ctx, deps)),
+    route('delete', 'helm-api-delete', `${api}/:package/:version`, access.guard('write', 'helm-api-delete'),
+      (ctx) => deleteVersion(ctx, deps)),
+    route('get', 'helm-index', `${base}/:namespace/index.yaml`, access.guard('list', 'helm-index'), (ctx) => index(ctx, deps)),
+    route('get', 'helm-chart', `${base}/:namespace/charts/:file`, chartFileGuard(access.guard('read', 'helm-chart')),
+      (ctx) => download(ctx, deps)),
+  ])];
+}
+
+interface Deps {
+  opts: ResolvedOptions;
+  access: AccessControl<unknown>;
+  repo: HelmRepository;
+}
+
+/**
+ * ChartMuseum's error body, `{"error": "<message>"}` (which `helm cm-push` prints), unless the host's own
+ * `onResponseError` replaces it; status and headers (`WWW-Authenticate`, `Allow`) are the registry's. A 5xx says
+ * only the error table's message, as everywhere.
+ */
+function chartMuseumErrors(host: ResolvedOptions['onResponseError']): NonNullable<ResolvedOptions['onResponseError']> {
+  return async (error, ctx) => (host ? await host(error, ctx) : undefined) ?? {
+    status: error.status,
+    body: { error: error.status >= 500 ? ERRORS[error.code].message : error.message },
+  };
+}
+
+// ---- repository ---------------------------------------------------------------------------------------------------
+
+/**
+ * `{prefix}/helm` as clients reach it: ChartMuseum's context path. From `publicUrl` when the host set one, else
+ * the request's path (a parent router's mount included) and, behind a trusted proxy, `X-Forwarded-Prefix`.
+ */
+function contextPath(ctx: Context, opts: ResolvedOptions, namespace: string): string {
+  const own = `${opts.prefix}/helm/${namespace}/index.yaml`;
+  const mount = ctx.path.endsWith(own) ? ctx.path.slice(0, -own.length) : '';
+  return `${new URL(publicBase(ctx, opts, mount)).pathname.replace(/\/+$/, '')}/helm`;
+}
+
+async function index(ctx: Context, { repo, opts }: Deps): Promise<void> {
+  const namespace = checkName('namespace', params(ctx).namespace!);
+  const built = await repo.index(namespace, callerState(ctx).visible, contextPath(ctx, opts, namespace));
+  if (built.charts === 0) await requireNamespaceRead(ctx, opts, namespace, 'helm-index');
+  ctx.status = 200;
+  ctx.etag = built.etag;
+  // Who asks decides what is listed: caches must revalidate, per caller.
+  ctx.set('Cache-Control', 'private, no-cache');
+  ctx.vary('Authorization');
+  if (ctx.fresh) {
+    ctx.status = 304;
+    return;
+  }
+  ctx.type = 'application/x-yaml';
+  ctx.body = built.body;
+}
+
+/**
+ * An index with no chart for this caller is answered 401/403 unless the caller may read the namespace itself
+ * (`authorize(caller, 'read', {namespace})`): `helm repo add` of a private repository without the right
+ * credentials fails loudly instead of adding an empty repository. A namespace that does not exist, or holds only
+ * private charts, answers alike, so the answer tells nothing about private charts.
+ */
+async function requireNamespaceRead(ctx: Context, opts: ResolvedOptions, namespace: string, action: string): Promise<void> {
+  const authorize = opts.auth.authorize;
+  if (!authorize) return;
+  const { caller } = callerState(ctx);
+  if ((await authorize(caller, 'read', { namespace, action }, ctx)) === true) return;
+  if (caller === null) {
+    const realm = (opts.auth.realm ?? 'appr').replace(/["\\]/g, '');
+    throw new ApprError('unauthorized-access', `Authentication required to read the chart repository ${namespace}`, {}, {
+      'WWW-Authenticate': `Basic realm="${realm}", Bearer realm="${realm}"`,
+    });
+  }
+  throw new ApprError('forbidden', `You are not allowed to read the chart repository ${namespace}`, { namespace });
+}
+
+/**
+ * The guard of `charts/{name}-{version}.tgz`: the package the guard checks is the chart name, which has to be
+ * cut out of the file name first. Nothing else happens before the guard; a name that is no chart file name
+ * at all is a 404 that says nothing about any package.
+ */
+function chartFileGuard(guard: Middleware): Middleware {
+  const middleware = async (ctx: Context, next: Next): Promise<void> => {
+    const file = params(ctx).file!;
+    const split = splitChartFile(file);
+    if (!split) throw new ApprError('not-found', `${file} is not a chart file name ({name}-{version}.tgz)`);
+    Object.assign(ctx.params, { package: split.name, version: split.version });
+    await guard(ctx, next);
+  };
+  Object.defineProperty(middleware, GUARD, { value: (guard as unknown as Record<symbol, unknown>)[GUARD] });
+  return middleware;
+}
+
+/**
+ * `{name}-{version}.tgz` to name and version. Names may contain `-` and versions may too (`1.0.0-rc-1`), so the
+ * split is at the last `-` that is followed by a whole release and preceded by a valid package name:
+ * `my-chart-1.0.0-rc-1.tgz` is `my-chart` at `1.0.0-rc-1`. (A chart whose name itself ends in `-<release>` and a
+ * pre-release made of a release, `a-1.0.0-2.0.0`, cannot both exist unambiguously: the shorter version wins.)
+ */
+export function splitChartFile(file: string): { name: string; version: string } | null {
+  if (!file.endsWith('.tgz')) return null;
+  const stem = file.slice(0, -'.tgz'.length);
+  for (let dash = stem.lastIndexOf('-'); dash > 0; dash = stem.lastIndexOf('-', dash - 1)) {
+    const name = stem.slice(0, dash);
+    const version = stem.slice(dash + 1);
+    if (isExactRelease(version) && isPackageName(name)) return { name, version };
+  }
+  return null;
+}
+
+function isPackageName(name: string): boolean {
+  try {
+    checkName('package', name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function download(ctx: Context, { opts }: Deps): Promise<void> {
+  const { namespace, package: name, version, file } = params(ctx) as Record<'namespace' | 'package' | 'version' | 'file', string>;
+  const missing = `chart ${file} not found`;
+  const manifests = await opts.registry.packageManifests(namespace, name, HELM_MEDIA_TYPE).catch(notFound(missing));
+  const manifest = manifests.find((m) => m.release === version);
+  if (!manifest) throw new ApprError('package-not-found', missing);
+  sendBlob(ctx, await opts.registry.blob(namespace, name, manifest.content.digest), file, null);
+}
+
+// ---- ChartMuseum API ----------------------------------------------------------------------------------------------
+
+/** `GET /api/{ns}/charts`: `{name: [versions, newest first]}`, ChartMuseum's `offset` and `limit` over names. */
+async function listCharts(ctx: Context, { repo, opts }: Deps): Promise<void> {
+  const namespace = checkName('namespace', params(ctx).namespace!);
+  const offset = queryInt(ctx, 'offset', 0, 0);
+  const limit = queryInt(ctx, 'limit', -1, 1);
+  const entries = await repo.entries(namespace, callerState(ctx).visible);
+  const names = Object.keys(entries);
+  if (names.length === 0) await requireNamespaceRead(ctx, opts, namespace, 'helm-api-list');
+  const kept = names.slice(offset, limit === -1 ? undefined : offset + limit);
+  ctx.body = Object.fromEntries(kept.map((name) => [name, entries[name]]));
+}
+
+function queryInt(ctx: Context, field: string, fallback: number, min: number): number {
+  const raw = ctx.query[field];
+  if (raw === undefined) return fallback;
+  const value = Number(Array.isArray(raw) ? raw[0] : raw);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new ApprError('invalid-usage', `${field} is not a valid ${min === 0 ? 'non-negative' : 'positive'} integer`);
+  }
+  return value;
+}
+
+async function versionsOf(ctx: Context, repo: HelmRepository): Promise<ChartVersion[]> {
+  const { namespace, package: name } = params(ctx);
+  const versions = await repo.chartVersions(namespace!, name!).catch(notFound('chart not found'));
+  if (versions.length === 0) throw new ApprError('package-not-found', 'chart not found', { package: `${namespace}/${name}` });
+  return versions;
+}
+
+async function showChart(ctx: Context, { repo }: Deps): Promise<void> {
+  ctx.body = await versionsOf(ctx, repo);
+}
+
+/** `latest` is the newest version that is not a pre-release, as ChartMuseum (Helm's `IndexFile.Get`) resolves it. */
+async function showVersion(ctx: Context, { repo }: Deps): Promise<void> {
+  const { package: name, version } = params(ctx);
+  const versions = await versionsOf(ctx, repo);
+  const found = version === 'latest'
+    ? versions.find((v) => !v.version.split('+')[0]!.includes('-'))
+    : versions.find((v) => v.version === version);
+  if (!found) throw new ApprError('package-not-found', `no chart version found for ${name}-${version}`);
+  ctx.body = found;
+}
+
+async function deleteVersion(ctx: Context, { opts }: Deps): Promise<void> {
+  const { namespace, package: name, version } = params(ctx);
+  await opts.registry.deleteRelease(namespace!, name!, version!, HELM_MEDIA_TYPE)
+    .catch(notFound(`chart ${chartFileName(name!, version!)} not found`));
+  ctx.body = { deleted: true };
+}
+
+/**
+ * `POST /api/{ns}/charts`: the chart as multipart field `chart` (what `helm cm-push` sends) or as the raw body
+ * (`curl --data-binary @chart.tgz`); `?force` (present, any value) replaces an existing version. It is an appr
+ * push of media type `helm`: package = chart name, release = chart version, metadata = the Chart.yaml fields.
+ *
+ * The chart's name is inside the body, so only the caller is checked before the body is read (the guard:
+ * `anonymous: false` answers 401 at once); the push permission on the package (`write`, or `create` for a new
+ * chart) is decided by the same guard as soon as Chart.yaml is read, before anything is stored.
+ */
+async function upload(ctx: Context, { opts, access }: Deps): Promise<void> {
+  const namespace = checkName('namespace', params(ctx).namespace!);
+  const force = Object.hasOwn(ctx.query, 'force');
+  await withUpload(ctx, opts.maxPushSize, async (path) => {
+    const archive = await readChartArchive(createReadStream(path));
+    if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
+    const chart = archive.chart;
+    if (!isPackageName(chart.name)) {
+      throw new ApprError('invalid-usage', `chart name "${preview(chart.name)}" cannot be a package name: ` +
+        'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}');
+    }
+    // The permission first, as on an appr push: a caller who may not push learns nothing more about the chart.
+    Object.assign(ctx.params, { package: chart.name });
+    await access.guard('push', 'helm-api-upload')(ctx, async () => undefined);
+    const { createOnly } = callerState(ctx);
+    const release = asRelease(chart);
+    const metadata = chart as ChartMetadata;
+    if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
+      throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
+    }
+    try {
+      // Registry.push takes the bytes; once it takes a stream, this is createReadStream(path).
+      await opts.registry.push({
+        namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: await readFile(path), metadata, force,
+        createOnly,
+      });
+    } catch (err) {
+      if (isApprError(err) && err.code === 'package-exists') {
+        throw new ApprError('package-exists', `chart ${chart.name} version ${release} already exists ` +
+          '(upload with ?force to replace it)', err.details);
+      }
+      throw err;
+    }
+  });
+  ctx.status = 201;
+  ctx.body = { saved: true };
+}
+
+/** A chart version that Helm accepts but appr's release rule (strict SemVer 2.0) does not is refused with 422. */
+function asRelease(chart: ChartMetadata): string {
+  try {
+    return parseRelease(chart.version, 'chart version');
+  } catch (err) {
+    if (!isApprError(err)) throw err;
+    throw new ApprError('invalid-release', `${err.message}. Helm accepts "${preview(chart.version)}", but charts are stored ` +
+      'as appr releases, which must be strict SemVer: set version in Chart.yaml to MAJOR.MINOR.PATCH ' +
+      '(for example 1.2.3, without a leading "v")', { version: preview(chart.version) });
+  }
+}
+
+/**
+ * Run `use` with the upload's chart spooled to a temporary file (at most `limit` bytes; 413 beyond), then remove
+ * every temporary file of the request: nothing of the body is held in memory while it arrives.
+ */
+async function withUpload<T>(ctx: Context, limit: number, use: (path: string, size: number) => Promise<T>): Promise<T> {
+  const multipart = Boolean(ctx.is('multipart'));
+  const announced = Number(ctx.get('Content-Length') || 0);
+  if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) throw tooLarge(limit);
+  const spooled = multipart ? await spoolMultipart(ctx, limit) : await spoolRaw(ctx, limit);
+  try {
+    if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
+    return await use(spooled.path, spooled.size);
+  } finally {
+    await spooled.remove();
+  }
+}
+
+interface Spooled {
+  path: string;
+  size: number;
+  remove: () => Promise<void>;
+}
+
+function tooLarge(limit: number): ApprError {
+  return new ApprError('payload-too-large', `The chart is larger than ${limit} bytes`, { limit });
+}
+
+/** A raw body (`curl --data-binary`), whatever its Content-Type, to a file of its own. */
+async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
+  const dir = await mkdtemp(join(tmpdir(), 'koa-appr-helm-'));
+  const remove = () => rm(dir, { recursive: true, force: true });
+  const path = join(dir, 'chart.tgz');
+  const file = createWriteStream(path);
+  let size = 0;
+  try {
+    for await (const chunk of ctx.req) {
+      size += (chunk as Buffer).length;
+      // Past the limit the rest is read and dropped (up to DRAIN_LIMIT more), so that the client, still
+      // sending, gets to read the 413 instead of a reset connection.
+      if (size > limit + DRAIN_LIMIT) throw tooLarge(limit);
+      if (size > limit) continue;
+      if (!file.write(chunk)) await once(file, 'drain');
+    }
+    if (size > limit) throw tooLarge(limit);
+    await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    return { path, size, remove };
+  } catch (err) {
+    file.destroy();
+    await remove();
+    throw err;
+  }
+}
+
+/**
+ * The `chart` field of a multipart form (what `helm cm-push` sends). formidable (through koa-body) writes each
+ * file to a temporary file, never more than `limit` bytes; all of them are removed with the chart's.
+ */
+async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
+  const parse = koaBody({
+    multipart: true, json: false, urlencoded: false, text: false,
+    formidable: { maxFileSize: limit, maxTotalFileSize: limit + MULTIPART_ALLOWANCE, maxFiles: 4, maxFields: 16, maxFieldsSize: 64 * 1024 },
+  });
+  try {
+    await parse(ctx, async () => undefined);
+  } catch (err) {
+    if ((err as { httpCode?: unknown }).httpCode === 413) throw tooLarge(limit);
+    throw new ApprError('invalid-usage', 'The multipart body could not be read');
+  }
+  const files = (ctx.request as { files?: Record<string, unknown> }).files ?? {};
+  const all = Object.values(files).flat() as { filepath: string; size: number }[];
+  const remove = async () => {
+    await Promise.all(all.map((file) => unlink(file.filepath).catch(() => undefined)));
+  };
+  const chart = ([] as unknown[]).concat(files.chart ?? [])[0] as { filepath: string; size: number } | undefined;
+  if (!chart) {
+    await remove();
+    throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
+  }
+  return { path: chart.filepath, size: chart.size, remove };
+}
+
+/** At most 80 printable characters of a value from a client's Chart.yaml, for messages. */
+function preview(value: string): string {
+  const printable = value.replace(/[^\x20-\x7e]/g, '?');
+  return printable.length > 80 ? `${printable.slice(0, 80)}...` : printable;
+}
+
+/** The registry's 404 for an absent package, reworded the way ChartMuseum says it. */
+function notFound(message: string) {
+  return (err: unknown): never => {
+    if (isApprError(err) && err.code === 'package-not-found') throw new ApprError('package-not-found', message);
+    throw err;
+  };
+}

@@ -1,0 +1,42 @@
+import type { Context } from 'koa';
+
+/**
+ * What the registry sends back that came from a client: bounded and safe in headers and error bodies (issue 12
+ * items 4 and 9). Names and releases are validated long before they get here; these are the last line.
+ */
+
+/** The longest download name we send (a 100 KB release once went into a header that Python clients refused). */
+const MAX_FILENAME = 200;
+/** Strings echoed in an error body are cut to this many characters. */
+const MAX_ECHO = 512;
+const SUFFIX = '.tar.gz';
+
+/**
+ * `Content-Disposition: attachment` for `filename`, through Koa's `ctx.attachment` (the `content-disposition`
+ * package): a quoted ASCII `filename`, plus RFC 6266 / RFC 8187 `filename*=UTF-8''...` when the name has
+ * characters a quoted string cannot carry (non-ASCII, control characters). Over-long names are shortened, keeping
+ * the `.tar.gz` suffix. Sets the Content-Type from the extension too: set the type after calling this.
+ */
+export function setAttachment(ctx: Context, filename: string): void {
+  let name = filename;
+  if (name.length > MAX_FILENAME) {
+    const suffix = name.endsWith(SUFFIX) ? SUFFIX : '';
+    name = `${name.slice(0, MAX_FILENAME - suffix.length - 1)}~${suffix}`;
+  }
+  ctx.attachment(name);
+}
+
+/** A copy of an error body whose strings (message, details, nested) are at most MAX_ECHO characters each. */
+export function boundedErrorBody<T>(value: T, depth = 0): T {
+  if (typeof value === 'string') {
+    return (value.length > MAX_ECHO ? `${value.slice(0, MAX_ECHO)}... (${value.length} characters)` : value) as T;
+  }
+  if (value === null || typeof value !== 'object' || depth > 4) return value;
+  if (Array.isArray(value)) {
+    const items = value.slice(0, 100).map((item) => boundedErrorBody(item, depth + 1));
+    return items as T;
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value as Record<string, unknown>)) out[key] = boundedErrorBody(item, depth + 1);
+  return out as T;
+}

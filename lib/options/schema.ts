@@ -1,0 +1,144 @@
+import type { z } from 'zod';
+import type { FailureLimit, FailureLimitOptions } from '../auth/limits.js';
+import type { UserStoreOptions } from '../auth/user-store.js';
+import type { CasOptions, DocumentCacheOptions } from '../core/documents.js';
+import type { CoherenceOptions } from '../core/feed.js';
+import type { RegistryOptions, Visibility } from '../core/registry.js';
+import type { FsStorageOptions } from '../storage/fs.js';
+import type { MemoryStorageOptions } from '../storage/memory.js';
+import type { StorageAdapter } from '../storage/types.js';
+import { fn, group, instance, integer, missingMethods, oneOf, text, type SameOptions } from './validate.js';
+
+/**
+ * The options of `Registry`, the storage adapters (except S3: lib/options/s3.ts, so that the main entry point's
+ * types never need the optional S3 SDK) and `UserStore`: types checked against the interfaces their classes
+ * document, defaults, and validation, in one place. The router's options (lib/options.ts) extend the registry's.
+ * Each constructor parses its options once with `parseOptions` (lib/options/validate.ts).
+ *
+ * Adding an option: declare it (with its docstring: shape, unit, default) in the class's options interface, add it
+ * here with a building block of validate.ts and its default (the `satisfies` checks below fail to compile until
+ * both agree), list its path in test/options/targets.ts (the fuzz then tries it), and give it a README heading.
+ */
+
+const MiB = 1024 * 1024;
+/** The longest delay `setTimeout` keeps (a longer one fires after 1 ms, with only a warning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The methods every `StorageAdapter` has (lib/storage/types.ts); `close` is optional. */
+export const STORAGE_METHODS = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list'] as const;
+
+export const storageAdapter = instance<StorageAdapter>(
+  'a storage adapter such as new FsStorage({ root })',
+  (value) => {
+    const missing = missingMethods(value, STORAGE_METHODS);
+    if (missing.length === STORAGE_METHODS.length) return '';
+    if (missing.length) return `no ${missing.join(', ')} method${missing.length > 1 ? 's' : ''}`;
+    return typeof (value as { name?: unknown }).name === 'string' ? null : 'no name';
+  },
+  // A minimal adapter for the fuzz's valid values: the shape is all that is checked here.
+  () => Object.fromEntries([['name', 'fuzz'], ...STORAGE_METHODS.map((m) => [m, () => undefined])]) as StorageAdapter,
+);
+
+export const documentCacheOptions = group({
+  /** lru-cache refuses a `maxSize` of 0. */
+  maxBytes: integer('bytes', 1).default(64 * MiB),
+  blobMaxBytes: integer('bytes', 0).default(64 * MiB),
+  blobMaxSize: integer('bytes', 0).default(256 * 1024),
+});
+
+export const coherenceOptions = group({
+  pollMs: integer('ms', 0, MAX_TIMER_MS).default(250),
+  idlePollMs: integer('ms', 1, MAX_TIMER_MS).default(5000),
+  idleAfterMs: integer('ms', 0, MAX_TIMER_MS).default(10_000),
+  maxClockSkewMs: integer('ms', 0).default(10_000),
+  /** Compared with `maxClockSkewMs` when an instance decides that it fell behind. */
+  retentionMs: integer('ms', 1).default(10 * 60_000),
+  compactEveryMs: integer('ms', 1, MAX_TIMER_MS).default(60_000),
+  sweepPerSecond: integer('count', 0, 1000).default(1),
+  onChange: fn<(change: { namespace: string; name: string }) => void>().optional(),
+  onError: fn<(err: unknown) => void>().optional(),
+});
+
+export const casOptions = group({
+  /** At least one attempt, else every change of a package would be a 503. */
+  maxAttempts: integer('count', 1).default(100),
+  baseDelayMs: integer('ms', 0, MAX_TIMER_MS).default(5),
+  maxDelayMs: integer('ms', 0, MAX_TIMER_MS).default(250),
+});
+
+/** The registry's options without `storage`: the router takes them as they are. */
+export const registryShape = {
+  maxUnpackedSize: integer('bytes', 1).default(1024 ** 3),
+  defaultVisibility: oneOf(['public', 'private'] as const satisfies readonly Visibility[]).default('public'),
+  cache: documentCacheOptions.default({ maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 256 * 1024 }),
+  coherence: coherenceOptions.default({
+    pollMs: 250, idlePollMs: 5000, idleAfterMs: 10_000, maxClockSkewMs: 10_000, retentionMs: 10 * 60_000,
+    compactEveryMs: 60_000, sweepPerSecond: 1,
+  }),
+  cas: casOptions.default({ maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }),
+  maxPackageBytes: integer('bytes', 1).default(8 * MiB),
+  listPageSize: integer('count', 1).default(1000),
+  now: fn<() => Date>().default(() => () => new Date()),
+  /** Overall deadline of each storage operation (lib/storage/deadline.ts); 0 turns it off. */
+  storageTimeoutMs: integer('ms', 0, MAX_TIMER_MS).default(5000),
+  /** Where pushed blobs over `pushMemoryBytes` wait as temp files (default: the OS temp directory). */
+  pushTmpDir: text('a directory path (a non-empty string)', (dir) => dir.length > 0 && !dir.includes('\0'), '/tmp', ['']).optional(),
+  /** Pushed blobs up to this many bytes wait in memory (default 1 MiB). */
+  pushMemoryBytes: integer('bytes', 0).optional(),
+};
+
+export const registryOptions = group({ storage: storageAdapter, ...registryShape });
+
+export type ResolvedRegistryOptions = z.output<typeof registryOptions>;
+
+export const fsStorageOptions = group({
+  root: text('a directory path (a non-empty string)', (root) => root.length > 0 && !root.includes('\0'), '/tmp/appr', ['']),
+  /** 0 would fail every contended write at once. */
+  lockTimeoutMs: integer('ms', 1).default(10_000),
+  /** 0 would break every lock, whoever holds it: no mutual exclusion at all. */
+  staleLockMs: integer('ms', 1).default(30_000),
+});
+
+export const memoryStorageOptions = group({});
+
+/** `{failures, windowSec, blockSec}` (positive integers), or false for no limit (lib/auth/limits.ts). */
+function isFailureLimit(value: unknown): boolean {
+  if (value === false) return true;
+  if (typeof value !== 'object' || value === null) return false;
+  const keys = Object.keys(value).sort().join();
+  const record = value as Record<string, unknown>;
+  return keys === 'blockSec,failures,windowSec'
+    && ['failures', 'windowSec', 'blockSec'].every((k) => Number.isSafeInteger(record[k]) && (record[k] as number) > 0);
+}
+
+const failureLimit = instance<FailureLimit | false>(
+  'false or {failures, windowSec, blockSec} (positive integers)',
+  (value) => (isFailureLimit(value) ? null : ''),
+  () => ({ failures: 5, windowSec: 60, blockSec: 60 }),
+);
+
+export const failureLimitOptions = group({ perClient: failureLimit.optional(), perUser: failureLimit.optional() });
+
+export const userStoreOptions = group({
+  secret: text('a string of at least 16 characters', (secret) => secret.length >= 16, 'x'.repeat(16), ['short']).optional(),
+  reloadIntervalMs: integer('ms', 0).default(2000),
+  log: fn<(message: string) => void>().default(() => (message: string) => console.error(message)),
+  now: fn<() => number>().default(() => Date.now),
+  failureLimits: failureLimitOptions.optional(),
+  /** Password hashes computed at once (scrypt shares libuv's thread pool with file I/O). */
+  maxConcurrentHashes: integer('count', 1).default(2),
+  /** Password checks waiting for a hash slot; beyond them a check is answered 429 at once. */
+  maxQueuedHashes: integer('count', 0).default(64),
+  /** How long a failed Basic check is remembered (0: not at all). */
+  failureCacheMs: integer('ms', 0, MAX_TIMER_MS).default(30_000),
+});
+
+// The hand-written interfaces (with their docstrings) and the schemas cannot drift apart:
+true satisfies SameOptions<RegistryOptions, z.input<typeof registryOptions>>;
+true satisfies SameOptions<DocumentCacheOptions, z.input<typeof documentCacheOptions>>;
+true satisfies SameOptions<CasOptions, z.input<typeof casOptions>>;
+true satisfies SameOptions<CoherenceOptions, z.input<typeof coherenceOptions>>;
+true satisfies SameOptions<FsStorageOptions, z.input<typeof fsStorageOptions>>;
+true satisfies SameOptions<MemoryStorageOptions, z.input<typeof memoryStorageOptions>>;
+true satisfies SameOptions<UserStoreOptions, z.input<typeof userStoreOptions>>;
+true satisfies SameOptions<FailureLimitOptions, z.input<typeof failureLimitOptions>>;

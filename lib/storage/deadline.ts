@@ -1,0 +1,120 @@
+import type { Readable } from 'node:stream';
+import { StorageUnavailableError } from '../errors.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+
+/**
+ * An overall deadline on every storage operation, applied once by the `Registry` to whatever adapter it is given.
+ *
+ * Why: an adapter's own timeouts bound one attempt, not the operation. A frozen RGW (`kill -STOP`) kept each
+ * request 99 s (3 SDK attempts x 30 s socket timeout) before its 503; a hung NFS mount would keep a file read
+ * forever. With the deadline the caller gets `503 storage-unavailable` after `timeoutMs`.
+ *
+ * What it bounds: `get`, `head`, `delete`, each `list` page, and `getStream` until the stream is handed over (the
+ * response has started by then; a stream that stalls later is ended by the adapter's own socket timeout). `put`
+ * and `putStream` get `timeoutMs` plus one second per MiB written, so a large blob on a slow but working link is
+ * not cut off. On expiry the operation is abandoned, not undone: a late `getStream` result is destroyed, and the
+ * body of a `putStream` is destroyed so the adapter stops sending it. A write that lands after its deadline is
+ * harmless: the registry writes blobs before the documents that name them, so nothing half-written is visible.
+ */
+export const DEFAULT_STORAGE_TIMEOUT_MS = 5000;
+
+const BYTES_PER_EXTRA_SECOND = 1024 * 1024;
+const WRAPPED = Symbol('koa-appr.deadline');
+
+export class DeadlineStorage implements StorageAdapter {
+  readonly name: string;
+  readonly [WRAPPED] = true;
+  readonly #inner: StorageAdapter;
+  readonly #timeoutMs: number;
+
+  constructor(inner: StorageAdapter, timeoutMs: number) {
+    this.#inner = inner;
+    this.#timeoutMs = timeoutMs;
+    this.name = inner.name;
+  }
+
+  get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
+    return this.#bound('get', this.#timeoutMs, () => this.#inner.get(key, options));
+  }
+
+  put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
+    return this.#bound('put', this.#writeMs(body.byteLength), () => this.#inner.put(key, body, options));
+  }
+
+  putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
+    return this.#bound('putStream', this.#writeMs(size), () => this.#inner.putStream(key, body, size, options), () => {
+      body.destroy(); // no error: nobody may be listening yet; a reader sees a premature close
+    });
+  }
+
+  getStream(key: string): Promise<StreamResult | null> {
+    return this.#bound('getStream', this.#timeoutMs, () => this.#inner.getStream(key), undefined, (late) => late?.body.destroy());
+  }
+
+  head(key: string): Promise<{ size: number; etag: string } | null> {
+    return this.#bound('head', this.#timeoutMs, () => this.#inner.head(key));
+  }
+
+  delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
+    return this.#bound('delete', this.#timeoutMs, () => this.#inner.delete(key, options));
+  }
+
+  list(prefix: string, options?: ListOptions): Promise<ListPage> {
+    return this.#bound('list', this.#timeoutMs, () => this.#inner.list(prefix, options));
+  }
+
+  async close(): Promise<void> {
+    await this.#inner.close?.();
+  }
+
+  #writeMs(bytes: number): number {
+    return this.#timeoutMs + Math.ceil(bytes / BYTES_PER_EXTRA_SECOND) * 1000;
+  }
+
+  /**
+   * `op()` or a StorageUnavailableError after `ms`. The message names the operation and the deadline, never a key
+   * (it is the 503's message). `onExpiry` runs when the deadline passes; `onLate` gets a result that came after.
+   */
+  #bound<T>(op: string, ms: number, run: () => Promise<T>, onExpiry?: () => void, onLate?: (value: T) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let expired = false;
+      const timer = setTimeout(() => {
+        expired = true;
+        onExpiry?.();
+        reject(new StorageUnavailableError(`${this.name} storage: ${op} exceeded its deadline of ${ms} ms`));
+      }, ms);
+      let pending: Promise<T>;
+      try {
+        pending = run();
+      } catch (err) {
+        clearTimeout(timer);
+        reject(err);
+        return;
+      }
+      pending.then(
+        (value) => {
+          clearTimeout(timer);
+          if (expired) onLate?.(value);
+          else resolve(value);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          if (!expired) reject(err);
+        },
+      );
+    });
+  }
+}
+
+/**
+ * `adapter` with a deadline on every operation (see `DeadlineStorage`). `timeoutMs` 0 (or Infinity) returns it
+ * unchanged; an adapter that already has a deadline is not wrapped twice. Throws a TypeError for a negative or
+ * non-numeric `timeoutMs`.
+ */
+export function withDeadline(adapter: StorageAdapter, timeoutMs: number = DEFAULT_STORAGE_TIMEOUT_MS): StorageAdapter {
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    throw new TypeError('koa-appr: storageTimeoutMs must be a number of milliseconds >= 0 (0: no deadline)');
+  }
+  if (timeoutMs === 0 || timeoutMs === Infinity || (adapter as Partial<DeadlineStorage>)[WRAPPED]) return adapter;
+  return new DeadlineStorage(adapter, timeoutMs);
+}

@@ -1,0 +1,217 @@
+/**
+ * How the registry's errors and URLs reach a host app: 5xx bodies that say only what a client may know, details
+ * through Koa's `app.on('error')`, client aborts that are not errors, host hooks' `ctx.throw()` kept, the
+ * `onResponseError` remap, and discovery URLs behind proxies (`publicUrl`, `Forwarded`, `X-Forwarded-Prefix`).
+ */
+import { request as httpRequest } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { expect } from 'chai';
+import Koa from 'koa';
+import createHttpError from 'http-errors';
+import { createApprRouter, FsStorage, MemoryStorage, StorageUnavailableError, type ApprRouterOptions, type StorageAdapter } from '../../lib/index.js';
+import { listen, type TestServer } from '../helpers/http.js';
+import { makeTarGz } from '../helpers/blobs.js';
+
+async function host(options: Partial<ApprRouterOptions> & { proxy?: boolean } = {}): Promise<{ server: TestServer; app: Koa; errors: unknown[] }> {
+  const { proxy, ...rest } = options;
+  const app = new Koa();
+  if (proxy) app.proxy = true;
+  const errors: unknown[] = [];
+  app.on('error', (err) => errors.push(err));
+  const appr = createApprRouter({ storage: new MemoryStorage(), ...rest });
+  app.use(appr.routes()).use(appr.allowedMethods());
+  const server = await listen(app, '/cnr');
+  app.silent = false; // listen() silences Koa; these tests listen for 'error' themselves
+  return { server, app, errors };
+}
+
+/** A store whose every operation fails the way a real backend's errors read: with paths and bucket names. */
+function brokenStorage(): StorageAdapter {
+  const fail = async (): Promise<never> => {
+    throw new StorageUnavailableError('GET s3://secret-bucket/registry/packages/acme/app.json: connect ECONNREFUSED 10.0.0.7:7480');
+  };
+  const storage = new MemoryStorage();
+  return Object.assign(Object.create(storage) as StorageAdapter, {
+    get: fail, put: fail, putStream: fail, getStream: fail, head: fail, delete: fail, list: fail,
+  });
+}
+
+describe('errors as a host app sees them', () => {
+  it('answers a storage failure 503 with the table message only, and hands the details to app.on("error")', async () => {
+    const { server, errors } = await host({ storage: brokenStorage() });
+    try {
+      for (const path of ['/api/v1/packages', '/api/v1/packages/acme/app', '/api/v1/packages/acme/app/1.0.0/helm/pull']) {
+        const res = await server.request('GET', path);
+        expect(res.status).to.equal(503);
+        expect(res.json).to.deep.equal({ code: 'storage-unavailable', message: 'Storage unavailable', details: {} });
+        expect(res.text).not.to.match(/secret-bucket|packages\/acme|10\.0\.0\.7/);
+      }
+      expect(errors).to.have.length(3);
+      expect((errors[0] as Error).message).to.contain('secret-bucket');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('sends storage failures to onError instead when the host gives one, and to nobody else', async () => {
+    const seen: unknown[] = [];
+    const { server, errors } = await host({ storage: brokenStorage(), onError: (err) => seen.push(err) });
+    try {
+      expect((await server.request('GET', '/api/v1/packages')).status).to.equal(503);
+      expect(seen).to.have.length(1);
+      expect(errors).to.deep.equal([]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  for (const kind of ['memory', 'fs'] as const) it(`does not report a client that aborts a pull as an error (${kind})`, async () => {
+    const root = await mkdtemp(join(tmpdir(), 'koa-appr-abort-'));
+    const storage = kind === 'memory' ? new MemoryStorage() : new FsStorage({ root });
+    const seen: unknown[] = [];
+    const { server, errors } = await host({ storage, onError: (err) => seen.push(err) });
+    try {
+      const big = Buffer.alloc(8 * 1024 * 1024);
+      for (let i = 0; i < big.length; i += 1) big[i] = (i * 2654435761) >>> 24;
+      const blob = await makeTarGz({ 'big/data.bin': big });
+      const push = await server.request('POST', '/api/v1/packages/acme/big', { json: { release: '1.0.0', blob: blob.toString('base64') } });
+      expect(push.status).to.equal(200);
+      for (const suffix of ['', '/json']) {
+        await new Promise<void>((resolve, reject) => {
+          const url = new URL(`${server.base}/api/v1/packages/acme/big/1.0.0/kpm/pull${suffix}`);
+          const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname }, (res) => {
+            res.once('data', () => {
+              req.destroy();
+              resolve();
+            });
+          });
+          req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err)));
+          req.end();
+        });
+      }
+      await sleep(300);
+      expect(seen).to.deep.equal([]);
+      expect(errors).to.deep.equal([]);
+      // And the server is fine afterwards.
+      expect((await server.request('GET', '/version')).status).to.equal(200);
+    } finally {
+      await server.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps the status, message and headers of a host hook's ctx.throw() and http-errors", async () => {
+    const { server } = await host({
+      auth: {
+        identify: (ctx, credentials) => {
+          if (credentials?.token === 'expired') ctx.throw(401, 'Token expired', { headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } });
+          if (credentials?.token === 'plain') ctx.throw(401);
+          if (credentials?.token === 'banned') throw createHttpError(403, 'You are banned');
+          if (credentials?.token === 'slow') throw createHttpError(429, 'Slow down', { headers: { 'Retry-After': '7' } });
+          if (credentials?.token === 'gone') ctx.throw(404);
+          return { name: 'someone' };
+        },
+      },
+    });
+    try {
+      const expired = await server.request('GET', '/api/v1/packages', { headers: { Authorization: 'Bearer expired' } });
+      expect(expired.status).to.equal(401);
+      expect(expired.json).to.deep.include({ code: 'unauthorized-access', message: 'Token expired' });
+      expect(expired.headers.get('www-authenticate')).to.equal('Bearer error="invalid_token"');
+
+      const plain = await server.request('GET', '/api/v1/packages', { headers: { Authorization: 'Bearer plain' } });
+      expect(plain.status).to.equal(401);
+      expect(plain.json.code).to.equal('unauthorized-access');
+      expect(plain.headers.get('www-authenticate')).to.match(/^Basic realm=/);
+
+      const banned = await server.request('GET', '/api/v1/packages', { headers: { Authorization: 'Bearer banned' } });
+      expect(banned.status).to.equal(403);
+      expect(banned.json).to.deep.include({ code: 'forbidden', message: 'You are banned' });
+
+      const slow = await server.request('GET', '/api/v1/packages', { headers: { Authorization: 'Bearer slow' } });
+      // 429 has its own entry in the error table (too-many-requests): status, message and Retry-After are kept.
+      expect(slow.status).to.equal(429);
+      expect(slow.json).to.deep.include({ code: 'too-many-requests', message: 'Slow down' });
+      expect(slow.headers.get('retry-after')).to.equal('7');
+
+      const gone = await server.request('GET', '/api/v1/packages', { headers: { Authorization: 'Bearer gone' } });
+      expect(gone.status).to.equal(404);
+      expect(gone.json.code).to.equal('not-found');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('lets onResponseError replace an error response, and keeps ours when it returns undefined', async () => {
+    const { server } = await host({
+      onResponseError: (err) => (err.code === 'package-not-found'
+        ? { status: 410, body: { gone: err.details.package }, headers: { 'X-Portal': 'remapped' } }
+        : undefined),
+    });
+    try {
+      const remapped = await server.request('GET', '/api/v1/packages/acme/none');
+      expect(remapped.status).to.equal(410);
+      expect(remapped.json).to.deep.equal({ gone: 'acme/none' });
+      expect(remapped.headers.get('x-portal')).to.equal('remapped');
+      const kept = await server.request('POST', '/version');
+      expect(kept.status).to.equal(405);
+      expect(kept.json.code).to.equal('method-not-allowed');
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('absolute URLs behind proxies', () => {
+  const discovery = (server: TestServer, headers: Record<string, string> = {}) =>
+    server.requestRoot('GET', '/.well-known/app-registry-uri.json', { headers });
+  const page = (server: TestServer, headers: Record<string, string> = {}) => server.request('GET', '/', { headers });
+
+  it('uses publicUrl for discovery and the discovery page, whatever the request headers say', async () => {
+    const { server } = await host({ publicUrl: 'https://registry.example.com/portal/cnr/', proxy: true });
+    try {
+      const headers = { Host: 'evil.example', 'X-Forwarded-Host': 'evil2.example', 'X-Forwarded-Prefix': '/x', Forwarded: 'host=evil3.example' };
+      expect((await discovery(server, headers)).json.uri_prefix).to.equal('https://registry.example.com/portal/cnr');
+      const html = (await page(server, headers)).text;
+      expect(html).to.contain('content="registry.example.com/{name} https://registry.example.com/portal/cnr/api/v1/packages/{name}/pull"');
+      expect(html).not.to.contain('evil');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('honours Forwarded and X-Forwarded-Prefix only when the app trusts its proxy', async () => {
+    const headers = { Forwarded: 'for=10.1.2.3;proto=https;host="registry.example.com", for=10.9.9.9', 'X-Forwarded-Prefix': '/tools/' };
+    const trusted = await host({ proxy: true });
+    const untrusted = await host();
+    try {
+      expect((await discovery(trusted.server, headers)).json.uri_prefix).to.equal('https://registry.example.com/tools/cnr');
+      expect((await page(trusted.server, headers)).text).to.contain('https://registry.example.com/tools/cnr/api/v1/packages/{name}/pull');
+      expect((await discovery(trusted.server, { 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'r.example' })).json.uri_prefix)
+        .to.equal('https://r.example/cnr');
+      expect((await discovery(untrusted.server, headers)).json.uri_prefix).to.equal(`${untrusted.server.url}/cnr`);
+    } finally {
+      await trusted.server.close();
+      await untrusted.server.close();
+    }
+  });
+
+  it('ignores forwarded values that are not a plain host or path', async () => {
+    const { server } = await host({ proxy: true });
+    try {
+      const res = await discovery(server, { Forwarded: 'host="a.example/<script>"', 'X-Forwarded-Prefix': '/a/../b' });
+      expect(res.json.uri_prefix).to.equal(`${server.url}/cnr`);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses a publicUrl that is not an absolute http(s) URL, at start-up', () => {
+    for (const publicUrl of ['registry.example.com', 'ftp://x.example', 'https://x.example/?a=1', '/cnr']) {
+      expect(() => createApprRouter({ storage: new MemoryStorage(), publicUrl }), publicUrl).to.throw(TypeError, /publicUrl/);
+    }
+  });
+});

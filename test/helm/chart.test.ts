@@ -1,0 +1,202 @@
+/** Reading Chart.yaml the way Helm does, chart file names, and what an index costs in storage requests. */
+import { expect } from 'chai';
+import Koa from 'koa';
+import { createApprRouter, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
+import { MAX_CHART_FILE_BYTES, parseChartYaml, readChartArchive } from '../../lib/helm/chart.js';
+import { HelmRepository } from '../../lib/helm/index.js';
+import { splitChartFile } from '../../lib/helm/router.js';
+import { makeTarGz } from '../helpers/blobs.js';
+import { listen, sha256 } from '../helpers/http.js';
+import { chartTgz, get } from './clients.js';
+
+describe('Chart.yaml as Helm reads it', () => {
+  it('keeps every index field, scalars as their source text', () => {
+    const read = parseChartYaml([
+      'apiVersion: v2', 'name: web', 'version: 1.10.0', 'appVersion: 1.10', 'description: A web server',
+      'type: application', 'keywords: [http, 8080]', 'home: https://example.com', 'sources: [https://example.com/src]',
+      'maintainers:', '  - name: Ada', '    email: ada@example.com', 'icon: https://example.com/i.png',
+      'dependencies:', '  - name: redis', '    version: ~17.0.0', '    repository: https://charts.example.com',
+      '    condition: redis.enabled', '    tags: [cache]', '    enabled: yes', '    import-values: [data, {child: a, parent: b}]',
+      '    alias: r', 'deprecated: true', 'kubeVersion: ">=1.22.0"', 'annotations:', '  category: web', '  count: 3',
+      'unknownField: ignored',
+    ].join('\n'));
+    expect(read).to.deep.equal({
+      chart: {
+        apiVersion: 'v2', name: 'web', version: '1.10.0', appVersion: '1.10', description: 'A web server',
+        type: 'application', keywords: ['http', '8080'], home: 'https://example.com', sources: ['https://example.com/src'],
+        maintainers: [{ name: 'Ada', email: 'ada@example.com' }], icon: 'https://example.com/i.png',
+        dependencies: [{
+          name: 'redis', version: '~17.0.0', repository: 'https://charts.example.com', condition: 'redis.enabled',
+          alias: 'r', tags: ['cache'], enabled: true, 'import-values': ['data', { child: 'a', parent: 'b' }],
+        }],
+        deprecated: true, kubeVersion: '>=1.22.0', annotations: { category: 'web', count: '3' },
+      },
+    });
+  });
+
+  it('defaults apiVersion to v1 and takes a v1 chart\'s dependencies from requirements.yaml', () => {
+    const read = parseChartYaml('name: old\nversion: 0.1.0\ndeprecated: false\nicon: ~\n', 'dependencies:\n- name: db\n  version: 1.x\n');
+    expect(read).to.deep.equal({ chart: { apiVersion: 'v1', name: 'old', version: '0.1.0', dependencies: [{ name: 'db', version: '1.x' }] } });
+  });
+
+  it('says why a Chart.yaml is not a chart', () => {
+    const problems: [string, RegExp][] = [
+      ['- a\n- b\n', /not a YAML mapping/],
+      ['name: x\n', /no version/],
+      ['version: 1.0.0\n', /no name/],
+      ['name: x\nversion: one\n', /not a valid SemVer/],
+      ['name: x\nversion: 1.0.0\ntype: plugin\n', /"application" or "library"/],
+      ['name: x\nversion: 1.0.0\nkeywords: a\n', /keywords must be a list/],
+      ['name: x\nversion: 1.0.0\ndeprecated: maybe\n', /deprecated must be true or false/],
+      ['name: x\nname: y\nversion: 1.0.0\n', /not valid YAML.*unique/],
+      ['name: ../x\nversion: 1.0.0\n', /name "..\/x" is invalid/],
+      [`a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${'*a, '.repeat(20)}*a]\nc: [${'*b, '.repeat(200)}*b]\nname: x\nversion: 1.0.0\n`, /not valid YAML/],
+    ];
+    for (const [text, problem] of problems) {
+      const read = parseChartYaml(text);
+      expect(read, text).to.have.property('problem').that.matches(problem);
+    }
+  });
+
+  it('reads only <dir>/Chart.yaml, hashes the archive bytes, and bounds what it keeps', async () => {
+    const tgz = await makeTarGz({
+      'app/charts/sub/Chart.yaml': 'name: sub\nversion: 9.9.9\n', 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n',
+    });
+    const read = await readChartArchive(tgz);
+    expect(read).to.deep.include({ digest: sha256(tgz), size: tgz.length, problem: null });
+    expect(read.chart).to.deep.equal({ apiVersion: 'v1', name: 'app', version: '1.0.0' });
+
+    const dotted = await readChartArchive(await makeTarGz({ './app/Chart.yaml': 'name: app\nversion: 1.0.0\n', './app/values.yaml': '' }));
+    expect(dotted.chart?.name).to.equal('app');
+    const flat = await readChartArchive(await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }));
+    expect(flat.chart).to.equal(null);
+    expect(flat.problem).to.match(/no Chart\.yaml/);
+    const huge = await readChartArchive(await makeTarGz({ 'app/Chart.yaml': `name: app\nversion: 1.0.0\n#${'x'.repeat(MAX_CHART_FILE_BYTES)}\n` }));
+    expect(huge.problem).to.match(/larger than/);
+    const truncated = await readChartArchive(tgz.subarray(0, tgz.length - 10));
+    expect(truncated.problem).to.match(/not a gzip-compressed tar/);
+  });
+});
+
+describe('chart file names', () => {
+  it('splits on the last dash followed by a release', () => {
+    expect(splitChartFile('web-1.0.0.tgz')).to.deep.equal({ name: 'web', version: '1.0.0' });
+    expect(splitChartFile('my-web-app-1.0.0.tgz')).to.deep.equal({ name: 'my-web-app', version: '1.0.0' });
+    expect(splitChartFile('my-web-2.0.0-rc-1.tgz')).to.deep.equal({ name: 'my-web', version: '2.0.0-rc-1' });
+    expect(splitChartFile('a-1.0.0+build-7.tgz')).to.deep.equal({ name: 'a', version: '1.0.0+build-7' });
+    expect(splitChartFile('a-1.0.0-2.0.0.tgz')).to.deep.equal({ name: 'a-1.0.0', version: '2.0.0' });
+    for (const bad of ['web.tgz', 'web-1.0.tgz', 'web-v1.0.0.tgz', '-1.0.0.tgz', 'web-1.0.0.tar.gz', '..-1.0.0.tgz']) {
+      expect(splitChartFile(bad), bad).to.equal(null);
+    }
+  });
+});
+
+/** Counts what the registry asks of storage, by method. */
+function counting(storage: StorageAdapter): { storage: StorageAdapter; calls: Record<string, number>; reset: () => void } {
+  const calls: Record<string, number> = {};
+  const proxy = new Proxy(storage, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof value !== 'function' || typeof prop !== 'string') return value;
+      return (...args: unknown[]) => {
+        calls[prop] = (calls[prop] ?? 0) + 1;
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { storage: proxy, calls, reset: () => Object.keys(calls).forEach((key) => delete calls[key]) };
+}
+
+describe('what a Helm index costs', () => {
+  it('reads each chart\'s blob once; afterwards an index costs only the package reads a list costs', async () => {
+    const counted = counting(new MemoryStorage());
+    const registry = new Registry({ storage: counted.storage });
+    for (let i = 0; i < 5; i += 1) {
+      for (const version of ['1.0.0', '1.1.0']) {
+        await registry.push({ namespace: 'ns', name: `c${i}`, release: version, mediaType: 'helm', blob: await chartTgz({ name: `c${i}`, version }) });
+      }
+    }
+    const repo = new HelmRepository(registry);
+    const everyone = () => true;
+    counted.reset();
+    const first = await repo.index('ns', everyone, '/cnr/helm');
+    expect(counted.calls.getStream).to.equal(10);
+    expect(first.charts).to.equal(10);
+
+    counted.reset();
+    await registry.listPackages({ namespace: 'ns', mediaType: 'helm' });
+    const list = { ...counted.calls };
+    counted.reset();
+    const second = await repo.index('ns', everyone, '/cnr/helm');
+    expect(second.body.equals(first.body)).to.equal(true);
+    expect(counted.calls.getStream ?? 0).to.equal(0);
+    // The list and each package's releases and digests come from the registry's catalog: no storage request at all.
+    expect(list).to.deep.equal({});
+    expect(counted.calls).to.deep.equal({});
+
+    await registry.push({ namespace: 'ns', name: 'c0', release: '2.0.0', mediaType: 'helm', blob: await chartTgz({ name: 'c0', version: '2.0.0' }) });
+    counted.reset();
+    const third = await repo.index('ns', everyone, '/cnr/helm');
+    expect(counted.calls.getStream).to.equal(1);
+    expect(third.etag).not.to.equal(first.etag);
+    expect(third.charts).to.equal(11);
+  });
+
+  it('with a registry state token (a catalog version), a repeated index reads no package beyond the list', async () => {
+    const counted = counting(new MemoryStorage());
+    const registry = new Registry({ storage: counted.storage });
+    for (let i = 0; i < 3; i += 1) {
+      await registry.push({ namespace: 'ns', name: `c${i}`, release: '1.0.0', mediaType: 'helm', blob: await chartTgz({ name: `c${i}`, version: '1.0.0' }) });
+    }
+    let state = 1;
+    const repo = new HelmRepository(registry, {}, () => state);
+    const first = await repo.index('ns', () => true, '/cnr/helm');
+    counted.reset();
+    await registry.listPackages({ namespace: 'ns', mediaType: 'helm' });
+    const list = { ...counted.calls };
+    counted.reset();
+    expect((await repo.index('ns', () => true, '/cnr/helm')).body.equals(first.body)).to.equal(true);
+    expect(counted.calls).to.deep.equal(list);
+    // Another caller who sees less gets another index; a new state is looked at again.
+    const fewer = await repo.index('ns', (pkg) => pkg.name !== 'c0', '/cnr/helm');
+    expect(fewer.charts).to.equal(2);
+    await registry.push({ namespace: 'ns', name: 'c0', release: '1.0.1', mediaType: 'helm', blob: await chartTgz({ name: 'c0', version: '1.0.1' }) });
+    expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(3); // stale by design: same state
+    state += 1;
+    expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(4);
+  });
+
+  it('is off with helm: false (the paths are the registry\'s 404)', async () => {
+    const app = new Koa();
+    const router = createApprRouter({ storage: new MemoryStorage(), helm: false });
+    app.use(router.routes()).use(router.allowedMethods());
+    const server = await listen(app, '/cnr');
+    try {
+      const res = await get(`${server.base}/helm/ns/index.yaml`);
+      expect(res.status).to.equal(404);
+      expect(JSON.parse(res.text)).to.include({ code: 'not-found' });
+      expect((await get(`${server.base}/api/v1/packages`)).status).to.equal(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('takes the context path from publicUrl when the host set one', async () => {
+    const app = new Koa();
+    const router = createApprRouter({ storage: new MemoryStorage(), publicUrl: 'https://charts.example.com/registry/cnr' });
+    app.use(router.routes()).use(router.allowedMethods());
+    const server = await listen(app, '/cnr');
+    try {
+      const res = await get(`${server.base}/helm/ns/index.yaml`);
+      expect(res.status).to.equal(200);
+      expect(res.text).to.match(/contextPath: \/registry\/cnr\/helm\n/);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses bad options when the router or the repository is built', () => {
+    expect(() => createApprRouter({ storage: new MemoryStorage(), helm: 'yes' as unknown as boolean })).to.throw(TypeError, /helm/);
+    expect(() => new HelmRepository(new Registry({ storage: new MemoryStorage() }), { chartCacheBytes: 0 })).to.throw(TypeError, /chartCacheBytes/);
+  });
+});

@@ -1,0 +1,48 @@
+/** Upload bodies: size limits answered 413 in ChartMuseum's format, and no temporary file left behind. */
+import { randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { expect } from 'chai';
+import Koa from 'koa';
+import { createApprRouter, MemoryStorage } from '../../lib/index.js';
+import { listen, type TestServer } from '../helpers/http.js';
+import { chartTgz, cmPush } from './clients.js';
+
+const spoolDirs = async () => (await readdir(tmpdir())).filter((name) => name.startsWith('koa-appr-helm-'));
+
+describe('Helm uploads: limits and temporary files', () => {
+  let server: TestServer;
+  before(async () => {
+    const app = new Koa();
+    const router = createApprRouter({ storage: new MemoryStorage(), maxPushSize: 4096 });
+    app.use(router.routes()).use(router.allowedMethods());
+    server = await listen(app, '/cnr');
+  });
+  after(() => server?.close());
+
+  it('answers 413 for a chart over maxPushSize, raw or multipart, announced or streamed', async () => {
+    const big = await chartTgz({ name: 'big', version: '1.0.0', extra: `annotations:\n  noise: "${randomBytes(6000).toString('base64')}"\n` });
+    expect(big.length).to.be.greaterThan(4096);
+    const raw = await server.request('POST', '/helm/api/ns/charts', { body: big });
+    expect(raw.status).to.equal(413);
+    expect(raw.json).to.deep.equal({ error: 'The chart is larger than 4096 bytes' });
+    // Chunked, no Content-Length, far over the limit: counted while it arrives, and the client reads the answer.
+    const streamed = await fetch(`${server.base}/helm/api/ns/charts`, {
+      method: 'POST', body: new Blob([new Uint8Array(randomBytes(2 * 1024 * 1024))]).stream(), duplex: 'half',
+    } as RequestInit);
+    expect(streamed.status).to.equal(413);
+    const form = await cmPush(`${server.base}/helm/ns`, big);
+    expect(form.status).to.equal(413);
+    expect(form.body.error).to.match(/larger than 4096 bytes/);
+    expect((await server.request('GET', '/api/v1/packages?namespace=ns')).json).to.deep.equal([]);
+  });
+
+  it('leaves no spool directory behind, after a success or a refusal', async () => {
+    const before = await spoolDirs();
+    const small = await chartTgz({ name: 'small', version: '1.0.0' });
+    expect((await server.request('POST', '/helm/api/ns/charts', { body: small })).status).to.equal(201);
+    expect((await server.request('POST', '/helm/api/ns/charts', { body: small })).status).to.equal(409);
+    expect((await server.request('POST', '/helm/api/ns/charts', { body: 'not a chart' })).status).to.equal(400);
+    expect(await spoolDirs()).to.deep.equal(before);
+  });
+});

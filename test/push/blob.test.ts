@@ -1,0 +1,138 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { expect } from 'chai';
+import { ApprError } from '../../lib/errors.js';
+import { Base64Decoder, BlobStager, decodeBase64, stageBlob } from '../../lib/core/blob.js';
+import { makeTarGz } from '../helpers/blobs.js';
+import { ESCAPING_TARS, SAFE_TARS, rawTarGz } from './tars.js';
+
+async function rejection(promise: Promise<unknown>): Promise<ApprError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).to.be.instanceOf(ApprError);
+    return err as ApprError;
+  }
+  throw new Error('expected a rejection');
+}
+
+function decodeInPieces(text: string, size: number): Buffer {
+  const decoder = new Base64Decoder();
+  const parts: Buffer[] = [];
+  for (let i = 0; i < text.length; i += size) parts.push(decoder.push(text.slice(i, i + size)));
+  parts.push(decoder.end());
+  return Buffer.concat(parts);
+}
+
+describe('push: streamed base64 (Base64Decoder)', function () {
+  const bytes = randomBytes(1000);
+  for (const length of [0, 1, 2, 3, 4, 5, 998, 999, 1000]) {
+    it(`decodes ${length} bytes cut into pieces of every size from 1 to 9`, function () {
+      const b64 = bytes.subarray(0, length).toString('base64');
+      for (let size = 1; size <= 9; size++) expect(decodeInPieces(b64, size).equals(bytes.subarray(0, length))).to.equal(true);
+      expect(decodeInPieces(b64.replace(/=+$/, ''), 3).equals(bytes.subarray(0, length)), 'without padding').to.equal(true);
+    });
+  }
+
+  it('tolerates line breaks as the base64 tool writes them, across pieces', function () {
+    const b64 = bytes.toString('base64').replace(/(.{76})/g, '$1\r\n');
+    expect(decodeInPieces(b64, 7).equals(bytes)).to.equal(true);
+  });
+
+  for (const [label, text] of [
+    ['a character outside the alphabet', 'ab!d'],
+    ['URL-safe base64', 'ab-_'],
+    ['a space', 'ab d'],
+    ['data after padding', 'ab==cd'],
+    ['three padding characters', 'a==='],
+    ['a length of 4n+1', 'abcde'],
+  ]) {
+    it(`refuses ${label} (422 invalid-parameters), whatever the cut`, function () {
+      for (let size = 1; size <= 4; size++) {
+        expect(() => decodeInPieces(text as string, size), `pieces of ${size}`).to.throw(ApprError, /not valid base64/);
+      }
+      expect(() => decodeBase64(text as string)).to.throw(ApprError);
+    });
+  }
+});
+
+describe('push: staging a blob (BlobStager)', function () {
+  let dir: string;
+  beforeEach(async function () {
+    dir = await mkdtemp(join(tmpdir(), 'appr-stage-'));
+  });
+  afterEach(async function () {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('gives the digest of the uncompressed tar and the gzip size, in memory for a small blob', async function () {
+    const gzip = await makeTarGz({ 'Chart.yaml': 'name: x\n' });
+    const staged = await stageBlob(gzip, { maxUnpackedSize: 1 << 20, tmpDir: dir });
+    expect(staged.digest).to.equal(createHash('sha256').update(gunzipSync(gzip)).digest('hex'));
+    expect(staged.size).to.equal(gzip.length);
+    expect(staged.bytes?.equals(gzip)).to.equal(true);
+    expect(await readdir(dir)).to.deep.equal([]);
+  });
+
+  it('spools a blob over memoryBytes to a private temp file, readable again, removed by dispose()', async function () {
+    const gzip = await makeTarGz({ 'noise.bin': randomBytes(300_000) });
+    const stager = new BlobStager({ maxUnpackedSize: 1 << 24, memoryBytes: 64 * 1024, tmpDir: dir });
+    for (let i = 0; i < gzip.length; i += 10_000) await stager.write(gzip.subarray(i, i + 10_000));
+    const staged = await stager.end();
+    expect(staged.bytes).to.equal(undefined);
+    expect(await readdir(dir)).to.have.length(1);
+    for (let round = 0; round < 2; round++) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of staged.open()) chunks.push(chunk as Buffer);
+      expect(Buffer.concat(chunks).equals(gzip), `read ${round + 1}`).to.equal(true);
+    }
+    await staged.dispose();
+    await staged.dispose();
+    expect(await readdir(dir)).to.deep.equal([]);
+  });
+
+  it('removes its temp file when a blob fails half-way (a gzip cut short) and when aborted', async function () {
+    const gzip = await makeTarGz({ 'noise.bin': randomBytes(300_000) });
+    const refused = await rejection(stageBlob(gzip.subarray(0, 200_000), { maxUnpackedSize: 1 << 24, memoryBytes: 1024, tmpDir: dir }));
+    expect(refused.code).to.equal('invalid-parameters');
+    expect(await readdir(dir)).to.deep.equal([]);
+
+    const stager = new BlobStager({ maxUnpackedSize: 1 << 24, memoryBytes: 1024, tmpDir: dir });
+    await stager.write(gzip.subarray(0, 100_000));
+    expect(await readdir(dir)).to.have.length(1);
+    await stager.abort();
+    expect(await readdir(dir)).to.deep.equal([]);
+  });
+
+  it('answers 413 payload-too-large as soon as the gzip bytes pass maxSize', async function () {
+    const gzip = await makeTarGz({ 'noise.bin': randomBytes(50_000) });
+    const err = await rejection(stageBlob(gzip, { maxUnpackedSize: 1 << 24, maxSize: 10_000, tmpDir: dir }));
+    expect(err.code).to.equal('payload-too-large');
+  });
+
+  it('refuses a gzip bomb past maxUnpackedSize (422)', async function () {
+    const bomb = gzipSync(Buffer.alloc(4 << 20));
+    const err = await rejection(stageBlob(bomb, { maxUnpackedSize: 1 << 20, tmpDir: dir }));
+    expect(err.code).to.equal('invalid-parameters');
+    expect(err.message).to.match(/unpacks to more/);
+  });
+
+  for (const [label, entries] of ESCAPING_TARS) {
+    it(`refuses a tarball with ${label} (422, says why)`, async function () {
+      const err = await rejection(stageBlob(await rawTarGz(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir }));
+      expect(err.code).to.equal('invalid-parameters');
+      expect(err.message).to.match(/outside the package directory|may not contain/);
+      expect(await readdir(dir)).to.deep.equal([]);
+    });
+  }
+
+  for (const [label, entries] of SAFE_TARS) {
+    it(`accepts a tarball with ${label}`, async function () {
+      const staged = await stageBlob(await rawTarGz(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir });
+      expect(staged.digest).to.match(/^[0-9a-f]{64}$/);
+    });
+  }
+});
