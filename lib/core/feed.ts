@@ -272,8 +272,9 @@ export class ChangeFeed {
     const fresh: ChangeRef[] = [];
     let cursor: string | undefined;
     do {
+      // Always full pages: a poll lists the entries of the last `maxClockSkewMs` again, and should stay one request.
       const page = await this.#storage.list(keys.changes(),
-        { limit: this.#pageSize, ...(cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor }) });
+        cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor });
       for (const key of page.keys) {
         if (this.#seen.has(key)) continue;
         const ref = keys.parseChange(key);

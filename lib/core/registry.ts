@@ -145,7 +145,7 @@ export interface RegistryOptions {
    * would grow it further is refused with 422 (delete old releases, or push less metadata).
    */
   maxPackageBytes?: number;
-  /** Keys asked for per listing request (default 1000, S3's maximum): the catalog's first load, polls, the backstop. */
+  /** Keys asked for per listing request (default 1000, S3's maximum): the catalog's first load and the backstop. */
   listPageSize?: number;
   /**
    * Overall deadline of one storage operation in ms (default 5000; 0 = none): past it the request is answered
