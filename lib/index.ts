@@ -6,8 +6,10 @@ export type { ErrorResponse } from './options.js';
 export { Registry } from './core/registry.js';
 export type { BlobStager, StagedBlob } from './core/blob.js';
 export type {
-  RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef,
+  RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef, BlobContent, JsonBody,
 } from './core/registry.js';
+export type { CoherenceOptions } from './core/feed.js';
+export type { DocumentCacheOptions, CasOptions } from './core/documents.js';
 export type { AuthHooks, Permission, Credentials, AccessTarget, Access } from './http/access.js';
 export { parseAuthorization } from './http/access.js';
 export { UserStore, checkUserFile, readUserFile, writeUserFile, newSecret } from './auth/user-store.js';
@@ -16,7 +18,7 @@ export { hashPassword, verifyPassword, isPasswordHash } from './auth/password.js
 export type { HashOptions } from './auth/password.js';
 export { ApprError, StorageUnavailableError, ERRORS, isApprError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage } from './storage/types.js';
+export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage, ListOptions } from './storage/types.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FsStorage } from './storage/fs.js';
 export { HelmRepository, HELM_MEDIA_TYPE } from './helm/index.js';

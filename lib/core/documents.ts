@@ -5,14 +5,16 @@ import type { StorageAdapter } from '../storage/types.js';
 import type { MetricsHooks } from '../ops/metrics.js';
 
 export interface DocumentCacheOptions {
-  /** How many parsed documents to keep (default 1000). */
-  max?: number;
   /**
-   * How long a cached mutable document may be served without asking storage whether it changed (default 0:
-   * every read is a conditional GET, answered by a cheap "not modified" when nothing changed). Raise it only if
-   * readers may see another instance's writes that much later.
+   * Bytes of parsed mutable documents (package documents) kept in memory, counted as the size of their stored
+   * JSON (default 64 MiB). A document is served from here until a change entry, a local write or the background
+   * check says it changed (see `CoherenceOptions`).
    */
-  ttlMs?: number;
+  maxBytes?: number;
+  /** Bytes of small blobs kept in memory (default 64 MiB; 0 turns the blob cache off). */
+  blobMaxBytes?: number;
+  /** The largest blob kept in memory, in bytes (default 256 KiB); larger ones are always streamed from storage. */
+  blobMaxSize?: number;
 }
 
 export interface DocumentLimits {
@@ -31,23 +33,51 @@ export interface CasOptions {
 
 export type Update<T, R> = { next: T; result: R } | { result: R };
 
-interface Cached {
-  etag: string;
-  value: unknown;
-  checkedAt: number;
+/**
+ * One version of a document as this instance knows it. `value` is deeply frozen and shared by every reader: a
+ * caller that wants to change it must copy it. `etag` is null (and `value` null) when the document is absent.
+ */
+export interface Versioned<T> {
+  readonly value: T | null;
+  readonly etag: string | null;
+  /** Size of the stored JSON in bytes (what the cache counts). */
+  readonly bytes: number;
+  /** The refresh generation this read started in (see `refresh`). */
+  readonly gen: number;
 }
 
+/** An update waiting for its key's next group commit. */
+interface Pending {
+  fn: (current: unknown) => Update<unknown, unknown>;
+  maxBytes: number;
+  resolve: (result: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Called with every version of a document this instance reads or writes (the catalog listens). */
+export type DocumentListener = (key: string, doc: Versioned<unknown>) => void;
+
+const ABSENT_BYTES = 64;
+
 /**
- * JSON documents over a storage adapter: reads through an LRU cache revalidated by ETag, writes only by
+ * JSON documents over a storage adapter: reads through one byte-bounded LRU cache (lru-cache's `maxSize` and
+ * `fetch()`, so concurrent misses or refreshes of one key make one storage request), writes only by
  * compare-and-swap. This is the only code that reads or writes mutable documents, so the no-lost-update rule
  * lives in one place.
+ *
+ * A cached document is served without asking storage. Coherence with other instances is the caller's job: it
+ * calls `refresh(key)` when it learns (from the change feed) that a document changed.
  */
 export class DocumentStore {
   readonly #storage: StorageAdapter;
-  readonly #cache: LRUCache<string, Cached>;
-  readonly #ttlMs: number;
+  readonly #cache: LRUCache<string, Versioned<unknown>>;
   readonly #cas: Required<CasOptions>;
   readonly #maxBytes: number;
+  readonly #listeners: DocumentListener[] = [];
+  /** Incremented by every refresh request and every write, so a refresh can tell a read that started before it. */
+  #gen = 0;
+  /** Local writes per key, so a read that a local write overtook does not report its older version. */
+  readonly #writes = new Map<string, number>();
   readonly #metrics: MetricsHooks | undefined;
 
   constructor(
@@ -57,89 +87,192 @@ export class DocumentStore {
     this.#storage = storage;
     this.#metrics = hooks.metrics;
     this.#maxBytes = limits.maxBytes ?? 8 * 1024 * 1024;
-    this.#cache = new LRUCache({ max: cache.max ?? 1000 });
-    this.#ttlMs = cache.ttlMs ?? 0;
+    this.#cache = new LRUCache<string, Versioned<unknown>>({
+      maxSize: cache.maxBytes ?? 64 * 1024 * 1024,
+      sizeCalculation: (entry) => Math.max(entry.bytes, 1),
+      // A local write (`set`) over a pending read must not make that read's callers fail: they get what they read.
+      ignoreFetchAbort: true,
+      fetchMethod: (key, stale) => this.#load(key, stale),
+    });
     this.#cas = { maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250, ...cas };
   }
 
-  /**
-   * The current document, or null. The value may be shared with other readers: treat it as read-only.
-   */
-  async read<T>(key: string): Promise<T | null> {
-    return (await this.#readVersioned<T>(key))?.value ?? null;
+  /** Listen to every version read or written (the catalog keeps its index coherent this way). */
+  onDocument(listener: DocumentListener): void {
+    this.#listeners.push(listener);
+  }
+
+  /** The cached version (no storage request), or one read from storage when not cached; concurrent misses merge. */
+  async read<T>(key: string): Promise<Versioned<T>> {
+    this.#metrics?.cache('documents', this.#cache.has(key));
+    return (await this.#cache.fetch(key)) as Versioned<T>;
   }
 
   /**
-   * The current document as stored now (a conditional GET even within the TTL) with its ETag, or null. The value
-   * is read-only, as `read`'s; pass the result to `update` as `first` to start from it.
+   * The current document as stored now (`refresh`) with its ETag, or null when absent: for code that decides on
+   * what is stored (the garbage collector and its fence, lib/ops/gc.ts). Read-only, as every cached value.
    */
   async readFresh<T>(key: string): Promise<{ value: T; etag: string } | null> {
-    return this.#readVersioned<T>(key, true);
+    const current = await this.refresh<T>(key);
+    return current.value === null || current.etag === null ? null : { value: current.value, etag: current.etag };
   }
 
-  /** `fresh`: ask storage even within the TTL (writers decide on what is stored, not on what was cached). */
-  async #readVersioned<T>(key: string, fresh = false): Promise<{ value: T; etag: string } | null> {
-    const cached = this.#cache.get(key);
-    if (cached && !fresh && Date.now() - cached.checkedAt < this.#ttlMs) {
-      this.#metrics?.cache('documents', true);
-      return cached as { value: T; etag: string };
-    }
-    const got = await this.#storage.get(key, cached ? { ifNoneMatch: cached.etag } : undefined);
-    // A write (or a newer read) that finished while this GET was under way has already put a newer copy in the
-    // cache: never replace it with what this older GET saw.
-    const untouched = this.#cache.get(key) === cached;
-    // A hit: the cached parse was used (fresh, or revalidated by a "not modified").
-    this.#metrics?.cache('documents', got !== null && got.notModified);
-    if (got === null) {
-      if (untouched) this.#cache.delete(key);
-      return null;
-    }
-    if (got.notModified) {
-      // Storage only answers "not modified" to the conditional GET, sent when there was a cached copy.
-      const current = cached as Cached;
-      current.checkedAt = Date.now();
-      return current as { value: T; etag: string };
-    }
-    const entry = { etag: got.etag, value: parse(key, got.body), checkedAt: Date.now() };
-    if (untouched) this.#cache.set(key, entry);
-    return entry as { value: T; etag: string };
+  /** The cached version only, or undefined. Never a storage request. */
+  peek<T>(key: string): Versioned<T> | undefined {
+    return this.#cache.peek(key) as Versioned<T> | undefined;
   }
 
   /**
-   * Read-modify-write with compare-and-swap. `fn` gets a private copy of the current document (or null) and
-   * either returns `{next, result}` to write `next`, or `{result}` to write nothing; it may throw to abort.
-   * It can run several times when other writers win the race, so it must not have side effects. `first`: a
-   * `readFresh` result to start from instead of reading again (its ETag still decides).
+   * Ask storage for the current version (a conditional GET when cached), never reusing a read that started before
+   * this call: concurrent refreshes of one key share one request.
    */
-  async update<T, R>(key: string, fn: (current: T | null) => Update<T, R>, first?: { value: T; etag: string } | null): Promise<R> {
+  async refresh<T>(key: string): Promise<Versioned<T>> {
+    const wanted = ++this.#gen;
+    for (;;) {
+      const entry = (await this.#cache.fetch(key, { forceRefresh: true })) as Versioned<T>;
+      if (entry.gen >= wanted) return entry;
+    }
+  }
+
+  async #load(key: string, stale: Versioned<unknown> | undefined): Promise<Versioned<unknown>> {
+    // Start the request on the next turn of the event loop, so that every refresh asked for in this turn (a burst of
+    // concurrent misses) is satisfied by this one read.
+    await new Promise((resolve) => setImmediate(resolve));
+    const gen = this.#gen;
+    const writes = this.#writes.get(key) ?? 0;
+    const got = await this.#storage.get(key, stale?.etag ? { ifNoneMatch: stale.etag } : undefined);
+    let entry: Versioned<unknown>;
+    if (got === null) entry = { value: null, etag: null, bytes: ABSENT_BYTES, gen };
+    else if (got.notModified && stale) entry = { ...stale, gen };
+    else if (got.notModified) throw new StorageUnavailableError(`storage answered "not modified" to an unconditional read of ${key}`);
+    else entry = { value: deepFreeze(parse(key, got.body)), etag: got.etag, bytes: got.body.length, gen };
+    // A local write finished while this read was under way: its version is newer, never report this one.
+    if ((this.#writes.get(key) ?? 0) === writes) this.#emit(key, entry);
+    return entry;
+  }
+
+  /**
+   * Read-modify-write with compare-and-swap. `fn` gets a private, mutable copy of the current document (or null)
+   * and either returns `{next, result}` to write `next`, or `{result}` to write nothing; it may throw to abort.
+   * It can run several times when other writers win the race, so it must not have side effects.
+   *
+   * Group commit: the updates of one key that arrive while a write of it is under way on this instance are
+   * applied together, in arrival order, each to the document the previous ones left, and written with one
+   * compare-and-swap; each caller gets its own result or error, as if alone (an `fn` that throws changes nothing).
+   *
+   * Throws `ApprError('invalid-parameters')` when `next` would be larger than the document limit (`limits`
+   * overrides the store's), and `StorageUnavailableError` after `maxAttempts` lost races.
+   */
+  update<T, R>(key: string, fn: (current: T | null) => Update<T, R>, limits: DocumentLimits = {}): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const queue = this.#queues.get(key) ?? [];
+      queue.push({ fn: fn as Pending['fn'], maxBytes: limits.maxBytes ?? this.#maxBytes, resolve: resolve as Pending['resolve'], reject });
+      this.#queues.set(key, queue);
+      if (!this.#committing.has(key)) void this.#drain(key);
+    });
+  }
+
+  readonly #queues = new Map<string, Pending[]>();
+  readonly #committing = new Set<string>();
+
+  async #drain(key: string): Promise<void> {
+    this.#committing.add(key);
+    try {
+      for (let batch = this.#queues.get(key); batch !== undefined; batch = this.#queues.get(key)) {
+        this.#queues.delete(key);
+        await this.#commit(key, batch);
+      }
+    } finally {
+      this.#committing.delete(key);
+    }
+  }
+
+  async #commit(key: string, batch: Pending[]): Promise<void> {
     for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
-      const current = attempt === 0 && first !== undefined ? first : await this.#readVersioned<T>(key, true);
-      const outcome = fn(current ? structuredClone(current.value) : null);
-      if (!('next' in outcome)) return outcome.result;
-      const body = Buffer.from(JSON.stringify(outcome.next));
-      if (body.length > this.#maxBytes) {
-        throw new ApprError('invalid-parameters',
-          `The package would grow past ${this.#maxBytes} bytes: delete old releases, or push less metadata`,
-          { limit: this.#maxBytes });
+      let current: Versioned<unknown>;
+      try {
+        // Writers decide on what is stored, never on a cached copy another instance may have made stale.
+        current = await this.refresh(key);
+      } catch (err) {
+        for (const item of batch) item.reject(err);
+        return;
       }
-      const etag = await this.#storage.put(key, body, current ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
-      this.#metrics?.casAttempt(etag !== null);
+      let doc = current.value;
+      let changed = false;
+      const outcomes = batch.map((item) => {
+        try {
+          const outcome = item.fn(doc === null ? null : structuredClone(doc));
+          if ('next' in outcome) {
+            doc = outcome.next;
+            changed = true;
+          }
+          return { ok: true as const, result: outcome.result };
+        } catch (err) {
+          return { ok: false as const, err };
+        }
+      });
+      const settle = () => batch.forEach((item, i) => {
+        const outcome = outcomes[i] as (typeof outcomes)[number];
+        if (outcome.ok) item.resolve(outcome.result);
+        else item.reject(outcome.err);
+      });
+      if (!changed) {
+        settle();
+        return;
+      }
+      const body = Buffer.from(JSON.stringify(doc));
+      const maxBytes = Math.min(...batch.map((item) => item.maxBytes));
+      if (body.length > maxBytes) {
+        if (batch.length > 1) {
+          // Whose change is too much? Apply them one at a time: each caller gets its own answer.
+          for (const item of batch) await this.#commit(key, [item]);
+          return;
+        }
+        (batch[0] as Pending).reject(new ApprError('invalid-parameters',
+          `The package would grow past ${maxBytes} bytes: delete old releases, or push less metadata`,
+          { limit: maxBytes }));
+        return;
+      }
+      let etag: string | null;
+      try {
+        etag = await this.#storage.put(key, body, current.etag ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
+        this.#metrics?.casAttempt(etag !== null);
+      } catch (err) {
+        for (const item of batch) item.reject(err);
+        return;
+      }
       if (etag !== null) {
-        this.#cache.set(key, { etag, value: outcome.next, checkedAt: Date.now() });
-        return outcome.result;
+        this.#writes.set(key, (this.#writes.get(key) ?? 0) + 1);
+        const entry: Versioned<unknown> = { value: deepFreeze(doc), etag, bytes: body.length, gen: ++this.#gen };
+        this.#cache.set(key, entry);
+        this.#emit(key, entry);
+        settle();
+        return;
       }
-      this.#cache.delete(key);
       const ceiling = Math.min(this.#cas.maxDelayMs, this.#cas.baseDelayMs * 2 ** attempt);
       await sleep(Math.random() * ceiling);
     }
     this.#metrics?.casGiveUp();
-    throw new StorageUnavailableError(`too much contention on ${key}; try again`);
+    const exhausted = new StorageUnavailableError(`too much contention on ${key}; try again`);
+    for (const item of batch) item.reject(exhausted);
   }
 
-  /** Forget a cached document (for hosts that broadcast invalidations between instances). */
+  /**
+   * Cache an immutable object this instance just stored (a release's metadata), so that reading it back costs no
+   * request. Not for mutable documents: those are written by `update` only.
+   */
+  remember(key: string, value: unknown, etag: string, bytes: number): void {
+    this.#cache.set(key, { value: deepFreeze(value), etag, bytes, gen: this.#gen });
+  }
+
+  /** Forget a cached document, or all (the next read asks storage). */
   invalidate(key?: string): void {
     if (key === undefined) this.#cache.clear();
     else this.#cache.delete(key);
+  }
+
+  #emit(key: string, entry: Versioned<unknown>): void {
+    for (const listener of this.#listeners) listener(key, entry);
   }
 }
 
@@ -149,4 +282,13 @@ function parse(key: string, body: Buffer): unknown {
   } catch (err) {
     throw new StorageUnavailableError(`stored document ${key} is not valid JSON`, err);
   }
+}
+
+/** Freeze a parsed JSON value and everything in it, so that no caller can change what other readers share. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
 }

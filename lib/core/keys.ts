@@ -5,15 +5,30 @@ import { randomBytes } from 'node:crypto';
  * before it gets here, so keys only contain `[A-Za-z0-9._+-]` and `/`.
  *
  *   packages/<ns>/<name>.json                          package document: releases, channels, visibility (mutable, CAS)
- *   manifests/<ns>/<name>/<release>/<mt>/<id>.json      manifest document: one push of one release x media type (immutable)
  *   blobs/<ns>/<name>/sha256/<digest>                   blob bytes, gzip as pushed (immutable, content-addressed)
- *   health/<random>                                     one instance's health probe (written, read, deleted)
+ *   metadata/<ns>/<name>/sha256/<hash>.json            a release's metadata, JSON (immutable, content-addressed)
+ *   changes/<time>+<instance>+<seq>+<ns>+<name>         change entry: "this package changed" (immutable, create-only)
+ *   catalog/snapshot.json                              catalog snapshot: every live package at a feed position (CAS)
+ *   health/<random>                                    one instance's health probe (written, read, deleted)
  *
- * Package documents live under their own prefix so that listing packages never walks blobs or manifests.
+ * Package documents live under their own prefix so that listing packages never walks blobs. A change entry names
+ * its package in its key (names never contain `+`), so reading the feed is one listing and no GET; `<time>` is
+ * 13 decimal digits of epoch milliseconds, so keys sort by time.
  */
 const PACKAGES = 'packages/';
-const PACKAGE_DOC_SUFFIX = '.json';
 const BLOBS = 'blobs/';
+const PACKAGE_DOC_SUFFIX = '.json';
+const CHANGES = 'changes/';
+const TIME_DIGITS = 13;
+
+export interface ChangeRef {
+  key: string;
+  /** The writer's clock, epoch ms. */
+  time: number;
+  instance: string;
+  namespace: string;
+  name: string;
+}
 
 export const keys = {
   packages(namespace?: string): string {
@@ -30,10 +45,6 @@ export const keys = {
     const parts = key.slice(PACKAGES.length, -PACKAGE_DOC_SUFFIX.length).split('/');
     if (parts.length !== 2 || !parts[0] || !parts[1]) return null;
     return { namespace: parts[0], name: parts[1] };
-  },
-
-  manifest(namespace: string, name: string, release: string, mediaType: string, id: string): string {
-    return `manifests/${namespace}/${name}/${release}/${mediaType}/${id}.json`;
   },
 
   blob(namespace: string, name: string, digest: string): string {
@@ -58,5 +69,36 @@ export const keys = {
   /** A key of this instance's own for `Registry.health()`, random so that instances never probe the same key. */
   healthProbe(): string {
     return `health/${randomBytes(8).toString('hex')}`;
+  },
+
+  metadata(namespace: string, name: string, hash: string): string {
+    return `metadata/${namespace}/${name}/sha256/${hash}.json`;
+  },
+
+  changes(): string {
+    return CHANGES;
+  },
+
+  /** Where a listing of change entries written at `time` or later starts (exclusive, as S3's `StartAfter`). */
+  changesAfter(time: number): string {
+    return `${CHANGES}${String(Math.max(0, Math.floor(time))).padStart(TIME_DIGITS, '0')}`;
+  },
+
+  change(time: number, instance: string, seq: number, namespace: string, name: string): string {
+    const stamp = String(Math.max(0, Math.floor(time))).padStart(TIME_DIGITS, '0');
+    return `${CHANGES}${stamp}+${instance}+${seq.toString(36)}+${namespace}+${name}`;
+  },
+
+  /** The inverse of `change`; `null` for anything else. */
+  parseChange(key: string): ChangeRef | null {
+    if (!key.startsWith(CHANGES)) return null;
+    const parts = key.slice(CHANGES.length).split('+');
+    if (parts.length !== 5 || !/^\d{13}$/.test(parts[0] as string) || parts.some((p) => !p)) return null;
+    const [time, instance, , namespace, name] = parts as [string, string, string, string, string];
+    return { key, time: Number(time), instance, namespace, name };
+  },
+
+  snapshot(): string {
+    return 'catalog/snapshot.json';
   },
 };

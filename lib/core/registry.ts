@@ -1,12 +1,16 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
-import type { Readable } from 'node:stream';
 import { registryOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
+import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
+import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
 import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
@@ -25,8 +29,21 @@ export interface ManifestRecord {
   digest: string;
   size: number;
   created_at: string;
-  metadata: unknown;
+  /**
+   * The push's metadata inline: `null` when it had none, or a record written before metadata objects existed
+   * (pushes move those to objects, `MIGRATE_PER_PUSH` at a time).
+   */
+  metadata?: unknown;
+  /** sha256 (hex) of the release's metadata object (`keys.metadata`): immutable, written before the document. */
+  metadata_ref?: string;
 }
+
+/** Legacy inline metadata moved to objects by one push: a big old package migrates over several pushes. */
+const MIGRATE_PER_PUSH = 100;
+/** Times a push writes its blob when garbage collection keeps removing it (lib/ops/gc.ts). */
+const MAX_PUSH_ROUNDS = 10;
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 export interface ChannelRecord {
   current: string;
@@ -68,6 +85,12 @@ export interface PackageSummary {
   created_at: string;
 }
 
+/** A response body as JSON text, with an ETag for it (a hash of the text). */
+export interface JsonBody {
+  body: string;
+  etag: string;
+}
+
 export interface Channel {
   name: string;
   current: string;
@@ -106,6 +129,14 @@ export interface PackageRef {
 /** Decides whether a package may appear in a list or search result (the caller's read permission). */
 export type VisibleFilter = (pkg: PackageRef) => boolean | Promise<boolean>;
 
+/**
+ * A blob's bytes: `body` streams them (create it once, and consume or destroy it); `bytes` holds them all when the
+ * blob came from the memory cache of small blobs, so a caller can send them without a stream.
+ */
+export interface BlobContent extends StreamResult {
+  bytes?: Buffer;
+}
+
 export interface RegistryOptions {
   storage: StorageAdapter;
   /** A pushed tarball may not inflate to more than this many bytes (default 1 GiB). */
@@ -120,14 +151,17 @@ export interface RegistryOptions {
   pushMemoryBytes?: number;
   /** Visibility of new packages when the push does not say (default 'public', as the reference). */
   defaultVisibility?: Visibility;
+  /** Memory caches: package documents and small blobs, bounded in bytes. */
   cache?: DocumentCacheOptions;
+  /** How instances on one store see each other's changes (README: "Running several instances"). */
+  coherence?: CoherenceOptions;
   cas?: CasOptions;
   /**
    * The largest package document (all releases, their metadata and channels) in bytes (default 8 MiB): a push that
    * would grow it further is refused with 422 (delete old releases, or push less metadata).
    */
   maxPackageBytes?: number;
-  /** Keys asked for per listing request (default 1000, S3's maximum). */
+  /** Keys asked for per listing request (default 1000, S3's maximum): the catalog's first load and the backstop. */
   listPageSize?: number;
   /**
    * Overall deadline of one storage operation in ms (default 5000; 0 = none): past it the request is answered
@@ -145,12 +179,6 @@ export interface RegistryOptions {
   logger?: Logger;
 }
 
-const LIST_CONCURRENCY = 16;
-/** Times a push writes its blob when garbage collection keeps removing it (lib/ops/gc.ts). */
-const MAX_PUSH_ROUNDS = 10;
-
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
 /**
  * The registry's domain core: no Koa, no HTTP. Every method validates its own inputs (names, releases, media
  * types) before building a storage key, and throws `ApprError`s from the one error table.
@@ -163,11 +191,22 @@ export class Registry {
   readonly #pushMemoryBytes: number | undefined;
   readonly #defaultVisibility: Visibility;
   readonly #now: () => Date;
-  readonly #listPageSize: number;
   readonly metrics: MetricsHooks | undefined;
   readonly logger: Logger | undefined;
   readonly #audit: AuditHook | undefined;
   readonly #probeKey = keys.healthProbe();
+  readonly #listPageSize: number;
+  readonly #catalog = new Catalog();
+  readonly #feed: ChangeFeed;
+  readonly #blobs: LRUCache<string, CachedBlob, string> | undefined;
+  /**
+   * Per package, bumped when another instance changed it: cached blobs of an older generation are not served (a
+   * blob purged elsewhere must not outlive the purge here).
+   */
+  readonly #blobGenerations = new Map<string, number>();
+  readonly #blobMaxSize: number;
+  /** Refreshes started by `invalidate(namespace, name)`: reads of that package wait for them. */
+  readonly #pending = new Map<string, Promise<unknown>>();
 
   /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/schema.ts. */
   constructor(input: RegistryOptions) {
@@ -180,6 +219,7 @@ export class Registry {
     this.metrics = options.metrics;
     this.logger = options.logger;
     this.#audit = options.audit;
+    this.#listPageSize = options.listPageSize;
     this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes },
       { metrics: options.metrics });
     this.#maxUnpackedSize = options.maxUnpackedSize;
@@ -187,7 +227,59 @@ export class Registry {
     this.#pushMemoryBytes = options.pushMemoryBytes;
     this.#defaultVisibility = options.defaultVisibility;
     this.#now = options.now;
-    this.#listPageSize = options.listPageSize;
+    this.#docs.onDocument((key, version) => {
+      if (keys.parsePackageDoc(key) !== null) this.#catalog.apply(key, version.value as PackageDoc | null, version.etag);
+    });
+    this.#feed = new ChangeFeed(this.storage, this.#docs, this.#catalog, options.coherence,
+      () => this.#now().getTime(), options.listPageSize);
+    const { blobMaxBytes } = options.cache;
+    this.#blobMaxSize = Math.min(options.cache.blobMaxSize, blobMaxBytes);
+    this.#blobs = blobMaxBytes > 0
+      ? new LRUCache<string, CachedBlob, string>({
+        maxSize: blobMaxBytes,
+        sizeCalculation: (blob) => Math.max(blob.bytes.length, 1),
+        fetchMethod: async (key, _stale, { context: pkg }) => {
+          const generation = this.#blobGenerations.get(pkg) ?? 0;
+          const got = await this.storage.get(key);
+          return got === null || got.notModified ? undefined : { bytes: got.body, generation };
+        },
+      })
+      : undefined;
+    this.#feed.onRemoteChange((key) => {
+      this.#blobGenerations.set(key, (this.#blobGenerations.get(key) ?? 0) + 1);
+    });
+  }
+  /**
+   * Apply the changes other instances made, now (one poll of the change feed) rather than at the next poll: for
+   * tests, and hosts that run with `coherence.pollMs: 0`.
+   */
+  async sync(): Promise<void> {
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    await this.#feed.poll();
+  }
+
+  /**
+   * Fold change entries older than `coherence.retentionMs` into the catalog snapshot and delete them, now rather
+   * than at the next periodic check (any instance may; they never undo each other's work).
+   */
+  async compactChanges(): Promise<void> {
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    await this.#feed.compact(false);
+  }
+
+  /**
+   * A token that changes whenever this instance's view of any package changes (its catalog's version): for caches
+   * of derived views, such as the Helm index.
+   */
+  get catalogVersion(): number {
+    return this.#catalog.version;
+  }
+
+  /** Stop the background work (change feed polls, compaction, backstop checks). The storage stays open. */
+  close(): void {
+    this.#feed.close();
   }
 
   // ---- push -------------------------------------------------------------------------------------------------
@@ -207,10 +299,10 @@ export class Registry {
    *
    * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
    * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
-   * whatever the size of the registry: the package document's conditional GET (which also fences off garbage
-   * collection, lib/ops/gc.ts), the blob's create-if-absent PUT (plus a HEAD when that blob was already there),
-   * and the package document's compare-and-swap PUT. A blob too large to wait in memory is HEADed first, so that
-   * pushing the same large tarball again does not upload it again.
+   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
+   * there), and the package document's conditional GET and compare-and-swap PUT. A blob too large to wait in
+   * memory is HEADed first, so that pushing the same large tarball again does not upload it again.
+import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -229,6 +321,9 @@ export class Registry {
     const createdAt = this.#now().toISOString();
     let created: boolean;
     try {
+      const metadata = input.metadata ?? null;
+      let metadataRef: string | undefined;
+      let migrated: Set<string> | undefined;
       // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/ops/gc.ts): the blob is
       // written again after the claim is lifted, so a release never references a blob the collector deletes.
       for (let round = 1; ; round += 1) {
@@ -240,6 +335,14 @@ export class Registry {
           continue;
         }
         size = stored;
+        if (migrated === undefined) {
+          // Metadata goes to an immutable object written after the blob and before the document that references
+          // it, so the package document, rewritten by every change, holds ~200 bytes per release.
+          metadataRef = metadata === null ? undefined : await this.#putMetadata(namespace, name, metadata);
+          migrated = await this.#migrateMetadata(namespace, name);
+        }
+        const moved = migrated;
+        const ref = metadataRef;
         try {
           created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
             // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
@@ -254,12 +357,15 @@ export class Registry {
             const doc = current && isLive(current)
               ? current
               : newPackage(namespace, name, createdAt, current?.visibility ?? input.visibility ?? this.#defaultVisibility);
+            if (moved.size > 0) referenceMetadata(doc, moved);
             const media = own(doc.releases, release) ?? {};
-            media[mediaType] = { digest: blob.digest, size, created_at: createdAt, metadata: input.metadata ?? null };
+            media[mediaType] = ref === undefined
+              ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
+              : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref };
             doc.releases[release] = media;
             keepGcState(current, doc, blob.digest);
             return { next: doc, result: doc !== current };
-          }, gcFence.doc);
+          });
           break;
         } catch (err) {
           if (!(err instanceof FenceBroken)) throw err;
@@ -269,6 +375,7 @@ export class Registry {
     } finally {
       if (blob !== input.blob) await blob.dispose();
     }
+    await this.#feed.record(namespace, name);
     this.metrics?.pushed(size);
     await this.audit({
       type: 'push', time: createdAt, actor: input.actor ?? null, package: `${namespace}/${name}`, release, mediaType,
@@ -276,11 +383,56 @@ export class Registry {
     });
   }
 
+  /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
+  async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
+    const body = Buffer.from(JSON.stringify(metadata));
+    const hash = createHash('sha256').update(body).digest('hex');
+    const key = keys.metadata(namespace, name, hash);
+    const etag = (await this.storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.storage.head(key))?.etag;
+    // As for blobs: never reference an object a backend only claimed to have.
+    if (etag === undefined) throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
+    this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);
+    return hash;
+  }
+
+  /**
+   * Migrate on write: move up to `MIGRATE_PER_PUSH` inline metadata of the cached package document to objects.
+   * Returns their hashes; the push's compare-and-swap then references those whose metadata is still the same.
+   */
+  async #migrateMetadata(namespace: string, name: string): Promise<Set<string>> {
+    const doc = this.#docs.peek<PackageDoc>(keys.packageDoc(namespace, name))?.value;
+    const inline: unknown[] = [];
+    for (const media of Object.values(doc?.releases ?? {})) {
+      for (const record of Object.values(media)) {
+        if (record.metadata_ref === undefined && record.metadata !== undefined && record.metadata !== null) inline.push(record.metadata);
+      }
+    }
+    const hashes = await mapLimit(inline.slice(0, MIGRATE_PER_PUSH), 8, (m) => this.#putMetadata(namespace, name, m));
+    return new Set(hashes);
+  }
+
+  /** A release's metadata: inline, or its object (immutable: read once, then from the document cache). */
+  async #metadataOf(doc: PackageDoc, record: ManifestRecord): Promise<unknown> {
+    if (record.metadata_ref === undefined) return record.metadata ?? null;
+    const key = keys.metadata(doc.namespace, doc.name, record.metadata_ref);
+    let got = await this.#docs.read(key);
+    if (got.etag === null) got = await this.#docs.refresh(key);
+    if (got.etag === null) throw new StorageUnavailableError(`metadata ${record.metadata_ref} of ${pkgName(doc)} is missing`);
+    return got.value;
+  }
+
+  /** The manifests of `releases` x media types of `doc`, with their metadata. */
+  async #manifests(doc: PackageDoc, pairs: { release: string; mt: string }[]): Promise<Manifest[]> {
+    return Promise.all(pairs.map(async ({ release, mt }) => {
+      const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
+      return manifest(doc, release, mt, await this.#metadataOf(doc, record));
+    }));
+  }
+
   /**
    * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
    * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those).
    */
-  /** Store a staged blob at its content-addressed key; its stored size, or null if storage lost it (see push). */
   async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<number | null> {
     const blobKey = keys.blob(namespace, name, blob.digest);
     if (blob.bytes === undefined) {
@@ -316,50 +468,41 @@ export class Registry {
 
   // ---- list and search ----------------------------------------------------------------------------------------
 
+  /**
+   * Route 3, from the catalog: no storage request once it is loaded. `visible` is asked about each package that
+   * matches. Package order is the storage order of their keys.
+   */
   async listPackages(
     filter: { namespace?: string; query?: string; mediaType?: string } = {},
-    visible: VisibleFilter = () => true,
+    visible: VisibleFilter = EVERYONE,
   ): Promise<PackageSummary[]> {
+    return JSON.parse(await this.listPackagesJson(filter, visible)) as PackageSummary[];
+  }
+
+  /** `listPackages` as the JSON text of the response body (cached per catalog version and filter). */
+  async listPackagesJson(
+    filter: { namespace?: string; query?: string; mediaType?: string } = {},
+    visible: VisibleFilter = EVERYONE,
+  ): Promise<string> {
+    const namespace = filter.namespace === undefined ? undefined : checkName('namespace', filter.namespace);
     const mediaType = filter.mediaType ? normalizeMediaType(filter.mediaType) : undefined;
-    const docs = await this.#findPackages(filter.namespace, filter.query, visible);
-    const summaries: PackageSummary[] = [];
-    for (const doc of docs) {
-      const summary = summarize(doc, mediaType);
-      if (summary) summaries.push(summary);
-    }
-    return summaries;
+    await this.#ready();
+    return this.#catalog.listBody({
+      ...(namespace === undefined ? {} : { namespace }),
+      ...(filter.query ? { query: filter.query } : {}),
+      ...(mediaType === undefined ? {} : { mediaType }),
+    }, visible);
   }
 
-  async search(query: string, visible: VisibleFilter = () => true): Promise<string[]> {
-    const docs = await this.#findPackages(undefined, query, visible);
-    return docs.map((doc) => `${doc.namespace}/${doc.name}`);
+  /** Route 4: `ns/name` of the packages whose name contains `query` (case-insensitive, contract section 13.3). */
+  async search(query: string, visible: VisibleFilter = EVERYONE): Promise<string[]> {
+    return JSON.parse(await this.searchJson(query, visible)) as string[];
   }
 
-  /**
-   * Live package documents whose `ns/name` contains `query` (case-insensitive substring, docs/api.md 13.3)
-   * and that `visible` admits. Costs one listing request per 1000 packages, plus one (conditional) read per
-   * package whose name matched (a conditional GET, "not modified" when cached).
-   */
-  async #findPackages(namespace: string | undefined, query: string | undefined, visible: VisibleFilter) {
-    const prefix = keys.packages(namespace === undefined ? undefined : checkName('namespace', namespace));
-    const needle = (query ?? '').toLowerCase();
-    const refs: { namespace: string; name: string }[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.storage.list(prefix, { cursor, limit: this.#listPageSize });
-      for (const key of page.keys) {
-        const ref = keys.parsePackageDoc(key);
-        if (ref && `${ref.namespace}/${ref.name}`.toLowerCase().includes(needle)) refs.push(ref);
-      }
-      cursor = page.next;
-    } while (cursor !== undefined);
-
-    const docs = await mapLimit(refs, LIST_CONCURRENCY, async (ref) => {
-      const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(ref.namespace, ref.name));
-      if (!doc || !isLive(doc)) return null;
-      return (await visible({ namespace: doc.namespace, name: doc.name, visibility: doc.visibility })) ? doc : null;
-    });
-    return docs.filter((doc): doc is PackageDoc => doc !== null);
+  /** `search` as the JSON text of the response body. */
+  async searchJson(query: string, visible: VisibleFilter = EVERYONE): Promise<string> {
+    await this.#ready();
+    return this.#catalog.searchBody(query, visible);
   }
 
   // ---- read one package ---------------------------------------------------------------------------------------
@@ -371,9 +514,18 @@ export class Registry {
    */
   async packageVisibility(namespace: string, name: string): Promise<Visibility | null> {
     const names = this.#names(namespace, name);
-    const doc = await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name));
-    return doc ? doc.visibility : null;
+    const key = keys.packageDoc(names.namespace, names.name);
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    // Always one (conditional) read, known package or not: a caller refused by the hooks must not tell a private
+    // package from an absent one by the time the answer takes (hardening item 16). Reads the hooks allow, and
+    // public packages the caller may read, never come here.
+    await this.#docs.refresh(key);
+    const entry = this.#catalog.get(key);
+    if (entry !== undefined) return entry.doc.visibility;
+    return this.#catalog.tombstone(key) ?? null;
   }
+
 
   /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
   async setVisibility(namespace: string, name: string, visibility: Visibility, context: ChangeContext = {}) {
@@ -388,6 +540,7 @@ export class Registry {
       live.visibility = visibility;
       return { next: live, result: before };
     });
+    if (previous !== visibility) await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'visibility', package: `${names.namespace}/${names.name}`, visibility, previous });
     return { package: `${names.namespace}/${names.name}`, visibility };
   }
@@ -397,44 +550,100 @@ export class Registry {
     const doc = await this.#package(namespace, name);
     const wanted = mediaType ? normalizeMediaType(mediaType) : undefined;
     const releases = Object.keys(doc.releases).sort(compareReleases);
-    return releases.flatMap((release) => manifestsOf(doc, release).filter((m) => !wanted || m.mt === wanted))
-      .map((m) => m.manifest);
+    return this.#manifests(doc, releases.flatMap((release) => mediaTypesOf(doc, release).filter((mt) => !wanted || mt === wanted)
+      .map((mt) => ({ release, mt }))));
   }
 
   /** Route 7: the manifests of one exact release. */
   async releaseManifests(namespace: string, name: string, release: string): Promise<Manifest[]> {
-    const doc = await this.#package(namespace, name);
+    const doc = await this.#package(namespace, name, release);
     if (own(doc.releases, release) === undefined) throw packageNotFound(doc, release);
-    return manifestsOf(doc, release).map((m) => m.manifest);
+    return this.#manifests(doc, mediaTypesOf(doc, release).map((mt) => ({ release, mt })));
+  }
+
+  /**
+   * Routes 6, 7 and 8 as JSON text with an ETag, computed once per version of the package and question (no
+   * serialization, no hashing, no selector resolution on a repeated request).
+   */
+  async packageManifestsJson(namespace: string, name: string, mediaType?: string): Promise<JsonBody> {
+    return this.#memoJson(namespace, name, undefined, `m\0${mediaType ?? ''}`, () => this.packageManifests(namespace, name, mediaType));
+  }
+
+  async releaseManifestsJson(namespace: string, name: string, release: string): Promise<JsonBody> {
+    return this.#memoJson(namespace, name, release, `r\0${release}`, () => this.releaseManifests(namespace, name, release));
+  }
+
+  async showManifestJson(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<JsonBody> {
+    return this.#memoJson(namespace, name, undefined, `s\0${selector ?? ''}\0${mediaType}`,
+      () => this.showManifest(namespace, name, selector, mediaType));
+  }
+
+  async #memoJson(namespace: string, name: string, release: string | undefined, question: string, compute: () => Promise<unknown>): Promise<JsonBody> {
+    const names = this.#names(namespace, name);
+    const entry = await this.#entry(names.namespace, names.name, release);
+    const known = entry?.memo.get(question) as JsonBody | undefined;
+    if (known !== undefined) return known;
+    const body = JSON.stringify(await compute());
+    const answer = { body, etag: createHash('sha1').update(body).digest('base64url') };
+    // Remembered only if it was computed from the version the catalog still holds.
+    if (entry !== undefined && this.#catalog.get(entry.key) === entry) remember(entry, question, answer);
+    return answer;
   }
 
   /** Route 8: one manifest, with the channels whose current release it is. */
   async showManifest(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType);
+    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, true);
     const channels = Object.keys(doc.channels).filter((c) => own(doc.channels, c)?.current === release).sort();
-    return { ...manifest(doc, release, mt), channels };
+    const [shown] = await this.#manifests(doc, [{ release, mt }]);
+    return { ...(shown as Manifest), channels };
   }
 
-  /** Routes 10 and 11: the resolved manifest and the blob's bytes as a stream (the caller must consume it). */
+  /**
+   * Routes 10 and 11: the resolved release and the blob's bytes (the caller must consume or destroy `blob.body`
+   * if it asks for it). With caches warm a small blob costs no storage request; a large one is one streamed read.
+   */
   async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType);
+    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, false);
     const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
-    const blob = await this.storage.getStream(keys.blob(doc.namespace, doc.name, record.digest));
+    const blob = await this.#blob(doc.namespace, doc.name, record.digest, record.size);
     if (!blob) throw new StorageUnavailableError(`blob ${record.digest} of ${doc.namespace}/${doc.name} is missing`);
-    return { release, mediaType: mt, digest: record.digest, blob };
+    return { release, mediaType: mt, digest: record.digest, visibility: doc.visibility, blob };
   }
 
-  /** Routes 12 and 13: a blob this package had, even if its release was deleted since. */
-  async blob(namespace: string, name: string, digest: string): Promise<StreamResult & { digest: string }> {
+  /**
+   * Routes 12 and 13: a blob this package had, even if its release was deleted since. `visibility` is the
+   * package's (null when it has no live release), for the response's cache policy.
+   */
+  async blob(namespace: string, name: string, digest: string): Promise<BlobContent & { digest: string; visibility: Visibility | null }> {
     const names = this.#names(namespace, name);
     const hex = parseDigest(digest);
-    const blob = hex === null ? null : await this.storage.getStream(keys.blob(names.namespace, names.name, hex));
+    const blob = hex === null ? null : await this.#blob(names.namespace, names.name, hex);
     if (!blob || hex === null) {
       throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
         package: `${names.namespace}/${names.name}`, release: digest, media_type: null,
       });
     }
-    return { ...blob, digest: hex };
+    const entry = this.#catalog.get(keys.packageDoc(names.namespace, names.name));
+    return Object.assign(blob, { digest: hex, visibility: entry === undefined ? null : entry.doc.visibility });
+  }
+
+  /** A blob from the memory cache when it is small (`size` known and at most `cache.blobMaxSize`), else streamed. */
+  async #blob(namespace: string, name: string, digest: string, size?: number): Promise<BlobContent | null> {
+    const key = keys.blob(namespace, name, digest);
+    const pkg = keys.packageDoc(namespace, name);
+    const generation = this.#blobGenerations.get(pkg) ?? 0;
+    const cached = this.#blobs?.get(key);
+    if (cached !== undefined && cached.generation === generation) {
+      this.metrics?.cache('blobs', true);
+      return blobContent(cached.bytes);
+    }
+    if (this.#blobs !== undefined) this.metrics?.cache('blobs', false);
+    if (cached !== undefined) this.#blobs?.delete(key);
+    if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
+      const blob = await this.#blobs.fetch(key, { context: pkg });
+      return blob === undefined ? null : blobContent(blob.bytes);
+    }
+    return this.storage.getStream(key);
   }
 
   // ---- delete -------------------------------------------------------------------------------------------------
@@ -462,6 +671,7 @@ export class Registry {
       if (!isLive(doc)) doc.channels = {};
       return { next: doc, result: !isLive(doc) };
     });
+    await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'delete', package: pkg, release, mediaType: mt, packageDeleted });
     return { status: 'deleted', package: pkg, release };
   }
@@ -503,7 +713,12 @@ export class Registry {
         return gone.length ? { next: doc, result: gone } : { result: gone };
       },
     );
-    const deleted = await this.storage.delete(keys.blob(names.namespace, names.name, hex));
+    const blobKey = keys.blob(names.namespace, names.name, hex);
+    const deleted = await this.storage.delete(blobKey);
+    // Out of this instance's memory at once; other instances drop this package's cached blobs when the change
+    // entry reaches them (recorded even when no release named the blob).
+    this.#blobs?.delete(blobKey);
+    await this.#feed.record(names.namespace, names.name);
     if (!deleted && removed.length === 0) throw notFound();
     return { status: 'purged', package: pkg, digest: hex, releases: removed };
   }
@@ -529,7 +744,7 @@ export class Registry {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     if (release !== 'default') checkRelease(release, { detail: 'release' });
-    const added = await this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
+    const channelRecord = await this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
       const live = requireLive(doc, names);
       if (own(live.releases, release) === undefined) {
         throw new ApprError('package-release-not-found', `Release ${release} doesn't exist for package ${pkgName(live)}`, {
@@ -542,8 +757,9 @@ export class Registry {
       live.channels[channel] = record;
       return { next: live, result: channelOf(live, channel) };
     });
+    await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'channel-add', package: `${names.namespace}/${names.name}`, channel, release });
-    return added;
+    return channelRecord;
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
@@ -557,6 +773,7 @@ export class Registry {
       removeFromChannel(live, channel, release);
       return { next: live, result: undefined };
     });
+    await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'channel-remove', package: `${names.namespace}/${names.name}`, channel, release });
     return { status: 'deleted', package: `${names.namespace}/${names.name}`, name: channel, release };
   }
@@ -571,20 +788,31 @@ export class Registry {
       delete live.channels[channel];
       return { next: live, result: undefined };
     });
+    await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'channel-delete', package: `${names.namespace}/${names.name}`, channel });
     return { channel, package: `${names.namespace}/${names.name}`, action: 'delete' };
   }
 
   /**
-   * Forget cached package documents (one package, or all): for hosts that raise `cache.ttlMs` and broadcast
-   * changes between instances. With the default `ttlMs: 0` it is never needed.
+   * Tell this instance that a package (or, without arguments, anything) changed elsewhere: it re-reads it from
+   * storage, and reads of it wait for that. For hosts that propagate changes themselves (see
+   * `coherence.onChange`); the change feed makes it unnecessary otherwise.
    */
   invalidate(namespace?: string, name?: string): void {
-    if (namespace === undefined || name === undefined) this.#docs.invalidate();
-    else this.#docs.invalidate(keys.packageDoc(checkName('namespace', namespace), checkName('package', name)));
+    if (namespace === undefined || name === undefined) {
+      this.#rebuilding ??= this.#feed.rebuild().catch(() => undefined).finally(() => {
+        this.#rebuilding = undefined;
+      });
+      return;
+    }
+    const key = keys.packageDoc(checkName('namespace', namespace), checkName('package', name));
+    const refresh = this.#docs.refresh(key).catch(() => undefined).finally(() => {
+      if (this.#pending.get(key) === refresh) this.#pending.delete(key);
+    });
+    this.#pending.set(key, refresh);
   }
 
-  // ---- operations: audit, health -------------------------------------------------------------------------------
+  // ---- operations: audit, health, garbage collection ------------------------------------------------------------
 
   /**
    * Hand an event to the `audit` hook (the HTTP layer reports logins through it). Never throws: a failing hook is
@@ -620,6 +848,10 @@ export class Registry {
       now: this.#now, ...options,
     });
     if (!report.dryRun && (report.blobs.length > 0 || report.tombstones.length > 0)) {
+      for (const id of new Set([...report.blobs.map((b) => b.package), ...report.tombstones])) {
+        const [ns, pkgName] = id.split('/') as [string, string];
+        await this.#feed.record(ns, pkgName);
+      }
       await this.audit({
         type: 'gc', time: this.#now().toISOString(), actor: null, blobs: report.blobs.length, tombstones: report.tombstones.length,
       });
@@ -629,41 +861,127 @@ export class Registry {
 
   // ---- helpers ------------------------------------------------------------------------------------------------
 
+  #rebuilding: Promise<void> | undefined;
+
   #names(namespace: string, name: string) {
     return { namespace: checkName('namespace', namespace), name: checkName('package', name) };
   }
 
-  async #package(namespace: string, name: string): Promise<PackageDoc> {
-    const names = this.#names(namespace, name);
-    return requireLive(await this.#docs.read<PackageDoc>(keys.packageDoc(names.namespace, names.name)), names);
+  /** Resolves when the catalog may answer (undefined, synchronously, when it already may). */
+  #ready(): Promise<unknown> | undefined {
+    const feed = this.#feed.ready();
+    if (this.#rebuilding === undefined) return feed;
+    return feed === undefined ? this.#rebuilding : Promise.all([feed, this.#rebuilding]);
   }
 
-  /** Selector and media type resolution for routes 8, 10 and 11 (docs/api.md section 5). */
-  async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
-    const doc = await this.#package(namespace, name);
-    const release = selectRelease(selector, Object.keys(doc.releases), { detail: 'release' });
-    if (release === null) {
-      throw new ApprError('package-release-not-found', `No release match '${selector}' for package '${pkgName(doc)}'`, {
-        package: pkgName(doc), release_query: selector ?? 'default',
-      });
+  /**
+   * The catalog's entry of a live package, or undefined. When the catalog does not know the package, or (given)
+   * the release, storage is asked first: a push through another instance is visible at once.
+   */
+  async #entry(namespace: string, name: string, release?: string): Promise<CatalogEntry | undefined> {
+    const ready = this.#ready();
+    if (ready !== undefined) await ready;
+    const key = keys.packageDoc(namespace, name);
+    const pending = this.#pending.get(key);
+    if (pending !== undefined) await pending;
+    let entry = this.#catalog.get(key);
+    const hit = entry !== undefined && (release === undefined || Object.hasOwn(entry.doc.releases, release));
+    this.metrics?.cache('catalog', hit);
+    if (!hit) {
+      await this.#docs.refresh(key);
+      entry = this.#catalog.get(key);
     }
-    const available = Object.keys(own(doc.releases, release) ?? {}).sort();
-    let mt = wanted;
-    if (wanted === '-') {
-      if (available.length !== 1) {
-        throw new ApprError('invalid-usage', `media-type non specified: [${available.join(',')}]`, {
-          media_types: available,
-        });
-      }
-      mt = available[0] as string;
-    } else if (!available.includes(wanted)) {
-      throw new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release} (${wanted})`, {
-        package: pkgName(doc), release, media_type: wanted,
-      });
-    }
-    return { doc, release, mt };
+    return entry;
   }
+
+  /** The whole document of a live package (with metadata): from the document cache when it is current. */
+  async #package(namespace: string, name: string, release?: string): Promise<PackageDoc> {
+    const names = this.#names(namespace, name);
+    const entry = await this.#entry(names.namespace, names.name, release);
+    if (entry === undefined) return requireLive(null, names);
+    const cached = this.#docs.peek<PackageDoc>(entry.key);
+    if (cached?.etag === entry.etag && cached.value !== null) return cached.value;
+    return requireLive((await this.#docs.refresh<PackageDoc>(entry.key)).value, names);
+  }
+
+  /**
+   * Selector and media type resolution for routes 8, 10 and 11 (contract section 5), on the catalog's document
+   * (`full` false: no metadata) or the whole one. When nothing matches, storage is asked before answering 404.
+   */
+  async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string, full: boolean) {
+    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
+    const names = this.#names(namespace, name);
+    const load = async (): Promise<PackageDoc> => {
+      if (full) return this.#package(names.namespace, names.name);
+      const entry = await this.#entry(names.namespace, names.name);
+      return entry === undefined ? requireLive(null, names) : entry.doc;
+    };
+    if (!full) {
+      // The common pull: resolved once per version of the package.
+      const entry = await this.#entry(names.namespace, names.name);
+      const known = entry?.memo.get(`p\0${selector ?? ''}\0${wanted}`) as { release: string; mt: string } | undefined;
+      if (entry !== undefined && known !== undefined) return { doc: entry.doc, ...known };
+      if (entry !== undefined) {
+        const resolved = resolveIn(entry.doc, selector, wanted);
+        if (!(resolved instanceof ApprError)) {
+          return { doc: entry.doc, ...remember(entry, `p\0${selector ?? ''}\0${wanted}`, resolved) };
+        }
+      }
+    }
+    let doc = await load();
+    let resolved = resolveIn(doc, selector, wanted);
+    if (resolved instanceof ApprError && resolved.code !== 'invalid-usage') {
+      await this.#docs.refresh(keys.packageDoc(names.namespace, names.name));
+      doc = await load();
+      resolved = resolveIn(doc, selector, wanted);
+    }
+    if (resolved instanceof ApprError) throw resolved;
+    return { doc, ...resolved };
+  }
+}
+
+/** The release and media type `selector` and `wanted` name in `doc`, or the error to answer. */
+function resolveIn(doc: PackageDoc, selector: string | undefined, wanted: string): { release: string; mt: string } | ApprError {
+  const release = selectRelease(selector, Object.keys(doc.releases), { detail: 'release' });
+  if (release === null) {
+    return new ApprError('package-release-not-found', `No release match '${selector}' for package '${pkgName(doc)}'`, {
+      package: pkgName(doc), release_query: selector ?? 'default',
+    });
+  }
+  const available = Object.keys(own(doc.releases, release) ?? {}).sort();
+  if (wanted === '-') {
+    if (available.length !== 1) {
+      return new ApprError('invalid-usage', `media-type non specified: [${available.join(',')}]`, {
+        media_types: available,
+      });
+    }
+    return { release, mt: available[0] as string };
+  }
+  if (!available.includes(wanted)) {
+    return new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release} (${wanted})`, {
+      package: pkgName(doc), release, media_type: wanted,
+    });
+  }
+  return { release, mt: wanted };
+}
+
+interface CachedBlob {
+  bytes: Buffer;
+  /** The package's blob generation when it was read (see `Registry.#blobGenerations`). */
+  generation: number;
+}
+
+function blobContent(bytes: Buffer): BlobContent {
+  let body: Readable | undefined;
+  return {
+    bytes,
+    size: bytes.length,
+    etag: '',
+    get body(): Readable {
+      body ??= Readable.from([bytes]);
+      return body;
+    },
+  };
 }
 
 // ---- pure functions over package documents ------------------------------------------------------------------
@@ -721,48 +1039,31 @@ function channelOf(doc: PackageDoc, channel: string): Channel {
   return { name: channel, current: record.current, releases: [...record.releases] };
 }
 
-function manifest(doc: PackageDoc, release: string, mt: string): Manifest {
+function manifest(doc: PackageDoc, release: string, mt: string, metadata: unknown): Manifest {
   const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
   return {
     package: pkgName(doc),
     release,
     created_at: record.created_at,
-    metadata: record.metadata,
+    metadata,
     mediaType: manifestMediaType(mt),
     content: { mediaType: contentMediaType(mt), size: record.size, digest: record.digest, urls: [] },
   };
 }
 
-function manifestsOf(doc: PackageDoc, release: string): { mt: string; manifest: Manifest }[] {
-  return Object.keys(own(doc.releases, release) ?? {}).sort().map((mt) => ({ mt, manifest: manifest(doc, release, mt) }));
+function mediaTypesOf(doc: PackageDoc, release: string): string[] {
+  return Object.keys(own(doc.releases, release) ?? {}).sort();
 }
 
-function summarize(doc: PackageDoc, mediaType: string | undefined): PackageSummary | null {
-  const releases = sortReleasesDesc(
-    Object.keys(doc.releases).filter((r) => !mediaType || own(own(doc.releases, r) ?? {}, mediaType) !== undefined),
-  );
-  const latest = releases[0];
-  if (latest === undefined) return null;
-  return {
-    name: pkgName(doc),
-    namespace: doc.namespace,
-    releases,
-    default: latest,
-    manifests: mediaType ? [mediaType] : Object.keys(own(doc.releases, latest) ?? {}).sort(),
-    visibility: doc.visibility,
-    created_at: doc.created_at,
-  };
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index] as T);
+/** Replace inline metadata whose object is stored (its hash in `stored`) by a reference to it. */
+function referenceMetadata(doc: PackageDoc, stored: Set<string>): void {
+  for (const media of Object.values(doc.releases)) {
+    for (const record of Object.values(media)) {
+      if (record.metadata_ref !== undefined || record.metadata === undefined || record.metadata === null) continue;
+      const hash = createHash('sha256').update(JSON.stringify(record.metadata)).digest('hex');
+      if (!stored.has(hash)) continue;
+      record.metadata_ref = hash;
+      delete record.metadata;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
+  }
 }

@@ -26,9 +26,11 @@ const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
  */
 export function responder(options: ResponseOptions) {
   return async function apprResponder(ctx: Context, next: Next): Promise<void> {
+    const origin = options.cors ? ctx.get('Origin') : '';
+    // Set one by one on the Node response: this runs on every request, and a header object per request costs.
     // nosniff on every response: a browser must never run a pulled tarball or an echoed error as a page.
-    const cors = { ...(options.cors ? corsHeaders(ctx) : {}), 'X-Content-Type-Options': 'nosniff' };
-    ctx.set(cors);
+    ctx.res.setHeader('X-Content-Type-Options', 'nosniff');
+    if (options.cors) setCors(ctx, origin);
     try {
       await next();
     } catch (err) {
@@ -37,7 +39,10 @@ export function responder(options: ResponseOptions) {
       if (error.status >= 500) options.onError(err, ctx);
       const custom = options.onResponseError ? await options.onResponseError(error, ctx) : undefined;
       ctx.status = custom?.status ?? error.status;
-      ctx.set({ ...cors, ...error.headers, ...custom?.headers });
+      // The error answer carries the CORS and nosniff headers too (set again: a handler may have changed them).
+      ctx.res.setHeader('X-Content-Type-Options', 'nosniff');
+      if (options.cors) setCors(ctx, origin);
+      ctx.set({ ...error.headers, ...custom?.headers });
       if (custom) {
         ctx.body = custom.body;
         return;
@@ -74,13 +79,10 @@ function ignoreClientAbort(ctx: Context): void {
   };
 }
 
-function corsHeaders(ctx: Context): Record<string, string> {
-  const origin = ctx.get('Origin');
-  return {
-    'Access-Control-Allow-Origin': origin || '*',
-    ...(origin ? { Vary: 'Origin' } : {}),
-    'Access-Control-Expose-Headers': 'Content-Disposition, ETag, WWW-Authenticate',
-  };
+function setCors(ctx: Context, origin: string): void {
+  ctx.res.setHeader('Access-Control-Allow-Origin', origin || '*');
+  if (origin) ctx.vary('Origin');
+  ctx.res.setHeader('Access-Control-Expose-Headers', 'Content-Disposition, ETag, WWW-Authenticate');
 }
 
 /** `OPTIONS` on any path of ours: the allowed methods, and a CORS preflight answer unless CORS is off. */
@@ -136,24 +138,79 @@ function stringHeaders(headers: object): Record<string, string> {
 }
 
 /**
- * Send a blob's bytes: raw (`application/x-gzip`, with an ETag and `If-None-Match` support), or as the pull/blob
- * JSON object whose `blob` field is streamed base64, so neither form holds the blob in memory.
+ * Send JSON text with its ETag, answering `304` when the request's `If-None-Match` has it: show and the manifest
+ * lists (the registry computes both once per version of a package).
+ */
+export function sendJson(ctx: Context, json: { body: string; etag: string }): void {
+  ctx.status = 200;
+  ctx.type = 'application/json';
+  ctx.etag = json.etag;
+  if (ctx.fresh) {
+    ctx.status = 304;
+    return;
+  }
+  ctx.body = json.body;
+}
+
+/** Send JSON text produced (and cached) by the registry. */
+export function sendJsonText(ctx: Context, body: string): void {
+  ctx.status = 200;
+  ctx.type = 'application/json';
+  ctx.body = body;
+}
+
+/** How long clients and proxies may keep a blob fetched by digest: its bytes can never change. */
+const IMMUTABLE = 'max-age=31536000, immutable';
+
+/**
+ * Send a blob's bytes: raw (`application/x-gzip`, with an ETag, `If-None-Match` and single `Range` support), or as
+ * the pull/blob JSON object whose `blob` field is streamed base64, so neither form holds a large blob in memory.
+ * `bytes` (a small blob from the memory cache) is sent as it is. `cache`: blobs fetched by digest are immutable,
+ * so they may be kept forever, by shared caches too (`public`) only when the package is public.
  */
 export function sendBlob(
   ctx: Context,
-  blob: { body: Readable; size: number; digest: string },
+  blob: { body: Readable; size: number; digest: string; bytes?: Buffer },
   filename: string,
   json: Record<string, string> | null,
+  cache?: 'public' | 'private',
 ): void {
   ignoreClientAbort(ctx);
   ctx.status = 200;
+  if (cache !== undefined) ctx.set('Cache-Control', `${cache}, ${IMMUTABLE}`);
   if (json === null) {
     ctx.etag = blob.digest;
     setAttachment(ctx, filename);
+    ctx.set('Accept-Ranges', 'bytes');
     ctx.type = 'application/x-gzip';
     if (ctx.fresh) {
       ctx.status = 304;
-      blob.body.destroy();
+      if (blob.bytes === undefined) blob.body.destroy();
+      return;
+    }
+    const range = requestedRange(ctx, blob.size);
+    if (range === 'unsatisfiable') {
+      if (blob.bytes === undefined) blob.body.destroy();
+      ctx.status = 416;
+      ctx.set('Content-Range', `bytes */${blob.size}`);
+      ctx.body = Buffer.alloc(0);
+      return;
+    }
+    if (range !== undefined) {
+      ctx.status = 206;
+      ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${blob.size}`);
+      ctx.length = range.end - range.start + 1;
+      if (ctx.method === 'HEAD') {
+        if (blob.bytes === undefined) blob.body.destroy();
+        return;
+      }
+      ctx.body = blob.bytes !== undefined
+        ? blob.bytes.subarray(range.start, range.end + 1)
+        : Readable.from(slice(blob.body, range.start, range.end + 1));
+      return;
+    }
+    if (blob.bytes !== undefined) {
+      ctx.body = blob.bytes;
       return;
     }
     ctx.length = blob.size;
@@ -161,6 +218,10 @@ export function sendBlob(
     const head = Buffer.from(`${JSON.stringify({ ...json, filename }).slice(0, -1)},"blob":"`);
     const tail = Buffer.from('"}');
     ctx.type = 'application/json';
+    if (blob.bytes !== undefined) {
+      ctx.body = Buffer.concat([head, Buffer.from(blob.bytes.toString('base64')), tail]);
+      return;
+    }
     ctx.length = head.length + 4 * Math.ceil(blob.size / 3) + tail.length;
     if (ctx.method !== 'HEAD') {
       ctx.body = Readable.from(base64Json(head, blob.body, tail));
@@ -175,6 +236,47 @@ export function sendBlob(
   ctx.body = blob.body;
 }
 
+/**
+ * The one byte range a `Range: bytes=...` header asks for (RFC 9110 section 14), undefined to send the whole blob
+ * (no header, another unit, several ranges, or a malformed one: all may be ignored), or 'unsatisfiable' (416).
+ */
+function requestedRange(ctx: Context, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  const header = ctx.get('Range');
+  if (!header) return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === '' && match[2] === '')) return undefined;
+  let start: number;
+  let end: number;
+  if (match[1] === '') {
+    const suffix = Number(match[2]);
+    if (suffix === 0) return 'unsatisfiable';
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+    if (match[2] !== '' && Number(match[2]) < start) return undefined;
+  }
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
+}
+
+/** Bytes `[start, end)` of a stream; the rest is not read (the stream is destroyed when done). */
+async function* slice(body: Readable, start: number, end: number): AsyncGenerator<Buffer> {
+  let offset = 0;
+  try {
+    for await (const chunk of body) {
+      const data = chunk as Buffer;
+      const from = Math.max(start - offset, 0);
+      const to = Math.min(end - offset, data.length);
+      offset += data.length;
+      if (to > from) yield data.subarray(from, to);
+      if (offset >= end) break;
+    }
+  } finally {
+    body.destroy();
+  }
+}
 /**
  * The JSON object around the base64 of `body`, streamed: the 0-2 bytes that do not fill a 3-byte group are
  * carried to the next chunk. A storage error ends the response; a client that goes away (Koa destroys this

@@ -5,7 +5,7 @@ import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '..
 import type { Registry, Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
 import { bodyReader, pushBodyReader, pushInput, requestValues } from './push.js';
-import { preflight, responder, sendBlob } from './respond.js';
+import { preflight, responder, sendBlob, sendJson, sendJsonText } from './respond.js';
 import { mountHelmRoutes } from '../helm/router.js';
 import { defaultActorName, type ChangeContext } from '../ops/audit.js';
 import { withHttpMetrics } from '../ops/http.js';
@@ -52,12 +52,12 @@ const ROUTES: RouteDef[] = [
   { name: 'signup', method: 'post', path: '/api/v1/users', access: 'open', handler: signup,
     before: (o) => bodyReader(o.loginBodyLimit) },
   { name: 'search-packages', method: 'get', path: '/api/v1/packages/search', access: 'list', handler: async (ctx, o) => {
-    ctx.body = await o.registry.search(String(ctx.query.q ?? ''), visible(ctx));
+    sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
   } },
   { name: 'list-packages', method: 'get', path: '/api/v1/packages', access: 'list', handler: async (ctx, o) => {
     const q = (name: string): string | undefined => (typeof ctx.query[name] === 'string' ? ctx.query[name] as string : undefined);
     const filter = { namespace: q('namespace') || undefined, query: q('query'), mediaType: q('media_type') || undefined };
-    ctx.body = await o.registry.listPackages(filter, visible(ctx));
+    sendJsonText(ctx, await o.registry.listPackagesJson(filter, visible(ctx)));
   } },
   { name: 'list-channels', method: 'get', path: `${pkg}/channels`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
@@ -96,15 +96,15 @@ const ROUTES: RouteDef[] = [
   { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
-    ctx.body = await o.registry.packageManifests(p.namespace!, p.package!, mediaType);
+    sendJson(ctx, await o.registry.packageManifestsJson(p.namespace!, p.package!, mediaType));
   } },
   { name: 'release-manifests', method: 'get', path: `${pkg}/:release`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
-    ctx.body = await o.registry.releaseManifests(p.namespace!, p.package!, p.release!);
+    sendJson(ctx, await o.registry.releaseManifestsJson(p.namespace!, p.package!, p.release!));
   } },
   { name: 'show-manifest', method: 'get', path: `${pkg}/:release/:media_type`, access: 'read', handler: async (ctx, o) => {
     const p = params(ctx);
-    ctx.body = await o.registry.showManifest(p.namespace!, p.package!, p.release, p.media_type!);
+    sendJson(ctx, await o.registry.showManifestJson(p.namespace!, p.package!, p.release, p.media_type!));
   } },
   { name: 'delete-release', method: 'delete', path: `${pkg}/:release/:media_type`, access: 'write',
     handler: async (ctx, o) => {
@@ -158,7 +158,10 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     router[route.method](route.name, ownPath, ...(chain as [Middleware]));
   }
 
-  const helmPaths = opts.helm ? mountHelmRoutes(router, opts, access as AccessControl<unknown>) : [];
+  // The Helm index is cached per catalog version (it changes with every package document this instance sees).
+  const helmPaths = opts.helm
+    ? mountHelmRoutes(router, opts, access as AccessControl<unknown>, {}, () => opts.registry.catalogVersion)
+    : [];
 
   const wellKnown: Middleware = (ctx) => {
     // A parent router re-prefixes this route (`/portal/.well-known/...`): not the place clients look, and a
@@ -319,7 +322,7 @@ async function pull(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const pulled = await opts.registry.pull(p.namespace!, p.package!, p.release, p.media_type!);
   const pkgName = `${p.namespace}/${p.package}`;
   const filename = `${p.namespace}_${p.package}_${pulled.release}.tar.gz`;
-  sendBlob(ctx, { ...pulled.blob, digest: pulled.digest }, filename, isJson(ctx)
+  sendBlob(ctx, Object.assign(pulled.blob, { digest: pulled.digest }), filename, isJson(ctx)
     ? { package: pkgName, release: pulled.release, media_type: pulled.mediaType }
     : null);
 }
@@ -328,7 +331,8 @@ async function blob(ctx: Context, opts: ResolvedOptions): Promise<void> {
   const p = params(ctx);
   const found = await opts.registry.blob(p.namespace!, p.package!, p.digest!);
   const filename = `${p.namespace}_${p.package}_${found.digest.slice(0, 8)}.tar.gz`;
-  sendBlob(ctx, found, filename, isJson(ctx) ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null);
+  sendBlob(ctx, found, filename, isJson(ctx) ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null,
+    found.visibility === 'public' ? 'public' : 'private');
 }
 
 async function login(ctx: Context, opts: ResolvedOptions): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from '../storage/types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from '../storage/types.js';
 import type { MetricsHooks, StorageOperation, StorageOutcome } from './metrics.js';
 
 /**
@@ -47,7 +47,7 @@ export class InstrumentedStorage implements StorageAdapter {
       (deleted) => (deleted ? 'ok' : options?.ifMatch === undefined ? 'absent' : 'condition_failed'));
   }
 
-  list(prefix: string, options?: { cursor?: string; limit?: number }): Promise<ListPage> {
+  list(prefix: string, options?: ListOptions): Promise<ListPage> {
     return this.#measure('list', this.inner.list(prefix, options), () => 'ok');
   }
 

@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { FailureLimit, FailureLimitOptions } from '../auth/limits.js';
 import type { UserStoreOptions } from '../auth/user-store.js';
 import type { CasOptions, DocumentCacheOptions } from '../core/documents.js';
+import type { CoherenceOptions } from '../core/feed.js';
 import type { RegistryOptions, Visibility } from '../core/registry.js';
 import type { FsStorageOptions } from '../storage/fs.js';
 import type { MemoryStorageOptions } from '../storage/memory.js';
@@ -42,9 +43,23 @@ export const storageAdapter = instance<StorageAdapter>(
 );
 
 export const documentCacheOptions = group({
-  /** Parsed package documents kept: lru-cache refuses 0 and allocates its index for `max` entries up front. */
-  max: integer('count', 1, 100_000).default(1000),
-  ttlMs: integer('ms', 0).default(0),
+  /** lru-cache refuses a `maxSize` of 0. */
+  maxBytes: integer('bytes', 1).default(64 * MiB),
+  blobMaxBytes: integer('bytes', 0).default(64 * MiB),
+  blobMaxSize: integer('bytes', 0).default(256 * 1024),
+});
+
+export const coherenceOptions = group({
+  pollMs: integer('ms', 0, MAX_TIMER_MS).default(250),
+  idlePollMs: integer('ms', 1, MAX_TIMER_MS).default(5000),
+  idleAfterMs: integer('ms', 0, MAX_TIMER_MS).default(10_000),
+  maxClockSkewMs: integer('ms', 0).default(10_000),
+  /** Compared with `maxClockSkewMs` when an instance decides that it fell behind. */
+  retentionMs: integer('ms', 1).default(10 * 60_000),
+  compactEveryMs: integer('ms', 1, MAX_TIMER_MS).default(60_000),
+  sweepPerSecond: integer('count', 0, 1000).default(1),
+  onChange: fn<(change: { namespace: string; name: string }) => void>().optional(),
+  onError: fn<(err: unknown) => void>().optional(),
 });
 
 export const casOptions = group({
@@ -58,7 +73,11 @@ export const casOptions = group({
 export const registryShape = {
   maxUnpackedSize: integer('bytes', 1).default(1024 ** 3),
   defaultVisibility: oneOf(['public', 'private'] as const satisfies readonly Visibility[]).default('public'),
-  cache: documentCacheOptions.default({ max: 1000, ttlMs: 0 }),
+  cache: documentCacheOptions.default({ maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 256 * 1024 }),
+  coherence: coherenceOptions.default({
+    pollMs: 250, idlePollMs: 5000, idleAfterMs: 10_000, maxClockSkewMs: 10_000, retentionMs: 10 * 60_000,
+    compactEveryMs: 60_000, sweepPerSecond: 1,
+  }),
   cas: casOptions.default({ maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }),
   maxPackageBytes: integer('bytes', 1).default(8 * MiB),
   listPageSize: integer('count', 1).default(1000),
@@ -143,6 +162,7 @@ export const userStoreOptions = group({
 true satisfies SameOptions<RegistryOptions, z.input<typeof registryOptions>>;
 true satisfies SameOptions<DocumentCacheOptions, z.input<typeof documentCacheOptions>>;
 true satisfies SameOptions<CasOptions, z.input<typeof casOptions>>;
+true satisfies SameOptions<CoherenceOptions, z.input<typeof coherenceOptions>>;
 true satisfies SameOptions<FsStorageOptions, z.input<typeof fsStorageOptions>>;
 true satisfies SameOptions<MemoryStorageOptions, z.input<typeof memoryStorageOptions>>;
 true satisfies SameOptions<UserStoreOptions, z.input<typeof userStoreOptions>>;

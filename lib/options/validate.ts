@@ -13,7 +13,7 @@ export const APPR_ERR_OPTION = 'APPR_ERR_OPTION';
 
 /**
  * A bad option given to `createApprRouter`, `Registry`, a storage adapter or `UserStore`: thrown by their
- * constructors (at start-up, never on a request). `option` is the option's path (`cache.ttlMs`), also named in the
+ * constructors (at start-up, never on a request). `option` is the option's path (`coherence.pollMs`), also named in the
  * message.
  */
 export class OptionError extends TypeError {
@@ -155,7 +155,7 @@ export function metaOf(schema: z.ZodType): OptionMeta | undefined {
 
 /**
  * Parse `input` with `schema` (an object schema), or throw an `OptionError` for the first problem:
- * `koa-appr: option "cache.ttlMs" must be a non-negative integer (ms), got "1s"`. A misspelt name comes first
+ * `koa-appr: option "coherence.pollMs" must be an integer from 0 to 2147483647 (ms), got "1s"`. A misspelt name comes first
  * (with the closest known name as a hint): it is usually why another option looks missing. `owner` names the
  * constructor ("FsStorage") in the message; the router's own options are just "option".
  */

@@ -40,8 +40,10 @@ export interface ServerConfig {
   cors?: boolean;
   errorEnvelope?: boolean;
   discovery?: boolean;
-  cacheTtlMs?: number;
-  cacheMax?: number;
+  cacheBytes?: number;
+  blobCacheBytes?: number;
+  blobCacheMaxSize?: number;
+  pollMs?: number;
   storageTimeoutMs?: number;
   helm?: boolean;
   maxPushBytesInFlight?: number;
@@ -104,12 +106,20 @@ export const SETTINGS: readonly Setting[] = [
     help: 'serve /.well-known/app-registry-uri.json at the root (library default true)',
   },
   {
-    name: 'cacheTtlMs', env: 'APPR_CACHE_TTL_MS', flag: 'cache-ttl-ms', kind: 'ms', default: undefined,
-    help: 'how long a cached package document is served without revalidating, in ms (library default 0)',
+    name: 'cacheBytes', env: 'APPR_CACHE_BYTES', flag: 'cache-bytes', kind: 'bytes', default: undefined,
+    help: `memory for parsed package documents, in bytes (library default ${64 * 1024 * 1024})`,
   },
   {
-    name: 'cacheMax', env: 'APPR_CACHE_MAX', flag: 'cache-max', kind: 'count', default: undefined,
-    help: 'how many parsed package documents to cache (library default 1000)',
+    name: 'blobCacheBytes', env: 'APPR_BLOB_CACHE_BYTES', flag: 'blob-cache-bytes', kind: 'bytes', default: undefined,
+    help: `memory for small blobs served from memory, in bytes (library default ${64 * 1024 * 1024})`,
+  },
+  {
+    name: 'blobCacheMaxSize', env: 'APPR_BLOB_CACHE_MAX_SIZE', flag: 'blob-cache-max-size', kind: 'bytes', default: undefined,
+    help: `the largest blob kept in memory, in bytes; larger ones are streamed (library default ${256 * 1024})`,
+  },
+  {
+    name: 'pollMs', env: 'APPR_POLL_MS', flag: 'poll-ms', kind: 'ms', default: undefined,
+    help: 'how often the change feed is polled for other instances\' writes, in ms; 0: never (library default 250)',
   },
   {
     name: 'storageTimeoutMs', env: 'APPR_STORAGE_TIMEOUT_MS', flag: 'storage-timeout-ms', kind: 'ms', default: undefined,

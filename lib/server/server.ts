@@ -85,6 +85,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     return {
       server, url, storage, registry: registryOf(router),
       close: async () => {
+        registryOf(router).close();
         await shutdown(server, connections, storage, config.shutdownTimeoutMs);
         await ops.close();
       },
@@ -99,8 +100,9 @@ function routerOptions(
   config: ServerConfig, storage: StorageAdapter, access: Partial<ApprRouterOptions<StoreUser>>,
 ): ApprRouterOptions<StoreUser> {
   const cache = {
-    ...(config.cacheTtlMs === undefined ? {} : { ttlMs: config.cacheTtlMs }),
-    ...(config.cacheMax === undefined ? {} : { max: config.cacheMax }),
+    ...(config.cacheBytes === undefined ? {} : { maxBytes: config.cacheBytes }),
+    ...(config.blobCacheBytes === undefined ? {} : { blobMaxBytes: config.blobCacheBytes }),
+    ...(config.blobCacheMaxSize === undefined ? {} : { blobMaxSize: config.blobCacheMaxSize }),
   };
   // Only the settings that were given are passed: the library's defaults stay the only defaults.
   const given: Partial<ApprRouterOptions<StoreUser>> = {
@@ -115,6 +117,7 @@ function routerOptions(
     ...(config.helm === undefined ? {} : { helm: config.helm }),
     ...(config.maxPushBytesInFlight === undefined ? {} : { maxPushBytesInFlight: config.maxPushBytesInFlight }),
     ...(Object.keys(cache).length ? { cache } : {}),
+    ...(config.pollMs === undefined ? {} : { coherence: { pollMs: config.pollMs } }),
   };
   const defaultVisibility = config.defaultVisibility ?? access.defaultVisibility;
   return {

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type {
   GetResult,
+  ListOptions,
   ListPage,
   StorageAdapter,
   StorageCapabilities,
@@ -74,8 +75,9 @@ export class CheckedStorage implements StorageAdapter {
     return this.#inner.delete(key, options);
   }
 
-  async list(prefix: string, options?: { cursor?: string; limit?: number }): Promise<ListPage> {
+  async list(prefix: string, options?: ListOptions): Promise<ListPage> {
     assertListPrefix(prefix);
+    if (options?.startAfter !== undefined) assertListPrefix(options.startAfter);
     pageLimit(options?.limit);
     return this.#inner.list(prefix, options);
   }

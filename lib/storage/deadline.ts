@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { StorageUnavailableError } from '../errors.js';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
 /**
  * An overall deadline on every storage operation, applied once by the `Registry` to whatever adapter it is given.
@@ -61,7 +61,7 @@ export class DeadlineStorage implements StorageAdapter {
     return this.#bound('delete', this.#timeoutMs, () => this.#inner.delete(key, options));
   }
 
-  list(prefix: string, options?: { cursor?: string; limit?: number }): Promise<ListPage> {
+  list(prefix: string, options?: ListOptions): Promise<ListPage> {
     return this.#bound('list', this.#timeoutMs, () => this.#inner.list(prefix, options));
   }
 

@@ -9,7 +9,7 @@ import { StorageUnavailableError } from '../errors.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
 export interface FsStorageOptions {
   /** The storage directory; created at first use. Several processes may share it (same host or a shared volume). */
@@ -92,8 +92,9 @@ export class FsStorage implements StorageAdapter {
       const file = await openFile(path);
       if (file === null) return null;
       // Streaming from the descriptor (not the path) keeps serving this inode if the key is replaced meanwhile.
-      // The stream closes the descriptor when it ends or is destroyed.
-      return { body: file.fh.createReadStream(), size: Number(file.stats.size), etag: etagOf(file.stats) };
+      // The stream closes the descriptor when it ends or is destroyed. 256 KiB reads: a stream on a FileHandle makes
+      // one promise-based read per chunk, and 64 KiB chunks cost a large pull twice the CPU of the file's bytes.
+      return { body: file.fh.createReadStream({ highWaterMark: 256 * 1024 }), size: Number(file.stats.size), etag: etagOf(file.stats) };
     });
   }
 
@@ -119,14 +120,14 @@ export class FsStorage implements StorageAdapter {
     }, true);
   }
 
-  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     assertListPrefix(prefix);
     const limit = pageLimit(options.limit);
     return this.#run(async () => {
       // Walk only the deepest directory that can hold the prefix; its last, partial segment filters that directory.
       const cut = prefix.lastIndexOf('/') + 1;
       const keys: string[] = [];
-      for await (const key of this.#walk(prefix.slice(0, cut), prefix.slice(cut), options.cursor)) {
+      for await (const key of this.#walk(prefix.slice(0, cut), prefix.slice(cut), options.cursor ?? options.startAfter)) {
         // One key beyond the page tells us there is a next page; the cursor is the last key returned.
         if (keys.length === limit) return { keys, next: keys[limit - 1] };
         keys.push(key);

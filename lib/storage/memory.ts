@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { memoryStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 import { MAX_LIST_LIMIT, sizedChunks } from './util.js';
 
 /** None yet: `new MemoryStorage()`. An object is accepted, and any key in it refused (a misspelt option of another adapter). */
@@ -59,9 +59,9 @@ export class MemoryStorage implements StorageAdapter {
     return this.#objects.delete(key);
   }
 
-  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     const limit = options.limit ?? MAX_LIST_LIMIT;
-    const { cursor } = options;
+    const cursor = options.cursor ?? options.startAfter;
     // Keys are ASCII (checked by checkedStorage, lib/storage/checked.ts), so the default UTF-16 sort is byte order.
     const keys = [...this.#objects.keys()]
       .filter((key) => key.startsWith(prefix) && (cursor === undefined || key > cursor))

@@ -11,7 +11,7 @@ import {
 import { StorageUnavailableError } from '../errors.js';
 import { s3StorageOptions } from '../options/s3.js';
 import { parseOptions } from '../options/validate.js';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
 /**
  * What to do when a conditional PUT (compare-and-swap or create-if-absent) answers 500.
@@ -213,7 +213,7 @@ export class S3Storage implements StorageAdapter {
     }
   }
 
-  async list(prefix: string, options: { cursor?: string; limit?: number } = {}): Promise<ListPage> {
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     const Prefix = this.#key(prefix);
     // The limit is an integer >= 1 (checkedStorage); S3 serves at most 1000 keys a page.
     const MaxKeys = Math.min(MAX_PAGE, options.limit ?? MAX_PAGE);
@@ -225,6 +225,7 @@ export class S3Storage implements StorageAdapter {
           Prefix,
           MaxKeys,
           ContinuationToken: options.cursor || undefined,
+          StartAfter: options.cursor || options.startAfter === undefined ? undefined : this.#key(options.startAfter),
         }),
       );
     } catch (err) {

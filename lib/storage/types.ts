@@ -62,9 +62,10 @@ export interface StorageAdapter {
   /**
    * One page of the keys under `prefix`, in lexicographic (byte) order, at most `limit` of them (an adapter may
    * return fewer, as S3 caps pages at 1000). `cursor` is the opaque `next` of the previous page; `next` is absent
-   * on the last page.
+   * on the last page. `startAfter` (a key, ignored with `cursor`) starts the first page after it, as S3's
+   * `StartAfter`: the change feed lists only entries newer than a time this way.
    */
-  list(prefix: string, options?: { cursor?: string; limit?: number }): Promise<ListPage>;
+  list(prefix: string, options?: ListOptions): Promise<ListPage>;
 
   /** Release sockets, timers, file handles. Optional. */
   close?(): Promise<void>;
@@ -86,6 +87,12 @@ export interface StreamResult {
   body: Readable;
   size: number;
   etag: string;
+}
+
+export interface ListOptions {
+  cursor?: string;
+  limit?: number;
+  startAfter?: string;
 }
 
 export interface ListPage {

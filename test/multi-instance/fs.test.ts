@@ -1,7 +1,9 @@
+import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startInstances, type Instance } from '../helpers/instances.js';
+import { measureCoherence } from './coherence.js';
 import { channelAndDeleteRace, pushDistinctReleases, pushSameRelease, type Cluster } from './scenarios.js';
 
 describe('two standalone server processes on one data directory (filesystem store)', function () {
@@ -13,7 +15,6 @@ describe('two standalone server processes on one data directory (filesystem stor
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'appr-multi-'));
     instances = await startInstances(2, { APPR_STORAGE: dir, APPR_PREFIX: '/cnr' });
-    instances = instances.map((i) => ({ ...i, url: i.url }));
   });
   after(async () => {
     await Promise.all(instances.map((i) => i.stop()));
@@ -30,5 +31,11 @@ describe('two standalone server processes on one data directory (filesystem stor
 
   it('leaves channels consistent after concurrent channel changes and deletes from both processes', async () => {
     await channelAndDeleteRace(cluster());
+  });
+
+  it('serves every change made through one process on the other within the coherence bound (100 changes)', async () => {
+    const report = await measureCoherence(cluster(), 100);
+    console.log(`      coherence on one directory, 2 processes: ${JSON.stringify(report)}`);
+    expect(report.maxMs).to.be.below(3000);
   });
 });

@@ -55,7 +55,8 @@ describeWithS3('a registry instance through an S3 outage (radosgw killed and res
     const down = during.slice(3);
     expect(down.map((r) => r.status)).to.deep.equal([503, 503]);
     for (const r of down) expect(r.body.code).to.equal('storage-unavailable');
-    const read = await fetch(`${instance.url}/api/v1/packages/outage/app/1.0.0/helm`);
+    // A package this instance does not know is looked up in storage (what it knows may be served from memory).
+    const read = await fetch(`${instance.url}/api/v1/packages/outage/absent/1.0.0/helm`);
     expect(read.status).to.equal(503);
     expect(((await read.json()) as { code: string }).code).to.equal('storage-unavailable');
 

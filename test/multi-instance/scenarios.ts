@@ -93,10 +93,19 @@ export async function channelAndDeleteRace(cluster: Cluster): Promise<void> {
   const results = await Promise.all(ops);
   for (const r of results) expect([200, 404]).to.include(r.status);
 
-  const views = await Promise.all(cluster.instances.map(async (instance) => ({
+  // Every instance serves every other's changes within the coherence bound (1 s by default): wait for it.
+  const look = () => Promise.all(cluster.instances.map(async (instance) => ({
     manifests: await call(api(instance), 'GET', base),
     channels: await call(api(instance), 'GET', `${base}/channels`),
   })));
+  const agree = (vs: Awaited<ReturnType<typeof look>>) => vs.every((v) =>
+    JSON.stringify([v.manifests.json, v.channels.json]) === JSON.stringify([vs[0]!.manifests.json, vs[0]!.channels.json]));
+  const deadline = Date.now() + 3000;
+  let views = await look();
+  while (!agree(views) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    views = await look();
+  }
   const releases = (views[0]!.manifests.json as { release: string }[]).map((m) => m.release);
   for (const view of views) {
     expect(view.manifests.json).to.deep.equal(views[0]!.manifests.json);

@@ -26,8 +26,8 @@ describe('options: the bad options of issue 7 fail at createApprRouter()', funct
   const cases: Array<[string, Record<string, unknown>, string]> = [
     ['a size with a unit', { maxUnpackedSize: '1GB' },
       'koa-appr: option "maxUnpackedSize" must be a positive integer (bytes), got "1GB"'],
-    ['a duration with a unit', { cache: { ttlMs: '1s' } },
-      'koa-appr: option "cache.ttlMs" must be a non-negative integer (ms), got "1s"'],
+    ['a duration with a unit', { coherence: { pollMs: '1s' } },
+      'koa-appr: option "coherence.pollMs" must be an integer from 0 to 2147483647 (ms), got "1s"'],
     ['a hook that is a string', { onError: 'console' }, 'koa-appr: option "onError" must be a function, got "console"'],
     ['an auth hook that is a boolean', { auth: { authorize: true } },
       'koa-appr: option "auth.authorize" must be a function, got true'],
@@ -35,8 +35,8 @@ describe('options: the bad options of issue 7 fail at createApprRouter()', funct
       'koa-appr: option "cas.maxAttempts" must be a positive integer, got 0'],
     ['a misspelt option', { maxPushSzie: 1024 },
       'koa-appr: unknown option "maxPushSzie" (did you mean "maxPushSize"?)'],
-    ['a misspelt nested option', { cache: { ttlMS: 0 } },
-      'koa-appr: unknown option "cache.ttlMS" (did you mean "cache.ttlMs"?)'],
+    ['a misspelt nested option', { cache: { maxbytes: 0 } },
+      'koa-appr: unknown option "cache.maxbytes" (did you mean "cache.maxBytes"?)'],
     ['an unknown option far from every known one', { colour: 'blue' }, 'koa-appr: unknown option "colour"'],
     ['neither storage nor registry', { storage: undefined },
       'koa-appr: option "storage" is required unless "registry" is given (e.g. storage: new FsStorage({ root }))'],
@@ -96,7 +96,12 @@ describe('options: defaults and normalization come from the schema', function ()
     const { now, ...registry } = parseOptions(registryOptions, { storage });
     expect(now()).to.be.instanceOf(Date);
     expect(registry).to.deep.equal({
-      storage, maxUnpackedSize: 1024 ** 3, defaultVisibility: 'public', cache: { max: 1000, ttlMs: 0 },
+      storage, maxUnpackedSize: 1024 ** 3, defaultVisibility: 'public',
+      cache: { maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 256 * 1024 },
+      coherence: {
+        pollMs: 250, idlePollMs: 5000, idleAfterMs: 10_000, maxClockSkewMs: 10_000, retentionMs: 600_000,
+        compactEveryMs: 60_000, sweepPerSecond: 1,
+      },
       cas: { maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }, maxPackageBytes: 8 * MiB, listPageSize: 1000,
       storageTimeoutMs: 5000,
     });
@@ -111,8 +116,8 @@ describe('options: defaults and normalization come from the schema', function ()
   });
 
   it('fills the defaults of a nested object given in part', function () {
-    expect(parseOptions(registryOptions, { storage: new MemoryStorage(), cache: { ttlMs: 50 } }).cache)
-      .to.deep.equal({ max: 1000, ttlMs: 50 });
+    expect(parseOptions(registryOptions, { storage: new MemoryStorage(), cache: { blobMaxSize: 50 } }).cache)
+      .to.deep.equal({ maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 50 });
   });
 
   it('strips the trailing slashes of prefix and publicUrl', function () {

@@ -89,9 +89,9 @@ describe('koa-appr serve: settings from flags and environment', () => {
   });
 
   it('prefers a flag (either spelling) over the environment, and the environment over the default', () => {
-    const env = { PORT: '6000', APPR_PREFIX: '/env', APPR_CORS: 'false', APPR_CACHE_MAX: '7' };
+    const env = { PORT: '6000', APPR_PREFIX: '/env', APPR_CORS: 'false', APPR_CACHE_BYTES: '7' };
     const { config } = parseServerConfig(['--port', '7000', '--prefix=/flag', '--max-push-size', '1024'], env);
-    expect(config).to.include({ port: 7000, prefix: '/flag', cors: false, cacheMax: 7, maxPushSize: 1024 });
+    expect(config).to.include({ port: 7000, prefix: '/flag', cors: false, cacheBytes: 7, maxPushSize: 1024 });
   });
 
   it('treats an empty variable as unset, except APPR_PREFIX where empty means "no prefix"', () => {

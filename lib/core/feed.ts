@@ -1,0 +1,333 @@
+import { randomBytes } from 'node:crypto';
+import type { StorageAdapter } from '../storage/types.js';
+import type { Catalog, SnapshotPackage } from './catalog.js';
+import type { DocumentStore } from './documents.js';
+import { keys, type ChangeRef } from './keys.js';
+
+/**
+ * How instances sharing one store learn of each other's writes (see README, "Running several instances").
+ * All times in ms.
+ */
+export interface CoherenceOptions {
+  /**
+   * How often a busy instance lists new change entries (default 250). Another instance's change is served here at
+   * most about `pollMs` plus two storage round trips after it was made. 0 turns polling off (one instance alone
+   * on its store, or a host that propagates changes itself through `onChange` and `registry.invalidate`).
+   */
+  pollMs?: number;
+  /**
+   * How often an instance that served nothing for `idleAfterMs` polls (default 5000). The first request after
+   * such a pause waits for one poll, so it never sees older state than a busy instance would.
+   */
+  idlePollMs?: number;
+  /** Default 10000. */
+  idleAfterMs?: number;
+  /**
+   * How much instance clocks may disagree, plus the longest a change entry's write may take (default 10000).
+   * Every poll lists the entries of this last window again, so a late or skewed entry is still seen.
+   */
+  maxClockSkewMs?: number;
+  /**
+   * Change entries are kept this long (default 10 min), then folded into the catalog snapshot and deleted. An
+   * instance that could not poll for longer rebuilds its catalog from storage.
+   */
+  retentionMs?: number;
+  /** How often an instance checks whether the feed needs compacting (default 60000). */
+  compactEveryMs?: number;
+  /**
+   * Background check of every package document, as a backstop for changes whose entry was never written (a writer
+   * that died between its write and its entry): this many conditional reads per second (default 1; 0 = off).
+   */
+  sweepPerSecond?: number;
+  /** Called after every change this instance makes: for hosts that push invalidations to other instances. */
+  onChange?: (change: { namespace: string; name: string }) => void;
+  /** Called with errors of the background work (polls, compaction, sweep), which is retried. Default: ignored. */
+  onError?: (err: unknown) => void;
+}
+
+interface Snapshot {
+  /** Every change whose entry is timed before this (epoch ms, writers' clocks) is in `packages`. */
+  from: number;
+  packages: Record<string, SnapshotPackage>;
+}
+
+const REFRESH_CONCURRENCY = 16;
+
+/**
+ * The change feed: every write also creates a small immutable entry (`If-None-Match: *`, so writers never contend
+ * on it) that names the package; instances list entries newer than their last poll, minus a window for clock
+ * skew, and re-read the packages named. Entries older than `retentionMs` are compacted into a snapshot that new
+ * instances load at start. Costs one listing request per poll when nothing changed.
+ */
+export class ChangeFeed {
+  readonly #storage: StorageAdapter;
+  readonly #docs: DocumentStore;
+  readonly #catalog: Catalog;
+  readonly #now: () => number;
+  readonly #opts: Required<Omit<CoherenceOptions, 'onChange' | 'onError'>>;
+  readonly #onChange: CoherenceOptions['onChange'];
+  readonly #onError: (err: unknown) => void;
+  readonly #instance = randomBytes(4).toString('hex');
+  #seq = 0;
+  /** Entries timed at or after this are listed by the next poll. */
+  #from = 0;
+  /** Entries already applied, with their time, pruned as `#from` moves. */
+  readonly #seen = new Map<string, number>();
+  #lastPoll: number | undefined;
+  #lastUse = 0;
+  #started: Promise<void> | undefined;
+  #polling: Promise<void> | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #closed = false;
+  #sweepQueue: string[] = [];
+  #sweepCursor: string | undefined;
+  #lastCompact = 0;
+  #sweeping = false;
+
+  readonly #pageSize: number;
+
+  constructor(
+    storage: StorageAdapter, docs: DocumentStore, catalog: Catalog, options: CoherenceOptions, now: () => number, pageSize = 1000,
+  ) {
+    this.#pageSize = pageSize;
+    this.#storage = storage;
+    this.#docs = docs;
+    this.#catalog = catalog;
+    this.#now = now;
+    this.#opts = {
+      pollMs: 250, idlePollMs: 5000, idleAfterMs: 10_000, maxClockSkewMs: 10_000, retentionMs: 10 * 60_000,
+      compactEveryMs: 60_000, sweepPerSecond: 1, ...withoutUndefined(options),
+    };
+    this.#onChange = options.onChange;
+    this.#onError = options.onError ?? (() => undefined);
+  }
+
+  #onRemote: (key: string) => void = () => undefined;
+
+  /** Called with the package document key of every change another instance made, once this one applied it. */
+  onRemoteChange(listener: (key: string) => void): void {
+    this.#onRemote = listener;
+  }
+
+  /** This instance's id in its change entries. */
+  get instance(): string {
+    return this.#instance;
+  }
+
+  /**
+   * Resolves when the catalog may answer: loaded at first use, and caught up with the feed when this instance was
+   * idle. Synchronous (undefined) on the hot path.
+   */
+  ready(): Promise<void> | undefined {
+    const now = this.#now();
+    const idle = now - this.#lastUse >= this.#opts.idleAfterMs;
+    this.#lastUse = now;
+    if (this.#started === undefined) {
+      // A start that fails (storage down) is tried again by the next request, never remembered as failed.
+      this.#started = this.#start().catch((err: unknown) => {
+        this.#started = undefined;
+        throw err;
+      });
+      return this.#started;
+    }
+    if (this.#lastPoll === undefined) return this.#started;
+    if (idle && this.#opts.pollMs > 0) return this.poll();
+    return undefined;
+  }
+
+  /**
+   * Record that a package changed: called after its document was written. The writers of one package that call
+   * in the same turn of the event loop (a group commit answers them together) share one change entry, written
+   * after all their writes.
+   */
+  record(namespace: string, name: string): Promise<void> {
+    try {
+      this.#onChange?.({ namespace, name });
+    } catch (err) {
+      this.#onError(err);
+    }
+    const pkg = `${namespace}/${name}`;
+    let recording = this.#recording.get(pkg);
+    if (recording === undefined) {
+      recording = (async () => {
+        await new Promise((resolve) => setImmediate(resolve));
+        this.#recording.delete(pkg);
+        const key = keys.change(this.#now(), this.#instance, this.#seq++, namespace, name);
+        try {
+          await this.#storage.put(key, Buffer.from('{}'), { ifNoneMatch: '*' });
+        } catch (err) {
+          // The change itself is stored; other instances learn of it from the background check instead.
+          this.#onError(err);
+        }
+      })();
+      this.#recording.set(pkg, recording);
+    }
+    return recording;
+  }
+
+  readonly #recording = new Map<string, Promise<void>>();
+
+  /** One poll (concurrent callers share it): apply every change entry not seen yet. */
+  poll(): Promise<void> {
+    this.#polling ??= this.#poll().finally(() => {
+      this.#polling = undefined;
+    });
+    return this.#polling;
+  }
+
+  /** Re-read every package document (for `registry.invalidate()` and an instance that fell behind). */
+  async rebuild(): Promise<void> {
+    const started = this.#now();
+    const found = new Set<string>();
+    let cursor: string | undefined;
+    do {
+      const page = await this.#storage.list(keys.packages(), { limit: this.#pageSize, ...(cursor === undefined ? {} : { cursor }) });
+      const docs = page.keys.filter((key) => keys.parsePackageDoc(key) !== null);
+      for (const key of docs) found.add(key);
+      await mapLimit(docs, REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
+      cursor = page.next;
+    } while (cursor !== undefined);
+    for (const entry of this.#catalog.entries()) if (!found.has(entry.key)) await this.#docs.refresh(entry.key);
+    this.#from = started - this.#opts.maxClockSkewMs;
+    this.#lastPoll = started;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers = [];
+  }
+
+  async #start(): Promise<void> {
+    const started = this.#now();
+    const snapshot = (await this.#docs.refresh<Snapshot>(keys.snapshot())).value;
+    if (snapshot !== null) {
+      this.#catalog.load(snapshot.packages);
+      this.#from = snapshot.from;
+      this.#lastPoll = started;
+      await this.#poll();
+    } else {
+      await this.rebuild();
+      this.#lastCompact = 0;
+      await this.compact(true).catch(this.#onError);
+    }
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    const { pollMs, idlePollMs, idleAfterMs, compactEveryMs, sweepPerSecond } = this.#opts;
+    if (pollMs > 0) {
+      const busy = this.#now() - this.#lastUse < idleAfterMs;
+      this.#after(busy ? pollMs : Math.max(pollMs, idlePollMs), async () => {
+        await this.poll();
+        if (this.#now() - this.#lastCompact >= compactEveryMs * (0.75 + Math.random() / 2)) await this.compact(false);
+      });
+    }
+    if (sweepPerSecond > 0 && !this.#sweeping) {
+      this.#sweeping = true;
+      this.#sweep(1000 / sweepPerSecond);
+    }
+  }
+
+  #after(ms: number, fn: () => Promise<void>): void {
+    const timer = setTimeout(() => {
+      this.#timers = this.#timers.filter((t) => t !== timer);
+      fn().catch(this.#onError).finally(() => this.#schedule());
+    }, ms);
+    timer.unref();
+    this.#timers.push(timer);
+  }
+
+  /** The backstop: one conditional read of the next package document per tick, walking the package listing. */
+  #sweep(every: number): void {
+    const timer = setTimeout(() => {
+      this.#timers = this.#timers.filter((t) => t !== timer);
+      this.#sweepOne().catch(this.#onError).finally(() => {
+        if (!this.#closed) this.#sweep(every);
+      });
+    }, every);
+    timer.unref();
+    this.#timers.push(timer);
+  }
+
+  async #sweepOne(): Promise<void> {
+    if (this.#sweepQueue.length === 0) {
+      const page = await this.#storage.list(keys.packages(),
+        { limit: this.#pageSize, ...(this.#sweepCursor === undefined ? {} : { cursor: this.#sweepCursor }) });
+      this.#sweepQueue = page.keys.filter((key) => keys.parsePackageDoc(key) !== null);
+      this.#sweepCursor = page.next;
+      return;
+    }
+    await this.#docs.refresh(this.#sweepQueue.shift() as string);
+  }
+
+  async #poll(): Promise<void> {
+    const started = this.#now();
+    if (this.#lastPoll !== undefined && started - this.#lastPoll > this.#opts.retentionMs - this.#opts.maxClockSkewMs) {
+      // Entries this instance has not seen may have been compacted away: read everything again.
+      await this.rebuild();
+      return;
+    }
+    const fresh: ChangeRef[] = [];
+    let cursor: string | undefined;
+    do {
+      // Always full pages: a poll lists the entries of the last `maxClockSkewMs` again, and should stay one request.
+      const page = await this.#storage.list(keys.changes(),
+        cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor });
+      for (const key of page.keys) {
+        if (this.#seen.has(key)) continue;
+        const ref = keys.parseChange(key);
+        if (ref !== null) fresh.push(ref);
+      }
+      cursor = page.next;
+    } while (cursor !== undefined);
+    const changed = new Set<string>();
+    for (const ref of fresh) if (ref.instance !== this.#instance) changed.add(keys.packageDoc(ref.namespace, ref.name));
+    await mapLimit([...changed], REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
+    for (const key of changed) this.#onRemote(key);
+    for (const ref of fresh) this.#seen.set(ref.key, ref.time);
+    this.#from = Math.max(this.#from, started - this.#opts.maxClockSkewMs);
+    for (const [key, time] of this.#seen) if (time < this.#from) this.#seen.delete(key);
+    this.#lastPoll = started;
+  }
+
+  /**
+   * Fold entries older than the retention into the snapshot, then delete them. Any instance may do it; the
+   * snapshot is replaced by compare-and-swap only with a newer one, and entries are deleted only once a snapshot
+   * that covers them is stored.
+   */
+  async compact(force: boolean): Promise<void> {
+    this.#lastCompact = this.#now();
+    const cutoff = Math.min(this.#from, this.#now() - this.#opts.retentionMs);
+    const first = await this.#storage.list(keys.changes(), { limit: 1000 });
+    const old = first.keys.filter((key) => (keys.parseChange(key)?.time ?? Infinity) < cutoff);
+    if (!force && old.length === 0) return;
+    const from = this.#from;
+    const packages = this.#catalog.snapshot();
+    const written = await this.#docs.update<Snapshot, boolean>(keys.snapshot(), (current) => {
+      if (current !== null && current.from >= from && !force) return { result: false };
+      return { next: { from, packages }, result: true };
+    }, { maxBytes: Number.MAX_SAFE_INTEGER });
+    if (!written) return;
+    // Only entries the snapshot just written covers.
+    for (const key of old) if ((keys.parseChange(key)?.time ?? Infinity) < Math.min(cutoff, from)) await this.#storage.delete(key);
+  }
+}
+
+function withoutUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && typeof v !== 'function')) as Partial<T>;
+}
+
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

@@ -1,0 +1,173 @@
+import { expect } from 'chai';
+import { MemoryStorage, Registry, type RegistryOptions } from '../../lib/index.js';
+import { chart, CountingStorage, eventually, manualClock } from './helpers.js';
+
+/**
+ * Several registries on one store, in one process: what the change feed guarantees (README, "Running several
+ * instances"). Polls are made by hand (`sync()`), with each instance's clock under the test's control.
+ */
+describe('coherence across instances through the store (change feed)', () => {
+  const quiet = { pollMs: 0, sweepPerSecond: 0 };
+  const open: Registry[] = [];
+  const instance = (storage: MemoryStorage, options: Partial<RegistryOptions> = {}) => {
+    const registry = new Registry({ storage, ...options, coherence: { ...quiet, ...options.coherence } });
+    open.push(registry);
+    return registry;
+  };
+  afterEach(() => {
+    for (const registry of open.splice(0)) registry.close();
+  });
+
+  const push = async (registry: Registry, release: string, name = 'app') =>
+    registry.push({ namespace: 'ns', name, release, mediaType: 'helm', blob: await chart(release, name) });
+  const releases = async (registry: Registry, name = 'app') => (await registry.packageManifests('ns', name)).map((m) => m.release);
+
+  it('reads its own writes at once, and serves a release pushed elsewhere at once (unknown release: storage first)', async () => {
+    const storage = new MemoryStorage();
+    const a = instance(storage);
+    const b = instance(storage);
+    await push(a, '1.0.0');
+    expect(await releases(b)).to.deep.equal(['1.0.0']);
+    await push(a, '1.1.0');
+    expect(await releases(a)).to.deep.equal(['1.0.0', '1.1.0']);
+    expect((await b.showManifest('ns', 'app', '1.1.0', 'helm')).release).to.equal('1.1.0'); // never polled
+  });
+
+  it('shows deletes, channel and visibility changes made elsewhere after one poll', async () => {
+    const storage = new MemoryStorage();
+    const a = instance(storage);
+    const b = instance(storage);
+    await push(a, '1.0.0');
+    await push(a, '2.0.0');
+    expect((await b.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('2.0.0');
+    await a.deleteRelease('ns', 'app', '2.0.0', 'helm');
+    await a.addChannelRelease('ns', 'app', 'stable', '1.0.0');
+    await a.setVisibility('ns', 'app', 'private');
+    expect((await b.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('2.0.0'); // not polled yet
+    await b.sync();
+    expect((await b.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('1.0.0');
+    expect((await b.listChannels('ns', 'app')).map((c) => c.current)).to.deep.equal(['1.0.0']);
+    expect(await b.packageVisibility('ns', 'app')).to.equal('private');
+    expect((await b.listPackages()).map((p) => p.visibility)).to.deep.equal(['private']);
+  });
+
+  it('costs one listing per poll when nothing changed', async () => {
+    const storage = new CountingStorage();
+    const a = instance(storage);
+    await push(a, '1.0.0');
+    await a.sync();
+    expect(await storage.during(() => a.sync())).to.deep.equal(['list changes/']);
+  });
+
+  for (const skew of [-8000, 8000]) {
+    it(`misses no change when the writer's clock is ${skew / 1000} s off the reader's`, async () => {
+      const storage = new MemoryStorage();
+      const readerClock = manualClock();
+      const writerClock = manualClock(readerClock.at + skew);
+      const writer = instance(storage, { now: writerClock.now });
+      const reader = instance(storage, { now: readerClock.now });
+      await push(writer, '1.0.0');
+      expect(await releases(reader)).to.deep.equal(['1.0.0']);
+      for (let i = 1; i <= 5; i += 1) {
+        readerClock.advance(1000);
+        writerClock.advance(1000);
+        await push(writer, `1.0.${i}`);
+        await writer.deleteRelease('ns', 'app', `1.0.${i - 1}`, 'helm');
+        await reader.sync();
+        expect(await releases(reader)).to.deep.equal([`1.0.${i}`]);
+      }
+    });
+  }
+
+  it('catches up after a restart, and after a stall longer than the retention (rebuilds), compaction meanwhile', async () => {
+    const storage = new CountingStorage();
+    const clock = manualClock();
+    const options = { now: clock.now, coherence: { retentionMs: 60_000, maxClockSkewMs: 5000 } };
+    const a = instance(storage, options);
+    const stalled = instance(storage, options);
+    for (let i = 0; i < 5; i += 1) await push(a, `1.0.${i}`, `pkg${i}`);
+    await stalled.sync();
+    expect((await stalled.listPackages()).map((p) => p.name)).to.have.length(5);
+
+    clock.advance(120_000); // two retention periods: `stalled` polls no more
+    await a.deleteRelease('ns', 'pkg0', '1.0.0', 'helm');
+    await a.addChannelRelease('ns', 'pkg1', 'beta', '1.0.1');
+    clock.advance(120_000);
+    await a.sync();
+    await a.compactChanges();
+    expect((await storage.list('changes/')).keys).to.deep.equal([]); // folded into the snapshot, deleted
+    expect((await storage.get('catalog/snapshot.json'))).to.not.equal(null);
+
+    await stalled.sync(); // fell behind further than the retention: re-reads every package
+    expect((await stalled.listPackages()).map((p) => p.name)).to.deep.equal(['ns/pkg1', 'ns/pkg2', 'ns/pkg3', 'ns/pkg4']);
+    expect((await stalled.listChannels('ns', 'pkg1')).map((c) => c.name)).to.deep.equal(['beta']);
+
+    // A new instance loads the snapshot, with no read per package.
+    const fresh = instance(storage, options);
+    const calls = await storage.during(() => fresh.listPackages());
+    expect(calls).to.deep.equal(['get catalog/snapshot.json', 'list changes/']);
+    expect((await fresh.listPackages()).map((p) => p.name)).to.deep.equal(['ns/pkg1', 'ns/pkg2', 'ns/pkg3', 'ns/pkg4']);
+  });
+
+  it('applies changes written after the snapshot it loaded, and never lets an older snapshot replace a newer one', async () => {
+    const storage = new MemoryStorage();
+    const clock = manualClock();
+    const options = { now: clock.now, coherence: { retentionMs: 10_000, maxClockSkewMs: 1000 } };
+    const a = instance(storage, options);
+    await push(a, '1.0.0');
+    await a.sync();
+    clock.advance(20_000);
+    await push(a, '2.0.0');
+    await a.sync();
+    await a.compactChanges();
+    const snapshot = (await storage.get('catalog/snapshot.json')) as { body: Buffer };
+    await push(a, '3.0.0'); // after the snapshot: its entry is replayed
+    const b = instance(storage, options);
+    expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0', '3.0.0']);
+    const behind = instance(storage, options); // its feed position is older than the stored snapshot's
+    await behind.sync();
+    clock.advance(-15_000);
+    await behind.compactChanges();
+    expect((await storage.get('catalog/snapshot.json', {}) as { body: Buffer }).body.equals(snapshot.body)).to.equal(true);
+  });
+
+  it('sees a change whose writer died before its change entry, through the background check', async () => {
+    const storage = new CountingStorage();
+    const a = instance(storage);
+    const b = instance(storage, { coherence: { sweepPerSecond: 200 } });
+    await push(a, '1.0.0');
+    await push(a, '2.0.0');
+    expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0']);
+    storage.failPuts = (key) => key.startsWith('changes/');
+    await a.deleteRelease('ns', 'app', '2.0.0', 'helm'); // stored; its entry never written
+    await b.sync();
+    await eventually(async () => (await releases(b)).length === 1, 10_000, 'the backstop check');
+    expect(await releases(b)).to.deep.equal(['1.0.0']);
+  });
+
+  it('lets a host propagate changes itself: coherence.onChange on the writer, registry.invalidate on the others', async () => {
+    const storage = new MemoryStorage();
+    const others: Registry[] = [];
+    const a = instance(storage, { coherence: { onChange: ({ namespace, name }) => others.forEach((o) => o.invalidate(namespace, name)) } });
+    const b = instance(storage);
+    others.push(b);
+    await push(a, '1.0.0');
+    await push(a, '2.0.0');
+    expect((await b.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('2.0.0');
+    await a.deleteRelease('ns', 'app', '2.0.0', 'helm');
+    expect((await b.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('1.0.0'); // no poll
+    b.invalidate(); // everything
+    expect(await releases(b)).to.deep.equal(['1.0.0']);
+  });
+
+  it('polls by itself: a change made elsewhere is served within the poll interval', async () => {
+    const storage = new MemoryStorage();
+    const a = instance(storage);
+    const b = instance(storage, { coherence: { pollMs: 50 } });
+    await push(a, '1.0.0');
+    await push(a, '2.0.0');
+    expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0']);
+    await a.deleteRelease('ns', 'app', '1.0.0', 'helm');
+    await eventually(async () => (await releases(b)).length === 1, 10_000, 'the poll');
+  });
+});
