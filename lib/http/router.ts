@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { ApprError } from '../errors.js';
-import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
+import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from './options.js';
 import type { Registry, Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
 import { bodyReader, pushBodyReader, pushInput, requestValues } from './push.js';

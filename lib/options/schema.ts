@@ -14,7 +14,7 @@ import { fn, group, instance, integer, missingMethods, oneOf, text, type SameOpt
 /**
  * The options of `Registry`, the storage adapters (except S3: lib/options/s3.ts, so that the main entry point's
  * types never need the optional S3 SDK) and `UserStore`: types checked against the interfaces their classes
- * document, defaults, and validation, in one place. The router's options (lib/options.ts) extend the registry's.
+ * document, defaults, and validation, in one place. The router's options (lib/http/options.ts) extend the registry's.
  * Each constructor parses its options once with `parseOptions` (lib/options/validate.ts).
  *
  * Adding an option: declare it (with its docstring: shape, unit, default) in the class's options interface, add it

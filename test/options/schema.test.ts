@@ -3,7 +3,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import {
   APPR_ERR_OPTION, createApprRouter, MemoryStorage, OptionError, Registry, UserStore, type AuthHooks,
 } from '../../lib/index.js';
-import { resolveOptions } from '../../lib/options.js';
+import { resolveOptions } from '../../lib/http/options.js';
 import { s3StorageOptions } from '../../lib/options/s3.js';
 import { fsStorageOptions, registryOptions, userStoreOptions } from '../../lib/options/schema.js';
 import { parseOptions } from '../../lib/options/validate.js';
