@@ -27,6 +27,21 @@ export interface CallerState<P = unknown> {
   createOnly: boolean;
 }
 
+/** The package a route is about, from its `:namespace` and `:package` parameters. */
+export interface PackageParams {
+  namespace: string;
+  package: string;
+}
+
+/**
+ * The route's `:namespace` and `:package`, checked (400 `invalid-usage` unless valid names, before any hook or
+ * storage sees them). The guard calls it once for every route about a package; handlers then read `ctx.params`.
+ */
+export function packageParams(ctx: Context): PackageParams {
+  const { namespace, package: name } = ctx.params as Partial<PackageParams>;
+  return { namespace: checkName('namespace', namespace ?? ''), package: checkName('package', name ?? '') };
+}
+
 /** Tags the guard middleware (its value is the route's `Access`), so tests can check every route starts with it. */
 export const GUARD = Symbol('koa-appr.guard');
 
@@ -71,11 +86,7 @@ export class AccessControl<P = unknown> {
   guard(access: Access, action?: string) {
     const middleware = async (ctx: Context, next: Next): Promise<void> => {
       // Malformed names are answered 400 first: they are no secret, and no hook or storage ever sees them.
-      if (access !== 'open' && access !== 'list') {
-        const { namespace, package: name } = ctx.params as { namespace: string; package: string };
-        checkName('namespace', namespace);
-        checkName('package', name);
-      }
+      const names = access === 'open' || access === 'list' ? null : packageParams(ctx);
       const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
       let caller: P | null;
       let createOnly = false;
@@ -86,7 +97,7 @@ export class AccessControl<P = unknown> {
       } else {
         caller = await this.#identify(ctx, credentials);
         if (caller === null && this.#hooks.anonymous === false) throw this.#unauthorized(credentials);
-        createOnly = await this.#check(ctx, caller, credentials, access, action);
+        createOnly = await this.#check(ctx, caller, credentials, access, action, names);
       }
       const state: CallerState<P> = {
         caller,
@@ -108,11 +119,11 @@ export class AccessControl<P = unknown> {
   /** Throws when the caller may not; for a push, returns whether it may only create the package. */
   async #check(
     ctx: Context, caller: P | null, credentials: Credentials | null, access: Exclude<Access, 'open'>,
-    action: string | undefined,
+    action: string | undefined, names: PackageParams | null,
   ): Promise<boolean> {
-    if (access === 'list') return false;
+    if (access === 'list' || names === null) return false;
     if (!this.#hooks.authorize) return false; // everybody may do everything: no visibility read needed
-    const { namespace, package: name } = ctx.params as { namespace: string; package: string };
+    const { namespace, package: name } = names;
     const scope = { namespace, ...(action === undefined ? {} : { action }) };
     const target: AccessTarget = { ...scope, name };
     if (access === 'read') {
