@@ -39,15 +39,6 @@ const LAYERS: { name: string; members: string[] }[] = [
   { name: 'entry points', members: ['server/', 'index.ts', 's3.ts'] },
 ];
 
-/**
- * Type-only imports allowed upwards, each with its reason. The options schema checks at compile time that each
- * schema accepts exactly what its component's options interface declares (`SameOptions`); the interfaces stay
- * next to the component they configure, one of which (the user store) is in a higher layer.
- */
-const TYPE_ONLY_EXCEPTIONS: Record<string, string[]> = {
-  'options/schema.ts': ['auth/limits.ts', 'auth/user-store.ts'],
-};
-
 const LIB = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'lib');
 
 function layerOf(file: string): number {
@@ -107,7 +98,6 @@ function violation(from: string, to: string, typeOnly: boolean): string | null {
   const fromLayer = layerOf(from);
   const toLayer = layerOf(to);
   if (toLayer <= fromLayer) return null;
-  if (typeOnly && TYPE_ONLY_EXCEPTIONS[from]?.includes(to)) return null;
   const kind = typeOnly ? 'type import' : 'import';
   return `lib/${from} -> lib/${to} (${kind} from ${LAYERS[fromLayer]!.name} up to ${LAYERS[toLayer]!.name})`;
 }
@@ -157,9 +147,7 @@ describe('architecture: the layers of lib/', () => {
     ));
     expect(problems.filter((p) => p !== null)).to.have.length(5);
     expect(problems[1]).to.equal('lib/core/registry.ts -> lib/http/access.ts (type import from core up to http)');
-    // The one exception is for type-only imports, from the schema, of the listed modules.
-    expect(violation('options/schema.ts', 'auth/user-store.ts', true)).to.equal(null);
-    expect(violation('options/schema.ts', 'auth/user-store.ts', false)).to.not.equal(null);
-    expect(violation('options/schema.ts', 'http/options.ts', true)).to.not.equal(null);
+    expect(violation('options/schema.ts', 'auth/user-store.ts', true)).to.not.equal(null);
+    expect(violation('http/router.ts', 'ops/audit.ts', false)).to.equal(null);
   });
 });
