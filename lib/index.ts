@@ -1,8 +1,8 @@
 export { createApprRouter, apprDiscovery, API_VERSION, WELL_KNOWN_PATH } from './http/router.js';
-export type { ApprRouterOptions } from './options.js';
-export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './options.js';
+export type { ApprRouterOptions } from './http/options.js';
+export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './http/options.js';
 export { OptionError, APPR_ERR_OPTION } from './options/validate.js';
-export type { ErrorResponse } from './options.js';
+export type { ErrorResponse } from './http/options.js';
 export { Registry } from './core/registry.js';
 export type { BlobStager, StagedBlob } from './core/blob.js';
 export type {
@@ -10,7 +10,8 @@ export type {
 } from './core/registry.js';
 export type { CoherenceOptions } from './core/feed.js';
 export type { DocumentCacheOptions, CasOptions } from './core/documents.js';
-export type { AuthHooks, Permission, Credentials, AccessTarget, Access } from './http/access.js';
+export type { AuthHooks, Permission, Credentials, AccessTarget } from './auth/hooks.js';
+export type { Access } from './http/access.js';
 export { parseAuthorization } from './http/access.js';
 export { UserStore, checkUserFile, readUserFile, writeUserFile, newSecret } from './auth/user-store.js';
 export type { UserFile, UserRecord, Role, StoreUser, UserStoreOptions } from './auth/user-store.js';

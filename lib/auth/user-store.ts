@@ -2,8 +2,8 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import { readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import type { Visibility } from '../core/registry.js';
-import type { AccessTarget, AuthHooks, Credentials, Permission } from '../http/access.js';
-import { userStoreOptions } from '../options/schema.js';
+import type { AccessTarget, AuthHooks, Credentials, Permission } from './hooks.js';
+import { userStoreOptions } from './options.js';
 import { parseOptions } from '../options/validate.js';
 import { FailureLimiter, HashSlots, type FailureLimitOptions } from './limits.js';
 import { hashPassword, isPasswordHash, verifyPassword } from './password.js';

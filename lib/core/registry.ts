@@ -527,8 +527,8 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   }
 
 
-  /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. */
-  async setVisibility(namespace: string, name: string, visibility: Visibility, context: ChangeContext = {}) {
+  /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. Returns the package. */
+  async setVisibility(namespace: string, name: string, visibility: Visibility, context: ChangeContext = {}): Promise<PackageRef> {
     const names = this.#names(namespace, name);
     if (visibility !== 'public' && visibility !== 'private') {
       throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
@@ -542,7 +542,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     });
     if (previous !== visibility) await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'visibility', package: `${names.namespace}/${names.name}`, visibility, previous });
-    return { package: `${names.namespace}/${names.name}`, visibility };
+    return { namespace: names.namespace, name: names.name, visibility };
   }
 
   /** Route 6: every release x media type, oldest release first. */
@@ -651,9 +651,11 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   /**
    * Route 9. Exact release and media type. A release left with no media type leaves its channels (their
    * `current` moves to the highest remaining member; empty channels go); a package left with no release becomes
-   * a tombstone, which reads as absent. Blobs stay.
+   * a tombstone, which reads as absent. Blobs stay. Returns what was deleted (`packageDeleted`: no release is left).
    */
-  async deleteRelease(namespace: string, name: string, release: string, mediaType: string, context: ChangeContext = {}) {
+  async deleteRelease(
+    namespace: string, name: string, release: string, mediaType: string, context: ChangeContext = {},
+  ): Promise<{ namespace: string; name: string; release: string; mediaType: string; packageDeleted: boolean }> {
     const names = this.#names(namespace, name);
     const mt = normalizeMediaType(mediaType);
     const pkg = `${names.namespace}/${names.name}`;
@@ -673,18 +675,21 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     });
     await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'delete', package: pkg, release, mediaType: mt, packageDeleted });
-    return { status: 'deleted', package: pkg, release };
+    return { namespace: names.namespace, name: names.name, release, mediaType: mt, packageDeleted };
   }
 
   /**
    * Withdraw a blob now (a tarball that leaked a secret; `delete` alone keeps blobs, which stay downloadable by
    * digest): every release x media type of the package whose manifest names `digest` is deleted (channels follow,
    * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
-   * releases it removed. Throws 404 `package-not-found` when neither the blob nor a release naming it exists.
+   * blob's digest (hex) and the releases x media types it removed. Throws 404 `package-not-found` when neither
+   * the blob nor a release naming it exists.
    * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
    * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
    */
-  async purgeBlob(namespace: string, name: string, digest: string) {
+  async purgeBlob(
+    namespace: string, name: string, digest: string,
+  ): Promise<{ namespace: string; name: string; digest: string; removed: { release: string; mediaType: string }[] }> {
     const names = this.#names(namespace, name);
     const pkg = `${names.namespace}/${names.name}`;
     const hex = parseDigest(digest);
@@ -692,17 +697,17 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
       package: pkg, release: hex, media_type: null,
     });
     if (hex === null) throw notFound();
-    const removed = await this.#docs.update<PackageDoc, { release: string; media_type: string }[]>(
+    const removed = await this.#docs.update<PackageDoc, { release: string; mediaType: string }[]>(
       keys.packageDoc(names.namespace, names.name),
       (doc) => {
-        const gone: { release: string; media_type: string }[] = [];
+        const gone: { release: string; mediaType: string }[] = [];
         if (!doc) return { result: gone };
         for (const release of Object.keys(doc.releases)) {
           const media = own(doc.releases, release) as Record<string, ManifestRecord>;
           for (const mt of Object.keys(media)) {
             if (own(media, mt)?.digest !== hex) continue;
             delete media[mt];
-            gone.push({ release, media_type: mt });
+            gone.push({ release, mediaType: mt });
           }
           if (Object.keys(media).length === 0) {
             delete doc.releases[release];
@@ -720,7 +725,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     this.#blobs?.delete(blobKey);
     await this.#feed.record(names.namespace, names.name);
     if (!deleted && removed.length === 0) throw notFound();
-    return { status: 'purged', package: pkg, digest: hex, releases: removed };
+    return { namespace: names.namespace, name: names.name, digest: hex, removed };
   }
 
   // ---- channels -----------------------------------------------------------------------------------------------
@@ -763,7 +768,9 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
-  async removeChannelRelease(namespace: string, name: string, channel: string, release: string, context: ChangeContext = {}) {
+  async removeChannelRelease(
+    namespace: string, name: string, channel: string, release: string, context: ChangeContext = {},
+  ): Promise<{ namespace: string; name: string; channel: string; release: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
@@ -775,11 +782,13 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     });
     await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'channel-remove', package: `${names.namespace}/${names.name}`, channel, release });
-    return { status: 'deleted', package: `${names.namespace}/${names.name}`, name: channel, release };
+    return { namespace: names.namespace, name: names.name, channel, release };
   }
 
   /** Route 18. */
-  async deleteChannel(namespace: string, name: string, channel: string, context: ChangeContext = {}) {
+  async deleteChannel(
+    namespace: string, name: string, channel: string, context: ChangeContext = {},
+  ): Promise<{ namespace: string; name: string; channel: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
@@ -790,7 +799,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     });
     await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'channel-delete', package: `${names.namespace}/${names.name}`, channel });
-    return { channel, package: `${names.namespace}/${names.name}`, action: 'delete' };
+    return { namespace: names.namespace, name: names.name, channel };
   }
 
   /**

@@ -25,7 +25,7 @@ import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type AccessControl, type CallerState } from '../http/access.js';
 import { responder, sendBlob } from '../http/respond.js';
 import { publicBase } from '../http/router.js';
-import type { ResolvedOptions } from '../options.js';
+import type { ResolvedOptions } from '../http/options.js';
 import { readChartArchive, type ChartMetadata } from './chart.js';
 import { chartFileName, HELM_MEDIA_TYPE, HelmRepository, type ChartVersion, type HelmOptions } from './index.js';
 

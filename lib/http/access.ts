@@ -1,70 +1,8 @@
 import type { Context, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
-import type { Registry, Visibility, VisibleFilter } from '../core/registry.js';
-
-/**
- * What a caller may do on a namespace or package (docs/api.md section 11):
- *  - read: show, pull, blobs, channels (a public package needs none)
- *  - write: push to an existing package, delete a release, add/remove channel releases, delete a channel
- *  - create: the first push of a new package in a namespace (asked about the namespace, `name` absent)
- *  - admin: change a package's visibility
- * Hosts that want finer rules (say, robots may push but not delete) look at `target.action`.
- */
-export type Permission = 'read' | 'write' | 'create' | 'admin';
-
-/** Credentials as they arrived in the `Authorization` header. */
-export type Credentials =
-  | { scheme: 'basic'; username: string; password: string; token: string }
-  | { scheme: 'bearer'; token: string }
-  | { scheme: 'other'; token: string };
-
-export interface AccessTarget {
-  namespace: string;
-  /** Absent for namespace-level questions (creating a new package in it). */
-  name?: string;
-  /**
-   * Known only where it was read anyway: a push to an existing package, and the list/search filter. Never
-   * looked up just to answer the hook, so the check stays ahead of any storage read.
-   */
-  visibility?: Visibility;
-  /**
-   * The route asking: `push`, `delete-release`, `add-channel-release`, `delete-channel-release`,
-   * `delete-channel`, `set-visibility`, `pull`, `show-manifest`, ..., or `list-packages` / `search-packages`
-   * for the list filter. For finer rules than the four permissions.
-   */
-  action?: string;
-}
-
-/**
- * The host's hooks. All may be async. Without any, everybody may do everything, as with the reference server.
- * `P` is the host's own notion of a caller (a user record, a JWT's claims...).
- */
-export interface AuthHooks<P = unknown> {
-  /**
-   * Who is calling. Return null (or undefined) for an anonymous caller. Gets the parsed `Authorization` header
-   * (null when absent); may also read what the host's own middleware left in `ctx.state`. Throwing an ApprError
-   * (e.g. 'unauthorized-access' for a bad token) answers with it. Not called on open routes (version, discovery,
-   * login, signup, unknown paths): their caller is always anonymous, so a stale token never stops `appr login`
-   * from replacing it and no credential is verified where none is needed.
-   */
-  identify?: (ctx: Context, credentials: Credentials | null) => P | null | undefined | Promise<P | null | undefined>;
-  /** May `caller` (null = anonymous) have `permission` on `target`? Default: yes. */
-  authorize?: (caller: P | null, permission: Permission, target: AccessTarget, ctx: Context) => boolean | Promise<boolean>;
-  /** Whether anonymous callers may use the API at all (default true). When false they get 401. */
-  anonymous?: boolean;
-  /** `POST /api/v1/users/login`: return the token the CLI will send back verbatim, or null for bad credentials. */
-  login?: (username: string, password: string, ctx: Context) => string | null | Promise<string | null>;
-  /** `POST /api/v1/users`: create an account and return its token, or null to refuse. */
-  signup?: (input: { username: string; password: string; email?: string }, ctx: Context) => string | null | Promise<string | null>;
-  /** Realm named in `WWW-Authenticate` (default 'appr'). */
-  realm?: string;
-  /**
-   * The caller's name in audit events and request logs (default: its `name`, `username` or `id`, or the caller
-   * itself when it is a string; see `defaultActorName`). Not called for anonymous callers (their actor is null).
-   */
-  actorName?: (caller: P) => string | null;
-}
+import type { Registry, VisibleFilter } from '../core/registry.js';
+import type { AccessTarget, AuthHooks, Credentials, Permission } from '../auth/hooks.js';
 
 /**
  * How a route is guarded. Every route of the router declares one; `guard()` is the only way a route handler is
@@ -87,6 +25,21 @@ export interface CallerState<P = unknown> {
    * permission): the push must then create the package, not add to one that someone created meanwhile.
    */
   createOnly: boolean;
+}
+
+/** The package a route is about, from its `:namespace` and `:package` parameters. */
+export interface PackageParams {
+  namespace: string;
+  package: string;
+}
+
+/**
+ * The route's `:namespace` and `:package`, checked (400 `invalid-usage` unless valid names, before any hook or
+ * storage sees them). The guard calls it once for every route about a package; handlers then read `ctx.params`.
+ */
+export function packageParams(ctx: Context): PackageParams {
+  const { namespace, package: name } = ctx.params as Partial<PackageParams>;
+  return { namespace: checkName('namespace', namespace ?? ''), package: checkName('package', name ?? '') };
 }
 
 /** Tags the guard middleware (its value is the route's `Access`), so tests can check every route starts with it. */
@@ -133,11 +86,7 @@ export class AccessControl<P = unknown> {
   guard(access: Access, action?: string) {
     const middleware = async (ctx: Context, next: Next): Promise<void> => {
       // Malformed names are answered 400 first: they are no secret, and no hook or storage ever sees them.
-      if (access !== 'open' && access !== 'list') {
-        const { namespace, package: name } = ctx.params as { namespace: string; package: string };
-        checkName('namespace', namespace);
-        checkName('package', name);
-      }
+      const names = access === 'open' || access === 'list' ? null : packageParams(ctx);
       const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
       let caller: P | null;
       let createOnly = false;
@@ -148,7 +97,7 @@ export class AccessControl<P = unknown> {
       } else {
         caller = await this.#identify(ctx, credentials);
         if (caller === null && this.#hooks.anonymous === false) throw this.#unauthorized(credentials);
-        createOnly = await this.#check(ctx, caller, credentials, access, action);
+        createOnly = await this.#check(ctx, caller, credentials, access, action, names);
       }
       const state: CallerState<P> = {
         caller,
@@ -170,11 +119,11 @@ export class AccessControl<P = unknown> {
   /** Throws when the caller may not; for a push, returns whether it may only create the package. */
   async #check(
     ctx: Context, caller: P | null, credentials: Credentials | null, access: Exclude<Access, 'open'>,
-    action: string | undefined,
+    action: string | undefined, names: PackageParams | null,
   ): Promise<boolean> {
-    if (access === 'list') return false;
+    if (access === 'list' || names === null) return false;
     if (!this.#hooks.authorize) return false; // everybody may do everything: no visibility read needed
-    const { namespace, package: name } = ctx.params as { namespace: string; package: string };
+    const { namespace, package: name } = names;
     const scope = { namespace, ...(action === undefined ? {} : { action }) };
     const target: AccessTarget = { ...scope, name };
     if (access === 'read') {

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type { Context, Next } from 'koa';
 import { ApprError, ERRORS, isApprError, type ErrorCode } from '../errors.js';
-import type { ErrorResponse } from '../options.js';
+import type { ErrorResponse } from './options.js';
 import { boundedErrorBody, setAttachment } from './headers.js';
 
 export interface ResponseOptions {

@@ -1,10 +1,10 @@
 import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { ApprError } from '../errors.js';
-import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from '../options.js';
+import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from './options.js';
 import type { Registry, Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
-import { bodyReader, pushBodyReader, pushInput, requestValues } from './push.js';
+import { bodyReader, pushBodyReader, pushInput, requestValues } from './body-readers.js';
 import { preflight, responder, sendBlob, sendJson, sendJsonText } from './respond.js';
 import { mountHelmRoutes } from '../helm/router.js';
 import { defaultActorName, type ChangeContext } from '../ops/audit.js';
@@ -12,23 +12,49 @@ import { withHttpMetrics } from '../ops/http.js';
 
 export const API_VERSION = '0.7.4';
 
-/** `ownPath`: the route's pattern as this router registered it (a parent router may have prefixed it since). */
-type Handler = (ctx: Context, opts: ResolvedOptions, ownPath: string) => Promise<void> | void;
+/** What a handler gets besides the context and the options; `Params` is typed from the route's path. */
+interface RouteRequest<Params> {
+  /** The route's `:name` parameters, URL-decoded; the guard has checked `namespace` and `package`. */
+  params: Params;
+  /** Whether to answer JSON rather than the tarball, from the route's `json` field. */
+  json: boolean;
+  /** The route's pattern as this router registered it (a parent router may have prefixed it since). */
+  ownPath: string;
+}
+
+type Handler<Params = Record<string, string>> = (
+  ctx: Context, opts: ResolvedOptions, req: RouteRequest<Params>,
+) => Promise<void> | void;
+
+/** The `:name` segments of a route pattern as an object type: `'/a/:b/c/:d'` gives `{ b: string } & { d: string }`. */
+type ParamsOf<Path extends string> = Path extends `${string}:${infer Name}/${infer Rest}`
+  ? { [K in Name]: string } & ParamsOf<Rest>
+  : Path extends `${string}:${infer Name}` ? { [K in Name]: string } : Record<never, never>;
 
 interface RouteDef {
   name: string;
   method: 'get' | 'post' | 'delete';
   path: string;
   access: Access;
+  /**
+   * The body the route reads after the guard and before the handler: `values`, small request values (login,
+   * signup, visibility; at most `loginBodyLimit` bytes), or `push`, a streamed push body (see body-readers.ts).
+   */
+  body?: 'values' | 'push';
+  /** When the route answers JSON instead of a tarball: `always` (its `/json` form) or `query` (`?format=json`). */
+  json?: 'always' | 'query';
   handler: Handler;
-  /** Runs after the guard and before the handler (the push body reader). */
-  before?: (opts: ResolvedOptions) => Middleware;
 }
 
-type Params = Record<string, string>;
-const params = (ctx: Context): Params => ctx.params as Params;
+/** A route whose handler sees its path's parameters by name (`params.namespace`...), typed from the pattern. */
+function route<const Path extends string>(
+  def: Omit<RouteDef, 'path' | 'handler'> & { path: Path; handler: Handler<ParamsOf<Path>> },
+): RouteDef {
+  // @koa/router only runs the handler when the pattern matched, so every parameter the pattern names is there.
+  return def as unknown as RouteDef;
+}
+
 const pkg = '/api/v1/packages/:namespace/:package';
-const isJson = (ctx: Context): boolean => ctx.query.format === 'json' || ctx.path.replace(/\/+$/, '').endsWith('/json');
 const visible = (ctx: Context) => (ctx.state.appr as CallerState).visible;
 /** Who is changing something, for the audit trail: `auth.actorName(caller)`, else `defaultActorName`. */
 const by = (ctx: Context, o: ResolvedOptions): ChangeContext => {
@@ -41,78 +67,77 @@ const by = (ctx: Context, o: ResolvedOptions): ChangeContext => {
  * segments (`channels`, `blobs`, `search`) are registered before the parameters they could be mistaken for.
  */
 const ROUTES: RouteDef[] = [
-  { name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage },
-  { name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage },
-  { name: 'version', method: 'get', path: '/version', access: 'open', handler: (ctx) => {
+  route({ name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage }),
+  route({ name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage }),
+  route({ name: 'version', method: 'get', path: '/version', access: 'open', handler: (ctx) => {
     // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
     ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
-  } },
-  { name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', handler: login,
-    before: (o) => bodyReader(o.loginBodyLimit) },
-  { name: 'signup', method: 'post', path: '/api/v1/users', access: 'open', handler: signup,
-    before: (o) => bodyReader(o.loginBodyLimit) },
-  { name: 'search-packages', method: 'get', path: '/api/v1/packages/search', access: 'list', handler: async (ctx, o) => {
+  } }),
+  route({ name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', body: 'values', handler: login }),
+  route({ name: 'signup', method: 'post', path: '/api/v1/users', access: 'open', body: 'values', handler: signup }),
+  route({ name: 'search-packages', method: 'get', path: '/api/v1/packages/search', access: 'list', handler: async (ctx, o) => {
     sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
-  } },
-  { name: 'list-packages', method: 'get', path: '/api/v1/packages', access: 'list', handler: async (ctx, o) => {
+  } }),
+  route({ name: 'list-packages', method: 'get', path: '/api/v1/packages', access: 'list', handler: async (ctx, o) => {
     const q = (name: string): string | undefined => (typeof ctx.query[name] === 'string' ? ctx.query[name] as string : undefined);
     const filter = { namespace: q('namespace') || undefined, query: q('query'), mediaType: q('media_type') || undefined };
     sendJsonText(ctx, await o.registry.listPackagesJson(filter, visible(ctx)));
-  } },
-  { name: 'list-channels', method: 'get', path: `${pkg}/channels`, access: 'read', handler: async (ctx, o) => {
-    const p = params(ctx);
-    ctx.body = await o.registry.listChannels(p.namespace!, p.package!);
-  } },
-  { name: 'show-channel', method: 'get', path: `${pkg}/channels/:channel`, access: 'read', handler: async (ctx, o) => {
-    const p = params(ctx);
-    ctx.body = await o.registry.showChannel(p.namespace!, p.package!, p.channel!);
-  } },
-  { name: 'add-channel-release', method: 'post', path: `${pkg}/channels/:channel/:release`, access: 'write',
-    handler: async (ctx, o) => {
-      const p = params(ctx);
-      ctx.body = await o.registry.addChannelRelease(p.namespace!, p.package!, p.channel!, p.release!, by(ctx, o));
-    } },
-  { name: 'delete-channel-release', method: 'delete', path: `${pkg}/channels/:channel/:release`, access: 'write',
-    handler: async (ctx, o) => {
-      const p = params(ctx);
-      ctx.body = await o.registry.removeChannelRelease(p.namespace!, p.package!, p.channel!, p.release!, by(ctx, o));
-    } },
-  { name: 'delete-channel', method: 'delete', path: `${pkg}/channels/:channel`, access: 'write', handler: async (ctx, o) => {
-    const p = params(ctx);
-    ctx.body = await o.registry.deleteChannel(p.namespace!, p.package!, p.channel!, by(ctx, o));
-  } },
-  { name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', handler: blob },
-  { name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', handler: blob },
+  } }),
+  route({ name: 'list-channels', method: 'get', path: `${pkg}/channels`, access: 'read', handler: async (ctx, o, { params: p }) => {
+    ctx.body = await o.registry.listChannels(p.namespace, p.package);
+  } }),
+  route({ name: 'show-channel', method: 'get', path: `${pkg}/channels/:channel`, access: 'read',
+    handler: async (ctx, o, { params: p }) => {
+      ctx.body = await o.registry.showChannel(p.namespace, p.package, p.channel);
+    } }),
+  route({ name: 'add-channel-release', method: 'post', path: `${pkg}/channels/:channel/:release`, access: 'write',
+    handler: async (ctx, o, { params: p }) => {
+      ctx.body = await o.registry.addChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, o));
+    } }),
+  route({ name: 'delete-channel-release', method: 'delete', path: `${pkg}/channels/:channel/:release`, access: 'write',
+    handler: async (ctx, o, { params: p }) => {
+      const removed = await o.registry.removeChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, o));
+      ctx.body = { status: 'deleted', package: `${removed.namespace}/${removed.name}`, name: removed.channel, release: removed.release };
+    } }),
+  route({ name: 'delete-channel', method: 'delete', path: `${pkg}/channels/:channel`, access: 'write',
+    handler: async (ctx, o, { params: p }) => {
+      const deleted = await o.registry.deleteChannel(p.namespace, p.package, p.channel, by(ctx, o));
+      ctx.body = { channel: deleted.channel, package: `${deleted.namespace}/${deleted.name}`, action: 'delete' };
+    } }),
+  route({ name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', json: 'query', handler: blob }),
+  route({ name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', json: 'always', handler: blob }),
   // Not in the wire contract: withdraw a blob now (a leaked secret), with every release that names it.
-  { name: 'purge-blob', method: 'delete', path: `${pkg}/blobs/sha256/:digest`, access: 'admin', handler: async (ctx, o) => {
-    const p = params(ctx);
-    ctx.body = await o.registry.purgeBlob(p.namespace!, p.package!, p.digest!);
-  } },
+  route({ name: 'purge-blob', method: 'delete', path: `${pkg}/blobs/sha256/:digest`, access: 'admin',
+    handler: async (ctx, o, { params: p }) => {
+      const purged = await o.registry.purgeBlob(p.namespace, p.package, p.digest);
+      ctx.body = {
+        status: 'purged', package: `${purged.namespace}/${purged.name}`, digest: purged.digest,
+        releases: purged.removed.map(({ release, mediaType }) => ({ release, media_type: mediaType })),
+      };
+    } }),
   // Not in the appr contract (docs/api.md section 15.1): the owner's way to change a package's visibility.
-  { name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', handler: setVisibility,
-    before: (o) => bodyReader(o.loginBodyLimit) },
-  { name: 'push', method: 'post', path: pkg, access: 'push', handler: push,
-    before: (o) => pushBodyReader(o) },
-  { name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o) => {
-    const p = params(ctx);
+  route({ name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', body: 'values', handler: setVisibility }),
+  route({ name: 'push', method: 'post', path: pkg, access: 'push', body: 'push', handler: push }),
+  route({ name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o, { params: p }) => {
     const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
-    sendJson(ctx, await o.registry.packageManifestsJson(p.namespace!, p.package!, mediaType));
-  } },
-  { name: 'release-manifests', method: 'get', path: `${pkg}/:release`, access: 'read', handler: async (ctx, o) => {
-    const p = params(ctx);
-    sendJson(ctx, await o.registry.releaseManifestsJson(p.namespace!, p.package!, p.release!));
-  } },
-  { name: 'show-manifest', method: 'get', path: `${pkg}/:release/:media_type`, access: 'read', handler: async (ctx, o) => {
-    const p = params(ctx);
-    sendJson(ctx, await o.registry.showManifestJson(p.namespace!, p.package!, p.release, p.media_type!));
-  } },
-  { name: 'delete-release', method: 'delete', path: `${pkg}/:release/:media_type`, access: 'write',
-    handler: async (ctx, o) => {
-      const p = params(ctx);
-      ctx.body = await o.registry.deleteRelease(p.namespace!, p.package!, p.release!, p.media_type!, by(ctx, o));
-    } },
-  { name: 'pull', method: 'get', path: `${pkg}/:release/:media_type/pull`, access: 'read', handler: pull },
-  { name: 'pull-json', method: 'get', path: `${pkg}/:release/:media_type/pull/json`, access: 'read', handler: pull },
+    sendJson(ctx, await o.registry.packageManifestsJson(p.namespace, p.package, mediaType));
+  } }),
+  route({ name: 'release-manifests', method: 'get', path: `${pkg}/:release`, access: 'read',
+    handler: async (ctx, o, { params: p }) => {
+      sendJson(ctx, await o.registry.releaseManifestsJson(p.namespace, p.package, p.release));
+    } }),
+  route({ name: 'show-manifest', method: 'get', path: `${pkg}/:release/:media_type`, access: 'read',
+    handler: async (ctx, o, { params: p }) => {
+      sendJson(ctx, await o.registry.showManifestJson(p.namespace, p.package, p.release, p.media_type));
+    } }),
+  route({ name: 'delete-release', method: 'delete', path: `${pkg}/:release/:media_type`, access: 'write',
+    handler: async (ctx, o, { params: p }) => {
+      const deleted = await o.registry.deleteRelease(p.namespace, p.package, p.release, p.media_type, by(ctx, o));
+      ctx.body = { status: 'deleted', package: `${deleted.namespace}/${deleted.name}`, release: deleted.release };
+    } }),
+  route({ name: 'pull', method: 'get', path: `${pkg}/:release/:media_type/pull`, access: 'read', json: 'query', handler: pull }),
+  route({ name: 'pull-json', method: 'get', path: `${pkg}/:release/:media_type/pull/json`, access: 'read', json: 'always',
+    handler: pull }),
 ];
 
 /** Where the discovery document lives: at the host root, whatever the prefix (docs/api.md section 12). */
@@ -152,9 +177,14 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   const routes = ROUTES.filter((route) => !(route.path === '' && prefix === ''));
   for (const route of routes) {
     const chain: Middleware[] = [respond, access.guard(route.access, route.name)];
-    if (route.before) chain.push(route.before(opts));
+    if (route.body === 'values') chain.push(bodyReader(opts.loginBodyLimit));
+    if (route.body === 'push') chain.push(pushBodyReader(opts));
     const ownPath = `${prefix}${route.path}`;
-    chain.push(async (ctx) => route.handler(ctx, opts, ownPath));
+    chain.push(async (ctx) => route.handler(ctx, opts, {
+      params: ctx.params as Record<string, string>,
+      json: route.json === 'always' || (route.json === 'query' && ctx.query.format === 'json'),
+      ownPath,
+    }));
     router[route.method](route.name, ownPath, ...(chain as [Middleware]));
   }
 
@@ -295,7 +325,7 @@ function allowedMethods(ctx: Context): string[] {
 
 // ---- handlers that are more than one line ---------------------------------------------------------------------
 
-function discoveryPage(ctx: Context, opts: ResolvedOptions, ownPath: string): void {
+function discoveryPage(ctx: Context, opts: ResolvedOptions, { ownPath }: RouteRequest<unknown>): void {
   const base = publicBase(ctx, opts, mountPath(ctx, ownPath));
   const content = `${new URL(base).host}/{name} ${base}/api/v1/packages/{name}/pull`;
   ctx.type = 'text/html';
@@ -303,35 +333,39 @@ function discoveryPage(ctx: Context, opts: ResolvedOptions, ownPath: string): vo
     `<meta name="appr-package" content="${escapeHtml(content)}">\n</head>\n<body></body>\n</html>\n`;
 }
 
-async function push(ctx: Context, opts: ResolvedOptions): Promise<void> {
-  const p = params(ctx);
+type PackageParams = ParamsOf<typeof pkg>;
+
+async function push(ctx: Context, opts: ResolvedOptions, { params: p }: RouteRequest<PackageParams>): Promise<void> {
   const { createOnly } = ctx.state.appr as CallerState;
-  await opts.registry.push({ ...pushInput(ctx, p.namespace!, p.package!, opts.maxPushSize), createOnly, ...by(ctx, opts) });
+  await opts.registry.push({ ...pushInput(ctx, p.namespace, p.package, opts.maxPushSize), createOnly, ...by(ctx, opts) });
   ctx.body = { status: 'ok' };
 }
 
 /** `{"visibility": "public" | "private"}` as JSON, a form field or the query string. */
-async function setVisibility(ctx: Context, opts: ResolvedOptions): Promise<void> {
-  const p = params(ctx);
+async function setVisibility(ctx: Context, opts: ResolvedOptions, { params: p }: RouteRequest<PackageParams>): Promise<void> {
   // The registry checks the value (422 unless "public" or "private").
-  ctx.body = await opts.registry.setVisibility(p.namespace!, p.package!, requestValues(ctx).visibility as Visibility, by(ctx, opts));
+  const visibility = requestValues(ctx).visibility as Visibility;
+  const changed = await opts.registry.setVisibility(p.namespace, p.package, visibility, by(ctx, opts));
+  ctx.body = { package: `${changed.namespace}/${changed.name}`, visibility: changed.visibility };
 }
 
-async function pull(ctx: Context, opts: ResolvedOptions): Promise<void> {
-  const p = params(ctx);
-  const pulled = await opts.registry.pull(p.namespace!, p.package!, p.release, p.media_type!);
+async function pull(
+  ctx: Context, opts: ResolvedOptions, { params: p, json }: RouteRequest<ParamsOf<`${typeof pkg}/:release/:media_type`>>,
+): Promise<void> {
+  const pulled = await opts.registry.pull(p.namespace, p.package, p.release, p.media_type);
   const pkgName = `${p.namespace}/${p.package}`;
   const filename = `${p.namespace}_${p.package}_${pulled.release}.tar.gz`;
-  sendBlob(ctx, Object.assign(pulled.blob, { digest: pulled.digest }), filename, isJson(ctx)
+  sendBlob(ctx, Object.assign(pulled.blob, { digest: pulled.digest }), filename, json
     ? { package: pkgName, release: pulled.release, media_type: pulled.mediaType }
     : null);
 }
 
-async function blob(ctx: Context, opts: ResolvedOptions): Promise<void> {
-  const p = params(ctx);
-  const found = await opts.registry.blob(p.namespace!, p.package!, p.digest!);
+async function blob(
+  ctx: Context, opts: ResolvedOptions, { params: p, json }: RouteRequest<ParamsOf<`${typeof pkg}/:digest`>>,
+): Promise<void> {
+  const found = await opts.registry.blob(p.namespace, p.package, p.digest);
   const filename = `${p.namespace}_${p.package}_${found.digest.slice(0, 8)}.tar.gz`;
-  sendBlob(ctx, found, filename, isJson(ctx) ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null,
+  sendBlob(ctx, found, filename, json ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null,
     found.visibility === 'public' ? 'public' : 'private');
 }
 

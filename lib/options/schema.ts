@@ -1,6 +1,4 @@
 import type { z } from 'zod';
-import type { FailureLimit, FailureLimitOptions } from '../auth/limits.js';
-import type { UserStoreOptions } from '../auth/user-store.js';
 import type { CasOptions, DocumentCacheOptions } from '../core/documents.js';
 import type { CoherenceOptions } from '../core/feed.js';
 import type { RegistryOptions, Visibility } from '../core/registry.js';
@@ -13,10 +11,11 @@ import type { MetricsHooks } from '../ops/metrics.js';
 import { fn, group, instance, integer, missingMethods, oneOf, text, type SameOptions } from './validate.js';
 
 /**
- * The options of `Registry`, the storage adapters (except S3: lib/options/s3.ts, so that the main entry point's
- * types never need the optional S3 SDK) and `UserStore`: types checked against the interfaces their classes
- * document, defaults, and validation, in one place. The router's options (lib/options.ts) extend the registry's.
- * Each constructor parses its options once with `parseOptions` (lib/options/validate.ts).
+ * The options of `Registry` and the storage adapters (except S3: lib/options/s3.ts, so that the main entry point's
+ * types never need the optional S3 SDK; `UserStore`'s are in lib/auth/options.ts, above the core): types checked
+ * against the interfaces their classes document, defaults, and validation, in one place. The router's options
+ * (lib/http/options.ts) extend the registry's. Each constructor parses its options once with `parseOptions`
+ * (lib/options/validate.ts).
  *
  * Adding an option: declare it (with its docstring: shape, unit, default) in the class's options interface, add it
  * here with a building block of validate.ts and its default (the `satisfies` checks below fail to compile until
@@ -126,38 +125,6 @@ export const fsStorageOptions = group({
 
 export const memoryStorageOptions = group({});
 
-/** `{failures, windowSec, blockSec}` (positive integers), or false for no limit (lib/auth/limits.ts). */
-function isFailureLimit(value: unknown): boolean {
-  if (value === false) return true;
-  if (typeof value !== 'object' || value === null) return false;
-  const keys = Object.keys(value).sort().join();
-  const record = value as Record<string, unknown>;
-  return keys === 'blockSec,failures,windowSec'
-    && ['failures', 'windowSec', 'blockSec'].every((k) => Number.isSafeInteger(record[k]) && (record[k] as number) > 0);
-}
-
-const failureLimit = instance<FailureLimit | false>(
-  'false or {failures, windowSec, blockSec} (positive integers)',
-  (value) => (isFailureLimit(value) ? null : ''),
-  () => ({ failures: 5, windowSec: 60, blockSec: 60 }),
-);
-
-export const failureLimitOptions = group({ perClient: failureLimit.optional(), perUser: failureLimit.optional() });
-
-export const userStoreOptions = group({
-  secret: text('a string of at least 16 characters', (secret) => secret.length >= 16, 'x'.repeat(16), ['short']).optional(),
-  reloadIntervalMs: integer('ms', 0).default(2000),
-  log: fn<(message: string) => void>().default(() => (message: string) => console.error(message)),
-  now: fn<() => number>().default(() => Date.now),
-  failureLimits: failureLimitOptions.optional(),
-  /** Password hashes computed at once (scrypt shares libuv's thread pool with file I/O). */
-  maxConcurrentHashes: integer('count', 1).default(2),
-  /** Password checks waiting for a hash slot; beyond them a check is answered 429 at once. */
-  maxQueuedHashes: integer('count', 0).default(64),
-  /** How long a failed Basic check is remembered (0: not at all). */
-  failureCacheMs: integer('ms', 0, MAX_TIMER_MS).default(30_000),
-});
-
 // The hand-written interfaces (with their docstrings) and the schemas cannot drift apart:
 true satisfies SameOptions<RegistryOptions, z.input<typeof registryOptions>>;
 true satisfies SameOptions<DocumentCacheOptions, z.input<typeof documentCacheOptions>>;
@@ -165,5 +132,3 @@ true satisfies SameOptions<CasOptions, z.input<typeof casOptions>>;
 true satisfies SameOptions<CoherenceOptions, z.input<typeof coherenceOptions>>;
 true satisfies SameOptions<FsStorageOptions, z.input<typeof fsStorageOptions>>;
 true satisfies SameOptions<MemoryStorageOptions, z.input<typeof memoryStorageOptions>>;
-true satisfies SameOptions<UserStoreOptions, z.input<typeof userStoreOptions>>;
-true satisfies SameOptions<FailureLimitOptions, z.input<typeof failureLimitOptions>>;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /**
- * The building blocks of every options schema (lib/options/schema.ts, lib/options/s3.ts, lib/options.ts) and the
+ * The building blocks of every options schema (lib/options/schema.ts, lib/options/s3.ts, lib/http/options.ts) and the
  * one function that turns a failed parse into an `OptionError`. Each block carries one message ("must be a
  * positive integer (bytes)") used for every way a value can be wrong, and registers what kind of option it is in
  * `optionMeta`, so that the option fuzz (test/options/) walks the schemas themselves: an option added here is

@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../ops/pino.js';
-import { DEFAULT_MAX_PUSH_SIZE, DEFAULT_PREFIX } from '../options.js';
+import { DEFAULT_MAX_PUSH_SIZE, DEFAULT_PREFIX } from '../http/options.js';
 
 /** How a setting's text is read: each kind accepts exactly what its `accepts` text says. */
 export type SettingKind = 'string' | 'port' | 'bytes' | 'count' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';

@@ -12,7 +12,7 @@ import type { Registry } from '../core/registry.js';
 import { createApprRouter, registryOf } from '../http/router.js';
 import type { Logger } from '../ops/logger.js';
 import { serverOps } from '../ops/server.js';
-import type { ApprRouterOptions } from '../options.js';
+import type { ApprRouterOptions } from '../http/options.js';
 import { FsStorage } from '../storage/fs.js';
 import type { StorageAdapter } from '../storage/types.js';
 import { ConfigError, type ServerConfig } from './config.js';

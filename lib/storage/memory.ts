@@ -83,8 +83,3 @@ export class MemoryStorage implements StorageAdapter {
 
 /** Module-wide, so ETags never repeat, not even across instances or after a delete and re-create. */
 let etagCounter = 0;
-
-/*
- * Helpers shared with the filesystem adapter (fs.ts imports them). They live here because this is the adapter
- * with no dependencies: importing it costs nothing.
- */

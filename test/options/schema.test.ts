@@ -3,9 +3,10 @@ import { S3Client } from '@aws-sdk/client-s3';
 import {
   APPR_ERR_OPTION, createApprRouter, MemoryStorage, OptionError, Registry, UserStore, type AuthHooks,
 } from '../../lib/index.js';
-import { resolveOptions } from '../../lib/options.js';
+import { resolveOptions } from '../../lib/http/options.js';
 import { s3StorageOptions } from '../../lib/options/s3.js';
-import { fsStorageOptions, registryOptions, userStoreOptions } from '../../lib/options/schema.js';
+import { fsStorageOptions, registryOptions } from '../../lib/options/schema.js';
+import { userStoreOptions } from '../../lib/auth/options.js';
 import { parseOptions } from '../../lib/options/validate.js';
 import { S3Storage } from '../../lib/s3.js';
 

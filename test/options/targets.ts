@@ -1,9 +1,10 @@
 import type { z } from 'zod';
 import { S3Client } from '@aws-sdk/client-s3';
 import { createApprRouter, FsStorage, MemoryStorage, Registry, UserStore } from '../../lib/index.js';
-import { routerOptions } from '../../lib/options.js';
+import { routerOptions } from '../../lib/http/options.js';
 import { s3StorageOptions } from '../../lib/options/s3.js';
-import { fsStorageOptions, memoryStorageOptions, registryOptions, userStoreOptions } from '../../lib/options/schema.js';
+import { fsStorageOptions, memoryStorageOptions, registryOptions } from '../../lib/options/schema.js';
+import { userStoreOptions } from '../../lib/auth/options.js';
 import { metaOf, shapeOf, unwrap, type OptionMeta } from '../../lib/options/validate.js';
 import { S3Storage } from '../../lib/s3.js';
 

@@ -10,7 +10,7 @@ import { Base64Decoder, type BlobStager } from '../core/blob.js';
 /**
  * Request bodies as request values (docs/api.md section 6), read as they arrive: the fields of a JSON or form body,
  * with the text of a top-level `blob` field handed piece by piece to a blob sink instead of being kept. Used by
- * push.ts for push, login, signup and visibility.
+ * body-readers.ts, the body readers that routes declare (push, login, signup, visibility).
  */
 
 /** Nesting levels a field of a body may have (the push's `metadata` limit); the top-level object adds one. */

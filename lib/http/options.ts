@@ -1,14 +1,14 @@
 import type { Context } from 'koa';
 import type { z } from 'zod';
-import { Registry, type RegistryOptions } from './core/registry.js';
-import type { ApprError } from './errors.js';
-import type { AuthHooks } from './http/access.js';
-import { registryShape, storageAdapter } from './options/schema.js';
+import { Registry, type RegistryOptions } from '../core/registry.js';
+import type { ApprError } from '../errors.js';
+import type { AuthHooks } from '../auth/hooks.js';
+import { registryShape, storageAdapter } from '../options/schema.js';
 import {
   byReference, flag, fn, group, instance, integer, parseOptions, text, type SameOptions,
-} from './options/validate.js';
-import { MemoryStorage } from './storage/memory.js';
-import type { StorageAdapter } from './storage/types.js';
+} from '../options/validate.js';
+import { MemoryStorage } from '../storage/memory.js';
+import type { StorageAdapter } from '../storage/types.js';
 
 export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 'storage'> {
   /** Where packages live. Required unless `registry` is given. */

@@ -2,7 +2,7 @@ import type { Context, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import type { BlobStager, StagedBlob } from '../core/blob.js';
 import type { PushInput, Registry, Visibility } from '../core/registry.js';
-import { announcedLength, BlobText, consumed, MAX_FIELD_DEPTH, readValues, tooLarge, type BlobSink } from './body.js';
+import { announcedLength, BlobText, consumed, MAX_FIELD_DEPTH, readValues, tooLarge, type BlobSink } from './body-parser.js';
 
 /** Room for the fields around the base64 blob (field names, metadata, the CLI's extra fields), in bytes. */
 const ENVELOPE_ALLOWANCE = 256 * 1024;
