@@ -13,7 +13,6 @@ describe('two standalone server processes on one data directory (filesystem stor
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'appr-multi-'));
     instances = await startInstances(2, { APPR_STORAGE: dir, APPR_PREFIX: '/cnr' });
-    instances = instances.map((i) => ({ ...i, url: i.url }));
   });
   after(async () => {
     await Promise.all(instances.map((i) => i.stop()));
