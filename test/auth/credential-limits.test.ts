@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { checkUserFile, hashPassword, UserStore, writeUserFile, type UserFile, type UserStoreOptions } from '../../lib/index.js';
-import { basic, startRegistry, tarGz } from './helpers.js';
+import { basic, startRegistry } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 const FAST = { ln: 10 };
 const SECRET = 'test-secret-0123456789abcdef';
@@ -194,8 +195,8 @@ describe('credential checks over HTTP', () => {
     });
     const server = await startRegistry({ auth: store.hooks() });
     try {
-      await server.registry.push({ namespace: 'alice', name: 'app', release: '1.0.0', blob: await tarGz(), visibility: 'private' });
-      await server.registry.push({ namespace: 'alice', name: 'pub', release: '1.0.0', blob: await tarGz() });
+      await server.registry.push({ namespace: 'alice', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'private' });
+      await server.registry.push({ namespace: 'alice', name: 'pub', release: '1.0.0', blob: await makeTarGz() });
       const show = (password: string) => server.api('GET', '/api/v1/packages/alice/app', { auth: basic('alice', password) });
       expect((await show('x')).status).to.equal(401);
       expect((await show('y')).status).to.equal(401);
@@ -227,7 +228,7 @@ describe('robot user names (Quay style org+name)', () => {
     try {
       const auth = basic('acme+deployer', 'robot-pw');
       const pushed = await server.api('POST', '/api/v1/packages/acme/app', {
-        auth, json: { release: '1.0.0', media_type: 'helm', blob: (await tarGz()).toString('base64') },
+        auth, json: { release: '1.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
       });
       expect(pushed.status, pushed.text).to.equal(200);
       const login = await server.api('POST', '/api/v1/users/login', {

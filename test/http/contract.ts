@@ -23,10 +23,9 @@ import {
   listen,
   loadBackup,
   loadKubeUi,
-  makeTarGz,
+  makeBlob,
   sha256,
   startServer,
-  uniqueName,
   uniqueTarGz,
   KOA_VERSIONS,
   type Blob,
@@ -36,6 +35,7 @@ import {
   type TestServer,
 } from '../helpers/http.js';
 import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
+import { uniqueName } from '../helpers/unique.js';
 
 export interface StorageUnderTest {
   storage: StorageAdapter;
@@ -1010,7 +1010,7 @@ export function describeHttpContract(
 
       it('computes digest (of the uncompressed tar) and size (of the gzip) itself', async function () {
         const p = newPkg();
-        const blob = await makeTarGz({ 'a/Chart.yaml': 'name: a\n', 'a/values.yaml': 'x: 1\n' });
+        const blob = await makeBlob({ 'a/Chart.yaml': 'name: a\n', 'a/values.yaml': 'x: 1\n' });
         await push(p, '1.0.0', blob);
         const shown = await req('GET', `${p.path}/1.0.0/helm`);
         expect(shown.json.content.digest).to.equal(blob.digest);
@@ -1158,7 +1158,7 @@ export function describeHttpContract(
         it('answers 413 payload-too-large to a push whose body is over maxPushSize', async function () {
           const small = await serverWith({ maxPushSize: 1024 });
           const p = newPkg();
-          const big = await makeTarGz({ 'noise.bin': randomBytes(8192) });
+          const big = await makeBlob({ 'noise.bin': randomBytes(8192) });
           expect(big.size).to.be.greaterThan(4 * 1024);
           const res = await small.request('POST', p.path, { json: { blob: big.b64, release: '1.0.0' } });
           expectError(res, 413, 'payload-too-large');
@@ -1250,7 +1250,7 @@ export function describeHttpContract(
       it('round-trips blobs of every length through base64 in pull JSON', async function () {
         const q = newPkg();
         // Sizes with each remainder mod 3, and one over 64 KiB to cross stream chunk boundaries.
-        const blobs = await Promise.all([1, 2, 3, 100, 100_000].map((n) => makeTarGz({ 'data.bin': randomBytes(n) })));
+        const blobs = await Promise.all([1, 2, 3, 100, 100_000].map((n) => makeBlob({ 'data.bin': randomBytes(n) })));
         for (const [i, blob] of blobs.entries()) await push(q, `1.0.${i}`, blob);
         for (const [i, blob] of blobs.entries()) {
           const res = await req('GET', `${q.path}/1.0.${i}/helm/pull/json`);

@@ -6,8 +6,8 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { Base64Decoder, BlobStager, decodeBase64, stageBlob } from '../../lib/core/blob.js';
-import { makeTarGz } from '../helpers/blobs.js';
-import { ESCAPING_TARS, SAFE_TARS, rawTarGz } from './tars.js';
+import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
+import { ESCAPING_TARS, SAFE_TARS } from './tars.js';
 
 async function rejection(promise: Promise<unknown>): Promise<ApprError> {
   try {
@@ -122,7 +122,7 @@ describe('push: staging a blob (BlobStager)', function () {
 
   for (const [label, entries] of ESCAPING_TARS) {
     it(`refuses a tarball with ${label} (422, says why)`, async function () {
-      const err = await rejection(stageBlob(await rawTarGz(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir }));
+      const err = await rejection(stageBlob(await tarGzOf(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir }));
       expect(err.code).to.equal('invalid-parameters');
       expect(err.message).to.match(/outside the package directory|may not contain/);
       expect(await readdir(dir)).to.deep.equal([]);
@@ -131,7 +131,7 @@ describe('push: staging a blob (BlobStager)', function () {
 
   for (const [label, entries] of SAFE_TARS) {
     it(`accepts a tarball with ${label}`, async function () {
-      const staged = await stageBlob(await rawTarGz(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir });
+      const staged = await stageBlob(await tarGzOf(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir });
       expect(staged.digest).to.match(/^[0-9a-f]{64}$/);
     });
   }

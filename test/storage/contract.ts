@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { StorageAdapter } from '../../lib/storage/types.js';
+import { uniqueName } from '../helpers/unique.js';
 
 /**
  * The one contract every storage adapter passes. Each test gets a fresh adapter from `make` and its own random key
@@ -21,7 +22,7 @@ export function describeStorageContract(
 
     beforeEach(async function () {
       ({ storage, cleanup } = await make());
-      p = `contract/${randomBytes(6).toString('hex')}/`;
+      p = `contract/${uniqueName('run')}/`;
     });
 
     afterEach(async function () {

@@ -17,7 +17,8 @@ import { S3Storage, s3ClientFromEnv, s3StorageFromUrl } from '../../lib/s3.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
 import { expectTruthy, rejection } from '../helpers/expect.js';
 import { countS3Requests } from '../helpers/s3-count.js';
-import { S3_BUCKET, S3_ENDPOINT, S3_REQUIRED } from '../helpers/s3-env.js';
+import { uniqueName } from '../helpers/unique.js';
+import { S3_BUCKET, S3_ENDPOINT, S3_REQUIRED, uniqueS3Prefix } from '../helpers/s3-env.js';
 import { describeStorageContract } from './contract.js';
 
 /*
@@ -36,7 +37,7 @@ const ENDPOINT = S3_ENDPOINT;
 const REQUIRED = S3_REQUIRED;
 const BUCKET = S3_BUCKET;
 const RGW = ['1', 'true'].includes((process.env.S3_IFMATCH_UNQUOTED ?? '').toLowerCase());
-const RUN_PREFIX = `appr-test-runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}/`;
+const RUN_PREFIX = `${uniqueS3Prefix('s3-adapter')}/`;
 const SKIP_MESSAGE =
   'no S3 endpoint: set AWS_ENDPOINT_URL_S3 (e.g. `bash .ci/s3/start.sh && source /tmp/appr-s3/env`), ' +
   'or APPR_REQUIRE_S3=1 to make this a failure';
@@ -610,7 +611,7 @@ if (!ENDPOINT) {
     });
 
     it('throws StorageUnavailableError (not "absent") when the bucket does not exist', async () => {
-      const storage = new S3Storage({ client, bucket: `appr-missing-${randomBytes(6).toString('hex')}`, ifMatchUnquoted: RGW });
+      const storage = new S3Storage({ client, bucket: uniqueName('appr-missing'), ifMatchUnquoted: RGW });
       await rejectsUnavailable(storage.get('k'), 'get');
       await rejectsUnavailable(storage.put('k', Buffer.from('x')), 'put');
       await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifMatch: '"e"' }), 'put if-match');
