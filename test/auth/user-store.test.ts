@@ -9,6 +9,7 @@ import {
 import { main as usersCli } from '../../lib/server/users.js';
 import { basic, startRegistry } from './helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { rejection } from '../helpers/expect.js';
 
 const FAST = { ln: 10 };
 const SECRET = 'test-secret-0123456789abcdef';
@@ -340,11 +341,5 @@ describe('the user store in front of the registry', () => {
 });
 
 async function expectReject(fn: () => Promise<unknown>, message: RegExp): Promise<void> {
-  try {
-    await fn();
-  } catch (err) {
-    expect((err as Error).message).to.match(message);
-    return;
-  }
-  expect.fail('expected a rejection');
+  expect((await rejection(fn())).message).to.match(message);
 }

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { ApprError } from '../../lib/errors.js';
 
 /**
  * chai's `expect(value).to.be.ok` as a TypeScript assertion: after it, `value` is narrowed to its truthy part
@@ -17,4 +18,11 @@ export async function rejection(promise: Promise<unknown>): Promise<Error> {
     return err as Error;
   }
   expect.fail('expected a rejection');
+}
+
+/** The `ApprError` (a registry error with its code and status) that `promise` rejects with. */
+export async function apprRejection(promise: Promise<unknown>): Promise<ApprError> {
+  const err = await rejection(promise);
+  expect(err).to.be.instanceOf(ApprError);
+  return err as ApprError;
 }
