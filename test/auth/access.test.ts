@@ -6,7 +6,8 @@ import {
   ApprError, createApprRouter, parseAuthorization, type AccessTarget, type AuthHooks, type Credentials,
   type Permission,
 } from '../../lib/index.js';
-import { basic, listen, startRegistry, tarGz, type RegistryServer } from './helpers.js';
+import { basic, listen, startRegistry, type RegistryServer } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 /** A token per caller; each caller has a role per namespace. */
 interface Caller {
@@ -36,7 +37,7 @@ function roleHooks(extra: Partial<AuthHooks<Caller>> = {}): AuthHooks<Caller> {
 
 const bearer = (token: string): string => `Bearer ${token}`;
 const pushBody = async (release = '1.0.0', extra: Record<string, unknown> = {}) => ({
-  release, media_type: 'helm', blob: (await tarGz()).toString('base64'), ...extra,
+  release, media_type: 'helm', blob: (await makeTarGz()).toString('base64'), ...extra,
 });
 
 describe('access control', () => {
@@ -44,7 +45,7 @@ describe('access control', () => {
     let server: RegistryServer;
     before(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks({ anonymous: false }) });
-      await server.registry.push({ namespace: 'acme', name: 'pub', release: '1.0.0', blob: await tarGz(), visibility: 'public' });
+      await server.registry.push({ namespace: 'acme', name: 'pub', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
     });
     after(() => server.close());
 
@@ -89,7 +90,7 @@ describe('access control', () => {
     let server: RegistryServer;
     beforeEach(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks() });
-      const blob = await tarGz();
+      const blob = await makeTarGz();
       await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob, mediaType: 'helm', visibility: 'private' });
       await server.registry.push({ namespace: 'other', name: 'app', release: '1.0.0', blob, mediaType: 'helm', visibility: 'private' });
       await server.registry.push({ namespace: 'other', name: 'pub', release: '1.0.0', blob, mediaType: 'helm', visibility: 'public' });
@@ -138,7 +139,7 @@ describe('access control', () => {
     });
 
     it('needs write, not read, to push to an existing package; write is enough to delete and move channels', async () => {
-      await server.registry.push({ namespace: 'team', name: 'lib', release: '1.0.0', blob: await tarGz(), mediaType: 'helm' });
+      await server.registry.push({ namespace: 'team', name: 'lib', release: '1.0.0', blob: await makeTarGz(), mediaType: 'helm' });
       const reader = bearer('tok-team-reader');
       expect((await server.api('GET', '/api/v1/packages/team/lib', { auth: reader })).status).to.equal(200);
       expect((await server.api('POST', '/api/v1/packages/team/lib', { auth: reader, json: await pushBody('2.0.0') })).status)
@@ -184,7 +185,7 @@ describe('access control', () => {
     const names = (res: { json: { name: string }[] }): string[] => res.json.map((p) => p.name).sort();
     before(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks() });
-      const blob = await tarGz();
+      const blob = await makeTarGz();
       const push = (namespace: string, name: string, visibility: 'public' | 'private') =>
         server.registry.push({ namespace, name, release: '1.0.0', blob, mediaType: 'helm', visibility });
       await push('acme', 'secret-app', 'private');
@@ -325,7 +326,7 @@ describe('access control', () => {
     let server: RegistryServer;
     before(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks() });
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz(), visibility: 'public' });
+      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
     });
     after(() => server.close());
 
@@ -377,7 +378,7 @@ describe('access control', () => {
     let server: RegistryServer;
     beforeEach(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks() });
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz(), visibility: 'public' });
+      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
     });
     afterEach(() => server.close());
     const set = (visibility: unknown, auth?: string, name = 'app') =>

@@ -1,7 +1,8 @@
 /** A caller allowed to create packages in a namespace, but not to write to existing ones (a "new packages only" robot). */
 import { expect } from 'chai';
 import type { AuthHooks } from '../../lib/index.js';
-import { startRegistry, tarGz, type RegistryServer } from './helpers.js';
+import { startRegistry, type RegistryServer } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 describe('a push allowed only by create permission', () => {
   let server: RegistryServer;
@@ -27,7 +28,7 @@ describe('a push allowed only by create permission', () => {
   afterEach(() => server.close());
 
   const push = async (release: string) => server.api('POST', '/api/v1/packages/acme/app', {
-    auth: 'Bearer creator', json: { release, media_type: 'helm', blob: (await tarGz()).toString('base64') },
+    auth: 'Bearer creator', json: { release, media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
   });
 
   it('creates a new package', async () => {
@@ -36,7 +37,7 @@ describe('a push allowed only by create permission', () => {
   });
 
   it('is refused (403) once the package exists', async () => {
-    await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await tarGz() });
+    await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await makeTarGz() });
     const res = await push('2.0.0');
     expect(res.status).to.equal(403);
     expect((await server.registry.packageManifests('acme', 'app')).map((m) => m.release)).to.deep.equal(['1.0.0']);
@@ -44,7 +45,7 @@ describe('a push allowed only by create permission', () => {
 
   it('is refused (403), not added, when someone else creates the package between the check and the write', async () => {
     createdMeanwhile = async () => {
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await tarGz() });
+      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await makeTarGz() });
     };
     const res = await push('2.0.0');
     expect(res.status).to.equal(403);

@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { checkUserFile, hashPassword, UserStore, writeUserFile, type UserFile, type UserStoreOptions } from '../../lib/index.js';
-import { basic, startRegistry, tarGz } from './helpers.js';
+import { basic, startRegistry } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
+import { apprRejection } from '../helpers/expect.js';
 
 const FAST = { ln: 10 };
 const SECRET = 'test-secret-0123456789abcdef';
@@ -25,16 +27,6 @@ async function file(): Promise<UserFile> {
       'acme+deployer': { password: await hashPassword('robot-pw', FAST), roles: { acme: 'write' } },
     },
   };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<ApprError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).to.be.instanceOf(ApprError);
-    return err as ApprError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('credential checks: cached failures and bounded hashing (user store)', () => {
@@ -105,7 +97,7 @@ describe('credential checks: failures limited per client and per user name (user
     });
     for (let i = 0; i < 3; i++) expect(await store.checkPassword('alice', `wrong-${i}`, '10.0.0.1')).to.equal(null);
     const hashed = store.hashStats.computed;
-    const err = await rejection(store.checkPassword('alice', 'alice-pw', '10.0.0.1'));
+    const err = await apprRejection(store.checkPassword('alice', 'alice-pw', '10.0.0.1'));
     expect(err.code).to.equal('too-many-requests');
     expect(Number(err.headers['Retry-After'])).to.be.within(1, 120);
     expect(err.details.retry_after).to.equal(Number(err.headers['Retry-After']));
@@ -118,7 +110,7 @@ describe('credential checks: failures limited per client and per user name (user
       failureLimits: { perClient: false, perUser: { failures: 3, windowSec: 60, blockSec: 60 } },
     });
     for (let i = 0; i < 3; i++) expect(await store.checkPassword('bob', `wrong-${i}`, `10.0.1.${i}`)).to.equal(null);
-    expect((await rejection(store.checkPassword('bob', 'bob-pw', '10.0.2.1'))).status).to.equal(429);
+    expect((await apprRejection(store.checkPassword('bob', 'bob-pw', '10.0.2.1'))).status).to.equal(429);
     expect((await store.checkPassword('alice', 'alice-pw', '10.0.2.1'))?.username).to.equal('alice');
   });
 
@@ -128,7 +120,7 @@ describe('credential checks: failures limited per client and per user name (user
     for (const name of ['bob', 'mallory']) {
       expect(await store.checkPassword(name, 'a')).to.equal(null);
       expect(await store.checkPassword(name, 'b')).to.equal(null);
-      expect((await rejection(store.checkPassword(name, 'c'))).code).to.equal('too-many-requests');
+      expect((await apprRejection(store.checkPassword(name, 'c'))).code).to.equal('too-many-requests');
     }
   });
 
@@ -139,7 +131,7 @@ describe('credential checks: failures limited per client and per user name (user
     expect((await store.checkPassword('alice', 'alice-pw', '10.0.0.9'))?.username).to.equal('alice');
     await store.checkPassword('alice', 'x', '10.0.0.9');
     await store.checkPassword('alice', 'y', '10.0.0.9');
-    expect((await rejection(store.checkPassword('alice', 'z', '10.0.0.9'))).status).to.equal(429);
+    expect((await apprRejection(store.checkPassword('alice', 'z', '10.0.0.9'))).status).to.equal(429);
     expect((await store.checkPassword('alice', 'alice-pw', '10.0.0.9'))?.username).to.equal('alice');
   });
 
@@ -194,8 +186,8 @@ describe('credential checks over HTTP', () => {
     });
     const server = await startRegistry({ auth: store.hooks() });
     try {
-      await server.registry.push({ namespace: 'alice', name: 'app', release: '1.0.0', blob: await tarGz(), visibility: 'private' });
-      await server.registry.push({ namespace: 'alice', name: 'pub', release: '1.0.0', blob: await tarGz() });
+      await server.registry.push({ namespace: 'alice', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'private' });
+      await server.registry.push({ namespace: 'alice', name: 'pub', release: '1.0.0', blob: await makeTarGz() });
       const show = (password: string) => server.api('GET', '/api/v1/packages/alice/app', { auth: basic('alice', password) });
       expect((await show('x')).status).to.equal(401);
       expect((await show('y')).status).to.equal(401);
@@ -227,7 +219,7 @@ describe('robot user names (Quay style org+name)', () => {
     try {
       const auth = basic('acme+deployer', 'robot-pw');
       const pushed = await server.api('POST', '/api/v1/packages/acme/app', {
-        auth, json: { release: '1.0.0', media_type: 'helm', blob: (await tarGz()).toString('base64') },
+        auth, json: { release: '1.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
       });
       expect(pushed.status, pushed.text).to.equal(200);
       const login = await server.api('POST', '/api/v1/users/login', {

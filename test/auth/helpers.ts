@@ -1,22 +1,12 @@
-/** Helpers for the access-control tests: a real Koa app on an ephemeral port, fetch-based requests, tarballs. */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+/** Helpers for the access-control tests: a registry on the shared test client (test/helpers/http.ts). */
 import Koa from 'koa';
 import { createApprRouter, type ApprRouterOptions } from '../../lib/index.js';
 import { Registry } from '../../lib/core/registry.js';
 import { MemoryStorage } from '../../lib/storage/memory.js';
-import { makeTarGz } from '../helpers/blobs.js';
+import { listen as listenOn, type RequestFn, type TestResponse } from '../helpers/http.js';
 
-export interface Reply {
-  status: number;
-  headers: Headers;
-  json: any;
-  text: string;
-}
-
-export interface Send {
-  (method: string, path: string, options?: { auth?: string; json?: unknown; body?: string; headers?: Record<string, string> }): Promise<Reply>;
-}
+export type Reply = TestResponse;
+export type Send = RequestFn;
 
 export interface Running {
   url: string;
@@ -26,43 +16,10 @@ export interface Running {
   send: Send;
 }
 
+/** Listen with `app` on an ephemeral port; `send` addresses the server's root. */
 export async function listen(app: Koa): Promise<Running> {
-  app.silent = true;
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://127.0.0.1:${port}`;
-  return {
-    url,
-    port,
-    send: (method, path, options = {}) => {
-      const headers: Record<string, string> = { ...options.headers };
-      if (options.auth !== undefined) headers.authorization = options.auth;
-      let body = options.body;
-      if (options.json !== undefined) {
-        body = JSON.stringify(options.json);
-        headers['content-type'] ??= 'application/json';
-      }
-      return request(url + path, method, headers, body);
-    },
-    close: () => new Promise<void>((resolve, reject) => {
-      server.close((err) => (err ? reject(err) : resolve()));
-      server.closeAllConnections();
-    }),
-  };
-}
-
-async function request(url: string, method: string, headers: Record<string, string>, body?: string): Promise<Reply> {
-  const res = await fetch(url, { method, headers, body, redirect: 'manual' });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, json, text };
+  const server = await listenOn(app);
+  return { url: server.url, port: Number(new URL(server.url).port), close: server.close, send: server.requestRoot };
 }
 
 export interface RegistryServer extends Running {
@@ -82,10 +39,6 @@ export async function startRegistry<P>(options: Omit<ApprRouterOptions<P>, 'stor
   app.use(router.routes()).use(router.allowedMethods());
   const running = await listen(app);
   return { ...running, registry, api: (method, path, options) => running.send(method, `/cnr${path}`, options) };
-}
-
-export function tarGz(files: Record<string, string> = { 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }): Promise<Buffer> {
-  return makeTarGz(files);
 }
 
 export const basic = (user: string, password: string, scheme = 'Basic'): string =>

@@ -1,7 +1,8 @@
 /** `POST /api/v1/users/login` and `POST /api/v1/users` (signup) with and without the host's hooks. */
 import { expect } from 'chai';
 import { ApprError, type AuthHooks } from '../../lib/index.js';
-import { startRegistry, tarGz, type RegistryServer } from './helpers.js';
+import { startRegistry, type RegistryServer } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 const USERS: Record<string, string> = { alice: 's3cret' };
 const TOKENS = new Map<string, string>();
@@ -43,7 +44,7 @@ describe('login and signup', () => {
     expect(res.status).to.equal(200);
     expect(res.json).to.have.all.keys('token');
     expect(res.json.token).to.match(/^Bearer t-alice-\d+$/);
-    const blob = (await tarGz()).toString('base64');
+    const blob = (await makeTarGz()).toString('base64');
     const push = await server.api('POST', '/api/v1/packages/alice/app', {
       auth: res.json.token, json: { release: '1.0.0', media_type: 'helm', blob },
     });

@@ -4,7 +4,8 @@
  */
 import { expect } from 'chai';
 import type { AuthHooks } from '../../lib/index.js';
-import { startRegistry, tarGz, type RegistryServer } from './helpers.js';
+import { startRegistry, type RegistryServer } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 type Who = 'owner' | 'stranger';
 const TOKENS: Record<string, Who> = { 'owner-token': 'owner', 'stranger-token': 'stranger' };
@@ -70,7 +71,7 @@ describe('section 11 permission matrix', () => {
 
   before(async () => {
     server = await startRegistry<Who>({ auth: hooks });
-    const blob = await tarGz();
+    const blob = await makeTarGz();
     for (const visibility of ['private', 'public'] as const) {
       await server.registry.push({ namespace: visibility, name: 'app', release: '1.0.0', blob, mediaType: 'helm', visibility });
       await server.registry.addChannelRelease(visibility, 'app', 'stable', '1.0.0');

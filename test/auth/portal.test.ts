@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import { MemoryStorage } from '../../lib/index.js';
 import { createPortalApp } from '../../examples/portal/app.js';
 import { Portal } from '../../examples/portal/portal.js';
-import { basic, listen, tarGz, type Running } from './helpers.js';
+import { basic, listen, type Running } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 describe('examples/portal', () => {
   let server: Running;
@@ -11,7 +12,7 @@ describe('examples/portal', () => {
   const push = async (auth: string | undefined, ns: string, name = 'chart', extra: Record<string, unknown> = {}) =>
     server.send('POST', `/cnr/api/v1/packages/${ns}/${name}`, {
       ...(auth ? { auth } : {}),
-      json: { release: '1.0.0', media_type: 'helm', blob: (await tarGz()).toString('base64'), ...extra },
+      json: { release: '1.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64'), ...extra },
     });
   const cliLogin = async (username: string, password: string): Promise<string> => {
     const res = await server.send('POST', '/cnr/api/v1/users/login', { json: { user: { username, password } } });

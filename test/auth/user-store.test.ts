@@ -7,7 +7,9 @@ import {
   checkUserFile, hashPassword, isPasswordHash, readUserFile, UserStore, verifyPassword, type UserFile,
 } from '../../lib/index.js';
 import { main as usersCli } from '../../lib/server/users.js';
-import { basic, startRegistry, tarGz } from './helpers.js';
+import { basic, startRegistry } from './helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
+import { rejection } from '../helpers/expect.js';
 
 const FAST = { ln: 10 };
 const SECRET = 'test-secret-0123456789abcdef';
@@ -257,7 +259,7 @@ describe('users.ts (the user file CLI)', () => {
 });
 
 describe('the user store in front of the registry', () => {
-  const blob = async () => (await tarGz()).toString('base64');
+  const blob = async () => (await makeTarGz()).toString('base64');
 
   async function start(extra: Partial<UserFile> = {}) {
     const store = new UserStore(await sampleFile(extra));
@@ -290,7 +292,7 @@ describe('the user store in front of the registry', () => {
   it('accepts Basic credentials in any case, and keeps private packages from users without a role', async () => {
     const { server } = await start();
     try {
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz(), visibility: 'private' });
+      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'private' });
       for (const scheme of ['Basic', 'basic']) {
         expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('alice', 'alice-pw', scheme) })).status)
           .to.equal(200);
@@ -307,8 +309,8 @@ describe('the user store in front of the registry', () => {
     for (const anonymousRead of [true, false]) {
       const { server } = await start({ anonymousRead });
       try {
-        await server.registry.push({ namespace: 'acme', name: 'pub', release: '1.0.0', blob: await tarGz(), visibility: 'public' });
-        await server.registry.push({ namespace: 'acme', name: 'priv', release: '1.0.0', blob: await tarGz(), visibility: 'private' });
+        await server.registry.push({ namespace: 'acme', name: 'pub', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
+        await server.registry.push({ namespace: 'acme', name: 'priv', release: '1.0.0', blob: await makeTarGz(), visibility: 'private' });
         expect((await server.api('GET', '/api/v1/packages/acme/pub')).status).to.equal(anonymousRead ? 200 : 401);
         expect((await server.api('GET', '/api/v1/packages/acme/priv')).status).to.equal(401);
         const list = await server.api('GET', '/api/v1/packages');
@@ -339,11 +341,5 @@ describe('the user store in front of the registry', () => {
 });
 
 async function expectReject(fn: () => Promise<unknown>, message: RegExp): Promise<void> {
-  try {
-    await fn();
-  } catch (err) {
-    expect((err as Error).message).to.match(message);
-    return;
-  }
-  expect.fail('expected a rejection');
+  expect((await rejection(fn())).message).to.match(message);
 }

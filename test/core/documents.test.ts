@@ -1,6 +1,10 @@
 import { expect } from 'chai';
+import { DocumentStore } from '../../lib/core/documents.js';
+import { ApprError, StorageUnavailableError } from '../../lib/errors.js';
 import { MemoryStorage, Registry, type GetResult } from '../../lib/index.js';
+import type { WriteCondition } from '../../lib/storage/types.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { rejection } from '../helpers/expect.js';
 
 /** MemoryStorage whose next GET of a key can be held until the test lets it go. */
 class SlowStorage extends MemoryStorage {
@@ -49,5 +53,133 @@ describe('package document cache', () => {
     await a.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob });
     const fresh = new Registry({ storage });
     expect((await fresh.packageManifests('ns', 'app')).map((m) => m.release)).to.deep.equal(['1.0.0', '1.1.0']);
+  });
+});
+
+/** MemoryStorage whose conditional writes always lose the race, as if another writer always got there first. */
+class LosingStorage extends MemoryStorage {
+  puts = 0;
+
+  override async put(_key: string, _body: Uint8Array, _options?: WriteCondition): Promise<string | null> {
+    this.puts += 1;
+    return null;
+  }
+}
+
+/**
+ * The document store under test, built in this one place: the store is driven only through its public `read`,
+ * `update` and `invalidate`, so a new constructor shape changes this function and nothing else.
+ */
+function documentStore(storage: MemoryStorage, options: { maxAttempts?: number; maxBytes?: number } = {}): DocumentStore {
+  // No back-off between attempts: the test is about the bound, not the jitter.
+  const cas = { baseDelayMs: 0, maxDelayMs: 0, ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }) };
+  return new DocumentStore(storage, {}, cas, options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes });
+}
+
+const KEY = 'packages/ns/app.json';
+
+async function stored(storage: MemoryStorage, key = KEY): Promise<string | null> {
+  const got = await storage.get(key);
+  return got && !got.notModified ? got.body.toString('utf8') : null;
+}
+
+describe('document store (lib/core/documents.ts)', () => {
+  describe('contention', () => {
+    it('gives up with 503 storage-unavailable after maxAttempts lost compare-and-swaps, having written nothing', async () => {
+      const storage = new LosingStorage();
+      const docs = documentStore(storage, { maxAttempts: 7 });
+      let calls = 0;
+      const err = await rejection(docs.update<{ n: number }, string>(KEY, (current) => {
+        calls += 1;
+        return { next: { n: (current?.n ?? 0) + 1 }, result: 'written' };
+      }));
+      expect(err).to.be.instanceOf(StorageUnavailableError);
+      expect((err as StorageUnavailableError).status).to.equal(503);
+      expect((err as StorageUnavailableError).code).to.equal('storage-unavailable');
+      expect(storage.puts, 'one conditional PUT per attempt').to.equal(7);
+      expect(calls, 'the update function ran once per attempt').to.equal(7);
+      expect(await stored(storage)).to.equal(null);
+      expect(await docs.read(KEY)).to.equal(null);
+    });
+
+    it('leaves the stored document as it was when every attempt to change it loses', async () => {
+      const storage = new LosingStorage();
+      await MemoryStorage.prototype.put.call(storage, KEY, Buffer.from('{"n":1}'), { ifNoneMatch: '*' });
+      const docs = documentStore(storage, { maxAttempts: 3 });
+      const err = await rejection(docs.update<{ n: number }, void>(KEY, (current) => ({ next: { n: (current?.n ?? 0) + 1 }, result: undefined })));
+      expect(err).to.be.instanceOf(StorageUnavailableError);
+      expect(storage.puts).to.equal(3);
+      expect(await stored(storage)).to.equal('{"n":1}');
+      expect(await docs.read(KEY)).to.deep.equal({ n: 1 });
+    });
+  });
+
+  describe('a stored document that is not JSON', () => {
+    for (const [label, bytes] of [
+      ['truncated JSON', '{"releases": {"1.0.0": '],
+      ['an empty file', ''],
+      ['binary garbage', '\u0000\u00ff\u00fe'],
+    ] as const) {
+      it(`answers 503 storage-unavailable to a read of ${label}, and does not crash`, async () => {
+        const storage = new MemoryStorage();
+        await storage.put(KEY, Buffer.from(bytes, 'latin1'));
+        const err = await rejection(documentStore(storage).read(KEY));
+        expect(err).to.be.instanceOf(StorageUnavailableError);
+        expect((err as StorageUnavailableError).status).to.equal(503);
+      });
+    }
+
+    it('answers 503 to an update of a corrupt document without calling the update function or overwriting it', async () => {
+      const storage = new MemoryStorage();
+      await storage.put(KEY, Buffer.from('{"n": '));
+      let calls = 0;
+      const err = await rejection(documentStore(storage).update<{ n: number }, void>(KEY, () => {
+        calls += 1;
+        return { next: { n: 1 }, result: undefined };
+      }));
+      expect(err).to.be.instanceOf(StorageUnavailableError);
+      expect(calls).to.equal(0);
+      expect(await stored(storage), 'the corrupt bytes are kept for an operator to inspect').to.equal('{"n": ');
+    });
+
+    it('answers 503 when a cached document is replaced in storage by bytes that are not JSON', async () => {
+      const storage = new MemoryStorage();
+      const docs = documentStore(storage);
+      await docs.update(KEY, () => ({ next: { n: 1 }, result: undefined }));
+      expect(await docs.read(KEY)).to.deep.equal({ n: 1 }); // cached
+      await storage.put(KEY, Buffer.from('not json')); // another writer, or a broken disk
+      expect(await rejection(docs.read(KEY))).to.be.instanceOf(StorageUnavailableError);
+      docs.invalidate(KEY);
+      expect(await rejection(docs.read(KEY))).to.be.instanceOf(StorageUnavailableError);
+    });
+  });
+
+  describe('size cap (maxBytes)', () => {
+    // A document's size is that of its JSON: {"pad":"<n characters>"} is n + 10 bytes.
+    const padded = (bytes: number) => ({ pad: 'x'.repeat(bytes - 10) });
+
+    it('answers 422 invalid-parameters to a write past maxBytes and writes nothing', async () => {
+      const storage = new MemoryStorage();
+      const docs = documentStore(storage, { maxBytes: 100 });
+      const err = await rejection(docs.update(KEY, () => ({ next: padded(101), result: undefined })));
+      expect(err).to.be.instanceOf(ApprError);
+      expect((err as ApprError).status).to.equal(422);
+      expect((err as ApprError).code).to.equal('invalid-parameters');
+      expect((err as ApprError).details).to.deep.equal({ limit: 100 });
+      expect(await stored(storage)).to.equal(null);
+      expect(await docs.read(KEY)).to.equal(null);
+    });
+
+    it('keeps the stored document when a change would make it larger than maxBytes', async () => {
+      const storage = new MemoryStorage();
+      const docs = documentStore(storage, { maxBytes: 100 });
+      await docs.update(KEY, () => ({ next: padded(100), result: undefined })); // exactly the cap: accepted
+      const before = await stored(storage);
+      expect(before).to.have.length(100);
+      const err = await rejection(docs.update(KEY, () => ({ next: padded(101), result: undefined })));
+      expect((err as ApprError).code).to.equal('invalid-parameters');
+      expect(await stored(storage)).to.equal(before);
+      expect(await docs.read(KEY)).to.deep.equal(padded(100));
+    });
   });
 });

@@ -1,4 +1,4 @@
-import assert from 'node:assert/strict';
+import { expect } from 'chai';
 
 import { ApprError } from '../../lib/errors.js';
 import {
@@ -9,6 +9,7 @@ import {
   sortReleasesDesc,
 } from '../../lib/core/release.js';
 import { selectRelease } from '../../lib/core/selector.js';
+import { expectTruthy } from '../helpers/expect.js';
 import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
 
 /** The releases of docs/api.md section 5's test vectors. */
@@ -44,11 +45,11 @@ function expectInvalidRelease(fn: () => unknown, version: unknown): ApprError {
   } catch (err) {
     caught = err;
   }
-  assert.ok(caught instanceof ApprError, `expected ${JSON.stringify(version)} to be rejected`);
+  expect(caught instanceof ApprError, `expected ${JSON.stringify(version)} to be rejected`).to.equal(true);
   const err = caught as ApprError;
-  assert.equal(err.code, 'invalid-release');
-  assert.equal(err.status, 422);
-  assert.deepEqual(err.details, { version });
+  expect(err.code).to.equal('invalid-release');
+  expect(err.status).to.equal(422);
+  expect(err.details).to.deep.equal({ version });
   return err;
 }
 
@@ -73,8 +74,8 @@ describe('core/release', () => {
     ];
     for (const v of valid) {
       it(`accepts ${JSON.stringify(v)} and returns it unchanged`, () => {
-        assert.equal(parseRelease(v), v);
-        assert.equal(isExactRelease(v), true);
+        expect(parseRelease(v)).to.equal(v);
+        expect(isExactRelease(v)).to.equal(true);
       });
     }
 
@@ -113,15 +114,15 @@ describe('core/release', () => {
     for (const v of invalid) {
       it(`rejects ${JSON.stringify(v)} with invalid-release and details {version}`, () => {
         const err = expectInvalidRelease(() => parseRelease(v), v);
-        assert.ok(err.message.includes(JSON.stringify(v)));
-        assert.equal(isExactRelease(v), false);
+        expect(err.message.includes(JSON.stringify(v))).to.equal(true);
+        expect(isExactRelease(v)).to.equal(false);
       });
     }
 
     it('explains why a release is invalid', () => {
-      assert.match(expectInvalidRelease(() => parseRelease('v1.0.0'), 'v1.0.0').message, /leading "v"/);
-      assert.match(expectInvalidRelease(() => parseRelease('1.0.0-01'), '1.0.0-01').message, /leading zero/);
-      assert.match(expectInvalidRelease(() => parseRelease('1.0'), '1.0').message, /three numbers/);
+      expect(expectInvalidRelease(() => parseRelease('v1.0.0'), 'v1.0.0').message).to.match(/leading "v"/);
+      expect(expectInvalidRelease(() => parseRelease('1.0.0-01'), '1.0.0-01').message).to.match(/leading zero/);
+      expect(expectInvalidRelease(() => parseRelease('1.0'), '1.0').message).to.match(/three numbers/);
     });
 
     it('rejects a non-string at runtime', () => {
@@ -149,32 +150,32 @@ describe('core/release', () => {
       ];
       for (let i = 0; i < chain.length - 1; i++) {
         const [lo, hi] = [chain[i]!, chain[i + 1]!];
-        assert.ok(compareReleases(lo, hi) < 0, `${lo} < ${hi}`);
-        assert.ok(compareReleases(hi, lo) > 0, `${hi} > ${lo}`);
+        expect(compareReleases(lo, hi), `${lo} < ${hi}`).to.be.lessThan(0);
+        expect(compareReleases(hi, lo), `${hi} > ${lo}`).to.be.greaterThan(0);
       }
     });
 
     it('compares numbers numerically, up to 2^53 - 1', () => {
-      assert.ok(compareReleases('9007199254740991.0.0', '9007199254740990.0.0') > 0);
-      assert.ok(compareReleases('1.0.0-rc.9007199254740991', '1.0.0-rc.900719925474099') > 0);
-      assert.ok(compareReleases('10.0.0', '9.0.0') > 0);
+      expect(compareReleases('9007199254740991.0.0', '9007199254740990.0.0')).to.be.greaterThan(0);
+      expect(compareReleases('1.0.0-rc.9007199254740991', '1.0.0-rc.900719925474099')).to.be.greaterThan(0);
+      expect(compareReleases('10.0.0', '9.0.0')).to.be.greaterThan(0);
     });
 
     it('ranks numeric pre-release identifiers below alphanumeric ones', () => {
-      assert.ok(compareReleases('1.0.0-999', '1.0.0-a') < 0);
-      assert.ok(compareReleases('1.0.0-0a', '1.0.0-1') > 0);
+      expect(compareReleases('1.0.0-999', '1.0.0-a')).to.be.lessThan(0);
+      expect(compareReleases('1.0.0-0a', '1.0.0-1')).to.be.greaterThan(0);
     });
 
     it('ignores build metadata for precedence', () => {
-      assert.ok(compareReleases('1.0.0+zzz', '1.0.1+aaa') < 0);
-      assert.ok(compareReleases('1.0.0-rc.1+zzz', '1.0.0+aaa') < 0);
+      expect(compareReleases('1.0.0+zzz', '1.0.1+aaa')).to.be.lessThan(0);
+      expect(compareReleases('1.0.0-rc.1+zzz', '1.0.0+aaa')).to.be.lessThan(0);
     });
 
     it('breaks build-only ties by plain string order (no build first), and is 0 only for identical releases', () => {
-      assert.ok(compareReleases('1.0.0', '1.0.0+b') < 0);
-      assert.ok(compareReleases('1.0.0+a', '1.0.0+b') < 0);
-      assert.ok(compareReleases('1.0.0+b', '1.0.0+a') > 0);
-      assert.equal(compareReleases('1.0.0+b', '1.0.0+b'), 0);
+      expect(compareReleases('1.0.0', '1.0.0+b')).to.be.lessThan(0);
+      expect(compareReleases('1.0.0+a', '1.0.0+b')).to.be.lessThan(0);
+      expect(compareReleases('1.0.0+b', '1.0.0+a')).to.be.greaterThan(0);
+      expect(compareReleases('1.0.0+b', '1.0.0+b')).to.equal(0);
     });
 
     it('throws invalid-release for a non-SemVer argument', () => {
@@ -186,7 +187,7 @@ describe('core/release', () => {
   describe('sortReleasesDesc', () => {
     it('sorts highest first, pre-releases below their release', () => {
       const input = ['0.5.0', '0.8.0-rc', '0.1.0', '0.3.2-rc', '0.7.0', '0.3.0', '0.5.2-rc', '0.10.0'];
-      assert.deepEqual(sortReleasesDesc(input), [
+      expect(sortReleasesDesc(input)).to.deep.equal([
         '0.10.0',
         '0.8.0-rc',
         '0.7.0',
@@ -200,14 +201,14 @@ describe('core/release', () => {
 
     it('accepts any iterable and does not mutate an array input', () => {
       const input = ['1.0.0', '2.0.0'];
-      assert.deepEqual(sortReleasesDesc(new Set(input)), ['2.0.0', '1.0.0']);
-      assert.deepEqual(input, ['1.0.0', '2.0.0']);
-      assert.deepEqual(sortReleasesDesc([]), []);
+      expect(sortReleasesDesc(new Set(input))).to.deep.equal(['2.0.0', '1.0.0']);
+      expect(input).to.deep.equal(['1.0.0', '2.0.0']);
+      expect(sortReleasesDesc([])).to.deep.equal([]);
     });
 
     it('orders build-only ties deterministically whatever the input order', () => {
-      assert.deepEqual(sortReleasesDesc(['1.0.0+a', '1.0.0', '1.0.0+b']), ['1.0.0+b', '1.0.0+a', '1.0.0']);
-      assert.deepEqual(sortReleasesDesc(['1.0.0+b', '1.0.0+a', '1.0.0']), ['1.0.0+b', '1.0.0+a', '1.0.0']);
+      expect(sortReleasesDesc(['1.0.0+a', '1.0.0', '1.0.0+b'])).to.deep.equal(['1.0.0+b', '1.0.0+a', '1.0.0']);
+      expect(sortReleasesDesc(['1.0.0+b', '1.0.0+a', '1.0.0'])).to.deep.equal(['1.0.0+b', '1.0.0+a', '1.0.0']);
     });
   });
 
@@ -216,27 +217,27 @@ describe('core/release', () => {
       const vectors = SECTION5_VECTORS;
       for (const [selector, expected] of vectors) {
         it(`section 5: ${selector} resolves to ${String(expected)}`, () => {
-          assert.equal(selectRelease(selector, SECTION5), expected);
+          expect(selectRelease(selector, SECTION5)).to.equal(expected);
         });
       }
 
       it('section 14: >1.2 over 0.0.1, 1.0.1, 2.0.1 resolves to 2.0.1', () => {
-        assert.equal(selectRelease('>1.2', ['0.0.1', '1.0.1', '2.0.1']), '2.0.1');
+        expect(selectRelease('>1.2', ['0.0.1', '1.0.1', '2.0.1'])).to.equal('2.0.1');
       });
     });
 
     describe('default', () => {
       it('an absent, empty or "default" selector picks the highest release, pre-releases included', () => {
-        assert.equal(selectRelease(undefined, SECTION5), '0.8.0-rc');
-        assert.equal(selectRelease('', SECTION5), '0.8.0-rc');
-        assert.equal(selectRelease('default', SECTION5), '0.8.0-rc');
-        assert.equal(selectRelease('default', ['1.0.0', '0.9.0']), '1.0.0');
+        expect(selectRelease(undefined, SECTION5)).to.equal('0.8.0-rc');
+        expect(selectRelease('', SECTION5)).to.equal('0.8.0-rc');
+        expect(selectRelease('default', SECTION5)).to.equal('0.8.0-rc');
+        expect(selectRelease('default', ['1.0.0', '0.9.0'])).to.equal('1.0.0');
       });
 
       it('returns null when there is no release', () => {
-        assert.equal(selectRelease('default', []), null);
-        assert.equal(selectRelease(undefined, new Set<string>()), null);
-        assert.equal(selectRelease('>=0.0.0', []), null);
+        expect(selectRelease('default', [])).to.equal(null);
+        expect(selectRelease(undefined, new Set<string>())).to.equal(null);
+        expect(selectRelease('>=0.0.0', [])).to.equal(null);
       });
 
       it('only the exact word "default" is the keyword', () => {
@@ -248,83 +249,83 @@ describe('core/release', () => {
 
     describe('exact and comparison operators', () => {
       it('1.2.3, =1.2.3 and ==1.2.3 select exactly that release', () => {
-        for (const s of ['1.2.3', '=1.2.3', '==1.2.3']) assert.deepEqual(matching(s), ['1.2.3']);
+        for (const s of ['1.2.3', '=1.2.3', '==1.2.3']) expect(matching(s)).to.deep.equal(['1.2.3']);
       });
 
       it('!=1.2.3 selects every stable release but 1.2.3', () => {
-        assert.deepEqual(matching('!=1.2.3'), STABLE_POOL.filter((r) => r !== '1.2.3'));
-        assert.equal(selectRelease('!=2.1.0', POOL), '2.0.0');
+        expect(matching('!=1.2.3')).to.deep.equal(STABLE_POOL.filter((r) => r !== '1.2.3'));
+        expect(selectRelease('!=2.1.0', POOL)).to.equal('2.0.0');
       });
 
       it('<, <=, >, >= compare by precedence', () => {
-        assert.deepEqual(matching('<1.2.0'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0']);
-        assert.deepEqual(matching('<=1.2.0'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.2.0']);
-        assert.deepEqual(matching('>1.2.0'), ['1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
-        assert.deepEqual(matching('>=1.2.0'), ['1.2.0', '1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
+        expect(matching('<1.2.0')).to.deep.equal(['0.9.0', '1.0.0', '1.0.1', '1.1.0']);
+        expect(matching('<=1.2.0')).to.deep.equal(['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.2.0']);
+        expect(matching('>1.2.0')).to.deep.equal(['1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
+        expect(matching('>=1.2.0')).to.deep.equal(['1.2.0', '1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
       });
 
       it('comma-separated clauses are ANDed', () => {
-        assert.deepEqual(matching('>=1.0.1,<1.2.4,!=1.1.0'), ['1.0.1', '1.2.0', '1.2.3']);
-        assert.equal(selectRelease('>=1.0.1,<1.2.4', POOL), '1.2.3');
-        assert.equal(selectRelease('>2.0.0,<2.1.0', POOL), null);
+        expect(matching('>=1.0.1,<1.2.4,!=1.1.0')).to.deep.equal(['1.0.1', '1.2.0', '1.2.3']);
+        expect(selectRelease('>=1.0.1,<1.2.4', POOL)).to.equal('1.2.3');
+        expect(selectRelease('>2.0.0,<2.1.0', POOL)).to.equal(null);
       });
 
       it('partial bounds: >1 means >=2.0.0, >1.2 means >=1.3.0, <=1 means <2.0.0, <=1.2 means <1.3.0, <1.2 means <1.2.0', () => {
-        assert.deepEqual(matching('>1'), ['2.0.0', '2.1.0']);
-        assert.deepEqual(matching('>1.2'), ['1.3.0', '2.0.0', '2.1.0']);
-        assert.deepEqual(matching('<=1'), STABLE_POOL.filter((r) => r < '2'));
-        assert.deepEqual(matching('<=1.2'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4']);
-        assert.deepEqual(matching('<1.2'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0']);
-        assert.deepEqual(matching('>=1.2'), ['1.2.0', '1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
+        expect(matching('>1')).to.deep.equal(['2.0.0', '2.1.0']);
+        expect(matching('>1.2')).to.deep.equal(['1.3.0', '2.0.0', '2.1.0']);
+        expect(matching('<=1')).to.deep.equal(STABLE_POOL.filter((r) => r < '2'));
+        expect(matching('<=1.2')).to.deep.equal(['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4']);
+        expect(matching('<1.2')).to.deep.equal(['0.9.0', '1.0.0', '1.0.1', '1.1.0']);
+        expect(matching('>=1.2')).to.deep.equal(['1.2.0', '1.2.3', '1.2.4', '1.3.0', '2.0.0', '2.1.0']);
       });
     });
 
     describe('caret, tilde and compatible release', () => {
       it('^1.2.3 allows the same major: >=1.2.3,<2.0.0', () => {
-        assert.deepEqual(matching('^1.2.3'), ['1.2.3', '1.2.4', '1.3.0']);
-        assert.deepEqual(matching('^1.2'), ['1.2.0', '1.2.3', '1.2.4', '1.3.0']);
-        assert.deepEqual(matching('^1'), ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0']);
+        expect(matching('^1.2.3')).to.deep.equal(['1.2.3', '1.2.4', '1.3.0']);
+        expect(matching('^1.2')).to.deep.equal(['1.2.0', '1.2.3', '1.2.4', '1.3.0']);
+        expect(matching('^1')).to.deep.equal(['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0']);
       });
 
       it('^0.2.3 allows the same minor: >=0.2.3,<0.3.0', () => {
-        assert.deepEqual(matching('^0.2.3', ['0.2.2', '0.2.3', '0.2.9', '0.3.0', '1.0.0']), ['0.2.3', '0.2.9']);
-        assert.deepEqual(matching('^0.2', ['0.1.9', '0.2.0', '0.2.9', '0.3.0']), ['0.2.0', '0.2.9']);
+        expect(matching('^0.2.3', ['0.2.2', '0.2.3', '0.2.9', '0.3.0', '1.0.0'])).to.deep.equal(['0.2.3', '0.2.9']);
+        expect(matching('^0.2', ['0.1.9', '0.2.0', '0.2.9', '0.3.0'])).to.deep.equal(['0.2.0', '0.2.9']);
       });
 
       it('^0.0.3 allows only the same patch: >=0.0.3,<0.0.4', () => {
-        assert.deepEqual(matching('^0.0.3', ['0.0.2', '0.0.3', '0.0.4', '0.1.0']), ['0.0.3']);
+        expect(matching('^0.0.3', ['0.0.2', '0.0.3', '0.0.4', '0.1.0'])).to.deep.equal(['0.0.3']);
       });
 
       it('^0 and ^0.0 only match 0.0.0', () => {
         // semantic_version fills the partial with zeros first, so ^0 is >=0.0.0,<0.0.1 (npm would say <1.0.0)
-        assert.deepEqual(matching('^0', ['0.0.0', '0.0.1', '0.5.0', '1.0.0']), ['0.0.0']);
-        assert.deepEqual(matching('^0.0', ['0.0.0', '0.0.1', '0.5.0']), ['0.0.0']);
+        expect(matching('^0', ['0.0.0', '0.0.1', '0.5.0', '1.0.0'])).to.deep.equal(['0.0.0']);
+        expect(matching('^0.0', ['0.0.0', '0.0.1', '0.5.0'])).to.deep.equal(['0.0.0']);
       });
 
       it('~1.2.3 and ~1.2 allow patch updates only; ~1 allows minor updates', () => {
-        assert.deepEqual(matching('~1.2.3'), ['1.2.3', '1.2.4']);
-        assert.deepEqual(matching('~1.2'), ['1.2.0', '1.2.3', '1.2.4']);
-        assert.deepEqual(matching('~1'), ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0']);
+        expect(matching('~1.2.3')).to.deep.equal(['1.2.3', '1.2.4']);
+        expect(matching('~1.2')).to.deep.equal(['1.2.0', '1.2.3', '1.2.4']);
+        expect(matching('~1')).to.deep.equal(['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0']);
       });
 
       it('~=1.4.5 is >=1.4.5,<1.5.0', () => {
-        assert.deepEqual(matching('~=1.4.5', ['1.4.4', '1.4.5', '1.4.9', '1.5.0', '2.0.0']), ['1.4.5', '1.4.9']);
+        expect(matching('~=1.4.5', ['1.4.4', '1.4.5', '1.4.9', '1.5.0', '2.0.0'])).to.deep.equal(['1.4.5', '1.4.9']);
       });
 
       it('~=1.4 is >=1.4.0,<2.0.0, wider than ~1.4', () => {
         const pool = ['1.3.9', '1.4.0', '1.4.9', '1.5.0', '1.9.0', '2.0.0'];
-        assert.deepEqual(matching('~=1.4', pool), ['1.4.0', '1.4.9', '1.5.0', '1.9.0']);
-        assert.deepEqual(matching('~1.4', pool), ['1.4.0', '1.4.9']);
-        assert.deepEqual(matching('~=1', pool), ['1.3.9', '1.4.0', '1.4.9', '1.5.0', '1.9.0']);
+        expect(matching('~=1.4', pool)).to.deep.equal(['1.4.0', '1.4.9', '1.5.0', '1.9.0']);
+        expect(matching('~1.4', pool)).to.deep.equal(['1.4.0', '1.4.9']);
+        expect(matching('~=1', pool)).to.deep.equal(['1.3.9', '1.4.0', '1.4.9', '1.5.0', '1.9.0']);
       });
 
       it('the upper bound of ^, ~ and ~= excludes the pre-releases of that bound', () => {
-        assert.deepEqual(matching('^1.2.3-', ['1.9.0', '2.0.0-rc.1', '2.0.0']), ['1.9.0']);
-        assert.deepEqual(matching('~1.2.3-', ['1.2.9', '1.3.0-rc.1', '1.3.0']), ['1.2.9']);
+        expect(matching('^1.2.3-', ['1.9.0', '2.0.0-rc.1', '2.0.0'])).to.deep.equal(['1.9.0']);
+        expect(matching('~1.2.3-', ['1.2.9', '1.3.0-rc.1', '1.3.0'])).to.deep.equal(['1.2.9']);
       });
 
       it('^1.2.3-rc runs from the pre-release to <2.0.0', () => {
-        assert.deepEqual(matching('^1.2.3-rc', ['1.2.2', '1.2.3-alpha', '1.2.3-rc', '1.2.3', '1.9.0', '2.0.0-rc']), [
+        expect(matching('^1.2.3-rc', ['1.2.2', '1.2.3-alpha', '1.2.3-rc', '1.2.3', '1.9.0', '2.0.0-rc'])).to.deep.equal([
           '1.2.3-rc',
           '1.2.3',
           '1.9.0',
@@ -333,13 +334,13 @@ describe('core/release', () => {
 
       it('^1.0.0-rc matches nothing at all', () => {
         // semantic_version: next_major of a x.0.0 pre-release is x.0.0, and <1.0.0 excludes 1.0.0's pre-releases
-        assert.equal(selectRelease('^1.0.0-rc', ['1.0.0-rc', '1.0.0-rc.2', '1.0.0', '1.5.0']), null);
+        expect(selectRelease('^1.0.0-rc', ['1.0.0-rc', '1.0.0-rc.2', '1.0.0', '1.5.0'])).to.equal(null);
         // same for ~ of an x.y.0 pre-release
-        assert.equal(selectRelease('~1.2.0-rc', ['1.2.0-rc', '1.2.0-rc.2', '1.2.0', '1.2.5']), null);
+        expect(selectRelease('~1.2.0-rc', ['1.2.0-rc', '1.2.0-rc.2', '1.2.0', '1.2.5'])).to.equal(null);
       });
 
       it('~1.2.3-rc.1 runs from the pre-release to <1.3.0', () => {
-        assert.deepEqual(matching('~1.2.3-rc.1', ['1.2.3-rc.0', '1.2.3-rc.1', '1.2.3-rc.2', '1.2.3', '1.2.9', '1.3.0']), [
+        expect(matching('~1.2.3-rc.1', ['1.2.3-rc.0', '1.2.3-rc.1', '1.2.3-rc.2', '1.2.3', '1.2.9', '1.3.0'])).to.deep.equal([
           '1.2.3-rc.1',
           '1.2.3-rc.2',
           '1.2.3',
@@ -351,29 +352,29 @@ describe('core/release', () => {
     describe('partial versions and wildcards', () => {
       it('1.* and 1 mean >=1.0.0,<2.0.0', () => {
         const expected = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '1.2.3', '1.2.4', '1.3.0'];
-        assert.deepEqual(matching('1.*'), expected);
-        assert.deepEqual(matching('1'), expected);
-        assert.deepEqual(matching('==1.*'), expected);
-        assert.equal(selectRelease('1.*', POOL), '1.3.0');
+        expect(matching('1.*')).to.deep.equal(expected);
+        expect(matching('1')).to.deep.equal(expected);
+        expect(matching('==1.*')).to.deep.equal(expected);
+        expect(selectRelease('1.*', POOL)).to.equal('1.3.0');
       });
 
       it('1.2.* and 1.2 mean >=1.2.0,<1.3.0', () => {
-        assert.deepEqual(matching('1.2.*'), ['1.2.0', '1.2.3', '1.2.4']);
-        assert.deepEqual(matching('1.2'), ['1.2.0', '1.2.3', '1.2.4']);
-        assert.equal(selectRelease('=1.2', POOL), '1.2.4');
+        expect(matching('1.2.*')).to.deep.equal(['1.2.0', '1.2.3', '1.2.4']);
+        expect(matching('1.2')).to.deep.equal(['1.2.0', '1.2.3', '1.2.4']);
+        expect(selectRelease('=1.2', POOL)).to.equal('1.2.4');
       });
 
       it('* matches every stable release; *- every release', () => {
-        assert.deepEqual(matching('*'), STABLE_POOL);
-        assert.deepEqual(matching('>=*'), STABLE_POOL);
-        assert.equal(selectRelease('*', SECTION5), '0.7.0');
-        assert.equal(selectRelease('*-', SECTION5), '0.8.0-rc');
+        expect(matching('*')).to.deep.equal(STABLE_POOL);
+        expect(matching('>=*')).to.deep.equal(STABLE_POOL);
+        expect(selectRelease('*', SECTION5)).to.equal('0.7.0');
+        expect(selectRelease('*-', SECTION5)).to.equal('0.8.0-rc');
       });
 
       it('numbers after a * are ignored', () => {
         // semantic_version: a * ends the version, 1.*.3 is 1 and *.2 is *
-        assert.deepEqual(matching('1.*.3'), matching('1'));
-        assert.deepEqual(matching('*.2'), STABLE_POOL);
+        expect(matching('1.*.3')).to.deep.equal(matching('1'));
+        expect(matching('*.2')).to.deep.equal(STABLE_POOL);
       });
 
       it('x and X are not wildcards', () => {
@@ -385,96 +386,96 @@ describe('core/release', () => {
         for (const s of ['<*', '<=*', '>*', '!=*', '^*', '~*', '~=*']) {
           expectInvalidRelease(() => selectRelease(s, POOL), s);
         }
-        assert.equal(selectRelease('=*', POOL), '2.1.0');
-        assert.equal(selectRelease('==*', POOL), '2.1.0');
+        expect(selectRelease('=*', POOL)).to.equal('2.1.0');
+        expect(selectRelease('==*', POOL)).to.equal('2.1.0');
       });
 
       it('!=1.2 and !=1 exclude a whole minor or major series', () => {
-        assert.deepEqual(matching('!=1.2'), ['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.3.0', '2.0.0', '2.1.0']);
-        assert.deepEqual(matching('!=1'), ['0.9.0', '2.0.0', '2.1.0']);
-        assert.deepEqual(matching('!=1.*'), ['0.9.0', '2.0.0', '2.1.0']);
+        expect(matching('!=1.2')).to.deep.equal(['0.9.0', '1.0.0', '1.0.1', '1.1.0', '1.3.0', '2.0.0', '2.1.0']);
+        expect(matching('!=1')).to.deep.equal(['0.9.0', '2.0.0', '2.1.0']);
+        expect(matching('!=1.*')).to.deep.equal(['0.9.0', '2.0.0', '2.1.0']);
       });
 
       it('a partial version may end in an empty - or + but carry no pre-release or build', () => {
-        assert.equal(selectRelease('>=0.3-', SECTION5), '0.8.0-rc');
-        assert.equal(selectRelease('0.5-', SECTION5), '0.5.2-rc');
-        assert.equal(selectRelease('1.2+', POOL), '1.2.4');
+        expect(selectRelease('>=0.3-', SECTION5)).to.equal('0.8.0-rc');
+        expect(selectRelease('0.5-', SECTION5)).to.equal('0.5.2-rc');
+        expect(selectRelease('1.2+', POOL)).to.equal('1.2.4');
         for (const s of ['1.2-rc', '1-rc', '*-rc', '1.2+b5', '>=1.2-rc']) expectInvalidRelease(() => selectRelease(s, POOL), s);
       });
     });
 
     describe('pre-releases', () => {
       it('are candidates only if the selector contains a -', () => {
-        assert.equal(selectRelease('>=1.0.0', ['1.0.0', '1.1.0-rc']), '1.0.0');
-        assert.equal(selectRelease('>=1.0.0-', ['1.0.0', '1.1.0-rc']), '1.1.0-rc');
-        assert.equal(selectRelease('==1.1.0-rc', ['1.0.0', '1.1.0-rc']), '1.1.0-rc');
-        assert.equal(selectRelease('>=1.0.0', ['1.1.0-rc']), null);
+        expect(selectRelease('>=1.0.0', ['1.0.0', '1.1.0-rc'])).to.equal('1.0.0');
+        expect(selectRelease('>=1.0.0-', ['1.0.0', '1.1.0-rc'])).to.equal('1.1.0-rc');
+        expect(selectRelease('==1.1.0-rc', ['1.0.0', '1.1.0-rc'])).to.equal('1.1.0-rc');
+        expect(selectRelease('>=1.0.0', ['1.1.0-rc'])).to.equal(null);
       });
 
       it('a - in any clause opens every clause to pre-releases', () => {
-        assert.equal(selectRelease('>=1.0.0,<3.0.0-', POOL), '2.1.0');
-        assert.equal(selectRelease('<2.0.0,>=0.0.0-', POOL), '1.3.0');
-        assert.equal(selectRelease('!=2.0.0-rc.1,<2.0.0-', POOL), '1.3.0');
+        expect(selectRelease('>=1.0.0,<3.0.0-', POOL)).to.equal('2.1.0');
+        expect(selectRelease('<2.0.0,>=0.0.0-', POOL)).to.equal('1.3.0');
+        expect(selectRelease('!=2.0.0-rc.1,<2.0.0-', POOL)).to.equal('1.3.0');
       });
 
       it('<1.0.0 excludes 1.0.0 pre-releases; <1.0.0- includes them', () => {
         // semantic_version's "natural" policy: 1.0.0-rc precedes 1.0.0 but <1.0.0 still rejects it
-        assert.equal(selectRelease('<1.0.0,>=0-', ['0.9.0', '1.0.0-rc.1']), '0.9.0');
-        assert.equal(selectRelease('<1.0.0-', ['0.9.0', '1.0.0-rc.1']), '1.0.0-rc.1');
-        assert.equal(selectRelease('<1-', ['0.9.0', '1.0.0-rc.1']), '1.0.0-rc.1');
+        expect(selectRelease('<1.0.0,>=0-', ['0.9.0', '1.0.0-rc.1'])).to.equal('0.9.0');
+        expect(selectRelease('<1.0.0-', ['0.9.0', '1.0.0-rc.1'])).to.equal('1.0.0-rc.1');
+        expect(selectRelease('<1-', ['0.9.0', '1.0.0-rc.1'])).to.equal('1.0.0-rc.1');
       });
 
       it('<=1.0.0 includes 1.0.0 pre-releases once a - opens them', () => {
         // semantic_version: unlike <, <= has no "natural" exception
-        assert.equal(selectRelease('<=1.0.0', ['1.0.0-rc.1']), null);
-        assert.equal(selectRelease('<=1.0.0-', ['1.0.0-rc.1']), '1.0.0-rc.1');
-        assert.equal(selectRelease('<=1.0.0,>=0-', ['1.0.0-rc.1']), '1.0.0-rc.1');
+        expect(selectRelease('<=1.0.0', ['1.0.0-rc.1'])).to.equal(null);
+        expect(selectRelease('<=1.0.0-', ['1.0.0-rc.1'])).to.equal('1.0.0-rc.1');
+        expect(selectRelease('<=1.0.0,>=0-', ['1.0.0-rc.1'])).to.equal('1.0.0-rc.1');
       });
 
       it('<=1 excludes 2.0.0 pre-releases even with a trailing -', () => {
         // semantic_version: <=1 becomes <2.0.0 and the trailing - does not change its policy
-        assert.equal(selectRelease('<=1-', ['1.5.0-rc', '2.0.0-rc.1']), '1.5.0-rc');
+        expect(selectRelease('<=1-', ['1.5.0-rc', '2.0.0-rc.1'])).to.equal('1.5.0-rc');
       });
 
       it('!=1.0.0 also excludes 1.0.0 pre-releases; !=1.0.0- does not', () => {
         // semantic_version's "natural" policy applies to != as to <
-        assert.deepEqual(matching('!=1.0.0,>=0-'), POOL.filter((r) => !r.startsWith('1.0.0')));
-        assert.deepEqual(matching('!=1.0.0-'), POOL.filter((r) => r !== '1.0.0'));
+        expect(matching('!=1.0.0,>=0-')).to.deep.equal(POOL.filter((r) => !r.startsWith('1.0.0')));
+        expect(matching('!=1.0.0-')).to.deep.equal(POOL.filter((r) => r !== '1.0.0'));
       });
 
       it('>=1.0.0- does not reach down to 1.0.0 pre-releases', () => {
         // semantic_version: the trailing - only opens the candidate pool, the bound stays 1.0.0
-        assert.equal(selectRelease('>=1.0.0-', ['0.9.0', '1.0.0-rc.1']), null);
-        assert.equal(selectRelease('>=1.0.0-rc', ['0.9.0', '1.0.0-rc.1']), '1.0.0-rc.1');
-        assert.equal(selectRelease('>1.0.0-rc.1', ['1.0.0-rc.1', '1.0.0-rc.2']), '1.0.0-rc.2');
+        expect(selectRelease('>=1.0.0-', ['0.9.0', '1.0.0-rc.1'])).to.equal(null);
+        expect(selectRelease('>=1.0.0-rc', ['0.9.0', '1.0.0-rc.1'])).to.equal('1.0.0-rc.1');
+        expect(selectRelease('>1.0.0-rc.1', ['1.0.0-rc.1', '1.0.0-rc.2'])).to.equal('1.0.0-rc.2');
       });
 
       it('pre-release precedence decides the winner', () => {
-        assert.equal(selectRelease('>=1.0.0-', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2']), '2.0.0-rc.1');
-        assert.equal(selectRelease('<2.0.0-rc', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2']), '2.0.0-beta.11',);
+        expect(selectRelease('>=1.0.0-', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2'])).to.equal('2.0.0-rc.1');
+        expect(selectRelease('<2.0.0-rc', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2'])).to.equal('2.0.0-beta.11');
       });
     });
 
     describe('build metadata', () => {
       it('is ignored by a selector without +', () => {
-        assert.equal(selectRelease('1.0.0', ['1.0.0+b5']), '1.0.0+b5');
-        assert.equal(selectRelease('>=1.0.0', ['1.0.0+b5']), '1.0.0+b5');
-        assert.equal(selectRelease('>1.0.0', ['1.0.0+b5']), null);
-        assert.equal(selectRelease('!=1.0.0', ['1.0.0+b5']), null);
+        expect(selectRelease('1.0.0', ['1.0.0+b5'])).to.equal('1.0.0+b5');
+        expect(selectRelease('>=1.0.0', ['1.0.0+b5'])).to.equal('1.0.0+b5');
+        expect(selectRelease('>1.0.0', ['1.0.0+b5'])).to.equal(null);
+        expect(selectRelease('!=1.0.0', ['1.0.0+b5'])).to.equal(null);
       });
 
       it('==1.0.0+b5 matches that build only', () => {
-        assert.deepEqual(matching('==1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6']), ['1.0.0+b5']);
-        assert.deepEqual(matching('1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6']), ['1.0.0+b5']);
+        expect(matching('==1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6'])).to.deep.equal(['1.0.0+b5']);
+        expect(matching('1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6'])).to.deep.equal(['1.0.0+b5']);
       });
 
       it('==1.0.0+ matches only 1.0.0 without build', () => {
-        assert.deepEqual(matching('==1.0.0+', ['1.0.0', '1.0.0+b5']), ['1.0.0']);
+        expect(matching('==1.0.0+', ['1.0.0', '1.0.0+b5'])).to.deep.equal(['1.0.0']);
       });
 
       it('!=1.0.0+b5 excludes that build only; !=1.0.0+ excludes only the build-less release', () => {
-        assert.deepEqual(matching('!=1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6']), ['1.0.0', '1.0.0+b6']);
-        assert.deepEqual(matching('!=1.0.0+', ['1.0.0', '1.0.0+b5']), ['1.0.0+b5']);
+        expect(matching('!=1.0.0+b5', ['1.0.0', '1.0.0+b5', '1.0.0+b6'])).to.deep.equal(['1.0.0', '1.0.0+b6']);
+        expect(matching('!=1.0.0+', ['1.0.0', '1.0.0+b5'])).to.deep.equal(['1.0.0+b5']);
       });
 
       it('cannot be used with an ordering operator', () => {
@@ -485,23 +486,23 @@ describe('core/release', () => {
 
       it('breaks ties between equal-precedence releases by the compareReleases order', () => {
         // deliberate: the reference kept whichever came first in storage order
-        assert.equal(selectRelease('==1.0.0', ['1.0.0+a', '1.0.0+b', '1.0.0']), '1.0.0+b');
-        assert.equal(selectRelease('1.0', ['1.0.0+a', '1.0.0+b', '1.0.0']), '1.0.0+b');
-        assert.equal(selectRelease('default', ['1.0.0+b', '1.0.0', '1.0.0+a']), '1.0.0+b');
+        expect(selectRelease('==1.0.0', ['1.0.0+a', '1.0.0+b', '1.0.0'])).to.equal('1.0.0+b');
+        expect(selectRelease('1.0', ['1.0.0+a', '1.0.0+b', '1.0.0'])).to.equal('1.0.0+b');
+        expect(selectRelease('default', ['1.0.0+b', '1.0.0', '1.0.0+a'])).to.equal('1.0.0+b');
       });
 
       it('a - inside build metadata does not make a release a pre-release', () => {
         // docs/api.md section 5: only pre-releases need a - (the reference's split("-") wrongly skipped such builds)
-        assert.equal(selectRelease('>=1.0.0', ['1.0.0+build-1']), '1.0.0+build-1');
+        expect(selectRelease('>=1.0.0', ['1.0.0+build-1'])).to.equal('1.0.0+build-1');
       });
     });
 
     describe('spaces', () => {
       it('spaces anywhere in the selector are removed first', () => {
-        assert.equal(selectRelease('>= 0.1.0', SECTION5), '0.7.0');
-        assert.equal(selectRelease(' >=0.3.0 , <0.6.0 ', SECTION5), '0.5.0');
+        expect(selectRelease('>= 0.1.0', SECTION5)).to.equal('0.7.0');
+        expect(selectRelease(' >=0.3.0 , <0.6.0 ', SECTION5)).to.equal('0.5.0');
         // the reference strips every space, even inside an operator or a number
-        assert.equal(selectRelease('> = 0.1 .0', SECTION5), '0.7.0');
+        expect(selectRelease('> = 0.1 .0', SECTION5)).to.equal('0.7.0');
       });
 
       it('other whitespace is not removed', () => {
@@ -511,8 +512,8 @@ describe('core/release', () => {
 
       it('an npm hyphen range "1.0.0 - 2.0.0" is the exact pre-release 1.0.0-2.0.0', () => {
         // the reference strips the spaces first, leaving a valid exact selector with pre-release "2.0.0"
-        assert.equal(selectRelease('1.0.0 - 2.0.0', ['1.0.0', '1.0.0-2.0.0', '1.5.0', '2.0.0']), '1.0.0-2.0.0');
-        assert.equal(selectRelease('1.0.0 - 2.0.0', ['1.0.0', '1.5.0', '2.0.0']), null);
+        expect(selectRelease('1.0.0 - 2.0.0', ['1.0.0', '1.0.0-2.0.0', '1.5.0', '2.0.0'])).to.equal('1.0.0-2.0.0');
+        expect(selectRelease('1.0.0 - 2.0.0', ['1.0.0', '1.5.0', '2.0.0'])).to.equal(null);
       });
 
       it('a selector of spaces only is invalid, not default', () => {
@@ -552,7 +553,7 @@ describe('core/release', () => {
       for (const s of invalid) {
         it(`rejects ${JSON.stringify(s)} with invalid-release and details {version: selector}`, () => {
           const err = expectInvalidRelease(() => selectRelease(s, SECTION5), s);
-          assert.ok(err.message.includes(JSON.stringify(s)));
+          expect(err.message.includes(JSON.stringify(s))).to.equal(true);
         });
       }
 
@@ -565,34 +566,34 @@ describe('core/release', () => {
       });
 
       it('accepts leading zeros in build metadata and a hyphen pre-release', () => {
-        assert.equal(selectRelease('==1.0.0+007', ['1.0.0+007']), '1.0.0+007');
-        assert.equal(selectRelease('==1.0.0--', ['1.0.0--']), '1.0.0--');
+        expect(selectRelease('==1.0.0+007', ['1.0.0+007'])).to.equal('1.0.0+007');
+        expect(selectRelease('==1.0.0--', ['1.0.0--'])).to.equal('1.0.0--');
       });
     });
 
     it('never selects an entry that is not valid SemVer', () => {
         // deliberate: the reference raised ValueError on any invalid stored release
-      assert.equal(selectRelease('default', ['v9.0.0', '1.0.0', '2.0']), '1.0.0');
-      assert.equal(selectRelease('>=0.0.0', ['v9.0.0']), null);
+      expect(selectRelease('default', ['v9.0.0', '1.0.0', '2.0'])).to.equal('1.0.0');
+      expect(selectRelease('>=0.0.0', ['v9.0.0'])).to.equal(null);
     });
   });
 
   describe('bounds (issue 12: unbounded releases blocked the event loop and broke clients\' headers)', () => {
     it('accepts a release of exactly MAX_RELEASE_LENGTH characters and refuses one more', () => {
       const longest = `1.0.0+${'a'.repeat(MAX_RELEASE_LENGTH - 6)}`;
-      assert.equal(longest.length, MAX_RELEASE_LENGTH);
-      assert.equal(parseRelease(longest), longest);
+      expect(longest.length).to.equal(MAX_RELEASE_LENGTH);
+      expect(parseRelease(longest)).to.equal(longest);
       const err = expectInvalidRelease(() => parseRelease(`${longest}a`), `1.0.0+${'a'.repeat(26)}... (257 characters)`);
-      assert.match(err.message, /longer than 256 characters/);
+      expect(err.message).to.match(/longer than 256 characters/);
     });
 
     it('refuses numbers above Number.MAX_SAFE_INTEGER in major, minor, patch and numeric pre-release identifiers', () => {
       for (const v of ['9007199254740992.0.0', '0.9007199254740992.0', '0.0.99999999999999999999', '1.0.0-rc.9007199254740992']) {
-        assert.equal(isExactRelease(v), false, v);
-        assert.match(expectInvalidRelease(() => parseRelease(v), v).message, /larger than 9007199254740991/);
+        expect(isExactRelease(v), v).to.equal(false);
+        expect(expectInvalidRelease(() => parseRelease(v), v).message).to.match(/larger than 9007199254740991/);
       }
       // Build metadata is never compared as a number: any digits pass.
-      assert.equal(isExactRelease('1.0.0+99999999999999999999999'), true);
+      expect(isExactRelease('1.0.0+99999999999999999999999')).to.equal(true);
     });
 
     it('never echoes more than a short prefix of an over-long input in the error', () => {
@@ -603,10 +604,10 @@ describe('core/release', () => {
       } catch (err) {
         caught = err;
       }
-      assert.ok(caught instanceof ApprError);
+      expectTruthy(caught instanceof ApprError);
       const body = JSON.stringify(caught.toJSON());
-      assert.ok(body.length < 1000, `error body of ${body.length} bytes`);
-      assert.match(body, /1000000 characters/);
+      expect(body.length, `error body of ${body.length} bytes`).to.be.lessThan(1000);
+      expect(body).to.match(/1000000 characters/);
     });
 
     it('refuses an over-long selector before parsing it, with a short error', () => {
@@ -617,8 +618,8 @@ describe('core/release', () => {
       } catch (err) {
         caught = err;
       }
-      assert.ok(caught instanceof ApprError && caught.code === 'invalid-release');
-      assert.ok(JSON.stringify(caught.toJSON()).length < 1000);
+      expectTruthy(caught instanceof ApprError && caught.code === 'invalid-release');
+      expect(JSON.stringify(caught.toJSON()).length).to.be.lessThan(1000);
     });
 
     it('names a non-string release by its type instead of echoing it', () => {
@@ -630,21 +631,21 @@ describe('core/release', () => {
     const releases = ['1.0.1+build.5', '1.0.1', '1.0.1+build.10', '1.0.0'];
 
     it('the selector 1.0.1 picks 1.0.1, whatever the order of the releases', () => {
-      assert.equal(selectRelease('1.0.1', releases), '1.0.1');
-      assert.equal(selectRelease('1.0.1', [...releases].reverse()), '1.0.1');
+      expect(selectRelease('1.0.1', releases)).to.equal('1.0.1');
+      expect(selectRelease('1.0.1', [...releases].reverse())).to.equal('1.0.1');
     });
 
     it('a selector naming a build variant picks that variant', () => {
-      assert.equal(selectRelease('1.0.1+build.5', releases), '1.0.1+build.5');
+      expect(selectRelease('1.0.1+build.5', releases)).to.equal('1.0.1+build.5');
     });
 
     it('==1.0.1 and ranges still follow SimpleSpec: equal precedence, then the deterministic tie-break', () => {
-      assert.equal(selectRelease('==1.0.1', releases), '1.0.1+build.5');
-      assert.equal(selectRelease('>=1.0.1', releases), '1.0.1+build.5');
+      expect(selectRelease('==1.0.1', releases)).to.equal('1.0.1+build.5');
+      expect(selectRelease('>=1.0.1', releases)).to.equal('1.0.1+build.5');
     });
 
     it('without the exact release, 1.0.1 still resolves to a build variant', () => {
-      assert.equal(selectRelease('1.0.1', ['1.0.1+build.5', '1.0.0']), '1.0.1+build.5');
+      expect(selectRelease('1.0.1', ['1.0.1+build.5', '1.0.0'])).to.equal('1.0.1+build.5');
     });
   });
 });

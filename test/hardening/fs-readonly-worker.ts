@@ -6,7 +6,8 @@
  */
 import Koa from 'koa';
 import { createApprRouter, FsStorage } from '../../lib/index.js';
-import { listen, tarGz } from '../auth/helpers.js';
+import { listen } from '../auth/helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 const root = process.argv[2] ?? '';
 const app = new Koa();
@@ -22,7 +23,7 @@ const ask = async (label: string, method: string, path: string, json?: unknown) 
 await ask('list', 'GET', '');
 await ask('show', 'GET', '/ns/app/1.0.0/helm');
 await ask('pull', 'GET', '/ns/app/1.0.0/helm/pull');
-await ask('push', 'POST', '/ns/app', { release: '2.0.0', media_type: 'helm', blob: (await tarGz()).toString('base64') });
+await ask('push', 'POST', '/ns/app', { release: '2.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') });
 await ask('delete', 'DELETE', '/ns/app/1.0.0/helm');
 await ask('show-after', 'GET', '/ns/app/1.0.0/helm');
 await server.close();

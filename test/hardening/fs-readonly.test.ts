@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { FsStorage, Registry } from '../../lib/index.js';
-import { tarGz } from '../auth/helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 const run = promisify(execFile);
 const WORKER = fileURLToPath(new URL('./fs-readonly-worker.ts', import.meta.url));
@@ -34,7 +34,7 @@ describe('hardening: FsStorage on a read-only data directory', function () {
     if (!(await canUnshare())) return this.skip();
     root = await mkdtemp(join(tmpdir(), 'appr-ro-'));
     const registry = new Registry({ storage: new FsStorage({ root }) });
-    await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await tarGz() });
+    await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await makeTarGz() });
   });
   after(async () => {
     if (root) await rm(root, { recursive: true, force: true });

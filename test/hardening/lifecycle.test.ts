@@ -4,7 +4,8 @@
  */
 import { expect } from 'chai';
 import { hashPassword, UserStore, type AuthHooks, type UserFile } from '../../lib/index.js';
-import { basic, startRegistry, tarGz, type RegistryServer } from '../auth/helpers.js';
+import { basic, startRegistry, type RegistryServer } from '../auth/helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 const FAST = { ln: 10 };
 const ALICE = basic('alice', 'alice-pw');
@@ -22,7 +23,7 @@ async function users(): Promise<UserFile> {
 }
 
 async function push(server: RegistryServer, auth: string, release: string, extra: Record<string, unknown> = {}, files?: Record<string, string>) {
-  const blob = (await tarGz(files)).toString('base64');
+  const blob = (await makeTarGz(files)).toString('base64');
   return server.api('POST', '/api/v1/packages/alice/app', { auth, json: { release, media_type: 'helm', blob, ...extra } });
 }
 
@@ -87,7 +88,7 @@ describe('hardening: a package\'s visibility survives the deletion of all its re
       authorize: (caller, permission) => caller === 'owner' || (caller === 'creator' && permission === 'create'),
     };
     server = await startRegistry({ auth: hooks });
-    const blob = (await tarGz()).toString('base64');
+    const blob = (await makeTarGz()).toString('base64');
     const as = (who: string, release: string) => server.api('POST', '/api/v1/packages/alice/app', {
       auth: `Bearer ${who}`, json: { release, media_type: 'helm', blob },
     });

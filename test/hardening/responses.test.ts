@@ -7,9 +7,10 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { createApprRouter, MemoryStorage, type AuthHooks } from '../../lib/index.js';
 import { setAttachment } from '../../lib/http/headers.js';
-import { listen, startRegistry, tarGz, type RegistryServer } from '../auth/helpers.js';
+import { listen, startRegistry, type RegistryServer } from '../auth/helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
-const blob = async (text = 'x') => (await tarGz({ 'Chart.yaml': text })).toString('base64');
+const blob = async (text = 'x') => (await makeTarGz({ 'Chart.yaml': text })).toString('base64');
 
 describe('hardening: responses', () => {
   let server: RegistryServer;

@@ -17,8 +17,9 @@ import { S3Storage } from '../../lib/s3.js';
 import { CheckedStorage } from '../../lib/storage/checked.js';
 import { DEFAULT_STORAGE_TIMEOUT_MS, withDeadline } from '../../lib/storage/deadline.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
-import { listen, tarGz, type Running } from '../auth/helpers.js';
+import { listen, type Running } from '../auth/helpers.js';
 import { uniqueS3Prefix } from '../helpers/s3-env.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 const run = promisify(execFile);
 
@@ -135,7 +136,7 @@ describe('storage deadline (wrapper, on a backend that stops answering)', () => 
     const server = await listen(app);
     try {
       await server.send('POST', '/cnr/api/v1/packages/ns/app', {
-        json: { release: '1.0.0', media_type: 'helm', blob: (await tarGz()).toString('base64') },
+        json: { release: '1.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
       });
       inner.paused = true;
       const frozen = await server.send('GET', '/cnr/api/v1/packages/ns/app/1.0.0/helm');
@@ -223,7 +224,7 @@ describe('storage deadline against a frozen Ceph RGW (kill -STOP radosgw)', func
     const server: Running = await listen(app);
     try {
       const pushed = await server.send('POST', '/cnr/api/v1/packages/ns/app', {
-        json: { release: '1.0.0', media_type: 'helm', blob: (await tarGz()).toString('base64') },
+        json: { release: '1.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
       });
       expect(pushed.status, pushed.text).to.equal(200);
       process.kill(rgwPid, 'SIGSTOP');

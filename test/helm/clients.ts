@@ -11,7 +11,6 @@
  *   multipart field `chart` (`?force` when forced); success is 201 or 202, anything else prints `error`.
  */
 import { createHash } from 'node:crypto';
-import { get as httpGet } from 'node:http';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -20,6 +19,7 @@ import { expect } from 'chai';
 import { extract } from 'tar-stream';
 import { parse as parseYaml } from 'yaml';
 import { makeTarGz } from '../helpers/blobs.js';
+import { requestAt } from '../helpers/http.js';
 
 /** Helm's version rule (Masterminds/semver NewVersion), written independently of lib/helm for the check. */
 const HELM_SEMVER = /^v?\d+(\.\d+)?(\.\d+)?(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$/;
@@ -64,22 +64,8 @@ export function authHeader(credentials?: Credentials): Record<string, string> {
  * conditional request, which no Helm client sends).
  */
 export function get(url: string, headers: Record<string, string> = {}): Promise<Fetched> {
-  return new Promise((resolve, reject) => {
-    const req = httpGet(url, { headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('error', reject);
-      res.on('end', () => {
-        const h = new Headers();
-        for (const [name, value] of Object.entries(res.headers)) {
-          if (value !== undefined) h.set(name, Array.isArray(value) ? value.join(', ') : value);
-        }
-        const bytes = Buffer.concat(chunks);
-        resolve({ status: res.statusCode ?? 0, headers: h, bytes, text: bytes.toString('utf8') });
-      });
-    });
-    req.on('error', reject);
-  });
+  const { origin, pathname, search } = new URL(url);
+  return requestAt(origin, 'GET', pathname + search, { headers, raw: true });
 }
 
 /** `helm repo add name <repoUrl> [--username --password]`: the index, checked as Helm checks it. */

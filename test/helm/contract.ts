@@ -7,7 +7,8 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { createApprRouter, type StorageAdapter } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
-import { listen, sha256, uniqueName, type TestServer } from '../helpers/http.js';
+import { listen, sha256, type TestServer } from '../helpers/http.js';
+import { uniqueName } from '../helpers/unique.js';
 import { chartTgz, checkIndex, cmPush, get, helmPull, helmRepoAdd, type IndexEntry } from './clients.js';
 import { parse as parseYaml } from 'yaml';
 

@@ -1,12 +1,15 @@
 import { gzipSync } from 'node:zlib';
-import { pack } from 'tar-stream';
+import { pack, type Header as TarHeader } from 'tar-stream';
 import { stageBlob } from '../../lib/core/blob.js';
 
+/** A tar entry header: the name, and any other field of a full tar header (links, devices, hostile names). */
+export type TarEntryHeader = Partial<TarHeader> & Pick<TarHeader, 'name'>;
+
 /**
- * A real .tar.gz of `files` (path -> content), built in memory and deterministic: the same files always give the
- * same bytes (fixed mtime and mode; Node's gzip header carries no timestamp).
+ * The one tarball builder of the tests: a real .tar.gz of `entries`, built in memory and deterministic (fixed mtime
+ * and mode unless the header says otherwise; Node's gzip header carries no timestamp).
  */
-export async function makeTarGz(files: Record<string, string | Uint8Array>): Promise<Buffer> {
+export async function tarGzOf(entries: { header: TarEntryHeader; content?: string | Uint8Array }[]): Promise<Buffer> {
   const tar = pack();
   // Read while writing: a large entry does not fit in the pack stream's buffer.
   const collected = (async () => {
@@ -14,13 +17,21 @@ export async function makeTarGz(files: Record<string, string | Uint8Array>): Pro
     for await (const chunk of tar) chunks.push(Buffer.from(chunk as Uint8Array));
     return Buffer.concat(chunks);
   })();
-  for (const [name, content] of Object.entries(files)) {
+  for (const { header, content } of entries) {
     await new Promise<void>((resolve, reject) => {
-      tar.entry({ name, mtime: new Date(0), mode: 0o644 }, Buffer.from(content), (err) => (err ? reject(err) : resolve()));
+      const done = (err?: Error | null) => (err ? reject(err) : resolve());
+      const full = { mtime: new Date(0), mode: 0o644, ...header };
+      if (content === undefined) tar.entry(full, done);
+      else tar.entry(full, Buffer.from(content), done);
     });
   }
   tar.finalize();
   return gzipSync(await collected);
+}
+
+/** A .tar.gz of `files` (path -> content); without files, a minimal chart (`Chart.yaml` of `app` 1.0.0). */
+export function makeTarGz(files: Record<string, string | Uint8Array> = { 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }): Promise<Buffer> {
+  return tarGzOf(Object.entries(files).map(([name, content]) => ({ header: { name }, content })));
 }
 
 /** The contract's digest of a .tar.gz (sha256 of the tar), computed by the registry's own blob checker. */

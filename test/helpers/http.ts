@@ -1,8 +1,9 @@
 /**
- * HTTP test helpers: a real Koa app on a real socket (port 0), requests through global `fetch` (or `node:http` when
- * the path must reach the server verbatim), and the blobs of the reference transcripts.
+ * The one HTTP client of the tests: a real Koa app on a real socket (port 0), requests through global `fetch` (or
+ * `node:http` when the path must reach the server verbatim), the JSON error assertions, and the blobs of the
+ * reference transcripts.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -21,6 +22,8 @@ export interface RequestOptions {
   /** Sent as is (a string or bytes); set the Content-Type in `headers` if it matters. */
   body?: string | Uint8Array;
   headers?: Record<string, string>;
+  /** The `Authorization` header (`Basic ...`, `Bearer ...`). */
+  auth?: string;
   /**
    * Send the path byte for byte with `node:http` instead of `fetch`: the WHATWG URL parser behind `fetch` resolves
    * `..` and `%2e%2e` segments, so a hostile `..` would never reach the server otherwise.
@@ -32,7 +35,7 @@ export interface TestResponse {
   status: number;
   headers: Headers;
   /** The body parsed as JSON when the response says it is JSON (undefined otherwise or if it does not parse). */
-  json?: any;
+  json: any;
   text: string;
   bytes: Buffer;
 }
@@ -81,8 +84,8 @@ export async function listen(app: Koa, prefix = ''): Promise<TestServer> {
     url,
     base,
     prefix,
-    request: (method, path, options) => send(base, method, path, options),
-    requestRoot: (method, path, options) => send(url, method, path, options),
+    request: (method, path, options) => requestAt(base, method, path, options),
+    requestRoot: (method, path, options) => requestAt(url, method, path, options),
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
@@ -91,8 +94,10 @@ export async function listen(app: Koa, prefix = ''): Promise<TestServer> {
   };
 }
 
-async function send(origin: string, method: string, path: string, options: RequestOptions = {}): Promise<TestResponse> {
+/** A request to `origin + path` (any server: a test app, a server process, a host app). */
+export async function requestAt(origin: string, method: string, path: string, options: RequestOptions = {}): Promise<TestResponse> {
   const headers: Record<string, string> = { ...options.headers };
+  if (options.auth !== undefined) headers.authorization = options.auth;
   let body: string | Uint8Array | undefined = options.body;
   if (options.json !== undefined) {
     body = JSON.stringify(options.json);
@@ -252,23 +257,16 @@ export function loadKubeUi(): Buffer {
   return readFileSync(new URL('kube-ui.tar.gz', FIXTURES));
 }
 
-/** A gzipped tar of `files` (path -> content), deterministic, with its digest and size. */
-export async function makeTarGz(files: Record<string, string | Uint8Array>): Promise<Blob> {
+/** A gzipped tar of `files` (path -> content), deterministic, as a `Blob` (with its base64, digest and size). */
+export async function makeBlob(files: Record<string, string | Uint8Array>): Promise<Blob> {
   return blobOf(await tarGzBytes(files));
 }
 
 /** A tarball unique to `seed` (its digest differs from every other seed's). */
 export function uniqueTarGz(seed: string): Promise<Blob> {
-  return makeTarGz({ 'Chart.yaml': `name: ${seed}\nversion: 1.0.0\n`, 'seed.txt': `${seed}\n` });
+  return makeBlob({ 'Chart.yaml': `name: ${seed}\nversion: 1.0.0\n`, 'seed.txt': `${seed}\n` });
 }
 
-/**
- * A name no other test (nor another run sharing the same S3 bucket) will use: `<prefix>-<12 hex>`. Valid as a
- * namespace, package or channel name.
- */
-export function uniqueName(prefix = 't'): string {
-  return `${prefix}-${randomBytes(6).toString('hex')}`;
-}
 
 /** sha256 hex of some bytes. */
 export function sha256(bytes: Uint8Array): string {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { uniqueName } from './unique.js';
 
 /**
  * Where the S3 suites find their server: `.ci/s3/start.sh` writes an env file with these variables (`npm test`
@@ -11,7 +11,7 @@ export const S3_BUCKET = process.env.APPR_TEST_S3_BUCKET || 'appr-test';
 
 /** A key prefix no other run or test uses, so suites can share one bucket. */
 export function uniqueS3Prefix(label: string): string {
-  return `appr-test-runs/${label}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+  return `appr-test-runs/${uniqueName(label)}`;
 }
 
 /** `describe` for suites that need a live S3 server. */

@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { performance } from 'node:perf_hooks';
 import type { Instance } from '../helpers/instances.js';
 import { makeTarGz } from '../helpers/blobs.js';
-import { uniqueName, type Cluster } from './scenarios.js';
+import { uniqueName } from '../helpers/unique.js';
+import type { Cluster } from './scenarios.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

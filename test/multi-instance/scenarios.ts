@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import type { Instance } from '../helpers/instances.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { requestAt } from '../helpers/http.js';
+import { uniqueName } from '../helpers/unique.js';
 
 /**
  * Concurrency scenarios run against several registry processes that share one storage (a data directory, or a
@@ -11,21 +13,10 @@ export interface Cluster {
   prefix: string;
 }
 
-async function call(base: string, method: string, path: string, body?: unknown) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: unknown;
-  try { json = JSON.parse(text); } catch { json = undefined; }
-  return { status: res.status, json, text };
-}
+const call = (base: string, method: string, path: string, body?: unknown) =>
+  requestAt(base, method, path, body === undefined ? {} : { json: body });
 
 const api = (instance: Instance) => instance.url;
-let counter = 0;
-export const uniqueName = (label: string): string => `${label}${Date.now().toString(36)}${(counter++).toString(36)}`;
 
 export async function pushDistinctReleases(cluster: Cluster, count: number): Promise<void> {
   const name = uniqueName('many');

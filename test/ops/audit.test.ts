@@ -9,7 +9,8 @@ import Koa from 'koa';
 import {
   createApprRouter, hashPassword, jsonLinesAudit, MemoryStorage, Registry, UserStore, type AuditEvent, type StoreUser,
 } from '../../lib/index.js';
-import { basic, listen, tarGz, type Running } from '../auth/helpers.js';
+import { basic, listen, type Running } from '../auth/helpers.js';
+import { makeTarGz } from '../helpers/blobs.js';
 
 const FAST = { ln: 10 };
 const PKG = '/cnr/api/v1/packages/acme/app';
@@ -24,8 +25,8 @@ describe('audit events', () => {
   const reader = basic('reader', 'reader-pw');
 
   before(async () => {
-    blob = await tarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' });
-    other = await tarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n', 'values.yaml': 'x: 1\n' });
+    blob = await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' });
+    other = await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n', 'values.yaml': 'x: 1\n' });
   });
 
   beforeEach(async () => {
@@ -127,7 +128,7 @@ describe('audit hooks and writers', () => {
     const registry = new Registry({
       storage: new MemoryStorage(), logger, audit: async () => { throw new Error('audit store down'); },
     });
-    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz(), actor: 'ci' });
+    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), actor: 'ci' });
     expect(await registry.packageVisibility('acme', 'app')).to.equal('public');
     expect(logged).to.have.length(1);
     expect(logged[0]!.msg).to.match(/audit hook failed/);
@@ -137,7 +138,7 @@ describe('audit hooks and writers', () => {
   it('changes made from code carry the actor they are given, or null', async () => {
     const events: AuditEvent[] = [];
     const registry = new Registry({ storage: new MemoryStorage(), audit: (event) => { events.push(event); } });
-    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz() });
+    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz() });
     await registry.setVisibility('acme', 'app', 'private', { actor: 'cron' });
     expect(events.map((e) => [e.type, e.actor])).to.deep.equal([['push', null], ['visibility', 'cron']]);
   });
@@ -153,7 +154,7 @@ describe('audit hooks and writers', () => {
     app.use(router.routes());
     const running = await listen(app);
     try {
-      const res = await running.send('POST', PKG, { json: { release: '1.0.0', blob: (await tarGz()).toString('base64') } });
+      const res = await running.send('POST', PKG, { json: { release: '1.0.0', blob: (await makeTarGz()).toString('base64') } });
       expect(res.status).to.equal(200);
     } finally {
       await running.close();
@@ -167,7 +168,7 @@ describe('audit hooks and writers', () => {
       const file = join(dir, 'audit.jsonl');
       const writer = jsonLinesAudit(file);
       const registry = new Registry({ storage: new MemoryStorage(), audit: writer.hook });
-      await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await tarGz(), actor: 'ci' });
+      await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), actor: 'ci' });
       await registry.deleteRelease('acme', 'app', '1.0.0', 'kpm', { actor: 'ops' });
       await writer.close();
       const lines = (await readFile(file, 'utf8')).split('\n');

@@ -6,18 +6,9 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { Base64Decoder, BlobStager, decodeBase64, stageBlob } from '../../lib/core/blob.js';
-import { makeTarGz } from '../helpers/blobs.js';
-import { ESCAPING_TARS, SAFE_TARS, rawTarGz } from './tars.js';
-
-async function rejection(promise: Promise<unknown>): Promise<ApprError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).to.be.instanceOf(ApprError);
-    return err as ApprError;
-  }
-  throw new Error('expected a rejection');
-}
+import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
+import { ESCAPING_TARS, SAFE_TARS } from './tars.js';
+import { apprRejection } from '../helpers/expect.js';
 
 function decodeInPieces(text: string, size: number): Buffer {
   const decoder = new Base64Decoder();
@@ -96,7 +87,7 @@ describe('push: staging a blob (BlobStager)', function () {
 
   it('removes its temp file when a blob fails half-way (a gzip cut short) and when aborted', async function () {
     const gzip = await makeTarGz({ 'noise.bin': randomBytes(300_000) });
-    const refused = await rejection(stageBlob(gzip.subarray(0, 200_000), { maxUnpackedSize: 1 << 24, memoryBytes: 1024, tmpDir: dir }));
+    const refused = await apprRejection(stageBlob(gzip.subarray(0, 200_000), { maxUnpackedSize: 1 << 24, memoryBytes: 1024, tmpDir: dir }));
     expect(refused.code).to.equal('invalid-parameters');
     expect(await readdir(dir)).to.deep.equal([]);
 
@@ -109,20 +100,20 @@ describe('push: staging a blob (BlobStager)', function () {
 
   it('answers 413 payload-too-large as soon as the gzip bytes pass maxSize', async function () {
     const gzip = await makeTarGz({ 'noise.bin': randomBytes(50_000) });
-    const err = await rejection(stageBlob(gzip, { maxUnpackedSize: 1 << 24, maxSize: 10_000, tmpDir: dir }));
+    const err = await apprRejection(stageBlob(gzip, { maxUnpackedSize: 1 << 24, maxSize: 10_000, tmpDir: dir }));
     expect(err.code).to.equal('payload-too-large');
   });
 
   it('refuses a gzip bomb past maxUnpackedSize (422)', async function () {
     const bomb = gzipSync(Buffer.alloc(4 << 20));
-    const err = await rejection(stageBlob(bomb, { maxUnpackedSize: 1 << 20, tmpDir: dir }));
+    const err = await apprRejection(stageBlob(bomb, { maxUnpackedSize: 1 << 20, tmpDir: dir }));
     expect(err.code).to.equal('invalid-parameters');
     expect(err.message).to.match(/unpacks to more/);
   });
 
   for (const [label, entries] of ESCAPING_TARS) {
     it(`refuses a tarball with ${label} (422, says why)`, async function () {
-      const err = await rejection(stageBlob(await rawTarGz(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir }));
+      const err = await apprRejection(stageBlob(await tarGzOf(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir }));
       expect(err.code).to.equal('invalid-parameters');
       expect(err.message).to.match(/outside the package directory|may not contain/);
       expect(await readdir(dir)).to.deep.equal([]);
@@ -131,7 +122,7 @@ describe('push: staging a blob (BlobStager)', function () {
 
   for (const [label, entries] of SAFE_TARS) {
     it(`accepts a tarball with ${label}`, async function () {
-      const staged = await stageBlob(await rawTarGz(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir });
+      const staged = await stageBlob(await tarGzOf(entries), { maxUnpackedSize: 1 << 20, tmpDir: dir });
       expect(staged.digest).to.match(/^[0-9a-f]{64}$/);
     });
   }

@@ -12,10 +12,10 @@ import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { FsStorage, MemoryStorage, type StorageAdapter } from '../../lib/index.js';
 import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
-import { makeTarGz } from '../helpers/blobs.js';
+import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
 import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
 import { startServer, type TestServer } from '../helpers/http.js';
-import { ESCAPING_TARS, rawTarGz } from './tars.js';
+import { ESCAPING_TARS } from './tars.js';
 
 async function allKeys(storage: StorageAdapter): Promise<string[]> {
   const keys: string[] = [];
@@ -124,7 +124,7 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
 
     for (const [label, entries] of ESCAPING_TARS) {
       it(`refuses a tarball with ${label} with 422 and a message, and stores nothing`, async function () {
-        const evil = await rawTarGz(entries);
+        const evil = await tarGzOf(entries);
         const res = await server.request('POST', '/api/v1/packages/evil/pkg', { json: { release: '1.0.0', blob: evil.toString('base64') } });
         expect(res.status).to.equal(422);
         expect(res.json.code).to.equal('invalid-parameters');

@@ -1,28 +1,6 @@
-import { gzipSync } from 'node:zlib';
-import { pack, type Header as TarHeader } from 'tar-stream';
+import type { TarEntryHeader as Header } from '../helpers/blobs.js';
 
-type Header = Partial<TarHeader> & Pick<TarHeader, 'name'>;
-
-/** A .tar.gz whose entries are given with their full tar headers (links, devices, hostile names). */
-export async function rawTarGz(entries: { header: Header; content?: string | Buffer }[]): Promise<Buffer> {
-  const tar = pack();
-  const collected = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of tar) chunks.push(Buffer.from(chunk as Uint8Array));
-    return Buffer.concat(chunks);
-  })();
-  for (const { header, content } of entries) {
-    await new Promise<void>((resolve, reject) => {
-      const body = content === undefined ? undefined : Buffer.from(content);
-      const done = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (body === undefined) tar.entry({ mtime: new Date(0), mode: 0o644, ...header }, done);
-      else tar.entry({ mtime: new Date(0), mode: 0o644, ...header }, body, done);
-    });
-  }
-  tar.finalize();
-  return gzipSync(await collected);
-}
-
+// Built with tarGzOf (test/helpers/blobs.ts), which takes full tar headers.
 /** Archives that would write outside the directory they are extracted into, or create device files. */
 export const ESCAPING_TARS: [string, { header: Header; content?: string }[]][] = [
   ['a ../ entry', [{ header: { name: '../evil.sh' }, content: 'x' }]],

@@ -5,6 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { checkedStorage } from '../../lib/storage/checked.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
 import { MAX_STORAGE_KEY_LENGTH, MAX_STORAGE_SEGMENT_LENGTH } from '../../lib/storage/util.js';
+import { rejection } from '../helpers/expect.js';
+import { uniqueName } from '../helpers/unique.js';
 
 /**
  * The one contract every storage adapter passes. Each test gets a fresh adapter from `make`, wrapped by
@@ -28,7 +30,7 @@ export function describeStorageContract(
     beforeEach(async function () {
       ({ storage: raw, cleanup } = await make());
       storage = checkedStorage(raw);
-      p = `contract/${randomBytes(6).toString('hex')}/`;
+      p = `contract/${uniqueName('run')}/`;
     });
 
     afterEach(async function () {
@@ -242,13 +244,13 @@ export function describeStorageContract(
 
     it('rejects a putStream whose stream is shorter or longer than its size, leaving nothing', async function () {
       const data = randomBytes(1000);
-      await expectRejection(storage.putStream(`${p}short`, chunked(data), data.length + 1));
-      await expectRejection(storage.putStream(`${p}long`, chunked(data), data.length - 1));
+      await rejection(storage.putStream(`${p}short`, chunked(data), data.length + 1));
+      await rejection(storage.putStream(`${p}long`, chunked(data), data.length - 1));
       expect(await storage.head(`${p}short`)).to.equal(null);
       expect(await storage.head(`${p}long`)).to.equal(null);
 
       const etag = await storage.put(`${p}doc`, Buffer.from('kept'));
-      await expectRejection(storage.putStream(`${p}doc`, chunked(data), data.length + 1));
+      await rejection(storage.putStream(`${p}doc`, chunked(data), data.length + 1));
       expect(await storage.get(`${p}doc`)).to.deep.equal({ notModified: false, body: Buffer.from('kept'), etag });
     });
 
@@ -259,7 +261,7 @@ export function describeStorageContract(
           throw new Error('client went away');
         })(),
       );
-      await expectRejection(storage.putStream(`${p}blob`, failing, 2000));
+      await rejection(storage.putStream(`${p}blob`, failing, 2000));
       expect(await storage.head(`${p}blob`)).to.equal(null);
     });
 
@@ -371,24 +373,4 @@ async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
-}
-
-/** The error `promise` rejects with; fails the test if it resolves. */
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).to.be.instanceOf(Error);
-    return err as Error;
-  }
-  return expect.fail('expected a rejection');
-}
-
-async function expectRejection(promise: Promise<unknown>): Promise<void> {
-  try {
-    await promise;
-  } catch {
-    return;
-  }
-  expect.fail('expected a rejection');
 }

@@ -1,4 +1,4 @@
-import assert from 'node:assert/strict';
+import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -15,8 +15,10 @@ import {
 import { StorageUnavailableError } from '../../lib/errors.js';
 import { S3Storage, s3ClientFromEnv, s3StorageFromUrl } from '../../lib/s3.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
+import { expectTruthy, rejection } from '../helpers/expect.js';
 import { countS3Requests } from '../helpers/s3-count.js';
-import { S3_BUCKET, S3_ENDPOINT, S3_REQUIRED } from '../helpers/s3-env.js';
+import { uniqueName } from '../helpers/unique.js';
+import { S3_BUCKET, S3_ENDPOINT, S3_REQUIRED, uniqueS3Prefix } from '../helpers/s3-env.js';
 import { describeStorageContract } from './contract.js';
 
 /*
@@ -35,7 +37,7 @@ const ENDPOINT = S3_ENDPOINT;
 const REQUIRED = S3_REQUIRED;
 const BUCKET = S3_BUCKET;
 const RGW = ['1', 'true'].includes((process.env.S3_IFMATCH_UNQUOTED ?? '').toLowerCase());
-const RUN_PREFIX = `appr-test-runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}/`;
+const RUN_PREFIX = `${uniqueS3Prefix('s3-adapter')}/`;
 const SKIP_MESSAGE =
   'no S3 endpoint: set AWS_ENDPOINT_URL_S3 (e.g. `bash .ci/s3/start.sh && source /tmp/appr-s3/env`), ' +
   'or APPR_REQUIRE_S3=1 to make this a failure';
@@ -96,11 +98,11 @@ async function rejectsUnavailable(promise: Promise<unknown>, what: string): Prom
   try {
     await promise;
   } catch (err) {
-    assert.ok(err instanceof StorageUnavailableError, `${what}: expected StorageUnavailableError, got ${String(err)}`);
-    assert.equal(err.status, 503);
+    expectTruthy(err instanceof StorageUnavailableError, `${what}: expected StorageUnavailableError, got ${String(err)}`);
+    expect(err.status).to.equal(503);
     return err;
   }
-  assert.fail(`${what}: expected StorageUnavailableError, but it resolved`);
+  expect.fail(`${what}: expected StorageUnavailableError, but it resolved`);
 }
 
 async function readAll(stream: Readable): Promise<Buffer> {
@@ -194,15 +196,15 @@ describe('S3Storage configuration (offline)', () => {
     });
     try {
       const config = client.config;
-      assert.equal(config.forcePathStyle, true);
-      assert.equal(await config.region(), 'us-east-1');
-      assert.equal(await config.requestChecksumCalculation(), 'WHEN_REQUIRED');
-      assert.equal(await config.responseChecksumValidation(), 'WHEN_REQUIRED');
+      expect(config.forcePathStyle).to.equal(true);
+      expect(await config.region()).to.equal('us-east-1');
+      expect(await config.requestChecksumCalculation()).to.equal('WHEN_REQUIRED');
+      expect(await config.responseChecksumValidation()).to.equal('WHEN_REQUIRED');
       const endpoint = await config.endpoint?.();
-      assert.equal(endpoint?.hostname, '127.0.0.1');
-      assert.equal(endpoint?.port, 7999);
+      expect(endpoint?.hostname).to.equal('127.0.0.1');
+      expect(endpoint?.port).to.equal(7999);
       const credentials = await config.credentials();
-      assert.equal(credentials.accessKeyId, 'ak');
+      expect(credentials.accessKeyId).to.equal('ak');
     } finally {
       client.destroy();
     }
@@ -211,9 +213,9 @@ describe('S3Storage configuration (offline)', () => {
   it('s3ClientFromEnv falls back to AWS_ENDPOINT_URL and honours AWS_REGION', async () => {
     const client = s3ClientFromEnv({ AWS_ENDPOINT_URL: 'http://localhost:9000', AWS_REGION: 'eu-west-3' });
     try {
-      assert.equal(client.config.forcePathStyle, true);
-      assert.equal(await client.config.region(), 'eu-west-3');
-      assert.equal((await client.config.endpoint?.())?.port, 9000);
+      expect(client.config.forcePathStyle).to.equal(true);
+      expect(await client.config.region()).to.equal('eu-west-3');
+      expect((await client.config.endpoint?.())?.port).to.equal(9000);
     } finally {
       client.destroy();
     }
@@ -223,8 +225,8 @@ describe('S3Storage configuration (offline)', () => {
     const aws = s3ClientFromEnv({ AWS_REGION: 'us-east-1' });
     const forced = s3ClientFromEnv({ AWS_REGION: 'us-east-1', S3_FORCE_PATH_STYLE: 'true' });
     try {
-      assert.equal(aws.config.forcePathStyle, false);
-      assert.equal(forced.config.forcePathStyle, true);
+      expect(aws.config.forcePathStyle).to.equal(false);
+      expect(forced.config.forcePathStyle).to.equal(true);
     } finally {
       aws.destroy();
       forced.destroy();
@@ -235,15 +237,15 @@ describe('S3Storage configuration (offline)', () => {
     const rgw = s3StorageFromUrl('s3://my-bucket/some/prefix', { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', S3_IFMATCH_UNQUOTED: '1' });
     const aws = s3StorageFromUrl('s3://other.bucket', { AWS_REGION: 'us-east-1' });
     try {
-      assert.equal(rgw.name, 's3');
-      assert.equal(rgw.bucket, 'my-bucket');
-      assert.equal(rgw.prefix, 'some/prefix/');
-      assert.equal(rgw.ifMatchUnquoted, true);
-      assert.equal(aws.bucket, 'other.bucket');
-      assert.equal(aws.prefix, '');
-      assert.equal(aws.ifMatchUnquoted, false);
-      assert.throws(() => s3StorageFromUrl('https://bucket/x'), TypeError);
-      assert.throws(() => s3StorageFromUrl('s3:///x'), TypeError);
+      expect(rgw.name).to.equal('s3');
+      expect(rgw.bucket).to.equal('my-bucket');
+      expect(rgw.prefix).to.equal('some/prefix/');
+      expect(rgw.ifMatchUnquoted).to.equal(true);
+      expect(aws.bucket).to.equal('other.bucket');
+      expect(aws.prefix).to.equal('');
+      expect(aws.ifMatchUnquoted).to.equal(false);
+      expect(() => s3StorageFromUrl('https://bucket/x')).to.throw(TypeError);
+      expect(() => s3StorageFromUrl('s3:///x')).to.throw(TypeError);
     } finally {
       await rgw.close();
       await aws.close();
@@ -253,11 +255,11 @@ describe('S3Storage configuration (offline)', () => {
   it('normalizes the prefix and validates its options', () => {
     const client = fakeClient(1);
     try {
-      assert.equal(new S3Storage({ client, bucket: 'b', prefix: '/a/b' }).prefix, 'a/b/');
-      assert.equal(new S3Storage({ client, bucket: 'b', prefix: 'a/' }).prefix, 'a/');
-      assert.equal(new S3Storage({ client, bucket: 'b' }).casRetry, 'none');
-      assert.throws(() => new S3Storage({ client, bucket: '' }), TypeError);
-      assert.throws(() => new S3Storage({ client, bucket: 'b', casRetry: 'always' as never }), TypeError);
+      expect(new S3Storage({ client, bucket: 'b', prefix: '/a/b' }).prefix).to.equal('a/b/');
+      expect(new S3Storage({ client, bucket: 'b', prefix: 'a/' }).prefix).to.equal('a/');
+      expect(new S3Storage({ client, bucket: 'b' }).casRetry).to.equal('none');
+      expect(() => new S3Storage({ client, bucket: '' })).to.throw(TypeError);
+      expect(() => new S3Storage({ client, bucket: 'b', casRetry: 'always' as never })).to.throw(TypeError);
     } finally {
       client.destroy();
     }
@@ -272,7 +274,7 @@ describe('S3Storage failures (offline)', () => {
     const storage = new S3Storage({ client, bucket: 'b', prefix: 'p' });
     try {
       const err = await rejectsUnavailable(storage.get('k'), 'get');
-      assert.match(String((err.cause as { code?: string } | undefined)?.code), /ECONNREFUSED/);
+      expect(String((err.cause as { code?: string } | undefined)?.code)).to.match(/ECONNREFUSED/);
       await rejectsUnavailable(storage.put('k', Buffer.from('x')), 'put');
       await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifNoneMatch: '*' }), 'put if-none-match');
       await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifMatch: '"abc"' }), 'put if-match');
@@ -316,11 +318,11 @@ describe('S3Storage failures (offline)', () => {
       try {
         const started = Date.now();
         const err = await rejectsUnavailable(storage.get('k'), 'get');
-        assert.equal((err.cause as { name?: string }).name, 'TimeoutError');
+        expect((err.cause as { name?: string }).name).to.equal('TimeoutError');
         await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifNoneMatch: '*' }), 'put');
         await rejectsUnavailable(storage.putStream('k', Readable.from([Buffer.from('xy')]), 2), 'putStream');
         await rejectsUnavailable(storage.list(''), 'list');
-        assert.ok(Date.now() - started < 5000, `timeouts took ${Date.now() - started} ms`);
+        expect(Date.now() - started, `timeouts took ${Date.now() - started} ms`).to.be.lessThan(5000);
       } finally {
         client.destroy();
       }
@@ -337,7 +339,7 @@ describe('S3Storage failures (offline)', () => {
       });
       try {
         const err = await rejectsUnavailable(new S3Storage({ client, bucket: 'b' }).head('k'), 'head');
-        assert.equal((err.cause as { name?: string }).name, 'TimeoutError');
+        expect((err.cause as { name?: string }).name).to.equal('TimeoutError');
       } finally {
         client.destroy();
       }
@@ -352,11 +354,11 @@ describe('S3Storage failures (offline)', () => {
     const body = Buffer.from('x');
     try {
       next = { status: 404, code: 'NoSuchKey' };
-      assert.equal(await storage.get('k'), null);
-      assert.equal(await storage.getStream('k'), null);
-      assert.equal(await storage.head('k'), null);
-      assert.equal(await storage.delete('k'), false);
-      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null, 'If-Match on a missing key (AWS: 404)');
+      expect(await storage.get('k')).to.equal(null);
+      expect(await storage.getStream('k')).to.equal(null);
+      expect(await storage.head('k')).to.equal(null);
+      expect(await storage.delete('k')).to.equal(false);
+      expect(await storage.put('k', body, { ifMatch: '"e"' }), 'If-Match on a missing key (AWS: 404)').to.equal(null);
 
       next = { status: 404, code: 'NoSuchBucket' };
       await rejectsUnavailable(storage.get('k'), 'get, no bucket');
@@ -364,16 +366,16 @@ describe('S3Storage failures (offline)', () => {
       await rejectsUnavailable(storage.list(''), 'list, no bucket');
 
       next = { status: 412, code: 'PreconditionFailed' };
-      assert.equal(await storage.put('k', body, { ifNoneMatch: '*' }), null);
-      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null);
-      assert.equal(await storage.putStream('k', Readable.from([body]), 1, { ifNoneMatch: '*' }), null);
+      expect(await storage.put('k', body, { ifNoneMatch: '*' })).to.equal(null);
+      expect(await storage.put('k', body, { ifMatch: '"e"' })).to.equal(null);
+      expect(await storage.putStream('k', Readable.from([body]), 1, { ifNoneMatch: '*' })).to.equal(null);
       await rejectsUnavailable(storage.put('k', body), 'unconditional put answered 412');
 
       next = { status: 409, code: 'ConditionalRequestConflict' };
-      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null);
+      expect(await storage.put('k', body, { ifMatch: '"e"' })).to.equal(null);
 
       next = { status: 500, code: 'InternalError' };
-      assert.equal(await storage.put('k', body, { ifMatch: '"e"' }), null, 'conditional PUT 500 = lost race (RGW)');
+      expect(await storage.put('k', body, { ifMatch: '"e"' }), 'conditional PUT 500 = lost race (RGW)').to.equal(null);
       await rejectsUnavailable(storage.put('k', body), 'unconditional put 500');
       await rejectsUnavailable(storage.get('k'), 'get 500');
 
@@ -395,11 +397,11 @@ describe('S3Storage failures (offline)', () => {
     const counter = countS3Requests(client);
     const body = Buffer.from('x');
     try {
-      assert.equal(await new S3Storage({ client, bucket: 'b' }).put('k', body, { ifMatch: 'e' }), null);
-      assert.equal(counter.count, 1);
+      expect(await new S3Storage({ client, bucket: 'b' }).put('k', body, { ifMatch: 'e' })).to.equal(null);
+      expect(counter.count).to.equal(1);
       counter.reset();
-      assert.equal(await new S3Storage({ client, bucket: 'b', casRetry: 'sdk' }).put('k', body, { ifMatch: 'e' }), null);
-      assert.equal(counter.count, 3);
+      expect(await new S3Storage({ client, bucket: 'b', casRetry: 'sdk' }).put('k', body, { ifMatch: 'e' })).to.equal(null);
+      expect(counter.count).to.equal(3);
     } finally {
       counter.remove();
       client.destroy();
@@ -414,7 +416,7 @@ if (!ENDPOINT) {
   if (REQUIRED) {
     describe('S3Storage against a real S3', () => {
       it('has an S3 endpoint (APPR_REQUIRE_S3=1)', () => {
-        assert.fail(`APPR_REQUIRE_S3=1 but ${SKIP_MESSAGE.replace(/, or APPR.*$/, '')}`);
+        expect.fail(`APPR_REQUIRE_S3=1 but ${SKIP_MESSAGE.replace(/, or APPR.*$/, '')}`);
       });
     });
   } else {
@@ -471,18 +473,18 @@ if (!ENDPOINT) {
       cleanups.push(prefix);
       const storage = s3StorageFromUrl(`s3://${BUCKET}/${prefix}`);
       try {
-        assert.equal(storage.ifMatchUnquoted, RGW);
+        expect(storage.ifMatchUnquoted).to.equal(RGW);
         const etag = await storage.put('doc', Buffer.from('{"a":1}'), { ifNoneMatch: '*' });
-        assert.ok(etag);
+        expectTruthy(etag);
         const got = await storage.get('doc');
-        assert.ok(got && !got.notModified);
-        assert.equal(got.body.toString(), '{"a":1}');
-        assert.equal(got.etag, etag);
+        expectTruthy(got && !got.notModified);
+        expect(got.body.toString()).to.equal('{"a":1}');
+        expect(got.etag).to.equal(etag);
         const replaced = await storage.put('doc', Buffer.from('{"a":2}'), { ifMatch: etag });
-        assert.ok(replaced, 'If-Match with the current ETag must succeed (S3_IFMATCH_UNQUOTED must match the server)');
-        assert.deepEqual((await storage.list('')).keys, ['doc']);
-        assert.equal(await storage.delete('doc', { ifMatch: replaced }), true);
-        assert.equal(await storage.head('doc'), null);
+        expectTruthy(replaced, 'If-Match with the current ETag must succeed (S3_IFMATCH_UNQUOTED must match the server)');
+        expect((await storage.list('')).keys).to.deep.equal(['doc']);
+        expect(await storage.delete('doc', { ifMatch: replaced })).to.equal(true);
+        expect(await storage.head('doc')).to.equal(null);
       } finally {
         await storage.close();
       }
@@ -496,21 +498,21 @@ if (!ENDPOINT) {
       await unquoted.put('k', Buffer.from('a'), { ifMatch: '0123abcd' });
       await quoted.put('k', Buffer.from('a'), { ifMatch: '"0123abcd"' });
       await quoted.put('k', Buffer.from('a'), { ifMatch: '0123abcd' });
-      assert.deepEqual(seen, ['0123abcd', '0123abcd', '"0123abcd"', '"0123abcd"']);
+      expect(seen).to.deep.equal(['0123abcd', '0123abcd', '"0123abcd"', '"0123abcd"']);
     });
 
     (RGW ? it : it.skip)('RGW: a quoted If-Match never matches (why ifMatchUnquoted exists), an unquoted one does', async () => {
       const quoted = adapter('rgw-quoted', { ifMatchUnquoted: false });
       const etag = await quoted.put('k', Buffer.from('v1'));
-      assert.ok(etag);
-      assert.equal(await quoted.put('k', Buffer.from('v2'), { ifMatch: etag }), null);
+      expectTruthy(etag);
+      expect(await quoted.put('k', Buffer.from('v2'), { ifMatch: etag })).to.equal(null);
       const unquoted = new S3Storage({ client, bucket: BUCKET, prefix: quoted.prefix, ifMatchUnquoted: true });
-      assert.ok(await unquoted.put('k', Buffer.from('v2'), { ifMatch: etag }));
+      expectTruthy(await unquoted.put('k', Buffer.from('v2'), { ifMatch: etag }));
       // If-None-Match on GET takes either form on RGW.
       const current = await unquoted.head('k');
-      assert.ok(current);
-      assert.deepEqual(await quoted.get('k', { ifNoneMatch: current.etag }), { notModified: true, etag: current.etag });
-      assert.equal((await quoted.get('k', { ifNoneMatch: current.etag.replace(/"/g, '') }))?.notModified, true);
+      expectTruthy(current);
+      expect(await quoted.get('k', { ifNoneMatch: current.etag })).to.deep.equal({ notModified: true, etag: current.etag });
+      expect((await quoted.get('k', { ifNoneMatch: current.etag.replace(/"/g, '') }))?.notModified).to.equal(true);
     });
 
     it('sends exactly one request for put, get, head, list, getStream and putStream, two for a delete', async () => {
@@ -525,11 +527,11 @@ if (!ENDPOINT) {
       };
       try {
         const etag = await measure('put (create)', () => storage.put('doc', Buffer.from('one'), { ifNoneMatch: '*' }));
-        assert.ok(etag);
-        assert.equal(await measure('put (create, exists)', () => storage.put('doc', Buffer.from('x'), { ifNoneMatch: '*' })), null);
+        expectTruthy(etag);
+        expect(await measure('put (create, exists)', () => storage.put('doc', Buffer.from('x'), { ifNoneMatch: '*' }))).to.equal(null);
         const etag2 = await measure('put (if-match)', () => storage.put('doc', Buffer.from('two'), { ifMatch: etag }));
-        assert.ok(etag2);
-        assert.equal(await measure('put (if-match, stale)', () => storage.put('doc', Buffer.from('x'), { ifMatch: etag })), null);
+        expectTruthy(etag2);
+        expect(await measure('put (if-match, stale)', () => storage.put('doc', Buffer.from('x'), { ifMatch: etag }))).to.equal(null);
         await measure('put', () => storage.put('other', Buffer.from('x')));
         await measure('get', () => storage.get('doc'));
         await measure('get (not modified)', () => storage.get('doc', { ifNoneMatch: etag2 }));
@@ -539,7 +541,7 @@ if (!ENDPOINT) {
         const { stream } = randomStream(100_000);
         await measure('putStream', () => storage.putStream('blob', stream, 100_000, { ifNoneMatch: '*' }));
         const out = await measure('getStream', () => storage.getStream('blob'));
-        assert.ok(out);
+        expectTruthy(out);
         await readAll(out.body);
         await measure('delete (if-match, stale)', () => storage.delete('doc', { ifMatch: etag }));
         await measure('delete (absent)', () => storage.delete('absent'));
@@ -549,7 +551,7 @@ if (!ENDPOINT) {
         counter.remove();
       }
       console.log(`      requests per operation: ${JSON.stringify(measured)}`);
-      assert.deepEqual(measured, {
+      expect(measured).to.deep.equal({
         'put (create)': 1,
         'put (create, exists)': 1,
         'put (if-match)': 1,
@@ -578,18 +580,18 @@ if (!ENDPOINT) {
           for (let round = 0; round < 10; round++) {
             const key = `doc-${round}`;
             const etag = await storage.put(key, Buffer.from('base'));
-            assert.ok(etag);
+            expectTruthy(etag);
             counter.reset();
             const results = await Promise.all(
               Array.from({ length: 8 }, (_, i) => storage.put(key, Buffer.from(`writer ${i}`), { ifMatch: etag })),
             );
             const winners = results.flatMap((r, i) => (r === null ? [] : [i]));
-            assert.equal(winners.length, 1, `round ${round}: ${JSON.stringify(results)}`);
-            if (casRetry === 'none') assert.equal(counter.count, 8, 'a lost race must cost one request');
+            expect(winners.length, `round ${round}: ${JSON.stringify(results)}`).to.equal(1);
+            if (casRetry === 'none') expect(counter.count, 'a lost race must cost one request').to.equal(8);
             const got = await storage.get(key);
-            assert.ok(got && !got.notModified);
-            assert.equal(got.body.toString(), `writer ${winners[0]}`);
-            assert.equal(got.etag, results[winners[0]!]);
+            expectTruthy(got && !got.notModified);
+            expect(got.body.toString()).to.equal(`writer ${winners[0]}`);
+            expect(got.etag).to.equal(results[winners[0]!]);
           }
         } finally {
           counter.remove();
@@ -604,12 +606,12 @@ if (!ENDPOINT) {
         const results = await Promise.all(
           Array.from({ length: 8 }, (_, i) => storage.put(`doc-${round}`, Buffer.from(`w${i}`), { ifNoneMatch: '*' })),
         );
-        assert.equal(results.filter((r) => r !== null).length, 1, `round ${round}`);
+        expect(results.filter((r) => r !== null).length, `round ${round}`).to.equal(1);
       }
     });
 
     it('throws StorageUnavailableError (not "absent") when the bucket does not exist', async () => {
-      const storage = new S3Storage({ client, bucket: `appr-missing-${randomBytes(6).toString('hex')}`, ifMatchUnquoted: RGW });
+      const storage = new S3Storage({ client, bucket: uniqueName('appr-missing'), ifMatchUnquoted: RGW });
       await rejectsUnavailable(storage.get('k'), 'get');
       await rejectsUnavailable(storage.put('k', Buffer.from('x')), 'put');
       await rejectsUnavailable(storage.put('k', Buffer.from('x'), { ifMatch: '"e"' }), 'put if-match');
@@ -634,29 +636,29 @@ if (!ENDPOINT) {
       const size = 8 * 1024 * 1024;
       const { stream, bytes } = randomStream(size);
       const etag = await storage.putStream('blob', stream, size, { ifNoneMatch: '*' });
-      assert.ok(etag);
+      expectTruthy(etag);
       const out = await storage.getStream('blob');
-      assert.ok(out);
-      assert.equal(out.size, size);
-      assert.equal(out.etag, etag);
-      assert.ok((await readAll(out.body)).equals(bytes));
-      assert.deepEqual(await storage.head('blob'), { size, etag });
-      assert.equal(await storage.putStream('blob', randomStream(10).stream, 10, { ifNoneMatch: '*' }), null);
+      expectTruthy(out);
+      expect(out.size).to.equal(size);
+      expect(out.etag).to.equal(etag);
+      expect((await readAll(out.body)).equals(bytes)).to.equal(true);
+      expect(await storage.head('blob')).to.deep.equal({ size, etag });
+      expect(await storage.putStream('blob', randomStream(10).stream, 10, { ifNoneMatch: '*' })).to.equal(null);
     });
 
     it('rejects a stream that is shorter or longer than its size, or fails, and stores nothing', async function () {
       this.timeout(20_000);
       const storage = adapter('stream-size');
-      await assert.rejects(storage.putStream('short', Readable.from([Buffer.alloc(10)]), 20), /ended after 10 of 20/);
-      await assert.rejects(storage.putStream('long', Readable.from([Buffer.alloc(30)]), 20), /longer than size 20/);
+      expect((await rejection(storage.putStream('short', Readable.from([Buffer.alloc(10)]), 20))).message).to.match(/ended after 10 of 20/);
+      expect((await rejection(storage.putStream('long', Readable.from([Buffer.alloc(30)]), 20))).message).to.match(/longer than size 20/);
       const failing = new Readable({
         read() {
           this.push(Buffer.alloc(1000));
           this.destroy(new Error('client went away'));
         },
       });
-      await assert.rejects(storage.putStream('failed', failing, 100_000), /client went away/);
-      assert.deepEqual((await storage.list('')).keys, []);
+      expect((await rejection(storage.putStream('failed', failing, 100_000))).message).to.match(/client went away/);
+      expect((await storage.list('')).keys).to.deep.equal([]);
     });
 
     it('keeps prefixes apart, strips its prefix from listed keys and pages with a cursor', async () => {
@@ -665,13 +667,13 @@ if (!ENDPOINT) {
       await Promise.all(['x/1', 'x/2', 'x/3', 'y/1'].map((k) => a.put(k, Buffer.from(k))));
       await b.put('x/9', Buffer.from('b'));
       const first = await a.list('x/', { limit: 2 });
-      assert.deepEqual(first.keys, ['x/1', 'x/2']);
-      assert.ok(first.next);
+      expect(first.keys).to.deep.equal(['x/1', 'x/2']);
+      expectTruthy(first.next);
       const second = await a.list('x/', { limit: 2, cursor: first.next });
-      assert.deepEqual(second, { keys: ['x/3'] });
-      assert.deepEqual((await a.list('')).keys, ['x/1', 'x/2', 'x/3', 'y/1']);
-      assert.deepEqual((await b.list('')).keys, ['x/9']);
-      assert.equal(await b.get('x/1'), null);
+      expect(second).to.deep.equal({ keys: ['x/3'] });
+      expect((await a.list('')).keys).to.deep.equal(['x/1', 'x/2', 'x/3', 'y/1']);
+      expect((await b.list('')).keys).to.deep.equal(['x/9']);
+      expect(await b.get('x/1')).to.equal(null);
     });
 
     it('releases sockets: 3 x 30 conditional, missing and HEAD reads through a 1-socket client do not hang', async function () {
@@ -682,17 +684,17 @@ if (!ENDPOINT) {
         cleanups.push(prefix);
         const storage = new S3Storage({ client: tight, bucket: BUCKET, prefix, ifMatchUnquoted: RGW });
         const etag = await storage.put('doc', Buffer.from('x'.repeat(100_000)));
-        assert.ok(etag);
+        expectTruthy(etag);
         for (let i = 0; i < 30; i++) {
-          assert.equal((await storage.get('doc', { ifNoneMatch: etag }))?.notModified, true);
-          assert.equal(await storage.get('absent'), null);
-          assert.equal(await storage.head('absent'), null);
+          expect((await storage.get('doc', { ifNoneMatch: etag }))?.notModified).to.equal(true);
+          expect(await storage.get('absent')).to.equal(null);
+          expect(await storage.head('absent')).to.equal(null);
         }
         const out = await storage.getStream('doc');
-        assert.ok(out);
+        expectTruthy(out);
         out.body.destroy();
         const got = await storage.get('doc');
-        assert.equal(got?.notModified, false);
+        expect(got?.notModified).to.equal(false);
       } finally {
         tight.destroy();
       }

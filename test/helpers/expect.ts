@@ -1,0 +1,28 @@
+import { expect } from 'chai';
+import { ApprError } from '../../lib/errors.js';
+
+/**
+ * chai's `expect(value).to.be.ok` as a TypeScript assertion: after it, `value` is narrowed to its truthy part
+ * (`expectTruthy(got && !got.notModified)` lets the test read `got.body`).
+ */
+export function expectTruthy(value: unknown, message?: string): asserts value {
+  expect(Boolean(value), message ?? `expected a truthy value, got ${String(value)}`).to.equal(true);
+}
+
+/** The error `promise` rejects with; fails the test if it resolves. */
+export async function rejection(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).to.be.instanceOf(Error);
+    return err as Error;
+  }
+  expect.fail('expected a rejection');
+}
+
+/** The `ApprError` (a registry error with its code and status) that `promise` rejects with. */
+export async function apprRejection(promise: Promise<unknown>): Promise<ApprError> {
+  const err = await rejection(promise);
+  expect(err).to.be.instanceOf(ApprError);
+  return err as ApprError;
+}
