@@ -14,6 +14,7 @@
  * costs (package documents, conditional reads; nothing once the registry serves them from memory), no blob read.
  */
 import { createHash } from 'node:crypto';
+import { mapLimit } from '../core/feed.js';
 import { LRUCache } from 'lru-cache';
 import { stringify } from 'yaml';
 import { isApprError } from '../errors.js';
@@ -229,17 +230,4 @@ export class HelmRepository {
 function positive(value: number, name: string): number {
   if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`koa-appr: helm.${name} must be a positive integer (bytes)`);
   return value;
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }

@@ -99,7 +99,7 @@ describe('document store (lib/core/documents.ts)', () => {
       expect(storage.puts, 'one conditional PUT per attempt').to.equal(7);
       expect(calls, 'the update function ran once per attempt').to.equal(7);
       expect(await stored(storage)).to.equal(null);
-      expect(await docs.read(KEY)).to.equal(null);
+      expect((await docs.read(KEY)).value).to.equal(null);
     });
 
     it('leaves the stored document as it was when every attempt to change it loses', async () => {
@@ -110,7 +110,7 @@ describe('document store (lib/core/documents.ts)', () => {
       expect(err).to.be.instanceOf(StorageUnavailableError);
       expect(storage.puts).to.equal(3);
       expect(await stored(storage)).to.equal('{"n":1}');
-      expect(await docs.read(KEY)).to.deep.equal({ n: 1 });
+      expect((await docs.read(KEY)).value).to.deep.equal({ n: 1 });
     });
   });
 
@@ -146,9 +146,10 @@ describe('document store (lib/core/documents.ts)', () => {
       const storage = new MemoryStorage();
       const docs = documentStore(storage);
       await docs.update(KEY, () => ({ next: { n: 1 }, result: undefined }));
-      expect(await docs.read(KEY)).to.deep.equal({ n: 1 }); // cached
+      expect((await docs.read(KEY)).value).to.deep.equal({ n: 1 }); // cached
       await storage.put(KEY, Buffer.from('not json')); // another writer, or a broken disk
-      expect(await rejection(docs.read(KEY))).to.be.instanceOf(StorageUnavailableError);
+      // Served from memory until told it changed (the change feed's job): then the re-read fails, as a fresh one.
+      expect(await rejection(docs.refresh(KEY))).to.be.instanceOf(StorageUnavailableError);
       docs.invalidate(KEY);
       expect(await rejection(docs.read(KEY))).to.be.instanceOf(StorageUnavailableError);
     });
@@ -167,7 +168,7 @@ describe('document store (lib/core/documents.ts)', () => {
       expect((err as ApprError).code).to.equal('invalid-parameters');
       expect((err as ApprError).details).to.deep.equal({ limit: 100 });
       expect(await stored(storage)).to.equal(null);
-      expect(await docs.read(KEY)).to.equal(null);
+      expect((await docs.read(KEY)).value).to.equal(null);
     });
 
     it('keeps the stored document when a change would make it larger than maxBytes', async () => {
@@ -179,7 +180,7 @@ describe('document store (lib/core/documents.ts)', () => {
       const err = await rejection(docs.update(KEY, () => ({ next: padded(101), result: undefined })));
       expect((err as ApprError).code).to.equal('invalid-parameters');
       expect(await stored(storage)).to.equal(before);
-      expect(await docs.read(KEY)).to.deep.equal(padded(100));
+      expect((await docs.read(KEY)).value).to.deep.equal(padded(100));
     });
   });
 });
