@@ -5,7 +5,7 @@
 # test bucket(s), waits until a signed PUT/GET round-trip works, then writes a PID file ($S3_DIR/s3.pid) and an env
 # file ($S3_DIR/env) for the tests.
 #
-# Adapted from the team's tested recipe /work/shared/tools/ceph-rgw/start.sh (see its notes, ceph-rgw.md, for how
+# Adapted from the team's tested Ceph RGW recipe (its notes explain how
 # each setting was found); the project carries its own copy because CI only has the project checkout. Differences:
 # memstore (RAM) by default (3-4 s start instead of 7-9 s for bluestore), data under /tmp/appr-s3, the test bucket
 # created by default, and APPR_TEST_S3_BUCKET in the env file.

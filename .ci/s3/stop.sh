@@ -2,7 +2,7 @@
 # .ci/s3/stop.sh - stop the throw-away Ceph RGW started by .ci/s3/start.sh, by PID only (never by name): radosgw
 # (SIGTERM, SIGKILL after 2 s: its graceful exit takes ~6 s and the data is throw-away), then ceph-osd, then ceph-mon
 # (SIGTERM, SIGKILL after 4 s each), then delete $S3_DIR unless S3_KEEP_DATA=1.
-# Adapted from /work/shared/tools/ceph-rgw/stop.sh.
+# Adapted from the team's tested Ceph RGW recipe.
 set -uo pipefail
 DIR=${S3_DIR:-/tmp/appr-s3}
 PIDFILE="$DIR/s3.pid"

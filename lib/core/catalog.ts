@@ -215,7 +215,7 @@ function stripMetadata(doc: PackageDoc): PackageDoc {
   };
 }
 
-/** Route 3's item for one package (contract section 13.1); null when no release has `mediaType`. */
+/** Route 3's item for one package (docs/api.md section 13.1); null when no release has `mediaType`. */
 export function summarize(doc: PackageDoc, releasesDesc: readonly string[], mediaType: string | undefined): PackageSummary | null {
   const releases = mediaType
     ? releasesDesc.filter((r) => Object.hasOwn(doc.releases, r) && Object.hasOwn(doc.releases[r] as object, mediaType))

@@ -494,7 +494,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     }, visible);
   }
 
-  /** Route 4: `ns/name` of the packages whose name contains `query` (case-insensitive, contract section 13.3). */
+  /** Route 4: `ns/name` of the packages whose name contains `query` (case-insensitive, docs/api.md section 13.3). */
   async search(query: string, visible: VisibleFilter = EVERYONE): Promise<string[]> {
     return JSON.parse(await this.searchJson(query, visible)) as string[];
   }
@@ -914,7 +914,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   }
 
   /**
-   * Selector and media type resolution for routes 8, 10 and 11 (contract section 5), on the catalog's document
+   * Selector and media type resolution for routes 8, 10 and 11 (docs/api.md section 5), on the catalog's document
    * (`full` false: no metadata) or the whole one. When nothing matches, storage is asked before answering 404.
    */
   async #resolve(namespace: string, name: string, selector: string | undefined, mediaType: string, full: boolean) {
