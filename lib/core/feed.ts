@@ -136,6 +136,17 @@ export class ChangeFeed {
   }
 
   /**
+   * For health checks: whether the catalog has loaded, how long ago (ms, by this instance's clock) the feed was
+   * last read, and whether that is recent enough for the polling configured (with polling off: once loaded).
+   */
+  status(): { loaded: boolean; lastPollAgeMs: number | null; current: boolean } {
+    if (this.#lastPoll === undefined) return { loaded: false, lastPollAgeMs: null, current: false };
+    const age = Math.max(0, this.#now() - this.#lastPoll);
+    const { pollMs, idlePollMs } = this.#opts;
+    return { loaded: true, lastPollAgeMs: age, current: pollMs === 0 || age <= 2 * Math.max(pollMs, idlePollMs) + 5000 };
+  }
+
+  /**
    * Record that a package changed: called after its document was written. The writers of one package that call
    * in the same turn of the event loop (a group commit answers them together) share one change entry, written
    * after all their writes.

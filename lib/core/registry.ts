@@ -837,12 +837,26 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   }
 
   /**
-   * Is storage reachable and writable? A read, write, read-back and delete of this instance's probe key, each
-   * bounded by `timeoutMs` (default 5000). Never throws; details of a failure go to the logger.
+   * Is storage reachable and writable, and is the change feed current (read within twice the polling interval
+   * plus 5 s; with polling off, loaded)? A read, write, read-back and delete of this instance's probe key, each
+   * bounded by `timeoutMs` (default 5000), and a catalog load or catch-up when needed. Never throws; details of a
+   * failure go to the logger.
    */
   async health(options: { timeoutMs?: number } = {}): Promise<HealthReport> {
     const storage = await checkStorage(this.storage, this.#probeKey, this.logger, options);
-    return { ok: storage.reachable && storage.writable, storage };
+    // Loading the catalog (or catching up after idling) reads the change feed: that is what "current" checks.
+    try {
+      await this.#ready();
+    } catch (err) {
+      this.logger?.warn({ err }, 'koa-appr: the change feed could not be read');
+    }
+    const feed = this.#feed.status();
+    if (feed.lastPollAgeMs !== null) this.metrics?.changeFeedLag(feed.lastPollAgeMs / 1000);
+    return {
+      ok: storage.reachable && storage.writable && feed.current,
+      storage,
+      changeFeed: { current: feed.current, lastPollAgeMs: feed.lastPollAgeMs },
+    };
   }
 
   /**

@@ -16,6 +16,11 @@ export interface HealthReport {
   /** Storage is reachable and writable: this instance can serve every route. */
   ok: boolean;
   storage: StorageHealth;
+  /**
+   * This instance's view of other instances' writes (lib/core/feed.ts): `current` when the change feed was read
+   * recently enough; `lastPollAgeMs` null before the catalog loaded.
+   */
+  changeFeed?: { current: boolean; lastPollAgeMs: number | null };
 }
 
 export interface HealthOptions {

@@ -37,11 +37,33 @@ describe('health', () => {
     expect(report.storage.reachable).to.equal(true);
     expect(report.storage.writable).to.equal(true);
     expect(report.storage.latencyMs).to.be.a('number').and.at.least(0);
-    expect((await memory.list('')).keys).to.deep.equal([]);
+    expect(report.changeFeed).to.deep.include({ current: true });
+    // The probe key is gone; what is left is the catalog snapshot the first instance on a store writes.
+    expect((await memory.list('')).keys).to.deep.equal(['catalog/snapshot.json']);
     const ready = await server.requestRoot('GET', '/readyz');
     expect(ready.status).to.equal(200);
     expect(ready.json).to.deep.include({ ok: true });
     expect(log.lines).to.deep.equal([]);
+  });
+
+  it('reports a change feed not read for longer than its polling allows as not current', async () => {
+    let clock = Date.parse('2026-11-29T00:00:00Z');
+    const store = new SwitchableStorage(new MemoryStorage());
+    const stalled = new Registry({ storage: store, now: () => new Date(clock), coherence: { pollMs: 250, idlePollMs: 1000 } });
+    try {
+      expect((await stalled.health()).changeFeed).to.deep.equal({ current: true, lastPollAgeMs: 0 });
+      stalled.close(); // no background polls: only health's own catch-up reads the feed
+      clock += 60_000;
+      store.down = true; // ... and it fails: the last successful read is a minute old
+      const report = await stalled.health();
+      expect(report.changeFeed).to.deep.equal({ current: false, lastPollAgeMs: 60_000 });
+      expect(report.ok).to.equal(false);
+      store.down = false;
+      clock += 11_000; // idle again: the next check catches up with the feed
+      expect((await stalled.health()).changeFeed).to.deep.equal({ current: true, lastPollAgeMs: 0 });
+    } finally {
+      stalled.close();
+    }
   });
 
   it('a read-only store is reachable, not writable, and still ready', async () => {
@@ -87,8 +109,9 @@ describe('health', () => {
     });
     await new Registry({ storage: spy }).health();
     await new Registry({ storage: spy }).health();
-    expect(seen.size).to.equal(2);
-    for (const key of seen) expect(key).to.match(/^health\/[0-9a-f]{16}$/);
+    const probes = [...seen].filter((key) => key.startsWith('health/'));
+    expect(probes).to.have.length(2);
+    for (const key of probes) expect(key).to.match(/^health\/[0-9a-f]{16}$/);
   });
 });
 
