@@ -10,7 +10,7 @@ import { LOG_LEVELS, type LogLevel } from '../ops/pino.js';
 import { DEFAULT_MAX_PUSH_SIZE, DEFAULT_PREFIX } from '../http/options.js';
 
 /** How a setting's text is read: each kind accepts exactly what its `accepts` text says. */
-export type SettingKind = 'string' | 'port' | 'bytes' | 'count' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';
+export type SettingKind = 'string' | 'port' | 'bytes' | 'bytesOrZero' | 'count' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';
 
 export interface Setting {
   /** Key in `ServerConfig`. */
@@ -110,11 +110,11 @@ export const SETTINGS: readonly Setting[] = [
     help: `memory for parsed package documents, in bytes (library default ${64 * 1024 * 1024})`,
   },
   {
-    name: 'blobCacheBytes', env: 'APPR_BLOB_CACHE_BYTES', flag: 'blob-cache-bytes', kind: 'bytes', default: undefined,
-    help: `memory for small blobs served from memory, in bytes (library default ${64 * 1024 * 1024})`,
+    name: 'blobCacheBytes', env: 'APPR_BLOB_CACHE_BYTES', flag: 'blob-cache-bytes', kind: 'bytesOrZero', default: undefined,
+    help: `memory for small blobs served from memory, in bytes; 0: no blob cache (library default ${64 * 1024 * 1024})`,
   },
   {
-    name: 'blobCacheMaxSize', env: 'APPR_BLOB_CACHE_MAX_SIZE', flag: 'blob-cache-max-size', kind: 'bytes', default: undefined,
+    name: 'blobCacheMaxSize', env: 'APPR_BLOB_CACHE_MAX_SIZE', flag: 'blob-cache-max-size', kind: 'bytesOrZero', default: undefined,
     help: `the largest blob kept in memory, in bytes; larger ones are streamed (library default ${256 * 1024})`,
   },
   {
@@ -157,6 +157,7 @@ export const ACCEPTS: Record<SettingKind, string> = {
   string: 'any text',
   port: 'an integer from 0 to 65535',
   bytes: 'a positive whole number of bytes, digits only (e.g. 33554432)',
+  bytesOrZero: 'a whole number of bytes, 0 or more, digits only (e.g. 0 or 67108864)',
   count: 'a positive whole number',
   ms: 'a whole number of milliseconds, 0 or more',
   boolean: 'true or false (also 1/0, yes/no, on/off)',
@@ -187,12 +188,13 @@ function convert(kind: SettingKind, text: string): string | number | boolean | u
       return port <= 65535 ? port : undefined;
     }
     case 'bytes':
+    case 'bytesOrZero':
     case 'count':
     case 'ms': {
       if (!/^\d{1,16}$/.test(trimmed)) return undefined;
       const value = Number(trimmed);
       if (!Number.isSafeInteger(value)) return undefined;
-      return kind === 'ms' || value > 0 ? value : undefined;
+      return kind === 'ms' || kind === 'bytesOrZero' || value > 0 ? value : undefined;
     }
     case 'boolean': {
       const lower = trimmed.toLowerCase();

@@ -71,6 +71,7 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<{ cod
 const SAMPLES: Record<Exclude<SettingKind, 'string'>, { bad: string[]; good: [string, unknown] }> = {
   port: { bad: ['abc', '-1', '65536', '80.5', '1e3'], good: ['8080', 8080] },
   bytes: { bad: ['1GB', '0', '-5', '1.5', 'ten', '99999999999999999'], good: ['1048576', 1048576] },
+  bytesOrZero: { bad: ['1GB', '-5', '1.5', 'ten', '99999999999999999'], good: ['0', 0] },
   count: { bad: ['0', '-1', '2.5', 'many'], good: ['500', 500] },
   ms: { bad: ['-1', '1s', '0.5', 'soon'], good: ['0', 0] },
   boolean: { bad: ['maybe', 'tru', '2'], good: ['off', false] },
