@@ -161,13 +161,13 @@ export function describeHostileInput(t: HttpContract): void {
     // Long selectors are kept to what fits, URL-encoded, in Node's default 16 KiB request head.
     for (const selector of ['latest', ')(', '>=1.0.0,,', '^^1', '~~1', '*.*.*.*', '>=1.0.0 || <2', '\u0000', 'x'.repeat(10_000), '~'.repeat(10_000), '1'.repeat(10_000), `${'0.'.repeat(4_999)}0`, '1-'.repeat(5_000), `${'>=0.0.0,'.repeat(700)}>=9.0.0`, `<0.0.1-${'a.'.repeat(4_990)}a`]) {
       const title = selector.length > 40 ? `${selector.slice(0, 20)}... (${selector.length} characters)` : JSON.stringify(selector);
-      itUnchanged(`answers the selector ${title} quickly with a JSON 422 invalid-release`, async function () {
-        const started = Date.now();
+      // No timing here: a selector over 256 characters is refused before it is parsed (lib/core/release.ts), so the
+      // work is bounded by construction; the hardening benchmarks measure time.
+      itUnchanged(`answers the selector ${title} with a JSON 422 invalid-release`, async function () {
         for (const path of [`${p.path}/${enc(selector)}/helm`, `${p.path}/${enc(selector)}/helm/pull`]) {
           const res = await guarded.request('GET', path);
           expectError(res, 422, 'invalid-release');
         }
-        expect(Date.now() - started).to.be.lessThan(2000);
       });
     }
 
