@@ -3,25 +3,13 @@
  * the prefix, the audit log from `APPR_AUDIT_LOG`, one JSON log line per request, and the `gc` sub-command over the
  * same store, all configured from the environment alone.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { makeTarGz } from '../helpers/blobs.js';
-import { startInstance, type Instance } from '../helpers/instances.js';
-
-const CLI = fileURLToPath(new URL('../../lib/server/cli.ts', import.meta.url));
-
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
-  child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString(); });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, out })));
-}
+import { runCli, startInstance, type Instance } from '../helpers/instances.js';
 
 describe('koa-appr serve: metrics, health, audit log, request log and gc from the environment', function () {
   this.timeout(60_000);

@@ -4,7 +4,6 @@
  * The packed tarball and its `bin` are tested in tarball.test.ts.
  */
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -15,9 +14,8 @@ import { ERRORS } from '../../lib/errors.js';
 import { ACCEPTS, ConfigError, parseServerConfig, SETTINGS, type SettingKind } from '../../lib/server/config.js';
 import { startServer, type RunningServer } from '../../lib/server/server.js';
 import { makeTarGz } from '../helpers/blobs.js';
-import { startInstance } from '../helpers/instances.js';
+import { runCli, startInstance } from '../helpers/instances.js';
 
-const CLI = fileURLToPath(new URL('../../lib/server/cli.ts', import.meta.url));
 const quiet = (): void => undefined;
 
 /**
@@ -53,18 +51,6 @@ function parseRaw(response: string): { status: number; headers: Record<string, s
     headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
   }
   return { status: Number(statusLine.split(' ')[1]), headers, body: JSON.parse(body) };
-}
-
-/** Run the CLI from source; resolves with its exit code and output. */
-function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
-  child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString(); });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, out })));
 }
 
 /** A value each kind refuses, and one it accepts (with the typed result). */
