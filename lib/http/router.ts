@@ -196,10 +196,11 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   const wellKnown: Middleware = (ctx) => {
     // A parent router re-prefixes this route (`/portal/.well-known/...`): not the place clients look, and a
     // document there would mislead; `apprDiscovery()` serves it at the root instead.
-    if (matchedLayerPath(ctx) !== undefined && matchedLayerPath(ctx) !== WELL_KNOWN_PATH) {
+    const layerPath = matchedLayerPath(ctx);
+    if (layerPath !== undefined && layerPath !== WELL_KNOWN_PATH) {
       throw new ApprError('not-found', `The discovery document is served at ${WELL_KNOWN_PATH}`);
     }
-    ctx.body = { version: API_VERSION, uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)) };
+    ctx.body = discoveryDocument(ctx, opts, respond);
   };
   if (opts.discovery) router.get('well-known', WELL_KNOWN_PATH, respond, access.guard('open', 'well-known'), wellKnown);
 
@@ -260,7 +261,7 @@ export function apprDiscovery(router: Router): Middleware {
           Allow: 'GET, HEAD, OPTIONS',
         });
       }
-      ctx.body = { version: API_VERSION, uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)) };
+      ctx.body = discoveryDocument(ctx, opts, respond);
     });
   };
 }
@@ -270,6 +271,11 @@ export function registryOf(router: Router): Registry {
   const built = BUILT.get(router);
   if (!built) throw new TypeError('koa-appr: registryOf() takes a router made by createApprRouter()');
   return built.opts.registry;
+}
+
+/** The discovery document (docs/api.md section 12), wherever it is served from. */
+function discoveryDocument(ctx: Context, opts: ResolvedOptions, respond: Middleware): { version: string; uri_prefix: string } {
+  return { version: API_VERSION, uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)) };
 }
 
 /** The pattern of the layer now running (a parent router's copy carries the parent's prefix). */
