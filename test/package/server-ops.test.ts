@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { makeTarGz } from '../helpers/blobs.js';
 import { runCli, startInstance, type Instance } from '../helpers/instances.js';
+import { describeWithS3 } from '../helpers/s3-env.js';
 
 describe('koa-appr serve: metrics, health, audit log, request log and gc from the environment', function () {
   this.timeout(60_000);
@@ -68,5 +69,47 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
     const report = JSON.parse(dry.out.trim().split('\n').pop() as string);
     expect(report.dryRun).to.equal(true);
     expect(JSON.stringify(report)).to.contain('acme');
+  });
+});
+
+/** Wait (bounded) until the instance's output matches, so a start-up line logged after "listening" can be read. */
+async function outputMatching(instance: Instance, pattern: RegExp): Promise<string> {
+  for (let i = 0; i < 200 && !pattern.test(instance.output()); i++) await sleep(50);
+  return instance.output();
+}
+
+describe('koa-appr serve: a store that is not usable at start-up', function () {
+  this.timeout(60_000);
+
+  describeWithS3('on S3', () => {
+    it('starts, logs that a bucket that does not exist is not reachable, and answers 503 until it is', async () => {
+      const missing = `no-such-bucket-${process.pid}-${Date.now()}`;
+      const instance = await startInstance({ APPR_STORAGE: `s3://${missing}/registry`, AWS_MAX_ATTEMPTS: '1' });
+      try {
+        const output = await outputMatching(instance, /is not reachable/);
+        expect(output).to.match(new RegExp(`storage s3://${missing}/registry is not reachable`));
+        const res = await fetch(`${instance.url}/api/v1/packages/acme/app/1.0.0/helm`);
+        expect(res.status).to.equal(503);
+        const body = await res.json() as { code: string; message: string };
+        expect(body.code).to.equal('storage-unavailable');
+        expect(body.message).to.not.contain(missing);
+        expect((await fetch(`${instance.url.replace(/\/cnr$/, '')}/readyz`)).status).to.equal(503);
+      } finally {
+        await instance.stop();
+      }
+    });
+  });
+
+  it('logs nothing of the kind when the store is usable', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'koa-appr-server-ready-'));
+    const instance = await startInstance({ APPR_STORAGE: join(dir, 'data') });
+    try {
+      // The probe has run once /readyz answers (it runs the same check).
+      expect((await fetch(`${instance.url.replace(/\/cnr$/, '')}/readyz`)).status).to.equal(200);
+      expect(instance.output()).to.not.match(/is not (reachable|writable)/);
+    } finally {
+      await instance.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
