@@ -16,11 +16,11 @@ import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } fr
 import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
 import { selectRelease } from './selector.js';
 import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
-import { checkStorage, type HealthReport } from '../ops/health.js';
+import { checkStorage, type HealthReport } from './health.js';
 import type { Logger } from '../ops/logger.js';
-import type { MetricsHooks } from '../ops/metrics.js';
-import { InstrumentedStorage } from '../ops/storage.js';
-import { checkFence, collect, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState } from '../ops/gc.js';
+import type { MetricsHooks } from '../ops/metrics-hooks.js';
+import { InstrumentedStorage } from '../storage/instrumented.js';
+import { checkFence, collect, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState } from './gc.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -40,7 +40,7 @@ export interface ManifestRecord {
 
 /** Legacy inline metadata moved to objects by one push: a big old package migrates over several pushes. */
 const MIGRATE_PER_PUSH = 100;
-/** Times a push writes its blob when garbage collection keeps removing it (lib/ops/gc.ts). */
+/** Times a push writes its blob when garbage collection keeps removing it (lib/core/gc.ts). */
 const MAX_PUSH_ROUNDS = 10;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -62,7 +62,7 @@ export interface PackageDoc {
   visibility: Visibility;
   releases: Record<string, Record<string, ManifestRecord>>;
   channels: Record<string, ChannelRecord>;
-  /** The garbage collector's bookkeeping (lib/ops/gc.ts); every write of the document must keep it. */
+  /** The garbage collector's bookkeeping (lib/core/gc.ts); every write of the document must keep it. */
   gc?: GcState;
 }
 
@@ -324,7 +324,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
       const metadata = input.metadata ?? null;
       let metadataRef: string | undefined;
       let migrated: Set<string> | undefined;
-      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/ops/gc.ts): the blob is
+      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/core/gc.ts): the blob is
       // written again after the claim is lifted, so a release never references a blob the collector deletes.
       for (let round = 1; ; round += 1) {
         const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);

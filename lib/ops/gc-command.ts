@@ -1,4 +1,4 @@
-import type { GcOptions, GcReport } from './gc.js';
+import type { GcOptions, GcReport } from '../core/gc.js';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
-import { keys } from '../core/keys.js';
-import type { DocumentStore } from '../core/documents.js';
-import type { PackageDoc } from '../core/registry.js';
+import { keys } from './keys.js';
+import type { DocumentStore } from './documents.js';
+import type { PackageDoc } from './registry.js';
 import type { StorageAdapter } from '../storage/types.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../ops/logger.js';
 
 /**
  * Garbage collection of blobs no release references and of tombstones (package documents with no release), safe
