@@ -20,7 +20,9 @@ import { checkStorage, type HealthReport } from './health.js';
 import type { Logger } from '../ops/logger.js';
 import type { MetricsHooks } from '../ops/metrics-hooks.js';
 import { InstrumentedStorage } from '../storage/instrumented.js';
-import { checkFence, collect, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState } from './gc.js';
+import {
+  checkFence, collect, DEFAULT_GRACE_MS, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState,
+} from './gc.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -861,15 +863,17 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 
   /**
    * Remove blobs no release references and tombstones of deleted packages, once seen so for `graceMs` (default
-   * one hour: a run marks, a later run removes; 0 removes at once). Safe while other instances push (README
-   * "Garbage collection"). Lists the whole store: run it from a job, not per request. With `dryRun`, writes
-   * nothing and reports what would go. Throws `StorageUnavailableError` on a storage failure (what was removed
-   * until then stays removed; a later run finishes).
+   * one hour: a run marks, a later run removes; 0 removes at once), then compact the change feed: fold the
+   * catalog into the snapshot and remove the change entries it covers that are older than `graceMs`. Safe while
+   * other instances push and poll (README "Garbage collection"). Lists the whole store: run it from a job, not
+   * per request. With `dryRun`, writes nothing and reports what would go. Throws `StorageUnavailableError` on a
+   * storage failure (what was removed until then stays removed; a later run finishes).
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
     const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize }, {
       now: this.#now, ...options,
     });
+    report.changes = await this.#feed.collect({ dryRun: report.dryRun, graceMs: options.graceMs ?? DEFAULT_GRACE_MS });
     if (!report.dryRun && (report.blobs.length > 0 || report.tombstones.length > 0)) {
       for (const id of new Set([...report.blobs.map((b) => b.package), ...report.tombstones])) {
         const [ns, pkgName] = id.split('/') as [string, string];
