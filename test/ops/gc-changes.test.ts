@@ -3,28 +3,20 @@
  * snapshot covers once they are older than the grace period, and an instance that had not read them yet still
  * converges (it finds the compaction's marker in its next listing and reloads the snapshot). Memory, fs and RGW.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { expect } from 'chai';
-import { FsStorage, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
-import { s3StorageFromUrl } from '../../lib/s3.js';
-import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
+import { MemoryStorage, Registry } from '../../lib/index.js';
+import { describeWithS3 } from '../helpers/s3-env.js';
+import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
 import { chart, manualClock } from '../reads/helpers.js';
 import { SwitchableStorage } from './helpers.js';
 
 const MINUTE = 60_000;
 const MARKER = /^changes\/\d{13}\+compacted$/;
 
-interface Store {
-  storage: StorageAdapter;
-  done(): Promise<void>;
-}
-
-function describeFeedCompaction(label: string, open: () => Promise<Store>): void {
+function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>): void {
   describe(`garbage collection of the change feed (${label})`, function () {
     this.timeout(60_000);
-    let store: Store;
+    let store: StoreFixture;
     let storage: SwitchableStorage;
     let clock: ReturnType<typeof manualClock>;
     const registries: Registry[] = [];
@@ -47,7 +39,7 @@ function describeFeedCompaction(label: string, open: () => Promise<Store>): void
     });
     afterEach(async () => {
       for (const registry of registries.splice(0)) registry.close();
-      await store.done();
+      await store.cleanup();
     });
 
     it('removes the entries the snapshot covers once older than the grace period, and reports how many (dry run too)', async () => {
@@ -134,22 +126,8 @@ function describeFeedCompaction(label: string, open: () => Promise<Store>): void
   });
 }
 
-describeFeedCompaction('memory', async () => ({ storage: new MemoryStorage(), done: async () => undefined }));
-
-describeFeedCompaction('fs', async () => {
-  const root = await mkdtemp(join(tmpdir(), 'appr-gc-changes-'));
-  return { storage: new FsStorage({ root }), done: () => rm(root, { recursive: true, force: true }) };
-});
-
+describeFeedCompaction('memory', async () => ({ storage: new MemoryStorage(), cleanup: async () => undefined }));
+describeFeedCompaction('fs', () => tempFsStore('gc-changes'));
 describeWithS3('garbage collection of the change feed on RGW', () => {
-  describeFeedCompaction('S3', async () => {
-    const storage = s3StorageFromUrl(`s3://${S3_BUCKET}/${uniqueS3Prefix('gc-changes')}`);
-    return {
-      storage,
-      done: async () => {
-        for (const key of (await storage.list('')).keys) await storage.delete(key);
-        await storage.close?.();
-      },
-    };
-  });
+  describeFeedCompaction('S3', async () => testS3Store('gc-changes', { empty: true }));
 });

@@ -3,13 +3,13 @@
  * the prefix, the audit log from `APPR_AUDIT_LOG`, one JSON log line per request, and the `gc` sub-command over the
  * same store, all configured from the environment alone.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { makeTarGz } from '../helpers/blobs.js';
 import { runCli, startInstance, type Instance } from '../helpers/instances.js';
+import { tempDir } from '../helpers/temp.js';
 
 describe('koa-appr serve: metrics, health, audit log, request log and gc from the environment', function () {
   this.timeout(60_000);
@@ -17,14 +17,11 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
   let instance: Instance;
   let root: string;
 
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'koa-appr-server-ops-'));
+  tempDir('koa-appr-server-ops-', 'all', async (path) => {
+    dir = path;
     instance = await startInstance({ APPR_STORAGE: join(dir, 'data'), APPR_AUDIT_LOG: join(dir, 'audit.jsonl'), APPR_LOG_LEVEL: 'info' });
     root = instance.url.replace(/\/cnr$/, '');
-  });
-  after(async () => {
-    await instance.stop();
-    await rm(dir, { recursive: true, force: true });
+    return () => instance.stop();
   });
 
   it('serves /healthz, /readyz and /metrics outside the prefix, counting the requests it answered', async () => {
