@@ -30,10 +30,12 @@ export { ApprMetrics, metricsEndpoint } from './ops/metrics.js';
 export type { MetricsOptions, MetricsEndpointOptions } from './ops/metrics.js';
 export type { MetricsHooks, StorageOperation, StorageOutcome, CacheKind } from './ops/metrics-hooks.js';
 export { InstrumentedStorage } from './storage/instrumented.js';
-export { defaultActorName, jsonLinesAudit } from './ops/audit.js';
+export { defaultActorName } from './ops/audit.js';
+export { jsonLinesAudit } from './ops/audit-log.js';
+export type { JsonLinesAudit } from './ops/audit-log.js';
 export type {
   AuditEvent, AuditHook, Actor, ChangeContext, PushEvent, DeleteEvent, ChannelAddEvent, ChannelRemoveEvent,
-  ChannelDeleteEvent, VisibilityEvent, LoginEvent, GcEvent, JsonLinesAudit,
+  ChannelDeleteEvent, VisibilityEvent, LoginEvent, GcEvent,
 } from './ops/audit.js';
 export type { Logger } from './ops/logger.js';
 export { requestLog } from './ops/request-log.js';

@@ -19,8 +19,8 @@ import ts from 'typescript';
  *    the auth hooks' contract (lib/auth/hooks.ts: it names the core's visibility, and sits below both the guard
  *    that calls the hooks and the user store that implements them).
  *  2 services built on the core, still without routes of the API: the user store and its limits, the Helm index,
- *    lib/ops (prom-client metrics and their endpoint, health probes' endpoints, request log, server wiring, the gc
- *    command).
+ *    lib/ops (prom-client metrics and their endpoint, health probes' endpoints, the JSON-lines audit log, request
+ *    log, server wiring, the gc command).
  *  3 http: the route table, the guard, the handlers and their body readers, the router's options; the Helm routes.
  *  4 entry points: the server and CLI, and the package's entry modules (lib/index.ts, lib/s3.ts).
  */
