@@ -29,7 +29,8 @@ export interface CoherenceOptions {
   maxClockSkewMs?: number;
   /**
    * Change entries are kept this long (default 10 min), then folded into the catalog snapshot and deleted. An
-   * instance that could not poll for longer rebuilds its catalog from storage.
+   * instance that could not poll for longer rebuilds its catalog from storage. `registry.gc()` with a shorter
+   * `graceMs` removes covered entries sooner: an instance that still needed them reloads the snapshot instead.
    */
   retentionMs?: number;
   /** How often an instance checks whether the feed needs compacting (default 60000). */
