@@ -16,11 +16,13 @@ import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } fr
 import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
 import { selectRelease } from './selector.js';
 import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
-import { checkStorage, type HealthReport } from '../ops/health.js';
+import { checkStorage, type HealthReport } from './health.js';
 import type { Logger } from '../ops/logger.js';
-import type { MetricsHooks } from '../ops/metrics.js';
-import { InstrumentedStorage } from '../ops/storage.js';
-import { checkFence, collect, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState } from '../ops/gc.js';
+import type { MetricsHooks } from '../ops/metrics-hooks.js';
+import { InstrumentedStorage } from '../storage/instrumented.js';
+import {
+  checkFence, collect, DEFAULT_GRACE_MS, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState,
+} from './gc.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -40,7 +42,7 @@ export interface ManifestRecord {
 
 /** Legacy inline metadata moved to objects by one push: a big old package migrates over several pushes. */
 const MIGRATE_PER_PUSH = 100;
-/** Times a push writes its blob when garbage collection keeps removing it (lib/ops/gc.ts). */
+/** Times a push writes its blob when garbage collection keeps removing it (lib/core/gc.ts). */
 const MAX_PUSH_ROUNDS = 10;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -62,7 +64,7 @@ export interface PackageDoc {
   visibility: Visibility;
   releases: Record<string, Record<string, ManifestRecord>>;
   channels: Record<string, ChannelRecord>;
-  /** The garbage collector's bookkeeping (lib/ops/gc.ts); every write of the document must keep it. */
+  /** The garbage collector's bookkeeping (lib/core/gc.ts); every write of the document must keep it. */
   gc?: GcState;
 }
 
@@ -324,7 +326,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
       const metadata = input.metadata ?? null;
       let metadataRef: string | undefined;
       let migrated: Set<string> | undefined;
-      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/ops/gc.ts): the blob is
+      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/core/gc.ts): the blob is
       // written again after the claim is lifted, so a release never references a blob the collector deletes.
       for (let round = 1; ; round += 1) {
         const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);
@@ -861,15 +863,17 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 
   /**
    * Remove blobs no release references and tombstones of deleted packages, once seen so for `graceMs` (default
-   * one hour: a run marks, a later run removes; 0 removes at once). Safe while other instances push (README
-   * "Garbage collection"). Lists the whole store: run it from a job, not per request. With `dryRun`, writes
-   * nothing and reports what would go. Throws `StorageUnavailableError` on a storage failure (what was removed
-   * until then stays removed; a later run finishes).
+   * one hour: a run marks, a later run removes; 0 removes at once), then compact the change feed: fold the
+   * catalog into the snapshot and remove the change entries it covers that are older than `graceMs`. Safe while
+   * other instances push and poll (README "Garbage collection"). Lists the whole store: run it from a job, not
+   * per request. With `dryRun`, writes nothing and reports what would go. Throws `StorageUnavailableError` on a
+   * storage failure (what was removed until then stays removed; a later run finishes).
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
     const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize }, {
       now: this.#now, ...options,
     });
+    report.changes = await this.#feed.collect({ dryRun: report.dryRun, graceMs: options.graceMs ?? DEFAULT_GRACE_MS });
     if (!report.dryRun && (report.blobs.length > 0 || report.tombstones.length > 0)) {
       for (const id of new Set([...report.blobs.map((b) => b.package), ...report.tombstones])) {
         const [ns, pkgName] = id.split('/') as [string, string];
