@@ -3,9 +3,14 @@
  * of media type `helm`. Built only from the Registry's public read methods, so it sees exactly what the appr API
  * sees (visibility filtering included).
  *
+ * What a release contributes comes from its chart record (`keys.chart`, lib/core/chart.ts: Chart.yaml's fields and
+ * the sha256 of the stored `.tgz`), which the push that wrote the blob stored. A release without one (pushed before
+ * push-time capture, or a push that found its blob stored already) has its blob read once, and the record is
+ * written back, create-if-absent, so that other instances and restarts do not read the blob again.
+ *
  * What is cached, and why it is safe:
- * - a chart's metadata and sha256, per blob: a blob is content-addressed and immutable (`ns/name/digest` always
- *   names the same stored bytes), so this is never invalidated, only evicted (an LRU bounded in bytes);
+ * - a chart record, per blob: it describes the blob's stored bytes, which a content address keeps (`ns/name/digest`
+ *   is written create-if-absent), so it is never invalidated, only evicted (an LRU bounded in bytes);
  * - the serialized index, keyed by a fingerprint of everything it is made of (namespace, context path, and each
  *   visible release's name, version, blob digest and creation time): a push, a delete or a visibility change
  *   gives another fingerprint, so a cached index can never be stale; two callers who see the same charts share
@@ -18,12 +23,13 @@ import { mapLimit } from '../core/feed.js';
 import { LRUCache } from 'lru-cache';
 import { stringify } from 'yaml';
 import { isApprError } from '../errors.js';
+import { asChartRecord, CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from '../core/chart.js';
+import { keys } from '../core/keys.js';
 import type { Registry, VisibleFilter } from '../core/registry.js';
 import { compareReleases } from '../core/release.js';
 import { readChartArchive, type ChartArchive, type ChartMetadata } from './chart.js';
 
-/** The media type whose releases are charts. */
-export const HELM_MEDIA_TYPE = 'helm';
+export { HELM_MEDIA_TYPE };
 
 export interface HelmOptions {
   /** Bytes of chart metadata kept in memory (default 16 MiB; about 1 KiB per chart version). */
@@ -50,6 +56,8 @@ interface HelmRelease {
   version: string;
   /** The appr digest (sha256 of the tar), which names the stored blob. */
   blob: string;
+  /** Bytes of the stored blob (the release record's `size`). */
+  size: number;
   created: string;
 }
 
@@ -72,7 +80,7 @@ export function chartFileName(name: string, version: string): string {
 export class HelmRepository {
   readonly #registry: Registry;
   readonly #now: () => Date;
-  readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string }>;
+  readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string; size?: number }>;
   readonly #indexes: LRUCache<string, SerializedIndex, { namespace: string; contextPath: string; releases: HelmRelease[] }>;
   readonly #state: (() => string | number | undefined) | undefined;
   /** Indexes by (registry state, namespace, context path, visible packages): see `state` in the constructor. */
@@ -90,7 +98,7 @@ export class HelmRepository {
     this.#charts = new LRUCache({
       maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
       sizeCalculation: (value) => 256 + (value.chart ? JSON.stringify(value.chart).length : 0),
-      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.name, context.blob),
+      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.name, context.blob, context.size),
     });
     this.#indexes = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
@@ -147,10 +155,12 @@ export class HelmRepository {
 
   /**
    * What the stored blob of a release holds (cached per blob): its sha256 and Chart.yaml, or why it is no chart.
-   * `undefined` when the blob is missing from storage.
+   * From the chart record when there is one (`size`, the release's stored size, when known, must agree with it);
+   * else from the blob, read once, and the record written back. `undefined` when the blob is missing from storage.
+   * Throws `StorageUnavailableError` when storage fails.
    */
-  async chart(namespace: string, name: string, blob: string): Promise<ChartArchive | undefined> {
-    return this.#charts.fetch(`${namespace}/${name}/${blob}`, { context: { namespace, name, blob } });
+  async chart(namespace: string, name: string, blob: string, size?: number): Promise<ChartArchive | undefined> {
+    return this.#charts.fetch(`${namespace}/${name}/${blob}`, { context: { namespace, name, blob, ...(size === undefined ? {} : { size }) } });
   }
 
   async #releases(namespace: string, visible: VisibleFilter): Promise<HelmRelease[]> {
@@ -175,7 +185,7 @@ export class HelmRepository {
 
   async #packageReleases(namespace: string, name: string): Promise<HelmRelease[]> {
     const manifests = await this.#registry.packageManifests(namespace, name, HELM_MEDIA_TYPE);
-    return manifests.map((m) => ({ name, version: m.release, blob: m.content.digest, created: m.created_at }));
+    return manifests.map((m) => ({ name, version: m.release, blob: m.content.digest, size: m.content.size, created: m.created_at }));
   }
 
   /**
@@ -185,7 +195,7 @@ export class HelmRepository {
    */
   async #entries(namespace: string, releases: HelmRelease[]): Promise<Record<string, ChartVersion[]>> {
     const read = await mapLimit(releases, READ_CONCURRENCY, async (release) => ({
-      release, archive: await this.chart(namespace, release.name, release.blob),
+      release, archive: await this.chart(namespace, release.name, release.blob, release.size),
     }));
     const entries: Record<string, ChartVersion[]> = {};
     const names = [...new Set(releases.map((r) => r.name))].sort();
@@ -214,7 +224,14 @@ export class HelmRepository {
     return { body, etag: `W/"${fingerprint.slice(0, 32)}"`, charts };
   }
 
-  async #loadChart(namespace: string, name: string, blob: string): Promise<ChartArchive | undefined> {
+  async #loadChart(namespace: string, name: string, blob: string, size?: number): Promise<ChartArchive | undefined> {
+    const storage = this.#registry.storage;
+    const key = keys.chart(namespace, name, blob);
+    const stored = await storage.get(key);
+    const record = stored === null || stored.notModified ? null : asChartRecord(parseJson(stored.body));
+    // A record of another size describes other bytes than the release's (a blob removed and pushed again by a
+    // version without push-time capture): the blob decides, and the record is left for its writers.
+    if (record !== null && (size === undefined || record.size === size)) return archiveOf(record);
     let stream;
     try {
       stream = await this.#registry.blob(namespace, name, blob);
@@ -223,7 +240,28 @@ export class HelmRepository {
       if (isApprError(err) && err.code === 'package-not-found') return undefined;
       throw err;
     }
-    return readChartArchive(stream.body);
+    const archive = await readChartArchive(stream.body);
+    if (record === null) {
+      const written: ChartRecord = { format: CHART_RECORD_FORMAT, ...archive };
+      // Create-if-absent: a push that wrote the blob meanwhile has written the record of its bytes; it stands. A
+      // failure costs this process nothing (it has the answer) and another instance reads the blob once more.
+      await storage.put(key, Buffer.from(JSON.stringify(written)), { ifNoneMatch: '*' }).catch((err: unknown) => {
+        this.#registry.logger?.warn({ err, key }, 'koa-appr: the chart record could not be written back');
+      });
+    }
+    return archive;
+  }
+}
+
+function archiveOf(record: ChartRecord): ChartArchive {
+  return { digest: record.digest, size: record.size, chart: record.chart, problem: record.problem };
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch {
+    return null;
   }
 }
 

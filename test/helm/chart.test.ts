@@ -1,13 +1,14 @@
 /** Reading Chart.yaml the way Helm does, chart file names, and what an index costs in storage requests. */
 import { expect } from 'chai';
 import Koa from 'koa';
-import { createApprRouter, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
+import { createApprRouter, MemoryStorage, Registry } from '../../lib/index.js';
 import { MAX_CHART_FILE_BYTES, parseChartYaml, readChartArchive } from '../../lib/helm/chart.js';
 import { HelmRepository } from '../../lib/helm/index.js';
 import { splitChartFile } from '../../lib/helm/router.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { listen, sha256 } from '../helpers/http.js';
 import { chartTgz, get } from './clients.js';
+import { chartRequests, counting } from './counting.js';
 
 describe('Chart.yaml as Helm reads it', () => {
   it('keeps every index field, scalars as their source text', () => {
@@ -91,24 +92,8 @@ describe('chart file names', () => {
   });
 });
 
-/** Counts what the registry asks of storage, by method. */
-function counting(storage: StorageAdapter): { storage: StorageAdapter; calls: Record<string, number>; reset: () => void } {
-  const calls: Record<string, number> = {};
-  const proxy = new Proxy(storage, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof value !== 'function' || typeof prop !== 'string') return value;
-      return (...args: unknown[]) => {
-        calls[prop] = (calls[prop] ?? 0) + 1;
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
-  return { storage: proxy, calls, reset: () => Object.keys(calls).forEach((key) => delete calls[key]) };
-}
-
 describe('what a Helm index costs', () => {
-  it('reads each chart\'s blob once; afterwards an index costs only the package reads a list costs', async () => {
+  it('reads each chart\'s record once and no blob; afterwards an index costs only the package reads a list costs', async () => {
     const counted = counting(new MemoryStorage());
     const registry = new Registry({ storage: counted.storage });
     for (let i = 0; i < 5; i += 1) {
@@ -120,7 +105,8 @@ describe('what a Helm index costs', () => {
     const everyone = () => true;
     counted.reset();
     const first = await repo.index('ns', everyone, '/cnr/helm');
-    expect(counted.calls.getStream).to.equal(10);
+    // One GET of each release's chart record (stored by its push), no blob read, nothing written.
+    expect(chartRequests(counted.byKind)).to.deep.equal({ 'get charts': 10 });
     expect(first.charts).to.equal(10);
 
     counted.reset();
@@ -137,7 +123,7 @@ describe('what a Helm index costs', () => {
     await registry.push({ namespace: 'ns', name: 'c0', release: '2.0.0', mediaType: 'helm', blob: await chartTgz({ name: 'c0', version: '2.0.0' }) });
     counted.reset();
     const third = await repo.index('ns', everyone, '/cnr/helm');
-    expect(counted.calls.getStream).to.equal(1);
+    expect(chartRequests(counted.byKind)).to.deep.equal({ 'get charts': 1 });
     expect(third.etag).not.to.equal(first.etag);
     expect(third.charts).to.equal(11);
   });
