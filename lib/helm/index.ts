@@ -25,7 +25,7 @@ import { stringify } from 'yaml';
 import { isApprError } from '../errors.js';
 import { asChartRecord, CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from '../core/chart.js';
 import { keys } from '../core/keys.js';
-import type { Registry, VisibleFilter } from '../core/registry.js';
+import type { PackageRef, Registry, VisibleFilter } from '../core/registry.js';
 import { compareReleases } from '../core/release.js';
 import { readChartArchive, type ChartArchive, type ChartMetadata } from './chart.js';
 
@@ -83,13 +83,17 @@ export class HelmRepository {
   readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string; size?: number }>;
   readonly #indexes: LRUCache<string, SerializedIndex, { namespace: string; contextPath: string; releases: HelmRelease[] }>;
   readonly #state: (() => string | number | undefined) | undefined;
-  /** Indexes by (registry state, namespace, context path, visible packages): see `state` in the constructor. */
+  /** Indexes by (registry state, namespace, context path, visibility scope): see `index()`. */
   readonly #recent: LRUCache<string, SerializedIndex>;
+
+  /** Per namespace, its chart packages (all of them, any visibility) as of one registry state. */
+  readonly #packages: LRUCache<string, { state: string | number; refs: PackageRef[] }>;
 
   /**
    * `state`, when given, returns a token that changes whenever any package document changes (a catalog's
-   * version). A repeated index then costs one `listPackages` (which packages this caller sees) and nothing per
-   * package. Without it, each index reads every chart package's manifests to fingerprint what it lists.
+   * version). A repeated index then costs asking the caller's `visible` filter about each chart package of the
+   * namespace (no listing, no parsing, no storage request), and nothing per release. Without it, each index lists
+   * the packages and reads every chart package's manifests to fingerprint what it lists.
    */
   constructor(registry: Registry, options: HelmOptions = {}, state?: () => string | number | undefined) {
     this.#registry = registry;
@@ -107,7 +111,11 @@ export class HelmRepository {
     });
     this.#recent = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
-      sizeCalculation: (value) => value.body.length + 64,
+      sizeCalculation: (value, key) => value.body.length + key.length + 64,
+    });
+    this.#packages = new LRUCache({
+      maxSize: 4 * MB,
+      sizeCalculation: (value) => 64 + value.refs.reduce((sum, ref) => sum + ref.name.length + 48, 0),
     });
   }
 
@@ -116,18 +124,35 @@ export class HelmRepository {
    * ETag. `contextPath` is the path of the repositories' root as the client sees it (`/cnr/helm`), written to
    * `serverInfo.contextPath` so that `helm cm-push` finds the upload API. Throws what the registry throws
    * (`400 invalid-usage` for a bad namespace name, `503 storage-unavailable`).
+   *
+   * With a state token, the serialized index is cached per (state, namespace, context path, visibility scope), the
+   * scope being which of the namespace's chart packages `visible` admits (`*` for all): callers who see the same
+   * charts share one copy, and a push, a delete or a visibility change moves the state.
    */
   async index(namespace: string, visible: VisibleFilter, contextPath: string): Promise<SerializedIndex> {
     const state = this.#state?.();
     if (state === undefined) return this.#index(namespace, contextPath, await this.#releases(namespace, visible));
-    const packages = await this.#visiblePackages(namespace, visible);
-    const key = createHash('sha256').update(`${state}\n${namespace}\n${contextPath}\n${packages.join('\n')}`).digest('hex');
+    const refs = await this.#chartPackages(namespace, state);
+    const admitted = await admit(refs, visible);
+    const scope = admitted.every(Boolean) ? '*' : admitted.map((ok) => (ok ? '1' : '0')).join('');
+    const key = `${state}\0${namespace}\0${contextPath}\0${scope}`;
     const cached = this.#recent.get(key);
     if (cached !== undefined) return cached;
+    const packages = refs.filter((_, i) => admitted[i]).map((ref) => ref.name.slice(ref.namespace.length + 1));
     const built = await this.#index(namespace, contextPath, await this.#releasesOf(namespace, packages));
     // Built from a later state than `state` if a write landed meanwhile: then it is not what `state` names.
     if (this.#state?.() === state) this.#recent.set(key, built);
     return built;
+  }
+
+  /** Every chart package of `namespace` (`name` is `ns/name`), listed once per registry state. */
+  async #chartPackages(namespace: string, state: string | number): Promise<PackageRef[]> {
+    const known = this.#packages.get(namespace);
+    if (known?.state === state) return known.refs;
+    const listed = await this.#registry.listPackages({ namespace, mediaType: HELM_MEDIA_TYPE });
+    const refs = listed.map((pkg) => ({ namespace: pkg.namespace, name: pkg.name, visibility: pkg.visibility }));
+    if (this.#state?.() === state) this.#packages.set(namespace, { state, refs });
+    return refs;
   }
 
   /** The index of exactly these releases, from the cache of serialized indexes when it holds it. */
@@ -263,6 +288,20 @@ function parseJson(body: Buffer): unknown {
   } catch {
     return null;
   }
+}
+
+/**
+ * What `visible` answers about each package, without a promise per package when it answers synchronously (the
+ * router's filter does). `refs` name packages `ns/name`, as listings do; the filter is asked with the bare name.
+ */
+async function admit(refs: PackageRef[], visible: VisibleFilter): Promise<boolean[]> {
+  let pending = false;
+  const answers = refs.map((ref) => {
+    const answer = visible({ namespace: ref.namespace, name: ref.name.slice(ref.namespace.length + 1), visibility: ref.visibility });
+    if (typeof answer !== 'boolean') pending = true;
+    return answer;
+  });
+  return pending ? Promise.all(answers) : answers as boolean[];
 }
 
 function positive(value: number, name: string): number {
