@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { createApprRouter, MemoryStorage, Registry } from '../../lib/index.js';
 import { MAX_CHART_FILE_BYTES, parseChartYaml, readChartArchive } from '../../lib/helm/chart.js';
-import { HelmRepository } from '../../lib/helm/index.js';
+import { entryYaml, HelmRepository, serializeIndex, type ChartVersion } from '../../lib/helm/index.js';
+import { parse as parseYaml, stringify } from 'yaml';
 import { splitChartFile } from '../../lib/helm/router.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { listen, sha256 } from '../helpers/http.js';
@@ -76,6 +77,33 @@ describe('Chart.yaml as Helm reads it', () => {
     expect(huge.problem).to.match(/larger than/);
     const truncated = await readChartArchive(tgz.subarray(0, tgz.length - 10));
     expect(truncated.problem).to.match(/not a gzip-compressed tar/);
+  });
+});
+
+describe('index serialization', () => {
+  it('writes, entry by entry, the document the YAML library writes for the whole index, tricky values included', () => {
+    const entry = (name: string, version: string, extra: Partial<ChartVersion> = {}): ChartVersion => ({
+      apiVersion: 'v2', name, version, created: '2026-01-02T03:04:05.000Z', digest: 'a'.repeat(64),
+      urls: [`charts/${name}-${version}.tgz`], ...extra,
+    });
+    const entries: Record<string, ChartVersion[]> = {
+      '1.10': [entry('1.10', '1.0.0', { appVersion: '1.10' })],
+      true: [entry('true', '2.0.0', { deprecated: true, keywords: ['*', '- dash', 'yes', ''] })],
+      web: [
+        entry('web', '1.1.0', {
+          description: 'Line one\n\n  indented line\ntrailing spaces   \n# not a comment\n',
+          annotations: { 'a: b': 'c # d', 'x/y': '  leading', unicode: 'caf\u00e9 \u2713' },
+          maintainers: [{ name: 'Ada', email: 'ada@example.com' }],
+          dependencies: [{ name: 'redis', version: '~17.0.0', 'import-values': ['data', { child: 'a', parent: 'b' }] }],
+        }),
+        entry('web', '1.0.0', { description: '- starts like a list', home: 'https://example.com/?a=b&c=d' }),
+      ],
+    };
+    const whole = stringify({ apiVersion: 'v1', entries, generated: '2026-01-02T03:04:05.000Z', serverInfo: { contextPath: '/cnr/helm' } }, { lineWidth: 0 });
+    const built = serializeIndex(entries, '2026-01-02T03:04:05.000Z', '/cnr/helm', entryYaml);
+    expect(built).to.equal(whole);
+    expect(parseYaml(built)).to.deep.equal(parseYaml(whole));
+    expect(serializeIndex({}, 'now', '/x', entryYaml)).to.equal(stringify({ apiVersion: 'v1', entries: {}, generated: 'now', serverInfo: { contextPath: '/x' } }));
   });
 });
 
