@@ -14,9 +14,11 @@
  * - the serialized index, keyed by a fingerprint of everything it is made of (namespace, context path, and each
  *   visible release's name, version, blob digest and creation time): a push, a delete or a visibility change
  *   gives another fingerprint, so a cached index can never be stale; two callers who see the same charts share
- *   one copy. The fingerprint is also the ETag.
- * In steady state an index therefore costs what listing the namespace's packages and reading their manifests
- * costs (package documents, conditional reads; nothing once the registry serves them from memory), no blob read.
+ *   one copy. The fingerprint is also the ETag;
+ * - with a registry state token (the catalog version, as the router passes it), the serialized index per (state,
+ *   namespace, context path, visibility scope) and each namespace's chart packages per state: a repeated index
+ *   costs asking the caller's read permission about each chart package, and no storage request;
+ * - each entry's YAML, by the entry's content: a rebuild after a change serializes only the new entries.
  */
 import { createHash } from 'node:crypto';
 import { mapLimit } from '../core/feed.js';
