@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
  *   packages/<ns>/<name>.json                          package document: releases, channels, visibility (mutable, CAS)
  *   blobs/<ns>/<name>/sha256/<digest>                   blob bytes, gzip as pushed (immutable, content-addressed)
  *   metadata/<ns>/<name>/sha256/<hash>.json            a release's metadata, JSON (immutable, content-addressed)
+ *   charts/<ns>/<name>/sha256/<digest>.json            Helm: what the index needs of blob <digest> (chart.ts)
  *   changes/<time>+<instance>+<seq>+<ns>+<name>         change entry: "this package changed" (immutable, create-only)
  *   changes/<time>+compacted                           entries before <time> were deleted (lib/core/feed.ts)
  *   catalog/snapshot.json                              catalog snapshot: every live package at a feed position (CAS)
@@ -74,6 +75,14 @@ export const keys = {
 
   metadata(namespace: string, name: string, hash: string): string {
     return `metadata/${namespace}/${name}/sha256/${hash}.json`;
+  },
+
+  /**
+   * The chart record of a blob of media type `helm` (lib/core/chart.ts): it describes the blob's stored bytes, and
+   * is written by whoever wrote them (a push) or read them (the index, once, for older releases).
+   */
+  chart(namespace: string, name: string, digest: string): string {
+    return `charts/${namespace}/${name}/sha256/${digest}.json`;
   },
 
   changes(): string {

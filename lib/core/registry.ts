@@ -9,6 +9,7 @@ import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
 import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
+import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
@@ -336,7 +337,8 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
           if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
           continue;
         }
-        size = stored;
+        size = stored.size;
+        if (mediaType === HELM_MEDIA_TYPE && stored.written) await this.#putChart(namespace, name, blob);
         if (migrated === undefined) {
           // Metadata goes to an immutable object written after the blob and before the document that references
           // it, so the package document, rewritten by every change, holds ~200 bytes per release.
@@ -383,6 +385,19 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
       type: 'push', time: createdAt, actor: input.actor ?? null, package: `${namespace}/${name}`, release, mediaType,
       digest: blob.digest, size, forced: force, created,
     });
+  }
+
+  /**
+   * Helm: the chart record of a blob this push has just written (Chart.yaml as captured while the tar was checked,
+   * the sha256 of the gzip bytes), before the document that makes the release visible. Replaces any record there:
+   * it describes the stored bytes, which are these. A push that found the blob stored already writes none (those
+   * bytes may be another gzip of the same tar); the index reads them once instead (lib/helm/index.ts).
+   */
+  async #putChart(namespace: string, name: string, blob: StagedBlob): Promise<void> {
+    const record: ChartRecord = { format: CHART_RECORD_FORMAT, digest: await blob.gzipDigest(), size: blob.size, ...blob.chartFiles.chart() };
+    if ((await this.storage.put(keys.chart(namespace, name, blob.digest), Buffer.from(JSON.stringify(record)))) === null) {
+      throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
+    }
   }
 
   /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
@@ -433,13 +448,14 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 
   /**
    * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
-   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those).
+   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those),
+   * and whether these bytes were written now; `null` when storage claims the blob but it is gone (write again).
    */
-  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<number | null> {
+  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<{ size: number; written: boolean } | null> {
     const blobKey = keys.blob(namespace, name, blob.digest);
     if (blob.bytes === undefined) {
       const stored = await this.storage.head(blobKey);
-      if (stored !== null) return stored.size;
+      if (stored !== null) return { size: stored.size, written: false };
     }
     let written: string | null;
     if (blob.bytes !== undefined) {
@@ -452,11 +468,11 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
         body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
       }
     }
-    if (written !== null) return blob.size;
+    if (written !== null) return { size: blob.size, written: true };
     // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
     // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
     const stored = await this.storage.head(blobKey);
-    return stored === null ? null : stored.size;
+    return stored === null ? null : { size: stored.size, written: false };
   }
 
   #stageOptions(maxSize?: number) {

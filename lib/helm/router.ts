@@ -13,7 +13,7 @@
  */
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Router from '@koa/router';
@@ -284,9 +284,9 @@ async function upload(ctx: Context, params: { namespace: string }, { opts, acces
       throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
     }
     try {
-      // Registry.push takes the bytes; once it takes a stream, this is createReadStream(path).
+      // Streamed from the spool file: the push checks the tar again and captures Chart.yaml as every helm push does.
       await opts.registry.push({
-        namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: await readFile(path), metadata, force,
+        namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: createReadStream(path), metadata, force,
         createOnly,
       });
     } catch (err) {
