@@ -285,7 +285,7 @@ export class UserStore {
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
     let claims: { u?: unknown; f?: unknown; exp?: unknown };
     try {
-      claims = JSON.parse(Buffer.from(parts[1] ?? '', 'base64url').toString('utf8'));
+      claims = JSON.parse(Buffer.from(parts[1] ?? '', 'base64url').toString('utf8')) as typeof claims;
     } catch {
       return null;
     }

@@ -175,10 +175,11 @@ async function admitted(result: ListResult, visible: VisibleFilter): Promise<boo
   if (visible === EVERYONE) return undefined;
   let pending = false;
   const answers = result.items.map(({ entry }) => {
-    const answer = visible({ namespace: entry.doc.namespace, name: entry.doc.name, visibility: entry.doc.visibility as Visibility });
+    const answer = visible({ namespace: entry.doc.namespace, name: entry.doc.name, visibility: entry.doc.visibility });
     if (typeof answer !== 'boolean') pending = true;
     return answer;
   });
+  // eslint-disable-next-line @typescript-eslint/await-thenable -- set in the callback, unseen by TypeScript's narrowing
   const admit = pending ? await Promise.all(answers) : answers as boolean[];
   return admit.every((ok) => ok) && result.publicBody !== undefined ? undefined : admit;
 }

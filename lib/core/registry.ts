@@ -851,7 +851,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 
   async #changed(context: ChangeContext, event: DistributiveOmit<AuditEvent, 'time' | 'actor'>): Promise<void> {
     if (!this.#audit) return;
-    await this.audit({ ...event, time: this.#now().toISOString(), actor: context.actor ?? null } as AuditEvent);
+    await this.audit({ ...event, time: this.#now().toISOString(), actor: context.actor ?? null });
   }
 
   /**
