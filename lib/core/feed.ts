@@ -41,9 +41,9 @@ export interface CoherenceOptions {
    */
   sweepPerSecond?: number;
   /** Called after every change this instance makes: for hosts that push invalidations to other instances. */
-  onChange?: (change: { namespace: string; name: string }) => void;
+  onChange?: ((change: { namespace: string; name: string }) => void) | undefined;
   /** Called with errors of the background work (polls, compaction, sweep), which is retried. Default: ignored. */
-  onError?: (err: unknown) => void;
+  onError?: ((err: unknown) => void) | undefined;
 }
 
 interface Snapshot {
