@@ -13,10 +13,13 @@ export default tseslint.config(
       // Unused names are errors, except deliberately ignored ones (`_chunk`, `_ctx`).
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       // An `async` function without `await` is how this code implements a Promise-returning interface (the storage
-      // adapters, the metrics collectors, Koa handlers): a synchronous throw then becomes a rejection, as callers expect.
+      // adapters, the metrics collectors, Koa handlers): a synchronous throw becomes a rejection, as callers expect.
       '@typescript-eslint/require-await': 'off',
       // Passing a caught error on unchanged (typed `unknown`) is not rejecting with a literal.
       '@typescript-eslint/prefer-promise-reject-errors': ['error', { allowThrowingUnknown: true }],
+      // Promise.all over values of which only some are promises (a visibility filter may answer synchronously) is
+      // deliberate: no promise per value when none is pending. An array that can hold no promise is still an error.
+      '@typescript-eslint/await-thenable': ['error', { allowMixedPromiseArrays: true }],
     },
   },
   {

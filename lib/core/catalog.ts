@@ -179,7 +179,6 @@ async function admitted(result: ListResult, visible: VisibleFilter): Promise<boo
     if (typeof answer !== 'boolean') pending = true;
     return answer;
   });
-  // eslint-disable-next-line @typescript-eslint/await-thenable -- set in the callback, unseen by TypeScript's narrowing
   const admit = pending ? await Promise.all(answers) : answers as boolean[];
   return admit.every((ok) => ok) && result.publicBody !== undefined ? undefined : admit;
 }
