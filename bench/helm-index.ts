@@ -110,7 +110,7 @@ async function bench(shape: string): Promise<void> {
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
-      if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0] as string));
+      if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0] as string) as { helm: string; bare: string; bytes: number; fromRecords: number; fromBlobs: number });
     });
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });

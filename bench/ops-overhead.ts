@@ -47,7 +47,7 @@ async function start(mode: 'on' | 'off'): Promise<{ child: ChildProcess; url: st
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'server', mode], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const port = await new Promise<string>((resolve) => child.stdout!.once('data', (chunk: Buffer) => resolve(chunk.toString().trim())));
+  const port = await new Promise<string>((resolve) => child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim())));
   return { child, url: `http://127.0.0.1:${port}/cnr` };
 }
 

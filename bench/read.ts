@@ -246,7 +246,7 @@ async function main(): Promise<void> {
     for (const w of workloads) {
       const row = cpu[w.id]!;
       const us = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : (x * 1e6).toFixed(0));
-      cpuLines.push(`| ${w.id} | ${names.map((n) => us(row[n])).join(' | ')} | ${others.map((n) => (row[n] && row[koa] ? (row[koa]! / row[n]!).toFixed(2) : '-')).join(' | ')} |`);
+      cpuLines.push(`| ${w.id} | ${names.map((n) => us(row[n])).join(' | ')} | ${others.map((n) => (row[n] && row[koa] ? (row[koa] / row[n]).toFixed(2) : '-')).join(' | ')} |`);
     }
     console.log(`\nread benchmark, ${new Date().toISOString()}, wrk -t2, ${SECONDS} s per run, caches warm\n`);
     console.log('Requests per second, and ratios:\n');

@@ -44,7 +44,7 @@ export function createPortalApp(options: { portal: Portal; storage: StorageAdapt
   const site = new Router();
   site.post('/login', async (ctx) => {
     const { username, password } = await readJson(ctx);
-    const user = await portal.checkPassword(String(username ?? ''), String(password ?? ''));
+    const user = await portal.checkPassword(typeof username === 'string' ? username : '', typeof password === 'string' ? password : '');
     if (!user) {
       ctx.status = 401;
       ctx.body = { error: 'bad credentials' };

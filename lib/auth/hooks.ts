@@ -37,7 +37,7 @@ export interface AccessTarget {
    * `delete-channel`, `set-visibility`, `pull`, `show-manifest`, ..., or `list-packages` / `search-packages`
    * for the list filter. For finer rules than the four permissions.
    */
-  action?: string;
+  action?: string | undefined;
 }
 
 /**
@@ -52,20 +52,20 @@ export interface AuthHooks<P = unknown> {
    * login, signup, unknown paths): their caller is always anonymous, so a stale token never stops `appr login`
    * from replacing it and no credential is verified where none is needed.
    */
-  identify?: (ctx: Context, credentials: Credentials | null) => P | null | undefined | Promise<P | null | undefined>;
+  identify?: ((ctx: Context, credentials: Credentials | null) => P | null | undefined | Promise<P | null | undefined>) | undefined;
   /** May `caller` (null = anonymous) have `permission` on `target`? Default: yes. */
-  authorize?: (caller: P | null, permission: Permission, target: AccessTarget, ctx: Context) => boolean | Promise<boolean>;
+  authorize?: ((caller: P | null, permission: Permission, target: AccessTarget, ctx: Context) => boolean | Promise<boolean>) | undefined;
   /** Whether anonymous callers may use the API at all (default true). When false they get 401. */
-  anonymous?: boolean;
+  anonymous?: boolean | undefined;
   /** `POST /api/v1/users/login`: return the token the CLI will send back verbatim, or null for bad credentials. */
-  login?: (username: string, password: string, ctx: Context) => string | null | Promise<string | null>;
+  login?: ((username: string, password: string, ctx: Context) => string | null | Promise<string | null>) | undefined;
   /** `POST /api/v1/users`: create an account and return its token, or null to refuse. */
-  signup?: (input: { username: string; password: string; email?: string }, ctx: Context) => string | null | Promise<string | null>;
+  signup?: ((input: { username: string; password: string; email?: string }, ctx: Context) => string | null | Promise<string | null>) | undefined;
   /** Realm named in `WWW-Authenticate` (default 'appr'). */
-  realm?: string;
+  realm?: string | undefined;
   /**
    * The caller's name in audit events and request logs (default: its `name`, `username` or `id`, or the caller
    * itself when it is a string; see `defaultActorName`). Not called for anonymous callers (their actor is null).
    */
-  actorName?: (caller: P) => string | null;
+  actorName?: ((caller: P) => string | null) | undefined;
 }

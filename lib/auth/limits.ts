@@ -16,9 +16,9 @@ export interface FailureLimit {
 
 export interface FailureLimitOptions {
   /** Per client address (`ctx.ip`: honours `X-Forwarded-For` only when the host's app sets `proxy`). */
-  perClient?: FailureLimit | false;
+  perClient?: FailureLimit | false | undefined;
   /** Per user name (so many addresses cannot take turns guessing one password). */
-  perUser?: FailureLimit | false;
+  perUser?: FailureLimit | false | undefined;
 }
 
 export const DEFAULT_PER_CLIENT: FailureLimit = { failures: 30, windowSec: 60, blockSec: 60 };

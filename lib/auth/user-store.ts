@@ -55,7 +55,7 @@ export interface StoreUser {
 
 export interface UserStoreOptions {
   /** Overrides the file's `secret` (e.g. from an environment variable). */
-  secret?: string;
+  secret?: string | undefined;
   /** How often at most a file-backed store checks whether the file changed (default 2000 ms; 0 = never). */
   reloadIntervalMs?: number;
   /** Where reload failures go (default console.error). */
@@ -67,7 +67,7 @@ export interface UserStoreOptions {
    * answered 429 with `Retry-After` (defaults: 30 a minute per address, then blocked a minute; 20 in five minutes
    * per user name, then blocked five minutes). `false` turns one off.
    */
-  failureLimits?: FailureLimitOptions;
+  failureLimits?: FailureLimitOptions | undefined;
   /** Password hashes computed at once (default 2; each takes a libuv thread for 50-150 ms). */
   maxConcurrentHashes?: number;
   /** Checks that may wait for a hash slot (default 64); beyond, 429 with `Retry-After: 1`. */
@@ -285,7 +285,7 @@ export class UserStore {
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
     let claims: { u?: unknown; f?: unknown; exp?: unknown };
     try {
-      claims = JSON.parse(Buffer.from(parts[1] ?? '', 'base64url').toString('utf8'));
+      claims = JSON.parse(Buffer.from(parts[1] ?? '', 'base64url').toString('utf8')) as typeof claims;
     } catch {
       return null;
     }

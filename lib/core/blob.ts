@@ -132,7 +132,7 @@ export class BlobStager {
   readonly #input = new PassThrough();
   readonly #gunzip = createGunzip();
   readonly #checked: Promise<void>;
-  #failure: unknown;
+  #failure: Error | undefined;
   #size = 0;
   #unpacked = 0;
   #memory: Buffer[] = [];
@@ -201,6 +201,7 @@ export class BlobStager {
     if (!this.#input.write(chunk)) {
       await Promise.race([new Promise((resolve) => this.#input.once('drain', resolve)), this.#checked]);
     }
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by the checks while this method awaited
     if (this.#failure !== undefined) throw this.#failure;
   }
 
@@ -294,7 +295,7 @@ export class BlobStager {
     await writeAll(this.#file.fh, chunk);
   }
 
-  #classify(err: unknown): unknown {
+  #classify(err: unknown): ApprError {
     if (err instanceof ApprError) return err;
     const reason = this.#unpacked === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
     return new ApprError('invalid-parameters', `blob is not ${reason}`, { field: 'blob' });
@@ -312,7 +313,7 @@ export async function stageBlob(source: Buffer | Readable | AsyncIterable<Uint8A
       // Slices, so that a large Buffer is checked with the same bounded pieces as a stream.
       for (let offset = 0; offset < source.length; offset += 64 * 1024) await stager.write(source.subarray(offset, offset + 64 * 1024));
     } else {
-      for await (const chunk of source) await stager.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      for await (const chunk of source as AsyncIterable<Uint8Array>) await stager.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
     }
     return await stager.end();
   } catch (err) {

@@ -175,7 +175,7 @@ async function admitted(result: ListResult, visible: VisibleFilter): Promise<boo
   if (visible === EVERYONE) return undefined;
   let pending = false;
   const answers = result.items.map(({ entry }) => {
-    const answer = visible({ namespace: entry.doc.namespace, name: entry.doc.name, visibility: entry.doc.visibility as Visibility });
+    const answer = visible({ namespace: entry.doc.namespace, name: entry.doc.name, visibility: entry.doc.visibility });
     if (typeof answer !== 'boolean') pending = true;
     return answer;
   });

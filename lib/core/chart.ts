@@ -182,7 +182,7 @@ function metadataFrom(doc: unknown): ChartMetadata {
     throw new Error(`chart type must be "application" or "library", not "${short(type)}"`);
   }
   const chart: ChartMetadata = { apiVersion: str(doc.apiVersion, 'apiVersion') || 'v1', name, version };
-  const optional: Partial<ChartMetadata> = {
+  const optional: { [K in keyof ChartMetadata]?: ChartMetadata[K] | undefined } = {
     appVersion: str(doc.appVersion, 'appVersion'),
     description: str(doc.description, 'description'),
     type,

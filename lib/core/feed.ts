@@ -41,9 +41,9 @@ export interface CoherenceOptions {
    */
   sweepPerSecond?: number;
   /** Called after every change this instance makes: for hosts that push invalidations to other instances. */
-  onChange?: (change: { namespace: string; name: string }) => void;
+  onChange?: ((change: { namespace: string; name: string }) => void) | undefined;
   /** Called with errors of the background work (polls, compaction, sweep), which is retried. Default: ignored. */
-  onError?: (err: unknown) => void;
+  onError?: ((err: unknown) => void) | undefined;
 }
 
 interface Snapshot {
@@ -416,7 +416,7 @@ function withoutUndefined<T extends object>(value: T): Partial<T> {
 }
 
 export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
+  const results = new Array<R>(items.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) {

@@ -491,7 +491,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    * matches. Package order is the storage order of their keys.
    */
   async listPackages(
-    filter: { namespace?: string; query?: string; mediaType?: string } = {},
+    filter: { namespace?: string | undefined; query?: string | undefined; mediaType?: string | undefined } = {},
     visible: VisibleFilter = EVERYONE,
   ): Promise<PackageSummary[]> {
     return JSON.parse(await this.listPackagesJson(filter, visible)) as PackageSummary[];
@@ -499,7 +499,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 
   /** `listPackages` as the JSON text of the response body (cached per catalog version and filter). */
   async listPackagesJson(
-    filter: { namespace?: string; query?: string; mediaType?: string } = {},
+    filter: { namespace?: string | undefined; query?: string | undefined; mediaType?: string | undefined } = {},
     visible: VisibleFilter = EVERYONE,
   ): Promise<string> {
     const namespace = filter.namespace === undefined ? undefined : checkName('namespace', filter.namespace);
@@ -851,7 +851,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
 
   async #changed(context: ChangeContext, event: DistributiveOmit<AuditEvent, 'time' | 'actor'>): Promise<void> {
     if (!this.#audit) return;
-    await this.audit({ ...event, time: this.#now().toISOString(), actor: context.actor ?? null } as AuditEvent);
+    await this.audit({ ...event, time: this.#now().toISOString(), actor: context.actor ?? null });
   }
 
   /**

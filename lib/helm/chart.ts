@@ -48,9 +48,11 @@ export async function readChartArchive(source: Readable | Buffer): Promise<Chart
     await pipeline(input, tap, createGunzip(), tar);
   } catch {
     // pipeline() has destroyed every stream, the storage stream included: nothing is left open.
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- the source stream's error, rethrown as it came
     if (sourceError !== null) throw sourceError;
     return { digest: hash.digest('hex'), size, chart: null, problem: 'not a gzip-compressed tar archive' };
   }
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- the source stream's error, rethrown as it came
   if (sourceError !== null) throw sourceError;
   return { digest: hash.digest('hex'), size, ...files.chart() };
 }

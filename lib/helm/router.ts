@@ -279,7 +279,7 @@ async function upload(ctx: Context, params: { namespace: string }, { opts, acces
     await access.guard('push', 'helm-api-upload')(ctx, async () => undefined);
     const { createOnly } = callerState(ctx);
     const release = asRelease(chart);
-    const metadata = chart as ChartMetadata;
+    const metadata = chart;
     if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
       throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
     }

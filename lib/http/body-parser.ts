@@ -126,7 +126,7 @@ async function streamValues(ctx: Context, values: Record<string, unknown>, limit
     const next = await chunks.next().catch((err: unknown) => {
       throw bodyError(err, limit);
     });
-    const chunk = next.done ? text.end() : text.write(next.value as Buffer);
+    const chunk = next.done ? text.end() : text.write(next.value);
     if (parser === undefined && (chunk.trim() !== '' || next.done)) {
       parser = chooseParser(ctx, chunk, fieldBytes, blob);
     }
@@ -496,7 +496,7 @@ class FormFields implements BodyParser {
         // A repeated field becomes a list, as qs (koa-body's form parser) makes it: `release` must then be one string.
         const value = decodeComponent(this.#value);
         const seen = this.#fields[key];
-        this.#fields[key] = seen === undefined ? value : [...(Array.isArray(seen) ? seen : [seen]), value].slice(0, 100);
+        this.#fields[key] = seen === undefined ? value : [...(Array.isArray(seen) ? (seen as unknown[]) : [seen]), value].slice(0, 100);
       }
     }
     this.#key = '';

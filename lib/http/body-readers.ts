@@ -1,7 +1,7 @@
 import type { Context, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import type { BlobStager, StagedBlob } from '../core/blob.js';
-import type { PushInput, Registry, Visibility } from '../core/registry.js';
+import type { PushInput, Registry } from '../core/registry.js';
 import { announcedLength, BlobText, consumed, MAX_FIELD_DEPTH, readValues, tooLarge, type BlobSink } from './body-parser.js';
 
 /** Room for the fields around the base64 blob (field names, metadata, the CLI's extra fields), in bytes. */
@@ -165,7 +165,7 @@ export function pushInput(ctx: Context, namespace: string, name: string, maxPush
     metadata,
     force: values.force === true || values.force === 'true',
     ...(mediaType === undefined ? {} : { mediaType }),
-    ...(visibility === undefined ? {} : { visibility: visibility as Visibility }),
+    ...(visibility === undefined ? {} : { visibility }),
   };
 }
 

@@ -33,7 +33,7 @@ export function boundedErrorBody<T>(value: T, depth = 0): T {
   }
   if (value === null || typeof value !== 'object' || depth > 4) return value;
   if (Array.isArray(value)) {
-    const items = value.slice(0, 100).map((item) => boundedErrorBody(item, depth + 1));
+    const items = value.slice(0, 100).map((item: unknown) => boundedErrorBody(item, depth + 1));
     return items as T;
   }
   const out: Record<string, unknown> = {};

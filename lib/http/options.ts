@@ -161,7 +161,7 @@ true satisfies SameOptions<Hooks, z.input<typeof authHooks>>;
 export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOptions {
   const parsed = parseOptions(routerOptions, options);
   const registryOptions = Object.fromEntries(Object.keys(registryShape).map((key) => [key, parsed[key as keyof typeof registryShape]]));
-  const registry = parsed.registry ?? new Registry({ ...registryOptions, storage: parsed.storage! } as RegistryOptions);
+  const registry = parsed.registry ?? new Registry({ ...registryOptions, storage: parsed.storage } as RegistryOptions);
   return {
     registry,
     prefix: parsed.prefix,

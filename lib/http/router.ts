@@ -79,7 +79,7 @@ const ROUTES: RouteDef[] = [
     sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
   } }),
   route({ name: 'list-packages', method: 'get', path: '/api/v1/packages', access: 'list', handler: async (ctx, o) => {
-    const q = (name: string): string | undefined => (typeof ctx.query[name] === 'string' ? ctx.query[name] as string : undefined);
+    const q = (name: string): string | undefined => (typeof ctx.query[name] === 'string' ? ctx.query[name] : undefined);
     const filter = { namespace: q('namespace') || undefined, query: q('query'), mediaType: q('media_type') || undefined };
     sendJsonText(ctx, await o.registry.listPackagesJson(filter, visible(ctx)));
   } }),
@@ -232,7 +232,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
       });
     }
   }, { router });
-  router.routes = router.middleware = () => routesMiddleware as unknown as ReturnType<Router['routes']>;
+  router.routes = router.middleware = () => routesMiddleware;
 
   BUILT.set(router, { opts, respond });
   return router;
@@ -253,6 +253,7 @@ export function apprDiscovery(router: Router): Middleware {
   if (!built) throw new TypeError('koa-appr: apprDiscovery() takes a router made by createApprRouter()');
   const { opts, respond } = built;
   return async function apprDiscoveryDocument(ctx, next) {
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
     if (ctx.path !== WELL_KNOWN_PATH) return next();
     await respond(ctx, async () => {
       if (ctx.method === 'OPTIONS') return preflight(ctx, ['GET', 'HEAD', 'OPTIONS'], opts.cors);
@@ -301,7 +302,7 @@ const MOUNTS = new WeakMap<object, Map<Middleware, string>>();
 function mountPathFromApp(ctx: Context, respond: Middleware, versionPath: string): string {
   const app = ctx.app as unknown as { middleware?: unknown[] };
   let perApp = MOUNTS.get(app);
-  if (!perApp) MOUNTS.set(app, (perApp = new Map()));
+  if (!perApp) MOUNTS.set(app, (perApp = new Map<Middleware, string>()));
   const known = perApp.get(respond);
   if (known !== undefined) return known;
   let found = '';

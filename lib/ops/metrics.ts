@@ -83,8 +83,10 @@ export class ApprMetrics implements MetricsHooks {
 
   httpRequest(route: string, method: string, status: number, seconds: number): void {
     let byMethod = this.#httpChildren.get(route);
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-argument -- `new Map()` is typed by the variable it sets
     if (!byMethod) this.#httpChildren.set(route, (byMethod = new Map()));
     let byStatus = byMethod.get(method);
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-argument -- as above
     if (!byStatus) byMethod.set(method, (byStatus = new Map()));
     let children = byStatus.get(status);
     if (!children) {
@@ -153,6 +155,7 @@ export interface MetricsEndpointOptions {
 export function metricsEndpoint(metrics: { register: PromRegistry }, options: MetricsEndpointOptions = {}): Middleware {
   const path = options.path ?? '/metrics';
   return async function apprMetricsEndpoint(ctx: Context, next: Next): Promise<void> {
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
     if (ctx.path !== path || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
     ctx.set('Cache-Control', 'no-store');
     ctx.type = metrics.register.contentType;

@@ -13,6 +13,7 @@ export interface ProbeOptions {
 export function healthz(options: ProbeOptions = {}): Middleware {
   const path = options.path ?? '/healthz';
   return async function apprHealthz(ctx: Context, next: Next): Promise<void> {
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
     if (ctx.path !== path || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { ok: true };
@@ -26,6 +27,7 @@ export function healthz(options: ProbeOptions = {}): Middleware {
 export function readyz(registry: { health(): Promise<HealthReport> }, options: ProbeOptions = {}): Middleware {
   const path = options.path ?? '/readyz';
   return async function apprReadyz(ctx: Context, next: Next): Promise<void> {
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
     if (ctx.path !== path || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
     const report = await registry.health();
     ctx.set('Cache-Control', 'no-store');

@@ -252,17 +252,25 @@ export function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';
   if (Array.isArray(value)) return 'an array';
   if (value === null || typeof value !== 'object') return String(value);
-  const name = (value as object).constructor?.name;
+  const name = value.constructor?.name;
   return name && name !== 'Object' ? `an instance of ${name}` : 'an object';
 }
 
 /**
  * `true` when `A` (a hand-written options interface, with its docstrings) and `B` (a schema's input type) have
  * the same keys and each is assignable to the other: the `satisfies true` checks next to each schema stop them
- * drifting apart. Nested objects are compared by their own check.
+ * drifting apart. Nested objects are compared by their own check. An optional property (at any depth) is compared
+ * as if it also took `undefined`: the schemas accept an explicit `undefined` there, which our
+ * `exactOptionalPropertyTypes` would otherwise count as a difference from an interface's `name?: T`.
  */
-export type SameOptions<A, B> = [A] extends [B]
-  ? [B] extends [A]
+export type SameOptions<A, B> = [OrUndefined<A>] extends [OrUndefined<B>]
+  ? [OrUndefined<B>] extends [OrUndefined<A>]
     ? [Exclude<keyof A, keyof B> | Exclude<keyof B, keyof A>] extends [never] ? true : false
     : false
   : false;
+
+type OrUndefined<T> = T extends (...args: never[]) => unknown
+  ? T
+  : T extends object
+    ? { [K in keyof T]: Partial<Pick<T, K>> extends Pick<T, K> ? OrUndefined<T[K]> | undefined : OrUndefined<T[K]> }
+    : T;

@@ -60,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
         roles: Object.keys(roles).length ? roles : { [user]: 'admin' },
       };
       await writeUserFile(file, data);
-      console.log(`added ${user} to ${file}: ${describe(data.users[user]!.roles!)}`);
+      console.log(`added ${user} to ${file}: ${describe(data.users[user].roles!)}`);
       return 0;
     }
     case 'passwd': {

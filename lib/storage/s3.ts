@@ -142,6 +142,7 @@ export class S3Storage implements StorageAdapter {
       return await this.#put(key, guard, size, options, abort.signal);
     } catch (err) {
       // The caller's own stream failed (a client that hung up, a wrong size): that is not a storage outage.
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- the caller's stream error, rethrown
       if (sourceError !== undefined) throw sourceError;
       throw err;
     } finally {

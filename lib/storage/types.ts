@@ -21,7 +21,7 @@ export interface StorageAdapter {
    * What the adapter can guarantee beyond the required methods (as keyv adapters declare theirs). Absent means
    * every capability is false.
    */
-  readonly capabilities?: StorageCapabilities;
+  readonly capabilities?: StorageCapabilities | undefined;
 
   /**
    * Read a whole (small) document. `null` when the key does not exist. With `ifNoneMatch` equal to the current
@@ -90,12 +90,12 @@ export interface StreamResult {
 }
 
 export interface ListOptions {
-  cursor?: string;
+  cursor?: string | undefined;
   limit?: number;
   startAfter?: string;
 }
 
 export interface ListPage {
   keys: string[];
-  next?: string;
+  next?: string | undefined;
 }

@@ -56,7 +56,7 @@ const guardOf = (fn: unknown): Access | undefined =>
  * The check itself: every layer with methods, and the access kind its chain starts with (undefined when the first
  * function after the responder is not a guard) and the guards later in its chain (there must be none).
  */
-function routeGuards(router: { stack: { methods: string[]; path: unknown; name?: string | null; stack: unknown[] }[] }) {
+function routeGuards(router: { stack: { methods: string[]; path: unknown; name?: string | null | undefined; stack: unknown[] }[] }) {
   const routes: { label: string; name: string | undefined; access: Access | undefined; laterGuards: Access[] }[] = [];
   for (const layer of router.stack) {
     if (layer.methods.length === 0) {

@@ -28,7 +28,7 @@ const MOUNTS: Mount[] = ['top-level', 'nested in router 12', 'nested in router 1
 
 function parserMiddleware(parser: Parser): Koa.Middleware {
   // The hosts' usual settings: their own default limits (1 MB JSON), nothing tuned for the registry.
-  return parser.startsWith('koa-body') ? (koaBody() as Koa.Middleware) : (bodyParser() as Koa.Middleware);
+  return parser.startsWith('koa-body') ? koaBody() : bodyParser();
 }
 
 /** A host app as a portal would build it; returns the server and the registry's base path in it. */
@@ -67,7 +67,7 @@ async function hostApp(koa: '3' | '2', parser: Parser, mount: Mount): Promise<{ 
   after.post(`${base}/echo-after`, (ctx) => { ctx.body = { host: 'after', body: (ctx.request as { body?: unknown }).body ?? null }; });
   after.get('/api/host-after', (ctx) => { ctx.body = { host: 'after' }; });
   app.use(after.routes()).use(after.allowedMethods());
-  return { server: await listen(app as unknown as Koa), base };
+  return { server: await listen(app), base };
 }
 
 describe('the registry in a host app', function () {

@@ -208,7 +208,7 @@ describe('storage deadline against a frozen Ceph RGW (kill -STOP radosgw)', func
     const e = env!;
     // The SDK alone would wait 3 x 60 s: only the registry's deadline can answer sooner.
     const client = new S3Client({
-      endpoint: e.AWS_ENDPOINT_URL_S3, region: e.AWS_REGION ?? 'us-east-1', forcePathStyle: true, maxAttempts: 3,
+      endpoint: e.AWS_ENDPOINT_URL_S3!, region: e.AWS_REGION ?? 'us-east-1', forcePathStyle: true, maxAttempts: 3,
       credentials: { accessKeyId: e.AWS_ACCESS_KEY_ID!, secretAccessKey: e.AWS_SECRET_ACCESS_KEY! },
       requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: { connectionTimeout: 60_000, socketTimeout: 60_000 },

@@ -105,7 +105,7 @@ export async function requestAt(origin: string, method: string, path: string, op
   }
   if (options.raw) return sendRaw(origin, method, path, headers, body);
   const payload = typeof body === 'string' || body === undefined ? body : Buffer.from(body);
-  const res = await fetch(origin + path, { method, headers, body: payload as BodyInit | undefined, redirect: 'manual' });
+  const res = await fetch(origin + path, { method, headers, body: (payload ?? null) as BodyInit | null, redirect: 'manual' });
   const bytes = Buffer.from(await res.arrayBuffer());
   return toResponse(res.status, res.headers, bytes);
 }

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { MemoryStorage, type StorageAdapter, type StreamResult, type WriteCondition } from '../../lib/index.js';
+import { MemoryStorage, type StreamResult, type WriteCondition } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { startServer, type TestResponse, type TestServer } from '../helpers/http.js';
 
@@ -53,7 +53,7 @@ describe('robustness of the HTTP layer', function () {
   beforeEach(async () => {
     storage = new FaultyStorage();
     // Blobs always streamed from storage (no memory cache of small blobs), so that a storage stream can fail.
-    server = await startServer({ storage: storage as StorageAdapter, onError: () => undefined, cache: { blobMaxBytes: 0 } });
+    server = await startServer({ storage, onError: () => undefined, cache: { blobMaxBytes: 0 } });
   });
   afterEach(() => server.close());
 

@@ -120,7 +120,7 @@ describe('audit events', () => {
 
 describe('audit hooks and writers', () => {
   it('a failing hook is logged and the change stands', async () => {
-    const logged: { obj: object; msg?: string }[] = [];
+    const logged: { obj: object; msg?: string | undefined }[] = [];
     const logger = {
       info: () => undefined, warn: () => undefined,
       error: (obj: object, msg?: string) => { logged.push({ obj, msg }); },

@@ -7,7 +7,7 @@ import { makeTarGz } from '../helpers/blobs.js';
 import { SwitchableStorage } from './helpers.js';
 
 function recordingLogger() {
-  const lines: { level: string; obj: Record<string, unknown>; msg?: string }[] = [];
+  const lines: { level: string; obj: Record<string, unknown>; msg?: string | undefined }[] = [];
   const at = (level: string) => (obj: object, msg?: string) => { lines.push({ level, obj: obj as Record<string, unknown>, msg }); };
   return { lines, logger: { info: at('info'), warn: at('warn'), error: at('error') } };
 }

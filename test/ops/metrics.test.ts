@@ -163,7 +163,7 @@ describe('metrics', () => {
     it(`names routes the same when nested in a parent router (@koa/router ${version})`, async () => {
       const own = new ApprMetrics();
       const appr = createApprRouter({ storage: new MemoryStorage(), metrics: own });
-      const parent = new (ParentRouter as typeof Router)();
+      const parent = new ParentRouter();
       parent.use('/portal', appr.routes() as Parameters<Router['use']>[1]);
       const app = new Koa();
       app.use(parent.routes());

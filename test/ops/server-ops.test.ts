@@ -17,7 +17,7 @@ describe('serverOps', () => {
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it('wires logging, metrics, audit log, health and error reporting around a registry', async () => {
-    const lines: { level: string; obj: Record<string, unknown>; msg?: string }[] = [];
+    const lines: { level: string; obj: Record<string, unknown>; msg?: string | undefined }[] = [];
     const at = (level: string) => (obj: object, msg?: string) => { lines.push({ level, obj: obj as Record<string, unknown>, msg }); };
     const auditLog = join(dir, 'audit.jsonl');
     const ops = serverOps({ auditLog, logger: { info: at('info'), warn: at('warn'), error: at('error') } });

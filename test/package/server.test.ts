@@ -163,7 +163,7 @@ describe('koa-appr serve: what the settings do', function () {
       body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
     });
     expect(res.status).to.equal(413);
-    expect(((await res.json()) as any).error.code).to.equal('payload-too-large');
+    expect((await res.json()).error.code).to.equal('payload-too-large');
   });
 
   it('turns CORS and discovery off when told, and serves a push and a pull', async () => {
@@ -201,7 +201,7 @@ describe('koa-appr serve: what the settings do', function () {
     const server = await start(['--helm', 'false', '--storage-timeout-ms', '2000', '--prefix', '/nohelm']);
     const res = await fetch(`${server.url}/helm/ns/index.yaml`);
     expect(res.status).to.equal(404);
-    expect(((await res.json()) as any).code).to.equal('not-found');
+    expect((await res.json()).code).to.equal('not-found');
     const on = await start(['--prefix', '/withhelm']);
     expect((await fetch(`${on.url}/helm/ns/index.yaml`)).status).not.to.equal(404);
   });
@@ -209,7 +209,7 @@ describe('koa-appr serve: what the settings do', function () {
   it('gives discovery the public URL instead of the Host header', async () => {
     const server = await start(['--public-url', 'https://registry.example.com/appr', '--prefix', '/pub']);
     const res = await fetch(`${new URL(server.url).origin}/.well-known/app-registry-uri.json`);
-    expect(((await res.json()) as any).uri_prefix).to.equal('https://registry.example.com/appr');
+    expect((await res.json()).uri_prefix).to.equal('https://registry.example.com/appr');
   });
 
   it('fails at start-up naming APPR_USERS when the user file cannot be read', async () => {

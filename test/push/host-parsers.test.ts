@@ -15,10 +15,10 @@ type Parser = { label: string; make: () => Koa.Middleware; where: 'before' | 'af
 
 const PARSERS: Parser[] = [
   { label: 'no body parser', make: null, where: null },
-  { label: 'koa-bodyparser before the registry (limits raised)', make: () => bodyParser({ jsonLimit: '64mb', formLimit: '64mb' }) as Koa.Middleware, where: 'before' },
+  { label: 'koa-bodyparser before the registry (limits raised)', make: () => bodyParser({ jsonLimit: '64mb', formLimit: '64mb' }), where: 'before' },
   { label: 'koa-body before the registry (limits raised)', make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', textLimit: '64mb' }) as Koa.Middleware, where: 'before' },
   { label: 'koa-body before the registry, keeping the raw body', make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', includeUnparsed: true }) as Koa.Middleware, where: 'before' },
-  { label: 'koa-bodyparser after the registry', make: () => bodyParser() as Koa.Middleware, where: 'after' },
+  { label: 'koa-bodyparser after the registry', make: () => bodyParser(), where: 'after' },
   { label: 'koa-body after the registry', make: () => koaBody() as Koa.Middleware, where: 'after' },
 ];
 
@@ -39,7 +39,7 @@ for (const [version, KoaImpl] of Object.entries(KOA_VERSIONS)) {
         });
         app.use(router.routes()).use(router.allowedMethods());
         if (parser.where === 'after') app.use(parser.make());
-        server = await listen(app as unknown as Koa, '/cnr');
+        server = await listen(app, '/cnr');
         blob = await makeTarGz({ 'Chart.yaml': 'name: host\n' });
         big = await makeTarGz({ 'noise.bin': randomBytes(1_500_000) }); // over the parsers' default 1 MB
       });
@@ -119,7 +119,7 @@ describe('push: a host parser with its default limit before the registry', funct
   let server: TestServer;
   before(async function () {
     const app = new KOA_VERSIONS[3]();
-    app.use(bodyParser() as Koa.Middleware);
+    app.use(bodyParser());
     const router = createApprRouter({ storage: new MemoryStorage() });
     app.use(router.routes());
     server = await listen(app, '/cnr');

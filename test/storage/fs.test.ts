@@ -132,7 +132,7 @@ describe('FsStorage', function () {
       return reads;
     };
     const reads = await Promise.all([reader(), reader(), writer]);
-    expect(reads[0]! + reads[1]!).to.be.above(10);
+    expect(reads[0] + reads[1]).to.be.above(10);
   });
 
   it('reports a filesystem failure as StorageUnavailableError', async function () {
@@ -209,8 +209,8 @@ function startWorker(task: WorkerTask): Worker {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   workers.add(child);
-  child.stdin!.on('error', () => {}); // EPIPE if it died: reported through its exit code.
-  const lines = createInterface({ input: child.stdout! });
+  child.stdin.on('error', () => {}); // EPIPE if it died: reported through its exit code.
+  const lines = createInterface({ input: child.stdout });
   const exited = new Promise<number | null>((resolve) => {
     child.once('exit', (code) => resolve(code));
     child.once('error', () => resolve(null));
