@@ -15,9 +15,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
@@ -28,6 +28,10 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const TARGETS = (process.env.BENCH_TARGETS ?? 'koa,memory,fs,s3').split(',');
 /** A subset of the workloads, by the start of their names (e.g. `show,list`). */
 const ONLY = process.env.BENCH_WORKLOADS?.split(',');
+/** A directory: the targets (not the SDK) run under `node --cpu-prof` and write their profiles in `<dir>/<target>/` at exit. */
+const PROFILE_DIR = process.env.BENCH_CPU_PROF;
+/** A directory that keeps the fixture (charts, big blobs) between runs: written once, reused after. */
+const FIXTURE = process.env.BENCH_FIXTURE;
 const MB = 1024 * 1024;
 const NAMESPACES = ['ns0', 'ns1', 'ns2', 'ns3'];
 const RELEASES = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '2.0.0'];
@@ -105,7 +109,10 @@ async function writeFixture(dir: string): Promise<void> {
 interface Server { name: string; url: string; child: ChildProcess }
 
 async function start(name: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'read-server.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const profile = PROFILE_DIR !== undefined && args[0] !== 'sdk'
+    ? ['--cpu-prof', '--cpu-prof-dir', join(PROFILE_DIR, name.replace(/\W/g, '_'))]
+    : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, 'read-server.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -171,11 +178,16 @@ async function main(): Promise<void> {
     console.error('bench: wrk is not installed (apt-get install -y wrk)');
     process.exit(1);
   }
-  const work = await mkdtemp(join(tmpdir(), 'appr-read-bench-'));
+  const work = await mkdtemp(join(FIXTURE ?? tmpdir(), 'appr-read-bench-'));
   const servers: Server[] = [];
   try {
-    console.error('bench: writing the fixture');
-    await writeFixture(work);
+    if (FIXTURE !== undefined && existsSync(join(FIXTURE, 'fixture.json'))) {
+      for (const file of await readdir(FIXTURE)) if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
+    } else {
+      console.error('bench: writing the fixture');
+      await writeFixture(FIXTURE ?? work);
+      if (FIXTURE !== undefined) for (const file of await readdir(FIXTURE)) if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
+    }
     // Bare Koa serves the very bodies the library produces (taken from the memory target).
     const memory = await start('memory', ['library', 'memory', work]);
     const bodies = join(work, 'bodies');
@@ -204,10 +216,11 @@ async function main(): Promise<void> {
 
     const rows: Record<string, Record<string, number>> = {};
     const cpu: Record<string, Record<string, number>> = {};
-    // Warm every target's JIT on all the small requests before measuring anything.
-    const all: Workload = { id: 'warm-up', paths: WORKLOADS.filter((w) => !w.big).flatMap((w) => w.paths), conns: 32, seconds: 2 };
-    for (const server of servers) if (server.name !== 's3 SDK alone') await wrk(server.url, all, 2);
     const workloads = WORKLOADS.filter((w) => !ONLY || ONLY.some((prefix) => w.id.startsWith(prefix)));
+    // Warm every target's JIT on the small requests to measure before measuring anything.
+    const small = workloads.filter((w) => !w.big).flatMap((w) => w.paths);
+    const all: Workload = { id: 'warm-up', paths: small, conns: 32, seconds: 2 };
+    for (const server of servers) if (small.length > 0 && server.name !== 's3 SDK alone') await wrk(server.url, all, 2);
     for (const w of workloads) {
       rows[w.id] = {};
       cpu[w.id] = {};
