@@ -6,7 +6,8 @@
  * machine, where `npm run bench` moves by 30 %. For comparing two versions of the code, not for the README's
  * ratios (it leaves out what the kernel and the HTTP parser cost, which both sides pay).
  *
- *   npx tsx bench/read-inproc.ts            BENCH_REQUESTS (default 20000 per workload and target),
+ *   npx tsx bench/read-inproc.ts            BENCH_REQUESTS (default 20000 per workload and target, in
+ *                                           BENCH_ROUNDS rounds, default 5: the median round counts),
  *                                           BENCH_OPS=1 adds the library with metrics and audit on,
  *                                           BENCH_TARGETS (koa,library,library+ops) and BENCH_WORKLOADS subsets
  *   node --cpu-prof --import tsx bench/read-inproc.ts     to see where the time goes
@@ -19,6 +20,7 @@ import { ApprMetrics, createApprRouter, MemoryStorage, Registry, type AuditEvent
 import { makeTarGz } from '../test/helpers/blobs.js';
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 20000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONCURRENCY = 32;
 const PREFIX = '/cnr/api/v1/packages';
 const NAMESPACES = ['ns0', 'ns1', 'ns2', 'ns3'];
@@ -150,11 +152,13 @@ if (wanted.includes('library+ops')) targets.push(['library+ops', await library(t
 const only = process.env.BENCH_WORKLOADS?.split(',');
 const rows: string[] = [];
 for (const w of WORKLOADS.filter((w) => !only || only.some((prefix) => w.id.startsWith(prefix)))) {
-  const us: number[] = [];
-  for (const [, handler] of targets) {
-    await measure(handler, w.paths, Math.min(REQUESTS, 5000)); // JIT warm-up
-    us.push(await measure(handler, w.paths, REQUESTS));
+  for (const [, handler] of targets) await measure(handler, w.paths, Math.min(REQUESTS, 5000)); // JIT warm-up
+  // Rounds alternate between the targets (so none always runs on a quieter machine); each figure is the median.
+  const runs: number[][] = targets.map(() => []);
+  for (let round = 0; round < ROUNDS; round += 1) {
+    for (const [i, [, handler]] of targets.entries()) runs[i]!.push(await measure(handler, w.paths, REQUESTS / ROUNDS));
   }
+  const us = runs.map((r) => r.sort((a, b) => a - b)[Math.floor(r.length / 2)] as number);
   const ratios = wanted.includes('koa') ? us.slice(1).map((u) => ((us[0] as number) / u).toFixed(2)) : [];
   rows.push(`| ${w.id} | ${us.map((u) => u.toFixed(1)).join(' | ')} | ${ratios.join(' | ')} |`);
   console.error(rows.at(-1));

@@ -603,11 +603,30 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    * if it asks for it). With caches warm a small blob costs no storage request; a large one is one streamed read.
    */
   async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
+    const target = await this.#pullTarget(namespace, name, selector, mediaType);
+    const blob = await this.#blob(target.blobKey, target.pkgKey, target.size);
+    if (!blob) throw new StorageUnavailableError(`blob ${target.digest} of ${target.pkgKey} is missing`);
+    return { release: target.release, mediaType: target.mt, digest: target.digest, visibility: target.visibility, blob };
+  }
+
+  /** What a pull resolves to: worked out once per version of the package and question, then remembered. */
+  async #pullTarget(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<PullTarget> {
+    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
+    const names = this.#names(namespace, name);
+    const question = `p\0${selector ?? ''}\0${wanted}`;
+    const entry = await this.#entry(names.namespace, names.name);
+    const known = entry?.memo.get(question) as PullTarget | undefined;
+    if (known !== undefined) return known;
     const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, false);
     const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
-    const blob = await this.#blob(doc.namespace, doc.name, record.digest, record.size);
-    if (!blob) throw new StorageUnavailableError(`blob ${record.digest} of ${doc.namespace}/${doc.name} is missing`);
-    return { release, mediaType: mt, digest: record.digest, visibility: doc.visibility, blob };
+    const target: PullTarget = {
+      release, mt, digest: record.digest, size: record.size, visibility: doc.visibility,
+      blobKey: keys.blob(doc.namespace, doc.name, record.digest), pkgKey: keys.packageDoc(doc.namespace, doc.name),
+    };
+    // Remembered only if it was resolved from the version the catalog holds.
+    const current = this.#catalog.get(target.pkgKey);
+    if (current !== undefined && current.doc === doc) remember(current, question, target);
+    return target;
   }
 
   /**
@@ -617,7 +636,9 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   async blob(namespace: string, name: string, digest: string): Promise<BlobContent & { digest: string; visibility: Visibility | null }> {
     const names = this.#names(namespace, name);
     const hex = parseDigest(digest);
-    const blob = hex === null ? null : await this.#blob(names.namespace, names.name, hex);
+    const blob = hex === null
+      ? null
+      : await this.#blob(keys.blob(names.namespace, names.name, hex), keys.packageDoc(names.namespace, names.name));
     if (!blob || hex === null) {
       throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
         package: `${names.namespace}/${names.name}`, release: digest, media_type: null,
@@ -627,21 +648,22 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     return Object.assign(blob, { digest: hex, visibility: entry === undefined ? null : entry.doc.visibility });
   }
 
-  /** A blob from the memory cache when it is small (`size` known and at most `cache.blobMaxSize`), else streamed. */
-  async #blob(namespace: string, name: string, digest: string, size?: number): Promise<BlobContent | null> {
-    const key = keys.blob(namespace, name, digest);
-    const pkg = keys.packageDoc(namespace, name);
+  /**
+   * A blob from the memory cache when it is small (`size` known and at most `cache.blobMaxSize`), else streamed.
+   * `key` is the blob's storage key, `pkg` its package document's (whose blob generation it must be of).
+   */
+  async #blob(key: string, pkg: string, size?: number): Promise<BlobContent | null> {
     const generation = this.#blobGenerations.get(pkg) ?? 0;
     const cached = this.#blobs?.get(key);
     if (cached !== undefined && cached.generation === generation) {
       this.metrics?.cache('blobs', true);
-      return blobContent(cached.bytes);
+      return new MemoryBlob(cached.bytes);
     }
     if (this.#blobs !== undefined) this.metrics?.cache('blobs', false);
     if (cached !== undefined) this.#blobs?.delete(key);
     if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
       const blob = await this.#blobs.fetch(key, { context: pkg });
-      return blob === undefined ? null : blobContent(blob.bytes);
+      return blob === undefined ? null : new MemoryBlob(blob.bytes);
     }
     return this.storage.getStream(key);
   }
@@ -939,18 +961,6 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
       const entry = await this.#entry(names.namespace, names.name);
       return entry === undefined ? requireLive(null, names) : entry.doc;
     };
-    if (!full) {
-      // The common pull: resolved once per version of the package.
-      const entry = await this.#entry(names.namespace, names.name);
-      const known = entry?.memo.get(`p\0${selector ?? ''}\0${wanted}`) as { release: string; mt: string } | undefined;
-      if (entry !== undefined && known !== undefined) return { doc: entry.doc, ...known };
-      if (entry !== undefined) {
-        const resolved = resolveIn(entry.doc, selector, wanted);
-        if (!(resolved instanceof ApprError)) {
-          return { doc: entry.doc, ...remember(entry, `p\0${selector ?? ''}\0${wanted}`, resolved) };
-        }
-      }
-    }
     let doc = await load();
     let resolved = resolveIn(doc, selector, wanted);
     if (resolved instanceof ApprError && resolved.code !== 'invalid-usage') {
@@ -994,17 +1004,35 @@ interface CachedBlob {
   generation: number;
 }
 
-function blobContent(bytes: Buffer): BlobContent {
-  let body: Readable | undefined;
-  return {
-    bytes,
-    size: bytes.length,
-    etag: '',
-    get body(): Readable {
-      body ??= Readable.from([bytes]);
-      return body;
-    },
-  };
+/** A blob held in memory; `body` (a stream of it) is only made for a caller that asks. */
+class MemoryBlob implements BlobContent {
+  readonly bytes: Buffer;
+  readonly etag = '';
+  #body: Readable | undefined;
+
+  constructor(bytes: Buffer) {
+    this.bytes = bytes;
+  }
+
+  get size(): number {
+    return this.bytes.length;
+  }
+
+  get body(): Readable {
+    this.#body ??= Readable.from([this.bytes]);
+    return this.#body;
+  }
+}
+
+/** A pull's answer for one version of a package: the release and media type a selector names, and their blob. */
+interface PullTarget {
+  release: string;
+  mt: string;
+  digest: string;
+  size: number;
+  visibility: Visibility;
+  blobKey: string;
+  pkgKey: string;
 }
 
 // ---- pure functions over package documents ------------------------------------------------------------------

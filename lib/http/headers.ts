@@ -1,5 +1,4 @@
 import type { Context } from 'koa';
-import { LRUCache } from 'lru-cache';
 
 /**
  * What the registry sends back that came from a client: bounded and safe in headers and error bodies (issue 12
@@ -26,12 +25,16 @@ export function setAttachment(ctx: Context, filename: string): void {
     name = `${name.slice(0, MAX_FILENAME - suffix.length - 1)}~${suffix}`;
   }
   let value = DISPOSITIONS.get(name);
-  if (value === undefined) DISPOSITIONS.set(name, (value = disposition(ctx, name)));
+  if (value === undefined) {
+    // Bounded the simplest way (a recency list would cost more than rebuilding a value now and then).
+    if (DISPOSITIONS.size >= DISPOSITIONS_MAX) DISPOSITIONS.clear();
+    DISPOSITIONS.set(name, (value = disposition(ctx, name)));
+  }
   ctx.res.setHeader('Content-Disposition', value);
 }
 
 const DISPOSITIONS_MAX = 4096;
-const DISPOSITIONS = new LRUCache<string, string>({ max: DISPOSITIONS_MAX });
+const DISPOSITIONS = new Map<string, string>();
 
 function disposition(ctx: Context, name: string): string {
   // ctx.attachment also sets the Content-Type from the extension: keep the response's own.

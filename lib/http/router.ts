@@ -230,6 +230,8 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   const fallback = [respond, access.guard('open', 'fallback'), unmatched];
   for (const path of paths) {
     const others = METHODS.filter((method) => !answered.get(path)?.has(method));
+    // @koa/router adds HEAD itself to a layer with GET.
+    if (others.includes('GET')) others.splice(others.indexOf('HEAD'), 1);
     router.register(path, others, fallback, { name: 'fallback' });
   }
 
