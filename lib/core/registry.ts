@@ -566,20 +566,29 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    * serialization, no hashing, no selector resolution on a repeated request).
    */
   async packageManifestsJson(namespace: string, name: string, mediaType?: string): Promise<JsonBody> {
-    return this.#memoJson(namespace, name, undefined, `m\0${mediaType ?? ''}`, () => this.packageManifests(namespace, name, mediaType));
+    const names = this.#names(namespace, name);
+    const question = `m\0${mediaType ?? ''}`;
+    return this.#remembered<JsonBody>(names, question)
+      ?? this.#memoJson(names, undefined, question, () => this.packageManifests(namespace, name, mediaType));
   }
 
   async releaseManifestsJson(namespace: string, name: string, release: string): Promise<JsonBody> {
-    return this.#memoJson(namespace, name, release, `r\0${release}`, () => this.releaseManifests(namespace, name, release));
+    const names = this.#names(namespace, name);
+    const question = `r\0${release}`;
+    return this.#remembered<JsonBody>(names, question)
+      ?? this.#memoJson(names, release, question, () => this.releaseManifests(namespace, name, release));
   }
 
   async showManifestJson(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<JsonBody> {
-    return this.#memoJson(namespace, name, undefined, `s\0${selector ?? ''}\0${mediaType}`,
-      () => this.showManifest(namespace, name, selector, mediaType));
+    const names = this.#names(namespace, name);
+    const question = `s\0${selector ?? ''}\0${mediaType}`;
+    return this.#remembered<JsonBody>(names, question)
+      ?? this.#memoJson(names, undefined, question, () => this.showManifest(namespace, name, selector, mediaType));
   }
 
-  async #memoJson(namespace: string, name: string, release: string | undefined, question: string, compute: () => Promise<unknown>): Promise<JsonBody> {
-    const names = this.#names(namespace, name);
+  async #memoJson(
+    names: { namespace: string; name: string }, release: string | undefined, question: string, compute: () => Promise<unknown>,
+  ): Promise<JsonBody> {
     const entry = await this.#entry(names.namespace, names.name, release);
     const known = entry?.memo.get(question) as JsonBody | undefined;
     if (known !== undefined) return known;
@@ -603,21 +612,23 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    * if it asks for it). With caches warm a small blob costs no storage request; a large one is one streamed read.
    */
   async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const target = await this.#pullTarget(namespace, name, selector, mediaType);
-    const blob = await this.#blob(target.blobKey, target.pkgKey, target.size);
+    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
+    const names = this.#names(namespace, name);
+    const question = `p\0${selector ?? ''}\0${wanted}`;
+    const target = this.#remembered<PullTarget>(names, question) ?? await this.#pullTarget(names, selector, mediaType, question);
+    const blob = this.#cachedBlob(target.blobKey, target.pkgKey) ?? await this.#blob(target.blobKey, target.pkgKey, target.size);
     if (!blob) throw new StorageUnavailableError(`blob ${target.digest} of ${target.pkgKey} is missing`);
     return { release: target.release, mediaType: target.mt, digest: target.digest, visibility: target.visibility, blob };
   }
 
   /** What a pull resolves to: worked out once per version of the package and question, then remembered. */
-  async #pullTarget(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<PullTarget> {
-    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
-    const names = this.#names(namespace, name);
-    const question = `p\0${selector ?? ''}\0${wanted}`;
+  async #pullTarget(
+    names: { namespace: string; name: string }, selector: string | undefined, mediaType: string, question: string,
+  ): Promise<PullTarget> {
     const entry = await this.#entry(names.namespace, names.name);
     const known = entry?.memo.get(question) as PullTarget | undefined;
     if (known !== undefined) return known;
-    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, false);
+    const { doc, release, mt } = await this.#resolve(names.namespace, names.name, selector, mediaType, false);
     const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
     const target: PullTarget = {
       release, mt, digest: record.digest, size: record.size, visibility: doc.visibility,
@@ -653,19 +664,26 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    * `key` is the blob's storage key, `pkg` its package document's (whose blob generation it must be of).
    */
   async #blob(key: string, pkg: string, size?: number): Promise<BlobContent | null> {
-    const generation = this.#blobGenerations.get(pkg) ?? 0;
-    const cached = this.#blobs?.get(key);
-    if (cached !== undefined && cached.generation === generation) {
-      this.metrics?.cache('blobs', true);
-      return new MemoryBlob(cached.bytes);
-    }
+    const cached = this.#cachedBlob(key, pkg);
+    if (cached !== undefined) return cached;
     if (this.#blobs !== undefined) this.metrics?.cache('blobs', false);
-    if (cached !== undefined) this.#blobs?.delete(key);
     if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
       const blob = await this.#blobs.fetch(key, { context: pkg });
       return blob === undefined ? null : new MemoryBlob(blob.bytes);
     }
     return this.storage.getStream(key);
+  }
+
+  /** The blob from the memory cache, if it is there and of the package's current blob generation (counted a hit). */
+  #cachedBlob(key: string, pkg: string): MemoryBlob | undefined {
+    const cached = this.#blobs?.get(key);
+    if (cached === undefined) return undefined;
+    if (cached.generation !== (this.#blobGenerations.get(pkg) ?? 0)) {
+      this.#blobs?.delete(key);
+      return undefined;
+    }
+    this.metrics?.cache('blobs', true);
+    return new MemoryBlob(cached.bytes);
   }
 
   // ---- delete -------------------------------------------------------------------------------------------------
@@ -917,6 +935,20 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     const feed = this.#feed.ready();
     if (this.#rebuilding === undefined) return feed;
     return feed === undefined ? this.#rebuilding : Promise.all([feed, this.#rebuilding]);
+  }
+
+  /**
+   * The answer to `question` remembered for the catalog's current version of a package (see `remember`), when the
+   * catalog can answer now: loaded, and no refresh of the package pending. Counted as a catalog hit. The common,
+   * steady-state read, answered without a promise; undefined sends the caller the long way (`#entry`).
+   */
+  #remembered<T>(names: { namespace: string; name: string }, question: string): T | undefined {
+    if (this.#ready() !== undefined) return undefined;
+    const key = keys.packageDoc(names.namespace, names.name);
+    if (this.#pending.size > 0 && this.#pending.has(key)) return undefined;
+    const known = this.#catalog.get(key)?.memo.get(question) as T | undefined;
+    if (known !== undefined) this.metrics?.cache('catalog', true);
+    return known;
   }
 
   /**
