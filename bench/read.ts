@@ -10,7 +10,9 @@
  * Load: wrk (apt-get install wrk), 2 threads, 32 connections (8 for big pulls), caches warm (a warm-up run first).
  * Prints requests per second, the ratio to bare Koa (and to the SDK alone for S3 big pulls) and each server's peak
  * RSS. BENCH_SECONDS (default 4) sets the duration of each run; BENCH_TARGETS (default koa,memory,fs,s3) and
- * BENCH_WORKLOADS (e.g. show,list) subsets.
+ * BENCH_WORKLOADS (e.g. show,list) subsets; BENCH_OPS=1 adds each store with metrics and audit on, and their
+ * ratios to the same store without them; BENCH_CPU_PROF=<dir> profiles each target (`node --cpu-prof`);
+ * BENCH_FIXTURE=<dir> keeps the fixture there between runs.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -30,6 +32,8 @@ const TARGETS = (process.env.BENCH_TARGETS ?? 'koa,memory,fs,s3').split(',');
 const ONLY = process.env.BENCH_WORKLOADS?.split(',');
 /** A directory: the targets (not the SDK) run under `node --cpu-prof` and write their profiles in `<dir>/<target>/` at exit. */
 const PROFILE_DIR = process.env.BENCH_CPU_PROF;
+/** BENCH_OPS=1: each store also with metrics and audit on (`<store>+ops`), compared with itself without them. */
+const OPS = process.env.BENCH_OPS === '1';
 /** A directory that keeps the fixture (charts, big blobs) between runs: written once, reused after. */
 const FIXTURE = process.env.BENCH_FIXTURE;
 const MB = 1024 * 1024;
@@ -200,15 +204,21 @@ async function main(): Promise<void> {
     if (TARGETS.includes('koa')) servers.push(await start('koa', ['koa', bodies, work]));
     if (TARGETS.includes('memory')) servers.push(memory);
     else memory.child.kill();
+    if (OPS && TARGETS.includes('memory')) servers.push(await start('memory+ops', ['library', 'memory', work, 'ops']));
     if (TARGETS.includes('fs')) {
       await mkdir(join(work, 'fs'));
       servers.push(await start('fs', ['library', `fs:${join(work, 'fs')}`, work]));
+      if (OPS) {
+        await mkdir(join(work, 'fs-ops'));
+        servers.push(await start('fs+ops', ['library', `fs:${join(work, 'fs-ops')}`, work, 'ops']));
+      }
     }
     const env = TARGETS.includes('s3') ? s3Env() : undefined;
     if (env) {
       const url = `s3://${env.APPR_TEST_S3_BUCKET ?? 'appr-test'}/appr-bench/read-${Date.now().toString(36)}`;
       console.error('bench: pushing the fixture into S3');
       servers.push(await start('s3', ['library', url, work], env));
+      if (OPS) servers.push(await start('s3+ops', ['library', `${url}-ops`, work, 'ops'], env));
       servers.push(await start('s3 SDK alone', ['sdk', url, work], env));
     } else if (TARGETS.includes('s3')) {
       console.error('bench: no S3 server: skipping the S3 target');
@@ -261,11 +271,28 @@ async function main(): Promise<void> {
       const us = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : (x * 1e6).toFixed(0));
       cpuLines.push(`| ${w.id} | ${names.map((n) => us(row[n])).join(' | ')} | ${others.map((n) => (row[n] && row[koa] ? (row[koa]! / row[n]!).toFixed(2) : '-')).join(' | ')} |`);
     }
+    // Metrics and audit on against off, per store (issue 11: within 10 %).
+    const opsLines = [
+      '| workload | store | req/s, ops on / off | CPU per request, off / on |',
+      '|---|---|---:|---:|',
+    ];
+    for (const w of workloads) {
+      for (const plain of names.filter((n) => names.includes(`${n}+ops`))) {
+        const on = `${plain}+ops`;
+        const rps = rows[w.id]![on]! / rows[w.id]![plain]!;
+        const cpuRatio = cpu[w.id]![plain]! / cpu[w.id]![on]!;
+        opsLines.push(`| ${w.id} | ${plain} | ${rps.toFixed(2)} | ${cpuRatio.toFixed(2)} |`);
+      }
+    }
     console.log(`\nread benchmark, ${new Date().toISOString()}, wrk -t2, ${SECONDS} s per run, caches warm\n`);
     console.log('Requests per second, and ratios:\n');
     console.log(lines.join('\n'));
     console.log('\nServer CPU per request (us), and bare Koa\'s CPU per request divided by the target\'s:\n');
     console.log(cpuLines.join('\n'));
+    if (opsLines.length > 2) {
+      console.log('\nWith metrics and audit on (`+ops`) against the same store without them:\n');
+      console.log(opsLines.join('\n'));
+    }
   } finally {
     for (const server of servers) server.child.kill('SIGTERM');
     await rm(work, { recursive: true, force: true });
