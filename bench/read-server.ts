@@ -9,7 +9,8 @@
  * Prints `LISTENING <port>` once it serves (the library target after pushing the fixture through its Registry).
  */
 import { createReadStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import Router from '@koa/router';
 import Koa from 'koa';
@@ -115,4 +116,19 @@ const server = app.listen(0, '127.0.0.1', () => {
   console.log(`LISTENING ${typeof address === 'object' && address ? address.port : 0}`);
 });
 server.keepAliveTimeout = 65_000;
-process.on('SIGTERM', () => process.exit(0));
+
+// BENCH_CPU_PROF_FILE: a CPU profile of the serving only (not the fixture's pushes), written when told to stop.
+const profileFile = process.env.BENCH_CPU_PROF_FILE;
+const session = profileFile === undefined ? undefined : new Session();
+if (session !== undefined) {
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+}
+process.on('SIGTERM', () => {
+  if (session === undefined || profileFile === undefined) process.exit(0);
+  void session.post('Profiler.stop').then(async ({ profile }) => {
+    await writeFile(profileFile, JSON.stringify(profile));
+    process.exit(0);
+  });
+});

@@ -11,7 +11,7 @@
  * Prints requests per second, the ratio to bare Koa (and to the SDK alone for S3 big pulls) and each server's peak
  * RSS. BENCH_SECONDS (default 4) sets the duration of each run; BENCH_TARGETS (default koa,memory,fs,s3) and
  * BENCH_WORKLOADS (e.g. show,list) subsets; BENCH_OPS=1 adds each store with metrics and audit on, and their
- * ratios to the same store without them; BENCH_CPU_PROF=<dir> profiles each target (`node --cpu-prof`);
+ * ratios to the same store without them; BENCH_CPU_PROF=<dir> profiles each target's serving;
  * BENCH_FIXTURE=<dir> keeps the fixture there between runs.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -30,7 +30,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const TARGETS = (process.env.BENCH_TARGETS ?? 'koa,memory,fs,s3').split(',');
 /** A subset of the workloads, by the start of their names (e.g. `show,list`). */
 const ONLY = process.env.BENCH_WORKLOADS?.split(',');
-/** A directory: the targets (not the SDK) run under `node --cpu-prof` and write their profiles in `<dir>/<target>/` at exit. */
+/** A directory: each target (not the SDK) writes a CPU profile of its serving there, `<target>.cpuprofile`. */
 const PROFILE_DIR = process.env.BENCH_CPU_PROF;
 /** BENCH_OPS=1: each store also with metrics and audit on (`<store>+ops`), compared with itself without them. */
 const OPS = process.env.BENCH_OPS === '1';
@@ -114,9 +114,11 @@ interface Server { name: string; url: string; child: ChildProcess }
 
 async function start(name: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Server> {
   const profile = PROFILE_DIR !== undefined && args[0] !== 'sdk'
-    ? ['--cpu-prof', '--cpu-prof-dir', join(PROFILE_DIR, name.replace(/\W/g, '_'))]
-    : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, 'read-server.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    ? { BENCH_CPU_PROF_FILE: join(PROFILE_DIR, `${name.replace(/\W/g, '_')}.cpuprofile`) }
+    : {};
+  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'read-server.ts'), ...args], {
+    env: { ...env, ...profile }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (d: Buffer) => {

@@ -8,7 +8,7 @@ import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
-import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
+import { Catalog, EVERYONE, type CatalogEntry } from './catalog.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
@@ -594,8 +594,8 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     if (known !== undefined) return known;
     const body = JSON.stringify(await compute());
     const answer = { body, etag: createHash('sha1').update(body).digest('base64url') };
-    // Remembered only if it was computed from the version the catalog still holds.
-    if (entry !== undefined && this.#catalog.get(entry.key) === entry) remember(entry, question, answer);
+    // Remembered only if it was computed from the version the catalog still holds (`remember` checks).
+    if (entry !== undefined) this.#catalog.remember(entry, question, answer, body.length);
     return answer;
   }
 
@@ -636,7 +636,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     };
     // Remembered only if it was resolved from the version the catalog holds.
     const current = this.#catalog.get(target.pkgKey);
-    if (current !== undefined && current.doc === doc) remember(current, question, target);
+    if (current !== undefined && current.doc === doc) this.#catalog.remember(current, question, target);
     return target;
   }
 
@@ -938,7 +938,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   }
 
   /**
-   * The answer to `question` remembered for the catalog's current version of a package (see `remember`), when the
+   * The answer to `question` remembered for the catalog's current version of a package (`Catalog.remember`), when the
    * catalog can answer now: loaded, and no refresh of the package pending. Counted as a catalog hit. The common,
    * steady-state read, answered without a promise; undefined sends the caller the long way (`#entry`).
    */
