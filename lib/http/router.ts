@@ -227,12 +227,13 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   }
   const paths = new Set([...routes.map((route) => `${prefix}${route.path}`), ...helmPaths]);
   if (opts.discovery) paths.add(WELL_KNOWN_PATH);
-  const fallback = [respond, access.guard('open', 'fallback'), unmatched];
+  const fallbackGuard = access.guard('open', 'fallback');
   for (const path of paths) {
     const others = METHODS.filter((method) => !answered.get(path)?.has(method));
     // @koa/router adds HEAD itself to a layer with GET.
     if (others.includes('GET')) others.splice(others.indexOf('HEAD'), 1);
-    router.register(path, others, fallback, { name: 'fallback' });
+    // A stack of its own per layer, as `router.all` gives: `router.param()` and parent routers change stacks in place.
+    router.register(path, others, [respond, fallbackGuard, unmatched], { name: 'fallback' });
   }
 
   // Mounted at the top level: a path under the prefix that neither a route of ours nor anything downstream (the
