@@ -165,6 +165,7 @@ for (const w of WORKLOADS.filter((w) => !only || only.some((prefix) => w.id.star
 }
 const names = targets.map(([name]) => name);
 console.log(`\nCPU per request in process (us), ${REQUESTS} requests per workload, and koa's divided by each target's:\n`);
-console.log(`| workload | ${names.map((n) => `${n} us`).join(' | ')} | ${names.slice(1).map((n) => `koa / ${n}`).join(' | ')} |`);
-console.log(`|---|${names.map(() => '---:').join('|')}|${names.slice(1).map(() => '---:').join('|')}|`);
+const ratioNames = names[0] === 'koa' ? names.slice(1) : [];
+console.log(`| workload | ${names.map((n) => `${n} us`).join(' | ')} | ${ratioNames.map((n) => `koa / ${n}`).join(' | ')} |`);
+console.log(`|---|${names.map(() => '---:').join('|')}|${ratioNames.map(() => '---:').join('|')}|`);
 console.log(rows.join('\n'));
