@@ -204,8 +204,7 @@ export function sendBlob(
   const { res } = ctx;
   ctx.status = 200;
   if (cache !== undefined) res.setHeader('Cache-Control', cache === 'public' ? PUBLIC_BLOB : PRIVATE_BLOB);
-  // A blob from memory is sent in one piece: only a stream can fail while the client is away.
-  if (blob.bytes === undefined) ignoreClientAbort(ctx);
+  ignoreClientAbort(ctx);
   if (json === null) {
     res.setHeader('ETag', `"${blob.digest}"`);
     setAttachment(ctx, filename);
