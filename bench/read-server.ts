@@ -1,21 +1,25 @@
 /**
  * One target of `npm run bench` (bench/read.ts), in its own process:
  *
- *   tsx bench/read-server.ts library <memory | fs:DIR | s3://bucket/prefix> <fixture dir>
+ *   tsx bench/read-server.ts library <memory | fs:DIR | s3://bucket/prefix> <fixture dir> [ops]
+ *                                    `ops`: with metrics (ApprMetrics) and an audit log (JSON lines to a file) on
  *   tsx bench/read-server.ts koa <bodies dir> <fixture dir>          bare Koa + @koa/router serving the same bodies
  *   tsx bench/read-server.ts sdk s3://bucket/prefix <fixture dir>    the S3 SDK alone streaming the big blobs
  *
  * Prints `LISTENING <port>` once it serves (the library target after pushing the fixture through its Registry).
  */
 import { createReadStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import Router from '@koa/router';
 import Koa from 'koa';
 import { keys } from '../lib/core/keys.js';
-import { createApprRouter, FsStorage, MemoryStorage, Registry, type StorageAdapter } from '../lib/index.js';
+import {
+  ApprMetrics, createApprRouter, FsStorage, jsonLinesAudit, MemoryStorage, Registry, type StorageAdapter,
+} from '../lib/index.js';
 
-const [mode, spec, dir] = process.argv.slice(2) as [string, string, string];
+const [mode, spec, dir, variant] = process.argv.slice(2) as [string, string, string, string | undefined];
 const PREFIX = '/cnr';
 
 interface Fixture {
@@ -31,7 +35,10 @@ async function storageOf(value: string): Promise<StorageAdapter> {
 
 async function library(): Promise<Koa> {
   const storage = await storageOf(spec);
-  const registry = new Registry({ storage });
+  const ops = variant === 'ops'
+    ? { metrics: new ApprMetrics(), audit: jsonLinesAudit(join(dir, `audit-${process.pid}.jsonl`)).hook }
+    : {};
+  const registry = new Registry({ storage, ...ops });
   const fixture = JSON.parse(await readFile(join(dir, 'fixture.json'), 'utf8')) as Fixture;
   let next = 0;
   await Promise.all(Array.from({ length: 8 }, async () => {
@@ -109,4 +116,19 @@ const server = app.listen(0, '127.0.0.1', () => {
   console.log(`LISTENING ${typeof address === 'object' && address ? address.port : 0}`);
 });
 server.keepAliveTimeout = 65_000;
-process.on('SIGTERM', () => process.exit(0));
+
+// BENCH_CPU_PROF_FILE: a CPU profile of the serving only (not the fixture's pushes), written when told to stop.
+const profileFile = process.env.BENCH_CPU_PROF_FILE;
+const session = profileFile === undefined ? undefined : new Session();
+if (session !== undefined) {
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+}
+process.on('SIGTERM', () => {
+  if (session === undefined || profileFile === undefined) process.exit(0);
+  void session.post('Profiler.stop').then(async ({ profile }) => {
+    await writeFile(profileFile, JSON.stringify(profile));
+    process.exit(0);
+  });
+});

@@ -10,14 +10,16 @@
  * Load: wrk (apt-get install wrk), 2 threads, 32 connections (8 for big pulls), caches warm (a warm-up run first).
  * Prints requests per second, the ratio to bare Koa (and to the SDK alone for S3 big pulls) and each server's peak
  * RSS. BENCH_SECONDS (default 4) sets the duration of each run; BENCH_TARGETS (default koa,memory,fs,s3) and
- * BENCH_WORKLOADS (e.g. show,list) subsets.
+ * BENCH_WORKLOADS (e.g. show,list) subsets; BENCH_OPS=1 adds each store with metrics and audit on, and their
+ * ratios to the same store without them; BENCH_CPU_PROF=<dir> profiles each target's serving;
+ * BENCH_FIXTURE=<dir> keeps the fixture there between runs.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
@@ -28,6 +30,12 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const TARGETS = (process.env.BENCH_TARGETS ?? 'koa,memory,fs,s3').split(',');
 /** A subset of the workloads, by the start of their names (e.g. `show,list`). */
 const ONLY = process.env.BENCH_WORKLOADS?.split(',');
+/** A directory: each target (not the SDK) writes a CPU profile of its serving there, `<target>.cpuprofile`. */
+const PROFILE_DIR = process.env.BENCH_CPU_PROF;
+/** BENCH_OPS=1: each store also with metrics and audit on (`<store>+ops`), compared with itself without them. */
+const OPS = process.env.BENCH_OPS === '1';
+/** A directory that keeps the fixture (charts, big blobs) between runs: written once, reused after. */
+const FIXTURE = process.env.BENCH_FIXTURE;
 const MB = 1024 * 1024;
 const NAMESPACES = ['ns0', 'ns1', 'ns2', 'ns3'];
 const RELEASES = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '2.0.0'];
@@ -105,7 +113,12 @@ async function writeFixture(dir: string): Promise<void> {
 interface Server { name: string; url: string; child: ChildProcess }
 
 async function start(name: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'read-server.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const profile = PROFILE_DIR !== undefined && args[0] !== 'sdk'
+    ? { BENCH_CPU_PROF_FILE: join(PROFILE_DIR, `${name.replace(/\W/g, '_')}.cpuprofile`) }
+    : {};
+  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'read-server.ts'), ...args], {
+    env: { ...env, ...profile }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -171,11 +184,16 @@ async function main(): Promise<void> {
     console.error('bench: wrk is not installed (apt-get install -y wrk)');
     process.exit(1);
   }
-  const work = await mkdtemp(join(tmpdir(), 'appr-read-bench-'));
+  const work = await mkdtemp(join(FIXTURE ?? tmpdir(), 'appr-read-bench-'));
   const servers: Server[] = [];
   try {
-    console.error('bench: writing the fixture');
-    await writeFixture(work);
+    if (FIXTURE !== undefined && existsSync(join(FIXTURE, 'fixture.json'))) {
+      for (const file of await readdir(FIXTURE)) if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
+    } else {
+      console.error('bench: writing the fixture');
+      await writeFixture(FIXTURE ?? work);
+      if (FIXTURE !== undefined) for (const file of await readdir(FIXTURE)) if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
+    }
     // Bare Koa serves the very bodies the library produces (taken from the memory target).
     const memory = await start('memory', ['library', 'memory', work]);
     const bodies = join(work, 'bodies');
@@ -188,15 +206,21 @@ async function main(): Promise<void> {
     if (TARGETS.includes('koa')) servers.push(await start('koa', ['koa', bodies, work]));
     if (TARGETS.includes('memory')) servers.push(memory);
     else memory.child.kill();
+    if (OPS && TARGETS.includes('memory')) servers.push(await start('memory+ops', ['library', 'memory', work, 'ops']));
     if (TARGETS.includes('fs')) {
       await mkdir(join(work, 'fs'));
       servers.push(await start('fs', ['library', `fs:${join(work, 'fs')}`, work]));
+      if (OPS) {
+        await mkdir(join(work, 'fs-ops'));
+        servers.push(await start('fs+ops', ['library', `fs:${join(work, 'fs-ops')}`, work, 'ops']));
+      }
     }
     const env = TARGETS.includes('s3') ? s3Env() : undefined;
     if (env) {
       const url = `s3://${env.APPR_TEST_S3_BUCKET ?? 'appr-test'}/appr-bench/read-${Date.now().toString(36)}`;
       console.error('bench: pushing the fixture into S3');
       servers.push(await start('s3', ['library', url, work], env));
+      if (OPS) servers.push(await start('s3+ops', ['library', `${url}-ops`, work, 'ops'], env));
       servers.push(await start('s3 SDK alone', ['sdk', url, work], env));
     } else if (TARGETS.includes('s3')) {
       console.error('bench: no S3 server: skipping the S3 target');
@@ -204,10 +228,11 @@ async function main(): Promise<void> {
 
     const rows: Record<string, Record<string, number>> = {};
     const cpu: Record<string, Record<string, number>> = {};
-    // Warm every target's JIT on all the small requests before measuring anything.
-    const all: Workload = { id: 'warm-up', paths: WORKLOADS.filter((w) => !w.big).flatMap((w) => w.paths), conns: 32, seconds: 2 };
-    for (const server of servers) if (server.name !== 's3 SDK alone') await wrk(server.url, all, 2);
     const workloads = WORKLOADS.filter((w) => !ONLY || ONLY.some((prefix) => w.id.startsWith(prefix)));
+    // Warm every target's JIT on the small requests to measure before measuring anything.
+    const small = workloads.filter((w) => !w.big).flatMap((w) => w.paths);
+    const all: Workload = { id: 'warm-up', paths: small, conns: 32, seconds: 2 };
+    for (const server of servers) if (small.length > 0 && server.name !== 's3 SDK alone') await wrk(server.url, all, 2);
     for (const w of workloads) {
       rows[w.id] = {};
       cpu[w.id] = {};
@@ -248,11 +273,28 @@ async function main(): Promise<void> {
       const us = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : (x * 1e6).toFixed(0));
       cpuLines.push(`| ${w.id} | ${names.map((n) => us(row[n])).join(' | ')} | ${others.map((n) => (row[n] && row[koa] ? (row[koa] / row[n]).toFixed(2) : '-')).join(' | ')} |`);
     }
+    // Metrics and audit on against off, per store (issue 11: within 10 %).
+    const opsLines = [
+      '| workload | store | req/s, ops on / off | CPU per request, off / on |',
+      '|---|---|---:|---:|',
+    ];
+    for (const w of workloads) {
+      for (const plain of names.filter((n) => names.includes(`${n}+ops`))) {
+        const on = `${plain}+ops`;
+        const rps = rows[w.id]![on]! / rows[w.id]![plain]!;
+        const cpuRatio = cpu[w.id]![plain]! / cpu[w.id]![on]!;
+        opsLines.push(`| ${w.id} | ${plain} | ${rps.toFixed(2)} | ${cpuRatio.toFixed(2)} |`);
+      }
+    }
     console.log(`\nread benchmark, ${new Date().toISOString()}, wrk -t2, ${SECONDS} s per run, caches warm\n`);
     console.log('Requests per second, and ratios:\n');
     console.log(lines.join('\n'));
     console.log('\nServer CPU per request (us), and bare Koa\'s CPU per request divided by the target\'s:\n');
     console.log(cpuLines.join('\n'));
+    if (opsLines.length > 2) {
+      console.log('\nWith metrics and audit on (`+ops`) against the same store without them:\n');
+      console.log(opsLines.join('\n'));
+    }
   } finally {
     for (const server of servers) server.child.kill('SIGTERM');
     await rm(work, { recursive: true, force: true });

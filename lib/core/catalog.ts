@@ -16,19 +16,18 @@ export interface CatalogEntry {
   readonly releasesDesc: readonly string[];
   /**
    * Answers computed from this version of the package (resolved selectors, response bodies), keyed by the
-   * question: they live exactly as long as the version, so they can never be stale. Capped in size.
+   * question: they live exactly as long as the version, so they can never be stale. Capped in number per package
+   * and in bytes over the catalog (see `Catalog.remember`).
    */
   readonly memo: Map<string, unknown>;
+  /** Bytes of the memo's response bodies, as counted by `Catalog.remember`. */
+  memoBytes: number;
 }
 
+/** Answers remembered per package version, at most. */
 const MEMO_MAX = 64;
-
-/** Remember an answer computed from `entry`'s version of the package. */
-export function remember<T>(entry: CatalogEntry, question: string, value: T): T {
-  if (entry.memo.size >= MEMO_MAX) entry.memo.clear();
-  entry.memo.set(question, value);
-  return value;
-}
+/** Bytes of remembered response bodies over the whole catalog, at most (their JSON text's length). */
+export const MEMO_MAX_BYTES = 32 * 1024 * 1024;
 
 /** One package in the snapshot that new instances load at start. */
 export interface SnapshotPackage {
@@ -41,7 +40,12 @@ interface ListResult {
   items: { entry: CatalogEntry; json: string }[];
   /** The whole body when every match is public (then it does not depend on the caller). */
   publicBody: string | undefined;
+  /** Length of the JSON text held (items and body), for the cache's bound. */
+  bytes: number;
 }
+
+/** Bytes of list and search results kept (their JSON text's length), at most. */
+const RESULTS_MAX_BYTES = 64 * 1024 * 1024;
 
 /**
  * Every live package of the registry, in memory. It changes only through `apply` (called with every version of
@@ -59,7 +63,34 @@ export class Catalog {
   readonly #seen = new Set<string>();
   #sorted: CatalogEntry[] | undefined;
   #version = 0;
-  readonly #results = new LRUCache<string, ListResult>({ max: 256 });
+  readonly #results = new LRUCache<string, ListResult>({
+    max: 256, maxSize: RESULTS_MAX_BYTES, sizeCalculation: (result) => Math.max(1, result.bytes),
+  });
+
+  /** Bytes of remembered response bodies (`remember`), over every package. */
+  #memoBytes = 0;
+
+  /**
+   * Remember `value`, an answer to `question` computed from `entry`'s version of its package, and return it. Kept
+   * only while that version is the catalog's (a version replaced meanwhile is not remembered). `bytes`: its size
+   * when it is a response body, counted against MEMO_MAX_BYTES; past that every package's answers are forgotten
+   * (and worked out again when asked).
+   */
+  remember<T>(entry: CatalogEntry, question: string, value: T, bytes = 0): T {
+    if (this.#packages.get(entry.key) !== entry) return value;
+    if (entry.memo.size >= MEMO_MAX) this.#forget(entry);
+    if (this.#memoBytes + bytes > MEMO_MAX_BYTES) for (const other of this.#packages.values()) this.#forget(other);
+    entry.memo.set(question, value);
+    entry.memoBytes += bytes;
+    this.#memoBytes += bytes;
+    return value;
+  }
+
+  #forget(entry: CatalogEntry): void {
+    this.#memoBytes -= entry.memoBytes;
+    entry.memoBytes = 0;
+    entry.memo.clear();
+  }
 
   get version(): number {
     return this.#version;
@@ -92,9 +123,11 @@ export class Catalog {
     else this.#tombstones.delete(key);
     if (doc === null || etag === null || Object.keys(doc.releases).length === 0) {
       if (current === undefined) return;
+      this.#forget(current);
       this.#packages.delete(key);
     } else {
       if (current?.etag === etag) return;
+      if (current !== undefined) this.#forget(current);
       this.#packages.set(key, entryOf(key, doc, etag));
     }
     this.#changed();
@@ -104,6 +137,8 @@ export class Catalog {
   load(packages: Record<string, SnapshotPackage>): void {
     for (const [key, pkg] of Object.entries(packages)) {
       if (!this.#seen.has(key) && keys.parsePackageDoc(key) && Object.keys(pkg.doc.releases).length > 0) {
+        const current = this.#packages.get(key);
+        if (current !== undefined) this.#forget(current);
         this.#packages.set(key, entryOf(key, pkg.doc, pkg.etag));
       }
     }
@@ -155,7 +190,9 @@ export class Catalog {
       items.push({ entry, json });
       if (entry.doc.visibility !== 'public') allPublic = false;
     }
-    const result: ListResult = { items, publicBody: allPublic ? `[${items.map((i) => i.json).join(',')}]` : undefined };
+    const publicBody = allPublic ? `[${items.map((i) => i.json).join(',')}]` : undefined;
+    const bytes = items.reduce((sum, item) => sum + item.json.length, publicBody?.length ?? 0);
+    const result: ListResult = { items, publicBody, bytes };
     this.#results.set(cacheKey, result);
     return result;
   }
@@ -193,7 +230,7 @@ function join(result: ListResult, admit: boolean[] | undefined): string {
 
 function entryOf(key: string, doc: PackageDoc, etag: string): CatalogEntry {
   const stripped = deepFreeze(stripMetadata(doc));
-  return { key, etag, doc: stripped, releasesDesc: Object.freeze(sortReleasesDesc(Object.keys(stripped.releases))), memo: new Map() };
+  return { key, etag, doc: stripped, releasesDesc: Object.freeze(sortReleasesDesc(Object.keys(stripped.releases))), memo: new Map(), memoBytes: 0 };
 }
 
 /** The document without the releases' metadata: the catalog's memory grows with packages, not with metadata. */

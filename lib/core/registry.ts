@@ -8,7 +8,7 @@ import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
-import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
+import { Catalog, EVERYONE, type CatalogEntry } from './catalog.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
 import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
@@ -305,7 +305,6 @@ export class Registry {
    * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
    * there), and the package document's conditional GET and compare-and-swap PUT. A blob too large to wait in
    * memory is HEADed first, so that pushing the same large tarball again does not upload it again.
-import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -584,27 +583,36 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    * serialization, no hashing, no selector resolution on a repeated request).
    */
   async packageManifestsJson(namespace: string, name: string, mediaType?: string): Promise<JsonBody> {
-    return this.#memoJson(namespace, name, undefined, `m\0${mediaType ?? ''}`, () => this.packageManifests(namespace, name, mediaType));
+    const names = this.#names(namespace, name);
+    const question = `m\0${mediaType ?? ''}`;
+    return this.#remembered<JsonBody>(names, question)
+      ?? this.#memoJson(names, undefined, question, () => this.packageManifests(namespace, name, mediaType));
   }
 
   async releaseManifestsJson(namespace: string, name: string, release: string): Promise<JsonBody> {
-    return this.#memoJson(namespace, name, release, `r\0${release}`, () => this.releaseManifests(namespace, name, release));
+    const names = this.#names(namespace, name);
+    const question = `r\0${release}`;
+    return this.#remembered<JsonBody>(names, question)
+      ?? this.#memoJson(names, release, question, () => this.releaseManifests(namespace, name, release));
   }
 
   async showManifestJson(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<JsonBody> {
-    return this.#memoJson(namespace, name, undefined, `s\0${selector ?? ''}\0${mediaType}`,
-      () => this.showManifest(namespace, name, selector, mediaType));
+    const names = this.#names(namespace, name);
+    const question = `s\0${selector ?? ''}\0${mediaType}`;
+    return this.#remembered<JsonBody>(names, question)
+      ?? this.#memoJson(names, undefined, question, () => this.showManifest(namespace, name, selector, mediaType));
   }
 
-  async #memoJson(namespace: string, name: string, release: string | undefined, question: string, compute: () => Promise<unknown>): Promise<JsonBody> {
-    const names = this.#names(namespace, name);
+  async #memoJson(
+    names: { namespace: string; name: string }, release: string | undefined, question: string, compute: () => Promise<unknown>,
+  ): Promise<JsonBody> {
     const entry = await this.#entry(names.namespace, names.name, release);
     const known = entry?.memo.get(question) as JsonBody | undefined;
     if (known !== undefined) return known;
     const body = JSON.stringify(await compute());
     const answer = { body, etag: createHash('sha1').update(body).digest('base64url') };
-    // Remembered only if it was computed from the version the catalog still holds.
-    if (entry !== undefined && this.#catalog.get(entry.key) === entry) remember(entry, question, answer);
+    // Remembered only if it was computed from the version the catalog still holds (`remember` checks).
+    if (entry !== undefined) this.#catalog.remember(entry, question, answer, body.length);
     return answer;
   }
 
@@ -621,11 +629,32 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
    * if it asks for it). With caches warm a small blob costs no storage request; a large one is one streamed read.
    */
   async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
-    const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, false);
+    const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
+    const names = this.#names(namespace, name);
+    const question = `p\0${selector ?? ''}\0${wanted}`;
+    const target = this.#remembered<PullTarget>(names, question) ?? await this.#pullTarget(names, selector, mediaType, question);
+    const blob = this.#cachedBlob(target.blobKey, target.pkgKey) ?? await this.#blob(target.blobKey, target.pkgKey, target.size);
+    if (!blob) throw new StorageUnavailableError(`blob ${target.digest} of ${target.pkgKey} is missing`);
+    return { release: target.release, mediaType: target.mt, digest: target.digest, visibility: target.visibility, blob };
+  }
+
+  /** What a pull resolves to: worked out once per version of the package and question, then remembered. */
+  async #pullTarget(
+    names: { namespace: string; name: string }, selector: string | undefined, mediaType: string, question: string,
+  ): Promise<PullTarget> {
+    const entry = await this.#entry(names.namespace, names.name);
+    const known = entry?.memo.get(question) as PullTarget | undefined;
+    if (known !== undefined) return known;
+    const { doc, release, mt } = await this.#resolve(names.namespace, names.name, selector, mediaType, false);
     const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
-    const blob = await this.#blob(doc.namespace, doc.name, record.digest, record.size);
-    if (!blob) throw new StorageUnavailableError(`blob ${record.digest} of ${doc.namespace}/${doc.name} is missing`);
-    return { release, mediaType: mt, digest: record.digest, visibility: doc.visibility, blob };
+    const target: PullTarget = {
+      release, mt, digest: record.digest, size: record.size, visibility: doc.visibility,
+      blobKey: keys.blob(doc.namespace, doc.name, record.digest), pkgKey: keys.packageDoc(doc.namespace, doc.name),
+    };
+    // Remembered only if it was resolved from the version the catalog holds.
+    const current = this.#catalog.get(target.pkgKey);
+    if (current !== undefined && current.doc === doc) this.#catalog.remember(current, question, target);
+    return target;
   }
 
   /**
@@ -635,7 +664,9 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   async blob(namespace: string, name: string, digest: string): Promise<BlobContent & { digest: string; visibility: Visibility | null }> {
     const names = this.#names(namespace, name);
     const hex = parseDigest(digest);
-    const blob = hex === null ? null : await this.#blob(names.namespace, names.name, hex);
+    const blob = hex === null
+      ? null
+      : await this.#blob(keys.blob(names.namespace, names.name, hex), keys.packageDoc(names.namespace, names.name));
     if (!blob || hex === null) {
       throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
         package: `${names.namespace}/${names.name}`, release: digest, media_type: null,
@@ -645,23 +676,31 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
     return Object.assign(blob, { digest: hex, visibility: entry === undefined ? null : entry.doc.visibility });
   }
 
-  /** A blob from the memory cache when it is small (`size` known and at most `cache.blobMaxSize`), else streamed. */
-  async #blob(namespace: string, name: string, digest: string, size?: number): Promise<BlobContent | null> {
-    const key = keys.blob(namespace, name, digest);
-    const pkg = keys.packageDoc(namespace, name);
-    const generation = this.#blobGenerations.get(pkg) ?? 0;
-    const cached = this.#blobs?.get(key);
-    if (cached !== undefined && cached.generation === generation) {
-      this.metrics?.cache('blobs', true);
-      return blobContent(cached.bytes);
-    }
+  /**
+   * A blob from the memory cache when it is small (`size` known and at most `cache.blobMaxSize`), else streamed.
+   * `key` is the blob's storage key, `pkg` its package document's (whose blob generation it must be of).
+   */
+  async #blob(key: string, pkg: string, size?: number): Promise<BlobContent | null> {
+    const cached = this.#cachedBlob(key, pkg);
+    if (cached !== undefined) return cached;
     if (this.#blobs !== undefined) this.metrics?.cache('blobs', false);
-    if (cached !== undefined) this.#blobs?.delete(key);
     if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
       const blob = await this.#blobs.fetch(key, { context: pkg });
-      return blob === undefined ? null : blobContent(blob.bytes);
+      return blob === undefined ? null : new MemoryBlob(blob.bytes);
     }
     return this.storage.getStream(key);
+  }
+
+  /** The blob from the memory cache, if it is there and of the package's current blob generation (counted a hit). */
+  #cachedBlob(key: string, pkg: string): MemoryBlob | undefined {
+    const cached = this.#blobs?.get(key);
+    if (cached === undefined) return undefined;
+    if (cached.generation !== (this.#blobGenerations.get(pkg) ?? 0)) {
+      this.#blobs?.delete(key);
+      return undefined;
+    }
+    this.metrics?.cache('blobs', true);
+    return new MemoryBlob(cached.bytes);
   }
 
   // ---- delete -------------------------------------------------------------------------------------------------
@@ -918,6 +957,20 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
   }
 
   /**
+   * The answer to `question` remembered for the catalog's current version of a package (`Catalog.remember`), when the
+   * catalog can answer now: loaded, and no refresh of the package pending. Counted as a catalog hit. The common,
+   * steady-state read, answered without a promise; undefined sends the caller the long way (`#entry`).
+   */
+  #remembered<T>(names: { namespace: string; name: string }, question: string): T | undefined {
+    if (this.#ready() !== undefined) return undefined;
+    const key = keys.packageDoc(names.namespace, names.name);
+    if (this.#pending.size > 0 && this.#pending.has(key)) return undefined;
+    const known = this.#catalog.get(key)?.memo.get(question) as T | undefined;
+    if (known !== undefined) this.metrics?.cache('catalog', true);
+    return known;
+  }
+
+  /**
    * The catalog's entry of a live package, or undefined. When the catalog does not know the package, or (given)
    * the release, storage is asked first: a push through another instance is visible at once.
    */
@@ -959,18 +1012,6 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
       const entry = await this.#entry(names.namespace, names.name);
       return entry === undefined ? requireLive(null, names) : entry.doc;
     };
-    if (!full) {
-      // The common pull: resolved once per version of the package.
-      const entry = await this.#entry(names.namespace, names.name);
-      const known = entry?.memo.get(`p\0${selector ?? ''}\0${wanted}`) as { release: string; mt: string } | undefined;
-      if (entry !== undefined && known !== undefined) return { doc: entry.doc, ...known };
-      if (entry !== undefined) {
-        const resolved = resolveIn(entry.doc, selector, wanted);
-        if (!(resolved instanceof ApprError)) {
-          return { doc: entry.doc, ...remember(entry, `p\0${selector ?? ''}\0${wanted}`, resolved) };
-        }
-      }
-    }
     let doc = await load();
     let resolved = resolveIn(doc, selector, wanted);
     if (resolved instanceof ApprError && resolved.code !== 'invalid-usage') {
@@ -1014,17 +1055,35 @@ interface CachedBlob {
   generation: number;
 }
 
-function blobContent(bytes: Buffer): BlobContent {
-  let body: Readable | undefined;
-  return {
-    bytes,
-    size: bytes.length,
-    etag: '',
-    get body(): Readable {
-      body ??= Readable.from([bytes]);
-      return body;
-    },
-  };
+/** A blob held in memory; `body` (a stream of it) is only made for a caller that asks. */
+class MemoryBlob implements BlobContent {
+  readonly bytes: Buffer;
+  readonly etag = '';
+  #body: Readable | undefined;
+
+  constructor(bytes: Buffer) {
+    this.bytes = bytes;
+  }
+
+  get size(): number {
+    return this.bytes.length;
+  }
+
+  get body(): Readable {
+    this.#body ??= Readable.from([this.bytes]);
+    return this.#body;
+  }
+}
+
+/** A pull's answer for one version of a package: the release and media type a selector names, and their blob. */
+interface PullTarget {
+  release: string;
+  mt: string;
+  digest: string;
+  size: number;
+  visibility: Visibility;
+  blobKey: string;
+  pkgKey: string;
 }
 
 // ---- pure functions over package documents ------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import type { Context, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
+import { EVERYONE } from '../core/catalog.js';
 import type { Registry, VisibleFilter } from '../core/registry.js';
 import type { AccessTarget, AuthHooks, Credentials, Permission } from '../auth/hooks.js';
 
@@ -62,6 +63,9 @@ export function parseAuthorization(header: string | undefined): Credentials | nu
   return { scheme: 'other', token: trimmed };
 }
 
+/** The state of an anonymous caller where nothing is checked (open routes, or no hooks at all). Shared: frozen. */
+const ANONYMOUS: CallerState<never> = Object.freeze({ caller: null, createOnly: false, visible: EVERYONE });
+
 const DENIED: Record<Exclude<Access, 'open' | 'list'>, string> = {
   read: 'You are not allowed to read',
   write: 'You are not allowed to change',
@@ -74,7 +78,7 @@ export class AccessControl<P = unknown> {
   readonly #registry: Registry;
 
   constructor(hooks: AuthHooks<P>, registry: Registry) {
-    this.#hooks = hooks;
+    this.#hooks = hooks ?? {};
     this.#registry = registry;
   }
 
@@ -84,28 +88,34 @@ export class AccessControl<P = unknown> {
    * a new package from an existing one). `action` is the route's name, passed to the hooks.
    */
   guard(access: Access, action?: string) {
+    const hooks = this.#hooks;
+    // Without hooks every caller is anonymous and may do everything: one shared state, nothing to work out per
+    // request (reads answered from memory are cheap enough for this to show).
+    const unguarded = !hooks.identify && !hooks.authorize && hooks.anonymous !== false;
     const middleware = async (ctx: Context, next: Next): Promise<void> => {
       // Malformed names are answered 400 first: they are no secret, and no hook or storage ever sees them.
       const names = access === 'open' || access === 'list' ? null : packageParams(ctx);
-      const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
-      let caller: P | null;
-      let createOnly = false;
-      if (access === 'open') {
+      if (unguarded || access === 'open') {
         // No open route uses the caller: identifying it would only let anyone make the server verify credentials
         // (an scrypt hash per wrong Basic password with the user store) for free.
-        caller = null;
-      } else {
-        caller = await this.#identify(ctx, credentials);
-        if (caller === null && this.#hooks.anonymous === false) throw this.#unauthorized(credentials);
-        createOnly = await this.#check(ctx, caller, credentials, access, action, names);
+        ctx.state.appr = ANONYMOUS;
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
+        return next();
       }
+      const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
+      const caller = await this.#identify(ctx, credentials);
+      if (caller === null && hooks.anonymous === false) throw this.#unauthorized(credentials);
+      const createOnly = await this.#check(ctx, caller, credentials, access, action, names);
       const state: CallerState<P> = {
         caller,
         createOnly,
-        visible: (pkg) => pkg.visibility === 'public' || this.#can(ctx, caller, 'read', { ...pkg, action }),
+        visible: hooks.authorize
+          ? (pkg) => pkg.visibility === 'public' || this.#can(ctx, caller, 'read', { ...pkg, action })
+          : EVERYONE,
       };
       ctx.state.appr = state;
-      await next();
+      // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
+      return next();
     };
     Object.defineProperty(middleware, GUARD, { value: access });
     return middleware;

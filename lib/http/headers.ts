@@ -12,10 +12,11 @@ const MAX_ECHO = 512;
 const SUFFIX = '.tar.gz';
 
 /**
- * `Content-Disposition: attachment` for `filename`, through Koa's `ctx.attachment` (the `content-disposition`
+ * `Content-Disposition: attachment` for `filename`, built by Koa's `ctx.attachment` (the `content-disposition`
  * package): a quoted ASCII `filename`, plus RFC 6266 / RFC 8187 `filename*=UTF-8''...` when the name has
  * characters a quoted string cannot carry (non-ASCII, control characters). Over-long names are shortened, keeping
- * the `.tar.gz` suffix. Sets the Content-Type from the extension too: set the type after calling this.
+ * the `.tar.gz` suffix. Sets no other header. The value is kept per file name (a pull of a cached 2 KB blob is
+ * otherwise mostly this): at most DISPOSITIONS_MAX names of at most MAX_FILENAME characters.
  */
 export function setAttachment(ctx: Context, filename: string): void {
   let name = filename;
@@ -23,7 +24,26 @@ export function setAttachment(ctx: Context, filename: string): void {
     const suffix = name.endsWith(SUFFIX) ? SUFFIX : '';
     name = `${name.slice(0, MAX_FILENAME - suffix.length - 1)}~${suffix}`;
   }
+  let value = DISPOSITIONS.get(name);
+  if (value === undefined) {
+    // Bounded the simplest way (a recency list would cost more than rebuilding a value now and then).
+    if (DISPOSITIONS.size >= DISPOSITIONS_MAX) DISPOSITIONS.clear();
+    DISPOSITIONS.set(name, (value = disposition(ctx, name)));
+  }
+  ctx.res.setHeader('Content-Disposition', value);
+}
+
+const DISPOSITIONS_MAX = 4096;
+const DISPOSITIONS = new Map<string, string>();
+
+function disposition(ctx: Context, name: string): string {
+  // ctx.attachment also sets the Content-Type from the extension: keep the response's own.
+  const type = ctx.res.getHeader('Content-Type');
   ctx.attachment(name);
+  const value = String(ctx.res.getHeader('Content-Disposition'));
+  if (type === undefined) ctx.res.removeHeader('Content-Type');
+  else ctx.res.setHeader('Content-Type', type);
+  return value;
 }
 
 /** A copy of an error body whose strings (message, details, nested) are at most MAX_ECHO characters each. */

@@ -1,3 +1,4 @@
+import { METHODS } from 'node:http';
 import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { ApprError } from '../errors.js';
@@ -8,7 +9,7 @@ import { bodyReader, pushBodyReader, pushInput, requestValues } from './body-rea
 import { preflight, responder, sendBlob, sendJson, sendJsonText } from './respond.js';
 import { mountHelmRoutes } from '../helm/router.js';
 import { defaultActorName, type ChangeContext } from '../ops/audit.js';
-import { withHttpMetrics } from '../ops/http.js';
+import { httpMetricsRecorder } from '../ops/http.js';
 
 export const API_VERSION = '0.7.4';
 
@@ -172,7 +173,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   const access = new AccessControl<P>(opts.auth as ApprRouterOptions<P>['auth'] & object, opts.registry);
   const router = new Router();
   const prefix = opts.prefix;
-  const respond = withHttpMetrics(responder(opts), opts.registry.metrics);
+  const respond = responder({ ...opts, record: httpMetricsRecorder(opts.registry.metrics) });
 
   const routes = ROUTES.filter((route) => !(route.path === '' && prefix === ''));
   for (const route of routes) {
@@ -180,9 +181,11 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     if (route.body === 'values') chain.push(bodyReader(opts.loginBodyLimit));
     if (route.body === 'push') chain.push(pushBodyReader(opts));
     const ownPath = `${prefix}${route.path}`;
-    chain.push(async (ctx) => route.handler(ctx, opts, {
+    // Not async: the handler's own promise is the route's (every frame counts on a read answered from memory).
+    chain.push((ctx) => route.handler(ctx, opts, {
       params: ctx.params as Record<string, string>,
-      json: route.json === 'always' || (route.json === 'query' && ctx.query.format === 'json'),
+      // `ctx.query` parses the query string: only when there is one.
+      json: route.json === 'always' || (route.json === 'query' && ctx.querystring !== '' && ctx.query.format === 'json'),
       ownPath,
     }));
     router[route.method](route.name, ownPath, ...(chain as [Middleware]));
@@ -213,9 +216,25 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
       Allow: [...allowed, 'OPTIONS'].join(', '),
     });
   };
+  // Registered for the methods no route of the path answers only: a request a route answers matches one layer,
+  // not two (@koa/router captures the parameters and composes the middleware of every layer that matches).
+  const answered = new Map<string, Set<string>>();
+  for (const layer of router.stack) {
+    if (typeof layer.path !== 'string') continue;
+    const methods = answered.get(layer.path) ?? new Set<string>();
+    for (const method of layer.methods) methods.add(method);
+    answered.set(layer.path, methods);
+  }
   const paths = new Set([...routes.map((route) => `${prefix}${route.path}`), ...helmPaths]);
   if (opts.discovery) paths.add(WELL_KNOWN_PATH);
-  for (const path of paths) router.all('fallback', path, respond, access.guard('open', 'fallback'), unmatched);
+  const fallbackGuard = access.guard('open', 'fallback');
+  for (const path of paths) {
+    const others = METHODS.filter((method) => !answered.get(path)?.has(method));
+    // @koa/router adds HEAD itself to a layer with GET.
+    if (others.includes('GET')) others.splice(others.indexOf('HEAD'), 1);
+    // A stack of its own per layer, as `router.all` gives: `router.param()` and parent routers change stacks in place.
+    router.register(path, others, [respond, fallbackGuard, unmatched], { name: 'fallback' });
+  }
 
   // Mounted at the top level: a path under the prefix that neither a route of ours nor anything downstream (the
   // host's own routes) answered is answered as JSON. Nested, a parent router copies the layers and never calls

@@ -1,5 +1,7 @@
 import { expect } from 'chai';
 import { Registry } from '../../lib/index.js';
+import { Catalog, MEMO_MAX_BYTES } from '../../lib/core/catalog.js';
+import type { PackageDoc } from '../../lib/core/registry.js';
 import { chart, CountingStorage } from './helpers.js';
 
 /** Registry with no background work, so that every storage request counted is one a read made. */
@@ -111,5 +113,56 @@ describe('reads from the catalog and the memory caches', () => {
     await tiny.push({ namespace: 'ns', name: 'app', release: '3.0.0', mediaType: 'helm', blob: await chart('3') });
     expect((await tiny.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('3.0.0');
     tiny.close();
+  });
+
+  it('answers show and pull from answers remembered per package version, and a new version is never answered from an old one', async () => {
+    const first = await registry.showManifestJson('ns', 'app', 'default', 'helm');
+    expect(await registry.showManifestJson('ns', 'app', 'default', 'helm')).to.equal(first);
+    expect((await registry.pull('ns', 'app', 'default', 'helm')).release).to.equal('2.0.0');
+    await registry.push({ namespace: 'ns', name: 'app', release: '3.0.0', mediaType: 'helm', blob: await chart('3') });
+    const next = await registry.showManifestJson('ns', 'app', 'default', 'helm');
+    expect(JSON.parse(next.body).release).to.equal('3.0.0');
+    expect(next.etag).to.not.equal(first.etag);
+    expect((await registry.pull('ns', 'app', 'default', 'helm')).release).to.equal('3.0.0');
+  });
+});
+
+describe('the catalog\'s remembered answers', () => {
+  const doc = (name: string): PackageDoc => ({
+    namespace: 'ns', name, created_at: '2020-01-01T00:00:00Z', visibility: 'public', channels: {},
+    releases: { '1.0.0': { helm: { digest: 'a'.repeat(64), size: 1, created_at: '2020-01-01T00:00:00Z', metadata: null } } },
+  });
+
+  it('are bounded in bytes over every package: past the bound, older answers are forgotten', () => {
+    const catalog = new Catalog();
+    catalog.apply('packages/ns/a.json', doc('a'), 'e1');
+    catalog.apply('packages/ns/b.json', doc('b'), 'e1');
+    const a = catalog.get('packages/ns/a.json')!;
+    const b = catalog.get('packages/ns/b.json')!;
+    catalog.remember(a, 'big', 'x', MEMO_MAX_BYTES - 10);
+    catalog.remember(b, 'small', 'y', 5);
+    expect([a.memo.get('big'), b.memo.get('small')]).to.deep.equal(['x', 'y']);
+    catalog.remember(b, 'next', 'z', 10);
+    expect(a.memo.has('big')).to.equal(false);
+    expect(b.memo.get('next')).to.equal('z');
+    expect(a.memoBytes + b.memoBytes).to.equal(10);
+  });
+
+  it('are kept only for the version the catalog holds, and released with it', () => {
+    const catalog = new Catalog();
+    catalog.apply('packages/ns/a.json', doc('a'), 'e1');
+    catalog.apply('packages/ns/b.json', doc('b'), 'e1');
+    const old = catalog.get('packages/ns/a.json')!;
+    const b = catalog.get('packages/ns/b.json')!;
+    catalog.remember(old, 'q', 'old', MEMO_MAX_BYTES - 10);
+    catalog.apply('packages/ns/a.json', doc('a'), 'e2');
+    const current = catalog.get('packages/ns/a.json')!;
+    expect(current.memo.has('q')).to.equal(false);
+    catalog.remember(old, 'late', 'stale', 1);
+    expect(old.memo.has('late')).to.equal(false);
+    // The replaced version's bytes no longer count: a large answer fits again without forgetting b's.
+    catalog.remember(b, 'kept', 'b', 5);
+    catalog.remember(current, 'q', 'new', MEMO_MAX_BYTES - 10);
+    expect([current.memo.get('q'), b.memo.get('kept')]).to.deep.equal(['new', 'b']);
   });
 });
