@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { deepFreeze } from './documents.js';
 import { keys } from './keys.js';
 import { sortReleasesDesc } from './release.js';
+import { isLiveDoc } from './segments.js';
 import type { PackageDoc, PackageSummary, Visibility, VisibleFilter } from './registry.js';
 
 /**
@@ -88,9 +89,10 @@ export class Catalog {
   apply(key: string, doc: PackageDoc | null, etag: string | null): void {
     this.#seen.add(key);
     const current = this.#packages.get(key);
-    if (doc !== null && Object.keys(doc.releases).length === 0) this.#tombstones.set(key, doc.visibility);
+    const live = doc !== null && isLiveDoc(doc);
+    if (doc !== null && !live) this.#tombstones.set(key, doc.visibility);
     else this.#tombstones.delete(key);
-    if (doc === null || etag === null || Object.keys(doc.releases).length === 0) {
+    if (doc === null || etag === null || !live) {
       if (current === undefined) return;
       this.#packages.delete(key);
     } else {
@@ -191,9 +193,24 @@ function join(result: ListResult, admit: boolean[] | undefined): string {
   return `[${result.items.filter((_, i) => admit[i]).map((i) => i.json).join(',')}]`;
 }
 
+/**
+ * The entry of one version. Its stripped document and sorted releases are built when first read, not when the
+ * version is applied: a push to a package of thousands of releases must not pay O(releases) for them (issue 9).
+ */
 function entryOf(key: string, doc: PackageDoc, etag: string): CatalogEntry {
-  const stripped = deepFreeze(stripMetadata(doc));
-  return { key, etag, doc: stripped, releasesDesc: Object.freeze(sortReleasesDesc(Object.keys(stripped.releases))), memo: new Map() };
+  let stripped: PackageDoc | undefined;
+  let releasesDesc: readonly string[] | undefined;
+  const strip = (): PackageDoc => (stripped ??= deepFreeze(stripMetadata(doc)));
+  return {
+    key, etag, memo: new Map(),
+    get doc() {
+      return strip();
+    },
+    get releasesDesc() {
+      releasesDesc ??= Object.freeze(sortReleasesDesc(Object.keys(strip().releases)));
+      return releasesDesc;
+    },
+  };
 }
 
 /** The document without the releases' metadata: the catalog's memory grows with packages, not with metadata. */

@@ -79,13 +79,19 @@ export class DocumentStore {
   /** Local writes per key, so a read that a local write overtook does not report its older version. */
   readonly #writes = new Map<string, number>();
   readonly #metrics: MetricsHooks | undefined;
+  readonly #prepare: ((key: string, value: unknown) => Promise<unknown>) | undefined;
 
+  /**
+   * `hooks.prepare` runs on every document read from storage, before anyone sees it: it may load what the
+   * document references (a package document's segments, lib/core/segments.ts); a failure fails the read.
+   */
   constructor(
     storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}, limits: DocumentLimits = {},
-    hooks: { metrics?: MetricsHooks | undefined } = {},
+    hooks: { metrics?: MetricsHooks | undefined; prepare?: (key: string, value: unknown) => Promise<unknown> } = {},
   ) {
     this.#storage = storage;
     this.#metrics = hooks.metrics;
+    this.#prepare = hooks.prepare;
     this.#maxBytes = limits.maxBytes ?? 8 * 1024 * 1024;
     this.#cache = new LRUCache<string, Versioned<unknown>>({
       maxSize: cache.maxBytes ?? 64 * 1024 * 1024,
@@ -145,7 +151,11 @@ export class DocumentStore {
     if (got === null) entry = { value: null, etag: null, bytes: ABSENT_BYTES, gen };
     else if (got.notModified && stale) entry = { ...stale, gen };
     else if (got.notModified) throw new StorageUnavailableError(`storage answered "not modified" to an unconditional read of ${key}`);
-    else entry = { value: deepFreeze(parse(key, got.body)), etag: got.etag, bytes: got.body.length, gen };
+    else {
+      const value = deepFreeze(parse(key, got.body));
+      if (this.#prepare !== undefined && value !== null) await this.#prepare(key, value);
+      entry = { value, etag: got.etag, bytes: got.body.length, gen };
+    }
     // A local write finished while this read was under way: its version is newer, never report this one.
     if ((this.#writes.get(key) ?? 0) === writes) this.#emit(key, entry);
     return entry;
