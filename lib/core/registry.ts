@@ -320,12 +320,14 @@ export class Registry {
    * Everything about the push is validated (names, release, media type) before its blob is checked, and the blob
    * is checked in full before anything is stored, so a refused push leaves nothing in storage.
    *
-   * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
-   * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
-   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
-   * there), and the package document's conditional GET and compare-and-swap PUT. A blob too large to wait in
-   * memory is HEADed first, so that pushing the same large tarball again does not upload it again.
-import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
+   * Write order: blob, metadata object, segment (when the inline records are full), then the package document. A
+   * crash or a storage failure in between leaves unreferenced objects (harmless; gc removes them), never a release
+   * whose blob, metadata or segment is missing. Costs four storage requests whatever the size of the registry and
+   * of the package: the package document's conditional GET (the garbage-collection fence, also the read the
+   * compare-and-swap starts from), the blob's and the metadata's create-if-absent PUTs (plus a HEAD when one was
+   * already there), and the compare-and-swap PUT; plus the change entry's PUT (lib/core/feed.ts), and one PUT of a
+   * segment every 32 pushes to a package (lib/core/segments.ts). A blob too large to wait in memory is HEADed
+   * first, so that pushing the same large tarball again does not upload it again.
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -395,7 +397,7 @@ import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
             keepGcState(current, doc, blob.digest);
             this.#segments.viewOf(doc); // keeps the view with the version written
             return { next: doc, result: doc !== current };
-          });
+          }, {}, { fresh: true });
           break;
         } catch (err) {
           if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
