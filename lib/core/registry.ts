@@ -17,7 +17,7 @@ import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
 import { selectRelease } from './selector.js';
 import {
   allReleases, applyFlush, clearSegments, deleteRecord, hasReleases, mediaOf, Segments, SegmentsNotLoaded, setRecord,
-  LIVE, type FlushPlan, type SegmentView,
+  LIVE, type SegmentView,
 } from './segments.js';
 import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
 import { checkStorage, type HealthReport } from '../ops/health.js';
@@ -353,26 +353,29 @@ export class Registry {
       // written again after the claim is lifted, so a release never references a blob the collector deletes.
       for (let round = 1; ; round += 1) {
         const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);
-        const stored = await this.#storeBlob(namespace, name, blob);
-        // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
-        let flush: FlushPlan | undefined;
-        if (gcFence.doc !== null) {
-          await this.#segments.load(gcFence.doc.value);
-          flush = await this.#segments.flush(gcFence.doc.value);
-        }
+        // The objects the document will reference are independent of each other: written at once (with the
+        // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
+        const fenced = gcFence.doc?.value;
+        const [stored, , flush] = await Promise.all([
+          this.#storeBlob(namespace, name, blob),
+          migrated === undefined
+            ? (async () => {
+              // Metadata goes to an immutable object written before the document that references it, so the
+              // package document, rewritten by every change, holds ~200 bytes per release.
+              metadataRef = metadata === null ? undefined : await this.#putMetadata(namespace, name, metadata);
+              migrated = await this.#migrateMetadata(namespace, name);
+            })()
+            : undefined,
+          // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
+          fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
+        ]);
         if (stored === null) {
           // Reported as present but gone (deleted by a collector since): write it again.
           if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
           continue;
         }
         size = stored;
-        if (migrated === undefined) {
-          // Metadata goes to an immutable object written after the blob and before the document that references
-          // it, so the package document, rewritten by every change, holds ~200 bytes per release.
-          metadataRef = metadata === null ? undefined : await this.#putMetadata(namespace, name, metadata);
-          migrated = await this.#migrateMetadata(namespace, name);
-        }
-        const moved = migrated;
+        const moved = migrated ?? new Set<string>();
         const ref = metadataRef;
         try {
           created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
