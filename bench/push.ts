@@ -4,8 +4,8 @@
  *
  * - sequential pushes over 16 packages; 8 concurrent over 16 packages; 8 concurrent into ONE package:
  *   push/s, p50, p99, errors, server CPU per push;
- * - push latency as one package grows from 10 to BENCH_GROW releases (default 1000): mean of the 20 pushes
- *   around each size;
+ * - push latency as one package grows from 10 to BENCH_GROW releases (default 1000): mean and median of the 64
+ *   pushes that reach each size (BENCH_WORKLOADS=0 runs only this and the memory measurement);
  * - peak server RSS (VmHWM) over idle while 16 pushes of 30 MB tarballs run at once.
  *
  * Each release carries about 600 B of metadata, as in issue 9's measurements.
@@ -26,6 +26,9 @@ import { pack } from 'tar-stream';
 
 const N = Number(process.env.BENCH_N ?? 400);
 const GROW = Number(process.env.BENCH_GROW ?? 1000);
+const GROW_WINDOW = 64;
+/** BENCH_WORKLOADS=0: only the growth and memory measurements. */
+const WORKLOADS = process.env.BENCH_WORKLOADS !== '0';
 const BIG_MB = Number(process.env.BENCH_BIG_MB ?? 30);
 const BIG_COUNT = Number(process.env.BENCH_BIG_COUNT ?? 16);
 const ONLY = process.env.BENCH_ONLY ?? '';
@@ -138,10 +141,13 @@ async function run(server: Server, label: string, count: number, concurrency: nu
   return { label, rate: count / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors, cpuPerPush: cpu / count, ...(firstError ? { firstError } : {}) };
 }
 
-/** Sequential pushes into one package: mean latency of the 20 pushes that take it to each size. */
-async function grow(server: Server, ns: string): Promise<{ size: number; ms: number }[]> {
+/**
+ * Sequential pushes into one package: mean and median latency of the GROW_WINDOW pushes that take it to each size
+ * (two segment cycles of lib/core/segments.ts, so the mean includes the pushes that write a segment).
+ */
+async function grow(server: Server, ns: string): Promise<{ size: number; mean: number; median: number }[]> {
   const marks = [10, 100, 1000, 10000].filter((m) => m <= GROW);
-  const out: { size: number; ms: number }[] = [];
+  const out: { size: number; mean: number; median: number }[] = [];
   const window: number[] = [];
   for (let i = 1; i <= GROW; i++) {
     const release = `1.0.${i}`;
@@ -151,8 +157,11 @@ async function grow(server: Server, ns: string): Promise<{ size: number; ms: num
     const ms = performance.now() - t0;
     if (res.status !== 200) throw new Error(`grow push ${i}: ${res.status} ${res.text.slice(0, 200)}`);
     window.push(ms);
-    if (window.length > 20) window.shift();
-    if (marks.includes(i)) out.push({ size: i, ms: window.reduce((a, b) => a + b, 0) / window.length });
+    if (window.length > GROW_WINDOW) window.shift();
+    if (marks.includes(i)) {
+      const sorted = [...window].sort((a, b) => a - b);
+      out.push({ size: i, mean: window.reduce((a, b) => a + b, 0) / window.length, median: sorted[Math.floor(sorted.length / 2)] as number });
+    }
   }
   return out;
 }
@@ -206,17 +215,24 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   const results: Result[] = [];
   try {
     await post(`${server.url}/cnr/api/v1/packages/warm/up`, await pushBody('1.0.0'));
-    results.push(await run(server, 'sequential, 16 packages', N, 1, (i) => ({ pkg: `seq/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
-    results.push(await run(server, '8 concurrent, 16 packages', N, 8, (i) => ({ pkg: `par/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
-    results.push(await run(server, '8 concurrent, one package', N, 8, (i) => ({ pkg: 'hot/one', release: `1.0.${i}` })));
-    console.log('| workload | push/s | p50 ms | p99 ms | errors | server CPU ms/push |\n|---|---|---|---|---|---|');
-    for (const r of results) {
-      console.log(`| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`);
-      if (r.firstError) console.log(`  first error: ${r.firstError}`);
+    if (WORKLOADS) {
+      results.push(await run(server, 'sequential, 16 packages', N, 1, (i) => ({ pkg: `seq/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
+      results.push(await run(server, '8 concurrent, 16 packages', N, 8, (i) => ({ pkg: `par/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
+      results.push(await run(server, '8 concurrent, one package', N, 8, (i) => ({ pkg: 'hot/one', release: `1.0.${i}` })));
+      console.log('| workload | push/s | p50 ms | p99 ms | errors | server CPU ms/push |\n|---|---|---|---|---|---|');
+      for (const r of results) {
+        console.log(`| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`);
+        if (r.firstError) console.log(`  first error: ${r.firstError}`);
+      }
     }
-    const growth = await grow(server, 'grow');
-    console.log(`\npush latency as one package grows: ${growth.map((g) => `${g.size} releases ${g.ms.toFixed(1)} ms`).join(', ')}` +
-      ` (ratio ${((growth.at(-1)?.ms ?? 0) / (growth[0]?.ms ?? 1)).toFixed(2)})`);
+    if (GROW > 0) {
+      const growth = await grow(server, 'grow');
+      const first = growth[0];
+      const last = growth.at(-1);
+      console.log(`\npush latency as one package grows (mean / median of ${GROW_WINDOW} pushes): ` +
+        `${growth.map((g) => `${g.size} releases ${g.mean.toFixed(1)} / ${g.median.toFixed(1)} ms`).join(', ')}` +
+        (first && last ? ` (ratio ${(last.mean / first.mean).toFixed(2)} mean, ${(last.median / first.median).toFixed(2)} median)` : ''));
+    }
   } finally {
     await stopServer(server);
   }
