@@ -63,6 +63,11 @@ function describeSegments(label: string, open: () => Promise<{ storage: StorageA
       expect(doc.segments?.length).to.be.greaterThan(0);
       expect(Object.keys(doc.releases).length).to.be.at.most(INLINE_MAX);
       expect(bytes).to.be.below(INLINE_MAX * 250 + 2000);
+      // Past FANOUT segments of one level, an index segment replaces them in the document.
+      const levels = (doc.segments ?? []).map((ref) => Number(ref.split('.')[0]));
+      if (pushes >= INLINE_MAX * (FANOUT + 1)) expect(levels).to.include(1);
+      expect(levels).to.deep.equal([...levels].sort((a, b) => b - a));
+      expect(doc.segments?.length).to.be.below(FANOUT);
       const fresh = registry();
       const manifests = await fresh.packageManifests('seg', 'grow');
       expect(manifests).to.have.length(pushes);
