@@ -5,7 +5,8 @@
  * - sequential pushes over 16 packages; 8 concurrent over 16 packages; 8 concurrent into ONE package:
  *   push/s, p50, p99, errors, server CPU per push;
  * - push latency as one package grows from 10 to BENCH_GROW releases (default 1000): mean and median of the 64
- *   pushes that reach each size (BENCH_WORKLOADS=0 runs only this and the memory measurement);
+ *   pushes that reach each size, then pushes alternating between that package and packages of ~10 releases (the
+ *   ratio that is robust to the load of a shared machine) (BENCH_WORKLOADS=0 runs only this and the memory part);
  * - peak server RSS (VmHWM) over idle while 16 pushes of 30 MB tarballs run at once.
  *
  * Each release carries about 600 B of metadata, as in issue 9's measurements.
@@ -166,6 +167,35 @@ async function grow(server: Server, ns: string): Promise<{ size: number; mean: n
   return out;
 }
 
+/**
+ * Latency at `big` releases against latency at about 10, measured in the same minute: pushes alternate between the
+ * grown package and eight packages of 10 to 18 releases, so both sides see the same machine load (on a shared
+ * machine a sequence measured minutes apart mostly measures the load). Mean and median of `pairs` each.
+ */
+async function interleaved(server: Server, ns: string, pairs: number): Promise<{ small: number[]; big: number[] }> {
+  for (let p = 0; p < 8; p++) {
+    for (let r = 1; r <= 10; r++) {
+      const res = await post(`${server.url}/cnr/api/v1/packages/${ns}/small${p}`, await pushBody(`1.0.${r}`));
+      if (res.status !== 200) throw new Error(`small push: ${res.status} ${res.text.slice(0, 200)}`);
+    }
+  }
+  const small: number[] = [];
+  const big: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    for (const [pkg, into] of [[`small${i % 8}`, small], ['grow', big]] as const) {
+      const body = await pushBody(`2.0.${i}`);
+      const t0 = performance.now();
+      const res = await post(`${server.url}/cnr/api/v1/packages/${ns}/${pkg}`, body);
+      into.push(performance.now() - t0);
+      if (res.status !== 200) throw new Error(`interleaved push: ${res.status} ${res.text.slice(0, 200)}`);
+    }
+  }
+  return { small, big };
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
 async function bigTarGz(bytes: number): Promise<Buffer> {
   const archive = pack();
   const chunks: Buffer[] = [];
@@ -232,6 +262,10 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
       console.log(`\npush latency as one package grows (mean / median of ${GROW_WINDOW} pushes): ` +
         `${growth.map((g) => `${g.size} releases ${g.mean.toFixed(1)} / ${g.median.toFixed(1)} ms`).join(', ')}` +
         (first && last ? ` (ratio ${(last.mean / first.mean).toFixed(2)} mean, ${(last.median / first.median).toFixed(2)} median)` : ''));
+      const { small, big } = await interleaved(server, 'grow', GROW_WINDOW * 2);
+      console.log(`interleaved, same minute: ~10 releases ${mean(small).toFixed(1)} / ${median(small).toFixed(1)} ms, ` +
+        `${GROW} releases ${mean(big).toFixed(1)} / ${median(big).toFixed(1)} ms (mean / median of ${small.length}; ` +
+        `ratio ${(mean(big) / mean(small)).toFixed(2)} mean, ${(median(big) / median(small)).toFixed(2)} median)`);
     }
   } finally {
     await stopServer(server);
