@@ -99,13 +99,15 @@ export class Segments {
   readonly #views: LRUCache<string, SegmentView>;
   readonly #pinned = new WeakMap<object, SegmentView>();
   /** Per package, the last view built: a view with one leaf more is built from it, not from scratch. */
-  readonly #last = new Map<string, SegmentView>();
+  readonly #last = new LRUCache<string, SegmentView>({ max: 256 });
 
   /** `maxBytes`: the segments kept in memory, counted as their JSON (default 64 MiB). */
   constructor(storage: StorageAdapter, options: { maxBytes?: number } = {}) {
     this.#storage = storage;
     this.#objects = new LRUCache<string, Segment>({ maxSize: options.maxBytes ?? 64 * 1024 * 1024, sizeCalculation: () => 1 });
-    this.#views = new LRUCache<string, SegmentView>({ max: 1024 });
+    // Bounded by the records the views hold (a view of 10,000 releases is a Map of 10,000 entries); a document
+    // version in the document cache keeps its own view alive whatever this cache evicts.
+    this.#views = new LRUCache<string, SegmentView>({ maxSize: 500_000, sizeCalculation: (view) => view.records.size + 1 });
   }
 
   /**
