@@ -86,8 +86,10 @@ const EMPTY_VIEW: SegmentView = Object.freeze({ refs: '', leaves: Object.freeze(
 
 /** The plan of a flush, made before the compare-and-swap (`Segments.flush`) and applied in it (`applyFlush`). */
 export interface FlushPlan {
-  /** The document's segments and inline records the plan was made from (JSON), to check they are still those. */
+  /** The document's segments the plan was made from (JSON): it applies only to a document that still has those. */
   readonly from: string;
+  /** The inline records written to the new leaf. */
+  readonly records: Releases;
   readonly segments: string[];
 }
 
@@ -157,8 +159,22 @@ export class Segments {
    * When `doc` (as read before a compare-and-swap) holds `INLINE_MAX` inline records or more: write them as a leaf
    * segment (and the indexes the list then needs), and return the plan for `applyFlush`. Undefined otherwise.
    */
-  async flush(doc: PackageDoc): Promise<FlushPlan | undefined> {
-    if (countRecords(doc.releases) < INLINE_MAX) return undefined;
+  flush(doc: PackageDoc): Promise<FlushPlan | undefined> {
+    if (countRecords(doc.releases) < INLINE_MAX) return Promise.resolve(undefined);
+    // Concurrent pushes into one package on this instance read the same document: they share one flush (each
+    // write makes a new segment, and all but one would be left for the garbage collector).
+    const key = `${doc.namespace}/${doc.name}\0${flushSource(doc)}`;
+    let flushing = this.#flushing.get(key);
+    if (flushing === undefined) {
+      flushing = this.#flush(doc).finally(() => this.#flushing.delete(key));
+      this.#flushing.set(key, flushing);
+    }
+    return flushing;
+  }
+
+  readonly #flushing = new Map<string, Promise<FlushPlan>>();
+
+  async #flush(doc: PackageDoc): Promise<FlushPlan> {
     const before = await this.load(doc);
     const leaf = await this.#write(doc.namespace, doc.name, { level: 0, nonce: nonce(), releases: doc.releases });
     const segments = [...(doc.segments ?? []), leaf];
@@ -173,7 +189,7 @@ export class Segments {
     }
     // The view of the new list: the old one plus the new leaf (indexes change nothing of what the leaves hold).
     await this.#build(doc.namespace, doc.name, segments.join(','), [...before.leaves, leaf], before);
-    return { from: flushSource(doc), segments };
+    return { from: JSON.stringify(doc.segments ?? []), records: doc.releases, segments };
   }
 
   async #leaves(namespace: string, name: string, ref: string): Promise<string[]> {
@@ -233,13 +249,25 @@ export class Segments {
 }
 
 /**
- * In a compare-and-swap: replace `doc`'s inline records by the segments `plan` wrote, if they are still the ones
- * it was made from (another writer may have flushed or changed them since: then nothing happens). True if applied.
+ * In a compare-and-swap: replace the inline records `plan` wrote to a segment by that segment, if the document
+ * still has the segments the plan was made from and every one of those records unchanged (records pushed since
+ * stay inline). Otherwise nothing happens (another writer flushed, deleted or replaced one since; a later push
+ * flushes). True if applied.
  */
 export function applyFlush(doc: PackageDoc, plan: FlushPlan | undefined): boolean {
-  if (plan === undefined || flushSource(doc) !== plan.from) return false;
+  if (plan === undefined || JSON.stringify(doc.segments ?? []) !== plan.from) return false;
+  for (const [release, media] of Object.entries(plan.records)) {
+    for (const [mt, flushed] of Object.entries(media)) {
+      const current = own(own(doc.releases, release) ?? {}, mt);
+      if (current === undefined || JSON.stringify(current) !== JSON.stringify(flushed)) return false;
+    }
+  }
+  for (const [release, media] of Object.entries(plan.records)) {
+    const inline = own(doc.releases, release) as Record<string, ManifestRecord>;
+    for (const mt of Object.keys(media)) delete inline[mt];
+    if (Object.keys(inline).length === 0) delete doc.releases[release];
+  }
   doc.segments = plan.segments;
-  doc.releases = {};
   return true;
 }
 

@@ -25,9 +25,13 @@ describe('release segments: the layout rules', () => {
     const full = fullDoc(INLINE_MAX);
     const plan = await segments.flush(full);
     expect(plan?.segments).to.have.length(1);
-    const changed = structuredClone(full);
-    setRecord(changed, '9.9.9', 'helm', record('b'));
-    expect(applyFlush(changed, plan)).to.equal(false); // another writer added a record since: not applied
+    const replaced = structuredClone(full);
+    setRecord(replaced, '1.0.3', 'helm', record('b'));
+    expect(applyFlush(replaced, plan)).to.equal(false); // another writer replaced a flushed record since
+    const added = structuredClone(full);
+    setRecord(added, '9.9.9', 'helm', record('b'));
+    expect(applyFlush(added, plan)).to.equal(true); // records pushed since stay inline
+    expect(Object.keys(added.releases)).to.deep.equal(['9.9.9']);
     const same = structuredClone(full);
     expect(applyFlush(same, plan)).to.equal(true);
     expect(same.releases).to.deep.equal({});

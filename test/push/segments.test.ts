@@ -135,6 +135,22 @@ function describeSegments(label: string, open: () => Promise<{ storage: StorageA
       expect(releases).to.include.members(['1.0.0', '1.0.1000', '1.0.2000']).and.not.include('1.0.1');
     });
 
+    it('loses no release when 8 pushes at a time go into one package across segment writes', async () => {
+      const writer = registry();
+      const blob = await makeTarGz({ 'Chart.yaml': 'name: race\n' });
+      const total = INLINE_MAX * 2 + 8;
+      let next = 0;
+      await Promise.all(Array.from({ length: 8 }, async () => {
+        for (let i = next++; i < total; i = next++) {
+          await writer.push({ namespace: 'seg', name: 'race', release: `1.0.${i}`, mediaType: 'helm', blob });
+        }
+      }));
+      const { doc } = await storedDoc(storage, 'seg', 'race');
+      expect(doc.segments?.length).to.be.greaterThan(0);
+      expect(Object.keys(doc.releases).length).to.be.at.most(INLINE_MAX + 8);
+      expect(await registry().packageManifests('seg', 'race')).to.have.length(total);
+    });
+
     it('migrates a document written before segments on its next push', async () => {
       const releases: Record<string, unknown> = {};
       const digest = 'a'.repeat(64);
