@@ -40,8 +40,15 @@ const METADATA = { description: 'x'.repeat(400), maintainers: [{ name: 'bench', 
 
 interface Server { url: string; child: ChildProcess; pid: number }
 
-async function startServer(storage: string, options: Record<string, unknown> = {}): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
+/**
+ * BENCH_BASELINE: the root of another checkout (say, main's) whose server runs next to this one: sequential pushes
+ * then alternate between the two, so that both see the same machine load, and the table gets their rates side by
+ * side (the before/after of a change, on a shared machine).
+ */
+const BASELINE = process.env.BENCH_BASELINE ?? '';
+
+async function startServer(storage: string, options: Record<string, unknown> = {}, script = SERVER): Promise<Server> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
     env: { ...process.env, BENCH_STORAGE: storage, BENCH_OPTIONS: JSON.stringify(options) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -239,6 +246,35 @@ async function bigPushes(storage: string): Promise<{ idle: number; peak: number;
   }
 }
 
+/** Sequential pushes alternating between this checkout's server and the baseline's: push/s, p50, p99, CPU each. */
+async function abSequential(storage: string, count: number): Promise<void> {
+  const mine = await startServer(`${storage}-ab-this`);
+  const base = await startServer(`${storage}-ab-baseline`, {}, join(BASELINE, 'bench/lib/push-server.ts'));
+  try {
+    const sides = [{ label: 'this checkout', server: mine, ms: [] as number[] }, { label: `baseline ${BASELINE}`, server: base, ms: [] as number[] }];
+    const cpu0 = await Promise.all(sides.map((s) => cpuMs(s.server.pid)));
+    for (let i = 0; i < count; i++) {
+      const body = await pushBody(`1.${Math.floor(i / 16)}.0`);
+      for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
+        const t0 = performance.now();
+        const res = await post(`${side.server.url}/cnr/api/v1/packages/ab/p${i % 16}`, body);
+        side.ms.push(performance.now() - t0);
+        if (res.status !== 200) throw new Error(`A/B push: ${res.status} ${res.text.slice(0, 200)}`);
+      }
+    }
+    const cpu1 = await Promise.all(sides.map((s) => cpuMs(s.server.pid)));
+    console.log(`\nsequential, 16 packages, alternating with the baseline (${count} pushes each):`);
+    console.log('| server | push/s (1 / mean) | p50 ms | p99 ms | server CPU ms/push |\n|---|---|---|---|---|');
+    sides.forEach((side, k) => {
+      const sorted = [...side.ms].sort((a, b) => a - b);
+      console.log(`| ${side.label} | ${(1000 / mean(side.ms)).toFixed(0)} | ${percentile(sorted, 50).toFixed(1)} | ` +
+        `${percentile(sorted, 99).toFixed(1)} | ${(((cpu1[k] as number) - (cpu0[k] as number)) / count).toFixed(2)} |`);
+    });
+  } finally {
+    await Promise.all([stopServer(mine), stopServer(base)]);
+  }
+}
+
 async function bench(kind: string, storage: string, bigStorage: string): Promise<void> {
   console.log(`\n## ${kind}\n`);
   const server = await startServer(storage);
@@ -270,6 +306,7 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   } finally {
     await stopServer(server);
   }
+  if (BASELINE) await abSequential(storage, N);
   if (BIG_COUNT > 0) {
     const big = await bigPushes(bigStorage);
     console.log(`\n${BIG_COUNT} concurrent ${BIG_MB} MB pushes: server RSS idle ${big.idle.toFixed(0)} MB, peak ${big.peak.toFixed(0)} MB, ` +
