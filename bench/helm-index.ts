@@ -6,20 +6,39 @@
  * `BENCH_SECONDS` (default 2) each, and reports the median requests per second of each and the median of the
  * rounds' ratios (target: >= 0.3). Alternating short rounds keeps a shared machine's load changes out of the ratio.
  *
+ * It also times the first index of a registry that has just started on the same storage (a restart, another
+ * instance), its catalog loaded: once from the chart records the pushes stored, once with the records removed (releases pushed before
+ * push-time capture: every blob read, and the records written back).
+ *
  *   npx tsx bench/helm-index.ts            (BENCH_SHAPE=flat|deep|both, default both)
  */
 import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
 import Koa from 'koa';
-import { createApprRouter, MemoryStorage, Registry } from '../lib/index.js';
+import { createApprRouter, HelmRepository, MemoryStorage, Registry } from '../lib/index.js';
+import { keys } from '../lib/core/keys.js';
 import { makeTarGz } from '../test/helpers/blobs.js';
 
 const CHARTS = 1000;
 
+/** ms to the first index of a registry that starts on `storage` now, once its catalog is loaded. */
+async function firstIndex(storage: MemoryStorage): Promise<number> {
+  const registry = new Registry({ storage });
+  await registry.listPackages({ namespace: 'bench' });
+  const started = performance.now();
+  const repo = new HelmRepository(registry);
+  const index = await repo.index('bench', () => true, '/cnr/helm');
+  if (index.charts !== CHARTS) throw new Error(`${index.charts} charts in the index`);
+  return performance.now() - started;
+}
+
 async function serve(shape: string): Promise<void> {
-  const registry = new Registry({ storage: new MemoryStorage() });
+  const storage = new MemoryStorage();
+  const registry = new Registry({ storage });
+  const digests: [string, string][] = [];
   const packages = shape === 'deep' ? 100 : CHARTS;
   const versions = CHARTS / packages;
   for (let p = 0; p < packages; p += 1) {
@@ -30,8 +49,12 @@ async function serve(shape: string): Promise<void> {
         `description: Benchmark chart ${name}\nkeywords: [bench, helm]\nmaintainers:\n  - name: Bench\n    email: bench@example.com\n`;
       const blob = await makeTarGz({ [`${name}/Chart.yaml`]: chartYaml, [`${name}/values.yaml`]: 'replicas: 1\n' });
       await registry.push({ namespace: 'bench', name, release: version, mediaType: 'helm', blob });
+      digests.push([name, (await registry.pull('bench', name, version, 'helm')).digest]);
     }
   }
+  const fromRecords = await firstIndex(storage);
+  for (const [name, digest] of digests) await storage.delete(keys.chart('bench', name, digest));
+  const fromBlobs = await firstIndex(storage);
   const app = new Koa();
   const router = createApprRouter({ registry });
   app.use(router.routes()).use(router.allowedMethods());
@@ -51,6 +74,7 @@ async function serve(shape: string): Promise<void> {
   await new Promise((resolve) => baseline.once('listening', resolve));
   process.stdout.write(`${JSON.stringify({
     helm: url, bare: `http://127.0.0.1:${(baseline.address() as AddressInfo).port}/index.yaml`, bytes: bytes.length,
+    fromRecords, fromBlobs,
   })}\n`);
 }
 
@@ -82,7 +106,7 @@ async function bench(shape: string): Promise<void> {
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve', shape], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const urls = await new Promise<{ helm: string; bare: string; bytes: number }>((resolve, reject) => {
+  const urls = await new Promise<{ helm: string; bare: string; bytes: number; fromRecords: number; fromBlobs: number }>((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
@@ -109,6 +133,8 @@ async function bench(shape: string): Promise<void> {
     console.log(`  bare Koa, same bytes: ${median(bare).toFixed(0)} req/s (median; rounds ${bare.map((x) => x.toFixed(0)).join(', ')})`);
     console.log(`  helm index.yaml:      ${median(helm).toFixed(0)} req/s (median; rounds ${helm.map((x) => x.toFixed(0)).join(', ')})`);
     console.log(`  ratio: ${median(ratios).toFixed(2)} (median of the rounds' ratios; target >= 0.3)`);
+    console.log(`  first index after a restart (catalog loaded): ${urls.fromRecords.toFixed(0)} ms from chart records, ` +
+      `${urls.fromBlobs.toFixed(0)} ms reading every blob (no records: releases pushed before push-time capture)`);
   } finally {
     child.kill('SIGTERM');
   }

@@ -27,19 +27,21 @@ export type { HelmOptions, ChartVersion, SerializedIndex } from './helm/index.js
 export { readChartArchive, parseChartYaml, isHelmVersion } from './helm/chart.js';
 export type { ChartMetadata, ChartDependency, ChartArchive } from './helm/chart.js';
 export { ApprMetrics, metricsEndpoint } from './ops/metrics.js';
-export type {
-  MetricsHooks, MetricsOptions, MetricsEndpointOptions, StorageOperation, StorageOutcome, CacheKind,
-} from './ops/metrics.js';
-export { InstrumentedStorage } from './ops/storage.js';
-export { defaultActorName, jsonLinesAudit } from './ops/audit.js';
+export type { MetricsOptions, MetricsEndpointOptions } from './ops/metrics.js';
+export type { MetricsHooks, StorageOperation, StorageOutcome, CacheKind } from './ops/metrics-hooks.js';
+export { InstrumentedStorage } from './storage/instrumented.js';
+export { defaultActorName } from './ops/audit.js';
+export { jsonLinesAudit } from './ops/audit-log.js';
+export type { JsonLinesAudit } from './ops/audit-log.js';
 export type {
   AuditEvent, AuditHook, Actor, ChangeContext, PushEvent, DeleteEvent, ChannelAddEvent, ChannelRemoveEvent,
-  ChannelDeleteEvent, VisibilityEvent, LoginEvent, GcEvent, JsonLinesAudit,
+  ChannelDeleteEvent, VisibilityEvent, LoginEvent, GcEvent,
 } from './ops/audit.js';
 export type { Logger } from './ops/logger.js';
 export { requestLog } from './ops/request-log.js';
 export type { RequestLogOptions } from './ops/request-log.js';
-export { healthz, readyz } from './ops/health.js';
-export type { HealthReport, StorageHealth, HealthOptions, ProbeOptions } from './ops/health.js';
-export type { GcOptions, GcReport } from './ops/gc.js';
+export { healthz, readyz } from './ops/probes.js';
+export type { ProbeOptions } from './ops/probes.js';
+export type { HealthReport, StorageHealth, HealthOptions } from './core/health.js';
+export type { GcOptions, GcReport } from './core/gc.js';
 export { gcCommand, parseGcArgs, parseDuration, GC_USAGE } from './ops/gc-command.js';

@@ -10,15 +10,17 @@ import ts from 'typescript';
  * is the only one that knows about requests. A module's layer is given by the longest entry that matches its path
  * (a directory ends with '/').
  *
- *  0 contracts: what every layer may see: the error table, the hooks the core reports to (audit, logger, metrics),
- *    the storage interface, the building blocks of the options schemas.
- *  1 core: the Koa-free domain (Registry and its documents, keys, names, releases), the storage adapters, the
- *    options schema they validate with, the parts of lib/ops the core runs itself (storage instrumentation and
- *    probes, the garbage collector behind `registry.gc()`), and the auth hooks' contract (lib/auth/hooks.ts: it
- *    names the core's visibility, and sits below both the guard that calls the hooks and the user store that
- *    implements them).
- *  2 services built on the core, still without HTTP routes: the user store and its limits, the Helm index, the
- *    rest of lib/ops (request log, server wiring, the gc command).
+ *  0 contracts: what every layer may see: the error table, the hooks the core reports to (audit events,
+ *    lib/ops/audit.ts; the logger, lib/ops/logger.ts; the metrics calls, lib/ops/metrics-hooks.ts), the storage
+ *    interface, the building blocks of the options schemas.
+ *  1 core: the Koa-free domain (Registry and its documents, keys, names, releases, the change feed, the garbage
+ *    collector behind `registry.gc()`, the storage probe behind `registry.health()`), the storage adapters and
+ *    their decorators (contract checks, deadlines, instrumentation), the options schema they validate with, and
+ *    the auth hooks' contract (lib/auth/hooks.ts: it names the core's visibility, and sits below both the guard
+ *    that calls the hooks and the user store that implements them).
+ *  2 services built on the core, still without routes of the API: the user store and its limits, the Helm index,
+ *    lib/ops (prom-client metrics and their endpoint, health probes' endpoints, the JSON-lines audit log, request
+ *    log, server wiring, the gc command).
  *  3 http: the route table, the guard, the handlers and their body readers, the router's options; the Helm routes.
  *  4 entry points: the server and CLI, and the package's entry modules (lib/index.ts, lib/s3.ts).
  */
@@ -27,12 +29,12 @@ const LAYERS: { name: string; members: string[] }[] = [
     name: 'contracts',
     members: [
       'errors.ts', 'storage/types.ts', 'options/validate.ts',
-      'ops/audit.ts', 'ops/logger.ts', 'ops/metrics.ts', 'ops/fast-metrics.ts',
+      'ops/audit.ts', 'ops/logger.ts', 'ops/metrics-hooks.ts',
     ],
   },
   {
     name: 'core',
-    members: ['core/', 'storage/', 'options/', 'ops/storage.ts', 'ops/health.ts', 'ops/gc.ts', 'auth/hooks.ts'],
+    members: ['core/', 'storage/', 'options/', 'auth/hooks.ts'],
   },
   { name: 'services', members: ['auth/', 'helm/', 'ops/'] },
   { name: 'http', members: ['http/', 'helm/router.ts'] },
@@ -102,6 +104,19 @@ function violation(from: string, to: string, typeOnly: boolean): string | null {
   return `lib/${from} -> lib/${to} (${kind} from ${LAYERS[fromLayer]!.name} up to ${LAYERS[toLayer]!.name})`;
 }
 
+/**
+ * Packages of the HTTP stack, which only the layers from services up may name. The one exception is the auth hooks'
+ * contract: the host's `authenticate(ctx)` receives the request it decides on.
+ */
+const HTTP_PACKAGES = /^(koa|koa-[\w-]+|@koa\/[\w-]+)$/;
+const HTTP_AWARE_CONTRACTS = new Set(['auth/hooks.ts']);
+
+/** A module of the contracts or the core naming an HTTP package, as `lib/from -> koa`; null when allowed. */
+function httpInCore(from: string, specifier: string): string | null {
+  if (!HTTP_PACKAGES.test(specifier) || layerOf(from) > 1 || HTTP_AWARE_CONTRACTS.has(from)) return null;
+  return `lib/${from} -> ${specifier}`;
+}
+
 describe('architecture: the layers of lib/', () => {
   const files = sourceFiles(LIB).map((path) => relative(LIB, path).split('\\').join('/'));
 
@@ -121,6 +136,36 @@ describe('architecture: the layers of lib/', () => {
       }
     }
     expect(found).to.deep.equal([]);
+  });
+
+  it('keeps the contracts and the core free of Koa (the garbage collector, the health probe, storage decorators)', () => {
+    const found: string[] = [];
+    for (const file of files) {
+      for (const { specifier } of importsOf(readFileSync(join(LIB, file), 'utf8'))) {
+        const problem = httpInCore(file, specifier);
+        if (problem !== null) found.push(problem);
+      }
+    }
+    expect(found).to.deep.equal([]);
+    // The check can fail: the middleware of the health endpoints would be refused in the core, and is in lib/ops.
+    expect(httpInCore('core/health.ts', 'koa')).to.equal('lib/core/health.ts -> koa');
+    expect(httpInCore('storage/instrumented.ts', '@koa/router')).to.equal('lib/storage/instrumented.ts -> @koa/router');
+    expect(httpInCore('ops/probes.ts', 'koa')).to.equal(null);
+    expect(httpInCore('core/registry.ts', 'lru-cache')).to.equal(null);
+  });
+
+  it('places the collector, the health probe and the storage instrumentation in the core, their endpoints and CLI in lib/ops', () => {
+    // registry.gc() and registry.health() are the core's: ops may wrap them, not hold them.
+    for (const file of ['core/gc.ts', 'core/health.ts', 'storage/instrumented.ts']) {
+      expect(files, file).to.include(file);
+      expect(LAYERS[layerOf(file)]!.name, file).to.equal('core');
+    }
+    for (const file of ['ops/probes.ts', 'ops/gc-command.ts', 'ops/metrics.ts']) {
+      expect(files, file).to.include(file);
+      expect(LAYERS[layerOf(file)]!.name, file).to.equal('services');
+    }
+    expect(violation('core/registry.ts', 'ops/metrics.ts', true)).to.not.equal(null);
+    expect(violation('core/registry.ts', 'ops/metrics-hooks.ts', true)).to.equal(null);
   });
 
   it('catches an upward import, a type-only one and a dynamic one', () => {

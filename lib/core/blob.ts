@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import { ChartFiles } from './chart.js';
 
 const DIGEST = /^[0-9a-f]{64}$/;
 const NOT_BASE64 = /[^A-Za-z0-9+/=]/;
@@ -85,6 +86,16 @@ export interface StagedBlob extends BlobInfo {
   readonly bytes: Buffer | undefined;
   /** The gzip bytes as a new stream (readable as many times as needed). */
   open(): Readable;
+  /**
+   * The Helm chart files seen while the tar was checked (`<root>/Chart.yaml`, `<root>/requirements.yaml`, bounded):
+   * a push of media type `helm` stores what they say without reading the blob again.
+   */
+  readonly chartFiles: ChartFiles;
+  /**
+   * sha256 (hex) of the gzip bytes (Helm's index `digest`), computed on demand from the staged bytes (memory or the
+   * temp file, streamed), so that pushes of other media types do not pay for a second hash. Before `dispose()`.
+   */
+  gzipDigest(): Promise<string>;
   /** Free the memory or remove the temp file. Idempotent. */
   dispose(): Promise<void>;
 }
@@ -127,6 +138,7 @@ export class BlobStager {
   #memory: Buffer[] = [];
   #file: { path: string; fh: FileHandle } | undefined;
   #done = false;
+  readonly #chartFiles = new ChartFiles();
 
   constructor(options: StageOptions) {
     this.#options = {
@@ -159,6 +171,7 @@ export class BlobStager {
         return;
       }
       stream.on('end', next);
+      this.#chartFiles.entry(header.name, header.type ?? undefined, stream);
       stream.resume();
     });
     this.#checked = pipeline(this.#input, this.#gunzip, measure, tar).catch((err: unknown) => {
@@ -203,10 +216,14 @@ export class BlobStager {
     this.#done = true;
     const digest = this.#hash.digest('hex');
     const size = this.#size;
+    const chartFiles = this.#chartFiles;
     if (this.#file === undefined) {
       const bytes = Buffer.concat(this.#memory);
       this.#memory = [];
-      return { staged: true, digest, size, bytes, open: () => Readable.from([bytes]), dispose: async () => undefined };
+      return {
+        staged: true, digest, size, bytes, chartFiles, open: () => Readable.from([bytes]), dispose: async () => undefined,
+        gzipDigest: async () => createHash('sha256').update(bytes).digest('hex'),
+      };
     }
     const { path, fh } = this.#file;
     this.#file = undefined;
@@ -217,7 +234,13 @@ export class BlobStager {
       digest,
       size,
       bytes: undefined,
+      chartFiles,
       open: () => createReadStream(path),
+      gzipDigest: async () => {
+        const hash = createHash('sha256');
+        for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+        return hash.digest('hex');
+      },
       dispose: async () => {
         if (disposed) return;
         disposed = true;

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
-import type { MetricsHooks } from '../ops/metrics.js';
+import type { MetricsHooks } from '../ops/metrics-hooks.js';
 
 export interface DocumentCacheOptions {
   /**
@@ -118,7 +118,7 @@ export class DocumentStore {
 
   /**
    * The current document as stored now (`refresh`) with its ETag, or null when absent: for code that decides on
-   * what is stored (the garbage collector and its fence, lib/ops/gc.ts). Read-only, as every cached value.
+   * what is stored (the garbage collector and its fence, lib/core/gc.ts). Read-only, as every cached value.
    */
   async readFresh<T>(key: string): Promise<{ value: T; etag: string } | null> {
     const current = await this.refresh<T>(key);

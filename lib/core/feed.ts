@@ -31,7 +31,8 @@ export interface CoherenceOptions {
   maxClockSkewMs?: number;
   /**
    * Change entries are kept this long (default 10 min), then folded into the catalog snapshot and deleted. An
-   * instance that could not poll for longer rebuilds its catalog from storage.
+   * instance that could not poll for longer rebuilds its catalog from storage. `registry.gc()` with a shorter
+   * `graceMs` removes covered entries sooner: an instance that still needed them reloads the snapshot instead.
    */
   retentionMs?: number;
   /** How often an instance checks whether the feed needs compacting (default 60000). */
@@ -284,6 +285,7 @@ export class ChangeFeed {
       return;
     }
     const fresh: ChangeRef[] = [];
+    let compactedTo = -Infinity;
     let cursor: string | undefined;
     do {
       // Always full pages: a poll lists the entries of the last `maxClockSkewMs` again, and should stay one request.
@@ -293,9 +295,12 @@ export class ChangeFeed {
         if (this.#seen.has(key)) continue;
         const ref = keys.parseChange(key);
         if (ref !== null) fresh.push(ref);
+        else compactedTo = Math.max(compactedTo, keys.parseCompacted(key) ?? -Infinity);
       }
       cursor = page.next;
     } while (cursor !== undefined);
+    // A compaction deleted entries after this instance's position (it was behind): the snapshot has them.
+    if (compactedTo > this.#from) await this.#reload(compactedTo);
     const changed = new Set<string>();
     for (const ref of fresh) if (ref.instance !== this.#instance) changed.add(keys.packageDoc(ref.namespace, ref.name));
     await mapLimit([...changed], REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
@@ -315,17 +320,97 @@ export class ChangeFeed {
     this.#lastCompact = this.#now();
     const cutoff = Math.min(this.#from, this.#now() - this.#opts.retentionMs);
     const first = await this.#storage.list(keys.changes(), { limit: 1000 });
-    const old = first.keys.filter((key) => (keys.parseChange(key)?.time ?? Infinity) < cutoff);
-    if (!force && old.length === 0) return;
+    const old = first.keys.some((key) => (keys.parseChange(key)?.time ?? Infinity) < cutoff);
+    if (!force && !old) return;
+    const covered = await this.#storeSnapshot();
+    await this.#prune(Math.min(cutoff, covered), false);
+  }
+
+  /**
+   * For `registry.gc()`: catch up with the feed, fold this instance's catalog into the snapshot, and delete the
+   * change entries the stored snapshot covers that are older than `graceMs`. Returns how many entries were
+   * deleted (with `dryRun`: would be; then nothing is written, not even the first snapshot of a store).
+   */
+  async collect(options: { dryRun: boolean; graceMs: number }): Promise<number> {
+    const oldest = this.#now() - options.graceMs;
+    if (options.dryRun) {
+      // A run would poll, then store a snapshot at the position the poll gives (unless a newer one is stored).
+      const stored = (await this.#docs.readFresh<Snapshot>(keys.snapshot()))?.value;
+      const covered = Math.max(stored?.from ?? -Infinity, this.#now() - this.#opts.maxClockSkewMs);
+      return this.#prune(Math.min(covered, oldest), true);
+    }
+    // The catalog must be loaded (a first use loads it) and current before it is stored as the snapshot.
+    await this.ready();
+    await this.poll();
+    return this.#prune(Math.min(await this.#storeSnapshot(), oldest), false);
+  }
+
+  /**
+   * Store this instance's catalog as the snapshot at its feed position, unless a snapshot at that position or a
+   * later one is stored (never go back: instances that reload it must not lose what a newer one covered).
+   * Returns the position of the snapshot stored now: every entry timed before it is folded in.
+   */
+  async #storeSnapshot(): Promise<number> {
     const from = this.#from;
     const packages = this.#catalog.snapshot();
-    const written = await this.#docs.update<Snapshot, boolean>(keys.snapshot(), (current) => {
-      if (current !== null && current.from >= from && !force) return { result: false };
-      return { next: { from, packages }, result: true };
+    return this.#docs.update<Snapshot, number>(keys.snapshot(), (current) => {
+      if (current !== null && current.from >= from) return { result: current.from };
+      return { next: { from, packages }, result: from };
     }, { maxBytes: Number.MAX_SAFE_INTEGER });
-    if (!written) return;
-    // Only entries the snapshot just written covers.
-    for (const key of old) if ((keys.parseChange(key)?.time ?? Infinity) < Math.min(cutoff, from)) await this.#storage.delete(key);
+  }
+
+  /**
+   * Delete the change entries timed before `before` (the stored snapshot covers them), having first left a
+   * marker at `before`: an instance whose position is older finds the marker in its next listing and reloads the
+   * snapshot (`#reload`) instead of missing the deleted entries. Older markers go with the entries, so the newest
+   * marker always stays. Deletes page by page, never holding the listing. Returns the entries deleted (or, with
+   * `dryRun`, that would be).
+   */
+  async #prune(before: number, dryRun: boolean): Promise<number> {
+    let count = 0;
+    let marked = false;
+    let cursor: string | undefined;
+    do {
+      const page = await this.#storage.list(keys.changes(), { limit: this.#pageSize, ...(cursor === undefined ? {} : { cursor }) });
+      const doomed: string[] = [];
+      let done = false;
+      for (const key of page.keys) {
+        const time = keys.parseChange(key)?.time ?? keys.parseCompacted(key);
+        if (time === null) continue;
+        if (time >= before) {
+          done = true;
+          break;
+        }
+        doomed.push(key);
+        if (keys.parseCompacted(key) === null) count += 1;
+      }
+      if (!dryRun && count > 0) {
+        if (!marked) await this.#storage.put(keys.compacted(before), Buffer.from('{}'), { ifNoneMatch: '*' });
+        marked = true;
+        await mapLimit(doomed, REFRESH_CONCURRENCY, (key) => this.#storage.delete(key));
+      }
+      cursor = done ? undefined : page.next;
+    } while (cursor !== undefined);
+    return count;
+  }
+
+  /**
+   * Catch up after a compaction deleted entries this instance had not read: reload the stored snapshot (which
+   * covers every entry before `compactedTo`) and re-read only the packages whose version differs from it.
+   */
+  async #reload(compactedTo: number): Promise<void> {
+    const snapshot = (await this.#docs.refresh<Snapshot>(keys.snapshot())).value;
+    if (snapshot === null || snapshot.from < compactedTo) {
+      await this.rebuild();
+      return;
+    }
+    const known = new Map(this.#catalog.entries().map((entry) => [entry.key, entry.etag]));
+    const stale = new Set<string>();
+    for (const [key, pkg] of Object.entries(snapshot.packages)) if (known.get(key) !== pkg.etag) stale.add(key);
+    for (const key of known.keys()) if (!Object.hasOwn(snapshot.packages, key)) stale.add(key);
+    await mapLimit([...stale], REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
+    for (const key of stale) this.#onRemote(key);
+    this.#from = Math.max(this.#from, snapshot.from);
   }
 }
 

@@ -8,7 +8,9 @@ import { randomBytes } from 'node:crypto';
  *   blobs/<ns>/<name>/sha256/<digest>                   blob bytes, gzip as pushed (immutable, content-addressed)
  *   metadata/<ns>/<name>/sha256/<hash>.json            a release's metadata, JSON (immutable, content-addressed)
  *   segments/<ns>/<name>/sha256/<hash>.json            older release records of a package (immutable, content-addressed)
+ *   charts/<ns>/<name>/sha256/<digest>.json            Helm: what the index needs of blob <digest> (chart.ts)
  *   changes/<time>+<instance>+<seq>+<ns>+<name>         change entry: "this package changed" (immutable, create-only)
+ *   changes/<time>+compacted                           entries before <time> were deleted (lib/core/feed.ts)
  *   catalog/snapshot.json                              catalog snapshot: every live package at a feed position (CAS)
  *   health/<random>                                    one instance's health probe (written, read, deleted)
  *
@@ -96,6 +98,14 @@ export const keys = {
     return { namespace: parts[0], name: parts[1], hash: file[1] as string };
   },
 
+  /**
+   * The chart record of a blob of media type `helm` (lib/core/chart.ts): it describes the blob's stored bytes, and
+   * is written by whoever wrote them (a push) or read them (the index, once, for older releases).
+   */
+  chart(namespace: string, name: string, digest: string): string {
+    return `charts/${namespace}/${name}/sha256/${digest}.json`;
+  },
+
   changes(): string {
     return CHANGES;
   },
@@ -117,6 +127,17 @@ export const keys = {
     if (parts.length !== 5 || !/^\d{13}$/.test(parts[0] as string) || parts.some((p) => !p)) return null;
     const [time, instance, , namespace, name] = parts as [string, string, string, string, string];
     return { key, time: Number(time), instance, namespace, name };
+  },
+
+  /** The marker a compaction leaves before it deletes the change entries timed before `time` (epoch ms). */
+  compacted(time: number): string {
+    return `${keys.changesAfter(time)}+compacted`;
+  },
+
+  /** The inverse of `compacted`: the time of the marker; `null` for anything else. */
+  parseCompacted(key: string): number | null {
+    const match = /^changes\/(\d{13})\+compacted$/.exec(key);
+    return match ? Number(match[1]) : null;
   },
 
   snapshot(): string {

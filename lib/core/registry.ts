@@ -9,6 +9,7 @@ import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
 import { Catalog, EVERYONE, remember, type CatalogEntry } from './catalog.js';
+import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import { deepFreeze, DocumentStore, type CasOptions, type DocumentCacheOptions, type Update } from './documents.js';
 import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
@@ -20,11 +21,13 @@ import {
   LIVE, type SegmentView,
 } from './segments.js';
 import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
-import { checkStorage, type HealthReport } from '../ops/health.js';
+import { checkStorage, type HealthReport } from './health.js';
 import type { Logger } from '../ops/logger.js';
-import type { MetricsHooks } from '../ops/metrics.js';
-import { InstrumentedStorage } from '../ops/storage.js';
-import { checkFence, collect, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState } from '../ops/gc.js';
+import type { MetricsHooks } from '../ops/metrics-hooks.js';
+import { InstrumentedStorage } from '../storage/instrumented.js';
+import {
+  checkFence, collect, DEFAULT_GRACE_MS, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState,
+} from './gc.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -44,7 +47,7 @@ export interface ManifestRecord {
 
 /** Legacy inline metadata moved to objects by one push: a big old package migrates over several pushes. */
 const MIGRATE_PER_PUSH = 100;
-/** Times a push writes its blob when garbage collection keeps removing it (lib/ops/gc.ts). */
+/** Times a push writes its blob when garbage collection keeps removing it (lib/core/gc.ts). */
 const MAX_PUSH_ROUNDS = 10;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -74,7 +77,7 @@ export interface PackageDoc {
   segments?: string[];
   /** Release to media types deleted from the segments. */
   removed?: Record<string, string[]>;
-  /** The garbage collector's bookkeeping (lib/ops/gc.ts); every write of the document must keep it. */
+  /** The garbage collector's bookkeeping (lib/core/gc.ts); every write of the document must keep it. */
   gc?: GcState;
 }
 
@@ -349,7 +352,7 @@ export class Registry {
       const metadata = input.metadata ?? null;
       let metadataRef: string | undefined;
       let migrated: Set<string> | undefined;
-      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/ops/gc.ts): the blob is
+      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/core/gc.ts): the blob is
       // written again after the claim is lifted, so a release never references a blob the collector deletes.
       for (let round = 1; ; round += 1) {
         const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);
@@ -357,7 +360,11 @@ export class Registry {
         // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
         const fenced = gcFence.doc?.value;
         const [stored, , flush] = await Promise.all([
-          this.#storeBlob(namespace, name, blob),
+          // A Helm chart's record describes the stored bytes: written by the push that wrote them (lib/core/chart.ts).
+          this.#storeBlob(namespace, name, blob).then(async (stored) => {
+            if (stored?.written === true && mediaType === HELM_MEDIA_TYPE) await this.#putChart(namespace, name, blob);
+            return stored;
+          }),
           migrated === undefined
             ? (async () => {
               // Metadata goes to an immutable object written before the document that references it, so the
@@ -374,7 +381,7 @@ export class Registry {
           if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
           continue;
         }
-        size = stored;
+        size = stored.size;
         const moved = migrated ?? new Set<string>();
         const ref = metadataRef;
         try {
@@ -417,6 +424,19 @@ export class Registry {
       type: 'push', time: createdAt, actor: input.actor ?? null, package: `${namespace}/${name}`, release, mediaType,
       digest: blob.digest, size, forced: force, created,
     });
+  }
+
+  /**
+   * Helm: the chart record of a blob this push has just written (Chart.yaml as captured while the tar was checked,
+   * the sha256 of the gzip bytes), before the document that makes the release visible. Replaces any record there:
+   * it describes the stored bytes, which are these. A push that found the blob stored already writes none (those
+   * bytes may be another gzip of the same tar); the index reads them once instead (lib/helm/index.ts).
+   */
+  async #putChart(namespace: string, name: string, blob: StagedBlob): Promise<void> {
+    const record: ChartRecord = { format: CHART_RECORD_FORMAT, digest: await blob.gzipDigest(), size: blob.size, ...blob.chartFiles.chart() };
+    if ((await this.storage.put(keys.chart(namespace, name, blob.digest), Buffer.from(JSON.stringify(record)))) === null) {
+      throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
+    }
   }
 
   /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
@@ -467,13 +487,14 @@ export class Registry {
 
   /**
    * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
-   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those).
+   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those),
+   * and whether these bytes were written now; `null` when storage claims the blob but it is gone (write again).
    */
-  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<number | null> {
+  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<{ size: number; written: boolean } | null> {
     const blobKey = keys.blob(namespace, name, blob.digest);
     if (blob.bytes === undefined) {
       const stored = await this.storage.head(blobKey);
-      if (stored !== null) return stored.size;
+      if (stored !== null) return { size: stored.size, written: false };
     }
     let written: string | null;
     if (blob.bytes !== undefined) {
@@ -486,11 +507,11 @@ export class Registry {
         body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
       }
     }
-    if (written !== null) return blob.size;
+    if (written !== null) return { size: blob.size, written: true };
     // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
     // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
     const stored = await this.storage.head(blobKey);
-    return stored === null ? null : stored.size;
+    return stored === null ? null : { size: stored.size, written: false };
   }
 
   #stageOptions(maxSize?: number) {
@@ -899,10 +920,11 @@ export class Registry {
 
   /**
    * Remove blobs no release references and tombstones of deleted packages, once seen so for `graceMs` (default
-   * one hour: a run marks, a later run removes; 0 removes at once). Safe while other instances push (README
-   * "Garbage collection"). Lists the whole store: run it from a job, not per request. With `dryRun`, writes
-   * nothing and reports what would go. Throws `StorageUnavailableError` on a storage failure (what was removed
-   * until then stays removed; a later run finishes).
+   * one hour: a run marks, a later run removes; 0 removes at once), then compact the change feed: fold the
+   * catalog into the snapshot and remove the change entries it covers that are older than `graceMs`. Safe while
+   * other instances push and poll (README "Garbage collection"). Lists the whole store: run it from a job, not
+   * per request. With `dryRun`, writes nothing and reports what would go. Throws `StorageUnavailableError` on a
+   * storage failure (what was removed until then stays removed; a later run finishes).
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
     const segments = {
@@ -914,6 +936,7 @@ export class Registry {
     const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize, segments }, {
       now: this.#now, ...options,
     });
+    report.changes = await this.#feed.collect({ dryRun: report.dryRun, graceMs: options.graceMs ?? DEFAULT_GRACE_MS });
     if (!report.dryRun && (report.blobs.length > 0 || report.tombstones.length > 0)) {
       for (const id of new Set([...report.blobs.map((b) => b.package), ...report.tombstones])) {
         const [ns, pkgName] = id.split('/') as [string, string];

@@ -18,7 +18,7 @@ import type { ManifestRecord, PackageDoc } from './registry.js';
  *   segment's JSON, stored at `keys.segment`, written create-only BEFORE the compare-and-swap that references it
  *   (as blobs are). Each carries a random nonce, so no two writes make the same segment: a segment once left
  *   unreferenced (its push lost its race) is never referenced later, which is what lets the garbage collector
- *   remove it (lib/ops/gc.ts).
+ *   remove it (lib/core/gc.ts).
  * - The document's `segments` are oldest first, with non-increasing levels; a newer segment's record of a release
  *   and media type replaces an older one's, an inline record replaces any segment's, and `removed` hides segment
  *   records (never inline ones: setting an inline record drops its `removed` entry).

@@ -1,71 +1,20 @@
 /**
  * Reading a Helm chart archive: the `.tgz` that `helm package` writes, a gzip-compressed tar whose files all live
- * under one top-level directory (`<chartname>/Chart.yaml`, `<chartname>/templates/...`). Koa-free: the index and
- * the ChartMuseum upload both use it.
- *
- * `Chart.yaml` is decoded the way Helm 3 decodes it (a typed struct through sigs.k8s.io/yaml): every scalar of a
- * string field keeps its source text, so `version: 1.10` is the version "1.10", not the number 1.1. YAML's
- * failsafe schema gives exactly that (every scalar is a string); the few boolean fields are converted here.
+ * under one top-level directory (`<chartname>/Chart.yaml`, `<chartname>/templates/...`). The ChartMuseum upload
+ * checks an upload with it; the index reads a release's blob with it once when the push stored no chart record
+ * (releases pushed before push-time capture). Chart.yaml itself is decoded by lib/core/chart.ts.
  */
 import { createHash } from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract } from 'tar-stream';
-import { parse as parseYaml } from 'yaml';
+import { ChartFiles, type ChartArchive } from '../core/chart.js';
 
-/** The `Chart.yaml` fields a repository index carries for each chart version (Helm's `chart.Metadata`). */
-export interface ChartMetadata {
-  apiVersion: string;
-  name: string;
-  version: string;
-  appVersion?: string;
-  description?: string;
-  type?: string;
-  keywords?: string[];
-  home?: string;
-  sources?: string[];
-  maintainers?: { name?: string; email?: string; url?: string }[];
-  icon?: string;
-  dependencies?: ChartDependency[];
-  deprecated?: boolean;
-  kubeVersion?: string;
-  annotations?: Record<string, string>;
-}
-
-export interface ChartDependency {
-  name: string;
-  version?: string;
-  repository?: string;
-  condition?: string;
-  tags?: string[];
-  enabled?: boolean;
-  'import-values'?: (string | Record<string, string>)[];
-  alias?: string;
-}
-
-/** What an archive turned out to be. `chart` is null when it is not a valid chart; `problem` says why. */
-export interface ChartArchive {
-  /** sha256 (hex) of the archive's bytes as read: the `digest` Helm checks in a repository index. */
-  digest: string;
-  /** Length of the archive in bytes. */
-  size: number;
-  chart: ChartMetadata | null;
-  problem: string | null;
-}
-
-/** Largest `Chart.yaml` (or `requirements.yaml`) read, in bytes. Helm's own loader refuses far smaller charts. */
-export const MAX_CHART_FILE_BYTES = 1024 * 1024;
-
-/**
- * Helm's version rule (Masterminds/semver `NewVersion`, what `helm package` and `helm install --version` accept):
- * an optional `v`, one to three numbers, optional pre-release and build metadata.
- */
-const HELM_VERSION = /^v?(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?(\.(0|[1-9][0-9]*))?(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$/;
-
-export function isHelmVersion(version: string): boolean {
-  return HELM_VERSION.test(version);
-}
+export {
+  HELM_MEDIA_TYPE, isHelmVersion, MAX_CHART_FILE_BYTES, parseChartYaml,
+  type ChartArchive, type ChartDependency, type ChartMetadata,
+} from '../core/chart.js';
 
 /**
  * Hash and read a chart archive, streamed: the bytes are hashed as they pass, inflated and walked entry by entry,
@@ -87,38 +36,12 @@ export async function readChartArchive(source: Readable | Buffer): Promise<Chart
       done(null, chunk);
     },
   });
-  const files = new Map<string, Buffer>();
-  let problem: string | null = null;
-  let root: string | null = null;
+  const files = new ChartFiles();
   const tar = extract();
   tar.on('entry', (header, stream, next) => {
     stream.on('error', () => undefined); // reported through the parser; a listener keeps it from being uncaught
     stream.on('end', next);
-    const parts = header.name.replace(/^\.\//, '').split('/');
-    const base = parts[0] ?? '';
-    // Helm skips a pax global header written as a file (`git archive`) and requires every other entry under one
-    // top-level directory (a `./` entry of the archive's root is no file of the chart).
-    if (base === 'pax_global_header' || base === '') {
-      stream.resume();
-      return;
-    }
-    if (root === null) root = base;
-    else if (base !== root && problem === null) problem = `the archive has files outside its chart directory ${root}/`;
-    const path = parts.slice(1).join('/');
-    if (header.type === 'file' && (path === 'Chart.yaml' || path === 'requirements.yaml') && parts.length === 2) {
-      const chunks: Buffer[] = [];
-      let length = 0;
-      stream.on('data', (data: unknown) => {
-        const chunk = data as Buffer;
-        length += chunk.length;
-        if (length <= MAX_CHART_FILE_BYTES) chunks.push(chunk);
-      });
-      stream.on('end', () => {
-        if (length > MAX_CHART_FILE_BYTES) problem ??= `${path} is larger than ${MAX_CHART_FILE_BYTES} bytes`;
-        else files.set(path, Buffer.concat(chunks));
-      });
-      return;
-    }
+    files.entry(header.name, header.type ?? undefined, stream);
     stream.resume();
   });
   try {
@@ -129,173 +52,5 @@ export async function readChartArchive(source: Readable | Buffer): Promise<Chart
     return { digest: hash.digest('hex'), size, chart: null, problem: 'not a gzip-compressed tar archive' };
   }
   if (sourceError !== null) throw sourceError;
-  const digest = hash.digest('hex');
-  const chartYaml = files.get('Chart.yaml');
-  if (problem !== null) return { digest, size, chart: null, problem };
-  if (chartYaml === undefined) {
-    return { digest, size, chart: null, problem: `no Chart.yaml in the chart directory (${root ?? 'the archive is empty'}/)` };
-  }
-  const read = parseChartYaml(chartYaml.toString('utf8'), files.get('requirements.yaml')?.toString('utf8'));
-  return 'problem' in read ? { digest, size, chart: null, problem: read.problem } : { digest, size, chart: read.chart, problem: null };
-}
-
-/**
- * `Chart.yaml` text to the index fields, with Helm's own checks (`chart.Metadata.Validate`): `name` and a Helm
- * SemVer `version` are required, `apiVersion` defaults to `v1` (Helm 3's loader does the same), `type` is
- * `application` or `library`. A v1 chart's dependencies come from `requirements.yaml`, as Helm 3 loads them.
- */
-export function parseChartYaml(text: string, requirements?: string): { chart: ChartMetadata } | { problem: string } {
-  let doc: unknown;
-  try {
-    doc = parseYaml(text, { schema: 'failsafe', uniqueKeys: true, maxAliasCount: 100 });
-  } catch (err) {
-    return { problem: `Chart.yaml is not valid YAML: ${firstLine(err)}` };
-  }
-  try {
-    const chart = metadataFrom(doc);
-    if (requirements !== undefined && chart.apiVersion === 'v1' && chart.dependencies === undefined) {
-      const req = parseYaml(requirements, { schema: 'failsafe', uniqueKeys: true, maxAliasCount: 100 }) as unknown;
-      const deps = isMap(req) ? dependencies(req.dependencies, 'requirements.yaml dependencies') : undefined;
-      if (deps !== undefined) chart.dependencies = deps;
-    }
-    return { chart };
-  } catch (err) {
-    return { problem: firstLine(err) };
-  }
-}
-
-function metadataFrom(doc: unknown): ChartMetadata {
-  if (!isMap(doc)) throw new Error('Chart.yaml is not a YAML mapping');
-  const name = str(doc.name, 'name');
-  const version = str(doc.version, 'version');
-  if (!name) throw new Error('Chart.yaml has no name');
-  if (!version) throw new Error('Chart.yaml has no version');
-  if (name.includes('/') || name.includes('\\') || name === '.' || name === '..') {
-    throw new Error(`chart name "${short(name)}" is invalid`);
-  }
-  if (!isHelmVersion(version)) throw new Error(`chart version "${short(version)}" is not a valid SemVer version`);
-  const type = str(doc.type, 'type');
-  if (type && type !== 'application' && type !== 'library') {
-    throw new Error(`chart type must be "application" or "library", not "${short(type)}"`);
-  }
-  const chart: ChartMetadata = { apiVersion: str(doc.apiVersion, 'apiVersion') || 'v1', name, version };
-  const optional: Partial<ChartMetadata> = {
-    appVersion: str(doc.appVersion, 'appVersion'),
-    description: str(doc.description, 'description'),
-    type,
-    keywords: strings(doc.keywords, 'keywords'),
-    home: str(doc.home, 'home'),
-    sources: strings(doc.sources, 'sources'),
-    maintainers: maintainers(doc.maintainers),
-    icon: str(doc.icon, 'icon'),
-    dependencies: dependencies(doc.dependencies, 'dependencies'),
-    deprecated: bool(doc.deprecated, 'deprecated'),
-    kubeVersion: str(doc.kubeVersion, 'kubeVersion'),
-    annotations: stringMap(doc.annotations, 'annotations'),
-  };
-  for (const [key, value] of Object.entries(optional)) {
-    // Helm writes its index with `omitempty`: empty strings, lists and false flags are left out.
-    if (value === undefined || value === '' || value === false || (Array.isArray(value) && value.length === 0)) continue;
-    (chart as unknown as Record<string, unknown>)[key] = value;
-  }
-  return chart;
-}
-
-// ---- typed decoding of failsafe YAML (every scalar a string) -----------------------------------------------------
-
-const NULLS = new Set(['', '~', 'null', 'Null', 'NULL']);
-
-function isMap(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function str(value: unknown, field: string): string | undefined {
-  if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (typeof value !== 'string') throw new Error(`Chart.yaml ${field} must be a string`);
-  return value;
-}
-
-function strings(value: unknown, field: string): string[] | undefined {
-  if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!Array.isArray(value)) throw new Error(`Chart.yaml ${field} must be a list of strings`);
-  return value.map((item) => {
-    if (typeof item !== 'string') throw new Error(`Chart.yaml ${field} must be a list of strings`);
-    return item;
-  });
-}
-
-function stringMap(value: unknown, field: string): Record<string, string> | undefined {
-  if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!isMap(value)) throw new Error(`Chart.yaml ${field} must be a mapping of strings`);
-  const out: Record<string, string> = {};
-  for (const [key, item] of Object.entries(value)) {
-    if (typeof item !== 'string') throw new Error(`Chart.yaml ${field}.${key} must be a string`);
-    out[key] = item;
-  }
-  return Object.keys(out).length ? out : undefined;
-}
-
-/** YAML 1.1 booleans, as Go's YAML decoder reads them into a bool field. */
-function bool(value: unknown, field: string): boolean | undefined {
-  if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (typeof value === 'string') {
-    if (/^(true|True|TRUE|yes|Yes|YES|on|On|ON|y|Y)$/.test(value)) return true;
-    if (/^(false|False|FALSE|no|No|NO|off|Off|OFF|n|N)$/.test(value)) return false;
-  }
-  throw new Error(`Chart.yaml ${field} must be true or false`);
-}
-
-function maintainers(value: unknown): ChartMetadata['maintainers'] {
-  if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!Array.isArray(value)) throw new Error('Chart.yaml maintainers must be a list');
-  return value.map((item, index) => {
-    if (!isMap(item)) throw new Error(`Chart.yaml maintainers[${index}] must be a mapping`);
-    const out: { name?: string; email?: string; url?: string } = {};
-    for (const key of ['name', 'email', 'url'] as const) {
-      const field = str(item[key], `maintainers[${index}].${key}`);
-      if (field) out[key] = field;
-    }
-    return out;
-  });
-}
-
-function dependencies(value: unknown, field: string): ChartDependency[] | undefined {
-  if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!Array.isArray(value)) throw new Error(`Chart.yaml ${field} must be a list`);
-  return value.map((item, index) => {
-    const at = `${field}[${index}]`;
-    if (!isMap(item)) throw new Error(`${at} must be a mapping`);
-    const name = str(item.name, `${at}.name`);
-    if (!name) throw new Error(`${at} has no name`);
-    const dep: ChartDependency = { name };
-    for (const key of ['version', 'repository', 'condition', 'alias'] as const) {
-      const text = str(item[key], `${at}.${key}`);
-      if (text) dep[key] = text;
-    }
-    const tags = strings(item.tags, `${at}.tags`);
-    if (tags?.length) dep.tags = tags;
-    const enabled = bool(item.enabled, `${at}.enabled`);
-    if (enabled !== undefined) dep.enabled = enabled;
-    const imports = item['import-values'];
-    if (imports !== undefined && !(typeof imports === 'string' && NULLS.has(imports))) {
-      if (!Array.isArray(imports)) throw new Error(`${at}.import-values must be a list`);
-      dep['import-values'] = imports.map((entry) => {
-        if (typeof entry === 'string') return entry;
-        const map = stringMap(entry, `${at}.import-values`);
-        if (!map) throw new Error(`${at}.import-values entries must be strings or mappings`);
-        return map;
-      });
-    }
-    return dep;
-  });
-}
-
-/** What of a client's value goes into a message: at most 80 printable characters. */
-function short(value: string): string {
-  const printable = value.replace(/[^\x20-\x7e]/g, '?');
-  return printable.length > 80 ? `${printable.slice(0, 80)}...` : printable;
-}
-
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0] as string;
+  return { digest: hash.digest('hex'), size, ...files.chart() };
 }

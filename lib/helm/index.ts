@@ -3,27 +3,35 @@
  * of media type `helm`. Built only from the Registry's public read methods, so it sees exactly what the appr API
  * sees (visibility filtering included).
  *
+ * What a release contributes comes from its chart record (`keys.chart`, lib/core/chart.ts: Chart.yaml's fields and
+ * the sha256 of the stored `.tgz`), which the push that wrote the blob stored. A release without one (pushed before
+ * push-time capture, or a push that found its blob stored already) has its blob read once, and the record is
+ * written back, create-if-absent, so that other instances and restarts do not read the blob again.
+ *
  * What is cached, and why it is safe:
- * - a chart's metadata and sha256, per blob: a blob is content-addressed and immutable (`ns/name/digest` always
- *   names the same stored bytes), so this is never invalidated, only evicted (an LRU bounded in bytes);
+ * - a chart record, per blob: it describes the blob's stored bytes, which a content address keeps (`ns/name/digest`
+ *   is written create-if-absent), so it is never invalidated, only evicted (an LRU bounded in bytes);
  * - the serialized index, keyed by a fingerprint of everything it is made of (namespace, context path, and each
  *   visible release's name, version, blob digest and creation time): a push, a delete or a visibility change
  *   gives another fingerprint, so a cached index can never be stale; two callers who see the same charts share
- *   one copy. The fingerprint is also the ETag.
- * In steady state an index therefore costs what listing the namespace's packages and reading their manifests
- * costs (package documents, conditional reads; nothing once the registry serves them from memory), no blob read.
+ *   one copy. The fingerprint is also the ETag;
+ * - with a registry state token (the catalog version, as the router passes it), the serialized index per (state,
+ *   namespace, context path, visibility scope) and each namespace's chart packages per state: a repeated index
+ *   costs asking the caller's read permission about each chart package, and no storage request;
+ * - each entry's YAML, by the entry's content: a rebuild after a change serializes only the new entries.
  */
 import { createHash } from 'node:crypto';
 import { mapLimit } from '../core/feed.js';
 import { LRUCache } from 'lru-cache';
 import { stringify } from 'yaml';
 import { isApprError } from '../errors.js';
-import type { Registry, VisibleFilter } from '../core/registry.js';
+import { asChartRecord, CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from '../core/chart.js';
+import { keys } from '../core/keys.js';
+import type { PackageRef, Registry, VisibleFilter } from '../core/registry.js';
 import { compareReleases } from '../core/release.js';
 import { readChartArchive, type ChartArchive, type ChartMetadata } from './chart.js';
 
-/** The media type whose releases are charts. */
-export const HELM_MEDIA_TYPE = 'helm';
+export { HELM_MEDIA_TYPE };
 
 export interface HelmOptions {
   /** Bytes of chart metadata kept in memory (default 16 MiB; about 1 KiB per chart version). */
@@ -50,6 +58,8 @@ interface HelmRelease {
   version: string;
   /** The appr digest (sha256 of the tar), which names the stored blob. */
   blob: string;
+  /** Bytes of the stored blob (the release record's `size`). */
+  size: number;
   created: string;
 }
 
@@ -72,16 +82,22 @@ export function chartFileName(name: string, version: string): string {
 export class HelmRepository {
   readonly #registry: Registry;
   readonly #now: () => Date;
-  readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string }>;
+  readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string; size?: number }>;
   readonly #indexes: LRUCache<string, SerializedIndex, { namespace: string; contextPath: string; releases: HelmRelease[] }>;
   readonly #state: (() => string | number | undefined) | undefined;
-  /** Indexes by (registry state, namespace, context path, visible packages): see `state` in the constructor. */
+  /** Indexes by (registry state, namespace, context path, visibility scope): see `index()`. */
   readonly #recent: LRUCache<string, SerializedIndex>;
+
+  /** Each index entry's YAML (`entryYaml`), by the entry's JSON. */
+  readonly #fragments: LRUCache<string, string>;
+  /** Per namespace, its chart packages (all of them, any visibility) as of one registry state. */
+  readonly #packages: LRUCache<string, { state: string | number; refs: PackageRef[] }>;
 
   /**
    * `state`, when given, returns a token that changes whenever any package document changes (a catalog's
-   * version). A repeated index then costs one `listPackages` (which packages this caller sees) and nothing per
-   * package. Without it, each index reads every chart package's manifests to fingerprint what it lists.
+   * version). A repeated index then costs asking the caller's `visible` filter about each chart package of the
+   * namespace (no listing, no parsing, no storage request), and nothing per release. Without it, each index lists
+   * the packages and reads every chart package's manifests to fingerprint what it lists.
    */
   constructor(registry: Registry, options: HelmOptions = {}, state?: () => string | number | undefined) {
     this.#registry = registry;
@@ -90,7 +106,7 @@ export class HelmRepository {
     this.#charts = new LRUCache({
       maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
       sizeCalculation: (value) => 256 + (value.chart ? JSON.stringify(value.chart).length : 0),
-      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.name, context.blob),
+      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.name, context.blob, context.size),
     });
     this.#indexes = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
@@ -99,7 +115,15 @@ export class HelmRepository {
     });
     this.#recent = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
-      sizeCalculation: (value) => value.body.length + 64,
+      sizeCalculation: (value, key) => value.body.length + key.length + 64,
+    });
+    this.#fragments = new LRUCache({
+      maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
+      sizeCalculation: (value, key) => value.length + key.length + 64,
+    });
+    this.#packages = new LRUCache({
+      maxSize: 4 * MB,
+      sizeCalculation: (value) => 64 + value.refs.reduce((sum, ref) => sum + ref.name.length + 48, 0),
     });
   }
 
@@ -108,18 +132,35 @@ export class HelmRepository {
    * ETag. `contextPath` is the path of the repositories' root as the client sees it (`/cnr/helm`), written to
    * `serverInfo.contextPath` so that `helm cm-push` finds the upload API. Throws what the registry throws
    * (`400 invalid-usage` for a bad namespace name, `503 storage-unavailable`).
+   *
+   * With a state token, the serialized index is cached per (state, namespace, context path, visibility scope), the
+   * scope being which of the namespace's chart packages `visible` admits (`*` for all): callers who see the same
+   * charts share one copy, and a push, a delete or a visibility change moves the state.
    */
   async index(namespace: string, visible: VisibleFilter, contextPath: string): Promise<SerializedIndex> {
     const state = this.#state?.();
     if (state === undefined) return this.#index(namespace, contextPath, await this.#releases(namespace, visible));
-    const packages = await this.#visiblePackages(namespace, visible);
-    const key = createHash('sha256').update(`${state}\n${namespace}\n${contextPath}\n${packages.join('\n')}`).digest('hex');
+    const refs = await this.#chartPackages(namespace, state);
+    const admitted = await admit(refs, visible);
+    const scope = admitted.every(Boolean) ? '*' : admitted.map((ok) => (ok ? '1' : '0')).join('');
+    const key = `${state}\0${namespace}\0${contextPath}\0${scope}`;
     const cached = this.#recent.get(key);
     if (cached !== undefined) return cached;
+    const packages = refs.filter((_, i) => admitted[i]).map((ref) => ref.name.slice(ref.namespace.length + 1));
     const built = await this.#index(namespace, contextPath, await this.#releasesOf(namespace, packages));
     // Built from a later state than `state` if a write landed meanwhile: then it is not what `state` names.
     if (this.#state?.() === state) this.#recent.set(key, built);
     return built;
+  }
+
+  /** Every chart package of `namespace` (`name` is `ns/name`), listed once per registry state. */
+  async #chartPackages(namespace: string, state: string | number): Promise<PackageRef[]> {
+    const known = this.#packages.get(namespace);
+    if (known?.state === state) return known.refs;
+    const listed = await this.#registry.listPackages({ namespace, mediaType: HELM_MEDIA_TYPE });
+    const refs = listed.map((pkg) => ({ namespace: pkg.namespace, name: pkg.name, visibility: pkg.visibility }));
+    if (this.#state?.() === state) this.#packages.set(namespace, { state, refs });
+    return refs;
   }
 
   /** The index of exactly these releases, from the cache of serialized indexes when it holds it. */
@@ -147,10 +188,12 @@ export class HelmRepository {
 
   /**
    * What the stored blob of a release holds (cached per blob): its sha256 and Chart.yaml, or why it is no chart.
-   * `undefined` when the blob is missing from storage.
+   * From the chart record when there is one (`size`, the release's stored size, when known, must agree with it);
+   * else from the blob, read once, and the record written back. `undefined` when the blob is missing from storage.
+   * Throws `StorageUnavailableError` when storage fails.
    */
-  async chart(namespace: string, name: string, blob: string): Promise<ChartArchive | undefined> {
-    return this.#charts.fetch(`${namespace}/${name}/${blob}`, { context: { namespace, name, blob } });
+  async chart(namespace: string, name: string, blob: string, size?: number): Promise<ChartArchive | undefined> {
+    return this.#charts.fetch(`${namespace}/${name}/${blob}`, { context: { namespace, name, blob, ...(size === undefined ? {} : { size }) } });
   }
 
   async #releases(namespace: string, visible: VisibleFilter): Promise<HelmRelease[]> {
@@ -175,7 +218,7 @@ export class HelmRepository {
 
   async #packageReleases(namespace: string, name: string): Promise<HelmRelease[]> {
     const manifests = await this.#registry.packageManifests(namespace, name, HELM_MEDIA_TYPE);
-    return manifests.map((m) => ({ name, version: m.release, blob: m.content.digest, created: m.created_at }));
+    return manifests.map((m) => ({ name, version: m.release, blob: m.content.digest, size: m.content.size, created: m.created_at }));
   }
 
   /**
@@ -185,7 +228,7 @@ export class HelmRepository {
    */
   async #entries(namespace: string, releases: HelmRelease[]): Promise<Record<string, ChartVersion[]>> {
     const read = await mapLimit(releases, READ_CONCURRENCY, async (release) => ({
-      release, archive: await this.chart(namespace, release.name, release.blob),
+      release, archive: await this.chart(namespace, release.name, release.blob, release.size),
     }));
     const entries: Record<string, ChartVersion[]> = {};
     const names = [...new Set(releases.map((r) => r.name))].sort();
@@ -207,14 +250,29 @@ export class HelmRepository {
 
   async #serialize(fingerprint: string, namespace: string, contextPath: string, releases: HelmRelease[]): Promise<SerializedIndex> {
     const entries = await this.#entries(namespace, releases);
-    const index = { apiVersion: 'v1', entries, generated: this.#now().toISOString(), serverInfo: { contextPath } };
-    const body = Buffer.from(stringify(index, { lineWidth: 0 }));
+    const body = Buffer.from(serializeIndex(entries, this.#now().toISOString(), contextPath, (entry) => {
+      // An entry's YAML depends on nothing but the entry: after a change, only new releases are serialized.
+      const key = JSON.stringify(entry);
+      let yaml = this.#fragments.get(key);
+      if (yaml === undefined) {
+        yaml = entryYaml(entry);
+        this.#fragments.set(key, yaml);
+      }
+      return yaml;
+    }));
     // Weak: an index rebuilt after eviction has another `generated` time, but the same charts.
     const charts = Object.values(entries).reduce((sum, versions) => sum + versions.length, 0);
     return { body, etag: `W/"${fingerprint.slice(0, 32)}"`, charts };
   }
 
-  async #loadChart(namespace: string, name: string, blob: string): Promise<ChartArchive | undefined> {
+  async #loadChart(namespace: string, name: string, blob: string, size?: number): Promise<ChartArchive | undefined> {
+    const storage = this.#registry.storage;
+    const key = keys.chart(namespace, name, blob);
+    const stored = await storage.get(key);
+    const record = stored === null || stored.notModified ? null : asChartRecord(parseJson(stored.body));
+    // A record of another size describes other bytes than the release's (a blob removed and pushed again by a
+    // version without push-time capture): the blob decides, and the record is left for its writers.
+    if (record !== null && (size === undefined || record.size === size)) return archiveOf(record);
     let stream;
     try {
       stream = await this.#registry.blob(namespace, name, blob);
@@ -223,8 +281,77 @@ export class HelmRepository {
       if (isApprError(err) && err.code === 'package-not-found') return undefined;
       throw err;
     }
-    return readChartArchive(stream.body);
+    const archive = await readChartArchive(stream.body);
+    if (record === null) {
+      const written: ChartRecord = { format: CHART_RECORD_FORMAT, ...archive };
+      // Create-if-absent: a push that wrote the blob meanwhile has written the record of its bytes; it stands. A
+      // failure costs this process nothing (it has the answer) and another instance reads the blob once more.
+      await storage.put(key, Buffer.from(JSON.stringify(written)), { ifNoneMatch: '*' }).catch((err: unknown) => {
+        this.#registry.logger?.warn({ err, key }, 'koa-appr: the chart record could not be written back');
+      });
+    }
+    return archive;
   }
+}
+
+function archiveOf(record: ChartRecord): ChartArchive {
+  return { digest: record.digest, size: record.size, chart: record.chart, problem: record.problem };
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch {
+    return null;
+  }
+}
+
+const YAML_OPTIONS = { lineWidth: 0 } as const;
+
+/**
+ * A repository index as YAML, the same document `stringify({apiVersion, entries, generated, serverInfo})` writes,
+ * assembled from each entry's YAML (`yamlOf`, given `entryYaml`'s output): serializing 1,000 entries with the YAML
+ * library takes a third of a second of CPU, so an index rebuilt after a change reuses the entries it had. Indenting a
+ * YAML node's lines uniformly keeps its meaning (block scalars included: their indentation is relative), and keys
+ * are written by the library, quoted where a plain scalar would read as something else (`"1.10"`, `"true"`).
+ */
+export function serializeIndex(
+  entries: Record<string, ChartVersion[]>, generated: string, contextPath: string, yamlOf: (entry: ChartVersion) => string,
+): string {
+  const names = Object.keys(entries);
+  let out = 'apiVersion: v1\n';
+  if (names.length === 0) out += 'entries: {}\n';
+  else {
+    out += 'entries:\n';
+    for (const name of names) {
+      out += `  ${stringify(name, YAML_OPTIONS).trimEnd()}:\n`;
+      for (const entry of entries[name] ?? []) {
+        const lines = yamlOf(entry).trimEnd().split('\n');
+        out += `    - ${lines[0] ?? ''}\n`;
+        for (let i = 1; i < lines.length; i += 1) out += lines[i] === '' ? '\n' : `      ${lines[i]}\n`;
+      }
+    }
+  }
+  return out + stringify({ generated, serverInfo: { contextPath } }, YAML_OPTIONS);
+}
+
+/** One index entry as a YAML mapping (what `serializeIndex` indents into place). */
+export function entryYaml(entry: ChartVersion): string {
+  return stringify(entry, YAML_OPTIONS);
+}
+
+/**
+ * What `visible` answers about each package, without a promise per package when it answers synchronously (the
+ * router's filter does). `refs` name packages `ns/name`, as listings do; the filter is asked with the bare name.
+ */
+async function admit(refs: PackageRef[], visible: VisibleFilter): Promise<boolean[]> {
+  let pending = false;
+  const answers = refs.map((ref) => {
+    const answer = visible({ namespace: ref.namespace, name: ref.name.slice(ref.namespace.length + 1), visibility: ref.visibility });
+    if (typeof answer !== 'boolean') pending = true;
+    return answer;
+  });
+  return pending ? Promise.all(answers) : answers as boolean[];
 }
 
 function positive(value: number, name: string): number {

@@ -13,7 +13,7 @@
  */
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Router from '@koa/router';
@@ -24,13 +24,11 @@ import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type AccessControl, type CallerState } from '../http/access.js';
 import { responder, sendBlob } from '../http/respond.js';
-import { publicBase } from '../http/router.js';
+import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
 import { readChartArchive, type ChartMetadata } from './chart.js';
 import { chartFileName, HELM_MEDIA_TYPE, HelmRepository, type ChartVersion, type HelmOptions } from './index.js';
 
-type Params = Record<string, string>;
-const params = (ctx: Context): Params => ctx.params as Params;
 const callerState = (ctx: Context) => ctx.state.appr as CallerState;
 
 /** A push's metadata may be at most this large (as on the appr push route). */
@@ -51,27 +49,32 @@ export function mountHelmRoutes(
 ): string[] {
   const repo = new HelmRepository(opts.registry, options, state);
   const base = `${opts.prefix}/helm`;
-  const api = `${base}/api/:namespace/charts`;
+  const api = '/api/:namespace/charts';
   const deps: Deps = { opts, access, repo };
   const respond = responder({ ...opts, onResponseError: chartMuseumErrors(opts.onResponseError) });
-  const route = (method: 'get' | 'post' | 'delete', name: string, path: string, guard: Middleware, handler: Middleware) => {
-    router[method](name, path, respond, guard, handler);
-    return path;
+  /** A route under `{prefix}/helm` whose handler gets its path's parameters typed from the pattern (lib/http/router.ts). */
+  const route = <const Path extends string>(
+    method: 'get' | 'post' | 'delete', name: string, path: Path, guard: Middleware, handler: Handler<ParamsOf<Path>>,
+  ) => {
+    // @koa/router only runs the handler when the pattern matched, so every parameter the pattern names is there.
+    router[method](name, `${base}${path}`, respond, guard, (ctx) => handler(ctx, ctx.params as ParamsOf<Path>, deps));
+    return `${base}${path}`;
   };
   // ChartMuseum's API first: a namespace called `api` must not capture its paths.
   return [...new Set([
-    route('get', 'helm-api-list', api, access.guard('list', 'helm-api-list'), (ctx) => listCharts(ctx, deps)),
-    route('post', 'helm-api-upload', api, access.guard('list', 'helm-api-upload'), (ctx) => upload(ctx, deps)),
-    route('get', 'helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), (ctx) => showChart(ctx, deps)),
-    route('get', 'helm-api-version', `${api}/:package/:version`, access.guard('read', 'helm-api-version'),
-      (ctx) => showVersion(ctx, deps)),
-    route('delete', 'helm-api-delete', `${api}/:package/:version`, access.guard('write', 'helm-api-delete'),
-      (ctx) => deleteVersion(ctx, deps)),
-    route('get', 'helm-index', `${base}/:namespace/index.yaml`, access.guard('list', 'helm-index'), (ctx) => index(ctx, deps)),
-    route('get', 'helm-chart', `${base}/:namespace/charts/:file`, chartFileGuard(access.guard('read', 'helm-chart')),
-      (ctx) => download(ctx, deps)),
+    route('get', 'helm-api-list', api, access.guard('list', 'helm-api-list'), listCharts),
+    route('post', 'helm-api-upload', api, access.guard('list', 'helm-api-upload'), upload),
+    route('get', 'helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), showChart),
+    route('get', 'helm-api-version', `${api}/:package/:version`, access.guard('read', 'helm-api-version'), showVersion),
+    route('delete', 'helm-api-delete', `${api}/:package/:version`, access.guard('write', 'helm-api-delete'), deleteVersion),
+    route('get', 'helm-index', '/:namespace/index.yaml', access.guard('list', 'helm-index'), index),
+    route('get', 'helm-chart', CHART_FILE, chartFileGuard(access.guard('read', 'helm-chart')), download),
   ])];
 }
+
+type Handler<Params> = (ctx: Context, params: Params, deps: Deps) => Promise<void>;
+
+const CHART_FILE = '/:namespace/charts/:file';
 
 interface Deps {
   opts: ResolvedOptions;
@@ -103,8 +106,8 @@ function contextPath(ctx: Context, opts: ResolvedOptions, namespace: string): st
   return `${new URL(publicBase(ctx, opts, mount)).pathname.replace(/\/+$/, '')}/helm`;
 }
 
-async function index(ctx: Context, { repo, opts }: Deps): Promise<void> {
-  const namespace = checkName('namespace', params(ctx).namespace!);
+async function index(ctx: Context, params: { namespace: string }, { repo, opts }: Deps): Promise<void> {
+  const namespace = checkName('namespace', params.namespace);
   const built = await repo.index(namespace, callerState(ctx).visible, contextPath(ctx, opts, namespace));
   if (built.charts === 0) await requireNamespaceRead(ctx, opts, namespace, 'helm-index');
   ctx.status = 200;
@@ -147,9 +150,7 @@ async function requireNamespaceRead(ctx: Context, opts: ResolvedOptions, namespa
  */
 function chartFileGuard(guard: Middleware): Middleware {
   const middleware = async (ctx: Context, next: Next): Promise<void> => {
-    const file = params(ctx).file!;
-    const split = splitChartFile(file);
-    if (!split) throw new ApprError('not-found', `${file} is not a chart file name ({name}-{version}.tgz)`);
+    const split = chartFile((ctx.params as ParamsOf<typeof CHART_FILE>).file);
     Object.assign(ctx.params, { package: split.name, version: split.version });
     await guard(ctx, next);
   };
@@ -163,6 +164,13 @@ function chartFileGuard(guard: Middleware): Middleware {
  * `my-chart-1.0.0-rc-1.tgz` is `my-chart` at `1.0.0-rc-1`. (A chart whose name itself ends in `-<release>` and a
  * pre-release made of a release, `a-1.0.0-2.0.0`, cannot both exist unambiguously: the shorter version wins.)
  */
+/** `splitChartFile`, or a 404 that says nothing about any package. */
+function chartFile(file: string): { name: string; version: string } {
+  const split = splitChartFile(file);
+  if (!split) throw new ApprError('not-found', `${file} is not a chart file name ({name}-{version}.tgz)`);
+  return split;
+}
+
 export function splitChartFile(file: string): { name: string; version: string } | null {
   if (!file.endsWith('.tgz')) return null;
   const stem = file.slice(0, -'.tgz'.length);
@@ -183,8 +191,8 @@ function isPackageName(name: string): boolean {
   }
 }
 
-async function download(ctx: Context, { opts }: Deps): Promise<void> {
-  const { namespace, package: name, version, file } = params(ctx) as Record<'namespace' | 'package' | 'version' | 'file', string>;
+async function download(ctx: Context, { namespace, file }: ParamsOf<typeof CHART_FILE>, { opts }: Deps): Promise<void> {
+  const { name, version } = chartFile(file);
   const missing = `chart ${file} not found`;
   const manifests = await opts.registry.packageManifests(namespace, name, HELM_MEDIA_TYPE).catch(notFound(missing));
   const manifest = manifests.find((m) => m.release === version);
@@ -195,8 +203,8 @@ async function download(ctx: Context, { opts }: Deps): Promise<void> {
 // ---- ChartMuseum API ----------------------------------------------------------------------------------------------
 
 /** `GET /api/{ns}/charts`: `{name: [versions, newest first]}`, ChartMuseum's `offset` and `limit` over names. */
-async function listCharts(ctx: Context, { repo, opts }: Deps): Promise<void> {
-  const namespace = checkName('namespace', params(ctx).namespace!);
+async function listCharts(ctx: Context, params: { namespace: string }, { repo, opts }: Deps): Promise<void> {
+  const namespace = checkName('namespace', params.namespace);
   const offset = queryInt(ctx, 'offset', 0, 0);
   const limit = queryInt(ctx, 'limit', -1, 1);
   const entries = await repo.entries(namespace, callerState(ctx).visible);
@@ -216,21 +224,22 @@ function queryInt(ctx: Context, field: string, fallback: number, min: number): n
   return value;
 }
 
-async function versionsOf(ctx: Context, repo: HelmRepository): Promise<ChartVersion[]> {
-  const { namespace, package: name } = params(ctx);
-  const versions = await repo.chartVersions(namespace!, name!).catch(notFound('chart not found'));
+async function versionsOf({ namespace, package: name }: ChartParams, repo: HelmRepository): Promise<ChartVersion[]> {
+  const versions = await repo.chartVersions(namespace, name).catch(notFound('chart not found'));
   if (versions.length === 0) throw new ApprError('package-not-found', 'chart not found', { package: `${namespace}/${name}` });
   return versions;
 }
 
-async function showChart(ctx: Context, { repo }: Deps): Promise<void> {
-  ctx.body = await versionsOf(ctx, repo);
+type ChartParams = { namespace: string; package: string };
+
+async function showChart(ctx: Context, params: ChartParams, { repo }: Deps): Promise<void> {
+  ctx.body = await versionsOf(params, repo);
 }
 
 /** `latest` is the newest version that is not a pre-release, as ChartMuseum (Helm's `IndexFile.Get`) resolves it. */
-async function showVersion(ctx: Context, { repo }: Deps): Promise<void> {
-  const { package: name, version } = params(ctx);
-  const versions = await versionsOf(ctx, repo);
+async function showVersion(ctx: Context, params: ChartParams & { version: string }, { repo }: Deps): Promise<void> {
+  const { package: name, version } = params;
+  const versions = await versionsOf(params, repo);
   const found = version === 'latest'
     ? versions.find((v) => !v.version.split('+')[0]!.includes('-'))
     : versions.find((v) => v.version === version);
@@ -238,10 +247,10 @@ async function showVersion(ctx: Context, { repo }: Deps): Promise<void> {
   ctx.body = found;
 }
 
-async function deleteVersion(ctx: Context, { opts }: Deps): Promise<void> {
-  const { namespace, package: name, version } = params(ctx);
-  await opts.registry.deleteRelease(namespace!, name!, version!, HELM_MEDIA_TYPE)
-    .catch(notFound(`chart ${chartFileName(name!, version!)} not found`));
+async function deleteVersion(ctx: Context, params: ChartParams & { version: string }, { opts }: Deps): Promise<void> {
+  const { namespace, package: name, version } = params;
+  await opts.registry.deleteRelease(namespace, name, version, HELM_MEDIA_TYPE)
+    .catch(notFound(`chart ${chartFileName(name, version)} not found`));
   ctx.body = { deleted: true };
 }
 
@@ -254,8 +263,8 @@ async function deleteVersion(ctx: Context, { opts }: Deps): Promise<void> {
  * `anonymous: false` answers 401 at once); the push permission on the package (`write`, or `create` for a new
  * chart) is decided by the same guard as soon as Chart.yaml is read, before anything is stored.
  */
-async function upload(ctx: Context, { opts, access }: Deps): Promise<void> {
-  const namespace = checkName('namespace', params(ctx).namespace!);
+async function upload(ctx: Context, params: { namespace: string }, { opts, access }: Deps): Promise<void> {
+  const namespace = checkName('namespace', params.namespace);
   const force = Object.hasOwn(ctx.query, 'force');
   await withUpload(ctx, opts.maxPushSize, async (path) => {
     const archive = await readChartArchive(createReadStream(path));
@@ -275,9 +284,9 @@ async function upload(ctx: Context, { opts, access }: Deps): Promise<void> {
       throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
     }
     try {
-      // Registry.push takes the bytes; once it takes a stream, this is createReadStream(path).
+      // Streamed from the spool file: the push checks the tar again and captures Chart.yaml as every helm push does.
       await opts.registry.push({
-        namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: await readFile(path), metadata, force,
+        namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: createReadStream(path), metadata, force,
         createOnly,
       });
     } catch (err) {

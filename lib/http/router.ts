@@ -27,7 +27,7 @@ type Handler<Params = Record<string, string>> = (
 ) => Promise<void> | void;
 
 /** The `:name` segments of a route pattern as an object type: `'/a/:b/c/:d'` gives `{ b: string } & { d: string }`. */
-type ParamsOf<Path extends string> = Path extends `${string}:${infer Name}/${infer Rest}`
+export type ParamsOf<Path extends string> = Path extends `${string}:${infer Name}/${infer Rest}`
   ? { [K in Name]: string } & ParamsOf<Rest>
   : Path extends `${string}:${infer Name}` ? { [K in Name]: string } : Record<never, never>;
 

@@ -1,4 +1,4 @@
-import type { GcOptions, GcReport } from './gc.js';
+import type { GcOptions, GcReport } from '../core/gc.js';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -12,7 +12,8 @@ export function parseDuration(value: string, what = 'duration'): number {
 export const GC_USAGE = `usage: gc [--dry-run] [--grace <duration>]
 
 Removes blobs that no release references and tombstones of deleted packages, once seen so for the grace period
-(default 1h; a run marks, a later run removes; --grace 0 removes at once). Safe while the registry runs.
+(default 1h; a run marks, a later run removes; --grace 0 removes at once), and the change feed's entries that the
+catalog snapshot covers and older than the grace period. Safe while the registry runs.
   --dry-run           report what would be removed; change nothing
   --grace <duration>  0, 90s, 15m, 1h, 2d (default 1h)`;
 

@@ -1,5 +1,5 @@
 import type { Context, Middleware, Next } from 'koa';
-import type { MetricsHooks } from './metrics.js';
+import type { MetricsHooks } from './metrics-hooks.js';
 
 /** Routes whose 200 body is a blob (raw or as JSON): their Content-Length counts as pulled bytes. */
 const PULL_ROUTES = new Set(['pull', 'pull-json', 'blob', 'blob-json']);

@@ -1,7 +1,9 @@
 import type { Context, Middleware } from 'koa';
 import { collectDefaultMetrics } from 'prom-client';
-import { jsonLinesAudit, type AuditHook } from './audit.js';
-import { healthz, readyz, type HealthReport } from './health.js';
+import type { AuditHook } from './audit.js';
+import { jsonLinesAudit } from './audit-log.js';
+import type { HealthReport } from '../core/health.js';
+import { healthz, readyz } from './probes.js';
 import type { Logger } from './logger.js';
 import { ApprMetrics, metricsEndpoint } from './metrics.js';
 import { serverLogger, type LogLevel } from './pino.js';

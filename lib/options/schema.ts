@@ -7,7 +7,7 @@ import type { MemoryStorageOptions } from '../storage/memory.js';
 import type { StorageAdapter } from '../storage/types.js';
 import type { AuditHook } from '../ops/audit.js';
 import type { Logger } from '../ops/logger.js';
-import type { MetricsHooks } from '../ops/metrics.js';
+import type { MetricsHooks } from '../ops/metrics-hooks.js';
 import { flag, fn, group, instance, integer, missingMethods, oneOf, text, type SameOptions } from './validate.js';
 
 /**

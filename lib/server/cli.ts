@@ -12,7 +12,7 @@ import process from 'node:process';
 import { ConfigError, parseServerConfig, serveHelp } from './config.js';
 import { Registry } from '../core/registry.js';
 import { GC_USAGE, parseGcArgs } from '../ops/gc-command.js';
-import type { GcOptions } from '../ops/gc.js';
+import type { GcOptions } from '../core/gc.js';
 import { startServer, storageFromSpec } from './server.js';
 import { main as usersMain } from './users.js';
 

@@ -82,6 +82,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     const url = `http://${hostForUrl}:${port}${config.prefix.replace(/\/+$/, '')}`;
     log(`koa-appr listening on ${url} (storage: ${storage.name} ${config.storage})`);
     for (const line of access.log) log(line);
+    warnIfStorageUnready(registryOf(router), config.storage, ops.logger);
     return {
       server, url, storage, registry: registryOf(router),
       close: async () => {
@@ -94,6 +95,21 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     await storage.close?.();
     throw err;
   }
+}
+
+/**
+ * A start-up probe of the store (the readiness check), so that a misconfigured store (a bucket that does not
+ * exist, a directory that cannot be written) shows in the log at once instead of as 503s to the first clients.
+ * It does not stop the server: the store may come up later, and `/readyz` says when. Runs after the port is bound
+ * (it may take up to 5 s against an unreachable store).
+ */
+function warnIfStorageUnready(registry: Pick<Registry, 'health'>, spec: string, logger: Logger): void {
+  void registry.health().then((report) => {
+    if (report.storage.reachable && report.storage.writable) return;
+    const problem = report.storage.reachable ? 'is not writable' : 'is not reachable';
+    logger.warn({ storage: spec, storageHealth: report.storage },
+      `koa-appr: storage ${spec} ${problem}: requests that need it are answered 503 and /readyz reports it until it is`);
+  }, () => undefined);
 }
 
 function routerOptions(

@@ -45,7 +45,13 @@ export class MemoryStorage implements StorageAdapter {
   async getStream(key: string): Promise<StreamResult | null> {
     const object = this.#objects.get(key);
     if (object === undefined) return null;
-    return { body: Readable.from([Buffer.from(object.body)]), size: object.body.length, etag: object.etag };
+    // Views of the stored bytes in 64 KiB chunks, as a file stream would give them: no copy of the whole object
+    // per read (stream consumers do not write into the chunks they are given).
+    const { body } = object;
+    const chunks = function* (): Generator<Buffer> {
+      for (let at = 0; at < body.length; at += STREAM_CHUNK_BYTES) yield body.subarray(at, at + STREAM_CHUNK_BYTES);
+    };
+    return { body: Readable.from(chunks(), { objectMode: false }), size: body.length, etag: object.etag };
   }
 
   async head(key: string): Promise<{ size: number; etag: string } | null> {
@@ -80,6 +86,8 @@ export class MemoryStorage implements StorageAdapter {
     return etag;
   }
 }
+
+const STREAM_CHUNK_BYTES = 64 * 1024;
 
 /** Module-wide, so ETags never repeat, not even across instances or after a delete and re-create. */
 let etagCounter = 0;

@@ -35,6 +35,13 @@ function roleHooks(extra: Partial<AuthHooks<Caller>> = {}): AuthHooks<Caller> {
   };
 }
 
+/** A registry with the role hooks and one public package, acme/app 1.0.0. */
+async function withPublicApp(): Promise<RegistryServer> {
+  const server = await startRegistry<Caller>({ auth: roleHooks() });
+  await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
+  return server;
+}
+
 const bearer = (token: string): string => `Bearer ${token}`;
 const pushBody = async (release = '1.0.0', extra: Record<string, unknown> = {}) => ({
   release, media_type: 'helm', blob: (await makeTarGz()).toString('base64'), ...extra,
@@ -324,10 +331,7 @@ describe('access control', () => {
 
   describe('push is authorized before its body is read', () => {
     let server: RegistryServer;
-    before(async () => {
-      server = await startRegistry<Caller>({ auth: roleHooks() });
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
-    });
+    before(async () => { server = await withPublicApp(); });
     after(() => server.close());
 
     /** Send only the request head of a 32 MB push, then read whatever the server answers. */
@@ -376,10 +380,7 @@ describe('access control', () => {
 
   describe('visibility changes', () => {
     let server: RegistryServer;
-    beforeEach(async () => {
-      server = await startRegistry<Caller>({ auth: roleHooks() });
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
-    });
+    beforeEach(async () => { server = await withPublicApp(); });
     afterEach(() => server.close());
     const set = (visibility: unknown, auth?: string, name = 'app') =>
       server.api('POST', `/api/v1/packages/acme/${name}/visibility`, { json: { visibility }, ...(auth ? { auth } : {}) });

@@ -9,7 +9,7 @@ import {
   sortReleasesDesc,
 } from '../../lib/core/release.js';
 import { selectRelease } from '../../lib/core/selector.js';
-import { expectTruthy } from '../helpers/expect.js';
+import { expectTruthy, thrown } from '../helpers/expect.js';
 import { SECTION5_RELEASES, SECTION5_VECTORS } from '../helpers/selectors.js';
 
 /** The releases of docs/api.md section 5's test vectors. */
@@ -39,14 +39,8 @@ function matching(selector: string, pool: string[] = POOL): string[] {
 }
 
 function expectInvalidRelease(fn: () => unknown, version: unknown): ApprError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught instanceof ApprError, `expected ${JSON.stringify(version)} to be rejected`).to.equal(true);
-  const err = caught as ApprError;
+  const err = thrown(fn, `expected ${JSON.stringify(version)} to be rejected`) as ApprError;
+  expect(err).to.be.instanceOf(ApprError);
   expect(err.code).to.equal('invalid-release');
   expect(err.status).to.equal(422);
   expect(err.details).to.deep.equal({ version });

@@ -22,6 +22,11 @@ async function users(): Promise<UserFile> {
   };
 }
 
+/** A registry whose callers are the users of `users()`, through the built-in user store. */
+async function withUserStore(): Promise<RegistryServer> {
+  return startRegistry({ auth: new UserStore(await users()).hooks() });
+}
+
 async function push(server: RegistryServer, auth: string, release: string, extra: Record<string, unknown> = {}, files?: Record<string, string>) {
   const blob = (await makeTarGz(files)).toString('base64');
   return server.api('POST', '/api/v1/packages/alice/app', { auth, json: { release, media_type: 'helm', blob, ...extra } });
@@ -29,12 +34,8 @@ async function push(server: RegistryServer, auth: string, release: string, extra
 
 describe('hardening: a package\'s visibility survives the deletion of all its releases', () => {
   let server: RegistryServer;
-  beforeEach(async () => {
-    server = await startRegistry({ auth: new UserStore(await users()).hooks() });
-  });
-  afterEach(async () => {
-    await server.close();
-  });
+  beforeEach(async () => { server = await withUserStore(); });
+  afterEach(() => server.close());
 
   async function privateThenEmptied(): Promise<string> {
     expect((await push(server, ALICE, '1.0.0', {}, { 'secret.txt': 'password=hunter2' })).status).to.equal(200);
@@ -105,12 +106,8 @@ describe('hardening: a package\'s visibility survives the deletion of all its re
 
 describe('hardening: purging a blob (DELETE .../blobs/sha256/{digest}, admin)', () => {
   let server: RegistryServer;
-  beforeEach(async () => {
-    server = await startRegistry({ auth: new UserStore(await users()).hooks() });
-  });
-  afterEach(async () => {
-    await server.close();
-  });
+  beforeEach(async () => { server = await withUserStore(); });
+  afterEach(() => server.close());
 
   const digestOf = async (release: string): Promise<string> =>
     (await server.api('GET', `/api/v1/packages/alice/app/${release}/helm`, { auth: ALICE })).json.content.digest;

@@ -1,13 +1,15 @@
 /** Reading Chart.yaml the way Helm does, chart file names, and what an index costs in storage requests. */
 import { expect } from 'chai';
 import Koa from 'koa';
-import { createApprRouter, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
+import { createApprRouter, MemoryStorage, Registry } from '../../lib/index.js';
 import { MAX_CHART_FILE_BYTES, parseChartYaml, readChartArchive } from '../../lib/helm/chart.js';
-import { HelmRepository } from '../../lib/helm/index.js';
+import { entryYaml, HelmRepository, serializeIndex, type ChartVersion } from '../../lib/helm/index.js';
+import { parse as parseYaml, stringify } from 'yaml';
 import { splitChartFile } from '../../lib/helm/router.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { listen, sha256 } from '../helpers/http.js';
 import { chartTgz, get } from './clients.js';
+import { chartRequests, counting } from './counting.js';
 
 describe('Chart.yaml as Helm reads it', () => {
   it('keeps every index field, scalars as their source text', () => {
@@ -78,6 +80,33 @@ describe('Chart.yaml as Helm reads it', () => {
   });
 });
 
+describe('index serialization', () => {
+  it('writes, entry by entry, the document the YAML library writes for the whole index, tricky values included', () => {
+    const entry = (name: string, version: string, extra: Partial<ChartVersion> = {}): ChartVersion => ({
+      apiVersion: 'v2', name, version, created: '2026-01-02T03:04:05.000Z', digest: 'a'.repeat(64),
+      urls: [`charts/${name}-${version}.tgz`], ...extra,
+    });
+    const entries: Record<string, ChartVersion[]> = {
+      '1.10': [entry('1.10', '1.0.0', { appVersion: '1.10' })],
+      true: [entry('true', '2.0.0', { deprecated: true, keywords: ['*', '- dash', 'yes', ''] })],
+      web: [
+        entry('web', '1.1.0', {
+          description: 'Line one\n\n  indented line\ntrailing spaces   \n# not a comment\n',
+          annotations: { 'a: b': 'c # d', 'x/y': '  leading', unicode: 'caf\u00e9 \u2713' },
+          maintainers: [{ name: 'Ada', email: 'ada@example.com' }],
+          dependencies: [{ name: 'redis', version: '~17.0.0', 'import-values': ['data', { child: 'a', parent: 'b' }] }],
+        }),
+        entry('web', '1.0.0', { description: '- starts like a list', home: 'https://example.com/?a=b&c=d' }),
+      ],
+    };
+    const whole = stringify({ apiVersion: 'v1', entries, generated: '2026-01-02T03:04:05.000Z', serverInfo: { contextPath: '/cnr/helm' } }, { lineWidth: 0 });
+    const built = serializeIndex(entries, '2026-01-02T03:04:05.000Z', '/cnr/helm', entryYaml);
+    expect(built).to.equal(whole);
+    expect(parseYaml(built)).to.deep.equal(parseYaml(whole));
+    expect(serializeIndex({}, 'now', '/x', entryYaml)).to.equal(stringify({ apiVersion: 'v1', entries: {}, generated: 'now', serverInfo: { contextPath: '/x' } }));
+  });
+});
+
 describe('chart file names', () => {
   it('splits on the last dash followed by a release', () => {
     expect(splitChartFile('web-1.0.0.tgz')).to.deep.equal({ name: 'web', version: '1.0.0' });
@@ -91,24 +120,8 @@ describe('chart file names', () => {
   });
 });
 
-/** Counts what the registry asks of storage, by method. */
-function counting(storage: StorageAdapter): { storage: StorageAdapter; calls: Record<string, number>; reset: () => void } {
-  const calls: Record<string, number> = {};
-  const proxy = new Proxy(storage, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof value !== 'function' || typeof prop !== 'string') return value;
-      return (...args: unknown[]) => {
-        calls[prop] = (calls[prop] ?? 0) + 1;
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
-  return { storage: proxy, calls, reset: () => Object.keys(calls).forEach((key) => delete calls[key]) };
-}
-
 describe('what a Helm index costs', () => {
-  it('reads each chart\'s blob once; afterwards an index costs only the package reads a list costs', async () => {
+  it('reads each chart\'s record once and no blob; afterwards an index costs only the package reads a list costs', async () => {
     const counted = counting(new MemoryStorage());
     const registry = new Registry({ storage: counted.storage });
     for (let i = 0; i < 5; i += 1) {
@@ -120,7 +133,8 @@ describe('what a Helm index costs', () => {
     const everyone = () => true;
     counted.reset();
     const first = await repo.index('ns', everyone, '/cnr/helm');
-    expect(counted.calls.getStream).to.equal(10);
+    // One GET of each release's chart record (stored by its push), no blob read, nothing written.
+    expect(chartRequests(counted.byKind)).to.deep.equal({ 'get charts': 10 });
     expect(first.charts).to.equal(10);
 
     counted.reset();
@@ -137,7 +151,7 @@ describe('what a Helm index costs', () => {
     await registry.push({ namespace: 'ns', name: 'c0', release: '2.0.0', mediaType: 'helm', blob: await chartTgz({ name: 'c0', version: '2.0.0' }) });
     counted.reset();
     const third = await repo.index('ns', everyone, '/cnr/helm');
-    expect(counted.calls.getStream).to.equal(1);
+    expect(chartRequests(counted.byKind)).to.deep.equal({ 'get charts': 1 });
     expect(third.etag).not.to.equal(first.etag);
     expect(third.charts).to.equal(11);
   });

@@ -92,12 +92,21 @@ export function checkIndex(parsed: unknown, repoUrl: string): RepoIndex {
       expect(entry.digest, `${where}: digest`).to.match(/^[0-9a-f]{64}$/);
       expect(Number.isNaN(Date.parse(entry.created)), `${where}: created is a time`).to.equal(false);
       expect(entry.urls, `${where}: urls`).to.be.an('array').with.length.greaterThan(0);
-      for (const url of entry.urls) expect(() => resolveChartUrl(repoUrl, url), `${where}: ${url}`).not.to.throw();
+      // Relative to the repository URL, so the index stays right behind any proxy or mount: resolved, it is a file
+      // of this repository.
+      for (const url of entry.urls) {
+        expect(url, `${where}: ${url} is relative`).not.to.match(/^([a-z][a-z0-9+.-]*:|\/)/i);
+        expect(resolveChartUrl(repoUrl, url), `${where}: ${url}`).to.match(new RegExp(`^${escapeRegExp(repoUrl.replace(/\/$/, ''))}/charts/[^/]+\\.tgz$`));
+      }
     }
     const order = versions.map((v) => v.version);
     expect(order, `entries.${key} newest first`).to.deep.equal([...order].sort(compareSemverDesc));
   }
   return index;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** Helm resolves a relative chart URL against the repository URL with a trailing slash. */

@@ -9,6 +9,16 @@ export function expectTruthy(value: unknown, message?: string): asserts value {
   expect(Boolean(value), message ?? `expected a truthy value, got ${String(value)}`).to.equal(true);
 }
 
+/** What `fn` throws (anything thrown, not only an Error); fails the test with `message` if it returns. */
+export function thrown(fn: () => unknown, message = 'expected a throw'): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  expect.fail(message);
+}
+
 /** The error `promise` rejects with; fails the test if it resolves. */
 export async function rejection(promise: Promise<unknown>): Promise<Error> {
   try {

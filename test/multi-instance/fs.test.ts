@@ -1,10 +1,8 @@
-import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startInstances, type Instance } from '../helpers/instances.js';
-import { measureCoherence } from './coherence.js';
-import { channelAndDeleteRace, pushDistinctReleases, pushSameRelease, type Cluster } from './scenarios.js';
+import { itRunsEveryScenario, type Cluster } from './scenarios.js';
 
 describe('two standalone server processes on one data directory (filesystem store)', function () {
   this.timeout(120_000);
@@ -21,21 +19,5 @@ describe('two standalone server processes on one data directory (filesystem stor
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('keeps all 50 distinct releases pushed concurrently through both processes', async () => {
-    await pushDistinctReleases(cluster(), 50);
-  });
-
-  it('lets exactly one of 10 concurrent pushes of the same release and media type win; nine get 409', async () => {
-    await pushSameRelease(cluster(), 10);
-  });
-
-  it('leaves channels consistent after concurrent channel changes and deletes from both processes', async () => {
-    await channelAndDeleteRace(cluster());
-  });
-
-  it('serves every change made through one process on the other within the coherence bound (100 changes)', async () => {
-    const report = await measureCoherence(cluster(), 100);
-    console.log(`      coherence on one directory, 2 processes: ${JSON.stringify(report)}`);
-    expect(report.maxMs).to.be.below(3000);
-  });
+  itRunsEveryScenario(cluster, { distinct: 50, same: 10, changes: 100 }, 'on one directory, 2 processes');
 });

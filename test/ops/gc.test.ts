@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import { MemoryStorage, Registry, type AuditEvent } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
-import { TOMBSTONE_AFTER_CLAIM_MS } from '../../lib/ops/gc.js';
+import { TOMBSTONE_AFTER_CLAIM_MS } from '../../lib/core/gc.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
 
 const MINUTE = 60_000;

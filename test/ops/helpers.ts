@@ -1,51 +1,54 @@
 /** Helpers of the operations tests: a storage whose outage can be switched on, and a Prometheus text parser. */
 import type { Readable } from 'node:stream';
 import { StorageUnavailableError } from '../../lib/index.js';
-import type { GetResult, ListPage, StorageAdapter, StreamResult, WriteCondition } from '../../lib/index.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from '../../lib/index.js';
 
 /**
  * A real adapter behind two switches: `down` makes every request fail as an outage does
  * (`StorageUnavailableError`), `readOnly` makes every write fail so (a read-only bucket policy, a full disk).
+ * `calls` records each request as `<method> <key or prefix>`.
  */
 export class SwitchableStorage implements StorageAdapter {
   readonly name: string;
   down = false;
   readOnly = false;
+  readonly calls: string[] = [];
   constructor(readonly inner: StorageAdapter) {
     this.name = inner.name;
   }
 
-  #check(write: boolean): void {
+  #check(write: boolean, call: string): void {
+    this.calls.push(call);
     if (this.down) throw new StorageUnavailableError('connect ECONNREFUSED 10.0.0.7:9000 (bucket secret-bucket)');
     if (write && this.readOnly) throw new StorageUnavailableError('AccessDenied on secret-bucket');
   }
 
   async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
-    this.#check(false);
+    this.#check(false, `get ${key}`);
     return this.inner.get(key, options);
   }
   async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
-    this.#check(true);
+    this.#check(true, `put ${key}`);
     return this.inner.put(key, body, options);
   }
   async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
-    this.#check(true);
+    this.#check(true, `putStream ${key}`);
     return this.inner.putStream(key, body, size, options);
   }
   async getStream(key: string): Promise<StreamResult | null> {
-    this.#check(false);
+    this.#check(false, `getStream ${key}`);
     return this.inner.getStream(key);
   }
   async head(key: string): Promise<{ size: number; etag: string } | null> {
-    this.#check(false);
+    this.#check(false, `head ${key}`);
     return this.inner.head(key);
   }
   async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
-    this.#check(true);
+    this.#check(true, `delete ${key}`);
     return this.inner.delete(key, options);
   }
-  async list(prefix: string, options?: { cursor?: string; limit?: number }): Promise<ListPage> {
-    this.#check(false);
+  async list(prefix: string, options?: ListOptions): Promise<ListPage> {
+    this.#check(false, `list ${prefix}`);
     return this.inner.list(prefix, options);
   }
 }

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { APPR_ERR_OPTION, OptionError } from '../../lib/index.js';
 import type { OptionMeta } from '../../lib/options/validate.js';
+import { thrown } from '../helpers/expect.js';
 import { leaves, misspellings, TARGETS, validValue, withValue } from './targets.js';
 
 /**
@@ -75,14 +76,8 @@ function badValues(meta: OptionMeta): Case[] {
 }
 
 function expectOptionError(build: () => unknown, option: string): OptionError {
-  let thrown: unknown;
-  try {
-    build();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown, `no error for ${option}`).to.be.instanceOf(TypeError);
-  const err = thrown as OptionError;
+  const err = thrown(build, `no error for ${option}`) as OptionError;
+  expect(err).to.be.instanceOf(TypeError);
   expect(err).to.be.instanceOf(OptionError);
   expect(err.code).to.equal(APPR_ERR_OPTION);
   expect(err.option).to.equal(option);

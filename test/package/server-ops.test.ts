@@ -3,13 +3,14 @@
  * the prefix, the audit log from `APPR_AUDIT_LOG`, one JSON log line per request, and the `gc` sub-command over the
  * same store, all configured from the environment alone.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { makeTarGz } from '../helpers/blobs.js';
 import { runCli, startInstance, type Instance } from '../helpers/instances.js';
+import { describeWithS3 } from '../helpers/s3-env.js';
+import { tempDir } from '../helpers/temp.js';
 
 describe('koa-appr serve: metrics, health, audit log, request log and gc from the environment', function () {
   this.timeout(60_000);
@@ -17,14 +18,11 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
   let instance: Instance;
   let root: string;
 
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'koa-appr-server-ops-'));
+  tempDir('koa-appr-server-ops-', 'all', async (path) => {
+    dir = path;
     instance = await startInstance({ APPR_STORAGE: join(dir, 'data'), APPR_AUDIT_LOG: join(dir, 'audit.jsonl'), APPR_LOG_LEVEL: 'info' });
     root = instance.url.replace(/\/cnr$/, '');
-  });
-  after(async () => {
-    await instance.stop();
-    await rm(dir, { recursive: true, force: true });
+    return () => instance.stop();
   });
 
   it('serves /healthz, /readyz and /metrics outside the prefix, counting the requests it answered', async () => {
@@ -68,5 +66,48 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
     const report = JSON.parse(dry.out.trim().split('\n').pop() as string);
     expect(report.dryRun).to.equal(true);
     expect(JSON.stringify(report)).to.contain('acme');
+  });
+});
+
+/** Wait (bounded) until the instance's output matches, so a start-up line logged after "listening" can be read. */
+async function outputMatching(instance: Instance, pattern: RegExp): Promise<string> {
+  for (let i = 0; i < 600 && !pattern.test(instance.output()); i++) await sleep(50);
+  return instance.output();
+}
+
+describe('koa-appr serve: a store that is not usable at start-up', function () {
+  this.timeout(60_000);
+
+  describeWithS3('on S3', () => {
+    it('starts, logs that a bucket that does not exist is not reachable, and answers 503 until it is', async () => {
+      const missing = `no-such-bucket-${process.pid}-${Date.now()}`;
+      const instance = await startInstance({ APPR_STORAGE: `s3://${missing}/registry`, AWS_MAX_ATTEMPTS: '1' });
+      try {
+        const warning = new RegExp(`storage s3://${missing}/registry is not reachable`);
+        expect(await outputMatching(instance, warning)).to.match(warning);
+        const res = await fetch(`${instance.url}/api/v1/packages/acme/app/1.0.0/helm`);
+        expect(res.status).to.equal(503);
+        const body = await res.json() as { code: string; message: string };
+        expect(body.code).to.equal('storage-unavailable');
+        expect(body.message).to.not.contain(missing);
+        expect((await fetch(`${instance.url.replace(/\/cnr$/, '')}/readyz`)).status).to.equal(503);
+      } finally {
+        await instance.stop();
+      }
+    });
+  });
+
+  describe('on a usable store', () => {
+    let instance: Instance;
+    tempDir('koa-appr-server-ready-', 'all', async (path) => {
+      instance = await startInstance({ APPR_STORAGE: join(path, 'data') });
+      return () => instance.stop();
+    });
+
+    it('logs nothing of the kind', async () => {
+      // The probe has run once /readyz answers (it runs the same check).
+      expect((await fetch(`${instance.url.replace(/\/cnr$/, '')}/readyz`)).status).to.equal(200);
+      expect(instance.output()).to.not.match(/is not (reachable|writable)/);
+    });
   });
 });

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { ACCEPTS, ConfigError, parseServerConfig, SETTINGS, type SettingKind } f
 import { startServer, type RunningServer } from '../../lib/server/server.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { runCli, startInstance } from '../helpers/instances.js';
+import { tempDir } from '../helpers/temp.js';
 
 const quiet = (): void => undefined;
 
@@ -147,10 +148,9 @@ describe('koa-appr serve: what the settings do', function () {
     running.push(server);
     return server;
   };
-  before(async () => { dir = await mkdtemp(join(tmpdir(), 'appr-serve-')); });
-  after(async () => {
-    await Promise.all(running.map((s) => s.close()));
-    await rm(dir, { recursive: true, force: true });
+  tempDir('appr-serve-', 'all', (path) => {
+    dir = path;
+    return async () => { await Promise.all(running.map((s) => s.close())); };
   });
 
   it('passes the size limit and the error envelope to the router', async () => {
@@ -227,18 +227,15 @@ describe('koa-appr serve: what the settings do', function () {
 
 describe('koa-appr serve: Node HTTP parser errors in the JSON error format', function () {
   this.timeout(30_000);
-  let dir: string;
   let server: RunningServer;
   let enveloped: RunningServer;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'appr-client-error-'));
+  tempDir('appr-client-error-', 'all', async (dir) => {
     server = await startServer(parseServerConfig(['--port', '0', '--storage', dir], {}).config, quiet);
     enveloped = await startServer(parseServerConfig(['--port', '0', '--storage', dir, '--error-envelope', 'true'], {}).config, quiet);
-  });
-  after(async () => {
-    await server.close();
-    await enveloped.close();
-    await rm(dir, { recursive: true, force: true });
+    return async () => {
+      await server.close();
+      await enveloped.close();
+    };
   });
 
   const push = 'POST /cnr/api/v1/packages/ns/app HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n';
@@ -289,8 +286,7 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
 describe('koa-appr serve: stopping', function () {
   this.timeout(60_000);
   let dir: string;
-  before(async () => { dir = await mkdtemp(join(tmpdir(), 'appr-standalone-')); });
-  after(() => rm(dir, { recursive: true, force: true }));
+  tempDir('appr-standalone-', 'all', (path) => { dir = path; });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     it(`logs the URL it serves, serves there, and on ${signal} frees the port and exits 0`, async () => {

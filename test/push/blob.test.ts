@@ -1,7 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
@@ -9,6 +7,7 @@ import { Base64Decoder, BlobStager, decodeBase64, stageBlob } from '../../lib/co
 import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
 import { ESCAPING_TARS, SAFE_TARS } from './tars.js';
 import { apprRejection } from '../helpers/expect.js';
+import { tempDir } from '../helpers/temp.js';
 
 function decodeInPieces(text: string, size: number): Buffer {
   const decoder = new Base64Decoder();
@@ -52,12 +51,7 @@ describe('push: streamed base64 (Base64Decoder)', function () {
 
 describe('push: staging a blob (BlobStager)', function () {
   let dir: string;
-  beforeEach(async function () {
-    dir = await mkdtemp(join(tmpdir(), 'appr-stage-'));
-  });
-  afterEach(async function () {
-    await rm(dir, { recursive: true, force: true });
-  });
+  tempDir('appr-stage-', 'each', (path) => { dir = path; });
 
   it('gives the digest of the uncompressed tar and the gzip size, in memory for a small blob', async function () {
     const gzip = await makeTarGz({ 'Chart.yaml': 'name: x\n' });

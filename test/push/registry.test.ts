@@ -3,13 +3,12 @@
  * written; a large tarball already stored is not uploaded again.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { expect } from 'chai';
 import { ApprError, MemoryStorage, Registry, type WriteCondition } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { tempDir } from '../helpers/temp.js';
 
 class CountingStorage extends MemoryStorage {
   readonly calls: string[] = [];
@@ -29,12 +28,7 @@ class CountingStorage extends MemoryStorage {
 
 describe('push: Registry.push input', function () {
   let dir: string;
-  beforeEach(async function () {
-    dir = await mkdtemp(join(tmpdir(), 'appr-registry-push-'));
-  });
-  afterEach(async function () {
-    await rm(dir, { recursive: true, force: true });
-  });
+  tempDir('appr-registry-push-', 'each', (path) => { dir = path; });
 
   it('takes the blob as a Buffer or as a stream, with the same digest', async function () {
     const registry = new Registry({ storage: new MemoryStorage() });

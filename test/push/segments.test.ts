@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { FsStorage, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
 import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
 import { FANOUT, INLINE_MAX } from '../../lib/core/segments.js';
-import { TOMBSTONE_AFTER_CLAIM_MS } from '../../lib/ops/gc.js';
+import { TOMBSTONE_AFTER_CLAIM_MS } from '../../lib/core/gc.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { apprRejection } from '../helpers/expect.js';
 import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';

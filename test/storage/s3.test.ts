@@ -295,6 +295,11 @@ describe('S3Storage failures (offline)', () => {
       socket.on('error', () => {});
     });
     let port = 0;
+    /** A client from `s3ClientFromEnv` for the silent endpoint, one attempt, with these timeouts. */
+    const silentClient = (timeouts: Record<string, string>) => s3ClientFromEnv({
+      AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_MAX_ATTEMPTS: '1',
+      ...timeouts,
+    });
 
     before(async () => {
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -307,13 +312,7 @@ describe('S3Storage failures (offline)', () => {
     });
 
     it('answers StorageUnavailableError after the socket timeout of s3ClientFromEnv (S3_SOCKET_TIMEOUT_MS)', async () => {
-      const client = s3ClientFromEnv({
-        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
-        AWS_ACCESS_KEY_ID: 'test',
-        AWS_SECRET_ACCESS_KEY: 'test',
-        AWS_MAX_ATTEMPTS: '1',
-        S3_SOCKET_TIMEOUT_MS: '200',
-      });
+      const client = silentClient({ S3_SOCKET_TIMEOUT_MS: '200' });
       const storage = new S3Storage({ client, bucket: 'b' });
       try {
         const started = Date.now();
@@ -329,14 +328,7 @@ describe('S3Storage failures (offline)', () => {
     });
 
     it('answers StorageUnavailableError after the request timeout of s3ClientFromEnv (S3_REQUEST_TIMEOUT_MS)', async () => {
-      const client = s3ClientFromEnv({
-        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
-        AWS_ACCESS_KEY_ID: 'test',
-        AWS_SECRET_ACCESS_KEY: 'test',
-        AWS_MAX_ATTEMPTS: '1',
-        S3_SOCKET_TIMEOUT_MS: '0',
-        S3_REQUEST_TIMEOUT_MS: '200',
-      });
+      const client = silentClient({ S3_SOCKET_TIMEOUT_MS: '0', S3_REQUEST_TIMEOUT_MS: '200' });
       try {
         const err = await rejectsUnavailable(new S3Storage({ client, bucket: 'b' }).head('k'), 'head');
         expect((err.cause as { name?: string }).name).to.equal('TimeoutError');

@@ -46,30 +46,23 @@ export function describePull(t: HttpContract): void {
       expect(kpm.headers.get('etag')).to.not.equal(etag);
     });
 
+    /** The pull JSON of release 1.0.0 (docs/api.md section 7): exactly these fields. */
+    const pullJson = (mediaType: string, blob: { b64: string }) => ({
+      package: p.full, release: '1.0.0', media_type: mediaType, blob: blob.b64, filename: `${p.ns}_${p.name}_1.0.0.tar.gz`,
+    });
+
     it('answers ?format=json with the pull JSON (route 10, transcript 66)', async function () {
       const res = await req('GET', `${p.path}/1.0.0/helm/pull?format=json`);
       expectOk(res);
       expect(res.headers.get('content-type')).to.match(/^application\/json/);
-      expect(res.json).to.deep.equal({
-        package: p.full,
-        release: '1.0.0',
-        media_type: 'helm',
-        blob: BLOBS.HELM_1_0_0.b64,
-        filename: `${p.ns}_${p.name}_1.0.0.tar.gz`,
-      });
+      expect(res.json).to.deep.equal(pullJson('helm', BLOBS.HELM_1_0_0));
       expect(Buffer.from(res.json.blob, 'base64').equals(BLOBS.HELM_1_0_0.bytes)).to.equal(true);
     });
 
     it('answers /pull/json with the pull JSON (route 11, transcript 67)', async function () {
       const res = await req('GET', `${p.path}/1.0.0/kpm/pull/json`);
       expectOk(res);
-      expect(res.json).to.deep.equal({
-        package: p.full,
-        release: '1.0.0',
-        media_type: 'kpm',
-        blob: BLOBS.KPM_1_0_0.b64,
-        filename: `${p.ns}_${p.name}_1.0.0.tar.gz`,
-      });
+      expect(res.json).to.deep.equal(pullJson('kpm', BLOBS.KPM_1_0_0));
     });
 
     it('round-trips blobs of every length through base64 in pull JSON', async function () {

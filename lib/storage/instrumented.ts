@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from '../storage/types.js';
-import type { MetricsHooks, StorageOperation, StorageOutcome } from './metrics.js';
+import type { MetricsHooks, StorageOperation, StorageOutcome } from '../ops/metrics-hooks.js';
+import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
 /**
  * A `StorageAdapter` that records every request (operation, outcome, latency) and otherwise changes nothing: same

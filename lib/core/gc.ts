@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
-import { keys } from '../core/keys.js';
-import type { DocumentStore } from '../core/documents.js';
-import type { PackageDoc } from '../core/registry.js';
+import { keys } from './keys.js';
+import type { DocumentStore } from './documents.js';
+import type { PackageDoc } from './registry.js';
 import type { StorageAdapter } from '../storage/types.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../ops/logger.js';
 
 /**
  * Garbage collection of blobs no release references and of tombstones (package documents with no release), safe
@@ -74,6 +74,9 @@ const CLAIM_LEASE_MS = 60_000;
 /** How long a push waits for a collector to finish deleting the blob it is pushing. */
 const CLAIM_WAIT_MS = 30_000;
 
+/** How long garbage stays after it is first seen, unless `graceMs` says otherwise: one hour. */
+export const DEFAULT_GRACE_MS = 3_600_000;
+
 export interface GcOptions {
   /** Report what would be removed; write and delete nothing (not even marks). */
   dryRun?: boolean;
@@ -96,6 +99,11 @@ export interface GcReport {
   tombstones: string[];
   /** Unreferenced blobs marked by this run, to be removed by a run at least `graceMs` later. */
   marked: number;
+  /**
+   * Change entries removed (or that would be): those the catalog snapshot covers and older than `graceMs`
+   * (lib/core/feed.ts, `ChangeFeed.collect`).
+   */
+  changes: number;
 }
 
 export class FenceBroken extends Error {}
@@ -157,9 +165,9 @@ interface Deps {
 export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcReport> {
   const { storage, docs } = deps;
   const dryRun = options.dryRun === true;
-  const graceMs = options.graceMs ?? 3_600_000;
+  const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const clock = options.now ?? (() => new Date());
-  const report: GcReport = { dryRun, blobs: [], segments: [], tombstones: [], marked: 0 };
+  const report: GcReport = { dryRun, blobs: [], segments: [], tombstones: [], marked: 0, changes: 0 };
 
   const packages = new Map<string, Listed>();
   const entry = (namespace: string, name: string) => {
