@@ -4,8 +4,9 @@
  *
  * - sequential pushes over 16 packages; 8 concurrent over 16 packages; 8 concurrent into ONE package:
  *   push/s, p50, p99, errors, server CPU per push;
- * - push latency as one package grows from 10 to BENCH_GROW releases (default 1000): mean of the 20 pushes
- *   around each size;
+ * - push latency as one package grows from 10 to BENCH_GROW releases (default 1000): mean and median of the 64
+ *   pushes that reach each size, then pushes alternating between that package and packages of ~10 releases (the
+ *   ratio that is robust to the load of a shared machine) (BENCH_WORKLOADS=0 runs only this and the memory part);
  * - peak server RSS (VmHWM) over idle while 16 pushes of 30 MB tarballs run at once.
  *
  * Each release carries about 600 B of metadata, as in issue 9's measurements.
@@ -26,6 +27,9 @@ import { pack } from 'tar-stream';
 
 const N = Number(process.env.BENCH_N ?? 400);
 const GROW = Number(process.env.BENCH_GROW ?? 1000);
+const GROW_WINDOW = 64;
+/** BENCH_WORKLOADS=0: only the growth and memory measurements. */
+const WORKLOADS = process.env.BENCH_WORKLOADS !== '0';
 const BIG_MB = Number(process.env.BENCH_BIG_MB ?? 30);
 const BIG_COUNT = Number(process.env.BENCH_BIG_COUNT ?? 16);
 const ONLY = process.env.BENCH_ONLY ?? '';
@@ -36,8 +40,15 @@ const METADATA = { description: 'x'.repeat(400), maintainers: [{ name: 'bench', 
 
 interface Server { url: string; child: ChildProcess; pid: number }
 
-async function startServer(storage: string, options: Record<string, unknown> = {}): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
+/**
+ * BENCH_BASELINE: the root of another checkout (say, main's) whose server runs next to this one: sequential pushes
+ * then alternate between the two, so that both see the same machine load, and the table gets their rates side by
+ * side (the before/after of a change, on a shared machine).
+ */
+const BASELINE = process.env.BENCH_BASELINE ?? '';
+
+async function startServer(storage: string, options: Record<string, unknown> = {}, script = SERVER): Promise<Server> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
     env: { ...process.env, BENCH_STORAGE: storage, BENCH_OPTIONS: JSON.stringify(options) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -138,10 +149,13 @@ async function run(server: Server, label: string, count: number, concurrency: nu
   return { label, rate: count / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors, cpuPerPush: cpu / count, ...(firstError ? { firstError } : {}) };
 }
 
-/** Sequential pushes into one package: mean latency of the 20 pushes that take it to each size. */
-async function grow(server: Server, ns: string): Promise<{ size: number; ms: number }[]> {
+/**
+ * Sequential pushes into one package: mean and median latency of the GROW_WINDOW pushes that take it to each size
+ * (two segment cycles of lib/core/segments.ts, so the mean includes the pushes that write a segment).
+ */
+async function grow(server: Server, ns: string): Promise<{ size: number; mean: number; median: number }[]> {
   const marks = [10, 100, 1000, 10000].filter((m) => m <= GROW);
-  const out: { size: number; ms: number }[] = [];
+  const out: { size: number; mean: number; median: number }[] = [];
   const window: number[] = [];
   for (let i = 1; i <= GROW; i++) {
     const release = `1.0.${i}`;
@@ -151,11 +165,43 @@ async function grow(server: Server, ns: string): Promise<{ size: number; ms: num
     const ms = performance.now() - t0;
     if (res.status !== 200) throw new Error(`grow push ${i}: ${res.status} ${res.text.slice(0, 200)}`);
     window.push(ms);
-    if (window.length > 20) window.shift();
-    if (marks.includes(i)) out.push({ size: i, ms: window.reduce((a, b) => a + b, 0) / window.length });
+    if (window.length > GROW_WINDOW) window.shift();
+    if (marks.includes(i)) {
+      const sorted = [...window].sort((a, b) => a - b);
+      out.push({ size: i, mean: window.reduce((a, b) => a + b, 0) / window.length, median: sorted[Math.floor(sorted.length / 2)] as number });
+    }
   }
   return out;
 }
+
+/**
+ * Latency at `big` releases against latency at about 10, measured in the same minute: pushes alternate between the
+ * grown package and eight packages of 10 to 18 releases, so both sides see the same machine load (on a shared
+ * machine a sequence measured minutes apart mostly measures the load). Mean and median of `pairs` each.
+ */
+async function interleaved(server: Server, ns: string, pairs: number): Promise<{ small: number[]; big: number[] }> {
+  for (let p = 0; p < 8; p++) {
+    for (let r = 1; r <= 10; r++) {
+      const res = await post(`${server.url}/cnr/api/v1/packages/${ns}/small${p}`, await pushBody(`1.0.${r}`));
+      if (res.status !== 200) throw new Error(`small push: ${res.status} ${res.text.slice(0, 200)}`);
+    }
+  }
+  const small: number[] = [];
+  const big: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    for (const [pkg, into] of [[`small${i % 8}`, small], ['grow', big]] as const) {
+      const body = await pushBody(`2.0.${i}`);
+      const t0 = performance.now();
+      const res = await post(`${server.url}/cnr/api/v1/packages/${ns}/${pkg}`, body);
+      into.push(performance.now() - t0);
+      if (res.status !== 200) throw new Error(`interleaved push: ${res.status} ${res.text.slice(0, 200)}`);
+    }
+  }
+  return { small, big };
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 async function bigTarGz(bytes: number): Promise<Buffer> {
   const archive = pack();
@@ -200,26 +246,67 @@ async function bigPushes(storage: string): Promise<{ idle: number; peak: number;
   }
 }
 
+/** Sequential pushes alternating between this checkout's server and the baseline's: push/s, p50, p99, CPU each. */
+async function abSequential(storage: string, count: number): Promise<void> {
+  const mine = await startServer(`${storage}-ab-this`);
+  const base = await startServer(`${storage}-ab-baseline`, {}, join(BASELINE, 'bench/lib/push-server.ts'));
+  try {
+    const sides = [{ label: 'this checkout', server: mine, ms: [] as number[] }, { label: `baseline ${BASELINE}`, server: base, ms: [] as number[] }];
+    const cpu0 = await Promise.all(sides.map((s) => cpuMs(s.server.pid)));
+    for (let i = 0; i < count; i++) {
+      const body = await pushBody(`1.${Math.floor(i / 16)}.0`);
+      for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
+        const t0 = performance.now();
+        const res = await post(`${side.server.url}/cnr/api/v1/packages/ab/p${i % 16}`, body);
+        side.ms.push(performance.now() - t0);
+        if (res.status !== 200) throw new Error(`A/B push: ${res.status} ${res.text.slice(0, 200)}`);
+      }
+    }
+    const cpu1 = await Promise.all(sides.map((s) => cpuMs(s.server.pid)));
+    console.log(`\nsequential, 16 packages, alternating with the baseline (${count} pushes each):`);
+    console.log('| server | push/s (1 / mean) | p50 ms | p99 ms | server CPU ms/push |\n|---|---|---|---|---|');
+    sides.forEach((side, k) => {
+      const sorted = [...side.ms].sort((a, b) => a - b);
+      console.log(`| ${side.label} | ${(1000 / mean(side.ms)).toFixed(0)} | ${percentile(sorted, 50).toFixed(1)} | ` +
+        `${percentile(sorted, 99).toFixed(1)} | ${(((cpu1[k] as number) - (cpu0[k] as number)) / count).toFixed(2)} |`);
+    });
+  } finally {
+    await Promise.all([stopServer(mine), stopServer(base)]);
+  }
+}
+
 async function bench(kind: string, storage: string, bigStorage: string): Promise<void> {
   console.log(`\n## ${kind}\n`);
   const server = await startServer(storage);
   const results: Result[] = [];
   try {
     await post(`${server.url}/cnr/api/v1/packages/warm/up`, await pushBody('1.0.0'));
-    results.push(await run(server, 'sequential, 16 packages', N, 1, (i) => ({ pkg: `seq/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
-    results.push(await run(server, '8 concurrent, 16 packages', N, 8, (i) => ({ pkg: `par/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
-    results.push(await run(server, '8 concurrent, one package', N, 8, (i) => ({ pkg: 'hot/one', release: `1.0.${i}` })));
-    console.log('| workload | push/s | p50 ms | p99 ms | errors | server CPU ms/push |\n|---|---|---|---|---|---|');
-    for (const r of results) {
-      console.log(`| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`);
-      if (r.firstError) console.log(`  first error: ${r.firstError}`);
+    if (WORKLOADS) {
+      results.push(await run(server, 'sequential, 16 packages', N, 1, (i) => ({ pkg: `seq/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
+      results.push(await run(server, '8 concurrent, 16 packages', N, 8, (i) => ({ pkg: `par/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
+      results.push(await run(server, '8 concurrent, one package', N, 8, (i) => ({ pkg: 'hot/one', release: `1.0.${i}` })));
+      console.log('| workload | push/s | p50 ms | p99 ms | errors | server CPU ms/push |\n|---|---|---|---|---|---|');
+      for (const r of results) {
+        console.log(`| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`);
+        if (r.firstError) console.log(`  first error: ${r.firstError}`);
+      }
     }
-    const growth = await grow(server, 'grow');
-    console.log(`\npush latency as one package grows: ${growth.map((g) => `${g.size} releases ${g.ms.toFixed(1)} ms`).join(', ')}` +
-      ` (ratio ${((growth.at(-1)?.ms ?? 0) / (growth[0]?.ms ?? 1)).toFixed(2)})`);
+    if (GROW > 0) {
+      const growth = await grow(server, 'grow');
+      const first = growth[0];
+      const last = growth.at(-1);
+      console.log(`\npush latency as one package grows (mean / median of ${GROW_WINDOW} pushes): ` +
+        `${growth.map((g) => `${g.size} releases ${g.mean.toFixed(1)} / ${g.median.toFixed(1)} ms`).join(', ')}` +
+        (first && last ? ` (ratio ${(last.mean / first.mean).toFixed(2)} mean, ${(last.median / first.median).toFixed(2)} median)` : ''));
+      const { small, big } = await interleaved(server, 'grow', GROW_WINDOW * 2);
+      console.log(`interleaved, same minute: ~10 releases ${mean(small).toFixed(1)} / ${median(small).toFixed(1)} ms, ` +
+        `${GROW} releases ${mean(big).toFixed(1)} / ${median(big).toFixed(1)} ms (mean / median of ${small.length}; ` +
+        `ratio ${(mean(big) / mean(small)).toFixed(2)} mean, ${(median(big) / median(small)).toFixed(2)} median)`);
+    }
   } finally {
     await stopServer(server);
   }
+  if (BASELINE) await abSequential(storage, N);
   if (BIG_COUNT > 0) {
     const big = await bigPushes(bigStorage);
     console.log(`\n${BIG_COUNT} concurrent ${BIG_MB} MB pushes: server RSS idle ${big.idle.toFixed(0)} MB, peak ${big.peak.toFixed(0)} MB, ` +

@@ -14,7 +14,8 @@ if (target.startsWith('s3://')) {
   const { s3StorageFromUrl } = await import('../../lib/s3.js');
   storage = s3StorageFromUrl(target);
 } else {
-  storage = new FsStorage({ root: target });
+  // BENCH_FSYNC=0: FsStorage's `fsync: false` (nothing fsynced: README "fsync").
+  storage = new FsStorage({ root: target, fsync: process.env.BENCH_FSYNC !== '0' });
 }
 const options = JSON.parse(process.env.BENCH_OPTIONS ?? '{}') as Record<string, unknown>;
 const app = new Koa();

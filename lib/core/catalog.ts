@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { deepFreeze } from './documents.js';
 import { keys } from './keys.js';
 import { sortReleasesDesc } from './release.js';
+import { isLiveDoc } from './segments.js';
 import type { PackageDoc, PackageSummary, Visibility, VisibleFilter } from './registry.js';
 
 /**
@@ -119,9 +120,10 @@ export class Catalog {
   apply(key: string, doc: PackageDoc | null, etag: string | null): void {
     this.#seen.add(key);
     const current = this.#packages.get(key);
-    if (doc !== null && Object.keys(doc.releases).length === 0) this.#tombstones.set(key, doc.visibility);
+    const live = doc !== null && isLiveDoc(doc);
+    if (doc !== null && !live) this.#tombstones.set(key, doc.visibility);
     else this.#tombstones.delete(key);
-    if (doc === null || etag === null || Object.keys(doc.releases).length === 0) {
+    if (doc === null || etag === null || !live) {
       if (current === undefined) return;
       this.#forget(current);
       this.#packages.delete(key);
@@ -228,28 +230,46 @@ function join(result: ListResult, admit: boolean[] | undefined): string {
   return `[${result.items.filter((_, i) => admit[i]).map((i) => i.json).join(',')}]`;
 }
 
+/**
+ * The entry of one version. Its releases (without metadata) and their order are built when first read, not when
+ * the version is applied: a push to a package of thousands of releases must not pay O(releases) for them (issue 9);
+ * the rest of the document (visibility, channels) is at hand at once.
+ */
 function entryOf(key: string, doc: PackageDoc, etag: string): CatalogEntry {
-  const stripped = deepFreeze(stripMetadata(doc));
-  return { key, etag, doc: stripped, releasesDesc: Object.freeze(sortReleasesDesc(Object.keys(stripped.releases))), memo: new Map(), memoBytes: 0 };
+  let releases: PackageDoc['releases'] | undefined;
+  let releasesDesc: readonly string[] | undefined;
+  const channels: PackageDoc['channels'] = {};
+  for (const [channel, record] of Object.entries(doc.channels)) {
+    channels[channel] = { current: record.current, releases: [...record.releases] };
+  }
+  // Frozen shallowly: a deep freeze would call the getter.
+  const stripped: PackageDoc = Object.freeze({
+    namespace: doc.namespace, name: doc.name, created_at: doc.created_at, visibility: doc.visibility, channels: deepFreeze(channels),
+    get releases(): PackageDoc['releases'] {
+      releases ??= deepFreeze(stripMetadata(doc.releases));
+      return releases;
+    },
+  });
+  return {
+    key, etag, memo: new Map(), memoBytes: 0, doc: stripped,
+    get releasesDesc() {
+      releasesDesc ??= Object.freeze(sortReleasesDesc(Object.keys(stripped.releases)));
+      return releasesDesc;
+    },
+  };
 }
 
-/** The document without the releases' metadata: the catalog's memory grows with packages, not with metadata. */
-function stripMetadata(doc: PackageDoc): PackageDoc {
+/** The records without the releases' metadata: the catalog's memory grows with packages, not with metadata. */
+function stripMetadata(records: PackageDoc['releases']): PackageDoc['releases'] {
   const releases: PackageDoc['releases'] = {};
-  for (const [release, media] of Object.entries(doc.releases)) {
+  for (const [release, media] of Object.entries(records)) {
     const stripped: PackageDoc['releases'][string] = {};
     for (const [mt, record] of Object.entries(media)) {
       stripped[mt] = { digest: record.digest, size: record.size, created_at: record.created_at, metadata: null };
     }
     releases[release] = stripped;
   }
-  const channels: PackageDoc['channels'] = {};
-  for (const [channel, record] of Object.entries(doc.channels)) {
-    channels[channel] = { current: record.current, releases: [...record.releases] };
-  }
-  return {
-    namespace: doc.namespace, name: doc.name, created_at: doc.created_at, visibility: doc.visibility, releases, channels,
-  };
+  return releases;
 }
 
 /** Route 3's item for one package (docs/api.md section 13.1); null when no release has `mediaType`. */

@@ -19,6 +19,11 @@ import type { Logger } from '../ops/logger.js';
  * 4. A tombstone with no blob left, marked at least `graceMs` ago and whose last claim is older than
  *    `TOMBSTONE_AFTER_CLAIM_MS`, is deleted with `If-Match` on the ETag the collector read.
  *
+ * Segments (older release records, lib/core/segments.ts) are referenced objects too: one that no document
+ * references is marked (`segments`), and removed once it has been seen so for `graceMs` and at least
+ * `TOMBSTONE_AFTER_CLAIM_MS`. No claim is needed: every segment is written once (its nonce makes it unique), by a
+ * push that references it within its window or never, and a document never takes back a segment it dropped.
+ *
  * A push (see `fence` and `checkFence`) reads the document before it writes its blob, waiting while the blob is
  * claimed, and remembers the nonce; its CAS is refused (and the push starts over, blob write included) if the
  * nonce changed meanwhile, if the blob is claimed, or if more than `PUSH_WINDOW_MS` passed. Why a release can never
@@ -41,10 +46,24 @@ export interface GcState {
   claimedAt?: string;
   /** When a collector first saw the document as a tombstone. */
   tombstoneSince?: string;
+  /** Segment hash to when a collector first saw it unreferenced. */
+  segments?: Record<string, string>;
 }
 
 /** A package document as the collector reads it (lib/core/registry.ts owns the full shape). */
-type Doc = Pick<PackageDoc, 'namespace' | 'name' | 'created_at' | 'visibility' | 'releases' | 'channels' | 'gc'>;
+type Doc = Pick<PackageDoc, 'namespace' | 'name' | 'created_at' | 'visibility' | 'releases' | 'channels' | 'gc' | 'segments' | 'removed'>;
+
+/** How the collector sees a document's releases held in segments (lib/core/segments.ts, through the Registry). */
+export interface SegmentAccess {
+  /** Load the document's segments (before a synchronous `releases` of it). */
+  load(doc: Doc): Promise<unknown>;
+  /** Every release record of the document, segments included; throws when they are not loaded. */
+  releases(doc: Doc): PackageDoc['releases'];
+  /** The segment hashes the document references, indexes included. */
+  referenced(doc: Doc): Promise<Set<string>>;
+  /** Whether `err` says the segments were not loaded (the change is tried again after `load`). */
+  notLoaded(err: unknown): boolean;
+}
 
 /** The longest a push may take from reading the package document to its compare-and-swap before it starts over. */
 export const PUSH_WINDOW_MS = 5 * 60_000;
@@ -74,6 +93,8 @@ export interface GcReport {
   dryRun: boolean;
   /** Blobs removed (or that would be). */
   blobs: { package: string; digest: string }[];
+  /** Unreferenced segments removed (or that would be). */
+  segments: { package: string; hash: string }[];
   /** Packages whose tombstone was removed (or would be). */
   tombstones: string[];
   /** Unreferenced blobs marked by this run, to be removed by a run at least `graceMs` later. */
@@ -137,6 +158,7 @@ interface Deps {
   docs: DocumentStore;
   logger?: Logger | undefined;
   listPageSize: number;
+  segments: SegmentAccess;
 }
 
 /** One collection over the whole store (see the module comment). Lists every blob and package document. */
@@ -145,15 +167,19 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
   const dryRun = options.dryRun === true;
   const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const clock = options.now ?? (() => new Date());
-  const report: GcReport = { dryRun, blobs: [], tombstones: [], marked: 0, changes: 0 };
+  const report: GcReport = { dryRun, blobs: [], segments: [], tombstones: [], marked: 0, changes: 0 };
 
-  const packages = new Map<string, { namespace: string; name: string; blobs: Set<string> }>();
+  const packages = new Map<string, Listed>();
   const entry = (namespace: string, name: string) => {
     const id = `${namespace}/${name}`;
     let found = packages.get(id);
-    if (!found) packages.set(id, (found = { namespace, name, blobs: new Set() }));
+    if (!found) packages.set(id, (found = { namespace, name, blobs: new Set(), segments: new Set(), referencedSegments: new Set() }));
     return found;
   };
+  for await (const key of listAll(storage, keys.segments(), deps.listPageSize)) {
+    const ref = keys.parseSegment(key);
+    if (ref) entry(ref.namespace, ref.name).segments.add(ref.hash);
+  }
   for await (const key of listAll(storage, keys.blobs(), deps.listPageSize)) {
     const ref = keys.parseBlob(key);
     if (ref) entry(ref.namespace, ref.name).blobs.add(ref.digest);
@@ -166,9 +192,18 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
   for (const [id, pkg] of packages) {
     const docKey = keys.packageDoc(pkg.namespace, pkg.name);
     const now = clock();
+    const fresh = (await docs.readFresh<Doc>(docKey))?.value ?? null;
+    if (fresh !== null) {
+      await deps.segments.load(fresh);
+      // Read before the compare-and-swap: a segment the document references later was written by a push within its
+      // window, which the removal's wait outlasts.
+      pkg.referencedSegments = await deps.segments.referenced(fresh);
+    }
+    const releasesOf = (doc: Doc): PackageDoc['releases'] => deps.segments.releases(doc);
     if (dryRun) {
-      const current = (await docs.readFresh<Doc>(docKey))?.value ?? null;
-      const planned = plan(current === null ? null : structuredClone(current), pkg, now, graceMs);
+      const current = fresh;
+      const planned = plan(current === null ? null : structuredClone(current), pkg, now, graceMs, releasesOf);
+      report.segments.push(...planned.removeSegments.map((hash) => ({ package: id, hash })));
       report.blobs.push(...planned.claim.map((digest) => ({ package: id, digest })));
       report.marked += planned.marked;
       const tombstone = planned.next ?? current;
@@ -177,11 +212,33 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
       continue;
     }
 
-    const planned = await docs.update<Doc, Plan>(docKey, (current) => {
-      const result = plan(current, pkg, now, graceMs);
-      return result.next ? { next: result.next, result } : { result };
-    });
+    let planned: Plan | undefined;
+    for (let attempt = 1; planned === undefined; attempt += 1) {
+      try {
+        planned = await docs.update<Doc, Plan>(docKey, (current) => {
+          const result = plan(current, pkg, now, graceMs, releasesOf);
+          return result.next ? { next: result.next, result } : { result };
+        });
+      } catch (err) {
+        if (!deps.segments.notLoaded(err) || attempt >= 3) throw err;
+        const again = (await docs.readFresh<Doc>(docKey))?.value;
+        if (again !== undefined) await deps.segments.load(again);
+      }
+    }
     report.marked += planned.marked;
+    for (const hash of planned.removeSegments) {
+      await storage.delete(keys.segment(pkg.namespace, pkg.name, hash));
+      report.segments.push({ package: id, hash });
+    }
+    if (planned.removeSegments.length > 0) {
+      await docs.update<Doc, void>(docKey, (current) => {
+        if (!current?.gc?.segments) return { result: undefined };
+        const marks = { ...current.gc.segments };
+        for (const hash of planned.removeSegments) delete marks[hash];
+        setGc(current, compact({ ...current.gc, segments: marks }));
+        return { next: current, result: undefined };
+      });
+    }
     const claimedAt = performance.now();
     const deleted: string[] = [];
     for (const digest of planned.claim) {
@@ -211,13 +268,24 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
 interface Plan {
   next: Doc | null;
   claim: string[];
+  /** Segments to delete now (unreferenced long enough). */
+  removeSegments: string[];
   marked: number;
 }
 
+interface Listed {
+  namespace: string;
+  name: string;
+  blobs: Set<string>;
+  segments: Set<string>;
+  /** The segments the document referenced when read before the compare-and-swap. */
+  referencedSegments: Set<string>;
+}
+
 /** The collector's decision for one package, from the current document and the blobs listed (pure). */
-function plan(current: Doc | null, pkg: { namespace: string; name: string; blobs: Set<string> }, now: Date, graceMs: number): Plan {
+function plan(current: Doc | null, pkg: Listed, now: Date, graceMs: number, releasesOf: (doc: Doc) => PackageDoc['releases']): Plan {
   const referenced = new Set<string>();
-  for (const media of Object.values(current?.releases ?? {})) {
+  for (const media of Object.values(current === null ? {} : releasesOf(current))) {
     for (const record of Object.values(media)) referenced.add(record.digest);
   }
   const state: GcState = { ...current?.gc };
@@ -227,6 +295,25 @@ function plan(current: Doc | null, pkg: { namespace: string; name: string; blobs
   const claim: string[] = [];
   let marked = 0;
   let changed = false;
+  const segmentMarks = { ...state.segments };
+  const removeSegments: string[] = [];
+  for (const hash of Object.keys(segmentMarks)) {
+    if (pkg.referencedSegments.has(hash) || !pkg.segments.has(hash)) {
+      delete segmentMarks[hash];
+      changed = true;
+    }
+  }
+  for (const hash of pkg.segments) {
+    if (pkg.referencedSegments.has(hash)) continue;
+    const seen = segmentMarks[hash];
+    if (seen === undefined) {
+      segmentMarks[hash] = nowIso;
+      marked += 1;
+      changed = true;
+    } else if (now.getTime() - Date.parse(seen) >= Math.max(graceMs, TOMBSTONE_AFTER_CLAIM_MS)) {
+      removeSegments.push(hash);
+    }
+  }
   for (const digest of Object.keys(orphans)) {
     if (referenced.has(digest) || !pkg.blobs.has(digest)) {
       delete orphans[digest];
@@ -250,23 +337,24 @@ function plan(current: Doc | null, pkg: { namespace: string; name: string; blobs
     state.nonce = randomBytes(12).toString('base64url');
     state.claimedAt = nowIso;
   }
-  const tombstone = current === null || Object.keys(current.releases).length === 0;
+  const tombstone = current === null || Object.keys(releasesOf(current)).length === 0;
   if (tombstone && (current !== null || pkg.blobs.size > 0) && state.tombstoneSince === undefined) {
     state.tombstoneSince = nowIso;
     changed = true;
   }
-  if (!changed && claim.length === 0) return { next: null, claim, marked };
+  if (!changed && claim.length === 0) return { next: null, claim, removeSegments, marked };
   // Blobs without a package document (a push that died before its CAS) get a tombstone to hold the claims.
   const next: Doc = current ?? {
     namespace: pkg.namespace, name: pkg.name, created_at: nowIso, visibility: 'public', releases: {}, channels: {},
   };
-  setGc(next, compact({ ...state, orphans, claims }));
-  return { next, claim, marked };
+  setGc(next, compact({ ...state, orphans, claims, segments: segmentMarks }));
+  return { next, claim, removeSegments, marked };
 }
 
 function tombstoneExpired(doc: Doc, now: Date, graceMs: number): boolean {
   const state = doc.gc;
-  if (Object.keys(doc.releases).length > 0 || !state?.tombstoneSince) return false;
+  // A document whose releases are all in segments has no inline release, and is no tombstone.
+  if (Object.keys(doc.releases).length > 0 || (doc.segments?.length ?? 0) > 0 || !state?.tombstoneSince) return false;
   if (state.claims && Object.keys(state.claims).length > 0) return false;
   if (now.getTime() - Date.parse(state.tombstoneSince) < graceMs) return false;
   return state.claimedAt === undefined
@@ -325,5 +413,6 @@ function compact(state: GcState): GcState | undefined {
   if (state.nonce !== undefined) out.nonce = state.nonce;
   if (state.claimedAt !== undefined) out.claimedAt = state.claimedAt;
   if (state.tombstoneSince !== undefined) out.tombstoneSince = state.tombstoneSince;
+  if (state.segments && Object.keys(state.segments).length > 0) out.segments = state.segments;
   return Object.keys(out).length > 0 ? out : undefined;
 }

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
  *   packages/<ns>/<name>.json                          package document: releases, channels, visibility (mutable, CAS)
  *   blobs/<ns>/<name>/sha256/<digest>                   blob bytes, gzip as pushed (immutable, content-addressed)
  *   metadata/<ns>/<name>/sha256/<hash>.json            a release's metadata, JSON (immutable, content-addressed)
+ *   segments/<ns>/<name>/sha256/<hash>.json            older release records of a package (immutable, content-addressed)
  *   charts/<ns>/<name>/sha256/<digest>.json            Helm: what the index needs of blob <digest> (chart.ts)
  *   changes/<time>+<instance>+<seq>+<ns>+<name>         change entry: "this package changed" (immutable, create-only)
  *   changes/<time>+compacted                           entries before <time> were deleted (lib/core/feed.ts)
@@ -21,6 +22,7 @@ const PACKAGES = 'packages/';
 const BLOBS = 'blobs/';
 const PACKAGE_DOC_SUFFIX = '.json';
 const CHANGES = 'changes/';
+const SEGMENTS = 'segments/';
 const TIME_DIGITS = 13;
 
 export interface ChangeRef {
@@ -75,6 +77,25 @@ export const keys = {
 
   metadata(namespace: string, name: string, hash: string): string {
     return `metadata/${namespace}/${name}/sha256/${hash}.json`;
+  },
+
+  /** A segment of a package's release records (lib/core/segments.ts); `hash` is the sha256 (hex) of its JSON. */
+  segment(namespace: string, name: string, hash: string): string {
+    return `${SEGMENTS}${namespace}/${name}/sha256/${hash}.json`;
+  },
+
+  /** Prefix of every segment (for garbage collection). */
+  segments(): string {
+    return SEGMENTS;
+  },
+
+  /** The inverse of `segment`, for keys returned by a listing; `null` for anything else. */
+  parseSegment(key: string): { namespace: string; name: string; hash: string } | null {
+    if (!key.startsWith(SEGMENTS)) return null;
+    const parts = key.slice(SEGMENTS.length).split('/');
+    const file = /^([0-9a-f]{64})\.json$/.exec(parts[3] ?? '');
+    if (parts.length !== 4 || parts[2] !== 'sha256' || !parts[0] || !parts[1] || !file) return null;
+    return { namespace: parts[0], name: parts[1], hash: file[1] as string };
   },
 
   /**

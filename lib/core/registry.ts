@@ -10,12 +10,16 @@ import type { StorageAdapter, StreamResult } from '../storage/types.js';
 import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
 import { Catalog, EVERYONE, type CatalogEntry } from './catalog.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
-import { DocumentStore, type CasOptions, type DocumentCacheOptions } from './documents.js';
+import { deepFreeze, DocumentStore, type CasOptions, type DocumentCacheOptions, type Update } from './documents.js';
 import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
 import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
 import { selectRelease } from './selector.js';
+import {
+  allReleases, applyFlush, clearSegments, deleteRecord, hasReleases, mediaOf, Segments, SegmentsNotLoaded, setRecord,
+  LIVE, type SegmentView,
+} from './segments.js';
 import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
 import { checkStorage, type HealthReport } from './health.js';
 import type { Logger } from '../ops/logger.js';
@@ -63,8 +67,16 @@ export interface PackageDoc {
   name: string;
   created_at: string;
   visibility: Visibility;
+  /**
+   * Release x media type records. As stored: the recent ones only, the others being in `segments`; as the
+   * catalog and the read methods see it (`#logical`): every release.
+   */
   releases: Record<string, Record<string, ManifestRecord>>;
   channels: Record<string, ChannelRecord>;
+  /** Older release records, in immutable segment objects (lib/core/segments.ts), oldest first. */
+  segments?: string[];
+  /** Release to media types deleted from the segments. */
+  removed?: Record<string, string[]>;
   /** The garbage collector's bookkeeping (lib/core/gc.ts); every write of the document must keep it. */
   gc?: GcState;
 }
@@ -189,6 +201,9 @@ export interface RegistryOptions {
 export class Registry {
   readonly storage: StorageAdapter;
   readonly #docs: DocumentStore;
+  readonly #segments: Segments;
+  /** The whole-package view of each stored document version (`#logical`). */
+  readonly #logicalDocs = new WeakMap<PackageDoc, PackageDoc>();
   readonly #maxUnpackedSize: number;
   readonly #pushTmpDir: string | undefined;
   readonly #pushMemoryBytes: number | undefined;
@@ -223,15 +238,23 @@ export class Registry {
     this.logger = options.logger;
     this.#audit = options.audit;
     this.#listPageSize = options.listPageSize;
-    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes },
-      { metrics: options.metrics });
+    this.#segments = new Segments(this.storage);
+    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes }, {
+      metrics: options.metrics,
+      // A package document read from storage comes with its segments, so that every synchronous user (the catalog,
+      // a compare-and-swap's update function) finds them in memory.
+      prepare: async (key, value) => (keys.parsePackageDoc(key) === null ? undefined : this.#segments.load(value as PackageDoc)),
+    });
     this.#maxUnpackedSize = options.maxUnpackedSize;
     this.#pushTmpDir = options.pushTmpDir;
     this.#pushMemoryBytes = options.pushMemoryBytes;
     this.#defaultVisibility = options.defaultVisibility;
     this.#now = options.now;
     this.#docs.onDocument((key, version) => {
-      if (keys.parsePackageDoc(key) !== null) this.#catalog.apply(key, version.value as PackageDoc | null, version.etag);
+      if (keys.parsePackageDoc(key) !== null) {
+        const stored = version.value as PackageDoc | null;
+        this.#catalog.apply(key, stored === null ? null : this.#logical(stored), version.etag);
+      }
     });
     this.#feed = new ChangeFeed(this.storage, this.#docs, this.#catalog, options.coherence,
       () => this.#now().getTime(), options.listPageSize);
@@ -300,11 +323,14 @@ export class Registry {
    * Everything about the push is validated (names, release, media type) before its blob is checked, and the blob
    * is checked in full before anything is stored, so a refused push leaves nothing in storage.
    *
-   * Write order: blob, then the package document. A crash or a storage failure in between leaves an unreferenced
-   * blob (harmless, reused by the next push), never a release whose blob is missing. Costs three storage requests
-   * whatever the size of the registry: the blob's create-if-absent PUT (plus a HEAD when that blob was already
-   * there), and the package document's conditional GET and compare-and-swap PUT. A blob too large to wait in
-   * memory is HEADed first, so that pushing the same large tarball again does not upload it again.
+   * Write order: blob, metadata object, segment (when the inline records are full), then the package document. A
+   * crash or a storage failure in between leaves unreferenced objects (harmless; gc removes them), never a release
+   * whose blob, metadata or segment is missing. Costs four storage requests whatever the size of the registry and
+   * of the package: the package document's conditional GET (the garbage-collection fence, also the read the
+   * compare-and-swap starts from), the blob's and the metadata's create-if-absent PUTs (plus a HEAD when one was
+   * already there), and the compare-and-swap PUT; plus the change entry's PUT (lib/core/feed.ts), and one PUT of a
+   * segment every 32 pushes to a package (lib/core/segments.ts). A blob too large to wait in memory is HEADed
+   * first, so that pushing the same large tarball again does not upload it again.
    */
   async push(input: PushInput): Promise<void> {
     const { namespace, name } = this.#names(input.namespace, input.name);
@@ -312,8 +338,8 @@ export class Registry {
     const mediaType = normalizeMediaType(input.mediaType ?? 'kpm');
     const force = input.force === true;
     const docKey = keys.packageDoc(namespace, name);
-    const exists = (doc: PackageDoc | null): boolean =>
-      doc !== null && own(own(doc.releases, release) ?? {}, mediaType) !== undefined;
+    const exists = (doc: PackageDoc | null, view: SegmentView): boolean =>
+      doc !== null && own(mediaOf(doc, view, release) ?? {}, mediaType) !== undefined;
     const conflict = new ApprError('package-exists', 'Package exists already', {
       package: `${namespace}/${name}`, release, media_type: mediaType,
     });
@@ -330,21 +356,33 @@ export class Registry {
       // written again after the claim is lifted, so a release never references a blob the collector deletes.
       for (let round = 1; ; round += 1) {
         const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);
-        const stored = await this.#storeBlob(namespace, name, blob);
+        // The objects the document will reference are independent of each other: written at once (with the
+        // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
+        const fenced = gcFence.doc?.value;
+        const [stored, , flush] = await Promise.all([
+          // A Helm chart's record describes the stored bytes: written by the push that wrote them (lib/core/chart.ts).
+          this.#storeBlob(namespace, name, blob).then(async (stored) => {
+            if (stored?.written === true && mediaType === HELM_MEDIA_TYPE) await this.#putChart(namespace, name, blob);
+            return stored;
+          }),
+          migrated === undefined
+            ? (async () => {
+              // Metadata goes to an immutable object written before the document that references it, so the
+              // package document, rewritten by every change, holds ~200 bytes per release.
+              metadataRef = metadata === null ? undefined : await this.#putMetadata(namespace, name, metadata);
+              migrated = await this.#migrateMetadata(namespace, name);
+            })()
+            : undefined,
+          // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
+          fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
+        ]);
         if (stored === null) {
           // Reported as present but gone (deleted by a collector since): write it again.
           if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
           continue;
         }
         size = stored.size;
-        if (mediaType === HELM_MEDIA_TYPE && stored.written) await this.#putChart(namespace, name, blob);
-        if (migrated === undefined) {
-          // Metadata goes to an immutable object written after the blob and before the document that references
-          // it, so the package document, rewritten by every change, holds ~200 bytes per release.
-          metadataRef = metadata === null ? undefined : await this.#putMetadata(namespace, name, metadata);
-          migrated = await this.#migrateMetadata(namespace, name);
-        }
-        const moved = migrated;
+        const moved = migrated ?? new Set<string>();
         const ref = metadataRef;
         try {
           created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
@@ -354,23 +392,25 @@ export class Registry {
                 package: `${namespace}/${name}`,
               });
             }
-            if (!force && exists(current)) throw conflict;
+            const view = current === null ? undefined : this.#segments.viewOf(current);
+            if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict;
             checkFence(gcFence, current, blob.digest);
             // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
-            const doc = current && isLive(current)
+            const doc = current && view && hasReleases(current, view)
               ? current
               : newPackage(namespace, name, createdAt, current?.visibility ?? input.visibility ?? this.#defaultVisibility);
+            if (doc === current) applyFlush(doc, flush);
             if (moved.size > 0) referenceMetadata(doc, moved);
-            const media = own(doc.releases, release) ?? {};
-            media[mediaType] = ref === undefined
+            setRecord(doc, release, mediaType, ref === undefined
               ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
-              : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref };
-            doc.releases[release] = media;
+              : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref });
             keepGcState(current, doc, blob.digest);
+            this.#segments.viewOf(doc); // keeps the view with the version written
             return { next: doc, result: doc !== current };
-          });
+          }, {}, { fresh: true });
           break;
         } catch (err) {
+          if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
           if (!(err instanceof FenceBroken)) throw err;
           if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
         }
@@ -550,8 +590,8 @@ export class Registry {
     if (visibility !== 'public' && visibility !== 'private') {
       throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
     }
-    const previous = await this.#docs.update<PackageDoc, Visibility>(keys.packageDoc(names.namespace, names.name), (doc) => {
-      const live = requireLive(doc, names);
+    const previous = await this.#change<Visibility>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
+      const live = requireLive(doc, names, view);
       if (live.visibility === visibility) return { result: visibility };
       const before = live.visibility;
       live.visibility = visibility;
@@ -719,16 +759,17 @@ export class Registry {
     const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${release} (${mt})`, {
       package: pkg, release, media_type: mt,
     });
-    const packageDeleted = await this.#docs.update<PackageDoc, boolean>(keys.packageDoc(names.namespace, names.name), (doc) => {
-      const media = doc && isLive(doc) ? own(doc.releases, release) : undefined;
-      if (!doc || !media || own(media, mt) === undefined) throw notFound;
-      delete media[mt];
-      if (Object.keys(media).length === 0) {
-        delete doc.releases[release];
-        for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release);
+    const packageDeleted = await this.#change<boolean>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
+      if (!doc || !deleteRecord(doc, view, release, mt)) throw notFound;
+      if (mediaOf(doc, view, release) === undefined) {
+        for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release, view);
       }
-      if (!isLive(doc)) doc.channels = {};
-      return { next: doc, result: !isLive(doc) };
+      const live = hasReleases(doc, view);
+      if (!live) {
+        doc.channels = {};
+        clearSegments(doc);
+      }
+      return { next: doc, result: !live };
     });
     await this.#feed.record(names.namespace, names.name);
     await this.#changed(context, { type: 'delete', package: pkg, release, mediaType: mt, packageDeleted });
@@ -754,24 +795,25 @@ export class Registry {
       package: pkg, release: hex, media_type: null,
     });
     if (hex === null) throw notFound();
-    const removed = await this.#docs.update<PackageDoc, { release: string; mediaType: string }[]>(
+    const removed = await this.#change<{ release: string; mediaType: string }[]>(
       keys.packageDoc(names.namespace, names.name),
-      (doc) => {
+      (doc, view) => {
         const gone: { release: string; mediaType: string }[] = [];
         if (!doc) return { result: gone };
-        for (const release of Object.keys(doc.releases)) {
-          const media = own(doc.releases, release) as Record<string, ManifestRecord>;
-          for (const mt of Object.keys(media)) {
-            if (own(media, mt)?.digest !== hex) continue;
-            delete media[mt];
+        for (const [release, media] of Object.entries(allReleases(doc, view))) {
+          for (const [mt, record] of Object.entries(media)) {
+            if (record.digest !== hex) continue;
+            deleteRecord(doc, view, release, mt);
             gone.push({ release, mediaType: mt });
           }
-          if (Object.keys(media).length === 0) {
-            delete doc.releases[release];
-            for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release);
+          if (mediaOf(doc, view, release) === undefined) {
+            for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release, view);
           }
         }
-        if (!isLive(doc)) doc.channels = {};
+        if (!hasReleases(doc, view)) {
+          doc.channels = {};
+          clearSegments(doc);
+        }
         return gone.length ? { next: doc, result: gone } : { result: gone };
       },
     );
@@ -806,9 +848,9 @@ export class Registry {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     if (release !== 'default') checkRelease(release, { detail: 'release' });
-    const channelRecord = await this.#docs.update<PackageDoc, Channel>(keys.packageDoc(names.namespace, names.name), (doc) => {
-      const live = requireLive(doc, names);
-      if (own(live.releases, release) === undefined) {
+    const channelRecord = await this.#change<Channel>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
+      const live = requireLive(doc, names, view);
+      if (mediaOf(live, view, release) === undefined) {
         throw new ApprError('package-release-not-found', `Release ${release} doesn't exist for package ${pkgName(live)}`, {
           package: pkgName(live), release,
         });
@@ -830,11 +872,11 @@ export class Registry {
   ): Promise<{ namespace: string; name: string; channel: string; release: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
-      const live = requireLive(doc, names);
+    await this.#change<void>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
+      const live = requireLive(doc, names, view);
       if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
-      if (own(live.releases, release) === undefined) throw packageNotFound(live, release);
-      removeFromChannel(live, channel, release);
+      if (mediaOf(live, view, release) === undefined) throw packageNotFound(live, release);
+      removeFromChannel(live, channel, release, view);
       return { next: live, result: undefined };
     });
     await this.#feed.record(names.namespace, names.name);
@@ -848,8 +890,8 @@ export class Registry {
   ): Promise<{ namespace: string; name: string; channel: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    await this.#docs.update<PackageDoc, void>(keys.packageDoc(names.namespace, names.name), (doc) => {
-      const live = requireLive(doc, names);
+    await this.#change<void>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
+      const live = requireLive(doc, names, view);
       if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
       delete live.channels[channel];
       return { next: live, result: undefined };
@@ -925,7 +967,13 @@ export class Registry {
    * storage failure (what was removed until then stays removed; a later run finishes).
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
-    const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize }, {
+    const segments = {
+      load: (doc: PackageDoc) => this.#segments.load(doc),
+      releases: (doc: PackageDoc) => allReleases(doc, this.#segments.viewOf(doc)),
+      referenced: (doc: PackageDoc) => this.#segments.referenced(doc),
+      notLoaded: (err: unknown) => err instanceof SegmentsNotLoaded,
+    };
+    const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize, segments }, {
       now: this.#now, ...options,
     });
     report.changes = await this.#feed.collect({ dryRun: report.dryRun, graceMs: options.graceMs ?? DEFAULT_GRACE_MS });
@@ -944,6 +992,52 @@ export class Registry {
   // ---- helpers ------------------------------------------------------------------------------------------------
 
   #rebuilding: Promise<void> | undefined;
+
+  /**
+   * `DocumentStore.update` of a package document, whose `fn` also gets the view of the document's segments
+   * (lib/core/segments.ts). When they are not in memory (another instance wrote a segment since this one read the
+   * document), they are loaded and the change tried again.
+   */
+  async #change<R>(key: string, fn: (doc: PackageDoc | null, view: SegmentView) => Update<PackageDoc, R>): Promise<R> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.#docs.update<PackageDoc, R>(key, (doc) => {
+          if (doc === null) return fn(null, this.#segments.viewOf({ namespace: '', name: '' }));
+          const outcome = fn(doc, this.#segments.viewOf(doc));
+          if ('next' in outcome) this.#segments.viewOf(outcome.next); // keeps the view with the version written
+          return outcome;
+        });
+      } catch (err) {
+        if (!(err instanceof SegmentsNotLoaded) || attempt >= 3) throw err;
+        const fresh = await this.#docs.readFresh<PackageDoc>(key);
+        if (fresh !== null) await this.#segments.load(fresh.value);
+      }
+    }
+  }
+
+  /**
+   * A stored package document as the read methods and the catalog see it: every release, those of its segments
+   * included (built when first asked for, once per version). A document without segments is its own view.
+   */
+  #logical(stored: PackageDoc): PackageDoc {
+    if (stored.segments === undefined || stored.segments.length === 0) return stored;
+    const known = this.#logicalDocs.get(stored);
+    if (known !== undefined) return known;
+    const view = this.#segments.viewOf(stored);
+    let releases: PackageDoc['releases'] | undefined;
+    const logical = {
+      namespace: stored.namespace, name: stored.name, created_at: stored.created_at, visibility: stored.visibility,
+      channels: stored.channels,
+      get releases(): PackageDoc['releases'] {
+        releases ??= deepFreeze(allReleases(stored, view));
+        return releases;
+      },
+    } as PackageDoc;
+    // Whether the package is live, without building `releases` (the catalog asks that of every version).
+    Object.defineProperty(logical, LIVE, { value: hasReleases(stored, view) });
+    this.#logicalDocs.set(stored, Object.freeze(logical));
+    return logical;
+  }
 
   #names(namespace: string, name: string) {
     return { namespace: checkName('namespace', namespace), name: checkName('package', name) };
@@ -996,8 +1090,9 @@ export class Registry {
     const entry = await this.#entry(names.namespace, names.name, release);
     if (entry === undefined) return requireLive(null, names);
     const cached = this.#docs.peek<PackageDoc>(entry.key);
-    if (cached?.etag === entry.etag && cached.value !== null) return cached.value;
-    return requireLive((await this.#docs.refresh<PackageDoc>(entry.key)).value, names);
+    if (cached?.etag === entry.etag && cached.value !== null) return this.#logical(cached.value);
+    const fresh = (await this.#docs.refresh<PackageDoc>(entry.key)).value;
+    return requireLive(fresh === null ? null : this.#logical(fresh), names);
   }
 
   /**
@@ -1105,8 +1200,8 @@ function pkgName(doc: { namespace: string; name: string }): string {
   return `${doc.namespace}/${doc.name}`;
 }
 
-function requireLive(doc: PackageDoc | null, names: { namespace: string; name: string }): PackageDoc {
-  if (doc && isLive(doc)) return doc;
+function requireLive(doc: PackageDoc | null, names: { namespace: string; name: string }, view?: SegmentView): PackageDoc {
+  if (doc && (view === undefined ? isLive(doc) : hasReleases(doc, view))) return doc;
   throw new ApprError('package-not-found', `package ${pkgName(names)} doesn't exist`, {
     package: pkgName(names), release: null, media_type: null,
   });
@@ -1124,10 +1219,10 @@ function channelNotFound(doc: PackageDoc, channel: string): ApprError {
   });
 }
 
-function removeFromChannel(doc: PackageDoc, channel: string, release: string): void {
+function removeFromChannel(doc: PackageDoc, channel: string, release: string, view: SegmentView): void {
   const record = own(doc.channels, channel);
   if (!record) return;
-  const releases = record.releases.filter((r) => r !== release && own(doc.releases, r) !== undefined);
+  const releases = record.releases.filter((r) => r !== release && mediaOf(doc, view, r) !== undefined);
   if (releases.length === 0) {
     delete doc.channels[channel];
     return;

@@ -8,7 +8,7 @@ import type { StorageAdapter } from '../storage/types.js';
 import type { AuditHook } from '../ops/audit.js';
 import type { Logger } from '../ops/logger.js';
 import type { MetricsHooks } from '../ops/metrics-hooks.js';
-import { fn, group, instance, integer, missingMethods, oneOf, text, type SameOptions } from './validate.js';
+import { flag, fn, group, instance, integer, missingMethods, oneOf, text, type SameOptions } from './validate.js';
 
 /**
  * The options of `Registry` and the storage adapters (except S3: lib/options/s3.ts, so that the main entry point's
@@ -121,6 +121,7 @@ export const fsStorageOptions = group({
   lockTimeoutMs: integer('ms', 1).default(10_000),
   /** 0 would break every lock, whoever holds it: no mutual exclusion at all. */
   staleLockMs: integer('ms', 1).default(30_000),
+  fsync: flag().default(true),
 });
 
 export const memoryStorageOptions = group({});

@@ -1,11 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
 import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
+import { errorCode, ignore, isAbsence, KeyLocks, openIfExists, readExactly, uniqueSuffix } from './fs-lock.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
@@ -18,6 +17,12 @@ export interface FsStorageOptions {
   lockTimeoutMs?: number;
   /** A lock older than this is taken to be abandoned, whoever holds it. Default 30 s. */
   staleLockMs?: number;
+  /**
+   * fsync every object's bytes before publishing it (default true). false: nothing is fsynced, for a directory
+   * whose loss in a power cut does not matter (tmpfs, CI, a cache): then a power cut may lose the writes of the
+   * last seconds and leave recently published objects empty or torn (README "What is fsynced").
+   */
+  fsync?: boolean;
 }
 
 /**
@@ -28,7 +33,7 @@ export interface FsStorageOptions {
  *   atomic link or rename: readers see the old or the new bytes, never a mix, and a crash leaves at most a temp file.
  * - Create-if-absent is `link(temp, final)`, which the kernel refuses atomically when `final` exists.
  * - Compare-and-swap, unconditional replace and delete run under a per-key lock file (`<root>/locks/<sha256>`,
- *   created with O_EXCL), so that checking the current ETag and renaming is one step for every process.
+ *   created with O_EXCL; lib/storage/fs-lock.ts), so that checking the current ETag and renaming is one step for every process.
  * - An ETag is derived from the fstat of the very descriptor the body is read from, so it always belongs to the
  *   bytes returned with it.
  *
@@ -43,8 +48,8 @@ export class FsStorage implements StorageAdapter {
   readonly #objectsDir: string;
   readonly #tmpDir: string;
   readonly #locksDir: string;
-  readonly #lockTimeoutMs: number;
-  readonly #staleLockMs: number;
+  readonly #locks: KeyLocks;
+  readonly #fsync: boolean;
   #ready: Promise<void> | undefined;
   /** Set at start-up when the directory cannot be written: reads are served, writes refused (issue 12 item 17). */
   #readOnly = false;
@@ -55,8 +60,8 @@ export class FsStorage implements StorageAdapter {
     this.#objectsDir = join(options.root, 'objects');
     this.#tmpDir = join(options.root, 'tmp');
     this.#locksDir = join(options.root, 'locks');
-    this.#lockTimeoutMs = options.lockTimeoutMs;
-    this.#staleLockMs = options.staleLockMs;
+    this.#fsync = options.fsync;
+    this.#locks = new KeyLocks(this.#locksDir, { timeoutMs: options.lockTimeoutMs, staleMs: options.staleLockMs });
   }
 
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
@@ -200,8 +205,10 @@ export class FsStorage implements StorageAdapter {
     const path = join(this.#tmpDir, `${process.pid}-${uniqueSuffix()}.tmp`);
     const fh = await open(path, 'wx');
     try {
+      let size = 0;
       for await (const chunk of chunks) {
         for (let offset = 0; offset < chunk.byteLength; ) offset += (await fh.write(chunk, offset)).bytesWritten;
+        size += chunk.byteLength;
       }
       // The ETag includes the mtime, but the kernel stamps it with a coarse clock (a tick of 1-10 ms), and ext4 or
       // xfs reuse a freed inode at once: two writes of the same size in one tick could then get the ETag of an
@@ -209,7 +216,8 @@ export class FsStorage implements StorageAdapter {
       // sub-millisecond mtime makes that coincidence negligible.
       const now = (Date.now() + Math.random()) / 1000;
       await fh.utimes(now, now);
-      await fh.sync();
+      // A zero-byte object (a change entry) is whole whether or not its inode reached the disk: nothing to sync.
+      if (this.#fsync && size > 0) await fh.sync();
       return { path, fh };
     } catch (err) {
       await fh.close().catch(ignore);
@@ -230,60 +238,11 @@ export class FsStorage implements StorageAdapter {
   }
 
   /**
-   * Run `fn` holding the key's lock: a file created with O_EXCL that names its owner. Waiters poll with short
-   * randomized sleeps and break a lock whose owner is dead (same host) or that is older than `staleLockMs`.
-   *
-   * TypeScript-private rather than `#private` so that a test can make a real process die holding a lock.
+   * Run `fn` holding the key's lock (lib/storage/fs-lock.ts). TypeScript-private rather than `#private` so that a
+   * test can make a real process die holding a lock.
    */
-  private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const lockPath = join(this.#locksDir, createHash('sha256').update(key).digest('hex'));
-    const deadline = Date.now() + this.#lockTimeoutMs;
-    let token: string | null;
-    for (let attempt = 0; (token = await tryCreateLock(lockPath)) === null; attempt++) {
-      if (Date.now() > deadline) {
-        throw new StorageUnavailableError(`fs storage: timed out waiting for the lock on ${key}`);
-      }
-      if (!(await this.#breakIfStale(lockPath))) await sleep(Math.random() * Math.min(20, 2 + 2 ** attempt));
-    }
-    try {
-      return await fn();
-    } finally {
-      await releaseLock(lockPath, token);
-    }
-  }
-
-  /**
-   * Remove the lock at `lockPath` if it is abandoned. True when the caller should retry at once (the lock is gone).
-   *
-   * Breakers serialise on a second lock file, and re-read the lock under it: otherwise two waiters could both judge
-   * the same dead lock, one remove it and take a fresh one, and the other then remove that fresh lock.
-   */
-  async #breakIfStale(lockPath: string): Promise<boolean> {
-    const seen = await readLock(lockPath);
-    if (seen === null) return true;
-    if (!this.#isStale(seen)) return false;
-    const guardPath = `${lockPath}.break`;
-    const guardToken = await tryCreateLock(guardPath);
-    if (guardToken === null) {
-      // Another process is breaking it, or crashed doing so.
-      const guard = await readLock(guardPath);
-      if (guard !== null && this.#isStale(guard)) await unlink(guardPath).catch(ignore);
-      return false;
-    }
-    try {
-      const now = await readLock(lockPath);
-      if (now !== null && now.raw === seen.raw && now.ino === seen.ino) await unlink(lockPath).catch(ignore);
-    } finally {
-      await releaseLock(guardPath, guardToken);
-    }
-    return true;
-  }
-
-  #isStale(lock: LockFile): boolean {
-    // A lock file caught between its creation and its first write has no owner yet: only its age counts.
-    const age = Date.now() - (lock.owner?.time ?? lock.mtimeMs);
-    if (age > this.#staleLockMs) return true;
-    return lock.owner !== undefined && lock.owner.host === thisHost() && !isAlive(lock.owner.pid);
+  private withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return this.#locks.withLock(key, fn);
   }
 
   #objectPath(key: string): string {
@@ -367,9 +326,7 @@ export class FsStorage implements StorageAdapter {
         const stats = await stat(path).catch(() => null);
         if (stats !== null && stats.mtimeMs < cutoff) await unlink(path).catch(ignore);
       }),
-      ...locks
-        .filter((name) => !name.endsWith('.break'))
-        .map((name) => this.#breakIfStale(join(this.#locksDir, name)).catch(ignore)),
+      this.#locks.removeStale(locks),
     ]);
   }
 }
@@ -386,15 +343,6 @@ function etagOf(stats: BigIntStats): string {
 async function currentEtag(path: string): Promise<string | null> {
   const stats = await statIfExists(path);
   return stats !== null && stats.isFile() ? etagOf(stats) : null;
-}
-
-async function openIfExists(path: string): Promise<FileHandle | null> {
-  try {
-    return await open(path, 'r');
-  } catch (err) {
-    if (isAbsence(err)) return null;
-    throw err;
-  }
 }
 
 /** An open regular file and the fstat of that descriptor; null when there is none at `path`. */
@@ -453,144 +401,7 @@ async function* sourceChunks(body: Readable, size: number): AsyncGenerator<Buffe
   }
 }
 
-// ---- Lock files ------------------------------------------------------------------------------------------------
-
-interface LockOwner {
-  pid: number;
-  host: string;
-  time: number;
-}
-
-interface LockFile {
-  raw: string;
-  ino: number;
-  mtimeMs: number;
-  owner: LockOwner | undefined;
-}
-
-/** Create the lock file if absent. Returns its content (our token), or null when somebody holds it. */
-async function tryCreateLock(path: string): Promise<string | null> {
-  const token = JSON.stringify({
-    pid: process.pid,
-    host: thisHost(),
-    time: Date.now(),
-    nonce: uniqueSuffix(),
-  });
-  let fh: FileHandle;
-  try {
-    fh = await open(path, 'wx');
-  } catch (err) {
-    if (errorCode(err) === 'EEXIST') return null;
-    throw err;
-  }
-  try {
-    await fh.writeFile(token);
-    await fh.close();
-  } catch (err) {
-    await fh.close().catch(ignore);
-    await unlink(path).catch(ignore);
-    throw err;
-  }
-  return token;
-}
-
-/** Remove the lock only if it is still ours: had it been broken as stale, it may now belong to someone else. */
-async function releaseLock(path: string, token: string): Promise<void> {
-  const raw = await readSmall(path, token.length + 1).catch(() => null);
-  // A lock we fail to remove is broken as stale later; failing the finished operation for it would be worse.
-  if (raw === token) await unlink(path).catch(ignore);
-}
-
-async function readLock(path: string): Promise<LockFile | null> {
-  const fh = await openIfExists(path);
-  if (fh === null) return null;
-  try {
-    const stats = await fh.stat();
-    const raw = await fh.readFile('utf8');
-    return { raw, ino: stats.ino, mtimeMs: stats.mtimeMs, owner: parseOwner(raw) };
-  } finally {
-    await fh.close();
-  }
-}
-
-function parseOwner(raw: string): LockOwner | undefined {
-  try {
-    const { pid, host, time } = JSON.parse(raw) as Record<string, unknown>;
-    if (typeof pid === 'number' && Number.isSafeInteger(pid) && pid > 0 && typeof host === 'string') {
-      if (typeof time === 'number' && Number.isFinite(time)) return { pid, host, time };
-    }
-  } catch {
-    // Empty (being written) or foreign: judged by its mtime.
-  }
-  return undefined;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errorCode(err) !== 'ESRCH'; // EPERM: alive, owned by another user.
-  }
-}
-
-let hostId: string | undefined;
-
-/**
- * Where a pid means something: the hostname alone is not enough (containers with `--network host` share it, and so
- * may two machines on a shared volume), so add the boot id and the pid namespace when Linux tells us.
- */
-function thisHost(): string {
-  hostId ??= [
-    hostname(),
-    tryOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), ''),
-    tryOr(() => readlinkSync('/proc/self/ns/pid'), ''),
-  ].join('|');
-  return hostId;
-}
-
 // ---- Small helpers ---------------------------------------------------------------------------------------------
-
-/** Random per process, then a counter: unique names without a random draw per write. */
-const PROCESS_NONCE = randomBytes(6).toString('hex');
-let counter = 0;
-function uniqueSuffix(): string {
-  counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
-  return `${PROCESS_NONCE}-${counter.toString(36)}`;
-}
-
-/** `size` bytes from the start of an open file (fewer if it is shorter). */
-async function readExactly(fh: FileHandle, size: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(size);
-  let offset = 0;
-  while (offset < size) {
-    const { bytesRead } = await fh.read(buffer, offset, size - offset, offset);
-    if (bytesRead === 0) break;
-    offset += bytesRead;
-  }
-  return offset === size ? buffer : buffer.subarray(0, offset);
-}
-
-/** At most `max` bytes of a small file as text: open, one read, close (readFile also fstats and reads to EOF). */
-async function readSmall(path: string, max: number): Promise<string> {
-  const fh = await open(path, 'r');
-  try {
-    return (await readExactly(fh, max)).toString('utf8');
-  } finally {
-    await fh.close();
-  }
-}
-
-function errorCode(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-/** The key is not there: missing, or a path component is a file. */
-function isAbsence(err: unknown): boolean {
-  const code = errorCode(err);
-  return code === 'ENOENT' || code === 'ENOTDIR';
-}
 
 const READ_ONLY = 'fs storage: the data directory is read-only: reads are served, writes are refused';
 /** Errors that say the directory cannot be written (a read-only mount, or no write permission). */
@@ -601,12 +412,3 @@ function isSystemError(err: unknown): err is Error {
   return err instanceof Error && /^E[A-Z0-9]+$/.test(errorCode(err) ?? '');
 }
 
-function tryOr<T>(fn: () => T, fallback: T): T {
-  try {
-    return fn();
-  } catch {
-    return fallback;
-  }
-}
-
-function ignore(): void {}

@@ -184,3 +184,30 @@ describe('document store (lib/core/documents.ts)', () => {
     });
   });
 });
+
+describe('DocumentStore.update after a fresh read (a push\'s fence)', () => {
+  class CountingGets extends MemoryStorage {
+    gets = 0;
+    override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
+      this.gets += 1;
+      return super.get(key, options);
+    }
+  }
+
+  it('starts from the version just read (no second GET), and still loses no update when it is stale', async () => {
+    const storage = new CountingGets();
+    const docs = new DocumentStore(storage);
+    const other = new DocumentStore(storage); // another instance
+    await docs.update<{ n: number }, void>('d.json', () => ({ next: { n: 1 }, result: undefined }));
+    await docs.readFresh('d.json');
+    const before = storage.gets;
+    await docs.update<{ n: number }, void>('d.json', (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }), {}, { fresh: true });
+    expect(storage.gets - before).to.equal(0);
+    // Another writer changes it after this instance's read: the first attempt's compare-and-swap fails, the
+    // second reads storage and applies the change to the current version.
+    await docs.readFresh('d.json');
+    await other.update<{ n: number }, void>('d.json', (doc) => ({ next: { n: (doc?.n ?? 0) + 10 }, result: undefined }));
+    await docs.update<{ n: number }, void>('d.json', (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }), {}, { fresh: true });
+    expect((await other.readFresh<{ n: number }>('d.json'))?.value).to.deep.equal({ n: 13 });
+  });
+});

@@ -107,7 +107,7 @@ describe('options: defaults and normalization come from the schema', function ()
       storageTimeoutMs: 5000,
     });
     expect(parseOptions(fsStorageOptions, { root: 'data' }))
-      .to.deep.equal({ root: 'data', lockTimeoutMs: 10_000, staleLockMs: 30_000 });
+      .to.deep.equal({ root: 'data', lockTimeoutMs: 10_000, staleLockMs: 30_000, fsync: true });
     const client = { send: () => undefined };
     expect(parseOptions(s3StorageOptions, { client, bucket: 'b' }))
       .to.deep.equal({ client, bucket: 'b', ifMatchUnquoted: false, casRetry: 'none', ownsClient: false });

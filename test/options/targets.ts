@@ -60,7 +60,7 @@ export const TARGETS: Target[] = [
     // Nothing touches the disk before the first operation.
     minimal: () => ({ root: '/nonexistent/appr-options-fuzz' }),
     build: (options) => new FsStorage(options as never),
-    expected: ['root', 'lockTimeoutMs', 'staleLockMs'],
+    expected: ['root', 'lockTimeoutMs', 'staleLockMs', 'fsync'],
   },
   {
     name: 'MemoryStorage',

@@ -38,11 +38,13 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
     return counter.requests.map((r) => r.split(' ')[0] as string);
   }
 
-  it('costs a push five requests, the same into an empty registry as into one with many releases and packages', async () => {
+  it('costs a push four requests (five for a Helm chart), the same into an empty registry as into one with many releases and packages', async () => {
     const first = await cost(async () => registry.push({ namespace: 'cost', name: 'app', release: '0.0.1', mediaType: 'helm', blob: await blob(0) }));
-    // The gc fence's read, the blob, the package document's read and compare-and-swap, the change entry.
-    expect(first).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'GetObjectCommand', 'PutObjectCommand', 'PutObjectCommand']);
-    for (let i = 1; i <= 30; i += 1) {
+    // The gc fence's read (the one the compare-and-swap starts from), the blob and its chart record (a helm push,
+    // lib/core/chart.ts), the compare-and-swap, the change entry.
+    expect(first).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'PutObjectCommand', 'PutObjectCommand', 'PutObjectCommand']);
+    // Fewer than 32 records, so that no push here writes a segment (the next test counts that one).
+    for (let i = 1; i <= 25; i += 1) {
       await registry.push({ namespace: 'cost', name: 'app', release: `1.0.${i}`, mediaType: 'helm', blob: await blob(i) });
     }
     for (let i = 0; i < 5; i += 1) {
@@ -55,7 +57,18 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
   it('adds one HEAD when the same tarball is already stored', async () => {
     const same = await blob(999);
     const requests = await cost(() => registry.push({ namespace: 'cost', name: 'app', release: '2.0.1', mediaType: 'helm', blob: same }));
-    expect(requests).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'HeadObjectCommand', 'GetObjectCommand', 'PutObjectCommand', 'PutObjectCommand']);
+    expect(requests).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'HeadObjectCommand', 'PutObjectCommand', 'PutObjectCommand']);
+  });
+
+  it('adds one PUT of a segment once every 32 pushes into a package, whatever its size', async () => {
+    const costs: string[][] = [];
+    for (let i = 0; i < 32; i += 1) {
+      costs.push(await cost(async () => registry.push({ namespace: 'cost', name: 'app', release: `3.0.${i}`, mediaType: 'helm', blob: await blob(3000 + i) })));
+    }
+    const withSegment = costs.filter((c) => c.length === 6);
+    expect(withSegment).to.have.length(1);
+    expect(withSegment[0]).to.deep.equal(['GetObjectCommand', ...new Array(5).fill('PutObjectCommand')]);
+    expect(costs.filter((c) => c.length === 5)).to.have.length(31);
   });
 
   it('shows and pulls (a small blob) with no request once warm; the first pull of a blob is one read', async () => {
