@@ -923,7 +923,8 @@ export class Registry {
   }
 
   /**
-   * Remove blobs no release references and tombstones of deleted packages, once seen so for `graceMs` (default
+   * Remove blobs and metadata objects no release references (with the chart records of those blobs, and any
+   * chart record whose blob is gone) and tombstones of deleted packages, once seen so for `graceMs` (default
    * one hour: a run marks, a later run removes; 0 removes at once), then compact the change feed: fold the
    * catalog into the snapshot and remove the change entries it covers that are older than `graceMs`. Safe while
    * other instances push and poll (README "Garbage collection"). Lists the whole store: run it from a job, not
