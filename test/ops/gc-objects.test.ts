@@ -214,3 +214,73 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     expect((await new Registry({ storage }).showManifest('acme', 'app', '3.0.0', 'helm')).metadata).to.deep.equal(metadata);
   });
 });
+
+describe('garbage collection racing the migration of inline metadata (memory)', () => {
+  it('a push that moves inline metadata to an object the collector claimed before the push read the document writes it again', async () => {
+    // The push learns it relies on the object only after its fence read (lib/core/gc.ts, `checkFence`): its
+    // compare-and-swap is refused because of the claim it read, and the next round writes the object again.
+    const legacyMetadata = { inline: true };
+    const metadataKey = keys.metadata('acme', 'app', hashOf(legacyMetadata));
+    const docKey = keys.packageDoc('acme', 'app');
+    const gate = () => {
+      let open!: () => void;
+      const opened = new Promise<void>((resolve) => { open = resolve; });
+      return { open, opened };
+    };
+    const atDelete = gate();
+    const deleteGo = gate();
+    const atPut = gate();
+    const putGo = gate();
+    // The collector pauses at the metadata object's delete, having claimed it; the push reads the document (the
+    // claim in it), finds the object stored (412) and pauses until the collector has deleted the object and lifted
+    // its claim: its compare-and-swap sees the same nonce and no claim.
+    class Pausing extends MemoryStorage {
+      override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
+        if (key === metadataKey) {
+          atDelete.open();
+          await deleteGo.opened;
+        }
+        return super.delete(key, options);
+      }
+
+      // After the push's create-if-absent PUT (412) and the HEAD that confirms the object is there.
+      override async head(key: string): Promise<{ size: number; etag: string } | null> {
+        const found = await super.head(key);
+        if (key === metadataKey && found !== null && !pushPaused) {
+          pushPaused = true;
+          atPut.open();
+          await putGo.opened;
+        }
+        return found;
+      }
+    }
+    let pushPaused = false;
+    const storage = new Pausing();
+    // A document as earlier versions wrote it (metadata inline), and an object of the same metadata that nothing
+    // references (a migrating push that lost its race, say).
+    const a = await chart('1.0.0');
+    await storage.put(keys.blob('acme', 'app', a.digest), a.bytes);
+    const legacy = {
+      namespace: 'acme', name: 'app', created_at: '2026-01-01T00:00:00.000Z', visibility: 'public', channels: {},
+      releases: { '1.0.0': { helm: { digest: a.digest, size: a.bytes.length, created_at: '2026-01-01T00:00:00.000Z', metadata: legacyMetadata } } },
+    };
+    await storage.put(docKey, Buffer.from(JSON.stringify(legacy)));
+    await storage.put(metadataKey, Buffer.from(JSON.stringify(legacyMetadata)));
+
+    const collecting = new Registry({ storage }).gc({ graceMs: 0 });
+    await atDelete.opened;
+    const pushRegistry = new Registry({ storage });
+    const pushing = pushRegistry.push({ namespace: 'acme', name: 'app', release: '2.0.0', mediaType: 'helm', blob: (await chart('2.0.0')).bytes });
+    await atPut.opened;
+    deleteGo.open();
+    const report = await collecting;
+    expect(report.metadata).to.deep.equal([{ package: 'acme/app', hash: hashOf(legacyMetadata) }]);
+    putGo.open();
+    await pushing;
+    const stored = JSON.parse(((await storage.get(docKey)) as { body: Buffer }).body.toString()) as
+      { releases: Record<string, { helm: { metadata?: unknown; metadata_ref?: string } }> };
+    expect(stored.releases['1.0.0']?.helm.metadata_ref, 'migrated').to.equal(hashOf(legacyMetadata));
+    expect(await storage.head(metadataKey), 'written again after the collector removed it').not.to.equal(null);
+    expect((await new Registry({ storage }).showManifest('acme', 'app', '1.0.0', 'helm')).metadata).to.deep.equal(legacyMetadata);
+  });
+});
