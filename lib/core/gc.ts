@@ -8,14 +8,18 @@ import type { StorageAdapter } from '../storage/types.js';
 import type { Logger } from '../ops/logger.js';
 
 /**
- * Garbage collection of blobs no release references and of tombstones (package documents with no release), safe
- * while other instances push. The collector's bookkeeping lives in the package document it is about (field `gc`),
- * so every decision is part of a compare-and-swap of that document, the same one pushes go through:
+ * Garbage collection of blobs and metadata objects no release references, of chart records whose blob is gone,
+ * and of tombstones (package documents with no release), safe while other instances push. The collector's
+ * bookkeeping lives in the package document it is about (field `gc`), so every decision is part of a
+ * compare-and-swap of that document, the same one pushes go through. Blobs and metadata objects are both
+ * immutable, content-addressed and reused by a push that finds them stored, so both go through the same steps,
+ * keyed by `claimKey` (a blob by its digest, as documents written before metadata was collected have it; a
+ * metadata object by `metadata:<hash>`):
  *
- * 1. Mark: a blob seen unreferenced is marked with the time (`orphans`); a push of it clears the mark.
- * 2. Claim: a blob marked at least `graceMs` ago and still unreferenced is claimed (`claims`) in a CAS that also
+ * 1. Mark: an object seen unreferenced is marked with the time (`orphans`); a push relying on it clears the mark.
+ * 2. Claim: an object marked at least `graceMs` ago and still unreferenced is claimed (`claims`) in a CAS that also
  *    replaces the document's `nonce`. At that instant no release references it.
- * 3. Delete the claimed blobs, then lift the claims (CAS).
+ * 3. Delete the claimed objects (a blob with its chart record), then lift the claims (CAS).
  * 4. A tombstone with no blob left, marked at least `graceMs` ago and whose last claim is older than
  *    `TOMBSTONE_AFTER_CLAIM_MS`, is deleted with `If-Match` on the ETag the collector read.
  *
@@ -24,21 +28,30 @@ import type { Logger } from '../ops/logger.js';
  * `TOMBSTONE_AFTER_CLAIM_MS`. No claim is needed: every segment is written once (its nonce makes it unique), by a
  * push that references it within its window or never, and a document never takes back a segment it dropped.
  *
- * A push (see `fence` and `checkFence`) reads the document before it writes its blob, waiting while the blob is
- * claimed, and remembers the nonce; its CAS is refused (and the push starts over, blob write included) if the
- * nonce changed meanwhile, if the blob is claimed, or if more than `PUSH_WINDOW_MS` passed. Why a release can never
- * reference a deleted blob: a blob is deleted only after a claim, made when nothing referenced it. A push that
- * wrote the blob before the claim sees a new nonce (or the claim) at its CAS, unless the document it read was
- * deleted and recreated in between; tombstones are deleted only `TOMBSTONE_AFTER_CLAIM_MS` after their last claim,
- * longer than a push's window plus clock skew, so that cannot happen within one. A push that wrote the blob after
- * the claim had waited for the claim to be lifted, that is for the delete to be done.
+ * A push (see `fence` and `checkFence`) reads the document before it writes its blob and metadata object, waiting
+ * while one of the objects it relies on is claimed, and remembers the nonce; its CAS is refused (and the push starts
+ * over, object writes included) if the nonce changed meanwhile, if one of its objects is claimed or was claimed
+ * when it read the document (an object it learnt it relies on only after that read: inline metadata it migrates),
+ * or if more than `PUSH_WINDOW_MS` passed. Why a release can never reference a deleted object: an object is deleted
+ * only after a claim, made when nothing referenced it. A push that wrote (or found) the object before the claim
+ * sees a new nonce (or the claim) at its CAS, unless the document it read was deleted and recreated in between;
+ * tombstones are deleted only `TOMBSTONE_AFTER_CLAIM_MS` after their last claim, longer than a push's window plus
+ * clock skew, so that cannot happen within one. A push that wrote the object after the claim had waited for the
+ * claim to be lifted, that is for the delete to be done.
+ *
+ * Chart records (`keys.chart`) need no claim: one is written after its blob (by the push that wrote the blob, or
+ * by the Helm index after reading it), so it is deleted with its blob while the blob's claim holds, and one whose
+ * blob is gone (a collector stopped between the two deletes, or the index wrote it back as the blob went) is
+ * deleted once a HEAD right before confirms the blob is absent. The one race left, a push writing the blob and
+ * its record again between that HEAD and the delete, loses only the record: the index reads the blob once and
+ * writes it back (lib/helm/index.ts), as for releases pushed before records existed.
  */
 
 /** The collector's state in a package document. Times are RFC 3339. */
 export interface GcState {
-  /** Digest to when a collector first saw the blob unreferenced. */
+  /** `claimKey` to when a collector first saw the object unreferenced. */
   orphans?: Record<string, string>;
-  /** Digest to when a collector claimed it for deletion: pushes of that blob wait. */
+  /** `claimKey` to when a collector claimed the object for deletion: pushes relying on it wait. */
   claims?: Record<string, string>;
   /** Replaced by every claim: a push that saw another nonce before writing its blob starts over. */
   nonce?: string;
@@ -48,6 +61,21 @@ export interface GcState {
   tombstoneSince?: string;
   /** Segment hash to when a collector first saw it unreferenced. */
   segments?: Record<string, string>;
+}
+
+/** What a claim or an orphan mark is about (see the module comment). */
+export type ClaimedObject = { kind: 'blob'; digest: string } | { kind: 'metadata'; hash: string };
+
+const METADATA_CLAIM = 'metadata:';
+
+/** The key of `object` in `GcState.orphans` and `claims`: a blob's digest (as before kinds), `metadata:<hash>`. */
+export function claimKey(object: ClaimedObject): string {
+  return object.kind === 'blob' ? object.digest : `${METADATA_CLAIM}${object.hash}`;
+}
+
+/** The inverse of `claimKey`: a key without a known kind prefix is a blob's digest (documents of older versions). */
+export function parseClaimKey(key: string): ClaimedObject {
+  return key.startsWith(METADATA_CLAIM) ? { kind: 'metadata', hash: key.slice(METADATA_CLAIM.length) } : { kind: 'blob', digest: key };
 }
 
 /** A package document as the collector reads it (lib/core/registry.ts owns the full shape). */
@@ -93,11 +121,15 @@ export interface GcReport {
   dryRun: boolean;
   /** Blobs removed (or that would be). */
   blobs: { package: string; digest: string }[];
+  /** Metadata objects (`keys.metadata`) no release references, removed (or that would be). */
+  metadata: { package: string; hash: string }[];
+  /** Chart records (`keys.chart`) removed with their blob or because their blob is gone (or that would be). */
+  charts: { package: string; digest: string }[];
   /** Unreferenced segments removed (or that would be). */
   segments: { package: string; hash: string }[];
   /** Packages whose tombstone was removed (or would be). */
   tombstones: string[];
-  /** Unreferenced blobs marked by this run, to be removed by a run at least `graceMs` later. */
+  /** Unreferenced blobs and metadata objects marked by this run, to be removed by a run at least `graceMs` later. */
   marked: number;
   /**
    * Change entries removed (or that would be): those the catalog snapshot covers and older than `graceMs`
@@ -110,45 +142,55 @@ export class FenceBroken extends Error {}
 
 export interface Fence<D> {
   nonce: string | undefined;
+  /** The claims in the document as read (`claimKey`s). */
+  claimed: string[];
   started: number;
   /** The document as read, for the push's compare-and-swap to start from (`DocumentStore.update`'s `first`). */
   doc: { value: D; etag: string } | null;
 }
 
 /**
- * Before a push writes its blob: wait while `digest` is claimed by a collector, then remember the nonce. The read
- * is the one the push's compare-and-swap starts from, so the fence costs no extra request when no collector is
- * busy with the package.
+ * Before a push writes its blob and metadata object: wait while one of the objects it relies on (`relied`,
+ * `claimKey`s: its blob, its metadata object) is claimed by a collector, then remember the nonce. The read is the
+ * one the push's compare-and-swap starts from, so the fence costs no extra request when no collector is busy with
+ * the package. Throws `StorageUnavailableError` after waiting 30 s.
  */
-export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, digest: string): Promise<Fence<D>> {
+export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, relied: string[]): Promise<Fence<D>> {
   const deadline = performance.now() + CLAIM_WAIT_MS;
   for (let delay = 20; ; delay = Math.min(delay * 2, 1000)) {
     const doc = await docs.readFresh<D>(docKey);
-    if (doc?.value.gc?.claims?.[digest] === undefined) return { nonce: doc?.value.gc?.nonce, started: performance.now(), doc };
+    const claims = doc?.value.gc?.claims ?? {};
+    const busy = relied.find((key) => claims[key] !== undefined);
+    if (busy === undefined) return { nonce: doc?.value.gc?.nonce, claimed: Object.keys(claims), started: performance.now(), doc };
     if (performance.now() > deadline) {
-      throw new StorageUnavailableError(`blob ${digest} is being garbage-collected; try again`);
+      const object = parseClaimKey(busy);
+      throw new StorageUnavailableError(`${object.kind === 'blob' ? `blob ${object.digest}` : `metadata ${object.hash}`} is being garbage-collected; try again`);
     }
     await sleep(delay);
   }
 }
 
-/** In a push's CAS: throws `FenceBroken` if a collector may have deleted the blob since `fence`. */
-export function checkFence(f: Fence<Doc>, current: Doc | null, digest: string): void {
+/**
+ * In a push's CAS: throws `FenceBroken` if a collector may have deleted one of the objects the push relies on
+ * (`relied`, `claimKey`s; it may name more than the fence did) since `fence`.
+ */
+export function checkFence(f: Fence<Doc>, current: Doc | null, relied: string[]): void {
   const state = current?.gc;
-  if (state?.nonce !== f.nonce || state?.claims?.[digest] !== undefined || performance.now() - f.started > PUSH_WINDOW_MS) {
-    throw new FenceBroken(`the collector claimed blobs since the push began`);
+  if (state?.nonce !== f.nonce || performance.now() - f.started > PUSH_WINDOW_MS
+    || relied.some((key) => state?.claims?.[key] !== undefined || f.claimed.includes(key))) {
+    throw new FenceBroken(`the collector claimed objects since the push began`);
   }
 }
 
 /**
  * In a push's CAS: keep the collector's state when the push replaces a tombstone by a new package document, and
- * clear the pushed blob's orphan mark.
+ * clear the orphan marks of the objects the push relies on (`relied`, `claimKey`s).
  */
-export function keepGcState(current: Doc | null, next: Doc, digest: string): void {
+export function keepGcState(current: Doc | null, next: Doc, relied: string[]): void {
   const state = current?.gc;
   if (!state) return;
   const orphans = { ...state.orphans };
-  delete orphans[digest];
+  for (const key of relied) delete orphans[key];
   const { tombstoneSince: _gone, ...rest } = state;
   setGc(next, compact({ ...rest, orphans }));
 }
@@ -167,15 +209,27 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
   const dryRun = options.dryRun === true;
   const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const clock = options.now ?? (() => new Date());
-  const report: GcReport = { dryRun, blobs: [], segments: [], tombstones: [], marked: 0, changes: 0 };
+  const report: GcReport = { dryRun, blobs: [], metadata: [], charts: [], segments: [], tombstones: [], marked: 0, changes: 0 };
 
   const packages = new Map<string, Listed>();
   const entry = (namespace: string, name: string) => {
     const id = `${namespace}/${name}`;
     let found = packages.get(id);
-    if (!found) packages.set(id, (found = { namespace, name, blobs: new Set(), segments: new Set(), referencedSegments: new Set() }));
+    if (!found) {
+      found = { namespace, name, blobs: new Set(), metadata: new Set(), charts: new Set(), segments: new Set(), referencedSegments: new Set() };
+      packages.set(id, found);
+    }
     return found;
   };
+  // Chart records before blobs: a record listed whose blob is not listed after it had its blob gone by then.
+  for await (const key of listAll(storage, keys.charts(), deps.listPageSize)) {
+    const ref = keys.parseChart(key);
+    if (ref) entry(ref.namespace, ref.name).charts.add(ref.digest);
+  }
+  for await (const key of listAll(storage, keys.metadataObjects(), deps.listPageSize)) {
+    const ref = keys.parseMetadata(key);
+    if (ref) entry(ref.namespace, ref.name).metadata.add(ref.hash);
+  }
   for await (const key of listAll(storage, keys.segments(), deps.listPageSize)) {
     const ref = keys.parseSegment(key);
     if (ref) entry(ref.namespace, ref.name).segments.add(ref.hash);
@@ -204,11 +258,19 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
       const current = fresh;
       const planned = plan(current === null ? null : structuredClone(current), pkg, now, graceMs, releasesOf);
       report.segments.push(...planned.removeSegments.map((hash) => ({ package: id, hash })));
-      report.blobs.push(...planned.claim.map((digest) => ({ package: id, digest })));
+      const claimed = planned.claim.map(parseClaimKey);
+      for (const object of claimed) {
+        if (object.kind === 'blob') report.blobs.push({ package: id, digest: object.digest });
+        else report.metadata.push({ package: id, hash: object.hash });
+      }
+      const goingBlobs = new Set(claimed.flatMap((o) => (o.kind === 'blob' ? [o.digest] : [])));
+      for (const digest of pkg.charts) {
+        if (goingBlobs.has(digest) || !pkg.blobs.has(digest)) report.charts.push({ package: id, digest });
+      }
       report.marked += planned.marked;
       const tombstone = planned.next ?? current;
-      const blobsLeft = [...pkg.blobs].some((d) => !planned.claim.includes(d));
-      if (tombstone && !blobsLeft && canRemoveTombstones(deps) && tombstoneExpired(tombstone, now, graceMs)) report.tombstones.push(id);
+      const objectsLeft = listedObjects(pkg).some((key) => !planned.claim.includes(key));
+      if (tombstone && !objectsLeft && canRemoveTombstones(deps) && tombstoneExpired(tombstone, now, graceMs)) report.tombstones.push(id);
       continue;
     }
 
@@ -241,21 +303,39 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
     }
     const claimedAt = performance.now();
     const deleted: string[] = [];
-    for (const digest of planned.claim) {
+    for (const key of planned.claim) {
       if (performance.now() - claimedAt > CLAIM_LEASE_MS / 2) {
         // Paused or very slow: leave the rest claimed rather than delete after another collector may act.
         deps.logger?.warn({ package: id }, 'koa-appr: gc: claim lease running out; the next run finishes this package');
         break;
       }
-      await storage.delete(keys.blob(pkg.namespace, pkg.name, digest));
-      deleted.push(digest);
-      report.blobs.push({ package: id, digest });
+      const object = parseClaimKey(key);
+      if (object.kind === 'metadata') {
+        await storage.delete(keys.metadata(pkg.namespace, pkg.name, object.hash));
+        report.metadata.push({ package: id, hash: object.hash });
+      } else {
+        await storage.delete(keys.blob(pkg.namespace, pkg.name, object.digest));
+        report.blobs.push({ package: id, digest: object.digest });
+        // While the claim holds: a push writing the blob again (and its record) waits for it to be lifted.
+        if (pkg.charts.has(object.digest)) {
+          await storage.delete(keys.chart(pkg.namespace, pkg.name, object.digest));
+          report.charts.push({ package: id, digest: object.digest });
+        }
+      }
+      deleted.push(key);
+    }
+    for (const digest of pkg.charts) {
+      if (pkg.blobs.has(digest)) continue;
+      // Its blob was gone when listed; a HEAD now narrows the race with a push writing both again (module comment).
+      if (await storage.head(keys.blob(pkg.namespace, pkg.name, digest)) !== null) continue;
+      await storage.delete(keys.chart(pkg.namespace, pkg.name, digest));
+      report.charts.push({ package: id, digest });
     }
     if (deleted.length > 0) {
       await docs.update<Doc, void>(docKey, (current) => {
         if (!current?.gc?.claims) return { result: undefined };
         const claims = { ...current.gc.claims };
-        for (const digest of deleted) delete claims[digest];
+        for (const key of deleted) delete claims[key];
         setGc(current, compact({ ...current.gc, claims }));
         return { next: current, result: undefined };
       });
@@ -277,17 +357,33 @@ interface Listed {
   namespace: string;
   name: string;
   blobs: Set<string>;
+  /** Hashes of the metadata objects listed. */
+  metadata: Set<string>;
+  /** Digests of the chart records listed. */
+  charts: Set<string>;
   segments: Set<string>;
   /** The segments the document referenced when read before the compare-and-swap. */
   referencedSegments: Set<string>;
 }
 
-/** The collector's decision for one package, from the current document and the blobs listed (pure). */
+/** The blobs and metadata objects listed for a package, as `claimKey`s. */
+function listedObjects(pkg: Listed): string[] {
+  return [
+    ...[...pkg.blobs].map((digest) => claimKey({ kind: 'blob', digest })),
+    ...[...pkg.metadata].map((hash) => claimKey({ kind: 'metadata', hash })),
+  ];
+}
+
+/** The collector's decision for one package, from the current document and the objects listed (pure). */
 function plan(current: Doc | null, pkg: Listed, now: Date, graceMs: number, releasesOf: (doc: Doc) => PackageDoc['releases']): Plan {
   const referenced = new Set<string>();
   for (const media of Object.values(current === null ? {} : releasesOf(current))) {
-    for (const record of Object.values(media)) referenced.add(record.digest);
+    for (const record of Object.values(media)) {
+      referenced.add(claimKey({ kind: 'blob', digest: record.digest }));
+      if (record.metadata_ref !== undefined) referenced.add(claimKey({ kind: 'metadata', hash: record.metadata_ref }));
+    }
   }
+  const listed = new Set(listedObjects(pkg));
   const state: GcState = { ...current?.gc };
   const orphans = { ...state.orphans };
   const claims = { ...state.claims };
@@ -314,21 +410,21 @@ function plan(current: Doc | null, pkg: Listed, now: Date, graceMs: number, rele
       removeSegments.push(hash);
     }
   }
-  for (const digest of Object.keys(orphans)) {
-    if (referenced.has(digest) || !pkg.blobs.has(digest)) {
-      delete orphans[digest];
+  for (const key of Object.keys(orphans)) {
+    if (referenced.has(key) || !listed.has(key)) {
+      delete orphans[key];
       changed = true;
     }
   }
-  for (const digest of pkg.blobs) {
-    if (referenced.has(digest) || claims[digest] !== undefined) continue;
-    const seen = orphans[digest] ?? nowIso;
+  for (const key of listed) {
+    if (referenced.has(key) || claims[key] !== undefined) continue;
+    const seen = orphans[key] ?? nowIso;
     if (now.getTime() - Date.parse(seen) >= graceMs) {
-      delete orphans[digest];
-      claims[digest] = nowIso;
-      claim.push(digest);
-    } else if (orphans[digest] === undefined) {
-      orphans[digest] = nowIso;
+      delete orphans[key];
+      claims[key] = nowIso;
+      claim.push(key);
+    } else if (orphans[key] === undefined) {
+      orphans[key] = nowIso;
       marked += 1;
       changed = true;
     }
@@ -338,12 +434,12 @@ function plan(current: Doc | null, pkg: Listed, now: Date, graceMs: number, rele
     state.claimedAt = nowIso;
   }
   const tombstone = current === null || Object.keys(releasesOf(current)).length === 0;
-  if (tombstone && (current !== null || pkg.blobs.size > 0) && state.tombstoneSince === undefined) {
+  if (tombstone && (current !== null || listed.size > 0) && state.tombstoneSince === undefined) {
     state.tombstoneSince = nowIso;
     changed = true;
   }
   if (!changed && claim.length === 0) return { next: null, claim, removeSegments, marked };
-  // Blobs without a package document (a push that died before its CAS) get a tombstone to hold the claims.
+  // Objects without a package document (a push that died before its CAS) get a tombstone to hold the claims.
   const next: Doc = current ?? {
     namespace: pkg.namespace, name: pkg.name, created_at: nowIso, visibility: 'public', releases: {}, channels: {},
   };
@@ -370,7 +466,7 @@ function canRemoveTombstones(deps: Deps): boolean {
   return deps.storage.capabilities?.conditionalDelete === true;
 }
 
-/** Delete an expired tombstone with no blob left, conditionally on the ETag read (a push recreating it wins). */
+/** Delete an expired tombstone with no blob or metadata object left, conditionally on the ETag read (a push recreating it wins). */
 async function removeTombstone(
   deps: Deps, docKey: string, pkg: { namespace: string; name: string }, now: Date, graceMs: number,
 ): Promise<boolean> {
@@ -384,8 +480,9 @@ async function removeTombstone(
     return false;
   }
   if (!tombstoneExpired(doc, now, graceMs)) return false;
-  const left = await deps.storage.list(keys.blobs(pkg.namespace, pkg.name), { limit: 1 });
-  if (left.keys.length > 0) return false;
+  for (const prefix of [keys.blobs(pkg.namespace, pkg.name), keys.metadataObjects(pkg.namespace, pkg.name)]) {
+    if ((await deps.storage.list(prefix, { limit: 1 })).keys.length > 0) return false;
+  }
   const removed = await deps.storage.delete(docKey, { ifMatch: got.etag });
   deps.docs.invalidate(docKey);
   return removed;

@@ -23,6 +23,8 @@ const BLOBS = 'blobs/';
 const PACKAGE_DOC_SUFFIX = '.json';
 const CHANGES = 'changes/';
 const SEGMENTS = 'segments/';
+const METADATA = 'metadata/';
+const CHARTS = 'charts/';
 const TIME_DIGITS = 13;
 
 export interface ChangeRef {
@@ -76,7 +78,17 @@ export const keys = {
   },
 
   metadata(namespace: string, name: string, hash: string): string {
-    return `metadata/${namespace}/${name}/sha256/${hash}.json`;
+    return `${METADATA}${namespace}/${name}/sha256/${hash}.json`;
+  },
+
+  /** Prefix of every metadata object, or of one package's (for garbage collection). */
+  metadataObjects(namespace?: string, name?: string): string {
+    return namespace === undefined || name === undefined ? METADATA : `${METADATA}${namespace}/${name}/sha256/`;
+  },
+
+  /** The inverse of `metadata`, for keys returned by a listing; `null` for anything else. */
+  parseMetadata(key: string): { namespace: string; name: string; hash: string } | null {
+    return parseHashed(METADATA, key);
   },
 
   /** A segment of a package's release records (lib/core/segments.ts); `hash` is the sha256 (hex) of its JSON. */
@@ -91,11 +103,7 @@ export const keys = {
 
   /** The inverse of `segment`, for keys returned by a listing; `null` for anything else. */
   parseSegment(key: string): { namespace: string; name: string; hash: string } | null {
-    if (!key.startsWith(SEGMENTS)) return null;
-    const parts = key.slice(SEGMENTS.length).split('/');
-    const file = /^([0-9a-f]{64})\.json$/.exec(parts[3] ?? '');
-    if (parts.length !== 4 || parts[2] !== 'sha256' || !parts[0] || !parts[1] || !file) return null;
-    return { namespace: parts[0], name: parts[1], hash: file[1] as string };
+    return parseHashed(SEGMENTS, key);
   },
 
   /**
@@ -103,7 +111,18 @@ export const keys = {
    * is written by whoever wrote them (a push) or read them (the index, once, for older releases).
    */
   chart(namespace: string, name: string, digest: string): string {
-    return `charts/${namespace}/${name}/sha256/${digest}.json`;
+    return `${CHARTS}${namespace}/${name}/sha256/${digest}.json`;
+  },
+
+  /** Prefix of every chart record (for garbage collection). */
+  charts(): string {
+    return CHARTS;
+  },
+
+  /** The inverse of `chart`, for keys returned by a listing; `null` for anything else. */
+  parseChart(key: string): { namespace: string; name: string; digest: string } | null {
+    const ref = parseHashed(CHARTS, key);
+    return ref && { namespace: ref.namespace, name: ref.name, digest: ref.hash };
   },
 
   changes(): string {
@@ -144,3 +163,12 @@ export const keys = {
     return 'catalog/snapshot.json';
   },
 };
+
+/** `<prefix><ns>/<name>/sha256/<64 hex>.json` to its parts; `null` for anything else. */
+function parseHashed(prefix: string, key: string): { namespace: string; name: string; hash: string } | null {
+  if (!key.startsWith(prefix)) return null;
+  const parts = key.slice(prefix.length).split('/');
+  const file = /^([0-9a-f]{64})\.json$/.exec(parts[3] ?? '');
+  if (parts.length !== 4 || parts[2] !== 'sha256' || !parts[0] || !parts[1] || !file) return null;
+  return { namespace: parts[0], name: parts[1], hash: file[1] as string };
+}

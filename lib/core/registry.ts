@@ -26,7 +26,7 @@ import type { Logger } from '../ops/logger.js';
 import type { MetricsHooks } from '../ops/metrics-hooks.js';
 import { InstrumentedStorage } from '../storage/instrumented.js';
 import {
-  checkFence, collect, DEFAULT_GRACE_MS, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState,
+  checkFence, claimKey, collect, DEFAULT_GRACE_MS, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState,
 } from './gc.js';
 
 export type Visibility = 'public' | 'private';
@@ -349,13 +349,19 @@ export class Registry {
     const createdAt = this.#now().toISOString();
     let created: boolean;
     try {
-      const metadata = input.metadata ?? null;
-      let metadataRef: string | undefined;
+      const metadata = input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
+      const metadataRef = metadata?.hash;
       let migrated: Set<string> | undefined;
-      // Rounds only when a garbage collector claimed blobs of this package meanwhile (lib/core/gc.ts): the blob is
-      // written again after the claim is lifted, so a release never references a blob the collector deletes.
+      // Rounds only when a garbage collector claimed objects of this package meanwhile (lib/core/gc.ts): the blob
+      // and the metadata objects are written again after the claim is lifted, so a release never references an
+      // object the collector deletes. The objects a round relies on: the blob, the metadata object, and the inline
+      // metadata an earlier round migrated (one it migrates in this round is checked at the compare-and-swap).
+      const relied = (): string[] => [
+        claimKey({ kind: 'blob', digest: blob.digest }),
+        ...[...(metadataRef === undefined ? [] : [metadataRef]), ...(migrated ?? [])].map((hash) => claimKey({ kind: 'metadata', hash })),
+      ];
       for (let round = 1; ; round += 1) {
-        const gcFence = await fence<PackageDoc>(this.#docs, docKey, blob.digest);
+        const gcFence = await fence<PackageDoc>(this.#docs, docKey, relied());
         // The objects the document will reference are independent of each other: written at once (with the
         // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
         const fenced = gcFence.doc?.value;
@@ -365,14 +371,13 @@ export class Registry {
             if (stored?.written === true && mediaType === HELM_MEDIA_TYPE) await this.#putChart(namespace, name, blob);
             return stored;
           }),
-          migrated === undefined
-            ? (async () => {
-              // Metadata goes to an immutable object written before the document that references it, so the
-              // package document, rewritten by every change, holds ~200 bytes per release.
-              metadataRef = metadata === null ? undefined : await this.#putMetadata(namespace, name, metadata);
-              migrated = await this.#migrateMetadata(namespace, name);
-            })()
-            : undefined,
+          (async () => {
+            // Metadata goes to an immutable object written before the document that references it, so the
+            // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
+            // a collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
+            if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata);
+            migrated = await this.#migrateMetadata(namespace, name);
+          })(),
           // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
           fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
         ]);
@@ -394,7 +399,7 @@ export class Registry {
             }
             const view = current === null ? undefined : this.#segments.viewOf(current);
             if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict;
-            checkFence(gcFence, current, blob.digest);
+            checkFence(gcFence, current, relied());
             // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
             const doc = current && view && hasReleases(current, view)
               ? current
@@ -404,7 +409,7 @@ export class Registry {
             setRecord(doc, release, mediaType, ref === undefined
               ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
               : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref });
-            keepGcState(current, doc, blob.digest);
+            keepGcState(current, doc, relied());
             this.#segments.viewOf(doc); // keeps the view with the version written
             return { next: doc, result: doc !== current };
           }, {}, { fresh: true });
@@ -441,8 +446,7 @@ export class Registry {
 
   /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
   async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
-    const body = Buffer.from(JSON.stringify(metadata));
-    const hash = createHash('sha256').update(body).digest('hex');
+    const { body, hash } = metadata instanceof MetadataObject ? metadata : metadataObject(metadata);
     const key = keys.metadata(namespace, name, hash);
     const etag = (await this.storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.storage.head(key))?.etag;
     // As for blobs: never reference an object a backend only claimed to have.
@@ -959,7 +963,8 @@ export class Registry {
   }
 
   /**
-   * Remove blobs no release references and tombstones of deleted packages, once seen so for `graceMs` (default
+   * Remove blobs and metadata objects no release references (with the chart records of those blobs, and any
+   * chart record whose blob is gone) and tombstones of deleted packages, once seen so for `graceMs` (default
    * one hour: a run marks, a later run removes; 0 removes at once), then compact the change feed: fold the
    * catalog into the snapshot and remove the change entries it covers that are older than `graceMs`. Safe while
    * other instances push and poll (README "Garbage collection"). Lists the whole store: run it from a job, not
@@ -1250,6 +1255,16 @@ function manifest(doc: PackageDoc, release: string, mt: string, metadata: unknow
 
 function mediaTypesOf(doc: PackageDoc, release: string): string[] {
   return Object.keys(own(doc.releases, release) ?? {}).sort();
+}
+
+/** A release's metadata as its object's bytes (JSON) and their sha256 (hex): its content address. */
+class MetadataObject {
+  constructor(readonly body: Buffer, readonly hash: string) {}
+}
+
+function metadataObject(metadata: unknown): MetadataObject {
+  const body = Buffer.from(JSON.stringify(metadata));
+  return new MetadataObject(body, createHash('sha256').update(body).digest('hex'));
 }
 
 /** Replace inline metadata whose object is stored (its hash in `stored`) by a reference to it. */

@@ -11,9 +11,10 @@ export function parseDuration(value: string, what = 'duration'): number {
 
 export const GC_USAGE = `usage: gc [--dry-run] [--grace <duration>]
 
-Removes blobs that no release references and tombstones of deleted packages, once seen so for the grace period
-(default 1h; a run marks, a later run removes; --grace 0 removes at once), and the change feed's entries that the
-catalog snapshot covers and older than the grace period. Safe while the registry runs.
+Removes blobs and metadata objects that no release references, chart records whose blob is gone, and tombstones
+of deleted packages, once seen so for the grace period (default 1h; a run marks, a later run removes; --grace 0
+removes at once), and the change feed's entries that the catalog snapshot covers and older than the grace period.
+Safe while the registry runs.
   --dry-run           report what would be removed; change nothing
   --grace <duration>  0, 90s, 15m, 1h, 2d (default 1h)`;
 

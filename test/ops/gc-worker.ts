@@ -14,11 +14,13 @@ const registry = new Registry({ storage });
 let stop = false;
 process.stdin.once('data', () => { stop = true; });
 process.stdout.write('ready\n');
-const total = { runs: 0, blobs: 0, tombstones: 0, errors: 0 };
+const total = { runs: 0, blobs: 0, metadata: 0, charts: 0, tombstones: 0, errors: 0 };
 while (!stop) {
   try {
     const report = await registry.gc({ graceMs: 0 });
     total.blobs += report.blobs.length;
+    total.metadata += report.metadata.length;
+    total.charts += report.charts.length;
     total.tombstones += report.tombstones.length;
   } catch (err) {
     // RGW answers a tight CAS race with a 500 at times: the collector's answer is to run again, as a job would.

@@ -106,11 +106,12 @@ describe('gc sub-command arguments', () => {
   it('runs one collection and answers its report as JSON', async () => {
     const storage = new MemoryStorage();
     const registry = new Registry({ storage });
-    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz({ 'a': '1' }) });
+    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz({ 'a': '1' }), metadata: { a: 1 } });
     await registry.deleteRelease('acme', 'app', '1.0.0', 'kpm');
-    const dry = JSON.parse(await gcCommand(registry, ['--dry-run', '--grace', '0'])) as { dryRun: boolean; blobs: unknown[] };
-    expect([dry.dryRun, dry.blobs.length]).to.deep.equal([true, 1]);
-    const real = JSON.parse(await gcCommand(registry, ['--grace', '0'])) as { dryRun: boolean; blobs: unknown[] };
-    expect([real.dryRun, real.blobs.length]).to.deep.equal([false, 1]);
+    type Report = { dryRun: boolean; blobs: unknown[]; metadata: unknown[]; charts: unknown[] };
+    const dry = JSON.parse(await gcCommand(registry, ['--dry-run', '--grace', '0'])) as Report;
+    expect([dry.dryRun, dry.blobs.length, dry.metadata.length, dry.charts.length]).to.deep.equal([true, 1, 1, 0]);
+    const real = JSON.parse(await gcCommand(registry, ['--grace', '0'])) as Report;
+    expect([real.dryRun, real.blobs.length, real.metadata.length, real.charts.length]).to.deep.equal([false, 1, 1, 0]);
   });
 });
