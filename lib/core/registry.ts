@@ -982,14 +982,18 @@ export class Registry {
       now: this.#now, ...options,
     });
     report.changes = await this.#feed.collect({ dryRun: report.dryRun, graceMs: options.graceMs ?? DEFAULT_GRACE_MS });
-    if (!report.dryRun && (report.blobs.length > 0 || report.tombstones.length > 0)) {
+    const removed = {
+      blobs: report.blobs.length, metadata: report.metadata.length, charts: report.charts.length,
+      segments: report.segments.length, tombstones: report.tombstones.length, changes: report.changes,
+    };
+    if (!report.dryRun && (removed.blobs > 0 || removed.tombstones > 0)) {
       for (const id of new Set([...report.blobs.map((b) => b.package), ...report.tombstones])) {
         const [ns, pkgName] = id.split('/') as [string, string];
         await this.#feed.record(ns, pkgName);
       }
-      await this.audit({
-        type: 'gc', time: this.#now().toISOString(), actor: null, blobs: report.blobs.length, tombstones: report.tombstones.length,
-      });
+    }
+    if (!report.dryRun && Object.values(removed).some((n) => n > 0)) {
+      await this.audit({ type: 'gc', time: this.#now().toISOString(), actor: null, ...removed });
     }
     return report;
   }

@@ -73,8 +73,14 @@ export interface LoginEvent extends Base {
 /** Garbage collection removed something (one event per gc run that removed anything; see `Registry.gc`). */
 export interface GcEvent extends Base {
   type: 'gc';
+  /** How many of each kind of object the run removed (`GcReport`, lib/core/gc.ts). */
   blobs: number;
+  metadata: number;
+  charts: number;
+  segments: number;
   tombstones: number;
+  /** Change entries removed (compaction of the change feed). */
+  changes: number;
 }
 
 export type AuditEvent =

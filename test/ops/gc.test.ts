@@ -86,7 +86,10 @@ describe('garbage collection', () => {
     for await (const chunk of pulled.blob.body) chunks.push(chunk as Buffer);
     expect(Buffer.concat(chunks).equals(blobs.a!.bytes)).to.equal(true);
     expect(events.filter((e) => e.type === 'gc').map(({ time: _t, ...e }) => e))
-      .to.deep.equal([{ type: 'gc', actor: null, blobs: 4, tombstones: 0 }]);
+      .to.deep.equal([{
+        type: 'gc', actor: null, blobs: 4, metadata: report.metadata.length, charts: report.charts.length,
+        segments: report.segments.length, tombstones: 0, changes: report.changes,
+      }]);
 
     clock += TOMBSTONE_AFTER_CLAIM_MS - MINUTE;
     expect((await registry.gc({ graceMs: 0 })).tombstones, 'claimed too recently').to.deep.equal([]);
