@@ -7,7 +7,9 @@
  * - push latency as one package grows from 10 to BENCH_GROW releases (default 1000): mean and median of the 64
  *   pushes that reach each size, then pushes alternating between that package and packages of ~10 releases (the
  *   ratio that is robust to the load of a shared machine) (BENCH_WORKLOADS=0 runs only this and the memory part);
- * - peak server RSS (VmHWM) over idle while 16 pushes of 30 MB tarballs run at once.
+ * - peak server RSS (VmHWM) over idle while 16 pushes of 30 MB tarballs run at once;
+ * - on S3, what RGW itself allows for the storage requests of one push, 8-way (bench/lib/s3-bound.ts, for
+ *   BENCH_BOUND_SECONDS, default 10), against which "8 concurrent, 16 packages" is compared.
  *
  * Each release carries about 600 B of metadata, as in issue 9's measurements.
  *
@@ -24,6 +26,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
+import { s3ClientFromEnv } from '../lib/s3.js';
+import { recordPush, replayBound } from './lib/s3-bound.js';
 
 const N = Number(process.env.BENCH_N ?? 400);
 const GROW = Number(process.env.BENCH_GROW ?? 1000);
@@ -35,6 +39,7 @@ const BIG_COUNT = Number(process.env.BENCH_BIG_COUNT ?? 16);
 const ONLY = process.env.BENCH_ONLY ?? '';
 const S3 = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.S3_ENDPOINT ?? '';
 const MB = 1024 * 1024;
+const BOUND_SECONDS = Number(process.env.BENCH_BOUND_SECONDS ?? 10);
 const SERVER = fileURLToPath(new URL('./lib/push-server.ts', import.meta.url));
 const METADATA = { description: 'x'.repeat(400), maintainers: [{ name: 'bench', email: 'bench@example.com' }], labels: { tier: 'backend', team: 'platform' } };
 
@@ -275,6 +280,20 @@ async function abSequential(storage: string, count: number): Promise<void> {
   }
 }
 
+/**
+ * Issue 9's bound for "8 concurrent, 16 packages" on S3: what RGW itself allows for the storage requests one push
+ * makes (recorded from a real push, replayed 8-way with the bare SDK: bench/lib/s3-bound.ts), in the same run.
+ */
+async function printS3Bound(storage: string, eightWay: Result | undefined): Promise<void> {
+  const [, bucket = '', prefix = ''] = /^s3:\/\/([^/]+)\/(.*)$/.exec(storage) ?? [];
+  const requests = await recordPush(bucket, `${prefix}-bound/registry`, pushBody);
+  const bound = await replayBound(s3ClientFromEnv(), bucket, `${prefix}-bound/replay`, requests, 8, BOUND_SECONDS);
+  const list = requests.map((r) => `${r.op} ${r.kind}${r.createOnly ? ' (create-only)' : ''}`).join(', ');
+  console.log(`\nwhat RGW allows for one push's ${requests.length} requests (${list}), 8 concurrent, bare SDK: ` +
+    `${bound.sequencesPerSecond.toFixed(0)} push/s (${bound.requestsPerSecond.toFixed(0)} requests/s)` +
+    (eightWay ? `; 8 concurrent, 16 packages reached ${eightWay.rate.toFixed(0)} push/s = ${(eightWay.rate / bound.sequencesPerSecond).toFixed(2)} of it` : ''));
+}
+
 async function bench(kind: string, storage: string, bigStorage: string): Promise<void> {
   console.log(`\n## ${kind}\n`);
   const server = await startServer(storage);
@@ -290,6 +309,7 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
         console.log(`| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`);
         if (r.firstError) console.log(`  first error: ${r.firstError}`);
       }
+      if (storage.startsWith('s3://')) await printS3Bound(storage, results[1]);
     }
     if (GROW > 0) {
       const growth = await grow(server, 'grow');
