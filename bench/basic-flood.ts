@@ -31,11 +31,14 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 // ---- the server (child process) -------------------------------------------------------------------------------
 
 async function serve(root: string, limits: 'on' | 'off'): Promise<void> {
-  const store = new UserStore({
-    anonymousRead: true,
-    secret: 'bench-secret-0123456789abcdef',
-    users: { alice: { password: await hashPassword('alice-pw', { ln: LN }), roles: { alice: 'admin' } } },
-  }, limits === 'off' ? { failureLimits: { perClient: false, perUser: false } } : {});
+  const store = new UserStore(
+    {
+      anonymousRead: true,
+      secret: 'bench-secret-0123456789abcdef',
+      users: { alice: { password: await hashPassword('alice-pw', { ln: LN }), roles: { alice: 'admin' } } },
+    },
+    limits === 'off' ? { failureLimits: { perClient: false, perUser: false } } : {},
+  );
   const storage = new FsStorage({ root });
   const app = new Koa();
   app.silent = true;
@@ -52,14 +55,26 @@ async function serve(root: string, limits: 'on' | 'off'): Promise<void> {
 
 // ---- the bench ------------------------------------------------------------------------------------------------
 
-interface Answer { status: number; ms: number }
+interface Answer {
+  status: number;
+  ms: number;
+}
 
-function call(agent: Agent, port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+function call(
+  agent: Agent,
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
     const req = request({ host: '127.0.0.1', port, method, path, agent, headers }, (res) => {
       res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }),
+      );
     });
     req.on('error', reject);
     req.end(body);
@@ -70,7 +85,9 @@ const p50 = (values: number[]): number => [...values].sort((a, b) => a - b)[Math
 
 async function startServer(root: string, limits: 'on' | 'off'): Promise<{ child: ChildProcess; port: number }> {
   const child = fork(fileURLToPath(import.meta.url), ['--serve', root, limits], { execArgv: ['--import', 'tsx'] });
-  const port = await new Promise<number>((resolve) => child.once('message', (m) => resolve((m as { port: number }).port)));
+  const port = await new Promise<number>((resolve) =>
+    child.once('message', (m) => resolve((m as { port: number }).port)),
+  );
   return { child, port };
 }
 
@@ -95,10 +112,18 @@ async function scenario(label: string, limits: 'on' | 'off', flood: Flood): Prom
   try {
     const auth = `Basic ${Buffer.from('alice:alice-pw').toString('base64')}`;
     const blob = (await makeTarGz({ 'Chart.yaml': 'name: app\n' })).toString('base64');
-    for (const [name, visibility] of [['app', 'public'], ['secret', 'private']]) {
-      const pushed = await call(agent, port, 'POST', `/cnr/api/v1/packages/alice/${name}`,
+    for (const [name, visibility] of [
+      ['app', 'public'],
+      ['secret', 'private'],
+    ]) {
+      const pushed = await call(
+        agent,
+        port,
+        'POST',
+        `/cnr/api/v1/packages/alice/${name}`,
         { authorization: auth, 'content-type': 'application/json' },
-        JSON.stringify({ release: '1.0.0', media_type: 'helm', blob, visibility }));
+        JSON.stringify({ release: '1.0.0', media_type: 'helm', blob, visibility }),
+      );
       if (pushed.status !== 200) throw new Error(`push answered ${pushed.status}`);
     }
     const show = async (): Promise<number[]> => {
@@ -123,7 +148,10 @@ async function scenario(label: string, limits: 'on' | 'off', flood: Flood): Prom
         const wrong = `Basic ${Buffer.from(`alice:wrong-${id}-${sent++}`).toString('base64')}`;
         const res = await call(floodAgent, port, 'GET', flood.path, flood.credentials ? { authorization: wrong } : {});
         statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-        if (flood.rate > 0) await new Promise((resolve) => setTimeout(resolve, Math.max(0, (LOOPS * 1000) / flood.rate - (Date.now() - started))));
+        if (flood.rate > 0)
+          await new Promise((resolve) =>
+            setTimeout(resolve, Math.max(0, (LOOPS * 1000) / flood.rate - (Date.now() - started))),
+          );
       }
     };
     const loops = Array.from({ length: LOOPS }, (_, i) => loop(i));
@@ -133,7 +161,9 @@ async function scenario(label: string, limits: 'on' | 'off', flood: Flood): Prom
     await Promise.all(loops);
     const computed = await hashes(child);
     const answered = [...statuses].map(([status, n]) => `${n}x${status}`).join(' ');
-    console.log(`| ${label} | ${before.toFixed(2)} | ${during.toFixed(2)} | ${(during / before).toFixed(2)} | ${sent} (${answered}) | ${computed} |`);
+    console.log(
+      `| ${label} | ${before.toFixed(2)} | ${during.toFixed(2)} | ${(during / before).toFixed(2)} | ${sent} (${answered}) | ${computed} |`,
+    );
   } finally {
     agent.destroy();
     floodAgent.destroy();
@@ -150,9 +180,21 @@ if (process.argv[2] === '--serve') {
   console.log('|---|---|---|---|---|---|');
   const version = '/cnr/version';
   const secret = '/cnr/api/v1/packages/alice/secret';
-  await scenario('wrong Basic on /version, 26 req/s (the issue\'s rate)', 'on', { path: version, credentials: true, rate: 26 });
-  await scenario('no credentials on /version, full speed (baseline)', 'on', { path: version, credentials: false, rate: 0 });
+  await scenario("wrong Basic on /version, 26 req/s (the issue's rate)", 'on', {
+    path: version,
+    credentials: true,
+    rate: 26,
+  });
+  await scenario('no credentials on /version, full speed (baseline)', 'on', {
+    path: version,
+    credentials: false,
+    rate: 0,
+  });
   await scenario('wrong Basic on /version, full speed', 'on', { path: version, credentials: true, rate: 0 });
-  await scenario('wrong Basic on a private package, default limits', 'on', { path: secret, credentials: true, rate: 0 });
+  await scenario('wrong Basic on a private package, default limits', 'on', {
+    path: secret,
+    credentials: true,
+    rate: 0,
+  });
   await scenario('wrong Basic on a private package, limits off', 'off', { path: secret, credentials: true, rate: 0 });
 }

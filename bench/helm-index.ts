@@ -45,7 +45,8 @@ async function serve(shape: string): Promise<void> {
     const name = `chart-${String(p).padStart(4, '0')}`;
     for (let v = 0; v < versions; v += 1) {
       const version = `1.${v}.0`;
-      const chartYaml = `apiVersion: v2\nname: ${name}\nversion: ${version}\nappVersion: "${v}.0"\n` +
+      const chartYaml =
+        `apiVersion: v2\nname: ${name}\nversion: ${version}\nappVersion: "${v}.0"\n` +
         `description: Benchmark chart ${name}\nkeywords: [bench, helm]\nmaintainers:\n  - name: Bench\n    email: bench@example.com\n`;
       const blob = await makeTarGz({ [`${name}/Chart.yaml`]: chartYaml, [`${name}/values.yaml`]: 'replicas: 1\n' });
       await registry.push({ namespace: 'bench', name, release: version, mediaType: 'helm', blob });
@@ -72,10 +73,15 @@ async function serve(shape: string): Promise<void> {
   });
   const baseline = bare.listen(0, '127.0.0.1');
   await new Promise((resolve) => baseline.once('listening', resolve));
-  process.stdout.write(`${JSON.stringify({
-    helm: url, bare: `http://127.0.0.1:${(baseline.address() as AddressInfo).port}/index.yaml`, bytes: bytes.length,
-    fromRecords, fromBlobs,
-  })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({
+      helm: url,
+      bare: `http://127.0.0.1:${(baseline.address() as AddressInfo).port}/index.yaml`,
+      bytes: bytes.length,
+      fromRecords,
+      fromBlobs,
+    })}\n`,
+  );
 }
 
 /** Requests per second against `url` over `connections` keep-alive connections for `seconds`. */
@@ -83,21 +89,24 @@ async function load(url: string, connections: number, seconds: number): Promise<
   const agent = new Agent({ keepAlive: true, maxSockets: connections });
   const deadline = Date.now() + seconds * 1000;
   let done = 0;
-  const one = (): Promise<void> => new Promise((resolve, reject) => {
-    const req = request(url, { agent }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`${url}: ${res.statusCode}`));
-      res.on('data', () => undefined);
-      res.on('end', resolve);
+  const one = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const req = request(url, { agent }, (res) => {
+        if (res.statusCode !== 200) reject(new Error(`${url}: ${res.statusCode}`));
+        res.on('data', () => undefined);
+        res.on('end', resolve);
+      });
+      req.on('error', reject);
+      req.end();
     });
-    req.on('error', reject);
-    req.end();
-  });
-  await Promise.all(Array.from({ length: connections }, async () => {
-    while (Date.now() < deadline) {
-      await one();
-      done += 1;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (Date.now() < deadline) {
+        await one();
+        done += 1;
+      }
+    }),
+  );
   agent.destroy();
   return done / seconds;
 }
@@ -106,14 +115,25 @@ async function bench(shape: string): Promise<void> {
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve', shape], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const urls = await new Promise<{ helm: string; bare: string; bytes: number; fromRecords: number; fromBlobs: number }>((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0] as string) as { helm: string; bare: string; bytes: number; fromRecords: number; fromBlobs: number });
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
+  const urls = await new Promise<{ helm: string; bare: string; bytes: number; fromRecords: number; fromBlobs: number }>(
+    (resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes('\n'))
+          resolve(
+            JSON.parse(out.split('\n')[0] as string) as {
+              helm: string;
+              bare: string;
+              bytes: number;
+              fromRecords: number;
+              fromBlobs: number;
+            },
+          );
+      });
+      child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    },
+  );
   const connections = Number(process.env.BENCH_CONNECTIONS ?? 8);
   const seconds = Number(process.env.BENCH_SECONDS ?? 2);
   const rounds = Number(process.env.BENCH_ROUNDS ?? 6);
@@ -129,12 +149,20 @@ async function bench(shape: string): Promise<void> {
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
     const ratios = helm.map((h, i) => h / (bare[i] as number));
     const versions = shape === 'deep' ? '100 charts x 10 versions' : '1,000 charts x 1 version';
-    console.log(`${versions}, index ${(urls.bytes / 1024).toFixed(0)} KiB, ${connections} connections, ${rounds} x ${seconds} s`);
-    console.log(`  bare Koa, same bytes: ${median(bare).toFixed(0)} req/s (median; rounds ${bare.map((x) => x.toFixed(0)).join(', ')})`);
-    console.log(`  helm index.yaml:      ${median(helm).toFixed(0)} req/s (median; rounds ${helm.map((x) => x.toFixed(0)).join(', ')})`);
+    console.log(
+      `${versions}, index ${(urls.bytes / 1024).toFixed(0)} KiB, ${connections} connections, ${rounds} x ${seconds} s`,
+    );
+    console.log(
+      `  bare Koa, same bytes: ${median(bare).toFixed(0)} req/s (median; rounds ${bare.map((x) => x.toFixed(0)).join(', ')})`,
+    );
+    console.log(
+      `  helm index.yaml:      ${median(helm).toFixed(0)} req/s (median; rounds ${helm.map((x) => x.toFixed(0)).join(', ')})`,
+    );
     console.log(`  ratio: ${median(ratios).toFixed(2)} (median of the rounds' ratios; target >= 0.3)`);
-    console.log(`  first index after a restart (catalog loaded): ${urls.fromRecords.toFixed(0)} ms from chart records, ` +
-      `${urls.fromBlobs.toFixed(0)} ms reading every blob (no records: releases pushed before push-time capture)`);
+    console.log(
+      `  first index after a restart (catalog loaded): ${urls.fromRecords.toFixed(0)} ms from chart records, ` +
+        `${urls.fromBlobs.toFixed(0)} ms reading every blob (no records: releases pushed before push-time capture)`,
+    );
   } finally {
     child.kill('SIGTERM');
   }

@@ -26,9 +26,19 @@ if (process.argv[2] === 'server') {
   const events: AuditEvent[] = [];
   const registry = new Registry({
     storage: new MemoryStorage(),
-    ...(instrumented ? { metrics: new ApprMetrics(), audit: (e: AuditEvent) => { events.push(e); } } : {}),
+    ...(instrumented
+      ? {
+          metrics: new ApprMetrics(),
+          audit: (e: AuditEvent) => {
+            events.push(e);
+          },
+        }
+      : {}),
   });
-  const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n', 'app/values.yaml': 'x: 1\n'.repeat(200) });
+  const blob = await makeTarGz({
+    'app/Chart.yaml': 'name: app\nversion: 1.0.0\n',
+    'app/values.yaml': 'x: 1\n'.repeat(200),
+  });
   for (let i = 0; i < PACKAGES; i += 1) {
     await registry.push({ namespace: 'acme', name: `app${i}`, release: '1.0.0', mediaType: 'helm', blob });
   }
@@ -47,7 +57,9 @@ async function start(mode: 'on' | 'off'): Promise<{ child: ChildProcess; url: st
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'server', mode], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const port = await new Promise<string>((resolve) => child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim())));
+  const port = await new Promise<string>((resolve) =>
+    child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim())),
+  );
   return { child, url: `http://127.0.0.1:${port}/cnr` };
 }
 
@@ -57,18 +69,23 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
 
-async function round(server: { child: ChildProcess; url: string }, paths: string[]): Promise<{ rps: number; cpuMs: number }> {
+async function round(
+  server: { child: ChildProcess; url: string },
+  paths: string[],
+): Promise<{ rps: number; cpuMs: number }> {
   let next = 0;
   const cpuBefore = cpuSeconds(server.child.pid!);
   const started = performance.now();
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (next < REQUESTS) {
-      const path = paths[next++ % paths.length] as string;
-      const res = await fetch(server.url + path);
-      await res.arrayBuffer();
-      if (res.status !== 200) throw new Error(`${path}: ${res.status}`);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < REQUESTS) {
+        const path = paths[next++ % paths.length] as string;
+        const res = await fetch(server.url + path);
+        await res.arrayBuffer();
+        if (res.status !== 200) throw new Error(`${path}: ${res.status}`);
+      }
+    }),
+  );
   const seconds = (performance.now() - started) / 1000;
   return { rps: REQUESTS / seconds, cpuMs: ((cpuSeconds(server.child.pid!) - cpuBefore) * 1000) / REQUESTS };
 }
@@ -89,7 +106,8 @@ function recordingMicros(): number {
 
 async function main(): Promise<void> {
   const paths = Array.from({ length: PACKAGES }, (_, i) => [
-    `/api/v1/packages/acme/app${i}/1.0.0/helm`, `/api/v1/packages/acme/app${i}/1.0.0/helm/pull`,
+    `/api/v1/packages/acme/app${i}/1.0.0/helm`,
+    `/api/v1/packages/acme/app${i}/1.0.0/helm/pull`,
   ]).flat();
   const off = await start('off');
   const on = await start('on');
@@ -102,15 +120,19 @@ async function main(): Promise<void> {
       // Alternate which goes first, so neither always runs on a warmer machine.
       const a = i % 2 === 0 ? await round(off, paths) : undefined;
       const b = await round(on, paths);
-      const c = a ?? await round(off, paths);
+      const c = a ?? (await round(off, paths));
       cpuRatios.push(b.cpuMs / c.cpuMs);
-      rows.push(`| ${i + 1} | ${c.rps.toFixed(0)} | ${b.rps.toFixed(0)} | ${(c.cpuMs * 1000).toFixed(0)} | ` +
-        `${(b.cpuMs * 1000).toFixed(0)} | ${(b.cpuMs / c.cpuMs).toFixed(3)} |`);
+      rows.push(
+        `| ${i + 1} | ${c.rps.toFixed(0)} | ${b.rps.toFixed(0)} | ${(c.cpuMs * 1000).toFixed(0)} | ` +
+          `${(b.cpuMs * 1000).toFixed(0)} | ${(b.cpuMs / c.cpuMs).toFixed(3)} |`,
+      );
     }
     cpuRatios.sort((x, y) => x - y);
     const median = cpuRatios[Math.floor(cpuRatios.length / 2)] as number;
     console.log(`recording a pull (1 HTTP, 2 storage, 1 cache): ${recordingMicros().toFixed(3)} µs of CPU`);
-    console.log('| round | plain req/s | metrics+audit req/s | plain CPU µs/req | metrics+audit CPU µs/req | CPU ratio |');
+    console.log(
+      '| round | plain req/s | metrics+audit req/s | plain CPU µs/req | metrics+audit CPU µs/req | CPU ratio |',
+    );
     console.log('|---|---|---|---|---|---|');
     console.log(rows.join('\n'));
     console.log(`median CPU ratio ${median.toFixed(3)} (target <= 1.10): ${median <= 1.1 ? 'ok' : 'OVER BUDGET'}`);

@@ -29,7 +29,8 @@ async function bigTarGz(bytes: number): Promise<Buffer> {
   archive.pipe(gzip);
   const entry = archive.entry({ name: 'payload.bin', size: bytes });
   for (let written = 0; written < bytes; written += MB) {
-    if (!entry.write(randomBytes(Math.min(MB, bytes - written)))) await new Promise<void>((r) => entry.once('drain', () => r()));
+    if (!entry.write(randomBytes(Math.min(MB, bytes - written))))
+      await new Promise<void>((r) => entry.once('drain', () => r()));
   }
   (entry as unknown as { end(): void }).end();
   archive.finalize();
@@ -44,11 +45,17 @@ function rssMb(pid: number): Promise<number> {
 /** Pull `url` to nowhere while sampling the server's RSS; returns baseline and peak in MB, and bytes received. */
 async function measure(pid: number, url: string) {
   // Warm up: JIT, sockets, buffers of a small request.
-  await fetch(url.replace(/\/[^/]*\/helm\/pull.*$/, '/').replace(/\/blob$/, '/health')).then((r) => r.arrayBuffer()).catch(() => undefined);
+  await fetch(url.replace(/\/[^/]*\/helm\/pull.*$/, '/').replace(/\/blob$/, '/health'))
+    .then((r) => r.arrayBuffer())
+    .catch(() => undefined);
   global.gc?.();
   const baseline = await rssMb(pid);
   let peak = baseline;
-  const timer = setInterval(() => { void rssMb(pid).then((v) => { peak = Math.max(peak, v); }); }, 20);
+  const timer = setInterval(() => {
+    void rssMb(pid).then((v) => {
+      peak = Math.max(peak, v);
+    });
+  }, 20);
   const res = await fetch(url);
   let received = 0;
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) received += chunk.length;
@@ -89,10 +96,16 @@ async function main(): Promise<void> {
 
     const scriptFile = join(process.cwd(), '.bench-buffered-server.mjs');
     await writeFile(scriptFile, BUFFERED_SERVER);
-    const buffered = spawn(process.execPath, [scriptFile], { env: { ...process.env, BLOB: blobFile }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const buffered = spawn(process.execPath, [scriptFile], {
+      env: { ...process.env, BLOB: blobFile },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     children.push(buffered);
     const bufferedUrl = await new Promise<string>((resolve) => {
-      buffered.stdout?.on('data', (c: Buffer) => { const m = /listening on (\S+)/.exec(c.toString()); if (m?.[1]) resolve(m[1]); });
+      buffered.stdout?.on('data', (c: Buffer) => {
+        const m = /listening on (\S+)/.exec(c.toString());
+        if (m?.[1]) resolve(m[1]);
+      });
     });
     const base = await measure(buffered.pid as number, `${bufferedUrl}/blob`);
     await rm(scriptFile, { force: true });
@@ -100,12 +113,18 @@ async function main(): Promise<void> {
     const row = (label: string, m: { baseline: number; peak: number; growth: number; received: number }) =>
       `${label.padEnd(34)} ${m.baseline.toFixed(0).padStart(6)} MB ${m.peak.toFixed(0).padStart(6)} MB ${m.growth.toFixed(0).padStart(6)} MB ${(m.received / MB).toFixed(0).padStart(6)} MB ${(m.growth / gzipMb).toFixed(3).padStart(8)}`;
     console.log(`\npackage: ${gzipMb.toFixed(0)} MB gzip\n`);
-    console.log(`${'server, route'.padEnd(34)} ${'before'.padStart(9)} ${'peak'.padStart(9)} ${'growth'.padStart(9)} ${'sent'.padStart(9)} ${'growth/blob'.padStart(8)}`);
+    console.log(
+      `${'server, route'.padEnd(34)} ${'before'.padStart(9)} ${'peak'.padStart(9)} ${'growth'.padStart(9)} ${'sent'.padStart(9)} ${'growth/blob'.padStart(8)}`,
+    );
     console.log(row('koa-appr raw pull', raw));
     console.log(row('koa-appr JSON pull (base64)', json));
     console.log(row('baseline: buffering Koa server', base));
-    console.log(`\nratio of memory growth, koa-appr raw pull / buffering baseline: ${(raw.growth / Math.max(base.growth, 1)).toFixed(3)}`);
-    console.log(`ratio of memory growth, koa-appr JSON pull / buffering baseline: ${(json.growth / Math.max(base.growth, 1)).toFixed(3)}`);
+    console.log(
+      `\nratio of memory growth, koa-appr raw pull / buffering baseline: ${(raw.growth / Math.max(base.growth, 1)).toFixed(3)}`,
+    );
+    console.log(
+      `ratio of memory growth, koa-appr JSON pull / buffering baseline: ${(json.growth / Math.max(base.growth, 1)).toFixed(3)}`,
+    );
   } finally {
     for (const child of children) child.kill('SIGTERM');
     await rm(dir, { recursive: true, force: true });

@@ -18,18 +18,27 @@ const N = Number(process.env.BENCH_N ?? 1500);
 const dir = await mkdtemp(join(tmpdir(), 'appr-push-profile-'));
 try {
   const registry = new Registry({ storage: new FsStorage({ root: dir }) });
-  const blobs = await Promise.all(Array.from({ length: N }, (_, i) => makeTarGz({ 'Chart.yaml': `version: 1.${i}.0\n` })));
+  const blobs = await Promise.all(
+    Array.from({ length: N }, (_, i) => makeTarGz({ 'Chart.yaml': `version: 1.${i}.0\n` })),
+  );
   const metadata = { description: 'x'.repeat(400), maintainers: [{ name: 'bench', email: 'bench@example.com' }] };
   const started = performance.now();
   const cpu0 = process.cpuUsage();
   for (let i = 0; i < N; i++) {
     await registry.push({
-      namespace: 'profile', name: `p${i % 16}`, release: `1.${Math.floor(i / 16)}.0`, mediaType: 'helm', blob: blobs[i] as Buffer, metadata,
+      namespace: 'profile',
+      name: `p${i % 16}`,
+      release: `1.${Math.floor(i / 16)}.0`,
+      mediaType: 'helm',
+      blob: blobs[i] as Buffer,
+      metadata,
     });
   }
   const cpu = process.cpuUsage(cpu0);
-  console.log(`${N} sequential pushes: ${((performance.now() - started) / N).toFixed(2)} ms/push wall, ` +
-    `${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms/push CPU`);
+  console.log(
+    `${N} sequential pushes: ${((performance.now() - started) / N).toFixed(2)} ms/push wall, ` +
+      `${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms/push CPU`,
+  );
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

@@ -41,9 +41,17 @@ const S3 = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.S3_ENDPOINT ?? '';
 const MB = 1024 * 1024;
 const BOUND_SECONDS = Number(process.env.BENCH_BOUND_SECONDS ?? 10);
 const SERVER = fileURLToPath(new URL('./lib/push-server.ts', import.meta.url));
-const METADATA = { description: 'x'.repeat(400), maintainers: [{ name: 'bench', email: 'bench@example.com' }], labels: { tier: 'backend', team: 'platform' } };
+const METADATA = {
+  description: 'x'.repeat(400),
+  maintainers: [{ name: 'bench', email: 'bench@example.com' }],
+  labels: { tier: 'backend', team: 'platform' },
+};
 
-interface Server { url: string; child: ChildProcess; pid: number }
+interface Server {
+  url: string;
+  child: ChildProcess;
+  pid: number;
+}
 
 /**
  * BENCH_BASELINE: the root of another checkout (say, main's) whose server runs next to this one: sequential pushes
@@ -90,14 +98,20 @@ const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 /** `fresh`: a new connection (a kept-alive one may have been closed by the server while the client was busy). */
 function post(url: string, body: Buffer, fresh = false): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, {
-      method: 'POST', agent: fresh ? false : agent, headers: { 'content-type': 'application/json', 'content-length': body.length },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
-      res.on('error', reject);
-    });
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        agent: fresh ? false : agent,
+        headers: { 'content-type': 'application/json', 'content-length': body.length },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -107,7 +121,9 @@ async function tarGz(release: string): Promise<Buffer> {
   const chart = Buffer.from(`apiVersion: v1\nname: bench\nversion: ${release}\ndescription: a benchmark chart\n`);
   const archive = pack();
   const chunks: Buffer[] = [];
-  const collected = (async () => { for await (const c of archive) chunks.push(c as Buffer); })();
+  const collected = (async () => {
+    for await (const c of archive) chunks.push(c as Buffer);
+  })();
   archive.entry({ name: 'bench/Chart.yaml', mtime: new Date(0), mode: 0o644 }, chart);
   archive.finalize();
   await collected;
@@ -115,20 +131,38 @@ async function tarGz(release: string): Promise<Buffer> {
 }
 
 async function pushBody(release: string): Promise<Buffer> {
-  return Buffer.from(JSON.stringify({
-    blob: (await tarGz(release)).toString('base64'), release, media_type: 'helm', metadata: METADATA,
-  }));
+  return Buffer.from(
+    JSON.stringify({
+      blob: (await tarGz(release)).toString('base64'),
+      release,
+      media_type: 'helm',
+      metadata: METADATA,
+    }),
+  );
 }
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-interface Result { label: string; rate: number; p50: number; p99: number; errors: number; cpuPerPush: number; firstError?: string }
+interface Result {
+  label: string;
+  rate: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  cpuPerPush: number;
+  firstError?: string;
+}
 
 /** `count` pushes, `concurrency` at a time; `target(i)` gives the package path and release of push i. */
-async function run(server: Server, label: string, count: number, concurrency: number,
-  target: (i: number) => { pkg: string; release: string }): Promise<Result> {
+async function run(
+  server: Server,
+  label: string,
+  count: number,
+  concurrency: number,
+  target: (i: number) => { pkg: string; release: string },
+): Promise<Result> {
   const bodies = await Promise.all(Array.from({ length: count }, (_, i) => pushBody(target(i).release)));
   const latencies: number[] = [];
   let errors = 0;
@@ -136,22 +170,32 @@ async function run(server: Server, label: string, count: number, concurrency: nu
   let next = 0;
   const cpu0 = await cpuMs(server.pid);
   const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < count) {
-      const i = next++;
-      const t0 = performance.now();
-      const res = await post(`${server.url}/cnr/api/v1/packages/${target(i).pkg}`, bodies[i] as Buffer);
-      latencies.push(performance.now() - t0);
-      if (res.status !== 200) {
-        errors++;
-        firstError ??= `${res.status} ${res.text.slice(0, 160)}`;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const i = next++;
+        const t0 = performance.now();
+        const res = await post(`${server.url}/cnr/api/v1/packages/${target(i).pkg}`, bodies[i] as Buffer);
+        latencies.push(performance.now() - t0);
+        if (res.status !== 200) {
+          errors++;
+          firstError ??= `${res.status} ${res.text.slice(0, 160)}`;
+        }
       }
-    }
-  }));
+    }),
+  );
   const seconds = (performance.now() - started) / 1000;
   const cpu = (await cpuMs(server.pid)) - cpu0;
   latencies.sort((a, b) => a - b);
-  return { label, rate: count / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors, cpuPerPush: cpu / count, ...(firstError ? { firstError } : {}) };
+  return {
+    label,
+    rate: count / seconds,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    errors,
+    cpuPerPush: cpu / count,
+    ...(firstError ? { firstError } : {}),
+  };
 }
 
 /**
@@ -173,7 +217,11 @@ async function grow(server: Server, ns: string): Promise<{ size: number; mean: n
     if (window.length > GROW_WINDOW) window.shift();
     if (marks.includes(i)) {
       const sorted = [...window].sort((a, b) => a - b);
-      out.push({ size: i, mean: window.reduce((a, b) => a + b, 0) / window.length, median: sorted[Math.floor(sorted.length / 2)] as number });
+      out.push({
+        size: i,
+        mean: window.reduce((a, b) => a + b, 0) / window.length,
+        median: sorted[Math.floor(sorted.length / 2)] as number,
+      });
     }
   }
   return out;
@@ -194,7 +242,10 @@ async function interleaved(server: Server, ns: string, pairs: number): Promise<{
   const small: number[] = [];
   const big: number[] = [];
   for (let i = 0; i < pairs; i++) {
-    for (const [pkg, into] of [[`small${i % 8}`, small], ['grow', big]] as const) {
+    for (const [pkg, into] of [
+      [`small${i % 8}`, small],
+      ['grow', big],
+    ] as const) {
       const body = await pushBody(`2.0.${i}`);
       const t0 = performance.now();
       const res = await post(`${server.url}/cnr/api/v1/packages/${ns}/${pkg}`, body);
@@ -211,10 +262,13 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 async function bigTarGz(bytes: number): Promise<Buffer> {
   const archive = pack();
   const chunks: Buffer[] = [];
-  const collected = (async () => { for await (const c of archive) chunks.push(c as Buffer); })();
+  const collected = (async () => {
+    for await (const c of archive) chunks.push(c as Buffer);
+  })();
   const entry = archive.entry({ name: 'payload.bin', size: bytes });
   for (let written = 0; written < bytes; written += MB) {
-    if (!entry.write(randomBytes(Math.min(MB, bytes - written)))) await new Promise<void>((r) => entry.once('drain', () => r()));
+    if (!entry.write(randomBytes(Math.min(MB, bytes - written))))
+      await new Promise<void>((r) => entry.once('drain', () => r()));
   }
   (entry as unknown as { end(): void }).end();
   archive.finalize();
@@ -227,21 +281,28 @@ async function bigPushes(storage: string): Promise<{ idle: number; peak: number;
   const tarball = await bigTarGz(BIG_MB * MB);
   // BENCH_BIG_CAP: maxPushBytesInFlight in bytes (default 4 GiB, so that all pushes run; 0 for the router's default).
   const cap = Number(process.env.BENCH_BIG_CAP ?? 4 * 1024 * MB);
-  const server = await startServer(storage, { maxPushSize: tarball.length + MB, ...(cap > 0 ? { maxPushBytesInFlight: cap } : {}) });
+  const server = await startServer(storage, {
+    maxPushSize: tarball.length + MB,
+    ...(cap > 0 ? { maxPushBytesInFlight: cap } : {}),
+  });
   try {
     await post(`${server.url}/cnr/api/v1/packages/warm/up`, await pushBody('1.0.0'));
     const idle = await procStatus(server.pid, 'VmRSS');
-    const statuses: number[] = await Promise.all(Array.from({ length: BIG_COUNT }, async (_, i) => {
-      const body = Buffer.from(JSON.stringify({ blob: tarball.toString('base64'), release: `1.0.${i}`, media_type: 'helm' }));
-      try {
-        const res = await post(`${server.url}/cnr/api/v1/packages/big/p${i}`, body, true);
-        if (res.status !== 200 && i === 0) console.log(`  first answer: ${res.status} ${res.text.slice(0, 200)}`);
-        return res.status;
-      } catch (err) {
-        console.log(`  push ${i}: ${(err as Error).message}`);
-        return -1;
-      }
-    }));
+    const statuses: number[] = await Promise.all(
+      Array.from({ length: BIG_COUNT }, async (_, i) => {
+        const body = Buffer.from(
+          JSON.stringify({ blob: tarball.toString('base64'), release: `1.0.${i}`, media_type: 'helm' }),
+        );
+        try {
+          const res = await post(`${server.url}/cnr/api/v1/packages/big/p${i}`, body, true);
+          if (res.status !== 200 && i === 0) console.log(`  first answer: ${res.status} ${res.text.slice(0, 200)}`);
+          return res.status;
+        } catch (err) {
+          console.log(`  push ${i}: ${(err as Error).message}`);
+          return -1;
+        }
+      }),
+    );
     const peak = await procStatus(server.pid, 'VmHWM');
     const counts = new Map<number, number>();
     for (const s of statuses) counts.set(s, (counts.get(s) ?? 0) + 1);
@@ -256,7 +317,10 @@ async function abSequential(storage: string, count: number): Promise<void> {
   const mine = await startServer(`${storage}-ab-this`);
   const base = await startServer(`${storage}-ab-baseline`, {}, join(BASELINE, 'bench/lib/push-server.ts'));
   try {
-    const sides = [{ label: 'this checkout', server: mine, ms: [] as number[] }, { label: `baseline ${BASELINE}`, server: base, ms: [] as number[] }];
+    const sides = [
+      { label: 'this checkout', server: mine, ms: [] as number[] },
+      { label: `baseline ${BASELINE}`, server: base, ms: [] as number[] },
+    ];
     const cpu0 = await Promise.all(sides.map((s) => cpuMs(s.server.pid)));
     for (let i = 0; i < count; i++) {
       const body = await pushBody(`1.${Math.floor(i / 16)}.0`);
@@ -272,8 +336,10 @@ async function abSequential(storage: string, count: number): Promise<void> {
     console.log('| server | push/s (1 / mean) | p50 ms | p99 ms | server CPU ms/push |\n|---|---|---|---|---|');
     sides.forEach((side, k) => {
       const sorted = [...side.ms].sort((a, b) => a - b);
-      console.log(`| ${side.label} | ${(1000 / mean(side.ms)).toFixed(0)} | ${percentile(sorted, 50).toFixed(1)} | ` +
-        `${percentile(sorted, 99).toFixed(1)} | ${(((cpu1[k] as number) - (cpu0[k] as number)) / count).toFixed(2)} |`);
+      console.log(
+        `| ${side.label} | ${(1000 / mean(side.ms)).toFixed(0)} | ${percentile(sorted, 50).toFixed(1)} | ` +
+          `${percentile(sorted, 99).toFixed(1)} | ${(((cpu1[k] as number) - (cpu0[k] as number)) / count).toFixed(2)} |`,
+      );
     });
   } finally {
     await Promise.all([stopServer(mine), stopServer(base)]);
@@ -289,9 +355,13 @@ async function printS3Bound(storage: string, eightWay: Result | undefined): Prom
   const requests = await recordPush(bucket, `${prefix}-bound/registry`, pushBody);
   const bound = await replayBound(s3ClientFromEnv(), bucket, `${prefix}-bound/replay`, requests, 8, BOUND_SECONDS);
   const list = requests.map((r) => `${r.op} ${r.kind}${r.createOnly ? ' (create-only)' : ''}`).join(', ');
-  console.log(`\nwhat RGW allows for one push's ${requests.length} requests (${list}), 8 concurrent, bare SDK: ` +
-    `${bound.sequencesPerSecond.toFixed(0)} push/s (${bound.requestsPerSecond.toFixed(0)} requests/s)` +
-    (eightWay ? `; 8 concurrent, 16 packages reached ${eightWay.rate.toFixed(0)} push/s = ${(eightWay.rate / bound.sequencesPerSecond).toFixed(2)} of it` : ''));
+  console.log(
+    `\nwhat RGW allows for one push's ${requests.length} requests (${list}), 8 concurrent, bare SDK: ` +
+      `${bound.sequencesPerSecond.toFixed(0)} push/s (${bound.requestsPerSecond.toFixed(0)} requests/s)` +
+      (eightWay
+        ? `; 8 concurrent, 16 packages reached ${eightWay.rate.toFixed(0)} push/s = ${(eightWay.rate / bound.sequencesPerSecond).toFixed(2)} of it`
+        : ''),
+  );
 }
 
 async function bench(kind: string, storage: string, bigStorage: string): Promise<void> {
@@ -301,12 +371,26 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   try {
     await post(`${server.url}/cnr/api/v1/packages/warm/up`, await pushBody('1.0.0'));
     if (WORKLOADS) {
-      results.push(await run(server, 'sequential, 16 packages', N, 1, (i) => ({ pkg: `seq/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
-      results.push(await run(server, '8 concurrent, 16 packages', N, 8, (i) => ({ pkg: `par/p${i % 16}`, release: `1.${Math.floor(i / 16)}.0` })));
-      results.push(await run(server, '8 concurrent, one package', N, 8, (i) => ({ pkg: 'hot/one', release: `1.0.${i}` })));
+      results.push(
+        await run(server, 'sequential, 16 packages', N, 1, (i) => ({
+          pkg: `seq/p${i % 16}`,
+          release: `1.${Math.floor(i / 16)}.0`,
+        })),
+      );
+      results.push(
+        await run(server, '8 concurrent, 16 packages', N, 8, (i) => ({
+          pkg: `par/p${i % 16}`,
+          release: `1.${Math.floor(i / 16)}.0`,
+        })),
+      );
+      results.push(
+        await run(server, '8 concurrent, one package', N, 8, (i) => ({ pkg: 'hot/one', release: `1.0.${i}` })),
+      );
       console.log('| workload | push/s | p50 ms | p99 ms | errors | server CPU ms/push |\n|---|---|---|---|---|---|');
       for (const r of results) {
-        console.log(`| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`);
+        console.log(
+          `| ${r.label} | ${r.rate.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${r.cpuPerPush.toFixed(2)} |`,
+        );
         if (r.firstError) console.log(`  first error: ${r.firstError}`);
       }
       if (storage.startsWith('s3://')) await printS3Bound(storage, results[1]);
@@ -315,13 +399,19 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
       const growth = await grow(server, 'grow');
       const first = growth[0];
       const last = growth.at(-1);
-      console.log(`\npush latency as one package grows (mean / median of ${GROW_WINDOW} pushes): ` +
-        `${growth.map((g) => `${g.size} releases ${g.mean.toFixed(1)} / ${g.median.toFixed(1)} ms`).join(', ')}` +
-        (first && last ? ` (ratio ${(last.mean / first.mean).toFixed(2)} mean, ${(last.median / first.median).toFixed(2)} median)` : ''));
+      console.log(
+        `\npush latency as one package grows (mean / median of ${GROW_WINDOW} pushes): ` +
+          `${growth.map((g) => `${g.size} releases ${g.mean.toFixed(1)} / ${g.median.toFixed(1)} ms`).join(', ')}` +
+          (first && last
+            ? ` (ratio ${(last.mean / first.mean).toFixed(2)} mean, ${(last.median / first.median).toFixed(2)} median)`
+            : ''),
+      );
       const { small, big } = await interleaved(server, 'grow', GROW_WINDOW * 2);
-      console.log(`interleaved, same minute: ~10 releases ${mean(small).toFixed(1)} / ${median(small).toFixed(1)} ms, ` +
-        `${GROW} releases ${mean(big).toFixed(1)} / ${median(big).toFixed(1)} ms (mean / median of ${small.length}; ` +
-        `ratio ${(mean(big) / mean(small)).toFixed(2)} mean, ${(median(big) / median(small)).toFixed(2)} median)`);
+      console.log(
+        `interleaved, same minute: ~10 releases ${mean(small).toFixed(1)} / ${median(small).toFixed(1)} ms, ` +
+          `${GROW} releases ${mean(big).toFixed(1)} / ${median(big).toFixed(1)} ms (mean / median of ${small.length}; ` +
+          `ratio ${(mean(big) / mean(small)).toFixed(2)} mean, ${(median(big) / median(small)).toFixed(2)} median)`,
+      );
     }
   } finally {
     await stopServer(server);
@@ -329,8 +419,10 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   if (BASELINE) await abSequential(storage, N);
   if (BIG_COUNT > 0) {
     const big = await bigPushes(bigStorage);
-    console.log(`\n${BIG_COUNT} concurrent ${BIG_MB} MB pushes: server RSS idle ${big.idle.toFixed(0)} MB, peak ${big.peak.toFixed(0)} MB, ` +
-      `growth ${(big.peak - big.idle).toFixed(0)} MB (${big.statuses})`);
+    console.log(
+      `\n${BIG_COUNT} concurrent ${BIG_MB} MB pushes: server RSS idle ${big.idle.toFixed(0)} MB, peak ${big.peak.toFixed(0)} MB, ` +
+        `growth ${(big.peak - big.idle).toFixed(0)} MB (${big.statuses})`,
+    );
   }
 }
 

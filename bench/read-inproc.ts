@@ -25,7 +25,9 @@ const CONCURRENCY = 32;
 const PREFIX = '/cnr/api/v1/packages';
 const NAMESPACES = ['ns0', 'ns1', 'ns2', 'ns3'];
 const RELEASES = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '2.0.0'];
-const packages = NAMESPACES.flatMap((ns) => Array.from({ length: 50 }, (_, i) => ({ ns, name: `chart${String(i).padStart(3, '0')}` })));
+const packages = NAMESPACES.flatMap((ns) =>
+  Array.from({ length: 50 }, (_, i) => ({ ns, name: `chart${String(i).padStart(3, '0')}` })),
+);
 
 const WORKLOADS: { id: string; paths: string[] }[] = [
   { id: 'show', paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/1.0.0/helm`) },
@@ -40,8 +42,22 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
 /** A socket that accepts and discards everything written to it. */
 function sink(): Duplex {
-  const socket = new Duplex({ read() {}, write(_c, _e, cb) { cb(); }, writev(_c, cb) { cb(); } });
-  Object.assign(socket, { remoteAddress: '127.0.0.1', encrypted: false, setTimeout() { return socket; } });
+  const socket = new Duplex({
+    read() {},
+    write(_c, _e, cb) {
+      cb();
+    },
+    writev(_c, cb) {
+      cb();
+    },
+  });
+  Object.assign(socket, {
+    remoteAddress: '127.0.0.1',
+    encrypted: false,
+    setTimeout() {
+      return socket;
+    },
+  });
   return socket;
 }
 
@@ -70,13 +86,15 @@ async function measure(handler: Handler, paths: string[], requests: number): Pro
   const sockets = Array.from({ length: CONCURRENCY }, sink);
   let next = 0;
   const before = process.cpuUsage();
-  await Promise.all(sockets.map(async (socket) => {
-    while (next < requests) {
-      const path = paths[next++ % paths.length] as string;
-      const status = await request(handler, socket, path);
-      if (status !== 200) throw new Error(`${path}: ${status}`);
-    }
-  }));
+  await Promise.all(
+    sockets.map(async (socket) => {
+      while (next < requests) {
+        const path = paths[next++ % paths.length] as string;
+        const status = await request(handler, socket, path);
+        if (status !== 200) throw new Error(`${path}: ${status}`);
+      }
+    }),
+  );
   const used = process.cpuUsage(before);
   return (used.user + used.system) / requests;
 }
@@ -85,12 +103,21 @@ async function library(ops: boolean): Promise<Handler> {
   const events: AuditEvent[] = [];
   const registry = new Registry({
     storage: new MemoryStorage(),
-    ...(ops ? { metrics: new ApprMetrics(), audit: (e: AuditEvent) => { events.push(e); } } : {}),
+    ...(ops
+      ? {
+          metrics: new ApprMetrics(),
+          audit: (e: AuditEvent) => {
+            events.push(e);
+          },
+        }
+      : {}),
   });
   for (const { ns, name } of packages) {
     for (const release of RELEASES) {
-      const blob = await makeTarGz({ [`${name}/Chart.yaml`]: `apiVersion: v1\nname: ${name}\nversion: ${release}\n`,
-        [`${name}/values.yaml`]: `opaque: ${'x'.repeat(1500)}${ns}${name}${release}\n` });
+      const blob = await makeTarGz({
+        [`${name}/Chart.yaml`]: `apiVersion: v1\nname: ${name}\nversion: ${release}\n`,
+        [`${name}/values.yaml`]: `opaque: ${'x'.repeat(1500)}${ns}${name}${release}\n`,
+      });
       const metadata = { description: `Benchmark chart ${ns}/${name}: `.padEnd(400, 'x'), keywords: ['bench', ns] };
       await registry.push({ namespace: ns, name, release, mediaType: 'helm', blob, metadata });
     }
@@ -125,9 +152,15 @@ async function bare(lib: Handler): Promise<Handler> {
   const json = (id: string) => JSON.parse(bodies[id]!.toString()) as unknown;
   const router = new Router({ prefix: '/cnr' });
   router
-    .get('/api/v1/packages', (ctx) => { ctx.body = json('list 200'); })
-    .get('/api/v1/packages/search', (ctx) => { ctx.body = json('search'); })
-    .get('/api/v1/packages/:ns/:name/:release/:mt', (ctx) => { ctx.body = json(ctx.params.release === 'default' ? 'show default' : 'show'); })
+    .get('/api/v1/packages', (ctx) => {
+      ctx.body = json('list 200');
+    })
+    .get('/api/v1/packages/search', (ctx) => {
+      ctx.body = json('search');
+    })
+    .get('/api/v1/packages/:ns/:name/:release/:mt', (ctx) => {
+      ctx.body = json(ctx.params.release === 'default' ? 'show default' : 'show');
+    })
     .get('/api/v1/packages/:ns/:name/:release/:mt/pull', (ctx) => {
       if (ctx.query.format === 'json') {
         ctx.body = json('pull JSON');
@@ -142,7 +175,9 @@ async function bare(lib: Handler): Promise<Handler> {
   return app.callback();
 }
 
-const wanted = (process.env.BENCH_TARGETS ?? `koa,library${process.env.BENCH_OPS === '1' ? ',library+ops' : ''}`).split(',');
+const wanted = (process.env.BENCH_TARGETS ?? `koa,library${process.env.BENCH_OPS === '1' ? ',library+ops' : ''}`).split(
+  ',',
+);
 const targets: [string, Handler][] = [];
 const lib = await library(false);
 if (wanted.includes('koa')) targets.push(['koa', await bare(lib)]);
@@ -164,8 +199,12 @@ for (const w of WORKLOADS.filter((w) => !only || only.some((prefix) => w.id.star
   console.error(rows.at(-1));
 }
 const names = targets.map(([name]) => name);
-console.log(`\nCPU per request in process (us), ${REQUESTS} requests per workload, and koa's divided by each target's:\n`);
+console.log(
+  `\nCPU per request in process (us), ${REQUESTS} requests per workload, and koa's divided by each target's:\n`,
+);
 const ratioNames = names[0] === 'koa' ? names.slice(1) : [];
-console.log(`| workload | ${names.map((n) => `${n} us`).join(' | ')} | ${ratioNames.map((n) => `koa / ${n}`).join(' | ')} |`);
+console.log(
+  `| workload | ${names.map((n) => `${n} us`).join(' | ')} | ${ratioNames.map((n) => `koa / ${n}`).join(' | ')} |`,
+);
 console.log(`|---|${names.map(() => '---:').join('|')}|${ratioNames.map(() => '---:').join('|')}|`);
 console.log(rows.join('\n'));

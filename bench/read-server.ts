@@ -16,7 +16,13 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import { keys } from '../lib/core/keys.js';
 import {
-  ApprMetrics, createApprRouter, FsStorage, jsonLinesAudit, MemoryStorage, Registry, type StorageAdapter,
+  ApprMetrics,
+  createApprRouter,
+  FsStorage,
+  jsonLinesAudit,
+  MemoryStorage,
+  Registry,
+  type StorageAdapter,
 } from '../lib/index.js';
 
 const [mode, spec, dir, variant] = process.argv.slice(2) as [string, string, string, string | undefined];
@@ -35,28 +41,39 @@ async function storageOf(value: string): Promise<StorageAdapter> {
 
 async function library(): Promise<Koa> {
   const storage = await storageOf(spec);
-  const ops = variant === 'ops'
-    ? { metrics: new ApprMetrics(), audit: jsonLinesAudit(join(dir, `audit-${process.pid}.jsonl`)).hook }
-    : {};
+  const ops =
+    variant === 'ops'
+      ? { metrics: new ApprMetrics(), audit: jsonLinesAudit(join(dir, `audit-${process.pid}.jsonl`)).hook }
+      : {};
   const registry = new Registry({ storage, ...ops });
   const fixture = JSON.parse(await readFile(join(dir, 'fixture.json'), 'utf8')) as Fixture;
   let next = 0;
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (next < fixture.packages.length) {
-      const p = fixture.packages[next++]!;
-      const blob = await readFile(join(dir, p.file));
-      // The shared RGW may restart under us (other suites kill it on purpose): retry a push that met an outage.
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          await registry.push({ namespace: p.ns, name: p.name, release: p.release, mediaType: 'helm', blob, metadata: p.metadata, force: true });
-          break;
-        } catch (err) {
-          if (attempt >= 30) throw err;
-          await new Promise((resolve) => setTimeout(resolve, 1000));
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < fixture.packages.length) {
+        const p = fixture.packages[next++]!;
+        const blob = await readFile(join(dir, p.file));
+        // The shared RGW may restart under us (other suites kill it on purpose): retry a push that met an outage.
+        for (let attempt = 1; ; attempt += 1) {
+          try {
+            await registry.push({
+              namespace: p.ns,
+              name: p.name,
+              release: p.release,
+              mediaType: 'helm',
+              blob,
+              metadata: p.metadata,
+              force: true,
+            });
+            break;
+          } catch (err) {
+            if (attempt >= 30) throw err;
+            await new Promise((resolve) => setTimeout(resolve, 1000));
+          }
         }
       }
-    }
-  }));
+    }),
+  );
   const app = new Koa();
   const router = createApprRouter({ registry, prefix: PREFIX });
   app.use(router.routes()).use(router.allowedMethods());
@@ -67,14 +84,25 @@ async function library(): Promise<Koa> {
 async function koa(): Promise<Koa> {
   const body = (name: string) => readFile(join(spec, name));
   const [show, showDefault, pullJson, list, search] = await Promise.all(
-    ['show.json', 'show_default.json', 'pull_json.json', 'list.json', 'search.json'].map(async (f) => JSON.parse((await body(f)).toString()) as unknown));
+    ['show.json', 'show_default.json', 'pull_json.json', 'list.json', 'search.json'].map(
+      async (f) => JSON.parse((await body(f)).toString()) as unknown,
+    ),
+  );
   const tarball = await body('pull.bin');
-  const big = Object.fromEntries((await readdir(dir)).filter((f) => f.startsWith('big')).map((f) => [f.replace('.tar.gz', ''), join(dir, f)]));
+  const big = Object.fromEntries(
+    (await readdir(dir)).filter((f) => f.startsWith('big')).map((f) => [f.replace('.tar.gz', ''), join(dir, f)]),
+  );
   const router = new Router({ prefix: PREFIX });
   router
-    .get('/api/v1/packages', (ctx) => { ctx.body = list; })
-    .get('/api/v1/packages/search', (ctx) => { ctx.body = search; })
-    .get('/api/v1/packages/:ns/:name/:release/:mt', (ctx) => { ctx.body = ctx.params.release === 'default' ? showDefault : show; })
+    .get('/api/v1/packages', (ctx) => {
+      ctx.body = list;
+    })
+    .get('/api/v1/packages/search', (ctx) => {
+      ctx.body = search;
+    })
+    .get('/api/v1/packages/:ns/:name/:release/:mt', (ctx) => {
+      ctx.body = ctx.params.release === 'default' ? showDefault : show;
+    })
     .get('/api/v1/packages/:ns/:name/:release/:mt/pull', async (ctx) => {
       if (ctx.query.format === 'json') {
         ctx.body = pullJson;
@@ -93,13 +121,16 @@ async function koa(): Promise<Koa> {
 /** What the AWS SDK alone streams from the same bucket: one GetObject piped to the response, nothing else. */
 async function sdk(): Promise<Koa> {
   const { GetObjectCommand } = await import('@aws-sdk/client-s3');
-  const storage = await storageOf(spec) as import('../lib/storage/s3.js').S3Storage;
+  const storage = (await storageOf(spec)) as import('../lib/storage/s3.js').S3Storage;
   const router = new Router({ prefix: PREFIX });
   router.get('/api/v1/packages/:ns/:name/:release/:mt/pull', async (ctx) => {
     const digest = (await readFile(join(dir, `${ctx.params.name}.digest`), 'utf8')).trim();
-    const res = await storage.client.send(new GetObjectCommand({
-      Bucket: storage.bucket, Key: `${storage.prefix}${keys.blob(ctx.params.ns as string, ctx.params.name as string, digest)}`,
-    }));
+    const res = await storage.client.send(
+      new GetObjectCommand({
+        Bucket: storage.bucket,
+        Key: `${storage.prefix}${keys.blob(ctx.params.ns as string, ctx.params.name as string, digest)}`,
+      }),
+    );
     ctx.type = 'application/x-gzip';
     ctx.length = res.ContentLength ?? 0;
     ctx.body = res.Body as NodeJS.ReadableStream;

@@ -41,14 +41,37 @@ const NAMESPACES = ['ns0', 'ns1', 'ns2', 'ns3'];
 const RELEASES = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '2.0.0'];
 const PREFIX = '/cnr/api/v1/packages';
 
-interface Workload { id: string; paths: string[]; conns: number; seconds: number; big?: boolean }
+interface Workload {
+  id: string;
+  paths: string[];
+  conns: number;
+  seconds: number;
+  big?: boolean;
+}
 
-const packages = NAMESPACES.flatMap((ns) => Array.from({ length: 50 }, (_, i) => ({ ns, name: `chart${String(i).padStart(3, '0')}` })));
+const packages = NAMESPACES.flatMap((ns) =>
+  Array.from({ length: 50 }, (_, i) => ({ ns, name: `chart${String(i).padStart(3, '0')}` })),
+);
 const WORKLOADS: Workload[] = [
   { id: 'show', paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/1.0.0/helm`), conns: 32, seconds: SECONDS },
-  { id: 'show default', paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/default/helm`), conns: 32, seconds: SECONDS },
-  { id: 'raw pull 2 KB', paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/1.0.0/helm/pull`), conns: 32, seconds: SECONDS },
-  { id: 'pull JSON', paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/1.0.0/helm/pull?format=json`), conns: 32, seconds: SECONDS },
+  {
+    id: 'show default',
+    paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/default/helm`),
+    conns: 32,
+    seconds: SECONDS,
+  },
+  {
+    id: 'raw pull 2 KB',
+    paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/1.0.0/helm/pull`),
+    conns: 32,
+    seconds: SECONDS,
+  },
+  {
+    id: 'pull JSON',
+    paths: packages.map((p) => `${PREFIX}/${p.ns}/${p.name}/1.0.0/helm/pull?format=json`),
+    conns: 32,
+    seconds: SECONDS,
+  },
   { id: 'list 200', paths: [PREFIX], conns: 32, seconds: SECONDS },
   { id: 'search', paths: [`${PREFIX}/search?q=chart01`], conns: 32, seconds: SECONDS },
   { id: 'pull 1 MB', paths: [`${PREFIX}/bench/big1m/1.0.0/helm/pull`], conns: 8, seconds: SECONDS, big: true },
@@ -58,17 +81,29 @@ const WORKLOADS: Workload[] = [
 function chart(ns: string, name: string, release: string): Buffer {
   // 1-3 KB of gzip: Chart.yaml and incompressible values, deterministic per release.
   const seed = createHash('sha256').update(`${ns}/${name}/${release}`).digest();
-  const random = Buffer.concat(Array.from({ length: 16 + (seed[0] as number) % 16 },
-    (_, i) => createHash('sha512').update(seed).update(String(i)).digest())).toString('base64');
-  const files = { 'Chart.yaml': `apiVersion: v1\nname: ${name}\nversion: ${release}\n`, 'values.yaml': `opaque: ${random}\n` };
+  const random = Buffer.concat(
+    Array.from({ length: 16 + ((seed[0] as number) % 16) }, (_, i) =>
+      createHash('sha512').update(seed).update(String(i)).digest(),
+    ),
+  ).toString('base64');
+  const files = {
+    'Chart.yaml': `apiVersion: v1\nname: ${name}\nversion: ${release}\n`,
+    'values.yaml': `opaque: ${random}\n`,
+  };
   const blocks: Buffer[] = [];
   for (const [file, text] of Object.entries(files)) {
     const data = Buffer.from(text);
     const header = Buffer.alloc(512);
     header.write(`${name}/${file}`, 0);
-    header.write('0000644\0', 100); header.write('0000000\0', 108); header.write('0000000\0', 116);
+    header.write('0000644\0', 100);
+    header.write('0000000\0', 108);
+    header.write('0000000\0', 116);
     header.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124);
-    header.write('14000000000\0', 136); header.fill(0x20, 148, 156); header.write('0', 156); header.write('ustar\0', 257); header.write('00', 263);
+    header.write('14000000000\0', 136);
+    header.fill(0x20, 148, 156);
+    header.write('0', 156);
+    header.write('ustar\0', 257);
+    header.write('00', 263);
     let sum = 0;
     for (const byte of header) sum += byte;
     header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
@@ -82,7 +117,10 @@ async function bigChart(bytes: number): Promise<{ gz: Buffer; digest: string }> 
   const archive = pack();
   const chunks: Buffer[] = [];
   const hash = createHash('sha256');
-  archive.on('data', (c) => { hash.update(c as Buffer); chunks.push(c as Buffer); });
+  archive.on('data', (c) => {
+    hash.update(c as Buffer);
+    chunks.push(c as Buffer);
+  });
   const done = new Promise<void>((resolve) => archive.on('end', () => resolve()));
   archive.entry({ name: 'big/Chart.yaml' }, 'apiVersion: v1\nname: big\nversion: 1.0.0\n');
   archive.entry({ name: 'big/data.bin' }, randomBytes(bytes));
@@ -97,11 +135,18 @@ async function writeFixture(dir: string): Promise<void> {
     for (const release of RELEASES) {
       const file = `${ns}_${name}_${release}.tgz`;
       await writeFile(join(dir, file), chart(ns, name, release));
-      const metadata = { description: `Benchmark chart ${ns}/${name}: `.padEnd(400, 'x'), maintainers: [{ name: 'Bench', email: 'bench@example.invalid' }], keywords: ['bench', ns] };
+      const metadata = {
+        description: `Benchmark chart ${ns}/${name}: `.padEnd(400, 'x'),
+        maintainers: [{ name: 'Bench', email: 'bench@example.invalid' }],
+        keywords: ['bench', ns],
+      };
       list.push({ ns, name, release, file, metadata });
     }
   }
-  for (const [name, size] of [['big1m', MB], ['big100m', 100 * MB]] as const) {
+  for (const [name, size] of [
+    ['big1m', MB],
+    ['big100m', 100 * MB],
+  ] as const) {
     const big = await bigChart(size);
     await writeFile(join(dir, `${name}.tar.gz`), big.gz);
     await writeFile(join(dir, `${name}.digest`), big.digest);
@@ -110,14 +155,20 @@ async function writeFixture(dir: string): Promise<void> {
   await writeFile(join(dir, 'fixture.json'), JSON.stringify({ packages: list }));
 }
 
-interface Server { name: string; url: string; child: ChildProcess }
+interface Server {
+  name: string;
+  url: string;
+  child: ChildProcess;
+}
 
 async function start(name: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Server> {
-  const profile = PROFILE_DIR !== undefined && args[0] !== 'sdk'
-    ? { BENCH_CPU_PROF_FILE: join(PROFILE_DIR, `${name.replace(/\W/g, '_')}.cpuprofile`) }
-    : {};
+  const profile =
+    PROFILE_DIR !== undefined && args[0] !== 'sdk'
+      ? { BENCH_CPU_PROF_FILE: join(PROFILE_DIR, `${name.replace(/\W/g, '_')}.cpuprofile`) }
+      : {};
   const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'read-server.ts'), ...args], {
-    env: { ...env, ...profile }, stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...env, ...profile },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
@@ -156,11 +207,32 @@ function peakRssMb(pid: number | undefined): number {
 async function wrk(url: string, w: Workload, seconds: number): Promise<{ rps: number; errors: number }> {
   const file = join(tmpdir(), `appr-read-bench-${process.pid}-${w.id.replace(/\W/g, '')}.txt`);
   await writeFile(file, `${w.paths.join('\n')}\n`);
-  const run = spawnSync('wrk', ['-t', '2', '-c', String(w.conns), '-d', `${seconds}s`, '--timeout', '60s', '-s', join(HERE, 'read-paths.lua'), url, '--', file], { encoding: 'utf8' });
+  const run = spawnSync(
+    'wrk',
+    [
+      '-t',
+      '2',
+      '-c',
+      String(w.conns),
+      '-d',
+      `${seconds}s`,
+      '--timeout',
+      '60s',
+      '-s',
+      join(HERE, 'read-paths.lua'),
+      url,
+      '--',
+      file,
+    ],
+    { encoding: 'utf8' },
+  );
   const json = /WRKJSON (\{.*\})/.exec(run.stdout)?.[1];
   if (!json) throw new Error(`wrk failed: ${run.stderr || run.stdout}`);
   const result = JSON.parse(json) as { requests: number; duration_us: number; errors: Record<string, number> };
-  return { rps: result.requests / (result.duration_us / 1e6), errors: Object.values(result.errors).reduce((a, b) => a + b, 0) };
+  return {
+    rps: result.requests / (result.duration_us / 1e6),
+    errors: Object.values(result.errors).reduce((a, b) => a + b, 0),
+  };
 }
 
 function s3Env(): NodeJS.ProcessEnv | undefined {
@@ -175,7 +247,8 @@ function s3Env(): NodeJS.ProcessEnv | undefined {
   };
   const answers = spawnSync('curl', ['-sf', '-o', '/dev/null', 'http://127.0.0.1:7480']).status === 0;
   // The tests' RGW; started (never stopped) by this script when it is not running.
-  if (!answers && spawnSync('bash', [join(ROOT, '.ci/s3/start.sh')], { stdio: 'inherit' }).status !== 0) return undefined;
+  if (!answers && spawnSync('bash', [join(ROOT, '.ci/s3/start.sh')], { stdio: 'inherit' }).status !== 0)
+    return undefined;
   return load();
 }
 
@@ -188,20 +261,31 @@ async function main(): Promise<void> {
   const servers: Server[] = [];
   try {
     if (FIXTURE !== undefined && existsSync(join(FIXTURE, 'fixture.json'))) {
-      for (const file of await readdir(FIXTURE)) if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
+      for (const file of await readdir(FIXTURE))
+        if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
     } else {
       console.error('bench: writing the fixture');
       await writeFixture(FIXTURE ?? work);
-      if (FIXTURE !== undefined) for (const file of await readdir(FIXTURE)) if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
+      if (FIXTURE !== undefined)
+        for (const file of await readdir(FIXTURE))
+          if (file !== basename(work)) await symlink(join(FIXTURE, file), join(work, file));
     }
     // Bare Koa serves the very bodies the library produces (taken from the memory target).
     const memory = await start('memory', ['library', 'memory', work]);
     const bodies = join(work, 'bodies');
     await mkdir(bodies);
-    for (const [file, path] of [['show.json', '/ns0/chart000/1.0.0/helm'], ['show_default.json', '/ns0/chart000/default/helm'],
-      ['pull_json.json', '/ns0/chart000/1.0.0/helm/pull?format=json'], ['list.json', ''], ['search.json', '/search?q=chart01'],
-      ['pull.bin', '/ns0/chart000/1.0.0/helm/pull']] as const) {
-      await writeFile(join(bodies, file), Buffer.from(await (await fetch(`${memory.url}${PREFIX}${path}`)).arrayBuffer()));
+    for (const [file, path] of [
+      ['show.json', '/ns0/chart000/1.0.0/helm'],
+      ['show_default.json', '/ns0/chart000/default/helm'],
+      ['pull_json.json', '/ns0/chart000/1.0.0/helm/pull?format=json'],
+      ['list.json', ''],
+      ['search.json', '/search?q=chart01'],
+      ['pull.bin', '/ns0/chart000/1.0.0/helm/pull'],
+    ] as const) {
+      await writeFile(
+        join(bodies, file),
+        Buffer.from(await (await fetch(`${memory.url}${PREFIX}${path}`)).arrayBuffer()),
+      );
     }
     if (TARGETS.includes('koa')) servers.push(await start('koa', ['koa', bodies, work]));
     if (TARGETS.includes('memory')) servers.push(memory);
@@ -244,25 +328,41 @@ async function main(): Promise<void> {
         const perRequest = (cpuSeconds(server.child.pid) - before) / (rps * w.seconds);
         rows[w.id]![server.name] = rps;
         cpu[w.id]![server.name] = perRequest;
-        console.error(`bench: ${w.id.padEnd(14)} ${server.name.padEnd(13)} ${rps.toFixed(1).padStart(9)} req/s ` +
-          `${(perRequest * 1e6).toFixed(0).padStart(7)} us CPU/req${errors ? ` (${errors} errors)` : ''}`);
+        console.error(
+          `bench: ${w.id.padEnd(14)} ${server.name.padEnd(13)} ${rps.toFixed(1).padStart(9)} req/s ` +
+            `${(perRequest * 1e6).toFixed(0).padStart(7)} us CPU/req${errors ? ` (${errors} errors)` : ''}`,
+        );
       }
     }
 
     const names = servers.map((s) => s.name);
     const koa = 'koa';
     const lines = [
-      `| workload | ${names.map((n) => `${n} req/s`).join(' | ')} | ${names.filter((n) => n !== koa && n !== 's3 SDK alone').map((n) => `${n} / koa`).join(' | ')} | s3 / SDK alone |`,
-      `|---|${names.map(() => '---:').join('|')}|${names.filter((n) => n !== koa && n !== 's3 SDK alone').map(() => '---:').join('|')}|---:|`,
+      `| workload | ${names.map((n) => `${n} req/s`).join(' | ')} | ${names
+        .filter((n) => n !== koa && n !== 's3 SDK alone')
+        .map((n) => `${n} / koa`)
+        .join(' | ')} | s3 / SDK alone |`,
+      `|---|${names.map(() => '---:').join('|')}|${names
+        .filter((n) => n !== koa && n !== 's3 SDK alone')
+        .map(() => '---:')
+        .join('|')}|---:|`,
     ];
     for (const w of workloads) {
       const row = rows[w.id]!;
       const fmt = (x: number | undefined) => (x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1));
-      const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2));
-      lines.push(`| ${w.id} | ${names.map((n) => fmt(row[n])).join(' | ')} | ${names.filter((n) => n !== koa && n !== 's3 SDK alone').map((n) => ratio(row[n], row[koa])).join(' | ')} | ${ratio(row.s3, row['s3 SDK alone'])} |`);
+      const ratio = (a: number | undefined, b: number | undefined) =>
+        a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2);
+      lines.push(
+        `| ${w.id} | ${names.map((n) => fmt(row[n])).join(' | ')} | ${names
+          .filter((n) => n !== koa && n !== 's3 SDK alone')
+          .map((n) => ratio(row[n], row[koa]))
+          .join(' | ')} | ${ratio(row.s3, row['s3 SDK alone'])} |`,
+      );
     }
     const others = names.filter((n) => n !== koa && n !== 's3 SDK alone');
-    lines.push(`| peak RSS (MB) | ${servers.map((s) => String(peakRssMb(s.child.pid))).join(' | ')} | ${others.map(() => '').join(' | ')} | |`);
+    lines.push(
+      `| peak RSS (MB) | ${servers.map((s) => String(peakRssMb(s.child.pid))).join(' | ')} | ${others.map(() => '').join(' | ')} | |`,
+    );
     // Server CPU per request: what a loaded, shared machine measures more steadily than requests per second.
     const cpuLines = [
       `| workload | ${names.map((n) => `${n} us`).join(' | ')} | ${others.map((n) => `koa / ${n}`).join(' | ')} |`,
@@ -271,13 +371,12 @@ async function main(): Promise<void> {
     for (const w of workloads) {
       const row = cpu[w.id]!;
       const us = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : (x * 1e6).toFixed(0));
-      cpuLines.push(`| ${w.id} | ${names.map((n) => us(row[n])).join(' | ')} | ${others.map((n) => (row[n] && row[koa] ? (row[koa] / row[n]).toFixed(2) : '-')).join(' | ')} |`);
+      cpuLines.push(
+        `| ${w.id} | ${names.map((n) => us(row[n])).join(' | ')} | ${others.map((n) => (row[n] && row[koa] ? (row[koa] / row[n]).toFixed(2) : '-')).join(' | ')} |`,
+      );
     }
     // Metrics and audit on against off, per store (issue 11: within 10 %).
-    const opsLines = [
-      '| workload | store | req/s, ops on / off | CPU per request, off / on |',
-      '|---|---|---:|---:|',
-    ];
+    const opsLines = ['| workload | store | req/s, ops on / off | CPU per request, off / on |', '|---|---|---:|---:|'];
     for (const w of workloads) {
       for (const plain of names.filter((n) => names.includes(`${n}+ops`))) {
         const on = `${plain}+ops`;
@@ -289,7 +388,7 @@ async function main(): Promise<void> {
     console.log(`\nread benchmark, ${new Date().toISOString()}, wrk -t2, ${SECONDS} s per run, caches warm\n`);
     console.log('Requests per second, and ratios:\n');
     console.log(lines.join('\n'));
-    console.log('\nServer CPU per request (us), and bare Koa\'s CPU per request divided by the target\'s:\n');
+    console.log("\nServer CPU per request (us), and bare Koa's CPU per request divided by the target's:\n");
     console.log(cpuLines.join('\n'));
     if (opsLines.length > 2) {
       console.log('\nWith metrics and audit on (`+ops`) against the same store without them:\n');

@@ -6,7 +6,16 @@ export type { ErrorResponse } from './http/options.js';
 export { Registry } from './core/registry.js';
 export type { BlobStager, StagedBlob } from './core/blob.js';
 export type {
-  RegistryOptions, PushInput, Manifest, PackageSummary, Channel, Visibility, VisibleFilter, PackageRef, BlobContent, JsonBody,
+  RegistryOptions,
+  PushInput,
+  Manifest,
+  PackageSummary,
+  Channel,
+  Visibility,
+  VisibleFilter,
+  PackageRef,
+  BlobContent,
+  JsonBody,
 } from './core/registry.js';
 export type { CoherenceOptions } from './core/feed.js';
 export type { DocumentCacheOptions, CasOptions } from './core/documents.js';
@@ -19,7 +28,14 @@ export { hashPassword, verifyPassword, isPasswordHash } from './auth/password.js
 export type { HashOptions } from './auth/password.js';
 export { ApprError, StorageUnavailableError, ERRORS, isApprError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export type { StorageAdapter, WriteCondition, GetResult, StreamResult, ListPage, ListOptions } from './storage/types.js';
+export type {
+  StorageAdapter,
+  WriteCondition,
+  GetResult,
+  StreamResult,
+  ListPage,
+  ListOptions,
+} from './storage/types.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FsStorage } from './storage/fs.js';
 export { HelmRepository, HELM_MEDIA_TYPE } from './helm/index.js';
@@ -34,8 +50,18 @@ export { defaultActorName } from './ops/audit.js';
 export { jsonLinesAudit } from './ops/audit-log.js';
 export type { JsonLinesAudit } from './ops/audit-log.js';
 export type {
-  AuditEvent, AuditHook, Actor, ChangeContext, PushEvent, DeleteEvent, ChannelAddEvent, ChannelRemoveEvent,
-  ChannelDeleteEvent, VisibilityEvent, LoginEvent, GcEvent,
+  AuditEvent,
+  AuditHook,
+  Actor,
+  ChangeContext,
+  PushEvent,
+  DeleteEvent,
+  ChannelAddEvent,
+  ChannelRemoveEvent,
+  ChannelDeleteEvent,
+  VisibilityEvent,
+  LoginEvent,
+  GcEvent,
 } from './ops/audit.js';
 export type { Logger } from './ops/logger.js';
 export { requestLog } from './ops/request-log.js';

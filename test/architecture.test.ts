@@ -28,8 +28,12 @@ const LAYERS: { name: string; members: string[] }[] = [
   {
     name: 'contracts',
     members: [
-      'errors.ts', 'storage/types.ts', 'options/validate.ts',
-      'ops/audit.ts', 'ops/logger.ts', 'ops/metrics-hooks.ts',
+      'errors.ts',
+      'storage/types.ts',
+      'options/validate.ts',
+      'ops/audit.ts',
+      'ops/logger.ts',
+      'ops/metrics-hooks.ts',
     ],
   },
   {
@@ -76,17 +80,28 @@ function importsOf(text: string): Import[] {
     if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) {
       const clause = node.importClause;
       const bindings = clause?.namedBindings;
-      const allTypes = clause !== undefined && clause.name === undefined && bindings !== undefined &&
-        ts.isNamedImports(bindings) && bindings.elements.length > 0 && bindings.elements.every((e) => e.isTypeOnly);
+      const allTypes =
+        clause !== undefined &&
+        clause.name === undefined &&
+        bindings !== undefined &&
+        ts.isNamedImports(bindings) &&
+        bindings.elements.length > 0 &&
+        bindings.elements.every((e) => e.isTypeOnly);
       found.push({ specifier: node.moduleSpecifier.text, typeOnly: clause?.isTypeOnly === true || allTypes });
     } else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
       found.push({ specifier: node.moduleSpecifier.text, typeOnly: node.isTypeOnly });
     } else if (
-      ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword &&
-      node.arguments[0] !== undefined && ts.isStringLiteralLike(node.arguments[0])
+      ts.isCallExpression(node) &&
+      node.expression.kind === ts.SyntaxKind.ImportKeyword &&
+      node.arguments[0] !== undefined &&
+      ts.isStringLiteralLike(node.arguments[0])
     ) {
       found.push({ specifier: node.arguments[0].text, typeOnly: false });
-    } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) {
+    } else if (
+      ts.isImportTypeNode(node) &&
+      ts.isLiteralTypeNode(node.argument) &&
+      ts.isStringLiteral(node.argument.literal)
+    ) {
       found.push({ specifier: node.argument.literal.text, typeOnly: true });
     }
     ts.forEachChild(node, visit);
@@ -187,9 +202,9 @@ describe('architecture: the layers of lib/', () => {
       ['../s3.js', false],
       ['../errors.js', false],
     ]);
-    const problems = imports.map(({ specifier, typeOnly }) => violation(
-      'core/registry.ts', posix.join('core', specifier).replace(/\.js$/, '.ts'), typeOnly,
-    ));
+    const problems = imports.map(({ specifier, typeOnly }) =>
+      violation('core/registry.ts', posix.join('core', specifier).replace(/\.js$/, '.ts'), typeOnly),
+    );
     expect(problems.filter((p) => p !== null)).to.have.length(5);
     expect(problems[1]).to.equal('lib/core/registry.ts -> lib/http/access.ts (type import from core up to http)');
     expect(violation('options/schema.ts', 'auth/user-store.ts', true)).to.not.equal(null);

@@ -15,7 +15,12 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import {
-  DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import Koa from 'koa';
 import { createApprRouter } from '../../lib/index.js';
@@ -37,10 +42,13 @@ class Recorder implements StorageAdapter {
   recording = false;
   readonly requests: RecordedRequest[] = [];
   constructor(private readonly inner: StorageAdapter) {}
-  get capabilities() { return this.inner.capabilities; }
+  get capabilities() {
+    return this.inner.capabilities;
+  }
 
   #note(op: RecordedRequest['op'], key: string, bytes: number, condition?: WriteCondition): void {
-    if (this.recording) this.requests.push({ op, bytes, createOnly: condition?.ifNoneMatch === '*', kind: key.split('/')[0] ?? '' });
+    if (this.recording)
+      this.requests.push({ op, bytes, createOnly: condition?.ifNoneMatch === '*', kind: key.split('/')[0] ?? '' });
   }
   async get(key: string, options?: { ifNoneMatch?: string }) {
     const result = await this.inner.get(key, options);
@@ -75,7 +83,11 @@ class Recorder implements StorageAdapter {
 }
 
 /** The storage requests of one steady-state push of `body` (a JSON push body) through the registry on S3. */
-export async function recordPush(bucket: string, prefix: string, body: (release: string) => Promise<Buffer>): Promise<RecordedRequest[]> {
+export async function recordPush(
+  bucket: string,
+  prefix: string,
+  body: (release: string) => Promise<Buffer>,
+): Promise<RecordedRequest[]> {
   const recorder = new Recorder(s3StorageFromUrl(`s3://${bucket}/${prefix}`));
   const router = createApprRouter({ storage: recorder });
   const app = new Koa();
@@ -86,7 +98,11 @@ export async function recordPush(bucket: string, prefix: string, body: (release:
   const address = server.address();
   const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/cnr/api/v1/packages/bound`;
   const push = async (pkg: number, release: string): Promise<void> => {
-    const res = await fetch(`${base}/p${pkg}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: new Uint8Array(await body(release)) });
+    const res = await fetch(`${base}/p${pkg}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: new Uint8Array(await body(release)),
+    });
     if (res.status !== 200) throw new Error(`push for the bound answered ${res.status}: ${await res.text()}`);
   };
   try {
@@ -101,7 +117,9 @@ export async function recordPush(bucket: string, prefix: string, body: (release:
 }
 
 async function drain(body: unknown): Promise<void> {
-  for await (const _ of body as AsyncIterable<unknown>) { /* read it all, as the registry does */ }
+  for await (const _ of body as AsyncIterable<unknown>) {
+    /* read it all, as the registry does */
+  }
 }
 
 /**
@@ -109,28 +127,51 @@ async function drain(body: unknown): Promise<void> {
  * Uses keys under `prefix` (left behind: the bench's prefix is unique per run).
  */
 export async function replayBound(
-  client: S3Client, bucket: string, prefix: string, requests: RecordedRequest[], concurrency: number, seconds: number,
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  requests: RecordedRequest[],
+  concurrency: number,
+  seconds: number,
 ): Promise<{ sequencesPerSecond: number; requestsPerSecond: number }> {
   const fill = (bytes: number) => randomBytes(Math.max(bytes, 1));
   const workers = Array.from({ length: concurrency }, async (_, w) => {
     const own = (i: number) => `${prefix}/w${w}/r${i}`;
     // The objects the sequence reads or compare-and-swaps exist beforehand, at the recorded sizes.
-    await Promise.all(requests.map((r, i) => (r.op === 'get' || r.op === 'head' || (r.op === 'put' && !r.createOnly)
-      ? client.send(new PutObjectCommand({ Bucket: bucket, Key: own(i), Body: fill(r.bytes) }))
-      : undefined)));
+    await Promise.all(
+      requests.map((r, i) =>
+        r.op === 'get' || r.op === 'head' || (r.op === 'put' && !r.createOnly)
+          ? client.send(new PutObjectCommand({ Bucket: bucket, Key: own(i), Body: fill(r.bytes) }))
+          : undefined,
+      ),
+    );
     let sequences = 0;
     const start = performance.now();
     while (performance.now() - start < seconds * 1000) {
       for (const [i, r] of requests.entries()) {
         switch (r.op) {
-          case 'get': await drain((await client.send(new GetObjectCommand({ Bucket: bucket, Key: own(i) }))).Body); break;
-          case 'head': await client.send(new HeadObjectCommand({ Bucket: bucket, Key: own(i) })); break;
-          case 'put': await client.send(new PutObjectCommand({
-            Bucket: bucket, Key: r.createOnly ? `${own(i)}/${sequences}` : own(i), Body: fill(r.bytes),
-            ...(r.createOnly ? { IfNoneMatch: '*' } : {}),
-          })); break;
-          case 'delete': await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${own(i)}/gone` })); break;
-          case 'list': await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}/w${w}/`, MaxKeys: 1000 })); break;
+          case 'get':
+            await drain((await client.send(new GetObjectCommand({ Bucket: bucket, Key: own(i) }))).Body);
+            break;
+          case 'head':
+            await client.send(new HeadObjectCommand({ Bucket: bucket, Key: own(i) }));
+            break;
+          case 'put':
+            await client.send(
+              new PutObjectCommand({
+                Bucket: bucket,
+                Key: r.createOnly ? `${own(i)}/${sequences}` : own(i),
+                Body: fill(r.bytes),
+                ...(r.createOnly ? { IfNoneMatch: '*' } : {}),
+              }),
+            );
+            break;
+          case 'delete':
+            await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${own(i)}/gone` }));
+            break;
+          case 'list':
+            await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}/w${w}/`, MaxKeys: 1000 }));
+            break;
         }
       }
       sequences++;

@@ -21,8 +21,12 @@ export function buildApp(dataDir: string): Koa {
 
   // The host's own routes.
   const site = new Router();
-  site.get('/health', (ctx) => { ctx.body = { ok: true }; });
-  site.get('/boom', () => { throw new Error('host failure'); });
+  site.get('/health', (ctx) => {
+    ctx.body = { ok: true };
+  });
+  site.get('/boom', () => {
+    throw new Error('host failure');
+  });
   app.use(site.routes()).use(site.allowedMethods());
 
   // The registry, under /cnr.

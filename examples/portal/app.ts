@@ -23,8 +23,9 @@ export function createPortalApp(options: { portal: Portal; storage: StorageAdapt
     defaultVisibility: 'private',
     auth: {
       // The portal's middleware already read the session cookie or bearer token; also take Basic for curl/CI.
-      identify: async (ctx, credentials) => (ctx.state.user as PortalUser | undefined)
-        ?? (credentials?.scheme === 'basic' ? portal.checkPassword(credentials.username, credentials.password) : null),
+      identify: async (ctx, credentials) =>
+        (ctx.state.user as PortalUser | undefined) ??
+        (credentials?.scheme === 'basic' ? portal.checkPassword(credentials.username, credentials.password) : null),
       // A user's teams grant read/write/admin per namespace; everyone owns the namespace named after them.
       authorize: (user, permission, { namespace }) => {
         if (!user) return false;
@@ -44,7 +45,10 @@ export function createPortalApp(options: { portal: Portal; storage: StorageAdapt
   const site = new Router();
   site.post('/login', async (ctx) => {
     const { username, password } = await readJson(ctx);
-    const user = await portal.checkPassword(typeof username === 'string' ? username : '', typeof password === 'string' ? password : '');
+    const user = await portal.checkPassword(
+      typeof username === 'string' ? username : '',
+      typeof password === 'string' ? password : '',
+    );
     if (!user) {
       ctx.status = 401;
       ctx.body = { error: 'bad credentials' };

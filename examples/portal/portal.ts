@@ -39,24 +39,29 @@ export class Portal {
   /** A demo directory: alice runs the platform team, ci-bot is a robot of it, bob is a developer who reads. */
   static async demo(secret: string): Promise<Portal> {
     const hash = (pw: string) => hashPassword(pw, { ln: 12 });
-    return new Portal({
-      users: {
-        alice: { passwordHash: await hash('alice-pw') },
-        bob: { passwordHash: await hash('bob-pw') },
-        'ci-bot': { passwordHash: await hash('ci-bot-pw') },
-        eve: { passwordHash: await hash('eve-pw') },
+    return new Portal(
+      {
+        users: {
+          alice: { passwordHash: await hash('alice-pw') },
+          bob: { passwordHash: await hash('bob-pw') },
+          'ci-bot': { passwordHash: await hash('ci-bot-pw') },
+          eve: { passwordHash: await hash('eve-pw') },
+        },
+        teams: {
+          platform: { members: ['alice'], namespaces: { acme: 'admin', tools: 'admin' } },
+          robots: { members: ['ci-bot'], namespaces: { acme: 'write' } },
+          developers: { members: ['bob', 'alice'], namespaces: { acme: 'read', tools: 'read' } },
+        },
       },
-      teams: {
-        platform: { members: ['alice'], namespaces: { acme: 'admin', tools: 'admin' } },
-        robots: { members: ['ci-bot'], namespaces: { acme: 'write' } },
-        developers: { members: ['bob', 'alice'], namespaces: { acme: 'read', tools: 'read' } },
-      },
-    }, secret);
+      secret,
+    );
   }
 
   user(name: string): PortalUser | null {
     if (!Object.hasOwn(this.#data.users, name)) return null;
-    const teams = Object.entries(this.#data.teams).filter(([, team]) => team.members.includes(name)).map(([team]) => team);
+    const teams = Object.entries(this.#data.teams)
+      .filter(([, team]) => team.members.includes(name))
+      .map(([team]) => team);
     return { name, teams };
   }
 
@@ -89,7 +94,8 @@ export class Portal {
     if (expected.length !== mac.length || !timingSafeEqual(expected, Buffer.from(mac))) return null;
     try {
       const claims = JSON.parse(Buffer.from(body, 'base64url').toString()) as { sub?: unknown; exp?: unknown };
-      if (typeof claims.sub !== 'string' || typeof claims.exp !== 'number' || claims.exp * 1000 < Date.now()) return null;
+      if (typeof claims.sub !== 'string' || typeof claims.exp !== 'number' || claims.exp * 1000 < Date.now())
+        return null;
       return this.user(claims.sub);
     } catch {
       return null;

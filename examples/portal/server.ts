@@ -19,5 +19,7 @@ const portal = await Portal.demo(process.env.PORTAL_SECRET ?? randomBytes(32).to
 const keys = (process.env.PORTAL_KEYS ?? randomBytes(32).toString('hex')).split(',');
 const app = createPortalApp({ portal, storage: new MemoryStorage(), keys });
 app.listen(port, '127.0.0.1', () => {
-  console.log(`portal on http://127.0.0.1:${port} (registry under /cnr); users alice, bob, ci-bot, eve (password <name>-pw)`);
+  console.log(
+    `portal on http://127.0.0.1:${port} (registry under /cnr); users alice, bob, ci-bot, eve (password <name>-pw)`,
+  );
 });

@@ -52,15 +52,24 @@ export interface AuthHooks<P = unknown> {
    * login, signup, unknown paths): their caller is always anonymous, so a stale token never stops `appr login`
    * from replacing it and no credential is verified where none is needed.
    */
-  identify?: ((ctx: Context, credentials: Credentials | null) => P | null | undefined | Promise<P | null | undefined>) | undefined;
+  identify?:
+    | ((ctx: Context, credentials: Credentials | null) => P | null | undefined | Promise<P | null | undefined>)
+    | undefined;
   /** May `caller` (null = anonymous) have `permission` on `target`? Default: yes. */
-  authorize?: ((caller: P | null, permission: Permission, target: AccessTarget, ctx: Context) => boolean | Promise<boolean>) | undefined;
+  authorize?:
+    | ((caller: P | null, permission: Permission, target: AccessTarget, ctx: Context) => boolean | Promise<boolean>)
+    | undefined;
   /** Whether anonymous callers may use the API at all (default true). When false they get 401. */
   anonymous?: boolean | undefined;
   /** `POST /api/v1/users/login`: return the token the CLI will send back verbatim, or null for bad credentials. */
   login?: ((username: string, password: string, ctx: Context) => string | null | Promise<string | null>) | undefined;
   /** `POST /api/v1/users`: create an account and return its token, or null to refuse. */
-  signup?: ((input: { username: string; password: string; email?: string }, ctx: Context) => string | null | Promise<string | null>) | undefined;
+  signup?:
+    | ((
+        input: { username: string; password: string; email?: string },
+        ctx: Context,
+      ) => string | null | Promise<string | null>)
+    | undefined;
   /** Realm named in `WWW-Authenticate` (default 'appr'). */
   realm?: string | undefined;
   /**

@@ -29,7 +29,12 @@ const MAX_KEYED_NAME = 128;
 
 function tooMany(seconds: number, message: string): ApprError {
   const retryAfter = Math.max(1, Math.ceil(seconds));
-  return new ApprError('too-many-requests', message, { retry_after: retryAfter }, { 'Retry-After': String(retryAfter) });
+  return new ApprError(
+    'too-many-requests',
+    message,
+    { retry_after: retryAfter },
+    { 'Retry-After': String(retryAfter) },
+  );
 }
 
 /**

@@ -15,8 +15,10 @@ function isFailureLimit(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
   const keys = Object.keys(value).sort().join();
   const record = value as Record<string, unknown>;
-  return keys === 'blockSec,failures,windowSec'
-    && ['failures', 'windowSec', 'blockSec'].every((k) => Number.isSafeInteger(record[k]) && (record[k] as number) > 0);
+  return (
+    keys === 'blockSec,failures,windowSec' &&
+    ['failures', 'windowSec', 'blockSec'].every((k) => Number.isSafeInteger(record[k]) && (record[k] as number) > 0)
+  );
 }
 
 const failureLimit = instance<FailureLimit | false>(
@@ -28,7 +30,9 @@ const failureLimit = instance<FailureLimit | false>(
 export const failureLimitOptions = group({ perClient: failureLimit.optional(), perUser: failureLimit.optional() });
 
 export const userStoreOptions = group({
-  secret: text('a string of at least 16 characters', (secret) => secret.length >= 16, 'x'.repeat(16), ['short']).optional(),
+  secret: text('a string of at least 16 characters', (secret) => secret.length >= 16, 'x'.repeat(16), [
+    'short',
+  ]).optional(),
   reloadIntervalMs: integer('ms', 0).default(2000),
   log: fn<(message: string) => void>().default(() => (message: string) => console.error(message)),
   now: fn<() => number>().default(() => Date.now),

@@ -92,8 +92,13 @@ export function checkUserFile(data: unknown, source = 'user file'): UserFile {
   };
   if (!data || typeof data !== 'object' || Array.isArray(data)) fail('must be a JSON object');
   const file = data as Record<string, unknown>;
-  if (file.anonymousRead !== undefined && typeof file.anonymousRead !== 'boolean') fail('anonymousRead must be true or false');
-  if (file.defaultVisibility !== undefined && file.defaultVisibility !== 'public' && file.defaultVisibility !== 'private') {
+  if (file.anonymousRead !== undefined && typeof file.anonymousRead !== 'boolean')
+    fail('anonymousRead must be true or false');
+  if (
+    file.defaultVisibility !== undefined &&
+    file.defaultVisibility !== 'public' &&
+    file.defaultVisibility !== 'private'
+  ) {
     fail('defaultVisibility must be "public" or "private"');
   }
   if (file.secret !== undefined && (typeof file.secret !== 'string' || file.secret.length < 16)) {
@@ -166,9 +171,13 @@ interface Loaded {
 export class UserStore {
   #loaded: Loaded;
   readonly #ephemeralSecret: boolean;
-  readonly #options: Required<Omit<UserStoreOptions, 'secret' | 'failureLimits'>> & Pick<UserStoreOptions, 'secret' | 'failureLimits'>;
+  readonly #options: Required<Omit<UserStoreOptions, 'secret' | 'failureLimits'>> &
+    Pick<UserStoreOptions, 'secret' | 'failureLimits'>;
   readonly #now: () => number;
-  readonly #basicCache = new LRUCache<string, { username: string; fingerprint: string }>({ max: 1000, ttl: 5 * 60_000 });
+  readonly #basicCache = new LRUCache<string, { username: string; fingerprint: string }>({
+    max: 1000,
+    ttl: 5 * 60_000,
+  });
   /** Failed pairs, keyed like the success cache; valid only while the user's hash (or absence) is unchanged. */
   readonly #failureCache: LRUCache<string, { fingerprint: string }> | undefined;
   readonly #limits: FailureLimiter;
@@ -268,9 +277,13 @@ export class UserStore {
     const record = this.#record(username);
     if (!record) throw new TypeError(`koa-appr: no user ${username}`);
     const ttl = ttlSeconds ?? (this.#loaded.file.tokenTtlDays ?? 30) * 86_400;
-    const payload = Buffer.from(JSON.stringify({
-      u: username, f: fingerprint(record), exp: Math.floor(this.#now() / 1000) + Math.round(ttl),
-    })).toString('base64url');
+    const payload = Buffer.from(
+      JSON.stringify({
+        u: username,
+        f: fingerprint(record),
+        exp: Math.floor(this.#now() / 1000) + Math.round(ttl),
+      }),
+    ).toString('base64url');
     const body = `${TOKEN_PREFIX}.${payload}`;
     return `${body}.${this.#sign(body)}`;
   }

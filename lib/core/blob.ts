@@ -19,7 +19,8 @@ export function parseDigest(value: string): string | null {
   return DIGEST.test(hex) ? hex : null;
 }
 
-const invalidBase64 = (): ApprError => new ApprError('invalid-parameters', 'blob is not valid base64', { field: 'blob' });
+const invalidBase64 = (): ApprError =>
+  new ApprError('invalid-parameters', 'blob is not valid base64', { field: 'blob' });
 
 /**
  * Strict base64 decoded piece by piece, as the text arrives: standard alphabet, padding optional (at most two
@@ -151,9 +152,12 @@ export class BlobStager {
       transform: (chunk: Buffer, _encoding, done) => {
         this.#unpacked += chunk.length;
         if (this.#unpacked > this.#options.maxUnpackedSize) {
-          done(new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
-            field: 'blob', max_unpacked_size: this.#options.maxUnpackedSize,
-          }));
+          done(
+            new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
+              field: 'blob',
+              max_unpacked_size: this.#options.maxUnpackedSize,
+            }),
+          );
           return;
         }
         this.#hash.update(chunk);
@@ -167,7 +171,9 @@ export class BlobStager {
       stream.on('error', () => undefined);
       const refused = checkEntry(header);
       if (refused !== null) {
-        tar.destroy(new ApprError('invalid-parameters', `blob: ${refused}`, { field: 'blob', entry: header.name.slice(0, 256) }));
+        tar.destroy(
+          new ApprError('invalid-parameters', `blob: ${refused}`, { field: 'blob', entry: header.name.slice(0, 256) }),
+        );
         return;
       }
       stream.on('end', next);
@@ -222,7 +228,13 @@ export class BlobStager {
       const bytes = Buffer.concat(this.#memory);
       this.#memory = [];
       return {
-        staged: true, digest, size, bytes, chartFiles, open: () => Readable.from([bytes]), dispose: async () => undefined,
+        staged: true,
+        digest,
+        size,
+        bytes,
+        chartFiles,
+        open: () => Readable.from([bytes]),
+        dispose: async () => undefined,
         gzipDigest: async () => createHash('sha256').update(bytes).digest('hex'),
       };
     }
@@ -306,14 +318,19 @@ export class BlobStager {
  * Stage a whole blob given as bytes or a stream of bytes (see `BlobStager`): for callers of the core that hold
  * the gzip bytes already (tests, imports, the host-parsed body).
  */
-export async function stageBlob(source: Buffer | Readable | AsyncIterable<Uint8Array>, options: StageOptions): Promise<StagedBlob> {
+export async function stageBlob(
+  source: Buffer | Readable | AsyncIterable<Uint8Array>,
+  options: StageOptions,
+): Promise<StagedBlob> {
   const stager = new BlobStager(options);
   try {
     if (Buffer.isBuffer(source)) {
       // Slices, so that a large Buffer is checked with the same bounded pieces as a stream.
-      for (let offset = 0; offset < source.length; offset += 64 * 1024) await stager.write(source.subarray(offset, offset + 64 * 1024));
+      for (let offset = 0; offset < source.length; offset += 64 * 1024)
+        await stager.write(source.subarray(offset, offset + 64 * 1024));
     } else {
-      for await (const chunk of source as AsyncIterable<Uint8Array>) await stager.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      for await (const chunk of source as AsyncIterable<Uint8Array>)
+        await stager.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
     }
     return await stager.end();
   } catch (err) {
@@ -330,7 +347,8 @@ export async function stageBlob(source: Buffer | Readable | AsyncIterable<Uint8A
  */
 export function checkEntry(header: Header): string | null {
   const name = header.name;
-  if (escapes(name)) return `entry ${JSON.stringify(name.slice(0, 256))} is outside the package directory (absolute or with ..)`;
+  if (escapes(name))
+    return `entry ${JSON.stringify(name.slice(0, 256))} is outside the package directory (absolute or with ..)`;
   switch (header.type) {
     case 'file':
     case 'contiguous-file':
@@ -346,7 +364,8 @@ export function checkEntry(header: Header): string | null {
     }
     case 'link': {
       // A hard link names its target from the archive's root.
-      if (escapes(header.linkname ?? '')) return `hard link ${JSON.stringify(name.slice(0, 256))} points outside the package directory`;
+      if (escapes(header.linkname ?? ''))
+        return `hard link ${JSON.stringify(name.slice(0, 256))} points outside the package directory`;
       return null;
     }
     default:
@@ -365,7 +384,7 @@ function escapes(path: string): boolean {
 }
 
 async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
-  for (let offset = 0; offset < chunk.length; ) offset += (await fh.write(chunk, offset)).bytesWritten;
+  for (let offset = 0; offset < chunk.length;) offset += (await fh.write(chunk, offset)).bytesWritten;
 }
 
 function isTarError(err: unknown): boolean {

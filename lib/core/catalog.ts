@@ -65,7 +65,9 @@ export class Catalog {
   #sorted: CatalogEntry[] | undefined;
   #version = 0;
   readonly #results = new LRUCache<string, ListResult>({
-    max: 256, maxSize: RESULTS_MAX_BYTES, sizeCalculation: (result) => Math.max(1, result.bytes),
+    max: 256,
+    maxSize: RESULTS_MAX_BYTES,
+    sizeCalculation: (result) => Math.max(1, result.bytes),
   });
 
   /** Bytes of remembered response bodies (`remember`), over every package. */
@@ -158,26 +160,42 @@ export class Catalog {
    * Costs O(matches) when the same filter was asked since the last change (one `visible` call per match, then a
    * concatenation of cached JSON).
    */
-  async listBody(filter: { namespace?: string; query?: string; mediaType?: string }, visible: VisibleFilter): Promise<string> {
-    const result = this.#list(`l\0${filter.namespace ?? ''}\0${filter.query ?? ''}\0${filter.mediaType ?? ''}`, filter, (entry) => {
-      const summary = summarize(entry.doc, entry.releasesDesc, filter.mediaType);
-      return summary === null ? null : JSON.stringify(summary);
-    });
+  async listBody(
+    filter: { namespace?: string; query?: string; mediaType?: string },
+    visible: VisibleFilter,
+  ): Promise<string> {
+    const result = this.#list(
+      `l\0${filter.namespace ?? ''}\0${filter.query ?? ''}\0${filter.mediaType ?? ''}`,
+      filter,
+      (entry) => {
+        const summary = summarize(entry.doc, entry.releasesDesc, filter.mediaType);
+        return summary === null ? null : JSON.stringify(summary);
+      },
+    );
     return join(result, await admitted(result, visible));
   }
 
   /** Search (contract route 4): `["ns/name", ...]` as JSON text. */
   async searchBody(query: string, visible: VisibleFilter): Promise<string> {
-    const result = this.#list(`s\0${query}`, { query }, (entry) => JSON.stringify(`${entry.doc.namespace}/${entry.doc.name}`));
+    const result = this.#list(`s\0${query}`, { query }, (entry) =>
+      JSON.stringify(`${entry.doc.namespace}/${entry.doc.name}`),
+    );
     return join(result, await admitted(result, visible));
   }
 
   /** The packages of a list or search for one caller, as objects (the public `Registry` API). */
-  async list(filter: { namespace?: string; query?: string; mediaType?: string }, visible: VisibleFilter): Promise<PackageSummary[]> {
+  async list(
+    filter: { namespace?: string; query?: string; mediaType?: string },
+    visible: VisibleFilter,
+  ): Promise<PackageSummary[]> {
     return JSON.parse(await this.listBody(filter, visible)) as PackageSummary[];
   }
 
-  #list(cacheKey: string, filter: { namespace?: string; query?: string }, render: (entry: CatalogEntry) => string | null): ListResult {
+  #list(
+    cacheKey: string,
+    filter: { namespace?: string; query?: string },
+    render: (entry: CatalogEntry) => string | null,
+  ): ListResult {
     const cached = this.#results.get(cacheKey);
     if (cached) return cached;
     const needle = (filter.query ?? '').toLowerCase();
@@ -218,7 +236,7 @@ async function admitted(result: ListResult, visible: VisibleFilter): Promise<boo
     if (typeof answer !== 'boolean') pending = true;
     return answer;
   });
-  const admit = pending ? await Promise.all(answers) : answers as boolean[];
+  const admit = pending ? await Promise.all(answers) : (answers as boolean[]);
   return admit.every((ok) => ok) && result.publicBody !== undefined ? undefined : admit;
 }
 
@@ -227,7 +245,10 @@ export const EVERYONE: VisibleFilter = () => true;
 
 function join(result: ListResult, admit: boolean[] | undefined): string {
   if (admit === undefined) return result.publicBody ?? `[${result.items.map((i) => i.json).join(',')}]`;
-  return `[${result.items.filter((_, i) => admit[i]).map((i) => i.json).join(',')}]`;
+  return `[${result.items
+    .filter((_, i) => admit[i])
+    .map((i) => i.json)
+    .join(',')}]`;
 }
 
 /**
@@ -244,14 +265,22 @@ function entryOf(key: string, doc: PackageDoc, etag: string): CatalogEntry {
   }
   // Frozen shallowly: a deep freeze would call the getter.
   const stripped: PackageDoc = Object.freeze({
-    namespace: doc.namespace, name: doc.name, created_at: doc.created_at, visibility: doc.visibility, channels: deepFreeze(channels),
+    namespace: doc.namespace,
+    name: doc.name,
+    created_at: doc.created_at,
+    visibility: doc.visibility,
+    channels: deepFreeze(channels),
     get releases(): PackageDoc['releases'] {
       releases ??= deepFreeze(stripMetadata(doc.releases));
       return releases;
     },
   });
   return {
-    key, etag, memo: new Map(), memoBytes: 0, doc: stripped,
+    key,
+    etag,
+    memo: new Map(),
+    memoBytes: 0,
+    doc: stripped,
     get releasesDesc() {
       releasesDesc ??= Object.freeze(sortReleasesDesc(Object.keys(stripped.releases)));
       return releasesDesc;
@@ -273,7 +302,11 @@ function stripMetadata(records: PackageDoc['releases']): PackageDoc['releases'] 
 }
 
 /** Route 3's item for one package (docs/api.md section 13.1); null when no release has `mediaType`. */
-export function summarize(doc: PackageDoc, releasesDesc: readonly string[], mediaType: string | undefined): PackageSummary | null {
+export function summarize(
+  doc: PackageDoc,
+  releasesDesc: readonly string[],
+  mediaType: string | undefined,
+): PackageSummary | null {
   const releases = mediaType
     ? releasesDesc.filter((r) => Object.hasOwn(doc.releases, r) && Object.hasOwn(doc.releases[r] as object, mediaType))
     : [...releasesDesc];

@@ -60,7 +60,8 @@ export const MAX_CHART_FILE_BYTES = 1024 * 1024;
  * Helm's version rule (Masterminds/semver `NewVersion`, what `helm package` and `helm install --version` accept):
  * an optional `v`, one to three numbers, optional pre-release and build metadata.
  */
-const HELM_VERSION = /^v?(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?(\.(0|[1-9][0-9]*))?(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$/;
+const HELM_VERSION =
+  /^v?(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?(\.(0|[1-9][0-9]*))?(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$/;
 
 export function isHelmVersion(version: string): boolean {
   return HELM_VERSION.test(version);
@@ -85,7 +86,11 @@ export function asChartRecord(record: unknown): ChartRecord | null {
   const r = record as Partial<ChartRecord>;
   if (r.format !== CHART_RECORD_FORMAT || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) return null;
   if (typeof r.size !== 'number' || !(r.problem === null || typeof r.problem === 'string')) return null;
-  if (!(r.chart === null || (typeof r.chart === 'object' && typeof r.chart.name === 'string' && typeof r.chart.version === 'string'))) return null;
+  if (!(
+    r.chart === null ||
+    (typeof r.chart === 'object' && typeof r.chart.name === 'string' && typeof r.chart.version === 'string')
+  ))
+    return null;
   return r as ChartRecord;
 }
 
@@ -135,7 +140,10 @@ export class ChartFiles {
     if (this.#problem !== null) return { chart: null, problem: this.#problem };
     const chartYaml = this.#files.get('Chart.yaml');
     if (chartYaml === undefined) {
-      return { chart: null, problem: `no Chart.yaml in the chart directory (${this.#root ?? 'the archive is empty'}/)` };
+      return {
+        chart: null,
+        problem: `no Chart.yaml in the chart directory (${this.#root ?? 'the archive is empty'}/)`,
+      };
     }
     const read = parseChartYaml(chartYaml.toString('utf8'), this.#files.get('requirements.yaml')?.toString('utf8'));
     return 'problem' in read ? { chart: null, problem: read.problem } : { chart: read.chart, problem: null };
@@ -198,7 +206,8 @@ function metadataFrom(doc: unknown): ChartMetadata {
   };
   for (const [key, value] of Object.entries(optional)) {
     // Helm writes its index with `omitempty`: empty strings, lists and false flags are left out.
-    if (value === undefined || value === '' || value === false || (Array.isArray(value) && value.length === 0)) continue;
+    if (value === undefined || value === '' || value === false || (Array.isArray(value) && value.length === 0))
+      continue;
     (chart as unknown as Record<string, unknown>)[key] = value;
   }
   return chart;

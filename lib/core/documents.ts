@@ -88,7 +88,10 @@ export class DocumentStore {
    * document references (a package document's segments, lib/core/segments.ts); a failure fails the read.
    */
   constructor(
-    storage: StorageAdapter, cache: DocumentCacheOptions = {}, cas: CasOptions = {}, limits: DocumentLimits = {},
+    storage: StorageAdapter,
+    cache: DocumentCacheOptions = {},
+    cas: CasOptions = {},
+    limits: DocumentLimits = {},
     hooks: { metrics?: MetricsHooks | undefined; prepare?: (key: string, value: unknown) => Promise<unknown> } = {},
   ) {
     this.#storage = storage;
@@ -152,7 +155,8 @@ export class DocumentStore {
     let entry: Versioned<unknown>;
     if (got === null) entry = { value: null, etag: null, bytes: ABSENT_BYTES, gen };
     else if (got.notModified && stale) entry = { ...stale, gen };
-    else if (got.notModified) throw new StorageUnavailableError(`storage answered "not modified" to an unconditional read of ${key}`);
+    else if (got.notModified)
+      throw new StorageUnavailableError(`storage answered "not modified" to an unconditional read of ${key}`);
     else {
       const value = deepFreeze(parse(key, got.body));
       if (this.#prepare !== undefined && value !== null) await this.#prepare(key, value);
@@ -180,13 +184,19 @@ export class DocumentStore {
    * version another writer replaced since only costs a lost compare-and-swap, after which storage is read.
    */
   update<T, R>(
-    key: string, fn: (current: T | null) => Update<T, R>, limits: DocumentLimits = {}, options: { fresh?: boolean } = {},
+    key: string,
+    fn: (current: T | null) => Update<T, R>,
+    limits: DocumentLimits = {},
+    options: { fresh?: boolean } = {},
   ): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const queue = this.#queues.get(key) ?? [];
       queue.push({
-        fn: fn as Pending['fn'], maxBytes: limits.maxBytes ?? this.#maxBytes, fresh: options.fresh === true,
-        resolve: resolve as Pending['resolve'], reject,
+        fn: fn as Pending['fn'],
+        maxBytes: limits.maxBytes ?? this.#maxBytes,
+        fresh: options.fresh === true,
+        resolve: resolve as Pending['resolve'],
+        reject,
       });
       this.#queues.set(key, queue);
       if (!this.#committing.has(key)) void this.#drain(key);
@@ -234,11 +244,12 @@ export class DocumentStore {
           return { ok: false as const, err };
         }
       });
-      const settle = () => batch.forEach((item, i) => {
-        const outcome = outcomes[i] as (typeof outcomes)[number];
-        if (outcome.ok) item.resolve(outcome.result);
-        else item.reject(outcome.err);
-      });
+      const settle = () =>
+        batch.forEach((item, i) => {
+          const outcome = outcomes[i] as (typeof outcomes)[number];
+          if (outcome.ok) item.resolve(outcome.result);
+          else item.reject(outcome.err);
+        });
       if (!changed) {
         settle();
         return;
@@ -251,9 +262,13 @@ export class DocumentStore {
           for (const item of batch) await this.#commit(key, [item]);
           return;
         }
-        (batch[0] as Pending).reject(new ApprError('invalid-parameters',
-          `The package would grow past ${maxBytes} bytes: delete old releases, or push less metadata`,
-          { limit: maxBytes }));
+        (batch[0] as Pending).reject(
+          new ApprError(
+            'invalid-parameters',
+            `The package would grow past ${maxBytes} bytes: delete old releases, or push less metadata`,
+            { limit: maxBytes },
+          ),
+        );
         return;
       }
       let etag: string | null;

@@ -4,7 +4,6 @@ import type { Catalog, SnapshotPackage } from './catalog.js';
 import type { DocumentStore } from './documents.js';
 import { keys, type ChangeRef } from './keys.js';
 
-
 const EMPTY = Buffer.alloc(0);
 /**
  * How instances sharing one store learn of each other's writes (see README, "Running several instances").
@@ -90,7 +89,12 @@ export class ChangeFeed {
   readonly #pageSize: number;
 
   constructor(
-    storage: StorageAdapter, docs: DocumentStore, catalog: Catalog, options: CoherenceOptions, now: () => number, pageSize = 1000,
+    storage: StorageAdapter,
+    docs: DocumentStore,
+    catalog: Catalog,
+    options: CoherenceOptions,
+    now: () => number,
+    pageSize = 1000,
   ) {
     this.#pageSize = pageSize;
     this.#storage = storage;
@@ -98,8 +102,14 @@ export class ChangeFeed {
     this.#catalog = catalog;
     this.#now = now;
     this.#opts = {
-      pollMs: 250, idlePollMs: 5000, idleAfterMs: 10_000, maxClockSkewMs: 10_000, retentionMs: 10 * 60_000,
-      compactEveryMs: 60_000, sweepPerSecond: 1, ...withoutUndefined(options),
+      pollMs: 250,
+      idlePollMs: 5000,
+      idleAfterMs: 10_000,
+      maxClockSkewMs: 10_000,
+      retentionMs: 10 * 60_000,
+      compactEveryMs: 60_000,
+      sweepPerSecond: 1,
+      ...withoutUndefined(options),
     };
     this.#onChange = options.onChange;
     this.#onError = options.onError ?? (() => undefined);
@@ -146,7 +156,11 @@ export class ChangeFeed {
     if (this.#lastPoll === undefined) return { loaded: false, lastPollAgeMs: null, current: false };
     const age = Math.max(0, this.#now() - this.#lastPoll);
     const { pollMs, idlePollMs } = this.#opts;
-    return { loaded: true, lastPollAgeMs: age, current: pollMs === 0 || age <= 2 * Math.max(pollMs, idlePollMs) + 5000 };
+    return {
+      loaded: true,
+      lastPollAgeMs: age,
+      current: pollMs === 0 || age <= 2 * Math.max(pollMs, idlePollMs) + 5000,
+    };
   }
 
   /**
@@ -196,7 +210,10 @@ export class ChangeFeed {
     const found = new Set<string>();
     let cursor: string | undefined;
     do {
-      const page = await this.#storage.list(keys.packages(), { limit: this.#pageSize, ...(cursor === undefined ? {} : { cursor }) });
+      const page = await this.#storage.list(keys.packages(), {
+        limit: this.#pageSize,
+        ...(cursor === undefined ? {} : { cursor }),
+      });
       const docs = page.keys.filter((key) => keys.parsePackageDoc(key) !== null);
       for (const key of docs) found.add(key);
       await mapLimit(docs, REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
@@ -248,7 +265,9 @@ export class ChangeFeed {
   #after(ms: number, fn: () => Promise<void>): void {
     const timer = setTimeout(() => {
       this.#timers = this.#timers.filter((t) => t !== timer);
-      fn().catch(this.#onError).finally(() => this.#schedule());
+      fn()
+        .catch(this.#onError)
+        .finally(() => this.#schedule());
     }, ms);
     timer.unref();
     this.#timers.push(timer);
@@ -258,9 +277,11 @@ export class ChangeFeed {
   #sweep(every: number): void {
     const timer = setTimeout(() => {
       this.#timers = this.#timers.filter((t) => t !== timer);
-      this.#sweepOne().catch(this.#onError).finally(() => {
-        if (!this.#closed) this.#sweep(every);
-      });
+      this.#sweepOne()
+        .catch(this.#onError)
+        .finally(() => {
+          if (!this.#closed) this.#sweep(every);
+        });
     }, every);
     timer.unref();
     this.#timers.push(timer);
@@ -268,8 +289,10 @@ export class ChangeFeed {
 
   async #sweepOne(): Promise<void> {
     if (this.#sweepQueue.length === 0) {
-      const page = await this.#storage.list(keys.packages(),
-        { limit: this.#pageSize, ...(this.#sweepCursor === undefined ? {} : { cursor: this.#sweepCursor }) });
+      const page = await this.#storage.list(keys.packages(), {
+        limit: this.#pageSize,
+        ...(this.#sweepCursor === undefined ? {} : { cursor: this.#sweepCursor }),
+      });
       this.#sweepQueue = page.keys.filter((key) => keys.parsePackageDoc(key) !== null);
       this.#sweepCursor = page.next;
       return;
@@ -289,8 +312,10 @@ export class ChangeFeed {
     let cursor: string | undefined;
     do {
       // Always full pages: a poll lists the entries of the last `maxClockSkewMs` again, and should stay one request.
-      const page = await this.#storage.list(keys.changes(),
-        cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor });
+      const page = await this.#storage.list(
+        keys.changes(),
+        cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor },
+      );
       for (const key of page.keys) {
         if (this.#seen.has(key)) continue;
         const ref = keys.parseChange(key);
@@ -353,10 +378,14 @@ export class ChangeFeed {
   async #storeSnapshot(): Promise<number> {
     const from = this.#from;
     const packages = this.#catalog.snapshot();
-    return this.#docs.update<Snapshot, number>(keys.snapshot(), (current) => {
-      if (current !== null && current.from >= from) return { result: current.from };
-      return { next: { from, packages }, result: from };
-    }, { maxBytes: Number.MAX_SAFE_INTEGER });
+    return this.#docs.update<Snapshot, number>(
+      keys.snapshot(),
+      (current) => {
+        if (current !== null && current.from >= from) return { result: current.from };
+        return { next: { from, packages }, result: from };
+      },
+      { maxBytes: Number.MAX_SAFE_INTEGER },
+    );
   }
 
   /**
@@ -371,7 +400,10 @@ export class ChangeFeed {
     let marked = false;
     let cursor: string | undefined;
     do {
-      const page = await this.#storage.list(keys.changes(), { limit: this.#pageSize, ...(cursor === undefined ? {} : { cursor }) });
+      const page = await this.#storage.list(keys.changes(), {
+        limit: this.#pageSize,
+        ...(cursor === undefined ? {} : { cursor }),
+      });
       const doomed: string[] = [];
       let done = false;
       for (const key of page.keys) {
@@ -415,7 +447,9 @@ export class ChangeFeed {
 }
 
 function withoutUndefined<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && typeof v !== 'function')) as Partial<T>;
+  return Object.fromEntries(
+    Object.entries(value).filter(([, v]) => v !== undefined && typeof v !== 'function'),
+  ) as Partial<T>;
 }
 
 export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {

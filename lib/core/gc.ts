@@ -75,11 +75,16 @@ export function claimKey(object: ClaimedObject): string {
 
 /** The inverse of `claimKey`: a key without a known kind prefix is a blob's digest (documents of older versions). */
 export function parseClaimKey(key: string): ClaimedObject {
-  return key.startsWith(METADATA_CLAIM) ? { kind: 'metadata', hash: key.slice(METADATA_CLAIM.length) } : { kind: 'blob', digest: key };
+  return key.startsWith(METADATA_CLAIM)
+    ? { kind: 'metadata', hash: key.slice(METADATA_CLAIM.length) }
+    : { kind: 'blob', digest: key };
 }
 
 /** A package document as the collector reads it (lib/core/registry.ts owns the full shape). */
-type Doc = Pick<PackageDoc, 'namespace' | 'name' | 'created_at' | 'visibility' | 'releases' | 'channels' | 'gc' | 'segments' | 'removed'>;
+type Doc = Pick<
+  PackageDoc,
+  'namespace' | 'name' | 'created_at' | 'visibility' | 'releases' | 'channels' | 'gc' | 'segments' | 'removed'
+>;
 
 /** How the collector sees a document's releases held in segments (lib/core/segments.ts, through the Registry). */
 export interface SegmentAccess {
@@ -161,10 +166,13 @@ export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, 
     const doc = await docs.readFresh<D>(docKey);
     const claims = doc?.value.gc?.claims ?? {};
     const busy = relied.find((key) => claims[key] !== undefined);
-    if (busy === undefined) return { nonce: doc?.value.gc?.nonce, claimed: Object.keys(claims), started: performance.now(), doc };
+    if (busy === undefined)
+      return { nonce: doc?.value.gc?.nonce, claimed: Object.keys(claims), started: performance.now(), doc };
     if (performance.now() > deadline) {
       const object = parseClaimKey(busy);
-      throw new StorageUnavailableError(`${object.kind === 'blob' ? `blob ${object.digest}` : `metadata ${object.hash}`} is being garbage-collected; try again`);
+      throw new StorageUnavailableError(
+        `${object.kind === 'blob' ? `blob ${object.digest}` : `metadata ${object.hash}`} is being garbage-collected; try again`,
+      );
     }
     await sleep(delay);
   }
@@ -176,8 +184,11 @@ export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, 
  */
 export function checkFence(f: Fence<Doc>, current: Doc | null, relied: string[]): void {
   const state = current?.gc;
-  if (state?.nonce !== f.nonce || performance.now() - f.started > PUSH_WINDOW_MS
-    || relied.some((key) => state?.claims?.[key] !== undefined || f.claimed.includes(key))) {
+  if (
+    state?.nonce !== f.nonce ||
+    performance.now() - f.started > PUSH_WINDOW_MS ||
+    relied.some((key) => state?.claims?.[key] !== undefined || f.claimed.includes(key))
+  ) {
     throw new FenceBroken(`the collector claimed objects since the push began`);
   }
 }
@@ -209,14 +220,31 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
   const dryRun = options.dryRun === true;
   const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const clock = options.now ?? (() => new Date());
-  const report: GcReport = { dryRun, blobs: [], metadata: [], charts: [], segments: [], tombstones: [], marked: 0, changes: 0 };
+  const report: GcReport = {
+    dryRun,
+    blobs: [],
+    metadata: [],
+    charts: [],
+    segments: [],
+    tombstones: [],
+    marked: 0,
+    changes: 0,
+  };
 
   const packages = new Map<string, Listed>();
   const entry = (namespace: string, name: string) => {
     const id = `${namespace}/${name}`;
     let found = packages.get(id);
     if (!found) {
-      found = { namespace, name, blobs: new Set(), metadata: new Set(), charts: new Set(), segments: new Set(), referencedSegments: new Set() };
+      found = {
+        namespace,
+        name,
+        blobs: new Set(),
+        metadata: new Set(),
+        charts: new Set(),
+        segments: new Set(),
+        referencedSegments: new Set(),
+      };
       packages.set(id, found);
     }
     return found;
@@ -270,7 +298,8 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
       report.marked += planned.marked;
       const tombstone = planned.next ?? current;
       const objectsLeft = listedObjects(pkg).some((key) => !planned.claim.includes(key));
-      if (tombstone && !objectsLeft && canRemoveTombstones(deps) && tombstoneExpired(tombstone, now, graceMs)) report.tombstones.push(id);
+      if (tombstone && !objectsLeft && canRemoveTombstones(deps) && tombstoneExpired(tombstone, now, graceMs))
+        report.tombstones.push(id);
       continue;
     }
 
@@ -327,7 +356,7 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
     for (const digest of pkg.charts) {
       if (pkg.blobs.has(digest)) continue;
       // Its blob was gone when listed; a HEAD now narrows the race with a push writing both again (module comment).
-      if (await storage.head(keys.blob(pkg.namespace, pkg.name, digest)) !== null) continue;
+      if ((await storage.head(keys.blob(pkg.namespace, pkg.name, digest))) !== null) continue;
       await storage.delete(keys.chart(pkg.namespace, pkg.name, digest));
       report.charts.push({ package: id, digest });
     }
@@ -375,7 +404,13 @@ function listedObjects(pkg: Listed): string[] {
 }
 
 /** The collector's decision for one package, from the current document and the objects listed (pure). */
-function plan(current: Doc | null, pkg: Listed, now: Date, graceMs: number, releasesOf: (doc: Doc) => PackageDoc['releases']): Plan {
+function plan(
+  current: Doc | null,
+  pkg: Listed,
+  now: Date,
+  graceMs: number,
+  releasesOf: (doc: Doc) => PackageDoc['releases'],
+): Plan {
   const referenced = new Set<string>();
   for (const media of Object.values(current === null ? {} : releasesOf(current))) {
     for (const record of Object.values(media)) {
@@ -441,7 +476,12 @@ function plan(current: Doc | null, pkg: Listed, now: Date, graceMs: number, rele
   if (!changed && claim.length === 0) return { next: null, claim, removeSegments, marked };
   // Objects without a package document (a push that died before its CAS) get a tombstone to hold the claims.
   const next: Doc = current ?? {
-    namespace: pkg.namespace, name: pkg.name, created_at: nowIso, visibility: 'public', releases: {}, channels: {},
+    namespace: pkg.namespace,
+    name: pkg.name,
+    created_at: nowIso,
+    visibility: 'public',
+    releases: {},
+    channels: {},
   };
   setGc(next, compact({ ...state, orphans, claims, segments: segmentMarks }));
   return { next, claim, removeSegments, marked };
@@ -453,8 +493,10 @@ function tombstoneExpired(doc: Doc, now: Date, graceMs: number): boolean {
   if (Object.keys(doc.releases).length > 0 || (doc.segments?.length ?? 0) > 0 || !state?.tombstoneSince) return false;
   if (state.claims && Object.keys(state.claims).length > 0) return false;
   if (now.getTime() - Date.parse(state.tombstoneSince) < graceMs) return false;
-  return state.claimedAt === undefined
-    || now.getTime() - Date.parse(state.claimedAt) >= Math.max(graceMs, TOMBSTONE_AFTER_CLAIM_MS);
+  return (
+    state.claimedAt === undefined ||
+    now.getTime() - Date.parse(state.claimedAt) >= Math.max(graceMs, TOMBSTONE_AFTER_CLAIM_MS)
+  );
 }
 
 /**
@@ -468,7 +510,11 @@ function canRemoveTombstones(deps: Deps): boolean {
 
 /** Delete an expired tombstone with no blob or metadata object left, conditionally on the ETag read (a push recreating it wins). */
 async function removeTombstone(
-  deps: Deps, docKey: string, pkg: { namespace: string; name: string }, now: Date, graceMs: number,
+  deps: Deps,
+  docKey: string,
+  pkg: { namespace: string; name: string },
+  now: Date,
+  graceMs: number,
 ): Promise<boolean> {
   if (!canRemoveTombstones(deps)) return false;
   const got = await deps.storage.get(docKey);

@@ -33,7 +33,10 @@ export interface HealthOptions {
  * (never into the report, which load balancers and dashboards read: no bucket names or paths).
  */
 export async function checkStorage(
-  storage: StorageAdapter, probeKey: string, logger?: Logger, options: HealthOptions = {},
+  storage: StorageAdapter,
+  probeKey: string,
+  logger?: Logger,
+  options: HealthOptions = {},
 ): Promise<StorageHealth> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const started = performance.now();

@@ -66,7 +66,13 @@ export const keys = {
   parseBlob(key: string): { namespace: string; name: string; digest: string } | null {
     if (!key.startsWith(BLOBS)) return null;
     const parts = key.slice(BLOBS.length).split('/');
-    if (parts.length !== 4 || parts[2] !== 'sha256' || !parts[0] || !parts[1] || !/^[0-9a-f]{64}$/.test(parts[3] ?? '')) {
+    if (
+      parts.length !== 4 ||
+      parts[2] !== 'sha256' ||
+      !parts[0] ||
+      !parts[1] ||
+      !/^[0-9a-f]{64}$/.test(parts[3] ?? '')
+    ) {
       return null;
     }
     return { namespace: parts[0], name: parts[1], digest: parts[3] as string };

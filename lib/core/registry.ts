@@ -17,8 +17,17 @@ import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } fr
 import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
 import { selectRelease } from './selector.js';
 import {
-  allReleases, applyFlush, clearSegments, deleteRecord, hasReleases, mediaOf, Segments, SegmentsNotLoaded, setRecord,
-  LIVE, type SegmentView,
+  allReleases,
+  applyFlush,
+  clearSegments,
+  deleteRecord,
+  hasReleases,
+  mediaOf,
+  Segments,
+  SegmentsNotLoaded,
+  setRecord,
+  LIVE,
+  type SegmentView,
 } from './segments.js';
 import { emitAudit, type AuditEvent, type AuditHook, type ChangeContext } from '../ops/audit.js';
 import { checkStorage, type HealthReport } from './health.js';
@@ -26,7 +35,16 @@ import type { Logger } from '../ops/logger.js';
 import type { MetricsHooks } from '../ops/metrics-hooks.js';
 import { InstrumentedStorage } from '../storage/instrumented.js';
 import {
-  checkFence, claimKey, collect, DEFAULT_GRACE_MS, fence, FenceBroken, keepGcState, type GcOptions, type GcReport, type GcState,
+  checkFence,
+  claimKey,
+  collect,
+  DEFAULT_GRACE_MS,
+  fence,
+  FenceBroken,
+  keepGcState,
+  type GcOptions,
+  type GcReport,
+  type GcState,
 } from './gc.js';
 
 export type Visibility = 'public' | 'private';
@@ -239,12 +257,19 @@ export class Registry {
     this.#audit = options.audit;
     this.#listPageSize = options.listPageSize;
     this.#segments = new Segments(this.storage);
-    this.#docs = new DocumentStore(this.storage, options.cache, options.cas, { maxBytes: options.maxPackageBytes }, {
-      metrics: options.metrics,
-      // A package document read from storage comes with its segments, so that every synchronous user (the catalog,
-      // a compare-and-swap's update function) finds them in memory.
-      prepare: async (key, value) => (keys.parsePackageDoc(key) === null ? undefined : this.#segments.load(value as PackageDoc)),
-    });
+    this.#docs = new DocumentStore(
+      this.storage,
+      options.cache,
+      options.cas,
+      { maxBytes: options.maxPackageBytes },
+      {
+        metrics: options.metrics,
+        // A package document read from storage comes with its segments, so that every synchronous user (the catalog,
+        // a compare-and-swap's update function) finds them in memory.
+        prepare: async (key, value) =>
+          keys.parsePackageDoc(key) === null ? undefined : this.#segments.load(value as PackageDoc),
+      },
+    );
     this.#maxUnpackedSize = options.maxUnpackedSize;
     this.#pushTmpDir = options.pushTmpDir;
     this.#pushMemoryBytes = options.pushMemoryBytes;
@@ -256,21 +281,28 @@ export class Registry {
         this.#catalog.apply(key, stored === null ? null : this.#logical(stored), version.etag);
       }
     });
-    this.#feed = new ChangeFeed(this.storage, this.#docs, this.#catalog, options.coherence,
-      () => this.#now().getTime(), options.listPageSize);
+    this.#feed = new ChangeFeed(
+      this.storage,
+      this.#docs,
+      this.#catalog,
+      options.coherence,
+      () => this.#now().getTime(),
+      options.listPageSize,
+    );
     const { blobMaxBytes } = options.cache;
     this.#blobMaxSize = Math.min(options.cache.blobMaxSize, blobMaxBytes);
-    this.#blobs = blobMaxBytes > 0
-      ? new LRUCache<string, CachedBlob, string>({
-        maxSize: blobMaxBytes,
-        sizeCalculation: (blob) => Math.max(blob.bytes.length, 1),
-        fetchMethod: async (key, _stale, { context: pkg }) => {
-          const generation = this.#blobGenerations.get(pkg) ?? 0;
-          const got = await this.storage.get(key);
-          return got === null || got.notModified ? undefined : { bytes: got.body, generation };
-        },
-      })
-      : undefined;
+    this.#blobs =
+      blobMaxBytes > 0
+        ? new LRUCache<string, CachedBlob, string>({
+            maxSize: blobMaxBytes,
+            sizeCalculation: (blob) => Math.max(blob.bytes.length, 1),
+            fetchMethod: async (key, _stale, { context: pkg }) => {
+              const generation = this.#blobGenerations.get(pkg) ?? 0;
+              const got = await this.storage.get(key);
+              return got === null || got.notModified ? undefined : { bytes: got.body, generation };
+            },
+          })
+        : undefined;
     this.#feed.onRemoteChange((key) => {
       this.#blobGenerations.set(key, (this.#blobGenerations.get(key) ?? 0) + 1);
     });
@@ -341,7 +373,9 @@ export class Registry {
     const exists = (doc: PackageDoc | null, view: SegmentView): boolean =>
       doc !== null && own(mediaOf(doc, view, release) ?? {}, mediaType) !== undefined;
     const conflict = new ApprError('package-exists', 'Package exists already', {
-      package: `${namespace}/${name}`, release, media_type: mediaType,
+      package: `${namespace}/${name}`,
+      release,
+      media_type: mediaType,
     });
 
     const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.#stageOptions());
@@ -349,7 +383,8 @@ export class Registry {
     const createdAt = this.#now().toISOString();
     let created: boolean;
     try {
-      const metadata = input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
+      const metadata =
+        input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
       const metadataRef = metadata?.hash;
       let migrated: Set<string> | undefined;
       // Rounds only when a garbage collector claimed objects of this package meanwhile (lib/core/gc.ts): the blob
@@ -358,7 +393,9 @@ export class Registry {
       // metadata an earlier round migrated (one it migrates in this round is checked at the compare-and-swap).
       const relied = (): string[] => [
         claimKey({ kind: 'blob', digest: blob.digest }),
-        ...[...(metadataRef === undefined ? [] : [metadataRef]), ...(migrated ?? [])].map((hash) => claimKey({ kind: 'metadata', hash })),
+        ...[...(metadataRef === undefined ? [] : [metadataRef]), ...(migrated ?? [])].map((hash) =>
+          claimKey({ kind: 'metadata', hash }),
+        ),
       ];
       for (let round = 1; ; round += 1) {
         const gcFence = await fence<PackageDoc>(this.#docs, docKey, relied());
@@ -383,41 +420,59 @@ export class Registry {
         ]);
         if (stored === null) {
           // Reported as present but gone (deleted by a collector since): write it again.
-          if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+          if (round >= MAX_PUSH_ROUNDS)
+            throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
           continue;
         }
         size = stored.size;
         const moved = migrated ?? new Set<string>();
         const ref = metadataRef;
         try {
-          created = await this.#docs.update<PackageDoc, boolean>(docKey, (current) => {
-            // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
-            if (input.createOnly && current) {
-              throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
-                package: `${namespace}/${name}`,
-              });
-            }
-            const view = current === null ? undefined : this.#segments.viewOf(current);
-            if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict;
-            checkFence(gcFence, current, relied());
-            // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
-            const doc = current && view && hasReleases(current, view)
-              ? current
-              : newPackage(namespace, name, createdAt, current?.visibility ?? input.visibility ?? this.#defaultVisibility);
-            if (doc === current) applyFlush(doc, flush);
-            if (moved.size > 0) referenceMetadata(doc, moved);
-            setRecord(doc, release, mediaType, ref === undefined
-              ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
-              : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref });
-            keepGcState(current, doc, relied());
-            this.#segments.viewOf(doc); // keeps the view with the version written
-            return { next: doc, result: doc !== current };
-          }, {}, { fresh: true });
+          created = await this.#docs.update<PackageDoc, boolean>(
+            docKey,
+            (current) => {
+              // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
+              if (input.createOnly && current) {
+                throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
+                  package: `${namespace}/${name}`,
+                });
+              }
+              const view = current === null ? undefined : this.#segments.viewOf(current);
+              if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict;
+              checkFence(gcFence, current, relied());
+              // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
+              const doc =
+                current && view && hasReleases(current, view)
+                  ? current
+                  : newPackage(
+                      namespace,
+                      name,
+                      createdAt,
+                      current?.visibility ?? input.visibility ?? this.#defaultVisibility,
+                    );
+              if (doc === current) applyFlush(doc, flush);
+              if (moved.size > 0) referenceMetadata(doc, moved);
+              setRecord(
+                doc,
+                release,
+                mediaType,
+                ref === undefined
+                  ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
+                  : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref },
+              );
+              keepGcState(current, doc, relied());
+              this.#segments.viewOf(doc); // keeps the view with the version written
+              return { next: doc, result: doc !== current };
+            },
+            {},
+            { fresh: true },
+          );
           break;
         } catch (err) {
           if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
           if (!(err instanceof FenceBroken)) throw err;
-          if (round >= MAX_PUSH_ROUNDS) throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+          if (round >= MAX_PUSH_ROUNDS)
+            throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
         }
       }
     } finally {
@@ -426,8 +481,16 @@ export class Registry {
     await this.#feed.record(namespace, name);
     this.metrics?.pushed(size);
     await this.audit({
-      type: 'push', time: createdAt, actor: input.actor ?? null, package: `${namespace}/${name}`, release, mediaType,
-      digest: blob.digest, size, forced: force, created,
+      type: 'push',
+      time: createdAt,
+      actor: input.actor ?? null,
+      package: `${namespace}/${name}`,
+      release,
+      mediaType,
+      digest: blob.digest,
+      size,
+      forced: force,
+      created,
     });
   }
 
@@ -438,8 +501,15 @@ export class Registry {
    * bytes may be another gzip of the same tar); the index reads them once instead (lib/helm/index.ts).
    */
   async #putChart(namespace: string, name: string, blob: StagedBlob): Promise<void> {
-    const record: ChartRecord = { format: CHART_RECORD_FORMAT, digest: await blob.gzipDigest(), size: blob.size, ...blob.chartFiles.chart() };
-    if ((await this.storage.put(keys.chart(namespace, name, blob.digest), Buffer.from(JSON.stringify(record)))) === null) {
+    const record: ChartRecord = {
+      format: CHART_RECORD_FORMAT,
+      digest: await blob.gzipDigest(),
+      size: blob.size,
+      ...blob.chartFiles.chart(),
+    };
+    if (
+      (await this.storage.put(keys.chart(namespace, name, blob.digest), Buffer.from(JSON.stringify(record)))) === null
+    ) {
       throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
     }
   }
@@ -450,7 +520,8 @@ export class Registry {
     const key = keys.metadata(namespace, name, hash);
     const etag = (await this.storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.storage.head(key))?.etag;
     // As for blobs: never reference an object a backend only claimed to have.
-    if (etag === undefined) throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
+    if (etag === undefined)
+      throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
     this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);
     return hash;
   }
@@ -464,7 +535,8 @@ export class Registry {
     const inline: unknown[] = [];
     for (const media of Object.values(doc?.releases ?? {})) {
       for (const record of Object.values(media)) {
-        if (record.metadata_ref === undefined && record.metadata !== undefined && record.metadata !== null) inline.push(record.metadata);
+        if (record.metadata_ref === undefined && record.metadata !== undefined && record.metadata !== null)
+          inline.push(record.metadata);
       }
     }
     const hashes = await mapLimit(inline.slice(0, MIGRATE_PER_PUSH), 8, (m) => this.#putMetadata(namespace, name, m));
@@ -477,16 +549,19 @@ export class Registry {
     const key = keys.metadata(doc.namespace, doc.name, record.metadata_ref);
     let got = await this.#docs.read(key);
     if (got.etag === null) got = await this.#docs.refresh(key);
-    if (got.etag === null) throw new StorageUnavailableError(`metadata ${record.metadata_ref} of ${pkgName(doc)} is missing`);
+    if (got.etag === null)
+      throw new StorageUnavailableError(`metadata ${record.metadata_ref} of ${pkgName(doc)} is missing`);
     return got.value;
   }
 
   /** The manifests of `releases` x media types of `doc`, with their metadata. */
   async #manifests(doc: PackageDoc, pairs: { release: string; mt: string }[]): Promise<Manifest[]> {
-    return Promise.all(pairs.map(async ({ release, mt }) => {
-      const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
-      return manifest(doc, release, mt, await this.#metadataOf(doc, record));
-    }));
+    return Promise.all(
+      pairs.map(async ({ release, mt }) => {
+        const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
+        return manifest(doc, release, mt, await this.#metadataOf(doc, record));
+      }),
+    );
   }
 
   /**
@@ -494,7 +569,11 @@ export class Registry {
    * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those),
    * and whether these bytes were written now; `null` when storage claims the blob but it is gone (write again).
    */
-  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<{ size: number; written: boolean } | null> {
+  async #storeBlob(
+    namespace: string,
+    name: string,
+    blob: StagedBlob,
+  ): Promise<{ size: number; written: boolean } | null> {
     const blobKey = keys.blob(namespace, name, blob.digest);
     if (blob.bytes === undefined) {
       const stored = await this.storage.head(blobKey);
@@ -548,11 +627,14 @@ export class Registry {
     const namespace = filter.namespace === undefined ? undefined : checkName('namespace', filter.namespace);
     const mediaType = filter.mediaType ? normalizeMediaType(filter.mediaType) : undefined;
     await this.#ready();
-    return this.#catalog.listBody({
-      ...(namespace === undefined ? {} : { namespace }),
-      ...(filter.query ? { query: filter.query } : {}),
-      ...(mediaType === undefined ? {} : { mediaType }),
-    }, visible);
+    return this.#catalog.listBody(
+      {
+        ...(namespace === undefined ? {} : { namespace }),
+        ...(filter.query ? { query: filter.query } : {}),
+        ...(mediaType === undefined ? {} : { mediaType }),
+      },
+      visible,
+    );
   }
 
   /** Route 4: `ns/name` of the packages whose name contains `query` (case-insensitive, docs/api.md section 13.3). */
@@ -587,9 +669,13 @@ export class Registry {
     return this.#catalog.tombstone(key) ?? null;
   }
 
-
   /** Change a live package's visibility (the owner's call; see `AccessControl`). Idempotent. Returns the package. */
-  async setVisibility(namespace: string, name: string, visibility: Visibility, context: ChangeContext = {}): Promise<PackageRef> {
+  async setVisibility(
+    namespace: string,
+    name: string,
+    visibility: Visibility,
+    context: ChangeContext = {},
+  ): Promise<PackageRef> {
     const names = this.#names(namespace, name);
     if (visibility !== 'public' && visibility !== 'private') {
       throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
@@ -602,7 +688,12 @@ export class Registry {
       return { next: live, result: before };
     });
     if (previous !== visibility) await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, { type: 'visibility', package: `${names.namespace}/${names.name}`, visibility, previous });
+    await this.#changed(context, {
+      type: 'visibility',
+      package: `${names.namespace}/${names.name}`,
+      visibility,
+      previous,
+    });
     return { namespace: names.namespace, name: names.name, visibility };
   }
 
@@ -611,15 +702,24 @@ export class Registry {
     const doc = await this.#package(namespace, name);
     const wanted = mediaType ? normalizeMediaType(mediaType) : undefined;
     const releases = Object.keys(doc.releases).sort(compareReleases);
-    return this.#manifests(doc, releases.flatMap((release) => mediaTypesOf(doc, release).filter((mt) => !wanted || mt === wanted)
-      .map((mt) => ({ release, mt }))));
+    return this.#manifests(
+      doc,
+      releases.flatMap((release) =>
+        mediaTypesOf(doc, release)
+          .filter((mt) => !wanted || mt === wanted)
+          .map((mt) => ({ release, mt })),
+      ),
+    );
   }
 
   /** Route 7: the manifests of one exact release. */
   async releaseManifests(namespace: string, name: string, release: string): Promise<Manifest[]> {
     const doc = await this.#package(namespace, name, release);
     if (own(doc.releases, release) === undefined) throw packageNotFound(doc, release);
-    return this.#manifests(doc, mediaTypesOf(doc, release).map((mt) => ({ release, mt })));
+    return this.#manifests(
+      doc,
+      mediaTypesOf(doc, release).map((mt) => ({ release, mt })),
+    );
   }
 
   /**
@@ -629,26 +729,40 @@ export class Registry {
   async packageManifestsJson(namespace: string, name: string, mediaType?: string): Promise<JsonBody> {
     const names = this.#names(namespace, name);
     const question = `m\0${mediaType ?? ''}`;
-    return this.#remembered<JsonBody>(names, question)
-      ?? this.#memoJson(names, undefined, question, () => this.packageManifests(namespace, name, mediaType));
+    return (
+      this.#remembered<JsonBody>(names, question) ??
+      this.#memoJson(names, undefined, question, () => this.packageManifests(namespace, name, mediaType))
+    );
   }
 
   async releaseManifestsJson(namespace: string, name: string, release: string): Promise<JsonBody> {
     const names = this.#names(namespace, name);
     const question = `r\0${release}`;
-    return this.#remembered<JsonBody>(names, question)
-      ?? this.#memoJson(names, release, question, () => this.releaseManifests(namespace, name, release));
+    return (
+      this.#remembered<JsonBody>(names, question) ??
+      this.#memoJson(names, release, question, () => this.releaseManifests(namespace, name, release))
+    );
   }
 
-  async showManifestJson(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<JsonBody> {
+  async showManifestJson(
+    namespace: string,
+    name: string,
+    selector: string | undefined,
+    mediaType: string,
+  ): Promise<JsonBody> {
     const names = this.#names(namespace, name);
     const question = `s\0${selector ?? ''}\0${mediaType}`;
-    return this.#remembered<JsonBody>(names, question)
-      ?? this.#memoJson(names, undefined, question, () => this.showManifest(namespace, name, selector, mediaType));
+    return (
+      this.#remembered<JsonBody>(names, question) ??
+      this.#memoJson(names, undefined, question, () => this.showManifest(namespace, name, selector, mediaType))
+    );
   }
 
   async #memoJson(
-    names: { namespace: string; name: string }, release: string | undefined, question: string, compute: () => Promise<unknown>,
+    names: { namespace: string; name: string },
+    release: string | undefined,
+    question: string,
+    compute: () => Promise<unknown>,
   ): Promise<JsonBody> {
     const entry = await this.#entry(names.namespace, names.name, release);
     const known = entry?.memo.get(question) as JsonBody | undefined;
@@ -663,7 +777,9 @@ export class Registry {
   /** Route 8: one manifest, with the channels whose current release it is. */
   async showManifest(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const { doc, release, mt } = await this.#resolve(namespace, name, selector, mediaType, true);
-    const channels = Object.keys(doc.channels).filter((c) => own(doc.channels, c)?.current === release).sort();
+    const channels = Object.keys(doc.channels)
+      .filter((c) => own(doc.channels, c)?.current === release)
+      .sort();
     const [shown] = await this.#manifests(doc, [{ release, mt }]);
     return { ...(shown as Manifest), channels };
   }
@@ -676,15 +792,26 @@ export class Registry {
     const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
     const names = this.#names(namespace, name);
     const question = `p\0${selector ?? ''}\0${wanted}`;
-    const target = this.#remembered<PullTarget>(names, question) ?? await this.#pullTarget(names, selector, mediaType, question);
-    const blob = this.#cachedBlob(target.blobKey, target.pkgKey) ?? await this.#blob(target.blobKey, target.pkgKey, target.size);
+    const target =
+      this.#remembered<PullTarget>(names, question) ?? (await this.#pullTarget(names, selector, mediaType, question));
+    const blob =
+      this.#cachedBlob(target.blobKey, target.pkgKey) ?? (await this.#blob(target.blobKey, target.pkgKey, target.size));
     if (!blob) throw new StorageUnavailableError(`blob ${target.digest} of ${target.pkgKey} is missing`);
-    return { release: target.release, mediaType: target.mt, digest: target.digest, visibility: target.visibility, blob };
+    return {
+      release: target.release,
+      mediaType: target.mt,
+      digest: target.digest,
+      visibility: target.visibility,
+      blob,
+    };
   }
 
   /** What a pull resolves to: worked out once per version of the package and question, then remembered. */
   async #pullTarget(
-    names: { namespace: string; name: string }, selector: string | undefined, mediaType: string, question: string,
+    names: { namespace: string; name: string },
+    selector: string | undefined,
+    mediaType: string,
+    question: string,
   ): Promise<PullTarget> {
     const entry = await this.#entry(names.namespace, names.name);
     const known = entry?.memo.get(question) as PullTarget | undefined;
@@ -692,8 +819,13 @@ export class Registry {
     const { doc, release, mt } = await this.#resolve(names.namespace, names.name, selector, mediaType, false);
     const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
     const target: PullTarget = {
-      release, mt, digest: record.digest, size: record.size, visibility: doc.visibility,
-      blobKey: keys.blob(doc.namespace, doc.name, record.digest), pkgKey: keys.packageDoc(doc.namespace, doc.name),
+      release,
+      mt,
+      digest: record.digest,
+      size: record.size,
+      visibility: doc.visibility,
+      blobKey: keys.blob(doc.namespace, doc.name, record.digest),
+      pkgKey: keys.packageDoc(doc.namespace, doc.name),
     };
     // Remembered only if it was resolved from the version the catalog holds.
     const current = this.#catalog.get(target.pkgKey);
@@ -705,15 +837,22 @@ export class Registry {
    * Routes 12 and 13: a blob this package had, even if its release was deleted since. `visibility` is the
    * package's (null when it has no live release), for the response's cache policy.
    */
-  async blob(namespace: string, name: string, digest: string): Promise<BlobContent & { digest: string; visibility: Visibility | null }> {
+  async blob(
+    namespace: string,
+    name: string,
+    digest: string,
+  ): Promise<BlobContent & { digest: string; visibility: Visibility | null }> {
     const names = this.#names(namespace, name);
     const hex = parseDigest(digest);
-    const blob = hex === null
-      ? null
-      : await this.#blob(keys.blob(names.namespace, names.name, hex), keys.packageDoc(names.namespace, names.name));
+    const blob =
+      hex === null
+        ? null
+        : await this.#blob(keys.blob(names.namespace, names.name, hex), keys.packageDoc(names.namespace, names.name));
     if (!blob || hex === null) {
       throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
-        package: `${names.namespace}/${names.name}`, release: digest, media_type: null,
+        package: `${names.namespace}/${names.name}`,
+        release: digest,
+        media_type: null,
       });
     }
     const entry = this.#catalog.get(keys.packageDoc(names.namespace, names.name));
@@ -755,13 +894,19 @@ export class Registry {
    * a tombstone, which reads as absent. Blobs stay. Returns what was deleted (`packageDeleted`: no release is left).
    */
   async deleteRelease(
-    namespace: string, name: string, release: string, mediaType: string, context: ChangeContext = {},
+    namespace: string,
+    name: string,
+    release: string,
+    mediaType: string,
+    context: ChangeContext = {},
   ): Promise<{ namespace: string; name: string; release: string; mediaType: string; packageDeleted: boolean }> {
     const names = this.#names(namespace, name);
     const mt = normalizeMediaType(mediaType);
     const pkg = `${names.namespace}/${names.name}`;
     const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${release} (${mt})`, {
-      package: pkg, release, media_type: mt,
+      package: pkg,
+      release,
+      media_type: mt,
     });
     const packageDeleted = await this.#change<boolean>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
       if (!doc || !deleteRecord(doc, view, release, mt)) throw notFound;
@@ -790,14 +935,19 @@ export class Registry {
    * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
    */
   async purgeBlob(
-    namespace: string, name: string, digest: string,
+    namespace: string,
+    name: string,
+    digest: string,
   ): Promise<{ namespace: string; name: string; digest: string; removed: { release: string; mediaType: string }[] }> {
     const names = this.#names(namespace, name);
     const pkg = `${names.namespace}/${names.name}`;
     const hex = parseDigest(digest);
-    const notFound = (): ApprError => new ApprError('package-not-found', `package ${pkg} has no blob ${hex ?? '(invalid digest)'}`, {
-      package: pkg, release: hex, media_type: null,
-    });
+    const notFound = (): ApprError =>
+      new ApprError('package-not-found', `package ${pkg} has no blob ${hex ?? '(invalid digest)'}`, {
+        package: pkg,
+        release: hex,
+        media_type: null,
+      });
     if (hex === null) throw notFound();
     const removed = await this.#change<{ release: string; mediaType: string }[]>(
       keys.packageDoc(names.namespace, names.name),
@@ -835,7 +985,9 @@ export class Registry {
 
   async listChannels(namespace: string, name: string): Promise<Channel[]> {
     const doc = await this.#package(namespace, name);
-    return Object.keys(doc.channels).sort().map((channel) => channelOf(doc, channel));
+    return Object.keys(doc.channels)
+      .sort()
+      .map((channel) => channelOf(doc, channel));
   }
 
   async showChannel(namespace: string, name: string, channel: string): Promise<Channel> {
@@ -847,7 +999,11 @@ export class Registry {
 
   /** Route 16: add an exact, existing release; it becomes the channel's current release. */
   async addChannelRelease(
-    namespace: string, name: string, channel: string, release: string, context: ChangeContext = {},
+    namespace: string,
+    name: string,
+    channel: string,
+    release: string,
+    context: ChangeContext = {},
   ): Promise<Channel> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
@@ -855,9 +1011,14 @@ export class Registry {
     const channelRecord = await this.#change<Channel>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
       const live = requireLive(doc, names, view);
       if (mediaOf(live, view, release) === undefined) {
-        throw new ApprError('package-release-not-found', `Release ${release} doesn't exist for package ${pkgName(live)}`, {
-          package: pkgName(live), release,
-        });
+        throw new ApprError(
+          'package-release-not-found',
+          `Release ${release} doesn't exist for package ${pkgName(live)}`,
+          {
+            package: pkgName(live),
+            release,
+          },
+        );
       }
       const record = own(live.channels, channel) ?? { current: release, releases: [] };
       record.releases = sortReleasesDesc(new Set([...record.releases, release]));
@@ -866,13 +1027,22 @@ export class Registry {
       return { next: live, result: channelOf(live, channel) };
     });
     await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, { type: 'channel-add', package: `${names.namespace}/${names.name}`, channel, release });
+    await this.#changed(context, {
+      type: 'channel-add',
+      package: `${names.namespace}/${names.name}`,
+      channel,
+      release,
+    });
     return channelRecord;
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
   async removeChannelRelease(
-    namespace: string, name: string, channel: string, release: string, context: ChangeContext = {},
+    namespace: string,
+    name: string,
+    channel: string,
+    release: string,
+    context: ChangeContext = {},
   ): Promise<{ namespace: string; name: string; channel: string; release: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
@@ -884,13 +1054,21 @@ export class Registry {
       return { next: live, result: undefined };
     });
     await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, { type: 'channel-remove', package: `${names.namespace}/${names.name}`, channel, release });
+    await this.#changed(context, {
+      type: 'channel-remove',
+      package: `${names.namespace}/${names.name}`,
+      channel,
+      release,
+    });
     return { namespace: names.namespace, name: names.name, channel, release };
   }
 
   /** Route 18. */
   async deleteChannel(
-    namespace: string, name: string, channel: string, context: ChangeContext = {},
+    namespace: string,
+    name: string,
+    channel: string,
+    context: ChangeContext = {},
   ): Promise<{ namespace: string; name: string; channel: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
@@ -912,15 +1090,21 @@ export class Registry {
    */
   invalidate(namespace?: string, name?: string): void {
     if (namespace === undefined || name === undefined) {
-      this.#rebuilding ??= this.#feed.rebuild().catch(() => undefined).finally(() => {
-        this.#rebuilding = undefined;
-      });
+      this.#rebuilding ??= this.#feed
+        .rebuild()
+        .catch(() => undefined)
+        .finally(() => {
+          this.#rebuilding = undefined;
+        });
       return;
     }
     const key = keys.packageDoc(checkName('namespace', namespace), checkName('package', name));
-    const refresh = this.#docs.refresh(key).catch(() => undefined).finally(() => {
-      if (this.#pending.get(key) === refresh) this.#pending.delete(key);
-    });
+    const refresh = this.#docs
+      .refresh(key)
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.#pending.get(key) === refresh) this.#pending.delete(key);
+      });
     this.#pending.set(key, refresh);
   }
 
@@ -978,13 +1162,21 @@ export class Registry {
       referenced: (doc: PackageDoc) => this.#segments.referenced(doc),
       notLoaded: (err: unknown) => err instanceof SegmentsNotLoaded,
     };
-    const report = await collect({ storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize, segments }, {
-      now: this.#now, ...options,
-    });
+    const report = await collect(
+      { storage: this.storage, docs: this.#docs, logger: this.logger, listPageSize: this.#listPageSize, segments },
+      {
+        now: this.#now,
+        ...options,
+      },
+    );
     report.changes = await this.#feed.collect({ dryRun: report.dryRun, graceMs: options.graceMs ?? DEFAULT_GRACE_MS });
     const removed = {
-      blobs: report.blobs.length, metadata: report.metadata.length, charts: report.charts.length,
-      segments: report.segments.length, tombstones: report.tombstones.length, changes: report.changes,
+      blobs: report.blobs.length,
+      metadata: report.metadata.length,
+      charts: report.charts.length,
+      segments: report.segments.length,
+      tombstones: report.tombstones.length,
+      changes: report.changes,
     };
     if (!report.dryRun && (removed.blobs > 0 || removed.tombstones > 0)) {
       for (const id of new Set([...report.blobs.map((b) => b.package), ...report.tombstones])) {
@@ -1035,7 +1227,10 @@ export class Registry {
     const view = this.#segments.viewOf(stored);
     let releases: PackageDoc['releases'] | undefined;
     const logical = {
-      namespace: stored.namespace, name: stored.name, created_at: stored.created_at, visibility: stored.visibility,
+      namespace: stored.namespace,
+      name: stored.name,
+      created_at: stored.created_at,
+      visibility: stored.visibility,
       channels: stored.channels,
       get releases(): PackageDoc['releases'] {
         releases ??= deepFreeze(allReleases(stored, view));
@@ -1129,11 +1324,16 @@ export class Registry {
 }
 
 /** The release and media type `selector` and `wanted` name in `doc`, or the error to answer. */
-function resolveIn(doc: PackageDoc, selector: string | undefined, wanted: string): { release: string; mt: string } | ApprError {
+function resolveIn(
+  doc: PackageDoc,
+  selector: string | undefined,
+  wanted: string,
+): { release: string; mt: string } | ApprError {
   const release = selectRelease(selector, Object.keys(doc.releases), { detail: 'release' });
   if (release === null) {
     return new ApprError('package-release-not-found', `No release match '${selector}' for package '${pkgName(doc)}'`, {
-      package: pkgName(doc), release_query: selector ?? 'default',
+      package: pkgName(doc),
+      release_query: selector ?? 'default',
     });
   }
   const available = Object.keys(own(doc.releases, release) ?? {}).sort();
@@ -1147,7 +1347,9 @@ function resolveIn(doc: PackageDoc, selector: string | undefined, wanted: string
   }
   if (!available.includes(wanted)) {
     return new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release} (${wanted})`, {
-      package: pkgName(doc), release, media_type: wanted,
+      package: pkgName(doc),
+      release,
+      media_type: wanted,
     });
   }
   return { release, mt: wanted };
@@ -1209,22 +1411,31 @@ function pkgName(doc: { namespace: string; name: string }): string {
   return `${doc.namespace}/${doc.name}`;
 }
 
-function requireLive(doc: PackageDoc | null, names: { namespace: string; name: string }, view?: SegmentView): PackageDoc {
+function requireLive(
+  doc: PackageDoc | null,
+  names: { namespace: string; name: string },
+  view?: SegmentView,
+): PackageDoc {
   if (doc && (view === undefined ? isLive(doc) : hasReleases(doc, view))) return doc;
   throw new ApprError('package-not-found', `package ${pkgName(names)} doesn't exist`, {
-    package: pkgName(names), release: null, media_type: null,
+    package: pkgName(names),
+    release: null,
+    media_type: null,
   });
 }
 
 function packageNotFound(doc: PackageDoc, release: string): ApprError {
   return new ApprError('package-not-found', `package ${pkgName(doc)} has no release ${release}`, {
-    package: pkgName(doc), release, media_type: null,
+    package: pkgName(doc),
+    release,
+    media_type: null,
   });
 }
 
 function channelNotFound(doc: PackageDoc, channel: string): ApprError {
   return new ApprError('channel-not-found', `No channel ${channel} for package ${pkgName(doc)}`, {
-    package: pkgName(doc), channel,
+    package: pkgName(doc),
+    channel,
   });
 }
 
@@ -1263,7 +1474,10 @@ function mediaTypesOf(doc: PackageDoc, release: string): string[] {
 
 /** A release's metadata as its object's bytes (JSON) and their sha256 (hex): its content address. */
 class MetadataObject {
-  constructor(readonly body: Buffer, readonly hash: string) {}
+  constructor(
+    readonly body: Buffer,
+    readonly hash: string,
+  ) {}
 }
 
 function metadataObject(metadata: unknown): MetadataObject {

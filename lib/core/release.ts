@@ -50,7 +50,10 @@ export interface CheckReleaseOptions {
  * `Number.MAX_SAFE_INTEGER`. Returns the input unchanged. Throws ApprError `invalid-release` otherwise, with details
  * `{[detail]: input}` (default `version`; an over-long input is shortened, a non-string is named by its type).
  */
-export function checkRelease(input: string, { label = 'release', detail = 'version' }: CheckReleaseOptions = {}): string {
+export function checkRelease(
+  input: string,
+  { label = 'release', detail = 'version' }: CheckReleaseOptions = {},
+): string {
   if (typeof input !== 'string') {
     // Reachable from JSON bodies. Scalars are short; an object or array is named, never echoed.
     const shown = input === null || ['number', 'boolean'].includes(typeof input) ? input : `(${typeof input})`;

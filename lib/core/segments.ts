@@ -82,7 +82,11 @@ export function isLiveDoc(doc: { releases: object }): boolean {
 /** A document whose segments are not in memory: the caller loads them (`Segments.load`) and tries again. */
 export class SegmentsNotLoaded extends Error {}
 
-const EMPTY_VIEW: SegmentView = Object.freeze({ refs: '', leaves: Object.freeze([]), records: new Map<string, Media>() });
+const EMPTY_VIEW: SegmentView = Object.freeze({
+  refs: '',
+  leaves: Object.freeze([]),
+  records: new Map<string, Media>(),
+});
 
 /** The plan of a flush, made before the compare-and-swap (`Segments.flush`) and applied in it (`applyFlush`). */
 export interface FlushPlan {
@@ -106,10 +110,16 @@ export class Segments {
   /** `maxBytes`: the segments kept in memory, counted as their JSON (default 64 MiB). */
   constructor(storage: StorageAdapter, options: { maxBytes?: number } = {}) {
     this.#storage = storage;
-    this.#objects = new LRUCache<string, Segment>({ maxSize: options.maxBytes ?? 64 * 1024 * 1024, sizeCalculation: () => 1 });
+    this.#objects = new LRUCache<string, Segment>({
+      maxSize: options.maxBytes ?? 64 * 1024 * 1024,
+      sizeCalculation: () => 1,
+    });
     // Bounded by the records the views hold (a view of 10,000 releases is a Map of 10,000 entries); a document
     // version in the document cache keeps its own view alive whatever this cache evicts.
-    this.#views = new LRUCache<string, SegmentView>({ maxSize: 500_000, sizeCalculation: (view) => view.records.size + 1 });
+    this.#views = new LRUCache<string, SegmentView>({
+      maxSize: 500_000,
+      sizeCalculation: (view) => view.records.size + 1,
+    });
   }
 
   /**
@@ -194,21 +204,28 @@ export class Segments {
 
   async #leaves(namespace: string, name: string, ref: string): Promise<string[]> {
     if (levelOf(ref) === 0) return [ref];
-    const segment = await this.#read(namespace, name, ref) as IndexSegment;
+    const segment = (await this.#read(namespace, name, ref)) as IndexSegment;
     const leaves: string[] = [];
     for (const child of segment.segments) leaves.push(...(await this.#leaves(namespace, name, child)));
     return leaves;
   }
 
-  async #build(namespace: string, name: string, key: string, leaves: string[], from?: SegmentView): Promise<SegmentView> {
+  async #build(
+    namespace: string,
+    name: string,
+    key: string,
+    leaves: string[],
+    from?: SegmentView,
+  ): Promise<SegmentView> {
     const pkg = `${namespace}/${name}`;
     const last = from ?? this.#last.get(pkg);
-    const start = last !== undefined && last.leaves.length <= leaves.length && last.leaves.every((ref, i) => ref === leaves[i])
-      ? last.leaves.length
-      : 0;
+    const start =
+      last !== undefined && last.leaves.length <= leaves.length && last.leaves.every((ref, i) => ref === leaves[i])
+        ? last.leaves.length
+        : 0;
     const records = start > 0 && last !== undefined ? new Map(last.records) : new Map<string, Media>();
     for (const ref of leaves.slice(start)) {
-      const leaf = await this.#read(namespace, name, ref) as LeafSegment;
+      const leaf = (await this.#read(namespace, name, ref)) as LeafSegment;
       for (const [release, media] of Object.entries(leaf.releases)) {
         const older = records.get(release);
         records.set(release, older === undefined ? media : Object.freeze({ ...older, ...media }));
@@ -225,7 +242,8 @@ export class Segments {
     const cached = this.#objects.get(hash);
     if (cached !== undefined) return cached;
     const got = await this.#storage.get(keys.segment(namespace, name, hash));
-    if (got === null || got.notModified) throw new StorageUnavailableError(`segment ${hash} of ${namespace}/${name} is missing`);
+    if (got === null || got.notModified)
+      throw new StorageUnavailableError(`segment ${hash} of ${namespace}/${name} is missing`);
     let segment: Segment;
     try {
       segment = deepFreeze(JSON.parse(got.body.toString('utf8')) as Segment);
@@ -242,7 +260,8 @@ export class Segments {
     const key = keys.segment(namespace, name, hash);
     const etag = (await this.#storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.#storage.head(key))?.etag;
     // As for blobs: never reference an object a backend only claimed to have.
-    if (etag === undefined) throw new StorageUnavailableError(`a segment of ${namespace}/${name} was not stored; try again`);
+    if (etag === undefined)
+      throw new StorageUnavailableError(`a segment of ${namespace}/${name} was not stored; try again`);
     this.#objects.set(hash, deepFreeze(structuredClone(segment)), { size: body.length });
     return `${segment.level}.${hash}`;
   }
@@ -377,7 +396,8 @@ function hashOf(ref: string): string {
 /** A reference read from a stored document is checked before it builds a key. */
 function parseRef(ref: string): RegExpExecArray {
   const match = REF.exec(ref);
-  if (match === null) throw new StorageUnavailableError(`a package document references a malformed segment (${ref.slice(0, 80)})`);
+  if (match === null)
+    throw new StorageUnavailableError(`a package document references a malformed segment (${ref.slice(0, 80)})`);
   return match;
 }
 

@@ -77,9 +77,7 @@ function range(op: Operator, target: SemVer, includePrereleasesOfTarget = false,
   const excludedAsOwnPrerelease = (v: SemVer): boolean =>
     !includePrereleasesOfTarget && v.prerelease.length > 0 && target.prerelease.length === 0 && samePatch(v, target);
   const identical = (v: SemVer): boolean =>
-    samePatch(v, target) &&
-    sameIdentifiers(v.prerelease, target.prerelease) &&
-    sameIdentifiers(v.build, target.build);
+    samePatch(v, target) && sameIdentifiers(v.prerelease, target.prerelease) && sameIdentifiers(v.build, target.build);
   switch (op) {
     case '==':
       return strict ? identical : (v) => precedence(v, target) === 0;
@@ -205,7 +203,8 @@ function parseSelector(selector: string, detail: ReleaseDetail): { matcher: Matc
   const compact = selector.replace(/ /g, '');
   let matcher: Matcher;
   try {
-    if (selector.length > MAX_RELEASE_LENGTH) throw new SelectorError(`it is longer than ${MAX_RELEASE_LENGTH} characters`);
+    if (selector.length > MAX_RELEASE_LENGTH)
+      throw new SelectorError(`it is longer than ${MAX_RELEASE_LENGTH} characters`);
     matcher = allOf(...compact.split(',').map(parseBlock));
   } catch (err) {
     if (!(err instanceof SelectorError)) throw err;

@@ -12,8 +12,13 @@ import { extract } from 'tar-stream';
 import { ChartFiles, type ChartArchive } from '../core/chart.js';
 
 export {
-  HELM_MEDIA_TYPE, isHelmVersion, MAX_CHART_FILE_BYTES, parseChartYaml,
-  type ChartArchive, type ChartDependency, type ChartMetadata,
+  HELM_MEDIA_TYPE,
+  isHelmVersion,
+  MAX_CHART_FILE_BYTES,
+  parseChartYaml,
+  type ChartArchive,
+  type ChartDependency,
+  type ChartMetadata,
 } from '../core/chart.js';
 
 /**

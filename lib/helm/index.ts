@@ -83,7 +83,11 @@ export class HelmRepository {
   readonly #registry: Registry;
   readonly #now: () => Date;
   readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string; size?: number }>;
-  readonly #indexes: LRUCache<string, SerializedIndex, { namespace: string; contextPath: string; releases: HelmRelease[] }>;
+  readonly #indexes: LRUCache<
+    string,
+    SerializedIndex,
+    { namespace: string; contextPath: string; releases: HelmRelease[] }
+  >;
   readonly #state: (() => string | number | undefined) | undefined;
   /** Indexes by (registry state, namespace, context path, visibility scope): see `index()`. */
   readonly #recent: LRUCache<string, SerializedIndex>;
@@ -106,12 +110,14 @@ export class HelmRepository {
     this.#charts = new LRUCache({
       maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
       sizeCalculation: (value) => 256 + (value.chart ? JSON.stringify(value.chart).length : 0),
-      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.name, context.blob, context.size),
+      fetchMethod: (_key, _stale, { context }) =>
+        this.#loadChart(context.namespace, context.name, context.blob, context.size),
     });
     this.#indexes = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
       sizeCalculation: (value) => value.body.length + 64,
-      fetchMethod: async (key, _stale, { context }) => this.#serialize(key, context.namespace, context.contextPath, context.releases),
+      fetchMethod: async (key, _stale, { context }) =>
+        this.#serialize(key, context.namespace, context.contextPath, context.releases),
     });
     this.#recent = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
@@ -193,7 +199,9 @@ export class HelmRepository {
    * Throws `StorageUnavailableError` when storage fails.
    */
   async chart(namespace: string, name: string, blob: string, size?: number): Promise<ChartArchive | undefined> {
-    return this.#charts.fetch(`${namespace}/${name}/${blob}`, { context: { namespace, name, blob, ...(size === undefined ? {} : { size }) } });
+    return this.#charts.fetch(`${namespace}/${name}/${blob}`, {
+      context: { namespace, name, blob, ...(size === undefined ? {} : { size }) },
+    });
   }
 
   async #releases(namespace: string, visible: VisibleFilter): Promise<HelmRelease[]> {
@@ -212,13 +220,20 @@ export class HelmRepository {
         // Deleted between the listing and this read: it is simply not in this index.
         if (isApprError(err) && err.code === 'package-not-found') return [];
         throw err;
-      }));
+      }),
+    );
     return lists.flat();
   }
 
   async #packageReleases(namespace: string, name: string): Promise<HelmRelease[]> {
     const manifests = await this.#registry.packageManifests(namespace, name, HELM_MEDIA_TYPE);
-    return manifests.map((m) => ({ name, version: m.release, blob: m.content.digest, size: m.content.size, created: m.created_at }));
+    return manifests.map((m) => ({
+      name,
+      version: m.release,
+      blob: m.content.digest,
+      size: m.content.size,
+      created: m.created_at,
+    }));
   }
 
   /**
@@ -228,14 +243,17 @@ export class HelmRepository {
    */
   async #entries(namespace: string, releases: HelmRelease[]): Promise<Record<string, ChartVersion[]>> {
     const read = await mapLimit(releases, READ_CONCURRENCY, async (release) => ({
-      release, archive: await this.chart(namespace, release.name, release.blob, release.size),
+      release,
+      archive: await this.chart(namespace, release.name, release.blob, release.size),
     }));
     const entries: Record<string, ChartVersion[]> = {};
     const names = [...new Set(releases.map((r) => r.name))].sort();
     for (const name of names) {
       const versions = read
-        .filter(({ release, archive }) =>
-          release.name === name && archive?.chart?.name === name && archive.chart.version === release.version)
+        .filter(
+          ({ release, archive }) =>
+            release.name === name && archive?.chart?.name === name && archive.chart.version === release.version,
+        )
         .sort((a, b) => compareReleases(b.release.version, a.release.version))
         .map(({ release, archive }) => ({
           ...(archive?.chart as ChartMetadata),
@@ -248,18 +266,25 @@ export class HelmRepository {
     return entries;
   }
 
-  async #serialize(fingerprint: string, namespace: string, contextPath: string, releases: HelmRelease[]): Promise<SerializedIndex> {
+  async #serialize(
+    fingerprint: string,
+    namespace: string,
+    contextPath: string,
+    releases: HelmRelease[],
+  ): Promise<SerializedIndex> {
     const entries = await this.#entries(namespace, releases);
-    const body = Buffer.from(serializeIndex(entries, this.#now().toISOString(), contextPath, (entry) => {
-      // An entry's YAML depends on nothing but the entry: after a change, only new releases are serialized.
-      const key = JSON.stringify(entry);
-      let yaml = this.#fragments.get(key);
-      if (yaml === undefined) {
-        yaml = entryYaml(entry);
-        this.#fragments.set(key, yaml);
-      }
-      return yaml;
-    }));
+    const body = Buffer.from(
+      serializeIndex(entries, this.#now().toISOString(), contextPath, (entry) => {
+        // An entry's YAML depends on nothing but the entry: after a change, only new releases are serialized.
+        const key = JSON.stringify(entry);
+        let yaml = this.#fragments.get(key);
+        if (yaml === undefined) {
+          yaml = entryYaml(entry);
+          this.#fragments.set(key, yaml);
+        }
+        return yaml;
+      }),
+    );
     // Weak: an index rebuilt after eviction has another `generated` time, but the same charts.
     const charts = Object.values(entries).reduce((sum, versions) => sum + versions.length, 0);
     return { body, etag: `W/"${fingerprint.slice(0, 32)}"`, charts };
@@ -316,7 +341,10 @@ const YAML_OPTIONS = { lineWidth: 0 } as const;
  * are written by the library, quoted where a plain scalar would read as something else (`"1.10"`, `"true"`).
  */
 export function serializeIndex(
-  entries: Record<string, ChartVersion[]>, generated: string, contextPath: string, yamlOf: (entry: ChartVersion) => string,
+  entries: Record<string, ChartVersion[]>,
+  generated: string,
+  contextPath: string,
+  yamlOf: (entry: ChartVersion) => string,
 ): string {
   const names = Object.keys(entries);
   let out = 'apiVersion: v1\n';
@@ -347,14 +375,19 @@ export function entryYaml(entry: ChartVersion): string {
 async function admit(refs: PackageRef[], visible: VisibleFilter): Promise<boolean[]> {
   let pending = false;
   const answers = refs.map((ref) => {
-    const answer = visible({ namespace: ref.namespace, name: ref.name.slice(ref.namespace.length + 1), visibility: ref.visibility });
+    const answer = visible({
+      namespace: ref.namespace,
+      name: ref.name.slice(ref.namespace.length + 1),
+      visibility: ref.visibility,
+    });
     if (typeof answer !== 'boolean') pending = true;
     return answer;
   });
-  return pending ? Promise.all(answers) : answers as boolean[];
+  return pending ? Promise.all(answers) : (answers as boolean[]);
 }
 
 function positive(value: number, name: string): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`koa-appr: helm.${name} must be a positive integer (bytes)`);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new TypeError(`koa-appr: helm.${name} must be a positive integer (bytes)`);
   return value;
 }

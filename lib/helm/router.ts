@@ -44,7 +44,10 @@ const MULTIPART_ALLOWANCE = 256 * 1024;
  * when it has one).
  */
 export function mountHelmRoutes(
-  router: Router, opts: ResolvedOptions, access: AccessControl<unknown>, options: HelmOptions = {},
+  router: Router,
+  opts: ResolvedOptions,
+  access: AccessControl<unknown>,
+  options: HelmOptions = {},
   state?: () => string | number | undefined,
 ): string[] {
   const repo = new HelmRepository(opts.registry, options, state);
@@ -54,22 +57,40 @@ export function mountHelmRoutes(
   const respond = responder({ ...opts, onResponseError: chartMuseumErrors(opts.onResponseError) });
   /** A route under `{prefix}/helm` whose handler gets its path's parameters typed from the pattern (lib/http/router.ts). */
   const route = <const Path extends string>(
-    method: 'get' | 'post' | 'delete', name: string, path: Path, guard: Middleware, handler: Handler<ParamsOf<Path>>,
+    method: 'get' | 'post' | 'delete',
+    name: string,
+    path: Path,
+    guard: Middleware,
+    handler: Handler<ParamsOf<Path>>,
   ) => {
     // @koa/router only runs the handler when the pattern matched, so every parameter the pattern names is there.
     router[method](name, `${base}${path}`, respond, guard, (ctx) => handler(ctx, ctx.params as ParamsOf<Path>, deps));
     return `${base}${path}`;
   };
   // ChartMuseum's API first: a namespace called `api` must not capture its paths.
-  return [...new Set([
-    route('get', 'helm-api-list', api, access.guard('list', 'helm-api-list'), listCharts),
-    route('post', 'helm-api-upload', api, access.guard('list', 'helm-api-upload'), upload),
-    route('get', 'helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), showChart),
-    route('get', 'helm-api-version', `${api}/:package/:version`, access.guard('read', 'helm-api-version'), showVersion),
-    route('delete', 'helm-api-delete', `${api}/:package/:version`, access.guard('write', 'helm-api-delete'), deleteVersion),
-    route('get', 'helm-index', '/:namespace/index.yaml', access.guard('list', 'helm-index'), index),
-    route('get', 'helm-chart', CHART_FILE, chartFileGuard(access.guard('read', 'helm-chart')), download),
-  ])];
+  return [
+    ...new Set([
+      route('get', 'helm-api-list', api, access.guard('list', 'helm-api-list'), listCharts),
+      route('post', 'helm-api-upload', api, access.guard('list', 'helm-api-upload'), upload),
+      route('get', 'helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), showChart),
+      route(
+        'get',
+        'helm-api-version',
+        `${api}/:package/:version`,
+        access.guard('read', 'helm-api-version'),
+        showVersion,
+      ),
+      route(
+        'delete',
+        'helm-api-delete',
+        `${api}/:package/:version`,
+        access.guard('write', 'helm-api-delete'),
+        deleteVersion,
+      ),
+      route('get', 'helm-index', '/:namespace/index.yaml', access.guard('list', 'helm-index'), index),
+      route('get', 'helm-chart', CHART_FILE, chartFileGuard(access.guard('read', 'helm-chart')), download),
+    ]),
+  ];
 }
 
 type Handler<Params> = (ctx: Context, params: Params, deps: Deps) => Promise<void>;
@@ -88,10 +109,11 @@ interface Deps {
  * only the error table's message, as everywhere.
  */
 function chartMuseumErrors(host: ResolvedOptions['onResponseError']): NonNullable<ResolvedOptions['onResponseError']> {
-  return async (error, ctx) => (host ? await host(error, ctx) : undefined) ?? {
-    status: error.status,
-    body: { error: error.status >= 500 ? ERRORS[error.code].message : error.message },
-  };
+  return async (error, ctx) =>
+    (host ? await host(error, ctx) : undefined) ?? {
+      status: error.status,
+      body: { error: error.status >= 500 ? ERRORS[error.code].message : error.message },
+    };
 }
 
 // ---- repository ---------------------------------------------------------------------------------------------------
@@ -129,16 +151,26 @@ async function index(ctx: Context, params: { namespace: string }, { repo, opts }
  * credentials fails loudly instead of adding an empty repository. A namespace that does not exist, or holds only
  * private charts, answers alike, so the answer tells nothing about private charts.
  */
-async function requireNamespaceRead(ctx: Context, opts: ResolvedOptions, namespace: string, action: string): Promise<void> {
+async function requireNamespaceRead(
+  ctx: Context,
+  opts: ResolvedOptions,
+  namespace: string,
+  action: string,
+): Promise<void> {
   const authorize = opts.auth.authorize;
   if (!authorize) return;
   const { caller } = callerState(ctx);
   if ((await authorize(caller, 'read', { namespace, action }, ctx)) === true) return;
   if (caller === null) {
     const realm = (opts.auth.realm ?? 'appr').replace(/["\\]/g, '');
-    throw new ApprError('unauthorized-access', `Authentication required to read the chart repository ${namespace}`, {}, {
-      'WWW-Authenticate': `Basic realm="${realm}", Bearer realm="${realm}"`,
-    });
+    throw new ApprError(
+      'unauthorized-access',
+      `Authentication required to read the chart repository ${namespace}`,
+      {},
+      {
+        'WWW-Authenticate': `Basic realm="${realm}", Bearer realm="${realm}"`,
+      },
+    );
   }
   throw new ApprError('forbidden', `You are not allowed to read the chart repository ${namespace}`, { namespace });
 }
@@ -226,7 +258,8 @@ function queryInt(ctx: Context, field: string, fallback: number, min: number): n
 
 async function versionsOf({ namespace, package: name }: ChartParams, repo: HelmRepository): Promise<ChartVersion[]> {
   const versions = await repo.chartVersions(namespace, name).catch(notFound('chart not found'));
-  if (versions.length === 0) throw new ApprError('package-not-found', 'chart not found', { package: `${namespace}/${name}` });
+  if (versions.length === 0)
+    throw new ApprError('package-not-found', 'chart not found', { package: `${namespace}/${name}` });
   return versions;
 }
 
@@ -240,16 +273,18 @@ async function showChart(ctx: Context, params: ChartParams, { repo }: Deps): Pro
 async function showVersion(ctx: Context, params: ChartParams & { version: string }, { repo }: Deps): Promise<void> {
   const { package: name, version } = params;
   const versions = await versionsOf(params, repo);
-  const found = version === 'latest'
-    ? versions.find((v) => !v.version.split('+')[0]!.includes('-'))
-    : versions.find((v) => v.version === version);
+  const found =
+    version === 'latest'
+      ? versions.find((v) => !v.version.split('+')[0]!.includes('-'))
+      : versions.find((v) => v.version === version);
   if (!found) throw new ApprError('package-not-found', `no chart version found for ${name}-${version}`);
   ctx.body = found;
 }
 
 async function deleteVersion(ctx: Context, params: ChartParams & { version: string }, { opts }: Deps): Promise<void> {
   const { namespace, package: name, version } = params;
-  await opts.registry.deleteRelease(namespace, name, version, HELM_MEDIA_TYPE)
+  await opts.registry
+    .deleteRelease(namespace, name, version, HELM_MEDIA_TYPE)
     .catch(notFound(`chart ${chartFileName(name, version)} not found`));
   ctx.body = { deleted: true };
 }
@@ -271,8 +306,11 @@ async function upload(ctx: Context, params: { namespace: string }, { opts, acces
     if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
     const chart = archive.chart;
     if (!isPackageName(chart.name)) {
-      throw new ApprError('invalid-usage', `chart name "${preview(chart.name)}" cannot be a package name: ` +
-        'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}');
+      throw new ApprError(
+        'invalid-usage',
+        `chart name "${preview(chart.name)}" cannot be a package name: ` +
+          'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}',
+      );
     }
     // The permission first, as on an appr push: a caller who may not push learns nothing more about the chart.
     Object.assign(ctx.params, { package: chart.name });
@@ -281,18 +319,30 @@ async function upload(ctx: Context, params: { namespace: string }, { opts, acces
     const release = asRelease(chart);
     const metadata = chart;
     if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
-      throw new ApprError('invalid-parameters', `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`);
+      throw new ApprError(
+        'invalid-parameters',
+        `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`,
+      );
     }
     try {
       // Streamed from the spool file: the push checks the tar again and captures Chart.yaml as every helm push does.
       await opts.registry.push({
-        namespace, name: chart.name, release, mediaType: HELM_MEDIA_TYPE, blob: createReadStream(path), metadata, force,
+        namespace,
+        name: chart.name,
+        release,
+        mediaType: HELM_MEDIA_TYPE,
+        blob: createReadStream(path),
+        metadata,
+        force,
         createOnly,
       });
     } catch (err) {
       if (isApprError(err) && err.code === 'package-exists') {
-        throw new ApprError('package-exists', `chart ${chart.name} version ${release} already exists ` +
-          '(upload with ?force to replace it)', err.details);
+        throw new ApprError(
+          'package-exists',
+          `chart ${chart.name} version ${release} already exists ` + '(upload with ?force to replace it)',
+          err.details,
+        );
       }
       throw err;
     }
@@ -307,9 +357,13 @@ function asRelease(chart: ChartMetadata): string {
     return checkRelease(chart.version, { label: 'chart version' });
   } catch (err) {
     if (!isApprError(err)) throw err;
-    throw new ApprError('invalid-release', `${err.message}. Helm accepts "${preview(chart.version)}", but charts are stored ` +
-      'as appr releases, which must be strict SemVer: set version in Chart.yaml to MAJOR.MINOR.PATCH ' +
-      '(for example 1.2.3, without a leading "v")', { version: preview(chart.version) });
+    throw new ApprError(
+      'invalid-release',
+      `${err.message}. Helm accepts "${preview(chart.version)}", but charts are stored ` +
+        'as appr releases, which must be strict SemVer: set version in Chart.yaml to MAJOR.MINOR.PATCH ' +
+        '(for example 1.2.3, without a leading "v")',
+      { version: preview(chart.version) },
+    );
   }
 }
 
@@ -372,8 +426,17 @@ async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
  */
 async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
   const parse = koaBody({
-    multipart: true, json: false, urlencoded: false, text: false,
-    formidable: { maxFileSize: limit, maxTotalFileSize: limit + MULTIPART_ALLOWANCE, maxFiles: 4, maxFields: 16, maxFieldsSize: 64 * 1024 },
+    multipart: true,
+    json: false,
+    urlencoded: false,
+    text: false,
+    formidable: {
+      maxFileSize: limit,
+      maxTotalFileSize: limit + MULTIPART_ALLOWANCE,
+      maxFiles: 4,
+      maxFields: 16,
+      maxFieldsSize: 64 * 1024,
+    },
   });
   try {
     await parse(ctx, async () => undefined);

@@ -128,8 +128,12 @@ export class AccessControl<P = unknown> {
 
   /** Throws when the caller may not; for a push, returns whether it may only create the package. */
   async #check(
-    ctx: Context, caller: P | null, credentials: Credentials | null, access: Exclude<Access, 'open'>,
-    action: string | undefined, names: PackageParams | null,
+    ctx: Context,
+    caller: P | null,
+    credentials: Credentials | null,
+    access: Exclude<Access, 'open'>,
+    action: string | undefined,
+    names: PackageParams | null,
   ): Promise<boolean> {
     if (access === 'list' || names === null) return false;
     if (!this.#hooks.authorize) return false; // everybody may do everything: no visibility read needed
@@ -163,11 +167,17 @@ export class AccessControl<P = unknown> {
 
   #unauthorized(credentials: Credentials | null): ApprError {
     const realm = (this.#hooks.realm ?? 'appr').replace(/["\\]/g, '');
-    const message = credentials === null
-      ? 'Authentication required: log in first (appr login)'
-      : 'Invalid or expired credentials: log in again (appr login)';
-    return new ApprError('unauthorized-access', message, {}, {
-      'WWW-Authenticate': `Basic realm="${realm}", Bearer realm="${realm}"`,
-    });
+    const message =
+      credentials === null
+        ? 'Authentication required: log in first (appr login)'
+        : 'Invalid or expired credentials: log in again (appr login)';
+    return new ApprError(
+      'unauthorized-access',
+      message,
+      {},
+      {
+        'WWW-Authenticate': `Basic realm="${realm}", Bearer realm="${realm}"`,
+      },
+    );
   }
 }

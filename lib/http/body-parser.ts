@@ -96,11 +96,26 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
   const request = ctx.request as typeof ctx.request & { body?: unknown; rawBody?: unknown };
   const body = request.body;
   const unparsed = isObject(body) ? (body as Record<symbol, unknown>)[Symbol.for('unparsedBody')] : undefined;
-  const raw = typeof request.rawBody === 'string' ? request.rawBody : typeof unparsed === 'string' ? unparsed : typeof body === 'string' ? body : undefined;
+  const raw =
+    typeof request.rawBody === 'string'
+      ? request.rawBody
+      : typeof unparsed === 'string'
+        ? unparsed
+        : typeof body === 'string'
+          ? body
+          : undefined;
   if (body === undefined && raw === undefined) {
-    throw new ApprError('internal-error', 'The request body was read before the registry and not kept: mount the registry before body parsers');
+    throw new ApprError(
+      'internal-error',
+      'The request body was read before the registry and not kept: mount the registry before body parsers',
+    );
   }
-  const size = raw !== undefined ? Buffer.byteLength(raw) : typeof (body as { blob?: unknown })?.blob === 'string' ? ((body as { blob: string }).blob).length : 0;
+  const size =
+    raw !== undefined
+      ? Buffer.byteLength(raw)
+      : typeof (body as { blob?: unknown })?.blob === 'string'
+        ? (body as { blob: string }).blob.length
+        : 0;
   if (size > limit) throw tooLarge(limit);
   if (ctx.is('urlencoded') && isObject(body)) assign(values, body);
   if (raw !== undefined && raw.trim() !== '') {
@@ -117,7 +132,13 @@ function assign(target: Record<string, unknown>, source: object): void {
   for (const [key, value] of Object.entries(source)) target[key] = value;
 }
 
-async function streamValues(ctx: Context, values: Record<string, unknown>, limit: number, fieldBytes: number, blob: BlobSink | undefined) {
+async function streamValues(
+  ctx: Context,
+  values: Record<string, unknown>,
+  limit: number,
+  fieldBytes: number,
+  blob: BlobSink | undefined,
+) {
   const source = decodedBody(ctx, limit);
   const text = new StringDecoder('utf8');
   let parser: BodyParser | undefined;
@@ -138,7 +159,10 @@ async function streamValues(ctx: Context, values: Record<string, unknown>, limit
 
 /** The request body, Content-Encoding undone, failing with 413 past `limit` bytes (before or after decoding). */
 function decodedBody(ctx: Context, limit: number): AsyncIterable<Buffer> {
-  const codings = (ctx.get('Content-Encoding') || 'identity').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity');
+  const codings = (ctx.get('Content-Encoding') || 'identity')
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity');
   if (codings.length > 2) throw unsupportedEncoding(ctx.get('Content-Encoding'));
   const decoders = codings.reverse().map((coding) => decoder(coding, ctx.get('Content-Encoding')));
   const req = ctx.req;
@@ -151,7 +175,8 @@ function decodedBody(ctx: Context, limit: number): AsyncIterable<Buffer> {
     if (received > limit) tap.destroy(tooLarge(limit));
   };
   const gone = (): void => {
-    if (!req.readableEnded) tap.destroy(new ApprError('invalid-usage', 'The request body ended early (the client went away)'));
+    if (!req.readableEnded)
+      tap.destroy(new ApprError('invalid-usage', 'The request body ended early (the client went away)'));
   };
   req.on('data', count);
   req.on('close', gone);
@@ -179,7 +204,8 @@ function decodedBody(ctx: Context, limit: number): AsyncIterable<Buffer> {
       }
     } catch (err) {
       if (err instanceof ApprError) throw err;
-      if (failed !== undefined) throw new ApprError('invalid-usage', `The request body is not valid ${failed} (Content-Encoding)`);
+      if (failed !== undefined)
+        throw new ApprError('invalid-usage', `The request body is not valid ${failed} (Content-Encoding)`);
       throw err;
     } finally {
       req.off('data', count);
@@ -210,9 +236,13 @@ function decoder(coding: string, header: string): { coding: string; transform: T
 }
 
 function unsupportedEncoding(header: string): ApprError {
-  return new ApprError('unsupported-encoding', `Content-Encoding ${JSON.stringify(header.slice(0, 64))} is not supported (gzip, deflate, br)`, {
-    supported: ['gzip', 'deflate', 'br', 'identity'],
-  });
+  return new ApprError(
+    'unsupported-encoding',
+    `Content-Encoding ${JSON.stringify(header.slice(0, 64))} is not supported (gzip, deflate, br)`,
+    {
+      supported: ['gzip', 'deflate', 'br', 'identity'],
+    },
+  );
 }
 
 function bodyError(err: unknown, limit: number): unknown {
@@ -295,7 +325,10 @@ class JsonFields implements BodyParser {
   #pendingKey: string | undefined;
   #ended = false;
 
-  constructor(readonly fieldBytes: number, readonly sink: BlobSink | undefined) {}
+  constructor(
+    readonly fieldBytes: number,
+    readonly sink: BlobSink | undefined,
+  ) {}
 
   async write(text: string): Promise<void> {
     await this.#consume(this.#run(text));
@@ -352,7 +385,12 @@ class JsonFields implements BodyParser {
         case 'startKey':
         case 'startString':
         case 'startNumber':
-          if (token.name === 'startString' && this.sink !== undefined && this.#stack.length === 1 && this.#pendingKey === 'blob') {
+          if (
+            token.name === 'startString' &&
+            this.sink !== undefined &&
+            this.#stack.length === 1 &&
+            this.#pendingKey === 'blob'
+          ) {
             this.#blob = this.sink.start();
             this.#inBlob = true;
             this.#pendingKey = undefined;
@@ -389,7 +427,9 @@ class JsonFields implements BodyParser {
   #count(bytes: number): void {
     this.#bytes += bytes;
     if (this.#bytes > this.fieldBytes) {
-      throw new ApprError('payload-too-large', `The fields other than blob are larger than ${this.fieldBytes} bytes`, { limit: this.fieldBytes });
+      throw new ApprError('payload-too-large', `The fields other than blob are larger than ${this.fieldBytes} bytes`, {
+        limit: this.fieldBytes,
+      });
     }
   }
 
@@ -401,7 +441,9 @@ class JsonFields implements BodyParser {
     }
     if (this.#stack.length >= MAX_JSON_DEPTH + 1) {
       const field = this.#stack[1]?.key ?? this.#pendingKey ?? 'value';
-      throw new ApprError('invalid-parameters', `${field} is nested deeper than ${MAX_METADATA_DEPTH} levels`, { field });
+      throw new ApprError('invalid-parameters', `${field} is nested deeper than ${MAX_METADATA_DEPTH} levels`, {
+        field,
+      });
     }
     const key = this.#pendingKey;
     this.#value(container);
@@ -441,7 +483,10 @@ class FormFields implements BodyParser {
   #blob: BlobText | undefined;
   #bytes = 0;
 
-  constructor(readonly fieldBytes: number, readonly sink: BlobSink | undefined) {}
+  constructor(
+    readonly fieldBytes: number,
+    readonly sink: BlobSink | undefined,
+  ) {}
 
   async write(text: string): Promise<void> {
     let start = 0;
@@ -480,7 +525,9 @@ class FormFields implements BodyParser {
     }
     this.#bytes += text.length;
     if (this.#bytes > this.fieldBytes) {
-      throw new ApprError('payload-too-large', `The fields other than blob are larger than ${this.fieldBytes} bytes`, { limit: this.fieldBytes });
+      throw new ApprError('payload-too-large', `The fields other than blob are larger than ${this.fieldBytes} bytes`, {
+        limit: this.fieldBytes,
+      });
     }
     if (this.#inValue) this.#value += text;
     else this.#key += text;
@@ -496,7 +543,8 @@ class FormFields implements BodyParser {
         // A repeated field becomes a list, as qs (koa-body's form parser) makes it: `release` must then be one string.
         const value = decodeComponent(this.#value);
         const seen = this.#fields[key];
-        this.#fields[key] = seen === undefined ? value : [...(Array.isArray(seen) ? (seen as unknown[]) : [seen]), value].slice(0, 100);
+        this.#fields[key] =
+          seen === undefined ? value : [...(Array.isArray(seen) ? (seen as unknown[]) : [seen]), value].slice(0, 100);
       }
     }
     this.#key = '';
@@ -533,7 +581,12 @@ export function announcedLength(ctx: Context): number {
 
 export function tooLarge(limit: number): ApprError {
   // The client may still be sending megabytes: close the connection after the answer instead of reading them.
-  return new ApprError('payload-too-large', `Request body is larger than ${limit} bytes`, { limit }, { Connection: 'close' });
+  return new ApprError(
+    'payload-too-large',
+    `Request body is larger than ${limit} bytes`,
+    { limit },
+    { Connection: 'close' },
+  );
 }
 
 function parseJson(raw: string): unknown {

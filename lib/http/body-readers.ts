@@ -2,7 +2,15 @@ import type { Context, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import type { BlobStager, StagedBlob } from '../core/blob.js';
 import type { PushInput, Registry } from '../core/registry.js';
-import { announcedLength, BlobText, consumed, MAX_FIELD_DEPTH, readValues, tooLarge, type BlobSink } from './body-parser.js';
+import {
+  announcedLength,
+  BlobText,
+  consumed,
+  MAX_FIELD_DEPTH,
+  readValues,
+  tooLarge,
+  type BlobSink,
+} from './body-parser.js';
 
 /** Room for the fields around the base64 blob (field names, metadata, the CLI's extra fields), in bytes. */
 const ENVELOPE_ALLOWANCE = 256 * 1024;
@@ -82,16 +90,22 @@ export function pushBodyReader(options: PushReaderOptions) {
     if (announced > limit) throw tooLarge(limit);
     const reserved = announced > 0 ? announced : consumed(ctx.req) ? 0 : limit;
     if (!budget.take(reserved)) {
-      throw new ApprError('too-busy', 'Too many pushes in flight; retry later', { retry_after: RETRY_AFTER_SECONDS }, {
-        'Retry-After': String(RETRY_AFTER_SECONDS),
-        Connection: 'close',
-      });
+      throw new ApprError(
+        'too-busy',
+        'Too many pushes in flight; retry later',
+        { retry_after: RETRY_AFTER_SECONDS },
+        {
+          'Retry-After': String(RETRY_AFTER_SECONDS),
+          Connection: 'close',
+        },
+      );
     }
     let stager: BlobStager | undefined;
     let blob: StagedBlob | undefined;
     const sink: BlobSink = {
       start: () => {
-        if (stager !== undefined) throw new ApprError('invalid-parameters', 'blob is given more than once', { field: 'blob' });
+        if (stager !== undefined)
+          throw new ApprError('invalid-parameters', 'blob is given more than once', { field: 'blob' });
         stager = options.registry.createBlobStager({ maxSize: options.maxPushSize });
         return new BlobText(stager);
       },
@@ -148,10 +162,14 @@ export function pushInput(ctx: Context, namespace: string, name: string, maxPush
   const metadata = values.metadata ?? null;
   // Depth first: stringifying (here, and in every later write of the package document) recurses.
   if (depth(metadata) > MAX_METADATA_DEPTH) {
-    throw new ApprError('invalid-parameters', `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels`, { field: 'metadata' });
+    throw new ApprError('invalid-parameters', `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels`, {
+      field: 'metadata',
+    });
   }
   if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
-    throw new ApprError('invalid-parameters', `metadata is larger than ${MAX_METADATA_BYTES} bytes`, { field: 'metadata' });
+    throw new ApprError('invalid-parameters', `metadata is larger than ${MAX_METADATA_BYTES} bytes`, {
+      field: 'metadata',
+    });
   }
   const visibility = optionalString(values, 'visibility');
   if (visibility !== undefined && visibility !== 'public' && visibility !== 'private') {

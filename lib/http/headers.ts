@@ -57,6 +57,7 @@ export function boundedErrorBody<T>(value: T, depth = 0): T {
     return items as T;
   }
   const out: Record<string, unknown> = {};
-  for (const [key, item] of Object.entries(value as Record<string, unknown>)) out[key] = boundedErrorBody(item, depth + 1);
+  for (const [key, item] of Object.entries(value as Record<string, unknown>))
+    out[key] = boundedErrorBody(item, depth + 1);
   return out as T;
 }

@@ -5,7 +5,15 @@ import type { ApprError } from '../errors.js';
 import type { AuthHooks } from '../auth/hooks.js';
 import { registryShape, storageAdapter } from '../options/schema.js';
 import {
-  byReference, flag, fn, group, instance, integer, parseOptions, text, type SameOptions,
+  byReference,
+  flag,
+  fn,
+  group,
+  instance,
+  integer,
+  parseOptions,
+  text,
+  type SameOptions,
 } from '../options/validate.js';
 import { MemoryStorage } from '../storage/memory.js';
 import type { StorageAdapter } from '../storage/types.js';
@@ -97,27 +105,38 @@ const authHooks = byReference({
   // It is sent in `WWW-Authenticate: Bearer realm="..."`: a quoted-string without quotes or backslashes.
   realm: text(
     'a non-empty string without quotes, backslashes or control characters',
-    (realm) => /^[\x20-\x7e]+$/.test(realm) && !/["\\]/.test(realm), 'appr', ['', 'a"b', 'a\\b', 'a\nb'],
+    (realm) => /^[\x20-\x7e]+$/.test(realm) && !/["\\]/.test(realm),
+    'appr',
+    ['', 'a"b', 'a\\b', 'a\nb'],
   ).optional(),
 });
 
 function absoluteUrl(value: string): boolean {
   if (!URL.canParse(value)) return false;
   const url = new URL(value);
-  return (url.protocol === 'http:' || url.protocol === 'https:') && !value.includes('?') && !value.includes('#') &&
-    url.username === '' && url.password === '';
+  return (
+    (url.protocol === 'http:' || url.protocol === 'https:') &&
+    !value.includes('?') &&
+    !value.includes('#') &&
+    url.username === '' &&
+    url.password === ''
+  );
 }
 
 /** The router's options: the registry's (see lib/options/schema.ts) and its own, each with its default. */
 export const routerOptions = group({
   storage: storageAdapter.optional(),
   registry: instance<Registry>(
-    'a Registry (new Registry({ storage }))', (value) => (value instanceof Registry ? null : ''),
+    'a Registry (new Registry({ storage }))',
+    (value) => (value instanceof Registry ? null : ''),
     () => new Registry({ storage: new MemoryStorage() }),
   ).optional(),
   prefix: text(
-    'a path like "/cnr" ("" for none)', (prefix) => /^((\/[A-Za-z0-9._~-]+)+)?\/*$/.test(prefix), '/cnr',
-    ['cnr', '/a b', '/cnr?x', '/a//b'], (prefix) => prefix.replace(/\/+$/, ''),
+    'a path like "/cnr" ("" for none)',
+    (prefix) => /^((\/[A-Za-z0-9._~-]+)+)?\/*$/.test(prefix),
+    '/cnr',
+    ['cnr', '/a b', '/cnr?x', '/a//b'],
+    (prefix) => prefix.replace(/\/+$/, ''),
   ).default(DEFAULT_PREFIX),
   maxPushSize: integer('bytes', 1).default(DEFAULT_MAX_PUSH_SIZE),
   maxPushBytesInFlight: integer('bytes', 1).default(DEFAULT_MAX_PUSH_BYTES_IN_FLIGHT),
@@ -126,9 +145,15 @@ export const routerOptions = group({
   discovery: flag().default(true),
   helm: flag().default(true),
   publicUrl: text(
-    'an absolute http(s) URL without query, fragment or credentials', absoluteUrl, 'https://example.com/portal',
+    'an absolute http(s) URL without query, fragment or credentials',
+    absoluteUrl,
+    'https://example.com/portal',
     [
-      'example.com', '/portal', 'ftp://example.com', 'https://example.com/?a=1', 'https://example.com/#top',
+      'example.com',
+      '/portal',
+      'ftp://example.com',
+      'https://example.com/?a=1',
+      'https://example.com/#top',
       'https://user:secret@example.com',
     ],
     (value) => {
@@ -145,7 +170,9 @@ export const routerOptions = group({
 }).superRefine((options, ctx) => {
   if (options.storage === undefined && options.registry === undefined) {
     ctx.addIssue({
-      code: 'custom', path: ['storage'], input: undefined,
+      code: 'custom',
+      path: ['storage'],
+      input: undefined,
       message: 'is required unless "registry" is given (e.g. storage: new FsStorage({ root }))',
     });
   }
@@ -160,7 +187,9 @@ true satisfies SameOptions<Hooks, z.input<typeof authHooks>>;
  */
 export function resolveOptions<P>(options: ApprRouterOptions<P>): ResolvedOptions {
   const parsed = parseOptions(routerOptions, options);
-  const registryOptions = Object.fromEntries(Object.keys(registryShape).map((key) => [key, parsed[key as keyof typeof registryShape]]));
+  const registryOptions = Object.fromEntries(
+    Object.keys(registryShape).map((key) => [key, parsed[key as keyof typeof registryShape]]),
+  );
   const registry = parsed.registry ?? new Registry({ ...registryOptions, storage: parsed.storage } as RegistryOptions);
   return {
     registry,

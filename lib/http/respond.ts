@@ -13,7 +13,8 @@ export interface ResponseOptions {
   /** Called with every error that is not the client's fault (storage failures, bugs), for the host's logs. */
   onError: (err: unknown, ctx: Context) => void;
   /** The host's last word on an error response (see ApprRouterOptions.onResponseError). */
-  onResponseError?: ((err: ApprError, ctx: Context) => ErrorResponse | undefined | Promise<ErrorResponse | undefined>) | undefined;
+  onResponseError?:
+    ((err: ApprError, ctx: Context) => ErrorResponse | undefined | Promise<ErrorResponse | undefined>) | undefined;
   /** Called once per request answered, when metrics are on (lib/ops/http.ts). */
   record?: HttpRecorder | undefined;
 }
@@ -32,7 +33,8 @@ export function responder(options: ResponseOptions) {
   return async function apprResponder(ctx: Context, next: Next): Promise<void> {
     const started = record === undefined ? 0 : performance.now();
     // Read before `next`: the name of the route this responder belongs to ('unmatched' for the JSON 404).
-    const route = record === undefined ? '' : (ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? 'unmatched';
+    const route =
+      record === undefined ? '' : ((ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? 'unmatched');
     const origin = options.cors ? ctx.get('Origin') : '';
     // Set one by one on the Node response: this runs on every request, and a header object per request costs.
     // nosniff on every response: a browser must never run a pulled tarball or an echoed error as a page.
@@ -64,9 +66,10 @@ async function answerError(ctx: Context, err: unknown, options: ResponseOptions,
     return;
   }
   // A client's value echoed in an error is bounded (issue 12 item 4).
-  const json = error.status >= 500
-    ? { code: error.code, message: ERRORS[error.code].message, details: {} }
-    : boundedErrorBody(error.toJSON());
+  const json =
+    error.status >= 500
+      ? { code: error.code, message: ERRORS[error.code].message, details: {} }
+      : boundedErrorBody(error.toJSON());
   ctx.body = options.errorEnvelope ? { error: json } : json;
 }
 
@@ -112,7 +115,10 @@ export function preflight(ctx: Context, allowed: string[], cors: boolean): void 
 }
 
 /** A code of the error table for each status, for errors that carry only a status (http-errors): the generic one. */
-const CODE_BY_STATUS = new Map<number, ErrorCode>([[404, 'not-found'], [422, 'invalid-parameters']]);
+const CODE_BY_STATUS = new Map<number, ErrorCode>([
+  [404, 'not-found'],
+  [422, 'invalid-parameters'],
+]);
 for (const [code, entry] of Object.entries(ERRORS) as [ErrorCode, { status: number }][]) {
   if (!CODE_BY_STATUS.has(entry.status)) CODE_BY_STATUS.set(entry.status, code);
 }
@@ -125,17 +131,25 @@ for (const [code, entry] of Object.entries(ERRORS) as [ErrorCode, { status: numb
 export function toApprError(err: unknown): ApprError {
   if (isApprError(err)) return err;
   const { status, statusCode, expose, code, headers } = (err ?? {}) as {
-    status?: unknown; statusCode?: unknown; expose?: unknown; code?: unknown; headers?: unknown;
+    status?: unknown;
+    statusCode?: unknown;
+    expose?: unknown;
+    code?: unknown;
+    headers?: unknown;
   };
   const httpStatus = status ?? statusCode;
   if (httpStatus === 413) return new ApprError('payload-too-large', 'Request body is larger than the push limit');
   // zlib's errors when a body announced as compressed is not.
-  if (typeof code === 'string' && code.startsWith('Z_')) return new ApprError('invalid-usage', 'The request body could not be read');
+  if (typeof code === 'string' && code.startsWith('Z_'))
+    return new ApprError('invalid-usage', 'The request body could not be read');
   if (typeof httpStatus === 'number' && httpStatus >= 400 && httpStatus < 500) {
     const tableCode = CODE_BY_STATUS.get(httpStatus) ?? 'invalid-usage';
     const message = expose === true && (err as Error).message ? (err as Error).message : ERRORS[tableCode].message;
     const extra = expose === true && typeof headers === 'object' && headers !== null ? stringHeaders(headers) : {};
-    if (tableCode === 'unauthorized-access' && !Object.keys(extra).some((h) => h.toLowerCase() === 'www-authenticate')) {
+    if (
+      tableCode === 'unauthorized-access' &&
+      !Object.keys(extra).some((h) => h.toLowerCase() === 'www-authenticate')
+    ) {
       extra['WWW-Authenticate'] = 'Basic realm="appr", Bearer realm="appr"';
     }
     return new ApprError(tableCode, message, {}, extra);
@@ -231,9 +245,10 @@ export function sendBlob(
         if (blob.bytes === undefined) blob.body.destroy();
         return;
       }
-      ctx.body = blob.bytes !== undefined
-        ? blob.bytes.subarray(range.start, range.end + 1)
-        : Readable.from(slice(blob.body, range.start, range.end + 1));
+      ctx.body =
+        blob.bytes !== undefined
+          ? blob.bytes.subarray(range.start, range.end + 1)
+          : Readable.from(slice(blob.body, range.start, range.end + 1));
       return;
     }
     if (blob.bytes !== undefined) {

@@ -24,13 +24,17 @@ interface RouteRequest<Params> {
 }
 
 type Handler<Params = Record<string, string>> = (
-  ctx: Context, opts: ResolvedOptions, req: RouteRequest<Params>,
+  ctx: Context,
+  opts: ResolvedOptions,
+  req: RouteRequest<Params>,
 ) => Promise<void> | void;
 
 /** The `:name` segments of a route pattern as an object type: `'/a/:b/c/:d'` gives `{ b: string } & { d: string }`. */
 export type ParamsOf<Path extends string> = Path extends `${string}:${infer Name}/${infer Rest}`
   ? { [K in Name]: string } & ParamsOf<Rest>
-  : Path extends `${string}:${infer Name}` ? { [K in Name]: string } : Record<never, never>;
+  : Path extends `${string}:${infer Name}`
+    ? { [K in Name]: string }
+    : Record<never, never>;
 
 interface RouteDef {
   name: string;
@@ -70,75 +74,192 @@ const by = (ctx: Context, o: ResolvedOptions): ChangeContext => {
 const ROUTES: RouteDef[] = [
   route({ name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage }),
   route({ name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage }),
-  route({ name: 'version', method: 'get', path: '/version', access: 'open', handler: (ctx) => {
-    // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
-    ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
-  } }),
+  route({
+    name: 'version',
+    method: 'get',
+    path: '/version',
+    access: 'open',
+    handler: (ctx) => {
+      // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
+      ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
+    },
+  }),
   route({ name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', body: 'values', handler: login }),
   route({ name: 'signup', method: 'post', path: '/api/v1/users', access: 'open', body: 'values', handler: signup }),
-  route({ name: 'search-packages', method: 'get', path: '/api/v1/packages/search', access: 'list', handler: async (ctx, o) => {
-    sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
-  } }),
-  route({ name: 'list-packages', method: 'get', path: '/api/v1/packages', access: 'list', handler: async (ctx, o) => {
-    const q = (name: string): string | undefined => (typeof ctx.query[name] === 'string' ? ctx.query[name] : undefined);
-    const filter = { namespace: q('namespace') || undefined, query: q('query'), mediaType: q('media_type') || undefined };
-    sendJsonText(ctx, await o.registry.listPackagesJson(filter, visible(ctx)));
-  } }),
-  route({ name: 'list-channels', method: 'get', path: `${pkg}/channels`, access: 'read', handler: async (ctx, o, { params: p }) => {
-    ctx.body = await o.registry.listChannels(p.namespace, p.package);
-  } }),
-  route({ name: 'show-channel', method: 'get', path: `${pkg}/channels/:channel`, access: 'read',
+  route({
+    name: 'search-packages',
+    method: 'get',
+    path: '/api/v1/packages/search',
+    access: 'list',
+    handler: async (ctx, o) => {
+      sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
+    },
+  }),
+  route({
+    name: 'list-packages',
+    method: 'get',
+    path: '/api/v1/packages',
+    access: 'list',
+    handler: async (ctx, o) => {
+      const q = (name: string): string | undefined =>
+        typeof ctx.query[name] === 'string' ? ctx.query[name] : undefined;
+      const filter = {
+        namespace: q('namespace') || undefined,
+        query: q('query'),
+        mediaType: q('media_type') || undefined,
+      };
+      sendJsonText(ctx, await o.registry.listPackagesJson(filter, visible(ctx)));
+    },
+  }),
+  route({
+    name: 'list-channels',
+    method: 'get',
+    path: `${pkg}/channels`,
+    access: 'read',
+    handler: async (ctx, o, { params: p }) => {
+      ctx.body = await o.registry.listChannels(p.namespace, p.package);
+    },
+  }),
+  route({
+    name: 'show-channel',
+    method: 'get',
+    path: `${pkg}/channels/:channel`,
+    access: 'read',
     handler: async (ctx, o, { params: p }) => {
       ctx.body = await o.registry.showChannel(p.namespace, p.package, p.channel);
-    } }),
-  route({ name: 'add-channel-release', method: 'post', path: `${pkg}/channels/:channel/:release`, access: 'write',
+    },
+  }),
+  route({
+    name: 'add-channel-release',
+    method: 'post',
+    path: `${pkg}/channels/:channel/:release`,
+    access: 'write',
     handler: async (ctx, o, { params: p }) => {
       ctx.body = await o.registry.addChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, o));
-    } }),
-  route({ name: 'delete-channel-release', method: 'delete', path: `${pkg}/channels/:channel/:release`, access: 'write',
+    },
+  }),
+  route({
+    name: 'delete-channel-release',
+    method: 'delete',
+    path: `${pkg}/channels/:channel/:release`,
+    access: 'write',
     handler: async (ctx, o, { params: p }) => {
       const removed = await o.registry.removeChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, o));
-      ctx.body = { status: 'deleted', package: `${removed.namespace}/${removed.name}`, name: removed.channel, release: removed.release };
-    } }),
-  route({ name: 'delete-channel', method: 'delete', path: `${pkg}/channels/:channel`, access: 'write',
+      ctx.body = {
+        status: 'deleted',
+        package: `${removed.namespace}/${removed.name}`,
+        name: removed.channel,
+        release: removed.release,
+      };
+    },
+  }),
+  route({
+    name: 'delete-channel',
+    method: 'delete',
+    path: `${pkg}/channels/:channel`,
+    access: 'write',
     handler: async (ctx, o, { params: p }) => {
       const deleted = await o.registry.deleteChannel(p.namespace, p.package, p.channel, by(ctx, o));
       ctx.body = { channel: deleted.channel, package: `${deleted.namespace}/${deleted.name}`, action: 'delete' };
-    } }),
-  route({ name: 'blob', method: 'get', path: `${pkg}/blobs/sha256/:digest`, access: 'read', json: 'query', handler: blob }),
-  route({ name: 'blob-json', method: 'get', path: `${pkg}/blobs/sha256/:digest/json`, access: 'read', json: 'always', handler: blob }),
+    },
+  }),
+  route({
+    name: 'blob',
+    method: 'get',
+    path: `${pkg}/blobs/sha256/:digest`,
+    access: 'read',
+    json: 'query',
+    handler: blob,
+  }),
+  route({
+    name: 'blob-json',
+    method: 'get',
+    path: `${pkg}/blobs/sha256/:digest/json`,
+    access: 'read',
+    json: 'always',
+    handler: blob,
+  }),
   // Not in the wire contract: withdraw a blob now (a leaked secret), with every release that names it.
-  route({ name: 'purge-blob', method: 'delete', path: `${pkg}/blobs/sha256/:digest`, access: 'admin',
+  route({
+    name: 'purge-blob',
+    method: 'delete',
+    path: `${pkg}/blobs/sha256/:digest`,
+    access: 'admin',
     handler: async (ctx, o, { params: p }) => {
       const purged = await o.registry.purgeBlob(p.namespace, p.package, p.digest);
       ctx.body = {
-        status: 'purged', package: `${purged.namespace}/${purged.name}`, digest: purged.digest,
+        status: 'purged',
+        package: `${purged.namespace}/${purged.name}`,
+        digest: purged.digest,
         releases: purged.removed.map(({ release, mediaType }) => ({ release, media_type: mediaType })),
       };
-    } }),
+    },
+  }),
   // Not in the appr contract (docs/api.md section 15.1): the owner's way to change a package's visibility.
-  route({ name: 'set-visibility', method: 'post', path: `${pkg}/visibility`, access: 'admin', body: 'values', handler: setVisibility }),
+  route({
+    name: 'set-visibility',
+    method: 'post',
+    path: `${pkg}/visibility`,
+    access: 'admin',
+    body: 'values',
+    handler: setVisibility,
+  }),
   route({ name: 'push', method: 'post', path: pkg, access: 'push', body: 'push', handler: push }),
-  route({ name: 'package-manifests', method: 'get', path: pkg, access: 'read', handler: async (ctx, o, { params: p }) => {
-    const mediaType = typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
-    sendJson(ctx, await o.registry.packageManifestsJson(p.namespace, p.package, mediaType));
-  } }),
-  route({ name: 'release-manifests', method: 'get', path: `${pkg}/:release`, access: 'read',
+  route({
+    name: 'package-manifests',
+    method: 'get',
+    path: pkg,
+    access: 'read',
+    handler: async (ctx, o, { params: p }) => {
+      const mediaType =
+        typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
+      sendJson(ctx, await o.registry.packageManifestsJson(p.namespace, p.package, mediaType));
+    },
+  }),
+  route({
+    name: 'release-manifests',
+    method: 'get',
+    path: `${pkg}/:release`,
+    access: 'read',
     handler: async (ctx, o, { params: p }) => {
       sendJson(ctx, await o.registry.releaseManifestsJson(p.namespace, p.package, p.release));
-    } }),
-  route({ name: 'show-manifest', method: 'get', path: `${pkg}/:release/:media_type`, access: 'read',
+    },
+  }),
+  route({
+    name: 'show-manifest',
+    method: 'get',
+    path: `${pkg}/:release/:media_type`,
+    access: 'read',
     handler: async (ctx, o, { params: p }) => {
       sendJson(ctx, await o.registry.showManifestJson(p.namespace, p.package, p.release, p.media_type));
-    } }),
-  route({ name: 'delete-release', method: 'delete', path: `${pkg}/:release/:media_type`, access: 'write',
+    },
+  }),
+  route({
+    name: 'delete-release',
+    method: 'delete',
+    path: `${pkg}/:release/:media_type`,
+    access: 'write',
     handler: async (ctx, o, { params: p }) => {
       const deleted = await o.registry.deleteRelease(p.namespace, p.package, p.release, p.media_type, by(ctx, o));
       ctx.body = { status: 'deleted', package: `${deleted.namespace}/${deleted.name}`, release: deleted.release };
-    } }),
-  route({ name: 'pull', method: 'get', path: `${pkg}/:release/:media_type/pull`, access: 'read', json: 'query', handler: pull }),
-  route({ name: 'pull-json', method: 'get', path: `${pkg}/:release/:media_type/pull/json`, access: 'read', json: 'always',
-    handler: pull }),
+    },
+  }),
+  route({
+    name: 'pull',
+    method: 'get',
+    path: `${pkg}/:release/:media_type/pull`,
+    access: 'read',
+    json: 'query',
+    handler: pull,
+  }),
+  route({
+    name: 'pull-json',
+    method: 'get',
+    path: `${pkg}/:release/:media_type/pull/json`,
+    access: 'read',
+    json: 'always',
+    handler: pull,
+  }),
 ];
 
 /** Where the discovery document lives: at the host root, whatever the prefix (docs/api.md section 12). */
@@ -182,12 +303,15 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     if (route.body === 'push') chain.push(pushBodyReader(opts));
     const ownPath = `${prefix}${route.path}`;
     // Not async: the handler's own promise is the route's (every frame counts on a read answered from memory).
-    chain.push((ctx) => route.handler(ctx, opts, {
-      params: ctx.params as Record<string, string>,
-      // `ctx.query` parses the query string: only when there is one.
-      json: route.json === 'always' || (route.json === 'query' && ctx.querystring !== '' && ctx.query.format === 'json'),
-      ownPath,
-    }));
+    chain.push((ctx) =>
+      route.handler(ctx, opts, {
+        params: ctx.params as Record<string, string>,
+        // `ctx.query` parses the query string: only when there is one.
+        json:
+          route.json === 'always' || (route.json === 'query' && ctx.querystring !== '' && ctx.query.format === 'json'),
+        ownPath,
+      }),
+    );
     router[route.method](route.name, ownPath, ...(chain as [Middleware]));
   }
 
@@ -212,9 +336,14 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   const unmatched: Middleware = (ctx) => {
     const allowed = allowedMethods(ctx);
     if (ctx.method === 'OPTIONS') return preflight(ctx, [...allowed, 'OPTIONS'], opts.cors);
-    throw new ApprError('method-not-allowed', `${ctx.method} is not allowed here`, { allowed }, {
-      Allow: [...allowed, 'OPTIONS'].join(', '),
-    });
+    throw new ApprError(
+      'method-not-allowed',
+      `${ctx.method} is not allowed here`,
+      { allowed },
+      {
+        Allow: [...allowed, 'OPTIONS'].join(', '),
+      },
+    );
   };
   // Registered for the methods no route of the path answers only: a request a route answers matches one layer,
   // not two (@koa/router captures the parameters and composes the middleware of every layer that matches).
@@ -240,17 +369,21 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   // host's own routes) answered is answered as JSON. Nested, a parent router copies the layers and never calls
   // this function: unknown paths are then the parent's to answer.
   const dispatch = router.middleware() as unknown as Middleware;
-  const claims = (path: string): boolean => (prefix === ''
-    ? path.startsWith('/api/v1/') || path === '/api/v1'
-    : path === prefix || path.startsWith(`${prefix}/`));
-  const routesMiddleware = Object.assign(async function apprRoutes(ctx: Context, next: Next): Promise<void> {
-    await dispatch(ctx, next);
-    if (ctx.status === 404 && ctx.body == null && claims(ctx.path)) {
-      await respond(ctx, async () => {
-        throw new ApprError('not-found', 'No such route');
-      });
-    }
-  }, { router });
+  const claims = (path: string): boolean =>
+    prefix === ''
+      ? path.startsWith('/api/v1/') || path === '/api/v1'
+      : path === prefix || path.startsWith(`${prefix}/`);
+  const routesMiddleware = Object.assign(
+    async function apprRoutes(ctx: Context, next: Next): Promise<void> {
+      await dispatch(ctx, next);
+      if (ctx.status === 404 && ctx.body == null && claims(ctx.path)) {
+        await respond(ctx, async () => {
+          throw new ApprError('not-found', 'No such route');
+        });
+      }
+    },
+    { router },
+  );
   router.routes = router.middleware = () => routesMiddleware;
   narrowMatching(router);
 
@@ -281,16 +414,21 @@ function narrowMatching(router: Router): void {
   const index = (): void => {
     const stack = router.stack;
     const counts = stack.map((layer) => {
-      const simple = typeof layer.path === 'string' && layer.opts.end !== false && layer.opts.pathAsRegExp !== true
-        && SIMPLE_PATTERN.test(layer.path);
+      const simple =
+        typeof layer.path === 'string' &&
+        layer.opts.end !== false &&
+        layer.opts.pathAsRegExp !== true &&
+        SIMPLE_PATTERN.test(layer.path);
       return simple ? (layer.path as string).split('/').length - 1 : -1;
     });
     const max = Math.max(0, ...counts) + 1;
-    const scan = (keep: (count: number) => boolean): Scan => Object.assign(Object.create(router) as Scan, {
-      stack: stack.filter((_, i) => keep(counts[i] as number)),
-    });
+    const scan = (keep: (count: number) => boolean): Scan =>
+      Object.assign(Object.create(router) as Scan, {
+        stack: stack.filter((_, i) => keep(counts[i] as number)),
+      });
     bySlashes = Array.from({ length: max + 1 }, (_, slashes) =>
-      scan((count) => count === -1 || count === slashes || count === slashes - 1));
+      scan((count) => count === -1 || count === slashes || count === slashes - 1),
+    );
     others = scan((count) => count === -1);
     indexed = stack;
     indexedLength = stack.length;
@@ -328,9 +466,14 @@ export function apprDiscovery(router: Router): Middleware {
     await respond(ctx, async () => {
       if (ctx.method === 'OPTIONS') return preflight(ctx, ['GET', 'HEAD', 'OPTIONS'], opts.cors);
       if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
-        throw new ApprError('method-not-allowed', `${ctx.method} is not allowed here`, { allowed: ['GET', 'HEAD'] }, {
-          Allow: 'GET, HEAD, OPTIONS',
-        });
+        throw new ApprError(
+          'method-not-allowed',
+          `${ctx.method} is not allowed here`,
+          { allowed: ['GET', 'HEAD'] },
+          {
+            Allow: 'GET, HEAD, OPTIONS',
+          },
+        );
       }
       ctx.body = discoveryDocument(ctx, opts, respond);
     });
@@ -345,8 +488,15 @@ export function registryOf(router: Router): Registry {
 }
 
 /** The discovery document (docs/api.md section 12), wherever it is served from. */
-function discoveryDocument(ctx: Context, opts: ResolvedOptions, respond: Middleware): { version: string; uri_prefix: string } {
-  return { version: API_VERSION, uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)) };
+function discoveryDocument(
+  ctx: Context,
+  opts: ResolvedOptions,
+  respond: Middleware,
+): { version: string; uri_prefix: string } {
+  return {
+    version: API_VERSION,
+    uri_prefix: publicBase(ctx, opts, mountPathFromApp(ctx, respond, `${opts.prefix}/version`)),
+  };
 }
 
 /** The pattern of the layer now running (a parent router's copy carries the parent's prefix). */
@@ -364,7 +514,6 @@ function mountPath(ctx: Context, ownPath: string): string {
 
 const MOUNTS = new WeakMap<object, Map<Middleware, string>>();
 
-
 /**
  * The parent's mount path, seen from outside our routes (the discovery document): the app's routers are searched
  * for their copy of our `version` route, recognised by our responder in its stack. Cached per app.
@@ -377,7 +526,8 @@ function mountPathFromApp(ctx: Context, respond: Middleware, versionPath: string
   if (known !== undefined) return known;
   let found = '';
   for (const fn of app.middleware ?? []) {
-    const stack = (fn as { router?: { stack?: { name?: string; path?: unknown; stack?: unknown[] }[] } }).router?.stack ?? [];
+    const stack =
+      (fn as { router?: { stack?: { name?: string; path?: unknown; stack?: unknown[] }[] } }).router?.stack ?? [];
     const copy = stack.find((layer) => layer.name === 'version' && layer.stack?.includes(respond));
     if (copy && typeof copy.path === 'string' && copy.path.endsWith(versionPath)) {
       found = copy.path.slice(0, copy.path.length - versionPath.length);
@@ -406,7 +556,8 @@ function discoveryPage(ctx: Context, opts: ResolvedOptions, { ownPath }: RouteRe
   const base = publicBase(ctx, opts, mountPath(ctx, ownPath));
   const content = `${new URL(base).host}/{name} ${base}/api/v1/packages/{name}/pull`;
   ctx.type = 'text/html';
-  ctx.body = `<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n` +
+  ctx.body =
+    `<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n` +
     `<meta name="appr-package" content="${escapeHtml(content)}">\n</head>\n<body></body>\n</html>\n`;
 }
 
@@ -414,12 +565,20 @@ type PackageParams = ParamsOf<typeof pkg>;
 
 async function push(ctx: Context, opts: ResolvedOptions, { params: p }: RouteRequest<PackageParams>): Promise<void> {
   const { createOnly } = ctx.state.appr as CallerState;
-  await opts.registry.push({ ...pushInput(ctx, p.namespace, p.package, opts.maxPushSize), createOnly, ...by(ctx, opts) });
+  await opts.registry.push({
+    ...pushInput(ctx, p.namespace, p.package, opts.maxPushSize),
+    createOnly,
+    ...by(ctx, opts),
+  });
   ctx.body = { status: 'ok' };
 }
 
 /** `{"visibility": "public" | "private"}` as JSON, a form field or the query string. */
-async function setVisibility(ctx: Context, opts: ResolvedOptions, { params: p }: RouteRequest<PackageParams>): Promise<void> {
+async function setVisibility(
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p }: RouteRequest<PackageParams>,
+): Promise<void> {
   // The registry checks the value (422 unless "public" or "private").
   const visibility = requestValues(ctx).visibility as Visibility;
   const changed = await opts.registry.setVisibility(p.namespace, p.package, visibility, by(ctx, opts));
@@ -427,23 +586,35 @@ async function setVisibility(ctx: Context, opts: ResolvedOptions, { params: p }:
 }
 
 async function pull(
-  ctx: Context, opts: ResolvedOptions, { params: p, json }: RouteRequest<ParamsOf<`${typeof pkg}/:release/:media_type`>>,
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p, json }: RouteRequest<ParamsOf<`${typeof pkg}/:release/:media_type`>>,
 ): Promise<void> {
   const pulled = await opts.registry.pull(p.namespace, p.package, p.release, p.media_type);
   const pkgName = `${p.namespace}/${p.package}`;
   const filename = `${p.namespace}_${p.package}_${pulled.release}.tar.gz`;
-  sendBlob(ctx, Object.assign(pulled.blob, { digest: pulled.digest }), filename, json
-    ? { package: pkgName, release: pulled.release, media_type: pulled.mediaType }
-    : null);
+  sendBlob(
+    ctx,
+    Object.assign(pulled.blob, { digest: pulled.digest }),
+    filename,
+    json ? { package: pkgName, release: pulled.release, media_type: pulled.mediaType } : null,
+  );
 }
 
 async function blob(
-  ctx: Context, opts: ResolvedOptions, { params: p, json }: RouteRequest<ParamsOf<`${typeof pkg}/:digest`>>,
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p, json }: RouteRequest<ParamsOf<`${typeof pkg}/:digest`>>,
 ): Promise<void> {
   const found = await opts.registry.blob(p.namespace, p.package, p.digest);
   const filename = `${p.namespace}_${p.package}_${found.digest.slice(0, 8)}.tar.gz`;
-  sendBlob(ctx, found, filename, json ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null,
-    found.visibility === 'public' ? 'public' : 'private');
+  sendBlob(
+    ctx,
+    found,
+    filename,
+    json ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null,
+    found.visibility === 'public' ? 'public' : 'private',
+  );
 }
 
 async function login(ctx: Context, opts: ResolvedOptions): Promise<void> {
@@ -469,7 +640,10 @@ async function signup(ctx: Context, opts: ResolvedOptions): Promise<void> {
 /** `{"user": {"username", "password", "email"?}}`, as the CLI sends it. */
 function userFields(ctx: Context): { username: string; password: string; email?: string } {
   const user = requestValues(ctx).user;
-  const { username, password, email } = (typeof user === 'object' && user !== null ? user : {}) as Record<string, unknown>;
+  const { username, password, email } = (typeof user === 'object' && user !== null ? user : {}) as Record<
+    string,
+    unknown
+  >;
   if (typeof username !== 'string' || typeof password !== 'string' || !username) {
     throw new ApprError('invalid-parameters', 'user.username and user.password are required', { field: 'user' });
   }
@@ -512,7 +686,10 @@ function parseForwarded(header: string): { proto?: string; host?: string } {
     const eq = pair.indexOf('=');
     if (eq < 0) continue;
     const key = pair.slice(0, eq).trim().toLowerCase();
-    const value = pair.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+    const value = pair
+      .slice(eq + 1)
+      .trim()
+      .replace(/^"(.*)"$/, '$1');
     if (key === 'proto') result.proto = value.toLowerCase();
     if (key === 'host') result.host = value;
   }

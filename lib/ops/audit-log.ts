@@ -22,18 +22,22 @@ export interface JsonLinesAudit {
  */
 export function jsonLinesAudit(destination: string | Writable, logger?: Logger): JsonLinesAudit {
   const toStdout = destination === '-' || destination === 'stdout';
-  const stream: Writable = typeof destination !== 'string'
-    ? destination
-    : toStdout ? process.stdout : createWriteStream(destination, { flags: 'a', mode: 0o640 });
+  const stream: Writable =
+    typeof destination !== 'string'
+      ? destination
+      : toStdout
+        ? process.stdout
+        : createWriteStream(destination, { flags: 'a', mode: 0o640 });
   const owned = typeof destination === 'string' && !toStdout;
   if (owned) stream.on('error', (err) => logger?.error({ err }, 'koa-appr: cannot write the audit log'));
   return {
     hook: (event) => {
       stream.write(`${JSON.stringify(event)}\n`);
     },
-    close: () => new Promise<void>((resolve) => {
-      if (!owned) return resolve();
-      stream.end(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (!owned) return resolve();
+        stream.end(() => resolve());
+      }),
   };
 }

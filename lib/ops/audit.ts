@@ -84,8 +84,14 @@ export interface GcEvent extends Base {
 }
 
 export type AuditEvent =
-  | PushEvent | DeleteEvent | ChannelAddEvent | ChannelRemoveEvent | ChannelDeleteEvent | VisibilityEvent
-  | LoginEvent | GcEvent;
+  | PushEvent
+  | DeleteEvent
+  | ChannelAddEvent
+  | ChannelRemoveEvent
+  | ChannelDeleteEvent
+  | VisibilityEvent
+  | LoginEvent
+  | GcEvent;
 
 /**
  * Called once after each change is stored (never for a refused or failed one), and for each login attempt. It may
@@ -103,7 +109,11 @@ export interface ChangeContext {
  * Send an event to the hook without ever failing the change it reports (which is already stored): a throw or a
  * rejection goes to the logger.
  */
-export async function emitAudit(hook: AuditHook | undefined, logger: Logger | undefined, event: AuditEvent): Promise<void> {
+export async function emitAudit(
+  hook: AuditHook | undefined,
+  logger: Logger | undefined,
+  event: AuditEvent,
+): Promise<void> {
   if (!hook) return;
   try {
     await hook(event);

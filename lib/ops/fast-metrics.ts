@@ -85,7 +85,11 @@ export class FastHistogram {
   child(labels: Labels = {}): HistogramChild {
     const key = JSON.stringify(labels);
     let child = this.#children.get(key);
-    if (!child) this.#children.set(key, (child = { labels, counts: new Float64Array(this.buckets.length + 1), sum: 0, count: 0 }));
+    if (!child)
+      this.#children.set(
+        key,
+        (child = { labels, counts: new Float64Array(this.buckets.length + 1), sum: 0, count: 0 }),
+      );
     return child;
   }
 
@@ -124,7 +128,10 @@ export class FastHistogram {
 
 /** The metric registered under `name`, or `create()` registered there (two `ApprMetrics` on one registry share). */
 export function registered<M extends FastCounter | FastHistogram>(
-  register: PromRegistry, name: string, kind: new (...args: never[]) => M, create: () => M,
+  register: PromRegistry,
+  name: string,
+  kind: new (...args: never[]) => M,
+  create: () => M,
 ): M {
   const existing = register.getSingleMetric(name) as unknown;
   if (existing instanceof kind) return existing;

@@ -5,7 +5,10 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 /** `90s`, `15m`, `1h`, `2d`, `500ms`, or a bare number of ms. Throws a TypeError naming `what` otherwise. */
 export function parseDuration(value: string, what = 'duration'): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
-  if (!match) throw new TypeError(`koa-appr: ${what} must be a duration such as 0, 90s, 15m, 1h or 2d; got ${JSON.stringify(value)}`);
+  if (!match)
+    throw new TypeError(
+      `koa-appr: ${what} must be a duration such as 0, 90s, 15m, 1h or 2d; got ${JSON.stringify(value)}`,
+    );
   return Math.round(Number(match[1]) * (UNITS[match[2] ?? 'ms'] as number));
 }
 
@@ -36,7 +39,10 @@ export function parseGcArgs(argv: string[]): GcOptions {
 }
 
 /** Run one collection with the sub-command's arguments; the report as one JSON line for the log or a pipe. */
-export async function gcCommand(registry: { gc(options: GcOptions): Promise<GcReport> }, argv: string[]): Promise<string> {
+export async function gcCommand(
+  registry: { gc(options: GcOptions): Promise<GcReport> },
+  argv: string[],
+): Promise<string> {
   const report = await registry.gc(parseGcArgs(argv));
   return JSON.stringify(report);
 }

@@ -37,48 +37,88 @@ export class ApprMetrics implements MetricsHooks {
   readonly #casLost: CounterChild;
   readonly #feedLag: CounterChild;
   /** Children by route, method and status: nested maps, so a request builds no key string. */
-  readonly #httpChildren = new Map<string, Map<string, Map<number, { count: CounterChild; duration: HistogramChild }>>>();
-  readonly #storageChildren: Record<StorageOperation, Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>>;
+  readonly #httpChildren = new Map<
+    string,
+    Map<string, Map<number, { count: CounterChild; duration: HistogramChild }>>
+  >();
+  readonly #storageChildren: Record<
+    StorageOperation,
+    Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>
+  >;
   readonly #cacheChildren: Record<CacheKind, { hit: CounterChild; miss: CounterChild }>;
 
   constructor(options: MetricsOptions = {}) {
     const register = options.register ?? new PromRegistry();
     this.register = register;
-    const counter = (name: string, help: string) => registered(register, name, FastCounter, () => new FastCounter(name, help));
+    const counter = (name: string, help: string) =>
+      registered(register, name, FastCounter, () => new FastCounter(name, help));
     const histogram = (name: string, help: string, buckets: number[]) =>
       registered(register, name, FastHistogram, () => new FastHistogram(name, help, buckets));
 
-    this.#httpRequests = counter('koa_appr_http_requests_total',
-      'HTTP requests answered by the registry, by route name, method and status.');
-    this.#httpDuration = histogram('koa_appr_http_request_duration_seconds',
+    this.#httpRequests = counter(
+      'koa_appr_http_requests_total',
+      'HTTP requests answered by the registry, by route name, method and status.',
+    );
+    this.#httpDuration = histogram(
+      'koa_appr_http_request_duration_seconds',
       'Time from the request reaching the registry to its status and headers being decided (a streamed body excluded).',
-      options.httpBuckets ?? HTTP_BUCKETS);
-    this.#storageRequests = counter('koa_appr_storage_requests_total', 'Storage adapter requests, by operation and outcome.');
-    this.#storageDuration = histogram('koa_appr_storage_request_duration_seconds',
-      'Latency of storage adapter requests (for streams: until the stream is open).', options.storageBuckets ?? STORAGE_BUCKETS);
-    const cache = counter('koa_appr_cache_requests_total',
-      'Cache lookups, by cache (documents, blobs, catalog) and result (hit, miss).');
-    const cas = counter('koa_appr_cas_attempts_total',
-      'Compare-and-swap writes of package documents, by outcome (won, lost: another writer was first).');
-    this.#casGiveUps = counter('koa_appr_cas_give_ups_total',
-      'Changes that lost the compare-and-swap race on every attempt (answered 503).').child();
+      options.httpBuckets ?? HTTP_BUCKETS,
+    );
+    this.#storageRequests = counter(
+      'koa_appr_storage_requests_total',
+      'Storage adapter requests, by operation and outcome.',
+    );
+    this.#storageDuration = histogram(
+      'koa_appr_storage_request_duration_seconds',
+      'Latency of storage adapter requests (for streams: until the stream is open).',
+      options.storageBuckets ?? STORAGE_BUCKETS,
+    );
+    const cache = counter(
+      'koa_appr_cache_requests_total',
+      'Cache lookups, by cache (documents, blobs, catalog) and result (hit, miss).',
+    );
+    const cas = counter(
+      'koa_appr_cas_attempts_total',
+      'Compare-and-swap writes of package documents, by outcome (won, lost: another writer was first).',
+    );
+    this.#casGiveUps = counter(
+      'koa_appr_cas_give_ups_total',
+      'Changes that lost the compare-and-swap race on every attempt (answered 503).',
+    ).child();
     this.#pushed = counter('koa_appr_push_bytes_total', 'Tarball bytes accepted by successful pushes.').child();
-    this.#pulled = counter('koa_appr_pull_bytes_total',
-      'Response bytes of pulls and blob downloads (their Content-Length; HEAD and 304 count nothing).').child();
+    this.#pulled = counter(
+      'koa_appr_pull_bytes_total',
+      'Response bytes of pulls and blob downloads (their Content-Length; HEAD and 304 count nothing).',
+    ).child();
 
-    this.#feedLag = registered(register, 'koa_appr_change_feed_lag_seconds', FastCounter, () => new FastCounter(
-      'koa_appr_change_feed_lag_seconds', 'How far this instance is behind the change feed, in seconds.', 'gauge',
-    )).child();
+    this.#feedLag = registered(
+      register,
+      'koa_appr_change_feed_lag_seconds',
+      FastCounter,
+      () =>
+        new FastCounter(
+          'koa_appr_change_feed_lag_seconds',
+          'How far this instance is behind the change feed, in seconds.',
+          'gauge',
+        ),
+    ).child();
 
     const cacheChild = (kind: CacheKind) => ({
-      hit: cache.child({ cache: kind, result: 'hit' }), miss: cache.child({ cache: kind, result: 'miss' }),
+      hit: cache.child({ cache: kind, result: 'hit' }),
+      miss: cache.child({ cache: kind, result: 'miss' }),
     });
-    this.#cacheChildren = { documents: cacheChild('documents'), blobs: cacheChild('blobs'), catalog: cacheChild('catalog') };
+    this.#cacheChildren = {
+      documents: cacheChild('documents'),
+      blobs: cacheChild('blobs'),
+      catalog: cacheChild('catalog'),
+    };
     this.#casWon = cas.child({ outcome: 'won' });
     this.#casLost = cas.child({ outcome: 'lost' });
     // Created on first use (only the pairs that happen are exposed), then found by two property reads.
-    this.#storageChildren = Object.fromEntries(OPERATIONS.map((operation) => [operation, {}])) as
-      Record<StorageOperation, Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>>;
+    this.#storageChildren = Object.fromEntries(OPERATIONS.map((operation) => [operation, {}])) as Record<
+      StorageOperation,
+      Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>
+    >;
   }
 
   httpRequest(route: string, method: string, status: number, seconds: number): void {

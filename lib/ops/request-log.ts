@@ -30,14 +30,17 @@ export function requestLog(options: RequestLogOptions): Middleware {
       throw err;
     } finally {
       const caller = (ctx.state as { appr?: { caller?: unknown } }).appr?.caller;
-      logger.info({
-        method: ctx.method,
-        route: (ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? null,
-        path: ctx.path,
-        status: status ?? ctx.status,
-        ms: Math.round((performance.now() - started) * 10) / 10,
-        actor: caller === undefined ? null : actorName(caller),
-      }, 'request');
+      logger.info(
+        {
+          method: ctx.method,
+          route: (ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? null,
+          path: ctx.path,
+          status: status ?? ctx.status,
+          ms: Math.round((performance.now() - started) * 10) / 10,
+          actor: caller === undefined ? null : actorName(caller),
+        },
+        'request',
+      );
     }
   };
 }

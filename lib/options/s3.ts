@@ -16,7 +16,9 @@ export const s3StorageOptions = group({
   ),
   // Bucket naming rules differ between AWS and S3-compatible servers: refuse only what no server takes.
   bucket: text(
-    'a bucket name (a non-empty string without "/" or spaces)', (bucket) => /^[^/\s]+$/.test(bucket), 'registry',
+    'a bucket name (a non-empty string without "/" or spaces)',
+    (bucket) => /^[^/\s]+$/.test(bucket),
+    'registry',
     ['', 'a/b', 'my bucket'],
   ),
   prefix: text('a key prefix (a string)', () => true, 'appr/', []).optional(),

@@ -74,8 +74,13 @@ export const registryShape = {
   defaultVisibility: oneOf(['public', 'private'] as const satisfies readonly Visibility[]).default('public'),
   cache: documentCacheOptions.default({ maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 256 * 1024 }),
   coherence: coherenceOptions.default({
-    pollMs: 250, idlePollMs: 5000, idleAfterMs: 10_000, maxClockSkewMs: 10_000, retentionMs: 10 * 60_000,
-    compactEveryMs: 60_000, sweepPerSecond: 1,
+    pollMs: 250,
+    idlePollMs: 5000,
+    idleAfterMs: 10_000,
+    maxClockSkewMs: 10_000,
+    retentionMs: 10 * 60_000,
+    compactEveryMs: 60_000,
+    sweepPerSecond: 1,
   }),
   cas: casOptions.default({ maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }),
   maxPackageBytes: integer('bytes', 1).default(8 * MiB),
@@ -84,7 +89,9 @@ export const registryShape = {
   /** Overall deadline of each storage operation (lib/storage/deadline.ts); 0 turns it off. */
   storageTimeoutMs: integer('ms', 0, MAX_TIMER_MS).default(5000),
   /** Where pushed blobs over `pushMemoryBytes` wait as temp files (default: the OS temp directory). */
-  pushTmpDir: text('a directory path (a non-empty string)', (dir) => dir.length > 0 && !dir.includes('\0'), '/tmp', ['']).optional(),
+  pushTmpDir: text('a directory path (a non-empty string)', (dir) => dir.length > 0 && !dir.includes('\0'), '/tmp', [
+    '',
+  ]).optional(),
   /** Pushed blobs up to this many bytes wait in memory (default 1 MiB). */
   pushMemoryBytes: integer('bytes', 0).optional(),
   metrics: instance<MetricsHooks>(
@@ -107,7 +114,14 @@ export const registryShape = {
 };
 
 const METRICS_METHODS = [
-  'httpRequest', 'storageRequest', 'cache', 'casAttempt', 'casGiveUp', 'pushed', 'pulled', 'changeFeedLag',
+  'httpRequest',
+  'storageRequest',
+  'cache',
+  'casAttempt',
+  'casGiveUp',
+  'pushed',
+  'pulled',
+  'changeFeedLag',
 ] as const satisfies readonly (keyof MetricsHooks)[];
 const LOGGER_METHODS = ['info', 'warn', 'error'] as const;
 
@@ -116,7 +130,9 @@ export const registryOptions = group({ storage: storageAdapter, ...registryShape
 export type ResolvedRegistryOptions = z.output<typeof registryOptions>;
 
 export const fsStorageOptions = group({
-  root: text('a directory path (a non-empty string)', (root) => root.length > 0 && !root.includes('\0'), '/tmp/appr', ['']),
+  root: text('a directory path (a non-empty string)', (root) => root.length > 0 && !root.includes('\0'), '/tmp/appr', [
+    '',
+  ]),
   /** 0 would fail every contended write at once. */
   lockTimeoutMs: integer('ms', 1).default(10_000),
   /** 0 would break every lock, whoever holds it: no mutual exclusion at all. */

@@ -19,7 +19,10 @@ export const APPR_ERR_OPTION = 'APPR_ERR_OPTION';
 export class OptionError extends TypeError {
   readonly code = APPR_ERR_OPTION;
 
-  constructor(message: string, readonly option: string) {
+  constructor(
+    message: string,
+    readonly option: string,
+  ) {
     super(message);
     this.name = 'OptionError';
   }
@@ -45,8 +48,14 @@ function tagged<S extends z.ZodType>(schema: S, meta: OptionMeta): S {
 
 /** An integer in `[min, max]`: sizes in bytes, durations in ms, counts. Never a string with a unit ("1GB"). */
 export function integer(unit: 'bytes' | 'ms' | 'count', min: number, max?: number) {
-  const range = max !== undefined ? `an integer from ${min} to ${max}`
-    : min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer >= ${min}`;
+  const range =
+    max !== undefined
+      ? `an integer from ${min} to ${max}`
+      : min === 0
+        ? 'a non-negative integer'
+        : min === 1
+          ? 'a positive integer'
+          : `an integer >= ${min}`;
   const error = `must be ${range}${unit === 'count' ? '' : ` (${unit})`}`;
   let schema = z.number({ error }).int({ error }).min(min, { error });
   if (max !== undefined) schema = schema.max(max, { error });
@@ -75,14 +84,18 @@ export function oneOf<const T extends readonly [string, ...string[]]>(values: T)
  * are a valid value and invalid strings, for the fuzz.
  */
 export function text(
-  rule: string, check: (value: string) => boolean, example: string, counterexamples: readonly string[],
+  rule: string,
+  check: (value: string) => boolean,
+  example: string,
+  counterexamples: readonly string[],
   normalize: (value: string) => string = (value) => value,
 ) {
   const error = `must be ${rule}`;
-  return tagged(
-    z.string({ error }).refine(check, { error }).transform(normalize),
-    { kind: 'string', valid: example, invalid: counterexamples },
-  );
+  return tagged(z.string({ error }).refine(check, { error }).transform(normalize), {
+    kind: 'string',
+    valid: example,
+    invalid: counterexamples,
+  });
 }
 
 /** A plain-data object: unknown keys rejected, parsed into a copy with its defaults. */
@@ -114,7 +127,8 @@ export function byReference<S extends z.ZodRawShape>(shape: S) {
 export function instance<T>(what: string, test: (value: unknown) => string | null, valid: () => T) {
   const schema = z.custom<T>().superRefine((value, ctx) => {
     const wrong = test(value);
-    if (wrong !== null) ctx.addIssue({ code: 'custom', message: `must be ${what}${wrong ? ` (${wrong})` : ''}`, input: value });
+    if (wrong !== null)
+      ctx.addIssue({ code: 'custom', message: `must be ${what}${wrong ? ` (${wrong})` : ''}`, input: value });
   });
   return tagged(schema, { kind: 'instance', valid });
 }
@@ -129,7 +143,8 @@ export function missingMethods(value: unknown, methods: readonly string[]): stri
 /** The schema under one optional/default/transform wrapper, or the schema itself when it has none. */
 function unwrapOnce(schema: z.ZodType): z.ZodType {
   const def = schema._zod.def as { type: string; innerType?: z.ZodType; in?: z.ZodType };
-  if ((def.type === 'optional' || def.type === 'default' || def.type === 'prefault') && def.innerType) return def.innerType;
+  if ((def.type === 'optional' || def.type === 'default' || def.type === 'prefault') && def.innerType)
+    return def.innerType;
   return def.type === 'pipe' && def.in ? def.in : schema;
 }
 
@@ -162,7 +177,10 @@ export function metaOf(schema: z.ZodType): OptionMeta | undefined {
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, owner?: string): z.output<S> {
   const what = owner ? `${owner} option` : 'option';
   if (input !== undefined && (typeof input !== 'object' || input === null || Array.isArray(input))) {
-    throw new OptionError(`koa-appr: ${owner ?? 'createApprRouter'} options must be an object, got ${describe(input)}`, '');
+    throw new OptionError(
+      `koa-appr: ${owner ?? 'createApprRouter'} options must be an object, got ${describe(input)}`,
+      '',
+    );
   }
   const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
@@ -181,8 +199,12 @@ export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, own
   }
   const path = base.join('.');
   const value = valueAt(input, base);
-  const problem = value !== undefined ? `${issue.message}, got ${describe(value)}`
-    : issue.message.startsWith('is required') ? issue.message : `is required and ${issue.message}`;
+  const problem =
+    value !== undefined
+      ? `${issue.message}, got ${describe(value)}`
+      : issue.message.startsWith('is required')
+        ? issue.message
+        : `is required and ${issue.message}`;
   throw new OptionError(`koa-appr: ${what} "${path}" ${problem}`, path);
 }
 
@@ -235,7 +257,8 @@ function distance(a: string, b: string): number {
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
       let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, d[i - 2]![j - 2]! + 1);
       d[i]![j] = best;
     }
   }
@@ -265,7 +288,9 @@ export function describe(value: unknown): string {
  */
 export type SameOptions<A, B> = [OrUndefined<A>] extends [OrUndefined<B>]
   ? [OrUndefined<B>] extends [OrUndefined<A>]
-    ? [Exclude<keyof A, keyof B> | Exclude<keyof B, keyof A>] extends [never] ? true : false
+    ? [Exclude<keyof A, keyof B> | Exclude<keyof B, keyof A>] extends [never]
+      ? true
+      : false
     : false
   : false;
 

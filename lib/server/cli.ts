@@ -104,25 +104,31 @@ async function serve(argv: readonly string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       console.log(`koa-appr: ${signal}, stopping`);
-      running.close().then(() => resolve(0), (err: unknown) => {
-        console.error('koa-appr: error while stopping:', err);
-        resolve(1);
-      });
+      running.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          console.error('koa-appr: error while stopping:', err);
+          resolve(1);
+        },
+      );
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
 }
 
-run(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-  // Whatever a storage client or a keep-alive agent still holds open must not keep a stopped server alive.
-  if (process.argv[2] === 'serve' || process.argv[2] === 'gc') process.exit(code);
-}, (err: unknown) => {
-  if (err instanceof ConfigError) {
-    console.error(`koa-appr: ${err.message}`);
-    process.exit(2);
-  }
-  console.error(process.argv[2] === 'users' ? `koa-appr users: ${(err as Error).message}` : err);
-  process.exit(1);
-});
+run(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Whatever a storage client or a keep-alive agent still holds open must not keep a stopped server alive.
+    if (process.argv[2] === 'serve' || process.argv[2] === 'gc') process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      console.error(`koa-appr: ${err.message}`);
+      process.exit(2);
+    }
+    console.error(process.argv[2] === 'users' ? `koa-appr users: ${(err as Error).message}` : err);
+    process.exit(1);
+  },
+);

@@ -10,7 +10,8 @@ import { LOG_LEVELS, type LogLevel } from '../ops/pino.js';
 import { DEFAULT_MAX_PUSH_SIZE, DEFAULT_PREFIX } from '../http/options.js';
 
 /** How a setting's text is read: each kind accepts exactly what its `accepts` text says. */
-export type SettingKind = 'string' | 'port' | 'bytes' | 'bytesOrZero' | 'count' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';
+export type SettingKind =
+  'string' | 'port' | 'bytes' | 'bytesOrZero' | 'count' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';
 
 export interface Setting {
   /** Key in `ServerConfig`. */
@@ -61,93 +62,188 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'host', env: 'HOST', flag: 'host', kind: 'string', default: '127.0.0.1', help: 'listen address' },
   { name: 'port', env: 'PORT', flag: 'port', kind: 'port', default: '5000', help: 'listen port (0 picks a free one)' },
   {
-    name: 'prefix', env: 'APPR_PREFIX', flag: 'prefix', kind: 'string', default: DEFAULT_PREFIX, emptyAllowed: true,
+    name: 'prefix',
+    env: 'APPR_PREFIX',
+    flag: 'prefix',
+    kind: 'string',
+    default: DEFAULT_PREFIX,
+    emptyAllowed: true,
     help: 'mount point of the API (empty for none)',
   },
   {
-    name: 'storage', env: 'APPR_STORAGE', flag: 'storage', kind: 'string', default: './data',
+    name: 'storage',
+    env: 'APPR_STORAGE',
+    flag: 'storage',
+    kind: 'string',
+    default: './data',
     help: 'a directory for the filesystem store, or s3://bucket/prefix (needs @aws-sdk/client-s3 and the AWS_* variables)',
   },
   {
-    name: 'users', env: 'APPR_USERS', flag: 'users', kind: 'string', default: undefined,
+    name: 'users',
+    env: 'APPR_USERS',
+    flag: 'users',
+    kind: 'string',
+    default: undefined,
     help: 'a user file (`koa-appr users add <user>`): turns on the built-in user store; unset, the registry is open to everyone',
   },
   {
-    name: 'secret', env: 'APPR_SECRET', flag: 'secret', kind: 'string', default: undefined,
+    name: 'secret',
+    env: 'APPR_SECRET',
+    flag: 'secret',
+    kind: 'string',
+    default: undefined,
     help: 'signs login tokens (overrides the user file\'s "secret"; prefer the variable: a flag shows in `ps`)',
   },
   {
-    name: 'publicUrl', env: 'APPR_PUBLIC_URL', flag: 'public-url', kind: 'url', default: undefined,
+    name: 'publicUrl',
+    env: 'APPR_PUBLIC_URL',
+    flag: 'public-url',
+    kind: 'url',
+    default: undefined,
     help: 'the URL of the API as clients reach it, prefix included (behind a proxy): discovery uses it instead of Host',
   },
   {
-    name: 'maxPushSize', env: 'APPR_MAX_PUSH_SIZE', flag: 'max-push-size', kind: 'bytes', default: undefined,
+    name: 'maxPushSize',
+    env: 'APPR_MAX_PUSH_SIZE',
+    flag: 'max-push-size',
+    kind: 'bytes',
+    default: undefined,
     help: `largest tarball a push may carry, in bytes (library default ${DEFAULT_MAX_PUSH_SIZE})`,
   },
   {
-    name: 'maxUnpackedSize', env: 'APPR_MAX_UNPACKED_SIZE', flag: 'max-unpacked-size', kind: 'bytes', default: undefined,
+    name: 'maxUnpackedSize',
+    env: 'APPR_MAX_UNPACKED_SIZE',
+    flag: 'max-unpacked-size',
+    kind: 'bytes',
+    default: undefined,
     help: `largest size a pushed tarball may inflate to, in bytes (library default ${1024 ** 3})`,
   },
   {
-    name: 'maxPackageBytes', env: 'APPR_MAX_PACKAGE_BYTES', flag: 'max-package-bytes', kind: 'bytes', default: undefined,
+    name: 'maxPackageBytes',
+    env: 'APPR_MAX_PACKAGE_BYTES',
+    flag: 'max-package-bytes',
+    kind: 'bytes',
+    default: undefined,
     help: `largest package document (releases, metadata, channels), in bytes (library default ${8 * 1024 * 1024})`,
   },
   {
-    name: 'defaultVisibility', env: 'APPR_DEFAULT_VISIBILITY', flag: 'default-visibility', kind: 'visibility', default: undefined,
-    help: 'visibility of new packages whose push does not say (default: the user file\'s, else public)',
+    name: 'defaultVisibility',
+    env: 'APPR_DEFAULT_VISIBILITY',
+    flag: 'default-visibility',
+    kind: 'visibility',
+    default: undefined,
+    help: "visibility of new packages whose push does not say (default: the user file's, else public)",
   },
-  { name: 'cors', env: 'APPR_CORS', flag: 'cors', kind: 'boolean', default: undefined, help: 'send CORS headers and answer preflights (library default true)' },
   {
-    name: 'errorEnvelope', env: 'APPR_ERROR_ENVELOPE', flag: 'error-envelope', kind: 'boolean', default: undefined,
+    name: 'cors',
+    env: 'APPR_CORS',
+    flag: 'cors',
+    kind: 'boolean',
+    default: undefined,
+    help: 'send CORS headers and answer preflights (library default true)',
+  },
+  {
+    name: 'errorEnvelope',
+    env: 'APPR_ERROR_ENVELOPE',
+    flag: 'error-envelope',
+    kind: 'boolean',
+    default: undefined,
     help: 'wrap errors as {"error": {...}} like Quay (library default false)',
   },
   {
-    name: 'discovery', env: 'APPR_DISCOVERY', flag: 'discovery', kind: 'boolean', default: undefined,
+    name: 'discovery',
+    env: 'APPR_DISCOVERY',
+    flag: 'discovery',
+    kind: 'boolean',
+    default: undefined,
     help: 'serve /.well-known/app-registry-uri.json at the root (library default true)',
   },
   {
-    name: 'cacheBytes', env: 'APPR_CACHE_BYTES', flag: 'cache-bytes', kind: 'bytes', default: undefined,
+    name: 'cacheBytes',
+    env: 'APPR_CACHE_BYTES',
+    flag: 'cache-bytes',
+    kind: 'bytes',
+    default: undefined,
     help: `memory for parsed package documents, in bytes (library default ${64 * 1024 * 1024})`,
   },
   {
-    name: 'blobCacheBytes', env: 'APPR_BLOB_CACHE_BYTES', flag: 'blob-cache-bytes', kind: 'bytesOrZero', default: undefined,
+    name: 'blobCacheBytes',
+    env: 'APPR_BLOB_CACHE_BYTES',
+    flag: 'blob-cache-bytes',
+    kind: 'bytesOrZero',
+    default: undefined,
     help: `memory for small blobs served from memory, in bytes; 0: no blob cache (library default ${64 * 1024 * 1024})`,
   },
   {
-    name: 'blobCacheMaxSize', env: 'APPR_BLOB_CACHE_MAX_SIZE', flag: 'blob-cache-max-size', kind: 'bytesOrZero', default: undefined,
+    name: 'blobCacheMaxSize',
+    env: 'APPR_BLOB_CACHE_MAX_SIZE',
+    flag: 'blob-cache-max-size',
+    kind: 'bytesOrZero',
+    default: undefined,
     help: `the largest blob kept in memory, in bytes; larger ones are streamed (library default ${256 * 1024})`,
   },
   {
-    name: 'pollMs', env: 'APPR_POLL_MS', flag: 'poll-ms', kind: 'ms', default: undefined,
-    help: 'how often the change feed is polled for other instances\' writes, in ms; 0: never (library default 250)',
+    name: 'pollMs',
+    env: 'APPR_POLL_MS',
+    flag: 'poll-ms',
+    kind: 'ms',
+    default: undefined,
+    help: "how often the change feed is polled for other instances' writes, in ms; 0: never (library default 250)",
   },
   {
-    name: 'storageTimeoutMs', env: 'APPR_STORAGE_TIMEOUT_MS', flag: 'storage-timeout-ms', kind: 'ms', default: undefined,
+    name: 'storageTimeoutMs',
+    env: 'APPR_STORAGE_TIMEOUT_MS',
+    flag: 'storage-timeout-ms',
+    kind: 'ms',
+    default: undefined,
     help: 'deadline of every storage operation, after which the client gets 503, in ms; 0: none (library default 5000)',
   },
   {
-    name: 'helm', env: 'APPR_HELM', flag: 'helm', kind: 'boolean', default: undefined,
+    name: 'helm',
+    env: 'APPR_HELM',
+    flag: 'helm',
+    kind: 'boolean',
+    default: undefined,
     help: 'serve Helm chart repositories and the ChartMuseum API under {prefix}/helm (library default true)',
   },
   {
-    name: 'maxPushBytesInFlight', env: 'APPR_MAX_PUSH_BYTES_IN_FLIGHT', flag: 'max-push-bytes-in-flight', kind: 'bytes',
+    name: 'maxPushBytesInFlight',
+    env: 'APPR_MAX_PUSH_BYTES_IN_FLIGHT',
+    flag: 'max-push-bytes-in-flight',
+    kind: 'bytes',
     default: undefined,
     help: `push body bytes in flight per process beyond which a push gets 503 too-busy (library default ${1024 ** 3})`,
   },
   {
-    name: 'metrics', env: 'APPR_METRICS', flag: 'metrics', kind: 'boolean', default: 'true',
+    name: 'metrics',
+    env: 'APPR_METRICS',
+    flag: 'metrics',
+    kind: 'boolean',
+    default: 'true',
     help: 'count requests, storage calls, caches and bytes, and serve them at /metrics (Prometheus text format)',
   },
   {
-    name: 'auditLog', env: 'APPR_AUDIT_LOG', flag: 'audit-log', kind: 'string', default: undefined,
+    name: 'auditLog',
+    env: 'APPR_AUDIT_LOG',
+    flag: 'audit-log',
+    kind: 'string',
+    default: undefined,
     help: 'write one JSON line per change (push, delete, channels, visibility, login) to this file, or - for stdout; unset: none',
   },
   {
-    name: 'logLevel', env: 'APPR_LOG_LEVEL', flag: 'log-level', kind: 'level', default: 'info',
+    name: 'logLevel',
+    env: 'APPR_LOG_LEVEL',
+    flag: 'log-level',
+    kind: 'level',
+    default: 'info',
     help: 'level of the JSON log on stdout (one line per request at info)',
   },
   {
-    name: 'shutdownTimeoutMs', env: 'APPR_SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', kind: 'ms', default: '10000',
+    name: 'shutdownTimeoutMs',
+    env: 'APPR_SHUTDOWN_TIMEOUT_MS',
+    flag: 'shutdown-timeout-ms',
+    kind: 'ms',
+    default: '10000',
     help: 'on SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are closed, in ms',
   },
 ];
@@ -259,8 +355,10 @@ export function parseServerConfig(argv: readonly string[], env: NodeJS.ProcessEn
     if (text === undefined) continue;
     const value = convert(setting.kind, text);
     if (value === undefined) {
-      throw new ConfigError(`${source}=${JSON.stringify(text)} is not valid: ${setting.env} (--${setting.flag}) ` +
-        `must be ${ACCEPTS[setting.kind]}`);
+      throw new ConfigError(
+        `${source}=${JSON.stringify(text)} is not valid: ${setting.env} (--${setting.flag}) ` +
+          `must be ${ACCEPTS[setting.kind]}`,
+      );
     }
     config[setting.name] = value;
   }
@@ -276,10 +374,15 @@ export function serveHelp(): string {
     '',
   ];
   for (const s of SETTINGS) {
-    lines.push(`${`  --${s.flag} <${s.kind}>`.padEnd(36)} ${s.env}${s.default === undefined ? '' : ` (default ${s.default})`}`);
+    lines.push(
+      `${`  --${s.flag} <${s.kind}>`.padEnd(36)} ${s.env}${s.default === undefined ? '' : ` (default ${s.default})`}`,
+    );
     lines.push(`      ${s.help}${s.kind === 'string' ? '' : `; ${ACCEPTS[s.kind]}`}`);
   }
-  lines.push('', 'S3 storage reads the AWS variables (AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...,',
-    'S3_IFMATCH_UNQUOTED=1 for Ceph RGW): see the README.');
+  lines.push(
+    '',
+    'S3 storage reads the AWS variables (AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...,',
+    'S3_IFMATCH_UNQUOTED=1 for Ceph RGW): see the README.',
+  );
   return lines.join('\n');
 }

@@ -38,8 +38,10 @@ export async function storageFromSpec(spec: string): Promise<StorageAdapter> {
     s3 = await import('../s3.js');
   } catch (err) {
     if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && String(err).includes('@aws-sdk/client-s3')) {
-      throw new ConfigError('APPR_STORAGE is an s3:// URL but @aws-sdk/client-s3 is not installed ' +
-        '(npm install @aws-sdk/client-s3: it is an optional peer dependency)');
+      throw new ConfigError(
+        'APPR_STORAGE is an s3:// URL but @aws-sdk/client-s3 is not installed ' +
+          '(npm install @aws-sdk/client-s3: it is an optional peer dependency)',
+      );
     }
     throw err;
   }
@@ -54,17 +56,28 @@ export async function storageFromSpec(spec: string): Promise<StorageAdapter> {
  * Build, listen, and resolve once the port is bound. `log` gets the start-up lines (the URL first: tests and
  * scripts read it). Throws `ConfigError` for settings that only turn out bad here (a user file, a router option).
  */
-export async function startServer(config: ServerConfig, log: (line: string) => void = console.log): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  log: (line: string) => void = console.log,
+): Promise<RunningServer> {
   const storage = await storageFromSpec(config.storage);
   try {
-    const ops = serverOps({ metrics: config.metrics, logLevel: config.logLevel, ...(config.auditLog ? { auditLog: config.auditLog } : {}) });
+    const ops = serverOps({
+      metrics: config.metrics,
+      logLevel: config.logLevel,
+      ...(config.auditLog ? { auditLog: config.auditLog } : {}),
+    });
     const access = await accessFromConfig(config, ops.logger);
     const app = new Koa();
     // Koa's own error events (a stream that failed after its headers went out, say) go to the log, not stderr.
     app.on('error', (err: unknown) => ops.logger.error({ err }, 'koa error'));
     let router;
     try {
-      router = createApprRouter({ ...routerOptions(config, storage, access.options), ...ops.registryOptions, onError: ops.onError });
+      router = createApprRouter({
+        ...routerOptions(config, storage, access.options),
+        ...ops.registryOptions,
+        onError: ops.onError,
+      });
     } catch (err) {
       await ops.close();
       throw new ConfigError((err as Error).message.replace(/^koa-appr: /, ''));
@@ -84,7 +97,10 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     for (const line of access.log) log(line);
     const probe = warnIfStorageUnready(registryOf(router), config.storage, ops.logger);
     return {
-      server, url, storage, registry: registryOf(router),
+      server,
+      url,
+      storage,
+      registry: registryOf(router),
       close: async () => {
         // The start-up probe writes and deletes a key: let it finish before the store closes (and a test removes
         // its directory).
@@ -107,16 +123,23 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
  * (it may take up to 5 s against an unreachable store); resolves when done, never rejects.
  */
 function warnIfStorageUnready(registry: Pick<Registry, 'health'>, spec: string, logger: Logger): Promise<void> {
-  return registry.health().then((report) => {
-    if (report.storage.reachable && report.storage.writable) return;
-    const problem = report.storage.reachable ? 'is not writable' : 'is not reachable';
-    logger.warn({ storage: spec, storageHealth: report.storage },
-      `koa-appr: storage ${spec} ${problem}: requests that need it are answered 503 and /readyz reports it until it is`);
-  }, () => undefined);
+  return registry.health().then(
+    (report) => {
+      if (report.storage.reachable && report.storage.writable) return;
+      const problem = report.storage.reachable ? 'is not writable' : 'is not reachable';
+      logger.warn(
+        { storage: spec, storageHealth: report.storage },
+        `koa-appr: storage ${spec} ${problem}: requests that need it are answered 503 and /readyz reports it until it is`,
+      );
+    },
+    () => undefined,
+  );
 }
 
 function routerOptions(
-  config: ServerConfig, storage: StorageAdapter, access: Partial<ApprRouterOptions<StoreUser>>,
+  config: ServerConfig,
+  storage: StorageAdapter,
+  access: Partial<ApprRouterOptions<StoreUser>>,
 ): ApprRouterOptions<StoreUser> {
   const cache = {
     ...(config.cacheBytes === undefined ? {} : { maxBytes: config.cacheBytes }),
@@ -149,12 +172,17 @@ function routerOptions(
 }
 
 /** The built-in user store when a user file is given; otherwise no hooks at all (open, as the reference). */
-async function accessFromConfig(config: ServerConfig, logger: Logger): Promise<{ options: Partial<ApprRouterOptions<StoreUser>>; log: string[] }> {
+async function accessFromConfig(
+  config: ServerConfig,
+  logger: Logger,
+): Promise<{ options: Partial<ApprRouterOptions<StoreUser>>; log: string[] }> {
   if (!config.users) {
     return {
       options: {},
-      log: ['koa-appr: WARNING: no APPR_USERS file: the registry is OPEN, anyone can push, pull and delete. ' +
-        'Create one with `koa-appr users add <user>` and set APPR_USERS.'],
+      log: [
+        'koa-appr: WARNING: no APPR_USERS file: the registry is OPEN, anyone can push, pull and delete. ' +
+          'Create one with `koa-appr users add <user>` and set APPR_USERS.',
+      ],
     };
   }
   let users: UserStore;
@@ -166,15 +194,22 @@ async function accessFromConfig(config: ServerConfig, logger: Logger): Promise<{
   } catch (err) {
     throw new ConfigError(`APPR_USERS=${config.users}: ${(err as Error).message}`);
   }
-  const log = [`koa-appr: users from ${config.users} (${users.usernames.length} users; anonymous read of public ` +
-    `packages ${users.anonymousRead ? 'on' : 'off'}; new packages ` +
-    `${config.defaultVisibility ?? users.defaultVisibility ?? 'public'} by default)`];
+  const log = [
+    `koa-appr: users from ${config.users} (${users.usernames.length} users; anonymous read of public ` +
+      `packages ${users.anonymousRead ? 'on' : 'off'}; new packages ` +
+      `${config.defaultVisibility ?? users.defaultVisibility ?? 'public'} by default)`,
+  ];
   if (users.ephemeralSecret) {
-    log.push('koa-appr: WARNING: the user file has no "secret" and APPR_SECRET is unset: login tokens will stop ' +
-      'working when the server restarts');
+    log.push(
+      'koa-appr: WARNING: the user file has no "secret" and APPR_SECRET is unset: login tokens will stop ' +
+        'working when the server restarts',
+    );
   }
   return {
-    options: { auth: users.hooks(), ...(users.defaultVisibility ? { defaultVisibility: users.defaultVisibility } : {}) },
+    options: {
+      auth: users.hooks(),
+      ...(users.defaultVisibility ? { defaultVisibility: users.defaultVisibility } : {}),
+    },
     log,
   };
 }
@@ -183,9 +218,11 @@ function listen(app: Koa, config: ServerConfig): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = app.listen(config.port, config.host);
     const onError = (err: NodeJS.ErrnoException): void => {
-      reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
-        ? new ConfigError(`cannot listen on ${config.host}:${config.port} (HOST/PORT): ${err.code}`)
-        : err);
+      reject(
+        err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+          ? new ConfigError(`cannot listen on ${config.host}:${config.port} (HOST/PORT): ${err.code}`)
+          : err,
+      );
     };
     server.once('error', onError);
     server.once('listening', () => {
@@ -246,7 +283,12 @@ function trackConnections(server: Server): Connections {
   };
 }
 
-async function shutdown(server: Server, connections: Connections, storage: StorageAdapter, graceMs: number): Promise<void> {
+async function shutdown(
+  server: Server,
+  connections: Connections,
+  storage: StorageAdapter,
+  graceMs: number,
+): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   connections.drain();
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
@@ -266,7 +308,8 @@ const PARSER_ERRORS: Record<string, { code: ErrorCode; message: string }> = {
   HPE_CHUNK_EXTENSIONS_OVERFLOW: { code: 'payload-too-large', message: 'Chunk extensions too large' },
   ERR_HTTP_REQUEST_TIMEOUT: { code: 'request-timeout', message: 'The request was not received in time' },
   HPE_UNEXPECTED_CONTENT_LENGTH: {
-    code: 'invalid-usage', message: 'Content-Length together with Transfer-Encoding, or more than one Content-Length',
+    code: 'invalid-usage',
+    message: 'Content-Length together with Transfer-Encoding, or more than one Content-Length',
   },
   HPE_INVALID_CONTENT_LENGTH: { code: 'invalid-usage', message: 'Invalid Content-Length' },
   HPE_INVALID_TRANSFER_ENCODING: { code: 'invalid-usage', message: 'Invalid Transfer-Encoding' },
@@ -280,15 +323,23 @@ const PARSER_ERRORS: Record<string, { code: ErrorCode; message: string }> = {
 };
 
 /** One error response as raw bytes, for a socket that has no `ServerResponse`. */
-function rawErrorResponse(code: ErrorCode, message: string, details: Record<string, unknown>, envelope: boolean): string {
+function rawErrorResponse(
+  code: ErrorCode,
+  message: string,
+  details: Record<string, unknown>,
+  envelope: boolean,
+): string {
   const status = ERRORS[code].status;
   const error = new ApprError(code, message, details).toJSON();
   const body = JSON.stringify(envelope ? { error } : error);
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
     'Content-Type: application/json\r\n' +
     'X-Content-Type-Options: nosniff\r\n' +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Connection: close\r\n\r\n' + body;
+    'Connection: close\r\n\r\n' +
+    body
+  );
 }
 
 /**
@@ -302,7 +353,10 @@ function handleParserErrors(server: Server, connections: Connections, envelope: 
       socket.destroy();
       return;
     }
-    const known = PARSER_ERRORS[err.code ?? ''] ?? { code: 'invalid-usage' as const, message: 'Malformed HTTP request' };
+    const known = PARSER_ERRORS[err.code ?? ''] ?? {
+      code: 'invalid-usage' as const,
+      message: 'Malformed HTTP request',
+    };
     socket.end(rawErrorResponse(known.code, known.message, err.code ? { parserError: err.code } : {}, envelope));
     socket.once('finish', () => socket.destroy());
   });

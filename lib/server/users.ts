@@ -12,9 +12,7 @@
 import { existsSync } from 'node:fs';
 import process from 'node:process';
 import { hashPassword } from '../auth/password.js';
-import {
-  UserStore, newSecret, readUserFile, writeUserFile, type Role, type UserFile,
-} from '../auth/user-store.js';
+import { UserStore, newSecret, readUserFile, writeUserFile, type Role, type UserFile } from '../auth/user-store.js';
 
 const ROLES = new Set(['read', 'write', 'admin']);
 
@@ -39,9 +37,8 @@ export async function main(argv: string[]): Promise<number> {
   const file = take(args, '--file') ?? process.env.APPR_USERS ?? 'users.json';
   const password = take(args, '--password');
   const [command, ...rest] = args;
-  const load = async (): Promise<UserFile> => (existsSync(file)
-    ? readUserFile(file)
-    : { anonymousRead: true, secret: newSecret(), users: {} });
+  const load = async (): Promise<UserFile> =>
+    existsSync(file) ? readUserFile(file) : { anonymousRead: true, secret: newSecret(), users: {} };
   const need = (data: UserFile, user: string | undefined): string => {
     if (!user) throw new Error('a user name is required');
     if (!Object.hasOwn(data.users, user)) throw new Error(`no user ${user} in ${file}`);
@@ -93,9 +90,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'list': {
       const data = await load();
-      console.log(`${file}: anonymous read ${data.anonymousRead ? 'on' : 'off'}, new packages ` +
-        `${data.defaultVisibility ?? 'public'} by default`);
-      for (const [user, record] of Object.entries(data.users)) console.log(`  ${user}: ${describe(record.roles ?? {})}`);
+      console.log(
+        `${file}: anonymous read ${data.anonymousRead ? 'on' : 'off'}, new packages ` +
+          `${data.defaultVisibility ?? 'public'} by default`,
+      );
+      for (const [user, record] of Object.entries(data.users))
+        console.log(`  ${user}: ${describe(record.roles ?? {})}`);
       return 0;
     }
     case 'anonymous-read': {
@@ -210,4 +210,3 @@ function promptHidden(prompt: string): Promise<string> {
     input.on('data', onData);
   });
 }
-

@@ -44,13 +44,24 @@ export class DeadlineStorage implements StorageAdapter {
   }
 
   putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
-    return this.#bound('putStream', this.#writeMs(size), () => this.#inner.putStream(key, body, size, options), () => {
-      body.destroy(); // no error: nobody may be listening yet; a reader sees a premature close
-    });
+    return this.#bound(
+      'putStream',
+      this.#writeMs(size),
+      () => this.#inner.putStream(key, body, size, options),
+      () => {
+        body.destroy(); // no error: nobody may be listening yet; a reader sees a premature close
+      },
+    );
   }
 
   getStream(key: string): Promise<StreamResult | null> {
-    return this.#bound('getStream', this.#timeoutMs, () => this.#inner.getStream(key), undefined, (late) => late?.body.destroy());
+    return this.#bound(
+      'getStream',
+      this.#timeoutMs,
+      () => this.#inner.getStream(key),
+      undefined,
+      (late) => late?.body.destroy(),
+    );
   }
 
   head(key: string): Promise<{ size: number; etag: string } | null> {
@@ -77,7 +88,13 @@ export class DeadlineStorage implements StorageAdapter {
    * `op()` or a StorageUnavailableError after `ms`. The message names the operation and the deadline, never a key
    * (it is the 503's message). `onExpiry` runs when the deadline passes; `onLate` gets a result that came after.
    */
-  #bound<T>(op: string, ms: number, run: () => Promise<T>, onExpiry?: () => void, onLate?: (value: T) => void): Promise<T> {
+  #bound<T>(
+    op: string,
+    ms: number,
+    run: () => Promise<T>,
+    onExpiry?: () => void,
+    onLate?: (value: T) => void,
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let expired = false;
       const timer = setTimeout(() => {

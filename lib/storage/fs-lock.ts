@@ -45,9 +45,11 @@ export class KeyLocks {
 
   /** Best-effort: break the abandoned locks of the directory (keys that may never be written again). */
   async removeStale(names: string[]): Promise<void> {
-    await Promise.all(names
-      .filter((name) => !name.endsWith('.break'))
-      .map((name) => this.breakIfStale(join(this.#dir, name)).catch(ignore)));
+    await Promise.all(
+      names
+        .filter((name) => !name.endsWith('.break'))
+        .map((name) => this.breakIfStale(join(this.#dir, name)).catch(ignore)),
+    );
   }
 
   /**

@@ -99,7 +99,11 @@ export class FsStorage implements StorageAdapter {
       // Streaming from the descriptor (not the path) keeps serving this inode if the key is replaced meanwhile.
       // The stream closes the descriptor when it ends or is destroyed. 256 KiB reads: a stream on a FileHandle makes
       // one promise-based read per chunk, and 64 KiB chunks cost a large pull twice the CPU of the file's bytes.
-      return { body: file.fh.createReadStream({ highWaterMark: 256 * 1024 }), size: Number(file.stats.size), etag: etagOf(file.stats) };
+      return {
+        body: file.fh.createReadStream({ highWaterMark: 256 * 1024 }),
+        size: Number(file.stats.size),
+        etag: etagOf(file.stats),
+      };
     });
   }
 
@@ -132,7 +136,11 @@ export class FsStorage implements StorageAdapter {
       // Walk only the deepest directory that can hold the prefix; its last, partial segment filters that directory.
       const cut = prefix.lastIndexOf('/') + 1;
       const keys: string[] = [];
-      for await (const key of this.#walk(prefix.slice(0, cut), prefix.slice(cut), options.cursor ?? options.startAfter)) {
+      for await (const key of this.#walk(
+        prefix.slice(0, cut),
+        prefix.slice(cut),
+        options.cursor ?? options.startAfter,
+      )) {
         // One key beyond the page tells us there is a next page; the cursor is the last key returned.
         if (keys.length === limit) return { keys, next: keys[limit - 1] };
         keys.push(key);
@@ -207,7 +215,7 @@ export class FsStorage implements StorageAdapter {
     try {
       let size = 0;
       for await (const chunk of chunks) {
-        for (let offset = 0; offset < chunk.byteLength; ) offset += (await fh.write(chunk, offset)).bytesWritten;
+        for (let offset = 0; offset < chunk.byteLength;) offset += (await fh.write(chunk, offset)).bytesWritten;
         size += chunk.byteLength;
       }
       // The ETag includes the mtime, but the kernel stamps it with a coarse clock (a tick of 1-10 ms), and ext4 or
@@ -293,7 +301,9 @@ export class FsStorage implements StorageAdapter {
     await (await open(probe, 'wx')).close();
     try {
       if ((await statIfExists(probe.replace(/-A$/, '-a'))) !== null) {
-        throw new StorageUnavailableError(`fs storage: ${dirname(this.#tmpDir)} is on a case-insensitive filesystem, which it cannot use`);
+        throw new StorageUnavailableError(
+          `fs storage: ${dirname(this.#tmpDir)} is on a case-insensitive filesystem, which it cannot use`,
+        );
       }
     } finally {
       await unlink(probe).catch(ignore);
@@ -308,7 +318,9 @@ export class FsStorage implements StorageAdapter {
     const lower = await statIfExists(this.#objectsDir);
     const upper = await statIfExists(join(dirname(this.#objectsDir), 'OBJECTS'));
     if (lower && upper && lower.ino === upper.ino && lower.dev === upper.dev) {
-      throw new StorageUnavailableError(`fs storage: ${dirname(this.#tmpDir)} is on a case-insensitive filesystem, which it cannot use`);
+      throw new StorageUnavailableError(
+        `fs storage: ${dirname(this.#tmpDir)} is on a case-insensitive filesystem, which it cannot use`,
+      );
     }
   }
 
@@ -411,4 +423,3 @@ const CANNOT_WRITE = new Set(['EROFS', 'EACCES', 'EPERM']);
 function isSystemError(err: unknown): err is Error {
   return err instanceof Error && /^E[A-Z0-9]+$/.test(errorCode(err) ?? '');
 }
-

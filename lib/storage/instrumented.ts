@@ -21,8 +21,9 @@ export class InstrumentedStorage implements StorageAdapter {
   }
 
   get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
-    return this.#measure('get', this.inner.get(key, options),
-      (result) => (result === null ? 'absent' : result.notModified ? 'not_modified' : 'ok'));
+    return this.#measure('get', this.inner.get(key, options), (result) =>
+      result === null ? 'absent' : result.notModified ? 'not_modified' : 'ok',
+    );
   }
 
   put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
@@ -43,8 +44,9 @@ export class InstrumentedStorage implements StorageAdapter {
 
   delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
     // false is "absent" without a condition, and "absent or condition failed" with one: the adapter does not say.
-    return this.#measure('delete', this.inner.delete(key, options),
-      (deleted) => (deleted ? 'ok' : options?.ifMatch === undefined ? 'absent' : 'condition_failed'));
+    return this.#measure('delete', this.inner.delete(key, options), (deleted) =>
+      deleted ? 'ok' : options?.ifMatch === undefined ? 'absent' : 'condition_failed',
+    );
   }
 
   list(prefix: string, options?: ListOptions): Promise<ListPage> {
@@ -55,7 +57,11 @@ export class InstrumentedStorage implements StorageAdapter {
     await this.inner.close?.();
   }
 
-  async #measure<T>(operation: StorageOperation, pending: Promise<T>, outcome: (result: T) => StorageOutcome): Promise<T> {
+  async #measure<T>(
+    operation: StorageOperation,
+    pending: Promise<T>,
+    outcome: (result: T) => StorageOutcome,
+  ): Promise<T> {
     const started = performance.now();
     try {
       const result = await pending;

@@ -106,7 +106,11 @@ export class S3Storage implements StorageAdapter {
     const body = res.Body;
     try {
       const bytes = body ? await body.transformToByteArray() : new Uint8Array(0);
-      return { notModified: false, body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), etag: etagOf(res.ETag, 'GetObject') };
+      return {
+        notModified: false,
+        body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+        etag: etagOf(res.ETag, 'GetObject'),
+      };
     } catch (err) {
       destroyBody(body);
       throw this.#unavailable('GetObject (body)', Key, err);
@@ -234,7 +238,8 @@ export class S3Storage implements StorageAdapter {
     }
     const keys: string[] = [];
     for (const object of res.Contents ?? []) {
-      if (object.Key !== undefined && object.Key.startsWith(this.prefix)) keys.push(object.Key.slice(this.prefix.length));
+      if (object.Key !== undefined && object.Key.startsWith(this.prefix))
+        keys.push(object.Key.slice(this.prefix.length));
     }
     const next = res.IsTruncated && res.NextContinuationToken ? res.NextContinuationToken : undefined;
     return next === undefined ? { keys } : { keys, next };
@@ -264,7 +269,8 @@ export class S3Storage implements StorageAdapter {
   ): Promise<string | null> {
     const Key = this.#key(key);
     const input: PutObjectCommandInput = { Bucket: this.bucket, Key, Body, ContentLength: size };
-    const conditional = condition !== undefined && (condition.ifNoneMatch !== undefined || condition.ifMatch !== undefined);
+    const conditional =
+      condition !== undefined && (condition.ifNoneMatch !== undefined || condition.ifMatch !== undefined);
     if (condition?.ifNoneMatch !== undefined) input.IfNoneMatch = condition.ifNoneMatch;
     else if (condition?.ifMatch !== undefined) input.IfMatch = this.#ifMatchHeader(condition.ifMatch);
     const command = new PutObjectCommand(input);
@@ -353,7 +359,9 @@ function isNotFound(err: unknown): boolean {
 
 function isPrecondition(err: unknown): boolean {
   const name = errName(err);
-  return name === 'PreconditionFailed' || name === 'ConditionalRequestConflict' || status(err) === 412 || status(err) === 409;
+  return (
+    name === 'PreconditionFailed' || name === 'ConditionalRequestConflict' || status(err) === 412 || status(err) === 409
+  );
 }
 
 function isLostRace(err: unknown, ifMatch: boolean, serverErrorLost = true): boolean {

@@ -31,10 +31,12 @@ export function assertStorageKey(key: string): void {
   const ok =
     typeof key === 'string' &&
     key.length <= MAX_STORAGE_KEY_LENGTH &&
-    key.split('/').every(
-      (segment) =>
-        SEGMENT.test(segment) && segment.length <= MAX_STORAGE_SEGMENT_LENGTH && segment !== '.' && segment !== '..',
-    );
+    key
+      .split('/')
+      .every(
+        (segment) =>
+          SEGMENT.test(segment) && segment.length <= MAX_STORAGE_SEGMENT_LENGTH && segment !== '.' && segment !== '..',
+      );
   if (!ok) throw new Error(`invalid storage key ${typeof key === 'string' ? shown(key) : typeof key}`);
 }
 
@@ -48,7 +50,11 @@ export function assertListPrefix(prefix: string): void {
   const cut = prefix.lastIndexOf('/');
   if (cut >= 0) assertStorageKey(prefix.slice(0, cut));
   const rest = prefix.slice(cut + 1);
-  if (!/^[A-Za-z0-9._+-]*$/.test(rest) || rest.length > MAX_STORAGE_SEGMENT_LENGTH || prefix.length > MAX_STORAGE_KEY_LENGTH) {
+  if (
+    !/^[A-Za-z0-9._+-]*$/.test(rest) ||
+    rest.length > MAX_STORAGE_SEGMENT_LENGTH ||
+    prefix.length > MAX_STORAGE_KEY_LENGTH
+  ) {
     throw new Error(`invalid storage list prefix ${shown(prefix)}`);
   }
 }

@@ -3,7 +3,12 @@ import { connect } from 'node:net';
 import { expect } from 'chai';
 import Koa from 'koa';
 import {
-  ApprError, createApprRouter, parseAuthorization, type AccessTarget, type AuthHooks, type Credentials,
+  ApprError,
+  createApprRouter,
+  parseAuthorization,
+  type AccessTarget,
+  type AuthHooks,
+  type Credentials,
   type Permission,
 } from '../../lib/index.js';
 import { basic, listen, startRegistry, type RegistryServer } from './helpers.js';
@@ -26,7 +31,7 @@ const NEEDS: Record<Permission, number> = { read: 1, write: 2, create: 2, admin:
 
 function roleHooks(extra: Partial<AuthHooks<Caller>> = {}): AuthHooks<Caller> {
   return {
-    identify: (_ctx, credentials) => (credentials?.scheme === 'bearer' ? CALLERS[credentials.token] ?? null : null),
+    identify: (_ctx, credentials) => (credentials?.scheme === 'bearer' ? (CALLERS[credentials.token] ?? null) : null),
     authorize: (caller, permission, target) => {
       const role = caller?.roles[target.namespace];
       return role !== undefined && RANK[role] >= NEEDS[permission];
@@ -38,13 +43,22 @@ function roleHooks(extra: Partial<AuthHooks<Caller>> = {}): AuthHooks<Caller> {
 /** A registry with the role hooks and one public package, acme/app 1.0.0. */
 async function withPublicApp(): Promise<RegistryServer> {
   const server = await startRegistry<Caller>({ auth: roleHooks() });
-  await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
+  await server.registry.push({
+    namespace: 'acme',
+    name: 'app',
+    release: '1.0.0',
+    blob: await makeTarGz(),
+    visibility: 'public',
+  });
   return server;
 }
 
 const bearer = (token: string): string => `Bearer ${token}`;
 const pushBody = async (release = '1.0.0', extra: Record<string, unknown> = {}) => ({
-  release, media_type: 'helm', blob: (await makeTarGz()).toString('base64'), ...extra,
+  release,
+  media_type: 'helm',
+  blob: (await makeTarGz()).toString('base64'),
+  ...extra,
 });
 
 describe('access control', () => {
@@ -52,7 +66,13 @@ describe('access control', () => {
     let server: RegistryServer;
     before(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks({ anonymous: false }) });
-      await server.registry.push({ namespace: 'acme', name: 'pub', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
+      await server.registry.push({
+        namespace: 'acme',
+        name: 'pub',
+        release: '1.0.0',
+        blob: await makeTarGz(),
+        visibility: 'public',
+      });
     });
     after(() => server.close());
 
@@ -78,8 +98,9 @@ describe('access control', () => {
       expect((await server.api('GET', '/version')).status).to.equal(200);
       expect((await server.api('GET', '/')).status).to.equal(200);
       expect((await server.send('GET', '/.well-known/app-registry-uri.json')).status).to.equal(200);
-      expect((await server.api('POST', '/api/v1/users/login', { json: { user: { username: 'a', password: 'b' } } })).status)
-        .to.equal(501);
+      expect(
+        (await server.api('POST', '/api/v1/users/login', { json: { user: { username: 'a', password: 'b' } } })).status,
+      ).to.equal(501);
     });
 
     it('says "invalid or expired" when credentials were sent but identify nobody', async () => {
@@ -89,7 +110,9 @@ describe('access control', () => {
     });
 
     it('serves a known caller', async () => {
-      expect((await server.api('GET', '/api/v1/packages/acme/pub', { auth: bearer('tok-stranger') })).status).to.equal(200);
+      expect((await server.api('GET', '/api/v1/packages/acme/pub', { auth: bearer('tok-stranger') })).status).to.equal(
+        200,
+      );
     });
   });
 
@@ -98,15 +121,38 @@ describe('access control', () => {
     beforeEach(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks() });
       const blob = await makeTarGz();
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob, mediaType: 'helm', visibility: 'private' });
-      await server.registry.push({ namespace: 'other', name: 'app', release: '1.0.0', blob, mediaType: 'helm', visibility: 'private' });
-      await server.registry.push({ namespace: 'other', name: 'pub', release: '1.0.0', blob, mediaType: 'helm', visibility: 'public' });
+      await server.registry.push({
+        namespace: 'acme',
+        name: 'app',
+        release: '1.0.0',
+        blob,
+        mediaType: 'helm',
+        visibility: 'private',
+      });
+      await server.registry.push({
+        namespace: 'other',
+        name: 'app',
+        release: '1.0.0',
+        blob,
+        mediaType: 'helm',
+        visibility: 'private',
+      });
+      await server.registry.push({
+        namespace: 'other',
+        name: 'pub',
+        release: '1.0.0',
+        blob,
+        mediaType: 'helm',
+        visibility: 'public',
+      });
     });
     afterEach(() => server.close());
 
     it('lets a token with write on a namespace create packages there, but not in another namespace', async () => {
       const auth = bearer('tok-acme-ci');
-      expect((await server.api('POST', '/api/v1/packages/acme/new', { auth, json: await pushBody() })).status).to.equal(200);
+      expect((await server.api('POST', '/api/v1/packages/acme/new', { auth, json: await pushBody() })).status).to.equal(
+        200,
+      );
       const res = await server.api('POST', '/api/v1/packages/other/new', { auth, json: await pushBody() });
       expect(res.status).to.equal(403);
       expect(res.json.code).to.equal('forbidden');
@@ -124,7 +170,10 @@ describe('access control', () => {
         ['POST', '/api/v1/packages/other/app/channels/stable/1.0.0'],
         ['DELETE', '/api/v1/packages/other/pub/1.0.0/helm'],
       ] as const) {
-        const res = await server.api(method, path, { auth, ...(method === 'POST' ? { json: await pushBody('2.0.0') } : {}) });
+        const res = await server.api(method, path, {
+          auth,
+          ...(method === 'POST' ? { json: await pushBody('2.0.0') } : {}),
+        });
         expect(res.status, `${method} ${path}`).to.equal(403);
       }
       expect((await server.registry.packageManifests('other', 'app')).length).to.equal(1);
@@ -133,7 +182,10 @@ describe('access control', () => {
     it('refuses a stranger a push to a public package, and leaves it as it was', async () => {
       const before = await server.registry.packageManifests('other', 'pub');
       for (const body of [await pushBody('2.0.0'), await pushBody('1.0.0', { force: true })]) {
-        const res = await server.api('POST', '/api/v1/packages/other/pub', { auth: bearer('tok-stranger'), json: body });
+        const res = await server.api('POST', '/api/v1/packages/other/pub', {
+          auth: bearer('tok-stranger'),
+          json: body,
+        });
         expect(res.status).to.equal(403);
         expect(res.json.code).to.equal('forbidden');
       }
@@ -141,30 +193,49 @@ describe('access control', () => {
       expect(anonymous.status).to.equal(401);
       expect(await server.registry.packageManifests('other', 'pub')).to.deep.equal(before);
       // ... while reading it is fine
-      expect((await server.api('GET', '/api/v1/packages/other/pub/1.0.0/helm/pull', { auth: bearer('tok-stranger') })).status)
-        .to.equal(200);
+      expect(
+        (await server.api('GET', '/api/v1/packages/other/pub/1.0.0/helm/pull', { auth: bearer('tok-stranger') }))
+          .status,
+      ).to.equal(200);
     });
 
     it('needs write, not read, to push to an existing package; write is enough to delete and move channels', async () => {
-      await server.registry.push({ namespace: 'team', name: 'lib', release: '1.0.0', blob: await makeTarGz(), mediaType: 'helm' });
+      await server.registry.push({
+        namespace: 'team',
+        name: 'lib',
+        release: '1.0.0',
+        blob: await makeTarGz(),
+        mediaType: 'helm',
+      });
       const reader = bearer('tok-team-reader');
       expect((await server.api('GET', '/api/v1/packages/team/lib', { auth: reader })).status).to.equal(200);
-      expect((await server.api('POST', '/api/v1/packages/team/lib', { auth: reader, json: await pushBody('2.0.0') })).status)
-        .to.equal(403);
+      expect(
+        (await server.api('POST', '/api/v1/packages/team/lib', { auth: reader, json: await pushBody('2.0.0') })).status,
+      ).to.equal(403);
       const ci = bearer('tok-acme-ci');
-      expect((await server.api('POST', '/api/v1/packages/acme/app/channels/stable/1.0.0', { auth: ci })).status).to.equal(200);
-      expect((await server.api('DELETE', '/api/v1/packages/acme/app/channels/stable', { auth: ci })).status).to.equal(200);
+      expect(
+        (await server.api('POST', '/api/v1/packages/acme/app/channels/stable/1.0.0', { auth: ci })).status,
+      ).to.equal(200);
+      expect((await server.api('DELETE', '/api/v1/packages/acme/app/channels/stable', { auth: ci })).status).to.equal(
+        200,
+      );
       expect((await server.api('DELETE', '/api/v1/packages/acme/app/1.0.0/helm', { auth: ci })).status).to.equal(200);
     });
 
     it('creates the package with the visibility the push asks for, else the host default', async () => {
       const auth = bearer('tok-acme-ci');
-      await server.api('POST', '/api/v1/packages/acme/hidden', { auth, json: await pushBody('1.0.0', { visibility: 'private' }) });
+      await server.api('POST', '/api/v1/packages/acme/hidden', {
+        auth,
+        json: await pushBody('1.0.0', { visibility: 'private' }),
+      });
       await server.api('POST', '/api/v1/packages/acme/plain', { auth, json: await pushBody() });
       expect(await server.registry.packageVisibility('acme', 'hidden')).to.equal('private');
       expect(await server.registry.packageVisibility('acme', 'plain')).to.equal('public');
       // a later push does not change it
-      await server.api('POST', '/api/v1/packages/acme/hidden', { auth, json: await pushBody('2.0.0', { visibility: 'public' }) });
+      await server.api('POST', '/api/v1/packages/acme/hidden', {
+        auth,
+        json: await pushBody('2.0.0', { visibility: 'public' }),
+      });
       expect(await server.registry.packageVisibility('acme', 'hidden')).to.equal('private');
     });
 
@@ -228,12 +299,19 @@ describe('access control', () => {
     });
 
     it('shows each caller the private packages of its namespaces', async () => {
-      expect(names(await server.api('GET', '/api/v1/packages', { auth: bearer('tok-team-reader') })))
-        .to.deep.equal(['acme/public-app', 'team/secret-lib']);
-      expect((await server.api('GET', '/api/v1/packages/search?q=secret', { auth: bearer('tok-acme-ci') })).json)
-        .to.deep.equal(['acme/secret-app']);
-      expect(names(await server.api('GET', '/api/v1/packages', { auth: bearer('tok-root') })))
-        .to.deep.equal(['acme/public-app', 'acme/secret-app', 'other/secret-thing', 'team/secret-lib']);
+      expect(names(await server.api('GET', '/api/v1/packages', { auth: bearer('tok-team-reader') }))).to.deep.equal([
+        'acme/public-app',
+        'team/secret-lib',
+      ]);
+      expect(
+        (await server.api('GET', '/api/v1/packages/search?q=secret', { auth: bearer('tok-acme-ci') })).json,
+      ).to.deep.equal(['acme/secret-app']);
+      expect(names(await server.api('GET', '/api/v1/packages', { auth: bearer('tok-root') }))).to.deep.equal([
+        'acme/public-app',
+        'acme/secret-app',
+        'other/secret-thing',
+        'team/secret-lib',
+      ]);
     });
 
     it('asks the host about each private package only, with its visibility and the route', async () => {
@@ -280,10 +358,14 @@ describe('access control', () => {
       it(`hands "${scheme} <base64>" to identify as a username and password`, async () => {
         const res = await server.api('GET', '/api/v1/packages', { auth: basic('alice', 'pa:ss word', scheme) });
         expect(res.status).to.equal(200);
-        expect(seen).to.deep.equal([{
-          scheme: 'basic', username: 'alice', password: 'pa:ss word',
-          token: Buffer.from('alice:pa:ss word').toString('base64'),
-        }]);
+        expect(seen).to.deep.equal([
+          {
+            scheme: 'basic',
+            username: 'alice',
+            password: 'pa:ss word',
+            token: Buffer.from('alice:pa:ss word').toString('base64'),
+          },
+        ]);
       });
     }
 
@@ -310,14 +392,21 @@ describe('access control', () => {
       expect(parseAuthorization('  ')).to.equal(null);
       expect(parseAuthorization('Basic')).to.deep.equal({ scheme: 'other', token: 'Basic' });
       expect(parseAuthorization(`Basic ${Buffer.from('nocolon').toString('base64')}`)?.scheme).to.equal('other');
-      expect(parseAuthorization(`basic   ${Buffer.from('u:p').toString('base64')}  `))
-        .to.deep.include({ scheme: 'basic', username: 'u', password: 'p' });
+      expect(parseAuthorization(`basic   ${Buffer.from('u:p').toString('base64')}  `)).to.deep.include({
+        scheme: 'basic',
+        username: 'u',
+        password: 'p',
+      });
       expect(parseAuthorization('Bearer\tt0k')).to.deep.equal({ scheme: 'bearer', token: 't0k' });
     });
 
     it('answers with the ApprError identify throws on a package route', async () => {
       const throwing = await startRegistry({
-        auth: { identify: () => { throw new ApprError('unauthorized-access', 'token revoked'); } },
+        auth: {
+          identify: () => {
+            throw new ApprError('unauthorized-access', 'token revoked');
+          },
+        },
       });
       try {
         const res = await throwing.api('GET', '/api/v1/packages');
@@ -331,7 +420,9 @@ describe('access control', () => {
 
   describe('push is authorized before its body is read', () => {
     let server: RegistryServer;
-    before(async () => { server = await withPublicApp(); });
+    before(async () => {
+      server = await withPublicApp();
+    });
     after(() => server.close());
 
     /** Send only the request head of a 32 MB push, then read whatever the server answers. */
@@ -354,8 +445,10 @@ describe('access control', () => {
           }
         });
         socket.on('error', reject);
-        socket.write(`POST /cnr${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
-          `Content-Length: ${length}\r\n${auth ? `Authorization: ${auth}\r\n` : ''}\r\n`);
+        socket.write(
+          `POST /cnr${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${length}\r\n${auth ? `Authorization: ${auth}\r\n` : ''}\r\n`,
+        );
       });
     }
 
@@ -366,7 +459,9 @@ describe('access control', () => {
       it(`answers ${who} ${status} without waiting for the body (existing and new package)`, async () => {
         for (const path of ['/api/v1/packages/acme/app', '/api/v1/packages/acme/brand-new']) {
           const answer = await headOnly(path, auth);
-          expect(answer.split('\r\n')[0]).to.equal(`HTTP/1.1 ${status} ${status === '403' ? 'Forbidden' : 'Unauthorized'}`);
+          expect(answer.split('\r\n')[0]).to.equal(
+            `HTTP/1.1 ${status} ${status === '403' ? 'Forbidden' : 'Unauthorized'}`,
+          );
         }
       });
     }
@@ -380,20 +475,31 @@ describe('access control', () => {
 
   describe('visibility changes', () => {
     let server: RegistryServer;
-    beforeEach(async () => { server = await withPublicApp(); });
+    beforeEach(async () => {
+      server = await withPublicApp();
+    });
     afterEach(() => server.close());
     const set = (visibility: unknown, auth?: string, name = 'app') =>
-      server.api('POST', `/api/v1/packages/acme/${name}/visibility`, { json: { visibility }, ...(auth ? { auth } : {}) });
+      server.api('POST', `/api/v1/packages/acme/${name}/visibility`, {
+        json: { visibility },
+        ...(auth ? { auth } : {}),
+      });
 
     it('lets an admin of the namespace make a package private, which hides it from strangers', async () => {
       const res = await set('private', bearer('tok-acme-admin'));
       expect(res.status).to.equal(200);
       expect(res.json).to.deep.equal({ package: 'acme/app', visibility: 'private' });
-      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: bearer('tok-stranger') })).status).to.equal(403);
+      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: bearer('tok-stranger') })).status).to.equal(
+        403,
+      );
       expect((await server.api('GET', '/api/v1/packages', { auth: bearer('tok-stranger') })).json).to.deep.equal([]);
-      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: bearer('tok-acme-ci') })).status).to.equal(200);
+      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: bearer('tok-acme-ci') })).status).to.equal(
+        200,
+      );
       expect((await set('public', bearer('tok-acme-admin'))).json.visibility).to.equal('public');
-      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: bearer('tok-stranger') })).status).to.equal(200);
+      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: bearer('tok-stranger') })).status).to.equal(
+        200,
+      );
     });
 
     it('refuses writers, strangers (403) and anonymous callers (401)', async () => {
@@ -416,7 +522,9 @@ describe('access control', () => {
 
     it('takes the value from a form or the query string too', async () => {
       const form = await server.api('POST', '/api/v1/packages/acme/app/visibility', {
-        auth: bearer('tok-acme-admin'), body: 'visibility=private', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        auth: bearer('tok-acme-admin'),
+        body: 'visibility=private',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
       });
       expect(form.json).to.deep.equal({ package: 'acme/app', visibility: 'private' });
       const query = await server.api('POST', '/api/v1/packages/acme/app/visibility?visibility=public', {
@@ -430,8 +538,9 @@ describe('access control', () => {
     const server = await startRegistry();
     try {
       expect((await server.api('POST', '/api/v1/packages/any/app', { json: await pushBody() })).status).to.equal(200);
-      expect((await server.api('POST', '/api/v1/packages/any/app/visibility', { json: { visibility: 'private' } })).status)
-        .to.equal(200);
+      expect(
+        (await server.api('POST', '/api/v1/packages/any/app/visibility', { json: { visibility: 'private' } })).status,
+      ).to.equal(200);
       expect((await server.api('GET', '/api/v1/packages/any/app')).status).to.equal(200);
       expect((await server.api('DELETE', '/api/v1/packages/any/app/1.0.0/helm')).status).to.equal(200);
     } finally {

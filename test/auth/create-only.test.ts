@@ -27,9 +27,11 @@ describe('a push allowed only by create permission', () => {
   });
   afterEach(() => server.close());
 
-  const push = async (release: string) => server.api('POST', '/api/v1/packages/acme/app', {
-    auth: 'Bearer creator', json: { release, media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
-  });
+  const push = async (release: string) =>
+    server.api('POST', '/api/v1/packages/acme/app', {
+      auth: 'Bearer creator',
+      json: { release, media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
+    });
 
   it('creates a new package', async () => {
     expect((await push('1.0.0')).status).to.equal(200);
@@ -37,7 +39,13 @@ describe('a push allowed only by create permission', () => {
   });
 
   it('is refused (403) once the package exists', async () => {
-    await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await makeTarGz() });
+    await server.registry.push({
+      namespace: 'acme',
+      name: 'app',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: await makeTarGz(),
+    });
     const res = await push('2.0.0');
     expect(res.status).to.equal(403);
     expect((await server.registry.packageManifests('acme', 'app')).map((m) => m.release)).to.deep.equal(['1.0.0']);
@@ -45,7 +53,13 @@ describe('a push allowed only by create permission', () => {
 
   it('is refused (403), not added, when someone else creates the package between the check and the write', async () => {
     createdMeanwhile = async () => {
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await makeTarGz() });
+      await server.registry.push({
+        namespace: 'acme',
+        name: 'app',
+        release: '1.0.0',
+        mediaType: 'helm',
+        blob: await makeTarGz(),
+      });
     };
     const res = await push('2.0.0');
     expect(res.status).to.equal(403);

@@ -8,7 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
-import { checkUserFile, hashPassword, UserStore, writeUserFile, type UserFile, type UserStoreOptions } from '../../lib/index.js';
+import {
+  checkUserFile,
+  hashPassword,
+  UserStore,
+  writeUserFile,
+  type UserFile,
+  type UserStoreOptions,
+} from '../../lib/index.js';
 import { basic, startRegistry } from './helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { apprRejection } from '../helpers/expect.js';
@@ -41,7 +48,7 @@ describe('credential checks: cached failures and bounded hashing (user store)', 
     expect(store.hashStats.computed).to.equal(3);
   });
 
-  it('forgets a cached failure when the user\'s password changes to that value', async () => {
+  it("forgets a cached failure when the user's password changes to that value", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'appr-limits-'));
     try {
       const path = join(dir, 'users.json');
@@ -69,10 +76,12 @@ describe('credential checks: cached failures and bounded hashing (user store)', 
 
   it('hashes at most maxConcurrentHashes at once and refuses checks beyond maxQueuedHashes with 429', async () => {
     const store = new UserStore(await file(), { ...NO_LIMITS, maxConcurrentHashes: 2, maxQueuedHashes: 3 });
-    const checks = Array.from({ length: 10 }, (_, i) => store.checkPassword('alice', `wrong-${i}`).then(
-      (user) => ({ user }),
-      (err: unknown) => ({ err: err as ApprError }),
-    ));
+    const checks = Array.from({ length: 10 }, (_, i) =>
+      store.checkPassword('alice', `wrong-${i}`).then(
+        (user) => ({ user }),
+        (err: unknown) => ({ err: err as ApprError }),
+      ),
+    );
     // Every check got as far as the slots in the same turn of the event loop: two run, three wait.
     await new Promise((resolve) => setImmediate(resolve));
     expect(store.hashStats.active).to.equal(2);
@@ -115,7 +124,9 @@ describe('credential checks: failures limited per client and per user name (user
   });
 
   it('counts unknown user names like known ones (a 429 does not reveal which names exist)', async () => {
-    const limits = { failureLimits: { perClient: false as const, perUser: { failures: 2, windowSec: 60, blockSec: 60 } } };
+    const limits = {
+      failureLimits: { perClient: false as const, perUser: { failures: 2, windowSec: 60, blockSec: 60 } },
+    };
     const store = new UserStore(await file(), limits);
     for (const name of ['bob', 'mallory']) {
       expect(await store.checkPassword(name, 'a')).to.equal(null);
@@ -137,8 +148,9 @@ describe('credential checks: failures limited per client and per user name (user
 
   it('refuses a failure limit that is not made of positive integers', async () => {
     const data = await file();
-    expect(() => new UserStore(data, { failureLimits: { perClient: { failures: 0, windowSec: 1, blockSec: 1 } } }))
-      .to.throw(TypeError, /failureLimits.perClient/);
+    expect(
+      () => new UserStore(data, { failureLimits: { perClient: { failures: 0, windowSec: 1, blockSec: 1 } } }),
+    ).to.throw(TypeError, /failureLimits.perClient/);
     expect(() => new UserStore(data, { maxConcurrentHashes: 0 })).to.throw(TypeError, /maxConcurrentHashes/);
   });
 });
@@ -166,9 +178,10 @@ describe('credential checks over HTTP', () => {
     });
     const server = await startRegistry({ auth: store.hooks() });
     try {
-      const login = (password: string) => server.api('POST', '/api/v1/users/login', {
-        json: { user: { username: 'alice', password } },
-      });
+      const login = (password: string) =>
+        server.api('POST', '/api/v1/users/login', {
+          json: { user: { username: 'alice', password } },
+        });
       for (let i = 0; i < 3; i++) expect((await login(`wrong-${i}`)).status).to.equal(401);
       const limited = await login('alice-pw');
       expect(limited.status).to.equal(429);
@@ -186,9 +199,16 @@ describe('credential checks over HTTP', () => {
     });
     const server = await startRegistry({ auth: store.hooks() });
     try {
-      await server.registry.push({ namespace: 'alice', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'private' });
+      await server.registry.push({
+        namespace: 'alice',
+        name: 'app',
+        release: '1.0.0',
+        blob: await makeTarGz(),
+        visibility: 'private',
+      });
       await server.registry.push({ namespace: 'alice', name: 'pub', release: '1.0.0', blob: await makeTarGz() });
-      const show = (password: string) => server.api('GET', '/api/v1/packages/alice/app', { auth: basic('alice', password) });
+      const show = (password: string) =>
+        server.api('GET', '/api/v1/packages/alice/app', { auth: basic('alice', password) });
       expect((await show('x')).status).to.equal(401);
       expect((await show('y')).status).to.equal(401);
       const limited = await show('z');
@@ -219,7 +239,8 @@ describe('robot user names (Quay style org+name)', () => {
     try {
       const auth = basic('acme+deployer', 'robot-pw');
       const pushed = await server.api('POST', '/api/v1/packages/acme/app', {
-        auth, json: { release: '1.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
+        auth,
+        json: { release: '1.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
       });
       expect(pushed.status, pushed.text).to.equal(200);
       const login = await server.api('POST', '/api/v1/users/login', {

@@ -29,7 +29,9 @@ export interface RegistryServer extends Running {
 }
 
 /** `createApprRouter` over a fresh in-memory registry, mounted the documented way. */
-export async function startRegistry<P>(options: Omit<ApprRouterOptions<P>, 'storage' | 'registry'> = {}): Promise<RegistryServer> {
+export async function startRegistry<P>(
+  options: Omit<ApprRouterOptions<P>, 'storage' | 'registry'> = {},
+): Promise<RegistryServer> {
   const registry = new Registry({
     storage: new MemoryStorage(),
     ...(options.defaultVisibility ? { defaultVisibility: options.defaultVisibility } : {}),

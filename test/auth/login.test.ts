@@ -29,8 +29,9 @@ const hooks: AuthHooks<string> = {
   },
 };
 
-const cliBody = (username: string, password: string, extra: Record<string, string> = {}) =>
-  ({ user: { username, password, ...extra } });
+const cliBody = (username: string, password: string, extra: Record<string, string> = {}) => ({
+  user: { username, password, ...extra },
+});
 
 describe('login and signup', () => {
   let server: RegistryServer;
@@ -46,7 +47,8 @@ describe('login and signup', () => {
     expect(res.json.token).to.match(/^Bearer t-alice-\d+$/);
     const blob = (await makeTarGz()).toString('base64');
     const push = await server.api('POST', '/api/v1/packages/alice/app', {
-      auth: res.json.token, json: { release: '1.0.0', media_type: 'helm', blob },
+      auth: res.json.token,
+      json: { release: '1.0.0', media_type: 'helm', blob },
     });
     expect(push.status, push.text).to.equal(200);
     expect((await server.api('GET', '/api/v1/packages/alice/app', { auth: res.json.token })).status).to.equal(200);
@@ -61,15 +63,24 @@ describe('login and signup', () => {
   });
 
   it('logs in although the request carries a stale token that identify rejects', async () => {
-    const res = await server.api('POST', '/api/v1/users/login', { auth: 'Bearer expired', json: cliBody('alice', 's3cret') });
+    const res = await server.api('POST', '/api/v1/users/login', {
+      auth: 'Bearer expired',
+      json: cliBody('alice', 's3cret'),
+    });
     expect(res.status).to.equal(200);
   });
 
   it('rejects a body that is not the CLI\'s {"user": {...}}', async () => {
-    const notJson = await server.api('POST', '/api/v1/users/login', { body: '{"user": ', headers: { 'content-type': 'application/json' } });
+    const notJson = await server.api('POST', '/api/v1/users/login', {
+      body: '{"user": ',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(notJson.status).to.equal(400);
     expect(notJson.json.code).to.equal('invalid-usage');
-    const noFields = await server.api('POST', '/api/v1/users/login', { body: 'user=alice', headers: { 'content-type': 'text/plain' } });
+    const noFields = await server.api('POST', '/api/v1/users/login', {
+      body: 'user=alice',
+      headers: { 'content-type': 'text/plain' },
+    });
     expect(noFields.status).to.equal(422);
     expect(noFields.json.code).to.equal('invalid-parameters');
     const missing = await server.api('POST', '/api/v1/users/login', { json: { user: { username: 'alice' } } });
@@ -87,7 +98,9 @@ describe('login and signup', () => {
   });
 
   it('answers 403 forbidden when the signup hook refuses', async () => {
-    const res = await server.api('POST', '/api/v1/users', { json: cliBody('carol', 'pw', { email: 'carol@elsewhere.org' }) });
+    const res = await server.api('POST', '/api/v1/users', {
+      json: cliBody('carol', 'pw', { email: 'carol@elsewhere.org' }),
+    });
     expect(res.status).to.equal(403);
     expect(res.json.code).to.equal('forbidden');
   });

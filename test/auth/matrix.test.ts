@@ -13,7 +13,7 @@ const AUTH: Record<Who, string> = { owner: 'Bearer owner-token', stranger: 'Bear
 
 /** The owner may do everything everywhere; a stranger is authenticated and has no right at all. */
 const hooks: AuthHooks<Who> = {
-  identify: (_ctx, credentials) => (credentials?.scheme === 'bearer' ? TOKENS[credentials.token] ?? null : null),
+  identify: (_ctx, credentials) => (credentials?.scheme === 'bearer' ? (TOKENS[credentials.token] ?? null) : null),
   authorize: (who) => who === 'owner',
 };
 
@@ -33,27 +33,75 @@ const F: Cell = [403, 'forbidden'];
 const NF: Cell = [404, 'package-not-found'];
 
 const MATRIX: Row[] = [
-  { route: 'GET blob by digest (absent digest)', method: 'GET', path: `/blobs/sha256/${ABSENT_DIGEST}`, expect: [F, NF, NF, NF] },
+  {
+    route: 'GET blob by digest (absent digest)',
+    method: 'GET',
+    path: `/blobs/sha256/${ABSENT_DIGEST}`,
+    expect: [F, NF, NF, NF],
+  },
   { route: 'DELETE release (absent)', method: 'DELETE', path: '/9.9.9/helm', expect: [F, NF, F, NF] },
-  { route: 'GET show manifest (absent release)', method: 'GET', path: '/9.9.9/helm',
-    expect: [F, [404, 'package-release-not-found'], [404, 'package-release-not-found'], [404, 'package-release-not-found']] },
+  {
+    route: 'GET show manifest (absent release)',
+    method: 'GET',
+    path: '/9.9.9/helm',
+    expect: [
+      F,
+      [404, 'package-release-not-found'],
+      [404, 'package-release-not-found'],
+      [404, 'package-release-not-found'],
+    ],
+  },
   { route: 'GET package releases', method: 'GET', path: '', expect: [F, 200, 200, 200] },
   { route: 'GET release manifests', method: 'GET', path: '/1.0.0', expect: [F, 200, 200, 200] },
-  { route: 'GET pull (absent release)', method: 'GET', path: '/9.9.9/helm/pull',
-    expect: [F, [404, 'package-release-not-found'], [404, 'package-release-not-found'], [404, 'package-release-not-found']] },
-  { route: 'POST push (empty body)', method: 'POST', path: '',
-    expect: [F, [422, 'invalid-parameters'], F, [422, 'invalid-parameters']] },
+  {
+    route: 'GET pull (absent release)',
+    method: 'GET',
+    path: '/9.9.9/helm/pull',
+    expect: [
+      F,
+      [404, 'package-release-not-found'],
+      [404, 'package-release-not-found'],
+      [404, 'package-release-not-found'],
+    ],
+  },
+  {
+    route: 'POST push (empty body)',
+    method: 'POST',
+    path: '',
+    expect: [F, [422, 'invalid-parameters'], F, [422, 'invalid-parameters']],
+  },
   { route: 'GET list channels', method: 'GET', path: '/channels', expect: [F, 200, 200, 200] },
-  { route: 'GET show channel (absent)', method: 'GET', path: '/channels/absent',
-    expect: [F, [404, 'channel-not-found'], [404, 'channel-not-found'], [404, 'channel-not-found']] },
-  { route: 'DELETE channel (absent)', method: 'DELETE', path: '/channels/absent',
-    expect: [F, [404, 'channel-not-found'], F, [404, 'channel-not-found']] },
-  { route: 'POST add channel release (absent)', method: 'POST', path: '/channels/stable/9.9.9',
-    expect: [F, [404, 'package-release-not-found'], F, [404, 'package-release-not-found']] },
-  { route: 'DELETE channel release (absent)', method: 'DELETE', path: '/channels/stable/9.9.9',
-    expect: [F, NF, F, NF] },
+  {
+    route: 'GET show channel (absent)',
+    method: 'GET',
+    path: '/channels/absent',
+    expect: [F, [404, 'channel-not-found'], [404, 'channel-not-found'], [404, 'channel-not-found']],
+  },
+  {
+    route: 'DELETE channel (absent)',
+    method: 'DELETE',
+    path: '/channels/absent',
+    expect: [F, [404, 'channel-not-found'], F, [404, 'channel-not-found']],
+  },
+  {
+    route: 'POST add channel release (absent)',
+    method: 'POST',
+    path: '/channels/stable/9.9.9',
+    expect: [F, [404, 'package-release-not-found'], F, [404, 'package-release-not-found']],
+  },
+  {
+    route: 'DELETE channel release (absent)',
+    method: 'DELETE',
+    path: '/channels/stable/9.9.9',
+    expect: [F, NF, F, NF],
+  },
   // Not in the contract (issue 12): purging a blob needs admin, like visibility.
-  { route: 'DELETE purge blob (absent digest)', method: 'DELETE', path: `/blobs/sha256/${ABSENT_DIGEST}`, expect: [F, NF, F, NF] },
+  {
+    route: 'DELETE purge blob (absent digest)',
+    method: 'DELETE',
+    path: `/blobs/sha256/${ABSENT_DIGEST}`,
+    expect: [F, NF, F, NF],
+  },
 ];
 
 const COLUMNS: { visibility: 'private' | 'public'; who: Who }[] = [
@@ -73,7 +121,14 @@ describe('section 11 permission matrix', () => {
     server = await startRegistry<Who>({ auth: hooks });
     const blob = await makeTarGz();
     for (const visibility of ['private', 'public'] as const) {
-      await server.registry.push({ namespace: visibility, name: 'app', release: '1.0.0', blob, mediaType: 'helm', visibility });
+      await server.registry.push({
+        namespace: visibility,
+        name: 'app',
+        release: '1.0.0',
+        blob,
+        mediaType: 'helm',
+        visibility,
+      });
       await server.registry.addChannelRelease(visibility, 'app', 'stable', '1.0.0');
     }
   });
@@ -93,7 +148,9 @@ describe('section 11 permission matrix', () => {
 
       it('answers a stranger exactly as for a package that does not exist (no leak)', async () => {
         const hidden = await server.api(row.method, `/api/v1/packages/private/app${row.path}`, { auth: AUTH.stranger });
-        const absent = await server.api(row.method, `/api/v1/packages/private/nothing${row.path}`, { auth: AUTH.stranger });
+        const absent = await server.api(row.method, `/api/v1/packages/private/nothing${row.path}`, {
+          auth: AUTH.stranger,
+        });
         expect(hidden.status).to.equal(403);
         expect(absent.status).to.equal(403);
         expect(absent.text.replaceAll('private/nothing', 'private/app')).to.equal(hidden.text);

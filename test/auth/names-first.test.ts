@@ -8,10 +8,18 @@ describe('name validation comes before authentication and authorization', () => 
   const seen: string[] = [];
   const hooks: AuthHooks<string> = {
     anonymous: false,
-    identify: (ctx) => { seen.push(`identify ${ctx.path}`); return null; },
-    authorize: (_caller, permission, target) => { seen.push(`authorize ${permission} ${target.namespace}`); return false; },
+    identify: (ctx) => {
+      seen.push(`identify ${ctx.path}`);
+      return null;
+    },
+    authorize: (_caller, permission, target) => {
+      seen.push(`authorize ${permission} ${target.namespace}`);
+      return false;
+    },
   };
-  before(async () => { server = await startRegistry<string>({ auth: hooks }); });
+  before(async () => {
+    server = await startRegistry<string>({ auth: hooks });
+  });
   after(() => server.close());
 
   for (const [method, path] of [

@@ -33,7 +33,7 @@ describe('examples/portal', () => {
     expect((await push(token, 'tools')).status, 'robots have no right on tools').to.equal(403);
   });
 
-  it('keeps new packages private (the host\'s default) and shows them to the teams that may read', async () => {
+  it("keeps new packages private (the host's default) and shows them to the teams that may read", async () => {
     const bob = await cliLogin('bob', 'bob-pw');
     const eve = await cliLogin('eve', 'eve-pw');
     expect((await server.send('GET', '/cnr/api/v1/packages/acme/chart', { auth: bob })).status).to.equal(200);
@@ -48,7 +48,10 @@ describe('examples/portal', () => {
     expect((await push(eve, 'eve', 'tool', { visibility: 'public' })).status).to.equal(200);
     expect((await server.send('GET', '/cnr/api/v1/packages/eve/tool')).status, 'public: anyone reads').to.equal(200);
     const alice = await cliLogin('alice', 'alice-pw');
-    const res = await server.send('POST', '/cnr/api/v1/packages/acme/chart/visibility', { auth: alice, json: { visibility: 'public' } });
+    const res = await server.send('POST', '/cnr/api/v1/packages/acme/chart/visibility', {
+      auth: alice,
+      json: { visibility: 'public' },
+    });
     expect(res.status).to.equal(200);
     expect((await server.send('GET', '/cnr/api/v1/packages/acme/chart', { auth: eve })).status).to.equal(200);
   });
@@ -56,24 +59,28 @@ describe('examples/portal', () => {
   it('accepts the portal session cookie of a browser on the registry routes', async () => {
     const login = await server.send('POST', '/login', { json: { username: 'bob', password: 'bob-pw' } });
     expect(login.status).to.equal(200);
-    const cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+    const cookie = login.headers
+      .getSetCookie()
+      .map((c) => c.split(';')[0])
+      .join('; ');
     expect(cookie).to.match(/portal_session=bob; portal_session.sig=/);
     expect((await server.send('GET', '/me', { headers: { cookie } })).json).to.deep.include({ name: 'bob' });
     const list = await server.send('GET', '/cnr/api/v1/packages', { headers: { cookie } });
     expect(list.json.map((p: { name: string }) => p.name)).to.include('acme/chart');
     const forged = cookie.replace('portal_session=bob', 'portal_session=alice');
     const res = await server.send('POST', '/cnr/api/v1/packages/acme/chart/visibility', {
-      headers: { cookie: forged }, json: { visibility: 'private' },
+      headers: { cookie: forged },
+      json: { visibility: 'private' },
     });
     expect(res.status, 'a forged cookie is nobody').to.equal(401);
   });
 
-  it('accepts Basic credentials checked against the portal\'s users', async () => {
+  it("accepts Basic credentials checked against the portal's users", async () => {
     expect((await push(basic('ci-bot', 'ci-bot-pw'), 'acme', 'other')).status).to.equal(200);
     expect((await push(basic('ci-bot', 'wrong'), 'acme', 'other')).status).to.equal(401);
   });
 
-  it('leaves the portal\'s own routes and errors alone', async () => {
+  it("leaves the portal's own routes and errors alone", async () => {
     expect((await server.send('GET', '/')).text).to.include('Portal');
     expect((await server.send('GET', '/me')).json).to.deep.equal({ error: 'not logged in' });
     expect((await server.send('GET', '/nowhere')).status).to.equal(404);

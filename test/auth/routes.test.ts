@@ -56,13 +56,18 @@ const guardOf = (fn: unknown): Access | undefined =>
  * The check itself: every layer with methods, and the access kind its chain starts with (undefined when the first
  * function after the responder is not a guard) and the guards later in its chain (there must be none).
  */
-function routeGuards(router: { stack: { methods: string[]; path: unknown; name?: string | null | undefined; stack: unknown[] }[] }) {
+function routeGuards(router: {
+  stack: { methods: string[]; path: unknown; name?: string | null | undefined; stack: unknown[] }[];
+}) {
   const routes: { label: string; name: string | undefined; access: Access | undefined; laterGuards: Access[] }[] = [];
   for (const layer of router.stack) {
     if (layer.methods.length === 0) {
       // router.use() middleware: it runs for every request, so it must not answer one itself.
       for (const fn of layer.stack) {
-        expect(NOT_ROUTES.has((fn as { name?: string }).name ?? ''), `unguarded middleware ${(fn as { name?: string }).name || '(anonymous)'}`).to.equal(true);
+        expect(
+          NOT_ROUTES.has((fn as { name?: string }).name ?? ''),
+          `unguarded middleware ${(fn as { name?: string }).name || '(anonymous)'}`,
+        ).to.equal(true);
       }
       continue;
     }
@@ -71,7 +76,10 @@ function routeGuards(router: { stack: { methods: string[]; path: unknown; name?:
       label: `${layer.methods.join(',')} ${String(layer.path)} (${layer.name ?? 'unnamed'})`,
       name: layer.name ?? undefined,
       access: guardOf(chain[0]),
-      laterGuards: chain.slice(1).map(guardOf).filter((a): a is Access => a !== undefined),
+      laterGuards: chain
+        .slice(1)
+        .map(guardOf)
+        .filter((a): a is Access => a !== undefined),
     });
   }
   return routes;

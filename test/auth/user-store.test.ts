@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import {
-  checkUserFile, hashPassword, isPasswordHash, readUserFile, UserStore, verifyPassword, type UserFile,
+  checkUserFile,
+  hashPassword,
+  isPasswordHash,
+  readUserFile,
+  UserStore,
+  verifyPassword,
+  type UserFile,
 } from '../../lib/index.js';
 import { main as usersCli } from '../../lib/server/users.js';
 import { basic, startRegistry } from './helpers.js';
@@ -75,7 +81,8 @@ describe('user file', () => {
       [{ secret: 'short', users: {} }, /secret/],
       [{ tokenTtlDays: 0, users: {} }, /tokenTtlDays/],
     ];
-    for (const [data, message] of cases) expect(() => checkUserFile(data), JSON.stringify(data)).to.throw(TypeError, message);
+    for (const [data, message] of cases)
+      expect(() => checkUserFile(data), JSON.stringify(data)).to.throw(TypeError, message);
   });
 });
 
@@ -108,14 +115,22 @@ describe('UserStore', () => {
     const alice = (await store.checkPassword('alice', 'alice-pw'))!;
     const reader = (await store.checkPassword('reader', 'reader-pw'))!;
     const table: [typeof alice | null, string, string, boolean][] = [
-      [alice, 'read', 'acme', true], [alice, 'write', 'acme', true], [alice, 'create', 'acme', true],
-      [alice, 'admin', 'acme', false], [alice, 'admin', 'alice', true], [alice, 'read', 'other', false],
-      [reader, 'read', 'other', true], [reader, 'write', 'other', false], [reader, 'create', 'other', false],
+      [alice, 'read', 'acme', true],
+      [alice, 'write', 'acme', true],
+      [alice, 'create', 'acme', true],
+      [alice, 'admin', 'acme', false],
+      [alice, 'admin', 'alice', true],
+      [alice, 'read', 'other', false],
+      [reader, 'read', 'other', true],
+      [reader, 'write', 'other', false],
+      [reader, 'create', 'other', false],
       [null, 'read', 'acme', false],
     ];
     for (const [user, permission, namespace, allowed] of table) {
-      expect(store.can(user, permission as 'read', { namespace }), `${user?.username} ${permission} ${namespace}`)
-        .to.equal(allowed);
+      expect(
+        store.can(user, permission as 'read', { namespace }),
+        `${user?.username} ${permission} ${namespace}`,
+      ).to.equal(allowed);
     }
   });
 
@@ -127,8 +142,9 @@ describe('UserStore', () => {
     expect((await clocked.checkToken(token))?.username).to.equal('alice');
 
     const [prefix, payload, signature] = token.split('.') as [string, string, string];
-    const forged = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), u: 'reader' }))
-      .toString('base64url');
+    const forged = Buffer.from(
+      JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), u: 'reader' }),
+    ).toString('base64url');
     expect(await clocked.checkToken(`${prefix}.${forged}.${signature}`)).to.equal(null);
     expect(await clocked.checkToken(`${prefix}.${payload}.${signature.slice(0, -2)}AA`)).to.equal(null);
     expect(await clocked.checkToken('garbage')).to.equal(null);
@@ -159,7 +175,7 @@ describe('UserStore', () => {
     expect(await store.identify(null)).to.equal(null);
   });
 
-  it('exposes the anonymous-read switch as the hooks\' anonymous flag', async () => {
+  it("exposes the anonymous-read switch as the hooks' anonymous flag", async () => {
     expect(new UserStore(await sampleFile({ anonymousRead: true })).hooks().anonymous).to.equal(true);
     expect(new UserStore(await sampleFile({ anonymousRead: false })).hooks().anonymous).to.equal(false);
     const { anonymousRead: _omit, ...withoutSwitch } = await sampleFile();
@@ -188,7 +204,11 @@ describe('UserStore.fromFile', () => {
     await writeFile(path, JSON.stringify(data));
     let now = 0;
     const logged: string[] = [];
-    const store = await UserStore.fromFile(path, { reloadIntervalMs: 1000, now: () => now, log: (m) => logged.push(m) });
+    const store = await UserStore.fromFile(path, {
+      reloadIntervalMs: 1000,
+      now: () => now,
+      log: (m) => logged.push(m),
+    });
     const viaBasic = { scheme: 'basic' as const, username: 'alice', password: 'alice-pw', token: '' };
     expect((await store.identify(viaBasic))?.roles).to.deep.equal({ alice: 'admin', acme: 'write' });
 
@@ -231,7 +251,7 @@ describe('users.ts (the user file CLI)', () => {
     expect(data.secret).to.be.a('string');
     expect(data.anonymousRead).to.equal(true);
     expect(await verifyPassword('pw2', data.users.ci!.password)).to.equal(true);
-    expect((await readFile(file, 'utf8'))).not.to.include('pw2');
+    expect(await readFile(file, 'utf8')).not.to.include('pw2');
 
     expect(await run('role', 'ci', 'team:admin', '--remove', '*')).to.equal(0);
     expect(await run('anonymous-read', 'off')).to.equal(0);
@@ -263,26 +283,36 @@ describe('the user store in front of the registry', () => {
 
   async function start(extra: Partial<UserFile> = {}) {
     const store = new UserStore(await sampleFile(extra));
-    const server = await startRegistry({ auth: store.hooks(), ...(store.defaultVisibility ? { defaultVisibility: store.defaultVisibility } : {}) });
+    const server = await startRegistry({
+      auth: store.hooks(),
+      ...(store.defaultVisibility ? { defaultVisibility: store.defaultVisibility } : {}),
+    });
     return { store, server };
   }
 
   it('logs in, then pushes to its namespaces only, with the token login returned', async () => {
     const { server } = await start();
     try {
-      const login = await server.api('POST', '/api/v1/users/login', { json: { user: { username: 'alice', password: 'alice-pw' } } });
+      const login = await server.api('POST', '/api/v1/users/login', {
+        json: { user: { username: 'alice', password: 'alice-pw' } },
+      });
       expect(login.status).to.equal(200);
       expect(login.json.token).to.match(/^Bearer appr1\./);
       const auth = login.json.token as string;
-      const push = (ns: string) => server.api('POST', `/api/v1/packages/${ns}/app`, {
-        auth, json: { release: '1.0.0', media_type: 'helm', blob: '' },
-      });
+      const push = (ns: string) =>
+        server.api('POST', `/api/v1/packages/${ns}/app`, {
+          auth,
+          json: { release: '1.0.0', media_type: 'helm', blob: '' },
+        });
       const ok = await server.api('POST', '/api/v1/packages/acme/app', {
-        auth, json: { release: '1.0.0', media_type: 'helm', blob: await blob(), visibility: 'private' },
+        auth,
+        json: { release: '1.0.0', media_type: 'helm', blob: await blob(), visibility: 'private' },
       });
       expect(ok.status, ok.text).to.equal(200);
       expect((await push('other')).status).to.equal(403);
-      const bad = await server.api('POST', '/api/v1/users/login', { json: { user: { username: 'alice', password: 'x' } } });
+      const bad = await server.api('POST', '/api/v1/users/login', {
+        json: { user: { username: 'alice', password: 'x' } },
+      });
       expect(bad.status).to.equal(401);
     } finally {
       await server.close();
@@ -292,14 +322,24 @@ describe('the user store in front of the registry', () => {
   it('accepts Basic credentials in any case, and keeps private packages from users without a role', async () => {
     const { server } = await start();
     try {
-      await server.registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), visibility: 'private' });
+      await server.registry.push({
+        namespace: 'acme',
+        name: 'app',
+        release: '1.0.0',
+        blob: await makeTarGz(),
+        visibility: 'private',
+      });
       for (const scheme of ['Basic', 'basic']) {
-        expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('alice', 'alice-pw', scheme) })).status)
-          .to.equal(200);
+        expect(
+          (await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('alice', 'alice-pw', scheme) })).status,
+        ).to.equal(200);
       }
-      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('nobody', 'nobody-pw') })).status)
-        .to.equal(403);
-      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('alice', 'wrong') })).status).to.equal(401);
+      expect(
+        (await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('nobody', 'nobody-pw') })).status,
+      ).to.equal(403);
+      expect((await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('alice', 'wrong') })).status).to.equal(
+        401,
+      );
     } finally {
       await server.close();
     }
@@ -309,15 +349,29 @@ describe('the user store in front of the registry', () => {
     for (const anonymousRead of [true, false]) {
       const { server } = await start({ anonymousRead });
       try {
-        await server.registry.push({ namespace: 'acme', name: 'pub', release: '1.0.0', blob: await makeTarGz(), visibility: 'public' });
-        await server.registry.push({ namespace: 'acme', name: 'priv', release: '1.0.0', blob: await makeTarGz(), visibility: 'private' });
+        await server.registry.push({
+          namespace: 'acme',
+          name: 'pub',
+          release: '1.0.0',
+          blob: await makeTarGz(),
+          visibility: 'public',
+        });
+        await server.registry.push({
+          namespace: 'acme',
+          name: 'priv',
+          release: '1.0.0',
+          blob: await makeTarGz(),
+          visibility: 'private',
+        });
         expect((await server.api('GET', '/api/v1/packages/acme/pub')).status).to.equal(anonymousRead ? 200 : 401);
         expect((await server.api('GET', '/api/v1/packages/acme/priv')).status).to.equal(401);
         const list = await server.api('GET', '/api/v1/packages');
         if (anonymousRead) expect(list.json.map((p: { name: string }) => p.name)).to.deep.equal(['acme/pub']);
         else expect(list.status).to.equal(401);
         // "logged out": a push without credentials is told to log in
-        const push = await server.api('POST', '/api/v1/packages/acme/pub', { json: { release: '2.0.0', blob: await blob() } });
+        const push = await server.api('POST', '/api/v1/packages/acme/pub', {
+          json: { release: '2.0.0', blob: await blob() },
+        });
         expect(push.status).to.equal(401);
         expect(push.json.message).to.match(/log in/);
       } finally {
@@ -326,11 +380,12 @@ describe('the user store in front of the registry', () => {
     }
   });
 
-  it('creates packages with the file\'s defaultVisibility', async () => {
+  it("creates packages with the file's defaultVisibility", async () => {
     const { server } = await start({ defaultVisibility: 'private' });
     try {
       const res = await server.api('POST', '/api/v1/packages/acme/app', {
-        auth: basic('alice', 'alice-pw'), json: { release: '1.0.0', blob: await blob() },
+        auth: basic('alice', 'alice-pw'),
+        json: { release: '1.0.0', blob: await blob() },
       });
       expect(res.status).to.equal(200);
       expect(await server.registry.packageVisibility('acme', 'app')).to.equal('private');

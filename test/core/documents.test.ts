@@ -25,12 +25,26 @@ describe('package document cache', () => {
   it('lets a write wait for a read under way, then decide on a read of its own, and keeps the written version', async () => {
     const storage = new SlowStorage();
     const registry = new Registry({ storage });
-    await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await makeTarGz({ a: '1' }) });
+    await registry.push({
+      namespace: 'ns',
+      name: 'app',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: await makeTarGz({ a: '1' }),
+    });
 
     let letGo!: () => void;
     let started!: () => void;
-    const readStarted = new Promise<void>((resolve) => { started = resolve; });
-    storage.hold = { key: 'packages/ns/app.json', release: new Promise((resolve) => { letGo = resolve; }), started };
+    const readStarted = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    storage.hold = {
+      key: 'packages/ns/app.json',
+      release: new Promise((resolve) => {
+        letGo = resolve;
+      }),
+      started,
+    };
     registry.invalidate('ns', 'app'); // re-read from storage: the held GET
     await readStarted;
     const write = registry.setVisibility('ns', 'app', 'private');
@@ -70,9 +84,16 @@ class LosingStorage extends MemoryStorage {
  * The document store under test, built in this one place: the store is driven only through its public `read`,
  * `update` and `invalidate`, so a new constructor shape changes this function and nothing else.
  */
-function documentStore(storage: MemoryStorage, options: { maxAttempts?: number; maxBytes?: number } = {}): DocumentStore {
+function documentStore(
+  storage: MemoryStorage,
+  options: { maxAttempts?: number; maxBytes?: number } = {},
+): DocumentStore {
   // No back-off between attempts: the test is about the bound, not the jitter.
-  const cas = { baseDelayMs: 0, maxDelayMs: 0, ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }) };
+  const cas = {
+    baseDelayMs: 0,
+    maxDelayMs: 0,
+    ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
+  };
   return new DocumentStore(storage, {}, cas, options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes });
 }
 
@@ -89,10 +110,12 @@ describe('document store (lib/core/documents.ts)', () => {
       const storage = new LosingStorage();
       const docs = documentStore(storage, { maxAttempts: 7 });
       let calls = 0;
-      const err = await rejection(docs.update<{ n: number }, string>(KEY, (current) => {
-        calls += 1;
-        return { next: { n: (current?.n ?? 0) + 1 }, result: 'written' };
-      }));
+      const err = await rejection(
+        docs.update<{ n: number }, string>(KEY, (current) => {
+          calls += 1;
+          return { next: { n: (current?.n ?? 0) + 1 }, result: 'written' };
+        }),
+      );
       expect(err).to.be.instanceOf(StorageUnavailableError);
       expect((err as StorageUnavailableError).status).to.equal(503);
       expect((err as StorageUnavailableError).code).to.equal('storage-unavailable');
@@ -106,7 +129,9 @@ describe('document store (lib/core/documents.ts)', () => {
       const storage = new LosingStorage();
       await MemoryStorage.prototype.put.call(storage, KEY, Buffer.from('{"n":1}'), { ifNoneMatch: '*' });
       const docs = documentStore(storage, { maxAttempts: 3 });
-      const err = await rejection(docs.update<{ n: number }, void>(KEY, (current) => ({ next: { n: (current?.n ?? 0) + 1 }, result: undefined })));
+      const err = await rejection(
+        docs.update<{ n: number }, void>(KEY, (current) => ({ next: { n: (current?.n ?? 0) + 1 }, result: undefined })),
+      );
       expect(err).to.be.instanceOf(StorageUnavailableError);
       expect(storage.puts).to.equal(3);
       expect(await stored(storage)).to.equal('{"n":1}');
@@ -133,10 +158,12 @@ describe('document store (lib/core/documents.ts)', () => {
       const storage = new MemoryStorage();
       await storage.put(KEY, Buffer.from('{"n": '));
       let calls = 0;
-      const err = await rejection(documentStore(storage).update<{ n: number }, void>(KEY, () => {
-        calls += 1;
-        return { next: { n: 1 }, result: undefined };
-      }));
+      const err = await rejection(
+        documentStore(storage).update<{ n: number }, void>(KEY, () => {
+          calls += 1;
+          return { next: { n: 1 }, result: undefined };
+        }),
+      );
       expect(err).to.be.instanceOf(StorageUnavailableError);
       expect(calls).to.equal(0);
       expect(await stored(storage), 'the corrupt bytes are kept for an operator to inspect').to.equal('{"n": ');
@@ -185,7 +212,7 @@ describe('document store (lib/core/documents.ts)', () => {
   });
 });
 
-describe('DocumentStore.update after a fresh read (a push\'s fence)', () => {
+describe("DocumentStore.update after a fresh read (a push's fence)", () => {
   class CountingGets extends MemoryStorage {
     gets = 0;
     override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
@@ -201,13 +228,26 @@ describe('DocumentStore.update after a fresh read (a push\'s fence)', () => {
     await docs.update<{ n: number }, void>('d.json', () => ({ next: { n: 1 }, result: undefined }));
     await docs.readFresh('d.json');
     const before = storage.gets;
-    await docs.update<{ n: number }, void>('d.json', (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }), {}, { fresh: true });
+    await docs.update<{ n: number }, void>(
+      'd.json',
+      (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }),
+      {},
+      { fresh: true },
+    );
     expect(storage.gets - before).to.equal(0);
     // Another writer changes it after this instance's read: the first attempt's compare-and-swap fails, the
     // second reads storage and applies the change to the current version.
     await docs.readFresh('d.json');
-    await other.update<{ n: number }, void>('d.json', (doc) => ({ next: { n: (doc?.n ?? 0) + 10 }, result: undefined }));
-    await docs.update<{ n: number }, void>('d.json', (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }), {}, { fresh: true });
+    await other.update<{ n: number }, void>('d.json', (doc) => ({
+      next: { n: (doc?.n ?? 0) + 10 },
+      result: undefined,
+    }));
+    await docs.update<{ n: number }, void>(
+      'd.json',
+      (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }),
+      {},
+      { fresh: true },
+    );
     expect((await other.readFresh<{ n: number }>('d.json'))?.value).to.deep.equal({ n: 13 });
   });
 });

@@ -319,11 +319,9 @@ describe('core/release', () => {
       });
 
       it('^1.2.3-rc runs from the pre-release to <2.0.0', () => {
-        expect(matching('^1.2.3-rc', ['1.2.2', '1.2.3-alpha', '1.2.3-rc', '1.2.3', '1.9.0', '2.0.0-rc'])).to.deep.equal([
-          '1.2.3-rc',
-          '1.2.3',
-          '1.9.0',
-        ]);
+        expect(matching('^1.2.3-rc', ['1.2.2', '1.2.3-alpha', '1.2.3-rc', '1.2.3', '1.9.0', '2.0.0-rc'])).to.deep.equal(
+          ['1.2.3-rc', '1.2.3', '1.9.0'],
+        );
       });
 
       it('^1.0.0-rc matches nothing at all', () => {
@@ -334,12 +332,9 @@ describe('core/release', () => {
       });
 
       it('~1.2.3-rc.1 runs from the pre-release to <1.3.0', () => {
-        expect(matching('~1.2.3-rc.1', ['1.2.3-rc.0', '1.2.3-rc.1', '1.2.3-rc.2', '1.2.3', '1.2.9', '1.3.0'])).to.deep.equal([
-          '1.2.3-rc.1',
-          '1.2.3-rc.2',
-          '1.2.3',
-          '1.2.9',
-        ]);
+        expect(
+          matching('~1.2.3-rc.1', ['1.2.3-rc.0', '1.2.3-rc.1', '1.2.3-rc.2', '1.2.3', '1.2.9', '1.3.0']),
+        ).to.deep.equal(['1.2.3-rc.1', '1.2.3-rc.2', '1.2.3', '1.2.9']);
       });
     });
 
@@ -394,7 +389,8 @@ describe('core/release', () => {
         expect(selectRelease('>=0.3-', SECTION5)).to.equal('0.8.0-rc');
         expect(selectRelease('0.5-', SECTION5)).to.equal('0.5.2-rc');
         expect(selectRelease('1.2+', POOL)).to.equal('1.2.4');
-        for (const s of ['1.2-rc', '1-rc', '*-rc', '1.2+b5', '>=1.2-rc']) expectInvalidRelease(() => selectRelease(s, POOL), s);
+        for (const s of ['1.2-rc', '1-rc', '*-rc', '1.2+b5', '>=1.2-rc'])
+          expectInvalidRelease(() => selectRelease(s, POOL), s);
       });
     });
 
@@ -445,8 +441,12 @@ describe('core/release', () => {
       });
 
       it('pre-release precedence decides the winner', () => {
-        expect(selectRelease('>=1.0.0-', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2'])).to.equal('2.0.0-rc.1');
-        expect(selectRelease('<2.0.0-rc', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2'])).to.equal('2.0.0-beta.11');
+        expect(selectRelease('>=1.0.0-', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2'])).to.equal(
+          '2.0.0-rc.1',
+        );
+        expect(selectRelease('<2.0.0-rc', ['2.0.0-alpha', '2.0.0-rc.1', '2.0.0-beta.11', '2.0.0-beta.2'])).to.equal(
+          '2.0.0-beta.11',
+        );
       });
     });
 
@@ -501,7 +501,8 @@ describe('core/release', () => {
 
       it('other whitespace is not removed', () => {
         // deliberate: Python's `$` let the reference accept one trailing "\n" per clause; we reject it
-        for (const s of ['>=\t0.1.0', '>=0.1.0\n', '\n>=0.1.0']) expectInvalidRelease(() => selectRelease(s, SECTION5), s);
+        for (const s of ['>=\t0.1.0', '>=0.1.0\n', '\n>=0.1.0'])
+          expectInvalidRelease(() => selectRelease(s, SECTION5), s);
       });
 
       it('an npm hyphen range "1.0.0 - 2.0.0" is the exact pre-release 1.0.0-2.0.0', () => {
@@ -566,23 +567,31 @@ describe('core/release', () => {
     });
 
     it('never selects an entry that is not valid SemVer', () => {
-        // deliberate: the reference raised ValueError on any invalid stored release
+      // deliberate: the reference raised ValueError on any invalid stored release
       expect(selectRelease('default', ['v9.0.0', '1.0.0', '2.0'])).to.equal('1.0.0');
       expect(selectRelease('>=0.0.0', ['v9.0.0'])).to.equal(null);
     });
   });
 
-  describe('bounds (issue 12: unbounded releases blocked the event loop and broke clients\' headers)', () => {
+  describe("bounds (issue 12: unbounded releases blocked the event loop and broke clients' headers)", () => {
     it('accepts a release of exactly MAX_RELEASE_LENGTH characters and refuses one more', () => {
       const longest = `1.0.0+${'a'.repeat(MAX_RELEASE_LENGTH - 6)}`;
       expect(longest.length).to.equal(MAX_RELEASE_LENGTH);
       expect(parseRelease(longest)).to.equal(longest);
-      const err = expectInvalidRelease(() => parseRelease(`${longest}a`), `1.0.0+${'a'.repeat(26)}... (257 characters)`);
+      const err = expectInvalidRelease(
+        () => parseRelease(`${longest}a`),
+        `1.0.0+${'a'.repeat(26)}... (257 characters)`,
+      );
       expect(err.message).to.match(/longer than 256 characters/);
     });
 
     it('refuses numbers above Number.MAX_SAFE_INTEGER in major, minor, patch and numeric pre-release identifiers', () => {
-      for (const v of ['9007199254740992.0.0', '0.9007199254740992.0', '0.0.99999999999999999999', '1.0.0-rc.9007199254740992']) {
+      for (const v of [
+        '9007199254740992.0.0',
+        '0.9007199254740992.0',
+        '0.0.99999999999999999999',
+        '1.0.0-rc.9007199254740992',
+      ]) {
         expect(isExactRelease(v), v).to.equal(false);
         expect(expectInvalidRelease(() => parseRelease(v), v).message).to.match(/larger than 9007199254740991/);
       }

@@ -1,15 +1,37 @@
 import { expect } from 'chai';
 import {
-  allReleases, applyFlush, deleteRecord, hasReleases, INLINE_MAX, isLiveDoc, LIVE, mediaOf, Segments, SegmentsNotLoaded, setRecord,
+  allReleases,
+  applyFlush,
+  deleteRecord,
+  hasReleases,
+  INLINE_MAX,
+  isLiveDoc,
+  LIVE,
+  mediaOf,
+  Segments,
+  SegmentsNotLoaded,
+  setRecord,
 } from '../../lib/core/segments.js';
 import type { ManifestRecord, PackageDoc } from '../../lib/core/registry.js';
 import { MemoryStorage } from '../../lib/index.js';
 
 /** The segment layout's own rules (lib/core/segments.ts), on documents built by hand. */
-const record = (digest: string): ManifestRecord => ({ digest: digest.repeat(64), size: 1, created_at: '2026-01-01T00:00:00.000Z', metadata: null });
+const record = (digest: string): ManifestRecord => ({
+  digest: digest.repeat(64),
+  size: 1,
+  created_at: '2026-01-01T00:00:00.000Z',
+  metadata: null,
+});
 
 function doc(releases: PackageDoc['releases'] = {}): PackageDoc {
-  return { namespace: 'ns', name: 'app', created_at: '2026-01-01T00:00:00.000Z', visibility: 'public', releases, channels: {} };
+  return {
+    namespace: 'ns',
+    name: 'app',
+    created_at: '2026-01-01T00:00:00.000Z',
+    visibility: 'public',
+    releases,
+    channels: {},
+  };
 }
 
 function fullDoc(count: number): PackageDoc {
@@ -72,7 +94,7 @@ describe('release segments: the layout rules', () => {
     expect(await reader.referenced(d)).to.have.property('size', 1);
   });
 
-  it('answers liveness from the view\'s mark without building releases', () => {
+  it("answers liveness from the view's mark without building releases", () => {
     const marked = { releases: {} } as { releases: object; [LIVE]?: boolean };
     expect(isLiveDoc(marked)).to.equal(false);
     marked[LIVE] = true;

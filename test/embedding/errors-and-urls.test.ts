@@ -11,11 +11,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import Koa from 'koa';
 import createHttpError from 'http-errors';
-import { createApprRouter, FsStorage, MemoryStorage, StorageUnavailableError, type ApprRouterOptions, type StorageAdapter } from '../../lib/index.js';
+import {
+  createApprRouter,
+  FsStorage,
+  MemoryStorage,
+  StorageUnavailableError,
+  type ApprRouterOptions,
+  type StorageAdapter,
+} from '../../lib/index.js';
 import { listen, type TestServer } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
 
-async function host(options: Partial<ApprRouterOptions> & { proxy?: boolean } = {}): Promise<{ server: TestServer; app: Koa; errors: unknown[] }> {
+async function host(
+  options: Partial<ApprRouterOptions> & { proxy?: boolean } = {},
+): Promise<{ server: TestServer; app: Koa; errors: unknown[] }> {
   const { proxy, ...rest } = options;
   const app = new Koa();
   if (proxy) app.proxy = true;
@@ -31,11 +40,19 @@ async function host(options: Partial<ApprRouterOptions> & { proxy?: boolean } = 
 /** A store whose every operation fails the way a real backend's errors read: with paths and bucket names. */
 function brokenStorage(): StorageAdapter {
   const fail = async (): Promise<never> => {
-    throw new StorageUnavailableError('GET s3://secret-bucket/registry/packages/acme/app.json: connect ECONNREFUSED 10.0.0.7:7480');
+    throw new StorageUnavailableError(
+      'GET s3://secret-bucket/registry/packages/acme/app.json: connect ECONNREFUSED 10.0.0.7:7480',
+    );
   };
   const storage = new MemoryStorage();
   return Object.assign(Object.create(storage) as StorageAdapter, {
-    get: fail, put: fail, putStream: fail, getStream: fail, head: fail, delete: fail, list: fail,
+    get: fail,
+    put: fail,
+    putStream: fail,
+    getStream: fail,
+    head: fail,
+    delete: fail,
+    list: fail,
   });
 }
 
@@ -43,7 +60,11 @@ describe('errors as a host app sees them', () => {
   it('answers a storage failure 503 with the table message only, and hands the details to app.on("error")', async () => {
     const { server, errors } = await host({ storage: brokenStorage() });
     try {
-      for (const path of ['/api/v1/packages', '/api/v1/packages/acme/app', '/api/v1/packages/acme/app/1.0.0/helm/pull']) {
+      for (const path of [
+        '/api/v1/packages',
+        '/api/v1/packages/acme/app',
+        '/api/v1/packages/acme/app/1.0.0/helm/pull',
+      ]) {
         const res = await server.request('GET', path);
         expect(res.status).to.equal(503);
         expect(res.json).to.deep.equal({ code: 'storage-unavailable', message: 'Storage unavailable', details: {} });
@@ -68,49 +89,54 @@ describe('errors as a host app sees them', () => {
     }
   });
 
-  for (const kind of ['memory', 'fs'] as const) it(`does not report a client that aborts a pull as an error (${kind})`, async () => {
-    const root = await mkdtemp(join(tmpdir(), 'koa-appr-abort-'));
-    const storage = kind === 'memory' ? new MemoryStorage() : new FsStorage({ root });
-    const seen: unknown[] = [];
-    const { server, errors } = await host({ storage, onError: (err) => seen.push(err) });
-    try {
-      const big = Buffer.alloc(8 * 1024 * 1024);
-      for (let i = 0; i < big.length; i += 1) big[i] = (i * 2654435761) >>> 24;
-      const blob = await makeTarGz({ 'big/data.bin': big });
-      const push = await server.request('POST', '/api/v1/packages/acme/big', { json: { release: '1.0.0', blob: blob.toString('base64') } });
-      expect(push.status).to.equal(200);
-      for (const suffix of ['', '/json']) {
-        await new Promise<void>((resolve, reject) => {
-          const url = new URL(`${server.base}/api/v1/packages/acme/big/1.0.0/kpm/pull${suffix}`);
-          const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname }, (res) => {
-            res.once('data', () => {
-              req.destroy();
-              resolve();
-            });
-          });
-          req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err)));
-          req.end();
+  for (const kind of ['memory', 'fs'] as const)
+    it(`does not report a client that aborts a pull as an error (${kind})`, async () => {
+      const root = await mkdtemp(join(tmpdir(), 'koa-appr-abort-'));
+      const storage = kind === 'memory' ? new MemoryStorage() : new FsStorage({ root });
+      const seen: unknown[] = [];
+      const { server, errors } = await host({ storage, onError: (err) => seen.push(err) });
+      try {
+        const big = Buffer.alloc(8 * 1024 * 1024);
+        for (let i = 0; i < big.length; i += 1) big[i] = (i * 2654435761) >>> 24;
+        const blob = await makeTarGz({ 'big/data.bin': big });
+        const push = await server.request('POST', '/api/v1/packages/acme/big', {
+          json: { release: '1.0.0', blob: blob.toString('base64') },
         });
+        expect(push.status).to.equal(200);
+        for (const suffix of ['', '/json']) {
+          await new Promise<void>((resolve, reject) => {
+            const url = new URL(`${server.base}/api/v1/packages/acme/big/1.0.0/kpm/pull${suffix}`);
+            const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname }, (res) => {
+              res.once('data', () => {
+                req.destroy();
+                resolve();
+              });
+            });
+            req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err)));
+            req.end();
+          });
+        }
+        await sleep(300);
+        expect(seen).to.deep.equal([]);
+        expect(errors).to.deep.equal([]);
+        // And the server is fine afterwards.
+        expect((await server.request('GET', '/version')).status).to.equal(200);
+      } finally {
+        await server.close();
+        await rm(root, { recursive: true, force: true });
       }
-      await sleep(300);
-      expect(seen).to.deep.equal([]);
-      expect(errors).to.deep.equal([]);
-      // And the server is fine afterwards.
-      expect((await server.request('GET', '/version')).status).to.equal(200);
-    } finally {
-      await server.close();
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    });
 
   it("keeps the status, message and headers of a host hook's ctx.throw() and http-errors", async () => {
     const { server } = await host({
       auth: {
         identify: (ctx, credentials) => {
-          if (credentials?.token === 'expired') ctx.throw(401, 'Token expired', { headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } });
+          if (credentials?.token === 'expired')
+            ctx.throw(401, 'Token expired', { headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } });
           if (credentials?.token === 'plain') ctx.throw(401);
           if (credentials?.token === 'banned') throw createHttpError(403, 'You are banned');
-          if (credentials?.token === 'slow') throw createHttpError(429, 'Slow down', { headers: { 'Retry-After': '7' } });
+          if (credentials?.token === 'slow')
+            throw createHttpError(429, 'Slow down', { headers: { 'Retry-After': '7' } });
           if (credentials?.token === 'gone') ctx.throw(404);
           return { name: 'someone' };
         },
@@ -118,7 +144,12 @@ describe('errors as a host app sees them', () => {
     });
     // 429 has its own entry in the error table (too-many-requests): status, message and Retry-After are kept.
     const cases: [token: string, status: number, body: Record<string, string>, header?: [string, string | RegExp]][] = [
-      ['expired', 401, { code: 'unauthorized-access', message: 'Token expired' }, ['www-authenticate', 'Bearer error="invalid_token"']],
+      [
+        'expired',
+        401,
+        { code: 'unauthorized-access', message: 'Token expired' },
+        ['www-authenticate', 'Bearer error="invalid_token"'],
+      ],
       ['plain', 401, { code: 'unauthorized-access' }, ['www-authenticate', /^Basic realm=/]],
       ['banned', 403, { code: 'forbidden', message: 'You are banned' }],
       ['slow', 429, { code: 'too-many-requests', message: 'Slow down' }, ['retry-after', '7']],
@@ -141,9 +172,10 @@ describe('errors as a host app sees them', () => {
 
   it('lets onResponseError replace an error response, and keeps ours when it returns undefined', async () => {
     const { server } = await host({
-      onResponseError: (err) => (err.code === 'package-not-found'
-        ? { status: 410, body: { gone: err.details.package }, headers: { 'X-Portal': 'remapped' } }
-        : undefined),
+      onResponseError: (err) =>
+        err.code === 'package-not-found'
+          ? { status: 410, body: { gone: err.details.package }, headers: { 'X-Portal': 'remapped' } }
+          : undefined,
     });
     try {
       const remapped = await server.request('GET', '/api/v1/packages/acme/none');
@@ -167,10 +199,17 @@ describe('absolute URLs behind proxies', () => {
   it('uses publicUrl for discovery and the discovery page, whatever the request headers say', async () => {
     const { server } = await host({ publicUrl: 'https://registry.example.com/portal/cnr/', proxy: true });
     try {
-      const headers = { Host: 'evil.example', 'X-Forwarded-Host': 'evil2.example', 'X-Forwarded-Prefix': '/x', Forwarded: 'host=evil3.example' };
+      const headers = {
+        Host: 'evil.example',
+        'X-Forwarded-Host': 'evil2.example',
+        'X-Forwarded-Prefix': '/x',
+        Forwarded: 'host=evil3.example',
+      };
       expect((await discovery(server, headers)).json.uri_prefix).to.equal('https://registry.example.com/portal/cnr');
       const html = (await page(server, headers)).text;
-      expect(html).to.contain('content="registry.example.com/{name} https://registry.example.com/portal/cnr/api/v1/packages/{name}/pull"');
+      expect(html).to.contain(
+        'content="registry.example.com/{name} https://registry.example.com/portal/cnr/api/v1/packages/{name}/pull"',
+      );
       expect(html).not.to.contain('evil');
     } finally {
       await server.close();
@@ -178,14 +217,23 @@ describe('absolute URLs behind proxies', () => {
   });
 
   it('honours Forwarded and X-Forwarded-Prefix only when the app trusts its proxy', async () => {
-    const headers = { Forwarded: 'for=10.1.2.3;proto=https;host="registry.example.com", for=10.9.9.9', 'X-Forwarded-Prefix': '/tools/' };
+    const headers = {
+      Forwarded: 'for=10.1.2.3;proto=https;host="registry.example.com", for=10.9.9.9',
+      'X-Forwarded-Prefix': '/tools/',
+    };
     const trusted = await host({ proxy: true });
     const untrusted = await host();
     try {
-      expect((await discovery(trusted.server, headers)).json.uri_prefix).to.equal('https://registry.example.com/tools/cnr');
-      expect((await page(trusted.server, headers)).text).to.contain('https://registry.example.com/tools/cnr/api/v1/packages/{name}/pull');
-      expect((await discovery(trusted.server, { 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'r.example' })).json.uri_prefix)
-        .to.equal('https://r.example/cnr');
+      expect((await discovery(trusted.server, headers)).json.uri_prefix).to.equal(
+        'https://registry.example.com/tools/cnr',
+      );
+      expect((await page(trusted.server, headers)).text).to.contain(
+        'https://registry.example.com/tools/cnr/api/v1/packages/{name}/pull',
+      );
+      expect(
+        (await discovery(trusted.server, { 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'r.example' })).json
+          .uri_prefix,
+      ).to.equal('https://r.example/cnr');
       expect((await discovery(untrusted.server, headers)).json.uri_prefix).to.equal(`${untrusted.server.url}/cnr`);
     } finally {
       await trusted.server.close();
@@ -205,7 +253,10 @@ describe('absolute URLs behind proxies', () => {
 
   it('refuses a publicUrl that is not an absolute http(s) URL, at start-up', () => {
     for (const publicUrl of ['registry.example.com', 'ftp://x.example', 'https://x.example/?a=1', '/cnr']) {
-      expect(() => createApprRouter({ storage: new MemoryStorage(), publicUrl }), publicUrl).to.throw(TypeError, /publicUrl/);
+      expect(() => createApprRouter({ storage: new MemoryStorage(), publicUrl }), publicUrl).to.throw(
+        TypeError,
+        /publicUrl/,
+      );
     }
   });
 });

@@ -21,10 +21,23 @@ type RouterClass = typeof Router;
 const ROUTERS: Record<string, RouterClass> = { 12: Router12, 13: Router13, 14: Router14, 15: Router };
 
 type Parser = 'none' | 'koa-bodyparser before' | 'koa-body before' | 'koa-bodyparser after';
-type Mount = 'top-level' | 'nested in router 12' | 'nested in router 13' | 'nested in router 14' | 'nested in router 15' | "prefix ''";
+type Mount =
+  | 'top-level'
+  | 'nested in router 12'
+  | 'nested in router 13'
+  | 'nested in router 14'
+  | 'nested in router 15'
+  | "prefix ''";
 
 const PARSERS: Parser[] = ['none', 'koa-bodyparser before', 'koa-body before', 'koa-bodyparser after'];
-const MOUNTS: Mount[] = ['top-level', 'nested in router 12', 'nested in router 13', 'nested in router 14', 'nested in router 15', "prefix ''"];
+const MOUNTS: Mount[] = [
+  'top-level',
+  'nested in router 12',
+  'nested in router 13',
+  'nested in router 14',
+  'nested in router 15',
+  "prefix ''",
+];
 
 function parserMiddleware(parser: Parser): Koa.Middleware {
   // The hosts' usual settings: their own default limits (1 MB JSON), nothing tuned for the registry.
@@ -42,8 +55,12 @@ async function hostApp(koa: '3' | '2', parser: Parser, mount: Mount): Promise<{ 
 
   // Host routes registered before the registry, under its prefix and elsewhere.
   const before = new HostRouter();
-  before.get(`${base}/status`, (ctx) => { ctx.body = { host: 'before' }; });
-  before.get('/api/host-before', (ctx) => { ctx.body = { host: 'before' }; });
+  before.get(`${base}/status`, (ctx) => {
+    ctx.body = { host: 'before' };
+  });
+  before.get('/api/host-before', (ctx) => {
+    ctx.body = { host: 'before' };
+  });
   app.use(before.routes()).use(before.allowedMethods());
 
   const appr = createApprRouter({
@@ -63,9 +80,15 @@ async function hostApp(koa: '3' | '2', parser: Parser, mount: Mount): Promise<{ 
 
   // Host routes registered after the registry: the registry must leave their paths alone.
   const after = new HostRouter();
-  after.get(`${base}/status-after`, (ctx) => { ctx.body = { host: 'after' }; });
-  after.post(`${base}/echo-after`, (ctx) => { ctx.body = { host: 'after', body: (ctx.request as { body?: unknown }).body ?? null }; });
-  after.get('/api/host-after', (ctx) => { ctx.body = { host: 'after' }; });
+  after.get(`${base}/status-after`, (ctx) => {
+    ctx.body = { host: 'after' };
+  });
+  after.post(`${base}/echo-after`, (ctx) => {
+    ctx.body = { host: 'after', body: (ctx.request as { body?: unknown }).body ?? null };
+  });
+  after.get('/api/host-after', (ctx) => {
+    ctx.body = { host: 'after' };
+  });
   app.use(after.routes()).use(after.allowedMethods());
   return { server: await listen(app), base };
 }
@@ -99,10 +122,14 @@ describe('the registry in a host app', function () {
             expect(pulled.status).to.equal(200);
             expect(pulled.bytes.equals(blob)).to.equal(true);
 
-            const login = await req('POST', '/api/v1/users/login', { json: { user: { username: 'alice', password: 'secret' } } });
+            const login = await req('POST', '/api/v1/users/login', {
+              json: { user: { username: 'alice', password: 'secret' } },
+            });
             expect(login.status, login.text).to.equal(200);
             expect(login.json).to.deep.equal({ token: 'token-alice' });
-            const badLogin = await req('POST', '/api/v1/users/login', { json: { user: { username: 'alice', password: 'nope' } } });
+            const badLogin = await req('POST', '/api/v1/users/login', {
+              json: { user: { username: 'alice', password: 'nope' } },
+            });
             expect(badLogin.status).to.equal(401);
             expect(badLogin.json.code).to.equal('unauthorized-access');
 
@@ -113,7 +140,9 @@ describe('the registry in a host app', function () {
             const wrongMethod = await req('POST', '/version');
             expect(wrongMethod.status).to.equal(405);
             expect(wrongMethod.json.code).to.equal('method-not-allowed');
-            expect(wrongMethod.headers.get('allow')).to.match(/\bGET\b/).and.match(/\bOPTIONS\b/);
+            expect(wrongMethod.headers.get('allow'))
+              .to.match(/\bGET\b/)
+              .and.match(/\bOPTIONS\b/);
 
             const preflight = await req('OPTIONS', '/api/v1/packages', {
               headers: { Origin: 'https://portal.example', 'Access-Control-Request-Method': 'GET' },
@@ -128,11 +157,18 @@ describe('the registry in a host app', function () {
             expect(discovery.json).to.deep.equal({ version: '0.7.4', uri_prefix: `${server.url}${base}` });
             if (mount.startsWith('nested')) {
               // The parent's copy of the discovery route sits at the wrong place and must not answer there.
-              expect((await server.requestRoot('GET', '/portal/.well-known/app-registry-uri.json')).status).to.equal(404);
+              expect((await server.requestRoot('GET', '/portal/.well-known/app-registry-uri.json')).status).to.equal(
+                404,
+              );
             }
 
             // The host's routes, before and after the registry, under its prefix and beside it.
-            for (const [path, host] of [[`${base}/status`, 'before'], [`${base}/status-after`, 'after'], ['/api/host-before', 'before'], ['/api/host-after', 'after']]) {
+            for (const [path, host] of [
+              [`${base}/status`, 'before'],
+              [`${base}/status-after`, 'after'],
+              ['/api/host-before', 'before'],
+              ['/api/host-after', 'after'],
+            ]) {
               const res = await server.requestRoot('GET', path as string);
               expect(res.status, `${path}: ${res.text}`).to.equal(200);
               expect(res.json).to.deep.equal({ host });

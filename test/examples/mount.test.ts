@@ -35,10 +35,10 @@ describe('examples/mount: the registry inside an existing Koa app', () => {
 
   it('answers registry routes and registry errors in the appr JSON format', async () => {
     const version = await fetch(`${base}/cnr/version`);
-    expect((await version.json() as Record<string, string>)['appr-api']).to.equal('0.7.4');
+    expect(((await version.json()) as Record<string, string>)['appr-api']).to.equal('0.7.4');
     const missing = await fetch(`${base}/cnr/api/v1/packages/nosuch/pkg`);
     expect(missing.status).to.equal(404);
-    expect((await missing.json() as { code: string }).code).to.equal('package-not-found');
+    expect(((await missing.json()) as { code: string }).code).to.equal('package-not-found');
   });
 
   it('does not claim host paths outside its prefix', async () => {

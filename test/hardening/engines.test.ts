@@ -10,7 +10,8 @@ import { expect } from 'chai';
 
 const root = process.cwd();
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
-  engines: { node: string }; devDependencies: Record<string, string>;
+  engines: { node: string };
+  devDependencies: Record<string, string>;
 };
 
 /** The lowest version a `>=X.Y.Z` (or `>=X.Y`, `>=X`) range admits; other forms are not expected here. */
@@ -49,8 +50,10 @@ describe('engines: the S3 SDK we pin supports our Node floor', () => {
     for (const path of packages) {
       const { name, engines } = JSON.parse(readFileSync(path, 'utf8')) as { name: string; engines?: { node?: string } };
       if (!engines?.node) continue;
-      expect(atMost(floor(engines.node), ours), `${name} needs Node ${engines.node}, engines says ${pkg.engines.node}`)
-        .to.equal(true);
+      expect(
+        atMost(floor(engines.node), ours),
+        `${name} needs Node ${engines.node}, engines says ${pkg.engines.node}`,
+      ).to.equal(true);
     }
   });
 });

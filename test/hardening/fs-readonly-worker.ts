@@ -12,7 +12,10 @@ import { makeTarGz } from '../helpers/blobs.js';
 const root = process.argv[2] ?? '';
 const app = new Koa();
 const logged: string[] = [];
-const router = createApprRouter({ storage: new FsStorage({ root }), onError: (err) => logged.push((err as Error).message) });
+const router = createApprRouter({
+  storage: new FsStorage({ root }),
+  onError: (err) => logged.push((err as Error).message),
+});
 app.use(router.routes()).use(router.allowedMethods());
 const server = await listen(app);
 const answers: Record<string, { status: number; json: unknown }> = {};
@@ -23,7 +26,11 @@ const ask = async (label: string, method: string, path: string, json?: unknown) 
 await ask('list', 'GET', '');
 await ask('show', 'GET', '/ns/app/1.0.0/helm');
 await ask('pull', 'GET', '/ns/app/1.0.0/helm/pull');
-await ask('push', 'POST', '/ns/app', { release: '2.0.0', media_type: 'helm', blob: (await makeTarGz()).toString('base64') });
+await ask('push', 'POST', '/ns/app', {
+  release: '2.0.0',
+  media_type: 'helm',
+  blob: (await makeTarGz()).toString('base64'),
+});
 await ask('delete', 'DELETE', '/ns/app/1.0.0/helm');
 await ask('show-after', 'GET', '/ns/app/1.0.0/helm');
 await server.close();

@@ -41,11 +41,23 @@ describe('hardening: FsStorage on a read-only data directory', function () {
   });
 
   it('serves list, show and pull, and answers push and delete 503 storage-unavailable saying why', async () => {
-    const script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && touch "$1/probe" 2>/dev/null && exit 9; ' +
+    const script =
+      'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && touch "$1/probe" 2>/dev/null && exit 9; ' +
       'exec node --import tsx "$2" "$1"';
-    const { stdout } = await run('unshare', ['--mount', '--propagation', 'private', 'bash', '-c', script, 'ro', root, WORKER]);
+    const { stdout } = await run('unshare', [
+      '--mount',
+      '--propagation',
+      'private',
+      'bash',
+      '-c',
+      script,
+      'ro',
+      root,
+      WORKER,
+    ]);
     const { answers, logged } = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as {
-      answers: Record<string, { status: number; json: any }>; logged: string[];
+      answers: Record<string, { status: number; json: any }>;
+      logged: string[];
     };
     expect(answers.list!.status).to.equal(200);
     expect(answers.list!.json.map((p: { name: string }) => p.name)).to.deep.equal(['ns/app']);
@@ -58,7 +70,8 @@ describe('hardening: FsStorage on a read-only data directory', function () {
     }
     // 5xx bodies carry only the error table's message; the reason goes to the host's log (onError).
     expect(logged).to.have.length(2);
-    for (const message of logged) expect(message).to.match(/the data directory is read-only: reads are served, writes are refused/);
+    for (const message of logged)
+      expect(message).to.match(/the data directory is read-only: reads are served, writes are refused/);
     expect(answers['show-after']!.status).to.equal(200);
   });
 });

@@ -27,33 +27,54 @@ async function withUserStore(): Promise<RegistryServer> {
   return startRegistry({ auth: new UserStore(await users()).hooks() });
 }
 
-async function push(server: RegistryServer, auth: string, release: string, extra: Record<string, unknown> = {}, files?: Record<string, string>) {
+async function push(
+  server: RegistryServer,
+  auth: string,
+  release: string,
+  extra: Record<string, unknown> = {},
+  files?: Record<string, string>,
+) {
   const blob = (await makeTarGz(files)).toString('base64');
-  return server.api('POST', '/api/v1/packages/alice/app', { auth, json: { release, media_type: 'helm', blob, ...extra } });
+  return server.api('POST', '/api/v1/packages/alice/app', {
+    auth,
+    json: { release, media_type: 'helm', blob, ...extra },
+  });
 }
 
-describe('hardening: a package\'s visibility survives the deletion of all its releases', () => {
+describe("hardening: a package's visibility survives the deletion of all its releases", () => {
   let server: RegistryServer;
-  beforeEach(async () => { server = await withUserStore(); });
+  beforeEach(async () => {
+    server = await withUserStore();
+  });
   afterEach(() => server.close());
 
   async function privateThenEmptied(): Promise<string> {
     expect((await push(server, ALICE, '1.0.0', {}, { 'secret.txt': 'password=hunter2' })).status).to.equal(200);
-    expect((await server.api('POST', '/api/v1/packages/alice/app/visibility', { auth: ALICE, json: { visibility: 'private' } })).status)
-      .to.equal(200);
-    const digest = (await server.api('GET', '/api/v1/packages/alice/app/1.0.0/helm', { auth: ALICE })).json.content.digest as string;
+    expect(
+      (
+        await server.api('POST', '/api/v1/packages/alice/app/visibility', {
+          auth: ALICE,
+          json: { visibility: 'private' },
+        })
+      ).status,
+    ).to.equal(200);
+    const digest = (await server.api('GET', '/api/v1/packages/alice/app/1.0.0/helm', { auth: ALICE })).json.content
+      .digest as string;
     expect((await server.api('DELETE', '/api/v1/packages/alice/app/1.0.0/helm', { auth: ALICE })).status).to.equal(200);
     return digest;
   }
 
-  it('a writer\'s push after the last delete leaves the package private, and the old blob stays private', async () => {
+  it("a writer's push after the last delete leaves the package private, and the old blob stays private", async () => {
     const digest = await privateThenEmptied();
     const again = await push(server, WRITER, '1.0.1');
     expect(again.status, again.text).to.equal(200);
     expect((await server.api('GET', '/api/v1/packages/alice/app')).status).to.equal(401);
     expect((await server.api('GET', `/api/v1/packages/alice/app/blobs/sha256/${digest}`)).status).to.equal(401);
     expect((await server.api('GET', '/api/v1/packages')).json).to.deep.equal([]);
-    const listed = (await server.api('GET', '/api/v1/packages', { auth: ALICE })).json as { name: string; visibility: string }[];
+    const listed = (await server.api('GET', '/api/v1/packages', { auth: ALICE })).json as {
+      name: string;
+      visibility: string;
+    }[];
     expect(listed.map((p) => [p.name, p.visibility])).to.deep.equal([['alice/app', 'private']]);
   });
 
@@ -74,11 +95,20 @@ describe('hardening: a package\'s visibility survives the deletion of all its re
 
   it('changing visibility needs admin: a writer gets 403, the owner of an emptied package gets 404', async () => {
     expect((await push(server, ALICE, '1.0.0')).status).to.equal(200);
-    const byWriter = await server.api('POST', '/api/v1/packages/alice/app/visibility', { auth: WRITER, json: { visibility: 'private' } });
+    const byWriter = await server.api('POST', '/api/v1/packages/alice/app/visibility', {
+      auth: WRITER,
+      json: { visibility: 'private' },
+    });
     expect(byWriter.status).to.equal(403);
     await server.api('DELETE', '/api/v1/packages/alice/app/1.0.0/helm', { auth: ALICE });
-    expect((await server.api('POST', '/api/v1/packages/alice/app/visibility', { auth: WRITER, json: { visibility: 'public' } })).status)
-      .to.equal(403);
+    expect(
+      (
+        await server.api('POST', '/api/v1/packages/alice/app/visibility', {
+          auth: WRITER,
+          json: { visibility: 'public' },
+        })
+      ).status,
+    ).to.equal(403);
   });
 
   it('a caller who may only create packages cannot take over an emptied one', async () => {
@@ -90,23 +120,34 @@ describe('hardening: a package\'s visibility survives the deletion of all its re
     };
     server = await startRegistry({ auth: hooks });
     const blob = (await makeTarGz()).toString('base64');
-    const as = (who: string, release: string) => server.api('POST', '/api/v1/packages/alice/app', {
-      auth: `Bearer ${who}`, json: { release, media_type: 'helm', blob },
-    });
+    const as = (who: string, release: string) =>
+      server.api('POST', '/api/v1/packages/alice/app', {
+        auth: `Bearer ${who}`,
+        json: { release, media_type: 'helm', blob },
+      });
     expect((await as('owner', '1.0.0')).status).to.equal(200);
-    expect((await server.api('DELETE', '/api/v1/packages/alice/app/1.0.0/helm', { auth: 'Bearer owner' })).status).to.equal(200);
+    expect(
+      (await server.api('DELETE', '/api/v1/packages/alice/app/1.0.0/helm', { auth: 'Bearer owner' })).status,
+    ).to.equal(200);
     expect((await as('creator', '2.0.0')).status).to.equal(403);
     expect((await as('creator', '2.0.0')).json.code).to.equal('forbidden');
     // A package that never existed is still the creator's to create.
-    expect((await server.api('POST', '/api/v1/packages/alice/new', {
-      auth: 'Bearer creator', json: { release: '1.0.0', media_type: 'helm', blob },
-    })).status).to.equal(200);
+    expect(
+      (
+        await server.api('POST', '/api/v1/packages/alice/new', {
+          auth: 'Bearer creator',
+          json: { release: '1.0.0', media_type: 'helm', blob },
+        })
+      ).status,
+    ).to.equal(200);
   });
 });
 
 describe('hardening: purging a blob (DELETE .../blobs/sha256/{digest}, admin)', () => {
   let server: RegistryServer;
-  beforeEach(async () => { server = await withUserStore(); });
+  beforeEach(async () => {
+    server = await withUserStore();
+  });
   afterEach(() => server.close());
 
   const digestOf = async (release: string): Promise<string> =>
@@ -129,8 +170,13 @@ describe('hardening: purging a blob (DELETE .../blobs/sha256/{digest}, admin)', 
     const purged = await server.api('DELETE', path, { auth: ALICE });
     expect(purged.status, purged.text).to.equal(200);
     expect(purged.json).to.deep.equal({
-      status: 'purged', package: 'alice/app', digest,
-      releases: [{ release: '1.0.0', media_type: 'helm' }, { release: '1.0.1', media_type: 'helm' }],
+      status: 'purged',
+      package: 'alice/app',
+      digest,
+      releases: [
+        { release: '1.0.0', media_type: 'helm' },
+        { release: '1.0.1', media_type: 'helm' },
+      ],
     });
     expect((await server.api('GET', path)).status).to.equal(404);
     expect((await server.api('GET', '/api/v1/packages/alice/app/1.0.0/helm/pull')).status).to.equal(404);
@@ -152,7 +198,9 @@ describe('hardening: purging a blob (DELETE .../blobs/sha256/{digest}, admin)', 
   });
 
   it('answers 404 JSON for a digest the package never had, and a malformed one', async () => {
-    const absent = await server.api('DELETE', `/api/v1/packages/alice/app/blobs/sha256/${'0'.repeat(64)}`, { auth: ALICE });
+    const absent = await server.api('DELETE', `/api/v1/packages/alice/app/blobs/sha256/${'0'.repeat(64)}`, {
+      auth: ALICE,
+    });
     expect(absent.status).to.equal(404);
     expect(absent.json.code).to.equal('package-not-found');
     const malformed = await server.api('DELETE', '/api/v1/packages/alice/app/blobs/sha256/xyz', { auth: ALICE });

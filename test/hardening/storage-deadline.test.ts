@@ -34,13 +34,34 @@ class PausableStorage extends MemoryStorage {
   async #gate(): Promise<void> {
     if (this.paused) await new Promise<void>((resolve) => this.#waiting.push(resolve));
   }
-  override async get(...args: Parameters<MemoryStorage['get']>) { await this.#gate(); return super.get(...args); }
-  override async put(...args: Parameters<MemoryStorage['put']>) { await this.#gate(); return super.put(...args); }
-  override async putStream(...args: Parameters<MemoryStorage['putStream']>) { await this.#gate(); return super.putStream(...args); }
-  override async getStream(...args: Parameters<MemoryStorage['getStream']>) { await this.#gate(); return super.getStream(...args); }
-  override async head(...args: Parameters<MemoryStorage['head']>) { await this.#gate(); return super.head(...args); }
-  override async delete(...args: Parameters<MemoryStorage['delete']>) { await this.#gate(); return super.delete(...args); }
-  override async list(...args: Parameters<MemoryStorage['list']>) { await this.#gate(); return super.list(...args); }
+  override async get(...args: Parameters<MemoryStorage['get']>) {
+    await this.#gate();
+    return super.get(...args);
+  }
+  override async put(...args: Parameters<MemoryStorage['put']>) {
+    await this.#gate();
+    return super.put(...args);
+  }
+  override async putStream(...args: Parameters<MemoryStorage['putStream']>) {
+    await this.#gate();
+    return super.putStream(...args);
+  }
+  override async getStream(...args: Parameters<MemoryStorage['getStream']>) {
+    await this.#gate();
+    return super.getStream(...args);
+  }
+  override async head(...args: Parameters<MemoryStorage['head']>) {
+    await this.#gate();
+    return super.head(...args);
+  }
+  override async delete(...args: Parameters<MemoryStorage['delete']>) {
+    await this.#gate();
+    return super.delete(...args);
+  }
+  override async list(...args: Parameters<MemoryStorage['list']>) {
+    await this.#gate();
+    return super.list(...args);
+  }
 }
 
 async function deadlineError(promise: Promise<unknown>): Promise<StorageUnavailableError> {
@@ -208,13 +229,20 @@ describe('storage deadline against a frozen Ceph RGW (kill -STOP radosgw)', func
     const e = env!;
     // The SDK alone would wait 3 x 60 s: only the registry's deadline can answer sooner.
     const client = new S3Client({
-      endpoint: e.AWS_ENDPOINT_URL_S3!, region: e.AWS_REGION ?? 'us-east-1', forcePathStyle: true, maxAttempts: 3,
+      endpoint: e.AWS_ENDPOINT_URL_S3!,
+      region: e.AWS_REGION ?? 'us-east-1',
+      forcePathStyle: true,
+      maxAttempts: 3,
       credentials: { accessKeyId: e.AWS_ACCESS_KEY_ID!, secretAccessKey: e.AWS_SECRET_ACCESS_KEY! },
-      requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: { connectionTimeout: 60_000, socketTimeout: 60_000 },
     });
     const storage = new S3Storage({
-      client, bucket: e.APPR_TEST_S3_BUCKET ?? 'appr-test', prefix: uniqueS3Prefix('deadline'), ifMatchUnquoted: true,
+      client,
+      bucket: e.APPR_TEST_S3_BUCKET ?? 'appr-test',
+      prefix: uniqueS3Prefix('deadline'),
+      ifMatchUnquoted: true,
       ownsClient: true,
     });
     const errors: Error[] = [];

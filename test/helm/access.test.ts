@@ -18,7 +18,10 @@ async function userFile(anonymousRead: boolean): Promise<UserFile> {
     anonymousRead,
     secret: 'helm-test-secret-0123456789',
     users: {
-      owner: { password: await hashPassword(owner.password, FAST), roles: { acme: 'write', vault: 'write', empty: 'write' } },
+      owner: {
+        password: await hashPassword(owner.password, FAST),
+        roles: { acme: 'write', vault: 'write', empty: 'write' },
+      },
       reader: { password: await hashPassword(reader.password, FAST), roles: { acme: 'read', vault: 'read' } },
       stranger: { password: await hashPassword(stranger.password, FAST), roles: { elsewhere: 'write' } },
     },
@@ -33,9 +36,15 @@ async function start(anonymousRead: boolean): Promise<{ server: TestServer; regi
   app.use(router.routes()).use(router.allowedMethods());
   const server = await listen(app, '/cnr');
   // acme: one public and one private chart; vault: private charts only.
-  const push = async (namespace: string, name: string, visibility: 'public' | 'private') => registry.push({
-    namespace, name, release: '1.0.0', mediaType: 'helm', visibility, blob: await chartTgz({ name, version: '1.0.0' }),
-  });
+  const push = async (namespace: string, name: string, visibility: 'public' | 'private') =>
+    registry.push({
+      namespace,
+      name,
+      release: '1.0.0',
+      mediaType: 'helm',
+      visibility,
+      blob: await chartTgz({ name, version: '1.0.0' }),
+    });
   await push('acme', 'open', 'public');
   await push('acme', 'secret', 'private');
   await push('vault', 'hidden', 'private');
@@ -69,7 +78,9 @@ describe('Helm routes: authentication and private charts', function () {
     expect(anonymous.status).to.equal(401);
     expect(anonymous.headers.get('www-authenticate')).to.match(/^Basic realm="koa-appr"/);
     expect(JSON.parse(anonymous.text).error).to.match(/Authentication required/);
-    expect((await get(`${repo('vault')}/index.yaml`, authHeader({ ...reader, password: 'wrong' }))).status).to.equal(401);
+    expect((await get(`${repo('vault')}/index.yaml`, authHeader({ ...reader, password: 'wrong' }))).status).to.equal(
+      401,
+    );
     const refused = await get(`${repo('vault')}/index.yaml`, authHeader(stranger));
     expect(refused.status).to.equal(403);
     expect(refused.text).not.to.match(/hidden/);
@@ -143,7 +154,12 @@ describe('Helm routes when anonymous callers are refused (anonymousRead: false)'
   after(() => server?.close());
 
   it('answers every Helm route 401 to an anonymous caller, public charts included', async () => {
-    for (const path of ['/helm/acme/index.yaml', '/helm/acme/charts/open-1.0.0.tgz', '/helm/api/acme/charts', '/helm/api/acme/charts/open']) {
+    for (const path of [
+      '/helm/acme/index.yaml',
+      '/helm/acme/charts/open-1.0.0.tgz',
+      '/helm/api/acme/charts',
+      '/helm/api/acme/charts/open',
+    ]) {
       const res = await get(`${server.base}${path}`);
       expect(res.status, path).to.equal(401);
       expect(res.headers.get('www-authenticate'), path).to.match(/Basic/);

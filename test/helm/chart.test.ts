@@ -13,32 +13,78 @@ import { chartRequests, counting } from './counting.js';
 
 describe('Chart.yaml as Helm reads it', () => {
   it('keeps every index field, scalars as their source text', () => {
-    const read = parseChartYaml([
-      'apiVersion: v2', 'name: web', 'version: 1.10.0', 'appVersion: 1.10', 'description: A web server',
-      'type: application', 'keywords: [http, 8080]', 'home: https://example.com', 'sources: [https://example.com/src]',
-      'maintainers:', '  - name: Ada', '    email: ada@example.com', 'icon: https://example.com/i.png',
-      'dependencies:', '  - name: redis', '    version: ~17.0.0', '    repository: https://charts.example.com',
-      '    condition: redis.enabled', '    tags: [cache]', '    enabled: yes', '    import-values: [data, {child: a, parent: b}]',
-      '    alias: r', 'deprecated: true', 'kubeVersion: ">=1.22.0"', 'annotations:', '  category: web', '  count: 3',
-      'unknownField: ignored',
-    ].join('\n'));
+    const read = parseChartYaml(
+      [
+        'apiVersion: v2',
+        'name: web',
+        'version: 1.10.0',
+        'appVersion: 1.10',
+        'description: A web server',
+        'type: application',
+        'keywords: [http, 8080]',
+        'home: https://example.com',
+        'sources: [https://example.com/src]',
+        'maintainers:',
+        '  - name: Ada',
+        '    email: ada@example.com',
+        'icon: https://example.com/i.png',
+        'dependencies:',
+        '  - name: redis',
+        '    version: ~17.0.0',
+        '    repository: https://charts.example.com',
+        '    condition: redis.enabled',
+        '    tags: [cache]',
+        '    enabled: yes',
+        '    import-values: [data, {child: a, parent: b}]',
+        '    alias: r',
+        'deprecated: true',
+        'kubeVersion: ">=1.22.0"',
+        'annotations:',
+        '  category: web',
+        '  count: 3',
+        'unknownField: ignored',
+      ].join('\n'),
+    );
     expect(read).to.deep.equal({
       chart: {
-        apiVersion: 'v2', name: 'web', version: '1.10.0', appVersion: '1.10', description: 'A web server',
-        type: 'application', keywords: ['http', '8080'], home: 'https://example.com', sources: ['https://example.com/src'],
-        maintainers: [{ name: 'Ada', email: 'ada@example.com' }], icon: 'https://example.com/i.png',
-        dependencies: [{
-          name: 'redis', version: '~17.0.0', repository: 'https://charts.example.com', condition: 'redis.enabled',
-          alias: 'r', tags: ['cache'], enabled: true, 'import-values': ['data', { child: 'a', parent: 'b' }],
-        }],
-        deprecated: true, kubeVersion: '>=1.22.0', annotations: { category: 'web', count: '3' },
+        apiVersion: 'v2',
+        name: 'web',
+        version: '1.10.0',
+        appVersion: '1.10',
+        description: 'A web server',
+        type: 'application',
+        keywords: ['http', '8080'],
+        home: 'https://example.com',
+        sources: ['https://example.com/src'],
+        maintainers: [{ name: 'Ada', email: 'ada@example.com' }],
+        icon: 'https://example.com/i.png',
+        dependencies: [
+          {
+            name: 'redis',
+            version: '~17.0.0',
+            repository: 'https://charts.example.com',
+            condition: 'redis.enabled',
+            alias: 'r',
+            tags: ['cache'],
+            enabled: true,
+            'import-values': ['data', { child: 'a', parent: 'b' }],
+          },
+        ],
+        deprecated: true,
+        kubeVersion: '>=1.22.0',
+        annotations: { category: 'web', count: '3' },
       },
     });
   });
 
-  it('defaults apiVersion to v1 and takes a v1 chart\'s dependencies from requirements.yaml', () => {
-    const read = parseChartYaml('name: old\nversion: 0.1.0\ndeprecated: false\nicon: ~\n', 'dependencies:\n- name: db\n  version: 1.x\n');
-    expect(read).to.deep.equal({ chart: { apiVersion: 'v1', name: 'old', version: '0.1.0', dependencies: [{ name: 'db', version: '1.x' }] } });
+  it("defaults apiVersion to v1 and takes a v1 chart's dependencies from requirements.yaml", () => {
+    const read = parseChartYaml(
+      'name: old\nversion: 0.1.0\ndeprecated: false\nicon: ~\n',
+      'dependencies:\n- name: db\n  version: 1.x\n',
+    );
+    expect(read).to.deep.equal({
+      chart: { apiVersion: 'v1', name: 'old', version: '0.1.0', dependencies: [{ name: 'db', version: '1.x' }] },
+    });
   });
 
   it('says why a Chart.yaml is not a chart', () => {
@@ -52,7 +98,10 @@ describe('Chart.yaml as Helm reads it', () => {
       ['name: x\nversion: 1.0.0\ndeprecated: maybe\n', /deprecated must be true or false/],
       ['name: x\nname: y\nversion: 1.0.0\n', /not valid YAML.*unique/],
       ['name: ../x\nversion: 1.0.0\n', /name "..\/x" is invalid/],
-      [`a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${'*a, '.repeat(20)}*a]\nc: [${'*b, '.repeat(200)}*b]\nname: x\nversion: 1.0.0\n`, /not valid YAML/],
+      [
+        `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${'*a, '.repeat(20)}*a]\nc: [${'*b, '.repeat(200)}*b]\nname: x\nversion: 1.0.0\n`,
+        /not valid YAML/,
+      ],
     ];
     for (const [text, problem] of problems) {
       const read = parseChartYaml(text);
@@ -62,18 +111,23 @@ describe('Chart.yaml as Helm reads it', () => {
 
   it('reads only <dir>/Chart.yaml, hashes the archive bytes, and bounds what it keeps', async () => {
     const tgz = await makeTarGz({
-      'app/charts/sub/Chart.yaml': 'name: sub\nversion: 9.9.9\n', 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n',
+      'app/charts/sub/Chart.yaml': 'name: sub\nversion: 9.9.9\n',
+      'app/Chart.yaml': 'name: app\nversion: 1.0.0\n',
     });
     const read = await readChartArchive(tgz);
     expect(read).to.deep.include({ digest: sha256(tgz), size: tgz.length, problem: null });
     expect(read.chart).to.deep.equal({ apiVersion: 'v1', name: 'app', version: '1.0.0' });
 
-    const dotted = await readChartArchive(await makeTarGz({ './app/Chart.yaml': 'name: app\nversion: 1.0.0\n', './app/values.yaml': '' }));
+    const dotted = await readChartArchive(
+      await makeTarGz({ './app/Chart.yaml': 'name: app\nversion: 1.0.0\n', './app/values.yaml': '' }),
+    );
     expect(dotted.chart?.name).to.equal('app');
     const flat = await readChartArchive(await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }));
     expect(flat.chart).to.equal(null);
     expect(flat.problem).to.match(/no Chart\.yaml/);
-    const huge = await readChartArchive(await makeTarGz({ 'app/Chart.yaml': `name: app\nversion: 1.0.0\n#${'x'.repeat(MAX_CHART_FILE_BYTES)}\n` }));
+    const huge = await readChartArchive(
+      await makeTarGz({ 'app/Chart.yaml': `name: app\nversion: 1.0.0\n#${'x'.repeat(MAX_CHART_FILE_BYTES)}\n` }),
+    );
     expect(huge.problem).to.match(/larger than/);
     const truncated = await readChartArchive(tgz.subarray(0, tgz.length - 10));
     expect(truncated.problem).to.match(/not a gzip-compressed tar/);
@@ -83,8 +137,13 @@ describe('Chart.yaml as Helm reads it', () => {
 describe('index serialization', () => {
   it('writes, entry by entry, the document the YAML library writes for the whole index, tricky values included', () => {
     const entry = (name: string, version: string, extra: Partial<ChartVersion> = {}): ChartVersion => ({
-      apiVersion: 'v2', name, version, created: '2026-01-02T03:04:05.000Z', digest: 'a'.repeat(64),
-      urls: [`charts/${name}-${version}.tgz`], ...extra,
+      apiVersion: 'v2',
+      name,
+      version,
+      created: '2026-01-02T03:04:05.000Z',
+      digest: 'a'.repeat(64),
+      urls: [`charts/${name}-${version}.tgz`],
+      ...extra,
     });
     const entries: Record<string, ChartVersion[]> = {
       '1.10': [entry('1.10', '1.0.0', { appVersion: '1.10' })],
@@ -99,11 +158,16 @@ describe('index serialization', () => {
         entry('web', '1.0.0', { description: '- starts like a list', home: 'https://example.com/?a=b&c=d' }),
       ],
     };
-    const whole = stringify({ apiVersion: 'v1', entries, generated: '2026-01-02T03:04:05.000Z', serverInfo: { contextPath: '/cnr/helm' } }, { lineWidth: 0 });
+    const whole = stringify(
+      { apiVersion: 'v1', entries, generated: '2026-01-02T03:04:05.000Z', serverInfo: { contextPath: '/cnr/helm' } },
+      { lineWidth: 0 },
+    );
     const built = serializeIndex(entries, '2026-01-02T03:04:05.000Z', '/cnr/helm', entryYaml);
     expect(built).to.equal(whole);
     expect(parseYaml(built)).to.deep.equal(parseYaml(whole));
-    expect(serializeIndex({}, 'now', '/x', entryYaml)).to.equal(stringify({ apiVersion: 'v1', entries: {}, generated: 'now', serverInfo: { contextPath: '/x' } }));
+    expect(serializeIndex({}, 'now', '/x', entryYaml)).to.equal(
+      stringify({ apiVersion: 'v1', entries: {}, generated: 'now', serverInfo: { contextPath: '/x' } }),
+    );
   });
 });
 
@@ -121,12 +185,18 @@ describe('chart file names', () => {
 });
 
 describe('what a Helm index costs', () => {
-  it('reads each chart\'s record once and no blob; afterwards an index costs only the package reads a list costs', async () => {
+  it("reads each chart's record once and no blob; afterwards an index costs only the package reads a list costs", async () => {
     const counted = counting(new MemoryStorage());
     const registry = new Registry({ storage: counted.storage });
     for (let i = 0; i < 5; i += 1) {
       for (const version of ['1.0.0', '1.1.0']) {
-        await registry.push({ namespace: 'ns', name: `c${i}`, release: version, mediaType: 'helm', blob: await chartTgz({ name: `c${i}`, version }) });
+        await registry.push({
+          namespace: 'ns',
+          name: `c${i}`,
+          release: version,
+          mediaType: 'helm',
+          blob: await chartTgz({ name: `c${i}`, version }),
+        });
       }
     }
     const repo = new HelmRepository(registry);
@@ -148,7 +218,13 @@ describe('what a Helm index costs', () => {
     expect(list).to.deep.equal({});
     expect(counted.calls).to.deep.equal({});
 
-    await registry.push({ namespace: 'ns', name: 'c0', release: '2.0.0', mediaType: 'helm', blob: await chartTgz({ name: 'c0', version: '2.0.0' }) });
+    await registry.push({
+      namespace: 'ns',
+      name: 'c0',
+      release: '2.0.0',
+      mediaType: 'helm',
+      blob: await chartTgz({ name: 'c0', version: '2.0.0' }),
+    });
     counted.reset();
     const third = await repo.index('ns', everyone, '/cnr/helm');
     expect(chartRequests(counted.byKind)).to.deep.equal({ 'get charts': 1 });
@@ -160,7 +236,13 @@ describe('what a Helm index costs', () => {
     const counted = counting(new MemoryStorage());
     const registry = new Registry({ storage: counted.storage });
     for (let i = 0; i < 3; i += 1) {
-      await registry.push({ namespace: 'ns', name: `c${i}`, release: '1.0.0', mediaType: 'helm', blob: await chartTgz({ name: `c${i}`, version: '1.0.0' }) });
+      await registry.push({
+        namespace: 'ns',
+        name: `c${i}`,
+        release: '1.0.0',
+        mediaType: 'helm',
+        blob: await chartTgz({ name: `c${i}`, version: '1.0.0' }),
+      });
     }
     let state = 1;
     const repo = new HelmRepository(registry, {}, () => state);
@@ -174,13 +256,19 @@ describe('what a Helm index costs', () => {
     // Another caller who sees less gets another index; a new state is looked at again.
     const fewer = await repo.index('ns', (pkg) => pkg.name !== 'c0', '/cnr/helm');
     expect(fewer.charts).to.equal(2);
-    await registry.push({ namespace: 'ns', name: 'c0', release: '1.0.1', mediaType: 'helm', blob: await chartTgz({ name: 'c0', version: '1.0.1' }) });
+    await registry.push({
+      namespace: 'ns',
+      name: 'c0',
+      release: '1.0.1',
+      mediaType: 'helm',
+      blob: await chartTgz({ name: 'c0', version: '1.0.1' }),
+    });
     expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(3); // stale by design: same state
     state += 1;
     expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(4);
   });
 
-  it('is off with helm: false (the paths are the registry\'s 404)', async () => {
+  it("is off with helm: false (the paths are the registry's 404)", async () => {
     const app = new Koa();
     const router = createApprRouter({ storage: new MemoryStorage(), helm: false });
     app.use(router.routes()).use(router.allowedMethods());
@@ -197,7 +285,10 @@ describe('what a Helm index costs', () => {
 
   it('takes the context path from publicUrl when the host set one', async () => {
     const app = new Koa();
-    const router = createApprRouter({ storage: new MemoryStorage(), publicUrl: 'https://charts.example.com/registry/cnr' });
+    const router = createApprRouter({
+      storage: new MemoryStorage(),
+      publicUrl: 'https://charts.example.com/registry/cnr',
+    });
     app.use(router.routes()).use(router.allowedMethods());
     const server = await listen(app, '/cnr');
     try {
@@ -210,7 +301,13 @@ describe('what a Helm index costs', () => {
   });
 
   it('refuses bad options when the router or the repository is built', () => {
-    expect(() => createApprRouter({ storage: new MemoryStorage(), helm: 'yes' as unknown as boolean })).to.throw(TypeError, /helm/);
-    expect(() => new HelmRepository(new Registry({ storage: new MemoryStorage() }), { chartCacheBytes: 0 })).to.throw(TypeError, /chartCacheBytes/);
+    expect(() => createApprRouter({ storage: new MemoryStorage(), helm: 'yes' as unknown as boolean })).to.throw(
+      TypeError,
+      /helm/,
+    );
+    expect(() => new HelmRepository(new Registry({ storage: new MemoryStorage() }), { chartCacheBytes: 0 })).to.throw(
+      TypeError,
+      /chartCacheBytes/,
+    );
   });
 });

@@ -96,7 +96,9 @@ export function checkIndex(parsed: unknown, repoUrl: string): RepoIndex {
       // of this repository.
       for (const url of entry.urls) {
         expect(url, `${where}: ${url} is relative`).not.to.match(/^([a-z][a-z0-9+.-]*:|\/)/i);
-        expect(resolveChartUrl(repoUrl, url), `${where}: ${url}`).to.match(new RegExp(`^${escapeRegExp(repoUrl.replace(/\/$/, ''))}/charts/[^/]+\\.tgz$`));
+        expect(resolveChartUrl(repoUrl, url), `${where}: ${url}`).to.match(
+          new RegExp(`^${escapeRegExp(repoUrl.replace(/\/$/, ''))}/charts/[^/]+\\.tgz$`),
+        );
       }
     }
     const order = versions.map((v) => v.version);
@@ -129,7 +131,10 @@ export async function helmPull(repoUrl: string, entry: IndexEntry, credentials?:
   const files = await untar(res.bytes);
   const chartFile = files.get(`${entry.name}/Chart.yaml`);
   expect(chartFile, `${url}: ${entry.name}/Chart.yaml`).to.not.equal(undefined);
-  const chartYaml = parseYaml((chartFile as Buffer).toString('utf8'), { schema: 'failsafe' }) as Record<string, unknown>;
+  const chartYaml = parseYaml((chartFile as Buffer).toString('utf8'), { schema: 'failsafe' }) as Record<
+    string,
+    unknown
+  >;
   expect(chartYaml.name, `${url}: Chart.yaml name`).to.equal(entry.name);
   expect(chartYaml.version, `${url}: Chart.yaml version`).to.equal(entry.version);
   return { bytes: res.bytes, chartYaml, files: [...files.keys()] };
@@ -157,7 +162,11 @@ export interface PushResult {
 }
 
 /** `helm cm-push <chart.tgz> <repoUrl> [--force] [--username --password]`. */
-export async function cmPush(repoUrl: string, tgz: Buffer, options: { force?: boolean; credentials?: Credentials; filename?: string } = {}): Promise<PushResult> {
+export async function cmPush(
+  repoUrl: string,
+  tgz: Buffer,
+  options: { force?: boolean; credentials?: Credentials; filename?: string } = {},
+): Promise<PushResult> {
   const index = await get(`${repoUrl.replace(/\/$/, '')}/index.yaml`, authHeader(options.credentials));
   expect(index.status, `cm-push reads the index: ${index.text.slice(0, 200)}`).to.equal(200);
   const contextPath = (parseYaml(index.text) as RepoIndex).serverInfo?.contextPath ?? '';
@@ -194,9 +203,10 @@ export interface ChartSpec {
 /** A chart archive as `helm package` writes it: `<name>/Chart.yaml`, `values.yaml`, `templates/`. */
 export function chartTgz(spec: ChartSpec): Promise<Buffer> {
   const dir = spec.dir ?? spec.name;
-  const chartYaml = spec.chartYaml === undefined
-    ? `apiVersion: v2\nname: ${spec.name}\nversion: ${spec.version}\ndescription: the ${spec.name} chart\n${spec.extra ?? ''}`
-    : spec.chartYaml;
+  const chartYaml =
+    spec.chartYaml === undefined
+      ? `apiVersion: v2\nname: ${spec.name}\nversion: ${spec.version}\ndescription: the ${spec.name} chart\n${spec.extra ?? ''}`
+      : spec.chartYaml;
   const files: Record<string, string> = {
     [`${dir}/values.yaml`]: `replicas: 1\n`,
     [`${dir}/templates/configmap.yaml`]: `apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n`,

@@ -46,7 +46,11 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
 
     it('serves a chart pushed with appr push to helm repo add, helm search and helm install', async () => {
       const ns = uniqueName('ns');
-      const v1 = await chartTgz({ name: 'web', version: '1.0.0', extra: 'appVersion: "2.4"\nkeywords: [http, nginx]\n' });
+      const v1 = await chartTgz({
+        name: 'web',
+        version: '1.0.0',
+        extra: 'appVersion: "2.4"\nkeywords: [http, nginx]\n',
+      });
       const v2 = await chartTgz({ name: 'web', version: '1.1.0', extra: 'appVersion: 2.5\ntype: application\n' });
       expect((await apprPush(server, ns, 'web', '1.0.0', v1)).status).to.equal(200);
       expect((await apprPush(server, ns, 'web', '1.1.0', v2)).status).to.equal(200);
@@ -97,14 +101,19 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
       const pull = await server.request('GET', `/api/v1/packages/${ns}/api-gateway/0.3.0-rc.1/helm/pull`);
       expect(pull.status).to.equal(200);
       expect(sha256(pull.bytes)).to.equal(sha256(changed));
-      expect(manifests.json[0].metadata).to.include({ name: 'api-gateway', version: '0.3.0-rc.1', appVersion: 'changed' });
+      expect(manifests.json[0].metadata).to.include({
+        name: 'api-gateway',
+        version: '0.3.0-rc.1',
+        appVersion: 'changed',
+      });
     });
 
     it('takes a raw .tgz body too (curl --data-binary), whatever its Content-Type', async () => {
       const ns = uniqueName('ns');
       const tgz = await chartTgz({ name: 'raw', version: '2.0.0' });
       const res = await server.request('POST', `/helm/api/${ns}/charts`, {
-        body: tgz, headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: tgz,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
       });
       expect(res.status, res.text).to.equal(201);
       expect(res.json).to.deep.equal({ saved: true });
@@ -185,14 +194,26 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
       const otherName = await chartTgz({ name: 'other', version: '1.0.0' });
       const otherVersion = await chartTgz({ name: 'skew', version: '1.0.1' });
       const good = await chartTgz({ name: 'skew', version: '1.0.0' });
-      for (const [name, tgz] of [['bare', noChartYaml], ['renamed', otherName], ['skew', otherVersion]] as const) {
+      for (const [name, tgz] of [
+        ['bare', noChartYaml],
+        ['renamed', otherName],
+        ['skew', otherVersion],
+      ] as const) {
         expect((await apprPush(server, ns, name, '1.0.0', tgz)).status).to.equal(200);
       }
       expect((await apprPush(server, ns, 'skew', '1.0.1', good)).status).to.equal(200);
       // Not helm at all: another media type is never in a chart repository.
-      expect((await server.request('POST', `/api/v1/packages/${ns}/kpmapp`, {
-        json: { blob: (await chartTgz({ name: 'kpmapp', version: '1.0.0' })).toString('base64'), release: '1.0.0', media_type: 'kpm' },
-      })).status).to.equal(200);
+      expect(
+        (
+          await server.request('POST', `/api/v1/packages/${ns}/kpmapp`, {
+            json: {
+              blob: (await chartTgz({ name: 'kpmapp', version: '1.0.0' })).toString('base64'),
+              release: '1.0.0',
+              media_type: 'kpm',
+            },
+          })
+        ).status,
+      ).to.equal(200);
 
       const index = await helmRepoAdd(repoOf(ns));
       expect(index.entries).to.deep.equal({});
@@ -213,9 +234,18 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
         ['not SemVer at all', await chartTgz({ name: 'x', version: 'latest' }), 400, /not a valid SemVer/],
         ['leading v', await chartTgz({ name: 'x', version: 'v1.0.0' }), 422, /leading "v".*1\.2\.3/],
         ['two numbers', await chartTgz({ name: 'x', version: '1.2' }), 422, /strict SemVer/],
-        ['bad name', await chartTgz({ name: 'x', dir: 'x', version: '1.0.0', chartYaml: 'name: "-x"\nversion: 1.0.0\n' }), 400, /cannot be a package name/],
-        ['files outside the chart directory', await makeTarGz({ 'x/Chart.yaml': 'name: x\nversion: 1.0.0\n', 'y/values.yaml': '' }),
-          400, /outside its chart directory/],
+        [
+          'bad name',
+          await chartTgz({ name: 'x', dir: 'x', version: '1.0.0', chartYaml: 'name: "-x"\nversion: 1.0.0\n' }),
+          400,
+          /cannot be a package name/,
+        ],
+        [
+          'files outside the chart directory',
+          await makeTarGz({ 'x/Chart.yaml': 'name: x\nversion: 1.0.0\n', 'y/values.yaml': '' }),
+          400,
+          /outside its chart directory/,
+        ],
       ];
       for (const [what, tgz, status, message] of cases) {
         const res = await cmPush(repoOf(ns), tgz);
@@ -266,7 +296,7 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
       expect(checkIndex(parseYaml(changed.text), repoOf(ns)).entries.etag).to.have.length(2);
     });
 
-    it('answers unknown paths and other methods under /helm with the registry\'s 404 and 405', async () => {
+    it("answers unknown paths and other methods under /helm with the registry's 404 and 405", async () => {
       const ns = uniqueName('ns');
       const unknown = await server.request('GET', `/helm/${ns}/nothing`);
       expect(unknown.status).to.equal(404);

@@ -6,7 +6,10 @@ import type { StorageAdapter } from '../../lib/index.js';
  * (`byKind`: `get charts`, `getStream blobs`...).
  */
 export function counting(storage: StorageAdapter): {
-  storage: StorageAdapter; calls: Record<string, number>; byKind: Record<string, number>; reset: () => void;
+  storage: StorageAdapter;
+  calls: Record<string, number>;
+  byKind: Record<string, number>;
+  reset: () => void;
 } {
   const calls: Record<string, number> = {};
   const byKind: Record<string, number> = {};

@@ -16,9 +16,14 @@ import { chartRequests, counting } from './counting.js';
 
 const everyone = () => true;
 
-async function recordOf(storage: StorageAdapter, ns: string, name: string, tgz: Buffer): Promise<Record<string, unknown> | null> {
+async function recordOf(
+  storage: StorageAdapter,
+  ns: string,
+  name: string,
+  tgz: Buffer,
+): Promise<Record<string, unknown> | null> {
   const got = await storage.get(keys.chart(ns, name, await digestOf(tgz)));
-  return got === null || got.notModified ? null : JSON.parse(got.body.toString('utf8')) as Record<string, unknown>;
+  return got === null || got.notModified ? null : (JSON.parse(got.body.toString('utf8')) as Record<string, unknown>);
 }
 
 /** The same tar in another gzip member of the same length: only the header's modification time differs. */
@@ -34,7 +39,7 @@ async function indexOf(storage: StorageAdapter, ns: string) {
 }
 
 describe('Chart records: Chart.yaml captured while a helm push is checked', () => {
-  it('stores Chart.yaml\'s fields and the .tgz sha256 for an appr push and a ChartMuseum upload; another instance reads no blob', async () => {
+  it("stores Chart.yaml's fields and the .tgz sha256 for an appr push and a ChartMuseum upload; another instance reads no blob", async () => {
     const storage = new MemoryStorage();
     const app = new Koa();
     const router = createApprRouter({ storage });
@@ -47,18 +52,36 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
       });
       expect(pushed.status, pushed.text).to.equal(200);
       expect(await recordOf(storage, 'ns', 'web', viaAppr)).to.deep.equal({
-        format: 1, digest: sha256(viaAppr), size: viaAppr.length, problem: null,
-        chart: { apiVersion: 'v2', name: 'web', version: '1.0.0', description: 'the web chart', appVersion: '2.4', keywords: ['http'] },
+        format: 1,
+        digest: sha256(viaAppr),
+        size: viaAppr.length,
+        problem: null,
+        chart: {
+          apiVersion: 'v2',
+          name: 'web',
+          version: '1.0.0',
+          description: 'the web chart',
+          appVersion: '2.4',
+          keywords: ['http'],
+        },
       });
       const viaCm = await chartTgz({ name: 'api', version: '0.1.0' });
       expect((await cmPush(`${server.base}/helm/ns`, viaCm)).status).to.equal(201);
-      expect(await recordOf(storage, 'ns', 'api', viaCm)).to.deep.include({ digest: sha256(viaCm), size: viaCm.length });
+      expect(await recordOf(storage, 'ns', 'api', viaCm)).to.deep.include({
+        digest: sha256(viaCm),
+        size: viaCm.length,
+      });
 
       // Another instance (or this one after a restart) on the same storage: records only, no blob read, no write.
       const counted = counting(storage);
       const { entries } = await indexOf(counted.storage, 'ns');
       expect(chartRequests(counted.byKind)).to.deep.equal({ 'get charts': 2 });
-      expect(entries.web?.[0]).to.include({ name: 'web', version: '1.0.0', appVersion: '2.4', digest: sha256(viaAppr) });
+      expect(entries.web?.[0]).to.include({
+        name: 'web',
+        version: '1.0.0',
+        appVersion: '2.4',
+        digest: sha256(viaAppr),
+      });
       expect(entries.api?.[0]).to.include({ name: 'api', digest: sha256(viaCm) });
     } finally {
       await server.close();
@@ -69,18 +92,26 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     const storage = new MemoryStorage();
     const registry = new Registry({ storage, pushMemoryBytes: 1024 });
     const large = await makeTarGz({
-      'big/charts/sub/Chart.yaml': 'name: sub\nversion: 9.9.9\n', 'big/Chart.yaml': 'apiVersion: v2\nname: big\nversion: 1.0.0\n',
+      'big/charts/sub/Chart.yaml': 'name: sub\nversion: 9.9.9\n',
+      'big/Chart.yaml': 'apiVersion: v2\nname: big\nversion: 1.0.0\n',
       'big/files/noise.bin': randomBytes(256 * 1024),
     });
     expect(large.length).to.be.greaterThan(1024);
     await registry.push({ namespace: 'ns', name: 'big', release: '1.0.0', mediaType: 'helm', blob: large });
     expect(await recordOf(storage, 'ns', 'big', large)).to.deep.equal({
-      format: 1, digest: sha256(large), size: large.length, problem: null, chart: { apiVersion: 'v2', name: 'big', version: '1.0.0' },
+      format: 1,
+      digest: sha256(large),
+      size: large.length,
+      problem: null,
+      chart: { apiVersion: 'v2', name: 'big', version: '1.0.0' },
     });
 
     const huge = await makeTarGz({ 'huge/Chart.yaml': `name: huge\nversion: 1.0.0\n#${'x'.repeat(1024 * 1024)}\n` });
     await registry.push({ namespace: 'ns', name: 'huge', release: '1.0.0', mediaType: 'helm', blob: huge });
-    expect(await recordOf(storage, 'ns', 'huge', huge)).to.deep.include({ chart: null, problem: 'Chart.yaml is larger than 1048576 bytes' });
+    expect(await recordOf(storage, 'ns', 'huge', huge)).to.deep.include({
+      chart: null,
+      problem: 'Chart.yaml is larger than 1048576 bytes',
+    });
   });
 
   it('stores why a helm push is no chart (or another chart), keeps it for appr clients, and leaves it out of the index', async () => {
@@ -92,7 +123,10 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     await registry.push({ namespace: 'ns', name: 'bare', release: '1.0.0', mediaType: 'helm', blob: bare });
     await registry.push({ namespace: 'ns', name: 'renamed', release: '1.0.0', mediaType: 'helm', blob: renamed });
     await registry.push({ namespace: 'ns', name: 'skew', release: '1.0.0', mediaType: 'helm', blob: skewed });
-    expect(await recordOf(storage, 'ns', 'bare', bare)).to.deep.include({ chart: null, problem: 'no Chart.yaml in the chart directory (bare/)' });
+    expect(await recordOf(storage, 'ns', 'bare', bare)).to.deep.include({
+      chart: null,
+      problem: 'no Chart.yaml in the chart directory (bare/)',
+    });
     expect((await recordOf(storage, 'ns', 'renamed', renamed))?.chart).to.include({ name: 'other' });
     expect((await recordOf(storage, 'ns', 'skew', skewed))?.chart).to.include({ version: '2.0.0' });
     expect((await indexOf(storage, 'ns')).entries).to.deep.equal({});
@@ -107,7 +141,13 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
   it('reads a release pushed before push-time capture once, and writes its record back for other instances and restarts', async () => {
     const storage = new MemoryStorage();
     const tgz = await chartTgz({ name: 'old', version: '1.0.0', extra: 'appVersion: "1"\n' });
-    await new Registry({ storage }).push({ namespace: 'ns', name: 'old', release: '1.0.0', mediaType: 'helm', blob: tgz });
+    await new Registry({ storage }).push({
+      namespace: 'ns',
+      name: 'old',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: tgz,
+    });
     // What a release pushed before this change looks like: a blob and a document, no chart record.
     expect(await storage.delete(keys.chart('ns', 'old', await digestOf(tgz)))).to.equal(true);
 
@@ -118,7 +158,11 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     first.reset();
     await repo.entries('ns', everyone);
     expect(chartRequests(first.byKind), 'then from memory').to.deep.equal({});
-    expect(await recordOf(storage, 'ns', 'old', tgz)).to.deep.include({ format: 1, digest: sha256(tgz), size: tgz.length });
+    expect(await recordOf(storage, 'ns', 'old', tgz)).to.deep.include({
+      format: 1,
+      digest: sha256(tgz),
+      size: tgz.length,
+    });
 
     const restarted = counting(storage);
     expect((await indexOf(restarted.storage, 'ns')).entries).to.deep.equal(entries);
@@ -147,7 +191,14 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     // A chart stored by a helm push keeps its record when the same tar comes again in another gzip.
     const chart = await chartTgz({ name: 'twice', version: '1.0.0' });
     await registry.push({ namespace: 'ns', name: 'twice', release: '1.0.0', mediaType: 'helm', blob: chart });
-    await registry.push({ namespace: 'ns', name: 'twice', release: '1.0.0', mediaType: 'helm', blob: regzipped(chart), force: true });
+    await registry.push({
+      namespace: 'ns',
+      name: 'twice',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: regzipped(chart),
+      force: true,
+    });
     expect(await recordOf(storage, 'ns', 'twice', chart)).to.deep.include({ digest: sha256(chart) });
     expect((await indexOf(storage, 'ns')).entries.twice?.[0]?.digest).to.equal(sha256(chart));
   });
@@ -155,9 +206,21 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
   it('does not trust a chart record that is unreadable or describes other bytes: the blob decides', async () => {
     const storage = new MemoryStorage();
     const tgz = await chartTgz({ name: 'c', version: '1.0.0' });
-    await new Registry({ storage }).push({ namespace: 'ns', name: 'c', release: '1.0.0', mediaType: 'helm', blob: tgz });
+    await new Registry({ storage }).push({
+      namespace: 'ns',
+      name: 'c',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: tgz,
+    });
     const key = keys.chart('ns', 'c', await digestOf(tgz));
-    const wrong = { format: 1, digest: 'f'.repeat(64), size: tgz.length + 1, problem: null, chart: { apiVersion: 'v2', name: 'c', version: '1.0.0' } };
+    const wrong = {
+      format: 1,
+      digest: 'f'.repeat(64),
+      size: tgz.length + 1,
+      problem: null,
+      chart: { apiVersion: 'v2', name: 'c', version: '1.0.0' },
+    };
     for (const body of ['{not json', JSON.stringify({ ...wrong, format: 99 }), JSON.stringify(wrong)]) {
       await storage.put(key, Buffer.from(body));
       expect((await indexOf(storage, 'ns')).entries.c?.[0]?.digest, body).to.equal(sha256(tgz));

@@ -21,14 +21,20 @@ describe('Helm uploads: limits and temporary files', () => {
   after(() => server?.close());
 
   it('answers 413 for a chart over maxPushSize, raw or multipart, announced or streamed', async () => {
-    const big = await chartTgz({ name: 'big', version: '1.0.0', extra: `annotations:\n  noise: "${randomBytes(6000).toString('base64')}"\n` });
+    const big = await chartTgz({
+      name: 'big',
+      version: '1.0.0',
+      extra: `annotations:\n  noise: "${randomBytes(6000).toString('base64')}"\n`,
+    });
     expect(big.length).to.be.greaterThan(4096);
     const raw = await server.request('POST', '/helm/api/ns/charts', { body: big });
     expect(raw.status).to.equal(413);
     expect(raw.json).to.deep.equal({ error: 'The chart is larger than 4096 bytes' });
     // Chunked, no Content-Length, far over the limit: counted while it arrives, and the client reads the answer.
     const streamed = await fetch(`${server.base}/helm/api/ns/charts`, {
-      method: 'POST', body: new Blob([new Uint8Array(randomBytes(2 * 1024 * 1024))]).stream(), duplex: 'half',
+      method: 'POST',
+      body: new Blob([new Uint8Array(randomBytes(2 * 1024 * 1024))]).stream(),
+      duplex: 'half',
     } as RequestInit);
     expect(streamed.status).to.equal(413);
     const form = await cmPush(`${server.base}/helm/ns`, big);

@@ -30,7 +30,9 @@ export async function tarGzOf(entries: { header: TarEntryHeader; content?: strin
 }
 
 /** A .tar.gz of `files` (path -> content); without files, a minimal chart (`Chart.yaml` of `app` 1.0.0). */
-export function makeTarGz(files: Record<string, string | Uint8Array> = { 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }): Promise<Buffer> {
+export function makeTarGz(
+  files: Record<string, string | Uint8Array> = { 'Chart.yaml': 'name: app\nversion: 1.0.0\n' },
+): Promise<Buffer> {
   return tarGzOf(Object.entries(files).map(([name, content]) => ({ header: { name }, content })));
 }
 

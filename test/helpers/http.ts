@@ -95,7 +95,12 @@ export async function listen(app: Koa, prefix = ''): Promise<TestServer> {
 }
 
 /** A request to `origin + path` (any server: a test app, a server process, a host app). */
-export async function requestAt(origin: string, method: string, path: string, options: RequestOptions = {}): Promise<TestResponse> {
+export async function requestAt(
+  origin: string,
+  method: string,
+  path: string,
+  options: RequestOptions = {},
+): Promise<TestResponse> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.auth !== undefined) headers.authorization = options.auth;
   let body: string | Uint8Array | undefined = options.body;
@@ -105,7 +110,12 @@ export async function requestAt(origin: string, method: string, path: string, op
   }
   if (options.raw) return sendRaw(origin, method, path, headers, body);
   const payload = typeof body === 'string' || body === undefined ? body : Buffer.from(body);
-  const res = await fetch(origin + path, { method, headers, body: (payload ?? null) as BodyInit | null, redirect: 'manual' });
+  const res = await fetch(origin + path, {
+    method,
+    headers,
+    body: (payload ?? null) as BodyInit | null,
+    redirect: 'manual',
+  });
   const bytes = Buffer.from(await res.arrayBuffer());
   return toResponse(res.status, res.headers, bytes);
 }
@@ -248,7 +258,10 @@ export interface BackupManifest {
   content: { digest: string; size: number; mediaType: string; urls: string[] };
 }
 
-export function loadBackup(): { packages: BackupManifest[]; channels: { name: string; current: string; package: string }[] } {
+export function loadBackup(): {
+  packages: BackupManifest[];
+  channels: { name: string; current: string; package: string }[];
+} {
   return JSON.parse(readFileSync(new URL('appr-backup1.json', FIXTURES), 'utf8'));
 }
 
@@ -266,7 +279,6 @@ export async function makeBlob(files: Record<string, string | Uint8Array>): Prom
 export function uniqueTarGz(seed: string): Promise<Blob> {
   return makeBlob({ 'Chart.yaml': `name: ${seed}\nversion: 1.0.0\n`, 'seed.txt': `${seed}\n` });
 }
-
 
 /** sha256 hex of some bytes. */
 export function sha256(bytes: Uint8Array): string {

@@ -10,7 +10,16 @@
  */
 import { expect } from 'chai';
 import type { StorageAdapter } from '../../lib/index.js';
-import { BLOBS, expectOk, startServer, KOA_VERSIONS, type Blob, type RequestFn, type StartOptions, type TestServer } from '../helpers/http.js';
+import {
+  BLOBS,
+  expectOk,
+  startServer,
+  KOA_VERSIONS,
+  type Blob,
+  type RequestFn,
+  type StartOptions,
+  type TestServer,
+} from '../helpers/http.js';
 import { describeMounting } from './contract/mounting.js';
 import { describeDiscovery } from './contract/discovery.js';
 import { describeRoutesAndShapes } from './contract/shapes.js';
@@ -29,7 +38,9 @@ import { type HttpContract, type StorageUnderTest, type Pkg, enc } from './contr
 export type { StorageUnderTest } from './contract/shared.js';
 
 export function describeHttpContract(
-  label: string, makeStorage: () => Promise<StorageUnderTest>, { koa = '3' }: { koa?: '3' | '2' } = {},
+  label: string,
+  makeStorage: () => Promise<StorageUnderTest>,
+  { koa = '3' }: { koa?: '3' | '2' } = {},
 ): void {
   const KoaImpl = KOA_VERSIONS[koa];
   describe(`appr HTTP contract over ${label} storage (Koa ${koa})`, function () {
@@ -52,7 +63,11 @@ export function describeHttpContract(
 
     /** Another server over the same storage, with other options; closed after the suite. */
     async function serverWith(options: Omit<StartOptions, 'storage'>, storage?: StorageAdapter): Promise<TestServer> {
-      const s = await startServer({ storage: storage ?? (underTest as StorageUnderTest).storage, koa: KoaImpl, ...options });
+      const s = await startServer({
+        storage: storage ?? (underTest as StorageUnderTest).storage,
+        koa: KoaImpl,
+        ...options,
+      });
       servers.push(s);
       return s;
     }
@@ -110,7 +125,13 @@ export function describeHttpContract(
       track: (server) => {
         servers.push(server);
       },
-      req, serverWith, push, addToChannel, seedMychart, listNamespace, snapshot,
+      req,
+      serverWith,
+      push,
+      addToChannel,
+      seedMychart,
+      listNamespace,
+      snapshot,
     };
 
     describeMounting(t);

@@ -24,10 +24,12 @@ class FaultyStorage extends MemoryStorage {
     if (!found) return null;
     if (this.failStreamsAfterFirstChunk) {
       const chunks = [Buffer.alloc(Math.min(1000, found.size - 1), 1)]; // fewer bytes than announced
-      const failing = Readable.from((async function* () {
-        yield* chunks;
-        throw new Error('storage connection reset');
-      })());
+      const failing = Readable.from(
+        (async function* () {
+          yield* chunks;
+          throw new Error('storage connection reset');
+        })(),
+      );
       found.body.destroy();
       this.handedOut.push(failing);
       return { ...found, body: failing };
@@ -47,7 +49,12 @@ describe('robustness of the HTTP layer', function () {
   let server: TestServer;
   const push = async (name: string, release: string, extra: Record<string, unknown> = {}) =>
     server.request('POST', `/api/v1/packages/robust/${name}`, {
-      json: { release, media_type: 'helm', blob: (await makeTarGz({ 'Chart.yaml': `v: ${release}\n` })).toString('base64'), ...extra },
+      json: {
+        release,
+        media_type: 'helm',
+        blob: (await makeTarGz({ 'Chart.yaml': `v: ${release}\n` })).toString('base64'),
+        ...extra,
+      },
     });
 
   beforeEach(async () => {
@@ -67,7 +74,10 @@ describe('robustness of the HTTP layer', function () {
       storage.failStreamsAfterFirstChunk = true;
       const outcome = await fetch(`${server.base}/api/v1/packages/robust/app/1.0.0/helm/${route}`)
         .then((res) => res.arrayBuffer())
-        .then(() => 'complete', () => 'aborted');
+        .then(
+          () => 'complete',
+          () => 'aborted',
+        );
       expect(outcome).to.equal('aborted');
       expect(storage.handedOut).to.have.length(1);
       expect(storage.handedOut[0]?.destroyed).to.equal(true);
@@ -84,14 +94,18 @@ describe('robustness of the HTTP layer', function () {
     expect(res.status).to.equal(200);
     await new Promise<void>((resolve, reject) => {
       const req = httpRequest(`${server.base}/api/v1/packages/robust/big/1.0.0/helm/pull/json`, (response) => {
-        response.once('data', () => { req.destroy(); resolve(); });
+        response.once('data', () => {
+          req.destroy();
+          resolve();
+        });
       });
       req.on('error', () => undefined);
       req.once('error', reject);
       req.end();
     });
     const deadline = Date.now() + 5000;
-    while (!storage.handedOut.every((s) => s.destroyed) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (!storage.handedOut.every((s) => s.destroyed) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
     expect(storage.handedOut).to.have.length(1);
     expect(storage.handedOut[0]?.destroyed).to.equal(true);
   });
@@ -123,7 +137,8 @@ describe('robustness of the HTTP layer', function () {
   ] as const) {
     it(`answers a push body with Content-Encoding ${label} with a JSON 4xx, not a 500`, async () => {
       const res = await server.request('POST', '/api/v1/packages/robust/enc', {
-        body, headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+        body,
+        headers: { 'content-type': 'application/json', 'content-encoding': encoding },
       });
       expect(res.status).to.be.within(400, 499);
       expect(res.json.code).to.be.a('string');
@@ -145,7 +160,8 @@ describe('robustness of the HTTP layer', function () {
     try {
       const form = new URLSearchParams({ release: '1.0.0', media_type: 'helm', blob: tarball.toString('base64') });
       const res = await small.request('POST', '/api/v1/packages/robust/form', {
-        body: form.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: form.toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
       });
       expect(res.status).to.equal(200);
       const over = await makeTarGz({ 'data.bin': randomBytes(21_000) });
@@ -165,15 +181,18 @@ describe('robustness of the HTTP layer', function () {
     try {
       const metadata = { notes: 'x'.repeat(1500) };
       const blob = (await makeTarGz({ 'Chart.yaml': 'v: 1\n' })).toString('base64');
-      const send = (release: string) => limited.request('POST', '/api/v1/packages/robust/huge', {
-        json: { release, media_type: 'helm', blob, metadata },
-      });
+      const send = (release: string) =>
+        limited.request('POST', '/api/v1/packages/robust/huge', {
+          json: { release, media_type: 'helm', blob, metadata },
+        });
       expect((await send('1.0.0')).status).to.equal(200);
       expect((await send('1.0.1')).status).to.equal(200);
       const refused = await send('1.0.2');
       expect(refused.status).to.equal(422);
       expect(refused.json.code).to.equal('invalid-parameters');
-      const releases = (await limited.request('GET', '/api/v1/packages/robust/huge')).json.map((m: { release: string }) => m.release);
+      const releases = (await limited.request('GET', '/api/v1/packages/robust/huge')).json.map(
+        (m: { release: string }) => m.release,
+      );
       expect(releases).to.deep.equal(['1.0.0', '1.0.1']);
     } finally {
       await limited.close();
@@ -192,8 +211,13 @@ describe('robustness: bounded input on every route (issue 12)', function () {
   before(async () => {
     server = await startServer({ storage: new MemoryStorage(), onError: () => undefined });
     const blob = (await makeTarGz({ 'Chart.yaml': 'v: 1\n' })).toString('base64');
-    expect((await server.request('POST', '/api/v1/packages/fz/app', { json: { release: '1.0.0', media_type: 'helm', blob } })).status)
-      .to.equal(200);
+    expect(
+      (
+        await server.request('POST', '/api/v1/packages/fz/app', {
+          json: { release: '1.0.0', media_type: 'helm', blob },
+        })
+      ).status,
+    ).to.equal(200);
   });
   after(() => server.close());
 
@@ -263,7 +287,9 @@ describe('robustness: bounded input on every route (issue 12)', function () {
       { release: '2.0.0', visibility: 'v'.repeat(100_000) },
     ];
     for (const extra of fields) {
-      const res = await server.request('POST', '/api/v1/packages/fz/pushed', { json: { media_type: 'helm', blob, ...extra } });
+      const res = await server.request('POST', '/api/v1/packages/fz/pushed', {
+        json: { media_type: 'helm', blob, ...extra },
+      });
       expectBounded(res, JSON.stringify(extra).slice(0, 60));
       expect(res.status).to.be.within(400, 499);
     }
@@ -271,12 +297,17 @@ describe('robustness: bounded input on every route (issue 12)', function () {
   });
 
   it('answers hostile credentials with bounded JSON (no hook: everybody may, as documented)', async () => {
-    const authorizations = [`Basic ${Buffer.from(`${'u'.repeat(6000)}:${'p'.repeat(3000)}`).toString('base64')}`,
-      `Bearer ${'t'.repeat(12_000)}`, 'Basic %%%', 'Negotiate abc'];
+    const authorizations = [
+      `Basic ${Buffer.from(`${'u'.repeat(6000)}:${'p'.repeat(3000)}`).toString('base64')}`,
+      `Bearer ${'t'.repeat(12_000)}`,
+      'Basic %%%',
+      'Negotiate abc',
+    ];
     for (const authorization of authorizations) {
       for (const path of ['/version', '/api/v1/packages/fz/app', '/api/v1/users/login']) {
         const res = await server.request(path.endsWith('login') ? 'POST' : 'GET', path, {
-          headers: { authorization }, ...(path.endsWith('login') ? { json: { user: { username: 'x'.repeat(50_000), password: 'y' } } } : {}),
+          headers: { authorization },
+          ...(path.endsWith('login') ? { json: { user: { username: 'x'.repeat(50_000), password: 'y' } } } : {}),
         });
         // Login without a login hook is 501 unsupported, by design.
         expectBounded(res, `${path} ${authorization.slice(0, 20)}`, path.endsWith('login') ? [501] : []);

@@ -37,10 +37,11 @@ describeWithS3('a registry instance through an S3 outage (radosgw killed and res
       const release = `1.0.${n++}`;
       const blob = await makeTarGz({ 'Chart.yaml': `version: ${release}\n` });
       const res = await fetch(base, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ release, media_type: 'helm', blob: blob.toString('base64') }),
       });
-      return { release, status: res.status, body: await res.json() as { code?: string } };
+      return { release, status: res.status, body: (await res.json()) as { code?: string } };
     };
 
     const before = [await push(), await push(), await push()];
@@ -50,7 +51,7 @@ describeWithS3('a registry instance through an S3 outage (radosgw killed and res
     const racing = Promise.all([push(), push(), push()]);
     gatewayDown = true;
     await gateway('kill');
-    const during = [...await racing, await push(), await push()];
+    const during = [...(await racing), await push(), await push()];
     for (const r of during) expect([200, 503]).to.include(r.status);
     const down = during.slice(3);
     expect(down.map((r) => r.status)).to.deep.equal([503, 503]);
@@ -70,9 +71,10 @@ describeWithS3('a registry instance through an S3 outage (radosgw killed and res
     }
     expect(after.status).to.equal(200);
 
-    const manifests = await (await fetch(base)).json() as { release: string }[];
+    const manifests = (await (await fetch(base)).json()) as { release: string }[];
     const visible = manifests.map((m) => m.release);
-    for (const r of [...before, after, ...during.filter((x) => x.status === 200)]) expect(visible).to.include(r.release);
+    for (const r of [...before, after, ...during.filter((x) => x.status === 200)])
+      expect(visible).to.include(r.release);
     for (const release of visible) {
       const pulled = await fetch(`${base}/${release}/helm/pull`);
       expect(pulled.status, `pull ${release}`).to.equal(200);

@@ -21,19 +21,29 @@ const api = (instance: Instance) => instance.url;
 
 export async function pushDistinctReleases(cluster: Cluster, count: number): Promise<void> {
   const name = uniqueName('many');
-  const blobs = await Promise.all(Array.from({ length: count }, (_, i) => makeTarGz({ 'Chart.yaml': `version: 1.0.${i}\n` })));
-  const results = await Promise.all(blobs.map((blob, i) => {
-    const instance = cluster.instances[i % cluster.instances.length] as Instance;
-    return call(api(instance), 'POST', `/api/v1/packages/concurrent/${name}`, {
-      release: `1.0.${i}`, media_type: 'helm', blob: blob.toString('base64'),
-    });
-  }));
-  expect(results.map((r) => r.status), JSON.stringify(results.filter((r) => r.status !== 200).slice(0, 3)))
-    .to.deep.equal(new Array(count).fill(200));
+  const blobs = await Promise.all(
+    Array.from({ length: count }, (_, i) => makeTarGz({ 'Chart.yaml': `version: 1.0.${i}\n` })),
+  );
+  const results = await Promise.all(
+    blobs.map((blob, i) => {
+      const instance = cluster.instances[i % cluster.instances.length] as Instance;
+      return call(api(instance), 'POST', `/api/v1/packages/concurrent/${name}`, {
+        release: `1.0.${i}`,
+        media_type: 'helm',
+        blob: blob.toString('base64'),
+      });
+    }),
+  );
+  expect(
+    results.map((r) => r.status),
+    JSON.stringify(results.filter((r) => r.status !== 200).slice(0, 3)),
+  ).to.deep.equal(new Array(count).fill(200));
   const expected = Array.from({ length: count }, (_, i) => `1.0.${i}`).sort();
   // At once: every release is served by every instance (one it does not know yet is looked up in storage).
   for (const instance of cluster.instances) {
-    const shown = await Promise.all(expected.map((release) => call(api(instance), 'GET', `/api/v1/packages/concurrent/${name}/${release}/helm`)));
+    const shown = await Promise.all(
+      expected.map((release) => call(api(instance), 'GET', `/api/v1/packages/concurrent/${name}/${release}/helm`)),
+    );
     expect(shown.map((r) => r.status)).to.deep.equal(new Array(count).fill(200));
   }
   // Within the coherence bound (1 s documented; 3 s for a loaded machine): every instance lists all of them.
@@ -57,16 +67,23 @@ export async function pushDistinctReleases(cluster: Cluster, count: number): Pro
 
 export async function pushSameRelease(cluster: Cluster, count: number): Promise<void> {
   const name = uniqueName('same');
-  const blobs = await Promise.all(Array.from({ length: count }, (_, i) => makeTarGz({ 'Chart.yaml': `writer: ${i}\n` })));
-  const results = await Promise.all(blobs.map((blob, i) => {
-    const instance = cluster.instances[i % cluster.instances.length] as Instance;
-    return call(api(instance), 'POST', `/api/v1/packages/concurrent/${name}`, {
-      release: '1.0.0', media_type: 'helm', blob: blob.toString('base64'),
-    });
-  }));
+  const blobs = await Promise.all(
+    Array.from({ length: count }, (_, i) => makeTarGz({ 'Chart.yaml': `writer: ${i}\n` })),
+  );
+  const results = await Promise.all(
+    blobs.map((blob, i) => {
+      const instance = cluster.instances[i % cluster.instances.length] as Instance;
+      return call(api(instance), 'POST', `/api/v1/packages/concurrent/${name}`, {
+        release: '1.0.0',
+        media_type: 'helm',
+        blob: blob.toString('base64'),
+      });
+    }),
+  );
   const statuses = results.map((r) => r.status).sort();
   expect(statuses).to.deep.equal([200, ...new Array(count - 1).fill(409)]);
-  for (const r of results.filter((x) => x.status === 409)) expect((r.json as { code: string }).code).to.equal('package-exists');
+  for (const r of results.filter((x) => x.status === 409))
+    expect((r.json as { code: string }).code).to.equal('package-exists');
   // The winner's blob is the one served, by every instance.
   const winner = results.findIndex((r) => r.status === 200);
   for (const instance of cluster.instances) {
@@ -86,7 +103,11 @@ export async function channelAndDeleteRace(cluster: Cluster): Promise<void> {
   const first = cluster.instances[0] as Instance;
   for (let i = 0; i < 6; i += 1) {
     const blob = await makeTarGz({ 'Chart.yaml': `version: 2.0.${i}\n` });
-    const res = await call(api(first), 'POST', base, { release: `2.0.${i}`, media_type: 'helm', blob: blob.toString('base64') });
+    const res = await call(api(first), 'POST', base, {
+      release: `2.0.${i}`,
+      media_type: 'helm',
+      blob: blob.toString('base64'),
+    });
     expect(res.status).to.equal(200);
   }
   const ops: Promise<{ status: number }>[] = [];
@@ -101,12 +122,19 @@ export async function channelAndDeleteRace(cluster: Cluster): Promise<void> {
   for (const r of results) expect([200, 404]).to.include(r.status);
 
   // Every instance serves every other's changes within the coherence bound (1 s by default): wait for it.
-  const look = () => Promise.all(cluster.instances.map(async (instance) => ({
-    manifests: await call(api(instance), 'GET', base),
-    channels: await call(api(instance), 'GET', `${base}/channels`),
-  })));
-  const agree = (vs: Awaited<ReturnType<typeof look>>) => vs.every((v) =>
-    JSON.stringify([v.manifests.json, v.channels.json]) === JSON.stringify([vs[0]!.manifests.json, vs[0]!.channels.json]));
+  const look = () =>
+    Promise.all(
+      cluster.instances.map(async (instance) => ({
+        manifests: await call(api(instance), 'GET', base),
+        channels: await call(api(instance), 'GET', `${base}/channels`),
+      })),
+    );
+  const agree = (vs: Awaited<ReturnType<typeof look>>) =>
+    vs.every(
+      (v) =>
+        JSON.stringify([v.manifests.json, v.channels.json]) ===
+        JSON.stringify([vs[0]!.manifests.json, vs[0]!.channels.json]),
+    );
   const deadline = Date.now() + 3000;
   let views = await look();
   while (!agree(views) && Date.now() < deadline) {
@@ -135,7 +163,9 @@ export async function channelAndDeleteRace(cluster: Cluster): Promise<void> {
  * one instance to the others (`where` names the set-up in the timing line the test prints).
  */
 export function itRunsEveryScenario(
-  cluster: () => Cluster, counts: { distinct: number; same: number; changes: number }, where: string,
+  cluster: () => Cluster,
+  counts: { distinct: number; same: number; changes: number },
+  where: string,
 ): void {
   it(`keeps all ${counts.distinct} distinct releases pushed concurrently through every instance: served by each at once, listed within the bound`, async () => {
     await pushDistinctReleases(cluster(), counts.distinct);

@@ -7,7 +7,14 @@ import { gunzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import Koa from 'koa';
 import {
-  createApprRouter, hashPassword, jsonLinesAudit, MemoryStorage, Registry, UserStore, type AuditEvent, type StoreUser,
+  createApprRouter,
+  hashPassword,
+  jsonLinesAudit,
+  MemoryStorage,
+  Registry,
+  UserStore,
+  type AuditEvent,
+  type StoreUser,
 } from '../../lib/index.js';
 import { basic, listen, type Running } from '../auth/helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
@@ -54,14 +61,17 @@ describe('audit events', () => {
 
   afterEach(() => server.close());
 
-  const push = (auth: string, release: string, body = blob, force = false) => server.send('POST', PKG, {
-    auth, json: { release, media_type: 'helm', blob: body.toString('base64'), force },
-  });
+  const push = (auth: string, release: string, body = blob, force = false) =>
+    server.send('POST', PKG, {
+      auth,
+      json: { release, media_type: 'helm', blob: body.toString('base64'), force },
+    });
 
   it('reports each change once, with the actor, and nothing for refused or failed requests', async () => {
-    const login = (password: string) => server.send('POST', '/cnr/api/v1/users/login', {
-      json: { user: { username: 'alice', password } },
-    });
+    const login = (password: string) =>
+      server.send('POST', '/cnr/api/v1/users/login', {
+        json: { user: { username: 'alice', password } },
+      });
     expect((await login('wrong')).status).to.equal(401);
     expect((await login('alice-pw')).status).to.equal(200);
 
@@ -75,10 +85,13 @@ describe('audit events', () => {
     expect((await server.send('DELETE', `${PKG}/channels/stable/1.1.0`, { auth: bob })).status).to.equal(200);
     expect((await server.send('DELETE', `${PKG}/channels/stable`, { auth: alice })).status).to.equal(200);
     expect((await server.send('DELETE', `${PKG}/channels/stable`, { auth: alice })).status, 'gone').to.equal(404);
-    expect((await server.send('POST', `${PKG}/visibility`, { auth: alice, json: { visibility: 'private' } })).status)
-      .to.equal(200);
-    expect((await server.send('POST', `${PKG}/visibility`, { auth: bob, json: { visibility: 'public' } })).status,
-      'bob is no admin').to.equal(403);
+    expect(
+      (await server.send('POST', `${PKG}/visibility`, { auth: alice, json: { visibility: 'private' } })).status,
+    ).to.equal(200);
+    expect(
+      (await server.send('POST', `${PKG}/visibility`, { auth: bob, json: { visibility: 'public' } })).status,
+      'bob is no admin',
+    ).to.equal(403);
     expect((await server.send('DELETE', `${PKG}/1.0.0/helm`, { auth: bob })).status).to.equal(200);
     expect((await server.send('DELETE', `${PKG}/1.0.0/helm`, { auth: bob })).status, 'gone').to.equal(404);
     expect((await server.send('DELETE', `${PKG}/1.1.0/helm`, { auth: alice })).status).to.equal(200);
@@ -88,23 +101,59 @@ describe('audit events', () => {
     // The release's digest, as the contract defines it: of the uncompressed tar.
     const digest = (bytes: Buffer) => createHash('sha256').update(gunzipSync(bytes)).digest('hex');
     expect(digest(blob)).to.match(/^[0-9a-f]{64}$/);
-    expect(digest(other)).to.match(/^[0-9a-f]{64}$/).and.not.equal(digest(blob));
+    expect(digest(other))
+      .to.match(/^[0-9a-f]{64}$/)
+      .and.not.equal(digest(blob));
     expect(shapes).to.deep.equal([
       { type: 'login', actor: 'alice', outcome: 'failure' },
       { type: 'login', actor: 'alice', outcome: 'success' },
-      { type: 'push', actor: 'alice', package: 'acme/app', release: '1.0.0', mediaType: 'helm', digest: digest(blob),
-        size: blob.length, forced: false, created: true },
-      { type: 'push', actor: 'bob', package: 'acme/app', release: '1.1.0', mediaType: 'helm', digest: digest(blob),
-        size: blob.length, forced: false, created: false },
-      { type: 'push', actor: 'bob', package: 'acme/app', release: '1.1.0', mediaType: 'helm', digest: digest(other),
-        size: other.length, forced: true, created: false },
+      {
+        type: 'push',
+        actor: 'alice',
+        package: 'acme/app',
+        release: '1.0.0',
+        mediaType: 'helm',
+        digest: digest(blob),
+        size: blob.length,
+        forced: false,
+        created: true,
+      },
+      {
+        type: 'push',
+        actor: 'bob',
+        package: 'acme/app',
+        release: '1.1.0',
+        mediaType: 'helm',
+        digest: digest(blob),
+        size: blob.length,
+        forced: false,
+        created: false,
+      },
+      {
+        type: 'push',
+        actor: 'bob',
+        package: 'acme/app',
+        release: '1.1.0',
+        mediaType: 'helm',
+        digest: digest(other),
+        size: other.length,
+        forced: true,
+        created: false,
+      },
       { type: 'channel-add', actor: 'bob', package: 'acme/app', channel: 'stable', release: '1.0.0' },
       { type: 'channel-add', actor: 'bob', package: 'acme/app', channel: 'stable', release: '1.1.0' },
       { type: 'channel-remove', actor: 'bob', package: 'acme/app', channel: 'stable', release: '1.1.0' },
       { type: 'channel-delete', actor: 'alice', package: 'acme/app', channel: 'stable' },
       { type: 'visibility', actor: 'alice', package: 'acme/app', visibility: 'private', previous: 'public' },
       { type: 'delete', actor: 'bob', package: 'acme/app', release: '1.0.0', mediaType: 'helm', packageDeleted: false },
-      { type: 'delete', actor: 'alice', package: 'acme/app', release: '1.1.0', mediaType: 'helm', packageDeleted: true },
+      {
+        type: 'delete',
+        actor: 'alice',
+        package: 'acme/app',
+        release: '1.1.0',
+        mediaType: 'helm',
+        packageDeleted: true,
+      },
     ]);
     expect(JSON.stringify(events)).not.to.include('alice-pw').and.not.to.include('wrong');
   });
@@ -114,7 +163,10 @@ describe('audit events', () => {
     expect((await server.send('DELETE', `${PKG}/1.0.0/helm`, { auth: alice })).status).to.equal(200);
     expect((await push(bob, '1.0.0')).status).to.equal(200);
     const pushes = events.filter((e) => e.type === 'push');
-    expect(pushes.map((e) => [e.actor, e.type === 'push' && e.created])).to.deep.equal([['alice', true], ['bob', true]]);
+    expect(pushes.map((e) => [e.actor, e.type === 'push' && e.created])).to.deep.equal([
+      ['alice', true],
+      ['bob', true],
+    ]);
   });
 });
 
@@ -122,11 +174,18 @@ describe('audit hooks and writers', () => {
   it('a failing hook is logged and the change stands', async () => {
     const logged: { obj: object; msg?: string | undefined }[] = [];
     const logger = {
-      info: () => undefined, warn: () => undefined,
-      error: (obj: object, msg?: string) => { logged.push({ obj, msg }); },
+      info: () => undefined,
+      warn: () => undefined,
+      error: (obj: object, msg?: string) => {
+        logged.push({ obj, msg });
+      },
     };
     const registry = new Registry({
-      storage: new MemoryStorage(), logger, audit: async () => { throw new Error('audit store down'); },
+      storage: new MemoryStorage(),
+      logger,
+      audit: async () => {
+        throw new Error('audit store down');
+      },
     });
     await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz(), actor: 'ci' });
     expect(await registry.packageVisibility('acme', 'app')).to.equal('public');
@@ -137,10 +196,18 @@ describe('audit hooks and writers', () => {
 
   it('changes made from code carry the actor they are given, or null', async () => {
     const events: AuditEvent[] = [];
-    const registry = new Registry({ storage: new MemoryStorage(), audit: (event) => { events.push(event); } });
+    const registry = new Registry({
+      storage: new MemoryStorage(),
+      audit: (event) => {
+        events.push(event);
+      },
+    });
     await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz() });
     await registry.setVisibility('acme', 'app', 'private', { actor: 'cron' });
-    expect(events.map((e) => [e.type, e.actor])).to.deep.equal([['push', null], ['visibility', 'cron']]);
+    expect(events.map((e) => [e.type, e.actor])).to.deep.equal([
+      ['push', null],
+      ['visibility', 'cron'],
+    ]);
   });
 
   it('names callers with auth.actorName when the host gives it', async () => {
@@ -148,13 +215,17 @@ describe('audit hooks and writers', () => {
     const app = new Koa();
     const router = createApprRouter<{ sub: string }>({
       storage: new MemoryStorage(),
-      audit: (event) => { events.push(event); },
+      audit: (event) => {
+        events.push(event);
+      },
       auth: { identify: () => ({ sub: 'user-42' }), actorName: (caller) => `oidc:${caller.sub}` },
     });
     app.use(router.routes());
     const running = await listen(app);
     try {
-      const res = await running.send('POST', PKG, { json: { release: '1.0.0', blob: (await makeTarGz()).toString('base64') } });
+      const res = await running.send('POST', PKG, {
+        json: { release: '1.0.0', blob: (await makeTarGz()).toString('base64') },
+      });
       expect(res.status).to.equal(200);
     } finally {
       await running.close();
@@ -173,8 +244,10 @@ describe('audit hooks and writers', () => {
       await writer.close();
       const lines = (await readFile(file, 'utf8')).split('\n');
       expect(lines.pop()).to.equal('');
-      expect(lines.map((line) => JSON.parse(line)).map((e: AuditEvent) => [e.type, e.actor]))
-        .to.deep.equal([['push', 'ci'], ['delete', 'ops']]);
+      expect(lines.map((line) => JSON.parse(line)).map((e: AuditEvent) => [e.type, e.actor])).to.deep.equal([
+        ['push', 'ci'],
+        ['delete', 'ops'],
+      ]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -87,7 +87,9 @@ function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>
       const report = await instance().gc({ graceMs: 0 });
       expect(report.changes).to.be.at.least(7);
       // Left: only the entries of what this collection itself removed (blob and tombstone of `a`), timed now.
-      expect((await entries()).filter((key) => Number(key.slice('changes/'.length).split('+')[0]) < clock.at)).to.deep.equal([]);
+      expect(
+        (await entries()).filter((key) => Number(key.slice('changes/'.length).split('+')[0]) < clock.at),
+      ).to.deep.equal([]);
 
       const calls = storage.calls.length;
       await lagging.sync();

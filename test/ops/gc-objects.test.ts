@@ -35,7 +35,9 @@ async function listed(storage: StorageAdapter, prefix: string): Promise<string[]
 /** The immutable objects gc looks after (blobs, metadata objects, chart records). */
 async function objects(storage: StorageAdapter): Promise<string[]> {
   return [
-    ...await listed(storage, 'blobs/'), ...await listed(storage, 'metadata/'), ...await listed(storage, 'charts/'),
+    ...(await listed(storage, 'blobs/')),
+    ...(await listed(storage, 'metadata/')),
+    ...(await listed(storage, 'charts/')),
   ].sort();
 }
 
@@ -64,7 +66,15 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
       clock = Date.parse('2026-11-29T00:00:00Z');
       registry = new Registry({ storage: store.storage, now: () => new Date(clock) });
       const push = (release: string, metadata: unknown, force = false) =>
-        registry.push({ namespace: 'acme', name: 'app', release, mediaType: 'helm', blob: c[release]!.bytes, metadata, force });
+        registry.push({
+          namespace: 'acme',
+          name: 'app',
+          release,
+          mediaType: 'helm',
+          blob: c[release]!.bytes,
+          metadata,
+          force,
+        });
       await push('1.0.0', { m: 1 });
       await push('1.1.0', { m: 2 });
       await registry.deleteRelease('acme', 'app', '1.1.0', 'helm');
@@ -73,7 +83,13 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
       await push('1.3.0', { m: 3 });
       await push('1.3.0', { m: 4 }, true);
       await store.storage.put(keys.chart('acme', 'app', 'f'.repeat(64)), Buffer.from('{"format":1}'));
-      await registry.push({ namespace: 'acme', name: 'keep', release: '1.0.0', blob: await makeTarGz({ 'a.txt': 'a' }), metadata: { k: 1 } });
+      await registry.push({
+        namespace: 'acme',
+        name: 'keep',
+        release: '1.0.0',
+        blob: await makeTarGz({ 'a.txt': 'a' }),
+        metadata: { k: 1 },
+      });
       await store.storage.put(keys.metadata('ghost', 'nodoc', hashOf({ g: 1 })), Buffer.from(JSON.stringify({ g: 1 })));
     });
 
@@ -88,7 +104,10 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
         { package: 'acme/app', hash: hashOf({ m: 3 }) },
         { package: 'ghost/nodoc', hash: hashOf({ g: 1 }) },
       ],
-      charts: [c['1.1.0']!.digest, c['1.2.0']!.digest, 'f'.repeat(64)].map((digest) => ({ package: 'acme/app', digest })),
+      charts: [c['1.1.0']!.digest, c['1.2.0']!.digest, 'f'.repeat(64)].map((digest) => ({
+        package: 'acme/app',
+        digest,
+      })),
     });
     const removed = () => {
       const e = expected();
@@ -119,7 +138,11 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
       expect(byKey(report.blobs)).to.deep.equal(byKey(e.blobs));
       expect(await objects(store.storage)).to.deep.equal(before.filter((key) => !removed().includes(key)));
       // m1 is still referenced by 1.0.0 (1.2.0, deleted, had it too), m4 by the forced 1.3.0, k by acme/keep.
-      for (const [ns, name, hash] of [['acme', 'app', hashOf({ m: 1 })], ['acme', 'app', hashOf({ m: 4 })], ['acme', 'keep', hashOf({ k: 1 })]]) {
+      for (const [ns, name, hash] of [
+        ['acme', 'app', hashOf({ m: 1 })],
+        ['acme', 'app', hashOf({ m: 4 })],
+        ['acme', 'keep', hashOf({ k: 1 })],
+      ]) {
         expect(await store.storage.head(keys.metadata(ns!, name!, hash!)), `${ns}/${name} ${hash}`).not.to.equal(null);
       }
       for (const release of ['1.0.0', '1.3.0']) {
@@ -140,18 +163,32 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
       const got = await store.storage.get(keys.packageDoc('acme', 'app'));
       const doc = JSON.parse((got as { body: Buffer }).body.toString()) as { gc: { orphans: Record<string, string> } };
       // Blobs keep the bare digest of older documents; metadata objects carry their kind.
-      expect(Object.keys(doc.gc.orphans).sort()).to.deep.equal([
-        c['1.1.0']!.digest, c['1.2.0']!.digest, claimKey({ kind: 'metadata', hash: hashOf({ m: 2 }) }),
-        claimKey({ kind: 'metadata', hash: hashOf({ m: 3 }) }),
-      ].sort());
+      expect(Object.keys(doc.gc.orphans).sort()).to.deep.equal(
+        [
+          c['1.1.0']!.digest,
+          c['1.2.0']!.digest,
+          claimKey({ kind: 'metadata', hash: hashOf({ m: 2 }) }),
+          claimKey({ kind: 'metadata', hash: hashOf({ m: 3 }) }),
+        ].sort(),
+      );
       clock += 30 * MINUTE;
       // m2 comes back with a new release (the push reuses its object): no longer an orphan.
-      await registry.push({ namespace: 'acme', name: 'app', release: '1.1.0', mediaType: 'helm', blob: c['1.1.0']!.bytes, metadata: { m: 2 } });
+      await registry.push({
+        namespace: 'acme',
+        name: 'app',
+        release: '1.1.0',
+        mediaType: 'helm',
+        blob: c['1.1.0']!.bytes,
+        metadata: { m: 2 },
+      });
       clock += 31 * MINUTE;
       const report = await registry.gc({ graceMs: 60 * MINUTE });
-      expect(byKey(report.metadata)).to.deep.equal(byKey([
-        { package: 'acme/app', hash: hashOf({ m: 3 }) }, { package: 'ghost/nodoc', hash: hashOf({ g: 1 }) },
-      ]));
+      expect(byKey(report.metadata)).to.deep.equal(
+        byKey([
+          { package: 'acme/app', hash: hashOf({ m: 3 }) },
+          { package: 'ghost/nodoc', hash: hashOf({ g: 1 }) },
+        ]),
+      );
       expect(report.blobs).to.deep.equal([{ package: 'acme/app', digest: c['1.2.0']!.digest }]);
       expect(await store.storage.head(keys.metadata('acme', 'app', hashOf({ m: 2 })))).not.to.equal(null);
       expect(await store.storage.head(keys.chart('acme', 'app', c['1.1.0']!.digest))).not.to.equal(null);
@@ -169,16 +206,23 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
   it('reads claim keys of older documents as blob digests', () => {
     const digest = 'a'.repeat(64);
     expect(parseClaimKey(digest)).to.deep.equal({ kind: 'blob', digest });
-    expect(parseClaimKey(claimKey({ kind: 'metadata', hash: digest }))).to.deep.equal({ kind: 'metadata', hash: digest });
+    expect(parseClaimKey(claimKey({ kind: 'metadata', hash: digest }))).to.deep.equal({
+      kind: 'metadata',
+      hash: digest,
+    });
   });
 
   it('a push reusing a metadata object the collector is deleting waits for it, then writes the object again', async () => {
     const metadata = { reused: true };
     const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
     let release!: () => void;
-    const paused = new Promise<void>((resolve) => { release = resolve; });
+    const paused = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     let reachedDelete!: () => void;
-    const atDelete = new Promise<void>((resolve) => { reachedDelete = resolve; });
+    const atDelete = new Promise<void>((resolve) => {
+      reachedDelete = resolve;
+    });
     class Pausing extends MemoryStorage {
       override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
         if (key === metadataKey) {
@@ -192,17 +236,33 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     const gcRegistry = new Registry({ storage });
     const pushRegistry = new Registry({ storage });
     const a = await chart('1.0.0');
-    await pushRegistry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: a.bytes, metadata });
+    await pushRegistry.push({
+      namespace: 'acme',
+      name: 'app',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: a.bytes,
+      metadata,
+    });
     await pushRegistry.deleteRelease('acme', 'app', '1.0.0', 'helm');
-    await pushRegistry.push({ namespace: 'acme', name: 'app', release: '2.0.0', mediaType: 'helm', blob: (await chart('2.0.0')).bytes });
+    await pushRegistry.push({
+      namespace: 'acme',
+      name: 'app',
+      release: '2.0.0',
+      mediaType: 'helm',
+      blob: (await chart('2.0.0')).bytes,
+    });
 
     const collecting = gcRegistry.gc({ graceMs: 0 });
     await atDelete;
     let pushed = false;
     // Another release, another blob, the same metadata: only the metadata object is claimed.
     const b = await chart('3.0.0');
-    const pushing = pushRegistry.push({ namespace: 'acme', name: 'app', release: '3.0.0', mediaType: 'helm', blob: b.bytes, metadata })
-      .then(() => { pushed = true; });
+    const pushing = pushRegistry
+      .push({ namespace: 'acme', name: 'app', release: '3.0.0', mediaType: 'helm', blob: b.bytes, metadata })
+      .then(() => {
+        pushed = true;
+      });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(pushed, 'the push waits while the metadata object is claimed').to.equal(false);
     release();
@@ -211,7 +271,9 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     expect(report.metadata).to.deep.equal([{ package: 'acme/app', hash: hashOf(metadata) }]);
     expect(report.blobs).to.deep.equal([{ package: 'acme/app', digest: a.digest }]);
     expect(await storage.head(metadataKey), 'written again').not.to.equal(null);
-    expect((await new Registry({ storage }).showManifest('acme', 'app', '3.0.0', 'helm')).metadata).to.deep.equal(metadata);
+    expect((await new Registry({ storage }).showManifest('acme', 'app', '3.0.0', 'helm')).metadata).to.deep.equal(
+      metadata,
+    );
   });
 });
 
@@ -224,7 +286,9 @@ describe('garbage collection racing the migration of inline metadata (memory)', 
     const docKey = keys.packageDoc('acme', 'app');
     const gate = () => {
       let open!: () => void;
-      const opened = new Promise<void>((resolve) => { open = resolve; });
+      const opened = new Promise<void>((resolve) => {
+        open = resolve;
+      });
       return { open, opened };
     };
     const atDelete = gate();
@@ -261,8 +325,21 @@ describe('garbage collection racing the migration of inline metadata (memory)', 
     const a = await chart('1.0.0');
     await storage.put(keys.blob('acme', 'app', a.digest), a.bytes);
     const legacy = {
-      namespace: 'acme', name: 'app', created_at: '2026-01-01T00:00:00.000Z', visibility: 'public', channels: {},
-      releases: { '1.0.0': { helm: { digest: a.digest, size: a.bytes.length, created_at: '2026-01-01T00:00:00.000Z', metadata: legacyMetadata } } },
+      namespace: 'acme',
+      name: 'app',
+      created_at: '2026-01-01T00:00:00.000Z',
+      visibility: 'public',
+      channels: {},
+      releases: {
+        '1.0.0': {
+          helm: {
+            digest: a.digest,
+            size: a.bytes.length,
+            created_at: '2026-01-01T00:00:00.000Z',
+            metadata: legacyMetadata,
+          },
+        },
+      },
     };
     await storage.put(docKey, Buffer.from(JSON.stringify(legacy)));
     await storage.put(metadataKey, Buffer.from(JSON.stringify(legacyMetadata)));
@@ -270,17 +347,26 @@ describe('garbage collection racing the migration of inline metadata (memory)', 
     const collecting = new Registry({ storage }).gc({ graceMs: 0 });
     await atDelete.opened;
     const pushRegistry = new Registry({ storage });
-    const pushing = pushRegistry.push({ namespace: 'acme', name: 'app', release: '2.0.0', mediaType: 'helm', blob: (await chart('2.0.0')).bytes });
+    const pushing = pushRegistry.push({
+      namespace: 'acme',
+      name: 'app',
+      release: '2.0.0',
+      mediaType: 'helm',
+      blob: (await chart('2.0.0')).bytes,
+    });
     await atPut.opened;
     deleteGo.open();
     const report = await collecting;
     expect(report.metadata).to.deep.equal([{ package: 'acme/app', hash: hashOf(legacyMetadata) }]);
     putGo.open();
     await pushing;
-    const stored = JSON.parse(((await storage.get(docKey)) as { body: Buffer }).body.toString()) as
-      { releases: Record<string, { helm: { metadata?: unknown; metadata_ref?: string } }> };
+    const stored = JSON.parse(((await storage.get(docKey)) as { body: Buffer }).body.toString()) as {
+      releases: Record<string, { helm: { metadata?: unknown; metadata_ref?: string } }>;
+    };
     expect(stored.releases['1.0.0']?.helm.metadata_ref, 'migrated').to.equal(hashOf(legacyMetadata));
     expect(await storage.head(metadataKey), 'written again after the collector removed it').not.to.equal(null);
-    expect((await new Registry({ storage }).showManifest('acme', 'app', '1.0.0', 'helm')).metadata).to.deep.equal(legacyMetadata);
+    expect((await new Registry({ storage }).showManifest('acme', 'app', '1.0.0', 'helm')).metadata).to.deep.equal(
+      legacyMetadata,
+    );
   });
 });

@@ -31,8 +31,12 @@ describeWithS3('garbage collection racing pushes on S3 (Ceph RGW, collector in a
     const blobs = new Map<string, Buffer>();
     let out = '';
     let err = '';
-    worker.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
-    worker.stderr.on('data', (chunk: Buffer) => { err += chunk.toString(); });
+    worker.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    worker.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`gc worker did not start: ${err}`)), 30_000);
@@ -46,43 +50,60 @@ describeWithS3('garbage collection racing pushes on S3 (Ceph RGW, collector in a
 
       // The release's blob: the same bytes for every push of it, unless `variant` asks for other bytes.
       const chart = async (pkg: string, release: string, variant = '') =>
-        makeTarGz({ 'Chart.yaml': `name: ${pkg}\nversion: ${release}\n`, ...(variant ? { 'variant.txt': variant } : {}) });
+        makeTarGz({
+          'Chart.yaml': `name: ${pkg}\nversion: ${release}\n`,
+          ...(variant ? { 'variant.txt': variant } : {}),
+        });
       const push = async (pkg: string, release: string, variant = '') => {
         const blob = await chart(pkg, release, variant);
-        await registry.push({ namespace: 'race', name: pkg, release, mediaType: 'helm', blob, metadata: metadataOf(pkg, release), force: true });
+        await registry.push({
+          namespace: 'race',
+          name: pkg,
+          release,
+          mediaType: 'helm',
+          blob,
+          metadata: metadataOf(pkg, release),
+          force: true,
+        });
         blobs.set(`${pkg}@${release}`, blob);
       };
 
       for (const pkg of PACKAGES) await push(pkg, '0.0.1');
       for (let round = 1; round <= ROUNDS; round += 1) {
-        await Promise.all(PACKAGES.map(async (pkg, i) => {
-          const again = `1.0.${round % 3}`; // pushed, deleted, pushed again: its blob goes orphan in between
-          await push(pkg, again);
-          await registry.deleteRelease('race', pkg, again, 'helm');
-          await new Promise((resolve) => setTimeout(resolve, (round * 7 + i * 13) % 40));
-          await push(pkg, again);
-          await push(pkg, `2.${round}.0`); // a new release and blob
-          // Pushed, deleted, pushed again with new bytes: only the metadata object is reused, not the blob.
-          const meta = `3.0.${round % 2}`;
-          await push(pkg, meta, `${round}a`);
-          await registry.deleteRelease('race', pkg, meta, 'helm');
-          await new Promise((resolve) => setTimeout(resolve, (round * 5 + i * 17) % 40));
-          await push(pkg, meta, `${round}b`);
-          if (round % 4 === 0) {
-            // The whole package deleted (a tombstone, every blob an orphan), then its releases pushed again.
-            const releases = (await registry.packageManifests('race', pkg)).map((m) => m.release);
-            for (const release of releases) await registry.deleteRelease('race', pkg, release, 'helm');
-            await new Promise((resolve) => setTimeout(resolve, (round * 11 + i * 5) % 40));
-            for (const release of releases) await push(pkg, release);
-          }
-        }));
+        await Promise.all(
+          PACKAGES.map(async (pkg, i) => {
+            const again = `1.0.${round % 3}`; // pushed, deleted, pushed again: its blob goes orphan in between
+            await push(pkg, again);
+            await registry.deleteRelease('race', pkg, again, 'helm');
+            await new Promise((resolve) => setTimeout(resolve, (round * 7 + i * 13) % 40));
+            await push(pkg, again);
+            await push(pkg, `2.${round}.0`); // a new release and blob
+            // Pushed, deleted, pushed again with new bytes: only the metadata object is reused, not the blob.
+            const meta = `3.0.${round % 2}`;
+            await push(pkg, meta, `${round}a`);
+            await registry.deleteRelease('race', pkg, meta, 'helm');
+            await new Promise((resolve) => setTimeout(resolve, (round * 5 + i * 17) % 40));
+            await push(pkg, meta, `${round}b`);
+            if (round % 4 === 0) {
+              // The whole package deleted (a tombstone, every blob an orphan), then its releases pushed again.
+              const releases = (await registry.packageManifests('race', pkg)).map((m) => m.release);
+              for (const release of releases) await registry.deleteRelease('race', pkg, release, 'helm');
+              await new Promise((resolve) => setTimeout(resolve, (round * 11 + i * 5) % 40));
+              for (const release of releases) await push(pkg, release);
+            }
+          }),
+        );
         await verify(registry, storage, blobs, round);
       }
     } finally {
       worker.stdin.write('stop\n');
       await new Promise((resolve) => worker.once('exit', resolve));
     }
-    const total = JSON.parse(out.split('\n').filter(Boolean).pop() ?? '{}') as { runs: number; blobs: number; metadata: number };
+    const total = JSON.parse(out.split('\n').filter(Boolean).pop() ?? '{}') as {
+      runs: number;
+      blobs: number;
+      metadata: number;
+    };
     // The race really happened: the collector ran through the rounds and removed orphans while pushes went on.
     expect(total.runs, err).to.be.at.least(ROUNDS);
     expect(total.blobs, err).to.be.at.least(1);
@@ -96,7 +117,12 @@ describeWithS3('garbage collection racing pushes on S3 (Ceph RGW, collector in a
  * Every release of every package has its blob, with the digest its manifest names, and its metadata object (at
  * the hash of the metadata the manifest shows; this process may hold it in its cache, storage must hold it too).
  */
-async function verify(registry: Registry, storage: ReturnType<typeof s3StorageFromUrl>, blobs: Map<string, Buffer>, round: number | string) {
+async function verify(
+  registry: Registry,
+  storage: ReturnType<typeof s3StorageFromUrl>,
+  blobs: Map<string, Buffer>,
+  round: number | string,
+) {
   for (const summary of await registry.listPackages({ namespace: 'race' })) {
     const name = summary.name.slice(summary.namespace.length + 1); // summaries name packages `ns/name`
     for (const manifest of await registry.packageManifests(summary.namespace, name)) {
@@ -110,8 +136,10 @@ async function verify(registry: Registry, storage: ReturnType<typeof s3StorageFr
       expect(bytes.equals(blobs.get(`${name}@${manifest.release}`) as Buffer)).to.equal(true);
       expect(manifest.metadata).to.deep.equal(metadataOf(name, manifest.release));
       const hash = createHash('sha256').update(JSON.stringify(manifest.metadata)).digest('hex');
-      expect(await storage.head(keys.metadata(summary.namespace, name, hash)), `round ${round}: ${name}@${manifest.release} lost its metadata`)
-        .not.to.equal(null);
+      expect(
+        await storage.head(keys.metadata(summary.namespace, name, hash)),
+        `round ${round}: ${name}@${manifest.release} lost its metadata`,
+      ).not.to.equal(null);
     }
   }
 }

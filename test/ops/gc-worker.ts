@@ -12,7 +12,9 @@ import { s3StorageFromUrl } from '../../lib/s3.js';
 const storage = s3StorageFromUrl(process.argv[2] ?? '');
 const registry = new Registry({ storage });
 let stop = false;
-process.stdin.once('data', () => { stop = true; });
+process.stdin.once('data', () => {
+  stop = true;
+});
 process.stdout.write('ready\n');
 const total = { runs: 0, blobs: 0, metadata: 0, charts: 0, tombstones: 0, errors: 0 };
 while (!stop) {

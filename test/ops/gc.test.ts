@@ -37,7 +37,13 @@ describe('garbage collection', () => {
     storage = new MemoryStorage();
     clock = Date.parse('2026-11-29T00:00:00Z');
     events = [];
-    registry = new Registry({ storage, now: () => new Date(clock), audit: (e) => { events.push(e); } });
+    registry = new Registry({
+      storage,
+      now: () => new Date(clock),
+      audit: (e) => {
+        events.push(e);
+      },
+    });
     const push = (ns: string, name: string, release: string, label: string) =>
       registry.push({ namespace: ns, name, release, mediaType: 'helm', blob: blobs[label]!.bytes });
     await push('acme', 'app', '1.0.0', 'a');
@@ -61,13 +67,15 @@ describe('garbage collection', () => {
 
   it('a dry run reports the orphans and changes nothing', async () => {
     const before = await allKeys(storage);
-    const docsBefore = await Promise.all(before.map(async (k) => (await storage.get(k))));
+    const docsBefore = await Promise.all(before.map(async (k) => await storage.get(k)));
     const report = await registry.gc({ dryRun: true, graceMs: 0 });
     expect(report.dryRun).to.equal(true);
     expect(sorted(report.blobs)).to.deep.equal(sorted(orphans()));
     expect(await allKeys(storage)).to.deep.equal(before);
-    const docsAfter = await Promise.all(before.map(async (k) => (await storage.get(k))));
-    expect(docsAfter.map((d) => d && !d.notModified && d.etag)).to.deep.equal(docsBefore.map((d) => d && !d.notModified && d.etag));
+    const docsAfter = await Promise.all(before.map(async (k) => await storage.get(k)));
+    expect(docsAfter.map((d) => d && !d.notModified && d.etag)).to.deep.equal(
+      docsBefore.map((d) => d && !d.notModified && d.etag),
+    );
     expect(events.filter((e) => e.type === 'gc')).to.deep.equal([]);
   });
 
@@ -75,21 +83,28 @@ describe('garbage collection', () => {
     const report = await registry.gc({ graceMs: 0 });
     expect(sorted(report.blobs)).to.deep.equal(sorted(orphans()));
     expect(report.tombstones).to.deep.equal([]);
-    const live = [
-      keys.blob('acme', 'app', blobs.a!.digest), keys.blob('acme', 'keep', blobs.f!.digest),
-    ];
-    const docs = ['acme/app', 'acme/gone', 'acme/keep', 'ghost/nodoc'].map((p) => keys.packageDoc(p.split('/')[0]!, p.split('/')[1]!));
+    const live = [keys.blob('acme', 'app', blobs.a!.digest), keys.blob('acme', 'keep', blobs.f!.digest)];
+    const docs = ['acme/app', 'acme/gone', 'acme/keep', 'ghost/nodoc'].map((p) =>
+      keys.packageDoc(p.split('/')[0]!, p.split('/')[1]!),
+    );
     expect(await allKeys(storage)).to.deep.equal([...live, ...docs].sort());
     // The releases that are left still pull, byte for byte.
     const pulled = await registry.pull('acme', 'app', '1.0.0', 'helm');
     const chunks: Buffer[] = [];
     for await (const chunk of pulled.blob.body) chunks.push(chunk as Buffer);
     expect(Buffer.concat(chunks).equals(blobs.a!.bytes)).to.equal(true);
-    expect(events.filter((e) => e.type === 'gc').map(({ time: _t, ...e }) => e))
-      .to.deep.equal([{
-        type: 'gc', actor: null, blobs: 4, metadata: report.metadata.length, charts: report.charts.length,
-        segments: report.segments.length, tombstones: 0, changes: report.changes,
-      }]);
+    expect(events.filter((e) => e.type === 'gc').map(({ time: _t, ...e }) => e)).to.deep.equal([
+      {
+        type: 'gc',
+        actor: null,
+        blobs: 4,
+        metadata: report.metadata.length,
+        charts: report.charts.length,
+        segments: report.segments.length,
+        tombstones: 0,
+        changes: report.changes,
+      },
+    ]);
 
     clock += TOMBSTONE_AFTER_CLAIM_MS - MINUTE;
     expect((await registry.gc({ graceMs: 0 })).tombstones, 'claimed too recently').to.deep.equal([]);
@@ -97,7 +112,9 @@ describe('garbage collection', () => {
     const later = await registry.gc({ graceMs: 0 });
     expect(later.blobs).to.deep.equal([]);
     expect(later.tombstones.sort()).to.deep.equal(['acme/gone', 'ghost/nodoc']);
-    expect(await allKeys(storage)).to.deep.equal([...live, keys.packageDoc('acme', 'app'), keys.packageDoc('acme', 'keep')].sort());
+    expect(await allKeys(storage)).to.deep.equal(
+      [...live, keys.packageDoc('acme', 'app'), keys.packageDoc('acme', 'keep')].sort(),
+    );
     expect(await registry.packageVisibility('acme', 'gone')).to.equal(null);
     // Nothing left to do.
     const idle = await registry.gc({ graceMs: 0 });
@@ -113,7 +130,10 @@ describe('garbage collection', () => {
     const later = await s3like.gc({ graceMs: 0 });
     expect(later.tombstones).to.deep.equal([]);
     expect((await s3like.gc({ graceMs: 0, dryRun: true })).tombstones).to.deep.equal([]);
-    expect(await allKeys(storage)).to.include.members([keys.packageDoc('acme', 'gone'), keys.packageDoc('ghost', 'nodoc')]);
+    expect(await allKeys(storage)).to.include.members([
+      keys.packageDoc('acme', 'gone'),
+      keys.packageDoc('ghost', 'nodoc'),
+    ]);
   });
 
   it('marks first and removes only what stayed unreferenced for graceMs; a push in between keeps its blob', async () => {
@@ -125,8 +145,9 @@ describe('garbage collection', () => {
     expect((await registry.gc({ graceMs: 60 * MINUTE })).blobs).to.deep.equal([]);
     expect((await registry.gc({ dryRun: true, graceMs: 60 * MINUTE })).blobs).to.deep.equal([]);
     clock += 31 * MINUTE;
-    expect(sorted((await registry.gc({ dryRun: true, graceMs: 60 * MINUTE })).blobs))
-      .to.deep.equal(sorted(orphans().filter((o) => o.digest !== blobs.b!.digest)));
+    expect(sorted((await registry.gc({ dryRun: true, graceMs: 60 * MINUTE })).blobs)).to.deep.equal(
+      sorted(orphans().filter((o) => o.digest !== blobs.b!.digest)),
+    );
     const report = await registry.gc({ graceMs: 60 * MINUTE });
     expect(sorted(report.blobs)).to.deep.equal(sorted(orphans().filter((o) => o.digest !== blobs.b!.digest)));
     expect(await storage.head(keys.blob('acme', 'app', blobs.b!.digest))).not.to.equal(null);
@@ -135,15 +156,21 @@ describe('garbage collection', () => {
     clock += 59 * MINUTE;
     expect((await registry.gc({ graceMs: 60 * MINUTE })).blobs, 'marked now').to.deep.equal([]);
     clock += 61 * MINUTE;
-    expect((await registry.gc({ graceMs: 60 * MINUTE })).blobs).to.deep.equal([{ package: 'acme/app', digest: blobs.b!.digest }]);
+    expect((await registry.gc({ graceMs: 60 * MINUTE })).blobs).to.deep.equal([
+      { package: 'acme/app', digest: blobs.b!.digest },
+    ]);
   });
 
   it('a push of a blob the collector is deleting waits for it, then writes the blob again', async () => {
     // The collector is paused between claiming b and deleting it.
     let release!: () => void;
-    const paused = new Promise<void>((resolve) => { release = resolve; });
+    const paused = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     let reachedDelete!: () => void;
-    const atDelete = new Promise<void>((resolve) => { reachedDelete = resolve; });
+    const atDelete = new Promise<void>((resolve) => {
+      reachedDelete = resolve;
+    });
     class Pausing extends MemoryStorage {
       override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
         if (key === keys.blob('acme', 'app', blobs.b!.digest)) {
@@ -156,15 +183,30 @@ describe('garbage collection', () => {
     const pausing = new Pausing();
     const gcRegistry = new Registry({ storage: pausing });
     const pushRegistry = new Registry({ storage: pausing });
-    await pushRegistry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: blobs.b!.bytes });
+    await pushRegistry.push({
+      namespace: 'acme',
+      name: 'app',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: blobs.b!.bytes,
+    });
     await pushRegistry.deleteRelease('acme', 'app', '1.0.0', 'helm');
-    await pushRegistry.push({ namespace: 'acme', name: 'app', release: '2.0.0', mediaType: 'helm', blob: blobs.a!.bytes });
+    await pushRegistry.push({
+      namespace: 'acme',
+      name: 'app',
+      release: '2.0.0',
+      mediaType: 'helm',
+      blob: blobs.a!.bytes,
+    });
 
     const collecting = gcRegistry.gc({ graceMs: 0 });
     await atDelete;
     let pushed = false;
-    const pushing = pushRegistry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: blobs.b!.bytes })
-      .then(() => { pushed = true; });
+    const pushing = pushRegistry
+      .push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: blobs.b!.bytes })
+      .then(() => {
+        pushed = true;
+      });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(pushed, 'the push waits while b is claimed').to.equal(false);
     release();
@@ -185,7 +227,9 @@ describe('garbage collection', () => {
     await r.addChannelRelease('acme', 'app', 'stable', '1.0.0');
     await r.setVisibility('acme', 'app', 'private');
     const stored = await spy.get(keys.packageDoc('acme', 'app'));
-    const doc = JSON.parse((stored as { body: Buffer }).body.toString()) as { gc?: { orphans?: Record<string, string> } };
+    const doc = JSON.parse((stored as { body: Buffer }).body.toString()) as {
+      gc?: { orphans?: Record<string, string> };
+    };
     expect(Object.keys(doc.gc?.orphans ?? {})).to.deep.equal([blobs.c!.digest]);
   });
 });

@@ -1,14 +1,24 @@
 /** Health: registry.health() and the /healthz and /readyz middlewares, over a working, a read-only and a failing store. */
 import { expect } from 'chai';
 import Koa from 'koa';
-import { createApprRouter, healthz, MemoryStorage, readyz, Registry, requestLog, type StorageAdapter } from '../../lib/index.js';
+import {
+  createApprRouter,
+  healthz,
+  MemoryStorage,
+  readyz,
+  Registry,
+  requestLog,
+  type StorageAdapter,
+} from '../../lib/index.js';
 import { listen, type TestServer } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { SwitchableStorage } from './helpers.js';
 
 function recordingLogger() {
   const lines: { level: string; obj: Record<string, unknown>; msg?: string | undefined }[] = [];
-  const at = (level: string) => (obj: object, msg?: string) => { lines.push({ level, obj: obj as Record<string, unknown>, msg }); };
+  const at = (level: string) => (obj: object, msg?: string) => {
+    lines.push({ level, obj: obj as Record<string, unknown>, msg });
+  };
   return { lines, logger: { info: at('info'), warn: at('warn'), error: at('error') } };
 }
 
@@ -49,7 +59,11 @@ describe('health', () => {
   it('reports a change feed not read for longer than its polling allows as not current', async () => {
     let clock = Date.parse('2026-11-29T00:00:00Z');
     const store = new SwitchableStorage(new MemoryStorage());
-    const stalled = new Registry({ storage: store, now: () => new Date(clock), coherence: { pollMs: 250, idlePollMs: 1000 } });
+    const stalled = new Registry({
+      storage: store,
+      now: () => new Date(clock),
+      coherence: { pollMs: 250, idlePollMs: 1000 },
+    });
     try {
       expect((await stalled.health()).changeFeed).to.deep.equal({ current: true, lastPollAgeMs: 0 });
       stalled.close(); // no background polls: only health's own catch-up reads the feed
@@ -105,7 +119,10 @@ describe('health', () => {
   it('each instance probes its own key', async () => {
     const seen = new Set<string>();
     const spy = Object.assign(Object.create(memory) as StorageAdapter, {
-      get: (key: string) => { seen.add(key); return memory.get(key); },
+      get: (key: string) => {
+        seen.add(key);
+        return memory.get(key);
+      },
     });
     await new Registry({ storage: spy }).health();
     await new Registry({ storage: spy }).health();
@@ -123,14 +140,17 @@ describe('request log', () => {
     app.use(healthz());
     const router = createApprRouter<{ username: string }>({
       storage: new MemoryStorage(),
-      auth: { identify: (_ctx, credentials) => (credentials?.scheme === 'bearer' ? { username: credentials.token } : null) },
+      auth: {
+        identify: (_ctx, credentials) => (credentials?.scheme === 'bearer' ? { username: credentials.token } : null),
+      },
     });
     app.use(router.routes()).use(router.allowedMethods());
     const server = await listen(app, '/cnr');
     try {
       const blob = await makeTarGz({ 'Chart.yaml': 'name: app\n' });
       await server.request('POST', '/api/v1/packages/acme/app', {
-        headers: { authorization: 'Bearer carol' }, json: { release: '1.0.0', blob: blob.toString('base64') },
+        headers: { authorization: 'Bearer carol' },
+        json: { release: '1.0.0', blob: blob.toString('base64') },
       });
       await server.request('GET', '/api/v1/packages/acme/app/9.9.9/kpm');
       await server.requestRoot('GET', '/healthz');
@@ -143,8 +163,24 @@ describe('request log', () => {
       return { level, msg, ...rest };
     });
     expect(lines).to.deep.equal([
-      { level: 'info', msg: 'request', method: 'POST', route: 'push', path: '/cnr/api/v1/packages/acme/app', status: 200, actor: 'carol' },
-      { level: 'info', msg: 'request', method: 'GET', route: 'show-manifest', path: '/cnr/api/v1/packages/acme/app/9.9.9/kpm', status: 404, actor: null },
+      {
+        level: 'info',
+        msg: 'request',
+        method: 'POST',
+        route: 'push',
+        path: '/cnr/api/v1/packages/acme/app',
+        status: 200,
+        actor: 'carol',
+      },
+      {
+        level: 'info',
+        msg: 'request',
+        method: 'GET',
+        route: 'show-manifest',
+        path: '/cnr/api/v1/packages/acme/app/9.9.9/kpm',
+        status: 404,
+        actor: null,
+      },
       { level: 'info', msg: 'request', method: 'GET', route: null, path: '/healthz', status: 200, actor: null },
     ]);
   });

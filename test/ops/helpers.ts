@@ -1,7 +1,14 @@
 /** Helpers of the operations tests: a storage whose outage can be switched on, and a Prometheus text parser. */
 import type { Readable } from 'node:stream';
 import { StorageUnavailableError } from '../../lib/index.js';
-import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from '../../lib/index.js';
+import type {
+  GetResult,
+  ListOptions,
+  ListPage,
+  StorageAdapter,
+  StreamResult,
+  WriteCondition,
+} from '../../lib/index.js';
 
 /**
  * A real adapter behind two switches: `down` makes every request fail as an outage does

@@ -5,7 +5,12 @@ import Router from '@koa/router';
 import Router12 from 'router12';
 import { Registry as PromRegistry } from 'prom-client';
 import {
-  ApprMetrics, createApprRouter, MemoryStorage, metricsEndpoint, Registry, type WriteCondition,
+  ApprMetrics,
+  createApprRouter,
+  MemoryStorage,
+  metricsEndpoint,
+  Registry,
+  type WriteCondition,
 } from '../../lib/index.js';
 import { listen, type TestServer } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
@@ -43,9 +48,10 @@ describe('metrics', () => {
   }
 
   it('counts requests by route, method and status, storage requests by outcome, cache, CAS and bytes', async () => {
-    const push = (force = false) => server.request('POST', PKG, {
-      json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64'), force },
-    });
+    const push = (force = false) =>
+      server.request('POST', PKG, {
+        json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64'), force },
+      });
     expect((await push()).status).to.equal(200);
     expect((await push()).status).to.equal(409);
     for (let i = 0; i < 3; i += 1) {
@@ -81,9 +87,12 @@ describe('metrics', () => {
     expect(http('unmatched', 'GET', 404)).to.equal(1);
     expect(total(samples, 'koa_appr_http_requests_total')).to.equal(12);
     // One histogram series per route and method: its count is every request of the route, whatever the status.
-    expect(sample(samples, 'koa_appr_http_request_duration_seconds_count', { route: 'pull', method: 'GET' })).to.equal(5);
-    expect(sample(samples, 'koa_appr_http_request_duration_seconds_bucket', { route: 'pull', method: 'GET', le: '+Inf' }))
-      .to.equal(5);
+    expect(sample(samples, 'koa_appr_http_request_duration_seconds_count', { route: 'pull', method: 'GET' })).to.equal(
+      5,
+    );
+    expect(
+      sample(samples, 'koa_appr_http_request_duration_seconds_bucket', { route: 'pull', method: 'GET', le: '+Inf' }),
+    ).to.equal(5);
 
     const storageCount = (operation: string, outcome: string) =>
       sample(samples, 'koa_appr_storage_requests_total', { operation, outcome });
@@ -93,8 +102,9 @@ describe('metrics', () => {
     expect(storageCount('head', 'ok')).to.equal(1); // ... which it checked
     expect(storageCount('get', 'error')).to.equal(2); // the two unknown packages looked up during the outage
     expect(storageCount('getStream', 'ok')).to.equal(0); // a small blob is served from memory after its first read
-    expect(sample(samples, 'koa_appr_storage_request_duration_seconds_count', { operation: 'get', outcome: 'error' }))
-      .to.equal(2);
+    expect(
+      sample(samples, 'koa_appr_storage_request_duration_seconds_count', { operation: 'get', outcome: 'error' }),
+    ).to.equal(2);
 
     // Known packages come from the catalog; unknown ones (and the first push's) are misses that read storage.
     expect(sample(samples, 'koa_appr_cache_requests_total', { cache: 'catalog', result: 'hit' })).to.be.at.least(5);
@@ -124,7 +134,11 @@ describe('metrics', () => {
       }
     }
     const own = new ApprMetrics();
-    const registry = new Registry({ storage: new Contended(), metrics: own, cas: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 } });
+    const registry = new Registry({
+      storage: new Contended(),
+      metrics: own,
+      cas: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
+    });
     await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob });
     let error: unknown;
     try {
@@ -159,7 +173,10 @@ describe('metrics', () => {
     expect((await server.requestRoot('POST', '/metrics')).status).to.equal(404);
     expect((await server.requestRoot('GET', '/metrics/x')).status).to.equal(404);
   });
-  for (const [version, ParentRouter] of [['15', Router], ['12', Router12]] as const) {
+  for (const [version, ParentRouter] of [
+    ['15', Router],
+    ['12', Router12],
+  ] as const) {
     it(`names routes the same when nested in a parent router (@koa/router ${version})`, async () => {
       const own = new ApprMetrics();
       const appr = createApprRouter({ storage: new MemoryStorage(), metrics: own });
@@ -170,13 +187,19 @@ describe('metrics', () => {
       const nested = await listen(app);
       try {
         expect((await nested.requestRoot('GET', '/portal/cnr/version')).status).to.equal(200);
-        expect((await nested.requestRoot('GET', '/portal/cnr/api/v1/packages/acme/app/1.0.0/helm')).status).to.equal(404);
+        expect((await nested.requestRoot('GET', '/portal/cnr/api/v1/packages/acme/app/1.0.0/helm')).status).to.equal(
+          404,
+        );
       } finally {
         await nested.close();
       }
       const samples = parseMetrics(await own.register.metrics());
-      expect(sample(samples, 'koa_appr_http_requests_total', { route: 'version', method: 'GET', status: '200' })).to.equal(1);
-      expect(sample(samples, 'koa_appr_http_requests_total', { route: 'show-manifest', method: 'GET', status: '404' })).to.equal(1);
+      expect(
+        sample(samples, 'koa_appr_http_requests_total', { route: 'version', method: 'GET', status: '200' }),
+      ).to.equal(1);
+      expect(
+        sample(samples, 'koa_appr_http_requests_total', { route: 'show-manifest', method: 'GET', status: '404' }),
+      ).to.equal(1);
     });
   }
 });

@@ -13,12 +13,16 @@ import { parseMetrics, sample, SwitchableStorage } from './helpers.js';
 
 describe('serverOps', () => {
   let dir: string;
-  beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'appr-ops-')); });
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'appr-ops-'));
+  });
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it('wires logging, metrics, audit log, health and error reporting around a registry', async () => {
     const lines: { level: string; obj: Record<string, unknown>; msg?: string | undefined }[] = [];
-    const at = (level: string) => (obj: object, msg?: string) => { lines.push({ level, obj: obj as Record<string, unknown>, msg }); };
+    const at = (level: string) => (obj: object, msg?: string) => {
+      lines.push({ level, obj: obj as Record<string, unknown>, msg });
+    };
     const auditLog = join(dir, 'audit.jsonl');
     const ops = serverOps({ auditLog, logger: { info: at('info'), warn: at('warn'), error: at('error') } });
     const storage = new SwitchableStorage(new MemoryStorage());
@@ -30,8 +34,13 @@ describe('serverOps', () => {
     const server = await listen(app, '/cnr');
     try {
       const blob = await makeTarGz({ 'Chart.yaml': 'name: app\n' });
-      expect((await server.request('POST', '/api/v1/packages/acme/app', { json: { release: '1.0.0', blob: blob.toString('base64') } })).status)
-        .to.equal(200);
+      expect(
+        (
+          await server.request('POST', '/api/v1/packages/acme/app', {
+            json: { release: '1.0.0', blob: blob.toString('base64') },
+          })
+        ).status,
+      ).to.equal(200);
       storage.down = true;
       expect((await server.request('GET', '/api/v1/packages/acme/app')).status).to.equal(503);
       expect((await server.requestRoot('GET', '/readyz')).status).to.equal(503);
@@ -40,22 +49,35 @@ describe('serverOps', () => {
       expect((await server.requestRoot('GET', '/healthz')).status).to.equal(200);
       const scraped = await server.requestRoot('GET', '/metrics');
       const samples = parseMetrics(scraped.text);
-      expect(sample(samples, 'koa_appr_http_requests_total', { route: 'push', method: 'POST', status: '200' })).to.equal(1);
-      expect(sample(samples, 'koa_appr_http_requests_total', { route: 'package-manifests', method: 'GET', status: '503' })).to.equal(1);
+      expect(
+        sample(samples, 'koa_appr_http_requests_total', { route: 'push', method: 'POST', status: '200' }),
+      ).to.equal(1);
+      expect(
+        sample(samples, 'koa_appr_http_requests_total', { route: 'package-manifests', method: 'GET', status: '503' }),
+      ).to.equal(1);
       expect(scraped.text).to.include('process_cpu_user_seconds_total');
     } finally {
       await server.close();
       await ops.close();
     }
-    const audit = (await readFile(auditLog, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { type: string });
+    const audit = (await readFile(auditLog, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { type: string });
     expect(audit.map((e) => e.type)).to.deep.equal(['push']);
     const failed = lines.filter((l) => l.level === 'error');
-    expect(failed.map((l) => [l.msg, l.obj.route, l.obj.method])).to.deep.equal([['request failed', 'package-manifests', 'GET']]);
+    expect(failed.map((l) => [l.msg, l.obj.route, l.obj.method])).to.deep.equal([
+      ['request failed', 'package-manifests', 'GET'],
+    ]);
     expect(String((failed[0]!.obj.err as Error).message)).to.include('secret-bucket');
     const requests = lines.filter((l) => l.msg === 'request').map((l) => [l.obj.path, l.obj.status]);
     expect(requests).to.deep.equal([
-      ['/cnr/api/v1/packages/acme/app', 200], ['/cnr/api/v1/packages/acme/app', 503], ['/readyz', 503], ['/readyz', 200],
-      ['/healthz', 200], ['/metrics', 200],
+      ['/cnr/api/v1/packages/acme/app', 200],
+      ['/cnr/api/v1/packages/acme/app', 503],
+      ['/readyz', 503],
+      ['/readyz', 200],
+      ['/healthz', 200],
+      ['/metrics', 200],
     ]);
   });
 
@@ -83,14 +105,18 @@ describe('serverOps', () => {
   });
 
   it('refuses a log level pino does not have, naming the accepted ones', () => {
-    expect(() => serverOps({ logLevel: 'loud' as 'info' })).to.throw(TypeError, /fatal, error, warn, info, debug, trace, silent/);
+    expect(() => serverOps({ logLevel: 'loud' as 'info' })).to.throw(
+      TypeError,
+      /fatal, error, warn, info, debug, trace, silent/,
+    );
   });
 });
 
 describe('gc sub-command arguments', () => {
   it('reads durations', () => {
-    expect(['0', '500', '500ms', '90s', '15m', '1h', '2d', '1.5h'].map((d) => parseDuration(d)))
-      .to.deep.equal([0, 500, 500, 90_000, 900_000, 3_600_000, 172_800_000, 5_400_000]);
+    expect(['0', '500', '500ms', '90s', '15m', '1h', '2d', '1.5h'].map((d) => parseDuration(d))).to.deep.equal([
+      0, 500, 500, 90_000, 900_000, 3_600_000, 172_800_000, 5_400_000,
+    ]);
     expect(() => parseDuration('1 hour', '--grace')).to.throw(TypeError, /--grace must be a duration/);
     expect(() => parseDuration('-1')).to.throw(TypeError);
   });
@@ -106,7 +132,13 @@ describe('gc sub-command arguments', () => {
   it('runs one collection and answers its report as JSON', async () => {
     const storage = new MemoryStorage();
     const registry = new Registry({ storage });
-    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz({ 'a': '1' }), metadata: { a: 1 } });
+    await registry.push({
+      namespace: 'acme',
+      name: 'app',
+      release: '1.0.0',
+      blob: await makeTarGz({ a: '1' }),
+      metadata: { a: 1 },
+    });
     await registry.deleteRelease('acme', 'app', '1.0.0', 'kpm');
     type Report = { dryRun: boolean; blobs: unknown[]; metadata: unknown[]; charts: unknown[] };
     const dry = JSON.parse(await gcCommand(registry, ['--dry-run', '--grace', '0'])) as Report;

@@ -25,12 +25,19 @@ const NOT_NUMBERS: Case[] = [
 
 /** Values that are wrong for an option of this kind, whatever its name. */
 function badValues(meta: OptionMeta): Case[] {
-  const units: Case[] = [{ label: 'bytes with a unit', value: '1GB' }, { label: 'ms with a unit', value: '10s' }];
-  const numbers: Case[] = [{ label: 'a negative', value: -1 }, { label: 'zero', value: 0 }];
+  const units: Case[] = [
+    { label: 'bytes with a unit', value: '1GB' },
+    { label: 'ms with a unit', value: '10s' },
+  ];
+  const numbers: Case[] = [
+    { label: 'a negative', value: -1 },
+    { label: 'zero', value: 0 },
+  ];
   switch (meta.kind) {
     case 'integer': {
       const cases: Case[] = [
-        ...NOT_NUMBERS, ...units,
+        ...NOT_NUMBERS,
+        ...units,
         { label: 'a negative', value: -1 },
         { label: 'a fraction', value: 1.5 },
         { label: 'NaN', value: Number.NaN },
@@ -44,33 +51,51 @@ function badValues(meta: OptionMeta): Case[] {
     }
     case 'boolean':
       return [
-        { label: 'a string', value: 'true' }, { label: 'a number', value: 1 }, { label: 'null', value: null },
-        ...numbers, ...units,
+        { label: 'a string', value: 'true' },
+        { label: 'a number', value: 1 },
+        { label: 'null', value: null },
+        ...numbers,
+        ...units,
       ];
     case 'function':
       return [
-        { label: 'a string', value: 'console' }, { label: 'a boolean', value: true }, { label: 'an object', value: {} },
-        ...numbers, ...units,
+        { label: 'a string', value: 'console' },
+        { label: 'a boolean', value: true },
+        { label: 'an object', value: {} },
+        ...numbers,
+        ...units,
       ];
     case 'enum':
       return [
-        { label: 'another case', value: meta.values[0]!.toUpperCase() }, { label: 'empty', value: '' },
-        { label: 'a boolean', value: true }, ...numbers, ...units,
+        { label: 'another case', value: meta.values[0]!.toUpperCase() },
+        { label: 'empty', value: '' },
+        { label: 'a boolean', value: true },
+        ...numbers,
+        ...units,
       ];
     case 'string':
       return [
-        { label: 'a boolean', value: true }, { label: 'an object', value: {} }, ...numbers,
+        { label: 'a boolean', value: true },
+        { label: 'an object', value: {} },
+        ...numbers,
         ...meta.invalid.map((value) => ({ label: `invalid ${JSON.stringify(value)}`, value })),
       ];
     case 'object':
       return [
-        { label: 'a string', value: '1s' }, { label: 'a boolean', value: true }, { label: 'an array', value: [] },
-        { label: 'null', value: null }, ...numbers, ...units,
+        { label: 'a string', value: '1s' },
+        { label: 'a boolean', value: true },
+        { label: 'an array', value: [] },
+        { label: 'null', value: null },
+        ...numbers,
+        ...units,
       ];
     case 'instance':
       return [
-        { label: 'a plain object', value: {} }, { label: 'a string', value: 'memory' }, { label: 'null', value: null },
-        ...numbers, ...units,
+        { label: 'a plain object', value: {} },
+        { label: 'a string', value: 'memory' },
+        { label: 'null', value: null },
+        ...numbers,
+        ...units,
       ];
   }
 }

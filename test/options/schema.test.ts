@@ -1,7 +1,13 @@
 import { expect } from 'chai';
 import { S3Client } from '@aws-sdk/client-s3';
 import {
-  APPR_ERR_OPTION, createApprRouter, MemoryStorage, OptionError, Registry, UserStore, type AuthHooks,
+  APPR_ERR_OPTION,
+  createApprRouter,
+  MemoryStorage,
+  OptionError,
+  Registry,
+  UserStore,
+  type AuthHooks,
 } from '../../lib/index.js';
 import { resolveOptions } from '../../lib/http/options.js';
 import { s3StorageOptions } from '../../lib/options/s3.js';
@@ -25,25 +31,49 @@ function thrown(build: () => unknown): OptionError {
 describe('options: the bad options of issue 7 fail at createApprRouter()', function () {
   const storage = new MemoryStorage();
   const cases: Array<[string, Record<string, unknown>, string]> = [
-    ['a size with a unit', { maxUnpackedSize: '1GB' },
-      'koa-appr: option "maxUnpackedSize" must be a positive integer (bytes), got "1GB"'],
-    ['a duration with a unit', { coherence: { pollMs: '1s' } },
-      'koa-appr: option "coherence.pollMs" must be an integer from 0 to 2147483647 (ms), got "1s"'],
+    [
+      'a size with a unit',
+      { maxUnpackedSize: '1GB' },
+      'koa-appr: option "maxUnpackedSize" must be a positive integer (bytes), got "1GB"',
+    ],
+    [
+      'a duration with a unit',
+      { coherence: { pollMs: '1s' } },
+      'koa-appr: option "coherence.pollMs" must be an integer from 0 to 2147483647 (ms), got "1s"',
+    ],
     ['a hook that is a string', { onError: 'console' }, 'koa-appr: option "onError" must be a function, got "console"'],
-    ['an auth hook that is a boolean', { auth: { authorize: true } },
-      'koa-appr: option "auth.authorize" must be a function, got true'],
-    ['no compare-and-swap attempt at all', { cas: { maxAttempts: 0 } },
-      'koa-appr: option "cas.maxAttempts" must be a positive integer, got 0'],
-    ['a misspelt option', { maxPushSzie: 1024 },
-      'koa-appr: unknown option "maxPushSzie" (did you mean "maxPushSize"?)'],
-    ['a misspelt nested option', { cache: { maxbytes: 0 } },
-      'koa-appr: unknown option "cache.maxbytes" (did you mean "cache.maxBytes"?)'],
+    [
+      'an auth hook that is a boolean',
+      { auth: { authorize: true } },
+      'koa-appr: option "auth.authorize" must be a function, got true',
+    ],
+    [
+      'no compare-and-swap attempt at all',
+      { cas: { maxAttempts: 0 } },
+      'koa-appr: option "cas.maxAttempts" must be a positive integer, got 0',
+    ],
+    [
+      'a misspelt option',
+      { maxPushSzie: 1024 },
+      'koa-appr: unknown option "maxPushSzie" (did you mean "maxPushSize"?)',
+    ],
+    [
+      'a misspelt nested option',
+      { cache: { maxbytes: 0 } },
+      'koa-appr: unknown option "cache.maxbytes" (did you mean "cache.maxBytes"?)',
+    ],
     ['an unknown option far from every known one', { colour: 'blue' }, 'koa-appr: unknown option "colour"'],
-    ['neither storage nor registry', { storage: undefined },
-      'koa-appr: option "storage" is required unless "registry" is given (e.g. storage: new FsStorage({ root }))'],
-    ['a storage that lacks methods', { storage: { get() {}, put() {} } },
+    [
+      'neither storage nor registry',
+      { storage: undefined },
+      'koa-appr: option "storage" is required unless "registry" is given (e.g. storage: new FsStorage({ root }))',
+    ],
+    [
+      'a storage that lacks methods',
+      { storage: { get() {}, put() {} } },
       'koa-appr: option "storage" must be a storage adapter such as new FsStorage({ root }) ' +
-      '(no putStream, getStream, head, delete, list methods), got an object'],
+        '(no putStream, getStream, head, delete, list methods), got an object',
+    ],
   ];
   for (const [what, options, message] of cases) {
     it(`${what}: ${message}`, function () {
@@ -55,24 +85,31 @@ describe('options: the bad options of issue 7 fail at createApprRouter()', funct
   }
 
   it('names the constructor when it is not the router', function () {
-    expect(thrown(() => new Registry({ storage, listPageSize: 0 })).message)
-      .to.equal('koa-appr: Registry option "listPageSize" must be a positive integer, got 0');
-    expect(thrown(() => new UserStore({ users: {} }, { reloadIntervalMs: '2s' as never })).message)
-      .to.equal('koa-appr: UserStore option "reloadIntervalMs" must be a non-negative integer (ms), got "2s"');
-    expect(thrown(() => new MemoryStorage({ root: '/tmp' } as never)).message)
-      .to.equal('koa-appr: unknown MemoryStorage option "root"');
+    expect(thrown(() => new Registry({ storage, listPageSize: 0 })).message).to.equal(
+      'koa-appr: Registry option "listPageSize" must be a positive integer, got 0',
+    );
+    expect(thrown(() => new UserStore({ users: {} }, { reloadIntervalMs: '2s' as never })).message).to.equal(
+      'koa-appr: UserStore option "reloadIntervalMs" must be a non-negative integer (ms), got "2s"',
+    );
+    expect(thrown(() => new MemoryStorage({ root: '/tmp' } as never)).message).to.equal(
+      'koa-appr: unknown MemoryStorage option "root"',
+    );
   });
 
   it('never prints a whole object that was given where a value belongs (it may hold credentials)', function () {
-    const client = new S3Client({ region: 'us-east-1', credentials: { accessKeyId: 'AKIDSECRET', secretAccessKey: 'x' } });
+    const client = new S3Client({
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'AKIDSECRET', secretAccessKey: 'x' },
+    });
     const err = thrown(() => createApprRouter({ storage, publicUrl: client as never }));
     expect(err.message).to.equal(
       'koa-appr: option "publicUrl" must be an absolute http(s) URL without query, fragment or credentials, ' +
         'got an instance of S3Client',
     );
     client.destroy();
-    expect(thrown(() => createApprRouter({ storage, publicUrl: 'https://alice:hunter2@example.com' })).message)
-      .to.match(/got "https:\/\/\*\*\*@example\.com"$/);
+    expect(
+      thrown(() => createApprRouter({ storage, publicUrl: 'https://alice:hunter2@example.com' })).message,
+    ).to.match(/got "https:\/\/\*\*\*@example\.com"$/);
   });
 });
 
@@ -87,8 +124,16 @@ describe('options: defaults and normalization come from the schema', function ()
     onError(err, ctx as never);
     expect(emitted, "onError defaults to Koa's app.emit('error', err, ctx)").to.deep.equal([['error', err, ctx]]);
     expect(plain).to.deep.equal({
-      prefix: '/cnr', maxPushSize: 32 * MiB, maxPushBytesInFlight: 1024 * MiB, loginBodyLimit: 64 * 1024, cors: true, errorEnvelope: false,
-      discovery: true, helm: true, publicUrl: undefined, onResponseError: undefined,
+      prefix: '/cnr',
+      maxPushSize: 32 * MiB,
+      maxPushBytesInFlight: 1024 * MiB,
+      loginBodyLimit: 64 * 1024,
+      cors: true,
+      errorEnvelope: false,
+      discovery: true,
+      helm: true,
+      publicUrl: undefined,
+      onResponseError: undefined,
     });
   });
 
@@ -97,32 +142,60 @@ describe('options: defaults and normalization come from the schema', function ()
     const { now, ...registry } = parseOptions(registryOptions, { storage });
     expect(now()).to.be.instanceOf(Date);
     expect(registry).to.deep.equal({
-      storage, maxUnpackedSize: 1024 ** 3, defaultVisibility: 'public',
+      storage,
+      maxUnpackedSize: 1024 ** 3,
+      defaultVisibility: 'public',
       cache: { maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 256 * 1024 },
       coherence: {
-        pollMs: 250, idlePollMs: 5000, idleAfterMs: 10_000, maxClockSkewMs: 10_000, retentionMs: 600_000,
-        compactEveryMs: 60_000, sweepPerSecond: 1,
+        pollMs: 250,
+        idlePollMs: 5000,
+        idleAfterMs: 10_000,
+        maxClockSkewMs: 10_000,
+        retentionMs: 600_000,
+        compactEveryMs: 60_000,
+        sweepPerSecond: 1,
       },
-      cas: { maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }, maxPackageBytes: 8 * MiB, listPageSize: 1000,
+      cas: { maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 },
+      maxPackageBytes: 8 * MiB,
+      listPageSize: 1000,
       storageTimeoutMs: 5000,
     });
-    expect(parseOptions(fsStorageOptions, { root: 'data' }))
-      .to.deep.equal({ root: 'data', lockTimeoutMs: 10_000, staleLockMs: 30_000, fsync: true });
+    expect(parseOptions(fsStorageOptions, { root: 'data' })).to.deep.equal({
+      root: 'data',
+      lockTimeoutMs: 10_000,
+      staleLockMs: 30_000,
+      fsync: true,
+    });
     const client = { send: () => undefined };
-    expect(parseOptions(s3StorageOptions, { client, bucket: 'b' }))
-      .to.deep.equal({ client, bucket: 'b', ifMatchUnquoted: false, casRetry: 'none', ownsClient: false });
+    expect(parseOptions(s3StorageOptions, { client, bucket: 'b' })).to.deep.equal({
+      client,
+      bucket: 'b',
+      ifMatchUnquoted: false,
+      casRetry: 'none',
+      ownsClient: false,
+    });
     const { log, now: clock, ...store } = parseOptions(userStoreOptions, {});
     expect([typeof log, typeof clock]).to.deep.equal(['function', 'function']);
-    expect(store).to.deep.equal({ reloadIntervalMs: 2000, maxConcurrentHashes: 2, maxQueuedHashes: 64, failureCacheMs: 30_000 });
+    expect(store).to.deep.equal({
+      reloadIntervalMs: 2000,
+      maxConcurrentHashes: 2,
+      maxQueuedHashes: 64,
+      failureCacheMs: 30_000,
+    });
   });
 
   it('fills the defaults of a nested object given in part', function () {
-    expect(parseOptions(registryOptions, { storage: new MemoryStorage(), cache: { blobMaxSize: 50 } }).cache)
-      .to.deep.equal({ maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 50 });
+    expect(
+      parseOptions(registryOptions, { storage: new MemoryStorage(), cache: { blobMaxSize: 50 } }).cache,
+    ).to.deep.equal({ maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 50 });
   });
 
   it('strips the trailing slashes of prefix and publicUrl', function () {
-    const opts = resolveOptions({ storage: new MemoryStorage(), prefix: '/portal/cnr/', publicUrl: 'HTTPS://Example.COM/portal/' });
+    const opts = resolveOptions({
+      storage: new MemoryStorage(),
+      prefix: '/portal/cnr/',
+      publicUrl: 'HTTPS://Example.COM/portal/',
+    });
     expect(opts.prefix).to.equal('/portal/cnr');
     expect(opts.publicUrl).to.equal('https://example.com/portal');
     expect(resolveOptions({ storage: new MemoryStorage(), prefix: '/' }).prefix).to.equal('');

@@ -31,14 +31,55 @@ export const TARGETS: Target[] = [
     minimal: () => ({ storage: new MemoryStorage() }),
     build: (options) => createApprRouter(options as never),
     expected: [
-      'storage', 'registry', 'prefix', 'maxPushSize', 'cors', 'errorEnvelope', 'discovery', 'helm', 'publicUrl',
-      'auth', 'auth.identify', 'auth.authorize', 'auth.anonymous', 'auth.login', 'auth.signup', 'auth.realm', 'auth.actorName',
-      'onError', 'onResponseError',
-      'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.maxBytes', 'cache.blobMaxBytes', 'cache.blobMaxSize',
-      'coherence', 'coherence.pollMs', 'coherence.idlePollMs', 'coherence.idleAfterMs', 'coherence.maxClockSkewMs',
-      'coherence.retentionMs', 'coherence.compactEveryMs', 'coherence.sweepPerSecond', 'coherence.onChange', 'coherence.onError',
-      'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now', 'maxPushBytesInFlight',
-      'storageTimeoutMs', 'pushTmpDir', 'pushMemoryBytes', 'metrics', 'audit', 'logger',
+      'storage',
+      'registry',
+      'prefix',
+      'maxPushSize',
+      'cors',
+      'errorEnvelope',
+      'discovery',
+      'helm',
+      'publicUrl',
+      'auth',
+      'auth.identify',
+      'auth.authorize',
+      'auth.anonymous',
+      'auth.login',
+      'auth.signup',
+      'auth.realm',
+      'auth.actorName',
+      'onError',
+      'onResponseError',
+      'maxUnpackedSize',
+      'defaultVisibility',
+      'cache',
+      'cache.maxBytes',
+      'cache.blobMaxBytes',
+      'cache.blobMaxSize',
+      'coherence',
+      'coherence.pollMs',
+      'coherence.idlePollMs',
+      'coherence.idleAfterMs',
+      'coherence.maxClockSkewMs',
+      'coherence.retentionMs',
+      'coherence.compactEveryMs',
+      'coherence.sweepPerSecond',
+      'coherence.onChange',
+      'coherence.onError',
+      'cas',
+      'cas.maxAttempts',
+      'cas.baseDelayMs',
+      'cas.maxDelayMs',
+      'maxPackageBytes',
+      'listPageSize',
+      'now',
+      'maxPushBytesInFlight',
+      'storageTimeoutMs',
+      'pushTmpDir',
+      'pushMemoryBytes',
+      'metrics',
+      'audit',
+      'logger',
     ],
   },
   {
@@ -47,11 +88,36 @@ export const TARGETS: Target[] = [
     minimal: () => ({ storage: new MemoryStorage() }),
     build: (options) => new Registry(options as never),
     expected: [
-      'storage', 'maxUnpackedSize', 'defaultVisibility', 'cache', 'cache.maxBytes', 'cache.blobMaxBytes', 'cache.blobMaxSize',
-      'coherence', 'coherence.pollMs', 'coherence.idlePollMs', 'coherence.idleAfterMs', 'coherence.maxClockSkewMs',
-      'coherence.retentionMs', 'coherence.compactEveryMs', 'coherence.sweepPerSecond', 'coherence.onChange', 'coherence.onError',
-      'cas', 'cas.maxAttempts', 'cas.baseDelayMs', 'cas.maxDelayMs', 'maxPackageBytes', 'listPageSize', 'now',
-      'storageTimeoutMs', 'pushTmpDir', 'pushMemoryBytes', 'metrics', 'audit', 'logger',
+      'storage',
+      'maxUnpackedSize',
+      'defaultVisibility',
+      'cache',
+      'cache.maxBytes',
+      'cache.blobMaxBytes',
+      'cache.blobMaxSize',
+      'coherence',
+      'coherence.pollMs',
+      'coherence.idlePollMs',
+      'coherence.idleAfterMs',
+      'coherence.maxClockSkewMs',
+      'coherence.retentionMs',
+      'coherence.compactEveryMs',
+      'coherence.sweepPerSecond',
+      'coherence.onChange',
+      'coherence.onError',
+      'cas',
+      'cas.maxAttempts',
+      'cas.baseDelayMs',
+      'cas.maxDelayMs',
+      'maxPackageBytes',
+      'listPageSize',
+      'now',
+      'storageTimeoutMs',
+      'pushTmpDir',
+      'pushMemoryBytes',
+      'metrics',
+      'audit',
+      'logger',
     ],
   },
   {
@@ -81,7 +147,18 @@ export const TARGETS: Target[] = [
     schema: userStoreOptions,
     minimal: () => ({}),
     build: (options) => new UserStore({ users: {} }, options as never),
-    expected: ['secret', 'reloadIntervalMs', 'log', 'now', 'failureLimits', 'failureLimits.perClient', 'failureLimits.perUser', 'maxConcurrentHashes', 'maxQueuedHashes', 'failureCacheMs'],
+    expected: [
+      'secret',
+      'reloadIntervalMs',
+      'log',
+      'now',
+      'failureLimits',
+      'failureLimits.perClient',
+      'failureLimits.perUser',
+      'maxConcurrentHashes',
+      'maxQueuedHashes',
+      'failureCacheMs',
+    ],
   },
 ];
 
@@ -107,19 +184,25 @@ export function leaves(schema: z.ZodType, base: string[] = []): Leaf[] {
 
 function isOptional(schema: z.ZodType): boolean {
   const type = (schema._zod.def as { type: string }).type;
-  return type === 'optional' || type === 'default' || unwrap(schema) !== schema && isOptional(unwrap(schema));
+  return type === 'optional' || type === 'default' || (unwrap(schema) !== schema && isOptional(unwrap(schema)));
 }
 
 /** A valid value for an option: its lower bound, its first allowed value, its example. */
 export function validValue(leaf: Pick<Leaf, 'schema' | 'meta'>): unknown {
   const meta = leaf.meta!;
   switch (meta.kind) {
-    case 'integer': return meta.min;
-    case 'boolean': return true;
-    case 'function': return () => undefined;
-    case 'enum': return meta.values[0];
-    case 'string': return meta.valid;
-    case 'instance': return meta.valid();
+    case 'integer':
+      return meta.min;
+    case 'boolean':
+      return true;
+    case 'function':
+      return () => undefined;
+    case 'enum':
+      return meta.values[0];
+    case 'string':
+      return meta.valid;
+    case 'instance':
+      return meta.valid();
     case 'object': {
       const value: Record<string, unknown> = {};
       for (const child of leaves(leaf.schema)) if (child.path.length === 1) value[child.path[0]!] = validValue(child);

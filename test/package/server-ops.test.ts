@@ -20,7 +20,11 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
 
   tempDir('koa-appr-server-ops-', 'all', async (path) => {
     dir = path;
-    instance = await startInstance({ APPR_STORAGE: join(dir, 'data'), APPR_AUDIT_LOG: join(dir, 'audit.jsonl'), APPR_LOG_LEVEL: 'info' });
+    instance = await startInstance({
+      APPR_STORAGE: join(dir, 'data'),
+      APPR_AUDIT_LOG: join(dir, 'audit.jsonl'),
+      APPR_LOG_LEVEL: 'info',
+    });
     root = instance.url.replace(/\/cnr$/, '');
     return () => instance.stop();
   });
@@ -28,7 +32,9 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
   it('serves /healthz, /readyz and /metrics outside the prefix, counting the requests it answered', async () => {
     const blob = (await makeTarGz({ 'app/README': 'hello' })).toString('base64');
     const push = await fetch(`${instance.url}/api/v1/packages/acme/app`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ release: '1.0.0', blob }),
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ release: '1.0.0', blob }),
     });
     expect(push.status).to.equal(200);
     expect((await fetch(`${instance.url}/api/v1/packages/acme/none`)).status).to.equal(404);
@@ -46,9 +52,19 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
     const del = await fetch(`${instance.url}/api/v1/packages/acme/app/1.0.0/kpm`, { method: 'DELETE' });
     expect(del.status).to.equal(200);
     await sleep(200);
-    const audit = (await readFile(join(dir, 'audit.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line));
-    expect(audit.map((e) => [e.type, e.package])).to.deep.equal([['push', 'acme/app'], ['delete', 'acme/app']]);
-    const requests = instance.output().split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line))
+    const audit = (await readFile(join(dir, 'audit.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(audit.map((e) => [e.type, e.package])).to.deep.equal([
+      ['push', 'acme/app'],
+      ['delete', 'acme/app'],
+    ]);
+    const requests = instance
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line))
       .filter((line) => line.route === 'delete-release');
     expect(requests).to.have.length(1);
     expect(requests[0]).to.include({ method: 'DELETE', status: 200 });
@@ -87,7 +103,7 @@ describe('koa-appr serve: a store that is not usable at start-up', function () {
         expect(await outputMatching(instance, warning)).to.match(warning);
         const res = await fetch(`${instance.url}/api/v1/packages/acme/app/1.0.0/helm`);
         expect(res.status).to.equal(503);
-        const body = await res.json() as { code: string; message: string };
+        const body = (await res.json()) as { code: string; message: string };
         expect(body.code).to.equal('storage-unavailable');
         expect(body.message).to.not.contain(missing);
         expect((await fetch(`${instance.url.replace(/\/cnr$/, '')}/readyz`)).status).to.equal(503);

@@ -64,7 +64,10 @@ const SAMPLES: Record<Exclude<SettingKind, 'string'>, { bad: string[]; good: [st
   boolean: { bad: ['maybe', 'tru', '2'], good: ['off', false] },
   visibility: { bad: ['secret', 'Public'], good: ['private', 'private'] },
   level: { bad: ['verbose', 'INFO'], good: ['warn', 'warn'] },
-  url: { bad: ['example.com', 'ftp://example.com', 'https://example.com/?a=1', '/relative', 'https://u:p@example.com'], good: ['https://example.com/registry', 'https://example.com/registry'] },
+  url: {
+    bad: ['example.com', 'ftp://example.com', 'https://example.com/?a=1', '/relative', 'https://u:p@example.com'],
+    good: ['https://example.com/registry', 'https://example.com/registry'],
+  },
 };
 
 describe('koa-appr serve: settings from flags and environment', () => {
@@ -72,7 +75,13 @@ describe('koa-appr serve: settings from flags and environment', () => {
     const { config, help } = parseServerConfig([], {});
     expect(help).to.equal(false);
     expect(config).to.deep.equal({
-      host: '127.0.0.1', port: 5000, prefix: '/cnr', storage: './data', metrics: true, logLevel: 'info', shutdownTimeoutMs: 10000,
+      host: '127.0.0.1',
+      port: 5000,
+      prefix: '/cnr',
+      storage: './data',
+      metrics: true,
+      logLevel: 'info',
+      shutdownTimeoutMs: 10000,
     });
   });
 
@@ -92,9 +101,14 @@ describe('koa-appr serve: settings from flags and environment', () => {
   for (const setting of SETTINGS.filter((s) => s.kind !== 'string')) {
     const samples = SAMPLES[setting.kind as Exclude<SettingKind, 'string'>];
     it(`${setting.env} / --${setting.flag}: accepts ${samples.good[0]} and refuses ${samples.bad.join(', ')} naming itself`, () => {
-      expect(parseServerConfig([], { [setting.env]: samples.good[0] }).config[setting.name]).to.deep.equal(samples.good[1]);
+      expect(parseServerConfig([], { [setting.env]: samples.good[0] }).config[setting.name]).to.deep.equal(
+        samples.good[1],
+      );
       for (const bad of samples.bad) {
-        for (const [argv, env] of [[[], { [setting.env]: bad }], [[`--${setting.flag}=${bad}`], {}]] as const) {
+        for (const [argv, env] of [
+          [[], { [setting.env]: bad }],
+          [[`--${setting.flag}=${bad}`], {}],
+        ] as const) {
           const attempt = (): unknown => parseServerConfig(argv, env);
           expect(attempt).to.throw(ConfigError, setting.env);
           expect(attempt).to.throw(ConfigError, ACCEPTS[setting.kind]);
@@ -150,7 +164,9 @@ describe('koa-appr serve: what the settings do', function () {
   };
   tempDir('appr-serve-', 'all', (path) => {
     dir = path;
-    return async () => { await Promise.all(running.map((s) => s.close())); };
+    return async () => {
+      await Promise.all(running.map((s) => s.close()));
+    };
   });
 
   it('passes the size limit and the error envelope to the router', async () => {
@@ -184,11 +200,12 @@ describe('koa-appr serve: what the settings do', function () {
 
   it('passes the default visibility and the unpacked-size limit to the registry', async () => {
     const server = await start(['--default-visibility', 'private', '--max-unpacked-size', '4096', '--prefix', '/vis']);
-    const push = (name: string, blob: Buffer): Promise<Response> => fetch(`${server.url}/api/v1/packages/vis/${name}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
-    });
+    const push = (name: string, blob: Buffer): Promise<Response> =>
+      fetch(`${server.url}/api/v1/packages/vis/${name}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ blob: blob.toString('base64'), release: '1.0.0', media_type: 'helm' }),
+      });
     expect((await push('small', await makeTarGz({ 'small/Chart.yaml': 'name: small\n' }))).status).to.equal(200);
     const list = await fetch(`${server.url}/api/v1/packages?namespace=vis`);
     expect(((await list.json()) as any[]).map((p) => [p.name, p.visibility])).to.deep.equal([['vis/small', 'private']]);
@@ -231,7 +248,10 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
   let enveloped: RunningServer;
   tempDir('appr-client-error-', 'all', async (dir) => {
     server = await startServer(parseServerConfig(['--port', '0', '--storage', dir], {}).config, quiet);
-    enveloped = await startServer(parseServerConfig(['--port', '0', '--storage', dir, '--error-envelope', 'true'], {}).config, quiet);
+    enveloped = await startServer(
+      parseServerConfig(['--port', '0', '--storage', dir, '--error-envelope', 'true'], {}).config,
+      quiet,
+    );
     return async () => {
       await server.close();
       await enveloped.close();
@@ -240,12 +260,36 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
 
   const push = 'POST /cnr/api/v1/packages/ns/app HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n';
   const cases: { title: string; payload: string; code: keyof typeof ERRORS }[] = [
-    { title: 'Content-Length with Transfer-Encoding: chunked', payload: `${push}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, code: 'invalid-usage' },
-    { title: 'two different Content-Lengths', payload: `${push}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`, code: 'invalid-usage' },
-    { title: 'a chunk size that is not hex', payload: `${push}Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`, code: 'invalid-usage' },
-    { title: 'a bad chunk size after the body started', payload: `${push}Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\nq!\r\n\r\n`, code: 'invalid-usage' },
-    { title: 'headers over Node\'s 16 KiB limit', payload: `GET /cnr/version HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, code: 'header-too-large' },
-    { title: 'an Expect other than 100-continue', payload: 'GET /cnr/version HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n', code: 'expectation-failed' },
+    {
+      title: 'Content-Length with Transfer-Encoding: chunked',
+      payload: `${push}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+      code: 'invalid-usage',
+    },
+    {
+      title: 'two different Content-Lengths',
+      payload: `${push}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`,
+      code: 'invalid-usage',
+    },
+    {
+      title: 'a chunk size that is not hex',
+      payload: `${push}Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`,
+      code: 'invalid-usage',
+    },
+    {
+      title: 'a bad chunk size after the body started',
+      payload: `${push}Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\nq!\r\n\r\n`,
+      code: 'invalid-usage',
+    },
+    {
+      title: "headers over Node's 16 KiB limit",
+      payload: `GET /cnr/version HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      code: 'header-too-large',
+    },
+    {
+      title: 'an Expect other than 100-continue',
+      payload: 'GET /cnr/version HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n',
+      code: 'expectation-failed',
+    },
     { title: 'a request line that is not HTTP', payload: 'HELLO THERE\r\n\r\n', code: 'invalid-usage' },
   ];
   for (const { title, payload, code } of cases) {
@@ -266,7 +310,7 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
     expect(res.body.error.code).to.equal('invalid-usage');
   });
 
-  it('answers a bad second request on a kept-alive connection after the first one\'s complete response', async () => {
+  it("answers a bad second request on a kept-alive connection after the first one's complete response", async () => {
     const raw = await rawRequest(server.url, 'GET /cnr/version HTTP/1.1\r\nHost: x\r\n\r\n', {
       after: '"appr-api"',
       payload: 'GET /cnr/version HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab',
@@ -286,7 +330,9 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
 describe('koa-appr serve: stopping', function () {
   this.timeout(60_000);
   let dir: string;
-  tempDir('appr-standalone-', 'all', (path) => { dir = path; });
+  tempDir('appr-standalone-', 'all', (path) => {
+    dir = path;
+  });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     it(`logs the URL it serves, serves there, and on ${signal} frees the port and exits 0`, async () => {
@@ -303,7 +349,10 @@ describe('koa-appr serve: stopping', function () {
       const [code] = await exited;
       expect(code).to.equal(0);
       expect(instance.output()).to.include(`${signal}, stopping`);
-      const refused = await fetch(`${instance.url}/version`).then(() => false, () => true);
+      const refused = await fetch(`${instance.url}/version`).then(
+        () => false,
+        () => true,
+      );
       expect(refused).to.equal(true);
       idle.destroy();
     });
@@ -317,10 +366,14 @@ describe('koa-appr serve: stopping', function () {
     await once(socket, 'connect');
     let received = '';
     socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => { received += chunk; });
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+    });
     const closed = once(socket, 'close');
-    socket.write(`POST /cnr/api/v1/packages/ns/inflight HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`);
+    socket.write(
+      `POST /cnr/api/v1/packages/ns/inflight HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`,
+    );
     await new Promise((resolve) => setTimeout(resolve, 300)); // the request has reached the handler
     const exited = once(instance.process, 'exit');
     instance.process.kill('SIGTERM');

@@ -23,20 +23,34 @@ import { S3_BUCKET, S3_ENDPOINT, uniqueS3Prefix } from '../helpers/s3-env.js';
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const TSC = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
 const PKG = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
-  version: string; exports: Record<string, string | Record<string, string>>; bin: Record<string, string>;
+  version: string;
+  exports: Record<string, string | Record<string, string>>;
+  bin: Record<string, string>;
   devDependencies: Record<string, string>;
 };
 const NPM_QUIET = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'];
 
-interface Result { code: number | null; stdout: string; stderr: string }
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Run a command; rejects with its output unless it exits 0 (or `allowFailure`). */
-function run(command: string, args: string[], options: SpawnOptions & { allowFailure?: boolean } = {}): Promise<Result> {
+function run(
+  command: string,
+  args: string[],
+  options: SpawnOptions & { allowFailure?: boolean } = {},
+): Promise<Result> {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
   let stdout = '';
   let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
-  child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
   return new Promise((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (code) => {
@@ -50,11 +64,19 @@ function run(command: string, args: string[], options: SpawnOptions & { allowFai
 }
 
 /** Start a long-running server process and resolve with the URL it logs. */
-async function startLogged(command: string, args: string[], options: SpawnOptions): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+async function startLogged(
+  command: string,
+  args: string[],
+  options: SpawnOptions,
+): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
   let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-  child.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  child.stdout?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no "listening on" line:\n${output}`)), 60_000);
     child.stdout?.on('data', () => {
@@ -76,13 +98,24 @@ async function startLogged(command: string, args: string[], options: SpawnOption
 async function portFreedWithin(url: string, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    if (await fetch(url).then(() => false, () => true)) return true;
+    if (
+      await fetch(url).then(
+        () => false,
+        () => true,
+      )
+    )
+      return true;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return false;
 }
 
-async function pushAndPull(api: string, name: string, blob: Buffer, headers: Record<string, string> = {}): Promise<void> {
+async function pushAndPull(
+  api: string,
+  name: string,
+  blob: Buffer,
+  headers: Record<string, string> = {},
+): Promise<void> {
   const push = await fetch(`${api}/api/v1/packages/${name}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
@@ -97,39 +130,46 @@ async function pushAndPull(api: string, name: string, blob: Buffer, headers: Rec
 /** The host app every variant runs: its own Koa server with the registry, one push and one pull of APP_BLOB. */
 function appSource(kind: 'ts' | 'esm' | 'cjs', withS3: boolean): string {
   const ts = kind === 'ts';
-  const imports = kind === 'cjs'
-    ? [
-      "const Koa = require('koa');",
-      "const { once } = require('node:events');",
-      "const { createApprRouter, FsStorage, ERRORS } = require('koa-appr');",
-      ...(withS3 ? [
-        "const { S3Client } = require('@aws-sdk/client-s3');",
-        "const { S3Storage, s3StorageFromUrl } = require('koa-appr/s3');",
-      ] : []),
-    ]
-    : [
-      "import Koa from 'koa';",
-      "import { once } from 'node:events';",
-      ...(ts ? ["import type { AddressInfo } from 'node:net';"] : []),
-      `import { createApprRouter, FsStorage, ERRORS${ts ? ', type StorageAdapter, type ApprRouterOptions' : ''} } from 'koa-appr';`,
-      ...(withS3 ? [
-        "import { S3Client } from '@aws-sdk/client-s3';",
-        "import { S3Storage, s3StorageFromUrl } from 'koa-appr/s3';",
-      ] : []),
-    ];
+  const imports =
+    kind === 'cjs'
+      ? [
+          "const Koa = require('koa');",
+          "const { once } = require('node:events');",
+          "const { createApprRouter, FsStorage, ERRORS } = require('koa-appr');",
+          ...(withS3
+            ? [
+                "const { S3Client } = require('@aws-sdk/client-s3');",
+                "const { S3Storage, s3StorageFromUrl } = require('koa-appr/s3');",
+              ]
+            : []),
+        ]
+      : [
+          "import Koa from 'koa';",
+          "import { once } from 'node:events';",
+          ...(ts ? ["import type { AddressInfo } from 'node:net';"] : []),
+          `import { createApprRouter, FsStorage, ERRORS${ts ? ', type StorageAdapter, type ApprRouterOptions' : ''} } from 'koa-appr';`,
+          ...(withS3
+            ? [
+                "import { S3Client } from '@aws-sdk/client-s3';",
+                "import { S3Storage, s3StorageFromUrl } from 'koa-appr/s3';",
+              ]
+            : []),
+        ];
   const t = (annotation: string): string => (ts ? annotation : '');
   return `${imports.join('\n')}
 
 async function main()${t(': Promise<void>')} {
   const s3Url = process.env.APP_S3_URL;
-  ${withS3
-    ? `const storage${t(': StorageAdapter')} = s3Url ? s3StorageFromUrl(s3Url)
+  ${
+    withS3
+      ? `const storage${t(': StorageAdapter')} = s3Url ? s3StorageFromUrl(s3Url)
     : new FsStorage({ root: process.env.APP_DATA${t(' as string')} });
   // The S3 entry's types and runtime, without a server: the host passes its own client.
   const unused = new S3Storage({ client: new S3Client({ region: 'us-east-1' }), bucket: 'b', ownsClient: true });
   await unused.close();`
-    : `if (s3Url) throw new Error('this variant has no S3 SDK');
-  const storage${t(': StorageAdapter')} = new FsStorage({ root: process.env.APP_DATA${t(' as string')} });`}
+      : `if (s3Url) throw new Error('this variant has no S3 SDK');
+  const storage${t(': StorageAdapter')} = new FsStorage({ root: process.env.APP_DATA${t(' as string')} });`
+  }
   const options${t(': ApprRouterOptions')} = { storage, prefix: '/cnr' };
   const router = createApprRouter(options);
   const app = new Koa();
@@ -174,7 +214,12 @@ const APPS: AppSpec[] = [
   { name: 'cjs-require', type: 'commonjs', file: 'app.cjs' },
   { name: 'esm-import', type: 'module', file: 'app.mjs' },
   { name: 'ts-node16-esm', type: 'module', ts: { module: 'node16', moduleResolution: 'node16' }, file: 'app.ts' },
-  { name: 'ts-nodenext-cjs', type: 'commonjs', ts: { module: 'nodenext', moduleResolution: 'nodenext' }, file: 'app.ts' },
+  {
+    name: 'ts-nodenext-cjs',
+    type: 'commonjs',
+    ts: { module: 'nodenext', moduleResolution: 'nodenext' },
+    file: 'app.ts',
+  },
   { name: 'ts-nodenext-esm', type: 'module', ts: { module: 'nodenext', moduleResolution: 'nodenext' }, file: 'app.ts' },
   { name: 'ts-bundler', type: 'module', ts: { module: 'esnext', moduleResolution: 'bundler' }, file: 'app.ts' },
 ];
@@ -193,23 +238,36 @@ describe('the packed package, installed outside the repository', function () {
     blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' });
     // `prepack` builds dist/ from a clean directory first.
     const pack = await run('npm', ['pack', '--json', '--pack-destination', dir, ...NPM_QUIET], { cwd: REPO });
-    const [info] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
+    const [info] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as {
+      filename: string;
+      files: { path: string }[];
+    }[];
     tarball = join(dir, info!.filename);
     packed = info!.files.map((f) => f.path).sort();
     const dev = PKG.devDependencies;
     const deps = {
       prod: [],
       plain: [`koa@${dev.koa}`, `@types/koa@${dev['@types/koa']}`, `@types/node@${dev['@types/node']}`],
-      s3: [`koa@${dev.koa}`, `@types/koa@${dev['@types/koa']}`, `@types/node@${dev['@types/node']}`,
-        `@aws-sdk/client-s3@${dev['@aws-sdk/client-s3']}`],
+      s3: [
+        `koa@${dev.koa}`,
+        `@types/koa@${dev['@types/koa']}`,
+        `@types/node@${dev['@types/node']}`,
+        `@aws-sdk/client-s3@${dev['@aws-sdk/client-s3']}`,
+      ],
     };
-    await Promise.all((Object.keys(installs) as (keyof typeof installs)[]).map(async (kind) => {
-      const target = join(dir, kind);
-      await mkdir(target);
-      await writeFile(join(target, 'package.json'), JSON.stringify({ name: `appr-${kind}-host`, private: true }));
-      await run('npm', ['install', ...(kind === 'prod' ? ['--omit=dev'] : []), ...NPM_QUIET, tarball, ...deps[kind]], { cwd: target });
-      installs[kind] = target;
-    }));
+    await Promise.all(
+      (Object.keys(installs) as (keyof typeof installs)[]).map(async (kind) => {
+        const target = join(dir, kind);
+        await mkdir(target);
+        await writeFile(join(target, 'package.json'), JSON.stringify({ name: `appr-${kind}-host`, private: true }));
+        await run(
+          'npm',
+          ['install', ...(kind === 'prod' ? ['--omit=dev'] : []), ...NPM_QUIET, tarball, ...deps[kind]],
+          { cwd: target },
+        );
+        installs[kind] = target;
+      }),
+    );
   });
   after(() => (dir ? rm(dir, { recursive: true, force: true }) : undefined));
 
@@ -229,8 +287,11 @@ describe('the packed package, installed outside the repository', function () {
     });
 
     it('contains every file the exports map and the bin name', () => {
-      const targets = Object.values(PKG.exports).flatMap((entry) => (typeof entry === 'string' ? [entry] : Object.values(entry)));
-      for (const target of [...targets, ...Object.values(PKG.bin)]) expect(packed).to.include(target.replace(/^\.\//, ''));
+      const targets = Object.values(PKG.exports).flatMap((entry) =>
+        typeof entry === 'string' ? [entry] : Object.values(entry),
+      );
+      for (const target of [...targets, ...Object.values(PKG.bin)])
+        expect(packed).to.include(target.replace(/^\.\//, ''));
     });
 
     it('is what `npm pack --dry-run` lists', async () => {
@@ -241,14 +302,17 @@ describe('the packed package, installed outside the repository', function () {
 
     it('has a bin that starts with a node shebang, and main types that never name the optional S3 SDK', async () => {
       const pkgDir = join(installs.plain, 'node_modules', 'koa-appr');
-      expect((await readFile(join(pkgDir, PKG.bin['koa-appr']!), 'utf8')).startsWith('#!/usr/bin/env node\n')).to.equal(true);
+      expect((await readFile(join(pkgDir, PKG.bin['koa-appr']!), 'utf8')).startsWith('#!/usr/bin/env node\n')).to.equal(
+        true,
+      );
       const checked = new Set<string>();
       const visit = async (file: string): Promise<void> => {
         if (checked.has(file)) return;
         checked.add(file);
         const text = await readFile(file, 'utf8');
         expect(text, file).not.to.include('@aws-sdk');
-        for (const [, spec] of text.matchAll(/from '(\.[^']+)'/g)) await visit(join(file, '..', spec!.replace(/\.js$/, '.d.ts')));
+        for (const [, spec] of text.matchAll(/from '(\.[^']+)'/g))
+          await visit(join(file, '..', spec!.replace(/\.js$/, '.d.ts')));
       };
       await visit(join(pkgDir, 'dist', 'lib', 'index.d.ts'));
       expect(checked.size).to.be.greaterThan(5);
@@ -269,9 +333,14 @@ describe('the packed package, installed outside the repository', function () {
       const users = join(installs.prod, 'users.json');
       const added = await run(bin, ['users', '--file', users, 'add', 'alice', '--password', 'alice-secret-pw']);
       expect(added.stdout).to.include('alice:admin');
-      const server = await startLogged(bin, ['serve', '--port', '0', '--storage', join(installs.prod, 'data'), '--users', users], {
-        cwd: installs.prod, env: { ...process.env, HOST: '127.0.0.1' },
-      });
+      const server = await startLogged(
+        bin,
+        ['serve', '--port', '0', '--storage', join(installs.prod, 'data'), '--users', users],
+        {
+          cwd: installs.prod,
+          env: { ...process.env, HOST: '127.0.0.1' },
+        },
+      );
       try {
         const version = await fetch(`${server.url}/version`);
         expect(version.status).to.equal(200);
@@ -307,7 +376,10 @@ describe('the packed package, installed outside the repository', function () {
         it(`${app.name}: ${app.ts ? `type-checks with tsc${full}, then ` : ''}runs a push and a pull`, async () => {
           const appDir = join(installs[variant], 'apps', app.name);
           await mkdir(appDir, { recursive: true });
-          await writeFile(join(appDir, 'package.json'), JSON.stringify({ name: app.name, private: true, type: app.type }));
+          await writeFile(
+            join(appDir, 'package.json'),
+            JSON.stringify({ name: app.name, private: true, type: app.type }),
+          );
           const kind = app.ts ? 'ts' : app.type === 'module' ? 'esm' : 'cjs';
           await writeFile(join(appDir, app.file), appSource(kind, variant === 's3'));
           let entry = join(appDir, app.file);
@@ -315,22 +387,42 @@ describe('the packed package, installed outside the repository', function () {
             // Hosts mostly skip checking declaration files (and the S3 SDK's are huge): one app checks ours fully,
             // where a declaration of ours that named the absent SDK would fail to resolve.
             const fullCheck = variant === 'plain' && app.name === 'ts-nodenext-esm';
-            await writeFile(join(appDir, 'tsconfig.json'), JSON.stringify({
-              compilerOptions: {
-                ...app.ts, target: 'ES2022', strict: true, esModuleInterop: true, skipLibCheck: !fullCheck,
-                types: ['node'], outDir: 'out', rootDir: '.',
-              },
-              include: ['app.ts'],
-            }));
+            await writeFile(
+              join(appDir, 'tsconfig.json'),
+              JSON.stringify({
+                compilerOptions: {
+                  ...app.ts,
+                  target: 'ES2022',
+                  strict: true,
+                  esModuleInterop: true,
+                  skipLibCheck: !fullCheck,
+                  types: ['node'],
+                  outDir: 'out',
+                  rootDir: '.',
+                },
+                include: ['app.ts'],
+              }),
+            );
             await run(process.execPath, [TSC, '-p', appDir], { cwd: appDir });
             entry = join(appDir, 'out', 'app.js');
           }
-          const s3 = variant === 's3' && S3_ENDPOINT ? { APP_S3_URL: `s3://${S3_BUCKET}/${uniqueS3Prefix(`package-${app.name}`)}` } : {};
+          const s3 =
+            variant === 's3' && S3_ENDPOINT
+              ? { APP_S3_URL: `s3://${S3_BUCKET}/${uniqueS3Prefix(`package-${app.name}`)}` }
+              : {};
           const result = await run(process.execPath, [entry], {
             cwd: appDir,
-            env: { ...process.env, ...s3, APP_DATA: join(appDir, 'data'), APP_PACKAGE: `hosts/${app.name}`, APP_BLOB: blob.toString('base64') },
+            env: {
+              ...process.env,
+              ...s3,
+              APP_DATA: join(appDir, 'data'),
+              APP_PACKAGE: `hosts/${app.name}`,
+              APP_BLOB: blob.toString('base64'),
+            },
           });
-          expect(result.stdout).to.include(`pushed and pulled ${blob.length} bytes over ${'APP_S3_URL' in s3 ? 's3' : 'fs'}`);
+          expect(result.stdout).to.include(
+            `pushed and pulled ${blob.length} bytes over ${'APP_S3_URL' in s3 ? 's3' : 'fs'}`,
+          );
         });
       }
     });
@@ -340,7 +432,8 @@ describe('the packed package, installed outside the repository', function () {
     it('serves, and SIGTERM to the npm process frees the port within 5 s', async () => {
       const data = join(dir, 'npm-start-data');
       const server = await startLogged('npm', ['start', '--silent'], {
-        cwd: REPO, env: { ...process.env, HOST: '127.0.0.1', PORT: '0', APPR_STORAGE: data },
+        cwd: REPO,
+        env: { ...process.env, HOST: '127.0.0.1', PORT: '0', APPR_STORAGE: data },
       });
       const version = await fetch(`${server.url}/version`);
       expect(version.status).to.equal(200);

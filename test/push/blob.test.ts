@@ -22,8 +22,11 @@ describe('push: streamed base64 (Base64Decoder)', function () {
   for (const length of [0, 1, 2, 3, 4, 5, 998, 999, 1000]) {
     it(`decodes ${length} bytes cut into pieces of every size from 1 to 9`, function () {
       const b64 = bytes.subarray(0, length).toString('base64');
-      for (let size = 1; size <= 9; size++) expect(decodeInPieces(b64, size).equals(bytes.subarray(0, length))).to.equal(true);
-      expect(decodeInPieces(b64.replace(/=+$/, ''), 3).equals(bytes.subarray(0, length)), 'without padding').to.equal(true);
+      for (let size = 1; size <= 9; size++)
+        expect(decodeInPieces(b64, size).equals(bytes.subarray(0, length))).to.equal(true);
+      expect(decodeInPieces(b64.replace(/=+$/, ''), 3).equals(bytes.subarray(0, length)), 'without padding').to.equal(
+        true,
+      );
     });
   }
 
@@ -51,7 +54,9 @@ describe('push: streamed base64 (Base64Decoder)', function () {
 
 describe('push: staging a blob (BlobStager)', function () {
   let dir: string;
-  tempDir('appr-stage-', 'each', (path) => { dir = path; });
+  tempDir('appr-stage-', 'each', (path) => {
+    dir = path;
+  });
 
   it('gives the digest of the uncompressed tar and the gzip size, in memory for a small blob', async function () {
     const gzip = await makeTarGz({ 'Chart.yaml': 'name: x\n' });
@@ -81,7 +86,9 @@ describe('push: staging a blob (BlobStager)', function () {
 
   it('removes its temp file when a blob fails half-way (a gzip cut short) and when aborted', async function () {
     const gzip = await makeTarGz({ 'noise.bin': randomBytes(300_000) });
-    const refused = await apprRejection(stageBlob(gzip.subarray(0, 200_000), { maxUnpackedSize: 1 << 24, memoryBytes: 1024, tmpDir: dir }));
+    const refused = await apprRejection(
+      stageBlob(gzip.subarray(0, 200_000), { maxUnpackedSize: 1 << 24, memoryBytes: 1024, tmpDir: dir }),
+    );
     expect(refused.code).to.equal('invalid-parameters');
     expect(await readdir(dir)).to.deep.equal([]);
 

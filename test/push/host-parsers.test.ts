@@ -11,13 +11,26 @@ import { createApprRouter, MemoryStorage } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { KOA_VERSIONS, listen, type TestServer } from '../helpers/http.js';
 
-type Parser = { label: string; make: () => Koa.Middleware; where: 'before' | 'after' } | { label: string; make: null; where: null };
+type Parser =
+  { label: string; make: () => Koa.Middleware; where: 'before' | 'after' } | { label: string; make: null; where: null };
 
 const PARSERS: Parser[] = [
   { label: 'no body parser', make: null, where: null },
-  { label: 'koa-bodyparser before the registry (limits raised)', make: () => bodyParser({ jsonLimit: '64mb', formLimit: '64mb' }), where: 'before' },
-  { label: 'koa-body before the registry (limits raised)', make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', textLimit: '64mb' }) as Koa.Middleware, where: 'before' },
-  { label: 'koa-body before the registry, keeping the raw body', make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', includeUnparsed: true }) as Koa.Middleware, where: 'before' },
+  {
+    label: 'koa-bodyparser before the registry (limits raised)',
+    make: () => bodyParser({ jsonLimit: '64mb', formLimit: '64mb' }),
+    where: 'before',
+  },
+  {
+    label: 'koa-body before the registry (limits raised)',
+    make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', textLimit: '64mb' }) as Koa.Middleware,
+    where: 'before',
+  },
+  {
+    label: 'koa-body before the registry, keeping the raw body',
+    make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', includeUnparsed: true }) as Koa.Middleware,
+    where: 'before',
+  },
   { label: 'koa-bodyparser after the registry', make: () => bodyParser(), where: 'after' },
   { label: 'koa-body after the registry', make: () => koaBody() as Koa.Middleware, where: 'after' },
 ];
@@ -35,7 +48,9 @@ for (const [version, KoaImpl] of Object.entries(KOA_VERSIONS)) {
         const router = createApprRouter({
           storage: new MemoryStorage(),
           maxPushSize: 2 * 1024 * 1024,
-          auth: { login: (username, password) => (username === 'alice' && password === 'secret' ? 'token-alice' : null) },
+          auth: {
+            login: (username, password) => (username === 'alice' && password === 'secret' ? 'token-alice' : null),
+          },
         });
         app.use(router.routes()).use(router.allowedMethods());
         if (parser.where === 'after') app.use(parser.make());
@@ -49,27 +64,41 @@ for (const [version, KoaImpl] of Object.entries(KOA_VERSIONS)) {
 
       it('pushes as the CLI does (JSON, blob among the fields) and pulls the same bytes', async function () {
         const res = await server.request('POST', '/api/v1/packages/host/app', {
-          json: { blob: blob.toString('base64'), name: 'app', release: '1.0.0', media_type: 'helm', metadata: { a: 1 } },
+          json: {
+            blob: blob.toString('base64'),
+            name: 'app',
+            release: '1.0.0',
+            media_type: 'helm',
+            metadata: { a: 1 },
+          },
         });
         expect(res.status, res.text).to.equal(200);
-        expect((await server.request('GET', '/api/v1/packages/host/app/1.0.0/helm/pull')).bytes.equals(blob)).to.equal(true);
-        expect((await server.request('GET', '/api/v1/packages/host/app/1.0.0/helm')).json.metadata).to.deep.equal({ a: 1 });
+        expect((await server.request('GET', '/api/v1/packages/host/app/1.0.0/helm/pull')).bytes.equals(blob)).to.equal(
+          true,
+        );
+        expect((await server.request('GET', '/api/v1/packages/host/app/1.0.0/helm')).json.metadata).to.deep.equal({
+          a: 1,
+        });
       });
 
       it('pushes a form, and JSON sent as text/plain', async function () {
         const form = new URLSearchParams({ release: '1.1.0', media_type: 'helm', blob: blob.toString('base64') });
         const res = await server.request('POST', '/api/v1/packages/host/app', {
-          body: form.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: form.toString(),
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
         });
         expect(res.status, res.text).to.equal(200);
         const text = await server.request('POST', '/api/v1/packages/host/app', {
-          body: JSON.stringify({ release: '1.2.0', media_type: 'helm', blob: blob.toString('base64') }), headers: { 'content-type': 'text/plain' },
+          body: JSON.stringify({ release: '1.2.0', media_type: 'helm', blob: blob.toString('base64') }),
+          headers: { 'content-type': 'text/plain' },
         });
         expect(text.status, text.text).to.equal(200);
       });
 
-      it('pushes a tarball of 1.5 MB (over the parsers\' default limit when they run before us only if raised)', async function () {
-        const res = await server.request('POST', '/api/v1/packages/host/big', { json: { release: '1.0.0', media_type: 'helm', blob: big.toString('base64') } });
+      it("pushes a tarball of 1.5 MB (over the parsers' default limit when they run before us only if raised)", async function () {
+        const res = await server.request('POST', '/api/v1/packages/host/big', {
+          json: { release: '1.0.0', media_type: 'helm', blob: big.toString('base64') },
+        });
         expect(res.status, res.text).to.equal(200);
       });
 
@@ -90,23 +119,32 @@ for (const [version, KoaImpl] of Object.entries(KOA_VERSIONS)) {
         });
         // co-body (under both parsers) refuses __proto__ itself with 400 (@hapi/bourne); we answer 409.
         expect(res.status).to.equal(parser.where === 'before' ? 400 : 409);
-        expect((await server.request('GET', '/api/v1/packages/host/app/1.0.0/helm')).json.content.digest).to.equal(before);
+        expect((await server.request('GET', '/api/v1/packages/host/app/1.0.0/helm')).json.content.digest).to.equal(
+          before,
+        );
       });
 
       it('logs in (appr login sends JSON) and refuses bad credentials with 401', async function () {
-        const ok = await server.request('POST', '/api/v1/users/login', { json: { user: { username: 'alice', password: 'secret' } } });
+        const ok = await server.request('POST', '/api/v1/users/login', {
+          json: { user: { username: 'alice', password: 'secret' } },
+        });
         expect(ok.status, ok.text).to.equal(200);
         expect(ok.json).to.deep.equal({ token: 'token-alice' });
-        const bad = await server.request('POST', '/api/v1/users/login', { json: { user: { username: 'alice', password: 'nope' } } });
+        const bad = await server.request('POST', '/api/v1/users/login', {
+          json: { user: { username: 'alice', password: 'nope' } },
+        });
         expect(bad.status).to.equal(401);
       });
 
       it('changes visibility from JSON and from a form', async function () {
-        const json = await server.request('POST', '/api/v1/packages/host/app/visibility', { json: { visibility: 'private' } });
+        const json = await server.request('POST', '/api/v1/packages/host/app/visibility', {
+          json: { visibility: 'private' },
+        });
         expect(json.status, json.text).to.equal(200);
         expect(json.json.visibility).to.equal('private');
         const form = await server.request('POST', '/api/v1/packages/host/app/visibility', {
-          body: 'visibility=public', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: 'visibility=public',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
         });
         expect(form.status, form.text).to.equal(200);
         expect(form.json.visibility).to.equal('public');
@@ -130,7 +168,9 @@ describe('push: a host parser with its default limit before the registry', funct
 
   it('is refused by the host parser (its own 413) before the registry runs: the README says to mount us first', async function () {
     const big = await makeTarGz({ 'noise.bin': randomBytes(1_500_000) });
-    const res = await server.request('POST', '/api/v1/packages/host/big', { json: { release: '1.0.0', blob: big.toString('base64') } });
+    const res = await server.request('POST', '/api/v1/packages/host/big', {
+      json: { release: '1.0.0', blob: big.toString('base64') },
+    });
     expect(res.status).to.equal(413);
     expect(res.json?.code, 'not our error format: the host answered').to.equal(undefined);
   });

@@ -32,23 +32,33 @@ async function allKeys(storage: StorageAdapter): Promise<string[]> {
 function openRequest(url: string, path: string, headers: Record<string, string | number>) {
   const { hostname, port } = new URL(url);
   let req!: ClientRequest;
-  const response = new Promise<{ status: number; headers: IncomingMessage['headers']; json: any }>((resolve, reject) => {
-    req = httpRequest({ host: hostname, port, method: 'POST', path: `/cnr${path}`, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        let json: unknown;
-        try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
+  const response = new Promise<{ status: number; headers: IncomingMessage['headers']; json: any }>(
+    (resolve, reject) => {
+      req = httpRequest({ host: hostname, port, method: 'POST', path: `/cnr${path}`, headers, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
+        });
       });
-    });
-    req.on('error', reject);
-  });
+      req.on('error', reject);
+    },
+  );
   response.catch(() => undefined);
   return {
-    write: (chunk: string | Buffer) => new Promise<void>((resolve, reject) => req.write(chunk, (err) => (err ? reject(err) : resolve()))),
-    end: () => { req.end(); return response; },
+    write: (chunk: string | Buffer) =>
+      new Promise<void>((resolve, reject) => req.write(chunk, (err) => (err ? reject(err) : resolve()))),
+    end: () => {
+      req.end();
+      return response;
+    },
     destroy: () => req.destroy(),
     response,
   };
@@ -98,7 +108,10 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
 
     it('accepts blob before release (the CLI sends blob among other fields) and serves the same bytes', async function () {
       const body = `{"blob": "${blob.toString('base64')}", "name": "x", "media_type": "helm", "release": "1.0.0"}`;
-      const res = await server.request('POST', '/api/v1/packages/order/blob-first', { body, headers: { 'content-type': 'application/json' } });
+      const res = await server.request('POST', '/api/v1/packages/order/blob-first', {
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
       expect(res.status, res.text).to.equal(200);
       const pulled = await server.request('GET', '/api/v1/packages/order/blob-first/1.0.0/helm/pull');
       expect(pulled.bytes.equals(blob)).to.equal(true);
@@ -114,7 +127,10 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       it(`refuses a push with ${label}, sent after the blob, and stores no blob`, async function () {
         const big = await makeTarGz({ 'noise.bin': randomBytes(20_000) }); // spooled to disk too
         const body = `{"blob": "${big.toString('base64')}", ${JSON.stringify(fields).slice(1)}`;
-        const res = await server.request('POST', '/api/v1/packages/refused/pkg', { body, headers: { 'content-type': 'application/json' } });
+        const res = await server.request('POST', '/api/v1/packages/refused/pkg', {
+          body,
+          headers: { 'content-type': 'application/json' },
+        });
         expect([400, 422], res.text).to.include(res.status);
         expect(res.json.code).to.equal(code);
         expect((await allKeys(storage)).filter((k) => k.includes('/refused/'))).to.deep.equal([]);
@@ -125,7 +141,9 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
     for (const [label, entries] of ESCAPING_TARS) {
       it(`refuses a tarball with ${label} with 422 and a message, and stores nothing`, async function () {
         const evil = await tarGzOf(entries);
-        const res = await server.request('POST', '/api/v1/packages/evil/pkg', { json: { release: '1.0.0', blob: evil.toString('base64') } });
+        const res = await server.request('POST', '/api/v1/packages/evil/pkg', {
+          json: { release: '1.0.0', blob: evil.toString('base64') },
+        });
         expect(res.status).to.equal(422);
         expect(res.json.code).to.equal('invalid-parameters');
         expect(res.json.message).to.match(/outside the package directory|may not contain/);
@@ -135,7 +153,13 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
 
     it('treats {"__proto__": {...}} as a plain field: it cannot smuggle force, release or visibility', async function () {
       const b64 = blob.toString('base64');
-      expect((await server.request('POST', '/api/v1/packages/proto/pkg', { json: { release: '1.0.0', media_type: 'helm', blob: b64 } })).status).to.equal(200);
+      expect(
+        (
+          await server.request('POST', '/api/v1/packages/proto/pkg', {
+            json: { release: '1.0.0', media_type: 'helm', blob: b64 },
+          })
+        ).status,
+      ).to.equal(200);
       const smuggled = await server.request('POST', '/api/v1/packages/proto/pkg', {
         body: `{"__proto__": {"force": true, "visibility": "private"}, "release": "1.0.0", "media_type": "helm", "blob": "${b64}"}`,
         headers: { 'content-type': 'application/json' },
@@ -143,14 +167,21 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       expect(smuggled.status).to.equal(409);
       // The same over 64 KiB, where the body is tokenized as it arrives instead of parsed whole.
       const large = (await makeTarGz({ 'noise.bin': randomBytes(70_000) })).toString('base64');
-      expect((await server.request('POST', '/api/v1/packages/proto/large', { json: { release: '1.0.0', media_type: 'helm', blob: large } })).status).to.equal(200);
+      expect(
+        (
+          await server.request('POST', '/api/v1/packages/proto/large', {
+            json: { release: '1.0.0', media_type: 'helm', blob: large },
+          })
+        ).status,
+      ).to.equal(200);
       const streamed = await server.request('POST', '/api/v1/packages/proto/large', {
         body: `{"__proto__": {"force": true}, "release": "1.0.0", "media_type": "helm", "blob": "${b64}"${' '.repeat(70_000)}}`,
         headers: { 'content-type': 'application/json' },
       });
       expect(streamed.status).to.equal(409);
       const noRelease = await server.request('POST', '/api/v1/packages/proto/other', {
-        body: `{"__proto__": {"release": "2.0.0"}, "blob": "${b64}"}`, headers: { 'content-type': 'application/json' },
+        body: `{"__proto__": {"release": "2.0.0"}, "blob": "${b64}"}`,
+        headers: { 'content-type': 'application/json' },
       });
       expect(noRelease.status).to.equal(422);
       expect(noRelease.json.details.field).to.equal('release');
@@ -163,18 +194,26 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       expect(summary.visibility).to.equal('public');
     });
 
-    for (const [encoding, compress] of [['gzip', gzipSync], ['deflate', deflateSync], ['br', brotliCompressSync]] as const) {
+    for (const [encoding, compress] of [
+      ['gzip', gzipSync],
+      ['deflate', deflateSync],
+      ['br', brotliCompressSync],
+    ] as const) {
       it(`accepts a push body with Content-Encoding: ${encoding}`, async function () {
-        const body = compress(Buffer.from(JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') })));
+        const body = compress(
+          Buffer.from(JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') })),
+        );
         const res = await server.request('POST', `/api/v1/packages/enc/${encoding}`, {
-          body, headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+          body,
+          headers: { 'content-type': 'application/json', 'content-encoding': encoding },
         });
         expect(res.status, res.text).to.equal(200);
       });
 
       it(`answers 400 invalid-usage (JSON) to a body that is not ${encoding}`, async function () {
         const res = await server.request('POST', `/api/v1/packages/enc/bad-${encoding}`, {
-          body: 'definitely not compressed, long enough to be read as a header', headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+          body: 'definitely not compressed, long enough to be read as a header',
+          headers: { 'content-type': 'application/json', 'content-encoding': encoding },
         });
         expect(res.status).to.equal(400);
         expect(res.json.code).to.equal('invalid-usage');
@@ -184,7 +223,8 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
     for (const encoding of ['compress', 'zz', 'gzip, gzip, gzip']) {
       it(`answers 415 unsupported-encoding (JSON) to Content-Encoding: ${encoding}`, async function () {
         const res = await server.request('POST', '/api/v1/packages/enc/unsupported', {
-          body: '{}', headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+          body: '{}',
+          headers: { 'content-type': 'application/json', 'content-encoding': encoding },
         });
         expect(res.status).to.equal(415);
         expect(res.json.code).to.equal('unsupported-encoding');
@@ -194,8 +234,13 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
     it('answers a gzip bomb in Content-Encoding with 413 once the decoded body passes the limit', async function () {
       const small = await startServer({ storage, maxPushSize: 10_000 });
       try {
-        const bomb = gzipSync(Buffer.concat([Buffer.from('{"release": "1.0.0", "x": "'), Buffer.alloc(5 << 20, 0x61), Buffer.from('"}')]));
-        const res = await small.request('POST', '/api/v1/packages/enc/bomb', { body: bomb, headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+        const bomb = gzipSync(
+          Buffer.concat([Buffer.from('{"release": "1.0.0", "x": "'), Buffer.alloc(5 << 20, 0x61), Buffer.from('"}')]),
+        );
+        const res = await small.request('POST', '/api/v1/packages/enc/bomb', {
+          body: bomb,
+          headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        });
         expect(res.status).to.equal(413);
         expect(res.json.code).to.equal('payload-too-large');
       } finally {
@@ -207,7 +252,10 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       const big = await makeTarGz({ 'noise.bin': randomBytes(30_000) });
       // JSON may escape "/" as "\/": the escapes must be undone before the base64 is decoded.
       const body = `{"release": "1.0.0", "media_type": "helm", "metadata": {"k": "v\\u00e9"}, "blob": "${big.toString('base64').replace(/\//g, '\\/')}"}`;
-      const req = openRequest(server.url, '/api/v1/packages/slow/json', { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      const req = openRequest(server.url, '/api/v1/packages/slow/json', {
+        'content-type': 'application/json',
+        'transfer-encoding': 'chunked',
+      });
       for (let i = 0; i < body.length; i += 997) await req.write(body.slice(i, i + 997));
       const res = await req.end();
       expect(res.status, JSON.stringify(res.json)).to.equal(200);
@@ -220,49 +268,75 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
     it('reads a form body written in pieces that cut %2B and %2F escapes in two', async function () {
       const big = await makeTarGz({ 'noise.bin': randomBytes(30_000) });
       const body = `release=1.0.0&media_type=helm&blob=${encodeURIComponent(big.toString('base64'))}&force=true`;
-      const req = openRequest(server.url, '/api/v1/packages/slow/form', { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length });
+      const req = openRequest(server.url, '/api/v1/packages/slow/form', {
+        'content-type': 'application/x-www-form-urlencoded',
+        'content-length': body.length,
+      });
       for (let i = 0; i < body.length; i += 101) await req.write(body.slice(i, i + 101));
       const res = await req.end();
       expect(res.status, JSON.stringify(res.json)).to.equal(200);
-      expect((await server.request('GET', '/api/v1/packages/slow/form/1.0.0/helm/pull')).bytes.equals(big)).to.equal(true);
+      expect((await server.request('GET', '/api/v1/packages/slow/form/1.0.0/helm/pull')).bytes.equals(big)).to.equal(
+        true,
+      );
     });
 
     it('answers 503 too-busy with Retry-After beyond maxPushBytesInFlight, and serves pushes again once under it', async function () {
       const big = await makeTarGz({ 'noise.bin': randomBytes(200_000) });
       const body = Buffer.from(JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: big.toString('base64') }));
       expect(body.length).to.be.within(200_001, 399_999);
-      const first = openRequest(server.url, '/api/v1/packages/busy/first', { 'content-type': 'application/json', 'content-length': body.length });
+      const first = openRequest(server.url, '/api/v1/packages/busy/first', {
+        'content-type': 'application/json',
+        'content-length': body.length,
+      });
       await first.write(body.subarray(0, 100_000));
       // The first push is in flight once its blob spilled to the spool directory.
       await waitFor(async () => (await readdir(spool)).length > 0, 'the first push to be read');
-      const refused = await server.request('POST', '/api/v1/packages/busy/second', { body, headers: { 'content-type': 'application/json' } });
+      const refused = await server.request('POST', '/api/v1/packages/busy/second', {
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
       expect(refused.status).to.equal(503);
       expect(refused.json.code).to.equal('too-busy');
       expect(refused.headers.get('retry-after')).to.match(/^\d+$/);
       await first.write(body.subarray(100_000));
       expect((await first.end()).status).to.equal(200);
-      const again = await server.request('POST', '/api/v1/packages/busy/second', { body, headers: { 'content-type': 'application/json' } });
+      const again = await server.request('POST', '/api/v1/packages/busy/second', {
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
       expect(again.status, again.text).to.equal(200);
     });
 
     it('leaves nothing behind when the client goes away half-way through a push', async function () {
       const big = await makeTarGz({ 'noise.bin': randomBytes(100_000) });
       const body = Buffer.from(JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: big.toString('base64') }));
-      const req = openRequest(server.url, '/api/v1/packages/gone/pkg', { 'content-type': 'application/json', 'content-length': body.length });
+      const req = openRequest(server.url, '/api/v1/packages/gone/pkg', {
+        'content-type': 'application/json',
+        'content-length': body.length,
+      });
       await req.write(body.subarray(0, 60_000));
       await waitFor(async () => (await readdir(spool)).length > 0, 'the push to be read');
       req.destroy();
       await waitFor(async () => (await readdir(spool)).length === 0, 'the spool to be emptied');
       expect((await allKeys(storage)).filter((k) => k.includes('/gone/'))).to.deep.equal([]);
       // The budget was given back: a push of the same size goes through.
-      expect((await server.request('POST', '/api/v1/packages/gone/pkg', { body, headers: { 'content-type': 'application/json' } })).status).to.equal(200);
+      expect(
+        (
+          await server.request('POST', '/api/v1/packages/gone/pkg', {
+            body,
+            headers: { 'content-type': 'application/json' },
+          })
+        ).status,
+      ).to.equal(200);
     });
 
     it('answers 503 (JSON) when the spool directory cannot be written, and stores nothing', async function () {
       const broken = await startServer({ storage, pushTmpDir: join(dataDir, 'missing-dir'), pushMemoryBytes: 1024 });
       try {
         const big = await makeTarGz({ 'noise.bin': randomBytes(20_000) });
-        const res = await broken.request('POST', '/api/v1/packages/nospool/pkg', { json: { release: '1.0.0', blob: big.toString('base64') } });
+        const res = await broken.request('POST', '/api/v1/packages/nospool/pkg', {
+          json: { release: '1.0.0', blob: big.toString('base64') },
+        });
         expect(res.status).to.equal(503);
         expect(res.json.code).to.equal('storage-unavailable');
         expect(res.text).to.not.include(dataDir);
@@ -274,7 +348,9 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
 
     it('stores a blob that fails half-way (gzip cut short) nowhere', async function () {
       const big = await makeTarGz({ 'noise.bin': randomBytes(100_000) });
-      const res = await server.request('POST', '/api/v1/packages/half/pkg', { json: { release: '1.0.0', blob: big.subarray(0, 70_000).toString('base64') } });
+      const res = await server.request('POST', '/api/v1/packages/half/pkg', {
+        json: { release: '1.0.0', blob: big.subarray(0, 70_000).toString('base64') },
+      });
       expect(res.status).to.equal(422);
       expect((await allKeys(storage)).filter((k) => k.includes('/half/'))).to.deep.equal([]);
       expect(await readdir(spool)).to.deep.equal([]);

@@ -28,13 +28,21 @@ class CountingStorage extends MemoryStorage {
 
 describe('push: Registry.push input', function () {
   let dir: string;
-  tempDir('appr-registry-push-', 'each', (path) => { dir = path; });
+  tempDir('appr-registry-push-', 'each', (path) => {
+    dir = path;
+  });
 
   it('takes the blob as a Buffer or as a stream, with the same digest', async function () {
     const registry = new Registry({ storage: new MemoryStorage() });
     const blob = await makeTarGz({ 'Chart.yaml': 'name: x\n' });
     await registry.push({ namespace: 'ns', name: 'a', release: '1.0.0', mediaType: 'helm', blob });
-    await registry.push({ namespace: 'ns', name: 'a', release: '1.0.1', mediaType: 'helm', blob: Readable.from([blob.subarray(0, 10), blob.subarray(10)]) });
+    await registry.push({
+      namespace: 'ns',
+      name: 'a',
+      release: '1.0.1',
+      mediaType: 'helm',
+      blob: Readable.from([blob.subarray(0, 10), blob.subarray(10)]),
+    });
     const [first, second] = await registry.packageManifests('ns', 'a');
     expect(first?.content.digest).to.equal(second?.content.digest);
     expect(second?.content.size).to.equal(blob.length);
@@ -44,7 +52,12 @@ describe('push: Registry.push input', function () {
     const storage = new CountingStorage();
     const registry = new Registry({ storage });
     let read = false;
-    const blob = new Readable({ read() { read = true; this.push(null); } });
+    const blob = new Readable({
+      read() {
+        read = true;
+        this.push(null);
+      },
+    });
     for (const input of [{ release: '1.0' }, { release: '1.0.0', mediaType: '../x' }]) {
       try {
         await registry.push({ namespace: 'ns', name: 'a', mediaType: 'helm', blob, ...input });

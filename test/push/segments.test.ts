@@ -23,7 +23,11 @@ interface StoredDoc {
   removed?: Record<string, string[]>;
 }
 
-async function storedDoc(storage: StorageAdapter, ns: string, name: string): Promise<{ doc: StoredDoc; bytes: number }> {
+async function storedDoc(
+  storage: StorageAdapter,
+  ns: string,
+  name: string,
+): Promise<{ doc: StoredDoc; bytes: number }> {
   const got = await storage.get(`packages/${ns}/${name}.json`);
   if (got === null || got.notModified) throw new Error('no package document');
   return { doc: JSON.parse(got.body.toString()) as StoredDoc, bytes: got.body.length };
@@ -32,11 +36,22 @@ async function storedDoc(storage: StorageAdapter, ns: string, name: string): Pro
 async function pushMany(registry: Registry, name: string, count: number, from = 0): Promise<void> {
   const blob = await makeTarGz({ 'Chart.yaml': `name: ${name}\n` });
   for (let i = from; i < from + count; i += 1) {
-    await registry.push({ namespace: 'seg', name, release: `1.0.${i}`, mediaType: 'helm', blob, metadata: metadata(i) });
+    await registry.push({
+      namespace: 'seg',
+      name,
+      release: `1.0.${i}`,
+      mediaType: 'helm',
+      blob,
+      metadata: metadata(i),
+    });
   }
 }
 
-function describeSegments(label: string, open: () => Promise<{ storage: StorageAdapter; cleanup: () => Promise<void> }>, pushes: number) {
+function describeSegments(
+  label: string,
+  open: () => Promise<{ storage: StorageAdapter; cleanup: () => Promise<void> }>,
+  pushes: number,
+) {
   describe(`release segments (${label})`, function () {
     this.timeout(120_000);
     let storage: StorageAdapter;
@@ -81,8 +96,10 @@ function describeSegments(label: string, open: () => Promise<{ storage: StorageA
       expect(pulled.release).to.equal('1.0.0');
       // A release in a segment is still one the same-release race refuses.
       const blob = await makeTarGz({ 'Chart.yaml': 'name: other\n' });
-      expect((await apprRejection(fresh.push({ namespace: 'seg', name: 'grow', release: '1.0.0', mediaType: 'helm', blob }))).code)
-        .to.equal('package-exists');
+      expect(
+        (await apprRejection(fresh.push({ namespace: 'seg', name: 'grow', release: '1.0.0', mediaType: 'helm', blob })))
+          .code,
+      ).to.equal('package-exists');
     });
 
     it('deletes, force-pushes and moves channels over releases held in segments', async () => {
@@ -100,15 +117,25 @@ function describeSegments(label: string, open: () => Promise<{ storage: StorageA
       const releases = (await fresh.packageManifests('seg', 'edit')).map((m) => m.release);
       expect(releases).to.not.include('1.0.3');
       expect(releases).to.have.length(INLINE_MAX + 4);
-      expect(await fresh.showChannel('seg', 'edit', 'stable')).to.deep.equal({ name: 'stable', current: '1.0.2', releases: ['1.0.2'] });
+      expect(await fresh.showChannel('seg', 'edit', 'stable')).to.deep.equal({
+        name: 'stable',
+        current: '1.0.2',
+        releases: ['1.0.2'],
+      });
       const forced = await fresh.showManifest('seg', 'edit', '1.0.4', 'helm');
       expect(forced.metadata).to.equal(null);
-      expect(forced.content.digest).to.not.equal((await fresh.showManifest('seg', 'edit', '1.0.5', 'helm')).content.digest);
-      expect((await apprRejection(fresh.showManifest('seg', 'edit', '1.0.3', 'helm'))).code).to.equal('package-release-not-found');
+      expect(forced.content.digest).to.not.equal(
+        (await fresh.showManifest('seg', 'edit', '1.0.5', 'helm')).content.digest,
+      );
+      expect((await apprRejection(fresh.showManifest('seg', 'edit', '1.0.3', 'helm'))).code).to.equal(
+        'package-release-not-found',
+      );
       // Pushing a deleted release again brings it back, over the segment's record.
       await fresh.push({ namespace: 'seg', name: 'edit', release: '1.0.3', mediaType: 'helm', blob });
       expect((await storedDoc(storage, 'seg', 'edit')).doc.removed).to.equal(undefined);
-      expect((await registry().showManifest('seg', 'edit', '1.0.3', 'helm')).content.digest).to.equal(forced.content.digest);
+      expect((await registry().showManifest('seg', 'edit', '1.0.3', 'helm')).content.digest).to.equal(
+        forced.content.digest,
+      );
     });
 
     it('leaves a tombstone without segments when every release is deleted, and a push starts the package afresh', async () => {
@@ -140,11 +167,13 @@ function describeSegments(label: string, open: () => Promise<{ storage: StorageA
       const blob = await makeTarGz({ 'Chart.yaml': 'name: race\n' });
       const total = INLINE_MAX * 2 + 8;
       let next = 0;
-      await Promise.all(Array.from({ length: 8 }, async () => {
-        for (let i = next++; i < total; i = next++) {
-          await writer.push({ namespace: 'seg', name: 'race', release: `1.0.${i}`, mediaType: 'helm', blob });
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          for (let i = next++; i < total; i = next++) {
+            await writer.push({ namespace: 'seg', name: 'race', release: `1.0.${i}`, mediaType: 'helm', blob });
+          }
+        }),
+      );
       const { doc } = await storedDoc(storage, 'seg', 'race');
       expect(doc.segments?.length).to.be.greaterThan(0);
       expect(Object.keys(doc.releases).length).to.be.at.most(INLINE_MAX + 8);
@@ -155,9 +184,18 @@ function describeSegments(label: string, open: () => Promise<{ storage: StorageA
       const releases: Record<string, unknown> = {};
       const digest = 'a'.repeat(64);
       for (let i = 0; i < 200; i += 1) {
-        releases[`0.0.${i}`] = { helm: { digest, size: 10, created_at: '2026-01-01T00:00:00.000Z', metadata: metadata(i) } };
+        releases[`0.0.${i}`] = {
+          helm: { digest, size: 10, created_at: '2026-01-01T00:00:00.000Z', metadata: metadata(i) },
+        };
       }
-      const legacy = { namespace: 'seg', name: 'old', created_at: '2026-01-01T00:00:00.000Z', visibility: 'public', releases, channels: {} };
+      const legacy = {
+        namespace: 'seg',
+        name: 'old',
+        created_at: '2026-01-01T00:00:00.000Z',
+        visibility: 'public',
+        releases,
+        channels: {},
+      };
       await storage.put('packages/seg/old.json', Buffer.from(JSON.stringify(legacy)));
       const writer = registry();
       expect(await writer.packageManifests('seg', 'old')).to.have.length(200);
@@ -191,26 +229,42 @@ function describeSegments(label: string, open: () => Promise<{ storage: StorageA
       const pulled = await fresh.pull('seg', 'gc', '1.0.0', 'helm');
       pulled.blob.body.destroy();
       const { doc } = await storedDoc(storage, 'seg', 'gc');
-      for (const ref of doc.segments ?? []) expect(await storage.head(`segments/seg/gc/sha256/${ref.split('.')[1]}.json`)).to.not.equal(null);
+      for (const ref of doc.segments ?? [])
+        expect(await storage.head(`segments/seg/gc/sha256/${ref.split('.')[1]}.json`)).to.not.equal(null);
     });
   });
 }
 
-describeSegments('memory', async () => ({ storage: new MemoryStorage(), cleanup: async () => {} }), INLINE_MAX * (FANOUT + 2));
+describeSegments(
+  'memory',
+  async () => ({ storage: new MemoryStorage(), cleanup: async () => {} }),
+  INLINE_MAX * (FANOUT + 2),
+);
 
-describeSegments('fs', async () => {
-  const root = await mkdtemp(join(tmpdir(), 'appr-segments-'));
-  return { storage: new FsStorage({ root }), cleanup: () => rm(root, { recursive: true, force: true }) };
-}, INLINE_MAX * 3);
+describeSegments(
+  'fs',
+  async () => {
+    const root = await mkdtemp(join(tmpdir(), 'appr-segments-'));
+    return { storage: new FsStorage({ root }), cleanup: () => rm(root, { recursive: true, force: true }) };
+  },
+  INLINE_MAX * 3,
+);
 
 describeWithS3('release segments on S3', () => {
-  describeSegments('s3', async () => {
-    const storage = new S3Storage({
-      client: s3ClientFromEnv(), bucket: S3_BUCKET, prefix: uniqueS3Prefix('segments'),
-      ifMatchUnquoted: process.env.S3_IFMATCH_UNQUOTED === '1', ownsClient: true,
-    });
-    return { storage, cleanup: () => storage.close() };
-  }, INLINE_MAX * 2 + 4);
+  describeSegments(
+    's3',
+    async () => {
+      const storage = new S3Storage({
+        client: s3ClientFromEnv(),
+        bucket: S3_BUCKET,
+        prefix: uniqueS3Prefix('segments'),
+        ifMatchUnquoted: process.env.S3_IFMATCH_UNQUOTED === '1',
+        ownsClient: true,
+      });
+      return { storage, cleanup: () => storage.close() };
+    },
+    INLINE_MAX * 2 + 4,
+  );
 });
 
 describe('release segments: a package of 10,000 releases', function () {

@@ -18,19 +18,29 @@ export const ESCAPING_TARS: [string, { header: Header; content?: string }[]][] =
 
 /** Archives with links and directories that stay inside: accepted. */
 export const SAFE_TARS: [string, { header: Header; content?: string }[]][] = [
-  ['a symlink to a sibling', [
-    { header: { name: 'chart/values.yaml' }, content: 'a: 1\n' },
-    { header: { name: 'chart/link', type: 'symlink', linkname: 'values.yaml' } },
-  ]],
-  ['a symlink that climbs one level but stays inside', [
-    { header: { name: 'chart/templates/link', type: 'symlink', linkname: '../values.yaml' } },
-  ]],
-  ['a hard link inside', [
-    { header: { name: 'chart/values.yaml' }, content: 'a: 1\n' },
-    { header: { name: 'chart/copy', type: 'link', linkname: 'chart/values.yaml' } },
-  ]],
-  ['a directory and ./ names', [
-    { header: { name: './chart/', type: 'directory' } },
-    { header: { name: './chart/Chart.yaml' }, content: 'name: x\n' },
-  ]],
+  [
+    'a symlink to a sibling',
+    [
+      { header: { name: 'chart/values.yaml' }, content: 'a: 1\n' },
+      { header: { name: 'chart/link', type: 'symlink', linkname: 'values.yaml' } },
+    ],
+  ],
+  [
+    'a symlink that climbs one level but stays inside',
+    [{ header: { name: 'chart/templates/link', type: 'symlink', linkname: '../values.yaml' } }],
+  ],
+  [
+    'a hard link inside',
+    [
+      { header: { name: 'chart/values.yaml' }, content: 'a: 1\n' },
+      { header: { name: 'chart/copy', type: 'link', linkname: 'chart/values.yaml' } },
+    ],
+  ],
+  [
+    'a directory and ./ names',
+    [
+      { header: { name: './chart/', type: 'directory' } },
+      { header: { name: './chart/Chart.yaml' }, content: 'name: x\n' },
+    ],
+  ],
 ];

@@ -15,10 +15,30 @@ describe('reads from the catalog and the memory caches', () => {
     storage = new CountingStorage();
     registry = new Registry({ storage, coherence: quiet });
     for (const release of ['1.0.0', '1.1.0', '2.0.0']) {
-      await registry.push({ namespace: 'ns', name: 'app', release, mediaType: 'helm', blob: await chart(release), metadata: { r: release } });
+      await registry.push({
+        namespace: 'ns',
+        name: 'app',
+        release,
+        mediaType: 'helm',
+        blob: await chart(release),
+        metadata: { r: release },
+      });
     }
-    await registry.push({ namespace: 'ns', name: 'secret', release: '1.0.0', mediaType: 'helm', blob: await chart('s'), visibility: 'private' });
-    await registry.push({ namespace: 'other', name: 'tool', release: '0.1.0', mediaType: 'kpm', blob: await chart('t') });
+    await registry.push({
+      namespace: 'ns',
+      name: 'secret',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: await chart('s'),
+      visibility: 'private',
+    });
+    await registry.push({
+      namespace: 'other',
+      name: 'tool',
+      release: '0.1.0',
+      mediaType: 'kpm',
+      blob: await chart('t'),
+    });
     await registry.sync(); // the catalog loads at first use
   });
   afterEach(() => registry.close());
@@ -27,7 +47,9 @@ describe('reads from the catalog and the memory caches', () => {
     await registry.showManifest('ns', 'app', '1.0.0', 'helm'); // warm (the writer's cache is warm already)
     const calls = await storage.during(async () => {
       expect((await registry.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('2.0.0');
-      expect((await registry.showManifest('ns', 'app', '>=1.0.0,<2.0.0', 'helm')).metadata).to.deep.equal({ r: '1.1.0' });
+      expect((await registry.showManifest('ns', 'app', '>=1.0.0,<2.0.0', 'helm')).metadata).to.deep.equal({
+        r: '1.1.0',
+      });
       expect(await registry.packageManifests('ns', 'app')).to.have.length(3);
       expect(await registry.releaseManifests('ns', 'app', '1.0.0')).to.have.length(1);
       expect(await registry.listChannels('ns', 'app')).to.deep.equal([]);
@@ -36,8 +58,9 @@ describe('reads from the catalog and the memory caches', () => {
     });
     expect(calls).to.deep.equal([]);
     // The authorization lookup for a refused caller reads storage, known package or not (hardening item 16).
-    expect(await storage.during(async () => expect(await registry.packageVisibility('ns', 'secret')).to.equal('private')))
-      .to.deep.equal(['get packages/ns/secret.json']);
+    expect(
+      await storage.during(async () => expect(await registry.packageVisibility('ns', 'secret')).to.equal('private')),
+    ).to.deep.equal(['get packages/ns/secret.json']);
   });
 
   it('pulls a small blob twice with one storage read, and streams a blob larger than cache.blobMaxSize every time', async () => {
@@ -67,32 +90,57 @@ describe('reads from the catalog and the memory caches', () => {
     const cold = new Registry({ storage, coherence: quiet });
     await cold.showManifest('ns', 'app', '1.0.0', 'helm'); // catalog loaded; it has not seen ns/late yet
     const calls = await storage.during(() =>
-      Promise.all(Array.from({ length: 20 }, () => cold.showManifest('ns', 'late', '1.0.0', 'helm'))));
+      Promise.all(Array.from({ length: 20 }, () => cold.showManifest('ns', 'late', '1.0.0', 'helm'))),
+    );
     expect(calls).to.deep.equal(['get packages/ns/late.json']);
-    const absent = await storage.during(() => Promise.all(Array.from({ length: 20 }, () =>
-      cold.showManifest('ns', 'absent', '1.0.0', 'helm').catch((err: { code: string }) => err.code))));
+    const absent = await storage.during(() =>
+      Promise.all(
+        Array.from({ length: 20 }, () =>
+          cold.showManifest('ns', 'absent', '1.0.0', 'helm').catch((err: { code: string }) => err.code),
+        ),
+      ),
+    );
     expect(absent).to.deep.equal(['get packages/ns/absent.json']);
     cold.close();
   });
 
   it('asks storage before answering 404 for a package or release it does not know, and only then', async () => {
     const calls = await storage.during(async () => {
-      await registry.showManifest('ns', 'app', '9.9.9', 'helm').catch((err: { code: string }) => expect(err.code).to.equal('package-release-not-found'));
-      await registry.showManifest('ns', 'nope', '1.0.0', 'helm').catch((err: { code: string }) => expect(err.code).to.equal('package-not-found'));
+      await registry
+        .showManifest('ns', 'app', '9.9.9', 'helm')
+        .catch((err: { code: string }) => expect(err.code).to.equal('package-release-not-found'));
+      await registry
+        .showManifest('ns', 'nope', '1.0.0', 'helm')
+        .catch((err: { code: string }) => expect(err.code).to.equal('package-not-found'));
     });
     expect(calls).to.deep.equal(['get packages/ns/app.json', 'get packages/ns/nope.json']);
   });
 
-  it('filters packages per caller (the caller\'s filter is asked about each match) over one cached result', async () => {
+  it("filters packages per caller (the caller's filter is asked about each match) over one cached result", async () => {
     const asked: string[] = [];
     const visible = (allow: boolean) => (pkg: { namespace: string; name: string; visibility: string }) => {
       asked.push(`${pkg.namespace}/${pkg.name}`);
       return pkg.visibility === 'public' || allow;
     };
-    expect((await registry.listPackages({}, visible(false))).map((p) => p.name)).to.deep.equal(['ns/app', 'other/tool']);
-    expect((await registry.listPackages({}, visible(true))).map((p) => p.name)).to.deep.equal(['ns/app', 'ns/secret', 'other/tool']);
+    expect((await registry.listPackages({}, visible(false))).map((p) => p.name)).to.deep.equal([
+      'ns/app',
+      'other/tool',
+    ]);
+    expect((await registry.listPackages({}, visible(true))).map((p) => p.name)).to.deep.equal([
+      'ns/app',
+      'ns/secret',
+      'other/tool',
+    ]);
     expect(await registry.search('secret', visible(false))).to.deep.equal([]);
-    expect(asked).to.deep.equal(['ns/app', 'ns/secret', 'other/tool', 'ns/app', 'ns/secret', 'other/tool', 'ns/secret']);
+    expect(asked).to.deep.equal([
+      'ns/app',
+      'ns/secret',
+      'other/tool',
+      'ns/app',
+      'ns/secret',
+      'other/tool',
+      'ns/secret',
+    ]);
     const async = (pkg: { name: string }) => Promise.resolve(pkg.name !== 'app');
     expect((await registry.listPackages({}, async)).map((p) => p.name)).to.deep.equal(['ns/secret', 'other/tool']);
     expect((await registry.listPackages({ namespace: 'other' })).map((p) => p.name)).to.deep.equal(['other/tool']);
@@ -101,7 +149,9 @@ describe('reads from the catalog and the memory caches', () => {
 
   it('hands out frozen values: a caller cannot change what other readers are served', async () => {
     const shown = await registry.showManifest('ns', 'app', '1.0.0', 'helm');
-    expect(() => { (shown.metadata as { r: string }).r = 'changed'; }).to.throw(TypeError);
+    expect(() => {
+      (shown.metadata as { r: string }).r = 'changed';
+    }).to.throw(TypeError);
     expect((await registry.showManifest('ns', 'app', '1.0.0', 'helm')).metadata).to.deep.equal({ r: '1.0.0' });
   });
 
@@ -127,10 +177,16 @@ describe('reads from the catalog and the memory caches', () => {
   });
 });
 
-describe('the catalog\'s remembered answers', () => {
+describe("the catalog's remembered answers", () => {
   const doc = (name: string): PackageDoc => ({
-    namespace: 'ns', name, created_at: '2020-01-01T00:00:00Z', visibility: 'public', channels: {},
-    releases: { '1.0.0': { helm: { digest: 'a'.repeat(64), size: 1, created_at: '2020-01-01T00:00:00Z', metadata: null } } },
+    namespace: 'ns',
+    name,
+    created_at: '2020-01-01T00:00:00Z',
+    visibility: 'public',
+    channels: {},
+    releases: {
+      '1.0.0': { helm: { digest: 'a'.repeat(64), size: 1, created_at: '2020-01-01T00:00:00Z', metadata: null } },
+    },
   });
 
   it('are bounded in bytes over every package: past the bound, older answers are forgotten', () => {

@@ -20,7 +20,8 @@ describe('coherence across instances through the store (change feed)', () => {
 
   const push = async (registry: Registry, release: string, name = 'app') =>
     registry.push({ namespace: 'ns', name, release, mediaType: 'helm', blob: await chart(release, name) });
-  const releases = async (registry: Registry, name = 'app') => (await registry.packageManifests('ns', name)).map((m) => m.release);
+  const releases = async (registry: Registry, name = 'app') =>
+    (await registry.packageManifests('ns', name)).map((m) => m.release);
 
   it('reads its own writes at once, and serves a release pushed elsewhere at once (unknown release: storage first)', async () => {
     const storage = new MemoryStorage();
@@ -99,10 +100,15 @@ describe('coherence across instances through the store (change feed)', () => {
     const left = (await storage.list('changes/')).keys;
     expect(left).to.have.length(1);
     expect(left[0]).to.match(/^changes\/\d{13}\+compacted$/);
-    expect((await storage.get('catalog/snapshot.json'))).to.not.equal(null);
+    expect(await storage.get('catalog/snapshot.json')).to.not.equal(null);
 
     await stalled.sync(); // fell behind further than the retention: re-reads every package
-    expect((await stalled.listPackages()).map((p) => p.name)).to.deep.equal(['ns/pkg1', 'ns/pkg2', 'ns/pkg3', 'ns/pkg4']);
+    expect((await stalled.listPackages()).map((p) => p.name)).to.deep.equal([
+      'ns/pkg1',
+      'ns/pkg2',
+      'ns/pkg3',
+      'ns/pkg4',
+    ]);
     expect((await stalled.listChannels('ns', 'pkg1')).map((c) => c.name)).to.deep.equal(['beta']);
 
     // A new instance loads the snapshot, with no read per package.
@@ -131,7 +137,9 @@ describe('coherence across instances through the store (change feed)', () => {
     await behind.sync();
     clock.advance(-15_000);
     await behind.compactChanges();
-    expect((await storage.get('catalog/snapshot.json', {}) as { body: Buffer }).body.equals(snapshot.body)).to.equal(true);
+    expect(((await storage.get('catalog/snapshot.json', {})) as { body: Buffer }).body.equals(snapshot.body)).to.equal(
+      true,
+    );
   });
 
   it('sees a change whose writer died before its change entry, through the background check', async () => {
@@ -151,7 +159,9 @@ describe('coherence across instances through the store (change feed)', () => {
   it('lets a host propagate changes itself: coherence.onChange on the writer, registry.invalidate on the others', async () => {
     const storage = new MemoryStorage();
     const others: Registry[] = [];
-    const a = instance(storage, { coherence: { onChange: ({ namespace, name }) => others.forEach((o) => o.invalidate(namespace, name)) } });
+    const a = instance(storage, {
+      coherence: { onChange: ({ namespace, name }) => others.forEach((o) => o.invalidate(namespace, name)) },
+    });
     const b = instance(storage);
     others.push(b);
     await push(a, '1.0.0');

@@ -1,4 +1,10 @@
-import { MemoryStorage, StorageUnavailableError, type GetResult, type StreamResult, type WriteCondition } from '../../lib/index.js';
+import {
+  MemoryStorage,
+  StorageUnavailableError,
+  type GetResult,
+  type StreamResult,
+  type WriteCondition,
+} from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 
 /** MemoryStorage that counts what it is asked ("get packages/ns/app.json", "list changes/"...) and can refuse writes. */
@@ -37,11 +43,17 @@ export class CountingStorage extends MemoryStorage {
 }
 
 /** A clock the test moves by hand (epoch ms). */
-export function manualClock(start = Date.UTC(2026, 0, 1)): { now: () => Date; advance: (ms: number) => void; at: number } {
+export function manualClock(start = Date.UTC(2026, 0, 1)): {
+  now: () => Date;
+  advance: (ms: number) => void;
+  at: number;
+} {
   const clock = {
     at: start,
     now: () => new Date(clock.at),
-    advance: (ms: number) => { clock.at += ms; },
+    advance: (ms: number) => {
+      clock.at += ms;
+    },
   };
   return clock;
 }
@@ -49,7 +61,11 @@ export function manualClock(start = Date.UTC(2026, 0, 1)): { now: () => Date; ad
 export const chart = (release: string, extra = '') => makeTarGz({ 'Chart.yaml': `version: ${release}\n${extra}` });
 
 /** Wait until `check` holds (polling every 20 ms), or fail after `ms`. */
-export async function eventually(check: () => Promise<boolean> | boolean, ms = 10_000, what = 'condition'): Promise<void> {
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  ms = 10_000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`${what} did not hold within ${ms} ms`);

@@ -15,21 +15,38 @@ describe('HTTP caching of reads', () => {
   before(async () => {
     // blobMaxSize 100 KB: the 2 KB chart comes from the memory cache, the big one is streamed from storage.
     server = await startServer({
-      storage: new MemoryStorage(), cache: { blobMaxSize: 100_000 },
+      storage: new MemoryStorage(),
+      cache: { blobMaxSize: 100_000 },
     });
     small = await makeTarGz({ 'Chart.yaml': 'version: 1.0.0\n' });
-    const big = await makeTarGz({ 'data.bin': Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 251)) });
-    for (const [name, blob] of [['app', small], ['big', big], ['secret', small]] as const) {
-      const pushed = await server.request('POST', `/api/v1/packages/ns/${name}`, { json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') } });
+    const big = await makeTarGz({
+      'data.bin': Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 251)),
+    });
+    for (const [name, blob] of [
+      ['app', small],
+      ['big', big],
+      ['secret', small],
+    ] as const) {
+      const pushed = await server.request('POST', `/api/v1/packages/ns/${name}`, {
+        json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') },
+      });
       expect(pushed.status).to.equal(200);
     }
     // Private, but this registry (no auth hooks) lets everybody read it.
-    expect((await server.request('POST', '/api/v1/packages/ns/secret/visibility', { json: { visibility: 'private' } })).status).to.equal(200);
+    expect(
+      (await server.request('POST', '/api/v1/packages/ns/secret/visibility', { json: { visibility: 'private' } }))
+        .status,
+    ).to.equal(200);
     digest = (await server.request('GET', '/api/v1/packages/ns/app/1.0.0/helm')).json.content.digest;
   });
   after(() => server.close());
 
-  for (const path of ['/api/v1/packages/ns/app/1.0.0/helm', '/api/v1/packages/ns/app/default/helm', '/api/v1/packages/ns/app', '/api/v1/packages/ns/app/1.0.0']) {
+  for (const path of [
+    '/api/v1/packages/ns/app/1.0.0/helm',
+    '/api/v1/packages/ns/app/default/helm',
+    '/api/v1/packages/ns/app',
+    '/api/v1/packages/ns/app/1.0.0',
+  ]) {
     it(`answers 304 to If-None-Match with the ETag of ${path}, and 200 once it changed`, async () => {
       const first = await server.request('GET', path);
       const etag = first.headers.get('etag');
@@ -38,12 +55,16 @@ describe('HTTP caching of reads', () => {
       expect(again.status).to.equal(304);
       expect(again.bytes.length).to.equal(0);
       const other = await makeTarGz({ 'Chart.yaml': 'version: 1.0.0\nother: true\n' });
-      await server.request('POST', '/api/v1/packages/ns/app', { json: { release: '1.0.0', media_type: 'helm', blob: other.toString('base64'), force: true } });
+      await server.request('POST', '/api/v1/packages/ns/app', {
+        json: { release: '1.0.0', media_type: 'helm', blob: other.toString('base64'), force: true },
+      });
       const changed = await server.request('GET', path, { headers: { 'If-None-Match': etag as string }, raw: true });
       expect(changed.status).to.equal(200);
       expect(changed.headers.get('etag')).to.not.equal(etag);
       expect(changed.json).to.deep.equal(JSON.parse(changed.text));
-      await server.request('POST', '/api/v1/packages/ns/app', { json: { release: '1.0.0', media_type: 'helm', blob: small.toString('base64'), force: true } });
+      await server.request('POST', '/api/v1/packages/ns/app', {
+        json: { release: '1.0.0', media_type: 'helm', blob: small.toString('base64'), force: true },
+      });
     });
   }
 
@@ -57,7 +78,9 @@ describe('HTTP caching of reads', () => {
     const json = await server.request('GET', `/api/v1/packages/ns/app/blobs/sha256/${digest}/json`);
     expect(json.headers.get('cache-control')).to.equal('public, max-age=31536000, immutable');
     // A pull names a release, which a force push can change: no such promise there.
-    expect((await server.request('GET', '/api/v1/packages/ns/app/1.0.0/helm/pull')).headers.get('cache-control')).to.equal(null);
+    expect(
+      (await server.request('GET', '/api/v1/packages/ns/app/1.0.0/helm/pull')).headers.get('cache-control'),
+    ).to.equal(null);
   });
 
   for (const name of ['app', 'big']) {
@@ -65,32 +88,51 @@ describe('HTTP caching of reads', () => {
       const whole = (await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`)).bytes;
       expect(whole.length).to.be.greaterThan(100);
       const size = whole.length;
-      const cases: [string, number, number][] = [['bytes=0-9', 0, 9], ['bytes=10-', 10, size - 1], ['bytes=-5', size - 5, size - 1], [`bytes=5-${size + 100}`, 5, size - 1]];
+      const cases: [string, number, number][] = [
+        ['bytes=0-9', 0, 9],
+        ['bytes=10-', 10, size - 1],
+        ['bytes=-5', size - 5, size - 1],
+        [`bytes=5-${size + 100}`, 5, size - 1],
+      ];
       for (const [range, start, end] of cases) {
-        const part = await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`, { headers: { Range: range } });
+        const part = await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`, {
+          headers: { Range: range },
+        });
         expect(part.status, range).to.equal(206);
         expect(part.headers.get('content-range')).to.equal(`bytes ${start}-${end}/${size}`);
         expect(part.bytes.equals(whole.subarray(start, end + 1)), range).to.equal(true);
       }
-      const blobDigest = (await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm`)).json.content.digest as string;
-      const blobPart = await server.request('GET', `/api/v1/packages/ns/${name}/blobs/sha256/${blobDigest}`, { headers: { Range: 'bytes=1-3' } });
+      const blobDigest = (await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm`)).json.content
+        .digest as string;
+      const blobPart = await server.request('GET', `/api/v1/packages/ns/${name}/blobs/sha256/${blobDigest}`, {
+        headers: { Range: 'bytes=1-3' },
+      });
       expect(blobPart.status).to.equal(206);
       expect(blobPart.bytes.equals(whole.subarray(1, 4))).to.equal(true);
-      const beyond = await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`, { headers: { Range: `bytes=${size}-` } });
+      const beyond = await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`, {
+        headers: { Range: `bytes=${size}-` },
+      });
       expect(beyond.status).to.equal(416);
       expect(beyond.headers.get('content-range')).to.equal(`bytes */${size}`);
       // Several ranges, or another unit: the whole blob (a server may ignore Range).
       for (const range of ['bytes=0-1,4-5', 'items=0-1']) {
-        const full = await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`, { headers: { Range: range } });
+        const full = await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`, {
+          headers: { Range: range },
+        });
         expect(full.status).to.equal(200);
         expect(full.bytes.equals(whole)).to.equal(true);
       }
-      expect((await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`)).headers.get('accept-ranges')).to.equal('bytes');
+      expect(
+        (await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`)).headers.get('accept-ranges'),
+      ).to.equal('bytes');
     });
   }
 
   it('answers 304 to a pull whose digest the client has', async () => {
-    const res = await server.request('GET', '/api/v1/packages/ns/app/1.0.0/helm/pull', { headers: { 'If-None-Match': `"${digest}"` }, raw: true });
+    const res = await server.request('GET', '/api/v1/packages/ns/app/1.0.0/helm/pull', {
+      headers: { 'If-None-Match': `"${digest}"` },
+      raw: true,
+    });
     expect(res.status).to.equal(304);
   });
 });

@@ -12,7 +12,15 @@ describe('release metadata in immutable objects', () => {
     const registry = new Registry({ storage, coherence: quiet });
     for (let i = 0; i < 20; i += 1) {
       const calls = await storage.during(async () =>
-        registry.push({ namespace: 'ns', name: 'app', release: `1.0.${i}`, mediaType: 'helm', blob: await chart(`1.0.${i}`), metadata: metadata(i) }));
+        registry.push({
+          namespace: 'ns',
+          name: 'app',
+          release: `1.0.${i}`,
+          mediaType: 'helm',
+          blob: await chart(`1.0.${i}`),
+          metadata: metadata(i),
+        }),
+      );
       const puts = calls.filter((c) => c.startsWith('put '));
       // blob, its chart record (a helm push) and the metadata object (written at once), then the package document and
       // the change entry: the reference is never written before its object.
@@ -21,12 +29,13 @@ describe('release metadata in immutable objects', () => {
       expect(kinds.indexOf('put blobs')).to.be.below(kinds.indexOf('put charts'));
       expect(kinds.slice(3)).to.deep.equal(['put packages', 'put changes']);
     }
-    const stored = await storage.get('packages/ns/app.json') as { body: Buffer };
+    const stored = (await storage.get('packages/ns/app.json')) as { body: Buffer };
     expect(stored.body.length).to.be.below(20 * 250); // ~200 bytes per release, not 600 of metadata each
     expect((await registry.showManifest('ns', 'app', '1.0.7', 'helm')).metadata).to.deep.equal(metadata(7));
     const fresh = new Registry({ storage, coherence: quiet }); // reads the objects from storage
     expect((await fresh.packageManifests('ns', 'app')).map((m) => m.metadata)).to.deep.equal(
-      Array.from({ length: 20 }, (_, i) => metadata(i)));
+      Array.from({ length: 20 }, (_, i) => metadata(i)),
+    );
     await registry.push({ namespace: 'ns', name: 'app', release: '2.0.0', mediaType: 'helm', blob: await chart('2') });
     expect((await fresh.showManifest('ns', 'app', '2.0.0', 'helm')).metadata).to.equal(null);
     registry.close();
@@ -38,23 +47,40 @@ describe('release metadata in immutable objects', () => {
     // A package document as earlier versions wrote it: metadata inline in every record.
     const releases: Record<string, unknown> = {};
     for (let i = 0; i < 150; i += 1) {
-      releases[`0.0.${i}`] = { helm: { digest: 'a'.repeat(64), size: 10, created_at: '2026-01-01T00:00:00.000Z', metadata: metadata(i) } };
+      releases[`0.0.${i}`] = {
+        helm: { digest: 'a'.repeat(64), size: 10, created_at: '2026-01-01T00:00:00.000Z', metadata: metadata(i) },
+      };
     }
-    const legacy = { namespace: 'ns', name: 'old', created_at: '2026-01-01T00:00:00.000Z', visibility: 'public', releases, channels: {} };
+    const legacy = {
+      namespace: 'ns',
+      name: 'old',
+      created_at: '2026-01-01T00:00:00.000Z',
+      visibility: 'public',
+      releases,
+      channels: {},
+    };
     await storage.put('packages/ns/old.json', Buffer.from(JSON.stringify(legacy)));
     const registry = new Registry({ storage, coherence: quiet });
     const all = async () => (await registry.packageManifests('ns', 'old')).map((m) => m.metadata);
     const expected = Array.from({ length: 150 }, (_, i) => metadata(i));
     expect(await all()).to.deep.equal(expected);
     const inline = async () => {
-      const doc = JSON.parse(((await storage.get('packages/ns/old.json')) as { body: Buffer }).body.toString()) as
-        { releases: Record<string, { helm: { metadata?: unknown; metadata_ref?: string } }> };
-      return Object.values(doc.releases).filter((r) => r.helm.metadata !== undefined && r.helm.metadata !== null).length;
+      const doc = JSON.parse(((await storage.get('packages/ns/old.json')) as { body: Buffer }).body.toString()) as {
+        releases: Record<string, { helm: { metadata?: unknown; metadata_ref?: string } }>;
+      };
+      return Object.values(doc.releases).filter((r) => r.helm.metadata !== undefined && r.helm.metadata !== null)
+        .length;
     };
     await registry.push({ namespace: 'ns', name: 'old', release: '1.0.0', mediaType: 'helm', blob: await chart('1') });
     expect(await inline()).to.equal(0); // the first push moves every record, metadata and all, to a segment (lib/core/segments.ts)
     expect(await all()).to.deep.equal([...expected, null]);
-    await registry.push({ namespace: 'ns', name: 'old', release: '1.0.1', mediaType: 'helm', blob: await chart('1.1') });
+    await registry.push({
+      namespace: 'ns',
+      name: 'old',
+      release: '1.0.1',
+      mediaType: 'helm',
+      blob: await chart('1.1'),
+    });
     expect(await inline()).to.equal(0);
     const fresh = new Registry({ storage, coherence: quiet });
     expect((await fresh.packageManifests('ns', 'old')).map((m) => m.metadata)).to.deep.equal([...expected, null, null]);

@@ -91,9 +91,11 @@ export function describeStorageContract(
       const first = await storage.put(`${p}blob`, Buffer.from('first'), { ifNoneMatch: '*' });
       expect(first).to.be.a('string');
       expect(await storage.put(`${p}blob`, Buffer.from('second'), { ifNoneMatch: '*' })).to.equal(null);
-      expect(await storage.get(`${p}blob`)).to.deep.equal(
-        { notModified: false, body: Buffer.from('first'), etag: first },
-      );
+      expect(await storage.get(`${p}blob`)).to.deep.equal({
+        notModified: false,
+        body: Buffer.from('first'),
+        etag: first,
+      });
     });
 
     it('lets exactly one of 8 concurrent creates of one key win', async function () {
@@ -170,7 +172,12 @@ export function describeStorageContract(
         const winner = winners[0]!;
         const got = await storage.get(`${p}doc`);
         if (winner % 2 === 1) expect(got).to.equal(null);
-        else expect(got).to.deep.equal({ notModified: false, body: Buffer.from(`writer ${winner}`), etag: results[winner] });
+        else
+          expect(got).to.deep.equal({
+            notModified: false,
+            body: Buffer.from(`writer ${winner}`),
+            etag: results[winner],
+          });
       });
     });
 
@@ -219,7 +226,15 @@ export function describeStorageContract(
       });
 
       it('refuses invalid list prefixes and limits', async function () {
-        for (const prefix of ['/', `/${p}`, `${p}a//`, `${p}../`, `${p}a%`, `${p}a\u0000`, `${p}${'x'.repeat(MAX_STORAGE_KEY_LENGTH)}`]) {
+        for (const prefix of [
+          '/',
+          `/${p}`,
+          `${p}a//`,
+          `${p}../`,
+          `${p}a%`,
+          `${p}a\u0000`,
+          `${p}${'x'.repeat(MAX_STORAGE_KEY_LENGTH)}`,
+        ]) {
           const err = await rejection(storage.list(prefix));
           expect(err.message, prefix.slice(0, 40)).to.match(/^invalid storage (key|list prefix) /);
         }
@@ -326,7 +341,9 @@ export function describeStorageContract(
       const keys = [`${p}Pkg_1/1.0.0-rc.1+build.5`, `${p}pkg-2/v.json`, `${p}pkg-2/_x+y`];
       for (const key of keys) expect(await storage.put(key, Buffer.from(key), { ifNoneMatch: '*' })).to.be.a('string');
       for (const key of keys) {
-        expect(await storage.get(key)).to.have.property('body').that.deep.equals(Buffer.from(key));
+        expect(await storage.get(key))
+          .to.have.property('body')
+          .that.deep.equals(Buffer.from(key));
       }
       expect(await listAll(storage, p, 2)).to.deep.equal(byteSorted(keys));
     });

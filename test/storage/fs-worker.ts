@@ -35,7 +35,7 @@ if (task.mode === 'hold-lock') {
 
 async function increment(key: string, times: number): Promise<{ conflicts: number }> {
   let conflicts = 0;
-  for (let done = 0; done < times; ) {
+  for (let done = 0; done < times;) {
     const current = await storage.get(key);
     if (current === null || current.notModified) throw new Error('the counter is missing');
     const { n } = JSON.parse(current.body.toString()) as { n: number };

@@ -51,7 +51,9 @@ describe('FsStorage', function () {
       const winners = results.flatMap((r, i) => r.won.map((key) => ({ key, id: `w${i}` })));
       expect(winners.map((w) => w.key).sort()).to.deep.equal([...keys].sort());
       for (const { key, id } of winners) {
-        expect(await storage.get(key)).to.have.property('body').that.deep.equals(Buffer.from(id));
+        expect(await storage.get(key))
+          .to.have.property('body')
+          .that.deep.equals(Buffer.from(id));
       }
     });
   });
@@ -70,7 +72,9 @@ describe('FsStorage', function () {
     const started = Date.now();
     expect(await storage.put(key, Buffer.from('v2'))).to.be.a('string');
     expect(Date.now() - started).to.be.below(5000); // Far less than the 10 s it would wait for a live owner.
-    expect(await storage.get(key)).to.have.property('body').that.deep.equals(Buffer.from('v2'));
+    expect(await storage.get(key))
+      .to.have.property('body')
+      .that.deep.equals(Buffer.from('v2'));
   });
 
   it('breaks a lock older than staleLockMs, whoever holds it', async function () {

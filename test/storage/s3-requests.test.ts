@@ -21,7 +21,10 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
     client = s3ClientFromEnv();
     counter = countS3Requests(client);
     const storage = new S3Storage({
-      client, bucket: S3_BUCKET, prefix: uniqueS3Prefix('cost'), ifMatchUnquoted: process.env.S3_IFMATCH_UNQUOTED === '1',
+      client,
+      bucket: S3_BUCKET,
+      prefix: uniqueS3Prefix('cost'),
+      ifMatchUnquoted: process.env.S3_IFMATCH_UNQUOTED === '1',
     });
     // No background work (polls, backstop checks), so that every request counted is the operation's.
     registry = new Registry({ storage, listPageSize: PAGE, coherence: { pollMs: 0, sweepPerSecond: 0 } });
@@ -39,31 +42,71 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
   }
 
   it('costs a push four requests (five for a Helm chart), the same into an empty registry as into one with many releases and packages', async () => {
-    const first = await cost(async () => registry.push({ namespace: 'cost', name: 'app', release: '0.0.1', mediaType: 'helm', blob: await blob(0) }));
+    const first = await cost(async () =>
+      registry.push({ namespace: 'cost', name: 'app', release: '0.0.1', mediaType: 'helm', blob: await blob(0) }),
+    );
     // The gc fence's read (the one the compare-and-swap starts from), the blob and its chart record (a helm push,
     // lib/core/chart.ts), the compare-and-swap, the change entry.
-    expect(first).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'PutObjectCommand', 'PutObjectCommand', 'PutObjectCommand']);
+    expect(first).to.deep.equal([
+      'GetObjectCommand',
+      'PutObjectCommand',
+      'PutObjectCommand',
+      'PutObjectCommand',
+      'PutObjectCommand',
+    ]);
     // Fewer than 32 records, so that no push here writes a segment (the next test counts that one).
     for (let i = 1; i <= 25; i += 1) {
-      await registry.push({ namespace: 'cost', name: 'app', release: `1.0.${i}`, mediaType: 'helm', blob: await blob(i) });
+      await registry.push({
+        namespace: 'cost',
+        name: 'app',
+        release: `1.0.${i}`,
+        mediaType: 'helm',
+        blob: await blob(i),
+      });
     }
     for (let i = 0; i < 5; i += 1) {
-      await registry.push({ namespace: 'cost', name: `other${i}`, release: '1.0.0', mediaType: 'helm', blob: await blob(100 + i) });
+      await registry.push({
+        namespace: 'cost',
+        name: `other${i}`,
+        release: '1.0.0',
+        mediaType: 'helm',
+        blob: await blob(100 + i),
+      });
     }
-    const later = await cost(async () => registry.push({ namespace: 'cost', name: 'app', release: '2.0.0', mediaType: 'helm', blob: await blob(999) }));
+    const later = await cost(async () =>
+      registry.push({ namespace: 'cost', name: 'app', release: '2.0.0', mediaType: 'helm', blob: await blob(999) }),
+    );
     expect(later).to.deep.equal(first);
   });
 
   it('adds one HEAD when the same tarball is already stored', async () => {
     const same = await blob(999);
-    const requests = await cost(() => registry.push({ namespace: 'cost', name: 'app', release: '2.0.1', mediaType: 'helm', blob: same }));
-    expect(requests).to.deep.equal(['GetObjectCommand', 'PutObjectCommand', 'HeadObjectCommand', 'PutObjectCommand', 'PutObjectCommand']);
+    const requests = await cost(() =>
+      registry.push({ namespace: 'cost', name: 'app', release: '2.0.1', mediaType: 'helm', blob: same }),
+    );
+    expect(requests).to.deep.equal([
+      'GetObjectCommand',
+      'PutObjectCommand',
+      'HeadObjectCommand',
+      'PutObjectCommand',
+      'PutObjectCommand',
+    ]);
   });
 
   it('adds one PUT of a segment once every 32 pushes into a package, whatever its size', async () => {
     const costs: string[][] = [];
     for (let i = 0; i < 32; i += 1) {
-      costs.push(await cost(async () => registry.push({ namespace: 'cost', name: 'app', release: `3.0.${i}`, mediaType: 'helm', blob: await blob(3000 + i) })));
+      costs.push(
+        await cost(async () =>
+          registry.push({
+            namespace: 'cost',
+            name: 'app',
+            release: `3.0.${i}`,
+            mediaType: 'helm',
+            blob: await blob(3000 + i),
+          }),
+        ),
+      );
     }
     const withSegment = costs.filter((c) => c.length === 6);
     expect(withSegment).to.have.length(1);
@@ -73,22 +116,33 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
 
   it('shows and pulls (a small blob) with no request once warm; the first pull of a blob is one read', async () => {
     expect(await cost(() => registry.showManifest('cost', 'app', '>=1.0.0,<1.0.5', 'helm'))).to.deep.equal([]);
-    const pull = () => cost(async () => {
-      const pulled = await registry.pull('cost', 'app', '1.0.3', 'helm');
-      for await (const _chunk of pulled.blob.body) { /* drain */ }
-    });
+    const pull = () =>
+      cost(async () => {
+        const pulled = await registry.pull('cost', 'app', '1.0.3', 'helm');
+        for await (const _chunk of pulled.blob.body) {
+          /* drain */
+        }
+      });
     expect(await pull()).to.deep.equal(['GetObjectCommand']);
     expect(await pull()).to.deep.equal([]);
   });
 
   it('lists and searches with no request: the catalog answers', async () => {
     for (let i = 0; i < 20; i += 1) {
-      await registry.push({ namespace: 'many', name: `pkg${String(i).padStart(2, '0')}`, release: '1.0.0', mediaType: 'helm', blob: await blob(200 + i) });
+      await registry.push({
+        namespace: 'many',
+        name: `pkg${String(i).padStart(2, '0')}`,
+        release: '1.0.0',
+        mediaType: 'helm',
+        blob: await blob(200 + i),
+      });
     }
-    expect(await cost(async () => {
-      expect(await registry.listPackages({ namespace: 'many' })).to.have.length(20);
-      expect(await registry.search('pkg07')).to.deep.equal(['many/pkg07']);
-    })).to.deep.equal([]);
+    expect(
+      await cost(async () => {
+        expect(await registry.listPackages({ namespace: 'many' })).to.have.length(20);
+        expect(await registry.search('pkg07')).to.deep.equal(['many/pkg07']);
+      }),
+    ).to.deep.equal([]);
   });
 
   it('loads the catalog of a new instance with one snapshot read and one listing of changes', async () => {

@@ -83,7 +83,9 @@ async function emptyPrefix(client: S3Client, prefix: string): Promise<void> {
     );
     const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [o.Key] : []));
     for (let i = 0; i < keys.length; i += 16) {
-      await Promise.all(keys.slice(i, i + 16).map((Key) => client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key }))));
+      await Promise.all(
+        keys.slice(i, i + 16).map((Key) => client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key }))),
+      );
     }
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
@@ -98,7 +100,10 @@ async function rejectsUnavailable(promise: Promise<unknown>, what: string): Prom
   try {
     await promise;
   } catch (err) {
-    expectTruthy(err instanceof StorageUnavailableError, `${what}: expected StorageUnavailableError, got ${String(err)}`);
+    expectTruthy(
+      err instanceof StorageUnavailableError,
+      `${what}: expected StorageUnavailableError, got ${String(err)}`,
+    );
     expect(err.status).to.equal(503);
     return err;
   }
@@ -129,7 +134,8 @@ function randomStream(size: number): { stream: Readable; bytes: Buffer } {
 /** Captures the If-Match header of every request the client sends. */
 function captureIfMatch(client: S3Client): string[] {
   const seen: string[] = [];
-  const mw = (next: (args: { request: { headers: Record<string, string> } }) => Promise<unknown>) =>
+  const mw =
+    (next: (args: { request: { headers: Record<string, string> } }) => Promise<unknown>) =>
     async (args: { request: { headers: Record<string, string> } }) => {
       const value = args.request.headers['if-match'];
       if (value !== undefined) seen.push(value);
@@ -180,7 +186,9 @@ async function fakeS3(reply: (req: IncomingMessage, res: ServerResponse) => void
 
 function s3Error(res: ServerResponse, status: number, code: string, method?: string): void {
   const body =
-    method === 'HEAD' ? '' : `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${code}</Message></Error>`;
+    method === 'HEAD'
+      ? ''
+      : `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${code}</Message></Error>`;
   res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
@@ -234,7 +242,10 @@ describe('S3Storage configuration (offline)', () => {
   });
 
   it('s3StorageFromUrl parses s3://bucket/prefix and reads S3_IFMATCH_UNQUOTED', async () => {
-    const rgw = s3StorageFromUrl('s3://my-bucket/some/prefix', { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', S3_IFMATCH_UNQUOTED: '1' });
+    const rgw = s3StorageFromUrl('s3://my-bucket/some/prefix', {
+      AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1',
+      S3_IFMATCH_UNQUOTED: '1',
+    });
     const aws = s3StorageFromUrl('s3://other.bucket', { AWS_REGION: 'us-east-1' });
     try {
       expect(rgw.name).to.equal('s3');
@@ -296,10 +307,14 @@ describe('S3Storage failures (offline)', () => {
     });
     let port = 0;
     /** A client from `s3ClientFromEnv` for the silent endpoint, one attempt, with these timeouts. */
-    const silentClient = (timeouts: Record<string, string>) => s3ClientFromEnv({
-      AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_MAX_ATTEMPTS: '1',
-      ...timeouts,
-    });
+    const silentClient = (timeouts: Record<string, string>) =>
+      s3ClientFromEnv({
+        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
+        AWS_ACCESS_KEY_ID: 'test',
+        AWS_SECRET_ACCESS_KEY: 'test',
+        AWS_MAX_ATTEMPTS: '1',
+        ...timeouts,
+      });
 
     before(async () => {
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -392,7 +407,9 @@ describe('S3Storage failures (offline)', () => {
       expect(await new S3Storage({ client, bucket: 'b' }).put('k', body, { ifMatch: 'e' })).to.equal(null);
       expect(counter.count).to.equal(1);
       counter.reset();
-      expect(await new S3Storage({ client, bucket: 'b', casRetry: 'sdk' }).put('k', body, { ifMatch: 'e' })).to.equal(null);
+      expect(await new S3Storage({ client, bucket: 'b', casRetry: 'sdk' }).put('k', body, { ifMatch: 'e' })).to.equal(
+        null,
+      );
       expect(counter.count).to.equal(3);
     } finally {
       counter.remove();
@@ -473,7 +490,10 @@ if (!ENDPOINT) {
         expect(got.body.toString()).to.equal('{"a":1}');
         expect(got.etag).to.equal(etag);
         const replaced = await storage.put('doc', Buffer.from('{"a":2}'), { ifMatch: etag });
-        expectTruthy(replaced, 'If-Match with the current ETag must succeed (S3_IFMATCH_UNQUOTED must match the server)');
+        expectTruthy(
+          replaced,
+          'If-Match with the current ETag must succeed (S3_IFMATCH_UNQUOTED must match the server)',
+        );
         expect((await storage.list('')).keys).to.deep.equal(['doc']);
         expect(await storage.delete('doc', { ifMatch: replaced })).to.equal(true);
         expect(await storage.head('doc')).to.equal(null);
@@ -493,19 +513,25 @@ if (!ENDPOINT) {
       expect(seen).to.deep.equal(['0123abcd', '0123abcd', '"0123abcd"', '"0123abcd"']);
     });
 
-    (RGW ? it : it.skip)('RGW: a quoted If-Match never matches (why ifMatchUnquoted exists), an unquoted one does', async () => {
-      const quoted = adapter('rgw-quoted', { ifMatchUnquoted: false });
-      const etag = await quoted.put('k', Buffer.from('v1'));
-      expectTruthy(etag);
-      expect(await quoted.put('k', Buffer.from('v2'), { ifMatch: etag })).to.equal(null);
-      const unquoted = new S3Storage({ client, bucket: BUCKET, prefix: quoted.prefix, ifMatchUnquoted: true });
-      expectTruthy(await unquoted.put('k', Buffer.from('v2'), { ifMatch: etag }));
-      // If-None-Match on GET takes either form on RGW.
-      const current = await unquoted.head('k');
-      expectTruthy(current);
-      expect(await quoted.get('k', { ifNoneMatch: current.etag })).to.deep.equal({ notModified: true, etag: current.etag });
-      expect((await quoted.get('k', { ifNoneMatch: current.etag.replace(/"/g, '') }))?.notModified).to.equal(true);
-    });
+    (RGW ? it : it.skip)(
+      'RGW: a quoted If-Match never matches (why ifMatchUnquoted exists), an unquoted one does',
+      async () => {
+        const quoted = adapter('rgw-quoted', { ifMatchUnquoted: false });
+        const etag = await quoted.put('k', Buffer.from('v1'));
+        expectTruthy(etag);
+        expect(await quoted.put('k', Buffer.from('v2'), { ifMatch: etag })).to.equal(null);
+        const unquoted = new S3Storage({ client, bucket: BUCKET, prefix: quoted.prefix, ifMatchUnquoted: true });
+        expectTruthy(await unquoted.put('k', Buffer.from('v2'), { ifMatch: etag }));
+        // If-None-Match on GET takes either form on RGW.
+        const current = await unquoted.head('k');
+        expectTruthy(current);
+        expect(await quoted.get('k', { ifNoneMatch: current.etag })).to.deep.equal({
+          notModified: true,
+          etag: current.etag,
+        });
+        expect((await quoted.get('k', { ifNoneMatch: current.etag.replace(/"/g, '') }))?.notModified).to.equal(true);
+      },
+    );
 
     it('sends exactly one request for put, get, head, list, getStream and putStream, two for a delete', async () => {
       const storage = adapter('counts');
@@ -520,10 +546,14 @@ if (!ENDPOINT) {
       try {
         const etag = await measure('put (create)', () => storage.put('doc', Buffer.from('one'), { ifNoneMatch: '*' }));
         expectTruthy(etag);
-        expect(await measure('put (create, exists)', () => storage.put('doc', Buffer.from('x'), { ifNoneMatch: '*' }))).to.equal(null);
+        expect(
+          await measure('put (create, exists)', () => storage.put('doc', Buffer.from('x'), { ifNoneMatch: '*' })),
+        ).to.equal(null);
         const etag2 = await measure('put (if-match)', () => storage.put('doc', Buffer.from('two'), { ifMatch: etag }));
         expectTruthy(etag2);
-        expect(await measure('put (if-match, stale)', () => storage.put('doc', Buffer.from('x'), { ifMatch: etag }))).to.equal(null);
+        expect(
+          await measure('put (if-match, stale)', () => storage.put('doc', Buffer.from('x'), { ifMatch: etag })),
+        ).to.equal(null);
         await measure('put', () => storage.put('other', Buffer.from('x')));
         await measure('get', () => storage.get('doc'));
         await measure('get (not modified)', () => storage.get('doc', { ifNoneMatch: etag2 }));
@@ -641,8 +671,12 @@ if (!ENDPOINT) {
     it('rejects a stream that is shorter or longer than its size, or fails, and stores nothing', async function () {
       this.timeout(20_000);
       const storage = adapter('stream-size');
-      expect((await rejection(storage.putStream('short', Readable.from([Buffer.alloc(10)]), 20))).message).to.match(/ended after 10 of 20/);
-      expect((await rejection(storage.putStream('long', Readable.from([Buffer.alloc(30)]), 20))).message).to.match(/longer than size 20/);
+      expect((await rejection(storage.putStream('short', Readable.from([Buffer.alloc(10)]), 20))).message).to.match(
+        /ended after 10 of 20/,
+      );
+      expect((await rejection(storage.putStream('long', Readable.from([Buffer.alloc(30)]), 20))).message).to.match(
+        /longer than size 20/,
+      );
       const failing = new Readable({
         read() {
           this.push(Buffer.alloc(1000));
@@ -670,7 +704,9 @@ if (!ENDPOINT) {
 
     it('releases sockets: 3 x 30 conditional, missing and HEAD reads through a 1-socket client do not hang', async function () {
       this.timeout(20_000);
-      const tight = liveClient({ requestHandler: { httpAgent: { maxSockets: 1, keepAlive: true }, requestTimeout: 5000 } });
+      const tight = liveClient({
+        requestHandler: { httpAgent: { maxSockets: 1, keepAlive: true }, requestTimeout: 5000 },
+      });
       try {
         const prefix = freshPrefix('sockets');
         cleanups.push(prefix);

@@ -16,13 +16,15 @@ export function describeAuth(t: HttpContract): void {
     const pub = newPkg(ns);
     let auth: TestServer;
     let closed: TestServer;
-    const basic = (user: string, scheme = 'Basic') =>
-      ({ authorization: `${scheme} ${Buffer.from(`${user}:${USERS[user]}`).toString('base64')}` });
+    const basic = (user: string, scheme = 'Basic') => ({
+      authorization: `${scheme} ${Buffer.from(`${user}:${USERS[user]}`).toString('base64')}`,
+    });
 
     const hooks = {
       identify: (_ctx: unknown, credentials: any) => {
         if (!credentials) return null;
-        if (credentials.scheme === 'basic') return USERS[credentials.username] === credentials.password ? credentials.username : null;
+        if (credentials.scheme === 'basic')
+          return USERS[credentials.username] === credentials.password ? credentials.username : null;
         if (credentials.scheme === 'bearer') return BEARER[credentials.token] ?? null;
         return null;
       },
@@ -36,8 +38,12 @@ export function describeAuth(t: HttpContract): void {
     before(async function () {
       auth = await serverWith({ auth: hooks });
       closed = await serverWith({ auth: { ...hooks, anonymous: false } });
-      await push(priv, '1.0.0', BLOBS.HELM_1_0_0, { visibility: 'private' }, (m, path, o) => auth.request(m, path, { ...o, headers: basic('owner') }));
-      await push(pub, '1.0.0', BLOBS.HELM_1_0_0, { visibility: 'public' }, (m, path, o) => auth.request(m, path, { ...o, headers: basic('owner') }));
+      await push(priv, '1.0.0', BLOBS.HELM_1_0_0, { visibility: 'private' }, (m, path, o) =>
+        auth.request(m, path, { ...o, headers: basic('owner') }),
+      );
+      await push(pub, '1.0.0', BLOBS.HELM_1_0_0, { visibility: 'public' }, (m, path, o) =>
+        auth.request(m, path, { ...o, headers: basic('owner') }),
+      );
     });
 
     const absent = '0'.repeat(64);
@@ -58,9 +64,17 @@ export function describeAuth(t: HttpContract): void {
 
     for (const [route, method, path, expected] of MATRIX) {
       it(`answers ${route} as in Quay's matrix: ${expected.join(' / ')}`, async function () {
-        const cells: [Pkg, string][] = [[priv, 'stranger'], [priv, 'owner'], [pub, 'stranger'], [pub, 'owner']];
+        const cells: [Pkg, string][] = [
+          [priv, 'stranger'],
+          [priv, 'owner'],
+          [pub, 'stranger'],
+          [pub, 'owner'],
+        ];
         for (const [i, [p, user]] of cells.entries()) {
-          const res = await auth.request(method, path(p), { headers: basic(user), ...(method === 'POST' ? { body: '' } : {}) });
+          const res = await auth.request(method, path(p), {
+            headers: basic(user),
+            ...(method === 'POST' ? { body: '' } : {}),
+          });
           const want = expected[i];
           const cell = `${p === priv ? 'private' : 'public'}, ${user}: ${res.status} ${res.text.slice(0, 200)}`;
           if (want === 422) {
@@ -83,7 +97,11 @@ export function describeAuth(t: HttpContract): void {
     it('answers 403 for an absent package to a caller without read permission (no leak)', async function () {
       const ghost = newPkg(ns);
       expectError(await auth.request('GET', ghost.path, { headers: basic('stranger') }), 403, 'forbidden');
-      expectError(await auth.request('GET', `${ghost.path}/1.0.0/helm/pull`, { headers: basic('stranger') }), 403, 'forbidden');
+      expectError(
+        await auth.request('GET', `${ghost.path}/1.0.0/helm/pull`, { headers: basic('stranger') }),
+        403,
+        'forbidden',
+      );
       expectError(await auth.request('GET', ghost.path, { headers: basic('owner') }), 404, 'package-not-found');
     });
 
@@ -96,14 +114,25 @@ export function describeAuth(t: HttpContract): void {
     });
 
     it('accepts the Basic scheme in any case, and Bearer tokens', async function () {
-      for (const headers of [basic('owner', 'Basic'), basic('owner', 'basic'), basic('owner', 'BASIC'), { authorization: 'Bearer tok-owner' }]) {
+      for (const headers of [
+        basic('owner', 'Basic'),
+        basic('owner', 'basic'),
+        basic('owner', 'BASIC'),
+        { authorization: 'Bearer tok-owner' },
+      ]) {
         expectOk(await auth.request('GET', priv.path, { headers }));
       }
-      expectError(await auth.request('GET', priv.path, { headers: { authorization: 'Bearer tok-stranger' } }), 403, 'forbidden');
+      expectError(
+        await auth.request('GET', priv.path, { headers: { authorization: 'Bearer tok-stranger' } }),
+        403,
+        'forbidden',
+      );
     });
 
     it('logs in with the host hook and accepts the token back verbatim (route 19)', async function () {
-      const res = await auth.request('POST', '/api/v1/users/login', { json: { user: { username: 'owner', password: 'owner-pw' } } });
+      const res = await auth.request('POST', '/api/v1/users/login', {
+        json: { user: { username: 'owner', password: 'owner-pw' } },
+      });
       expectOk(res);
       expect(res.json).to.have.all.keys('token');
       expectOk(await auth.request('GET', priv.path, { headers: { authorization: res.json.token } }));
@@ -115,19 +144,27 @@ export function describeAuth(t: HttpContract): void {
     });
 
     it('signs up with the host hook (route 20)', async function () {
-      const res = await auth.request('POST', '/api/v1/users', { json: { user: { username: 'newbie', password: 'pw', email: 'n@b.c' } } });
+      const res = await auth.request('POST', '/api/v1/users', {
+        json: { user: { username: 'newbie', password: 'pw', email: 'n@b.c' } },
+      });
       expectOk(res);
       expect(res.json).to.deep.equal({ token: 'bearer-for-newbie' });
     });
 
     it('shows in list and search only the packages the caller may read', async function () {
       const list = async (user: string) =>
-        (await auth.request('GET', `/api/v1/packages?namespace=${ns}`, { headers: basic(user) })).json.map((s: any) => s.name);
-      expect(await list('stranger')).to.include(pub.full).and.not.include(priv.full);
+        (await auth.request('GET', `/api/v1/packages?namespace=${ns}`, { headers: basic(user) })).json.map(
+          (s: any) => s.name,
+        );
+      expect(await list('stranger'))
+        .to.include(pub.full)
+        .and.not.include(priv.full);
       expect(await list('owner')).to.include.members([pub.full, priv.full]);
       const search = async (user: string) =>
         (await auth.request('GET', `/api/v1/packages/search?q=${ns}`, { headers: basic(user) })).json;
-      expect(await search('stranger')).to.include(pub.full).and.not.include(priv.full);
+      expect(await search('stranger'))
+        .to.include(pub.full)
+        .and.not.include(priv.full);
       expect(await search('owner')).to.include.members([pub.full, priv.full]);
     });
 
@@ -141,7 +178,9 @@ export function describeAuth(t: HttpContract): void {
       const res = await closed.request('GET', pub.path, { headers: { origin: 'http://example.com' } });
       const details = expectError(res, 401, 'unauthorized-access');
       expect(details).to.be.an('object');
-      expect(res.headers.get('www-authenticate')).to.be.a('string').and.match(/basic|bearer/i);
+      expect(res.headers.get('www-authenticate'))
+        .to.be.a('string')
+        .and.match(/basic|bearer/i);
       expect(res.headers.get('access-control-allow-origin')).to.be.oneOf(['*', 'http://example.com']);
       expectOk(await closed.request('GET', pub.path, { headers: basic('stranger') }));
       expectError(await closed.request('GET', `/api/v1/packages?namespace=${ns}`), 401, 'unauthorized-access');

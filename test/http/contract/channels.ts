@@ -60,7 +60,14 @@ export function describeChannels(t: HttpContract): void {
     });
 
     it('lists channel objects with exactly name, current and releases (route 14)', async function () {
-      const p = await seeded(['1.0.0', '2.0.0'], [['stable', '2.0.0'], ['stable', '1.0.0'], ['beta', '2.0.0']]);
+      const p = await seeded(
+        ['1.0.0', '2.0.0'],
+        [
+          ['stable', '2.0.0'],
+          ['stable', '1.0.0'],
+          ['beta', '2.0.0'],
+        ],
+      );
       const res = await req('GET', `${p.path}/channels`);
       expectOk(res);
       expect(res.json).to.have.deep.members([
@@ -83,23 +90,30 @@ export function describeChannels(t: HttpContract): void {
     it('adds a release that exists in any media type', async function () {
       const p = newPkg();
       await push(p, '1.0.0', BLOBS.KPM_1_0_0, { media_type: 'kpm' });
-      expect(await addToChannel(p, 'stable', '1.0.0')).to.deep.equal({ name: 'stable', current: '1.0.0', releases: ['1.0.0'] });
+      expect(await addToChannel(p, 'stable', '1.0.0')).to.deep.equal({
+        name: 'stable',
+        current: '1.0.0',
+        releases: ['1.0.0'],
+      });
       expect((await req('GET', `${p.path}/1.0.0/kpm`)).json.channels).to.deep.equal(['stable']);
     });
 
     it('answers channel additions of absent, invalid and selector releases with 404 or 422 (transcripts 82-85)', async function () {
       const p = newPkg();
       await push(p, '1.0.0');
-      expect(expectError(await req('POST', `${p.path}/channels/stable/9.9.9`), 404, 'package-release-not-found'))
-        .to.deep.equal({ package: p.full, release: '9.9.9' });
+      expect(
+        expectError(await req('POST', `${p.path}/channels/stable/9.9.9`), 404, 'package-release-not-found'),
+      ).to.deep.equal({ package: p.full, release: '9.9.9' });
       expectError(await req('POST', `${p.path}/channels/stable/abc`), 422, 'invalid-release');
       expectError(await req('POST', `${p.path}/channels/stable/1.0`), 422, 'invalid-release');
-      expect(expectError(await req('POST', `${p.path}/channels/stable/default`), 404, 'package-release-not-found'))
-        .to.deep.equal({ package: p.full, release: 'default' });
+      expect(
+        expectError(await req('POST', `${p.path}/channels/stable/default`), 404, 'package-release-not-found'),
+      ).to.deep.equal({ package: p.full, release: 'default' });
       expectError(await req('POST', `${p.path}/channels/stable/${enc('>=1.0.0')}`), 422, 'invalid-release');
       const unknown = newPkg();
-      expect(expectError(await req('POST', `${unknown.path}/channels/stable/1.0.0`), 404, 'package-not-found'))
-        .to.deep.equal({ package: unknown.full, release: null, media_type: null });
+      expect(
+        expectError(await req('POST', `${unknown.path}/channels/stable/1.0.0`), 404, 'package-not-found'),
+      ).to.deep.equal({ package: unknown.full, release: null, media_type: null });
       expectError(await req('GET', `${p.path}/channels/stable`), 404, 'channel-not-found');
     });
 
@@ -112,7 +126,11 @@ export function describeChannels(t: HttpContract): void {
       const res = await req('DELETE', `${p.path}/channels/stable/2.0.0`);
       expectOk(res);
       expect(res.json).to.deep.equal({ status: 'deleted', package: p.full, name: 'stable', release: '2.0.0' });
-      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({ name: 'stable', current: '1.1.0', releases: ['1.1.0', '1.0.0'] });
+      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({
+        name: 'stable',
+        current: '1.1.0',
+        releases: ['1.1.0', '1.0.0'],
+      });
     });
 
     it('deletes a channel when its last member is removed', async function () {
@@ -130,11 +148,16 @@ export function describeChannels(t: HttpContract): void {
       await push(p, '1.0.0');
       await addToChannel(p, 'stable', '1.0.0');
       expectError(await req('DELETE', `${p.path}/channels/nochan/1.0.0`), 404, 'channel-not-found');
-      expect(expectError(await req('DELETE', `${p.path}/channels/stable/9.9.9`), 404, 'package-not-found'))
-        .to.deep.include({ package: p.full, release: '9.9.9' });
+      expect(
+        expectError(await req('DELETE', `${p.path}/channels/stable/9.9.9`), 404, 'package-not-found'),
+      ).to.deep.include({ package: p.full, release: '9.9.9' });
       expectError(await req('DELETE', `${newPkg().path}/channels/stable/1.0.0`), 404, 'package-not-found');
       expectError(await req('DELETE', `${p.path}/channels/stable/default`), 404, 'package-not-found');
-      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({ name: 'stable', current: '1.0.0', releases: ['1.0.0'] });
+      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({
+        name: 'stable',
+        current: '1.0.0',
+        releases: ['1.0.0'],
+      });
     });
 
     it('deletes a channel with route 18 and answers 404 channel-not-found for an unknown one', async function () {
@@ -147,12 +170,22 @@ export function describeChannels(t: HttpContract): void {
       expect(res.json).to.deep.equal({ channel: 'stable', package: p.full, action: 'delete' });
       expectError(await req('DELETE', `${p.path}/channels/stable`), 404, 'channel-not-found');
       expectError(await req('DELETE', `${newPkg().path}/channels/stable`), 404, 'package-not-found');
-      expect((await req('GET', `${p.path}/channels`)).json).to.deep.equal([{ name: 'beta', current: '1.0.0', releases: ['1.0.0'] }]);
+      expect((await req('GET', `${p.path}/channels`)).json).to.deep.equal([
+        { name: 'beta', current: '1.0.0', releases: ['1.0.0'] },
+      ]);
       expect((await req('GET', `${p.path}/1.0.0/helm`)).json.channels).to.deep.equal(['beta']);
     });
 
     it('lists in route 8 "channels" exactly the channels whose current is the release', async function () {
-      const p = await seeded(['1.0.0', '2.0.0'], [['a', '1.0.0'], ['b', '1.0.0'], ['c', '1.0.0'], ['c', '2.0.0']]);
+      const p = await seeded(
+        ['1.0.0', '2.0.0'],
+        [
+          ['a', '1.0.0'],
+          ['b', '1.0.0'],
+          ['c', '1.0.0'],
+          ['c', '2.0.0'],
+        ],
+      );
       expect((await req('GET', `${p.path}/1.0.0/helm`)).json.channels).to.have.members(['a', 'b']);
       expect((await req('GET', `${p.path}/2.0.0/helm`)).json.channels).to.deep.equal(['c']);
     });

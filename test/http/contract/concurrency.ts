@@ -12,8 +12,9 @@ export function describeConcurrency(t: HttpContract): void {
     it('answers 10 concurrent pushes of the same release and media type with exactly one 200 and nine 409', async function () {
       const p = newPkg();
       const blobs = await Promise.all(Array.from({ length: 10 }, (_, i) => uniqueTarGz(`${p.full}-${i}`)));
-      const results = await Promise.all(blobs.map((blob) =>
-        req('POST', p.path, { json: { blob: blob.b64, release: '1.0.0', media_type: 'helm' } })));
+      const results = await Promise.all(
+        blobs.map((blob) => req('POST', p.path, { json: { blob: blob.b64, release: '1.0.0', media_type: 'helm' } })),
+      );
       const statuses = results.map((r) => r.status).sort();
       expect(statuses).to.deep.equal([200, 409, 409, 409, 409, 409, 409, 409, 409, 409]);
       for (const res of results.filter((r) => r.status === 409)) expectError(res, 409, 'package-exists');
@@ -28,8 +29,11 @@ export function describeConcurrency(t: HttpContract): void {
     it('keeps all 30 concurrent pushes of distinct releases of one package', async function () {
       const p = newPkg();
       const releases = Array.from({ length: 30 }, (_, i) => `1.${i}.0`);
-      const results = await Promise.all(releases.map((r) =>
-        req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: r, media_type: 'helm' } })));
+      const results = await Promise.all(
+        releases.map((r) =>
+          req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: r, media_type: 'helm' } }),
+        ),
+      );
       for (const res of results) expectOk(res);
       const [summary] = await listNamespace(p.ns);
       expect(summary.releases).to.have.length(30);
@@ -41,8 +45,11 @@ export function describeConcurrency(t: HttpContract): void {
     it('keeps all 20 concurrent first pushes of distinct packages in one namespace', async function () {
       const ns = uniqueName('cc');
       const pkgs = Array.from({ length: 20 }, () => newPkg(ns));
-      const results = await Promise.all(pkgs.map((q) =>
-        req('POST', q.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' } })));
+      const results = await Promise.all(
+        pkgs.map((q) =>
+          req('POST', q.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' } }),
+        ),
+      );
       for (const res of results) expectOk(res);
       expect((await listNamespace(ns)).map((s) => s.name)).to.have.members(pkgs.map((q) => q.full));
     });
@@ -95,7 +102,9 @@ export function describeConcurrency(t: HttpContract): void {
       const p = newPkg();
       await push(p, '0.1.0');
       const writers = [
-        ...Array.from({ length: 8 }, (_, i) => req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: `1.${i}.0`, media_type: 'helm' } })),
+        ...Array.from({ length: 8 }, (_, i) =>
+          req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: `1.${i}.0`, media_type: 'helm' } }),
+        ),
         req('POST', `${p.path}/channels/stable/0.1.0`),
       ];
       const readers = Array.from({ length: 10 }, () => req('GET', p.path));

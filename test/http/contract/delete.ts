@@ -14,7 +14,11 @@ export function describeDelete(t: HttpContract): void {
       const res = await req('DELETE', `${p.path}/1.0.0/kpm`);
       expectOk(res);
       expect(res.json).to.deep.equal({ status: 'deleted', package: p.full, release: '1.0.0' });
-      expect(Object.keys(digestsOf((await req('GET', p.path)).json)).sort()).to.deep.equal(['1.0.0/helm', '1.1.0/helm', '2.0.0-rc.1/helm']);
+      expect(Object.keys(digestsOf((await req('GET', p.path)).json)).sort()).to.deep.equal([
+        '1.0.0/helm',
+        '1.1.0/helm',
+        '2.0.0-rc.1/helm',
+      ]);
       expectError(await req('GET', `${p.path}/1.0.0/kpm`), 404, 'package-not-found');
       const [summary] = await listNamespace(p.ns, '&media_type=kpm');
       expect(summary).to.equal(undefined);
@@ -65,19 +69,29 @@ export function describeDelete(t: HttpContract): void {
 
       // 1.1.0 keeps kpm: still a release, still in the channel.
       expectOk(await req('DELETE', `${p.path}/1.1.0/helm`));
-      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({ name: 'stable', current: '1.1.0', releases: ['2.0.0', '1.1.0', '1.0.0'] });
+      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({
+        name: 'stable',
+        current: '1.1.0',
+        releases: ['2.0.0', '1.1.0', '1.0.0'],
+      });
 
       // Its last media type: the release goes, the channel's current moves to the highest remaining member.
       expectOk(await req('DELETE', `${p.path}/1.1.0/kpm`));
       expectError(await req('GET', `${p.path}/1.1.0`), 404, 'package-not-found');
       expect((await listNamespace(p.ns))[0].releases).to.deep.equal(['2.0.0', '1.0.0']);
-      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({ name: 'stable', current: '2.0.0', releases: ['2.0.0', '1.0.0'] });
+      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({
+        name: 'stable',
+        current: '2.0.0',
+        releases: ['2.0.0', '1.0.0'],
+      });
       expect((await req('GET', `${p.path}/2.0.0/helm`)).json.channels).to.have.members(['stable', 'edge']);
 
       // A channel left with no member is deleted (13.5).
       expectOk(await req('DELETE', `${p.path}/2.0.0/helm`));
       expectError(await req('GET', `${p.path}/channels/edge`), 404, 'channel-not-found');
-      expect((await req('GET', `${p.path}/channels`)).json).to.deep.equal([{ name: 'stable', current: '1.0.0', releases: ['1.0.0'] }]);
+      expect((await req('GET', `${p.path}/channels`)).json).to.deep.equal([
+        { name: 'stable', current: '1.0.0', releases: ['1.0.0'] },
+      ]);
       expectError(await req('POST', `${p.path}/channels/stable/2.0.0`), 404, 'package-release-not-found');
     });
 

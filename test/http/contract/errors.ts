@@ -9,7 +9,14 @@ export function describeErrors(t: HttpContract): void {
 
   // ---------------------------------------------------------------------------------------------------------
   describe('section 10: errors and routing', function () {
-    for (const path of ['/nope', '/api', '/api/v1', '/api/v2/packages', '/api/v1/packages/a/b/1.0.0/helm/pull/json/extra', '/api/v1/packages/a/b/c/d/e/f/g']) {
+    for (const path of [
+      '/nope',
+      '/api',
+      '/api/v1',
+      '/api/v2/packages',
+      '/api/v1/packages/a/b/1.0.0/helm/pull/json/extra',
+      '/api/v1/packages/a/b/c/d/e/f/g',
+    ]) {
       it(`answers 404 not-found as JSON for the unknown route ${path}`, async function () {
         const res = await req('GET', path);
         expectError(res, 404, 'not-found');
@@ -36,7 +43,12 @@ export function describeErrors(t: HttpContract): void {
 
     it('accepts names with dots, underscores, dashes and capitals (transcript 25)', async function () {
       const hex = uniqueName('x').slice(2);
-      const p: Pkg = { ns: `My.Org_${hex}`, name: 'Some_Pkg-1.x', full: `My.Org_${hex}/Some_Pkg-1.x`, path: `/api/v1/packages/My.Org_${hex}/Some_Pkg-1.x` };
+      const p: Pkg = {
+        ns: `My.Org_${hex}`,
+        name: 'Some_Pkg-1.x',
+        full: `My.Org_${hex}/Some_Pkg-1.x`,
+        path: `/api/v1/packages/My.Org_${hex}/Some_Pkg-1.x`,
+      };
       await push(p, '0.1.0');
       await addToChannel(p, 'Stable_1.x-b', '0.1.0');
       expect((await listNamespace(p.ns)).map((x) => x.name)).to.deep.equal([p.full]);
@@ -56,7 +68,11 @@ export function describeErrors(t: HttpContract): void {
       const body = { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' } };
       expectError(await req('POST', `/api/v1/packages/${long(129)}/pkg`, body), 400, 'invalid-usage');
       expectError(await req('POST', `/api/v1/packages/${ok.ns}/${long(129)}`, body), 400, 'invalid-usage');
-      expectError(await req('POST', okName.path, { json: { ...body.json, release: '2.0.0', media_type: 'm'.repeat(65) } }), 400, 'invalid-usage');
+      expectError(
+        await req('POST', okName.path, { json: { ...body.json, release: '2.0.0', media_type: 'm'.repeat(65) } }),
+        400,
+        'invalid-usage',
+      );
       expectError(await req('POST', `${okName.path}/channels/${'c'.repeat(129)}/1.0.0`), 400, 'invalid-usage');
       expect((await listNamespace(ok.ns))[0].releases).to.deep.equal(['1.0.0']);
     });
@@ -68,10 +84,15 @@ export function describeErrors(t: HttpContract): void {
       expect(missing.status).to.equal(404);
       expect(missing.headers.get('content-type')).to.match(/^application\/json/);
       expect(missing.json).to.have.all.keys('error');
-      expect(missing.json.error).to.deep.include({ code: 'package-not-found', details: { package: p.full, release: null, media_type: null } });
+      expect(missing.json.error).to.deep.include({
+        code: 'package-not-found',
+        details: { package: p.full, release: null, media_type: null },
+      });
       expect(missing.json.error.message).to.be.a('string');
       await push(p, '1.0.0', BLOBS.HELM_1_0_0, {}, wrapped.request);
-      const conflict = await wrapped.request('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' } });
+      const conflict = await wrapped.request('POST', p.path, {
+        json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' },
+      });
       expect(conflict.status).to.equal(409);
       expect(conflict.json.error.code).to.equal('package-exists');
       const route = await wrapped.request('GET', '/nope');

@@ -31,7 +31,9 @@ export function describeMounting(t: HttpContract): void {
       const pulled = await bare.request('GET', `${p.path}/1.0.0/helm/pull`);
       expect(pulled.bytes.equals(BLOBS.HELM_1_0_0.bytes)).to.equal(true);
       const page = await bare.request('GET', '/');
-      expect(page.text).to.contain(`content="127.0.0.1:${new URL(bare.url).port}/{name} ${bare.url}/api/v1/packages/{name}/pull"`);
+      expect(page.text).to.contain(
+        `content="127.0.0.1:${new URL(bare.url).port}/{name} ${bare.url}/api/v1/packages/{name}/pull"`,
+      );
       const wk = await bare.request('GET', '/.well-known/app-registry-uri.json');
       expect(wk.json).to.deep.equal({ version: '0.7.4', uri_prefix: bare.url });
       expectError(await bare.request('GET', '/api/v1/nothing-here'), 404, 'not-found');
@@ -78,7 +80,11 @@ export function describeMounting(t: HttpContract): void {
 
       it('accepts a trailing slash on push, channel changes and delete', async function () {
         const q = newPkg();
-        expectOk(await req('POST', `${q.path}/`, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' } }));
+        expectOk(
+          await req('POST', `${q.path}/`, {
+            json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' },
+          }),
+        );
         expectOk(await req('POST', `${q.path}/channels/stable/1.0.0/`));
         expectOk(await req('GET', `${q.path}/channels/stable/`));
         expectOk(await req('DELETE', `${q.path}/channels/stable/1.0.0/`));
@@ -142,13 +148,19 @@ export function describeMounting(t: HttpContract): void {
         const errors = await Promise.all([
           req('GET', `${p.path}/9.9.9/helm`, { headers: { origin: 'http://example.com' } }),
           req('PUT', p.path, { headers: { origin: 'http://example.com' } }),
-          req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' }, headers: { origin: 'http://example.com' } }),
+          req('POST', p.path, {
+            json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' },
+            headers: { origin: 'http://example.com' },
+          }),
           req('GET', `${p.path}/latest/helm`, { headers: { origin: 'http://example.com' } }),
           req('GET', '/no/such/route', { headers: { origin: 'http://example.com' } }),
         ]);
         expect(errors.map((r) => r.status)).to.deep.equal([404, 405, 409, 422, 404]);
         for (const res of errors) {
-          expect(res.headers.get('access-control-allow-origin'), `${res.status}`).to.be.oneOf(['*', 'http://example.com']);
+          expect(res.headers.get('access-control-allow-origin'), `${res.status}`).to.be.oneOf([
+            '*',
+            'http://example.com',
+          ]);
         }
       });
 
@@ -173,7 +185,9 @@ export function describeMounting(t: HttpContract): void {
         const ok = await closed.request('GET', '/version', { headers: { origin: 'http://example.com' } });
         expectOk(ok);
         expect(ok.headers.get('access-control-allow-origin')).to.equal(null);
-        const error = await closed.request('GET', '/api/v1/packages/a/b', { headers: { origin: 'http://example.com' } });
+        const error = await closed.request('GET', '/api/v1/packages/a/b', {
+          headers: { origin: 'http://example.com' },
+        });
         expectError(error, 404, 'package-not-found');
         expect(error.headers.get('access-control-allow-origin')).to.equal(null);
         const options = await closed.request('OPTIONS', '/api/v1/packages', {

@@ -26,7 +26,9 @@ export function describePull(t: HttpContract): void {
 
     it('names the raw pull after the resolved release', async function () {
       const res = await req('GET', `${p.path}/default/-/pull`);
-      expect(res.headers.get('content-disposition')).to.equal(`attachment; filename="${p.ns}_${p.name}_2.0.0-rc.1.tar.gz"`);
+      expect(res.headers.get('content-disposition')).to.equal(
+        `attachment; filename="${p.ns}_${p.name}_2.0.0-rc.1.tar.gz"`,
+      );
       expect(res.bytes.equals(BLOBS.HELM_2_0_0_RC1.bytes)).to.equal(true);
     });
 
@@ -48,7 +50,11 @@ export function describePull(t: HttpContract): void {
 
     /** The pull JSON of release 1.0.0 (docs/api.md section 7): exactly these fields. */
     const pullJson = (mediaType: string, blob: { b64: string }) => ({
-      package: p.full, release: '1.0.0', media_type: mediaType, blob: blob.b64, filename: `${p.ns}_${p.name}_1.0.0.tar.gz`,
+      package: p.full,
+      release: '1.0.0',
+      media_type: mediaType,
+      blob: blob.b64,
+      filename: `${p.ns}_${p.name}_1.0.0.tar.gz`,
     });
 
     it('answers ?format=json with the pull JSON (route 10, transcript 66)', async function () {
@@ -96,12 +102,17 @@ export function describePull(t: HttpContract): void {
       const res = await req('GET', `${p.path}/blobs/sha256/${BLOBS.HELM_1_0_0.digest}`);
       expectOk(res);
       expect(res.headers.get('content-type')).to.equal('application/x-gzip');
-      expect(res.headers.get('content-disposition')).to.equal(`attachment; filename="${p.ns}_${p.name}_e9977b01.tar.gz"`);
+      expect(res.headers.get('content-disposition')).to.equal(
+        `attachment; filename="${p.ns}_${p.name}_e9977b01.tar.gz"`,
+      );
       expect(res.bytes.equals(BLOBS.HELM_1_0_0.bytes)).to.equal(true);
     });
 
     it('serves a blob by digest as JSON with ?format=json and /json (routes 12, 13, transcripts 72, 73)', async function () {
-      for (const [blob, suffix] of [[BLOBS.HELM_1_0_0, '?format=json'], [BLOBS.KPM_1_0_0, '/json']] as const) {
+      for (const [blob, suffix] of [
+        [BLOBS.HELM_1_0_0, '?format=json'],
+        [BLOBS.KPM_1_0_0, '/json'],
+      ] as const) {
         const res = await req('GET', `${p.path}/blobs/sha256/${blob.digest}${suffix}`);
         expectOk(res);
         expect(res.json).to.deep.equal({
@@ -133,10 +144,18 @@ export function describePull(t: HttpContract): void {
     it('scopes blobs to the package in the URL (transcript 75)', async function () {
       const other = newPkg(p.ns);
       await push(other, '1.0.0', BLOBS.KPM_1_0_0, { media_type: 'kpm' });
-      const details = expectError(await req('GET', `${other.path}/blobs/sha256/${BLOBS.HELM_1_0_0.digest}`), 404, 'package-not-found');
+      const details = expectError(
+        await req('GET', `${other.path}/blobs/sha256/${BLOBS.HELM_1_0_0.digest}`),
+        404,
+        'package-not-found',
+      );
       expect(details).to.deep.include({ package: other.full, release: BLOBS.HELM_1_0_0.digest });
       const unknown = newPkg();
-      expectError(await req('GET', `${unknown.path}/blobs/sha256/${BLOBS.HELM_1_0_0.digest}/json`), 404, 'package-not-found');
+      expectError(
+        await req('GET', `${unknown.path}/blobs/sha256/${BLOBS.HELM_1_0_0.digest}/json`),
+        404,
+        'package-not-found',
+      );
     });
 
     it('keeps blobs readable after their release, and even the whole package, is deleted (transcript 108)', async function () {

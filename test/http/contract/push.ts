@@ -53,25 +53,31 @@ export function describePush(t: HttpContract): void {
 
     it('takes the release from the query string (transcript 24)', async function () {
       const p = newPkg();
-      expectOk(await req('POST', `${p.path}?release=0.0.2`, { json: { blob: BLOBS.HELM_1_0_0.b64, media_type: 'helm' } }));
+      expectOk(
+        await req('POST', `${p.path}?release=0.0.2`, { json: { blob: BLOBS.HELM_1_0_0.b64, media_type: 'helm' } }),
+      );
       expectOk(await req('GET', `${p.path}/0.0.2/helm`));
     });
 
     it('merges query, form and JSON with JSON winning over the query', async function () {
       const p = newPkg();
-      expectOk(await req('POST', `${p.path}?release=9.9.9&media_type=kpm`, {
-        json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' },
-      }));
+      expectOk(
+        await req('POST', `${p.path}?release=9.9.9&media_type=kpm`, {
+          json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' },
+        }),
+      );
       expect(Object.keys(digestsOf((await req('GET', p.path)).json))).to.deep.equal(['1.0.0/helm']);
     });
 
     it('merges form fields over the query string', async function () {
       const p = newPkg();
       const form = new URLSearchParams({ release: '0.0.1', blob: BLOBS.HELM_1_0_0.b64 });
-      expectOk(await req('POST', `${p.path}?release=9.9.9&media_type=helm`, {
-        body: form.toString(),
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      }));
+      expectOk(
+        await req('POST', `${p.path}?release=9.9.9&media_type=helm`, {
+          body: form.toString(),
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        }),
+      );
       expect(Object.keys(digestsOf((await req('GET', p.path)).json))).to.deep.equal(['0.0.1/helm']);
     });
 
@@ -92,12 +98,19 @@ export function describePush(t: HttpContract): void {
     it('ignores name, package and organization fields: namespace and name come from the URL only', async function () {
       const p = newPkg();
       const other = newPkg();
-      expectOk(await req('POST', p.path, {
-        json: {
-          blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm',
-          name: other.name, package: other.full, organization: other.ns, manifest_name: other.name,
-        },
-      }));
+      expectOk(
+        await req('POST', p.path, {
+          json: {
+            blob: BLOBS.HELM_1_0_0.b64,
+            release: '1.0.0',
+            media_type: 'helm',
+            name: other.name,
+            package: other.full,
+            organization: other.ns,
+            manifest_name: other.name,
+          },
+        }),
+      );
       expectOk(await req('GET', `${p.path}/1.0.0/helm`));
       expectError(await req('GET', other.path), 404, 'package-not-found');
       expect(await listNamespace(other.ns)).to.deep.equal([]);
@@ -137,13 +150,22 @@ export function describePush(t: HttpContract): void {
       const p = newPkg();
       await push(p, '1.0.0', BLOBS.HELM_1_0_0);
       await push(p, '1.0.0', BLOBS.KPM_1_0_0, { media_type: 'kpm' });
-      expect(Object.keys(digestsOf((await req('GET', `${p.path}/1.0.0`)).json)).sort()).to.deep.equal(['1.0.0/helm', '1.0.0/kpm']);
+      expect(Object.keys(digestsOf((await req('GET', `${p.path}/1.0.0`)).json)).sort()).to.deep.equal([
+        '1.0.0/helm',
+        '1.0.0/kpm',
+      ]);
     });
 
     it('answers 409 package-exists when the release exists and force is not set', async function () {
       const p = newPkg();
       await push(p, '1.0.0', BLOBS.HELM_1_0_0);
-      const res = await req('POST', p.path, { json: { blob: BLOBS.HELM_1_1_0.b64, release: '1.0.0', media_type: 'application/vnd.appr.package-manifest.helm.v0.json' } });
+      const res = await req('POST', p.path, {
+        json: {
+          blob: BLOBS.HELM_1_1_0.b64,
+          release: '1.0.0',
+          media_type: 'application/vnd.appr.package-manifest.helm.v0.json',
+        },
+      });
       const details = expectError(res, 409, 'package-exists');
       expect(details).to.deep.equal({ package: p.full, release: '1.0.0', media_type: 'helm' });
       expect((await req('GET', `${p.path}/1.0.0/helm`)).json.content.digest).to.equal(BLOBS.HELM_1_0_0.digest);
@@ -153,15 +175,23 @@ export function describePush(t: HttpContract): void {
       ['force=true in the query string', '?force=true', (b: Record<string, unknown>) => ({ json: b })],
       ['"force": "true" in JSON', '', (b: Record<string, unknown>) => ({ json: { ...b, force: 'true' } })],
       ['"force": true in JSON', '', (b: Record<string, unknown>) => ({ json: { ...b, force: true } })],
-      ['force=true in a form', '', (b: Record<string, unknown>) => ({
-        body: new URLSearchParams({ ...(b as Record<string, string>), force: 'true' }).toString(),
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      })],
+      [
+        'force=true in a form',
+        '',
+        (b: Record<string, unknown>) => ({
+          body: new URLSearchParams({ ...(b as Record<string, string>), force: 'true' }).toString(),
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        }),
+      ],
     ] as const) {
       it(`replaces an existing release with ${how} (13.4)`, async function () {
         const p = newPkg();
         await push(p, '1.0.0', BLOBS.HELM_1_0_0);
-        const res = await req('POST', `${p.path}${path}`, options({ blob: BLOBS.HELM_1_1_0.b64, release: '1.0.0', media_type: 'helm' }));
+        const res = await req(
+          'POST',
+          `${p.path}${path}`,
+          options({ blob: BLOBS.HELM_1_1_0.b64, release: '1.0.0', media_type: 'helm' }),
+        );
         expectOk(res);
         const shown = await req('GET', `${p.path}/1.0.0/helm`);
         expect(shown.json.content.digest).to.equal(BLOBS.HELM_1_1_0.digest);
@@ -172,7 +202,9 @@ export function describePush(t: HttpContract): void {
       it(`does not force with "force": ${JSON.stringify(force)}`, async function () {
         const p = newPkg();
         await push(p, '1.0.0', BLOBS.HELM_1_0_0);
-        const res = await req('POST', p.path, { json: { blob: BLOBS.HELM_1_1_0.b64, release: '1.0.0', media_type: 'helm', force } });
+        const res = await req('POST', p.path, {
+          json: { blob: BLOBS.HELM_1_1_0.b64, release: '1.0.0', media_type: 'helm', force },
+        });
         expectError(res, 409, 'package-exists');
       });
     }
@@ -180,7 +212,9 @@ export function describePush(t: HttpContract): void {
     it('lets a JSON "force": false win over ?force=true', async function () {
       const p = newPkg();
       await push(p, '1.0.0', BLOBS.HELM_1_0_0);
-      const res = await req('POST', `${p.path}?force=true`, { json: { blob: BLOBS.HELM_1_1_0.b64, release: '1.0.0', media_type: 'helm', force: false } });
+      const res = await req('POST', `${p.path}?force=true`, {
+        json: { blob: BLOBS.HELM_1_1_0.b64, release: '1.0.0', media_type: 'helm', force: false },
+      });
       expectError(res, 409, 'package-exists');
     });
 
@@ -203,8 +237,16 @@ export function describePush(t: HttpContract): void {
       expect(after.created_at).to.match(RFC3339_UTC);
       expect(Date.parse(after.created_at)).to.be.greaterThan(Date.parse(before.created_at));
       expect(after.channels).to.have.members(['beta', 'stable']);
-      expect((await req('GET', `${p.path}/channels/beta`)).json).to.deep.equal({ name: 'beta', current: '1.0.0', releases: ['1.1.0', '1.0.0'] });
-      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({ name: 'stable', current: '1.0.0', releases: ['1.0.0'] });
+      expect((await req('GET', `${p.path}/channels/beta`)).json).to.deep.equal({
+        name: 'beta',
+        current: '1.0.0',
+        releases: ['1.1.0', '1.0.0'],
+      });
+      expect((await req('GET', `${p.path}/channels/stable`)).json).to.deep.equal({
+        name: 'stable',
+        current: '1.0.0',
+        releases: ['1.0.0'],
+      });
       const [summaryAfter] = await listNamespace(p.ns);
       expect(summaryAfter.created_at).to.equal(summaryBefore.created_at);
       const pulled = await req('GET', `${p.path}/1.0.0/helm/pull`);
@@ -213,7 +255,13 @@ export function describePush(t: HttpContract): void {
 
     it('stores metadata as sent and returns it on every manifest route', async function () {
       const p = newPkg();
-      const metadata = { description: 'chart ✓', maintainers: [{ name: 'a', email: 'a@b.c' }], n: 1.5, ok: true, none: null };
+      const metadata = {
+        description: 'chart ✓',
+        maintainers: [{ name: 'a', email: 'a@b.c' }],
+        n: 1.5,
+        ok: true,
+        none: null,
+      };
       await push(p, '1.0.0', BLOBS.HELM_1_0_0, { metadata });
       await push(p, '2.0.0', BLOBS.HELM_1_1_0, { metadata: 'just a string' });
       await push(p, '3.0.0', BLOBS.HELM_1_0_0);
@@ -227,15 +275,27 @@ export function describePush(t: HttpContract): void {
 
     it('answers 422 invalid-parameters when release or blob is missing (transcripts 16, 17)', async function () {
       const p = newPkg();
-      expectError(await req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, media_type: 'helm' } }), 422, 'invalid-parameters');
-      expectError(await req('POST', p.path, { json: { release: '1.0.0', media_type: 'helm' } }), 422, 'invalid-parameters');
+      expectError(
+        await req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, media_type: 'helm' } }),
+        422,
+        'invalid-parameters',
+      );
+      expectError(
+        await req('POST', p.path, { json: { release: '1.0.0', media_type: 'helm' } }),
+        422,
+        'invalid-parameters',
+      );
       expectError(await req('POST', p.path, { json: {} }), 422, 'invalid-parameters');
       expectError(await req('GET', p.path), 404, 'package-not-found');
     });
 
     it('answers 422 invalid-parameters to a blob that is not a gzip tar (transcript 18)', async function () {
       const p = newPkg();
-      expectError(await req('POST', p.path, { json: { release: '3.0.0', media_type: 'helm', blob: 'aGVsbG8=' } }), 422, 'invalid-parameters');
+      expectError(
+        await req('POST', p.path, { json: { release: '3.0.0', media_type: 'helm', blob: 'aGVsbG8=' } }),
+        422,
+        'invalid-parameters',
+      );
       expectError(await req('GET', p.path), 404, 'package-not-found');
     });
 
@@ -270,7 +330,10 @@ export function describePush(t: HttpContract): void {
         const small = await serverWith({ maxPushSize: 1024 });
         const p = newPkg();
         const res = await small.request('POST', p.path, {
-          body: new URLSearchParams({ release: '1.0.0', blob: Buffer.alloc(2 * 1024 * 1024, 1).toString('base64') }).toString(),
+          body: new URLSearchParams({
+            release: '1.0.0',
+            blob: Buffer.alloc(2 * 1024 * 1024, 1).toString('base64'),
+          }).toString(),
           headers: { 'content-type': 'application/x-www-form-urlencoded' },
         });
         expectError(res, 413, 'payload-too-large');

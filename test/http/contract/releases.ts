@@ -11,10 +11,27 @@ export function describeReleases(t: HttpContract): void {
   // ---------------------------------------------------------------------------------------------------------
   describe('section 5: releases and selectors', function () {
     describe('pushed releases must be strict SemVer 2.0', function () {
-      for (const bad of ['abc', '1.0', 'v1.0.0', '1.0.0.0', '01.0.0', '1.01.0', '1.0.0-01', '1.0.0-', '1.0.0+', '1.0.0-a..b', '=1.0.0', ' 1.0.0', 'latest', 'default']) {
+      for (const bad of [
+        'abc',
+        '1.0',
+        'v1.0.0',
+        '1.0.0.0',
+        '01.0.0',
+        '1.01.0',
+        '1.0.0-01',
+        '1.0.0-',
+        '1.0.0+',
+        '1.0.0-a..b',
+        '=1.0.0',
+        ' 1.0.0',
+        'latest',
+        'default',
+      ]) {
         it(`answers 422 invalid-release with details.version for ${JSON.stringify(bad)}, and stores nothing`, async function () {
           const p = newPkg();
-          const res = await req('POST', p.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: bad, media_type: 'helm' } });
+          const res = await req('POST', p.path, {
+            json: { blob: BLOBS.HELM_1_0_0.b64, release: bad, media_type: 'helm' },
+          });
           const details = expectError(res, 422, 'invalid-release');
           expect(details).to.deep.equal({ version: bad });
           expectError(await req('GET', p.path), 404, 'package-not-found');
@@ -23,12 +40,28 @@ export function describeReleases(t: HttpContract): void {
 
       it('accepts pre-releases and build metadata and orders by SemVer precedence (transcripts 27-34, 59)', async function () {
         const p = newPkg();
-        for (const r of ['1.2.0', '0.9.0', '1.0.1+build.5', '1.0.0-alpha.1', '1.10.0', '1.0.0', '1.0.0-beta', '1.0.0-alpha']) {
+        for (const r of [
+          '1.2.0',
+          '0.9.0',
+          '1.0.1+build.5',
+          '1.0.0-alpha.1',
+          '1.10.0',
+          '1.0.0',
+          '1.0.0-beta',
+          '1.0.0-alpha',
+        ]) {
           await push(p, r);
         }
         const [summary] = await listNamespace(p.ns);
         expect(summary.releases).to.deep.equal([
-          '1.10.0', '1.2.0', '1.0.1+build.5', '1.0.0', '1.0.0-beta', '1.0.0-alpha.1', '1.0.0-alpha', '0.9.0',
+          '1.10.0',
+          '1.2.0',
+          '1.0.1+build.5',
+          '1.0.0',
+          '1.0.0-beta',
+          '1.0.0-alpha.1',
+          '1.0.0-alpha',
+          '0.9.0',
         ]);
         expect(summary.default).to.equal('1.10.0');
         const pick = async (selector: string) => (await req('GET', `${p.path}/${enc(selector)}/helm`)).json?.release;
@@ -47,8 +80,14 @@ export function describeReleases(t: HttpContract): void {
       for (const r of ['1.0.1+build.5', '1.0.1%2Bbuild.5']) {
         expect((await req('GET', `${p.path}/${r}`)).json[0].release).to.equal('1.0.1+build.5');
         expect((await req('GET', `${p.path}/${r}/helm`)).json.release).to.equal('1.0.1+build.5');
-        expect((await req('GET', `${p.path}/${r}/helm/pull/json`)).json.filename).to.equal(`${p.ns}_${p.name}_1.0.1+build.5.tar.gz`);
-        expect(await addToChannel(p, 'stable', r)).to.deep.equal({ name: 'stable', current: '1.0.1+build.5', releases: ['1.0.1+build.5'] });
+        expect((await req('GET', `${p.path}/${r}/helm/pull/json`)).json.filename).to.equal(
+          `${p.ns}_${p.name}_1.0.1+build.5.tar.gz`,
+        );
+        expect(await addToChannel(p, 'stable', r)).to.deep.equal({
+          name: 'stable',
+          current: '1.0.1+build.5',
+          releases: ['1.0.1+build.5'],
+        });
       }
       expectOk(await req('DELETE', `${p.path}/1.0.1%2Bbuild.5/helm`));
       expectError(await req('GET', p.path), 404, 'package-not-found');
@@ -61,9 +100,10 @@ export function describeReleases(t: HttpContract): void {
       });
 
       for (const [selector, expected] of [...SECTION5_VECTORS, ...GRAMMAR_VECTORS]) {
-        const title = expected === null
-          ? `answers 404 package-release-not-found for ${selector} on show and pull`
-          : `resolves ${selector} to ${expected} on show and pull`;
+        const title =
+          expected === null
+            ? `answers 404 package-release-not-found for ${selector} on show and pull`
+            : `resolves ${selector} to ${expected} on show and pull`;
         it(title, async function () {
           const sel = enc(selector);
           const [show, json, raw, pullJson] = await Promise.all([
@@ -140,7 +180,10 @@ export function describeReleases(t: HttpContract): void {
       });
 
       it('normalises full manifest media types in GET paths', async function () {
-        for (const mt of ['application/vnd.appr.package-manifest.helm.v0.json', 'application/vnd.cnr.package-manifest.helm.v0.json']) {
+        for (const mt of [
+          'application/vnd.appr.package-manifest.helm.v0.json',
+          'application/vnd.cnr.package-manifest.helm.v0.json',
+        ]) {
           const res = await req('GET', `${p.path}/1.1.0/${enc(mt)}`);
           expectOk(res);
           expect(res.json.content.digest).to.equal(BLOBS.HELM_1_1_0.digest);
@@ -165,8 +208,11 @@ export function describeReleases(t: HttpContract): void {
           expect(got.content.digest).to.equal(m.content.digest);
           expect(got.content.size).to.equal(m.content.size);
         }
-        expect(backup.packages.filter((m) => m.content.digest === 'd3b54b7912fe770a61b59ab612a442eac52a8a5d8d05dbe92bf8f212d68aaa80'))
-          .to.have.length(3);
+        expect(
+          backup.packages.filter(
+            (m) => m.content.digest === 'd3b54b7912fe770a61b59ab612a442eac52a8a5d8d05dbe92bf8f212d68aaa80',
+          ),
+        ).to.have.length(3);
 
         // Channels as in the backup: dev -> 1.0.1, stable -> 2.0.1 (1.0.1 is in both).
         for (const c of backup.channels) {
@@ -176,20 +222,32 @@ export function describeReleases(t: HttpContract): void {
           await addToChannel(p, c.name, c.current);
         }
         const [summary] = await listNamespace(p.ns);
-        expect(summary).to.deep.include({ releases: ['2.0.1', '1.0.1', '0.0.1'], default: '2.0.1', manifests: ['kpm'] });
+        expect(summary).to.deep.include({
+          releases: ['2.0.1', '1.0.1', '0.0.1'],
+          default: '2.0.1',
+          manifests: ['kpm'],
+        });
 
         const resolved = await req('GET', `${p.path}/${enc('>1.2')}/kpm`);
         expectOk(resolved);
         expect(resolved.json.release).to.equal('2.0.1');
-        expect(resolved.json.content).to.deep.include({ digest: 'd3b54b7912fe770a61b59ab612a442eac52a8a5d8d05dbe92bf8f212d68aaa80', size: 778 });
+        expect(resolved.json.content).to.deep.include({
+          digest: 'd3b54b7912fe770a61b59ab612a442eac52a8a5d8d05dbe92bf8f212d68aaa80',
+          size: 778,
+        });
         expect(resolved.json.channels).to.deep.equal(['stable']);
         expect((await req('GET', `${p.path}/1.0.1/kpm`)).json.channels).to.deep.equal(['dev']);
         const helm = await req('GET', `${p.path}/0.0.1/helm`);
-        expect(helm.json.content).to.deep.include({ digest: '72ed15c9a65961ecd034cca098ec18eb99002cd402824aae8a674a8ae41bd0ef', size: 583 });
+        expect(helm.json.content).to.deep.include({
+          digest: '72ed15c9a65961ecd034cca098ec18eb99002cd402824aae8a674a8ae41bd0ef',
+          size: 583,
+        });
 
         const pulled = await req('GET', `${p.path}/${enc('>1.2')}/-/pull`);
         expectOk(pulled);
-        expect(sha256(gunzipSync(pulled.bytes))).to.equal('d3b54b7912fe770a61b59ab612a442eac52a8a5d8d05dbe92bf8f212d68aaa80');
+        expect(sha256(gunzipSync(pulled.bytes))).to.equal(
+          'd3b54b7912fe770a61b59ab612a442eac52a8a5d8d05dbe92bf8f212d68aaa80',
+        );
         expect(pulled.bytes.length).to.equal(778);
       });
 

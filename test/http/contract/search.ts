@@ -35,7 +35,9 @@ export function describeListAndSearch(t: HttpContract): void {
     it('filters by ?query as a case-insensitive substring of ns/name', async function () {
       expect(names(await listNamespace(ns, '&query=mychart'))).to.deep.equal([chart.full]);
       expect(names(await listNamespace(ns, '&query=CHART-X'))).to.deep.equal([chart.full]);
-      expect(names(await listNamespace(ns, `&query=${enc(`${ns}/a`)}`))).to.deep.equal([dotted.full, plain.full].sort());
+      expect(names(await listNamespace(ns, `&query=${enc(`${ns}/a`)}`))).to.deep.equal(
+        [dotted.full, plain.full].sort(),
+      );
       const all = await req('GET', `/api/v1/packages?query=${enc(ns.toUpperCase())}`);
       expect(names(all.json)).to.deep.equal([chart.full, dotted.full, plain.full, paren.full, prefixed.full].sort());
     });
@@ -46,7 +48,10 @@ export function describeListAndSearch(t: HttpContract): void {
       const byName = Object.fromEntries(list.map((s: any) => [s.name, s]));
       expect(byName[chart.full]).to.deep.include({ releases: ['1.0.0'], default: '1.0.0', manifests: ['kpm'] });
       expect(byName[dotted.full]).to.deep.include({ releases: ['1.0.0'], default: '1.0.0', manifests: ['kpm'] });
-      const normalised = await listNamespace(ns, `&media_type=${enc('application/vnd.appr.package-manifest.kpm.v0.json')}`);
+      const normalised = await listNamespace(
+        ns,
+        `&media_type=${enc('application/vnd.appr.package-manifest.kpm.v0.json')}`,
+      );
       expect(names(normalised)).to.deep.equal([chart.full, dotted.full].sort());
       expect(await listNamespace(ns, '&media_type=jsonnet')).to.deep.equal([]);
     });

@@ -16,7 +16,9 @@ export function describeRoutesAndShapes(t: HttpContract): void {
 
     it('answers a push with exactly {"status": "ok"} as JSON (route 5)', async function () {
       const q = newPkg();
-      const res = await req('POST', q.path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' } });
+      const res = await req('POST', q.path, {
+        json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0', media_type: 'helm' },
+      });
       expectOk(res);
       expect(res.headers.get('content-type')).to.match(/^application\/json/);
       expect(res.json).to.deep.equal({ status: 'ok' });
@@ -26,7 +28,15 @@ export function describeRoutesAndShapes(t: HttpContract): void {
       const list = await listNamespace(p.ns);
       expect(list).to.have.length(1);
       const summary = list[0];
-      expect(summary).to.have.all.keys('name', 'namespace', 'releases', 'default', 'manifests', 'visibility', 'created_at');
+      expect(summary).to.have.all.keys(
+        'name',
+        'namespace',
+        'releases',
+        'default',
+        'manifests',
+        'visibility',
+        'created_at',
+      );
       expect(summary).to.deep.include({
         name: p.full,
         namespace: p.ns,
@@ -102,7 +112,8 @@ export function describeRoutesAndShapes(t: HttpContract): void {
         '1.0.0/helm': BLOBS.HELM_1_0_0.digest,
         '1.0.0/kpm': BLOBS.KPM_1_0_0.digest,
       });
-      for (const m of res.json) expect(m).to.have.all.keys('package', 'release', 'created_at', 'metadata', 'mediaType', 'content');
+      for (const m of res.json)
+        expect(m).to.have.all.keys('package', 'release', 'created_at', 'metadata', 'mediaType', 'content');
     });
 
     it('answers 404 package-not-found with details for an absent release on route 7, and resolves no selector there', async function () {
@@ -116,7 +127,15 @@ export function describeRoutesAndShapes(t: HttpContract): void {
     it('shows one manifest plus "channels" (route 8)', async function () {
       const res = await req('GET', `${p.path}/1.0.0/helm`);
       expectOk(res);
-      expect(res.json).to.have.all.keys('package', 'release', 'created_at', 'metadata', 'mediaType', 'content', 'channels');
+      expect(res.json).to.have.all.keys(
+        'package',
+        'release',
+        'created_at',
+        'metadata',
+        'mediaType',
+        'content',
+        'channels',
+      );
       expect(res.json).to.deep.include({
         package: p.full,
         release: '1.0.0',
@@ -136,8 +155,14 @@ export function describeRoutesAndShapes(t: HttpContract): void {
       const q = newPkg();
       await push(q, '1.0.0', BLOBS.HELM_1_0_0, { media_type: 'stable' });
       await addToChannel(q, 'stable', '1.0.0');
-      expect((await req('GET', `${q.path}/channels`)).json).to.deep.equal([{ name: 'stable', current: '1.0.0', releases: ['1.0.0'] }]);
-      expect((await req('GET', `${q.path}/channels/stable`)).json).to.deep.equal({ name: 'stable', current: '1.0.0', releases: ['1.0.0'] });
+      expect((await req('GET', `${q.path}/channels`)).json).to.deep.equal([
+        { name: 'stable', current: '1.0.0', releases: ['1.0.0'] },
+      ]);
+      expect((await req('GET', `${q.path}/channels/stable`)).json).to.deep.equal({
+        name: 'stable',
+        current: '1.0.0',
+        releases: ['1.0.0'],
+      });
       expectOk(await req('GET', `${q.path}/blobs/sha256/${BLOBS.HELM_1_0_0.digest}`));
       expectOk(await req('DELETE', `${q.path}/channels/stable`));
       expectOk(await req('GET', `${q.path}/1.0.0/stable`));
@@ -171,7 +196,11 @@ export function describeRoutesAndShapes(t: HttpContract): void {
       const broken = await serverWith({ onError: () => {} }, failing);
       expectError(await broken.request('GET', p.path), 503, 'storage-unavailable');
       expectError(await broken.request('GET', '/api/v1/packages'), 503, 'storage-unavailable');
-      expectError(await broken.request('POST', newPkg().path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0' } }), 503, 'storage-unavailable');
+      expectError(
+        await broken.request('POST', newPkg().path, { json: { blob: BLOBS.HELM_1_0_0.b64, release: '1.0.0' } }),
+        503,
+        'storage-unavailable',
+      );
     });
 
     it('answers 501 unsupported to login and signup when the host supplies no hooks (routes 19, 20)', async function () {
