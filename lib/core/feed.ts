@@ -55,6 +55,17 @@ interface Snapshot {
 
 const REFRESH_CONCURRENCY = 16;
 
+/** The defaults of `CoherenceOptions` (ms, and entries per second for the sweep); the options schema uses them too. */
+export const COHERENCE_DEFAULTS = {
+  pollMs: 250,
+  idlePollMs: 5000,
+  idleAfterMs: 10_000,
+  maxClockSkewMs: 10_000,
+  retentionMs: 10 * 60_000,
+  compactEveryMs: 60_000,
+  sweepPerSecond: 1,
+} as const;
+
 /**
  * The change feed: every write also creates a small immutable entry (`If-None-Match: *`, so writers never contend
  * on it) that names the package; instances list entries newer than their last poll, minus a window for clock
@@ -102,13 +113,7 @@ export class ChangeFeed {
     this.#catalog = catalog;
     this.#now = now;
     this.#opts = {
-      pollMs: 250,
-      idlePollMs: 5000,
-      idleAfterMs: 10_000,
-      maxClockSkewMs: 10_000,
-      retentionMs: 10 * 60_000,
-      compactEveryMs: 60_000,
-      sweepPerSecond: 1,
+      ...COHERENCE_DEFAULTS,
       ...withoutUndefined(options),
     };
     this.#onChange = options.onChange;

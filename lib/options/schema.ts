@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import type { CasOptions, DocumentCacheOptions } from '../core/documents.js';
-import type { CoherenceOptions } from '../core/feed.js';
+import { COHERENCE_DEFAULTS, type CoherenceOptions } from '../core/feed.js';
 import type { RegistryOptions, Visibility } from '../core/registry.js';
 import type { FsStorageOptions } from '../storage/fs.js';
 import type { MemoryStorageOptions } from '../storage/memory.js';
@@ -73,15 +73,7 @@ export const registryShape = {
   maxUnpackedSize: integer('bytes', 1).default(1024 ** 3),
   defaultVisibility: oneOf(['public', 'private'] as const satisfies readonly Visibility[]).default('public'),
   cache: documentCacheOptions.default({ maxBytes: 64 * MiB, blobMaxBytes: 64 * MiB, blobMaxSize: 256 * 1024 }),
-  coherence: coherenceOptions.default({
-    pollMs: 250,
-    idlePollMs: 5000,
-    idleAfterMs: 10_000,
-    maxClockSkewMs: 10_000,
-    retentionMs: 10 * 60_000,
-    compactEveryMs: 60_000,
-    sweepPerSecond: 1,
-  }),
+  coherence: coherenceOptions.default({ ...COHERENCE_DEFAULTS }),
   cas: casOptions.default({ maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }),
   maxPackageBytes: integer('bytes', 1).default(8 * MiB),
   listPageSize: integer('count', 1).default(1000),
