@@ -518,8 +518,13 @@ export class Registry {
   async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
     const { body, hash } = metadata instanceof MetadataObject ? metadata : metadataObject(metadata);
     const key = keys.metadata(namespace, name, hash);
-    const etag = (await this.storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.storage.head(key))?.etag;
-    // As for blobs: never reference an object a backend only claimed to have.
+    // Already there (412), then gone before the HEAD: the collector removed an unreferenced copy in between (its
+    // claim makes this push's compare-and-swap wait, lib/core/gc.ts); write it again. As for blobs: never
+    // reference an object a backend only claimed to have.
+    let etag: string | undefined;
+    for (let attempt = 0; attempt < 3 && etag === undefined; attempt++) {
+      etag = (await this.storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.storage.head(key))?.etag;
+    }
     if (etag === undefined)
       throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
     this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);

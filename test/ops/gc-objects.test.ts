@@ -212,6 +212,42 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     });
   });
 
+  it('a push whose metadata object vanishes between its create-only PUT (412) and the HEAD writes it again', async () => {
+    const metadata = { reused: true };
+    const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
+    let vanish = false;
+    // The collector's delete lands exactly between the push's PUT (already there) and its HEAD.
+    class Vanishing extends MemoryStorage {
+      override async put(key: string, body: Uint8Array, options?: Parameters<MemoryStorage['put']>[2]) {
+        const etag = await super.put(key, body, options);
+        if (key === metadataKey && etag === null && vanish) {
+          vanish = false;
+          await super.delete(key);
+        }
+        return etag;
+      }
+    }
+    const storage = new Vanishing();
+    const registry = new Registry({ storage });
+    const push = async (release: string) =>
+      registry.push({
+        namespace: 'acme',
+        name: 'app',
+        release,
+        mediaType: 'helm',
+        blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
+        metadata,
+      });
+    await push('1.0.0');
+    vanish = true;
+    await push('2.0.0');
+    expect(vanish, 'the object vanished once').to.equal(false);
+    expect(await storage.head(metadataKey)).to.not.equal(null);
+    expect((await new Registry({ storage }).showManifest('acme', 'app', '2.0.0', 'helm')).metadata).to.deep.equal(
+      metadata,
+    );
+  });
+
   it('a push reusing a metadata object the collector is deleting waits for it, then writes the object again', async () => {
     const metadata = { reused: true };
     const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
