@@ -8,6 +8,7 @@ import { MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js
 import { keys } from '../../lib/core/keys.js';
 import { claimKey, parseClaimKey } from '../../lib/core/gc.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
+import { DeletePausingStorage, gate } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
 
@@ -251,24 +252,7 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
   it('a push reusing a metadata object the collector is deleting waits for it, then writes the object again', async () => {
     const metadata = { reused: true };
     const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
-    let release!: () => void;
-    const paused = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let reachedDelete!: () => void;
-    const atDelete = new Promise<void>((resolve) => {
-      reachedDelete = resolve;
-    });
-    class Pausing extends MemoryStorage {
-      override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
-        if (key === metadataKey) {
-          reachedDelete();
-          await paused;
-        }
-        return super.delete(key, options);
-      }
-    }
-    const storage = new Pausing();
+    const storage = new DeletePausingStorage(metadataKey);
     const gcRegistry = new Registry({ storage });
     const pushRegistry = new Registry({ storage });
     const a = await chart('1.0.0');
@@ -290,7 +274,7 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     });
 
     const collecting = gcRegistry.gc({ graceMs: 0 });
-    await atDelete;
+    await storage.reached.opened;
     let pushed = false;
     // Another release, another blob, the same metadata: only the metadata object is claimed.
     const b = await chart('3.0.0');
@@ -301,7 +285,7 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
       });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(pushed, 'the push waits while the metadata object is claimed').to.equal(false);
-    release();
+    storage.go.open();
     const report = await collecting;
     await pushing;
     expect(report.metadata).to.deep.equal([{ package: 'acme/app', hash: hashOf(metadata) }]);
@@ -320,29 +304,12 @@ describe('garbage collection racing the migration of inline metadata (memory)', 
     const legacyMetadata = { inline: true };
     const metadataKey = keys.metadata('acme', 'app', hashOf(legacyMetadata));
     const docKey = keys.packageDoc('acme', 'app');
-    const gate = () => {
-      let open!: () => void;
-      const opened = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      return { open, opened };
-    };
-    const atDelete = gate();
-    const deleteGo = gate();
     const atPut = gate();
     const putGo = gate();
     // The collector pauses at the metadata object's delete, having claimed it; the push reads the document (the
     // claim in it), finds the object stored (412) and pauses until the collector has deleted the object and lifted
     // its claim: its compare-and-swap sees the same nonce and no claim.
-    class Pausing extends MemoryStorage {
-      override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
-        if (key === metadataKey) {
-          atDelete.open();
-          await deleteGo.opened;
-        }
-        return super.delete(key, options);
-      }
-
+    class Pausing extends DeletePausingStorage {
       // After the push's create-if-absent PUT (412) and the HEAD that confirms the object is there.
       override async head(key: string): Promise<{ size: number; etag: string } | null> {
         const found = await super.head(key);
@@ -355,7 +322,7 @@ describe('garbage collection racing the migration of inline metadata (memory)', 
       }
     }
     let pushPaused = false;
-    const storage = new Pausing();
+    const storage = new Pausing(metadataKey);
     // A document as earlier versions wrote it (metadata inline), and an object of the same metadata that nothing
     // references (a migrating push that lost its race, say).
     const a = await chart('1.0.0');
@@ -381,7 +348,7 @@ describe('garbage collection racing the migration of inline metadata (memory)', 
     await storage.put(metadataKey, Buffer.from(JSON.stringify(legacyMetadata)));
 
     const collecting = new Registry({ storage }).gc({ graceMs: 0 });
-    await atDelete.opened;
+    await storage.reached.opened;
     const pushRegistry = new Registry({ storage });
     const pushing = pushRegistry.push({
       namespace: 'acme',
@@ -391,7 +358,7 @@ describe('garbage collection racing the migration of inline metadata (memory)', 
       blob: (await chart('2.0.0')).bytes,
     });
     await atPut.opened;
-    deleteGo.open();
+    storage.go.open();
     const report = await collecting;
     expect(report.metadata).to.deep.equal([{ package: 'acme/app', hash: hashOf(legacyMetadata) }]);
     putGo.open();

@@ -4,6 +4,7 @@ import { MemoryStorage, Registry, type AuditEvent } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { TOMBSTONE_AFTER_CLAIM_MS } from '../../lib/core/gc.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
+import { DeletePausingStorage } from '../helpers/pause.js';
 
 const MINUTE = 60_000;
 
@@ -163,24 +164,7 @@ describe('garbage collection', () => {
 
   it('a push of a blob the collector is deleting waits for it, then writes the blob again', async () => {
     // The collector is paused between claiming b and deleting it.
-    let release!: () => void;
-    const paused = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let reachedDelete!: () => void;
-    const atDelete = new Promise<void>((resolve) => {
-      reachedDelete = resolve;
-    });
-    class Pausing extends MemoryStorage {
-      override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
-        if (key === keys.blob('acme', 'app', blobs.b!.digest)) {
-          reachedDelete();
-          await paused;
-        }
-        return super.delete(key, options);
-      }
-    }
-    const pausing = new Pausing();
+    const pausing = new DeletePausingStorage(keys.blob('acme', 'app', blobs.b!.digest));
     const gcRegistry = new Registry({ storage: pausing });
     const pushRegistry = new Registry({ storage: pausing });
     await pushRegistry.push({
@@ -200,7 +184,7 @@ describe('garbage collection', () => {
     });
 
     const collecting = gcRegistry.gc({ graceMs: 0 });
-    await atDelete;
+    await pausing.reached.opened;
     let pushed = false;
     const pushing = pushRegistry
       .push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: blobs.b!.bytes })
@@ -209,7 +193,7 @@ describe('garbage collection', () => {
       });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(pushed, 'the push waits while b is claimed').to.equal(false);
-    release();
+    pausing.go.open();
     const report = await collecting;
     await pushing;
     expect(report.blobs).to.deep.equal([{ package: 'acme/app', digest: blobs.b!.digest }]);
