@@ -7,36 +7,16 @@
  *   npm run bench:pull              (BENCH_MB=200 by default)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createGzip } from 'node:zlib';
-import { pack } from 'tar-stream';
+import { bigTarGz } from './lib/tarballs.js';
 import { Registry } from '../lib/index.js';
 import { FsStorage } from '../lib/storage/fs.js';
 import { startInstance } from '../test/helpers/instances.js';
 
 const MB = 1024 * 1024;
 const size = Number(process.env.BENCH_MB ?? 200) * MB;
-
-async function bigTarGz(bytes: number): Promise<Buffer> {
-  const archive = pack();
-  const gzip = createGzip({ level: 1 });
-  const chunks: Buffer[] = [];
-  gzip.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((resolve) => gzip.on('end', resolve));
-  archive.pipe(gzip);
-  const entry = archive.entry({ name: 'payload.bin', size: bytes });
-  for (let written = 0; written < bytes; written += MB) {
-    if (!entry.write(randomBytes(Math.min(MB, bytes - written))))
-      await new Promise<void>((r) => entry.once('drain', () => r()));
-  }
-  (entry as unknown as { end(): void }).end();
-  archive.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
 
 function rssMb(pid: number): Promise<number> {
   return readFile(`/proc/${pid}/status`, 'utf8').then((s) => Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024);

@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
+import { bigTarGz } from './lib/tarballs.js';
 import { s3ClientFromEnv } from '../lib/s3.js';
 import { recordPush, replayBound } from './lib/s3-bound.js';
 
@@ -258,23 +259,6 @@ async function interleaved(server: Server, ns: string, pairs: number): Promise<{
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-
-async function bigTarGz(bytes: number): Promise<Buffer> {
-  const archive = pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const c of archive) chunks.push(c as Buffer);
-  })();
-  const entry = archive.entry({ name: 'payload.bin', size: bytes });
-  for (let written = 0; written < bytes; written += MB) {
-    if (!entry.write(randomBytes(Math.min(MB, bytes - written))))
-      await new Promise<void>((r) => entry.once('drain', () => r()));
-  }
-  (entry as unknown as { end(): void }).end();
-  archive.finalize();
-  await collected;
-  return gzipSync(Buffer.concat(chunks), { level: 1 });
-}
 
 /** Peak RSS growth of a fresh server while BIG_COUNT pushes of BIG_MB MB tarballs run at once. */
 async function bigPushes(storage: string): Promise<{ idle: number; peak: number; ok: number; statuses: string }> {
