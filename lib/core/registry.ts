@@ -7,6 +7,7 @@ import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
+import { putImmutable } from '../storage/util.js';
 import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
 import { Catalog, EVERYONE, type CatalogEntry } from './catalog.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
@@ -518,13 +519,9 @@ export class Registry {
   async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
     const { body, hash } = metadata instanceof MetadataObject ? metadata : metadataObject(metadata);
     const key = keys.metadata(namespace, name, hash);
-    // Already there (412), then gone before the HEAD: the collector removed an unreferenced copy in between (its
-    // claim makes this push's compare-and-swap wait, lib/core/gc.ts); write it again. As for blobs: never
-    // reference an object a backend only claimed to have.
-    let etag: string | undefined;
-    for (let attempt = 0; attempt < 3 && etag === undefined; attempt++) {
-      etag = (await this.storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.storage.head(key))?.etag;
-    }
+    // Already there (412) and then gone: the collector removed an unreferenced copy in between (its claim makes this
+    // push's compare-and-swap wait, lib/core/gc.ts); `putImmutable` writes it again.
+    const etag = await putImmutable(this.storage, key, body);
     if (etag === undefined)
       throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
     this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
+import { putImmutable } from '../storage/util.js';
 import { deepFreeze } from './documents.js';
 import { keys } from './keys.js';
 import type { ManifestRecord, PackageDoc } from './registry.js';
@@ -258,8 +259,8 @@ export class Segments {
     const body = Buffer.from(JSON.stringify(segment));
     const hash = createHash('sha256').update(body).digest('hex');
     const key = keys.segment(namespace, name, hash);
-    const etag = (await this.#storage.put(key, body, { ifNoneMatch: '*' })) ?? (await this.#storage.head(key))?.etag;
     // As for blobs: never reference an object a backend only claimed to have.
+    const etag = await putImmutable(this.#storage, key, body);
     if (etag === undefined)
       throw new StorageUnavailableError(`a segment of ${namespace}/${name} was not stored; try again`);
     this.#objects.set(hash, deepFreeze(structuredClone(segment)), { size: body.length });

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
+import type { StorageAdapter } from './types.js';
 
-/** Helpers shared by the storage adapters. */
+/** Helpers shared by the storage adapters, and by their callers (`putImmutable`). */
 
 const SEGMENT = /^[A-Za-z0-9._+-]+$/;
 
@@ -81,4 +82,23 @@ export async function* sizedChunks(body: Readable, size: number): AsyncGenerator
     yield buffer;
   }
   if (count !== size) throw new Error(`stream ended after ${count} bytes, its declared size is ${size}`);
+}
+
+/**
+ * Store an immutable object: a create-only PUT (`If-None-Match: *`), and when it is there already (412), a HEAD
+ * for its ETag. Returns the stored object's ETag, or `undefined` when storage kept claiming the object but had
+ * none each of `attempts` times (a garbage collector removed an unreferenced copy between the PUT and the HEAD;
+ * or a backend that answers 412 wrongly): the caller must then not reference it.
+ */
+export async function putImmutable(
+  storage: StorageAdapter,
+  key: string,
+  body: Uint8Array,
+  attempts = 3,
+): Promise<string | undefined> {
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    const etag = (await storage.put(key, body, { ifNoneMatch: '*' })) ?? (await storage.head(key))?.etag;
+    if (etag !== undefined) return etag;
+  }
+  return undefined;
 }
