@@ -1,17 +1,31 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
 
 /**
- * The filesystem adapter's per-key locks (lib/storage/fs.ts): files created with O_EXCL under `<root>/locks/`,
- * named by the sha256 of the key, holding their owner (pid, host, time). Compare-and-swap, unconditional replace
- * and delete run under them, so that checking the current ETag and publishing is one step for every process on
- * the directory. Waiters poll with short randomized sleeps and break a lock whose owner is dead (same host) or
- * that is older than `staleLockMs`.
+ * The filesystem adapter's per-key locks (lib/storage/fs.ts). Compare-and-swap, unconditional replace and delete
+ * run under them, so that checking the current ETag and publishing is one step for every process on the directory.
+ *
+ * Each key that was ever locked has a directory `<root>/locks/<sha256 of the key>/` holding exactly one entry:
+ * `free` while nobody holds the lock, else `held.<time>.<pid>.<host>.<nonce>`, naming its holder. Taking the lock
+ * is one atomic rename of `free` to the holder's name; releasing it renames it back; a waiter reads the holder from
+ * the directory and breaks an abandoned lock with the same rename. A lock therefore costs two renames and neither
+ * creates nor frees a file. (A lock file created with O_EXCL and unlinked after costs five more system calls, and
+ * an inode allocated then freed per lock: on ext4 without a journal, every allocation scans past the inodes freed
+ * in the last minute, which made the locks the largest cost of a push on the filesystem; issue 9.)
+ *
+ * A lock is abandoned when its holder is a dead process of this host, or when it was taken more than `staleMs`
+ * ago, whoever holds it (a process on another host sharing the volume, or a hung one). The directory of a key is
+ * created whole (a temp directory holding `free`, renamed into place), so it is never seen empty.
+ *
+ * Lock files of earlier versions (a plain file at the same path, unlinked on release) still exclude: a process of
+ * this version waits for such a file to go, and breaks it once its mtime is older than `staleMs`; a process of an
+ * earlier version finds a directory there and fails its write with a 503 (never a lost update) until it is
+ * upgraded too.
  */
 export class KeyLocks {
   readonly #dir: string;
@@ -27,139 +41,120 @@ export class KeyLocks {
 
   /** Run `fn` holding the key's lock. Throws `StorageUnavailableError` when the lock is not had in time. */
   async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const lockPath = join(this.#dir, createHash('sha256').update(key).digest('hex'));
+    const lockDir = join(this.#dir, createHash('sha256').update(key).digest('hex'));
+    const holder = holderName();
     const deadline = Date.now() + this.#timeoutMs;
-    let token: string | null;
-    for (let attempt = 0; (token = await tryCreateLock(lockPath)) === null; attempt++) {
+    for (let attempt = 0; !(await this.#take(lockDir, holder)); attempt++) {
       if (Date.now() > deadline) {
         throw new StorageUnavailableError(`fs storage: timed out waiting for the lock on ${key}`);
       }
-      if (!(await this.breakIfStale(lockPath))) await sleep(Math.random() * Math.min(20, 2 + 2 ** attempt));
+      if (!(await this.breakIfStale(lockDir))) await sleep(Math.random() * Math.min(20, 2 + 2 ** attempt));
     }
     try {
       return await fn();
     } finally {
-      await releaseLock(lockPath, token);
+      // Had the lock been broken as stale, our name is gone and the lock may be someone else's now: ENOENT, and
+      // nothing to do. A lock we fail to release is broken as stale later; failing the finished operation would be
+      // worse.
+      await rename(join(lockDir, holder), join(lockDir, FREE)).catch(ignore);
     }
   }
 
-  /** Best-effort: break the abandoned locks of the directory (keys that may never be written again). */
+  /** Best-effort, at start-up: break the abandoned locks of the directory (keys that may never be written again). */
   async removeStale(names: string[]): Promise<void> {
+    const cutoff = Date.now() - 60 * 60 * 1000;
     await Promise.all(
-      names
-        .filter((name) => !name.endsWith('.break'))
-        .map((name) => this.breakIfStale(join(this.#dir, name)).catch(ignore)),
+      names.map(async (name) => {
+        const path = join(this.#dir, name);
+        if (!name.includes('.new-')) return this.breakIfStale(path).catch(ignore);
+        // A key directory whose creator died before renaming it into place.
+        const stats = await stat(path).catch(() => null);
+        if (stats !== null && stats.mtimeMs < cutoff) await rm(path, { recursive: true, force: true }).catch(ignore);
+      }),
     );
   }
 
-  /**
-   * Remove the lock at `lockPath` if it is abandoned. True when the caller should retry at once (the lock is gone).
-   *
-   * Breakers serialise on a second lock file, and re-read the lock under it: otherwise two waiters could both judge
-   * the same dead lock, one remove it and take a fresh one, and the other then remove that fresh lock.
-   */
-  async breakIfStale(lockPath: string): Promise<boolean> {
-    const seen = await readLock(lockPath);
-    if (seen === null) return true;
-    if (!this.#isStale(seen)) return false;
-    const guardPath = `${lockPath}.break`;
-    const guardToken = await tryCreateLock(guardPath);
-    if (guardToken === null) {
-      // Another process is breaking it, or crashed doing so.
-      const guard = await readLock(guardPath);
-      if (guard !== null && this.#isStale(guard)) await unlink(guardPath).catch(ignore);
-      return false;
-    }
+  /** Take the lock of `lockDir` under the name `holder`; false when somebody holds it. */
+  async #take(lockDir: string, holder: string): Promise<boolean> {
     try {
-      const now = await readLock(lockPath);
-      if (now !== null && now.raw === seen.raw && now.ino === seen.ino) await unlink(lockPath).catch(ignore);
-    } finally {
-      await releaseLock(guardPath, guardToken);
+      await rename(join(lockDir, FREE), join(lockDir, holder));
+      return true;
+    } catch (err) {
+      // ENOTDIR: an earlier version's lock file holds the key.
+      if (errorCode(err) === 'ENOTDIR') return false;
+      if (errorCode(err) !== 'ENOENT') throw err;
     }
+    // No `free`: the lock is held, or this is the key's first lock and its directory does not exist yet.
+    if (!(await this.#create(lockDir))) return false;
+    return this.#take(lockDir, holder);
+  }
+
+  /** Create the key's lock directory, free. False when there is one already (or an earlier version's lock file). */
+  async #create(lockDir: string): Promise<boolean> {
+    const temp = `${lockDir}.new-${uniqueSuffix()}`;
+    await mkdir(temp);
+    try {
+      await (await open(join(temp, FREE), 'wx')).close();
+      await rename(temp, lockDir);
+      return true;
+    } catch (err) {
+      await rm(temp, { recursive: true, force: true }).catch(ignore);
+      // EEXIST or ENOTEMPTY: another process created it meanwhile; ENOTDIR: an earlier version's lock file.
+      if (['EEXIST', 'ENOTEMPTY', 'ENOTDIR', 'EISDIR'].includes(errorCode(err) ?? '')) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Break the lock of `lockDir` if it is abandoned. True when the caller should try again at once (the lock is
+   * free now, or gone). Two waiters breaking the same lock rename the same holder's name: one succeeds, and the
+   * other's ENOENT harms nobody, since every holder's name is unique.
+   */
+  async breakIfStale(lockDir: string): Promise<boolean> {
+    let entries: string[];
+    try {
+      entries = await readdir(lockDir);
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return true;
+      if (errorCode(err) === 'ENOTDIR') return this.#breakIfStaleFile(lockDir);
+      throw err;
+    }
+    const held = entries.find((entry) => entry.startsWith(HELD));
+    if (held === undefined || !this.#isStale(held)) return held === undefined;
+    await rename(join(lockDir, held), join(lockDir, FREE)).catch((err: unknown) => {
+      if (errorCode(err) !== 'ENOENT') throw err;
+    });
     return true;
   }
 
-  #isStale(lock: LockFile): boolean {
-    // A lock file caught between its creation and its first write has no owner yet: only its age counts.
-    const age = Date.now() - (lock.owner?.time ?? lock.mtimeMs);
-    if (age > this.#staleMs) return true;
-    return lock.owner !== undefined && lock.owner.host === thisHost() && !isAlive(lock.owner.pid);
-  }
-}
-
-// ---- Lock files ------------------------------------------------------------------------------------------------
-
-interface LockOwner {
-  pid: number;
-  host: string;
-  time: number;
-}
-
-interface LockFile {
-  raw: string;
-  ino: number;
-  mtimeMs: number;
-  owner: LockOwner | undefined;
-}
-
-/** Create the lock file if absent. Returns its content (our token), or null when somebody holds it. */
-async function tryCreateLock(path: string): Promise<string | null> {
-  const token = JSON.stringify({
-    pid: process.pid,
-    host: thisHost(),
-    time: Date.now(),
-    nonce: uniqueSuffix(),
-  });
-  let fh: FileHandle;
-  try {
-    fh = await open(path, 'wx');
-  } catch (err) {
-    if (errorCode(err) === 'EEXIST') return null;
-    throw err;
-  }
-  try {
-    await fh.writeFile(token);
-    await fh.close();
-  } catch (err) {
-    await fh.close().catch(ignore);
+  /** An earlier version's lock file: judged by its mtime only. */
+  async #breakIfStaleFile(path: string): Promise<boolean> {
+    const stats = await stat(path).catch(() => null);
+    if (stats === null) return true;
+    if (Date.now() - stats.mtimeMs <= this.#staleMs) return false;
     await unlink(path).catch(ignore);
-    throw err;
+    return true;
   }
-  return token;
-}
 
-/** Remove the lock only if it is still ours: had it been broken as stale, it may now belong to someone else. */
-async function releaseLock(path: string, token: string): Promise<void> {
-  const raw = await readSmall(path, token.length + 1).catch(() => null);
-  // A lock we fail to remove is broken as stale later; failing the finished operation for it would be worse.
-  if (raw === token) await unlink(path).catch(ignore);
-}
-
-async function readLock(path: string): Promise<LockFile | null> {
-  const fh = await openIfExists(path);
-  if (fh === null) return null;
-  try {
-    const stats = await fh.stat();
-    const raw = await fh.readFile('utf8');
-    return { raw, ino: stats.ino, mtimeMs: stats.mtimeMs, owner: parseOwner(raw) };
-  } finally {
-    await fh.close();
+  #isStale(held: string): boolean {
+    const [, time, pid, host] = held.split('.');
+    const age = Date.now() - parseInt(time ?? '', 36);
+    // An unreadable name (not ours) counts as old.
+    if (!(age <= this.#staleMs)) return true;
+    return host === hostHash() && !isAlive(Number(pid));
   }
 }
 
-function parseOwner(raw: string): LockOwner | undefined {
-  try {
-    const { pid, host, time } = JSON.parse(raw) as Record<string, unknown>;
-    if (typeof pid === 'number' && Number.isSafeInteger(pid) && pid > 0 && typeof host === 'string') {
-      if (typeof time === 'number' && Number.isFinite(time)) return { pid, host, time };
-    }
-  } catch {
-    // Empty (being written) or foreign: judged by its mtime.
-  }
-  return undefined;
+const FREE = 'free';
+const HELD = 'held.';
+
+/** `held.<time, base 36>.<pid>.<host>.<nonce>`: what a waiter needs to judge the lock, unique per taking. */
+export function holderName(time = Date.now(), pid = process.pid, host = hostHash()): string {
+  return `${HELD}${time.toString(36)}.${pid}.${host}.${uniqueSuffix()}`;
 }
 
 function isAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
     return true;
@@ -171,15 +166,21 @@ function isAlive(pid: number): boolean {
 let hostId: string | undefined;
 
 /**
- * Where a pid means something: the hostname alone is not enough (containers with `--network host` share it, and so
- * may two machines on a shared volume), so add the boot id and the pid namespace when Linux tells us.
+ * Where a pid means something, hashed to fit a file name: the hostname alone is not enough (containers with
+ * `--network host` share it, and so may two machines on a shared volume), so add the boot id and the pid namespace
+ * when Linux tells us.
  */
-function thisHost(): string {
-  hostId ??= [
-    hostname(),
-    tryOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), ''),
-    tryOr(() => readlinkSync('/proc/self/ns/pid'), ''),
-  ].join('|');
+function hostHash(): string {
+  hostId ??= createHash('sha256')
+    .update(
+      [
+        hostname(),
+        tryOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), ''),
+        tryOr(() => readlinkSync('/proc/self/ns/pid'), ''),
+      ].join('|'),
+    )
+    .digest('hex')
+    .slice(0, 16);
   return hostId;
 }
 
@@ -203,16 +204,6 @@ export async function readExactly(fh: FileHandle, size: number): Promise<Buffer>
     offset += bytesRead;
   }
   return offset === size ? buffer : buffer.subarray(0, offset);
-}
-
-/** At most `max` bytes of a small file as text: open, one read, close (readFile also fstats and reads to EOF). */
-async function readSmall(path: string, max: number): Promise<string> {
-  const fh = await open(path, 'r');
-  try {
-    return (await readExactly(fh, max)).toString('utf8');
-  } finally {
-    await fh.close();
-  }
 }
 
 export function errorCode(err: unknown): string | undefined {

@@ -1,13 +1,14 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { StorageUnavailableError } from '../../lib/errors.js';
 import { FsStorage } from '../../lib/storage/fs.js';
+import { holderName } from '../../lib/storage/fs-lock.js';
 import { describeStorageContract } from './contract.js';
 import type { WorkerTask } from './fs-worker.js';
 
@@ -77,21 +78,51 @@ describe('FsStorage', function () {
       .that.deep.equals(Buffer.from('v2'));
   });
 
+  const lockDirOf = (key: string) => join(root, 'locks', createHash('sha256').update(key).digest('hex'));
+
   it('breaks a lock older than staleLockMs, whoever holds it', async function () {
     const key = 'packages/ns/app.json';
     const etag = await storage.put(key, Buffer.from('v1'));
-    // Mirrors the lock file of lib/storage/fs.ts: held by a live pid on another host, so only its age can tell.
-    const lockPath = join(root, 'locks', createHash('sha256').update(key).digest('hex'));
-    const lock = (time: number) => JSON.stringify({ pid: process.pid, host: 'another-host', time, nonce: 'x' });
-    await writeFile(lockPath, lock(Date.now()));
+    // The key's lock directory, held by a live pid of another host: only the lock's age can tell.
+    const lockDir = lockDirOf(key);
+    expect(await readdir(lockDir)).to.deep.equal(['free']);
+    const fresh = holderName(Date.now(), process.pid, 'anotherhost');
+    await rename(join(lockDir, 'free'), join(lockDir, fresh));
     const impatient = new FsStorage({ root, lockTimeoutMs: 200 });
     await expectUnavailable(impatient.put(key, Buffer.from('v2'), { ifMatch: etag! }));
 
-    await writeFile(lockPath, lock(Date.now() - 60_000));
+    await rename(join(lockDir, fresh), join(lockDir, holderName(Date.now() - 60_000, process.pid, 'anotherhost')));
     expect(await impatient.put(key, Buffer.from('v2'), { ifMatch: etag! })).to.be.a('string');
+    expect(await readdir(lockDir)).to.deep.equal(['free']);
   });
 
-  it('never shows temp files, and removes old temp files and abandoned locks when opened', async function () {
+  it('takes and releases a lock without creating or removing a file', async function () {
+    const key = 'packages/ns/app.json';
+    await storage.put(key, Buffer.from('v1'));
+    const lockDir = lockDirOf(key);
+    const { ino } = await stat(join(lockDir, 'free'));
+    for (let i = 0; i < 3; i++) await storage.put(key, Buffer.from(`v${i + 2}`));
+    await storage.delete(key);
+    expect(await readdir(join(root, 'locks'))).to.deep.equal([basename(lockDir)]);
+    expect((await stat(join(lockDir, 'free'))).ino).to.equal(ino);
+  });
+
+  it('waits for the lock file of an earlier version, and breaks it by its age', async function () {
+    const key = 'packages/ns/app.json';
+    const lockFile = lockDirOf(key); // Earlier versions: a plain file at the key's lock path.
+    await storage.list(''); // Creates the directories.
+    await writeFile(lockFile, JSON.stringify({ pid: process.pid, host: 'another-host', time: Date.now() }));
+    const impatient = new FsStorage({ root, lockTimeoutMs: 200 });
+    await expectUnavailable(impatient.put(key, Buffer.from('v1')));
+    await expectUnavailable(impatient.delete(key));
+
+    const minuteAgo = new Date(Date.now() - 60_000);
+    await utimes(lockFile, minuteAgo, minuteAgo);
+    expect(await impatient.put(key, Buffer.from('v1'))).to.be.a('string');
+    expect(await readdir(lockFile)).to.deep.equal(['free']);
+  });
+
+  it('never shows temp files, and removes old temp files and breaks abandoned locks when opened', async function () {
     await storage.put('packages/ns/app.json', Buffer.from('v1'));
     const old = join(root, 'tmp', '12345-0123456789abcdef.tmp');
     const recent = join(root, 'tmp', '12345-fedcba9876543210.tmp');
@@ -99,16 +130,31 @@ describe('FsStorage', function () {
     await writeFile(recent, 'a write in progress');
     const twoHoursAgo = new Date(Date.now() - 2 * 60 * 60 * 1000);
     await utimes(old, twoHoursAgo, twoHoursAgo);
-    const owner = (time: number) => JSON.stringify({ pid: process.pid, host: 'another-host', time, nonce: 'x' });
-    await writeFile(join(root, 'locks', 'abandoned'), owner(Date.now() - 60_000));
-    await writeFile(join(root, 'locks', 'held'), owner(Date.now()));
+    // Locks of keys that may never be written again: abandoned (taken a minute ago by another host) and held.
+    const abandoned = join(root, 'locks', 'abandoned');
+    const held = join(root, 'locks', 'held');
+    const heldBy = holderName(Date.now(), process.pid, 'anotherhost');
+    await mkdir(abandoned);
+    await writeFile(join(abandoned, holderName(Date.now() - 60_000, process.pid, 'anotherhost')), '');
+    await mkdir(held);
+    await writeFile(join(held, heldBy), '');
+    // Lock files of an earlier version, and a lock directory whose creator died before renaming it into place.
+    await writeFile(join(root, 'locks', 'old-abandoned'), '');
+    await utimes(join(root, 'locks', 'old-abandoned'), twoHoursAgo, twoHoursAgo);
+    await writeFile(join(root, 'locks', 'old-held'), '');
+    await mkdir(join(root, 'locks', 'x.new-0123'));
+    await utimes(join(root, 'locks', 'x.new-0123'), twoHoursAgo, twoHoursAgo);
 
     expect(await storage.list('')).to.deep.equal({ keys: ['packages/ns/app.json'] });
     expect(await storage.get('tmp/12345-0123456789abcdef.tmp')).to.equal(null);
     const reopened = new FsStorage({ root });
     expect(await reopened.list('')).to.deep.equal({ keys: ['packages/ns/app.json'] });
     expect(await readdir(join(root, 'tmp'))).to.deep.equal(['12345-fedcba9876543210.tmp']);
-    expect(await readdir(join(root, 'locks'))).to.deep.equal(['held']);
+    expect(await readdir(abandoned)).to.deep.equal(['free']);
+    expect(await readdir(held)).to.deep.equal([heldBy]);
+    expect((await readdir(join(root, 'locks'))).sort()).to.deep.equal(
+      ['abandoned', 'held', 'old-held', basename(lockDirOf('packages/ns/app.json'))].sort(),
+    );
   });
 
   it('never serves a torn document while another writer rewrites it', async function () {
