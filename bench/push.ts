@@ -16,6 +16,7 @@
  *   npm run bench:push                 (source /tmp/appr-s3/env first to include S3)
  *   BENCH_ONLY=fs BENCH_N=400 BENCH_GROW=1000 BENCH_BIG_MB=30 npm run bench:push
  *   BENCH_ONLY=fs BENCH_N=10 BENCH_GROW=10 BENCH_BIG_COUNT=48 BENCH_BIG_CAP=0 npm run bench:push   (issue 12's 48 x 30 MB)
+ *   BENCH_DIR=/dev/shm BENCH_ONLY=fs npm run bench:push   (the filesystem store on tmpfs: the code without the disk)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -410,7 +411,8 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   }
 }
 
-const dir = await mkdtemp(join(tmpdir(), 'appr-push-bench-'));
+// BENCH_DIR: where the filesystem store lives (default the OS temp directory), e.g. /dev/shm to leave the disk out.
+const dir = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'appr-push-bench-'));
 try {
   console.log(`# push benchmark: N=${N} pushes per workload, growth to ${GROW} releases, ${BIG_COUNT} x ${BIG_MB} MB`);
   if (ONLY === '' || ONLY === 'fs') await bench('fs', join(dir, 'fs'), join(dir, 'fs-big'));
