@@ -3,23 +3,16 @@
  * all its releases (and only admin changes it), and an owner can withdraw a blob now (purge).
  */
 import { expect } from 'chai';
-import { hashPassword, UserStore, type AuthHooks, type UserFile } from '../../lib/index.js';
+import { UserStore, type AuthHooks, type UserFile } from '../../lib/index.js';
 import { basic, startRegistry, type RegistryServer } from '../auth/helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { userFile } from '../helpers/users.js';
 
-const FAST = { ln: 10 };
 const ALICE = basic('alice', 'alice-pw');
 const WRITER = basic('writer', 'writer-pw');
 
 async function users(): Promise<UserFile> {
-  return {
-    anonymousRead: true,
-    secret: 'test-secret-0123456789abcdef',
-    users: {
-      alice: { password: await hashPassword('alice-pw', FAST), roles: { alice: 'admin' } },
-      writer: { password: await hashPassword('writer-pw', FAST), roles: { alice: 'write' } },
-    },
-  };
+  return userFile({ alice: ['alice-pw', { alice: 'admin' }], writer: ['writer-pw', { alice: 'write' }] });
 }
 
 /** A registry whose callers are the users of `users()`, through the built-in user store. */

@@ -1,6 +1,5 @@
 /** What the standalone server assembles from its configuration (serverOps), and the gc sub-command's arguments. */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import Koa from 'koa';
@@ -10,13 +9,13 @@ import { serverLogger } from '../../lib/ops/pino.js';
 import { listen } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { parseMetrics, sample, SwitchableStorage } from './helpers.js';
+import { tempDir } from '../helpers/temp.js';
 
 describe('serverOps', () => {
   let dir: string;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'appr-ops-'));
+  tempDir('appr-ops-', 'each', (path) => {
+    dir = path;
   });
-  afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it('wires logging, metrics, audit log, health and error reporting around a registry', async () => {
     const lines: { level: string; obj: Record<string, unknown>; msg?: string | undefined }[] = [];
