@@ -11,7 +11,7 @@ import {
   type Credentials,
   type Permission,
 } from '../../lib/index.js';
-import { basic, listen, startRegistry, type RegistryServer } from './helpers.js';
+import { basic, listen, pushPackage, startRegistry, type RegistryServer } from './helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
 
 /** A token per caller; each caller has a role per namespace. */
@@ -43,13 +43,7 @@ function roleHooks(extra: Partial<AuthHooks<Caller>> = {}): AuthHooks<Caller> {
 /** A registry with the role hooks and one public package, acme/app 1.0.0. */
 async function withPublicApp(): Promise<RegistryServer> {
   const server = await startRegistry<Caller>({ auth: roleHooks() });
-  await server.registry.push({
-    namespace: 'acme',
-    name: 'app',
-    release: '1.0.0',
-    blob: await makeTarGz(),
-    visibility: 'public',
-  });
+  await pushPackage(server.registry, 'acme/app', { visibility: 'public' });
   return server;
 }
 
@@ -66,13 +60,7 @@ describe('access control', () => {
     let server: RegistryServer;
     before(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks({ anonymous: false }) });
-      await server.registry.push({
-        namespace: 'acme',
-        name: 'pub',
-        release: '1.0.0',
-        blob: await makeTarGz(),
-        visibility: 'public',
-      });
+      await pushPackage(server.registry, 'acme/pub', { visibility: 'public' });
     });
     after(() => server.close());
 
@@ -121,30 +109,9 @@ describe('access control', () => {
     beforeEach(async () => {
       server = await startRegistry<Caller>({ auth: roleHooks() });
       const blob = await makeTarGz();
-      await server.registry.push({
-        namespace: 'acme',
-        name: 'app',
-        release: '1.0.0',
-        blob,
-        mediaType: 'helm',
-        visibility: 'private',
-      });
-      await server.registry.push({
-        namespace: 'other',
-        name: 'app',
-        release: '1.0.0',
-        blob,
-        mediaType: 'helm',
-        visibility: 'private',
-      });
-      await server.registry.push({
-        namespace: 'other',
-        name: 'pub',
-        release: '1.0.0',
-        blob,
-        mediaType: 'helm',
-        visibility: 'public',
-      });
+      await pushPackage(server.registry, 'acme/app', { visibility: 'private', mediaType: 'helm', blob });
+      await pushPackage(server.registry, 'other/app', { visibility: 'private', mediaType: 'helm', blob });
+      await pushPackage(server.registry, 'other/pub', { visibility: 'public', mediaType: 'helm', blob });
     });
     afterEach(() => server.close());
 
@@ -200,13 +167,7 @@ describe('access control', () => {
     });
 
     it('needs write, not read, to push to an existing package; write is enough to delete and move channels', async () => {
-      await server.registry.push({
-        namespace: 'team',
-        name: 'lib',
-        release: '1.0.0',
-        blob: await makeTarGz(),
-        mediaType: 'helm',
-      });
+      await pushPackage(server.registry, 'team/lib', { mediaType: 'helm' });
       const reader = bearer('tok-team-reader');
       expect((await server.api('GET', '/api/v1/packages/team/lib', { auth: reader })).status).to.equal(200);
       expect(

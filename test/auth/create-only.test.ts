@@ -33,12 +33,8 @@ describe('a push allowed only by create permission', () => {
       json: { release, media_type: 'helm', blob: (await makeTarGz()).toString('base64') },
     });
 
-  it('creates a new package', async () => {
-    expect((await push('1.0.0')).status).to.equal(200);
-    expect((await server.registry.packageManifests('acme', 'app')).map((m) => m.release)).to.deep.equal(['1.0.0']);
-  });
-
-  it('is refused (403) once the package exists', async () => {
+  /** Release 1.0.0 of acme/app, pushed through the core as the owner would. */
+  const pushDirectly = async () => {
     await server.registry.push({
       namespace: 'acme',
       name: 'app',
@@ -46,24 +42,26 @@ describe('a push allowed only by create permission', () => {
       mediaType: 'helm',
       blob: await makeTarGz(),
     });
+  };
+  const releases = async () => (await server.registry.packageManifests('acme', 'app')).map((m) => m.release);
+
+  it('creates a new package', async () => {
+    expect((await push('1.0.0')).status).to.equal(200);
+    expect(await releases()).to.deep.equal(['1.0.0']);
+  });
+
+  it('is refused (403) once the package exists', async () => {
+    await pushDirectly();
     const res = await push('2.0.0');
     expect(res.status).to.equal(403);
-    expect((await server.registry.packageManifests('acme', 'app')).map((m) => m.release)).to.deep.equal(['1.0.0']);
+    expect(await releases()).to.deep.equal(['1.0.0']);
   });
 
   it('is refused (403), not added, when someone else creates the package between the check and the write', async () => {
-    createdMeanwhile = async () => {
-      await server.registry.push({
-        namespace: 'acme',
-        name: 'app',
-        release: '1.0.0',
-        mediaType: 'helm',
-        blob: await makeTarGz(),
-      });
-    };
+    createdMeanwhile = pushDirectly;
     const res = await push('2.0.0');
     expect(res.status).to.equal(403);
     expect(res.json.code).to.equal('forbidden');
-    expect((await server.registry.packageManifests('acme', 'app')).map((m) => m.release)).to.deep.equal(['1.0.0']);
+    expect(await releases()).to.deep.equal(['1.0.0']);
   });
 });

@@ -16,24 +16,19 @@ import {
   type UserFile,
   type UserStoreOptions,
 } from '../../lib/index.js';
-import { basic, startRegistry } from './helpers.js';
+import { basic, pushPackage, startRegistry } from './helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { apprRejection } from '../helpers/expect.js';
+import { FAST_HASH, userFile } from '../helpers/users.js';
 
-const FAST = { ln: 10 };
-const SECRET = 'test-secret-0123456789abcdef';
 const NO_LIMITS: UserStoreOptions = { failureLimits: { perClient: false, perUser: false } };
 
 async function file(): Promise<UserFile> {
-  return {
-    anonymousRead: true,
-    secret: SECRET,
-    users: {
-      alice: { password: await hashPassword('alice-pw', FAST), roles: { alice: 'admin' } },
-      bob: { password: await hashPassword('bob-pw', FAST), roles: { bob: 'admin' } },
-      'acme+deployer': { password: await hashPassword('robot-pw', FAST), roles: { acme: 'write' } },
-    },
-  };
+  return userFile({
+    alice: ['alice-pw', { alice: 'admin' }],
+    bob: ['bob-pw', { bob: 'admin' }],
+    'acme+deployer': ['robot-pw', { acme: 'write' }],
+  });
 }
 
 describe('credential checks: cached failures and bounded hashing (user store)', () => {
@@ -57,7 +52,7 @@ describe('credential checks: cached failures and bounded hashing (user store)', 
       let now = 0;
       const store = await UserStore.fromFile(path, { ...NO_LIMITS, now: () => now, reloadIntervalMs: 10 });
       expect(await store.checkPassword('alice', 'new-pw')).to.equal(null);
-      data.users.alice = { password: await hashPassword('new-pw', FAST), roles: { alice: 'admin' } };
+      data.users.alice = { password: await hashPassword('new-pw', FAST_HASH), roles: { alice: 'admin' } };
       await writeUserFile(path, data);
       now += 1000;
       expect((await store.checkPassword('alice', 'new-pw'))?.username).to.equal('alice');
@@ -199,14 +194,8 @@ describe('credential checks over HTTP', () => {
     });
     const server = await startRegistry({ auth: store.hooks() });
     try {
-      await server.registry.push({
-        namespace: 'alice',
-        name: 'app',
-        release: '1.0.0',
-        blob: await makeTarGz(),
-        visibility: 'private',
-      });
-      await server.registry.push({ namespace: 'alice', name: 'pub', release: '1.0.0', blob: await makeTarGz() });
+      await pushPackage(server.registry, 'alice/app', { visibility: 'private' });
+      await pushPackage(server.registry, 'alice/pub');
       const show = (password: string) =>
         server.api('GET', '/api/v1/packages/alice/app', { auth: basic('alice', password) });
       expect((await show('x')).status).to.equal(401);

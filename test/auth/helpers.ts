@@ -1,8 +1,9 @@
 /** Helpers for the access-control tests: a registry on the shared test client (test/helpers/http.ts). */
 import Koa from 'koa';
-import { createApprRouter, type ApprRouterOptions } from '../../lib/index.js';
+import { createApprRouter, type ApprRouterOptions, type Visibility } from '../../lib/index.js';
 import { Registry } from '../../lib/core/registry.js';
 import { MemoryStorage } from '../../lib/storage/memory.js';
+import { makeTarGz } from '../helpers/blobs.js';
 import { listen as listenOn, type RequestFn, type TestResponse } from '../helpers/http.js';
 
 export type Reply = TestResponse;
@@ -45,3 +46,17 @@ export async function startRegistry<P>(
 
 export const basic = (user: string, password: string, scheme = 'Basic'): string =>
   `${scheme} ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+
+/**
+ * Release 1.0.0 of `pkg` ("namespace/name"), pushed through the core: `blob` or a minimal chart, with `visibility`
+ * and `mediaType` where given (else the registry's defaults).
+ */
+export async function pushPackage(
+  registry: Registry,
+  pkg: string,
+  options: { visibility?: Visibility; mediaType?: string; blob?: Buffer } = {},
+): Promise<void> {
+  const [namespace = '', name = ''] = pkg.split('/');
+  const { blob = await makeTarGz(), ...rest } = options;
+  await registry.push({ namespace, name, release: '1.0.0', blob, ...rest });
+}

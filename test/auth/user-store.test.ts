@@ -1,6 +1,5 @@
 /** The standalone server's built-in user store: hashes, roles, tokens, the file, and the hooks over HTTP. */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import {
@@ -13,29 +12,26 @@ import {
   type UserFile,
 } from '../../lib/index.js';
 import { main as usersCli } from '../../lib/server/users.js';
-import { basic, startRegistry } from './helpers.js';
+import { basic, pushPackage, startRegistry } from './helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { rejection } from '../helpers/expect.js';
-
-const FAST = { ln: 10 };
-const SECRET = 'test-secret-0123456789abcdef';
+import { tempDir } from '../helpers/temp.js';
+import { FAST_HASH, TEST_SECRET, userFile } from '../helpers/users.js';
 
 async function sampleFile(extra: Partial<UserFile> = {}): Promise<UserFile> {
-  return {
-    anonymousRead: true,
-    secret: SECRET,
-    users: {
-      alice: { password: await hashPassword('alice-pw', FAST), roles: { alice: 'admin', acme: 'write' } },
-      reader: { password: await hashPassword('reader-pw', FAST), roles: { '*': 'read', acme: 'admin' } },
-      nobody: { password: await hashPassword('nobody-pw', FAST) },
+  return userFile(
+    {
+      alice: ['alice-pw', { alice: 'admin', acme: 'write' }],
+      reader: ['reader-pw', { '*': 'read', acme: 'admin' }],
+      nobody: ['nobody-pw'],
     },
-    ...extra,
-  };
+    extra,
+  );
 }
 
 describe('password hashes', () => {
   it('verifies the right password and refuses a wrong one', async () => {
-    const hash = await hashPassword('correct horse', FAST);
+    const hash = await hashPassword('correct horse', FAST_HASH);
     expect(hash).to.match(/^\$scrypt\$ln=10,r=8,p=1\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$/);
     expect(await verifyPassword('correct horse', hash)).to.equal(true);
     expect(await verifyPassword('correct horse ', hash)).to.equal(false);
@@ -43,7 +39,7 @@ describe('password hashes', () => {
   });
 
   it('salts: the same password hashes differently each time', async () => {
-    expect(await hashPassword('pw', FAST)).not.to.equal(await hashPassword('pw', FAST));
+    expect(await hashPassword('pw', FAST_HASH)).not.to.equal(await hashPassword('pw', FAST_HASH));
   });
 
   it('uses the parameters stored in the hash (default cost ln=15)', async () => {
@@ -154,7 +150,7 @@ describe('UserStore', () => {
     expect(await clocked.checkToken(token)).to.equal(null);
 
     const fresh = clocked.issueToken('alice');
-    data.users.alice!.password = await hashPassword('new-pw', FAST);
+    data.users.alice!.password = await hashPassword('new-pw', FAST_HASH);
     expect(await clocked.checkToken(fresh), 'a new password revokes older tokens').to.equal(null);
     const again = clocked.issueToken('alice');
     delete data.users.alice;
@@ -187,16 +183,15 @@ describe('UserStore', () => {
     const a = new UserStore(data);
     expect(a.ephemeralSecret).to.equal(true);
     expect(await new UserStore(data).checkToken(a.issueToken('alice'))).to.equal(null);
-    expect(new UserStore(data, { secret: SECRET }).ephemeralSecret).to.equal(false);
+    expect(new UserStore(data, { secret: TEST_SECRET }).ephemeralSecret).to.equal(false);
   });
 });
 
 describe('UserStore.fromFile', () => {
   let dir: string;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'appr-users-'));
+  tempDir('appr-users-', 'each', (path) => {
+    dir = path;
   });
-  afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it('notices edits of the file, and keeps the previous users when an edit is broken', async () => {
     const path = join(dir, 'users.json');
@@ -229,15 +224,13 @@ describe('UserStore.fromFile', () => {
 
 describe('users.ts (the user file CLI)', () => {
   let dir: string;
-  let log: typeof console.log;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'appr-users-cli-'));
-    log = console.log;
+  tempDir('appr-users-cli-', 'each', (path) => {
+    dir = path;
+    const log = console.log;
     console.log = () => {};
-  });
-  afterEach(async () => {
-    console.log = log;
-    await rm(dir, { recursive: true, force: true });
+    return async () => {
+      console.log = log;
+    };
   });
 
   it('adds users with roles, changes them, mints tokens, and removes users', async () => {
@@ -322,13 +315,7 @@ describe('the user store in front of the registry', () => {
   it('accepts Basic credentials in any case, and keeps private packages from users without a role', async () => {
     const { server } = await start();
     try {
-      await server.registry.push({
-        namespace: 'acme',
-        name: 'app',
-        release: '1.0.0',
-        blob: await makeTarGz(),
-        visibility: 'private',
-      });
+      await pushPackage(server.registry, 'acme/app', { visibility: 'private' });
       for (const scheme of ['Basic', 'basic']) {
         expect(
           (await server.api('GET', '/api/v1/packages/acme/app', { auth: basic('alice', 'alice-pw', scheme) })).status,
@@ -349,20 +336,8 @@ describe('the user store in front of the registry', () => {
     for (const anonymousRead of [true, false]) {
       const { server } = await start({ anonymousRead });
       try {
-        await server.registry.push({
-          namespace: 'acme',
-          name: 'pub',
-          release: '1.0.0',
-          blob: await makeTarGz(),
-          visibility: 'public',
-        });
-        await server.registry.push({
-          namespace: 'acme',
-          name: 'priv',
-          release: '1.0.0',
-          blob: await makeTarGz(),
-          visibility: 'private',
-        });
+        await pushPackage(server.registry, 'acme/pub', { visibility: 'public' });
+        await pushPackage(server.registry, 'acme/priv', { visibility: 'private' });
         expect((await server.api('GET', '/api/v1/packages/acme/pub')).status).to.equal(anonymousRead ? 200 : 401);
         expect((await server.api('GET', '/api/v1/packages/acme/priv')).status).to.equal(401);
         const list = await server.api('GET', '/api/v1/packages');

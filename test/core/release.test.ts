@@ -126,21 +126,12 @@ describe('core/release', () => {
 
   describe('compareReleases', () => {
     it('orders by SemVer 2.0 precedence (the semver.org example chain)', () => {
+      // 1.0.0's pre-releases, then the 1.x releases, then the 2.x ones.
+      // prettier-ignore
       const chain = [
-        '1.0.0-alpha',
-        '1.0.0-alpha.1',
-        '1.0.0-alpha.beta',
-        '1.0.0-beta',
-        '1.0.0-beta.2',
-        '1.0.0-beta.11',
-        '1.0.0-rc.1',
-        '1.0.0',
-        '1.9.0',
-        '1.10.0',
-        '1.11.0',
-        '2.0.0',
-        '2.1.0',
-        '2.1.1',
+        '1.0.0-alpha', '1.0.0-alpha.1', '1.0.0-alpha.beta', '1.0.0-beta', '1.0.0-beta.2', '1.0.0-beta.11', '1.0.0-rc.1',
+        '1.0.0', '1.9.0', '1.10.0', '1.11.0',
+        '2.0.0', '2.1.0', '2.1.1',
       ];
       for (let i = 0; i < chain.length - 1; i++) {
         const [lo, hi] = [chain[i]!, chain[i + 1]!];

@@ -3,23 +3,16 @@
  * all its releases (and only admin changes it), and an owner can withdraw a blob now (purge).
  */
 import { expect } from 'chai';
-import { hashPassword, UserStore, type AuthHooks, type UserFile } from '../../lib/index.js';
+import { UserStore, type AuthHooks, type UserFile } from '../../lib/index.js';
 import { basic, startRegistry, type RegistryServer } from '../auth/helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { userFile } from '../helpers/users.js';
 
-const FAST = { ln: 10 };
 const ALICE = basic('alice', 'alice-pw');
 const WRITER = basic('writer', 'writer-pw');
 
 async function users(): Promise<UserFile> {
-  return {
-    anonymousRead: true,
-    secret: 'test-secret-0123456789abcdef',
-    users: {
-      alice: { password: await hashPassword('alice-pw', FAST), roles: { alice: 'admin' } },
-      writer: { password: await hashPassword('writer-pw', FAST), roles: { alice: 'write' } },
-    },
-  };
+  return userFile({ alice: ['alice-pw', { alice: 'admin' }], writer: ['writer-pw', { alice: 'write' }] });
 }
 
 /** A registry whose callers are the users of `users()`, through the built-in user store. */
@@ -41,6 +34,10 @@ async function push(
   });
 }
 
+function setVisibility(server: RegistryServer, auth: string, visibility: 'public' | 'private') {
+  return server.api('POST', '/api/v1/packages/alice/app/visibility', { auth, json: { visibility } });
+}
+
 describe("hardening: a package's visibility survives the deletion of all its releases", () => {
   let server: RegistryServer;
   beforeEach(async () => {
@@ -50,14 +47,7 @@ describe("hardening: a package's visibility survives the deletion of all its rel
 
   async function privateThenEmptied(): Promise<string> {
     expect((await push(server, ALICE, '1.0.0', {}, { 'secret.txt': 'password=hunter2' })).status).to.equal(200);
-    expect(
-      (
-        await server.api('POST', '/api/v1/packages/alice/app/visibility', {
-          auth: ALICE,
-          json: { visibility: 'private' },
-        })
-      ).status,
-    ).to.equal(200);
+    expect((await setVisibility(server, ALICE, 'private')).status).to.equal(200);
     const digest = (await server.api('GET', '/api/v1/packages/alice/app/1.0.0/helm', { auth: ALICE })).json.content
       .digest as string;
     expect((await server.api('DELETE', '/api/v1/packages/alice/app/1.0.0/helm', { auth: ALICE })).status).to.equal(200);
@@ -95,20 +85,9 @@ describe("hardening: a package's visibility survives the deletion of all its rel
 
   it('changing visibility needs admin: a writer gets 403, the owner of an emptied package gets 404', async () => {
     expect((await push(server, ALICE, '1.0.0')).status).to.equal(200);
-    const byWriter = await server.api('POST', '/api/v1/packages/alice/app/visibility', {
-      auth: WRITER,
-      json: { visibility: 'private' },
-    });
-    expect(byWriter.status).to.equal(403);
+    expect((await setVisibility(server, WRITER, 'private')).status).to.equal(403);
     await server.api('DELETE', '/api/v1/packages/alice/app/1.0.0/helm', { auth: ALICE });
-    expect(
-      (
-        await server.api('POST', '/api/v1/packages/alice/app/visibility', {
-          auth: WRITER,
-          json: { visibility: 'public' },
-        })
-      ).status,
-    ).to.equal(403);
+    expect((await setVisibility(server, WRITER, 'public')).status).to.equal(403);
   });
 
   it('a caller who may only create packages cannot take over an emptied one', async () => {
@@ -173,10 +152,7 @@ describe('hardening: purging a blob (DELETE .../blobs/sha256/{digest}, admin)', 
       status: 'purged',
       package: 'alice/app',
       digest,
-      releases: [
-        { release: '1.0.0', media_type: 'helm' },
-        { release: '1.0.1', media_type: 'helm' },
-      ],
+      releases: ['1.0.0', '1.0.1'].map((release) => ({ release, media_type: 'helm' })),
     });
     expect((await server.api('GET', path)).status).to.equal(404);
     expect((await server.api('GET', '/api/v1/packages/alice/app/1.0.0/helm/pull')).status).to.equal(404);

@@ -9,6 +9,7 @@ import { createApprRouter, MemoryStorage, type AuthHooks } from '../../lib/index
 import { setAttachment } from '../../lib/http/headers.js';
 import { listen, startRegistry, type RegistryServer } from '../auth/helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { beforeEachCall } from '../helpers/stores.js';
 
 const blob = async (text = 'x') => (await makeTarGz({ 'Chart.yaml': text })).toString('base64');
 
@@ -128,29 +129,15 @@ describe('hardening: responses', () => {
 });
 
 describe('hardening: private and absent packages cost the same storage work (item 16)', () => {
-  /** MemoryStorage that records each call by operation. */
-  class CountingStorage extends MemoryStorage {
-    calls: string[] = [];
-    override async get(...args: Parameters<MemoryStorage['get']>) {
-      this.calls.push('get');
-      return super.get(...args);
-    }
-    override async getStream(...args: Parameters<MemoryStorage['getStream']>) {
-      this.calls.push('getStream');
-      return super.getStream(...args);
-    }
-    override async head(...args: Parameters<MemoryStorage['head']>) {
-      this.calls.push('head');
-      return super.head(...args);
-    }
-    override async list(...args: Parameters<MemoryStorage['list']>) {
-      this.calls.push('list');
-      return super.list(...args);
-    }
-  }
+  /** The storage calls that read. */
+  const READS = new Set(['get', 'getStream', 'head', 'list']);
 
   it("a stranger's request costs the same storage operations, and gets the same answer, for both", async () => {
-    const storage = new CountingStorage();
+    // Each read of the store, by operation.
+    let calls: string[] = [];
+    const storage = beforeEachCall(new MemoryStorage(), (method) => {
+      if (READS.has(method)) calls.push(method);
+    });
     const hooks: AuthHooks<string> = {
       identify: (_ctx, credentials) => (credentials?.scheme === 'bearer' ? credentials.token : null),
       authorize: (caller) => caller === 'owner',
@@ -173,11 +160,11 @@ describe('hardening: private and absent packages cost the same storage work (ite
         const answers: string[] = [];
         const costs: string[][] = [];
         for (const name of ['secret', 'absent']) {
-          storage.calls = [];
+          calls = [];
           const res = await running.send('GET', `/cnr/api/v1/packages/ns/${name}${suffix}`, {
             auth: 'Bearer stranger',
           });
-          costs.push(storage.calls);
+          costs.push(calls);
           answers.push(`${res.status} ${res.text.replaceAll(name, 'NAME')}`);
         }
         expect(answers[0], suffix).to.equal(answers[1]);

@@ -19,6 +19,7 @@ import { DEFAULT_STORAGE_TIMEOUT_MS, withDeadline } from '../../lib/storage/dead
 import type { StorageAdapter } from '../../lib/storage/types.js';
 import { listen, type Running } from '../auth/helpers.js';
 import { uniqueS3Prefix } from '../helpers/s3-env.js';
+import { beforeEachCall } from '../helpers/stores.js';
 import { makeTarGz } from '../helpers/blobs.js';
 
 const run = promisify(execFile);
@@ -26,41 +27,18 @@ const run = promisify(execFile);
 /** A real in-memory adapter whose calls hang while `paused` (they complete once resumed). */
 class PausableStorage extends MemoryStorage {
   paused = false;
-  #waiting: (() => void)[] = [];
+  private readonly waiting: (() => void)[] = [];
   resume(): void {
     this.paused = false;
-    for (const go of this.#waiting.splice(0)) go();
+    for (const go of this.waiting.splice(0)) go();
   }
-  async #gate(): Promise<void> {
-    if (this.paused) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-  }
-  override async get(...args: Parameters<MemoryStorage['get']>) {
-    await this.#gate();
-    return super.get(...args);
-  }
-  override async put(...args: Parameters<MemoryStorage['put']>) {
-    await this.#gate();
-    return super.put(...args);
-  }
-  override async putStream(...args: Parameters<MemoryStorage['putStream']>) {
-    await this.#gate();
-    return super.putStream(...args);
-  }
-  override async getStream(...args: Parameters<MemoryStorage['getStream']>) {
-    await this.#gate();
-    return super.getStream(...args);
-  }
-  override async head(...args: Parameters<MemoryStorage['head']>) {
-    await this.#gate();
-    return super.head(...args);
-  }
-  override async delete(...args: Parameters<MemoryStorage['delete']>) {
-    await this.#gate();
-    return super.delete(...args);
-  }
-  override async list(...args: Parameters<MemoryStorage['list']>) {
-    await this.#gate();
-    return super.list(...args);
+
+  /** A new store whose every storage call first waits while it is paused. */
+  static create(): PausableStorage {
+    const store = new PausableStorage();
+    return beforeEachCall(store, async () => {
+      if (store.paused) await new Promise<void>((resolve) => store.waiting.push(resolve));
+    });
   }
 }
 
@@ -78,7 +56,7 @@ describe('storage deadline (wrapper, on a backend that stops answering)', () => 
   let inner: PausableStorage;
   let storage: StorageAdapter;
   beforeEach(async () => {
-    inner = new PausableStorage();
+    inner = PausableStorage.create();
     storage = withDeadline(inner, 50);
     await inner.put('docs/a.json', Buffer.from('{}'));
     inner.paused = true;

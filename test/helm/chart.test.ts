@@ -185,18 +185,22 @@ describe('chart file names', () => {
 });
 
 describe('what a Helm index costs', () => {
+  /** A minimal chart `name` `version`, pushed as that release of ns/`name`. */
+  const pushChart = async (registry: Registry, name: string, version: string) =>
+    registry.push({
+      namespace: 'ns',
+      name,
+      release: version,
+      mediaType: 'helm',
+      blob: await chartTgz({ name, version }),
+    });
+
   it("reads each chart's record once and no blob; afterwards an index costs only the package reads a list costs", async () => {
     const counted = counting(new MemoryStorage());
     const registry = new Registry({ storage: counted.storage });
     for (let i = 0; i < 5; i += 1) {
       for (const version of ['1.0.0', '1.1.0']) {
-        await registry.push({
-          namespace: 'ns',
-          name: `c${i}`,
-          release: version,
-          mediaType: 'helm',
-          blob: await chartTgz({ name: `c${i}`, version }),
-        });
+        await pushChart(registry, `c${i}`, version);
       }
     }
     const repo = new HelmRepository(registry);
@@ -218,13 +222,7 @@ describe('what a Helm index costs', () => {
     expect(list).to.deep.equal({});
     expect(counted.calls).to.deep.equal({});
 
-    await registry.push({
-      namespace: 'ns',
-      name: 'c0',
-      release: '2.0.0',
-      mediaType: 'helm',
-      blob: await chartTgz({ name: 'c0', version: '2.0.0' }),
-    });
+    await pushChart(registry, 'c0', '2.0.0');
     counted.reset();
     const third = await repo.index('ns', everyone, '/cnr/helm');
     expect(chartRequests(counted.byKind)).to.deep.equal({ 'get charts': 1 });
@@ -236,13 +234,7 @@ describe('what a Helm index costs', () => {
     const counted = counting(new MemoryStorage());
     const registry = new Registry({ storage: counted.storage });
     for (let i = 0; i < 3; i += 1) {
-      await registry.push({
-        namespace: 'ns',
-        name: `c${i}`,
-        release: '1.0.0',
-        mediaType: 'helm',
-        blob: await chartTgz({ name: `c${i}`, version: '1.0.0' }),
-      });
+      await pushChart(registry, `c${i}`, '1.0.0');
     }
     let state = 1;
     const repo = new HelmRepository(registry, {}, () => state);
@@ -256,13 +248,7 @@ describe('what a Helm index costs', () => {
     // Another caller who sees less gets another index; a new state is looked at again.
     const fewer = await repo.index('ns', (pkg) => pkg.name !== 'c0', '/cnr/helm');
     expect(fewer.charts).to.equal(2);
-    await registry.push({
-      namespace: 'ns',
-      name: 'c0',
-      release: '1.0.1',
-      mediaType: 'helm',
-      blob: await chartTgz({ name: 'c0', version: '1.0.1' }),
-    });
+    await pushChart(registry, 'c0', '1.0.1');
     expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(3); // stale by design: same state
     state += 1;
     expect((await repo.index('ns', () => true, '/cnr/helm')).charts).to.equal(4);

@@ -24,23 +24,47 @@ async function apprPush(server: TestServer, ns: string, name: string, release: s
   });
 }
 
+/**
+ * Mocha hooks for the enclosing `describe`: before its tests, a fixture's storage served over a socket by the app
+ * `mount` builds on it, with requests addressed under `base`, handed to `use`; afterwards the server stops and the
+ * fixture is cleaned up.
+ */
+function serveFixture(
+  makeFixture: () => Promise<HelmFixture>,
+  mount: (storage: StorageAdapter) => Koa,
+  base: string,
+  use: (server: TestServer) => void,
+): void {
+  let fixture: HelmFixture | undefined;
+  let server: TestServer | undefined;
+  before(async () => {
+    fixture = await makeFixture();
+    server = await listen(mount(fixture.storage), base);
+    use(server);
+  });
+  after(async () => {
+    await server?.close();
+    await fixture?.cleanup();
+  });
+}
+
 export function describeHelmContract(label: string, makeFixture: () => Promise<HelmFixture>): void {
   describe(`Helm repository and ChartMuseum API (${label})`, function () {
     this.timeout(60_000);
-    let fixture: HelmFixture;
     let server: TestServer;
-
-    before(async () => {
-      fixture = await makeFixture();
-      const app = new Koa();
-      const router = createApprRouter({ storage: fixture.storage });
-      app.use(router.routes()).use(router.allowedMethods());
-      server = await listen(app, '/cnr');
-    });
-    after(async () => {
-      await server?.close();
-      await fixture?.cleanup();
-    });
+    serveFixture(
+      makeFixture,
+      (storage) => {
+        const app = new Koa();
+        const router = createApprRouter({ storage });
+        app.use(router.routes()).use(router.allowedMethods());
+        return app;
+      },
+      '/cnr',
+      (running) => {
+        server = running;
+      },
+    );
 
     const repoOf = (ns: string): string => `${server.base}/helm/${ns}`;
 
@@ -312,22 +336,22 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
 
   describe(`Helm under another prefix and a parent router (${label})`, function () {
     this.timeout(60_000);
-    let fixture: HelmFixture;
     let server: TestServer;
-
-    before(async () => {
-      fixture = await makeFixture();
-      const app = new Koa();
-      const parent = new Router();
-      const appr = createApprRouter({ storage: fixture.storage, prefix: '/registry/v1' });
-      parent.use('/portal', appr.routes(), appr.allowedMethods());
-      app.use(parent.routes()).use(parent.allowedMethods());
-      server = await listen(app, '/portal/registry/v1');
-    });
-    after(async () => {
-      await server?.close();
-      await fixture?.cleanup();
-    });
+    serveFixture(
+      makeFixture,
+      (storage) => {
+        const parent = new Router();
+        const appr = createApprRouter({ storage, prefix: '/registry/v1' });
+        parent.use('/portal', appr.routes(), appr.allowedMethods());
+        const app = new Koa();
+        app.use(parent.routes()).use(parent.allowedMethods());
+        return app;
+      },
+      '/portal/registry/v1',
+      (running) => {
+        server = running;
+      },
+    );
 
     it('writes the context path the client sees, and helm cm-push finds the upload API from it', async () => {
       const ns = uniqueName('ns');

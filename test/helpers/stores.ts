@@ -44,3 +44,34 @@ export function testS3Store(label: string, options: { empty?: boolean } = {}): S
     },
   };
 }
+
+/** The methods of the StorageAdapter interface that reach storage (not `close`). */
+const STORAGE_CALLS: ReadonlySet<string | symbol> = new Set([
+  'get',
+  'put',
+  'putStream',
+  'getStream',
+  'head',
+  'delete',
+  'list',
+]);
+
+/**
+ * `store` with `before(method)` awaited ahead of each of its storage calls (`get`, `put`, ... `list`): a store that
+ * tests can make hang or fail without a copy of every method. Everything else is the store's own, set or read.
+ */
+export function beforeEachCall<S extends StorageAdapter>(
+  store: S,
+  before: (method: string) => Promise<void> | void,
+): S {
+  return new Proxy(store, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property);
+      if (!STORAGE_CALLS.has(property) || typeof value !== 'function') return value;
+      return async (...args: unknown[]): Promise<unknown> => {
+        await before(String(property));
+        return Reflect.apply(value, target, args) as unknown;
+      };
+    },
+  });
+}

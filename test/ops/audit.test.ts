@@ -8,7 +8,6 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import {
   createApprRouter,
-  hashPassword,
   jsonLinesAudit,
   MemoryStorage,
   Registry,
@@ -18,8 +17,8 @@ import {
 } from '../../lib/index.js';
 import { basic, listen, type Running } from '../auth/helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { userFile } from '../helpers/users.js';
 
-const FAST = { ln: 10 };
 const PKG = '/cnr/api/v1/packages/acme/app';
 
 describe('audit events', () => {
@@ -38,15 +37,13 @@ describe('audit events', () => {
 
   beforeEach(async () => {
     events = [];
-    const users = new UserStore({
-      anonymousRead: true,
-      secret: 'test-secret-0123456789abcdef',
-      users: {
-        alice: { password: await hashPassword('alice-pw', FAST), roles: { acme: 'admin' } },
-        bob: { password: await hashPassword('bob-pw', FAST), roles: { acme: 'write' } },
-        reader: { password: await hashPassword('reader-pw', FAST), roles: { acme: 'read' } },
-      },
-    });
+    const users = new UserStore(
+      await userFile({
+        alice: ['alice-pw', { acme: 'admin' }],
+        bob: ['bob-pw', { acme: 'write' }],
+        reader: ['reader-pw', { acme: 'read' }],
+      }),
+    );
     const app = new Koa();
     const router = createApprRouter<StoreUser>({
       storage: new MemoryStorage(),

@@ -8,7 +8,7 @@ import { MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js
 import { keys } from '../../lib/core/keys.js';
 import { claimKey, parseClaimKey } from '../../lib/core/gc.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
-import { DeletePausingStorage, gate } from '../helpers/pause.js';
+import { DeletePausingStorage, gate, orphanRelease, pushDuringClaim } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
 
@@ -256,38 +256,19 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     const gcRegistry = new Registry({ storage });
     const pushRegistry = new Registry({ storage });
     const a = await chart('1.0.0');
-    await pushRegistry.push({
-      namespace: 'acme',
-      name: 'app',
-      release: '1.0.0',
-      mediaType: 'helm',
-      blob: a.bytes,
-      metadata,
-    });
-    await pushRegistry.deleteRelease('acme', 'app', '1.0.0', 'helm');
-    await pushRegistry.push({
-      namespace: 'acme',
-      name: 'app',
-      release: '2.0.0',
-      mediaType: 'helm',
-      blob: (await chart('2.0.0')).bytes,
-    });
+    await orphanRelease(pushRegistry, a.bytes, (await chart('2.0.0')).bytes, metadata);
 
-    const collecting = gcRegistry.gc({ graceMs: 0 });
-    await storage.reached.opened;
-    let pushed = false;
     // Another release, another blob, the same metadata: only the metadata object is claimed.
     const b = await chart('3.0.0');
-    const pushing = pushRegistry
-      .push({ namespace: 'acme', name: 'app', release: '3.0.0', mediaType: 'helm', blob: b.bytes, metadata })
-      .then(() => {
-        pushed = true;
-      });
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(pushed, 'the push waits while the metadata object is claimed').to.equal(false);
-    storage.go.open();
-    const report = await collecting;
-    await pushing;
+    const { report, pushedDuringClaim } = await pushDuringClaim(storage, gcRegistry, pushRegistry, {
+      namespace: 'acme',
+      name: 'app',
+      release: '3.0.0',
+      mediaType: 'helm',
+      blob: b.bytes,
+      metadata,
+    });
+    expect(pushedDuringClaim, 'the push waits while the metadata object is claimed').to.equal(false);
     expect(report.metadata).to.deep.equal([{ package: 'acme/app', hash: hashOf(metadata) }]);
     expect(report.blobs).to.deep.equal([{ package: 'acme/app', digest: a.digest }]);
     expect(await storage.head(metadataKey), 'written again').not.to.equal(null);

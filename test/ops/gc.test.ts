@@ -4,7 +4,7 @@ import { MemoryStorage, Registry, type AuditEvent } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { TOMBSTONE_AFTER_CLAIM_MS } from '../../lib/core/gc.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
-import { DeletePausingStorage } from '../helpers/pause.js';
+import { DeletePausingStorage, orphanRelease, pushDuringClaim } from '../helpers/pause.js';
 
 const MINUTE = 60_000;
 
@@ -167,35 +167,16 @@ describe('garbage collection', () => {
     const pausing = new DeletePausingStorage(keys.blob('acme', 'app', blobs.b!.digest));
     const gcRegistry = new Registry({ storage: pausing });
     const pushRegistry = new Registry({ storage: pausing });
-    await pushRegistry.push({
+    await orphanRelease(pushRegistry, blobs.b!.bytes, blobs.a!.bytes);
+
+    const { report, pushedDuringClaim } = await pushDuringClaim(pausing, gcRegistry, pushRegistry, {
       namespace: 'acme',
       name: 'app',
       release: '1.0.0',
       mediaType: 'helm',
       blob: blobs.b!.bytes,
     });
-    await pushRegistry.deleteRelease('acme', 'app', '1.0.0', 'helm');
-    await pushRegistry.push({
-      namespace: 'acme',
-      name: 'app',
-      release: '2.0.0',
-      mediaType: 'helm',
-      blob: blobs.a!.bytes,
-    });
-
-    const collecting = gcRegistry.gc({ graceMs: 0 });
-    await pausing.reached.opened;
-    let pushed = false;
-    const pushing = pushRegistry
-      .push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: blobs.b!.bytes })
-      .then(() => {
-        pushed = true;
-      });
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(pushed, 'the push waits while b is claimed').to.equal(false);
-    pausing.go.open();
-    const report = await collecting;
-    await pushing;
+    expect(pushedDuringClaim, 'the push waits while b is claimed').to.equal(false);
     expect(report.blobs).to.deep.equal([{ package: 'acme/app', digest: blobs.b!.digest }]);
     expect(await pausing.head(keys.blob('acme', 'app', blobs.b!.digest)), 'written again').not.to.equal(null);
     const manifest = await pushRegistry.showManifest('acme', 'app', '1.0.0', 'helm');

@@ -90,6 +90,11 @@ export function sample(samples: Sample[], name: string, labels: Record<string, s
   return found[0]?.value ?? 0;
 }
 
+/** koa_appr_http_requests_total for one route, method and status (0 when there is no such sample). */
+export function requestsCounted(samples: Sample[], route: string, method: string, status: number): number {
+  return sample(samples, 'koa_appr_http_requests_total', { route, method, status: String(status) });
+}
+
 /** The sum over every sample of `name` whose labels include `labels`. */
 export function total(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
   return samples

@@ -1,6 +1,5 @@
 /** What the standalone server assembles from its configuration (serverOps), and the gc sub-command's arguments. */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import Koa from 'koa';
@@ -9,14 +8,14 @@ import { serverOps } from '../../lib/ops/server.js';
 import { serverLogger } from '../../lib/ops/pino.js';
 import { listen } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
-import { parseMetrics, sample, SwitchableStorage } from './helpers.js';
+import { parseMetrics, requestsCounted, SwitchableStorage } from './helpers.js';
+import { tempDir } from '../helpers/temp.js';
 
 describe('serverOps', () => {
   let dir: string;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'appr-ops-'));
+  tempDir('appr-ops-', 'each', (path) => {
+    dir = path;
   });
-  afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it('wires logging, metrics, audit log, health and error reporting around a registry', async () => {
     const lines: { level: string; obj: Record<string, unknown>; msg?: string | undefined }[] = [];
@@ -49,12 +48,8 @@ describe('serverOps', () => {
       expect((await server.requestRoot('GET', '/healthz')).status).to.equal(200);
       const scraped = await server.requestRoot('GET', '/metrics');
       const samples = parseMetrics(scraped.text);
-      expect(
-        sample(samples, 'koa_appr_http_requests_total', { route: 'push', method: 'POST', status: '200' }),
-      ).to.equal(1);
-      expect(
-        sample(samples, 'koa_appr_http_requests_total', { route: 'package-manifests', method: 'GET', status: '503' }),
-      ).to.equal(1);
+      expect(requestsCounted(samples, 'push', 'POST', 200)).to.equal(1);
+      expect(requestsCounted(samples, 'package-manifests', 'GET', 503)).to.equal(1);
       expect(scraped.text).to.include('process_cpu_user_seconds_total');
     } finally {
       await server.close();
@@ -132,13 +127,8 @@ describe('gc sub-command arguments', () => {
   it('runs one collection and answers its report as JSON', async () => {
     const storage = new MemoryStorage();
     const registry = new Registry({ storage });
-    await registry.push({
-      namespace: 'acme',
-      name: 'app',
-      release: '1.0.0',
-      blob: await makeTarGz({ a: '1' }),
-      metadata: { a: 1 },
-    });
+    const blob = await makeTarGz({ a: '1' });
+    await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob, metadata: { a: 1 } });
     await registry.deleteRelease('acme', 'app', '1.0.0', 'kpm');
     type Report = { dryRun: boolean; blobs: unknown[]; metadata: unknown[]; charts: unknown[] };
     const dry = JSON.parse(await gcCommand(registry, ['--dry-run', '--grace', '0'])) as Report;

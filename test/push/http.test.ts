@@ -153,42 +153,34 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
 
     it('treats {"__proto__": {...}} as a plain field: it cannot smuggle force, release or visibility', async function () {
       const b64 = blob.toString('base64');
-      expect(
-        (
-          await server.request('POST', '/api/v1/packages/proto/pkg', {
-            json: { release: '1.0.0', media_type: 'helm', blob: b64 },
-          })
-        ).status,
-      ).to.equal(200);
-      const smuggled = await server.request('POST', '/api/v1/packages/proto/pkg', {
-        body: `{"__proto__": {"force": true, "visibility": "private"}, "release": "1.0.0", "media_type": "helm", "blob": "${b64}"}`,
-        headers: { 'content-type': 'application/json' },
-      });
+      const pushed = (name: string, base64: string) =>
+        server.request('POST', `/api/v1/packages/proto/${name}`, {
+          json: { release: '1.0.0', media_type: 'helm', blob: base64 },
+        });
+      const sent = (name: string, body: string, type = 'application/json') =>
+        server.request('POST', `/api/v1/packages/proto/${name}`, { body, headers: { 'content-type': type } });
+      expect((await pushed('pkg', b64)).status).to.equal(200);
+      const smuggled = await sent(
+        'pkg',
+        `{"__proto__": {"force": true, "visibility": "private"}, "release": "1.0.0", "media_type": "helm", "blob": "${b64}"}`,
+      );
       expect(smuggled.status).to.equal(409);
       // The same over 64 KiB, where the body is tokenized as it arrives instead of parsed whole.
       const large = (await makeTarGz({ 'noise.bin': randomBytes(70_000) })).toString('base64');
-      expect(
-        (
-          await server.request('POST', '/api/v1/packages/proto/large', {
-            json: { release: '1.0.0', media_type: 'helm', blob: large },
-          })
-        ).status,
-      ).to.equal(200);
-      const streamed = await server.request('POST', '/api/v1/packages/proto/large', {
-        body: `{"__proto__": {"force": true}, "release": "1.0.0", "media_type": "helm", "blob": "${b64}"${' '.repeat(70_000)}}`,
-        headers: { 'content-type': 'application/json' },
-      });
+      expect((await pushed('large', large)).status).to.equal(200);
+      const streamed = await sent(
+        'large',
+        `{"__proto__": {"force": true}, "release": "1.0.0", "media_type": "helm", "blob": "${b64}"${' '.repeat(70_000)}}`,
+      );
       expect(streamed.status).to.equal(409);
-      const noRelease = await server.request('POST', '/api/v1/packages/proto/other', {
-        body: `{"__proto__": {"release": "2.0.0"}, "blob": "${b64}"}`,
-        headers: { 'content-type': 'application/json' },
-      });
+      const noRelease = await sent('other', `{"__proto__": {"release": "2.0.0"}, "blob": "${b64}"}`);
       expect(noRelease.status).to.equal(422);
       expect(noRelease.json.details.field).to.equal('release');
-      const form = await server.request('POST', '/api/v1/packages/proto/pkg', {
-        body: `__proto__%5Bforce%5D=true&__proto__=x&release=1.0.0&media_type=helm&blob=${encodeURIComponent(b64)}`,
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      });
+      const form = await sent(
+        'pkg',
+        `__proto__%5Bforce%5D=true&__proto__=x&release=1.0.0&media_type=helm&blob=${encodeURIComponent(b64)}`,
+        'application/x-www-form-urlencoded',
+      );
       expect(form.status).to.equal(409);
       const [summary] = (await server.request('GET', '/api/v1/packages?namespace=proto')).json;
       expect(summary.visibility).to.equal('public');

@@ -189,12 +189,16 @@ describe("the catalog's remembered answers", () => {
     },
   });
 
-  it('are bounded in bytes over every package: past the bound, older answers are forgotten', () => {
+  /** A catalog holding ns/a and ns/b, and its entries of them. */
+  const twoPackages = () => {
     const catalog = new Catalog();
     catalog.apply('packages/ns/a.json', doc('a'), 'e1');
     catalog.apply('packages/ns/b.json', doc('b'), 'e1');
-    const a = catalog.get('packages/ns/a.json')!;
-    const b = catalog.get('packages/ns/b.json')!;
+    return { catalog, a: catalog.get('packages/ns/a.json')!, b: catalog.get('packages/ns/b.json')! };
+  };
+
+  it('are bounded in bytes over every package: past the bound, older answers are forgotten', () => {
+    const { catalog, a, b } = twoPackages();
     catalog.remember(a, 'big', 'x', MEMO_MAX_BYTES - 10);
     catalog.remember(b, 'small', 'y', 5);
     expect([a.memo.get('big'), b.memo.get('small')]).to.deep.equal(['x', 'y']);
@@ -205,11 +209,7 @@ describe("the catalog's remembered answers", () => {
   });
 
   it('are kept only for the version the catalog holds, and released with it', () => {
-    const catalog = new Catalog();
-    catalog.apply('packages/ns/a.json', doc('a'), 'e1');
-    catalog.apply('packages/ns/b.json', doc('b'), 'e1');
-    const old = catalog.get('packages/ns/a.json')!;
-    const b = catalog.get('packages/ns/b.json')!;
+    const { catalog, a: old, b } = twoPackages();
     catalog.remember(old, 'q', 'old', MEMO_MAX_BYTES - 10);
     catalog.apply('packages/ns/a.json', doc('a'), 'e2');
     const current = catalog.get('packages/ns/a.json')!;

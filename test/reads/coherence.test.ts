@@ -22,6 +22,15 @@ describe('coherence across instances through the store (change feed)', () => {
     registry.push({ namespace: 'ns', name, release, mediaType: 'helm', blob: await chart(release, name) });
   const releases = async (registry: Registry, name = 'app') =>
     (await registry.packageManifests('ns', name)).map((m) => m.release);
+  /** A writer `a` and an instance `b` (with `bOptions`) on `storage`, after `b` has seen a's 1.0.0 and 2.0.0. */
+  const writerAndReader = async (storage: MemoryStorage, bOptions: Partial<RegistryOptions>) => {
+    const a = instance(storage);
+    const b = instance(storage, bOptions);
+    await push(a, '1.0.0');
+    await push(a, '2.0.0');
+    expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0']);
+    return { a, b };
+  };
 
   it('reads its own writes at once, and serves a release pushed elsewhere at once (unknown release: storage first)', async () => {
     const storage = new MemoryStorage();
@@ -144,11 +153,7 @@ describe('coherence across instances through the store (change feed)', () => {
 
   it('sees a change whose writer died before its change entry, through the background check', async () => {
     const storage = new CountingStorage();
-    const a = instance(storage);
-    const b = instance(storage, { coherence: { sweepPerSecond: 200 } });
-    await push(a, '1.0.0');
-    await push(a, '2.0.0');
-    expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0']);
+    const { a, b } = await writerAndReader(storage, { coherence: { sweepPerSecond: 200 } });
     storage.failPuts = (key) => key.startsWith('changes/');
     await a.deleteRelease('ns', 'app', '2.0.0', 'helm'); // stored; its entry never written
     await b.sync();
@@ -174,12 +179,7 @@ describe('coherence across instances through the store (change feed)', () => {
   });
 
   it('polls by itself: a change made elsewhere is served within the poll interval', async () => {
-    const storage = new MemoryStorage();
-    const a = instance(storage);
-    const b = instance(storage, { coherence: { pollMs: 50 } });
-    await push(a, '1.0.0');
-    await push(a, '2.0.0');
-    expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0']);
+    const { a, b } = await writerAndReader(new MemoryStorage(), { coherence: { pollMs: 50 } });
     await a.deleteRelease('ns', 'app', '1.0.0', 'helm');
     await eventually(async () => (await releases(b)).length === 1, 10_000, 'the poll');
   });

@@ -5,11 +5,14 @@ import { type HttpContract, newPkg, enc } from './shared.js';
 
 export function describeChannels(t: HttpContract): void {
   const { req, push, addToChannel, seedMychart } = t;
-  /** A new package with `releases` pushed, then each (channel, release) of `additions` added in order. */
-  const seeded = async (releases: string[], additions: [channel: string, release: string][]) => {
+  /** A new package with `releases` pushed, then each `channel:release` of `additions` added in order. */
+  const seeded = async (releases: string[], additions: string[]) => {
     const p = newPkg();
     for (const release of releases) await push(p, release);
-    for (const [channel, release] of additions) await addToChannel(p, channel, release);
+    for (const addition of additions) {
+      const [channel = '', release = ''] = addition.split(':');
+      await addToChannel(p, channel, release);
+    }
     return p;
   };
 
@@ -60,14 +63,7 @@ export function describeChannels(t: HttpContract): void {
     });
 
     it('lists channel objects with exactly name, current and releases (route 14)', async function () {
-      const p = await seeded(
-        ['1.0.0', '2.0.0'],
-        [
-          ['stable', '2.0.0'],
-          ['stable', '1.0.0'],
-          ['beta', '2.0.0'],
-        ],
-      );
+      const p = await seeded(['1.0.0', '2.0.0'], ['stable:2.0.0', 'stable:1.0.0', 'beta:2.0.0']);
       const res = await req('GET', `${p.path}/channels`);
       expectOk(res);
       expect(res.json).to.have.deep.members([
@@ -177,15 +173,7 @@ export function describeChannels(t: HttpContract): void {
     });
 
     it('lists in route 8 "channels" exactly the channels whose current is the release', async function () {
-      const p = await seeded(
-        ['1.0.0', '2.0.0'],
-        [
-          ['a', '1.0.0'],
-          ['b', '1.0.0'],
-          ['c', '1.0.0'],
-          ['c', '2.0.0'],
-        ],
-      );
+      const p = await seeded(['1.0.0', '2.0.0'], ['a:1.0.0', 'b:1.0.0', 'c:1.0.0', 'c:2.0.0']);
       expect((await req('GET', `${p.path}/1.0.0/helm`)).json.channels).to.have.members(['a', 'b']);
       expect((await req('GET', `${p.path}/2.0.0/helm`)).json.channels).to.deep.equal(['c']);
     });
