@@ -497,9 +497,11 @@ export class Registry {
 
   /**
    * Helm: the chart record of a blob this push has just written (Chart.yaml as captured while the tar was checked,
-   * the sha256 of the gzip bytes), before the document that makes the release visible. Replaces any record there:
-   * it describes the stored bytes, which are these. A push that found the blob stored already writes none (those
-   * bytes may be another gzip of the same tar); the index reads them once instead (lib/helm/index.ts).
+   * the sha256 of the gzip bytes), before the document that makes the release visible. Written create-only (on
+   * the filesystem adapter an unconditional put costs a lock file); a record already there (its blob was collected
+   * and is pushed again) is replaced: it describes the stored bytes, which are these. A push that found the blob
+   * stored already writes none (those bytes may be another gzip of the same tar); the index reads them once instead
+   * (lib/helm/index.ts). Throws `StorageUnavailableError` when the replace fails its condition too.
    */
   async #putChart(namespace: string, name: string, blob: StagedBlob): Promise<void> {
     const record: ChartRecord = {
@@ -508,9 +510,10 @@ export class Registry {
       size: blob.size,
       ...blob.chartFiles.chart(),
     };
-    if (
-      (await this.storage.put(keys.chart(namespace, name, blob.digest), Buffer.from(JSON.stringify(record)))) === null
-    ) {
+    const key = keys.chart(namespace, name, blob.digest);
+    const body = Buffer.from(JSON.stringify(record));
+    const created = await this.storage.put(key, body, { ifNoneMatch: '*' });
+    if (created === null && (await this.storage.put(key, body)) === null) {
       throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
     }
   }
