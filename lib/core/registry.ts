@@ -435,25 +435,19 @@ export class Registry {
     visibility: Visibility,
     context: ChangeContext = {},
   ): Promise<PackageRef> {
-    const names = this.#names(namespace, name);
-    if (visibility !== 'public' && visibility !== 'private') {
-      throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
-    }
-    const previous = await this.#change<Visibility>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (live.visibility === visibility) return { result: visibility };
-      const before = live.visibility;
-      live.visibility = visibility;
-      return { next: live, result: before };
-    });
-    if (previous !== visibility) await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, {
-      type: 'visibility',
-      package: `${names.namespace}/${names.name}`,
-      visibility,
-      previous,
-    });
-    return { namespace: names.namespace, name: names.name, visibility };
+    const changed: PackageRef = { ...this.#names(namespace, name), visibility: checkVisibility(visibility) };
+    await this.#changeLive(
+      changed,
+      context,
+      (live) => {
+        if (live.visibility === visibility) return { result: visibility };
+        const previous = live.visibility;
+        live.visibility = visibility;
+        return { next: live, result: previous };
+      },
+      (previous) => ({ type: 'visibility', visibility, previous }),
+    );
+    return changed;
   }
 
   /** A release's metadata: inline, or its object (immutable: read once, then from the document cache). */
@@ -788,32 +782,25 @@ export class Registry {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     if (release !== 'default') checkRelease(release, { detail: 'release' });
-    const channelRecord = await this.#change<Channel>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (mediaOf(live, view, release) === undefined) {
-        throw new ApprError(
-          'package-release-not-found',
-          `Release ${release} doesn't exist for package ${pkgName(live)}`,
-          {
-            package: pkgName(live),
-            release,
-          },
-        );
-      }
-      const record = own(live.channels, channel) ?? { current: release, releases: [] };
-      record.releases = sortReleasesDesc(new Set([...record.releases, release]));
-      record.current = release;
-      live.channels[channel] = record;
-      return { next: live, result: channelOf(live, channel) };
-    });
-    await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, {
-      type: 'channel-add',
-      package: `${names.namespace}/${names.name}`,
-      channel,
-      release,
-    });
-    return channelRecord;
+    return this.#changeLive(
+      names,
+      context,
+      (live, view) => {
+        if (mediaOf(live, view, release) === undefined) {
+          throw new ApprError(
+            'package-release-not-found',
+            `Release ${release} doesn't exist for package ${pkgName(live)}`,
+            { package: pkgName(live), release },
+          );
+        }
+        const record = own(live.channels, channel) ?? { current: release, releases: [] };
+        record.releases = sortReleasesDesc(new Set([...record.releases, release]));
+        record.current = release;
+        live.channels[channel] = record;
+        return { next: live, result: channelOf(live, channel) };
+      },
+      () => ({ type: 'channel-add', channel, release }),
+    );
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
@@ -826,20 +813,17 @@ export class Registry {
   ): Promise<{ namespace: string; name: string; channel: string; release: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    await this.#change<void>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
-      if (mediaOf(live, view, release) === undefined) throw packageNotFound(live, release);
-      removeFromChannel(live, channel, release, view);
-      return { next: live, result: undefined };
-    });
-    await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, {
-      type: 'channel-remove',
-      package: `${names.namespace}/${names.name}`,
-      channel,
-      release,
-    });
+    await this.#changeLive(
+      names,
+      context,
+      (live, view) => {
+        if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
+        if (mediaOf(live, view, release) === undefined) throw packageNotFound(live, release);
+        removeFromChannel(live, channel, release, view);
+        return { next: live, result: undefined };
+      },
+      () => ({ type: 'channel-remove', channel, release }),
+    );
     return { namespace: names.namespace, name: names.name, channel, release };
   }
 
@@ -852,14 +836,16 @@ export class Registry {
   ): Promise<{ namespace: string; name: string; channel: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    await this.#change<void>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
-      delete live.channels[channel];
-      return { next: live, result: undefined };
-    });
-    await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, { type: 'channel-delete', package: `${names.namespace}/${names.name}`, channel });
+    await this.#changeLive(
+      names,
+      context,
+      (live) => {
+        if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
+        delete live.channels[channel];
+        return { next: live, result: undefined };
+      },
+      () => ({ type: 'channel-delete', channel }),
+    );
     return { namespace: names.namespace, name: names.name, channel };
   }
 
@@ -994,6 +980,31 @@ export class Registry {
         if (fresh !== null) await this.#segments.load(fresh.value);
       }
     }
+  }
+
+  /**
+   * A change of a live package (404 `package-not-found` otherwise): `fn` changes its document as in `#change`; then
+   * what follows every change: the change entry that tells other instances (when the document was written) and the
+   * audit event `event` makes of the result.
+   */
+  async #changeLive<R>(
+    names: { namespace: string; name: string },
+    context: ChangeContext,
+    fn: (live: PackageDoc, view: SegmentView) => Update<PackageDoc, R>,
+    event: (result: R) => DistributiveOmit<AuditEvent, 'time' | 'actor' | 'package'>,
+  ): Promise<R> {
+    let written = false;
+    const result = await this.#change<R>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
+      const outcome = fn(requireLive(doc, names, view), view);
+      written = 'next' in outcome;
+      return outcome;
+    });
+    if (written) await this.#feed.record(names.namespace, names.name);
+    await this.#changed(context, { ...event(result), package: pkgName(names) } as DistributiveOmit<
+      AuditEvent,
+      'time' | 'actor'
+    >);
+    return result;
   }
 
   /**
@@ -1198,6 +1209,13 @@ function requireLive(
     release: null,
     media_type: null,
   });
+}
+
+function checkVisibility(visibility: string): Visibility {
+  if (visibility !== 'public' && visibility !== 'private') {
+    throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
+  }
+  return visibility;
 }
 
 function packageNotFound(doc: PackageDoc, release: string): ApprError {
