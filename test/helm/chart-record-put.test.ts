@@ -38,41 +38,44 @@ function regzipped(tgz: Buffer): Buffer {
   return copy;
 }
 
+const webChart = { namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm' };
+
+/**
+ * A chart pushed, then its blob purged: the purge keeps the chart record (gc removes it later), so a push of the
+ * same tar in other bytes finds a record there.
+ */
+async function purgedChart() {
+  const storage = new ChartPuts();
+  const registry = new Registry({ storage });
+  const first = await chartTgz({ name: 'web', version: '1.0.0' });
+  const digest = await digestOf(first);
+  await registry.push({ ...webChart, blob: first });
+  await registry.purgeBlob('ns', 'web', digest);
+  return { storage, registry, first, digest };
+}
+
 describe('Chart records: written create-only, replaced only when one is there', () => {
   it('writes the record of a new chart with a create-only put and no unconditional one', async () => {
     const storage = new ChartPuts();
     const registry = new Registry({ storage });
     const tgz = await chartTgz({ name: 'web', version: '1.0.0' });
-    await registry.push({ namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm', blob: tgz });
+    await registry.push({ ...webChart, blob: tgz });
     expect(storage.puts).to.deep.equal(['create-only']);
     expect(await recordDigest(storage, 'ns', 'web', await digestOf(tgz))).to.equal(sha256(tgz));
   });
 
   it('replaces a record left from bytes since withdrawn when the same tar is stored again in another gzip', async () => {
-    const storage = new ChartPuts();
-    const registry = new Registry({ storage });
-    const first = await chartTgz({ name: 'web', version: '1.0.0' });
-    const digest = await digestOf(first);
-    await registry.push({ namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm', blob: first });
-    // Purging the blob keeps its chart record (gc removes it later): a push of other bytes finds it there.
-    await registry.purgeBlob('ns', 'web', digest);
+    const { storage, registry, first, digest } = await purgedChart();
     const second = regzipped(first);
-    await registry.push({ namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm', blob: second });
+    await registry.push({ ...webChart, blob: second });
     expect(storage.puts).to.deep.equal(['create-only', 'create-only', 'replace']);
     expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(sha256(second));
   });
 
   it('answers storage-unavailable, and publishes no release, when the replace is refused too', async () => {
-    const storage = new ChartPuts();
-    const registry = new Registry({ storage });
-    const first = await chartTgz({ name: 'web', version: '1.0.0' });
-    const digest = await digestOf(first);
-    await registry.push({ namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm', blob: first });
-    await registry.purgeBlob('ns', 'web', digest);
+    const { storage, registry, first, digest } = await purgedChart();
     storage.refuseReplace = true;
-    const refused = await rejection(
-      registry.push({ namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm', blob: regzipped(first) }),
-    );
+    const refused = await rejection(registry.push({ ...webChart, blob: regzipped(first) }));
     expect(refused).to.include({ code: 'storage-unavailable', status: 503 });
     expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(sha256(first));
     expect(await rejection(registry.packageManifests('ns', 'web'))).to.include({ code: 'package-not-found' });
