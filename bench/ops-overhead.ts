@@ -12,7 +12,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import Koa from 'koa';
-import { ApprMetrics, createApprRouter, MemoryStorage, Registry, type AuditEvent } from '../lib/index.js';
+import { ApprMetrics, createApprRouter, MemoryStorage, Registry } from '../lib/index.js';
+import { opsOptions } from './lib/ops.js';
 import { makeTarGz } from '../test/helpers/blobs.js';
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
@@ -23,18 +24,7 @@ const PACKAGES = 20;
 if (process.argv[2] === 'server') {
   // The child: one registry server, instrumented or not.
   const instrumented = process.argv[3] === 'on';
-  const events: AuditEvent[] = [];
-  const registry = new Registry({
-    storage: new MemoryStorage(),
-    ...(instrumented
-      ? {
-          metrics: new ApprMetrics(),
-          audit: (e: AuditEvent) => {
-            events.push(e);
-          },
-        }
-      : {}),
-  });
+  const registry = new Registry({ storage: new MemoryStorage(), ...opsOptions(instrumented) });
   const blob = await makeTarGz({
     'app/Chart.yaml': 'name: app\nversion: 1.0.0\n',
     'app/values.yaml': 'x: 1\n'.repeat(200),

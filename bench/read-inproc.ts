@@ -16,7 +16,8 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import { Duplex } from 'node:stream';
 import Router from '@koa/router';
 import Koa from 'koa';
-import { ApprMetrics, createApprRouter, MemoryStorage, Registry, type AuditEvent } from '../lib/index.js';
+import { createApprRouter, MemoryStorage, Registry } from '../lib/index.js';
+import { opsOptions } from './lib/ops.js';
 import { makeTarGz } from '../test/helpers/blobs.js';
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 20000);
@@ -100,18 +101,7 @@ async function measure(handler: Handler, paths: string[], requests: number): Pro
 }
 
 async function library(ops: boolean): Promise<Handler> {
-  const events: AuditEvent[] = [];
-  const registry = new Registry({
-    storage: new MemoryStorage(),
-    ...(ops
-      ? {
-          metrics: new ApprMetrics(),
-          audit: (e: AuditEvent) => {
-            events.push(e);
-          },
-        }
-      : {}),
-  });
+  const registry = new Registry({ storage: new MemoryStorage(), ...opsOptions(ops) });
   for (const { ns, name } of packages) {
     for (const release of RELEASES) {
       const blob = await makeTarGz({

@@ -249,22 +249,19 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
     }
     return found;
   };
-  // Chart records before blobs: a record listed whose blob is not listed after it had its blob gone by then.
-  for await (const key of listAll(storage, keys.charts(), deps.listPageSize)) {
-    const ref = keys.parseChart(key);
-    if (ref) entry(ref.namespace, ref.name).charts.add(ref.digest);
-  }
-  for await (const key of listAll(storage, keys.metadataObjects(), deps.listPageSize)) {
-    const ref = keys.parseMetadata(key);
-    if (ref) entry(ref.namespace, ref.name).metadata.add(ref.hash);
-  }
-  for await (const key of listAll(storage, keys.segments(), deps.listPageSize)) {
-    const ref = keys.parseSegment(key);
-    if (ref) entry(ref.namespace, ref.name).segments.add(ref.hash);
-  }
-  for await (const key of listAll(storage, keys.blobs(), deps.listPageSize)) {
-    const ref = keys.parseBlob(key);
-    if (ref) entry(ref.namespace, ref.name).blobs.add(ref.digest);
+  // The content-addressed objects, chart records before blobs: a record listed whose blob is not listed after it
+  // had its blob gone by then.
+  const objects = [
+    [keys.charts, 'charts'],
+    [keys.metadataObjects, 'metadata'],
+    [keys.segments, 'segments'],
+    [keys.blobs, 'blobs'],
+  ] as const;
+  for (const [kind, listed] of objects) {
+    for await (const key of listAll(storage, kind.prefix(), deps.listPageSize)) {
+      const ref = kind.parse(key);
+      if (ref) entry(ref.namespace, ref.name)[listed].add(ref.hash);
+    }
   }
   for await (const key of listAll(storage, keys.packages(), deps.listPageSize)) {
     const ref = keys.parsePackageDoc(key);
@@ -526,7 +523,10 @@ async function removeTombstone(
     return false;
   }
   if (!tombstoneExpired(doc, now, graceMs)) return false;
-  for (const prefix of [keys.blobs(pkg.namespace, pkg.name), keys.metadataObjects(pkg.namespace, pkg.name)]) {
+  for (const prefix of [
+    keys.blobs.prefix(pkg.namespace, pkg.name),
+    keys.metadataObjects.prefix(pkg.namespace, pkg.name),
+  ]) {
     if ((await deps.storage.list(prefix, { limit: 1 })).keys.length > 0) return false;
   }
   const removed = await deps.storage.delete(docKey, { ifMatch: got.etag });

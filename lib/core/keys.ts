@@ -19,13 +19,13 @@ import { randomBytes } from 'node:crypto';
  * 13 decimal digits of epoch milliseconds, so keys sort by time.
  */
 const PACKAGES = 'packages/';
-const BLOBS = 'blobs/';
 const PACKAGE_DOC_SUFFIX = '.json';
 const CHANGES = 'changes/';
-const SEGMENTS = 'segments/';
-const METADATA = 'metadata/';
-const CHARTS = 'charts/';
 const TIME_DIGITS = 13;
+const blobs = addressed('blobs/', '');
+const metadataObjects = addressed('metadata/', '.json');
+const segments = addressed('segments/', '.json');
+const charts = addressed('charts/', '.json');
 
 export interface ChangeRef {
   key: string;
@@ -53,83 +53,30 @@ export const keys = {
     return { namespace: parts[0], name: parts[1] };
   },
 
-  blob(namespace: string, name: string, digest: string): string {
-    return `${BLOBS}${namespace}/${name}/sha256/${digest}`;
-  },
-
-  /** Prefix of every blob, or of one package's blobs (for garbage collection). */
-  blobs(namespace?: string, name?: string): string {
-    return namespace === undefined || name === undefined ? BLOBS : `${BLOBS}${namespace}/${name}/sha256/`;
-  },
-
-  /** The inverse of `blob`, for keys returned by a listing; `null` for anything else. */
-  parseBlob(key: string): { namespace: string; name: string; digest: string } | null {
-    if (!key.startsWith(BLOBS)) return null;
-    const parts = key.slice(BLOBS.length).split('/');
-    if (
-      parts.length !== 4 ||
-      parts[2] !== 'sha256' ||
-      !parts[0] ||
-      !parts[1] ||
-      !/^[0-9a-f]{64}$/.test(parts[3] ?? '')
-    ) {
-      return null;
-    }
-    return { namespace: parts[0], name: parts[1], digest: parts[3] as string };
-  },
+  /** A blob's bytes; `hash` is the blob's digest (the sha256 of its tar, lib/core/blob.ts). */
+  blob: blobs.key,
+  blobs,
 
   /** A key of this instance's own for `Registry.health()`, random so that instances never probe the same key. */
   healthProbe(): string {
     return `health/${randomBytes(8).toString('hex')}`;
   },
 
-  metadata(namespace: string, name: string, hash: string): string {
-    return `${METADATA}${namespace}/${name}/sha256/${hash}.json`;
-  },
-
-  /** Prefix of every metadata object, or of one package's (for garbage collection). */
-  metadataObjects(namespace?: string, name?: string): string {
-    return namespace === undefined || name === undefined ? METADATA : `${METADATA}${namespace}/${name}/sha256/`;
-  },
-
-  /** The inverse of `metadata`, for keys returned by a listing; `null` for anything else. */
-  parseMetadata(key: string): { namespace: string; name: string; hash: string } | null {
-    return parseHashed(METADATA, key);
-  },
+  /** A release's metadata, JSON; `hash` is the sha256 (hex) of its bytes. */
+  metadata: metadataObjects.key,
+  metadataObjects,
 
   /** A segment of a package's release records (lib/core/segments.ts); `hash` is the sha256 (hex) of its JSON. */
-  segment(namespace: string, name: string, hash: string): string {
-    return `${SEGMENTS}${namespace}/${name}/sha256/${hash}.json`;
-  },
-
-  /** Prefix of every segment (for garbage collection). */
-  segments(): string {
-    return SEGMENTS;
-  },
-
-  /** The inverse of `segment`, for keys returned by a listing; `null` for anything else. */
-  parseSegment(key: string): { namespace: string; name: string; hash: string } | null {
-    return parseHashed(SEGMENTS, key);
-  },
+  segment: segments.key,
+  segments,
 
   /**
-   * The chart record of a blob of media type `helm` (lib/core/chart.ts): it describes the blob's stored bytes, and
-   * is written by whoever wrote them (a push) or read them (the index, once, for older releases).
+   * The chart record of a blob of media type `helm` (lib/core/chart.ts), `hash` being the blob's digest: it
+   * describes the blob's stored bytes, and is written by whoever wrote them (a push) or read them (the index, once,
+   * for older releases).
    */
-  chart(namespace: string, name: string, digest: string): string {
-    return `${CHARTS}${namespace}/${name}/sha256/${digest}.json`;
-  },
-
-  /** Prefix of every chart record (for garbage collection). */
-  charts(): string {
-    return CHARTS;
-  },
-
-  /** The inverse of `chart`, for keys returned by a listing; `null` for anything else. */
-  parseChart(key: string): { namespace: string; name: string; digest: string } | null {
-    const ref = parseHashed(CHARTS, key);
-    return ref && { namespace: ref.namespace, name: ref.name, digest: ref.hash };
-  },
+  chart: charts.key,
+  charts,
 
   changes(): string {
     return CHANGES;
@@ -170,11 +117,31 @@ export const keys = {
   },
 };
 
-/** `<prefix><ns>/<name>/sha256/<64 hex>.json` to its parts; `null` for anything else. */
-function parseHashed(prefix: string, key: string): { namespace: string; name: string; hash: string } | null {
-  if (!key.startsWith(prefix)) return null;
-  const parts = key.slice(prefix.length).split('/');
-  const file = /^([0-9a-f]{64})\.json$/.exec(parts[3] ?? '');
-  if (parts.length !== 4 || parts[2] !== 'sha256' || !parts[0] || !parts[1] || !file) return null;
-  return { namespace: parts[0], name: parts[1], hash: file[1] as string };
+/**
+ * One kind of content-addressed object of a package, `<prefix><ns>/<name>/sha256/<hash><suffix>`: the key of one, the
+ * prefix to list them, and the inverse of the key.
+ */
+export interface AddressedKind {
+  /** `hash`: 64 hex digits, the object's content address. */
+  key: (namespace: string, name: string, hash: string) => string;
+  /** Prefix of every object of the kind, or of one package's (for garbage collection). */
+  prefix: (namespace?: string, name?: string) => string;
+  /** The inverse of `key`, for keys returned by a listing; `null` for anything else. */
+  parse: (key: string) => { namespace: string; name: string; hash: string } | null;
+}
+
+function addressed(prefix: string, suffix: '' | '.json'): AddressedKind {
+  const file = suffix === '' ? /^([0-9a-f]{64})$/ : /^([0-9a-f]{64})\.json$/;
+  return {
+    key: (namespace, name, hash) => `${prefix}${namespace}/${name}/sha256/${hash}${suffix}`,
+    prefix: (namespace, name) =>
+      namespace === undefined || name === undefined ? prefix : `${prefix}${namespace}/${name}/sha256/`,
+    parse: (key) => {
+      if (!key.startsWith(prefix)) return null;
+      const parts = key.slice(prefix.length).split('/');
+      const hash = file.exec(parts[3] ?? '')?.[1];
+      if (parts.length !== 4 || parts[2] !== 'sha256' || !parts[0] || !parts[1] || !hash) return null;
+      return { namespace: parts[0], name: parts[1], hash };
+    },
+  };
 }

@@ -7,26 +7,23 @@ import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
 import type { StorageAdapter, StreamResult } from '../storage/types.js';
-import { putImmutable } from '../storage/util.js';
-import { BlobStager, isStagedBlob, parseDigest, stageBlob, type StagedBlob } from './blob.js';
+import { parseDigest, type BlobStager, type StagedBlob } from './blob.js';
 import { Catalog, EVERYONE, type CatalogEntry } from './catalog.js';
-import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import { deepFreeze, DocumentStore, type CasOptions, type DocumentCacheOptions, type Update } from './documents.js';
-import { ChangeFeed, mapLimit, type CoherenceOptions } from './feed.js';
+import { ChangeFeed, type CoherenceOptions } from './feed.js';
 import { keys } from './keys.js';
+import { Pusher } from './push.js';
 import { checkName, contentMediaType, manifestMediaType, normalizeMediaType } from './names.js';
 import { checkRelease, compareReleases, sortReleasesDesc } from './release.js';
 import { selectRelease } from './selector.js';
 import {
   allReleases,
-  applyFlush,
   clearSegments,
   deleteRecord,
   hasReleases,
   mediaOf,
   Segments,
   SegmentsNotLoaded,
-  setRecord,
   LIVE,
   type SegmentView,
 } from './segments.js';
@@ -35,18 +32,7 @@ import { checkStorage, type HealthReport } from './health.js';
 import type { Logger } from '../ops/logger.js';
 import type { MetricsHooks } from '../ops/metrics-hooks.js';
 import { InstrumentedStorage } from '../storage/instrumented.js';
-import {
-  checkFence,
-  claimKey,
-  collect,
-  DEFAULT_GRACE_MS,
-  fence,
-  FenceBroken,
-  keepGcState,
-  type GcOptions,
-  type GcReport,
-  type GcState,
-} from './gc.js';
+import { collect, DEFAULT_GRACE_MS, type GcOptions, type GcReport, type GcState } from './gc.js';
 
 export type Visibility = 'public' | 'private';
 
@@ -57,17 +43,12 @@ export interface ManifestRecord {
   created_at: string;
   /**
    * The push's metadata inline: `null` when it had none, or a record written before metadata objects existed
-   * (pushes move those to objects, `MIGRATE_PER_PUSH` at a time).
+   * (pushes move those to objects, a bounded number at a time: lib/core/push.ts).
    */
   metadata?: unknown;
   /** sha256 (hex) of the release's metadata object (`keys.metadata`): immutable, written before the document. */
   metadata_ref?: string;
 }
-
-/** Legacy inline metadata moved to objects by one push: a big old package migrates over several pushes. */
-const MIGRATE_PER_PUSH = 100;
-/** Times a push writes its blob when garbage collection keeps removing it (lib/core/gc.ts). */
-const MAX_PUSH_ROUNDS = 10;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
@@ -223,10 +204,7 @@ export class Registry {
   readonly #segments: Segments;
   /** The whole-package view of each stored document version (`#logical`). */
   readonly #logicalDocs = new WeakMap<PackageDoc, PackageDoc>();
-  readonly #maxUnpackedSize: number;
-  readonly #pushTmpDir: string | undefined;
-  readonly #pushMemoryBytes: number | undefined;
-  readonly #defaultVisibility: Visibility;
+  readonly #pusher: Pusher;
   readonly #now: () => Date;
   readonly metrics: MetricsHooks | undefined;
   readonly logger: Logger | undefined;
@@ -271,11 +249,19 @@ export class Registry {
           keys.parsePackageDoc(key) === null ? undefined : this.#segments.load(value as PackageDoc),
       },
     );
-    this.#maxUnpackedSize = options.maxUnpackedSize;
-    this.#pushTmpDir = options.pushTmpDir;
-    this.#pushMemoryBytes = options.pushMemoryBytes;
-    this.#defaultVisibility = options.defaultVisibility;
     this.#now = options.now;
+    this.#pusher = new Pusher({
+      storage: this.storage,
+      docs: this.#docs,
+      segments: this.#segments,
+      now: options.now,
+      defaultVisibility: options.defaultVisibility,
+      stage: {
+        maxUnpackedSize: options.maxUnpackedSize,
+        ...(options.pushTmpDir === undefined ? {} : { tmpDir: options.pushTmpDir }),
+        ...(options.pushMemoryBytes === undefined ? {} : { memoryBytes: options.pushMemoryBytes }),
+      },
+    });
     this.#docs.onDocument((key, version) => {
       if (keys.parsePackageDoc(key) !== null) {
         const stored = version.value as PackageDoc | null;
@@ -349,7 +335,7 @@ export class Registry {
    * them. `maxSize` bounds the gzip bytes (413 past it).
    */
   createBlobStager(options: { maxSize?: number } = {}): BlobStager {
-    return new BlobStager(this.#stageOptions(options.maxSize));
+    return this.#pusher.stager(options.maxSize);
   }
 
   /**
@@ -366,246 +352,17 @@ export class Registry {
    * first, so that pushing the same large tarball again does not upload it again.
    */
   async push(input: PushInput): Promise<void> {
-    const { namespace, name } = this.#names(input.namespace, input.name);
-    const release = checkRelease(input.release);
-    const mediaType = normalizeMediaType(input.mediaType ?? 'kpm');
-    const force = input.force === true;
-    const docKey = keys.packageDoc(namespace, name);
-    const exists = (doc: PackageDoc | null, view: SegmentView): boolean =>
-      doc !== null && own(mediaOf(doc, view, release) ?? {}, mediaType) !== undefined;
-    const conflict = new ApprError('package-exists', 'Package exists already', {
-      package: `${namespace}/${name}`,
-      release,
-      media_type: mediaType,
-    });
-
-    const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.#stageOptions());
-    let size = blob.size;
-    const createdAt = this.#now().toISOString();
-    let created: boolean;
-    try {
-      const metadata =
-        input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
-      const metadataRef = metadata?.hash;
-      let migrated: Set<string> | undefined;
-      // Rounds only when a garbage collector claimed objects of this package meanwhile (lib/core/gc.ts): the blob
-      // and the metadata objects are written again after the claim is lifted, so a release never references an
-      // object the collector deletes. The objects a round relies on: the blob, the metadata object, and the inline
-      // metadata an earlier round migrated (one it migrates in this round is checked at the compare-and-swap).
-      const relied = (): string[] => [
-        claimKey({ kind: 'blob', digest: blob.digest }),
-        ...[...(metadataRef === undefined ? [] : [metadataRef]), ...(migrated ?? [])].map((hash) =>
-          claimKey({ kind: 'metadata', hash }),
-        ),
-      ];
-      for (let round = 1; ; round += 1) {
-        const gcFence = await fence<PackageDoc>(this.#docs, docKey, relied());
-        // The objects the document will reference are independent of each other: written at once (with the
-        // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
-        const fenced = gcFence.doc?.value;
-        const [stored, , flush] = await Promise.all([
-          // A Helm chart's record describes the stored bytes: written by the push that wrote them (lib/core/chart.ts).
-          this.#storeBlob(namespace, name, blob).then(async (stored) => {
-            if (stored?.written === true && mediaType === HELM_MEDIA_TYPE) await this.#putChart(namespace, name, blob);
-            return stored;
-          }),
-          (async () => {
-            // Metadata goes to an immutable object written before the document that references it, so the
-            // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
-            // a collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
-            if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata);
-            migrated = await this.#migrateMetadata(namespace, name);
-          })(),
-          // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
-          fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
-        ]);
-        if (stored === null) {
-          // Reported as present but gone (deleted by a collector since): write it again.
-          if (round >= MAX_PUSH_ROUNDS)
-            throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-          continue;
-        }
-        size = stored.size;
-        const moved = migrated ?? new Set<string>();
-        const ref = metadataRef;
-        try {
-          created = await this.#docs.update<PackageDoc, boolean>(
-            docKey,
-            (current) => {
-              // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
-              if (input.createOnly && current) {
-                throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
-                  package: `${namespace}/${name}`,
-                });
-              }
-              const view = current === null ? undefined : this.#segments.viewOf(current);
-              if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict;
-              checkFence(gcFence, current, relied());
-              // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
-              const doc =
-                current && view && hasReleases(current, view)
-                  ? current
-                  : newPackage(
-                      namespace,
-                      name,
-                      createdAt,
-                      current?.visibility ?? input.visibility ?? this.#defaultVisibility,
-                    );
-              if (doc === current) applyFlush(doc, flush);
-              if (moved.size > 0) referenceMetadata(doc, moved);
-              setRecord(
-                doc,
-                release,
-                mediaType,
-                ref === undefined
-                  ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
-                  : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref },
-              );
-              keepGcState(current, doc, relied());
-              this.#segments.viewOf(doc); // keeps the view with the version written
-              return { next: doc, result: doc !== current };
-            },
-            {},
-            { fresh: true },
-          );
-          break;
-        } catch (err) {
-          if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
-          if (!(err instanceof FenceBroken)) throw err;
-          if (round >= MAX_PUSH_ROUNDS)
-            throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
-        }
-      }
-    } finally {
-      if (blob !== input.blob) await blob.dispose();
-    }
-    await this.#feed.record(namespace, name);
-    this.metrics?.pushed(size);
+    const pushed = await this.#pusher.push(input);
+    await this.#feed.record(pushed.namespace, pushed.name);
+    this.metrics?.pushed(pushed.size);
+    const { namespace, name, createdAt, ...event } = pushed;
     await this.audit({
       type: 'push',
       time: createdAt,
       actor: input.actor ?? null,
       package: `${namespace}/${name}`,
-      release,
-      mediaType,
-      digest: blob.digest,
-      size,
-      forced: force,
-      created,
+      ...event,
     });
-  }
-
-  /**
-   * Helm: the chart record of a blob this push has just written (Chart.yaml as captured while the tar was checked,
-   * the sha256 of the gzip bytes), before the document that makes the release visible. Replaces any record there:
-   * it describes the stored bytes, which are these. A push that found the blob stored already writes none (those
-   * bytes may be another gzip of the same tar); the index reads them once instead (lib/helm/index.ts).
-   */
-  async #putChart(namespace: string, name: string, blob: StagedBlob): Promise<void> {
-    const record: ChartRecord = {
-      format: CHART_RECORD_FORMAT,
-      digest: await blob.gzipDigest(),
-      size: blob.size,
-      ...blob.chartFiles.chart(),
-    };
-    if (
-      (await this.storage.put(keys.chart(namespace, name, blob.digest), Buffer.from(JSON.stringify(record)))) === null
-    ) {
-      throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
-    }
-  }
-
-  /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
-  async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
-    const { body, hash } = metadata instanceof MetadataObject ? metadata : metadataObject(metadata);
-    const key = keys.metadata(namespace, name, hash);
-    // Already there (412) and then gone: the collector removed an unreferenced copy in between (its claim makes this
-    // push's compare-and-swap wait, lib/core/gc.ts); `putImmutable` writes it again.
-    const etag = await putImmutable(this.storage, key, body);
-    if (etag === undefined)
-      throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
-    this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);
-    return hash;
-  }
-
-  /**
-   * Migrate on write: move up to `MIGRATE_PER_PUSH` inline metadata of the cached package document to objects.
-   * Returns their hashes; the push's compare-and-swap then references those whose metadata is still the same.
-   */
-  async #migrateMetadata(namespace: string, name: string): Promise<Set<string>> {
-    const doc = this.#docs.peek<PackageDoc>(keys.packageDoc(namespace, name))?.value;
-    const inline: unknown[] = [];
-    for (const media of Object.values(doc?.releases ?? {})) {
-      for (const record of Object.values(media)) {
-        if (record.metadata_ref === undefined && record.metadata !== undefined && record.metadata !== null)
-          inline.push(record.metadata);
-      }
-    }
-    const hashes = await mapLimit(inline.slice(0, MIGRATE_PER_PUSH), 8, (m) => this.#putMetadata(namespace, name, m));
-    return new Set(hashes);
-  }
-
-  /** A release's metadata: inline, or its object (immutable: read once, then from the document cache). */
-  async #metadataOf(doc: PackageDoc, record: ManifestRecord): Promise<unknown> {
-    if (record.metadata_ref === undefined) return record.metadata ?? null;
-    const key = keys.metadata(doc.namespace, doc.name, record.metadata_ref);
-    let got = await this.#docs.read(key);
-    if (got.etag === null) got = await this.#docs.refresh(key);
-    if (got.etag === null)
-      throw new StorageUnavailableError(`metadata ${record.metadata_ref} of ${pkgName(doc)} is missing`);
-    return got.value;
-  }
-
-  /** The manifests of `releases` x media types of `doc`, with their metadata. */
-  async #manifests(doc: PackageDoc, pairs: { release: string; mt: string }[]): Promise<Manifest[]> {
-    return Promise.all(
-      pairs.map(async ({ release, mt }) => {
-        const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
-        return manifest(doc, release, mt, await this.#metadataOf(doc, record));
-      }),
-    );
-  }
-
-  /**
-   * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
-   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those),
-   * and whether these bytes were written now; `null` when storage claims the blob but it is gone (write again).
-   */
-  async #storeBlob(
-    namespace: string,
-    name: string,
-    blob: StagedBlob,
-  ): Promise<{ size: number; written: boolean } | null> {
-    const blobKey = keys.blob(namespace, name, blob.digest);
-    if (blob.bytes === undefined) {
-      const stored = await this.storage.head(blobKey);
-      if (stored !== null) return { size: stored.size, written: false };
-    }
-    let written: string | null;
-    if (blob.bytes !== undefined) {
-      written = await this.storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' });
-    } else {
-      const body = blob.open();
-      try {
-        written = await this.storage.putStream(blobKey, body, blob.size, { ifNoneMatch: '*' });
-      } finally {
-        body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
-      }
-    }
-    if (written !== null) return { size: blob.size, written: true };
-    // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
-    // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
-    const stored = await this.storage.head(blobKey);
-    return stored === null ? null : { size: stored.size, written: false };
-  }
-
-  #stageOptions(maxSize?: number) {
-    return {
-      maxUnpackedSize: this.#maxUnpackedSize,
-      ...(maxSize === undefined ? {} : { maxSize }),
-      ...(this.#pushTmpDir === undefined ? {} : { tmpDir: this.#pushTmpDir }),
-      ...(this.#pushMemoryBytes === undefined ? {} : { memoryBytes: this.#pushMemoryBytes }),
-    };
   }
 
   // ---- list and search ----------------------------------------------------------------------------------------
@@ -678,25 +435,40 @@ export class Registry {
     visibility: Visibility,
     context: ChangeContext = {},
   ): Promise<PackageRef> {
-    const names = this.#names(namespace, name);
-    if (visibility !== 'public' && visibility !== 'private') {
-      throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
-    }
-    const previous = await this.#change<Visibility>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (live.visibility === visibility) return { result: visibility };
-      const before = live.visibility;
-      live.visibility = visibility;
-      return { next: live, result: before };
-    });
-    if (previous !== visibility) await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, {
-      type: 'visibility',
-      package: `${names.namespace}/${names.name}`,
-      visibility,
-      previous,
-    });
-    return { namespace: names.namespace, name: names.name, visibility };
+    const changed: PackageRef = { ...this.#names(namespace, name), visibility: checkVisibility(visibility) };
+    await this.#changeLive(
+      changed,
+      context,
+      (live) => {
+        if (live.visibility === visibility) return { result: visibility };
+        const previous = live.visibility;
+        live.visibility = visibility;
+        return { next: live, result: previous };
+      },
+      (previous) => ({ type: 'visibility', visibility, previous }),
+    );
+    return changed;
+  }
+
+  /** A release's metadata: inline, or its object (immutable: read once, then from the document cache). */
+  async #metadataOf(doc: PackageDoc, record: ManifestRecord): Promise<unknown> {
+    if (record.metadata_ref === undefined) return record.metadata ?? null;
+    const key = keys.metadata(doc.namespace, doc.name, record.metadata_ref);
+    let got = await this.#docs.read(key);
+    if (got.etag === null) got = await this.#docs.refresh(key);
+    if (got.etag === null)
+      throw new StorageUnavailableError(`metadata ${record.metadata_ref} of ${pkgName(doc)} is missing`);
+    return got.value;
+  }
+
+  /** The manifests of `releases` x media types of `doc`, with their metadata. */
+  async #manifests(doc: PackageDoc, pairs: { release: string; mt: string }[]): Promise<Manifest[]> {
+    return Promise.all(
+      pairs.map(async ({ release, mt }) => {
+        const record = own(own(doc.releases, release) ?? {}, mt) as ManifestRecord;
+        return manifest(doc, release, mt, await this.#metadataOf(doc, record));
+      }),
+    );
   }
 
   /** Route 6: every release x media type, oldest release first. */
@@ -1010,32 +782,25 @@ export class Registry {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
     if (release !== 'default') checkRelease(release, { detail: 'release' });
-    const channelRecord = await this.#change<Channel>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (mediaOf(live, view, release) === undefined) {
-        throw new ApprError(
-          'package-release-not-found',
-          `Release ${release} doesn't exist for package ${pkgName(live)}`,
-          {
-            package: pkgName(live),
-            release,
-          },
-        );
-      }
-      const record = own(live.channels, channel) ?? { current: release, releases: [] };
-      record.releases = sortReleasesDesc(new Set([...record.releases, release]));
-      record.current = release;
-      live.channels[channel] = record;
-      return { next: live, result: channelOf(live, channel) };
-    });
-    await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, {
-      type: 'channel-add',
-      package: `${names.namespace}/${names.name}`,
-      channel,
-      release,
-    });
-    return channelRecord;
+    return this.#changeLive(
+      names,
+      context,
+      (live, view) => {
+        if (mediaOf(live, view, release) === undefined) {
+          throw new ApprError(
+            'package-release-not-found',
+            `Release ${release} doesn't exist for package ${pkgName(live)}`,
+            { package: pkgName(live), release },
+          );
+        }
+        const record = own(live.channels, channel) ?? { current: release, releases: [] };
+        record.releases = sortReleasesDesc(new Set([...record.releases, release]));
+        record.current = release;
+        live.channels[channel] = record;
+        return { next: live, result: channelOf(live, channel) };
+      },
+      () => ({ type: 'channel-add', channel, release }),
+    );
   }
 
   /** Route 17: remove a release from a channel (a no-op for a non-member); `current` becomes the highest left. */
@@ -1048,20 +813,17 @@ export class Registry {
   ): Promise<{ namespace: string; name: string; channel: string; release: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    await this.#change<void>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
-      if (mediaOf(live, view, release) === undefined) throw packageNotFound(live, release);
-      removeFromChannel(live, channel, release, view);
-      return { next: live, result: undefined };
-    });
-    await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, {
-      type: 'channel-remove',
-      package: `${names.namespace}/${names.name}`,
-      channel,
-      release,
-    });
+    await this.#changeLive(
+      names,
+      context,
+      (live, view) => {
+        if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
+        if (mediaOf(live, view, release) === undefined) throw packageNotFound(live, release);
+        removeFromChannel(live, channel, release, view);
+        return { next: live, result: undefined };
+      },
+      () => ({ type: 'channel-remove', channel, release }),
+    );
     return { namespace: names.namespace, name: names.name, channel, release };
   }
 
@@ -1074,14 +836,16 @@ export class Registry {
   ): Promise<{ namespace: string; name: string; channel: string }> {
     const names = this.#names(namespace, name);
     checkName('channel', channel);
-    await this.#change<void>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
-      const live = requireLive(doc, names, view);
-      if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
-      delete live.channels[channel];
-      return { next: live, result: undefined };
-    });
-    await this.#feed.record(names.namespace, names.name);
-    await this.#changed(context, { type: 'channel-delete', package: `${names.namespace}/${names.name}`, channel });
+    await this.#changeLive(
+      names,
+      context,
+      (live) => {
+        if (own(live.channels, channel) === undefined) throw channelNotFound(live, channel);
+        delete live.channels[channel];
+        return { next: live, result: undefined };
+      },
+      () => ({ type: 'channel-delete', channel }),
+    );
     return { namespace: names.namespace, name: names.name, channel };
   }
 
@@ -1216,6 +980,31 @@ export class Registry {
         if (fresh !== null) await this.#segments.load(fresh.value);
       }
     }
+  }
+
+  /**
+   * A change of a live package (404 `package-not-found` otherwise): `fn` changes its document as in `#change`; then
+   * what follows every change: the change entry that tells other instances (when the document was written) and the
+   * audit event `event` makes of the result.
+   */
+  async #changeLive<R>(
+    names: { namespace: string; name: string },
+    context: ChangeContext,
+    fn: (live: PackageDoc, view: SegmentView) => Update<PackageDoc, R>,
+    event: (result: R) => DistributiveOmit<AuditEvent, 'time' | 'actor' | 'package'>,
+  ): Promise<R> {
+    let written = false;
+    const result = await this.#change<R>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
+      const outcome = fn(requireLive(doc, names, view), view);
+      written = 'next' in outcome;
+      return outcome;
+    });
+    if (written) await this.#feed.record(names.namespace, names.name);
+    await this.#changed(context, { ...event(result), package: pkgName(names) } as DistributiveOmit<
+      AuditEvent,
+      'time' | 'actor'
+    >);
+    return result;
   }
 
   /**
@@ -1405,10 +1194,6 @@ function isLive(doc: PackageDoc): boolean {
   return Object.keys(doc.releases).length > 0;
 }
 
-function newPackage(namespace: string, name: string, createdAt: string, visibility: Visibility): PackageDoc {
-  return { namespace, name, created_at: createdAt, visibility, releases: {}, channels: {} };
-}
-
 function pkgName(doc: { namespace: string; name: string }): string {
   return `${doc.namespace}/${doc.name}`;
 }
@@ -1424,6 +1209,13 @@ function requireLive(
     release: null,
     media_type: null,
   });
+}
+
+function checkVisibility(visibility: string): Visibility {
+  if (visibility !== 'public' && visibility !== 'private') {
+    throw new ApprError('invalid-parameters', 'visibility must be "public" or "private"', { field: 'visibility' });
+  }
+  return visibility;
 }
 
 function packageNotFound(doc: PackageDoc, release: string): ApprError {
@@ -1472,30 +1264,4 @@ function manifest(doc: PackageDoc, release: string, mt: string, metadata: unknow
 
 function mediaTypesOf(doc: PackageDoc, release: string): string[] {
   return Object.keys(own(doc.releases, release) ?? {}).sort();
-}
-
-/** A release's metadata as its object's bytes (JSON) and their sha256 (hex): its content address. */
-class MetadataObject {
-  constructor(
-    readonly body: Buffer,
-    readonly hash: string,
-  ) {}
-}
-
-function metadataObject(metadata: unknown): MetadataObject {
-  const body = Buffer.from(JSON.stringify(metadata));
-  return new MetadataObject(body, createHash('sha256').update(body).digest('hex'));
-}
-
-/** Replace inline metadata whose object is stored (its hash in `stored`) by a reference to it. */
-function referenceMetadata(doc: PackageDoc, stored: Set<string>): void {
-  for (const media of Object.values(doc.releases)) {
-    for (const record of Object.values(media)) {
-      if (record.metadata_ref !== undefined || record.metadata === undefined || record.metadata === null) continue;
-      const hash = createHash('sha256').update(JSON.stringify(record.metadata)).digest('hex');
-      if (!stored.has(hash)) continue;
-      record.metadata_ref = hash;
-      delete record.metadata;
-    }
-  }
 }

@@ -22,7 +22,7 @@ import { koaBody } from 'koa-body';
 import { ApprError, ERRORS, isApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
-import { GUARD, type AccessControl, type CallerState } from '../http/access.js';
+import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
 import { responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
@@ -55,14 +55,19 @@ export function mountHelmRoutes(
   const api = '/api/:namespace/charts';
   const deps: Deps = { opts, access, repo };
   const respond = responder({ ...opts, onResponseError: chartMuseumErrors(opts.onResponseError) });
-  /** A route under `{prefix}/helm` whose handler gets its path's parameters typed from the pattern (lib/http/router.ts). */
+  /**
+   * A route under `{prefix}/helm`, guarded for `kind` of access (through `wrap`, when given), whose handler gets its
+   * path's parameters typed from the pattern (lib/http/router.ts).
+   */
   const route = <const Path extends string>(
     method: 'get' | 'post' | 'delete',
     name: string,
     path: Path,
-    guard: Middleware,
+    kind: Access,
     handler: Handler<ParamsOf<Path>>,
+    wrap: (guard: Middleware) => Middleware = (guard) => guard,
   ) => {
+    const guard = wrap(access.guard(kind, name));
     // @koa/router only runs the handler when the pattern matched, so every parameter the pattern names is there.
     router[method](name, `${base}${path}`, respond, guard, (ctx) => handler(ctx, ctx.params as ParamsOf<Path>, deps));
     return `${base}${path}`;
@@ -70,25 +75,13 @@ export function mountHelmRoutes(
   // ChartMuseum's API first: a namespace called `api` must not capture its paths.
   return [
     ...new Set([
-      route('get', 'helm-api-list', api, access.guard('list', 'helm-api-list'), listCharts),
-      route('post', 'helm-api-upload', api, access.guard('list', 'helm-api-upload'), upload),
-      route('get', 'helm-api-chart', `${api}/:package`, access.guard('read', 'helm-api-chart'), showChart),
-      route(
-        'get',
-        'helm-api-version',
-        `${api}/:package/:version`,
-        access.guard('read', 'helm-api-version'),
-        showVersion,
-      ),
-      route(
-        'delete',
-        'helm-api-delete',
-        `${api}/:package/:version`,
-        access.guard('write', 'helm-api-delete'),
-        deleteVersion,
-      ),
-      route('get', 'helm-index', '/:namespace/index.yaml', access.guard('list', 'helm-index'), index),
-      route('get', 'helm-chart', CHART_FILE, chartFileGuard(access.guard('read', 'helm-chart')), download),
+      route('get', 'helm-api-list', api, 'list', listCharts),
+      route('post', 'helm-api-upload', api, 'list', upload),
+      route('get', 'helm-api-chart', `${api}/:package`, 'read', showChart),
+      route('get', 'helm-api-version', `${api}/:package/:version`, 'read', showVersion),
+      route('delete', 'helm-api-delete', `${api}/:package/:version`, 'write', deleteVersion),
+      route('get', 'helm-index', '/:namespace/index.yaml', 'list', index),
+      route('get', 'helm-chart', CHART_FILE, 'read', download, chartFileGuard),
     ]),
   ];
 }

@@ -51,12 +51,20 @@ interface RouteDef {
   handler: Handler;
 }
 
-/** A route whose handler sees its path's parameters by name (`params.namespace`...), typed from the pattern. */
+/**
+ * A row of the route table: its handler sees the path's parameters by name (`params.namespace`...), typed from the
+ * pattern; `extra` declares the body the route reads and when it answers JSON.
+ */
 function route<const Path extends string>(
-  def: Omit<RouteDef, 'path' | 'handler'> & { path: Path; handler: Handler<ParamsOf<Path>> },
+  method: RouteDef['method'],
+  name: string,
+  path: Path,
+  access: Access,
+  handler: Handler<ParamsOf<Path>>,
+  extra: Pick<RouteDef, 'body' | 'json'> = {},
 ): RouteDef {
   // @koa/router only runs the handler when the pattern matched, so every parameter the pattern names is there.
-  return def as unknown as RouteDef;
+  return { name, method, path, access, ...extra, handler: handler as unknown as Handler };
 }
 
 const pkg = '/api/v1/packages/:namespace/:package';
@@ -72,194 +80,48 @@ const by = (ctx: Context, o: ResolvedOptions): ChangeContext => {
  * segments (`channels`, `blobs`, `search`) are registered before the parameters they could be mistaken for.
  */
 const ROUTES: RouteDef[] = [
-  route({ name: 'discovery', method: 'get', path: '/', access: 'open', handler: discoveryPage }),
-  route({ name: 'discovery-bare', method: 'get', path: '', access: 'open', handler: discoveryPage }),
-  route({
-    name: 'version',
-    method: 'get',
-    path: '/version',
-    access: 'open',
-    handler: (ctx) => {
-      // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
-      ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
-    },
+  route('get', 'discovery', '/', 'open', discoveryPage),
+  route('get', 'discovery-bare', '', 'open', discoveryPage),
+  route('get', 'version', '/version', 'open', (ctx) => {
+    // `cnr-api` is Quay's key for the same version: clients written against Quay read it.
+    ctx.body = { 'appr-api': API_VERSION, 'cnr-api': API_VERSION, server: 'koa-appr' };
   }),
-  route({ name: 'login', method: 'post', path: '/api/v1/users/login', access: 'open', body: 'values', handler: login }),
-  route({ name: 'signup', method: 'post', path: '/api/v1/users', access: 'open', body: 'values', handler: signup }),
-  route({
-    name: 'search-packages',
-    method: 'get',
-    path: '/api/v1/packages/search',
-    access: 'list',
-    handler: async (ctx, o) => {
-      sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
-    },
+  route('post', 'login', '/api/v1/users/login', 'open', login, { body: 'values' }),
+  route('post', 'signup', '/api/v1/users', 'open', signup, { body: 'values' }),
+  route('get', 'search-packages', '/api/v1/packages/search', 'list', async (ctx, o) => {
+    sendJsonText(ctx, await o.registry.searchJson(String(ctx.query.q ?? ''), visible(ctx)));
   }),
-  route({
-    name: 'list-packages',
-    method: 'get',
-    path: '/api/v1/packages',
-    access: 'list',
-    handler: async (ctx, o) => {
-      const q = (name: string): string | undefined =>
-        typeof ctx.query[name] === 'string' ? ctx.query[name] : undefined;
-      const filter = {
-        namespace: q('namespace') || undefined,
-        query: q('query'),
-        mediaType: q('media_type') || undefined,
-      };
-      sendJsonText(ctx, await o.registry.listPackagesJson(filter, visible(ctx)));
-    },
+  route('get', 'list-packages', '/api/v1/packages', 'list', listPackages),
+  route('get', 'list-channels', `${pkg}/channels`, 'read', async (ctx, o, { params: p }) => {
+    ctx.body = await o.registry.listChannels(p.namespace, p.package);
   }),
-  route({
-    name: 'list-channels',
-    method: 'get',
-    path: `${pkg}/channels`,
-    access: 'read',
-    handler: async (ctx, o, { params: p }) => {
-      ctx.body = await o.registry.listChannels(p.namespace, p.package);
-    },
+  route('get', 'show-channel', `${pkg}/channels/:channel`, 'read', async (ctx, o, { params: p }) => {
+    ctx.body = await o.registry.showChannel(p.namespace, p.package, p.channel);
   }),
-  route({
-    name: 'show-channel',
-    method: 'get',
-    path: `${pkg}/channels/:channel`,
-    access: 'read',
-    handler: async (ctx, o, { params: p }) => {
-      ctx.body = await o.registry.showChannel(p.namespace, p.package, p.channel);
-    },
-  }),
-  route({
-    name: 'add-channel-release',
-    method: 'post',
-    path: `${pkg}/channels/:channel/:release`,
-    access: 'write',
-    handler: async (ctx, o, { params: p }) => {
-      ctx.body = await o.registry.addChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, o));
-    },
-  }),
-  route({
-    name: 'delete-channel-release',
-    method: 'delete',
-    path: `${pkg}/channels/:channel/:release`,
-    access: 'write',
-    handler: async (ctx, o, { params: p }) => {
-      const removed = await o.registry.removeChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, o));
-      ctx.body = {
-        status: 'deleted',
-        package: `${removed.namespace}/${removed.name}`,
-        name: removed.channel,
-        release: removed.release,
-      };
-    },
-  }),
-  route({
-    name: 'delete-channel',
-    method: 'delete',
-    path: `${pkg}/channels/:channel`,
-    access: 'write',
-    handler: async (ctx, o, { params: p }) => {
-      const deleted = await o.registry.deleteChannel(p.namespace, p.package, p.channel, by(ctx, o));
-      ctx.body = { channel: deleted.channel, package: `${deleted.namespace}/${deleted.name}`, action: 'delete' };
-    },
-  }),
-  route({
-    name: 'blob',
-    method: 'get',
-    path: `${pkg}/blobs/sha256/:digest`,
-    access: 'read',
-    json: 'query',
-    handler: blob,
-  }),
-  route({
-    name: 'blob-json',
-    method: 'get',
-    path: `${pkg}/blobs/sha256/:digest/json`,
-    access: 'read',
-    json: 'always',
-    handler: blob,
-  }),
+  route('post', 'add-channel-release', `${pkg}/channels/:channel/:release`, 'write', addChannelRelease),
+  route('delete', 'delete-channel-release', `${pkg}/channels/:channel/:release`, 'write', removeChannelRelease),
+  route('delete', 'delete-channel', `${pkg}/channels/:channel`, 'write', deleteChannel),
+  route('get', 'blob', `${pkg}/blobs/sha256/:digest`, 'read', blob, { json: 'query' }),
+  route('get', 'blob-json', `${pkg}/blobs/sha256/:digest/json`, 'read', blob, { json: 'always' }),
   // Not in the wire contract: withdraw a blob now (a leaked secret), with every release that names it.
-  route({
-    name: 'purge-blob',
-    method: 'delete',
-    path: `${pkg}/blobs/sha256/:digest`,
-    access: 'admin',
-    handler: async (ctx, o, { params: p }) => {
-      const purged = await o.registry.purgeBlob(p.namespace, p.package, p.digest);
-      ctx.body = {
-        status: 'purged',
-        package: `${purged.namespace}/${purged.name}`,
-        digest: purged.digest,
-        releases: purged.removed.map(({ release, mediaType }) => ({ release, media_type: mediaType })),
-      };
-    },
-  }),
+  route('delete', 'purge-blob', `${pkg}/blobs/sha256/:digest`, 'admin', purgeBlob),
   // Not in the appr contract (docs/api.md section 15.1): the owner's way to change a package's visibility.
-  route({
-    name: 'set-visibility',
-    method: 'post',
-    path: `${pkg}/visibility`,
-    access: 'admin',
-    body: 'values',
-    handler: setVisibility,
+  route('post', 'set-visibility', `${pkg}/visibility`, 'admin', setVisibility, { body: 'values' }),
+  route('post', 'push', pkg, 'push', push, { body: 'push' }),
+  route('get', 'package-manifests', pkg, 'read', async (ctx, o, { params: p }) => {
+    const mediaType =
+      typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
+    sendJson(ctx, await o.registry.packageManifestsJson(p.namespace, p.package, mediaType));
   }),
-  route({ name: 'push', method: 'post', path: pkg, access: 'push', body: 'push', handler: push }),
-  route({
-    name: 'package-manifests',
-    method: 'get',
-    path: pkg,
-    access: 'read',
-    handler: async (ctx, o, { params: p }) => {
-      const mediaType =
-        typeof ctx.query.media_type === 'string' && ctx.query.media_type ? ctx.query.media_type : undefined;
-      sendJson(ctx, await o.registry.packageManifestsJson(p.namespace, p.package, mediaType));
-    },
+  route('get', 'release-manifests', `${pkg}/:release`, 'read', async (ctx, o, { params: p }) => {
+    sendJson(ctx, await o.registry.releaseManifestsJson(p.namespace, p.package, p.release));
   }),
-  route({
-    name: 'release-manifests',
-    method: 'get',
-    path: `${pkg}/:release`,
-    access: 'read',
-    handler: async (ctx, o, { params: p }) => {
-      sendJson(ctx, await o.registry.releaseManifestsJson(p.namespace, p.package, p.release));
-    },
+  route('get', 'show-manifest', `${pkg}/:release/:media_type`, 'read', async (ctx, o, { params: p }) => {
+    sendJson(ctx, await o.registry.showManifestJson(p.namespace, p.package, p.release, p.media_type));
   }),
-  route({
-    name: 'show-manifest',
-    method: 'get',
-    path: `${pkg}/:release/:media_type`,
-    access: 'read',
-    handler: async (ctx, o, { params: p }) => {
-      sendJson(ctx, await o.registry.showManifestJson(p.namespace, p.package, p.release, p.media_type));
-    },
-  }),
-  route({
-    name: 'delete-release',
-    method: 'delete',
-    path: `${pkg}/:release/:media_type`,
-    access: 'write',
-    handler: async (ctx, o, { params: p }) => {
-      const deleted = await o.registry.deleteRelease(p.namespace, p.package, p.release, p.media_type, by(ctx, o));
-      ctx.body = { status: 'deleted', package: `${deleted.namespace}/${deleted.name}`, release: deleted.release };
-    },
-  }),
-  route({
-    name: 'pull',
-    method: 'get',
-    path: `${pkg}/:release/:media_type/pull`,
-    access: 'read',
-    json: 'query',
-    handler: pull,
-  }),
-  route({
-    name: 'pull-json',
-    method: 'get',
-    path: `${pkg}/:release/:media_type/pull/json`,
-    access: 'read',
-    json: 'always',
-    handler: pull,
-  }),
+  route('delete', 'delete-release', `${pkg}/:release/:media_type`, 'write', deleteRelease),
+  route('get', 'pull', `${pkg}/:release/:media_type/pull`, 'read', pull, { json: 'query' }),
+  route('get', 'pull-json', `${pkg}/:release/:media_type/pull/json`, 'read', pull, { json: 'always' }),
 ];
 
 /** Where the discovery document lives: at the host root, whatever the prefix (docs/api.md section 12). */
@@ -562,6 +424,70 @@ function discoveryPage(ctx: Context, opts: ResolvedOptions, { ownPath }: RouteRe
 }
 
 type PackageParams = ParamsOf<typeof pkg>;
+
+async function listPackages(ctx: Context, opts: ResolvedOptions): Promise<void> {
+  const q = (name: string): string | undefined => (typeof ctx.query[name] === 'string' ? ctx.query[name] : undefined);
+  const filter = {
+    namespace: q('namespace') || undefined,
+    query: q('query'),
+    mediaType: q('media_type') || undefined,
+  };
+  sendJsonText(ctx, await opts.registry.listPackagesJson(filter, visible(ctx)));
+}
+
+async function addChannelRelease(
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p }: RouteRequest<ParamsOf<`${typeof pkg}/channels/:channel/:release`>>,
+): Promise<void> {
+  ctx.body = await opts.registry.addChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, opts));
+}
+
+async function removeChannelRelease(
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p }: RouteRequest<ParamsOf<`${typeof pkg}/channels/:channel/:release`>>,
+): Promise<void> {
+  const removed = await opts.registry.removeChannelRelease(p.namespace, p.package, p.channel, p.release, by(ctx, opts));
+  ctx.body = {
+    status: 'deleted',
+    package: `${removed.namespace}/${removed.name}`,
+    name: removed.channel,
+    release: removed.release,
+  };
+}
+
+async function deleteChannel(
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p }: RouteRequest<ParamsOf<`${typeof pkg}/channels/:channel`>>,
+): Promise<void> {
+  const deleted = await opts.registry.deleteChannel(p.namespace, p.package, p.channel, by(ctx, opts));
+  ctx.body = { channel: deleted.channel, package: `${deleted.namespace}/${deleted.name}`, action: 'delete' };
+}
+
+async function purgeBlob(
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p }: RouteRequest<ParamsOf<`${typeof pkg}/:digest`>>,
+): Promise<void> {
+  const purged = await opts.registry.purgeBlob(p.namespace, p.package, p.digest);
+  ctx.body = {
+    status: 'purged',
+    package: `${purged.namespace}/${purged.name}`,
+    digest: purged.digest,
+    releases: purged.removed.map(({ release, mediaType }) => ({ release, media_type: mediaType })),
+  };
+}
+
+async function deleteRelease(
+  ctx: Context,
+  opts: ResolvedOptions,
+  { params: p }: RouteRequest<ParamsOf<`${typeof pkg}/:release/:media_type`>>,
+): Promise<void> {
+  const deleted = await opts.registry.deleteRelease(p.namespace, p.package, p.release, p.media_type, by(ctx, opts));
+  ctx.body = { status: 'deleted', package: `${deleted.namespace}/${deleted.name}`, release: deleted.release };
+}
 
 async function push(ctx: Context, opts: ResolvedOptions, { params: p }: RouteRequest<PackageParams>): Promise<void> {
   const { createOnly } = ctx.state.appr as CallerState;

@@ -1,0 +1,326 @@
+import { createHash } from 'node:crypto';
+import { ApprError, StorageUnavailableError } from '../errors.js';
+import type { StorageAdapter } from '../storage/types.js';
+import { putImmutable } from '../storage/util.js';
+import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
+import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
+import type { DocumentStore } from './documents.js';
+import { mapLimit } from './feed.js';
+import { checkFence, claimKey, fence, FenceBroken, keepGcState } from './gc.js';
+import { keys } from './keys.js';
+import { checkName, normalizeMediaType } from './names.js';
+import type { PackageDoc, PushInput, Visibility } from './registry.js';
+import { checkRelease } from './release.js';
+import {
+  applyFlush,
+  hasReleases,
+  mediaOf,
+  Segments,
+  SegmentsNotLoaded,
+  setRecord,
+  type SegmentView,
+} from './segments.js';
+
+/*
+ * The push path behind `Registry.push` (lib/core/registry.ts): a staged blob, its metadata object and Helm chart
+ * record, the segment of older records when the inline ones are full, then the package document's
+ * compare-and-swap, fenced against the garbage collector (lib/core/gc.ts). The registry adds what follows every
+ * change (the change entry, metrics, the audit event).
+ */
+
+/** Legacy inline metadata moved to objects by one push: a big old package migrates over several pushes. */
+const MIGRATE_PER_PUSH = 100;
+/** Times a push writes its blob when garbage collection keeps removing it (lib/core/gc.ts). */
+const MAX_PUSH_ROUNDS = 10;
+
+/** What a push works with: the registry's storage, documents and segments, its clock and its push options. */
+export interface PushDeps {
+  storage: StorageAdapter;
+  docs: DocumentStore;
+  segments: Segments;
+  now: () => Date;
+  /** Visibility of a package the push creates when the push does not say. */
+  defaultVisibility: Visibility;
+  /** How blobs are checked and staged; `maxSize` is given per stager. */
+  stage: Omit<StageOptions, 'maxSize'>;
+}
+
+/** What a push stored, for the change entry, metrics and the audit event. */
+export interface Pushed {
+  namespace: string;
+  name: string;
+  release: string;
+  /** Normalized (`normalizeMediaType`). */
+  mediaType: string;
+  /** sha256 (hex) of the tar. */
+  digest: string;
+  /** Bytes of the stored blob: an earlier push's when the same tar was stored already. */
+  size: number;
+  /** ISO 8601, the release record's `created_at`. */
+  createdAt: string;
+  forced: boolean;
+  /** The push created the package (or brought a tombstone back). */
+  created: boolean;
+}
+
+export class Pusher {
+  readonly #storage: StorageAdapter;
+  readonly #docs: DocumentStore;
+  readonly #segments: Segments;
+  readonly #deps: PushDeps;
+
+  constructor(deps: PushDeps) {
+    this.#storage = deps.storage;
+    this.#docs = deps.docs;
+    this.#segments = deps.segments;
+    this.#deps = deps;
+  }
+
+  /** A stager for a blob that arrives piece by piece (see `Registry.createBlobStager`). */
+  stager(maxSize?: number): BlobStager {
+    return new BlobStager(this.stageOptions(maxSize));
+  }
+
+  stageOptions(maxSize?: number): StageOptions {
+    return { ...this.#deps.stage, ...(maxSize === undefined ? {} : { maxSize }) };
+  }
+
+  /**
+   * Validate, stage and commit one push (see `Registry.push` for the write order and its cost). Throws
+   * `ApprError`s (names, release, media type, blob, `package-exists`, `forbidden` for `createOnly`) before
+   * anything is stored, and `StorageUnavailableError` when storage fails or the collector keeps racing the push.
+   */
+  async push(input: PushInput): Promise<Pushed> {
+    const namespace = checkName('namespace', input.namespace);
+    const name = checkName('package', input.name);
+    const release = checkRelease(input.release);
+    const mediaType = normalizeMediaType(input.mediaType ?? 'kpm');
+    const force = input.force === true;
+    const docKey = keys.packageDoc(namespace, name);
+    const exists = (doc: PackageDoc | null, view: SegmentView): boolean =>
+      doc !== null && Object.hasOwn(mediaOf(doc, view, release) ?? {}, mediaType);
+    const conflict = new ApprError('package-exists', 'Package exists already', {
+      package: `${namespace}/${name}`,
+      release,
+      media_type: mediaType,
+    });
+
+    const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.stageOptions());
+    let size = blob.size;
+    const createdAt = this.#deps.now().toISOString();
+    let created: boolean;
+    try {
+      const metadata =
+        input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
+      const metadataRef = metadata?.hash;
+      let migrated: Set<string> | undefined;
+      // Rounds only when a garbage collector claimed objects of this package meanwhile (lib/core/gc.ts): the blob
+      // and the metadata objects are written again after the claim is lifted, so a release never references an
+      // object the collector deletes. The objects a round relies on: the blob, the metadata object, and the inline
+      // metadata an earlier round migrated (one it migrates in this round is checked at the compare-and-swap).
+      const relied = (): string[] => [
+        claimKey({ kind: 'blob', digest: blob.digest }),
+        ...[...(metadataRef === undefined ? [] : [metadataRef]), ...(migrated ?? [])].map((hash) =>
+          claimKey({ kind: 'metadata', hash }),
+        ),
+      ];
+      for (let round = 1; ; round += 1) {
+        const gcFence = await fence<PackageDoc>(this.#docs, docKey, relied());
+        // The objects the document will reference are independent of each other: written at once (with the
+        // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
+        const fenced = gcFence.doc?.value;
+        const [stored, , flush] = await Promise.all([
+          // A Helm chart's record describes the stored bytes: written by the push that wrote them (lib/core/chart.ts).
+          this.#storeBlob(namespace, name, blob).then(async (stored) => {
+            if (stored?.written === true && mediaType === HELM_MEDIA_TYPE) await this.#putChart(namespace, name, blob);
+            return stored;
+          }),
+          (async () => {
+            // Metadata goes to an immutable object written before the document that references it, so the
+            // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
+            // a collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
+            if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata);
+            migrated = await this.#migrateMetadata(namespace, name);
+          })(),
+          // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
+          fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
+        ]);
+        if (stored === null) {
+          // Reported as present but gone (deleted by a collector since): write it again.
+          if (round >= MAX_PUSH_ROUNDS)
+            throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+          continue;
+        }
+        size = stored.size;
+        const moved = migrated ?? new Set<string>();
+        const ref = metadataRef;
+        try {
+          created = await this.#docs.update<PackageDoc, boolean>(
+            docKey,
+            (current) => {
+              // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
+              if (input.createOnly && current) {
+                throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
+                  package: `${namespace}/${name}`,
+                });
+              }
+              const view = current === null ? undefined : this.#segments.viewOf(current);
+              if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict;
+              checkFence(gcFence, current, relied());
+              // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
+              const doc =
+                current && view && hasReleases(current, view)
+                  ? current
+                  : newPackage(
+                      namespace,
+                      name,
+                      createdAt,
+                      current?.visibility ?? input.visibility ?? this.#deps.defaultVisibility,
+                    );
+              if (doc === current) applyFlush(doc, flush);
+              if (moved.size > 0) referenceMetadata(doc, moved);
+              setRecord(
+                doc,
+                release,
+                mediaType,
+                ref === undefined
+                  ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
+                  : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref },
+              );
+              keepGcState(current, doc, relied());
+              this.#segments.viewOf(doc); // keeps the view with the version written
+              return { next: doc, result: doc !== current };
+            },
+            {},
+            { fresh: true },
+          );
+          break;
+        } catch (err) {
+          if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
+          if (!(err instanceof FenceBroken)) throw err;
+          if (round >= MAX_PUSH_ROUNDS)
+            throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+        }
+      }
+    } finally {
+      if (blob !== input.blob) await blob.dispose();
+    }
+    return { namespace, name, release, mediaType, digest: blob.digest, size, createdAt, forced: force, created };
+  }
+
+  /**
+   * Helm: the chart record of a blob this push has just written (Chart.yaml as captured while the tar was checked,
+   * the sha256 of the gzip bytes), before the document that makes the release visible. Written create-only (on
+   * the filesystem adapter an unconditional put costs a lock file); a record already there (its blob was collected
+   * and is pushed again) is replaced: it describes the stored bytes, which are these. A push that found the blob
+   * stored already writes none (those bytes may be another gzip of the same tar); the index reads them once instead
+   * (lib/helm/index.ts). Throws `StorageUnavailableError` when the replace fails its condition too.
+   */
+  async #putChart(namespace: string, name: string, blob: StagedBlob): Promise<void> {
+    const record: ChartRecord = {
+      format: CHART_RECORD_FORMAT,
+      digest: await blob.gzipDigest(),
+      size: blob.size,
+      ...blob.chartFiles.chart(),
+    };
+    const key = keys.chart(namespace, name, blob.digest);
+    const body = Buffer.from(JSON.stringify(record));
+    const created = await this.#storage.put(key, body, { ifNoneMatch: '*' });
+    if (created === null && (await this.#storage.put(key, body)) === null) {
+      throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
+    }
+  }
+
+  /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
+  async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
+    const { body, hash } = metadata instanceof MetadataObject ? metadata : metadataObject(metadata);
+    const key = keys.metadata(namespace, name, hash);
+    // Already there (412) and then gone: the collector removed an unreferenced copy in between (its claim makes this
+    // push's compare-and-swap wait, lib/core/gc.ts); `putImmutable` writes it again.
+    const etag = await putImmutable(this.#storage, key, body);
+    if (etag === undefined)
+      throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
+    this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);
+    return hash;
+  }
+
+  /**
+   * Migrate on write: move up to `MIGRATE_PER_PUSH` inline metadata of the cached package document to objects.
+   * Returns their hashes; the push's compare-and-swap then references those whose metadata is still the same.
+   */
+  async #migrateMetadata(namespace: string, name: string): Promise<Set<string>> {
+    const doc = this.#docs.peek<PackageDoc>(keys.packageDoc(namespace, name))?.value;
+    const inline: unknown[] = [];
+    for (const media of Object.values(doc?.releases ?? {})) {
+      for (const record of Object.values(media)) {
+        if (record.metadata_ref === undefined && record.metadata !== undefined && record.metadata !== null)
+          inline.push(record.metadata);
+      }
+    }
+    const hashes = await mapLimit(inline.slice(0, MIGRATE_PER_PUSH), 8, (m) => this.#putMetadata(namespace, name, m));
+    return new Set(hashes);
+  }
+
+  /**
+   * Store a staged blob at its content address, create-if-absent; returns the size of the stored bytes (those of
+   * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those),
+   * and whether these bytes were written now; `null` when storage claims the blob but it is gone (write again).
+   */
+  async #storeBlob(
+    namespace: string,
+    name: string,
+    blob: StagedBlob,
+  ): Promise<{ size: number; written: boolean } | null> {
+    const blobKey = keys.blob(namespace, name, blob.digest);
+    if (blob.bytes === undefined) {
+      const stored = await this.#storage.head(blobKey);
+      if (stored !== null) return { size: stored.size, written: false };
+    }
+    let written: string | null;
+    if (blob.bytes !== undefined) {
+      written = await this.#storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' });
+    } else {
+      const body = blob.open();
+      try {
+        written = await this.#storage.putStream(blobKey, body, blob.size, { ifNoneMatch: '*' });
+      } finally {
+        body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
+      }
+    }
+    if (written !== null) return { size: blob.size, written: true };
+    // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
+    // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
+    const stored = await this.#storage.head(blobKey);
+    return stored === null ? null : { size: stored.size, written: false };
+  }
+}
+
+/** A release's metadata as its object's bytes (JSON) and their sha256 (hex): its content address. */
+class MetadataObject {
+  constructor(
+    readonly body: Buffer,
+    readonly hash: string,
+  ) {}
+}
+
+function metadataObject(metadata: unknown): MetadataObject {
+  const body = Buffer.from(JSON.stringify(metadata));
+  return new MetadataObject(body, createHash('sha256').update(body).digest('hex'));
+}
+
+/** Replace inline metadata whose object is stored (its hash in `stored`) by a reference to it. */
+function referenceMetadata(doc: PackageDoc, stored: Set<string>): void {
+  for (const media of Object.values(doc.releases)) {
+    for (const record of Object.values(media)) {
+      if (record.metadata_ref !== undefined || record.metadata === undefined || record.metadata === null) continue;
+      const hash = createHash('sha256').update(JSON.stringify(record.metadata)).digest('hex');
+      if (!stored.has(hash)) continue;
+      record.metadata_ref = hash;
+      delete record.metadata;
+    }
+  }
+}
+
+function newPackage(namespace: string, name: string, createdAt: string, visibility: Visibility): PackageDoc {
+  return { namespace, name, created_at: createdAt, visibility, releases: {}, channels: {} };
+}

@@ -1,0 +1,83 @@
+/**
+ * How a push writes a Helm chart record (lib/core/push.ts): create-only first, so that the common case (no record
+ * yet) never asks for an unconditional put (a lock file on the filesystem adapter); the unconditional replace only
+ * when a record is there already, for bytes that are stored anew.
+ */
+import { expect } from 'chai';
+import { MemoryStorage, Registry, type WriteCondition } from '../../lib/index.js';
+import { keys } from '../../lib/core/keys.js';
+import { digestOf } from '../helpers/blobs.js';
+import { rejection } from '../helpers/expect.js';
+import { sha256 } from '../helpers/http.js';
+import { chartTgz } from './clients.js';
+
+/** Memory storage that notes the condition of every put of a chart record, and may fail the unconditional ones. */
+class ChartPuts extends MemoryStorage {
+  readonly puts: ('create-only' | 'replace')[] = [];
+  refuseReplace = false;
+
+  override async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
+    if (key.startsWith('charts/')) {
+      const replace = options === undefined;
+      this.puts.push(replace ? 'replace' : 'create-only');
+      if (replace && this.refuseReplace) return null;
+    }
+    return super.put(key, body, options);
+  }
+}
+
+async function recordDigest(storage: MemoryStorage, ns: string, name: string, digest: string): Promise<unknown> {
+  const got = await storage.get(keys.chart(ns, name, digest));
+  return got === null || got.notModified ? null : (JSON.parse(got.body.toString('utf8')) as { digest: unknown }).digest;
+}
+
+/** The same tar in another gzip member: only the header's modification time differs. */
+function regzipped(tgz: Buffer): Buffer {
+  const copy = Buffer.from(tgz);
+  copy.writeUInt32LE(copy.readUInt32LE(4) + 1_000_000, 4);
+  return copy;
+}
+
+const webChart = { namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm' };
+
+/**
+ * A chart pushed, then its blob purged: the purge keeps the chart record (gc removes it later), so a push of the
+ * same tar in other bytes finds a record there.
+ */
+async function purgedChart() {
+  const storage = new ChartPuts();
+  const registry = new Registry({ storage });
+  const first = await chartTgz({ name: 'web', version: '1.0.0' });
+  const digest = await digestOf(first);
+  await registry.push({ ...webChart, blob: first });
+  await registry.purgeBlob('ns', 'web', digest);
+  return { storage, registry, first, digest };
+}
+
+describe('Chart records: written create-only, replaced only when one is there', () => {
+  it('writes the record of a new chart with a create-only put and no unconditional one', async () => {
+    const storage = new ChartPuts();
+    const registry = new Registry({ storage });
+    const tgz = await chartTgz({ name: 'web', version: '1.0.0' });
+    await registry.push({ ...webChart, blob: tgz });
+    expect(storage.puts).to.deep.equal(['create-only']);
+    expect(await recordDigest(storage, 'ns', 'web', await digestOf(tgz))).to.equal(sha256(tgz));
+  });
+
+  it('replaces a record left from bytes since withdrawn when the same tar is stored again in another gzip', async () => {
+    const { storage, registry, first, digest } = await purgedChart();
+    const second = regzipped(first);
+    await registry.push({ ...webChart, blob: second });
+    expect(storage.puts).to.deep.equal(['create-only', 'create-only', 'replace']);
+    expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(sha256(second));
+  });
+
+  it('answers storage-unavailable, and publishes no release, when the replace is refused too', async () => {
+    const { storage, registry, first, digest } = await purgedChart();
+    storage.refuseReplace = true;
+    const refused = await rejection(registry.push({ ...webChart, blob: regzipped(first) }));
+    expect(refused).to.include({ code: 'storage-unavailable', status: 503 });
+    expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(sha256(first));
+    expect(await rejection(registry.packageManifests('ns', 'web'))).to.include({ code: 'package-not-found' });
+  });
+});
