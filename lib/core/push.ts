@@ -211,7 +211,7 @@ export class Pusher {
   /**
    * Helm: the chart record of a blob this push has just written (Chart.yaml as captured while the tar was checked,
    * the sha256 of the gzip bytes), before the document that makes the release visible. Written create-only (on
-   * the filesystem adapter an unconditional put costs a lock file); a record already there (its blob was collected
+   * the filesystem adapter an unconditional put takes a lock); a record already there (its blob was collected
    * and is pushed again) is replaced: it describes the stored bytes, which are these. A push that found the blob
    * stored already writes none (those bytes may be another gzip of the same tar); the index reads them once instead
    * (lib/helm/index.ts). Throws `StorageUnavailableError` when the replace fails its condition too.
@@ -231,10 +231,17 @@ export class Pusher {
     }
   }
 
-  /** Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). */
+  /**
+   * Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). Metadata this
+   * instance has written or read before (releases of one package often carry the same) is only checked with a
+   * HEAD: one request instead of a PUT refused with 412 and then a HEAD (and on the filesystem, no temp file
+   * written and fsynced for nothing).
+   */
   async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
     const { body, hash } = metadata instanceof MetadataObject ? metadata : metadataObject(metadata);
     const key = keys.metadata(namespace, name, hash);
+    // Still there now is what a refused PUT and its HEAD tell too; a collector deleting it later is fenced alike.
+    if (this.#docs.peek(key) !== undefined && (await this.#storage.head(key)) !== null) return hash;
     // Already there (412) and then gone: the collector removed an unreferenced copy in between (its claim makes this
     // push's compare-and-swap wait, lib/core/gc.ts); `putImmutable` writes it again.
     const etag = await putImmutable(this.#storage, key, body);

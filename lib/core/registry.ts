@@ -347,7 +347,7 @@ export class Registry {
    * whose blob, metadata or segment is missing. Costs four storage requests whatever the size of the registry and
    * of the package: the package document's conditional GET (the garbage-collection fence, also the read the
    * compare-and-swap starts from), the blob's and the metadata's create-if-absent PUTs (plus a HEAD when one was
-   * already there), and the compare-and-swap PUT; plus the change entry's PUT (lib/core/feed.ts), and one PUT of a
+   * already there; only a HEAD for metadata this instance stored or read before), and the compare-and-swap PUT; plus the change entry's PUT (lib/core/feed.ts), and one PUT of a
    * segment every 32 pushes to a package (lib/core/segments.ts). A blob too large to wait in memory is HEADed
    * first, so that pushing the same large tarball again does not upload it again.
    */

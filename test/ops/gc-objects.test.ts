@@ -213,6 +213,29 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     });
   });
 
+  it('a push of metadata this instance stored before, which has vanished since, writes it again', async () => {
+    const metadata = { reused: true };
+    const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
+    const storage = new MemoryStorage();
+    const registry = new Registry({ storage });
+    const push = async (release: string) =>
+      registry.push({
+        namespace: 'acme',
+        name: 'app',
+        release,
+        mediaType: 'helm',
+        blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
+        metadata,
+      });
+    await push('1.0.0');
+    expect(await storage.delete(metadataKey)).to.equal(true); // as a collector would, behind this instance's back
+    await push('2.0.0');
+    expect(await storage.head(metadataKey)).to.not.equal(null);
+    expect((await new Registry({ storage }).showManifest('acme', 'app', '2.0.0', 'helm')).metadata).to.deep.equal(
+      metadata,
+    );
+  });
+
   it('a push whose metadata object vanishes between its create-only PUT (412) and the HEAD writes it again', async () => {
     const metadata = { reused: true };
     const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
@@ -229,8 +252,9 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
       }
     }
     const storage = new Vanishing();
-    const registry = new Registry({ storage });
-    const push = async (release: string) =>
+    // Two instances: the second has not seen the metadata, so it PUTs it (one that has only HEADs it, below).
+    const [first, second] = [new Registry({ storage }), new Registry({ storage })];
+    const push = async (registry: Registry, release: string) =>
       registry.push({
         namespace: 'acme',
         name: 'app',
@@ -239,9 +263,9 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
         blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
         metadata,
       });
-    await push('1.0.0');
+    await push(first, '1.0.0');
     vanish = true;
-    await push('2.0.0');
+    await push(second, '2.0.0');
     expect(vanish, 'the object vanished once').to.equal(false);
     expect(await storage.head(metadataKey)).to.not.equal(null);
     expect((await new Registry({ storage }).showManifest('acme', 'app', '2.0.0', 'helm')).metadata).to.deep.equal(

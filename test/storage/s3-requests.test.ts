@@ -93,6 +93,41 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
     ]);
   });
 
+  it('adds one PUT for new metadata, and only a HEAD for metadata it has stored before', async () => {
+    const metadata = { description: 'the same for every release' };
+    // The blob's and the metadata's requests are made at once: counted in any order.
+    const push = async (release: string, n: number) =>
+      (
+        await cost(async () =>
+          registry.push({ namespace: 'cost', name: 'meta', release, mediaType: 'helm', blob: await blob(n), metadata }),
+        )
+      ).sort();
+    const [get, head, put] = ['GetObjectCommand', 'HeadObjectCommand', 'PutObjectCommand'];
+    // The fence's read, the blob, the metadata, the chart record, the compare-and-swap, the change entry.
+    expect(await push('1.0.0', 5000)).to.deep.equal([get, put, put, put, put, put]);
+    expect(await push('1.0.1', 5001)).to.deep.equal([get, head, put, put, put, put]);
+    // A new instance, which has not seen it: the PUT is refused (412), then the HEAD finds it.
+    const fresh = new Registry({ storage: registry.storage, coherence: { pollMs: 0, sweepPerSecond: 0 } });
+    try {
+      await fresh.sync();
+      const first = await cost(async () =>
+        fresh.push({
+          namespace: 'cost',
+          name: 'meta',
+          release: '1.0.2',
+          mediaType: 'helm',
+          blob: await blob(5002),
+          metadata,
+        }),
+      );
+      expect(first.sort()).to.deep.equal([get, head, put, put, put, put, put]);
+    } finally {
+      fresh.close();
+    }
+    const shown = await registry.showManifest('cost', 'meta', '1.0.1', 'helm');
+    expect(shown).to.have.nested.property('metadata.description', 'the same for every release');
+  });
+
   it('adds one PUT of a segment once every 32 pushes into a package, whatever its size', async () => {
     const costs: string[][] = [];
     for (let i = 0; i < 32; i += 1) {
