@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -126,6 +126,12 @@ export class KeyLocks {
       if (errorCode(err) === 'ENOENT') return true;
       if (errorCode(err) === 'ENOTDIR') return this.#breakIfStaleFile(lockDir);
       throw err;
+    }
+    if (entries.length === 0) {
+      // Never made by the locks (a key's directory is created whole), but it holds no lock: remove it, and the next
+      // attempt creates it whole. ENOTEMPTY: a waiter did so meanwhile.
+      await rmdir(lockDir).catch(ignore);
+      return true;
     }
     const held = entries.find((entry) => entry.startsWith(HELD));
     if (held === undefined || !this.#isStale(held)) return held === undefined;

@@ -243,6 +243,17 @@ describe('FsStorage locks under attack', function () {
     await expectLocksClean();
   });
 
+  it('takes the lock of a key whose lock directory was found empty', async function () {
+    // Never made by the locks (a key's directory is created whole), but left by hand or by a damaged filesystem: it
+    // holds no lock, and must not fail every write of the key.
+    const key = 'packages/ns/app.json';
+    const storage = new FsStorage({ root, lockTimeoutMs: 2000 });
+    await storage.list('');
+    await mkdir(lockDirOf(key));
+    expect(await storage.put(key, Buffer.from('v1'))).to.be.a('string');
+    await expectLocksClean();
+  });
+
   it('releases the lock when the locked step throws or the storage fails', async function () {
     const storage = new FsStorage({ root });
     const impatient = new FsStorage({ root, lockTimeoutMs: 200 });
