@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -42,9 +42,11 @@ export class KeyLocks {
   /** Run `fn` holding the key's lock. Throws `StorageUnavailableError` when the lock is not had in time. */
   async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const lockDir = join(this.#dir, createHash('sha256').update(key).digest('hex'));
-    const holder = holderName();
     const deadline = Date.now() + this.#timeoutMs;
-    for (let attempt = 0; !(await this.#take(lockDir, holder)); attempt++) {
+    let holder: string;
+    // Named at each attempt, not once before waiting: waiters judge the lock's age by the time in the name, and a
+    // name dated from the start of a long wait would let them break the lock soon after it was taken.
+    for (let attempt = 0; !(await this.#take(lockDir, (holder = holderName()))); attempt++) {
       if (Date.now() > deadline) {
         throw new StorageUnavailableError(`fs storage: timed out waiting for the lock on ${key}`);
       }
@@ -84,8 +86,14 @@ export class KeyLocks {
       if (errorCode(err) === 'ENOTDIR') return false;
       if (errorCode(err) !== 'ENOENT') throw err;
     }
-    // No `free`: the lock is held, or this is the key's first lock and its directory does not exist yet.
-    if (!(await this.#create(lockDir))) return false;
+    // No `free`: the lock is held, or this is the key's first lock and its directory does not exist yet. Only the
+    // latter creates one: a waiter that built and removed a temp directory at every attempt would churn inodes, and
+    // leave a `.new-` directory behind whenever it was killed while waiting.
+    const exists = await stat(lockDir).then(
+      () => true,
+      (err: unknown) => errorCode(err) !== 'ENOENT', // Any other error: surfaced by breakIfStale's readdir.
+    );
+    if (exists || !(await this.#create(lockDir))) return false;
     return this.#take(lockDir, holder);
   }
 
@@ -118,6 +126,12 @@ export class KeyLocks {
       if (errorCode(err) === 'ENOENT') return true;
       if (errorCode(err) === 'ENOTDIR') return this.#breakIfStaleFile(lockDir);
       throw err;
+    }
+    if (entries.length === 0) {
+      // Never made by the locks (a key's directory is created whole), but it holds no lock: remove it, and the next
+      // attempt creates it whole. ENOTEMPTY: a waiter did so meanwhile.
+      await rmdir(lockDir).catch(ignore);
+      return true;
     }
     const held = entries.find((entry) => entry.startsWith(HELD));
     if (held === undefined || !this.#isStale(held)) return held === undefined;

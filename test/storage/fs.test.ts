@@ -1,16 +1,13 @@
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { StorageUnavailableError } from '../../lib/errors.js';
 import { FsStorage } from '../../lib/storage/fs.js';
 import { holderName } from '../../lib/storage/fs-lock.js';
 import { describeStorageContract } from './contract.js';
-import type { WorkerTask } from './fs-worker.js';
+import { race, startWorker, stopWorkers } from './fs-worker.js';
 
 describeStorageContract('FsStorage', async () => {
   const root = await mkdtemp(join(tmpdir(), 'appr-fs-'));
@@ -27,8 +24,7 @@ describe('FsStorage', function () {
   });
 
   afterEach(async function () {
-    for (const child of workers) child.kill('SIGKILL');
-    workers.clear();
+    await stopWorkers();
     await rm(root, { recursive: true, force: true });
   });
 
@@ -237,52 +233,6 @@ describe('FsStorage', function () {
     expect(await storage.list('packages/')).to.deep.equal({ keys: ['packages/ns/app.json'] });
   });
 });
-
-const WORKER = fileURLToPath(new URL('./fs-worker.ts', import.meta.url));
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-
-interface Worker {
-  child: ChildProcess;
-  /** Resolves when the worker prints `ready`. */
-  ready: Promise<void>;
-  /** The worker's JSON result line. */
-  result: Promise<unknown>;
-  exited: Promise<number | null>;
-}
-
-/** Every worker started: killed after each test, so that a failed test cannot leave one running. */
-const workers = new Set<ChildProcess>();
-
-function startWorker(task: WorkerTask): Worker {
-  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, JSON.stringify(task)], {
-    cwd: REPO,
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  workers.add(child);
-  child.stdin.on('error', () => {}); // EPIPE if it died: reported through its exit code.
-  const lines = createInterface({ input: child.stdout });
-  const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => resolve(code));
-    child.once('error', () => resolve(null));
-  });
-  let onReady: () => void;
-  const ready = new Promise<void>((resolve) => (onReady = resolve));
-  const result = new Promise<unknown>((resolve, reject) => {
-    let last: unknown;
-    lines.on('line', (line) => (line === 'ready' ? onReady() : (last = JSON.parse(line))));
-    void exited.then((code) => (code === 0 ? resolve(last) : reject(new Error(`worker exited with ${code}`))));
-  });
-  // A worker that dies before `ready` must fail the test, not hang it.
-  void exited.then(() => onReady());
-  return { child, ready, result, exited };
-}
-
-/** Wait until every worker is ready, start them at once, and collect their results. */
-async function race(workers: Worker[]): Promise<unknown[]> {
-  await Promise.all(workers.map((w) => w.ready));
-  for (const w of workers) w.child.stdin!.write('go\n');
-  return Promise.all(workers.map((w) => w.result));
-}
 
 async function expectUnavailable(promise: Promise<unknown>): Promise<StorageUnavailableError> {
   const error = await promise.then(
