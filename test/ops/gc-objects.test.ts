@@ -213,32 +213,35 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     });
   });
 
-  it('a push of metadata this instance stored before, which has vanished since, writes it again', async () => {
-    const metadata = { reused: true };
-    const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
-    const storage = new MemoryStorage();
-    const registry = new Registry({ storage });
-    const push = async (release: string) =>
-      registry.push({
-        namespace: 'acme',
-        name: 'app',
-        release,
-        mediaType: 'helm',
-        blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
-        metadata,
-      });
-    await push('1.0.0');
-    expect(await storage.delete(metadataKey)).to.equal(true); // as a collector would, behind this instance's back
-    await push('2.0.0');
+  const metadata = { reused: true };
+  const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
+  const pushApp = async (registry: Registry, release: string) =>
+    registry.push({
+      namespace: 'acme',
+      name: 'app',
+      release,
+      mediaType: 'helm',
+      blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
+      metadata,
+    });
+  /** What a new instance shows of release 2.0.0 after the push that had to write the metadata again. */
+  const expectMetadataOf200 = async (storage: MemoryStorage) => {
     expect(await storage.head(metadataKey)).to.not.equal(null);
     expect((await new Registry({ storage }).showManifest('acme', 'app', '2.0.0', 'helm')).metadata).to.deep.equal(
       metadata,
     );
+  };
+
+  it('a push of metadata this instance stored before, which has vanished since, writes it again', async () => {
+    const storage = new MemoryStorage();
+    const registry = new Registry({ storage });
+    await pushApp(registry, '1.0.0');
+    expect(await storage.delete(metadataKey)).to.equal(true); // as a collector would, behind this instance's back
+    await pushApp(registry, '2.0.0');
+    await expectMetadataOf200(storage);
   });
 
   it('a push whose metadata object vanishes between its create-only PUT (412) and the HEAD writes it again', async () => {
-    const metadata = { reused: true };
-    const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
     let vanish = false;
     // The collector's delete lands exactly between the push's PUT (already there) and its HEAD.
     class Vanishing extends MemoryStorage {
@@ -252,30 +255,15 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
       }
     }
     const storage = new Vanishing();
-    // Two instances: the second has not seen the metadata, so it PUTs it (one that has only HEADs it, below).
-    const [first, second] = [new Registry({ storage }), new Registry({ storage })];
-    const push = async (registry: Registry, release: string) =>
-      registry.push({
-        namespace: 'acme',
-        name: 'app',
-        release,
-        mediaType: 'helm',
-        blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
-        metadata,
-      });
-    await push(first, '1.0.0');
+    // Two instances: the second has not seen the metadata, so it PUTs it (one that has, HEADs it only: above).
+    await pushApp(new Registry({ storage }), '1.0.0');
     vanish = true;
-    await push(second, '2.0.0');
+    await pushApp(new Registry({ storage }), '2.0.0');
     expect(vanish, 'the object vanished once').to.equal(false);
-    expect(await storage.head(metadataKey)).to.not.equal(null);
-    expect((await new Registry({ storage }).showManifest('acme', 'app', '2.0.0', 'helm')).metadata).to.deep.equal(
-      metadata,
-    );
+    await expectMetadataOf200(storage);
   });
 
   it('a push reusing a metadata object the collector is deleting waits for it, then writes the object again', async () => {
-    const metadata = { reused: true };
-    const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
     const storage = new DeletePausingStorage(metadataKey);
     const gcRegistry = new Registry({ storage });
     const pushRegistry = new Registry({ storage });
