@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync, type Dirent } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -62,14 +62,20 @@ export class KeyLocks {
     }
   }
 
-  /** Best-effort, at start-up: break the abandoned locks of the directory (keys that may never be written again). */
-  async removeStale(names: string[]): Promise<void> {
+  /**
+   * Best-effort, at start-up: remove what crashed processes left in the locks directory (`entries`, as read with
+   * their types): key directories never renamed into place (older than an hour) and lock files of earlier versions
+   * (older than `staleMs`). The key directories themselves are left alone: there is one per key ever locked, and an
+   * abandoned lock in one is broken by the next writer of that key, so looking into each would make the start-up
+   * cost grow with the number of keys.
+   */
+  async removeStale(entries: Dirent[]): Promise<void> {
     const cutoff = Date.now() - 60 * 60 * 1000;
     await Promise.all(
-      names.map(async (name) => {
-        const path = join(this.#dir, name);
-        if (!name.includes('.new-')) return this.breakIfStale(path).catch(ignore);
-        // A key directory whose creator died before renaming it into place.
+      entries.map(async (entry) => {
+        const path = join(this.#dir, entry.name);
+        if (entry.isFile()) return this.#breakIfStaleFile(path).catch(ignore);
+        if (!entry.name.includes('.new-')) return;
         const stats = await stat(path).catch(() => null);
         if (stats !== null && stats.mtimeMs < cutoff) await rm(path, { recursive: true, force: true }).catch(ignore);
       }),

@@ -350,12 +350,12 @@ export class FsStorage implements StorageAdapter {
 
   /**
    * Best-effort clean-up of what crashed processes left: temp files (an hour is far longer than any write, so nobody
-   * is still using them) and abandoned locks of keys that may never be written again.
+   * is still using them), and in the locks directory what `KeyLocks.removeStale` removes.
    */
   async #removeLeftovers(): Promise<void> {
     const cutoff = Date.now() - 60 * 60 * 1000;
     const temps = await readdir(this.#tmpDir).catch(() => []);
-    const locks = await readdir(this.#locksDir).catch(() => []);
+    const locks = await readdir(this.#locksDir, { withFileTypes: true }).catch(() => []);
     await Promise.all([
       ...temps.map(async (name) => {
         const path = join(this.#tmpDir, name);
