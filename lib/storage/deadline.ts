@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Readable } from 'node:stream';
 import { StorageUnavailableError } from '../errors.js';
 import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
@@ -13,10 +14,27 @@ import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, Wr
  * response has started by then; a stream that stalls later is ended by the adapter's own socket timeout). `put`
  * and `putStream` get `timeoutMs` plus one second per MiB written, so a large blob on a slow but working link is
  * not cut off. On expiry the operation is abandoned, not undone: a late `getStream` result is destroyed, and the
- * body of a `putStream` is destroyed so the adapter stops sending it. A write that lands after its deadline is
- * harmless: the registry writes blobs before the documents that name them, so nothing half-written is visible.
+ * body of a `putStream` is destroyed so the adapter stops sending it. An adapter that can still stop an abandoned
+ * operation before it changes anything checks `throwIfAbandoned()` there (the filesystem adapter, while it waits
+ * for a key's lock and right before it publishes), so that a compare-and-swap answered 503 is not published
+ * later. A write that lands after its deadline anyway (an S3 request already sent) is a blob or a document a
+ * retry finds; the registry writes blobs before the documents that name them, so nothing half-written is visible.
  */
 export const DEFAULT_STORAGE_TIMEOUT_MS = 5000;
+
+/** The abort signal of the storage operation running in this async context, set by `DeadlineStorage`. */
+const operationDeadline = new AsyncLocalStorage<AbortSignal>();
+
+/**
+ * For adapters: throws `StorageUnavailableError` when the storage operation this call belongs to has passed its
+ * deadline (its caller has been answered 503 already), so that it stops before changing anything. A no-op outside
+ * a `DeadlineStorage` (a deadline of 0, or an adapter used directly).
+ */
+export function throwIfAbandoned(): void {
+  if (operationDeadline.getStore()?.aborted === true) {
+    throw new StorageUnavailableError('storage operation abandoned: it passed its deadline');
+  }
+}
 
 const BYTES_PER_EXTRA_SECOND = 1024 * 1024;
 const WRAPPED = Symbol('koa-appr.deadline');
@@ -97,14 +115,16 @@ export class DeadlineStorage implements StorageAdapter {
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let expired = false;
+      const deadline = new AbortController();
       const timer = setTimeout(() => {
         expired = true;
+        deadline.abort();
         onExpiry?.();
         reject(new StorageUnavailableError(`${this.name} storage: ${op} exceeded its deadline of ${ms} ms`));
       }, ms);
       let pending: Promise<T>;
       try {
-        pending = run();
+        pending = operationDeadline.run(deadline.signal, run);
       } catch (err) {
         clearTimeout(timer);
         reject(err);

@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
+import { throwIfAbandoned } from './deadline.js';
 
 /**
  * The filesystem adapter's per-key locks (lib/storage/fs.ts). Compare-and-swap, unconditional replace and delete
@@ -47,6 +48,7 @@ export class KeyLocks {
     // Named at each attempt, not once before waiting: waiters judge the lock's age by the time in the name, and a
     // name dated from the start of a long wait would let them break the lock soon after it was taken.
     for (let attempt = 0; !(await this.#take(lockDir, (holder = holderName()))); attempt++) {
+      throwIfAbandoned(); // The caller was answered 503 meanwhile: taking the lock later would publish after it.
       if (Date.now() > deadline) {
         throw new StorageUnavailableError(`fs storage: timed out waiting for the lock on ${key}`);
       }

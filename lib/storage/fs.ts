@@ -4,6 +4,7 @@ import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandl
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StorageUnavailableError } from '../errors.js';
+import { throwIfAbandoned } from './deadline.js';
 import { errorCode, ignore, isAbsence, KeyLocks, openIfExists, readExactly, uniqueSuffix } from './fs-lock.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
@@ -129,6 +130,7 @@ export class FsStorage implements StorageAdapter {
       const deleted = await this.withLock(key, async () => {
         const current = await currentEtag(path);
         if (current === null || (options.ifMatch !== undefined && options.ifMatch !== current)) return false;
+        throwIfAbandoned();
         await unlink(path);
         return true;
       });
@@ -194,6 +196,7 @@ export class FsStorage implements StorageAdapter {
     let published = false;
     try {
       if (condition?.ifNoneMatch === '*') {
+        throwIfAbandoned();
         try {
           await inParentDir(path, () => link(temp.path, path));
         } catch (err) {
@@ -207,6 +210,8 @@ export class FsStorage implements StorageAdapter {
       }
       return await this.withLock(key, async () => {
         if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
+        // The last moment to stop a write whose caller has been answered 503 (lib/storage/deadline.ts).
+        throwIfAbandoned();
         await inParentDir(path, () => rename(temp.path, path));
         published = true;
         return etagOf(await temp.fh.stat({ bigint: true }));

@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readdir, rename, rm, stat, utimes, writeFile } from 'no
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { StorageUnavailableError } from '../../lib/errors.js';
+import { withDeadline } from '../../lib/storage/deadline.js';
 import { FsStorage } from '../../lib/storage/fs.js';
 import { holderName } from '../../lib/storage/fs-lock.js';
 import { describeStorageContract } from './contract.js';
@@ -89,6 +90,35 @@ describe('FsStorage', function () {
 
     await rename(join(lockDir, fresh), join(lockDir, holderName(Date.now() - 60_000, process.pid, 'anotherhost')));
     expect(await impatient.put(key, Buffer.from('v2'), { ifMatch: etag! })).to.be.a('string');
+    expect(await readdir(lockDir)).to.deep.equal(['free']);
+  });
+
+  it('does not publish a write answered 503 at its deadline while it waited for the lock', async function () {
+    const key = 'packages/ns/app.json';
+    const etag = await storage.put(key, Buffer.from('v1'));
+    let settled: Promise<string> | undefined;
+    // What the deadline wrapper abandons keeps running underneath: record how it ends.
+    class Observed extends FsStorage {
+      override put(...args: Parameters<FsStorage['put']>): Promise<string | null> {
+        const written = super.put(...args);
+        settled = written.then(
+          () => 'published',
+          (err: unknown) => (err instanceof StorageUnavailableError ? 'abandoned' : `failed: ${String(err)}`),
+        );
+        return written;
+      }
+    }
+    const bounded = withDeadline(new Observed({ root }), 200);
+    // A live holder (this process, just now): the lock is neither stale nor free until it is renamed back.
+    const lockDir = lockDirOf(key);
+    const holder = holderName();
+    await rename(join(lockDir, 'free'), join(lockDir, holder));
+    await expectUnavailable(bounded.put(key, Buffer.from('v2'), { ifMatch: etag! }));
+    await rename(join(lockDir, holder), join(lockDir, 'free')); // the holder lets go after the caller's 503
+    expect(await settled).to.equal('abandoned');
+    expect(await storage.get(key))
+      .to.have.property('body')
+      .that.deep.equals(Buffer.from('v1'));
     expect(await readdir(lockDir)).to.deep.equal(['free']);
   });
 
