@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Readable } from 'node:stream';
 import { StorageUnavailableError } from '../errors.js';
 import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
@@ -13,28 +12,14 @@ import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, Wr
  * What it bounds: `get`, `head`, `delete`, each `list` page, and `getStream` until the stream is handed over (the
  * response has started by then; a stream that stalls later is ended by the adapter's own socket timeout). `put`
  * and `putStream` get `timeoutMs` plus one second per MiB written, so a large blob on a slow but working link is
- * not cut off. On expiry the operation is abandoned, not undone: a late `getStream` result is destroyed, and the
- * body of a `putStream` is destroyed so the adapter stops sending it. An adapter that can still stop an abandoned
- * operation before it changes anything checks `throwIfAbandoned()` there (the filesystem adapter, while it waits
- * for a key's lock and right before it publishes), so that a compare-and-swap answered 503 is not published
- * later. A write that lands after its deadline anyway (an S3 request already sent) is a blob or a document a
+ * not cut off. On expiry the operation is abandoned, not undone: a late `getStream` result is destroyed, the body
+ * of a `putStream` is destroyed so the adapter stops sending it, and a write's `signal` (`WriteCondition`) is
+ * aborted, so that an adapter that can still stop it before it changes anything does (the filesystem adapter,
+ * while it waits for a key's lock and right before it publishes: a compare-and-swap answered 503 is not published
+ * later). A write that lands after its deadline anyway (an S3 request already sent) is a blob or a document a
  * retry finds; the registry writes blobs before the documents that name them, so nothing half-written is visible.
  */
 export const DEFAULT_STORAGE_TIMEOUT_MS = 5000;
-
-/** The abort signal of the storage operation running in this async context, set by `DeadlineStorage`. */
-const operationDeadline = new AsyncLocalStorage<AbortSignal>();
-
-/**
- * For adapters: throws `StorageUnavailableError` when the storage operation this call belongs to has passed its
- * deadline (its caller has been answered 503 already), so that it stops before changing anything. A no-op outside
- * a `DeadlineStorage` (a deadline of 0, or an adapter used directly).
- */
-export function throwIfAbandoned(): void {
-  if (operationDeadline.getStore()?.aborted === true) {
-    throw new StorageUnavailableError('storage operation abandoned: it passed its deadline');
-  }
-}
 
 const BYTES_PER_EXTRA_SECOND = 1024 * 1024;
 const WRAPPED = Symbol('koa-appr.deadline');
@@ -58,14 +43,16 @@ export class DeadlineStorage implements StorageAdapter {
   }
 
   put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
-    return this.#bound('put', this.#writeMs(body.byteLength), () => this.#inner.put(key, body, options));
+    return this.#bound('put', this.#writeMs(body.byteLength), (signal) =>
+      this.#inner.put(key, body, { ...options, signal }),
+    );
   }
 
   putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
     return this.#bound(
       'putStream',
       this.#writeMs(size),
-      () => this.#inner.putStream(key, body, size, options),
+      (signal) => this.#inner.putStream(key, body, size, { ...options, signal }),
       () => {
         body.destroy(); // no error: nobody may be listening yet; a reader sees a premature close
       },
@@ -109,7 +96,7 @@ export class DeadlineStorage implements StorageAdapter {
   #bound<T>(
     op: string,
     ms: number,
-    run: () => Promise<T>,
+    run: (signal: AbortSignal) => Promise<T>,
     onExpiry?: () => void,
     onLate?: (value: T) => void,
   ): Promise<T> {
@@ -124,7 +111,7 @@ export class DeadlineStorage implements StorageAdapter {
       }, ms);
       let pending: Promise<T>;
       try {
-        pending = operationDeadline.run(deadline.signal, run);
+        pending = run(deadline.signal);
       } catch (err) {
         clearTimeout(timer);
         reject(err);

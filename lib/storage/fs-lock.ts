@@ -5,7 +5,6 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../errors.js';
-import { throwIfAbandoned } from './deadline.js';
 
 /**
  * The filesystem adapter's per-key locks (lib/storage/fs.ts). Compare-and-swap, unconditional replace and delete
@@ -40,15 +39,19 @@ export class KeyLocks {
     this.#staleMs = options.staleMs;
   }
 
-  /** Run `fn` holding the key's lock. Throws `StorageUnavailableError` when the lock is not had in time. */
-  async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` holding the key's lock. Throws `StorageUnavailableError` when the lock is not had in time, or when
+   * `signal` is aborted while waiting (the caller was answered 503 meanwhile: taking the lock later would let an
+   * abandoned write publish after it).
+   */
+  async withLock<T>(key: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const lockDir = join(this.#dir, createHash('sha256').update(key).digest('hex'));
     const deadline = Date.now() + this.#timeoutMs;
     let holder: string;
     // Named at each attempt, not once before waiting: waiters judge the lock's age by the time in the name, and a
     // name dated from the start of a long wait would let them break the lock soon after it was taken.
     for (let attempt = 0; !(await this.#take(lockDir, (holder = holderName()))); attempt++) {
-      throwIfAbandoned(); // The caller was answered 503 meanwhile: taking the lock later would publish after it.
+      throwIfAbandoned(signal);
       if (Date.now() > deadline) {
         throw new StorageUnavailableError(`fs storage: timed out waiting for the lock on ${key}`);
       }
@@ -248,6 +251,11 @@ function tryOr<T>(fn: () => T, fallback: T): T {
   } catch {
     return fallback;
   }
+}
+
+/** A write whose deadline passed (`WriteCondition.signal`): stop it before it changes anything. */
+export function throwIfAbandoned(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw new StorageUnavailableError('fs storage: write abandoned at its deadline');
 }
 
 /** For `.catch(ignore)`: a best-effort step whose failure changes nothing. */

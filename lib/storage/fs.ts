@@ -4,8 +4,16 @@ import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandl
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StorageUnavailableError } from '../errors.js';
-import { throwIfAbandoned } from './deadline.js';
-import { errorCode, ignore, isAbsence, KeyLocks, openIfExists, readExactly, uniqueSuffix } from './fs-lock.js';
+import {
+  errorCode,
+  ignore,
+  isAbsence,
+  KeyLocks,
+  openIfExists,
+  readExactly,
+  throwIfAbandoned,
+  uniqueSuffix,
+} from './fs-lock.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
@@ -130,7 +138,6 @@ export class FsStorage implements StorageAdapter {
       const deleted = await this.withLock(key, async () => {
         const current = await currentEtag(path);
         if (current === null || (options.ifMatch !== undefined && options.ifMatch !== current)) return false;
-        throwIfAbandoned();
         await unlink(path);
         return true;
       });
@@ -195,8 +202,9 @@ export class FsStorage implements StorageAdapter {
     const temp = await this.#writeTemp(chunks);
     let published = false;
     try {
+      const signal = condition?.signal;
       if (condition?.ifNoneMatch === '*') {
-        throwIfAbandoned();
+        throwIfAbandoned(signal);
         try {
           await inParentDir(path, () => link(temp.path, path));
         } catch (err) {
@@ -208,14 +216,17 @@ export class FsStorage implements StorageAdapter {
         published = true;
         return etagOf(await temp.fh.stat({ bigint: true }));
       }
-      return await this.withLock(key, async () => {
-        if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
-        // The last moment to stop a write whose caller has been answered 503 (lib/storage/deadline.ts).
-        throwIfAbandoned();
-        await inParentDir(path, () => rename(temp.path, path));
-        published = true;
-        return etagOf(await temp.fh.stat({ bigint: true }));
-      });
+      return await this.withLock(
+        key,
+        async () => {
+          if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
+          throwIfAbandoned(signal); // The last moment to stop a write whose caller has been answered 503.
+          await inParentDir(path, () => rename(temp.path, path));
+          published = true;
+          return etagOf(await temp.fh.stat({ bigint: true }));
+        },
+        signal,
+      );
     } finally {
       await temp.fh.close().catch(ignore);
       // Once published the temp name is gone: unlinking it again would only build an ENOENT error.
@@ -278,8 +289,8 @@ export class FsStorage implements StorageAdapter {
    * Run `fn` holding the key's lock (lib/storage/fs-lock.ts). TypeScript-private rather than `#private` so that a
    * test can make a real process die holding a lock.
    */
-  private withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    return this.#locks.withLock(key, fn);
+  private withLock<T>(key: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.#locks.withLock(key, fn, signal);
   }
 
   #objectPath(key: string): string {

@@ -79,7 +79,17 @@ export interface StorageCapabilities {
   readonly conditionalDelete: boolean;
 }
 
-export type WriteCondition = { ifNoneMatch: '*'; ifMatch?: undefined } | { ifMatch: string; ifNoneMatch?: undefined };
+/**
+ * A write's precondition (create-if-absent, or compare-and-swap on an ETag; neither: unconditional), and its
+ * `signal`: aborted when the registry's deadline for the write has passed and its caller has been answered 503
+ * (lib/storage/deadline.ts). An adapter that can still stop the write before it changes anything checks it there
+ * (the filesystem adapter: while waiting for a key's lock, and right before publishing); others may ignore it.
+ */
+export type WriteCondition = (
+  | { ifNoneMatch: '*'; ifMatch?: undefined }
+  | { ifMatch: string; ifNoneMatch?: undefined }
+  | { ifNoneMatch?: undefined; ifMatch?: undefined }
+) & { signal?: AbortSignal };
 
 export type GetResult = { notModified: false; body: Buffer; etag: string } | { notModified: true; etag: string };
 
