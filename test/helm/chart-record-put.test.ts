@@ -1,6 +1,6 @@
 /**
  * How a push writes a Helm chart record (lib/core/push.ts): create-only first, so that the common case (no record
- * yet) never asks for an unconditional put (a lock file on the filesystem adapter); the unconditional replace only
+ * yet) never asks for an unconditional put (a lock on the filesystem adapter); the unconditional replace only
  * when a record is there already, for bytes that are stored anew.
  */
 import { expect } from 'chai';
@@ -18,7 +18,7 @@ class ChartPuts extends MemoryStorage {
 
   override async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
     if (key.startsWith('charts/')) {
-      const replace = options === undefined;
+      const replace = options?.ifNoneMatch === undefined && options?.ifMatch === undefined;
       this.puts.push(replace ? 'replace' : 'create-only');
       if (replace && this.refuseReplace) return null;
     }
