@@ -43,17 +43,23 @@ export class DeadlineStorage implements StorageAdapter {
   }
 
   put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
-    return this.#bound('put', this.#writeMs(body.byteLength), (signal) =>
-      this.#inner.put(key, body, { ...options, signal }),
+    const deadline = new AbortController();
+    return this.#bound(
+      'put',
+      this.#writeMs(body.byteLength),
+      () => this.#inner.put(key, body, { ...options, signal: deadline.signal }),
+      () => deadline.abort(),
     );
   }
 
   putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
+    const deadline = new AbortController();
     return this.#bound(
       'putStream',
       this.#writeMs(size),
-      (signal) => this.#inner.putStream(key, body, size, { ...options, signal }),
+      () => this.#inner.putStream(key, body, size, { ...options, signal: deadline.signal }),
       () => {
+        deadline.abort();
         body.destroy(); // no error: nobody may be listening yet; a reader sees a premature close
       },
     );
@@ -96,22 +102,20 @@ export class DeadlineStorage implements StorageAdapter {
   #bound<T>(
     op: string,
     ms: number,
-    run: (signal: AbortSignal) => Promise<T>,
+    run: () => Promise<T>,
     onExpiry?: () => void,
     onLate?: (value: T) => void,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let expired = false;
-      const deadline = new AbortController();
       const timer = setTimeout(() => {
         expired = true;
-        deadline.abort();
         onExpiry?.();
         reject(new StorageUnavailableError(`${this.name} storage: ${op} exceeded its deadline of ${ms} ms`));
       }, ms);
       let pending: Promise<T>;
       try {
-        pending = run(deadline.signal);
+        pending = run();
       } catch (err) {
         clearTimeout(timer);
         reject(err);
