@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync, type Dirent } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -55,7 +55,7 @@ export class KeyLocks {
       if (Date.now() > deadline) {
         throw new StorageUnavailableError(`fs storage: timed out waiting for the lock on ${key}`);
       }
-      if (!(await this.breakIfStale(lockDir))) await sleep(Math.random() * Math.min(20, 2 + 2 ** attempt));
+      if (!(await this.#breakIfStale(lockDir))) await sleep(Math.random() * Math.min(20, 2 + 2 ** attempt));
     }
     try {
       return await fn();
@@ -75,14 +75,11 @@ export class KeyLocks {
    * cost grow with the number of keys.
    */
   async removeStale(entries: Dirent[]): Promise<void> {
-    const cutoff = Date.now() - 60 * 60 * 1000;
     await Promise.all(
       entries.map(async (entry) => {
         const path = join(this.#dir, entry.name);
-        if (entry.isFile()) return this.#breakIfStaleFile(path).catch(ignore);
-        if (!entry.name.includes('.new-')) return;
-        const stats = await stat(path).catch(() => null);
-        if (stats !== null && stats.mtimeMs < cutoff) await rm(path, { recursive: true, force: true }).catch(ignore);
+        if (entry.isFile()) await removeIfOlder(path, this.#staleMs);
+        else if (entry.name.includes('.new-')) await removeIfOlder(path, LEFTOVER_AGE_MS);
       }),
     );
   }
@@ -129,13 +126,14 @@ export class KeyLocks {
    * free now, or gone). Two waiters breaking the same lock rename the same holder's name: one succeeds, and the
    * other's ENOENT harms nobody, since every holder's name is unique.
    */
-  async breakIfStale(lockDir: string): Promise<boolean> {
+  async #breakIfStale(lockDir: string): Promise<boolean> {
     let entries: string[];
     try {
       entries = await readdir(lockDir);
     } catch (err) {
       if (errorCode(err) === 'ENOENT') return true;
-      if (errorCode(err) === 'ENOTDIR') return this.#breakIfStaleFile(lockDir);
+      // An earlier version's lock file: judged by its mtime only.
+      if (errorCode(err) === 'ENOTDIR') return removeIfOlder(lockDir, this.#staleMs);
       throw err;
     }
     if (entries.length === 0) {
@@ -149,15 +147,6 @@ export class KeyLocks {
     await rename(join(lockDir, held), join(lockDir, FREE)).catch((err: unknown) => {
       if (errorCode(err) !== 'ENOENT') throw err;
     });
-    return true;
-  }
-
-  /** An earlier version's lock file: judged by its mtime only. */
-  async #breakIfStaleFile(path: string): Promise<boolean> {
-    const stats = await stat(path).catch(() => null);
-    if (stats === null) return true;
-    if (Date.now() - stats.mtimeMs <= this.#staleMs) return false;
-    await unlink(path).catch(ignore);
     return true;
   }
 
@@ -210,6 +199,22 @@ function hostHash(): string {
 }
 
 // ---- Small helpers, shared with lib/storage/fs.ts ---------------------------------------------------------------
+
+/** Far longer than any write or lock directory creation takes: what a crashed process left older than this is unused. */
+export const LEFTOVER_AGE_MS = 60 * 60 * 1000;
+
+/**
+ * Best-effort: remove `path` (a file, or a directory with what it holds) if its mtime is more than `maxAgeMs` ago.
+ * True when it is gone (removed, or not there), false when it is younger. A file is never removed recursively, so
+ * a directory that replaced it since the stat (a lock taken meanwhile) is left alone.
+ */
+export async function removeIfOlder(path: string, maxAgeMs: number): Promise<boolean> {
+  const stats = await stat(path).catch(() => null);
+  if (stats === null) return true;
+  if (Date.now() - stats.mtimeMs <= maxAgeMs) return false;
+  await rm(path, { recursive: stats.isDirectory(), force: true }).catch(ignore);
+  return true;
+}
 
 /** Random per process, then a counter: unique names without a random draw per write. */
 const PROCESS_NONCE = randomBytes(6).toString('hex');

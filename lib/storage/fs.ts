@@ -9,8 +9,10 @@ import {
   ignore,
   isAbsence,
   KeyLocks,
+  LEFTOVER_AGE_MS,
   openIfExists,
   readExactly,
+  removeIfOlder,
   throwIfAbandoned,
   uniqueSuffix,
 } from './fs-lock.js';
@@ -205,12 +207,7 @@ export class FsStorage implements StorageAdapter {
       const signal = condition?.signal;
       if (condition?.ifNoneMatch === '*') {
         throwIfAbandoned(signal);
-        try {
-          await inParentDir(path, () => link(temp.path, path));
-        } catch (err) {
-          if (errorCode(err) === 'EEXIST') return null;
-          throw err;
-        }
+        if ((await createOrNull(path, () => link(temp.path, path))) === null) return null;
         // Unlink before the fstat: dropping a link changes the ctime, which is part of the ETag.
         await unlink(temp.path).catch(ignore);
         published = true;
@@ -239,13 +236,8 @@ export class FsStorage implements StorageAdapter {
    * be seen torn, and has nothing to fsync. Two system calls and a close fewer than a temp file and its link.
    */
   async #createEmpty(path: string): Promise<string | null> {
-    let fh: FileHandle;
-    try {
-      fh = await inParentDir(path, () => open(path, 'wx'));
-    } catch (err) {
-      if (errorCode(err) === 'EEXIST') return null;
-      throw err;
-    }
+    const fh = await createOrNull(path, () => open(path, 'wx'));
+    if (fh === null) return null;
     try {
       await stampMtime(fh);
       return etagOf(await fh.stat({ bigint: true }));
@@ -264,7 +256,7 @@ export class FsStorage implements StorageAdapter {
         size += chunk.byteLength;
       }
       await stampMtime(fh);
-      // A zero-byte object (a change entry) is whole whether or not its inode reached the disk: nothing to sync.
+      // A zero-byte object is whole whether or not its inode reached the disk: nothing to sync.
       if (this.#fsync && size > 0) await fh.sync();
       return { path, fh };
     } catch (err) {
@@ -369,15 +361,10 @@ export class FsStorage implements StorageAdapter {
    * is still using them), and in the locks directory what `KeyLocks.removeStale` removes.
    */
   async #removeLeftovers(): Promise<void> {
-    const cutoff = Date.now() - 60 * 60 * 1000;
     const temps = await readdir(this.#tmpDir).catch(() => []);
     const locks = await readdir(this.#locksDir, { withFileTypes: true }).catch(() => []);
     await Promise.all([
-      ...temps.map(async (name) => {
-        const path = join(this.#tmpDir, name);
-        const stats = await stat(path).catch(() => null);
-        if (stats !== null && stats.mtimeMs < cutoff) await unlink(path).catch(ignore);
-      }),
+      ...temps.map((name) => removeIfOlder(join(this.#tmpDir, name), LEFTOVER_AGE_MS)),
       this.#locks.removeStale(locks),
     ]);
   }
@@ -451,6 +438,16 @@ async function inParentDir<T>(path: string, op: () => Promise<T>): Promise<T> {
     await mkdir(dirname(path), { recursive: true }).catch((err: unknown) => {
       if (errorCode(err) !== 'ENOENT') throw err;
     });
+  }
+}
+
+/** A create-if-absent step into `path` (`inParentDir`): null when something is there already (EEXIST). */
+async function createOrNull<T>(path: string, op: () => Promise<T>): Promise<T | null> {
+  try {
+    return await inParentDir(path, op);
+  } catch (err) {
+    if (errorCode(err) === 'EEXIST') return null;
+    throw err;
   }
 }
 
