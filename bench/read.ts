@@ -9,7 +9,8 @@
  *
  * Load: wrk (apt-get install wrk), 2 threads, 32 connections (8 for big pulls), caches warm (a warm-up run first).
  * Prints requests per second, the ratio to bare Koa (and to the SDK alone for S3 big pulls) and each server's peak
- * RSS. BENCH_SECONDS (default 4) sets the duration of each run; BENCH_TARGETS (default koa,memory,fs,s3) and
+ * RSS. Each figure is the median of BENCH_REPS runs (default 3) of BENCH_SECONDS each (default 3), the targets'
+ * order rotated from one run to the next; BENCH_TARGETS (default koa,memory,fs,s3) and
  * BENCH_WORKLOADS (e.g. show,list) subsets; BENCH_OPS=1 adds each store with metrics and audit on, and their
  * ratios to the same store without them; BENCH_CPU_PROF=<dir> profiles each target's serving;
  * BENCH_FIXTURE=<dir> keeps the fixture there between runs.
@@ -26,7 +27,9 @@ import { pack } from 'tar-stream';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = join(HERE, '..');
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+/** Runs per workload and target (the median counts), as the issue's figures ("medians of 3"). */
+const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3));
 const TARGETS = (process.env.BENCH_TARGETS ?? 'koa,memory,fs,s3').split(',');
 /** A subset of the workloads, by the start of their names (e.g. `show,list`). */
 const ONLY = process.env.BENCH_WORKLOADS?.split(',');
@@ -195,6 +198,12 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 function peakRssMb(pid: number | undefined): number {
   try {
     const kb = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
@@ -318,21 +327,26 @@ async function main(): Promise<void> {
     const all: Workload = { id: 'warm-up', paths: small, conns: 32, seconds: 2 };
     for (const server of servers) if (small.length > 0 && server.name !== 's3 SDK alone') await wrk(server.url, all, 2);
     for (const w of workloads) {
-      rows[w.id] = {};
-      cpu[w.id] = {};
-      for (const server of servers) {
-        if (server.name === 's3 SDK alone' && !w.big) continue;
-        await wrk(server.url, { ...w }, 1); // warm the caches and the JIT
-        const before = cpuSeconds(server.child.pid);
-        const { rps, errors } = await wrk(server.url, w, w.seconds);
-        const perRequest = (cpuSeconds(server.child.pid) - before) / (rps * w.seconds);
-        rows[w.id]![server.name] = rps;
-        cpu[w.id]![server.name] = perRequest;
-        console.error(
-          `bench: ${w.id.padEnd(14)} ${server.name.padEnd(13)} ${rps.toFixed(1).padStart(9)} req/s ` +
-            `${(perRequest * 1e6).toFixed(0).padStart(7)} us CPU/req${errors ? ` (${errors} errors)` : ''}`,
-        );
+      const measured = servers.filter((server) => w.big || server.name !== 's3 SDK alone');
+      const runs = new Map(measured.map((server) => [server.name, { rps: [] as number[], cpu: [] as number[] }]));
+      for (const server of measured) await wrk(server.url, { ...w }, 1); // warm the caches and the JIT
+      // REPS runs per target, the order rotated each time so that no target always runs first or last (a slow
+      // minute of a shared machine then lands on each in turn); the median run counts.
+      for (let rep = 0; rep < REPS; rep++) {
+        for (const server of [...measured.slice(rep % measured.length), ...measured.slice(0, rep % measured.length)]) {
+          const before = cpuSeconds(server.child.pid);
+          const { rps, errors } = await wrk(server.url, w, w.seconds);
+          const perRequest = (cpuSeconds(server.child.pid) - before) / (rps * w.seconds);
+          runs.get(server.name)!.rps.push(rps);
+          runs.get(server.name)!.cpu.push(perRequest);
+          console.error(
+            `bench: ${w.id.padEnd(14)} ${server.name.padEnd(13)} ${rps.toFixed(1).padStart(9)} req/s ` +
+              `${(perRequest * 1e6).toFixed(0).padStart(7)} us CPU/req${errors ? ` (${errors} errors)` : ''}`,
+          );
+        }
       }
+      rows[w.id] = Object.fromEntries([...runs].map(([name, r]) => [name, median(r.rps)]));
+      cpu[w.id] = Object.fromEntries([...runs].map(([name, r]) => [name, median(r.cpu)]));
     }
 
     const names = servers.map((s) => s.name);

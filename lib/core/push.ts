@@ -99,11 +99,13 @@ export class Pusher {
     const docKey = keys.packageDoc(namespace, name);
     const exists = (doc: PackageDoc | null, view: SegmentView): boolean =>
       doc !== null && Object.hasOwn(mediaOf(doc, view, release) ?? {}, mediaType);
-    const conflict = new ApprError('package-exists', 'Package exists already', {
-      package: `${namespace}/${name}`,
-      release,
-      media_type: mediaType,
-    });
+    // Built only when thrown: an Error captures a stack trace, a cost every successful push would pay.
+    const conflict = () =>
+      new ApprError('package-exists', 'Package exists already', {
+        package: `${namespace}/${name}`,
+        release,
+        media_type: mediaType,
+      });
 
     const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.stageOptions());
     let size = blob.size;
@@ -165,7 +167,7 @@ export class Pusher {
                 });
               }
               const view = current === null ? undefined : this.#segments.viewOf(current);
-              if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict;
+              if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict();
               checkFence(gcFence, current, relied());
               // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
               const doc =

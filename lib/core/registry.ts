@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
-import { registryOptions } from '../options/schema.js';
+import { registryOptions, systemClock } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
@@ -273,7 +273,8 @@ export class Registry {
       this.#docs,
       this.#catalog,
       options.coherence,
-      () => this.#now().getTime(),
+      // Read on every request (is the feed idle?): without a Date object each time unless a test set the clock.
+      options.now === systemClock ? Date.now : () => this.#now().getTime(),
       options.listPageSize,
     );
     const { blobMaxBytes } = options.cache;

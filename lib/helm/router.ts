@@ -222,7 +222,8 @@ async function download(ctx: Context, { namespace, file }: ParamsOf<typeof CHART
   const manifests = await opts.registry.packageManifests(namespace, name, HELM_MEDIA_TYPE).catch(notFound(missing));
   const manifest = manifests.find((m) => m.release === version);
   if (!manifest) throw new ApprError('package-not-found', missing);
-  sendBlob(ctx, await opts.registry.blob(namespace, name, manifest.content.digest), file, null);
+  const found = await opts.registry.blob(namespace, name, manifest.content.digest);
+  sendBlob(ctx, found, found.digest, file, null);
 }
 
 // ---- ChartMuseum API ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-import type { Context, Next } from 'koa';
+import type { Context, Middleware, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { EVERYONE } from '../core/catalog.js';
@@ -92,16 +92,20 @@ export class AccessControl<P = unknown> {
     // Without hooks every caller is anonymous and may do everything: one shared state, nothing to work out per
     // request (reads answered from memory are cheap enough for this to show).
     const unguarded = !hooks.identify && !hooks.authorize && hooks.anonymous !== false;
-    const middleware = async (ctx: Context, next: Next): Promise<void> => {
+    const named = access !== 'open' && access !== 'list';
+    // No open route uses the caller: identifying it would only let anyone make the server verify credentials (an
+    // scrypt hash per wrong Basic password with the user store) for free. Not async: nothing to wait for, and a
+    // read answered from memory feels every extra promise. (A malformed name throws here; Koa's compose turns it
+    // into a rejection like any other.)
+    const anonymous = (ctx: Context, next: Next): Promise<void> => {
       // Malformed names are answered 400 first: they are no secret, and no hook or storage ever sees them.
-      const names = access === 'open' || access === 'list' ? null : packageParams(ctx);
-      if (unguarded || access === 'open') {
-        // No open route uses the caller: identifying it would only let anyone make the server verify credentials
-        // (an scrypt hash per wrong Basic password with the user store) for free.
-        ctx.state.appr = ANONYMOUS;
-        // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
-        return next();
-      }
+      if (named) packageParams(ctx);
+      ctx.state.appr = ANONYMOUS;
+      return next();
+    };
+    const guarded = async (ctx: Context, next: Next): Promise<void> => {
+      if (access === 'open') return anonymous(ctx, next);
+      const names = named ? packageParams(ctx) : null;
       const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
       const caller = await this.#identify(ctx, credentials);
       if (caller === null && hooks.anonymous === false) throw this.#unauthorized(credentials);
@@ -117,6 +121,18 @@ export class AccessControl<P = unknown> {
       // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
       return next();
     };
+    const middleware = unguarded ? anonymous : guarded;
+    Object.defineProperty(middleware, GUARD, { value: access });
+    return middleware;
+  }
+
+  /**
+   * The guard with the route's last step (`handle`, which never calls on) run by it: one middleware instead of
+   * two, a step of Koa's middleware chain fewer on every read. Tagged as the guard it starts with.
+   */
+  guardThen(access: Access, action: string, handle: (ctx: Context) => Promise<void> | void): Middleware {
+    const guard = this.guard(access, action);
+    const middleware = (ctx: Context): Promise<void> => guard(ctx, () => Promise.resolve(handle(ctx)));
     Object.defineProperty(middleware, GUARD, { value: access });
     return middleware;
   }

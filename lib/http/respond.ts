@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { Context, Next } from 'koa';
+import type { Context, Middleware, Next } from 'koa';
 import { ApprError, ERRORS, isApprError, type ErrorCode } from '../errors.js';
 import type { ErrorResponse } from './options.js';
 import { boundedErrorBody, setAttachment } from './headers.js';
@@ -28,24 +28,36 @@ const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
  * A 5xx answer carries only the error table's message (a client may not learn storage paths, bucket names or a
  * stack); the error itself goes to `onError`. A client that went away is not an error and is not reported.
  */
-export function responder(options: ResponseOptions) {
+export function responder(options: ResponseOptions): Middleware {
   const { record } = options;
-  return async function apprResponder(ctx: Context, next: Next): Promise<void> {
-    const started = record === undefined ? 0 : performance.now();
-    // Read before `next`: the name of the route this responder belongs to ('unmatched' for the JSON 404).
-    const route =
-      record === undefined ? '' : ((ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? 'unmatched');
+  /** The headers every answer carries; returns the request's Origin ('' without one, or with CORS off). */
+  const begin = (ctx: Context): string => {
     const origin = options.cors ? ctx.get('Origin') : '';
     // Set one by one on the Node response: this runs on every request, and a header object per request costs.
     // nosniff on every response: a browser must never run a pulled tarball or an echoed error as a page.
     ctx.res.setHeader('X-Content-Type-Options', 'nosniff');
     if (options.cors) setCors(ctx, origin);
+    return origin;
+  };
+  if (record === undefined) {
+    // Without metrics nothing happens after the answer: not async (a read answered from memory feels every
+    // extra promise and frame).
+    return function apprResponder(ctx: Context, next: Next): Promise<void> {
+      const origin = begin(ctx);
+      return next().then(undefined, (err: unknown) => answerError(ctx, err, options, origin));
+    };
+  }
+  return async function apprResponder(ctx: Context, next: Next): Promise<void> {
+    const started = performance.now();
+    // Read before `next`: the name of the route this responder belongs to ('unmatched' for the JSON 404).
+    const route = (ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? 'unmatched';
+    const origin = begin(ctx);
     try {
       await next();
     } catch (err) {
       await answerError(ctx, err, options, origin);
     } finally {
-      if (record !== undefined) record(ctx, route, started);
+      record(ctx, route, started);
     }
   };
 }
@@ -194,6 +206,12 @@ const JSON_TYPE = 'application/json; charset=utf-8';
  * Whether the request has a validator `ctx.fresh` could match (`ctx.fresh` copies every response header first:
  * not worth it on the many requests that have none).
  */
+/** Koa's `fresh` for a 200 answer (it is false while the status is still Koa's default 404). */
+function isFresh(ctx: Context): boolean {
+  ctx.status = 200;
+  return ctx.fresh;
+}
+
 function conditional(ctx: Context): boolean {
   const { headers } = ctx.req;
   return headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined;
@@ -205,26 +223,30 @@ const IMMUTABLE = 'max-age=31536000, immutable';
 /**
  * Send a blob's bytes: raw (`application/x-gzip`, with an ETag, `If-None-Match` and single `Range` support), or as
  * the pull/blob JSON object whose `blob` field is streamed base64, so neither form holds a large blob in memory.
- * `bytes` (a small blob from the memory cache) is sent as it is. `cache`: blobs fetched by digest are immutable,
- * so they may be kept forever, by shared caches too (`public`) only when the package is public.
+ * `bytes` (a small blob from the memory cache) is sent as it is. `digest` (hex SHA-256) is the ETag. `cache`: blobs
+ * fetched by digest are immutable, so they may be kept forever, by shared caches too (`public`) only when the
+ * package is public.
  */
 export function sendBlob(
   ctx: Context,
-  blob: { body: Readable; size: number; digest: string; bytes?: Buffer },
+  blob: { body: Readable; size: number; bytes?: Buffer },
+  digest: string,
   filename: string,
   json: Record<string, string> | null,
   cache?: 'public' | 'private',
 ): void {
   const { res } = ctx;
-  ctx.status = 200;
+  // Koa's body setter makes bytes a 200; a stream may end without a body (HEAD).
+  if (blob.bytes === undefined) ctx.status = 200;
   if (cache !== undefined) res.setHeader('Cache-Control', cache === 'public' ? PUBLIC_BLOB : PRIVATE_BLOB);
-  ignoreClientAbort(ctx);
+  // Bytes in memory are written in one go: only a stream can meet a client that went away.
+  if (blob.bytes === undefined) ignoreClientAbort(ctx);
   if (json === null) {
-    res.setHeader('ETag', `"${blob.digest}"`);
+    res.setHeader('ETag', `"${digest}"`);
     setAttachment(ctx, filename);
     res.setHeader('Accept-Ranges', 'bytes');
     res.setHeader('Content-Type', 'application/x-gzip');
-    if (conditional(ctx) && ctx.fresh) {
+    if (conditional(ctx) && isFresh(ctx)) {
       ctx.status = 304;
       if (blob.bytes === undefined) blob.body.destroy();
       return;

@@ -160,20 +160,22 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
 
   const routes = ROUTES.filter((route) => !(route.path === '' && prefix === ''));
   for (const route of routes) {
-    const chain: Middleware[] = [respond, access.guard(route.access, route.name)];
-    if (route.body === 'values') chain.push(bodyReader(opts.loginBodyLimit));
-    if (route.body === 'push') chain.push(pushBodyReader(opts));
     const ownPath = `${prefix}${route.path}`;
     // Not async: the handler's own promise is the route's (every frame counts on a read answered from memory).
-    chain.push((ctx) =>
+    const handle = (ctx: Context) =>
       route.handler(ctx, opts, {
         params: ctx.params as Record<string, string>,
         // `ctx.query` parses the query string: only when there is one.
         json:
           route.json === 'always' || (route.json === 'query' && ctx.querystring !== '' && ctx.query.format === 'json'),
         ownPath,
-      }),
-    );
+      });
+    const chain: Middleware[] = [respond];
+    if (route.body === undefined) chain.push(access.guardThen(route.access, route.name, handle));
+    else {
+      const reader = route.body === 'values' ? bodyReader(opts.loginBodyLimit) : pushBodyReader(opts);
+      chain.push(access.guard(route.access, route.name), reader, handle);
+    }
     router[route.method](route.name, ownPath, ...(chain as [Middleware]));
   }
 
@@ -517,13 +519,12 @@ async function pull(
   { params: p, json }: RouteRequest<ParamsOf<`${typeof pkg}/:release/:media_type`>>,
 ): Promise<void> {
   const pulled = await opts.registry.pull(p.namespace, p.package, p.release, p.media_type);
-  const pkgName = `${p.namespace}/${p.package}`;
-  const filename = `${p.namespace}_${p.package}_${pulled.release}.tar.gz`;
   sendBlob(
     ctx,
-    Object.assign(pulled.blob, { digest: pulled.digest }),
-    filename,
-    json ? { package: pkgName, release: pulled.release, media_type: pulled.mediaType } : null,
+    pulled.blob,
+    pulled.digest,
+    `${p.namespace}_${p.package}_${pulled.release}.tar.gz`,
+    json ? { package: `${p.namespace}/${p.package}`, release: pulled.release, media_type: pulled.mediaType } : null,
   );
 }
 
@@ -537,6 +538,7 @@ async function blob(
   sendBlob(
     ctx,
     found,
+    found.digest,
     filename,
     json ? { package: `${p.namespace}/${p.package}`, release: found.digest } : null,
     found.visibility === 'public' ? 'public' : 'private',

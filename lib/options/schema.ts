@@ -26,6 +26,9 @@ const MiB = 1024 * 1024;
 /** The longest delay `setTimeout` keeps (a longer one fires after 1 ms, with only a warning). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** The `now` option's default: the system clock (the Registry reads it per request as `Date.now()`, no Date made). */
+export const systemClock = (): Date => new Date();
+
 /** The methods every `StorageAdapter` has (lib/storage/types.ts); `close` is optional. */
 export const STORAGE_METHODS = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list'] as const;
 
@@ -77,7 +80,7 @@ export const registryShape = {
   cas: casOptions.default({ maxAttempts: 100, baseDelayMs: 5, maxDelayMs: 250 }),
   maxPackageBytes: integer('bytes', 1).default(8 * MiB),
   listPageSize: integer('count', 1).default(1000),
-  now: fn<() => Date>().default(() => () => new Date()),
+  now: fn<() => Date>().default(() => systemClock),
   /** Overall deadline of each storage operation (lib/storage/deadline.ts); 0 turns it off. */
   storageTimeoutMs: integer('ms', 0, MAX_TIMER_MS).default(5000),
   /** Where pushed blobs over `pushMemoryBytes` wait as temp files (default: the OS temp directory). */

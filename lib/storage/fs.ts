@@ -16,6 +16,7 @@ import {
   throwIfAbandoned,
   uniqueSuffix,
 } from './fs-lock.js';
+import { fsWriter, WRITER_MAX_BYTES, type WriteOutcome } from './fs-writer.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
@@ -201,6 +202,8 @@ export class FsStorage implements StorageAdapter {
   /** Temp file, then an atomic publish according to the condition. */
   async #write(key: string, path: string, chunks: Chunks, condition?: WriteCondition): Promise<string | null> {
     if (condition?.ifNoneMatch === '*' && isEmpty(chunks)) return this.#createEmpty(path);
+    const small = smallBody(chunks);
+    if (small !== undefined) return this.#writeSmall(key, path, small, condition);
     const temp = await this.#writeTemp(chunks);
     let published = false;
     try {
@@ -232,22 +235,60 @@ export class FsStorage implements StorageAdapter {
   }
 
   /**
+   * `#write` of a body in memory of at most WRITER_MAX_BYTES: the temp file (and a create-if-absent's publish) is
+   * one job of a writer thread (lib/storage/fs-writer.ts) instead of a thread-pool round trip per system call.
+   */
+  async #writeSmall(key: string, path: string, body: Uint8Array, condition?: WriteCondition): Promise<string | null> {
+    const signal = condition?.signal;
+    const temp = this.#tempPath();
+    if (condition?.ifNoneMatch === '*') {
+      throwIfAbandoned(signal);
+      const outcome = await fsWriter().run({
+        op: 'create',
+        temp,
+        path,
+        body,
+        fsync: this.#fsync,
+        stamp: mtimeStamp(),
+        ...(signal === undefined ? {} : { abort: abortFlag(signal) }),
+      });
+      if (!outcome.done && outcome.reason === 'abandoned') throwIfAbandoned(signal);
+      return etagOrNull(outcome);
+    }
+    await fsWriter().run({ op: 'temp', temp, body, fsync: this.#fsync, stamp: mtimeStamp() });
+    let published = false;
+    try {
+      return await this.withLock(
+        key,
+        async () => {
+          if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
+          throwIfAbandoned(signal); // The last moment to stop a write whose caller has been answered 503.
+          await inParentDir(path, () => rename(temp, path));
+          published = true;
+          // Under the lock nobody else replaces or deletes `path`: its stat is that of the file just renamed.
+          return currentEtag(path);
+        },
+        signal,
+      );
+    } finally {
+      if (!published) await unlink(temp).catch(ignore);
+    }
+  }
+
+  /**
    * Create-if-absent of an empty object (a change entry): created in place with O_EXCL, since an empty file cannot
    * be seen torn, and has nothing to fsync. Two system calls and a close fewer than a temp file and its link.
    */
   async #createEmpty(path: string): Promise<string | null> {
-    const fh = await createOrNull(path, () => open(path, 'wx'));
-    if (fh === null) return null;
-    try {
-      await stampMtime(fh);
-      return etagOf(await fh.stat({ bigint: true }));
-    } finally {
-      await fh.close();
-    }
+    return etagOrNull(await fsWriter().run({ op: 'empty', path, stamp: mtimeStamp() }));
+  }
+
+  #tempPath(): string {
+    return join(this.#tmpDir, `${process.pid}-${uniqueSuffix()}.tmp`);
   }
 
   async #writeTemp(chunks: Chunks): Promise<{ path: string; fh: FileHandle }> {
-    const path = join(this.#tmpDir, `${process.pid}-${uniqueSuffix()}.tmp`);
+    const path = this.#tempPath();
     const fh = await open(path, 'wx');
     try {
       let size = 0;
@@ -381,8 +422,32 @@ type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
  * makes that coincidence negligible.
  */
 async function stampMtime(fh: FileHandle): Promise<void> {
-  const now = (Date.now() + Math.random()) / 1000;
+  const now = mtimeStamp();
   await fh.utimes(now, now);
+}
+
+/** The mtime `stampMtime` sets: now, in seconds, with a random sub-millisecond part. */
+function mtimeStamp(): number {
+  return (Date.now() + Math.random()) / 1000;
+}
+
+/** The one chunk of a `put` body, when it is small enough for a writer thread; undefined for anything else. */
+function smallBody(chunks: Chunks): Uint8Array | undefined {
+  if (!Array.isArray(chunks) || chunks.length !== 1) return undefined;
+  const [body] = chunks as Uint8Array[];
+  return body !== undefined && body.byteLength <= WRITER_MAX_BYTES ? body : undefined;
+}
+
+/** A flag the writer thread reads before publishing, set when `signal` aborts (the write's deadline passed). */
+function abortFlag(signal: AbortSignal): Int32Array {
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  if (signal.aborted) flag[0] = 1;
+  else signal.addEventListener('abort', () => Atomics.store(flag, 0, 1), { once: true });
+  return flag;
+}
+
+function etagOrNull(outcome: WriteOutcome): string | null {
+  return outcome.done ? etagOf(outcome) : null;
 }
 
 /** A body of no bytes: an array of empty chunks (a stream's size is checked as it is read, so never one). */
@@ -391,7 +456,7 @@ function isEmpty(chunks: Chunks): boolean {
 }
 
 /** Inode, mtime, ctime and size: any replace gives a new inode, and any change to an inode a new ctime. */
-function etagOf(stats: BigIntStats): string {
+function etagOf(stats: Pick<BigIntStats, 'ino' | 'mtimeNs' | 'ctimeNs' | 'size'>): string {
   return [stats.ino, stats.mtimeNs, stats.ctimeNs, stats.size].map((n) => n.toString(16)).join('-');
 }
 

@@ -1,0 +1,201 @@
+import { Worker } from 'node:worker_threads';
+
+/**
+ * The small writes of `FsStorage` (a push's chart record, metadata object, change entry, package document, and
+ * blobs up to `WRITER_MAX_BYTES`), each done as one job in a worker thread: the whole sequence of system calls
+ * (open, write, stamp the mtime, fsync, link, unlink, fstat, close) in one round trip, where `fs/promises` makes one
+ * round trip to libuv's thread pool per call. Each round trip wakes two threads; on a virtual machine a wake-up
+ * costs tens of microseconds, which made the round trips, not the disk, most of a push's CPU (README "What is
+ * fsynced").
+ *
+ * A worker blocks only itself: a stuck filesystem (a hung network mount) leaves the event loop free, and the
+ * storage deadline answers 503 as it does for the thread pool. At most `MAX_WORKERS` workers per process, shared by
+ * every `FsStorage`, started when needed; idle workers do not keep the process alive.
+ */
+
+/** Bodies above this size are written by the thread pool, in chunks (copying them to a worker buys nothing). */
+export const WRITER_MAX_BYTES = 1024 * 1024;
+const MAX_WORKERS = 4;
+
+/** What a write did: published (with the file's stats, for its ETag), or not, and why. */
+export type WriteOutcome =
+  | { done: true; ino: bigint; mtimeNs: bigint; ctimeNs: bigint; size: bigint }
+  | { done: false; reason: 'exists' | 'abandoned' };
+
+/**
+ * - `create`: `body` to a new file `temp` (fsynced when `fsync` and not empty), then create-if-absent at `path`
+ *   with link(2) (`exists` when something is there; `abandoned`, nothing published, when `abort[0]` is set before
+ *   the link); the temp name is always gone afterwards.
+ * - `empty`: create an empty file at `path` in place (O_EXCL; `exists` when something is there).
+ * - `temp`: `body` to a new file `temp`, fsynced, closed and left there for the caller to publish.
+ *
+ * Every file gets `stamp` (seconds since the epoch) as its mtime; a missing parent directory of `path` is created.
+ */
+export type WriteJob =
+  | { op: 'create'; temp: string; path: string; body: Uint8Array; fsync: boolean; stamp: number; abort?: Int32Array }
+  | { op: 'empty'; path: string; stamp: number }
+  | { op: 'temp'; temp: string; body: Uint8Array; fsync: boolean; stamp: number };
+
+interface Task {
+  job: WriteJob;
+  resolve: (outcome: WriteOutcome) => void;
+  reject: (err: Error) => void;
+}
+
+type Reply = { outcome: WriteOutcome } | { error: { message: string; code?: string; syscall?: string } };
+
+let shared: FsWriter | undefined;
+
+/** The process's writer threads, shared by every `FsStorage` (at most `MAX_WORKERS` in all). */
+export function fsWriter(): FsWriter {
+  shared ??= new FsWriter();
+  return shared;
+}
+
+class FsWriter {
+  readonly #idle: Worker[] = [];
+  readonly #busy = new Map<Worker, Task>();
+  readonly #queue: Task[] = [];
+
+  /** Runs `job`; rejects with the failed system call's error (its `code`, `syscall`), like `fs/promises`. */
+  run(job: WriteJob): Promise<WriteOutcome> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ job, resolve, reject });
+      this.#dispatch();
+    });
+  }
+
+  #dispatch(): void {
+    while (this.#queue.length > 0) {
+      const worker = this.#idle.pop() ?? (this.#busy.size < MAX_WORKERS ? this.#spawn() : undefined);
+      if (worker === undefined) return;
+      const task = this.#queue.shift() as Task;
+      this.#busy.set(worker, task);
+      worker.ref(); // a job in flight keeps the process alive, as a pending fs call does
+      worker.postMessage(task.job);
+    }
+  }
+
+  #spawn(): Worker {
+    const worker = new Worker(WORKER_SOURCE, { eval: true });
+    worker.on('message', (reply: Reply) => {
+      const task = this.#busy.get(worker);
+      this.#busy.delete(worker);
+      worker.unref();
+      this.#idle.push(worker);
+      if (task !== undefined) {
+        if ('outcome' in reply) task.resolve(reply.outcome);
+        else task.reject(Object.assign(new Error(reply.error.message), reply.error));
+      }
+      this.#dispatch();
+    });
+    const gone = (err: Error) => {
+      const task = this.#busy.get(worker);
+      this.#busy.delete(worker);
+      const at = this.#idle.indexOf(worker);
+      if (at !== -1) this.#idle.splice(at, 1);
+      task?.reject(err);
+      this.#dispatch();
+    };
+    worker.on('error', gone);
+    worker.on('exit', (code) => gone(new Error(`fs storage: writer thread exited (${code})`)));
+    return worker;
+  }
+}
+
+/**
+ * The worker's code, run with `eval` (no module file to locate, whether the library runs from TypeScript sources or
+ * from its build). Self-contained: it may use nothing from this module but what it is given.
+ */
+function writerThread(load: (id: string) => unknown): void {
+  const fs = load('node:fs') as typeof import('node:fs');
+  const paths = load('node:path') as typeof import('node:path');
+  const { parentPort } = load('node:worker_threads') as typeof import('node:worker_threads');
+  const codeOf = (err: unknown) => (err as { code?: unknown }).code;
+
+  /** `op`, creating the parent directory of `path` when missing (a concurrent delete may remove it again). */
+  const inParentDir = <T>(path: string, op: () => T): T => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return op();
+      } catch (err) {
+        if (codeOf(err) !== 'ENOENT' || attempt === 5) throw err;
+      }
+      try {
+        fs.mkdirSync(paths.dirname(path), { recursive: true });
+      } catch (err) {
+        if (codeOf(err) !== 'ENOENT') throw err;
+      }
+    }
+  };
+  const published = (fd: number): WriteOutcome => {
+    const stats = fs.fstatSync(fd, { bigint: true });
+    return { done: true, ino: stats.ino, mtimeNs: stats.mtimeNs, ctimeNs: stats.ctimeNs, size: stats.size };
+  };
+
+  const run = (job: WriteJob): WriteOutcome => {
+    if (job.op === 'empty') {
+      let fd: number;
+      try {
+        fd = inParentDir(job.path, () => fs.openSync(job.path, 'wx'));
+      } catch (err) {
+        if (codeOf(err) === 'EEXIST') return { done: false, reason: 'exists' };
+        throw err;
+      }
+      try {
+        fs.futimesSync(fd, job.stamp, job.stamp);
+        return published(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    const fd = fs.openSync(job.temp, 'wx');
+    let tempGone = false;
+    try {
+      for (let offset = 0; offset < job.body.byteLength;) offset += fs.writeSync(fd, job.body, offset);
+      fs.futimesSync(fd, job.stamp, job.stamp);
+      // A zero-byte object is whole whether or not its inode reached the disk: nothing to sync.
+      if (job.fsync && job.body.byteLength > 0) fs.fsyncSync(fd);
+      if (job.op === 'temp') {
+        tempGone = true; // left for the caller, who publishes or removes it
+        return published(fd);
+      }
+      if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
+      try {
+        inParentDir(job.path, () => fs.linkSync(job.temp, job.path));
+      } catch (err) {
+        if (codeOf(err) === 'EEXIST') return { done: false, reason: 'exists' };
+        throw err;
+      }
+      // Unlink before the fstat: dropping a link changes the ctime, which is part of the ETag.
+      fs.unlinkSync(job.temp);
+      tempGone = true;
+      return published(fd);
+    } finally {
+      fs.closeSync(fd);
+      if (!tempGone) {
+        try {
+          fs.unlinkSync(job.temp);
+        } catch {
+          // best-effort: start-up removes old temp files
+        }
+      }
+    }
+  };
+
+  parentPort?.on('message', (job: WriteJob) => {
+    let reply: Reply;
+    try {
+      reply = { outcome: run(job) };
+    } catch (err) {
+      const { message, code, syscall } = err as { message: string; code?: string; syscall?: string };
+      reply = {
+        error: { message, ...(code === undefined ? {} : { code }), ...(syscall === undefined ? {} : { syscall }) },
+      };
+    }
+    parentPort.postMessage(reply);
+  });
+}
+
+// `__name`: esbuild (tsx, when running from the TypeScript sources) wraps named functions in that helper of its own.
+const WORKER_SOURCE = `var __name = (fn) => fn;\n(${writerThread.toString()})(require);`;

@@ -1,0 +1,122 @@
+/**
+ * FsStorage's writer threads (lib/storage/fs-writer.ts): each job's whole sequence of system calls, what it leaves
+ * behind when it does not publish, its errors, and that idle threads never keep a process alive. FsStorage's own
+ * behaviour through them is the storage contract suite's (test/storage/fs.test.ts runs it).
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { StorageUnavailableError } from '../../lib/errors.js';
+import { FsStorage } from '../../lib/storage/fs.js';
+import { fsWriter } from '../../lib/storage/fs-writer.js';
+import { tempDir } from '../helpers/temp.js';
+
+const body = Buffer.from('{"chart":"record"}');
+const stamp = 1_700_000_000.5; // exact in binary: the mtime set is exactly this
+
+describe('FsStorage writer threads', function () {
+  let dir = '';
+  tempDir('appr-fs-writer-', 'each', (path) => {
+    dir = path;
+  });
+
+  it('creates the object with its bytes and mtime, making the missing directories, and leaves no temp file', async function () {
+    const path = join(dir, 'objects', 'a', 'b.json');
+    const outcome = await fsWriter().run({ op: 'create', temp: join(dir, 't1'), path, body, fsync: true, stamp });
+    expect(outcome.done).to.equal(true);
+    expect(await readFile(path)).to.deep.equal(body);
+    const stats = await stat(path, { bigint: true });
+    expect(stats.mtimeMs).to.equal(BigInt(Math.floor(stamp * 1000)));
+    expect(outcome).to.include({ ino: stats.ino, size: stats.size, ctimeNs: stats.ctimeNs, mtimeNs: stats.mtimeNs });
+    expect(await readdir(dir)).to.deep.equal(['objects']);
+  });
+
+  it('reports an object already there and keeps it, removing its own temp file', async function () {
+    const path = join(dir, 'k');
+    await writeFile(path, 'first');
+    const outcome = await fsWriter().run({ op: 'create', temp: join(dir, 't2'), path, body, fsync: true, stamp });
+    expect(outcome).to.deep.equal({ done: false, reason: 'exists' });
+    expect(await readFile(path, 'utf8')).to.equal('first');
+    expect(await readdir(dir)).to.deep.equal(['k']);
+  });
+
+  it('publishes nothing when the abort flag is set before the link', async function () {
+    const abort = new Int32Array(new SharedArrayBuffer(4));
+    abort[0] = 1;
+    const path = join(dir, 'k');
+    const outcome = await fsWriter().run({
+      op: 'create',
+      temp: join(dir, 't3'),
+      path,
+      body,
+      fsync: true,
+      stamp,
+      abort,
+    });
+    expect(outcome).to.deep.equal({ done: false, reason: 'abandoned' });
+    expect(await readdir(dir)).to.deep.equal([]);
+  });
+
+  it('creates an empty object in place, once', async function () {
+    const path = join(dir, 'changes', 'entry');
+    const first = await fsWriter().run({ op: 'empty', path, stamp });
+    expect(first).to.include({ done: true, size: 0n });
+    expect(await fsWriter().run({ op: 'empty', path, stamp })).to.deep.equal({ done: false, reason: 'exists' });
+    expect(await readdir(join(dir, 'changes'))).to.deep.equal(['entry']);
+  });
+
+  it('leaves a temp file whole for its caller to publish', async function () {
+    const temp = join(dir, 't4');
+    expect((await fsWriter().run({ op: 'temp', temp, body, fsync: false, stamp })).done).to.equal(true);
+    expect(await readFile(temp)).to.deep.equal(body);
+  });
+
+  it("rejects with the failed system call's code, as fs/promises does", async function () {
+    const job = { op: 'create', temp: join(dir, 'missing', 't5'), path: join(dir, 'k'), body, fsync: true, stamp };
+    const err = await fsWriter()
+      .run(job as never)
+      .then(
+        () => undefined,
+        (e: unknown) => e as { code?: string; syscall?: string },
+      );
+    expect(err).to.include({ code: 'ENOENT', syscall: 'open' });
+  });
+
+  it('answers a create-only put abandoned at its deadline with a storage error, and stores nothing', async function () {
+    const storage = new FsStorage({ root: dir });
+    const controller = new AbortController();
+    controller.abort();
+    const put = storage.put('blobs/x', body, { ifNoneMatch: '*', signal: controller.signal });
+    const err = await put.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(StorageUnavailableError);
+    expect(await storage.get('blobs/x')).to.equal(null);
+  });
+
+  it('does not keep a process alive once its writes are done', async function () {
+    this.timeout(30_000);
+    const script = join(dir, 'one-put.mts'); // an ES module wherever the temp directory is
+    const fsModule = fileURLToPath(new URL('../../lib/storage/fs.ts', import.meta.url));
+    await mkdir(join(dir, 'store'));
+    await writeFile(
+      script,
+      `import { FsStorage } from ${JSON.stringify(fsModule)};\n` +
+        `const storage = new FsStorage({ root: ${JSON.stringify(join(dir, 'store'))} });\n` +
+        `await storage.put('a/b', Buffer.from('x'), { ifNoneMatch: '*' });\n` +
+        `await storage.put('a/c', Buffer.from('y'));\n`,
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: 'inherit' });
+    // A child kept alive by its threads is killed before the test's timeout: it then fails here, not by hanging.
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    clearTimeout(killer);
+    expect(code, 'the process ended by itself').to.equal(0);
+    const storage = new FsStorage({ root: join(dir, 'store') });
+    const got = await storage.get('a/c');
+    expect(got !== null && !got.notModified && got.body.toString()).to.equal('y');
+  });
+});
