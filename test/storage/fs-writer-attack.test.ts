@@ -3,7 +3,9 @@
  * deadline, a process that may not start threads, and processes killed in the middle of many concurrent writes.
  */
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +14,10 @@ import { StorageUnavailableError } from '../../lib/errors.js';
 import { FsStorage } from '../../lib/storage/fs.js';
 import { fsWriter } from '../../lib/storage/fs-writer.js';
 import { tempDir } from '../helpers/temp.js';
+import { isWhole, wholeBody } from './fs-crash-worker.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const CRASH_WORKER = fileURLToPath(new URL('./fs-crash-worker.ts', import.meta.url));
 
 describe('FsStorage writer threads under attack', function () {
   let dir = '';
@@ -79,8 +83,8 @@ describe('FsStorage writer threads under attack', function () {
     });
     let stdout = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code, stderr).to.equal(0);
     expect(JSON.parse(stdout)).to.deep.equal(['string', 'string', 'string', 'string']);
@@ -89,7 +93,95 @@ describe('FsStorage writer threads under attack', function () {
     expect(got !== null && !got.notModified && got.body.toString()).to.equal('z');
     expect(await storage.head('a/e')).to.include({ size: 0 });
   });
+
+  it('leaves every object whole, loses no compare-and-swap, and temp files only in tmp/ when writers are SIGKILLed', async function () {
+    this.timeout(120_000);
+    const root = join(dir, 'store');
+    const applied: string[] = [];
+    let killed = 0;
+    for (let round = 0; round < 4; round++) {
+      const children: ChildProcess[] = [];
+      for (let i = 0; i < 3; i++) {
+        const child = spawn(process.execPath, ['--import', 'tsx', CRASH_WORKER, root, `${round}.${i}`], {
+          cwd: REPO,
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        children.push(child);
+      }
+      const exits = children.map((child) => new Promise((resolve) => child.once('exit', resolve)));
+      await Promise.all(
+        children.map(
+          (child) =>
+            new Promise<void>((resolve) => {
+              createInterface({ input: child.stdout! }).on('line', (line) => {
+                if (line === 'ready') resolve();
+                else if (line.startsWith('applied ')) applied.push(line.slice('applied '.length));
+              });
+              child.once('exit', () => resolve());
+            }),
+        ),
+      );
+      // Each writer is killed at its own moment, while the others keep writing.
+      for (const child of children) {
+        await sleep(150 + Math.random() * 400);
+        expect(child.exitCode, 'a writer failed by itself').to.equal(null);
+        child.kill('SIGKILL');
+        killed++;
+      }
+      await Promise.all(exits);
+    }
+    expect(applied.length, 'the writers got to write').to.be.greaterThan(0);
+    // The check below tells a torn or truncated body from a whole one.
+    const sample = wholeBody(7, 5000);
+    expect([isWhole(sample), isWhole(sample.subarray(0, 4096)), isWhole(Buffer.alloc(0))]).to.deep.equal([
+      true,
+      false,
+      false,
+    ]);
+
+    const storage = new FsStorage({ root, staleLockMs: 2000 });
+    const keys: string[] = [];
+    for (let cursor: string | undefined; ;) {
+      const page = await storage.list('', cursor === undefined ? {} : { cursor });
+      keys.push(...page.keys);
+      if (page.next === undefined) break;
+      cursor = page.next;
+    }
+    const inDocuments: string[] = [];
+    for (const key of keys) {
+      const got = await storage.get(key);
+      if (got === null || got.notModified) throw new Error(`${key} vanished`);
+      const head = await storage.head(key);
+      expect(head?.etag, `${key}: head and get agree`).to.equal(got.etag);
+      if (key.startsWith('e/')) expect(got.body.length, key).to.equal(0);
+      else if (key.startsWith('s/')) inDocuments.push(...(JSON.parse(got.body.toString()) as { ops: string[] }).ops);
+      else if (key.startsWith('c/') || key.startsWith('r/'))
+        expect(isWhole(got.body), `${key} is whole`).to.equal(true);
+      else expect.fail(`unexpected key ${key}`);
+    }
+    // Every append reported is in its document once; at most one per killed writer was applied and not reported.
+    expect(new Set(inDocuments).size, 'no append applied twice').to.equal(inDocuments.length);
+    expect(
+      applied.filter((op) => !inDocuments.includes(op)),
+      'appends lost',
+    ).to.deep.equal([]);
+    expect(inDocuments.length - applied.length).to.be.within(0, killed);
+    // Whatever the killed writers left is in tmp/ (or a lock in locks/), never among the objects.
+    expect((await readdir(root)).sort()).to.deep.equal(['locks', 'objects', 'tmp']);
+    const objects = await listFiles(join(root, 'objects'));
+    expect(objects.length).to.equal(keys.length);
+  });
 });
+
+async function listFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) files.push(...(await listFiles(path)));
+    else files.push(path);
+  }
+  return files;
+}
 
 async function listTs(dir: string): Promise<string[]> {
   const files: string[] = [];
