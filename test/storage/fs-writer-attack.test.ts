@@ -4,6 +4,7 @@
  */
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
@@ -92,6 +93,31 @@ describe('FsStorage writer threads under attack', function () {
     const got = await storage.get('a/c');
     expect(got !== null && !got.notModified && got.body.toString()).to.equal('z');
     expect(await storage.head('a/e')).to.include({ size: 0 });
+  });
+
+  it('starts at most four writer threads however many FsStorage instances write at once', async function () {
+    const tasks = '/proc/self/task'; // Linux: one entry per thread of this process
+    if (!existsSync(tasks)) this.skip();
+    const stores = Array.from({ length: 8 }, (_, i) => new FsStorage({ root: join(dir, `s${i}`) }));
+    await Promise.all(stores.map((store) => store.list('warm-up/'))); // directories made, thread pool started
+    const before = (await readdir(tasks)).length;
+    const writes = stores.flatMap((store, i) =>
+      Array.from({ length: 16 }, (_, n) =>
+        store.put(`k/${n}`, Buffer.from(`${i}-${n}`), n % 2 === 0 ? { ifNoneMatch: '*' } : {}),
+      ),
+    );
+    let done = false;
+    const all = Promise.all(writes).finally(() => (done = true));
+    let most = 0;
+    while (!done) {
+      most = Math.max(most, (await readdir(tasks)).length);
+      await sleep(1);
+    }
+    await all;
+    most = Math.max(most, (await readdir(tasks)).length);
+    expect(most - before).to.be.within(0, 4);
+    const got = await stores[7]!.get('k/15');
+    expect(got !== null && !got.notModified && got.body.toString()).to.equal('7-15');
   });
 
   it('leaves every object whole, loses no compare-and-swap, and temp files only in tmp/ when writers are SIGKILLed', async function () {
