@@ -206,12 +206,6 @@ const JSON_TYPE = 'application/json; charset=utf-8';
  * Whether the request has a validator `ctx.fresh` could match (`ctx.fresh` copies every response header first:
  * not worth it on the many requests that have none).
  */
-/** Koa's `fresh` for a 200 answer (it is false while the status is still Koa's default 404). */
-function isFresh(ctx: Context): boolean {
-  ctx.status = 200;
-  return ctx.fresh;
-}
-
 function conditional(ctx: Context): boolean {
   const { headers } = ctx.req;
   return headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined;
@@ -236,8 +230,9 @@ export function sendBlob(
   cache?: 'public' | 'private',
 ): void {
   const { res } = ctx;
-  // Koa's body setter makes bytes a 200; a stream may end without a body (HEAD).
-  if (blob.bytes === undefined) ctx.status = 200;
+  // Explicit, bytes from the memory cache too: Koa's body setter keeps a status a host middleware set before
+  // `next()`, and `ctx.fresh` is false for anything but a 2xx.
+  ctx.status = 200;
   if (cache !== undefined) res.setHeader('Cache-Control', cache === 'public' ? PUBLIC_BLOB : PRIVATE_BLOB);
   // Bytes in memory are written in one go: only a stream can meet a client that went away.
   if (blob.bytes === undefined) ignoreClientAbort(ctx);
@@ -246,7 +241,7 @@ export function sendBlob(
     setAttachment(ctx, filename);
     res.setHeader('Accept-Ranges', 'bytes');
     res.setHeader('Content-Type', 'application/x-gzip');
-    if (conditional(ctx) && isFresh(ctx)) {
+    if (conditional(ctx) && ctx.fresh) {
       ctx.status = 304;
       if (blob.bytes === undefined) blob.body.destroy();
       return;

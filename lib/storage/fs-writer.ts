@@ -26,14 +26,15 @@ export type WriteOutcome =
  * - `create`: `body` to a new file `temp` (fsynced when `fsync` and not empty), then create-if-absent at `path`
  *   with link(2) (`exists` when something is there; `abandoned`, nothing published, when `abort[0]` is set before
  *   the link); the temp name is always gone afterwards.
- * - `empty`: create an empty file at `path` in place (O_EXCL; `exists` when something is there).
+ * - `empty`: create an empty file at `path` in place (O_EXCL; `exists` when something is there; `abandoned`,
+ *   nothing created, when `abort[0]` is set before the open: a job may wait in the queue past its deadline).
  * - `temp`: `body` to a new file `temp`, fsynced, closed and left there for the caller to publish.
  *
  * Every file gets `stamp` (seconds since the epoch) as its mtime; a missing parent directory of `path` is created.
  */
 export type WriteJob =
   | { op: 'create'; temp: string; path: string; body: Uint8Array; fsync: boolean; stamp: number; abort?: Int32Array }
-  | { op: 'empty'; path: string; stamp: number }
+  | { op: 'empty'; path: string; stamp: number; abort?: Int32Array }
   | { op: 'temp'; temp: string; body: Uint8Array; fsync: boolean; stamp: number };
 
 interface Task {
@@ -43,6 +44,12 @@ interface Task {
 }
 
 type Reply = { outcome: WriteOutcome } | { error: { message: string; code?: string; syscall?: string } };
+
+/**
+ * `run`'s error when no writer thread can be started (Node's permission model refuses threads without
+ * `--allow-worker`): the caller then writes through `fs/promises`, as for a large body.
+ */
+export class NoWriterThreadError extends Error {}
 
 let shared: FsWriter | undefined;
 
@@ -56,10 +63,17 @@ class FsWriter {
   readonly #idle: Worker[] = [];
   readonly #busy = new Map<Worker, Task>();
   readonly #queue: Task[] = [];
+  #unusable: Error | undefined;
+
+  /** false once a thread could not be started: every `run` then rejects with `NoWriterThreadError`. */
+  get usable(): boolean {
+    return this.#unusable === undefined;
+  }
 
   /** Runs `job`; rejects with the failed system call's error (its `code`, `syscall`), like `fs/promises`. */
   run(job: WriteJob): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
+      if (this.#unusable !== undefined) return reject(this.#unusable);
       this.#queue.push({ job, resolve, reject });
       this.#dispatch();
     });
@@ -67,7 +81,16 @@ class FsWriter {
 
   #dispatch(): void {
     while (this.#queue.length > 0) {
-      const worker = this.#idle.pop() ?? (this.#busy.size < MAX_WORKERS ? this.#spawn() : undefined);
+      let worker = this.#idle.pop();
+      if (worker === undefined && this.#busy.size < MAX_WORKERS) {
+        try {
+          worker = this.#spawn();
+        } catch (err) {
+          this.#unusable = new NoWriterThreadError('fs storage: no writer thread can be started', { cause: err });
+          for (const task of this.#queue.splice(0)) task.reject(this.#unusable);
+          return;
+        }
+      }
       if (worker === undefined) return;
       const task = this.#queue.shift() as Task;
       this.#busy.set(worker, task);
@@ -135,6 +158,7 @@ function writerThread(load: (id: string) => unknown): void {
 
   const run = (job: WriteJob): WriteOutcome => {
     if (job.op === 'empty') {
+      if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
       let fd: number;
       try {
         fd = inParentDir(job.path, () => fs.openSync(job.path, 'wx'));

@@ -16,7 +16,7 @@ import {
   throwIfAbandoned,
   uniqueSuffix,
 } from './fs-lock.js';
-import { fsWriter, WRITER_MAX_BYTES, type WriteOutcome } from './fs-writer.js';
+import { fsWriter, NoWriterThreadError, WRITER_MAX_BYTES, type WriteOutcome } from './fs-writer.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
@@ -201,9 +201,16 @@ export class FsStorage implements StorageAdapter {
 
   /** Temp file, then an atomic publish according to the condition. */
   async #write(key: string, path: string, chunks: Chunks, condition?: WriteCondition): Promise<string | null> {
-    if (condition?.ifNoneMatch === '*' && isEmpty(chunks)) return this.#createEmpty(path);
-    const small = smallBody(chunks);
-    if (small !== undefined) return this.#writeSmall(key, path, small, condition);
+    if (fsWriter().usable) {
+      try {
+        if (condition?.ifNoneMatch === '*' && isEmpty(chunks)) return await this.#createEmpty(path, condition.signal);
+        const small = smallBody(chunks);
+        if (small !== undefined) return await this.#writeSmall(key, path, small, condition);
+      } catch (err) {
+        // No thread could be started (and nothing was written): the thread pool writes it, as a large body.
+        if (!(err instanceof NoWriterThreadError)) throw err;
+      }
+    }
     const temp = await this.#writeTemp(chunks);
     let published = false;
     try {
@@ -279,8 +286,16 @@ export class FsStorage implements StorageAdapter {
    * Create-if-absent of an empty object (a change entry): created in place with O_EXCL, since an empty file cannot
    * be seen torn, and has nothing to fsync. Two system calls and a close fewer than a temp file and its link.
    */
-  async #createEmpty(path: string): Promise<string | null> {
-    return etagOrNull(await fsWriter().run({ op: 'empty', path, stamp: mtimeStamp() }));
+  async #createEmpty(path: string, signal: AbortSignal | undefined): Promise<string | null> {
+    throwIfAbandoned(signal);
+    const outcome = await fsWriter().run({
+      op: 'empty',
+      path,
+      stamp: mtimeStamp(),
+      ...(signal === undefined ? {} : { abort: abortFlag(signal) }),
+    });
+    if (!outcome.done && outcome.reason === 'abandoned') throwIfAbandoned(signal);
+    return etagOrNull(outcome);
   }
 
   #tempPath(): string {
