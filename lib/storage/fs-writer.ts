@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { StorageUnavailableError } from '../errors.js';
 
 /**
  * The small writes of `FsStorage` (a push's chart record, metadata object, change entry, package document, and
@@ -95,12 +96,19 @@ class FsWriter {
       const task = this.#queue.shift() as Task;
       this.#busy.set(worker, task);
       worker.ref(); // a job in flight keeps the process alive, as a pending fs call does
-      worker.postMessage(task.job);
+      if (task.job.op === 'empty') worker.postMessage(task.job);
+      else {
+        // Only the body's own bytes cross, moved rather than cloned: a message clones the whole memory behind a
+        // view (a Buffer from Node's pool is a view into 8 KiB; a slice of a large Buffer, into all of it).
+        const body = new Uint8Array(task.job.body);
+        worker.postMessage({ ...task.job, body }, [body.buffer]);
+      }
     }
   }
 
   #spawn(): Worker {
-    const worker = new Worker(WORKER_SOURCE, { eval: true });
+    // No execArgv: the host's --require and --import files (an APM agent, a TypeScript loader) are not for this code.
+    const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
     worker.on('message', (reply: Reply) => {
       const task = this.#busy.get(worker);
       this.#busy.delete(worker);
@@ -120,8 +128,11 @@ class FsWriter {
       task?.reject(err);
       this.#dispatch();
     };
-    worker.on('error', gone);
-    worker.on('exit', (code) => gone(new Error(`fs storage: writer thread exited (${code})`)));
+    worker.on('error', (err) =>
+      gone(new StorageUnavailableError(`fs storage: a writer thread failed: ${err.message}`)),
+    );
+    // A thread that stopped is a storage failure for its caller (503), not a bug in the request.
+    worker.on('exit', (code) => gone(new StorageUnavailableError(`fs storage: a writer thread exited (${code})`)));
     return worker;
   }
 }
