@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
 import { putImmutable } from '../storage/util.js';
@@ -6,7 +7,7 @@ import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { DocumentStore } from './documents.js';
 import { mapLimit } from './feed.js';
-import { checkFence, claimKey, fence, FenceBroken, keepGcState } from './gc.js';
+import { checkFence, claimKey, fence, FenceBroken, keepGcState, PUSH_WINDOW_MS, type Fence } from './gc.js';
 import { keys } from './keys.js';
 import { checkName, normalizeMediaType } from './names.js';
 import type { PackageDoc, PushInput, Visibility } from './registry.js';
@@ -32,6 +33,8 @@ import {
 const MIGRATE_PER_PUSH = 100;
 /** Times a push writes its blob when garbage collection keeps removing it (lib/core/gc.ts). */
 const MAX_PUSH_ROUNDS = 10;
+/** Metadata objects whose confirmation a push may rely on (`Pusher#confirmed`): the most recently confirmed. */
+const CONFIRMED_MAX = 10_000;
 
 /** What a push works with: the registry's storage, documents and segments, its clock and its push options. */
 export interface PushDeps {
@@ -68,6 +71,11 @@ export class Pusher {
   readonly #docs: DocumentStore;
   readonly #segments: Segments;
   readonly #deps: PushDeps;
+  /**
+   * Metadata objects this instance found or wrote in storage: the package's collector nonce at the fence read of
+   * the push that did, and that read's time (`performance.now()`). See `#putMetadata`.
+   */
+  readonly #confirmed = new LRUCache<string, { nonce: string | undefined; at: number }>({ max: CONFIRMED_MAX });
 
   constructor(deps: PushDeps) {
     this.#storage = deps.storage;
@@ -141,7 +149,7 @@ export class Pusher {
             // Metadata goes to an immutable object written before the document that references it, so the
             // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
             // a collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
-            if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata);
+            if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata, gcFence);
             migrated = await this.#migrateMetadata(namespace, name);
           })(),
           // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
@@ -234,23 +242,46 @@ export class Pusher {
   }
 
   /**
-   * Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). Metadata this
-   * instance has written or read before (releases of one package often carry the same) is only checked with a
-   * HEAD: one request instead of a PUT refused with 412 and then a HEAD (and on the filesystem, no temp file
-   * written and fsynced for nothing).
+   * Store a release's metadata as an immutable, content-addressed object; returns its sha256 (hex). Releases of one
+   * package often carry the same metadata, so:
+   * - metadata this instance confirmed stored under the collector nonce this push's fence read (`gcFence`) again,
+   *   within `PUSH_WINDOW_MS` of that confirmation, costs no request. The collector deletes an object only after a
+   *   claim, and every claim replaces the nonce (lib/core/gc.ts): the same nonce means no claim since, so the object
+   *   is still there. The window covers a package document deleted and created again (its nonce starts over),
+   *   which the collector does only `TOMBSTONE_AFTER_CLAIM_MS` after a claim;
+   * - metadata it has written or read before otherwise is checked with a HEAD: one request instead of a PUT refused
+   *   with 412 and then a HEAD (and on the filesystem, no temp file written and fsynced for nothing).
    */
-  async #putMetadata(namespace: string, name: string, metadata: unknown): Promise<string> {
+  async #putMetadata(namespace: string, name: string, metadata: unknown, gcFence?: Fence<PackageDoc>): Promise<string> {
     const { body, hash } = metadata instanceof MetadataObject ? metadata : metadataObject(metadata);
     const key = keys.metadata(namespace, name, hash);
+    const confirmed = gcFence === undefined ? undefined : this.#confirmed.get(key);
+    if (
+      gcFence !== undefined &&
+      confirmed !== undefined &&
+      confirmed.nonce === gcFence.nonce &&
+      gcFence.started - confirmed.at < PUSH_WINDOW_MS
+    ) {
+      return hash;
+    }
     // Still there now is what a refused PUT and its HEAD tell too; a collector deleting it later is fenced alike.
-    if (this.#docs.peek(key) !== undefined && (await this.#storage.head(key)) !== null) return hash;
+    if (this.#docs.peek(key) !== undefined && (await this.#storage.head(key)) !== null) {
+      this.#confirm(key, gcFence);
+      return hash;
+    }
     // Already there (412) and then gone: the collector removed an unreferenced copy in between (its claim makes this
     // push's compare-and-swap wait, lib/core/gc.ts); `putImmutable` writes it again.
     const etag = await putImmutable(this.#storage, key, body);
     if (etag === undefined)
       throw new StorageUnavailableError(`metadata of ${namespace}/${name} was not stored; try again`);
     this.#docs.remember(key, JSON.parse(body.toString()) as unknown, etag, body.length);
+    this.#confirm(key, gcFence);
     return hash;
+  }
+
+  /** Remember that `key` was found or written after the fence read of `gcFence` (nothing without a fence). */
+  #confirm(key: string, gcFence: Fence<PackageDoc> | undefined): void {
+    if (gcFence !== undefined) this.#confirmed.set(key, { nonce: gcFence.nonce, at: gcFence.started });
   }
 
   /**

@@ -232,11 +232,16 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
     );
   };
 
-  it('a push of metadata this instance stored before, which has vanished since, writes it again', async () => {
+  it('a push of metadata this instance stored before, which a collector removed since, writes it again', async () => {
     const storage = new MemoryStorage();
     const registry = new Registry({ storage });
     await pushApp(registry, '1.0.0');
-    expect(await storage.delete(metadataKey)).to.equal(true); // as a collector would, behind this instance's back
+    // Behind this instance's back, another one deletes the release and collects its objects: a claim (a new
+    // nonce in the package document), then the deletes. This instance confirmed the object under the old nonce.
+    const collector = new Registry({ storage });
+    await collector.deleteRelease('acme', 'app', '1.0.0', 'helm');
+    expect((await collector.gc({ graceMs: 0 })).metadata).to.have.length(1);
+    expect(await storage.head(metadataKey)).to.equal(null);
     await pushApp(registry, '2.0.0');
     await expectMetadataOf200(storage);
   });
