@@ -32,6 +32,9 @@ export function responder(options: ResponseOptions): Middleware {
   const { record } = options;
   /** The headers every answer carries; returns the request's Origin ('' without one, or with CORS off). */
   const begin = (ctx: Context): string => {
+    // Explicit from the start: Koa's body setter keeps a status a host middleware set before `next()` (a push
+    // answered 418), and `ctx.fresh` is false for anything but a 2xx. A handler sets another one where it means it.
+    ctx.status = 200;
     const origin = options.cors ? ctx.get('Origin') : '';
     // Set one by one on the Node response: this runs on every request, and a header object per request costs.
     // nosniff on every response: a browser must never run a pulled tarball or an echoed error as a page.
@@ -182,7 +185,6 @@ function stringHeaders(headers: object): Record<string, string> {
  * lists (the registry computes both once per version of a package).
  */
 export function sendJson(ctx: Context, json: { body: string; etag: string }): void {
-  ctx.status = 200;
   ctx.res.setHeader('Content-Type', JSON_TYPE);
   ctx.res.setHeader('ETag', `"${json.etag}"`);
   if (conditional(ctx) && ctx.fresh) {
@@ -192,9 +194,8 @@ export function sendJson(ctx: Context, json: { body: string; etag: string }): vo
   ctx.body = json.body;
 }
 
-/** Send JSON text produced (and cached) by the registry. */
+/** Send JSON text produced (and cached) by the registry (a 200: the responder's). */
 export function sendJsonText(ctx: Context, body: string): void {
-  ctx.status = 200;
   ctx.res.setHeader('Content-Type', JSON_TYPE);
   ctx.body = body;
 }
@@ -219,7 +220,7 @@ const IMMUTABLE = 'max-age=31536000, immutable';
  * the pull/blob JSON object whose `blob` field is streamed base64, so neither form holds a large blob in memory.
  * `bytes` (a small blob from the memory cache) is sent as it is. `digest` (hex SHA-256) is the ETag. `cache`: blobs
  * fetched by digest are immutable, so they may be kept forever, by shared caches too (`public`) only when the
- * package is public.
+ * package is public. The status is the responder's 200 unless this sets another (304, 206, 416).
  */
 export function sendBlob(
   ctx: Context,
@@ -230,9 +231,6 @@ export function sendBlob(
   cache?: 'public' | 'private',
 ): void {
   const { res } = ctx;
-  // Explicit, bytes from the memory cache too: Koa's body setter keeps a status a host middleware set before
-  // `next()`, and `ctx.fresh` is false for anything but a 2xx.
-  ctx.status = 200;
   if (cache !== undefined) res.setHeader('Cache-Control', cache === 'public' ? PUBLIC_BLOB : PRIVATE_BLOB);
   // Bytes in memory are written in one go: only a stream can meet a client that went away.
   if (blob.bytes === undefined) ignoreClientAbort(ctx);

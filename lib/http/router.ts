@@ -239,8 +239,10 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
       : path === prefix || path.startsWith(`${prefix}/`);
   const routesMiddleware = Object.assign(
     async function apprRoutes(ctx: Context, next: Next): Promise<void> {
+      // Nothing downstream answered: no body, and Koa's 404 or the status a host middleware set before us.
+      const before = ctx.status;
       await dispatch(ctx, next);
-      if (ctx.status === 404 && ctx.body == null && claims(ctx.path)) {
+      if (ctx.body == null && (ctx.status === 404 || ctx.status === before) && claims(ctx.path)) {
         await respond(ctx, async () => {
           throw new ApprError('not-found', 'No such route');
         });

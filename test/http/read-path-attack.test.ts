@@ -68,6 +68,55 @@ describe('read path under attack', function () {
     });
   }
 
+  it('answers its own statuses on the JSON routes when a host middleware set another status before next()', async function () {
+    const app = new Koa();
+    app.use(async (ctx, next) => {
+      ctx.status = 418; // a host default, to be replaced by whoever answers
+      await next();
+    });
+    const router = createApprRouter({ storage: new MemoryStorage() });
+    app.use(router.routes()).use(router.allowedMethods());
+    const server = await listen(app, '/cnr');
+    try {
+      const pkg = '/api/v1/packages/ns/app';
+      const at = (method: string, path: string, options = {}) => requestAt(server.base, method, path, options);
+      const push = await at('POST', pkg, { json: { blob: small.b64, release: '1.0.0', media_type: 'helm' } });
+      const show = await at('GET', `${pkg}/1.0.0/helm`);
+      const statuses = {
+        push: push.status,
+        again: (await at('POST', pkg, { json: { blob: small.b64, release: '1.0.0', media_type: 'helm' } })).status,
+        version: (await at('GET', '/version')).status,
+        show: show.status,
+        notModified: (
+          await at('GET', `${pkg}/1.0.0/helm`, { raw: true, headers: { 'if-none-match': show.headers.get('etag') } })
+        ).status,
+        list: (await at('GET', '/api/v1/packages')).status,
+        search: (await at('GET', '/api/v1/packages/search?q=app')).status,
+        addChannel: (await at('POST', `${pkg}/channels/stable/1.0.0`)).status,
+        channels: (await at('GET', `${pkg}/channels`)).status,
+        missing: (await at('GET', `${pkg}/9.9.9/helm`)).status,
+        noRoute: (await at('GET', '/api/v1/nothing/here/at/all/really')).status,
+        remove: (await at('DELETE', `${pkg}/1.0.0/helm`)).status,
+      };
+      expect(statuses).to.deep.equal({
+        push: 200,
+        again: 409,
+        version: 200,
+        show: 200,
+        notModified: 304,
+        list: 200,
+        search: 200,
+        addChannel: 200,
+        channels: 200,
+        missing: 404,
+        noRoute: 404,
+        remove: 200,
+      });
+    } finally {
+      await server.close();
+    }
+  });
+
   it('enforces auth hooks on every read route, HEAD included, in a nested host router after a body parser', async function () {
     const storage = new MemoryStorage();
     const blob = small;
