@@ -1,6 +1,7 @@
 import { gzipSync } from 'node:zlib';
 import { pack, type Header as TarHeader } from 'tar-stream';
 import { stageBlob } from '../../lib/core/blob.js';
+import type { Registry } from '../../lib/index.js';
 
 /** A tar entry header: the name, and any other field of a full tar header (links, devices, hostile names). */
 export type TarEntryHeader = Partial<TarHeader> & Pick<TarHeader, 'name'>;
@@ -41,4 +42,16 @@ export async function digestOf(gzip: Buffer): Promise<string> {
   const staged = await stageBlob(gzip, { maxUnpackedSize: 1 << 30 });
   await staged.dispose();
   return staged.digest;
+}
+
+/** Push release `release` of the helm chart acme/app (its Chart.yaml names it), with `metadata` when given. */
+export async function pushAcmeApp(registry: Registry, release: string, metadata?: unknown): Promise<unknown> {
+  return registry.push({
+    namespace: 'acme',
+    name: 'app',
+    release,
+    mediaType: 'helm',
+    blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
+    ...(metadata === undefined ? {} : { metadata }),
+  });
 }

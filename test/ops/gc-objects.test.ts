@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { claimKey, parseClaimKey } from '../../lib/core/gc.js';
-import { digestOf, makeTarGz } from '../helpers/blobs.js';
+import { digestOf, makeTarGz, pushAcmeApp } from '../helpers/blobs.js';
 import { DeletePausingStorage, gate, orphanRelease, pushDuringClaim } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
@@ -215,15 +215,7 @@ describe('garbage collection of metadata objects racing a push (memory)', () => 
 
   const metadata = { reused: true };
   const metadataKey = keys.metadata('acme', 'app', hashOf(metadata));
-  const pushApp = async (registry: Registry, release: string) =>
-    registry.push({
-      namespace: 'acme',
-      name: 'app',
-      release,
-      mediaType: 'helm',
-      blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
-      metadata,
-    });
+  const pushApp = (registry: Registry, release: string) => pushAcmeApp(registry, release, metadata);
   /** What a new instance shows of release 2.0.0 after the push that had to write the metadata again. */
   const expectMetadataOf200 = async (storage: MemoryStorage) => {
     expect(await storage.head(metadataKey)).to.not.equal(null);

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { MemoryStorage, Registry } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
-import { makeTarGz } from '../helpers/blobs.js';
+import { pushAcmeApp } from '../helpers/blobs.js';
 
 /** MemoryStorage that records the keys it is asked to HEAD and PUT. */
 class RecordingStorage extends MemoryStorage {
@@ -30,15 +30,8 @@ describe('a push and the metadata object it confirmed', function () {
   const metadataKey = keys.metadata('acme', 'app', createHash('sha256').update(JSON.stringify(metadata)).digest('hex'));
   let storage: RecordingStorage;
   let registry: Registry;
-  const push = async (release: string, withMetadata = true) =>
-    registry.push({
-      namespace: 'acme',
-      name: 'app',
-      release,
-      mediaType: 'helm',
-      blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
-      ...(withMetadata ? { metadata } : {}),
-    });
+  const push = (release: string, withMetadata = true) =>
+    pushAcmeApp(registry, release, withMetadata ? metadata : undefined);
   /** What `fn` asked storage about the metadata object. */
   const asked = async (fn: () => Promise<unknown>) => {
     const [heads, puts] = [storage.heads.length, storage.puts.length];
