@@ -16,7 +16,7 @@ import {
   throwIfAbandoned,
   uniqueSuffix,
 } from './fs-lock.js';
-import { fsWriter, NoWriterThreadError, WRITER_MAX_BYTES, type WriteOutcome } from './fs-writer.js';
+import { fsWriter, NoWriterThreadError, WRITER_MAX_BYTES, type WriteJob, type WriteOutcome } from './fs-writer.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
@@ -212,32 +212,26 @@ export class FsStorage implements StorageAdapter {
       }
     }
     const temp = await this.#writeTemp(chunks);
-    let published = false;
     try {
-      const signal = condition?.signal;
-      if (condition?.ifNoneMatch === '*') {
-        throwIfAbandoned(signal);
+      if (condition?.ifNoneMatch !== '*') {
+        return await this.#replace(key, path, temp.path, condition, async () =>
+          etagOf(await temp.fh.stat({ bigint: true })),
+        );
+      }
+      let published = false;
+      try {
+        throwIfAbandoned(condition.signal);
         if ((await createOrNull(path, () => link(temp.path, path))) === null) return null;
         // Unlink before the fstat: dropping a link changes the ctime, which is part of the ETag.
         await unlink(temp.path).catch(ignore);
         published = true;
         return etagOf(await temp.fh.stat({ bigint: true }));
+      } finally {
+        // Once published the temp name is gone: unlinking it again would only build an ENOENT error.
+        if (!published) await unlink(temp.path).catch(ignore);
       }
-      return await this.withLock(
-        key,
-        async () => {
-          if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
-          throwIfAbandoned(signal); // The last moment to stop a write whose caller has been answered 503.
-          await inParentDir(path, () => rename(temp.path, path));
-          published = true;
-          return etagOf(await temp.fh.stat({ bigint: true }));
-        },
-        signal,
-      );
     } finally {
       await temp.fh.close().catch(ignore);
-      // Once published the temp name is gone: unlinking it again would only build an ENOENT error.
-      if (!published) await unlink(temp.path).catch(ignore);
     }
   }
 
@@ -246,56 +240,67 @@ export class FsStorage implements StorageAdapter {
    * one job of a writer thread (lib/storage/fs-writer.ts) instead of a thread-pool round trip per system call.
    */
   async #writeSmall(key: string, path: string, body: Uint8Array, condition?: WriteCondition): Promise<string | null> {
-    const signal = condition?.signal;
     const temp = this.#tempPath();
+    const stamp = mtimeStamp();
     if (condition?.ifNoneMatch === '*') {
-      throwIfAbandoned(signal);
-      const outcome = await fsWriter().run({
-        op: 'create',
-        temp,
-        path,
-        body,
-        fsync: this.#fsync,
-        stamp: mtimeStamp(),
-        ...(signal === undefined ? {} : { abort: abortFlag(signal) }),
-      });
-      if (!outcome.done && outcome.reason === 'abandoned') throwIfAbandoned(signal);
-      return etagOrNull(outcome);
+      return this.#writerPublish({ op: 'create', temp, path, body, fsync: this.#fsync, stamp }, condition.signal);
     }
-    await fsWriter().run({ op: 'temp', temp, body, fsync: this.#fsync, stamp: mtimeStamp() });
-    let published = false;
-    try {
-      return await this.withLock(
-        key,
-        async () => {
-          if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
-          throwIfAbandoned(signal); // The last moment to stop a write whose caller has been answered 503.
-          await inParentDir(path, () => rename(temp, path));
-          published = true;
-          // Under the lock nobody else replaces or deletes `path`: its stat is that of the file just renamed.
-          return currentEtag(path);
-        },
-        signal,
-      );
-    } finally {
-      if (!published) await unlink(temp).catch(ignore);
-    }
+    await fsWriter().run({ op: 'temp', temp, body, fsync: this.#fsync, stamp });
+    // Under the lock nobody else replaces or deletes `path`: its stat is that of the file just renamed.
+    return this.#replace(key, path, temp, condition, () => currentEtag(path));
   }
 
   /**
    * Create-if-absent of an empty object (a change entry): created in place with O_EXCL, since an empty file cannot
    * be seen torn, and has nothing to fsync. Two system calls and a close fewer than a temp file and its link.
    */
-  async #createEmpty(path: string, signal: AbortSignal | undefined): Promise<string | null> {
+  #createEmpty(path: string, signal: AbortSignal | undefined): Promise<string | null> {
+    return this.#writerPublish({ op: 'empty', path, stamp: mtimeStamp() }, signal);
+  }
+
+  /**
+   * A writer thread's create-if-absent (`job`): not started once `signal` is aborted, and not published when it is
+   * aborted before the thread links the file (both a StorageUnavailableError). The ETag, or null when the key exists.
+   */
+  async #writerPublish(
+    job: Extract<WriteJob, { op: 'create' | 'empty' }>,
+    signal: AbortSignal | undefined,
+  ): Promise<string | null> {
     throwIfAbandoned(signal);
-    const outcome = await fsWriter().run({
-      op: 'empty',
-      path,
-      stamp: mtimeStamp(),
-      ...(signal === undefined ? {} : { abort: abortFlag(signal) }),
-    });
+    const outcome = await fsWriter().run(signal === undefined ? job : { ...job, abort: abortFlag(signal) });
     if (!outcome.done && outcome.reason === 'abandoned') throwIfAbandoned(signal);
     return etagOrNull(outcome);
+  }
+
+  /**
+   * Replace `path` by the written temp file `temp` under the key's lock: only if its ETag is `condition.ifMatch`
+   * (when given), and not once `condition.signal` is aborted (the last moment to stop a write whose caller has been
+   * answered 503). `etag` gives the published object's ETag, under the lock. The temp file is gone afterwards.
+   */
+  async #replace(
+    key: string,
+    path: string,
+    temp: string,
+    condition: WriteCondition | undefined,
+    etag: () => Promise<string | null>,
+  ): Promise<string | null> {
+    const signal = condition?.signal;
+    let published = false;
+    try {
+      return await this.withLock(
+        key,
+        async () => {
+          if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
+          throwIfAbandoned(signal);
+          await inParentDir(path, () => rename(temp, path));
+          published = true;
+          return etag();
+        },
+        signal,
+      );
+    } finally {
+      if (!published) await unlink(temp).catch(ignore);
+    }
   }
 
   #tempPath(): string {
