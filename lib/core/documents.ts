@@ -44,14 +44,19 @@ export interface Versioned<T> {
   readonly bytes: number;
   /** The refresh generation this read started in (see `refresh`). */
   readonly gen: number;
+  /**
+   * When (`performance.now()`, ms) the read or the compare-and-swap that gave this version started: storage held
+   * this version at some instant after it (for a push's garbage-collection fence, lib/core/gc.ts `cachedFence`).
+   */
+  readonly at: number;
 }
 
 /** An update waiting for its key's next group commit. */
 interface Pending {
   fn: (current: unknown) => Update<unknown, unknown>;
   maxBytes: number;
-  /** The caller read the document from storage just before (`readFresh`): the first attempt starts from that. */
-  fresh: boolean;
+  /** The first attempt may start from the cached version (see `update`'s `options.cached`). */
+  cached: boolean;
   resolve: (result: unknown) => void;
   reject: (err: unknown) => void;
 }
@@ -151,16 +156,17 @@ export class DocumentStore {
     await new Promise((resolve) => setImmediate(resolve));
     const gen = this.#gen;
     const writes = this.#writes.get(key) ?? 0;
+    const at = performance.now();
     const got = await this.#storage.get(key, stale?.etag ? { ifNoneMatch: stale.etag } : undefined);
     let entry: Versioned<unknown>;
-    if (got === null) entry = { value: null, etag: null, bytes: ABSENT_BYTES, gen };
-    else if (got.notModified && stale) entry = { ...stale, gen };
+    if (got === null) entry = { value: null, etag: null, bytes: ABSENT_BYTES, gen, at };
+    else if (got.notModified && stale) entry = { ...stale, gen, at };
     else if (got.notModified)
       throw new StorageUnavailableError(`storage answered "not modified" to an unconditional read of ${key}`);
     else {
       const value = deepFreeze(parse(key, got.body));
       if (this.#prepare !== undefined && value !== null) await this.#prepare(key, value);
-      entry = { value, etag: got.etag, bytes: got.body.length, gen };
+      entry = { value, etag: got.etag, bytes: got.body.length, gen, at };
     }
     // A local write finished while this read was under way: its version is newer, never report this one.
     if ((this.#writes.get(key) ?? 0) === writes) this.#emit(key, entry);
@@ -179,22 +185,24 @@ export class DocumentStore {
    * Throws `ApprError('invalid-parameters')` when `next` would be larger than the document limit (`limits`
    * overrides the store's), and `StorageUnavailableError` after `maxAttempts` lost races.
    *
-   * `options.fresh`: the caller has just read the document with `readFresh` (a push's garbage-collection fence):
-   * the first attempt starts from that version instead of reading it again (one GET less per push on S3). A
-   * version another writer replaced since only costs a lost compare-and-swap, after which storage is read.
+   * `options.cached`: the first attempt starts from the cached version, when there is one, instead of reading
+   * storage (one GET less per push on S3: a push's garbage-collection fence is that version or a read just made,
+   * lib/core/gc.ts). A version another writer replaced since costs a lost compare-and-swap, after which storage is
+   * read. Only a successful compare-and-swap is decided on it: when an `fn` throws or writes nothing, the batch is
+   * decided again on a fresh read, so that no caller is answered from a copy another instance made stale.
    */
   update<T, R>(
     key: string,
     fn: (current: T | null) => Update<T, R>,
     limits: DocumentLimits = {},
-    options: { fresh?: boolean } = {},
+    options: { cached?: boolean } = {},
   ): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const queue = this.#queues.get(key) ?? [];
       queue.push({
         fn: fn as Pending['fn'],
         maxBytes: limits.maxBytes ?? this.#maxBytes,
-        fresh: options.fresh === true,
+        cached: options.cached === true,
         resolve: resolve as Pending['resolve'],
         reject,
       });
@@ -221,10 +229,14 @@ export class DocumentStore {
   async #commit(key: string, batch: Pending[]): Promise<void> {
     for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
       let current: Versioned<unknown> | undefined;
+      // Writers decide on what is stored, never on a cached copy another instance may have made stale: the first
+      // attempt may start from the cached version, but only a compare-and-swap that succeeds confirms it.
+      let unconfirmed = false;
       try {
-        // Writers decide on what is stored, never on a cached copy another instance may have made stale: the first
-        // attempt may start from the read its callers have just made, later ones read storage again.
-        if (attempt === 0 && batch.every((item) => item.fresh)) current = this.#cache.peek(key);
+        if (attempt === 0 && batch.every((item) => item.cached)) {
+          current = this.#cache.peek(key);
+          unconfirmed = current !== undefined;
+        }
         current ??= await this.refresh(key);
       } catch (err) {
         for (const item of batch) item.reject(err);
@@ -250,6 +262,7 @@ export class DocumentStore {
           if (outcome.ok) item.resolve(outcome.result);
           else item.reject(outcome.err);
         });
+      if (unconfirmed && (!changed || outcomes.some((outcome) => !outcome.ok))) continue;
       if (!changed) {
         settle();
         return;
@@ -272,6 +285,7 @@ export class DocumentStore {
         return;
       }
       let etag: string | null;
+      const at = performance.now();
       try {
         etag = await this.#storage.put(key, body, current.etag ? { ifMatch: current.etag } : { ifNoneMatch: '*' });
         this.#metrics?.casAttempt(etag !== null);
@@ -281,7 +295,7 @@ export class DocumentStore {
       }
       if (etag !== null) {
         this.#writes.set(key, (this.#writes.get(key) ?? 0) + 1);
-        const entry: Versioned<unknown> = { value: deepFreeze(doc), etag, bytes: body.length, gen: ++this.#gen };
+        const entry: Versioned<unknown> = { value: deepFreeze(doc), etag, bytes: body.length, gen: ++this.#gen, at };
         this.#cache.set(key, entry);
         this.#emit(key, entry);
         settle();
@@ -300,7 +314,7 @@ export class DocumentStore {
    * request. Not for mutable documents: those are written by `update` only.
    */
   remember(key: string, value: unknown, etag: string, bytes: number): void {
-    this.#cache.set(key, { value: deepFreeze(value), etag, bytes, gen: this.#gen });
+    this.#cache.set(key, { value: deepFreeze(value), etag, bytes, gen: this.#gen, at: performance.now() });
   }
 
   /** Forget a cached document, or all (the next read asks storage). */

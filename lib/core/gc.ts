@@ -179,6 +179,27 @@ export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, 
 }
 
 /**
+ * `fence` without a request, from the version of the document this instance holds (`DocumentStore.peek`), when
+ * storage held it less than half of `PUSH_WINDOW_MS` ago and none of `relied` is claimed in it; otherwise
+ * undefined (then `fence`). Sound for the same reason as `fence`: what a fence needs is a version of the document
+ * that storage held before the push's writes, and every claim since replaces the nonce, which the push's CAS
+ * compares. Its window counts from when the read (or the write) of that version started. A cached version that
+ * another instance has replaced since costs only a lost compare-and-swap.
+ */
+export function cachedFence<D extends Doc>(
+  docs: DocumentStore,
+  docKey: string,
+  relied: string[],
+): Fence<D> | undefined {
+  const cached = docs.peek<D>(docKey);
+  if (cached === undefined || performance.now() - cached.at > PUSH_WINDOW_MS / 2) return undefined;
+  const claims = cached.value?.gc?.claims ?? {};
+  if (relied.some((key) => claims[key] !== undefined)) return undefined;
+  const doc = cached.value === null || cached.etag === null ? null : { value: cached.value, etag: cached.etag };
+  return { nonce: cached.value?.gc?.nonce, claimed: Object.keys(claims), started: cached.at, doc };
+}
+
+/**
  * In a push's CAS: throws `FenceBroken` if a collector may have deleted one of the objects the push relies on
  * (`relied`, `claimKey`s; it may name more than the fence did) since `fence`.
  */

@@ -7,7 +7,16 @@ import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { DocumentStore } from './documents.js';
 import { mapLimit } from './feed.js';
-import { checkFence, claimKey, fence, FenceBroken, keepGcState, PUSH_WINDOW_MS, type Fence } from './gc.js';
+import {
+  cachedFence,
+  checkFence,
+  claimKey,
+  fence,
+  FenceBroken,
+  keepGcState,
+  PUSH_WINDOW_MS,
+  type Fence,
+} from './gc.js';
 import { keys } from './keys.js';
 import { checkName, normalizeMediaType } from './names.js';
 import type { PackageDoc, PushInput, Visibility } from './registry.js';
@@ -135,7 +144,11 @@ export class Pusher {
         ),
       ];
       for (let round = 1; ; round += 1) {
-        const gcFence = await fence<PackageDoc>(this.#docs, docKey, relied());
+        // The first round starts from the version this instance holds, when it can (no request: `cachedFence`);
+        // a round after a broken fence reads storage.
+        const gcFence =
+          (round === 1 ? cachedFence<PackageDoc>(this.#docs, docKey, relied()) : undefined) ??
+          (await fence<PackageDoc>(this.#docs, docKey, relied()));
         // The objects the document will reference are independent of each other: written at once (with the
         // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
         const fenced = gcFence.doc?.value;
@@ -202,7 +215,7 @@ export class Pusher {
               return { next: doc, result: doc !== current };
             },
             {},
-            { fresh: true },
+            { cached: true },
           );
           break;
         } catch (err) {

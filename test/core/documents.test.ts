@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { DocumentStore } from '../../lib/core/documents.js';
+import { DocumentStore, type Update } from '../../lib/core/documents.js';
 import { ApprError, StorageUnavailableError } from '../../lib/errors.js';
 import { MemoryStorage, Registry, type GetResult } from '../../lib/index.js';
 import type { WriteCondition } from '../../lib/storage/types.js';
@@ -232,7 +232,7 @@ describe("DocumentStore.update after a fresh read (a push's fence)", () => {
       'd.json',
       (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }),
       {},
-      { fresh: true },
+      { cached: true },
     );
     expect(storage.gets - before).to.equal(0);
     // Another writer changes it after this instance's read: the first attempt's compare-and-swap fails, the
@@ -246,8 +246,28 @@ describe("DocumentStore.update after a fresh read (a push's fence)", () => {
       'd.json',
       (doc) => ({ next: { n: (doc?.n ?? 0) + 1 }, result: undefined }),
       {},
-      { fresh: true },
+      { cached: true },
     );
     expect((await other.readFresh<{ n: number }>('d.json'))?.value).to.deep.equal({ n: 13 });
+  });
+
+  it('decides again on a fresh read when an update throws or writes nothing on a cached version made stale', async () => {
+    type Slot = { taken: boolean };
+    const storage = new MemoryStorage();
+    const docs = new DocumentStore(storage);
+    const other = new DocumentStore(storage); // another instance
+    const take = (doc: Slot | null): Update<Slot, string> => {
+      if (doc?.taken) throw new Error('taken already');
+      return { next: { taken: true }, result: 'taken now' };
+    };
+    const takeOrNothing = (doc: Slot | null): Update<Slot, string> =>
+      doc?.taken ? { result: 'taken already' } : { next: { taken: true }, result: 'taken now' };
+    for (const fn of [take, takeOrNothing]) {
+      await docs.update<Slot, void>('slot.json', () => ({ next: { taken: true }, result: undefined }));
+      // Another instance frees the slot: this one's cached copy still says taken.
+      await other.update<Slot, void>('slot.json', () => ({ next: { taken: false }, result: undefined }));
+      expect(await docs.update<Slot, string>('slot.json', fn, {}, { cached: true })).to.equal('taken now');
+      expect((await other.readFresh<Slot>('slot.json'))?.value).to.deep.equal({ taken: true });
+    }
   });
 });
