@@ -15,6 +15,7 @@ export type {
   VisibleFilter,
   PackageRef,
   BlobContent,
+  Pulled,
   JsonBody,
 } from './core/registry.js';
 export type { CoherenceOptions } from './core/feed.js';
