@@ -228,6 +228,10 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     // A stack of its own per layer, as `router.all` gives: `router.param()` and parent routers change stacks in place.
     router.register(path, others, [respond, fallbackGuard, unmatched], { name: 'fallback' });
   }
+  // Every layer with a parameter (the Helm routes' and the 405 layers' too) checks the path's percent-encoding
+  // right after its responder, so a malformed one is answered 400 before any guard or handler looks a name up.
+  // A layer without parameters only matches its own literal text, which has no `%`.
+  for (const layer of router.stack) if (layer.paramNames.length > 0) layer.stack.splice(1, 0, wellEncodedPath);
 
   // Mounted at the top level: a path under the prefix that neither a route of ours nor anything downstream (the
   // host's own routes) answered is answered as JSON. Nested, a parent router copies the layers and never calls
@@ -244,7 +248,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
       await dispatch(ctx, next);
       if (ctx.body == null && (ctx.status === 404 || ctx.status === before) && claims(ctx.path)) {
         await respond(ctx, async () => {
-          throw new ApprError('not-found', 'No such route');
+          throw decodes(ctx.path) ? new ApprError('not-found', 'No such route') : malformedPath();
         });
       }
     },
@@ -256,6 +260,31 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   BUILT.set(router, { opts, respond });
   return router;
 }
+
+/**
+ * Answers 400 `invalid-usage` to a path whose percent-encoding does not decode (`%ZZ`, a truncated UTF-8 sequence
+ * such as `%E0%A4%A`). @koa/router passes such a parameter on undecoded (it swallows `decodeURIComponent`'s
+ * URIError), where it read as a name nothing stores: a 404, or a 422 where a release is parsed, instead of the
+ * client's mistake. Valid encodings (`%2F`, `%40`, UTF-8) pass; the names they decode to are checked as before.
+ */
+function wellEncodedPath(ctx: Context, next: Next): Promise<void> {
+  if (!decodes(ctx.path)) throw malformedPath();
+  return next() as Promise<void>;
+}
+
+/** Whether every percent-encoded sequence of a raw path decodes (to UTF-8). */
+function decodes(path: string): boolean {
+  if (!path.includes('%')) return true;
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const malformedPath = (): ApprError =>
+  new ApprError('invalid-usage', 'The request path has a malformed percent-encoding');
 
 /** A string pattern of `/`, literal text and `:name` segments only: it matches paths with its number of slashes. */
 const SIMPLE_PATTERN = /^(?:\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*)?)*$/;

@@ -45,8 +45,11 @@ const EXPECTED: Record<string, Access> = {
   'purge-blob': 'admin',
 };
 
-/** Middleware that may run before a route's guard: only the responder (CORS headers, JSON errors). */
-const NOT_ROUTES = new Set(['apprResponder']);
+/**
+ * Middleware that may run before a route's guard: only the responder (CORS headers, JSON errors) and the check of
+ * the path's percent-encoding (it can only refuse, 400; lib/http/router.ts).
+ */
+const NOT_ROUTES = new Set(['apprResponder', 'wellEncodedPath']);
 const routeChain = (stack: unknown[]) => stack.filter((fn) => !(typeof fn === 'function' && NOT_ROUTES.has(fn.name)));
 
 const guardOf = (fn: unknown): Access | undefined =>
