@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import Koa from 'koa';
 import { createApprRouter, FsStorage, hashPassword, UserStore } from '../lib/index.js';
 import { makeTarGz } from '../test/helpers/blobs.js';
+import { percentile } from './lib/stats.js';
 
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 200);
 const LOOPS = Number(process.env.BENCH_LOOPS ?? 16);
@@ -81,8 +82,6 @@ function call(
   });
 }
 
-const p50 = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
-
 async function startServer(root: string, limits: 'on' | 'off'): Promise<{ child: ChildProcess; port: number }> {
   const child = fork(fileURLToPath(import.meta.url), ['--serve', root, limits], { execArgv: ['--import', 'tsx'] });
   const port = await new Promise<number>((resolve) =>
@@ -137,7 +136,7 @@ async function scenario(label: string, limits: 'on' | 'off', flood: Flood): Prom
       return times;
     };
     await show(); // warm-up
-    const before = p50(await show());
+    const before = percentile(await show(), 50);
 
     let running = true;
     let sent = 0;
@@ -156,7 +155,7 @@ async function scenario(label: string, limits: 'on' | 'off', flood: Flood): Prom
     };
     const loops = Array.from({ length: LOOPS }, (_, i) => loop(i));
     await new Promise((resolve) => setTimeout(resolve, 500)); // let the flood build up
-    const during = p50(await show());
+    const during = percentile(await show(), 50);
     running = false;
     await Promise.all(loops);
     const computed = await hashes(child);

@@ -21,6 +21,7 @@ import Koa from 'koa';
 import { createApprRouter, HelmRepository, MemoryStorage, Registry } from '../lib/index.js';
 import { keys } from '../lib/core/keys.js';
 import { makeTarGz } from '../test/helpers/blobs.js';
+import { percentile } from './lib/stats.js';
 
 const CHARTS = 1000;
 
@@ -146,19 +147,18 @@ async function bench(shape: string): Promise<void> {
       bare.push(await load(urls.bare, connections, seconds));
       helm.push(await load(urls.helm, connections, seconds));
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
     const ratios = helm.map((h, i) => h / (bare[i] as number));
     const versions = shape === 'deep' ? '100 charts x 10 versions' : '1,000 charts x 1 version';
     console.log(
       `${versions}, index ${(urls.bytes / 1024).toFixed(0)} KiB, ${connections} connections, ${rounds} x ${seconds} s`,
     );
     console.log(
-      `  bare Koa, same bytes: ${median(bare).toFixed(0)} req/s (median; rounds ${bare.map((x) => x.toFixed(0)).join(', ')})`,
+      `  bare Koa, same bytes: ${percentile(bare, 50).toFixed(0)} req/s (median; rounds ${bare.map((x) => x.toFixed(0)).join(', ')})`,
     );
     console.log(
-      `  helm index.yaml:      ${median(helm).toFixed(0)} req/s (median; rounds ${helm.map((x) => x.toFixed(0)).join(', ')})`,
+      `  helm index.yaml:      ${percentile(helm, 50).toFixed(0)} req/s (median; rounds ${helm.map((x) => x.toFixed(0)).join(', ')})`,
     );
-    console.log(`  ratio: ${median(ratios).toFixed(2)} (median of the rounds' ratios; target >= 0.3)`);
+    console.log(`  ratio: ${percentile(ratios, 50).toFixed(2)} (median of the rounds' ratios; target >= 0.3)`);
     console.log(
       `  first index after a restart (catalog loaded): ${urls.fromRecords.toFixed(0)} ms from chart records, ` +
         `${urls.fromBlobs.toFixed(0)} ms reading every blob (no records: releases pushed before push-time capture)`,

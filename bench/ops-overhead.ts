@@ -15,6 +15,7 @@ import Koa from 'koa';
 import { ApprMetrics, createApprRouter, MemoryStorage, Registry } from '../lib/index.js';
 import { opsOptions } from './lib/ops.js';
 import { makeTarGz } from '../test/helpers/blobs.js';
+import { percentile } from './lib/stats.js';
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
@@ -117,8 +118,7 @@ async function main(): Promise<void> {
           `${(b.cpuMs * 1000).toFixed(0)} | ${(b.cpuMs / c.cpuMs).toFixed(3)} |`,
       );
     }
-    cpuRatios.sort((x, y) => x - y);
-    const median = cpuRatios[Math.floor(cpuRatios.length / 2)] as number;
+    const median = percentile(cpuRatios, 50);
     console.log(`recording a pull (1 HTTP, 2 storage, 1 cache): ${recordingMicros().toFixed(3)} µs of CPU`);
     console.log(
       '| round | plain req/s | metrics+audit req/s | plain CPU µs/req | metrics+audit CPU µs/req | CPU ratio |',

@@ -30,6 +30,7 @@ import { pack } from 'tar-stream';
 import { bigTarGz } from './lib/tarballs.js';
 import { s3ClientFromEnv } from '../lib/s3.js';
 import { recordPush, replayBound } from './lib/s3-bound.js';
+import { percentile } from './lib/stats.js';
 
 const N = Number(process.env.BENCH_N ?? 400);
 const GROW = Number(process.env.BENCH_GROW ?? 1000);
@@ -143,10 +144,6 @@ async function pushBody(release: string): Promise<Buffer> {
   );
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
 interface Result {
   label: string;
   rate: number;
@@ -188,7 +185,6 @@ async function run(
   );
   const seconds = (performance.now() - started) / 1000;
   const cpu = (await cpuMs(server.pid)) - cpu0;
-  latencies.sort((a, b) => a - b);
   return {
     label,
     rate: count / seconds,
@@ -218,11 +214,10 @@ async function grow(server: Server, ns: string): Promise<{ size: number; mean: n
     window.push(ms);
     if (window.length > GROW_WINDOW) window.shift();
     if (marks.includes(i)) {
-      const sorted = [...window].sort((a, b) => a - b);
       out.push({
         size: i,
         mean: window.reduce((a, b) => a + b, 0) / window.length,
-        median: sorted[Math.floor(sorted.length / 2)] as number,
+        median: percentile(window, 50),
       });
     }
   }
@@ -259,7 +254,7 @@ async function interleaved(server: Server, ns: string, pairs: number): Promise<{
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+const median = (xs: number[]) => percentile(xs, 50);
 
 /** Peak RSS growth of a fresh server while BIG_COUNT pushes of BIG_MB MB tarballs run at once. */
 async function bigPushes(storage: string): Promise<{ idle: number; peak: number; ok: number; statuses: string }> {
@@ -320,10 +315,9 @@ async function abSequential(storage: string, count: number): Promise<void> {
     console.log(`\nsequential, 16 packages, alternating with the baseline (${count} pushes each):`);
     console.log('| server | push/s (1 / mean) | p50 ms | p99 ms | server CPU ms/push |\n|---|---|---|---|---|');
     sides.forEach((side, k) => {
-      const sorted = [...side.ms].sort((a, b) => a - b);
       console.log(
-        `| ${side.label} | ${(1000 / mean(side.ms)).toFixed(0)} | ${percentile(sorted, 50).toFixed(1)} | ` +
-          `${percentile(sorted, 99).toFixed(1)} | ${(((cpu1[k] as number) - (cpu0[k] as number)) / count).toFixed(2)} |`,
+        `| ${side.label} | ${(1000 / mean(side.ms)).toFixed(0)} | ${percentile(side.ms, 50).toFixed(1)} | ` +
+          `${percentile(side.ms, 99).toFixed(1)} | ${(((cpu1[k] as number) - (cpu0[k] as number)) / count).toFixed(2)} |`,
       );
     });
   } finally {

@@ -19,6 +19,7 @@ import Koa from 'koa';
 import { createApprRouter, MemoryStorage, Registry } from '../lib/index.js';
 import { opsOptions } from './lib/ops.js';
 import { makeTarGz } from '../test/helpers/blobs.js';
+import { percentile } from './lib/stats.js';
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 20000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -183,7 +184,7 @@ for (const w of WORKLOADS.filter((w) => !only || only.some((prefix) => w.id.star
   for (let round = 0; round < ROUNDS; round += 1) {
     for (const [i, [, handler]] of targets.entries()) runs[i]!.push(await measure(handler, w.paths, REQUESTS / ROUNDS));
   }
-  const us = runs.map((r) => r.sort((a, b) => a - b)[Math.floor(r.length / 2)] as number);
+  const us = runs.map((r) => percentile(r, 50));
   const ratios = wanted.includes('koa') ? us.slice(1).map((u) => ((us[0] as number) / u).toFixed(2)) : [];
   rows.push(`| ${w.id} | ${us.map((u) => u.toFixed(1)).join(' | ')} | ${ratios.join(' | ')} |`);
   console.error(rows.at(-1));

@@ -22,8 +22,8 @@ export interface ResponseOptions {
 const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
 /**
- * The first middleware of every route: CORS headers, and every error, whatever threw it, turned into the JSON
- * error format. It wraps only this router's routes, so the host's own errors stay the host's business.
+ * The first middleware of every route: CORS headers, a path whose percent-encoding does not decode refused (400),
+ * and every error, whatever threw it, turned into the JSON error format. It wraps only this router's routes, so the host's own errors stay the host's business.
  *
  * A 5xx answer carries only the error table's message (a client may not learn storage paths, bucket names or a
  * stack); the error itself goes to `onError`. A client that went away is not an error and is not reported.
@@ -47,7 +47,9 @@ export function responder(options: ResponseOptions): Middleware {
     // extra promise and frame).
     return function apprResponder(ctx: Context, next: Next): Promise<void> {
       const origin = begin(ctx);
-      return next().then(undefined, (err: unknown) => answerError(ctx, err, options, origin));
+      return (wellEncoded(ctx) ? next() : Promise.reject(malformedPath())).then(undefined, (err: unknown) =>
+        answerError(ctx, err, options, origin),
+      );
     };
   }
   return async function apprResponder(ctx: Context, next: Next): Promise<void> {
@@ -56,6 +58,7 @@ export function responder(options: ResponseOptions): Middleware {
     const route = (ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? 'unmatched';
     const origin = begin(ctx);
     try {
+      if (!wellEncoded(ctx)) throw malformedPath();
       await next();
     } catch (err) {
       await answerError(ctx, err, options, origin);
@@ -64,6 +67,26 @@ export function responder(options: ResponseOptions): Middleware {
     }
   };
 }
+
+/**
+ * Whether every percent-encoded sequence of the request's path decodes (to UTF-8). A path that does not (`%ZZ`, a
+ * truncated UTF-8 sequence such as `%E0%A4%A`) is answered 400 `invalid-usage` before any guard or handler: @koa/router
+ * passes such a parameter on undecoded (it swallows `decodeURIComponent`'s URIError), where it would read as a name
+ * nothing stores (a 404, or a 422 where a release is parsed) instead of the client's mistake.
+ */
+function wellEncoded(ctx: Context): boolean {
+  const { path } = ctx;
+  if (!path.includes('%')) return true;
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const malformedPath = (): ApprError =>
+  new ApprError('invalid-usage', 'The request path has a malformed percent-encoding');
 
 /** The JSON error answer (or the host's, from `onResponseError`) for anything thrown below the responder. */
 async function answerError(ctx: Context, err: unknown, options: ResponseOptions, origin: string): Promise<void> {

@@ -157,7 +157,8 @@ export function describeHostileInput(t: HttpContract): void {
     itUnchanged(
       'answers release path segments with .., %2F, %00 or 10,000 characters with a JSON 4xx',
       async function () {
-        for (const segment of ['..', '%2E%2E', 'a%2Fb', '1.0.0%00', '9'.repeat(10_000), '%E0%A4%A']) {
+        // (A segment whose percent-encoding does not decode is a 400 in any position: path-encoding.test.ts.)
+        for (const segment of ['..', '%2E%2E', 'a%2Fb', '1.0.0%00', '9'.repeat(10_000)]) {
           // The answer depends on the route, not on the segment: a release that names no stored release is not found
           // where the route looks one up by name, and an invalid release where the route parses a selector or a release.
           for (const [method, path, status, code] of [
