@@ -15,7 +15,6 @@ export type {
   VisibleFilter,
   PackageRef,
   BlobContent,
-  Pulled,
   JsonBody,
 } from './core/registry.js';
 export type { CoherenceOptions } from './core/feed.js';

@@ -563,37 +563,22 @@ export class Registry {
    * Routes 10 and 11: the resolved release and the blob's bytes (the caller must consume or destroy `blob.body`
    * if it asks for it). With caches warm a small blob costs no storage request; a large one is one streamed read.
    */
-  async pull(namespace: string, name: string, selector: string | undefined, mediaType: string): Promise<Pulled> {
-    return this.pullNow(namespace, name, selector, mediaType);
-  }
-
-  /**
-   * `pull`, answered synchronously (no promise) when memory alone can: the catalog knows what the selector names
-   * and the blob is in the memory cache, the steady state of a small chart's pulls. Otherwise the promise `pull`
-   * returns. Throws synchronously what `pull` rejects with for a bad name or media type.
-   */
-  pullNow(namespace: string, name: string, selector: string | undefined, mediaType: string): Pulled | Promise<Pulled> {
+  async pull(namespace: string, name: string, selector: string | undefined, mediaType: string) {
     const wanted = mediaType === '-' ? '-' : normalizeMediaType(mediaType);
     const names = this.#names(namespace, name);
     const question = `p\0${selector ?? ''}\0${wanted}`;
-    const known = this.#remembered<PullTarget>(names, question);
-    const blob = known === undefined ? undefined : this.#cachedBlob(known.blobKey, known.pkgKey);
-    if (known !== undefined && blob !== undefined) return pulled(known, blob);
-    return this.#pullStored(names, selector, mediaType, question, known);
-  }
-
-  /** The rest of `pull` when memory alone cannot answer (`known`: the target, when the catalog had it). */
-  async #pullStored(
-    names: { namespace: string; name: string },
-    selector: string | undefined,
-    mediaType: string,
-    question: string,
-    known: PullTarget | undefined,
-  ): Promise<Pulled> {
-    const target = known ?? (await this.#pullTarget(names, selector, mediaType, question));
-    const blob = await this.#blob(target.blobKey, target.pkgKey, target.size);
+    const target =
+      this.#remembered<PullTarget>(names, question) ?? (await this.#pullTarget(names, selector, mediaType, question));
+    const blob =
+      this.#cachedBlob(target.blobKey, target.pkgKey) ?? (await this.#blob(target.blobKey, target.pkgKey, target.size));
     if (!blob) throw new StorageUnavailableError(`blob ${target.digest} of ${target.pkgKey} is missing`);
-    return pulled(target, blob);
+    return {
+      release: target.release,
+      mediaType: target.mt,
+      digest: target.digest,
+      visibility: target.visibility,
+      blob,
+    };
   }
 
   /** What a pull resolves to: worked out once per version of the package and question, then remembered. */
@@ -1186,20 +1171,6 @@ class MemoryBlob implements BlobContent {
     this.#body ??= Readable.from([this.bytes]);
     return this.#body;
   }
-}
-
-/** What `Registry.pull` answers: the release and media type the selector named, and the blob's content. */
-export interface Pulled {
-  release: string;
-  mediaType: string;
-  /** sha256 (hex) of the tar. */
-  digest: string;
-  visibility: Visibility;
-  blob: BlobContent;
-}
-
-function pulled(target: PullTarget, blob: BlobContent): Pulled {
-  return { release: target.release, mediaType: target.mt, digest: target.digest, visibility: target.visibility, blob };
 }
 
 /** A pull's answer for one version of a package: the release and media type a selector names, and their blob. */
