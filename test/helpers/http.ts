@@ -284,3 +284,18 @@ export function uniqueTarGz(seed: string): Promise<Blob> {
 export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
+
+/**
+ * A raw HTTP/1.1 response (read off a socket) split into its status, lower-cased headers and JSON body: for the
+ * answers that only a raw socket gets (Node's parser errors, answered by the standalone server).
+ */
+export function parseRawResponse(response: string): { status: number; headers: Record<string, string>; body: any } {
+  const [head = '', body = ''] = response.split('\r\n\r\n');
+  const [statusLine = '', ...lines] = head.split('\r\n');
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers, body: JSON.parse(body) };
+}

@@ -14,6 +14,7 @@ import { ERRORS } from '../../lib/errors.js';
 import { ACCEPTS, ConfigError, parseServerConfig, SETTINGS, type SettingKind } from '../../lib/server/config.js';
 import { startServer, type RunningServer } from '../../lib/server/server.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { parseRawResponse } from '../helpers/http.js';
 import { runCli, startInstance } from '../helpers/instances.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -41,17 +42,6 @@ function rawRequest(url: string, payload: string, then?: { after: string; payloa
     socket.on('close', () => resolve(received));
     socket.write(payload);
   });
-}
-
-function parseRaw(response: string): { status: number; headers: Record<string, string>; body: any } {
-  const [head = '', body = ''] = response.split('\r\n\r\n');
-  const [statusLine = '', ...lines] = head.split('\r\n');
-  const headers: Record<string, string> = {};
-  for (const line of lines) {
-    const colon = line.indexOf(':');
-    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
-  }
-  return { status: Number(statusLine.split(' ')[1]), headers, body: JSON.parse(body) };
 }
 
 /** A value each kind refuses, and one it accepts (with the typed result). */
@@ -294,7 +284,7 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
   ];
   for (const { title, payload, code } of cases) {
     it(`answers ${title} with ${ERRORS[code].status} ${code} JSON and closes the connection`, async () => {
-      const res = parseRaw(await rawRequest(server.url, payload));
+      const res = parseRawResponse(await rawRequest(server.url, payload));
       expect(res.status).to.equal(ERRORS[code].status);
       expect(res.headers['content-type']).to.equal('application/json');
       expect(res.headers.connection).to.equal('close');
@@ -305,7 +295,7 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
   }
 
   it('wraps the error in {"error": ...} when the error envelope is on', async () => {
-    const res = parseRaw(await rawRequest(enveloped.url, cases[1]!.payload));
+    const res = parseRawResponse(await rawRequest(enveloped.url, cases[1]!.payload));
     expect(res.status).to.equal(400);
     expect(res.body.error.code).to.equal('invalid-usage');
   });
@@ -318,7 +308,7 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
     const second = raw.indexOf('HTTP/1.1 400');
     expect(raw.startsWith('HTTP/1.1 200')).to.equal(true);
     expect(second).to.be.greaterThan(0);
-    expect(parseRaw(raw.slice(second)).body.code).to.equal('invalid-usage');
+    expect(parseRawResponse(raw.slice(second)).body.code).to.equal('invalid-usage');
   });
 
   it('still serves well-formed requests', async () => {

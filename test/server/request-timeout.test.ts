@@ -14,6 +14,7 @@ import { ERRORS } from '../../lib/errors.js';
 import { parseServerConfig } from '../../lib/server/config.js';
 import { startServer, type RunningServer } from '../../lib/server/server.js';
 import { tempDir } from '../helpers/temp.js';
+import { parseRawResponse } from '../helpers/http.js';
 
 /** Send `payload` and never the rest; resolve with everything received once the server closes the connection. */
 async function incompleteRequest(url: string, payload: string): Promise<string> {
@@ -28,17 +29,6 @@ async function incompleteRequest(url: string, payload: string): Promise<string> 
   socket.write(payload);
   await closed;
   return received;
-}
-
-function parseRaw(response: string): { status: number; headers: Record<string, string>; body: unknown } {
-  const [head = '', body = ''] = response.split('\r\n\r\n');
-  const [statusLine = '', ...lines] = head.split('\r\n');
-  const headers: Record<string, string> = {};
-  for (const line of lines) {
-    const colon = line.indexOf(':');
-    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
-  }
-  return { status: Number(statusLine.split(' ')[1]), headers, body: JSON.parse(body) as unknown };
 }
 
 describe('koa-appr serve: a request that does not arrive in time', function () {
@@ -64,7 +54,7 @@ describe('koa-appr serve: a request that does not arrive in time', function () {
       ['an incomplete head', head],
       ['an incomplete body', body],
     ] as const) {
-      const res = parseRaw(raw);
+      const res = parseRawResponse(raw);
       expect(res.status, `${what}: ${raw.slice(0, 300)}`).to.equal(ERRORS['request-timeout'].status);
       expect(res.headers['content-type'], what).to.equal('application/json');
       expect(res.headers.connection, what).to.equal('close');
