@@ -9,6 +9,7 @@ import {
   DeleteObjectCommand,
   HeadBucketCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 
@@ -411,6 +412,33 @@ describe('S3Storage failures (offline)', () => {
         null,
       );
       expect(counter.count).to.equal(3);
+    } finally {
+      counter.remove();
+      client.destroy();
+      await server.close();
+    }
+  });
+
+  it('watches only its own conditional PUTs on a client shared with the host, with the middleware cache on', async () => {
+    const server = await fakeS3((req, res) => s3Error(res, 500, 'UnknownError', req.method));
+    const client = fakeClient(server.port, { maxAttempts: 3, retryMode: 'standard', cacheMiddleware: true });
+    const storage = new S3Storage({ client, bucket: 'b' });
+    const counter = countS3Requests(client);
+    // The host's own conditional PUT on the same client: the SDK's behaviour, retries and error, untouched.
+    const hostPut = async () => {
+      counter.reset();
+      const err = await rejection(
+        client.send(new PutObjectCommand({ Bucket: 'b', Key: 'h', Body: 'x', IfMatch: 'e' })),
+      );
+      expect(err).to.include({ name: 'UnknownError' });
+      expect(counter.count).to.equal(3);
+    };
+    try {
+      await hostPut();
+      counter.reset();
+      expect(await storage.put('k', Buffer.from('x'), { ifMatch: 'e' })).to.equal(null);
+      expect(counter.count).to.equal(1);
+      await hostPut();
     } finally {
       counter.remove();
       client.destroy();
