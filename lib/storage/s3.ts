@@ -36,7 +36,13 @@ const WITH_PUT_OUTCOME = new WeakSet<S3Client>();
  * error `#put` also reads as one.
  */
 function installPutOutcome(client: S3Client): void {
-  if (WITH_PUT_OUTCOME.has(client)) return;
+  // A client recognised by its `send` alone (a stand-in) may have no middleware stack: its lost races surface as
+  // errors, which `#put` reads as such too.
+  if (
+    WITH_PUT_OUTCOME.has(client) ||
+    typeof (client.middlewareStack as unknown as { add?: unknown })?.add !== 'function'
+  )
+    return;
   WITH_PUT_OUTCOME.add(client);
   const putOutcome =
     (next: (args: { input: object }) => Promise<{ response: unknown; output: object }>) =>
