@@ -234,6 +234,42 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
       await expectComplete(store.storage);
     });
 
+    it('a push into a package absent when this instance last read it, while a collector takes the blob a dead push left', async () => {
+      // The common path of a new package over HTTP: the access check reads the document (absent) just before the
+      // push, whose fence is that absence. A dead push left the same blob: the collector claims it (holding the claim
+      // in a tombstone it creates) and deletes it after the push found it stored.
+      const bytes = await makeTarGz({ 'a.txt': 'left by a push that died' });
+      const blobKey = keys.blob('acme', 'app', await digestOf(bytes));
+      await store.storage.put(blobKey, bytes);
+      let report: GcReport | undefined;
+      let armed = false;
+      const calls: Call[] = [];
+      const b = open2(store.storage);
+      const a = open2(
+        hooked(
+          store.storage,
+          {
+            after: async (call, result) => {
+              if (!armed || call.method !== 'head' || call.key !== blobKey || result === null) return;
+              armed = false;
+              report = await b.gc({ graceMs: 0 });
+            },
+          },
+          calls,
+        ),
+      );
+      expect(await a.packageVisibility('acme', 'app')).to.equal(null);
+      armed = true;
+      const from = calls.length;
+      await a.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: bytes });
+      expect(report?.blobs.map((x) => x.digest)).to.deep.equal([await digestOf(bytes)]);
+      const firstPut = calls.findIndex((call, i) => i >= from && call.key === blobKey);
+      expect(calls.slice(from, firstPut).filter((call) => call.key === docKey)).to.deep.equal([]);
+      expect(Object.keys(await shown(store.storage))).to.deep.equal(['1.0.0']);
+      expect(await store.storage.head(blobKey), 'written again after the collector deleted it').not.to.equal(null);
+      await expectComplete(store.storage);
+    });
+
     it('answers from storage, not from a stale copy: 201 for a release deleted through another instance, 409 for one pushed through it', async () => {
       const a = open2(store.storage);
       const b = open2(store.storage);
