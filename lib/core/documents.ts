@@ -188,8 +188,9 @@ export class DocumentStore {
    * `options.cached`: the first attempt starts from the cached version, when there is one, instead of reading
    * storage (one GET less per push on S3: a push's garbage-collection fence is that version or a read just made,
    * lib/core/gc.ts). A version another writer replaced since costs a lost compare-and-swap, after which storage is
-   * read. Only a successful compare-and-swap is decided on it: when an `fn` throws or writes nothing, the batch is
-   * decided again on a fresh read, so that no caller is answered from a copy another instance made stale.
+   * read. Only a successful compare-and-swap is decided on it: when an `fn` throws or writes nothing, or the result
+   * would be too large, the batch is decided again on a fresh read, so that no caller is answered from a copy another
+   * instance made stale.
    */
   update<T, R>(
     key: string,
@@ -227,13 +228,15 @@ export class DocumentStore {
   }
 
   async #commit(key: string, batch: Pending[]): Promise<void> {
+    // Writers decide on what is stored, never on a cached copy another instance may have made stale: the first
+    // attempt may start from the cached version, but only a compare-and-swap that succeeds confirms it.
+    let fromCache = batch.every((item) => item.cached);
     for (let attempt = 0; attempt < this.#cas.maxAttempts; attempt += 1) {
       let current: Versioned<unknown> | undefined;
-      // Writers decide on what is stored, never on a cached copy another instance may have made stale: the first
-      // attempt may start from the cached version, but only a compare-and-swap that succeeds confirms it.
       let unconfirmed = false;
       try {
-        if (attempt === 0 && batch.every((item) => item.cached)) {
+        if (fromCache) {
+          fromCache = false;
           current = this.#cache.peek(key);
           unconfirmed = current !== undefined;
         }
@@ -262,13 +265,18 @@ export class DocumentStore {
           if (outcome.ok) item.resolve(outcome.result);
           else item.reject(outcome.err);
         });
-      if (unconfirmed && (!changed || outcomes.some((outcome) => !outcome.ok))) continue;
-      if (!changed) {
+      const body = changed ? Buffer.from(JSON.stringify(doc)) : undefined;
+      const maxBytes = Math.min(...batch.map((item) => item.maxBytes));
+      // Any answer but a written version (an error, no change, a document too large) is decided again on a fresh
+      // read. That read is no lost race: it counts as no attempt (with `maxAttempts` 1, a 409 stays a 409).
+      if (unconfirmed && (body === undefined || body.length > maxBytes || outcomes.some((outcome) => !outcome.ok))) {
+        attempt -= 1;
+        continue;
+      }
+      if (body === undefined) {
         settle();
         return;
       }
-      const body = Buffer.from(JSON.stringify(doc));
-      const maxBytes = Math.min(...batch.map((item) => item.maxBytes));
       if (body.length > maxBytes) {
         if (batch.length > 1) {
           // Whose change is too much? Apply them one at a time: each caller gets its own answer.
