@@ -349,11 +349,28 @@ export class ChangeFeed {
   async compact(force: boolean): Promise<void> {
     this.#lastCompact = this.#now();
     const cutoff = Math.min(this.#from, this.#now() - this.#opts.retentionMs);
-    const first = await this.#storage.list(keys.changes(), { limit: 1000 });
-    const old = first.keys.some((key) => (keys.parseChange(key)?.time ?? Infinity) < cutoff);
-    if (!force && !old) return;
+    if (!force && !((await this.#oldestChange()) < cutoff)) return;
     const covered = await this.#storeSnapshot();
     await this.#prune(Math.min(cutoff, covered), false);
+  }
+
+  /**
+   * The time of the oldest change entry (Infinity when there is none), from the first keys of the listing: keys
+   * sort by time, and the compaction markers that may come first are few (each is pruned with the entries before
+   * the next one). A small page: this runs every `compactEveryMs` on every instance, and the XML of a full page of
+   * keys costs the SDK tens of ms of CPU.
+   */
+  async #oldestChange(): Promise<number> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.#storage.list(keys.changes(), { limit: 16, ...(cursor === undefined ? {} : { cursor }) });
+      for (const key of page.keys) {
+        const time = keys.parseChange(key)?.time;
+        if (time !== undefined) return time;
+      }
+      cursor = page.next;
+    } while (cursor !== undefined);
+    return Infinity;
   }
 
   /**

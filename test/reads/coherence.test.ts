@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { MemoryStorage, Registry, type RegistryOptions } from '../../lib/index.js';
+import { keys } from '../../lib/core/keys.js';
 import { chart, CountingStorage, eventually, manualClock } from './helpers.js';
 
 /**
@@ -125,6 +126,33 @@ describe('coherence across instances through the store (change feed)', () => {
     const calls = await storage.during(() => fresh.listPackages());
     expect(calls).to.deep.equal(['get catalog/snapshot.json', 'list changes/']);
     expect((await fresh.listPackages()).map((p) => p.name)).to.deep.equal(['ns/pkg1', 'ns/pkg2', 'ns/pkg3', 'ns/pkg4']);
+  });
+
+  it('compacts only once an entry is past the retention, and again past the marker an earlier compaction left', async () => {
+    const storage = new CountingStorage();
+    const clock = manualClock();
+    const options = { now: clock.now, coherence: { retentionMs: 60_000, maxClockSkewMs: 5000 } };
+    const a = instance(storage, options);
+    const changes = async () => (await storage.list('changes/')).keys;
+    await push(a, '1.0.0', 'pkg0');
+    await a.sync();
+    await a.compactChanges(); // a recent entry: nothing to fold
+    expect((await changes()).map((key) => keys.parseChange(key)?.name)).to.deep.equal(['pkg0']);
+
+    clock.advance(120_000);
+    await a.sync();
+    await a.compactChanges();
+    const [first, ...none] = await changes();
+    expect(keys.parseCompacted(first ?? '')).to.be.a('number');
+    expect(none).to.deep.equal([]);
+
+    await push(a, '1.0.0', 'pkg1'); // listed after the marker
+    clock.advance(120_000);
+    await a.sync();
+    await a.compactChanges();
+    const [second, ...rest] = await changes();
+    expect(keys.parseCompacted(second ?? '')).to.be.greaterThan(keys.parseCompacted(first ?? '') ?? Infinity);
+    expect(rest).to.deep.equal([]);
   });
 
   it('applies changes written after the snapshot it loaded, and never lets an older snapshot replace a newer one', async () => {
