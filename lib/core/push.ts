@@ -153,11 +153,9 @@ export class Pusher {
         // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
         const fenced = gcFence.doc?.value;
         const [stored, , flush] = await Promise.all([
-          // A Helm chart's record describes the stored bytes: written by the push that wrote them (lib/core/chart.ts).
-          this.#storeBlob(namespace, name, blob).then(async (stored) => {
-            if (stored?.written === true && mediaType === HELM_MEDIA_TYPE) await this.#putChart(namespace, name, blob);
-            return stored;
-          }),
+          mediaType === HELM_MEDIA_TYPE
+            ? this.#storeChart(namespace, name, blob)
+            : this.#storeBlob(namespace, name, blob),
           (async () => {
             // Metadata goes to an immutable object written before the document that references it, so the
             // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
@@ -232,14 +230,20 @@ export class Pusher {
   }
 
   /**
-   * Helm: the chart record of a blob this push has just written (Chart.yaml as captured while the tar was checked,
-   * the sha256 of the gzip bytes), before the document that makes the release visible. Written create-only (on
-   * the filesystem adapter an unconditional put takes a lock); a record already there (its blob was collected
-   * and is pushed again) is replaced: it describes the stored bytes, which are these. A push that found the blob
-   * stored already writes none (those bytes may be another gzip of the same tar); the index reads them once instead
-   * (lib/helm/index.ts). Throws `StorageUnavailableError` when the replace fails its condition too.
+   * Helm: the blob and its chart record (Chart.yaml as captured while the tar was checked, the sha256 of the gzip
+   * bytes, lib/core/chart.ts), both before the document that makes the release visible. A record describes the
+   * stored bytes, so it is the push that writes the blob that writes it; both are written at once, create-only (one
+   * storage round trip, one wait for the disk, instead of two; on the filesystem adapter an unconditional put takes a
+   * lock), and the rare outcomes are put right afterwards:
+   * - the blob written, a record there already (its blob was collected and is pushed again): the record is
+   *   replaced, since these bytes are the stored ones;
+   * - the blob there already (perhaps another gzip of the same tar, pushed as another media type or before records
+   *   existed) and the record created now: it is deleted, since it may describe other bytes; the index reads the
+   *   stored ones once instead (lib/helm/index.ts). A concurrent push's record for the same blob may go with it:
+   *   the index then reads the blob the same way.
+   * Throws `StorageUnavailableError` when the replace fails its condition too, or when the delete fails.
    */
-  async #putChart(namespace: string, name: string, blob: StagedBlob): Promise<void> {
+  async #storeChart(namespace: string, name: string, blob: StagedBlob): Promise<StoredBlob | null> {
     const record: ChartRecord = {
       format: CHART_RECORD_FORMAT,
       digest: await blob.gzipDigest(),
@@ -248,10 +252,15 @@ export class Pusher {
     };
     const key = keys.chart(namespace, name, blob.digest);
     const body = Buffer.from(JSON.stringify(record));
-    const created = await this.#storage.put(key, body, { ifNoneMatch: '*' });
-    if (created === null && (await this.#storage.put(key, body)) === null) {
+    const [stored, created] = await Promise.all([
+      this.#storeBlob(namespace, name, blob),
+      this.#storage.put(key, body, { ifNoneMatch: '*' }),
+    ]);
+    if (stored?.written === true && created === null && (await this.#storage.put(key, body)) === null) {
       throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
     }
+    if (stored?.written === false && created !== null) await this.#storage.delete(key);
+    return stored;
   }
 
   /**
@@ -319,11 +328,7 @@ export class Pusher {
    * an earlier push of the same tar, perhaps gzipped differently, when it was there already: pulls serve those),
    * and whether these bytes were written now; `null` when storage claims the blob but it is gone (write again).
    */
-  async #storeBlob(
-    namespace: string,
-    name: string,
-    blob: StagedBlob,
-  ): Promise<{ size: number; written: boolean } | null> {
+  async #storeBlob(namespace: string, name: string, blob: StagedBlob): Promise<StoredBlob | null> {
     const blobKey = keys.blob(namespace, name, blob.digest);
     if (blob.bytes === undefined) {
       const stored = await this.#storage.head(blobKey);
@@ -346,6 +351,12 @@ export class Pusher {
     const stored = await this.#storage.head(blobKey);
     return stored === null ? null : { size: stored.size, written: false };
   }
+}
+
+/** A blob stored: the size of the stored bytes, and whether this push wrote them. */
+interface StoredBlob {
+  size: number;
+  written: boolean;
 }
 
 /** A release's metadata as its object's bytes (JSON) and their sha256 (hex): its content address. */

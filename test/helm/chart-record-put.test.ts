@@ -6,6 +6,8 @@
 import { expect } from 'chai';
 import { MemoryStorage, Registry, type WriteCondition } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
+import { HelmRepository } from '../../lib/helm/index.js';
+import { parse as parseYaml } from 'yaml';
 import { digestOf } from '../helpers/blobs.js';
 import { rejection } from '../helpers/expect.js';
 import { sha256 } from '../helpers/http.js';
@@ -70,6 +72,21 @@ describe('Chart records: written create-only, replaced only when one is there', 
     await registry.push({ ...webChart, blob: second });
     expect(storage.puts).to.deep.equal(['create-only', 'create-only', 'replace']);
     expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(sha256(second));
+  });
+
+  it('takes back the record it wrote beside a blob stored before (another gzip, another media type): the index reads the stored bytes', async () => {
+    const storage = new ChartPuts();
+    const registry = new Registry({ storage });
+    const first = await chartTgz({ name: 'web', version: '1.0.0' });
+    const digest = await digestOf(first);
+    await registry.push({ ...webChart, mediaType: 'kpm', blob: first }); // no chart record: not a helm push
+    await registry.push({ ...webChart, blob: regzipped(first) });
+    // Written with the blob, taken back once the blob turned out stored: it described bytes that are not.
+    expect(storage.puts).to.deep.equal(['create-only']);
+    expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(null);
+    const index = await new HelmRepository(registry).index('ns', () => true, '/cnr/helm');
+    const entries = (parseYaml(index.body.toString()) as { entries: Record<string, { digest: string }[]> }).entries;
+    expect(entries.web?.map((entry) => entry.digest)).to.deep.equal([sha256(first)]);
   });
 
   it('answers storage-unavailable, and publishes no release, when the replace is refused too', async () => {
