@@ -23,7 +23,8 @@ const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
 /**
  * The first middleware of every route: CORS headers, a path whose percent-encoding does not decode refused (400),
- * and every error, whatever threw it, turned into the JSON error format. It wraps only this router's routes, so the host's own errors stay the host's business.
+ * and every error, whatever threw it, turned into the JSON error format. It wraps only this router's routes, so the
+ * host's own errors stay the host's business.
  *
  * A 5xx answer carries only the error table's message (a client may not learn storage paths, bucket names or a
  * stack); the error itself goes to `onError`. A client that went away is not an error and is not reported.
@@ -70,9 +71,9 @@ export function responder(options: ResponseOptions): Middleware {
 
 /**
  * Whether every percent-encoded sequence of the request's path decodes (to UTF-8). A path that does not (`%ZZ`, a
- * truncated UTF-8 sequence such as `%E0%A4%A`) is answered 400 `invalid-usage` before any guard or handler: @koa/router
- * passes such a parameter on undecoded (it swallows `decodeURIComponent`'s URIError), where it would read as a name
- * nothing stores (a 404, or a 422 where a release is parsed) instead of the client's mistake.
+ * truncated UTF-8 sequence such as `%E0%A4%A`) is answered 400 `invalid-usage` before any guard or handler:
+ * @koa/router passes such a parameter on undecoded (it swallows `decodeURIComponent`'s URIError), where it would
+ * read as a name nothing stores (a 404, or a 422 where a release is parsed) instead of the client's mistake.
  */
 function wellEncoded(ctx: Context): boolean {
   const { path } = ctx;

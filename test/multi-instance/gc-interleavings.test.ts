@@ -1,9 +1,9 @@
 /**
  * Many interleavings of pushes (from cached package documents: lib/core/gc.ts `cachedFence`), deletes and
- * collections with grace 0, by three instances on one store (memory, the filesystem). Every storage call of every instance first
- * yields a number of event-loop turns drawn from a seeded generator, so each round orders the calls differently
- * (and a failing seed can be replayed). Pushes reuse blobs and metadata objects the collector is removing. After
- * every round, every release has its blob and its metadata object.
+ * collections with grace 0, by three instances on one store (memory, the filesystem). Every storage call of every
+ * instance first yields a number of event-loop turns drawn from a seeded generator, so each round orders the calls
+ * differently (and a failing seed can be replayed). Pushes reuse blobs and metadata objects the collector is
+ * removing. After every round, every release has its blob and its metadata object.
  */
 import { createHash } from 'node:crypto';
 import { expect } from 'chai';
