@@ -31,7 +31,7 @@ const WITH_PUT_OUTCOME = new WeakSet<S3Client>();
  *
  * On the client, not on each command: a command with middleware of its own (or sent with options) is resolved
  * through the whole middleware stack again, about a third of the SDK's CPU per request; with `cacheMiddleware`
- * (s3ClientFromEnv sets it) the client resolves it once per command type. Installed once per client; a client that
+ * (a host's choice; s3ClientFromEnv does not set it: s3-env.ts) the client resolves it once per command type. Installed once per client; a client that
  * resolved PutObject before gets it only from its next resolution, and until then a lost race surfaces as the
  * error `#put` also reads as one.
  */

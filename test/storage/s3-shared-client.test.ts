@@ -1,0 +1,53 @@
+/**
+ * One client from `s3ClientFromEnv` shared by storages of two buckets (and the host's own commands): every request
+ * must go to the bucket its command names. With the SDK's `cacheMiddleware`, a command type's handler, and with it
+ * one handler execution context, is shared by all its requests; the endpoint middleware writes the resolved
+ * endpoint (path-style: it holds the bucket) into that context and the serializer reads it back later, so
+ * concurrent PutObjects to two buckets were sent to one of them (seen: 50 of 100 to the wrong bucket).
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { expect } from 'chai';
+import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
+
+describe('s3ClientFromEnv: one client shared by storages of several buckets', () => {
+  it('sends every concurrent PutObject and HeadObject to the bucket its command names', async () => {
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { ETag: '"e"', 'Content-Length': '0' });
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const client = s3ClientFromEnv({
+      S3_ENDPOINT: `http://127.0.0.1:${port}`,
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+    });
+    try {
+      const a = new S3Storage({ client, bucket: 'bucket-a' });
+      const b = new S3Storage({ client, bucket: 'bucket-b' });
+      const jobs: Promise<unknown>[] = [];
+      for (let i = 0; i < 20; i += 1) {
+        jobs.push(a.put(`a-${i}`, Buffer.from('a')), b.put(`b-${i}`, Buffer.from('b')), a.head(`a-${i}`));
+        // The host's own command on the same client, to a third bucket.
+        jobs.push(client.send(new PutObjectCommand({ Bucket: 'host', Key: `h-${i}`, Body: 'h' })));
+      }
+      await Promise.all(jobs);
+      expect(seen).to.have.length(80);
+      const misrouted = seen.filter((line) => {
+        const [, bucket, key] = /^[A-Z]+ \/([^/]+)\/([^?]+)/.exec(line) ?? [];
+        return ({ a: 'bucket-a', b: 'bucket-b', h: 'host' } as Record<string, string>)[key?.[0] ?? ''] !== bucket;
+      });
+      expect(misrouted).to.deep.equal([]);
+    } finally {
+      client.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
