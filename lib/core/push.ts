@@ -230,18 +230,17 @@ export class Pusher {
   }
 
   /**
-   * Helm: the blob and its chart record (Chart.yaml as captured while the tar was checked, the sha256 of the gzip
-   * bytes, lib/core/chart.ts), both before the document that makes the release visible. A record describes the
-   * stored bytes, so it is the push that writes the blob that writes it; both are written at once, create-only (one
-   * storage round trip, one wait for the disk, instead of two; on the filesystem adapter an unconditional put takes a
-   * lock), and the rare outcomes are put right afterwards:
-   * - the blob written, a record there already (its blob was collected and is pushed again): the record is
-   *   replaced, since these bytes are the stored ones;
-   * - the blob there already (perhaps another gzip of the same tar, pushed as another media type or before records
-   *   existed) and the record created now: it is deleted, since it may describe other bytes; the index reads the
-   *   stored ones once instead (lib/helm/index.ts). A concurrent push's record for the same blob may go with it:
-   *   the index then reads the blob the same way.
-   * Throws `StorageUnavailableError` when the replace fails its condition too, or when the delete fails.
+   * Helm: the blob, then, when this push wrote it, its chart record (Chart.yaml as captured while the tar was
+   * checked, the sha256 of the gzip bytes, lib/core/chart.ts), both before the document that makes the release
+   * visible. A record describes the stored bytes, so only the push that wrote them writes it, and only once it
+   * knows it did: a record written at once with the blob, then taken back when the blob turned out stored before
+   * (perhaps another gzip of the same tar), stayed when the blob write or the delete failed or the process
+   * stopped in between, and a later push of the tar kept it, so the index listed a digest the pulled bytes do not
+   * have (test/helm/chart-record-failures.test.ts). Written create-only (on the filesystem adapter an
+   * unconditional put takes a lock); a record there already (its blob was collected and is pushed again) is
+   * replaced, since these bytes are the stored ones. A push that found the blob stored writes none; the index reads
+   * the stored bytes once instead (lib/helm/index.ts).
+   * Throws `StorageUnavailableError` when the replace fails its condition too.
    */
   async #storeChart(namespace: string, name: string, blob: StagedBlob): Promise<StoredBlob | null> {
     const record: ChartRecord = {
@@ -252,14 +251,12 @@ export class Pusher {
     };
     const key = keys.chart(namespace, name, blob.digest);
     const body = Buffer.from(JSON.stringify(record));
-    const [stored, created] = await Promise.all([
-      this.#storeBlob(namespace, name, blob),
-      this.#storage.put(key, body, { ifNoneMatch: '*' }),
-    ]);
-    if (stored?.written === true && created === null && (await this.#storage.put(key, body)) === null) {
+    const stored = await this.#storeBlob(namespace, name, blob);
+    if (stored?.written !== true) return stored;
+    const created = await this.#storage.put(key, body, { ifNoneMatch: '*' });
+    if (created === null && (await this.#storage.put(key, body)) === null) {
       throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
     }
-    if (stored?.written === false && created !== null) await this.#storage.delete(key);
     return stored;
   }
 
