@@ -1,0 +1,87 @@
+import { expect } from 'chai';
+import { MemoryStorage, Registry, type RegistryOptions } from '../../lib/index.js';
+import { keys } from '../../lib/core/keys.js';
+import { chart, manualClock } from './helpers.js';
+
+/**
+ * The change feed's compaction check (lib/core/feed.ts `#oldestChange`) reads the first keys of the listing, a
+ * page of 16, skipping compaction markers: pinned here on the cases at its edges (more markers than a page, an
+ * entry exactly at the cutoff, several instances compacting at once). Polls and compactions are made by hand with
+ * the instances' clock under the test's control.
+ */
+describe('change feed compaction: the oldest entry, past markers and at the cutoff', () => {
+  const coherence = { pollMs: 0, sweepPerSecond: 0, retentionMs: 60_000, maxClockSkewMs: 5000 };
+  const open: Registry[] = [];
+  const instance = (storage: MemoryStorage, options: Partial<RegistryOptions> = {}) => {
+    const registry = new Registry({ storage, ...options, coherence });
+    open.push(registry);
+    return registry;
+  };
+  afterEach(() => {
+    for (const registry of open.splice(0)) registry.close();
+  });
+  const push = async (registry: Registry, name: string) =>
+    registry.push({ namespace: 'ns', name, release: '1.0.0', mediaType: 'helm', blob: await chart('1.0.0', name) });
+  const changes = async (storage: MemoryStorage) => (await storage.list('changes/')).keys;
+  const entries = async (storage: MemoryStorage) =>
+    (await changes(storage)).filter((key) => keys.parseChange(key) !== null);
+  const markers = async (storage: MemoryStorage) =>
+    (await changes(storage)).filter((key) => keys.parseCompacted(key) !== null);
+  const names = async (registry: Registry) => (await registry.listPackages()).map((p) => p.name).sort();
+
+  it('finds an old entry behind more compaction markers than one page holds, and removes those markers with it', async () => {
+    const storage = new MemoryStorage();
+    const clock = manualClock();
+    const a = instance(storage, { now: clock.now });
+    await a.sync(); // started: its first compaction (forced) is behind it
+    // Markers older than every entry, as 20 instances compacting at once could leave them.
+    for (let i = 1; i <= 20; i += 1) await storage.put(keys.compacted(clock.at - 1000 * i), Buffer.from('{}'));
+    await push(a, 'pkg0');
+    expect(await changes(storage)).to.have.length(21);
+    clock.advance(120_000);
+    await a.sync();
+    await a.compactChanges();
+    expect(await entries(storage)).to.deep.equal([]);
+    expect(await markers(storage)).to.have.length(1);
+    expect(await names(instance(storage, { now: clock.now }))).to.deep.equal(['ns/pkg0']);
+  });
+
+  it('keeps an entry timed exactly at the cutoff, and compacts it one ms later', async () => {
+    const storage = new MemoryStorage();
+    const clock = manualClock();
+    const a = instance(storage, { now: clock.now });
+    await a.sync();
+    await push(a, 'pkg0');
+    const [entry] = await entries(storage);
+    expect(keys.parseChange(entry ?? '')?.time).to.equal(clock.at);
+    clock.advance(coherence.retentionMs); // now - retention is the entry's time: not before it
+    await a.sync();
+    await a.compactChanges();
+    expect(await entries(storage)).to.deep.equal([entry]);
+    expect(await markers(storage)).to.deep.equal([]);
+    clock.advance(1);
+    await a.sync();
+    await a.compactChanges();
+    expect(await entries(storage)).to.deep.equal([]);
+  });
+
+  it('loses no package when three instances compact at once, round after round, and keeps the markers few', async () => {
+    const storage = new MemoryStorage();
+    const clock = manualClock();
+    const all = [0, 1, 2].map(() => instance(storage, { now: clock.now }));
+    for (const registry of all) await registry.sync();
+    const expected: string[] = [];
+    for (let round = 0; round < 4; round += 1) {
+      await Promise.all(all.map((registry, i) => push(registry, `pkg${round}-${i}`)));
+      expected.push(...all.map((_, i) => `ns/pkg${round}-${i}`));
+      clock.advance(120_000);
+      await Promise.all(all.map((registry) => registry.sync()));
+      await Promise.all(all.map((registry) => registry.compactChanges()));
+      expect(await entries(storage), `round ${round}`).to.deep.equal([]);
+      expect((await markers(storage)).length, `round ${round}`).to.be.within(1, 3);
+      for (const registry of all) await registry.sync();
+      for (const registry of [...all, instance(storage, { now: clock.now })])
+        expect(await names(registry), `round ${round}`).to.deep.equal(expected.sort());
+    }
+  });
+});
