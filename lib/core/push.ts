@@ -133,6 +133,8 @@ export class Pusher {
         input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
       const metadataRef = metadata?.hash;
       let migrated: Set<string> | undefined;
+      // Whether an earlier round wrote the chart record of these bytes (see `#storeChart`).
+      const chart = { recorded: false };
       // Rounds only when a garbage collector claimed objects of this package meanwhile (lib/core/gc.ts): the blob
       // and the metadata objects are written again after the claim is lifted, so a release never references an
       // object the collector deletes. The objects a round relies on: the blob, the metadata object, and the inline
@@ -154,7 +156,7 @@ export class Pusher {
         const fenced = gcFence.doc?.value;
         const [stored, , flush] = await Promise.all([
           mediaType === HELM_MEDIA_TYPE
-            ? this.#storeChart(namespace, name, blob)
+            ? this.#storeChart(namespace, name, blob, chart)
             : this.#storeBlob(namespace, name, blob),
           (async () => {
             // Metadata goes to an immutable object written before the document that references it, so the
@@ -240,9 +242,18 @@ export class Pusher {
    * unconditional put takes a lock); a record there already (its blob was collected and is pushed again) is
    * replaced, since these bytes are the stored ones. A push that found the blob stored writes none; the index reads
    * the stored bytes once instead (lib/helm/index.ts).
-   * Throws `StorageUnavailableError` when the replace fails its condition too.
+   * A round that finds the blob stored after an earlier round of this push wrote it and its record (a collector
+   * removed it meanwhile, and another push of the tar, perhaps in another gzip, stored it again) deletes that
+   * record: it describes this push's bytes, which are no longer the stored ones
+   * (test/helm/chart-record-gc-race.test.ts).
+   * Throws `StorageUnavailableError` when the replace fails its condition too, or when that delete fails.
    */
-  async #storeChart(namespace: string, name: string, blob: StagedBlob): Promise<StoredBlob | null> {
+  async #storeChart(
+    namespace: string,
+    name: string,
+    blob: StagedBlob,
+    chart: { recorded: boolean },
+  ): Promise<StoredBlob | null> {
     const record: ChartRecord = {
       format: CHART_RECORD_FORMAT,
       digest: await blob.gzipDigest(),
@@ -252,11 +263,18 @@ export class Pusher {
     const key = keys.chart(namespace, name, blob.digest);
     const body = Buffer.from(JSON.stringify(record));
     const stored = await this.#storeBlob(namespace, name, blob);
-    if (stored?.written !== true) return stored;
+    if (stored?.written !== true) {
+      if (stored !== null && chart.recorded) {
+        await this.#storage.delete(key);
+        chart.recorded = false;
+      }
+      return stored;
+    }
     const created = await this.#storage.put(key, body, { ifNoneMatch: '*' });
     if (created === null && (await this.#storage.put(key, body)) === null) {
       throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);
     }
+    chart.recorded = true;
     return stored;
   }
 
