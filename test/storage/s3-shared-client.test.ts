@@ -50,4 +50,40 @@ describe('s3ClientFromEnv: one client shared by storages of several buckets', ()
       await new Promise((resolve) => server.close(resolve));
     }
   });
+
+  it("applies each storage's casRetry to its own conditional PUTs when two share a client and race", async () => {
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      seen.push(/^\/b\/([^?]+)/.exec(req.url ?? '')?.[1] ?? '?');
+      req.resume();
+      req.on('end', () => {
+        const body = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code></Error>';
+        res.writeHead(500, { 'Content-Type': 'application/xml', 'Content-Length': String(body.length) });
+        res.end(body);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const client = s3ClientFromEnv({
+      S3_ENDPOINT: `http://127.0.0.1:${port}`,
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      AWS_MAX_ATTEMPTS: '3',
+    });
+    try {
+      const none = new S3Storage({ client, bucket: 'b' });
+      const sdk = new S3Storage({ client, bucket: 'b', casRetry: 'sdk' });
+      const answers = await Promise.all([
+        none.put('none', Buffer.from('x'), { ifMatch: 'e' }),
+        sdk.put('sdk', Buffer.from('x'), { ifMatch: 'e' }),
+        none.put('none', Buffer.from('x'), { ifNoneMatch: '*' }),
+      ]);
+      expect(answers).to.deep.equal([null, null, null]); // a 500 on a conditional PUT is a lost race either way
+      expect(seen.filter((key) => key === 'none')).to.have.length(2); // not retried
+      expect(seen.filter((key) => key === 'sdk')).to.have.length(3); // retried by the SDK
+    } finally {
+      client.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 });
