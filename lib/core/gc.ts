@@ -39,9 +39,8 @@ import type { Logger } from '../ops/logger.js';
  * clock skew, so that cannot happen within one. A push that wrote the object after the claim had waited for the
  * claim to be lifted, that is for the delete to be done.
  *
- * Chart records (`keys.chart`) need no claim: one is written with its blob by the push that writes the blob (at
- * once; the push deletes it again if the blob turned out stored before), or by the Helm index after reading the
- * blob, so it is deleted with its blob while the blob's claim holds, and one whose
+ * Chart records (`keys.chart`) need no claim: one is written after its blob (by the push that wrote the blob, or
+ * by the Helm index after reading it), so it is deleted with its blob while the blob's claim holds, and one whose
  * blob is gone (a collector stopped between the two deletes, or the index wrote it back as the blob went) is
  * deleted once a HEAD right before confirms the blob is absent. The one race left, a push writing the blob and
  * its record again between that HEAD and the delete, loses only the record: the index reads the blob once and

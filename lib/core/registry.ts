@@ -704,7 +704,8 @@ export class Registry {
    * Withdraw a blob now (a tarball that leaked a secret; `delete` alone keeps blobs, which stay downloadable by
    * digest): every release x media type of the package whose manifest names `digest` is deleted (channels follow,
    * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
-   * blob's digest (hex) and the releases x media types it removed. Throws 404 `package-not-found` when neither
+   * blob's digest (hex) and the releases x media types it removed, and deletes the blob's Helm chart record. Throws
+   * 404 `package-not-found` when neither
    * the blob nor a release naming it exists.
    * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
    * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
@@ -748,6 +749,9 @@ export class Registry {
     );
     const blobKey = keys.blob(names.namespace, names.name, hex);
     const deleted = await this.storage.delete(blobKey);
+    // Its chart record too: it describes the withdrawn bytes, and a later push of the same tar in other bytes (as
+    // another media type, which writes no record) must not find it (the Helm index would list their digest).
+    await this.storage.delete(keys.chart(names.namespace, names.name, hex));
     // Out of this instance's memory at once; other instances drop this package's cached blobs when the change
     // entry reaches them (recorded even when no release named the blob).
     this.#blobs?.delete(blobKey);

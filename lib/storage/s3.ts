@@ -13,62 +13,6 @@ import { s3StorageOptions } from '../options/s3.js';
 import { parseOptions } from '../options/validate.js';
 import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
 
-/** Marks the input of a PutObject of ours that `putOutcome` must watch: a symbol, so the SDK serializes none of it. */
-const PUT_OUTCOME = Symbol('apprPutOutcome');
-type PutInput = PutObjectCommandInput & {
-  [PUT_OUTCOME]?: { conditional: boolean; ifMatch: boolean; casRetry: CasRetry; abortSignal: AbortSignal | undefined };
-};
-const WITH_PUT_OUTCOME = new WeakSet<S3Client>();
-
-/**
- * A middleware of the client, below its retry middleware, for the PutObjects of S3Storage that carry a condition
- * or an abort signal (`PUT_OUTCOME` in their input; any other command passes through untouched): it turns a lost
- * precondition, or an abort we caused (putStream's source failed), into a successful, marked output, so the retry
- * strategy neither retries it, nor charges the client's retry quota, nor logs "An error was encountered in a
- * non-retryable streaming request" to the console for what is a normal outcome.
- * Lost: 412 PreconditionFailed; 409 ConditionalRequestConflict (AWS, concurrent conditional writes); with
- * If-Match, 404 NoSuchKey (AWS; RGW answers 412); and, with casRetry 'none', 500 (RGW's CAS loser).
- *
- * On the client, not on each command: a command with middleware of its own (or sent with options) is resolved
- * through the whole middleware stack again, about a third of the SDK's CPU per request; with `cacheMiddleware`
- * (a host's choice; s3ClientFromEnv does not set it: s3-env.ts) the client resolves it once per command type. Installed once per client; a client that
- * resolved PutObject before gets it only from its next resolution, and until then a lost race surfaces as the
- * error `#put` also reads as one.
- */
-function installPutOutcome(client: S3Client): void {
-  // A client recognised by its `send` alone (a stand-in) may have no middleware stack: its lost races surface as
-  // errors, which `#put` reads as such too.
-  if (
-    WITH_PUT_OUTCOME.has(client) ||
-    typeof (client.middlewareStack as unknown as { add?: unknown })?.add !== 'function'
-  )
-    return;
-  WITH_PUT_OUTCOME.add(client);
-  const putOutcome =
-    (next: (args: { input: object }) => Promise<{ response: unknown; output: object }>) =>
-    async (args: { input: object }): Promise<{ response: unknown; output: object }> => {
-      const watch = (args.input as PutInput)[PUT_OUTCOME];
-      if (watch === undefined) return next(args);
-      try {
-        return await next(args);
-      } catch (err) {
-        const e = err as SdkErrorLike & { $response?: unknown };
-        let outcome: 'lost' | 'aborted' | undefined;
-        if (watch.abortSignal?.aborted) outcome = 'aborted';
-        else if (watch.conditional && isLostRace(err, watch.ifMatch, watch.casRetry === 'none')) outcome = 'lost';
-        if (outcome === undefined) throw err;
-        return { response: e.$response, output: { $metadata: { ...e.$metadata }, [OUTCOME]: outcome } };
-      }
-    };
-  // `as never`: the structural middleware type above is what the SDK calls; its own types live in @smithy/types,
-  // which is not a dependency of this package.
-  client.middlewareStack.add(putOutcome as never, {
-    step: 'finalizeRequest',
-    priority: 'low',
-    name: 'apprS3PutOutcome',
-  });
-}
-
 /**
  * What to do when a conditional PUT (compare-and-swap or create-if-absent) answers 500.
  * - `'none'` (default): treat it as a lost race at once, without the SDK's retry. Ceph RGW answers a CAS loser
@@ -143,7 +87,6 @@ export class S3Storage implements StorageAdapter {
     this.ifMatchUnquoted = options.ifMatchUnquoted;
     this.casRetry = options.casRetry;
     this.#ownsClient = options.ownsClient;
-    installPutOutcome(this.client);
   }
 
   async get(key: string, options: { ifNoneMatch?: string } = {}): Promise<GetResult | null> {
@@ -330,15 +273,20 @@ export class S3Storage implements StorageAdapter {
       condition !== undefined && (condition.ifNoneMatch !== undefined || condition.ifMatch !== undefined);
     if (condition?.ifNoneMatch !== undefined) input.IfNoneMatch = condition.ifNoneMatch;
     else if (condition?.ifMatch !== undefined) input.IfMatch = this.#ifMatchHeader(condition.ifMatch);
+    const command = new PutObjectCommand(input);
     const ifMatch = input.IfMatch !== undefined;
     if (conditional || abortSignal) {
-      (input as PutInput)[PUT_OUTCOME] = { conditional, ifMatch, casRetry: this.casRetry, abortSignal };
+      // `as never`: the structural middleware type below is what the SDK calls; its own types live in @smithy/types,
+      // which is not a dependency of this package.
+      command.middlewareStack.add(this.#outcome(conditional, ifMatch, abortSignal) as never, {
+        step: 'finalizeRequest',
+        priority: 'low',
+        name: 'apprS3PutOutcome',
+      });
     }
-    const command = new PutObjectCommand(input);
     let res;
     try {
-      // No options without an abort signal: the client's cached middleware (`cacheMiddleware`) serves only those.
-      res = await (abortSignal ? this.client.send(command, { abortSignal }) : this.client.send(command));
+      res = await this.client.send(command, abortSignal ? { abortSignal } : {});
     } catch (err) {
       // Only reached with casRetry 'sdk' (a 500 whose retries ran out) or for a failure that is not a lost race.
       if (conditional && isLostRace(err, ifMatch)) return null;
@@ -348,6 +296,31 @@ export class S3Storage implements StorageAdapter {
     if (outcome === 'lost') return null;
     if (outcome === 'aborted') throw new Error('PutObject aborted'); // putStream throws the reason instead
     return etagOf(res.ETag, 'PutObject');
+  }
+
+  /**
+   * A per-command middleware below the retry middleware: it turns a lost precondition, or an abort we caused
+   * (putStream's source failed), into a successful, marked output, so the retry strategy neither retries it, nor
+   * charges the client's retry quota, nor logs "An error was encountered in a non-retryable streaming request" to
+   * the console for what is a normal outcome.
+   * Lost: 412 PreconditionFailed; 409 ConditionalRequestConflict (AWS, concurrent conditional writes); with
+   * If-Match, 404 NoSuchKey (AWS; RGW answers 412); and, with casRetry 'none', 500 (RGW's CAS loser).
+   */
+  #outcome(conditional: boolean, ifMatch: boolean, abortSignal: AbortSignal | undefined) {
+    const casRetry = this.casRetry;
+    return (next: (args: object) => Promise<{ response: unknown; output: object }>) =>
+      async (args: object): Promise<{ response: unknown; output: object }> => {
+        try {
+          return await next(args);
+        } catch (err) {
+          const e = err as SdkErrorLike & { $response?: unknown };
+          let outcome: 'lost' | 'aborted' | undefined;
+          if (abortSignal?.aborted) outcome = 'aborted';
+          else if (conditional && isLostRace(err, ifMatch, casRetry === 'none')) outcome = 'lost';
+          if (outcome === undefined) throw err;
+          return { response: e.$response, output: { $metadata: { ...e.$metadata }, [OUTCOME]: outcome } };
+        }
+      };
   }
 
   #unavailable(operation: string, key: string, err: unknown): StorageUnavailableError {
