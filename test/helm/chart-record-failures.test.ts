@@ -12,7 +12,7 @@ import { keys } from '../../lib/core/keys.js';
 import { HelmRepository } from '../../lib/helm/index.js';
 import { digestOf } from '../helpers/blobs.js';
 import { sha256 } from '../helpers/http.js';
-import { chartTgz } from './clients.js';
+import { chartTgz, regzipped } from './clients.js';
 
 /** Memory storage that fails the next call matching `failNext` (once). */
 class Failing extends MemoryStorage {
@@ -34,13 +34,6 @@ class Failing extends MemoryStorage {
     this.#fail('delete', key);
     return super.delete(key, options);
   }
-}
-
-/** The same tar in another gzip member of the same size: only the header's modification time differs. */
-function regzipped(tgz: Buffer): Buffer {
-  const copy = Buffer.from(tgz);
-  copy.writeUInt32LE(copy.readUInt32LE(4) + 1_000_000, 4);
-  return copy;
 }
 
 const web = { namespace: 'ns', name: 'web', release: '1.0.0' };

@@ -9,7 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { MemoryStorage, Registry, type WriteCondition } from '../../lib/index.js';
 import { digestOf } from '../helpers/blobs.js';
 import { sha256 } from '../helpers/http.js';
-import { chartTgz } from './clients.js';
+import { chartTgz, regzipped } from './clients.js';
 
 /** Memory storage that holds the first put of a chart record until `release()`. */
 class HeldRecord extends MemoryStorage {
@@ -40,13 +40,6 @@ class HeldRecord extends MemoryStorage {
     }
     return super.put(key, body, options);
   }
-}
-
-/** The same tar in another gzip member of the same size: only the header's modification time differs. */
-function regzipped(tgz: Buffer): Buffer {
-  const copy = Buffer.from(tgz);
-  copy.writeUInt32LE(copy.readUInt32LE(4) + 1_000_000, 4);
-  return copy;
 }
 
 describe('Chart records: a helm push racing a collector and a push of the same tar in other bytes', () => {

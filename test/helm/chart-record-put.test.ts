@@ -11,7 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { digestOf } from '../helpers/blobs.js';
 import { rejection } from '../helpers/expect.js';
 import { sha256 } from '../helpers/http.js';
-import { chartTgz } from './clients.js';
+import { chartTgz, regzipped } from './clients.js';
 
 /** Memory storage that notes the condition of every put of a chart record, and may fail the unconditional ones. */
 class ChartPuts extends MemoryStorage {
@@ -31,13 +31,6 @@ class ChartPuts extends MemoryStorage {
 async function recordDigest(storage: MemoryStorage, ns: string, name: string, digest: string): Promise<unknown> {
   const got = await storage.get(keys.chart(ns, name, digest));
   return got === null || got.notModified ? null : (JSON.parse(got.body.toString('utf8')) as { digest: unknown }).digest;
-}
-
-/** The same tar in another gzip member: only the header's modification time differs. */
-function regzipped(tgz: Buffer): Buffer {
-  const copy = Buffer.from(tgz);
-  copy.writeUInt32LE(copy.readUInt32LE(4) + 1_000_000, 4);
-  return copy;
 }
 
 const webChart = { namespace: 'ns', name: 'web', release: '1.0.0', mediaType: 'helm' };

@@ -229,3 +229,10 @@ function compareSemverDesc(a: string, b: string): number {
   if (x.pre === undefined || y.pre === undefined) return (x.pre === undefined ? 0 : 1) - (y.pre === undefined ? 0 : 1);
   return y.pre < x.pre ? -1 : y.pre > x.pre ? 1 : 0;
 }
+
+/** The same tar in another gzip member of the same size: only the header's modification time differs. */
+export function regzipped(tgz: Buffer): Buffer {
+  const copy = Buffer.from(tgz);
+  copy.writeUInt32LE(copy.readUInt32LE(4) + 1_000_000, 4);
+  return copy;
+}

@@ -11,7 +11,7 @@ import { HelmRepository } from '../../lib/helm/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
 import { listen, sha256 } from '../helpers/http.js';
-import { chartTgz, cmPush } from './clients.js';
+import { chartTgz, cmPush, regzipped } from './clients.js';
 import { chartRequests, counting } from './counting.js';
 
 const everyone = () => true;
@@ -24,13 +24,6 @@ async function recordOf(
 ): Promise<Record<string, unknown> | null> {
   const got = await storage.get(keys.chart(ns, name, await digestOf(tgz)));
   return got === null || got.notModified ? null : (JSON.parse(got.body.toString('utf8')) as Record<string, unknown>);
-}
-
-/** The same tar in another gzip member of the same length: only the header's modification time differs. */
-function regzipped(tgz: Buffer): Buffer {
-  const copy = Buffer.from(tgz);
-  copy.writeUInt32LE(copy.readUInt32LE(4) + 1_000_000, 4);
-  return copy;
 }
 
 async function indexOf(storage: StorageAdapter, ns: string) {

@@ -5,29 +5,36 @@
  * endpoint (path-style: it holds the bucket) into that context and the serializer reads it back later, so
  * concurrent PutObjects to two buckets were sent to one of them (seen: 50 of 100 to the wrong bucket).
  */
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { expect } from 'chai';
 import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
 
+/** An HTTP server answering every request (once its body is read) with `reply`, and an s3ClientFromEnv client on it. */
+async function fakeS3(reply: (req: IncomingMessage, res: ServerResponse) => void, env: Record<string, string> = {}) {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => reply(req, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const client = s3ClientFromEnv({
+    S3_ENDPOINT: `http://127.0.0.1:${port}`,
+    AWS_ACCESS_KEY_ID: 'test',
+    AWS_SECRET_ACCESS_KEY: 'test',
+    ...env,
+  });
+  return { server, client };
+}
+
 describe('s3ClientFromEnv: one client shared by storages of several buckets', () => {
   it('sends every concurrent PutObject and HeadObject to the bucket its command names', async () => {
     const seen: string[] = [];
-    const server = createServer((req, res) => {
+    const { server, client } = await fakeS3((req, res) => {
       seen.push(`${req.method} ${req.url}`);
-      req.resume();
-      req.on('end', () => {
-        res.writeHead(200, { ETag: '"e"', 'Content-Length': '0' });
-        res.end();
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
-    const client = s3ClientFromEnv({
-      S3_ENDPOINT: `http://127.0.0.1:${port}`,
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
+      res.writeHead(200, { ETag: '"e"', 'Content-Length': '0' });
+      res.end();
     });
     try {
       const a = new S3Storage({ client, bucket: 'bucket-a' });
@@ -53,23 +60,15 @@ describe('s3ClientFromEnv: one client shared by storages of several buckets', ()
 
   it("applies each storage's casRetry to its own conditional PUTs when two share a client and race", async () => {
     const seen: string[] = [];
-    const server = createServer((req, res) => {
-      seen.push(/^\/b\/([^?]+)/.exec(req.url ?? '')?.[1] ?? '?');
-      req.resume();
-      req.on('end', () => {
+    const { server, client } = await fakeS3(
+      (req, res) => {
+        seen.push(/^\/b\/([^?]+)/.exec(req.url ?? '')?.[1] ?? '?');
         const body = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code></Error>';
         res.writeHead(500, { 'Content-Type': 'application/xml', 'Content-Length': String(body.length) });
         res.end(body);
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
-    const client = s3ClientFromEnv({
-      S3_ENDPOINT: `http://127.0.0.1:${port}`,
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      AWS_MAX_ATTEMPTS: '3',
-    });
+      },
+      { AWS_MAX_ATTEMPTS: '3' },
+    );
     try {
       const none = new S3Storage({ client, bucket: 'b' });
       const sdk = new S3Storage({ client, bucket: 'b', casRetry: 'sdk' });
