@@ -46,6 +46,12 @@ export function packageParams(ctx: Context): PackageParams {
 /** Tags the guard middleware (its value is the route's `Access`), so tests can check every route starts with it. */
 export const GUARD = Symbol('koa-appr.guard');
 
+/** `middleware`, tagged as a guard of `access` (GUARD). */
+function asGuard<M extends (ctx: Context, next: Next) => Promise<void>>(middleware: M, access: Access): M {
+  Object.defineProperty(middleware, GUARD, { value: access });
+  return middleware;
+}
+
 export function parseAuthorization(header: string | undefined): Credentials | null {
   if (!header || !header.trim()) return null;
   const trimmed = header.trim();
@@ -103,13 +109,14 @@ export class AccessControl<P = unknown> {
       ctx.state.appr = ANONYMOUS;
       return next();
     };
+    if (unguarded || access === 'open') return asGuard(anonymous, access);
+    const checked = access;
     const guarded = async (ctx: Context, next: Next): Promise<void> => {
-      if (access === 'open') return anonymous(ctx, next);
       const names = named ? packageParams(ctx) : null;
       const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
       const caller = await this.#identify(ctx, credentials);
       if (caller === null && hooks.anonymous === false) throw this.#unauthorized(credentials);
-      const createOnly = await this.#check(ctx, caller, credentials, access, action, names);
+      const createOnly = await this.#check(ctx, caller, credentials, checked, action, names);
       const state: CallerState<P> = {
         caller,
         createOnly,
@@ -121,9 +128,7 @@ export class AccessControl<P = unknown> {
       // eslint-disable-next-line @typescript-eslint/no-unsafe-return -- Koa types next() as Promise<any>
       return next();
     };
-    const middleware = unguarded ? anonymous : guarded;
-    Object.defineProperty(middleware, GUARD, { value: access });
-    return middleware;
+    return asGuard(guarded, access);
   }
 
   /**
@@ -132,9 +137,7 @@ export class AccessControl<P = unknown> {
    */
   guardThen(access: Access, action: string, handle: (ctx: Context) => Promise<void> | void): Middleware {
     const guard = this.guard(access, action);
-    const middleware = (ctx: Context): Promise<void> => guard(ctx, () => Promise.resolve(handle(ctx)));
-    Object.defineProperty(middleware, GUARD, { value: access });
-    return middleware;
+    return asGuard((ctx: Context): Promise<void> => guard(ctx, () => Promise.resolve(handle(ctx))), access);
   }
 
   async #identify(ctx: Context, credentials: Credentials | null): Promise<P | null> {
