@@ -254,14 +254,7 @@ export class Pusher {
     blob: StagedBlob,
     chart: { recorded: boolean },
   ): Promise<StoredBlob | null> {
-    const record: ChartRecord = {
-      format: CHART_RECORD_FORMAT,
-      digest: await blob.gzipDigest(),
-      size: blob.size,
-      ...blob.chartFiles.chart(),
-    };
     const key = keys.chart(namespace, name, blob.digest);
-    const body = Buffer.from(JSON.stringify(record));
     const stored = await this.#storeBlob(namespace, name, blob);
     if (stored?.written !== true) {
       if (stored !== null && chart.recorded) {
@@ -270,6 +263,14 @@ export class Pusher {
       }
       return stored;
     }
+    // Built only for bytes this push wrote: a push that found them stored writes no record.
+    const record: ChartRecord = {
+      format: CHART_RECORD_FORMAT,
+      digest: await blob.gzipDigest(),
+      size: blob.size,
+      ...blob.chartFiles.chart(),
+    };
+    const body = Buffer.from(JSON.stringify(record));
     const created = await this.#storage.put(key, body, { ifNoneMatch: '*' });
     if (created === null && (await this.#storage.put(key, body)) === null) {
       throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored; try again`);

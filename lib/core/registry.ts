@@ -705,8 +705,7 @@ export class Registry {
    * digest): every release x media type of the package whose manifest names `digest` is deleted (channels follow,
    * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
    * blob's digest (hex) and the releases x media types it removed, and deletes the blob's Helm chart record. Throws
-   * 404 `package-not-found` when neither
-   * the blob nor a release naming it exists.
+   * 404 `package-not-found` when neither the blob nor a release naming it exists.
    * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
    * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
    */
