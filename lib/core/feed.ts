@@ -171,7 +171,7 @@ export class ChangeFeed {
   /**
    * Record that a package changed: called after its document was written. The writers of one package that call
    * in the same turn of the event loop (a group commit answers them together) share one change entry, written
-   * after all their writes.
+   * after all their writes. Never rejects (a failed write goes to `onError`); `flush` waits for every entry owed.
    */
   record(namespace: string, name: string): Promise<void> {
     try {
@@ -182,10 +182,11 @@ export class ChangeFeed {
     const pkg = `${namespace}/${name}`;
     let recording = this.#recording.get(pkg);
     if (recording === undefined) {
+      // Timed when the change was made: the push that made it answers before the entry is written.
+      const key = keys.change(this.#now(), this.#instance, this.#seq++, namespace, name);
       recording = (async () => {
         await new Promise((resolve) => setImmediate(resolve));
         this.#recording.delete(pkg);
-        const key = keys.change(this.#now(), this.#instance, this.#seq++, namespace, name);
         try {
           // Empty: the key says it all, and a zero-byte object is whole after a power cut without an fsync.
           await this.#storage.put(key, EMPTY, { ifNoneMatch: '*' });
@@ -195,11 +196,21 @@ export class ChangeFeed {
         }
       })();
       this.#recording.set(pkg, recording);
+      const owed = recording;
+      this.#owed.add(owed);
+      void owed.finally(() => this.#owed.delete(owed));
     }
     return recording;
   }
 
   readonly #recording = new Map<string, Promise<void>>();
+  /** The change entries being written, including those whose package has a newer one waiting in `#recording`. */
+  readonly #owed = new Set<Promise<void>>();
+
+  /** Resolves when no change entry is being written: each one `record` was asked for is stored, or failed. */
+  async flush(): Promise<void> {
+    while (this.#owed.size > 0) await Promise.all(this.#owed);
+  }
 
   /** One poll (concurrent callers share it): apply every change entry not seen yet. */
   poll(): Promise<void> {

@@ -105,8 +105,10 @@ export async function startServer(
         // The start-up probe writes and deletes a key: let it finish before the store closes (and a test removes
         // its directory).
         await probe;
-        registryOf(router).close();
-        await shutdown(server, connections, storage, config.shutdownTimeoutMs);
+        await shutdown(server, connections, config.shutdownTimeoutMs);
+        // After the last request: the change entries of its pushes are written before the store closes.
+        await registryOf(router).close();
+        await storage.close?.();
         await ops.close();
       },
     };
@@ -283,19 +285,13 @@ function trackConnections(server: Server): Connections {
   };
 }
 
-async function shutdown(
-  server: Server,
-  connections: Connections,
-  storage: StorageAdapter,
-  graceMs: number,
-): Promise<void> {
+async function shutdown(server: Server, connections: Connections, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   connections.drain();
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
   timer.unref();
   await closed;
   clearTimeout(timer);
-  await storage.close?.();
 }
 
 /**

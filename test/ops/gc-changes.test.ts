@@ -26,8 +26,11 @@ function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>
       registries.push(registry);
       return registry;
     };
-    const push = async (registry: Registry, name: string, release = '1.0.0') =>
-      registry.push({ namespace: 'ns', name, release, mediaType: 'helm', blob: await chart(release, name) });
+    /** A push whose change entry is stored when it resolves (a push answers before: `flushChanges`). */
+    const push = async (registry: Registry, name: string, release = '1.0.0') => {
+      await registry.push({ namespace: 'ns', name, release, mediaType: 'helm', blob: await chart(release, name) });
+      await registry.flushChanges();
+    };
     const names = async (registry: Registry) => (await registry.listPackages()).map((p) => p.name.replace('ns/', ''));
     const changeKeys = async () => (await storage.inner.list('changes/')).keys;
     const entries = async () => (await changeKeys()).filter((key) => !MARKER.test(key));

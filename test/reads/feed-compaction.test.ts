@@ -20,8 +20,17 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
   afterEach(() => {
     for (const registry of open.splice(0)) registry.close();
   });
-  const push = async (registry: Registry, name: string) =>
-    registry.push({ namespace: 'ns', name, release: '1.0.0', mediaType: 'helm', blob: await chart('1.0.0', name) });
+  /** A push whose change entry is stored when it resolves (a push answers before: `flushChanges`). */
+  const push = async (registry: Registry, name: string) => {
+    await registry.push({
+      namespace: 'ns',
+      name,
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: await chart('1.0.0', name),
+    });
+    await registry.flushChanges();
+  };
   const changes = async (storage: MemoryStorage) => (await storage.list('changes/')).keys;
   const entries = async (storage: MemoryStorage) =>
     (await changes(storage)).filter((key) => keys.parseChange(key) !== null);
