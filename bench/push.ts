@@ -65,7 +65,8 @@ const BASELINE = process.env.BENCH_BASELINE ?? '';
 
 async function startServer(storage: string, options: Record<string, unknown> = {}, script = SERVER): Promise<Server> {
   // BENCH_CPU_PROF=<dir>: each server writes a CPU profile there when it stops (its whole life, fixture included).
-  const profile = process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`];
+  const profile =
+    process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`];
   const child = spawn(process.execPath, [...profile, '--import', 'tsx', script], {
     env: { ...process.env, BENCH_STORAGE: storage, BENCH_OPTIONS: JSON.stringify(options) },
     stdio: ['ignore', 'pipe', 'inherit'],

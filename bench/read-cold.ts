@@ -52,7 +52,7 @@ console.log(`wrote ${COUNT} package documents in ${((performance.now() - t) / 10
 t = performance.now();
 const first = new Registry({ storage, coherence: quiet });
 await first.listPackages();
-first.close();
+await first.close();
 console.log(
   `first instance ever (reads every document, writes the snapshot): ${((performance.now() - t) / 1000).toFixed(1)} s`,
 );
@@ -61,7 +61,7 @@ t = performance.now();
 const fresh = new Registry({ storage, coherence: quiet });
 const listed = await fresh.listPackages();
 const ms = performance.now() - t;
-fresh.close();
+await fresh.close();
 const snapshot = await storage.head(keys.snapshot());
 console.log(
   `a new instance's first list of ${listed.length} packages: ${ms.toFixed(0)} ms (snapshot ${((snapshot?.size ?? 0) / 1e6).toFixed(1)} MB)`,

@@ -122,7 +122,7 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
         await Promise.all(ops);
         await verify(storage, round);
       }
-      for (const registry of [a, b, c]) registry.close();
+      await Promise.all([a, b, c].map((registry) => registry.close()));
       // The races happened: pushes went through, and the collector removed objects pushes had relied on before.
       expect(counts.pushed, JSON.stringify(counts)).to.be.greaterThan(rounds);
       expect(counts.collected, JSON.stringify(counts)).to.be.greaterThan(rounds / 2);

@@ -41,7 +41,7 @@ function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>
       clock = manualClock();
     });
     afterEach(async () => {
-      for (const registry of registries.splice(0)) registry.close();
+      await Promise.all(registries.splice(0).map((registry) => registry.close()));
       await store.cleanup();
     });
 

@@ -66,7 +66,7 @@ describe('health', () => {
     });
     try {
       expect((await stalled.health()).changeFeed).to.deep.equal({ current: true, lastPollAgeMs: 0 });
-      stalled.close(); // no background polls: only health's own catch-up reads the feed
+      await stalled.close(); // no background polls: only health's own catch-up reads the feed
       clock += 60_000;
       store.down = true; // ... and it fails: the last successful read is a minute old
       const report = await stalled.health();
@@ -76,7 +76,7 @@ describe('health', () => {
       clock += 11_000; // idle again: the next check catches up with the feed
       expect((await stalled.health()).changeFeed).to.deep.equal({ current: true, lastPollAgeMs: 0 });
     } finally {
-      stalled.close();
+      await stalled.close();
     }
   });
 

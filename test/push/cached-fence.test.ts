@@ -64,7 +64,7 @@ async function shown(storage: StorageAdapter): Promise<Record<string, { digest: 
     }
     return out;
   } finally {
-    fresh.close();
+    await fresh.close();
   }
 }
 
@@ -108,7 +108,7 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
       store = await open();
     });
     afterEach(async () => {
-      for (const registry of registries.splice(0)) registry.close();
+      await Promise.all(registries.splice(0).map((registry) => registry.close()));
       await store.cleanup();
     });
 
@@ -410,7 +410,7 @@ describe('a push from the cached package document with one compare-and-swap atte
       expect(await apprCode(pushKpm(registry, '1.0.1', { createOnly: true }))).to.equal('forbidden');
       expect(await apprCode(pushKpm(registry, '1.0.1'))).to.equal('ok');
     } finally {
-      registry.close();
+      await registry.close();
     }
   });
 
@@ -431,8 +431,8 @@ describe('a push from the cached package document with one compare-and-swap atte
       expect(await apprCode(pushKpm(a, '2.0.0'))).to.equal('ok');
       expect(Object.keys(await shown(storage))).to.have.length(6);
     } finally {
-      a.close();
-      b.close();
+      await a.close();
+      await b.close();
     }
   });
 });

@@ -67,7 +67,7 @@ function describeSegments(
       ({ storage, cleanup } = await open());
     });
     afterEach(async () => {
-      for (const r of registries.splice(0)) r.close();
+      await Promise.all(registries.splice(0).map((r) => r.close()));
       await cleanup();
     });
 
@@ -279,7 +279,7 @@ describe('release segments: a package of 10,000 releases', function () {
     const fresh = new Registry({ storage, coherence: quiet });
     expect((await fresh.listPackages({ namespace: 'seg' }))[0]?.releases).to.have.length(10_000);
     expect((await fresh.showManifest('seg', 'big', '1.0.4321', 'helm')).metadata).to.deep.equal(metadata(4321));
-    registry.close();
-    fresh.close();
+    await registry.close();
+    await fresh.close();
   });
 });

@@ -81,7 +81,7 @@ describe('reads from the catalog and the memory caches', () => {
       });
       expect(calls.filter((c) => c.startsWith('getStream'))).to.have.length(1);
     }
-    small.close();
+    await small.close();
   });
 
   it('merges concurrent misses of one package into one storage read (single-flight)', async () => {
@@ -101,7 +101,7 @@ describe('reads from the catalog and the memory caches', () => {
       ),
     );
     expect(absent).to.deep.equal(['get packages/ns/absent.json']);
-    cold.close();
+    await cold.close();
   });
 
   it('asks storage before answering 404 for a package or release it does not know, and only then', async () => {
@@ -162,7 +162,7 @@ describe('reads from the catalog and the memory caches', () => {
     }
     await tiny.push({ namespace: 'ns', name: 'app', release: '3.0.0', mediaType: 'helm', blob: await chart('3') });
     expect((await tiny.showManifest('ns', 'app', 'default', 'helm')).release).to.equal('3.0.0');
-    tiny.close();
+    await tiny.close();
   });
 
   it('answers show and pull from answers remembered per package version, and a new version is never answered from an old one', async () => {

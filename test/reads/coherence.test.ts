@@ -15,8 +15,8 @@ describe('coherence across instances through the store (change feed)', () => {
     open.push(registry);
     return registry;
   };
-  afterEach(() => {
-    for (const registry of open.splice(0)) registry.close();
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((registry) => registry.close()));
   });
 
   const push = async (registry: Registry, release: string, name = 'app') =>

@@ -17,8 +17,8 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
     open.push(registry);
     return registry;
   };
-  afterEach(() => {
-    for (const registry of open.splice(0)) registry.close();
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((registry) => registry.close()));
   });
   /** A push whose change entry is stored when it resolves (a push answers before: `flushChanges`). */
   const push = async (registry: Registry, name: string) => {

@@ -60,6 +60,6 @@ describe('group commit of concurrent updates of one document', () => {
     expect(await Promise.all([push('1.0.0'), push('1.0.1'), push('1.0.2')])).to.deep.equal([503, 503, 503]);
     storage.failPuts = () => false;
     expect((await registry.packageManifests('ns', 'app')).map((m) => m.release)).to.deep.equal(['0.0.1', '2.0.0']);
-    registry.close();
+    await registry.close();
   });
 });

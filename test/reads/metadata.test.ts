@@ -47,8 +47,8 @@ describe('release metadata in immutable objects', () => {
     );
     await registry.push({ namespace: 'ns', name: 'app', release: '2.0.0', mediaType: 'helm', blob: await chart('2') });
     expect((await fresh.showManifest('ns', 'app', '2.0.0', 'helm')).metadata).to.equal(null);
-    registry.close();
-    fresh.close();
+    await registry.close();
+    await fresh.close();
   });
 
   it('migrates a document with inline metadata on write, a slice per push, serving the same metadata throughout', async () => {
@@ -93,7 +93,7 @@ describe('release metadata in immutable objects', () => {
     expect(await inline()).to.equal(0);
     const fresh = new Registry({ storage, coherence: quiet });
     expect((await fresh.packageManifests('ns', 'old')).map((m) => m.metadata)).to.deep.equal([...expected, null, null]);
-    registry.close();
-    fresh.close();
+    await registry.close();
+    await fresh.close();
   });
 });
