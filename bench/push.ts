@@ -32,7 +32,8 @@ import { s3ClientFromEnv } from '../lib/s3.js';
 import { recordPush, replayBound } from './lib/s3-bound.js';
 import { percentile } from './lib/stats.js';
 
-const N = Number(process.env.BENCH_N ?? 400);
+/** Pushes per workload: 3,000, as issue 9's "8 concurrent into ONE package (grows to ~3,000 releases)". */
+const N = Number(process.env.BENCH_N ?? 3000);
 const GROW = Number(process.env.BENCH_GROW ?? 1000);
 const GROW_WINDOW = 64;
 /** BENCH_WORKLOADS=0: only the growth and memory measurements. */

@@ -24,6 +24,7 @@ import {
 } from '@aws-sdk/client-s3';
 import Koa from 'koa';
 import { createApprRouter } from '../../lib/index.js';
+import { registryOf } from '../../lib/http/router.js';
 import { s3StorageFromUrl } from '../../lib/s3.js';
 import type { ListOptions, StorageAdapter, WriteCondition } from '../../lib/storage/types.js';
 
@@ -107,8 +108,12 @@ export async function recordPush(
   };
   try {
     for (let round = 0; round < 3; round++) for (let pkg = 0; pkg < 16; pkg++) await push(pkg, `1.0.${round}`);
+    // A push answers before its change entry is written: the earlier pushes' entries are not recorded, this one's is.
+    const registry = registryOf(router);
+    await registry.flushChanges();
     recorder.recording = true;
     await push(0, '1.0.3');
+    await registry.flushChanges();
     recorder.recording = false;
     return recorder.requests;
   } finally {
