@@ -8,7 +8,7 @@
  *   pushes that reach each size, then pushes alternating between that package and packages of ~10 releases (the
  *   ratio that is robust to the load of a shared machine) (BENCH_WORKLOADS=0 runs only this and the memory part);
  * - peak server RSS (VmHWM) over idle while 16 pushes of 30 MB tarballs run at once;
- * - on S3, what RGW itself allows for the storage requests of one push, 8-way (bench/lib/s3-bound.ts, for
+ * - on S3, what RGW itself allows for the storage requests of one push, 8-way and 16-way (bench/lib/s3-bound.ts, for
  *   BENCH_BOUND_SECONDS, default 10), against which "8 concurrent, 16 packages" is compared.
  *
  * Each release carries about 600 B of metadata, as in issue 9's measurements.
@@ -331,18 +331,38 @@ async function abSequential(storage: string, count: number): Promise<void> {
 
 /**
  * Issue 9's bound for "8 concurrent, 16 packages" on S3: what RGW itself allows for the storage requests one push
- * makes (recorded from a real push, replayed 8-way with the bare SDK: bench/lib/s3-bound.ts), in the same run.
+ * makes (recorded from a real push, replayed with the bare SDK: bench/lib/s3-bound.ts), in the same run. Replayed
+ * 8-way and 16-way, and the higher rate is the bound: a push's requests overlap (the chart record with the
+ * compare-and-swap, the change entry with the client's next push), so 8 clients keep up to 16 requests in flight,
+ * while a replay worker sends one at a time.
  */
 async function printS3Bound(storage: string, eightWay: Result | undefined): Promise<void> {
   const [, bucket = '', prefix = ''] = /^s3:\/\/([^/]+)\/(.*)$/.exec(storage) ?? [];
   const requests = await recordPush(bucket, `${prefix}-bound/registry`, pushBody);
-  const bound = await replayBound(s3ClientFromEnv(), bucket, `${prefix}-bound/replay`, requests, 8, BOUND_SECONDS);
+  const client = s3ClientFromEnv();
+  const rates: string[] = [];
+  let bound = 0;
+  for (const concurrency of [8, 16]) {
+    const replay = `${prefix}-bound/replay${concurrency}`;
+    const { sequencesPerSecond, requestsPerSecond } = await replayBound(
+      client,
+      bucket,
+      replay,
+      requests,
+      concurrency,
+      BOUND_SECONDS,
+    );
+    rates.push(
+      `${concurrency}-way ${sequencesPerSecond.toFixed(0)} push/s (${requestsPerSecond.toFixed(0)} requests/s)`,
+    );
+    bound = Math.max(bound, sequencesPerSecond);
+  }
+  client.destroy();
   const list = requests.map((r) => `${r.op} ${r.kind}${r.createOnly ? ' (create-only)' : ''}`).join(', ');
   console.log(
-    `\nwhat RGW allows for one push's ${requests.length} requests (${list}), 8 concurrent, bare SDK: ` +
-      `${bound.sequencesPerSecond.toFixed(0)} push/s (${bound.requestsPerSecond.toFixed(0)} requests/s)` +
+    `\nwhat RGW allows for one push's ${requests.length} requests (${list}), bare SDK: ${rates.join(', ')}` +
       (eightWay
-        ? `; 8 concurrent, 16 packages reached ${eightWay.rate.toFixed(0)} push/s = ${(eightWay.rate / bound.sequencesPerSecond).toFixed(2)} of it`
+        ? `; 8 concurrent, 16 packages reached ${eightWay.rate.toFixed(0)} push/s = ${(eightWay.rate / bound).toFixed(2)} of the higher`
         : ''),
   );
 }

@@ -8,7 +8,8 @@
  * 2. `replayBound()`: `concurrency` workers replay that request sequence with the bare S3 SDK client, each on its
  *    own keys, for `seconds`; the number of complete sequences per second is the bound: no registry code, only
  *    what RGW answers for the same requests. Requests the registry issues concurrently are replayed one after
- *    another, which makes the bound lower by at most the overlap; with 8 workers RGW is the bottleneck either way.
+ *    another, so bench/push.ts replays with 8 and with 16 workers (as many requests in flight as 8 clients of the
+ *    registry can have) and takes the higher rate.
  *    A compare-and-swap write (`If-Match`) is replayed unconditioned on a key the worker owns (nothing else writes
  *    it, so it would always match); a create-only write keeps `If-None-Match: *` on a fresh key.
  */
