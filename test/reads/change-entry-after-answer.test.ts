@@ -71,7 +71,28 @@ describe('Change entries written after a push answers', () => {
     await Promise.all([a.close(), b.close()]);
   });
 
-  it("a throwing coherence.onError neither fails the push nor escapes as an unhandled rejection", async () => {
+  it('pushes of one package answered together share one entry, and another instance sees all of them', async () => {
+    const storage = new HeldChanges();
+    const a = new Registry({ storage, coherence: noPolls });
+    const b = new Registry({ storage, coherence: noPolls });
+    await Promise.all([a.sync(), b.sync()]);
+    await a.push({ namespace: 'ns', name: 'app', release: '0.1.0', blob: await chart('0.1.0') });
+    await b.listPackages({ namespace: 'ns' });
+    const releases = ['1.0.0', '1.0.1', '1.0.2', '1.0.3'];
+    const blobs = await Promise.all(releases.map((release) => chart(release)));
+    const before = storage.written.length;
+    // One group commit: the document's compare-and-swap answers them in one turn, so they share one entry.
+    await Promise.all(
+      releases.map((release, i) => a.push({ namespace: 'ns', name: 'app', release, blob: blobs[i] as Buffer })),
+    );
+    await a.flushChanges();
+    expect(storage.written.length - before).to.be.within(1, releases.length);
+    await b.sync();
+    expect((await b.packageManifests('ns', 'app')).map((m) => m.release).sort()).to.deep.equal(['0.1.0', ...releases]);
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('a throwing coherence.onError neither fails the push nor escapes as an unhandled rejection', async () => {
     const storage = new HeldChanges();
     const seen: unknown[] = [];
     const registry = new Registry({
