@@ -109,15 +109,16 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
     const fresh = new Registry({ storage: registry.storage, coherence: { pollMs: 0, sweepPerSecond: 0 } });
     try {
       await fresh.sync();
-      const first = await cost(async () =>
-        fresh.push({
-          namespace: 'cost',
-          name: 'meta',
-          release: '1.0.2',
-          mediaType: 'helm',
-          blob: await blob(5002),
-          metadata,
-        }),
+      const first = await cost(
+        async () =>
+          fresh.push({
+            namespace: 'cost',
+            name: 'meta',
+            release: '1.0.2',
+            mediaType: 'helm',
+            blob: await blob(5002),
+            metadata,
+          }),
         fresh,
       );
       // No read of the document either: the new instance read it as it loaded the catalog (\`sync\`).
