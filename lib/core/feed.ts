@@ -177,7 +177,7 @@ export class ChangeFeed {
     try {
       this.#onChange?.({ namespace, name });
     } catch (err) {
-      this.#onError(err);
+      this.#report(err);
     }
     const pkg = `${namespace}/${name}`;
     let recording = this.#recording.get(pkg);
@@ -192,7 +192,7 @@ export class ChangeFeed {
           await this.#storage.put(key, EMPTY, { ifNoneMatch: '*' });
         } catch (err) {
           // The change itself is stored; other instances learn of it from the background check instead.
-          this.#onError(err);
+          this.#report(err);
         }
       })();
       this.#recording.set(pkg, recording);
@@ -201,6 +201,18 @@ export class ChangeFeed {
       void owed.finally(() => this.#owed.delete(owed));
     }
     return recording;
+  }
+
+  /**
+   * `onError` for a change entry: the push it follows has answered, so a host's `onError` that throws must not
+   * become an unhandled rejection (which ends the process) nor reject `flush` and `close`.
+   */
+  #report(err: unknown): void {
+    try {
+      this.#onError(err);
+    } catch {
+      // The host's handler failed; the entry's failure is covered by the background check all the same.
+    }
   }
 
   readonly #recording = new Map<string, Promise<void>>();

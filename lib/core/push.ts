@@ -60,13 +60,9 @@ export interface PushDeps {
   logger?: Logger | undefined;
 }
 
-/**
- * A helm push's chart record across the rounds of one push (see `Pusher#storeChart`): whether a round wrote it,
- * and the write still running.
- */
+/** A helm push's chart record across the rounds of one push (see `Pusher#storeChart`): whether a round wrote it. */
 interface ChartWrite {
   recorded: boolean;
-  writing?: Promise<void> | undefined;
 }
 
 /** What a push stored, for the change entry, metrics and the audit event. */
@@ -229,12 +225,8 @@ export class Pusher {
             {},
             { cached: true },
           );
-          await this.#chartWritten(namespace, name, blob, chart);
           break;
         } catch (err) {
-          // Settled before another round (which may delete the record) or the push's answer; a failure here is
-          // the record's, not the push's, and the error that ended the round is what counts.
-          await chart.writing?.catch(() => undefined);
           if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
           if (!(err instanceof FenceBroken)) throw err;
           if (round >= MAX_PUSH_ROUNDS)
@@ -249,23 +241,24 @@ export class Pusher {
 
   /**
    * Helm: the blob, then, when this push wrote it, its chart record (Chart.yaml as captured while the tar was
-   * checked, the sha256 of the gzip bytes, lib/core/chart.ts), written while the package document's
-   * compare-and-swap runs (`chart.writing`; on S3 one round trip less in a push's latency). A record describes the
+   * checked, the sha256 of the gzip bytes, lib/core/chart.ts), both before the document that makes the release
+   * visible (a record of other bytes may be at the key until this one replaces it). A record describes the
    * stored bytes, so only the push that wrote them writes it, and only once it knows it did: a record written at
    * once with the blob, then taken back when the blob turned out stored before (perhaps another gzip of the same
    * tar), stayed when the blob write or the delete failed or the process stopped in between, and a later push of
    * the tar kept it, so the index listed a digest the pulled bytes do not have
-   * (test/helm/chart-record-failures.test.ts). A release visible before its record is safe: the index reads the
-   * blob of a release without a record once, and writes the record back create-if-absent (lib/helm/index.ts).
-   * A push that found the blob stored writes no record; the index reads the stored bytes once instead.
+   * (test/helm/chart-record-failures.test.ts). A record that cannot be stored is deleted instead, and the index
+   * reads the blob of a release without a record once, and writes the record back create-if-absent
+   * (lib/helm/index.ts; test/helm/chart-record-put.test.ts). A push that found the blob stored writes no record;
+   * the index reads the stored bytes once instead.
    * A round that finds the blob stored after an earlier round of this push wrote it and its record (a collector
    * removed it meanwhile, and another push of the tar, perhaps in another gzip, stored it again) deletes that
    * record: it describes this push's bytes, which are no longer the stored ones
-   * (test/helm/chart-record-gc-race.test.ts). Throws `StorageUnavailableError` when that delete fails.
+   * (test/helm/chart-record-gc-race.test.ts). Throws `StorageUnavailableError` when that delete, or the delete of
+   * a record that could not be stored, fails: nothing is published then.
    */
   async #storeChart(namespace: string, name: string, blob: StagedBlob, chart: ChartWrite): Promise<StoredBlob | null> {
     const key = keys.chart(namespace, name, blob.digest);
-    chart.writing = undefined; // an earlier round's write was settled before this round began
     const stored = await this.#storeBlob(namespace, name, blob);
     if (stored?.written !== true) {
       if (stored !== null && chart.recorded) {
@@ -282,7 +275,10 @@ export class Pusher {
       ...blob.chartFiles.chart(),
     };
     const body = Buffer.from(JSON.stringify(record));
-    chart.writing = (async () => {
+    // Stored before the compare-and-swap publishes the release: until then the key may hold a record of other
+    // bytes (a collector stopped between deleting the blob and its record), which an index reading the release in
+    // between would trust and cache for good (test/helm/chart-record-window.test.ts).
+    try {
       // Create-only (on the filesystem adapter an unconditional put takes a lock); a record there already (its
       // blob was collected and is pushed again) is replaced, since these bytes are the stored ones.
       const created = await this.#storage.put(key, body, { ifNoneMatch: '*' });
@@ -290,30 +286,12 @@ export class Pusher {
         throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored`);
       }
       chart.recorded = true;
-    })();
-    // Awaited by the round (`#chartWritten`, or its catch); this only keeps a rejection from counting as unhandled
-    // in between.
-    chart.writing.catch(() => undefined);
-    return stored;
-  }
-
-  /**
-   * After the compare-and-swap that made the release visible: wait for its chart record. One that failed may
-   * leave a record of other bytes in place (one left from bytes since withdrawn, which the replace did not
-   * overwrite), which the index would trust: it is deleted, so the index reads the stored blob instead. The push
-   * has taken effect either way, so a failure here is logged, never thrown (test/helm/chart-record-put.test.ts).
-   */
-  async #chartWritten(namespace: string, name: string, blob: StagedBlob, chart: ChartWrite): Promise<void> {
-    if (chart.writing === undefined) return;
-    try {
-      await chart.writing;
     } catch (err) {
-      const key = keys.chart(namespace, name, blob.digest);
+      // Not stored: the key goes (the index reads the blob instead), or the push fails before it is published.
       this.#deps.logger?.warn({ err, key }, 'koa-appr: a chart record could not be written; the index reads its blob');
-      await this.#storage.delete(key).catch((deleteErr: unknown) => {
-        this.#deps.logger?.error({ err: deleteErr, key }, 'koa-appr: a chart record of other bytes may be left');
-      });
+      await this.#storage.delete(key);
     }
+    return stored;
   }
 
   /**

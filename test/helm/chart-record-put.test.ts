@@ -85,8 +85,8 @@ describe('Chart records: written create-only, replaced only when one is there', 
     expect(entries.web?.map((entry) => entry.digest)).to.deep.equal([sha256(first)]);
   });
 
-  // The record is written while the compare-and-swap publishes the release (lib/core/push.ts `#chartWritten`): a
-  // record that could not be replaced is deleted, so that the index reads the stored bytes instead of trusting it.
+  // The record is written before the compare-and-swap publishes the release (lib/core/push.ts `#storeChart`): a
+  // record that could not be replaced is deleted first, so that the index reads the stored bytes instead of it.
   it('publishes the release and deletes the record of withdrawn bytes when the replace is refused too', async () => {
     const { storage, registry, first, digest } = await purgedChart();
     const logged: { level: string; msg: string | undefined }[] = [];
