@@ -9,8 +9,9 @@
  * written back, create-if-absent, so that other instances and restarts do not read the blob again.
  *
  * What is cached, and why it is safe:
- * - a chart record, per blob: it describes the blob's stored bytes, which a content address keeps (`ns/name/digest`
- *   is written create-if-absent), so it is never invalidated, only evicted (an LRU bounded in bytes);
+ * - a chart record, per blob and release: it describes the blob's stored bytes, which a content address keeps
+ *   (`ns/name/digest` is written create-if-absent) while a release references it, so it is never invalidated, only
+ *   evicted (an LRU bounded in bytes); a release pushed again after its blob was collected is another key;
  * - the serialized index, keyed by a fingerprint of everything it is made of (namespace, context path, and each
  *   visible release's name, version, blob digest and creation time): a push, a delete or a visibility change
  *   gives another fingerprint, so a cached index can never be stale; two callers who see the same charts share
@@ -193,13 +194,22 @@ export class HelmRepository {
   }
 
   /**
-   * What the stored blob of a release holds (cached per blob): its sha256 and Chart.yaml, or why it is no chart.
-   * From the chart record when there is one (`size`, the release's stored size, when known, must agree with it);
-   * else from the blob, read once, and the record written back. `undefined` when the blob is missing from storage.
-   * Throws `StorageUnavailableError` when storage fails.
+   * What the stored blob of a release holds (cached per blob and release creation time, RFC 3339): its sha256 and
+   * Chart.yaml, or why it is no chart. From the chart record when there is one (`size`, the release's stored size,
+   * when known, must agree with it); else from the blob, read once, and the record written back. `undefined` when
+   * the blob is missing from storage. Throws `StorageUnavailableError` when storage fails.
+   * The creation time is in the key because one content address may hold other bytes over time: a release
+   * deleted, its blob collected, and the same tar pushed again in another gzip (perhaps of the same size) is a new
+   * release record over other bytes (test/helm/chart-cache-repush.test.ts).
    */
-  async chart(namespace: string, name: string, blob: string, size?: number): Promise<ChartArchive | undefined> {
-    return this.#charts.fetch(`${namespace}/${name}/${blob}`, {
+  async chart(
+    namespace: string,
+    name: string,
+    blob: string,
+    size?: number,
+    created?: string,
+  ): Promise<ChartArchive | undefined> {
+    return this.#charts.fetch(`${namespace}/${name}/${blob}/${created ?? ''}`, {
       context: { namespace, name, blob, ...(size === undefined ? {} : { size }) },
     });
   }
@@ -244,7 +254,7 @@ export class HelmRepository {
   async #entries(namespace: string, releases: HelmRelease[]): Promise<Record<string, ChartVersion[]>> {
     const read = await mapLimit(releases, READ_CONCURRENCY, async (release) => ({
       release,
-      archive: await this.chart(namespace, release.name, release.blob, release.size),
+      archive: await this.chart(namespace, release.name, release.blob, release.size, release.created),
     }));
     const entries: Record<string, ChartVersion[]> = {};
     const names = [...new Set(releases.map((r) => r.name))].sort();
