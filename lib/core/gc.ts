@@ -19,7 +19,9 @@ import type { Logger } from '../ops/logger.js';
  * 1. Mark: an object seen unreferenced is marked with the time (`orphans`); a push relying on it clears the mark.
  * 2. Claim: an object marked at least `graceMs` ago and still unreferenced is claimed (`claims`) in a CAS that also
  *    replaces the document's `nonce`. At that instant no release references it.
- * 3. Delete the claimed objects (a blob with its chart record), then lift the claims (CAS).
+ * 3. Delete the claimed objects (a blob with its chart record), then lift the claims (CAS). A claim older than
+ *    `CLAIM_TAKEOVER_MS` is a run that failed or stopped before this step: a later run claims the object again and
+ *    deletes it, or drops the claim when the object is gone already.
  * 4. A tombstone with no blob left, marked at least `graceMs` ago and whose last claim is older than
  *    `TOMBSTONE_AFTER_CLAIM_MS`, is deleted with `If-Match` on the ETag the collector read.
  *
@@ -40,9 +42,10 @@ import type { Logger } from '../ops/logger.js';
  * claim to be lifted, that is for the delete to be done.
  *
  * Chart records (`keys.chart`) need no claim: one is written after its blob (by the push that wrote the blob, or
- * by the Helm index after reading it), so it is deleted with its blob while the blob's claim holds, and one whose
- * blob is gone (a collector stopped between the two deletes, or the index wrote it back as the blob went) is
- * deleted once a HEAD right before confirms the blob is absent. The one race left, a push writing the blob and
+ * by the Helm index after reading it), so it is deleted just before its blob while the blob's claim holds (a
+ * collector stopped in between leaves a blob without a record, which the index reads), and one whose blob is gone
+ * (an earlier version of this collector stopped between the two deletes, or the index wrote it back as the blob
+ * went) is deleted once a HEAD right before confirms the blob is absent. The one race left, a push writing the blob and
  * its record again between that HEAD and the delete, loses only the record: the index reads the blob once and
  * writes it back (lib/helm/index.ts), as for releases pushed before records existed.
  */
@@ -104,6 +107,12 @@ export const PUSH_WINDOW_MS = 5 * 60_000;
 export const TOMBSTONE_AFTER_CLAIM_MS = PUSH_WINDOW_MS + 10 * 60_000;
 /** A collector deletes the blobs it claimed only this soon after claiming them (a paused process gives up). */
 const CLAIM_LEASE_MS = 60_000;
+/**
+ * A claim this old is another collector's unfinished job (it failed or stopped between its claim and its deletes,
+ * or before lifting the claim): a later run takes it over. Past the claiming collector's lease, plus 10 minutes of
+ * clock skew between hosts (the claim's time is the claiming host's), that collector deletes nothing more.
+ */
+export const CLAIM_TAKEOVER_MS = CLAIM_LEASE_MS + 10 * 60_000;
 /** How long a push waits for a collector to finish deleting the blob it is pushing. */
 const CLAIM_WAIT_MS = 30_000;
 
@@ -361,13 +370,15 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
         await storage.delete(keys.metadata(pkg.namespace, pkg.name, object.hash));
         report.metadata.push({ package: id, hash: object.hash });
       } else {
-        await storage.delete(keys.blob(pkg.namespace, pkg.name, object.digest));
-        report.blobs.push({ package: id, digest: object.digest });
-        // While the claim holds: a push writing the blob again (and its record) waits for it to be lifted.
+        // While the claim holds: a push writing the blob again (and its record) waits for it to be lifted. The record
+        // first: a collector stopped between the two deletes leaves a blob without a record (the index reads the
+        // blob), not a record that a push of the same tar in other bytes could leave in place (lib/core/push.ts).
         if (pkg.charts.has(object.digest)) {
           await storage.delete(keys.chart(pkg.namespace, pkg.name, object.digest));
           report.charts.push({ package: id, digest: object.digest });
         }
+        await storage.delete(keys.blob(pkg.namespace, pkg.name, object.digest));
+        report.blobs.push({ package: id, digest: object.digest });
       }
       deleted.push(key);
     }
@@ -466,6 +477,18 @@ function plan(
   for (const key of Object.keys(orphans)) {
     if (referenced.has(key) || !listed.has(key)) {
       delete orphans[key];
+      changed = true;
+    }
+  }
+  for (const [key, claimed] of Object.entries(claims)) {
+    if (now.getTime() - Date.parse(claimed) < CLAIM_TAKEOVER_MS || referenced.has(key)) continue;
+    if (listed.has(key)) {
+      // Claimed again, with a new nonce, and deleted by this run (step 3).
+      claims[key] = nowIso;
+      claim.push(key);
+    } else {
+      // Deleted already; the claim was never lifted.
+      delete claims[key];
       changed = true;
     }
   }
