@@ -21,7 +21,9 @@ import type { Logger } from '../ops/logger.js';
  *    replaces the document's `nonce`. At that instant no release references it.
  * 3. Delete the claimed objects (a blob with its chart record), then lift the claims (CAS). A claim older than
  *    `CLAIM_TAKEOVER_MS` is a run that failed or stopped before this step: a later run claims the object again and
- *    deletes it, or drops the claim when the object is gone already.
+ *    deletes it, or drops the claim when the object is gone already. So a run deletes only within its lease counted
+ *    from the time its claims carry (not from when their write returned), and lifts only the claims it made (same
+ *    time): a late lift must not lift the claim of the run that took over (test/ops/gc-takeover-races.test.ts).
  * 4. A tombstone with no blob left, marked at least `graceMs` ago and whose last claim is older than
  *    `TOMBSTONE_AFTER_CLAIM_MS`, is deleted with `If-Match` on the ETag the collector read.
  *
@@ -331,10 +333,17 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
     }
 
     let planned: Plan | undefined;
+    // When the claims that land were stamped, by the clock (the time they carry) and by `performance.now()`: the
+    // lease counts from the stamp, not from the write's answer, so a run that stalled between the two (past
+    // `CLAIM_TAKEOVER_MS`: another run took its claims over meanwhile) deletes nothing.
+    let stamped = now;
+    let stampedAt = performance.now();
     for (let attempt = 1; planned === undefined; attempt += 1) {
       try {
         planned = await docs.update<Doc, Plan>(docKey, (current) => {
-          const result = plan(current, pkg, now, graceMs, releasesOf);
+          stamped = clock();
+          stampedAt = performance.now();
+          const result = plan(current, pkg, stamped, graceMs, releasesOf);
           return result.next ? { next: result.next, result } : { result };
         });
       } catch (err) {
@@ -357,10 +366,13 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
         return { next: current, result: undefined };
       });
     }
-    const claimedAt = performance.now();
     const deleted: string[] = [];
     for (const key of planned.claim) {
-      if (performance.now() - claimedAt > CLAIM_LEASE_MS / 2) {
+      // By both clocks: a process paused, or a stamp far behind the write that carried it.
+      if (
+        performance.now() - stampedAt > CLAIM_LEASE_MS / 2 ||
+        clock().getTime() - stamped.getTime() > CLAIM_LEASE_MS / 2
+      ) {
         // Paused or very slow: leave the rest claimed rather than delete after another collector may act.
         deps.logger?.warn({ package: id }, 'koa-appr: gc: claim lease running out; the next run finishes this package');
         break;
@@ -393,7 +405,10 @@ export async function collect(deps: Deps, options: GcOptions = {}): Promise<GcRe
       await docs.update<Doc, void>(docKey, (current) => {
         if (!current?.gc?.claims) return { result: undefined };
         const claims = { ...current.gc.claims };
-        for (const key of deleted) delete claims[key];
+        // Only this run's claims: one another run made since (it took this one over, or claimed the object anew
+        // after this one was dropped) is that run's, which may be deleting the object now.
+        const mine = stamped.toISOString();
+        for (const key of deleted) if (claims[key] === mine) delete claims[key];
         setGc(current, compact({ ...current.gc, claims }));
         return { next: current, result: undefined };
       });

@@ -18,16 +18,25 @@ interface Hold {
   gate: Promise<void>;
 }
 
-/** Memory storage that holds the chosen call (method, exact key, after `skip` such calls) until released. */
+/**
+ * Memory storage that holds the chosen call (method, exact key, after `skip` such calls) until released; a hold
+ * released before its call came is dropped. (Its calls have the storage deadline of 5 s: the test lets them go sooner.)
+ */
 class Holding extends MemoryStorage {
   readonly #holds: Hold[] = [];
 
   hold(method: string, key: string, skip = 0): { reached: Promise<void>; release: () => void } {
     let reached!: () => void;
-    let release!: () => void;
+    let open!: () => void;
     const reachedPromise = new Promise<void>((resolve) => (reached = resolve));
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    this.#holds.push({ method, key, skip, reached, gate });
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const hold = { method, key, skip, reached, gate };
+    this.#holds.push(hold);
+    const release = () => {
+      const i = this.#holds.indexOf(hold);
+      if (i >= 0) this.#holds.splice(i, 1);
+      open();
+    };
     return { reached: reachedPromise, release };
   }
 
@@ -113,6 +122,7 @@ describe('garbage collection: a claim taken over while the collector that made i
     claimPut.release();
     // a either gives up (its claim is past its lease by its own clock) or reaches its delete.
     const aDeleting = await Promise.race([aRun.then(() => false), aDelete.reached.then(() => true)]);
+    if (!aDeleting) aDelete.release();
 
     // Another collector finds the claim 12 minutes old: it takes it over, deletes the blob and lifts the claim; then
     // the tar is pushed again and published.
@@ -120,9 +130,8 @@ describe('garbage collection: a claim taken over while the collector that made i
     await b.push({ ...app, release: '1.0.0', blob: tgz });
     expect(await releasesWithoutBlob(b)).to.deep.equal([]);
 
-    if (aDeleting) aDelete.release();
-    await aRun;
     aDelete.release();
+    await aRun;
     expect(await releasesWithoutBlob(b), 'releases whose blob the stalled collector deleted').to.deep.equal([]);
     expect(aDeleting, 'the stalled collector went on to delete after its claim was taken over').to.equal(false);
     await Promise.all([a.close(), b.close()]);
