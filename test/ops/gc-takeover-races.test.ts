@@ -106,6 +106,15 @@ async function setup() {
   return { storage, clocks, a, b, c, tgz, digest, blobKey, docKey, claims, releasesWithoutBlob };
 }
 
+/** A claim written into the package document as a collector of an older run left it (what a failed run leaves). */
+async function claimByHand(storage: MemoryStorage, docKey: string, key: string, at: string): Promise<void> {
+  const got = await storage.get(docKey);
+  if (got === null || got.notModified) throw new Error('no package document');
+  const doc = JSON.parse(got.body.toString()) as { gc?: { claims?: Record<string, string>; nonce?: string } };
+  doc.gc = { ...doc.gc, claims: { ...doc.gc?.claims, [key]: at }, nonce: 'by-hand' };
+  expect(await storage.put(docKey, Buffer.from(JSON.stringify(doc)), { ifMatch: got.etag })).to.be.a('string');
+}
+
 describe('garbage collection: a claim taken over while the collector that made it still runs', function () {
   this.timeout(60_000);
 
@@ -177,5 +186,31 @@ describe('garbage collection: a claim taken over while the collector that made i
     expect(await releasesWithoutBlob(b)).to.deep.equal([]);
     expect((await b.packageManifests('ns', 'app', 'kpm')).map((m) => m.release)).to.deep.equal(['1.0.0']);
     await Promise.all([a.close(), b.close(), c.close()]);
+  });
+
+  it('a dry run reports a claim it would take over and changes nothing', async () => {
+    const { storage, clocks, a, digest, blobKey, docKey, claims } = await setup();
+    await claimByHand(storage, docKey, digest, new Date(T0).toISOString());
+    const before = await storage.head(docKey);
+    clocks.a += CLAIM_TAKEOVER_MS;
+    const report = await a.gc({ graceMs: 0, dryRun: true });
+    expect(report.blobs.map((b) => b.digest)).to.deep.equal([digest]);
+    expect(await storage.head(docKey)).to.deep.equal(before);
+    expect(await storage.head(blobKey)).to.not.equal(null);
+    expect(Object.keys(await claims())).to.deep.equal([digest]);
+    await a.close();
+  });
+
+  it('a claim on a blob a release references is neither taken over nor its blob deleted', async () => {
+    const { storage, clocks, a, b, tgz, digest, blobKey, docKey, claims, releasesWithoutBlob } = await setup();
+    await b.push({ ...app, release: '1.0.0', blob: tgz });
+    await claimByHand(storage, docKey, digest, new Date(T0).toISOString());
+    clocks.a += 24 * 3_600_000;
+    const report = await a.gc({ graceMs: 0 });
+    expect(report.blobs).to.deep.equal([]);
+    expect(await storage.head(blobKey)).to.not.equal(null);
+    expect(Object.keys(await claims())).to.deep.equal([digest]);
+    expect(await releasesWithoutBlob(a)).to.deep.equal([]);
+    await Promise.all([a.close(), b.close()]);
   });
 });
