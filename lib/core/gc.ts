@@ -47,9 +47,9 @@ import type { Logger } from '../ops/logger.js';
  * by the Helm index after reading it), so it is deleted just before its blob while the blob's claim holds (a
  * collector stopped in between leaves a blob without a record, which the index reads), and one whose blob is gone
  * (an earlier version of this collector stopped between the two deletes, or the index wrote it back as the blob
- * went) is deleted once a HEAD right before confirms the blob is absent. The one race left, a push writing the blob and
- * its record again between that HEAD and the delete, loses only the record: the index reads the blob once and
- * writes it back (lib/helm/index.ts), as for releases pushed before records existed.
+ * went) is deleted once a HEAD right before confirms the blob is absent. The one race left, a push writing the
+ * blob and its record again between that HEAD and the delete, loses only the record: the index reads the blob once
+ * and writes it back (lib/helm/index.ts), as for releases pushed before records existed.
  */
 
 /** The collector's state in a package document. Times are RFC 3339. */

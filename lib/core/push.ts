@@ -56,7 +56,7 @@ export interface PushDeps {
   defaultVisibility: Visibility;
   /** How blobs are checked and staged; `maxSize` is given per stager. */
   stage: Omit<StageOptions, 'maxSize'>;
-  /** Where a chart record that could not be written after its release was stored is reported. */
+  /** Where a chart record that could not be written (the push goes on without it) is reported. */
   logger?: Logger | undefined;
 }
 
