@@ -43,7 +43,10 @@ export interface CoherenceOptions {
   sweepPerSecond?: number;
   /** Called after every change this instance makes: for hosts that push invalidations to other instances. */
   onChange?: ((change: { namespace: string; name: string }) => void) | undefined;
-  /** Called with errors of the background work (polls, compaction, sweep), which is retried. Default: ignored. */
+  /**
+   * Called with errors of the background work (polls, compaction, sweep), which is retried, and of change entries
+   * written after a push answered. Default: ignored. A handler that throws is ignored too.
+   */
   onError?: ((err: unknown) => void) | undefined;
 }
 
@@ -117,7 +120,17 @@ export class ChangeFeed {
       ...withoutUndefined(options),
     };
     this.#onChange = options.onChange;
-    this.#onError = options.onError ?? (() => undefined);
+    const onError = options.onError;
+    // Called from background work and after a push answered: a host's handler that throws must not become an
+    // unhandled rejection (which ends the process), nor reject `flush` and `close`. What failed is retried (or, for
+    // a change entry, covered by the background check) all the same.
+    this.#onError = (err) => {
+      try {
+        onError?.(err);
+      } catch {
+        // the host's handler failed
+      }
+    };
   }
 
   #onRemote: (key: string) => void = () => undefined;
@@ -177,7 +190,7 @@ export class ChangeFeed {
     try {
       this.#onChange?.({ namespace, name });
     } catch (err) {
-      this.#report(err);
+      this.#onError(err);
     }
     const pkg = `${namespace}/${name}`;
     let recording = this.#recording.get(pkg);
@@ -192,7 +205,7 @@ export class ChangeFeed {
           await this.#storage.put(key, EMPTY, { ifNoneMatch: '*' });
         } catch (err) {
           // The change itself is stored; other instances learn of it from the background check instead.
-          this.#report(err);
+          this.#onError(err);
         }
       })();
       this.#recording.set(pkg, recording);
@@ -201,18 +214,6 @@ export class ChangeFeed {
       void owed.finally(() => this.#owed.delete(owed));
     }
     return recording;
-  }
-
-  /**
-   * `onError` for a change entry: the push it follows has answered, so a host's `onError` that throws must not
-   * become an unhandled rejection (which ends the process) nor reject `flush` and `close`.
-   */
-  #report(err: unknown): void {
-    try {
-      this.#onError(err);
-    } catch {
-      // The host's handler failed; the entry's failure is covered by the background check all the same.
-    }
   }
 
   readonly #recording = new Map<string, Promise<void>>();

@@ -142,4 +142,48 @@ describe('Change entries written after a push answers', () => {
     await registry.close();
     expect(keys.parseChange(storage.written[0] as string)?.time).to.equal(answered);
   });
+  it('a throwing coherence.onError for a failed background poll escapes neither, and polling goes on', async () => {
+    const storage = new MemoryStorage();
+    const pushed = new Registry({ storage, coherence: noPolls });
+    await pushed.push({ namespace: 'ns', name: 'app', release: '1.0.0', blob: await chart('app', '1.0.0') });
+    await pushed.close();
+    let failing = false;
+    const listing = storage.list.bind(storage);
+    storage.list = async (prefix, options) => {
+      if (failing) throw new Error('listing failed');
+      return listing(prefix, options);
+    };
+    let calls = 0;
+    const twice = gate();
+    const registry = new Registry({
+      storage,
+      coherence: {
+        pollMs: 1,
+        sweepPerSecond: 0,
+        onError: () => {
+          if (++calls === 2) twice.open();
+          throw new Error('the host rethrows');
+        },
+      },
+    });
+    await registry.sync(); // loaded: the background polls start
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    const listeners = process.listeners('unhandledRejection');
+    process.removeAllListeners('unhandledRejection');
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      failing = true;
+      await twice.opened; // two failed polls reported: the second was scheduled after the first one's throw
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      failing = false;
+      await registry.close();
+      process.removeListener('unhandledRejection', onUnhandled);
+      for (const listener of listeners) process.on('unhandledRejection', listener);
+    }
+    expect(unhandled).to.deep.equal([]);
+  });
 });
