@@ -34,6 +34,28 @@ class HeldChanges extends MemoryStorage {
 
 const noPolls = { pollMs: 0, sweepPerSecond: 0 };
 
+/**
+ * Runs `fn` with the process's unhandled rejections collected instead of reported, one turn of the event loop
+ * past its end (they are reported once the microtask queue drains), and returns them.
+ */
+async function unhandledDuring(fn: (noted: unknown[]) => Promise<void>): Promise<unknown[]> {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
+  const listeners = process.listeners('unhandledRejection');
+  process.removeAllListeners('unhandledRejection');
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    await fn(unhandled);
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.removeListener('unhandledRejection', onUnhandled);
+    for (const listener of listeners) process.on('unhandledRejection', listener);
+  }
+  return unhandled;
+}
+
 describe('Change entries written after a push answers', () => {
   it('flushChanges and close resolve only once the entry owed is stored', async () => {
     const storage = new HeldChanges();
@@ -106,24 +128,12 @@ describe('Change entries written after a push answers', () => {
       },
     });
     await registry.sync();
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown): void => {
-      unhandled.push(reason);
-    };
-    const listeners = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    process.on('unhandledRejection', onUnhandled);
-    try {
+    const unhandled = await unhandledDuring(async (noted) => {
       storage.failChanges = true;
       await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', blob: await chart('app', '1.0.0') });
-      await registry.flushChanges().catch((err: unknown) => unhandled.push(err));
-      await registry.close().catch((err: unknown) => unhandled.push(err));
-      // Unhandled rejections are reported after the microtask queue drains: one turn of the event loop.
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.removeListener('unhandledRejection', onUnhandled);
-      for (const listener of listeners) process.on('unhandledRejection', listener);
-    }
+      await registry.flushChanges().catch((err: unknown) => noted.push(err));
+      await registry.close().catch((err: unknown) => noted.push(err));
+    });
     expect(seen).to.have.length(1);
     expect(unhandled).to.deep.equal([]);
     expect((await registry.packageManifests('ns', 'app')).map((m) => m.release)).to.deep.equal(['1.0.0']);
@@ -167,23 +177,12 @@ describe('Change entries written after a push answers', () => {
       },
     });
     await registry.sync(); // loaded: the background polls start
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown): void => {
-      unhandled.push(reason);
-    };
-    const listeners = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    process.on('unhandledRejection', onUnhandled);
-    try {
+    const unhandled = await unhandledDuring(async () => {
       failing = true;
       await twice.opened; // two failed polls reported: the second was scheduled after the first one's throw
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      failing = false;
-      await registry.close();
-      process.removeListener('unhandledRejection', onUnhandled);
-      for (const listener of listeners) process.on('unhandledRejection', listener);
-    }
+    });
+    failing = false;
+    await registry.close();
     expect(unhandled).to.deep.equal([]);
   });
 });
