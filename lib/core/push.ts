@@ -60,9 +60,14 @@ export interface PushDeps {
   logger?: Logger | undefined;
 }
 
-/** A helm push's chart record across the rounds of one push (see `Pusher#storeChart`): whether a round wrote it. */
+/** A helm push's chart record across the rounds of one push (see `Pusher#storeChart`). */
 interface ChartWrite {
+  /** Whether a round wrote it. */
   recorded: boolean;
+  /** The sha256 (hex) of the gzip bytes, when this round wrote the blob: the release record's `archive_digest`. */
+  archiveDigest?: string | undefined;
+  /** This round's write of the record, under way while the compare-and-swap publishes the release. */
+  writing?: Promise<void> | undefined;
 }
 
 /** What a push stored, for the change entry, metrics and the audit event. */
@@ -210,14 +215,13 @@ export class Pusher {
                     );
               if (doc === current) applyFlush(doc, flush);
               if (moved.size > 0) referenceMetadata(doc, moved);
-              setRecord(
-                doc,
-                release,
-                mediaType,
-                ref === undefined
-                  ? { digest: blob.digest, size, created_at: createdAt, metadata: null }
-                  : { digest: blob.digest, size, created_at: createdAt, metadata_ref: ref },
-              );
+              setRecord(doc, release, mediaType, {
+                digest: blob.digest,
+                size,
+                created_at: createdAt,
+                ...(ref === undefined ? { metadata: null } : { metadata_ref: ref }),
+                ...(chart.archiveDigest === undefined ? {} : { archive_digest: chart.archiveDigest }),
+              });
               keepGcState(current, doc, relied());
               this.#segments.viewOf(doc); // keeps the view with the version written
               return { next: doc, result: doc !== current };
@@ -231,6 +235,10 @@ export class Pusher {
           if (!(err instanceof FenceBroken)) throw err;
           if (round >= MAX_PUSH_ROUNDS)
             throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+        } finally {
+          // Never rejects; the next round, or the answer, waits for it (a round relies on knowing what it wrote).
+          await chart.writing;
+          chart.writing = undefined;
         }
       }
     } finally {
@@ -241,24 +249,27 @@ export class Pusher {
 
   /**
    * Helm: the blob, then, when this push wrote it, its chart record (Chart.yaml as captured while the tar was
-   * checked, the sha256 of the gzip bytes, lib/core/chart.ts), both before the document that makes the release
-   * visible (a record of other bytes may be at the key until this one replaces it). A record describes the
-   * stored bytes, so only the push that wrote them writes it, and only once it knows it did: a record written at
-   * once with the blob, then taken back when the blob turned out stored before (perhaps another gzip of the same
-   * tar), stayed when the blob write or the delete failed or the process stopped in between, and a later push of
-   * the tar kept it, so the index listed a digest the pulled bytes do not have
-   * (test/helm/chart-record-failures.test.ts). A record that cannot be stored is deleted instead, and the index
-   * reads the blob of a release without a record once, and writes the record back create-if-absent
-   * (lib/helm/index.ts; test/helm/chart-record-put.test.ts). A push that found the blob stored writes no record;
-   * the index reads the stored bytes once instead.
+   * checked, the sha256 of the gzip bytes, lib/core/chart.ts), started here and written while the
+   * compare-and-swap publishes the release (one round trip less per push). The release record carries the same
+   * sha256 as `archive_digest`, and the index trusts a chart record only when the two agree (lib/helm/index.ts):
+   * a record of other bytes at the key (the blob collected and the tar pushed again in another gzip, or this
+   * record's write still under way or failed) is never what it serves for this release
+   * (test/helm/chart-record-window.test.ts). A record describes the stored bytes, so only the push that wrote
+   * them writes it, and only once it knows it did: a record written at once with the blob, then taken back when
+   * the blob turned out stored before (perhaps another gzip of the same tar), stayed when the blob write or the
+   * delete failed or the process stopped in between (test/helm/chart-record-failures.test.ts). A record that
+   * cannot be stored is left to the index, which reads the blob of such a release once and writes the record
+   * back create-if-absent (test/helm/chart-record-put.test.ts). A push that found the blob stored writes no
+   * record and its release no `archive_digest`; the index then reads the record of the stored bytes.
    * A round that finds the blob stored after an earlier round of this push wrote it and its record (a collector
    * removed it meanwhile, and another push of the tar, perhaps in another gzip, stored it again) deletes that
-   * record: it describes this push's bytes, which are no longer the stored ones
-   * (test/helm/chart-record-gc-race.test.ts). Throws `StorageUnavailableError` when that delete, or the delete of
-   * a record that could not be stored, fails: nothing is published then.
+   * record: it describes this push's bytes, which are no longer the stored ones, and this round's release has no
+   * `archive_digest` to tell (test/helm/chart-record-gc-race.test.ts). Throws `StorageUnavailableError` when that
+   * delete fails: nothing is published then.
    */
   async #storeChart(namespace: string, name: string, blob: StagedBlob, chart: ChartWrite): Promise<StoredBlob | null> {
     const key = keys.chart(namespace, name, blob.digest);
+    chart.archiveDigest = undefined;
     const stored = await this.#storeBlob(namespace, name, blob);
     if (stored?.written !== true) {
       if (stored !== null && chart.recorded) {
@@ -274,24 +285,24 @@ export class Pusher {
       size: blob.size,
       ...blob.chartFiles.chart(),
     };
-    const body = Buffer.from(JSON.stringify(record));
-    // Stored before the compare-and-swap publishes the release: until then the key may hold a record of other
-    // bytes (a collector stopped between deleting the blob and its record), which an index reading the release in
-    // between would trust and cache for good (test/helm/chart-record-window.test.ts).
+    chart.archiveDigest = record.digest;
+    chart.writing = this.#putChartRecord(key, Buffer.from(JSON.stringify(record)), chart);
+    return stored;
+  }
+
+  /** Store a chart record (see `#storeChart`); never rejects: a record that cannot be stored is the index's to write. */
+  async #putChartRecord(key: string, body: Buffer, chart: ChartWrite): Promise<void> {
     try {
       // Create-only (on the filesystem adapter an unconditional put takes a lock); a record there already (its
       // blob was collected and is pushed again) is replaced, since these bytes are the stored ones.
       const created = await this.#storage.put(key, body, { ifNoneMatch: '*' });
       if (created === null && (await this.#storage.put(key, body)) === null) {
-        throw new StorageUnavailableError(`chart record of ${namespace}/${name} was not stored`);
+        throw new StorageUnavailableError('the chart record was not stored');
       }
       chart.recorded = true;
     } catch (err) {
-      // Not stored: the key goes (the index reads the blob instead), or the push fails before it is published.
       this.#deps.logger?.warn({ err, key }, 'koa-appr: a chart record could not be written; the index reads its blob');
-      await this.#storage.delete(key);
     }
-    return stored;
   }
 
   /**

@@ -48,6 +48,12 @@ export interface ManifestRecord {
   metadata?: unknown;
   /** sha256 (hex) of the release's metadata object (`keys.metadata`): immutable, written before the document. */
   metadata_ref?: string;
+  /**
+   * `helm`: sha256 (hex) of the gzip bytes stored, when the push that made this release stored them (not when it
+   * found the tar stored already). The Helm index trusts the blob's chart record only when its `digest` agrees
+   * (lib/core/push.ts `#storeChart`, lib/helm/index.ts).
+   */
+  archive_digest?: string;
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -507,6 +513,26 @@ export class Registry {
           .map((mt) => ({ release, mt })),
       ),
     );
+  }
+
+  /**
+   * The records of a package's releases of `mediaType` (normalized), oldest release first, without their metadata
+   * (nothing read for it): for the Helm repository (lib/helm), which needs each release's blob digest, stored size
+   * (bytes), creation time and `archive_digest`. Throws `404 package-not-found` as `packageManifests` does.
+   */
+  async releaseRecords(
+    namespace: string,
+    name: string,
+    mediaType: string,
+  ): Promise<{ release: string; record: Readonly<ManifestRecord> }[]> {
+    const doc = await this.#package(namespace, name);
+    const wanted = normalizeMediaType(mediaType);
+    return Object.keys(doc.releases)
+      .sort(compareReleases)
+      .flatMap((release) => {
+        const record = own(own(doc.releases, release) ?? {}, wanted);
+        return record === undefined ? [] : [{ release, record }];
+      });
   }
 
   /** Route 7: the manifests of one exact release. */

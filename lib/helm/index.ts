@@ -30,6 +30,7 @@ import { asChartRecord, CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord }
 import { keys } from '../core/keys.js';
 import type { PackageRef, Registry, VisibleFilter } from '../core/registry.js';
 import { compareReleases } from '../core/release.js';
+import type { WriteCondition } from '../storage/types.js';
 import { readChartArchive, type ChartArchive, type ChartMetadata } from './chart.js';
 
 export { HELM_MEDIA_TYPE };
@@ -62,6 +63,18 @@ interface HelmRelease {
   /** Bytes of the stored blob (the release record's `size`). */
   size: number;
   created: string;
+  /** sha256 (hex) of the gzip bytes, when the push stored them (the release record's `archive_digest`). */
+  archiveDigest?: string | undefined;
+}
+
+/** Which blob `chart()` describes: a release's, as far as its record tells (see `HelmRelease`). */
+export interface ChartRef {
+  /** The package. */
+  name: string;
+  blob: string;
+  size?: number | undefined;
+  created?: string | undefined;
+  archiveDigest?: string | undefined;
 }
 
 export interface SerializedIndex {
@@ -83,7 +96,7 @@ export function chartFileName(name: string, version: string): string {
 export class HelmRepository {
   readonly #registry: Registry;
   readonly #now: () => Date;
-  readonly #charts: LRUCache<string, ChartArchive, { namespace: string; name: string; blob: string; size?: number }>;
+  readonly #charts: LRUCache<string, ChartArchive, { namespace: string; release: ChartRef }>;
   readonly #indexes: LRUCache<
     string,
     SerializedIndex,
@@ -111,8 +124,7 @@ export class HelmRepository {
     this.#charts = new LRUCache({
       maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
       sizeCalculation: (value) => 256 + (value.chart ? JSON.stringify(value.chart).length : 0),
-      fetchMethod: (_key, _stale, { context }) =>
-        this.#loadChart(context.namespace, context.name, context.blob, context.size),
+      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.release),
     });
     this.#indexes = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
@@ -195,22 +207,17 @@ export class HelmRepository {
 
   /**
    * What the stored blob of a release holds (cached per blob and release creation time, RFC 3339): its sha256 and
-   * Chart.yaml, or why it is no chart. From the chart record when there is one (`size`, the release's stored size,
-   * when known, must agree with it); else from the blob, read once, and the record written back. `undefined` when
-   * the blob is missing from storage. Throws `StorageUnavailableError` when storage fails.
+   * Chart.yaml, or why it is no chart. From the chart record when there is one that agrees with the release: its
+   * `digest` equal to the release's `archiveDigest` when the release has one, else its `size` to the release's
+   * stored size when known; else from the blob, read once, and the record written back when there was none.
+   * `undefined` when the blob is missing from storage. Throws `StorageUnavailableError` when storage fails.
    * The creation time is in the key because one content address may hold other bytes over time: a release
    * deleted, its blob collected, and the same tar pushed again in another gzip (perhaps of the same size) is a new
    * release record over other bytes (test/helm/chart-cache-repush.test.ts).
    */
-  async chart(
-    namespace: string,
-    name: string,
-    blob: string,
-    size?: number,
-    created?: string,
-  ): Promise<ChartArchive | undefined> {
-    return this.#charts.fetch(`${namespace}/${name}/${blob}/${created ?? ''}`, {
-      context: { namespace, name, blob, ...(size === undefined ? {} : { size }) },
+  async chart(namespace: string, release: ChartRef): Promise<ChartArchive | undefined> {
+    return this.#charts.fetch(`${namespace}/${release.name}/${release.blob}/${release.created ?? ''}`, {
+      context: { namespace, release },
     });
   }
 
@@ -236,13 +243,14 @@ export class HelmRepository {
   }
 
   async #packageReleases(namespace: string, name: string): Promise<HelmRelease[]> {
-    const manifests = await this.#registry.packageManifests(namespace, name, HELM_MEDIA_TYPE);
-    return manifests.map((m) => ({
+    const records = await this.#registry.releaseRecords(namespace, name, HELM_MEDIA_TYPE);
+    return records.map(({ release, record }) => ({
       name,
-      version: m.release,
-      blob: m.content.digest,
-      size: m.content.size,
-      created: m.created_at,
+      version: release,
+      blob: record.digest,
+      size: record.size,
+      created: record.created_at,
+      archiveDigest: record.archive_digest,
     }));
   }
 
@@ -254,7 +262,7 @@ export class HelmRepository {
   async #entries(namespace: string, releases: HelmRelease[]): Promise<Record<string, ChartVersion[]>> {
     const read = await mapLimit(releases, READ_CONCURRENCY, async (release) => ({
       release,
-      archive: await this.chart(namespace, release.name, release.blob, release.size, release.created),
+      archive: await this.chart(namespace, release),
     }));
     const entries: Record<string, ChartVersion[]> = {};
     const names = [...new Set(releases.map((r) => r.name))].sort();
@@ -300,14 +308,19 @@ export class HelmRepository {
     return { body, etag: `W/"${fingerprint.slice(0, 32)}"`, charts };
   }
 
-  async #loadChart(namespace: string, name: string, blob: string, size?: number): Promise<ChartArchive | undefined> {
+  async #loadChart(namespace: string, release: ChartRef): Promise<ChartArchive | undefined> {
+    const { name, blob, size, archiveDigest } = release;
     const storage = this.#registry.storage;
     const key = keys.chart(namespace, name, blob);
     const stored = await storage.get(key);
     const record = stored === null || stored.notModified ? null : asChartRecord(parseJson(stored.body));
-    // A record of another size describes other bytes than the release's (a blob removed and pushed again by a
-    // version without push-time capture): the blob decides, and the record is left for its writers.
-    if (record !== null && (size === undefined || record.size === size)) return archiveOf(record);
+    // A record that disagrees describes other bytes than the release's (a blob collected and pushed again, the
+    // push's own record not written yet or not at all): the blob decides, and the record is left for its writers.
+    const agrees =
+      record !== null &&
+      (size === undefined || record.size === size) &&
+      (archiveDigest === undefined || record.digest === archiveDigest);
+    if (agrees) return archiveOf(record);
     let stream;
     try {
       stream = await this.#registry.blob(namespace, name, blob);
@@ -317,11 +330,19 @@ export class HelmRepository {
       throw err;
     }
     const archive = await readChartArchive(stream.body);
-    if (record === null) {
+    // Written back when there is none (create-if-absent: a push that wrote the blob meanwhile has written the
+    // record of its bytes; it stands), or in place of one the release says is of other bytes when the blob
+    // agrees with the release (only that version of the key: a push replacing it meanwhile wins). A failure costs
+    // this process nothing (it has the answer) and another instance reads the blob once more.
+    const condition: WriteCondition | undefined =
+      record === null
+        ? { ifNoneMatch: '*' }
+        : stored !== null && !stored.notModified && archiveDigest !== undefined && archive.digest === archiveDigest
+          ? { ifMatch: stored.etag }
+          : undefined;
+    if (condition !== undefined) {
       const written: ChartRecord = { format: CHART_RECORD_FORMAT, ...archive };
-      // Create-if-absent: a push that wrote the blob meanwhile has written the record of its bytes; it stands. A
-      // failure costs this process nothing (it has the answer) and another instance reads the blob once more.
-      await storage.put(key, Buffer.from(JSON.stringify(written)), { ifNoneMatch: '*' }).catch((err: unknown) => {
+      await storage.put(key, Buffer.from(JSON.stringify(written)), condition).catch((err: unknown) => {
         this.#registry.logger?.warn({ err, key }, 'koa-appr: the chart record could not be written back');
       });
     }

@@ -9,34 +9,48 @@ import { parse as parseYaml } from 'yaml';
 import { MemoryStorage, Registry, type WriteCondition } from '../../lib/index.js';
 import { digestOf } from '../helpers/blobs.js';
 import { sha256 } from '../helpers/http.js';
+import { keys } from '../../lib/core/keys.js';
+import { gate } from '../helpers/pause.js';
 import { chartTgz, regzipped } from './clients.js';
 
-/** Memory storage that holds the first put of a chart record until `release()`. */
+/**
+ * Memory storage that holds the first put of a chart record, and the first write of the package document, after
+ * `hold()`: `reached` once both are waiting, each let go by its own `release...()`. The push writes its record while
+ * its compare-and-swap publishes the release (lib/core/push.ts `#storeChart`): both are held so that a collector
+ * runs while the blob is still unreferenced, and the record lands after the collector is done.
+ */
 class HeldRecord extends MemoryStorage {
-  #held: Promise<void> | undefined;
-  #release: (() => void) | undefined;
-  reached: Promise<void>;
-  #reached!: () => void;
-
-  constructor() {
-    super();
-    this.reached = new Promise((resolve) => (this.#reached = resolve));
-  }
+  #holding = false;
+  #recordHeld = false;
+  #documentHeld = false;
+  readonly #record = gate();
+  readonly #document = gate();
+  readonly #recordReached = gate();
+  readonly #documentReached = gate();
+  readonly reached = Promise.all([this.#recordReached.opened, this.#documentReached.opened]);
 
   hold(): void {
-    this.#held = new Promise((resolve) => (this.#release = resolve));
+    this.#holding = true;
   }
 
-  release(): void {
-    this.#release?.();
+  releaseRecord(): void {
+    this.#record.open();
+  }
+
+  releaseDocument(): void {
+    this.#document.open();
   }
 
   override async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
-    if (key.startsWith('charts/') && this.#held !== undefined) {
-      const held = this.#held;
-      this.#held = undefined;
-      this.#reached();
-      await held;
+    if (this.#holding && key.startsWith('charts/') && !this.#recordHeld) {
+      this.#recordHeld = true;
+      this.#recordReached.open();
+      await this.#record.opened;
+    }
+    if (this.#holding && key === keys.packageDoc('ns', 'web') && !this.#documentHeld) {
+      this.#documentHeld = true;
+      this.#documentReached.open();
+      await this.#document.opened;
     }
     return super.put(key, body, options);
   }
@@ -61,11 +75,12 @@ describe('Chart records: a helm push racing a collector and a push of the same t
 
     storage.hold();
     const pushed = pusher.push({ ...web, release: '1.0.0', mediaType: 'helm', blob: tgz });
-    await storage.reached; // the push wrote its blob; its chart record waits
+    await storage.reached; // the push wrote its blob; its chart record and its compare-and-swap wait
     const report = await collector.gc({ graceMs: 0 });
     expect(report.blobs.map((b) => b.digest)).to.deep.equal([digest]); // unreferenced until the push's CAS
     await other.push({ ...web, release: '1.0.0', mediaType: 'kpm', blob: kept }); // stores the tar in other bytes
-    storage.release();
+    storage.releaseRecord(); // lands after the collector: it describes bytes no longer stored
+    storage.releaseDocument();
     await pushed;
 
     const { body } = await pusher.blob('ns', 'web', digest);

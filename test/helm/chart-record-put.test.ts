@@ -85,9 +85,10 @@ describe('Chart records: written create-only, replaced only when one is there', 
     expect(entries.web?.map((entry) => entry.digest)).to.deep.equal([sha256(first)]);
   });
 
-  // The record is written before the compare-and-swap publishes the release (lib/core/push.ts `#storeChart`): a
-  // record that could not be replaced is deleted first, so that the index reads the stored bytes instead of it.
-  it('publishes the release and deletes the record of withdrawn bytes when the replace is refused too', async () => {
+  // The record is written while the compare-and-swap publishes the release (lib/core/push.ts `#storeChart`): a
+  // record that could not be replaced stays, and the release's `archive_digest` tells the index it is of other
+  // bytes; the index reads the stored bytes instead, and replaces the record with theirs.
+  it('publishes the release and leaves the index the record of withdrawn bytes when the replace is refused too', async () => {
     const { storage, registry, first, digest } = await purgedChart();
     const logged: { level: string; msg: string | undefined }[] = [];
     const log = (level: string) => (_obj: object, msg?: string) => logged.push({ level, msg });
@@ -96,11 +97,12 @@ describe('Chart records: written create-only, replaced only when one is there', 
     const second = regzipped(first);
     await logging.push({ ...webChart, blob: second });
     expect(logged.map((entry) => entry.level)).to.deep.equal(['warn']);
-    expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(null);
+    expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(sha256(first)); // the withdrawn bytes'
     expect((await registry.packageManifests('ns', 'web')).map((m) => m.release)).to.deep.equal(['1.0.0']);
     const index = await new HelmRepository(logging).index('ns', () => true, '/cnr/helm');
     const entries = (parseYaml(index.body.toString()) as { entries: Record<string, { digest: string }[]> }).entries;
     expect(entries.web?.map((entry) => entry.digest)).to.deep.equal([sha256(second)]);
     expect(await recordDigest(storage, 'ns', 'web', digest)).to.equal(sha256(second)); // written back by the index
+    expect(storage.puts.slice(-1)).to.deep.equal(['create-only']); // its condition: that version (If-Match)
   });
 });
