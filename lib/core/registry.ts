@@ -367,7 +367,8 @@ export class Registry {
    * is checked in full before anything is stored, so a refused push leaves nothing in storage.
    *
    * Write order: blob, metadata object, segment (when the inline records are full), then the package document (a
-   * helm push's chart record is written after its blob, before the document: lib/core/push.ts `#storeChart`). A
+   * helm push's chart record is written after its blob, at the same time as the document, and the index trusts it
+   * only when it agrees with the release's `archive_digest`: lib/core/push.ts `#storeChart`). A
    * crash or a storage failure in between leaves unreferenced objects (harmless; gc removes them), never a release
    * whose blob, metadata or segment is missing. Costs, whatever the size of the registry and of the package: the
    * package document's conditional GET when this instance holds no recent version (the garbage-collection fence,
