@@ -49,9 +49,9 @@ export interface ManifestRecord {
   /** sha256 (hex) of the release's metadata object (`keys.metadata`): immutable, written before the document. */
   metadata_ref?: string;
   /**
-   * `helm`: sha256 (hex) of the gzip bytes stored, when the push that made this release stored them (not when it
-   * found the tar stored already). The Helm index trusts the blob's chart record only when its `digest` agrees
-   * (lib/core/push.ts `#storeChart`, lib/helm/index.ts).
+   * `helm`: sha256 (hex) of the gzip bytes stored, as the push that made this release wrote them or, when it found
+   * the tar stored already, read them back; absent from releases pushed before it was recorded. The Helm index
+   * trusts the blob's chart record only when its `digest` agrees (lib/core/push.ts `#storeChart`, lib/helm/index.ts).
    */
   archive_digest?: string;
 }

@@ -1,0 +1,74 @@
+/**
+ * `Registry.releaseRecords`, what the Helm index reads releases from (lib/core/registry.ts): every release of the
+ * media type, inline or moved to a segment, with the `archive_digest` its push recorded; 404 as
+ * `packageManifests`. And what a helm push records as `archive_digest`: the sha256 of the bytes a pull returns,
+ * whether the push wrote them or found them stored.
+ */
+import { expect } from 'chai';
+import { MemoryStorage, Registry } from '../../lib/index.js';
+import { INLINE_MAX } from '../../lib/core/segments.js';
+import { keys } from '../../lib/core/keys.js';
+import { sha256 } from '../helpers/http.js';
+import { chartTgz, regzipped } from './clients.js';
+
+const web = { namespace: 'ns', name: 'web', mediaType: 'helm' };
+
+async function statusOf(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => 'ok',
+    (err: unknown) => [(err as { status?: number }).status, (err as { code?: string }).code],
+  );
+}
+
+describe('Registry.releaseRecords', () => {
+  it('lists every release of the media type with its archive_digest, those moved to segments too', async () => {
+    const storage = new MemoryStorage();
+    const registry = new Registry({ storage });
+    const count = INLINE_MAX + 8;
+    const digests = new Map<string, string>();
+    for (let i = 0; i < count; i += 1) {
+      const release = `1.0.${i}`;
+      const tgz = await chartTgz({ name: 'web', version: release });
+      digests.set(release, sha256(tgz));
+      await registry.push({ ...web, release, blob: tgz });
+    }
+    await registry.push({
+      ...web,
+      release: '9.0.0',
+      mediaType: 'kpm',
+      blob: await chartTgz({ name: 'web', version: '9' }),
+    });
+    const stored = await storage.get(keys.packageDoc('ns', 'web'));
+    if (stored === null || stored.notModified) throw new Error('no package document');
+    expect((JSON.parse(stored.body.toString()) as { segments?: string[] }).segments ?? []).to.have.length.above(0);
+
+    for (const reader of [registry, new Registry({ storage })]) {
+      for (const mediaType of ['helm', 'application/vnd.appr.package-manifest.helm.v0.json']) {
+        const records = await reader.releaseRecords('ns', 'web', mediaType);
+        expect(records.map((r) => r.release)).to.deep.equal([...digests.keys()]);
+        expect(records.map((r) => r.record.archive_digest)).to.deep.equal([...digests.values()]);
+      }
+      expect((await reader.releaseRecords('ns', 'web', 'kpm')).map((r) => r.release)).to.deep.equal(['9.0.0']);
+      expect(await reader.releaseRecords('ns', 'web', 'docker')).to.deep.equal([]);
+    }
+  });
+
+  it('answers 404 for a package that does not exist or whose releases are all deleted', async () => {
+    const registry = new Registry({ storage: new MemoryStorage() });
+    expect(await statusOf(registry.releaseRecords('ns', 'none', 'helm'))).to.deep.equal([404, 'package-not-found']);
+    await registry.push({ ...web, release: '1.0.0', blob: await chartTgz({ name: 'web', version: '1.0.0' }) });
+    await registry.deleteRelease('ns', 'web', '1.0.0', 'helm');
+    expect(await statusOf(registry.releaseRecords('ns', 'web', 'helm'))).to.deep.equal([404, 'package-not-found']);
+    expect(await statusOf(registry.packageManifests('ns', 'web', 'helm'))).to.deep.equal([404, 'package-not-found']);
+  });
+
+  it('records the sha256 of the stored bytes for a push that found its tar stored in another gzip', async () => {
+    const registry = new Registry({ storage: new MemoryStorage() });
+    const tgz = await chartTgz({ name: 'web', version: '1.0.0' });
+    await registry.push({ ...web, release: '1.0.0', mediaType: 'kpm', blob: tgz }); // no chart record
+    await registry.push({ ...web, release: '1.0.0', blob: regzipped(tgz) });
+    await registry.push({ ...web, release: '1.0.0', blob: tgz, force: true });
+    const records = await registry.releaseRecords('ns', 'web', 'helm');
+    expect(records.map((r) => r.record.archive_digest)).to.deep.equal([sha256(tgz)]);
+  });
+});
