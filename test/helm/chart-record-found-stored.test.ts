@@ -38,6 +38,9 @@ class RecordPuts implements StorageAdapter {
   refuseReplace = false;
   readonly reached = gate();
   readonly #go = gate();
+  #headHolding = false;
+  readonly headReached = gate();
+  readonly #headGo = gate();
 
   constructor(readonly inner: StorageAdapter) {
     this.name = inner.name;
@@ -77,8 +80,23 @@ class RecordPuts implements StorageAdapter {
     return this.inner.getStream(key);
   }
 
-  head(key: string): Promise<{ size: number; etag: string } | null> {
-    return this.inner.head(key);
+  /** After `holdHead()`, the next HEAD of a blob answers only after `releaseHead()` (opening `headReached`). */
+  holdHead(): void {
+    this.#headHolding = true;
+  }
+
+  releaseHead(): void {
+    this.#headGo.open();
+  }
+
+  async head(key: string): Promise<{ size: number; etag: string } | null> {
+    const found = await this.inner.head(key);
+    if (this.#headHolding && key.startsWith('blobs/')) {
+      this.#headHolding = false;
+      this.headReached.open();
+      await this.#headGo.opened;
+    }
+    return found;
   }
 
   delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
@@ -143,6 +161,36 @@ for (const kind of ['memory', 'fs'] as const) {
 
       expect(await pulledDigest(registry, '2.0.0')).to.equal(sha256(second));
       expect(await listedDigest(storage, '2.0.0')).to.equal(sha256(second));
+    });
+
+    it('is listed with the digest a pull returns when a collector removed the bytes it found stored', async () => {
+      const storage = new RecordPuts(inner());
+      const registry = new Registry({ storage });
+      await registry.push({ ...web, release: '0.9.0', blob: await chartTgz({ name: 'web', version: '0.9.0' }) });
+      const first = await chartTgz({ name: 'web', version: '1.0.0' });
+      const digest = await digestOf(first);
+      await registry.push({ ...web, release: '1.0.0', blob: first });
+      const recordKey = keys.chart('ns', 'web', digest);
+      const record = await storage.get(recordKey);
+      if (record === null || record.notModified) throw new Error('the push wrote no chart record');
+      await registry.deleteRelease('ns', 'web', '1.0.0', 'helm'); // its blob is unreferenced now
+
+      // The same bytes pushed again: the push finds the blob stored, and stops right after it looked.
+      storage.holdHead();
+      const pushed = registry.push({ ...web, release: '1.0.0', blob: first });
+      await storage.headReached.opened;
+      // A collector removes the blob meanwhile; the tar is stored again in another gzip of the same size (by a
+      // push that writes no record), and a record of the withdrawn bytes is at the key (written late).
+      const report = await new Registry({ storage }).gc({ graceMs: 0 });
+      expect(report.blobs.map((b) => b.digest)).to.deep.equal([digest]);
+      const second = regzipped(first);
+      await new Registry({ storage }).push({ ...web, release: '1.0.0', mediaType: 'kpm', blob: second });
+      await storage.inner.put(recordKey, record.body);
+      storage.releaseHead();
+      await pushed;
+
+      expect(await pulledDigest(registry, '1.0.0')).to.equal(sha256(second));
+      expect(await listedDigest(storage, '1.0.0')).to.equal(sha256(second));
     });
 
     it('is listed with the digest a pull returns when a record of withdrawn bytes could not be replaced', async () => {
