@@ -23,6 +23,7 @@ import { checkName, normalizeMediaType } from './names.js';
 import type { PackageDoc, PushInput, Visibility } from './registry.js';
 import { checkRelease } from './release.js';
 import {
+  allReleases,
   applyFlush,
   hasReleases,
   mediaOf,
@@ -193,7 +194,8 @@ export class Pusher {
           const moved = migrated ?? new Set<string>();
           const ref = metadataRef;
           // A helm push that found its bytes stored reads them for `archive_digest` (see `#storeChart`), only once
-          // the compare-and-swap would publish: a push refused (409, 403) or racing a collector reads nothing.
+          // the compare-and-swap would publish and no live release of the blob tells it: a push refused (409, 403)
+          // or racing a collector reads nothing.
           const digestNeeded = mediaType === HELM_MEDIA_TYPE && !stored.written;
           const publish = () =>
             this.#docs.update<PackageDoc, boolean>(
@@ -208,7 +210,14 @@ export class Pusher {
                 const view = current === null ? undefined : this.#segments.viewOf(current);
                 if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict();
                 checkFence(gcFence, current, relied());
-                if (digestNeeded && chart.archiveDigest === undefined) throw new StoredDigestNeeded();
+                // A live release of the same blob tells the stored bytes' sha256 without reading them: referenced
+                // since it was published, they are the ones its push wrote or read (a force push of the same chart).
+                const archiveDigest =
+                  chart.archiveDigest ??
+                  (digestNeeded && current !== null && view !== undefined
+                    ? liveArchiveDigest(current, view, blob.digest)
+                    : undefined);
+                if (digestNeeded && archiveDigest === undefined) throw new StoredDigestNeeded();
                 // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
                 const doc =
                   current && view && hasReleases(current, view)
@@ -226,7 +235,7 @@ export class Pusher {
                   size,
                   created_at: createdAt,
                   ...(ref === undefined ? { metadata: null } : { metadata_ref: ref }),
-                  ...(chart.archiveDigest === undefined ? {} : { archive_digest: chart.archiveDigest }),
+                  ...(archiveDigest === undefined ? {} : { archive_digest: archiveDigest }),
                 });
                 keepGcState(current, doc, relied());
                 this.#segments.viewOf(doc); // keeps the view with the version written
@@ -286,7 +295,7 @@ export class Pusher {
    * delete failed or the process stopped in between (test/helm/chart-record-failures.test.ts). A record that
    * cannot be stored is left to the index, which reads the blob of such a release once and writes the record
    * back create-if-absent (test/helm/chart-record-put.test.ts). A push that found the blob stored writes no
-   * record; its release's `archive_digest` is the sha256 of the stored bytes, read (one GET of the blob) once its
+   * record; its release's `archive_digest` is the sha256 of the stored bytes, read (one GET of the blob, unless a live release of it has the digest) once its
    * compare-and-swap would publish (`push`). Without it the index would trust any record of the blob's size, and
    * a record of other bytes of that size can be at the key: one a push refused after its bytes were collected
    * wrote late, over the record of the bytes stored since, or one of withdrawn bytes a push could not replace
@@ -447,6 +456,16 @@ class MetadataObject {
 function metadataObject(metadata: unknown): MetadataObject {
   const body = Buffer.from(JSON.stringify(metadata));
   return new MetadataObject(body, createHash('sha256').update(body).digest('hex'));
+}
+
+/** The `archive_digest` of a live release (inline or in a segment) of the blob `digest`, if one has it. */
+function liveArchiveDigest(doc: PackageDoc, view: SegmentView, digest: string): string | undefined {
+  for (const media of Object.values(allReleases(doc, view))) {
+    for (const record of Object.values(media)) {
+      if (record.digest === digest && record.archive_digest !== undefined) return record.archive_digest;
+    }
+  }
+  return undefined;
 }
 
 /** Replace inline metadata whose object is stored (its hash in `stored`) by a reference to it. */

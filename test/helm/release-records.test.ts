@@ -10,6 +10,7 @@ import { INLINE_MAX } from '../../lib/core/segments.js';
 import { keys } from '../../lib/core/keys.js';
 import { sha256 } from '../helpers/http.js';
 import { chartTgz, regzipped } from './clients.js';
+import { counting } from './counting.js';
 
 const web = { namespace: 'ns', name: 'web', mediaType: 'helm' };
 
@@ -70,5 +71,28 @@ describe('Registry.releaseRecords', () => {
     await registry.push({ ...web, release: '1.0.0', blob: tgz, force: true });
     const records = await registry.releaseRecords('ns', 'web', 'helm');
     expect(records.map((r) => r.record.archive_digest)).to.deep.equal([sha256(tgz)]);
+  });
+
+  it('reads the stored bytes for it only when a push found them stored, would publish, and no live release tells', async () => {
+    const counted = counting(new MemoryStorage());
+    const registry = new Registry({ storage: counted.storage });
+    const tgz = await chartTgz({ name: 'web', version: '1.0.0' });
+    const reads = () => counted.byKind['getStream blobs'] ?? 0;
+    await registry.push({ ...web, release: '1.0.0', blob: tgz });
+    expect(reads()).to.equal(0); // wrote them: hashed as they were checked
+    // Refused (409): nothing read.
+    const refused = await statusOf(registry.push({ ...web, release: '1.0.0', blob: regzipped(tgz) }));
+    expect(refused).to.deep.equal([409, 'package-exists']);
+    expect(reads()).to.equal(0);
+    // Forced, and another release of the same tar: release 1.0.0 references the bytes, its archive_digest tells.
+    await registry.push({ ...web, release: '1.0.0', blob: regzipped(tgz), force: true });
+    await registry.push({ ...web, release: '1.0.0+again', blob: regzipped(tgz) });
+    expect(reads()).to.equal(0);
+    // No live release of the blob left: the next push of the tar reads the stored bytes once.
+    for (const release of ['1.0.0', '1.0.0+again']) await registry.deleteRelease('ns', 'web', release, 'helm');
+    await registry.push({ ...web, release: '1.0.0', blob: regzipped(tgz) });
+    expect(reads()).to.equal(1);
+    const records = await new Registry({ storage: counted.storage }).releaseRecords('ns', 'web', 'helm');
+    expect(records.map((r) => [r.release, r.record.archive_digest])).to.deep.equal([['1.0.0', sha256(tgz)]]);
   });
 });
