@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { MemoryStorage, Registry } from '../../lib/index.js';
 import { INLINE_MAX } from '../../lib/core/segments.js';
 import { keys } from '../../lib/core/keys.js';
+import { HelmRepository } from '../../lib/helm/index.js';
 import { sha256 } from '../helpers/http.js';
 import { chartTgz, regzipped } from './clients.js';
 import { counting } from './counting.js';
@@ -94,5 +95,41 @@ describe('Registry.releaseRecords', () => {
     expect(reads()).to.equal(1);
     const records = await new Registry({ storage: counted.storage }).releaseRecords('ns', 'web', 'helm');
     expect(records.map((r) => [r.release, r.record.archive_digest])).to.deep.equal([['1.0.0', sha256(tgz)]]);
+  });
+});
+
+describe('Releases pushed before archive_digest was recorded', () => {
+  it('are listed from their records, and a push of the same tar into such a package reads the stored bytes', async () => {
+    const counted = counting(new MemoryStorage());
+    const writer = new Registry({ storage: counted.storage });
+    const tgz = await chartTgz({ name: 'web', version: '1.0.0' });
+    const other = await chartTgz({ name: 'web', version: '1.0.1' });
+    await writer.push({ ...web, release: '1.0.0', blob: tgz });
+    await writer.push({ ...web, release: '1.0.1', blob: other });
+    // The document as a version without archive_digest wrote it.
+    const docKey = keys.packageDoc('ns', 'web');
+    const stored = await counted.storage.get(docKey);
+    if (stored === null || stored.notModified) throw new Error('no package document');
+    const legacy = stored.body.toString().replace(/,"archive_digest":"[0-9a-f]{64}"/g, '');
+    expect(legacy).to.not.include('archive_digest');
+    expect(await counted.storage.put(docKey, Buffer.from(legacy), { ifMatch: stored.etag })).to.not.equal(null);
+
+    const registry = new Registry({ storage: counted.storage });
+    counted.reset();
+    const versions = await new HelmRepository(registry).chartVersions('ns', 'web');
+    expect(versions.map((v) => [v.version, v.digest])).to.deep.equal([
+      ['1.0.1', sha256(other)],
+      ['1.0.0', sha256(tgz)],
+    ]);
+    expect(counted.byKind['getStream blobs'] ?? 0).to.equal(0); // their records, trusted by size
+
+    // Forced again in another gzip of the same size: found stored, and the live release tells nothing.
+    await registry.push({ ...web, release: '1.0.0', blob: regzipped(tgz), force: true });
+    expect(counted.byKind['getStream blobs'] ?? 0).to.equal(1);
+    const records = await new Registry({ storage: counted.storage }).releaseRecords('ns', 'web', 'helm');
+    expect(records.map((r) => [r.release, r.record.archive_digest])).to.deep.equal([
+      ['1.0.0', sha256(tgz)],
+      ['1.0.1', undefined],
+    ]);
   });
 });
