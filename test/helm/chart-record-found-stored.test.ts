@@ -23,6 +23,8 @@ import { HelmRepository } from '../../lib/helm/index.js';
 import { digestOf } from '../helpers/blobs.js';
 import { sha256 } from '../helpers/http.js';
 import { gate } from '../helpers/pause.js';
+import { describeWithS3 } from '../helpers/s3-env.js';
+import { testS3Store, type StoreFixture } from '../helpers/stores.js';
 import { tempDir } from '../helpers/temp.js';
 import { chartTgz, regzipped } from './clients.js';
 
@@ -127,93 +129,106 @@ async function pulledDigest(registry: Registry, version: string): Promise<string
   return sha256(Buffer.concat(chunks));
 }
 
-for (const kind of ['memory', 'fs'] as const) {
-  describe(`Chart records: a release whose push found its blob stored (${kind})`, () => {
-    let root = '';
-    if (kind === 'fs') tempDir('appr-found-stored-', 'each', (path) => void (root = path));
-    const inner = (): StorageAdapter => (kind === 'fs' ? new FsStorage({ root }) : new MemoryStorage());
+for (const kind of ['memory', 'fs', 's3'] as const) {
+  (kind === 's3' ? describeWithS3 : describe)(
+    `Chart records: a release whose push found its blob stored (${kind})`,
+    () => {
+      let root = '';
+      if (kind === 'fs') tempDir('appr-found-stored-', 'each', (path) => void (root = path));
+      const opened: StoreFixture[] = [];
+      afterEach(async () => {
+        for (const fixture of opened.splice(0)) await fixture.cleanup();
+      });
+      const inner = (): StorageAdapter => {
+        if (kind === 'fs') return new FsStorage({ root });
+        if (kind === 'memory') return new MemoryStorage();
+        const fixture = testS3Store('found-stored');
+        opened.push(fixture);
+        return fixture.storage;
+      };
 
-    it('is listed with the digest a pull returns after a failed push wrote its record late over the stored bytes', async () => {
-      const storage = new RecordPuts(inner());
-      const registry = new Registry({ storage });
-      await registry.push({ ...web, release: '1.0.0', blob: await chartTgz({ name: 'web', version: '1.0.0' }) });
-      const tgz = await chartTgz({ name: 'web', version: '2.0.0' });
-      const digest = await digestOf(tgz);
-      const second = regzipped(tgz);
-      expect(second.length).to.equal(tgz.length);
+      it('is listed with the digest a pull returns after a failed push wrote its record late over the stored bytes', async () => {
+        const storage = new RecordPuts(inner());
+        const registry = new Registry({ storage });
+        await registry.push({ ...web, release: '1.0.0', blob: await chartTgz({ name: 'web', version: '1.0.0' }) });
+        const tgz = await chartTgz({ name: 'web', version: '2.0.0' });
+        const digest = await digestOf(tgz);
+        const second = regzipped(tgz);
+        expect(second.length).to.equal(tgz.length);
 
-      // A push of chart 2.0.0 to the existing release 1.0.0: its blob is written, then it is refused (409) while
-      // its record is still being written.
-      storage.hold();
-      const refused = registry.push({ ...web, release: '1.0.0', blob: tgz }).then(
-        () => 'pushed',
-        (err: unknown) => (err as { status?: number }).status,
-      );
-      await storage.reached.opened;
-      // The collector removes that unreferenced blob; the tar is pushed again, in another gzip of the same size.
-      const report = await new Registry({ storage }).gc({ graceMs: 0 });
-      expect(report.blobs.map((b) => b.digest)).to.deep.equal([digest]);
-      await registry.push({ ...web, release: '2.0.0', blob: second });
-      storage.release(); // the refused push's record lands now, over the record of the stored bytes
-      expect(await refused).to.equal(409);
-      // The same chart pushed again (a CI retry): the blob is found stored.
-      await registry.push({ ...web, release: '2.0.0', blob: second, force: true });
+        // A push of chart 2.0.0 to the existing release 1.0.0: its blob is written, then it is refused (409) while
+        // its record is still being written.
+        storage.hold();
+        const refused = registry.push({ ...web, release: '1.0.0', blob: tgz }).then(
+          () => 'pushed',
+          (err: unknown) => (err as { status?: number }).status,
+        );
+        await storage.reached.opened;
+        // The collector removes that unreferenced blob; the tar is pushed again, in another gzip of the same size.
+        const report = await new Registry({ storage }).gc({ graceMs: 0 });
+        expect(report.blobs.map((b) => b.digest)).to.deep.equal([digest]);
+        await registry.push({ ...web, release: '2.0.0', blob: second });
+        storage.release(); // the refused push's record lands now, over the record of the stored bytes
+        expect(await refused).to.equal(409);
+        // The same chart pushed again (a CI retry): the blob is found stored.
+        await registry.push({ ...web, release: '2.0.0', blob: second, force: true });
 
-      expect(await pulledDigest(registry, '2.0.0')).to.equal(sha256(second));
-      expect(await listedDigest(storage, '2.0.0')).to.equal(sha256(second));
-    });
+        expect(await pulledDigest(registry, '2.0.0')).to.equal(sha256(second));
+        expect(await listedDigest(storage, '2.0.0')).to.equal(sha256(second));
+      });
 
-    it('is listed with the digest a pull returns when a collector removed the bytes it found stored', async () => {
-      const storage = new RecordPuts(inner());
-      const registry = new Registry({ storage });
-      await registry.push({ ...web, release: '0.9.0', blob: await chartTgz({ name: 'web', version: '0.9.0' }) });
-      const first = await chartTgz({ name: 'web', version: '1.0.0' });
-      const digest = await digestOf(first);
-      await registry.push({ ...web, release: '1.0.0', blob: first });
-      const recordKey = keys.chart('ns', 'web', digest);
-      const record = await storage.get(recordKey);
-      if (record === null || record.notModified) throw new Error('the push wrote no chart record');
-      await registry.deleteRelease('ns', 'web', '1.0.0', 'helm'); // its blob is unreferenced now
+      it('is listed with the digest a pull returns when a collector removed the bytes it found stored', async () => {
+        const storage = new RecordPuts(inner());
+        const registry = new Registry({ storage });
+        await registry.push({ ...web, release: '0.9.0', blob: await chartTgz({ name: 'web', version: '0.9.0' }) });
+        const first = await chartTgz({ name: 'web', version: '1.0.0' });
+        const digest = await digestOf(first);
+        await registry.push({ ...web, release: '1.0.0', blob: first });
+        const recordKey = keys.chart('ns', 'web', digest);
+        const record = await storage.get(recordKey);
+        if (record === null || record.notModified) throw new Error('the push wrote no chart record');
+        await registry.deleteRelease('ns', 'web', '1.0.0', 'helm'); // its blob is unreferenced now
 
-      // The same bytes pushed again: the push finds the blob stored, and stops right after it looked.
-      storage.holdHead();
-      const pushed = registry.push({ ...web, release: '1.0.0', blob: first });
-      await storage.headReached.opened;
-      // A collector removes the blob meanwhile; the tar is stored again in another gzip of the same size (by a
-      // push that writes no record), and a record of the withdrawn bytes is at the key (written late).
-      const report = await new Registry({ storage }).gc({ graceMs: 0 });
-      expect(report.blobs.map((b) => b.digest)).to.deep.equal([digest]);
-      const second = regzipped(first);
-      await new Registry({ storage }).push({ ...web, release: '1.0.0', mediaType: 'kpm', blob: second });
-      await storage.inner.put(recordKey, record.body);
-      storage.releaseHead();
-      await pushed;
+        // The same bytes pushed again: the push finds the blob stored, and stops right after it looked.
+        storage.holdHead();
+        const pushed = registry.push({ ...web, release: '1.0.0', blob: first });
+        await storage.headReached.opened;
+        // A collector removes the blob meanwhile; the tar is stored again in another gzip of the same size (by a
+        // push that writes no record), and a record of the withdrawn bytes is at the key (written late).
+        const report = await new Registry({ storage }).gc({ graceMs: 0 });
+        expect(report.blobs.map((b) => b.digest)).to.deep.equal([digest]);
+        const second = regzipped(first);
+        await new Registry({ storage }).push({ ...web, release: '1.0.0', mediaType: 'kpm', blob: second });
+        await storage.inner.put(recordKey, record.body);
+        storage.releaseHead();
+        await pushed;
 
-      expect(await pulledDigest(registry, '1.0.0')).to.equal(sha256(second));
-      expect(await listedDigest(storage, '1.0.0')).to.equal(sha256(second));
-    });
+        expect(await pulledDigest(registry, '1.0.0')).to.equal(sha256(second));
+        expect(await listedDigest(storage, '1.0.0')).to.equal(sha256(second));
+      });
 
-    it('is listed with the digest a pull returns when a record of withdrawn bytes could not be replaced', async () => {
-      const storage = new RecordPuts(inner());
-      const registry = new Registry({ storage });
-      const first = await chartTgz({ name: 'web', version: '1.0.0' });
-      const digest = await digestOf(first);
-      await registry.push({ ...web, release: '1.0.0', blob: first });
-      const recordKey = keys.chart('ns', 'web', digest);
-      const record = await storage.get(recordKey);
-      if (record === null || record.notModified) throw new Error('the push wrote no chart record');
-      // The blob removed and its record left, as by a collector that stopped between its two deletes.
-      await registry.purgeBlob('ns', 'web', digest);
-      await storage.inner.put(recordKey, record.body);
+      it('is listed with the digest a pull returns when a record of withdrawn bytes could not be replaced', async () => {
+        const storage = new RecordPuts(inner());
+        const registry = new Registry({ storage });
+        const first = await chartTgz({ name: 'web', version: '1.0.0' });
+        const digest = await digestOf(first);
+        await registry.push({ ...web, release: '1.0.0', blob: first });
+        const recordKey = keys.chart('ns', 'web', digest);
+        const record = await storage.get(recordKey);
+        if (record === null || record.notModified) throw new Error('the push wrote no chart record');
+        // The blob removed and its record left, as by a collector that stopped between its two deletes.
+        await registry.purgeBlob('ns', 'web', digest);
+        await storage.inner.put(recordKey, record.body);
 
-      const second = regzipped(first);
-      storage.refuseReplace = true; // the push cannot replace the stale record (logged; it publishes anyway)
-      await registry.push({ ...web, release: '1.0.0', blob: second, force: true });
-      storage.refuseReplace = false;
-      await registry.push({ ...web, release: '1.0.0', blob: second, force: true }); // found stored
+        const second = regzipped(first);
+        storage.refuseReplace = true; // the push cannot replace the stale record (logged; it publishes anyway)
+        await registry.push({ ...web, release: '1.0.0', blob: second, force: true });
+        storage.refuseReplace = false;
+        await registry.push({ ...web, release: '1.0.0', blob: second, force: true }); // found stored
 
-      expect(await pulledDigest(registry, '1.0.0')).to.equal(sha256(second));
-      expect(await listedDigest(storage, '1.0.0')).to.equal(sha256(second));
-    });
-  });
+        expect(await pulledDigest(registry, '1.0.0')).to.equal(sha256(second));
+        expect(await listedDigest(storage, '1.0.0')).to.equal(sha256(second));
+      });
+    },
+  );
 }
