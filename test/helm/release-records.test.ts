@@ -133,3 +133,32 @@ describe('Releases pushed before archive_digest was recorded', () => {
     ]);
   });
 });
+
+describe('Concurrent helm pushes of one tar in other gzip streams', () => {
+  for (const instances of [1, 2]) {
+    it(`list each release with the digest a pull returns (${instances} instance${instances > 1 ? 's' : ''})`, async () => {
+      const storage = new MemoryStorage();
+      const registries = Array.from({ length: instances }, () => new Registry({ storage }));
+      const tgz = await chartTgz({ name: 'web', version: '1.0.0' });
+      const streams = [tgz, regzipped(tgz), regzipped(regzipped(tgz)), tgz];
+      await Promise.all(
+        streams.map((blob, i) =>
+          registries[i % instances]!.push({ ...web, release: i === 0 ? '1.0.0' : `1.0.0+${i}`, blob }),
+        ),
+      );
+      const pulled = await pulledDigestOf(registries[0]!);
+      const records = await new Registry({ storage }).releaseRecords('ns', 'web', 'helm');
+      expect(records).to.have.length(streams.length);
+      for (const { record } of records) expect(record.archive_digest).to.equal(pulled);
+      const versions = await new HelmRepository(new Registry({ storage })).chartVersions('ns', 'web');
+      expect(versions.map((v) => v.digest)).to.deep.equal([pulled]); // 1.0.0 only: the others' versions differ
+    });
+  }
+});
+
+async function pulledDigestOf(registry: Registry): Promise<string> {
+  const pulled = await registry.pull('ns', 'web', '1.0.0', 'helm');
+  const chunks: Buffer[] = [];
+  for await (const chunk of pulled.blob.body) chunks.push(chunk as Buffer);
+  return sha256(Buffer.concat(chunks));
+}
