@@ -27,6 +27,7 @@ import { describeWithS3 } from '../helpers/s3-env.js';
 import { testS3Store, type StoreFixture } from '../helpers/stores.js';
 import { tempDir } from '../helpers/temp.js';
 import { chartTgz, regzipped } from './clients.js';
+import { counting } from './counting.js';
 
 /**
  * A storage adapter over `inner` that, after `hold()`, holds the first put of a chart record (opening `reached`)
@@ -228,6 +229,10 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
 
         expect(await pulledDigest(registry, '1.0.0')).to.equal(sha256(second));
         expect(await listedDigest(storage, '1.0.0')).to.equal(sha256(second));
+        // The index replaced the stale record (If-Match on the version it read): another instance reads no blob.
+        const counted = counting(storage);
+        expect(await listedDigest(counted.storage, '1.0.0')).to.equal(sha256(second));
+        expect(counted.byKind['getStream blobs'] ?? 0).to.equal(0);
       });
     },
   );
