@@ -168,9 +168,10 @@ export class Pusher {
             (round === 1 ? cachedFence<PackageDoc>(this.#docs, docKey, relied()) : undefined) ??
             (await fence<PackageDoc>(this.#docs, docKey, relied()));
           // The objects the document will reference are independent of each other: written at once (with the
-          // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
+          // fsync of each on the filesystem, that is one disk flush's wait instead of one per object). A failure
+          // answers once all are settled: a helm blob still being written starts its chart record after it.
           const fenced = gcFence.doc?.value;
-          const [stored, , flush] = await Promise.all([
+          const [stored, , flush] = await settleAll([
             mediaType === HELM_MEDIA_TYPE
               ? this.#storeChart(namespace, name, blob, chart)
               : this.#storeBlob(namespace, name, blob),
@@ -271,7 +272,7 @@ export class Pusher {
         } finally {
           // Never rejects. The next round, or the answer (an error too: the metadata or a segment not stored, a
           // conflict), waits for it: a record landing after the push answered may land after a collector removed
-          // these bytes (test/helm/chart-record-settled.test.ts).
+          // these bytes (test/helm/chart-record-settled.test.ts). Set by now: `settleAll` waited for the blob.
           await chart.writing;
           chart.writing = undefined;
         }
@@ -456,6 +457,21 @@ class MetadataObject {
 function metadataObject(metadata: unknown): MetadataObject {
   const body = Buffer.from(JSON.stringify(metadata));
   return new MetadataObject(body, createHash('sha256').update(body).digest('hex'));
+}
+
+/**
+ * `Promise.all`, but settled only once every promise has: rejects with the first rejection (in order) then, so
+ * that nothing a round started is still running when the push answers.
+ */
+async function settleAll<T extends readonly unknown[] | []>(
+  values: T,
+): Promise<{ -readonly [P in keyof T]: Awaited<T[P]> }> {
+  const results: readonly PromiseSettledResult<unknown>[] = await Promise.allSettled(values as readonly unknown[]);
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [P in keyof T]: Awaited<T[P]>;
+  };
 }
 
 /** The `archive_digest` of a live release (inline or in a segment) of the blob `digest`, if one has it. */

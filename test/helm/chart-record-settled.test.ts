@@ -10,16 +10,30 @@ import { sha256 } from '../helpers/http.js';
 import { gate } from '../helpers/pause.js';
 import { chartTgz } from './clients.js';
 
-/** Memory storage that holds every chart record put until `release()` (opening `reached`) and fails metadata puts. */
+/**
+ * Memory storage that holds every chart record put until `release()` (opening `reached`), with `holdBlob` every
+ * blob put until `releaseBlob()` (opening `blobReached`), and fails metadata puts.
+ */
 class HeldRecordFailedMetadata extends MemoryStorage {
+  holdBlob = false;
   readonly reached = gate();
+  readonly blobReached = gate();
   readonly #go = gate();
+  readonly #blob = gate();
 
   release(): void {
     this.#go.open();
   }
 
+  releaseBlob(): void {
+    this.#blob.open();
+  }
+
   override async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
+    if (this.holdBlob && key.startsWith('blobs/')) {
+      this.blobReached.open();
+      await this.#blob.opened;
+    }
     if (key.startsWith('charts/')) {
       this.reached.open();
       await this.#go.opened;
@@ -87,6 +101,41 @@ describe('Chart records: a helm push answers only once its record is written', (
     const beforeRecord = settled;
     storage.release();
     await pushing;
+    expect(beforeRecord).to.equal(undefined);
+    expect(settled).to.equal('503');
+  });
+
+  it('answers a failure of another object of the round (503) only once its blob, then its record, settled', async () => {
+    const storage = new HeldRecordFailedMetadata();
+    storage.holdBlob = true;
+    const registry = new Registry({ storage });
+    let settled: string | undefined;
+    const pushing = registry
+      .push({
+        namespace: 'ns',
+        name: 'web',
+        release: '1.0.0',
+        mediaType: 'helm',
+        blob: await chartTgz({ name: 'web', version: '1.0.0' }),
+        metadata: { description: 'web' },
+      })
+      .then(
+        () => (settled = 'pushed'),
+        (err: unknown) => (settled = String((err as { status?: number }).status)),
+      );
+    const turns = async () => {
+      for (let turn = 0; turn < 50 && settled === undefined; turn += 1) await new Promise((r) => setImmediate(r));
+    };
+    await storage.blobReached.opened;
+    await turns(); // the metadata put has failed meanwhile
+    const beforeBlob = settled;
+    storage.releaseBlob(); // the blob is stored: its record is started now
+    await storage.reached.opened;
+    await turns();
+    const beforeRecord = settled;
+    storage.release();
+    await pushing;
+    expect(beforeBlob).to.equal(undefined);
     expect(beforeRecord).to.equal(undefined);
     expect(settled).to.equal('503');
   });
