@@ -23,6 +23,7 @@ import { checkName, normalizeMediaType } from './names.js';
 import type { PackageDoc, PushInput, Visibility } from './registry.js';
 import { checkRelease } from './release.js';
 import {
+  allReleases,
   applyFlush,
   hasReleases,
   mediaOf,
@@ -62,13 +63,14 @@ export interface PushDeps {
 
 /** A helm push's chart record across the rounds of one push (see `Pusher#storeChart`). */
 interface ChartWrite {
-  /** Whether a round wrote it. */
-  recorded: boolean;
-  /** The sha256 (hex) of the gzip bytes, when this round wrote the blob: the release record's `archive_digest`. */
+  /** The sha256 (hex) of the stored gzip bytes, as this round found or wrote them: `archive_digest`. */
   archiveDigest?: string | undefined;
   /** This round's write of the record, under way while the compare-and-swap publishes the release. */
   writing?: Promise<void> | undefined;
 }
+
+/** Thrown by a push's compare-and-swap that would publish before it read the sha256 of the stored bytes. */
+class StoredDigestNeeded extends Error {}
 
 /** What a push stored, for the change entry, metrics and the audit event. */
 export interface Pushed {
@@ -146,8 +148,8 @@ export class Pusher {
         input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
       const metadataRef = metadata?.hash;
       let migrated: Set<string> | undefined;
-      // Whether an earlier round wrote the chart record of these bytes (see `#storeChart`).
-      const chart: ChartWrite = { recorded: false };
+      // The chart record this round writes, and the sha256 of the bytes its release publishes (see `#storeChart`).
+      const chart: ChartWrite = {};
       // Rounds only when a garbage collector claimed objects of this package meanwhile (lib/core/gc.ts): the blob
       // and the metadata objects are written again after the claim is lifted, so a release never references an
       // object the collector deletes. The objects a round relies on: the blob, the metadata object, and the inline
@@ -159,84 +161,118 @@ export class Pusher {
         ),
       ];
       for (let round = 1; ; round += 1) {
-        // The first round starts from the version this instance holds, when it can (no request: `cachedFence`);
-        // a round after a broken fence reads storage.
-        const gcFence =
-          (round === 1 ? cachedFence<PackageDoc>(this.#docs, docKey, relied()) : undefined) ??
-          (await fence<PackageDoc>(this.#docs, docKey, relied()));
-        // The objects the document will reference are independent of each other: written at once (with the
-        // fsync of each on the filesystem, that is one disk flush's wait instead of one per object).
-        const fenced = gcFence.doc?.value;
-        const [stored, , flush] = await Promise.all([
-          mediaType === HELM_MEDIA_TYPE
-            ? this.#storeChart(namespace, name, blob, chart)
-            : this.#storeBlob(namespace, name, blob),
-          (async () => {
-            // Metadata goes to an immutable object written before the document that references it, so the
-            // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
-            // a collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
-            if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata, gcFence);
-            migrated = await this.#migrateMetadata(namespace, name);
-          })(),
-          // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
-          fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
-        ]);
-        if (stored === null) {
-          // Reported as present but gone (deleted by a collector since): write it again.
-          if (round >= MAX_PUSH_ROUNDS)
-            throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-          continue;
-        }
-        size = stored.size;
-        const moved = migrated ?? new Set<string>();
-        const ref = metadataRef;
         try {
-          created = await this.#docs.update<PackageDoc, boolean>(
-            docKey,
-            (current) => {
-              // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
-              if (input.createOnly && current) {
-                throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
-                  package: `${namespace}/${name}`,
+          // The first round starts from the version this instance holds, when it can (no request: `cachedFence`);
+          // a round after a broken fence reads storage.
+          const gcFence =
+            (round === 1 ? cachedFence<PackageDoc>(this.#docs, docKey, relied()) : undefined) ??
+            (await fence<PackageDoc>(this.#docs, docKey, relied()));
+          // The objects the document will reference are independent of each other: written at once (with the
+          // fsync of each on the filesystem, that is one disk flush's wait instead of one per object). A failure
+          // answers once all are settled: a helm blob still being written starts its chart record after it.
+          const fenced = gcFence.doc?.value;
+          const [stored, , flush] = await settleAll([
+            mediaType === HELM_MEDIA_TYPE
+              ? this.#storeChart(namespace, name, blob, chart)
+              : this.#storeBlob(namespace, name, blob),
+            (async () => {
+              // Metadata goes to an immutable object written before the document that references it, so the
+              // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
+              // a collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
+              if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata, gcFence);
+              migrated = await this.#migrateMetadata(namespace, name);
+            })(),
+            // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
+            fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
+          ]);
+          if (stored === null) {
+            // Reported as present but gone (deleted by a collector since): write it again.
+            if (round >= MAX_PUSH_ROUNDS)
+              throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+            continue;
+          }
+          size = stored.size;
+          const moved = migrated ?? new Set<string>();
+          const ref = metadataRef;
+          // A helm push that found its bytes stored reads them for `archive_digest` (see `#storeChart`), only once
+          // the compare-and-swap would publish and no live release of the blob tells it: a push refused (409, 403)
+          // or racing a collector reads nothing.
+          const digestNeeded = mediaType === HELM_MEDIA_TYPE && !stored.written;
+          const publish = () =>
+            this.#docs.update<PackageDoc, boolean>(
+              docKey,
+              (current) => {
+                // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
+                if (input.createOnly && current) {
+                  throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
+                    package: `${namespace}/${name}`,
+                  });
+                }
+                const view = current === null ? undefined : this.#segments.viewOf(current);
+                if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict();
+                checkFence(gcFence, current, relied());
+                // A live release of the same blob tells the stored bytes' sha256 without reading them: referenced
+                // since it was published, they are the ones its push wrote or read (a force push of the same chart).
+                const archiveDigest =
+                  chart.archiveDigest ??
+                  (digestNeeded && current !== null && view !== undefined
+                    ? liveArchiveDigest(current, view, blob.digest)
+                    : undefined);
+                if (digestNeeded && archiveDigest === undefined) throw new StoredDigestNeeded();
+                // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
+                const doc =
+                  current && view && hasReleases(current, view)
+                    ? current
+                    : newPackage(
+                        namespace,
+                        name,
+                        createdAt,
+                        current?.visibility ?? input.visibility ?? this.#deps.defaultVisibility,
+                      );
+                if (doc === current) applyFlush(doc, flush);
+                if (moved.size > 0) referenceMetadata(doc, moved);
+                setRecord(doc, release, mediaType, {
+                  digest: blob.digest,
+                  size,
+                  created_at: createdAt,
+                  ...(ref === undefined ? { metadata: null } : { metadata_ref: ref }),
+                  ...(archiveDigest === undefined ? {} : { archive_digest: archiveDigest }),
                 });
+                keepGcState(current, doc, relied());
+                this.#segments.viewOf(doc); // keeps the view with the version written
+                return { next: doc, result: doc !== current };
+              },
+              {},
+              { cached: true },
+            );
+          try {
+            try {
+              created = await publish();
+            } catch (err) {
+              if (!(err instanceof StoredDigestNeeded)) throw err;
+              // Read after this round's fence: a collector removing the bytes before the compare-and-swap breaks
+              // it, so they are the release's bytes when it is published.
+              const digest = await this.#storedDigest(namespace, name, blob.digest);
+              if (digest === null) {
+                // Removed since (the fence is broken): write it again.
+                if (round >= MAX_PUSH_ROUNDS)
+                  throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+                continue;
               }
-              const view = current === null ? undefined : this.#segments.viewOf(current);
-              if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict();
-              checkFence(gcFence, current, relied());
-              // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
-              const doc =
-                current && view && hasReleases(current, view)
-                  ? current
-                  : newPackage(
-                      namespace,
-                      name,
-                      createdAt,
-                      current?.visibility ?? input.visibility ?? this.#deps.defaultVisibility,
-                    );
-              if (doc === current) applyFlush(doc, flush);
-              if (moved.size > 0) referenceMetadata(doc, moved);
-              setRecord(doc, release, mediaType, {
-                digest: blob.digest,
-                size,
-                created_at: createdAt,
-                ...(ref === undefined ? { metadata: null } : { metadata_ref: ref }),
-                ...(chart.archiveDigest === undefined ? {} : { archive_digest: chart.archiveDigest }),
-              });
-              keepGcState(current, doc, relied());
-              this.#segments.viewOf(doc); // keeps the view with the version written
-              return { next: doc, result: doc !== current };
-            },
-            {},
-            { cached: true },
-          );
-          break;
-        } catch (err) {
-          if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
-          if (!(err instanceof FenceBroken)) throw err;
-          if (round >= MAX_PUSH_ROUNDS)
-            throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+              chart.archiveDigest = digest;
+              created = await publish();
+            }
+            break;
+          } catch (err) {
+            if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
+            if (!(err instanceof FenceBroken)) throw err;
+            if (round >= MAX_PUSH_ROUNDS)
+              throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+          }
         } finally {
-          // Never rejects; the next round, or the answer, waits for it (a round relies on knowing what it wrote).
+          // Never rejects. The next round, or the answer (an error too: the metadata or a segment not stored, a
+          // conflict), waits for it: a record landing after the push answered may land after a collector removed
+          // these bytes (test/helm/chart-record-settled.test.ts). Set by now: `settleAll` waited for the blob.
           await chart.writing;
           chart.writing = undefined;
         }
@@ -260,24 +296,20 @@ export class Pusher {
    * delete failed or the process stopped in between (test/helm/chart-record-failures.test.ts). A record that
    * cannot be stored is left to the index, which reads the blob of such a release once and writes the record
    * back create-if-absent (test/helm/chart-record-put.test.ts). A push that found the blob stored writes no
-   * record and its release no `archive_digest`; the index then reads the record of the stored bytes.
-   * A round that finds the blob stored after an earlier round of this push wrote it and its record (a collector
-   * removed it meanwhile, and another push of the tar, perhaps in another gzip, stored it again) deletes that
-   * record: it describes this push's bytes, which are no longer the stored ones, and this round's release has no
-   * `archive_digest` to tell (test/helm/chart-record-gc-race.test.ts). Throws `StorageUnavailableError` when that
-   * delete fails: nothing is published then.
+   * record; its release's `archive_digest` is the sha256 of the stored bytes, read (one GET of the blob, unless a live release of it has the digest) once its
+   * compare-and-swap would publish (`push`). Without it the index would trust any record of the blob's size, and
+   * a record of other bytes of that size can be at the key: one a push refused after its bytes were collected
+   * wrote late, over the record of the bytes stored since, or one of withdrawn bytes a push could not replace
+   * (test/helm/chart-record-found-stored.test.ts). So a round that finds the blob stored after an earlier round
+   * of this push wrote it and its record (a collector removed it meanwhile, and another push of the tar, perhaps
+   * in another gzip, stored it again) leaves that record to the index, which replaces it
+   * (test/helm/chart-record-gc-race.test.ts).
    */
   async #storeChart(namespace: string, name: string, blob: StagedBlob, chart: ChartWrite): Promise<StoredBlob | null> {
     const key = keys.chart(namespace, name, blob.digest);
     chart.archiveDigest = undefined;
     const stored = await this.#storeBlob(namespace, name, blob);
-    if (stored?.written !== true) {
-      if (stored !== null && chart.recorded) {
-        await this.#storage.delete(key);
-        chart.recorded = false;
-      }
-      return stored;
-    }
+    if (stored?.written !== true) return stored; // the stored bytes are read only if the push publishes
     // Built only for bytes this push wrote: a push that found them stored writes no record.
     const record: ChartRecord = {
       format: CHART_RECORD_FORMAT,
@@ -286,12 +318,26 @@ export class Pusher {
       ...blob.chartFiles.chart(),
     };
     chart.archiveDigest = record.digest;
-    chart.writing = this.#putChartRecord(key, Buffer.from(JSON.stringify(record)), chart);
+    chart.writing = this.#putChartRecord(key, Buffer.from(JSON.stringify(record)));
     return stored;
   }
 
+  /** sha256 (hex) of the stored bytes of a blob, streamed; `null` when the blob is absent. */
+  async #storedDigest(namespace: string, name: string, digest: string): Promise<string | null> {
+    const stream = await this.#storage.getStream(keys.blob(namespace, name, digest));
+    if (stream === null) return null;
+    const hash = createHash('sha256');
+    try {
+      for await (const chunk of stream.body) hash.update(chunk as Buffer);
+    } catch (err) {
+      if (err instanceof StorageUnavailableError) throw err;
+      throw new StorageUnavailableError(`blob ${digest} could not be read; try again`, err);
+    }
+    return hash.digest('hex');
+  }
+
   /** Store a chart record (see `#storeChart`); never rejects: a record that cannot be stored is the index's to write. */
-  async #putChartRecord(key: string, body: Buffer, chart: ChartWrite): Promise<void> {
+  async #putChartRecord(key: string, body: Buffer): Promise<void> {
     try {
       // Create-only (on the filesystem adapter an unconditional put takes a lock); a record there already (its
       // blob was collected and is pushed again) is replaced, since these bytes are the stored ones.
@@ -299,7 +345,6 @@ export class Pusher {
       if (created === null && (await this.#storage.put(key, body)) === null) {
         throw new StorageUnavailableError('the chart record was not stored');
       }
-      chart.recorded = true;
     } catch (err) {
       this.#deps.logger?.warn({ err, key }, 'koa-appr: a chart record could not be written; the index reads its blob');
     }
@@ -412,6 +457,31 @@ class MetadataObject {
 function metadataObject(metadata: unknown): MetadataObject {
   const body = Buffer.from(JSON.stringify(metadata));
   return new MetadataObject(body, createHash('sha256').update(body).digest('hex'));
+}
+
+/**
+ * `Promise.all`, but settled only once every promise has: rejects with the first rejection (in order) then, so
+ * that nothing a round started is still running when the push answers.
+ */
+async function settleAll<T extends readonly unknown[] | []>(
+  values: T,
+): Promise<{ -readonly [P in keyof T]: Awaited<T[P]> }> {
+  const results: readonly PromiseSettledResult<unknown>[] = await Promise.allSettled(values as readonly unknown[]);
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [P in keyof T]: Awaited<T[P]>;
+  };
+}
+
+/** The `archive_digest` of a live release (inline or in a segment) of the blob `digest`, if one has it. */
+function liveArchiveDigest(doc: PackageDoc, view: SegmentView, digest: string): string | undefined {
+  for (const media of Object.values(allReleases(doc, view))) {
+    for (const record of Object.values(media)) {
+      if (record.digest === digest && record.archive_digest !== undefined) return record.archive_digest;
+    }
+  }
+  return undefined;
 }
 
 /** Replace inline metadata whose object is stored (its hash in `stored`) by a reference to it. */

@@ -49,8 +49,9 @@ export interface ManifestRecord {
   /** sha256 (hex) of the release's metadata object (`keys.metadata`): immutable, written before the document. */
   metadata_ref?: string;
   /**
-   * `helm`: sha256 (hex) of the gzip bytes stored, when the push that made this release stored them (not when it
-   * found the tar stored already). The Helm index trusts the blob's chart record only when its `digest` agrees
+   * `helm`: sha256 (hex) of the gzip bytes stored, as the push that made this release wrote them or, when it found
+   * the tar stored already, read them back (or took it from a live release of the blob); absent from releases
+   * pushed before it was recorded. The Helm index trusts the blob's chart record only when its `digest` agrees
    * (lib/core/push.ts `#storeChart`, lib/helm/index.ts).
    */
   archive_digest?: string;
@@ -367,16 +368,17 @@ export class Registry {
    * is checked in full before anything is stored, so a refused push leaves nothing in storage.
    *
    * Write order: blob, metadata object, segment (when the inline records are full), then the package document (a
-   * helm push's chart record is written after its blob, at the same time as the document, and the index trusts it
-   * only when it agrees with the release's `archive_digest`: lib/core/push.ts `#storeChart`). A
-   * crash or a storage failure in between leaves unreferenced objects (harmless; gc removes them), never a release
-   * whose blob, metadata or segment is missing. Costs, whatever the size of the registry and of the package: the
-   * package document's conditional GET when this instance holds no recent version (the garbage-collection fence,
-   * also the read the compare-and-swap starts from), the blob's and the metadata's create-if-absent PUTs (plus a
-   * HEAD when one was already there; only a HEAD, or nothing, for metadata this instance stored or read before),
-   * and the compare-and-swap PUT; one PUT of a segment every 32 pushes to a package (lib/core/segments.ts). A blob
-   * too large to wait in memory is HEADed first, so that pushing the same large tarball again does not upload it
-   * again. Resolves before the change entry's PUT (lib/core/feed.ts) is done: `flushChanges` waits for it.
+   * helm push's chart record is started after its blob and written while the document is: lib/core/push.ts
+   * `#storeChart`; a helm push that found its blob stored GETs it for its sha256 unless a live release of it has
+   * that as `archive_digest`). A crash or a storage failure in between leaves unreferenced objects (harmless; gc
+   * removes them), never a release whose blob, metadata or segment is missing. Costs, whatever the size of the
+   * registry and of the package: the package document's conditional GET when this instance holds no recent
+   * version (the garbage-collection fence, also the read the compare-and-swap starts from), the blob's and the
+   * metadata's create-if-absent PUTs (plus a HEAD when one was already there; only a HEAD, or nothing, for
+   * metadata this instance stored or read before), and the compare-and-swap PUT; one PUT of a segment every 32
+   * pushes to a package (lib/core/segments.ts). A blob too large to wait in memory is HEADed first, so that
+   * pushing the same large tarball again does not upload it again. Resolves before the change entry's PUT
+   * (lib/core/feed.ts) is done: `flushChanges` waits for it.
    */
   async push(input: PushInput): Promise<void> {
     const pushed = await this.#pusher.push(input);

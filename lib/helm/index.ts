@@ -5,8 +5,9 @@
  *
  * What a release contributes comes from its chart record (`keys.chart`, lib/core/chart.ts: Chart.yaml's fields and
  * the sha256 of the stored `.tgz`), which the push that wrote the blob stored. A release without one (pushed before
- * push-time capture, or a push that found its blob stored already) has its blob read once, and the record is
- * written back, create-if-absent, so that other instances and restarts do not read the blob again.
+ * push-time capture, or a push that found its blob stored already), or whose record disagrees with the sha256 the
+ * push recorded (`archive_digest`), has its blob read once, and the record is written back (create-if-absent, or
+ * in place of the one that disagrees), so that other instances and restarts do not read the blob again.
  *
  * What is cached, and why it is safe:
  * - a chart record, per blob and release: it describes the blob's stored bytes, which a content address keeps
@@ -208,8 +209,9 @@ export class HelmRepository {
   /**
    * What the stored blob of a release holds (cached per blob and release creation time, RFC 3339): its sha256 and
    * Chart.yaml, or why it is no chart. From the chart record when there is one that agrees with the release: its
-   * `digest` equal to the release's `archiveDigest` when the release has one, else its `size` to the release's
-   * stored size when known; else from the blob, read once, and the record written back when there was none.
+   * `digest` equal to the release's `archiveDigest` when the release has one (every release pushed since pushes
+   * record it, lib/core/push.ts `#storeChart`), else (older releases) its `size` to the release's stored size when
+   * known; else from the blob, read once, and the record written back when there was none.
    * `undefined` when the blob is missing from storage. Throws `StorageUnavailableError` when storage fails.
    * The creation time is in the key because one content address may hold other bytes over time: a release
    * deleted, its blob collected, and the same tar pushed again in another gzip (perhaps of the same size) is a new

@@ -77,7 +77,8 @@ function describeSegments(
       const { doc, bytes } = await storedDoc(storage, 'seg', 'grow');
       expect(doc.segments?.length).to.be.greaterThan(0);
       expect(Object.keys(doc.releases).length).to.be.at.most(INLINE_MAX);
-      expect(bytes).to.be.below(INLINE_MAX * 250 + 2000);
+      // ~250 bytes per inline record, and 84 more of a helm release's `archive_digest` (the chart bytes' sha256).
+      expect(bytes).to.be.below(INLINE_MAX * 340 + 2000);
       // Past FANOUT segments of one level, an index segment replaces them in the document.
       const levels = (doc.segments ?? []).map((ref) => Number(ref.split('.')[0]));
       if (pushes >= INLINE_MAX * (FANOUT + 1)) expect(levels).to.include(1);
