@@ -202,7 +202,8 @@ export class Pusher {
             this.#docs.update<PackageDoc, boolean>(
               docKey,
               (current) => {
-                // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12 item 1).
+                // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12
+                // item 1).
                 if (input.createOnly && current) {
                   throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
                     package: `${namespace}/${name}`,
@@ -296,8 +297,8 @@ export class Pusher {
    * delete failed or the process stopped in between (test/helm/chart-record-failures.test.ts). A record that
    * cannot be stored is left to the index, which reads the blob of such a release once and writes the record
    * back create-if-absent (test/helm/chart-record-put.test.ts). A push that found the blob stored writes no
-   * record; its release's `archive_digest` is the sha256 of the stored bytes, read (one GET of the blob, unless a live release of it has the digest) once its
-   * compare-and-swap would publish (`push`). Without it the index would trust any record of the blob's size, and
+   * record; its release's `archive_digest` is the sha256 of the stored bytes, taken from a live release of the
+   * blob that has it, else read (one GET of the blob) once its compare-and-swap would publish (`push`). Without it the index would trust any record of the blob's size, and
    * a record of other bytes of that size can be at the key: one a push refused after its bytes were collected
    * wrote late, over the record of the bytes stored since, or one of withdrawn bytes a push could not replace
    * (test/helm/chart-record-found-stored.test.ts). So a round that finds the blob stored after an earlier round
@@ -336,7 +337,7 @@ export class Pusher {
     return hash.digest('hex');
   }
 
-  /** Store a chart record (see `#storeChart`); never rejects: a record that cannot be stored is the index's to write. */
+  /** Store a chart record (see `#storeChart`). Never rejects: a record that cannot be stored is the index's. */
   async #putChartRecord(key: string, body: Buffer): Promise<void> {
     try {
       // Create-only (on the filesystem adapter an unconditional put takes a lock); a record there already (its
