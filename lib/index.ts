@@ -39,7 +39,7 @@ export type {
 export { MemoryStorage } from './storage/memory.js';
 export { FsStorage } from './storage/fs.js';
 export { HelmRepository, HELM_MEDIA_TYPE } from './helm/index.js';
-export type { HelmOptions, ChartVersion, SerializedIndex } from './helm/index.js';
+export type { HelmOptions, ChartVersion, ChartRef, SerializedIndex } from './helm/index.js';
 export { readChartArchive, parseChartYaml, isHelmVersion } from './helm/chart.js';
 export type { ChartMetadata, ChartDependency, ChartArchive } from './helm/chart.js';
 export { ApprMetrics, metricsEndpoint } from './ops/metrics.js';
