@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
 import { putImmutable } from '../storage/util.js';
+import { DEFAULT_STORAGE_TIMEOUT_MS } from '../storage/deadline.js';
 import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { Logger } from '../ops/logger.js';
@@ -59,6 +60,11 @@ export interface PushDeps {
   stage: Omit<StageOptions, 'maxSize'>;
   /** Where a chart record that could not be written (the push goes on without it) is reported. */
   logger?: Logger | undefined;
+  /**
+   * The registry's storage deadline (ms; 0: none, default 5000), for a read only the push waits for (`#storedDigest`):
+   * lib/storage/deadline.ts bounds a stream until it is handed over, not while it is read.
+   */
+  storageTimeoutMs?: number | undefined;
 }
 
 /** A helm push's chart record across the rounds of one push (see `Pusher#storeChart`). */
@@ -349,16 +355,38 @@ export class Pusher {
     return stored;
   }
 
-  /** sha256 (hex) of the stored bytes of a blob, streamed; `null` when the blob is absent. */
+  /**
+   * sha256 (hex) of the stored bytes of a blob, streamed; `null` when the blob is absent. Throws
+   * `StorageUnavailableError` when storage fails, or when the read outlasts the storage deadline plus one second per
+   * MiB (as a write of those bytes would, lib/storage/deadline.ts): a stalled stream (a hung mount) would otherwise
+   * keep the push unanswered, since no client reads this one and gives up.
+   */
   async #storedDigest(namespace: string, name: string, digest: string): Promise<string | null> {
     const stream = await this.#storage.getStream(keys.blob(namespace, name, digest));
     if (stream === null) return null;
+    const timeoutMs = this.#deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS;
+    const ms = timeoutMs + Math.ceil(stream.size / (1024 * 1024)) * 1000;
     const hash = createHash('sha256');
-    try {
+    const read = (async () => {
       for await (const chunk of stream.body) hash.update(chunk as Buffer);
+    })();
+    // Raced rather than ended by destroying the stream: a stream stuck in a read may never finish its destroy.
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_resolve, reject) => {
+      if (timeoutMs <= 0 || !Number.isFinite(timeoutMs)) return;
+      timer = setTimeout(() => {
+        reject(new StorageUnavailableError(`reading blob ${digest} exceeded its deadline of ${ms} ms; try again`));
+        stream.body.destroy();
+      }, ms);
+    });
+    read.catch(() => undefined); // a failure after the deadline (the destroy) is nobody's
+    try {
+      await Promise.race([read, expired]);
     } catch (err) {
       if (err instanceof StorageUnavailableError) throw err;
       throw new StorageUnavailableError(`blob ${digest} could not be read; try again`, err);
+    } finally {
+      clearTimeout(timer);
     }
     return hash.digest('hex');
   }

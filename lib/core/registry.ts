@@ -264,6 +264,7 @@ export class Registry {
       now: options.now,
       defaultVisibility: options.defaultVisibility,
       logger: options.logger,
+      storageTimeoutMs: options.storageTimeoutMs,
       stage: {
         maxUnpackedSize: options.maxUnpackedSize,
         ...(options.pushTmpDir === undefined ? {} : { tmpDir: options.pushTmpDir }),

@@ -62,7 +62,7 @@ async function listedDigest(storage: StorageAdapter, version: string): Promise<s
 
 /** MemoryStorage whose blob streams can fail (at once or after the first chunk) and whose document PUTs can wait. */
 class Hooked extends MemoryStorage {
-  failBlobStreams: 'no' | 'at-once' | 'midway' = 'no';
+  failBlobStreams: 'no' | 'at-once' | 'midway' | 'stalled' = 'no';
   readonly handedOut: Readable[] = [];
   #holdDocs = false;
   readonly docPutReached = gate();
@@ -80,11 +80,15 @@ class Hooked extends MemoryStorage {
     if (key.startsWith('blobs/') && this.failBlobStreams === 'at-once')
       throw new StorageUnavailableError('storage is down');
     const found = await super.getStream(key);
-    if (found === null || !key.startsWith('blobs/') || this.failBlobStreams !== 'midway') return found;
+    if (found === null || !key.startsWith('blobs/')) return found;
+    if (this.failBlobStreams === 'no') return found;
     found.body.destroy();
+    const stalled = this.failBlobStreams === 'stalled';
     const failing = Readable.from(
       (async function* () {
         yield Buffer.alloc(100, 1);
+        // A hung mount or a peer that stopped sending: the next chunk never comes.
+        if (stalled) await new Promise(() => undefined);
         throw new Error('storage connection reset');
       })(),
     );
@@ -191,10 +195,17 @@ describe('helm push that found its tarball stored: attacks', () => {
     }
   });
 
-  for (const failure of ['at-once', 'midway'] as const) {
+  for (const failure of ['at-once', 'midway', 'stalled'] as const) {
     it(`answers 503 JSON and publishes nothing when storage fails reading the stored bytes (${failure})`, async () => {
       const storage = new Hooked();
-      const server = await startServer({ storage, onError: () => undefined, cache: { blobMaxBytes: 0 } });
+      // A deadline that a stalled read must meet too (lib/storage/deadline.ts bounds a stream until it is handed
+      // over; nothing but the push waits for this one).
+      const server = await startServer({
+        storage,
+        onError: () => undefined,
+        cache: { blobMaxBytes: 0 },
+        storageTimeoutMs: 300,
+      });
       try {
         const tgz = await chartTgz({ name: 'app', version: '1.0.0' });
         const push = (release: string, blob: Buffer) =>
@@ -208,7 +219,7 @@ describe('helm push that found its tarball stored: attacks', () => {
         expect(failed.status).to.equal(503);
         expect(failed.json?.code).to.equal('storage-unavailable');
         expect(failed.text).to.not.match(/blobs\/|packages\//);
-        expect(storage.handedOut).to.have.length(failure === 'midway' ? 1 : 0);
+        expect(storage.handedOut).to.have.length(failure === 'at-once' ? 0 : 1);
         for (const stream of storage.handedOut) expect(stream.destroyed).to.equal(true);
         expect((await server.request('GET', '/api/v1/packages/ns/app/1.0.0/helm')).status).to.equal(404);
         storage.failBlobStreams = 'no';
