@@ -68,6 +68,19 @@ class Hooked extends MemoryStorage {
   readonly docPutReached = gate();
   readonly #docPutGo = gate();
 
+  #holdStreams = false;
+  readonly streamReached = gate();
+  readonly #streamGo = gate();
+
+  /** The next `getStream` of a blob waits for `releaseStream()` before it asks storage (opening `streamReached`). */
+  holdNextBlobStream(): void {
+    this.#holdStreams = true;
+  }
+
+  releaseStream(): void {
+    this.#streamGo.open();
+  }
+
   holdNextDocumentPut(): void {
     this.#holdDocs = true;
   }
@@ -77,6 +90,11 @@ class Hooked extends MemoryStorage {
   }
 
   override async getStream(key: string): Promise<StreamResult | null> {
+    if (this.#holdStreams && key.startsWith('blobs/')) {
+      this.#holdStreams = false;
+      this.streamReached.open();
+      await this.#streamGo.opened;
+    }
     if (key.startsWith('blobs/') && this.failBlobStreams === 'at-once')
       throw new StorageUnavailableError('storage is down');
     const found = await super.getStream(key);
@@ -232,6 +250,32 @@ describe('helm push that found its tarball stored: attacks', () => {
       }
     });
   }
+
+  it('writes the tarball again when a collector removed it between its HEAD and the read of its bytes', async () => {
+    const storage = new Hooked();
+    const registry = new Registry({ storage, ...quiet });
+    try {
+      const tgz = await chartTgz({ name: 'app', version: '1.0.0' });
+      await registry.push({ ...app, release: '1.0.0', blob: tgz });
+      await registry.push({ ...app, release: '0.9.0', blob: await chartTgz({ name: 'app', version: '0.9.0' }) });
+      await registry.deleteRelease('ns', 'app', '1.0.0', 'helm'); // its blob is unreferenced now
+      storage.holdNextBlobStream();
+      const second = regzipped(tgz);
+      const pushed = registry.push({ ...app, release: '1.0.0', blob: second });
+      await storage.streamReached.opened; // found stored (HEAD), about to read it
+      const collector = new Registry({ storage, ...quiet });
+      const report = await collector.gc({ graceMs: 0 });
+      await collector.close();
+      expect(report.blobs).to.have.length(1);
+      storage.releaseStream(); // the read finds nothing: the push writes its own bytes in its next round
+      await pushed;
+      expect(await archiveDigest(registry, '1.0.0')).to.equal(sha256(second));
+      expect(await pulledDigest(registry, '1.0.0')).to.equal(sha256(second));
+      expect(await listedDigest(storage, '1.0.0')).to.equal(sha256(second));
+    } finally {
+      await registry.close();
+    }
+  });
 
   it('answers each push of a group commit as if alone when one of them has to read the stored bytes in it', async () => {
     const storage = new Hooked();
