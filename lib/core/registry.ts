@@ -188,7 +188,8 @@ export interface RegistryOptions {
   /**
    * Overall deadline of one storage operation in ms (default 5000; 0 = none): past it the request is answered
    * 503 `storage-unavailable` whatever the adapter's own timeouts and retries. Writes get one more second per
-   * MiB. See lib/storage/deadline.ts.
+   * MiB, and so does a helm push's read of a stored blob for its sha256, bounded to its end (lib/core/push.ts
+   * `#storedDigest`). See lib/storage/deadline.ts.
    */
   storageTimeoutMs?: number;
   /** Clock, for tests. */

@@ -205,6 +205,7 @@ describe('helm push that found its tarball stored: attacks', () => {
       await registry.push({ ...app, release: '1.0.0', blob: regzipped(tgz) });
       await other.push({ ...app, release: '1.0.1', blob: regzipped(tgz) });
       expect(counts.byKind['getStream blobs'] ?? 0).to.equal(0);
+      expect(await archiveDigest(other, '0.0.0')).to.equal(sha256(tgz)); // read back from its segment
       expect(await archiveDigest(other, '1.0.0')).to.equal(sha256(tgz));
       expect(await archiveDigest(other, '1.0.1')).to.equal(sha256(tgz));
     } finally {
