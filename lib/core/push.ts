@@ -330,8 +330,8 @@ export class Pusher {
    * cannot be stored is left to the index, which reads the blob of such a release once and writes the record
    * back create-if-absent (test/helm/chart-record-put.test.ts). A push that found the blob stored writes no
    * record; its release's `archive_digest` is the sha256 of the stored bytes, taken from a live release of the
-   * blob that has it, else read (one GET of the blob) once its compare-and-swap would publish (`push`). Without it the index would trust any record of the blob's size, and
-   * a record of other bytes of that size can be at the key: one a push refused after its bytes were collected
+   * blob that has it, else read (one GET of the blob) once its compare-and-swap would publish (`push`). Without
+   * it the index would trust any record of the blob's size, and a record of other bytes of that size can be at the key: one a push refused after its bytes were collected
    * wrote late, over the record of the bytes stored since, or one of withdrawn bytes a push could not replace
    * (test/helm/chart-record-found-stored.test.ts). So a round that finds the blob stored after an earlier round
    * of this push wrote it and its record (a collector removed it meanwhile, and another push of the tar, perhaps
