@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
 import { putImmutable } from '../storage/util.js';
-import { DEFAULT_STORAGE_TIMEOUT_MS } from '../storage/deadline.js';
+import { DEFAULT_STORAGE_TIMEOUT_MS, transferDeadlineMs } from '../storage/deadline.js';
 import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { Logger } from '../ops/logger.js';
@@ -144,6 +144,11 @@ export class Pusher {
         release,
         media_type: mediaType,
       });
+    // Why the compare-and-swap refuses this push (403, 409): the rules for it and for `readsFirst`, which asks before
+    // any error is built. A tombstone (every release deleted) still belongs to someone: it counts as existing for
+    // `createOnly` (issue 12 item 1).
+    const forbidden = (doc: PackageDoc | null): boolean => input.createOnly === true && doc !== null;
+    const taken = (doc: PackageDoc, view: SegmentView): boolean => !force && exists(doc, view);
 
     const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.stageOptions());
     // Whether a helm push that found its bytes stored reads them before its compare-and-swap (see `readStored`):
@@ -151,7 +156,7 @@ export class Pusher {
     // telling their sha256. Refused there (403, 409), it reads nothing; the compare-and-swap decides.
     const readsFirst = (doc: PackageDoc | undefined): boolean => {
       if (doc === undefined) return true; // a new package: nothing refuses it, nothing tells the sha256
-      if (input.createOnly === true) return false;
+      if (forbidden(doc)) return false;
       let view: SegmentView;
       try {
         view = this.#segments.viewOf(doc);
@@ -159,8 +164,7 @@ export class Pusher {
         if (err instanceof SegmentsNotLoaded) return false;
         throw err;
       }
-      if (!force && exists(doc, view)) return false;
-      return liveArchiveDigest(doc, view, blob.digest) === undefined;
+      return !taken(doc, view) && liveArchiveDigest(doc, view, blob.digest) === undefined;
     };
     let size = blob.size;
     const createdAt = this.#deps.now().toISOString();
@@ -224,15 +228,13 @@ export class Pusher {
             this.#docs.update<PackageDoc, boolean>(
               docKey,
               (current) => {
-                // A tombstone (every release deleted) still belongs to someone: it counts as existing (issue 12
-                // item 1).
-                if (input.createOnly && current) {
+                if (forbidden(current)) {
                   throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
                     package: `${namespace}/${name}`,
                   });
                 }
                 const view = current === null ? undefined : this.#segments.viewOf(current);
-                if (!force && current !== null && view !== undefined && exists(current, view)) throw conflict();
+                if (current !== null && view !== undefined && taken(current, view)) throw conflict();
                 checkFence(gcFence, current, relied());
                 // A live release of the same blob tells the stored bytes' sha256 without reading them: referenced
                 // since it was published, they are the ones its push wrote or read (a force push of the same chart).
@@ -331,8 +333,9 @@ export class Pusher {
    * back create-if-absent (test/helm/chart-record-put.test.ts). A push that found the blob stored writes no
    * record; its release's `archive_digest` is the sha256 of the stored bytes, taken from a live release of the
    * blob that has it, else read (one GET of the blob) once its compare-and-swap would publish (`push`). Without
-   * it the index would trust any record of the blob's size, and a record of other bytes of that size can be at the key: one a push refused after its bytes were collected
-   * wrote late, over the record of the bytes stored since, or one of withdrawn bytes a push could not replace
+   * it the index would trust any record of the blob's size, and a record of other bytes of that size can be at the
+   * key: one a push refused after its bytes were collected wrote late, over the record of the bytes stored since,
+   * or one of withdrawn bytes a push could not replace
    * (test/helm/chart-record-found-stored.test.ts). So a round that finds the blob stored after an earlier round
    * of this push wrote it and its record (a collector removed it meanwhile, and another push of the tar, perhaps
    * in another gzip, stored it again) leaves that record to the index, which replaces it
@@ -365,7 +368,7 @@ export class Pusher {
     const stream = await this.#storage.getStream(keys.blob(namespace, name, digest));
     if (stream === null) return null;
     const timeoutMs = this.#deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS;
-    const ms = timeoutMs + Math.ceil(stream.size / (1024 * 1024)) * 1000;
+    const ms = transferDeadlineMs(timeoutMs, stream.size);
     const hash = createHash('sha256');
     const read = (async () => {
       for await (const chunk of stream.body) hash.update(chunk as Buffer);

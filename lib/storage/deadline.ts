@@ -24,6 +24,15 @@ export const DEFAULT_STORAGE_TIMEOUT_MS = 5000;
 const BYTES_PER_EXTRA_SECOND = 1024 * 1024;
 const WRAPPED = Symbol('koa-appr.deadline');
 
+/**
+ * The deadline (ms) of moving `bytes` bytes through storage in one operation: `timeoutMs` plus one second per MiB
+ * started, so that a large blob on a slow but working link is not cut off (a `put`, a `putStream`, a push reading a
+ * stored blob whole).
+ */
+export function transferDeadlineMs(timeoutMs: number, bytes: number): number {
+  return timeoutMs + Math.ceil(bytes / BYTES_PER_EXTRA_SECOND) * 1000;
+}
+
 export class DeadlineStorage implements StorageAdapter {
   readonly name: string;
   readonly capabilities: StorageAdapter['capabilities'];
@@ -92,7 +101,7 @@ export class DeadlineStorage implements StorageAdapter {
   }
 
   #writeMs(bytes: number): number {
-    return this.#timeoutMs + Math.ceil(bytes / BYTES_PER_EXTRA_SECOND) * 1000;
+    return transferDeadlineMs(this.#timeoutMs, bytes);
   }
 
   /**
