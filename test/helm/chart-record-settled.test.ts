@@ -77,67 +77,62 @@ async function unhandledDuring(fn: () => Promise<void>): Promise<unknown[]> {
   return unhandled;
 }
 
+/**
+ * A helm push of ns/web 1.0.0 with metadata, watched: `settled()` is undefined until it answers, then `pushed` or
+ * its status; `turns()` gives it up to 50 turns of the event loop to answer (memory storage needs one per call).
+ */
+async function watchedPush(registry: Registry) {
+  let settled: string | undefined;
+  const pushing = registry
+    .push({
+      namespace: 'ns',
+      name: 'web',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: await chartTgz({ name: 'web', version: '1.0.0' }),
+      metadata: { description: 'web' },
+    })
+    .then(
+      () => (settled = 'pushed'),
+      (err: unknown) => (settled = String((err as { status?: number }).status)),
+    );
+  const turns = async () => {
+    for (let turn = 0; turn < 50 && settled === undefined; turn += 1) await new Promise((r) => setImmediate(r));
+  };
+  return { pushing, settled: () => settled, turns };
+}
+
 describe('Chart records: a helm push answers only once its record is written', () => {
   it('answers a failure of another object of the round (503) after its record settled', async () => {
     const storage = new HeldRecordFailedMetadata();
     const registry = new Registry({ storage });
-    let settled: string | undefined;
-    const pushing = registry
-      .push({
-        namespace: 'ns',
-        name: 'web',
-        release: '1.0.0',
-        mediaType: 'helm',
-        blob: await chartTgz({ name: 'web', version: '1.0.0' }),
-        metadata: { description: 'web' },
-      })
-      .then(
-        () => (settled = 'pushed'),
-        (err: unknown) => (settled = String((err as { status?: number }).status)),
-      );
+    const { pushing, settled, turns } = await watchedPush(registry);
     await storage.reached.opened;
-    // The metadata put fails at once; memory storage answers within a turn of the event loop.
-    for (let turn = 0; turn < 50 && settled === undefined; turn += 1) await new Promise((r) => setImmediate(r));
-    const beforeRecord = settled;
+    await turns(); // the metadata put fails at once
+    const beforeRecord = settled();
     storage.release();
     await pushing;
     expect(beforeRecord).to.equal(undefined);
-    expect(settled).to.equal('503');
+    expect(settled()).to.equal('503');
   });
 
   it('answers a failure of another object of the round (503) only once its blob, then its record, settled', async () => {
     const storage = new HeldRecordFailedMetadata();
     storage.holdBlob = true;
     const registry = new Registry({ storage });
-    let settled: string | undefined;
-    const pushing = registry
-      .push({
-        namespace: 'ns',
-        name: 'web',
-        release: '1.0.0',
-        mediaType: 'helm',
-        blob: await chartTgz({ name: 'web', version: '1.0.0' }),
-        metadata: { description: 'web' },
-      })
-      .then(
-        () => (settled = 'pushed'),
-        (err: unknown) => (settled = String((err as { status?: number }).status)),
-      );
-    const turns = async () => {
-      for (let turn = 0; turn < 50 && settled === undefined; turn += 1) await new Promise((r) => setImmediate(r));
-    };
+    const { pushing, settled, turns } = await watchedPush(registry);
     await storage.blobReached.opened;
     await turns(); // the metadata put has failed meanwhile
-    const beforeBlob = settled;
+    const beforeBlob = settled();
     storage.releaseBlob(); // the blob is stored: its record is started now
     await storage.reached.opened;
     await turns();
-    const beforeRecord = settled;
+    const beforeRecord = settled();
     storage.release();
     await pushing;
     expect(beforeBlob).to.equal(undefined);
     expect(beforeRecord).to.equal(undefined);
-    expect(settled).to.equal('503');
+    expect(settled()).to.equal('503');
   });
 
   it('answers once the storage deadline gives up on its record, lists the bytes stored, and leaves no rejection', async () => {
