@@ -58,6 +58,11 @@ const RESULTS_MAX_BYTES = 64 * 1024 * 1024;
  */
 export class Catalog {
   readonly #packages = new Map<string, CatalogEntry>();
+  /**
+   * The same entries by namespace, then name: the read answered from memory finds its package without building
+   * the storage key (a string to make and hash per request).
+   */
+  readonly #named = new Map<string, Map<string, CatalogEntry>>();
   /** Packages whose every release was deleted: they read as absent, but keep their visibility (authorization). */
   readonly #tombstones = new Map<string, Visibility>();
   /** Keys of every document version applied (deleted ones too): a snapshot is older than what was seen here. */
@@ -107,6 +112,30 @@ export class Catalog {
     return this.#packages.get(key);
   }
 
+  /** `get(keys.packageDoc(namespace, name))`, without making the key. */
+  named(namespace: string, name: string): CatalogEntry | undefined {
+    return this.#named.get(namespace)?.get(name);
+  }
+
+  // The names come from the key, not from the document (which could name another package).
+  #set(key: string, entry: CatalogEntry): void {
+    this.#packages.set(key, entry);
+    const parsed = keys.parsePackageDoc(key);
+    if (parsed === null) return;
+    let names = this.#named.get(parsed.namespace);
+    if (names === undefined) this.#named.set(parsed.namespace, (names = new Map<string, CatalogEntry>()));
+    names.set(parsed.name, entry);
+  }
+
+  #delete(key: string): void {
+    this.#packages.delete(key);
+    const parsed = keys.parsePackageDoc(key);
+    const names = parsed === null ? undefined : this.#named.get(parsed.namespace);
+    if (parsed === null || names === undefined) return;
+    names.delete(parsed.name);
+    if (names.size === 0) this.#named.delete(parsed.namespace);
+  }
+
   /** The visibility of a package that exists only as a tombstone (no release left), as last seen here. */
   tombstone(key: string): Visibility | undefined {
     return this.#tombstones.get(key);
@@ -128,11 +157,11 @@ export class Catalog {
     if (doc === null || etag === null || !live) {
       if (current === undefined) return;
       this.#forget(current);
-      this.#packages.delete(key);
+      this.#delete(key);
     } else {
       if (current?.etag === etag) return;
       if (current !== undefined) this.#forget(current);
-      this.#packages.set(key, entryOf(key, doc, etag));
+      this.#set(key, entryOf(key, doc, etag));
     }
     this.#changed();
   }
@@ -143,7 +172,7 @@ export class Catalog {
       if (!this.#seen.has(key) && keys.parsePackageDoc(key) && Object.keys(pkg.doc.releases).length > 0) {
         const current = this.#packages.get(key);
         if (current !== undefined) this.#forget(current);
-        this.#packages.set(key, entryOf(key, pkg.doc, pkg.etag));
+        this.#set(key, entryOf(key, pkg.doc, pkg.etag));
       }
     }
     this.#changed();

@@ -1110,9 +1110,8 @@ export class Registry {
    */
   #remembered<T>(names: { namespace: string; name: string }, question: string): T | undefined {
     if (this.#ready() !== undefined) return undefined;
-    const key = keys.packageDoc(names.namespace, names.name);
-    if (this.#pending.size > 0 && this.#pending.has(key)) return undefined;
-    const known = this.#catalog.get(key)?.memo.get(question) as T | undefined;
+    if (this.#pending.size > 0 && this.#pending.has(keys.packageDoc(names.namespace, names.name))) return undefined;
+    const known = this.#catalog.named(names.namespace, names.name)?.memo.get(question) as T | undefined;
     if (known !== undefined) this.metrics?.cache('catalog', true);
     return known;
   }

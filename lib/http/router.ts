@@ -8,6 +8,7 @@ import { AccessControl, type Access, type CallerState } from './access.js';
 import { bodyReader, pushBodyReader, pushInput, requestValues } from './body-readers.js';
 import { preflight, responder, sendBlob, sendJson, sendJsonText } from './respond.js';
 import { mountHelmRoutes } from '../helm/router.js';
+import { fastDispatch, narrowMatching } from './dispatch.js';
 import { defaultActorName, type ChangeContext } from '../ops/audit.js';
 import { httpMetricsRecorder } from '../ops/http.js';
 
@@ -233,6 +234,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   // host's own routes) answered is answered as JSON. Nested, a parent router copies the layers and never calls
   // this function: unknown paths are then the parent's to answer.
   const dispatch = router.middleware() as unknown as Middleware;
+  const fast = fastDispatch(router, narrowMatching(router));
   const claims = (path: string): boolean =>
     prefix === ''
       ? path.startsWith('/api/v1/') || path === '/api/v1'
@@ -241,7 +243,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     async function apprRoutes(ctx: Context, next: Next): Promise<void> {
       // Nothing downstream answered: no body, and Koa's 404 or the status a host middleware set before us.
       const before = ctx.status;
-      await dispatch(ctx, next);
+      await (fast(ctx, next) ?? dispatch(ctx, next));
       if (ctx.body == null && (ctx.status === 404 || ctx.status === before) && claims(ctx.path)) {
         await respond(ctx, async () => {
           throw new ApprError('not-found', 'No such route');
@@ -251,65 +253,9 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     { router },
   );
   router.routes = router.middleware = () => routesMiddleware;
-  narrowMatching(router);
 
   BUILT.set(router, { opts, respond });
   return router;
-}
-
-/** A string pattern of `/`, literal text and `:name` segments only: it matches paths with its number of slashes. */
-const SIMPLE_PATTERN = /^(?:\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*)?)*$/;
-
-/**
- * @koa/router tests a request against the regular expression of every layer of the router (55 with the Helm
- * routes and one 405/OPTIONS layer per path), a cost bare Koa with four routes does not pay. A `:name` never spans
- * a `/`, so a layer whose pattern is plain segments (SIMPLE_PATTERN) and has `k` slashes can only match a path
- * with `k` slashes, or `k + 1` with the trailing slash @koa/router accepts: this router's own `match` tests only
- * those layers, plus any layer it cannot tell about (a regexp, a prefix middleware, a host's wildcard), in the
- * stack's order, so the answer is the one the full scan gives. The index follows the stack (rebuilt when its
- * length changes or `prefix()` moves every path). A parent router that nests ours copies the layers into its own
- * stack and matches them itself: this only speeds up the top-level mount.
- */
-function narrowMatching(router: Router): void {
-  type Scan = { stack: Router['stack'] };
-  let indexed: Router['stack'] | undefined;
-  let indexedLength = -1;
-  // Per slash count of the request path, a router-like object whose stack holds the layers that can match.
-  let bySlashes: Scan[] = [];
-  let others: Scan = { stack: [] };
-  const index = (): void => {
-    const stack = router.stack;
-    const counts = stack.map((layer) => {
-      const simple =
-        typeof layer.path === 'string' &&
-        layer.opts.end !== false &&
-        layer.opts.pathAsRegExp !== true &&
-        SIMPLE_PATTERN.test(layer.path);
-      return simple ? (layer.path as string).split('/').length - 1 : -1;
-    });
-    const max = Math.max(0, ...counts) + 1;
-    const scan = (keep: (count: number) => boolean): Scan =>
-      Object.assign(Object.create(router) as Scan, {
-        stack: stack.filter((_, i) => keep(counts[i] as number)),
-      });
-    bySlashes = Array.from({ length: max + 1 }, (_, slashes) =>
-      scan((count) => count === -1 || count === slashes || count === slashes - 1),
-    );
-    others = scan((count) => count === -1);
-    indexed = stack;
-    indexedLength = stack.length;
-  };
-  const prefix = router.prefix.bind(router);
-  router.prefix = (path: string) => {
-    indexed = undefined;
-    return prefix(path);
-  };
-  router.match = (path: string, method: string) => {
-    if (indexed !== router.stack || indexedLength !== router.stack.length) index();
-    let slashes = 0;
-    for (let at = path.indexOf('/'); at !== -1; at = path.indexOf('/', at + 1)) slashes += 1;
-    return Router.prototype.match.call((bySlashes[slashes] ?? others) as unknown as Router, path, method);
-  };
 }
 
 /**
