@@ -14,6 +14,17 @@ type Layer = Router['stack'][number];
 /** A string pattern of `/`, literal text and `:name` segments only: it matches paths with its number of slashes. */
 const SIMPLE_PATTERN = /^(?:\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*)?)*$/;
 
+/**
+ * Whether `stack` holds `layers`, the same layers in the same order: a host may push, splice or assign layers of
+ * `router.stack` at any time (it is public), and an index read from an older stack would run a layer the router no
+ * longer has, or miss one it has.
+ */
+function unchanged(stack: Router['stack'], layers: Router['stack']): boolean {
+  if (stack.length !== layers.length) return false;
+  for (let i = 0; i < layers.length; i++) if (stack[i] !== layers[i]) return false;
+  return true;
+}
+
 const slashCount = (path: string): number => {
   let slashes = 0;
   for (let at = path.indexOf('/'); at !== -1; at = path.indexOf('/', at + 1)) slashes += 1;
@@ -24,14 +35,14 @@ const slashCount = (path: string): number => {
  * A layer whose pattern is plain segments (SIMPLE_PATTERN) and has `k` slashes can only match a path with `k`
  * slashes, or `k + 1` with the trailing slash @koa/router accepts: this router's own `match` tests only those
  * layers, plus any layer it cannot tell about (a regexp, a prefix middleware, a host's wildcard), in the stack's
- * order, so the answer is the one the full scan gives. The index follows the stack (rebuilt when its length
- * changes or `prefix()` moves every path). Used by @koa/router's own dispatch: requests `fastDispatch` leaves to it,
- * and a host's `router.match()` calls.
+ * order, so the answer is the one the full scan gives. The index follows the stack (rebuilt when a layer is
+ * added, removed or replaced, or `prefix()` moves every path). Used by @koa/router's own dispatch: requests
+ * `fastDispatch` leaves to it, and a host's `router.match()` calls.
  */
 export function narrowMatching(router: Router): Router['match'] {
   type Scan = { stack: Router['stack'] };
+  // The layers the index was read from (a copy), or undefined to read them again.
   let indexed: Router['stack'] | undefined;
-  let indexedLength = -1;
   // Per slash count of the request path, a router-like object whose stack holds the layers that can match.
   let bySlashes: Scan[] = [];
   let others: Scan = { stack: [] };
@@ -54,8 +65,7 @@ export function narrowMatching(router: Router): Router['match'] {
       scan((count) => count === -1 || count === slashes || count === slashes - 1),
     );
     others = scan((count) => count === -1);
-    indexed = stack;
-    indexedLength = stack.length;
+    indexed = [...stack];
   };
   const prefix = router.prefix.bind(router);
   router.prefix = (path: string) => {
@@ -63,7 +73,7 @@ export function narrowMatching(router: Router): Router['match'] {
     return prefix(path);
   };
   const match = (path: string, method: string) => {
-    if (indexed !== router.stack || indexedLength !== router.stack.length) index();
+    if (indexed === undefined || !unchanged(router.stack, indexed)) index();
     return Router.prototype.match.call((bySlashes[slashCount(path)] ?? others) as unknown as Router, path, method);
   };
   router.match = match;
@@ -81,7 +91,8 @@ interface Plain {
   /** The parameters' names, in the order of their segments. */
   names: string[];
   slashes: number;
-  methods: ReadonlySet<string>;
+  /** Its index in the router's stack when it was read. */
+  at: number;
 }
 
 /** The layers that can match a path of some number of slashes, in stack order; `opaque` if one cannot be read. */
@@ -100,7 +111,7 @@ function expectedSource(segments: (string | null)[]): string {
 }
 
 /** The layer as a Plain when its regular expression is exactly the one its segments give, else undefined. */
-function plain(layer: Layer): Plain | undefined {
+function plain(layer: Layer, at: number): Plain | undefined {
   const { path, regexp } = layer;
   if (typeof path !== 'string' || !SIMPLE_PATTERN.test(path) || !(regexp instanceof RegExp)) return undefined;
   const segments = path.split('/').map((segment) => (segment.startsWith(':') ? null : segment));
@@ -113,7 +124,7 @@ function plain(layer: Layer): Plain | undefined {
   if (read.join('/') !== names.join('/') || layer.methods.length === 0 || layer.opts.ignoreCaptures === true) {
     return undefined;
   }
-  return { layer, regexp, segments, names, slashes: segments.length - 1, methods: new Set(layer.methods) };
+  return { layer, regexp, segments, names, slashes: segments.length - 1, at };
 }
 
 /**
@@ -195,11 +206,20 @@ function enter(ctx: RouterFields, runs: Run[], at: number, next: Next): Promise<
   return run(ctx, layer.stack as Middleware[], 0, () => enter(ctx, runs, at + 1, next));
 }
 
-/** Runs `stack[at..]`, then `after`: koa-compose's contract (a synchronous throw becomes a rejection). */
+/**
+ * Runs `stack[at..]`, then `after`: koa-compose's contract (a synchronous throw becomes a rejection, and a second
+ * call of one middleware's `next` rejects with koa-compose's error instead of running the rest again).
+ */
 function run(ctx: Context, stack: Middleware[], at: number, after: () => Promise<void>): Promise<void> {
   if (at === stack.length) return after();
+  let called = false;
+  const next = (): Promise<void> => {
+    if (called) return Promise.reject(new Error('next() called multiple times'));
+    called = true;
+    return run(ctx, stack, at + 1, after);
+  };
   try {
-    return Promise.resolve((stack[at] as Middleware)(ctx, () => run(ctx, stack, at + 1, after)));
+    return Promise.resolve((stack[at] as Middleware)(ctx, next));
   } catch (err) {
     return Promise.reject(err);
   }
@@ -224,7 +244,7 @@ export function fastDispatch(
   let bySlashes: Candidates[] = [];
   const index = (): void => {
     const stack = router.stack;
-    const plains = stack.map(plain);
+    const plains = stack.map((layer, at) => plain(layer, at));
     const max = Math.max(0, ...plains.map((p) => p?.slashes ?? 0)) + 1;
     bySlashes = Array.from({ length: max + 1 }, (_, slashes) => {
       const candidates: Candidates = { plains: [], opaque: false };
@@ -243,8 +263,11 @@ export function fastDispatch(
     const r = router as Router & { host?: unknown; exclusive?: unknown };
     if (r.host || r.exclusive || router.opts.routerPath || ctx.newRouterPath !== undefined) return undefined;
     if (router.match !== match) return undefined; // a host's own matching
-    if (indexed !== router.stack || indexedLength !== router.stack.length) index();
+    const stack = router.stack;
+    if (indexed !== stack || indexedLength !== stack.length) index();
     const path = ctx.path;
+    // No path at all (a host rewrote the URL to `?x`): @koa/router matches its fallbacks (`routerPath`, '').
+    if (!path) return undefined;
     const at: number[] = [];
     for (let i = path.indexOf('/'); i !== -1; i = path.indexOf('/', i + 1)) at.push(i);
     const slashes = at.length;
@@ -257,8 +280,10 @@ export function fastDispatch(
     const matched: Layer[] = [];
     const runs: Run[] = [];
     for (const pattern of candidates.plains) {
-      if (pattern.layer.regexp !== pattern.regexp) {
-        indexed = undefined; // a prefix() recompiled it: read the stack again next time
+      // A prefix() recompiled it, or a host put another layer in its place: read the stack again next time. (A
+      // layer assigned in place of one of another slash count goes unseen until a path of that count comes.)
+      if (pattern.layer.regexp !== pattern.regexp || stack[pattern.at] !== pattern.layer) {
+        indexed = undefined;
         return undefined;
       }
       if (pattern.slashes !== slashes && !trailing) continue;
@@ -266,7 +291,7 @@ export function fastDispatch(
       if (match === undefined) return undefined;
       if (!match) continue;
       matched.push(pattern.layer);
-      if (pattern.methods.has(method)) runs.push({ pattern, captures: captures(pattern, path, at) });
+      if (pattern.layer.methods.includes(method)) runs.push({ pattern, captures: captures(pattern, path, at) });
     }
     const last = runs[runs.length - 1];
     if (last === undefined) return undefined;
