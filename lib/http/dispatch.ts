@@ -212,17 +212,21 @@ function enter(ctx: RouterFields, runs: Run[], at: number, next: Next): Promise<
  */
 function run(ctx: Context, stack: Middleware[], at: number, after: () => Promise<void>): Promise<void> {
   if (at === stack.length) return after();
-  let called = false;
-  const next = (): Promise<void> => {
-    if (called) return Promise.reject(new Error('next() called multiple times'));
-    called = true;
-    return run(ctx, stack, at + 1, after);
-  };
   try {
-    return Promise.resolve((stack[at] as Middleware)(ctx, next));
+    return Promise.resolve((stack[at] as Middleware)(ctx, once(ctx, stack, at + 1, after)));
   } catch (err) {
     return Promise.reject(err);
   }
+}
+
+/** The `next` of `stack[at - 1]`: runs `stack[at..]` the first time, rejects as koa-compose does after that. */
+function once(ctx: Context, stack: Middleware[], at: number, after: () => Promise<void>): () => Promise<void> {
+  let called = false;
+  return () => {
+    if (called) return Promise.reject(new Error('next() called multiple times'));
+    called = true;
+    return run(ctx, stack, at, after);
+  };
 }
 
 /**
