@@ -91,8 +91,6 @@ interface Plain {
   /** The parameters' names, in the order of their segments. */
   names: string[];
   slashes: number;
-  /** Its index in the router's stack when it was read. */
-  at: number;
 }
 
 /** The layers that can match a path of some number of slashes, in stack order; `opaque` if one cannot be read. */
@@ -111,7 +109,7 @@ function expectedSource(segments: (string | null)[]): string {
 }
 
 /** The layer as a Plain when its regular expression is exactly the one its segments give, else undefined. */
-function plain(layer: Layer, at: number): Plain | undefined {
+function plain(layer: Layer): Plain | undefined {
   const { path, regexp } = layer;
   if (typeof path !== 'string' || !SIMPLE_PATTERN.test(path) || !(regexp instanceof RegExp)) return undefined;
   const segments = path.split('/').map((segment) => (segment.startsWith(':') ? null : segment));
@@ -124,7 +122,7 @@ function plain(layer: Layer, at: number): Plain | undefined {
   if (read.join('/') !== names.join('/') || layer.methods.length === 0 || layer.opts.ignoreCaptures === true) {
     return undefined;
   }
-  return { layer, regexp, segments, names, slashes: segments.length - 1, at };
+  return { layer, regexp, segments, names, slashes: segments.length - 1 };
 }
 
 /**
@@ -243,12 +241,12 @@ export function fastDispatch(
   router: Router,
   match: Router['match'],
 ): (ctx: Context, next: Next) => Promise<void> | undefined {
+  // The layers the index was read from (a copy), or undefined to read them again.
   let indexed: Router['stack'] | undefined;
-  let indexedLength = -1;
   let bySlashes: Candidates[] = [];
   const index = (): void => {
     const stack = router.stack;
-    const plains = stack.map((layer, at) => plain(layer, at));
+    const plains = stack.map(plain);
     const max = Math.max(0, ...plains.map((p) => p?.slashes ?? 0)) + 1;
     bySlashes = Array.from({ length: max + 1 }, (_, slashes) => {
       const candidates: Candidates = { plains: [], opaque: false };
@@ -258,8 +256,7 @@ export function fastDispatch(
       }
       return candidates;
     });
-    indexed = stack;
-    indexedLength = stack.length;
+    indexed = [...stack];
   };
 
   return (context, next) => {
@@ -268,7 +265,7 @@ export function fastDispatch(
     if (r.host || r.exclusive || router.opts.routerPath || ctx.newRouterPath !== undefined) return undefined;
     if (router.match !== match) return undefined; // a host's own matching
     const stack = router.stack;
-    if (indexed !== stack || indexedLength !== stack.length) index();
+    if (indexed === undefined || !unchanged(stack, indexed)) index();
     const path = ctx.path;
     // No path at all (a host rewrote the URL to `?x`): @koa/router matches its fallbacks (`routerPath`, '').
     if (!path) return undefined;
@@ -284,9 +281,8 @@ export function fastDispatch(
     const matched: Layer[] = [];
     const runs: Run[] = [];
     for (const pattern of candidates.plains) {
-      // A prefix() recompiled it, or a host put another layer in its place: read the stack again next time. (A
-      // layer assigned in place of one of another slash count goes unseen until a path of that count comes.)
-      if (pattern.layer.regexp !== pattern.regexp || stack[pattern.at] !== pattern.layer) {
+      // A prefix() recompiled it: read the stack again next time.
+      if (pattern.layer.regexp !== pattern.regexp) {
         indexed = undefined;
         return undefined;
       }

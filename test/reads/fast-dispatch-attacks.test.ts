@@ -423,6 +423,19 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       const upper = await same(pair, 'GET', '/CNR/version');
       expect(upper.res.json).to.deep.equal({ replaced: true });
       await all(pair);
+      // In place of a layer of another slash count (login, 5), in front of the route it shadows (7).
+      for (const twin of [pair.fast, pair.routed]) {
+        const stack = twin.router.stack;
+        const at = stack.findIndex((layer) => layer.name === 'login');
+        const channels = `${P}/:namespace/:package/channels`;
+        expect(at).to.be.below(stack.findIndex((layer) => layer.path === channels));
+        stack[at] = new Router().get('shadow', channels, (ctx) => {
+          ctx.body = { shadowed: ctx.params.package };
+        }).stack[0] as (typeof stack)[number];
+      }
+      const shadowed = await same(pair, 'GET', `${P}/ns/app/channels`);
+      expect(shadowed.res.json).to.deep.equal({ shadowed: 'app' });
+      await all(pair);
     });
 
     it('methods a host added to a layer after requests were served are answered, on both', async () => {
