@@ -185,6 +185,11 @@ type RouterFields = Context & {
 interface Run {
   pattern: Plain;
   captures: string[];
+  /**
+   * The layer's middleware when the request came: @koa/router composes every matched layer's stack before running
+   * any, so param middleware a host registers meanwhile (`router.param()` splices it in) waits for the next request.
+   */
+  stack: Middleware[];
 }
 
 /** Runs the layers `runs[at..]`, each after its parameters are set, as @koa/router's per-layer middleware does. */
@@ -201,7 +206,7 @@ function enter(ctx: RouterFields, runs: Run[], at: number, next: Next): Promise<
   ctx.routerName = layer.name || undefined;
   ctx._matchedRoute = layer.path;
   if (layer.name) ctx._matchedRouteName = layer.name;
-  return run(ctx, layer.stack as Middleware[], 0, () => enter(ctx, runs, at + 1, next));
+  return run(ctx, hit.stack, 0, () => enter(ctx, runs, at + 1, next));
 }
 
 /**
@@ -291,7 +296,9 @@ export function fastDispatch(
       if (match === undefined) return undefined;
       if (!match) continue;
       matched.push(pattern.layer);
-      if (pattern.layer.methods.includes(method)) runs.push({ pattern, captures: captures(pattern, path, at) });
+      if (pattern.layer.methods.includes(method)) {
+        runs.push({ pattern, captures: captures(pattern, path, at), stack: [...pattern.layer.stack] as Middleware[] });
+      }
     }
     const last = runs[runs.length - 1];
     if (last === undefined) return undefined;

@@ -318,6 +318,30 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       expect(after.res.headers.get('x-param')).to.equal('release 1.0.0');
     });
 
+    it('param middleware registered while a request runs applies from the next request, as in @koa/router', async () => {
+      const pair = await twins({
+        host: (router) => {
+          let registered = false;
+          router.param('namespace', (_value, _ctx, next) => {
+            // @koa/router composed this request's chain before it ran: a later insert applies to the next one.
+            if (!registered) {
+              registered = true;
+              router.param('package', (value, ctx, next) => {
+                ctx.set('X-Param', value);
+                return next();
+              });
+            }
+            return next();
+          });
+        },
+      });
+      const first = await same(pair, 'GET', `${P}/ns/app/1.0.0/helm`);
+      expect(first.res.headers.get('x-param')).to.equal(null);
+      const second = await same(pair, 'GET', `${P}/ns/app/1.0.0/helm`);
+      expect(second.res.headers.get('x-param')).to.equal('app');
+      await all(pair);
+    });
+
     it('a host route that throws synchronously, or answers beside ours, answers as under @koa/router', async () => {
       const pair = await twins({
         host: (router) => {
