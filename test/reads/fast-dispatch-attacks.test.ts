@@ -318,7 +318,7 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       expect(after.res.headers.get('x-param')).to.equal('release 1.0.0');
     });
 
-    it('param middleware registered while a request runs applies from the next request, as in @koa/router', async () => {
+    it('param middleware registered while a request runs applies from the next request', async () => {
       const pair = await twins({
         host: (router) => {
           let registered = false;
