@@ -76,7 +76,6 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
 
   async function twin(setup: Setup, forceRouter: boolean): Promise<Twin> {
     const registry = new Registry({ storage: new MemoryStorage() });
-    const prefix = (setup.options?.prefix ?? '/cnr').replace(/\/+$/, '');
     // The package every case reads, pushed through an untouched router of the same registry.
     const seeder = new Koa();
     const plainRouter = createApprRouter({ registry });
@@ -90,7 +89,7 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
     await seed.requestRoot('POST', '/cnr/api/v1/packages/ns/app/channels/stable/1.0.0');
     await seed.close();
 
-    const router = createApprRouter({ ...setup.options, registry, prefix });
+    const router = createApprRouter({ ...setup.options, registry });
     setup.host?.(router);
     // @koa/router's own match over the whole stack (not the registry's narrowed one): the reference.
     if (forceRouter) router.match = (path, method) => Router.prototype.match.call(router, path, method);
@@ -530,6 +529,31 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       expect(aliased.res.status).to.equal(200);
     });
 
+    it('a path a host rewrote to characters beyond latin1 (Kelvin sign, long s, dotless i) is read alike', async () => {
+      const pair = await twins({
+        upstream: async (ctx, next) => {
+          if (ctx.get('X-Path') !== '') ctx.path = decodeURIComponent(ctx.get('X-Path'));
+          await next();
+        },
+      });
+      const paths = [
+        `/cnr/api/v1/pac\u212Aages/ns/app`,
+        `/cnr/api/v1/pac\u212Aages`,
+        `/cnr/ver\u017Fion`,
+        `/cnr/vers\u0131on`,
+        `/cnr/vers\u0130on`,
+        `${P}/n\u212A/app/1.0.0/helm`,
+        `${P}/ns/app/\u{1F600}/helm/pull`,
+      ];
+      for (const path of paths) {
+        for (const method of ['GET', 'OPTIONS']) {
+          await same(pair, method, '/cnr/version', { 'X-Path': encodeURIComponent(path) });
+        }
+      }
+      const kelvin = await same(pair, 'GET', '/', { 'X-Path': encodeURIComponent(`${P}/n\u212A/app/1.0.0/helm`) });
+      expect(kelvin.seen?.routerPath).to.equal(`${P}/:namespace/:package/:release/:media_type`);
+    });
+
     it('a URL a host rewrote to no path at all (`?x=1`) is passed on to the host, as @koa/router does', async () => {
       const pair = await twins({
         upstream: async (ctx, next) => {
@@ -622,6 +646,7 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
 
     for (const options of [
       { prefix: '' },
+      { prefix: '/' },
       { prefix: '/a.b' },
       { prefix: '/x/y/' },
       { prefix: '/CNR' },
