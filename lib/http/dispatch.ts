@@ -49,7 +49,9 @@ export function narrowMatching(router: Router): Router['match'] {
   const index = (): void => {
     const stack = router.stack;
     const counts = stack.map((layer) => {
+      // A layer without a regular expression (an empty path) makes @koa/router's match throw: tested everywhere.
       const simple =
+        layer.regexp instanceof RegExp &&
         typeof layer.path === 'string' &&
         layer.opts.end !== false &&
         layer.opts.pathAsRegExp !== true &&

@@ -396,6 +396,20 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       expect(pair.fast.slow()).to.equal(pair.routed.slow());
     });
 
+    it('a host route @koa/router cannot match with (an empty path): every request fails as in @koa/router', async () => {
+      const pair = await twins({
+        host: (router) => {
+          router.get('', (ctx) => {
+            ctx.body = 'empty';
+          });
+        },
+      });
+      for (const path of [...PATHS, '/', '/x']) {
+        const { res } = await same(pair, 'GET', path);
+        expect(res.status).to.equal(500);
+      }
+    });
+
     it('host routes with a wildcard, a regexp or an optional segment: the same answers', async () => {
       const pair = await twins({
         host: (router) => {
