@@ -396,7 +396,7 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       expect(pair.fast.slow()).to.equal(pair.routed.slow());
     });
 
-    it('a host route @koa/router cannot match with (an empty path): every request fails as in @koa/router', async () => {
+    it('a host route @koa/router cannot match with (an empty path): every request fails as there', async () => {
       const pair = await twins({
         host: (router) => {
           router.get('', (ctx) => {
