@@ -239,10 +239,12 @@ function once(ctx: Context, stack: Middleware[], at: number, after: () => Promis
  * request is left to @koa/router's own dispatch: no route matched (its not-found handling), the stack holds a
  * layer this cannot read (a regexp, a wildcard, a prefix middleware, other path-to-regexp options), a literal
  * matched only case-insensitively, or the router or request uses what this does not implement (`host`,
- * `exclusive`, `routerPath`, a parent router's path, a `match` other than `narrowMatching`'s). The context gets
- * every field @koa/router sets (`matched`, `params`, `captures`, `routerPath`, `_matchedRoute`...), with the same
- * values; layers run in stack order, each after its parameters are set, as @koa/router composes them. `match` is
- * the function `narrowMatching` installed.
+ * `exclusive`, `routerPath`, a parent router's path, a `match` other than `narrowMatching`'s, a URL without a
+ * path). The context gets every field @koa/router sets (`matched`, `params`, `captures`, `routerPath`,
+ * `_matchedRoute`...), with the same values; layers run in stack order, each after its parameters are set, with
+ * the middleware they had when the request came and koa-compose's rules, as @koa/router composes them. `match` is
+ * the function `narrowMatching` installed. A patch of `Router.prototype.match` itself is not seen (only requests
+ * left to @koa/router go through it). test/reads/fast-dispatch*.test.ts compare it with @koa/router over sockets.
  */
 export function fastDispatch(
   router: Router,
