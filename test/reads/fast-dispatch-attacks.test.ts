@@ -410,6 +410,39 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       }
     });
 
+    it('a host router nested in the registry router, and a redirect: the same answers', async () => {
+      const pair = await twins({
+        host: (router) => {
+          const ext = new Router();
+          ext.get('ext-one', '/:id', (ctx) => {
+            ctx.body = { id: ctx.params.id };
+          });
+          ext.get('ext-root', '/', (ctx) => {
+            ctx.body = { root: true };
+          });
+          router.use('/cnr/ext', ext.routes());
+          router.use(ext.routes());
+          router.redirect('/cnr/old', '/cnr/version');
+        },
+      });
+      const paths = [
+        ...PATHS,
+        '/cnr/ext',
+        '/cnr/ext/',
+        '/cnr/ext/1',
+        '/cnr/ext/1/',
+        '/1',
+        '/',
+        '/cnr/old',
+        '/cnr/old/',
+      ];
+      await all(pair, paths, METHODS);
+      const one = await same(pair, 'GET', '/cnr/ext/1');
+      expect(one.res.json).to.deep.equal({ id: '1' });
+      const old = await same(pair, 'GET', '/cnr/old');
+      expect(old.res.status).to.equal(301);
+    });
+
     it('host routes with a wildcard, a regexp or an optional segment: the same answers', async () => {
       const pair = await twins({
         host: (router) => {
@@ -689,6 +722,21 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
   });
 
   describe('nested in a parent router', () => {
+    it('nested in a parent router and mounted at the top level too: both answer as before', async () => {
+      const pair = await twins({
+        mount: (app, router) => {
+          app.use(router.routes()).use(router.allowedMethods());
+          const parent = new Router();
+          parent.use('/portal', router.routes());
+          app.use(parent.routes()).use(parent.allowedMethods());
+        },
+      });
+      await all(pair, [...PATHS, ...PATHS.map((path) => `/portal${path}`)]);
+      const nested = await same(pair, 'GET', '/portal/cnr/version');
+      expect(nested.res.status).to.equal(200);
+      expect(pair.fast.slow()).to.be.below(pair.routed.slow());
+    });
+
     it("the parent's dispatch runs the registry's routes, as before", async () => {
       const registry = new Registry({ storage: new MemoryStorage() });
       const appr = createApprRouter({ registry });
