@@ -13,6 +13,7 @@ import Koa2 from 'koa2';
 import { makeTarGz as tarGzBytes } from './blobs.js';
 import { expect } from 'chai';
 import { createApprRouter, type ApprRouterOptions, type StorageAdapter } from '../../lib/index.js';
+import { registryOf } from '../../lib/http/router.js';
 
 // ---- servers ---------------------------------------------------------------------------------------------------
 
@@ -67,7 +68,20 @@ export async function startServer({ koa: KoaImpl = Koa, ...options }: StartOptio
   const router = createApprRouter(options);
   app.use(router.routes()).use(router.allowedMethods());
   const prefix = (options.prefix ?? '/cnr').replace(/\/+$/, '');
-  return listen(app, prefix);
+  const server = await listen(app, prefix);
+  // The router built its own registry (no `registry` option): closed with the server, so that its background work
+  // (a change entry written after a push answered, a poll) is over before a suite removes the store's directory.
+  if (options.registry !== undefined) return server;
+  return {
+    ...server,
+    close: async () => {
+      await server.close();
+      // A suite whose store failed on purpose may have change entries it cannot write: not the teardown's concern.
+      await registryOf(router)
+        .close()
+        .catch(() => undefined);
+    },
+  };
 }
 
 /** Listen with any Koa app (for tests that mount the router next to host routes). */
