@@ -31,6 +31,7 @@ import {
   Segments,
   SegmentsNotLoaded,
   setRecord,
+  type FlushPlan,
   type SegmentView,
 } from './segments.js';
 
@@ -73,6 +74,65 @@ interface ChartWrite {
   archiveDigest?: string | undefined;
   /** This round's write of the record, under way while the compare-and-swap publishes the release. */
   writing?: Promise<void> | undefined;
+}
+
+/** One push, checked and staged: what each of its rounds reads, and what a round leaves to the next. */
+interface PushPlan {
+  readonly input: PushInput;
+  readonly namespace: string;
+  readonly name: string;
+  readonly release: string;
+  /** Normalized (`normalizeMediaType`). */
+  readonly mediaType: string;
+  readonly force: boolean;
+  /** The package document's storage key. */
+  readonly docKey: string;
+  readonly blob: StagedBlob;
+  /** The release's metadata as its immutable object, when the push has metadata. */
+  readonly metadata: MetadataObject | undefined;
+  /** ISO 8601: the release record's `created_at` (and a new package's). */
+  readonly createdAt: string;
+  /** The chart record a round writes, and the sha256 of the bytes the release publishes (see `#storeChart`). */
+  readonly chart: ChartWrite;
+  /** Hashes of the legacy inline metadata the last round moved to objects (`#migrateMetadata`). */
+  migrated?: Set<string>;
+}
+
+/** A round of a push that must be run again (`Pusher#round`). */
+const AGAIN = Symbol('again');
+
+/**
+ * The objects a round relies on, as the collector's claim keys (lib/core/gc.ts): the blob, the metadata object,
+ * and the inline metadata an earlier round migrated (one this round migrates is checked at the compare-and-swap).
+ */
+function relied(plan: PushPlan): string[] {
+  const hashes = [...(plan.metadata === undefined ? [] : [plan.metadata.hash]), ...(plan.migrated ?? [])];
+  return [
+    claimKey({ kind: 'blob', digest: plan.blob.digest }),
+    ...hashes.map((hash) => claimKey({ kind: 'metadata', hash })),
+  ];
+}
+
+/**
+ * Why the compare-and-swap refuses a push (403, 409), the rules for it and for `Pusher#readsFirst`, which asks
+ * before any error is built. A tombstone (every release deleted) still belongs to someone: it counts as existing
+ * for `createOnly` (issue 12 item 1).
+ */
+function forbidden(plan: PushPlan, doc: PackageDoc | null): boolean {
+  return plan.input.createOnly === true && doc !== null;
+}
+
+function taken(plan: PushPlan, doc: PackageDoc, view: SegmentView): boolean {
+  return !plan.force && Object.hasOwn(mediaOf(doc, view, plan.release) ?? {}, plan.mediaType);
+}
+
+/** Built only when thrown: an Error captures a stack trace, a cost every successful push would pay. */
+function conflict(plan: PushPlan): ApprError {
+  return new ApprError('package-exists', 'Package exists already', {
+    package: `${plan.namespace}/${plan.name}`,
+    release: plan.release,
+    media_type: plan.mediaType,
+  });
 }
 
 /** Thrown by a push's compare-and-swap that would publish before it read the sha256 of the stored bytes. */
@@ -133,189 +193,201 @@ export class Pusher {
     const name = checkName('package', input.name);
     const release = checkRelease(input.release);
     const mediaType = normalizeMediaType(input.mediaType ?? 'kpm');
-    const force = input.force === true;
-    const docKey = keys.packageDoc(namespace, name);
-    const exists = (doc: PackageDoc | null, view: SegmentView): boolean =>
-      doc !== null && Object.hasOwn(mediaOf(doc, view, release) ?? {}, mediaType);
-    // Built only when thrown: an Error captures a stack trace, a cost every successful push would pay.
-    const conflict = () =>
-      new ApprError('package-exists', 'Package exists already', {
-        package: `${namespace}/${name}`,
-        release,
-        media_type: mediaType,
-      });
-    // Why the compare-and-swap refuses this push (403, 409): the rules for it and for `readsFirst`, which asks before
-    // any error is built. A tombstone (every release deleted) still belongs to someone: it counts as existing for
-    // `createOnly` (issue 12 item 1).
-    const forbidden = (doc: PackageDoc | null): boolean => input.createOnly === true && doc !== null;
-    const taken = (doc: PackageDoc, view: SegmentView): boolean => !force && exists(doc, view);
-
     const blob = isStagedBlob(input.blob) ? input.blob : await stageBlob(input.blob, this.stageOptions());
-    // Whether a helm push that found its bytes stored reads them before its compare-and-swap (see `readStored`):
-    // when `doc`, the version its fence holds, would publish the release and has no live release of the blob
-    // telling their sha256. Refused there (403, 409), it reads nothing; the compare-and-swap decides.
-    const readsFirst = (doc: PackageDoc | undefined): boolean => {
-      if (doc === undefined) return true; // a new package: nothing refuses it, nothing tells the sha256
-      if (forbidden(doc)) return false;
-      let view: SegmentView;
-      try {
-        view = this.#segments.viewOf(doc);
-      } catch (err) {
-        if (err instanceof SegmentsNotLoaded) return false;
-        throw err;
-      }
-      return !taken(doc, view) && liveArchiveDigest(doc, view, blob.digest) === undefined;
-    };
-    let size = blob.size;
-    const createdAt = this.#deps.now().toISOString();
-    let created: boolean;
     try {
-      const metadata =
-        input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata);
-      const metadataRef = metadata?.hash;
-      let migrated: Set<string> | undefined;
-      // The chart record this round writes, and the sha256 of the bytes its release publishes (see `#storeChart`).
-      const chart: ChartWrite = {};
+      const plan: PushPlan = {
+        input,
+        namespace,
+        name,
+        release,
+        mediaType,
+        force: input.force === true,
+        docKey: keys.packageDoc(namespace, name),
+        blob,
+        metadata: input.metadata === undefined || input.metadata === null ? undefined : metadataObject(input.metadata),
+        createdAt: this.#deps.now().toISOString(),
+        chart: {},
+      };
       // Rounds only when a garbage collector claimed objects of this package meanwhile (lib/core/gc.ts): the blob
       // and the metadata objects are written again after the claim is lifted, so a release never references an
-      // object the collector deletes. The objects a round relies on: the blob, the metadata object, and the inline
-      // metadata an earlier round migrated (one it migrates in this round is checked at the compare-and-swap).
-      const relied = (): string[] => [
-        claimKey({ kind: 'blob', digest: blob.digest }),
-        ...[...(metadataRef === undefined ? [] : [metadataRef]), ...(migrated ?? [])].map((hash) =>
-          claimKey({ kind: 'metadata', hash }),
-        ),
-      ];
+      // object the collector deletes.
       for (let round = 1; ; round += 1) {
-        try {
-          // The first round starts from the version this instance holds, when it can (no request: `cachedFence`);
-          // a round after a broken fence reads storage.
-          const gcFence =
-            (round === 1 ? cachedFence<PackageDoc>(this.#docs, docKey, relied()) : undefined) ??
-            (await fence<PackageDoc>(this.#docs, docKey, relied()));
-          // The objects the document will reference are independent of each other: written at once (with the
-          // fsync of each on the filesystem, that is one disk flush's wait instead of one per object). A failure
-          // answers once all are settled: a helm blob still being written starts its chart record after it.
-          const fenced = gcFence.doc?.value;
-          const [stored, , flush] = await settleAll([
-            mediaType === HELM_MEDIA_TYPE
-              ? this.#storeChart(namespace, name, blob, chart)
-              : this.#storeBlob(namespace, name, blob),
-            (async () => {
-              // Metadata goes to an immutable object written before the document that references it, so the
-              // package document, rewritten by every change, holds ~200 bytes per release. Written in every round:
-              // a collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
-              if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata, gcFence);
-              migrated = await this.#migrateMetadata(namespace, name);
-            })(),
-            // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
-            fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
-          ]);
-          if (stored === null) {
-            // Reported as present but gone (deleted by a collector since): write it again.
-            if (round >= MAX_PUSH_ROUNDS)
-              throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-            continue;
-          }
-          size = stored.size;
-          const moved = migrated ?? new Set<string>();
-          const ref = metadataRef;
-          // A helm push that found its bytes stored reads them for `archive_digest` (see `#storeChart`), only when
-          // the compare-and-swap would publish and no live release of the blob tells it: a push refused (409, 403)
-          // reads nothing, unless the version its fence held was stale (`readsFirst`).
-          const digestNeeded = mediaType === HELM_MEDIA_TYPE && !stored.written;
-          const publish = () =>
-            this.#docs.update<PackageDoc, boolean>(
-              docKey,
-              (current) => {
-                if (forbidden(current)) {
-                  throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
-                    package: `${namespace}/${name}`,
-                  });
-                }
-                const view = current === null ? undefined : this.#segments.viewOf(current);
-                if (current !== null && view !== undefined && taken(current, view)) throw conflict();
-                checkFence(gcFence, current, relied());
-                // A live release of the same blob tells the stored bytes' sha256 without reading them: referenced
-                // since it was published, they are the ones its push wrote or read (a force push of the same chart).
-                const archiveDigest =
-                  chart.archiveDigest ??
-                  (digestNeeded && current !== null && view !== undefined
-                    ? liveArchiveDigest(current, view, blob.digest)
-                    : undefined);
-                if (digestNeeded && archiveDigest === undefined) throw new StoredDigestNeeded();
-                // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
-                const doc =
-                  current && view && hasReleases(current, view)
-                    ? current
-                    : newPackage(
-                        namespace,
-                        name,
-                        createdAt,
-                        current?.visibility ?? input.visibility ?? this.#deps.defaultVisibility,
-                      );
-                if (doc === current) applyFlush(doc, flush);
-                if (moved.size > 0) referenceMetadata(doc, moved);
-                setRecord(doc, release, mediaType, {
-                  digest: blob.digest,
-                  size,
-                  created_at: createdAt,
-                  ...(ref === undefined ? { metadata: null } : { metadata_ref: ref }),
-                  ...(archiveDigest === undefined ? {} : { archive_digest: archiveDigest }),
-                });
-                keepGcState(current, doc, relied());
-                this.#segments.viewOf(doc); // keeps the view with the version written
-                return { next: doc, result: doc !== current };
-              },
-              {},
-              { cached: true },
-            );
-          // Reads the stored bytes' sha256 into `chart`; false when they are gone (the next round writes them again).
-          // Read after this round's fence: a collector removing the bytes before the compare-and-swap breaks it, so
-          // they are the release's bytes when it is published.
-          const readStored = async (): Promise<boolean> => {
-            const digest = await this.#storedDigest(namespace, name, blob.digest);
-            if (digest === null) {
-              if (round >= MAX_PUSH_ROUNDS)
-                throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
-              return false;
-            }
-            chart.archiveDigest = digest;
-            return true;
-          };
-          try {
-            // Read before the compare-and-swap when the version this round fenced would publish and no live release
-            // of the blob there tells it: a mutate function that throws on the cached version makes the store read
-            // the document again (lib/core/documents.ts), one GET more than the README's count. A fenced version
-            // stale since costs no more than that GET (test/helm/found-stored-attack.test.ts).
-            if (digestNeeded && chart.archiveDigest === undefined && readsFirst(fenced) && !(await readStored()))
-              continue;
-            try {
-              created = await publish();
-            } catch (err) {
-              if (!(err instanceof StoredDigestNeeded)) throw err;
-              if (!(await readStored())) continue;
-              created = await publish();
-            }
-            break;
-          } catch (err) {
-            if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) continue; // read again with its segments
-            if (!(err instanceof FenceBroken)) throw err;
-            if (round >= MAX_PUSH_ROUNDS)
-              throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
-          }
-        } finally {
-          // Never rejects. The next round, or the answer (an error too: the metadata or a segment not stored, a
-          // conflict), waits for it: a record landing after the push answered may land after a collector removed
-          // these bytes (test/helm/chart-record-settled.test.ts). Set by now: `settleAll` waited for the blob.
-          await chart.writing;
-          chart.writing = undefined;
-        }
+        const outcome = await this.#round(plan, round);
+        if (outcome === AGAIN) continue;
+        const { createdAt, force } = plan;
+        return { namespace, name, release, mediaType, digest: blob.digest, createdAt, forced: force, ...outcome };
       }
     } finally {
       if (blob !== input.blob) await blob.dispose();
     }
-    return { namespace, name, release, mediaType, digest: blob.digest, size, createdAt, forced: force, created };
+  }
+
+  /**
+   * One round of a push: the objects its release references written at once, then the package document's
+   * compare-and-swap. `AGAIN` when the round must be run again (an object a collector removed, a broken fence,
+   * segments to read), until MAX_PUSH_ROUNDS. Answers only once everything it started has settled.
+   */
+  async #round(plan: PushPlan, round: number): Promise<{ created: boolean; size: number } | typeof AGAIN> {
+    const { namespace, name, mediaType, blob, metadata, chart } = plan;
+    try {
+      // The first round starts from the version this instance holds, when it can (no request: `cachedFence`);
+      // a round after a broken fence reads storage.
+      const gcFence =
+        (round === 1 ? cachedFence<PackageDoc>(this.#docs, plan.docKey, relied(plan)) : undefined) ??
+        (await fence<PackageDoc>(this.#docs, plan.docKey, relied(plan)));
+      // The objects the document will reference are independent of each other: written at once (with the fsync
+      // of each on the filesystem, that is one disk flush's wait instead of one per object). A failure answers
+      // once all are settled: a helm blob still being written starts its chart record after it.
+      const fenced = gcFence.doc?.value;
+      const [stored, , flush] = await settleAll([
+        mediaType === HELM_MEDIA_TYPE
+          ? this.#storeChart(namespace, name, blob, chart)
+          : this.#storeBlob(namespace, name, blob),
+        (async () => {
+          // Metadata goes to an immutable object written before the document that references it, so the package
+          // document, rewritten by every change, holds ~200 bytes per release. Written in every round: a
+          // collector may have deleted an object found stored in an earlier one (create-if-absent: cheap).
+          if (metadata !== undefined) await this.#putMetadata(namespace, name, metadata, gcFence);
+          plan.migrated = await this.#migrateMetadata(namespace, name);
+        })(),
+        // Inline records past the bound go to a segment now, before the compare-and-swap that references it.
+        fenced === undefined ? undefined : this.#segments.load(fenced).then(() => this.#segments.flush(fenced)),
+      ]);
+      if (stored === null) {
+        // Reported as present but gone (deleted by a collector since): write it again.
+        if (round >= MAX_PUSH_ROUNDS)
+          throw new StorageUnavailableError(`blob ${blob.digest} was not stored; try again`);
+        return AGAIN;
+      }
+      const swap = {
+        gcFence,
+        flush,
+        size: stored.size,
+        digestNeeded: mediaType === HELM_MEDIA_TYPE && !stored.written,
+      };
+      try {
+        // A helm push that found its bytes stored reads them for `archive_digest` (see `#storeChart`), only when the
+        // compare-and-swap would publish and no live release of the blob tells it: a push refused (409, 403) reads
+        // nothing. Read before the compare-and-swap when the version this round fenced would publish: a mutate
+        // function that throws on the cached version makes the store read the document again
+        // (lib/core/documents.ts), one GET more than the README's count. A fenced version stale since costs no
+        // more than that GET (test/helm/found-stored-attack.test.ts).
+        const readFirst = swap.digestNeeded && chart.archiveDigest === undefined && this.#readsFirst(plan, fenced);
+        if (readFirst && !(await this.#readStored(plan, round))) return AGAIN;
+        try {
+          return { created: await this.#publish(plan, swap), size: stored.size };
+        } catch (err) {
+          if (!(err instanceof StoredDigestNeeded)) throw err;
+          if (!(await this.#readStored(plan, round))) return AGAIN;
+          return { created: await this.#publish(plan, swap), size: stored.size };
+        }
+      } catch (err) {
+        if (err instanceof SegmentsNotLoaded && round < MAX_PUSH_ROUNDS) return AGAIN; // read again with its segments
+        if (!(err instanceof FenceBroken)) throw err;
+        if (round >= MAX_PUSH_ROUNDS)
+          throw new StorageUnavailableError(`push of ${namespace}/${name} kept racing the garbage collector`);
+        return AGAIN;
+      }
+    } finally {
+      // Never rejects. The next round, or the answer (an error too: the metadata or a segment not stored, a
+      // conflict), waits for it: a record landing after the push answered may land after a collector removed
+      // these bytes (test/helm/chart-record-settled.test.ts). Set by now: `settleAll` waited for the blob.
+      await chart.writing;
+      chart.writing = undefined;
+    }
+  }
+
+  /**
+   * The package document's compare-and-swap that publishes the release: true when it created the package (or
+   * brought a tombstone back). Throws `forbidden` (`createOnly`), `package-exists` (the release is there and the
+   * push is not forced), `FenceBroken` (a collector claimed what the round relies on), `StoredDigestNeeded`.
+   */
+  #publish(
+    plan: PushPlan,
+    swap: { gcFence: Fence<PackageDoc>; flush: FlushPlan | undefined; size: number; digestNeeded: boolean },
+  ): Promise<boolean> {
+    const { namespace, name, release, mediaType, blob, chart, metadata, input } = plan;
+    const { gcFence, flush, size, digestNeeded } = swap;
+    const moved = plan.migrated ?? new Set<string>();
+    return this.#docs.update<PackageDoc, boolean>(
+      plan.docKey,
+      (current) => {
+        if (forbidden(plan, current)) {
+          throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
+            package: `${namespace}/${name}`,
+          });
+        }
+        const view = current === null ? undefined : this.#segments.viewOf(current);
+        if (current !== null && view !== undefined && taken(plan, current, view)) throw conflict(plan);
+        checkFence(gcFence, current, relied(plan));
+        // A live release of the same blob tells the stored bytes' sha256 without reading them: referenced since
+        // it was published, they are the ones its push wrote or read (a force push of the same chart).
+        const archiveDigest =
+          chart.archiveDigest ??
+          (digestNeeded && current !== null && view !== undefined
+            ? liveArchiveDigest(current, view, blob.digest)
+            : undefined);
+        if (digestNeeded && archiveDigest === undefined) throw new StoredDigestNeeded();
+        // A tombstone keeps its visibility: only `setVisibility` (admin) changes it, never a push.
+        const doc =
+          current && view && hasReleases(current, view)
+            ? current
+            : newPackage(
+                namespace,
+                name,
+                plan.createdAt,
+                current?.visibility ?? input.visibility ?? this.#deps.defaultVisibility,
+              );
+        if (doc === current) applyFlush(doc, flush);
+        if (moved.size > 0) referenceMetadata(doc, moved);
+        setRecord(doc, release, mediaType, {
+          digest: blob.digest,
+          size,
+          created_at: plan.createdAt,
+          ...(metadata === undefined ? { metadata: null } : { metadata_ref: metadata.hash }),
+          ...(archiveDigest === undefined ? {} : { archive_digest: archiveDigest }),
+        });
+        keepGcState(current, doc, relied(plan));
+        this.#segments.viewOf(doc); // keeps the view with the version written
+        return { next: doc, result: doc !== current };
+      },
+      {},
+      { cached: true },
+    );
+  }
+
+  /**
+   * Whether a helm push that found its bytes stored reads them before its compare-and-swap (see `#round`): when
+   * `doc`, the version its fence holds, would publish the release and has no live release of the blob telling
+   * their sha256. Refused there (403, 409), it reads nothing; the compare-and-swap decides.
+   */
+  #readsFirst(plan: PushPlan, doc: PackageDoc | undefined): boolean {
+    if (doc === undefined) return true; // a new package: nothing refuses it, nothing tells the sha256
+    if (forbidden(plan, doc)) return false;
+    let view: SegmentView;
+    try {
+      view = this.#segments.viewOf(doc);
+    } catch (err) {
+      if (err instanceof SegmentsNotLoaded) return false;
+      throw err;
+    }
+    return !taken(plan, doc, view) && liveArchiveDigest(doc, view, plan.blob.digest) === undefined;
+  }
+
+  /**
+   * Reads the stored bytes' sha256 into `plan.chart`; false when they are gone (the next round writes them again).
+   * Read after this round's fence: a collector removing the bytes before the compare-and-swap breaks it, so they
+   * are the release's bytes when it is published.
+   */
+  async #readStored(plan: PushPlan, round: number): Promise<boolean> {
+    const digest = await this.#storedDigest(plan.namespace, plan.name, plan.blob.digest);
+    if (digest === null) {
+      if (round >= MAX_PUSH_ROUNDS)
+        throw new StorageUnavailableError(`blob ${plan.blob.digest} was not stored; try again`);
+      return false;
+    }
+    plan.chart.archiveDigest = digest;
+    return true;
   }
 
   /**
