@@ -52,6 +52,8 @@ export interface ServerConfig {
   auditLog?: string;
   logLevel: LogLevel;
   shutdownTimeoutMs: number;
+  requestTimeoutMs: number;
+  headersTimeoutMs: number;
 }
 
 /**
@@ -246,6 +248,26 @@ export const SETTINGS: readonly Setting[] = [
     default: '10000',
     help: 'on SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are closed, in ms',
   },
+  {
+    name: 'requestTimeoutMs',
+    env: 'APPR_REQUEST_TIMEOUT_MS',
+    flag: 'request-timeout-ms',
+    kind: 'ms',
+    default: '300000',
+    help:
+      'how long a client may take to send a whole request, push body included, before it gets 408, in ms; ' +
+      "0: no limit (Node's requestTimeout)",
+  },
+  {
+    name: 'headersTimeoutMs',
+    env: 'APPR_HEADERS_TIMEOUT_MS',
+    flag: 'headers-timeout-ms',
+    kind: 'ms',
+    default: '60000',
+    help:
+      "how long a client may take to send a request's head before it gets 408, in ms, at most the request " +
+      "timeout; 0: no limit (Node's headersTimeout)",
+  },
 ];
 
 /** What each kind accepts, for help and error messages. */
@@ -319,7 +341,7 @@ export interface ParsedCommandLine {
 /**
  * The configuration from flags (`--max-push-size 1000` or `--max-push-size=1000`) over environment variables
  * over defaults. An empty environment variable counts as unset (except `APPR_PREFIX`). Throws `ConfigError` for an unknown flag, a
- * flag without a value, or a value its kind does not accept.
+ * flag without a value, a value its kind does not accept, or a head timeout longer than the request timeout.
  */
 export function parseServerConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommandLine {
   let values: Record<string, string | boolean | undefined>;
@@ -361,6 +383,14 @@ export function parseServerConfig(argv: readonly string[], env: NodeJS.ProcessEn
       );
     }
     config[setting.name] = value;
+  }
+  const { requestTimeoutMs, headersTimeoutMs } = config as { requestTimeoutMs: number; headersTimeoutMs: number };
+  // Node refuses a head timeout longer than the whole request's (http.createServer throws ERR_OUT_OF_RANGE).
+  if (requestTimeoutMs > 0 && headersTimeoutMs > requestTimeoutMs) {
+    throw new ConfigError(
+      `APPR_HEADERS_TIMEOUT_MS (--headers-timeout-ms) ${headersTimeoutMs} is longer than APPR_REQUEST_TIMEOUT_MS ` +
+        `(--request-timeout-ms) ${requestTimeoutMs}: the head is part of the request`,
+    );
   }
   return { config: config as unknown as ServerConfig, help: values.help === true };
 }

@@ -4,7 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { STATUS_CODES } from 'node:http';
+import { createServer, STATUS_CODES } from 'node:http';
 import Koa from 'koa';
 import { UserStore, type StoreUser } from '../auth/user-store.js';
 import { ApprError, ERRORS, type ErrorCode } from '../errors.js';
@@ -216,9 +216,28 @@ async function accessFromConfig(
   };
 }
 
+/**
+ * How often Node checks its connections for `requestTimeout` and `headersTimeout` (`connectionsCheckingInterval`,
+ * fixed when the server is created; Node's default 30 s): half the shorter timeout, at most 30 s, so that a client
+ * too slow gets its 408 at most half a timeout late.
+ */
+export function connectionsCheckingIntervalMs(config: Pick<ServerConfig, 'requestTimeoutMs' | 'headersTimeoutMs'>) {
+  const timeouts = [config.requestTimeoutMs, config.headersTimeoutMs].filter((ms) => ms > 0);
+  return Math.max(1, Math.min(30_000, Math.ceil(Math.min(...timeouts, 60_000) / 2)));
+}
+
 function listen(app: Koa, config: ServerConfig): Promise<Server> {
+  const handle = app.callback();
   return new Promise((resolve, reject) => {
-    const server = app.listen(config.port, config.host);
+    const server = createServer(
+      {
+        requestTimeout: config.requestTimeoutMs,
+        headersTimeout: config.headersTimeoutMs,
+        connectionsCheckingInterval: connectionsCheckingIntervalMs(config),
+      },
+      (req, res) => void handle(req, res),
+    );
+    server.listen(config.port, config.host);
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(
         err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'

@@ -72,6 +72,8 @@ describe('koa-appr serve: settings from flags and environment', () => {
       metrics: true,
       logLevel: 'info',
       shutdownTimeoutMs: 10000,
+      requestTimeoutMs: 300000,
+      headersTimeoutMs: 60000,
     });
   });
 

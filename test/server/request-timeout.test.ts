@@ -1,18 +1,16 @@
 /**
  * The standalone server answers a request that does not arrive in time (Node's `ERR_HTTP_REQUEST_TIMEOUT`, from
- * `headersTimeout` for the head and `requestTimeout` for the whole request) with 408 `request-timeout` in the JSON
- * error format, and closes the connection (lib/server/server.ts, PARSER_ERRORS).
- *
- * The server has no setting for these timeouts; the test lowers Node's own, which an `http.Server` reads at each
- * check. Node checks every `connectionsCheckingInterval` (30 s, fixed when the server is created), so the answer
- * comes up to 30 s after the request: the test waits for it, it does not time it.
+ * `APPR_HEADERS_TIMEOUT_MS` for the head and `APPR_REQUEST_TIMEOUT_MS` for the whole request) with 408
+ * `request-timeout` in the JSON error format, and closes the connection (lib/server/server.ts, PARSER_ERRORS).
+ * Node checks its connections every half of the shorter timeout here (`connectionsCheckingIntervalMs`), so the
+ * answer comes within a second: the test waits for it, it does not time it.
  */
 import { expect } from 'chai';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { ERRORS } from '../../lib/errors.js';
-import { parseServerConfig } from '../../lib/server/config.js';
-import { startServer, type RunningServer } from '../../lib/server/server.js';
+import { ConfigError, parseServerConfig } from '../../lib/server/config.js';
+import { connectionsCheckingIntervalMs, startServer, type RunningServer } from '../../lib/server/server.js';
 import { tempDir } from '../helpers/temp.js';
 import { parseRawResponse } from '../helpers/http.js';
 
@@ -32,15 +30,36 @@ async function incompleteRequest(url: string, payload: string): Promise<string> 
 }
 
 describe('koa-appr serve: a request that does not arrive in time', function () {
-  // Node's connection check runs every 30 s: the answer may take that long (see above).
-  this.timeout(60_000);
   let running: RunningServer;
   tempDir('appr-request-timeout-', 'all', async (dir) => {
-    const { config } = parseServerConfig(['--port', '0', '--storage', dir, '--log-level', 'warn'], {});
+    const { config } = parseServerConfig(
+      ['--port', '0', '--storage', dir, '--log-level', 'warn', '--headers-timeout-ms', '200'],
+      { APPR_REQUEST_TIMEOUT_MS: '400' },
+    );
     running = await startServer(config, () => undefined);
-    running.server.headersTimeout = 200;
-    running.server.requestTimeout = 400;
     return () => running.close();
+  });
+
+  it("passes its settings to Node's server, and checks connections at half the shorter timeout", () => {
+    expect([running.server.headersTimeout, running.server.requestTimeout]).to.deep.equal([200, 400]);
+    const defaults = parseServerConfig([], {}).config;
+    expect([defaults.headersTimeoutMs, defaults.requestTimeoutMs]).to.deep.equal([60_000, 300_000]);
+    expect(connectionsCheckingIntervalMs(defaults)).to.equal(30_000);
+    expect(connectionsCheckingIntervalMs({ headersTimeoutMs: 200, requestTimeoutMs: 400 })).to.equal(100);
+    expect(connectionsCheckingIntervalMs({ headersTimeoutMs: 0, requestTimeoutMs: 0 })).to.equal(30_000);
+    expect(connectionsCheckingIntervalMs({ headersTimeoutMs: 0, requestTimeoutMs: 5_000 })).to.equal(2_500);
+  });
+
+  it('refuses a head timeout longer than the request timeout, naming both settings', () => {
+    expect(() => parseServerConfig(['--headers-timeout-ms', '500', '--request-timeout-ms', '400'], {})).to.throw(
+      ConfigError,
+      /APPR_HEADERS_TIMEOUT_MS.*APPR_REQUEST_TIMEOUT_MS/,
+    );
+    // No request limit: any head limit goes.
+    expect(parseServerConfig(['--headers-timeout-ms', '500'], { APPR_REQUEST_TIMEOUT_MS: '0' }).config).to.include({
+      headersTimeoutMs: 500,
+      requestTimeoutMs: 0,
+    });
   });
 
   it('answers an incomplete head and an incomplete body with 408 request-timeout JSON and closes', async function () {
