@@ -244,7 +244,9 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
       // Nothing downstream answered: no body, and Koa's 404 or the status a host middleware set before us.
       const before = ctx.status;
       await (fast(ctx, next) ?? dispatch(ctx, next));
-      if (ctx.body == null && (ctx.status === 404 || ctx.status === before) && claims(ctx.path)) {
+      // `ctx.path` is null when a host rewrote the URL to a bare query (`?x`): no path of ours.
+      const path = ctx.path as string | null;
+      if (ctx.body == null && (ctx.status === 404 || ctx.status === before) && path !== null && claims(path)) {
         await respond(ctx, async () => {
           throw new ApprError('not-found', 'No such route');
         });

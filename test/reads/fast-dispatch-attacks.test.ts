@@ -620,6 +620,19 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       expect(rewritten.res.json).to.deep.equal({ host: '?x=1' });
     });
 
+    it("a URL a host rewrote to no path, that nothing answers, gets Koa's 404, not a 500", async () => {
+      const pair = await twins({
+        upstream: async (ctx, next) => {
+          ctx.url = '?x=1';
+          await next();
+        },
+      });
+      for (const path of ['/cnr/version', '/cnr/api/v1/packages/ns/app/1.0.0/helm/pull', '/elsewhere']) {
+        const { res } = await same(pair, 'GET', path);
+        expect(res.status, path).to.equal(404);
+      }
+    });
+
     it('allowedMethods() with and without throw answers alike (405, 501, OPTIONS)', async () => {
       for (const options of [{}, { throw: true }]) {
         const pair = await twins({
