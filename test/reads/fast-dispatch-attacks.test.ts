@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import { createApprRouter, MemoryStorage, Registry, type ApprRouterOptions } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { KOA_VERSIONS, listen, type KoaClass, type TestResponse, type TestServer } from '../helpers/http.js';
+import { countFullMatches, routingFields, type Seen } from './fast-dispatch-helpers.js';
 
 /**
  * Hostile requests and unusual host apps against the fast dispatch of a top-level mount (lib/http/dispatch.ts).
@@ -14,26 +15,9 @@ import { KOA_VERSIONS, listen, type KoaClass, type TestResponse, type TestServer
  */
 describe('fast dispatch under attack: the same answers and routing fields as @koa/router', () => {
   const servers: TestServer[] = [];
-  const asked = new WeakMap<object, number>();
-  const fullMatch = Router.prototype.match;
-  before(() => {
-    const count = (view: object): void => {
-      for (let r: object | null = view; r !== null; r = Object.getPrototypeOf(r) as object | null) {
-        const n = asked.get(r);
-        if (n !== undefined) asked.set(r, n + 1);
-      }
-    };
-    Router.prototype.match = function counted(this: Router, path: string, method: string) {
-      count(this);
-      return fullMatch.call(this, path, method);
-    };
-  });
-  after(() => {
-    Router.prototype.match = fullMatch;
-    return Promise.all(servers.map((server) => server.close()));
-  });
+  const asked = countFullMatches();
+  after(() => Promise.all(servers.map((server) => server.close())));
 
-  type Seen = Record<string, unknown>;
   interface Setup {
     options?: Omit<ApprRouterOptions, 'registry' | 'storage'>;
     /** Changes a host makes to the registry's router before the app serves. */
@@ -51,28 +35,6 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
     /** Calls of @koa/router's full match on this router's stack. */
     slow: () => number;
   }
-
-  const seenOf = (ctx: Koa.Context, router: Router): Seen => {
-    const c = ctx as Koa.Context & Record<string, unknown>;
-    const layers = (c.matched as { name?: string | null; path: unknown }[] | undefined)?.map(
-      (layer) => `${layer.name ?? ''} ${String(layer.path)}`,
-    );
-    return {
-      path: ctx.path,
-      method: ctx.method,
-      status: ctx.status,
-      matched: layers,
-      params: c.params,
-      requestParams: (ctx.request as typeof ctx.request & { params?: unknown }).params,
-      captures: c.captures,
-      routerPath: c.routerPath,
-      routerName: c.routerName,
-      routeMatched: c.routeMatched,
-      matchedRoute: String(c._matchedRoute),
-      matchedRouteName: c._matchedRouteName,
-      hasRouter: c.router === router,
-    };
-  };
 
   async function twin(setup: Setup, forceRouter: boolean): Promise<Twin> {
     const registry = new Registry({ storage: new MemoryStorage() });
@@ -100,7 +62,7 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       try {
         await next();
       } finally {
-        seen.push(seenOf(ctx, router));
+        seen.push(routingFields(ctx, router));
       }
     });
     if (setup.upstream) app.use(setup.upstream);
@@ -761,7 +723,7 @@ describe('fast dispatch under attack: the same answers and routing fields as @ko
       const app = new Koa();
       app.use(async (ctx, next) => {
         await next();
-        seen = seenOf(ctx, parent);
+        seen = routingFields(ctx, parent);
       });
       app.use(parent.routes()).use(parent.allowedMethods());
       const server = await listen(app);

@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import { createApprRouter, MemoryStorage, Registry } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { listen, type TestServer } from '../helpers/http.js';
+import { countFullMatches, routingFields, type Seen } from './fast-dispatch-helpers.js';
 
 /**
  * The top-level mount runs a matched route without @koa/router's dispatch (lib/http/dispatch.ts). Over real
@@ -13,28 +14,9 @@ import { listen, type TestServer } from '../helpers/http.js';
  */
 describe('dispatch of a matched route without @koa/router', () => {
   const servers: TestServer[] = [];
-  // @koa/router's dispatch asks `router.match`, which asks Router.prototype.match on a view of the router's stack
-  // (an object whose prototype is the router): counted per router.
-  const asked = new WeakMap<object, number>();
-  const fullMatch = Router.prototype.match;
-  const count = (view: object): void => {
-    for (let r: object | null = view; r !== null; r = Object.getPrototypeOf(r) as object | null) {
-      const n = asked.get(r);
-      if (n !== undefined) asked.set(r, n + 1);
-    }
-  };
-  before(() => {
-    Router.prototype.match = function counted(this: Router, path: string, method: string) {
-      count(this);
-      return fullMatch.call(this, path, method);
-    };
-  });
-  after(() => {
-    Router.prototype.match = fullMatch;
-    return Promise.all(servers.map((server) => server.close()));
-  });
+  const asked = countFullMatches();
+  after(() => Promise.all(servers.map((server) => server.close())));
 
-  type Seen = Record<string, unknown>;
   interface Twin {
     server: TestServer;
     seen: Seen[];
@@ -53,25 +35,7 @@ describe('dispatch of a matched route without @koa/router', () => {
       if (ctx.get('X-Preset') !== '') Object.assign(ctx, { params: { preset: 'kept' } });
       if (forceRouter) Object.assign(ctx, { newRouterPath: ctx.path });
       await next();
-      const c = ctx as typeof ctx & Record<string, unknown>;
-      const layers = (c.matched as { name?: string | null; path: unknown }[] | undefined)?.map(
-        (layer) => `${layer.name ?? ''} ${String(layer.path)}`,
-      );
-      seen.push({
-        path: ctx.path,
-        method: ctx.method,
-        status: ctx.status,
-        matched: layers,
-        params: c.params,
-        requestParams: (ctx.request as typeof ctx.request & { params?: unknown }).params,
-        captures: c.captures,
-        routerPath: c.routerPath,
-        routerName: c.routerName,
-        routeMatched: c.routeMatched,
-        matchedRoute: String(c._matchedRoute),
-        matchedRouteName: c._matchedRouteName,
-        hasRouter: c.router === router,
-      });
+      seen.push(routingFields(ctx, router));
     });
     app.use(router.routes()).use(router.allowedMethods());
     const server = await listen(app);
