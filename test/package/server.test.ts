@@ -50,7 +50,8 @@ const SAMPLES: Record<Exclude<SettingKind, 'string'>, { bad: string[]; good: [st
   bytes: { bad: ['1GB', '0', '-5', '1.5', 'ten', '99999999999999999'], good: ['1048576', 1048576] },
   bytesOrZero: { bad: ['1GB', '-5', '1.5', 'ten', '99999999999999999'], good: ['0', 0] },
   count: { bad: ['0', '-1', '2.5', 'many'], good: ['500', 500] },
-  ms: { bad: ['-1', '1s', '0.5', 'soon'], good: ['0', 0] },
+  // Beyond 2^31 - 1 a timer fires at once (TimeoutOverflowWarning) and Node's HTTP parser wraps its timeouts at 2^32.
+  ms: { bad: ['-1', '1s', '0.5', 'soon', '2147483648', '4294967596', '99999999999999999'], good: ['0', 0] },
   boolean: { bad: ['maybe', 'tru', '2'], good: ['off', false] },
   visibility: { bad: ['secret', 'Public'], good: ['private', 'private'] },
   level: { bad: ['verbose', 'INFO'], good: ['warn', 'warn'] },
