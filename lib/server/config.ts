@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS, type LogLevel } from '../ops/pino.js';
 import { DEFAULT_MAX_PUSH_SIZE, DEFAULT_PREFIX } from '../http/options.js';
+import { MAX_TIMER_MS } from '../options/schema.js';
 
 /** How a setting's text is read: each kind accepts exactly what its `accepts` text says. */
 export type SettingKind =
@@ -277,7 +278,7 @@ export const ACCEPTS: Record<SettingKind, string> = {
   bytes: 'a positive whole number of bytes, digits only (e.g. 33554432)',
   bytesOrZero: 'a whole number of bytes, 0 or more, digits only (e.g. 0 or 67108864)',
   count: 'a positive whole number',
-  ms: 'a whole number of milliseconds, 0 or more',
+  ms: `a whole number of milliseconds from 0 to ${MAX_TIMER_MS} (about 24.8 days)`,
   boolean: 'true or false (also 1/0, yes/no, on/off)',
   visibility: 'public or private',
   url: 'an absolute http:// or https:// URL without query, fragment or credentials',
@@ -312,7 +313,10 @@ function convert(kind: SettingKind, text: string): string | number | boolean | u
       if (!/^\d{1,16}$/.test(trimmed)) return undefined;
       const value = Number(trimmed);
       if (!Number.isSafeInteger(value)) return undefined;
-      return kind === 'ms' || kind === 'bytesOrZero' || value > 0 ? value : undefined;
+      // A longer timer fires at once (Node's TimeoutOverflowWarning), and Node's HTTP parser keeps only 32 bits of
+      // requestTimeout and headersTimeout: 2^32 + 300 would cut every request after 300 ms.
+      if (kind === 'ms') return value <= MAX_TIMER_MS ? value : undefined;
+      return kind === 'bytesOrZero' || value > 0 ? value : undefined;
     }
     case 'boolean': {
       const lower = trimmed.toLowerCase();
