@@ -2,7 +2,7 @@
  * The standalone server (`koa-appr serve`, `npm start`): a Koa app with the registry router, over the filesystem
  * or S3 storage, with the built-in user store when a user file is given.
  */
-import type { Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer, STATUS_CODES } from 'node:http';
 import Koa from 'koa';
@@ -286,7 +286,7 @@ function trackConnections(server: Server): Connections {
     if (draining) res.shouldKeepAlive = false;
     res.once('close', () => {
       responses.delete(res);
-      if (draining && responses.size === 0) socket.end();
+      if (draining && responses.size === 0) endNow(socket);
     });
   });
   return {
@@ -297,20 +297,37 @@ function trackConnections(server: Server): Connections {
     drain() {
       draining = true;
       for (const [socket, responses] of busy) {
-        if (responses.size === 0) socket.end();
+        if (responses.size === 0) endNow(socket);
         for (const res of responses) if (!res.headersSent) res.shouldKeepAlive = false;
       }
     },
   };
 }
 
+/**
+ * Stop listening at once, end idle connections, let requests in flight finish for up to `graceMs`, then close what
+ * is left. The port is freed with net.Server's close, not http.Server's: the latter also stops Node's connection
+ * check, and a client too slow (a stalled push) would then hold the stop for the whole grace period instead of
+ * getting its 408 at `APPR_REQUEST_TIMEOUT_MS`. Once every connection is gone, http.Server's close stops the check
+ * (Node then emits a second `close` and hands its callback ERR_SERVER_NOT_RUNNING, which is expected here).
+ */
+/**
+ * End a connection while stopping: what was written goes out first, then the socket is destroyed. The HTTP server
+ * allows half-open connections, so a plain `end()` would leave a client that ignores it holding the stop for the
+ * whole grace period.
+ */
+function endNow(socket: Socket): void {
+  socket.end(() => socket.destroy());
+}
+
 async function shutdown(server: Server, connections: Connections, graceMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
   connections.drain();
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
   timer.unref();
   await closed;
   clearTimeout(timer);
+  server.close(() => undefined);
 }
 
 /**

@@ -73,9 +73,13 @@ async function pushBody(name: string): Promise<{ head: string; body: string }> {
 describe('koa-appr serve: slow and idle clients under the request and head timeouts', function () {
   let dir: string;
   let running: RunningServer | undefined;
-  const start = async (requestTimeoutMs: number, headersTimeoutMs: number): Promise<RunningServer> => {
+  const start = async (
+    requestTimeoutMs: number,
+    headersTimeoutMs: number,
+    shutdownMs = 200,
+  ): Promise<RunningServer> => {
     const { config } = parseServerConfig(
-      ['--port', '0', '--storage', dir, '--log-level', 'warn', '--shutdown-timeout-ms', '200'],
+      ['--port', '0', '--storage', dir, '--log-level', 'warn', '--shutdown-timeout-ms', String(shutdownMs)],
       { APPR_REQUEST_TIMEOUT_MS: String(requestTimeoutMs), APPR_HEADERS_TIMEOUT_MS: String(headersTimeoutMs) },
     );
     running = await startServer(config, () => undefined);
@@ -185,6 +189,31 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
     await push.waitFor('\r\n\r\n');
     expect(push.received()).to.match(/^HTTP\/1\.1 200 /);
     push.socket.destroy();
+  });
+
+  it('still answers a push too slow with 408 while stopping, instead of holding the stop for its whole grace', async () => {
+    // Node's server.close() stops its connection check: without ours, this push would hold the stop for 60 s.
+    const server = await start(300, 150, 60_000);
+    const { head, body } = await pushBody('stopping');
+    const push = rawClient(server.url, head + body.slice(0, 20));
+    await once(server.server, 'request');
+    const stopped = server.close();
+    running = undefined;
+    expect408(await push.closed, 'a push too slow while stopping');
+    await stopped;
+    expect(await readdir(join(dir, 'tmp'))).to.deep.equal([]);
+  });
+
+  it('stops at once with an idle client that ignores the end of the connection (half-open)', async () => {
+    const server = await start(300, 150, 60_000);
+    const { hostname, port } = new URL(server.url);
+    const stubborn = connect({ port: Number(port), host: hostname, allowHalfOpen: true });
+    await once(stubborn, 'connect');
+    const ended = once(stubborn, 'end');
+    await server.close();
+    running = undefined;
+    await ended;
+    stubborn.destroy();
   });
 
   it('refuses at start-up, exit 2 and no stack trace, a timeout Node would wrap or a timer would overflow', async () => {
