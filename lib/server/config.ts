@@ -257,7 +257,7 @@ export const SETTINGS: readonly Setting[] = [
     default: '300000',
     help:
       'how long a client may take to send a whole request, push body included, before it gets 408, in ms; ' +
-      "0: no limit (Node's requestTimeout)",
+      "0: no limit, the head limit still applies (Node's requestTimeout)",
   },
   {
     name: 'headersTimeoutMs',
@@ -267,7 +267,7 @@ export const SETTINGS: readonly Setting[] = [
     default: '60000',
     help:
       "how long a client may take to send a request's head before it gets 408, in ms, at most the request " +
-      "timeout; 0: no limit (Node's headersTimeout)",
+      "timeout; 0: no limit of its own, the request limit still bounds the head (Node's headersTimeout)",
   },
 ];
 

@@ -191,7 +191,7 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
     push.socket.destroy();
   });
 
-  it('still answers a push too slow with 408 while stopping, instead of holding the stop for its whole grace', async () => {
+  it('answers a push too slow with 408 while stopping, not holding the stop for its grace', async () => {
     // Node's server.close() stops its connection check: without ours, this push would hold the stop for 60 s.
     const server = await start(300, 150, 60_000);
     const { head, body } = await pushBody('stopping');
@@ -216,7 +216,7 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
     stubborn.destroy();
   });
 
-  it('refuses at start-up, exit 2 and no stack trace, a timeout Node would wrap or a timer would overflow', async () => {
+  it('refuses at start-up (exit 2, no stack trace) a timeout Node would wrap or a timer overflow', async () => {
     // 2^32 + 300: Node's HTTP parser keeps 32 bits of it, and would cut every request after 300 ms.
     for (const [name, value] of [
       ['APPR_REQUEST_TIMEOUT_MS', '4294967596'],
