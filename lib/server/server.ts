@@ -305,13 +305,6 @@ function trackConnections(server: Server): Connections {
 }
 
 /**
- * Stop listening at once, end idle connections, let requests in flight finish for up to `graceMs`, then close what
- * is left. The port is freed with net.Server's close, not http.Server's: the latter also stops Node's connection
- * check, and a client too slow (a stalled push) would then hold the stop for the whole grace period instead of
- * getting its 408 at `APPR_REQUEST_TIMEOUT_MS`. Once every connection is gone, http.Server's close stops the check
- * (Node then emits a second `close` and hands its callback ERR_SERVER_NOT_RUNNING, which is expected here).
- */
-/**
  * End a connection while stopping: what was written goes out first, then the socket is destroyed. The HTTP server
  * allows half-open connections, so a plain `end()` would leave a client that ignores it holding the stop for the
  * whole grace period.
@@ -320,6 +313,13 @@ function endNow(socket: Socket): void {
   socket.end(() => socket.destroy());
 }
 
+/**
+ * Stop listening at once, end idle connections, let requests in flight finish for up to `graceMs`, then close what
+ * is left. The port is freed with net.Server's close, not http.Server's: the latter also stops Node's connection
+ * check, and a client too slow (a stalled push) would then hold the stop for the whole grace period instead of
+ * getting its 408 at `APPR_REQUEST_TIMEOUT_MS`. Once every connection is gone, http.Server's close stops the check
+ * (Node then emits a second `close` and hands its callback ERR_SERVER_NOT_RUNNING, which is expected here).
+ */
 async function shutdown(server: Server, connections: Connections, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
   connections.drain();
