@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
 import { putImmutable } from '../storage/util.js';
-import { DEFAULT_STORAGE_TIMEOUT_MS, transferDeadlineMs } from '../storage/deadline.js';
+import { DEFAULT_STORAGE_TIMEOUT_MS, transferDeadlineMs, withinDeadline } from '../storage/deadline.js';
 import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { Logger } from '../ops/logger.js';
@@ -442,26 +442,18 @@ export class Pusher {
     const timeoutMs = this.#deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS;
     const ms = transferDeadlineMs(timeoutMs, stream.size);
     const hash = createHash('sha256');
-    const read = (async () => {
+    const read = async (): Promise<void> => {
       for await (const chunk of stream.body) hash.update(chunk as Buffer);
-    })();
+    };
     // Raced rather than ended by destroying the stream: a stream stuck in a read may never finish its destroy.
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_resolve, reject) => {
-      if (timeoutMs <= 0 || !Number.isFinite(timeoutMs)) return;
-      timer = setTimeout(() => {
-        reject(new StorageUnavailableError(`reading blob ${digest} exceeded its deadline of ${ms} ms; try again`));
-        stream.body.destroy();
-      }, ms);
-    });
-    read.catch(() => undefined); // a failure after the deadline (the destroy) is nobody's
+    const expired = () =>
+      new StorageUnavailableError(`reading blob ${digest} exceeded its deadline of ${ms} ms; try again`);
     try {
-      await Promise.race([read, expired]);
+      if (timeoutMs <= 0 || !Number.isFinite(timeoutMs)) await read();
+      else await withinDeadline(ms, read, expired, () => stream.body.destroy());
     } catch (err) {
       if (err instanceof StorageUnavailableError) throw err;
       throw new StorageUnavailableError(`blob ${digest} could not be read; try again`, err);
-    } finally {
-      clearTimeout(timer);
     }
     return hash.digest('hex');
   }

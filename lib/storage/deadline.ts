@@ -104,10 +104,7 @@ export class DeadlineStorage implements StorageAdapter {
     return transferDeadlineMs(this.#timeoutMs, bytes);
   }
 
-  /**
-   * `op()` or a StorageUnavailableError after `ms`. The message names the operation and the deadline, never a key
-   * (it is the 503's message). `onExpiry` runs when the deadline passes; `onLate` gets a result that came after.
-   */
+  /** `run()` within `ms`; the StorageUnavailableError names the operation and the deadline, never a key. */
   #bound<T>(
     op: string,
     ms: number,
@@ -115,34 +112,50 @@ export class DeadlineStorage implements StorageAdapter {
     onExpiry?: () => void,
     onLate?: (value: T) => void,
   ): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let expired = false;
-      const timer = setTimeout(() => {
-        expired = true;
-        onExpiry?.();
-        reject(new StorageUnavailableError(`${this.name} storage: ${op} exceeded its deadline of ${ms} ms`));
-      }, ms);
-      let pending: Promise<T>;
-      try {
-        pending = run();
-      } catch (err) {
-        clearTimeout(timer);
-        reject(err);
-        return;
-      }
-      pending.then(
-        (value) => {
-          clearTimeout(timer);
-          if (expired) onLate?.(value);
-          else resolve(value);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          if (!expired) reject(err);
-        },
-      );
-    });
+    const expired = () => new StorageUnavailableError(`${this.name} storage: ${op} exceeded its deadline of ${ms} ms`);
+    return withinDeadline(ms, run, expired, onExpiry, onLate);
   }
+}
+
+/**
+ * `run()`, or a rejection with `expired()` after `ms` (it is a 503's message: no keys). `onExpiry` runs when the
+ * deadline passes, before the rejection; `onLate` gets a result that came after it, and a late failure is dropped.
+ * The operation is abandoned, not undone (see `DeadlineStorage`).
+ */
+export function withinDeadline<T>(
+  ms: number,
+  run: () => Promise<T>,
+  expired: () => Error,
+  onExpiry?: () => void,
+  onLate?: (value: T) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      onExpiry?.();
+      reject(expired());
+    }, ms);
+    let pending: Promise<T>;
+    try {
+      pending = run();
+    } catch (err) {
+      clearTimeout(timer);
+      reject(err);
+      return;
+    }
+    pending.then(
+      (value) => {
+        clearTimeout(timer);
+        if (late) onLate?.(value);
+        else resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        if (!late) reject(err);
+      },
+    );
+  });
 }
 
 /**
