@@ -32,7 +32,7 @@ const slashCount = (path: string): number => {
 };
 
 /**
- * A layer whose pattern is plain segments (SIMPLE_PATTERN) and has `k` slashes can only match a path with `k`
+ * A layer whose pattern is plain segments (`plain`) and has `k` slashes can only match a path with `k`
  * slashes, or `k + 1` with the trailing slash @koa/router accepts: this router's own `match` tests only those
  * layers, plus any layer it cannot tell about (a regexp, a prefix middleware, a host's wildcard), in the stack's
  * order, so the answer is the one the full scan gives. The index follows the stack (rebuilt when a layer is
@@ -48,16 +48,9 @@ export function narrowMatching(router: Router): Router['match'] {
   let others: Scan = { stack: [] };
   const index = (): void => {
     const stack = router.stack;
-    const counts = stack.map((layer) => {
-      // A layer without a regular expression (an empty path) makes @koa/router's match throw: tested everywhere.
-      const simple =
-        layer.regexp instanceof RegExp &&
-        typeof layer.path === 'string' &&
-        layer.opts.end !== false &&
-        layer.opts.pathAsRegExp !== true &&
-        SIMPLE_PATTERN.test(layer.path);
-      return simple ? slashCount(layer.path as string) : -1;
-    });
+    // A layer `plain` cannot read (a regexp, a prefix middleware, a wildcard, an empty path, which makes
+    // @koa/router's match throw) is tested for every path.
+    const counts = stack.map((layer) => plain(layer)?.slashes ?? -1);
     const max = Math.max(0, ...counts) + 1;
     const scan = (keep: (count: number) => boolean): Scan =>
       Object.assign(Object.create(router) as Scan, {
@@ -114,12 +107,10 @@ function expectedSource(segments: (string | null)[]): string {
 function plain(layer: Layer): Plain | undefined {
   const { path, regexp } = layer;
   if (typeof path !== 'string' || !SIMPLE_PATTERN.test(path) || !(regexp instanceof RegExp)) return undefined;
-  const segments = path.split('/').map((segment) => (segment.startsWith(':') ? null : segment));
+  const parts = path.split('/');
+  const segments = parts.map((part) => (part.startsWith(':') ? null : part));
   if (regexp.source !== expectedSource(segments) || (regexp.flags !== 'i' && regexp.flags !== '')) return undefined;
-  const names = path
-    .split('/')
-    .filter((segment) => segment.startsWith(':'))
-    .map((segment) => segment.slice(1));
+  const names = parts.filter((part) => part.startsWith(':')).map((part) => part.slice(1));
   const read = layer.paramNames.map((key) => key.name);
   if (read.join('/') !== names.join('/') || layer.methods.length === 0 || layer.opts.ignoreCaptures === true) {
     return undefined;
@@ -296,9 +287,9 @@ export function fastDispatch(
         return undefined;
       }
       if (pattern.slashes !== slashes && !trailing) continue;
-      const match = matches(pattern, path, at);
-      if (match === undefined) return undefined;
-      if (!match) continue;
+      const matching = matches(pattern, path, at);
+      if (matching === undefined) return undefined;
+      if (!matching) continue;
       matched.push(pattern.layer);
       if (pattern.layer.methods.includes(method)) {
         runs.push({ pattern, captures: captures(pattern, path, at), stack: [...pattern.layer.stack] as Middleware[] });
