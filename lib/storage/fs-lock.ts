@@ -68,6 +68,16 @@ export class KeyLocks {
   }
 
   /**
+   * The names that take and release `key`'s lock in one go, for a writer thread that tries it once (lib/storage/
+   * fs-writer.ts, `replace`): `free`, and the holder name to rename it to (dated now). Whoever finds it held waits
+   * with `withLock`.
+   */
+  lockNames(key: string): { free: string; held: string } {
+    const lockDir = join(this.#dir, createHash('sha256').update(key).digest('hex'));
+    return { free: join(lockDir, FREE), held: join(lockDir, holderName()) };
+  }
+
+  /**
    * Best-effort, at start-up: remove what crashed processes left in the locks directory (`entries`, as read with
    * their types): key directories never renamed into place (older than an hour) and lock files of earlier versions
    * (older than `staleMs`). The key directories themselves are left alone: there is one per key ever locked, and an

@@ -18,10 +18,22 @@ import { StorageUnavailableError } from '../errors.js';
 export const WRITER_MAX_BYTES = 1024 * 1024;
 const MAX_WORKERS = 4;
 
-/** What a write did: published (with the file's stats, for its ETag), or not, and why. */
+/**
+ * What a write did: published (with the file's stats, for its ETag), or not, and why: `exists` (create-if-absent
+ * found the key taken), `abandoned` (the caller gave up), `mismatch` (a replace's current ETag was not `ifMatch`),
+ * `busy` (a replace found the key's lock held: its temp file is written and left for the caller).
+ */
 export type WriteOutcome =
   | { done: true; ino: bigint; mtimeNs: bigint; ctimeNs: bigint; size: bigint }
-  | { done: false; reason: 'exists' | 'abandoned' };
+  | { done: false; reason: 'exists' | 'abandoned' | 'mismatch' | 'busy' };
+
+/**
+ * An object's ETag on the filesystem: its inode number, mtime and ctime (ns) and size, in hex. Run in the writer
+ * threads too (it is part of their source), so that a replace compares ETags under the lock.
+ */
+export function etagOf(stats: { ino: bigint; mtimeNs: bigint; ctimeNs: bigint; size: bigint }): string {
+  return [stats.ino, stats.mtimeNs, stats.ctimeNs, stats.size].map((n) => n.toString(16)).join('-');
+}
 
 /**
  * - `create`: `body` to a new file `temp` (fsynced when `fsync` and not empty), then create-if-absent at `path`
@@ -29,14 +41,28 @@ export type WriteOutcome =
  *   the link); the temp name is always gone afterwards.
  * - `empty`: create an empty file at `path` in place (O_EXCL; `exists` when something is there; `abandoned`,
  *   nothing created, when `abort[0]` is set before the open: a job may wait in the queue past its deadline).
- * - `temp`: `body` to a new file `temp`, fsynced, closed and left there for the caller to publish.
+ * - `replace`: `body` to a new file `temp` (fsynced when `fsync` and not empty), then, holding the key's lock
+ *   (lib/storage/fs-lock.ts: `lock.free` renamed to `lock.held`, and back after), `temp` renamed over `path` when the
+ *   current ETag there is `ifMatch` (when given; `mismatch` otherwise) and `abort[0]` is not set (`abandoned`). When
+ *   the lock is held (or its directory not made yet), `busy`: `temp` is left written for the caller, who takes the
+ *   lock the slow way (waiting, breaking a stale one). Otherwise the temp name is gone afterwards.
  *
  * Every file gets `stamp` (seconds since the epoch) as its mtime; a missing parent directory of `path` is created.
  */
 export type WriteJob =
   | { op: 'create'; temp: string; path: string; body: Uint8Array; fsync: boolean; stamp: number; abort?: Int32Array }
   | { op: 'empty'; path: string; stamp: number; abort?: Int32Array }
-  | { op: 'temp'; temp: string; body: Uint8Array; fsync: boolean; stamp: number };
+  | {
+      op: 'replace';
+      temp: string;
+      path: string;
+      body: Uint8Array;
+      fsync: boolean;
+      stamp: number;
+      lock: { free: string; held: string };
+      ifMatch?: string;
+      abort?: Int32Array;
+    };
 
 interface Task {
   job: WriteJob;
@@ -191,9 +217,34 @@ function writerThread(load: (id: string) => unknown): void {
       fs.futimesSync(fd, job.stamp, job.stamp);
       // A zero-byte object is whole whether or not its inode reached the disk: nothing to sync.
       if (job.fsync && job.body.byteLength > 0) fs.fsyncSync(fd);
-      if (job.op === 'temp') {
-        tempGone = true; // left for the caller, who publishes or removes it
-        return published(fd);
+      if (job.op === 'replace') {
+        try {
+          fs.renameSync(job.lock.free, job.lock.held);
+        } catch (err) {
+          // ENOENT: held by someone else, or the key's first lock; ENOTDIR: an earlier version's lock file.
+          if (codeOf(err) !== 'ENOENT' && codeOf(err) !== 'ENOTDIR') throw err;
+          tempGone = true; // left for the caller, who takes the lock the slow way
+          return { done: false, reason: 'busy' };
+        }
+        try {
+          if (job.ifMatch !== undefined) {
+            const current = fs.statSync(job.path, { bigint: true, throwIfNoEntry: false });
+            if (current === undefined || !current.isFile() || etagOf(current) !== job.ifMatch) {
+              return { done: false, reason: 'mismatch' };
+            }
+          }
+          if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
+          inParentDir(job.path, () => fs.renameSync(job.temp, job.path));
+          tempGone = true;
+          return published(fd);
+        } finally {
+          try {
+            fs.renameSync(job.lock.held, job.lock.free);
+          } catch {
+            // Broken as stale meanwhile (the lock may be someone else's now): nothing to release. One not released
+            // is broken as stale later, as in lib/storage/fs-lock.ts.
+          }
+        }
       }
       if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
       try {
@@ -233,4 +284,4 @@ function writerThread(load: (id: string) => unknown): void {
 }
 
 // `__name`: esbuild (tsx, when running from the TypeScript sources) wraps named functions in that helper of its own.
-const WORKER_SOURCE = `var __name = (fn) => fn;\n(${writerThread.toString()})(require);`;
+const WORKER_SOURCE = `var __name = (fn) => fn;\nvar etagOf = ${etagOf.toString()};\n(${writerThread.toString()})(require);`;

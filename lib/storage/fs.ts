@@ -16,7 +16,14 @@ import {
   throwIfAbandoned,
   uniqueSuffix,
 } from './fs-lock.js';
-import { fsWriter, NoWriterThreadError, WRITER_MAX_BYTES, type WriteJob, type WriteOutcome } from './fs-writer.js';
+import {
+  etagOf,
+  fsWriter,
+  NoWriterThreadError,
+  WRITER_MAX_BYTES,
+  type WriteJob,
+  type WriteOutcome,
+} from './fs-writer.js';
 import { fsStorageOptions } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { assertListPrefix, assertStorageKey, pageLimit, sizedChunks } from './util.js';
@@ -245,7 +252,24 @@ export class FsStorage implements StorageAdapter {
     if (condition?.ifNoneMatch === '*') {
       return this.#writerPublish({ op: 'create', temp, path, body, fsync: this.#fsync, stamp }, condition.signal);
     }
-    await fsWriter().run({ op: 'temp', temp, body, fsync: this.#fsync, stamp });
+    // Written, locked, compared, renamed and unlocked in one job when the lock is free: the lock's two renames and
+    // the ETag's two stats are not four round trips to the thread pool.
+    const signal = condition?.signal;
+    throwIfAbandoned(signal);
+    const outcome = await fsWriter().run({
+      op: 'replace',
+      temp,
+      path,
+      body,
+      fsync: this.#fsync,
+      stamp,
+      lock: this.#locks.lockNames(key),
+      ...(condition?.ifMatch === undefined ? {} : { ifMatch: condition.ifMatch }),
+      ...(signal === undefined ? {} : { abort: abortFlag(signal) }),
+    });
+    if (outcome.done) return etagOf(outcome);
+    if (outcome.reason === 'abandoned') throwIfAbandoned(signal);
+    if (outcome.reason !== 'busy') return null;
     // Under the lock nobody else replaces or deletes `path`: its stat is that of the file just renamed.
     return this.#replace(key, path, temp, condition, () => currentEtag(path));
   }
@@ -476,10 +500,6 @@ function isEmpty(chunks: Chunks): boolean {
 }
 
 /** Inode, mtime, ctime and size: any replace gives a new inode, and any change to an inode a new ctime. */
-function etagOf(stats: Pick<BigIntStats, 'ino' | 'mtimeNs' | 'ctimeNs' | 'size'>): string {
-  return [stats.ino, stats.mtimeNs, stats.ctimeNs, stats.size].map((n) => n.toString(16)).join('-');
-}
-
 async function currentEtag(path: string): Promise<string | null> {
   const stats = await statIfExists(path);
   return stats !== null && stats.isFile() ? etagOf(stats) : null;

@@ -5,12 +5,13 @@
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StorageUnavailableError } from '../../lib/errors.js';
 import { FsStorage } from '../../lib/storage/fs.js';
-import { fsWriter } from '../../lib/storage/fs-writer.js';
+import { etagOf, fsWriter } from '../../lib/storage/fs-writer.js';
+import { holderName } from '../../lib/storage/fs-lock.js';
 import { tempDir } from '../helpers/temp.js';
 
 const body = Buffer.from('{"chart":"record"}');
@@ -67,10 +68,97 @@ describe('FsStorage writer threads', function () {
     expect(await readdir(join(dir, 'changes'))).to.deep.equal(['entry']);
   });
 
-  it('leaves a temp file whole for its caller to publish', async function () {
-    const temp = join(dir, 't4');
-    expect((await fsWriter().run({ op: 'temp', temp, body, fsync: false, stamp })).done).to.equal(true);
-    expect(await readFile(temp)).to.deep.equal(body);
+  describe('replace', function () {
+    /** A key's lock directory holding `entry` (`free`, or a holder's name), and the job's names for it. */
+    async function lockOf(entry: string): Promise<{ free: string; held: string }> {
+      const lockDir = join(dir, 'locks', 'k');
+      await mkdir(lockDir, { recursive: true });
+      await writeFile(join(lockDir, entry), '');
+      return { free: join(lockDir, 'free'), held: join(lockDir, 'held.mine') };
+    }
+    const replace = (lock: { free: string; held: string }, extra: { ifMatch?: string; abort?: Int32Array } = {}) =>
+      fsWriter().run({
+        op: 'replace',
+        temp: join(dir, 't4'),
+        path: join(dir, 'objects', 'doc.json'),
+        body,
+        fsync: true,
+        stamp,
+        lock,
+        ...extra,
+      });
+
+    it('renames the temp file over the object when the ETag matches, releases the lock, and returns its stats', async function () {
+      const path = join(dir, 'objects', 'doc.json');
+      await mkdir(join(dir, 'objects'));
+      await writeFile(path, 'old');
+      const lock = await lockOf('free');
+      const outcome = await replace(lock, { ifMatch: etagOf(await stat(path, { bigint: true })) });
+      expect(outcome.done).to.equal(true);
+      expect(await readFile(path)).to.deep.equal(body);
+      if (outcome.done) expect(etagOf(outcome)).to.equal(etagOf(await stat(path, { bigint: true })));
+      expect(await readdir(join(dir, 'locks', 'k'))).to.deep.equal(['free']);
+      expect(await readdir(dir)).to.not.include('t4');
+    });
+
+    it('creates the object (and its directory) when no ETag is asked for', async function () {
+      const outcome = await replace(await lockOf('free'));
+      expect(outcome.done).to.equal(true);
+      expect(await readFile(join(dir, 'objects', 'doc.json'))).to.deep.equal(body);
+    });
+
+    it('changes nothing when the ETag does not match (or the object is gone), and releases the lock', async function () {
+      const path = join(dir, 'objects', 'doc.json');
+      const lock = await lockOf('free');
+      expect(await replace(lock, { ifMatch: '1-2-3-4' })).to.deep.equal({ done: false, reason: 'mismatch' });
+      await mkdir(join(dir, 'objects'));
+      await writeFile(path, 'old');
+      expect(await replace(lock, { ifMatch: '1-2-3-4' })).to.deep.equal({ done: false, reason: 'mismatch' });
+      expect(await readFile(path, 'utf8')).to.equal('old');
+      expect(await readdir(join(dir, 'locks', 'k'))).to.deep.equal(['free']);
+      expect((await readdir(dir)).sort()).to.deep.equal(['locks', 'objects']);
+    });
+
+    it('leaves the temp file whole for its caller when the lock is held, and touches neither lock nor object', async function () {
+      const lock = await lockOf('held.someone');
+      expect(await replace(lock)).to.deep.equal({ done: false, reason: 'busy' });
+      expect(await readFile(join(dir, 't4'))).to.deep.equal(body);
+      expect(await readdir(join(dir, 'locks', 'k'))).to.deep.equal(['held.someone']);
+      expect((await readdir(dir)).sort()).to.deep.equal(['locks', 't4']);
+    });
+
+    it("is busy when the key's lock directory does not exist yet (the caller creates it)", async function () {
+      const lock = { free: join(dir, 'locks', 'none', 'free'), held: join(dir, 'locks', 'none', 'held.mine') };
+      expect(await replace(lock)).to.deep.equal({ done: false, reason: 'busy' });
+      expect(await readFile(join(dir, 't4'))).to.deep.equal(body);
+    });
+
+    it('publishes nothing once abandoned, and releases the lock', async function () {
+      const abort = new Int32Array(new SharedArrayBuffer(4));
+      abort[0] = 1;
+      expect(await replace(await lockOf('free'), { abort })).to.deep.equal({ done: false, reason: 'abandoned' });
+      expect(await readdir(join(dir, 'locks', 'k'))).to.deep.equal(['free']);
+      expect((await readdir(dir)).sort()).to.deep.equal(['locks']);
+    });
+  });
+
+  it('makes a compare-and-swap that finds the lock held wait for it, then publish', async function () {
+    const storage = new FsStorage({ root: dir });
+    const first = (await storage.put('packages/ns/app.json', Buffer.from('1'))) as string;
+    const [lockDir] = await readdir(join(dir, 'locks'));
+    const holder = holderName(); // a live holder of this host, taken now: not stale
+    await rename(join(dir, 'locks', lockDir as string, 'free'), join(dir, 'locks', lockDir as string, holder));
+    let settled = false;
+    const swap = storage.put('packages/ns/app.json', Buffer.from('2'), { ifMatch: first }).finally(() => {
+      settled = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(settled).to.equal(false);
+    expect(await readFile(join(dir, 'objects', 'packages', 'ns', 'app.json'), 'utf8')).to.equal('1');
+    await rename(join(dir, 'locks', lockDir as string, holder), join(dir, 'locks', lockDir as string, 'free'));
+    expect(await swap).to.be.a('string');
+    expect(await readFile(join(dir, 'objects', 'packages', 'ns', 'app.json'), 'utf8')).to.equal('2');
+    expect(await readdir(join(dir, 'tmp'))).to.deep.equal([]);
   });
 
   it("rejects with the failed system call's code, as fs/promises does", async function () {
