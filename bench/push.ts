@@ -17,6 +17,8 @@
  *   BENCH_ONLY=fs BENCH_N=400 BENCH_GROW=1000 BENCH_BIG_MB=30 npm run bench:push
  *   BENCH_ONLY=fs BENCH_N=10 BENCH_GROW=10 BENCH_BIG_COUNT=48 BENCH_BIG_CAP=0 npm run bench:push   (issue 12's 48 x 30 MB)
  *   BENCH_DIR=/dev/shm BENCH_ONLY=fs npm run bench:push   (the filesystem store on tmpfs: the code without the disk)
+ *   BENCH_REFERENCE=http://127.0.0.1:5055 BENCH_DIR=/work/bench BENCH_ONLY=fs BENCH_WORKLOADS=0 BENCH_GROW=0 \
+ *     BENCH_BIG_COUNT=0 npm run bench:push   (sequential pushes alternating with the appr reference server)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -63,6 +65,15 @@ interface Server {
  * side (the before/after of a change, on a shared machine).
  */
 const BASELINE = process.env.BENCH_BASELINE ?? '';
+/**
+ * BENCH_REFERENCE: the URL of an appr server already running (say, the Python reference server of
+ * ../shared/tools/appr-reference, `run.sh start`, its store on the same filesystem as BENCH_DIR), pushed to
+ * alternately with this checkout's server: issue 9's "sequential pushes on fs at least 2x the reference" measured in
+ * one run. Its CPU is not sampled (its workers are not our children).
+ */
+const REFERENCE = process.env.BENCH_REFERENCE ?? '';
+/** Pushes to each server before the alternating ones are timed: the JIT and caches warm, as in a server running. */
+const AB_WARMUP = Number(process.env.BENCH_AB_WARMUP ?? 300);
 
 async function startServer(storage: string, options: Record<string, unknown> = {}, script = SERVER): Promise<Server> {
   // BENCH_CPU_PROF=<dir>: each server writes a CPU profile there when it stops (its whole life, fixture included).
@@ -296,36 +307,61 @@ async function bigPushes(storage: string): Promise<{ idle: number; peak: number;
   }
 }
 
-/** Sequential pushes alternating between this checkout's server and the baseline's: push/s, p50, p99, CPU each. */
+/**
+ * Sequential pushes alternating between this checkout's server and the baseline checkout's and/or the reference
+ * server (whichever are set): push/s, p50, p99, server CPU each, and each one's rate over this checkout's. Every
+ * server first takes AB_WARMUP untimed pushes.
+ */
 async function abSequential(storage: string, count: number): Promise<void> {
   const mine = await startServer(`${storage}-ab-this`);
-  const base = await startServer(`${storage}-ab-baseline`, {}, join(BASELINE, 'bench/lib/push-server.ts'));
+  const base = BASELINE
+    ? await startServer(`${storage}-ab-baseline`, {}, join(BASELINE, 'bench/lib/push-server.ts'))
+    : undefined;
+  // The reference keeps its store across runs: a namespace of this run's own.
+  const ns = `ab${Date.now().toString(36)}`;
   try {
-    const sides = [
-      { label: 'this checkout', server: mine, ms: [] as number[] },
-      { label: `baseline ${BASELINE}`, server: base, ms: [] as number[] },
+    const sides: { label: string; url: string; pid?: number; ms: number[] }[] = [
+      { label: 'this checkout', url: mine.url, pid: mine.pid, ms: [] },
+      ...(base ? [{ label: `baseline ${BASELINE}`, url: base.url, pid: base.pid, ms: [] }] : []),
+      // The reference's store is a directory: compared with the filesystem store only.
+      ...(REFERENCE && !storage.startsWith('s3://')
+        ? [{ label: `reference ${REFERENCE}`, url: REFERENCE.replace(/\/+$/, ''), ms: [] }]
+        : []),
     ];
-    const cpu0 = await Promise.all(sides.map((s) => cpuMs(s.server.pid)));
+    const push = async (side: (typeof sides)[number], pkg: string, body: Buffer): Promise<number> => {
+      const t0 = performance.now();
+      const res = await post(`${side.url}/cnr/api/v1/packages/${ns}/${pkg}`, body);
+      if (res.status !== 200) throw new Error(`A/B push to ${side.label}: ${res.status} ${res.text.slice(0, 200)}`);
+      return performance.now() - t0;
+    };
+    for (let i = 0; i < AB_WARMUP; i++) {
+      const body = await pushBody(`0.${Math.floor(i / 16)}.0`);
+      for (const side of sides) await push(side, `warm${i % 16}`, body);
+    }
+    const cpuOf = (side: (typeof sides)[number]) => (side.pid === undefined ? Promise.resolve(NaN) : cpuMs(side.pid));
+    const cpu0 = await Promise.all(sides.map(cpuOf));
     for (let i = 0; i < count; i++) {
       const body = await pushBody(`1.${Math.floor(i / 16)}.0`);
-      for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
-        const t0 = performance.now();
-        const res = await post(`${side.server.url}/cnr/api/v1/packages/ab/p${i % 16}`, body);
-        side.ms.push(performance.now() - t0);
-        if (res.status !== 200) throw new Error(`A/B push: ${res.status} ${res.text.slice(0, 200)}`);
-      }
+      // Each server goes first as often as last: the one after the client built the body is not favoured.
+      const order = i % 2 === 0 ? sides : [...sides].reverse();
+      for (const side of order) side.ms.push(await push(side, `p${i % 16}`, body));
     }
-    const cpu1 = await Promise.all(sides.map((s) => cpuMs(s.server.pid)));
-    console.log(`\nsequential, 16 packages, alternating with the baseline (${count} pushes each):`);
-    console.log('| server | push/s (1 / mean) | p50 ms | p99 ms | server CPU ms/push |\n|---|---|---|---|---|');
+    const cpu1 = await Promise.all(sides.map(cpuOf));
+    const rate = (side: (typeof sides)[number]) => 1000 / mean(side.ms);
+    console.log(`\nsequential, 16 packages, alternating (${count} pushes each, after ${AB_WARMUP} untimed):`);
+    console.log(
+      '| server | push/s (1 / mean) | p50 ms | p99 ms | server CPU ms/push | over this checkout |\n|---|---|---|---|---|---|',
+    );
     sides.forEach((side, k) => {
+      const cpu = ((cpu1[k] as number) - (cpu0[k] as number)) / count;
       console.log(
-        `| ${side.label} | ${(1000 / mean(side.ms)).toFixed(0)} | ${percentile(side.ms, 50).toFixed(1)} | ` +
-          `${percentile(side.ms, 99).toFixed(1)} | ${(((cpu1[k] as number) - (cpu0[k] as number)) / count).toFixed(2)} |`,
+        `| ${side.label} | ${rate(side).toFixed(0)} | ${percentile(side.ms, 50).toFixed(1)} | ` +
+          `${percentile(side.ms, 99).toFixed(1)} | ${Number.isNaN(cpu) ? 'n/a' : cpu.toFixed(2)} | ` +
+          `${(rate(side) / rate(sides[0] as (typeof sides)[number])).toFixed(2)} |`,
       );
     });
   } finally {
-    await Promise.all([stopServer(mine), stopServer(base)]);
+    await Promise.all([stopServer(mine), ...(base ? [stopServer(base)] : [])]);
   }
 }
 
@@ -419,7 +455,7 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   } finally {
     await stopServer(server);
   }
-  if (BASELINE) await abSequential(storage, N);
+  if (BASELINE || (REFERENCE && !storage.startsWith('s3://'))) await abSequential(storage, N);
   if (BIG_COUNT > 0) {
     const big = await bigPushes(bigStorage);
     console.log(
