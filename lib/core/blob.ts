@@ -128,7 +128,7 @@ export const DEFAULT_SPOOL_MEMORY_BYTES = 1024 * 1024;
  * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`.
  */
 export class BlobStager {
-  readonly #options: Required<Omit<StageOptions, 'maxSize'>> & { maxSize: number };
+  readonly #options: Required<Omit<StageOptions, 'maxSize' | 'tmpDir'>> & { maxSize: number; tmpDir?: string };
   readonly #hash = createHash('sha256');
   readonly #input = new PassThrough();
   readonly #gunzip = createGunzip();
@@ -146,7 +146,9 @@ export class BlobStager {
       maxUnpackedSize: options.maxUnpackedSize,
       maxSize: options.maxSize ?? Number.POSITIVE_INFINITY,
       memoryBytes: options.memoryBytes ?? DEFAULT_SPOOL_MEMORY_BYTES,
-      tmpDir: options.tmpDir ?? tmpdir(),
+      // The OS default is looked up only when a blob is spooled to a file: os.tmpdir() reads the environment at
+      // each call, a cost every push paid for the few that spool.
+      ...(options.tmpDir === undefined ? {} : { tmpDir: options.tmpDir }),
     };
     const measure = new Transform({
       transform: (chunk: Buffer, _encoding, done) => {
@@ -297,7 +299,7 @@ export class BlobStager {
       return;
     }
     if (this.#file === undefined) {
-      const path = join(this.#options.tmpDir, `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`);
+      const path = join(this.#options.tmpDir ?? tmpdir(), `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`);
       const fh = await open(path, 'wx', 0o600);
       this.#file = { path, fh };
       const held = this.#memory;
