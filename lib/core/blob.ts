@@ -299,7 +299,10 @@ export class BlobStager {
       return;
     }
     if (this.#file === undefined) {
-      const path = join(this.#options.tmpDir ?? tmpdir(), `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`);
+      const path = join(
+        this.#options.tmpDir ?? tmpdir(),
+        `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`,
+      );
       const fh = await open(path, 'wx', 0o600);
       this.#file = { path, fh };
       const held = this.#memory;

@@ -284,4 +284,5 @@ function writerThread(load: (id: string) => unknown): void {
 }
 
 // `__name`: esbuild (tsx, when running from the TypeScript sources) wraps named functions in that helper of its own.
-const WORKER_SOURCE = `var __name = (fn) => fn;\nvar etagOf = ${etagOf.toString()};\n(${writerThread.toString()})(require);`;
+const WORKER_SOURCE =
+  `var __name = (fn) => fn;\nvar etagOf = ${etagOf.toString()};\n` + `(${writerThread.toString()})(require);`;

@@ -88,7 +88,7 @@ describe('FsStorage writer threads', function () {
         ...extra,
       });
 
-    it('renames the temp file over the object when the ETag matches, releases the lock, and returns its stats', async function () {
+    it('renames the temp file over a matching object, releases the lock, returns its stats', async function () {
       const path = join(dir, 'objects', 'doc.json');
       await mkdir(join(dir, 'objects'));
       await writeFile(path, 'old');
@@ -107,7 +107,7 @@ describe('FsStorage writer threads', function () {
       expect(await readFile(join(dir, 'objects', 'doc.json'))).to.deep.equal(body);
     });
 
-    it('changes nothing when the ETag does not match (or the object is gone), and releases the lock', async function () {
+    it('changes nothing when the ETag does not match (or nothing is there), releases the lock', async function () {
       const path = join(dir, 'objects', 'doc.json');
       const lock = await lockOf('free');
       expect(await replace(lock, { ifMatch: '1-2-3-4' })).to.deep.equal({ done: false, reason: 'mismatch' });
@@ -119,7 +119,7 @@ describe('FsStorage writer threads', function () {
       expect((await readdir(dir)).sort()).to.deep.equal(['locks', 'objects']);
     });
 
-    it('leaves the temp file whole for its caller when the lock is held, and touches neither lock nor object', async function () {
+    it('leaves the temp file to its caller when the lock is held; lock and object untouched', async function () {
       const lock = await lockOf('held.someone');
       expect(await replace(lock)).to.deep.equal({ done: false, reason: 'busy' });
       expect(await readFile(join(dir, 't4'))).to.deep.equal(body);
