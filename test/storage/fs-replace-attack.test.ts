@@ -10,6 +10,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { StorageUnavailableError } from '../../lib/errors.js';
 import { FsStorage } from '../../lib/storage/fs.js';
 import { fsWriter, type WriteJob } from '../../lib/storage/fs-writer.js';
 import { tempDir } from '../helpers/temp.js';
@@ -111,5 +112,26 @@ describe('FsStorage one-job replace under attack', function () {
     expect(JSON.parse(stdout)).to.deep.equal(['string', 'string', 'string', 'string']);
     const got = await new FsStorage({ root: store }).get('a/c');
     expect(got !== null && !got.notModified && got.body.toString()).to.equal('w');
+  });
+
+  it('releases the lock and leaves no temp file when the rename under the lock fails', async function () {
+    // The key's lock directory exists, so the writer thread takes the lock; then a directory of other keys where its
+    // object would go makes the rename fail (EISDIR) while it holds the lock.
+    const storage = new FsStorage({ root: dir });
+    await storage.put('a', Buffer.from('once'));
+    expect(await storage.delete('a')).to.equal(true);
+    await storage.put('a/b', Buffer.from('below'));
+    const err = await storage.put('a', Buffer.from('x')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(StorageUnavailableError);
+    expect(await readdir(join(dir, 'tmp'))).to.deep.equal([]);
+    for (const lockDir of await readdir(join(dir, 'locks'))) {
+      expect(await readdir(join(dir, 'locks', lockDir)), `${lockDir} is free`).to.deep.equal(['free']);
+    }
+    // Nothing wedged: the next write of the key takes the lock at once.
+    expect(await storage.delete('a/b')).to.equal(true);
+    expect(await new FsStorage({ root: dir, lockTimeoutMs: 1000 }).put('a', Buffer.from('y'))).to.be.a('string');
   });
 });
