@@ -8,12 +8,14 @@ import { spawn } from 'node:child_process';
 import { watch } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { StorageUnavailableError } from '../../lib/errors.js';
 import { FsStorage } from '../../lib/storage/fs.js';
 import { fsWriter, type WriteJob } from '../../lib/storage/fs-writer.js';
 import { tempDir } from '../helpers/temp.js';
+import { race, startWorker, stopWorkers } from './fs-worker.js';
 
 describe('FsStorage one-job replace under attack', function () {
   let dir = '';
@@ -133,5 +135,42 @@ describe('FsStorage one-job replace under attack', function () {
     // Nothing wedged: the next write of the key takes the lock at once.
     expect(await storage.delete('a/b')).to.equal(true);
     expect(await new FsStorage({ root: dir, lockTimeoutMs: 1000 }).put('a', Buffer.from('y'))).to.be.a('string');
+  });
+
+  it('never replaces an object while another process holds its lock the slow way', async function () {
+    this.timeout(60_000);
+    // Writer threads in 3 processes take the key's lock in one job; this process takes it with withLock, as a
+    // waiter does, and watches the object: while it holds the lock, nobody may replace it.
+    const root = join(dir, 'store');
+    const key = 'packages/ns/counter.json';
+    const storage = new FsStorage({ root });
+    await storage.put(key, Buffer.from(JSON.stringify({ n: 0 }))); // makes the key's lock directory
+    const internals = storage as unknown as { withLock<T>(key: string, fn: () => Promise<T>): Promise<T> };
+    const workers = Array.from({ length: 3 }, () =>
+      startWorker({ mode: 'increment', root, key, times: 60, staleLockMs: 600_000 }),
+    );
+    let done = false;
+    const results = race(workers).finally(() => (done = true));
+    let sections = 0;
+    let changed = 0;
+    try {
+      while (!done) {
+        await internals.withLock(key, async () => {
+          const before = await storage.head(key);
+          await sleep(Math.random() * 4);
+          const after = await storage.head(key);
+          if (before?.etag !== after?.etag) changed++;
+          sections++;
+        });
+        await sleep(Math.random() * 2);
+      }
+      await results;
+    } finally {
+      await stopWorkers();
+    }
+    expect(sections, 'sections held while the workers wrote').to.be.above(0);
+    expect(changed, 'sections in which the object was replaced').to.equal(0);
+    const got = await storage.get(key);
+    expect(got !== null && !got.notModified && JSON.parse(got.body.toString())).to.deep.equal({ n: 180 });
   });
 });
