@@ -12,8 +12,9 @@ import { StorageUnavailableError } from '../errors.js';
  *
  * Each key that was ever locked has a directory `<root>/locks/<sha256 of the key>/` holding exactly one entry:
  * `free` while nobody holds the lock, else `held.<time>.<pid>.<host>.<nonce>`, naming its holder. Taking the lock
- * is one atomic rename of `free` to the holder's name; releasing it renames it back; a waiter reads the holder from
- * the directory and breaks an abandoned lock with the same rename. A lock therefore costs two renames and neither
+ * is one atomic rename of `free` to the holder's name, dated at that rename (a writer thread's one-job replace
+ * names itself in the thread: `lockNames`); releasing it renames it back; a waiter reads the holder from the
+ * directory and breaks an abandoned lock with the same rename. A lock therefore costs two renames and neither
  * creates nor frees a file. (A lock file created with O_EXCL and unlinked after costs five more system calls, and
  * an inode allocated then freed per lock: on ext4 without a journal, every allocation scans past the inodes freed
  * in the last minute, which made the locks the largest cost of a push on the filesystem; issue 9.)
