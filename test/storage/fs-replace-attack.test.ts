@@ -17,6 +17,8 @@ import { fsWriter, type WriteJob } from '../../lib/storage/fs-writer.js';
 import { tempDir } from '../helpers/temp.js';
 import { race, startWorker, stopWorkers } from './fs-worker.js';
 
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
 describe('FsStorage one-job replace under attack', function () {
   let dir = '';
   tempDir('appr-fs-replace-', 'each', (path) => {
@@ -173,4 +175,58 @@ describe('FsStorage one-job replace under attack', function () {
     const got = await storage.get(key);
     expect(got !== null && !got.notModified && JSON.parse(got.body.toString())).to.deep.equal({ n: 180 });
   });
+
+  it('leaves no temp file and changes nothing when taking the lock fails (a read-only lock directory)', async function () {
+    this.timeout(60_000);
+    // The key's lock directory made read-only for real (a read-only bind mount in a private mount namespace, root
+    // only; skipped elsewhere): the writer thread's rename of `free` fails with EROFS after its temp file is written.
+    if (process.getuid?.() !== 0 || !(await succeeds('unshare', ['--mount', '--propagation', 'private', 'true']))) {
+      return this.skip();
+    }
+    const root = join(dir, 'store');
+    const key = 'packages/ns/app.json';
+    const storage = new FsStorage({ root });
+    const v1 = await storage.put(key, Buffer.from('v1')); // makes the key's lock directory
+    const [lockDir] = await readdir(join(root, 'locks'));
+    const script = join(dir, 'writes.mts'); // an ES module wherever the temp directory is
+    const fsModule = fileURLToPath(new URL('../../lib/storage/fs.ts', import.meta.url));
+    await writeFile(
+      script,
+      `import { FsStorage } from ${JSON.stringify(fsModule)};\n` +
+        `const storage = new FsStorage({ root: ${JSON.stringify(root)}, lockTimeoutMs: 500 });\n` +
+        `const results = [];\n` +
+        `for (const condition of [{}, { ifMatch: ${JSON.stringify(v1)} }]) {\n` +
+        `  try { results.push(await storage.put(${JSON.stringify(key)}, Buffer.from('v2'), condition)); }\n` +
+        `  catch (err) { results.push(err.constructor.name); }\n` +
+        `}\n` +
+        `console.log(JSON.stringify(results));\n`,
+    );
+    const lockPath = join(root, 'locks', lockDir as string);
+    const child = spawn(
+      'unshare',
+      [
+        ...['--mount', '--propagation', 'private', 'bash', '-c'],
+        'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && exec node --import tsx "$2"',
+        ...['ro', lockPath, script],
+      ],
+      { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    expect(await new Promise((resolve) => child.on('exit', resolve))).to.equal(0);
+    expect(JSON.parse(stdout)).to.deep.equal(['StorageUnavailableError', 'StorageUnavailableError']);
+    expect(await readdir(join(root, 'tmp'))).to.deep.equal([]);
+    expect(await readdir(lockPath)).to.deep.equal(['free']);
+    const got = await storage.get(key);
+    expect(got !== null && !got.notModified && got.body.toString()).to.equal('v1');
+  });
 });
+
+/** Whether `command` runs and exits 0. */
+function succeeds(command: string, args: string[]): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: 'ignore' });
+    child.on('error', () => resolve(false));
+    child.on('exit', (code) => resolve(code === 0));
+  });
+}
