@@ -243,8 +243,9 @@ export class FsStorage implements StorageAdapter {
   }
 
   /**
-   * `#write` of a body in memory of at most WRITER_MAX_BYTES: the temp file (and a create-if-absent's publish) is
-   * one job of a writer thread (lib/storage/fs-writer.ts) instead of a thread-pool round trip per system call.
+   * `#write` of a body in memory of at most WRITER_MAX_BYTES: the temp file and its publish (a create-if-absent's
+   * link; a replace's lock, compare and rename, when its lock is free) are one job of a writer thread
+   * (lib/storage/fs-writer.ts) instead of a thread-pool round trip per system call.
    */
   async #writeSmall(key: string, path: string, body: Uint8Array, condition?: WriteCondition): Promise<string | null> {
     const temp = this.#tempPath();
