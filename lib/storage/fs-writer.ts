@@ -29,8 +29,9 @@ export type WriteOutcome =
   | { done: false; reason: 'exists' | 'abandoned' | 'mismatch' | 'busy' };
 
 /**
- * An object's ETag on the filesystem: its inode number, mtime and ctime (ns) and size, in hex. Run in the writer
- * threads too (its source is given to them), so that a replace compares ETags under the lock: self-contained.
+ * An object's ETag on the filesystem: its inode number, mtime and ctime (ns) and size, in hex (any replace gives a
+ * new inode, and any change to an inode a new ctime). Run in the writer threads too (its source is given to them),
+ * so that a replace compares ETags under the lock: self-contained.
  */
 export function etagOf(stats: { ino: bigint; mtimeNs: bigint; ctimeNs: bigint; size: bigint }): string {
   return [stats.ino, stats.mtimeNs, stats.ctimeNs, stats.size].map((n) => n.toString(16)).join('-');

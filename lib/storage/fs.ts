@@ -500,7 +500,7 @@ function isEmpty(chunks: Chunks): boolean {
   return Array.isArray(chunks) && chunks.every((chunk: Uint8Array) => chunk.byteLength === 0);
 }
 
-/** Inode, mtime, ctime and size: any replace gives a new inode, and any change to an inode a new ctime. */
+/** The ETag (`etagOf`) of the object at `path`; null when there is none, or it is not a file. */
 async function currentEtag(path: string): Promise<string | null> {
   const stats = await statIfExists(path);
   return stats !== null && stats.isFile() ? etagOf(stats) : null;
