@@ -12,8 +12,9 @@ import { StorageUnavailableError } from '../errors.js';
  *
  * Each key that was ever locked has a directory `<root>/locks/<sha256 of the key>/` holding exactly one entry:
  * `free` while nobody holds the lock, else `held.<time>.<pid>.<host>.<nonce>`, naming its holder. Taking the lock
- * is one atomic rename of `free` to the holder's name; releasing it renames it back; a waiter reads the holder from
- * the directory and breaks an abandoned lock with the same rename. A lock therefore costs two renames and neither
+ * is one atomic rename of `free` to the holder's name, dated at that rename (a writer thread's one-job replace
+ * names itself in the thread: `lockNames`); releasing it renames it back; a waiter reads the holder from the
+ * directory and breaks an abandoned lock with the same rename. A lock therefore costs two renames and neither
  * creates nor frees a file. (A lock file created with O_EXCL and unlinked after costs five more system calls, and
  * an inode allocated then freed per lock: on ext4 without a journal, every allocation scans past the inodes freed
  * in the last minute, which made the locks the largest cost of a push on the filesystem; issue 9.)
@@ -68,13 +69,14 @@ export class KeyLocks {
   }
 
   /**
-   * The names that take and release `key`'s lock in one go, for a writer thread that tries it once (lib/storage/
-   * fs-writer.ts, `replace`): `free`, and the holder name to rename it to (dated now). Whoever finds it held waits
-   * with `withLock`.
+   * What a writer thread needs to try `key`'s lock once (lib/storage/fs-writer.ts, `replace`): the path of `free`,
+   * and the holder's name without its time (`<pid>.<host>.<nonce>`), which the thread completes with `heldName` at
+   * the moment it takes the lock: a name dated when the job was queued could be judged stale as soon as it is taken
+   * (see `withLock`). Whoever finds the lock held waits with `withLock`.
    */
-  lockNames(key: string): { free: string; held: string } {
+  lockNames(key: string): { free: string; owner: string } {
     const lockDir = join(this.#dir, createHash('sha256').update(key).digest('hex'));
-    return { free: join(lockDir, FREE), held: join(lockDir, holderName()) };
+    return { free: join(lockDir, FREE), owner: ownerName() };
   }
 
   /**
@@ -174,7 +176,20 @@ const HELD = 'held.';
 
 /** `held.<time, base 36>.<pid>.<host>.<nonce>`: what a waiter needs to judge the lock, unique per taking. */
 export function holderName(time = Date.now(), pid = process.pid, host = hostHash()): string {
-  return `${HELD}${time.toString(36)}.${pid}.${host}.${uniqueSuffix()}`;
+  return heldName(time, ownerName(pid, host));
+}
+
+/**
+ * A holder's name from the time it takes the lock (ms since the epoch) and `ownerName()`. Self-contained (the
+ * literal is HELD): the writer threads run its source too (lib/storage/fs-writer.ts).
+ */
+export function heldName(time: number, owner: string): string {
+  return `held.${time.toString(36)}.${owner}`;
+}
+
+/** `<pid>.<host>.<nonce>`: who holds a lock, unique per taking. */
+function ownerName(pid = process.pid, host = hostHash()): string {
+  return `${pid}.${host}.${uniqueSuffix()}`;
 }
 
 function isAlive(pid: number): boolean {

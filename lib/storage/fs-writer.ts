@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { StorageUnavailableError } from '../errors.js';
+import { heldName } from './fs-lock.js';
 
 /**
  * The small writes of `FsStorage` (a push's chart record, metadata object, change entry, package document, and
@@ -28,8 +29,9 @@ export type WriteOutcome =
   | { done: false; reason: 'exists' | 'abandoned' | 'mismatch' | 'busy' };
 
 /**
- * An object's ETag on the filesystem: its inode number, mtime and ctime (ns) and size, in hex. Run in the writer
- * threads too (it is part of their source), so that a replace compares ETags under the lock.
+ * An object's ETag on the filesystem: its inode number, mtime and ctime (ns) and size, in hex (any replace gives a
+ * new inode, and any change to an inode a new ctime). Run in the writer threads too (its source is given to them),
+ * so that a replace compares ETags under the lock: self-contained.
  */
 export function etagOf(stats: { ino: bigint; mtimeNs: bigint; ctimeNs: bigint; size: bigint }): string {
   return [stats.ino, stats.mtimeNs, stats.ctimeNs, stats.size].map((n) => n.toString(16)).join('-');
@@ -42,10 +44,11 @@ export function etagOf(stats: { ino: bigint; mtimeNs: bigint; ctimeNs: bigint; s
  * - `empty`: create an empty file at `path` in place (O_EXCL; `exists` when something is there; `abandoned`,
  *   nothing created, when `abort[0]` is set before the open: a job may wait in the queue past its deadline).
  * - `replace`: `body` to a new file `temp` (fsynced when `fsync` and not empty), then, holding the key's lock
- *   (lib/storage/fs-lock.ts: `lock.free` renamed to `lock.held`, and back after), `temp` renamed over `path` when the
- *   current ETag there is `ifMatch` (when given; `mismatch` otherwise) and `abort[0]` is not set (`abandoned`). When
- *   the lock is held (or its directory not made yet), `busy`: `temp` is left written for the caller, who takes the
- *   lock the slow way (waiting, breaking a stale one). Otherwise the temp name is gone afterwards.
+ *   (lib/storage/fs-lock.ts: `lock.free` renamed to `heldName` of the time it is taken and `lock.owner`, and back
+ *   after), `temp` renamed over `path` when the current ETag there is `ifMatch` (when given; `mismatch` otherwise;
+ *   a missing object never matches) and `abort[0]` is not set (`abandoned`). When the lock is held (or its
+ *   directory not made yet), `busy`: `temp` is left written for the caller, who takes the lock the slow way
+ *   (waiting, breaking a stale one). Otherwise the temp name is gone afterwards.
  *
  * Every file gets `stamp` (seconds since the epoch) as its mtime; a missing parent directory of `path` is created.
  */
@@ -59,7 +62,7 @@ export type WriteJob =
       body: Uint8Array;
       fsync: boolean;
       stamp: number;
-      lock: { free: string; held: string };
+      lock: { free: string; owner: string };
       ifMatch?: string;
       abort?: Int32Array;
     };
@@ -165,9 +168,13 @@ class FsWriter {
 
 /**
  * The worker's code, run with `eval` (no module file to locate, whether the library runs from TypeScript sources or
- * from its build). Self-contained: it may use nothing from this module but what it is given.
+ * from its build). Self-contained: it may use nothing from this module but what it is given, as parameters (a
+ * bundler's minifier renames a function's outside names in it, not in the worker's source).
  */
-function writerThread(load: (id: string) => unknown): void {
+function writerThread(
+  load: (id: string) => unknown,
+  shared: { etagOf: typeof etagOf; heldName: typeof heldName },
+): void {
   const fs = load('node:fs') as typeof import('node:fs');
   const paths = load('node:path') as typeof import('node:path');
   const { parentPort } = load('node:worker_threads') as typeof import('node:worker_threads');
@@ -186,6 +193,15 @@ function writerThread(load: (id: string) => unknown): void {
       } catch (err) {
         if (codeOf(err) !== 'ENOENT') throw err;
       }
+    }
+  };
+  /** undefined when nothing is there: missing, or a path component is a file (as `statIfExists` in fs.ts). */
+  const statIfExists = (path: string) => {
+    try {
+      return fs.statSync(path, { bigint: true });
+    } catch (err) {
+      if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR') return undefined;
+      throw err;
     }
   };
   const published = (fd: number): WriteOutcome => {
@@ -218,8 +234,10 @@ function writerThread(load: (id: string) => unknown): void {
       // A zero-byte object is whole whether or not its inode reached the disk: nothing to sync.
       if (job.fsync && job.body.byteLength > 0) fs.fsyncSync(fd);
       if (job.op === 'replace') {
+        // Dated now, not when the job was queued: waiters judge the lock's age by this time.
+        const held = paths.join(paths.dirname(job.lock.free), shared.heldName(Date.now(), job.lock.owner));
         try {
-          fs.renameSync(job.lock.free, job.lock.held);
+          fs.renameSync(job.lock.free, held);
         } catch (err) {
           // ENOENT: held by someone else, or the key's first lock; ENOTDIR: an earlier version's lock file.
           if (codeOf(err) !== 'ENOENT' && codeOf(err) !== 'ENOTDIR') throw err;
@@ -228,8 +246,8 @@ function writerThread(load: (id: string) => unknown): void {
         }
         try {
           if (job.ifMatch !== undefined) {
-            const current = fs.statSync(job.path, { bigint: true, throwIfNoEntry: false });
-            if (current === undefined || !current.isFile() || etagOf(current) !== job.ifMatch) {
+            const current = statIfExists(job.path);
+            if (current === undefined || !current.isFile() || shared.etagOf(current) !== job.ifMatch) {
               return { done: false, reason: 'mismatch' };
             }
           }
@@ -239,7 +257,7 @@ function writerThread(load: (id: string) => unknown): void {
           return published(fd);
         } finally {
           try {
-            fs.renameSync(job.lock.held, job.lock.free);
+            fs.renameSync(held, job.lock.free);
           } catch {
             // Broken as stale meanwhile (the lock may be someone else's now): nothing to release. One not released
             // is broken as stale later, as in lib/storage/fs-lock.ts.
@@ -285,4 +303,5 @@ function writerThread(load: (id: string) => unknown): void {
 
 // `__name`: esbuild (tsx, when running from the TypeScript sources) wraps named functions in that helper of its own.
 const WORKER_SOURCE =
-  `var __name = (fn) => fn;\nvar etagOf = ${etagOf.toString()};\n` + `(${writerThread.toString()})(require);`;
+  `var __name = (fn) => fn;\n` +
+  `(${writerThread.toString()})(require, { etagOf: ${etagOf.toString()}, heldName: ${heldName.toString()} });`;

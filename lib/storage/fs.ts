@@ -243,8 +243,9 @@ export class FsStorage implements StorageAdapter {
   }
 
   /**
-   * `#write` of a body in memory of at most WRITER_MAX_BYTES: the temp file (and a create-if-absent's publish) is
-   * one job of a writer thread (lib/storage/fs-writer.ts) instead of a thread-pool round trip per system call.
+   * `#write` of a body in memory of at most WRITER_MAX_BYTES: the temp file and its publish (a create-if-absent's
+   * link; a replace's lock, compare and rename, when its lock is free) are one job of a writer thread
+   * (lib/storage/fs-writer.ts) instead of a thread-pool round trip per system call.
    */
   async #writeSmall(key: string, path: string, body: Uint8Array, condition?: WriteCondition): Promise<string | null> {
     const temp = this.#tempPath();
@@ -499,7 +500,7 @@ function isEmpty(chunks: Chunks): boolean {
   return Array.isArray(chunks) && chunks.every((chunk: Uint8Array) => chunk.byteLength === 0);
 }
 
-/** Inode, mtime, ctime and size: any replace gives a new inode, and any change to an inode a new ctime. */
+/** The ETag (`etagOf`) of the object at `path`; null when there is none, or it is not a file. */
 async function currentEtag(path: string): Promise<string | null> {
   const stats = await statIfExists(path);
   return stats !== null && stats.isFile() ? etagOf(stats) : null;

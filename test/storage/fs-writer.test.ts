@@ -70,13 +70,13 @@ describe('FsStorage writer threads', function () {
 
   describe('replace', function () {
     /** A key's lock directory holding `entry` (`free`, or a holder's name), and the job's names for it. */
-    async function lockOf(entry: string): Promise<{ free: string; held: string }> {
+    async function lockOf(entry: string): Promise<{ free: string; owner: string }> {
       const lockDir = join(dir, 'locks', 'k');
       await mkdir(lockDir, { recursive: true });
       await writeFile(join(lockDir, entry), '');
-      return { free: join(lockDir, 'free'), held: join(lockDir, 'held.mine') };
+      return { free: join(lockDir, 'free'), owner: 'mine' };
     }
-    const replace = (lock: { free: string; held: string }, extra: { ifMatch?: string; abort?: Int32Array } = {}) =>
+    const replace = (lock: { free: string; owner: string }, extra: { ifMatch?: string; abort?: Int32Array } = {}) =>
       fsWriter().run({
         op: 'replace',
         temp: join(dir, 't4'),
@@ -128,7 +128,7 @@ describe('FsStorage writer threads', function () {
     });
 
     it("is busy when the key's lock directory does not exist yet (the caller creates it)", async function () {
-      const lock = { free: join(dir, 'locks', 'none', 'free'), held: join(dir, 'locks', 'none', 'held.mine') };
+      const lock = { free: join(dir, 'locks', 'none', 'free'), owner: 'mine' };
       expect(await replace(lock)).to.deep.equal({ done: false, reason: 'busy' });
       expect(await readFile(join(dir, 't4'))).to.deep.equal(body);
     });
