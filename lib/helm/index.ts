@@ -315,7 +315,8 @@ export class HelmRepository {
     const storage = this.#registry.storage;
     const key = keys.chart(namespace, name, blob);
     const stored = await storage.get(key);
-    const record = stored === null || stored.notModified ? null : asChartRecord(parseJson(stored.body));
+    const parsed = stored === null || stored.notModified ? null : parseJson(stored.body);
+    const record = asChartRecord(parsed);
     // A record that disagrees describes other bytes than the release's (a blob collected and pushed again, the
     // push's own record not written yet or not at all): the blob decides, and the record is left for its writers.
     const agrees =
@@ -333,14 +334,18 @@ export class HelmRepository {
     }
     const archive = await readChartArchive(stream.body);
     // Written back when there is none (create-if-absent: a push that wrote the blob meanwhile has written the
-    // record of its bytes; it stands), or in place of one the release says is of other bytes when the blob
-    // agrees with the release (only that version of the key: a push replacing it meanwhile wins). A failure costs
-    // this process nothing (it has the answer) and another instance reads the blob once more.
+    // record of its bytes; it stands), in place of one that is not JSON at all (torn or emptied by a power cut:
+    // chart records are fsynced, but a store may not be), or in place of one the release says is of other bytes
+    // when the blob agrees with the release (only that version of the key: a push replacing it meanwhile wins). A
+    // record of another format (another version of this library) is left alone. A failure costs this process
+    // nothing (it has the answer) and another instance reads the blob once more.
+    const present = stored !== null && !stored.notModified ? stored : undefined;
     const condition: WriteCondition | undefined =
-      record === null
+      stored === null
         ? { ifNoneMatch: '*' }
-        : stored !== null && !stored.notModified && archiveDigest !== undefined && archive.digest === archiveDigest
-          ? { ifMatch: stored.etag }
+        : present !== undefined &&
+            (parsed === null || (record !== null && archiveDigest !== undefined && archive.digest === archiveDigest))
+          ? { ifMatch: present.etag }
           : undefined;
     if (condition !== undefined) {
       const written: ChartRecord = { format: CHART_RECORD_FORMAT, ...archive };

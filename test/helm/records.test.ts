@@ -219,4 +219,36 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
       expect((await indexOf(storage, 'ns')).entries.c?.[0]?.digest, body).to.equal(sha256(tgz));
     }
   });
+
+  it('replaces a record that is not JSON (torn, emptied) once; leaves one of another format', async () => {
+    const storage = new MemoryStorage();
+    const tgz = await chartTgz({ name: 't', version: '1.0.0', extra: 'appVersion: "3"\n' });
+    await new Registry({ storage }).push({
+      namespace: 'ns',
+      name: 't',
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: tgz,
+    });
+    const key = keys.chart('ns', 't', await digestOf(tgz));
+    for (const torn of ['', '{"format":1,"dig', 'null']) {
+      await storage.put(key, Buffer.from(torn));
+      const first = counting(storage);
+      expect((await indexOf(first.storage, 'ns')).entries.t?.[0], torn).to.include({ appVersion: '3' });
+      expect(chartRequests(first.byKind), torn).to.deep.equal({
+        'get charts': 1,
+        'getStream blobs': 1,
+        'put charts': 1,
+      });
+      expect(await recordOf(storage, 'ns', 't', tgz), torn).to.deep.include({ format: 1, digest: sha256(tgz) });
+      const restarted = counting(storage);
+      await indexOf(restarted.storage, 'ns');
+      expect(chartRequests(restarted.byKind), `${torn}: then from the record`).to.deep.equal({ 'get charts': 1 });
+    }
+    const future = JSON.stringify({ format: 99, anything: true });
+    await storage.put(key, Buffer.from(future));
+    expect((await indexOf(storage, 'ns')).entries.t?.[0]).to.include({ appVersion: '3' });
+    const stored = await storage.get(key);
+    expect(stored !== null && !stored.notModified ? stored.body.toString() : null).to.equal(future);
+  });
 });
