@@ -50,6 +50,8 @@ export function etagOf(stats: { ino: bigint; mtimeNs: bigint; ctimeNs: bigint; s
  *   directory not made yet), `busy`: `temp` is left written for the caller, who takes the lock the slow way
  *   (waiting, breaking a stale one). Otherwise the temp name is gone afterwards.
  *
+ * A `create` or `replace` whose `abort[0]` is set when the job starts (it waited in the queue past its caller's
+ * deadline) writes nothing at all: `abandoned`.
  * Every file gets `stamp` (seconds since the epoch) as its mtime; a missing parent directory of `path` is created.
  */
 export type WriteJob =
@@ -226,6 +228,8 @@ function writerThread(
         fs.closeSync(fd);
       }
     }
+    // A job that waited in the queue past its caller's deadline writes nothing: no temp file, no fsync.
+    if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
     const fd = fs.openSync(job.temp, 'wx');
     let tempGone = false;
     try {

@@ -60,6 +60,20 @@ describe('FsStorage writer threads', function () {
     expect(await readdir(dir)).to.deep.equal([]);
   });
 
+  it('writes no temp file for a create or a replace abandoned before it starts (a job queued past its deadline)', async function () {
+    const abort = new Int32Array(new SharedArrayBuffer(4));
+    abort[0] = 1;
+    // The temp file's directory does not exist: a job that opened it would fail with ENOENT instead.
+    const temp = join(dir, 'missing', 't');
+    const path = join(dir, 'k');
+    const create = await fsWriter().run({ op: 'create', temp, path, body, fsync: true, stamp, abort });
+    expect(create).to.deep.equal({ done: false, reason: 'abandoned' });
+    const lock = { free: join(dir, 'locks', 'k', 'free'), owner: 'owner' };
+    const replace = await fsWriter().run({ op: 'replace', temp, path, body, fsync: true, stamp, lock, abort });
+    expect(replace).to.deep.equal({ done: false, reason: 'abandoned' });
+    expect(await readdir(dir)).to.deep.equal([]);
+  });
+
   it('creates an empty object in place, once', async function () {
     const path = join(dir, 'changes', 'entry');
     const first = await fsWriter().run({ op: 'empty', path, stamp });
