@@ -1,0 +1,139 @@
+/**
+ * A chart record that is not JSON at all (torn or emptied by a power cut) is replaced with the blob's record, once,
+ * with `If-Match` (lib/helm/index.ts `#loadChart`): on the filesystem (with and without fsync, its writer thread's
+ * one-job replace) and on S3 (the real RGW), including when two instances build the index at the same time, and
+ * when the key's lock directory on the filesystem was removed. A record that parses to something that is no record
+ * (a number, an array, a string) never breaks the index: the blob decides.
+ */
+import { expect } from 'chai';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FsStorage, Registry, type StorageAdapter } from '../../lib/index.js';
+import { CHART_RECORD_FORMAT } from '../../lib/core/chart.js';
+import { keys } from '../../lib/core/keys.js';
+import { HelmRepository } from '../../lib/helm/index.js';
+import { digestOf } from '../helpers/blobs.js';
+import { sha256 } from '../helpers/http.js';
+import { describeWithS3 } from '../helpers/s3-env.js';
+import { testS3Store, type StoreFixture } from '../helpers/stores.js';
+import { tempDir } from '../helpers/temp.js';
+import { chartTgz } from './clients.js';
+import { chartRequests, counting } from './counting.js';
+
+const everyone = () => true;
+const TORN = ['', '{"format":1,"digest":"ab', '\0\0\0\0\0\0\0\0', 'null'];
+
+async function bodyAt(storage: StorageAdapter, key: string): Promise<string | null> {
+  const got = await storage.get(key);
+  return got === null || got.notModified ? null : got.body.toString('utf8');
+}
+
+/** Runs the torn-record cases against the store `store()` gives (made before each test); `after` checks more. */
+function tornRecordCases(store: () => StorageAdapter, after: () => Promise<void> = async () => {}): void {
+  async function pushed(name: string): Promise<{ key: string; tgz: Buffer }> {
+    const tgz = await chartTgz({ name, version: '1.0.0', extra: 'appVersion: "7"\n' });
+    await new Registry({ storage: store() }).push({ namespace: 'ns', name, release: '1.0.0', mediaType: 'helm', blob: tgz });
+    return { key: keys.chart('ns', name, await digestOf(tgz)), tgz };
+  }
+
+  it('replaces a torn record once; another instance then reads the record only', async () => {
+    const { key, tgz } = await pushed('t');
+    for (const torn of TORN) {
+      await store().put(key, Buffer.from(torn));
+      const first = counting(store());
+      const entries = await new HelmRepository(new Registry({ storage: first.storage })).entries('ns', everyone);
+      expect(entries.t?.[0], JSON.stringify(torn)).to.include({ appVersion: '7', digest: sha256(tgz) });
+      expect(chartRequests(first.byKind), JSON.stringify(torn)).to.deep.equal({
+        'get charts': 1,
+        'getStream blobs': 1,
+        'put charts': 1,
+      });
+      expect(JSON.parse((await bodyAt(store(), key)) ?? 'null'), JSON.stringify(torn)).to.deep.include({
+        format: CHART_RECORD_FORMAT,
+        digest: sha256(tgz),
+        size: tgz.length,
+      });
+      const restarted = counting(store());
+      await new HelmRepository(new Registry({ storage: restarted.storage })).entries('ns', everyone);
+      expect(chartRequests(restarted.byKind), JSON.stringify(torn)).to.deep.equal({ 'get charts': 1 });
+    }
+    await after();
+  });
+
+  it('two instances building at once both answer from the blob; the record is replaced, whole', async () => {
+    const { key, tgz } = await pushed('u');
+    for (const torn of TORN) {
+      await store().put(key, Buffer.from(torn));
+      const builds = await Promise.all(
+        [1, 2, 3].map(() => new HelmRepository(new Registry({ storage: store() })).entries('ns', everyone)),
+      );
+      for (const entries of builds) expect(entries.u?.[0], JSON.stringify(torn)).to.include({ appVersion: '7' });
+      const record = JSON.parse((await bodyAt(store(), key)) ?? 'null') as Record<string, unknown>;
+      expect(record, JSON.stringify(torn)).to.deep.include({ format: CHART_RECORD_FORMAT, digest: sha256(tgz) });
+    }
+    await after();
+  });
+
+  it('a record that parses to no record (number, array, string, object of another format) is not trusted', async () => {
+    const { key, tgz } = await pushed('v');
+    for (const other of ['42', '[1,2]', '"x"', '{"format":99}', '{}']) {
+      await store().put(key, Buffer.from(other));
+      const entries = await new HelmRepository(new Registry({ storage: store() })).entries('ns', everyone);
+      expect(entries.v?.[0], other).to.include({ appVersion: '7', digest: sha256(tgz) });
+    }
+    await after();
+  });
+}
+
+describe('Chart records not JSON at all, on the filesystem', function () {
+  for (const fsync of [true, false]) {
+    describe(`fsync: ${fsync}`, () => {
+      let root = '';
+      let storage: StorageAdapter | undefined;
+      tempDir('appr-torn-record-', 'each', (path) => {
+        root = path;
+        storage = new FsStorage({ root, fsync });
+      });
+      tornRecordCases(
+        () => storage!,
+        async () => {
+          // Every replace published or removed its temp file.
+          expect(await readdir(join(root, 'tmp'))).to.deep.equal([]);
+        },
+      );
+
+      it("replaces a torn record when the key's lock directory was removed", async () => {
+        const tgz = await chartTgz({ name: 'w', version: '1.0.0' });
+        await new Registry({ storage: storage! }).push({
+          namespace: 'ns',
+          name: 'w',
+          release: '1.0.0',
+          mediaType: 'helm',
+          blob: tgz,
+        });
+        const key = keys.chart('ns', 'w', await digestOf(tgz));
+        for (const torn of TORN) {
+          await storage!.put(key, Buffer.from(torn));
+          for (const dir of await readdir(join(root, 'locks'))) {
+            await rm(join(root, 'locks', dir), { recursive: true, force: true });
+          }
+          const entries = await new HelmRepository(new Registry({ storage: storage! })).entries('ns', everyone);
+          expect(entries.w?.[0], JSON.stringify(torn)).to.include({ digest: sha256(tgz) });
+          expect(JSON.parse((await bodyAt(storage!, key)) ?? 'null')).to.deep.include({ digest: sha256(tgz) });
+        }
+        expect(await readdir(join(root, 'tmp'))).to.deep.equal([]);
+      });
+    });
+  }
+});
+
+describeWithS3('Chart records not JSON at all, on S3', () => {
+  let fixture: StoreFixture | undefined;
+  beforeEach(() => {
+    fixture = testS3Store('torn-record', { empty: true });
+  });
+  afterEach(async () => {
+    await fixture?.cleanup();
+  });
+  tornRecordCases(() => fixture!.storage);
+});
