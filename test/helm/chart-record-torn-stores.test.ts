@@ -1,9 +1,10 @@
 /**
  * A chart record that is not JSON at all (torn or emptied by a power cut) is replaced with the blob's record, once,
  * with `If-Match` (lib/helm/index.ts `#loadChart`): on the filesystem (with and without fsync, its writer thread's
- * one-job replace) and on S3 (the real RGW), including when two instances build the index at the same time, and
- * when the key's lock directory on the filesystem was removed. A record that parses to something that is no record
- * (a number, an array, a string) never breaks the index: the blob decides.
+ * one-job replace) and on S3 (the real RGW), including when three instances build the index at the same time, and
+ * when the key's lock directory on the filesystem was removed. One deleted meanwhile (as garbage collection does)
+ * stays gone. A record that parses to no record (a number, an array, a string) never breaks the index: the blob
+ * decides.
  */
 import { expect } from 'chai';
 import { readdir, rm } from 'node:fs/promises';
@@ -32,7 +33,13 @@ async function bodyAt(storage: StorageAdapter, key: string): Promise<string | nu
 function tornRecordCases(store: () => StorageAdapter, after: () => Promise<void> = async () => {}): void {
   async function pushed(name: string): Promise<{ key: string; tgz: Buffer }> {
     const tgz = await chartTgz({ name, version: '1.0.0', extra: 'appVersion: "7"\n' });
-    await new Registry({ storage: store() }).push({ namespace: 'ns', name, release: '1.0.0', mediaType: 'helm', blob: tgz });
+    await new Registry({ storage: store() }).push({
+      namespace: 'ns',
+      name,
+      release: '1.0.0',
+      mediaType: 'helm',
+      blob: tgz,
+    });
     return { key: keys.chart('ns', name, await digestOf(tgz)), tgz };
   }
 
@@ -70,6 +77,35 @@ function tornRecordCases(store: () => StorageAdapter, after: () => Promise<void>
       for (const entries of builds) expect(entries.u?.[0], JSON.stringify(torn)).to.include({ appVersion: '7' });
       const record = JSON.parse((await bodyAt(store(), key)) ?? 'null') as Record<string, unknown>;
       expect(record, JSON.stringify(torn)).to.deep.include({ format: CHART_RECORD_FORMAT, digest: sha256(tgz) });
+    }
+    await after();
+  });
+
+  it('does not bring back a torn record deleted (as a collector does) while the index read the blob', async () => {
+    const { key, tgz } = await pushed('g');
+    for (const torn of TORN) {
+      await store().put(key, Buffer.from(torn));
+      let deleted = false;
+      const inner = store();
+      const racing = new Proxy(inner, {
+        get(target, property) {
+          const value: unknown = Reflect.get(target, property);
+          if (typeof value !== 'function') return value;
+          if (property !== 'put') return (value as (...a: unknown[]) => unknown).bind(target);
+          // The record goes just before the index writes it back.
+          return async (...args: Parameters<StorageAdapter['put']>) => {
+            if (args[0] === key && !deleted) {
+              deleted = true;
+              expect(await inner.delete(key)).to.equal(true);
+            }
+            return inner.put(...args);
+          };
+        },
+      });
+      const entries = await new HelmRepository(new Registry({ storage: racing })).entries('ns', everyone);
+      expect(entries.g?.[0], JSON.stringify(torn)).to.include({ digest: sha256(tgz) });
+      expect(deleted, JSON.stringify(torn)).to.equal(true);
+      expect(await bodyAt(store(), key), JSON.stringify(torn)).to.equal(null);
     }
     await after();
   });
