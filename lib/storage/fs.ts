@@ -253,8 +253,8 @@ export class FsStorage implements StorageAdapter {
     if (condition?.ifNoneMatch === '*') {
       return this.#writerPublish({ op: 'create', temp, path, body, fsync: this.#fsync, stamp }, condition.signal);
     }
-    // Written, locked, compared, renamed and unlocked in one job when the lock is free: the lock's two renames and
-    // the ETag's two stats are not four round trips to the thread pool.
+    // Written, locked, compared, renamed and unlocked in one job when the lock is free: the lock's two renames, the
+    // ETag's two stats and the publish are not five round trips to the thread pool.
     const signal = condition?.signal;
     throwIfAbandoned(signal);
     const outcome = await fsWriter().run({
