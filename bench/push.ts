@@ -75,7 +75,7 @@ const REFERENCE = process.env.BENCH_REFERENCE ?? '';
 /** Pushes to each server before the alternating ones are timed: the JIT and caches warm, as in a server running. */
 const AB_WARMUP = Number(process.env.BENCH_AB_WARMUP ?? 300);
 /** Consecutive pushes to one server before the next server's turn (1: strict alternation). */
-const AB_BLOCK = Math.max(1, Number(process.env.BENCH_AB_BLOCK ?? 100));
+const AB_BLOCK = Math.max(1, Math.floor(Number(process.env.BENCH_AB_BLOCK ?? 100)) || 100);
 
 async function startServer(storage: string, options: Record<string, unknown> = {}, script = SERVER): Promise<Server> {
   // BENCH_CPU_PROF=<dir>: each server writes a CPU profile there when it stops (its whole life, fixture included).
@@ -350,8 +350,9 @@ async function abSequential(storage: string, count: number): Promise<void> {
           pushBody(`1.${Math.floor((start + k) / 16)}.0`),
         ),
       );
-      // Each server goes first as often as last.
-      for (const side of turn % 2 === 0 ? sides : [...sides].reverse()) {
+      // Each server goes first in turn (with two, first and last alternately).
+      const first = turn % sides.length;
+      for (const side of [...sides.slice(first), ...sides.slice(0, first)]) {
         for (const [k, body] of bodies.entries()) side.ms.push(await push(side, `p${(start + k) % 16}`, body));
       }
     }
