@@ -257,17 +257,19 @@ export class FsStorage implements StorageAdapter {
     // ETag's two stats and the publish are not five round trips to the thread pool.
     const signal = condition?.signal;
     throwIfAbandoned(signal);
-    const outcome = await fsWriter().run({
-      op: 'replace',
-      temp,
-      path,
-      body,
-      fsync: this.#fsync,
-      stamp,
-      lock: this.#locks.lockNames(key),
-      ...(condition?.ifMatch === undefined ? {} : { ifMatch: condition.ifMatch }),
-      ...(signal === undefined ? {} : { abort: abortFlag(signal) }),
-    });
+    const outcome = await runAbortable(
+      {
+        op: 'replace',
+        temp,
+        path,
+        body,
+        fsync: this.#fsync,
+        stamp,
+        lock: this.#locks.lockNames(key),
+        ...(condition?.ifMatch === undefined ? {} : { ifMatch: condition.ifMatch }),
+      },
+      signal,
+    );
     if (outcome.done) return etagOf(outcome);
     if (outcome.reason === 'abandoned') throwIfAbandoned(signal);
     if (outcome.reason !== 'busy') return null;
@@ -292,7 +294,7 @@ export class FsStorage implements StorageAdapter {
     signal: AbortSignal | undefined,
   ): Promise<string | null> {
     throwIfAbandoned(signal);
-    const outcome = await fsWriter().run(signal === undefined ? job : { ...job, abort: abortFlag(signal) });
+    const outcome = await runAbortable(job, signal);
     if (!outcome.done && outcome.reason === 'abandoned') throwIfAbandoned(signal);
     return etagOrNull(outcome);
   }
@@ -483,12 +485,22 @@ function smallBody(chunks: Chunks): Uint8Array | undefined {
   return body !== undefined && body.byteLength <= WRITER_MAX_BYTES ? body : undefined;
 }
 
-/** A flag the writer thread reads before publishing, set when `signal` aborts (the write's deadline passed). */
-function abortFlag(signal: AbortSignal): Int32Array {
+/**
+ * `job` run by a writer thread with a flag it reads before writing and before publishing, set when `signal` aborts
+ * (the write's deadline passed). The listener goes once the job is done: a signal a host keeps for many writes
+ * collects none.
+ */
+async function runAbortable(job: WriteJob, signal: AbortSignal | undefined): Promise<WriteOutcome> {
+  if (signal === undefined) return fsWriter().run(job);
   const flag = new Int32Array(new SharedArrayBuffer(4));
+  const abort = () => Atomics.store(flag, 0, 1);
   if (signal.aborted) flag[0] = 1;
-  else signal.addEventListener('abort', () => Atomics.store(flag, 0, 1), { once: true });
-  return flag;
+  else signal.addEventListener('abort', abort, { once: true });
+  try {
+    return await fsWriter().run({ ...job, abort: flag });
+  } finally {
+    signal.removeEventListener('abort', abort);
+  }
 }
 
 function etagOrNull(outcome: WriteOutcome): string | null {

@@ -5,6 +5,7 @@
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -197,6 +198,19 @@ describe('FsStorage writer threads', function () {
     );
     expect(err).to.be.instanceOf(StorageUnavailableError);
     expect(await storage.get('blobs/x')).to.equal(null);
+  });
+
+  it('leaves no abort listener on a signal a host passes to many writes', async function () {
+    const storage = new FsStorage({ root: dir });
+    const signal = new AbortController().signal;
+    let etag = (await storage.put('packages/ns/app.json', Buffer.from('0'), { signal })) as string;
+    for (let i = 1; i <= 20; i++) {
+      await storage.put(`blobs/b${i}`, Buffer.from(String(i)), { ifNoneMatch: '*', signal });
+      etag = (await storage.put('packages/ns/app.json', Buffer.from(String(i)), { ifMatch: etag, signal })) as string;
+      await storage.put(`changes/c${i}`, Buffer.alloc(0), { ifNoneMatch: '*', signal });
+    }
+    expect(etag).to.be.a('string');
+    expect(getEventListeners(signal, 'abort')).to.have.length(0);
   });
 
   it('does not keep a process alive once its writes are done', async function () {
