@@ -206,6 +206,9 @@ function writerThread(
       throw err;
     }
   };
+  /** The caller gave up (`abort[0]` set): checked before writing, and again right before publishing. */
+  const abandoned = (job: WriteJob): boolean => job.abort !== undefined && Atomics.load(job.abort, 0) === 1;
+  const ABANDONED: WriteOutcome = { done: false, reason: 'abandoned' };
   const published = (fd: number): WriteOutcome => {
     const stats = fs.fstatSync(fd, { bigint: true });
     return { done: true, ino: stats.ino, mtimeNs: stats.mtimeNs, ctimeNs: stats.ctimeNs, size: stats.size };
@@ -213,7 +216,7 @@ function writerThread(
 
   const run = (job: WriteJob): WriteOutcome => {
     if (job.op === 'empty') {
-      if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
+      if (abandoned(job)) return ABANDONED;
       let fd: number;
       try {
         fd = inParentDir(job.path, () => fs.openSync(job.path, 'wx'));
@@ -229,7 +232,7 @@ function writerThread(
       }
     }
     // A job that waited in the queue past its caller's deadline writes nothing: no temp file, no fsync.
-    if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
+    if (abandoned(job)) return ABANDONED;
     const fd = fs.openSync(job.temp, 'wx');
     let tempGone = false;
     try {
@@ -255,7 +258,7 @@ function writerThread(
               return { done: false, reason: 'mismatch' };
             }
           }
-          if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
+          if (abandoned(job)) return ABANDONED;
           inParentDir(job.path, () => fs.renameSync(job.temp, job.path));
           tempGone = true;
           return published(fd);
@@ -268,7 +271,7 @@ function writerThread(
           }
         }
       }
-      if (job.abort !== undefined && Atomics.load(job.abort, 0) === 1) return { done: false, reason: 'abandoned' };
+      if (abandoned(job)) return ABANDONED;
       try {
         inParentDir(job.path, () => fs.linkSync(job.temp, job.path));
       } catch (err) {

@@ -256,7 +256,6 @@ export class FsStorage implements StorageAdapter {
     // Written, locked, compared, renamed and unlocked in one job when the lock is free: the lock's two renames, the
     // ETag's two stats and the publish are not five round trips to the thread pool.
     const signal = condition?.signal;
-    throwIfAbandoned(signal);
     const outcome = await runAbortable(
       {
         op: 'replace',
@@ -271,7 +270,6 @@ export class FsStorage implements StorageAdapter {
       signal,
     );
     if (outcome.done) return etagOf(outcome);
-    if (outcome.reason === 'abandoned') throwIfAbandoned(signal);
     if (outcome.reason !== 'busy') return null;
     // Under the lock nobody else replaces or deletes `path`: its stat is that of the file just renamed.
     return this.#replace(key, path, temp, condition, () => currentEtag(path));
@@ -293,10 +291,7 @@ export class FsStorage implements StorageAdapter {
     job: Extract<WriteJob, { op: 'create' | 'empty' }>,
     signal: AbortSignal | undefined,
   ): Promise<string | null> {
-    throwIfAbandoned(signal);
-    const outcome = await runAbortable(job, signal);
-    if (!outcome.done && outcome.reason === 'abandoned') throwIfAbandoned(signal);
-    return etagOrNull(outcome);
+    return etagOrNull(await runAbortable(job, signal));
   }
 
   /**
@@ -487,20 +482,24 @@ function smallBody(chunks: Chunks): Uint8Array | undefined {
 
 /**
  * `job` run by a writer thread with a flag it reads before writing and before publishing, set when `signal` aborts
- * (the write's deadline passed). The listener goes once the job is done: a signal a host keeps for many writes
- * collects none.
+ * (the write's deadline passed). Throws `StorageUnavailableError` (`throwIfAbandoned`) when `signal` is aborted
+ * before the job starts or the thread gave the job up for it, so its outcome is never `abandoned`. The listener
+ * goes once the job is done: a signal a host keeps for many writes collects none.
  */
 async function runAbortable(job: WriteJob, signal: AbortSignal | undefined): Promise<WriteOutcome> {
   if (signal === undefined) return fsWriter().run(job);
+  throwIfAbandoned(signal);
   const flag = new Int32Array(new SharedArrayBuffer(4));
   const abort = () => Atomics.store(flag, 0, 1);
-  if (signal.aborted) flag[0] = 1;
-  else signal.addEventListener('abort', abort, { once: true });
+  signal.addEventListener('abort', abort, { once: true });
+  let outcome: WriteOutcome;
   try {
-    return await fsWriter().run({ ...job, abort: flag });
+    outcome = await fsWriter().run({ ...job, abort: flag });
   } finally {
     signal.removeEventListener('abort', abort);
   }
+  if (!outcome.done && outcome.reason === 'abandoned') throwIfAbandoned(signal);
+  return outcome;
 }
 
 function etagOrNull(outcome: WriteOutcome): string | null {
