@@ -314,8 +314,10 @@ export class HelmRepository {
     const { name, blob, size, archiveDigest } = release;
     const storage = this.#registry.storage;
     const key = keys.chart(namespace, name, blob);
-    const stored = await storage.get(key);
-    const parsed = stored === null || stored.notModified ? null : parseJson(stored.body);
+    const found = await storage.get(key);
+    // Asked without `ifNoneMatch`: never a 304.
+    const stored = found === null || found.notModified ? null : found;
+    const parsed = stored === null ? null : parseJson(stored.body);
     const record = asChartRecord(parsed);
     // A record that disagrees describes other bytes than the release's (a blob collected and pushed again, the
     // push's own record not written yet or not at all): the blob decides, and the record is left for its writers.
@@ -339,13 +341,11 @@ export class HelmRepository {
     // when the blob agrees with the release (only that version of the key: a push replacing it meanwhile wins). A
     // record of another format (another version of this library) is left alone. A failure costs this process
     // nothing (it has the answer) and another instance reads the blob once more.
-    const present = stored !== null && !stored.notModified ? stored : undefined;
     const condition: WriteCondition | undefined =
       stored === null
         ? { ifNoneMatch: '*' }
-        : present !== undefined &&
-            (parsed === null || (record !== null && archiveDigest !== undefined && archive.digest === archiveDigest))
-          ? { ifMatch: present.etag }
+        : parsed === null || (record !== null && archiveDigest !== undefined && archive.digest === archiveDigest)
+          ? { ifMatch: stored.etag }
           : undefined;
     if (condition !== undefined) {
       const written: ChartRecord = { format: CHART_RECORD_FORMAT, ...archive };
