@@ -27,6 +27,19 @@ interface RawClient {
   waitFor: (text: string) => Promise<void>;
 }
 
+/** A push whose head and first 20 bytes of body are sent: the rest is held back (`finishPush`). */
+function heldPush(url: string, head: string, body: string): RawClient {
+  return rawClient(url, head + body.slice(0, 20));
+}
+
+/** Send the rest of a `heldPush`, and check that it is answered 200. */
+async function finishPush(push: RawClient, body: string): Promise<void> {
+  push.socket.write(body.slice(20));
+  await push.waitFor('\r\n\r\n');
+  expect(push.received()).to.match(/^HTTP\/1\.1 200 /);
+  push.socket.destroy();
+}
+
 function rawClient(url: string, payload = ''): RawClient {
   const { hostname, port } = new URL(url);
   const socket = connect(Number(port), hostname);
@@ -96,7 +109,7 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
   it('answers a push body too slow with 408 and stores nothing: no package, no temp file once it settles', async () => {
     const server = await start(400, 200);
     const { head, body } = await pushBody('tooslow');
-    const push = rawClient(server.url, head + body.slice(0, 20));
+    const push = heldPush(server.url, head, body);
     expect408(await push.closed, 'a push body too slow');
     const list = await fetch(`${server.url}/api/v1/packages`);
     expect(await list.json()).to.deep.equal([]);
@@ -109,12 +122,9 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
   it('stores a push that outlives the head limit and several connection checks but not the request limit', async () => {
     const server = await start(5_000, 200);
     const { head, body } = await pushBody('slowbutintime');
-    const push = rawClient(server.url, head + body.slice(0, 20));
+    const push = heldPush(server.url, head, body);
     expect408(await rawClient(server.url, SLOW_HEAD).closed, 'the sentinel head');
-    push.socket.write(body.slice(20));
-    await push.waitFor('\r\n\r\n');
-    expect(push.received()).to.match(/^HTTP\/1\.1 200 /);
-    push.socket.destroy();
+    await finishPush(push, body);
     expect((await fetch(`${server.url}/api/v1/packages/ns/slowbutintime/1.0.0/helm`)).status).to.equal(200);
   });
 
@@ -122,13 +132,10 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
     const server = await start(0, 200);
     expect([server.server.requestTimeout, server.server.headersTimeout]).to.deep.equal([0, 200]);
     const { head, body } = await pushBody('nolimit');
-    const push = rawClient(server.url, head + body.slice(0, 20));
+    const push = heldPush(server.url, head, body);
     expect408(await rawClient(server.url, SLOW_HEAD).closed, 'a slow head without a request limit');
     expect(push.socket.destroyed, 'the push connection').to.equal(false);
-    push.socket.write(body.slice(20));
-    await push.waitFor('\r\n\r\n');
-    expect(push.received()).to.match(/^HTTP\/1\.1 200 /);
-    push.socket.destroy();
+    await finishPush(push, body);
   });
 
   it('with APPR_HEADERS_TIMEOUT_MS=0 still bounds a slow head by the request limit', async () => {
@@ -155,7 +162,7 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
     await keptAlive.waitFor('appr-api');
     // Opened after the first response: its 408 comes after the request limit has passed for the idle connection.
     const { head, body } = await pushBody('sentinel');
-    expect408(await rawClient(server.url, head + body.slice(0, 20)).closed, 'the sentinel body');
+    expect408(await heldPush(server.url, head, body).closed, 'the sentinel body');
     expect(keptAlive.socket.destroyed, 'the kept-alive connection').to.equal(false);
     const before = keptAlive.received().length;
     keptAlive.socket.write('GET /cnr/version HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -180,22 +187,19 @@ describe('koa-appr serve: slow and idle clients under the request and head timeo
   it('accepts the largest timer value (2^31 - 1 ms) as a request limit without Node wrapping it', async () => {
     const server = await start(2 ** 31 - 1, 200);
     const { head, body } = await pushBody('largest');
-    const push = rawClient(server.url, head + body.slice(0, 20));
+    const push = heldPush(server.url, head, body);
     // A wrapped limit (Node's parser keeps 32 bits) would cut the body too; the head is cut at its own limit.
     expect408(await rawClient(server.url, SLOW_HEAD).closed, 'the sentinel head');
     expect408(await rawClient(server.url, SLOW_HEAD).closed, 'a second sentinel head');
     expect(push.socket.destroyed, 'the push connection').to.equal(false);
-    push.socket.write(body.slice(20));
-    await push.waitFor('\r\n\r\n');
-    expect(push.received()).to.match(/^HTTP\/1\.1 200 /);
-    push.socket.destroy();
+    await finishPush(push, body);
   });
 
   it('answers a push too slow with 408 while stopping, not holding the stop for its grace', async () => {
     // Node's server.close() stops its connection check: without ours, this push would hold the stop for 60 s.
     const server = await start(300, 150, 60_000);
     const { head, body } = await pushBody('stopping');
-    const push = rawClient(server.url, head + body.slice(0, 20));
+    const push = heldPush(server.url, head, body);
     await once(server.server, 'request');
     const stopped = server.close();
     running = undefined;
