@@ -120,7 +120,7 @@ export class KeyLocks {
   /** Create the key's lock directory, free. False when there is one already (or an earlier version's lock file). */
   async #create(lockDir: string): Promise<boolean> {
     const temp = `${lockDir}.new-${uniqueSuffix()}`;
-    await mkdir(temp);
+    await inDirMadeAgain(this.#dir, () => mkdir(temp));
     try {
       await (await open(join(temp, FREE), 'wx')).close();
       await rename(temp, lockDir);
@@ -239,6 +239,23 @@ export async function removeIfOlder(path: string, maxAgeMs: number): Promise<boo
   if (Date.now() - stats.mtimeMs <= maxAgeMs) return false;
   await rm(path, { recursive: stats.isDirectory(), force: true }).catch(ignore);
   return true;
+}
+
+/**
+ * `op`, which makes an entry in the directory `dir`, run once more after making `dir` again when it failed with
+ * ENOENT: a store makes `<root>/tmp` and `<root>/locks` when it opens, and an operator may remove them while it is
+ * open. Only `dir` is made, not its parent: a root that is gone is the storage gone (503).
+ */
+export async function inDirMadeAgain<T>(dir: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') throw err;
+  }
+  await mkdir(dir).catch((err: unknown) => {
+    if (errorCode(err) !== 'EEXIST') throw err;
+  });
+  return op();
 }
 
 /** Random per process, then a counter: unique names without a random draw per write. */

@@ -52,7 +52,8 @@ export function etagOf(stats: { ino: bigint; mtimeNs: bigint; ctimeNs: bigint; s
  *
  * A `create` or `replace` whose `abort[0]` is set when the job starts (it waited in the queue past its caller's
  * deadline) writes nothing at all: `abandoned`.
- * Every file gets `stamp` (seconds since the epoch) as its mtime; a missing parent directory of `path` is created.
+ * Every file gets `stamp` (seconds since the epoch) as its mtime; a missing parent directory of `path` is created,
+ * and the temp file's directory too when it was removed (`<root>/tmp`: once, then the open is tried again).
  */
 export type WriteJob =
   | { op: 'create'; temp: string; path: string; body: Uint8Array; fsync: boolean; stamp: number; abort?: Int32Array }
@@ -197,6 +198,20 @@ function writerThread(
       }
     }
   };
+  /** A new temp file, making its directory again (once) when it was removed: as `inDirMadeAgain` in fs-lock.ts. */
+  const openTemp = (temp: string): number => {
+    try {
+      return fs.openSync(temp, 'wx');
+    } catch (err) {
+      if (codeOf(err) !== 'ENOENT') throw err;
+    }
+    try {
+      fs.mkdirSync(paths.dirname(temp));
+    } catch (err) {
+      if (codeOf(err) !== 'EEXIST') throw err;
+    }
+    return fs.openSync(temp, 'wx');
+  };
   /** undefined when nothing is there: missing, or a path component is a file (as `statIfExists` in fs.ts). */
   const statIfExists = (path: string) => {
     try {
@@ -233,7 +248,7 @@ function writerThread(
     }
     // A job that waited in the queue past its caller's deadline writes nothing: no temp file, no fsync.
     if (abandoned(job)) return ABANDONED;
-    const fd = fs.openSync(job.temp, 'wx');
+    const fd = openTemp(job.temp);
     let tempGone = false;
     try {
       for (let offset = 0; offset < job.body.byteLength;) offset += fs.writeSync(fd, job.body, offset);

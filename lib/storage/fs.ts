@@ -7,6 +7,7 @@ import { StorageUnavailableError } from '../errors.js';
 import {
   errorCode,
   ignore,
+  inDirMadeAgain,
   isAbsence,
   KeyLocks,
   LEFTOVER_AGE_MS,
@@ -331,7 +332,7 @@ export class FsStorage implements StorageAdapter {
 
   async #writeTemp(chunks: Chunks): Promise<{ path: string; fh: FileHandle }> {
     const path = this.#tempPath();
-    const fh = await open(path, 'wx');
+    const fh = await inDirMadeAgain(this.#tmpDir, () => open(path, 'wx'));
     try {
       let size = 0;
       for await (const chunk of chunks) {

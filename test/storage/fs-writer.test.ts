@@ -64,7 +64,7 @@ describe('FsStorage writer threads', function () {
   it('writes no temp file for a create or a replace abandoned before it starts (a job queued past its deadline)', async function () {
     const abort = new Int32Array(new SharedArrayBuffer(4));
     abort[0] = 1;
-    // The temp file's directory does not exist: a job that opened it would fail with ENOENT instead.
+    // The temp file's directory does not exist: a job that opened it would make it, and leave it behind.
     const temp = join(dir, 'missing', 't');
     const path = join(dir, 'k');
     const create = await fsWriter().run({ op: 'create', temp, path, body, fsync: true, stamp, abort });
@@ -177,14 +177,16 @@ describe('FsStorage writer threads', function () {
   });
 
   it("rejects with the failed system call's code, as fs/promises does", async function () {
-    const job = { op: 'create', temp: join(dir, 'missing', 't5'), path: join(dir, 'k'), body, fsync: true, stamp };
+    // The temp file's directory is a file: ENOTDIR (a missing directory would be made again: fs-dirs-removed.test.ts).
+    await writeFile(join(dir, 'file'), '');
+    const job = { op: 'create', temp: join(dir, 'file', 't5'), path: join(dir, 'k'), body, fsync: true, stamp };
     const err = await fsWriter()
       .run(job as never)
       .then(
         () => undefined,
         (e: unknown) => e as { code?: string; syscall?: string },
       );
-    expect(err).to.include({ code: 'ENOENT', syscall: 'open' });
+    expect(err).to.include({ code: 'ENOTDIR', syscall: 'open' });
   });
 
   it('answers a create-only put abandoned at its deadline with a storage error, and stores nothing', async function () {
