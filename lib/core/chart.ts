@@ -94,6 +94,17 @@ export function asChartRecord(record: unknown): ChartRecord | null {
   return r as ChartRecord;
 }
 
+/**
+ * Whether a stored record that `asChartRecord` refused is of a later format than this library's (an object whose
+ * `format` is a number above `CHART_RECORD_FORMAT`): written by a newer version sharing the store, so left for it.
+ * Anything else refused (not JSON, a number, an array, `null`, a record of our format missing fields) is damage.
+ */
+export function isLaterChartRecord(record: unknown): boolean {
+  if (typeof record !== 'object' || record === null) return false;
+  const format = (record as { format?: unknown }).format;
+  return typeof format === 'number' && format > CHART_RECORD_FORMAT;
+}
+
 /** A tar entry's bytes as a stream (tar-stream's entry stream, or any readable). */
 export interface EntryData {
   on(event: 'data' | 'end', listener: (chunk?: unknown) => void): unknown;

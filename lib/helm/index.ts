@@ -5,9 +5,10 @@
  *
  * What a release contributes comes from its chart record (`keys.chart`, lib/core/chart.ts: Chart.yaml's fields and
  * the sha256 of the stored `.tgz`), which the push that wrote the blob stored. A release without one (pushed before
- * push-time capture, or a push that found its blob stored already), or whose record disagrees with the sha256 the
- * push recorded (`archive_digest`), has its blob read once, and the record is written back (create-if-absent, or
- * in place of the one that disagrees), so that other instances and restarts do not read the blob again.
+ * push-time capture, or a push that found its blob stored already), whose record is damaged (not a valid record
+ * of our format), or whose record disagrees with the sha256 the push recorded (`archive_digest`), has its blob read
+ * once, and the record is written back (create-if-absent, or in place of the damaged or disagreeing one), so that
+ * other instances and restarts do not read the blob again.
  *
  * What is cached, and why it is safe:
  * - a chart record, per blob and release: it describes the blob's stored bytes, which a content address keeps
@@ -27,7 +28,13 @@ import { mapLimit } from '../core/feed.js';
 import { LRUCache } from 'lru-cache';
 import { stringify } from 'yaml';
 import { isApprError } from '../errors.js';
-import { asChartRecord, CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from '../core/chart.js';
+import {
+  asChartRecord,
+  CHART_RECORD_FORMAT,
+  HELM_MEDIA_TYPE,
+  isLaterChartRecord,
+  type ChartRecord,
+} from '../core/chart.js';
 import { keys } from '../core/keys.js';
 import type { PackageRef, Registry, VisibleFilter } from '../core/registry.js';
 import { compareReleases } from '../core/release.js';
@@ -336,15 +343,17 @@ export class HelmRepository {
     }
     const archive = await readChartArchive(stream.body);
     // Written back when there is none (create-if-absent: a push that wrote the blob meanwhile has written the
-    // record of its bytes; it stands), in place of one that is not JSON at all (torn or emptied by a power cut:
-    // chart records are fsynced, but a store may not be), or in place of one the release says is of other bytes
-    // when the blob agrees with the release (only that version of the key: a push replacing it meanwhile wins). A
-    // record of another format (another version of this library) is left alone. A failure costs this process
+    // record of its bytes; it stands), in place of one that is no valid record of our format (torn or emptied by a
+    // power cut: chart records are fsynced, but a store may not be; or JSON of another shape, which would otherwise
+    // cost a blob read per process for good), or in place of one the release says is of other bytes when the blob
+    // agrees with the release (only that version of the key: a push replacing it meanwhile wins). A record of a
+    // later format (a newer version of this library on the same store) is left alone. A failure costs this process
     // nothing (it has the answer) and another instance reads the blob once more.
+    const damaged = record === null && !isLaterChartRecord(parsed);
     const condition: WriteCondition | undefined =
       stored === null
         ? { ifNoneMatch: '*' }
-        : parsed === null || (record !== null && archiveDigest !== undefined && archive.digest === archiveDigest)
+        : damaged || (record !== null && archiveDigest !== undefined && archive.digest === archiveDigest)
           ? { ifMatch: stored.etag }
           : undefined;
     if (condition !== undefined) {

@@ -1,10 +1,11 @@
 /**
- * A chart record that is not JSON at all (torn or emptied by a power cut) is replaced with the blob's record, once,
- * with `If-Match` (lib/helm/index.ts `#loadChart`): on the filesystem (with and without fsync, its writer thread's
- * one-job replace) and on S3 (the real RGW), including when three instances build the index at the same time, and
- * when the key's lock directory on the filesystem was removed. One deleted meanwhile (as garbage collection does)
- * stays gone. A record that parses to no record (a number, an array, a string) never breaks the index: the blob
- * decides.
+ * A chart record that is not JSON at all (torn or emptied by a power cut), or JSON that is no valid record of this
+ * library's format (a number, an array, `null`, a format-1 object missing fields, no usable `format`), is replaced
+ * with the blob's record, once, with `If-Match` (lib/helm/index.ts `#loadChart`): on the filesystem (with and
+ * without fsync, its writer thread's one-job replace) and on S3 (the real RGW), including when three instances
+ * build the index at the same time, and when the key's lock directory on the filesystem was removed. One deleted
+ * meanwhile (as garbage collection does) stays gone. A record of a later format (a newer version of the library
+ * sharing the store) is left alone, and never breaks the index: the blob decides.
  */
 import { expect } from 'chai';
 import { readdir, rm } from 'node:fs/promises';
@@ -22,7 +23,23 @@ import { chartTgz } from './clients.js';
 import { chartRequests, counting } from './counting.js';
 
 const everyone = () => true;
-const TORN = ['', '{"format":1,"digest":"ab', '\0\0\0\0\0\0\0\0', 'null'];
+/** Not JSON at all, or JSON that is no valid record of our format: both replaced. */
+const TORN = [
+  '',
+  '{"format":1,"digest":"ab',
+  '\0\0\0\0\0\0\0\0',
+  'null',
+  '42',
+  '[1,2]',
+  '"x"',
+  '{}',
+  '{"format":1}',
+  `{"format":1,"digest":"${'a'.repeat(64)}","size":10,"problem":null}`,
+  '{"format":"1","digest":"ab"}',
+  '{"format":0}',
+];
+/** Records of a later format than ours: not trusted, and left for the version that wrote them. */
+const LATER = ['{"format":99}', `{"format":2,"digest":"${'a'.repeat(64)}","size":10,"problem":null,"chart":null}`];
 
 async function bodyAt(storage: StorageAdapter, key: string): Promise<string | null> {
   const got = await storage.get(key);
@@ -43,7 +60,7 @@ function tornRecordCases(store: () => StorageAdapter, after: () => Promise<void>
     return { key: keys.chart('ns', name, await digestOf(tgz)), tgz };
   }
 
-  it('replaces a torn record once; another instance then reads the record only', async () => {
+  it('replaces a torn or invalid record once; another instance then reads the record only', async () => {
     const { key, tgz } = await pushed('t');
     for (const torn of TORN) {
       await store().put(key, Buffer.from(torn));
@@ -81,7 +98,7 @@ function tornRecordCases(store: () => StorageAdapter, after: () => Promise<void>
     await after();
   });
 
-  it('does not bring back a torn record deleted (as a collector does) while the index read the blob', async () => {
+  it('does not bring back a torn or invalid record deleted (as a collector does) while the index read the blob', async () => {
     const { key, tgz } = await pushed('g');
     for (const torn of TORN) {
       await store().put(key, Buffer.from(torn));
@@ -110,18 +127,21 @@ function tornRecordCases(store: () => StorageAdapter, after: () => Promise<void>
     await after();
   });
 
-  it('a record that parses to no record (number, array, string, object of another format) is not trusted', async () => {
+  it('a record of a later format is not trusted, and left alone', async () => {
     const { key, tgz } = await pushed('v');
-    for (const other of ['42', '[1,2]', '"x"', '{"format":99}', '{}']) {
-      await store().put(key, Buffer.from(other));
-      const entries = await new HelmRepository(new Registry({ storage: store() })).entries('ns', everyone);
-      expect(entries.v?.[0], other).to.include({ appVersion: '7', digest: sha256(tgz) });
+    for (const later of LATER) {
+      await store().put(key, Buffer.from(later));
+      const counted = counting(store());
+      const entries = await new HelmRepository(new Registry({ storage: counted.storage })).entries('ns', everyone);
+      expect(entries.v?.[0], later).to.include({ appVersion: '7', digest: sha256(tgz) });
+      expect(chartRequests(counted.byKind), later).to.deep.equal({ 'get charts': 1, 'getStream blobs': 1 });
+      expect(await bodyAt(store(), key), later).to.equal(later);
     }
     await after();
   });
 }
 
-describe('Chart records not JSON at all, on the filesystem', function () {
+describe('Chart records torn or invalid, on the filesystem', function () {
   for (const fsync of [true, false]) {
     describe(`fsync: ${fsync}`, () => {
       let root = '';
@@ -138,7 +158,7 @@ describe('Chart records not JSON at all, on the filesystem', function () {
         },
       );
 
-      it("replaces a torn record when the key's lock directory was removed", async () => {
+      it("replaces a torn or invalid record when the key's lock directory was removed", async () => {
         const tgz = await chartTgz({ name: 'w', version: '1.0.0' });
         await new Registry({ storage: storage! }).push({
           namespace: 'ns',
@@ -163,7 +183,7 @@ describe('Chart records not JSON at all, on the filesystem', function () {
   }
 });
 
-describeWithS3('Chart records not JSON at all, on S3', () => {
+describeWithS3('Chart records torn or invalid, on S3', () => {
   let fixture: StoreFixture | undefined;
   beforeEach(() => {
     fixture = testS3Store('torn-record', { empty: true });

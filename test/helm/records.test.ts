@@ -220,7 +220,7 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     }
   });
 
-  it('replaces a record that is not JSON (torn, emptied) once; leaves one of another format', async () => {
+  it('replaces a record that is not JSON (torn, emptied) or no valid record of our format once; leaves a later format', async () => {
     const storage = new MemoryStorage();
     const tgz = await chartTgz({ name: 't', version: '1.0.0', extra: 'appVersion: "3"\n' });
     await new Registry({ storage }).push({
@@ -231,7 +231,7 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
       blob: tgz,
     });
     const key = keys.chart('ns', 't', await digestOf(tgz));
-    for (const torn of ['', '{"format":1,"dig', 'null']) {
+    for (const torn of ['', '{"format":1,"dig', 'null', '42', '[]', '{}', '{"format":1,"digest":"ab"}']) {
       await storage.put(key, Buffer.from(torn));
       const first = counting(storage);
       expect((await indexOf(first.storage, 'ns')).entries.t?.[0], torn).to.include({ appVersion: '3' });
