@@ -317,8 +317,8 @@ function endNow(socket: Socket): void {
  * Stop listening at once, end idle connections, let requests in flight finish for up to `graceMs`, then close what
  * is left. The port is freed with net.Server's close, not http.Server's: the latter also stops Node's connection
  * check, and a client too slow (a stalled push) would then hold the stop for the whole grace period instead of
- * getting its 408 at `APPR_REQUEST_TIMEOUT_MS`. Once every connection is gone, http.Server's close stops the check
- * (Node then emits a second `close` and hands its callback ERR_SERVER_NOT_RUNNING, which is expected here).
+ * getting its 408 at `APPR_REQUEST_TIMEOUT_MS`. Once every connection is gone, the check is stopped on its own
+ * (`stopConnectionsCheck`): a second close (http.Server's) would emit a second `close` to the host's listeners.
  */
 async function shutdown(server: Server, connections: Connections, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
@@ -327,7 +327,22 @@ async function shutdown(server: Server, connections: Connections, graceMs: numbe
   timer.unref();
   await closed;
   clearTimeout(timer);
-  server.close(() => undefined);
+  stopConnectionsCheck(server);
+}
+
+/**
+ * Stop Node's connection check of a closed server, as http.Server's close does first. Node offers no call for that
+ * alone, so its interval is found by its symbol's description (`kConnectionsCheckingInterval` in Node's
+ * lib/_http_server.js since 18.0, read the same way by Node's own tests). The timer is unref'ed, but it holds the
+ * server and the app behind it: a Node without that symbol gets http.Server's close instead, and a second `close`.
+ */
+function stopConnectionsCheck(server: Server): void {
+  const symbol = Object.getOwnPropertySymbols(server).find(
+    (s) => s.description === 'http.server.connectionsCheckingInterval',
+  );
+  const check = symbol === undefined ? undefined : (server as unknown as Record<symbol, unknown>)[symbol];
+  if (check === undefined) server.close(() => undefined);
+  else clearInterval(check as NodeJS.Timeout);
 }
 
 /**
