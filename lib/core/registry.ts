@@ -189,7 +189,7 @@ export interface RegistryOptions {
    * Overall deadline of one storage operation in ms (default 5000; 0 = none): past it the request is answered
    * 503 `storage-unavailable` whatever the adapter's own timeouts and retries. Writes get one more second per
    * MiB, and so does a helm push's read of a stored blob for its sha256, bounded to its end (lib/core/push.ts
-   * `#storedDigest`). See lib/storage/deadline.ts.
+   * `#storedDigest`), and the Helm index's read of a blob (lib/helm/index.ts). See lib/storage/deadline.ts.
    */
   storageTimeoutMs?: number;
   /** Clock, for tests. */
@@ -216,6 +216,11 @@ export class Registry {
   readonly #now: () => Date;
   readonly metrics: MetricsHooks | undefined;
   readonly logger: Logger | undefined;
+  /**
+   * The storage deadline of one operation (ms; 0: none), for a reader that must bound a stream read to its end
+   * itself (the Helm index's read of a blob): `storage` bounds a stream only until it is handed over.
+   */
+  readonly storageTimeoutMs: number;
   readonly #audit: AuditHook | undefined;
   readonly #probeKey = keys.healthProbe();
   readonly #listPageSize: number;
@@ -241,6 +246,7 @@ export class Registry {
     this.storage = checkedStorage(options.metrics ? new InstrumentedStorage(bounded, options.metrics) : bounded);
     this.metrics = options.metrics;
     this.logger = options.logger;
+    this.storageTimeoutMs = options.storageTimeoutMs;
     this.#audit = options.audit;
     this.#listPageSize = options.listPageSize;
     this.#segments = new Segments(this.storage);

@@ -4,29 +4,20 @@
  * failure during its read leaves, large blobs, other media types of the same tar, releases held in segments.
  */
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
 import { expect } from 'chai';
 import { parse as parseYaml } from 'yaml';
-import {
-  FsStorage,
-  MemoryStorage,
-  Registry,
-  StorageUnavailableError,
-  type StorageAdapter,
-  type StreamResult,
-  type WriteCondition,
-} from '../../lib/index.js';
+import { FsStorage, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
 import { HelmRepository } from '../../lib/helm/index.js';
 import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { sha256, startServer } from '../helpers/http.js';
-import { gate } from '../helpers/pause.js';
 import { countS3Requests } from '../helpers/s3-count.js';
 import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
 import { testS3Store, type StoreFixture } from '../helpers/stores.js';
 import { tempDir } from '../helpers/temp.js';
 import { chartTgz, regzipped } from './clients.js';
 import { counting } from './counting.js';
+import { Hooked } from './hooked.js';
 
 const app = { namespace: 'ns', name: 'app', mediaType: 'helm' };
 const quiet = { coherence: { pollMs: 0, sweepPerSecond: 0 } };
@@ -57,70 +48,6 @@ async function listedDigest(storage: StorageAdapter, version: string): Promise<s
     return entries.app?.find((entry) => entry.version === version)?.digest;
   } finally {
     await registry.close();
-  }
-}
-
-/** MemoryStorage whose blob streams can fail (at once or after the first chunk) and whose document PUTs can wait. */
-class Hooked extends MemoryStorage {
-  failBlobStreams: 'no' | 'at-once' | 'midway' | 'stalled' = 'no';
-  readonly handedOut: Readable[] = [];
-  #holdDocs = false;
-  readonly docPutReached = gate();
-  readonly #docPutGo = gate();
-
-  #holdStreams = false;
-  readonly streamReached = gate();
-  readonly #streamGo = gate();
-
-  /** The next `getStream` of a blob waits for `releaseStream()` before it asks storage (opening `streamReached`). */
-  holdNextBlobStream(): void {
-    this.#holdStreams = true;
-  }
-
-  releaseStream(): void {
-    this.#streamGo.open();
-  }
-
-  holdNextDocumentPut(): void {
-    this.#holdDocs = true;
-  }
-
-  releaseDocumentPut(): void {
-    this.#docPutGo.open();
-  }
-
-  override async getStream(key: string): Promise<StreamResult | null> {
-    if (this.#holdStreams && key.startsWith('blobs/')) {
-      this.#holdStreams = false;
-      this.streamReached.open();
-      await this.#streamGo.opened;
-    }
-    if (key.startsWith('blobs/') && this.failBlobStreams === 'at-once')
-      throw new StorageUnavailableError('storage is down');
-    const found = await super.getStream(key);
-    if (found === null || !key.startsWith('blobs/')) return found;
-    if (this.failBlobStreams === 'no') return found;
-    found.body.destroy();
-    const stalled = this.failBlobStreams === 'stalled';
-    const failing = Readable.from(
-      (async function* () {
-        yield Buffer.alloc(100, 1);
-        // A hung mount or a peer that stopped sending: the next chunk never comes.
-        if (stalled) await new Promise(() => undefined);
-        throw new Error('storage connection reset');
-      })(),
-    );
-    this.handedOut.push(failing);
-    return { ...found, body: failing };
-  }
-
-  override async put(key: string, body: Uint8Array, options?: WriteCondition): Promise<string | null> {
-    if (this.#holdDocs && key.startsWith('packages/')) {
-      this.#holdDocs = false;
-      this.docPutReached.open();
-      await this.#docPutGo.opened;
-    }
-    return super.put(key, body, options);
   }
 }
 
