@@ -228,24 +228,25 @@ export class BlobStager {
 
   /**
    * The check of a small blob that has all arrived (`checkAtEndBytes`): one synchronous inflate, then the tar parser.
-   * False, having checked nothing, when the blob inflates to more than `CHECK_AT_END_UNPACKED_BYTES` (and that is
-   * below `maxUnpackedSize`): the streamed check takes it. Throws as the streamed check does.
+   * False, having checked nothing, when the blob is no whole gzip stream or inflates to more than
+   * `CHECK_AT_END_UNPACKED_BYTES`: the streamed check takes it, and refuses it with its own error. Throws as the
+   * streamed check does.
    */
   async #checkedAtEnd(): Promise<boolean> {
-    const gzip = this.#held.length === 1 ? (this.#held[0] as Buffer) : Buffer.concat(this.#held);
+    const held = this.#held;
+    const gzip = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held);
     this.#held = [];
     const limit = Math.min(this.#options.maxUnpackedSize, CHECK_AT_END_UNPACKED_BYTES);
     try {
       let inflated: Buffer;
       try {
         inflated = gunzipSync(gzip, { maxOutputLength: limit });
-      } catch (err) {
-        if ((err as { code?: unknown }).code !== 'ERR_BUFFER_TOO_LARGE') throw err;
-        if (limit < this.#options.maxUnpackedSize) {
-          this.#held = [gzip];
-          return false;
-        }
-        throw unpacksTooLarge(this.#options.maxUnpackedSize);
+      } catch {
+        // A blob that is no whole gzip, or inflates past the bound, may also be a bad tar: the streamed check saw the
+        // tar (escaping entry, bad header) before the end of the gzip stream or past maxUnpackedSize, and said so.
+        // It decides, fed the pieces as they came, so the error is the one a streamed push got.
+        this.#held = held;
+        return false;
       }
       this.#unpacked = inflated.length;
       this.#hash.update(inflated);
