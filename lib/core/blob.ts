@@ -143,13 +143,19 @@ export const CHECK_AT_END_UNPACKED_BYTES = 1024 * 1024;
  * `CHECK_AT_END_UNPACKED_BYTES`.
  *
  * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar or whose entries
- * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`.
+ * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`. An `abort()` while `end()`
+ * runs makes `end()` reject with it; a `write()` or another `end()` once `end()` was called throws a plain `Error`
+ * (a bug of the caller: bytes after the end would not be covered by the digest).
  */
 export class BlobStager {
   readonly #options: Required<Omit<StageOptions, 'maxSize' | 'tmpDir'>> & { maxSize: number; tmpDir?: string };
   readonly #hash = createHash('sha256');
   /** The streamed check, once started (`#stream`). */
   #streaming: { input: PassThrough; checked: Promise<void> } | undefined;
+  /** The tar parser of the check under way, destroyed by `abort()` so that `end()` settles and lets go of it. */
+  #tar: ReturnType<typeof extract> | undefined;
+  /** `end()` was called: the blob is complete, later bytes would not be covered by its digest. */
+  #ended = false;
   /** The bytes received while the blob may still be checked at its end (`checkAtEndBytes`). */
   #held: Buffer[] = [];
   #failure: Error | undefined;
@@ -208,6 +214,7 @@ export class BlobStager {
   /** A tar parser that refuses escaping entries (`checkEntry`) and collects the chart's files. */
   #tarChecker(): ReturnType<typeof extract> {
     const tar = extract();
+    this.#tar = tar;
     tar.on('entry', (header, stream, next) => {
       // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the
       // parser, and an entry stream without a listener would turn it into an uncaught exception (a dead process).
@@ -272,6 +279,7 @@ export class BlobStager {
   /** One chunk of gzip bytes; resolves when it may be followed by the next (backpressure). */
   async write(chunk: Buffer): Promise<void> {
     if (this.#failure !== undefined) throw this.#failure;
+    if (this.#ended) throw new Error('BlobStager: write() after end()');
     if (chunk.length === 0) return;
     this.#size += chunk.length;
     if (this.#size > this.#options.maxSize) {
@@ -294,11 +302,19 @@ export class BlobStager {
   /** The blob is complete: finish the checks and hand over the staged blob (which the caller must dispose). */
   async end(): Promise<StagedBlob> {
     if (this.#failure !== undefined) throw this.#failure;
-    if (this.#streaming !== undefined || !(await this.#checkedAtEnd())) {
+    if (this.#ended) throw new Error('BlobStager: end() called twice');
+    this.#ended = true;
+    const checkedAtEnd = this.#streaming === undefined && (await this.#checkedAtEnd());
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while this method awaited
+    if (this.#failure !== undefined) throw this.#failure;
+    if (!checkedAtEnd) {
       const { input, checked } = this.#stream();
       input.end();
       await checked;
     }
+    // abort() while the check ran: its bytes are gone, there is nothing to hand over.
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while this method awaited
+    if (this.#failure !== undefined) throw this.#failure;
     if (this.#unpacked === 0) {
       this.#failure = new ApprError('invalid-parameters', 'blob is not a tar archive', { field: 'blob' });
       throw this.#failure;
@@ -350,6 +366,9 @@ export class BlobStager {
     if (this.#done) return;
     this.#done = true;
     this.#failure ??= new Error('aborted');
+    // The tar parser with an error, not the input alone: a pipeline whose input is destroyed just after its end()
+    // never settles (Node 20), and end() would wait for it forever.
+    this.#tar?.destroy(this.#failure);
     this.#streaming?.input.destroy();
     this.#held = [];
     this.#memory = [];
