@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { expect } from 'chai';
-import { BlobStager, CHECK_AT_END_BYTES, type StagedBlob } from '../../lib/core/blob.js';
+import { BlobStager, CHECK_AT_END_BYTES, DEFAULT_SPOOL_MEMORY_BYTES, type StagedBlob } from '../../lib/core/blob.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { rejection } from '../helpers/expect.js';
 import { tempDir } from '../helpers/temp.js';
@@ -36,14 +36,14 @@ describe('push: BlobStager called out of order (abort during end, write or end a
       await makeTarGz({ 'app/Chart.yaml': chartYaml, 'app/data': randomBytes(30_000).toString('base64') }),
     ],
   ];
-  const ways: [string, number | undefined][] = [
+  const ways: [string, number][] = [
     ['streamed', 0],
-    ['checked at its end', undefined],
+    ['checked at its end', CHECK_AT_END_BYTES],
   ];
 
   for (const [way, checkAtEndBytes] of ways) {
-    for (const memoryBytes of [undefined, 100]) {
-      const kept = memoryBytes === undefined ? 'in memory' : 'in a temp file';
+    for (const memoryBytes of [DEFAULT_SPOOL_MEMORY_BYTES, 100]) {
+      const kept = memoryBytes === 100 ? 'in a temp file' : 'in memory';
       it(`${way}, ${kept}: abort() while end() runs makes end() reject, and leaves no temp file`, async function () {
         for (const [label, gzip] of await blobs()) {
           expect(gzip.length, label).to.be.at.most(CHECK_AT_END_BYTES);
