@@ -143,9 +143,10 @@ export const CHECK_AT_END_UNPACKED_BYTES = 1024 * 1024;
  * `CHECK_AT_END_UNPACKED_BYTES`.
  *
  * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar or whose entries
- * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`. An `abort()` while `end()`
- * runs makes `end()` reject with it; a `write()` or another `end()` once `end()` was called throws a plain `Error`
- * (a bug of the caller: bytes after the end would not be covered by the digest).
+ * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`. An `abort()` while `write()`
+ * or `end()` runs makes it reject with `Error('aborted')`, and leaves no temp file; a `write()` or another `end()`
+ * once `end()` was called throws a plain `Error` (a bug of the caller: bytes after the end would not be covered by
+ * the digest).
  */
 export class BlobStager {
   readonly #options: Required<Omit<StageOptions, 'maxSize' | 'tmpDir'>> & { maxSize: number; tmpDir?: string };
@@ -289,6 +290,8 @@ export class BlobStager {
       throw this.#failure;
     }
     await this.#keep(chunk);
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while the bytes were kept
+    if (this.#failure !== undefined) throw this.#failure;
     if (this.#streaming === undefined && this.#size <= this.#options.checkAtEndBytes) {
       this.#held.push(Buffer.from(chunk)); // a copy, as `#spool` keeps
       return;
@@ -388,6 +391,8 @@ export class BlobStager {
     try {
       await this.#spool(chunk);
     } catch (err) {
+      // After abort(), a failed write is abort's doing (it closed the file): no storage problem to report.
+      if (this.#done && this.#failure !== undefined) throw this.#failure;
       this.#failure = new StorageUnavailableError('push spool: cannot write the temp file of a push', err);
       throw this.#failure;
     }
@@ -405,6 +410,12 @@ export class BlobStager {
         `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`,
       );
       const fh = await open(path, 'wx', 0o600);
+      if (this.#done) {
+        // abort() ran while the file was being created, too early to find it: removed here.
+        await fh.close().catch(() => undefined);
+        await unlink(path).catch(() => undefined);
+        throw new Error('aborted');
+      }
       this.#file = { path, fh };
       const held = this.#memory;
       this.#memory = [];

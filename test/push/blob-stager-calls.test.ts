@@ -82,6 +82,29 @@ describe('push: BlobStager called out of order (abort during end, write or end a
         }
       });
 
+      it(`${way}, ${kept}: abort() while write() keeps the bytes leaves no temp file, write() rejects`, async function () {
+        for (const [label, gzip] of await blobs()) {
+          // abort() after 0 to 5 turns of the event loop: while the temp file is opened, written, or after.
+          for (let turns = 0; turns <= 5; turns++) {
+            const stager = new BlobStager({ maxUnpackedSize: 1 << 24, checkAtEndBytes, memoryBytes, tmpDir: dir });
+            const written = stager.write(gzip).then(
+              () => 'written',
+              (err: unknown) => (err as Error).message,
+            );
+            for (let turn = 0; turn < turns; turn++) await new Promise((resolve) => setImmediate(resolve));
+            await stager.abort();
+            const outcome = await written;
+            const at = `${label}, abort() after ${turns} turns`;
+            // Before: a temp file opened while abort() ran was kept (and its descriptor closed only by the GC).
+            expect(await readdir(dir), at).to.deep.equal([]);
+            if (turns === 0) expect(outcome, at).to.equal('aborted');
+            else expect(['written', 'aborted'], at).to.include(outcome);
+            const after = await rejection(stager.write(gzip));
+            expect(after.message, at).to.equal('aborted');
+          }
+        }
+      });
+
       it(`${way}, ${kept}: end() called twice at once: one staged blob, the other call throws`, async function () {
         for (const [label, gzip] of await blobs()) {
           const stager = new BlobStager({ maxUnpackedSize: 1 << 24, checkAtEndBytes, memoryBytes, tmpDir: dir });
