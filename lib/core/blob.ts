@@ -236,9 +236,9 @@ export class BlobStager {
 
   /**
    * The check of a small blob that has all arrived (`checkAtEndBytes`): one synchronous inflate, then the tar parser.
-   * False, having checked nothing, when the blob is no whole gzip stream or inflates to more than
-   * `CHECK_AT_END_UNPACKED_BYTES`: the streamed check takes it, and refuses it with its own error. Throws as the
-   * streamed check does.
+   * False, having checked nothing, when the blob is no whole gzip stream, has bytes after zero padding, or inflates
+   * to more than `CHECK_AT_END_UNPACKED_BYTES`: the streamed check takes it, and answers as for a streamed push.
+   * Throws as the streamed check does.
    */
   async #checkedAtEnd(): Promise<boolean> {
     const held = this.#held;
@@ -248,7 +248,15 @@ export class BlobStager {
     try {
       let inflated: Buffer;
       try {
-        inflated = gunzipSync(gzip, { maxOutputLength: limit });
+        // `info` for the bytes zlib consumed (`bytesWritten`), which @types/node does not type.
+        const { buffer, engine } = gunzipSync(gzip, { maxOutputLength: limit, info: true }) as unknown as {
+          buffer: Buffer;
+          engine: { bytesWritten: number };
+        };
+        // zlib stops at zero padding after a gzip member when what follows is in the same piece, and reads on (or
+        // fails) when it comes in another: what the streamed check makes of such bytes depends on the cut.
+        if (gzip.subarray(engine.bytesWritten).some((byte) => byte !== 0)) throw new Error('bytes after the padding');
+        inflated = buffer;
       } catch {
         // A blob that is no whole gzip, or inflates past the bound, may also be a bad tar: the streamed check saw the
         // tar (escaping entry, bad header) before the end of the gzip stream or past maxUnpackedSize, and said so.

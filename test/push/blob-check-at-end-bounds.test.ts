@@ -25,9 +25,10 @@ async function recordingSyncInflates<T>(run: () => Promise<T>): Promise<{ result
     const call: SyncInflate = { maxOutputLength: options?.maxOutputLength, outcome: 'pending' };
     calls.push(call);
     try {
-      const out = original(buffer, options);
-      call.outcome = out.length;
-      return out;
+      // With `info: true` Node returns { buffer, engine } instead of the bytes.
+      const out = original(buffer, options) as Buffer | { buffer: Buffer };
+      call.outcome = Buffer.isBuffer(out) ? out.length : out.buffer.length;
+      return out as ReturnType<typeof original>;
     } catch (err) {
       call.outcome = String((err as { code?: unknown }).code);
       throw err;

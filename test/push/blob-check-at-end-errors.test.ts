@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { BlobStager, CHECK_AT_END_BYTES, type StageOptions } from '../../lib/core/blob.js';
@@ -76,6 +76,26 @@ describe('push: a small blob wrong both as gzip and as tar gets the streamed che
       );
       for (const piece of [1 << 20, 16 * 1024, 1000]) {
         expect(await stage(gzip, base, piece), `${label}: checked at the end, in pieces of ${piece}`).to.deep.equal(
+          streamed,
+        );
+      }
+    }
+  });
+
+  it('gives the streamed answer for a gzip member, zero padding, then more bytes, cut where a push may be', async function () {
+    const tar = gunzipSync(await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n', 'app/a': 'a' }));
+    const first = gzipSync(tar.subarray(0, 1024)); // Chart.yaml and its data: a tar without its end blocks
+    const padding = Buffer.alloc(4);
+    for (const [label, after] of [
+      ['another gzip member', gzipSync(tar.subarray(1024))],
+      ['bytes that are not gzip', Buffer.from('not gzip')],
+    ] as const) {
+      const gzip = Buffer.concat([first, padding, after]);
+      // zlib stops at the padding when it has the bytes that follow in the same piece, and reads on (or fails)
+      // when they come in another: the streamed check answers according to the cut, so must the check at the end.
+      for (const piece of [1 << 20, 7, 1]) {
+        const streamed = await stage(gzip, { maxUnpackedSize: 1 << 24, checkAtEndBytes: 0 }, piece);
+        expect(await stage(gzip, { maxUnpackedSize: 1 << 24 }, piece), `${label}, in pieces of ${piece}`).to.deep.equal(
           streamed,
         );
       }
