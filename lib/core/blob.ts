@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, gunzipSync } from 'node:zlib';
+import { createGunzip, gunzipSync, type Gunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import { ChartFiles } from './chart.js';
@@ -142,8 +142,8 @@ export const CHECK_AT_END_UNPACKED_BYTES = 1024 * 1024;
  * (`checkAtEndBytes`) is checked the same way once it has all arrived, in one synchronous inflate of at most
  * `CHECK_AT_END_UNPACKED_BYTES`.
  *
- * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar or whose entries
- * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`. An `abort()` while `write()`
+ * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar (bytes after the gzip
+ * stream included, zero padding aside) or whose entries escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`. An `abort()` while `write()`
  * or `end()` runs makes it reject with `Error('aborted')`, and leaves no temp file; a `write()` or another `end()`
  * once `end()` was called throws a plain `Error` (a bug of the caller: bytes after the end would not be covered by
  * the digest).
@@ -152,7 +152,7 @@ export class BlobStager {
   readonly #options: Required<Omit<StageOptions, 'maxSize' | 'tmpDir'>> & { maxSize: number; tmpDir?: string };
   readonly #hash = createHash('sha256');
   /** The streamed check, once started (`#stream`). */
-  #streaming: { input: PassThrough; checked: Promise<void> } | undefined;
+  #streaming: Streaming | undefined;
   /** The tar parser of the check under way, destroyed by `abort()` so that `end()` settles and lets go of it. */
   #tar: ReturnType<typeof extract> | undefined;
   /** `end()` was called: the blob is complete, later bytes would not be covered by its digest. */
@@ -183,7 +183,7 @@ export class BlobStager {
    * The streamed check (gunzip on libuv's threads, size, sha256, tar), started once the blob is too large to be
    * checked at its end (`checkAtEndBytes`, `CHECK_AT_END_UNPACKED_BYTES`), fed first with the bytes held until then.
    */
-  #stream(): { input: PassThrough; checked: Promise<void> } {
+  #stream(): Streaming {
     if (this.#streaming !== undefined) return this.#streaming;
     const input = new PassThrough();
     const measure = new Transform({
@@ -194,12 +194,13 @@ export class BlobStager {
       },
     });
     const tar = this.#tarChecker();
-    const checked = pipeline(input, createGunzip(), measure, tar).catch((err: unknown) => {
+    const gunzip = createGunzip();
+    const checked = pipeline(input, gunzip, measure, tar).catch((err: unknown) => {
       this.#failure ??= this.#classify(err);
       throw this.#failure;
     });
     checked.catch(() => undefined); // Reported by write() and end().
-    this.#streaming = { input, checked };
+    this.#streaming = { input, gunzip, checked };
     for (const held of this.#held.splice(0)) input.write(held);
     return this.#streaming;
   }
@@ -255,7 +256,7 @@ export class BlobStager {
         };
         // zlib stops at zero padding after a gzip member when what follows is in the same piece, and reads on (or
         // fails) when it comes in another: what the streamed check makes of such bytes depends on the cut.
-        if (gzip.subarray(engine.bytesWritten).some((byte) => byte !== 0)) throw new Error('bytes after the padding');
+        if (!allZero(gzip.subarray(engine.bytesWritten))) throw new Error('bytes after the padding');
         inflated = buffer;
       } catch {
         // A blob that is no whole gzip, or inflates past the bound, may also be a bad tar: the streamed check saw the
@@ -319,12 +320,15 @@ export class BlobStager {
     // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while this method awaited
     if (this.#failure !== undefined) throw this.#failure;
     if (!checkedAtEnd) {
-      const { input, checked } = this.#stream();
+      const { input, gunzip, checked } = this.#stream();
       input.end();
       await checked;
+      // zlib stops at zero padding after a gzip member and skips what follows in the same piece: bytes kept in the
+      // blob that no check saw, and that Python's gzip (the appr CLI's) reads on to after the padding.
+      if (gunzip.bytesWritten < this.#size && (await this.#nonZeroFrom(gunzip.bytesWritten)))
+        this.#failure ??= new ApprError('invalid-parameters', 'blob is not a gzip stream', { field: 'blob' });
     }
-    // abort() while the check ran: its bytes are gone, there is nothing to hand over.
-    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while this method awaited
+    // Also abort() while the check ran: its bytes are gone, there is nothing to hand over.
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#unpacked === 0) {
       this.#failure = new ApprError('invalid-parameters', 'blob is not a tar archive', { field: 'blob' });
@@ -432,11 +436,48 @@ export class BlobStager {
     await writeAll(this.#file.fh, chunk);
   }
 
+  /** Whether the kept gzip bytes from `offset` on (memory or the temp file) hold a byte that is not zero. */
+  async #nonZeroFrom(offset: number): Promise<boolean> {
+    if (this.#file === undefined) {
+      let start = 0;
+      for (const part of this.#memory) {
+        if (start + part.length > offset && !allZero(part.subarray(Math.max(offset - start, 0)))) return true;
+        start += part.length;
+      }
+      return false;
+    }
+    try {
+      for await (const chunk of createReadStream(this.#file.path, { start: offset }))
+        if (!allZero(chunk as Buffer)) return true;
+    } catch (err) {
+      this.#failure ??= new StorageUnavailableError('push spool: cannot read the temp file of a push', err);
+    }
+    return false;
+  }
+
   #classify(err: unknown): ApprError {
     if (err instanceof ApprError) return err;
     const reason = this.#unpacked === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
     return new ApprError('invalid-parameters', `blob is not ${reason}`, { field: 'blob' });
   }
+}
+
+/** The streamed check: its input, its gunzip (`bytesWritten`: the gzip bytes zlib consumed), its outcome. */
+interface Streaming {
+  input: PassThrough;
+  gunzip: Gunzip;
+  checked: Promise<void>;
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** True when every byte of `bytes` is zero (compared 64 KiB at a time, at memcmp speed). */
+function allZero(bytes: Buffer): boolean {
+  for (let at = 0; at < bytes.length; at += ZEROS.length) {
+    const part = bytes.subarray(at, at + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
 }
 
 function unpacksTooLarge(max: number): ApprError {
