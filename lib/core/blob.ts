@@ -148,10 +148,10 @@ export const TAR_SLICE_BYTES = 64 * 1024;
  * `CHECK_AT_END_UNPACKED_BYTES`.
  *
  * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar (bytes after the gzip
- * stream included, zero padding aside) or whose entries escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`. An `abort()` while `write()`
- * or `end()` runs makes it reject with `Error('aborted')`, and leaves no temp file; a `write()` or another `end()`
- * once `end()` was called throws a plain `Error` (a bug of the caller: bytes after the end would not be covered by
- * the digest).
+ * stream included, zero padding aside) or whose entries escape, and `payload-too-large` (413) past `maxSize`; after
+ * a throw, call `abort()`. An `abort()` while `write()` or `end()` runs makes it reject with `Error('aborted')`, and
+ * leaves no temp file; a `write()` or another `end()` once `end()` was called throws a plain `Error` (a bug of the
+ * caller: bytes after the end would not be covered by the digest).
  */
 export class BlobStager {
   readonly #options: Required<Omit<StageOptions, 'maxSize' | 'tmpDir'>> & { maxSize: number; tmpDir?: string };
