@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import { createGunzip, gunzipSync, type Gunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import { ChartFiles } from './chart.js';
@@ -114,25 +114,56 @@ export interface StageOptions {
   memoryBytes?: number;
   /** Where temp files go (default: the OS temp directory). */
   tmpDir?: string;
+  /**
+   * Blobs of at most this many gzip bytes (default `CHECK_AT_END_BYTES`, 64 KiB; 0: none) are checked once they have
+   * all arrived, inflated in one synchronous call, instead of streamed through zlib as they arrive. Same checks, same
+   * errors; for a small chart it saves the streamed check's three hand-offs to libuv's thread pool and its four
+   * streams, which cost more than the inflate itself.
+   */
+  checkAtEndBytes?: number;
 }
 
 export const DEFAULT_SPOOL_MEMORY_BYTES = 1024 * 1024;
+
+/** Default `StageOptions.checkAtEndBytes`. */
+export const CHECK_AT_END_BYTES = 64 * 1024;
+/**
+ * The most a blob checked at its end (`StageOptions.checkAtEndBytes`) may inflate to in that one synchronous call,
+ * in bytes: it bounds the time the call holds the event loop (about a millisecond) and its memory. One that inflates
+ * to more (a gzip bomb, a tar of very compressible files) is checked streamed instead.
+ */
+export const CHECK_AT_END_UNPACKED_BYTES = 1024 * 1024;
+/**
+ * The most tar, in bytes, a blob checked at its end hands its tar parser in one turn of the event loop: walking a
+ * MiB of tar headers (2000 empty files from a 14 KB gzip) takes some 20 ms, too long to hold the loop in one go.
+ */
+export const TAR_SLICE_BYTES = 64 * 1024;
 
 /**
  * Receives the gzip bytes of a pushed blob chunk by chunk and checks them on the fly: gunzipped, hashed (the
  * contract's digest is the sha256 of the tar), parsed as a tar whose every entry stays inside the extraction
  * directory (`checkEntry`), while the bytes are kept aside (memory, then a temp file) for the commit. Memory does
- * not grow with the blob: zlib's window, the tar parser's block and one chunk in flight.
+ * not grow with the blob: zlib's window, the tar parser's block and one chunk in flight. A small blob
+ * (`checkAtEndBytes`) is checked the same way once it has all arrived, in one synchronous inflate of at most
+ * `CHECK_AT_END_UNPACKED_BYTES`.
  *
- * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar or whose entries
- * escape, and `payload-too-large` (413) past `maxSize`; after a throw, call `abort()`.
+ * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar (bytes after the gzip
+ * stream included, zero padding aside) or whose entries escape, and `payload-too-large` (413) past `maxSize`; after
+ * a throw, call `abort()`. An `abort()` while `write()` or `end()` runs makes it reject with `Error('aborted')`, and
+ * leaves no temp file; a `write()` or another `end()` once `end()` was called throws a plain `Error` (a bug of the
+ * caller: bytes after the end would not be covered by the digest).
  */
 export class BlobStager {
   readonly #options: Required<Omit<StageOptions, 'maxSize' | 'tmpDir'>> & { maxSize: number; tmpDir?: string };
   readonly #hash = createHash('sha256');
-  readonly #input = new PassThrough();
-  readonly #gunzip = createGunzip();
-  readonly #checked: Promise<void>;
+  /** The streamed check, once started (`#stream`). */
+  #streaming: Streaming | undefined;
+  /** The tar parser of the check under way, destroyed by `abort()` so that `end()` settles and lets go of it. */
+  #tar: ReturnType<typeof extract> | undefined;
+  /** `end()` was called: the blob is complete, later bytes would not be covered by its digest. */
+  #ended = false;
+  /** The bytes received while the blob may still be checked at its end (`checkAtEndBytes`). */
+  #held: Buffer[] = [];
   #failure: Error | undefined;
   #size = 0;
   #unpacked = 0;
@@ -146,27 +177,51 @@ export class BlobStager {
       maxUnpackedSize: options.maxUnpackedSize,
       maxSize: options.maxSize ?? Number.POSITIVE_INFINITY,
       memoryBytes: options.memoryBytes ?? DEFAULT_SPOOL_MEMORY_BYTES,
+      checkAtEndBytes: options.checkAtEndBytes ?? CHECK_AT_END_BYTES,
       // The OS default is looked up only when a blob is spooled to a file: os.tmpdir() reads the environment at
       // each call, a cost every push paid for the few that spool.
       ...(options.tmpDir === undefined ? {} : { tmpDir: options.tmpDir }),
     };
+  }
+
+  /**
+   * The streamed check (gunzip on libuv's threads, size, sha256, tar), started once the blob is too large to be
+   * checked at its end (`checkAtEndBytes`, `CHECK_AT_END_UNPACKED_BYTES`), fed first with the bytes held until then.
+   */
+  #stream(): Streaming {
+    if (this.#streaming !== undefined) return this.#streaming;
+    const input = new PassThrough();
     const measure = new Transform({
       transform: (chunk: Buffer, _encoding, done) => {
-        this.#unpacked += chunk.length;
-        if (this.#unpacked > this.#options.maxUnpackedSize) {
-          done(
-            new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
-              field: 'blob',
-              max_unpacked_size: this.#options.maxUnpackedSize,
-            }),
-          );
-          return;
-        }
-        this.#hash.update(chunk);
-        done(null, chunk);
+        const failure = this.#measure(chunk);
+        if (failure === undefined) done(null, chunk);
+        else done(failure);
       },
     });
+    const tar = this.#tarChecker();
+    const gunzip = createGunzip();
+    const checked = pipeline(input, gunzip, measure, tar).catch((err: unknown) => {
+      this.#failure ??= this.#classify(err);
+      throw this.#failure;
+    });
+    checked.catch(() => undefined); // Reported by write() and end().
+    this.#streaming = { input, gunzip, checked };
+    for (const held of this.#held.splice(0)) input.write(held);
+    return this.#streaming;
+  }
+
+  /** Counts and hashes inflated bytes; the error past `maxUnpackedSize`. */
+  #measure(chunk: Buffer): ApprError | undefined {
+    this.#unpacked += chunk.length;
+    if (this.#unpacked > this.#options.maxUnpackedSize) return unpacksTooLarge(this.#options.maxUnpackedSize);
+    this.#hash.update(chunk);
+    return undefined;
+  }
+
+  /** A tar parser that refuses escaping entries (`checkEntry`) and collects the chart's files. */
+  #tarChecker(): ReturnType<typeof extract> {
     const tar = extract();
+    this.#tar = tar;
     tar.on('entry', (header, stream, next) => {
       // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the
       // parser, and an entry stream without a listener would turn it into an uncaught exception (a dead process).
@@ -182,11 +237,64 @@ export class BlobStager {
       this.#chartFiles.entry(header.name, header.type ?? undefined, stream);
       stream.resume();
     });
-    this.#checked = pipeline(this.#input, this.#gunzip, measure, tar).catch((err: unknown) => {
+    return tar;
+  }
+
+  /**
+   * The check of a small blob that has all arrived (`checkAtEndBytes`): one synchronous inflate, then the tar parser.
+   * False, having checked nothing, when the blob is no whole gzip stream, has bytes after zero padding, or inflates
+   * to more than `CHECK_AT_END_UNPACKED_BYTES`: the streamed check takes it, and answers as for a streamed push.
+   * Throws as the streamed check does.
+   */
+  async #checkedAtEnd(): Promise<boolean> {
+    const held = this.#held;
+    const gzip = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held);
+    this.#held = [];
+    const limit = Math.min(this.#options.maxUnpackedSize, CHECK_AT_END_UNPACKED_BYTES);
+    try {
+      let inflated: Buffer;
+      try {
+        // `info` for the bytes zlib consumed (`bytesWritten`), which @types/node does not type.
+        const { buffer, engine } = gunzipSync(gzip, { maxOutputLength: limit, info: true }) as unknown as {
+          buffer: Buffer;
+          engine: { bytesWritten: number };
+        };
+        // zlib stops at zero padding after a gzip member when what follows is in the same piece, and reads on (or
+        // fails) when it comes in another: what the streamed check makes of such bytes depends on the cut.
+        if (!allZero(gzip.subarray(engine.bytesWritten))) throw new Error('bytes after the padding');
+        inflated = buffer;
+      } catch {
+        // A blob that is no whole gzip, or inflates past the bound, may also be a bad tar: the streamed check saw the
+        // tar (escaping entry, bad header) before the end of the gzip stream or past maxUnpackedSize, and said so.
+        // It decides, fed the pieces as they came, so the error is the one a streamed push got.
+        this.#held = held;
+        return false;
+      }
+      this.#unpacked = inflated.length;
+      this.#hash.update(inflated);
+      const tar = this.#tarChecker();
+      await new Promise<void>((resolve, reject) => {
+        tar.on('error', reject);
+        tar.on('finish', resolve);
+        tar.on('close', () => reject(new Error('the tar parser closed before the end of the archive')));
+        // A slice a turn: the parser walks each one (its entries, in microtasks) before the event loop moves on.
+        const feed = (at: number): void => {
+          if (tar.destroyed) return; // refused, or aborted
+          const next = at + TAR_SLICE_BYTES;
+          if (next >= inflated.length) {
+            tar.end(inflated.subarray(at));
+            return;
+          }
+          tar.write(inflated.subarray(at, next));
+          setImmediate(feed, next);
+        };
+        feed(0);
+      });
+      return true;
+    } catch (err) {
       this.#failure ??= this.#classify(err);
       throw this.#failure;
-    });
-    this.#checked.catch(() => undefined); // Reported by write() and end().
+    }
   }
 
   /** Bytes received so far. */
@@ -197,6 +305,7 @@ export class BlobStager {
   /** One chunk of gzip bytes; resolves when it may be followed by the next (backpressure). */
   async write(chunk: Buffer): Promise<void> {
     if (this.#failure !== undefined) throw this.#failure;
+    if (this.#ended) throw new Error('BlobStager: write() after end()');
     if (chunk.length === 0) return;
     this.#size += chunk.length;
     if (this.#size > this.#options.maxSize) {
@@ -206,9 +315,14 @@ export class BlobStager {
       throw this.#failure;
     }
     await this.#keep(chunk);
-    if (!this.#input.write(chunk)) {
-      await Promise.race([new Promise((resolve) => this.#input.once('drain', resolve)), this.#checked]);
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while the bytes were kept
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#streaming === undefined && this.#size <= this.#options.checkAtEndBytes) {
+      this.#held.push(Buffer.from(chunk)); // a copy, as `#spool` keeps
+      return;
     }
+    const { input, checked } = this.#stream();
+    if (!input.write(chunk)) await Promise.race([new Promise((resolve) => input.once('drain', resolve)), checked]);
     // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by the checks while this method awaited
     if (this.#failure !== undefined) throw this.#failure;
   }
@@ -216,8 +330,22 @@ export class BlobStager {
   /** The blob is complete: finish the checks and hand over the staged blob (which the caller must dispose). */
   async end(): Promise<StagedBlob> {
     if (this.#failure !== undefined) throw this.#failure;
-    this.#input.end();
-    await this.#checked;
+    if (this.#ended) throw new Error('BlobStager: end() called twice');
+    this.#ended = true;
+    const checkedAtEnd = this.#streaming === undefined && (await this.#checkedAtEnd());
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while this method awaited
+    if (this.#failure !== undefined) throw this.#failure;
+    if (!checkedAtEnd) {
+      const { input, gunzip, checked } = this.#stream();
+      input.end();
+      await checked;
+      // zlib stops at zero padding after a gzip member and skips what follows in the same piece: bytes kept in the
+      // blob that no check saw, and that Python's gzip (the appr CLI's) reads on to after the padding.
+      if (gunzip.bytesWritten < this.#size && (await this.#nonZeroFrom(gunzip.bytesWritten)))
+        this.#failure ??= new ApprError('invalid-parameters', 'blob is not a gzip stream', { field: 'blob' });
+    }
+    // Also abort() while the check ran: its bytes are gone, there is nothing to hand over.
+    if (this.#failure !== undefined) throw this.#failure;
     if (this.#unpacked === 0) {
       this.#failure = new ApprError('invalid-parameters', 'blob is not a tar archive', { field: 'blob' });
       throw this.#failure;
@@ -269,7 +397,11 @@ export class BlobStager {
     if (this.#done) return;
     this.#done = true;
     this.#failure ??= new Error('aborted');
-    this.#input.destroy();
+    // The tar parser with an error, not the input alone: a pipeline whose input is destroyed just after its end()
+    // never settles (Node 20), and end() would wait for it forever.
+    this.#tar?.destroy(this.#failure);
+    this.#streaming?.input.destroy();
+    this.#held = [];
     this.#memory = [];
     const file = this.#file;
     this.#file = undefined;
@@ -287,6 +419,8 @@ export class BlobStager {
     try {
       await this.#spool(chunk);
     } catch (err) {
+      // After abort(), a failed write is abort's doing (it closed the file): no storage problem to report.
+      if (this.#done && this.#failure !== undefined) throw this.#failure;
       this.#failure = new StorageUnavailableError('push spool: cannot write the temp file of a push', err);
       throw this.#failure;
     }
@@ -304,6 +438,12 @@ export class BlobStager {
         `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`,
       );
       const fh = await open(path, 'wx', 0o600);
+      if (this.#done) {
+        // abort() ran while the file was being created, too early to find it: removed here.
+        await fh.close().catch(() => undefined);
+        await unlink(path).catch(() => undefined);
+        throw new Error('aborted');
+      }
       this.#file = { path, fh };
       const held = this.#memory;
       this.#memory = [];
@@ -312,11 +452,55 @@ export class BlobStager {
     await writeAll(this.#file.fh, chunk);
   }
 
+  /** Whether the kept gzip bytes from `offset` on (memory or the temp file) hold a byte that is not zero. */
+  async #nonZeroFrom(offset: number): Promise<boolean> {
+    if (this.#file === undefined) {
+      let start = 0;
+      for (const part of this.#memory) {
+        if (start + part.length > offset && !allZero(part.subarray(Math.max(offset - start, 0)))) return true;
+        start += part.length;
+      }
+      return false;
+    }
+    try {
+      for await (const chunk of createReadStream(this.#file.path, { start: offset }))
+        if (!allZero(chunk as Buffer)) return true;
+    } catch (err) {
+      this.#failure ??= new StorageUnavailableError('push spool: cannot read the temp file of a push', err);
+    }
+    return false;
+  }
+
   #classify(err: unknown): ApprError {
     if (err instanceof ApprError) return err;
     const reason = this.#unpacked === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
     return new ApprError('invalid-parameters', `blob is not ${reason}`, { field: 'blob' });
   }
+}
+
+/** The streamed check: its input, its gunzip (`bytesWritten`: the gzip bytes zlib consumed), its outcome. */
+interface Streaming {
+  input: PassThrough;
+  gunzip: Gunzip;
+  checked: Promise<void>;
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** True when every byte of `bytes` is zero (compared 64 KiB at a time, at memcmp speed). */
+function allZero(bytes: Buffer): boolean {
+  for (let at = 0; at < bytes.length; at += ZEROS.length) {
+    const part = bytes.subarray(at, at + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
+function unpacksTooLarge(max: number): ApprError {
+  return new ApprError('invalid-parameters', 'blob unpacks to more than the allowed size', {
+    field: 'blob',
+    max_unpacked_size: max,
+  });
 }
 
 /**
