@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
 import { putImmutable } from '../storage/util.js';
-import { DEFAULT_STORAGE_TIMEOUT_MS, transferDeadlineMs, withinDeadline } from '../storage/deadline.js';
+import { DEFAULT_STORAGE_TIMEOUT_MS, readWithinDeadline } from '../storage/deadline.js';
 import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { Logger } from '../ops/logger.js';
@@ -440,22 +440,11 @@ export class Pusher {
     const stream = await this.#storage.getStream(keys.blob(namespace, name, digest));
     if (stream === null) return null;
     const timeoutMs = this.#deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS;
-    const ms = transferDeadlineMs(timeoutMs, stream.size);
-    const hash = createHash('sha256');
-    const read = async (): Promise<void> => {
-      for await (const chunk of stream.body) hash.update(chunk as Buffer);
-    };
-    // Raced rather than ended by destroying the stream: a stream stuck in a read may never finish its destroy.
-    const expired = () =>
-      new StorageUnavailableError(`reading blob ${digest} exceeded its deadline of ${ms} ms; try again`);
-    try {
-      if (timeoutMs <= 0 || !Number.isFinite(timeoutMs)) await read();
-      else await withinDeadline(ms, read, expired, () => stream.body.destroy());
-    } catch (err) {
-      if (err instanceof StorageUnavailableError) throw err;
-      throw new StorageUnavailableError(`blob ${digest} could not be read; try again`, err);
-    }
-    return hash.digest('hex');
+    return readWithinDeadline(stream, timeoutMs, `blob ${digest}`, async (body) => {
+      const hash = createHash('sha256');
+      for await (const chunk of body) hash.update(chunk as Buffer);
+      return hash.digest('hex');
+    });
   }
 
   /** Store a chart record (see `#storeChart`). Never rejects: a record that cannot be stored is the index's. */

@@ -27,7 +27,7 @@ import { createHash } from 'node:crypto';
 import { mapLimit } from '../core/feed.js';
 import { LRUCache } from 'lru-cache';
 import { stringify } from 'yaml';
-import { isApprError, StorageUnavailableError } from '../errors.js';
+import { isApprError } from '../errors.js';
 import {
   asChartRecord,
   CHART_RECORD_FORMAT,
@@ -36,9 +36,9 @@ import {
   type ChartRecord,
 } from '../core/chart.js';
 import { keys } from '../core/keys.js';
-import type { BlobContent, PackageRef, Registry, VisibleFilter } from '../core/registry.js';
+import type { PackageRef, Registry, VisibleFilter } from '../core/registry.js';
 import { compareReleases } from '../core/release.js';
-import { transferDeadlineMs, withinDeadline } from '../storage/deadline.js';
+import { readWithinDeadline } from '../storage/deadline.js';
 import type { WriteCondition } from '../storage/types.js';
 import { readChartArchive, type ChartArchive, type ChartMetadata } from './chart.js';
 
@@ -342,7 +342,9 @@ export class HelmRepository {
       if (isApprError(err) && err.code === 'package-not-found') return undefined;
       throw err;
     }
-    const archive = await this.#readBlob(stream, blob);
+    // Bounded to its end (a stream that stalls after it was handed over would keep index.yaml unanswered); a stream
+    // that fails or stalls is a 503, and nothing is cached for the release.
+    const archive = await readWithinDeadline(stream, this.#registry.storageTimeoutMs, `blob ${blob}`, readChartArchive);
     // Written back when there is none (create-if-absent: a push that wrote the blob meanwhile has written the
     // record of its bytes; it stands), in place of one that is no valid record of our format (torn or emptied by a
     // power cut: chart records are fsynced, but a store may not be; or JSON of another shape, which would otherwise
@@ -364,29 +366,6 @@ export class HelmRepository {
       });
     }
     return archive;
-  }
-
-  /**
-   * `readChartArchive` of a release's blob (appr digest `digest`), within the storage deadline plus one second per
-   * MiB, as a push's read of stored bytes (lib/core/push.ts `#storedDigest`): lib/storage/deadline.ts bounds a
-   * stream until it is handed over, and one that stalls later (a hung mount, a frozen RGW) would keep the index
-   * request unanswered. Throws `StorageUnavailableError` past the deadline (the stream is destroyed) and when the
-   * stream fails.
-   */
-  async #readBlob(content: BlobContent, digest: string): Promise<ChartArchive> {
-    const timeoutMs = this.#registry.storageTimeoutMs;
-    const ms = transferDeadlineMs(timeoutMs, content.size);
-    const read = () => readChartArchive(content.body);
-    // Raced rather than ended by destroying the stream: a stream stuck in a read may never finish its destroy.
-    const expired = () =>
-      new StorageUnavailableError(`reading blob ${digest} exceeded its deadline of ${ms} ms; try again`);
-    try {
-      if (timeoutMs <= 0 || !Number.isFinite(timeoutMs)) return await read();
-      return await withinDeadline(ms, read, expired, () => content.body.destroy());
-    } catch (err) {
-      if (err instanceof StorageUnavailableError) throw err;
-      throw new StorageUnavailableError(`blob ${digest} could not be read; try again`, err);
-    }
   }
 }
 

@@ -159,6 +159,36 @@ export function withinDeadline<T>(
 }
 
 /**
+ * `read(stream.body)` to its end, for a caller that reads a stream storage handed over (the deadline above bounds a
+ * stream only until then) and that no client is waiting on to give up: a push reading the stored bytes of a blob, the
+ * Helm index reading a chart. Bounded by `transferDeadlineMs(timeoutMs, stream.size)` (`timeoutMs` 0 or Infinity:
+ * none); at expiry the stream is destroyed. Throws `StorageUnavailableError`, its message naming `what` (never a key):
+ * past the deadline, or for any error of `read` (which only a failing stream may make).
+ */
+export async function readWithinDeadline<T>(
+  stream: StreamResult,
+  timeoutMs: number,
+  what: string,
+  read: (body: Readable) => Promise<T>,
+): Promise<T> {
+  const ms = transferDeadlineMs(timeoutMs, stream.size);
+  // Raced rather than ended by destroying the stream: a stream stuck in a read may never finish its destroy.
+  const expired = () => new StorageUnavailableError(`reading ${what} exceeded its deadline of ${ms} ms; try again`);
+  try {
+    if (timeoutMs <= 0 || !Number.isFinite(timeoutMs)) return await read(stream.body);
+    return await withinDeadline(
+      ms,
+      () => read(stream.body),
+      expired,
+      () => stream.body.destroy(),
+    );
+  } catch (err) {
+    if (err instanceof StorageUnavailableError) throw err;
+    throw new StorageUnavailableError(`${what} could not be read; try again`, err);
+  }
+}
+
+/**
  * `adapter` with a deadline on every operation (see `DeadlineStorage`). `timeoutMs` 0 (or Infinity) returns it
  * unchanged; an adapter that already has a deadline is not wrapped twice. Throws a TypeError for a negative or
  * non-numeric `timeoutMs`.
