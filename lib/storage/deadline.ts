@@ -10,7 +10,8 @@ import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, Wr
  * forever. With the deadline the caller gets `503 storage-unavailable` after `timeoutMs`.
  *
  * What it bounds: `get`, `head`, `delete`, each `list` page, and `getStream` until the stream is handed over (the
- * response has started by then; a stream that stalls later is ended by the adapter's own socket timeout). `put`
+ * response has started by then; a stream that stalls later is ended by the adapter's own socket timeout, or, read by
+ * the registry itself, by `readWithinDeadline`). `put`
  * and `putStream` get `timeoutMs` plus one second per MiB written, so a large blob on a slow but working link is
  * not cut off. On expiry the operation is abandoned, not undone: a late `getStream` result is destroyed, the body
  * of a `putStream` is destroyed so the adapter stops sending it, and a write's `signal` (`WriteCondition`) is
