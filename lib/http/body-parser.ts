@@ -4,6 +4,7 @@ import { StringDecoder } from 'node:string_decoder';
 import * as zlib from 'node:zlib';
 import type { Context } from 'koa';
 import { jsonParser, type Token } from 'stream-json/parser.js';
+import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import { ApprError } from '../errors.js';
 import { Base64Decoder, type BlobStager } from '../core/blob.js';
 
@@ -140,21 +141,22 @@ async function streamValues(
   blob: BlobSink | undefined,
 ) {
   const source = decodedBody(ctx, limit);
-  const text = new StringDecoder('utf8');
   let parser: BodyParser | undefined;
   const chunks = source[Symbol.asyncIterator]();
   for (;;) {
     const next = await chunks.next().catch((err: unknown) => {
       throw bodyError(err, limit);
     });
-    const chunk = next.done ? text.end() : text.write(next.value);
-    if (parser === undefined && (chunk.trim() !== '' || next.done)) {
-      parser = chooseParser(ctx, chunk, fieldBytes, blob);
+    if (parser === undefined) {
+      // Chosen by the first piece that is not blank (blank ones before it are dropped, as JSON and forms allow).
+      const first = next.done ? '' : next.value.toString('utf8');
+      if (first.trim() === '' && !next.done) continue;
+      parser = chooseParser(ctx, first, fieldBytes, blob);
     }
-    if (parser !== undefined && chunk !== '') await parser.write(chunk);
     if (next.done) break;
+    await parser.write(next.value);
   }
-  Object.assign(values, await parser?.end());
+  Object.assign(values, await parser.end());
 }
 
 /** The request body, Content-Encoding undone, failing with 413 past `limit` bytes (before or after decoding). */
@@ -255,23 +257,49 @@ function bodyError(err: unknown, limit: number): unknown {
   return err;
 }
 
+/** Reads a body piece by piece (`write` resolves when the next piece may come), then gives its fields. */
 interface BodyParser {
+  write(chunk: Buffer): Promise<void>;
+  end(): Promise<Record<string, unknown>>;
+}
+
+/** A parser of text: JSON or a urlencoded form. */
+interface TextParser {
   write(text: string): Promise<void>;
   end(): Promise<Record<string, unknown>>;
 }
 
+/** The body as UTF-8 text for a `TextParser` (a character cut between two pieces is completed by the next). */
+class Utf8Body implements BodyParser {
+  readonly #decoder = new StringDecoder('utf8');
+  constructor(readonly parser: TextParser) {}
+
+  async write(chunk: Buffer): Promise<void> {
+    const text = this.#decoder.write(chunk);
+    if (text !== '') await this.parser.write(text);
+  }
+
+  async end(): Promise<Record<string, unknown>> {
+    const text = this.#decoder.end();
+    if (text !== '') await this.parser.write(text);
+    return this.parser.end();
+  }
+}
+
 /**
- * JSON whatever the Content-Type when the body starts with `{`; a form when it says it is one; any other body is
- * ignored (its values come from the query string), except that a body announced as JSON must be an object.
+ * JSON whatever the Content-Type when the body starts with `{`; a form when it says it is one (urlencoded or
+ * multipart); any other body is ignored (its values come from the query string), except that a body announced as
+ * JSON must be an object.
  */
 function chooseParser(ctx: Context, first: string, fieldBytes: number, blob: BlobSink | undefined): BodyParser {
   const start = first.trimStart()[0];
   if (start === '{') {
     const announced = announcedLength(ctx);
     const small = announced > 0 && announced <= SMALL_JSON_BYTES && !ctx.get('Content-Encoding');
-    return small ? new SmallJson() : new JsonFields(fieldBytes, blob);
+    return new Utf8Body(small ? new SmallJson() : new JsonFields(fieldBytes, blob));
   }
-  if (ctx.is('urlencoded')) return new FormFields(fieldBytes, blob);
+  if (ctx.is('urlencoded')) return new Utf8Body(new FormFields(fieldBytes, blob));
+  if (ctx.is('multipart/form-data')) return new MultipartFields(ctx.get('Content-Type'), fieldBytes, blob);
   if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
   return { write: async () => undefined, end: async () => Object.create(null) as Record<string, unknown> };
 }
@@ -282,7 +310,7 @@ function chooseParser(ctx: Context, first: string, fieldBytes: number, blob: Blo
  */
 const SMALL_JSON_BYTES = 64 * 1024;
 
-class SmallJson implements BodyParser {
+class SmallJson implements TextParser {
   #text: string[] = [];
   #length = 0;
 
@@ -314,7 +342,7 @@ const NONE = Symbol.for('object-stream.none');
  * top-level `blob` goes to the blob sink piece by piece; everything else is assembled into null-prototype
  * objects, at most MAX_JSON_DEPTH levels deep.
  */
-class JsonFields implements BodyParser {
+class JsonFields implements TextParser {
   readonly #tokens = jsonParser({ packValues: false, streamValues: true });
   readonly #fields = Object.create(null) as Record<string, unknown>;
   readonly #stack: { container: Record<string, unknown> | unknown[]; key: string | undefined }[] = [];
@@ -427,9 +455,7 @@ class JsonFields implements BodyParser {
   #count(bytes: number): void {
     this.#bytes += bytes;
     if (this.#bytes > this.fieldBytes) {
-      throw new ApprError('payload-too-large', `The fields other than blob are larger than ${this.fieldBytes} bytes`, {
-        limit: this.fieldBytes,
-      });
+      throw fieldsTooLarge(this.fieldBytes);
     }
   }
 
@@ -475,7 +501,7 @@ function invalidJson(): ApprError {
  * `application/x-www-form-urlencoded` fields as they arrive: the value of `blob` is percent-decoded piece by piece
  * into the blob sink; other fields are kept (a repeated one as a list), within `fieldBytes`.
  */
-class FormFields implements BodyParser {
+class FormFields implements TextParser {
   readonly #fields = Object.create(null) as Record<string, unknown>;
   #key = '';
   #value = '';
@@ -525,9 +551,7 @@ class FormFields implements BodyParser {
     }
     this.#bytes += text.length;
     if (this.#bytes > this.fieldBytes) {
-      throw new ApprError('payload-too-large', `The fields other than blob are larger than ${this.fieldBytes} bytes`, {
-        limit: this.fieldBytes,
-      });
+      throw fieldsTooLarge(this.fieldBytes);
     }
     if (this.#inValue) this.#value += text;
     else this.#key += text;
@@ -539,19 +563,136 @@ class FormFields implements BodyParser {
       await this.#blob.end();
     } else if (this.#inValue || this.#key !== '') {
       const key = this.#inValue ? this.#key : decodeComponent(this.#key);
-      if (key !== '') {
-        // A repeated field becomes a list, as qs (koa-body's form parser) makes it: `release` must then be one string.
-        const value = decodeComponent(this.#value);
-        const seen = this.#fields[key];
-        this.#fields[key] =
-          seen === undefined ? value : [...(Array.isArray(seen) ? (seen as unknown[]) : [seen]), value].slice(0, 100);
-      }
+      if (key !== '') addField(this.#fields, key, decodeComponent(this.#value));
     }
     this.#key = '';
     this.#value = '';
     this.#inValue = false;
     this.#blob = undefined;
   }
+}
+
+/** A form field: a repeated one becomes a list (at most 100), as qs (koa-body's form parser) makes it. */
+function addField(fields: Record<string, unknown>, key: string, value: string): void {
+  // `release` given twice is then no string, and refused as such.
+  const seen = fields[key];
+  fields[key] =
+    seen === undefined ? value : [...(Array.isArray(seen) ? (seen as unknown[]) : [seen]), value].slice(0, 100);
+}
+
+/** Parts a multipart form may have (fields and files): more is `413`. */
+const MAX_FORM_PARTS = 1000;
+
+/**
+ * A `multipart/form-data` body (docs/api.md section 6: "form fields", as the reference's Flask `request.form` has
+ * them: the parts without a file name), parsed as it arrives by @fastify/busboy. The `blob` part goes to the blob
+ * sink piece by piece, file name or not, so that `curl -F blob=<file` and `-F blob=@file` both push; other parts with
+ * a file name are read and dropped. The other fields are kept as a urlencoded form's are, within `fieldBytes`.
+ * Throws `invalid-usage` (400) for a body that is not a multipart form (no boundary, cut short), `payload-too-large`
+ * (413) past `fieldBytes` or `MAX_FORM_PARTS`.
+ */
+class MultipartFields implements BodyParser {
+  readonly #fields = Object.create(null) as Record<string, unknown>;
+  readonly #form: BusboyInstance;
+  readonly #finished: Promise<void>;
+  /** The `blob` part being read into the sink, and every one read so far. */
+  readonly #blobs: Promise<void>[] = [];
+  #failure: unknown;
+  /** Resolved by the first failure: a write waiting for the form (a `blob` part the stager stopped reading) ends. */
+  readonly #failed: Promise<void>;
+  #signalFailure!: () => void;
+  #bytes = 0;
+
+  constructor(
+    contentType: string,
+    readonly fieldBytes: number,
+    readonly sink: BlobSink | undefined,
+  ) {
+    this.#failed = new Promise<void>((resolve) => {
+      this.#signalFailure = resolve;
+    });
+    try {
+      this.#form = Busboy({
+        headers: { 'content-type': contentType },
+        isPartAFile: (name, _type, fileName) => fileName !== undefined || (sink !== undefined && name === 'blob'),
+        limits: { fieldSize: fieldBytes, parts: MAX_FORM_PARTS },
+      });
+    } catch (err) {
+      throw invalidMultipart(err);
+    }
+    // A part without a name (busboy gives `undefined`, whatever its types say) is no field: dropped.
+    this.#form.on(
+      'field',
+      (name: string | undefined, value: string, nameTruncated: boolean, valueTruncated: boolean) => {
+        this.#bytes += (name?.length ?? 0) + value.length + 8; // structure, so that a million empty fields are not free
+        if (nameTruncated || valueTruncated || this.#bytes > fieldBytes) this.#fail(fieldsTooLarge(fieldBytes));
+        else if (name) addField(this.#fields, name, value);
+      },
+    );
+    this.#form.on('file', (name: string | undefined, stream: Readable) => {
+      // A part cut short fails its stream too; the form's own 'error' reports it. Unheard, it would end the process.
+      stream.on('error', () => undefined);
+      if (name !== 'blob' || sink === undefined || this.#failure !== undefined) {
+        stream.resume();
+        return;
+      }
+      this.#blobs.push(
+        (async () => {
+          const text = sink.start(); // throws for a second blob
+          // Base64 is ASCII: latin1 keeps one character per byte, and a stray byte fails the base64 check.
+          for await (const chunk of stream) await text.write((chunk as Buffer).toString('latin1'));
+          await text.end();
+        })().catch((err: unknown) => this.#fail(err)),
+      );
+    });
+    this.#form.on('partsLimit', () =>
+      this.#fail(
+        new ApprError('payload-too-large', `The form has more than ${MAX_FORM_PARTS} parts`, { limit: MAX_FORM_PARTS }),
+      ),
+    );
+    this.#finished = new Promise<void>((resolve) => {
+      this.#form.on('finish', resolve);
+      this.#form.on('error', (err: unknown) => {
+        this.#fail(invalidMultipart(err));
+        resolve();
+      });
+    });
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    this.#throwIfFailed();
+    // Resolved once the form may take more: a `blob` part is read no faster than the stager takes it. A failure
+    // ends the wait: the part that failed is no longer read, so the form would never take more.
+    await Promise.race([new Promise<void>((resolve) => this.#form.write(chunk, () => resolve())), this.#failed]);
+    this.#throwIfFailed();
+  }
+
+  async end(): Promise<Record<string, unknown>> {
+    this.#throwIfFailed();
+    this.#form.end();
+    await Promise.race([this.#finished.then(() => Promise.all(this.#blobs)), this.#failed]);
+    this.#throwIfFailed();
+    return this.#fields;
+  }
+
+  #fail(err: unknown): void {
+    this.#failure ??= err;
+    this.#signalFailure();
+  }
+
+  #throwIfFailed(): void {
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- an ApprError, or the stager's own error
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+}
+
+function invalidMultipart(err: unknown): ApprError {
+  const reason = err instanceof Error ? err.message.slice(0, 200) : 'malformed';
+  return new ApprError('invalid-usage', `The multipart form body is not valid: ${reason}`);
+}
+
+function fieldsTooLarge(limit: number): ApprError {
+  return new ApprError('payload-too-large', `The fields other than blob are larger than ${limit} bytes`, { limit });
 }
 
 function decodeComponent(text: string): string {
