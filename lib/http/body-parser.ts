@@ -142,21 +142,59 @@ async function streamValues(
 ) {
   const source = decodedBody(ctx, limit);
   let parser: BodyParser | undefined;
+  const start = new BodyStart();
   const chunks = source[Symbol.asyncIterator]();
   for (;;) {
     const next = await chunks.next().catch((err: unknown) => {
       throw bodyError(err, limit);
     });
+    let piece = next.done ? undefined : next.value;
     if (parser === undefined) {
-      // Chosen by the first piece that is not blank (blank ones before it are dropped, as JSON and forms allow).
-      const first = next.done ? '' : next.value.toString('utf8');
-      if (first.trim() === '' && !next.done) continue;
-      parser = chooseParser(ctx, first, fieldBytes, blob);
+      // Chosen by the first byte of the body that is not dropped, whatever pieces the bytes came in.
+      piece = start.skip(piece);
+      if (piece === undefined && !next.done) continue;
+      parser = chooseParser(ctx, piece, fieldBytes, blob);
     }
+    if (piece !== undefined) await parser.write(piece);
     if (next.done) break;
-    await parser.write(next.value);
   }
   Object.assign(values, await parser.end());
+}
+
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * The bytes dropped at the start of a body, before its parser is chosen: a UTF-8 byte order mark first (Python's
+ * json.loads, behind the reference's `request.get_json`, drops it from a body it gets as bytes), then the whitespace
+ * JSON allows (space, tab, CR, LF). Judged on bytes, across pieces: a mark or a blank cut anywhere by the network is
+ * dropped the same way, so the parser never depends on how the body was cut.
+ */
+class BodyStart {
+  /** The start of a byte order mark, when the body so far is nothing else. */
+  #held: Buffer = Buffer.alloc(0);
+  #markChecked = false;
+
+  /** The rest of `piece` once the dropped bytes are gone; undefined while nothing is left (end: `undefined`). */
+  skip(piece: Buffer | undefined): Buffer | undefined {
+    let bytes = this.#held.length === 0 ? piece : Buffer.concat([this.#held, piece ?? Buffer.alloc(0)]);
+    this.#held = Buffer.alloc(0);
+    if (bytes === undefined) return undefined;
+    if (!this.#markChecked) {
+      if (piece !== undefined && bytes.length < UTF8_BOM.length && UTF8_BOM.subarray(0, bytes.length).equals(bytes)) {
+        this.#held = bytes; // Maybe a mark cut short: the next piece says.
+        return undefined;
+      }
+      this.#markChecked = true;
+      if (bytes.subarray(0, UTF8_BOM.length).equals(UTF8_BOM)) bytes = bytes.subarray(UTF8_BOM.length);
+    }
+    let at = 0;
+    while (at < bytes.length && isJsonSpace(bytes[at] as number)) at++;
+    return at === bytes.length ? undefined : bytes.subarray(at);
+  }
+}
+
+function isJsonSpace(byte: number): boolean {
+  return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
 }
 
 /** The request body, Content-Encoding undone, failing with 413 past `limit` bytes (before or after decoding). */
@@ -289,17 +327,24 @@ class Utf8Body implements BodyParser {
 /**
  * JSON whatever the Content-Type when the body starts with `{`; a form when it says it is one (urlencoded or
  * multipart); any other body is ignored (its values come from the query string), except that a body announced as
- * JSON must be an object.
+ * JSON must be an object. `first` is the body from its first byte that `BodyStart` keeps, undefined for a body with
+ * none (empty or blank): a multipart form without fields then, as an empty urlencoded one (and Flask's request.form).
  */
-function chooseParser(ctx: Context, first: string, fieldBytes: number, blob: BlobSink | undefined): BodyParser {
-  const start = first.trimStart()[0];
-  if (start === '{') {
+function chooseParser(
+  ctx: Context,
+  first: Buffer | undefined,
+  fieldBytes: number,
+  blob: BlobSink | undefined,
+): BodyParser {
+  if (first?.[0] === 0x7b /* { */) {
     const announced = announcedLength(ctx);
     const small = announced > 0 && announced <= SMALL_JSON_BYTES && !ctx.get('Content-Encoding');
     return new Utf8Body(small ? new SmallJson() : new JsonFields(fieldBytes, blob));
   }
   if (ctx.is('urlencoded')) return new Utf8Body(new FormFields(fieldBytes, blob));
-  if (ctx.is('multipart/form-data')) return new MultipartFields(ctx.get('Content-Type'), fieldBytes, blob);
+  if (ctx.is('multipart/form-data') && first !== undefined) {
+    return new MultipartFields(ctx.get('Content-Type'), fieldBytes, blob);
+  }
   if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
   return { write: async () => undefined, end: async () => Object.create(null) as Record<string, unknown> };
 }
