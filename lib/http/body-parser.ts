@@ -128,6 +128,25 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
   }
 }
 
+/**
+ * The path of the `blob` file part a host multipart parser kept as a file (koa-body with `multipart: true` puts
+ * formidable's files in `ctx.request.files`, each with its temp file's `filepath`), for a push to stream from, as
+ * `curl -F blob=@chart.b64` pushes without a host parser. Undefined when no host parser read a multipart body or it
+ * kept no such file. Throws `invalid-parameters` (422) for more than one.
+ */
+export function hostBlobFile(ctx: Context): string | undefined {
+  if (!consumed(ctx.req) || !ctx.is('multipart/form-data')) return undefined;
+  const files = (ctx.request as typeof ctx.request & { files?: unknown }).files;
+  const file = isObject(files) ? files.blob : undefined;
+  if (Array.isArray(file)) throw blobTwice();
+  const path = isObject(file) ? file.filepath : undefined;
+  return typeof path === 'string' ? path : undefined;
+}
+
+export function blobTwice(): ApprError {
+  return new ApprError('invalid-parameters', 'blob is given more than once', { field: 'blob' });
+}
+
 /** Copy own enumerable fields into a null-prototype object (JSON.parse makes `__proto__` an own key). */
 function assign(target: Record<string, unknown>, source: object): void {
   for (const [key, value] of Object.entries(source)) target[key] = value;

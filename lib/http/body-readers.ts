@@ -2,10 +2,13 @@ import type { Context, Next } from 'koa';
 import { ApprError } from '../errors.js';
 import type { BlobStager, StagedBlob } from '../core/blob.js';
 import type { PushInput, Registry } from '../core/registry.js';
+import { createReadStream } from 'node:fs';
 import {
   announcedLength,
   BlobText,
+  blobTwice,
   consumed,
+  hostBlobFile,
   MAX_FIELD_DEPTH,
   readValues,
   tooLarge,
@@ -104,15 +107,21 @@ export function pushBodyReader(options: PushReaderOptions) {
     let blob: StagedBlob | undefined;
     const sink: BlobSink = {
       start: () => {
-        if (stager !== undefined)
-          throw new ApprError('invalid-parameters', 'blob is given more than once', { field: 'blob' });
+        if (stager !== undefined) throw blobTwice();
         stager = options.registry.createBlobStager({ maxSize: options.maxPushSize });
         return new BlobText(stager);
       },
     };
     try {
       const values = await readValues(ctx, limit, ENVELOPE_ALLOWANCE, sink);
-      if (stager === undefined && typeof values.blob === 'string') {
+      const file = stager === undefined ? hostBlobFile(ctx) : undefined;
+      if (file !== undefined) {
+        // A host parser kept the blob part as a file: its base64 text, streamed from there with the same checks.
+        if (values.blob !== undefined) throw blobTwice();
+        const text = sink.start();
+        for await (const chunk of createReadStream(file)) await text.write((chunk as Buffer).toString('latin1'));
+        await text.end();
+      } else if (stager === undefined && typeof values.blob === 'string') {
         // The blob came from the query string or a host parser: the same checks, from the string.
         const text = sink.start();
         for (let offset = 0; offset < values.blob.length; offset += 256 * 1024) {
