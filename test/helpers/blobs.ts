@@ -1,6 +1,7 @@
 import { gzipSync } from 'node:zlib';
 import { pack, type Header as TarHeader } from 'tar-stream';
-import { stageBlob } from '../../lib/core/blob.js';
+import { BlobStager, stageBlob, type StageOptions } from '../../lib/core/blob.js';
+import { ApprError } from '../../lib/errors.js';
 import type { Registry } from '../../lib/index.js';
 
 /** A tar entry header: the name, and any other field of a full tar header (links, devices, hostile names). */
@@ -35,6 +36,28 @@ export function makeTarGz(
   files: Record<string, string | Uint8Array> = { 'Chart.yaml': 'name: app\nversion: 1.0.0\n' },
 ): Promise<Buffer> {
   return tarGzOf(Object.entries(files).map(([name, content]) => ({ header: { name }, content })));
+}
+
+/** What staging a blob came to: its digest, size and chart, or the error's code, message and details. */
+export type StageOutcome =
+  | { digest: string; size: number; chart: unknown }
+  | { code: string; message: string; details: unknown }
+  | { failed: string };
+
+/** Stage `gzip` cut in pieces of `piece` bytes, as a push body arrives: what the stager came to (never throws). */
+export async function stageInPieces(gzip: Buffer, options: StageOptions, piece = 16 * 1024): Promise<StageOutcome> {
+  const stager = new BlobStager(options);
+  try {
+    for (let offset = 0; offset < gzip.length; offset += piece)
+      await stager.write(gzip.subarray(offset, offset + piece));
+    const staged = await stager.end();
+    await staged.dispose();
+    return { digest: staged.digest, size: staged.size, chart: staged.chartFiles.chart() };
+  } catch (err) {
+    await stager.abort();
+    if (err instanceof ApprError) return { code: err.code, message: err.message, details: err.details };
+    return { failed: String(err) };
+  }
 }
 
 /** The contract's digest of a .tar.gz (sha256 of the tar), computed by the registry's own blob checker. */

@@ -1,25 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
-import { ApprError } from '../../lib/errors.js';
-import { BlobStager, CHECK_AT_END_BYTES, type StageOptions } from '../../lib/core/blob.js';
-import { makeTarGz } from '../helpers/blobs.js';
-
-/** What staging `gzip` cut in pieces of `piece` bytes came to: its digest and chart, or the error. */
-async function stage(gzip: Buffer, options: StageOptions, piece: number): Promise<unknown> {
-  const stager = new BlobStager(options);
-  try {
-    for (let offset = 0; offset < gzip.length; offset += piece)
-      await stager.write(gzip.subarray(offset, offset + piece));
-    const staged = await stager.end();
-    await staged.dispose();
-    return { digest: staged.digest, size: staged.size, chart: staged.chartFiles.chart() };
-  } catch (err) {
-    await stager.abort();
-    if (err instanceof ApprError) return { code: err.code, message: err.message, details: err.details };
-    return { failed: String(err) };
-  }
-}
+import { CHECK_AT_END_BYTES, type StageOptions } from '../../lib/core/blob.js';
+import { makeTarGz, stageInPieces } from '../helpers/blobs.js';
 
 /** `gzip` with its CRC-32 trailer wrong: every byte inflates, the gzip stream fails at its very end. */
 function badCrc(gzip: Buffer): Buffer {
@@ -68,16 +51,17 @@ describe('push: a small blob wrong both as gzip and as tar gets the streamed che
   it('refuses each with the tar fault the streamed check reports, whatever the cut', async function () {
     for (const [label, gzip, options] of await twiceWrong()) {
       const base: StageOptions = { maxUnpackedSize: 1 << 24, ...options };
-      const streamed = await stage(gzip, { ...base, checkAtEndBytes: 0 }, 16 * 1024);
+      const streamed = await stageInPieces(gzip, { ...base, checkAtEndBytes: 0 }, 16 * 1024);
       // The streamed check saw the tar first: an escaping entry, or no tar at all.
       expect(streamed, `${label}: streamed`).to.have.property('code', 'invalid-parameters');
       expect((streamed as { message: string }).message, `${label}: streamed`).to.match(
         /^blob: entry "\.\.\/evil\.sh" is outside|^blob is not a tar archive$/,
       );
       for (const piece of [1 << 20, 16 * 1024, 1000]) {
-        expect(await stage(gzip, base, piece), `${label}: checked at the end, in pieces of ${piece}`).to.deep.equal(
-          streamed,
-        );
+        expect(
+          await stageInPieces(gzip, base, piece),
+          `${label}: checked at the end, in pieces of ${piece}`,
+        ).to.deep.equal(streamed);
       }
     }
   });
@@ -94,10 +78,11 @@ describe('push: a small blob wrong both as gzip and as tar gets the streamed che
       // zlib stops at the padding when it has the bytes that follow in the same piece, and reads on (or fails)
       // when they come in another: the streamed check answers according to the cut, so must the check at the end.
       for (const piece of [1 << 20, 7, 1]) {
-        const streamed = await stage(gzip, { maxUnpackedSize: 1 << 24, checkAtEndBytes: 0 }, piece);
-        expect(await stage(gzip, { maxUnpackedSize: 1 << 24 }, piece), `${label}, in pieces of ${piece}`).to.deep.equal(
-          streamed,
-        );
+        const streamed = await stageInPieces(gzip, { maxUnpackedSize: 1 << 24, checkAtEndBytes: 0 }, piece);
+        expect(
+          await stageInPieces(gzip, { maxUnpackedSize: 1 << 24 }, piece),
+          `${label}, in pieces of ${piece}`,
+        ).to.deep.equal(streamed);
       }
     }
   });

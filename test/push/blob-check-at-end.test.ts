@@ -3,30 +3,8 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { BlobStager, CHECK_AT_END_BYTES, CHECK_AT_END_UNPACKED_BYTES, type StageOptions } from '../../lib/core/blob.js';
-import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
+import { makeTarGz, stageInPieces, tarGzOf } from '../helpers/blobs.js';
 import { ESCAPING_TARS, SAFE_TARS } from './tars.js';
-
-/** What staging a blob came to: its digest, size and chart, or the error's code and message. */
-type Outcome =
-  | { digest: string; size: number; chart: unknown }
-  | { code: string; message: string; details: unknown }
-  | { failed: string };
-
-/** Stage `gzip` cut in pieces of `piece` bytes, as a push body arrives; the stager's outcome. */
-async function stage(gzip: Buffer, options: StageOptions, piece = 16 * 1024): Promise<Outcome> {
-  const stager = new BlobStager(options);
-  try {
-    for (let offset = 0; offset < gzip.length; offset += piece)
-      await stager.write(gzip.subarray(offset, offset + piece));
-    const staged = await stager.end();
-    await staged.dispose();
-    return { digest: staged.digest, size: staged.size, chart: staged.chartFiles.chart() };
-  } catch (err) {
-    await stager.abort();
-    if (err instanceof ApprError) return { code: err.code, message: err.message, details: err.details };
-    return { failed: String(err) };
-  }
-}
 
 const chartYaml = 'apiVersion: v2\nname: app\nversion: 1.2.3\ndescription: a chart\n';
 
@@ -75,14 +53,15 @@ describe('push: a small blob is checked once it has all arrived (BlobStager chec
     const kinds = new Set<string>();
     for (const [label, gzip, options] of await corpus()) {
       const base: StageOptions = { maxUnpackedSize: 1 << 24, ...options };
-      const streamed = await stage(gzip, { ...base, checkAtEndBytes: 0 });
+      const streamed = await stageInPieces(gzip, { ...base, checkAtEndBytes: 0 });
       expect(streamed, `${label}: streamed`).not.to.have.property('failed');
       kinds.add('digest' in streamed ? 'accepted' : (streamed as { code: string }).code);
       for (const piece of [1 << 20, 100, 7]) {
         if (piece === 7 && gzip.length > 20_000) continue; // a byte at a time is for the small ones
-        expect(await stage(gzip, base, piece), `${label}: checked at the end, in pieces of ${piece}`).to.deep.equal(
-          streamed,
-        );
+        expect(
+          await stageInPieces(gzip, base, piece),
+          `${label}: checked at the end, in pieces of ${piece}`,
+        ).to.deep.equal(streamed);
       }
     }
     // Both ways accept some and refuse some, for each reason a client can be refused.

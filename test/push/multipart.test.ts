@@ -12,10 +12,10 @@ import { expect } from 'chai';
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
 import { createApprRouter, FsStorage, MemoryStorage, type StorageAdapter } from '../../lib/index.js';
-import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { listen, startServer, type TestServer } from '../helpers/http.js';
-import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
+import { describeWithS3 } from '../helpers/s3-env.js';
+import { testS3Store } from '../helpers/stores.js';
 
 async function allKeys(storage: StorageAdapter, under: string): Promise<string[]> {
   const keys: string[] = [];
@@ -80,13 +80,7 @@ function multipartBody(boundary: string, parts: { name: string; value: string; f
 function newStorage(kind: 'memory' | 'fs' | 's3', dir: string): StorageAdapter {
   if (kind === 'memory') return new MemoryStorage();
   if (kind === 'fs') return new FsStorage({ root: join(dir, 'data') });
-  return new S3Storage({
-    client: s3ClientFromEnv(),
-    bucket: S3_BUCKET,
-    prefix: uniqueS3Prefix('multipart'),
-    ifMatchUnquoted: process.env.S3_IFMATCH_UNQUOTED === '1',
-    ownsClient: true,
-  });
+  return testS3Store('multipart').storage;
 }
 
 for (const kind of ['memory', 'fs', 's3'] as const) {
