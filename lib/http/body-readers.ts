@@ -1,5 +1,5 @@
 import type { Context, Next } from 'koa';
-import { ApprError } from '../errors.js';
+import { ApprError, isApprError, StorageUnavailableError } from '../errors.js';
 import type { BlobStager, StagedBlob } from '../core/blob.js';
 import type { PushInput, Registry } from '../core/registry.js';
 import { createReadStream } from 'node:fs';
@@ -119,7 +119,13 @@ export function pushBodyReader(options: PushReaderOptions) {
         // A host parser kept the blob part as a file: its base64 text, streamed from there with the same checks.
         if (values.blob !== undefined) throw blobTwice();
         const text = sink.start();
-        for await (const chunk of createReadStream(file)) await text.write((chunk as Buffer).toString('latin1'));
+        try {
+          for await (const chunk of createReadStream(file)) await text.write((chunk as Buffer).toString('latin1'));
+        } catch (err) {
+          if (isApprError(err)) throw err;
+          // The host's temp file, gone or unreadable: the server's problem, not the client's.
+          throw new StorageUnavailableError('push: the blob file a host body parser kept cannot be read', err);
+        }
         await text.end();
       } else if (stager === undefined && typeof values.blob === 'string') {
         // The blob came from the query string or a host parser: the same checks, from the string.

@@ -3,6 +3,7 @@
  * formidable underneath) before the registry: the `blob` part with a file name (`curl -F blob=@chart.b64`), which
  * formidable keeps as a temp file in `ctx.request.files`, not as a field, over a real Koa app on a socket.
  */
+import { rm } from 'node:fs/promises';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
@@ -17,6 +18,14 @@ describe('push: a multipart blob file part through koa-body with multipart: true
   before(async function () {
     const app = new Koa();
     app.use(koaBody({ multipart: true }));
+    // A host that loses the temp file before the registry reads it (a clean-up job, a full disk).
+    app.use(async (ctx, next) => {
+      if (ctx.get('x-test-lose-file') === '1') {
+        const files = (ctx.request as unknown as { files?: Record<string, { filepath: string }> }).files;
+        if (files?.blob) await rm(files.blob.filepath);
+      }
+      await next();
+    });
     const router = createApprRouter({ storage: new MemoryStorage() });
     app.use(router.routes()).use(router.allowedMethods());
     server = await listen(app, '/cnr');
@@ -57,5 +66,18 @@ describe('push: a multipart blob file part through koa-body with multipart: true
       expect(json.details).to.deep.equal({ field: 'blob' });
     }
     expect((await server.request('GET', '/api/v1/packages/mp/hosttwice')).status).to.equal(404);
+  });
+
+  it('answers 503 (JSON, no path) when the temp file the host parser kept cannot be read, and stores nothing', async function () {
+    const res = await fetch(`${server.base}/api/v1/packages/mp/hostlost`, {
+      method: 'POST',
+      body: form(1),
+      headers: { 'x-test-lose-file': '1' },
+    });
+    const text = await res.text();
+    expect(res.status, text).to.equal(503);
+    expect((JSON.parse(text) as { code?: string }).code).to.equal('storage-unavailable');
+    expect(text).to.not.match(/\/tmp|\.b64|[a-f0-9]{24}/);
+    expect((await server.request('GET', '/api/v1/packages/mp/hostlost')).status).to.equal(404);
   });
 });
