@@ -314,11 +314,12 @@ export class BlobStager {
       });
       throw this.#failure;
     }
-    await this.#keep(chunk);
+    const kept = await this.#keep(chunk);
     // eslint-disable-next-line @typescript-eslint/only-throw-error -- set by abort() while the bytes were kept
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#streaming === undefined && this.#size <= this.#options.checkAtEndBytes) {
-      this.#held.push(Buffer.from(chunk)); // a copy, as `#spool` keeps
+      // A copy (the caller may reuse its buffer): the one kept in memory when there is one.
+      this.#held.push(kept ?? Buffer.from(chunk));
       return;
     }
     const { input, checked } = this.#stream();
@@ -413,11 +414,12 @@ export class BlobStager {
 
   /**
    * Keep the gzip bytes for the commit: in memory up to `memoryBytes`, then in a private temp file. A temp
-   * directory that is missing, full or read-only is the server's problem, not the client's: 503.
+   * directory that is missing, full or read-only is the server's problem, not the client's: 503. Returns the copy
+   * kept in memory, if the chunk was kept there.
    */
-  async #keep(chunk: Buffer): Promise<void> {
+  async #keep(chunk: Buffer): Promise<Buffer | undefined> {
     try {
-      await this.#spool(chunk);
+      return await this.#spool(chunk);
     } catch (err) {
       // After abort(), a failed write is abort's doing (it closed the file): no storage problem to report.
       if (this.#done && this.#failure !== undefined) throw this.#failure;
@@ -426,11 +428,12 @@ export class BlobStager {
     }
   }
 
-  async #spool(chunk: Buffer): Promise<void> {
+  async #spool(chunk: Buffer): Promise<Buffer | undefined> {
     if (this.#file === undefined && this.#size <= this.#options.memoryBytes) {
       // A copy: the caller may reuse its buffer (Buffer.from(base64) slices of a pool).
-      this.#memory.push(Buffer.from(chunk));
-      return;
+      const copy = Buffer.from(chunk);
+      this.#memory.push(copy);
+      return copy;
     }
     if (this.#file === undefined) {
       const path = join(
@@ -450,6 +453,7 @@ export class BlobStager {
       for (const part of held) await writeAll(fh, part);
     }
     await writeAll(this.#file.fh, chunk);
+    return undefined;
   }
 
   /** Whether the kept gzip bytes from `offset` on (memory or the temp file) hold a byte that is not zero. */

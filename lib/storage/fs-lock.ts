@@ -46,7 +46,7 @@ export class KeyLocks {
    * abandoned write publish after it).
    */
   async withLock<T>(key: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const lockDir = join(this.#dir, createHash('sha256').update(key).digest('hex'));
+    const lockDir = this.#lockDir(key);
     const deadline = Date.now() + this.#timeoutMs;
     let holder: string;
     // Named at each attempt, not once before waiting: waiters judge the lock's age by the time in the name, and a
@@ -75,8 +75,12 @@ export class KeyLocks {
    * (see `withLock`). Whoever finds the lock held waits with `withLock`.
    */
   lockNames(key: string): { free: string; owner: string } {
-    const lockDir = join(this.#dir, createHash('sha256').update(key).digest('hex'));
-    return { free: join(lockDir, FREE), owner: ownerName() };
+    return { free: join(this.#lockDir(key), FREE), owner: ownerName() };
+  }
+
+  /** `<dir>/<sha256 of the key>`: the key's lock directory. */
+  #lockDir(key: string): string {
+    return join(this.#dir, createHash('sha256').update(key).digest('hex'));
   }
 
   /**
