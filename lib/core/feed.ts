@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { StorageAdapter } from '../storage/types.js';
+import { deleteAll } from '../storage/util.js';
 import type { Catalog, SnapshotPackage } from './catalog.js';
 import type { DocumentStore } from './documents.js';
 import { keys, type ChangeRef } from './keys.js';
@@ -465,7 +466,7 @@ export class ChangeFeed {
       if (!dryRun && count > 0) {
         if (!marked) await this.#storage.put(keys.compacted(before), Buffer.from('{}'), { ifNoneMatch: '*' });
         marked = true;
-        await mapLimit(doomed, REFRESH_CONCURRENCY, (key) => this.#storage.delete(key));
+        await deleteAll(this.#storage, doomed); // on S3 one DeleteObjects per page (no HEAD + DELETE per entry)
       }
       cursor = done ? undefined : page.next;
     } while (cursor !== undefined);

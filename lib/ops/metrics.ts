@@ -180,7 +180,7 @@ export class ApprMetrics implements MetricsHooks {
   }
 }
 
-const OPERATIONS: StorageOperation[] = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list'];
+const OPERATIONS: StorageOperation[] = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'deleteMany', 'list'];
 
 export interface MetricsEndpointOptions {
   /** Default `/metrics`. Requests to other paths go on down the middleware chain. */

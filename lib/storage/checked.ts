@@ -8,7 +8,7 @@ import type {
   StreamResult,
   WriteCondition,
 } from './types.js';
-import { assertListPrefix, assertStorageKey, pageLimit } from './util.js';
+import { assertListPrefix, assertStorageKey, DELETE_MANY_MAX, deleteAll, pageLimit } from './util.js';
 
 /**
  * The storage contract's input rules, enforced once for every adapter: applied by the `Registry` to whatever
@@ -19,6 +19,8 @@ import { assertListPrefix, assertStorageKey, pageLimit } from './util.js';
  *   a plain Error, before the adapter sees anything.
  * - list prefixes (`assertListPrefix`) and page limits (`pageLimit`: an integer >= 1; a larger page than the
  *   adapter serves is allowed, it returns fewer).
+ * - `deleteMany`: at most `DELETE_MANY_MAX` keys, each checked. The wrapper always has it: for an adapter without
+ *   one, it deletes the keys one at a time with the adapter's `delete` (`deleteAll`).
  * - `capabilities`: the adapter's, with every undeclared capability false. A caller that needs an atomic
  *   conditional delete checks `capabilities.conditionalDelete` (S3 on Ceph RGW can only check, then delete: see
  *   `S3Storage`); the wrapper passes such a delete on unchanged, as the adapter documents it.
@@ -75,6 +77,12 @@ export class CheckedStorage implements StorageAdapter {
     return this.#inner.delete(key, options);
   }
 
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    if (keys.length > DELETE_MANY_MAX) throw new Error(`deleteMany takes at most ${DELETE_MANY_MAX} keys`);
+    for (const key of keys) assertStorageKey(key);
+    await deleteAll(this.#inner, keys);
+  }
+
   async list(prefix: string, options?: ListOptions): Promise<ListPage> {
     assertListPrefix(prefix);
     if (options?.startAfter !== undefined) assertListPrefix(options.startAfter);
@@ -88,6 +96,6 @@ export class CheckedStorage implements StorageAdapter {
 }
 
 /** `adapter` with the contract's input checks (see `CheckedStorage`); an already checked adapter is returned as is. */
-export function checkedStorage(adapter: StorageAdapter): StorageAdapter {
-  return (adapter as Partial<CheckedStorage>)[CHECKED] ? adapter : new CheckedStorage(adapter);
+export function checkedStorage(adapter: StorageAdapter): CheckedStorage {
+  return (adapter as Partial<CheckedStorage>)[CHECKED] ? (adapter as CheckedStorage) : new CheckedStorage(adapter);
 }

@@ -40,12 +40,19 @@ export class DeadlineStorage implements StorageAdapter {
   readonly [WRAPPED] = true;
   readonly #inner: StorageAdapter;
   readonly #timeoutMs: number;
+  /** The adapter's, within the deadline plus 5 ms per key; absent when the adapter has none. */
+  readonly deleteMany?: (keys: readonly string[]) => Promise<void>;
 
   constructor(inner: StorageAdapter, timeoutMs: number) {
     this.#inner = inner;
     this.#timeoutMs = timeoutMs;
     this.name = inner.name;
     this.capabilities = inner.capabilities;
+    // Only where the adapter has one (an absent `deleteMany` means one `delete` per key: lib/storage/util.ts).
+    const deleteMany = inner.deleteMany?.bind(inner);
+    if (deleteMany !== undefined) {
+      this.deleteMany = (keys) => this.#bound('deleteMany', this.#timeoutMs + 5 * keys.length, () => deleteMany(keys));
+    }
   }
 
   get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {

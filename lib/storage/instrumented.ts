@@ -12,12 +12,17 @@ export class InstrumentedStorage implements StorageAdapter {
   readonly capabilities: StorageAdapter['capabilities'];
   readonly inner: StorageAdapter;
   readonly #metrics: MetricsHooks;
+  /** The adapter's, measured as one request; absent when the adapter has none. */
+  readonly deleteMany?: (keys: readonly string[]) => Promise<void>;
 
   constructor(inner: StorageAdapter, metrics: MetricsHooks) {
     this.inner = inner;
     this.name = inner.name;
     this.capabilities = inner.capabilities;
     this.#metrics = metrics;
+    // Only where the adapter has one (an absent `deleteMany` means one measured `delete` per key).
+    const deleteMany = inner.deleteMany?.bind(inner);
+    if (deleteMany !== undefined) this.deleteMany = (keys) => this.#measure('deleteMany', deleteMany(keys), () => 'ok');
   }
 
   get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {

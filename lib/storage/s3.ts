@@ -1,6 +1,7 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -12,6 +13,7 @@ import { StorageUnavailableError } from '../errors.js';
 import { s3StorageOptions } from '../options/s3.js';
 import { parseOptions } from '../options/validate.js';
 import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, WriteCondition } from './types.js';
+import { deleteAll } from './util.js';
 
 /**
  * What to do when a conditional PUT (compare-and-swap or create-if-absent) answers 500.
@@ -59,7 +61,8 @@ const MAX_PAGE = 1000;
  *
  * Requests per operation (as counted on the client's middleware stack, without SDK retries):
  * get 1, put 1, putStream 1, getStream 1, head 1, list 1, delete 2 (HeadObject + DeleteObject: S3 does not say
- * whether DELETE removed anything), delete with a non-matching `ifMatch` or of a missing key 1.
+ * whether DELETE removed anything), delete with a non-matching `ifMatch` or of a missing key 1, deleteMany 1
+ * (DeleteObjects, up to 1000 keys; one DeleteObject per key on a backend without DeleteObjects).
  *
  * The client must send plain (not `aws-chunked`) bodies: create it with
  * `requestChecksumCalculation: 'WHEN_REQUIRED'` (as `s3ClientFromEnv` does), or RGW 16.2 rejects `putStream` with
@@ -76,6 +79,8 @@ export class S3Storage implements StorageAdapter {
   readonly ifMatchUnquoted: boolean;
   readonly casRetry: CasRetry;
   readonly #ownsClient: boolean;
+  /** The backend answered DeleteObjects 501 NotImplemented: `deleteMany` deletes one key at a time. */
+  #noDeleteObjects = false;
 
   /** Throws an `OptionError` (lib/options/validate.ts) for a bad option; the schema is lib/options/s3.ts. */
   constructor(input: S3StorageOptions) {
@@ -218,6 +223,48 @@ export class S3Storage implements StorageAdapter {
     }
   }
 
+  /**
+   * One DeleteObjects request (`Quiet`: only failures are listed) for up to 1000 keys. A backend that answers it
+   * 501 NotImplemented gets one DeleteObject per key from then on. Throws `StorageUnavailableError` when the request
+   * fails or the answer lists keys that were not deleted.
+   */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return;
+    if (!this.#noDeleteObjects) {
+      const Objects = keys.map((key) => ({ Key: this.#key(key) }));
+      let failed;
+      try {
+        const res = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects, Quiet: true } }),
+        );
+        failed = res.Errors ?? [];
+      } catch (err) {
+        if (!isNotImplemented(err)) throw this.#unavailable('DeleteObjects', this.#key(''), err);
+        this.#noDeleteObjects = true;
+      }
+      if (failed !== undefined) {
+        const [first] = failed;
+        if (first === undefined) return;
+        throw new StorageUnavailableError(
+          `S3 DeleteObjects ${this.bucket}/${this.#key('')}: ${failed.length} of ${keys.length} keys not deleted ` +
+            `(${first.Code ?? 'no code'}: ${first.Message ?? 'no message'})`,
+        );
+      }
+    }
+    await deleteAll({ delete: (key) => this.#deleteObject(key) }, keys);
+  }
+
+  /** An unconditional DeleteObject (absent is no error on S3). */
+  async #deleteObject(key: string): Promise<boolean> {
+    const Key = this.#key(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+      return true;
+    } catch (err) {
+      throw this.#unavailable('DeleteObject', Key, err);
+    }
+  }
+
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
     const Prefix = this.#key(prefix);
     // The limit is an integer >= 1 (checkedStorage); S3 serves at most 1000 keys a page.
@@ -355,6 +402,11 @@ function isNotFound(err: unknown): boolean {
   const name = errName(err);
   if (name === 'NoSuchBucket') return false;
   return name === 'NoSuchKey' || name === 'NotFound' || status(err) === 404;
+}
+
+/** The backend does not implement the request (a DeleteObjects on some S3-compatible servers). */
+function isNotImplemented(err: unknown): boolean {
+  return errName(err) === 'NotImplemented' || status(err) === 501;
 }
 
 function isPrecondition(err: unknown): boolean {

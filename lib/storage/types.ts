@@ -67,6 +67,15 @@ export interface StorageAdapter {
    */
   list(prefix: string, options?: ListOptions): Promise<ListPage>;
 
+  /**
+   * Delete every key of `keys` (at most `DELETE_MANY_MAX`, 1000: S3's DeleteObjects limit), unconditionally; a key
+   * that is absent is no error. Optional, for adapters that can delete many keys in fewer requests than one each
+   * (S3: one DeleteObjects request); without it the registry deletes them with `delete`, one key at a time
+   * (`deleteAll`, lib/storage/util.ts). Throws `StorageUnavailableError` when the backend fails, for some key or
+   * for all: some keys may then be deleted and others not (deleting again is harmless).
+   */
+  deleteMany?(keys: readonly string[]): Promise<void>;
+
   /** Release sockets, timers, file handles. Optional. */
   close?(): Promise<void>;
 }

@@ -84,6 +84,42 @@ export async function* sizedChunks(body: Readable, size: number): AsyncGenerator
   if (count !== size) throw new Error(`stream ended after ${count} bytes, its declared size is ${size}`);
 }
 
+/** The most keys one `StorageAdapter.deleteMany` call takes: S3's DeleteObjects limit. */
+export const DELETE_MANY_MAX = 1000;
+/** Keys deleted at once, one `delete` each, for an adapter without `deleteMany`. */
+const DELETE_CONCURRENCY = 16;
+
+/**
+ * Delete every key of `keys`, unconditionally (absent keys are no error): with the adapter's `deleteMany`, in
+ * batches of `DELETE_MANY_MAX` one after another, else one `delete` per key, `DELETE_CONCURRENCY` at once. Throws
+ * the first failure (`StorageUnavailableError`) once the deletes under way have settled; nothing more is started
+ * after it.
+ */
+export async function deleteAll(
+  storage: Pick<StorageAdapter, 'delete' | 'deleteMany'>,
+  keys: readonly string[],
+): Promise<void> {
+  if (storage.deleteMany !== undefined) {
+    for (let start = 0; start < keys.length; start += DELETE_MANY_MAX) {
+      await storage.deleteMany(keys.slice(start, start + DELETE_MANY_MAX));
+    }
+    return;
+  }
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < keys.length) {
+      try {
+        await storage.delete(keys[next++] as string);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, keys.length) }, worker));
+  if (failure !== undefined) throw failure.err;
+}
+
 /**
  * Store an immutable object: a create-only PUT (`If-None-Match: *`), and when it is there already (412), a HEAD
  * for its ETag. Returns the stored object's ETag, or `undefined` when storage kept claiming the object but had

@@ -2,9 +2,9 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkedStorage } from '../../lib/storage/checked.js';
+import { checkedStorage, type CheckedStorage } from '../../lib/storage/checked.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
-import { MAX_STORAGE_KEY_LENGTH, MAX_STORAGE_SEGMENT_LENGTH } from '../../lib/storage/util.js';
+import { DELETE_MANY_MAX, MAX_STORAGE_KEY_LENGTH, MAX_STORAGE_SEGMENT_LENGTH } from '../../lib/storage/util.js';
 import { rejection } from '../helpers/expect.js';
 import { uniqueName } from '../helpers/unique.js';
 
@@ -20,7 +20,7 @@ export function describeStorageContract(
   make: () => Promise<{ storage: StorageAdapter; cleanup: () => Promise<void> }>,
 ): void {
   describe(`storage contract: ${label}`, function () {
-    let storage: StorageAdapter;
+    let storage: CheckedStorage;
     /** What `make` returned, unwrapped. */
     let raw: StorageAdapter;
     let cleanup: () => Promise<void>;
@@ -140,6 +140,24 @@ export function describeStorageContract(
       expect(await storage.delete(`${p}doc`)).to.equal(true);
       expect(await storage.head(`${p}doc`)).to.equal(null);
       expect(await storage.delete(`${p}doc`)).to.equal(false);
+    });
+
+    it('deletes many keys at once: the listed ones, absent ones being no error, and nothing else', async function () {
+      const names = ['a', 'b/c', 'b/d', 'e'];
+      for (const name of names) await storage.put(`${p}${name}`, Buffer.from(name));
+      await storage.deleteMany([`${p}a`, `${p}b/c`, `${p}b/d`, `${p}missing`, `${p}b/missing`]);
+      expect(await listAll(storage, p, 1000)).to.deep.equal([`${p}e`]);
+      expect(await storage.head(`${p}b/c`)).to.equal(null);
+      await storage.deleteMany([]);
+      expect(await listAll(storage, p, 1000)).to.deep.equal([`${p}e`]);
+    });
+
+    it('refuses more than DELETE_MANY_MAX keys, or a bad key, in one deleteMany, deleting nothing', async function () {
+      await storage.put(`${p}kept`, Buffer.from('x'));
+      const tooMany = Array.from({ length: DELETE_MANY_MAX + 1 }, (_, i) => `${p}k${i}`);
+      expect((await rejection(storage.deleteMany([`${p}kept`, ...tooMany]))).message).to.match(/at most 1000 keys/);
+      expect((await rejection(storage.deleteMany([`${p}kept`, `${p}../x`]))).message).to.match(/^invalid storage key /);
+      expect(await listAll(storage, p, 1000)).to.deep.equal([`${p}kept`]);
     });
 
     it('declares its capabilities, and the wrapper passes them on', async function () {

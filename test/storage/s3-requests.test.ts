@@ -1,7 +1,9 @@
 import { expect } from 'chai';
 import { Registry } from '../../lib/index.js';
 import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
+import { keys } from '../../lib/core/keys.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { manualClock } from '../reads/helpers.js';
 import { countS3Requests, type S3RequestCounter } from '../helpers/s3-count.js';
 import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
 
@@ -191,6 +193,34 @@ describeWithS3('S3 request cost of registry operations (Ceph RGW)', function () 
     await fresh.close();
     // The listing may name recent changes, re-read once each (conditional GETs); never one read per package.
     expect(requests.slice(0, 2)).to.deep.equal(['GetObjectCommand', 'ListObjectsV2Command']);
+  });
+
+  it('deletes compacted change entries with one DeleteObjects request per 1,000, without a HEAD per entry', async () => {
+    const clock = manualClock();
+    const storage = new S3Storage({
+      client,
+      bucket: S3_BUCKET,
+      prefix: uniqueS3Prefix('cost-compact'),
+      ifMatchUnquoted: process.env.S3_IFMATCH_UNQUOTED === '1',
+    });
+    const coherence = { pollMs: 0, sweepPerSecond: 0, retentionMs: 60_000, maxClockSkewMs: 5000 };
+    const compacting = new Registry({ storage, now: clock.now, coherence });
+    try {
+      await compacting.sync();
+      // 1,005 entries of another instance, written directly (a push each would take a minute on RGW).
+      const entries = Array.from({ length: 1005 }, (_, i) => keys.change(clock.at, 'feedfeed', i, 'cost', 'app'));
+      await Promise.all(entries.map((key) => storage.put(key, Buffer.alloc(0), { ifNoneMatch: '*' })));
+      clock.advance(120_000);
+      await compacting.sync();
+      const requests = await cost(() => compacting.compactChanges(), compacting);
+      expect(requests.filter((r) => r === 'DeleteObjectsCommand')).to.have.length(2);
+      expect(requests).to.not.include('HeadObjectCommand');
+      expect(requests).to.not.include('DeleteObjectCommand');
+      const left = (await storage.list(keys.changes())).keys;
+      expect(left.filter((key) => keys.parseChange(key) !== null)).to.deep.equal([]);
+    } finally {
+      await compacting.close();
+    }
   });
 
   it('polls the change feed with one listing request when nothing changed', async () => {

@@ -621,6 +621,45 @@ if (!ENDPOINT) {
       });
     });
 
+    it('deletes many keys with one DeleteObjects, and one DeleteObject each where the server does not implement it', async () => {
+      const storage = adapter('delete-many');
+      const counter = countS3Requests(client);
+      // A server without DeleteObjects, as some S3-compatible ones are: its 501 NotImplemented, made in the client's
+      // stack for DeleteObjects only (RGW itself implements it); every other request reaches RGW.
+      let refused = 0;
+      const name = `noDeleteObjects${++prefixSerial}`;
+      const refuse =
+        (next: (args: unknown) => Promise<unknown>, context: { commandName?: string }) =>
+        async (args: unknown): Promise<unknown> => {
+          if (context.commandName !== 'DeleteObjectsCommand' || refused < 0) return next(args);
+          refused += 1;
+          throw Object.assign(new Error('not implemented'), {
+            name: 'NotImplemented',
+            $metadata: { httpStatusCode: 501 },
+          });
+        };
+      try {
+        const put = (names: string[]) => Promise.all(names.map((k) => storage.put(k, Buffer.from(k))));
+        await put(['a', 'b', 'c']);
+        refused = -1; // the real server's answer first
+        counter.reset();
+        await storage.deleteMany(['a', 'b', 'missing']);
+        expect(counter.requests.map((r) => r.split(' ')[0])).to.deep.equal(['DeleteObjectsCommand']);
+        expect((await storage.list('')).keys).to.deep.equal(['c']);
+
+        refused = 0;
+        client.middlewareStack.add(refuse as never, { step: 'finalizeRequest', name });
+        await put(['d', 'e']);
+        await storage.deleteMany(['c', 'd']);
+        await storage.deleteMany(['e']);
+        expect(refused, 'asked once, then no more').to.equal(1);
+        expect((await storage.list('')).keys).to.deep.equal([]);
+      } finally {
+        client.middlewareStack.remove(name);
+        counter.remove();
+      }
+    });
+
     for (const casRetry of ['none', 'sdk'] as const) {
       it(`has exactly one winner among 8 concurrent compare-and-swap writers, 10 rounds (casRetry ${casRetry})`, async function () {
         this.timeout(60_000);
