@@ -119,13 +119,22 @@ function linger(socket: Socket, options: LingerOptions, droppedBefore: number): 
   // The HTTP parser's listeners go: the rest of the connection is dropped unparsed (and its end is no parse error).
   socket.removeAllListeners('data');
   socket.removeAllListeners('end');
-  socket.on('data', (chunk: Buffer) => {
-    dropped += chunk.length;
-    if (dropped > options.bytes) cut('bytes');
-  });
   socket.on('end', () => {
     reason = 'end';
     destroyWhenWritten();
   });
+  const drop = (chunk: Buffer): void => {
+    dropped += chunk.length;
+    if (dropped > options.bytes) cut('bytes');
+  };
+  // Node's parser reads the socket itself, and the request's backpressure may have stopped that reading while the
+  // socket still says it flows (its stream state is not kept meanwhile): a pause and a resume make Node's own
+  // 'resume' listener start it again. A 'data' listener then takes the socket from the parser (Node's listener
+  // wrapper does), in the same turn, before a byte can reach the parser.
+  socket.once('resume', () => {
+    socket.on('data', drop);
+    socket.resume();
+  });
+  socket.pause();
   socket.resume();
 }

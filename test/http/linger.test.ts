@@ -19,22 +19,39 @@ interface Lingering {
   reports: Promise<LingerReport & { read: number }>[];
 }
 
-/** An app that reads `readFirst` bytes of the body (at least), then answers 413 early with the given bounds. */
-async function lingeringApp(bounds: { ms: number; bytes: number }, readFirst: number): Promise<Lingering> {
+/**
+ * An app that reads `readFirst` bytes of the body (at least), with 'data' events or with an async iterator left
+ * early (which leaves the socket stopped by the request's backpressure), then answers 413 early with the given
+ * bounds.
+ */
+async function lingeringApp(
+  bounds: { ms: number; bytes: number },
+  readFirst: number,
+  how: 'events' | 'iterator' = 'events',
+): Promise<Lingering> {
   const app = new Koa();
   const reports: Lingering['reports'] = [];
   app.use(async (ctx) => {
     let read = 0;
-    await new Promise<void>((resolve) => {
-      const take = (chunk: Buffer): void => {
-        read += chunk.length;
-        if (read < readFirst) return;
-        ctx.req.off('data', take);
-        ctx.req.pause();
-        resolve();
-      };
-      ctx.req.on('data', take);
-    });
+    if (how === 'iterator') {
+      for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) {
+        read += (chunk as Buffer).length;
+        if (read >= readFirst) break;
+      }
+      // Until the request's buffer is full: its backpressure has then stopped the socket.
+      while (ctx.req.readableLength < ctx.req.readableHighWaterMark) await new Promise((r) => setImmediate(r));
+    } else {
+      await new Promise<void>((resolve) => {
+        const take = (chunk: Buffer): void => {
+          read += chunk.length;
+          if (read < readFirst) return;
+          ctx.req.off('data', take);
+          ctx.req.pause();
+          resolve();
+        };
+        ctx.req.on('data', take);
+      });
+    }
     reports.push(
       new Promise((resolve) => closeAfterAnswer(ctx, { ...bounds, onClose: (report) => resolve({ ...report, read }) })),
     );
@@ -64,6 +81,21 @@ describe('lingering close after an early answer (closeAfterAnswer)', function ()
       const report = await reports[0];
       expect(report?.reason).to.equal('end');
       // Every byte of the body was either read by the app or counted as dropped: none went missing, none is kept.
+      expect((report?.read ?? 0) + (report?.dropped ?? 0)).to.equal(total);
+    } finally {
+      await closeServer(server);
+    }
+  });
+
+  it('drops the rest after the app read part with an async iterator (the socket had stopped reading)', async function () {
+    const { server, port, reports } = await lingeringApp({ ms: 60_000, bytes: 64 << 20 }, 100_000, 'iterator');
+    try {
+      const total = 20 << 20;
+      const result = await upload({ port, head: head(total), piece: bodyOf('{"blob": "'), total });
+      expect(result.error).to.equal(undefined);
+      expect(result.answer?.status).to.equal(413);
+      const report = await reports[0];
+      expect(report?.reason).to.equal('end');
       expect((report?.read ?? 0) + (report?.dropped ?? 0)).to.equal(total);
     } finally {
       await closeServer(server);
