@@ -387,3 +387,80 @@ describe('push: early answers with the registry inside a host app', function () 
     expect(result.sent).to.equal(0);
   });
 });
+
+describe('Helm uploads (ChartMuseum API): an answer given before the body is read whole reaches the client', function () {
+  let server: TestServer;
+  let port: number;
+  const UPLOAD = '/cnr/helm/api/early/charts';
+  const uploadHead = (type: string, length: number | 'chunked'): string =>
+    head(type, length).replace(`POST ${PUSH}`, `POST ${UPLOAD}`);
+
+  before(async function () {
+    server = await startServer({ storage: new MemoryStorage(), maxPushSize: MAX_PUSH_SIZE });
+    port = portOf(server.url);
+  });
+  after(async function () {
+    await server.close();
+  });
+
+  /** ChartMuseum's error body is `{"error": "..."}`. */
+  function expectChartTooLarge(result: UploadResult): void {
+    const summary = JSON.stringify({ ...result, answers: result.answers.map((a) => a.status) });
+    expect(result.error, `the client's connection ended in an error: ${summary}`).to.equal(undefined);
+    expect(result.answer?.status, summary).to.equal(413);
+    expect(result.answer?.json?.error, summary).to.match(/larger than/);
+    expect(result.answer?.headers.connection).to.equal('close');
+    expect(result.serverEnded).to.equal(true);
+  }
+
+  it('answers 413 to a raw chart announcing more than maxPushSize, to a client that sends it whole first', async function () {
+    const result = await upload({
+      port,
+      head: uploadHead('application/octet-stream', BODY),
+      piece: bodyOf(''),
+      total: BODY,
+    });
+    expectChartTooLarge(result);
+    expect(result.sent).to.equal(BODY);
+  });
+
+  it('answers 413 to a raw chunked chart past maxPushSize, to a client that sends it whole first', async function () {
+    const result = await upload({
+      port,
+      head: uploadHead('application/octet-stream', 'chunked'),
+      piece: bodyOf(''),
+      total: BODY,
+      chunked: true,
+    });
+    expectChartTooLarge(result);
+    expect(result.sent).to.equal(BODY);
+  });
+
+  it('answers 413 to a large raw chunked chart, to a client that stops sending once answered', async function () {
+    const result = await upload({
+      port,
+      head: uploadHead('application/octet-stream', 'chunked'),
+      piece: bodyOf(''),
+      total: 40 << 20,
+      chunked: true,
+      mode: 'untilAnswered',
+    });
+    expectChartTooLarge(result);
+    expect(result.sent).to.be.below(40 << 20);
+  });
+
+  it('answers 413 to a multipart chart (helm cm-push) past maxPushSize, to a client that sends it whole first', async function () {
+    const start =
+      `--${BOUNDARY}\r\nContent-Disposition: form-data; name="chart"; filename="big-1.0.0.tgz"\r\n` +
+      'Content-Type: application/gzip\r\n\r\n';
+    const result = await upload({
+      port,
+      head: uploadHead(MULTIPART, 'chunked'),
+      piece: bodyOf(start),
+      total: BODY,
+      chunked: true,
+    });
+    expectChartTooLarge(result);
+    expect(result.sent).to.equal(BODY);
+  });
+});
