@@ -65,12 +65,14 @@ const ARMED = Symbol('koa-appr lingering close');
  * was read whole (by us or by a host body parser) keeps its connection: nothing is changed. Otherwise the answer
  * gets `Connection: close`, the rest of the body is read and dropped until the answer is written (counted against
  * `options.bytes`), and the connection closes as described above. Calling it again for the same request does
- * nothing more.
+ * nothing more. HTTP/1 only: over HTTP/2 the request is only resumed.
  */
 export function closeAfterAnswer(ctx: Context, options: LingerOptions): void {
   const { req } = ctx;
-  if (req.complete) {
-    req.resume(); // What is left in the request's buffer; the connection stays usable.
+  if (req.complete || req.httpVersionMajor !== 1) {
+    // Read whole: what is left in the request's buffer, and the connection stays usable. HTTP/2 (Node's
+    // compatibility API) has no `Connection` header and ends a stream, not the connection.
+    req.resume();
     return;
   }
   ctx.set('Connection', 'close');

@@ -6,6 +6,7 @@
  */
 import { once } from 'node:events';
 import type { Server } from 'node:http';
+import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
 import { connect, type AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import Koa from 'koa';
@@ -137,5 +138,36 @@ describe('lingering close after an early answer (closeAfterAnswer)', function ()
     await closeServer(server);
     expect((await reports[0])?.reason).to.equal('time');
     client.destroy();
+  });
+
+  it('over HTTP/2 sets no Connection header (HTTP/2 has none: Node would warn and drop it)', async function () {
+    const app = new Koa();
+    app.use((ctx) => {
+      closeAfterAnswer(ctx, { ms: 50, bytes: 1024 });
+      ctx.status = 413;
+      ctx.body = { code: 'payload-too-large' };
+    });
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): number => warnings.push(warning);
+    process.on('warning', onWarning);
+    const handle = app.callback();
+    const server = createHttp2Server((req, res) => void handle(req as never, res as never));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = connectHttp2(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      const req = client.request({ ':method': 'POST', ':path': '/push', 'content-length': String(1 << 20) });
+      req.write(Buffer.alloc(64 * 1024, 0x41));
+      const [headers] = (await once(req, 'response')) as [Record<string, unknown>];
+      expect(headers[':status']).to.equal(413);
+      expect(headers.connection).to.equal(undefined);
+      req.close();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.map((w) => w.message)).to.deep.equal([]);
+    } finally {
+      process.off('warning', onWarning);
+      client.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
