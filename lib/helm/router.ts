@@ -26,6 +26,7 @@ import { GUARD, type Access, type AccessControl, type CallerState } from '../htt
 import { responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
+import { closeAfterAnswer, lingerBounds } from '../http/linger.js';
 import { readChartArchive, type ChartMetadata } from './chart.js';
 import { chartFileName, HELM_MEDIA_TYPE, HelmRepository, type ChartVersion, type HelmOptions } from './index.js';
 
@@ -33,8 +34,6 @@ const callerState = (ctx: Context) => ctx.state.appr as CallerState;
 
 /** A push's metadata may be at most this large (as on the appr push route). */
 const MAX_METADATA_BYTES = 64 * 1024;
-/** How much of a body over the limit is read and dropped before the 413, in bytes. */
-const DRAIN_LIMIT = 16 * 1024 * 1024;
 /** Room for the multipart framing and a provenance file next to the chart. */
 const MULTIPART_ALLOWANCE = 256 * 1024;
 
@@ -363,13 +362,23 @@ function asRelease(chart: ChartMetadata): string {
 
 /**
  * Run `use` with the upload's chart spooled to a temporary file (at most `limit` bytes; 413 beyond), then remove
- * every temporary file of the request: nothing of the body is held in memory while it arrives.
+ * every temporary file of the request: nothing of the body is held in memory while it arrives. A body refused
+ * before it is read whole is answered, then its connection closed without a reset (lib/http/linger.ts).
  */
 async function withUpload<T>(ctx: Context, limit: number, use: (path: string, size: number) => Promise<T>): Promise<T> {
   const multipart = Boolean(ctx.is('multipart'));
   const announced = Number(ctx.get('Content-Length') || 0);
-  if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) throw tooLarge(limit);
-  const spooled = multipart ? await spoolMultipart(ctx, limit) : await spoolRaw(ctx, limit);
+  if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) {
+    closeAfterAnswer(ctx, lingerBounds(limit));
+    throw tooLarge(limit);
+  }
+  let spooled: Spooled;
+  try {
+    spooled = multipart ? await spoolMultipart(ctx, limit) : await spoolRaw(ctx, limit);
+  } catch (err) {
+    closeAfterAnswer(ctx, lingerBounds(limit));
+    throw err;
+  }
   try {
     if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
     return await use(spooled.path, spooled.size);
@@ -396,15 +405,12 @@ async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
   const file = createWriteStream(path);
   let size = 0;
   try {
-    for await (const chunk of ctx.req) {
+    // Not destroyed when left early: the request's socket must stay open for the answer (the caller drops the rest).
+    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) {
       size += (chunk as Buffer).length;
-      // Past the limit the rest is read and dropped (up to DRAIN_LIMIT more), so that the client, still
-      // sending, gets to read the 413 instead of a reset connection.
-      if (size > limit + DRAIN_LIMIT) throw tooLarge(limit);
-      if (size > limit) continue;
+      if (size > limit) throw tooLarge(limit);
       if (!file.write(chunk)) await once(file, 'drain');
     }
-    if (size > limit) throw tooLarge(limit);
     await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
     return { path, size, remove };
   } catch (err) {

@@ -7,6 +7,7 @@ import { jsonParser, type Token } from 'stream-json/parser.js';
 import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import { ApprError } from '../errors.js';
 import { Base64Decoder, type BlobStager } from '../core/blob.js';
+import { closeAfterAnswer, lingerBounds } from './linger.js';
 
 /**
  * Request bodies as request values (docs/api.md section 6), read as they arrive: the fields of a JSON or form body,
@@ -58,15 +59,15 @@ export async function readValues(ctx: Context, limit: number, fieldBytes: number
     return values;
   }
   const announced = announcedLength(ctx);
-  if (announced > limit) throw tooLarge(limit);
+  if (announced > limit) {
+    closeAfterAnswer(ctx, lingerBounds(limit));
+    throw tooLarge(limit);
+  }
   try {
     await streamValues(ctx, values, limit, fieldBytes, blob);
   } catch (err) {
-    // The client may still be sending: read no more of it, and close the connection once answered.
-    if (!ctx.req.readableEnded) {
-      ctx.set('Connection', 'close');
-      ctx.req.resume();
-    }
+    // The client may still be sending: the answer must reach it, then the connection closes (linger.ts).
+    closeAfterAnswer(ctx, lingerBounds(limit));
     throw err;
   }
   return values;
@@ -163,19 +164,26 @@ async function streamValues(
   let parser: BodyParser | undefined;
   const start = new BodyStart();
   const chunks = source[Symbol.asyncIterator]();
-  for (;;) {
-    const next = await chunks.next().catch((err: unknown) => {
-      throw bodyError(err, limit);
-    });
-    let piece = next.done ? undefined : next.value;
-    if (parser === undefined) {
-      // Chosen by the first byte of the body that is not dropped, whatever pieces the bytes came in.
-      piece = start.skip(piece);
-      if (piece === undefined && !next.done) continue;
-      parser = chooseParser(ctx, piece, fieldBytes, blob);
+  try {
+    for (;;) {
+      const next = await chunks.next().catch((err: unknown) => {
+        throw bodyError(err, limit);
+      });
+      let piece = next.done ? undefined : next.value;
+      if (parser === undefined) {
+        // Chosen by the first byte of the body that is not dropped, whatever pieces the bytes came in.
+        piece = start.skip(piece);
+        if (piece === undefined && !next.done) continue;
+        parser = chooseParser(ctx, piece, fieldBytes, blob);
+      }
+      if (piece !== undefined) await parser.write(piece);
+      if (next.done) break;
     }
-    if (piece !== undefined) await parser.write(piece);
-    if (next.done) break;
+  } catch (err) {
+    // A parser that failed leaves the body half read: the request is unpiped and the decoders freed (the source's
+    // `finally`), so that what the client still sends can be dropped.
+    await chunks.return?.();
+    throw err;
   }
   Object.assign(values, await parser.end());
 }
@@ -784,14 +792,9 @@ export function announcedLength(ctx: Context): number {
   return Number.isFinite(value) && value > 0 ? value : 0;
 }
 
+/** The 413 of a body over `limit` bytes; where the rest of the body is not read, see `closeAfterAnswer`. */
 export function tooLarge(limit: number): ApprError {
-  // The client may still be sending megabytes: close the connection after the answer instead of reading them.
-  return new ApprError(
-    'payload-too-large',
-    `Request body is larger than ${limit} bytes`,
-    { limit },
-    { Connection: 'close' },
-  );
+  return new ApprError('payload-too-large', `Request body is larger than ${limit} bytes`, { limit });
 }
 
 function parseJson(raw: string): unknown {

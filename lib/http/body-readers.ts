@@ -14,6 +14,7 @@ import {
   tooLarge,
   type BlobSink,
 } from './body-parser.js';
+import { closeAfterAnswer, lingerBounds } from './linger.js';
 
 /** Room for the fields around the base64 blob (field names, metadata, the CLI's extra fields), in bytes. */
 const ENVELOPE_ALLOWANCE = 256 * 1024;
@@ -90,17 +91,18 @@ export function pushBodyReader(options: PushReaderOptions) {
   const budget = new PushBudget(options.maxPushBytesInFlight);
   return async (ctx: Context, next: Next): Promise<void> => {
     const announced = announcedLength(ctx);
-    if (announced > limit) throw tooLarge(limit);
+    if (announced > limit) {
+      closeAfterAnswer(ctx, lingerBounds(limit));
+      throw tooLarge(limit);
+    }
     const reserved = announced > 0 ? announced : consumed(ctx.req) ? 0 : limit;
     if (!budget.take(reserved)) {
+      closeAfterAnswer(ctx, lingerBounds(limit));
       throw new ApprError(
         'too-busy',
         'Too many pushes in flight; retry later',
         { retry_after: RETRY_AFTER_SECONDS },
-        {
-          'Retry-After': String(RETRY_AFTER_SECONDS),
-          Connection: 'close',
-        },
+        { 'Retry-After': String(RETRY_AFTER_SECONDS) },
       );
     }
     let stager: BlobStager | undefined;

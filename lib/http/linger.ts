@@ -1,0 +1,142 @@
+import type { Socket } from 'node:net';
+import type { Context } from 'koa';
+
+/**
+ * Closing the connection of a request answered before its body was read whole (413, 422, 503 `too-busy`), so that
+ * the answer reaches the client instead of a TCP reset: a "lingering close", as nginx's `lingering_close` and
+ * Apache httpd's do it, and as RFC 9112 section 9.6 describes it.
+ *
+ * Why: `Connection: close` on the answer makes Node's HTTP server (lib/_http_server.js, `resOnFinish`) call
+ * `socket.destroySoon()` once the answer is written: `end()`, then `destroy()` as soon as the answer has left. The
+ * client is still sending its body. Closing a socket with unread bytes in its receive buffer, or receiving bytes on
+ * a closed one, makes the kernel answer with a reset (RST, RFC 2525 section 2.17): the client's next write fails
+ * (EPIPE, ECONNRESET, curl's "Connection reset by peer"), and a client that reads the answer only once its body is
+ * sent (Python's http.client, which the appr CLI uses through requests) or whose TCP stack drops received data on a
+ * reset (Windows) never sees the answer.
+ *
+ * What is done instead, from the answer on: the answer is written and the write side ended (FIN); what the client
+ * still sends is read and dropped, never parsed (a request pipelined after this one is not run: a server that
+ * answered `close` must not process further requests, RFC 9112 section 9.6) and never kept (each chunk is counted,
+ * then left to the garbage collector); the socket is destroyed when the client ends its side, or after
+ * `LingerOptions.ms`, or past `LingerOptions.bytes`, whichever comes first. Only the last two can still end in a
+ * reset, for a client that keeps sending past the bounds.
+ */
+
+export interface LingerOptions {
+  /** How long the connection may stay open once the answer is written, in milliseconds. */
+  ms: number;
+  /** How many more bytes of the request are read and dropped at most, counted from the early answer on. */
+  bytes: number;
+  /** Called once the connection is closed, with the bytes dropped and what ended it (tests, logs). */
+  onClose?: (report: LingerReport) => void;
+}
+
+export interface LingerReport {
+  /** Bytes of the request read and dropped after the early answer (body bytes, then raw bytes of the socket). */
+  dropped: number;
+  /**
+   * `end`: the client ended its side (the normal case); `bytes`, `time`: a bound cut it off; `closed`: the socket
+   * was closed otherwise (the client went away, a server shutdown).
+   */
+  reason: 'end' | 'bytes' | 'time' | 'closed';
+}
+
+/** The time bound of a lingering close: the `lingering_timeout` of nginx (5 s); a server's `close()` waits no longer. */
+export const LINGER_MS = 5000;
+
+/**
+ * The byte bound's floor: what TCP may still have in flight when the client learns of the answer (its send buffer,
+ * up to 4 MiB on Linux, and the server's receive buffer, up to 6 MiB by default), with room to spare.
+ */
+export const LINGER_MIN_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The bounds of a lingering close after an early answer on a route whose body limit is `limit` bytes: 5 s, and the
+ * body limit or 16 MiB, whichever is more (the bytes a request of that route may make the server read anyway).
+ */
+export function lingerBounds(limit: number): LingerOptions {
+  return { ms: LINGER_MS, bytes: Math.max(limit, LINGER_MIN_BYTES) };
+}
+
+const ARMED = Symbol('koa-appr lingering close');
+
+/**
+ * Call before throwing (or setting) an answer given before the request body is read whole. A request whose body
+ * was read whole (by us or by a host body parser) keeps its connection: nothing is changed. Otherwise the answer
+ * gets `Connection: close`, the rest of the body is read and dropped until the answer is written (counted against
+ * `options.bytes`), and the connection closes as described above. Calling it again for the same request does
+ * nothing more. HTTP/1 only: over HTTP/2 the request is only resumed.
+ */
+export function closeAfterAnswer(ctx: Context, options: LingerOptions): void {
+  const { req } = ctx;
+  if (req.complete || req.httpVersionMajor !== 1) {
+    // Read whole: what is left in the request's buffer, and the connection stays usable. HTTP/2 (Node's
+    // compatibility API) has no `Connection` header and ends a stream, not the connection.
+    req.resume();
+    return;
+  }
+  ctx.set('Connection', 'close');
+  const socket = req.socket as Socket & { [ARMED]?: true };
+  if (socket.destroyed || socket[ARMED] || typeof socket.destroySoon !== 'function') return;
+  socket[ARMED] = true;
+  let dropped = 0;
+  const count = (chunk: Buffer): void => {
+    dropped += chunk.length;
+    if (dropped > options.bytes) socket.destroy();
+  };
+  req.on('data', count);
+  req.resume();
+  // Node's HTTP server calls `destroySoon` once an answer with `Connection: close` is written (and only then):
+  // lingering replaces it on this socket.
+  socket.destroySoon = () => {
+    req.off('data', count);
+    linger(socket, options, dropped);
+  };
+}
+
+function linger(socket: Socket, options: LingerOptions, droppedBefore: number): void {
+  let dropped = droppedBefore;
+  let reason: LingerReport['reason'] = 'closed';
+  const timer = setTimeout(() => cut('time'), options.ms);
+  timer.unref();
+  socket.once('close', () => {
+    clearTimeout(timer);
+    options.onClose?.({ dropped, reason });
+  });
+  // The answer first: the socket is destroyed once it has left, not before.
+  const destroyWhenWritten = (): void => {
+    if (socket.writableFinished) socket.destroy();
+    else socket.once('finish', () => socket.destroy());
+  };
+  function cut(why: 'bytes' | 'time'): void {
+    reason = why;
+    socket.destroy();
+  }
+  if (socket.writable) socket.end();
+  if (!socket.readable || socket.readableEnded) {
+    reason = 'end';
+    destroyWhenWritten();
+    return;
+  }
+  // The HTTP parser's listeners go: the rest of the connection is dropped unparsed (and its end is no parse error).
+  socket.removeAllListeners('data');
+  socket.removeAllListeners('end');
+  socket.on('end', () => {
+    reason = 'end';
+    destroyWhenWritten();
+  });
+  const drop = (chunk: Buffer): void => {
+    dropped += chunk.length;
+    if (dropped > options.bytes) cut('bytes');
+  };
+  // Node's parser reads the socket itself, and the request's backpressure may have stopped that reading while the
+  // socket still says it flows (its stream state is not kept meanwhile): a pause and a resume make Node's own
+  // 'resume' listener start it again. A 'data' listener then takes the socket from the parser (Node's listener
+  // wrapper does), in the same turn, before a byte can reach the parser.
+  socket.once('resume', () => {
+    socket.on('data', drop);
+    socket.resume();
+  });
+  socket.pause();
+  socket.resume();
+}

@@ -1,0 +1,173 @@
+/**
+ * `closeAfterAnswer` (lib/http/linger.ts) with small bounds, in a Koa app over a real socket that answers 413 after
+ * reading part of a body: the bytes bound cuts off a client that keeps sending, the time bound one that neither
+ * sends nor closes (and a server's `close()` waits no longer than it), and what is dropped is counted, not kept.
+ * No durations are measured: the bounds are checked by what the server reports and by the connection closing.
+ */
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
+import { connect, type AddressInfo } from 'node:net';
+import { expect } from 'chai';
+import Koa from 'koa';
+import { closeAfterAnswer, type LingerReport } from '../../lib/http/linger.js';
+import { bodyOf, upload } from '../helpers/upload.js';
+
+interface Lingering {
+  server: Server;
+  port: number;
+  /** What each lingering close reported, with the bytes the app read before answering. */
+  reports: Promise<LingerReport & { read: number }>[];
+}
+
+/**
+ * An app that reads `readFirst` bytes of the body (at least), with 'data' events or with an async iterator left
+ * early (which leaves the socket stopped by the request's backpressure), then answers 413 early with the given
+ * bounds.
+ */
+async function lingeringApp(
+  bounds: { ms: number; bytes: number },
+  readFirst: number,
+  how: 'events' | 'iterator' = 'events',
+): Promise<Lingering> {
+  const app = new Koa();
+  const reports: Lingering['reports'] = [];
+  app.use(async (ctx) => {
+    let read = 0;
+    if (how === 'iterator') {
+      for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) {
+        read += (chunk as Buffer).length;
+        if (read >= readFirst) break;
+      }
+      // Until the request's buffer is full: its backpressure has then stopped the socket.
+      while (ctx.req.readableLength < ctx.req.readableHighWaterMark) await new Promise((r) => setImmediate(r));
+    } else {
+      await new Promise<void>((resolve) => {
+        const take = (chunk: Buffer): void => {
+          read += chunk.length;
+          if (read < readFirst) return;
+          ctx.req.off('data', take);
+          ctx.req.pause();
+          resolve();
+        };
+        ctx.req.on('data', take);
+      });
+    }
+    reports.push(
+      new Promise((resolve) => closeAfterAnswer(ctx, { ...bounds, onClose: (report) => resolve({ ...report, read }) })),
+    );
+    ctx.status = 413;
+    ctx.body = { code: 'payload-too-large' };
+  });
+  const server = app.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: (server.address() as AddressInfo).port, reports };
+}
+
+const closeServer = (server: Server): Promise<void> => new Promise((resolve) => server.close(() => resolve()));
+
+function head(length: number): string {
+  return `POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+}
+
+describe('lingering close after an early answer (closeAfterAnswer)', function () {
+  it('reads and drops the rest of a body sent whole, counting every byte it drops, then closes', async function () {
+    const { server, port, reports } = await lingeringApp({ ms: 60_000, bytes: 64 << 20 }, 100_000);
+    try {
+      const total = 20 << 20;
+      const result = await upload({ port, head: head(total), piece: bodyOf('{"blob": "'), total });
+      expect(result.error).to.equal(undefined);
+      expect(result.answer?.status).to.equal(413);
+      expect(result.sent).to.equal(total);
+      const report = await reports[0];
+      expect(report?.reason).to.equal('end');
+      // Every byte of the body was either read by the app or counted as dropped: none went missing, none is kept.
+      expect((report?.read ?? 0) + (report?.dropped ?? 0)).to.equal(total);
+    } finally {
+      await closeServer(server);
+    }
+  });
+
+  it('drops the rest after the app read part with an async iterator (the socket had stopped reading)', async function () {
+    const { server, port, reports } = await lingeringApp({ ms: 60_000, bytes: 64 << 20 }, 100_000, 'iterator');
+    try {
+      const total = 20 << 20;
+      const result = await upload({ port, head: head(total), piece: bodyOf('{"blob": "'), total });
+      expect(result.error).to.equal(undefined);
+      expect(result.answer?.status).to.equal(413);
+      const report = await reports[0];
+      expect(report?.reason).to.equal('end');
+      expect((report?.read ?? 0) + (report?.dropped ?? 0)).to.equal(total);
+    } finally {
+      await closeServer(server);
+    }
+  });
+
+  it('cuts off a client that keeps sending past the byte bound', async function () {
+    const bound = 256 * 1024;
+    const { server, port, reports } = await lingeringApp({ ms: 60_000, bytes: bound }, 1);
+    try {
+      const total = 1 << 30;
+      const result = await upload({ port, head: head(total), piece: bodyOf('{"blob": "'), total });
+      const report = await reports[0];
+      expect(report?.reason).to.equal('bytes');
+      // Past the bound by at most one read of the socket (64 KiB).
+      expect(report?.dropped)
+        .to.be.above(bound)
+        .and.at.most(bound + 64 * 1024);
+      expect(result.error, 'the client was cut off').to.be.oneOf(['EPIPE', 'ECONNRESET']);
+      expect(result.sent).to.be.below(total / 4);
+    } finally {
+      await closeServer(server);
+    }
+  });
+
+  it('closes, within the time bound, a client that neither sends more nor closes; server.close() waits no longer', async function () {
+    const { server, port, reports } = await lingeringApp({ ms: 50, bytes: 64 << 20 }, 1);
+    const client = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    client.on('error', () => undefined);
+    let received = '';
+    client.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const ended = once(client, 'end');
+    // A body announced at 1 MB, of which 1 KB is sent; then nothing, and the client never ends its side.
+    client.write(head(1 << 20) + '{"blob": "' + 'A'.repeat(1024));
+    await ended;
+    expect(received).to.match(/^HTTP\/1\.1 413 /);
+    expect(received).to.match(/\r\nConnection: close\r\n/i);
+    // Resolves only once every connection is gone: the lingering one is closed by its time bound.
+    await closeServer(server);
+    expect((await reports[0])?.reason).to.equal('time');
+    client.destroy();
+  });
+
+  it('over HTTP/2 sets no Connection header (HTTP/2 has none: Node would warn and drop it)', async function () {
+    const app = new Koa();
+    app.use((ctx) => {
+      closeAfterAnswer(ctx, { ms: 50, bytes: 1024 });
+      ctx.status = 413;
+      ctx.body = { code: 'payload-too-large' };
+    });
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): number => warnings.push(warning);
+    process.on('warning', onWarning);
+    const handle = app.callback();
+    const server = createHttp2Server((req, res) => void handle(req as never, res as never));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = connectHttp2(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      const req = client.request({ ':method': 'POST', ':path': '/push', 'content-length': String(1 << 20) });
+      req.write(Buffer.alloc(64 * 1024, 0x41));
+      const [headers] = (await once(req, 'response')) as [Record<string, unknown>];
+      expect(headers[':status']).to.equal(413);
+      expect(headers.connection).to.equal(undefined);
+      req.close();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.map((w) => w.message)).to.deep.equal([]);
+    } finally {
+      process.off('warning', onWarning);
+      client.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
