@@ -3,6 +3,7 @@ import type { Context, Middleware, Next } from 'koa';
 import { ApprError, ERRORS, isApprError, type ErrorCode } from '../errors.js';
 import type { ErrorResponse } from './options.js';
 import { boundedErrorBody, setAttachment } from './headers.js';
+import { closeAfterAnswer, LINGER_MIN_BYTES, LINGER_MS } from './linger.js';
 import type { HttpRecorder } from '../ops/http.js';
 
 export interface ResponseOptions {
@@ -96,6 +97,10 @@ async function answerError(ctx: Context, err: unknown, options: ResponseOptions,
   if (error.status >= 500) options.onError(err, ctx);
   const custom = options.onResponseError ? await options.onResponseError(error, ctx) : undefined;
   ctx.status = custom?.status ?? error.status;
+  // Answered before its body was read (a 401 or 403 from the guard, which runs before a push's body reader): the
+  // answer must reach a client still sending, then the connection closes (lib/http/linger.ts). The body readers
+  // arm it themselves, with their route's limit; a request read whole keeps its connection.
+  closeAfterAnswer(ctx, { ms: LINGER_MS, bytes: LINGER_MIN_BYTES });
   // The error answer carries the CORS and nosniff headers too (set again: a handler may have changed them).
   ctx.res.setHeader('X-Content-Type-Options', 'nosniff');
   if (options.cors) setCors(ctx, origin);

@@ -243,6 +243,26 @@ describe('push: an answer given before the body is read whole reaches the client
     }
   });
 
+  it('answers 401 from the guard, before any of the body is read, to a client that sends its whole body first', async function () {
+    const guarded = await startServer({
+      storage: new MemoryStorage(),
+      maxPushSize: MAX_PUSH_SIZE,
+      auth: { identify: () => null, authorize: (caller) => caller !== null },
+    });
+    try {
+      const result = await upload({
+        port: portOf(guarded.url),
+        head: head('application/json', BODY),
+        piece: bodyOf('{"release": "1.0.0", "blob": "'),
+        total: BODY,
+      });
+      expectAnswered(result, 401, 'unauthorized-access');
+      expect(result.sent).to.equal(BODY);
+    } finally {
+      await guarded.close();
+    }
+  });
+
   it('keeps the connection of a push it read whole: a request pipelined after it is answered', async function () {
     const body = '{"release": "1.0.0", "blob": "!!!!"}';
     const result = await upload({
