@@ -15,7 +15,7 @@ import { serverOps } from '../ops/server.js';
 import type { ApprRouterOptions } from '../http/options.js';
 import { FsStorage } from '../storage/fs.js';
 import type { StorageAdapter } from '../storage/types.js';
-import { ConfigError, type ServerConfig } from './config.js';
+import { ConfigError, SETTINGS, type ServerConfig } from './config.js';
 
 export interface RunningServer {
   readonly server: Server;
@@ -32,7 +32,13 @@ export interface RunningServer {
 
 /** `s3://bucket/prefix` or a directory. The S3 adapter (and its SDK) is loaded only for an s3:// URL. */
 export async function storageFromSpec(spec: string): Promise<StorageAdapter> {
-  if (!spec.startsWith('s3://')) return new FsStorage({ root: spec });
+  if (!spec.startsWith('s3://')) {
+    try {
+      return new FsStorage({ root: spec });
+    } catch (err) {
+      throw new ConfigError(`APPR_STORAGE: ${(err as Error).message.replace(/^koa-appr: /, '')}`);
+    }
+  }
   let s3: typeof import('../s3.js');
   try {
     s3 = await import('../s3.js');
@@ -80,7 +86,7 @@ export async function startServer(
       });
     } catch (err) {
       await ops.close();
-      throw new ConfigError((err as Error).message.replace(/^koa-appr: /, ''));
+      throw new ConfigError(settingOf(err) + (err as Error).message.replace(/^koa-appr: /, ''));
     }
     // Request log, /metrics, /healthz and /readyz: outside the prefix, before the registry.
     for (const middleware of ops.middleware(registryOf(router))) app.use(middleware);
@@ -116,6 +122,16 @@ export async function startServer(
     await storage.close?.();
     throw err;
   }
+}
+
+/**
+ * `APPR_PREFIX (--prefix): ` when the router refused the option that setting gives (an `OptionError` names the
+ * option, not where the server took its value from), else nothing.
+ */
+function settingOf(err: unknown): string {
+  const option = (err as { option?: unknown } | null)?.option;
+  const setting = typeof option === 'string' ? SETTINGS.find((s) => s.option === option) : undefined;
+  return setting ? `${setting.env} (--${setting.flag}): ` : '';
 }
 
 /**

@@ -3,6 +3,7 @@
  * the prefix, the audit log from `APPR_AUDIT_LOG`, one JSON log line per request, and the `gc` sub-command over the
  * same store, all configured from the environment alone.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -82,6 +83,32 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
     const report = JSON.parse(dry.out.trim().split('\n').pop() as string);
     expect(report.dryRun).to.equal(true);
     expect(JSON.stringify(report)).to.contain('acme');
+  });
+});
+
+describe('koa-appr gc and users: mistakes an operator makes', function () {
+  this.timeout(30_000);
+  let dir: string;
+  tempDir('appr-cli-', 'all', (path) => {
+    dir = path;
+  });
+
+  it('refuses gc over a data directory that does not exist (a mistyped APPR_STORAGE), and creates nothing', async () => {
+    const missing = join(dir, 'no-such-data');
+    const run = await runCli(['gc', '--dry-run'], { APPR_STORAGE: missing });
+    expect(run.code, run.out).to.equal(2);
+    expect(run.out).to.contain(`APPR_STORAGE=${missing}`).and.contain('does not exist');
+    expect(existsSync(missing)).to.equal(false);
+  });
+
+  it('says once who speaks, and which name is wrong, when users add gets a bad user name', async () => {
+    const file = join(dir, 'users.json');
+    const run = await runCli(['users', '--file', file, 'add', 'bad name', '--password', 'pw-123456']);
+    expect(run.code).to.equal(1);
+    expect(run.out)
+      .to.contain('koa-appr users: ')
+      .and.contain('"bad name"')
+      .and.not.contain('koa-appr users: koa-appr:');
   });
 });
 

@@ -111,6 +111,17 @@ describe('koa-appr serve: settings from flags and environment', () => {
     });
   }
 
+  it('refuses an empty flag (which would be an empty path or name), except --prefix= which mounts at the root', () => {
+    for (const flag of ['storage', 'users', 'host', 'audit-log']) {
+      expect(() => parseServerConfig([`--${flag}=`], {}), flag).to.throw(ConfigError, `--${flag}=""`);
+    }
+    expect(() => parseServerConfig(['--storage='], {})).to.throw(
+      ConfigError,
+      'APPR_STORAGE (--storage) must not be empty',
+    );
+    expect(parseServerConfig(['--prefix='], {}).config.prefix).to.equal('');
+  });
+
   it('refuses an unknown flag, a positional argument and a flag without a value', () => {
     expect(() => parseServerConfig(['--max-push-szie', '10'], {})).to.throw(ConfigError, "'--max-push-szie'");
     expect(() => parseServerConfig(['extra'], {})).to.throw(ConfigError, 'extra');
@@ -220,6 +231,18 @@ describe('koa-appr serve: what the settings do', function () {
     const server = await start(['--public-url', 'https://registry.example.com/appr', '--prefix', '/pub']);
     const res = await fetch(`${new URL(server.url).origin}/.well-known/app-registry-uri.json`);
     expect((await res.json()).uri_prefix).to.equal('https://registry.example.com/appr');
+  });
+
+  it('names the variable and the flag when the router refuses a setting the table let through', async () => {
+    const { config } = parseServerConfig(['--port', '0', '--storage', dir], { APPR_PREFIX: 'cnr' });
+    let error: unknown;
+    try {
+      running.push(await startServer(config, quiet));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.be.instanceOf(ConfigError);
+    expect((error as Error).message).to.match(/^APPR_PREFIX \(--prefix\): option "prefix" must be a path like "\/cnr"/);
   });
 
   it('fails at start-up naming APPR_USERS when the user file cannot be read', async () => {
