@@ -210,7 +210,13 @@ async function accessFromConfig(
       log: (message: string) => logger.warn({}, message),
     });
   } catch (err) {
-    throw new ConfigError(`APPR_USERS=${config.users}: ${(err as Error).message}`);
+    // The secret came from APPR_SECRET, not the file; and the library's message would print it.
+    if (config.secret && (err as { option?: unknown }).option === 'secret') {
+      throw new ConfigError(
+        'APPR_SECRET (--secret) must be at least 16 characters: it signs login tokens (its value is not shown)',
+      );
+    }
+    throw new ConfigError(`APPR_USERS=${config.users}: ${(err as Error).message.replace(/^koa-appr: /, '')}`);
   }
   const log = [
     `koa-appr: users from ${config.users} (${users.usernames.length} users; anonymous read of public ` +
@@ -242,6 +248,9 @@ export function connectionsCheckingIntervalMs(config: Pick<ServerConfig, 'reques
   return Math.max(1, Math.min(30_000, Math.ceil(Math.min(...timeouts, 60_000) / 2)));
 }
 
+/** Errors of `listen` that a different HOST or PORT fixes: exit code 2, as for any bad setting. */
+const LISTEN_SETTING_ERRORS = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
+
 function listen(app: Koa, config: ServerConfig): Promise<Server> {
   const handle = app.callback();
   return new Promise((resolve, reject) => {
@@ -256,7 +265,7 @@ function listen(app: Koa, config: ServerConfig): Promise<Server> {
     server.listen(config.port, config.host);
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(
-        err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+        LISTEN_SETTING_ERRORS.has(err.code ?? '')
           ? new ConfigError(`cannot listen on ${config.host}:${config.port} (HOST/PORT): ${err.code}`)
           : err,
       );

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,8 @@ import { makeTarGz } from '../helpers/blobs.js';
 import { parseRawResponse } from '../helpers/http.js';
 import { runCli, startInstance } from '../helpers/instances.js';
 import { tempDir } from '../helpers/temp.js';
+import { userFile } from '../helpers/users.js';
+import { writeUserFile } from '../../lib/auth/user-store.js';
 
 const quiet = (): void => undefined;
 
@@ -243,6 +245,37 @@ describe('koa-appr serve: what the settings do', function () {
     }
     expect(error).to.be.instanceOf(ConfigError);
     expect((error as Error).message).to.match(/^APPR_PREFIX \(--prefix\): option "prefix" must be a path like "\/cnr"/);
+  });
+
+  /** The error `startServer` rejects with for these flags, or undefined when it started. */
+  const startError = async (argv: string[], env: Record<string, string> = {}): Promise<Error | undefined> => {
+    const { config } = parseServerConfig(['--port', '0', '--storage', dir, ...argv], env);
+    try {
+      running.push(await startServer(config, quiet));
+      return undefined;
+    } catch (err) {
+      return err as Error;
+    }
+  };
+
+  it('names APPR_SECRET, and never prints it, when the secret is too short; says "koa-appr" once', async () => {
+    const users = join(dir, 'users-secret.json');
+    await writeUserFile(users, await userFile({ alice: ['alice-pw'] }));
+    const error = await startError(['--users', users], { APPR_SECRET: 'short-secret' });
+    expect(error).to.be.instanceOf(ConfigError);
+    expect(error!.message).to.include('APPR_SECRET (--secret)').and.include('16');
+    expect(error!.message).not.to.include('short-secret').and.not.to.include('koa-appr:');
+    const broken = join(dir, 'users-broken.json');
+    await writeFile(broken, '{not json');
+    const parse = await startError(['--users', broken]);
+    expect(parse!.message).to.match(/^APPR_USERS=.*users-broken\.json: .*not valid JSON/);
+    expect(parse!.message).not.to.include('koa-appr:');
+  });
+
+  it('refuses, as a bad setting, a listen address that does not resolve', async () => {
+    const error = await startError(['--host', 'no-such-host.invalid']);
+    expect(error).to.be.instanceOf(ConfigError);
+    expect(error!.message).to.include('cannot listen on no-such-host.invalid').and.include('HOST');
   });
 
   it('fails at start-up naming APPR_USERS when the user file cannot be read', async () => {
