@@ -5,6 +5,7 @@
 import { Server as NetServer, type Socket } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer, STATUS_CODES } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import Koa from 'koa';
 import { UserStore, type StoreUser } from '../auth/user-store.js';
 import { ApprError, ERRORS, type ErrorCode } from '../errors.js';
@@ -140,10 +141,17 @@ function settingOf(err: unknown): string {
  * It does not stop the server: the store may come up later, and `/readyz` says when. Runs after the port is bound
  * (it may take up to 5 s against an unreachable store); resolves when done, never rejects.
  */
-function warnIfStorageUnready(registry: Pick<Registry, 'health'>, spec: string, logger: Logger): Promise<void> {
+function warnIfStorageUnready(
+  registry: Pick<Registry, 'health' | 'storage'>,
+  spec: string,
+  logger: Logger,
+): Promise<void> {
   return registry.health().then(
-    (report) => {
-      if (report.storage.reachable && report.storage.writable) return;
+    async (report) => {
+      if (report.storage.reachable && report.storage.writable) {
+        await warnIfConditionalWritesFail(registry.storage, spec, logger);
+        return;
+      }
       const problem = report.storage.reachable ? 'is not writable' : 'is not reachable';
       logger.warn(
         { storage: spec, storageHealth: report.storage },
@@ -152,6 +160,35 @@ function warnIfStorageUnready(registry: Pick<Registry, 'health'>, spec: string, 
     },
     () => undefined,
   );
+}
+
+/**
+ * Every change of a package is a write conditional on the ETag its read returned (`If-Match`). A store that
+ * refuses that (Ceph RGW compares `If-Match` with its unquoted ETag, so it refuses every quoted one unless
+ * `S3_IFMATCH_UNQUOTED=1`) takes a package's first push and then answers every change of it 503 once the
+ * compare-and-swap gives up, logged as contention. A probe key is created, replaced on its own ETag and deleted, so
+ * the start-up log says what is wrong instead. Never rejects; a store that fails here otherwise is the health
+ * check's to report.
+ */
+async function warnIfConditionalWritesFail(storage: StorageAdapter, spec: string, logger: Logger): Promise<void> {
+  const key = `health/if-match-${randomBytes(8).toString('hex')}`;
+  try {
+    const etag = await storage.put(key, Buffer.from('1'), { ifNoneMatch: '*' });
+    if (etag === null) return;
+    if ((await storage.put(key, Buffer.from('2'), { ifMatch: etag })) !== null) return;
+    const hint = spec.startsWith('s3://')
+      ? ' On Ceph RGW set S3_IFMATCH_UNQUOTED=1; check that any other S3 server supports If-Match on PutObject.'
+      : '';
+    logger.warn(
+      { storage: spec },
+      `koa-appr: storage ${spec} refused a write conditional on the ETag it had just given (If-Match): every ` +
+        `change of a package after its first push will be answered 503.${hint}`,
+    );
+  } catch {
+    // An outage: the health check above reports it.
+  } finally {
+    await storage.delete(key).catch(() => undefined);
+  }
 }
 
 function routerOptions(

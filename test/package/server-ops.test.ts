@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { makeTarGz } from '../helpers/blobs.js';
 import { runCli, startInstance, type Instance } from '../helpers/instances.js';
-import { describeWithS3 } from '../helpers/s3-env.js';
+import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
 import { tempDir } from '../helpers/temp.js';
 
 describe('koa-appr serve: metrics, health, audit log, request log and gc from the environment', function () {
@@ -137,6 +137,23 @@ describe('koa-appr serve: a store that is not usable at start-up', function () {
       } finally {
         await instance.stop();
       }
+    });
+  });
+
+  describeWithS3('on Ceph RGW without S3_IFMATCH_UNQUOTED', () => {
+    it('logs that the store refused a write conditional on its own ETag, naming S3_IFMATCH_UNQUOTED', async () => {
+      const storage = `s3://${S3_BUCKET}/${uniqueS3Prefix('ifmatch')}`;
+      const instance = await startInstance({ APPR_STORAGE: storage, S3_IFMATCH_UNQUOTED: '0' });
+      try {
+        const warning = /refused a write conditional on the ETag it had just given .*S3_IFMATCH_UNQUOTED=1/;
+        expect(await outputMatching(instance, warning)).to.match(warning);
+      } finally {
+        await instance.stop();
+      }
+      // With the variable (the environment's), the same store passes: the check ends before the server stops.
+      const good = await startInstance({ APPR_STORAGE: storage });
+      await good.stop();
+      expect(good.output()).to.not.match(/conditional/);
     });
   });
 
