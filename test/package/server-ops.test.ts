@@ -101,6 +101,13 @@ describe('koa-appr gc and users: mistakes an operator makes', function () {
     expect(existsSync(missing)).to.equal(false);
   });
 
+  it('says that the user file does not exist when users list is given a wrong path', async () => {
+    const missing = join(dir, 'no-such-users.json');
+    const run = await runCli(['users', '--file', missing, 'list']);
+    expect(run.code).to.equal(1);
+    expect(run.out).to.contain(`${missing}: no such file`).and.not.contain('anonymous read');
+  });
+
   it('says once who speaks, and which name is wrong, when users add gets a bad user name', async () => {
     const file = join(dir, 'users.json');
     const run = await runCli(['users', '--file', file, 'add', 'bad name', '--password', 'pw-123456']);
