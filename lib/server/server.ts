@@ -6,6 +6,7 @@ import { Server as NetServer, type Socket } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer, STATUS_CODES } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import Koa from 'koa';
 import { UserStore, type StoreUser } from '../auth/user-store.js';
 import { ApprError, ERRORS, type ErrorCode } from '../errors.js';
@@ -67,6 +68,7 @@ export async function startServer(
   config: ServerConfig,
   log: (line: string) => void = console.log,
 ): Promise<RunningServer> {
+  if (config.auditLog && config.auditLog !== '-') await checkAuditLog(config.auditLog);
   const storage = await storageFromSpec(config.storage);
   try {
     const ops = serverOps({
@@ -122,6 +124,20 @@ export async function startServer(
   } catch (err) {
     await storage.close?.();
     throw err;
+  }
+}
+
+/**
+ * The audit log file opens for appending (and exists afterwards, as the log would create it). Once the server runs,
+ * a file that cannot be written is only logged and every change goes unaudited: a path that cannot work is a bad
+ * setting, refused before the server listens.
+ */
+async function checkAuditLog(path: string): Promise<void> {
+  try {
+    await (await open(path, 'a', 0o640)).close();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new ConfigError(`APPR_AUDIT_LOG=${path}: cannot be opened for appending (${code})`);
   }
 }
 

@@ -272,6 +272,15 @@ describe('koa-appr serve: what the settings do', function () {
     expect(parse!.message).not.to.include('koa-appr:');
   });
 
+  it('refuses an audit log it cannot open for appending, before listening (changes would go unaudited)', async () => {
+    for (const path of [join(dir, 'no-such-dir', 'audit.jsonl'), dir]) {
+      const error = await startError(['--audit-log', path]);
+      expect(error, path).to.be.instanceOf(ConfigError);
+      expect(error!.message).to.include(`APPR_AUDIT_LOG=${path}`);
+    }
+    expect(await startError(['--audit-log', join(dir, 'audit.jsonl')])).to.equal(undefined);
+  });
+
   it('refuses, as a bad setting, a listen address that does not resolve', async () => {
     const error = await startError(['--host', 'no-such-host.invalid']);
     expect(error).to.be.instanceOf(ConfigError);
