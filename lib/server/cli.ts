@@ -7,6 +7,7 @@
  *
  * Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a failure at run time, 2 on bad usage or settings.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import process from 'node:process';
 import { ConfigError, parseServerConfig, serveHelp } from './config.js';
@@ -79,6 +80,14 @@ async function gc(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const { config } = parseServerConfig([]);
+  // Opening a filesystem store creates its directory: a mistyped path would be collected as an empty store.
+  if (!config.storage.startsWith('s3://') && !existsSync(config.storage)) {
+    const named = process.env.APPR_STORAGE
+      ? `APPR_STORAGE=${config.storage}`
+      : `${config.storage} (APPR_STORAGE unset)`;
+    console.error(`koa-appr: ${named} does not exist: gc collects the store the server uses, set APPR_STORAGE to it`);
+    return 2;
+  }
   const storage = await storageFromSpec(config.storage);
   try {
     const registry = new Registry({ storage });
@@ -128,7 +137,9 @@ run(process.argv.slice(2)).then(
       console.error(`koa-appr: ${err.message}`);
       process.exit(2);
     }
-    console.error(process.argv[2] === 'users' ? `koa-appr users: ${(err as Error).message}` : err);
+    // The library's messages start with "koa-appr: " already.
+    const message = String((err as Error).message).replace(/^koa-appr: /, '');
+    console.error(process.argv[2] === 'users' ? `koa-appr users: ${message}` : err);
     process.exit(1);
   },
 );

@@ -25,6 +25,11 @@ export interface Setting {
   readonly help: string;
   /** An empty value is a value (`APPR_PREFIX=` mounts at the root), not "unset". */
   readonly emptyAllowed?: boolean;
+  /**
+   * The router option it sets (`OptionError.option`: `prefix`, `cache.maxBytes`...), so that an option the router
+   * refuses is reported under the setting's variable and flag.
+   */
+  readonly option?: string;
 }
 
 export interface ServerConfig {
@@ -66,6 +71,7 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'port', env: 'PORT', flag: 'port', kind: 'port', default: '5000', help: 'listen port (0 picks a free one)' },
   {
     name: 'prefix',
+    option: 'prefix',
     env: 'APPR_PREFIX',
     flag: 'prefix',
     kind: 'string',
@@ -99,6 +105,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'publicUrl',
+    option: 'publicUrl',
     env: 'APPR_PUBLIC_URL',
     flag: 'public-url',
     kind: 'url',
@@ -107,6 +114,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'maxPushSize',
+    option: 'maxPushSize',
     env: 'APPR_MAX_PUSH_SIZE',
     flag: 'max-push-size',
     kind: 'bytes',
@@ -115,6 +123,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'maxUnpackedSize',
+    option: 'maxUnpackedSize',
     env: 'APPR_MAX_UNPACKED_SIZE',
     flag: 'max-unpacked-size',
     kind: 'bytes',
@@ -123,6 +132,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'maxPackageBytes',
+    option: 'maxPackageBytes',
     env: 'APPR_MAX_PACKAGE_BYTES',
     flag: 'max-package-bytes',
     kind: 'bytes',
@@ -131,6 +141,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'defaultVisibility',
+    option: 'defaultVisibility',
     env: 'APPR_DEFAULT_VISIBILITY',
     flag: 'default-visibility',
     kind: 'visibility',
@@ -139,6 +150,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'cors',
+    option: 'cors',
     env: 'APPR_CORS',
     flag: 'cors',
     kind: 'boolean',
@@ -147,6 +159,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'errorEnvelope',
+    option: 'errorEnvelope',
     env: 'APPR_ERROR_ENVELOPE',
     flag: 'error-envelope',
     kind: 'boolean',
@@ -155,6 +168,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'discovery',
+    option: 'discovery',
     env: 'APPR_DISCOVERY',
     flag: 'discovery',
     kind: 'boolean',
@@ -163,6 +177,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'cacheBytes',
+    option: 'cache.maxBytes',
     env: 'APPR_CACHE_BYTES',
     flag: 'cache-bytes',
     kind: 'bytes',
@@ -171,6 +186,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'blobCacheBytes',
+    option: 'cache.blobMaxBytes',
     env: 'APPR_BLOB_CACHE_BYTES',
     flag: 'blob-cache-bytes',
     kind: 'bytesOrZero',
@@ -179,6 +195,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'blobCacheMaxSize',
+    option: 'cache.blobMaxSize',
     env: 'APPR_BLOB_CACHE_MAX_SIZE',
     flag: 'blob-cache-max-size',
     kind: 'bytesOrZero',
@@ -187,6 +204,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'pollMs',
+    option: 'coherence.pollMs',
     env: 'APPR_POLL_MS',
     flag: 'poll-ms',
     kind: 'ms',
@@ -195,6 +213,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'storageTimeoutMs',
+    option: 'storageTimeoutMs',
     env: 'APPR_STORAGE_TIMEOUT_MS',
     flag: 'storage-timeout-ms',
     kind: 'ms',
@@ -203,6 +222,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'helm',
+    option: 'helm',
     env: 'APPR_HELM',
     flag: 'helm',
     kind: 'boolean',
@@ -211,6 +231,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'maxPushBytesInFlight',
+    option: 'maxPushBytesInFlight',
     env: 'APPR_MAX_PUSH_BYTES_IN_FLIGHT',
     flag: 'max-push-bytes-in-flight',
     kind: 'bytes',
@@ -345,7 +366,8 @@ export interface ParsedCommandLine {
 /**
  * The configuration from flags (`--max-push-size 1000` or `--max-push-size=1000`) over environment variables
  * over defaults. An empty environment variable counts as unset (except `APPR_PREFIX`). Throws `ConfigError` for an unknown flag, a
- * flag without a value, a value its kind does not accept, or a head timeout longer than the request timeout.
+ * flag without a value or with an empty one (but `--prefix=`), a value its kind does not accept, or a head timeout
+ * longer than the request timeout.
  */
 export function parseServerConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommandLine {
   let values: Record<string, string | boolean | undefined>;
@@ -369,6 +391,14 @@ export function parseServerConfig(argv: readonly string[], env: NodeJS.ProcessEn
     let text: string | undefined;
     let source: string;
     if (typeof fromFlag === 'string') {
+      // An empty variable is unset, but an empty flag is a mistake (`--storage=` would be an empty path and
+      // `--users=` an open registry): refused rather than guessed at.
+      if (fromFlag === '' && !setting.emptyAllowed) {
+        throw new ConfigError(
+          `--${setting.flag}="" is not valid: ${setting.env} (--${setting.flag}) must not be empty ` +
+            '(leave the flag out for the variable or the default)',
+        );
+      }
       text = fromFlag;
       source = `--${setting.flag}`;
     } else if (fromEnv !== undefined && (fromEnv !== '' || setting.emptyAllowed)) {
@@ -407,10 +437,11 @@ export function serveHelp(): string {
     'Runs the registry over HTTP. Every setting is a flag or an environment variable (the flag wins).',
     '',
   ];
+  // The value's placeholder is its kind (`<ms>`, `<port>`...); what each accepts follows on the next line.
+  const usage = (s: Setting): string => `  --${s.flag} <${s.kind === 'bytesOrZero' ? 'bytes' : s.kind}>`;
+  const width = Math.max(...SETTINGS.map((s) => usage(s).length)) + 1;
   for (const s of SETTINGS) {
-    lines.push(
-      `${`  --${s.flag} <${s.kind}>`.padEnd(36)} ${s.env}${s.default === undefined ? '' : ` (default ${s.default})`}`,
-    );
+    lines.push(`${usage(s).padEnd(width)} ${s.env}${s.default === undefined ? '' : ` (default ${s.default})`}`);
     lines.push(`      ${s.help}${s.kind === 'string' ? '' : `; ${ACCEPTS[s.kind]}`}`);
   }
   lines.push(

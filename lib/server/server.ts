@@ -5,6 +5,8 @@
 import { Server as NetServer, type Socket } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer, STATUS_CODES } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import Koa from 'koa';
 import { UserStore, type StoreUser } from '../auth/user-store.js';
 import { ApprError, ERRORS, type ErrorCode } from '../errors.js';
@@ -15,7 +17,7 @@ import { serverOps } from '../ops/server.js';
 import type { ApprRouterOptions } from '../http/options.js';
 import { FsStorage } from '../storage/fs.js';
 import type { StorageAdapter } from '../storage/types.js';
-import { ConfigError, type ServerConfig } from './config.js';
+import { ConfigError, SETTINGS, type ServerConfig } from './config.js';
 
 export interface RunningServer {
   readonly server: Server;
@@ -32,7 +34,13 @@ export interface RunningServer {
 
 /** `s3://bucket/prefix` or a directory. The S3 adapter (and its SDK) is loaded only for an s3:// URL. */
 export async function storageFromSpec(spec: string): Promise<StorageAdapter> {
-  if (!spec.startsWith('s3://')) return new FsStorage({ root: spec });
+  if (!spec.startsWith('s3://')) {
+    try {
+      return new FsStorage({ root: spec });
+    } catch (err) {
+      throw new ConfigError(`APPR_STORAGE: ${(err as Error).message.replace(/^koa-appr: /, '')}`);
+    }
+  }
   let s3: typeof import('../s3.js');
   try {
     s3 = await import('../s3.js');
@@ -60,6 +68,7 @@ export async function startServer(
   config: ServerConfig,
   log: (line: string) => void = console.log,
 ): Promise<RunningServer> {
+  if (config.auditLog && config.auditLog !== '-') await checkAuditLog(config.auditLog);
   const storage = await storageFromSpec(config.storage);
   try {
     const ops = serverOps({
@@ -80,7 +89,7 @@ export async function startServer(
       });
     } catch (err) {
       await ops.close();
-      throw new ConfigError((err as Error).message.replace(/^koa-appr: /, ''));
+      throw new ConfigError(settingOf(err) + (err as Error).message.replace(/^koa-appr: /, ''));
     }
     // Request log, /metrics, /healthz and /readyz: outside the prefix, before the registry.
     for (const middleware of ops.middleware(registryOf(router))) app.use(middleware);
@@ -119,15 +128,46 @@ export async function startServer(
 }
 
 /**
+ * The audit log file opens for appending (and exists afterwards, as the log would create it). Once the server runs,
+ * a file that cannot be written is only logged and every change goes unaudited: a path that cannot work is a bad
+ * setting, refused before the server listens.
+ */
+async function checkAuditLog(path: string): Promise<void> {
+  try {
+    await (await open(path, 'a', 0o640)).close();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new ConfigError(`APPR_AUDIT_LOG=${path}: cannot be opened for appending (${code})`);
+  }
+}
+
+/**
+ * `APPR_PREFIX (--prefix): ` when the router refused the option that setting gives (an `OptionError` names the
+ * option, not where the server took its value from), else nothing.
+ */
+function settingOf(err: unknown): string {
+  const option = (err as { option?: unknown } | null)?.option;
+  const setting = typeof option === 'string' ? SETTINGS.find((s) => s.option === option) : undefined;
+  return setting ? `${setting.env} (--${setting.flag}): ` : '';
+}
+
+/**
  * A start-up probe of the store (the readiness check), so that a misconfigured store (a bucket that does not
  * exist, a directory that cannot be written) shows in the log at once instead of as 503s to the first clients.
  * It does not stop the server: the store may come up later, and `/readyz` says when. Runs after the port is bound
  * (it may take up to 5 s against an unreachable store); resolves when done, never rejects.
  */
-function warnIfStorageUnready(registry: Pick<Registry, 'health'>, spec: string, logger: Logger): Promise<void> {
+function warnIfStorageUnready(
+  registry: Pick<Registry, 'health' | 'storage'>,
+  spec: string,
+  logger: Logger,
+): Promise<void> {
   return registry.health().then(
-    (report) => {
-      if (report.storage.reachable && report.storage.writable) return;
+    async (report) => {
+      if (report.storage.reachable && report.storage.writable) {
+        await warnIfConditionalWritesFail(registry.storage, spec, logger);
+        return;
+      }
       const problem = report.storage.reachable ? 'is not writable' : 'is not reachable';
       logger.warn(
         { storage: spec, storageHealth: report.storage },
@@ -136,6 +176,35 @@ function warnIfStorageUnready(registry: Pick<Registry, 'health'>, spec: string, 
     },
     () => undefined,
   );
+}
+
+/**
+ * Every change of a package is a write conditional on the ETag its read returned (`If-Match`). A store that
+ * refuses that (Ceph RGW compares `If-Match` with its unquoted ETag, so it refuses every quoted one unless
+ * `S3_IFMATCH_UNQUOTED=1`) takes a package's first push and then answers every change of it 503 once the
+ * compare-and-swap gives up, logged as contention. A probe key is created, replaced on its own ETag and deleted, so
+ * the start-up log says what is wrong instead. Never rejects; a store that fails here otherwise is the health
+ * check's to report.
+ */
+async function warnIfConditionalWritesFail(storage: StorageAdapter, spec: string, logger: Logger): Promise<void> {
+  const key = `health/if-match-${randomBytes(8).toString('hex')}`;
+  try {
+    const etag = await storage.put(key, Buffer.from('1'), { ifNoneMatch: '*' });
+    if (etag === null) return;
+    if ((await storage.put(key, Buffer.from('2'), { ifMatch: etag })) !== null) return;
+    const hint = spec.startsWith('s3://')
+      ? ' On Ceph RGW set S3_IFMATCH_UNQUOTED=1; check that any other S3 server supports If-Match on PutObject.'
+      : '';
+    logger.warn(
+      { storage: spec },
+      `koa-appr: storage ${spec} refused a write conditional on the ETag it had just given (If-Match): every ` +
+        `change of a package after its first push will be answered 503.${hint}`,
+    );
+  } catch {
+    // An outage: the health check above reports it.
+  } finally {
+    await storage.delete(key).catch(() => undefined);
+  }
 }
 
 function routerOptions(
@@ -194,7 +263,13 @@ async function accessFromConfig(
       log: (message: string) => logger.warn({}, message),
     });
   } catch (err) {
-    throw new ConfigError(`APPR_USERS=${config.users}: ${(err as Error).message}`);
+    // The secret came from APPR_SECRET, not the file; and the library's message would print it.
+    if (config.secret && (err as { option?: unknown }).option === 'secret') {
+      throw new ConfigError(
+        'APPR_SECRET (--secret) must be at least 16 characters: it signs login tokens (its value is not shown)',
+      );
+    }
+    throw new ConfigError(`APPR_USERS=${config.users}: ${(err as Error).message.replace(/^koa-appr: /, '')}`);
   }
   const log = [
     `koa-appr: users from ${config.users} (${users.usernames.length} users; anonymous read of public ` +
@@ -226,6 +301,9 @@ export function connectionsCheckingIntervalMs(config: Pick<ServerConfig, 'reques
   return Math.max(1, Math.min(30_000, Math.ceil(Math.min(...timeouts, 60_000) / 2)));
 }
 
+/** Errors of `listen` that a different HOST or PORT fixes: exit code 2, as for any bad setting. */
+const LISTEN_SETTING_ERRORS = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
+
 function listen(app: Koa, config: ServerConfig): Promise<Server> {
   const handle = app.callback();
   return new Promise((resolve, reject) => {
@@ -240,7 +318,7 @@ function listen(app: Koa, config: ServerConfig): Promise<Server> {
     server.listen(config.port, config.host);
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(
-        err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+        LISTEN_SETTING_ERRORS.has(err.code ?? '')
           ? new ConfigError(`cannot listen on ${config.host}:${config.port} (HOST/PORT): ${err.code}`)
           : err,
       );

@@ -89,6 +89,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'list': {
+      // Only the commands that change the file create it: listing a mistyped path must not show an empty store.
+      if (!existsSync(file)) throw new Error(`${file}: no such file (add creates it)`);
       const data = await load();
       console.log(
         `${file}: anonymous read ${data.anonymousRead ? 'on' : 'off'}, new packages ` +

@@ -3,13 +3,14 @@
  * the prefix, the audit log from `APPR_AUDIT_LOG`, one JSON log line per request, and the `gc` sub-command over the
  * same store, all configured from the environment alone.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { makeTarGz } from '../helpers/blobs.js';
 import { runCli, startInstance, type Instance } from '../helpers/instances.js';
-import { describeWithS3 } from '../helpers/s3-env.js';
+import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
 import { tempDir } from '../helpers/temp.js';
 
 describe('koa-appr serve: metrics, health, audit log, request log and gc from the environment', function () {
@@ -85,6 +86,39 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
   });
 });
 
+describe('koa-appr gc and users: mistakes an operator makes', function () {
+  this.timeout(30_000);
+  let dir: string;
+  tempDir('appr-cli-', 'all', (path) => {
+    dir = path;
+  });
+
+  it('refuses gc over a data directory that does not exist (a mistyped APPR_STORAGE), and creates nothing', async () => {
+    const missing = join(dir, 'no-such-data');
+    const run = await runCli(['gc', '--dry-run'], { APPR_STORAGE: missing });
+    expect(run.code, run.out).to.equal(2);
+    expect(run.out).to.contain(`APPR_STORAGE=${missing}`).and.contain('does not exist');
+    expect(existsSync(missing)).to.equal(false);
+  });
+
+  it('says that the user file does not exist when users list is given a wrong path', async () => {
+    const missing = join(dir, 'no-such-users.json');
+    const run = await runCli(['users', '--file', missing, 'list']);
+    expect(run.code).to.equal(1);
+    expect(run.out).to.contain(`${missing}: no such file`).and.not.contain('anonymous read');
+  });
+
+  it('says once who speaks, and which name is wrong, when users add gets a bad user name', async () => {
+    const file = join(dir, 'users.json');
+    const run = await runCli(['users', '--file', file, 'add', 'bad name', '--password', 'pw-123456']);
+    expect(run.code).to.equal(1);
+    expect(run.out)
+      .to.contain('koa-appr users: ')
+      .and.contain('"bad name"')
+      .and.not.contain('koa-appr users: koa-appr:');
+  });
+});
+
 /** Wait (bounded) until the instance's output matches, so a start-up line logged after "listening" can be read. */
 async function outputMatching(instance: Instance, pattern: RegExp): Promise<string> {
   for (let i = 0; i < 600 && !pattern.test(instance.output()); i++) await sleep(50);
@@ -110,6 +144,23 @@ describe('koa-appr serve: a store that is not usable at start-up', function () {
       } finally {
         await instance.stop();
       }
+    });
+  });
+
+  describeWithS3('on Ceph RGW without S3_IFMATCH_UNQUOTED', () => {
+    it('logs that the store refused a write conditional on its own ETag, naming S3_IFMATCH_UNQUOTED', async () => {
+      const storage = `s3://${S3_BUCKET}/${uniqueS3Prefix('ifmatch')}`;
+      const instance = await startInstance({ APPR_STORAGE: storage, S3_IFMATCH_UNQUOTED: '0' });
+      try {
+        const warning = /refused a write conditional on the ETag it had just given .*S3_IFMATCH_UNQUOTED=1/;
+        expect(await outputMatching(instance, warning)).to.match(warning);
+      } finally {
+        await instance.stop();
+      }
+      // With the variable (the environment's), the same store passes: the check ends before the server stops.
+      const good = await startInstance({ APPR_STORAGE: storage });
+      await good.stop();
+      expect(good.output()).to.not.match(/conditional/);
     });
   });
 

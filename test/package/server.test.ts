@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,8 @@ import { makeTarGz } from '../helpers/blobs.js';
 import { parseRawResponse } from '../helpers/http.js';
 import { runCli, startInstance } from '../helpers/instances.js';
 import { tempDir } from '../helpers/temp.js';
+import { userFile } from '../helpers/users.js';
+import { writeUserFile } from '../../lib/auth/user-store.js';
 
 const quiet = (): void => undefined;
 
@@ -110,6 +112,17 @@ describe('koa-appr serve: settings from flags and environment', () => {
       }
     });
   }
+
+  it('refuses an empty flag (which would be an empty path or name), except --prefix= which mounts at the root', () => {
+    for (const flag of ['storage', 'users', 'host', 'audit-log']) {
+      expect(() => parseServerConfig([`--${flag}=`], {}), flag).to.throw(ConfigError, `--${flag}=""`);
+    }
+    expect(() => parseServerConfig(['--storage='], {})).to.throw(
+      ConfigError,
+      'APPR_STORAGE (--storage) must not be empty',
+    );
+    expect(parseServerConfig(['--prefix='], {}).config.prefix).to.equal('');
+  });
 
   it('refuses an unknown flag, a positional argument and a flag without a value', () => {
     expect(() => parseServerConfig(['--max-push-szie', '10'], {})).to.throw(ConfigError, "'--max-push-szie'");
@@ -220,6 +233,58 @@ describe('koa-appr serve: what the settings do', function () {
     const server = await start(['--public-url', 'https://registry.example.com/appr', '--prefix', '/pub']);
     const res = await fetch(`${new URL(server.url).origin}/.well-known/app-registry-uri.json`);
     expect((await res.json()).uri_prefix).to.equal('https://registry.example.com/appr');
+  });
+
+  it('names the variable and the flag when the router refuses a setting the table let through', async () => {
+    const { config } = parseServerConfig(['--port', '0', '--storage', dir], { APPR_PREFIX: 'cnr' });
+    let error: unknown;
+    try {
+      running.push(await startServer(config, quiet));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.be.instanceOf(ConfigError);
+    expect((error as Error).message).to.match(/^APPR_PREFIX \(--prefix\): option "prefix" must be a path like "\/cnr"/);
+  });
+
+  /** The error `startServer` rejects with for these flags, or undefined when it started. */
+  const startError = async (argv: string[], env: Record<string, string> = {}): Promise<Error | undefined> => {
+    const { config } = parseServerConfig(['--port', '0', '--storage', dir, ...argv], env);
+    try {
+      running.push(await startServer(config, quiet));
+      return undefined;
+    } catch (err) {
+      return err as Error;
+    }
+  };
+
+  it('names APPR_SECRET, and never prints it, when the secret is too short; says "koa-appr" once', async () => {
+    const users = join(dir, 'users-secret.json');
+    await writeUserFile(users, await userFile({ alice: ['alice-pw'] }));
+    const error = await startError(['--users', users], { APPR_SECRET: 'short-secret' });
+    expect(error).to.be.instanceOf(ConfigError);
+    expect(error!.message).to.include('APPR_SECRET (--secret)').and.include('16');
+    expect(error!.message).not.to.include('short-secret').and.not.to.include('koa-appr:');
+    const broken = join(dir, 'users-broken.json');
+    await writeFile(broken, '{not json');
+    const parse = await startError(['--users', broken]);
+    expect(parse!.message).to.match(/^APPR_USERS=.*users-broken\.json: .*not valid JSON/);
+    expect(parse!.message).not.to.include('koa-appr:');
+  });
+
+  it('refuses an audit log it cannot open for appending, before listening (changes would go unaudited)', async () => {
+    for (const path of [join(dir, 'no-such-dir', 'audit.jsonl'), dir]) {
+      const error = await startError(['--audit-log', path]);
+      expect(error, path).to.be.instanceOf(ConfigError);
+      expect(error!.message).to.include(`APPR_AUDIT_LOG=${path}`);
+    }
+    expect(await startError(['--audit-log', join(dir, 'audit.jsonl')])).to.equal(undefined);
+  });
+
+  it('refuses, as a bad setting, a listen address that does not resolve', async () => {
+    const error = await startError(['--host', 'no-such-host.invalid']);
+    expect(error).to.be.instanceOf(ConfigError);
+    expect(error!.message).to.include('cannot listen on no-such-host.invalid').and.include('HOST');
   });
 
   it('fails at start-up naming APPR_USERS when the user file cannot be read', async () => {
