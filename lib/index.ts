@@ -1,6 +1,7 @@
 export { createApprRouter, apprDiscovery, API_VERSION, WELL_KNOWN_PATH } from './http/router.js';
 export type { ApprRouterOptions } from './http/options.js';
 export { DEFAULT_PREFIX, DEFAULT_MAX_PUSH_SIZE } from './http/options.js';
+export { pushBodyLimit } from './http/body-readers.js';
 export { OptionError, APPR_ERR_OPTION } from './options/validate.js';
 export type { ErrorResponse } from './http/options.js';
 export { Registry } from './core/registry.js';

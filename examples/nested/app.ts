@@ -7,16 +7,24 @@
 import Koa from 'koa';
 import Router from '@koa/router';
 import { koaBody } from 'koa-body';
-import { apprDiscovery, createApprRouter, FsStorage, type StorageAdapter } from '../../lib/index.js';
+import {
+  apprDiscovery,
+  createApprRouter,
+  DEFAULT_MAX_PUSH_SIZE,
+  FsStorage,
+  pushBodyLimit,
+  type StorageAdapter,
+} from '../../lib/index.js';
 
 export function buildApp(storage: StorageAdapter): Koa {
   const app = new Koa();
 
   // The host's body parser, first, for its routes and the registry's alike. Its JSON and form limits (1 MB by
-  // default, answered with koa-body's own 413) must be at least the push body limit: about 1.47 x maxPushSize +
-  // 256 KiB, 47 MiB with the default maxPushSize of 32 MiB. Multipart bodies it leaves alone (`multipart` is off):
-  // the registry streams them.
-  app.use(koaBody({ jsonLimit: '48mb', formLimit: '48mb' }));
+  // default, answered with koa-body's own 413) must be at least the push body limit: pushBodyLimit(maxPushSize),
+  // about 1.47 x maxPushSize + 256 KiB (47 MiB with the default maxPushSize of 32 MiB). Multipart bodies it leaves
+  // alone (`multipart` is off): the registry streams them.
+  const limit = pushBodyLimit(DEFAULT_MAX_PUSH_SIZE);
+  app.use(koaBody({ jsonLimit: limit, formLimit: limit }));
 
   const appr = createApprRouter({ storage });
   const portal = new Router();

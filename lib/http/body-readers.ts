@@ -24,9 +24,11 @@ const RETRY_AFTER_SECONDS = 5;
 const BODY = Symbol('koa-appr request values');
 
 /**
- * The byte limit of a push body that carries a tarball of at most `maxPushSize` bytes as base64. The blob's own
- * limit is checked as it is decoded; this one leaves 10% for other valid encodings of it (a form escapes `+`
- * and `/`, about 6%; line-wrapped base64 in JSON adds `\n` escapes, about 3%).
+ * The byte limit of a push body that carries a tarball of at most `maxPushSize` bytes as base64 (both in bytes):
+ * about 1.47 x `maxPushSize` + 256 KiB. The blob's own limit is checked as it is decoded; this one leaves 10% for
+ * other valid encodings of it (a form escapes `+` and `/`, about 6%; line-wrapped base64 in JSON adds `\n`
+ * escapes, about 3%). Public for hosts whose body parser runs before the registry: its JSON and form limits must be
+ * at least this (README "Host body parsers").
  */
 export function pushBodyLimit(maxPushSize: number): number {
   return Math.ceil(4 * Math.ceil(maxPushSize / 3) * 1.1) + ENVELOPE_ALLOWANCE;
