@@ -28,6 +28,7 @@ import { responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
 import { closeAfterAnswer, lingerBounds } from '../http/linger.js';
+import { httpMetricsRecorder } from '../ops/http.js';
 import { readChartArchive, type ChartMetadata } from './chart.js';
 import { chartFileName, HELM_MEDIA_TYPE, HelmRepository, type ChartVersion, type HelmOptions } from './index.js';
 
@@ -54,7 +55,12 @@ export function mountHelmRoutes(
   const base = `${opts.prefix}/helm`;
   const api = '/api/:namespace/charts';
   const deps: Deps = { opts, access, repo };
-  const respond = responder({ ...opts, onResponseError: chartMuseumErrors(opts.onResponseError) });
+  // Counted in the HTTP metrics by route name (`helm-index`, `helm-chart`, `helm-api-*`), as the appr routes are.
+  const respond = responder({
+    ...opts,
+    onResponseError: chartMuseumErrors(opts.onResponseError),
+    record: httpMetricsRecorder(opts.registry.metrics),
+  });
   /**
    * A route under `{prefix}/helm`, guarded for `kind` of access (through `wrap`, when given), whose handler gets its
    * path's parameters typed from the pattern (lib/http/router.ts).
