@@ -13,7 +13,7 @@
  */
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Router from '@koa/router';
@@ -23,10 +23,12 @@ import { ApprError, ERRORS, isApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
+import { consumed } from '../http/body-parser.js';
 import { responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
 import { closeAfterAnswer, lingerBounds } from '../http/linger.js';
+import { httpMetricsRecorder } from '../ops/http.js';
 import { readChartArchive, type ChartMetadata } from './chart.js';
 import { chartFileName, HELM_MEDIA_TYPE, HelmRepository, type ChartVersion, type HelmOptions } from './index.js';
 
@@ -53,7 +55,12 @@ export function mountHelmRoutes(
   const base = `${opts.prefix}/helm`;
   const api = '/api/:namespace/charts';
   const deps: Deps = { opts, access, repo };
-  const respond = responder({ ...opts, onResponseError: chartMuseumErrors(opts.onResponseError) });
+  // Counted in the HTTP metrics by route name (`helm-index`, `helm-chart`, `helm-api-*`), as the appr routes are.
+  const respond = responder({
+    ...opts,
+    onResponseError: chartMuseumErrors(opts.onResponseError),
+    record: httpMetricsRecorder(opts.registry.metrics),
+  });
   /**
    * A route under `{prefix}/helm`, guarded for `kind` of access (through `wrap`, when given), whose handler gets its
    * path's parameters typed from the pattern (lib/http/router.ts).
@@ -363,9 +370,19 @@ function asRelease(chart: ChartMetadata): string {
 /**
  * Run `use` with the upload's chart spooled to a temporary file (at most `limit` bytes; 413 beyond), then remove
  * every temporary file of the request: nothing of the body is held in memory while it arrives. A body refused
- * before it is read whole is answered, then its connection closed without a reset (lib/http/linger.ts).
+ * before it is read whole is answered, then its connection closed without a reset (lib/http/linger.ts). A body a
+ * host parser read before the registry is taken from what the parser left (`hostChart`), never waited for.
  */
 async function withUpload<T>(ctx: Context, limit: number, use: (path: string, size: number) => Promise<T>): Promise<T> {
+  if (consumed(ctx.req)) {
+    const spooled = await hostChart(ctx, limit);
+    try {
+      if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
+      return await use(spooled.path, spooled.size);
+    } finally {
+      await spooled.remove();
+    }
+  }
   const multipart = Boolean(ctx.is('multipart'));
   const announced = Number(ctx.get('Content-Length') || 0);
   if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) {
@@ -455,6 +472,89 @@ async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
     throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
   }
   return { path: chart.filepath, size: chart.size, remove };
+}
+
+type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; files?: unknown };
+
+/**
+ * The chart of a request whose body a host body parser (koa-body, koa-bodyparser) read before the registry, as the
+ * appr push route takes its values (lib/http/body-parser.ts): the request stream is over, so only what the parser
+ * kept can be used, at once.
+ *
+ * - A multipart form a parser kept files of (koa-body's `multipart: true`: `ctx.request.files`, formidable's temp
+ *   files, `filepath`, or `path` before formidable 2): the first `chart` file, read from the parser's temp file,
+ *   which stays the host's to remove. None: 400, as without a host parser. Over `limit`: 413.
+ * - Any other body: the raw bytes the parser kept, `ctx.request.rawBody` (koa-bodyparser; koa-body's
+ *   `includeUnparsed`), older koa-body's `Symbol.for('unparsedBody')` or `ctx.request.body`, as a Buffer or a string
+ *   of bytes (one character per byte, `encoding: 'latin1'`), spooled to a temporary file. Over `limit`: 413.
+ * - Nothing of the bytes kept (a parsed form only), or a string decoded as UTF-8 text (the parsers' default for a
+ *   urlencoded body, what `curl --data-binary` sends: a gzip archive never survives that decoding): 400
+ *   `invalid-usage`, saying to send the chart as `application/gzip` (which the parsers leave unread) or to mount the
+ *   registry before body parsers.
+ */
+async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
+  const request = ctx.request as HostRequest;
+  const files = request.files;
+  if (ctx.is('multipart') && isRecord(files)) {
+    const chart = ([] as unknown[]).concat(files.chart ?? [])[0];
+    const path = isRecord(chart) ? (chart.filepath ?? chart.path) : undefined;
+    if (typeof path !== 'string') throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
+    const size = await stat(path).then(
+      (found) => found.size,
+      () => {
+        // The host's temp file is gone (a clean-up job, a full disk): not the client's fault, and no path is told.
+        throw new ApprError('storage-unavailable', 'The uploaded chart could not be read');
+      },
+    );
+    if (size > limit) throw tooLarge(limit);
+    return { path, size, remove: async () => undefined };
+  }
+  const raw = keptBytes(request);
+  if (raw === 'text') {
+    throw new ApprError(
+      'invalid-usage',
+      `The chart was decoded as text by a body parser that ran before the registry (Content-Type ` +
+        `${preview(ctx.get('Content-Type')) || 'none'}), which loses its bytes: send it with Content-Type: ` +
+        'application/gzip (curl -H "Content-Type: application/gzip" --data-binary @chart.tgz), or mount the registry ' +
+        'before body parsers',
+    );
+  }
+  if (raw === undefined) {
+    throw new ApprError(
+      'invalid-usage',
+      'The request body was read by a body parser before the registry and not kept: send the chart with ' +
+        'Content-Type: application/gzip, or mount the registry before body parsers',
+    );
+  }
+  if (raw.length > limit) throw tooLarge(limit);
+  const dir = await mkdtemp(join(tmpdir(), 'koa-appr-helm-'));
+  const remove = () => rm(dir, { recursive: true, force: true });
+  const path = join(dir, 'chart.tgz');
+  try {
+    await writeFile(path, raw);
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+  return { path, size: raw.length, remove };
+}
+
+/**
+ * The raw body a host parser kept: bytes, `'text'` for a string that cannot be the bytes (a character past
+ * U+00FF: decoded as UTF-8, where every byte that is no UTF-8 became U+FFFD), undefined when none was kept.
+ */
+function keptBytes(request: HostRequest): Buffer | 'text' | undefined {
+  const { body } = request;
+  const unparsed = isRecord(body) ? (body as Record<symbol, unknown>)[Symbol.for('unparsedBody')] : undefined;
+  for (const kept of [request.rawBody, unparsed, body]) {
+    if (Buffer.isBuffer(kept)) return kept;
+    if (typeof kept === 'string') return /[\u0100-\uffff]/.test(kept) ? 'text' : Buffer.from(kept, 'latin1');
+  }
+  return undefined;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
 }
 
 /** At most 80 printable characters of a value from a client's Chart.yaml, for messages. */

@@ -1,8 +1,8 @@
 import type { Context } from 'koa';
 import type { MetricsHooks } from './metrics-hooks.js';
 
-/** Routes whose 200 body is a blob (raw or as JSON): their Content-Length counts as pulled bytes. */
-const PULL_ROUTES = new Set(['pull', 'pull-json', 'blob', 'blob-json']);
+/** Routes whose 200 body is a blob (raw or as JSON; a Helm chart download): their Content-Length counts as pulled bytes. */
+const PULL_ROUTES = new Set(['pull', 'pull-json', 'blob', 'blob-json', 'helm-chart']);
 
 /**
  * Records one request answered by a route: `route` is the route's name, `started` the `performance.now()` at
