@@ -56,6 +56,7 @@ export type {
   ChangeContext,
   PushEvent,
   DeleteEvent,
+  PurgeEvent,
   ChannelAddEvent,
   ChannelRemoveEvent,
   ChannelDeleteEvent,

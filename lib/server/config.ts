@@ -252,7 +252,7 @@ export const SETTINGS: readonly Setting[] = [
     flag: 'audit-log',
     kind: 'string',
     default: undefined,
-    help: 'write one JSON line per change (push, delete, channels, visibility, login) to this file, or - for stdout; unset: none',
+    help: 'write one JSON line per change (push, delete, purge, channels, visibility, login) to this file, or - for stdout; unset: none',
   },
   {
     name: 'logLevel',
