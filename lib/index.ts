@@ -57,6 +57,7 @@ export type {
   ChangeContext,
   PushEvent,
   DeleteEvent,
+  PurgeEvent,
   ChannelAddEvent,
   ChannelRemoveEvent,
   ChannelDeleteEvent,

@@ -764,7 +764,8 @@ export class Registry {
    * digest): every release x media type of the package whose manifest names `digest` is deleted (channels follow,
    * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
    * blob's digest (hex) and the releases x media types it removed, and deletes the blob's Helm chart record. Throws
-   * 404 `package-not-found` when neither the blob nor a release naming it exists.
+   * 404 `package-not-found` when neither the blob nor a release naming it exists. A purge that succeeds sends one
+   * `purge` audit event (`context.actor`); a refused or failed one sends none.
    * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
    * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
    */
@@ -772,6 +773,7 @@ export class Registry {
     namespace: string,
     name: string,
     digest: string,
+    context: ChangeContext = {},
   ): Promise<{ namespace: string; name: string; digest: string; removed: { release: string; mediaType: string }[] }> {
     const names = this.#names(namespace, name);
     const pkg = `${names.namespace}/${names.name}`;
@@ -783,11 +785,12 @@ export class Registry {
         media_type: null,
       });
     if (hex === null) throw notFound();
-    const removed = await this.#change<{ release: string; mediaType: string }[]>(
+    type Removed = { release: string; mediaType: string }[];
+    const { gone: removed, emptied } = await this.#change<{ gone: Removed; emptied: boolean }>(
       keys.packageDoc(names.namespace, names.name),
       (doc, view) => {
-        const gone: { release: string; mediaType: string }[] = [];
-        if (!doc) return { result: gone };
+        const gone: Removed = [];
+        if (!doc) return { result: { gone, emptied: false } };
         for (const [release, media] of Object.entries(allReleases(doc, view))) {
           for (const [mt, record] of Object.entries(media)) {
             if (record.digest !== hex) continue;
@@ -798,11 +801,13 @@ export class Registry {
             for (const channel of Object.keys(doc.channels)) removeFromChannel(doc, channel, release, view);
           }
         }
-        if (!hasReleases(doc, view)) {
+        const emptied = !hasReleases(doc, view);
+        if (emptied) {
           doc.channels = {};
           clearSegments(doc);
         }
-        return gone.length ? { next: doc, result: gone } : { result: gone };
+        // For the audit event: the purge took the package's last release (not one deleted before).
+        return gone.length ? { next: doc, result: { gone, emptied } } : { result: { gone, emptied: false } };
       },
     );
     const blobKey = keys.blob(names.namespace, names.name, hex);
@@ -815,6 +820,14 @@ export class Registry {
     this.#blobs?.delete(blobKey);
     await this.#feed.record(names.namespace, names.name);
     if (!deleted && removed.length === 0) throw notFound();
+    await this.#changed(context, {
+      type: 'purge',
+      package: pkg,
+      digest: hex,
+      releases: removed.map((r) => ({ ...r })),
+      blobDeleted: deleted,
+      packageDeleted: emptied,
+    });
     return { namespace: names.namespace, name: names.name, digest: hex, removed };
   }
 

@@ -423,7 +423,7 @@ async function purgeBlob(
   opts: ResolvedOptions,
   { params: p }: RouteRequest<ParamsOf<`${typeof pkg}/:digest`>>,
 ): Promise<void> {
-  const purged = await opts.registry.purgeBlob(p.namespace, p.package, p.digest);
+  const purged = await opts.registry.purgeBlob(p.namespace, p.package, p.digest, by(ctx, opts));
   ctx.body = {
     status: 'purged',
     package: `${purged.namespace}/${purged.name}`,

@@ -40,6 +40,22 @@ export interface DeleteEvent extends PackageEvent {
   packageDeleted: boolean;
 }
 
+/**
+ * A blob purged (`DELETE .../blobs/sha256/{digest}`, `Registry.purgeBlob`): the content withdrawn, and every release
+ * x media type of the package whose manifest named it, deleted with it.
+ */
+export interface PurgeEvent extends PackageEvent {
+  type: 'purge';
+  /** The purged blob's digest: sha256 hex of the uncompressed tar (the manifests' `content.digest`). */
+  digest: string;
+  /** The releases x media types the purge deleted (empty when none named the blob any more). */
+  releases: { release: string; mediaType: string }[];
+  /** The blob itself was stored and is deleted (false when only releases named it: its bytes were gone already). */
+  blobDeleted: boolean;
+  /** The purge deleted the package's last release: the package no longer exists. */
+  packageDeleted: boolean;
+}
+
 export interface ChannelAddEvent extends PackageEvent {
   type: 'channel-add';
   channel: string;
@@ -86,6 +102,7 @@ export interface GcEvent extends Base {
 export type AuditEvent =
   | PushEvent
   | DeleteEvent
+  | PurgeEvent
   | ChannelAddEvent
   | ChannelRemoveEvent
   | ChannelDeleteEvent

@@ -10,9 +10,11 @@ export interface RequestLogOptions {
 
 /**
  * App-level Koa middleware: one `info` line per request once it is answered, `{method, route, path, status, ms,
- * actor}`, for the standalone server (any Koa host may use it). `route` is the name of the registry's route that
+ * actor, ip}`, for the standalone server (any Koa host may use it). `route` is the name of the registry's route that
  * answered (`pull`, `push`...), or null; `actor` comes from the registry's access guard (`ctx.state.appr.caller`),
- * null for anonymous callers and paths outside the registry. Mount it first, so it sees every request.
+ * null for anonymous callers and paths outside the registry; `ip` is Koa's `ctx.ip`, the address the user store's
+ * failure limit keys on (from `X-Forwarded-For` only when the app sets `proxy`). Mount it first, so it sees every
+ * request.
  */
 export function requestLog(options: RequestLogOptions): Middleware {
   const { logger } = options;
@@ -38,6 +40,7 @@ export function requestLog(options: RequestLogOptions): Middleware {
           status: status ?? ctx.status,
           ms: Math.round((performance.now() - started) * 10) / 10,
           actor: caller === undefined ? null : actorName(caller),
+          ip: ctx.ip,
         },
         'request',
       );

@@ -12,7 +12,7 @@ import { MAX_TIMER_MS } from '../options/schema.js';
 
 /** How a setting's text is read: each kind accepts exactly what its `accepts` text says. */
 export type SettingKind =
-  'string' | 'port' | 'bytes' | 'bytesOrZero' | 'count' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';
+  'string' | 'port' | 'bytes' | 'bytesOrZero' | 'count' | 'hops' | 'ms' | 'boolean' | 'visibility' | 'url' | 'level';
 
 export interface Setting {
   /** Key in `ServerConfig`. */
@@ -40,6 +40,8 @@ export interface ServerConfig {
   users?: string;
   secret?: string;
   publicUrl?: string;
+  /** Reverse proxies in front of the server whose X-Forwarded-For entries are trusted; 0: none (the header is ignored). */
+  trustProxy: number;
   maxPushSize?: number;
   maxUnpackedSize?: number;
   maxPackageBytes?: number;
@@ -111,6 +113,19 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'url',
     default: undefined,
     help: 'the URL of the API as clients reach it, prefix included (behind a proxy): discovery uses it instead of Host',
+  },
+  {
+    name: 'trustProxy',
+    env: 'APPR_TRUST_PROXY',
+    flag: 'trust-proxy',
+    kind: 'hops',
+    default: '0',
+    help:
+      'how many reverse proxies in front of the server add to X-Forwarded-For: the client address (the limit on ' +
+      'failed credential checks per address, the request log) is the entry that many from the right, and ' +
+      'discovery without a public URL follows Forwarded/X-Forwarded-*; 0: those headers are ignored. Only when ' +
+      'every client comes through exactly that many proxies: a client that reaches the server otherwise chooses ' +
+      'its own address',
   },
   {
     name: 'maxPushSize',
@@ -252,7 +267,7 @@ export const SETTINGS: readonly Setting[] = [
     flag: 'audit-log',
     kind: 'string',
     default: undefined,
-    help: 'write one JSON line per change (push, delete, channels, visibility, login) to this file, or - for stdout; unset: none',
+    help: 'write one JSON line per change (push, delete, purge, channels, visibility, login) to this file, or - for stdout; unset: none',
   },
   {
     name: 'logLevel',
@@ -299,6 +314,7 @@ export const ACCEPTS: Record<SettingKind, string> = {
   bytes: 'a positive whole number of bytes, digits only (e.g. 33554432)',
   bytesOrZero: 'a whole number of bytes, 0 or more, digits only (e.g. 0 or 67108864)',
   count: 'a positive whole number',
+  hops: 'a whole number of proxies, 0 or more, digits only (0: none)',
   ms: `a whole number of milliseconds from 0 to ${MAX_TIMER_MS} (about 24.8 days)`,
   boolean: 'true or false (also 1/0, yes/no, on/off)',
   visibility: 'public or private',
@@ -330,6 +346,7 @@ function convert(kind: SettingKind, text: string): string | number | boolean | u
     case 'bytes':
     case 'bytesOrZero':
     case 'count':
+    case 'hops':
     case 'ms': {
       if (!/^\d{1,16}$/.test(trimmed)) return undefined;
       const value = Number(trimmed);
@@ -337,7 +354,7 @@ function convert(kind: SettingKind, text: string): string | number | boolean | u
       // A longer timer fires at once (Node's TimeoutOverflowWarning), and Node's HTTP parser keeps only 32 bits of
       // requestTimeout and headersTimeout: 2^32 + 300 would cut every request after 300 ms.
       if (kind === 'ms') return value <= MAX_TIMER_MS ? value : undefined;
-      return kind === 'bytesOrZero' || value > 0 ? value : undefined;
+      return kind === 'bytesOrZero' || kind === 'hops' || value > 0 ? value : undefined;
     }
     case 'boolean': {
       const lower = trimmed.toLowerCase();

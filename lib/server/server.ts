@@ -77,7 +77,10 @@ export async function startServer(
       ...(config.auditLog ? { auditLog: config.auditLog } : {}),
     });
     const access = await accessFromConfig(config, ops.logger);
-    const app = new Koa();
+    // Behind N trusted proxies, ctx.ip (the failure limit's key, the request log's `ip`) is the N-th entry of
+    // X-Forwarded-For from the right, the address the outermost of them saw: Koa keeps the last `maxIpsCount`
+    // entries and takes the first of those. Entries further left are the client's own text.
+    const app = new Koa(config.trustProxy > 0 ? { proxy: true, maxIpsCount: config.trustProxy } : {});
     // Koa's own error events (a stream that failed after its headers went out, say) go to the log, not stderr.
     app.on('error', (err: unknown) => ops.logger.error({ err }, 'koa error'));
     let router;
@@ -104,6 +107,13 @@ export async function startServer(
     const url = `http://${hostForUrl}:${port}${config.prefix.replace(/\/+$/, '')}`;
     log(`koa-appr listening on ${url} (storage: ${storage.name} ${config.storage})`);
     for (const line of access.log) log(line);
+    if (config.trustProxy > 0) {
+      log(
+        `koa-appr: client addresses from X-Forwarded-For, behind ${config.trustProxy} trusted ` +
+          `${config.trustProxy === 1 ? 'proxy' : 'proxies'} (APPR_TRUST_PROXY): the server must not be reachable ` +
+          'other than through them',
+      );
+    }
     const probe = warnIfStorageUnready(registryOf(router), config.storage, ops.logger);
     return {
       server,

@@ -16,6 +16,7 @@ import {
   type StoreUser,
 } from '../../lib/index.js';
 import { basic, listen, type Running } from '../auth/helpers.js';
+import { SwitchableStorage } from './helpers.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { userFile } from '../helpers/users.js';
 
@@ -155,6 +156,61 @@ describe('audit events', () => {
     expect(JSON.stringify(events)).not.to.include('alice-pw').and.not.to.include('wrong');
   });
 
+  it('reports each purge once, with the actor and what it withdrew; nothing for a refused or unknown one', async () => {
+    const digest = (bytes: Buffer) => createHash('sha256').update(gunzipSync(bytes)).digest('hex');
+    const third = await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 3.0.0\n' });
+    expect((await push(alice, '1.0.0')).status).to.equal(200);
+    expect((await push(bob, '1.1.0')).status).to.equal(200);
+    expect((await push(bob, '2.0.0', other)).status).to.equal(200);
+    expect((await push(bob, '3.0.0', third)).status).to.equal(200);
+    // Its blob stays after the delete: a purge then withdraws the blob alone.
+    expect((await server.send('DELETE', `${PKG}/3.0.0/helm`, { auth: bob })).status).to.equal(200);
+    events = [];
+    const purge = (auth: string, hex: string) => server.send('DELETE', `${PKG}/blobs/sha256/${hex}`, { auth });
+
+    expect((await purge(bob, digest(blob))).status, 'bob is no admin').to.equal(403);
+    expect((await purge(reader, digest(blob))).status, 'reader is no admin').to.equal(403);
+    expect((await purge(alice, digest(third))).status).to.equal(200);
+    expect((await purge(alice, digest(blob))).status).to.equal(200);
+    expect((await purge(alice, digest(blob))).status, 'gone').to.equal(404);
+    expect((await purge(alice, 'not-a-digest')).status, 'invalid').to.equal(404);
+    expect((await purge(alice, digest(other))).status).to.equal(200);
+
+    for (const event of events) expect(event.time, event.type).to.match(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+    expect(events.map(({ time: _time, ...rest }) => rest)).to.deep.equal([
+      {
+        type: 'purge',
+        actor: 'alice',
+        package: 'acme/app',
+        digest: digest(third),
+        releases: [],
+        blobDeleted: true,
+        packageDeleted: false,
+      },
+      {
+        type: 'purge',
+        actor: 'alice',
+        package: 'acme/app',
+        digest: digest(blob),
+        releases: [
+          { release: '1.0.0', mediaType: 'helm' },
+          { release: '1.1.0', mediaType: 'helm' },
+        ],
+        blobDeleted: true,
+        packageDeleted: false,
+      },
+      {
+        type: 'purge',
+        actor: 'alice',
+        package: 'acme/app',
+        digest: digest(other),
+        releases: [{ release: '2.0.0', mediaType: 'helm' }],
+        blobDeleted: true,
+        packageDeleted: true,
+      },
+    ]);
+  });
+
   it('a push that recreates a deleted package says so', async () => {
     expect((await push(alice, '1.0.0')).status).to.equal(200);
     expect((await server.send('DELETE', `${PKG}/1.0.0/helm`, { auth: alice })).status).to.equal(200);
@@ -201,9 +257,42 @@ describe('audit hooks and writers', () => {
     });
     await registry.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await makeTarGz() });
     await registry.setVisibility('acme', 'app', 'private', { actor: 'cron' });
+    const { content } = await registry.showManifest('acme', 'app', '1.0.0', 'kpm');
+    await registry.purgeBlob('acme', 'app', content.digest, { actor: 'security' });
     expect(events.map((e) => [e.type, e.actor])).to.deep.equal([
       ['push', null],
       ['visibility', 'cron'],
+      ['purge', 'security'],
+    ]);
+  });
+
+  it('reports no purge that failed on storage, and the purge that then succeeds once', async () => {
+    const events: AuditEvent[] = [];
+    const storage = new SwitchableStorage(new MemoryStorage());
+    const app = new Koa();
+    const router = createApprRouter({
+      storage,
+      audit: (event) => {
+        events.push(event);
+      },
+    });
+    app.use(router.routes());
+    const running = await listen(app);
+    try {
+      const blob = await makeTarGz();
+      const pushed = await running.send('POST', PKG, { json: { release: '1.0.0', blob: blob.toString('base64') } });
+      expect(pushed.status).to.equal(200);
+      const hex = createHash('sha256').update(gunzipSync(blob)).digest('hex');
+      storage.readOnly = true;
+      expect((await running.send('DELETE', `${PKG}/blobs/sha256/${hex}`)).status).to.equal(503);
+      storage.readOnly = false;
+      expect((await running.send('DELETE', `${PKG}/blobs/sha256/${hex}`)).status).to.equal(200);
+    } finally {
+      await running.close();
+    }
+    expect(events.map((e) => [e.type, e.actor])).to.deep.equal([
+      ['push', null],
+      ['purge', null],
     ]);
   });
 

@@ -133,7 +133,7 @@ describe('health', () => {
 });
 
 describe('request log', () => {
-  it('writes one line per request: method, route, path, status, ms, actor', async () => {
+  it('writes one line per request: method, route, path, status, ms, actor, client address', async () => {
     const log = recordingLogger();
     const app = new Koa();
     app.use(requestLog({ logger: log.logger }));
@@ -171,6 +171,7 @@ describe('request log', () => {
         path: '/cnr/api/v1/packages/acme/app',
         status: 200,
         actor: 'carol',
+        ip: '127.0.0.1',
       },
       {
         level: 'info',
@@ -180,8 +181,18 @@ describe('request log', () => {
         path: '/cnr/api/v1/packages/acme/app/9.9.9/kpm',
         status: 404,
         actor: null,
+        ip: '127.0.0.1',
       },
-      { level: 'info', msg: 'request', method: 'GET', route: null, path: '/healthz', status: 200, actor: null },
+      {
+        level: 'info',
+        msg: 'request',
+        method: 'GET',
+        route: null,
+        path: '/healthz',
+        status: 200,
+        actor: null,
+        ip: '127.0.0.1',
+      },
     ]);
   });
 });

@@ -49,9 +49,14 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
     expect(metrics).to.match(/process_cpu_seconds_total/);
   });
 
-  it('writes one audit line per change and one JSON log line per request', async () => {
+  it('writes one audit line per change, a purge included, and one JSON log line per request', async () => {
+    const manifest = await fetch(`${instance.url}/api/v1/packages/acme/app/1.0.0/kpm`);
+    const { digest } = ((await manifest.json()) as { content: { digest: string } }).content;
     const del = await fetch(`${instance.url}/api/v1/packages/acme/app/1.0.0/kpm`, { method: 'DELETE' });
     expect(del.status).to.equal(200);
+    // The deleted release's blob stays downloadable until it is purged.
+    const purge = await fetch(`${instance.url}/api/v1/packages/acme/app/blobs/sha256/${digest}`, { method: 'DELETE' });
+    expect(purge.status).to.equal(200);
     await sleep(200);
     const audit = (await readFile(join(dir, 'audit.jsonl'), 'utf8'))
       .trim()
@@ -60,7 +65,15 @@ describe('koa-appr serve: metrics, health, audit log, request log and gc from th
     expect(audit.map((e) => [e.type, e.package])).to.deep.equal([
       ['push', 'acme/app'],
       ['delete', 'acme/app'],
+      ['purge', 'acme/app'],
     ]);
+    expect(audit[2]).to.deep.include({
+      actor: null,
+      digest,
+      releases: [],
+      blobDeleted: true,
+      packageDeleted: false,
+    });
     const requests = instance
       .output()
       .split('\n')

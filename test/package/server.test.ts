@@ -52,6 +52,8 @@ const SAMPLES: Record<Exclude<SettingKind, 'string'>, { bad: string[]; good: [st
   bytes: { bad: ['1GB', '0', '-5', '1.5', 'ten', '99999999999999999'], good: ['1048576', 1048576] },
   bytesOrZero: { bad: ['1GB', '-5', '1.5', 'ten', '99999999999999999'], good: ['0', 0] },
   count: { bad: ['0', '-1', '2.5', 'many'], good: ['500', 500] },
+  // "true" would trust every entry, the client's own included: the number of proxies is asked for instead.
+  hops: { bad: ['true', 'yes', '-1', '1.5', 'all', '99999999999999999'], good: ['2', 2] },
   // Beyond 2^31 - 1 a timer fires at once (TimeoutOverflowWarning) and Node's HTTP parser wraps its timeouts at 2^32.
   ms: { bad: ['-1', '1s', '0.5', 'soon', '2147483648', '4294967596', '99999999999999999'], good: ['0', 0] },
   boolean: { bad: ['maybe', 'tru', '2'], good: ['off', false] },
@@ -72,6 +74,7 @@ describe('koa-appr serve: settings from flags and environment', () => {
       port: 5000,
       prefix: '/cnr',
       storage: './data',
+      trustProxy: 0,
       metrics: true,
       logLevel: 'info',
       shutdownTimeoutMs: 10000,
