@@ -238,18 +238,6 @@ describe('koa-appr serve: what the settings do', function () {
     expect((await res.json()).uri_prefix).to.equal('https://registry.example.com/appr');
   });
 
-  it('names the variable and the flag when the router refuses a setting the table let through', async () => {
-    const { config } = parseServerConfig(['--port', '0', '--storage', dir], { APPR_PREFIX: 'cnr' });
-    let error: unknown;
-    try {
-      running.push(await startServer(config, quiet));
-    } catch (err) {
-      error = err;
-    }
-    expect(error).to.be.instanceOf(ConfigError);
-    expect((error as Error).message).to.match(/^APPR_PREFIX \(--prefix\): option "prefix" must be a path like "\/cnr"/);
-  });
-
   /** The error `startServer` rejects with for these flags, or undefined when it started. */
   const startError = async (argv: string[], env: Record<string, string> = {}): Promise<Error | undefined> => {
     const { config } = parseServerConfig(['--port', '0', '--storage', dir, ...argv], env);
@@ -260,6 +248,12 @@ describe('koa-appr serve: what the settings do', function () {
       return err as Error;
     }
   };
+
+  it('names the variable and the flag when the router refuses a setting the table let through', async () => {
+    const error = await startError([], { APPR_PREFIX: 'cnr' });
+    expect(error).to.be.instanceOf(ConfigError);
+    expect(error!.message).to.match(/^APPR_PREFIX \(--prefix\): option "prefix" must be a path like "\/cnr"/);
+  });
 
   it('names APPR_SECRET, and never prints it, when the secret is too short; says "koa-appr" once', async () => {
     const users = join(dir, 'users-secret.json');
@@ -291,15 +285,9 @@ describe('koa-appr serve: what the settings do', function () {
   });
 
   it('fails at start-up naming APPR_USERS when the user file cannot be read', async () => {
-    const { config } = parseServerConfig(['--port', '0', '--storage', dir, '--users', join(dir, 'missing.json')], {});
-    let error: unknown;
-    try {
-      running.push(await startServer(config, quiet));
-    } catch (err) {
-      error = err;
-    }
+    const error = await startError(['--users', join(dir, 'missing.json')]);
     expect(error).to.be.instanceOf(ConfigError);
-    expect((error as Error).message).to.include('APPR_USERS');
+    expect(error!.message).to.include('APPR_USERS');
   });
 });
 

@@ -47,6 +47,24 @@ function expectAnswered(result: UploadResult, status: number, code: string): voi
   expect(result.serverEnded, 'the server ended the connection').to.equal(true);
 }
 
+/**
+ * A JSON push of `body`, sent whole, answered `status`, then a request pipelined after it on the same connection:
+ * answered too, the connection kept (the body was read whole).
+ */
+async function expectKeptAlive(port: number, body: string, status: number): Promise<void> {
+  const result = await upload({
+    port,
+    head: head('application/json', Buffer.byteLength(body)),
+    piece: () => Buffer.from(body),
+    total: Buffer.byteLength(body),
+    after: 'GET /cnr/version HTTP/1.1\r\nHost: registry\r\n\r\n',
+    finalAnswers: 2,
+  });
+  expect(result.error).to.equal(undefined);
+  expect(result.answers.map((a) => a.status)).to.deep.equal([status, 200]);
+  expect(result.answers[0]?.headers.connection).to.not.equal('close');
+}
+
 const multipartPart = (name: string, value = ''): string =>
   `--${BOUNDARY}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}`;
 const MULTIPART = `multipart/form-data; boundary=${BOUNDARY}`;
@@ -264,18 +282,7 @@ describe('push: an answer given before the body is read whole reaches the client
   });
 
   it('keeps the connection of a push it read whole: a request pipelined after it is answered', async function () {
-    const body = '{"release": "1.0.0", "blob": "!!!!"}';
-    const result = await upload({
-      port,
-      head: head('application/json', body.length),
-      piece: () => Buffer.from(body),
-      total: body.length,
-      after: 'GET /cnr/version HTTP/1.1\r\nHost: registry\r\n\r\n',
-      finalAnswers: 2,
-    });
-    expect(result.error).to.equal(undefined);
-    expect(result.answers.map((a) => a.status)).to.deep.equal([422, 200]);
-    expect(result.answers[0]?.headers.connection).to.not.equal('close');
+    await expectKeptAlive(port, '{"release": "1.0.0", "blob": "!!!!"}', 422);
   });
 
   it('answers a client that waits for 100 Continue (which Node sends itself) and then sends its body', async function () {
@@ -370,17 +377,7 @@ describe('push: early answers with the registry inside a host app', function () 
     const server = await listen(app);
     servers.push(server);
     const body = JSON.stringify({ release: '1.0.0', blob: 'A'.repeat(2 * pushBodyLimit(MAX_PUSH_SIZE)) });
-    const result = await upload({
-      port: portOf(server.url),
-      head: head('application/json', body.length),
-      piece: () => Buffer.from(body),
-      total: body.length,
-      after: 'GET /cnr/version HTTP/1.1\r\nHost: registry\r\n\r\n',
-      finalAnswers: 2,
-    });
-    expect(result.error).to.equal(undefined);
-    expect(result.answers.map((a) => a.status)).to.deep.equal([413, 200]);
-    expect(result.answers[0]?.headers.connection).to.not.equal('close');
+    await expectKeptAlive(portOf(server.url), body, 413);
   });
 
   it('with a host that handles checkContinue without 100: the 413 comes instead, and no body is sent', async function () {
