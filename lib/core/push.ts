@@ -416,18 +416,14 @@ export class Pusher {
   async #storeChart(namespace: string, name: string, blob: StagedBlob, chart: ChartWrite): Promise<StoredBlob | null> {
     const key = keys.chart(namespace, name, blob.digest);
     chart.archiveDigest = undefined;
-    const storing = this.#storeBlob(namespace, name, blob);
-    // Chart.yaml is parsed while the blob is written (pure computation, ~0.1 ms: its YAML parse was on every helm
-    // push's critical path), though only a push that wrote the blob uses it.
-    const fields = blob.chartFiles.chart();
-    const stored = await storing;
+    const stored = await this.#storeBlob(namespace, name, blob);
     if (stored?.written !== true) return stored; // the stored bytes are read only if the push publishes
     // Built only for bytes this push wrote: a push that found them stored writes no record.
     const record: ChartRecord = {
       format: CHART_RECORD_FORMAT,
       digest: await blob.gzipDigest(),
       size: blob.size,
-      ...fields,
+      ...blob.chartFiles.chart(),
     };
     chart.archiveDigest = record.digest;
     chart.writing = this.#putChartRecord(key, Buffer.from(JSON.stringify(record)));
