@@ -5,11 +5,11 @@
 import { Server as NetServer, type Socket } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer, STATUS_CODES } from 'node:http';
-import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import Koa from 'koa';
 import { UserStore, type StoreUser } from '../auth/user-store.js';
 import { ApprError, ERRORS, type ErrorCode } from '../errors.js';
+import { keys } from '../core/keys.js';
 import type { Registry } from '../core/registry.js';
 import { createApprRouter, registryOf } from '../http/router.js';
 import type { Logger } from '../ops/logger.js';
@@ -197,7 +197,7 @@ function warnIfStorageUnready(
  * check's to report.
  */
 async function warnIfConditionalWritesFail(storage: StorageAdapter, spec: string, logger: Logger): Promise<void> {
-  const key = `health/if-match-${randomBytes(8).toString('hex')}`;
+  const key = keys.healthProbe();
   try {
     const etag = await storage.put(key, Buffer.from('1'), { ifNoneMatch: '*' });
     if (etag === null) return;
