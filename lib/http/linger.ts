@@ -147,7 +147,7 @@ function linger(socket: Socket, req: IncomingMessage, res: ServerResponse, optio
   // Once the answer is written: Node's HTTP server calls `destroySoon` then for an answer that closes (lingering
   // replaces it on this socket), and the answer's 'finish' covers one that a host made keep-alive after all.
   const answer = (): void => {
-    if (answered) return;
+    if (answered || socket.destroyed) return;
     answered = true;
     timer = setTimeout(() => cut('time'), options.ms);
     timer.unref();

@@ -5,6 +5,7 @@
  * No durations are measured: the bounds are checked by what the server reports and by the connection closing.
  */
 import { once } from 'node:events';
+import { existsSync, readdirSync } from 'node:fs';
 import type { IncomingMessage, Server } from 'node:http';
 import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
 import { connect, type AddressInfo } from 'node:net';
@@ -255,6 +256,32 @@ describe('lingering close after an early answer (closeAfterAnswer)', function ()
     } finally {
       await closeServer(server);
     }
+  });
+
+  it('closes each of many connections answered early that trickle bytes and never end (slowloris) by its time bound', async function () {
+    // Open descriptors of this process (Linux): every socket of the test is closed again at the end.
+    const descriptors = (): number | undefined =>
+      existsSync('/proc/self/fd') ? readdirSync('/proc/self/fd').length : undefined;
+    const before = descriptors();
+    const { server, port, reports } = await lingeringApp({ ms: 200, bytes: 64 << 20 }, 1);
+    const clients = Array.from({ length: 50 }, () => {
+      const client = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      client.on('error', () => undefined);
+      client.resume();
+      const closed = new Promise((resolve) => client.once('close', resolve));
+      client.write(head(1 << 30) + '{"blob": "AAAA');
+      // One byte now and then, never the end of the body, never the end of the connection.
+      const trickle = setInterval(() => client.writable && client.write('A', () => undefined), 20);
+      return closed.finally(() => clearInterval(trickle));
+    });
+    try {
+      await Promise.all(clients);
+      const closes = await Promise.all(reports);
+      expect(closes.map((report) => report.reason)).to.deep.equal(Array(50).fill('time'));
+    } finally {
+      await closeServer(server);
+    }
+    if (before !== undefined) expect(descriptors()).to.be.at.most(before);
   });
 
   it('over HTTP/2 sets no Connection header (HTTP/2 has none: Node would warn and drop it)', async function () {
