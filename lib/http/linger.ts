@@ -119,10 +119,12 @@ function linger(socket: Socket, req: IncomingMessage, res: ServerResponse, optio
   // Node's HTTP parser hands this JavaScript each event of a read as it parses it (the body's first bytes, say),
   // and goes on with the rest of that read (up to 64 KiB) afterwards: the end of this body and a request pipelined
   // after it may still be parsed. Such a request is never handed to the app (Node's own `onIncoming` would emit
-  // 'request'); what its body brings is dropped.
+  // 'request'), nor, as an upgrade or CONNECT, to the server's 'upgrade' or 'connect' listeners (Node emits them
+  // after the read for a request whose `upgrade` is still set); what its body brings is dropped.
   const parser = (socket as Socket & { parser?: { onIncoming: unknown } | null }).parser;
   if (parser) {
-    parser.onIncoming = (incoming: IncomingMessage): number => {
+    parser.onIncoming = (incoming: IncomingMessage & { upgrade?: boolean }): number => {
+      incoming.upgrade = false;
       incoming.resume();
       return 0;
     };

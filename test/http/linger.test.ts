@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { existsSync, readdirSync } from 'node:fs';
 import type { IncomingMessage, Server } from 'node:http';
 import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
-import { connect, type AddressInfo } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { closeAfterAnswer, type LingerReport } from '../../lib/http/linger.js';
@@ -250,6 +250,27 @@ describe('lingering close after an early answer (closeAfterAnswer)', function ()
     const { server, port, reports, paths } = await armedApp((req) => req.socket.bytesRead >= sentBytes(sent));
     try {
       const result = await rawExchange(port, sent);
+      expect(result.received.match(/HTTP\/1\.1 \d+/g)).to.deep.equal(['HTTP/1.1 413']);
+      expect(paths).to.deep.equal(['/push']);
+      expect((await reports[0])?.reason).to.equal('end');
+    } finally {
+      await closeServer(server);
+    }
+  });
+
+  it('hands no upgrade pipelined in the same read as the head it answered early to the server (WebSocket, CONNECT)', async function () {
+    const upgrade = 'GET /socket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+    const sent = head(10) + '0123456789' + upgrade;
+    const { server, port, reports, paths } = await armedApp((req) => req.socket.bytesRead >= sentBytes(sent));
+    // A host with WebSocket routes: an upgrade it is handed takes the connection over (here, to close it).
+    const upgrades: string[] = [];
+    server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+      upgrades.push(req.url ?? '');
+      socket.destroy();
+    });
+    try {
+      const result = await rawExchange(port, sent);
+      expect(upgrades).to.deep.equal([]);
       expect(result.received.match(/HTTP\/1\.1 \d+/g)).to.deep.equal(['HTTP/1.1 413']);
       expect(paths).to.deep.equal(['/push']);
       expect((await reports[0])?.reason).to.equal('end');
