@@ -139,7 +139,8 @@ function linger(socket: Socket, req: IncomingMessage, res: ServerResponse, optio
   // Node's parser reads the socket itself, and the request's backpressure may have stopped that reading while the
   // socket still says it flows (its stream state is not kept meanwhile): a pause and a resume make Node's own
   // 'resume' listener start it again. A 'data' listener then takes the socket from the parser (Node's listener
-  // wrapper does), in the same turn, before a byte can reach the parser; no socket read happens before that turn.
+  // wrapper does), in the same turn, before another read can reach the parser (the rest of a read being parsed is
+  // the `onIncoming` above's).
   socket.once('resume', () => {
     socket.on('data', drop);
     socket.resume();
