@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Context } from 'koa';
 
@@ -14,25 +15,26 @@ import type { Context } from 'koa';
  * sent (Python's http.client, which the appr CLI uses through requests) or whose TCP stack drops received data on a
  * reset (Windows) never sees the answer.
  *
- * What is done instead, from the answer on: the answer is written and the write side ended (FIN); what the client
- * still sends is read and dropped, never parsed (a request pipelined after this one is not run: a server that
- * answered `close` must not process further requests, RFC 9112 section 9.6) and never kept (each chunk is counted,
- * then left to the garbage collector); the socket is destroyed when the client ends its side, or after
- * `LingerOptions.ms`, or past `LingerOptions.bytes`, whichever comes first. Only the last two can still end in a
- * reset, for a client that keeps sending past the bounds.
+ * What is done instead: from the moment the answer is decided (`closeAfterAnswer`), the connection is no longer
+ * parsed. What the client still sends is read and dropped, never parsed (a request pipelined after this one is
+ * never run, not even one already in the read being parsed: a server that answers `close` must not process further
+ * requests, RFC 9112 section 9.6) and never kept (each chunk is counted, then left to the garbage collector). Once
+ * the answer is written, the write side is ended (FIN), and the socket is destroyed when the client ends its side,
+ * or `LingerOptions.ms` later, or past `LingerOptions.bytes`, whichever comes first. Only the last two can still end
+ * in a reset, for a client that keeps sending past the bounds.
  */
 
 export interface LingerOptions {
   /** How long the connection may stay open once the answer is written, in milliseconds. */
   ms: number;
-  /** How many more bytes of the request are read and dropped at most, counted from the early answer on. */
+  /** How many more bytes of the request are read and dropped at most, counted from `closeAfterAnswer` on. */
   bytes: number;
   /** Called once the connection is closed, with the bytes dropped and what ended it (tests, logs). */
   onClose?: (report: LingerReport) => void;
 }
 
 export interface LingerReport {
-  /** Bytes of the request read and dropped after the early answer (body bytes, then raw bytes of the socket). */
+  /** Bytes of the request dropped from `closeAfterAnswer` on (what its stream held, then raw bytes of the socket). */
   dropped: number;
   /**
    * `end`: the client ended its side (the normal case); `bytes`, `time`: a bound cut it off; `closed`: the socket
@@ -63,12 +65,14 @@ const ARMED = Symbol('koa-appr lingering close');
 /**
  * Call before throwing (or setting) an answer given before the request body is read whole. A request whose body
  * was read whole (by us or by a host body parser) keeps its connection: nothing is changed. Otherwise the answer
- * gets `Connection: close`, the rest of the body is read and dropped until the answer is written (counted against
- * `options.bytes`), and the connection closes as described above. Calling it again for the same request does
- * nothing more. HTTP/1 only: over HTTP/2 the request is only resumed.
+ * gets `Connection: close`, and from this call on the connection is no longer parsed: what the request's stream
+ * still holds and what the client still sends are read and dropped (counted against `options.bytes`), so that no
+ * request pipelined after this one can run while the answer is being prepared (a host's `onResponseError` may take
+ * its time). Once the answer is written the connection closes as described above. Calling it again for the same
+ * request does nothing more. HTTP/1 only: over HTTP/2 the request is only resumed.
  */
 export function closeAfterAnswer(ctx: Context, options: LingerOptions): void {
-  const { req } = ctx;
+  const { req, res } = ctx;
   if (req.complete || req.httpVersionMajor !== 1) {
     // Read whole: what is left in the request's buffer, and the connection stays usable. HTTP/2 (Node's
     // compatibility API) has no `Connection` header and ends a stream, not the connection.
@@ -76,67 +80,83 @@ export function closeAfterAnswer(ctx: Context, options: LingerOptions): void {
     return;
   }
   ctx.set('Connection', 'close');
+  // Node closes after the answer even without that header: Koa's own error handler (an error that reaches it)
+  // removes every header first, and Node would then keep a connection whose rest it can no longer parse.
+  res.shouldKeepAlive = false;
   const socket = req.socket as Socket & { [ARMED]?: true };
   if (socket.destroyed || socket[ARMED] || typeof socket.destroySoon !== 'function') return;
   socket[ARMED] = true;
-  let dropped = 0;
-  const count = (chunk: Buffer): void => {
-    dropped += chunk.length;
-    if (dropped > options.bytes) socket.destroy();
-  };
-  req.on('data', count);
-  req.resume();
-  // Node's HTTP server calls `destroySoon` once an answer with `Connection: close` is written (and only then):
-  // lingering replaces it on this socket.
-  socket.destroySoon = () => {
-    req.off('data', count);
-    linger(socket, options, dropped);
-  };
+  linger(socket, req, res, options);
 }
 
-function linger(socket: Socket, options: LingerOptions, droppedBefore: number): void {
-  let dropped = droppedBefore;
+function linger(socket: Socket, req: IncomingMessage, res: ServerResponse, options: LingerOptions): void {
+  let dropped = 0;
   let reason: LingerReport['reason'] = 'closed';
-  const timer = setTimeout(() => cut('time'), options.ms);
-  timer.unref();
+  let clientEnded = false;
+  let answered = false;
+  let timer: NodeJS.Timeout | undefined;
   socket.once('close', () => {
     clearTimeout(timer);
     options.onClose?.({ dropped, reason });
   });
-  // The answer first: the socket is destroyed once it has left, not before.
-  const destroyWhenWritten = (): void => {
-    if (socket.writableFinished) socket.destroy();
-    else socket.once('finish', () => socket.destroy());
-  };
   function cut(why: 'bytes' | 'time'): void {
     reason = why;
     socket.destroy();
   }
-  if (socket.writable) socket.end();
-  if (!socket.readable || socket.readableEnded) {
+  const drop = (chunk: Buffer): void => {
+    dropped += chunk.length;
+    if (dropped > options.bytes) cut('bytes');
+  };
+  // The answer first: the socket is destroyed once it has left, not before.
+  const destroyWhenWritten = (): void => {
     reason = 'end';
-    destroyWhenWritten();
-    return;
+    if (socket.writableFinished) socket.destroy();
+    else socket.once('finish', () => socket.destroy());
+  };
+  // What the parser already gave the request: dropped too.
+  req.on('data', drop);
+  req.resume();
+  // Node's HTTP parser hands this JavaScript each event of a read as it parses it (the body's first bytes, say),
+  // and goes on with the rest of that read (up to 64 KiB) afterwards: the end of this body and a request pipelined
+  // after it may still be parsed. Such a request is never handed to the app (Node's own `onIncoming` would emit
+  // 'request'), nor, as an upgrade or CONNECT, to the server's 'upgrade' or 'connect' listeners (Node emits them
+  // after the read for a request whose `upgrade` is still set); what its body brings is dropped.
+  const parser = (socket as Socket & { parser?: { onIncoming: unknown } | null }).parser;
+  if (parser) {
+    parser.onIncoming = (incoming: IncomingMessage & { upgrade?: boolean }): number => {
+      incoming.upgrade = false;
+      incoming.resume();
+      return 0;
+    };
   }
   // The HTTP parser's listeners go: the rest of the connection is dropped unparsed (and its end is no parse error).
   socket.removeAllListeners('data');
   socket.removeAllListeners('end');
   socket.on('end', () => {
-    reason = 'end';
-    destroyWhenWritten();
+    clientEnded = true;
+    if (answered) destroyWhenWritten();
   });
-  const drop = (chunk: Buffer): void => {
-    dropped += chunk.length;
-    if (dropped > options.bytes) cut('bytes');
-  };
   // Node's parser reads the socket itself, and the request's backpressure may have stopped that reading while the
   // socket still says it flows (its stream state is not kept meanwhile): a pause and a resume make Node's own
   // 'resume' listener start it again. A 'data' listener then takes the socket from the parser (Node's listener
-  // wrapper does), in the same turn, before a byte can reach the parser.
+  // wrapper does), in the same turn, before another read can reach the parser (the rest of a read being parsed is
+  // the `onIncoming` above's).
   socket.once('resume', () => {
     socket.on('data', drop);
     socket.resume();
   });
   socket.pause();
   socket.resume();
+  // Once the answer is written: Node's HTTP server calls `destroySoon` then for an answer that closes (lingering
+  // replaces it on this socket), and the answer's 'finish' covers one that a host made keep-alive after all.
+  const answer = (): void => {
+    if (answered || socket.destroyed) return;
+    answered = true;
+    timer = setTimeout(() => cut('time'), options.ms);
+    timer.unref();
+    if (socket.writable) socket.end();
+    if (clientEnded || !socket.readable || socket.readableEnded) destroyWhenWritten();
+  };
+  socket.destroySoon = answer;
+  res.once('finish', answer);
 }

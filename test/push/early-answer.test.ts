@@ -380,6 +380,113 @@ describe('push: early answers with the registry inside a host app', function () 
     await expectKeptAlive(portOf(server.url), body, 413);
   });
 
+  it('runs no request pipelined after the body while a host onResponseError hook is still deciding', async function () {
+    // The hook takes its time (a remote log, say): meanwhile the rest of the body and a pipelined DELETE arrive. The
+    // hook waits until the server has read every byte the client sent, or the DELETE was run.
+    const seen: string[] = [];
+    const app = new Koa();
+    app.use(async (ctx, next) => {
+      seen.push(`${ctx.method} ${ctx.path}`);
+      await next();
+    });
+    const storage = new MemoryStorage();
+    const pipelined = 'DELETE /cnr/api/v1/packages/early/kept/1.0.0/helm HTTP/1.1\r\nHost: registry\r\n\r\n';
+    const request = head('application/json', 1 << 20);
+    const total = Buffer.byteLength(request) + (1 << 20) + Buffer.byteLength(pipelined);
+    const appr = createApprRouter({
+      storage,
+      maxPushSize: MAX_PUSH_SIZE,
+      onResponseError: async (_err, ctx) => {
+        while (seen.length < 2 && ctx.req.socket.bytesRead < total) await new Promise((r) => setImmediate(r));
+        return undefined;
+      },
+    });
+    app.use(appr.routes()).use(appr.allowedMethods());
+    const host = await listen(app, '/cnr');
+    servers.push(host);
+    const result = await upload({
+      port: portOf(host.url),
+      head: request,
+      piece: bodyOf('{"release": "1.0.0", "blob": "'),
+      total: 1 << 20,
+      after: pipelined,
+      finalAnswers: 2,
+    });
+    expect(seen).to.deep.equal([`POST ${PUSH}`]);
+    expect(result.error).to.equal(undefined);
+    expect(result.answers.map((a) => a.status)).to.deep.equal([413]);
+    expect(result.serverEnded).to.equal(true);
+  });
+
+  it('runs no request pipelined in the same read as a small body it answered early (a DELETE stays undone)', async function () {
+    // Node hands the app the body's first bytes before it parses the rest of the same read: the 400 for a body that
+    // is not JSON is decided while the DELETE after it is still to be parsed.
+    const seen: string[] = [];
+    const app = new Koa();
+    app.use(async (ctx, next) => {
+      seen.push(`${ctx.method} ${ctx.path}`);
+      await next();
+    });
+    const appr = createApprRouter({ storage: new MemoryStorage(), maxPushSize: MAX_PUSH_SIZE });
+    app.use(appr.routes()).use(appr.allowedMethods());
+    const host = await listen(app, '/cnr');
+    servers.push(host);
+    const tarball = await makeTarGz({ 'Chart.yaml': 'name: kept\n' });
+    const pushed = await host.request('POST', '/api/v1/packages/early/kept', {
+      json: { release: '1.0.0', media_type: 'helm', blob: tarball.toString('base64') },
+    });
+    expect(pushed.status).to.equal(200);
+    seen.length = 0;
+    const body = 'not json '.repeat(300);
+    const remove = 'DELETE /cnr/api/v1/packages/early/kept/1.0.0/helm HTTP/1.1\r\nHost: registry\r\n\r\n';
+    // One write: head, body and DELETE in one read of the server.
+    const result = await upload({
+      port: portOf(host.url),
+      head: head('application/json', body.length) + body + remove,
+      piece: () => Buffer.alloc(0),
+      total: 0,
+      finalAnswers: 2,
+    });
+    expect(result.error).to.equal(undefined);
+    expect(result.answers.map((a) => a.status)).to.deep.equal([400]);
+    expect(seen).to.deep.equal([`POST ${PUSH}`]);
+    expect((await host.request('GET', '/api/v1/packages/early/kept/1.0.0/helm')).status).to.equal(200);
+  });
+
+  it("closes the connection after the answer of Koa's own error handler, which removes Connection: close", async function () {
+    // A host onResponseError that throws: Koa answers 500 itself, after removing every header the registry set.
+    const app = new Koa();
+    const seen: string[] = [];
+    app.use(async (ctx, next) => {
+      seen.push(`${ctx.method} ${ctx.path}`);
+      await next();
+    });
+    const appr = createApprRouter({
+      storage: new MemoryStorage(),
+      maxPushSize: MAX_PUSH_SIZE,
+      onResponseError: () => {
+        throw new Error('the host hook failed');
+      },
+    });
+    app.use(appr.routes()).use(appr.allowedMethods());
+    const host = await listen(app, '/cnr');
+    servers.push(host);
+    // Once the registry answers early, nothing of the connection is parsed any more: were it kept alive, the
+    // pipelined request would wait for an answer forever.
+    const result = await upload({
+      port: portOf(host.url),
+      head: head('application/json', BODY),
+      piece: bodyOf('{"release": "1.0.0", "blob": "'),
+      total: BODY,
+      after: 'GET /cnr/version HTTP/1.1\r\nHost: registry\r\n\r\n',
+      finalAnswers: 2,
+    });
+    expect(result.error).to.equal(undefined);
+    expect(result.answers.map((a) => a.status)).to.deep.equal([500]);
+    expect(result.serverEnded).to.equal(true);
+    expect(seen).to.deep.equal([`POST ${PUSH}`]);
+  });
+
   it('with a host that handles checkContinue without 100: the 413 comes instead, and no body is sent', async function () {
     const app = new Koa();
     app.silent = true;
