@@ -483,7 +483,8 @@ type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; fil
  *
  * - A multipart form a parser kept files of (koa-body's `multipart: true`: `ctx.request.files`, formidable's temp
  *   files, `filepath`, or `path` before formidable 2): the first `chart` file, read from the parser's temp file,
- *   which stays the host's to remove. None: 400, as without a host parser. Over `limit`: 413.
+ *   which stays the host's to remove. None: 400, as without a host parser. Over `limit`: 413. Gone, or no regular
+ *   file (a directory, a FIFO): 503.
  * - Any other body: the raw bytes the parser kept, `ctx.request.rawBody` (koa-bodyparser; koa-body's
  *   `includeUnparsed`), older koa-body's `Symbol.for('unparsedBody')` or `ctx.request.body`, as a Buffer or a string
  *   of bytes (one character per byte, `encoding: 'latin1'`), spooled to a temporary file. Over `limit`: 413.
@@ -499,13 +500,14 @@ async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
     const chart = ([] as unknown[]).concat(files.chart ?? [])[0];
     const path = isRecord(chart) ? (chart.filepath ?? chart.path) : undefined;
     if (typeof path !== 'string') throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
-    const size = await stat(path).then(
-      (found) => found.size,
-      () => {
-        // The host's temp file is gone (a clean-up job, a full disk): not the client's fault, and no path is told.
-        throw new ApprError('storage-unavailable', 'The uploaded chart could not be read');
-      },
-    );
+    // The host's temp file is gone (a clean-up job, a full disk), or is no regular file (a directory would fail
+    // the read with a 500, a FIFO never end): not the client's fault, and no path is told.
+    const unreadable = () => new ApprError('storage-unavailable', 'The uploaded chart could not be read');
+    const found = await stat(path).catch(() => {
+      throw unreadable();
+    });
+    if (!found.isFile()) throw unreadable();
+    const { size } = found;
     if (size > limit) throw tooLarge(limit);
     return { path, size, remove: async () => undefined };
   }
