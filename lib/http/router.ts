@@ -532,12 +532,13 @@ function userFields(ctx: Context): { username: string; password: string; email?:
  * The absolute URL of the registry's prefix as clients reach it: `publicUrl` when the host set one (then no request
  * header is ever used); otherwise scheme and host of the request, and when the app trusts its proxy (`app.proxy`),
  * RFC 7239 `Forwarded` (proto, host; it wins over Koa's `X-Forwarded-Proto`/`-Host`) and `X-Forwarded-Prefix`,
- * then the parent router's mount path and our prefix. Forwarded values that are not a plain host or path are
- * ignored, so a header cannot inject markup or another URL.
+ * then the parent router's mount path and our prefix. Forwarded values that are not a plain host or path, and a
+ * proto that is not http or https, are ignored, so a header cannot inject markup or another URL.
  */
 export function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): string {
   if (opts.publicUrl !== undefined) return opts.publicUrl;
-  let proto = ctx.protocol;
+  // Koa takes X-Forwarded-Proto's first entry as is when the app trusts its proxy: any text a client sent.
+  let proto = ctx.protocol === 'https' ? 'https' : 'http';
   let host = ctx.host;
   let pathPrefix = '';
   if (ctx.app.proxy) {

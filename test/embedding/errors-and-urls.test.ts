@@ -251,6 +251,26 @@ describe('absolute URLs behind proxies', () => {
     }
   });
 
+  it('ignores an X-Forwarded-Proto that is not http or https: no 500, no other scheme or host', async () => {
+    const { server } = await host({ proxy: true });
+    try {
+      for (const proto of ['a b', 'https://evil.example/x?', 'gopher', 'javascript']) {
+        const headers = { 'X-Forwarded-Proto': proto };
+        const res = await discovery(server, headers);
+        expect(res.status, proto).to.equal(200);
+        expect(res.json.uri_prefix, proto).to.equal(`${server.url}/cnr`);
+        const html = await page(server, headers);
+        expect(html.status, proto).to.equal(200);
+        expect(html.text, proto).to.contain(`content="${server.url.slice('http://'.length)}/{name} ${server.url}/cnr/`);
+        const index = await server.request('GET', '/helm/default/index.yaml', { headers });
+        expect(index.status, proto).to.equal(200);
+        expect(index.text, proto).to.contain('contextPath: /cnr/helm\n');
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it('refuses a publicUrl that is not an absolute http(s) URL, at start-up', () => {
     for (const publicUrl of ['registry.example.com', 'ftp://x.example', 'https://x.example/?a=1', '/cnr']) {
       expect(() => createApprRouter({ storage: new MemoryStorage(), publicUrl }), publicUrl).to.throw(
