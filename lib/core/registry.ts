@@ -765,7 +765,8 @@ export class Registry {
    * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
    * blob's digest (hex) and the releases x media types it removed, and deletes the blob's Helm chart record. Throws
    * 404 `package-not-found` when neither the blob nor a release naming it exists. A purge that succeeds sends one
-   * `purge` audit event (`context.actor`); a refused or failed one sends none.
+   * `purge` audit event (`context.actor`); a refused one sends none, and one that fails on storage sends one only
+   * for what it did delete first (releases, the blob), before its error.
    * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
    * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
    */
@@ -811,23 +812,35 @@ export class Registry {
       },
     );
     const blobKey = keys.blob(names.namespace, names.name, hex);
-    const deleted = await this.storage.delete(blobKey);
-    // Its chart record too: it describes the withdrawn bytes, and a later push of the same tar in other bytes (as
-    // another media type, which writes no record) must not find it (the Helm index would list their digest).
-    await this.storage.delete(keys.chart(names.namespace, names.name, hex));
-    // Out of this instance's memory at once; other instances drop this package's cached blobs when the change
-    // entry reaches them (recorded even when no release named the blob).
-    this.#blobs?.delete(blobKey);
-    await this.#feed.record(names.namespace, names.name);
+    const audit = (blobDeleted: boolean) =>
+      this.#changed(context, {
+        type: 'purge',
+        package: pkg,
+        digest: hex,
+        releases: removed.map((r) => ({ ...r })),
+        blobDeleted,
+        packageDeleted: emptied,
+      });
+    let deleted = false;
+    try {
+      try {
+        deleted = await this.storage.delete(blobKey);
+      } finally {
+        // Out of this instance's memory at once, even when storage failed after deleting; other instances drop this
+        // package's cached blobs when the change entry reaches them (recorded even when no release named the blob).
+        this.#blobs?.delete(blobKey);
+      }
+      // Its chart record too: it describes the withdrawn bytes, and a later push of the same tar in other bytes (as
+      // another media type, which writes no record) must not find it (the Helm index would list their digest).
+      await this.storage.delete(keys.chart(names.namespace, names.name, hex));
+      await this.#feed.record(names.namespace, names.name);
+    } catch (err) {
+      // The releases are deleted already: that change is reported, with what became of the blob, before the error.
+      if (removed.length > 0 || deleted) await audit(deleted);
+      throw err;
+    }
     if (!deleted && removed.length === 0) throw notFound();
-    await this.#changed(context, {
-      type: 'purge',
-      package: pkg,
-      digest: hex,
-      releases: removed.map((r) => ({ ...r })),
-      blobDeleted: deleted,
-      packageDeleted: emptied,
-    });
+    await audit(deleted);
     return { namespace: names.namespace, name: names.name, digest: hex, removed };
   }
 

@@ -50,7 +50,10 @@ export interface PurgeEvent extends PackageEvent {
   digest: string;
   /** The releases x media types the purge deleted (empty when none named the blob any more). */
   releases: { release: string; mediaType: string }[];
-  /** The blob itself was stored and is deleted (false when only releases named it: its bytes were gone already). */
+  /**
+   * The blob itself was stored and is deleted (false when only releases named it: its bytes were gone already; or
+   * when storage failed before the blob was deleted, the purge then answered 503 and a retry deletes it).
+   */
   blobDeleted: boolean;
   /** The purge deleted the package's last release: the package no longer exists. */
   packageDeleted: boolean;

@@ -11,6 +11,7 @@ import {
   jsonLinesAudit,
   MemoryStorage,
   Registry,
+  StorageUnavailableError,
   UserStore,
   type AuditEvent,
   type StoreUser,
@@ -293,6 +294,58 @@ describe('audit hooks and writers', () => {
     expect(events.map((e) => [e.type, e.actor])).to.deep.equal([
       ['push', null],
       ['purge', null],
+    ]);
+  });
+
+  it('reports the releases a purge deleted before storage failed on the blob, and the blob on the retry', async () => {
+    const events: AuditEvent[] = [];
+    // The package document's change goes through; deleting the blob then fails (the S3 outage that starts midway).
+    class BlobDeleteFails extends MemoryStorage {
+      failBlobDeletes = false;
+      override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
+        if (this.failBlobDeletes && key.includes('blobs/')) throw new StorageUnavailableError('AccessDenied');
+        return super.delete(key, options);
+      }
+    }
+    const storage = new BlobDeleteFails();
+    const app = new Koa();
+    const router = createApprRouter({ storage, audit: (event) => void events.push(event) });
+    app.use(router.routes());
+    const running = await listen(app);
+    let hex: string;
+    try {
+      const blob = await makeTarGz();
+      const pushed = await running.send('POST', PKG, { json: { release: '1.0.0', blob: blob.toString('base64') } });
+      expect(pushed.status).to.equal(200);
+      hex = createHash('sha256').update(gunzipSync(blob)).digest('hex');
+      storage.failBlobDeletes = true;
+      expect((await running.send('DELETE', `${PKG}/blobs/sha256/${hex}`)).status).to.equal(503);
+      expect((await running.send('GET', `${PKG}/1.0.0/kpm/pull`)).status, 'the release is gone').to.equal(404);
+      storage.failBlobDeletes = false;
+      expect((await running.send('DELETE', `${PKG}/blobs/sha256/${hex}`)).status).to.equal(200);
+    } finally {
+      await running.close();
+    }
+    const purges = events.filter((e) => e.type === 'purge').map(({ time: _time, ...rest }) => rest);
+    expect(purges).to.deep.equal([
+      {
+        type: 'purge',
+        package: 'acme/app',
+        digest: hex,
+        releases: [{ release: '1.0.0', mediaType: 'kpm' }],
+        blobDeleted: false,
+        packageDeleted: true,
+        actor: null,
+      },
+      {
+        type: 'purge',
+        package: 'acme/app',
+        digest: hex,
+        releases: [],
+        blobDeleted: true,
+        packageDeleted: false,
+        actor: null,
+      },
     ]);
   });
 
