@@ -61,6 +61,18 @@ export async function storageFromSpec(spec: string): Promise<StorageAdapter> {
 }
 
 /**
+ * Behind trusted proxies, `ctx.ip` without the port some proxies write after the address (`203.0.113.9:51234`,
+ * `[2001:db8::7]:443`, as Azure's do): the failure limit counts an address, where a key per port would let a client
+ * take a new one with each connection. An entry in any other shape is left as it is.
+ */
+const addressWithoutPort: Koa.Middleware = (ctx, next) => {
+  const ip = ctx.ip;
+  const bare = /^\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?$/.exec(ip) ?? /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(ip);
+  if (bare) ctx.request.ip = bare[1]!;
+  return next();
+};
+
+/**
  * Build, listen, and resolve once the port is bound. `log` gets the start-up lines (the URL first: tests and
  * scripts read it). Throws `ConfigError` for settings that only turn out bad here (a user file, a router option).
  */
@@ -94,6 +106,7 @@ export async function startServer(
       await ops.close();
       throw new ConfigError(settingOf(err) + (err as Error).message.replace(/^koa-appr: /, ''));
     }
+    if (config.trustProxy > 0) app.use(addressWithoutPort);
     // Request log, /metrics, /healthz and /readyz: outside the prefix, before the registry.
     for (const middleware of ops.middleware(registryOf(router))) app.use(middleware);
     app.use(router.routes()).use(router.allowedMethods());

@@ -105,6 +105,19 @@ describe('koa-appr serve: APPR_TRUST_PROXY (clients behind reverse proxies)', fu
     expect(logged.slice(LIMIT + 2)).to.deep.equal(['203.0.113.2', '127.0.0.1']);
   });
 
+  it('set to 1: a proxy that writes the client port too (IP:port) keeps one limit per address', async () => {
+    const instance = await serve({ APPR_TRUST_PROXY: '1' });
+    // Each connection from another port: a limit keyed on address and port would never be reached.
+    for (let i = 0; i < LIMIT; i++) {
+      expect(await failedLogin(instance, `p${i}`, `203.0.113.9:${40000 + i}`), `failure ${i + 1}`).to.equal(401);
+    }
+    expect(await failedLogin(instance, 'p-next', '203.0.113.9:50000'), 'over the limit').to.equal(429);
+    expect(await failedLogin(instance, 'v6', '[2001:db8::7]:443')).to.equal(401);
+    expect(await failedLogin(instance, 'v6-bare', '2001:db8::8')).to.equal(401);
+    const logged = await loggedAddresses(instance, LIMIT + 3);
+    expect(logged.slice(LIMIT - 1)).to.deep.equal(['203.0.113.9', '203.0.113.9', '2001:db8::7', '2001:db8::8']);
+  });
+
   it('set to 2: takes the address the outer proxy saw (the second from the right)', async () => {
     const instance = await serve({ APPR_TRUST_PROXY: '2' });
     expect(await failedLogin(instance, 'c', 'forged, 203.0.113.7, 10.0.0.2')).to.equal(401);
