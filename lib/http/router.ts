@@ -544,17 +544,25 @@ export function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): 
   if (ctx.app.proxy) {
     const forwarded = parseForwarded(ctx.get('Forwarded'));
     if (forwarded.proto === 'http' || forwarded.proto === 'https') proto = forwarded.proto;
-    if (forwarded.host !== undefined && HOST.test(forwarded.host)) host = forwarded.host;
+    if (forwarded.host !== undefined && isUrlHost(forwarded.host)) host = forwarded.host;
     const xPrefix = (ctx.get('X-Forwarded-Prefix').split(',')[0] ?? '').trim().replace(/\/+$/, '');
     if (PATH_PREFIX.test(xPrefix) && !xPrefix.split('/').some((segment) => segment === '.' || segment === '..')) {
       pathPrefix = xPrefix;
     }
   }
-  if (!HOST.test(host)) host = 'localhost';
+  if (!isUrlHost(host)) host = 'localhost';
   return `${proto}://${host}${pathPrefix}${mount}${opts.prefix}`;
 }
 
 const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * A plain host name or address with an optional port, that a URL takes: not a port past 65535, an IPv4 address past
+ * 255 or a bracketed one, which the pattern lets through and `new URL()` refuses (a 500 where a URL is parsed).
+ */
+function isUrlHost(host: string): boolean {
+  return HOST.test(host) && URL.canParse(`http://${host}`);
+}
 const PATH_PREFIX = /^(?:\/[A-Za-z0-9._~-]+)+$/;
 
 /** The first element of an RFC 7239 `Forwarded` header (the one the nearest client-facing proxy wrote). */

@@ -271,6 +271,33 @@ describe('absolute URLs behind proxies', () => {
     }
   });
 
+  it('takes a Host or Forwarded host that makes no URL as localhost: no 500, with or without a trusted proxy', async () => {
+    const untrusted = await host();
+    const trusted = await host({ proxy: true });
+    try {
+      for (const bad of ['a.example:99999', '999.999.999.999', '[1.2.3.4]', '[::1]:70000']) {
+        for (const [server, headers] of [
+          [untrusted.server, { Host: bad } as Record<string, string>],
+          [trusted.server, { Forwarded: `host="${bad}"` } as Record<string, string>],
+        ] as const) {
+          // A bad Host gives way to localhost, as a Host that is no host name does; a bad Forwarded host to Host.
+          const origin = 'Host' in headers ? 'http://localhost' : server.url;
+          const res = await server.requestRoot('GET', '/.well-known/app-registry-uri.json', { headers, raw: true });
+          expect(res.status, bad).to.equal(200);
+          expect(res.json.uri_prefix, bad).to.equal(`${origin}/cnr`);
+          const html = await server.request('GET', '/', { headers, raw: true });
+          expect(html.status, bad).to.equal(200);
+          expect(html.text, bad).to.contain(`${origin}/cnr/api/v1/packages/{name}/pull`);
+          const index = await server.request('GET', '/helm/default/index.yaml', { headers, raw: true });
+          expect(index.status, bad).to.equal(200);
+        }
+      }
+    } finally {
+      await untrusted.server.close();
+      await trusted.server.close();
+    }
+  });
+
   it('refuses a publicUrl that is not an absolute http(s) URL, at start-up', () => {
     for (const publicUrl of ['registry.example.com', 'ftp://x.example', 'https://x.example/?a=1', '/cnr']) {
       expect(() => createApprRouter({ storage: new MemoryStorage(), publicUrl }), publicUrl).to.throw(
