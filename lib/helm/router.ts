@@ -466,12 +466,21 @@ async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
   const remove = async () => {
     await Promise.all(all.map((file) => unlink(file.filepath).catch(() => undefined)));
   };
-  const chart = ([] as unknown[]).concat(files.chart ?? [])[0] as { filepath: string; size: number } | undefined;
-  if (!chart) {
+  const charts = ([] as unknown[]).concat(files.chart ?? []) as { filepath: string; size: number }[];
+  const chart = charts[0];
+  if (!chart || charts.length > 1) {
     await remove();
-    throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
+    throw chart ? severalCharts() : new ApprError('invalid-usage', 'no chart found in form field "chart"');
   }
   return { path: chart.filepath, size: chart.size, remove };
+}
+
+/**
+ * A form with more than one `chart` file: formidable lists a field's files in the order their temp files were
+ * written, not the form's, so which one an upload took would be chance (ChartMuseum takes the form's first).
+ */
+function severalCharts(): ApprError {
+  return new ApprError('invalid-usage', 'several files in form field "chart": upload one chart at a time');
 }
 
 type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; files?: unknown };
@@ -482,8 +491,8 @@ type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; fil
  * kept can be used, at once.
  *
  * - A multipart form a parser kept files of (koa-body's `multipart: true`: `ctx.request.files`, formidable's temp
- *   files, `filepath`, or `path` before formidable 2): the first `chart` file, read from the parser's temp file,
- *   which stays the host's to remove. None: 400, as without a host parser. Over `limit`: 413. Gone, or no regular
+ *   files, `filepath`, or `path` before formidable 2): the `chart` file, read from the parser's temp file, which
+ *   stays the host's to remove. None, or several: 400, as without a host parser. Over `limit`: 413. Gone, or no regular
  *   file (a directory, a FIFO): 503.
  * - Any other body: the raw bytes the parser kept, `ctx.request.rawBody` (koa-bodyparser; koa-body's
  *   `includeUnparsed`), older koa-body's `Symbol.for('unparsedBody')` or `ctx.request.body`, as a Buffer or a string
@@ -497,7 +506,9 @@ async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
   const request = ctx.request as HostRequest;
   const files = request.files;
   if (ctx.is('multipart') && isRecord(files)) {
-    const chart = ([] as unknown[]).concat(files.chart ?? [])[0];
+    const charts = ([] as unknown[]).concat(files.chart ?? []);
+    if (charts.length > 1) throw severalCharts();
+    const chart = charts[0];
     const path = isRecord(chart) ? (chart.filepath ?? chart.path) : undefined;
     if (typeof path !== 'string') throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
     // The host's temp file is gone (a clean-up job, a full disk), or is no regular file (a directory would fail
