@@ -23,7 +23,7 @@ import { ApprError, ERRORS, isApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
-import { consumed } from '../http/body-parser.js';
+import { consumed, isObject } from '../http/body-parser.js';
 import { responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
@@ -374,33 +374,28 @@ function asRelease(chart: ChartMetadata): string {
  * host parser read before the registry is taken from what the parser left (`hostChart`), never waited for.
  */
 async function withUpload<T>(ctx: Context, limit: number, use: (path: string, size: number) => Promise<T>): Promise<T> {
-  if (consumed(ctx.req)) {
-    const spooled = await hostChart(ctx, limit);
-    try {
-      if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
-      return await use(spooled.path, spooled.size);
-    } finally {
-      await spooled.remove();
-    }
+  const spooled = consumed(ctx.req) ? await hostChart(ctx, limit) : await spoolBody(ctx, limit);
+  try {
+    if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
+    return await use(spooled.path, spooled.size);
+  } finally {
+    await spooled.remove();
   }
+}
+
+/** The request's own body (no host parser read it), raw or a multipart form, spooled (see `withUpload`). */
+async function spoolBody(ctx: Context, limit: number): Promise<Spooled> {
   const multipart = Boolean(ctx.is('multipart'));
   const announced = Number(ctx.get('Content-Length') || 0);
   if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) {
     closeAfterAnswer(ctx, lingerBounds(limit));
     throw tooLarge(limit);
   }
-  let spooled: Spooled;
   try {
-    spooled = multipart ? await spoolMultipart(ctx, limit) : await spoolRaw(ctx, limit);
+    return multipart ? await spoolMultipart(ctx, limit) : await spoolRaw(ctx, limit);
   } catch (err) {
     closeAfterAnswer(ctx, lingerBounds(limit));
     throw err;
-  }
-  try {
-    if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
-    return await use(spooled.path, spooled.size);
-  } finally {
-    await spooled.remove();
   }
 }
 
@@ -466,13 +461,26 @@ async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
   const remove = async () => {
     await Promise.all(all.map((file) => unlink(file.filepath).catch(() => undefined)));
   };
-  const charts = ([] as unknown[]).concat(files.chart ?? []) as { filepath: string; size: number }[];
-  const chart = charts[0];
-  if (!chart || charts.length > 1) {
+  let chart: { filepath: string; size: number };
+  try {
+    chart = oneChart(files) as { filepath: string; size: number };
+  } catch (err) {
     await remove();
-    throw chart ? severalCharts() : new ApprError('invalid-usage', 'no chart found in form field "chart"');
+    throw err;
   }
   return { path: chart.filepath, size: chart.size, remove };
+}
+
+/** The one file of form field `chart` in formidable's `files` (a file, or a list of them): 400 for none or several. */
+function oneChart(files: Record<string, unknown>): unknown {
+  const charts = ([] as unknown[]).concat(files.chart ?? []);
+  if (charts.length > 1) throw severalCharts();
+  if (charts[0] === undefined) throw noChart();
+  return charts[0];
+}
+
+function noChart(): ApprError {
+  return new ApprError('invalid-usage', 'no chart found in form field "chart"');
 }
 
 /**
@@ -505,12 +513,10 @@ type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; fil
 async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
   const request = ctx.request as HostRequest;
   const files = request.files;
-  if (ctx.is('multipart') && isRecord(files)) {
-    const charts = ([] as unknown[]).concat(files.chart ?? []);
-    if (charts.length > 1) throw severalCharts();
-    const chart = charts[0];
-    const path = isRecord(chart) ? (chart.filepath ?? chart.path) : undefined;
-    if (typeof path !== 'string') throw new ApprError('invalid-usage', 'no chart found in form field "chart"');
+  if (ctx.is('multipart') && isObject(files)) {
+    const chart = oneChart(files);
+    const path = isObject(chart) ? (chart.filepath ?? chart.path) : undefined;
+    if (typeof path !== 'string') throw noChart();
     // The host's temp file is gone (a clean-up job, a full disk), or is no regular file (a directory would fail
     // the read with a 500, a FIFO never end): not the client's fault, and no path is told.
     const unreadable = () => new ApprError('storage-unavailable', 'The uploaded chart could not be read');
@@ -558,16 +564,12 @@ async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
  */
 function keptBytes(request: HostRequest): Buffer | 'text' | undefined {
   const { body } = request;
-  const unparsed = isRecord(body) ? (body as Record<symbol, unknown>)[Symbol.for('unparsedBody')] : undefined;
+  const unparsed = isObject(body) ? (body as Record<symbol, unknown>)[Symbol.for('unparsedBody')] : undefined;
   for (const kept of [request.rawBody, unparsed, body]) {
     if (Buffer.isBuffer(kept)) return kept;
     if (typeof kept === 'string') return /[\u0100-\uffff]/.test(kept) ? 'text' : Buffer.from(kept, 'latin1');
   }
   return undefined;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
 }
 
 /** At most 80 printable characters of a value from a client's Chart.yaml, for messages. */

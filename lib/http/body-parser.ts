@@ -805,6 +805,7 @@ function parseJson(raw: string): unknown {
   }
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+/** A plain object: not null, an array or a Buffer (what a JSON object or a parser's record is). */
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
 }
