@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import process from 'node:process';
-import { ConfigError, parseServerConfig, serveHelp } from './config.js';
+import { bareMessage, ConfigError, parseServerConfig, serveHelp } from './config.js';
 import { Registry } from '../core/registry.js';
 import { GC_USAGE, parseGcArgs } from '../ops/gc-command.js';
 import type { GcOptions } from '../core/gc.js';
@@ -137,9 +137,7 @@ run(process.argv.slice(2)).then(
       console.error(`koa-appr: ${err.message}`);
       process.exit(2);
     }
-    // The library's messages start with "koa-appr: " already.
-    const message = String((err as Error).message).replace(/^koa-appr: /, '');
-    console.error(process.argv[2] === 'users' ? `koa-appr users: ${message}` : err);
+    console.error(process.argv[2] === 'users' ? `koa-appr users: ${bareMessage(err)}` : err);
     process.exit(1);
   },
 );

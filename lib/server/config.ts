@@ -330,6 +330,11 @@ export class ConfigError extends Error {
   }
 }
 
+/** The message of an error of the library without its `koa-appr: ` (the server's messages say it once). */
+export function bareMessage(err: unknown): string {
+  return String((err as Error | null)?.message ?? err).replace(/^koa-appr: /, '');
+}
+
 const TRUE = new Set(['true', '1', 'yes', 'on']);
 const FALSE = new Set(['false', '0', 'no', 'off']);
 

@@ -17,7 +17,7 @@ import { serverOps } from '../ops/server.js';
 import type { ApprRouterOptions } from '../http/options.js';
 import { FsStorage } from '../storage/fs.js';
 import type { StorageAdapter } from '../storage/types.js';
-import { ConfigError, SETTINGS, type ServerConfig } from './config.js';
+import { bareMessage, ConfigError, SETTINGS, type ServerConfig } from './config.js';
 
 export interface RunningServer {
   readonly server: Server;
@@ -38,7 +38,7 @@ export async function storageFromSpec(spec: string): Promise<StorageAdapter> {
     try {
       return new FsStorage({ root: spec });
     } catch (err) {
-      throw new ConfigError(`APPR_STORAGE: ${(err as Error).message.replace(/^koa-appr: /, '')}`);
+      throw new ConfigError(`APPR_STORAGE: ${bareMessage(err)}`);
     }
   }
   let s3: typeof import('../s3.js');
@@ -104,7 +104,7 @@ export async function startServer(
       });
     } catch (err) {
       await ops.close();
-      throw new ConfigError(settingOf(err) + (err as Error).message.replace(/^koa-appr: /, ''));
+      throw new ConfigError(settingOf(err) + bareMessage(err));
     }
     if (config.trustProxy > 0) app.use(addressWithoutPort);
     // Request log, /metrics, /healthz and /readyz: outside the prefix, before the registry.
@@ -292,7 +292,7 @@ async function accessFromConfig(
         'APPR_SECRET (--secret) must be at least 16 characters: it signs login tokens (its value is not shown)',
       );
     }
-    throw new ConfigError(`APPR_USERS=${config.users}: ${(err as Error).message.replace(/^koa-appr: /, '')}`);
+    throw new ConfigError(`APPR_USERS=${config.users}: ${bareMessage(err)}`);
   }
   const log = [
     `koa-appr: users from ${config.users} (${users.usernames.length} users; anonymous read of public ` +
