@@ -9,7 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { keys } from '../lib/core/keys.js';
-import { mapLimit } from '../lib/core/feed.js';
+import { mapLimit } from '../lib/storage/util.js';
 import { Registry } from '../lib/index.js';
 import { S3Storage, s3ClientFromEnv } from '../lib/s3.js';
 

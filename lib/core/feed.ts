@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { StorageAdapter } from '../storage/types.js';
-import { deleteAll } from '../storage/util.js';
+import { deleteAll, mapLimit } from '../storage/util.js';
 import type { Catalog, SnapshotPackage } from './catalog.js';
 import type { DocumentStore } from './documents.js';
 import { keys, type ChangeRef } from './keys.js';
@@ -497,28 +497,4 @@ function withoutUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(
     Object.entries(value).filter(([, v]) => v !== undefined && typeof v !== 'function'),
   ) as Partial<T>;
-}
-
-/**
- * `fn` over `items`, at most `limit` at once; the results in `items`' order. On the first failure no further item
- * is started, and the promise rejects with that failure once the items under way have settled: nothing `fn`
- * started still runs when the caller has its answer (a push answered with an error writes nothing afterwards).
- */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < items.length) {
-      const index = next++;
-      try {
-        results[index] = await fn(items[index] as T);
-      } catch (err) {
-        failure ??= { err };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure !== undefined) throw failure.err;
-  return results;
 }

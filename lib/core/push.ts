@@ -2,13 +2,12 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
-import { putImmutable } from '../storage/util.js';
+import { mapLimit, putImmutable } from '../storage/util.js';
 import { DEFAULT_STORAGE_TIMEOUT_MS, readWithinDeadline } from '../storage/deadline.js';
 import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { Logger } from '../ops/logger.js';
 import type { DocumentStore } from './documents.js';
-import { mapLimit } from './feed.js';
 import {
   cachedFence,
   checkFence,

@@ -24,7 +24,7 @@
  * - each entry's YAML, by the entry's content: a rebuild after a change serializes only the new entries.
  */
 import { createHash } from 'node:crypto';
-import { mapLimit } from '../core/feed.js';
+import { mapLimit } from '../storage/util.js';
 import { LRUCache } from 'lru-cache';
 import { stringify } from 'yaml';
 import { isApprError } from '../errors.js';

@@ -105,19 +105,7 @@ export async function deleteAll(
     }
     return;
   }
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < keys.length) {
-      try {
-        await storage.delete(keys[next++] as string);
-      } catch (err) {
-        failure ??= { err };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, keys.length) }, worker));
-  if (failure !== undefined) throw failure.err;
+  await mapLimit(keys, DELETE_CONCURRENCY, (key) => storage.delete(key));
 }
 
 /**
@@ -137,4 +125,28 @@ export async function putImmutable(
     if (etag !== undefined) return etag;
   }
   return undefined;
+}
+
+/**
+ * `fn` over `items`, at most `limit` at once; the results in `items`' order. On the first failure no further item
+ * is started, and the promise rejects with that failure once the items under way have settled: nothing `fn`
+ * started still runs when the caller has its answer (a push answered with an error writes nothing afterwards).
+ */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await fn(items[index] as T);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== undefined) throw failure.err;
+  return results;
 }

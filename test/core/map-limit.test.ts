@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mapLimit } from '../../lib/core/feed.js';
+import { mapLimit } from '../../lib/storage/util.js';
 
 /** A promise and its resolve/reject, to settle an item when the test says so. */
 function deferred<T>() {
