@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
-import { mapLimit, putImmutable } from '../storage/util.js';
+import { mapLimit, putFileWith, putImmutable } from '../storage/util.js';
 import { DEFAULT_STORAGE_TIMEOUT_MS, readWithinDeadline } from '../storage/deadline.js';
 import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
@@ -531,17 +531,10 @@ export class Pusher {
       const stored = await this.#storage.head(blobKey);
       if (stored !== null) return { size: stored.size, written: false };
     }
-    let written: string | null;
-    if (blob.bytes !== undefined) {
-      written = await this.#storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' });
-    } else {
-      const body = blob.open();
-      try {
-        written = await this.#storage.putStream(blobKey, body, blob.size, { ifNoneMatch: '*' });
-      } finally {
-        body.destroy(); // An adapter that failed half-way may leave it unread: close its file now.
-      }
-    }
+    const written =
+      blob.bytes !== undefined
+        ? await this.#storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' })
+        : await putFileWith(this.#storage, blobKey, blob.path, blob.size, { ifNoneMatch: '*' });
     if (written !== null) return { size: blob.size, written: true };
     // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
     // failed condition although nothing is there must not lead to a release without its blob: the caller retries.

@@ -5,7 +5,8 @@
  */
 
 /** What a storage request was, for `koa_appr_storage_*`: the adapter method. */
-export type StorageOperation = 'get' | 'put' | 'putStream' | 'getStream' | 'head' | 'delete' | 'deleteMany' | 'list';
+export type StorageOperation =
+  'get' | 'put' | 'putStream' | 'putFile' | 'getStream' | 'head' | 'delete' | 'deleteMany' | 'list';
 
 /**
  * How a storage request ended: `ok`; `absent` (null for a missing key, false from delete); `not_modified` (a

@@ -180,7 +180,17 @@ export class ApprMetrics implements MetricsHooks {
   }
 }
 
-const OPERATIONS: StorageOperation[] = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'deleteMany', 'list'];
+const OPERATIONS: StorageOperation[] = [
+  'get',
+  'put',
+  'putStream',
+  'putFile',
+  'getStream',
+  'head',
+  'delete',
+  'deleteMany',
+  'list',
+];
 
 export interface MetricsEndpointOptions {
   /** Default `/metrics`. Requests to other paths go on down the middleware chain. */

@@ -8,7 +8,7 @@ import type {
   StreamResult,
   WriteCondition,
 } from './types.js';
-import { assertListPrefix, assertStorageKey, DELETE_MANY_MAX, deleteAll, pageLimit } from './util.js';
+import { assertListPrefix, assertStorageKey, DELETE_MANY_MAX, deleteAll, pageLimit, putFileWith } from './util.js';
 
 /**
  * The storage contract's input rules, enforced once for every adapter: applied by the `Registry` to whatever
@@ -21,6 +21,8 @@ import { assertListPrefix, assertStorageKey, DELETE_MANY_MAX, deleteAll, pageLim
  *   adapter serves is allowed, it returns fewer).
  * - `deleteMany`: at most `DELETE_MANY_MAX` keys, each checked. The wrapper always has it: for an adapter without
  *   one, it deletes the keys one at a time with the adapter's `delete` (`deleteAll`).
+ * - `putFile`: the key checked. The wrapper always has it: for an adapter without one, it streams the file with
+ *   the adapter's `putStream` (`putFileWith`).
  * - `capabilities`: the adapter's, with every undeclared capability false. A caller that needs an atomic
  *   conditional delete checks `capabilities.conditionalDelete` (S3 on Ceph RGW can only check, then delete: see
  *   `S3Storage`); the wrapper passes such a delete on unchanged, as the adapter documents it.
@@ -60,6 +62,11 @@ export class CheckedStorage implements StorageAdapter {
   async putStream(key: string, body: Readable, size: number, options?: WriteCondition): Promise<string | null> {
     assertStorageKey(key);
     return this.#inner.putStream(key, body, size, options);
+  }
+
+  async putFile(key: string, path: string, size: number, options?: WriteCondition): Promise<string | null> {
+    assertStorageKey(key);
+    return putFileWith(this.#inner, key, path, size, options);
   }
 
   async getStream(key: string): Promise<StreamResult | null> {

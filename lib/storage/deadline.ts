@@ -42,6 +42,8 @@ export class DeadlineStorage implements StorageAdapter {
   readonly #timeoutMs: number;
   /** The adapter's, within the deadline plus 5 ms per key; absent when the adapter has none. */
   readonly deleteMany?: (keys: readonly string[]) => Promise<void>;
+  /** The adapter's, within a write's deadline for `size` bytes (as `putStream`); absent when the adapter has none. */
+  readonly putFile?: (key: string, path: string, size: number, options?: WriteCondition) => Promise<string | null>;
 
   constructor(inner: StorageAdapter, timeoutMs: number) {
     this.#inner = inner;
@@ -52,6 +54,19 @@ export class DeadlineStorage implements StorageAdapter {
     const deleteMany = inner.deleteMany?.bind(inner);
     if (deleteMany !== undefined) {
       this.deleteMany = (keys) => this.#bound('deleteMany', this.#timeoutMs + 5 * keys.length, () => deleteMany(keys));
+    }
+    // Likewise (an absent `putFile` means a `putStream` of the file, bounded as such).
+    const putFile = inner.putFile?.bind(inner);
+    if (putFile !== undefined) {
+      this.putFile = (key, path, size, options) => {
+        const deadline = new AbortController();
+        return this.#bound(
+          'putFile',
+          this.#writeMs(size),
+          () => putFile(key, path, size, { ...options, signal: deadline.signal }),
+          () => deadline.abort(),
+        );
+      };
     }
   }
 

@@ -119,6 +119,18 @@ export class FsStorage implements StorageAdapter {
     return this.#run(() => this.#write(key, path, sourceChunks(body, size), options), true);
   }
 
+  /**
+   * `StorageAdapter.putFile`: the file is copied to the temp file through one buffer of at most `FILE_COPY_BYTES`,
+   * reused for every read (a stream would allocate a new one per piece: 16 concurrent 30 MB pushes made 480 MB of
+   * garbage, collected only once about 64 MB of it had piled up). A file that cannot be read is a
+   * `StorageUnavailableError`, as a failing disk; a size that is not the file's, an Error. Nothing is published in
+   * either case.
+   */
+  async putFile(key: string, path: string, size: number, options?: WriteCondition): Promise<string | null> {
+    const target = this.#objectPath(key);
+    return this.#run(() => this.#write(key, target, fileChunks(path, size, options?.signal), options), true);
+  }
+
   async getStream(key: string): Promise<StreamResult | null> {
     const path = this.#objectPath(key);
     return this.#run(async () => {
@@ -573,6 +585,34 @@ async function createOrNull<T>(path: string, op: () => Promise<T>): Promise<T | 
 class SourceError extends Error {
   constructor(override readonly cause: unknown) {
     super('source stream failed');
+  }
+}
+
+/** The buffer `putFile` copies a file through, in bytes. */
+const FILE_COPY_BYTES = 256 * 1024;
+
+/**
+ * The bytes of the file at `path`, read into one buffer reused from read to read: a chunk is valid until the next
+ * one is asked for (`#writeTemp` writes each whole before that). Fails with a `SourceError` unless there are exactly
+ * `size` bytes, and stops once `signal` is aborted (`throwIfAbandoned`).
+ */
+async function* fileChunks(path: string, size: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  if (!Number.isSafeInteger(size) || size < 0) throw new SourceError(new Error(`invalid file size ${size}`));
+  const fh = await open(path, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(size, FILE_COPY_BYTES)));
+    let count = 0;
+    for (;;) {
+      throwIfAbandoned(signal);
+      const { bytesRead } = await fh.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      count += bytesRead;
+      if (count > size) throw new SourceError(new Error(`file is longer than its declared size of ${size} bytes`));
+      yield buffer.subarray(0, bytesRead);
+    }
+    if (count !== size) throw new SourceError(new Error(`file has ${count} bytes, its declared size is ${size}`));
+  } finally {
+    await fh.close();
   }
 }
 

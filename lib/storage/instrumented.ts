@@ -14,6 +14,8 @@ export class InstrumentedStorage implements StorageAdapter {
   readonly #metrics: MetricsHooks;
   /** The adapter's, measured as one request; absent when the adapter has none. */
   readonly deleteMany?: (keys: readonly string[]) => Promise<void>;
+  /** The adapter's, measured as one request; absent when the adapter has none. */
+  readonly putFile?: (key: string, path: string, size: number, options?: WriteCondition) => Promise<string | null>;
 
   constructor(inner: StorageAdapter, metrics: MetricsHooks) {
     this.inner = inner;
@@ -23,6 +25,11 @@ export class InstrumentedStorage implements StorageAdapter {
     // Only where the adapter has one (an absent `deleteMany` means one measured `delete` per key).
     const deleteMany = inner.deleteMany?.bind(inner);
     if (deleteMany !== undefined) this.deleteMany = (keys) => this.#measure('deleteMany', deleteMany(keys), () => 'ok');
+    const putFile = inner.putFile?.bind(inner);
+    if (putFile !== undefined) {
+      this.putFile = (key, path, size, options) =>
+        this.#measure('putFile', putFile(key, path, size, options), writeOutcome);
+    }
   }
 
   get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {

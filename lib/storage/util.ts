@@ -1,5 +1,6 @@
+import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import type { StorageAdapter } from './types.js';
+import type { StorageAdapter, WriteCondition } from './types.js';
 
 /** Helpers shared by the storage adapters, and by their callers (`putImmutable`). */
 
@@ -82,6 +83,27 @@ export async function* sizedChunks(body: Readable, size: number): AsyncGenerator
     yield buffer;
   }
   if (count !== size) throw new Error(`stream ended after ${count} bytes, its declared size is ${size}`);
+}
+
+/**
+ * Store the file at `path` (`size` bytes) at `key` with the adapter's `putFile`, or, for an adapter without one,
+ * with `putStream` of the file read as a stream (closed whatever happens). Same conditions and result as
+ * `putStream`.
+ */
+export async function putFileWith(
+  storage: Pick<StorageAdapter, 'putStream' | 'putFile'>,
+  key: string,
+  path: string,
+  size: number,
+  options?: WriteCondition,
+): Promise<string | null> {
+  if (storage.putFile !== undefined) return storage.putFile(key, path, size, options);
+  const body = createReadStream(path);
+  try {
+    return await storage.putStream(key, body, size, options);
+  } finally {
+    body.destroy(); // An adapter that failed half-way may leave it unread: close the file now.
+  }
 }
 
 /** The most keys one `StorageAdapter.deleteMany` call takes: S3's DeleteObjects limit. */

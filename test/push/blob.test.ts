@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
@@ -74,6 +75,11 @@ describe('push: staging a blob (BlobStager)', function () {
     const staged = await stager.end();
     expect(staged.bytes).to.equal(undefined);
     expect(await readdir(dir)).to.have.length(1);
+    // The file's path (for StorageAdapter.putFile), and the gzip bytes' sha256, hashed as they went there: the
+    // first 64 KiB were kept in memory, then spooled with the rest.
+    expect(staged.path).to.equal(join(dir, (await readdir(dir))[0]!));
+    expect((await readFile(staged.path!)).equals(gzip)).to.equal(true);
+    expect(await staged.gzipDigest()).to.equal(createHash('sha256').update(gzip).digest('hex'));
     for (let round = 0; round < 2; round++) {
       const chunks: Buffer[] = [];
       for await (const chunk of staged.open()) chunks.push(chunk as Buffer);

@@ -1,5 +1,8 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { checkedStorage, type CheckedStorage } from '../../lib/storage/checked.js';
@@ -223,6 +226,7 @@ export function describeStorageContract(
             ['put', () => storage.put(key, Buffer.from('x'))],
             ['put ifNoneMatch', () => storage.put(key, Buffer.from('x'), { ifNoneMatch: '*' })],
             ['putStream', () => storage.putStream(key, Readable.from([Buffer.from('x')]), 1)],
+            ['putFile', () => storage.putFile(key, join(tmpdir(), 'no-such-file'), 1)],
             ['getStream', () => storage.getStream(key)],
             ['head', () => storage.head(key)],
             ['delete', () => storage.delete(key)],
@@ -309,6 +313,53 @@ export function describeStorageContract(
 
       const replaced = await storage.putStream(`${p}blob`, chunked(data), data.length, { ifMatch: etag! });
       expect(await storage.get(`${p}blob`)).to.deep.equal({ notModified: false, body: data, etag: replaced });
+    });
+
+    describe("putFile (the adapter's, or the wrapper's putStream of the file)", function () {
+      let dir: string;
+      beforeEach(async function () {
+        dir = await mkdtemp(join(tmpdir(), 'contract-put-file-'));
+      });
+      afterEach(async function () {
+        await rm(dir, { recursive: true, force: true });
+      });
+
+      it("stores a file of more than one 256 KiB read, with putStream's conditions, leaving the file as it was", async function () {
+        const data = randomBytes(1024 * 1024 + 17);
+        const file = join(dir, 'blob.tgz');
+        await writeFile(file, data);
+        const etag = await storage.putFile(`${p}blob`, file, data.length, { ifNoneMatch: '*' });
+        expect(etag).to.be.a('string');
+        expect(await storage.get(`${p}blob`)).to.deep.equal({ notModified: false, body: data, etag });
+        expect(await storage.putFile(`${p}blob`, file, data.length, { ifNoneMatch: '*' })).to.equal(null);
+        expect(await storage.putFile(`${p}blob`, file, data.length, { ifMatch: 'no-such-etag' })).to.equal(null);
+        expect(await storage.head(`${p}blob`)).to.deep.equal({ size: data.length, etag });
+
+        const other = join(dir, 'other.tgz');
+        await writeFile(other, 'second');
+        const replaced = await storage.putFile(`${p}blob`, other, 6, { ifMatch: etag! });
+        expect(replaced).to.be.a('string').and.not.equal(etag);
+        expect(await storage.get(`${p}blob`)).to.deep.equal({
+          notModified: false,
+          body: Buffer.from('second'),
+          etag: replaced,
+        });
+        expect((await readFile(file)).equals(data)).to.equal(true);
+      });
+
+      it('rejects a putFile whose file is shorter or longer than its size, or missing, leaving nothing', async function () {
+        const data = randomBytes(1000);
+        const file = join(dir, 'blob.tgz');
+        await writeFile(file, data);
+        await rejection(storage.putFile(`${p}short`, file, data.length + 1));
+        await rejection(storage.putFile(`${p}long`, file, data.length - 1));
+        await rejection(storage.putFile(`${p}missing`, join(dir, 'missing.tgz'), 10));
+        for (const key of ['short', 'long', 'missing']) expect(await storage.head(`${p}${key}`), key).to.equal(null);
+
+        const etag = await storage.put(`${p}doc`, Buffer.from('kept'));
+        await rejection(storage.putFile(`${p}doc`, file, data.length + 1));
+        expect(await storage.get(`${p}doc`)).to.deep.equal({ notModified: false, body: Buffer.from('kept'), etag });
+      });
     });
 
     it('reports size and ETag from head', async function () {
