@@ -766,7 +766,8 @@ export class Registry {
    * blob's digest (hex) and the releases x media types it removed, and deletes the blob's Helm chart record. Throws
    * 404 `package-not-found` when neither the blob nor a release naming it exists. A purge that succeeds sends one
    * `purge` audit event (`context.actor`); a refused one sends none, and one that fails on storage sends one only
-   * for what it did delete first (releases, the blob), before its error.
+   * for what it did delete first (releases, the blob), before its error, and records that change for the other
+   * instances (its change entry, `coherence.onChange`) as a purge that succeeds does.
    * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
    * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
    */
@@ -833,12 +834,17 @@ export class Registry {
       // Its chart record too: it describes the withdrawn bytes, and a later push of the same tar in other bytes (as
       // another media type, which writes no record) must not find it (the Helm index would list their digest).
       await this.storage.delete(keys.chart(names.namespace, names.name, hex));
-      await this.#feed.record(names.namespace, names.name);
     } catch (err) {
-      // The releases are deleted already: that change is reported, with what became of the blob, before the error.
-      if (removed.length > 0 || deleted) await audit(deleted);
+      // The releases are deleted already: that change reaches the other instances (the change entry, the host's
+      // `onChange`) and the audit, with what became of the blob, before the error. Without the entry they served
+      // the purged releases until their background check read the package again.
+      if (removed.length > 0 || deleted) {
+        await this.#feed.record(names.namespace, names.name);
+        await audit(deleted);
+      }
       throw err;
     }
+    await this.#feed.record(names.namespace, names.name);
     if (!deleted && removed.length === 0) throw notFound();
     await audit(deleted);
     return { namespace: names.namespace, name: names.name, digest: hex, removed };

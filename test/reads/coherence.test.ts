@@ -1,7 +1,8 @@
 import { expect } from 'chai';
-import { MemoryStorage, Registry, type RegistryOptions } from '../../lib/index.js';
+import { MemoryStorage, Registry, StorageUnavailableError, type RegistryOptions } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { chart, CountingStorage, eventually, manualClock } from './helpers.js';
+import { rejection } from '../helpers/expect.js';
 
 /**
  * Several registries on one store, in one process: what the change feed guarantees (README, "Running several
@@ -188,6 +189,29 @@ describe('coherence across instances through the store (change feed)', () => {
     await eventually(async () => (await releases(b)).length === 1, 10_000, 'the backstop check');
     expect(await releases(b)).to.deep.equal(['1.0.0']);
   });
+
+  for (const failing of ['blobs/', 'charts/']) {
+    it(`tells the other instances of a purge that removed releases, though deleting its ${failing} key failed`, async () => {
+      const storage = new CountingStorage();
+      const changed: string[] = [];
+      const a = instance(storage, { coherence: { onChange: ({ name }) => void changed.push(name) } });
+      const b = instance(storage);
+      await push(a, '1.0.0');
+      await push(a, '2.0.0');
+      expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0']);
+      const digest = (await a.showManifest('ns', 'app', '2.0.0', 'helm')).content.digest;
+      changed.length = 0;
+      storage.failDeletes = (key) => key.startsWith(failing);
+      const err = await rejection(a.purgeBlob('ns', 'app', `sha256:${digest}`));
+      expect(err).to.be.instanceOf(StorageUnavailableError);
+      expect(await releases(a)).to.deep.equal(['1.0.0']);
+      // Before: no change entry and no onChange, so b served 2.0.0 until its background check read the package.
+      expect(changed).to.deep.equal(['app']);
+      await a.flushChanges();
+      await b.sync();
+      expect(await releases(b)).to.deep.equal(['1.0.0']);
+    });
+  }
 
   it('lets a host propagate changes itself: coherence.onChange on the writer, registry.invalidate on the others', async () => {
     const storage = new MemoryStorage();

@@ -12,6 +12,8 @@ export class CountingStorage extends MemoryStorage {
   readonly calls: string[] = [];
   /** Keys whose PUT fails (503) before writing anything: a dead writer, or storage down. */
   failPuts: (key: string) => boolean = () => false;
+  /** Keys whose DELETE fails (503) before deleting anything: storage down midway through a purge. */
+  failDeletes: (key: string) => boolean = () => false;
 
   override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
     this.calls.push(`get ${key}`);
@@ -22,6 +24,12 @@ export class CountingStorage extends MemoryStorage {
     this.calls.push(`put ${key}`);
     if (this.failPuts(key)) throw new StorageUnavailableError(`PUT ${key} failed`);
     return super.put(key, body, options);
+  }
+
+  override async delete(key: string, options?: { ifMatch?: string }): Promise<boolean> {
+    this.calls.push(`delete ${key}`);
+    if (this.failDeletes(key)) throw new StorageUnavailableError(`DELETE ${key} failed`);
+    return super.delete(key, options);
   }
 
   override async getStream(key: string): Promise<StreamResult | null> {
