@@ -111,7 +111,8 @@ export class HostSetupError extends ApprError {
         '(a body parser) that kept none of it: no raw text (ctx.request.rawBody) and no parsed ctx.request.body' +
         (partly
           ? ', and it stopped reading part way (a size limit, likely, passed to an onError that let the request go on)'
-          : ' (a parser with patchKoa: false, or one that keeps its result elsewhere)') +
+          : ' (a parser with patchKoa: false, one that keeps its result elsewhere, or one whose onError let the ' +
+            'request go on after refusing its body)') +
         '. Mount the registry before body parsers, or skip the parser on the registry\'s paths (README, "Host body ' +
         'parsers")',
     );
