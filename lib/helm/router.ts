@@ -19,12 +19,12 @@ import { join } from 'node:path';
 import type Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { koaBody } from 'koa-body';
-import { ApprError, ERRORS, isApprError } from '../errors.js';
+import { ApprError, isApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
-import { consumed, isObject } from '../http/body-parser.js';
-import { responder, sendBlob } from '../http/respond.js';
+import { consumed, HostSetupError, isObject, warnHostParser } from '../http/body-parser.js';
+import { publicMessage, responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
 import { closeAfterAnswer, lingerBounds } from '../http/linger.js';
@@ -105,13 +105,13 @@ interface Deps {
 /**
  * ChartMuseum's error body, `{"error": "<message>"}` (which `helm cm-push` prints), unless the host's own
  * `onResponseError` replaces it; status and headers (`WWW-Authenticate`, `Allow`) are the registry's. A 5xx says
- * only the error table's message, as everywhere.
+ * only the error table's message, as everywhere (`publicMessage`).
  */
 function chartMuseumErrors(host: ResolvedOptions['onResponseError']): NonNullable<ResolvedOptions['onResponseError']> {
   return async (error, ctx) =>
     (host ? await host(error, ctx) : undefined) ?? {
       status: error.status,
-      body: { error: error.status >= 500 ? ERRORS[error.code].message : error.message },
+      body: { error: publicMessage(error) },
     };
 }
 
@@ -494,9 +494,10 @@ function severalCharts(): ApprError {
 type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; files?: unknown };
 
 /**
- * The chart of a request whose body a host body parser (koa-body, koa-bodyparser) read before the registry, as the
- * appr push route takes its values (lib/http/body-parser.ts): the request stream is over, so only what the parser
- * kept can be used, at once.
+ * The chart of a request whose body a host body parser (koa-body, koa-bodyparser, @koa/bodyparser) read before the
+ * registry, as the appr push route takes its values (lib/http/body-parser.ts): the request stream is over, so only
+ * what the parser kept can be used, at once. The first such request of the process warns, as a push does
+ * (`KOA_APPR_HOST_BODY_PARSER`).
  *
  * - A multipart form a parser kept files of (koa-body's `multipart: true`: `ctx.request.files`, formidable's temp
  *   files, `filepath`, or `path` before formidable 2): the `chart` file, read from the parser's temp file, which
@@ -505,12 +506,15 @@ type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; fil
  * - Any other body: the raw bytes the parser kept, `ctx.request.rawBody` (koa-bodyparser; koa-body's
  *   `includeUnparsed`), older koa-body's `Symbol.for('unparsedBody')` or `ctx.request.body`, as a Buffer or a string
  *   of bytes (one character per byte, `encoding: 'latin1'`), spooled to a temporary file. Over `limit`: 413.
+ * - Nothing kept at all (no `ctx.request.body`: a parser whose `onError` let the request go on, koa-body's
+ *   `patchKoa: false`): `HostSetupError` (500, explained in the log), the server's setup and not the request's.
  * - Nothing of the bytes kept (a parsed form only), or a string decoded as UTF-8 text (the parsers' default for a
  *   urlencoded body, what `curl --data-binary` sends: a gzip archive never survives that decoding): 400
  *   `invalid-usage`, saying to send the chart as `application/gzip` (which the parsers leave unread) or to mount the
  *   registry before body parsers.
  */
 async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
+  warnHostParser();
   const request = ctx.request as HostRequest;
   const files = request.files;
   if (ctx.is('multipart') && isObject(files)) {
@@ -538,6 +542,7 @@ async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
         'before body parsers',
     );
   }
+  if (raw === undefined && request.body === undefined) throw new HostSetupError(ctx);
   if (raw === undefined) {
     throw new ApprError(
       'invalid-usage',

@@ -43,9 +43,10 @@ export class BlobText {
 
 /**
  * Request values from the query string and the body. The body is streamed when nobody read it yet; when a host
- * body parser (koa-bodyparser, koa-body) ran before the registry, its result is used instead: the raw text where
- * it kept it (`ctx.request.rawBody`, koa-body's `unparsedBody`), else the parsed object. `limit` bounds the whole
- * body (413); `fieldBytes` the fields other than a streamed blob (413).
+ * body parser (@koa/bodyparser, koa-bodyparser, koa-body) ran before the registry, its result is used instead: the
+ * raw text where it kept it (`ctx.request.rawBody`, koa-body's `unparsedBody`), else the parsed object; none of
+ * them: `HostSetupError` (500). `limit` bounds the whole body (413); `fieldBytes` the fields other than a streamed
+ * blob (413).
  */
 export async function readValues(ctx: Context, limit: number, fieldBytes: number, blob: BlobSink | undefined) {
   const values: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
@@ -76,17 +77,47 @@ export async function readValues(ctx: Context, limit: number, fieldBytes: number
 let warned = false;
 
 /**
- * Once per process: the host's parser limits (1 MB by default for koa-bodyparser and koa-body) apply before ours
- * and answer in their own format, which we cannot intercept; say so where the host's operators will see it.
+ * Once per process, for pushes, logins and chart uploads alike: the host's parser limits (1 MB by default for
+ * @koa/bodyparser, koa-bodyparser and koa-body) apply before ours and answer in their own format, which we cannot
+ * intercept; say so where the host's operators will see it.
  */
-function warnHostParser(): void {
+export function warnHostParser(): void {
   if (warned) return;
   warned = true;
   process.emitWarning(
-    'a body parser ran before the registry: its own size limit applies to pushes first. Mount the registry before ' +
-      'body parsers, or raise the parser\'s jsonLimit/formLimit to the push body limit (see the README, "Host body parsers").',
+    'a body parser ran before the registry: its own size limit applies to pushes and chart uploads first. Mount the ' +
+      "registry before body parsers, or raise the parser's jsonLimit/formLimit to the push body limit (see the " +
+      'README, "Host body parsers").',
     { code: 'KOA_APPR_HOST_BODY_PARSER' },
   );
+}
+
+/**
+ * A request body that something before the registry read (a host body parser) and kept none of: neither raw text
+ * nor a parsed `ctx.request.body`. The server's setup, not the request: `500 internal-error`, whose client message
+ * (`clientMessage`, shown by lib/http/respond.ts where other 5xx show only the table's) says so without naming
+ * anything of the server, while `message`, for `onError` and the host's log, says what happened and what to change.
+ */
+export class HostSetupError extends ApprError {
+  readonly clientMessage =
+    "The server's body parser read the request body before the registry and kept none of it: this is the " +
+    "server's configuration, not an error in the request (the server's log says what to change)";
+
+  constructor(ctx: Context) {
+    const partly = !ctx.req.readableEnded;
+    super(
+      'internal-error',
+      `koa-appr: the body of ${ctx.method} ${ctx.path.slice(0, 200)} was read before the registry by a middleware ` +
+        '(a body parser) that kept none of it: no raw text (ctx.request.rawBody) and no parsed ctx.request.body' +
+        (partly
+          ? ', and it stopped reading part way (a size limit, likely, passed to an onError that let the request go on)'
+          : ' (a parser with patchKoa: false, one that keeps its result elsewhere, or one whose onError let the ' +
+            'request go on after refusing its body)') +
+        '. Mount the registry before body parsers, or skip the parser on the registry\'s paths (README, "Host body ' +
+        'parsers")',
+    );
+    this.name = 'HostSetupError';
+  }
 }
 
 /** Whether something before us read the request stream (a host body parser). */
@@ -106,12 +137,7 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
         : typeof body === 'string'
           ? body
           : undefined;
-  if (body === undefined && raw === undefined) {
-    throw new ApprError(
-      'internal-error',
-      'The request body was read before the registry and not kept: mount the registry before body parsers',
-    );
-  }
+  if (body === undefined && raw === undefined) throw new HostSetupError(ctx);
   const size =
     raw !== undefined
       ? Buffer.byteLength(raw)
