@@ -22,6 +22,13 @@ export const ERRORS = {
   'too-many-requests': { status: 429, message: 'Too many requests' },
   'header-too-large': { status: 431, message: 'Request header fields too large' },
   'internal-error': { status: 500, message: 'Internal error' },
+  // A body a host middleware read before the registry and kept none of (lib/http/body-parser.ts `HostSetupError`).
+  'server-misconfigured': {
+    status: 500,
+    message:
+      "The server's body parser read the request body before the registry and kept none of it: the server's " +
+      "configuration is at fault, not the request (the server's log says what to change)",
+  },
   unsupported: { status: 501, message: 'Unsupported' },
   'storage-unavailable': { status: 503, message: 'Storage unavailable' },
   'too-busy': { status: 503, message: 'Too busy, retry later' },

@@ -94,19 +94,15 @@ export function warnHostParser(): void {
 
 /**
  * A request body that something before the registry read (a host body parser) and kept none of: neither raw text
- * nor a parsed `ctx.request.body`. The server's setup, not the request: `500 internal-error`, whose client message
- * (`clientMessage`, shown by lib/http/respond.ts where other 5xx show only the table's) says so without naming
- * anything of the server, while `message`, for `onError` and the host's log, says what happened and what to change.
+ * nor a parsed `ctx.request.body`. The server's setup, not the request: `500 server-misconfigured`, whose table
+ * message (all a client sees of a 5xx) says so without naming anything of the server, while `message`, for
+ * `onError` and the host's log, says what happened and what to change.
  */
 export class HostSetupError extends ApprError {
-  readonly clientMessage =
-    "The server's body parser read the request body before the registry and kept none of it: this is the " +
-    "server's configuration, not an error in the request (the server's log says what to change)";
-
   constructor(ctx: Context) {
     const partly = !ctx.req.readableEnded;
     super(
-      'internal-error',
+      'server-misconfigured',
       `koa-appr: the body of ${ctx.method} ${ctx.path.slice(0, 200)} was read before the registry by a middleware ` +
         '(a body parser) that kept none of it: no raw text (ctx.request.rawBody) and no parsed ctx.request.body' +
         (partly

@@ -3,7 +3,6 @@ import type { Context, Middleware, Next } from 'koa';
 import { ApprError, ERRORS, isApprError, type ErrorCode } from '../errors.js';
 import type { ErrorResponse } from './options.js';
 import { boundedErrorBody, setAttachment } from './headers.js';
-import { HostSetupError } from './body-parser.js';
 import { closeAfterAnswer, LINGER_MIN_BYTES, LINGER_MS } from './linger.js';
 import type { HttpRecorder } from '../ops/http.js';
 
@@ -29,8 +28,7 @@ const CORS_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
  * host's own errors stay the host's business.
  *
  * A 5xx answer carries only the error table's message (a client may not learn storage paths, bucket names or a
- * stack), or, for `HostSetupError`, a fixed text saying the server's setup is at fault; the error itself goes to
- * `onError`. A client that went away is not an error and is not reported.
+ * stack); the error itself goes to `onError`. A client that went away is not an error and is not reported.
  */
 export function responder(options: ResponseOptions): Middleware {
   const { record } = options;
@@ -111,8 +109,7 @@ async function answerError(ctx: Context, err: unknown, options: ResponseOptions,
     ctx.body = custom.body;
     return;
   }
-  // A client's value echoed in an error is bounded (issue 12 item 4). A 5xx says only the table's message, or, for a
-  // host set up so that the registry cannot read the body, that it is the server's doing (its log says the rest).
+  // A client's value echoed in an error is bounded (issue 12 item 4).
   const json =
     error.status >= 500
       ? { code: error.code, message: publicMessage(error), details: {} }
@@ -120,13 +117,9 @@ async function answerError(ctx: Context, err: unknown, options: ResponseOptions,
   ctx.body = options.errorEnvelope ? { error: json } : json;
 }
 
-/**
- * The message a client may read: a 4xx's own; a 5xx's from the error table only (no storage path, bucket name or
- * stack), except a `HostSetupError`'s fixed text, which says the server's setup is at fault.
- */
+/** The message a client may read: a 4xx's own; a 5xx's from the error table only (no storage path, bucket name or stack). */
 export function publicMessage(error: ApprError): string {
-  if (error.status < 500) return error.message;
-  return error instanceof HostSetupError ? error.clientMessage : ERRORS[error.code].message;
+  return error.status < 500 ? error.message : ERRORS[error.code].message;
 }
 
 const ABORT_CODES = new Set(['ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNABORTED', 'EPIPE']);

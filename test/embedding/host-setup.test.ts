@@ -13,7 +13,7 @@ import { makeTarGz } from '../helpers/blobs.js';
 import { listen, type TestServer } from '../helpers/http.js';
 import { chartTgz } from '../helm/clients.js';
 
-const SERVER_SETUP = /server's configuration, not an error in the request/;
+const SERVER_SETUP = /server's configuration is at fault, not the request/;
 const WHAT_TO_DO =
   /read before the registry by a middleware \(a body parser\) that kept none of it.*Mount the registry before body parsers/;
 
@@ -52,13 +52,13 @@ for (const [label, make] of hosts) {
       logged.length = 0;
     });
 
-    it("answers a push 500 internal-error, saying it is the server's setup, and logs what to change", async function () {
+    it("answers a push 500 server-misconfigured, saying it is the server's setup, and logs what to change", async function () {
       const blob = await makeTarGz({ 'kept/Chart.yaml': 'name: kept\n' });
       const res = await server.request('POST', '/api/v1/packages/hs/kept', {
         json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') },
       });
       expect(res.status).to.equal(500);
-      expect(res.json.code).to.equal('internal-error');
+      expect(res.json.code).to.equal('server-misconfigured');
       expect(res.json.message).to.match(SERVER_SETUP);
       expect(res.text).to.not.match(/cnr|hs\/kept|rawBody|patchKoa|koa-appr/);
       expect(logged.map((err) => err.message)).to.have.length(1);

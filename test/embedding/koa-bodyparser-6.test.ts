@@ -278,8 +278,8 @@ for (const mount of ['app', 'nested'] as const) {
         reported.length = 0;
         const res = await json(await fetch(`${server.base}/api/v1/packages/h/cut`, chunked(big, 'application/json')));
         expect(res.status).to.equal(500);
-        expect(res.body.code).to.equal('internal-error');
-        expect(res.body.message).to.match(/server's configuration, not an error in the request/);
+        expect(res.body.code).to.equal('server-misconfigured');
+        expect(res.body.message).to.match(/server's configuration is at fault, not the request/);
         expect(res.body.message).to.not.match(/cnr|koa|rawBody/i);
         expect(reported).to.have.length(1);
         expect((reported[0] as Error).message).to.match(
@@ -293,7 +293,7 @@ for (const mount of ['app', 'nested'] as const) {
         const text = `{"chart": "${randomBytes(96 * 1024).toString('base64')}"}`;
         const res = await json(await fetch(`${server.base}/helm/api/hp/charts`, chunked(text, 'application/json')));
         expect(res.status).to.equal(500);
-        expect(res.body.error).to.match(/server's configuration, not an error in the request/);
+        expect(res.body.error).to.match(/server's configuration is at fault, not the request/);
         expect(reported).to.have.length(1);
         expect((reported[0] as Error).message).to.match(/Mount the registry before body parsers/);
       });
