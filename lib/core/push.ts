@@ -126,6 +126,12 @@ function taken(plan: PushPlan, doc: PackageDoc, view: SegmentView): boolean {
 }
 
 /** Built only when thrown: an Error captures a stack trace, a cost every successful push would pay. */
+function notAllowed(plan: PushPlan): ApprError {
+  const pkg = `${plan.namespace}/${plan.name}`;
+  return new ApprError('forbidden', `You are not allowed to push to ${pkg}`, { package: pkg });
+}
+
+/** Built only when thrown (see `notAllowed`). */
 function conflict(plan: PushPlan): ApprError {
   return new ApprError('package-exists', 'Package exists already', {
     package: `${plan.namespace}/${plan.name}`,
@@ -185,7 +191,8 @@ export class Pusher {
   /**
    * Validate, stage and commit one push (see `Registry.push` for the write order and its cost). Throws
    * `ApprError`s (names, release, media type, blob, `package-exists`, `forbidden` for `createOnly`) before
-   * anything is stored, and `StorageUnavailableError` when storage fails or the collector keeps racing the push.
+   * anything is stored (`package-exists` and `forbidden` after, from the compare-and-swap, only for a push that lost
+   * a race to it), and `StorageUnavailableError` when storage fails or the collector keeps racing the push.
    */
   async push(input: PushInput): Promise<Pushed> {
     const namespace = checkName('namespace', input.namespace);
@@ -230,10 +237,20 @@ export class Pusher {
     const { namespace, name, mediaType, blob, metadata, chart } = plan;
     try {
       // The first round starts from the version this instance holds, when it can (no request: `cachedFence`);
-      // a round after a broken fence reads storage.
-      const gcFence =
-        (round === 1 ? cachedFence<PackageDoc>(this.#docs, plan.docKey, relied(plan)) : undefined) ??
-        (await fence<PackageDoc>(this.#docs, plan.docKey, relied(plan)));
+      // a round after a broken fence reads storage. A push refused (403, 409) is refused before it writes anything
+      // (`#refuseEarly`), on a version read from storage, never on the held one alone (another instance may have
+      // deleted the release since): a push the held version refuses reads the document first (one GET), and its
+      // fence is the version read.
+      let gcFence = round === 1 ? cachedFence<PackageDoc>(this.#docs, plan.docKey, relied(plan)) : undefined;
+      if (gcFence !== undefined && this.#refusal(plan, gcFence.doc?.value ?? null) !== undefined) {
+        this.#refuseEarly(plan, (await this.#docs.refresh<PackageDoc>(plan.docKey)).value);
+        // The version just read, or one this instance wrote since (its compare-and-swap then decides).
+        gcFence = cachedFence<PackageDoc>(this.#docs, plan.docKey, relied(plan));
+      }
+      if (gcFence === undefined) {
+        gcFence = await fence<PackageDoc>(this.#docs, plan.docKey, relied(plan));
+        this.#refuseEarly(plan, gcFence.doc?.value ?? null);
+      }
       // The objects the document will reference are independent of each other: written at once (with the fsync
       // of each on the filesystem, that is one disk flush's wait instead of one per object). A failure answers
       // once all are settled: a helm blob still being written starts its chart record after it.
@@ -311,11 +328,7 @@ export class Pusher {
     return this.#docs.update<PackageDoc, boolean>(
       plan.docKey,
       (current) => {
-        if (forbidden(plan, current)) {
-          throw new ApprError('forbidden', `You are not allowed to push to ${namespace}/${name}`, {
-            package: `${namespace}/${name}`,
-          });
-        }
+        if (forbidden(plan, current)) throw notAllowed(plan);
         const view = current === null ? undefined : this.#segments.viewOf(current);
         if (current !== null && view !== undefined && taken(plan, current, view)) throw conflict(plan);
         checkFence(gcFence, current, relied(plan));
@@ -353,6 +366,36 @@ export class Pusher {
       {},
       { cached: true },
     );
+  }
+
+  /**
+   * Why `doc` (a version of the package document, null when absent) refuses the push: 'forbidden' (403,
+   * `createOnly`), 'taken' (409), or undefined when it would publish it, or when its segments are not loaded and its
+   * inline records do not tell (then the compare-and-swap decides).
+   */
+  #refusal(plan: PushPlan, doc: PackageDoc | null): 'forbidden' | 'taken' | undefined {
+    if (forbidden(plan, doc)) return 'forbidden';
+    if (doc === null) return undefined;
+    let view: SegmentView;
+    try {
+      view = this.#segments.viewOf(doc);
+    } catch (err) {
+      if (err instanceof SegmentsNotLoaded) return undefined;
+      throw err;
+    }
+    return taken(plan, doc, view) ? 'taken' : undefined;
+  }
+
+  /**
+   * Refuse the push (throws `forbidden`, `package-exists`) before the round writes anything, when `doc`, a version
+   * of the package document just read from storage (never the cached one alone: `#round`), refuses it, so that a
+   * refused push changes nothing in storage. The compare-and-swap still decides every push this lets through: one
+   * that another push overtakes after this check is answered as before, from what storage holds then.
+   */
+  #refuseEarly(plan: PushPlan, doc: PackageDoc | null): void {
+    const refusal = this.#refusal(plan, doc);
+    if (refusal === 'forbidden') throw notAllowed(plan);
+    if (refusal === 'taken') throw conflict(plan);
   }
 
   /**

@@ -373,7 +373,12 @@ export class Registry {
 
   /**
    * Everything about the push is validated (names, release, media type) before its blob is checked, and the blob
-   * is checked in full before anything is stored, so a refused push leaves nothing in storage.
+   * is checked in full before anything is stored, so a refused push leaves nothing in storage. So does a push the
+   * package document refuses (`package-exists`, 409; `forbidden`, 403, for `createOnly`): decided before anything is
+   * written, on a version of the document storage held after the push began (one GET more when the version this
+   * instance holds refuses it: lib/core/push.ts `#refuseEarly`). The compare-and-swap decides every push that lets
+   * through, so one refused only there (another push won the race, this instance's copy was stale, or the document
+   * would grow past `maxPackageBytes`: 422) leaves its objects unreferenced.
    *
    * Write order: blob, metadata object, segment (when the inline records are full), then the package document (a
    * helm push's chart record is started after its blob and written while the document is: lib/core/push.ts

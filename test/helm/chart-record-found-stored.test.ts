@@ -150,15 +150,19 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
 
       it('is listed with the digest a pull returns after a failed push wrote its record late over the stored bytes', async () => {
         const storage = new RecordPuts(inner());
-        const registry = new Registry({ storage });
-        await registry.push({ ...web, release: '1.0.0', blob: await chartTgz({ name: 'web', version: '1.0.0' }) });
+        const registry = new Registry({ storage, coherence: { pollMs: 0, sweepPerSecond: 0 } });
+        await registry.push({ ...web, release: '0.1.0', blob: await chartTgz({ name: 'web', version: '0.1.0' }) });
+        // Release 1.0.0 pushed through another instance: this one's copy of the document does not have it yet.
+        const other = new Registry({ storage, coherence: { pollMs: 0, sweepPerSecond: 0 } });
+        await other.push({ ...web, release: '1.0.0', blob: await chartTgz({ name: 'web', version: '1.0.0' }) });
+        await other.close();
         const tgz = await chartTgz({ name: 'web', version: '2.0.0' });
         const digest = await digestOf(tgz);
         const second = regzipped(tgz);
         expect(second.length).to.equal(tgz.length);
 
-        // A push of chart 2.0.0 to the existing release 1.0.0: its blob is written, then it is refused (409) while
-        // its record is still being written.
+        // A push of chart 2.0.0 to the existing release 1.0.0, from that copy: its blob is written, then it is
+        // refused (409, by its compare-and-swap) while its record is still being written.
         storage.hold();
         const refused = registry.push({ ...web, release: '1.0.0', blob: tgz }).then(
           () => 'pushed',

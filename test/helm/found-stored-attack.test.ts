@@ -212,12 +212,14 @@ describe('helm push that found its tarball stored: attacks', () => {
     const registry = new Registry({ storage, cas: { maxAttempts: 1 }, ...quiet });
     try {
       const tgz = await chartTgz({ name: 'app', version: '1.0.0' });
-      await registry.push({ ...app, release: '1.0.0', blob: tgz });
+      // The blob's only release is another one than the pushes': a push of a release the version it holds has is
+      // refused (409) before its write, on a read of storage, and reaches no compare-and-swap.
+      await registry.push({ ...app, release: '0.1.0', blob: tgz });
       await registry.push({ ...app, release: '0.5.0', blob: await chartTgz({ name: 'app', version: '0.5.0' }) });
       // The only release of the blob is deleted; its write waits while pushes fenced on the version before it
       // (which tells the sha256) queue behind it: they are decided together on the version without it.
       storage.holdNextDocumentPut();
-      const deleted = registry.deleteRelease('ns', 'app', '1.0.0', 'helm');
+      const deleted = registry.deleteRelease('ns', 'app', '0.1.0', 'helm');
       await storage.docPutReached.opened;
       const outcome = (p: Promise<unknown>) =>
         p.then(

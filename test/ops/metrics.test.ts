@@ -97,8 +97,9 @@ describe('metrics', () => {
       sample(samples, 'koa_appr_storage_requests_total', { operation, outcome });
     // The push that won: its blob, its package document, its change entry (and the catalog's first snapshot).
     expect(storageCount('put', 'ok')).to.be.at.least(3);
-    expect(storageCount('put', 'condition_failed')).to.equal(1); // the second push's blob was there already
-    expect(storageCount('head', 'ok')).to.equal(1); // ... which it checked
+    // The second push (409) is refused on the package document before it writes anything: no blob PUT, no HEAD.
+    expect(storageCount('put', 'condition_failed')).to.equal(0);
+    expect(storageCount('head', 'ok')).to.equal(0);
     expect(storageCount('get', 'error')).to.equal(2); // the two unknown packages looked up during the outage
     expect(storageCount('getStream', 'ok')).to.equal(0); // a small blob is served from memory after its first read
     expect(

@@ -294,45 +294,63 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
     });
 
     it('group commit on a stale copy: each concurrent push gets the answer storage gives it, none lost', async () => {
-      const others = ['1.0.0', '3.0.0', '4.0.0', '2.0.0'];
+      // 3.0.0 and 4.0.0 pass the check on this instance's copy and wait in one batch; 1.0.0 and 2.0.0, which the copy
+      // has, are refused before they write anything, on a read of storage (where both still are then).
+      const others = ['3.0.0', '4.0.0'];
+      const early = ['1.0.0', '2.0.0'];
       const tars: Record<string, Buffer> = {};
       for (const release of ['1.0.0', '2.0.0', '3.0.0', '4.0.0', '5.0.0']) {
         tars[release] = await makeTarGz({ 'release.txt': release, 'by.txt': 'a' });
       }
+      const again: Record<string, Buffer> = {};
+      for (const release of early) again[release] = await makeTarGz({ 'release.txt': release, 'by.txt': 'again' });
       const fromB = await makeTarGz({ 'release.txt': '3.0.0', 'by.txt': 'b' });
       const digests = new Set(await Promise.all(others.map(async (release) => digestOf(tars[release] as Buffer))));
+      const earlyKeys = new Set(
+        await Promise.all(
+          early.map(async (release) => keys.blob('acme', 'app', await digestOf(again[release] as Buffer))),
+        ),
+      );
       const firstCas = gate();
       const queued = gate();
+      const earlyDone = gate();
       let blobsWritten = 0;
       let phase: 'setup' | 'first' | 'changed' = 'setup';
       const casPuts: string[] = [];
+      const calls: Call[] = [];
       const b = open2(store.storage);
       const a = open2(
-        hooked(store.storage, {
-          before: async (call) => {
-            if (phase === 'setup' || call.method !== 'put' || call.key !== docKey) return;
-            casPuts.push(phase);
-            if (casPuts.length > 1) return;
-            // 5.0.0's compare-and-swap waits until the four others have queued theirs behind it (one batch).
-            firstCas.open();
-            await queued.opened;
-            await new Promise((resolve) => setImmediate(resolve)); // their update calls follow their writes' answers
-          },
-          after: async (call, result) => {
-            if (phase === 'setup') return;
-            if (call.method === 'put' && digests.has(call.key.split('/').pop() as string)) {
-              blobsWritten += 1;
-              if (blobsWritten === others.length) queued.open();
+        hooked(
+          store.storage,
+          {
+            before: async (call) => {
+              if (phase === 'setup' || call.method !== 'put' || call.key !== docKey) return;
+              casPuts.push(phase);
+              if (casPuts.length > 1) return;
+              // 5.0.0's compare-and-swap waits until the two others have queued theirs behind it (one batch).
+              firstCas.open();
               await queued.opened;
-            }
-            // Once 5.0.0 is written, the other instance changes the document: the batch's cached copy is stale.
-            if (phase === 'first' && call.method === 'put' && call.key === docKey && result !== null) {
-              phase = 'changed';
-              await b.deleteRelease('acme', 'app', '1.0.0', 'kpm');
-              await push(b, '3.0.0', fromB);
-            }
+              await new Promise((resolve) => setImmediate(resolve)); // their update calls follow their writes' answers
+            },
+            after: async (call, result) => {
+              if (phase === 'setup') return;
+              if (call.method === 'put' && digests.has(call.key.split('/').pop() as string)) {
+                blobsWritten += 1;
+                if (blobsWritten === others.length) queued.open();
+                await queued.opened;
+              }
+              // Once 5.0.0 is written, and the early ones answered, the other instance changes the document: the
+              // batch's cached copy is stale.
+              if (phase === 'first' && call.method === 'put' && call.key === docKey && result !== null) {
+                phase = 'changed';
+                await earlyDone.opened;
+                await b.deleteRelease('acme', 'app', '1.0.0', 'kpm');
+                await push(b, '3.0.0', fromB);
+              }
+            },
           },
-        }),
+          calls,
+        ),
       );
       // kpm: no chart record, so each push calls its compare-and-swap as soon as its blob is written.
       const push = (registry: Registry, release: string, blob = tars[release] as Buffer) =>
@@ -342,20 +360,27 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
       phase = 'first';
       const first = push(a, '5.0.0');
       await firstCas.opened;
+      const earlyAnswers = Promise.all(early.map((release) => apprCode(push(a, release, again[release])))).finally(() =>
+        earlyDone.open(),
+      );
       const answers = await Promise.all(others.map((release) => apprCode(push(a, release))));
       await first;
       expect(Object.fromEntries(others.map((release, i) => [release, answers[i]]))).to.deep.equal({
-        '1.0.0': 'ok', // deleted through b: this instance's copy still had it
         '3.0.0': 'package-exists', // pushed through b: this instance's copy did not have it
         '4.0.0': 'ok',
-        '2.0.0': 'package-exists',
       });
-      // One compare-and-swap for 5.0.0, one for the batch of four (decided again on a fresh read, not retried alone).
-      expect(casPuts).to.deep.equal(['first', 'changed']);
+      expect(await earlyAnswers).to.deep.equal(['package-exists', 'package-exists']);
+      expect(
+        calls.filter((call) => earlyKeys.has(call.key)),
+        'the refused pushes wrote no blob',
+      ).to.deep.equal([]);
+      // One compare-and-swap for 5.0.0; for the batch of two, one lost on the stale copy, then one decided again on
+      // a fresh read (together, not retried alone).
+      expect(casPuts).to.deep.equal(['first', 'changed', 'changed']);
       const releases = await shown(store.storage);
-      expect(Object.keys(releases).sort()).to.deep.equal(['1.0.0', '2.0.0', '3.0.0', '4.0.0', '5.0.0']);
+      expect(Object.keys(releases).sort()).to.deep.equal(['2.0.0', '3.0.0', '4.0.0', '5.0.0']);
       expect(releases['3.0.0']?.digest).to.equal(await digestOf(fromB));
-      expect(releases['1.0.0']?.digest).to.equal(await digestOf(tars['1.0.0'] as Buffer));
+      expect(releases['2.0.0']?.digest).to.equal(await digestOf(tars['2.0.0'] as Buffer));
       await expectComplete(store.storage);
     });
 

@@ -1,0 +1,248 @@
+/**
+ * A push refused because of what the package document holds (409 `package-exists`: the release is there and the
+ * push is not forced; 403 `forbidden`: `createOnly` and the package exists) changes nothing in storage: no blob, no
+ * chart record, no metadata object, no segment, no migrated metadata, on memory, the filesystem and S3 (Ceph RGW).
+ * When the version of the document this instance holds says the push is refused, one GET of the document confirms it
+ * before the answer (lib/core/push.ts `#refusedEarly`): a copy another instance made stale is never what answers.
+ */
+import { expect } from 'chai';
+import { ApprError } from '../../lib/errors.js';
+import { MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
+import { keys } from '../../lib/core/keys.js';
+import { INLINE_MAX } from '../../lib/core/segments.js';
+import { digestOf, makeTarGz } from '../helpers/blobs.js';
+import { gate } from '../helpers/pause.js';
+import { describeWithS3 } from '../helpers/s3-env.js';
+import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
+
+/** One storage call as an instance makes it: the method and its key. */
+interface Call {
+  method: string;
+  key: string;
+}
+
+const CALLS: ReadonlySet<string | symbol> = new Set(['get', 'put', 'putFile', 'getStream', 'head', 'delete', 'list']);
+
+/** `inner` with every call recorded in `calls` and `before` awaited ahead of it. */
+function recorded(inner: StorageAdapter, calls: Call[], before?: (call: Call) => Promise<void> | void): StorageAdapter {
+  return new Proxy(inner, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property);
+      if (!CALLS.has(property) || typeof value !== 'function') return value;
+      return async (...args: unknown[]): Promise<unknown> => {
+        const call = { method: String(property), key: String(args[0]) };
+        calls.push(call);
+        await before?.(call);
+        return Reflect.apply(value, target, args) as unknown;
+      };
+    },
+  });
+}
+
+/** An instance that learns of other instances' changes only when it reads storage itself (no polling, no sweep). */
+const instance = (storage: StorageAdapter) => new Registry({ storage, coherence: { pollMs: 0, sweepPerSecond: 0 } });
+
+/** Every key in storage with its ETag: what a refused push must leave as it found it. */
+async function snapshot(storage: StorageAdapter): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  let cursor: string | undefined;
+  do {
+    const page = await storage.list('', cursor === undefined ? {} : { cursor });
+    for (const key of page.keys) {
+      const found = await storage.head(key);
+      if (found !== null) out[key] = found.etag;
+    }
+    cursor = page.next;
+  } while (cursor !== undefined);
+  return out;
+}
+
+const apprCode = async (promise: Promise<unknown>): Promise<string> => {
+  try {
+    await promise;
+    return 'ok';
+  } catch (err) {
+    if (err instanceof ApprError) return err.code;
+    throw err;
+  }
+};
+
+const docKey = keys.packageDoc('acme', 'app');
+const chart = (version: string, extra = '') =>
+  makeTarGz({ 'Chart.yaml': `name: app\nversion: ${version}\n`, 'extra.txt': extra });
+
+function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture): void {
+  describe(`a refused push changes nothing in storage (${label})`, function () {
+    this.timeout(60_000);
+    let store: StoreFixture;
+    const registries: Registry[] = [];
+    const open2 = (storage: StorageAdapter) => {
+      const registry = instance(storage);
+      registries.push(registry);
+      return registry;
+    };
+
+    beforeEach(async () => {
+      store = await open();
+    });
+    afterEach(async () => {
+      await Promise.all(registries.splice(0).map((registry) => registry.close()));
+      await store.cleanup();
+    });
+
+    /** Push through `by` (then its change entry stored), so that what follows starts from a settled store. */
+    const settle = async (by: Registry, push: Promise<void>) => {
+      await push;
+      await by.flushChanges();
+    };
+
+    /** `refused` answers `code`, and storage holds exactly what it held before. */
+    const expectRefused = async (refused: () => Promise<void>, code: string) => {
+      const before = await snapshot(store.storage);
+      expect(await apprCode(refused())).to.equal(code);
+      expect(await snapshot(store.storage)).to.deep.equal(before);
+    };
+
+    for (const mediaType of ['kpm', 'helm']) {
+      it(`409 for a ${mediaType} release pushed again in other bytes with other metadata: no blob, chart record or metadata object`, async () => {
+        const a = open2(store.storage);
+        const push = (blob: Buffer, metadata: object) =>
+          a.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType, blob, metadata });
+        await settle(a, push(await chart('1.0.0'), { first: true }));
+        const other = await chart('1.0.0', 'other bytes');
+        await expectRefused(() => push(other, { second: true }), 'package-exists');
+        expect(await store.storage.head(keys.blob('acme', 'app', await digestOf(other)))).to.equal(null);
+        expect(await store.storage.head(keys.chart('acme', 'app', await digestOf(other)))).to.equal(null);
+      });
+    }
+
+    it('409 through an instance that holds no copy of the document (it reads it first): nothing written', async () => {
+      const a = open2(store.storage);
+      await settle(
+        a,
+        a.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await chart('1.0.0') }),
+      );
+      const b = open2(store.storage);
+      const blob = await chart('1.0.0', 'through b');
+      await expectRefused(
+        () =>
+          b.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob, metadata: { by: 'b' } }),
+        'package-exists',
+      );
+    });
+
+    it('403 for createOnly into an existing package: nothing written', async () => {
+      const a = open2(store.storage);
+      await settle(a, a.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await chart('1.0.0') }));
+      const blob = await chart('2.0.0');
+      await expectRefused(
+        () => a.push({ namespace: 'acme', name: 'app', release: '2.0.0', blob, metadata: { m: 1 }, createOnly: true }),
+        'forbidden',
+      );
+    });
+
+    it(`409 when the package holds ${INLINE_MAX} inline records (an accepted push would write a segment): no segment written`, async () => {
+      const a = open2(store.storage);
+      for (let i = 0; i < INLINE_MAX; i += 1) {
+        await a.push({ namespace: 'acme', name: 'app', release: `1.0.${i}`, blob: await chart(`1.0.${i}`) });
+      }
+      await a.flushChanges();
+      const blob = await chart('1.0.0', 'again');
+      await expectRefused(() => a.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob }), 'package-exists');
+      expect(Object.keys(await snapshot(store.storage)).filter((key) => key.startsWith('segments/'))).to.deep.equal([]);
+    });
+
+    it('409 for a release whose metadata is still inline (an accepted push would move it to an object): nothing written', async () => {
+      const a = open2(store.storage);
+      const metadata = { legacy: 'inline' };
+      await settle(
+        a,
+        a.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await chart('1.0.0'), metadata }),
+      );
+      // The document as a version before metadata objects wrote it: the metadata inline, no object.
+      const got = await store.storage.get(docKey);
+      const doc = JSON.parse((got as { body: Buffer }).body.toString()) as {
+        releases: Record<string, Record<string, Record<string, unknown>>>;
+      };
+      const record = doc.releases['1.0.0']?.kpm as Record<string, unknown>;
+      const metadataKey = keys.metadata('acme', 'app', record.metadata_ref as string);
+      delete record.metadata_ref;
+      record.metadata = metadata;
+      await store.storage.put(docKey, Buffer.from(JSON.stringify(doc)), { ifMatch: (got as { etag: string }).etag });
+      await store.storage.delete(metadataKey);
+      const b = open2(store.storage);
+      expect(await b.packageVisibility('acme', 'app')).to.equal('public'); // b holds the legacy version
+      await expectRefused(
+        async () => b.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: await chart('1.0.0', 'b') }),
+        'package-exists',
+      );
+      expect(await store.storage.head(metadataKey)).to.equal(null);
+    });
+
+    it('a refused push from the version this instance holds costs one GET of the document and no write', async () => {
+      const calls: Call[] = [];
+      const a = open2(recorded(store.storage, calls));
+      await settle(
+        a,
+        a.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await chart('1.0.0') }),
+      );
+      const blob = await chart('1.0.0', 'again');
+      calls.length = 0;
+      expect(
+        await apprCode(a.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob })),
+      ).to.equal('package-exists');
+      expect(calls).to.deep.equal([{ method: 'get', key: docKey }]);
+    });
+
+    it('201, not 409, when the held version has the release but another instance deleted it since: storage decides', async () => {
+      const a = open2(store.storage);
+      const b = open2(store.storage);
+      await settle(
+        a,
+        a.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await chart('1.0.0') }),
+      );
+      await settle(
+        a,
+        a.push({ namespace: 'acme', name: 'app', release: '2.0.0', mediaType: 'helm', blob: await chart('2.0.0') }),
+      );
+      await b.deleteRelease('acme', 'app', '1.0.0', 'helm');
+      const again = await chart('1.0.0', 'pushed again');
+      await a.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: again });
+      const fresh = open2(store.storage);
+      const shown = await fresh.packageManifests('acme', 'app');
+      expect(shown.find((m) => m.release === '1.0.0')?.content.digest).to.equal(await digestOf(again));
+    });
+
+    it('a push that another push of the same release overtakes between its check and its compare-and-swap answers 409, the other release kept', async () => {
+      const calls: Call[] = [];
+      const b = open2(store.storage);
+      const winner = await chart('1.0.0', 'winner');
+      const loser = await chart('1.0.0', 'loser');
+      const overtaken = gate();
+      let armed = true;
+      const a = open2(
+        recorded(store.storage, calls, async (call) => {
+          // The loser's blob PUT: it found the release absent; the winner publishes it now.
+          if (!armed || call.method !== 'put' || !call.key.startsWith('blobs/')) return;
+          armed = false;
+          await b.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: winner });
+          overtaken.open();
+        }),
+      );
+      expect(await a.packageVisibility('acme', 'app')).to.equal(null);
+      expect(await apprCode(a.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: loser }))).to.equal(
+        'package-exists',
+      );
+      await overtaken.opened;
+      const fresh = open2(store.storage);
+      const shown = await fresh.packageManifests('acme', 'app');
+      expect(shown.map((m) => [m.release, m.content.digest])).to.deep.equal([['1.0.0', await digestOf(winner)]]);
+    });
+  });
+}
+
+suite('memory', () => ({ storage: new MemoryStorage(), cleanup: async () => {} }));
+suite('fs', () => tempFsStore('refused'));
+describeWithS3('refused pushes on S3', () => {
+  suite('s3', () => testS3Store('refused', { empty: true }));
+});
