@@ -29,8 +29,13 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The `now` option's default: the system clock (the Registry reads it per request as `Date.now()`, no Date made). */
 export const systemClock = (): Date => new Date();
 
-/** The methods every `StorageAdapter` has (lib/storage/types.ts); `close` is optional. */
+/** The methods every `StorageAdapter` has (lib/storage/types.ts). */
 export const STORAGE_METHODS = ['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list'] as const;
+/**
+ * Its optional methods: absent, or functions. The registry's storage wrappers use one that is present (an adapter
+ * with `putFile: true` failed with a TypeError from inside them, or with a 500 on the first spooled push).
+ */
+export const OPTIONAL_STORAGE_METHODS = ['deleteMany', 'putFile', 'close'] as const;
 
 export const storageAdapter = instance<StorageAdapter>(
   'a storage adapter such as new FsStorage({ root })',
@@ -38,7 +43,10 @@ export const storageAdapter = instance<StorageAdapter>(
     const missing = missingMethods(value, STORAGE_METHODS);
     if (missing.length === STORAGE_METHODS.length) return '';
     if (missing.length) return `no ${missing.join(', ')} method${missing.length > 1 ? 's' : ''}`;
-    return typeof (value as { name?: unknown }).name === 'string' ? null : 'no name';
+    const record = value as Record<string, unknown>;
+    const wrong = OPTIONAL_STORAGE_METHODS.filter((m) => record[m] !== undefined && typeof record[m] !== 'function');
+    if (wrong.length) return `${wrong.join(', ')} ${wrong.length > 1 ? 'are not functions' : 'is not a function'}`;
+    return typeof record.name === 'string' ? null : 'no name';
   },
   // A minimal adapter for the fuzz's valid values: the shape is all that is checked here.
   () => Object.fromEntries([['name', 'fuzz'], ...STORAGE_METHODS.map((m) => [m, () => undefined])]) as StorageAdapter,

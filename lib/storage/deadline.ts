@@ -11,14 +11,14 @@ import type { GetResult, ListOptions, ListPage, StorageAdapter, StreamResult, Wr
  *
  * What it bounds: `get`, `head`, `delete`, each `list` page, and `getStream` until the stream is handed over (the
  * response has started by then; a stream that stalls later is ended by the adapter's own socket timeout, or, read by
- * the registry itself, by `readWithinDeadline`). `put`
- * and `putStream` get `timeoutMs` plus one second per MiB written, so a large blob on a slow but working link is
- * not cut off. On expiry the operation is abandoned, not undone: a late `getStream` result is destroyed, the body
- * of a `putStream` is destroyed so the adapter stops sending it, and a write's `signal` (`WriteCondition`) is
- * aborted, so that an adapter that can still stop it before it changes anything does (the filesystem adapter,
- * while it waits for a key's lock and right before it publishes: a compare-and-swap answered 503 is not published
- * later). A write that lands after its deadline anyway (an S3 request already sent) is a blob or a document a
- * retry finds; the registry writes blobs before the documents that name them, so nothing half-written is visible.
+ * the registry itself, by `readWithinDeadline`). `put`, `putStream` and `putFile` get `timeoutMs` plus one second
+ * per MiB written, so a large blob on a slow but working link is not cut off. On expiry the operation is abandoned,
+ * not undone: a late `getStream` result is destroyed, the body of a `putStream` is destroyed so the adapter stops
+ * sending it, and a write's `signal` (`WriteCondition`) is aborted, so that an adapter that can still stop it
+ * before it changes anything does (the filesystem adapter, while it copies a `putFile`'s file, waits for a key's
+ * lock and right before it publishes: a compare-and-swap answered 503 is not published later). A write that lands
+ * after its deadline anyway (an S3 request already sent) is a blob or a document a retry finds; the registry writes
+ * blobs before the documents that name them, so nothing half-written is visible.
  */
 export const DEFAULT_STORAGE_TIMEOUT_MS = 5000;
 

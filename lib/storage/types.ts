@@ -45,11 +45,13 @@ export interface StorageAdapter {
 
   /**
    * Store the bytes of a local file: `path`, exactly `size` bytes, unchanged while this runs. Same conditions,
-   * result and errors as `putStream` with the file's bytes as the stream. Optional, for adapters that can copy a
-   * file without handing every piece to their caller's stream (`FsStorage` copies it through one reused buffer);
-   * without it the registry streams the file with `putStream` (`putFileWith`, lib/storage/util.ts). A push's blob
-   * that was spooled to a temp file is stored this way: read as a stream, its pieces were the largest garbage of
-   * concurrent large pushes (README "Push bodies").
+   * result and errors as `putStream` with the file's bytes as the stream; a file that cannot be read (missing, a
+   * directory, a read error) is a `StorageUnavailableError` (the local disk failing, as for the registry's
+   * fallback), one of another size a plain Error (as a stream of another size). Optional, for adapters that can
+   * copy a file without handing every piece to their caller's stream (`FsStorage` copies it through one reused
+   * buffer); without it the registry streams the file with `putStream` (`putFileWith`, lib/storage/util.ts). A
+   * push's blob that was spooled to a temp file is stored this way: read as a stream, its pieces were the largest
+   * garbage of concurrent large pushes (README "Push bodies").
    */
   putFile?(key: string, path: string, size: number, options?: WriteCondition): Promise<string | null>;
 

@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter, WriteCondition } from './types.js';
 
 /** Helpers shared by the storage adapters, and by their callers (`putImmutable`). */
@@ -88,7 +89,8 @@ export async function* sizedChunks(body: Readable, size: number): AsyncGenerator
 /**
  * Store the file at `path` (`size` bytes) at `key` with the adapter's `putFile`, or, for an adapter without one,
  * with `putStream` of the file read as a stream (closed whatever happens). Same conditions and result as
- * `putStream`.
+ * `putStream`; as `FsStorage.putFile`, a file that cannot be read (missing, a directory, a read error) is a
+ * `StorageUnavailableError` (the local disk failing: a push answers 503), one that is not `size` bytes an Error.
  */
 export async function putFileWith(
   storage: Pick<StorageAdapter, 'putStream' | 'putFile'>,
@@ -99,8 +101,15 @@ export async function putFileWith(
 ): Promise<string | null> {
   if (storage.putFile !== undefined) return storage.putFile(key, path, size, options);
   const body = createReadStream(path);
+  // Listened to at once: the file is opened now, and an adapter that reads its body only after a step of its own
+  // would leave an open error unhandled (an uncaught exception). The adapter gets the error when it reads.
+  let unreadable: Error | undefined;
+  body.on('error', (err) => (unreadable ??= err));
   try {
     return await storage.putStream(key, body, size, options);
+  } catch (err) {
+    if (unreadable === undefined || err instanceof StorageUnavailableError) throw err;
+    throw new StorageUnavailableError(`cannot read the file to store: ${unreadable.message}`, unreadable);
   } finally {
     body.destroy(); // An adapter that failed half-way may leave it unread: close the file now.
   }

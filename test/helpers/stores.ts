@@ -45,14 +45,20 @@ export function testS3Store(label: string, options: { empty?: boolean } = {}): S
   };
 }
 
-/** The methods of the StorageAdapter interface that reach storage (not `close`). */
+/**
+ * The methods of the StorageAdapter interface that reach storage (not `close`), the optional ones included: one
+ * left out reached the store's method unbound, called on the proxy (FsStorage's `putFile` then threw a TypeError,
+ * "Receiver must be an instance of class FsStorage", on every spooled push).
+ */
 const STORAGE_CALLS: ReadonlySet<string | symbol> = new Set([
   'get',
   'put',
   'putStream',
+  'putFile',
   'getStream',
   'head',
   'delete',
+  'deleteMany',
   'list',
 ]);
 

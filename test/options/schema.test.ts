@@ -18,6 +18,25 @@ import { S3Storage } from '../../lib/s3.js';
 
 const MiB = 1024 * 1024;
 
+/**
+ * A host's own adapter over a MemoryStorage: the interface's methods, as a plain object. Its optional methods, when
+ * given, must be functions: one that is not (`putFile: true`) failed with a TypeError inside the Registry's storage
+ * wrappers (`inner.putFile?.bind is not a function`), or without a storage deadline on the first spooled push (500).
+ */
+function hostAdapter(): Record<string, unknown> {
+  const inner = new MemoryStorage();
+  return {
+    name: 'host',
+    get: inner.get.bind(inner),
+    put: inner.put.bind(inner),
+    putStream: inner.putStream.bind(inner),
+    getStream: inner.getStream.bind(inner),
+    head: inner.head.bind(inner),
+    delete: inner.delete.bind(inner),
+    list: inner.list.bind(inner),
+  };
+}
+
 function thrown(build: () => unknown): OptionError {
   try {
     build();
@@ -74,6 +93,12 @@ describe('options: the bad options of issue 7 fail at createApprRouter()', funct
       'koa-appr: option "storage" must be a storage adapter such as new FsStorage({ root }) ' +
         '(no putStream, getStream, head, delete, list methods), got an object',
     ],
+    ...(['putFile', 'deleteMany', 'close'] as const).map((method): [string, Record<string, unknown>, string] => [
+      `a storage whose optional ${method} is not a function`,
+      { storage: Object.assign(hostAdapter(), { [method]: true }) },
+      'koa-appr: option "storage" must be a storage adapter such as new FsStorage({ root }) ' +
+        `(${method} is not a function), got an object`,
+    ]),
   ];
   for (const [what, options, message] of cases) {
     it(`${what}: ${message}`, function () {

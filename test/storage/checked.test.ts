@@ -1,5 +1,8 @@
 import { expect } from 'chai';
-import { MemoryStorage, Registry } from '../../lib/index.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MemoryStorage, Registry, StorageUnavailableError } from '../../lib/index.js';
 import { ApprMetrics } from '../../lib/ops/metrics.js';
 import { checkedStorage } from '../../lib/storage/checked.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
@@ -66,5 +69,49 @@ describe('checkedStorage: the storage contract enforced once, by the Registry', 
   it('passes capabilities through the metrics wrapper too', async function () {
     const registry = new Registry({ storage: new MemoryStorage(), metrics: new ApprMetrics() });
     expect(registry.storage.capabilities).to.deep.equal({ conditionalDelete: true });
+  });
+
+  describe('putFile for an adapter without one (putStream of the file)', function () {
+    let dir: string;
+    beforeEach(async function () {
+      dir = await mkdtemp(join(tmpdir(), 'checked-put-file-'));
+    });
+    afterEach(async function () {
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    /**
+     * A host's adapter whose putStream does something of its own (a token refresh, say) before it reads the body:
+     * here, for a deterministic test, until the file stream has opened or closed (failed).
+     */
+    function lateReader(inner: MemoryStorage): StorageAdapter {
+      return {
+        ...hostAdapter(inner),
+        putStream: async (key, body, size, options) => {
+          await new Promise((resolve) => {
+            body.once('ready', resolve);
+            body.once('close', resolve);
+          });
+          return inner.putStream(key, body, size, options);
+        },
+      };
+    }
+
+    it('stores the file for an adapter that reads the body late', async function () {
+      const memory = new MemoryStorage();
+      const file = join(dir, 'blob.tgz');
+      await writeFile(file, 'bytes');
+      const etag = await checkedStorage(lateReader(memory)).putFile('blobs/a', file, 5, { ifNoneMatch: '*' });
+      expect(await memory.get('blobs/a')).to.deep.equal({ notModified: false, body: Buffer.from('bytes'), etag });
+    });
+
+    it('rejects a file that cannot be opened with StorageUnavailableError, never an uncaught stream error', async function () {
+      // Before: the file stream's ENOENT was emitted before the adapter listened to it, an uncaught exception
+      // (a dead server without a handler), then the adapter's read of the failed stream rejected with it as is.
+      const memory = new MemoryStorage();
+      const err = await rejection(checkedStorage(lateReader(memory)).putFile('blobs/a', join(dir, 'gone.tgz'), 5));
+      expect(err).to.be.instanceOf(StorageUnavailableError);
+      expect(await memory.head('blobs/a')).to.equal(null);
+    });
   });
 });

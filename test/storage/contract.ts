@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { StorageUnavailableError } from '../../lib/errors.js';
 import { checkedStorage, type CheckedStorage } from '../../lib/storage/checked.js';
 import type { StorageAdapter } from '../../lib/storage/types.js';
 import { DELETE_MANY_MAX, MAX_STORAGE_KEY_LENGTH, MAX_STORAGE_SEGMENT_LENGTH } from '../../lib/storage/util.js';
@@ -359,6 +360,20 @@ export function describeStorageContract(
         const etag = await storage.put(`${p}doc`, Buffer.from('kept'));
         await rejection(storage.putFile(`${p}doc`, file, data.length + 1));
         expect(await storage.get(`${p}doc`)).to.deep.equal({ notModified: false, body: Buffer.from('kept'), etag });
+      });
+
+      it('rejects a putFile whose file cannot be read (missing, a directory) with StorageUnavailableError', async function () {
+        // The local disk failing, as FsStorage's own putFile says: a push answers 503, not 500 (before: the
+        // fallback's putStream rethrew the read stream's ENOENT or EISDIR as is).
+        const unreadable: [string, string][] = [
+          ['missing', join(dir, 'missing.tgz')],
+          ['directory', dir],
+        ];
+        for (const [what, path] of unreadable) {
+          const err = await rejection(storage.putFile(`${p}${what}`, path, 10, { ifNoneMatch: '*' }));
+          expect(err, what).to.be.instanceOf(StorageUnavailableError);
+          expect(await storage.head(`${p}${what}`), what).to.equal(null);
+        }
       });
     });
 
