@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
 import { bigTarGz } from './lib/tarballs.js';
-import { s3ClientFromEnv } from '../lib/s3.js';
+import { s3ClientFromEnv, s3StorageFromUrl } from '../lib/s3.js';
 import { recordPush, replayBound } from './lib/s3-bound.js';
 import { percentile } from './lib/stats.js';
 
@@ -479,6 +479,22 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   }
 }
 
+/**
+ * Delete everything a run stored under `url` (`s3://bucket/prefix`): about 500 MB (16 x 30 MB pushes, the
+ * workloads, the replays of the RGW bound), which the tests' RGW, 4 GiB of memory by default (.ci/s3/start.sh),
+ * kept: a few runs filled it, and it then refused every write.
+ */
+async function deleteRun(url: string): Promise<void> {
+  const storage = s3StorageFromUrl(url);
+  try {
+    for (let page = await storage.list(''); page.keys.length > 0; page = await storage.list('')) {
+      await storage.deleteMany(page.keys);
+    }
+  } finally {
+    await storage.close();
+  }
+}
+
 // BENCH_DIR: where the filesystem store lives (default the OS temp directory), e.g. /dev/shm to leave the disk out.
 const dir = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'appr-push-bench-'));
 try {
@@ -487,7 +503,11 @@ try {
   if ((ONLY === '' || ONLY === 's3') && S3) {
     const run = `appr-bench-runs/push-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
     const bucket = process.env.APPR_TEST_S3_BUCKET ?? 'appr-test';
-    await bench('s3 (RGW)', `s3://${bucket}/${run}/a`, `s3://${bucket}/${run}/big`);
+    try {
+      await bench('s3 (RGW)', `s3://${bucket}/${run}/a`, `s3://${bucket}/${run}/big`);
+    } finally {
+      await deleteRun(`s3://${bucket}/${run}`);
+    }
   } else if (ONLY === 's3') {
     console.log('no S3 endpoint: source /tmp/appr-s3/env first');
   }
