@@ -849,8 +849,8 @@ export class Registry {
       }
       throw err;
     }
+    if (!deleted && removed.length === 0) throw notFound(); // nothing changed: no change entry either
     await this.#feed.record(names.namespace, names.name);
-    if (!deleted && removed.length === 0) throw notFound();
     await audit(deleted);
     return { namespace: names.namespace, name: names.name, digest: hex, removed };
   }

@@ -213,6 +213,22 @@ describe('coherence across instances through the store (change feed)', () => {
     });
   }
 
+  it('records no change for a purge that finds nothing to remove (404)', async () => {
+    const storage = new CountingStorage();
+    const changed: string[] = [];
+    const a = instance(storage, { coherence: { onChange: ({ name }) => void changed.push(name) } });
+    await push(a, '1.0.0');
+    await a.flushChanges();
+    changed.length = 0;
+    const calls = await storage.during(async () => {
+      const err = await rejection(a.purgeBlob('ns', 'app', `sha256:${'0'.repeat(64)}`));
+      expect((err as { status?: number }).status).to.equal(404);
+      await a.flushChanges();
+    });
+    expect(changed).to.deep.equal([]);
+    expect(calls.filter((call) => call.startsWith('put '))).to.deep.equal([]);
+  });
+
   it('lets a host propagate changes itself: coherence.onChange on the writer, registry.invalidate on the others', async () => {
     const storage = new MemoryStorage();
     const others: Registry[] = [];
