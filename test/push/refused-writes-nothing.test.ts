@@ -3,7 +3,7 @@
  * push is not forced; 403 `forbidden`: `createOnly` and the package exists) changes nothing in storage: no blob, no
  * chart record, no metadata object, no segment, no migrated metadata, on memory, the filesystem and S3 (Ceph RGW).
  * When the version of the document this instance holds says the push is refused, one GET of the document confirms it
- * before the answer (lib/core/push.ts `#refusedEarly`): a copy another instance made stale is never what answers.
+ * before the answer (lib/core/push.ts `#refuseEarly`): a copy another instance made stale is never what answers.
  */
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
@@ -211,6 +211,43 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
       const fresh = open2(store.storage);
       const shown = await fresh.packageManifests('acme', 'app');
       expect(shown.find((m) => m.release === '1.0.0')?.content.digest).to.equal(await digestOf(again));
+    });
+
+    it('concurrent pushes through an instance whose copy another instance made stale: each answered from storage, one winner, the refused ones write nothing', async () => {
+      const a = open2(store.storage);
+      const b = open2(store.storage);
+      const tar = (release: string, by: string) => makeTarGz({ 'release.txt': release, 'by.txt': by });
+      for (const release of ['1.0.0', '2.0.0'])
+        await settle(a, a.push({ namespace: 'acme', name: 'app', release, blob: await tar(release, 'a') }));
+      // a holds 1.0.0 and 2.0.0; through b, 1.0.0 is deleted and 3.0.0 pushed.
+      await b.deleteRelease('acme', 'app', '1.0.0', 'kpm');
+      const fromB = await tar('3.0.0', 'b');
+      await settle(b, b.push({ namespace: 'acme', name: 'app', release: '3.0.0', blob: fromB }));
+      const pushes: [string, Buffer][] = [
+        ['1.0.0', await tar('1.0.0', 'first')],
+        ['1.0.0', await tar('1.0.0', 'second')],
+        ['2.0.0', await tar('2.0.0', 'again')],
+        ['4.0.0', await tar('4.0.0', 'a')],
+      ];
+      const answers = await Promise.all(
+        pushes.map(([release, blob]) => apprCode(a.push({ namespace: 'acme', name: 'app', release, blob }))),
+      );
+      expect(answers.slice(2)).to.deep.equal(['package-exists', 'ok']);
+      expect([...answers.slice(0, 2)].sort(), 'one of the two pushes of 1.0.0 wins').to.deep.equal([
+        'ok',
+        'package-exists',
+      ]);
+      expect(await store.storage.head(keys.blob('acme', 'app', await digestOf(pushes[2]?.[1] as Buffer)))).to.equal(
+        null,
+      );
+      const winner = pushes[answers.indexOf('ok')]?.[1] as Buffer;
+      const shown = await open2(store.storage).packageManifests('acme', 'app');
+      expect(Object.fromEntries(shown.map((m) => [m.release, m.content.digest]))).to.deep.equal({
+        '1.0.0': await digestOf(winner),
+        '2.0.0': await digestOf(await tar('2.0.0', 'a')),
+        '3.0.0': await digestOf(fromB),
+        '4.0.0': await digestOf(pushes[3]?.[1] as Buffer),
+      });
     });
 
     it('a push that another push of the same release overtakes between its check and its compare-and-swap answers 409, the other release kept', async () => {
