@@ -376,14 +376,18 @@ export class Pusher {
   #refusal(plan: PushPlan, doc: PackageDoc | null): 'forbidden' | 'taken' | undefined {
     if (forbidden(plan, doc)) return 'forbidden';
     if (doc === null) return undefined;
-    let view: SegmentView;
+    const view = this.#loadedView(doc);
+    return view !== undefined && taken(plan, doc, view) ? 'taken' : undefined;
+  }
+
+  /** `doc`'s view of its releases, or undefined when the segments it names are not loaded (no request is made). */
+  #loadedView(doc: PackageDoc): SegmentView | undefined {
     try {
-      view = this.#segments.viewOf(doc);
+      return this.#segments.viewOf(doc);
     } catch (err) {
       if (err instanceof SegmentsNotLoaded) return undefined;
       throw err;
     }
-    return taken(plan, doc, view) ? 'taken' : undefined;
   }
 
   /**
@@ -406,14 +410,10 @@ export class Pusher {
   #readsFirst(plan: PushPlan, doc: PackageDoc | undefined): boolean {
     if (doc === undefined) return true; // a new package: nothing refuses it, nothing tells the sha256
     if (forbidden(plan, doc)) return false;
-    let view: SegmentView;
-    try {
-      view = this.#segments.viewOf(doc);
-    } catch (err) {
-      if (err instanceof SegmentsNotLoaded) return false;
-      throw err;
-    }
-    return !taken(plan, doc, view) && liveArchiveDigest(doc, view, plan.blob.digest) === undefined;
+    const view = this.#loadedView(doc);
+    return (
+      view !== undefined && !taken(plan, doc, view) && liveArchiveDigest(doc, view, plan.blob.digest) === undefined
+    );
   }
 
   /**
