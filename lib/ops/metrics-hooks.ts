@@ -4,9 +4,21 @@
  * implements it with prom-client.
  */
 
+/** The storage adapter's methods that make requests (lib/storage/types.ts; all but `close`), optional ones included. */
+export const STORAGE_OPERATIONS = [
+  'get',
+  'put',
+  'putStream',
+  'putFile',
+  'getStream',
+  'head',
+  'delete',
+  'deleteMany',
+  'list',
+] as const;
+
 /** What a storage request was, for `koa_appr_storage_*`: the adapter method. */
-export type StorageOperation =
-  'get' | 'put' | 'putStream' | 'putFile' | 'getStream' | 'head' | 'delete' | 'deleteMany' | 'list';
+export type StorageOperation = (typeof STORAGE_OPERATIONS)[number];
 
 /**
  * How a storage request ended: `ok`; `absent` (null for a missing key, false from delete); `not_modified` (a

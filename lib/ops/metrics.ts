@@ -1,7 +1,13 @@
 import type { Context, Middleware, Next } from 'koa';
 import { Registry as PromRegistry } from 'prom-client';
 import { FastCounter, FastHistogram, registered, type CounterChild, type HistogramChild } from './fast-metrics.js';
-import type { CacheKind, MetricsHooks, StorageOperation, StorageOutcome } from './metrics-hooks.js';
+import {
+  STORAGE_OPERATIONS,
+  type CacheKind,
+  type MetricsHooks,
+  type StorageOperation,
+  type StorageOutcome,
+} from './metrics-hooks.js';
 
 export interface MetricsOptions {
   /** The prom-client registry to register in (default: a new one, `metrics.register`). */
@@ -115,7 +121,7 @@ export class ApprMetrics implements MetricsHooks {
     this.#casWon = cas.child({ outcome: 'won' });
     this.#casLost = cas.child({ outcome: 'lost' });
     // Created on first use (only the pairs that happen are exposed), then found by two property reads.
-    this.#storageChildren = Object.fromEntries(OPERATIONS.map((operation) => [operation, {}])) as Record<
+    this.#storageChildren = Object.fromEntries(STORAGE_OPERATIONS.map((operation) => [operation, {}])) as Record<
       StorageOperation,
       Record<StorageOutcome, { count: CounterChild; duration: HistogramChild }>
     >;
@@ -179,18 +185,6 @@ export class ApprMetrics implements MetricsHooks {
     this.#feedLag.value = seconds;
   }
 }
-
-const OPERATIONS: StorageOperation[] = [
-  'get',
-  'put',
-  'putStream',
-  'putFile',
-  'getStream',
-  'head',
-  'delete',
-  'deleteMany',
-  'list',
-];
 
 export interface MetricsEndpointOptions {
   /** Default `/metrics`. Requests to other paths go on down the middleware chain. */

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsStorage, type StorageAdapter } from '../../lib/index.js';
+import { STORAGE_OPERATIONS } from '../../lib/ops/metrics-hooks.js';
 import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
 import { S3_BUCKET, uniqueS3Prefix } from './s3-env.js';
 
@@ -50,17 +51,7 @@ export function testS3Store(label: string, options: { empty?: boolean } = {}): S
  * left out reached the store's method unbound, called on the proxy (FsStorage's `putFile` then threw a TypeError,
  * "Receiver must be an instance of class FsStorage", on every spooled push).
  */
-const STORAGE_CALLS: ReadonlySet<string | symbol> = new Set([
-  'get',
-  'put',
-  'putStream',
-  'putFile',
-  'getStream',
-  'head',
-  'delete',
-  'deleteMany',
-  'list',
-]);
+const STORAGE_CALLS: ReadonlySet<string | symbol> = new Set(STORAGE_OPERATIONS);
 
 /**
  * `store` with `before(method)` awaited ahead of each of its storage calls (`get`, `put`, ... `list`): a store that
