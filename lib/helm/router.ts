@@ -23,7 +23,14 @@ import { ApprError, isApprError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
-import { consumed, HostSetupError, isObject, warnHostParser } from '../http/body-parser.js';
+import {
+  consumed,
+  HostSetupError,
+  isObject,
+  keptRawBodies,
+  warnHostParser,
+  type HostRequest,
+} from '../http/body-parser.js';
 import { publicMessage, responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
@@ -491,8 +498,6 @@ function severalCharts(): ApprError {
   return new ApprError('invalid-usage', 'several files in form field "chart": upload one chart at a time');
 }
 
-type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; files?: unknown };
-
 /**
  * The chart of a request whose body a host body parser (koa-body, koa-bodyparser, @koa/bodyparser) read before the
  * registry, as the appr push route takes its values (lib/http/body-parser.ts): the request stream is over, so only
@@ -568,9 +573,7 @@ async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
  * U+00FF: decoded as UTF-8, where every byte that is no UTF-8 became U+FFFD), undefined when none was kept.
  */
 function keptBytes(request: HostRequest): Buffer | 'text' | undefined {
-  const { body } = request;
-  const unparsed = isObject(body) ? (body as Record<symbol, unknown>)[Symbol.for('unparsedBody')] : undefined;
-  for (const kept of [request.rawBody, unparsed, body]) {
+  for (const kept of keptRawBodies(request)) {
     if (Buffer.isBuffer(kept)) return kept;
     if (typeof kept === 'string') return /[\u0100-\uffff]/.test(kept) ? 'text' : Buffer.from(kept, 'latin1');
   }

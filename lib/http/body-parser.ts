@@ -60,10 +60,7 @@ export async function readValues(ctx: Context, limit: number, fieldBytes: number
     return values;
   }
   const announced = announcedLength(ctx);
-  if (announced > limit) {
-    closeAfterAnswer(ctx, lingerBounds(limit));
-    throw tooLarge(limit);
-  }
+  if (announced > limit) throw tooLargeUnread(ctx, limit);
   try {
     await streamValues(ctx, values, limit, fieldBytes, blob);
   } catch (err) {
@@ -121,18 +118,24 @@ export function consumed(req: IncomingMessage): boolean {
   return req.readableEnded || req.readableDidRead;
 }
 
-function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: number): void {
-  const request = ctx.request as typeof ctx.request & { body?: unknown; rawBody?: unknown };
-  const body = request.body;
+/** A request whose body a host parser may have read, with where the parsers leave what they read. */
+export type HostRequest = Context['request'] & { body?: unknown; rawBody?: unknown; files?: unknown };
+
+/**
+ * What host body parsers may have kept of a body's raw text, most trusted first: `ctx.request.rawBody`
+ * (@koa/bodyparser, koa-bodyparser), koa-body's `Symbol.for('unparsedBody')` on the parsed body (`includeUnparsed`),
+ * and the body itself (a parser that kept it as it came). Each is what the parser put there, of any type.
+ */
+export function keptRawBodies(request: HostRequest): unknown[] {
+  const { body } = request;
   const unparsed = isObject(body) ? (body as Record<symbol, unknown>)[Symbol.for('unparsedBody')] : undefined;
-  const raw =
-    typeof request.rawBody === 'string'
-      ? request.rawBody
-      : typeof unparsed === 'string'
-        ? unparsed
-        : typeof body === 'string'
-          ? body
-          : undefined;
+  return [request.rawBody, unparsed, body];
+}
+
+function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: number): void {
+  const request = ctx.request as HostRequest;
+  const body = request.body;
+  const raw = keptRawBodies(request).find((kept): kept is string => typeof kept === 'string');
   if (body === undefined && raw === undefined) throw new HostSetupError(ctx);
   const size =
     raw !== undefined
@@ -159,7 +162,7 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
  */
 export function hostBlobFile(ctx: Context): string | undefined {
   if (!consumed(ctx.req) || !ctx.is('multipart/form-data')) return undefined;
-  const files = (ctx.request as typeof ctx.request & { files?: unknown }).files;
+  const files = (ctx.request as HostRequest).files;
   const file = isObject(files) ? files.blob : undefined;
   if (Array.isArray(file)) throw blobTwice();
   const path = isObject(file) ? file.filepath : undefined;
@@ -817,6 +820,15 @@ export function announcedLength(ctx: Context): number {
 /** The 413 of a body over `limit` bytes; where the rest of the body is not read, see `closeAfterAnswer`. */
 export function tooLarge(limit: number): ApprError {
   return new ApprError('payload-too-large', `Request body is larger than ${limit} bytes`, { limit });
+}
+
+/**
+ * The 413 of a body that announced more than its route's `limit` bytes, refused before any of it is read: the
+ * answer reaches the client, then the connection closes (`closeAfterAnswer`, bounded by `lingerBounds(limit)`).
+ */
+export function tooLargeUnread(ctx: Context, limit: number): ApprError {
+  closeAfterAnswer(ctx, lingerBounds(limit));
+  return tooLarge(limit);
 }
 
 function parseJson(raw: string): unknown {

@@ -11,7 +11,7 @@ import {
   hostBlobFile,
   MAX_FIELD_DEPTH,
   readValues,
-  tooLarge,
+  tooLargeUnread,
   type BlobSink,
 } from './body-parser.js';
 import { closeAfterAnswer, lingerBounds } from './linger.js';
@@ -93,10 +93,7 @@ export function pushBodyReader(options: PushReaderOptions) {
   const budget = new PushBudget(options.maxPushBytesInFlight);
   return async (ctx: Context, next: Next): Promise<void> => {
     const announced = announcedLength(ctx);
-    if (announced > limit) {
-      closeAfterAnswer(ctx, lingerBounds(limit));
-      throw tooLarge(limit);
-    }
+    if (announced > limit) throw tooLargeUnread(ctx, limit);
     const reserved = announced > 0 ? announced : consumed(ctx.req) ? 0 : limit;
     if (!budget.take(reserved)) {
       closeAfterAnswer(ctx, lingerBounds(limit));
