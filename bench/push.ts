@@ -72,8 +72,16 @@ const BASELINE = process.env.BENCH_BASELINE ?? '';
  * one run. Its CPU is not sampled (its workers are not our children).
  */
 const REFERENCE = process.env.BENCH_REFERENCE ?? '';
-/** Pushes to each server before the alternating ones are timed: the JIT and caches warm, as in a server running. */
-const AB_WARMUP = Number(process.env.BENCH_AB_WARMUP ?? 300);
+/**
+ * At most this many untimed sequential pushes to a server before its timed ones (BENCH_WARMUP; 0: none), in blocks
+ * of WARM_BLOCK, stopping earlier once the rate stops rising (`warmUp`). A fresh server runs its first pushes mostly
+ * unoptimized: V8 compiles a function with its optimizing compiler only after it has run for a while, and a push runs
+ * hundreds of functions about once each, so on the 2-core machine a fresh server made about half its steady rate over
+ * its first 500 pushes and reached it after 3,000 to 5,000 (README "Benchmarks"). Timed from the start, a workload
+ * measures that warm-up rather than the server a running registry is.
+ */
+const WARMUP_MAX = Number(process.env.BENCH_WARMUP ?? 10_000);
+const WARM_BLOCK = 500;
 /** Consecutive pushes to one server before the next server's turn (1: strict alternation). */
 const AB_BLOCK = Math.max(1, Math.floor(Number(process.env.BENCH_AB_BLOCK ?? 100)) || 100);
 
@@ -135,6 +143,39 @@ function post(url: string, body: Buffer, fresh = false): Promise<{ status: numbe
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * Untimed sequential pushes to `url` (the server's root, the API under `/cnr`) into packages `<ns>/warm0` to
+ * `<ns>/warm15`, in blocks of WARM_BLOCK, until the rate stops rising (two blocks in a row no faster than 1.05 times
+ * the best block before them) or WARMUP_MAX pushes. Returns each block's rate (push/s). Throws on a push not
+ * answered 200.
+ */
+async function warmUp(url: string, ns: string): Promise<number[]> {
+  const rates: number[] = [];
+  let flat = 0;
+  for (let done = 0; done < WARMUP_MAX && flat < 2; done += WARM_BLOCK) {
+    const count = Math.min(WARM_BLOCK, WARMUP_MAX - done);
+    const bodies = await Promise.all(
+      Array.from({ length: count }, (_, k) => pushBody(`0.${Math.floor((done + k) / 16)}.0`)),
+    );
+    const started = performance.now();
+    for (const [k, body] of bodies.entries()) {
+      const res = await post(`${url}/cnr/api/v1/packages/${ns}/warm${(done + k) % 16}`, body);
+      if (res.status !== 200) throw new Error(`warm-up push to ${url}: ${res.status} ${res.text.slice(0, 200)}`);
+    }
+    const rate = count / ((performance.now() - started) / 1000);
+    flat = rates.length > 0 && rate <= 1.05 * Math.max(...rates) ? flat + 1 : 0;
+    rates.push(rate);
+  }
+  return rates;
+}
+
+/** A warm-up's line for the tables: how many pushes, and the rate of each block. */
+function warmUpLine(label: string, rates: number[]): string {
+  if (rates.length === 0) return `${label}: no warm-up (BENCH_WARMUP=0)`;
+  const pushes = Math.min(rates.length * WARM_BLOCK, WARMUP_MAX);
+  return `${label}: ${pushes} untimed sequential pushes first, push/s per ${WARM_BLOCK}: ${rates.map((r) => r.toFixed(0)).join(' ')}`;
 }
 
 async function tarGz(release: string): Promise<Buffer> {
@@ -310,9 +351,20 @@ async function bigPushes(storage: string): Promise<{ idle: number; peak: number;
 }
 
 /**
+ * The package of the A/B's push `i`: 16 new packages for every AB_PACKAGE_PUSHES pushes, so that packages reach the
+ * same size in every run whatever `BENCH_N`, as in the appr-bench harness behind issue 9's figures (16 packages of
+ * 1,000 pushes per repetition). The reference server rewrites a package's whole record at every push, so its rate
+ * falls as its packages grow: compared on ever larger packages, the ratio would grow with the run's length.
+ */
+const AB_PACKAGE_PUSHES = 1000;
+function abPackage(i: number): string {
+  return `r${Math.floor(i / AB_PACKAGE_PUSHES)}-p${i % 16}`;
+}
+
+/**
  * Sequential pushes alternating between this checkout's server and the baseline checkout's and/or the reference
  * server (whichever are set): push/s, p50, p99, server CPU each, and each one's rate over this checkout's. Every
- * server first takes AB_WARMUP untimed pushes.
+ * server is first warmed up (`warmUp`), one after the other.
  */
 async function abSequential(storage: string, count: number): Promise<void> {
   const mine = await startServer(`${storage}-ab-this`);
@@ -336,10 +388,8 @@ async function abSequential(storage: string, count: number): Promise<void> {
       if (res.status !== 200) throw new Error(`A/B push to ${side.label}: ${res.status} ${res.text.slice(0, 200)}`);
       return performance.now() - t0;
     };
-    for (let i = 0; i < AB_WARMUP; i++) {
-      const body = await pushBody(`0.${Math.floor(i / 16)}.0`);
-      for (const side of sides) await push(side, `warm${i % 16}`, body);
-    }
+    const warmed: string[] = [];
+    for (const side of sides) warmed.push(warmUpLine(side.label, await warmUp(side.url, ns)));
     const cpuOf = (side: (typeof sides)[number]) => (side.pid === undefined ? Promise.resolve(NaN) : cpuMs(side.pid));
     const cpu0 = await Promise.all(sides.map(cpuOf));
     // In blocks of AB_BLOCK pushes per server: a server pushed to once in turn would be timed waking from idle
@@ -353,15 +403,16 @@ async function abSequential(storage: string, count: number): Promise<void> {
       // Each server goes first in turn (with two, first and last alternately).
       const first = turn % sides.length;
       for (const side of [...sides.slice(first), ...sides.slice(0, first)]) {
-        for (const [k, body] of bodies.entries()) side.ms.push(await push(side, `p${(start + k) % 16}`, body));
+        for (const [k, body] of bodies.entries()) side.ms.push(await push(side, abPackage(start + k), body));
       }
     }
     const cpu1 = await Promise.all(sides.map(cpuOf));
     const rate = (side: (typeof sides)[number]) => 1000 / mean(side.ms);
     console.log(
-      `\nsequential, 16 packages, alternating in blocks of ${AB_BLOCK} ` +
-        `(${count} pushes each, after ${AB_WARMUP} untimed):`,
+      `\nsequential, 16 new packages every ${AB_PACKAGE_PUSHES} pushes, alternating in blocks of ${AB_BLOCK} ` +
+        `(${count} pushes each, after each server's warm-up):`,
     );
+    for (const line of warmed) console.log(`- ${line}`);
     console.log(
       '| server | push/s (1 / mean) | p50 ms | p99 ms | server CPU ms/push | over this checkout |\n' +
         '|---|---|---|---|---|---|',
@@ -422,7 +473,7 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   const server = await startServer(storage);
   const results: Result[] = [];
   try {
-    await post(`${server.url}/cnr/api/v1/packages/warm/up`, await pushBody('1.0.0'));
+    if (WORKLOADS || GROW > 0) console.log(warmUpLine('warm-up', await warmUp(server.url, 'warm')) + '\n');
     if (WORKLOADS) {
       results.push(
         await run(server, 'sequential, 16 packages', N, 1, (i) => ({
