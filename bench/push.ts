@@ -73,14 +73,16 @@ const BASELINE = process.env.BENCH_BASELINE ?? '';
  */
 const REFERENCE = process.env.BENCH_REFERENCE ?? '';
 /**
- * At most this many untimed sequential pushes to a server before its timed ones (BENCH_WARMUP; 0: none), in blocks
- * of WARM_BLOCK, stopping earlier once the rate stops rising (`warmUp`). A fresh server runs its first pushes mostly
- * unoptimized: V8 compiles a function with its optimizing compiler only after it has run for a while, and a push runs
- * hundreds of functions about once each, so on the 2-core machine a fresh server made about half its steady rate over
- * its first 500 pushes and reached it after 3,000 to 5,000 (README "Benchmarks"). Timed from the start, a workload
- * measures that warm-up rather than the server a running registry is.
+ * Untimed sequential pushes to a server before its timed ones (BENCH_WARMUP; 0: none), in blocks of WARM_BLOCK
+ * (`warmUp`). A fresh server runs its first pushes mostly unoptimized: V8 compiles a function with its optimizing
+ * compiler only after it has run for a while, and a push runs hundreds of functions about once each, so on the
+ * 2-core machine a fresh server made about half its steady rate over its first 500 pushes and reached it after
+ * 5,000 to 7,000 (README "Testing"). Timed from the start, a workload measures that warm-up rather than the server a
+ * running registry is. The same number for every server: a warm-up that stopped once the rate rose by less than 5%
+ * a block ended some servers' warm-up a block or two early, which an A/A comparison measured as 4 to 15% between
+ * two servers of the same code.
  */
-const WARMUP_MAX = Number(process.env.BENCH_WARMUP ?? 10_000);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 8000);
 const WARM_BLOCK = 500;
 /** Consecutive pushes to one server before the next server's turn (1: strict alternation). */
 const AB_BLOCK = Math.max(1, Math.floor(Number(process.env.BENCH_AB_BLOCK ?? 100)) || 100);
@@ -146,27 +148,29 @@ function post(url: string, body: Buffer, fresh = false): Promise<{ status: numbe
 }
 
 /**
- * Untimed sequential pushes to `url` (the server's root, the API under `/cnr`) into packages `<ns>/warm0` to
- * `<ns>/warm15`, in blocks of WARM_BLOCK, until the rate stops rising (two blocks in a row no faster than 1.05 times
- * the best block before them) or WARMUP_MAX pushes. Returns each block's rate (push/s). Throws on a push not
- * answered 200.
+ * WARMUP untimed sequential pushes to each of `urls` (a server's root, the API under `/cnr`), into packages
+ * `<ns>/warm0` to `<ns>/warm15`, in blocks of WARM_BLOCK taken by the servers in turn (each going first in turn, as
+ * the timed A/B blocks): a server warmed up before another waited idle while the other's warm-up ran, and started
+ * the timed blocks slower (an A/A comparison of one code measured it 4 to 15% slower: V8 lets code and memory it has
+ * not used for a while go). Returns each server's rate per block (push/s). Throws on a push not answered 200.
  */
-async function warmUp(url: string, ns: string): Promise<number[]> {
-  const rates: number[] = [];
-  let flat = 0;
-  for (let done = 0; done < WARMUP_MAX && flat < 2; done += WARM_BLOCK) {
-    const count = Math.min(WARM_BLOCK, WARMUP_MAX - done);
+async function warmUp(urls: string[], ns: string): Promise<number[][]> {
+  const rates: number[][] = urls.map(() => []);
+  for (let done = 0, turn = 0; done < WARMUP; done += WARM_BLOCK, turn++) {
+    const count = Math.min(WARM_BLOCK, WARMUP - done);
     const bodies = await Promise.all(
       Array.from({ length: count }, (_, k) => pushBody(`0.${Math.floor((done + k) / 16)}.0`)),
     );
-    const started = performance.now();
-    for (const [k, body] of bodies.entries()) {
-      const res = await post(`${url}/cnr/api/v1/packages/${ns}/warm${(done + k) % 16}`, body);
-      if (res.status !== 200) throw new Error(`warm-up push to ${url}: ${res.status} ${res.text.slice(0, 200)}`);
+    for (let n = 0; n < urls.length; n++) {
+      const at = (turn + n) % urls.length;
+      const url = urls[at] as string;
+      const started = performance.now();
+      for (const [k, body] of bodies.entries()) {
+        const res = await post(`${url}/cnr/api/v1/packages/${ns}/warm${(done + k) % 16}`, body);
+        if (res.status !== 200) throw new Error(`warm-up push to ${url}: ${res.status} ${res.text.slice(0, 200)}`);
+      }
+      rates[at]?.push(count / ((performance.now() - started) / 1000));
     }
-    const rate = count / ((performance.now() - started) / 1000);
-    flat = rates.length > 0 && rate <= 1.05 * Math.max(...rates) ? flat + 1 : 0;
-    rates.push(rate);
   }
   return rates;
 }
@@ -174,8 +178,7 @@ async function warmUp(url: string, ns: string): Promise<number[]> {
 /** A warm-up's line for the tables: how many pushes, and the rate of each block. */
 function warmUpLine(label: string, rates: number[]): string {
   if (rates.length === 0) return `${label}: no warm-up (BENCH_WARMUP=0)`;
-  const pushes = Math.min(rates.length * WARM_BLOCK, WARMUP_MAX);
-  return `${label}: ${pushes} untimed sequential pushes first, push/s per ${WARM_BLOCK}: ${rates.map((r) => r.toFixed(0)).join(' ')}`;
+  return `${label}: ${WARMUP} untimed sequential pushes first, push/s per ${WARM_BLOCK}: ${rates.map((r) => r.toFixed(0)).join(' ')}`;
 }
 
 async function tarGz(release: string): Promise<Buffer> {
@@ -364,7 +367,7 @@ function abPackage(i: number): string {
 /**
  * Sequential pushes alternating between this checkout's server and the baseline checkout's and/or the reference
  * server (whichever are set): push/s, p50, p99, server CPU each, and each one's rate over this checkout's. Every
- * server is first warmed up (`warmUp`), one after the other.
+ * server is first warmed up (`warmUp`), in turns.
  */
 async function abSequential(storage: string, count: number): Promise<void> {
   const mine = await startServer(`${storage}-ab-this`);
@@ -388,8 +391,12 @@ async function abSequential(storage: string, count: number): Promise<void> {
       if (res.status !== 200) throw new Error(`A/B push to ${side.label}: ${res.status} ${res.text.slice(0, 200)}`);
       return performance.now() - t0;
     };
-    const warmed: string[] = [];
-    for (const side of sides) warmed.push(warmUpLine(side.label, await warmUp(side.url, ns)));
+    const warmed = (
+      await warmUp(
+        sides.map((side) => side.url),
+        ns,
+      )
+    ).map((rates, k) => warmUpLine((sides[k] as (typeof sides)[number]).label, rates));
     const cpuOf = (side: (typeof sides)[number]) => (side.pid === undefined ? Promise.resolve(NaN) : cpuMs(side.pid));
     const cpu0 = await Promise.all(sides.map(cpuOf));
     // In blocks of AB_BLOCK pushes per server: a server pushed to once in turn would be timed waking from idle
@@ -473,7 +480,10 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   const server = await startServer(storage);
   const results: Result[] = [];
   try {
-    if (WORKLOADS || GROW > 0) console.log(warmUpLine('warm-up', await warmUp(server.url, 'warm')) + '\n');
+    if (WORKLOADS || GROW > 0) {
+      const [rates = []] = await warmUp([server.url], 'warm');
+      console.log(`${warmUpLine('warm-up', rates)}\n`);
+    }
     if (WORKLOADS) {
       results.push(
         await run(server, 'sequential, 16 packages', N, 1, (i) => ({
