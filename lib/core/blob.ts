@@ -165,10 +165,12 @@ export const TAR_SLICE_BYTES = 64 * 1024;
  * `CHECK_AT_END_UNPACKED_BYTES`.
  *
  * `write()` and `end()` throw `invalid-parameters` (422) for a blob that is not a gzip tar (bytes after the gzip
- * stream included, zero padding aside) or whose entries escape, and `payload-too-large` (413) past `maxSize`; after
- * a throw, call `abort()`. An `abort()` while `write()` or `end()` runs makes it reject with `Error('aborted')`, and
- * leaves no temp file; a `write()` or another `end()` once `end()` was called throws a plain `Error` (a bug of the
- * caller: bytes after the end would not be covered by the digest).
+ * stream included, zero padding aside) or whose entries escape, `payload-too-large` (413) past `maxSize`, and
+ * `StorageUnavailableError` (503) when the temp file cannot be written, read or closed (the server's disk failing,
+ * not the client's doing; `end()` removes a file it could not close); after a throw, call `abort()`. An `abort()`
+ * while `write()` or `end()` runs makes it reject with `Error('aborted')`, and leaves no temp file; a `write()` or
+ * another `end()` once `end()` was called throws a plain `Error` (a bug of the caller: bytes after the end would not
+ * be covered by the digest).
  */
 export class BlobStager {
   readonly #options: Required<Omit<StageOptions, 'maxSize' | 'tmpDir'>> & { maxSize: number; tmpDir?: string };
@@ -390,7 +392,15 @@ export class BlobStager {
     }
     const { path, fh, gzipHash } = this.#file;
     this.#file = undefined;
-    await fh.close();
+    try {
+      await fh.close();
+    } catch (err) {
+      // close(2) reporting a delayed write error (EIO; ENOSPC or EDQUOT on NFS): the bytes may not all be in the
+      // file. The descriptor is released all the same; the file is removed here, since abort() no longer sees it.
+      await unlink(path).catch(() => undefined);
+      this.#failure = new StorageUnavailableError('push spool: cannot close the temp file of a push', err);
+      throw this.#failure;
+    }
     const gzipDigest = gzipHash.digest('hex');
     let disposed = false;
     return {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
@@ -577,12 +578,35 @@ export class Pusher {
     const written =
       blob.bytes !== undefined
         ? await this.#storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' })
-        : await putFileWith(this.#storage, blobKey, blob.path, blob.size, { ifNoneMatch: '*' });
+        : await putSpooled(this.#storage, blobKey, blob.path, blob.size);
     if (written !== null) return { size: blob.size, written: true };
     // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
     // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
     const stored = await this.#storage.head(blobKey);
     return stored === null ? null : { size: stored.size, written: false };
+  }
+}
+
+/**
+ * Store a blob spooled to the temp file at `path` (`size` bytes, as staged) at `key`, create-if-absent (`putFileWith`).
+ * The adapters' plain Error for a file that is not `size` bytes (the `StorageAdapter.putFile` contract, right for a
+ * caller's file) means here that the registry's own temp file changed size under it, truncated or appended to by
+ * something else on the host: the local disk or host failing, neither the client's doing nor a bug, so a
+ * `StorageUnavailableError` (503). The adapters check the size before anything is visible at `key`.
+ */
+async function putSpooled(storage: StorageAdapter, key: string, path: string, size: number): Promise<string | null> {
+  try {
+    return await putFileWith(storage, key, path, size, { ifNoneMatch: '*' });
+  } catch (err) {
+    if (err instanceof ApprError) throw err;
+    // Told apart by the file's size now, not by the adapter's message, which no contract fixes.
+    const now = await stat(path).then(
+      (stats) => stats.size,
+      () => undefined,
+    );
+    if (now === size) throw err;
+    const found = now === undefined ? 'is gone' : `has ${now} bytes`;
+    throw new StorageUnavailableError(`push spool: the temp file of a push ${found}, ${size} were staged`, err);
   }
 }
 
