@@ -11,7 +11,8 @@
  * - on S3, what RGW itself allows for the storage requests of one push, 8-way and 16-way (bench/lib/s3-bound.ts, for
  *   BENCH_BOUND_SECONDS, default 10), against which "8 concurrent, 16 packages" is compared.
  *
- * Each release carries about 600 B of metadata, as in issue 9's measurements.
+ * Each release carries about 600 B of metadata, as in issue 9's measurements. Every server first takes BENCH_WARMUP
+ * untimed sequential pushes (default 8,000: `WARMUP`), so that what is timed is a warm server.
  *
  *   npm run bench:push                 (source /tmp/appr-s3/env first to include S3)
  *   BENCH_ONLY=fs BENCH_N=400 BENCH_GROW=1000 BENCH_BIG_MB=30 npm run bench:push
@@ -151,8 +152,8 @@ function post(url: string, body: Buffer, fresh = false): Promise<{ status: numbe
  * WARMUP untimed sequential pushes to each of `urls` (a server's root, the API under `/cnr`), into packages
  * `<ns>/warm0` to `<ns>/warm15`, in blocks of WARM_BLOCK taken by the servers in turn (each going first in turn, as
  * the timed A/B blocks): a server warmed up before another waited idle while the other's warm-up ran, and started
- * the timed blocks slower (an A/A comparison of one code measured it 4 to 15% slower: V8 lets code and memory it has
- * not used for a while go). Returns each server's rate per block (push/s). Throws on a push not answered 200.
+ * the timed blocks slower (an A/A comparison of one code measured it 4 to 15% slower). Returns each server's rate
+ * per block (push/s). Throws on a push not answered 200.
  */
 async function warmUp(urls: string[], ns: string): Promise<number[][]> {
   const rates: number[][] = urls.map(() => []);
