@@ -189,6 +189,8 @@ export class BlobStager {
   #memory: Buffer[] = [];
   /** The temp file, once the bytes went there, and the sha256 of the gzip bytes written to it (`gzipDigest`). */
   #file: { path: string; fh: FileHandle; gzipHash: Hash } | undefined;
+  /** `end()` closing the temp file (`#close`), settled once the file is closed, or removed; `abort()` waits for it. */
+  #closing: Promise<void> | undefined;
   #done = false;
   readonly #chartFiles = new ChartFiles();
 
@@ -392,14 +394,12 @@ export class BlobStager {
     }
     const { path, fh, gzipHash } = this.#file;
     this.#file = undefined;
+    const closed = this.#close(path, fh);
+    this.#closing = closed.catch(() => undefined);
     try {
-      await fh.close();
-    } catch (err) {
-      // close(2) reporting a delayed write error (EIO; ENOSPC or EDQUOT on NFS): the bytes may not all be in the
-      // file. The descriptor is released all the same; the file is removed here, since abort() no longer sees it.
-      await unlink(path).catch(() => undefined);
-      this.#failure = new StorageUnavailableError('push spool: cannot close the temp file of a push', err);
-      throw this.#failure;
+      await closed;
+    } finally {
+      this.#closing = undefined;
     }
     const gzipDigest = gzipHash.digest('hex');
     let disposed = false;
@@ -422,7 +422,13 @@ export class BlobStager {
 
   /** Stop and free everything (after a failure, or when the push is abandoned). Safe to call more than once. */
   async abort(): Promise<void> {
-    if (this.#done) return;
+    if (this.#done) {
+      // end() closing the temp file: it removes the file and rejects once the close is over (`#close`).
+      if (this.#closing === undefined) return;
+      this.#failure ??= new Error('aborted');
+      await this.#closing;
+      return;
+    }
     this.#done = true;
     this.#failure ??= new Error('aborted');
     // The tar parser with an error, not the input alone: a pipeline whose input is destroyed just after its end()
@@ -436,6 +442,26 @@ export class BlobStager {
     if (file !== undefined) {
       await file.fh.close().catch(() => undefined);
       await unlink(file.path).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Close the temp file of a complete blob (`end()`). No longer `#file`, so `abort()` does not see it: the file is
+   * removed here when the close fails, or when `abort()` ran meanwhile (`#closing`).
+   */
+  async #close(path: string, fh: FileHandle): Promise<void> {
+    try {
+      await fh.close();
+    } catch (err) {
+      // close(2) reporting a delayed write error (EIO; ENOSPC or EDQUOT on NFS): the bytes may not all be in the
+      // file. The descriptor is released all the same.
+      await unlink(path).catch(() => undefined);
+      this.#failure = new StorageUnavailableError('push spool: cannot close the temp file of a push', err);
+      throw this.#failure;
+    }
+    if (this.#failure !== undefined) {
+      await unlink(path).catch(() => undefined);
+      throw this.#failure;
     }
   }
 

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { koaBody } from 'koa-body';
-import { ApprError, isApprError } from '../errors.js';
+import { ApprError, isApprError, StorageUnavailableError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
@@ -418,25 +418,48 @@ function tooLarge(limit: number): ApprError {
 
 /** A raw body (`curl --data-binary`), whatever its Content-Type, to a file of its own. */
 async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
-  const dir = await mkdtemp(join(tmpdir(), 'koa-appr-helm-'));
+  const dir = await spoolDir();
   const remove = () => rm(dir, { recursive: true, force: true });
   const path = join(dir, 'chart.tgz');
   const file = createWriteStream(path);
+  // Listened to at once: a write or close that fails (ENOSPC, EIO) is emitted as an error event, and one nobody
+  // listens to (a close fails after the end's callback ran) is an uncaught exception, which stops the server.
+  let failed: Error | undefined;
+  file.on('error', (err) => (failed ??= err));
   let size = 0;
   try {
     // Not destroyed when left early: the request's socket must stay open for the answer (the caller drops the rest).
     for await (const chunk of ctx.req.iterator({ destroyOnReturn: false })) {
       size += (chunk as Buffer).length;
       if (size > limit) throw tooLarge(limit);
+      if (failed !== undefined) throw failed;
       if (!file.write(chunk)) await once(file, 'drain');
     }
-    await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    // Closed, not only finished: close(2) may report a delayed write error.
+    file.end();
+    await once(file, 'close');
+    if (failed !== undefined) throw failed;
     return { path, size, remove };
   } catch (err) {
     file.destroy();
     await remove();
+    if (failed !== undefined && !isApprError(err)) throw spoolFailed(failed);
     throw err;
   }
+}
+
+/** A directory of its own for a chart's spool file; 503 when the OS temp directory cannot have one. */
+async function spoolDir(): Promise<string> {
+  try {
+    return await mkdtemp(join(tmpdir(), 'koa-appr-helm-'));
+  } catch (err) {
+    throw spoolFailed(err);
+  }
+}
+
+/** The spool file of an upload cannot be created, written or closed: the server's disk failing, not the client. */
+function spoolFailed(err: unknown): StorageUnavailableError {
+  return new StorageUnavailableError('helm upload: cannot write the spool file of a chart', err);
 }
 
 /**
@@ -556,14 +579,14 @@ async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
     );
   }
   if (raw.length > limit) throw tooLarge(limit);
-  const dir = await mkdtemp(join(tmpdir(), 'koa-appr-helm-'));
+  const dir = await spoolDir();
   const remove = () => rm(dir, { recursive: true, force: true });
   const path = join(dir, 'chart.tgz');
   try {
     await writeFile(path, raw);
   } catch (err) {
     await remove();
-    throw err;
+    throw spoolFailed(err);
   }
   return { path, size: raw.length, remove };
 }
