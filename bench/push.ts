@@ -83,7 +83,8 @@ const REFERENCE = process.env.BENCH_REFERENCE ?? '';
  * a block ended some servers' warm-up a block or two early, which an A/A comparison measured as 4 to 15% between
  * two servers of the same code.
  */
-const WARMUP = Number(process.env.BENCH_WARMUP ?? 8000);
+const WARMUP = Number(process.env.BENCH_WARMUP || 8000);
+if (!Number.isInteger(WARMUP) || WARMUP < 0) throw new Error(`BENCH_WARMUP: a whole number of pushes, not ${WARMUP}`);
 const WARM_BLOCK = 500;
 /** Consecutive pushes to one server before the next server's turn (1: strict alternation). */
 const AB_BLOCK = Math.max(1, Math.floor(Number(process.env.BENCH_AB_BLOCK ?? 100)) || 100);
