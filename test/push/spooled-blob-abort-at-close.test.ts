@@ -9,14 +9,13 @@
  * `slowCloseIn` holds the close of the handles opened in the test's spool directory until the test lets it finish.
  */
 import { randomBytes } from 'node:crypto';
-import fsPromises, { readdir, type FileHandle } from 'node:fs/promises';
-import { syncBuiltinESMExports } from 'node:module';
-import { sep } from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { expect } from 'chai';
 import { StorageUnavailableError } from '../../lib/index.js';
 import { BlobStager } from '../../lib/core/blob.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { rejection } from '../helpers/expect.js';
+import { withCloseIn } from '../helpers/file-close.js';
 import { tempDir } from '../helpers/temp.js';
 
 interface HeldClose {
@@ -26,13 +25,8 @@ interface HeldClose {
   finish(fail?: boolean): void;
 }
 
-/**
- * While `run` runs, the close of every `FileHandle` opened under `dir` (through `fs/promises.open`, which
- * lib/core/blob.ts imports) waits for `finish()`. `open` is restored, and the modules' bindings to it synced again,
- * whatever `run` does.
- */
+/** While `run` runs, the close of every handle opened under `dir` waits for `finish()` (`withCloseIn`). */
 async function slowCloseIn<T>(dir: string, run: (held: HeldClose) => Promise<T>): Promise<T> {
-  const open = fsPromises.open;
   let started!: () => void;
   let release!: (fail: boolean) => void;
   const gate = new Promise<boolean>((resolve) => (release = resolve));
@@ -40,26 +34,19 @@ async function slowCloseIn<T>(dir: string, run: (held: HeldClose) => Promise<T>)
     started: new Promise<void>((resolve) => (started = resolve)),
     finish: (fail = false) => release(fail),
   };
-  fsPromises.open = async (...args: Parameters<typeof open>): Promise<FileHandle> => {
-    const fh = await open(...args);
-    if (typeof args[0] === 'string' && args[0].startsWith(dir + sep)) {
-      const close = fh.close.bind(fh);
-      fh.close = async () => {
+  try {
+    return await withCloseIn(
+      dir,
+      (close) => async () => {
         started();
         const fail = await gate;
         await close();
         if (fail) throw Object.assign(new Error('EIO: i/o error, close'), { code: 'EIO', syscall: 'close' });
-      };
-    }
-    return fh;
-  };
-  syncBuiltinESMExports();
-  try {
-    return await run(held);
+      },
+      () => run(held),
+    );
   } finally {
     held.finish();
-    fsPromises.open = open;
-    syncBuiltinESMExports();
   }
 }
 

@@ -11,46 +11,30 @@
  * with EIO, as a kernel that reports a delayed write error does (the descriptor is released whatever close returns).
  */
 import { randomBytes } from 'node:crypto';
-import fsPromises, { readdir, type FileHandle } from 'node:fs/promises';
-import { syncBuiltinESMExports } from 'node:module';
-import { sep } from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { expect } from 'chai';
 import { MemoryStorage, StorageUnavailableError } from '../../lib/index.js';
 import { BlobStager, stageBlob } from '../../lib/core/blob.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { apprRejection } from '../helpers/expect.js';
 import { startServer } from '../helpers/http.js';
+import { withCloseIn } from '../helpers/file-close.js';
 import { tempDir } from '../helpers/temp.js';
 
-/**
- * While `run` runs, every `FileHandle` opened under `dir` (through `fs/promises.open`, which lib/core/blob.ts imports)
- * fails its `close()` with EIO after releasing its descriptor. `open` is restored, and the modules' bindings to it
- * synced again, whatever `run` does.
- */
+/** While `run` runs, the handles opened under `dir` fail their `close()` with EIO after releasing the descriptor. */
 async function failingCloseIn<T>(dir: string, run: () => Promise<T>): Promise<T> {
-  const open = fsPromises.open;
-  const closes = { failed: 0 };
-  fsPromises.open = async (...args: Parameters<typeof open>): Promise<FileHandle> => {
-    const fh = await open(...args);
-    if (typeof args[0] === 'string' && args[0].startsWith(dir + sep)) {
-      const close = fh.close.bind(fh);
-      fh.close = async () => {
-        await close();
-        closes.failed++;
-        throw Object.assign(new Error('EIO: i/o error, close'), { code: 'EIO', errno: -5, syscall: 'close' });
-      };
-    }
-    return fh;
-  };
-  syncBuiltinESMExports(); // The `open` that ES modules imported from node:fs/promises is the one above from now on.
-  try {
-    const result = await run();
-    expect(closes.failed, 'no close failed: the sabotage missed the temp file').to.be.greaterThan(0);
-    return result;
-  } finally {
-    fsPromises.open = open;
-    syncBuiltinESMExports();
-  }
+  let failed = 0;
+  const result = await withCloseIn(
+    dir,
+    (close) => async () => {
+      await close();
+      failed++;
+      throw Object.assign(new Error('EIO: i/o error, close'), { code: 'EIO', errno: -5, syscall: 'close' });
+    },
+    run,
+  );
+  expect(failed, 'no close failed: the sabotage missed the temp file').to.be.greaterThan(0);
+  return result;
 }
 
 describe("push: the spooled blob's temp file fails to close", function () {
