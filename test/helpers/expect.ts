@@ -36,3 +36,14 @@ export async function apprRejection(promise: Promise<unknown>): Promise<ApprErro
   expect(err).to.be.instanceOf(ApprError);
   return err as ApprError;
 }
+
+/** The code of the `ApprError` that `promise` rejects with, or `'ok'` when it resolves; any other error is thrown. */
+export async function apprCode(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return 'ok';
+  } catch (err) {
+    if (err instanceof ApprError) return err.code;
+    throw err;
+  }
+}

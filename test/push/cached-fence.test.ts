@@ -7,48 +7,14 @@
  */
 import { createHash } from 'node:crypto';
 import { expect } from 'chai';
-import { ApprError } from '../../lib/errors.js';
 import { MemoryStorage, Registry, type GcReport, type StorageAdapter } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
 import { gate } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
+import { apprCode } from '../helpers/expect.js';
+import { hookedStorage, quietRegistry, registriesPerTest, type StorageCall } from '../helpers/registries.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
-
-/** One storage call as an instance makes it: the method and its key (or prefix). */
-interface Call {
-  method: string;
-  key: string;
-}
-
-/** Hooks around an instance's storage calls: `before` is awaited ahead of the call, `after` before its answer. */
-interface Hooks {
-  before?: (call: Call) => Promise<void> | void;
-  after?: (call: Call, result: unknown) => Promise<void> | void;
-}
-
-const CALLS: ReadonlySet<string | symbol> = new Set(['get', 'put', 'putStream', 'getStream', 'head', 'delete', 'list']);
-
-/** `inner` as one instance sees it: every call recorded in `calls`, with `hooks` around it. */
-function hooked(inner: StorageAdapter, hooks: Hooks, calls: Call[] = []): StorageAdapter {
-  return new Proxy(inner, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property);
-      if (!CALLS.has(property) || typeof value !== 'function') return value;
-      return async (...args: unknown[]): Promise<unknown> => {
-        const call = { method: String(property), key: String(args[0]) };
-        calls.push(call);
-        await hooks.before?.(call);
-        const result = (await Reflect.apply(value, target, args)) as unknown;
-        await hooks.after?.(call, result);
-        return result;
-      };
-    },
-  });
-}
-
-/** An instance that learns of other instances' changes only when it reads storage itself (no polling, no sweep). */
-const instance = (storage: StorageAdapter) => new Registry({ storage, coherence: { pollMs: 0, sweepPerSecond: 0 } });
 
 const hashOf = (metadata: unknown) => createHash('sha256').update(JSON.stringify(metadata)).digest('hex');
 const chart = (version: string) => makeTarGz({ 'Chart.yaml': `name: app\nversion: ${version}\n` });
@@ -56,7 +22,7 @@ const docKey = keys.packageDoc('acme', 'app');
 
 /** What a new instance shows: every release of acme/app with its digest, and its metadata (read from its object). */
 async function shown(storage: StorageAdapter): Promise<Record<string, { digest: string; metadata: unknown }>> {
-  const fresh = instance(storage);
+  const fresh = quietRegistry(storage);
   try {
     const out: Record<string, { digest: string; metadata: unknown }> = {};
     for (const manifest of await fresh.packageManifests('acme', 'app')) {
@@ -83,32 +49,16 @@ async function expectComplete(storage: StorageAdapter): Promise<void> {
   }
 }
 
-const apprCode = async (promise: Promise<unknown>): Promise<string> => {
-  try {
-    await promise;
-    return 'ok';
-  } catch (err) {
-    if (err instanceof ApprError) return err.code;
-    throw err;
-  }
-};
-
 function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, removesTombstones: boolean): void {
   describe(`a push from the cached package document, racing other instances and the collector (${label})`, function () {
     this.timeout(60_000);
     let store: StoreFixture;
-    const registries: Registry[] = [];
-    const open2 = (storage: StorageAdapter) => {
-      const registry = instance(storage);
-      registries.push(registry);
-      return registry;
-    };
+    const open2 = registriesPerTest();
 
     beforeEach(async () => {
       store = await open();
     });
     afterEach(async () => {
-      await Promise.all(registries.splice(0).map((registry) => registry.close()));
       await store.cleanup();
     });
 
@@ -119,9 +69,9 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
 
     it('a collector claims and deletes the blob and the metadata object between the push finding them and its compare-and-swap', async () => {
       let hold: (() => Promise<void>) | undefined;
-      const calls: Call[] = [];
+      const calls: StorageCall[] = [];
       const a = open2(
-        hooked(
+        hookedStorage(
           store.storage,
           {
             before: async (call) => {
@@ -175,9 +125,9 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
       let claimReads = 0;
       let held: Promise<GcReport> | undefined;
       let armed = false;
-      const calls: Call[] = [];
+      const calls: StorageCall[] = [];
       const a = open2(
-        hooked(
+        hookedStorage(
           store.storage,
           {
             // The push's create-if-absent PUT of the blob: the collector has claimed it and is about to delete it.
@@ -207,7 +157,7 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
         ),
       );
       const b = open2(
-        hooked(store.storage, {
+        hookedStorage(store.storage, {
           before: async (call) => {
             if (call.method !== 'delete' || call.key !== blobKey) return;
             deleteReached.open();
@@ -246,10 +196,10 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
       await store.storage.put(blobKey, bytes);
       let report: GcReport | undefined;
       let armed = false;
-      const calls: Call[] = [];
+      const calls: StorageCall[] = [];
       const b = open2(store.storage);
       const a = open2(
-        hooked(
+        hookedStorage(
           store.storage,
           {
             after: async (call, result) => {
@@ -317,10 +267,10 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture, 
       let blobsWritten = 0;
       let phase: 'setup' | 'first' | 'changed' = 'setup';
       const casPuts: string[] = [];
-      const calls: Call[] = [];
+      const calls: StorageCall[] = [];
       const b = open2(store.storage);
       const a = open2(
-        hooked(
+        hookedStorage(
           store.storage,
           {
             before: async (call) => {
@@ -441,7 +391,7 @@ describe('a push from the cached package document with one compare-and-swap atte
 
   it('answers 201 to a push into a package another instance made smaller, which the stale copy says would be too large', async () => {
     const storage = new MemoryStorage();
-    const b = instance(storage);
+    const b = quietRegistry(storage);
     for (let i = 0; i < 10; i += 1) await pushKpm(b, `1.0.${i}`);
     const full = (await storage.get(docKey)) as { body: Buffer };
     // Room for the ten releases this instance reads, not for an eleventh.

@@ -6,41 +6,15 @@
  * before the answer (lib/core/push.ts `#refuseEarly`): a copy another instance made stale is never what answers.
  */
 import { expect } from 'chai';
-import { ApprError } from '../../lib/errors.js';
 import { MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { INLINE_MAX } from '../../lib/core/segments.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
 import { gate } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
+import { apprCode } from '../helpers/expect.js';
+import { hookedStorage, registriesPerTest, type StorageCall } from '../helpers/registries.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
-
-/** One storage call as an instance makes it: the method and its key. */
-interface Call {
-  method: string;
-  key: string;
-}
-
-const CALLS: ReadonlySet<string | symbol> = new Set(['get', 'put', 'putFile', 'getStream', 'head', 'delete', 'list']);
-
-/** `inner` with every call recorded in `calls` and `before` awaited ahead of it. */
-function recorded(inner: StorageAdapter, calls: Call[], before?: (call: Call) => Promise<void> | void): StorageAdapter {
-  return new Proxy(inner, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property);
-      if (!CALLS.has(property) || typeof value !== 'function') return value;
-      return async (...args: unknown[]): Promise<unknown> => {
-        const call = { method: String(property), key: String(args[0]) };
-        calls.push(call);
-        await before?.(call);
-        return Reflect.apply(value, target, args) as unknown;
-      };
-    },
-  });
-}
-
-/** An instance that learns of other instances' changes only when it reads storage itself (no polling, no sweep). */
-const instance = (storage: StorageAdapter) => new Registry({ storage, coherence: { pollMs: 0, sweepPerSecond: 0 } });
 
 /** Every key in storage with its ETag: what a refused push must leave as it found it. */
 async function snapshot(storage: StorageAdapter): Promise<Record<string, string>> {
@@ -57,16 +31,6 @@ async function snapshot(storage: StorageAdapter): Promise<Record<string, string>
   return out;
 }
 
-const apprCode = async (promise: Promise<unknown>): Promise<string> => {
-  try {
-    await promise;
-    return 'ok';
-  } catch (err) {
-    if (err instanceof ApprError) return err.code;
-    throw err;
-  }
-};
-
 const docKey = keys.packageDoc('acme', 'app');
 const chart = (version: string, extra = '') =>
   makeTarGz({ 'Chart.yaml': `name: app\nversion: ${version}\n`, 'extra.txt': extra });
@@ -75,18 +39,12 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
   describe(`a refused push changes nothing in storage (${label})`, function () {
     this.timeout(60_000);
     let store: StoreFixture;
-    const registries: Registry[] = [];
-    const open2 = (storage: StorageAdapter) => {
-      const registry = instance(storage);
-      registries.push(registry);
-      return registry;
-    };
+    const open2 = registriesPerTest();
 
     beforeEach(async () => {
       store = await open();
     });
     afterEach(async () => {
-      await Promise.all(registries.splice(0).map((registry) => registry.close()));
       await store.cleanup();
     });
 
@@ -180,8 +138,8 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
     });
 
     it('a refused push from the version this instance holds costs one GET of the document and no write', async () => {
-      const calls: Call[] = [];
-      const a = open2(recorded(store.storage, calls));
+      const calls: StorageCall[] = [];
+      const a = open2(hookedStorage(store.storage, {}, calls));
       await settle(
         a,
         a.push({ namespace: 'acme', name: 'app', release: '1.0.0', mediaType: 'helm', blob: await chart('1.0.0') }),
@@ -251,20 +209,26 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
     });
 
     it('a push that another push of the same release overtakes between its check and its compare-and-swap answers 409, the other release kept', async () => {
-      const calls: Call[] = [];
+      const calls: StorageCall[] = [];
       const b = open2(store.storage);
       const winner = await chart('1.0.0', 'winner');
       const loser = await chart('1.0.0', 'loser');
       const overtaken = gate();
       let armed = true;
       const a = open2(
-        recorded(store.storage, calls, async (call) => {
-          // The loser's blob PUT: it found the release absent; the winner publishes it now.
-          if (!armed || call.method !== 'put' || !call.key.startsWith('blobs/')) return;
-          armed = false;
-          await b.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: winner });
-          overtaken.open();
-        }),
+        hookedStorage(
+          store.storage,
+          {
+            before: async (call) => {
+              // The loser's blob PUT: it found the release absent; the winner publishes it now.
+              if (!armed || call.method !== 'put' || !call.key.startsWith('blobs/')) return;
+              armed = false;
+              await b.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: winner });
+              overtaken.open();
+            },
+          },
+          calls,
+        ),
       );
       expect(await a.packageVisibility('acme', 'app')).to.equal(null);
       expect(await apprCode(a.push({ namespace: 'acme', name: 'app', release: '1.0.0', blob: loser }))).to.equal(
