@@ -53,22 +53,50 @@ export function testS3Store(label: string, options: { empty?: boolean } = {}): S
  */
 const STORAGE_CALLS: ReadonlySet<string | symbol> = new Set(STORAGE_OPERATIONS);
 
+/** One storage call as an instance makes it: the method and its key (or prefix; a `deleteMany`'s keys joined). */
+export interface StorageCall {
+  method: string;
+  key: string;
+}
+
+/** Hooks around a store's calls: `before` is awaited ahead of the call, `after` before its answer. */
+export interface StorageHooks {
+  before?: (call: StorageCall) => Promise<void> | void;
+  after?: (call: StorageCall, result: unknown) => Promise<void> | void;
+}
+
 /**
- * `store` with `before(method)` awaited ahead of each of its storage calls (`get`, `put`, ... `list`): a store that
- * tests can make hang or fail without a copy of every method. Everything else is the store's own, set or read.
+ * `store` as one instance sees it: every storage call (`get`, `put`, ... `list`) recorded in `calls`, with `hooks`
+ * around it. Everything else is the store's own, set or read.
  */
-export function beforeEachCall<S extends StorageAdapter>(
+export function hookedStorage<S extends StorageAdapter>(
   store: S,
-  before: (method: string) => Promise<void> | void,
+  hooks: StorageHooks = {},
+  calls: StorageCall[] = [],
 ): S {
   return new Proxy(store, {
     get(target, property) {
       const value: unknown = Reflect.get(target, property);
       if (!STORAGE_CALLS.has(property) || typeof value !== 'function') return value;
       return async (...args: unknown[]): Promise<unknown> => {
-        await before(String(property));
-        return Reflect.apply(value, target, args) as unknown;
+        const call = { method: String(property), key: String(args[0]) };
+        calls.push(call);
+        await hooks.before?.(call);
+        const result = (await Reflect.apply(value, target, args)) as unknown;
+        await hooks.after?.(call, result);
+        return result;
       };
     },
   });
+}
+
+/**
+ * `store` with `before(method)` awaited ahead of each of its storage calls: a store that tests can make hang or fail
+ * without a copy of every method (`hookedStorage`).
+ */
+export function beforeEachCall<S extends StorageAdapter>(
+  store: S,
+  before: (method: string) => Promise<void> | void,
+): S {
+  return hookedStorage(store, { before: (call) => before(call.method) });
 }

@@ -13,8 +13,8 @@ import { digestOf, makeTarGz } from '../helpers/blobs.js';
 import { gate } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { apprCode } from '../helpers/expect.js';
-import { hookedStorage, quietRegistry, registriesPerTest, type StorageCall } from '../helpers/registries.js';
-import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
+import { quietRegistry, registriesPerTest } from '../helpers/registries.js';
+import { hookedStorage, tempFsStore, testS3Store, type StorageCall, type StoreFixture } from '../helpers/stores.js';
 
 const hashOf = (metadata: unknown) => createHash('sha256').update(JSON.stringify(metadata)).digest('hex');
 const chart = (version: string) => makeTarGz({ 'Chart.yaml': `name: app\nversion: ${version}\n` });

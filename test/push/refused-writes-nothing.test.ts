@@ -13,8 +13,8 @@ import { digestOf, makeTarGz } from '../helpers/blobs.js';
 import { gate } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { apprCode } from '../helpers/expect.js';
-import { hookedStorage, registriesPerTest, type StorageCall } from '../helpers/registries.js';
-import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
+import { registriesPerTest } from '../helpers/registries.js';
+import { hookedStorage, tempFsStore, testS3Store, type StorageCall, type StoreFixture } from '../helpers/stores.js';
 
 /** Every key in storage with its ETag: what a refused push must leave as it found it. */
 async function snapshot(storage: StorageAdapter): Promise<Record<string, string>> {
