@@ -170,8 +170,19 @@ export interface Fence<D> {
  * `claimKey`s: its blob, its metadata object) is claimed by a collector, then remember the nonce. The read is the
  * one the push's compare-and-swap starts from, so the fence costs no extra request when no collector is busy with
  * the package. Throws `StorageUnavailableError` after waiting 30 s.
+ *
+ * `beforeWait`, when given, is called with each version read (the value, null when absent) that has one of
+ * `relied` claimed, before the fence waits (or gives up): what it throws, the fence throws at once. A push refused
+ * by that version (409, 403) throws there: it writes nothing, so no claim concerns it, and a claim (held until a
+ * later run takes it over, `CLAIM_TAKEOVER_MS`, when its collector stopped half-way) must not turn its answer into
+ * a wait and a 503 (test/push/refused-during-claim.test.ts).
  */
-export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, relied: string[]): Promise<Fence<D>> {
+export async function fence<D extends Doc>(
+  docs: DocumentStore,
+  docKey: string,
+  relied: string[],
+  beforeWait?: (doc: D | null) => void,
+): Promise<Fence<D>> {
   const deadline = performance.now() + CLAIM_WAIT_MS;
   for (let delay = 20; ; delay = Math.min(delay * 2, 1000)) {
     const doc = await docs.readFresh<D>(docKey);
@@ -179,6 +190,7 @@ export async function fence<D extends Doc>(docs: DocumentStore, docKey: string, 
     const busy = relied.find((key) => claims[key] !== undefined);
     if (busy === undefined)
       return { nonce: doc?.value.gc?.nonce, claimed: Object.keys(claims), started: performance.now(), doc };
+    beforeWait?.(doc?.value ?? null);
     if (performance.now() > deadline) {
       const object = parseClaimKey(busy);
       throw new StorageUnavailableError(

@@ -193,7 +193,8 @@ export class Pusher {
    * Validate, stage and commit one push (see `Registry.push` for the write order and its cost). Throws
    * `ApprError`s (names, release, media type, blob, `package-exists`, `forbidden` for `createOnly`) before
    * anything is stored (`package-exists` and `forbidden` after, from the compare-and-swap, only for a push that lost
-   * a race to it), and `StorageUnavailableError` when storage fails or the collector keeps racing the push.
+   * a race to it), and `StorageUnavailableError` when storage fails or the collector keeps racing the push (a
+   * push refused there is refused first, without waiting on the collector's claims: `#round`).
    */
   async push(input: PushInput): Promise<Pushed> {
     const namespace = checkName('namespace', input.namespace);
@@ -241,7 +242,8 @@ export class Pusher {
       // a round after a broken fence reads storage. A push refused (403, 409) is refused before it writes anything
       // (`#refuseEarly`), on a version read from storage, never on the held one alone (another instance may have
       // deleted the release since): a push the held version refuses reads the document first (one GET), and its
-      // fence is the version read.
+      // fence is the version read. Nor does it wait on a collector's claim of an object it names: the fence refuses
+      // it on the version that shows the claim (`fence`'s `beforeWait`).
       let gcFence = round === 1 ? cachedFence<PackageDoc>(this.#docs, plan.docKey, relied(plan)) : undefined;
       if (gcFence !== undefined && this.#refusal(plan, gcFence.doc?.value ?? null) !== undefined) {
         this.#refuseEarly(plan, (await this.#docs.refresh<PackageDoc>(plan.docKey)).value);
@@ -249,7 +251,10 @@ export class Pusher {
         gcFence = cachedFence<PackageDoc>(this.#docs, plan.docKey, relied(plan));
       }
       if (gcFence === undefined) {
-        gcFence = await fence<PackageDoc>(this.#docs, plan.docKey, relied(plan));
+        // A version showing a claim on an object this round relies on refuses the push before the fence waits for
+        // the claim to be lifted (a refused push writes nothing). Read from storage, it comes with its segments
+        // (lib/core/registry.ts, `prepare`): a release held in one refuses the push too.
+        gcFence = await fence<PackageDoc>(this.#docs, plan.docKey, relied(plan), (doc) => this.#refuseEarly(plan, doc));
         this.#refuseEarly(plan, gcFence.doc?.value ?? null);
       }
       // The objects the document will reference are independent of each other: written at once (with the fsync
