@@ -197,13 +197,12 @@ export class ChangeFeed {
     let recording = this.#recording.get(pkg);
     if (recording === undefined) {
       // Timed when the change was made: the push that made it answers before the entry is written.
-      const key = keys.change(this.#now(), this.#instance, this.#seq++, namespace, name);
+      const key = this.#entryKey(namespace, name);
       recording = (async () => {
         await new Promise((resolve) => setImmediate(resolve));
         this.#recording.delete(pkg);
         try {
-          // Empty: the key says it all, and a zero-byte object is whole after a power cut without an fsync.
-          await this.#storage.put(key, EMPTY, { ifNoneMatch: '*' });
+          await this.#putEntry(key);
         } catch (err) {
           // The change itself is stored; other instances learn of it from the background check instead.
           this.#onError(err);
@@ -215,6 +214,26 @@ export class ChangeFeed {
       void owed.finally(() => this.#owed.delete(owed));
     }
     return recording;
+  }
+
+  /**
+   * Write a change entry for the package now, one of its own (shared with no other writer), and reject with the
+   * storage's error (`StorageUnavailableError`) when it could not be stored: for a change that other instances must
+   * be told of before the caller goes on (a purge writes one before it deletes a blob, so that no retry finds the
+   * blob gone while they were never told; lib/core/registry.ts `purgeBlob`). Calls no `onChange`: `record`, called
+   * once the change is made, does.
+   */
+  async recordNow(namespace: string, name: string): Promise<void> {
+    await this.#putEntry(this.#entryKey(namespace, name));
+  }
+
+  #entryKey(namespace: string, name: string): string {
+    return keys.change(this.#now(), this.#instance, this.#seq++, namespace, name);
+  }
+
+  async #putEntry(key: string): Promise<void> {
+    // Empty: the key says it all, and a zero-byte object is whole after a power cut without an fsync.
+    await this.#storage.put(key, EMPTY, { ifNoneMatch: '*' });
   }
 
   readonly #recording = new Map<string, Promise<void>>();

@@ -769,12 +769,16 @@ export class Registry {
    * digest): every release x media type of the package whose manifest names `digest` is deleted (channels follow,
    * as in `deleteRelease`; a package left without releases becomes a tombstone), then the blob itself. Returns the
    * blob's digest (hex) and the releases x media types it removed, and deletes the blob's Helm chart record. Throws
-   * 404 `package-not-found` when neither the blob nor a release naming it exists. A purge that succeeds sends one
-   * `purge` audit event (`context.actor`); a refused one sends none, and one that fails on storage sends one only
-   * for what it did delete first (releases, the blob), before its error, and records that change for the other
-   * instances (its change entry, `coherence.onChange`) as a purge that succeeds does.
-   * Order: package document first, so no reader sees a release without its blob. A push of the same tarball to
-   * the same package while the purge runs may be left without its blob (pull answers 503): push it again.
+   * 404 `package-not-found` when neither the blob nor a release naming it exists (writing nothing). A purge that
+   * succeeds sends one `purge` audit event (`context.actor`); a refused one sends none, and one that fails on
+   * storage (`StorageUnavailableError`) sends one only for what it did delete first (releases, the blob), before its
+   * error, and records that change for the other instances (its change entry, `coherence.onChange`) as a purge that
+   * succeeds does.
+   * Order: package document first, so no reader sees a release without its blob; then a change entry, which must be
+   * stored before the blob is deleted (else 503, the blob kept); then the blob, its chart record, and a change entry
+   * again. So a purge retried after a 503 until it answers 200 or 404 leaves the bytes gone and the other instances
+   * told, even when storage failed right after deleting the blob (README, "Purging a blob"). A push of the same
+   * tarball to the same package while the purge runs may be left without its blob (pull answers 503): push it again.
    */
   async purgeBlob(
     namespace: string,
@@ -818,6 +822,13 @@ export class Registry {
       },
     );
     const blobKey = keys.blob(names.namespace, names.name, hex);
+    const chartKey = keys.chart(names.namespace, names.name, hex);
+    if (removed.length === 0 && (await this.storage.head(blobKey)) === null) {
+      // Nothing of the digest is stored: no change entry. When a purge that failed deleted the blob (this is its
+      // retry), it told the other instances before it did (below); its chart record may be left.
+      await this.storage.delete(chartKey);
+      throw notFound();
+    }
     const audit = (blobDeleted: boolean) =>
       this.#changed(context, {
         type: 'purge',
@@ -827,32 +838,48 @@ export class Registry {
         blobDeleted,
         packageDeleted: emptied,
       });
+    let told = false;
     let deleted = false;
     try {
-      try {
-        deleted = await this.storage.delete(blobKey);
-      } finally {
-        // Out of this instance's memory at once, even when storage failed after deleting; other instances drop this
-        // package's cached blobs when the change entry reaches them (recorded even when no release named the blob).
-        this.#blobs?.delete(blobKey);
-      }
+      // The other instances are told before the blob goes (they drop this package's cached blobs when the entry
+      // reaches them): a purge that fails once the blob is deleted may be unable to tell them after (storage down),
+      // and its retry, finding nothing, answers 404 and writes nothing.
+      await this.#feed.recordNow(names.namespace, names.name);
+      told = true;
+      deleted = await this.#deleteBlob(blobKey);
       // Its chart record too: it describes the withdrawn bytes, and a later push of the same tar in other bytes (as
       // another media type, which writes no record) must not find it (the Helm index would list their digest).
-      await this.storage.delete(keys.chart(names.namespace, names.name, hex));
+      await this.storage.delete(chartKey);
     } catch (err) {
-      // The releases are deleted already: that change reaches the other instances (the change entry, the host's
-      // `onChange`) and the audit, with what became of the blob, before the error. Without the entry they served
-      // the purged releases until their background check read the package again.
-      if (removed.length > 0 || deleted) {
-        await this.#feed.record(names.namespace, names.name);
-        await audit(deleted);
-      }
+      // The releases are deleted already, the blob perhaps: that change reaches the other instances (the change
+      // entry, the host's `onChange`) and the audit, with what became of the blob, before the error. Without the
+      // entry they served the purged releases until their background check read the package again.
+      if (removed.length > 0 || told) await this.#feed.record(names.namespace, names.name);
+      if (removed.length > 0 || deleted) await audit(deleted);
       throw err;
     }
-    if (!deleted && removed.length === 0) throw notFound(); // nothing changed: no change entry either
+    if (!deleted && removed.length === 0) throw notFound(); // deleted meanwhile by another purge, which told the others
+    // Told again once the blob is gone: an instance that read the blob while the first entry reached it kept it.
     await this.#feed.record(names.namespace, names.name);
     await audit(deleted);
     return { namespace: names.namespace, name: names.name, digest: hex, removed };
+  }
+
+  /**
+   * Delete a blob being purged, and drop it from this instance's memory whatever happens. A delete that fails may
+   * have lost only its answer (the blob deleted all the same): one look tells, and a blob found gone counts as
+   * deleted. Throws the delete's error (`StorageUnavailableError`) when the blob is still stored or the look fails.
+   */
+  async #deleteBlob(key: string): Promise<boolean> {
+    try {
+      return await this.storage.delete(key);
+    } catch (err) {
+      const left = await this.storage.head(key).catch(() => undefined);
+      if (left === null) return true;
+      throw err;
+    } finally {
+      this.#blobs?.delete(key);
+    }
   }
 
   // ---- channels -----------------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ export interface PurgeEvent extends PackageEvent {
   releases: { release: string; mediaType: string }[];
   /**
    * The blob itself was stored and is deleted (false when only releases named it: its bytes were gone already; or
-   * when storage failed before the blob was deleted, the purge then answered 503 and a retry deletes it).
+   * when storage failed before the blob was known to be gone: the purge then answered 503, and a retry deletes it,
+   * or answers 404 when the failed attempt had deleted it).
    */
   blobDeleted: boolean;
   /** The purge deleted the package's last release: the package no longer exists. */
