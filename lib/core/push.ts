@@ -4,7 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
 import type { StorageAdapter } from '../storage/types.js';
 import { mapLimit, putFileWith, putImmutable } from '../storage/util.js';
-import { DEFAULT_STORAGE_TIMEOUT_MS, readWithinDeadline } from '../storage/deadline.js';
+import { DEFAULT_STORAGE_TIMEOUT_MS, readWithinDeadline, withinDeadline } from '../storage/deadline.js';
 import { BlobStager, isStagedBlob, stageBlob, type StagedBlob, type StageOptions } from './blob.js';
 import { CHART_RECORD_FORMAT, HELM_MEDIA_TYPE, type ChartRecord } from './chart.js';
 import type { Logger } from '../ops/logger.js';
@@ -583,7 +583,13 @@ export class Pusher {
     const written =
       blob.bytes !== undefined
         ? await this.#storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' })
-        : await putSpooled(this.#storage, blobKey, blob.path, blob.size);
+        : await putSpooled(
+            this.#storage,
+            blobKey,
+            blob.path,
+            blob.size,
+            this.#deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS,
+          );
     if (written !== null) return { size: blob.size, written: true };
     // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
     // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
@@ -597,18 +603,31 @@ export class Pusher {
  * The adapters' plain Error for a file that is not `size` bytes (the `StorageAdapter.putFile` contract, right for a
  * caller's file) means here that the registry's own temp file changed size under it, truncated or appended to by
  * something else on the host: the local disk or host failing, neither the client's doing nor a bug, so a
- * `StorageUnavailableError` (503). The adapters check the size before anything is visible at `key`.
+ * `StorageUnavailableError` (503). The adapters check the size before anything is visible at `key`. The file's size
+ * is looked up within `timeoutMs` (the storage deadline; 0: none): a stat that outlasts it (a hung mount) is a
+ * `StorageUnavailableError` too, rather than a push that never answers.
  */
-async function putSpooled(storage: StorageAdapter, key: string, path: string, size: number): Promise<string | null> {
+async function putSpooled(
+  storage: StorageAdapter,
+  key: string,
+  path: string,
+  size: number,
+  timeoutMs: number,
+): Promise<string | null> {
   try {
     return await putFileWith(storage, key, path, size, { ifNoneMatch: '*' });
   } catch (err) {
     if (err instanceof ApprError) throw err;
     // Told apart by the file's size now, not by the adapter's message, which no contract fixes.
-    const now = await stat(path).then(
-      (stats) => stats.size,
-      () => undefined,
-    );
+    const sizeNow = () =>
+      stat(path).then(
+        (stats) => stats.size,
+        () => undefined,
+      );
+    const hung = () =>
+      new StorageUnavailableError(`push spool: the temp file of a push did not answer within ${timeoutMs} ms`, err);
+    const now =
+      timeoutMs > 0 && Number.isFinite(timeoutMs) ? await withinDeadline(timeoutMs, sizeNow, hung) : await sizeNow();
     if (now === size) throw err;
     const found = now === undefined ? 'is gone' : `has ${now} bytes`;
     throw new StorageUnavailableError(`push spool: the temp file of a push ${found}, ${size} were staged`, err);

@@ -221,6 +221,8 @@ export class Registry {
    * itself (the Helm index's read of a blob): `storage` bounds a stream only until it is handed over.
    */
   readonly storageTimeoutMs: number;
+  /** Option `pushTmpDir` (undefined: the OS temp directory), where the Helm upload route spools a chart too. */
+  readonly pushTmpDir: string | undefined;
   readonly #audit: AuditHook | undefined;
   readonly #probeKey = keys.healthProbe();
   readonly #listPageSize: number;
@@ -247,6 +249,7 @@ export class Registry {
     this.metrics = options.metrics;
     this.logger = options.logger;
     this.storageTimeoutMs = options.storageTimeoutMs;
+    this.pushTmpDir = options.pushTmpDir;
     this.#audit = options.audit;
     this.#listPageSize = options.listPageSize;
     this.#segments = new Segments(this.storage);

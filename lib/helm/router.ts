@@ -12,8 +12,8 @@
  * ChartMuseum's `{"error": "..."}` with the status of the registry's error table.
  */
 import { once } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Router from '@koa/router';
@@ -308,7 +308,7 @@ async function deleteVersion(ctx: Context, params: ChartParams & { version: stri
 async function upload(ctx: Context, params: { namespace: string }, { opts, access }: Deps): Promise<void> {
   const namespace = checkName('namespace', params.namespace);
   const force = Object.hasOwn(ctx.query, 'force');
-  await withUpload(ctx, opts.maxPushSize, async (path) => {
+  await withUpload(ctx, opts.maxPushSize, opts.registry.pushTmpDir, async (path) => {
     const archive = await readChartArchive(createReadStream(path));
     if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
     const chart = archive.chart;
@@ -376,12 +376,19 @@ function asRelease(chart: ChartMetadata): string {
 
 /**
  * Run `use` with the upload's chart spooled to a temporary file (at most `limit` bytes; 413 beyond), then remove
- * every temporary file of the request: nothing of the body is held in memory while it arrives. A body refused
- * before it is read whole is answered, then its connection closed without a reset (lib/http/linger.ts). A body a
- * host parser read before the registry is taken from what the parser left (`hostChart`), never waited for.
+ * every temporary file of the request: nothing of the body is held in memory while it arrives. The files are in a
+ * private directory of their own in `tmpDir` (the registry's `pushTmpDir`; undefined: the OS temp directory), mode
+ * 0600 as a push's temp file (lib/core/blob.ts). A body refused before it is read whole is answered, then its
+ * connection closed without a reset (lib/http/linger.ts). A body a host parser read before the registry is taken from
+ * what the parser left (`hostChart`), never waited for.
  */
-async function withUpload<T>(ctx: Context, limit: number, use: (path: string, size: number) => Promise<T>): Promise<T> {
-  const spooled = consumed(ctx.req) ? await hostChart(ctx, limit) : await spoolBody(ctx, limit);
+async function withUpload<T>(
+  ctx: Context,
+  limit: number,
+  tmpDir: string | undefined,
+  use: (path: string, size: number) => Promise<T>,
+): Promise<T> {
+  const spooled = consumed(ctx.req) ? await hostChart(ctx, limit, tmpDir) : await spoolBody(ctx, limit, tmpDir);
   try {
     if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
     return await use(spooled.path, spooled.size);
@@ -391,7 +398,7 @@ async function withUpload<T>(ctx: Context, limit: number, use: (path: string, si
 }
 
 /** The request's own body (no host parser read it), raw or a multipart form, spooled (see `withUpload`). */
-async function spoolBody(ctx: Context, limit: number): Promise<Spooled> {
+async function spoolBody(ctx: Context, limit: number, tmpDir: string | undefined): Promise<Spooled> {
   const multipart = Boolean(ctx.is('multipart'));
   const announced = Number(ctx.get('Content-Length') || 0);
   if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) {
@@ -399,7 +406,7 @@ async function spoolBody(ctx: Context, limit: number): Promise<Spooled> {
     throw tooLarge(limit);
   }
   try {
-    return multipart ? await spoolMultipart(ctx, limit) : await spoolRaw(ctx, limit);
+    return multipart ? await spoolMultipart(ctx, limit, tmpDir) : await spoolRaw(ctx, limit, tmpDir);
   } catch (err) {
     closeAfterAnswer(ctx, lingerBounds(limit));
     throw err;
@@ -417,11 +424,11 @@ function tooLarge(limit: number): ApprError {
 }
 
 /** A raw body (`curl --data-binary`), whatever its Content-Type, to a file of its own. */
-async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
-  const dir = await spoolDir();
+async function spoolRaw(ctx: Context, limit: number, tmpDir: string | undefined): Promise<Spooled> {
+  const dir = await spoolDir(tmpDir);
   const remove = () => rm(dir, { recursive: true, force: true });
   const path = join(dir, 'chart.tgz');
-  const file = createWriteStream(path);
+  const file = createWriteStream(path, { mode: 0o600 });
   // Listened to at once: a write or close that fails (ENOSPC, EIO) is emitted as an error event, and one nobody
   // listens to (a close fails after the end's callback ran) is an uncaught exception, which stops the server.
   let failed: Error | undefined;
@@ -448,10 +455,13 @@ async function spoolRaw(ctx: Context, limit: number): Promise<Spooled> {
   }
 }
 
-/** A directory of its own for a chart's spool file; 503 when the OS temp directory cannot have one. */
-async function spoolDir(): Promise<string> {
+/**
+ * A private directory (mode 0700, `mkdtemp`'s) of its own in `tmpDir` (undefined: the OS temp directory) for an
+ * upload's spool files; 503 when `tmpDir` cannot have one.
+ */
+async function spoolDir(tmpDir: string | undefined): Promise<string> {
   try {
-    return await mkdtemp(join(tmpdir(), 'koa-appr-helm-'));
+    return await mkdtemp(join(tmpDir ?? tmpdir(), 'koa-appr-helm-'));
   } catch (err) {
     throw spoolFailed(err);
   }
@@ -464,15 +474,31 @@ function spoolFailed(err: unknown): StorageUnavailableError {
 
 /**
  * The `chart` field of a multipart form (what `helm cm-push` sends). formidable (through koa-body) writes each
- * file to a temporary file, never more than `limit` bytes; all of them are removed with the chart's.
+ * file to a temporary file in the upload's spool directory (`spoolDir`), never more than `limit` bytes; all of them
+ * are removed with it. A temporary file that cannot be created, written or closed is the server's disk failing (503),
+ * not the form's fault.
  */
-async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
+async function spoolMultipart(ctx: Context, limit: number, tmpDir: string | undefined): Promise<Spooled> {
+  const dir = await spoolDir(tmpDir);
+  const remove = () => rm(dir, { recursive: true, force: true });
+  // formidable's files are written through streams of ours: private, as the raw body's, and their own failures told
+  // apart from the form's (formidable reports both alike, or not at all when its file fails after the form ended).
+  const streams: { file: WriteStream; closed: Promise<Error | undefined> }[] = [];
   const parse = koaBody({
     multipart: true,
     json: false,
     urlencoded: false,
     text: false,
     formidable: {
+      uploadDir: dir,
+      // formidable's VolatileFile is typed without the `filepath` it is given (in `uploadDir`).
+      fileWriteStreamHandler: (part) => {
+        const file = createWriteStream((part as unknown as { filepath: string }).filepath, { mode: 0o600 });
+        let failed: Error | undefined;
+        file.on('error', (err) => (failed ??= err));
+        streams.push({ file, closed: new Promise((resolve) => file.once('close', () => resolve(failed))) });
+        return file;
+      },
       maxFileSize: limit,
       maxTotalFileSize: limit + MULTIPART_ALLOWANCE,
       maxFiles: 4,
@@ -480,19 +506,21 @@ async function spoolMultipart(ctx: Context, limit: number): Promise<Spooled> {
       maxFieldsSize: 64 * 1024,
     },
   });
+  let refused: (Error & { httpCode?: unknown }) | undefined;
   try {
     await parse(ctx, async () => undefined);
   } catch (err) {
-    if ((err as { httpCode?: unknown }).httpCode === 413) throw tooLarge(limit);
-    throw new ApprError('invalid-usage', 'The multipart body could not be read');
+    refused = err as Error & { httpCode?: unknown }; // koa-body rejects with an Error, whatever formidable threw
   }
+  // Closed, not only finished (close(2) may report a delayed write error); those of a refused form at once.
+  if (refused !== undefined) for (const { file } of streams) file.destroy();
+  const failed = (await Promise.all(streams.map((stream) => stream.closed))).find((err) => err !== undefined);
   const files = (ctx.request as { files?: Record<string, unknown> }).files ?? {};
-  const all = Object.values(files).flat() as { filepath: string; size: number }[];
-  const remove = async () => {
-    await Promise.all(all.map((file) => unlink(file.filepath).catch(() => undefined)));
-  };
   let chart: { filepath: string; size: number };
   try {
+    if (failed !== undefined) throw spoolFailed(failed);
+    if (refused?.httpCode === 413) throw tooLarge(limit);
+    if (refused !== undefined) throw new ApprError('invalid-usage', 'The multipart body could not be read');
     chart = oneChart(files) as { filepath: string; size: number };
   } catch (err) {
     await remove();
@@ -541,7 +569,7 @@ function severalCharts(): ApprError {
  *   `invalid-usage`, saying to send the chart as `application/gzip` (which the parsers leave unread) or to mount the
  *   registry before body parsers.
  */
-async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
+async function hostChart(ctx: Context, limit: number, tmpDir: string | undefined): Promise<Spooled> {
   warnHostParser();
   const request = ctx.request as HostRequest;
   const files = request.files;
@@ -579,11 +607,11 @@ async function hostChart(ctx: Context, limit: number): Promise<Spooled> {
     );
   }
   if (raw.length > limit) throw tooLarge(limit);
-  const dir = await spoolDir();
+  const dir = await spoolDir(tmpDir);
   const remove = () => rm(dir, { recursive: true, force: true });
   const path = join(dir, 'chart.tgz');
   try {
-    await writeFile(path, raw);
+    await writeFile(path, raw, { mode: 0o600 });
   } catch (err) {
     await remove();
     throw spoolFailed(err);

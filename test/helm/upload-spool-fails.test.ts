@@ -1,25 +1,25 @@
 /**
- * A Helm upload sent as the raw body (`curl --data-binary`) is spooled to a file of its own (`koa-appr-helm-*` in the
- * OS temp directory) before its push: a spool file that cannot be created, written or closed is the server's disk
+ * A Helm upload, sent as the raw body (`curl --data-binary`) or as a multipart form (`helm cm-push`, through
+ * formidable), is spooled to files in a directory of its own (`koa-appr-helm-*` in `pushTmpDir`, by default the OS
+ * temp directory) before its push: a spool file that cannot be created, written or closed is the server's disk
  * failing (ENOSPC, EIO; a delayed write error reported by close(2), as on NFS), which a push answers 503
- * `storage-unavailable`, and nothing is stored. Before, it was a 500; and a failing close was also emitted as an
- * `error` event nobody listened to: an uncaught exception, which stops a server.
+ * `storage-unavailable`, and nothing is stored. Before, it was a 500 (a raw body's; a form's too, when formidable's
+ * temp file could not be created); and a raw body's failing close was also emitted as an `error` event nobody
+ * listened to: an uncaught exception, which stops a server.
  *
  * No local filesystem a test can use makes write(2) or close(2) fail on demand, so `failingSpool` makes the
  * callback API of `node:fs` (which `fs.createWriteStream` writes through) fail for the descriptors of files opened
  * under a `koa-appr-helm-` directory, and those only.
  */
 import fs from 'node:fs';
-import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { MemoryStorage } from '../../lib/index.js';
 import { startServer, type TestServer } from '../helpers/http.js';
 import { tempDir } from '../helpers/temp.js';
+import { helmSpoolDirs, uploadBody } from './spool.js';
 import { chartTgz } from './clients.js';
-
-const spoolDirs = async () => (await readdir(tmpdir())).filter((name) => name.startsWith('koa-appr-helm-'));
 
 type Callback = (err: NodeJS.ErrnoException | null, ...rest: unknown[]) => void;
 type Loose = Record<'open' | 'write' | 'writev' | 'close', (...args: unknown[]) => void>;
@@ -64,7 +64,7 @@ async function failingSpool<T>(at: 'write' | 'close', run: () => Promise<T>): Pr
   }
 }
 
-describe('Helm uploads: the spool file of a raw body fails', function () {
+describe('Helm uploads: the spool file of an upload fails', function () {
   let server: TestServer;
   let storage: MemoryStorage;
   let uncaught: unknown[];
@@ -82,17 +82,21 @@ describe('Helm uploads: the spool file of a raw body fails', function () {
 
   async function expectNothingStored(): Promise<void> {
     expect((await storage.list('')).keys).to.deep.equal([]);
-    expect(await spoolDirs()).to.deep.equal(before);
+    expect(await helmSpoolDirs()).to.deep.equal(before);
   }
   let before: string[];
-  beforeEach(async () => void (before = await spoolDirs()));
+  beforeEach(async () => void (before = await helmSpoolDirs()));
 
-  for (const at of ['write', 'close'] as const) {
-    it(`answers 503 when its ${at} fails, stores nothing, and leaves no spool directory`, async function () {
+  for (const [form, at] of [
+    ['raw', 'write'],
+    ['raw', 'close'],
+    ['multipart', 'write'],
+    ['multipart', 'close'],
+  ] as const) {
+    it(`answers 503 when its ${at} fails, stores nothing, and leaves no spool directory (${form})`, async function () {
       const chart = await chartTgz({ name: 'app', version: '1.0.0' });
-      const [res, failed] = await failingSpool(at, () =>
-        server.request('POST', '/helm/api/ns/charts', { body: chart }),
-      );
+      const upload = await uploadBody(form, chart);
+      const [res, failed] = await failingSpool(at, () => server.request('POST', '/helm/api/ns/charts', upload));
       expect(failed, 'the sabotage missed the spool file').to.be.greaterThan(0);
       // An 'error' event nobody listens to is thrown after the answer: give it the turns it needs to show.
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -101,7 +105,7 @@ describe('Helm uploads: the spool file of a raw body fails', function () {
       expect(res.json).to.deep.equal({ error: 'Storage unavailable' });
       await expectNothingStored();
       // The same upload once the disk is well again.
-      expect((await server.request('POST', '/helm/api/ns/charts', { body: chart })).status).to.equal(201);
+      expect((await server.request('POST', '/helm/api/ns/charts', upload)).status).to.equal(201);
     });
   }
 
@@ -109,20 +113,22 @@ describe('Helm uploads: the spool file of a raw body fails', function () {
     let missing: string;
     tempDir('appr-helm-tmp-', 'each', (path) => void (missing = join(path, 'gone')));
 
-    it('answers 503 and stores nothing', async function () {
-      const chart = await chartTgz({ name: 'app', version: '1.0.0' });
-      const saved = process.env.TMPDIR;
-      process.env.TMPDIR = missing;
-      let res;
-      try {
-        res = await server.request('POST', '/helm/api/ns/charts', { body: chart });
-      } finally {
-        if (saved === undefined) delete process.env.TMPDIR;
-        else process.env.TMPDIR = saved;
-      }
-      expect(res.status, res.text).to.equal(503);
-      expect(res.json).to.deep.equal({ error: 'Storage unavailable' });
-      await expectNothingStored();
-    });
+    for (const form of ['raw', 'multipart'] as const) {
+      it(`answers 503 and stores nothing (${form})`, async function () {
+        const upload = await uploadBody(form, await chartTgz({ name: 'app', version: '1.0.0' }));
+        const saved = process.env.TMPDIR;
+        process.env.TMPDIR = missing;
+        let res;
+        try {
+          res = await server.request('POST', '/helm/api/ns/charts', upload);
+        } finally {
+          if (saved === undefined) delete process.env.TMPDIR;
+          else process.env.TMPDIR = saved;
+        }
+        expect(res.status, res.text).to.equal(503);
+        expect(res.json).to.deep.equal({ error: 'Storage unavailable' });
+        await expectNothingStored();
+      });
+    }
   });
 });

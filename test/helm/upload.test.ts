@@ -1,14 +1,11 @@
 /** Upload bodies: size limits answered 413 in ChartMuseum's format, and no temporary file left behind. */
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { createApprRouter, MemoryStorage } from '../../lib/index.js';
 import { listen, type TestServer } from '../helpers/http.js';
+import { helmSpoolDirs } from './spool.js';
 import { chartTgz, cmPush } from './clients.js';
-
-const spoolDirs = async () => (await readdir(tmpdir())).filter((name) => name.startsWith('koa-appr-helm-'));
 
 describe('Helm uploads: limits and temporary files', () => {
   let server: TestServer;
@@ -44,11 +41,11 @@ describe('Helm uploads: limits and temporary files', () => {
   });
 
   it('leaves no spool directory behind, after a success or a refusal', async () => {
-    const before = await spoolDirs();
+    const before = await helmSpoolDirs();
     const small = await chartTgz({ name: 'small', version: '1.0.0' });
     expect((await server.request('POST', '/helm/api/ns/charts', { body: small })).status).to.equal(201);
     expect((await server.request('POST', '/helm/api/ns/charts', { body: small })).status).to.equal(409);
     expect((await server.request('POST', '/helm/api/ns/charts', { body: 'not a chart' })).status).to.equal(400);
-    expect(await spoolDirs()).to.deep.equal(before);
+    expect(await helmSpoolDirs()).to.deep.equal(before);
   });
 });

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { request as httpRequest, type Server } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import Koa from 'koa';
@@ -161,6 +161,45 @@ function sendRaw(
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * A POST to `url` + `/cnr` + `path` whose body the test writes piece by piece (`write`), then ends (`end`): for what
+ * the server does while a body is still arriving.
+ */
+export function openRequest(url: string, path: string, headers: Record<string, string | number>) {
+  const { hostname, port } = new URL(url);
+  let req!: ClientRequest;
+  const response = new Promise<{ status: number; headers: IncomingMessage['headers']; json: any }>(
+    (resolve, reject) => {
+      req = httpRequest({ host: hostname, port, method: 'POST', path: `/cnr${path}`, headers, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
+        });
+      });
+      req.on('error', reject);
+    },
+  );
+  response.catch(() => undefined);
+  return {
+    write: (chunk: string | Buffer) =>
+      new Promise<void>((resolve, reject) => req.write(chunk, (err) => (err ? reject(err) : resolve()))),
+    end: () => {
+      req.end();
+      return response;
+    },
+    destroy: () => req.destroy(),
+    response,
+  };
 }
 
 function toResponse(status: number, headers: Headers, bytes: Buffer): TestResponse {

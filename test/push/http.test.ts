@@ -5,7 +5,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
@@ -14,7 +13,7 @@ import { FsStorage, MemoryStorage, type StorageAdapter } from '../../lib/index.j
 import { S3Storage, s3ClientFromEnv } from '../../lib/s3.js';
 import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
 import { describeWithS3, S3_BUCKET, uniqueS3Prefix } from '../helpers/s3-env.js';
-import { startServer, type TestServer } from '../helpers/http.js';
+import { openRequest, startServer, type TestServer } from '../helpers/http.js';
 import { ESCAPING_TARS } from './tars.js';
 
 async function allKeys(storage: StorageAdapter): Promise<string[]> {
@@ -26,42 +25,6 @@ async function allKeys(storage: StorageAdapter): Promise<string[]> {
     cursor = page.next;
   } while (cursor !== undefined);
   return keys;
-}
-
-/** A request whose body the test writes piece by piece (`write`), then ends (`end`). */
-function openRequest(url: string, path: string, headers: Record<string, string | number>) {
-  const { hostname, port } = new URL(url);
-  let req!: ClientRequest;
-  const response = new Promise<{ status: number; headers: IncomingMessage['headers']; json: any }>(
-    (resolve, reject) => {
-      req = httpRequest({ host: hostname, port, method: 'POST', path: `/cnr${path}`, headers, agent: false }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          let json: unknown;
-          try {
-            json = JSON.parse(text);
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
-        });
-      });
-      req.on('error', reject);
-    },
-  );
-  response.catch(() => undefined);
-  return {
-    write: (chunk: string | Buffer) =>
-      new Promise<void>((resolve, reject) => req.write(chunk, (err) => (err ? reject(err) : resolve()))),
-    end: () => {
-      req.end();
-      return response;
-    },
-    destroy: () => req.destroy(),
-    response,
-  };
 }
 
 async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {

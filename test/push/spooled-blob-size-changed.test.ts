@@ -12,10 +12,12 @@ import { appendFile, mkdtemp, readdir, rm, stat, truncate } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { FsStorage, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
+import { FsStorage, MemoryStorage, Registry, StorageUnavailableError, type StorageAdapter } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { rejection } from '../helpers/expect.js';
+import { withStatIn } from '../helpers/file-close.js';
 import { startServer } from '../helpers/http.js';
+import { gate } from '../helpers/pause.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { testS3Store, type StoreFixture } from '../helpers/stores.js';
 import { tempDir } from '../helpers/temp.js';
@@ -116,27 +118,55 @@ function describeSizeChanged(label: string, make: () => Promise<StoreFixture & {
 describe("push: a plain error of the adapter's putFile while the temp file keeps its size", function () {
   let spool: string;
   tempDir('appr-spool-intact-', 'each', (path) => void (spool = path));
+  const bug = new TypeError('a bug of the adapter');
+  /** An adapter whose putFile fails with a plain Error of its own (not the size check's). */
+  class Buggy extends MemoryStorage {
+    async putFile(): Promise<string | null> {
+      throw bug;
+    }
+  }
+  const pushSpooled = async (registry: Registry) => {
+    const tgz = await makeTarGz({
+      'app/Chart.yaml': 'name: app\nversion: 1.0.0\n',
+      'app/noise.bin': randomBytes(50_000),
+    });
+    return rejection(registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob: tgz }));
+  };
 
   it('is not taken for a resized temp file: the push rejects with that error, not storage-unavailable', async function () {
-    const bug = new TypeError('a bug of the adapter');
-    /** An adapter whose putFile fails with a plain Error of its own (not the size check's). */
-    class Buggy extends MemoryStorage {
-      async putFile(): Promise<string | null> {
-        throw bug;
-      }
-    }
     const registry = new Registry({ storage: new Buggy(), pushMemoryBytes: 4096, pushTmpDir: spool });
     try {
-      const tgz = await makeTarGz({
-        'app/Chart.yaml': 'name: app\nversion: 1.0.0\n',
-        'app/noise.bin': randomBytes(50_000),
-      });
-      const err = await rejection(
-        registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob: tgz }),
-      );
-      expect(err).to.equal(bug);
+      expect(await pushSpooled(registry)).to.equal(bug);
       expect(await readdir(spool)).to.deep.equal([]);
     } finally {
+      await registry.close();
+    }
+  });
+
+  it("rejects with storage-unavailable within the storage deadline when the temp file's stat hangs (a hung mount)", async function () {
+    const registry = new Registry({
+      storage: new Buggy(),
+      pushMemoryBytes: 4096,
+      pushTmpDir: spool,
+      storageTimeoutMs: 200,
+    });
+    const released = gate();
+    let stats = 0;
+    try {
+      const err = await withStatIn(
+        spool,
+        (stat) => {
+          stats++;
+          return released.opened.then(stat);
+        },
+        () => pushSpooled(registry),
+      );
+      expect(stats, 'the push did not stat its temp file').to.equal(1);
+      expect(err).to.be.instanceOf(StorageUnavailableError);
+      expect((err as StorageUnavailableError).cause).to.equal(bug);
+      expect(await readdir(spool)).to.deep.equal([]);
+    } finally {
+      released.open();
       await registry.close();
     }
   });
