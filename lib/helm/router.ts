@@ -467,6 +467,16 @@ async function spoolDir(tmpDir: string | undefined): Promise<string> {
   }
 }
 
+/**
+ * A spool file's error when it is the file's own failure (ENOSPC, EIO), undefined for `ERR_STREAM_DESTROYED`: a write
+ * still in flight when the file was destroyed because the upload was refused or abandoned (formidable destroys its
+ * files on a form over `maxFileSize`, as `spoolMultipart` does on any refusal), whose answer is that refusal
+ * (413, 400), not a failing disk (503).
+ */
+function ownFailure(err: Error): Error | undefined {
+  return (err as NodeJS.ErrnoException).code === 'ERR_STREAM_DESTROYED' ? undefined : err;
+}
+
 /** The spool file of an upload cannot be created, written or closed: the server's disk failing, not the client. */
 function spoolFailed(err: unknown): StorageUnavailableError {
   return new StorageUnavailableError('helm upload: cannot write the spool file of a chart', err);
@@ -495,7 +505,7 @@ async function spoolMultipart(ctx: Context, limit: number, tmpDir: string | unde
       fileWriteStreamHandler: (part) => {
         const file = createWriteStream((part as unknown as { filepath: string }).filepath, { mode: 0o600 });
         let failed: Error | undefined;
-        file.on('error', (err) => (failed ??= err));
+        file.on('error', (err) => (failed ??= ownFailure(err)));
         streams.push({ file, closed: new Promise((resolve) => file.once('close', () => resolve(failed))) });
         return file;
       },
