@@ -28,16 +28,13 @@ type Callback = (err: NodeJS.ErrnoException | null, ...rest: unknown[]) => void;
 type Loose = Record<'open' | 'write' | 'writev' | 'close', (...args: unknown[]) => void>;
 
 /**
- * While `run` runs, the `write`/`writev` (`at: 'write'`, ENOSPC) or the `close` (`at: 'close'`, EIO after releasing
- * the descriptor) of files opened under a `koa-appr-helm-` directory fail; `node:fs` is restored whatever `run` does.
- * Returns what `run` returned, and the number of calls that failed.
+ * `node:fs`'s callback API, loosely typed, with its functions as they are (`saved`, to restore), after `open` is
+ * replaced by one that adds the descriptors of files opened under a `koa-appr-helm-` directory to `fds`.
  */
-async function failingSpool<T>(at: 'write' | 'close', run: () => Promise<T>): Promise<[T, number]> {
+function spoolFds(): { loose: Loose; saved: Loose; fds: Set<unknown> } {
   const loose = fs as unknown as Loose;
   const saved = { open: loose.open, write: loose.write, writev: loose.writev, close: loose.close };
   const fds = new Set<unknown>();
-  let failed = 0;
-  const failure = (code: string) => Object.assign(new Error(`${code}: sabotaged ${at}`), { code, syscall: at });
   loose.open = (path, ...rest) => {
     const callback = rest.pop() as Callback;
     saved.open(path, ...rest, (err: NodeJS.ErrnoException | null, fd: unknown) => {
@@ -45,6 +42,18 @@ async function failingSpool<T>(at: 'write' | 'close', run: () => Promise<T>): Pr
       callback(err, fd);
     });
   };
+  return { loose, saved, fds };
+}
+
+/**
+ * While `run` runs, the `write`/`writev` (`at: 'write'`, ENOSPC) or the `close` (`at: 'close'`, EIO after releasing
+ * the descriptor) of files opened under a `koa-appr-helm-` directory fail; `node:fs` is restored whatever `run` does.
+ * Returns what `run` returned, and the number of calls that failed.
+ */
+async function failingSpool<T>(at: 'write' | 'close', run: () => Promise<T>): Promise<[T, number]> {
+  const { loose, saved, fds } = spoolFds();
+  let failed = 0;
+  const failure = (code: string) => Object.assign(new Error(`${code}: sabotaged ${at}`), { code, syscall: at });
   for (const name of ['write', 'writev'] as const) {
     loose[name] = (fd, ...rest) => {
       if (at !== 'write' || !fds.has(fd)) return saved[name](fd, ...rest);
@@ -158,20 +167,11 @@ describe('Helm uploads: a client gone while a write of its spool file is in flig
    * they are called, and the removal waits for those files to be closed. `held()`: the writes held so far.
    */
   async function heldSpoolWrites<T>(run: (held: () => number) => Promise<T>): Promise<T> {
-    const loose = fs as unknown as Loose;
-    const saved = { open: loose.open, write: loose.write, writev: loose.writev, close: loose.close };
+    const { loose, saved, fds } = spoolFds();
     const savedRm = fsPromises.rm;
-    const fds = new Set<unknown>();
     const waiting: (() => void)[] = [];
     const closed: Promise<void>[] = [];
     let held = 0;
-    loose.open = (path, ...rest) => {
-      const callback = rest.pop() as Callback;
-      saved.open(path, ...rest, (err: NodeJS.ErrnoException | null, fd: unknown) => {
-        if (err === null && String(path).includes(`${tmpdir()}/koa-appr-helm-`)) fds.add(fd);
-        callback(err, fd);
-      });
-    };
     for (const name of ['write', 'writev'] as const) {
       loose[name] = (fd, ...rest) => {
         if (!fds.has(fd)) return saved[name](fd, ...rest);
