@@ -432,7 +432,7 @@ async function spoolRaw(ctx: Context, limit: number, tmpDir: string | undefined)
   // Listened to at once: a write or close that fails (ENOSPC, EIO) is emitted as an error event, and one nobody
   // listens to (a close fails after the end's callback ran) is an uncaught exception, which stops the server.
   let failed: Error | undefined;
-  file.on('error', (err) => (failed ??= err));
+  file.on('error', (err) => (failed ??= ownFailure(err)));
   let size = 0;
   try {
     // Not destroyed when left early: the request's socket must stay open for the answer (the caller drops the rest).
@@ -467,6 +467,16 @@ async function spoolDir(tmpDir: string | undefined): Promise<string> {
   }
 }
 
+/**
+ * A spool file's error when it is the file's own failure (ENOSPC, EIO), undefined for `ERR_STREAM_DESTROYED`: a write
+ * still in flight when the file was destroyed on purpose (formidable destroys its files on a refused form, a chart
+ * over `maxFileSize` among them; `spoolRaw` and `spoolMultipart` theirs on a refusal or a client gone). The answer is
+ * then the refusal's (413, 400) or none (the client is gone), not a failing disk's 503 reported to `onError`.
+ */
+function ownFailure(err: Error): Error | undefined {
+  return (err as NodeJS.ErrnoException).code === 'ERR_STREAM_DESTROYED' ? undefined : err;
+}
+
 /** The spool file of an upload cannot be created, written or closed: the server's disk failing, not the client. */
 function spoolFailed(err: unknown): StorageUnavailableError {
   return new StorageUnavailableError('helm upload: cannot write the spool file of a chart', err);
@@ -495,7 +505,7 @@ async function spoolMultipart(ctx: Context, limit: number, tmpDir: string | unde
       fileWriteStreamHandler: (part) => {
         const file = createWriteStream((part as unknown as { filepath: string }).filepath, { mode: 0o600 });
         let failed: Error | undefined;
-        file.on('error', (err) => (failed ??= err));
+        file.on('error', (err) => (failed ??= ownFailure(err)));
         streams.push({ file, closed: new Promise((resolve) => file.once('close', () => resolve(failed))) });
         return file;
       },

@@ -40,6 +40,26 @@ describe('Helm uploads: limits and temporary files', () => {
     expect((await server.request('GET', '/api/v1/packages?namespace=ns')).json).to.deep.equal([]);
   });
 
+  it('answers 413 for a form whose chart is over maxPushSize within the form allowance, its file still being written', async () => {
+    // Some 80 kB that do not compress: over the limit, under limit + the form's allowance (not refused as announced),
+    // and in several pieces, so that formidable's temp file still has writes in flight when the size refuses it.
+    const big = await chartTgz({
+      name: 'big',
+      version: '1.0.0',
+      extra: `annotations:\n  noise: "${randomBytes(150_000).toString('base64')}"\n`,
+    });
+    const before = await helmSpoolDirs();
+    for (let i = 0; i < 5; i++) {
+      const form = await cmPush(`${server.base}/helm/ns`, big);
+      expect(form, 'a destroyed temp file is the refusal, not a failing disk').to.deep.include({
+        status: 413,
+        body: { error: 'The chart is larger than 4096 bytes' },
+      });
+    }
+    expect(await helmSpoolDirs()).to.deep.equal(before);
+    expect((await server.request('GET', '/api/v1/packages?namespace=ns')).json).to.deep.equal([]);
+  });
+
   it('leaves no spool directory behind, after a success or a refusal', async () => {
     const before = await helmSpoolDirs();
     const small = await chartTgz({ name: 'small', version: '1.0.0' });
