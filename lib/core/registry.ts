@@ -781,7 +781,8 @@ export class Registry {
    * stored before the blob is deleted (else 503, the blob kept); then the blob, its chart record, and a change entry
    * again. So a purge retried after a 503 until it answers 200 or 404 leaves the bytes gone and the other instances
    * told, even when storage failed right after deleting the blob (README, "Purging a blob"). A push of the same
-   * tarball to the same package while the purge runs may be left without its blob (pull answers 503): push it again.
+   * tarball to the same package while the purge runs may be left without its blob (pull answers 503): push it again
+   * with `force`.
    */
   async purgeBlob(
     namespace: string,
