@@ -43,6 +43,11 @@ const callerState = (ctx: Context) => ctx.state.appr as CallerState;
 
 /** A push's metadata may be at most this large (as on the appr push route). */
 const MAX_METADATA_BYTES = 64 * 1024;
+/** A chart upload's form: at most this many files, text fields, and bytes of text fields in all. */
+const FORM_MAX_FILES = 4;
+const FORM_MAX_FIELDS = 16;
+const FORM_FIELDS_BYTES = 64 * 1024;
+
 /** Room for the multipart framing and a provenance file next to the chart. */
 const MULTIPART_ALLOWANCE = 256 * 1024;
 
@@ -511,16 +516,16 @@ async function spoolMultipart(ctx: Context, limit: number, tmpDir: string | unde
       },
       maxFileSize: limit,
       maxTotalFileSize: limit + MULTIPART_ALLOWANCE,
-      maxFiles: 4,
-      maxFields: 16,
-      maxFieldsSize: 64 * 1024,
+      maxFiles: FORM_MAX_FILES,
+      maxFields: FORM_MAX_FIELDS,
+      maxFieldsSize: FORM_FIELDS_BYTES,
     },
   });
-  let refused: (Error & { httpCode?: unknown }) | undefined;
+  let refused: FormidableError | undefined;
   try {
     await parse(ctx, async () => undefined);
   } catch (err) {
-    refused = err as Error & { httpCode?: unknown }; // koa-body rejects with an Error, whatever formidable threw
+    refused = err as FormidableError; // koa-body rejects with formidable's error as it is
   }
   // Closed, not only finished (close(2) may report a delayed write error); those of a refused form at once.
   if (refused !== undefined) for (const { file } of streams) file.destroy();
@@ -529,14 +534,35 @@ async function spoolMultipart(ctx: Context, limit: number, tmpDir: string | unde
   let chart: { filepath: string; size: number };
   try {
     if (failed !== undefined) throw spoolFailed(failed);
-    if (refused?.httpCode === 413) throw tooLarge(limit);
-    if (refused !== undefined) throw new ApprError('invalid-usage', 'The multipart body could not be read');
+    if (refused !== undefined) throw formRefused(refused, limit);
     chart = oneChart(files) as { filepath: string; size: number };
   } catch (err) {
     await remove();
     throw err;
   }
   return { path: chart.filepath, size: chart.size, remove };
+}
+
+/** What formidable rejects a form with: its `code` (formidable's `FormidableError.js`) and the HTTP status it gives. */
+type FormidableError = Error & { code?: unknown; httpCode?: unknown };
+
+/** formidable's codes for the form limits of `spoolMultipart` that are not the chart's size. */
+const FORM_LIMITS: Record<number, string> = {
+  1006: `The form's fields are larger than ${FORM_FIELDS_BYTES} bytes`, // maxFieldsSizeExceeded
+  1007: `The form has more than ${FORM_MAX_FIELDS} fields`, // maxFieldsExceeded
+  1015: `The form has more than ${FORM_MAX_FILES} files (a chart, and its provenance file)`, // maxFilesExceeded
+};
+
+/**
+ * The answer to a form formidable refused: 413 for a chart over `limit` (or files over the form's allowance), 413
+ * naming the limit for too many or too large fields or too many files (not the chart's size, which they say nothing
+ * of), 400 for any other form it cannot read.
+ */
+function formRefused(err: FormidableError, limit: number): ApprError {
+  const form = typeof err.code === 'number' ? FORM_LIMITS[err.code] : undefined;
+  if (form !== undefined) return new ApprError('payload-too-large', form);
+  if (err.httpCode === 413) return tooLarge(limit);
+  return new ApprError('invalid-usage', 'The multipart body could not be read');
 }
 
 /** The one file of form field `chart` in formidable's `files` (a file, or a list of them): 400 for none or several. */

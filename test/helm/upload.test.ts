@@ -60,6 +60,33 @@ describe('Helm uploads: limits and temporary files', () => {
     expect((await server.request('GET', '/api/v1/packages?namespace=ns')).json).to.deep.equal([]);
   });
 
+  it('answers 413 naming the form limit a form goes over (files, fields), not the chart size', async () => {
+    const small = await chartTgz({ name: 'small', version: '2.0.0' });
+    const post = async (form: FormData) => {
+      const res = await fetch(`${server.base}/helm/api/ns/charts`, { method: 'POST', body: form });
+      return { status: res.status, body: (await res.json()) as unknown };
+    };
+    const files = new FormData();
+    files.append('chart', new Blob([new Uint8Array(small)]), 'small-2.0.0.tgz');
+    for (let i = 0; i < 4; i++) files.append(`prov${i}`, new Blob(['x']), `small-2.0.0.tgz.prov${i}`);
+    expect(await post(files)).to.deep.equal({
+      status: 413,
+      body: { error: 'The form has more than 4 files (a chart, and its provenance file)' },
+    });
+    const fields = new FormData();
+    for (let i = 0; i < 17; i++) fields.append(`field${i}`, 'x');
+    fields.append('chart', new Blob([new Uint8Array(small)]), 'small-2.0.0.tgz');
+    expect(await post(fields)).to.deep.equal({ status: 413, body: { error: 'The form has more than 16 fields' } });
+    const text = new FormData();
+    text.append('note', 'x'.repeat(70 * 1024));
+    text.append('chart', new Blob([new Uint8Array(small)]), 'small-2.0.0.tgz');
+    expect(await post(text)).to.deep.equal({
+      status: 413,
+      body: { error: "The form's fields are larger than 65536 bytes" },
+    });
+    expect((await server.request('GET', '/api/v1/packages?namespace=ns')).json).to.deep.equal([]);
+  });
+
   it('leaves no spool directory behind, after a success or a refusal', async () => {
     const before = await helmSpoolDirs();
     const small = await chartTgz({ name: 'small', version: '1.0.0' });
