@@ -322,7 +322,10 @@ export class ChangeFeed {
     this.#timers.push(timer);
   }
 
-  /** The backstop: one conditional read of the next package document per tick, walking the package listing. */
+  /**
+   * The backstop: one conditional read of the next package document per tick, walking the package listing. A version
+   * other than the one this instance held is applied as a change entry would be (`onRemoteChange`).
+   */
   #sweep(every: number): void {
     const timer = setTimeout(() => {
       this.#timers = this.#timers.filter((t) => t !== timer);
@@ -346,7 +349,13 @@ export class ChangeFeed {
       this.#sweepCursor = page.next;
       return;
     }
-    await this.#docs.refresh(this.#sweepQueue.shift() as string);
+    const key = this.#sweepQueue.shift() as string;
+    const known = this.#docs.peek(key)?.etag;
+    const read = await this.#docs.refresh(key);
+    // A version this instance did not hold (or no longer holds: its blobs may still be in memory): another instance
+    // may have changed the package without its change entry coming (lost with storage down), as after a purge.
+    // Treated as that entry: the package's cached blobs are not served, but read again.
+    if (read.etag !== known) this.#onRemote(key);
   }
 
   async #poll(): Promise<void> {
