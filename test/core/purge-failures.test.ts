@@ -14,7 +14,7 @@ import { MemoryStorage, Registry, StorageUnavailableError, type AuditEvent } fro
 import { keys } from '../../lib/core/keys.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { apprCode } from '../helpers/expect.js';
-import { registriesPerTest } from '../helpers/registries.js';
+import { registriesPerTest, servesBlob } from '../helpers/registries.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { hookedStorage, tempFsStore, testS3Store, type StorageCall, type StoreFixture } from '../helpers/stores.js';
 
@@ -146,16 +146,7 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
     }
 
     /** Whether `registry` serves the blob by digest (from memory or storage). */
-    async function serves(registry: Registry, digest: string): Promise<boolean> {
-      try {
-        const { body } = await registry.blob(PKG.namespace, PKG.name, digest);
-        for await (const _ of body);
-        return true;
-      } catch (err) {
-        if ((err as { code?: string }).code === 'package-not-found') return false;
-        throw err;
-      }
-    }
+    const serves = (registry: Registry, digest: string) => servesBlob(registry, PKG.namespace, PKG.name, digest);
 
     /** The failed attempt, then retries while the answer is 503 (at most 3). */
     async function purgeUntilAnswered(setupDone: Awaited<ReturnType<typeof setup>>): Promise<string[]> {

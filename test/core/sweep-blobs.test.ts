@@ -9,6 +9,7 @@ import { MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js
 import { keys } from '../../lib/core/keys.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { eventually } from '../reads/helpers.js';
+import { servesBlob } from '../helpers/registries.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
 
@@ -46,16 +47,7 @@ function suite(label: string, open: () => Promise<StoreFixture> | StoreFixture):
     });
 
     /** Whether `registry` serves the blob by digest (from memory or storage). */
-    async function serves(registry: Registry, digest: string): Promise<boolean> {
-      try {
-        const { body } = await registry.blob(PKG.namespace, PKG.name, digest);
-        for await (const _ of body);
-        return true;
-      } catch (err) {
-        if ((err as { code?: string }).code === 'package-not-found') return false;
-        throw err;
-      }
-    }
+    const serves = (registry: Registry, digest: string) => servesBlob(registry, PKG.namespace, PKG.name, digest);
 
     async function setup(sweepPerSecond: number) {
       // `a` pushes (its entries stored), then purges with its entries dropped; `b` learns only from its sweep.

@@ -19,3 +19,23 @@ export function registriesPerTest(): (storage: StorageAdapter) => Registry {
     return registry;
   };
 }
+
+/**
+ * Whether `registry` serves the blob `digest` (hex) of package `namespace/name` by digest, from memory or storage:
+ * false when it answers `package-not-found`; any other error is thrown.
+ */
+export async function servesBlob(
+  registry: Registry,
+  namespace: string,
+  name: string,
+  digest: string,
+): Promise<boolean> {
+  try {
+    const { body } = await registry.blob(namespace, name, digest);
+    for await (const _ of body);
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'package-not-found') return false;
+    throw err;
+  }
+}
