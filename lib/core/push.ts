@@ -167,6 +167,8 @@ export class Pusher {
   readonly #docs: DocumentStore;
   readonly #segments: Segments;
   readonly #deps: PushDeps;
+  /** The storage deadline (ms; 0: none) that bounds this class's own reads of storage and of spooled files. */
+  readonly #timeoutMs: number;
   /**
    * Metadata objects this instance found or wrote in storage: the package's collector nonce at the fence read of
    * the push that did, and that read's time (`performance.now()`). See `#putMetadata`.
@@ -178,6 +180,7 @@ export class Pusher {
     this.#docs = deps.docs;
     this.#segments = deps.segments;
     this.#deps = deps;
+    this.#timeoutMs = deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS;
   }
 
   /** A stager for a blob that arrives piece by piece (see `Registry.createBlobStager`). */
@@ -487,8 +490,7 @@ export class Pusher {
   async #storedDigest(namespace: string, name: string, digest: string): Promise<string | null> {
     const stream = await this.#storage.getStream(keys.blob(namespace, name, digest));
     if (stream === null) return null;
-    const timeoutMs = this.#deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS;
-    return readWithinDeadline(stream, timeoutMs, `blob ${digest}`, async (body) => {
+    return readWithinDeadline(stream, this.#timeoutMs, `blob ${digest}`, async (body) => {
       const hash = createHash('sha256');
       for await (const chunk of body) hash.update(chunk as Buffer);
       return hash.digest('hex');
@@ -583,13 +585,7 @@ export class Pusher {
     const written =
       blob.bytes !== undefined
         ? await this.#storage.put(blobKey, blob.bytes, { ifNoneMatch: '*' })
-        : await putSpooled(
-            this.#storage,
-            blobKey,
-            blob.path,
-            blob.size,
-            this.#deps.storageTimeoutMs ?? DEFAULT_STORAGE_TIMEOUT_MS,
-          );
+        : await putSpooled(this.#storage, blobKey, blob.path, blob.size, this.#timeoutMs);
     if (written !== null) return { size: blob.size, written: true };
     // Already there (perhaps gzipped differently: its stored bytes are what pulls serve). A backend that reported a
     // failed condition although nothing is there must not lead to a release without its blob: the caller retries.
