@@ -24,6 +24,7 @@ import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
 import {
+  announcedLength,
   consumed,
   HostSetupError,
   isObject,
@@ -31,6 +32,7 @@ import {
   warnHostParser,
   type HostRequest,
 } from '../http/body-parser.js';
+import { admitPush, type PushBudget } from '../http/body-readers.js';
 import { publicMessage, responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
@@ -60,13 +62,14 @@ export function mountHelmRoutes(
   router: Router,
   opts: ResolvedOptions,
   access: AccessControl<unknown>,
+  budget: PushBudget,
   options: HelmOptions = {},
   state?: () => string | number | undefined,
 ): string[] {
   const repo = new HelmRepository(opts.registry, options, state);
   const base = `${opts.prefix}/helm`;
   const api = '/api/:namespace/charts';
-  const deps: Deps = { opts, access, repo };
+  const deps: Deps = { opts, access, repo, budget };
   // Counted in the HTTP metrics by route name (`helm-index`, `helm-chart`, `helm-api-*`), as the appr routes are.
   const respond = responder({
     ...opts,
@@ -112,6 +115,8 @@ interface Deps {
   opts: ResolvedOptions;
   access: AccessControl<unknown>;
   repo: HelmRepository;
+  /** The router's bytes of push bodies in flight, appr pushes included (`maxPushBytesInFlight`). */
+  budget: PushBudget;
 }
 
 /**
@@ -310,10 +315,10 @@ async function deleteVersion(ctx: Context, params: ChartParams & { version: stri
  * `anonymous: false` answers 401 at once); the push permission on the package (`write`, or `create` for a new
  * chart) is decided by the same guard as soon as Chart.yaml is read, before anything is stored.
  */
-async function upload(ctx: Context, params: { namespace: string }, { opts, access }: Deps): Promise<void> {
+async function upload(ctx: Context, params: { namespace: string }, { opts, access, budget }: Deps): Promise<void> {
   const namespace = checkName('namespace', params.namespace);
   const force = Object.hasOwn(ctx.query, 'force');
-  await withUpload(ctx, opts.maxPushSize, opts.registry.pushTmpDir, async (path) => {
+  await withUpload(ctx, opts.maxPushSize, opts.registry.pushTmpDir, budget, async (path) => {
     const archive = await readChartArchive(createReadStream(path));
     if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
     const chart = archive.chart;
@@ -391,25 +396,33 @@ async function withUpload<T>(
   ctx: Context,
   limit: number,
   tmpDir: string | undefined,
+  budget: PushBudget,
   use: (path: string, size: number) => Promise<T>,
 ): Promise<T> {
-  const spooled = consumed(ctx.req) ? await hostChart(ctx, limit, tmpDir) : await spoolBody(ctx, limit, tmpDir);
+  const hostRead = consumed(ctx.req);
+  const bodyLimit = ctx.is('multipart') ? limit + MULTIPART_ALLOWANCE : limit;
+  if (!hostRead && announcedLength(ctx) > bodyLimit) {
+    closeAfterAnswer(ctx, lingerBounds(limit));
+    throw tooLarge(limit);
+  }
+  // Counted with the appr pushes in flight, from before its first byte is read until it is answered.
+  const reserved = admitPush(ctx, budget, bodyLimit);
   try {
-    if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
-    return await use(spooled.path, spooled.size);
+    const spooled = hostRead ? await hostChart(ctx, limit, tmpDir) : await spoolBody(ctx, limit, tmpDir);
+    try {
+      if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
+      return await use(spooled.path, spooled.size);
+    } finally {
+      await spooled.remove();
+    }
   } finally {
-    await spooled.remove();
+    budget.give(reserved);
   }
 }
 
 /** The request's own body (no host parser read it), raw or a multipart form, spooled (see `withUpload`). */
 async function spoolBody(ctx: Context, limit: number, tmpDir: string | undefined): Promise<Spooled> {
   const multipart = Boolean(ctx.is('multipart'));
-  const announced = Number(ctx.get('Content-Length') || 0);
-  if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) {
-    closeAfterAnswer(ctx, lingerBounds(limit));
-    throw tooLarge(limit);
-  }
   try {
     return multipart ? await spoolMultipart(ctx, limit, tmpDir) : await spoolRaw(ctx, limit, tmpDir);
   } catch (err) {

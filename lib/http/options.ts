@@ -28,9 +28,9 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   /** Largest tarball a push may carry, in bytes (default 32 MiB). The body limit is its base64 size plus room. */
   maxPushSize?: number;
   /**
-   * Bytes of push bodies received and being committed at once, per router (default 1 GiB); a push beyond it is
-   * answered 503 `too-busy` with `Retry-After`. Push bodies are streamed, so this bounds disk spool and storage
-   * traffic more than memory.
+   * Bytes of push bodies received and being committed at once, per router, Helm chart uploads included (default
+   * 1 GiB); a push beyond it is answered 503 `too-busy` with `Retry-After` (README "maxPushBytesInFlight"). Push
+   * bodies are streamed, so this bounds disk spool and storage traffic more than memory.
    */
   maxPushBytesInFlight?: number;
   /** Send CORS headers and answer preflights (default true). */

@@ -5,7 +5,7 @@ import { ApprError } from '../errors.js';
 import { resolveOptions, type ApprRouterOptions, type ResolvedOptions } from './options.js';
 import type { Registry, Visibility } from '../core/registry.js';
 import { AccessControl, type Access, type CallerState } from './access.js';
-import { bodyReader, pushBodyReader, pushInput, requestValues } from './body-readers.js';
+import { bodyReader, PushBudget, pushBodyReader, pushInput, requestValues } from './body-readers.js';
 import { preflight, responder, sendBlob, sendJson, sendJsonText } from './respond.js';
 import { mountHelmRoutes } from '../helm/router.js';
 import { fastDispatch, narrowMatching } from './dispatch.js';
@@ -159,6 +159,8 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
   const prefix = opts.prefix;
   const respond = responder({ ...opts, record: httpMetricsRecorder(opts.registry.metrics) });
 
+  // One budget for every push body this router receives: appr pushes and Helm chart uploads.
+  const pushBudget = new PushBudget(opts.maxPushBytesInFlight);
   const routes = ROUTES.filter((route) => !(route.path === '' && prefix === ''));
   for (const route of routes) {
     const ownPath = `${prefix}${route.path}`;
@@ -174,7 +176,7 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     const chain: Middleware[] = [respond];
     if (route.body === undefined) chain.push(access.guardThen(route.access, route.name, handle));
     else {
-      const reader = route.body === 'values' ? bodyReader(opts.loginBodyLimit) : pushBodyReader(opts);
+      const reader = route.body === 'values' ? bodyReader(opts.loginBodyLimit) : pushBodyReader(opts, pushBudget);
       chain.push(access.guard(route.access, route.name), reader, handle);
     }
     router[route.method](route.name, ownPath, ...(chain as [Middleware]));
@@ -182,7 +184,14 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
 
   // The Helm index is cached per catalog version (it changes with every package document this instance sees).
   const helmPaths = opts.helm
-    ? mountHelmRoutes(router, opts, access as AccessControl<unknown>, {}, () => opts.registry.catalogVersion)
+    ? mountHelmRoutes(
+        router,
+        opts,
+        access as AccessControl<unknown>,
+        pushBudget,
+        {},
+        () => opts.registry.catalogVersion,
+      )
     : [];
 
   const wellKnown: Middleware = (ctx) => {

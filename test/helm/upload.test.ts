@@ -1,9 +1,14 @@
 /** Upload bodies: size limits answered 413 in ChartMuseum's format, and no temporary file left behind. */
 import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { createApprRouter, MemoryStorage } from '../../lib/index.js';
-import { listen, type TestServer } from '../helpers/http.js';
+import { expectError, listen, openRequest, type TestServer } from '../helpers/http.js';
+import { makeTarGz } from '../helpers/blobs.js';
+import { eventually } from '../reads/helpers.js';
 import { helmSpoolDirs } from './spool.js';
 import { chartTgz, cmPush } from './clients.js';
 
@@ -94,5 +99,84 @@ describe('Helm uploads: limits and temporary files', () => {
     expect((await server.request('POST', '/helm/api/ns/charts', { body: small })).status).to.equal(409);
     expect((await server.request('POST', '/helm/api/ns/charts', { body: 'not a chart' })).status).to.equal(400);
     expect(await helmSpoolDirs()).to.deep.equal(before);
+  });
+});
+
+describe('Helm uploads: counted in maxPushBytesInFlight with appr pushes', () => {
+  let server: TestServer;
+  let dataDir: string;
+  let spool: string;
+  /** A chart that does not compress: about 60 kB, so that two bodies in flight pass the 100,000-byte budget. */
+  let chart: Buffer;
+  let push: Buffer;
+  before(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'appr-helm-budget-'));
+    spool = join(dataDir, 'spool');
+    await mkdir(spool);
+    const app = new Koa();
+    const router = createApprRouter({
+      storage: new MemoryStorage(),
+      maxPushSize: 300_000,
+      maxPushBytesInFlight: 100_000,
+      pushTmpDir: spool,
+      pushMemoryBytes: 4096,
+    });
+    app.use(router.routes()).use(router.allowedMethods());
+    server = await listen(app, '/cnr');
+    chart = await makeTarGz({
+      'budget/Chart.yaml': 'apiVersion: v2\nname: budget\nversion: 1.0.0\n',
+      'budget/noise.bin': randomBytes(60_000),
+    });
+    expect(chart.length).to.be.within(50_001, 99_999);
+    push = Buffer.from(JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: chart.toString('base64') }));
+  });
+  after(async () => {
+    await server?.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const inFlight = async (path: string, body: Buffer, contentType: string) => {
+    const req = openRequest(server.url, path, {
+      'content-type': contentType,
+      'content-length': body.length,
+    });
+    await req.write(body.subarray(0, 20_000));
+    // Admitted once it is being spooled: an upload's directory, or a push's blob spilled to its temp file.
+    await eventually(async () => (await readdir(spool)).length > 0, 5000, `${path} to be read`);
+    return {
+      finish: async () => {
+        await req.write(body.subarray(20_000));
+        return req.end();
+      },
+    };
+  };
+
+  it('refuses an appr push 503 too-busy while a chart upload holds the budget, and takes it once answered', async () => {
+    const upload = await inFlight('/helm/api/ns/charts', chart, 'application/gzip');
+    const refused = await server.request('POST', '/api/v1/packages/ns/pushed', {
+      body: push,
+      headers: { 'content-type': 'application/json' },
+    });
+    expectError(refused, 503, 'too-busy');
+    expect(refused.headers.get('retry-after')).to.equal('5');
+    expect((await upload.finish()).status).to.equal(201);
+    await eventually(async () => (await readdir(spool)).length === 0, 5000, 'the upload spool to be removed');
+    const again = await server.request('POST', '/api/v1/packages/ns/pushed', {
+      body: push,
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(again.status, again.text).to.equal(200);
+  });
+
+  it('refuses a chart upload 503 too-busy (ChartMuseum error body) while an appr push holds the budget', async () => {
+    const pushing = await inFlight('/api/v1/packages/ns/other', push, 'application/json');
+    const refused = await server.request('POST', '/helm/api/ns2/charts', { body: chart });
+    expect(refused.status).to.equal(503);
+    expect(refused.json).to.deep.equal({ error: 'Too busy, retry later' });
+    expect(refused.headers.get('retry-after')).to.equal('5');
+    expect((await server.request('GET', '/api/v1/packages?namespace=ns2')).json).to.deep.equal([]);
+    expect((await pushing.finish()).status).to.equal(200);
+    await eventually(async () => (await readdir(spool)).length === 0, 5000, 'the push spool to be removed');
+    expect((await server.request('POST', '/helm/api/ns2/charts', { body: chart })).status).to.equal(201);
   });
 });
