@@ -5,8 +5,7 @@
  * request is answered at once: a stream the host parser already read is never waited on.
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
@@ -14,12 +13,11 @@ import bodyParser from 'koa-bodyparser';
 import { createApprRouter, MemoryStorage } from '../../lib/index.js';
 import { listen, type TestServer } from '../helpers/http.js';
 import { chartTgz, get } from './clients.js';
+import { helmSpoolDirs } from './spool.js';
 
 /** Well under the time a hung request would take to fail: a hang fails the test by mocha's timeout. */
 const HANG_TIMEOUT_MS = 4000;
 const LIMIT = 64 * 1024;
-
-const spoolDirs = async () => (await readdir(tmpdir())).filter((name) => name.startsWith('koa-appr-helm-'));
 
 interface Upload {
   status: number;
@@ -135,11 +133,11 @@ describe('Helm uploads through a host body parser that ran before the registry',
     });
 
     it('answers a chart decoded as urlencoded text with 400 and what to do, storing nothing', async function () {
-      const before = await spoolDirs();
+      const before = await helmSpoolDirs();
       const res = await post(server, new Uint8Array(chart), { 'content-type': 'application/x-www-form-urlencoded' });
       expect(res.status).to.equal(400);
       expect(res.body.error).to.match(MOUNT_FIRST);
-      expect(await spoolDirs()).to.deep.equal(before);
+      expect(await helmSpoolDirs()).to.deep.equal(before);
     });
   });
 
@@ -172,13 +170,13 @@ describe('Helm uploads through a host body parser that ran before the registry',
     it('uploads the raw body it kept byte for byte (encoding: latin1), within maxPushSize', async function () {
       const server = await hostApp(bodyParser({ encoding: 'latin1', formLimit: '1mb' }));
       try {
-        const before = await spoolDirs();
+        const before = await helmSpoolDirs();
         const type = { 'content-type': 'application/x-www-form-urlencoded' };
         expect(await post(server, new Uint8Array(chart), type)).to.deep.equal({ status: 201, body: { saved: true } });
         await expectServed(server, 'hosted', chart);
         const tooBig = await post(server, new Uint8Array(big), type);
         expect(tooBig).to.deep.equal({ status: 413, body: { error: `The chart is larger than ${LIMIT} bytes` } });
-        expect(await spoolDirs()).to.deep.equal(before);
+        expect(await helmSpoolDirs()).to.deep.equal(before);
       } finally {
         await server.close();
       }

@@ -1,9 +1,12 @@
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 
+/** The name prefix of a Helm upload's spool directory (lib/helm/router.ts, `spoolDir`). */
+export const HELM_SPOOL_PREFIX = 'koa-appr-helm-';
+
 /** The spool directories of Helm uploads (`koa-appr-helm-*`) in `dir` (default: the OS temp directory). */
 export async function helmSpoolDirs(dir = tmpdir()): Promise<string[]> {
-  return (await readdir(dir)).filter((name) => name.startsWith('koa-appr-helm-'));
+  return (await readdir(dir)).filter((name) => name.startsWith(HELM_SPOOL_PREFIX));
 }
 
 /** How an upload carries its chart: the raw body (`curl --data-binary`), or a form's `chart` file (`helm cm-push`). */

@@ -21,7 +21,7 @@ import { MemoryStorage } from '../../lib/index.js';
 import { openRequest, startServer, type TestServer } from '../helpers/http.js';
 import { tempDir } from '../helpers/temp.js';
 import { eventually } from '../reads/helpers.js';
-import { helmSpoolDirs, uploadBody } from './spool.js';
+import { HELM_SPOOL_PREFIX, helmSpoolDirs, uploadBody } from './spool.js';
 import { chartTgz } from './clients.js';
 
 type Callback = (err: NodeJS.ErrnoException | null, ...rest: unknown[]) => void;
@@ -38,7 +38,7 @@ function spoolFds(): { loose: Loose; saved: Loose; fds: Set<unknown> } {
   loose.open = (path, ...rest) => {
     const callback = rest.pop() as Callback;
     saved.open(path, ...rest, (err: NodeJS.ErrnoException | null, fd: unknown) => {
-      if (err === null && String(path).includes(`${tmpdir()}/koa-appr-helm-`)) fds.add(fd);
+      if (err === null && String(path).includes(join(tmpdir(), HELM_SPOOL_PREFIX))) fds.add(fd);
       callback(err, fd);
     });
   };
