@@ -1,7 +1,7 @@
 /**
- * maxPushBytesInFlight and Helm chart uploads (743adbd): every way an upload can end gives its reservation back.
- * The budget is probed with a raw upload announcing exactly `maxPushBytesInFlight` bytes: let through (a 400, not
- * a chart) only when nothing is reserved, 503 `too-busy` as soon as a byte is.
+ * maxPushBytesInFlight and Helm chart uploads: every way an upload can end leaves nothing reserved. The budget is
+ * probed with an appr push announcing exactly `maxPushBytesInFlight` bytes (not JSON): let through (a 422) only
+ * when nothing is reserved, 503 `too-busy` as soon as a byte is.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -40,21 +40,23 @@ async function serve(storage: StorageAdapter, spool: string, extra: object = {})
   return listen(app, '/cnr');
 }
 
-/** The status of a raw upload announcing exactly MAX_IN_FLIGHT bytes: 400 when the budget is free, 503 when not. */
-async function probe(server: TestServer): Promise<number> {
-  const res = await server.request('POST', '/helm/api/probe/charts', {
+/** The status of an appr push announcing exactly MAX_IN_FLIGHT bytes: 422 when the budget is free, 503 when not. */
+async function probe(server: TestServer, auth?: string): Promise<number> {
+  const res = await server.request('POST', '/api/v1/packages/probe/app', {
     body: randomBytes(MAX_IN_FLIGHT),
-    headers: { 'content-type': 'application/gzip' },
+    headers: { 'content-type': 'application/octet-stream' },
+    ...(auth === undefined ? {} : { auth }),
   });
   return res.status;
 }
 
-async function expectBudgetFree(server: TestServer, what: string): Promise<void> {
+/** `auth`: the credentials of a caller who may push, when the server asks for them. */
+async function expectBudgetFree(server: TestServer, what: string, auth?: string): Promise<void> {
   let last = 0;
   try {
     await eventually(
       async () => {
-        last = await probe(server);
+        last = await probe(server, auth);
         return last !== 503;
       },
       3000,
@@ -63,7 +65,7 @@ async function expectBudgetFree(server: TestServer, what: string): Promise<void>
   } catch {
     expect.fail(`the budget is still held after ${what}: a probe is answered ${last}`);
   }
-  expect(last, what).to.equal(400);
+  expect(last, what).to.equal(422);
 }
 
 /** A request that sends `first` bytes of a body announcing `announced` (or chunked), then resets the connection. */
@@ -108,17 +110,17 @@ describe('Helm uploads give their maxPushBytesInFlight reservation back, whateve
   });
 
   it('the probe tells a free budget from a held one', async () => {
-    expect(await probe(server)).to.equal(400);
-    const held = openRequest(server.url, '/helm/api/ns/charts', {
-      'content-type': 'application/gzip',
+    expect(await probe(server)).to.equal(422);
+    const held = openRequest(server.url, '/api/v1/packages/ns/held', {
+      'content-type': 'application/octet-stream',
       'content-length': 10,
     });
     await held.write(Buffer.alloc(1));
-    await new Promise((resolve) => setTimeout(resolve, 300)); // the held upload admitted first
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the held push admitted first
     expect(await probe(server)).to.equal(503);
     await held.write(Buffer.alloc(9));
-    expect((await held.end()).status).to.equal(400);
-    await expectBudgetFree(server, 'a 400');
+    expect((await held.end()).status).to.equal(422);
+    await expectBudgetFree(server, 'a 422');
   });
 
   it('201, 409, 422, 400 (not a chart, empty), 413 (announced, streamed, multipart)', async () => {
@@ -219,12 +221,12 @@ describe('Helm uploads refused by the push permission give the budget back', fun
     const chart = await chartTgz({ name: 'guarded', version: '1.0.0' });
     const anonymous = await server.request('POST', '/helm/api/ns/charts', { body: chart });
     expect(anonymous.status, anonymous.text).to.equal(401);
-    await expectBudgetFree(server, 'a 401');
+    await expectBudgetFree(server, 'a 401', 'Bearer alice');
     const known = await server.request('POST', '/helm/api/ns/charts', { body: chart, auth: 'Bearer bob' });
     expect(known.status, known.text).to.equal(403);
-    await expectBudgetFree(server, 'a 403');
+    await expectBudgetFree(server, 'a 403', 'Bearer alice');
     const allowed = await server.request('POST', '/helm/api/ns/charts', { body: chart, auth: 'Bearer alice' });
     expect(allowed.status, allowed.text).to.equal(201);
-    await expectBudgetFree(server, 'a 201');
+    await expectBudgetFree(server, 'a 201', 'Bearer alice');
   });
 });
