@@ -24,7 +24,6 @@ import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
 import {
-  announcedLength,
   consumed,
   HostSetupError,
   isObject,
@@ -32,7 +31,7 @@ import {
   warnHostParser,
   type HostRequest,
 } from '../http/body-parser.js';
-import { admitPush, type PushBudget } from '../http/body-readers.js';
+import { tooBusy, type PushBudget } from '../http/body-readers.js';
 import { publicMessage, responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
@@ -313,12 +312,13 @@ async function deleteVersion(ctx: Context, params: ChartParams & { version: stri
  *
  * The chart's name is inside the body, so only the caller is checked before the body is read (the guard:
  * `anonymous: false` answers 401 at once); the push permission on the package (`write`, or `create` for a new
- * chart) is decided by the same guard as soon as Chart.yaml is read, before anything is stored.
+ * chart) is decided by the same guard as soon as Chart.yaml is read, before anything is stored. Only then does the
+ * upload count in `maxPushBytesInFlight` (503 `too-busy` beyond it, nothing stored).
  */
 async function upload(ctx: Context, params: { namespace: string }, { opts, access, budget }: Deps): Promise<void> {
   const namespace = checkName('namespace', params.namespace);
   const force = Object.hasOwn(ctx.query, 'force');
-  await withUpload(ctx, opts.maxPushSize, opts.registry.pushTmpDir, budget, async (path) => {
+  await withUpload(ctx, opts.maxPushSize, opts.registry.pushTmpDir, async (path, size) => {
     const archive = await readChartArchive(createReadStream(path));
     if (!archive.chart) throw new ApprError('invalid-usage', `not a Helm chart: ${archive.problem}`);
     const chart = archive.chart;
@@ -341,6 +341,10 @@ async function upload(ctx: Context, params: { namespace: string }, { opts, acces
         `Chart.yaml's index fields are larger than ${MAX_METADATA_BYTES} bytes`,
       );
     }
+    // Counted in `maxPushBytesInFlight` with the appr pushes from here on, for the bytes it spooled: only once its
+    // caller may push it, so that callers who may not cannot keep those who may from pushing. Before that, what it
+    // holds is bounded by `maxPushSize` alone (README "maxPushBytesInFlight").
+    if (!budget.take(size)) throw tooBusy();
     try {
       // Streamed from the spool file: the push checks the tar again and captures Chart.yaml as every helm push does.
       await opts.registry.push({
@@ -362,6 +366,8 @@ async function upload(ctx: Context, params: { namespace: string }, { opts, acces
         );
       }
       throw err;
+    } finally {
+      budget.give(size);
     }
   });
   ctx.status = 201;
@@ -396,33 +402,25 @@ async function withUpload<T>(
   ctx: Context,
   limit: number,
   tmpDir: string | undefined,
-  budget: PushBudget,
   use: (path: string, size: number) => Promise<T>,
 ): Promise<T> {
-  const hostRead = consumed(ctx.req);
-  const bodyLimit = ctx.is('multipart') ? limit + MULTIPART_ALLOWANCE : limit;
-  if (!hostRead && announcedLength(ctx) > bodyLimit) {
-    closeAfterAnswer(ctx, lingerBounds(limit));
-    throw tooLarge(limit);
-  }
-  // Counted with the appr pushes in flight, from before its first byte is read until it is answered.
-  const reserved = admitPush(ctx, budget, bodyLimit);
+  const spooled = consumed(ctx.req) ? await hostChart(ctx, limit, tmpDir) : await spoolBody(ctx, limit, tmpDir);
   try {
-    const spooled = hostRead ? await hostChart(ctx, limit, tmpDir) : await spoolBody(ctx, limit, tmpDir);
-    try {
-      if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
-      return await use(spooled.path, spooled.size);
-    } finally {
-      await spooled.remove();
-    }
+    if (spooled.size === 0) throw new ApprError('invalid-usage', 'The request carries no chart');
+    return await use(spooled.path, spooled.size);
   } finally {
-    budget.give(reserved);
+    await spooled.remove();
   }
 }
 
 /** The request's own body (no host parser read it), raw or a multipart form, spooled (see `withUpload`). */
 async function spoolBody(ctx: Context, limit: number, tmpDir: string | undefined): Promise<Spooled> {
   const multipart = Boolean(ctx.is('multipart'));
+  const announced = Number(ctx.get('Content-Length') || 0);
+  if (announced > (multipart ? limit + MULTIPART_ALLOWANCE : limit)) {
+    closeAfterAnswer(ctx, lingerBounds(limit));
+    throw tooLarge(limit);
+  }
   try {
     return multipart ? await spoolMultipart(ctx, limit, tmpDir) : await spoolRaw(ctx, limit, tmpDir);
   } catch (err) {

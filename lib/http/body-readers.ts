@@ -52,9 +52,10 @@ export function bodyReader(limit: number) {
 }
 
 /**
- * The bytes of push bodies being received and committed, per router (appr pushes and Helm chart uploads alike):
- * beyond `max` a push is answered 503 `too-busy` with `Retry-After` before a byte of it is read (`admitPush`). A
- * push reserves its announced Content-Length (or the body limit when it announces none) until its answer is sent.
+ * The bytes of push bodies being received and committed, per router: beyond `max` a push is answered 503
+ * `too-busy` with `Retry-After` (`tooBusy`). An appr push reserves its announced Content-Length (or the body limit
+ * when it announces none) before a byte of it is read (`admitPush`), a Helm chart upload the bytes it spooled once
+ * its caller may push it (lib/helm/router.ts); each until its answer is sent.
  */
 export class PushBudget {
   #used = 0;
@@ -76,18 +77,9 @@ export class PushBudget {
   }
 }
 
-/**
- * Admit a push body of at most `limit` bytes (both in bytes) into `budget`, before a byte of it is read: the bytes
- * reserved (its announced Content-Length; `limit` when it announces none; 0 when a host body parser read it
- * already), to `give` back once the push is answered. Throws 503 `too-busy` with `Retry-After` (README
- * "maxPushBytesInFlight"), the request's connection then closed after the answer (lib/http/linger.ts).
- */
-export function admitPush(ctx: Context, budget: PushBudget, limit: number): number {
-  const announced = announcedLength(ctx);
-  const reserved = announced > 0 ? announced : consumed(ctx.req) ? 0 : limit;
-  if (budget.take(reserved)) return reserved;
-  closeAfterAnswer(ctx, lingerBounds(limit));
-  throw new ApprError(
+/** The 503 `too-busy` of a push that would pass `maxPushBytesInFlight`, with `Retry-After` (seconds). */
+export function tooBusy(): ApprError {
+  return new ApprError(
     'too-busy',
     'Too many pushes in flight; retry later',
     { retry_after: RETRY_AFTER_SECONDS },
@@ -105,13 +97,20 @@ export interface PushReaderOptions {
  * decoded and handed to the registry's `BlobStager` chunk by chunk (gunzip, sha256, tar checks, then a temp
  * spool), so memory does not grow with the push. Nothing reaches storage here: the handler validates the
  * fields, then `Registry.push` commits the staged blob. The staged blob is disposed once the answer is decided.
- * `budget`: the router's bytes of pushes in flight, shared with its Helm chart uploads (`admitPush`).
+ * `budget`: the router's bytes of pushes in flight, shared with its Helm chart uploads: a push reserves its
+ * announced Content-Length (the body limit when it announces none, 0 when a host body parser read such a body
+ * already) before a byte of it is read.
  */
 export function pushBodyReader(options: PushReaderOptions, budget: PushBudget) {
   const limit = pushBodyLimit(options.maxPushSize);
   return async (ctx: Context, next: Next): Promise<void> => {
-    if (announcedLength(ctx) > limit) throw tooLargeUnread(ctx, limit);
-    const reserved = admitPush(ctx, budget, limit);
+    const announced = announcedLength(ctx);
+    if (announced > limit) throw tooLargeUnread(ctx, limit);
+    const reserved = announced > 0 ? announced : consumed(ctx.req) ? 0 : limit;
+    if (!budget.take(reserved)) {
+      closeAfterAnswer(ctx, lingerBounds(limit));
+      throw tooBusy();
+    }
     let stager: BlobStager | undefined;
     let blob: StagedBlob | undefined;
     const sink: BlobSink = {

@@ -8,6 +8,7 @@ import Koa from 'koa';
 import { createApprRouter, MemoryStorage } from '../../lib/index.js';
 import { expectError, listen, openRequest, type TestServer } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
+import { Hooked } from './hooked.js';
 import { eventually } from '../reads/helpers.js';
 import { helmSpoolDirs } from './spool.js';
 import { chartTgz, cmPush } from './clients.js';
@@ -104,6 +105,7 @@ describe('Helm uploads: limits and temporary files', () => {
 
 describe('Helm uploads: counted in maxPushBytesInFlight with appr pushes', () => {
   let server: TestServer;
+  let storage: Hooked;
   let dataDir: string;
   let spool: string;
   /** A chart that does not compress: about 60 kB, so that two bodies in flight pass the 100,000-byte budget. */
@@ -113,9 +115,10 @@ describe('Helm uploads: counted in maxPushBytesInFlight with appr pushes', () =>
     dataDir = await mkdtemp(join(tmpdir(), 'appr-helm-budget-'));
     spool = join(dataDir, 'spool');
     await mkdir(spool);
+    storage = new Hooked();
     const app = new Koa();
     const router = createApprRouter({
-      storage: new MemoryStorage(),
+      storage,
       maxPushSize: 300_000,
       maxPushBytesInFlight: 100_000,
       pushTmpDir: spool,
@@ -135,48 +138,41 @@ describe('Helm uploads: counted in maxPushBytesInFlight with appr pushes', () =>
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  const inFlight = async (path: string, body: Buffer, contentType: string) => {
-    const req = openRequest(server.url, path, {
-      'content-type': contentType,
-      'content-length': body.length,
-    });
-    await req.write(body.subarray(0, 20_000));
-    // Admitted once it is being spooled: an upload's directory, or a push's blob spilled to its temp file.
-    await eventually(async () => (await readdir(spool)).length > 0, 5000, `${path} to be read`);
-    return {
-      finish: async () => {
-        await req.write(body.subarray(20_000));
-        return req.end();
-      },
-    };
-  };
-
-  it('refuses an appr push 503 too-busy while a chart upload holds the budget, and takes it once answered', async () => {
-    const upload = await inFlight('/helm/api/ns/charts', chart, 'application/gzip');
-    const refused = await server.request('POST', '/api/v1/packages/ns/pushed', {
+  const pushJson = (name: string) =>
+    server.request('POST', `/api/v1/packages/ns/${name}`, {
       body: push,
       headers: { 'content-type': 'application/json' },
     });
+
+  it('refuses an appr push 503 too-busy while a chart upload is being committed, and takes it once answered', async () => {
+    storage.holdNextDocumentPut();
+    const upload = server.request('POST', '/helm/api/ns/charts', { body: chart });
+    await storage.docPutReached.opened; // the upload's compare-and-swap, its chart counted
+    const refused = await pushJson('pushed');
     expectError(refused, 503, 'too-busy');
     expect(refused.headers.get('retry-after')).to.equal('5');
-    expect((await upload.finish()).status).to.equal(201);
-    await eventually(async () => (await readdir(spool)).length === 0, 5000, 'the upload spool to be removed');
-    const again = await server.request('POST', '/api/v1/packages/ns/pushed', {
-      body: push,
-      headers: { 'content-type': 'application/json' },
-    });
+    storage.releaseDocumentPut();
+    expect((await upload).status).to.equal(201);
+    const again = await pushJson('pushed');
     expect(again.status, again.text).to.equal(200);
   });
 
-  it('refuses a chart upload 503 too-busy (ChartMuseum error body) while an appr push holds the budget', async () => {
-    const pushing = await inFlight('/api/v1/packages/ns/other', push, 'application/json');
+  it('reads a chart upload, then refuses it 503 (ChartMuseum body) while an appr push holds the budget; nothing stored', async () => {
+    const pushing = openRequest(server.url, '/api/v1/packages/ns/other', {
+      'content-type': 'application/json',
+      'content-length': push.length,
+    });
+    await pushing.write(push.subarray(0, 20_000));
+    // Admitted before its first byte; in flight once its blob spilled to its temp file.
+    await eventually(async () => (await readdir(spool)).length > 0, 5000, 'the push to be read');
     const refused = await server.request('POST', '/helm/api/ns2/charts', { body: chart });
     expect(refused.status).to.equal(503);
     expect(refused.json).to.deep.equal({ error: 'Too busy, retry later' });
     expect(refused.headers.get('retry-after')).to.equal('5');
     expect((await server.request('GET', '/api/v1/packages?namespace=ns2')).json).to.deep.equal([]);
-    expect((await pushing.finish()).status).to.equal(200);
-    await eventually(async () => (await readdir(spool)).length === 0, 5000, 'the push spool to be removed');
+    await pushing.write(push.subarray(20_000));
+    expect((await pushing.end()).status).to.equal(200);
+    await eventually(async () => (await readdir(spool)).length === 0, 5000, 'the spool to be emptied');
     expect((await server.request('POST', '/helm/api/ns2/charts', { body: chart })).status).to.equal(201);
   });
 });
