@@ -9,7 +9,7 @@ import { request as httpRequest } from 'node:http';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
-import { createApprRouter, MemoryStorage, pushBodyLimit } from '../../lib/index.js';
+import { createApprRouter, MemoryStorage, pushBodyLimit, type ApprRouterOptions } from '../../lib/index.js';
 import { listen, openRequest, type TestServer } from '../helpers/http.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { chartTgz } from './clients.js';
@@ -79,6 +79,20 @@ async function whileHeld<T>(server: TestServer, run: () => Promise<T>): Promise<
   }
 }
 
+/** This file's router (`extra` options on top of its limits) on a fresh Koa app, after the host's `middleware`. */
+function serve(extra: Partial<ApprRouterOptions> = {}, middleware: Koa.Middleware[] = []): Promise<TestServer> {
+  const app = new Koa();
+  for (const use of middleware) app.use(use);
+  const router = createApprRouter({
+    storage: new MemoryStorage(),
+    maxPushSize: MAX_PUSH,
+    maxPushBytesInFlight: MAX_IN_FLIGHT,
+    ...extra,
+  });
+  app.use(router.routes()).use(router.allowedMethods());
+  return listen(app, '/cnr');
+}
+
 describe('maxPushBytesInFlight shared with Helm uploads: attacks', function () {
   this.timeout(20_000);
   let chart: Buffer;
@@ -100,18 +114,12 @@ describe('maxPushBytesInFlight shared with Helm uploads: attacks', function () {
   describe('with an authorize hook (anonymous callers may read, alice may push)', () => {
     let server: TestServer;
     before(async () => {
-      const app = new Koa();
-      const router = createApprRouter({
-        storage: new MemoryStorage(),
-        maxPushSize: MAX_PUSH,
-        maxPushBytesInFlight: MAX_IN_FLIGHT,
+      server = await serve({
         auth: {
           identify: (_ctx, credentials) => (credentials?.token === 'alice' ? 'alice' : null),
           authorize: (caller, permission) => permission === 'read' || caller === 'alice',
         },
       });
-      app.use(router.routes()).use(router.allowedMethods());
-      server = await listen(app, '/cnr');
     });
     after(() => server?.close());
 
@@ -157,14 +165,7 @@ describe('maxPushBytesInFlight shared with Helm uploads: attacks', function () {
   describe('one router, no auth', () => {
     let server: TestServer;
     before(async () => {
-      const app = new Koa();
-      const router = createApprRouter({
-        storage: new MemoryStorage(),
-        maxPushSize: MAX_PUSH,
-        maxPushBytesInFlight: MAX_IN_FLIGHT,
-      });
-      app.use(router.routes()).use(router.allowedMethods());
-      server = await listen(app, '/cnr');
+      server = await serve();
     });
     after(() => server?.close());
 
@@ -253,15 +254,7 @@ describe('maxPushBytesInFlight shared with Helm uploads: attacks', function () {
   describe('behind a host body parser (koa-body, multipart: true) that read the form first', () => {
     let server: TestServer;
     before(async () => {
-      const app = new Koa();
-      app.use(koaBody({ multipart: true }));
-      const router = createApprRouter({
-        storage: new MemoryStorage(),
-        maxPushSize: MAX_PUSH,
-        maxPushBytesInFlight: MAX_IN_FLIGHT,
-      });
-      app.use(router.routes()).use(router.allowedMethods());
-      server = await listen(app, '/cnr');
+      server = await serve({}, [koaBody({ multipart: true })]);
     });
     after(() => server?.close());
 
