@@ -54,7 +54,7 @@ export function bodyReader(limit: number) {
 /**
  * The bytes of push bodies being received and committed, per router: beyond `max` a push is answered 503
  * `too-busy` with `Retry-After` (`tooBusy`). An appr push reserves its announced Content-Length (or the body limit
- * when it announces none) before a byte of it is read (`admitPush`), a Helm chart upload the bytes it spooled once
+ * when it announces none) before a byte of it is read (`pushBodyReader`), a Helm chart upload the bytes it spooled once
  * its caller may push it (lib/helm/router.ts); each until its answer is sent.
  */
 export class PushBudget {
