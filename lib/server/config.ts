@@ -251,7 +251,7 @@ export const SETTINGS: readonly Setting[] = [
     flag: 'max-push-bytes-in-flight',
     kind: 'bytes',
     default: undefined,
-    help: `push body bytes in flight per process beyond which a push gets 503 too-busy (library default ${1024 ** 3})`,
+    help: `push body bytes in flight per process (Helm chart uploads included) beyond which a push gets 503 too-busy (library default ${1024 ** 3})`,
   },
   {
     name: 'metrics',
