@@ -136,7 +136,7 @@ describe('maxPushBytesInFlight shared with Helm uploads: attacks', function () {
     });
 
     it("an anonymous caller who may not push cannot hold the budget with a trickled chart upload: alice's pushes go through", async () => {
-      // Anonymous, chunked (reserves maxPushSize, more than the budget), never more than a byte a second.
+      // Anonymous, chunked (counted from its first byte, it would reserve maxPushSize, more than the budget).
       const trickle = openRequest(server.url, '/helm/api/ns/charts', {
         'content-type': 'application/gzip',
         'transfer-encoding': 'chunked',
