@@ -1,4 +1,7 @@
-/** Upload bodies: size limits answered 413 in ChartMuseum's format, the push budget shared with appr pushes, no temporary file left behind. */
+/**
+ * Upload bodies: size limits answered 413 in ChartMuseum's format, the push budget they share with appr pushes, and
+ * no temporary file left behind.
+ */
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
