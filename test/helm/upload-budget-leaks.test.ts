@@ -43,7 +43,8 @@ async function serve(storage: StorageAdapter, spool: string, extra: object = {})
 /** The status of an appr push announcing exactly MAX_IN_FLIGHT bytes: 422 when the budget is free, 503 when not. */
 async function probe(server: TestServer, auth?: string): Promise<number> {
   const res = await server.request('POST', '/api/v1/packages/probe/app', {
-    body: randomBytes(MAX_IN_FLIGHT),
+    // Neither JSON nor a form, so always 422 once read (random bytes starting with `{` would be JSON, and 400).
+    body: Buffer.alloc(MAX_IN_FLIGHT, 'a'),
     headers: { 'content-type': 'application/octet-stream' },
     ...(auth === undefined ? {} : { auth }),
   });
