@@ -15,7 +15,12 @@ export interface StoreFixture {
 /** A filesystem store in a new temporary directory (`koa-appr-<label>-...`), removed by `cleanup`. */
 export async function tempFsStore(label: string): Promise<StoreFixture> {
   const root = await mkdtemp(join(tmpdir(), `koa-appr-${label}-`));
-  return { storage: new FsStorage({ root }), cleanup: () => rm(root, { recursive: true, force: true }) };
+  // Retried: a write the suite did not wait for (a change entry, a lock renamed back) may land in a directory
+  // being removed (ENOTEMPTY, seen once in CI).
+  return {
+    storage: new FsStorage({ root }),
+    cleanup: () => rm(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }),
+  };
 }
 
 /**
