@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync, type Dirent } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,7 +10,7 @@ import { StorageUnavailableError } from '../errors.js';
  * The filesystem adapter's per-key locks (lib/storage/fs.ts). Compare-and-swap, unconditional replace and delete
  * run under them, so that checking the current ETag and publishing is one step for every process on the directory.
  *
- * Each key that was ever locked has a directory `<root>/locks/<sha256 of the key>/` holding exactly one entry:
+ * Each key locked since it was last deleted has a directory `<root>/locks/<sha256 of the key>/` holding one entry:
  * `free` while nobody holds the lock, else `held.<time>.<pid>.<host>.<nonce>`, naming its holder. Taking the lock
  * is one atomic rename of `free` to the holder's name, dated at that rename (a writer thread's one-job replace
  * names itself in the thread: `lockNames`); releasing it renames it back; a waiter reads the holder from the
@@ -44,8 +44,20 @@ export class KeyLocks {
    * Run `fn` holding the key's lock. Throws `StorageUnavailableError` when the lock is not had in time, or when
    * `signal` is aborted while waiting (the caller was answered 503 meanwhile: taking the lock later would let an
    * abandoned write publish after it).
+   *
+   * `dropWhen(result)` true releases the lock by removing the key's lock directory instead of freeing it: for a
+   * key whose object `fn` found gone or deleted, so that every key ever deleted (each change entry, blob, metadata
+   * object) does not leave a directory and a file behind for good. Safe for waiters: the holder unlinks its own name
+   * first (the directory is then empty, which a waiter also removes, `#breakIfStale`), and whoever locks the key
+   * next creates the directory whole again (`#create`); a lock broken as stale meanwhile is someone else's, and is
+   * left alone.
    */
-  async withLock<T>(key: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async withLock<T>(
+    key: string,
+    fn: () => Promise<T>,
+    signal?: AbortSignal,
+    dropWhen?: (result: T) => boolean,
+  ): Promise<T> {
     const lockDir = this.#lockDir(key);
     const deadline = Date.now() + this.#timeoutMs;
     let holder: string;
@@ -58,14 +70,29 @@ export class KeyLocks {
       }
       if (!(await this.#breakIfStale(lockDir))) await sleep(Math.random() * Math.min(20, 2 + 2 ** attempt));
     }
+    let drop = false;
     try {
-      return await fn();
+      const result = await fn();
+      drop = dropWhen?.(result) === true;
+      return result;
     } finally {
       // Had the lock been broken as stale, our name is gone and the lock may be someone else's now: ENOENT, and
       // nothing to do. A lock we fail to release is broken as stale later; failing the finished operation would be
       // worse.
-      await rename(join(lockDir, holder), join(lockDir, FREE)).catch(ignore);
+      if (drop) await this.#drop(lockDir, holder);
+      else await rename(join(lockDir, holder), join(lockDir, FREE)).catch(ignore);
     }
+  }
+
+  /** Release the lock held as `holder` by removing `lockDir` (`withLock`'s `dropWhen`). */
+  async #drop(lockDir: string, holder: string): Promise<void> {
+    try {
+      await unlink(join(lockDir, holder));
+    } catch {
+      return; // Broken as stale meanwhile (the lock may be someone else's now), or a failure: as for a release.
+    }
+    // ENOENT: a waiter found the directory empty and removed it; ENOTEMPTY: it was created whole again since.
+    await rmdir(lockDir).catch(ignore);
   }
 
   /**

@@ -158,14 +158,21 @@ export class FsStorage implements StorageAdapter {
   async delete(key: string, options: { ifMatch?: string } = {}): Promise<boolean> {
     const path = this.#objectPath(key);
     return this.#run(async () => {
-      const deleted = await this.withLock(key, async () => {
-        const current = await currentEtag(path);
-        if (current === null || (options.ifMatch !== undefined && options.ifMatch !== current)) return false;
-        await unlink(path);
-        return true;
-      });
-      if (deleted) await this.#removeEmptyParents(path);
-      return deleted;
+      // The key's lock goes with its object (`dropWhen`): a lock directory per key ever deleted would pile up.
+      const outcome = await this.withLock(
+        key,
+        async () => {
+          const current = await currentEtag(path);
+          if (current === null) return 'absent';
+          if (options.ifMatch !== undefined && options.ifMatch !== current) return 'mismatch';
+          await unlink(path);
+          return 'deleted';
+        },
+        undefined,
+        (result) => result !== 'mismatch',
+      );
+      if (outcome === 'deleted') await this.#removeEmptyParents(path);
+      return outcome === 'deleted';
     }, true);
   }
 
@@ -377,8 +384,13 @@ export class FsStorage implements StorageAdapter {
    * Run `fn` holding the key's lock (lib/storage/fs-lock.ts). TypeScript-private rather than `#private` so that a
    * test can make a real process die holding a lock.
    */
-  private withLock<T>(key: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return this.#locks.withLock(key, fn, signal);
+  private withLock<T>(
+    key: string,
+    fn: () => Promise<T>,
+    signal?: AbortSignal,
+    dropWhen?: (result: T) => boolean,
+  ): Promise<T> {
+    return this.#locks.withLock(key, fn, signal, dropWhen);
   }
 
   #objectPath(key: string): string {

@@ -34,10 +34,13 @@ describe('FsStorage locks under attack', function () {
 
   const lockDirOf = (key: string) => join(root, 'locks', createHash('sha256').update(key).digest('hex'));
 
-  /** Every entry of `locks/` is a key's directory holding `free` only: no temp directory, no lock left held. */
-  async function expectLocksClean(): Promise<void> {
+  /**
+   * Every entry of `locks/` is a key's directory holding `free` only: no temp directory, no lock left held. At least
+   * one is there unless `mayBeEmpty` (a test whose keys may all end deleted: a delete removes the key's lock).
+   */
+  async function expectLocksClean(mayBeEmpty = false): Promise<void> {
     const names = await readdir(join(root, 'locks'));
-    expect(names.length).to.be.above(0);
+    if (!mayBeEmpty) expect(names.length).to.be.above(0);
     for (const name of names) {
       expect(name).to.match(/^[0-9a-f]{64}$/);
       expect(await readdir(join(root, 'locks', name))).to.deep.equal(['free']);
@@ -66,8 +69,63 @@ describe('FsStorage locks under attack', function () {
     expect([...seen].sort()).to.deep.equal(results.flatMap((r) => r.applied).sort());
     expect(results.reduce((sum, r) => sum + r.conflicts, 0)).to.be.above(0); // They did contend.
     expect(results.some((r) => r.deleted.length > 0)).to.equal(true);
-    await expectLocksClean();
+    await expectLocksClean(true);
     expect(await readdir(join(root, 'tmp'))).to.deep.equal([]);
+  });
+
+  it('removes the lock directory of a key once the key is deleted, and locks the key again after', async function () {
+    const key = 'packages/ns/app.json';
+    const storage = new FsStorage({ root });
+    const first = await storage.put(key, Buffer.from('v1')); // A replace: under the key's lock.
+    expect(await readdir(lockDirOf(key))).to.deep.equal(['free']);
+    // A delete whose condition fails leaves the object, and its lock.
+    expect(await storage.delete(key, { ifMatch: 'not-the-etag' })).to.equal(false);
+    expect(await readdir(lockDirOf(key))).to.deep.equal(['free']);
+    expect(await storage.delete(key, { ifMatch: first as string })).to.equal(true);
+    expect(await stat(lockDirOf(key)).catch((err: { code?: string }) => err.code)).to.equal('ENOENT');
+    // A delete of a missing key takes the lock and removes it too.
+    expect(await storage.delete(key)).to.equal(false);
+    expect(await stat(lockDirOf(key)).catch((err: { code?: string }) => err.code)).to.equal('ENOENT');
+    // The key's next writers create its lock again, and still exclude each other.
+    const etag = await storage.put(key, Buffer.from('v2'));
+    expect(await storage.put(key, Buffer.from('v3'), { ifMatch: etag as string })).to.be.a('string');
+    expect(await storage.put(key, Buffer.from('v4'), { ifMatch: etag as string })).to.equal(null);
+    const got = await storage.get(key);
+    expect(got !== null && !got.notModified && got.body.toString()).to.equal('v3');
+    await expectLocksClean();
+  });
+
+  it('leaves no lock directory behind for keys written once and deleted (change entries, blobs, probes)', async function () {
+    // Regression: every key ever deleted kept its lock directory and `free` file for good: two inodes per change
+    // entry compacted, that is per push, with nothing to remove them.
+    const storage = new FsStorage({ root });
+    const keys = Array.from({ length: 200 }, (_, i) => `changes/${String(i).padStart(13, '0')}+a+0+ns+app`);
+    for (const key of keys) expect(await storage.put(key, Buffer.alloc(0), { ifNoneMatch: '*' })).to.be.a('string');
+    await storage.put('health/probe', Buffer.from('x')); // Written unconditionally: under its lock.
+    for (const key of [...keys, 'health/probe']) expect(await storage.delete(key)).to.equal(true);
+    expect(await readdir(join(root, 'locks'))).to.deep.equal([]);
+    expect(await readdir(join(root, 'objects'))).to.deep.equal([]); // Their directories went with them.
+  });
+
+  it('loses no update when 5 processes take turns on keys whose lock directories deletes keep removing', async function () {
+    // Each `mix` op on a key is a compare-and-swap append, a conditional delete (which removes the key's lock
+    // directory) or a re-create; a short list of keys makes every delete race the others' waits for that lock.
+    const keys = ['packages/ns/a.json', 'packages/ns/b.json'];
+    for (let round = 0; round < 3; round++) {
+      const id = (w: number) => `r${round}w${w}`;
+      const workers = [0, 1, 2, 3, 4].map((w) => startWorker({ mode: 'mix', root, keys, ops: 30, id: id(w) }));
+      const results = (await race(workers)) as MixResult[];
+      const storage = new FsStorage({ root });
+      const seen: string[] = results.flatMap((r) => r.deleted.flat());
+      for (const key of keys) {
+        const got = await storage.get(key);
+        if (got !== null && !got.notModified) seen.push(...(JSON.parse(got.body.toString()) as { ops: string[] }).ops);
+        await storage.delete(key); // The next round starts from no object and no lock.
+      }
+      expect([...seen].sort()).to.deep.equal(results.flatMap((r) => r.applied).sort());
+      expect(results.some((r) => r.deleted.length > 0)).to.equal(true);
+      expect(await readdir(join(root, 'locks'))).to.deep.equal([]);
+    }
   });
 
   it('lets one holder in at a time when 5 processes race for the first lock of fresh keys', async function () {
