@@ -54,7 +54,7 @@ export interface Worker {
   child: ChildProcess;
   /** Resolves when the worker prints `ready`. */
   ready: Promise<void>;
-  /** The worker's last JSON line, once it exited 0. */
+  /** The worker's last JSON line, once it exited 0 and its output was read to the end. */
   result: Promise<unknown>;
   /** Its exit code: null when killed by a signal. */
   exited: Promise<number | null>;
@@ -73,14 +73,18 @@ export function startWorker(task: WorkerTask): Worker {
   running.add(child);
   child.stdin.on('error', () => {}); // EPIPE if it died: reported through its exit code.
   const exited = exitOf(child);
+  // Its output is read to the end only once 'close' is emitted: 'exit' may come before the last line is read (a
+  // worker that printed its result then had none: a flake seen in CI).
+  const closed = new Promise<number | null>((resolve) => child.once('close', (code: number | null) => resolve(code)));
   let last: unknown;
   let onReady!: () => void;
   const worker: Worker = {
     child,
     ready: new Promise<void>((resolve) => (onReady = resolve)),
     exited,
-    result: exited.then((code) => {
+    result: closed.then((code) => {
       if (code !== 0) throw new Error(`worker exited with ${code}`);
+      if (last === undefined) throw new Error('worker exited with 0 and printed no result');
       return last;
     }),
   };
