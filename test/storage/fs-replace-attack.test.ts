@@ -112,7 +112,7 @@ describe('FsStorage one-job replace under attack', function () {
     const child = spawn(process.execPath, [bundle], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    expect(await new Promise((resolve) => child.on('exit', resolve))).to.equal(0);
+    expect(await new Promise((resolve) => child.on('close', resolve))).to.equal(0);
     expect(JSON.parse(stdout)).to.deep.equal(['string', 'string', 'string', 'string']);
     const got = await new FsStorage({ root: store }).get('a/c');
     expect(got !== null && !got.notModified && got.body.toString()).to.equal('w');
@@ -213,7 +213,7 @@ describe('FsStorage one-job replace under attack', function () {
     );
     let stdout = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    expect(await new Promise((resolve) => child.on('exit', resolve))).to.equal(0);
+    expect(await new Promise((resolve) => child.on('close', resolve))).to.equal(0);
     expect(JSON.parse(stdout)).to.deep.equal(['StorageUnavailableError', 'StorageUnavailableError']);
     expect(await readdir(join(root, 'tmp'))).to.deep.equal([]);
     expect(await readdir(lockPath)).to.deep.equal(['free']);

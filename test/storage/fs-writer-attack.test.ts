@@ -86,7 +86,7 @@ describe('FsStorage writer threads under attack', function () {
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     expect(code, stderr).to.equal(0);
     expect(JSON.parse(stdout)).to.deep.equal(['string', 'string', 'string', 'string']);
     const storage = new FsStorage({ root: store });
