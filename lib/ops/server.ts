@@ -1,5 +1,6 @@
 import type { Context, Middleware } from 'koa';
 import { collectDefaultMetrics } from 'prom-client';
+import { ApprError, type ErrorCode } from '../errors.js';
 import type { AuditHook } from './audit.js';
 import { jsonLinesAudit } from './audit-log.js';
 import type { HealthReport } from '../core/health.js';
@@ -25,7 +26,10 @@ export interface ServerOps {
   metrics: ApprMetrics | undefined;
   /** For `new Registry({...})` / `createApprRouter({...})`: `metrics`, `audit`, `logger`. */
   registryOptions: { metrics?: ApprMetrics; audit?: AuditHook; logger: Logger };
-  /** The router's `onError`: 5xx errors with their details, to the log (the client never sees them). */
+  /**
+   * The router's `onError`: 5xx errors with their details, to the log at `error` (the client never sees them);
+   * 503 `too-busy` and 501 `unsupported` at `warn`, with their code and no stack (`REFUSALS`).
+   */
   onError: (err: unknown, ctx: Context) => void;
   /**
    * App-level middleware, to mount before the registry's router: the request log, then `/metrics` (when on),
@@ -35,6 +39,12 @@ export interface ServerOps {
   /** Flush the audit log. */
   close(): Promise<void>;
 }
+
+/**
+ * The 5xx answers the standalone server logs as warnings, not errors: 503 `too-busy` (a push over
+ * `maxPushBytesInFlight`, README) and 501 `unsupported` (login or signup on a registry without that hook).
+ */
+const REFUSALS: ReadonlySet<string> = new Set<ErrorCode>(['too-busy', 'unsupported']);
 
 /**
  * Everything operational the standalone server needs, from its configuration: a pino logger, the metrics (with
@@ -55,6 +65,11 @@ export function serverOps(options: ServerOpsOptions = {}): ServerOps {
     registryOptions: { logger, ...(metrics ? { metrics } : {}), ...(audit ? { audit: audit.hook } : {}) },
     onError: (err, ctx) => {
       const route = (ctx as Context & { _matchedRouteName?: string })._matchedRouteName ?? null;
+      if (err instanceof ApprError && REFUSALS.has(err.code)) {
+        // Load shedding and an absent feature are answers, not faults: a warning, without a stack.
+        logger.warn({ code: err.code, method: ctx.method, route, path: ctx.path }, 'request refused');
+        return;
+      }
       logger.error({ err, method: ctx.method, route, path: ctx.path }, 'request failed');
     },
     middleware: (registry) => [

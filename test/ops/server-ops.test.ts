@@ -1,5 +1,7 @@
 /** What the standalone server assembles from its configuration (serverOps), and the gc sub-command's arguments. */
+import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import Koa from 'koa';
@@ -74,6 +76,48 @@ describe('serverOps', () => {
       ['/healthz', 200],
       ['/metrics', 200],
     ]);
+  });
+
+  it('logs load shedding (503 too-busy) and a login without its hook (501) as warnings, without a stack', async () => {
+    const lines: { level: string; obj: Record<string, unknown>; msg?: string | undefined }[] = [];
+    const at = (level: string) => (obj: object, msg?: string) => {
+      lines.push({ level, obj: obj as Record<string, unknown>, msg });
+    };
+    const ops = serverOps({ metrics: false, logger: { info: at('info'), warn: at('warn'), error: at('error') } });
+    const registry = new Registry({ storage: new MemoryStorage(), ...ops.registryOptions });
+    const app = new Koa();
+    const router = createApprRouter({ registry, onError: ops.onError, maxPushBytesInFlight: 1024 });
+    app.use(router.routes()).use(router.allowedMethods());
+    const server = await listen(app, '/cnr');
+    // A push that announced 2 KiB and sent 10 bytes holds the whole budget until it is cut off.
+    const held = connect(Number(new URL(server.url).port), '127.0.0.1');
+    try {
+      await once(held, 'connect');
+      held.write(
+        'POST /cnr/api/v1/packages/acme/held HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+          'Content-Length: 2048\r\n\r\n{"release":',
+      );
+      let busy = 0;
+      for (let i = 0; i < 50 && busy === 0; i++) {
+        const res = await server.request('POST', '/api/v1/packages/acme/app', {
+          json: { release: '1.0.0', blob: 'x' },
+        });
+        if (res.status === 503) busy += 1;
+        else await new Promise((resolve) => setTimeout(resolve, 20)); // The held push's headers are not read yet.
+      }
+      expect(busy).to.equal(1);
+      expect((await server.request('POST', '/api/v1/users/login', { json: { user: {} } })).status).to.equal(501);
+    } finally {
+      held.destroy();
+      await server.close();
+    }
+    const warned = lines.filter((l) => l.level === 'warn' && l.msg === 'request refused');
+    expect(warned.map((l) => [l.obj.code, l.obj.route])).to.deep.equal([
+      ['too-busy', 'push'],
+      ['unsupported', 'login'],
+    ]);
+    for (const line of warned) expect(line.obj).to.not.have.property('err');
+    expect(lines.filter((l) => l.level === 'error')).to.deep.equal([]);
   });
 
   it('without metrics, /metrics is not served', async () => {
