@@ -317,7 +317,8 @@ export class FsStorage implements StorageAdapter {
   /**
    * Replace `path` by the written temp file `temp` under the key's lock: only if its ETag is `condition.ifMatch`
    * (when given), and not once `condition.signal` is aborted (the last moment to stop a write whose caller has been
-   * answered 503). `etag` gives the published object's ETag, under the lock. The temp file is gone afterwards.
+   * answered 503). `etag` gives the published object's ETag, under the lock. The temp file is gone afterwards. A
+   * compare-and-swap that finds no object removes the key's lock directory, as a delete does.
    */
   async #replace(
     key: string,
@@ -328,17 +329,25 @@ export class FsStorage implements StorageAdapter {
   ): Promise<string | null> {
     const signal = condition?.signal;
     let published = false;
+    let absent = false;
     try {
       return await this.withLock(
         key,
         async () => {
-          if (condition?.ifMatch !== undefined && (await currentEtag(path)) !== condition.ifMatch) return null;
+          if (condition?.ifMatch !== undefined) {
+            const current = await currentEtag(path);
+            absent = current === null;
+            if (current !== condition.ifMatch) return null;
+          }
           throwIfAbandoned(signal);
           await inParentDir(path, () => rename(temp, path));
           published = true;
           return etag();
         },
         signal,
+        // No object: the key's lock goes, as with a delete (`delete`). A compare-and-swap that lost to a delete
+        // would otherwise make the lock directory the delete removed again (a first lock), for good.
+        (result) => result === null && absent,
       );
     } finally {
       if (!published) await unlink(temp).catch(ignore);

@@ -29,8 +29,23 @@ export type WorkerTask = LockOptions &
     | { mode: 'hold-lock'; root: string; key: string }
     /** Random compare-and-swap appends, conditional deletes and re-creates of `keys`: see `mix`. */
     | { mode: 'mix'; root: string; keys: string[]; ops: number; id: string }
-    /** Critical sections under the raw lock, checked for overlap and counted in files under `counters`. */
-    | { mode: 'exclusive'; root: string; keys: string[]; times: number; counters: string; holdMs: number }
+    /** Compare-and-swap appends to `keys` until each is deleted (by this worker or another): see `chase`. */
+    | { mode: 'chase'; root: string; keys: string[]; id: string }
+    /** `mix` with more kinds of writes, some under the raw lock: see `chaos`. */
+    | { mode: 'chaos'; root: string; keys: string[]; ops: number; id: string }
+    /**
+     * Critical sections under the raw lock, checked for overlap and counted in files under `counters`; `drop`: the
+     * share of them released by removing the key's lock directory, as a delete does.
+     */
+    | {
+        mode: 'exclusive';
+        root: string;
+        keys: string[];
+        times: number;
+        counters: string;
+        holdMs: number;
+        drop?: number;
+      }
   );
 
 /** What a `mix` worker did: every op id it applied, and the op lists of the documents its deletes removed. */
@@ -120,7 +135,9 @@ function exitOf(child: ChildProcess): Promise<number | null> {
 
 // ---- In the worker process ---------------------------------------------------------------------------------------
 
-type Internals = { withLock<T>(key: string, fn: () => Promise<T>): Promise<T> };
+type Internals = {
+  withLock<T>(key: string, fn: () => Promise<T>, signal?: AbortSignal, dropWhen?: (result: T) => boolean): Promise<T>;
+};
 let storage: FsStorage;
 let internals: Internals;
 
@@ -151,7 +168,9 @@ async function main(): Promise<void> {
     if (task.mode === 'increment') result = await increment(task.key, task.times);
     else if (task.mode === 'create') result = await create(task.keys, task.id);
     else if (task.mode === 'mix') result = await mix(task.keys, task.ops, task.id);
-    else result = await exclusive(task.keys, task.times, task.counters, task.holdMs);
+    else if (task.mode === 'chase') result = await chase(task.keys, task.id);
+    else if (task.mode === 'chaos') result = await chaos(task.root, task.keys, task.ops, task.id);
+    else result = await exclusive(task.keys, task.times, task.counters, task.holdMs, task.drop ?? 0);
     process.stdout.write(`${JSON.stringify(result)}\n`);
   }
 }
@@ -218,6 +237,116 @@ async function mix(keys: string[], ops: number, id: string): Promise<MixResult> 
   return result;
 }
 
+/**
+ * For each of `keys` (documents the test created), in a random order: compare-and-swap appends of op ids, and one
+ * time in four a conditional delete, until the key is gone (deleted here or by another worker). Every key ends
+ * deleted, so every append applied is in exactly one deleted document; a compare-and-swap that loses to a delete
+ * finds the key absent under its lock.
+ */
+async function chase(keys: string[], id: string): Promise<MixResult> {
+  const result: MixResult = { applied: [], deleted: [], conflicts: 0 };
+  const order = [...keys].sort(() => Math.random() - 0.5);
+  let n = 0;
+  for (const key of order) {
+    for (;;) {
+      const current = await storage.get(key);
+      if (current === null) break;
+      if (current.notModified) throw new Error('a plain get answered not-modified');
+      const doc = JSON.parse(current.body.toString()) as OpsDocument;
+      if (Math.random() < 1 / 4) {
+        if (await storage.delete(key, { ifMatch: current.etag })) {
+          result.deleted.push(doc.ops);
+          break;
+        }
+        result.conflicts++;
+        continue;
+      }
+      const op = `${id}-${n++}`;
+      if ((await storage.put(key, encode({ ops: [...doc.ops, op] }), { ifMatch: current.etag })) === null) {
+        result.conflicts++;
+      } else {
+        result.applied.push(op);
+      }
+    }
+  }
+  return result;
+}
+
+/**
+ * `mix`, with every way a key's lock is taken: compare-and-swap appends of small bodies (a writer thread's one job
+ * when the lock is free) and of bodies over 1 MiB (the thread pool's way), conditional deletes (which remove the
+ * lock directory), and appends and deletes done by hand under the raw lock, as an unconditional replace and an
+ * unconditional delete do them (the delete removing the lock directory, as `FsStorage.delete` does). Two holders at
+ * once lose an append or find a document gone.
+ */
+async function chaos(root: string, keys: string[], ops: number, id: string): Promise<MixResult> {
+  const result: MixResult = { applied: [], deleted: [], conflicts: 0 };
+  for (let n = 0; n < ops;) {
+    const key = keys[Math.floor(Math.random() * keys.length)]!;
+    const op = `${id}-${n}`;
+    const dice = Math.random();
+    if (dice < 0.25) {
+      // By hand under the lock: read, then append (a replace) or remove (a delete that drops the lock).
+      const path = join(root, 'objects', ...key.split('/'));
+      const remove = Math.random() < 0.3;
+      const outcome = await internals.withLock(
+        key,
+        async () => {
+          const current = await storage.get(key);
+          if (current === null || current.notModified) return 'absent';
+          const doc = JSON.parse(current.body.toString()) as OpsDocument;
+          await sleep(Math.random() * 2);
+          if (remove) {
+            await unlink(path);
+            result.deleted.push(doc.ops);
+            return 'deleted';
+          }
+          const temp = join(root, 'tmp', `${process.pid}-${op}.chaos`);
+          await writeFile(temp, encode({ ops: [...doc.ops, op] }));
+          await rename(temp, path);
+          return 'appended';
+        },
+        undefined,
+        (outcome) => outcome !== 'appended',
+      );
+      if (outcome === 'absent') {
+        result.conflicts++;
+        continue;
+      }
+      if (outcome === 'appended') result.applied.push(op);
+      n++;
+      continue;
+    }
+    const current = await storage.get(key);
+    let done: boolean;
+    let deleting = false;
+    if (current === null) {
+      done = (await storage.put(key, encode({ ops: [op] }), { ifNoneMatch: '*' })) !== null;
+    } else if (current.notModified) {
+      throw new Error('a plain get answered not-modified');
+    } else {
+      const doc = JSON.parse(current.body.toString()) as OpsDocument;
+      if (dice < 0.4) {
+        deleting = true;
+        done = await storage.delete(key, { ifMatch: current.etag });
+        if (done) result.deleted.push(doc.ops);
+      } else {
+        // One append in five with a body over 1 MiB: not a writer thread's job.
+        const pad = dice < 0.52 ? ' '.repeat(1024 * 1024) : '';
+        const body = Buffer.from(JSON.stringify({ ops: [...doc.ops, op] }) + pad);
+        done = (await storage.put(key, body, { ifMatch: current.etag })) !== null;
+      }
+    }
+    if (!done) {
+      result.conflicts++;
+      continue;
+    }
+    if (!deleting) result.applied.push(op);
+    n++;
+  }
+  return result;
+}
+
 function encode(doc: OpsDocument): Buffer {
   return Buffer.from(JSON.stringify(doc));
 }
@@ -227,21 +356,32 @@ function encode(doc: OpsDocument): Buffer {
  * there means two holders at once: the worker fails), and increments the key's counter file by a read, a pause of
  * up to `holdMs` and an atomic rename, so that two holders at once would also lose an increment.
  */
-async function exclusive(keys: string[], times: number, counters: string, holdMs: number): Promise<{ done: number }> {
+async function exclusive(
+  keys: string[],
+  times: number,
+  counters: string,
+  holdMs: number,
+  drop: number,
+): Promise<{ done: number }> {
   for (let done = 0; done < times; done++) {
     const key = keys[Math.floor(Math.random() * keys.length)]!;
     const file = join(counters, encodeURIComponent(key));
     const marker = `${file}.inside`;
     const mine = `${marker}.${process.pid}`;
     await writeFile(mine, String(process.pid));
-    await internals.withLock(key, async () => {
-      await takeMarker(mine, marker);
-      const n = Number(await readFile(file, 'utf8').catch(() => '0'));
-      await sleep(Math.random() * holdMs);
-      await writeFile(`${file}.${process.pid}`, String(n + 1));
-      await rename(`${file}.${process.pid}`, file);
-      await unlink(marker);
-    });
+    await internals.withLock(
+      key,
+      async () => {
+        await takeMarker(mine, marker);
+        const n = Number(await readFile(file, 'utf8').catch(() => '0'));
+        await sleep(Math.random() * holdMs);
+        await writeFile(`${file}.${process.pid}`, String(n + 1));
+        await rename(`${file}.${process.pid}`, file);
+        await unlink(marker);
+      },
+      undefined,
+      () => Math.random() < drop,
+    );
     process.stdout.write(`${JSON.stringify({ entered: key })}\n`);
   }
   return { done: times };
