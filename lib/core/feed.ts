@@ -365,6 +365,7 @@ export class ChangeFeed {
       await this.rebuild();
       return;
     }
+    const from = this.#from;
     const fresh: ChangeRef[] = [];
     let compactedTo = -Infinity;
     let cursor: string | undefined;
@@ -372,13 +373,16 @@ export class ChangeFeed {
       // Always full pages: a poll lists the entries of the last `maxClockSkewMs` again, and should stay one request.
       const page = await this.#storage.list(
         keys.changes(),
-        cursor === undefined ? { startAfter: keys.changesAfter(this.#from) } : { cursor },
+        cursor === undefined ? { startAfter: keys.changesAfter(from) } : { cursor },
       );
       for (const key of page.keys) {
         if (this.#seen.has(key)) continue;
         const ref = keys.parseChange(key);
-        if (ref !== null) fresh.push(ref);
-        else compactedTo = Math.max(compactedTo, keys.parseCompacted(key) ?? -Infinity);
+        // Timed before `from`: a flat entry of an older store, listed because it shares `from`'s bucket (lib/core/
+        // keys.ts `changesAfter`). Polls before this one covered it; applied again, it would be each time.
+        if (ref !== null) {
+          if (ref.time >= from) fresh.push(ref);
+        } else compactedTo = Math.max(compactedTo, keys.parseCompacted(key) ?? -Infinity);
       }
       cursor = page.next;
     } while (cursor !== undefined);
@@ -411,7 +415,9 @@ export class ChangeFeed {
    * The time of the oldest change entry (Infinity when there is none), from the first keys of the listing: keys
    * sort by time, and the compaction markers that may come first are few (each is pruned with the entries before
    * the next one). A small page: this runs every `compactEveryMs` on every instance, and the XML of a full page of
-   * keys costs the SDK tens of ms of CPU.
+   * keys costs the SDK tens of ms of CPU. A flat entry of an older store sorts after the bucketed ones of its bucket
+   * (lib/core/keys.ts): the time found may then be up to one bucket (10 s) later than the oldest entry's, which
+   * delays that compaction by as much.
    */
   async #oldestChange(): Promise<number> {
     let cursor: string | undefined;
@@ -469,6 +475,12 @@ export class ChangeFeed {
    * snapshot (`#reload`) instead of missing the deleted entries. Older markers go with the entries, so the newest
    * marker always stays. Deletes page by page, never holding the listing. Returns the entries deleted (or, with
    * `dryRun`, that would be).
+   *
+   * Stops at the first key timed at or after `before`. Keys sort by time except the flat entries and markers of an
+   * older store (lib/core/keys.ts), which follow the bucketed keys of their bucket: one timed before `before` that
+   * follows a bucketed key of `before`'s bucket timed at or after it is left. That is safe and does not last: the
+   * stored snapshot covers it, a poll past its time skips it (`#poll`), and the first compaction whose `before` is
+   * past the end of that bucket (10 s later) finds nothing of the bucket to stop at, and deletes it.
    */
   async #prune(before: number, dryRun: boolean): Promise<number> {
     let count = 0;

@@ -9,19 +9,30 @@ import { randomBytes } from 'node:crypto';
  *   metadata/<ns>/<name>/sha256/<hash>.json            a release's metadata, JSON (immutable, content-addressed)
  *   segments/<ns>/<name>/sha256/<hash>.json            older release records of a package (immutable, content-addressed)
  *   charts/<ns>/<name>/sha256/<digest>.json            Helm: what the index needs of blob <digest> (chart.ts)
- *   changes/<time>+<instance>+<seq>+<ns>+<name>         change entry: "this package changed" (immutable, create-only)
- *   changes/<time>+compacted                           entries before <time> were deleted (lib/core/feed.ts)
+ *   changes/<bucket>/<time>+<instance>+<seq>+<ns>+<name>  change entry: "this package changed" (immutable, create-only)
+ *   changes/<bucket>/<time>+compacted                  entries before <time> were deleted (lib/core/feed.ts)
  *   catalog/snapshot.json                              catalog snapshot: every live package at a feed position (CAS)
  *   health/<random>                                    one instance's health probe (written, read, deleted)
  *
  * Package documents live under their own prefix so that listing packages never walks blobs. A change entry names
  * its package in its key (names never contain `+`), so reading the feed is one listing and no GET; `<time>` is
- * 13 decimal digits of epoch milliseconds, so keys sort by time.
+ * 13 decimal digits of epoch milliseconds, so keys sort by time. `<bucket>` is the first 9 of those digits (10
+ * seconds): a literal prefix of `<time>`, so entries still sort by time across buckets, and a poll, which lists
+ * only the last seconds (`changesAfter`), reads only the newest buckets. On the filesystem a bucket is a directory:
+ * without them every poll read one directory holding every entry of the retention period (README, "Running several
+ * instances").
+ *
+ * Stores written before buckets hold entries and markers without one (`changes/<time>+...`, `changes/<time>+compacted`)
+ * for up to the feed's retention; `parseChange` and `parseCompacted` read both forms. Such a flat key shares its
+ * bucket's 9 digits, then a digit where a bucketed key has `/` (which sorts before digits): it sorts after every
+ * bucketed key of its bucket and before the next bucket. lib/core/feed.ts says what that means for each listing.
  */
 const PACKAGES = 'packages/';
 const PACKAGE_DOC_SUFFIX = '.json';
 const CHANGES = 'changes/';
 const TIME_DIGITS = 13;
+/** The leading digits of `<time>` that name a change entry's bucket: 10^(13 - 9) ms = 10 s of entries each. */
+const BUCKET_DIGITS = 9;
 const blobs = addressed('blobs/', '');
 const metadataObjects = addressed('metadata/', '.json');
 const segments = addressed('segments/', '.json');
@@ -82,20 +93,28 @@ export const keys = {
     return CHANGES;
   },
 
-  /** Where a listing of change entries written at `time` or later starts (exclusive, as S3's `StartAfter`). */
+  /**
+   * Where a listing of `changes()` starts (exclusive, as S3's `StartAfter`) to return every change entry timed at
+   * `time` (epoch ms) or later, and the compaction markers timed so: `changes/<bucket>/<time>`, which an entry timed
+   * exactly `time` follows (`<time>+...`). Of the flat keys of older stores (see the top of this file) it returns
+   * those of `time`'s bucket too, even timed earlier: a caller that needs only the later ones filters by time. On
+   * the filesystem adapter, the bucket directories before `time`'s are skipped unread.
+   */
   changesAfter(time: number): string {
-    return `${CHANGES}${String(Math.max(0, Math.floor(time))).padStart(TIME_DIGITS, '0')}`;
+    const stamp = timeStamp(time);
+    return `${CHANGES}${stamp.slice(0, BUCKET_DIGITS)}/${stamp}`;
   },
 
+  /** A change entry: `time` is the writer's clock (epoch ms), `seq` this instance's counter (written in base 36). */
   change(time: number, instance: string, seq: number, namespace: string, name: string): string {
-    const stamp = String(Math.max(0, Math.floor(time))).padStart(TIME_DIGITS, '0');
-    return `${CHANGES}${stamp}+${instance}+${seq.toString(36)}+${namespace}+${name}`;
+    return `${keys.changesAfter(time)}+${instance}+${seq.toString(36)}+${namespace}+${name}`;
   },
 
-  /** The inverse of `change`; `null` for anything else. */
+  /** The inverse of `change`, and of a flat entry key of older stores; `null` for anything else. */
   parseChange(key: string): ChangeRef | null {
-    if (!key.startsWith(CHANGES)) return null;
-    const parts = key.slice(CHANGES.length).split('+');
+    const entry = changeName(key);
+    if (entry === null) return null;
+    const parts = entry.split('+');
     if (parts.length !== 5 || !/^\d{13}$/.test(parts[0] as string) || parts.some((p) => !p)) return null;
     const [time, instance, , namespace, name] = parts as [string, string, string, string, string];
     return { key, time: Number(time), instance, namespace, name };
@@ -106,9 +125,9 @@ export const keys = {
     return `${keys.changesAfter(time)}+compacted`;
   },
 
-  /** The inverse of `compacted`: the time of the marker; `null` for anything else. */
+  /** The inverse of `compacted`, and of a flat marker of older stores: the marker's time; `null` for anything else. */
   parseCompacted(key: string): number | null {
-    const match = /^changes\/(\d{13})\+compacted$/.exec(key);
+    const match = /^(\d{13})\+compacted$/.exec(changeName(key) ?? '');
     return match ? Number(match[1]) : null;
   },
 
@@ -116,6 +135,27 @@ export const keys = {
     return 'catalog/snapshot.json';
   },
 };
+
+/** `time` (epoch ms) as the 13 zero-padded digits that start a change entry's name. */
+function timeStamp(time: number): string {
+  return String(Math.max(0, Math.floor(time))).padStart(TIME_DIGITS, '0');
+}
+
+/**
+ * What follows `changes/` and the bucket in a change entry's or marker's key (`<time>+...`): of a bucketed key, when
+ * its bucket is the first digits of that name; of a flat key (older stores), all of it. `null` for anything else.
+ */
+function changeName(key: string): string | null {
+  if (!key.startsWith(CHANGES)) return null;
+  const rest = key.slice(CHANGES.length);
+  const slash = rest.indexOf('/');
+  if (slash === -1) return rest;
+  const name = rest.slice(slash + 1);
+  const bucket = rest.slice(0, slash);
+  return slash === BUCKET_DIGITS && /^\d+$/.test(bucket) && name.startsWith(bucket) && !name.includes('/')
+    ? name
+    : null;
+}
 
 /**
  * One kind of content-addressed object of a package, `<prefix><ns>/<name>/sha256/<hash><suffix>`: the key of one, the

@@ -10,6 +10,8 @@ import { S3_BUCKET, uniqueS3Prefix } from './s3-env.js';
 export interface StoreFixture {
   storage: StorageAdapter;
   cleanup: () => Promise<void>;
+  /** A filesystem store's directory (`FsStorage`'s `root`). */
+  root?: string;
 }
 
 /** A filesystem store in a new temporary directory (`koa-appr-<label>-...`), removed by `cleanup`. */
@@ -19,6 +21,7 @@ export async function tempFsStore(label: string): Promise<StoreFixture> {
   // being removed (ENOTEMPTY, seen once in CI).
   return {
     storage: new FsStorage({ root }),
+    root,
     cleanup: () => rm(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }),
   };
 }

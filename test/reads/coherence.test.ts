@@ -110,7 +110,7 @@ describe('coherence across instances through the store (change feed)', () => {
     // Folded into the snapshot, deleted; the marker says where the deleted entries ended (lib/core/feed.ts).
     const left = (await storage.list('changes/')).keys;
     expect(left).to.have.length(1);
-    expect(left[0]).to.match(/^changes\/\d{13}\+compacted$/);
+    expect(left[0]).to.match(/^changes\/\d{9}\/\d{13}\+compacted$/);
     expect(await storage.get('catalog/snapshot.json')).to.not.equal(null);
 
     await stalled.sync(); // fell behind further than the retention: re-reads every package
