@@ -470,11 +470,20 @@ export class ChangeFeed {
   }
 
   /**
-   * Delete the change entries timed before `before` (the stored snapshot covers them), having first left a
-   * marker at `before`: an instance whose position is older finds the marker in its next listing and reloads the
+   * Delete the change entries timed before `before` (the stored snapshot covers them), page by page, never holding
+   * the listing. Before a page's deletes, a marker: an instance whose position is older finds it and reloads the
    * snapshot (`#reload`) instead of missing the deleted entries. Older markers go with the entries, so the newest
-   * marker always stays. Deletes page by page, never holding the listing. Returns the entries deleted (or, with
-   * `dryRun`, that would be).
+   * marker always stays. Returns the entries deleted (or, with `dryRun`, that would be).
+   *
+   * The marker goes in the bucket of the page's last bucketed entry deleted, at the end of that bucket (or at
+   * `before`, when earlier), and the page deletes only what is timed before it. Not at `before` in `before`'s
+   * bucket: on the filesystem a poll reads the directory of buckets first and the buckets after, and a bucket
+   * directory the marker creates after that first read is never read by that poll, while the buckets it reads
+   * next may have lost their entries meanwhile; the poll would then move past the marker's time without seeing
+   * it, and never apply the changes deleted. A bucket that held the entry deleted is read by such a poll after
+   * that entry's (or, when the directory was created after the poll started, holds an entry written since, which
+   * the next poll lists, and the marker is later still). An entry timed at the very end of its bucket may stay for
+   * a later compaction; so may the keys of an older store's layout, and markers, that follow the marker's time.
    *
    * Stops at the first key timed at or after `before`. Keys sort by time except the flat entries and markers of an
    * older store (lib/core/keys.ts), which follow the bucketed keys of their bucket: one timed before `before` that
@@ -484,29 +493,37 @@ export class ChangeFeed {
    */
   async #prune(before: number, dryRun: boolean): Promise<number> {
     let count = 0;
-    let marked = false;
     let cursor: string | undefined;
     do {
       const page = await this.#storage.list(keys.changes(), {
         limit: this.#pageSize,
         ...(cursor === undefined ? {} : { cursor }),
       });
-      const doomed: string[] = [];
+      const listed: { key: string; time: number; entry: boolean }[] = [];
+      let lastBucketed: number | undefined;
       let done = false;
       for (const key of page.keys) {
-        const time = keys.parseChange(key)?.time ?? keys.parseCompacted(key);
+        const ref = keys.parseChange(key);
+        const time = ref?.time ?? keys.parseCompacted(key);
         if (time === null) continue;
         if (time >= before) {
           done = true;
           break;
         }
-        doomed.push(key);
-        if (keys.parseCompacted(key) === null) count += 1;
+        listed.push({ key, time, entry: ref !== null });
+        if (ref !== null && keys.isBucketed(key)) lastBucketed = time;
       }
-      if (!dryRun && count > 0) {
-        if (!marked) await this.#storage.put(keys.compacted(before), Buffer.from('{}'), { ifNoneMatch: '*' });
-        marked = true;
-        await deleteAll(this.#storage, doomed); // on S3 one DeleteObjects per page (no HEAD + DELETE per entry)
+      const marker = lastBucketed === undefined ? before : Math.min(before, keys.bucketEnd(lastBucketed));
+      const doomed = listed.filter((item) => item.time < marker);
+      const entries = doomed.filter((item) => item.entry).length;
+      count += entries;
+      if (!dryRun && entries > 0) {
+        await this.#storage.put(keys.compacted(marker), Buffer.from('{}'), { ifNoneMatch: '*' });
+        // on S3 one DeleteObjects per page (no HEAD + DELETE per entry)
+        await deleteAll(
+          this.#storage,
+          doomed.map((item) => item.key),
+        );
       }
       cursor = done ? undefined : page.next;
     } while (cursor !== undefined);

@@ -120,6 +120,20 @@ export const keys = {
     return { key, time: Number(time), instance, namespace, name };
   },
 
+  /**
+   * The last millisecond of the bucket of `time` (epoch ms): a compaction's marker goes no later than this in the
+   * bucket of the last entry it deletes (lib/core/feed.ts `#prune`).
+   */
+  bucketEnd(time: number): number {
+    const size = 10 ** (TIME_DIGITS - BUCKET_DIGITS);
+    return Math.floor(Math.max(0, time) / size) * size + size - 1;
+  },
+
+  /** Whether a change entry's or marker's key is in a bucket (false for the flat keys of older stores). */
+  isBucketed(key: string): boolean {
+    return key.startsWith(CHANGES) && key.slice(CHANGES.length).includes('/');
+  },
+
   /** The marker a compaction leaves before it deletes the change entries timed before `time` (epoch ms). */
   compacted(time: number): string {
     return `${keys.changesAfter(time)}+compacted`;

@@ -1,0 +1,94 @@
+/**
+ * A poll on the filesystem store reads the directory of buckets (`changes/`) once, then the buckets from its
+ * position on, one by one. A compaction that runs in between deletes entries of a bucket the poll reads next, and
+ * leaves its marker: the poll must find that marker (now or at its next poll) and reload the snapshot, or the
+ * deleted entries' changes are never applied. Real FsStorage, registries polled by hand on a manual clock; the
+ * compaction runs at the moment the poll has read `changes/` (Node's `readdir` is wrapped for that).
+ */
+import { expect } from 'chai';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
+import { join } from 'node:path';
+import { Registry } from '../../lib/index.js';
+import { tempFsStore, type StoreFixture } from '../helpers/stores.js';
+import { chart, manualClock } from './helpers.js';
+
+describe('change feed on the filesystem: a compaction between a poll reading changes/ and its buckets', function () {
+  this.timeout(60_000);
+  let store: StoreFixture;
+  const registries: Registry[] = [];
+  afterEach(async () => {
+    await Promise.all(registries.splice(0).map((registry) => registry.close()));
+    await store.cleanup();
+  });
+
+  it('applies a change whose entry the compaction deleted, though the marker went to a bucket created meanwhile', async () => {
+    store = await tempFsStore('feed-bucket-race');
+    const clock = manualClock();
+    const instance = () => {
+      const registry = new Registry({
+        storage: store.storage,
+        now: clock.now,
+        coherence: { pollMs: 0, sweepPerSecond: 0 },
+      });
+      registries.push(registry);
+      return registry;
+    };
+    const writer = instance();
+    const reader = instance();
+    const collector = instance();
+    const push = async (release: string) => {
+      await writer.push({ namespace: 'ns', name: 'app', release, mediaType: 'helm', blob: await chart(release) });
+      await writer.flushChanges();
+    };
+    const releases = async () => (await reader.packageManifests('ns', 'app')).map((m) => m.release);
+
+    await push('1.0.0');
+    await collector.sync();
+    expect(await releases()).to.deep.equal(['1.0.0']);
+    clock.advance(1000);
+    await push('2.0.0'); // its entry: in the bucket of t0, the reader's position's bucket
+    clock.advance(29_000);
+
+    // The reader polls 30 s after its last poll (a stall: well within the retention). Right after it read the
+    // directory of buckets, a collection with a 15 s grace deletes the entries before t0 + 15 s, after a marker
+    // in the bucket of t0 + 10 s, which held nothing until then.
+    const changesDir = join(store.root as string, 'objects', 'changes');
+    await duringReaddir(
+      changesDir,
+      () => collector.gc({ graceMs: 15_000 }),
+      () => reader.sync(),
+    );
+    clock.advance(1000);
+    await reader.sync();
+    clock.advance(1000);
+    await reader.sync();
+    expect(await releases()).to.deep.equal(['1.0.0', '2.0.0']);
+  });
+});
+
+/**
+ * Run `fn`; the first time it reads directory `dir`, run `meanwhile` once that read is done and before its result
+ * is returned. Node's `readdir` is replaced for the time of `fn` (the adapter's import follows:
+ * `syncBuiltinESMExports`).
+ */
+async function duringReaddir(dir: string, meanwhile: () => Promise<unknown>, fn: () => Promise<unknown>) {
+  const fsp = createRequire(import.meta.url)('node:fs/promises') as { readdir: (...args: unknown[]) => unknown };
+  const original = fsp.readdir;
+  let done = false;
+  fsp.readdir = async (...args: unknown[]) => {
+    const result = await (original(...args) as Promise<unknown>);
+    if (!done && String(args[0]).replace(/\/$/, '') === dir) {
+      done = true;
+      await meanwhile();
+    }
+    return result;
+  };
+  syncBuiltinESMExports();
+  try {
+    await fn();
+  } finally {
+    fsp.readdir = original;
+    syncBuiltinESMExports();
+  }
+  expect(done, `${dir} was read`).to.equal(true);
+}
