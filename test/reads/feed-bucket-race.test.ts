@@ -6,9 +6,9 @@
  * compaction runs at the moment the poll has read `changes/` (Node's `readdir` is wrapped for that).
  */
 import { expect } from 'chai';
-import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { Registry } from '../../lib/index.js';
+import { withReaddir } from '../helpers/readdir-hook.js';
 import { tempFsStore, type StoreFixture } from '../helpers/stores.js';
 import { chart, manualClock } from './helpers.js';
 
@@ -68,27 +68,21 @@ describe('change feed on the filesystem: a compaction between a poll reading cha
 
 /**
  * Run `fn`; the first time it reads directory `dir`, run `meanwhile` once that read is done and before its result
- * is returned. Node's `readdir` is replaced for the time of `fn` (the adapter's import follows:
- * `syncBuiltinESMExports`).
+ * is returned (`withReaddir`).
  */
 async function duringReaddir(dir: string, meanwhile: () => Promise<unknown>, fn: () => Promise<unknown>) {
-  const fsp = createRequire(import.meta.url)('node:fs/promises') as { readdir: (...args: unknown[]) => unknown };
-  const original = fsp.readdir;
   let done = false;
-  fsp.readdir = async (...args: unknown[]) => {
-    const result = await (original(...args) as Promise<unknown>);
-    if (!done && String(args[0]).replace(/\/$/, '') === dir) {
-      done = true;
-      await meanwhile();
-    }
-    return result;
-  };
-  syncBuiltinESMExports();
-  try {
-    await fn();
-  } finally {
-    fsp.readdir = original;
-    syncBuiltinESMExports();
-  }
+  await withReaddir(
+    (original) =>
+      async (...args: unknown[]) => {
+        const result = await (original(...args) as Promise<unknown>);
+        if (!done && String(args[0]).replace(/\/$/, '') === dir) {
+          done = true;
+          await meanwhile();
+        }
+        return result;
+      },
+    fn,
+  );
   expect(done, `${dir} was read`).to.equal(true);
 }

@@ -7,11 +7,11 @@
  */
 import { expect } from 'chai';
 import { readdir } from 'node:fs/promises';
-import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join, relative } from 'node:path';
 import { keys } from '../../lib/core/keys.js';
 import { MemoryStorage, Registry, type ListPage, type StorageAdapter } from '../../lib/index.js';
 import { flatChange, flatCompacted, flatWriting } from '../helpers/flat-changes.js';
+import { withReaddir } from '../helpers/readdir-hook.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { hookedStorage, tempFsStore, testS3Store, type StorageCall, type StoreFixture } from '../helpers/stores.js';
 import { chart, manualClock } from './helpers.js';
@@ -248,30 +248,24 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
 
 /**
  * The directories under `<root>/objects/` that the filesystem adapter reads (`readdir`) while `fn` runs, relative
- * to it and in order; `[]` without a root. Node's `readdir` is replaced for the time of `fn` (the adapter's import
- * of it follows: `syncBuiltinESMExports`).
+ * to it and in order; `[]` without a root (`withReaddir`).
  */
 async function readdirsDuring(root: string | undefined, fn: () => Promise<unknown>): Promise<string[]> {
   if (root === undefined) {
     await fn();
     return [];
   }
-  const fsp = createRequire(import.meta.url)('node:fs/promises') as { readdir: (...args: unknown[]) => unknown };
-  const original = fsp.readdir;
   const objects = join(root, 'objects');
   const read: string[] = [];
-  fsp.readdir = (...args: unknown[]) => {
-    const path = String(args[0]);
-    if (path.startsWith(objects)) read.push(relative(objects, path));
-    return original(...args);
-  };
-  syncBuiltinESMExports();
-  try {
-    await fn();
-  } finally {
-    fsp.readdir = original;
-    syncBuiltinESMExports();
-  }
+  await withReaddir(
+    (original) =>
+      (...args: unknown[]) => {
+        const path = String(args[0]);
+        if (path.startsWith(objects)) read.push(relative(objects, path));
+        return original(...args);
+      },
+    fn,
+  );
   return read;
 }
 

@@ -1,12 +1,11 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import type { ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FsStorage } from '../../lib/storage/fs.js';
-import { race, startWorker, stopWorkers, type MixResult, type Worker, type WorkerTask } from './fs-worker.js';
+import { race, startWorker, stopWorkers, type MixResult, type WorkerTask, countingWorkers } from './fs-worker.js';
 
 /**
  * A key's lock directory goes with the key (lib/storage/fs-lock.ts, `dropWhen`): whatever finds the key gone under
@@ -102,15 +101,7 @@ describe('FsStorage lock directories of deleted keys', function () {
       lockTimeoutMs: 8000,
       staleLockMs: 600_000, // Only a dead holder is broken: a live one is never taken for abandoned.
     };
-    const entered = new Map<ChildProcess, number>();
-    const start = async (): Promise<Worker> => {
-      const worker = startWorker(task);
-      entered.set(worker.child, 0);
-      worker.onLine = () => entered.set(worker.child, entered.get(worker.child)! + 1);
-      await worker.ready;
-      worker.child.stdin!.write('go\n');
-      return worker;
-    };
+    const { start, reported: reportedLines } = countingWorkers(task);
     const alive = await Promise.all(Array.from({ length: 4 }, start));
     let kills = 0;
     for (let round = 0; round < 8; round++) {
@@ -130,7 +121,7 @@ describe('FsStorage lock directories of deleted keys', function () {
       keys.map(async (key) => Number(await readFile(join(counters, encodeURIComponent(key)), 'utf8').catch(() => 0))),
     );
     const total = counts.reduce((a, b) => a + b, 0);
-    const reported = [...entered.values()].reduce((a, b) => a + b, 0);
+    const reported = reportedLines();
     expect(reported).to.be.above(0);
     expect(total).to.be.within(reported, reported + kills + alive.length);
     // Whatever the dead left (a held name, an empty directory) is no obstacle to the next writer, well within its

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageUnavailableError } from '../../lib/errors.js';
 import { FsStorage } from '../../lib/storage/fs.js';
 import { holderName, KeyLocks } from '../../lib/storage/fs-lock.js';
-import { race, startWorker, stopWorkers, type MixResult, type Worker, type WorkerTask } from './fs-worker.js';
+import { race, startWorker, stopWorkers, type MixResult, type WorkerTask, countingWorkers } from './fs-worker.js';
 
 /**
  * Attacks on the filesystem adapter's per-key locks (lib/storage/fs-lock.ts) with real processes on a real
@@ -54,19 +54,23 @@ describe('FsStorage locks under attack', function () {
     );
   }
 
-  it('loses and doubles no update when 5 processes append, delete and re-create keys never locked before', async function () {
-    const keys = ['packages/ns/a.json', 'packages/ns/b.json', 'packages/other/c.json'];
-    const workers = ['w0', 'w1', 'w2', 'w3', 'w4'].map((id) => startWorker({ mode: 'mix', root, keys, ops: 40, id }));
-    const results = (await race(workers)) as MixResult[];
-
+  /** Each create or append the `mix` workers applied is in exactly one document, final or deleted; nothing else is. */
+  async function expectEveryOpOnce(results: MixResult[], keys: string[]): Promise<void> {
     const storage = new FsStorage({ root });
     const seen: string[] = results.flatMap((r) => r.deleted.flat());
     for (const key of keys) {
       const got = await storage.get(key);
       if (got !== null && !got.notModified) seen.push(...(JSON.parse(got.body.toString()) as { ops: string[] }).ops);
     }
-    // Each create or append applied is in exactly one document, final or deleted; nothing else is.
     expect([...seen].sort()).to.deep.equal(results.flatMap((r) => r.applied).sort());
+  }
+
+  it('loses and doubles no update when 5 processes append, delete and re-create keys never locked before', async function () {
+    const keys = ['packages/ns/a.json', 'packages/ns/b.json', 'packages/other/c.json'];
+    const workers = ['w0', 'w1', 'w2', 'w3', 'w4'].map((id) => startWorker({ mode: 'mix', root, keys, ops: 40, id }));
+    const results = (await race(workers)) as MixResult[];
+
+    await expectEveryOpOnce(results, keys);
     expect(results.reduce((sum, r) => sum + r.conflicts, 0)).to.be.above(0); // They did contend.
     expect(results.some((r) => r.deleted.length > 0)).to.equal(true);
     await expectLocksClean(true);
@@ -115,14 +119,9 @@ describe('FsStorage locks under attack', function () {
       const id = (w: number) => `r${round}w${w}`;
       const workers = [0, 1, 2, 3, 4].map((w) => startWorker({ mode: 'mix', root, keys, ops: 30, id: id(w) }));
       const results = (await race(workers)) as MixResult[];
+      await expectEveryOpOnce(results, keys);
       const storage = new FsStorage({ root });
-      const seen: string[] = results.flatMap((r) => r.deleted.flat());
-      for (const key of keys) {
-        const got = await storage.get(key);
-        if (got !== null && !got.notModified) seen.push(...(JSON.parse(got.body.toString()) as { ops: string[] }).ops);
-        await storage.delete(key); // The next round starts from no object and no lock.
-      }
-      expect([...seen].sort()).to.deep.equal(results.flatMap((r) => r.applied).sort());
+      for (const key of keys) await storage.delete(key); // The next round starts from no object and no lock.
       expect(results.some((r) => r.deleted.length > 0)).to.equal(true);
       expect(await readdir(join(root, 'locks'))).to.deep.equal([]);
     }
@@ -152,15 +151,7 @@ describe('FsStorage locks under attack', function () {
       lockTimeoutMs: 8000,
       staleLockMs: 600_000,
     };
-    const entered = new Map<ChildProcess, number>();
-    const start = async (): Promise<Worker> => {
-      const worker = startWorker(task);
-      entered.set(worker.child, 0);
-      worker.onLine = () => entered.set(worker.child, entered.get(worker.child)! + 1);
-      await worker.ready;
-      worker.child.stdin!.write('go\n');
-      return worker;
-    };
+    const { start, reported: reportedLines } = countingWorkers(task);
     const alive = await Promise.all(Array.from({ length: 4 }, start));
     let kills = 0;
     let killedHolding = 0;
@@ -184,7 +175,7 @@ describe('FsStorage locks under attack', function () {
 
     // Every completed section counted once (a worker killed after its increment but before saying so: one more).
     const total = (await countersOf(keys)).reduce((a, b) => a + b, 0);
-    const reported = [...entered.values()].reduce((a, b) => a + b, 0);
+    const reported = reportedLines();
     expect(reported).to.be.above(0);
     expect(total).to.be.within(reported, reported + kills + alive.length);
     // Whatever the dead left held is broken for the next taker at once (well within its lockTimeoutMs).

@@ -113,6 +113,25 @@ export function startWorker(task: WorkerTask): Worker {
   return worker;
 }
 
+/**
+ * Workers of `task` that start as soon as they are ready (no `race`), for tests that kill and replace them: `start`
+ * starts one more, and `reported` is how many lines (an `exclusive` worker's completed sections) all of them printed.
+ */
+export function countingWorkers(task: WorkerTask): { start: () => Promise<Worker>; reported: () => number } {
+  const entered = new Map<ChildProcess, number>();
+  return {
+    start: async () => {
+      const worker = startWorker(task);
+      entered.set(worker.child, 0);
+      worker.onLine = () => entered.set(worker.child, entered.get(worker.child)! + 1);
+      await worker.ready;
+      worker.child.stdin!.write('go\n');
+      return worker;
+    },
+    reported: () => [...entered.values()].reduce((a, b) => a + b, 0),
+  };
+}
+
 /** Wait until every worker is ready, start them at once, and collect their results. */
 export async function race(workers: Worker[]): Promise<unknown[]> {
   await Promise.all(workers.map((w) => w.ready));
