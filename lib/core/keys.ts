@@ -33,6 +33,7 @@ const CHANGES = 'changes/';
 const TIME_DIGITS = 13;
 /** The leading digits of `<time>` that name a change entry's bucket: 10^(13 - 9) ms = 10 s of entries each. */
 const BUCKET_DIGITS = 9;
+const BUCKET_MS = 10 ** (TIME_DIGITS - BUCKET_DIGITS);
 const blobs = addressed('blobs/', '');
 const metadataObjects = addressed('metadata/', '.json');
 const segments = addressed('segments/', '.json');
@@ -125,8 +126,7 @@ export const keys = {
    * bucket of the last entry it deletes (lib/core/feed.ts `#prune`).
    */
   bucketEnd(time: number): number {
-    const size = 10 ** (TIME_DIGITS - BUCKET_DIGITS);
-    return Math.floor(Math.max(0, time) / size) * size + size - 1;
+    return Math.floor(Math.max(0, time) / BUCKET_MS) * BUCKET_MS + BUCKET_MS - 1;
   },
 
   /** Whether a change entry's or marker's key is in a bucket (false for the flat keys of older stores). */

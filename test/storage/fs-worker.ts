@@ -227,33 +227,47 @@ async function mix(keys: string[], ops: number, id: string): Promise<MixResult> 
   const result: MixResult = { applied: [], deleted: [], conflicts: 0 };
   for (let n = 0; n < ops;) {
     const key = keys[Math.floor(Math.random() * keys.length)]!;
-    const op = `${id}-${n}`;
-    const current = await storage.get(key);
-    let done: boolean;
-    let deleting = false;
-    if (current === null) {
-      done = (await storage.put(key, encode({ ops: [op] }), { ifNoneMatch: '*' })) !== null;
-    } else if (current.notModified) {
-      throw new Error('a plain get answered not-modified');
-    } else {
-      const doc = JSON.parse(current.body.toString()) as OpsDocument;
-      if (Math.random() < 1 / 6) {
-        deleting = true;
-        done = await storage.delete(key, { ifMatch: current.etag });
-        if (done) result.deleted.push(doc.ops);
-      } else {
-        done = (await storage.put(key, encode({ ops: [...doc.ops, op] }), { ifMatch: current.etag })) !== null;
-      }
-    }
-    if (!done) {
-      result.conflicts++;
-      continue;
-    }
-    // A delete's op id is in no document: only creates and appends are checked.
-    if (!deleting) result.applied.push(op);
-    n++;
+    if (await storageOp(result, key, `${id}-${n}`, { remove: Math.random() < 1 / 6, padBytes: 0 })) n++;
   }
   return result;
+}
+
+/**
+ * One `mix` operation on `key` through the storage, counted in `result`: create-if-absent of `{ops: [op]}` when the
+ * key is absent, else a conditional delete (`remove`) or a compare-and-swap that appends `op` (the document followed
+ * by `padBytes` spaces). False when it lost a race (a conflict, to be retried with a new read).
+ */
+async function storageOp(
+  result: MixResult,
+  key: string,
+  op: string,
+  choice: { remove: boolean; padBytes: number },
+): Promise<boolean> {
+  const current = await storage.get(key);
+  let done: boolean;
+  let deleting = false;
+  if (current === null) {
+    done = (await storage.put(key, encode({ ops: [op] }), { ifNoneMatch: '*' })) !== null;
+  } else if (current.notModified) {
+    throw new Error('a plain get answered not-modified');
+  } else {
+    const doc = JSON.parse(current.body.toString()) as OpsDocument;
+    if (choice.remove) {
+      deleting = true;
+      done = await storage.delete(key, { ifMatch: current.etag });
+      if (done) result.deleted.push(doc.ops);
+    } else {
+      const body = Buffer.from(JSON.stringify({ ops: [...doc.ops, op] }) + ' '.repeat(choice.padBytes));
+      done = (await storage.put(key, body, { ifMatch: current.etag })) !== null;
+    }
+  }
+  if (!done) {
+    result.conflicts++;
+    return false;
+  }
+  // A delete's op id is in no document: only creates and appends are checked.
+  if (!deleting) result.applied.push(op);
+  return true;
 }
 
 /**
@@ -336,32 +350,9 @@ async function chaos(root: string, keys: string[], ops: number, id: string): Pro
       n++;
       continue;
     }
-    const current = await storage.get(key);
-    let done: boolean;
-    let deleting = false;
-    if (current === null) {
-      done = (await storage.put(key, encode({ ops: [op] }), { ifNoneMatch: '*' })) !== null;
-    } else if (current.notModified) {
-      throw new Error('a plain get answered not-modified');
-    } else {
-      const doc = JSON.parse(current.body.toString()) as OpsDocument;
-      if (dice < 0.4) {
-        deleting = true;
-        done = await storage.delete(key, { ifMatch: current.etag });
-        if (done) result.deleted.push(doc.ops);
-      } else {
-        // One append in five with a body over 1 MiB: not a writer thread's job.
-        const pad = dice < 0.52 ? ' '.repeat(1024 * 1024) : '';
-        const body = Buffer.from(JSON.stringify({ ops: [...doc.ops, op] }) + pad);
-        done = (await storage.put(key, body, { ifMatch: current.etag })) !== null;
-      }
-    }
-    if (!done) {
-      result.conflicts++;
-      continue;
-    }
-    if (!deleting) result.applied.push(op);
-    n++;
+    // One append in five with a body over 1 MiB: not a writer thread's job.
+    const choice = { remove: dice < 0.4, padBytes: dice < 0.52 ? 1024 * 1024 : 0 };
+    if (await storageOp(result, key, op, choice)) n++;
   }
   return result;
 }
