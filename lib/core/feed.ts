@@ -386,8 +386,8 @@ export class ChangeFeed {
       }
       cursor = page.next;
     } while (cursor !== undefined);
-    // A compaction deleted entries after this instance's position (it was behind): the snapshot has them.
-    if (compactedTo > this.#from) await this.#reload(compactedTo);
+    // A compaction deleted entries at or after this instance's position (it was behind): the snapshot has them.
+    if (compactedTo >= this.#from) await this.#reload(compactedTo);
     const changed = new Set<string>();
     for (const ref of fresh) if (ref.instance !== this.#instance) changed.add(keys.packageDoc(ref.namespace, ref.name));
     await mapLimit([...changed], REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
@@ -475,15 +475,16 @@ export class ChangeFeed {
    * snapshot (`#reload`) instead of missing the deleted entries. Older markers go with the entries, so the newest
    * marker always stays. Returns the entries deleted (or, with `dryRun`, that would be).
    *
-   * The marker goes in the bucket of the page's last bucketed entry deleted, at the end of that bucket (or at
-   * `before`, when earlier), and the page deletes only what is timed before it. Not at `before` in `before`'s
+   * A marker timed M says: every entry timed at or before M is deleted (a poll at or before M reloads). It goes in
+   * the bucket of the page's last bucketed entry deleted, at the last millisecond of that bucket (or of `before`,
+   * when earlier), and the page deletes only the entries timed at or before it. Not at `before` in `before`'s
    * bucket: on the filesystem a poll reads the directory of buckets first and the buckets after, and a bucket
    * directory the marker creates after that first read is never read by that poll, while the buckets it reads
    * next may have lost their entries meanwhile; the poll would then move past the marker's time without seeing
    * it, and never apply the changes deleted. A bucket that held the entry deleted is read by such a poll after
    * that entry's (or, when the directory was created after the poll started, holds an entry written since, which
-   * the next poll lists, and the marker is later still). An entry timed at the very end of its bucket may stay for
-   * a later compaction; so may the keys of an older store's layout, and markers, that follow the marker's time.
+   * the next poll lists, and the marker is later still). The keys of an older store's layout, and markers, that
+   * follow the marker's time may stay for a later compaction.
    *
    * Stops at the first key timed at or after `before`. Keys sort by time except the flat entries and markers of an
    * older store (lib/core/keys.ts), which follow the bucketed keys of their bucket: one timed before `before` that
@@ -513,8 +514,11 @@ export class ChangeFeed {
         listed.push({ key, time, entry: ref !== null });
         if (ref !== null && keys.isBucketed(key)) lastBucketed = time;
       }
-      const marker = lastBucketed === undefined ? before : Math.min(before, keys.bucketEnd(lastBucketed));
-      const doomed = listed.filter((item) => item.time < marker);
+      // Times are whole milliseconds: "before `before`" is "at or before `last`".
+      const last = Math.ceil(before) - 1;
+      const marker = lastBucketed === undefined ? last : Math.min(last, keys.bucketEnd(lastBucketed));
+      // Not a marker at the marker's own time: this page's, when another page or instance wrote it first.
+      const doomed = listed.filter((item) => (item.entry ? item.time <= marker : item.time < marker));
       const entries = doomed.filter((item) => item.entry).length;
       count += entries;
       if (!dryRun && entries > 0) {
@@ -532,11 +536,12 @@ export class ChangeFeed {
 
   /**
    * Catch up after a compaction deleted entries this instance had not read: reload the stored snapshot (which
-   * covers every entry before `compactedTo`) and re-read only the packages whose version differs from it.
+   * covers every entry at or before `compactedTo`, the marker's time) and re-read only the packages whose version
+   * differs from it.
    */
   async #reload(compactedTo: number): Promise<void> {
     const snapshot = (await this.#docs.refresh<Snapshot>(keys.snapshot())).value;
-    if (snapshot === null || snapshot.from < compactedTo) {
+    if (snapshot === null || snapshot.from <= compactedTo) {
       await this.rebuild();
       return;
     }

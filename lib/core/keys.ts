@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
  *   segments/<ns>/<name>/sha256/<hash>.json            older release records of a package (immutable, content-addressed)
  *   charts/<ns>/<name>/sha256/<digest>.json            Helm: what the index needs of blob <digest> (chart.ts)
  *   changes/<bucket>/<time>+<instance>+<seq>+<ns>+<name>  change entry: "this package changed" (immutable, create-only)
- *   changes/<bucket>/<time>+compacted                  entries before <time> were deleted (lib/core/feed.ts)
+ *   changes/<bucket>/<time>+compacted                  entries at or before <time> were deleted (feed.ts)
  *   catalog/snapshot.json                              catalog snapshot: every live package at a feed position (CAS)
  *   health/<random>                                    one instance's health probe (written, read, deleted)
  *
@@ -134,7 +134,10 @@ export const keys = {
     return key.startsWith(CHANGES) && key.slice(CHANGES.length).includes('/');
   },
 
-  /** The marker a compaction leaves before it deletes the change entries timed before `time` (epoch ms). */
+  /**
+   * The marker a compaction leaves before it deletes the change entries timed at or before `time` (epoch ms; an
+   * older store's flat marker said "before `time`": read as "at or before", it only makes a poll reload once more).
+   */
   compacted(time: number): string {
     return `${keys.changesAfter(time)}+compacted`;
   },

@@ -1,13 +1,14 @@
 import { expect } from 'chai';
 import { MemoryStorage, Registry, type RegistryOptions } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
+import { hookedStorage, type StorageCall } from '../helpers/stores.js';
 import { chart, manualClock } from './helpers.js';
 
 /**
  * The change feed's compaction check (lib/core/feed.ts `#oldestChange`) reads the first keys of the listing, a
  * page of 16, skipping compaction markers: pinned here on the cases at its edges (more markers than a page, an
- * entry exactly at the cutoff, several instances compacting at once). Polls and compactions are made by hand with
- * the instances' clock under the test's control.
+ * entry exactly at the cutoff, several instances compacting at once, an entry at the last millisecond of its
+ * 10-second bucket). Polls and compactions are made by hand with the instances' clock under the test's control.
  */
 describe('change feed compaction: the oldest entry, past markers and at the cutoff', () => {
   const coherence = { pollMs: 0, sweepPerSecond: 0, retentionMs: 60_000, maxClockSkewMs: 5000 };
@@ -72,6 +73,70 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
     await a.sync();
     await a.compactChanges();
     expect(await entries(storage)).to.deep.equal([]);
+  });
+
+  it('deletes an entry timed at the last millisecond of its bucket, after which a quiet store compacts no more', async () => {
+    const calls: StorageCall[] = [];
+    const storage = hookedStorage(new MemoryStorage(), {}, calls);
+    const clock = manualClock(); // at the first millisecond of a bucket
+    const a = instance(storage, { now: clock.now });
+    await a.sync();
+    clock.advance(9999);
+    await push(a, 'pkg0');
+    const last = keys.bucketEnd(clock.at);
+    const [entry] = await entries(storage);
+    expect(keys.parseChange(entry ?? '')?.time).to.equal(last);
+    clock.advance(120_000);
+    await a.sync();
+    await a.compactChanges();
+    // The marker at that millisecond says "every entry at or before it is deleted": the entry went with it.
+    expect(await entries(storage)).to.deep.equal([]);
+    expect(await markers(storage)).to.deep.equal([keys.compacted(last)]);
+    // A quiet store: nothing left to compact, so no snapshot write (nor any other) every `compactEveryMs`.
+    for (let minute = 1; minute <= 3; minute += 1) {
+      clock.advance(60_000);
+      await a.sync();
+      calls.length = 0;
+      await a.compactChanges();
+      expect(calls.filter((call) => call.method !== 'list' && call.method !== 'get')).to.deep.equal([]);
+    }
+    expect(await names(instance(storage, { now: clock.now }))).to.deep.equal(['ns/pkg0']);
+  });
+
+  it('keeps the marker another compaction left at the time its own goes to, and deletes the entries before it', async () => {
+    const storage = new MemoryStorage();
+    const clock = manualClock();
+    const a = instance(storage, { now: clock.now });
+    await a.sync();
+    await push(a, 'pkg0');
+    const last = keys.bucketEnd(clock.at);
+    // Left by an instance compacting at the same moment, whose page ended in the same bucket.
+    await storage.put(keys.compacted(last), Buffer.from('{}'), { ifNoneMatch: '*' });
+    clock.advance(120_000);
+    await a.sync();
+    await a.compactChanges();
+    expect(await entries(storage)).to.deep.equal([]);
+    expect(await markers(storage)).to.deep.equal([keys.compacted(last)]);
+  });
+
+  it("sends an instance whose position is a marker's very time to the snapshot, not past the entry deleted there", async () => {
+    const storage = new MemoryStorage();
+    const t0 = manualClock().at;
+    const at = t0 + 9999; // the last millisecond of a bucket, where a marker may be
+    let lagging = at;
+    const b = instance(storage, { now: () => new Date(lagging) });
+    await b.sync();
+    lagging = at + coherence.maxClockSkewMs;
+    await b.sync(); // its position: `at` (its poll's time less the skew it allows)
+    // A push timed `at` by a writer whose clock is behind, stored after b's poll; then a compaction deletes it.
+    await push(instance(storage, { now: () => new Date(at) }), 'late');
+    const collector = instance(storage, { now: () => new Date(at + 200_000) });
+    await collector.sync();
+    await collector.compactChanges();
+    expect(await entries(storage)).to.deep.equal([]);
+    expect(await markers(storage)).to.deep.equal([keys.compacted(at)]);
+    await b.sync();
+    expect(await names(b)).to.deep.equal(['ns/late']);
   });
 
   it('loses no package when three instances compact at once, round after round, and keeps the markers few', async () => {
