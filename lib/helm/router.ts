@@ -537,6 +537,9 @@ async function spoolMultipart(ctx: Context, limit: number, tmpDir: string | unde
     await parse(ctx, async () => undefined);
   } catch (err) {
     refused = err as FormidableError; // koa-body rejects with formidable's error as it is
+    // Answered now: stop reading the form here, not once its files are closed and removed (the rest of a body
+    // sent meanwhile would be read through formidable, and the connection kept as if the form were read whole).
+    closeAfterAnswer(ctx, lingerBounds(limit));
   }
   // Closed, not only finished (close(2) may report a delayed write error); those of a refused form at once.
   if (refused !== undefined) for (const { file } of streams) file.destroy();
