@@ -16,6 +16,7 @@ export const ERRORS = {
   'package-exists': { status: 409, message: 'Package already exists' },
   'payload-too-large': { status: 413, message: 'Payload too large' },
   'unsupported-encoding': { status: 415, message: 'Unsupported Content-Encoding' },
+  'range-not-satisfiable': { status: 416, message: 'Range not satisfiable' },
   'expectation-failed': { status: 417, message: 'Expectation failed' },
   'invalid-release': { status: 422, message: 'Invalid release' },
   'invalid-parameters': { status: 422, message: 'Invalid parameters' },

@@ -278,13 +278,18 @@ export function sendBlob(
       if (blob.bytes === undefined) blob.body.destroy();
       return;
     }
-    const range = ctx.req.headers.range === undefined ? undefined : requestedRange(ctx, blob.size);
+    const range =
+      ctx.req.headers.range === undefined || !ifRangeHolds(ctx, digest) ? undefined : requestedRange(ctx, blob.size);
     if (range === 'unsatisfiable') {
       if (blob.bytes === undefined) blob.body.destroy();
-      ctx.status = 416;
-      ctx.set('Content-Range', `bytes */${blob.size}`);
-      ctx.body = Buffer.alloc(0);
-      return;
+      // A JSON error, not the blob's headers: no attachment to save it as, nothing for a cache to keep.
+      for (const name of ['Content-Disposition', 'Cache-Control', 'ETag']) res.removeHeader(name);
+      throw new ApprError(
+        'range-not-satisfiable',
+        `The range starts past the end of the blob (${blob.size} bytes)`,
+        { range: ctx.get('Range'), size: blob.size },
+        { 'Content-Range': `bytes */${blob.size}` },
+      );
     }
     if (range !== undefined) {
       ctx.status = 206;
@@ -331,6 +336,17 @@ export function sendBlob(
 const PUBLIC_BLOB = `public, ${IMMUTABLE}`;
 const PRIVATE_BLOB = `private, ${IMMUTABLE}`;
 const JSON_TAIL = Buffer.from('"}');
+
+/**
+ * Whether a `Range` may be served (RFC 9110 section 13.1.5): there is no `If-Range`, or it is the blob's ETag (a
+ * strong comparison: a weak ETag never matches). A date never does either, since no `Last-Modified` is sent. A
+ * client resuming a download of a release that a force push has changed since gets the whole new blob (200), not
+ * the rest of it spliced onto its part of the old one.
+ */
+function ifRangeHolds(ctx: Context, digest: string): boolean {
+  const validator = ctx.req.headers['if-range'];
+  return validator === undefined || (typeof validator === 'string' && validator.trim() === `"${digest}"`);
+}
 
 /**
  * The one byte range a `Range: bytes=...` header asks for (RFC 9110 section 14), undefined to send the whole blob

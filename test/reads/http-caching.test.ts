@@ -114,6 +114,12 @@ describe('HTTP caching of reads', () => {
       });
       expect(beyond.status).to.equal(416);
       expect(beyond.headers.get('content-range')).to.equal(`bytes */${size}`);
+      // A JSON error like any other (docs/api.md), without the blob's attachment or caching headers.
+      expect(beyond.headers.get('content-type')).to.match(/^application\/json/);
+      expect(beyond.json).to.deep.include({ code: 'range-not-satisfiable' });
+      expect(beyond.json.details).to.deep.equal({ range: `bytes=${size}-`, size });
+      for (const header of ['content-disposition', 'cache-control', 'etag'])
+        expect(beyond.headers.get(header), header).to.equal(null);
       // Several ranges, or another unit: the whole blob (a server may ignore Range).
       for (const range of ['bytes=0-1,4-5', 'items=0-1']) {
         const full = await server.request('GET', `/api/v1/packages/ns/${name}/1.0.0/helm/pull`, {
@@ -127,6 +133,50 @@ describe('HTTP caching of reads', () => {
       ).to.equal('bytes');
     });
   }
+
+  it('serves a range only when If-Range is the ETag of the blob served now: a resumed download of a release changed since gets it whole', async () => {
+    const first = await makeTarGz({ 'Chart.yaml': 'version: 1.0.0\nfirst: true\n' });
+    const second = await makeTarGz({ 'Chart.yaml': 'version: 1.0.0\nsecond: true\n', 'pad.txt': 'x'.repeat(500) });
+    const push = async (blob: Buffer, force: boolean) =>
+      expect(
+        (
+          await server.request('POST', '/api/v1/packages/ns/resumed', {
+            json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64'), force },
+          })
+        ).status,
+      ).to.equal(200);
+    const pull = '/api/v1/packages/ns/resumed/1.0.0/helm/pull';
+    await push(first, false);
+    const part = await server.request('GET', pull, { headers: { Range: 'bytes=0-99' } });
+    expect(part.status).to.equal(206);
+    const etag = part.headers.get('etag') as string;
+    // Unchanged: the rest of it.
+    const rest = await server.request('GET', pull, { headers: { Range: 'bytes=100-', 'If-Range': etag } });
+    expect(rest.status).to.equal(206);
+    expect(Buffer.concat([part.bytes, rest.bytes]).equals(first)).to.equal(true);
+    await push(second, true);
+    // Changed by a force push: the whole new blob, whatever the range asked for (RFC 9110 section 13.1.5).
+    for (const validator of [etag, `W/${etag}`, new Date().toUTCString(), 'garbage']) {
+      const resumed = await server.request('GET', pull, {
+        headers: { Range: 'bytes=100-', 'If-Range': validator },
+      });
+      expect(resumed.status, validator).to.equal(200);
+      expect(resumed.headers.get('content-range'), validator).to.equal(null);
+      expect(resumed.bytes.equals(second), validator).to.equal(true);
+    }
+    // Past the end of the old blob, with the old ETag: the whole new one too, not a 416.
+    const beyond = await server.request('GET', pull, {
+      headers: { Range: `bytes=${second.length + 10}-`, 'If-Range': etag },
+    });
+    expect(beyond.status).to.equal(200);
+    const current = (await server.request('GET', pull, { headers: { Range: 'bytes=0-9' } })).headers.get('etag');
+    expect(current).to.not.equal(etag);
+    const ranged = await server.request('GET', pull, {
+      headers: { Range: 'bytes=0-9', 'If-Range': current as string },
+    });
+    expect(ranged.status).to.equal(206);
+    expect(ranged.bytes.equals(second.subarray(0, 10))).to.equal(true);
+  });
 
   it('answers 304 to a pull whose digest the client has', async () => {
     const res = await server.request('GET', '/api/v1/packages/ns/app/1.0.0/helm/pull', {
