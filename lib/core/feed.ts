@@ -367,7 +367,7 @@ export class ChangeFeed {
     }
     const from = this.#from;
     const fresh: ChangeRef[] = [];
-    let compactedTo = -Infinity;
+    let pruned = -Infinity;
     let cursor: string | undefined;
     do {
       // Always full pages: a poll lists the entries of the last `maxClockSkewMs` again, and should stay one request.
@@ -382,12 +382,12 @@ export class ChangeFeed {
         // keys.ts `changesAfter`). Polls before this one covered it; applied again, it would be each time.
         if (ref !== null) {
           if (ref.time >= from) fresh.push(ref);
-        } else compactedTo = Math.max(compactedTo, keys.parseCompacted(key) ?? -Infinity);
+        } else pruned = Math.max(pruned, keys.markerCovers(key) ?? -Infinity);
       }
       cursor = page.next;
     } while (cursor !== undefined);
     // A compaction deleted entries at or after this instance's position (it was behind): the snapshot has them.
-    if (compactedTo >= this.#from) await this.#reload(compactedTo);
+    if (pruned >= this.#from) await this.#reload(pruned);
     const changed = new Set<string>();
     for (const ref of fresh) if (ref.instance !== this.#instance) changed.add(keys.packageDoc(ref.namespace, ref.name));
     await mapLimit([...changed], REFRESH_CONCURRENCY, (key) => this.#docs.refresh(key));
@@ -475,16 +475,18 @@ export class ChangeFeed {
    * snapshot (`#reload`) instead of missing the deleted entries. Older markers go with the entries, so the newest
    * marker always stays. Returns the entries deleted (or, with `dryRun`, that would be).
    *
-   * A marker timed M says: every entry timed at or before M is deleted (a poll at or before M reloads). It goes in
-   * the bucket of the page's last bucketed entry deleted, at the last millisecond of that bucket (or of `before`,
-   * when earlier), and the page deletes only the entries timed at or before it. Not at `before` in `before`'s
-   * bucket: on the filesystem a poll reads the directory of buckets first and the buckets after, and a bucket
-   * directory the marker creates after that first read is never read by that poll, while the buckets it reads
-   * next may have lost their entries meanwhile; the poll would then move past the marker's time without seeing
-   * it, and never apply the changes deleted. A bucket that held the entry deleted is read by such a poll after
-   * that entry's (or, when the directory was created after the poll started, holds an entry written since, which
-   * the next poll lists, and the marker is later still). The keys of an older store's layout, and markers, that
-   * follow the marker's time may stay for a later compaction.
+   * A marker says which entries are deleted: those timed at or before its time (`keys.marker`). It must sort after
+   * every key the page deletes: a poll whose listing takes several pages, and whose cursor is among the keys
+   * deleted, lists the marker in a later page. So it goes in the bucket of the page's last bucketed entry, at the
+   * last millisecond of that bucket (or of `before`, when earlier), and sorts after every entry of that millisecond;
+   * when the page deletes flat entries of an older store, which sort after the bucketed keys of their bucket, a flat
+   * marker follows the last of them as well. Not at `before` in `before`'s bucket: on the filesystem a poll reads
+   * the directory of buckets first and the buckets after, and a bucket directory the marker creates after that
+   * first read is never read by that poll, while the buckets it reads next may have lost their entries meanwhile;
+   * the poll would then move past the marker's time without seeing it, and never apply the changes deleted. A
+   * bucket that held the entry deleted is read by such a poll after that entry's (or, when the directory was created
+   * after the poll started, holds an entry written since, which the next poll lists, and the marker is later still).
+   * The flat entries such a poll did not read in `changes/` itself it reads in a later page, with the flat marker.
    *
    * Stops at the first key timed at or after `before`. Keys sort by time except the flat entries and markers of an
    * older store (lib/core/keys.ts), which follow the bucketed keys of their bucket: one timed before `before` that
@@ -493,6 +495,9 @@ export class ChangeFeed {
    * past the end of that bucket (10 s later) finds nothing of the bucket to stop at, and deletes it.
    */
   async #prune(before: number, dryRun: boolean): Promise<number> {
+    // Times are whole milliseconds: "before `before`" is "at or before `last`".
+    const last = Math.ceil(before) - 1;
+    const covering = (time: number) => Math.min(last, keys.bucketEnd(time));
     let count = 0;
     let cursor: string | undefined;
     do {
@@ -502,27 +507,37 @@ export class ChangeFeed {
       });
       const listed: { key: string; time: number; entry: boolean }[] = [];
       let lastBucketed: number | undefined;
+      let lastFlat: number | undefined;
       let done = false;
       for (const key of page.keys) {
         const ref = keys.parseChange(key);
-        const time = ref?.time ?? keys.parseCompacted(key);
+        // A marker's time here: the last millisecond it covers.
+        const time = ref?.time ?? keys.markerCovers(key);
         if (time === null) continue;
         if (time >= before) {
           done = true;
           break;
         }
         listed.push({ key, time, entry: ref !== null });
-        if (ref !== null && keys.isBucketed(key)) lastBucketed = time;
+        if (ref === null) continue;
+        if (keys.isBucketed(key)) lastBucketed = time;
+        else lastFlat = time;
       }
-      // Times are whole milliseconds: "before `before`" is "at or before `last`".
-      const last = Math.ceil(before) - 1;
-      const marker = lastBucketed === undefined ? last : Math.min(last, keys.bucketEnd(lastBucketed));
-      // Not a marker at the marker's own time: this page's, when another page or instance wrote it first.
-      const doomed = listed.filter((item) => (item.entry ? item.time <= marker : item.time < marker));
+      // Every entry listed is timed at or before the marker that follows it (the bucketed one for bucketed entries,
+      // which come before the flat ones of their bucket; the flat one for flat entries).
+      const markers: { key: string; covers: number }[] = [];
+      if (lastBucketed !== undefined)
+        markers.push({ key: keys.marker(covering(lastBucketed)), covers: covering(lastBucketed) });
+      if (lastFlat !== undefined)
+        markers.push({ key: keys.marker(covering(lastFlat), true), covers: covering(lastFlat) });
+      // An older marker goes when a new one follows it and covers as much: never a new one itself.
+      const doomed = listed.filter(
+        (item) => item.entry || markers.some((m) => m.key > item.key && m.covers >= item.time),
+      );
       const entries = doomed.filter((item) => item.entry).length;
       count += entries;
       if (!dryRun && entries > 0) {
-        await this.#storage.put(keys.compacted(marker), Buffer.from('{}'), { ifNoneMatch: '*' });
+        for (const marker of markers) await this.#storage.put(marker.key, Buffer.from('{}'), { ifNoneMatch: '*' });
         // on S3 one DeleteObjects per page (no HEAD + DELETE per entry)
         await deleteAll(
           this.#storage,
@@ -536,12 +551,12 @@ export class ChangeFeed {
 
   /**
    * Catch up after a compaction deleted entries this instance had not read: reload the stored snapshot (which
-   * covers every entry at or before `compactedTo`, the marker's time) and re-read only the packages whose version
-   * differs from it.
+   * covers every entry timed at or before `pruned`, what the marker says was deleted) and re-read only the packages
+   * whose version differs from it.
    */
-  async #reload(compactedTo: number): Promise<void> {
+  async #reload(pruned: number): Promise<void> {
     const snapshot = (await this.#docs.refresh<Snapshot>(keys.snapshot())).value;
-    if (snapshot === null || snapshot.from <= compactedTo) {
+    if (snapshot === null || snapshot.from <= pruned) {
       await this.rebuild();
       return;
     }

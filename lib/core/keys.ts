@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
  *   segments/<ns>/<name>/sha256/<hash>.json            older release records of a package (immutable, content-addressed)
  *   charts/<ns>/<name>/sha256/<digest>.json            Helm: what the index needs of blob <digest> (chart.ts)
  *   changes/<bucket>/<time>+<instance>+<seq>+<ns>+<name>  change entry: "this package changed" (immutable, create-only)
- *   changes/<bucket>/<time>+compacted                  entries at or before <time> were deleted (feed.ts)
+ *   changes/<bucket>/<time>+pruned                     entries at or before <time> were deleted (feed.ts)
  *   catalog/snapshot.json                              catalog snapshot: every live package at a feed position (CAS)
  *   health/<random>                                    one instance's health probe (written, read, deleted)
  *
@@ -23,9 +23,11 @@ import { randomBytes } from 'node:crypto';
  * instances").
  *
  * Stores written before buckets hold entries and markers without one (`changes/<time>+...`, `changes/<time>+compacted`)
- * for up to the feed's retention; `parseChange` and `parseCompacted` read both forms. Such a flat key shares its
+ * for up to the feed's retention; `parseChange` and `markerCovers` read both forms. Such a flat key shares its
  * bucket's 9 digits, then a digit where a bucketed key has `/` (which sorts before digits): it sorts after every
  * bucketed key of its bucket and before the next bucket. lib/core/feed.ts says what that means for each listing.
+ * A marker (`+pruned`) sorts after every entry of its millisecond (`+` then an instance's hex digits, below `p`);
+ * the markers of earlier builds (`+compacted`, "entries before <time>") did not.
  */
 const PACKAGES = 'packages/';
 const PACKAGE_DOC_SUFFIX = '.json';
@@ -135,17 +137,23 @@ export const keys = {
   },
 
   /**
-   * The marker a compaction leaves before it deletes the change entries timed at or before `time` (epoch ms; an
-   * older store's flat marker said "before `time`": read as "at or before", it only makes a poll reload once more).
+   * The marker a compaction leaves before it deletes change entries: every entry timed at or before `time` (epoch
+   * ms) is deleted. In `time`'s bucket, or `flat` (`changes/<time>+pruned`: after the flat entries of older stores
+   * of `time`'s bucket, lib/core/feed.ts `#prune`). It sorts after every entry timed `time`.
    */
-  compacted(time: number): string {
-    return `${keys.changesAfter(time)}+compacted`;
+  marker(time: number, flat = false): string {
+    return `${flat ? CHANGES + timeStamp(time) : keys.changesAfter(time)}+pruned`;
   },
 
-  /** The inverse of `compacted`, and of a flat marker of older stores: the marker's time; `null` for anything else. */
-  parseCompacted(key: string): number | null {
-    const match = /^(\d{13})\+compacted$/.exec(changeName(key) ?? '');
-    return match ? Number(match[1]) : null;
+  /**
+   * The last millisecond (epoch ms) whose entries a marker says are deleted, for `marker`'s keys and the markers of
+   * earlier builds (`<time>+compacted`, bucketed or flat: "the entries before `<time>`", so `<time>` - 1); `null`
+   * for anything else.
+   */
+  markerCovers(key: string): number | null {
+    const match = /^(\d{13})\+(pruned|compacted)$/.exec(changeName(key) ?? '');
+    if (match === null) return null;
+    return match[2] === 'pruned' ? Number(match[1]) : Number(match[1]) - 1;
   },
 
   snapshot(): string {

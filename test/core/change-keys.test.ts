@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { keys } from '../../lib/core/keys.js';
 import { MemoryStorage } from '../../lib/index.js';
-import { flatChange, flatCompacted } from '../helpers/flat-changes.js';
+import { flatChange, flatCompacted, legacyMarker } from '../helpers/flat-changes.js';
 
 /** 2025-12-02T05:20:12.345Z: bucket 176465281 (from 1764652810000 to 1764652819999). */
 const T = 1_764_652_812_345;
@@ -14,7 +14,8 @@ const T = 1_764_652_812_345;
 describe('change feed keys: 10-second buckets', () => {
   it('files an entry and a marker under the first 9 digits of their 13-digit time', () => {
     expect(keys.change(T, 'a1b2c3d4', 35, 'ns', 'app')).to.equal('changes/176465281/1764652812345+a1b2c3d4+z+ns+app');
-    expect(keys.compacted(T)).to.equal('changes/176465281/1764652812345+compacted');
+    expect(keys.marker(T)).to.equal('changes/176465281/1764652812345+pruned');
+    expect(keys.marker(T, true)).to.equal('changes/1764652812345+pruned'); // after an older store's flat entries
     expect(keys.changesAfter(T)).to.equal('changes/176465281/1764652812345');
     // Zero-padded to 13 digits first, so the bucket is always 9 digits; fractions of a ms dropped, negatives at 0.
     expect(keys.change(42.9, 'i', 0, 'ns', 'app')).to.equal('changes/000000000/0000000000042+i+0+ns+app');
@@ -31,9 +32,12 @@ describe('change feed keys: 10-second buckets', () => {
         namespace: 'my-ns',
         name: 'my.app_1',
       });
-      expect(keys.parseCompacted(keys.compacted(time))).to.equal(time);
-      expect(keys.parseCompacted(key)).to.equal(null);
-      expect(keys.parseChange(keys.compacted(time))).to.equal(null);
+      expect(keys.markerCovers(keys.marker(time))).to.equal(time);
+      expect(keys.markerCovers(keys.marker(time, true))).to.equal(time);
+      // The markers of earlier builds said "the entries before <time>".
+      expect(keys.markerCovers(legacyMarker(time))).to.equal(time - 1);
+      expect(keys.markerCovers(key)).to.equal(null);
+      expect(keys.parseChange(keys.marker(time))).to.equal(null);
     }
   });
 
@@ -47,7 +51,7 @@ describe('change feed keys: 10-second buckets', () => {
       namespace: 'ns',
       name: 'app',
     });
-    expect(keys.parseCompacted('changes/1764652812345+compacted')).to.equal(T);
+    expect(keys.markerCovers('changes/1764652812345+compacted')).to.equal(T - 1);
     expect(flatCompacted(T)).to.equal('changes/1764652812345+compacted');
   });
 
@@ -70,12 +74,15 @@ describe('change feed keys: 10-second buckets', () => {
     }
     for (const key of [
       'changes/176465280/1764652812345+compacted',
+      'changes/176465280/1764652812345+pruned',
       'changes/176465281/1764652812345+compacted+x',
-      'changes/176465281/176465281/1764652812345+compacted',
+      'changes/176465281/1764652812345+pruned+x',
+      'changes/176465281/176465281/1764652812345+pruned',
+      'changes/176465281/1764652812345+prune',
       'changes/176465281/1764652812345',
       'changes/1764652812345',
     ]) {
-      expect(keys.parseCompacted(key), key).to.equal(null);
+      expect(keys.markerCovers(key), key).to.equal(null);
     }
   });
 
@@ -84,11 +91,26 @@ describe('change feed keys: 10-second buckets', () => {
     const built = times.flatMap((time, i) => [
       keys.change(time, 'ffffffff', i, 'zz', 'zz'),
       keys.change(time, '00000000', i, 'a', 'a'),
-      keys.compacted(time),
+      keys.marker(time),
     ]);
     const byTime = [...built].sort((a, b) => time(a) - time(b));
     const byBytes = [...built].sort();
     expect(byBytes.map(time)).to.deep.equal(byTime.map(time));
+  });
+
+  it('sorts a marker after every entry of its millisecond, whatever the instance (a paged poll lists it after them)', () => {
+    const marker = keys.marker(T);
+    for (const instance of ['00000000', '9fffffff', 'c0ffee00', 'd0000000', 'ffffffff']) {
+      expect(keys.change(T, instance, 0, 'zz', 'zz') < marker, instance).to.equal(true);
+      expect(flatChange(T, instance, 0, 'zz', 'zz') < keys.marker(T, true), instance).to.equal(true);
+    }
+    expect(legacyMarker(T) < marker).to.equal(true);
+    expect(marker < keys.change(T + 1, '00000000', 0, 'a', 'a')).to.equal(true);
+    // The flat marker: after the flat keys of its bucket timed at or before it, before the next bucket's keys.
+    expect(keys.marker(T, true) < flatChange(T + 1, '00000000', 0, 'a', 'a')).to.equal(true);
+    expect(keys.marker(T + 7_654, true) < keys.change(T + 7_655, '00000000', 0, 'a', 'a')).to.equal(true);
+    // The markers of earlier builds did not: an entry whose instance is above `compacted` followed them.
+    expect(keys.change(T, 'd0000000', 0, 'a', 'a') > legacyMarker(T)).to.equal(true);
   });
 
   it("sorts a flat key after every bucketed key of its bucket and before the next bucket's", () => {
@@ -96,7 +118,7 @@ describe('change feed keys: 10-second buckets', () => {
     const sorted = [
       keys.change(T + 7_654, 'i', 1, 'ns', 'app'), // last ms of the bucket
       flat,
-      flatCompacted(T - 2_345), // first ms of the bucket
+      keys.marker(T - 2_345, true), // first ms of the bucket
       keys.change(T - 2_345, 'i', 2, 'ns', 'app'),
       keys.change(T + 7_655, 'i', 3, 'ns', 'app'), // the next bucket
       keys.change(T - 2_346, 'i', 4, 'ns', 'app'), // the bucket before
@@ -120,13 +142,13 @@ describe('change feed keys: 10-second buckets', () => {
       keys.change(t, 'i', i, 'n', 'a'),
     );
     const flat = [T - 10_000, T - 2_345, T - 1, T, T + 7_655].map((t, i) => flatChange(t, 'i', i, 'n', 'a'));
-    for (const key of [...bucketed, ...flat, keys.compacted(T - 1), keys.compacted(T), flatCompacted(T - 1)]) {
+    for (const key of [...bucketed, ...flat, keys.marker(T - 1), keys.marker(T), flatCompacted(T - 1)]) {
       await storage.put(key, Buffer.alloc(0));
     }
     const listed = (await storage.list(keys.changes(), { startAfter: keys.changesAfter(T) })).keys;
     expect(listed).to.deep.equal([
-      keys.compacted(T), // '+c' before '+i'
       keys.change(T, 'i', 2, 'n', 'a'),
+      keys.marker(T), // '+p' after '+i'
       keys.change(T + 1, 'i', 3, 'n', 'a'),
       // The flat keys of T's bucket, timed before T too (the poll skips those by their time).
       flatChange(T - 2_345, 'i', 1, 'n', 'a'),
@@ -141,7 +163,7 @@ describe('change feed keys: 10-second buckets', () => {
 });
 
 function time(key: string): number {
-  const time = keys.parseChange(key)?.time ?? keys.parseCompacted(key);
+  const time = keys.parseChange(key)?.time ?? keys.markerCovers(key);
   if (time === null) throw new Error(`not a change key: ${key}`);
   return time;
 }

@@ -11,21 +11,38 @@ export function flatChange(time: number, instance: string, seq: number, namespac
   return flatKey(keys.change(time, instance, seq, namespace, name));
 }
 
-/** A compaction marker at `time` (epoch ms) in the flat layout. */
+/** A compaction marker of the version before buckets, `changes/<time>+compacted`: "entries before `time`" (epoch ms). */
 export function flatCompacted(time: number): string {
-  return flatKey(keys.compacted(time));
+  return unbucketed(legacyMarker(time));
+}
+
+/**
+ * A bucketed compaction marker as the builds before `+pruned` markers wrote it, `changes/<bucket>/<time>+compacted`:
+ * "entries before `time`" (epoch ms), sorting before the entries of `time` whose instance is above `compacted`.
+ */
+export function legacyMarker(time: number): string {
+  return `${keys.changesAfter(time)}+compacted`;
 }
 
 /** Where a poll started listing in the flat layout (exclusive, as S3's `StartAfter`): at the entries timed `time` on. */
 export function flatChangesAfter(time: number): string {
-  return flatKey(keys.changesAfter(time));
+  return unbucketed(keys.changesAfter(time));
 }
 
-/** A bucketed change entry or marker key (lib/core/keys.ts) without its bucket; any other key unchanged. */
+/**
+ * A change entry key (lib/core/keys.ts) without its bucket, and a marker as the version before buckets wrote it
+ * (`flatCompacted`: "entries before <time>", so one millisecond after the last one the marker covers); any other key
+ * unchanged.
+ */
 export function flatKey(key: string): string {
-  return keys.parseChange(key) !== null || keys.parseCompacted(key) !== null
-    ? key.replace(/^changes\/\d{9}\//, 'changes/')
-    : key;
+  const covers = keys.markerCovers(key);
+  if (covers !== null) return flatCompacted(covers + 1);
+  return keys.parseChange(key) !== null ? unbucketed(key) : key;
+}
+
+/** `changes/<bucket>/<rest>` as `changes/<rest>`. */
+function unbucketed(key: string): string {
+  return key.replace(/^changes\/\d{9}\//, 'changes/');
 }
 
 /**

@@ -12,7 +12,7 @@ import { chart, manualClock } from '../reads/helpers.js';
 import { SwitchableStorage } from './helpers.js';
 
 const MINUTE = 60_000;
-const MARKER = /^changes\/\d{9}\/\d{13}\+compacted$/;
+const MARKER = /^changes\/\d{9}\/\d{13}\+pruned$/;
 
 function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>): void {
   describe(`garbage collection of the change feed (${label})`, function () {

@@ -110,7 +110,7 @@ describe('coherence across instances through the store (change feed)', () => {
     // Folded into the snapshot, deleted; the marker says where the deleted entries ended (lib/core/feed.ts).
     const left = (await storage.list('changes/')).keys;
     expect(left).to.have.length(1);
-    expect(left[0]).to.match(/^changes\/\d{9}\/\d{13}\+compacted$/);
+    expect(left[0]).to.match(/^changes\/\d{9}\/\d{13}\+pruned$/);
     expect(await storage.get('catalog/snapshot.json')).to.not.equal(null);
 
     await stalled.sync(); // fell behind further than the retention: re-reads every package
@@ -144,7 +144,7 @@ describe('coherence across instances through the store (change feed)', () => {
     await a.sync();
     await a.compactChanges();
     const [first, ...none] = await changes();
-    expect(keys.parseCompacted(first ?? '')).to.be.a('number');
+    expect(keys.markerCovers(first ?? '')).to.be.a('number');
     expect(none).to.deep.equal([]);
 
     await push(a, '1.0.0', 'pkg1'); // listed after the marker
@@ -152,7 +152,7 @@ describe('coherence across instances through the store (change feed)', () => {
     await a.sync();
     await a.compactChanges();
     const [second, ...rest] = await changes();
-    expect(keys.parseCompacted(second ?? '')).to.be.greaterThan(keys.parseCompacted(first ?? '') ?? Infinity);
+    expect(keys.markerCovers(second ?? '')).to.be.greaterThan(keys.markerCovers(first ?? '') ?? Infinity);
     expect(rest).to.deep.equal([]);
   });
 

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { readdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { keys } from '../../lib/core/keys.js';
-import { MemoryStorage, Registry, type ListPage, type StorageAdapter } from '../../lib/index.js';
+import { MemoryStorage, Registry, type ListOptions, type ListPage, type StorageAdapter } from '../../lib/index.js';
 import { flatChange, flatCompacted, flatWriting } from '../helpers/flat-changes.js';
 import { withReaddir } from '../helpers/readdir-hook.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
@@ -157,7 +157,7 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
       // The older version's collection: it deletes the entries `lagging` needs, after a flat marker.
       expect((await instance(flatWriting(store.storage)).gc({ graceMs: 0 })).changes).to.be.at.least(7);
       const left = await changeKeys();
-      expect(left.filter((key) => keys.parseCompacted(key) !== null && !FLAT_MARKER.test(key))).to.deep.equal([]);
+      expect(left.filter((key) => keys.markerCovers(key) !== null && !FLAT_MARKER.test(key))).to.deep.equal([]);
       expect(left.filter((key) => FLAT_MARKER.test(key))).to.have.length(1);
 
       calls.length = 0;
@@ -190,7 +190,8 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
       const left = await changeKeys();
       // The marker: at the end of the bucket of the last entry deleted (lib/core/feed.ts `#prune`), not in a bucket
       // of its own at now - retention.
-      expect(left).to.deep.equal([keys.compacted(t0 + 49_999), recent]);
+      // And a flat one after the flat entries it deletes, which follow the bucketed keys of their bucket.
+      expect(left).to.deep.equal([keys.marker(t0 + 49_999), keys.marker(t0 + 49_999, true), recent]);
       if (store.root !== undefined) {
         expect(await bucketDirs(store.root)).to.deep.equal([bucket(t0 + 40_000), bucket(t0 + 200_000)]);
       }
@@ -213,10 +214,63 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
       // Up to t0 + 10 s, the end of their bucket: nothing of the bucket stops the listing before f3.
       expect((await collector.gc({ graceMs: 100_000 - 10_000 })).changes).to.equal(2);
       expect(await entries()).to.deep.equal([e12, f11]);
-      expect(await changeKeys()).to.deep.equal([keys.compacted(t0 + 9999), e12, f11]);
+      expect(await changeKeys()).to.deep.equal([keys.marker(t0 + 9999), keys.marker(t0 + 9999, true), e12, f11]);
       if (store.root !== undefined) {
         expect(await bucketDirs(store.root)).to.deep.equal([bucket(t0), bucket(t0 + 10_000)]);
       }
+    });
+
+    it('makes no poll that pages through the entries of one millisecond miss those a compaction deletes between its pages', async () => {
+      const end = t0 + 9999; // the last millisecond of a bucket: where a marker goes
+      // Entries timed `end` of an instance whose id sorts last ('ffffffff'): a marker of earlier builds
+      // (`<end>+compacted`) sorted before them.
+      const writer = instance(renamingInstance(store.storage, 'ffffffff'), () => new Date(end));
+      const collector = instance(store.storage, () => new Date(end + 200_000));
+      let between: (() => Promise<unknown>) | undefined;
+      const reader = instance(
+        pagedChanges(store.storage, 2, () => between?.()),
+        () => new Date(end + 1),
+      );
+      await reader.sync();
+      for (const name of ['a', 'b', 'c']) await push(writer, name);
+      expect((await entries()).map((key) => key.split('+')[1])).to.deep.equal(['ffffffff', 'ffffffff', 'ffffffff']);
+      // The reader lists two entries (a, b), then the collector deletes all three, then the reader lists on.
+      between = async () => {
+        between = undefined;
+        await collector.sync();
+        expect((await collector.gc({ graceMs: 0 })).changes).to.equal(3);
+      };
+      await reader.sync();
+      expect(between).to.equal(undefined);
+      expect(await names(reader)).to.deep.equal(['a', 'b', 'c']);
+      expect(await changeKeys()).to.deep.equal([keys.marker(end)]);
+    });
+
+    it('makes no poll that pages through flat entries miss those a compaction deletes between its pages', async () => {
+      const at = t0 + 5000;
+      const old = instance(flatWriting(store.storage), () => new Date(at));
+      const current = instance(store.storage, () => new Date(at));
+      const collector = instance(store.storage, () => new Date(at + 200_000));
+      let between: (() => Promise<unknown>) | undefined;
+      const reader = instance(
+        pagedChanges(store.storage, 2, () => between?.()),
+        () => new Date(at + 1),
+      );
+      await reader.sync();
+      // In one bucket: a bucketed entry, then (sorting after it) flat ones of the version before buckets.
+      await push(current, 'x');
+      for (const name of ['a', 'b', 'c']) await push(old, name);
+      expect((await entries()).filter((key) => keys.isBucketed(key))).to.have.length(1);
+      between = async () => {
+        between = undefined;
+        await collector.sync();
+        expect((await collector.gc({ graceMs: 0 })).changes).to.equal(4);
+      };
+      await reader.sync(); // lists x and a, then the rest after the collection
+      expect(between).to.equal(undefined);
+      expect(await names(reader)).to.deep.equal(['a', 'b', 'c', 'x']);
+      // The bucketed marker sorts before the flat entries the reader had passed; the flat one after them all.
+      expect(await changeKeys()).to.deep.equal([keys.marker(t0 + 9999), keys.marker(t0 + 9999, true)]);
     });
 
     it('lists after changesAfter(t) the entries and markers timed t or later, and the flat keys of its bucket', async () => {
@@ -227,12 +281,12 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
       const flat = [t - 10_000, t0 + 10_000, t - 1, t, t0 + 20_000].map((time, i) =>
         flatChange(time, 'i', i, 'n', 'a'),
       );
-      const markers = [keys.compacted(t - 1), keys.compacted(t), flatCompacted(t - 1)];
+      const markers = [keys.marker(t - 1), keys.marker(t), flatCompacted(t - 1)];
       await Promise.all([...bucketed, ...flat, ...markers].map(put));
       const page = await store.storage.list(keys.changes(), { startAfter: keys.changesAfter(t) });
       expect(page.keys).to.deep.equal([
-        keys.compacted(t),
         bucketed[2],
+        keys.marker(t), // after the entries of its millisecond
         bucketed[3],
         flat[1], // the flat keys of t's bucket, timed before t too: the poll skips those by their time
         flatCompacted(t - 1),
@@ -243,6 +297,41 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
         bucketed[5],
       ]);
     });
+  });
+}
+
+/**
+ * `store` as one instance sees it when its listings of the change feed come `size` keys a page, with `between()`
+ * awaited before each page after the first: a poll that takes several pages, with work done between them.
+ */
+function pagedChanges<S extends StorageAdapter>(store: S, size: number, between: () => unknown): S {
+  return new Proxy(store, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property);
+      if (typeof value !== 'function') return value;
+      if (property !== 'list') return (...args: unknown[]): unknown => Reflect.apply(value, target, args);
+      return async (prefix: string, options: ListOptions = {}): Promise<ListPage> => {
+        if (prefix !== keys.changes()) return target.list(prefix, options);
+        if (options.cursor !== undefined) await between();
+        return target.list(prefix, { ...options, limit: Math.min(options.limit ?? size, size) });
+      };
+    },
+  });
+}
+
+/** `store` as an instance whose id is `id` writes to it: the change entries it stores name `id` as their instance. */
+function renamingInstance<S extends StorageAdapter>(store: S, id: string): S {
+  return new Proxy(store, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property);
+      if (typeof value !== 'function') return value;
+      if (property !== 'put') return (...args: unknown[]): unknown => Reflect.apply(value, target, args);
+      return (key: string, ...rest: unknown[]): unknown => {
+        const ref = keys.parseChange(key);
+        const renamed = ref === null ? key : key.replace(`+${ref.instance}+`, `+${id}+`);
+        return Reflect.apply(value, target, [renamed, ...rest]);
+      };
+    },
   });
 }
 

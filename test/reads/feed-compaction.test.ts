@@ -36,7 +36,7 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
   const entries = async (storage: MemoryStorage) =>
     (await changes(storage)).filter((key) => keys.parseChange(key) !== null);
   const markers = async (storage: MemoryStorage) =>
-    (await changes(storage)).filter((key) => keys.parseCompacted(key) !== null);
+    (await changes(storage)).filter((key) => keys.markerCovers(key) !== null);
   const names = async (registry: Registry) => (await registry.listPackages()).map((p) => p.name).sort();
 
   it('finds an old entry behind more compaction markers than one page holds, and removes those markers with it', async () => {
@@ -45,7 +45,7 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
     const a = instance(storage, { now: clock.now });
     await a.sync(); // started: its first compaction (forced) is behind it
     // Markers older than every entry, as 20 instances compacting at once could leave them.
-    for (let i = 1; i <= 20; i += 1) await storage.put(keys.compacted(clock.at - 1000 * i), Buffer.from('{}'));
+    for (let i = 1; i <= 20; i += 1) await storage.put(keys.marker(clock.at - 1000 * i), Buffer.from('{}'));
     await push(a, 'pkg0');
     expect(await changes(storage)).to.have.length(21);
     clock.advance(120_000);
@@ -91,7 +91,7 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
     await a.compactChanges();
     // The marker at that millisecond says "every entry at or before it is deleted": the entry went with it.
     expect(await entries(storage)).to.deep.equal([]);
-    expect(await markers(storage)).to.deep.equal([keys.compacted(last)]);
+    expect(await markers(storage)).to.deep.equal([keys.marker(last)]);
     // A quiet store: nothing left to compact, so no snapshot write (nor any other) every `compactEveryMs`.
     for (let minute = 1; minute <= 3; minute += 1) {
       clock.advance(60_000);
@@ -111,12 +111,12 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
     await push(a, 'pkg0');
     const last = keys.bucketEnd(clock.at);
     // Left by an instance compacting at the same moment, whose page ended in the same bucket.
-    await storage.put(keys.compacted(last), Buffer.from('{}'), { ifNoneMatch: '*' });
+    await storage.put(keys.marker(last), Buffer.from('{}'), { ifNoneMatch: '*' });
     clock.advance(120_000);
     await a.sync();
     await a.compactChanges();
     expect(await entries(storage)).to.deep.equal([]);
-    expect(await markers(storage)).to.deep.equal([keys.compacted(last)]);
+    expect(await markers(storage)).to.deep.equal([keys.marker(last)]);
   });
 
   it("sends an instance whose position is a marker's very time to the snapshot, not past the entry deleted there", async () => {
@@ -134,7 +134,7 @@ describe('change feed compaction: the oldest entry, past markers and at the cuto
     await collector.sync();
     await collector.compactChanges();
     expect(await entries(storage)).to.deep.equal([]);
-    expect(await markers(storage)).to.deep.equal([keys.compacted(at)]);
+    expect(await markers(storage)).to.deep.equal([keys.marker(at)]);
     await b.sync();
     expect(await names(b)).to.deep.equal(['ns/late']);
   });
