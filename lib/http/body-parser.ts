@@ -149,8 +149,10 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
     const json = parseJson(raw);
     if (isObject(json)) assign(values, json);
     else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
-  } else if (raw === undefined && isObject(body) && !ctx.is('urlencoded')) {
-    assign(values, body); // Parsed JSON whose text the parser did not keep.
+  } else if (raw === undefined && !ctx.is('urlencoded')) {
+    // Parsed JSON whose text the parser did not keep (koa-body): an array is refused as its text would be.
+    if (isObject(body)) assign(values, body);
+    else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
   }
 }
 

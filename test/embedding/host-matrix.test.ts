@@ -133,6 +133,11 @@ describe('the registry in a host app', function () {
             expect(badLogin.status).to.equal(401);
             expect(badLogin.json.code).to.equal('unauthorized-access');
 
+            // A JSON body that is not an object, whoever parsed it (koa-body keeps no text of it): as the standalone.
+            const array = await req('POST', '/api/v1/packages/acme/app', { json: [1] });
+            expect(array.status, array.text).to.equal(400);
+            expect(array.json).to.include({ code: 'invalid-usage', message: 'Request body must be a JSON object' });
+
             const missing = await req('GET', '/api/v1/packages/acme/missing');
             expect(missing.status).to.equal(404);
             expect(missing.json.code).to.equal('package-not-found');
