@@ -184,8 +184,15 @@ export function pushInput(ctx: Context, namespace: string, name: string, maxPush
   const mediaType = optionalString(values, 'media_type');
   const metadata = values.metadata ?? null;
   // Depth first: stringifying (here, and in every later write of the package document) recurses.
-  if (depth(metadata) > MAX_METADATA_DEPTH) {
+  const shape = jsonShape(metadata);
+  if (shape.depth > MAX_METADATA_DEPTH) {
     throw new ApprError('invalid-parameters', `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels`, {
+      field: 'metadata',
+    });
+  }
+  if (!shape.finite) {
+    // A number past JSON's doubles (1e400) parses to Infinity, which JSON.stringify would store as null.
+    throw new ApprError('invalid-parameters', 'metadata has a number too large to store (larger than about 1.8e308)', {
       field: 'metadata',
     });
   }
@@ -212,18 +219,23 @@ export function pushInput(ctx: Context, namespace: string, name: string, maxPush
 
 // ---- small helpers ---------------------------------------------------------------------------------------------
 
-/** Nesting depth of a parsed JSON value, without recursion (a hostile value can be thousands of levels deep). */
-function depth(value: unknown): number {
+/**
+ * Nesting depth of a parsed JSON value (counted up to just past MAX_METADATA_DEPTH), and whether every number in it
+ * is finite, without recursion (a hostile value can be thousands of levels deep).
+ */
+function jsonShape(value: unknown): { depth: number; finite: boolean } {
   let max = 0;
+  let finite = true;
   const stack: [unknown, number][] = [[value, 0]];
   while (stack.length > 0) {
     const [item, level] = stack.pop() as [unknown, number];
+    if (typeof item === 'number' && !Number.isFinite(item)) finite = false;
     if (typeof item !== 'object' || item === null) continue;
     max = Math.max(max, level + 1);
-    if (max > MAX_METADATA_DEPTH) return max;
+    if (max > MAX_METADATA_DEPTH) return { depth: max, finite };
     for (const child of Object.values(item)) stack.push([child, level + 1]);
   }
-  return max;
+  return { depth: max, finite };
 }
 
 function requiredString(values: Record<string, unknown>, field: string): string {

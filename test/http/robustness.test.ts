@@ -130,6 +130,27 @@ describe('robustness of the HTTP layer', function () {
     expect((await server.request('DELETE', '/api/v1/packages/robust/nested/1.0.0/helm')).status).to.equal(200);
   });
 
+  it('refuses metadata holding a number too large for a double (422), rather than store it as null', async () => {
+    const blob = (await makeTarGz({ 'Chart.yaml': 'v: 1.0.0\n' })).toString('base64');
+    for (const metadata of ['1e400', '{"size": -1e999}', '[1, 2, 1e309]']) {
+      const refused = await server.request('POST', '/api/v1/packages/robust/huge-number', {
+        headers: { 'Content-Type': 'application/json' },
+        body: `{"release": "1.0.0", "media_type": "helm", "blob": "${blob}", "metadata": ${metadata}}`,
+      });
+      expect(refused.status, metadata).to.equal(422);
+      expect(refused.json, metadata).to.deep.include({ code: 'invalid-parameters', details: { field: 'metadata' } });
+    }
+    expect((await server.request('GET', '/api/v1/packages/robust/huge-number')).status).to.equal(404);
+    // The largest double is a number like any other.
+    const fine = await server.request('POST', '/api/v1/packages/robust/huge-number', {
+      headers: { 'Content-Type': 'application/json' },
+      body: `{"release": "1.0.0", "media_type": "helm", "blob": "${blob}", "metadata": {"size": 1.7976931348623157e308}}`,
+    });
+    expect(fine.status, fine.text).to.equal(200);
+    const shown = await server.request('GET', '/api/v1/packages/robust/huge-number/1.0.0/helm');
+    expect(shown.json.metadata).to.deep.equal({ size: Number.MAX_VALUE });
+  });
+
   for (const [label, encoding, body] of [
     ['gzip, but not compressed', 'gzip', '{"release": "1.0.0"}'],
     ['an unknown encoding', 'zz', '{"release": "1.0.0"}'],
