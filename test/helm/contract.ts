@@ -145,6 +145,12 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
       expect(again.status).to.equal(409);
       const forced = await server.request('POST', `/helm/api/${ns}/charts?force`, { body: tgz });
       expect(forced.status).to.equal(201);
+      // ChartMuseum's rule: the parameter's presence forces, whatever its value (README, the Helm routes).
+      for (const query of ['?force=false', '?force=0', '?force=']) {
+        const present = await server.request('POST', `/helm/api/${ns}/charts${query}`, { body: tgz });
+        expect(present.status, query).to.equal(201);
+      }
+      expect((await server.request('POST', `/helm/api/${ns}/charts?forced=true`, { body: tgz })).status).to.equal(409);
       expect(Object.keys((await helmRepoAdd(repoOf(ns))).entries)).to.deep.equal(['raw']);
     });
 
