@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import type { z } from 'zod';
 import { Registry, type RegistryOptions } from '../core/registry.js';
-import type { ApprError } from '../errors.js';
+import { isApprError, type ApprError } from '../errors.js';
 import type { AuthHooks } from '../auth/hooks.js';
 import { registryShape, storageAdapter } from '../options/schema.js';
 import {
@@ -49,7 +49,10 @@ export interface ApprRouterOptions<P = unknown> extends Omit<RegistryOptions, 's
   /**
    * Called with storage failures and bugs (everything answered 5xx), with the full error for the host's logs (the
    * client only gets the error table's message). Default: `ctx.app.emit('error', err, ctx)`, Koa's convention, so
-   * the host's `app.on('error')` sees it (and Koa prints it when the host has no listener).
+   * the host's `app.on('error')` sees it (and Koa prints it when the host has no listener); except `501
+   * unsupported` (login or signup on a registry without that hook): any client can ask for it, and it says nothing
+   * of the server's health (a stack per request in the host's log, for every `appr login` against an open registry).
+   * A host's own `onError` receives every 5xx, that one too.
    */
   onError?: (err: unknown, ctx: Context) => void;
   /**
@@ -162,9 +165,9 @@ export const routerOptions = group({
     },
   ).optional(),
   auth: authHooks.optional(),
-  onError: fn<NonNullable<ApprRouterOptions['onError']>>().default(
-    () => (err: unknown, ctx: Context) => ctx.app.emit('error', err, ctx),
-  ),
+  onError: fn<NonNullable<ApprRouterOptions['onError']>>().default(() => (err: unknown, ctx: Context) => {
+    if (!(isApprError(err) && err.code === 'unsupported')) ctx.app.emit('error', err, ctx);
+  }),
   onResponseError: fn<NonNullable<ApprRouterOptions['onResponseError']>>().optional(),
   ...registryShape,
 }).superRefine((options, ctx) => {

@@ -77,6 +77,29 @@ describe('errors as a host app sees them', () => {
     }
   });
 
+  it('leaves out of app.on("error") a login or signup on a registry without those hooks (501): a host onError gets it', async () => {
+    const { server, errors } = await host();
+    try {
+      for (const path of ['/api/v1/users/login', '/api/v1/users']) {
+        const res = await server.request('POST', path, { json: { user: { username: 'a', password: 'b' } } });
+        expect(res.status, path).to.equal(501);
+        expect(res.json).to.deep.include({ code: 'unsupported' });
+      }
+      expect(errors).to.deep.equal([]);
+    } finally {
+      await server.close();
+    }
+    const seen: unknown[] = [];
+    const own = await host({ onError: (err) => seen.push(err) });
+    try {
+      expect((await own.server.request('POST', '/api/v1/users/login', { json: {} })).status).to.equal(501);
+      expect(seen.map((err) => (err as { code?: string }).code)).to.deep.equal(['unsupported']);
+      expect(own.errors).to.deep.equal([]);
+    } finally {
+      await own.server.close();
+    }
+  });
+
   it('sends storage failures to onError instead when the host gives one, and to nobody else', async () => {
     const seen: unknown[] = [];
     const { server, errors } = await host({ storage: brokenStorage(), onError: (err) => seen.push(err) });
