@@ -486,7 +486,9 @@ export class ChangeFeed {
    * the poll would then move past the marker's time without seeing it, and never apply the changes deleted. A
    * bucket that held the entry deleted is read by such a poll after that entry's (or, when the directory was created
    * after the poll started, holds an entry written since, which the next poll lists, and the marker is later still).
-   * The flat entries such a poll did not read in `changes/` itself it reads in a later page, with the flat marker.
+   * The flat entries such a poll did not read in `changes/` itself it reads in a later page, with the flat marker;
+   * a flat marker written after its read of `changes/` it does not see, so a flat marker never replaces a bucketed
+   * one, which such a poll may still find in a bucket it reads next.
    *
    * Stops at the first key timed at or after `before`. Keys sort by time except the flat entries and markers of an
    * older store (lib/core/keys.ts), which follow the bucketed keys of their bucket: one timed before `before` that
@@ -530,9 +532,17 @@ export class ChangeFeed {
         markers.push({ key: keys.marker(covering(lastBucketed)), covers: covering(lastBucketed) });
       if (lastFlat !== undefined)
         markers.push({ key: keys.marker(covering(lastFlat), true), covers: covering(lastFlat) });
-      // An older marker goes when a new one follows it and covers as much: never a new one itself.
-      const doomed = listed.filter(
-        (item) => item.entry || markers.some((m) => m.key > item.key && m.covers >= item.time),
+      // An older marker goes when a new one follows it and covers as much: never a new one itself, nor a bucketed
+      // one for a flat one (on the filesystem a poll may have read `changes/` before the flat one was written, and
+      // rely on the bucketed one in a bucket it reads next). `item.time <= last` holds for every entry listed, but
+      // not when `before` is NaN (a broken clock): then nothing is deleted.
+      const doomed = listed.filter((item) =>
+        item.entry
+          ? item.time <= last
+          : markers.some(
+              (m) =>
+                m.key > item.key && m.covers >= item.time && (keys.isBucketed(m.key) || !keys.isBucketed(item.key)),
+            ),
       );
       const entries = doomed.filter((item) => item.entry).length;
       count += entries;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
-import { registryOptions, systemClock } from '../options/schema.js';
+import { gcOptions, registryOptions, systemClock } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
 import { withDeadline } from '../storage/deadline.js';
@@ -1050,9 +1050,12 @@ export class Registry {
    * catalog into the snapshot and remove the change entries it covers that are older than `graceMs`. Safe while
    * other instances push and poll (README "Garbage collection"). Lists the whole store: run it from a job, not
    * per request. With `dryRun`, writes nothing and reports what would go. Throws `StorageUnavailableError` on a
-   * storage failure (what was removed until then stays removed; a later run finishes).
+   * storage failure (what was removed until then stays removed; a later run finishes), and an `OptionError`
+   * (lib/options/validate.ts) for options the schema refuses (`graceMs` not a non-negative integer), before
+   * anything is read.
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
+    parseOptions(gcOptions, options, 'Registry.gc'); // checked only: nothing has a default or a transform
     const segments = {
       load: (doc: PackageDoc) => this.#segments.load(doc),
       releases: (doc: PackageDoc) => allReleases(doc, this.#segments.viewOf(doc)),

@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { CasOptions, DocumentCacheOptions } from '../core/documents.js';
 import { COHERENCE_DEFAULTS, type CoherenceOptions } from '../core/feed.js';
 import type { RegistryOptions, Visibility } from '../core/registry.js';
+import type { GcOptions } from '../core/gc.js';
 import type { FsStorageOptions } from '../storage/fs.js';
 import type { MemoryStorageOptions } from '../storage/memory.js';
 import type { StorageAdapter } from '../storage/types.js';
@@ -145,6 +146,16 @@ export const fsStorageOptions = group({
 
 export const memoryStorageOptions = group({});
 
+/**
+ * `registry.gc(options)`. `graceMs` must be a number a time can be taken from: NaN would make every comparison with
+ * it false, so that the compaction of the change feed deleted entries past any snapshot.
+ */
+export const gcOptions = group({
+  dryRun: flag().optional(),
+  graceMs: integer('ms', 0).optional(),
+  now: fn<() => Date>().optional(),
+});
+
 // The hand-written interfaces (with their docstrings) and the schemas cannot drift apart:
 true satisfies SameOptions<RegistryOptions, z.input<typeof registryOptions>>;
 true satisfies SameOptions<DocumentCacheOptions, z.input<typeof documentCacheOptions>>;
@@ -152,3 +163,4 @@ true satisfies SameOptions<CasOptions, z.input<typeof casOptions>>;
 true satisfies SameOptions<CoherenceOptions, z.input<typeof coherenceOptions>>;
 true satisfies SameOptions<FsStorageOptions, z.input<typeof fsStorageOptions>>;
 true satisfies SameOptions<MemoryStorageOptions, z.input<typeof memoryStorageOptions>>;
+true satisfies SameOptions<GcOptions, z.input<typeof gcOptions>>;

@@ -4,7 +4,7 @@
  * converges (it finds the compaction's marker in its next listing and reloads the snapshot). Memory, fs and RGW.
  */
 import { expect } from 'chai';
-import { MemoryStorage, Registry } from '../../lib/index.js';
+import { MemoryStorage, OptionError, Registry } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
@@ -72,6 +72,23 @@ function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>
 
       // A new instance starts from the snapshot and the entry left, and sees every package.
       expect(await names(instance())).to.deep.equal(['a', 'b', 'c', 'd']);
+    });
+
+    it('refuses a graceMs that is not a non-negative integer (NaN deleted every entry) before reading anything', async () => {
+      const writer = instance();
+      const collector = instance();
+      await push(writer, 'a');
+      const before = await changeKeys();
+      expect(before).to.have.length(1);
+      for (const graceMs of [Number.NaN, -1, 0.5, Number.POSITIVE_INFINITY, '0' as unknown as number]) {
+        let refused: unknown;
+        await collector.gc({ graceMs }).catch((err: unknown) => (refused = err));
+        expect(refused, String(graceMs)).to.be.instanceOf(OptionError);
+        expect((refused as OptionError).message).to.contain('"graceMs" must be a non-negative integer (ms)');
+      }
+      expect(await changeKeys()).to.deep.equal(before);
+      clock.advance(MINUTE);
+      expect((await collector.gc({ graceMs: 0 })).changes).to.equal(1);
     });
 
     it('lets an instance that is behind converge: it reloads the snapshot when the entries it needs are gone', async () => {

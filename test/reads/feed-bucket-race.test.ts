@@ -8,6 +8,8 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
 import { Registry } from '../../lib/index.js';
+import { keys } from '../../lib/core/keys.js';
+import { flatWriting } from '../helpers/flat-changes.js';
 import { withReaddir } from '../helpers/readdir-hook.js';
 import { tempFsStore, type StoreFixture } from '../helpers/stores.js';
 import { chart, manualClock } from './helpers.js';
@@ -63,6 +65,51 @@ describe('change feed on the filesystem: a compaction between a poll reading cha
     clock.advance(1000);
     await reader.sync();
     expect(await releases()).to.deep.equal(['1.0.0', '2.0.0']);
+  });
+
+  it("applies a change whose bucketed marker a later compaction's flat marker would have replaced (an older store)", async () => {
+    store = await tempFsStore('feed-bucket-race-flat');
+    const clock = manualClock();
+    const instance = (storage = store.storage) => {
+      const registry = new Registry({ storage, now: clock.now, coherence: { pollMs: 0, sweepPerSecond: 0 } });
+      registries.push(registry);
+      return registry;
+    };
+    const writer = instance();
+    const old = instance(flatWriting(store.storage)); // the version before buckets, still running
+    const reader = instance();
+    const collector = instance();
+    const push = async (registry: Registry, name: string) => {
+      await registry.push({ namespace: 'ns', name, release: '1.0.0', mediaType: 'helm', blob: await chart('1.0.0') });
+      await registry.flushChanges();
+    };
+    for (const registry of [reader, writer, old]) await registry.sync();
+    clock.advance(1000);
+    await push(writer, 'x'); // bucketed, t0 + 1 s
+    clock.advance(4000);
+    await push(old, 'a'); // flat, t0 + 5 s: after every bucketed key of its bucket
+    clock.advance(35_000);
+    await collector.sync();
+
+    // Right after the reader read changes/ (its flat files and its bucket directories): a compaction up to
+    // t0 + 3 s deletes x's entry, after a marker in x's bucket; a second one deletes the flat entry after a flat
+    // marker in changes/, which the reader has read already. The bucketed marker must stay for the reader.
+    const changesDir = join(store.root as string, 'objects', 'changes');
+    await duringReaddir(
+      changesDir,
+      async () => {
+        expect((await collector.gc({ graceMs: 37_000 })).changes).to.equal(1);
+        expect((await collector.gc({ graceMs: 0 })).changes).to.equal(1);
+        const left = (await store.storage.list(keys.changes())).keys;
+        expect(left.filter((key) => keys.isBucketed(key))).to.have.length(1);
+      },
+      () => reader.sync(),
+    );
+    for (let poll = 0; poll < 3; poll += 1) {
+      clock.advance(2000);
+      await reader.sync();
+    }
+    expect((await reader.listPackages()).map((p) => p.name).sort()).to.deep.equal(['ns/a', 'ns/x']);
   });
 });
 
