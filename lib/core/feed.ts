@@ -499,7 +499,11 @@ export class ChangeFeed {
   async #prune(before: number, dryRun: boolean): Promise<number> {
     // Times are whole milliseconds: "before `before`" is "at or before `last`".
     const last = Math.ceil(before) - 1;
-    const covering = (time: number) => Math.min(last, keys.bucketEnd(time));
+    /** The marker after the entries up to `time`: at the end of its bucket, or at `last` when earlier. */
+    const markerAfter = (time: number, flat: boolean) => {
+      const covers = Math.min(last, keys.bucketEnd(time));
+      return { key: keys.marker(covers, flat), covers };
+    };
     let count = 0;
     let cursor: string | undefined;
     do {
@@ -528,10 +532,8 @@ export class ChangeFeed {
       // Every entry listed is timed at or before the marker that follows it (the bucketed one for bucketed entries,
       // which come before the flat ones of their bucket; the flat one for flat entries).
       const markers: { key: string; covers: number }[] = [];
-      if (lastBucketed !== undefined)
-        markers.push({ key: keys.marker(covering(lastBucketed)), covers: covering(lastBucketed) });
-      if (lastFlat !== undefined)
-        markers.push({ key: keys.marker(covering(lastFlat), true), covers: covering(lastFlat) });
+      if (lastBucketed !== undefined) markers.push(markerAfter(lastBucketed, false));
+      if (lastFlat !== undefined) markers.push(markerAfter(lastFlat, true));
       // An older marker goes when a new one follows it and covers as much: never a new one itself, nor a bucketed
       // one for a flat one (on the filesystem a poll may have read `changes/` before the flat one was written, and
       // rely on the bucketed one in a bucket it reads next). `item.time <= last` holds for every entry listed, but

@@ -147,8 +147,8 @@ export const fsStorageOptions = group({
 export const memoryStorageOptions = group({});
 
 /**
- * `registry.gc(options)`. `graceMs` must be a number a time can be taken from: NaN would make every comparison with
- * it false, so that the compaction of the change feed deleted entries past any snapshot.
+ * `registry.gc(options)` (lib/core/gc.ts `GcOptions`). `graceMs` a whole number of ms: with NaN, every comparison
+ * of a time with it was false, and the compaction of the change feed deleted every entry.
  */
 export const gcOptions = group({
   dryRun: flag().optional(),
