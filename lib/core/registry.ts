@@ -398,6 +398,10 @@ export class Registry {
    */
   async push(input: PushInput): Promise<void> {
     const pushed = await this.#pusher.push(input);
+    // The bytes now stored under this digest may not be the ones this instance holds: a blob deleted by a
+    // collection and pushed again in another gzip is the same tar (same digest), other bytes. Other instances drop
+    // theirs when this push's change entry reaches them (`#blobGenerations`).
+    this.#blobs?.delete(keys.blob(pushed.namespace, pushed.name, pushed.digest));
     // Answered before its change entry is stored: the entry is for other instances, which see the change a round
     // trip later, and one that is never written (a crash right after) is found by their background check. On S3
     // this is one round trip of four less in a push's latency.

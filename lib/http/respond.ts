@@ -283,7 +283,9 @@ export function sendBlob(
     if (range === 'unsatisfiable') {
       if (blob.bytes === undefined) blob.body.destroy();
       // A JSON error, not the blob's headers: no attachment to save it as, nothing for a cache to keep.
-      for (const name of ['Content-Disposition', 'Cache-Control', 'ETag']) res.removeHeader(name);
+      for (const name of ['Content-Disposition', 'Cache-Control', 'ETag', 'Content-Type', 'Accept-Ranges']) {
+        res.removeHeader(name);
+      }
       throw new ApprError(
         'range-not-satisfiable',
         `The range starts past the end of the blob (${blob.size} bytes)`,

@@ -1,5 +1,7 @@
 import { expect } from 'chai';
-import { MemoryStorage } from '../../lib/index.js';
+import { createHash } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { MemoryStorage, Registry } from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { startServer, type TestServer } from '../helpers/http.js';
 
@@ -176,6 +178,65 @@ describe('HTTP caching of reads', () => {
     });
     expect(ranged.status).to.equal(206);
     expect(ranged.bytes.equals(second.subarray(0, 10))).to.equal(true);
+  });
+
+  it('serves the bytes stored now after a collection and a push of the same tar in another gzip (same digest)', async () => {
+    const storage = new MemoryStorage();
+    const registry = new Registry({ storage, cache: { blobMaxSize: 100_000 } });
+    const own = await startServer({ storage, registry });
+    try {
+      const first = await makeTarGz({
+        'regz/Chart.yaml': 'apiVersion: v2\nname: regz\nversion: 1.0.0\n',
+        'regz/pad.txt': 'hello '.repeat(200),
+      });
+      const second = gzipSync(gunzipSync(first), { level: 1 }); // the same tar: the same digest, other bytes
+      expect(second.equals(first)).to.equal(false);
+      const push = async (blob: Buffer) =>
+        expect(
+          (
+            await own.request('POST', '/api/v1/packages/ns/regz', {
+              json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') },
+            })
+          ).status,
+        ).to.equal(200);
+      const pull = '/api/v1/packages/ns/regz/1.0.0/helm/pull';
+      await push(first);
+      expect((await own.request('GET', pull)).bytes.equals(first)).to.equal(true); // now in the memory cache
+      expect((await own.request('DELETE', '/api/v1/packages/ns/regz/1.0.0/helm')).status).to.equal(200);
+      expect((await registry.gc({ graceMs: 0 })).blobs).to.have.length(1);
+      await push(second);
+      // The cached bytes of that digest went with the push: every route serves what the index describes.
+      expect((await own.request('GET', pull)).bytes.equals(second)).to.equal(true);
+      expect((await own.request('GET', '/helm/ns/charts/regz-1.0.0.tgz')).bytes.equals(second)).to.equal(true);
+      const index = (await own.request('GET', '/helm/ns/index.yaml')).text;
+      expect(index).to.contain(createHash('sha256').update(second).digest('hex'));
+    } finally {
+      await own.close();
+      await registry.close();
+    }
+  });
+
+  it('answers a 416 that a host hook gives a text body with that text, not typed as a blob', async () => {
+    const own = await startServer({
+      storage: new MemoryStorage(),
+      onResponseError: (err) =>
+        err.code === 'range-not-satisfiable' ? { status: 416, body: 'no such range' } : undefined,
+    });
+    try {
+      const blob = await makeTarGz({ 'hooked/Chart.yaml': 'apiVersion: v2\nname: hooked\nversion: 1.0.0\n' });
+      await own.request('POST', '/api/v1/packages/ns/hooked', {
+        json: { release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') },
+      });
+      for (const path of ['/api/v1/packages/ns/hooked/1.0.0/helm/pull', '/helm/ns/charts/hooked-1.0.0.tgz']) {
+        const res = await own.request('GET', path, { headers: { Range: 'bytes=99999-' } });
+        expect(res.status, path).to.equal(416);
+        expect(res.text, path).to.equal('no such range');
+        expect(res.headers.get('content-type'), path).to.match(/^text\/plain/);
+        expect(res.headers.get('accept-ranges'), path).to.equal(null);
+      }
+    } finally {
+      await own.close();
+    }
   });
 
   it('answers 304 to a pull whose digest the client has', async () => {
