@@ -145,15 +145,12 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
         : 0;
   if (size > limit) throw tooLarge(limit);
   if (ctx.is('urlencoded') && isObject(body)) assign(values, body);
-  if (raw !== undefined && raw.trim() !== '') {
-    const json = parseJson(raw);
-    if (isObject(json)) assign(values, json);
-    else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
-  } else if (raw === undefined && !ctx.is('urlencoded')) {
-    // Parsed JSON whose text the parser did not keep (koa-body): an array is refused as its text would be.
-    if (isObject(body)) assign(values, body);
-    else if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
-  }
+  if (raw !== undefined ? raw.trim() === '' : ctx.is('urlencoded')) return;
+  // Parsed from the text a parser kept, else as the parser left it (koa-body keeps no text): an array, or text that
+  // is not JSON, is refused as it is without a host parser.
+  const json = raw !== undefined ? parseJson(raw) : body;
+  if (isObject(json)) assign(values, json);
+  else if (ctx.is('json')) throw notAnObject();
 }
 
 /**
@@ -399,7 +396,7 @@ function chooseParser(
   if (ctx.is('multipart/form-data') && first !== undefined) {
     return new MultipartFields(ctx.get('Content-Type'), fieldBytes, blob);
   }
-  if (ctx.is('json')) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
+  if (ctx.is('json')) throw notAnObject();
   return { write: async () => undefined, end: async () => Object.create(null) as Record<string, unknown> };
 }
 
@@ -426,7 +423,7 @@ class SmallJson implements TextParser {
     } catch {
       throw invalidJson();
     }
-    if (!isObject(parsed)) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
+    if (!isObject(parsed)) throw notAnObject();
     const fields = Object.create(null) as Record<string, unknown>;
     assign(fields, parsed); // JSON.parse makes `__proto__` an own key; the copy keeps it a plain field.
     return fields;
@@ -560,7 +557,7 @@ class JsonFields implements TextParser {
 
   #open(container: Record<string, unknown> | unknown[]): void {
     if (this.#stack.length === 0) {
-      if (Array.isArray(container)) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
+      if (Array.isArray(container)) throw notAnObject();
       this.#stack.push({ container: this.#fields, key: undefined });
       return;
     }
@@ -582,7 +579,7 @@ class JsonFields implements TextParser {
 
   #value(value: unknown): void {
     const top = this.#stack.at(-1);
-    if (top === undefined) throw new ApprError('invalid-usage', 'Request body must be a JSON object');
+    if (top === undefined) throw notAnObject();
     this.#count(8); // Structure, so that a million empty values cannot pass as free.
     if (Array.isArray(top.container)) top.container.push(value);
     else if (this.#pendingKey !== undefined) {
@@ -831,6 +828,11 @@ export function tooLarge(limit: number): ApprError {
 export function tooLargeUnread(ctx: Context, limit: number): ApprError {
   closeAfterAnswer(ctx, lingerBounds(limit));
   return tooLarge(limit);
+}
+
+/** The 400 of a body declared as JSON that is not a JSON object (docs/api.md section 6). */
+function notAnObject(): ApprError {
+  return new ApprError('invalid-usage', 'Request body must be a JSON object');
 }
 
 function parseJson(raw: string): unknown {
