@@ -8,7 +8,7 @@ import { MemoryStorage, OptionError, Registry } from '../../lib/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { tempFsStore, testS3Store, type StoreFixture } from '../helpers/stores.js';
-import { chart, manualClock } from '../reads/helpers.js';
+import { changeEachKind, chart, expectEachKindSeen, manualClock } from '../reads/helpers.js';
 import { SwitchableStorage } from './helpers.js';
 
 const MINUTE = 60_000;
@@ -100,10 +100,7 @@ function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>
 
       // Less than the feed's retention (10 min): `lagging` does not rebuild on its own, it relies on the entries.
       clock.advance(MINUTE);
-      await writer.deleteRelease('ns', 'a', '1.0.0', 'helm');
-      await push(writer, 'd');
-      await writer.addChannelRelease('ns', 'b', 'beta', '1.0.0');
-      await writer.setVisibility('ns', 'c', 'private');
+      await changeEachKind(writer, push);
       clock.advance(MINUTE);
       const report = await instance().gc({ graceMs: 0 });
       expect(report.changes).to.be.at.least(7);
@@ -113,9 +110,7 @@ function describeFeedCompaction(label: string, open: () => Promise<StoreFixture>
       const calls = storage.calls.length;
       await lagging.sync();
       const made = storage.calls.slice(calls);
-      expect(await names(lagging)).to.deep.equal(['b', 'c', 'd']);
-      expect((await lagging.listChannels('ns', 'b')).map((c) => c.name)).to.deep.equal(['beta']);
-      expect(await lagging.packageVisibility('ns', 'c')).to.equal('private');
+      await expectEachKindSeen(lagging);
       expect(made).to.include('get catalog/snapshot.json');
       expect(made.filter((call) => call.startsWith('list packages/'))).to.deep.equal([]); // no rebuild
       // Caught up: its next poll finds no marker beyond its position and lists once.

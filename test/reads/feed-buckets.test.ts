@@ -14,7 +14,7 @@ import { flatChange, flatCompacted, flatWriting } from '../helpers/flat-changes.
 import { withReaddir } from '../helpers/readdir-hook.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
 import { hookedStorage, tempFsStore, testS3Store, type StorageCall, type StoreFixture } from '../helpers/stores.js';
-import { chart, manualClock } from './helpers.js';
+import { changeEachKind, chart, expectEachKindSeen, manualClock } from './helpers.js';
 
 const MINUTE = 60_000;
 const FLAT_MARKER = /^changes\/\d{13}\+compacted$/;
@@ -149,10 +149,7 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
       expect(await names(lagging)).to.deep.equal(['a', 'b', 'c']);
 
       clock.advance(MINUTE);
-      await old.deleteRelease('ns', 'a', '1.0.0', 'helm');
-      await push(old, 'd');
-      await old.addChannelRelease('ns', 'b', 'beta', '1.0.0');
-      await old.setVisibility('ns', 'c', 'private');
+      await changeEachKind(old, push);
       clock.advance(MINUTE);
       // The older version's collection: it deletes the entries `lagging` needs, after a flat marker.
       expect((await instance(flatWriting(store.storage)).gc({ graceMs: 0 })).changes).to.be.at.least(7);
@@ -162,9 +159,7 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
 
       calls.length = 0;
       await lagging.sync();
-      expect(await names(lagging)).to.deep.equal(['b', 'c', 'd']);
-      expect((await lagging.listChannels('ns', 'b')).map((c) => c.name)).to.deep.equal(['beta']);
-      expect(await lagging.packageVisibility('ns', 'c')).to.equal('private');
+      await expectEachKindSeen(lagging);
       const made = calls.map((call) => `${call.method} ${call.key}`);
       expect(made).to.include('get catalog/snapshot.json');
       expect(made.filter((call) => call.startsWith('list packages/'))).to.deep.equal([]); // no rebuild

@@ -1,6 +1,8 @@
+import { expect } from 'chai';
 import {
   MemoryStorage,
   StorageUnavailableError,
+  type Registry,
   type GetResult,
   type StreamResult,
   type WriteCondition,
@@ -79,4 +81,26 @@ export async function eventually(
     if (Date.now() > deadline) throw new Error(`${what} did not hold within ${ms} ms`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/**
+ * One change of each kind, made through `writer` to packages `ns/a`, `ns/b`, `ns/c` (each with release 1.0.0): `a`
+ * deleted, `d` pushed (`push`), `b` given channel `beta`, `c` made private. What an instance behind must catch up
+ * with (`expectEachKindSeen`).
+ */
+export async function changeEachKind(
+  writer: Registry,
+  push: (registry: Registry, name: string) => Promise<void>,
+): Promise<void> {
+  await writer.deleteRelease('ns', 'a', '1.0.0', 'helm');
+  await push(writer, 'd');
+  await writer.addChannelRelease('ns', 'b', 'beta', '1.0.0');
+  await writer.setVisibility('ns', 'c', 'private');
+}
+
+/** `reader` sees every change `changeEachKind` made. */
+export async function expectEachKindSeen(reader: Registry): Promise<void> {
+  expect((await reader.listPackages()).map((p) => p.name)).to.deep.equal(['ns/b', 'ns/c', 'ns/d']);
+  expect((await reader.listChannels('ns', 'b')).map((c) => c.name)).to.deep.equal(['beta']);
+  expect(await reader.packageVisibility('ns', 'c')).to.equal('private');
 }
