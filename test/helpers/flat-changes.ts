@@ -1,5 +1,6 @@
 import { keys } from '../../lib/core/keys.js';
 import type { StorageAdapter } from '../../lib/index.js';
+import { rewritingPuts } from './stores.js';
 
 /**
  * The change feed's keys as stores written before time buckets (lib/core/keys.ts) hold them: entries
@@ -50,12 +51,5 @@ function unbucketed(key: string): string {
  * stored under their flat keys (`flatKey`). Everything else is the store's own.
  */
 export function flatWriting<S extends StorageAdapter>(store: S): S {
-  return new Proxy(store, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property);
-      if (typeof value !== 'function') return value;
-      if (property !== 'put') return (...args: unknown[]): unknown => Reflect.apply(value, target, args);
-      return (key: string, ...rest: unknown[]): unknown => Reflect.apply(value, target, [flatKey(key), ...rest]);
-    },
-  });
+  return rewritingPuts(store, flatKey);
 }

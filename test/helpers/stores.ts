@@ -99,6 +99,21 @@ export function hookedStorage<S extends StorageAdapter>(
 }
 
 /**
+ * `store` with the key of each `put` rewritten by `rewrite` (the keys another version or another instance would write
+ * under); everything else is the store's own.
+ */
+export function rewritingPuts<S extends StorageAdapter>(store: S, rewrite: (key: string) => string): S {
+  return new Proxy(store, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property);
+      if (typeof value !== 'function') return value;
+      if (property !== 'put') return (...args: unknown[]): unknown => Reflect.apply(value, target, args);
+      return (key: string, ...rest: unknown[]): unknown => Reflect.apply(value, target, [rewrite(key), ...rest]);
+    },
+  });
+}
+
+/**
  * `store` with `before(method)` awaited ahead of each of its storage calls: a store that tests can make hang or fail
  * without a copy of every method (`hookedStorage`).
  */

@@ -13,7 +13,14 @@ import { MemoryStorage, Registry, type ListOptions, type ListPage, type StorageA
 import { flatChange, flatCompacted, flatWriting } from '../helpers/flat-changes.js';
 import { withReaddir } from '../helpers/readdir-hook.js';
 import { describeWithS3 } from '../helpers/s3-env.js';
-import { hookedStorage, tempFsStore, testS3Store, type StorageCall, type StoreFixture } from '../helpers/stores.js';
+import {
+  hookedStorage,
+  rewritingPuts,
+  tempFsStore,
+  testS3Store,
+  type StorageCall,
+  type StoreFixture,
+} from '../helpers/stores.js';
 import { changeEachKind, chart, expectEachKindSeen, manualClock } from './helpers.js';
 
 const MINUTE = 60_000;
@@ -316,17 +323,9 @@ function pagedChanges<S extends StorageAdapter>(store: S, size: number, between:
 
 /** `store` as an instance whose id is `id` writes to it: the change entries it stores name `id` as their instance. */
 function renamingInstance<S extends StorageAdapter>(store: S, id: string): S {
-  return new Proxy(store, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property);
-      if (typeof value !== 'function') return value;
-      if (property !== 'put') return (...args: unknown[]): unknown => Reflect.apply(value, target, args);
-      return (key: string, ...rest: unknown[]): unknown => {
-        const ref = keys.parseChange(key);
-        const renamed = ref === null ? key : key.replace(`+${ref.instance}+`, `+${id}+`);
-        return Reflect.apply(value, target, [renamed, ...rest]);
-      };
-    },
+  return rewritingPuts(store, (key) => {
+    const ref = keys.parseChange(key);
+    return ref === null ? key : key.replace(`+${ref.instance}+`, `+${id}+`);
   });
 }
 
