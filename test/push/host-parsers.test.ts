@@ -31,6 +31,12 @@ const PARSERS: Parser[] = [
     make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', includeUnparsed: true }) as Koa.Middleware,
     where: 'before',
   },
+  {
+    // Decodes any JSON value: a JSON string arrives as a string body, like text a parser kept as it came.
+    label: 'koa-body before the registry, jsonStrict: false',
+    make: () => koaBody({ jsonLimit: '64mb', formLimit: '64mb', jsonStrict: false }) as Koa.Middleware,
+    where: 'before',
+  },
   { label: 'koa-bodyparser after the registry', make: () => bodyParser(), where: 'after' },
   { label: 'koa-body after the registry', make: () => koaBody() as Koa.Middleware, where: 'after' },
 ];
@@ -122,6 +128,19 @@ for (const [version, KoaImpl] of Object.entries(KOA_VERSIONS)) {
         expect((await server.request('GET', '/api/v1/packages/host/app/1.0.0/helm')).json.content.digest).to.equal(
           before,
         );
+      });
+
+      it('refuses a JSON string holding a push with 400 (the strict host parsers refuse it first), storing nothing', async function () {
+        const push = { release: '3.0.0', media_type: 'helm', blob: blob.toString('base64') };
+        const res = await server.request('POST', '/api/v1/packages/host/app', {
+          body: JSON.stringify(JSON.stringify(push)),
+          headers: { 'content-type': 'application/json' },
+        });
+        expect(res.status, res.text).to.equal(400);
+        const strictHost = parser.where === 'before' && !parser.label.includes('jsonStrict: false');
+        if (!strictHost)
+          expect(res.json).to.include({ code: 'invalid-usage', message: 'Request body must be a JSON object' });
+        expect((await server.request('GET', '/api/v1/packages/host/app/3.0.0/helm')).status).to.equal(404);
       });
 
       it('logs in (appr login sends JSON) and refuses bad credentials with 401', async function () {
