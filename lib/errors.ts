@@ -63,6 +63,17 @@ export class ApprError extends Error {
   }
 }
 
+/**
+ * What an error may show of a client's value (a name, a chart's field, a header), in its message or details: at
+ * most `max` characters (code points; default 80, then `...`), each control or format character (Unicode category
+ * C: a newline, a bidirectional override, a lone surrogate) and line or paragraph separator shown as `?`, so that
+ * a value cannot forge lines or reorder text where the error is logged. Other characters are kept (`café`).
+ */
+export function echoed(value: string, max = 80): string {
+  const chars = Array.from(value.replace(/[\p{C}\p{Zl}\p{Zp}]/gu, '?'));
+  return chars.length > max ? `${chars.slice(0, max).join('')}...` : chars.join('');
+}
+
 export function isApprError(err: unknown): err is ApprError {
   return err instanceof ApprError;
 }

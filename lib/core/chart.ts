@@ -9,6 +9,7 @@
  * failsafe schema gives exactly that (every scalar is a string); the few boolean fields are converted here.
  */
 import { parse as parseYaml } from 'yaml';
+import { echoed } from '../errors.js';
 
 /** The media type whose releases are Helm charts. */
 export const HELM_MEDIA_TYPE = 'helm';
@@ -193,12 +194,12 @@ function metadataFrom(doc: unknown): ChartMetadata {
   if (!name) throw new Error('Chart.yaml has no name');
   if (!version) throw new Error('Chart.yaml has no version');
   if (name.includes('/') || name.includes('\\') || name === '.' || name === '..') {
-    throw new Error(`chart name "${short(name)}" is invalid`);
+    throw new Error(`chart name "${echoed(name)}" is invalid`);
   }
-  if (!isHelmVersion(version)) throw new Error(`chart version "${short(version)}" is not a valid SemVer version`);
+  if (!isHelmVersion(version)) throw new Error(`chart version "${echoed(version)}" is not a valid SemVer version`);
   const type = str(doc.type, 'type');
   if (type && type !== 'application' && type !== 'library') {
-    throw new Error(`chart type must be "application" or "library", not "${short(type)}"`);
+    throw new Error(`chart type must be "application" or "library", not "${echoed(type)}"`);
   }
   const chart: ChartMetadata = { apiVersion: str(doc.apiVersion, 'apiVersion') || 'v1', name, version };
   const optional: { [K in keyof ChartMetadata]?: ChartMetadata[K] | undefined } = {
@@ -311,12 +312,6 @@ function dependencies(value: unknown, field: string): ChartDependency[] | undefi
     }
     return dep;
   });
-}
-
-/** What of a client's value goes into a message: at most 80 printable characters. */
-function short(value: string): string {
-  const printable = value.replace(/[^\x20-\x7e]/g, '?');
-  return printable.length > 80 ? `${printable.slice(0, 80)}...` : printable;
 }
 
 function firstLine(err: unknown): string {

@@ -1,4 +1,4 @@
-import { ApprError } from '../errors.js';
+import { ApprError, echoed } from '../errors.js';
 
 /**
  * Name rules (docs/api.md section 10). Every name that reaches a storage key passes through here first, so a name
@@ -12,7 +12,7 @@ export type NameKind = 'namespace' | 'package' | 'channel';
 
 export function checkName(kind: NameKind, value: string): string {
   if (!NAME.test(value)) {
-    throw new ApprError('invalid-usage', `Invalid ${kind} name`, { [kind]: preview(value) });
+    throw new ApprError('invalid-usage', `Invalid ${kind} name`, { [kind]: echoed(value) });
   }
   return value;
 }
@@ -21,7 +21,7 @@ export function checkName(kind: NameKind, value: string): string {
 export function normalizeMediaType(value: string): string {
   const short = MANIFEST_MEDIA_TYPE.exec(value)?.[1] ?? value;
   if (!MEDIA_TYPE.test(short)) {
-    throw new ApprError('invalid-usage', 'Invalid media type', { media_type: preview(value) });
+    throw new ApprError('invalid-usage', 'Invalid media type', { media_type: echoed(value) });
   }
   return short;
 }
@@ -32,10 +32,4 @@ export function manifestMediaType(mediaType: string): string {
 
 export function contentMediaType(mediaType: string): string {
   return `application/vnd.appr.package.${mediaType}.v0.tar+gzip`;
-}
-
-/** Echo at most a short, printable prefix of a rejected value back to the client. */
-function preview(value: string): string {
-  const printable = value.replace(/[^\x20-\x7e]/g, '?');
-  return printable.length > 80 ? `${printable.slice(0, 80)}...` : printable;
 }

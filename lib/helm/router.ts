@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { koaBody } from 'koa-body';
-import { ApprError, isApprError, StorageUnavailableError } from '../errors.js';
+import { ApprError, echoed, isApprError, StorageUnavailableError } from '../errors.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
@@ -325,7 +325,7 @@ async function upload(ctx: Context, params: { namespace: string }, { opts, acces
     if (!isPackageName(chart.name)) {
       throw new ApprError(
         'invalid-usage',
-        `chart name "${preview(chart.name)}" cannot be a package name: ` +
+        `chart name "${echoed(chart.name)}" cannot be a package name: ` +
           'it must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}',
       );
     }
@@ -382,10 +382,10 @@ function asRelease(chart: ChartMetadata): string {
     if (!isApprError(err)) throw err;
     throw new ApprError(
       'invalid-release',
-      `${err.message}. Helm accepts "${preview(chart.version)}", but charts are stored ` +
+      `${err.message}. Helm accepts "${echoed(chart.version)}", but charts are stored ` +
         'as appr releases, which must be strict SemVer: set version in Chart.yaml to MAJOR.MINOR.PATCH ' +
         '(for example 1.2.3, without a leading "v")',
-      { version: preview(chart.version) },
+      { version: echoed(chart.version) },
     );
   }
 }
@@ -643,7 +643,7 @@ async function hostChart(ctx: Context, limit: number, tmpDir: string | undefined
     throw new ApprError(
       'invalid-usage',
       `The chart was decoded as text by a body parser that ran before the registry (Content-Type ` +
-        `${preview(ctx.get('Content-Type')) || 'none'}), which loses its bytes: send it with Content-Type: ` +
+        `${echoed(ctx.get('Content-Type')) || 'none'}), which loses its bytes: send it with Content-Type: ` +
         'application/gzip (curl -H "Content-Type: application/gzip" --data-binary @chart.tgz), or mount the registry ' +
         'before body parsers',
     );
@@ -679,12 +679,6 @@ function keptBytes(request: HostRequest): Buffer | 'text' | undefined {
     if (typeof kept === 'string') return /[\u0100-\uffff]/.test(kept) ? 'text' : Buffer.from(kept, 'latin1');
   }
   return undefined;
-}
-
-/** At most 80 printable characters of a value from a client's Chart.yaml, for messages. */
-function preview(value: string): string {
-  const printable = value.replace(/[^\x20-\x7e]/g, '?');
-  return printable.length > 80 ? `${printable.slice(0, 80)}...` : printable;
 }
 
 /** The registry's 404 for an absent package, reworded the way ChartMuseum says it. */
