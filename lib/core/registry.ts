@@ -797,10 +797,11 @@ export class Registry {
     const names = this.#names(namespace, name);
     const pkg = `${names.namespace}/${names.name}`;
     const hex = parseDigest(digest);
+    // Named as given, as a GET of the blob names it (docs/api.md section 9).
     const notFound = (): ApprError =>
-      new ApprError('package-not-found', `package ${pkg} has no blob ${hex ?? '(invalid digest)'}`, {
+      new ApprError('package-not-found', `package ${pkg} has no blob ${digest}`, {
         package: pkg,
-        release: hex,
+        release: digest,
         media_type: null,
       });
     if (hex === null) throw notFound();

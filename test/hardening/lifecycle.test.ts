@@ -179,7 +179,11 @@ describe('hardening: purging a blob (DELETE .../blobs/sha256/{digest}, admin)', 
     });
     expect(absent.status).to.equal(404);
     expect(absent.json.code).to.equal('package-not-found');
+    expect(absent.json.details).to.deep.equal({ package: 'alice/app', release: '0'.repeat(64), media_type: null });
     const malformed = await server.api('DELETE', '/api/v1/packages/alice/app/blobs/sha256/xyz', { auth: ALICE });
     expect(malformed.status).to.equal(404);
+    // The digest as given, as a GET of it names it.
+    expect(malformed.json.details).to.deep.equal({ package: 'alice/app', release: 'xyz', media_type: null });
+    expect(malformed.json.message).to.equal('package alice/app has no blob xyz');
   });
 });
