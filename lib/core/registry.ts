@@ -747,6 +747,14 @@ export class Registry {
     context: ChangeContext = {},
   ): Promise<{ namespace: string; name: string; release: string; mediaType: string; packageDeleted: boolean }> {
     const names = this.#names(namespace, name);
+    if (mediaType === '-') {
+      // What the appr CLI's delete-package sends without -t: "the only media type" on reads, nothing here (section 9).
+      throw new ApprError(
+        'invalid-usage',
+        'Invalid media type "-": a delete names the media type it removes (appr CLI: delete-package -t <media type>)',
+        { media_type: '-' },
+      );
+    }
     const mt = normalizeMediaType(mediaType);
     const pkg = `${names.namespace}/${names.name}`;
     const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${release} (${mt})`, {

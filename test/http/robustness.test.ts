@@ -118,6 +118,25 @@ describe('robustness of the HTTP layer', function () {
     expect((await server.request('GET', '/api/v1/packages/robust/ghost')).status).to.equal(404);
   });
 
+  it('tells a delete of media type "-" (the appr CLI without -t) to name the media type (400), deleting nothing', async () => {
+    expect(
+      (
+        await server.request('POST', '/api/v1/packages/acme/minus', {
+          json: { release: '1.0.0', blob: (await makeTarGz({ a: 'b' })).toString('base64') },
+        })
+      ).status,
+    ).to.equal(200);
+    const res = await server.request('DELETE', '/api/v1/packages/acme/minus/1.0.0/-');
+    expect(res.status).to.equal(400);
+    expect(res.json).to.deep.equal({
+      code: 'invalid-usage',
+      message:
+        'Invalid media type "-": a delete names the media type it removes (appr CLI: delete-package -t <media type>)',
+      details: { media_type: '-' },
+    });
+    expect((await server.request('GET', '/api/v1/packages/acme/minus/1.0.0/kpm')).status).to.equal(200);
+  });
+
   it('refuses metadata nested too deep (422) and the package stays writable', async () => {
     let deep: unknown = 'leaf';
     for (let i = 0; i < 3000; i += 1) deep = [deep];
