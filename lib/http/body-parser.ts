@@ -137,8 +137,6 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
   const body = request.body;
   const raw = keptRawBodies(request).find((kept): kept is string => typeof kept === 'string');
   if (body === undefined && raw === undefined) throw new HostSetupError(ctx);
-  // A JSON string a parser decoded (koa-body with `jsonStrict: false`) is no kept text, even when it holds an object.
-  if (raw !== undefined && raw === body && ctx.is('json') && !isBodyText(ctx, raw)) throw notAnObject();
   const size =
     raw !== undefined
       ? Buffer.byteLength(raw)
@@ -153,17 +151,6 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
   const json = raw !== undefined ? parseJson(raw) : body;
   if (isObject(json)) assign(values, json);
   else if (ctx.is('json')) throw notAnObject();
-}
-
-/**
- * Whether `text`, a string a host parser left as the body, can be the body as sent: false when the request states
- * its length (`Content-Length`, no `Content-Encoding`) and `text` is not that many bytes in UTF-8 (JSON's encoding,
- * RFC 8259 section 8.1), so a JSON parser decoded it from a JSON string. Unknowable otherwise: true.
- */
-function isBodyText(ctx: Context, text: string): boolean {
-  const coding = ctx.get('Content-Encoding').trim().toLowerCase();
-  const length = ctx.request.length;
-  return length === undefined || (coding !== '' && coding !== 'identity') || Buffer.byteLength(text) === length;
 }
 
 /**
