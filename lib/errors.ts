@@ -70,8 +70,13 @@ export class ApprError extends Error {
  * a value cannot forge lines or reorder text where the error is logged. Other characters are kept (`café`).
  */
 export function echoed(value: string, max = 80): string {
-  const chars = Array.from(value.replace(/[\p{C}\p{Zl}\p{Zp}]/gu, '?'));
+  const chars = Array.from(printable(value));
   return chars.length > max ? `${chars.slice(0, max).join('')}...` : chars.join('');
+}
+
+/** `value` with each control or format character, line or paragraph separator shown as `?` (as `echoed`, uncut). */
+export function printable(value: string): string {
+  return value.replace(/[\p{C}\p{Zl}\p{Zp}]/gu, '?');
 }
 
 export function isApprError(err: unknown): err is ApprError {

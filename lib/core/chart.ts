@@ -9,7 +9,7 @@
  * failsafe schema gives exactly that (every scalar is a string); the few boolean fields are converted here.
  */
 import { parse as parseYaml } from 'yaml';
-import { echoed } from '../errors.js';
+import { echoed, printable } from '../errors.js';
 
 /** The media type whose releases are Helm charts. */
 export const HELM_MEDIA_TYPE = 'helm';
@@ -149,16 +149,17 @@ export class ChartFiles {
 
   /** The chart the collected files describe (parsed now), or why they are no chart. */
   chart(): { chart: ChartMetadata; problem: null } | { chart: null; problem: string } {
-    if (this.#problem !== null) return { chart: null, problem: this.#problem };
+    // A problem names what the archive holds (its directory, a Chart.yaml key): shown as `printable` text.
+    if (this.#problem !== null) return { chart: null, problem: printable(this.#problem) };
     const chartYaml = this.#files.get('Chart.yaml');
     if (chartYaml === undefined) {
       return {
         chart: null,
-        problem: `no Chart.yaml in the chart directory (${this.#root ?? 'the archive is empty'}/)`,
+        problem: printable(`no Chart.yaml in the chart directory (${this.#root ?? 'the archive is empty'}/)`),
       };
     }
     const read = parseChartYaml(chartYaml.toString('utf8'), this.#files.get('requirements.yaml')?.toString('utf8'));
-    return 'problem' in read ? { chart: null, problem: read.problem } : { chart: read.chart, problem: null };
+    return 'problem' in read ? { chart: null, problem: printable(read.problem) } : { chart: read.chart, problem: null };
   }
 }
 

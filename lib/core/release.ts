@@ -10,7 +10,7 @@
  *
  * Koa-free and dependency-free (only the project's error table).
  */
-import { ApprError } from '../errors.js';
+import { ApprError, printable } from '../errors.js';
 import { MAX_RELEASE_LENGTH, cmpString, parseSemVer, precedence, type SemVer } from './semver.js';
 
 export { MAX_RELEASE_LENGTH } from './semver.js';
@@ -21,9 +21,13 @@ export { MAX_RELEASE_LENGTH } from './semver.js';
  */
 export type ReleaseDetail = 'version' | 'release';
 
-/** What an error may echo of an input: bounded, so a huge input never becomes a huge error body. */
+/**
+ * What an error may echo of an input: bounded, so a huge input never becomes a huge error body, and `printable`
+ * (lib/errors.ts: no control or format character).
+ */
 function echo(input: string): string {
-  return input.length > MAX_RELEASE_LENGTH ? `${input.slice(0, 32)}... (${input.length} characters)` : input;
+  const shown = printable(input);
+  return input.length > MAX_RELEASE_LENGTH ? `${shown.slice(0, 32)}... (${input.length} characters)` : shown;
 }
 
 /**
@@ -31,7 +35,7 @@ function echo(input: string): string {
  * `{[detail]: input}`, the input shortened when over-long.
  */
 export function invalidRelease(what: string, input: string, reason: string, detail: ReleaseDetail): ApprError {
-  return new ApprError('invalid-release', `Invalid ${what} ${JSON.stringify(echo(input))}: ${reason}`, {
+  return new ApprError('invalid-release', `Invalid ${what} ${JSON.stringify(echo(input))}: ${printable(reason)}`, {
     [detail]: echo(input),
   });
 }

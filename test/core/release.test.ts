@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 
-import { ApprError } from '../../lib/errors.js';
+import { ApprError, printable } from '../../lib/errors.js';
 import {
   MAX_RELEASE_LENGTH,
   checkRelease as parseRelease,
@@ -43,7 +43,8 @@ function expectInvalidRelease(fn: () => unknown, version: unknown): ApprError {
   expect(err).to.be.instanceOf(ApprError);
   expect(err.code).to.equal('invalid-release');
   expect(err.status).to.equal(422);
-  expect(err.details).to.deep.equal({ version });
+  // Shown without control characters (lib/errors.ts `printable`): "1.0.0\n" is shown "1.0.0?".
+  expect(err.details).to.deep.equal({ version: typeof version === 'string' ? printable(version) : version });
   return err;
 }
 
@@ -108,7 +109,7 @@ describe('core/release', () => {
     for (const v of invalid) {
       it(`rejects ${JSON.stringify(v)} with invalid-release and details {version}`, () => {
         const err = expectInvalidRelease(() => parseRelease(v), v);
-        expect(err.message.includes(JSON.stringify(v))).to.equal(true);
+        expect(err.message.includes(JSON.stringify(printable(v)))).to.equal(true);
         expect(isExactRelease(v)).to.equal(false);
       });
     }
