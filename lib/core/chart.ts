@@ -124,10 +124,11 @@ export class ChartFiles {
 
   /** One tar entry. Reads `data` itself when it is a file it keeps; the caller still drains the entry. */
   entry(name: string, type: string | undefined, data: EntryData): void {
-    const parts = name.replace(/^\.\//, '').split('/');
+    const parts = name.split('/');
     const base = parts[0] ?? '';
-    // Helm skips a pax global header written as a file (`git archive`) and requires every other entry under one
-    // top-level directory (a `./` entry of the archive's root is no file of the chart).
+    // Helm's loader (and ChartMuseum's) takes each entry's first path component for the chart's directory, `.` too:
+    // `tar -C mychart -czf mychart.tgz .` is a chart (`./Chart.yaml`), `./mychart/Chart.yaml` is none. Helm skips a
+    // pax global header written as a file (`git archive`); every other entry must be under one directory here.
     if (base === 'pax_global_header' || base === '') return;
     if (this.#root === null) this.#root = base;
     else if (base !== this.#root) this.#problem ??= `the archive has files outside its chart directory ${this.#root}/`;

@@ -118,10 +118,17 @@ describe('Chart.yaml as Helm reads it', () => {
     expect(read).to.deep.include({ digest: sha256(tgz), size: tgz.length, problem: null });
     expect(read.chart).to.deep.equal({ apiVersion: 'v1', name: 'app', version: '1.0.0' });
 
+    // Helm's directory is the first path component, `.` too (`tar -C app .`): ./Chart.yaml is a chart, and
+    // ./app/Chart.yaml none (Helm's loader finds no Chart.yaml in it).
     const dotted = await readChartArchive(
-      await makeTarGz({ './app/Chart.yaml': 'name: app\nversion: 1.0.0\n', './app/values.yaml': '' }),
+      await makeTarGz({ './Chart.yaml': 'name: app\nversion: 1.0.0\n', './templates/a.yaml': '' }),
     );
     expect(dotted.chart?.name).to.equal('app');
+    const nested = await readChartArchive(
+      await makeTarGz({ './app/Chart.yaml': 'name: app\nversion: 1.0.0\n', './app/values.yaml': '' }),
+    );
+    expect(nested.chart).to.equal(null);
+    expect(nested.problem).to.equal('no Chart.yaml in the chart directory (./)');
     const flat = await readChartArchive(await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }));
     expect(flat.chart).to.equal(null);
     expect(flat.problem).to.match(/no Chart\.yaml/);

@@ -254,6 +254,18 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
       expect((await get(`${repoOf(ns)}/charts/skew-1.0.0.tgz`)).status).to.equal(200);
     });
 
+    it('takes a chart archived from inside its directory (tar -C mychart -czf mychart.tgz .), as Helm does', async () => {
+      const ns = uniqueName('ns');
+      const tgz = await makeTarGz({
+        './Chart.yaml': 'apiVersion: v2\nname: flat\nversion: 1.0.0\n',
+        './values.yaml': '',
+      });
+      const res = await cmPush(repoOf(ns), tgz);
+      expect(res.status, JSON.stringify(res.body)).to.equal(201);
+      const index = await helmRepoAdd(repoOf(ns));
+      expect(index.entries.flat?.map((entry) => entry.version)).to.deep.equal(['1.0.0']);
+    });
+
     it('refuses uploads that are not appr-storable charts, with ChartMuseum errors, and stores nothing', async () => {
       const ns = uniqueName('ns');
       const cases: [string, Buffer, number, RegExp][] = [
