@@ -117,9 +117,12 @@ async function answerError(ctx: Context, err: unknown, options: ResponseOptions,
   ctx.body = options.errorEnvelope ? { error: json } : json;
 }
 
-/** The message a client may read: a 4xx's own; a 5xx's from the error table only (no storage path, bucket name or stack). */
+/**
+ * The message a client may read: a 4xx's own, and a `501 unsupported`'s (the registry's own words: "This registry
+ * has no login"); any other 5xx's from the error table only (no storage path, bucket name or stack).
+ */
 export function publicMessage(error: ApprError): string {
-  return error.status < 500 ? error.message : ERRORS[error.code].message;
+  return error.status < 500 || error.code === 'unsupported' ? error.message : ERRORS[error.code].message;
 }
 
 const ABORT_CODES = new Set(['ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNABORTED', 'EPIPE']);

@@ -108,10 +108,14 @@ describe('login and signup', () => {
   it('answers 501 unsupported to login and signup when the host supplies no hook', async () => {
     const bare = await startRegistry({ auth: { identify: () => null } });
     try {
-      for (const path of ['/api/v1/users/login', '/api/v1/users']) {
+      for (const [path, what] of [
+        ['/api/v1/users/login', 'login'],
+        ['/api/v1/users', 'signup'],
+      ] as const) {
         const res = await bare.api('POST', path, { json: cliBody('alice', 's3cret') });
         expect(res.status, path).to.equal(501);
-        expect(res.json.code).to.equal('unsupported');
+        // Its own message, not the table's bare "Unsupported": what `appr login` prints.
+        expect(res.json).to.deep.equal({ code: 'unsupported', message: `This registry has no ${what}`, details: {} });
       }
     } finally {
       await bare.close();
