@@ -316,6 +316,7 @@ function dependencies(value: unknown, field: string): ChartDependency[] | undefi
   });
 }
 
+/** An error's first line, without the colon that introduces what the YAML library shows on the next ones. */
 function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0] as string;
+  return ((err instanceof Error ? err.message : String(err)).split('\n')[0] as string).replace(/:$/, '');
 }

@@ -329,7 +329,7 @@ function decoder(coding: string, header: string): { coding: string; transform: T
 function unsupportedEncoding(header: string): ApprError {
   return new ApprError(
     'unsupported-encoding',
-    `Content-Encoding ${JSON.stringify(header.slice(0, 64))} is not supported (gzip, deflate, br)`,
+    `Content-Encoding ${JSON.stringify(header.slice(0, 64))} is not supported (gzip or x-gzip, deflate, br, identity)`,
     {
       supported: ['gzip', 'deflate', 'br', 'identity'],
     },

@@ -199,7 +199,10 @@ export function createApprRouter<P = unknown>(options: ApprRouterOptions<P>): Ro
     // document there would mislead; `apprDiscovery()` serves it at the root instead.
     const layerPath = matchedLayerPath(ctx);
     if (layerPath !== undefined && layerPath !== WELL_KNOWN_PATH) {
-      throw new ApprError('not-found', `The discovery document is served at ${WELL_KNOWN_PATH}`);
+      throw new ApprError(
+        'not-found',
+        `The discovery document is served at the host's root, ${WELL_KNOWN_PATH}, by apprDiscovery() (README "Nested in a host router")`,
+      );
     }
     ctx.body = discoveryDocument(ctx, opts, respond);
   };

@@ -162,9 +162,9 @@ describe('the registry in a host app', function () {
             expect(discovery.json).to.deep.equal({ version: '0.7.4', uri_prefix: `${server.url}${base}` });
             if (mount.startsWith('nested')) {
               // The parent's copy of the discovery route sits at the wrong place and must not answer there.
-              expect((await server.requestRoot('GET', '/portal/.well-known/app-registry-uri.json')).status).to.equal(
-                404,
-              );
+              const misplaced = await server.requestRoot('GET', '/portal/.well-known/app-registry-uri.json');
+              expect(misplaced.status).to.equal(404);
+              expect(misplaced.json.message).to.include('apprDiscovery()'); // where it is served, by what
             }
 
             // The host's routes, before and after the registry, under its prefix and beside it.

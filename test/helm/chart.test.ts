@@ -97,6 +97,7 @@ describe('Chart.yaml as Helm reads it', () => {
       ['name: x\nversion: 1.0.0\nkeywords: a\n', /keywords must be a list/],
       ['name: x\nversion: 1.0.0\ndeprecated: maybe\n', /deprecated must be true or false/],
       ['name: x\nname: y\nversion: 1.0.0\n', /not valid YAML.*unique/],
+      ['name: x\nversion: 1.0.0\nx: y: z\n', /^Chart\.yaml is not valid YAML: .* at line 3, column 4$/],
       ['name: ../x\nversion: 1.0.0\n', /name "..\/x" is invalid/],
       [
         `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${'*a, '.repeat(20)}*a]\nc: [${'*b, '.repeat(200)}*b]\nname: x\nversion: 1.0.0\n`,
