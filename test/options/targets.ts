@@ -3,7 +3,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { createApprRouter, FsStorage, MemoryStorage, Registry, UserStore } from '../../lib/index.js';
 import { routerOptions } from '../../lib/http/options.js';
 import { s3StorageOptions } from '../../lib/options/s3.js';
-import { fsStorageOptions, memoryStorageOptions, registryOptions } from '../../lib/options/schema.js';
+import { fsStorageOptions, gcOptions, memoryStorageOptions, registryOptions } from '../../lib/options/schema.js';
 import { userStoreOptions } from '../../lib/auth/options.js';
 import { metaOf, shapeOf, unwrap, type OptionMeta } from '../../lib/options/validate.js';
 import { S3Storage } from '../../lib/s3.js';
@@ -14,7 +14,10 @@ export interface Target {
   schema: z.ZodType;
   /** The smallest configuration that builds (required options only). */
   minimal: () => Record<string, unknown>;
+  /** Builds with `options`: throws, or returns a promise that rejects, with an `OptionError` for a refused one. */
   build: (options: unknown) => unknown;
+  /** Valid values for options whose kind alone gives none that works (a clock that returns a `Date`), by path. */
+  valid?: Record<string, unknown>;
   /**
    * Every option path, written out: a new option must be added here (and to the README), and the fuzz then tries
    * it without more work, since the cases come from the schema.
@@ -23,6 +26,8 @@ export interface Target {
 }
 
 const s3Client = new S3Client({ region: 'us-east-1' });
+/** The registry whose `gc()` options are fuzzed: an empty store, so each valid run is quick. */
+const collected = new Registry({ storage: new MemoryStorage() });
 
 export const TARGETS: Target[] = [
   {
@@ -121,6 +126,14 @@ export const TARGETS: Target[] = [
     ],
   },
   {
+    name: 'Registry.gc',
+    schema: gcOptions,
+    minimal: () => ({}),
+    build: (options) => collected.gc(options as never),
+    valid: { now: () => new Date() },
+    expected: ['dryRun', 'graceMs', 'now'],
+  },
+  {
     name: 'FsStorage',
     schema: fsStorageOptions,
     // Nothing touches the disk before the first operation.
@@ -212,6 +225,11 @@ export function validValue(leaf: Pick<Leaf, 'schema' | 'meta'>): unknown {
 }
 
 /** `options` with `value` at `path`, creating the enclosing objects valid (so only this value is wrong). */
+/** `validValue`, or the target's own valid value for that option. */
+export function validFor(target: Target, leaf: Pick<Leaf, 'path' | 'schema' | 'meta'>): unknown {
+  return target.valid?.[leaf.path.join('.')] ?? validValue(leaf);
+}
+
 export function withValue(target: Target, path: readonly string[], value: unknown): Record<string, unknown> {
   const options = target.minimal();
   let node = options;
