@@ -37,6 +37,11 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/**
+ * An error of the table. Its message and the strings of its details are `printable` (lib/errors.ts): whatever a
+ * client's value put in them, no control or format character reaches an answer, `onError` or `onResponseError`
+ * (docs/api.md section 10).
+ */
 export class ApprError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -50,11 +55,11 @@ export class ApprError extends Error {
     details: Record<string, unknown> = {},
     headers: Record<string, string> = {},
   ) {
-    super(message ?? ERRORS[code].message);
+    super(printable(message ?? ERRORS[code].message));
     this.name = 'ApprError';
     this.code = code;
     this.status = ERRORS[code].status;
-    this.details = details;
+    this.details = printableValues(details);
     this.headers = headers;
   }
 
@@ -70,13 +75,43 @@ export class ApprError extends Error {
  * a value cannot forge lines or reorder text where the error is logged. Other characters are kept (`café`).
  */
 export function echoed(value: string, max = 80): string {
-  const chars = Array.from(printable(value));
-  return chars.length > max ? `${chars.slice(0, max).join('')}...` : chars.join('');
+  return cut(printable(value), max);
 }
 
 /** `value` with each control or format character, line or paragraph separator shown as `?` (as `echoed`, uncut). */
 export function printable(value: string): string {
-  return value.replace(/[\p{C}\p{Zl}\p{Zp}]/gu, '?');
+  return UNPRINTABLE.test(value) ? value.replace(UNPRINTABLE_ALL, '?') : value;
+}
+
+const UNPRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/u;
+const UNPRINTABLE_ALL = /[\p{C}\p{Zl}\p{Zp}]/gu;
+
+/**
+ * At most `max` code points of `value`, then `tail` (a pair of surrogates is never split); `value` itself when it is
+ * no longer.
+ */
+export function cut(value: string, max: number, tail = '...'): string {
+  if (value.length <= max) return value;
+  const points = Array.from(value);
+  return points.length > max ? `${points.slice(0, max).join('')}${tail}` : value;
+}
+
+/**
+ * `value` with every string in it (in arrays and plain objects too, a few levels deep) `printable`: `value` itself
+ * when none changes.
+ */
+function printableValues<T>(value: T, depth = 0): T {
+  if (typeof value === 'string') return printable(value) as T;
+  if (value === null || typeof value !== 'object' || depth > 4) return value;
+  if (Array.isArray(value)) {
+    const items = value.map((item: unknown) => printableValues(item, depth + 1));
+    return items.some((item, i) => item !== value[i]) ? (items as T) : value;
+  }
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) return value;
+  const entries = Object.entries(value as Record<string, unknown>);
+  const shown = entries.map(([key, item]) => [key, printableValues(item, depth + 1)] as const);
+  return shown.some(([, item], i) => item !== entries[i]?.[1]) ? (Object.fromEntries(shown) as T) : value;
 }
 
 export function isApprError(err: unknown): err is ApprError {

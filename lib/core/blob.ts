@@ -7,7 +7,7 @@ import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, gunzipSync, type Gunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
-import { ApprError, echoed, printable, StorageUnavailableError } from '../errors.js';
+import { ApprError, echoed, StorageUnavailableError } from '../errors.js';
 import { ChartFiles } from './chart.js';
 
 const DIGEST = /^[0-9a-f]{64}$/;
@@ -251,7 +251,7 @@ export class BlobStager {
       const refused = checkEntry(header);
       if (refused !== null) {
         tar.destroy(
-          new ApprError('invalid-parameters', `blob: ${printable(refused)}`, {
+          new ApprError('invalid-parameters', `blob: ${refused}`, {
             field: 'blob',
             entry: echoed(header.name, 256),
           }),

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
-import { ApprError, echoed, StorageUnavailableError } from '../errors.js';
+import { ApprError, StorageUnavailableError } from '../errors.js';
 import { gcOptions, registryOptions, systemClock } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
@@ -695,15 +695,11 @@ export class Registry {
         ? null
         : await this.#blob(keys.blob(names.namespace, names.name, hex), keys.packageDoc(names.namespace, names.name));
     if (!blob || hex === null) {
-      throw new ApprError(
-        'package-not-found',
-        `package ${names.namespace}/${names.name} has no blob ${echoed(digest)}`,
-        {
-          package: `${names.namespace}/${names.name}`,
-          release: echoed(digest),
-          media_type: null,
-        },
-      );
+      throw new ApprError('package-not-found', `package ${names.namespace}/${names.name} has no blob ${digest}`, {
+        package: `${names.namespace}/${names.name}`,
+        release: digest,
+        media_type: null,
+      });
     }
     const entry = this.#catalog.get(keys.packageDoc(names.namespace, names.name));
     return Object.assign(blob, { digest: hex, visibility: entry === undefined ? null : entry.doc.visibility });
@@ -761,9 +757,9 @@ export class Registry {
     }
     const mt = normalizeMediaType(mediaType);
     const pkg = `${names.namespace}/${names.name}`;
-    const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${echoed(release)} (${mt})`, {
+    const notFound = new ApprError('package-not-found', `package ${pkg} has no release ${release} (${mt})`, {
       package: pkg,
-      release: echoed(release),
+      release,
       media_type: mt,
     });
     const packageDeleted = await this.#change<boolean>(keys.packageDoc(names.namespace, names.name), (doc, view) => {
@@ -811,9 +807,9 @@ export class Registry {
     const hex = parseDigest(digest);
     // Named as given, as a GET of the blob names it (docs/api.md section 9).
     const notFound = (): ApprError =>
-      new ApprError('package-not-found', `package ${pkg} has no blob ${echoed(digest)}`, {
+      new ApprError('package-not-found', `package ${pkg} has no blob ${digest}`, {
         package: pkg,
-        release: echoed(digest),
+        release: digest,
         media_type: null,
       });
     if (hex === null) throw notFound();

@@ -10,7 +10,7 @@
  *
  * Koa-free and dependency-free (only the project's error table).
  */
-import { ApprError, printable } from '../errors.js';
+import { ApprError, cut, printable } from '../errors.js';
 import { MAX_RELEASE_LENGTH, cmpString, parseSemVer, precedence, type SemVer } from './semver.js';
 
 export { MAX_RELEASE_LENGTH } from './semver.js';
@@ -27,7 +27,7 @@ export type ReleaseDetail = 'version' | 'release';
  */
 function echo(input: string): string {
   const shown = printable(input);
-  return input.length > MAX_RELEASE_LENGTH ? `${shown.slice(0, 32)}... (${input.length} characters)` : shown;
+  return input.length > MAX_RELEASE_LENGTH ? cut(shown, 32, `... (${input.length} characters)`) : shown;
 }
 
 /**
@@ -35,7 +35,7 @@ function echo(input: string): string {
  * `{[detail]: input}`, the input shortened when over-long.
  */
 export function invalidRelease(what: string, input: string, reason: string, detail: ReleaseDetail): ApprError {
-  return new ApprError('invalid-release', `Invalid ${what} ${JSON.stringify(echo(input))}: ${printable(reason)}`, {
+  return new ApprError('invalid-release', `Invalid ${what} ${JSON.stringify(echo(input))}: ${reason}`, {
     [detail]: echo(input),
   });
 }

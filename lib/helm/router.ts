@@ -32,6 +32,7 @@ import {
   type HostRequest,
 } from '../http/body-parser.js';
 import { tooBusy, type PushBudget } from '../http/body-readers.js';
+import { boundedErrorBody } from '../http/headers.js';
 import { publicMessage, responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
@@ -127,7 +128,8 @@ function chartMuseumErrors(host: ResolvedOptions['onResponseError']): NonNullabl
   return async (error, ctx) =>
     (host ? await host(error, ctx) : undefined) ?? {
       status: error.status,
-      body: { error: publicMessage(error) },
+      // Bounded as the registry's own error bodies are (a client's value in it, lib/http/headers.ts).
+      body: { error: boundedErrorBody(publicMessage(error)) },
     };
 }
 

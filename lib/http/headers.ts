@@ -1,4 +1,5 @@
 import type { Context } from 'koa';
+import { cut } from '../errors.js';
 
 /**
  * What the registry sends back that came from a client: bounded and safe in headers and error bodies (issue 12
@@ -49,7 +50,7 @@ function disposition(ctx: Context, name: string): string {
 /** A copy of an error body whose strings (message, details, nested) are at most MAX_ECHO characters each. */
 export function boundedErrorBody<T>(value: T, depth = 0): T {
   if (typeof value === 'string') {
-    return (value.length > MAX_ECHO ? `${value.slice(0, MAX_ECHO)}... (${value.length} characters)` : value) as T;
+    return cut(value, MAX_ECHO, `... (${value.length} characters)`) as T;
   }
   if (value === null || typeof value !== 'object' || depth > 4) return value;
   if (Array.isArray(value)) {

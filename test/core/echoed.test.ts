@@ -3,7 +3,7 @@
  * the Helm routes, each of which kept a copy that showed anything beyond printable ASCII as `?`.
  */
 import { expect } from 'chai';
-import { echoed } from '../../lib/errors.js';
+import { ApprError, echoed } from '../../lib/errors.js';
 
 describe('echoed: what an error shows of a value', function () {
   it('keeps letters and symbols beyond ASCII', function () {
@@ -24,5 +24,18 @@ describe('echoed: what an error shows of a value', function () {
     expect(echoed('x'.repeat(81))).to.equal(`${'x'.repeat(80)}...`);
     expect(echoed('\u{1F4E6}'.repeat(81))).to.equal(`${'\u{1F4E6}'.repeat(80)}...`);
     expect(echoed('abcdef', 3)).to.equal('abc...');
+  });
+
+  it('holds for every ApprError: its message and the strings of its details, however deep', function () {
+    const err = new ApprError('unsupported-encoding', 'Content-Encoding "x\u009b31m" is not supported', {
+      header: 'x\u009b31m',
+      list: ['a\nb', 3],
+      nested: { deeper: 'c\u202ed' },
+      size: 5,
+    });
+    expect(err.message).to.equal('Content-Encoding "x?31m" is not supported');
+    expect(err.details).to.deep.equal({ header: 'x?31m', list: ['a?b', 3], nested: { deeper: 'c?d' }, size: 5 });
+    const details = { package: 'ns/app', media_types: ['helm', 'kpm'] };
+    expect(new ApprError('invalid-usage', 'fine', details).details).to.equal(details); // nothing to change: as given
   });
 });

@@ -38,6 +38,8 @@ describe('errors show a hostile value without its control and format characters'
       },
     });
     expect(pushed.status, pushed.text).to.equal(200);
+    const channel = await server.request('POST', '/api/v1/packages/acme/app/channels/stable/1.0.0');
+    expect(channel.status, channel.text).to.equal(200);
   });
   after(() => server.close());
 
@@ -86,6 +88,39 @@ describe('errors show a hostile value without its control and format characters'
       json: { release: '1.0.0', blob: escaping.toString('base64') },
     });
     expectSafe(res, 422, 'tar entry');
+  });
+
+  it('in a release of route 7, a channel release delete, and the Helm routes (404)', async () => {
+    expectSafe(await server.request('GET', `/api/v1/packages/acme/app/${path}`), 404, 'route 7');
+    expectSafe(await server.request('DELETE', `/api/v1/packages/acme/app/channels/stable/${path}`), 404, 'channel');
+    for (const [method, route] of [
+      ['GET', `/helm/api/acme/charts/app/${path}`],
+      ['DELETE', `/helm/api/acme/charts/app/${path}`],
+      ['GET', `/helm/acme/charts/${path}.tgz`],
+    ] as const) {
+      const res = await server.request(method, route);
+      expect(res.status, `${method} ${route}`).to.be.within(400, 499);
+      expect(res.json.error, route).to.not.match(UNSAFE);
+      expect(res.json.error, route).to.include('FAKE LOG LINE');
+    }
+  });
+
+  it('shows a valid release whole (a delete as a read), and cuts a long one between characters', async () => {
+    const long = `1.0.0-${'a'.repeat(100)}`;
+    const deleted = await server.request('DELETE', `/api/v1/packages/acme/app/${long}/helm`);
+    expect(deleted.status).to.equal(404);
+    expect(deleted.json.details).to.include({ release: long });
+    const emoji = `${'a'.repeat(31)}\u{1F600}${'b'.repeat(300)}`;
+    const res = await server.request('GET', `/api/v1/packages/acme/app/${encodeURIComponent(emoji)}/helm`);
+    expect(res.status).to.equal(422);
+    expect(res.json.details.release).to.not.match(UNSAFE); // no lone surrogate of a cut pair
+    expect(res.json.details.release).to.match(/^a{31}\u{1F600}\.\.\. \(\d+ characters\)$/u);
+  });
+
+  it('bounds a Helm error body as the registry bounds its own', async () => {
+    const res = await server.request('GET', `/helm/acme/charts/${'a'.repeat(12_000)}.tgz`);
+    expect(res.status).to.be.within(400, 499);
+    expect(res.text.length).to.be.below(700);
   });
 
   it('keeps what is printable beyond ASCII (a release selector of é)', async () => {
