@@ -9,7 +9,8 @@
  * failsafe schema gives exactly that (every scalar is a string); the few boolean fields are converted here.
  */
 import { parse as parseYaml } from 'yaml';
-import { echoed, printable } from '../errors.js';
+import { posix } from 'node:path';
+import { echoed } from '../errors.js';
 
 /** The media type whose releases are Helm charts. */
 export const HELM_MEDIA_TYPE = 'helm';
@@ -79,13 +80,22 @@ export interface ChartRecord extends ChartArchive {
   format: typeof CHART_RECORD_FORMAT;
 }
 
-export const CHART_RECORD_FORMAT = 1;
+/**
+ * 2 since Helm's loader rules (`ChartFiles`): a record of format 1 that found a chart is still trusted (it is one,
+ * but for an archive of `./<dir>/Chart.yaml`, which Helm cannot load); one that found none is read again, since
+ * the rules of format 1 refused charts Helm loads (`./Chart.yaml`, names split on `\`).
+ */
+export const CHART_RECORD_FORMAT = 2;
 
-/** `record` when it is a `ChartRecord` of the current format (a stored object is only trusted once checked). */
+/**
+ * `record` when it is a `ChartRecord` this library trusts (a stored object is only trusted once checked): of the
+ * current format, or a chart found under format 1.
+ */
 export function asChartRecord(record: unknown): ChartRecord | null {
   if (typeof record !== 'object' || record === null) return null;
-  const r = record as Partial<ChartRecord>;
-  if (r.format !== CHART_RECORD_FORMAT || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) return null;
+  const r = record as Partial<Omit<ChartRecord, 'format'>> & { format?: unknown };
+  const trusted = r.format === CHART_RECORD_FORMAT || (r.format === 1 && r.chart !== null && r.chart !== undefined);
+  if (!trusted || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) return null;
   if (typeof r.size !== 'number' || !(r.problem === null || typeof r.problem === 'string')) return null;
   if (!(
     r.chart === null ||
@@ -112,10 +122,15 @@ export interface EntryData {
 }
 
 /**
- * Collects a chart's own files from a tar walk, entry by entry, without holding anything else: `<root>/Chart.yaml`
- * and `<root>/requirements.yaml` (at most `MAX_CHART_FILE_BYTES` each; past that only the length is counted),
- * where `<root>` is the archive's first top-level directory, and whether any entry lives outside it (Helm's
- * loader requires one top-level directory). Used by the push's tar check and by `readChartArchive`.
+ * Collects a chart's own files from a tar walk, entry by entry, without holding anything else: `Chart.yaml` and
+ * `requirements.yaml` of the chart's directory (at most `MAX_CHART_FILE_BYTES` each; past that only the length is
+ * counted), and why the archive is no chart Helm can load. The rules are those of Helm's loader
+ * (helm.sh/helm/v3 `pkg/chart/loader/archive.go`), which ChartMuseum runs too: directory entries (and a pax global
+ * header written as a file by `git archive`) are skipped; of every other entry, the first path component (split on
+ * `\` when the name holds one: an archive made on Windows) is the chart's directory, `.` included
+ * (`tar -C mychart -czf mychart.tgz .`), and the rest, cleaned (`a/./b` is `a/b`), the file's path in the chart,
+ * which must not be empty, absolute or above the directory. One rule more than Helm's: every entry is under the
+ * same directory. Used by the push's tar check and by `readChartArchive`.
  */
 export class ChartFiles {
   #root: string | null = null;
@@ -124,16 +139,19 @@ export class ChartFiles {
 
   /** One tar entry. Reads `data` itself when it is a file it keeps; the caller still drains the entry. */
   entry(name: string, type: string | undefined, data: EntryData): void {
-    const parts = name.split('/');
-    const base = parts[0] ?? '';
-    // Helm's loader (and ChartMuseum's) takes each entry's first path component for the chart's directory, `.` too:
-    // `tar -C mychart -czf mychart.tgz .` is a chart (`./Chart.yaml`), `./mychart/Chart.yaml` is none. Helm skips a
-    // pax global header written as a file (`git archive`); every other entry must be under one directory here.
-    if (base === 'pax_global_header' || base === '') return;
+    if (type === 'directory' || name === 'pax_global_header') return;
+    const parts = name.split(name.includes('\\') ? '\\' : '/');
+    const base = parts[0] as string;
+    const rest = parts.slice(1).join('/');
+    const path = rest.startsWith('/') ? rest : posix.normalize(rest).replace(/\/$/, '');
+    if (base === 'Chart.yaml') this.#problem ??= 'Chart.yaml is not in a chart directory';
+    else if (rest.startsWith('/')) this.#problem ??= `the archive holds an absolute path (${name})`;
+    else if (path === '.') this.#problem ??= `the archive holds a file outside a chart directory (${name})`;
+    else if (path === '..' || path.startsWith('../'))
+      this.#problem ??= `the archive holds a path above its chart directory (${name})`;
     if (this.#root === null) this.#root = base;
     else if (base !== this.#root) this.#problem ??= `the archive has files outside its chart directory ${this.#root}/`;
-    const path = parts.slice(1).join('/');
-    if (base !== this.#root || parts.length !== 2 || (type !== 'file' && type !== 'contiguous-file')) return;
+    if (base !== this.#root || (type !== 'file' && type !== 'contiguous-file')) return;
     if (path !== 'Chart.yaml' && path !== 'requirements.yaml') return;
     const chunks: Buffer[] = [];
     let length = 0;
@@ -150,17 +168,16 @@ export class ChartFiles {
 
   /** The chart the collected files describe (parsed now), or why they are no chart. */
   chart(): { chart: ChartMetadata; problem: null } | { chart: null; problem: string } {
-    // A problem names what the archive holds (its directory, a Chart.yaml key): shown as `printable` text.
-    if (this.#problem !== null) return { chart: null, problem: printable(this.#problem) };
+    if (this.#problem !== null) return { chart: null, problem: this.#problem };
     const chartYaml = this.#files.get('Chart.yaml');
     if (chartYaml === undefined) {
       return {
         chart: null,
-        problem: printable(`no Chart.yaml in the chart directory (${this.#root ?? 'the archive is empty'}/)`),
+        problem: `no Chart.yaml in the chart directory (${this.#root ?? 'the archive is empty'}/)`,
       };
     }
     const read = parseChartYaml(chartYaml.toString('utf8'), this.#files.get('requirements.yaml')?.toString('utf8'));
-    return 'problem' in read ? { chart: null, problem: printable(read.problem) } : { chart: read.chart, problem: null };
+    return 'problem' in read ? { chart: null, problem: read.problem } : { chart: read.chart, problem: null };
   }
 }
 

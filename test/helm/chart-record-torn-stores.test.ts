@@ -39,7 +39,10 @@ const TORN = [
   '{"format":0}',
 ];
 /** Records of a later format than ours: not trusted, and left for the version that wrote them. */
-const LATER = ['{"format":99}', `{"format":2,"digest":"${'a'.repeat(64)}","size":10,"problem":null,"chart":null}`];
+const LATER = [
+  '{"format":99}',
+  `{"format":${CHART_RECORD_FORMAT + 1},"digest":"${'a'.repeat(64)}","size":10,"problem":null,"chart":null}`,
+];
 
 async function bodyAt(storage: StorageAdapter, key: string): Promise<string | null> {
   const got = await storage.get(key);

@@ -6,7 +6,7 @@ import { MAX_CHART_FILE_BYTES, parseChartYaml, readChartArchive } from '../../li
 import { entryYaml, HelmRepository, serializeIndex, type ChartVersion } from '../../lib/helm/index.js';
 import { parse as parseYaml, stringify } from 'yaml';
 import { splitChartFile } from '../../lib/helm/router.js';
-import { makeTarGz } from '../helpers/blobs.js';
+import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
 import { listen, sha256 } from '../helpers/http.js';
 import { chartTgz, get } from './clients.js';
 import { chartRequests, counting } from './counting.js';
@@ -110,6 +110,33 @@ describe('Chart.yaml as Helm reads it', () => {
     }
   });
 
+  it("follows Helm's loader: directory entries skipped, the first path component the directory, the rest cleaned", async () => {
+    const CHART = 'apiVersion: v2\nname: app\nversion: 1.0.0\n';
+    const dir = (name: string) => ({ header: { name, type: 'directory' as const } });
+    const file = (name: string, content = '') => ({ header: { name }, content });
+    const cases: [string, Parameters<typeof tarGzOf>[0], string | RegExp][] = [
+      ['tar -C app .', [dir('./'), file('./Chart.yaml', CHART), file('./templates/a.yaml')], 'app'],
+      ['a ./ entry, then the chart directory', [dir('./'), file('e/Chart.yaml', CHART), file('e/values.yaml')], 'app'],
+      ['an empty directory beside it', [dir('other/'), file('app/Chart.yaml', CHART)], 'app'],
+      ['made on Windows', [file('app\\Chart.yaml', CHART), file('app\\templates\\a.yaml')], 'app'],
+      ['a ./ inside', [file('app/./Chart.yaml', CHART)], 'app'],
+      ['a file beside its directory', [file('a/Chart.yaml', CHART), file('a')], /file outside a chart directory \(a\)/],
+      ['a path above', [file('b/Chart.yaml', CHART), file('b/../b/x')], /above its chart directory/],
+      ['an absolute path', [file('c/Chart.yaml', CHART), file('c//x')], /absolute path/],
+      ['Chart.yaml as a directory', [file('Chart.yaml/Chart.yaml', CHART)], 'Chart.yaml is not in a chart directory'],
+      ['two directories', [file('a/Chart.yaml', CHART), file('b/values.yaml')], /outside its chart directory a\//],
+    ];
+    for (const [what, entries, expected] of cases) {
+      const read = await readChartArchive(await tarGzOf(entries));
+      if (typeof expected === 'string' && !expected.includes(' ')) expect(read.chart?.name, what).to.equal(expected);
+      else {
+        expect(read.chart, what).to.equal(null);
+        if (typeof expected === 'string') expect(read.problem, what).to.equal(expected);
+        else expect(read.problem, what).to.match(expected);
+      }
+    }
+  });
+
   it('reads only <dir>/Chart.yaml, hashes the archive bytes, and bounds what it keeps', async () => {
     const tgz = await makeTarGz({
       'app/charts/sub/Chart.yaml': 'name: sub\nversion: 9.9.9\n',
@@ -132,7 +159,7 @@ describe('Chart.yaml as Helm reads it', () => {
     expect(nested.problem).to.equal('no Chart.yaml in the chart directory (./)');
     const flat = await readChartArchive(await makeTarGz({ 'Chart.yaml': 'name: app\nversion: 1.0.0\n' }));
     expect(flat.chart).to.equal(null);
-    expect(flat.problem).to.match(/no Chart\.yaml/);
+    expect(flat.problem).to.equal('Chart.yaml is not in a chart directory');
     const huge = await readChartArchive(
       await makeTarGz({ 'app/Chart.yaml': `name: app\nversion: 1.0.0\n#${'x'.repeat(MAX_CHART_FILE_BYTES)}\n` }),
     );

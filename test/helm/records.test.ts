@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { createApprRouter, MemoryStorage, Registry, type StorageAdapter } from '../../lib/index.js';
+import { CHART_RECORD_FORMAT } from '../../lib/core/chart.js';
 import { HelmRepository } from '../../lib/helm/index.js';
 import { keys } from '../../lib/core/keys.js';
 import { digestOf, makeTarGz } from '../helpers/blobs.js';
@@ -45,7 +46,7 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
       });
       expect(pushed.status, pushed.text).to.equal(200);
       expect(await recordOf(storage, 'ns', 'web', viaAppr)).to.deep.equal({
-        format: 1,
+        format: CHART_RECORD_FORMAT,
         digest: sha256(viaAppr),
         size: viaAppr.length,
         problem: null,
@@ -92,7 +93,7 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     expect(large.length).to.be.greaterThan(1024);
     await registry.push({ namespace: 'ns', name: 'big', release: '1.0.0', mediaType: 'helm', blob: large });
     expect(await recordOf(storage, 'ns', 'big', large)).to.deep.equal({
-      format: 1,
+      format: CHART_RECORD_FORMAT,
       digest: sha256(large),
       size: large.length,
       problem: null,
@@ -152,7 +153,7 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     await repo.entries('ns', everyone);
     expect(chartRequests(first.byKind), 'then from memory').to.deep.equal({});
     expect(await recordOf(storage, 'ns', 'old', tgz)).to.deep.include({
-      format: 1,
+      format: CHART_RECORD_FORMAT,
       digest: sha256(tgz),
       size: tgz.length,
     });
@@ -208,7 +209,7 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     });
     const key = keys.chart('ns', 'c', await digestOf(tgz));
     const wrong = {
-      format: 1,
+      format: CHART_RECORD_FORMAT,
       digest: 'f'.repeat(64),
       size: tgz.length + 1,
       problem: null,
@@ -240,7 +241,10 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
         'getStream blobs': 1,
         'put charts': 1,
       });
-      expect(await recordOf(storage, 'ns', 't', tgz), torn).to.deep.include({ format: 1, digest: sha256(tgz) });
+      expect(await recordOf(storage, 'ns', 't', tgz), torn).to.deep.include({
+        format: CHART_RECORD_FORMAT,
+        digest: sha256(tgz),
+      });
       const restarted = counting(storage);
       await indexOf(restarted.storage, 'ns');
       expect(chartRequests(restarted.byKind), `${torn}: then from the record`).to.deep.equal({ 'get charts': 1 });
@@ -250,5 +254,34 @@ describe('Chart records: Chart.yaml captured while a helm push is checked', () =
     expect((await indexOf(storage, 'ns')).entries.t?.[0]).to.include({ appVersion: '3' });
     const stored = await storage.get(key);
     expect(stored !== null && !stored.notModified ? stored.body.toString() : null).to.equal(future);
+  });
+  it('reads again a format-1 record that found no chart (the rules then refused charts Helm loads); trusts one that found one', async () => {
+    const storage = new MemoryStorage();
+    // Archived from inside its directory: ./Chart.yaml, which format 1's rules took for a directory named Chart.yaml.
+    const flat = await makeTarGz({ './Chart.yaml': 'apiVersion: v2\nname: flat\nversion: 1.0.0\n' });
+    const web = await chartTgz({ name: 'web', version: '1.0.0' });
+    const registry = new Registry({ storage });
+    for (const [name, blob] of [
+      ['flat', flat],
+      ['web', web],
+    ] as const) {
+      await registry.push({ namespace: 'ns', name, release: '1.0.0', mediaType: 'helm', blob });
+    }
+    const old = (tgz: Buffer, found: Record<string, unknown>) =>
+      Buffer.from(JSON.stringify({ format: 1, digest: sha256(tgz), size: tgz.length, ...found }));
+    await storage.put(
+      keys.chart('ns', 'flat', await digestOf(flat)),
+      old(flat, { chart: null, problem: 'the archive has files outside its chart directory Chart.yaml/' }),
+    );
+    const webRecord = old(web, { chart: { apiVersion: 'v2', name: 'web', version: '1.0.0' }, problem: null });
+    await storage.put(keys.chart('ns', 'web', await digestOf(web)), webRecord);
+
+    const first = counting(storage);
+    const index = await indexOf(first.storage, 'ns');
+    expect(Object.keys(index.entries).sort()).to.deep.equal(['flat', 'web']);
+    // flat's blob read once and its record rewritten; web's record trusted as it is.
+    expect(chartRequests(first.byKind)).to.deep.equal({ 'get charts': 2, 'getStream blobs': 1, 'put charts': 1 });
+    expect(await recordOf(storage, 'ns', 'flat', flat)).to.deep.include({ format: CHART_RECORD_FORMAT, problem: null });
+    expect(await recordOf(storage, 'ns', 'web', web)).to.deep.include({ format: 1 });
   });
 });
