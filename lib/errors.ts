@@ -92,8 +92,12 @@ const UNPRINTABLE_ALL = /[\p{C}\p{Zl}\p{Zp}]/gu;
  */
 export function cut(value: string, max: number, tail = '...'): string {
   if (value.length <= max) return value;
-  const points = Array.from(value);
-  return points.length > max ? `${points.slice(0, max).join('')}${tail}` : value;
+  // Walks the first `max` code points only: a long value costs no more than a short one.
+  let end = 0;
+  for (let points = 0; points < max && end < value.length; points++) {
+    end += (value.codePointAt(end) as number) > 0xffff ? 2 : 1;
+  }
+  return end >= value.length ? value : `${value.slice(0, end)}${tail}`;
 }
 
 /**

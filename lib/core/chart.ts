@@ -80,22 +80,14 @@ export interface ChartRecord extends ChartArchive {
   format: typeof CHART_RECORD_FORMAT;
 }
 
-/**
- * 2 since Helm's loader rules (`ChartFiles`): a record of format 1 that found a chart is still trusted (it is one,
- * but for an archive of `./<dir>/Chart.yaml`, which Helm cannot load); one that found none is read again, since
- * the rules of format 1 refused charts Helm loads (`./Chart.yaml`, names split on `\`).
- */
+/** 2 since Helm's loader rules (`ChartFiles`): a record of format 1 is read again (its rules took other archives). */
 export const CHART_RECORD_FORMAT = 2;
 
-/**
- * `record` when it is a `ChartRecord` this library trusts (a stored object is only trusted once checked): of the
- * current format, or a chart found under format 1.
- */
+/** `record` when it is a `ChartRecord` of the current format (a stored object is only trusted once checked). */
 export function asChartRecord(record: unknown): ChartRecord | null {
   if (typeof record !== 'object' || record === null) return null;
-  const r = record as Partial<Omit<ChartRecord, 'format'>> & { format?: unknown };
-  const trusted = r.format === CHART_RECORD_FORMAT || (r.format === 1 && r.chart !== null && r.chart !== undefined);
-  if (!trusted || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) return null;
+  const r = record as Partial<ChartRecord>;
+  if (r.format !== CHART_RECORD_FORMAT || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) return null;
   if (typeof r.size !== 'number' || !(r.problem === null || typeof r.problem === 'string')) return null;
   if (!(
     r.chart === null ||
@@ -139,18 +131,23 @@ export class ChartFiles {
 
   /** One tar entry. Reads `data` itself when it is a file it keeps; the caller still drains the entry. */
   entry(name: string, type: string | undefined, data: EntryData): void {
-    if (type === 'directory' || name === 'pax_global_header') return;
-    const parts = name.split(name.includes('\\') ? '\\' : '/');
+    if (type === 'directory' || type === 'pax-header' || type === 'pax-global-header') return;
+    // A name without `/` that holds `\` comes from Windows; elsewhere a `\` is part of a file's name.
+    const parts = name.split(!name.includes('/') && name.includes('\\') ? '\\' : '/');
     const base = parts[0] as string;
     const rest = parts.slice(1).join('/');
-    const path = rest.startsWith('/') ? rest : posix.normalize(rest).replace(/\/$/, '');
+    const absolute = rest.startsWith('/') || /^[a-zA-Z]:\//.test(rest);
+    const path = absolute ? rest : posix.normalize(rest).replace(/\/$/, '');
+    const shown = echoed(name, 256);
     if (base === 'Chart.yaml') this.#problem ??= 'Chart.yaml is not in a chart directory';
-    else if (rest.startsWith('/')) this.#problem ??= `the archive holds an absolute path (${name})`;
-    else if (path === '.') this.#problem ??= `the archive holds a file outside a chart directory (${name})`;
-    else if (path === '..' || path.startsWith('../'))
-      this.#problem ??= `the archive holds a path above its chart directory (${name})`;
+    else if (absolute) this.#problem ??= `the archive holds an absolute path (${shown})`;
+    else if (path === '.') this.#problem ??= `the archive holds a file outside a chart directory (${shown})`;
+    // Helm refuses every path that starts with `..`, `..data` too.
+    else if (path.startsWith('..')) this.#problem ??= `the archive holds a path above its chart directory (${shown})`;
     if (this.#root === null) this.#root = base;
-    else if (base !== this.#root) this.#problem ??= `the archive has files outside its chart directory ${this.#root}/`;
+    else if (base !== this.#root) {
+      this.#problem ??= `the archive has files outside its chart directory ${echoed(this.#root, 256)}/`;
+    }
     if (base !== this.#root || (type !== 'file' && type !== 'contiguous-file')) return;
     if (path !== 'Chart.yaml' && path !== 'requirements.yaml') return;
     const chunks: Buffer[] = [];
@@ -173,11 +170,14 @@ export class ChartFiles {
     if (chartYaml === undefined) {
       return {
         chart: null,
-        problem: `no Chart.yaml in the chart directory (${this.#root ?? 'the archive is empty'}/)`,
+        problem: `no Chart.yaml in the chart directory (${this.#root === null ? 'the archive is empty' : echoed(this.#root, 256)}/)`,
       };
     }
     const read = parseChartYaml(chartYaml.toString('utf8'), this.#files.get('requirements.yaml')?.toString('utf8'));
-    return 'problem' in read ? { chart: null, problem: read.problem } : { chart: read.chart, problem: null };
+    // A problem quotes Chart.yaml (a key, a YAML error's line): shown as errors show a client's value.
+    return 'problem' in read
+      ? { chart: null, problem: echoed(read.problem, 512) }
+      : { chart: read.chart, problem: null };
   }
 }
 

@@ -132,7 +132,8 @@ export class HelmRepository {
     this.#now = options.now ?? (() => new Date());
     this.#charts = new LRUCache({
       maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
-      sizeCalculation: (value) => 256 + (value.chart ? JSON.stringify(value.chart).length : 0),
+      sizeCalculation: (value) =>
+        256 + (value.chart ? JSON.stringify(value.chart).length : 0) + (value.problem?.length ?? 0),
       fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.release),
     });
     this.#indexes = new LRUCache({
@@ -193,7 +194,9 @@ export class HelmRepository {
 
   /** The index of exactly these releases, from the cache of serialized indexes when it holds it. */
   async #index(namespace: string, contextPath: string, releases: HelmRelease[]): Promise<SerializedIndex> {
-    const fingerprint = createHash('sha256').update(`${namespace}\n${contextPath}\n`);
+    // The chart record format stands for the rules that read a chart from its archive: an index read by other rules
+    // (an upgrade) is another body, so another ETag.
+    const fingerprint = createHash('sha256').update(`${CHART_RECORD_FORMAT}\n${namespace}\n${contextPath}\n`);
     for (const r of releases) fingerprint.update(`${r.name}\0${r.version}\0${r.blob}\0${r.created}\n`);
     const key = fingerprint.digest('hex');
     return this.#indexes.fetch(key, { context: { namespace, contextPath, releases } }) as Promise<SerializedIndex>;

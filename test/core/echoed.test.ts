@@ -3,7 +3,7 @@
  * the Helm routes, each of which kept a copy that showed anything beyond printable ASCII as `?`.
  */
 import { expect } from 'chai';
-import { ApprError, echoed } from '../../lib/errors.js';
+import { ApprError, cut, echoed } from '../../lib/errors.js';
 
 describe('echoed: what an error shows of a value', function () {
   it('keeps letters and symbols beyond ASCII', function () {
@@ -24,6 +24,10 @@ describe('echoed: what an error shows of a value', function () {
     expect(echoed('x'.repeat(81))).to.equal(`${'x'.repeat(80)}...`);
     expect(echoed('\u{1F4E6}'.repeat(81))).to.equal(`${'\u{1F4E6}'.repeat(80)}...`);
     expect(echoed('abcdef', 3)).to.equal('abc...');
+    expect(cut('\u{1F4E6}'.repeat(4_000_000), 3, '!')).to.equal('\u{1F4E6}\u{1F4E6}\u{1F4E6}!');
+    expect(cut('ab\u{1F4E6}', 2)).to.equal('ab...');
+    expect(cut('a\u{1F4E6}', 1)).to.equal('a\u{1F4E6}'.slice(0, 1) + '...');
+    expect(cut('\u{1F4E6}\u{1F4E6}', 3)).to.equal('\u{1F4E6}\u{1F4E6}'); // 4 units, 2 characters: not cut
   });
 
   it('holds for every ApprError: its message and the strings of its details, however deep', function () {

@@ -125,6 +125,15 @@ describe('Chart.yaml as Helm reads it', () => {
       ['an absolute path', [file('c/Chart.yaml', CHART), file('c//x')], /absolute path/],
       ['Chart.yaml as a directory', [file('Chart.yaml/Chart.yaml', CHART)], 'Chart.yaml is not in a chart directory'],
       ['two directories', [file('a/Chart.yaml', CHART), file('b/values.yaml')], /outside its chart directory a\//],
+      ['a name with a backslash, on Unix', [file('app/Chart.yaml', CHART), file('app/files/a\\b.txt')], 'app'],
+      ['a path starting with ..', [file('app/Chart.yaml', CHART), file('app/..data/x')], /above its chart directory/],
+      ['a drive letter', [file('app/Chart.yaml', CHART), file('app/c:/x')], /absolute path/],
+      ['a file named pax_global_header', [file('app/Chart.yaml', CHART), file('pax_global_header')], /outside a chart/],
+      [
+        'a long name, quoted bounded',
+        [file('app/Chart.yaml', CHART), file(`app/${'n'.repeat(5000)}/../../x`)],
+        /^the archive holds a path above its chart directory \(app\/n{252}\.\.\.\)$/,
+      ],
     ];
     for (const [what, entries, expected] of cases) {
       const read = await readChartArchive(await tarGzOf(entries));
