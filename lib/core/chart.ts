@@ -8,8 +8,8 @@
  * string field keeps its source text, so `version: 1.10` is the version "1.10", not the number 1.1. YAML's
  * failsafe schema gives exactly that (every scalar is a string); the few boolean fields are converted here.
  */
-import { parse as parseYaml } from 'yaml';
 import { posix } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { echoed } from '../errors.js';
 
 /** The media type whose releases are Helm charts. */
@@ -117,12 +117,13 @@ export interface EntryData {
  * Collects a chart's own files from a tar walk, entry by entry, without holding anything else: `Chart.yaml` and
  * `requirements.yaml` of the chart's directory (at most `MAX_CHART_FILE_BYTES` each; past that only the length is
  * counted), and why the archive is no chart Helm can load. The rules are those of Helm's loader
- * (helm.sh/helm/v3 `pkg/chart/loader/archive.go`), which ChartMuseum runs too: directory entries (and a pax global
- * header written as a file by `git archive`) are skipped; of every other entry, the first path component (split on
- * `\` when the name holds one: an archive made on Windows) is the chart's directory, `.` included
- * (`tar -C mychart -czf mychart.tgz .`), and the rest, cleaned (`a/./b` is `a/b`), the file's path in the chart,
- * which must not be empty, absolute or above the directory. One rule more than Helm's: every entry is under the
- * same directory. Used by the push's tar check and by `readChartArchive`.
+ * (helm.sh/helm/v3 `pkg/chart/loader/archive.go`), which ChartMuseum runs too: directory entries are skipped (pax
+ * headers never reach here: tar-stream reads them); of every other entry, the first path component is the chart's
+ * directory, `.` included (`tar -C mychart -czf mychart.tgz .`), and the rest, cleaned (`a/./b` is `a/b`), the
+ * file's path in the chart, which must not be empty, absolute (a drive letter too) or start with `..`. Two rules
+ * differ from Helm's: a name is split on `\` only when it holds no `/` (an archive made on Windows; Helm splits any
+ * name holding a `\` on it, which on Unix is part of a file's name), and every entry must be under the same
+ * directory. Used by the push's tar check and by `readChartArchive`.
  */
 export class ChartFiles {
   #root: string | null = null;
@@ -168,10 +169,8 @@ export class ChartFiles {
     if (this.#problem !== null) return { chart: null, problem: this.#problem };
     const chartYaml = this.#files.get('Chart.yaml');
     if (chartYaml === undefined) {
-      return {
-        chart: null,
-        problem: `no Chart.yaml in the chart directory (${this.#root === null ? 'the archive is empty' : echoed(this.#root, 256)}/)`,
-      };
+      const root = this.#root === null ? 'the archive is empty' : echoed(this.#root, 256);
+      return { chart: null, problem: `no Chart.yaml in the chart directory (${root}/)` };
     }
     const read = parseChartYaml(chartYaml.toString('utf8'), this.#files.get('requirements.yaml')?.toString('utf8'));
     // A problem quotes Chart.yaml (a key, a YAML error's line): shown as errors show a client's value.
