@@ -59,7 +59,7 @@ export class ApprError extends Error {
     this.name = 'ApprError';
     this.code = code;
     this.status = ERRORS[code].status;
-    this.details = printableValues(details);
+    this.details = mapStrings(details, printable);
     this.headers = headers;
   }
 
@@ -101,22 +101,26 @@ export function cut(value: string, max: number, tail = '...'): string {
 }
 
 /**
- * `value` with every string in it (in arrays and plain objects too, a few levels deep) `printable`: `value` itself
- * when none changes.
+ * `value` with `fn` applied to every string in it: itself, or in arrays (their first `maxItems` items kept) and plain
+ * objects, down to `MAX_DEPTH` levels (deeper values are kept as they are); `value` itself when nothing changes. For
+ * an error's details (`printable`) and an error body (`boundedErrorBody`, lib/http/headers.ts).
  */
-function printableValues<T>(value: T, depth = 0): T {
-  if (typeof value === 'string') return printable(value) as T;
-  if (value === null || typeof value !== 'object' || depth > 4) return value;
+export function mapStrings<T>(value: T, fn: (text: string) => string, maxItems = Infinity, depth = 0): T {
+  if (typeof value === 'string') return fn(value) as T;
+  if (value === null || typeof value !== 'object' || depth >= MAX_DEPTH) return value;
   if (Array.isArray(value)) {
-    const items = value.map((item: unknown) => printableValues(item, depth + 1));
-    return items.some((item, i) => item !== value[i]) ? (items as T) : value;
+    const items = value.slice(0, maxItems).map((item: unknown) => mapStrings(item, fn, maxItems, depth + 1));
+    return items.length !== value.length || items.some((item, i) => item !== value[i]) ? (items as T) : value;
   }
   const proto = Object.getPrototypeOf(value) as unknown;
   if (proto !== Object.prototype && proto !== null) return value;
   const entries = Object.entries(value as Record<string, unknown>);
-  const shown = entries.map(([key, item]) => [key, printableValues(item, depth + 1)] as const);
-  return shown.some(([, item], i) => item !== entries[i]?.[1]) ? (Object.fromEntries(shown) as T) : value;
+  const mapped = entries.map(([key, item]) => [key, mapStrings(item, fn, maxItems, depth + 1)] as const);
+  return mapped.some(([, item], i) => item !== entries[i]?.[1]) ? (Object.fromEntries(mapped) as T) : value;
 }
+
+/** How deep `mapStrings` goes: an error's details are flat, and a body a level more. */
+const MAX_DEPTH = 5;
 
 export function isApprError(err: unknown): err is ApprError {
   return err instanceof ApprError;

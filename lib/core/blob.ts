@@ -600,8 +600,7 @@ export async function stageBlob(
  */
 export function checkEntry(header: Header): string | null {
   const name = header.name;
-  if (escapes(name))
-    return `entry ${JSON.stringify(name.slice(0, 256))} is outside the package directory (absolute or with ..)`;
+  if (escapes(name)) return `entry "${echoed(name, 256)}" is outside the package directory (absolute or with ..)`;
   switch (header.type) {
     case 'file':
     case 'contiguous-file':
@@ -611,18 +610,18 @@ export function checkEntry(header: Header): string | null {
       const target = header.linkname ?? '';
       // A symlink resolves from the directory that holds it.
       if (posix.isAbsolute(target) || escapes(posix.join(posix.dirname(name), target))) {
-        return `symbolic link ${JSON.stringify(name.slice(0, 256))} points outside the package directory`;
+        return `symbolic link "${echoed(name, 256)}" points outside the package directory`;
       }
       return null;
     }
     case 'link': {
       // A hard link names its target from the archive's root.
       if (escapes(header.linkname ?? ''))
-        return `hard link ${JSON.stringify(name.slice(0, 256))} points outside the package directory`;
+        return `hard link "${echoed(name, 256)}" points outside the package directory`;
       return null;
     }
     default:
-      return `entry ${JSON.stringify(name.slice(0, 256))} is a ${header.type ?? 'special file'}, which a package may not contain`;
+      return `entry "${echoed(name, 256)}" is a ${header.type ?? 'special file'}, which a package may not contain`;
   }
 }
 

@@ -132,13 +132,14 @@ export class ChartFiles {
 
   /** One tar entry. Reads `data` itself when it is a file it keeps; the caller still drains the entry. */
   entry(name: string, type: string | undefined, data: EntryData): void {
-    if (type === 'directory' || type === 'pax-header' || type === 'pax-global-header') return;
+    if (type === 'directory') return;
     // A name without `/` that holds `\` comes from Windows; elsewhere a `\` is part of a file's name.
     const parts = name.split(!name.includes('/') && name.includes('\\') ? '\\' : '/');
     const base = parts[0] as string;
     const rest = parts.slice(1).join('/');
-    const absolute = rest.startsWith('/') || /^[a-zA-Z]:\//.test(rest);
-    const path = absolute ? rest : posix.normalize(rest).replace(/\/$/, '');
+    const path = rest.startsWith('/') ? rest : posix.normalize(rest).replace(/\/$/, '');
+    // Checked once cleaned, as Helm checks it: `a/./c:/x` is `c:/x`.
+    const absolute = path.startsWith('/') || /^[a-zA-Z]:\//.test(path);
     const shown = echoed(name, 256);
     if (base === 'Chart.yaml') this.#problem ??= 'Chart.yaml is not in a chart directory';
     else if (absolute) this.#problem ??= `the archive holds an absolute path (${shown})`;

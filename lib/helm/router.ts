@@ -122,7 +122,7 @@ interface Deps {
 /**
  * ChartMuseum's error body, `{"error": "<message>"}` (which `helm cm-push` prints), unless the host's own
  * `onResponseError` replaces it; status and headers (`WWW-Authenticate`, `Allow`) are the registry's. A 5xx says
- * only the error table's message, as everywhere (`publicMessage`).
+ * only the error table's message (a 501, its own), as everywhere (`publicMessage`).
  */
 function chartMuseumErrors(host: ResolvedOptions['onResponseError']): NonNullable<ResolvedOptions['onResponseError']> {
   return async (error, ctx) =>

@@ -5,7 +5,7 @@ import * as zlib from 'node:zlib';
 import type { Context } from 'koa';
 import { jsonParser, type Token } from 'stream-json/parser.js';
 import { Busboy, type BusboyInstance } from '@fastify/busboy';
-import { ApprError } from '../errors.js';
+import { ApprError, echoed } from '../errors.js';
 import { Base64Decoder, type BlobStager } from '../core/blob.js';
 import { closeAfterAnswer, lingerBounds } from './linger.js';
 
@@ -326,13 +326,21 @@ function decoder(coding: string, header: string): { coding: string; transform: T
   }
 }
 
+/** The body encodings `decoder` takes (zstd too, on a Node that has it), as a 415 lists them. */
+const SUPPORTED_ENCODINGS = [
+  'gzip',
+  'x-gzip',
+  'deflate',
+  'br',
+  ...((zlib as { createZstdDecompress?: unknown }).createZstdDecompress ? ['zstd'] : []),
+  'identity',
+];
+
 function unsupportedEncoding(header: string): ApprError {
   return new ApprError(
     'unsupported-encoding',
-    `Content-Encoding ${JSON.stringify(header.slice(0, 64))} is not supported (gzip or x-gzip, deflate, br, identity)`,
-    {
-      supported: ['gzip', 'deflate', 'br', 'identity'],
-    },
+    `Content-Encoding "${echoed(header, 64)}" is not supported (${SUPPORTED_ENCODINGS.join(', ')})`,
+    { supported: SUPPORTED_ENCODINGS },
   );
 }
 

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { cut } from '../errors.js';
+import { cut, mapStrings } from '../errors.js';
 
 /**
  * What the registry sends back that came from a client: bounded and safe in headers and error bodies (issue 12
@@ -47,18 +47,7 @@ function disposition(ctx: Context, name: string): string {
   return value;
 }
 
-/** A copy of an error body whose strings (message, details, nested) are at most MAX_ECHO characters each. */
-export function boundedErrorBody<T>(value: T, depth = 0): T {
-  if (typeof value === 'string') {
-    return cut(value, MAX_ECHO, `... (${value.length} characters)`) as T;
-  }
-  if (value === null || typeof value !== 'object' || depth > 4) return value;
-  if (Array.isArray(value)) {
-    const items = value.slice(0, 100).map((item: unknown) => boundedErrorBody(item, depth + 1));
-    return items as T;
-  }
-  const out: Record<string, unknown> = {};
-  for (const [key, item] of Object.entries(value as Record<string, unknown>))
-    out[key] = boundedErrorBody(item, depth + 1);
-  return out as T;
+/** An error body whose strings (message, details, nested) are at most MAX_ECHO characters each, arrays 100 items. */
+export function boundedErrorBody<T>(value: T): T {
+  return mapStrings(value, (text) => cut(text, MAX_ECHO, `... (${text.length} characters)`), 100);
 }

@@ -30,15 +30,20 @@ describe('echoed: what an error shows of a value', function () {
     expect(cut('\u{1F4E6}\u{1F4E6}', 3)).to.equal('\u{1F4E6}\u{1F4E6}'); // 4 units, 2 characters: not cut
   });
 
-  it('holds for every ApprError: its message and the strings of its details, however deep', function () {
+  it('holds for every ApprError: its message and the strings of its details (arrays, objects, five levels)', function () {
     const err = new ApprError('unsupported-encoding', 'Content-Encoding "x\u009b31m" is not supported', {
       header: 'x\u009b31m',
       list: ['a\nb', 3],
-      nested: { deeper: 'c\u202ed' },
+      nested: { deeper: 'c\u202ed', a: { b: { c: ['e\nf'] } } },
       size: 5,
     });
     expect(err.message).to.equal('Content-Encoding "x?31m" is not supported');
-    expect(err.details).to.deep.equal({ header: 'x?31m', list: ['a?b', 3], nested: { deeper: 'c?d' }, size: 5 });
+    expect(err.details).to.deep.equal({
+      header: 'x?31m',
+      list: ['a?b', 3],
+      nested: { deeper: 'c?d', a: { b: { c: ['e?f'] } } },
+      size: 5,
+    });
     const details = { package: 'ns/app', media_types: ['helm', 'kpm'] };
     expect(new ApprError('invalid-usage', 'fine', details).details).to.equal(details); // nothing to change: as given
   });

@@ -128,6 +128,7 @@ describe('Chart.yaml as Helm reads it', () => {
       ['a name with a backslash, on Unix', [file('app/Chart.yaml', CHART), file('app/files/a\\b.txt')], 'app'],
       ['a path starting with ..', [file('app/Chart.yaml', CHART), file('app/..data/x')], /above its chart directory/],
       ['a drive letter', [file('app/Chart.yaml', CHART), file('app/c:/x')], /absolute path/],
+      ['a drive letter once cleaned', [file('app/Chart.yaml', CHART), file('app/./c:/x')], /absolute path/],
       ['a file named pax_global_header', [file('app/Chart.yaml', CHART), file('pax_global_header')], /outside a chart/],
       [
         'a long name, quoted bounded',

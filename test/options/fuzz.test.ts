@@ -6,8 +6,9 @@ import { leaves, misspellings, TARGETS, validFor, withValue, type Target } from 
 /**
  * The option fuzz (issue 7): every option of every constructor that takes options, given a wrong type, a negative
  * number, zero where zero is invalid, a string with a unit, or a misspelt name, must throw at construction an
- * `OptionError` naming the option (`registry.gc()`, which takes options too, rejects with it before reading). The cases are derived from the schemas, so an option added to a schema is
- * fuzzed at once; the explicit `expected` lists in targets.ts make the test fail until it is also listed.
+ * `OptionError` naming the option (`registry.gc()`, which takes options too, rejects with it). The cases are derived
+ * from the schemas, so an option added to a schema is fuzzed at once; the explicit `expected` lists in targets.ts
+ * make the test fail until it is also listed.
  */
 
 interface Case {

@@ -224,12 +224,12 @@ export function validValue(leaf: Pick<Leaf, 'schema' | 'meta'>): unknown {
   }
 }
 
-/** `options` with `value` at `path`, creating the enclosing objects valid (so only this value is wrong). */
 /** `validValue`, or the target's own valid value for that option. */
 export function validFor(target: Target, leaf: Pick<Leaf, 'path' | 'schema' | 'meta'>): unknown {
   return target.valid?.[leaf.path.join('.')] ?? validValue(leaf);
 }
 
+/** `options` with `value` at `path`, creating the enclosing objects valid (so only this value is wrong). */
 export function withValue(target: Target, path: readonly string[], value: unknown): Record<string, unknown> {
   const options = target.minimal();
   let node = options;

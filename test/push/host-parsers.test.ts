@@ -130,15 +130,20 @@ for (const [version, KoaImpl] of Object.entries(KOA_VERSIONS)) {
         );
       });
 
-      it('refuses a JSON string holding a push with 400 (the strict host parsers refuse it first), storing nothing', async function () {
-        // koa-body with jsonStrict: false leaves the decoded string as the body, keeping no text: nothing tells it from
-        // text a parser kept as it came (koa-body's text mode), which is parsed (README "Host body parsers").
-        if (parser.label.includes('jsonStrict: false')) this.skip();
+      it('refuses a JSON string holding a push with 400 (the strict host parsers first; but koa-body jsonStrict: false)', async function () {
         const push = { release: '3.0.0', media_type: 'helm', blob: blob.toString('base64') };
         const res = await server.request('POST', '/api/v1/packages/host/app', {
           body: JSON.stringify(JSON.stringify(push)),
           headers: { 'content-type': 'application/json' },
         });
+        if (parser.label.includes('jsonStrict: false')) {
+          // koa-body with jsonStrict: false leaves the decoded string as the body, keeping no text: nothing tells it
+          // from text a parser kept as it came (koa-body's text mode), which is parsed: stored, as README "Host body
+          // parsers" says. Pinned so that a change of it shows.
+          expect(res.status, res.text).to.equal(200);
+          expect((await server.request('GET', '/api/v1/packages/host/app/3.0.0/helm')).status).to.equal(200);
+          return;
+        }
         expect(res.status, res.text).to.equal(400);
         if (parser.where !== 'before')
           expect(res.json).to.include({ code: 'invalid-usage', message: 'Request body must be a JSON object' });

@@ -183,6 +183,10 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
         });
         expect(res.status).to.equal(415);
         expect(res.json.code).to.equal('unsupported-encoding');
+        // The message lists what the details list, x-gzip (taken as gzip) too.
+        const supported = res.json.details.supported as string[];
+        expect(supported).to.include.members(['gzip', 'x-gzip', 'deflate', 'br', 'identity']);
+        expect(res.json.message).to.include(`(${supported.join(', ')})`);
       });
     }
 
