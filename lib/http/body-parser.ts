@@ -327,14 +327,14 @@ function decoder(coding: string, header: string): { coding: string; transform: T
 }
 
 /** The body encodings `decoder` takes (zstd too, on a Node that has it), as a 415 lists them. */
-const SUPPORTED_ENCODINGS = [
+const SUPPORTED_ENCODINGS: readonly string[] = Object.freeze([
   'gzip',
   'x-gzip',
   'deflate',
   'br',
   ...((zlib as { createZstdDecompress?: unknown }).createZstdDecompress ? ['zstd'] : []),
   'identity',
-];
+]);
 
 function unsupportedEncoding(header: string): ApprError {
   return new ApprError(
