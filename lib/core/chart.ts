@@ -170,8 +170,8 @@ export class ChartFiles {
     if (this.#problem !== null) return { chart: null, problem: this.#problem };
     const chartYaml = this.#files.get('Chart.yaml');
     if (chartYaml === undefined) {
-      const root = this.#root === null ? 'the archive is empty' : echoed(this.#root, 256);
-      return { chart: null, problem: `no Chart.yaml in the chart directory (${root}/)` };
+      if (this.#root === null) return { chart: null, problem: 'no Chart.yaml: the archive holds no file' };
+      return { chart: null, problem: `no Chart.yaml in the chart directory (${echoed(this.#root, 256)}/)` };
     }
     const read = parseChartYaml(chartYaml.toString('utf8'), this.#files.get('requirements.yaml')?.toString('utf8'));
     // A problem quotes Chart.yaml (a key, a YAML error's line): shown as errors show a client's value.

@@ -32,7 +32,7 @@ import {
   type HostRequest,
 } from '../http/body-parser.js';
 import { tooBusy, type PushBudget } from '../http/body-readers.js';
-import { boundedErrorBody } from '../http/headers.js';
+import { boundedErrorBody, MAX_ECHO } from '../http/headers.js';
 import { publicMessage, responder, sendBlob } from '../http/respond.js';
 import { publicBase, type ParamsOf } from '../http/router.js';
 import type { ResolvedOptions } from '../http/options.js';
@@ -128,8 +128,9 @@ function chartMuseumErrors(host: ResolvedOptions['onResponseError']): NonNullabl
   return async (error, ctx) =>
     (host ? await host(error, ctx) : undefined) ?? {
       status: error.status,
-      // Bounded as the registry's own error bodies are (a client's value in it, lib/http/headers.ts).
-      body: { error: boundedErrorBody(publicMessage(error)) },
+      // Bounded as the registry's own error bodies are (a client's value in it, lib/http/headers.ts); one string
+      // carries what theirs split between message and details, so twice as long.
+      body: { error: boundedErrorBody(publicMessage(error), 2 * MAX_ECHO) },
     };
 }
 
@@ -384,9 +385,8 @@ function asRelease(chart: ChartMetadata): string {
     if (!isApprError(err)) throw err;
     throw new ApprError(
       'invalid-release',
-      `${err.message}. Helm accepts "${echoed(chart.version)}", but charts are stored ` +
-        'as appr releases, which must be strict SemVer: set version in Chart.yaml to MAJOR.MINOR.PATCH ' +
-        '(for example 1.2.3, without a leading "v")',
+      `${err.message}. Helm accepts it, but charts are stored as appr releases, which must be strict SemVer: ` +
+        'set version in Chart.yaml to MAJOR.MINOR.PATCH (for example 1.2.3, without a leading "v")',
       { version: echoed(chart.version) },
     );
   }

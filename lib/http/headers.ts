@@ -9,7 +9,7 @@ import { cut, mapStrings } from '../errors.js';
 /** The longest download name we send (a 100 KB release once went into a header that Python clients refused). */
 const MAX_FILENAME = 200;
 /** Strings echoed in an error body are cut to this many characters. */
-const MAX_ECHO = 512;
+export const MAX_ECHO = 512;
 const SUFFIX = '.tar.gz';
 
 /**
@@ -47,7 +47,7 @@ function disposition(ctx: Context, name: string): string {
   return value;
 }
 
-/** An error body whose strings (message, details, nested) are at most MAX_ECHO characters each, arrays 100 items. */
-export function boundedErrorBody<T>(value: T): T {
-  return mapStrings(value, (text) => cut(text, MAX_ECHO, `... (${text.length} characters)`), 100);
+/** An error body whose strings (message, details, nested) are at most `max` characters each, arrays 100 items. */
+export function boundedErrorBody<T>(value: T, max = MAX_ECHO): T {
+  return mapStrings(value, (text) => cut(text, max, `... (${text.length} characters)`), 100);
 }

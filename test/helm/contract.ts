@@ -277,6 +277,12 @@ export function describeHelmContract(label: string, makeFixture: () => Promise<H
         ['leading v', await chartTgz({ name: 'x', version: 'v1.0.0' }), 422, /leading "v".*1\.2\.3/],
         ['two numbers', await chartTgz({ name: 'x', version: '1.2' }), 422, /strict SemVer/],
         [
+          'a long version Helm accepts: the advice whole',
+          await chartTgz({ name: 'x', version: `1.2-rc.1+git.${'0123456789'.repeat(12)}` }),
+          422,
+          /set version in Chart\.yaml to MAJOR\.MINOR\.PATCH \(for example 1\.2\.3, without a leading "v"\)$/,
+        ],
+        [
           'bad name',
           await chartTgz({ name: 'x', dir: 'x', version: '1.0.0', chartYaml: 'name: "-x"\nversion: 1.0.0\n' }),
           400,
