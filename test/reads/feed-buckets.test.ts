@@ -63,6 +63,30 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
     const entries = async () => (await changeKeys()).filter((key) => keys.parseChange(key) !== null);
     const names = async (registry: Registry) => (await registry.listPackages()).map((p) => p.name.replace('ns/', ''));
     const releases = async (registry: Registry) => (await registry.packageManifests('ns', 'app')).map((m) => m.release);
+    /**
+     * A reader on `readAt` that lists the change feed two keys a page (synced once), and `pollAcrossCollection`: one
+     * poll of it during which, between its first two pages, an instance on `collectAt` collects (`graceMs` 0) and
+     * deletes `deleted` change entries.
+     */
+    const pagedReader = async (readAt: number, collectAt: number) => {
+      const collector = instance(store.storage, () => new Date(collectAt));
+      let between: (() => Promise<unknown>) | undefined;
+      const reader = instance(
+        pagedChanges(store.storage, 2, () => between?.()),
+        () => new Date(readAt),
+      );
+      await reader.sync();
+      const pollAcrossCollection = async (deleted: number) => {
+        between = async () => {
+          between = undefined;
+          await collector.sync();
+          expect((await collector.gc({ graceMs: 0 })).changes).to.equal(deleted);
+        };
+        await reader.sync();
+        expect(between, 'the collection ran between two pages').to.equal(undefined);
+      };
+      return { reader, pollAcrossCollection };
+    };
     /** On the filesystem: the bucket directories under `objects/changes/` (9-digit names), in order. */
     const bucketDirs = async (root: string) =>
       (await readdir(join(root, 'objects', 'changes'), { withFileTypes: true }))
@@ -227,23 +251,11 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
       // Entries timed `end` of an instance whose id sorts last ('ffffffff'): a marker of earlier builds
       // (`<end>+compacted`) sorted before them.
       const writer = instance(renamingInstance(store.storage, 'ffffffff'), () => new Date(end));
-      const collector = instance(store.storage, () => new Date(end + 200_000));
-      let between: (() => Promise<unknown>) | undefined;
-      const reader = instance(
-        pagedChanges(store.storage, 2, () => between?.()),
-        () => new Date(end + 1),
-      );
-      await reader.sync();
+      const { reader, pollAcrossCollection } = await pagedReader(end + 1, end + 200_000);
       for (const name of ['a', 'b', 'c']) await push(writer, name);
       expect((await entries()).map((key) => key.split('+')[1])).to.deep.equal(['ffffffff', 'ffffffff', 'ffffffff']);
       // The reader lists two entries (a, b), then the collector deletes all three, then the reader lists on.
-      between = async () => {
-        between = undefined;
-        await collector.sync();
-        expect((await collector.gc({ graceMs: 0 })).changes).to.equal(3);
-      };
-      await reader.sync();
-      expect(between).to.equal(undefined);
+      await pollAcrossCollection(3);
       expect(await names(reader)).to.deep.equal(['a', 'b', 'c']);
       expect(await changeKeys()).to.deep.equal([keys.marker(end)]);
     });
@@ -252,24 +264,12 @@ function describeBuckets(label: string, open: () => Promise<StoreFixture>): void
       const at = t0 + 5000;
       const old = instance(flatWriting(store.storage), () => new Date(at));
       const current = instance(store.storage, () => new Date(at));
-      const collector = instance(store.storage, () => new Date(at + 200_000));
-      let between: (() => Promise<unknown>) | undefined;
-      const reader = instance(
-        pagedChanges(store.storage, 2, () => between?.()),
-        () => new Date(at + 1),
-      );
-      await reader.sync();
+      const { reader, pollAcrossCollection } = await pagedReader(at + 1, at + 200_000);
       // In one bucket: a bucketed entry, then (sorting after it) flat ones of the version before buckets.
       await push(current, 'x');
       for (const name of ['a', 'b', 'c']) await push(old, name);
       expect((await entries()).filter((key) => keys.isBucketed(key))).to.have.length(1);
-      between = async () => {
-        between = undefined;
-        await collector.sync();
-        expect((await collector.gc({ graceMs: 0 })).changes).to.equal(4);
-      };
-      await reader.sync(); // lists x and a, then the rest after the collection
-      expect(between).to.equal(undefined);
+      await pollAcrossCollection(4); // lists x and a, then the rest after the collection
       expect(await names(reader)).to.deep.equal(['a', 'b', 'c', 'x']);
       // The bucketed marker sorts before the flat entries the reader had passed; the flat one after them all.
       expect(await changeKeys()).to.deep.equal([keys.marker(t0 + 9999), keys.marker(t0 + 9999, true)]);
