@@ -140,12 +140,13 @@ export class ChartFiles {
     const path = rest.startsWith('/') ? rest : posix.normalize(rest).replace(/\/$/, '');
     // Checked once cleaned, as Helm checks it: `a/./c:/x` is `c:/x`.
     const absolute = path.startsWith('/') || /^[a-zA-Z]:\//.test(path);
-    const shown = echoed(name, 256);
+    // The name as a problem quotes it: made only for the first problem (most entries have none).
+    const shown = () => echoed(name, 256);
     if (base === 'Chart.yaml') this.#problem ??= 'Chart.yaml is not in a chart directory';
-    else if (absolute) this.#problem ??= `the archive holds an absolute path (${shown})`;
-    else if (path === '.') this.#problem ??= `the archive holds a file outside a chart directory (${shown})`;
+    else if (absolute) this.#problem ??= `the archive holds an absolute path (${shown()})`;
+    else if (path === '.') this.#problem ??= `the archive holds a file outside a chart directory (${shown()})`;
     // Helm refuses every path that starts with `..`, `..data` too.
-    else if (path.startsWith('..')) this.#problem ??= `the archive holds a path above its chart directory (${shown})`;
+    else if (path.startsWith('..')) this.#problem ??= `the archive holds a path above its chart directory (${shown()})`;
     if (this.#root === null) this.#root = base;
     else if (base !== this.#root) {
       this.#problem ??= `the archive has files outside its chart directory ${echoed(this.#root, 256)}/`;
