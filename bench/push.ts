@@ -19,7 +19,8 @@
  *   BENCH_ONLY=fs BENCH_N=10 BENCH_GROW=10 BENCH_BIG_COUNT=48 BENCH_BIG_CAP=0 npm run bench:push   (issue 12's 48 x 30 MB)
  *   BENCH_DIR=/dev/shm BENCH_ONLY=fs npm run bench:push   (the filesystem store on tmpfs: the code without the disk)
  *   BENCH_REFERENCE=http://127.0.0.1:5055 BENCH_DIR=/work/bench BENCH_ONLY=fs BENCH_WORKLOADS=0 BENCH_GROW=0 \
- *     BENCH_BIG_COUNT=0 npm run bench:push   (sequential pushes alternating with the appr reference server)
+ *     BENCH_BIG_COUNT=0 npm run bench:push   (sequential pushes alternating with the appr reference server;
+ *     BENCH_FLOOR=1 adds a bare Koa app that stores nothing: bench/lib/push-floor.ts)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -73,6 +74,13 @@ const BASELINE = process.env.BENCH_BASELINE ?? '';
  * one run. Its CPU is not sampled (its workers are not our children).
  */
 const REFERENCE = process.env.BENCH_REFERENCE ?? '';
+/**
+ * BENCH_FLOOR=1: the sequential A/B also pushes to bench/lib/push-floor.ts, a bare Koa app that parses and hashes a
+ * push and stores nothing: the most any registry mounted in Koa can make on this machine with this client, printed
+ * beside the reference (so that a target in multiples of the reference can be checked against what is reachable).
+ */
+const FLOOR = process.env.BENCH_FLOOR === '1';
+const FLOOR_SERVER = fileURLToPath(new URL('./lib/push-floor.ts', import.meta.url));
 /**
  * Untimed sequential pushes to a server before its timed ones (BENCH_WARMUP; 0: none), in blocks of WARM_BLOCK
  * (`warmUp`). A fresh server runs its first pushes mostly unoptimized: V8 compiles a function with its optimizing
@@ -376,6 +384,7 @@ async function abSequential(storage: string, count: number): Promise<void> {
   const base = BASELINE
     ? await startServer(`${storage}-ab-baseline`, {}, join(BASELINE, 'bench/lib/push-server.ts'))
     : undefined;
+  const floor = FLOOR ? await startServer('', {}, FLOOR_SERVER) : undefined;
   // The reference keeps its store across runs: a namespace of this run's own.
   const ns = `ab${Date.now().toString(36)}`;
   try {
@@ -385,6 +394,9 @@ async function abSequential(storage: string, count: number): Promise<void> {
       // The reference's store is a directory: compared with the filesystem store only.
       ...(REFERENCE && !storage.startsWith('s3://')
         ? [{ label: `reference ${REFERENCE}`, url: REFERENCE.replace(/\/+$/, ''), ms: [] }]
+        : []),
+      ...(floor
+        ? [{ label: 'floor: bare Koa + koa-body, nothing stored', url: floor.url, pid: floor.pid, ms: [] }]
         : []),
     ];
     const push = async (side: (typeof sides)[number], pkg: string, body: Buffer): Promise<number> => {
@@ -435,7 +447,7 @@ async function abSequential(storage: string, count: number): Promise<void> {
       );
     });
   } finally {
-    await Promise.all([stopServer(mine), ...(base ? [stopServer(base)] : [])]);
+    await Promise.all([stopServer(mine), ...[base, floor].flatMap((server) => (server ? [stopServer(server)] : []))]);
   }
 }
 
@@ -532,7 +544,7 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   } finally {
     await stopServer(server);
   }
-  if (BASELINE || (REFERENCE && !storage.startsWith('s3://'))) await abSequential(storage, N);
+  if (BASELINE || FLOOR || (REFERENCE && !storage.startsWith('s3://'))) await abSequential(storage, N);
   if (BIG_COUNT > 0) {
     const big = await bigPushes(bigStorage);
     console.log(
