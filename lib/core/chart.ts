@@ -197,7 +197,12 @@ export function parseChartYaml(text: string, requirements?: string): { chart: Ch
   try {
     const chart = metadataFrom(doc);
     if (requirements !== undefined && chart.apiVersion === 'v1' && chart.dependencies === undefined) {
-      const req = parseYaml(requirements, { schema: 'failsafe', uniqueKeys: true, maxAliasCount: 100 }) as unknown;
+      let req: unknown;
+      try {
+        req = parseYaml(requirements, { schema: 'failsafe', uniqueKeys: true, maxAliasCount: 100 });
+      } catch (err) {
+        return { problem: `requirements.yaml is not valid YAML: ${firstLine(err)}` };
+      }
       const deps = isMap(req) ? dependencies(req.dependencies, 'requirements.yaml dependencies') : undefined;
       if (deps !== undefined) chart.dependencies = deps;
     }
@@ -209,32 +214,32 @@ export function parseChartYaml(text: string, requirements?: string): { chart: Ch
 
 function metadataFrom(doc: unknown): ChartMetadata {
   if (!isMap(doc)) throw new Error('Chart.yaml is not a YAML mapping');
-  const name = str(doc.name, 'name');
-  const version = str(doc.version, 'version');
+  const name = str(doc.name, 'Chart.yaml name');
+  const version = str(doc.version, 'Chart.yaml version');
   if (!name) throw new Error('Chart.yaml has no name');
   if (!version) throw new Error('Chart.yaml has no version');
   if (name.includes('/') || name.includes('\\') || name === '.' || name === '..') {
     throw new Error(`chart name "${echoed(name)}" is invalid`);
   }
   if (!isHelmVersion(version)) throw new Error(`chart version "${echoed(version)}" is not a valid SemVer version`);
-  const type = str(doc.type, 'type');
+  const type = str(doc.type, 'Chart.yaml type');
   if (type && type !== 'application' && type !== 'library') {
     throw new Error(`chart type must be "application" or "library", not "${echoed(type)}"`);
   }
-  const chart: ChartMetadata = { apiVersion: str(doc.apiVersion, 'apiVersion') || 'v1', name, version };
+  const chart: ChartMetadata = { apiVersion: str(doc.apiVersion, 'Chart.yaml apiVersion') || 'v1', name, version };
   const optional: { [K in keyof ChartMetadata]?: ChartMetadata[K] | undefined } = {
-    appVersion: str(doc.appVersion, 'appVersion'),
-    description: str(doc.description, 'description'),
+    appVersion: str(doc.appVersion, 'Chart.yaml appVersion'),
+    description: str(doc.description, 'Chart.yaml description'),
     type,
-    keywords: strings(doc.keywords, 'keywords'),
-    home: str(doc.home, 'home'),
-    sources: strings(doc.sources, 'sources'),
-    maintainers: maintainers(doc.maintainers),
-    icon: str(doc.icon, 'icon'),
-    dependencies: dependencies(doc.dependencies, 'dependencies'),
-    deprecated: bool(doc.deprecated, 'deprecated'),
-    kubeVersion: str(doc.kubeVersion, 'kubeVersion'),
-    annotations: stringMap(doc.annotations, 'annotations'),
+    keywords: strings(doc.keywords, 'Chart.yaml keywords'),
+    home: str(doc.home, 'Chart.yaml home'),
+    sources: strings(doc.sources, 'Chart.yaml sources'),
+    maintainers: maintainers(doc.maintainers, 'Chart.yaml maintainers'),
+    icon: str(doc.icon, 'Chart.yaml icon'),
+    dependencies: dependencies(doc.dependencies, 'Chart.yaml dependencies'),
+    deprecated: bool(doc.deprecated, 'Chart.yaml deprecated'),
+    kubeVersion: str(doc.kubeVersion, 'Chart.yaml kubeVersion'),
+    annotations: stringMap(doc.annotations, 'Chart.yaml annotations'),
   };
   for (const [key, value] of Object.entries(optional)) {
     // Helm writes its index with `omitempty`: empty strings, lists and false flags are left out.
@@ -255,25 +260,25 @@ function isMap(value: unknown): value is Record<string, unknown> {
 
 function str(value: unknown, field: string): string | undefined {
   if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (typeof value !== 'string') throw new Error(`Chart.yaml ${field} must be a string`);
+  if (typeof value !== 'string') throw new Error(`${field} must be a string`);
   return value;
 }
 
 function strings(value: unknown, field: string): string[] | undefined {
   if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!Array.isArray(value)) throw new Error(`Chart.yaml ${field} must be a list of strings`);
+  if (!Array.isArray(value)) throw new Error(`${field} must be a list of strings`);
   return value.map((item) => {
-    if (typeof item !== 'string') throw new Error(`Chart.yaml ${field} must be a list of strings`);
+    if (typeof item !== 'string') throw new Error(`${field} must be a list of strings`);
     return item;
   });
 }
 
 function stringMap(value: unknown, field: string): Record<string, string> | undefined {
   if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!isMap(value)) throw new Error(`Chart.yaml ${field} must be a mapping of strings`);
+  if (!isMap(value)) throw new Error(`${field} must be a mapping of strings`);
   const out: Record<string, string> = {};
   for (const [key, item] of Object.entries(value)) {
-    if (typeof item !== 'string') throw new Error(`Chart.yaml ${field}.${key} must be a string`);
+    if (typeof item !== 'string') throw new Error(`${field}.${key} must be a string`);
     out[key] = item;
   }
   return Object.keys(out).length ? out : undefined;
@@ -286,18 +291,18 @@ function bool(value: unknown, field: string): boolean | undefined {
     if (/^(true|True|TRUE|yes|Yes|YES|on|On|ON|y|Y)$/.test(value)) return true;
     if (/^(false|False|FALSE|no|No|NO|off|Off|OFF|n|N)$/.test(value)) return false;
   }
-  throw new Error(`Chart.yaml ${field} must be true or false`);
+  throw new Error(`${field} must be true or false`);
 }
 
-function maintainers(value: unknown): ChartMetadata['maintainers'] {
+function maintainers(value: unknown, field: string): ChartMetadata['maintainers'] {
   if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!Array.isArray(value)) throw new Error('Chart.yaml maintainers must be a list');
+  if (!Array.isArray(value)) throw new Error(`${field} must be a list`);
   return value.map((item, index) => {
-    if (!isMap(item)) throw new Error(`Chart.yaml maintainers[${index}] must be a mapping`);
+    if (!isMap(item)) throw new Error(`${field}[${index}] must be a mapping`);
     const out: { name?: string; email?: string; url?: string } = {};
     for (const key of ['name', 'email', 'url'] as const) {
-      const field = str(item[key], `maintainers[${index}].${key}`);
-      if (field) out[key] = field;
+      const text = str(item[key], `${field}[${index}].${key}`);
+      if (text) out[key] = text;
     }
     return out;
   });
@@ -305,7 +310,7 @@ function maintainers(value: unknown): ChartMetadata['maintainers'] {
 
 function dependencies(value: unknown, field: string): ChartDependency[] | undefined {
   if (value === undefined || (typeof value === 'string' && NULLS.has(value))) return undefined;
-  if (!Array.isArray(value)) throw new Error(`Chart.yaml ${field} must be a list`);
+  if (!Array.isArray(value)) throw new Error(`${field} must be a list`);
   return value.map((item, index) => {
     const at = `${field}[${index}]`;
     if (!isMap(item)) throw new Error(`${at} must be a mapping`);

@@ -87,6 +87,23 @@ describe('Chart.yaml as Helm reads it', () => {
     });
   });
 
+  it('names the file and the field a problem is in: Chart.yaml or requirements.yaml', () => {
+    const v1 = 'name: old\nversion: 0.1.0\n';
+    const problems: [string, string | undefined, string | RegExp][] = [
+      [v1, 'dependencies: [x\n', /^requirements\.yaml is not valid YAML: /],
+      [v1, 'dependencies: db\n', 'requirements.yaml dependencies must be a list'],
+      [v1, 'dependencies:\n- name: [db]\n', 'requirements.yaml dependencies[0].name must be a string'],
+      [`${v1}dependencies:\n- db\n`, undefined, 'Chart.yaml dependencies[0] must be a mapping'],
+      [`${v1}maintainers:\n- name: a\n  email: [b]\n`, undefined, 'Chart.yaml maintainers[0].email must be a string'],
+      [`${v1}annotations:\n  a: [b]\n`, undefined, 'Chart.yaml annotations.a must be a string'],
+    ];
+    for (const [chartYaml, requirements, problem] of problems) {
+      const read = parseChartYaml(chartYaml, requirements);
+      if (typeof problem === 'string') expect(read, requirements ?? chartYaml).to.deep.equal({ problem });
+      else expect(read, requirements).to.have.property('problem').that.matches(problem);
+    }
+  });
+
   it('says why a Chart.yaml is not a chart', () => {
     const problems: [string, RegExp][] = [
       ['- a\n- b\n', /not a YAML mapping/],
