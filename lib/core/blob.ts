@@ -6,9 +6,9 @@ import { join, posix } from 'node:path';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, gunzipSync, type Gunzip } from 'node:zlib';
-import { extract, type Header } from 'tar-stream';
+import type { Header } from 'tar-stream';
 import { ApprError, echoed, StorageUnavailableError } from '../errors.js';
-import { ChartFiles } from './chart.js';
+import { chartTarParser, ChartFiles } from './chart.js';
 
 const DIGEST = /^[0-9a-f]{64}$/;
 const NOT_BASE64 = /[^A-Za-z0-9+/=]/;
@@ -178,7 +178,7 @@ export class BlobStager {
   /** The streamed check, once started (`#stream`). */
   #streaming: Streaming | undefined;
   /** The tar parser of the check under way, destroyed by `abort()` so that `end()` settles and lets go of it. */
-  #tar: ReturnType<typeof extract> | undefined;
+  #tar: ReturnType<typeof chartTarParser> | undefined;
   /** `end()` was called: the blob is complete, later bytes would not be covered by its digest. */
   #ended = false;
   /** The bytes received while the blob may still be checked at its end (`checkAtEndBytes`). */
@@ -241,8 +241,8 @@ export class BlobStager {
   }
 
   /** A tar parser that refuses escaping entries (`checkEntry`) and collects the chart's files. */
-  #tarChecker(): ReturnType<typeof extract> {
-    const tar = extract();
+  #tarChecker(): ReturnType<typeof chartTarParser> {
+    const tar = chartTarParser();
     this.#tar = tar;
     tar.on('entry', (header, stream, next) => {
       // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the

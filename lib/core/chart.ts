@@ -9,6 +9,7 @@
  * failsafe schema gives exactly that (every scalar is a string); the few boolean fields are converted here.
  */
 import { posix } from 'node:path';
+import { extract } from 'tar-stream';
 import { parse as parseYaml } from 'yaml';
 import { echoed } from '../errors.js';
 
@@ -111,6 +112,17 @@ export function isLaterChartRecord(record: unknown): boolean {
 /** A tar entry's bytes as a stream (tar-stream's entry stream, or any readable). */
 export interface EntryData {
   on(event: 'data' | 'end', listener: (chunk?: unknown) => void): unknown;
+}
+
+/**
+ * A tar parser (tar-stream) that reads the formats Go's archive/tar reads, as Helm loads a chart with it: ustar, pax
+ * and GNU headers, and headers without a format's magic as Unix V7 headers (`tar --format=v7`; Go's fallback, prefix
+ * field unread), which tar-stream refuses by default. The header checksum is checked for every format. The one parser
+ * of a push's tar check (lib/core/blob.ts) and of a chart read for the Helm index (lib/helm/chart.ts).
+ */
+export function chartTarParser(): ReturnType<typeof extract> {
+  // tar-stream's own types (3.2) leave out the options its extract() reads (`allowUnknownFormat`, extract.js).
+  return extract({ allowUnknownFormat: true } as Parameters<typeof extract>[0]);
 }
 
 /**

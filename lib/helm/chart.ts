@@ -8,8 +8,7 @@ import { createHash } from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { extract } from 'tar-stream';
-import { ChartFiles, type ChartArchive } from '../core/chart.js';
+import { chartTarParser, ChartFiles, type ChartArchive } from '../core/chart.js';
 
 export {
   HELM_MEDIA_TYPE,
@@ -42,7 +41,7 @@ export async function readChartArchive(source: Readable | Buffer): Promise<Chart
     },
   });
   const files = new ChartFiles();
-  const tar = extract();
+  const tar = chartTarParser();
   tar.on('entry', (header, stream, next) => {
     stream.on('error', () => undefined); // reported through the parser; a listener keeps it from being uncaught
     stream.on('end', next);

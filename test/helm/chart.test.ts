@@ -104,6 +104,13 @@ describe('Chart.yaml as Helm reads it', () => {
     }
   });
 
+  it('reads a Unix V7 tar (tar --format=v7), as Helm does', async () => {
+    const entries = [{ header: { name: 'app/Chart.yaml' }, content: 'apiVersion: v2\nname: app\nversion: 1.0.0\n' }];
+    const read = await readChartArchive(await tarGzOf(entries, 'v7'));
+    expect(read.problem).to.equal(null);
+    expect(read.chart?.name).to.equal('app');
+  });
+
   it('says why a Chart.yaml is not a chart', () => {
     const problems: [string, RegExp][] = [
       ['- a\n- b\n', /not a YAML mapping/],

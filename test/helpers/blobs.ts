@@ -9,9 +9,14 @@ export type TarEntryHeader = Partial<TarHeader> & Pick<TarHeader, 'name'>;
 
 /**
  * The one tarball builder of the tests: a real .tar.gz of `entries`, built in memory and deterministic (fixed mtime
- * and mode unless the header says otherwise; Node's gzip header carries no timestamp).
+ * and mode unless the header says otherwise; Node's gzip header carries no timestamp). `format: 'v7'` writes the
+ * headers of Unix V7 tar (`tar --format=v7`: no magic, no owner names, no prefix), which Go's archive/tar, and so
+ * Helm, reads.
  */
-export async function tarGzOf(entries: { header: TarEntryHeader; content?: string | Uint8Array }[]): Promise<Buffer> {
+export async function tarGzOf(
+  entries: { header: TarEntryHeader; content?: string | Uint8Array }[],
+  format: 'ustar' | 'v7' = 'ustar',
+): Promise<Buffer> {
   const tar = pack();
   // Read while writing: a large entry does not fit in the pack stream's buffer.
   const collected = (async () => {
@@ -28,7 +33,32 @@ export async function tarGzOf(entries: { header: TarEntryHeader; content?: strin
     });
   }
   tar.finalize();
-  return gzipSync(await collected);
+  const archive = await collected;
+  if (format === 'v7') toV7(archive);
+  return gzipSync(archive);
+}
+
+/**
+ * Rewrite, in place, each ustar header of `archive` (tar-stream's: names of at most 100 bytes, no extended headers)
+ * as a V7 header: the magic, version, owner names, device numbers and prefix (bytes 257 to 499) zeroed, and the
+ * checksum computed again (POSIX: the header's bytes summed with its own 8 as spaces; 6 octal digits, NUL, space).
+ */
+function toV7(archive: Buffer): void {
+  for (let at = 0; at + 512 <= archive.length && archive[at] !== 0;) {
+    const size = parseInt(
+      archive
+        .toString('latin1', at + 124, at + 136)
+        .replace(/\0.*$/, '')
+        .trim() || '0',
+      8,
+    );
+    archive.fill(0, at + 257, at + 500);
+    archive.fill(0x20, at + 148, at + 156);
+    let sum = 0;
+    for (let i = at; i < at + 512; i++) sum += archive[i] as number;
+    archive.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 'latin1');
+    at += 512 + Math.ceil(size / 512) * 512;
+  }
 }
 
 /** A .tar.gz of `files` (path -> content); without files, a minimal chart (`Chart.yaml` of `app` 1.0.0). */

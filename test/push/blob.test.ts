@@ -133,4 +133,38 @@ describe('push: staging a blob (BlobStager)', function () {
       expect(staged.digest).to.match(/^[0-9a-f]{64}$/);
     });
   }
+
+  it('reads a Unix V7 tar (tar --format=v7), as Helm does: its chart, checked whole or streamed', async function () {
+    const chart = { 'app/Chart.yaml': 'apiVersion: v2\nname: app\nversion: 1.0.0\n' };
+    for (const [what, files, piece] of [
+      ['small, checked whole', chart, Infinity],
+      ['streamed in pieces', { ...chart, 'app/noise.bin': randomBytes(200_000) }, 16 * 1024],
+    ] as const) {
+      const entries = Object.entries(files).map(([name, content]) => ({ header: { name }, content }));
+      const v7 = await tarGzOf(entries, 'v7');
+      expect(gunzipSync(v7).toString('latin1', 257, 263), 'no ustar magic').to.equal('\0'.repeat(6));
+      const stager = new BlobStager({ maxUnpackedSize: 1 << 24, tmpDir: dir });
+      for (let at = 0; at < v7.length; at += Math.min(piece, v7.length))
+        await stager.write(v7.subarray(at, at + piece));
+      const staged = await stager.end();
+      try {
+        expect(staged.digest, what).to.equal(createHash('sha256').update(gunzipSync(v7)).digest('hex'));
+        expect(staged.chartFiles.chart(), what).to.have.nested.property('chart.name', 'app');
+      } finally {
+        await staged.dispose();
+      }
+    }
+  });
+
+  it("refuses a V7 tar's escaping entry, and a V7 header whose checksum is wrong (422)", async function () {
+    const escaping = await tarGzOf(ESCAPING_TARS[0]![1], 'v7');
+    expect((await apprRejection(stageBlob(escaping, { maxUnpackedSize: 1 << 20, tmpDir: dir }))).message).to.match(
+      /outside the package directory/,
+    );
+    const tar = gunzipSync(await tarGzOf([{ header: { name: 'app/Chart.yaml' }, content: 'name: app\n' }], 'v7'));
+    tar[0] = 'b'.charCodeAt(0); // the name changed, the checksum not
+    const err = await apprRejection(stageBlob(gzipSync(tar), { maxUnpackedSize: 1 << 20, tmpDir: dir }));
+    expect(err.code).to.equal('invalid-parameters');
+    expect(err.message).to.match(/tar/);
+  });
 });
