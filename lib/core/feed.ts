@@ -95,6 +95,8 @@ export class ChangeFeed {
   #started: Promise<void> | undefined;
   #polling: Promise<void> | undefined;
   #timers: NodeJS.Timeout[] = [];
+  /** The timer of the next poll (`#schedulePoll`), while one is set; undefined while a poll it started runs. */
+  #pollTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #sweepQueue: string[] = [];
   #sweepCursor: string | undefined;
@@ -163,7 +165,17 @@ export class ChangeFeed {
       return this.#started;
     }
     if (this.#lastPoll === undefined) return this.#started;
-    if (idle && this.#opts.pollMs > 0) return this.poll();
+    if (idle && this.#opts.pollMs > 0) {
+      // Busy again: the next poll is `pollMs` after this one, not the `idlePollMs` set while idle (a busy instance
+      // would otherwise serve up to `idlePollMs`-old state until that timer fired).
+      if (this.#pollTimer !== undefined) {
+        clearTimeout(this.#pollTimer);
+        this.#timers = this.#timers.filter((t) => t !== this.#pollTimer);
+        this.#pollTimer = undefined;
+        this.#schedulePoll();
+      }
+      return this.poll();
+    }
     return undefined;
   }
 
@@ -297,29 +309,39 @@ export class ChangeFeed {
 
   #schedule(): void {
     if (this.#closed) return;
-    const { pollMs, idlePollMs, idleAfterMs, compactEveryMs, sweepPerSecond } = this.#opts;
-    if (pollMs > 0) {
-      const busy = this.#now() - this.#lastUse < idleAfterMs;
-      this.#after(busy ? pollMs : Math.max(pollMs, idlePollMs), async () => {
-        await this.poll();
-        if (this.#now() - this.#lastCompact >= compactEveryMs * (0.75 + Math.random() / 2)) await this.compact(false);
-      });
-    }
-    if (sweepPerSecond > 0 && !this.#sweeping) {
+    if (this.#opts.pollMs > 0) this.#schedulePoll();
+    if (this.#opts.sweepPerSecond > 0 && !this.#sweeping) {
       this.#sweeping = true;
-      this.#sweep(1000 / sweepPerSecond);
+      this.#sweep(1000 / this.#opts.sweepPerSecond);
     }
   }
 
-  #after(ms: number, fn: () => Promise<void>): void {
-    const timer = setTimeout(() => {
-      this.#timers = this.#timers.filter((t) => t !== timer);
-      fn()
-        .catch(this.#onError)
-        .finally(() => this.#schedule());
-    }, ms);
+  /**
+   * The next poll (and compaction, when due): `pollMs` from now while requests come, `idlePollMs` once none came
+   * for `idleAfterMs` (`ready` brings it forward when they come again). Then the next one, from its end.
+   */
+  #schedulePoll(): void {
+    if (this.#closed) return;
+    const { pollMs, idlePollMs, idleAfterMs, compactEveryMs } = this.#opts;
+    const busy = this.#now() - this.#lastUse < idleAfterMs;
+    const timer = setTimeout(
+      () => {
+        this.#timers = this.#timers.filter((t) => t !== timer);
+        if (this.#pollTimer === timer) this.#pollTimer = undefined;
+        (async () => {
+          await this.poll();
+          if (this.#now() - this.#lastCompact >= compactEveryMs * (0.75 + Math.random() / 2)) {
+            await this.compact(false);
+          }
+        })()
+          .catch(this.#onError)
+          .finally(() => this.#schedulePoll());
+      },
+      busy ? pollMs : Math.max(pollMs, idlePollMs),
+    );
     timer.unref();
     this.#timers.push(timer);
+    this.#pollTimer = timer;
   }
 
   /**

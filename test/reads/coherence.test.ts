@@ -251,4 +251,15 @@ describe('coherence across instances through the store (change feed)', () => {
     await a.deleteRelease('ns', 'app', '1.0.0', 'helm');
     await eventually(async () => (await releases(b)).length === 1, 10_000, 'the poll');
   });
+
+  it('polls every pollMs again as soon as requests come back after an idle spell, not after idlePollMs', async () => {
+    // Idle after 300 ms without a request; an idle instance's next poll is a minute away.
+    const coherence = { pollMs: 50, idleAfterMs: 300, idlePollMs: 60_000 };
+    const { a, b } = await writerAndReader(new MemoryStorage(), { coherence });
+    await new Promise((resolve) => setTimeout(resolve, 800)); // b idles: its poll timer is set for a minute
+    expect(await releases(b)).to.deep.equal(['1.0.0', '2.0.0']); // wakes it (one poll before it answers)
+    await a.deleteRelease('ns', 'app', '1.0.0', 'helm');
+    // Asked every 20 ms meanwhile, as a busy instance: served within a few poll intervals, not a minute later.
+    await eventually(async () => (await releases(b)).length === 1, 5000, "b's next poll");
+  });
 });
