@@ -544,8 +544,9 @@ function userFields(ctx: Context): { username: string; password: string; email?:
  * The absolute URL of the registry's prefix as clients reach it: `publicUrl` when the host set one (then no request
  * header is ever used); otherwise scheme and host of the request, and when the app trusts its proxy (`app.proxy`),
  * RFC 7239 `Forwarded` (proto, host; it wins over Koa's `X-Forwarded-Proto`/`-Host`) and `X-Forwarded-Prefix`,
- * then the parent router's mount path and our prefix. Forwarded values that are not a plain host or path, and a
- * proto that is not http or https, are ignored, so a header cannot inject markup or another URL.
+ * then the parent router's mount path and our prefix. Forwarded values that are not a plain host or path (Koa's
+ * X-Forwarded-Host too), and a proto that is not http or https, are ignored, so a header cannot inject markup or
+ * another URL; a request whose own Host makes no URL either is taken as `localhost`.
  */
 export function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): string {
   if (opts.publicUrl !== undefined) return opts.publicUrl;
@@ -562,6 +563,9 @@ export function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): 
       pathPrefix = xPrefix;
     }
   }
+  // Koa's `host` is X-Forwarded-Host's first entry when the app trusts its proxy: one that is no host is ignored
+  // for the request's own Host (HTTP/2: `:authority`), as a `Forwarded` host is.
+  if (!isUrlHost(host)) host = (ctx.req.httpVersionMajor >= 2 ? ctx.get(':authority') : '') || ctx.get('Host');
   if (!isUrlHost(host)) host = 'localhost';
   return `${proto}://${host}${pathPrefix}${mount}${opts.prefix}`;
 }

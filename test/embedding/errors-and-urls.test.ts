@@ -269,6 +269,13 @@ describe('absolute URLs behind proxies', () => {
     try {
       const res = await discovery(server, { Forwarded: 'host="a.example/<script>"', 'X-Forwarded-Prefix': '/a/../b' });
       expect(res.json.uri_prefix).to.equal(`${server.url}/cnr`);
+      // X-Forwarded-Host (Koa's `host` under a trusted proxy) alike: the request's own Host, not localhost.
+      for (const forwardedHost of ['evil.example/x', 'a b', 'r.example:99999']) {
+        const headers = { 'X-Forwarded-Host': forwardedHost, 'X-Forwarded-Proto': 'https' };
+        expect((await discovery(server, headers)).json.uri_prefix, forwardedHost).to.equal(
+          `https://${server.url.slice('http://'.length)}/cnr`,
+        );
+      }
     } finally {
       await server.close();
     }
