@@ -193,6 +193,8 @@ export class BlobStager {
   #closing: Promise<void> | undefined;
   #done = false;
   readonly #chartFiles = new ChartFiles();
+  /** The tar bytes' headers that name a path prefix their format has not (`TarPrefixWatch`). */
+  readonly #prefixes = new TarPrefixWatch();
 
   constructor(options: StageOptions) {
     this.#options = {
@@ -237,10 +239,14 @@ export class BlobStager {
     this.#unpacked += chunk.length;
     if (this.#unpacked > this.#options.maxUnpackedSize) return unpacksTooLarge(this.#options.maxUnpackedSize);
     this.#hash.update(chunk);
+    this.#prefixes.feed(chunk);
     return undefined;
   }
 
-  /** A tar parser that refuses escaping entries (`checkEntry`) and collects the chart's files. */
+  /**
+   * A tar parser that refuses escaping entries (`checkEntry`) and headers extractors read different paths from
+   * (`TarPrefixWatch`, fed the same bytes first), and collects the chart's files.
+   */
   #tarChecker(): ReturnType<typeof chartTarParser> {
     const tar = chartTarParser();
     this.#tar = tar;
@@ -248,7 +254,7 @@ export class BlobStager {
       // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the
       // parser, and an entry stream without a listener would turn it into an uncaught exception (a dead process).
       stream.on('error', () => undefined);
-      const refused = checkEntry(header);
+      const refused = this.#prefixes.refusal(header as EntryHeader) ?? checkEntry(header);
       if (refused !== null) {
         tar.destroy(
           new ApprError('invalid-parameters', `blob: ${refused}`, {
@@ -297,6 +303,7 @@ export class BlobStager {
       }
       this.#unpacked = inflated.length;
       this.#hash.update(inflated);
+      this.#prefixes.feed(inflated);
       const tar = this.#tarChecker();
       await new Promise<void>((resolve, reject) => {
         tar.on('error', reject);
@@ -622,6 +629,84 @@ export function checkEntry(header: Header): string | null {
     }
     default:
       return `entry "${echoed(name, 256)}" is a ${header.type ?? 'special file'}, which a package may not contain`;
+  }
+}
+
+/** A tar entry's header as tar-stream emits it: `byteOffset` is where its data starts in the tar (after its header). */
+type EntryHeader = Header & { byteOffset: number };
+
+const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
+
+/**
+ * Finds the tar headers whose entry path the push's check and the appr CLI would read differently, so that an entry
+ * `checkEntry` finds inside the package directory cannot be written outside it on `appr pull`. A tar header's name
+ * may be continued by a 155-byte prefix field (bytes 345 to 499), which ustar headers have (magic `ustar\0`). The
+ * parser here (tar-stream), Go's archive/tar (Helm), GNU tar and bsdtar read it only there; Python's tarfile, which
+ * the appr CLI extracts with (`tarfile.extractall`, no filter), prepends it whatever the magic (`frombuf`: unless the
+ * type is a GNU long name or sparse file), so a V7 or GNU header with a prefix of `../../x` is `app/a` here and
+ * `../../x/app/a` there. Such a header is refused: real V7 and GNU archives leave the field empty (GNU tar writes
+ * times there only for incremental archives).
+ *
+ * Fed every byte of the tar in order (`feed`), before the parser gets them, it keeps the offsets of the 512-byte blocks
+ * that would be such headers; the parser tells which blocks are headers (`refusal`, for each entry: its header is
+ * the block before `byteOffset`), and the blocks of an entry's data are dropped, so what is kept stays as small as
+ * the bytes between the watch and the parser.
+ */
+class TarPrefixWatch {
+  /** Bytes fed so far. */
+  #fed = 0;
+  /** The block under way when a chunk ended inside it, and how many of its bytes have come. */
+  readonly #partial = Buffer.alloc(512);
+  #partialBytes = 0;
+  /** Offsets of the blocks seen with a prefix and without the ustar magic, ascending; `#first` the first kept. */
+  #offsets: number[] = [];
+  #first = 0;
+  /** Blocks before this offset are an entry's data (the parser will not read them as headers): not kept. */
+  #dataEnd = 0;
+
+  feed(chunk: Uint8Array): void {
+    let at = 0;
+    if (this.#partialBytes > 0) {
+      at = Math.min(512 - this.#partialBytes, chunk.length);
+      this.#partial.set(chunk.subarray(0, at), this.#partialBytes);
+      this.#partialBytes += at;
+      if (this.#partialBytes === 512) {
+        this.#block(this.#partial, 0, this.#fed - 512 + at);
+        this.#partialBytes = 0;
+      }
+    }
+    for (; at + 512 <= chunk.length; at += 512) this.#block(chunk, at, this.#fed + at);
+    if (at < chunk.length) {
+      this.#partial.set(chunk.subarray(at), 0);
+      this.#partialBytes = chunk.length - at;
+    }
+    this.#fed += chunk.length;
+  }
+
+  #block(bytes: Uint8Array, at: number, offset: number): void {
+    if (offset < this.#dataEnd || bytes[at + 345] === 0) return;
+    if (Buffer.compare(bytes.subarray(at + 257, at + 263), USTAR_MAGIC) === 0) return;
+    this.#offsets.push(offset);
+  }
+
+  /** Why the header of `header`'s entry is refused, or null; then forgets the blocks up to the end of its data. */
+  refusal(header: EntryHeader): string | null {
+    const start = header.byteOffset - 512;
+    while (this.#first < this.#offsets.length && (this.#offsets[this.#first] as number) < start) this.#first++;
+    const refused = this.#offsets[this.#first] === start;
+    // The parser reads no data for a directory, whatever its size (tar-stream's Extract).
+    const size = header.type === 'directory' ? 0 : header.size;
+    this.#dataEnd = header.byteOffset + Math.ceil(size / 512) * 512;
+    while (this.#first < this.#offsets.length && (this.#offsets[this.#first] as number) < this.#dataEnd) this.#first++;
+    if (this.#first > 1024) {
+      this.#offsets = this.#offsets.slice(this.#first);
+      this.#first = 0;
+    }
+    if (!refused) return null;
+    return (
+      `entry "${echoed(header.name, 256)}" has a path prefix in a tar header whose format has none ` +
+      '(extractors disagree on its path)'
+    );
   }
 }
 

@@ -115,10 +115,13 @@ export interface EntryData {
 }
 
 /**
- * A tar parser (tar-stream) that reads the formats Go's archive/tar reads, as Helm loads a chart with it: ustar, pax
- * and GNU headers, and headers without a format's magic as Unix V7 headers (`tar --format=v7`; Go's fallback, prefix
- * field unread), which tar-stream refuses by default. The header checksum is checked for every format. The one parser
- * of a push's tar check (lib/core/blob.ts) and of a chart read for the Helm index (lib/helm/chart.ts).
+ * A tar parser (tar-stream) that reads the header formats Go's archive/tar reads, as Helm loads a chart with it:
+ * ustar, pax and GNU headers, and headers without a format's magic as Unix V7 headers (`tar --format=v7`; Go's
+ * fallback), which tar-stream refuses by default. The header checksum is checked for every format (as a sum of
+ * unsigned bytes: Go also takes the signed sum some old tools wrote, which is refused here). As in Go, only a ustar
+ * header's name prefix is read; a push's check refuses a V7 or GNU header that has one (`TarPrefixWatch`,
+ * lib/core/blob.ts). The one parser of a push's tar check (lib/core/blob.ts) and of a chart read for the Helm index
+ * (lib/helm/chart.ts).
  */
 export function chartTarParser(): ReturnType<typeof extract> {
   // tar-stream's own types (3.2) leave out the options its extract() reads (`allowUnknownFormat`, extract.js).

@@ -40,23 +40,26 @@ export async function tarGzOf(
 
 /**
  * Rewrite, in place, each ustar header of `archive` (tar-stream's: names of at most 100 bytes, no extended headers)
- * as a V7 header: the magic, version, owner names, device numbers and prefix (bytes 257 to 499) zeroed, and the
- * checksum computed again (POSIX: the header's bytes summed with its own 8 as spaces; 6 octal digits, NUL, space).
+ * as a V7 header: the magic, version, owner names, device numbers and prefix (bytes 257 to 499) zeroed.
  */
 function toV7(archive: Buffer): void {
-  for (let at = 0; at + 512 <= archive.length && archive[at] !== 0;) {
-    const size = parseInt(
-      archive
-        .toString('latin1', at + 124, at + 136)
-        .replace(/\0.*$/, '')
-        .trim() || '0',
-      8,
-    );
-    archive.fill(0, at + 257, at + 500);
-    archive.fill(0x20, at + 148, at + 156);
+  editTarHeaders(archive, (header) => header.fill(0, 257, 500));
+}
+
+/**
+ * Edit each header block of the uncompressed tar `archive` in place with `edit` (its 512 bytes, and its index among
+ * the headers), then set its checksum again (POSIX: the header's bytes summed with its own 8 as spaces; 6 octal
+ * digits, NUL, space). For archives of plain entries (no extended headers); `edit` must keep the size field.
+ */
+export function editTarHeaders(archive: Buffer, edit: (header: Buffer, index: number) => void): void {
+  for (let at = 0, index = 0; at + 512 <= archive.length && archive[at] !== 0; index++) {
+    const header = archive.subarray(at, at + 512);
+    const size = parseInt(header.toString('latin1', 124, 136).replace(/\0.*$/, '').trim() || '0', 8);
+    edit(header, index);
+    header.fill(0x20, 148, 156);
     let sum = 0;
-    for (let i = at; i < at + 512; i++) sum += archive[i] as number;
-    archive.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 'latin1');
+    for (const byte of header) sum += byte;
+    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
     at += 512 + Math.ceil(size / 512) * 512;
   }
 }

@@ -5,7 +5,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { Base64Decoder, BlobStager, decodeBase64, stageBlob } from '../../lib/core/blob.js';
-import { makeTarGz, tarGzOf } from '../helpers/blobs.js';
+import { editTarHeaders, makeTarGz, tarGzOf } from '../helpers/blobs.js';
 import { ESCAPING_TARS, SAFE_TARS } from './tars.js';
 import { apprRejection } from '../helpers/expect.js';
 import { tempDir } from '../helpers/temp.js';
@@ -154,6 +154,82 @@ describe('push: staging a blob (BlobStager)', function () {
         await staged.dispose();
       }
     }
+  });
+
+  describe('a path prefix where the header format has none (the appr CLI, Python tarfile, reads it anyway)', function () {
+    /** A tar of `entries` whose headers `edit` changes, gzipped: staged whole and in pieces of 7 gzip bytes. */
+    const staged = async (
+      entries: Record<string, string | Uint8Array>,
+      edit: (header: Buffer, index: number) => void,
+    ) => {
+      const tar = gunzipSync(await makeTarGz(entries));
+      editTarHeaders(tar, edit);
+      const gzip = gzipSync(tar);
+      const outcomes = [];
+      for (const piece of [Infinity, 7]) {
+        const stager = new BlobStager({
+          maxUnpackedSize: 1 << 24,
+          ...(piece === 7 ? { checkAtEndBytes: 0 } : {}),
+          tmpDir: dir,
+        });
+        try {
+          for (let at = 0; at < gzip.length; at += Math.min(piece, gzip.length))
+            await stager.write(gzip.subarray(at, at + piece));
+          const blob = await stager.end();
+          await blob.dispose();
+          outcomes.push('stored');
+        } catch (err) {
+          outcomes.push(err instanceof ApprError ? `${err.code}: ${err.message}` : String(err));
+        }
+      }
+      return outcomes;
+    };
+    const prefix = (value: string) => (header: Buffer) => header.write(value, 345, 'latin1');
+    const magic = (value: string) => (header: Buffer) => header.write(value, 257, 'latin1');
+    const both =
+      (...edits: ((header: Buffer) => unknown)[]) =>
+      (header: Buffer) =>
+        edits.forEach((edit) => edit(header));
+    const REFUSED =
+      'invalid-parameters: blob: entry "app/Chart.yaml" has a path prefix in a tar header whose format has none ' +
+      '(extractors disagree on its path)';
+    const chart = { 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' };
+
+    it('refuses a V7 header (no magic) with a prefix of ../: Python would write outside the directory', async function () {
+      const v7 = both((header) => header.fill(0, 257, 500), prefix('../../../../tmp/escaped'));
+      expect(await staged(chart, v7)).to.deep.equal([REFUSED, REFUSED]);
+    });
+
+    it('refuses a GNU header (magic "ustar  ") or any other magic with a prefix', async function () {
+      for (const value of ['ustar  \0', 'ustaR\0', 'ustar 00']) {
+        expect(await staged(chart, both(magic(value), prefix('x'))), value).to.deep.equal([REFUSED, REFUSED]);
+      }
+    });
+
+    it("takes a ustar prefix as the name's start (as every extractor does), and V7 and GNU headers without one", async function () {
+      expect(await staged({ 'Chart.yaml': 'name: app\n' }, prefix('app'))).to.deep.equal(['stored', 'stored']);
+      expect(await staged(chart, magic('ustar  \0'))).to.deep.equal(['stored', 'stored']);
+      expect(await staged(chart, (header) => header.fill(0, 257, 500))).to.deep.equal(['stored', 'stored']);
+      const escaping = await staged({ 'Chart.yaml': 'x' }, prefix('..'));
+      expect(escaping[0]).to.match(/"..\/Chart.yaml" is outside the package directory/);
+    });
+
+    it("reads no block of an entry's data as a header, whatever it holds", async function () {
+      // Data blocks that look like V7 headers with a prefix, around and across the pieces the parser gets.
+      const data = Buffer.alloc(64 * 512, 0x41);
+      const entries = {
+        'app/Chart.yaml': chart['app/Chart.yaml'],
+        'app/files/data.bin': data,
+        'app/values.yaml': 'a: 1\n',
+      };
+      expect(await staged(entries, (header) => header.fill(0, 257, 500))).to.deep.equal(['stored', 'stored']);
+      const last = (header: Buffer, index: number) =>
+        index === 2 ? both(magic('\0'), prefix('../up'))(header) : undefined;
+      expect(await staged(entries, last)).to.deep.equal([
+        REFUSED.replace('app/Chart.yaml', 'app/values.yaml'),
+        REFUSED.replace('app/Chart.yaml', 'app/values.yaml'),
+      ]);
+    });
   });
 
   it("refuses a V7 tar's escaping entry, and a V7 header whose checksum is wrong (422)", async function () {
