@@ -20,7 +20,7 @@
  *   BENCH_DIR=/dev/shm BENCH_ONLY=fs npm run bench:push   (the filesystem store on tmpfs: the code without the disk)
  *   BENCH_REFERENCE=http://127.0.0.1:5055 BENCH_DIR=/work/bench BENCH_ONLY=fs BENCH_WORKLOADS=0 BENCH_GROW=0 \
  *     BENCH_BIG_COUNT=0 npm run bench:push   (sequential pushes alternating with the appr reference server;
- *     BENCH_FLOOR=1 adds a bare Koa app that stores nothing: bench/lib/push-floor.ts)
+ *     BENCH_BARE_KOA=1 adds a bare Koa app that stores nothing: bench/lib/push-bare-koa.ts)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -75,12 +75,12 @@ const BASELINE = process.env.BENCH_BASELINE ?? '';
  */
 const REFERENCE = process.env.BENCH_REFERENCE ?? '';
 /**
- * BENCH_FLOOR=1: the sequential A/B also pushes to bench/lib/push-floor.ts, a bare Koa app that parses and hashes a
- * push and stores nothing: the most any registry mounted in Koa can make on this machine with this client, printed
- * beside the reference (so that a target in multiples of the reference can be checked against what is reachable).
+ * BENCH_BARE_KOA=1: the sequential A/B also pushes to bench/lib/push-bare-koa.ts, a bare Koa app that parses a push
+ * with koa-body, hashes its blob and stores nothing: what the HTTP layer, a body parser and this client cost on the
+ * machine of the run, printed beside the registry's and the reference's rates.
  */
-const FLOOR = process.env.BENCH_FLOOR === '1';
-const FLOOR_SERVER = fileURLToPath(new URL('./lib/push-floor.ts', import.meta.url));
+const BARE_KOA = process.env.BENCH_BARE_KOA === '1';
+const BARE_KOA_SERVER = fileURLToPath(new URL('./lib/push-bare-koa.ts', import.meta.url));
 /**
  * Untimed sequential pushes to a server before its timed ones (BENCH_WARMUP; 0: none), in blocks of WARM_BLOCK
  * (`warmUp`). A fresh server runs its first pushes mostly unoptimized: V8 compiles a function with its optimizing
@@ -384,7 +384,7 @@ async function abSequential(storage: string, count: number): Promise<void> {
   const base = BASELINE
     ? await startServer(`${storage}-ab-baseline`, {}, join(BASELINE, 'bench/lib/push-server.ts'))
     : undefined;
-  const floor = FLOOR ? await startServer('', {}, FLOOR_SERVER) : undefined;
+  const bare = BARE_KOA ? await startServer('', {}, BARE_KOA_SERVER) : undefined;
   // The reference keeps its store across runs: a namespace of this run's own.
   const ns = `ab${Date.now().toString(36)}`;
   try {
@@ -395,9 +395,7 @@ async function abSequential(storage: string, count: number): Promise<void> {
       ...(REFERENCE && !storage.startsWith('s3://')
         ? [{ label: `reference ${REFERENCE}`, url: REFERENCE.replace(/\/+$/, ''), ms: [] }]
         : []),
-      ...(floor
-        ? [{ label: 'floor: bare Koa + koa-body, nothing stored', url: floor.url, pid: floor.pid, ms: [] }]
-        : []),
+      ...(bare ? [{ label: 'bare Koa + koa-body, nothing stored', url: bare.url, pid: bare.pid, ms: [] }] : []),
     ];
     const push = async (side: (typeof sides)[number], pkg: string, body: Buffer): Promise<number> => {
       const t0 = performance.now();
@@ -447,7 +445,7 @@ async function abSequential(storage: string, count: number): Promise<void> {
       );
     });
   } finally {
-    await Promise.all([stopServer(mine), ...[base, floor].flatMap((server) => (server ? [stopServer(server)] : []))]);
+    await Promise.all([stopServer(mine), ...[base, bare].flatMap((server) => (server ? [stopServer(server)] : []))]);
   }
 }
 
@@ -544,7 +542,7 @@ async function bench(kind: string, storage: string, bigStorage: string): Promise
   } finally {
     await stopServer(server);
   }
-  if (BASELINE || FLOOR || (REFERENCE && !storage.startsWith('s3://'))) await abSequential(storage, N);
+  if (BASELINE || BARE_KOA || (REFERENCE && !storage.startsWith('s3://'))) await abSequential(storage, N);
   if (BIG_COUNT > 0) {
     const big = await bigPushes(bigStorage);
     console.log(

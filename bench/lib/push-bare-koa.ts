@@ -1,10 +1,10 @@
 /**
- * The floor of bench/push.ts's sequential A/B (BENCH_FLOOR=1): a bare Koa app that takes a push as any
- * Koa-mounted registry must, and stores nothing. `@koa/router` routes `POST /cnr/api/v1/packages/:namespace/:package`,
- * koa-body parses the JSON body (the host parser most Koa apps run), the blob's base64 is decoded and hashed
- * (sha256, the blob's digest), and the answer is a JSON body of the size of this registry's. No check of the blob,
- * no storage, no metrics: the rate of this server is more than any registry mounted in Koa can reach on the same
- * machine and client, so a target above it cannot be met by storage work. Prints `listening on <url>`.
+ * A reference beside bench/push.ts's sequential A/B (BENCH_BARE_KOA=1): a bare Koa app that takes a push the way a
+ * simple Koa service would, and stores nothing. `@koa/router` routes `POST /cnr/api/v1/packages/:namespace/:package`,
+ * koa-body parses the JSON body (buffered whole: the registry streams it instead), the blob's base64 is decoded and
+ * hashed (sha256), and the answer is a small JSON body. No check of the blob, no storage, no metrics: what the HTTP
+ * layer, a body parser and the client cost on the machine of the run, to set the registry's rates against. It is no
+ * bound (a server that streams the body may beat it). Prints `listening on <url>`.
  */
 import { createHash } from 'node:crypto';
 import Router from '@koa/router';
