@@ -565,7 +565,11 @@ export function publicBase(ctx: Context, opts: ResolvedOptions, mount: string): 
   }
   // Koa's `host` is X-Forwarded-Host's first entry when the app trusts its proxy: one that is no host is ignored
   // for the request's own Host (HTTP/2: `:authority`), as a `Forwarded` host is.
-  if (!isUrlHost(host)) host = (ctx.req.httpVersionMajor >= 2 ? ctx.get(':authority') : '') || ctx.get('Host');
+  if (!isUrlHost(host)) {
+    const own = (ctx.req.httpVersionMajor >= 2 ? ctx.get(':authority') : '') || ctx.get('Host');
+    // As Koa reads it: the first of comma-separated values, without user information.
+    host = (own.split(',')[0] ?? '').trim().replace(/^[^@]*@/, '');
+  }
   if (!isUrlHost(host)) host = 'localhost';
   return `${proto}://${host}${pathPrefix}${mount}${opts.prefix}`;
 }

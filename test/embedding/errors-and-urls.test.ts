@@ -276,6 +276,10 @@ describe('absolute URLs behind proxies', () => {
           `https://${server.url.slice('http://'.length)}/cnr`,
         );
       }
+      // The request's own Host as Koa reads it: its first value, without user information.
+      const own = { 'X-Forwarded-Host': 'a/b', Host: 'user@reg.example:8080, other.example' };
+      const ownRes = await server.requestRoot('GET', '/.well-known/app-registry-uri.json', { headers: own, raw: true });
+      expect(ownRes.json.uri_prefix).to.equal('http://reg.example:8080/cnr');
     } finally {
       await server.close();
     }
