@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import Router from '@koa/router';
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
+import { listenForBench } from './listen.js';
 
 const app = new Koa();
 app.silent = true;
@@ -32,12 +33,4 @@ router.post('/packages/:namespace/:package', koaBody({ jsonLimit: '64mb' }), (ct
   };
 });
 app.use(router.routes());
-const server = app.listen(0, '127.0.0.1', () => {
-  const address = server.address();
-  if (address && typeof address === 'object') console.log(`listening on http://127.0.0.1:${address.port}`);
-});
-process.on('SIGTERM', () => {
-  server.close();
-  server.closeAllConnections();
-  process.exit(0);
-});
+listenForBench(app);

@@ -7,6 +7,7 @@
 import Koa from 'koa';
 import { createApprRouter, type StorageAdapter } from '../../lib/index.js';
 import { FsStorage } from '../../lib/storage/fs.js';
+import { listenForBench } from './listen.js';
 
 const target = process.env.BENCH_STORAGE ?? '';
 let storage: StorageAdapter;
@@ -27,12 +28,4 @@ const onError = (err: unknown): void => {
 };
 const router = createApprRouter({ storage, ...options, onError });
 app.use(router.routes()).use(router.allowedMethods());
-const server = app.listen(0, '127.0.0.1', () => {
-  const address = server.address();
-  if (address && typeof address === 'object') console.log(`listening on http://127.0.0.1:${address.port}`);
-});
-process.on('SIGTERM', () => {
-  server.close();
-  server.closeAllConnections();
-  void storage.close?.().finally(() => process.exit(0));
-});
+listenForBench(app, async () => storage.close?.());
