@@ -97,6 +97,8 @@ export class ChangeFeed {
   #timers: NodeJS.Timeout[] = [];
   /** The timer of the next poll (`#schedulePoll`), while one is set; undefined while a poll it started runs. */
   #pollTimer: NodeJS.Timeout | undefined;
+  /** When `#pollTimer` fires, by `performance.now()` (the timer's own clock, not the `now` option's). */
+  #pollDue = 0;
   #closed = false;
   #sweepQueue: string[] = [];
   #sweepCursor: string | undefined;
@@ -166,13 +168,15 @@ export class ChangeFeed {
     }
     if (this.#lastPoll === undefined) return this.#started;
     if (idle && this.#opts.pollMs > 0) {
-      // Busy again: the next poll is `pollMs` after this one, not the `idlePollMs` set while idle (a busy instance
-      // would otherwise serve up to `idlePollMs`-old state until that timer fired).
-      if (this.#pollTimer !== undefined) {
+      // Busy again: the next poll is at most `pollMs` after this one, not the `idlePollMs` set while idle (a busy
+      // instance would otherwise serve up to `idlePollMs`-old state until that timer fired). Only brought forward:
+      // moved back at every request (an `idleAfterMs` shorter than the gaps between requests makes each one a wake),
+      // the timer would never fire, and compaction runs only from it.
+      if (this.#pollTimer !== undefined && this.#pollDue - performance.now() > this.#opts.pollMs) {
         clearTimeout(this.#pollTimer);
         this.#timers = this.#timers.filter((t) => t !== this.#pollTimer);
         this.#pollTimer = undefined;
-        this.#schedulePoll();
+        this.#schedulePoll(this.#opts.pollMs);
       }
       return this.poll();
     }
@@ -317,28 +321,27 @@ export class ChangeFeed {
   }
 
   /**
-   * The next poll (and compaction, when due): `pollMs` from now while requests come, `idlePollMs` once none came
-   * for `idleAfterMs` (`ready` brings it forward when they come again). Then the next one, from its end.
+   * The next poll (and compaction, when due), in `ms`, by default `pollMs` while requests come and `idlePollMs` once
+   * none came for `idleAfterMs` (`ready` brings it forward when they come again). Then the next one, from its end.
    */
-  #schedulePoll(): void {
+  #schedulePoll(ms?: number): void {
     if (this.#closed) return;
     const { pollMs, idlePollMs, idleAfterMs, compactEveryMs } = this.#opts;
     const busy = this.#now() - this.#lastUse < idleAfterMs;
-    const timer = setTimeout(
-      () => {
-        this.#timers = this.#timers.filter((t) => t !== timer);
-        if (this.#pollTimer === timer) this.#pollTimer = undefined;
-        (async () => {
-          await this.poll();
-          if (this.#now() - this.#lastCompact >= compactEveryMs * (0.75 + Math.random() / 2)) {
-            await this.compact(false);
-          }
-        })()
-          .catch(this.#onError)
-          .finally(() => this.#schedulePoll());
-      },
-      busy ? pollMs : Math.max(pollMs, idlePollMs),
-    );
+    const delay = ms ?? (busy ? pollMs : Math.max(pollMs, idlePollMs));
+    this.#pollDue = performance.now() + delay;
+    const timer = setTimeout(() => {
+      this.#timers = this.#timers.filter((t) => t !== timer);
+      if (this.#pollTimer === timer) this.#pollTimer = undefined;
+      (async () => {
+        await this.poll();
+        if (this.#now() - this.#lastCompact >= compactEveryMs * (0.75 + Math.random() / 2)) {
+          await this.compact(false);
+        }
+      })()
+        .catch(this.#onError)
+        .finally(() => this.#schedulePoll());
+    }, delay);
     timer.unref();
     this.#timers.push(timer);
     this.#pollTimer = timer;

@@ -262,4 +262,29 @@ describe('coherence across instances through the store (change feed)', () => {
     // Asked every 20 ms meanwhile, as a busy instance: served within a few poll intervals, not a minute later.
     await eventually(async () => (await releases(b)).length === 1, 5000, "b's next poll");
   });
+
+  for (const idleAfterMs of [0, 30]) {
+    it(`keeps its poll timer, and compacting, when every request comes after an idle spell (idleAfterMs ${idleAfterMs})`, async () => {
+      // Requests every 60 ms, each after more than idleAfterMs: each one wakes the instance. Its poll timer must
+      // still fire (compaction runs only from it), not be moved back by every request.
+      // The compaction's check for old entries: a listing of the change feed of at most 16 keys (a poll lists
+      // whole pages), about every compactEveryMs once a poll timer fires (none when the timer never fires).
+      let checks = 0;
+      const storage = new (class extends MemoryStorage {
+        override list(prefix: string, options?: { cursor?: string; limit?: number; startAfter?: string }) {
+          if (prefix === keys.changes() && options?.limit === 16) checks++;
+          return super.list(prefix, options);
+        }
+      })();
+      const coherence = { pollMs: 150, idleAfterMs, idlePollMs: 60_000, compactEveryMs: 200 };
+      const reader = instance(storage, { coherence });
+      await push(reader, '1.0.0');
+      checks = 0;
+      for (let i = 0; i < 25; i++) {
+        await releases(reader);
+        await new Promise((resolve) => setTimeout(resolve, 60));
+      }
+      expect(checks).to.be.at.least(2);
+    });
+  }
 });
