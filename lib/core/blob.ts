@@ -193,8 +193,8 @@ export class BlobStager {
   #closing: Promise<void> | undefined;
   #done = false;
   readonly #chartFiles = new ChartFiles();
-  /** The tar bytes' headers that name a path prefix their format has not (`TarPrefixWatch`). */
-  readonly #prefixes = new TarPrefixWatch();
+  /** What extractors would read differently in the tar, and the symbolic links its entries make (`TarHeaders`). */
+  readonly #headers = new TarHeaders();
 
   constructor(options: StageOptions) {
     this.#options = {
@@ -239,13 +239,13 @@ export class BlobStager {
     this.#unpacked += chunk.length;
     if (this.#unpacked > this.#options.maxUnpackedSize) return unpacksTooLarge(this.#options.maxUnpackedSize);
     this.#hash.update(chunk);
-    this.#prefixes.feed(chunk);
+    this.#headers.feed(chunk);
     return undefined;
   }
 
   /**
-   * A tar parser that refuses escaping entries (`checkEntry`) and headers extractors read different paths from
-   * (`TarPrefixWatch`, fed the same bytes first), and collects the chart's files.
+   * A tar parser that refuses escaping entries (`checkEntry`) and what extractors would read differently or follow
+   * (`TarHeaders`, fed the same bytes first), and collects the chart's files.
    */
   #tarChecker(): ReturnType<typeof chartTarParser> {
     const tar = chartTarParser();
@@ -254,7 +254,7 @@ export class BlobStager {
       // A truncated archive also destroys the entry being read with the error; pipeline() reports it through the
       // parser, and an entry stream without a listener would turn it into an uncaught exception (a dead process).
       stream.on('error', () => undefined);
-      const refused = this.#prefixes.refusal(header as EntryHeader) ?? checkEntry(header);
+      const refused = this.#headers.refusal(header as EntryHeader) ?? checkEntry(header);
       if (refused !== null) {
         tar.destroy(
           new ApprError('invalid-parameters', `blob: ${refused}`, {
@@ -303,7 +303,7 @@ export class BlobStager {
       }
       this.#unpacked = inflated.length;
       this.#hash.update(inflated);
-      this.#prefixes.feed(inflated);
+      this.#headers.feed(inflated);
       const tar = this.#tarChecker();
       await new Promise<void>((resolve, reject) => {
         tar.on('error', reject);
@@ -636,33 +636,57 @@ export function checkEntry(header: Header): string | null {
 type EntryHeader = Header & { byteOffset: number };
 
 const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
+/** Typeflags of entries whose data follows their header (Python's REGULAR_TYPES but sparse files). */
+const REGULAR = new Set(['0', '\0', '7']);
+/** Typeflags of the headers that describe the next entry (GNU long name, long link; pax extended, pax global). */
+const EXTENDED = new Set(['L', 'K', 'x', 'g']);
+/** A size field both parsers read alike: spaces, octal digits, then spaces or NULs (no base-256, no other text). */
+const SIZE_FIELD = /^ *[0-7]*[ \0]*$/;
+/** Blocks kept between the end of an entry's data and the next entry's header (its extended headers): 2 MiB. */
+const MAX_KEPT_BLOCKS = 4096;
 
 /**
- * Finds the tar headers whose entry path the push's check and the appr CLI would read differently, so that an entry
- * `checkEntry` finds inside the package directory cannot be written outside it on `appr pull`. A tar header's name
- * may be continued by a 155-byte prefix field (bytes 345 to 499), which ustar headers have (magic `ustar\0`). The
- * parser here (tar-stream), Go's archive/tar (Helm), GNU tar and bsdtar read it only there; Python's tarfile, which
- * the appr CLI extracts with (`tarfile.extractall`, no filter), prepends it whatever the magic (`frombuf`: unless the
- * type is a GNU long name or sparse file), so a V7 or GNU header with a prefix of `../../x` is `app/a` here and
- * `../../x/app/a` there. Such a header is refused: real V7 and GNU archives leave the field empty (GNU tar writes
- * times there only for incremental archives).
+ * Refuses what the push's tar check (tar-stream) and the appr CLI's extraction (Python's `tarfile.extractall`, no
+ * filter) would read differently, and entries written through a symbolic link the archive made: either would let an
+ * archive whose every entry `checkEntry` finds inside the package directory write outside it on `appr pull`. Both
+ * parsers are asked the same bytes; where tar formats leave them room to disagree, the archive is refused (archives
+ * of GNU tar in every format, Python's tarfile and git archive were checked to have none of these; Go's archive/tar,
+ * which `helm package` uses, writes none):
  *
- * Fed every byte of the tar in order (`feed`), before the parser gets them, it keeps the offsets of the 512-byte blocks
- * that would be such headers; the parser tells which blocks are headers (`refusal`, for each entry: its header is
- * the block before `byteOffset`), and the blocks of an entry's data are dropped, so what is kept stays as small as
- * the bytes between the watch and the parser.
+ * - the name prefix field (bytes 345 to 499) set in a header whose magic is not ustar's: Python prepends it whatever
+ *   the magic (`frombuf`), tar-stream (as Go, GNU tar, bsdtar) only for ustar;
+ * - a size field that is not plain octal (a NUL before the digits, `_`, base-256): `int()` and `parseInt` read
+ *   different sizes, so each parser takes other blocks for headers;
+ * - data after a header whose type has none in Python (links, directories, devices: Python reads no data for them,
+ *   tar-stream for all but directories), and a regular file whose name ends in `/` (Python: a directory);
+ * - extended headers other than one GNU long name (`L`), one long link (`K`), one pax header (`x`, not with `L` or
+ *   `K`) and pax global headers (`g`) before an entry: any other type there (`N` is a long name to tar-stream, a file
+ *   to Python), repeats (each parser keeps another), pax records that are not well formed (tar-stream stops at the
+ *   first, Python reads on), `GNU.sparse.*` records (Python renames the entry), a global header naming a path, link
+ *   or size (Python applies it to every later entry, tar-stream does not);
+ * - an entry (or a hard link's target, or a symbolic link's target) whose path goes through, or is, a symbolic link
+ *   an earlier entry made: the kernel follows it where the check reads text (`a -> ..`, then `a/../x`).
+ *
+ * Fed every byte of the tar in order (`feed`), before the parser gets them, it keeps views of the 512-byte blocks
+ * after the end of the last entry's data; the parser tells where each entry's header is (`refusal`: the block before
+ * `byteOffset`), and the blocks before it, its extended headers, are read then. Throws nothing; the parser's own
+ * errors (checksums, truncation) stand.
  */
-class TarPrefixWatch {
+class TarHeaders {
   /** Bytes fed so far. */
   #fed = 0;
   /** The block under way when a chunk ended inside it, and how many of its bytes have come. */
-  readonly #partial = Buffer.alloc(512);
+  #partial = Buffer.alloc(512);
   #partialBytes = 0;
-  /** Offsets of the blocks seen with a prefix and without the ustar magic, ascending; `#first` the first kept. */
-  #offsets: number[] = [];
+  /** The blocks from `#dataEnd` on, in order (views of the chunks fed, which nothing changes afterwards). */
+  #kept: { offset: number; bytes: Uint8Array }[] = [];
   #first = 0;
-  /** Blocks before this offset are an entry's data (the parser will not read them as headers): not kept. */
+  /** The end of the last entry's data, as the parser reads it (blocks before it are data: not kept). */
   #dataEnd = 0;
+  /** Set when more than MAX_KEPT_BLOCKS were kept: the next entry is refused. */
+  #overflow = false;
+  /** Paths (normalized) of the symbolic links earlier entries made. */
+  readonly #symlinks = new Set<string>();
 
   feed(chunk: Uint8Array): void {
     let at = 0;
@@ -671,11 +695,12 @@ class TarPrefixWatch {
       this.#partial.set(chunk.subarray(0, at), this.#partialBytes);
       this.#partialBytes += at;
       if (this.#partialBytes === 512) {
-        this.#block(this.#partial, 0, this.#fed - 512 + at);
+        this.#keep(this.#partial, this.#fed - 512 + at);
+        this.#partial = Buffer.alloc(512); // kept as it is: the next partial block gets a buffer of its own
         this.#partialBytes = 0;
       }
     }
-    for (; at + 512 <= chunk.length; at += 512) this.#block(chunk, at, this.#fed + at);
+    for (; at + 512 <= chunk.length; at += 512) this.#keep(chunk.subarray(at, at + 512), this.#fed + at);
     if (at < chunk.length) {
       this.#partial.set(chunk.subarray(at), 0);
       this.#partialBytes = chunk.length - at;
@@ -683,31 +708,176 @@ class TarPrefixWatch {
     this.#fed += chunk.length;
   }
 
-  #block(bytes: Uint8Array, at: number, offset: number): void {
-    if (offset < this.#dataEnd || bytes[at + 345] === 0) return;
-    if (Buffer.compare(bytes.subarray(at + 257, at + 263), USTAR_MAGIC) === 0) return;
-    this.#offsets.push(offset);
+  #keep(bytes: Uint8Array, offset: number): void {
+    if (offset < this.#dataEnd) return;
+    if (this.#kept.length - this.#first >= MAX_KEPT_BLOCKS) {
+      this.#overflow = true;
+      return;
+    }
+    this.#kept.push({ offset, bytes });
   }
 
-  /** Why the header of `header`'s entry is refused, or null; then forgets the blocks up to the end of its data. */
+  /** The kept block at `offset`, dropping those before it; undefined when it was not kept. */
+  #block(offset: number): Uint8Array | undefined {
+    while (this.#first < this.#kept.length && (this.#kept[this.#first] as { offset: number }).offset < offset) {
+      this.#first++;
+    }
+    const block = this.#kept[this.#first];
+    return block?.offset === offset ? block.bytes : undefined;
+  }
+
+  /** The `size` bytes of data after the header at `offset`, or undefined when they were not all kept. */
+  #data(offset: number, size: number): Buffer | undefined {
+    const blocks: Uint8Array[] = [];
+    for (let at = offset + 512; at < offset + 512 + size; at += 512) {
+      const block = this.#kept.find((kept) => kept.offset === at);
+      if (block === undefined) return undefined;
+      blocks.push(block.bytes);
+    }
+    return Buffer.concat(blocks).subarray(0, size);
+  }
+
+  /**
+   * Why `header`'s entry is refused (a sentence naming it), or null. Reads its extended headers and its own header
+   * from the blocks kept, then forgets them and the blocks of its data.
+   */
   refusal(header: EntryHeader): string | null {
     const start = header.byteOffset - 512;
-    while (this.#first < this.#offsets.length && (this.#offsets[this.#first] as number) < start) this.#first++;
-    const refused = this.#offsets[this.#first] === start;
+    const problem = this.#overflow ? 'has extended headers larger than 2 MiB' : this.#headers(start, header);
     // The parser reads no data for a directory, whatever its size (tar-stream's Extract).
     const size = header.type === 'directory' ? 0 : header.size;
     this.#dataEnd = header.byteOffset + Math.ceil(size / 512) * 512;
-    while (this.#first < this.#offsets.length && (this.#offsets[this.#first] as number) < this.#dataEnd) this.#first++;
+    this.#block(this.#dataEnd);
     if (this.#first > 1024) {
-      this.#offsets = this.#offsets.slice(this.#first);
+      this.#kept = this.#kept.slice(this.#first);
       this.#first = 0;
     }
-    if (!refused) return null;
-    return (
-      `entry "${echoed(header.name, 256)}" has a path prefix in a tar header whose format has none ` +
-      '(extractors disagree on its path)'
-    );
+    const name = `entry "${echoed(header.name, 256)}"`;
+    if (problem !== null) return `${name} ${problem} (extractors would read it differently)`;
+    const through = this.#throughSymlink(header);
+    if (through !== null) return `${name} ${through}, which an earlier entry made (extractors follow it)`;
+    if (header.type === 'symlink') this.#symlinks.add(normalizedPath(header.name));
+    return null;
   }
+
+  /** What is wrong with the headers from the end of the last entry's data to `header`'s own, at `start`; or null. */
+  #headers(start: number, header: EntryHeader): string | null {
+    const kinds = new Set<string>();
+    let paxSize: number | undefined;
+    for (let at = this.#dataEnd; at < start;) {
+      const block = this.#block(at);
+      if (block === undefined) return 'is not where this check found its headers';
+      if (block.every((byte) => byte === 0)) {
+        at += 512; // tar-stream reads on; Python ends the archive there, and extracts nothing after it
+        continue;
+      }
+      const type = String.fromCharCode(block[156] as number);
+      if (!EXTENDED.has(type)) return `has a header of type ${JSON.stringify(type)} before it`;
+      if (type !== 'g' && kinds.has(type)) return `has two extended headers of type ${type}`;
+      kinds.add(type);
+      const size = sizeOf(block);
+      if (size === undefined) return 'has an extended header whose size is not plain octal';
+      const data = this.#data(at, size);
+      if (data === undefined) return 'has an extended header this check did not keep';
+      if (type === 'x' || type === 'g') {
+        const records = paxRecords(data);
+        if (records === undefined) return 'has a pax header whose records are not well formed';
+        for (const key of records.keys()) {
+          if (key.startsWith('GNU.sparse.')) return `has a pax record ${JSON.stringify(echoed(key, 64))}`;
+          if (type === 'g' && (key === 'path' || key === 'linkpath' || key === 'size')) {
+            return `has a global pax header naming its ${key}`;
+          }
+        }
+        if (type === 'x' && records.has('size')) paxSize = Number(records.get('size'));
+      }
+      at += 512 + Math.ceil(size / 512) * 512;
+    }
+    if (kinds.has('x') && (kinds.has('L') || kinds.has('K'))) return 'has both a pax header and a GNU long name';
+    const own = this.#block(start);
+    if (own === undefined) return 'is not where this check found its headers';
+    const type = String.fromCharCode(own[156] as number);
+    if (own[345] !== 0 && Buffer.compare(own.subarray(257, 263), USTAR_MAGIC) !== 0) {
+      return 'has a path prefix in a tar header whose format has none';
+    }
+    const size = sizeOf(own);
+    if (size === undefined) return 'has a size that is not plain octal';
+    if ((paxSize ?? size) !== header.size && header.type !== 'directory') return 'has a size read two ways';
+    if (REGULAR.has(type)) {
+      if (own[99] !== 0 ? own[99] === 0x2f : own.subarray(0, own.indexOf(0)).at(-1) === 0x2f) {
+        return 'is a file whose name ends in /';
+      }
+    } else if ((paxSize ?? size) !== 0) {
+      return 'has data after a header of a type that has none';
+    }
+    return null;
+  }
+
+  /** How `header`'s entry goes through a symbolic link an earlier entry made, or null. */
+  #throughSymlink(header: EntryHeader): string | null {
+    const via = (path: string, whole: boolean): string | undefined => {
+      const parts: string[] = [];
+      const segments = path.split('/').filter((segment) => segment !== '' && segment !== '.');
+      for (const [index, segment] of segments.entries()) {
+        if (segment === '..') parts.pop();
+        else parts.push(segment);
+        if ((whole || index < segments.length - 1) && this.#symlinks.has(parts.join('/'))) return parts.join('/');
+      }
+      return undefined;
+    };
+    const quoted = (path: string) => `"${echoed(path, 256)}"`;
+    const own = via(header.name, true);
+    if (own !== undefined) return `is written through the symbolic link ${quoted(own)}`;
+    const target = header.linkname ?? '';
+    if (header.type === 'link') {
+      const linked = via(target, true);
+      if (linked !== undefined) return `links to the symbolic link ${quoted(linked)}`;
+    }
+    if (header.type === 'symlink') {
+      const resolved = via(`${posix.dirname(header.name)}/${target}`, false);
+      if (resolved !== undefined) return `points through the symbolic link ${quoted(resolved)}`;
+    }
+    return null;
+  }
+}
+
+/** A tar path as a set of paths compares it: `.` and empty segments dropped, `..` applied. */
+function normalizedPath(path: string): string {
+  const parts: string[] = [];
+  for (const segment of path.split('/')) {
+    if (segment === '..') parts.pop();
+    else if (segment !== '' && segment !== '.') parts.push(segment);
+  }
+  return parts.join('/');
+}
+
+/** The size field of a header (bytes 124 to 135) when it is plain octal (`SIZE_FIELD`); undefined otherwise. */
+function sizeOf(block: Uint8Array): number | undefined {
+  const field = Buffer.from(block.subarray(124, 136)).toString('latin1');
+  if (!SIZE_FIELD.test(field)) return undefined;
+  const digits = field.replace(/[ \0]/g, '');
+  return digits === '' ? 0 : parseInt(digits, 8);
+}
+
+/**
+ * The records of a pax header's data (POSIX pax: `<length> <key>=<value>\n`, the length counting the whole record
+ * in bytes), when every byte of it is in a well-formed record; undefined otherwise.
+ */
+function paxRecords(data: Buffer): Map<string, string> | undefined {
+  const records = new Map<string, string>();
+  for (let at = 0; at < data.length;) {
+    const space = data.indexOf(0x20, at);
+    if (space === -1) return undefined;
+    const lengthText = data.toString('latin1', at, space);
+    if (!/^[1-9][0-9]{0,6}$/.test(lengthText)) return undefined;
+    const end = at + Number(lengthText);
+    if (end > data.length || data[end - 1] !== 0x0a) return undefined;
+    const record = data.subarray(space + 1, end - 1);
+    const equals = record.indexOf(0x3d);
+    if (equals <= 0) return undefined;
+    records.set(record.toString('utf8', 0, equals), record.toString('utf8', equals + 1));
+    at = end;
+  }
+  return records;
 }
 
 /** True when `path` (a tar entry name) is absolute or climbs above its root once normalised. */

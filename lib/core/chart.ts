@@ -119,7 +119,7 @@ export interface EntryData {
  * ustar, pax and GNU headers, and headers without a format's magic as Unix V7 headers (`tar --format=v7`; Go's
  * fallback), which tar-stream refuses by default. The header checksum is checked for every format (as a sum of
  * unsigned bytes: Go also takes the signed sum some old tools wrote, which is refused here). As in Go, only a ustar
- * header's name prefix is read; a push's check refuses a V7 or GNU header that has one (`TarPrefixWatch`,
+ * header's name prefix is read; a push's check refuses a V7 or GNU header that has one (`TarHeaders`,
  * lib/core/blob.ts). The one parser of a push's tar check (lib/core/blob.ts) and of a chart read for the Helm index
  * (lib/helm/chart.ts).
  */

@@ -48,18 +48,15 @@ function toV7(archive: Buffer): void {
 
 /**
  * Edit each header block of the uncompressed tar `archive` in place with `edit` (its 512 bytes, and its index among
- * the headers), then set its checksum again (POSIX: the header's bytes summed with its own 8 as spaces; 6 octal
- * digits, NUL, space). For archives of plain entries (no extended headers); `edit` must keep the size field.
+ * the headers), then set its checksum again. For archives of plain entries (no extended headers); `edit` must keep
+ * the size field.
  */
 export function editTarHeaders(archive: Buffer, edit: (header: Buffer, index: number) => void): void {
   for (let at = 0, index = 0; at + 512 <= archive.length && archive[at] !== 0; index++) {
     const header = archive.subarray(at, at + 512);
     const size = parseInt(header.toString('latin1', 124, 136).replace(/\0.*$/, '').trim() || '0', 8);
     edit(header, index);
-    header.fill(0x20, 148, 156);
-    let sum = 0;
-    for (const byte of header) sum += byte;
-    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    setChecksum(header);
     at += 512 + Math.ceil(size / 512) * 512;
   }
 }
@@ -110,4 +107,75 @@ export async function pushAcmeApp(registry: Registry, release: string, metadata?
     blob: await makeTarGz({ 'Chart.yaml': `name: app\nversion: ${release}\n` }),
     ...(metadata === undefined ? {} : { metadata }),
   });
+}
+
+/** A hand-made tar header (`rawTarHeader`): what a tar writer would not write is what the tests need. */
+export interface RawTarHeader {
+  name: string;
+  /** The typeflag character (default `0`). */
+  type?: string;
+  size?: number;
+  /** The 12 bytes of the size field as given, instead of `size` in octal. */
+  sizeField?: string;
+  linkname?: string;
+  /** `ustar` (default: `ustar\0` and version `00`), `gnu` (`ustar  \0`) or `v7` (none). */
+  magic?: 'ustar' | 'gnu' | 'v7';
+  /** The ustar name prefix field (bytes 345 to 499). */
+  prefix?: string;
+}
+
+/** One 512-byte tar header of `header`, its checksum set. */
+export function rawTarHeader(header: RawTarHeader): Buffer {
+  const block = Buffer.alloc(512);
+  block.write(header.name, 0, 100, 'latin1');
+  block.write('0000644\0', 100, 'latin1');
+  block.write('0000000\0', 108, 'latin1');
+  block.write('0000000\0', 116, 'latin1');
+  block.write(header.sizeField ?? `${(header.size ?? 0).toString(8).padStart(11, '0')}\0`, 124, 12, 'latin1');
+  block.write('00000000000\0', 136, 'latin1');
+  block.write(header.type ?? '0', 156, 'latin1');
+  if (header.linkname !== undefined) block.write(header.linkname, 157, 100, 'latin1');
+  if ((header.magic ?? 'ustar') === 'ustar') block.write('ustar\x0000', 257, 'latin1');
+  if (header.magic === 'gnu') block.write('ustar  \0', 257, 'latin1');
+  if (header.prefix !== undefined) block.write(header.prefix, 345, 155, 'latin1');
+  setChecksum(block);
+  return block;
+}
+
+/** Set a tar header's checksum (POSIX: its 512 bytes summed with the field as spaces; 6 octal digits, NUL, space). */
+function setChecksum(header: Buffer): void {
+  header.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+}
+
+/** `data` padded with zeros to whole 512-byte blocks, as it follows its header in a tar. */
+export function rawTarData(data: string | Buffer): Buffer {
+  const bytes = Buffer.from(data);
+  return Buffer.concat([bytes, Buffer.alloc((512 - (bytes.length % 512)) % 512)]);
+}
+
+/** A pax header's data: each record as `<length> <key>=<value>\n` (POSIX pax), the length counting the record. */
+export function paxData(records: string[]): string {
+  return records
+    .map((record) => {
+      const rest = ` ${record}\n`;
+      let length = rest.length + 1;
+      while (String(length).length + rest.length !== length) length++;
+      return `${length}${rest}`;
+    })
+    .join('');
+}
+
+/** A pax (`x`, or global `g`) or GNU long name (`L`) or long link (`K`) header with its data. */
+export function rawExtendedHeader(type: 'x' | 'g' | 'L' | 'K', data: string): Buffer {
+  return Buffer.concat([
+    rawTarHeader({
+      name: type === 'x' || type === 'g' ? 'PaxHeader' : '././@LongLink',
+      type,
+      size: Buffer.byteLength(data),
+    }),
+    rawTarData(data),
+  ]);
 }

@@ -5,7 +5,15 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
 import { Base64Decoder, BlobStager, decodeBase64, stageBlob } from '../../lib/core/blob.js';
-import { editTarHeaders, makeTarGz, tarGzOf } from '../helpers/blobs.js';
+import {
+  editTarHeaders,
+  makeTarGz,
+  paxData,
+  rawExtendedHeader as ext,
+  rawTarData as data,
+  rawTarHeader as hdr,
+  tarGzOf,
+} from '../helpers/blobs.js';
 import { ESCAPING_TARS, SAFE_TARS } from './tars.js';
 import { apprRejection } from '../helpers/expect.js';
 import { tempDir } from '../helpers/temp.js';
@@ -192,7 +200,7 @@ describe('push: staging a blob (BlobStager)', function () {
         edits.forEach((edit) => edit(header));
     const REFUSED =
       'invalid-parameters: blob: entry "app/Chart.yaml" has a path prefix in a tar header whose format has none ' +
-      '(extractors disagree on its path)';
+      '(extractors would read it differently)';
     const chart = { 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' };
 
     it('refuses a V7 header (no magic) with a prefix of ../: Python would write outside the directory', async function () {
@@ -229,6 +237,160 @@ describe('push: staging a blob (BlobStager)', function () {
         REFUSED.replace('app/Chart.yaml', 'app/values.yaml'),
         REFUSED.replace('app/Chart.yaml', 'app/values.yaml'),
       ]);
+    });
+  });
+
+  describe('what the appr CLI (Python tarfile, no filter) would extract elsewhere than the check reads it', function () {
+    /** The outcome of staging the tar of `blocks` whole, then streamed in pieces of 5 gzip bytes. */
+    const outcomes = async (blocks: Buffer[]) => {
+      const gzip = gzipSync(Buffer.concat([...blocks, Buffer.alloc(1024)]));
+      const results: string[] = [];
+      for (const piece of [Infinity, 5]) {
+        const stager = new BlobStager({
+          maxUnpackedSize: 1 << 24,
+          ...(piece === 5 ? { checkAtEndBytes: 0 } : {}),
+          tmpDir: dir,
+        });
+        try {
+          for (let at = 0; at < gzip.length; at += Math.min(piece, gzip.length)) {
+            await stager.write(gzip.subarray(at, at + piece));
+          }
+          await (await stager.end()).dispose();
+          results.push('stored');
+        } catch (err) {
+          await stager.abort();
+          results.push(err instanceof ApprError ? err.message : String(err));
+        }
+      }
+      return results;
+    };
+    const chart = [hdr({ name: 'app/Chart.yaml', size: 10 }), data('name: app\n')];
+    const refused: [string, Buffer[], RegExp][] = [
+      [
+        'a size with a NUL before its digits (Python reads 0, tar-stream 512: the next block a header to one only)',
+        [hdr({ name: 'app/a', sizeField: '\u000000000001000' }), hdr({ name: '../../evil' })],
+        /"app\/a" has a size that is not plain octal/,
+      ],
+      [
+        "a size with an _ (Python's int() takes it)",
+        [hdr({ name: 'app/a', sizeField: '0000001_001\0' }), data('z')],
+        /"app\/a" has a size that is not plain octal/,
+      ],
+      [
+        'a header of type N (a long name to tar-stream, a file to Python)',
+        [hdr({ name: '../../evil', type: 'N', size: 6 }), data('app/b\0'), hdr({ name: 'app/b' })],
+        /"app\/b" has a header of type "N" before it/,
+      ],
+      [
+        'a file whose name ends in / (a directory to Python, which reads no data)',
+        [hdr({ name: 'app/d/', type: '\0', size: 512 }), hdr({ name: '../../evil' })],
+        /"app\/d\/" is a file whose name ends in \//,
+      ],
+      [
+        'a symbolic link with data (Python reads none)',
+        [hdr({ name: 'app/s', type: '2', linkname: 'values.yaml', size: 512 }), hdr({ name: '../../evil' })],
+        /"app\/s" has data after a header of a type that has none/,
+      ],
+      [
+        'a GNU.sparse.name pax record (Python renames the entry)',
+        [ext('x', paxData(['GNU.sparse.name=../../evil'])), hdr({ name: 'app/d' })],
+        /"app\/d" has a pax record "GNU.sparse.name"/,
+      ],
+      [
+        'a global pax header naming a path (Python applies it to later entries)',
+        [ext('g', paxData(['path=../../evil'])), hdr({ name: 'app/g' })],
+        /"app\/g" has a global pax header naming its path/,
+      ],
+      [
+        'a pax record without = (tar-stream stops there, Python reads on)',
+        [ext('x', `6 abc\n${paxData(['path=../../evil'])}`), hdr({ name: 'app/e' })],
+        /"app\/e" has a pax header whose records are not well formed/,
+      ],
+      [
+        'a GNU long name and a pax path (each parser keeps another)',
+        [ext('L', '../../evil\0'), ext('x', paxData(['path=app/i'])), hdr({ name: 'app/i' })],
+        /"app\/i" has both a pax header and a GNU long name/,
+      ],
+      [
+        'two GNU long names',
+        [ext('L', '../../evil\0'), ext('L', 'app/j\0'), hdr({ name: 'app/j' })],
+        /"app\/j" has two extended headers of type L/,
+      ],
+      [
+        'two pax headers',
+        [ext('x', paxData(['path=../../evil'])), ext('x', paxData(['path=app/k'])), hdr({ name: 'app/k' })],
+        /"app\/k" has two extended headers of type x/,
+      ],
+      [
+        'a path through an earlier symbolic link (app/up -> .., then app/up/../evil)',
+        [hdr({ name: 'app/up', type: '2', linkname: '..' }), hdr({ name: 'app/up/../evil', size: 1 }), data('x')],
+        /"app\/up\/..\/evil" is written through the symbolic link "app\/up"/,
+      ],
+      [
+        'a symbolic link made through another (app/l -> .., then app/l/m -> ..: dest/m points out)',
+        [hdr({ name: 'app/l', type: '2', linkname: '..' }), hdr({ name: 'app/l/m', type: '2', linkname: '..' })],
+        /"app\/l\/m" is written through the symbolic link "app\/l"/,
+      ],
+      [
+        'a file written over an earlier symbolic link (Python opens it and follows it)',
+        [
+          hdr({ name: 'app/a', type: '2', linkname: 'b/../x' }),
+          hdr({ name: 'app/b', type: '2', linkname: '..' }),
+          hdr({ name: 'app/a', size: 1 }),
+          data('x'),
+        ],
+        /"app\/a" is written through the symbolic link "app\/a"/,
+      ],
+      [
+        'a symbolic link whose target goes through another (lexically inside, really outside)',
+        [hdr({ name: 'app/b', type: '2', linkname: '..' }), hdr({ name: 'app/a', type: '2', linkname: 'b/../..' })],
+        /"app\/a" points through the symbolic link "app\/b"/,
+      ],
+      [
+        'a hard link to a symbolic link (Python links what it points to)',
+        [
+          hdr({ name: 'app/s', type: '2', linkname: 'values.yaml' }),
+          hdr({ name: 'top', type: '1', linkname: 'app/s' }),
+        ],
+        /"top" links to the symbolic link "app\/s"/,
+      ],
+    ];
+    for (const [what, blocks, message] of refused) {
+      it(`refuses ${what} (422)`, async function () {
+        const results = await outcomes([...chart, ...blocks]);
+        expect(results[0], 'checked whole').to.match(message);
+        expect(results[1], 'streamed').to.equal(results[0]);
+        expect(await readdir(dir)).to.deep.equal([]);
+      });
+    }
+
+    it("takes what real writers write: long names (L, K, pax), git archive's global header, links inside", async function () {
+      const long = `app/templates/${'d'.repeat(120)}/a.yaml`;
+      const taken: Buffer[][] = [
+        [ext('g', paxData(['comment=4b825dc642cb6eb9a060e54bf8d69288fbee4904'])), ...chart],
+        [...chart, ext('L', `${long}\0`), hdr({ name: long.slice(0, 99), size: 1 }), data('x')],
+        [
+          ...chart,
+          ext('x', paxData([`path=${long}`, 'mtime=1.5', 'atime=1.5'])),
+          hdr({ name: 'x', size: 1 }),
+          data('x'),
+        ],
+        [
+          ...chart,
+          ext('L', `app/${'l'.repeat(120)}\0`),
+          ext('K', `${long}\0`),
+          hdr({ name: 'app/l', type: '2', linkname: 'templates' }),
+        ],
+        [
+          ...chart,
+          hdr({ name: 'app/templates/', type: '5' }),
+          hdr({ name: 'app/link', type: '2', linkname: 'templates' }),
+          hdr({ name: 'app/templates/a.yaml', size: 1 }),
+          data('x'),
+          hdr({ name: 'app/hard', type: '1', linkname: 'app/templates/a.yaml' }),
+        ],
+      ];
+      for (const blocks of taken) expect(await outcomes(blocks)).to.deep.equal(['stored', 'stored']);
     });
   });
 
