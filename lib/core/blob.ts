@@ -642,6 +642,8 @@ const REGULAR = new Set(['0', '\0', '7']);
 const EXTENDED = new Set(['L', 'K', 'x', 'g']);
 /** A size field both parsers read alike: spaces, octal digits, then spaces or NULs (no base-256, no other text). */
 const SIZE_FIELD = /^ *[0-7]*[ \0]*$/;
+/** The longest link target taken, in bytes (Linux's PATH_MAX is 4,096; a longer one fails, see `#throughSymlink`). */
+const MAX_LINK_TARGET_BYTES = 1024;
 /** Blocks kept between the end of an entry's data and the next entry's header (its extended headers): 2 MiB. */
 const MAX_KEPT_BLOCKS = 4096;
 
@@ -664,8 +666,11 @@ const MAX_KEPT_BLOCKS = 4096;
  *   to Python), repeats (each parser keeps another), pax records that are not well formed (tar-stream stops at the
  *   first, Python reads on), `GNU.sparse.*` records (Python renames the entry), a global header naming a path, link
  *   or size (Python applies it to every later entry, tar-stream does not);
- * - an entry (or a hard link's target, or a symbolic link's target) whose path goes through, or is, a symbolic link
- *   an earlier entry made: the kernel follows it where the check reads text (`a -> ..`, then `a/../x`).
+ * - an entry (or a link's target) whose path goes through, or is, a symbolic link an earlier entry made: the kernel
+ *   follows it where the check reads text (`a -> ..`, then `a/../x`), and where Python cannot make a link it copies
+ *   the member the link names (a symbolic link copied elsewhere points elsewhere); so also a link target over
+ *   1,024 bytes, a hard link to a directory, an entry without a name, an empty long name, pax path or link, and a
+ *   pax size that is not a whole number (Python's `int()` refuses `1024.0` and reads 0).
  *
  * Fed every byte of the tar in order (`feed`), before the parser gets them, it keeps views of the 512-byte blocks
  * after the end of the last entry's data; the parser tells where each entry's header is (`refusal`: the block before
@@ -685,8 +690,9 @@ class TarHeaders {
   #dataEnd = 0;
   /** Set when more than MAX_KEPT_BLOCKS were kept: the next entry is refused. */
   #overflow = false;
-  /** Paths (normalized) of the symbolic links earlier entries made. */
+  /** Paths (normalized) of the symbolic links and the directories earlier entries made. */
   readonly #symlinks = new Set<string>();
+  readonly #directories = new Set<string>();
 
   feed(chunk: Uint8Array): void {
     let at = 0;
@@ -755,8 +761,9 @@ class TarHeaders {
     const name = `entry "${echoed(header.name, 256)}"`;
     if (problem !== null) return `${name} ${problem} (extractors would read it differently)`;
     const through = this.#throughSymlink(header);
-    if (through !== null) return `${name} ${through}, which an earlier entry made (extractors follow it)`;
+    if (through !== null) return `${name} ${through}`;
     if (header.type === 'symlink') this.#symlinks.add(normalizedPath(header.name));
+    if (header.type === 'directory') this.#directories.add(normalizedPath(header.name));
     return null;
   }
 
@@ -779,6 +786,8 @@ class TarHeaders {
       if (size === undefined) return 'has an extended header whose size is not plain octal';
       const data = this.#data(at, size);
       if (data === undefined) return 'has an extended header this check did not keep';
+      // An empty long name is no name to tar-stream (which keeps the header's) and the name '' to Python.
+      if ((type === 'L' || type === 'K') && (data.length === 0 || data[0] === 0)) return 'has an empty long name';
       if (type === 'x' || type === 'g') {
         const records = paxRecords(data);
         if (records === undefined) return 'has a pax header whose records are not well formed';
@@ -788,7 +797,14 @@ class TarHeaders {
             return `has a global pax header naming its ${key}`;
           }
         }
-        if (type === 'x' && records.has('size')) paxSize = Number(records.get('size'));
+        if (type === 'x') {
+          // Python's int() refuses `1024.0` (and then reads a size of 0) where parseInt reads 1024; an empty path or
+          // link is the header's to tar-stream, '' to Python.
+          const sizeRecord = records.get('size');
+          if (sizeRecord !== undefined && !/^[0-9]{1,15}$/.test(sizeRecord)) return 'has a pax size that is no number';
+          if (sizeRecord !== undefined) paxSize = Number(sizeRecord);
+          if (records.get('path') === '' || records.get('linkpath') === '') return 'has an empty pax path or link';
+        }
       }
       at += 512 + Math.ceil(size / 512) * 512;
     }
@@ -824,17 +840,21 @@ class TarHeaders {
       }
       return undefined;
     };
-    const quoted = (path: string) => `"${echoed(path, 256)}"`;
+    const quoted = (path: string) => `"${echoed(path, 256)}", which an earlier entry made (extractors follow it)`;
     const own = via(header.name, true);
     if (own !== undefined) return `is written through the symbolic link ${quoted(own)}`;
+    if (header.type !== 'directory' && normalizedPath(header.name) === '') return 'has no name';
     const target = header.linkname ?? '';
-    if (header.type === 'link') {
-      const linked = via(target, true);
-      if (linked !== undefined) return `links to the symbolic link ${quoted(linked)}`;
-    }
-    if (header.type === 'symlink') {
-      const resolved = via(`${posix.dirname(header.name)}/${target}`, false);
-      if (resolved !== undefined) return `points through the symbolic link ${quoted(resolved)}`;
+    if (header.type !== 'link' && header.type !== 'symlink') return null;
+    // Where Python cannot make a link (a target too long for the system, a hard link to a directory), it copies
+    // the member the link names instead (`_find_link_target`): a symbolic link copied elsewhere points elsewhere.
+    if (Buffer.byteLength(target) > MAX_LINK_TARGET_BYTES)
+      return `has a link target longer than ${MAX_LINK_TARGET_BYTES} bytes`;
+    const linked = header.type === 'link' ? target : `${posix.dirname(header.name)}/${target}`;
+    const to = via(linked, true);
+    if (to !== undefined) return `links to or through the symbolic link ${quoted(to)}`;
+    if (header.type === 'link' && (normalizedPath(linked) === '' || this.#directories.has(normalizedPath(linked)))) {
+      return 'is a hard link to a directory';
     }
     return null;
   }

@@ -344,7 +344,7 @@ describe('push: staging a blob (BlobStager)', function () {
       [
         'a symbolic link whose target goes through another (lexically inside, really outside)',
         [hdr({ name: 'app/b', type: '2', linkname: '..' }), hdr({ name: 'app/a', type: '2', linkname: 'b/../..' })],
-        /"app\/a" points through the symbolic link "app\/b"/,
+        /"app\/a" links to or through the symbolic link "app\/b"/,
       ],
       [
         'a hard link to a symbolic link (Python links what it points to)',
@@ -352,7 +352,40 @@ describe('push: staging a blob (BlobStager)', function () {
           hdr({ name: 'app/s', type: '2', linkname: 'values.yaml' }),
           hdr({ name: 'top', type: '1', linkname: 'app/s' }),
         ],
-        /"top" links to the symbolic link "app\/s"/,
+        /"top" links to or through the symbolic link "app\/s"/,
+      ],
+      [
+        'a symbolic link to another (copied by Python where it cannot make the link: it then points elsewhere)',
+        [
+          hdr({ name: 'app/d/e/m', type: '2', linkname: '../..' }),
+          hdr({ name: 'app/s', type: '2', linkname: 'd/e/m' }),
+        ],
+        /"app\/s" links to or through the symbolic link "app\/d\/e\/m"/,
+      ],
+      [
+        'a link target longer than the system takes (Python copies the member it names instead)',
+        [ext('x', paxData([`linkpath=${'./'.repeat(2100)}values.yaml`])), hdr({ name: 'app/s', type: '2' })],
+        /"app\/s" has a link target longer than 1024 bytes/,
+      ],
+      [
+        'a hard link to a directory (Python copies the member it names instead)',
+        [hdr({ name: 'app/d/', type: '5' }), hdr({ name: 'app/h', type: '1', linkname: 'app/d' })],
+        /"app\/h" is a hard link to a directory/,
+      ],
+      [
+        "a pax size that is no whole number (Python's int() refuses 1024.0 and reads 0)",
+        [ext('x', paxData(['size=1024.0'])), hdr({ name: 'app/f', size: 1024 }), data(Buffer.alloc(1024))],
+        /"app\/f" has a pax size that is no number/,
+      ],
+      [
+        "an empty pax path (tar-stream keeps the header's name, Python names the entry '')",
+        [ext('x', paxData(['path='])), hdr({ name: 'app/m', type: '2', linkname: 'values.yaml' })],
+        /"app\/m" has an empty pax path or link/,
+      ],
+      [
+        'an empty GNU long name',
+        [ext('L', '\0'), hdr({ name: 'app/m', size: 1 }), data('x')],
+        /"app\/m" has an empty long name/,
       ],
     ];
     for (const [what, blocks, message] of refused) {
