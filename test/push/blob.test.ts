@@ -142,6 +142,31 @@ describe('push: staging a blob (BlobStager)', function () {
     });
   }
 
+  /**
+   * What staging `gzip` comes to, checked whole and then streamed in pieces of `piece` bytes: `stored`, or the
+   * error's code and message.
+   */
+  const wholeAndStreamed = async (gzip: Buffer, piece: number): Promise<string[]> => {
+    const outcomes: string[] = [];
+    for (const streamed of [false, true]) {
+      const stager = new BlobStager({
+        maxUnpackedSize: 1 << 24,
+        ...(streamed ? { checkAtEndBytes: 0 } : {}),
+        tmpDir: dir,
+      });
+      const size = streamed ? piece : gzip.length;
+      try {
+        for (let at = 0; at < gzip.length; at += size) await stager.write(gzip.subarray(at, at + size));
+        await (await stager.end()).dispose();
+        outcomes.push('stored');
+      } catch (err) {
+        await stager.abort();
+        outcomes.push(err instanceof ApprError ? `${err.code}: ${err.message}` : String(err));
+      }
+    }
+    return outcomes;
+  };
+
   it('reads a Unix V7 tar (tar --format=v7), as Helm does: its chart, checked whole or streamed', async function () {
     const chart = { 'app/Chart.yaml': 'apiVersion: v2\nname: app\nversion: 1.0.0\n' };
     for (const [what, files, piece] of [
@@ -172,25 +197,7 @@ describe('push: staging a blob (BlobStager)', function () {
     ) => {
       const tar = gunzipSync(await makeTarGz(entries));
       editTarHeaders(tar, edit);
-      const gzip = gzipSync(tar);
-      const outcomes = [];
-      for (const piece of [Infinity, 7]) {
-        const stager = new BlobStager({
-          maxUnpackedSize: 1 << 24,
-          ...(piece === 7 ? { checkAtEndBytes: 0 } : {}),
-          tmpDir: dir,
-        });
-        try {
-          for (let at = 0; at < gzip.length; at += Math.min(piece, gzip.length))
-            await stager.write(gzip.subarray(at, at + piece));
-          const blob = await stager.end();
-          await blob.dispose();
-          outcomes.push('stored');
-        } catch (err) {
-          outcomes.push(err instanceof ApprError ? `${err.code}: ${err.message}` : String(err));
-        }
-      }
-      return outcomes;
+      return wholeAndStreamed(gzipSync(tar), 7);
     };
     const prefix = (value: string) => (header: Buffer) => header.write(value, 345, 'latin1');
     const magic = (value: string) => (header: Buffer) => header.write(value, 257, 'latin1');
@@ -242,28 +249,8 @@ describe('push: staging a blob (BlobStager)', function () {
 
   describe('what the appr CLI (Python tarfile, no filter) would extract elsewhere than the check reads it', function () {
     /** The outcome of staging the tar of `blocks` whole, then streamed in pieces of 5 gzip bytes. */
-    const outcomes = async (blocks: Buffer[]) => {
-      const gzip = gzipSync(Buffer.concat([...blocks, Buffer.alloc(1024)]));
-      const results: string[] = [];
-      for (const piece of [Infinity, 5]) {
-        const stager = new BlobStager({
-          maxUnpackedSize: 1 << 24,
-          ...(piece === 5 ? { checkAtEndBytes: 0 } : {}),
-          tmpDir: dir,
-        });
-        try {
-          for (let at = 0; at < gzip.length; at += Math.min(piece, gzip.length)) {
-            await stager.write(gzip.subarray(at, at + piece));
-          }
-          await (await stager.end()).dispose();
-          results.push('stored');
-        } catch (err) {
-          await stager.abort();
-          results.push(err instanceof ApprError ? err.message : String(err));
-        }
-      }
-      return results;
-    };
+    const outcomes = (blocks: Buffer[]) =>
+      wholeAndStreamed(gzipSync(Buffer.concat([...blocks, Buffer.alloc(1024)])), 5);
     const chart = [hdr({ name: 'app/Chart.yaml', size: 10 }), data('name: app\n')];
     const refused: [string, Buffer[], RegExp][] = [
       [
