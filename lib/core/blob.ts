@@ -732,13 +732,16 @@ class TarHeaders {
     return block?.offset === offset ? block.bytes : undefined;
   }
 
-  /** The `size` bytes of data after the header at `offset`, or undefined when they were not all kept. */
+  /**
+   * The `size` bytes of data after the header at `offset`, or undefined when they were not all kept. Drops the blocks
+   * before them (`#block`): the headers are read in order.
+   */
   #data(offset: number, size: number): Buffer | undefined {
     const blocks: Uint8Array[] = [];
     for (let at = offset + 512; at < offset + 512 + size; at += 512) {
-      const block = this.#kept.find((kept) => kept.offset === at);
+      const block = this.#block(at);
       if (block === undefined) return undefined;
-      blocks.push(block.bytes);
+      blocks.push(block);
     }
     return Buffer.concat(blocks).subarray(0, size);
   }
