@@ -834,14 +834,8 @@ class TarHeaders {
   /** How `header`'s entry goes through a symbolic link an earlier entry made, or null. */
   #throughSymlink(header: EntryHeader): string | null {
     const via = (path: string, whole: boolean): string | undefined => {
-      const parts: string[] = [];
-      const segments = path.split('/').filter((segment) => segment !== '' && segment !== '.');
-      for (const [index, segment] of segments.entries()) {
-        if (segment === '..') parts.pop();
-        else parts.push(segment);
-        if ((whole || index < segments.length - 1) && this.#symlinks.has(parts.join('/'))) return parts.join('/');
-      }
-      return undefined;
+      const steps = pathSteps(path);
+      return (whole ? steps : steps.slice(0, -1)).find((step) => this.#symlinks.has(step));
     };
     const quoted = (path: string) => `"${echoed(path, 256)}", which an earlier entry made (extractors follow it)`;
     const own = via(header.name, true);
@@ -856,21 +850,33 @@ class TarHeaders {
     const linked = header.type === 'link' ? target : `${posix.dirname(header.name)}/${target}`;
     const to = via(linked, true);
     if (to !== undefined) return `links to or through the symbolic link ${quoted(to)}`;
-    if (header.type === 'link' && (normalizedPath(linked) === '' || this.#directories.has(normalizedPath(linked)))) {
+    const linkedPath = normalizedPath(linked);
+    if (header.type === 'link' && (linkedPath === '' || this.#directories.has(linkedPath))) {
       return 'is a hard link to a directory';
     }
     return null;
   }
 }
 
-/** A tar path as a set of paths compares it: `.` and empty segments dropped, `..` applied. */
-function normalizedPath(path: string): string {
+/**
+ * The paths a tar path goes through, segment by segment, each as a set of paths compares it (`.` and empty segments
+ * dropped, `..` applied): the last is the path itself.
+ */
+function pathSteps(path: string): string[] {
   const parts: string[] = [];
+  const steps: string[] = [];
   for (const segment of path.split('/')) {
+    if (segment === '' || segment === '.') continue;
     if (segment === '..') parts.pop();
-    else if (segment !== '' && segment !== '.') parts.push(segment);
+    else parts.push(segment);
+    steps.push(parts.join('/'));
   }
-  return parts.join('/');
+  return steps;
+}
+
+/** A tar path as a set of paths compares it (`pathSteps`' last; `''` for the root). */
+function normalizedPath(path: string): string {
+  return pathSteps(path).at(-1) ?? '';
 }
 
 /** The size field of a header (bytes 124 to 135) when it is plain octal (`SIZE_FIELD`); undefined otherwise. */
