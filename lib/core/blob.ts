@@ -30,6 +30,7 @@ const invalidBase64 = (): ApprError =>
 export class Base64Decoder {
   #carry = '';
   #padding = 0;
+  /** Characters of data so far, padding not counted. */
   #length = 0;
 
   /** The bytes that `text` completes (possibly none). */
@@ -45,16 +46,21 @@ export class Base64Decoder {
       this.#padding += tail.length;
       if (this.#padding > 2) throw invalidBase64();
     }
-    this.#length += clean.length;
+    this.#length += pad >= 0 ? pad : this.#padding > 0 ? 0 : clean.length;
     const data = this.#carry + (pad >= 0 ? clean.slice(0, pad) : this.#padding > 0 ? '' : clean);
     const whole = data.length - (data.length % 4);
     this.#carry = data.slice(whole);
     return whole === 0 ? Buffer.alloc(0) : Buffer.from(data.slice(0, whole), 'base64');
   }
 
-  /** The last bytes; throws when the text had a length no base64 can have (4n + 1). */
+  /**
+   * The last bytes; throws when the text had a number of characters no base64 can have (4n + 1, padding not
+   * counted), or padding that does not end it on a multiple of 4 (`QQ=`, `QUJDQ=`): padding is optional, but when
+   * present it must be right (Python's `b64decode`, the appr CLI's, refuses both).
+   */
   end(): Buffer {
     if (this.#length % 4 === 1) throw invalidBase64();
+    if (this.#padding > 0 && (this.#length + this.#padding) % 4 !== 0) throw invalidBase64();
     const rest = this.#carry;
     this.#carry = '';
     return rest === '' ? Buffer.alloc(0) : Buffer.from(rest, 'base64');

@@ -51,6 +51,11 @@ describe('push: streamed base64 (Base64Decoder)', function () {
     ['data after padding', 'ab==cd'],
     ['three padding characters', 'a==='],
     ['a length of 4n+1', 'abcde'],
+    // Padding is optional, but when present must end the text on a multiple of 4 (Python's b64decode refuses these).
+    ['4n+1 data characters, padded', 'QUJDQ='],
+    ['4n+1 data characters, padded twice', 'QUJDQ=='],
+    ['padding one short', 'QUJDQQ='],
+    ['padding one too many', 'QUJDQUI=='],
   ]) {
     it(`refuses ${label} (422 invalid-parameters), whatever the cut`, function () {
       for (let size = 1; size <= 4; size++) {

@@ -190,6 +190,22 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       });
     }
 
+    it('answers 501 unsupported (JSON) to a transfer coding other than chunked, and stores nothing', async function () {
+      const body = gzipSync(
+        Buffer.from(JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') })),
+      );
+      const req = openRequest(server.url, '/api/v1/packages/enc/transfer', {
+        'content-type': 'application/json',
+        'transfer-encoding': 'gzip, chunked',
+      });
+      await req.write(body);
+      const res = await req.end();
+      expect(res.status, JSON.stringify(res.json)).to.equal(501);
+      expect(res.json.code).to.equal('unsupported');
+      expect(res.json.message).to.match(/Transfer-Encoding "gzip, chunked" is not supported/);
+      expect((await allKeys(storage)).filter((key) => key.includes('transfer'))).to.deep.equal([]);
+    });
+
     it('answers a gzip bomb in Content-Encoding with 413 once the decoded body passes the limit', async function () {
       const small = await startServer({ storage, maxPushSize: 10_000 });
       try {
@@ -223,6 +239,44 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       const shown = await server.request('GET', '/api/v1/packages/slow/json/1.0.0/helm');
       expect(shown.json.metadata).to.deep.equal({ k: 'vé' });
     });
+
+    // JSON.parse (a small body's parser) keeps the last of repeated keys, the streamed reader the first blob: a
+    // second top-level blob is refused by both, whatever its value, so that the framing never decides which blob
+    // a push stores.
+    for (const [label, second] of [
+      ['another blob', 'OTHER'],
+      ['null', 'null'],
+      ['a number', '5'],
+      ['an escaped key', 'ESCAPED'],
+    ] as const) {
+      it(`refuses a JSON body whose blob is given twice (then ${label}), small or chunked, and stores nothing`, async function () {
+        const other = await makeTarGz({ 'Chart.yaml': 'name: other\n' });
+        const first = `"blob": "${blob.toString('base64')}"`;
+        const again =
+          second === 'OTHER'
+            ? `"blob": "${other.toString('base64')}"`
+            : second === 'ESCAPED'
+              ? `"bl\\u006fb": "${other.toString('base64')}"`
+              : `"blob": ${second}`;
+        const body = `{"release": "1.0.0", "media_type": "helm", ${first}, ${again}}`;
+        const small = await server.request('POST', '/api/v1/packages/twice/small', {
+          body,
+          headers: { 'content-type': 'application/json' },
+        });
+        expect(small.status, JSON.stringify(small.json)).to.equal(422);
+        expect(small.json).to.deep.include({ code: 'invalid-parameters', details: { field: 'blob' } });
+        expect(small.json.message).to.match(/more than once/);
+        const req = openRequest(server.url, '/api/v1/packages/twice/chunked', {
+          'content-type': 'application/json',
+          'transfer-encoding': 'chunked',
+        });
+        for (let i = 0; i < body.length; i += 500) await req.write(body.slice(i, i + 500));
+        const chunked = await req.end();
+        expect(chunked.status, JSON.stringify(chunked.json)).to.equal(422);
+        expect(chunked.json.message).to.match(/more than once/);
+        expect((await allKeys(storage)).filter((key) => key.includes('twice'))).to.deep.equal([]);
+      });
+    }
 
     it('reads a form body written in pieces that cut %2B and %2F escapes in two', async function () {
       const big = await makeTarGz({ 'noise.bin': randomBytes(30_000) });
