@@ -168,8 +168,16 @@ export class DocumentStore {
       if (this.#prepare !== undefined && value !== null) await this.#prepare(key, value);
       entry = { value, etag: got.etag, bytes: got.body.length, gen, at };
     }
-    // A local write finished while this read was under way: its version is newer, never report this one.
     if ((this.#writes.get(key) ?? 0) === writes) this.#emit(key, entry);
+    else {
+      // A local write finished while this read was under way: the version read is either the one that write
+      // replaced, or one another instance wrote after it. Neither is reported nor kept over the local one (the
+      // write replaced this read in the cache); one more read, from the local version once this one is settled,
+      // tells which (a conditional GET: "not modified" when the local version is the current one). Without it, a
+      // later version read here was dropped, and this instance served the local one until the package changed
+      // again or the background check came by.
+      setImmediate(() => void this.refresh(key).catch(() => undefined));
+    }
     return entry;
   }
 

@@ -714,7 +714,15 @@ export class Registry {
     if (cached !== undefined) return cached;
     if (this.#blobs !== undefined) this.metrics?.cache('blobs', false);
     if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
-      const blob = await this.#blobs.fetch(key, { context: pkg });
+      let blob: CachedBlob | undefined;
+      try {
+        blob = await this.#blobs.fetch(key, { context: pkg });
+      } catch (err) {
+        // A delete of the key while it was read (a push of the same tar, a purge) makes the cache reject the
+        // read's callers with the delete's reason, which is no storage failure: storage is read again, uncached.
+        if (err instanceof StorageUnavailableError) throw err;
+        return this.storage.getStream(key);
+      }
       return blob === undefined ? null : new MemoryBlob(blob.bytes);
     }
     return this.storage.getStream(key);

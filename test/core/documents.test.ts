@@ -21,7 +21,50 @@ class SlowStorage extends MemoryStorage {
   }
 }
 
+/** MemoryStorage whose next GET of a key waits until the test lets it go, then reads what storage holds then. */
+class LateReadStorage extends MemoryStorage {
+  hold: { key: string; release: Promise<void>; started: () => void } | undefined;
+
+  override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
+    const hold = this.hold?.key === key ? this.hold : undefined;
+    if (!hold) return super.get(key, options);
+    this.hold = undefined;
+    hold.started();
+    await hold.release;
+    return super.get(key, options);
+  }
+}
+
 describe('package document cache', () => {
+  it("keeps another instance's later version read while a local write finished, once one more read confirms it", async () => {
+    const storage = new LateReadStorage();
+    const key = 'packages/ns/app.json';
+    const a = new DocumentStore(storage);
+    const b = new DocumentStore(storage);
+    const reported: unknown[] = [];
+    a.onDocument((_key, version) => reported.push(version.value));
+    const set = (n: number) => () => ({ next: { n }, result: undefined });
+    await a.update(key, set(1));
+    let letGo!: () => void;
+    let started!: () => void;
+    const readStarted = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    storage.hold = { key, release: new Promise((resolve) => (letGo = resolve)), started };
+    const reading = a.refresh(key); // held before it reads
+    await readStarted;
+    await a.update(key, set(2), {}, { cached: true }); // a local write finishes during the read
+    await b.update(key, set(3)); // then another instance writes on top of it
+    letGo(); // the held read now finds b's version
+    await reading;
+    for (let i = 0; i < 100 && (a.peek<{ n: number }>(key)?.value as { n: number }).n !== 3; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(a.peek<{ n: number }>(key)?.value).to.deep.equal({ n: 3 });
+    expect((await a.read<{ n: number }>(key)).value).to.deep.equal({ n: 3 });
+    expect(reported.at(-1)).to.deep.equal({ n: 3 });
+  });
+
   it('lets a write wait for a read under way, then decide on a read of its own, and keeps the written version', async () => {
     const storage = new SlowStorage();
     const registry = new Registry({ storage });
