@@ -1,6 +1,6 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { PassThrough, Readable, Transform } from 'node:stream';
@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip, gunzipSync, type Gunzip } from 'node:zlib';
 import type { Header } from 'tar-stream';
 import { ApprError, echoed, StorageUnavailableError } from '../errors.js';
+import { LEFTOVER_AGE_MS, removeIfOlder } from '../storage/fs-lock.js';
 import { chartTarParser, ChartFiles } from './chart.js';
 
 const DIGEST = /^[0-9a-f]{64}$/;
@@ -505,10 +506,9 @@ export class BlobStager {
       return copy;
     }
     if (this.#file === undefined) {
-      const path = join(
-        this.#options.tmpDir ?? tmpdir(),
-        `koa-appr-push-${process.pid}-${randomBytes(8).toString('hex')}.tgz`,
-      );
+      const dir = this.#options.tmpDir ?? tmpdir();
+      sweepSpools(dir);
+      const path = join(dir, `${SPOOL_PREFIX}${process.pid}-${randomBytes(8).toString('hex')}.tgz`);
       const fh = await open(path, 'wx', 0o600);
       if (this.#done) {
         // abort() ran while the file was being created, too early to find it: removed here.
@@ -553,6 +553,32 @@ export class BlobStager {
     const reason = this.#unpacked === 0 || !isTarError(err) ? 'a gzip stream' : 'a tar archive';
     return new ApprError('invalid-parameters', `blob is not ${reason}`, { field: 'blob' });
   }
+}
+
+/** The name of every push's spool file starts with this. */
+const SPOOL_PREFIX = 'koa-appr-push-';
+/** The spool directories this process has swept (`sweepSpools`). */
+const sweptSpools = new Set<string>();
+
+/**
+ * Best-effort removal, the first time this process spools a push to `dir`, of the spool files there that are older
+ * than an hour: a process killed mid-push (SIGKILL, out of memory) left them, since only the push that made one
+ * removes it. A push in flight writes its file as its body arrives, so none is left unchanged for an hour (the
+ * standalone server cuts a request off after `APPR_REQUEST_TIMEOUT_MS`, 5 minutes); as `FsStorage` does with its
+ * own temp files.
+ */
+function sweepSpools(dir: string): void {
+  if (sweptSpools.has(dir)) return;
+  sweptSpools.add(dir);
+  void readdir(dir)
+    .then((names) =>
+      Promise.all(
+        names
+          .filter((name) => name.startsWith(SPOOL_PREFIX))
+          .map((name) => removeIfOlder(join(dir, name), LEFTOVER_AGE_MS)),
+      ),
+    )
+    .catch(() => undefined);
 }
 
 /** The streamed check: its input, its gunzip (`bytesWritten`: the gzip bytes zlib consumed), its outcome. */

@@ -93,6 +93,8 @@ export async function startServer(
     // X-Forwarded-For from the right, the address the outermost of them saw: Koa keeps the last `maxIpsCount`
     // entries and takes the first of those. Entries further left are the client's own text.
     const app = new Koa(config.trustProxy > 0 ? { proxy: true, maxIpsCount: config.trustProxy } : {});
+    const handlers = trackHandlers();
+    app.use(handlers.middleware);
     // Koa's own error events (a stream that failed after its headers went out, say) go to the log, not stderr.
     app.on('error', (err: unknown) => ops.logger.error({ err }, 'koa error'));
     let router;
@@ -138,6 +140,8 @@ export async function startServer(
         // its directory).
         await probe;
         await shutdown(server, connections, config.shutdownTimeoutMs);
+        // The requests whose connections were cut are still unwinding: a push removes its spool file as it does.
+        await handlers.settled(HANDLERS_SETTLE_MS);
         // After the last request: the change entries of its pushes are written before the store closes.
         await registryOf(router).close();
         await storage.close?.();
@@ -354,10 +358,50 @@ function listen(app: Koa, config: ServerConfig): Promise<Server> {
   });
 }
 
+/**
+ * How long a stop waits, once every connection is closed, for the requests still running to unwind (a push cut off
+ * at `APPR_SHUTDOWN_TIMEOUT_MS` removes its spool file), in ms. Their storage deadline bounds them too.
+ */
+const HANDLERS_SETTLE_MS = 5000;
+
+/**
+ * The requests whose middleware has not returned yet. A connection closes before its request's handler has seen
+ * it go: a push cut off at shutdown still has its spool file to remove, and the process must not exit first.
+ */
+function trackHandlers(): { middleware: Koa.Middleware; settled(ms: number): Promise<void> } {
+  let running = 0;
+  let idle: (() => void) | undefined;
+  return {
+    middleware: async (_ctx, next) => {
+      running += 1;
+      try {
+        await next();
+      } finally {
+        running -= 1;
+        if (running === 0) idle?.();
+      }
+    },
+    async settled(ms) {
+      if (running === 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        idle = resolve;
+        timer = setTimeout(resolve, ms);
+      });
+      clearTimeout(timer);
+    },
+  };
+}
+
 /** The server's connections and their responses in flight. */
 interface Connections {
   /** Whether a response on this connection has started (its status line is on the wire). */
   responding(socket: Socket): boolean;
+  /**
+   * Whether a request on this connection was read whole and waits for its answer (a push being stored): bytes the
+   * parser then refuses are not that request's. Its answer is then the connection's last (`Connection: close`).
+   */
+  answerPending(socket: Socket): boolean;
   /** Shutdown: end idle connections now, and every other one after its last response. */
   drain(): void;
 }
@@ -394,6 +438,14 @@ function trackConnections(server: Server): Connections {
     responding(socket) {
       for (const res of busy.get(socket) ?? []) if (res.headersSent) return true;
       return false;
+    },
+    answerPending(socket) {
+      const pending = [...(busy.get(socket) ?? [])].filter((res) => !res.headersSent && res.req.complete);
+      for (const res of pending) {
+        res.shouldKeepAlive = false;
+        res.once('close', () => endNow(socket));
+      }
+      return pending.length > 0;
     },
     drain() {
       draining = true;
@@ -494,6 +546,10 @@ function rawErrorResponse(
  * Answer Node's HTTP parser errors (`clientError`) and unsupported `Expect` values (`checkExpectation`, 417) in the
  * JSON error format instead of Node's bare status lines (issue 12 item 8). A response is written only when no
  * response of this connection has started (as Node's default does), so a half-sent response is never corrupted.
+ * Nor when a request read whole is still to be answered (bytes after a push's body, or a Content-Length shorter
+ * than the body): those bytes are not that request's, so its own answer goes out, and the connection closes after
+ * it. Node's default answers them with its 400 then, and a push stored meanwhile was reported to its client as
+ * refused.
  */
 function handleParserErrors(server: Server, connections: Connections, envelope: boolean): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -501,6 +557,7 @@ function handleParserErrors(server: Server, connections: Connections, envelope: 
       socket.destroy();
       return;
     }
+    if (connections.answerPending(socket)) return;
     const known = PARSER_ERRORS[err.code ?? ''] ?? {
       code: 'invalid-usage' as const,
       message: 'Malformed HTTP request',

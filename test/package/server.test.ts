@@ -4,8 +4,9 @@
  * The packed tarball and its `bin` are tested in tarball.test.ts.
  */
 import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -370,6 +371,41 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
     expect(parseRawResponse(raw.slice(second)).body.code).to.equal('invalid-usage');
   });
 
+  // Bytes the parser refuses after a request read whole are not that request's: a push stored meanwhile was
+  // answered with Node's 400, and its client told it had failed.
+  for (const [label, stray] of [
+    ['a request line that is not HTTP', 'xx\r\n\r\n'],
+    ['two stray bytes (and Connection: close)', 'xx'],
+  ] as const) {
+    it(`answers a push followed by ${label} with the push's own answer, then closes`, async () => {
+      const blob = await makeTarGz({ 'stray/Chart.yaml': 'name: stray\n' });
+      const release = label.startsWith('two') ? '1.0.1' : '1.0.0';
+      const body = JSON.stringify({ blob: blob.toString('base64'), release, media_type: 'helm' });
+      const head = `${push}Content-Length: ${Buffer.byteLength(body)}\r\n`;
+      const raw = await rawRequest(
+        server.url,
+        `${head}${label.startsWith('two') ? 'Connection: close\r\n' : ''}\r\n${body}${stray}`,
+      );
+      expect(raw.match(/HTTP\/1\.1 /g), raw.slice(0, 300)).to.have.length(1);
+      const res = parseRawResponse(raw);
+      expect(res.status, raw.slice(0, 300)).to.equal(200);
+      expect(res.headers.connection).to.equal('close');
+      expect(res.body).to.deep.equal({ status: 'ok' });
+      const shown = await fetch(`${server.url}/api/v1/packages/ns/app/${release}/helm`);
+      expect(shown.status).to.equal(200);
+    });
+  }
+
+  it('answers a push whose Content-Length is shorter than its body with its own error (the JSON is cut short)', async () => {
+    const body = '{"release": "1.0.0", "media_type": "helm", "blob": "QUJD"}';
+    const raw = await rawRequest(server.url, `${push}Content-Length: 10\r\n\r\n${body}`);
+    expect(raw.match(/HTTP\/1\.1 /g), raw.slice(0, 300)).to.have.length(1);
+    const res = parseRawResponse(raw);
+    expect(res.status, raw.slice(0, 300)).to.equal(400);
+    expect(res.body.message).to.match(/JSON/);
+    expect(res.body.details).not.to.have.property('parserError');
+  });
+
   it('still serves well-formed requests', async () => {
     const res = await fetch(`${server.url}/version`);
     expect(res.status).to.equal(200);
@@ -406,6 +442,35 @@ describe('koa-appr serve: stopping', function () {
       idle.destroy();
     });
   }
+
+  it('removes the spool file of a push cut off at the shutdown timeout before it exits', async () => {
+    const spool = join(dir, 'spool');
+    await mkdir(spool);
+    const instance = await startInstance({
+      APPR_STORAGE: join(dir, 'cut-off'),
+      APPR_SHUTDOWN_TIMEOUT_MS: '300',
+      TMPDIR: spool,
+    });
+    const blob = await makeTarGz({ 'cutoff/noise.bin': randomBytes(3 * 1024 * 1024) });
+    const body = JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') });
+    const socket = connect(Number(new URL(instance.url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    await once(socket, 'connect');
+    socket.write(
+      `POST /cnr/api/v1/packages/ns/cutoff HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, body.length / 2)}`,
+    );
+    // Past the 1 MiB kept in memory: the push has its spool file.
+    const spooled = async () => (await readdir(spool)).filter((name) => name.startsWith('koa-appr-push-'));
+    for (let i = 0; i < 500 && (await spooled()).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await spooled()).to.have.length(1);
+    const exited = once(instance.process, 'exit');
+    instance.process.kill('SIGTERM');
+    const [code] = await exited;
+    expect(code).to.equal(0);
+    expect(await spooled()).to.deep.equal([]);
+    socket.destroy();
+  });
 
   it('lets a push that is in flight when SIGTERM arrives finish, then exits 0', async () => {
     const instance = await startInstance({ APPR_STORAGE: dir });

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { ApprError } from '../../lib/errors.js';
@@ -101,6 +101,24 @@ describe('push: staging a blob (BlobStager)', function () {
     await staged.dispose();
     await staged.dispose();
     expect(await readdir(dir)).to.deep.equal([]);
+  });
+
+  it('removes the spool files older than an hour that a killed process left, the first time it spools there', async function () {
+    const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3600_000);
+    for (const [name, hours] of [
+      ['koa-appr-push-1-0123456789abcdef.tgz', 2],
+      ['koa-appr-push-2-0123456789abcdef.tgz', 0.5],
+      ['someone-else.tgz', 2],
+    ] as const) {
+      await writeFile(join(dir, name), 'left');
+      await utimes(join(dir, name), hoursAgo(hours), hoursAgo(hours));
+    }
+    const gzip = await makeTarGz({ 'noise.bin': randomBytes(300_000) });
+    const staged = await stageBlob(gzip, { maxUnpackedSize: 1 << 24, memoryBytes: 1024, tmpDir: dir });
+    const left = async () => (await readdir(dir)).filter((name) => name !== basename(staged.path!)).sort();
+    for (let i = 0; i < 200 && (await left()).length === 3; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await left()).to.deep.equal(['koa-appr-push-2-0123456789abcdef.tgz', 'someone-else.tgz']);
+    await staged.dispose();
   });
 
   it('removes its temp file when a blob fails half-way (a gzip cut short) and when aborted', async function () {
