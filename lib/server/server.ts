@@ -413,6 +413,8 @@ interface Connections {
  */
 function trackConnections(server: Server): Connections {
   const busy = new Map<Socket, Set<ServerResponse>>();
+  /** Connections that close after their last pending answer (`answerPending`). */
+  const closing = new WeakSet<Socket>();
   let draining = false;
   const responsesOf = (socket: Socket): Set<ServerResponse> => {
     let responses = busy.get(socket);
@@ -440,12 +442,15 @@ function trackConnections(server: Server): Connections {
       return false;
     },
     answerPending(socket) {
-      const pending = [...(busy.get(socket) ?? [])].filter((res) => !res.headersSent && res.req.complete);
-      for (const res of pending) {
-        res.shouldKeepAlive = false;
-        res.once('close', () => endNow(socket));
-      }
-      return pending.length > 0;
+      if (closing.has(socket)) return true;
+      // Pipelined requests are answered in order: the last one read whole closes the connection once answered.
+      const last = [...(busy.get(socket) ?? [])].filter((res) => !res.headersSent && res.req.complete).at(-1);
+      if (last === undefined) return false;
+      // Node reports every piece that arrives after the parser failed: the connection is marked once.
+      closing.add(socket);
+      last.shouldKeepAlive = false;
+      last.once('close', () => endNow(socket));
+      return true;
     },
     drain() {
       draining = true;

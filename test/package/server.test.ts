@@ -396,6 +396,55 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
     });
   }
 
+  /** A push request of chart `name` (with `size` random bytes in it), as raw HTTP. */
+  const rawPush = async (name: string, size = 0): Promise<string> => {
+    const files = {
+      [`${name}/Chart.yaml`]: `name: ${name}\n`,
+      ...(size ? { [`${name}/n.bin`]: randomBytes(size) } : {}),
+    };
+    const body = JSON.stringify({
+      blob: (await makeTarGz(files)).toString('base64'),
+      release: '1.0.0',
+      media_type: 'helm',
+    });
+    return `${push}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`.replace('/ns/app ', `/ns/${name} `);
+  };
+
+  it('answers each of two pipelined pushes followed by stray bytes, then closes', async () => {
+    const raw = await rawRequest(server.url, (await rawPush('pipe-a')) + (await rawPush('pipe-b')) + 'xx\r\n\r\n');
+    expect(raw.match(/HTTP\/1\.1 \d+/g), raw.slice(0, 300)).to.deep.equal(['HTTP/1.1 200', 'HTTP/1.1 200']);
+    for (const name of ['pipe-a', 'pipe-b']) {
+      expect((await fetch(`${server.url}/api/v1/packages/ns/${name}/1.0.0/helm`)).status, name).to.equal(200);
+    }
+  });
+
+  it('marks the connection once however many stray pieces arrive while the push is stored', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const { hostname, port } = new URL(server.url);
+      const raw = await new Promise<string>((resolve) => {
+        const socket = connect(Number(port), hostname);
+        let received = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (chunk: string) => (received += chunk));
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(received));
+        void rawPush('trickle', 3_000_000).then((payload) =>
+          socket.write(`${payload}xx\r\n\r\n`, () => {
+            // Node reports each piece after a parser error again: one a millisecond while the push is stored.
+            const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write('y')), 1);
+          }),
+        );
+      });
+      expect(raw).to.match(/^HTTP\/1\.1 200/);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).not.to.include('MaxListenersExceededWarning');
+  });
+
   it('answers a push whose Content-Length is shorter than its body with its own error (the JSON is cut short)', async () => {
     const body = '{"release": "1.0.0", "media_type": "helm", "blob": "QUJD"}';
     const raw = await rawRequest(server.url, `${push}Content-Length: 10\r\n\r\n${body}`);
