@@ -56,8 +56,9 @@ export class Base64Decoder {
 
   /**
    * The last bytes; throws when the text had a number of characters no base64 can have (4n + 1, padding not
-   * counted), or padding that does not end it on a multiple of 4 (`QQ=`, `QUJDQ=`): padding is optional, but when
-   * present it must be right (Python's `b64decode`, the appr CLI's, refuses both).
+   * counted), or padding that does not end it on a multiple of 4: padding is optional, but when present it must be
+   * what RFC 4648 writes. Python's `b64decode` (the appr CLI's) refuses too little (`QQ=`, `QUJDQ=`) and ignores
+   * too much (`AAAA=`); both are refused here, as Go's `base64.StdEncoding` does.
    */
   end(): Buffer {
     if (this.#length % 4 === 1) throw invalidBase64();
@@ -557,24 +558,26 @@ export class BlobStager {
 
 /** The name of every push's spool file starts with this. */
 const SPOOL_PREFIX = 'koa-appr-push-';
+/** And the name of every Helm upload's spool directory (lib/helm/router.ts) with this. */
+export const HELM_SPOOL_PREFIX = 'koa-appr-helm-';
 /** The spool directories this process has swept (`sweepSpools`). */
 const sweptSpools = new Set<string>();
 
 /**
- * Best-effort removal, the first time this process spools a push to `dir`, of the spool files there that are older
- * than an hour: a process killed mid-push (SIGKILL, out of memory) left them, since only the push that made one
- * removes it. A push in flight writes its file as its body arrives, so none is left unchanged for an hour (the
- * standalone server cuts a request off after `APPR_REQUEST_TIMEOUT_MS`, 5 minutes); as `FsStorage` does with its
- * own temp files.
+ * Best-effort removal, the first time this process spools a push or a Helm upload to `dir`, of the spool files
+ * (`koa-appr-push-*`) and upload directories (`koa-appr-helm-*`) there that are older than an hour: a process killed
+ * mid-push (SIGKILL, out of memory) left them, since only the request that made one removes it. A push in flight
+ * writes its file as its body arrives, so none is left unchanged for an hour (the standalone server cuts a request
+ * off after `APPR_REQUEST_TIMEOUT_MS`, 5 minutes); as `FsStorage` does with its own temp files.
  */
-function sweepSpools(dir: string): void {
+export function sweepSpools(dir: string): void {
   if (sweptSpools.has(dir)) return;
   sweptSpools.add(dir);
   void readdir(dir)
     .then((names) =>
       Promise.all(
         names
-          .filter((name) => name.startsWith(SPOOL_PREFIX))
+          .filter((name) => name.startsWith(SPOOL_PREFIX) || name.startsWith(HELM_SPOOL_PREFIX))
           .map((name) => removeIfOlder(join(dir, name), LEFTOVER_AGE_MS)),
       ),
     )

@@ -20,6 +20,7 @@ import type Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
 import { koaBody } from 'koa-body';
 import { ApprError, echoed, isApprError, StorageUnavailableError } from '../errors.js';
+import { HELM_SPOOL_PREFIX, sweepSpools } from '../core/blob.js';
 import { checkName } from '../core/names.js';
 import { checkRelease, isExactRelease } from '../core/release.js';
 import { GUARD, type Access, type AccessControl, type CallerState } from '../http/access.js';
@@ -28,6 +29,7 @@ import {
   HostSetupError,
   isObject,
   keptRawBodies,
+  refuseTransferCodings,
   warnHostParser,
   type HostRequest,
 } from '../http/body-parser.js';
@@ -424,6 +426,7 @@ async function spoolBody(ctx: Context, limit: number, tmpDir: string | undefined
     throw tooLarge(limit);
   }
   try {
+    refuseTransferCodings(ctx);
     return multipart ? await spoolMultipart(ctx, limit, tmpDir) : await spoolRaw(ctx, limit, tmpDir);
   } catch (err) {
     closeAfterAnswer(ctx, lingerBounds(limit));
@@ -478,8 +481,10 @@ async function spoolRaw(ctx: Context, limit: number, tmpDir: string | undefined)
  * upload's spool files; 503 when `tmpDir` cannot have one.
  */
 async function spoolDir(tmpDir: string | undefined): Promise<string> {
+  const dir = tmpDir ?? tmpdir();
+  sweepSpools(dir);
   try {
-    return await mkdtemp(join(tmpDir ?? tmpdir(), 'koa-appr-helm-'));
+    return await mkdtemp(join(dir, HELM_SPOOL_PREFIX));
   } catch (err) {
     throw spoolFailed(err);
   }

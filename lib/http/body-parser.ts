@@ -56,7 +56,7 @@ export async function readValues(ctx: Context, limit: number, fieldBytes: number
   }
   if (consumed(ctx.req)) {
     warnHostParser();
-    hostParsedValues(ctx, values, limit);
+    await hostParsedValues(ctx, values, limit);
     return values;
   }
   const announced = announcedLength(ctx);
@@ -132,7 +132,7 @@ export function keptRawBodies(request: HostRequest): unknown[] {
   return [request.rawBody, unparsed, body];
 }
 
-function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: number): void {
+async function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: number): Promise<void> {
   const request = ctx.request as HostRequest;
   const body = request.body;
   const raw = keptRawBodies(request).find((kept): kept is string => typeof kept === 'string');
@@ -149,8 +149,23 @@ function hostParsedValues(ctx: Context, values: Record<string, unknown>, limit: 
   // Parsed from the text a parser kept, else as the parser left it (koa-body keeps no text): an array, or text that
   // is not JSON, is refused as it is without a host parser.
   const json = raw !== undefined ? parseJson(raw) : body;
+  if (raw !== undefined && isObject(json)) await refuseRepeatedBlob(raw);
   if (isObject(json)) assign(values, json);
   else if (ctx.is('json')) throw notAnObject();
+}
+
+/**
+ * Refuse (`blobTwice`, 422) JSON text whose top-level object names `blob` twice: JSON.parse keeps the last value,
+ * where the streamed reader (`JsonFields`) refuses it, so a push would otherwise be taken or refused, with one blob
+ * or the other, by its size, its framing or the host's parser. For text parsed whole (a small body, the raw text a
+ * host parser kept); only text that may repeat the key (written twice, or with an escape that could spell it) is
+ * read again, by `JsonFields` without its depth limit (JSON.parse has none).
+ */
+async function refuseRepeatedBlob(text: string): Promise<void> {
+  if (text.indexOf('"blob"') === text.lastIndexOf('"blob"') && !text.includes('\\u')) return;
+  const check = new JsonFields(Number.POSITIVE_INFINITY, undefined, Number.POSITIVE_INFINITY);
+  await check.write(text);
+  await check.end();
 }
 
 /**
@@ -249,9 +264,12 @@ function isJsonSpace(byte: number): boolean {
 }
 
 /** The request body, Content-Encoding undone, failing with 413 past `limit` bytes (before or after decoding). */
-function decodedBody(ctx: Context, limit: number): AsyncIterable<Buffer> {
-  // Node's HTTP parser frames a body by its last transfer coding (chunked) and leaves the others to the app: a body
-  // sent `gzip, chunked` would be read as it came (RFC 9112 section 6.1: 501 for a coding a server does not know).
+/**
+ * Throws `unsupported` (501) for a request body with a transfer coding other than chunked: Node's HTTP parser frames
+ * a body by its last transfer coding (chunked) and leaves the others to the app, so a body sent `gzip, chunked`
+ * would be read as it came (RFC 9112 section 6.1: 501 for a coding a server does not know).
+ */
+export function refuseTransferCodings(ctx: Context): void {
   const transfer = ctx.get('Transfer-Encoding');
   if (transfer !== '' && transfer.split(',').some((coding) => !/^\s*chunked\s*$/i.test(coding))) {
     throw new ApprError(
@@ -259,6 +277,10 @@ function decodedBody(ctx: Context, limit: number): AsyncIterable<Buffer> {
       `Transfer-Encoding "${echoed(transfer, 64)}" is not supported: a body may only be chunked (and compressed with Content-Encoding)`,
     );
   }
+}
+
+function decodedBody(ctx: Context, limit: number): AsyncIterable<Buffer> {
+  refuseTransferCodings(ctx);
   const codings = (ctx.get('Content-Encoding') || 'identity')
     .split(',')
     .map((c) => c.trim().toLowerCase())
@@ -442,14 +464,7 @@ class SmallJson implements TextParser {
       throw invalidJson();
     }
     if (!isObject(parsed)) throw notAnObject();
-    // JSON.parse keeps the last of repeated keys, where a streamed body refuses a second `blob` (`JsonFields`):
-    // a body that may repeat it (written twice, or with an escape that could spell it) is read again by
-    // `JsonFields`, so that a push is refused or taken whatever its size and framing.
-    if (text.indexOf('"blob"') !== text.lastIndexOf('"blob"') || text.includes('\\u')) {
-      const check = new JsonFields(Number.POSITIVE_INFINITY, undefined);
-      await check.write(text);
-      await check.end();
-    }
+    await refuseRepeatedBlob(text);
     const fields = Object.create(null) as Record<string, unknown>;
     assign(fields, parsed); // JSON.parse makes `__proto__` an own key; the copy keeps it a plain field.
     return fields;
@@ -480,6 +495,7 @@ class JsonFields implements TextParser {
   constructor(
     readonly fieldBytes: number,
     readonly sink: BlobSink | undefined,
+    readonly maxDepth = MAX_JSON_DEPTH,
   ) {}
 
   async write(text: string): Promise<void> {
@@ -595,7 +611,7 @@ class JsonFields implements TextParser {
       this.#stack.push({ container: this.#fields, key: undefined });
       return;
     }
-    if (this.#stack.length >= MAX_JSON_DEPTH + 1) {
+    if (this.#stack.length >= this.maxDepth + 1) {
       const field = this.#stack[1]?.key ?? this.#pendingKey ?? 'value';
       throw new ApprError('invalid-parameters', `${field} is nested deeper than ${MAX_METADATA_DEPTH} levels`, {
         field,
@@ -693,7 +709,10 @@ class FormFields implements TextParser {
       await this.#blob.end();
     } else if (this.#inValue || this.#key !== '') {
       const key = this.#inValue ? this.#key : decodeComponent(this.#key);
-      if (key !== '') addField(this.#fields, key, decodeComponent(this.#value));
+      // A `blob` without `=` is a blob field too (an empty one, as a form reader reads it): counted, so that a
+      // second blob is refused (`blobTwice`) rather than one of them dropped.
+      if (key === 'blob' && this.sink !== undefined) await this.sink.start().end();
+      else if (key !== '') addField(this.#fields, key, decodeComponent(this.#value));
     }
     this.#key = '';
     this.#value = '';

@@ -8,7 +8,7 @@
  * left behind. Observed over a real Koa app on a socket, with each body held open half-way.
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { MemoryStorage } from '../../lib/index.js';
@@ -98,6 +98,37 @@ describe('Helm uploads: spooled in pushTmpDir', function () {
       expect((await storage.list('')).keys).to.deep.equal([]);
     });
   }
+
+  it('removes what a killed process left there older than an hour (upload directories, push spool files) at its first upload', async function () {
+    const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3600_000);
+    for (const [name, hours] of [
+      ['koa-appr-helm-old', 2],
+      ['koa-appr-helm-recent', 0.5],
+    ] as const) {
+      await mkdir(join(spool, name));
+      await writeFile(join(spool, name, 'chart.tgz'), 'left');
+      await utimes(join(spool, name), hoursAgo(hours), hoursAgo(hours));
+    }
+    await writeFile(join(spool, 'koa-appr-push-1-0123456789abcdef.tgz'), 'left');
+    await utimes(join(spool, 'koa-appr-push-1-0123456789abcdef.tgz'), hoursAgo(2), hoursAgo(2));
+    const refused = await server.request('POST', UPLOAD, await uploadBody('raw', Buffer.from('not a chart')));
+    expect(refused.status, refused.text).to.equal(400);
+    await eventually(async () => (await readdir(spool)).length === 1, 10_000, 'the old ones to be removed');
+    expect(await readdir(spool)).to.deep.equal(['koa-appr-helm-recent']);
+  });
+
+  it('answers 501 to an upload with a Transfer-Encoding other than chunked, and leaves nothing', async function () {
+    const req = openRequest(server.url, UPLOAD, {
+      'content-type': 'application/gzip',
+      'transfer-encoding': 'gzip, chunked',
+    });
+    await req.write(await chartTgz({ name: 'app', version: '1.0.0' }));
+    const res = await req.end();
+    expect(res.status, JSON.stringify(res.json)).to.equal(501);
+    expect(res.json.error).to.match(/Transfer-Encoding "gzip, chunked" is not supported/);
+    expect(await readdir(spool)).to.deep.equal([]);
+    expect((await storage.list('')).keys).to.deep.equal([]);
+  });
 
   it("answers 503 when formidable's temp file cannot be created in its spool directory, and leaves nothing", async function () {
     // Held before the chart part: its temp file is not created yet.

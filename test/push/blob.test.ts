@@ -51,7 +51,8 @@ describe('push: streamed base64 (Base64Decoder)', function () {
     ['data after padding', 'ab==cd'],
     ['three padding characters', 'a==='],
     ['a length of 4n+1', 'abcde'],
-    // Padding is optional, but when present must end the text on a multiple of 4 (Python's b64decode refuses these).
+    // Padding is optional, but when present must end the text on a multiple of 4 (Python's b64decode refuses the
+    // first three and ignores the last; Go's StdEncoding refuses all four).
     ['4n+1 data characters, padded', 'QUJDQ='],
     ['4n+1 data characters, padded twice', 'QUJDQ=='],
     ['padding one short', 'QUJDQQ='],

@@ -130,6 +130,28 @@ for (const [version, KoaImpl] of Object.entries(KOA_VERSIONS)) {
         );
       });
 
+      it('refuses a JSON body naming blob twice (422), unless a host parser read it first and kept no text', async function () {
+        const other = await makeTarGz({ 'Chart.yaml': 'name: second\n' });
+        const res = await server.request('POST', '/api/v1/packages/host/twice', {
+          body: `{"release": "1.0.0", "media_type": "helm", "blob": "${blob.toString('base64')}", "blob": "${other.toString('base64')}"}`,
+          headers: { 'content-type': 'application/json' },
+        });
+        const shown = await server.request('GET', '/api/v1/packages/host/twice/1.0.0/helm');
+        // koa-body without includeUnparsed keeps only its parsed object, the last blob in it: nothing tells.
+        const keepsNoText =
+          parser.where === 'before' && parser.label.startsWith('koa-body ') && !/raw/.test(parser.label);
+        if (keepsNoText) {
+          expect(res.status, res.text).to.equal(200);
+          expect(
+            (await server.request('GET', '/api/v1/packages/host/twice/1.0.0/helm/pull')).bytes.equals(other),
+          ).to.equal(true);
+        } else {
+          expect(res.status, res.text).to.equal(422);
+          expect(res.json.message).to.match(/blob is given more than once/);
+          expect(shown.status).to.equal(404);
+        }
+      });
+
       it('refuses a JSON string holding a push with 400 (the strict host parsers first; but koa-body jsonStrict: false)', async function () {
         const push = { release: '3.0.0', media_type: 'helm', blob: blob.toString('base64') };
         const res = await server.request('POST', '/api/v1/packages/host/app', {

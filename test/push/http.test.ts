@@ -278,6 +278,37 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       });
     }
 
+    it('takes a small body with a \\u escape as one without (the second look for a repeated blob has no depth limit)', async function () {
+      // An extra field nested 40 levels: JSON.parse reads it, and the push ignores it, escapes or not.
+      const nested = `${'['.repeat(40)}${']'.repeat(40)}`;
+      for (const [release, note] of [
+        ['1.0.0', 'plain'],
+        ['1.0.1', '\\u0041 escaped'],
+      ]) {
+        const res = await server.request('POST', '/api/v1/packages/escapes/deep', {
+          body: `{"release": "${release}", "media_type": "helm", "note": "${note}", "extra": ${nested}, "blob": "${blob.toString('base64')}"}`,
+          headers: { 'content-type': 'application/json' },
+        });
+        expect(res.status, `${note}: ${res.text}`).to.equal(200);
+      }
+    });
+
+    it('refuses a form naming blob twice, once without a value (422), and stores nothing', async function () {
+      const b64 = encodeURIComponent(blob.toString('base64'));
+      for (const body of [
+        `release=1.0.0&media_type=helm&blob&blob=${b64}`,
+        `release=1.0.0&media_type=helm&blob=${b64}&blob`,
+      ]) {
+        const res = await server.request('POST', '/api/v1/packages/twice/form', {
+          body,
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        });
+        expect(res.status, `${body.slice(0, 40)}: ${res.text}`).to.equal(422);
+        expect(res.json.message).to.match(/more than once/);
+      }
+      expect((await allKeys(storage)).filter((key) => key.includes('twice'))).to.deep.equal([]);
+    });
+
     it('reads a form body written in pieces that cut %2B and %2F escapes in two', async function () {
       const big = await makeTarGz({ 'noise.bin': randomBytes(30_000) });
       const body = `release=1.0.0&media_type=helm&blob=${encodeURIComponent(big.toString('base64'))}&force=true`;
