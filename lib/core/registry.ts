@@ -305,7 +305,9 @@ export class Registry {
             sizeCalculation: (blob) => Math.max(blob.bytes.length, 1),
             fetchMethod: async (key, _stale, { context: pkg }) => {
               const generation = this.#blobGenerations.get(pkg) ?? 0;
-              const got = await this.storage.get(key);
+              const got = await this.storage.get(key).catch((err: unknown) => {
+                throw new BlobReadFailed(err);
+              });
               return got === null || got.notModified ? undefined : { bytes: got.body, generation };
             },
           })
@@ -718,9 +720,9 @@ export class Registry {
       try {
         blob = await this.#blobs.fetch(key, { context: pkg });
       } catch (err) {
-        // A delete of the key while it was read (a push of the same tar, a purge) makes the cache reject the
-        // read's callers with the delete's reason, which is no storage failure: storage is read again, uncached.
-        if (err instanceof StorageUnavailableError) throw err;
+        if (err instanceof BlobReadFailed) throw err.cause;
+        // The cache's own rejection: the key was deleted (a push of the same tar, a purge), evicted or set while it
+        // was read, and lru-cache rejects the read's callers with that reason. Storage is read again, uncached.
         return this.storage.getStream(key);
       }
       return blob === undefined ? null : new MemoryBlob(blob.bytes);
@@ -1308,6 +1310,13 @@ interface CachedBlob {
 }
 
 /** A blob held in memory; `body` (a stream of it) is only made for a caller that asks. */
+/** The blob cache's read of a blob failed in storage: its cause is what the pull throws (`#blob`). */
+class BlobReadFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super('blob read failed');
+  }
+}
+
 class MemoryBlob implements BlobContent {
   readonly bytes: Buffer;
   readonly etag = '';

@@ -134,11 +134,15 @@ export class HelmRepository {
       maxSize: positive(options.chartCacheBytes ?? 16 * MB, 'chartCacheBytes'),
       sizeCalculation: (value) =>
         256 + (value.chart ? JSON.stringify(value.chart).length : 0) + (value.problem?.length ?? 0),
+      // An index reads all of a namespace's charts at once: entries whose read is still under way are evicted when
+      // they do not all fit, and their callers must still get what was read (not kept), not lru-cache's "evicted".
+      ignoreFetchAbort: true,
       fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.release),
     });
     this.#indexes = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
       sizeCalculation: (value) => value.body.length + 64,
+      ignoreFetchAbort: true, // as for the charts: an index built while others fill the cache is still answered
       fetchMethod: async (key, _stale, { context }) =>
         this.#serialize(key, context.namespace, context.contextPath, context.releases),
     });

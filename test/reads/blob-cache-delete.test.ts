@@ -2,19 +2,35 @@
  * A pull of a small blob reads it through the memory cache of blobs (lib/core/registry.ts). A push of the same tar
  * drops the key from that cache (the bytes stored under the digest may be another gzip of it), and so does a purge:
  * when that happens while a pull's read of the key is in flight, the pull must still be answered from storage, not
- * fail with the cache's "deleted" (it answered 500 internal-error, about one pull in twenty under such a race).
+ * fail with the cache's "deleted" (it answered 500 internal-error, about one pull in twenty under such a race); a storage failure of
+ * the read is still that failure.
  */
 import { expect } from 'chai';
 import { keys } from '../../lib/core/keys.js';
-import { MemoryStorage, Registry, type GetResult } from '../../lib/index.js';
+import {
+  MemoryStorage,
+  Registry,
+  StorageUnavailableError,
+  type GetResult,
+  type StreamResult,
+} from '../../lib/index.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { gate, type Gate } from '../helpers/pause.js';
 
 /** A memory store whose next `get` of `key` waits for `go` (after opening `reached`), reading before or after it. */
 class GetPausingStorage extends MemoryStorage {
   paused: { key: string; reached: Gate; go: Gate; readAfter: boolean } | undefined;
+  /** A key whose `get` fails (storage down), and the number of `getStream` calls. */
+  failGet: string | undefined;
+  streamed = 0;
+
+  override async getStream(key: string): Promise<StreamResult | null> {
+    this.streamed += 1;
+    return super.getStream(key);
+  }
 
   override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
+    if (key === this.failGet) throw new StorageUnavailableError(`GET ${key} failed`);
     const paused = this.paused;
     if (paused === undefined || paused.key !== key) return super.get(key, options);
     this.paused = undefined;
@@ -34,7 +50,7 @@ async function bytesOf(pulled: { blob: { body: NodeJS.ReadableStream } }): Promi
 describe('reads: a pull whose cached read of the blob is dropped meanwhile', function () {
   const quiet = { pollMs: 0, sweepPerSecond: 0 };
 
-  it('answers with the bytes it read when a push of the same tar drops the key during the read', async function () {
+  it('answers with the blob when a push of the same tar drops the key during the read', async function () {
     const storage = new GetPausingStorage();
     const registry = new Registry({ storage, coherence: quiet });
     const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' });
@@ -49,6 +65,24 @@ describe('reads: a pull whose cached read of the blob is dropped meanwhile', fun
     await reader.push({ namespace: 'ns', name: 'app', release: '1.0.1', mediaType: 'helm', blob });
     paused.go.open();
     expect((await bytesOf(await pulling)).equals(blob)).to.equal(true);
+    await registry.close();
+    await reader.close();
+  });
+
+  it('fails with the storage failure of its read (503), not by reading again', async function () {
+    const storage = new GetPausingStorage();
+    const registry = new Registry({ storage, coherence: quiet });
+    const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' });
+    await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob });
+    const digest = (await registry.showManifest('ns', 'app', '1.0.0', 'helm')).content.digest;
+    const reader = new Registry({ storage, coherence: quiet });
+    storage.failGet = keys.blob('ns', 'app', digest);
+    const failed = await reader.pull('ns', 'app', '1.0.0', 'helm').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failed).to.be.instanceOf(StorageUnavailableError);
+    expect(storage.streamed).to.equal(0);
     await registry.close();
     await reader.close();
   });
