@@ -17,9 +17,9 @@ import {
 import { makeTarGz } from '../helpers/blobs.js';
 import { gate, type Gate } from '../helpers/pause.js';
 
-/** A memory store whose next `get` of `key` waits for `go` (after opening `reached`), reading before or after it. */
+/** A memory store whose next `get` of `paused.key` reads, then waits for `go` (after opening `reached`). */
 class GetPausingStorage extends MemoryStorage {
-  paused: { key: string; reached: Gate; go: Gate; readAfter: boolean } | undefined;
+  paused: { key: string; reached: Gate; go: Gate } | undefined;
   /** A key whose `get` fails (storage down), and the number of `getStream` calls. */
   failGet: string | undefined;
   streamed = 0;
@@ -34,10 +34,10 @@ class GetPausingStorage extends MemoryStorage {
     const paused = this.paused;
     if (paused === undefined || paused.key !== key) return super.get(key, options);
     this.paused = undefined;
-    const before = paused.readAfter ? undefined : await super.get(key, options);
+    const read = await super.get(key, options);
     paused.reached.open();
     await paused.go.opened;
-    return paused.readAfter ? super.get(key, options) : (before ?? null);
+    return read;
   }
 }
 
@@ -49,62 +49,55 @@ async function bytesOf(pulled: { blob: { body: NodeJS.ReadableStream } }): Promi
 
 describe('reads: a pull whose cached read of the blob is dropped meanwhile', function () {
   const quiet = { pollMs: 0, sweepPerSecond: 0 };
+  const release = { namespace: 'ns', name: 'app', mediaType: 'helm' };
+  let storage: GetPausingStorage;
+  let registry: Registry;
+  let reader: Registry;
+  let blob: Buffer;
+  let key: string;
 
-  it('answers with the blob when a push of the same tar drops the key during the read', async function () {
-    const storage = new GetPausingStorage();
-    const registry = new Registry({ storage, coherence: quiet });
-    const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' });
-    await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob });
-    const digest = (await registry.showManifest('ns', 'app', '1.0.0', 'helm')).content.digest;
+  beforeEach(async function () {
+    storage = new GetPausingStorage();
+    registry = new Registry({ storage, coherence: quiet });
+    blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' });
+    await registry.push({ ...release, release: '1.0.0', blob });
+    key = keys.blob('ns', 'app', (await registry.showManifest('ns', 'app', '1.0.0', 'helm')).content.digest);
     // A registry that has not cached the blob yet (the pusher's own read would be a hit).
-    const reader = new Registry({ storage, coherence: quiet });
-    const paused = { key: keys.blob('ns', 'app', digest), reached: gate(), go: gate(), readAfter: false };
-    storage.paused = paused;
-    const pulling = reader.pull('ns', 'app', '1.0.0', 'helm');
-    await paused.reached.opened;
-    await reader.push({ namespace: 'ns', name: 'app', release: '1.0.1', mediaType: 'helm', blob });
-    paused.go.open();
-    expect((await bytesOf(await pulling)).equals(blob)).to.equal(true);
+    reader = new Registry({ storage, coherence: quiet });
+  });
+  afterEach(async function () {
     await registry.close();
     await reader.close();
   });
 
+  /** A pull of 1.0.0 by `reader` whose read of the blob waits while `reader` pushes the same tar as 1.0.1. */
+  async function pullDuringPush(): Promise<Buffer> {
+    const paused = { key, reached: gate(), go: gate() };
+    storage.paused = paused;
+    const pulling = reader.pull('ns', 'app', '1.0.0', 'helm');
+    await paused.reached.opened;
+    await reader.push({ ...release, release: '1.0.1', blob });
+    paused.go.open();
+    return bytesOf(await pulling);
+  }
+
+  it('answers with the blob when a push of the same tar drops the key during the read', async function () {
+    expect((await pullDuringPush()).equals(blob)).to.equal(true);
+  });
+
+  it('reads storage again when its read found nothing and the key was dropped meanwhile', async function () {
+    // The bytes gone (a collector removed them), then stored again by a push of the same tar during the pull's read.
+    await storage.delete(key);
+    expect((await pullDuringPush()).equals(blob)).to.equal(true);
+  });
+
   it('fails with the storage failure of its read (503), not by reading again', async function () {
-    const storage = new GetPausingStorage();
-    const registry = new Registry({ storage, coherence: quiet });
-    const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' });
-    await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob });
-    const digest = (await registry.showManifest('ns', 'app', '1.0.0', 'helm')).content.digest;
-    const reader = new Registry({ storage, coherence: quiet });
-    storage.failGet = keys.blob('ns', 'app', digest);
+    storage.failGet = key;
     const failed = await reader.pull('ns', 'app', '1.0.0', 'helm').then(
       () => undefined,
       (err: unknown) => err,
     );
     expect(failed).to.be.instanceOf(StorageUnavailableError);
     expect(storage.streamed).to.equal(0);
-    await registry.close();
-    await reader.close();
-  });
-
-  it('reads storage again when its read found nothing and the key was dropped meanwhile', async function () {
-    const storage = new GetPausingStorage();
-    const registry = new Registry({ storage, coherence: quiet });
-    const blob = await makeTarGz({ 'app/Chart.yaml': 'name: app\nversion: 1.0.0\n' });
-    await registry.push({ namespace: 'ns', name: 'app', release: '1.0.0', mediaType: 'helm', blob });
-    const digest = (await registry.showManifest('ns', 'app', '1.0.0', 'helm')).content.digest;
-    const key = keys.blob('ns', 'app', digest);
-    // The bytes gone (a collector removed them), then stored again by a push of the same tar during the pull's read.
-    await storage.delete(key);
-    const reader = new Registry({ storage, coherence: quiet });
-    const paused = { key, reached: gate(), go: gate(), readAfter: false };
-    storage.paused = paused;
-    const pulling = reader.pull('ns', 'app', '1.0.0', 'helm');
-    await paused.reached.opened;
-    await reader.push({ namespace: 'ns', name: 'app', release: '1.0.1', mediaType: 'helm', blob });
-    paused.go.open();
-    expect((await bytesOf(await pulling)).equals(blob)).to.equal(true);
-    await registry.close();
-    await reader.close();
   });
 });
