@@ -6,38 +6,27 @@ import type { WriteCondition } from '../../lib/storage/types.js';
 import { makeTarGz } from '../helpers/blobs.js';
 import { rejection } from '../helpers/expect.js';
 
-/** MemoryStorage whose next GET of a key can be held until the test lets it go. */
+/**
+ * MemoryStorage whose next GET of a key can be held until the test lets it go: it delivers what storage held when
+ * the GET came, or, with `late`, what it holds once let go.
+ */
 class SlowStorage extends MemoryStorage {
-  hold: { key: string; release: Promise<void>; started: () => void } | undefined;
+  hold: { key: string; release: Promise<void>; started: () => void; late?: boolean } | undefined;
 
   override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
     const hold = this.hold?.key === key ? this.hold : undefined;
     if (!hold) return super.get(key, options);
     this.hold = undefined;
-    const result = await super.get(key, options); // what storage holds now...
+    const early = hold.late ? undefined : await super.get(key, options); // what storage holds now...
     hold.started();
     await hold.release; // ...delivered after a write finished meanwhile
-    return result;
-  }
-}
-
-/** MemoryStorage whose next GET of a key waits until the test lets it go, then reads what storage holds then. */
-class LateReadStorage extends MemoryStorage {
-  hold: { key: string; release: Promise<void>; started: () => void } | undefined;
-
-  override async get(key: string, options?: { ifNoneMatch?: string }): Promise<GetResult | null> {
-    const hold = this.hold?.key === key ? this.hold : undefined;
-    if (!hold) return super.get(key, options);
-    this.hold = undefined;
-    hold.started();
-    await hold.release;
-    return super.get(key, options);
+    return hold.late ? super.get(key, options) : (early ?? null);
   }
 }
 
 describe('package document cache', () => {
   it("keeps another instance's later version read while a local write finished, once one more read confirms it", async () => {
-    const storage = new LateReadStorage();
+    const storage = new SlowStorage();
     const key = 'packages/ns/app.json';
     const a = new DocumentStore(storage);
     const b = new DocumentStore(storage);
@@ -50,7 +39,7 @@ describe('package document cache', () => {
     const readStarted = new Promise<void>((resolve) => {
       started = resolve;
     });
-    storage.hold = { key, release: new Promise((resolve) => (letGo = resolve)), started };
+    storage.hold = { key, release: new Promise((resolve) => (letGo = resolve)), started, late: true };
     const reading = a.refresh(key); // held before it reads
     await readStarted;
     await a.update(key, set(2), {}, { cached: true }); // a local write finishes during the read

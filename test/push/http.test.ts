@@ -69,6 +69,13 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       await rm(dataDir, { recursive: true, force: true });
     });
 
+    /** POST `body` as chunked JSON, written in pieces of `piece` characters. */
+    async function postChunkedJson(path: string, body: string, piece: number) {
+      const req = openRequest(server.url, path, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      for (let i = 0; i < body.length; i += piece) await req.write(body.slice(i, i + piece));
+      return req.end();
+    }
+
     it('accepts blob before release (the CLI sends blob among other fields) and serves the same bytes', async function () {
       const body = `{"blob": "${blob.toString('base64')}", "name": "x", "media_type": "helm", "release": "1.0.0"}`;
       const res = await server.request('POST', '/api/v1/packages/order/blob-first', {
@@ -227,12 +234,7 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       const big = await makeTarGz({ 'noise.bin': randomBytes(30_000) });
       // JSON may escape "/" as "\/": the escapes must be undone before the base64 is decoded.
       const body = `{"release": "1.0.0", "media_type": "helm", "metadata": {"k": "v\\u00e9"}, "blob": "${big.toString('base64').replace(/\//g, '\\/')}"}`;
-      const req = openRequest(server.url, '/api/v1/packages/slow/json', {
-        'content-type': 'application/json',
-        'transfer-encoding': 'chunked',
-      });
-      for (let i = 0; i < body.length; i += 997) await req.write(body.slice(i, i + 997));
-      const res = await req.end();
+      const res = await postChunkedJson('/api/v1/packages/slow/json', body, 997);
       expect(res.status, JSON.stringify(res.json)).to.equal(200);
       const pulled = await server.request('GET', '/api/v1/packages/slow/json/1.0.0/helm/pull');
       expect(pulled.bytes.equals(big)).to.equal(true);
@@ -266,12 +268,7 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
         expect(small.status, JSON.stringify(small.json)).to.equal(422);
         expect(small.json).to.deep.include({ code: 'invalid-parameters', details: { field: 'blob' } });
         expect(small.json.message).to.match(/more than once/);
-        const req = openRequest(server.url, '/api/v1/packages/twice/chunked', {
-          'content-type': 'application/json',
-          'transfer-encoding': 'chunked',
-        });
-        for (let i = 0; i < body.length; i += 500) await req.write(body.slice(i, i + 500));
-        const chunked = await req.end();
+        const chunked = await postChunkedJson('/api/v1/packages/twice/chunked', body, 500);
         expect(chunked.status, JSON.stringify(chunked.json)).to.equal(422);
         expect(chunked.json.message).to.match(/more than once/);
         expect((await allKeys(storage)).filter((key) => key.includes('twice'))).to.deep.equal([]);
