@@ -89,6 +89,20 @@ export function closeAfterAnswer(ctx: Context, options: LingerOptions): void {
   linger(socket, req, res, options);
 }
 
+/**
+ * The same lingering close for a connection whose remaining bytes are not a request (the standalone server's HTTP
+ * parser refused them, lib/server/server.ts) after `res`'s request was read whole: `res` goes out (with
+ * `Connection: close` when its head is not out yet), then the connection closes as above, what the client still
+ * sends dropped. Without it the client could lose the end of `res` to a reset, for the unread bytes it sent.
+ */
+export function closeAfterResponse(res: ServerResponse, options: LingerOptions): void {
+  res.shouldKeepAlive = false;
+  const socket = res.req.socket as Socket & { [ARMED]?: true };
+  if (socket.destroyed || socket[ARMED] || typeof socket.destroySoon !== 'function') return;
+  socket[ARMED] = true;
+  linger(socket, res.req, res, options);
+}
+
 function linger(socket: Socket, req: IncomingMessage, res: ServerResponse, options: LingerOptions): void {
   let dropped = 0;
   let reason: LingerReport['reason'] = 'closed';

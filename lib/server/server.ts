@@ -11,6 +11,7 @@ import { UserStore, type StoreUser } from '../auth/user-store.js';
 import { ApprError, ERRORS, type ErrorCode } from '../errors.js';
 import { keys } from '../core/keys.js';
 import type { Registry } from '../core/registry.js';
+import { closeAfterResponse, LINGER_MIN_BYTES, LINGER_MS } from '../http/linger.js';
 import { createApprRouter, registryOf } from '../http/router.js';
 import type { Logger } from '../ops/logger.js';
 import { serverOps } from '../ops/server.js';
@@ -27,7 +28,8 @@ export interface RunningServer {
   readonly registry: Registry;
   /**
    * Stop accepting connections at once (the port is free when this is called), let requests in flight finish for
-   * up to `shutdownTimeoutMs`, then close the remaining connections and the storage.
+   * up to `shutdownTimeoutMs`, then close the remaining connections and the storage. Called again (or while it
+   * runs), the same stop.
    */
   close(): Promise<void>;
 }
@@ -130,23 +132,26 @@ export async function startServer(
       );
     }
     const probe = warnIfStorageUnready(registryOf(router), config.storage, ops.logger);
+    let closing: Promise<void> | undefined;
     return {
       server,
       url,
       storage,
       registry: registryOf(router),
-      close: async () => {
-        // The start-up probe writes and deletes a key: let it finish before the store closes (and a test removes
-        // its directory).
-        await probe;
-        await shutdown(server, connections, config.shutdownTimeoutMs);
-        // The requests whose connections were cut are still unwinding: a push removes its spool file as it does.
-        await handlers.settled(HANDLERS_SETTLE_MS);
-        // After the last request: the change entries of its pushes are written before the store closes.
-        await registryOf(router).close();
-        await storage.close?.();
-        await ops.close();
-      },
+      // One stop, whoever asks for it and however often: each caller waits for the same one.
+      close: () =>
+        (closing ??= (async () => {
+          // The start-up probe writes and deletes a key: let it finish before the store closes (and a test removes
+          // its directory).
+          await probe;
+          await shutdown(server, connections, config.shutdownTimeoutMs);
+          // The requests whose connections were cut are still unwinding: a push removes its spool file as it does.
+          await handlers.settled(HANDLERS_SETTLE_MS);
+          // After the last request: the change entries of its pushes are written before the store closes.
+          await registryOf(router).close();
+          await storage.close?.();
+          await ops.close();
+        })()),
     };
   } catch (err) {
     await storage.close?.();
@@ -398,8 +403,9 @@ interface Connections {
   /** Whether a response on this connection has started (its status line is on the wire). */
   responding(socket: Socket): boolean;
   /**
-   * Whether a request on this connection was read whole and waits for its answer (a push being stored): bytes the
-   * parser then refuses are not that request's. Its answer is then the connection's last (`Connection: close`).
+   * Whether a request on this connection was read whole and its answer is not out yet (a push being stored, a pull
+   * being sent): bytes the parser then refuses are not that request's. The last such answer is then the
+   * connection's last.
    */
   answerPending(socket: Socket): boolean;
   /** Shutdown: end idle connections now, and every other one after its last response. */
@@ -443,13 +449,14 @@ function trackConnections(server: Server): Connections {
     },
     answerPending(socket) {
       if (closing.has(socket)) return true;
-      // Pipelined requests are answered in order: the last one read whole closes the connection once answered.
-      const last = [...(busy.get(socket) ?? [])].filter((res) => !res.headersSent && res.req.complete).at(-1);
+      // Pipelined requests are answered in order: the last one read whole closes the connection once its answer is
+      // out, whether that answer has not started, is queued behind an earlier one, or is being sent (a pull).
+      const last = [...(busy.get(socket) ?? [])].filter((res) => res.req.complete && !res.writableFinished).at(-1);
       if (last === undefined) return false;
-      // Node reports every piece that arrives after the parser failed: the connection is marked once.
+      // Node reports every piece that arrives after the parser failed (until the lingering close takes the
+      // socket's reads): the connection is marked once.
       closing.add(socket);
-      last.shouldKeepAlive = false;
-      last.once('close', () => endNow(socket));
+      closeAfterResponse(last, { ms: LINGER_MS, bytes: LINGER_MIN_BYTES });
       return true;
     },
     drain() {
@@ -558,11 +565,15 @@ function rawErrorResponse(
  */
 function handleParserErrors(server: Server, connections: Connections, envelope: boolean): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (err.code === 'ECONNRESET' || !socket.writable || connections.responding(socket)) {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
     if (connections.answerPending(socket)) return;
+    if (connections.responding(socket)) {
+      socket.destroy();
+      return;
+    }
     const known = PARSER_ERRORS[err.code ?? ''] ?? {
       code: 'invalid-usage' as const,
       message: 'Malformed HTTP request',

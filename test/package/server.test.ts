@@ -445,6 +445,35 @@ describe('koa-appr serve: Node HTTP parser errors in the JSON error format', fun
     expect(warnings).not.to.include('MaxListenersExceededWarning');
   });
 
+  it('sends a whole pull followed by stray bytes in two pieces, to a client reading slowly, then closes', async () => {
+    const blob = await makeTarGz({ 'slow/noise.bin': randomBytes(4 * 1024 * 1024) });
+    const pushed = await fetch(`${server.url}/api/v1/packages/ns/slow`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ release: '1.0.0', media_type: 'helm', blob: blob.toString('base64') }),
+    });
+    expect(pushed.status).to.equal(200);
+    const { hostname, port } = new URL(server.url);
+    const socket = connect(Number(port), hostname);
+    socket.on('error', () => undefined);
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const closed = once(socket, 'close');
+    socket.pause(); // the answer waits in the socket's buffers while the stray pieces arrive
+    socket.write('GET /cnr/api/v1/packages/ns/slow/1.0.0/helm/pull HTTP/1.1\r\nHost: x\r\n\r\nxx');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    socket.write('yy'); // a second piece: Node reports the parser error again
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    socket.resume();
+    await closed;
+    const raw = Buffer.concat(chunks);
+    const headEnd = raw.indexOf('\r\n\r\n');
+    const head = raw.subarray(0, headEnd).toString();
+    expect(head).to.match(/^HTTP\/1\.1 200 /);
+    expect(raw.length - headEnd - 4).to.equal(blob.length);
+    expect(raw.subarray(headEnd + 4).equals(blob)).to.equal(true);
+  });
+
   it('answers a push whose Content-Length is shorter than its body with its own error (the JSON is cut short)', async () => {
     const body = '{"release": "1.0.0", "media_type": "helm", "blob": "QUJD"}';
     const raw = await rawRequest(server.url, `${push}Content-Length: 10\r\n\r\n${body}`);
@@ -519,6 +548,18 @@ describe('koa-appr serve: stopping', function () {
     expect(code).to.equal(0);
     expect(await spooled()).to.deep.equal([]);
     socket.destroy();
+  });
+
+  it('stops once however often close() is called: every caller waits for the same stop', async () => {
+    const running = await startServer(
+      parseServerConfig(['--port', '0', '--storage', join(dir, 'twice')], {}).config,
+      () => undefined,
+    );
+    const first = running.close();
+    const second = running.close();
+    expect(second).to.equal(first);
+    await first;
+    expect(running.close()).to.equal(first);
   });
 
   it('lets a push that is in flight when SIGTERM arrives finish, then exits 0', async () => {
