@@ -87,6 +87,7 @@ export class DocumentStore {
   readonly #writes = new Map<string, number>();
   readonly #metrics: MetricsHooks | undefined;
   readonly #prepare: ((key: string, value: unknown) => Promise<unknown>) | undefined;
+  #closed = false;
 
   /**
    * `hooks.prepare` runs on every document read from storage, before anyone sees it: it may load what the
@@ -176,7 +177,9 @@ export class DocumentStore {
       // tells which (a conditional GET: "not modified" when the local version is the current one). Without it, a
       // later version read here was dropped, and this instance served the local one until the package changed
       // again or the background check came by.
-      setImmediate(() => void this.refresh(key).catch(() => undefined));
+      setImmediate(() => {
+        if (!this.#closed) void this.refresh(key).catch(() => undefined);
+      });
     }
     return entry;
   }
@@ -331,6 +334,11 @@ export class DocumentStore {
    */
   remember(key: string, value: unknown, etag: string, bytes: number): void {
     this.#cache.set(key, { value: deepFreeze(value), etag, bytes, gen: this.#gen, at: performance.now() });
+  }
+
+  /** No more reads of this store's own (the one after a read a local write overtook, `#load`): its registry closed. */
+  close(): void {
+    this.#closed = true;
   }
 
   /** Forget a cached document, or all (the next read asks storage). */

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { ApprError, StorageUnavailableError } from '../errors.js';
+import { fetchOr, loadOrFail } from './cache-reads.js';
 import { gcOptions, registryOptions, systemClock } from '../options/schema.js';
 import { parseOptions } from '../options/validate.js';
 import { checkedStorage } from '../storage/checked.js';
@@ -305,9 +306,7 @@ export class Registry {
             sizeCalculation: (blob) => Math.max(blob.bytes.length, 1),
             fetchMethod: async (key, _stale, { context: pkg }) => {
               const generation = this.#blobGenerations.get(pkg) ?? 0;
-              const got = await this.storage.get(key).catch((err: unknown) => {
-                throw new BlobReadFailed(err);
-              });
+              const got = await loadOrFail(() => this.storage.get(key));
               return got === null || got.notModified ? undefined : { bytes: got.body, generation };
             },
           })
@@ -362,6 +361,7 @@ export class Registry {
    */
   async close(): Promise<void> {
     this.#feed.close();
+    this.#docs.close();
     await this.#feed.flush();
   }
 
@@ -716,16 +716,14 @@ export class Registry {
     if (cached !== undefined) return cached;
     if (this.#blobs !== undefined) this.metrics?.cache('blobs', false);
     if (this.#blobs !== undefined && size !== undefined && size <= this.#blobMaxSize) {
-      let blob: CachedBlob | undefined;
-      try {
-        blob = await this.#blobs.fetch(key, { context: pkg });
-      } catch (err) {
-        if (err instanceof BlobReadFailed) throw err.cause;
-        // The cache's own rejection: the key was deleted (a push of the same tar, a purge), evicted or set while it
-        // was read, and lru-cache rejects the read's callers with that reason. Storage is read again, uncached.
-        return this.storage.getStream(key);
-      }
-      return blob === undefined ? null : new MemoryBlob(blob.bytes);
+      const blobs = this.#blobs;
+      // The key deleted while it is read (a push of the same tar, a purge), or evicted: storage is read again.
+      const blob = await fetchOr(
+        () => blobs.fetch(key, { context: pkg }),
+        () => this.storage.getStream(key),
+      );
+      if (blob === undefined || blob === null) return null;
+      return 'generation' in blob ? new MemoryBlob(blob.bytes) : blob;
     }
     return this.storage.getStream(key);
   }
@@ -1310,13 +1308,6 @@ interface CachedBlob {
 }
 
 /** A blob held in memory; `body` (a stream of it) is only made for a caller that asks. */
-/** The blob cache's read of a blob failed in storage: its cause is what the pull throws (`#blob`). */
-class BlobReadFailed extends Error {
-  constructor(override readonly cause: unknown) {
-    super('blob read failed');
-  }
-}
-
 class MemoryBlob implements BlobContent {
   readonly bytes: Buffer;
   readonly etag = '';

@@ -35,6 +35,7 @@ import {
   isLaterChartRecord,
   type ChartRecord,
 } from '../core/chart.js';
+import { fetchOr, loadOrFail } from '../core/cache-reads.js';
 import { keys } from '../core/keys.js';
 import type { PackageRef, Registry, VisibleFilter } from '../core/registry.js';
 import { compareReleases } from '../core/release.js';
@@ -135,9 +136,10 @@ export class HelmRepository {
       sizeCalculation: (value) =>
         256 + (value.chart ? JSON.stringify(value.chart).length : 0) + (value.problem?.length ?? 0),
       // An index reads all of a namespace's charts at once: entries whose read is still under way are evicted when
-      // they do not all fit, and their callers must still get what was read (not kept), not lru-cache's "evicted".
+      // they do not all fit, and their callers must still get what was read (not kept), not lru-cache's "evicted"
+      // (`chart`, with `fetchOr`, for a read that found nothing).
       ignoreFetchAbort: true,
-      fetchMethod: (_key, _stale, { context }) => this.#loadChart(context.namespace, context.release),
+      fetchMethod: (_key, _stale, { context }) => loadOrFail(() => this.#loadChart(context.namespace, context.release)),
     });
     this.#indexes = new LRUCache({
       maxSize: positive(options.indexCacheBytes ?? 32 * MB, 'indexCacheBytes'),
@@ -233,9 +235,13 @@ export class HelmRepository {
    * release record over other bytes (test/helm/chart-cache-repush.test.ts).
    */
   async chart(namespace: string, release: ChartRef): Promise<ChartArchive | undefined> {
-    return this.#charts.fetch(`${namespace}/${release.name}/${release.blob}/${release.created ?? ''}`, {
-      context: { namespace, release },
-    });
+    return fetchOr(
+      () =>
+        this.#charts.fetch(`${namespace}/${release.name}/${release.blob}/${release.created ?? ''}`, {
+          context: { namespace, release },
+        }),
+      () => this.#loadChart(namespace, release),
+    );
   }
 
   async #releases(namespace: string, visible: VisibleFilter): Promise<HelmRelease[]> {
