@@ -280,7 +280,7 @@ for (const kind of ['memory', 'fs', 's3'] as const) {
       const nested = `${'['.repeat(40)}${']'.repeat(40)}`;
       for (const [release, note] of [
         ['1.0.0', 'plain'],
-        ['1.0.1', '\\u0041 escaped'],
+        ['1.0.1', 'n\\u006fte escaped'],
       ]) {
         const res = await server.request('POST', '/api/v1/packages/escapes/deep', {
           body: `{"release": "${release}", "media_type": "helm", "note": "${note}", "extra": ${nested}, "blob": "${blob.toString('base64')}"}`,
