@@ -419,8 +419,6 @@ interface Connections {
  */
 function trackConnections(server: Server): Connections {
   const busy = new Map<Socket, Set<ServerResponse>>();
-  /** Connections that close after their last pending answer (`answerPending`). */
-  const closing = new WeakSet<Socket>();
   let draining = false;
   const responsesOf = (socket: Socket): Set<ServerResponse> => {
     let responses = busy.get(socket);
@@ -448,14 +446,12 @@ function trackConnections(server: Server): Connections {
       return false;
     },
     answerPending(socket) {
-      if (closing.has(socket)) return true;
       // Pipelined requests are answered in order: the last one read whole closes the connection once its answer is
       // out, whether that answer has not started, is queued behind an earlier one, or is being sent (a pull).
       const last = [...(busy.get(socket) ?? [])].filter((res) => res.req.complete && !res.writableFinished).at(-1);
       if (last === undefined) return false;
-      // Node reports every piece that arrives after the parser failed (until the lingering close takes the
-      // socket's reads): the connection is marked once.
-      closing.add(socket);
+      // The lingering close takes the socket's reads from the parser at once: Node, which reports a parser error
+      // again for every piece that reaches the parser, reports no more on this connection.
       closeAfterResponse(last, { ms: LINGER_MS, bytes: LINGER_MIN_BYTES });
       return true;
     },
