@@ -47,8 +47,9 @@ export class Base64Decoder {
       this.#padding += tail.length;
       if (this.#padding > 2) throw invalidBase64();
     }
-    this.#length += pad >= 0 ? pad : this.#padding > 0 ? 0 : clean.length;
-    const data = this.#carry + (pad >= 0 ? clean.slice(0, pad) : this.#padding > 0 ? '' : clean);
+    const fresh = pad >= 0 ? clean.slice(0, pad) : this.#padding > 0 ? '' : clean; // its data, padding left out
+    this.#length += fresh.length;
+    const data = this.#carry + fresh;
     const whole = data.length - (data.length % 4);
     this.#carry = data.slice(whole);
     return whole === 0 ? Buffer.alloc(0) : Buffer.from(data.slice(0, whole), 'base64');

@@ -149,9 +149,10 @@ async function hostParsedValues(ctx: Context, values: Record<string, unknown>, l
   // Parsed from the text a parser kept, else as the parser left it (koa-body keeps no text): an array, or text that
   // is not JSON, is refused as it is without a host parser.
   const json = raw !== undefined ? parseJson(raw) : body;
-  if (raw !== undefined && isObject(json)) await refuseRepeatedBlob(raw);
-  if (isObject(json)) assign(values, json);
-  else if (ctx.is('json')) throw notAnObject();
+  if (isObject(json)) {
+    if (raw !== undefined) await refuseRepeatedBlob(raw);
+    assign(values, json);
+  } else if (ctx.is('json')) throw notAnObject();
 }
 
 /**
@@ -265,7 +266,6 @@ function isJsonSpace(byte: number): boolean {
   return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
 }
 
-/** The request body, Content-Encoding undone, failing with 413 past `limit` bytes (before or after decoding). */
 /**
  * Throws `unsupported` (501) for a request body with a transfer coding other than chunked: Node's HTTP parser frames
  * a body by its last transfer coding (chunked) and leaves the others to the app, so a body sent `gzip, chunked`
@@ -281,6 +281,7 @@ export function refuseTransferCodings(ctx: Context): void {
   }
 }
 
+/** The request body, Content-Encoding undone, failing with 413 past `limit` bytes (before or after decoding). */
 function decodedBody(ctx: Context, limit: number): AsyncIterable<Buffer> {
   refuseTransferCodings(ctx);
   const codings = (ctx.get('Content-Encoding') || 'identity')
